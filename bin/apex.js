@@ -15,7 +15,12 @@ if (module.enableCompileCache && !process.env.NODE_COMPILE_CACHE) {
     /* no cache: start as before */
   }
 }
-const { main, reportOutputError, reportUnhandledRejection } = await import("../dist/cli/main.js");
+// `apex status` and `apex status --json`, exactly those, run without commander and the program it
+// builds (dist/cli/status-main.js): the same command, output and errors, in less start-up time.
+// Any other command line, with any flag more (--help too), is the full CLI's.
+const args = process.argv.slice(2);
+const statusOnly = args[0] === "status" && (args.length === 1 || (args.length === 2 && args[1] === "--json"));
+const { main, reportOutputError, reportUnhandledRejection } = await import(statusOnly ? "../dist/cli/status-main.js" : "../dist/cli/main.js");
 
 process.on("unhandledRejection", reportUnhandledRejection);
 

@@ -43,6 +43,29 @@ export function reportError(error: unknown, json: boolean): number {
 }
 
 /**
+ * For the entry point: a promise that rejected with nobody waiting for it (a library's, or a
+ * bug) is reported as an error like any other, without a stack trace, and the command fails.
+ */
+export function reportUnhandledRejection(reason: unknown): void {
+  process.exitCode = Math.max(1, reportError(reason, process.argv.includes("--json")));
+}
+
+/**
+ * A write to stdout that failed other than by its reader going (EPIPE, not a failure): `apex
+ * memory export > backup.json` on a full disk. Said as every error is, with its exit code; it was
+ * Node's stack trace. What the command did before it printed (a memory write) stands.
+ */
+export function reportOutputError(error: NodeJS.ErrnoException): number {
+  const full = error.code === "ENOSPC" || error.code === "EDQUOT";
+  const why = full ? "the disk is full" : error.code === "EFBIG" ? "the file passed the largest size allowed" : error.message;
+  const code = full ? "APEX_E_DISK_FULL" : error.code === "EFBIG" ? "APEX_E_FILE_TOO_LARGE" : "APEX_E_INTERNAL";
+  return reportError(new ApexError(code, `Cannot write the output to stdout: ${why}${error.code && full ? ` (${error.code})` : ""}; the output is incomplete.`, {
+    hint: "Free space where the output goes (or send it elsewhere) and run the command again.",
+    cause: error,
+  }), process.argv.includes("--json"));
+}
+
+/**
  * Failures of the machine rather than of APEX, wherever they surface: a full disk (a file write
  * that got ENOSPC or EDQUOT) and a damaged store (an LMDB error about its pages), each with
  * its code and next step instead of APEX_E_INTERNAL.

@@ -1,5 +1,6 @@
 import type { ProjectLocation } from "../core/config/locate.js";
-import { currentActor, openSessionClient } from "../core/session/client.js";
+import { currentActor } from "../core/actor.js";
+import { openSessionClient } from "../core/session/client.js";
 import type { Entry, JsonValue } from "../core/store/store.js";
 import type { MemoryWriter } from "./context.js";
 import type { Store } from "../core/store/store.js";

@@ -2,7 +2,7 @@
 // against `node -e 0`): each group's list of top-level commands must be what it registers, or a
 // command would go missing when its group is loaded alone.
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { Command } from "commander";
@@ -39,15 +39,35 @@ describe("command groups loaded by the command line", () => {
     expect(groupsFor("hello")).toBe(COMMAND_GROUPS); // a plugin's command: every group
   });
 
-  it("`apex status` loads the lifecycle group's module and no other group's (a new process, the built CLI)", () => {
-    // A loader hook reports every module the process loads (writeSync: the hooks run on their own thread).
-    const hook = `data:text/javascript,${encodeURIComponent('import { register } from "node:module"; register("data:text/javascript," + encodeURIComponent("import { writeSync } from \\"node:fs\\"; export async function load(url, context, next) { writeSync(2, \\"LOADED \\" + url + \\"\\\\n\\"); return next(url, context); }"));')}`;
-    const result = spawnSync(process.execPath, ["--import", hook, APEX_BIN, "status", "--json"], { cwd: dir, env: { ...cleanEnv(), NO_COLOR: "1" }, encoding: "utf8" });
-    expect(result.status, result.stderr).toBe(0);
-    expect(JSON.parse(result.stdout)).toMatchObject({ session: null });
-    const loaded = result.stderr.split("\n").filter((line) => line.startsWith("LOADED file:")).map((line) => relative(join(REPO_ROOT, "dist"), new URL(line.slice(7)).pathname));
+  it("the full CLI for `apex status` (any flag more than --json) loads the lifecycle group's module and no other group's (a new process, the built CLI)", () => {
+    writeFileSync(join(dir, "apex.config.yaml"), "plugins: {}\n");
+    const loaded = loadedModules(["status", "--json", "--config", "apex.config.yaml"]);
+    expect(loaded).toContain("cli/main.js");
     expect(loaded).toContain("cli/lifecycle.js");
-    const groupModules = ["cli/agent.js", "cli/config.js", "cli/memory.js", "cli/plugins.js", "cli/session.js", "cli/task.js", "plugins/checkpoint/cli.js", "plugins/checkpoint/branch-commands.js", "plugins/postgres/cli.js", "plugins/sharing/remote-cli.js"];
-    expect(loaded.filter((file) => groupModules.includes(file))).toEqual([]);
+    expect(loaded.filter((file) => GROUP_MODULES.includes(file))).toEqual([]);
+  });
+
+  it("`apex status` and `apex status --json` take their fast path: neither commander's program (cli/main.js) nor any group's module", () => {
+    for (const args of [["status"], ["status", "--json"]]) {
+      const loaded = loadedModules(args);
+      expect(loaded, args.join(" ")).toContain("cli/status-main.js");
+      expect(loaded.filter((file) => file === "cli/main.js" || file === "cli/lifecycle.js" || GROUP_MODULES.includes(file)), args.join(" ")).toEqual([]);
+    }
+    // Anything else, help included, is the full CLI's.
+    for (const args of [["status", "--help"], ["status", "--json", "--json"], ["--json", "status"], ["status", "-h"]]) expect(loadedModules(args, false), args.join(" ")).toContain("cli/main.js");
   });
 });
+
+const GROUP_MODULES = ["cli/agent.js", "cli/config.js", "cli/memory.js", "cli/plugins.js", "cli/session.js", "cli/task.js", "plugins/checkpoint/cli.js", "plugins/checkpoint/branch-commands.js", "plugins/postgres/cli.js", "plugins/sharing/remote-cli.js"];
+
+/** The modules under dist/ that `apex ARGS` loads in `dir` (no session there: status says so), in a new process of the built CLI. */
+function loadedModules(args: string[], succeeds = true): string[] {
+  // A loader hook reports every module the process loads (writeSync: the hooks run on their own thread).
+  const hook = `data:text/javascript,${encodeURIComponent('import { register } from "node:module"; register("data:text/javascript," + encodeURIComponent("import { writeSync } from \\"node:fs\\"; export async function load(url, context, next) { writeSync(2, \\"LOADED \\" + url + \\"\\\\n\\"); return next(url, context); }"));')}`;
+  const result = spawnSync(process.execPath, ["--import", hook, APEX_BIN, ...args], { cwd: dir, env: { ...cleanEnv(), NO_COLOR: "1" }, encoding: "utf8" });
+  if (succeeds) {
+    expect(result.status, result.stderr).toBe(0);
+    if (args.includes("--json")) expect(JSON.parse(result.stdout)).toMatchObject({ session: null });
+  }
+  return result.stderr.split("\n").filter((line) => line.startsWith("LOADED file:")).map((line) => relative(join(REPO_ROOT, "dist"), new URL(line.slice(7)).pathname));
+}

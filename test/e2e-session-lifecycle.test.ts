@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { findSession } from "../core/session/sessions.js";
 import { FIXTURES, Project, groupMembers, isAlive, procInfo, shellAgents, waitFor, type CliResult, type ProcInfo, type StatusJson } from "./fixtures/agents/harness.js";
-import { json } from "./helpers/cli.js";
+import { FULL_CLI_ENV, json } from "./helpers/cli.js";
 import { stopProgress } from "../core/session/proc.js";
 import { forEachBackend } from "./support/backends.js";
 
@@ -19,6 +19,9 @@ const CONFIG = shellAgents({
   alpha: "sh -c 'sleep 1000 & wait' & while true; do sleep 0.2; done",
   beta: "echo hello from beta; echo trouble on stderr >&2; while true; do sleep 0.2; done",
 });
+
+// Agents whose processes, uptimes aside, stay as they are: `apex status` prints the same twice.
+const QUIET = shellAgents({ alpha: "exec sleep 1000", beta: "sleep 1000" });
 
 // With checkpoints, and a short lease (renewed every third of a second).
 const CHECKPOINTED = shellAgents({ alpha: "while true; do sleep 0.2; done" }, "session:\n  lease_ttl: 1\n").replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
@@ -61,6 +64,23 @@ function environ(pid: number): string[] {
  * commit) acts on SIGSTOP only once the I/O completes, and pause then refuses with
  * APEX_E_PROCESS, telling to try again: so it is tried again once.
  */
+/**
+ * `apex status` and `apex status --json` by their fast path (bin/apex.js: dist/cli/status-main.js)
+ * print, exit and fail exactly as by the full CLI (FULL_CLI_ENV), run side by side. A running
+ * session's uptimes may tick between the two: the pair is run again then, up to 5 times. Returns
+ * the fast path's results, text and JSON, for the test's own expectations.
+ */
+async function expectStatusSameAsFullCli(target: Project, env: NodeJS.ProcessEnv = {}): Promise<[CliResult, CliResult]> {
+  const pair = (args: string[]) => Promise.all([target.apexAsync(args, { env }).done, target.apexAsync(args, { env: { ...env, ...FULL_CLI_ENV } }).done]);
+  const same = async (args: string[]) => {
+    let [fast, full] = await pair(args);
+    for (let i = 1; i < 5 && JSON.stringify(fast) !== JSON.stringify(full); i++) [fast, full] = await pair(args);
+    expect(fast, args.join(" ")).toEqual(full);
+    return fast;
+  };
+  return Promise.all([same(["status"]), same(["status", "--json"])]);
+}
+
 function pause(target: Project, args: string[] = []): CliResult {
   const first = target.apex(["pause", ...args]);
   return first.status !== 0 && /APEX_E_PROCESS.*state D/.test(first.stderr) ? target.apex(["pause", ...args]) : first;
@@ -542,7 +562,7 @@ describe("apex logs / start --attach / no session", () => {
   });
 
   it("a broken config: status stays a read (exit 0, like task list), and warns when its next step (start, --continue) would refuse it", async () => {
-    project = new Project(CONFIG);
+    project = new Project(QUIET);
     const p = project;
     const broken: Array<[string, string, RegExp]> = [
       ["agents: [\n  alpha\n", "APEX_E_YAML", /apex\.config\.yaml:3:1: /],
@@ -550,13 +570,13 @@ describe("apex logs / start --attach / no session", () => {
     ];
     for (const [text, code, problem] of broken) {
       p.writeConfig(text);
-      const status = p.apex(["status"]);
+      const [status, jsonResult] = await expectStatusSameAsFullCli(p);
       expect(status.status, status.stderr).toBe(0);
       expect(status.stdout).toContain("No session is active");
       expect(status.stdout).toContain("Fix the config (see the warning above), then start one");
       expect(status.stderr).toContain(`warning: apex.config.yaml is invalid (${code}), so \`apex start\` would refuse it; \`apex config validate\` lists every problem:`);
       expect(status.stderr).toMatch(problem);
-      const json = JSON.parse(p.apex(["status", "--json"]).stdout) as { session: unknown; warnings?: string[] };
+      const json = JSON.parse(jsonResult.stdout) as { session: unknown; warnings?: string[] };
       expect(json.session).toBeNull();
       expect(json.warnings).toEqual([expect.stringContaining(`apex.config.yaml is invalid (${code})`)]);
       // What the warning says: start refuses it, with the same code (exit 2), and writes nothing.
@@ -566,11 +586,11 @@ describe("apex logs / start --attach / no session", () => {
       expect(existsSync(join(p.dir, ".apex", "run"))).toBe(false);
     }
     // A valid config: no warning, as before.
-    p.writeConfig(CONFIG);
-    const clean = p.apex(["status"]);
+    p.writeConfig(QUIET);
+    const [clean, cleanJson] = await expectStatusSameAsFullCli(p);
     expect(clean.stderr).toBe("");
     expect(clean.stdout).toContain('Start one: apex start --task "…"');
-    expect(JSON.parse(p.apex(["status", "--json"]).stdout)).not.toHaveProperty("warnings");
+    expect(JSON.parse(cleanJson.stdout)).not.toHaveProperty("warnings");
 
     // A session that runs is reported as usual: its supervisor answers, the config is not read.
     const ready = p.start();
@@ -579,13 +599,12 @@ describe("apex logs / start --attach / no session", () => {
     expect(JSON.parse(unchanged.stdout)).not.toHaveProperty("warnings");
     // An edit made meanwhile does not reach the running supervisor: that is named (it said nothing), the file unread.
     p.writeConfig("agents: [\n  alpha\n");
-    const running = p.apex(["status", "--json"]);
+    const [text, running] = await expectStatusSameAsFullCli(p);
     expect(running.status, running.stderr).toBe(0);
     expect(running.stderr).toBe("");
     expect(JSON.parse(running.stdout)).toMatchObject({ session: { session_id: ready.session_id, status: "active" } });
     const changed = `apex.config.yaml was modified (`;
     expect(JSON.parse(running.stdout).warnings).toEqual([expect.stringContaining(changed)]);
-    const text = p.apex(["status"]);
     expect(text.status).toBe(0);
     expect(text.stderr).toContain(`warning: ${changed}`);
     expect(text.stderr).toContain(`after this session's supervisor started (`);
@@ -595,11 +614,17 @@ describe("apex logs / start --attach / no session", () => {
     // Interrupted (supervisor killed): the command that recovers loads the config, so the warning names it.
     process.kill(ready.supervisor_pid, "SIGKILL");
     await waitFor("status interrupted", () => (p.status().session?.status === "interrupted" ? true : undefined), 30_000);
-    const interrupted = p.apex(["status"]);
+    const [interrupted] = await expectStatusSameAsFullCli(p); // read from the store here
     expect(interrupted.status).toBe(0);
     expect(interrupted.stdout).toContain("the session was interrupted");
     expect(interrupted.stderr).toContain("warning: apex.config.yaml is invalid (APEX_E_YAML), so `apex start --continue` would refuse it");
-    p.writeConfig(CONFIG);
+    p.writeConfig(QUIET);
     expect(p.apex(["stop", "--force"]).status).toBe(0);
+    await expectStatusSameAsFullCli(p); // stopped: the last session
+    // Errors are the full CLI's too: their code, message, hint and exit code, as text and as JSON.
+    await Promise.all([
+      expectStatusSameAsFullCli(p, { APEX_CONFIG: join(p.dir, "missing.yaml") }),
+      expectStatusSameAsFullCli(p, { APEX_REMOTE: "127.0.0.1:1/3f2a9c1e", APEX_TOKEN: "apex_0123456789abcdef" }),
+    ]);
   });
 });

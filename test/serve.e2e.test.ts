@@ -10,7 +10,7 @@ import { brotliCompressSync, gzipSync } from "node:zlib";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { FIXTURES, Project, groupMembers, shellAgents, waitFor } from "./fixtures/agents/harness.js";
-import { REPO_ROOT } from "./helpers/cli.js";
+import { FULL_CLI_ENV, REPO_ROOT } from "./helpers/cli.js";
 import { endChild } from "./support/cleanup.js";
 
 const CONFIG = shellAgents({ alpha: "while true; do echo tick; sleep 0.2; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
@@ -197,6 +197,30 @@ describe("apex serve: roles", () => {
     const viewerStatus = remote(project, server.url, sid, viewer.token, ["status"]).stdout;
     expect(viewerStatus).toMatch(/connected +vera@example.com \(viewer\)\n/);
     expect(viewerStatus).not.toContain("otto");
+    // A remote session in the environment (APEX_REMOTE) is `apex status`'s fast path: as `--remote` (the full CLI) prints it, and as the full
+    // CLI does for the same line. Its agent's shell starts a `sleep` after another and its CPU time grows: the pids of its processes,
+    // their CPU time, state and uptime are left out of what is compared (the JSON's fields; the text's durations, with the table's padding).
+    const target = `${server.url.replace(/^http:\/\//, "")}/${sid}`;
+    const steady = (result: { status: number; stdout: string; stderr: string }, json: boolean) => {
+      if (result.status !== 0) return result;
+      if (!json) return { ...result, stdout: result.stdout.replace(/\b\d+(?:\.\d+)?s\b/g, "(time)").replace(/ {2,}/g, "  ") };
+      const report = JSON.parse(result.stdout) as { agents: Array<Record<string, unknown>> };
+      for (const agent of report.agents) for (const key of ["processes", "cpu_seconds", "uptime_seconds", "process_state"]) delete agent[key];
+      return { ...result, stdout: report };
+    };
+    for (const args of [["status"], ["status", "--json"]]) {
+      const three = () =>
+        [
+          project!.apex(args, { env: { APEX_REMOTE: target, APEX_TOKEN: viewer.token } }),
+          project!.apex(["--remote", target, ...args], { env: { APEX_TOKEN: viewer.token } }),
+          project!.apex(args, { env: { APEX_REMOTE: target, APEX_TOKEN: viewer.token, ...FULL_CLI_ENV } }),
+        ].map((result) => steady(result, args.includes("--json")));
+      let [fast, flag, full] = three();
+      for (let i = 1; i < 5 && (JSON.stringify(fast) !== JSON.stringify(flag) || JSON.stringify(fast) !== JSON.stringify(full)); i++) [fast, flag, full] = three();
+      expect(fast!.status, fast!.stderr).toBe(0);
+      expect(flag, args.join(" ")).toEqual(fast);
+      expect(full, args.join(" ")).toEqual(fast);
+    }
 
     // Internal plumbing is not reachable remotely, even by an owner.
     expect((await rpc(server.url, sid, "share.authenticate", owner.token, { token: viewer.token })).status).toBe(404);

@@ -1,6 +1,3 @@
-import { currentActor } from "../actor.js";
-
-export { currentActor };
 import type { ProjectLocation } from "../config/locate.js";
 import { ApexError } from "../errors.js";
 import type { Subscription } from "../rpc/call.js";

@@ -121,6 +121,8 @@ export function supervisorMarker(nonce: unknown): ProcessMarker | undefined {
   return typeof nonce === "string" && NONCE.test(nonce) ? { [SUPERVISOR_NONCE_VAR]: nonce } : undefined;
 }
 
+const NUL = Buffer.alloc(1);
+
 /** True when the environment `pid` was started with holds every variable of `marker` with exactly that value. */
 export function carriesMarker(pid: number, marker: ProcessMarker | undefined): boolean {
   if (!marker || !Number.isInteger(pid) || pid <= 1) return false;
@@ -130,15 +132,9 @@ export function carriesMarker(pid: number, marker: ProcessMarker | undefined): b
   } catch {
     return false; // gone, or another user's process
   }
-  const wanted = new Set(Object.entries(marker).map(([name, value]) => `${name}=${value}`));
-  let start = 0;
-  while (start < environ.length && wanted.size > 0) {
-    let end = environ.indexOf(0, start);
-    if (end < 0) end = environ.length;
-    wanted.delete(environ.toString("utf8", start, end));
-    start = end + 1;
-  }
-  return wanted.size === 0;
+  // Each entry whole, as its bytes: NAME=VALUE between two NULs (the environment's separators), without decoding every entry.
+  const entries = Buffer.concat([NUL, environ, NUL]);
+  return Object.entries(marker).every(([name, value]) => entries.includes(`\0${name}=${value}\0`));
 }
 
 /** True when `pid` is alive, is still the process that had `startTime`, and carries `marker`: a process APEX started. */

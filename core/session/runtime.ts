@@ -5,7 +5,6 @@ import { dirname, join } from "node:path";
 import { mainWorktreeOf } from "../config/locate.js";
 import { ambiguousSession, agentSession, canonicalPath, commandDirectory, linkedWorktreeOf, samePath, sessionFlag } from "./binding.js";
 import { carriesMarker, isSameProcessAlive, supervisorMarker } from "./proc.js";
-import { makePrivateDir } from "../store/private.js";
 
 /**
  * Supervisors' runtime files: which process serves a session and on which socket. Every
@@ -91,8 +90,9 @@ export function liveSupervisors(storeDir: string): SupervisorRuntime[] {
     const runtime = alive(readRuntime(storeDir, name.slice(0, -".json".length)));
     if (runtime) out.set(runtime.session_id, runtime);
   }
-  const project = alive(readRuntime(storeDir));
-  if (project && !out.has(project.session_id)) out.set(project.session_id, project);
+  // `supervisor.json` is the project's session's second runtime file: its supervisor is checked in /proc only when no run/ file named that session.
+  const project = readRuntime(storeDir);
+  if (project && !out.has(project.session_id) && alive(project)) out.set(project.session_id, project);
   return [...out.values()];
 }
 
@@ -141,9 +141,8 @@ export function worktreeOfProject(worktree: string, projectDir: string): boolean
   return project === top || project.startsWith(`${top}/`);
 }
 
-/** Writes `run/<sid>.json`, and for the project's own session `supervisor.json` too. */
+/** Writes `run/<sid>.json` (in `run/`, which the supervisor made private), and for the project's own session `supervisor.json` too. */
 export function writeRuntime(storeDir: string, runtime: SupervisorRuntime): void {
-  makePrivateDir(join(storeDir, RUN_DIR));
   const files = [runtimeFile(storeDir, runtime.session_id)];
   if (!runtime.worktree) files.push(runtimeFile(storeDir));
   for (const file of files) {

@@ -305,6 +305,7 @@ export class Supervisor {
         const own = this.service.session();
         this.name = typeof own.name === "string" ? own.name : null;
         const { storeIdentity, storeSourceDigest } = await import("../store/open.js");
+        makePrivateDir(join(request.storeDir, RUN_DIR)); // (not in runtime.ts: `apex status` loads that, and never writes)
         writeRuntime(request.storeDir, {
           pid: process.pid,
           start_time: processStartTime(process.pid) ?? 0,

@@ -158,7 +158,7 @@ export function storeSourceDigest(target: StoreLocation, env: NodeJS.ProcessEnv 
   } catch {
     // as resolveStoreSpec: no config text
   }
-  const parts = [redactUrl(env.APEX_STORE_URL ?? "", ""), text, target.configPath ?? "", projectDirOf(target), target.storeDir];
+  const parts = [env.APEX_STORE_URL ? redactUrl(env.APEX_STORE_URL, "") : "", text, target.configPath ?? "", projectDirOf(target), target.storeDir];
   return createHash("sha256").update(JSON.stringify(parts)).digest("hex").slice(0, 32);
 }
 

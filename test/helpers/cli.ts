@@ -2,11 +2,20 @@ import { spawnSync, type SpawnSyncOptions } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { expect } from "vitest";
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 export const APEX_BIN = join(REPO_ROOT, "bin/apex.js");
+
+/**
+ * Environment in which bin/apex.js runs every command line through the full CLI (commander's
+ * program, dist/cli/main.js), `apex status` and `apex status --json` too, which otherwise take
+ * their fast path (dist/cli/status-main.js): the two are compared on the same command line.
+ */
+export const FULL_CLI_ENV: NodeJS.ProcessEnv = {
+  NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import ${pathToFileURL(join(REPO_ROOT, "test/helpers/full-cli.mjs")).href}`.trim(),
+};
 
 export interface CliResult {
   status: number;

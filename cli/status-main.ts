@@ -1,0 +1,32 @@
+/**
+ * `apex status` and `apex status --json`, exactly those command lines, without commander: the
+ * fast path bin/apex.js takes for them (benchmarked against `node -e 0`). It does what main.ts
+ * does for them and nothing else, so the output, the exit code and every error are the same:
+ * for such a line main.ts only makes the terminal output safe, locates the project (no
+ * --config: APEX_CONFIG or the search upwards) and runs the status action; its other steps
+ * (global flags, --session, the remote command check, plugin commands, help, commander's usage
+ * errors) have nothing to do. Any other command line, `apex status --help` or with a flag
+ * included, takes main.ts.
+ */
+import { locateProject } from "../core/config/locate.js";
+import { reportError, useColor } from "./output.js";
+// The call to the supervisor's socket, loaded with the rest (it was loaded once the session client was open, a step later).
+import "../core/rpc/call.js";
+import { showStatus } from "./session/status.js";
+import { guardTerminalOutput } from "./terminal-text.js";
+
+export { reportOutputError, reportUnhandledRejection } from "./output.js";
+
+/** Runs `apex status [--json]` and resolves to the process exit code; never throws (as main.ts's main). */
+export async function main(argv: string[]): Promise<number> {
+  const json = argv.includes("--json");
+  try {
+    // As main.ts: text from agents and remote servers may not act on the terminal. (Its check
+    // that the arguments are UTF-8 has nothing to check in these.)
+    if (argv === process.argv) guardTerminalOutput(useColor);
+    await showStatus(locateProject(), json);
+    return typeof process.exitCode === "number" ? process.exitCode : 0;
+  } catch (error) {
+    return reportError(await (await import("./archived-hint.js")).withArchivedHint(error, argv), json);
+  }
+}
