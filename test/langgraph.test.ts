@@ -1119,6 +1119,39 @@ describe("the keys of a large plain-object channel come back in the object's ord
     });
   });
 
+  it("an object rebuilt in another order step after step (its numbers grow past a few times its keys), and numbers given twice (written otherwise), read back in order", async () => {
+    const { dir, saver } = await setup();
+    const thread = { configurable: { thread_id: "shuffled", checkpoint_ns: "" } };
+    let state = Object.fromEntries(Array.from({ length: 70 }, (_, i) => [`key-${(i * 29) % 70}`, `value ${i}`]));
+    let config: Record<string, any> = thread;
+    for (let step = 1; step <= 6; step++) {
+      // Backwards, then rotated: each step moves nearly every key.
+      const keys = Object.keys(state).reverse();
+      state = Object.fromEntries([...keys.slice(step), ...keys.slice(0, step)].map((key) => [key, state[key]]));
+      config = await saver.put(config, checkpointOf({ state: { ...state } }, { state: step }), { source: "loop", step, parents: {} }, { state: step });
+    }
+    expect(await readText(dir, thread)).toBe(JSON.stringify(state));
+    const { readLangGraph } = await import("../plugins/checkpoint/langgraph-reads.js");
+    const read = (await readStore(dir, (store) => readLangGraph(store, "langgraph.getTuple", { thread_id: "shuffled", checkpoint_ns: "", columns: true }))) as { columns: { splits: Array<{ orders: number[] }> } };
+    expect(Math.max(...read.columns.splits[0]!.orders)).toBeGreaterThan(4 * 70 + 64); // (sorted, not placed in slots)
+    // Every key sent with the same number: read in some order, which the next put keeps from then on.
+    const call = (saver as unknown as { call(method: string, params: Record<string, unknown>, onEnded?: unknown): Promise<unknown> }).call.bind(saver);
+    (saver as unknown as { call: typeof call }).call = (method, params, onEnded) => {
+      for (const write of Object.values((params as { channels?: Record<string, { split?: { set: Record<string, { o?: number }> } }> }).channels ?? {})) for (const value of Object.values(write.split?.set ?? {})) value.o = 5;
+      return call(method, params, onEnded);
+    };
+    const twice = await saver.put(thread, checkpointOf({ state: { ...state } }, { state: 7 }), { source: "loop", step: 7, parents: {} }, { state: 7 });
+    await saver.close();
+    const reader = new ApexSaver({ project: dir });
+    cleanups.push(() => reader.close());
+    const resumed = (await reader.getTuple(twice))!.checkpoint.channel_values.state as Record<string, unknown>;
+    expect(resumed).toEqual(state);
+    resumed.added = "last";
+    await reader.put(twice, checkpointOf({ state: { ...resumed } }, { state: 8 }), { source: "loop", step: 8, parents: {} }, { state: 8 });
+    await reader.close();
+    expect(await readText(dir, thread)).toBe(JSON.stringify(resumed));
+  });
+
   it("keys stored without their place (by an APEX before it) read as they were; the next put writes them all numbered, and from then on they come back in the object's order", async () => {
     const { dir, sessionId, saver } = await setup();
     const thread = { configurable: { thread_id: "legacy", checkpoint_ns: "" } };

@@ -944,7 +944,8 @@ function orderOf(record: Record<string, JsonValue>): number {
  * A split channel's keys (read in tree order: by hash) in their object's order: by `o`, those
  * without one after, as they were. Numbers that stay below a few times the number of keys (as
  * the adapter keeps them, unless keys move every step) are placed in slots, one pass; others,
- * or twice the same number (written otherwise), are sorted (stably).
+ * or twice the same number (written otherwise), are sorted (stably). (Plain loops into arrays
+ * made to size: a new process's first read runs them before V8 optimizes anything.)
  */
 function inObjectOrder(split: Required<SplitColumn>): Required<SplitColumn> {
   const { keys, values, orders } = split;
@@ -961,31 +962,35 @@ function inObjectOrder(split: Required<SplitColumn>): Required<SplitColumn> {
     if (numbered !== i + 1) sorted = false; // a key without a number before this one
   }
   if (numbered === 0 || sorted) return split;
-  let order: number[] | undefined;
+  const out: Required<SplitColumn> = { keys: new Array<string>(count), values: new Array<SerializedValue>(count), orders: new Array<number>(count) };
+  let at = 0;
+  const take = (i: number) => {
+    out.keys[at] = keys[i]!;
+    out.values[at] = values[i]!;
+    out.orders[at++] = orders[i]!;
+  };
+  let slots: Int32Array | undefined;
   if (max < 4 * count + 64) {
-    const slots = new Int32Array(max + 1).fill(-1);
-    order = [];
+    slots = new Int32Array(max + 1).fill(-1);
     for (let i = 0; i < count; i++) {
       const o = orders[i]!;
       if (o < 0) continue;
       if (slots[o] !== -1) {
-        order = undefined;
+        slots = undefined;
         break;
       }
       slots[o] = i;
     }
-    if (order) for (let o = 0; o <= max; o++) if (slots[o]! >= 0) order.push(slots[o]!);
   }
-  if (order) {
-    for (let i = 0; i < count; i++) if (orders[i]! < 0) order.push(i);
+  if (slots) {
+    for (let o = 0; o <= max; o++) if (slots[o]! >= 0) take(slots[o]!);
   } else {
-    order = Array.from({ length: count }, (_, i) => i);
-    order.sort((a, b) => {
-      const [oa, ob] = [orders[a]!, orders[b]!];
-      return oa < 0 ? (ob < 0 ? 0 : 1) : ob < 0 ? -1 : oa - ob;
-    });
+    const order = Array.from({ length: count }, (_, i) => i).filter((i) => orders[i]! >= 0);
+    order.sort((a, b) => orders[a]! - orders[b]!);
+    for (const i of order) take(i);
   }
-  return { keys: order.map((i) => keys[i]!), values: order.map((i) => values[i]!), orders: order.map((i) => orders[i]!) };
+  for (let i = 0; i < count; i++) if (orders[i]! < 0) take(i);
+  return out;
 }
 
 /**
