@@ -2,7 +2,7 @@
 // project's plugins): the mapping of channels to memory, large object channels stored key by
 // key, forks and a saver whose view of the memory is out of date, retention and LangGraph
 // threads, names that are not path segments, bad requests.
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
 import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
@@ -243,7 +243,7 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     });
   });
 
-  it("a split channel whose keys come in another order, whose objects change in place, and a put after a read, write exactly the keys that changed", async () => {
+  it("a split channel whose keys come in another order (each key moved written again, with its place), whose objects change in place, and a put after a read, write exactly the keys that changed", async () => {
     const { dir, sessionId, saver } = await setup();
     const state: Record<string, unknown> = {};
     for (let i = 0; i < 100; i++) state[`k${i}`] = i % 10 === 0 ? { nested: i } : `value ${i}`;
@@ -265,21 +265,27 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
       await put(Object.fromEntries(Object.keys(state).reverse().map((key) => [key, state[key]])));
     }
     expect((await saver.getTuple(config))!.checkpoint.channel_values.state).toEqual(state);
-    // A new saver reads the thread (its cache comes from the read), then puts the next step.
+    // A new saver reads the thread (its cache comes from the read), then puts the next step, made from the state it read.
     await saver.close();
     const reader = new ApexSaver({ project: dir });
     cleanups.push(() => reader.close());
-    config = (await reader.getTuple({ configurable: { thread_id: "order", checkpoint_ns: "" } }))!.config as Record<string, any>;
-    delete state.k5;
-    state.k7 = 7;
-    state.added = null;
+    const tuple = (await reader.getTuple({ configurable: { thread_id: "order", checkpoint_ns: "" } }))!;
+    config = tuple.config as Record<string, any>;
+    const resumed = tuple.checkpoint.channel_values.state as Record<string, unknown>;
+    for (const changed of [state, resumed]) {
+      delete changed.k5;
+      changed.k7 = 7;
+      changed.added = null;
+    }
     version += 1;
-    config = await reader.put(config, checkpointOf({ state: { ...state } }, { state: version }), { source: "loop", step: version, parents: {} }, { state: version });
+    config = await reader.put(config, checkpointOf({ state: { ...resumed } }, { state: version }), { source: "loop", step: version, parents: {} }, { state: version });
     await reader.close();
 
     const fresh = new ApexSaver({ project: dir });
     cleanups.push(() => fresh.close());
-    expect((await fresh.getTuple(config))!.checkpoint.channel_values.state).toEqual(state);
+    const read = (await fresh.getTuple(config))!.checkpoint.channel_values.state;
+    expect(read).toEqual(state);
+    expect(JSON.stringify(read)).toBe(JSON.stringify(resumed));
     await fresh.close();
     const diffs = await readStore(dir, (store) => {
       const steps = listCheckpoints(store, sessionId).items.reverse();
@@ -287,8 +293,10 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
       const sorted = (diff: { added: string[]; removed: string[]; changed: string[] }) => ({ added: diff.added.sort(), removed: diff.removed.sort(), changed: diff.changed.sort() });
       return steps.slice(1).map((to, i) => sorted(diffCheckpoints(store, steps[i]!.id, to.id).memory));
     });
+    // Backwards, every key but the first (k99) came before one it used to follow: written again with its place.
+    const allBut = (last: number) => Array.from({ length: last }, (_, i) => `/langgraph/order/~/state/k${i}`);
     expect(diffs).toEqual([
-      { added: [], removed: [], changed: ["/langgraph/order/~", "/langgraph/order/~/state", "/langgraph/order/~/state/k10", "/langgraph/order/~/state/k3"] },
+      { added: [], removed: [], changed: ["/langgraph/order/~", "/langgraph/order/~/state", ...allBut(99)].sort() },
       { added: [], removed: [], changed: ["/langgraph/order/~", "/langgraph/order/~/state", "/langgraph/order/~/state/k3"] },
       { added: [], removed: [], changed: ["/langgraph/order/~", "/langgraph/order/~/state", "/langgraph/order/~/state/k3"] },
       { added: ["/langgraph/order/~/state/added"], removed: ["/langgraph/order/~/state/k5"], changed: ["/langgraph/order/~", "/langgraph/order/~/state", "/langgraph/order/~/state/k7"] },
@@ -1009,6 +1017,176 @@ describe("LangGraph reads as columns, and as a map for readers before them", () 
     expect(expected!.checkpoint.channel_values).toEqual({ a: "A", big, n: 3, none: undefined });
     const fromMap = await (saver as unknown as { tupleOf(record: unknown, remember: boolean): Promise<unknown> }).tupleOf(asMap, false);
     expect(fromMap).toEqual(expected);
+  });
+});
+
+describe("the keys of a large plain-object channel come back in the object's order", () => {
+  /** `state` read by a saver that has never seen the thread, as JSON text (which lists keys in the object's order). */
+  const readText = async (dir: string, config: Record<string, any>) => {
+    const reader = new ApexSaver({ project: dir });
+    try {
+      return JSON.stringify((await reader.getTuple(config))!.checkpoint.channel_values.state);
+    } finally {
+      await reader.close();
+    }
+  };
+
+  forEachBackend((backend) => {
+    it("keys added, deleted, deleted and set again, changed, array indexes among them: each step reads back (a new saver, list, a new process, a reader before columns) with Object.keys as the object had them; a step writes the keys that changed or moved", async () => {
+      const { dir, sessionId, saver } = await setup(undefined, backend);
+      const thread = { configurable: { thread_id: "ordered", checkpoint_ns: "" } };
+      // 80 string keys in neither name nor hash order, some values objects, and array-index keys
+      // set among them (which every object lists first, in numeric order).
+      const state: Record<string, unknown> = {};
+      for (let i = 0; i < 80; i++) {
+        state[`key-${(i * 37) % 80}`] = i % 9 === 0 ? { n: i, list: [i] } : `value ${i}`;
+        if (i === 20) state["7"] = "seven";
+        if (i === 40) state["3"] = { n: 3 };
+      }
+      state["12"] = "twelve";
+      let config: Record<string, any> = thread;
+      let version = 0;
+      const steps: Array<{ id: string; text: string }> = [];
+      const put = async (by: ApexSaver, values: Record<string, unknown>) => {
+        version += 1;
+        config = await by.put(config, checkpointOf({ state: values }, { state: version }), { source: "loop", step: version, parents: {} }, { state: version });
+        steps.push({ id: config.configurable.checkpoint_id, text: JSON.stringify(values) });
+      };
+      await put(saver, { ...state });
+      // Keys added (strings and an array index), one deleted, one changed.
+      state["added-b"] = "b";
+      state["added-a"] = { a: 1 };
+      state["1"] = "one";
+      delete state["key-5"];
+      state["key-10"] = "changed";
+      await put(saver, { ...state });
+      // Deleted and set again: key-20 moves to the end with its value, key-30 with a new one;
+      // "7", an array index, stays where it was listed.
+      for (const [key, value] of [["key-20", state["key-20"]], ["key-30", "moved and changed"], ["7", "seven"]] as const) {
+        delete state[key];
+        state[key] = value;
+      }
+      await put(saver, { ...state });
+      // An object changed in place, a key added: the state built from the previous one.
+      (state["key-0"] as { n: number }).n = -1;
+      state.zz = "last";
+      await put(saver, { ...state });
+      await saver.close();
+
+      // Every step, read by a saver that has never seen the thread (by id, and the latest), and by list.
+      for (const step of steps) expect(await readText(dir, { configurable: { ...thread.configurable, checkpoint_id: step.id } })).toBe(step.text);
+      expect(await readText(dir, thread)).toBe(steps.at(-1)!.text);
+      const lister = new ApexSaver({ project: dir });
+      cleanups.push(() => lister.close());
+      const listed = new Map<string, string>();
+      for await (const tuple of lister.list(thread)) listed.set(tuple.config.configurable!.checkpoint_id, JSON.stringify(tuple.checkpoint.channel_values.state));
+      expect(steps.map((step) => listed.get(step.id))).toEqual(steps.map((step) => step.text));
+
+      // A graph resumed in a new process: its first call is a getTuple (the built module).
+      const script = 'import { ApexSaver } from "apex-sessions/langgraph"; const saver = new ApexSaver({ project: process.argv[1] }); const tuple = await saver.getTuple({ configurable: { thread_id: "ordered", checkpoint_ns: "" } }); await saver.close(); process.stdout.write(JSON.stringify(tuple.checkpoint.channel_values.state));';
+      const child = spawnSync(process.execPath, ["--input-type=module", "-e", script, dir], { cwd: REPO_ROOT, encoding: "utf8" });
+      expect(child.stderr).toBe("");
+      expect(child.stdout).toBe(steps.at(-1)!.text);
+
+      // That state as read, resumed by the saver that read it: a key moved is the one written.
+      const resumed = (await lister.getTuple(thread))!.checkpoint.channel_values.state as Record<string, unknown>;
+      config = { configurable: { ...thread.configurable, checkpoint_id: steps.at(-1)!.id } };
+      const moved = resumed["key-40"];
+      delete resumed["key-40"];
+      resumed["key-40"] = moved;
+      await put(lister, { ...resumed });
+      await lister.close();
+      expect(await readText(dir, thread)).toBe(steps.at(-1)!.text);
+
+      // A reader before columns gets the keys in the same order (an APEX adapter before it, through a newer supervisor).
+      const { readLangGraph } = await import("../plugins/checkpoint/langgraph-reads.js");
+      const asMap = (await readStore(dir, (store) => readLangGraph(store, "langgraph.getTuple", { thread_id: "ordered", checkpoint_ns: "", session: sessionId }))) as { channels: { state: { split: Record<string, unknown> } } };
+      expect(Object.keys(asMap.channels.state.split)).toEqual(Object.keys(JSON.parse(steps.at(-1)!.text)));
+
+      // Each step wrote the keys that changed, or moved: not the keys after a moved one.
+      const diffs = await readStore(dir, (store) => {
+        const stored = listCheckpoints(store, sessionId).items.reverse();
+        const sorted = (diff: { added: string[]; removed: string[]; changed: string[] }) => ({ added: diff.added.sort(), removed: diff.removed.sort(), changed: diff.changed.sort() });
+        return stored.slice(1).map((to, i) => sorted(diffCheckpoints(store, stored[i]!.id, to.id).memory));
+      });
+      const at = (...keys: string[]) => keys.map((key) => `/langgraph/ordered/~/state/${key}`);
+      expect(diffs).toEqual([
+        { added: at("1", "added-a", "added-b"), removed: at("key-5"), changed: ["/langgraph/ordered/~", "/langgraph/ordered/~/state", ...at("key-10")] },
+        { added: [], removed: [], changed: ["/langgraph/ordered/~", "/langgraph/ordered/~/state", ...at("key-20", "key-30")] },
+        { added: at("zz"), removed: [], changed: ["/langgraph/ordered/~", "/langgraph/ordered/~/state", ...at("key-0")] },
+        { added: [], removed: [], changed: ["/langgraph/ordered/~", "/langgraph/ordered/~/state", ...at("key-40")] },
+      ]);
+    });
+  });
+
+  it("an object rebuilt in another order step after step (its numbers grow past a few times its keys), and numbers given twice (written otherwise), read back in order", async () => {
+    const { dir, saver } = await setup();
+    const thread = { configurable: { thread_id: "shuffled", checkpoint_ns: "" } };
+    let state = Object.fromEntries(Array.from({ length: 70 }, (_, i) => [`key-${(i * 29) % 70}`, `value ${i}`]));
+    let config: Record<string, any> = thread;
+    for (let step = 1; step <= 6; step++) {
+      // Backwards, then rotated: each step moves nearly every key.
+      const keys = Object.keys(state).reverse();
+      state = Object.fromEntries([...keys.slice(step), ...keys.slice(0, step)].map((key) => [key, state[key]]));
+      config = await saver.put(config, checkpointOf({ state: { ...state } }, { state: step }), { source: "loop", step, parents: {} }, { state: step });
+    }
+    expect(await readText(dir, thread)).toBe(JSON.stringify(state));
+    const { readLangGraph } = await import("../plugins/checkpoint/langgraph-reads.js");
+    const read = (await readStore(dir, (store) => readLangGraph(store, "langgraph.getTuple", { thread_id: "shuffled", checkpoint_ns: "", columns: true }))) as { columns: { splits: Array<{ orders: number[] }> } };
+    expect(Math.max(...read.columns.splits[0]!.orders)).toBeGreaterThan(4 * 70 + 64); // (sorted, not placed in slots)
+    // Every key sent with the same number: read in some order, which the next put keeps from then on.
+    const call = (saver as unknown as { call(method: string, params: Record<string, unknown>, onEnded?: unknown): Promise<unknown> }).call.bind(saver);
+    (saver as unknown as { call: typeof call }).call = (method, params, onEnded) => {
+      for (const write of Object.values((params as { channels?: Record<string, { split?: { set: Record<string, { o?: number }> } }> }).channels ?? {})) for (const value of Object.values(write.split?.set ?? {})) value.o = 5;
+      return call(method, params, onEnded);
+    };
+    const twice = await saver.put(thread, checkpointOf({ state: { ...state } }, { state: 7 }), { source: "loop", step: 7, parents: {} }, { state: 7 });
+    await saver.close();
+    const reader = new ApexSaver({ project: dir });
+    cleanups.push(() => reader.close());
+    const resumed = (await reader.getTuple(twice))!.checkpoint.channel_values.state as Record<string, unknown>;
+    expect(resumed).toEqual(state);
+    resumed.added = "last";
+    await reader.put(twice, checkpointOf({ state: { ...resumed } }, { state: 8 }), { source: "loop", step: 8, parents: {} }, { state: 8 });
+    await reader.close();
+    expect(await readText(dir, thread)).toBe(JSON.stringify(resumed));
+  });
+
+  it("keys stored without their place (by an APEX before it) read as they were; the next put writes them all numbered, and from then on they come back in the object's order", async () => {
+    const { dir, sessionId, saver } = await setup();
+    const thread = { configurable: { thread_id: "legacy", checkpoint_ns: "" } };
+    // An adapter before `o`: what it sent (and an APEX before it stored) is the same without the keys' places.
+    const call = (saver as unknown as { call(method: string, params: Record<string, unknown>, onEnded?: unknown): Promise<unknown> }).call.bind(saver);
+    (saver as unknown as { call: typeof call }).call = (method, params, onEnded) => {
+      for (const write of Object.values((params as { channels?: Record<string, { split?: { set: Record<string, { o?: number }> } }> }).channels ?? {})) for (const value of Object.values(write.split?.set ?? {})) delete value.o;
+      return call(method, params, onEnded);
+    };
+    const state = Object.fromEntries(Array.from({ length: 70 }, (_, i) => [`old-${(i * 13) % 70}`, `value ${i}`]));
+    const legacy = await saver.put(thread, checkpointOf({ state }, { state: 1 }), { source: "loop", step: 1, parents: {} }, { state: 1 });
+    await saver.close();
+
+    const reader = new ApexSaver({ project: dir });
+    cleanups.push(() => reader.close());
+    const resumed = (await reader.getTuple(legacy))!.checkpoint.channel_values.state as Record<string, unknown>;
+    expect(resumed).toEqual(state);
+    for (let i = 0; i < 5; i++) resumed[`new-${4 - i}`] = `new ${i}`;
+    resumed["old-3"] = "changed";
+    let config = await reader.put(legacy, checkpointOf({ state: { ...resumed } }, { state: 2 }), { source: "loop", step: 2, parents: {} }, { state: 2 });
+    const text = JSON.stringify(resumed);
+    expect(await readText(dir, thread)).toBe(text);
+    // Numbered now: the next step writes what changed.
+    resumed["old-9"] = "changed too";
+    config = await reader.put(config, checkpointOf({ state: { ...resumed } }, { state: 3 }), { source: "loop", step: 3, parents: {} }, { state: 3 });
+    await reader.close();
+    expect(await readText(dir, config)).toBe(JSON.stringify(resumed));
+    const diffs = await readStore(dir, (store) => {
+      const [newest, renumbered, old] = listCheckpoints(store, sessionId).items;
+      return { renumbered: diffCheckpoints(store, old!.id, renumbered!.id).memory, next: diffCheckpoints(store, renumbered!.id, newest!.id).memory };
+    });
+    // (every key's record has its place now: all of them changed)
+    expect(diffs.renumbered.changed).toHaveLength(2 + 70);
+    expect(diffs.renumbered.added).toHaveLength(5);
+    expect(diffs.next).toEqual({ added: [], removed: [], changed: ["/langgraph/legacy/~", "/langgraph/legacy/~/state", "/langgraph/legacy/~/state/old-9"] });
   });
 });
 

@@ -41,7 +41,7 @@ import { unknownMethod } from "../../core/rpc/protocol.js";
 import { openSessionClient, type SessionClient } from "../../core/session/client.js";
 import { isSameProcessAlive } from "../../core/session/proc.js";
 import { liveSupervisors, type SupervisorRuntime } from "../../core/session/runtime.js";
-import type { ChannelWrite, PutRequest, SerializedValue, StoredWrite, TupleRecord } from "../../plugins/checkpoint/langgraph.js";
+import type { ChannelWrite, KeyWrite, PutRequest, SerializedValue, SplitColumn, StoredWrite, TupleRecord } from "../../plugins/checkpoint/langgraph.js";
 import type { LangGraphReadMethod } from "../../plugins/checkpoint/langgraph-reads.js";
 
 export interface ApexSaverOptions {
@@ -88,6 +88,16 @@ interface OrderedKeys {
   names: string[];
   /** The value when it is a primitive, else NOT_PRIMITIVE. */
   primitives: unknown[];
+  /**
+   * Each key's place in the object's order as stored (`o`, KeyWrite): along `names`, increasing
+   * over the keys that are not array indexes (those an object lists first, in numeric order,
+   * whatever their numbers).
+   */
+  orders: number[];
+  /** The number the next key added or moved gets: above every one in `orders`. */
+  next: number;
+  /** Read from a store whose records of some keys have no `o` (written before APEX kept the order): the next put sends every key, numbered. */
+  unnumbered?: true;
   /** The serialized values of the keys that are not primitives (primitives compare as they are). */
   objects: Map<string, SerializedValue>;
   index?: Map<string, number>;
@@ -277,12 +287,14 @@ export class ApexSaver extends BaseCheckpointSaver {
       next.splits.delete(name);
       return { v: version, value: this.serializeNow(value) ?? (await this.serialize(value)) };
     }
-    const previous = delta?.splits.get(name);
+    // Keys stored without their place in the object's order: sent again, all of them, numbered.
+    const previous = delta?.splits.get(name)?.ordered.unnumbered ? undefined : delta?.splits.get(name);
     const before = previous?.ordered;
     const { after, changed, kept } = diffKeys(object, names, before);
-    const set: Record<string, SerializedValue> = {};
-    // A changed primitive, or an object (which may have changed in place): serialized, and sent if its text changed.
-    for (const { index, known } of changed) {
+    const set: Record<string, KeyWrite> = {};
+    // A changed primitive, or an object (which may have changed in place): serialized, and sent
+    // if its text changed or the key moved; each key sent with its number (`o`), which its record keeps.
+    for (const { index, known, moved } of changed) {
       const key = names[index]!;
       const item = object[key];
       let serialized: SerializedValue;
@@ -294,7 +306,7 @@ export class ApexSaver extends BaseCheckpointSaver {
       // (an object's text is what the next step compares with; a primitive's is not kept)
       if (after.primitives[index] === NOT_PRIMITIVE) after.objects.set(key, serialized);
       else after.objects.delete(key);
-      if (!known || !sameSerialized(known, serialized)) setOwn(set, key, serialized);
+      if (moved || !known || !sameSerialized(known, serialized)) setOwn(set, key, keyWrite(serialized, after.orders[index]!));
     }
     const deleted: string[] = [];
     if (before && kept < before.names.length) for (const key of before.names) if (!hasOwn(object, key)) deleted.push(key);
@@ -368,7 +380,7 @@ export class ApexSaver extends BaseCheckpointSaver {
       const channels = record.channels;
       for (const name of Object.keys(channels)) {
         const channel = channels[name]!;
-        let split: { keys: string[]; values: SerializedValue[] } | undefined;
+        let split: SplitColumn | undefined;
         if (!channel.value && channel.split) {
           const keys = Object.keys(channel.split);
           split = { keys, values: keys.map((key) => channel.split![key]!) };
@@ -596,16 +608,28 @@ interface ChannelTarget {
 }
 
 /** One channel read into `target`: its version, and its value (whole, or key by key: `split`) to load. */
-function addChannel(target: ChannelTarget, name: string, v: Version, value: SerializedValue | undefined, split: { keys: string[]; values: SerializedValue[] } | undefined): void {
+function addChannel(target: ChannelTarget, name: string, v: Version, value: SerializedValue | undefined, split: SplitColumn | undefined): void {
   setOwn(target.channelVersions, name, v);
   target.cache.versions.set(name, v);
   if (value) target.values.add(value, target.channelValues, name, undefined);
   else if (split) {
     const object: Record<string, unknown> = {};
     // The keys as a put compares them (OrderedKeys), in the order of the object handed out.
-    const ordered: OrderedKeys = { names: [], primitives: [], objects: new Map() };
-    const { keys, values } = split;
+    const ordered: OrderedKeys = { names: [], primitives: [], orders: [], next: 0, objects: new Map() };
+    const { keys, values, orders } = split;
     for (let k = 0; k < keys.length; k++) target.values.add(values[k]!, object, keys[k]!, ordered);
+    // The keys come in their object's order (by `o`), so their numbers increase; a store before
+    // `o` (its puts do not keep it) sent none: numbered as they come, as good as any there.
+    if (orders && orders.length === keys.length) {
+      ordered.orders = orders;
+      for (const o of orders) {
+        if (o < 0) ordered.unnumbered = true;
+        else if (o >= ordered.next) ordered.next = o + 1;
+      }
+    } else {
+      ordered.orders = keys.map((_, k) => k);
+      ordered.next = keys.length;
+    }
     setOwn(target.channelValues, name, object);
     target.cache.splits.set(name, { v, ordered });
   }
@@ -659,6 +683,8 @@ class ValueBatch {
       this.json.push(text);
       this.jsonAt.push(this.values.length);
     } else this.others.push(this.values.length);
+    // The key takes its place in the object now (its value comes with load()): an object lists its keys in the order they were set.
+    setOwn(object, key, undefined);
     this.values.push(value);
     this.objects.push(object);
     this.names.push(key);
@@ -844,13 +870,22 @@ function compareVersions(versions: Record<string, Version>, names: string[], cur
 /**
  * A split channel's keys against the previous step's (`before`): which need serializing (a
  * changed primitive, or any object, which may have changed in place; with the serialized value
- * they had, if any) and how many of `before`'s keys are still there. `before` is updated in
- * place while the keys are where they were (the usual step: no copy of 10k entries); from the
- * first key elsewhere on, the rest is looked up and new arrays are made.
+ * they had, if any; `moved`: sent even if it did not change, see below) and how many of
+ * `before`'s keys are still there. `before` is updated in place while the keys are where they
+ * were (the usual step: no copy of 10k entries); from the first key elsewhere on, the rest is
+ * looked up and new arrays are made.
+ *
+ * Each key keeps its number (`o`, its place in the object's order as stored) while the numbers
+ * increase along the object's keys; a key that is not an array index (those are listed first
+ * whatever their numbers) and whose number is not above the previous such key's (deleted and set
+ * again, which puts a key last; an object rebuilt in another order) gets the next number, and is
+ * `moved`; so does a key added. An object whose keys are only added, deleted and changed sends
+ * only those; one rebuilt in another order sends the keys that moved. Without `before`, the keys
+ * are numbered 0..n-1.
  */
-function diffKeys(object: Record<string, unknown>, names: string[], before: OrderedKeys | undefined): { after: OrderedKeys; changed: Array<{ index: number; known: SerializedValue | undefined }>; kept: number } {
+function diffKeys(object: Record<string, unknown>, names: string[], before: OrderedKeys | undefined): { after: OrderedKeys; changed: Array<{ index: number; known: SerializedValue | undefined; moved: boolean }>; kept: number } {
   const count = names.length;
-  const changed: Array<{ index: number; known: SerializedValue | undefined }> = [];
+  const changed: Array<{ index: number; known: SerializedValue | undefined; moved: boolean }> = [];
   let i = 0;
   if (before && before.names.length === count) {
     const { names: old, primitives } = before;
@@ -862,7 +897,7 @@ function diffKeys(object: Record<string, unknown>, names: string[], before: Orde
       // and NOT_PRIMITIVE, which no value is), tested before classifying the value at all.
       if (primitives[i] === item) continue;
       primitives[i] = isPrimitive(item) ? item : NOT_PRIMITIVE;
-      changed.push({ index: i, known: before.objects.get(key) });
+      changed.push({ index: i, known: before.objects.get(key), moved: false });
     }
     if (i === count) {
       before.names = names;
@@ -870,7 +905,21 @@ function diffKeys(object: Record<string, unknown>, names: string[], before: Orde
     }
   }
   // The keys before `i` were in place (their entries in `before` are already the new ones).
-  const after: OrderedKeys = { names, primitives: before ? before.primitives.slice(0, i) : [], objects: before?.objects ?? new Map() };
+  const after: OrderedKeys = {
+    names,
+    primitives: before ? before.primitives.slice(0, i) : [],
+    orders: before ? before.orders.slice(0, i) : [],
+    next: before?.next ?? 0,
+    objects: before?.objects ?? new Map(),
+  };
+  // The number of the last key so far that is not an array index: the next such key's must be above it.
+  let last = -1;
+  for (let k = i - 1; k >= 0; k--) {
+    if (!isArrayIndex(names[k]!)) {
+      last = after.orders[k]!;
+      break;
+    }
+  }
   let kept = i;
   for (; i < count; i++) {
     const key = names[i]!;
@@ -878,14 +927,37 @@ function diffKeys(object: Record<string, unknown>, names: string[], before: Orde
     const primitive = isPrimitive(item) ? item : NOT_PRIMITIVE;
     after.primitives.push(primitive);
     const at = before === undefined ? -1 : before.names[i] === key ? i : indexOf(before, key);
+    let order = at >= 0 ? before!.orders[at]! : -1;
+    let moved = false;
+    if (!isArrayIndex(key)) {
+      if (order <= last) {
+        moved = at >= 0;
+        order = after.next++;
+      }
+      last = order;
+    } else if (order < 0) order = after.next++;
+    after.orders.push(order);
     if (at >= 0) {
       kept += 1;
-      if (primitive !== NOT_PRIMITIVE && before!.primitives[at] === primitive) continue;
+      if (!moved && primitive !== NOT_PRIMITIVE && before!.primitives[at] === primitive) continue;
     }
-    changed.push({ index: i, known: at >= 0 ? before!.objects.get(key) : undefined });
+    changed.push({ index: i, known: at >= 0 ? before!.objects.get(key) : undefined, moved });
   }
   return { after, changed, kept };
 }
+
+/**
+ * A key an object lists before its other keys, in numeric order, whatever the order it was set
+ * in: an array index (a canonical integer up to 2^32 - 2). ("4294967295" is not one: listed in
+ * the order it was set, as V8 does.)
+ */
+function isArrayIndex(key: string): boolean {
+  const first = key.charCodeAt(0);
+  if (!(first >= 0x30 && first <= 0x39) || key.length > 10) return false;
+  return ARRAY_INDEX.test(key) && Number(key) <= 4294967294;
+}
+
+const ARRAY_INDEX = /^(?:0|[1-9][0-9]*)$/;
 
 /** Where a key is in ordered keys, -1 if absent. */
 function indexOf(ordered: OrderedKeys, key: string): number {
@@ -894,6 +966,10 @@ function indexOf(ordered: OrderedKeys, key: string): number {
     for (let i = 0; i < ordered.names.length; i++) ordered.index.set(ordered.names[i]!, i);
   }
   return ordered.index.get(key) ?? -1;
+}
+
+function keyWrite(value: SerializedValue, o: number): KeyWrite {
+  return value.b !== undefined ? { t: value.t, b: value.b, o } : { t: value.t, d: value.d ?? "", o };
 }
 
 function sameSerialized(a: SerializedValue, b: SerializedValue): boolean {

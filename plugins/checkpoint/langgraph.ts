@@ -10,6 +10,8 @@
  *    its serialized value (`{v, t, d}`: LangGraph's serializer type and text, or `b`: base64);
  *    a plain object channel with many keys is split into one record per key below the channel
  *    (`{v, split: true}` at the channel), so a step that changes 1% of a 10k-key state writes 1%;
+ *    each key's record is `{t, d, o}`: `o` numbers the keys in the object's order (KeyWrite), which
+ *    the tree (in hash order) does not keep, and reads list the keys by it;
  *    `/langgraph/<thread>/<namespace>` itself records which LangGraph checkpoint that memory is;
  *  - each `put` writes the changed channels and takes an APEX checkpoint (trigger `langgraph`,
  *    the LangGraph metadata in its `data.langgraph`) in one transaction, so an unchanged channel
@@ -71,7 +73,20 @@ export interface ChannelWrite {
    */
   kept?: boolean;
   /** A plain object stored key by key: the keys set and removed since `base` (or all keys, `full`). */
-  split?: { base?: string | number | null; full?: boolean; set: Record<string, SerializedValue>; delete?: string[] };
+  split?: { base?: string | number | null; full?: boolean; set: Record<string, KeyWrite>; delete?: string[] };
+}
+
+/**
+ * A key of a split channel as a put sends it: its value, and `o`, its place in the object's
+ * order (a non-negative integer, stored in the key's record). Reads list a channel's keys by
+ * `o` (the tree keeps them in hash order), so the numbers only need to increase along the
+ * object's keys: the adapter numbers a channel's keys 0..n-1 when it sends them all, gives a
+ * key added (or moved: deleted and set again, which puts a key last) the next number, and sends
+ * a key whose place did not change with the number it has. A key sent without `o` (an adapter
+ * before it) is stored without, and read after the numbered ones.
+ */
+export interface KeyWrite extends SerializedValue {
+  o?: number;
 }
 
 export interface PutRequest {
@@ -125,15 +140,27 @@ export interface TupleRecord {
  * A checkpoint's channels as parallel arrays, one element per channel: what an adapter that
  * asks for it (`columns: true`) reads instead of `channels`, a map of 10k channels (or keys)
  * that both sides built and walked key by key. A store that does not know the parameter
- * answers with `channels`, which adapters still read.
+ * answers with `channels`, which adapters still read. (`channels` lists a split channel's keys
+ * in the same order as the columns: a JSON object keeps it, but for keys that are array
+ * indexes, which every object lists first.)
  */
 export interface ChannelColumns {
   names: string[];
   versions: Array<string | number>;
   /** The channel's value; null: none, or stored key by key (`splits`). */
   values: Array<SerializedValue | null>;
-  /** A channel stored key by key: its keys and their values; null otherwise. */
-  splits: Array<{ keys: string[]; values: SerializedValue[] } | null>;
+  /**
+   * A channel stored key by key: its keys and their values, in the object's order (by `o`, see
+   * KeyWrite; keys stored without one after the others, in tree order), and each key's `o` (-1:
+   * none); null otherwise. A store before `o` sent no `orders`, its keys in tree order.
+   */
+  splits: Array<SplitColumn | null>;
+}
+
+export interface SplitColumn {
+  keys: string[];
+  values: SerializedValue[];
+  orders?: number[];
 }
 
 interface IndexRecord {
@@ -548,7 +575,8 @@ export class LangGraphStore {
     const entry = lookupEntry(view, manifest.memory.root, pathSegments(dir));
     const columns: ChannelColumns = { names: [], versions: [], values: [], splits: [] };
     if (!entry?.tree) return columns;
-    // Entries in bucket order (no sort: the result is a map), each split channel's keys below it.
+    // Entries in bucket order (channels need no other: LangGraph's channel_values is a map by
+    // name), each split channel's keys below it (put back in their object's order: inObjectOrder).
     const top = directoryEntries(view, entry.tree);
     const hashes: Hash[] = [];
     // The entries below each channel that has any, by the channel's position in `top`.
@@ -570,17 +598,19 @@ export class LangGraphStore {
       const record = channel.value ? records[at++]! : undefined;
       const keys = below[i];
       if (record?.split === true) {
-        const split = { keys: [] as string[], values: [] as SerializedValue[] };
+        const split = { keys: [] as string[], values: [] as SerializedValue[], orders: [] as number[] };
         if (keys)
           for (const key of keys)
             if (key.value) {
+              const keyRecord = records[at++]!;
               split.keys.push(segmentName(key.name));
-              split.values.push(serializedOf(records[at++]!));
+              split.values.push(serializedOf(keyRecord));
+              split.orders.push(orderOf(keyRecord));
             }
         names.push(segmentName(channel.name));
         versions.push(record.v as string | number);
         values.push(null);
-        splits.push(split);
+        splits.push(inObjectOrder(split));
         continue;
       }
       if (keys) for (const key of keys) if (key.value) at += 1;
@@ -779,14 +809,14 @@ function buildChannels(view: ObjectView, parent: DirEntry | undefined, request: 
         const keyRecords = new Map<string, JsonValue>();
         for (const [key, value] of Object.entries(write.split.set)) {
           keys.add([nameSegment(key)]);
-          keyRecords.set(nameSegment(key), recordOf(value));
+          keyRecords.set(nameSegment(key), keyRecordOf(value));
         }
         const built = updateTree(view, null, keys, (segments) => keyRecords.get(segments[0]!));
         grafted += built.valueDelta;
         changes.graft([segment], built.root);
       } else {
         if (!isSplitRecord(view, entry, write.split.base)) return undefined;
-        for (const [key, value] of Object.entries(write.split.set)) set([segment, nameSegment(key)], recordOf(value));
+        for (const [key, value] of Object.entries(write.split.set)) set([segment, nameSegment(key)], keyRecordOf(value));
         for (const key of write.split.delete ?? []) set([segment, nameSegment(key)], undefined);
       }
       set([segment], splitRecord(write.v));
@@ -893,9 +923,79 @@ function recordOf(value: SerializedValue): { [key: string]: JsonValue } {
   return value.b !== undefined ? { t: value.t, b: value.b } : { t: value.t, d: value.d ?? "" };
 }
 
+/** The record of a split channel's key: its value and its place in the object's order (`o`, when the put sent one). */
+function keyRecordOf(value: KeyWrite): { [key: string]: JsonValue } {
+  const record = recordOf(value);
+  if (isOrder(value.o)) record.o = value.o;
+  return record;
+}
+
+function isOrder(value: unknown): value is number {
+  return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
+}
+
+/** A key record's place in its object's order; -1: none (written before APEX kept it, or not a number). */
+function orderOf(record: Record<string, JsonValue>): number {
+  const o = record.o;
+  return isOrder(o) ? o : -1;
+}
+
+/**
+ * A split channel's keys (read in tree order: by hash) in their object's order: by `o`, those
+ * without one after, as they were. Numbers that stay below a few times the number of keys (as
+ * the adapter keeps them, unless keys move every step) are placed in slots, one pass; others,
+ * or twice the same number (written otherwise), are sorted (stably). (Plain loops into arrays
+ * made to size: a new process's first read runs them before V8 optimizes anything.)
+ */
+function inObjectOrder(split: Required<SplitColumn>): Required<SplitColumn> {
+  const { keys, values, orders } = split;
+  const count = keys.length;
+  let max = -1;
+  let numbered = 0;
+  let sorted = true;
+  for (let i = 0; i < count; i++) {
+    const o = orders[i]!;
+    if (o < 0) continue;
+    numbered += 1;
+    if (o > max) max = o;
+    else sorted = false;
+    if (numbered !== i + 1) sorted = false; // a key without a number before this one
+  }
+  if (numbered === 0 || sorted) return split;
+  const out: Required<SplitColumn> = { keys: new Array<string>(count), values: new Array<SerializedValue>(count), orders: new Array<number>(count) };
+  let at = 0;
+  const take = (i: number) => {
+    out.keys[at] = keys[i]!;
+    out.values[at] = values[i]!;
+    out.orders[at++] = orders[i]!;
+  };
+  let slots: Int32Array | undefined;
+  if (max < 4 * count + 64) {
+    slots = new Int32Array(max + 1).fill(-1);
+    for (let i = 0; i < count; i++) {
+      const o = orders[i]!;
+      if (o < 0) continue;
+      if (slots[o] !== -1) {
+        slots = undefined;
+        break;
+      }
+      slots[o] = i;
+    }
+  }
+  if (slots) {
+    for (let o = 0; o <= max; o++) if (slots[o]! >= 0) take(slots[o]!);
+  } else {
+    const order = Array.from({ length: count }, (_, i) => i).filter((i) => orders[i]! >= 0);
+    order.sort((a, b) => orders[a]! - orders[b]!);
+    for (const i of order) take(i);
+  }
+  for (let i = 0; i < count; i++) if (orders[i]! < 0) take(i);
+  return out;
+}
+
 /**
  * A stored record as LangGraph's serialized value. A record of a key (`{t, d}` or `{t, b}`, as
- * recordOf writes it) or of a channel (the same with its version `v`) is handed out as it is,
+ * recordOf writes it, with its `o`) or of a channel (the same with its version `v`) is handed out as it is,
  * not copied (a 10k-value read makes 10k of them): it is shared with the value cache, and
  * nothing downstream changes it (the adapter reads `t`, `d` and `b`).
  */
