@@ -1,0 +1,85 @@
+// One `apex serve` stream following several methods at once (`{"events.subscribe": {}, "logs.follow": {}}`):
+// each part ends on its own, and the stream with the last. A real server on loopback, real sessions.
+import { appendFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { serve, share } from "./support/serve.js";
+import { stopsAfterEach } from "./support/cleanup.js";
+
+// On SIGTERM the agent says its last words, then exits: written as its session is being stopped.
+const CONFIG = shellAgents({ alpha: "trap 'echo last words; exit 0' TERM; echo hello; while true; do sleep 0.05; done" });
+const stops = stopsAfterEach();
+
+/** Opens a combined stream; `text()` is what came so far, `done` resolves once the server ended it. */
+async function openStream(url: string, sid: string, token: string, stops: Array<() => unknown>) {
+  const abort = new AbortController();
+  stops.push(() => abort.abort());
+  const response = await fetch(`${url}/api/sessions/${sid}/stream`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+    body: JSON.stringify({ "events.subscribe": {}, "logs.follow": {} }),
+    signal: abort.signal,
+  });
+  expect(response.status).toBe(200);
+  let text = "";
+  const decoder = new TextDecoder();
+  const reader = response.body!.getReader();
+  const done = (async () => {
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) return true;
+        text += decoder.decode(value, { stream: true });
+      }
+    } catch {
+      return false; // aborted
+    }
+  })();
+  /** The stream's events, parsed. */
+  const events = () =>
+    text
+      .split("\n\n")
+      .map((block) => ({ event: /^event: (.*)$/m.exec(block)?.[1], data: /^data: (.*)$/m.exec(block)?.[1] }))
+      .filter((block) => block.event && block.data)
+      .map((block) => ({ event: block.event!, data: JSON.parse(block.data!) as Record<string, unknown> }));
+  return { text: () => text, events, done };
+}
+
+describe("apex serve: a stream of events and logs together", () => {
+  it("ends once both parts have: the session's last log lines come after its events end", async () => {
+    const project = new Project(CONFIG);
+    const sid = project.start().session_id;
+    const url = await serve(project, stops);
+    const { token } = share(project, "current", "vera", "viewer");
+    const stream = await openStream(url, sid, token, stops);
+    await waitFor("the stream open", () => stream.text().startsWith(": apex"));
+    expect(project.apex(["stop"]).status).toBe(0);
+    const ended = await Promise.race([stream.done, new Promise<false>((resolve) => setTimeout(resolve, 15_000, false))]);
+    expect(ended, `the stream did not end: ${stream.text()}`).toBe(true);
+    const events = stream.events();
+    const lines = events.filter((e) => e.event === "logs.follow").map((e) => e.data.line);
+    // Before, the events part's end closed the stream first (`the session's supervisor ended the stream`): these were never sent.
+    expect(lines).toContain("last words");
+    expect(lines.some((line) => /^\[apex [^\]]+\] pid \d+ exited with code 0$/.test(String(line)))).toBe(true);
+    expect(events.some((e) => e.event === "events.subscribe" && e.data.type === "session.stopped")).toBe(true);
+    const name = `session ${sid.slice(0, 8)} has ended`;
+    expect(events.filter((e) => e.event === "ended")).toEqual([{ event: "ended", data: { method: "events.subscribe", reason: name } }]);
+    expect(events.at(-1)).toEqual({ event: "end", data: { reason: name } });
+  });
+
+  it("follows the logs of a session no supervisor runs, after its events part has ended", async () => {
+    const project = new Project(CONFIG);
+    const sid = project.start().session_id;
+    expect(project.apex(["stop"]).status).toBe(0);
+    const url = await serve(project, stops);
+    const { token } = share(project, sid, "vera", "viewer");
+    const stream = await openStream(url, sid, token, stops);
+    await waitFor("the events part's end", () => stream.events().some((e) => e.event === "ended"));
+    expect(stream.events()[0]).toEqual({ event: "ended", data: { method: "events.subscribe", reason: `session ${sid.slice(0, 8)} has ended` } });
+    // A line written into its log now (as a `start --continue` would): before, the stream had closed, its logs never followed.
+    appendFileSync(join(project.storeDir, "logs", sid, "alpha.log"), "written later\n");
+    await waitFor("the new line on the stream", () => stream.events().some((e) => e.event === "logs.follow" && e.data.line === "written later"), 10_000);
+    expect(stream.events().some((e) => e.event === "end")).toBe(false);
+  });
+});
