@@ -217,6 +217,14 @@ describe("APEX's line written while an agent's line is unfinished", () => {
   });
 });
 
+describe("apex logs --help", () => {
+  it("says -f ends with a running session, not only with Ctrl-C", () => {
+    project = new Project("agents: {}\nplugins: {}\n", "apex-logs-");
+    const help = project.apex(["logs", "--help"]).stdout.replace(/\s+/g, " ");
+    expect(help).toContain("-f, --follow keep printing new lines: until the session ends (it says so on stderr) when it runs, else until Ctrl-C");
+  });
+});
+
 describe("a session's log directory removed", () => {
   it("apex logs says the directory is not there (exit 3), not nothing with exit 0", () => {
     project = new Project(["agents:", "  w:", "    command: sh", '    args: ["-c", "echo hello; sleep 1000"]', "plugins: {}", ""].join("\n"), "apex-logs-");
