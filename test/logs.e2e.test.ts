@@ -217,6 +217,29 @@ describe("APEX's line written while an agent's line is unfinished", () => {
   });
 });
 
+describe("logs -f of a session that is not running", () => {
+  it("ends once a `start --continue` of it has run and ended (it was followed on until Ctrl-C)", async () => {
+    project = new Project(["agents:", "  beta:", "    command: sh", `    args: ["-c", "echo run $$; sleep 1000"]`, "plugins: {}", ""].join("\n"), "apex-logs-");
+    const sid = project.start().session_id;
+    expect(project.apex(["stop"]).status).toBe(0);
+    const follow = project.apexAsync(["logs", "-f", "--session", sid]);
+    try {
+      await waitFor("the follower's lines", () => follow.output().includes("was killed by SIGTERM"), 30_000);
+      expect(project.apex(["start", "--continue", sid]).status).toBe(0);
+      await waitFor("the continued agent's line", () => follow.output().split("\n").filter((line) => line.startsWith("beta | run ")).length === 2, 15_000);
+      expect(project.apex(["stop"]).status).toBe(0);
+      const ended = await Promise.race([follow.done, new Promise<undefined>((resolve) => setTimeout(resolve, 10_000))]);
+      expect(ended, "still following 10 s after the continued session stopped").toBeDefined();
+      expect(ended!.status, ended!.stderr).toBe(0);
+      expect(ended!.stderr).toBe(`Session ${sid.slice(0, 8)} has ended: no more output will come.\n`);
+      expect(ended!.stdout.trimEnd().split("\n").at(-1)).toMatch(/^beta \| \[apex [^\]]+\] pid \d+ was killed by SIGTERM$/);
+    } finally {
+      if (follow.child.exitCode === null) follow.child.kill("SIGINT");
+      await follow.done;
+    }
+  });
+});
+
 describe("apex logs --help", () => {
   it("says -f ends with a running session, not only with Ctrl-C", () => {
     project = new Project("agents: {}\nplugins: {}\n", "apex-logs-");

@@ -81,5 +81,13 @@ describe("apex serve: a stream of events and logs together", () => {
     appendFileSync(join(project.storeDir, "logs", sid, "alpha.log"), "written later\n");
     await waitFor("the new line on the stream", () => stream.events().some((e) => e.event === "logs.follow" && e.data.line === "written later"), 10_000);
     expect(stream.events().some((e) => e.event === "end")).toBe(false);
+    // Continued, then stopped: its logs end with it, and so does the stream (before, its logs were followed on for ever).
+    expect(project.apex(["start", "--continue", sid]).status).toBe(0);
+    await waitFor("the continued agent's first line", () => stream.events().filter((e) => e.event === "logs.follow" && e.data.line === "hello").length > 0, 10_000);
+    expect(project.apex(["stop"]).status).toBe(0);
+    const ended = await Promise.race([stream.done, new Promise<false>((resolve) => setTimeout(resolve, 15_000, false))]);
+    expect(ended, `the stream did not end: ${stream.text()}`).toBe(true);
+    expect(stream.events().map((e) => e.data.line)).toContain("last words");
+    expect(stream.events().at(-1)).toEqual({ event: "end", data: { reason: `session ${sid.slice(0, 8)} has ended` } });
   });
 });

@@ -82,15 +82,12 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
     const { onInterruption } = await import("../follow.js");
     const undo = onInterruption(stop);
     // Following a running session ends with it (as `--attach` does): once its supervisor is gone,
-    // what the agents wrote is read to its end. A session not running is followed until Ctrl-C
-    // (a `start --continue` of it writes on into the same logs).
-    const ended = running ? supervisorEnded(location.storeDir, sessionId, running) : undefined;
+    // what the agents wrote is read to its end. A session not running is followed until Ctrl-C,
+    // or, once a `start --continue` of it runs (it writes on into the same logs), until that ends.
+    const ended = supervisorEnded(location.storeDir, sessionId, running);
     try {
       if (await followLogs(dir, chosen, agent, print, () => interrupted, ended)) {
-        // The session as session list prints it, a reference --session takes: its name (a branch's,
-        // from its supervisor's runtime file: logs read no session record), else its uuid's short form.
-        const name = typeof running?.name === "string" && running.name ? visibleText(running.name) : shortSessionId(sessionId);
-        process.stderr.write(`Session ${name} has ended: no more output will come.\n`);
+        process.stderr.write(`Session ${visibleText(ended.session())} has ended: no more output will come.\n`);
       }
     } finally {
       undo();
@@ -104,24 +101,31 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
  * naming it: the session is interrupted and its agents write on, so following goes on (said once
  * on stderr, unless `quiet`: the server's logs.follow), as it does for a supervisor that
  * `start --continue` starts meanwhile. Before, that was taken for the end: "has ended: no more
- * output will come", while the agents still wrote.
+ * output will come", while the agents still wrote. With no `first` (the session was not running),
+ * never, until a supervisor runs it (a `start --continue`): then until that one ends (before, for
+ * ever: a followed session that was continued and then stopped was followed on until Ctrl-C).
+ * `session()`: the session as session list prints it, a reference --session takes: its name (a
+ * branch's, from its supervisor's runtime file: logs read no session record), else its uuid's short form.
  */
-export function supervisorEnded(storeDir: string, sessionId: string, first: SupervisorRuntime, quiet = false): () => boolean {
+export function supervisorEnded(storeDir: string, sessionId: string, first: SupervisorRuntime | undefined, quiet = false): (() => boolean) & { session: () => string } {
   let followed = first;
   let said = quiet;
-  return () => {
+  const ended = () => {
     const live = liveSupervisorOf(storeDir, sessionId);
     if (live) {
       followed = live;
       return false;
     }
-    const left = [readRuntime(storeDir, sessionId), readRuntime(storeDir)].some((runtime) => runtime?.pid === followed.pid && runtime.session_id === sessionId);
+    const gone = followed;
+    if (!gone) return false;
+    const left = [readRuntime(storeDir, sessionId), readRuntime(storeDir)].some((runtime) => runtime?.pid === gone.pid && runtime.session_id === sessionId);
     if (left && !said) {
       said = true;
-      process.stderr.write(`warning: the supervisor of session ${shortSessionId(sessionId)} (pid ${followed.pid}) is gone without ending it: the session is interrupted, and its agents may write on. Following until Ctrl-C (\`apex start --continue ${shortSessionId(sessionId)}\` resumes it).\n`);
+      process.stderr.write(`warning: the supervisor of session ${shortSessionId(sessionId)} (pid ${gone.pid}) is gone without ending it: the session is interrupted, and its agents may write on. Following until Ctrl-C (\`apex start --continue ${shortSessionId(sessionId)}\` resumes it).\n`);
     }
     return !left;
   };
+  return Object.assign(ended, { session: () => (typeof followed?.name === "string" && followed.name ? followed.name : shortSessionId(sessionId)) });
 }
 
 /** `apex --remote … logs`: the same lines, read by the server (`logs.read`, then the `logs.follow` stream). */
@@ -314,16 +318,16 @@ interface Followed {
  * log rotated: renamed, and a new one made, whatever its size) is reopened, after the last lines
  * of the old one were read, and the new one is printed from its start. Logs that appear are
  * followed from their start. The remote server's `logs.follow` runs this too. With `ended`
- * (checked every second), following ends once it is true, after every file was read to its end:
+ * (checked at each poll: a `start --continue` that ran and ended within a second was missed when it was checked every second), following ends once it is true, after every file was read to its end:
  * resolves to true then, to false when `stopped()`.
  */
 export async function followLogs(dir: string, initial: LogFile[], agent: string | undefined, print: (line: LogLine) => void, stopped: () => boolean, ended?: () => boolean): Promise<boolean> {
   const followed = new Map<string, Followed>();
   for (const file of initial) followed.set(file.file, openFollowed(file, "end"));
   try {
-    for (let round = 0; !stopped(); round++) {
-      // Checked before the files are read (every second): the lines written before it ended are all read in this round.
-      const over = ended !== undefined && round % 5 === 0 && ended();
+    while (!stopped()) {
+      // Checked before the files are read: the lines written before it ended are all read in this round.
+      const over = ended !== undefined && ended();
       for (const file of logFiles(dir)) {
         if ((agent === undefined || file.agent === agent) && !followed.has(file.file)) followed.set(file.file, openFollowed(file, "start"));
       }

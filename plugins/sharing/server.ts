@@ -617,11 +617,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       const readTo = body["logs.follow"].read_to;
       for (const file of initial) file.readTo = logPosition(readTo && typeof readTo === "object" ? (readTo as Record<string, unknown>)[`${file.agent}.${file.stream}`] : undefined);
       // A running session's logs are followed until it ends, as `apex logs -f` follows them here (the stream went on for ever).
-      const running = liveSupervisorOf(options.location.storeDir, sid);
-      const ended = running ? supervisorEnded(options.location.storeDir, sid, running, true) : undefined;
-      const name = typeof running?.name === "string" && running.name ? running.name : shortSessionId(sid);
+      // One not running then, once a `start --continue` of it runs, until that ends.
+      const ended = supervisorEnded(options.location.storeDir, sid, liveSupervisorOf(options.location.storeDir, sid), true);
       followLogs(dir, initial, agent, (line: LogLine) => send("logs.follow", line), () => closed, ended)
-        .then((over) => (over ? partEnded("logs.follow", `session ${name} has ended`) : undefined))
+        .then((over) => (over ? partEnded("logs.follow", `session ${ended.session()} has ended`) : undefined))
         .catch(fail);
     }
     if (body["memory.watch"]) {
