@@ -202,6 +202,17 @@ describe("APEX's line written while an agent's line is unfinished", () => {
     }
   });
 
+  it("the supervisor's own tail of a log whose last 64 KiB hold no line break takes no time (rejoining split lines)", async () => {
+    const { tailLines } = await import("../core/session/agents.js");
+    const file = join(logDir(), "beta.log");
+    writeFileSync(file, "x".repeat(200_000));
+    const began = performance.now();
+    expect(tailLines(file, 5)).toEqual([]);
+    writeFileSync(file, `${"y".repeat(10)}\n${"x".repeat(60_000)}`);
+    expect(tailLines(file, 5)).toEqual(["y".repeat(10), "x".repeat(60_000)]);
+    expect(performance.now() - began).toBeLessThan(1000);
+  });
+
   it("an agent's own U+001E before a line break is kept as it wrote it", () => {
     const dir = logDir();
     writeFileSync(join(dir, "beta.log"), "one\u001e\ntwo\nthree\u001e\n");

@@ -155,7 +155,8 @@ export function tailLines(file: string, lines: number): string[] {
   const length = Math.min(size, 64 * 1024);
   let text = readAt(file, size - length, length).toString("utf8");
   // An agent's line APEX's split (appendLogLine) is shown whole, after APEX's line (ended by another of APEX's: the agent ended there).
-  for (let before = ""; before !== text; ) [before, text] = [text, text.replace(/([^\n]*)\x1e\n(\[apex [^\n]*\n)(?=(\[apex )?)/, (_, line, apex, next) => `${apex}${line}${next ? "\n" : ""}`)];
+  // Tried at line starts only (^, m): at every position, a 64 KiB line without a break took seconds.
+  for (let before = ""; before !== text; ) [before, text] = [text, text.replace(/^([^\n]*)\x1e\n(\[apex [^\n]*\n)(?=(\[apex )?)/m, (_, line, apex, next) => `${apex}${line}${next ? "\n" : ""}`)];
   const all = text.replace(/\n$/, "").split("\n");
   if (length < size) all.shift(); // probably a partial first line
   return all.slice(-lines);
