@@ -1,6 +1,6 @@
 // One `apex serve` stream following several methods at once (`{"events.subscribe": {}, "logs.follow": {}}`):
 // each part ends on its own, and the stream with the last. A real server on loopback, real sessions.
-import { appendFileSync } from "node:fs";
+import { appendFileSync, renameSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
@@ -12,13 +12,13 @@ const CONFIG = shellAgents({ alpha: "trap 'echo last words; exit 0' TERM; echo h
 const stops = stopsAfterEach();
 
 /** Opens a combined stream; `text()` is what came so far, `done` resolves once the server ended it. */
-async function openStream(url: string, sid: string, token: string, stops: Array<() => unknown>) {
+async function openStream(url: string, sid: string, token: string, stops: Array<() => unknown>, body: unknown = { "events.subscribe": {}, "logs.follow": {} }) {
   const abort = new AbortController();
   stops.push(() => abort.abort());
   const response = await fetch(`${url}/api/sessions/${sid}/stream`, {
     method: "POST",
     headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
-    body: JSON.stringify({ "events.subscribe": {}, "logs.follow": {} }),
+    body: JSON.stringify(body),
     signal: abort.signal,
   });
   expect(response.status).toBe(200);
@@ -70,6 +70,23 @@ describe("apex serve: a stream of events and logs together", () => {
     expect(["events.subscribe", "logs.follow"]).toContain(first[0]!.data.method);
     expect(first[0]!.data.reason).toBe(name);
     expect(events.at(-1)).toEqual({ event: "end", data: { reason: name } });
+  });
+
+  it("reads a session's events from the store when its supervisor's socket cannot be reached, not an error naming the socket's path", async () => {
+    const project = new Project(CONFIG);
+    const ready = project.start();
+    const url = await serve(project, stops);
+    const { token } = share(project, "current", "vera", "viewer");
+    // The socket file gone for a moment (as when the supervisor ends while the stream opens): the supervisor runs on.
+    renameSync(ready.socket, `${ready.socket}.aside`);
+    const stream = await openStream(url, ready.session_id, token, stops, { "events.subscribe": {} });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    renameSync(`${ready.socket}.aside`, ready.socket);
+    expect(project.apex(["task", "add", "seen from the store"]).status).toBe(0);
+    await waitFor("the event, read from the store", () => stream.events().some((e) => e.event === "events.subscribe" && e.data.type === "task.added"), 10_000);
+    // Before: `event: error`, "Cannot reach the supervisor at /tmp/…/.apex/supervisor.sock", and the stream closed.
+    expect(stream.text()).not.toContain("event: error");
+    expect(stream.text()).not.toContain(project.dir);
   });
 
   it("follows the logs of a session no supervisor runs, after its events part has ended", async () => {

@@ -583,8 +583,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       });
       // The supervisor gone: the store says whether the session has ended (the part ends, naming it), or was
       // left interrupted (killed): its events are then read from the store, as a `start --continue` writes them.
-      // Before, either way was "the session's supervisor ended the stream".
-      subscription.done.then(() => !closed && followStoredEvents(sid, last === undefined ? {} : { from_seq: last }), fail);
+      // Before, either way was "the session's supervisor ended the stream". So too when its socket cannot be
+      // reached (the supervisor ending as the stream opened, its socket file gone), as calls are answered from
+      // the store then: the stream failed, naming the server's socket path to the remote user.
+      const fromStore = () => !closed && followStoredEvents(sid, last === undefined ? {} : { from_seq: last });
+      subscription.done.then(fromStore, (error: ApexError) => (error.details?.connection !== undefined ? fromStore() : fail(error)));
       subscriptions.push(subscription);
     }
     /**
