@@ -32,7 +32,9 @@ export default defineConfig({
     sequence: { sequencer: ConformanceFirst },
     // One throwaway PostgreSQL cluster per run for the suites that run on every backend, started
     // by the first test file that needs it and stopped here (test/support/backends.ts).
-    globalSetup: ["test/support/postgres-global.ts"],
+    // The safety net first: its teardown runs last, after the cluster's own stop. It ends what the
+    // tests started and left running (a run interrupted by Ctrl-C: test/support/process-registry-global.ts).
+    globalSetup: ["test/support/process-registry-global.ts", "test/support/postgres-global.ts"],
     projects: [
       { extends: true, test: { name: "apex", include: ["test/**/*.test.ts"], exclude: ["test/**/*.globals.test.ts"] } },
       // LangGraph's checkpointer conformance suite expects vitest globals (describe, it, expect).

@@ -409,6 +409,24 @@ describe("apex logs / start --attach / no session", () => {
     expect(status.agents.every((agent) => agent.alive)).toBe(true);
   });
 
+  it("start --attach whose supervisor is killed says the session is interrupted (APEX_E_PROCESS, exit 1), not exit 0 as if it had ended", async () => {
+    project = new Project(CONFIG);
+    const attached = project.apexAsync(["start", "--task", "watch me", "--attach"]);
+    try {
+      await waitFor("the session to start", () => /Session \S+ started/.test(attached.output()), 30_000);
+      project.remember();
+      const supervisor = project.status().session!.supervisor!.pid;
+      process.kill(supervisor, "SIGKILL");
+      const result = await attached.done;
+      expect(result.status, result.stderr).toBe(1);
+      expect(result.stderr).toContain(`error[APEX_E_PROCESS]: The supervisor of session ${/Session (\S+) started/.exec(result.stdout)![1]} (pid ${supervisor}) is gone without ending it: the session is interrupted`);
+      expect(result.stdout).not.toContain("Detached");
+    } finally {
+      if (attached.child.exitCode === null) attached.child.kill("SIGKILL");
+    }
+    expect(project.status().session).toMatchObject({ status: "interrupted" });
+  });
+
   it("Ctrl-C while start waits for its supervisor: it says the session goes on starting (APEX_E_INTERRUPTED, exit 130), and it does", async () => {
     project = new Project("");
     const hooks = join(project.dir, "hooks.jsonl");

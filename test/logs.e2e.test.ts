@@ -159,6 +159,106 @@ describe("an agent stopped in the middle of a line", () => {
   });
 });
 
+describe("APEX's line written while an agent's line is unfinished", () => {
+  // As the supervisor writes `started` after an agent that wrote `Loading...` at once, or `log cut` after one that began a line in the emptied file.
+  it("leaves the agent's line whole, after APEX's line: in apex logs (any -n), --json, -f and the supervisor's own tails", async () => {
+    const { appendLogLine, tailLines } = await import("../core/session/agents.js");
+    const { followLogs, readLogTail } = await import("../dist/cli/session/logs.js");
+    const dir = logDir();
+    const file = join(dir, "beta.log");
+    const before = Array.from({ length: 8 }, (_, i) => `line ${i}`);
+    writeFileSync(file, `${before.join("\n")}\nLoading...`);
+    // Followed as a running session's log is: its unfinished last line left to following.
+    const tail = readLogTail(project!.storeDir, SESSION, undefined, 2, true);
+    expect(tail.lines.map((line: { line: string }) => line.line)).toEqual(["line 6", "line 7"]);
+    const printed: string[] = [];
+    let stop = false;
+    const following = followLogs(tail.dir, tail.chosen, undefined, (line: { line: string }) => printed.push(line.line), () => stop);
+    try {
+      appendLogLine(file, "[apex t] started pid 1", true);
+      await waitFor("APEX's line followed", () => printed.includes("[apex t] started pid 1"));
+      appendFileSync(file, " ok\nnext\nhalf");
+      appendLogLine(file, "[apex t] log cut", true);
+      appendFileSync(file, " and ");
+      appendLogLine(file, "[apex t] started pid 2", true);
+      appendFileSync(file, "the rest\nlast");
+      // The agent killed mid-line: its line ends there, before APEX's line about it.
+      appendLogLine(file, "[apex t] started pid 3", true);
+      appendLogLine(file, "[apex t] pid 3 was killed by SIGTERM");
+      const expected = [...before, "[apex t] started pid 1", "Loading... ok", "next", "[apex t] log cut", "[apex t] started pid 2", "half and the rest", "[apex t] started pid 3", "last", "[apex t] pid 3 was killed by SIGTERM"];
+      await waitFor("the lines followed", () => printed.includes("[apex t] pid 3 was killed by SIGTERM"));
+      // Before, `Loading...`, APEX's line, then ` ok`: the agent's line in two.
+      expect(printed).toEqual(expected.slice(8));
+      const shown = jsonLines(project!.apex(["logs", "--session", SESSION, "-n", "100", "--json"]).stdout).map((line) => line.line);
+      expect(shown).toEqual(expected);
+      for (let n = 1; n <= 9; n++) {
+        const lines = project!.apex(["logs", "--session", SESSION, "-n", String(n)]).stdout.split("\n").filter(Boolean);
+        expect(lines, `-n ${n}`).toEqual(expected.slice(-n).map((line) => `beta | ${line}`));
+      }
+      expect(tailLines(file, 100)).toEqual(expected);
+    } finally {
+      stop = true;
+      await following;
+    }
+  });
+
+  it("the supervisor's own tail of a log whose last 64 KiB hold no line break takes no time (rejoining split lines)", async () => {
+    const { tailLines } = await import("../core/session/agents.js");
+    const file = join(logDir(), "beta.log");
+    writeFileSync(file, "x".repeat(200_000));
+    const began = performance.now();
+    expect(tailLines(file, 5)).toEqual([]);
+    writeFileSync(file, `${"y".repeat(10)}\n${"x".repeat(60_000)}`);
+    expect(tailLines(file, 5)).toEqual(["y".repeat(10), "x".repeat(60_000)]);
+    expect(performance.now() - began).toBeLessThan(1000);
+  });
+
+  it("an agent's own U+001E before a line break is kept as it wrote it", () => {
+    const dir = logDir();
+    writeFileSync(join(dir, "beta.log"), "one\u001e\ntwo\nthree\u001e\n");
+    expect(jsonLines(project!.apex(["logs", "--session", SESSION, "--json"]).stdout).map((line) => line.line)).toEqual(["one\u001e", "two", "three\u001e"]);
+  });
+
+  it("of a real agent: `Loading...` then ` ok` is one line, whichever of it and APEX's started line came first", async () => {
+    project = new Project(["agents:", "  beta:", "    command: sh", `    args: ["-c", "printf Loading...; until grep -q started .apex/logs/$APEX_SESSION_ID/beta.log; do sleep 0.05; done; echo ' ok'; sleep 1000"]`, "plugins: {}", ""].join("\n"), "apex-logs-");
+    project.start();
+    await waitFor("the agent's line finished", () => project!.apex(["logs", "beta"]).stdout.includes(" ok"));
+    const lines = project.apex(["logs", "beta", "--json"]).stdout;
+    expect(jsonLines(lines).map((line) => line.line.replace(/\d+/g, "N"))).toEqual(["[apex N-N-NTN:N:N.NZ] started pid N (process group N)", "Loading... ok"]);
+  });
+});
+
+describe("logs -f of a session that is not running", () => {
+  it("ends once a `start --continue` of it has run and ended (it was followed on until Ctrl-C)", async () => {
+    project = new Project(["agents:", "  beta:", "    command: sh", `    args: ["-c", "echo run $$; sleep 1000"]`, "plugins: {}", ""].join("\n"), "apex-logs-");
+    const sid = project.start().session_id;
+    expect(project.apex(["stop"]).status).toBe(0);
+    const follow = project.apexAsync(["logs", "-f", "--session", sid]);
+    try {
+      await waitFor("the follower's lines", () => follow.output().includes("was killed by SIGTERM"), 30_000);
+      expect(project.apex(["start", "--continue", sid]).status).toBe(0);
+      await waitFor("the continued agent's line", () => follow.output().split("\n").filter((line) => line.startsWith("beta | run ")).length === 2, 15_000);
+      expect(project.apex(["stop"]).status).toBe(0);
+      const ended = await Promise.race([follow.done, new Promise<undefined>((resolve) => setTimeout(resolve, 10_000))]);
+      expect(ended, "still following 10 s after the continued session stopped").toBeDefined();
+      expect(ended!.status, ended!.stderr).toBe(0);
+      expect(ended!.stderr).toBe(`Session ${sid.slice(0, 8)} has ended: no more output will come.\n`);
+      expect(ended!.stdout.trimEnd().split("\n").at(-1)).toMatch(/^beta \| \[apex [^\]]+\] pid \d+ was killed by SIGTERM$/);
+    } finally {
+      if (follow.child.exitCode === null) follow.child.kill("SIGINT");
+      await follow.done;
+    }
+  });
+});
+
+describe("apex logs --help", () => {
+  it("says -f ends with a running session, not only with Ctrl-C", () => {
+    project = new Project("agents: {}\nplugins: {}\n", "apex-logs-");
+    const help = project.apex(["logs", "--help"]).stdout.replace(/\s+/g, " ");
+    expect(help).toContain("-f, --follow keep printing new lines: until the session ends (it says so on stderr) when it runs, else until Ctrl-C");
+  });
+});
+
 describe("a session's log directory removed", () => {
   it("apex logs says the directory is not there (exit 3), not nothing with exit 0", () => {
     project = new Project(["agents:", "  w:", "    command: sh", '    args: ["-c", "echo hello; sleep 1000"]', "plugins: {}", ""].join("\n"), "apex-logs-");

@@ -82,15 +82,12 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
     const { onInterruption } = await import("../follow.js");
     const undo = onInterruption(stop);
     // Following a running session ends with it (as `--attach` does): once its supervisor is gone,
-    // what the agents wrote is read to its end. A session not running is followed until Ctrl-C
-    // (a `start --continue` of it writes on into the same logs).
-    const ended = running ? supervisorEnded(location.storeDir, sessionId, running) : undefined;
+    // what the agents wrote is read to its end. A session not running is followed until Ctrl-C,
+    // or, once a `start --continue` of it runs (it writes on into the same logs), until that ends.
+    const ended = supervisorEnded(location.storeDir, sessionId, running);
     try {
       if (await followLogs(dir, chosen, agent, print, () => interrupted, ended)) {
-        // The session as session list prints it, a reference --session takes: its name (a branch's,
-        // from its supervisor's runtime file: logs read no session record), else its uuid's short form.
-        const name = typeof running?.name === "string" && running.name ? visibleText(running.name) : shortSessionId(sessionId);
-        process.stderr.write(`Session ${name} has ended: no more output will come.\n`);
+        process.stderr.write(`Session ${visibleText(ended.session())} has ended: no more output will come.\n`);
       }
     } finally {
       undo();
@@ -104,24 +101,31 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
  * naming it: the session is interrupted and its agents write on, so following goes on (said once
  * on stderr, unless `quiet`: the server's logs.follow), as it does for a supervisor that
  * `start --continue` starts meanwhile. Before, that was taken for the end: "has ended: no more
- * output will come", while the agents still wrote.
+ * output will come", while the agents still wrote. With no `first` (the session was not running),
+ * never, until a supervisor runs it (a `start --continue`): then until that one ends (before, for
+ * ever: a followed session that was continued and then stopped was followed on until Ctrl-C).
+ * `session()`: the session as session list prints it, a reference --session takes: its name (a
+ * branch's, from its supervisor's runtime file: logs read no session record), else its uuid's short form.
  */
-export function supervisorEnded(storeDir: string, sessionId: string, first: SupervisorRuntime, quiet = false): () => boolean {
+export function supervisorEnded(storeDir: string, sessionId: string, first: SupervisorRuntime | undefined, quiet = false): (() => boolean) & { session: () => string } {
   let followed = first;
   let said = quiet;
-  return () => {
+  const ended = () => {
     const live = liveSupervisorOf(storeDir, sessionId);
     if (live) {
       followed = live;
       return false;
     }
-    const left = [readRuntime(storeDir, sessionId), readRuntime(storeDir)].some((runtime) => runtime?.pid === followed.pid && runtime.session_id === sessionId);
+    const gone = followed;
+    if (!gone) return false;
+    const left = [readRuntime(storeDir, sessionId), readRuntime(storeDir)].some((runtime) => runtime?.pid === gone.pid && runtime.session_id === sessionId);
     if (left && !said) {
       said = true;
-      process.stderr.write(`warning: the supervisor of session ${shortSessionId(sessionId)} (pid ${followed.pid}) is gone without ending it: the session is interrupted, and its agents may write on. Following until Ctrl-C (\`apex start --continue ${shortSessionId(sessionId)}\` resumes it).\n`);
+      process.stderr.write(`warning: the supervisor of session ${shortSessionId(sessionId)} (pid ${gone.pid}) is gone without ending it: the session is interrupted, and its agents may write on. Following until Ctrl-C (\`apex start --continue ${shortSessionId(sessionId)}\` resumes it).\n`);
     }
     return !left;
   };
+  return Object.assign(ended, { session: () => (typeof followed?.name === "string" && followed.name ? followed.name : shortSessionId(sessionId)) });
 }
 
 /** `apex --remote … logs`: the same lines, read by the server (`logs.read`, then the `logs.follow` stream). */
@@ -301,6 +305,10 @@ interface Followed {
   /** The record of the supervisor's last cut of this log (`<file>.cut`) when it was last looked at; `waited`: polls waited for one. */
   cut: string | undefined;
   waited: number;
+  /** The last byte of the line being followed (-1: none yet): SPLIT_MARK before its line break is APEX's split. */
+  last: number;
+  /** An agent's line APEX's line split (SPLIT_MARK): `apex` while APEX's line is awaited, `rest` while the agent's rest is. */
+  split?: { partial: Buffer; dropped: number; phase: "apex" | "rest" };
 }
 
 /**
@@ -310,16 +318,16 @@ interface Followed {
  * log rotated: renamed, and a new one made, whatever its size) is reopened, after the last lines
  * of the old one were read, and the new one is printed from its start. Logs that appear are
  * followed from their start. The remote server's `logs.follow` runs this too. With `ended`
- * (checked every second), following ends once it is true, after every file was read to its end:
+ * (checked at each poll: a `start --continue` that ran and ended within a second was missed when it was checked every second), following ends once it is true, after every file was read to its end:
  * resolves to true then, to false when `stopped()`.
  */
 export async function followLogs(dir: string, initial: LogFile[], agent: string | undefined, print: (line: LogLine) => void, stopped: () => boolean, ended?: () => boolean): Promise<boolean> {
   const followed = new Map<string, Followed>();
   for (const file of initial) followed.set(file.file, openFollowed(file, "end"));
   try {
-    for (let round = 0; !stopped(); round++) {
-      // Checked before the files are read (every second): the lines written before it ended are all read in this round.
-      const over = ended !== undefined && round % 5 === 0 && ended();
+    while (!stopped()) {
+      // Checked before the files are read: the lines written before it ended are all read in this round.
+      const over = ended !== undefined && ended();
       for (const file of logFiles(dir)) {
         if ((agent === undefined || file.agent === agent) && !followed.has(file.file)) followed.set(file.file, openFollowed(file, "start"));
       }
@@ -349,7 +357,7 @@ export async function followLogs(dir: string, initial: LogFile[], agent: string 
 function openFollowed(file: LogFile, from: "start" | "end"): Followed {
   // Following from where the last lines were read, the cut record seen then: one made since (--remote: between logs.read and logs.follow) is new.
   const seen = from === "end" && file.readTo?.cut !== undefined ? (file.readTo.cut ?? undefined) : readCut(file.file)?.text;
-  const state: Followed = { file, fd: undefined, dev: -1, ino: -1, offset: 0, partial: EMPTY, dropped: 0, cut: seen, waited: 0 };
+  const state: Followed = { file, fd: undefined, dev: -1, ino: -1, offset: 0, partial: EMPTY, dropped: 0, cut: seen, waited: 0, last: -1 };
   reopen(state);
   if (from === "end" && state.fd !== undefined) {
     const { readTo } = file;
@@ -411,9 +419,11 @@ function feed(state: Followed, chunk: Buffer, print: (line: LogLine) => void): v
   let start = 0;
   for (let end = chunk.indexOf(0x0a); end !== -1; start = end + 1, end = chunk.indexOf(0x0a, start)) {
     keepLine(state, chunk.subarray(start, end));
+    if (end > start) state.last = chunk[end - 1]!;
     endLine(state, print);
   }
   keepLine(state, chunk.subarray(start));
+  if (chunk.length > start) state.last = chunk[chunk.length - 1]!;
 }
 
 /**
@@ -471,16 +481,76 @@ function readCut(file: string): { text: string; from: number; to: number } | und
   }
 }
 
-/** Prints the line being followed (a cut one saying how many bytes were left out) and starts the next. */
+/**
+ * Prints the line being followed (a cut one saying how many bytes were left out) and starts the
+ * next; an agent's line that APEX's split (SPLIT_MARK) is printed once whole, after APEX's line.
+ */
 function endLine(state: Followed, print: (line: LogLine) => void): void {
+  const { split } = state;
+  state.split = undefined;
+  if (split?.phase === "apex" && isApexLine(state.partial)) {
+    print(logLine(state.file, state.partial, state.dropped));
+    state.split = { ...split, phase: "rest" };
+    return startLine(state);
+  }
+  // No APEX line after it: the mark was the agent's own, kept.
+  if (split?.phase === "apex") print(logLine(state.file, ...withMark(split)));
+  else if (split && isApexLine(state.partial)) print(logLine(state.file, split.partial, split.dropped)); // it ended there (killed mid-line)
+  else if (split) Object.assign(state, joinLines(split, state));
+  if (state.last === SPLIT_MARK) {
+    state.split = { ...withoutMark(state), phase: "apex" };
+    return startLine(state);
+  }
   print(logLine(state.file, state.partial, state.dropped));
-  state.partial = EMPTY;
-  state.dropped = 0;
+  startLine(state);
 }
 
-/** Ends an unfinished last line (its file emptied or replaced), if there is one. */
+function startLine(state: Followed): void {
+  state.partial = EMPTY;
+  state.dropped = 0;
+  state.last = -1;
+}
+
+/** Ends an unfinished last line (its file emptied or replaced), if there is one: one APEX's split too, as it is. */
 function flushPartial(state: Followed, print: (line: LogLine) => void): void {
-  if (state.partial.length > 0 || state.dropped > 0) endLine(state, print);
+  const { split } = state;
+  state.split = undefined;
+  if (split?.phase === "apex") print(logLine(state.file, ...withMark(split)));
+  else if (split) Object.assign(state, joinLines(split, state));
+  if (state.partial.length > 0 || state.dropped > 0 || split?.phase === "rest") print(logLine(state.file, state.partial, state.dropped));
+  startLine(state);
+}
+
+/**
+ * The byte before the line break APEX adds to end an agent's unfinished line when it writes one
+ * of its own lines meanwhile (core/session/agents.ts appendLogLine, while the agent runs): the
+ * line after it is APEX's, and the one after that the rest of the agent's line (unless it is
+ * another of APEX's: the agent ended there). Shown as the agent wrote it: its line whole, after
+ * APEX's. Before, `Loading...` then `[apex …] started …` then ` ok`: one line of the agent's in two.
+ */
+const SPLIT_MARK = 0x1e;
+const APEX_LINE = Buffer.from("[apex ");
+
+function isApexLine(bytes: Uint8Array): boolean {
+  return bytes.length >= APEX_LINE.length && APEX_LINE.equals(bytes.subarray(0, APEX_LINE.length));
+}
+
+/** A line's bytes without the SPLIT_MARK it ends with (left out of `dropped` when it was there). */
+function withoutMark(line: { partial: Buffer; dropped: number }): { partial: Buffer; dropped: number } {
+  return line.dropped > 0 ? { partial: line.partial, dropped: line.dropped - 1 } : { partial: line.partial.subarray(0, -1), dropped: 0 };
+}
+
+function withMark(line: { partial: Buffer; dropped: number }): [Buffer, number] {
+  return line.dropped > 0 ? [line.partial, line.dropped + 1] : [Buffer.concat([line.partial, Buffer.of(SPLIT_MARK)]), 0];
+}
+
+/** Two pieces of a line as one, its first TAIL_LINE_BYTES kept (keepLine). */
+function joinLines(first: { partial: Buffer; dropped: number }, rest: { partial: Buffer; dropped: number }): { partial: Buffer; dropped: number } {
+  if (first.dropped > 0) return { partial: first.partial, dropped: first.dropped + rest.partial.length + rest.dropped };
+  const line = { partial: first.partial, dropped: 0 };
+  keepLine(line, rest.partial);
+  line.dropped += rest.dropped;
+  return line;
 }
 
 function statIdentity(path: string): { dev: number; ino: number } | undefined {
@@ -562,37 +632,96 @@ export function logTail(file: string, lines: number, readTo?: (at: { dev: number
     const readToSize = (size: number) => readTo?.({ dev: stat.dev, ino: stat.ino, size });
     if (stat.size === 0) readToSize(0);
     if (stat.size === 0) return [];
+    const one = Buffer.alloc(APEX_LINE.length);
+    const byteAt = (at: number) => (readSync(fd, one, 0, 1, at), one[0]!);
+    const finalNewline = byteAt(stat.size - 1) === 0x0a;
+    const end = finalNewline ? stat.size - 1 : stat.size; // a final newline ends the last line
+    // Where lines start, from the end backwards (each after a line break), scanned on as more are needed.
     const buffer = Buffer.alloc(Math.min(stat.size, 64 * 1024));
-    readSync(fd, buffer, 0, 1, stat.size - 1);
-    const unfinished = holdUnfinished && buffer[0] !== 0x0a;
-    let end = buffer[0] === 0x0a ? stat.size - 1 : stat.size; // a final newline ends the last line
-    const wanted = lines + (unfinished ? 1 : 0);
     const starts: number[] = [];
-    for (let at = end; at > 0 && starts.length < wanted; ) {
-      const from = Math.max(0, at - buffer.length);
-      readSync(fd, buffer, 0, at - from, from);
-      for (let i = at - from - 1; i >= 0 && starts.length < wanted; i--) if (buffer[i] === 0x0a) starts.push(from + i + 1);
-      at = from;
+    let at = end;
+    const scan = (count: number) => {
+      while (at > 0 && starts.length < count) {
+        const from = Math.max(0, at - buffer.length);
+        readSync(fd, buffer, 0, at - from, from);
+        let i = at - from - 1;
+        for (; i >= 0 && starts.length < count; i--) if (buffer[i] === 0x0a) starts.push(from + i + 1);
+        at = starts.length >= count ? from + i + 1 : from;
+      }
+    };
+    let tail: ReturnType<typeof joinSplits>;
+    for (let count = lines + 3; ; count = starts.length + lines + 3) {
+      scan(count);
+      const ascending = [...(at === 0 ? [0] : []), ...[...starts].reverse()];
+      tail = joinSplits(
+        ascending.map((start, i) => ({ start, end: i + 1 < ascending.length ? ascending[i + 1]! - 1 : end, finished: i + 1 < ascending.length || finalNewline })),
+        (line) => line.end > line.start && byteAt(line.end - 1) === SPLIT_MARK,
+        (line) => line.end - line.start >= APEX_LINE.length && (readSync(fd, one, 0, one.length, line.start), isApexLine(one)),
+      );
+      // The first two lines read may be the rest of a line split before them: only the lines after them are known whole.
+      if (at === 0) break;
+      tail = tail.filter((line) => line.first >= 2);
+      if (tail.length > lines) break;
     }
-    if (starts.length < wanted) starts.push(0);
-    starts.reverse();
-    if (unfinished) {
-      // Held back: the line before it ends at its start.
-      end = starts.pop()!;
-      readToSize(end);
-      end -= 1;
-    } else readToSize(stat.size);
-    return starts.map((start, i) => {
-      const length = (i + 1 < starts.length ? starts[i + 1]! - 1 : end) - start;
-      // A byte past the limit too: whether a character goes across it.
+    const last = tail.at(-1);
+    // Held back: a last line not finished yet (with APEX's lines that split it), printed by following once it is, whole.
+    const held = holdUnfinished && last?.unfinished ? last.parts[0]!.start : undefined;
+    if (held !== undefined) tail = tail.filter((line) => line.parts[0]!.start < held);
+    readToSize(held ?? stat.size);
+    return (lines > 0 ? tail.slice(-lines) : []).map(({ parts }) => {
+      // Its first TAIL_LINE_BYTES, and a byte past the limit too: whether a character goes across it.
+      const length = parts.reduce((sum, part) => sum + part.end - part.start, 0);
       const line = Buffer.alloc(Math.min(length, TAIL_LINE_BYTES + 1));
-      readSync(fd, line, 0, line.length, start);
-      const kept = characterEnd(line, TAIL_LINE_BYTES);
+      let filled = 0;
+      for (const part of parts) if (filled < line.length) filled += readSync(fd, line, filled, Math.min(part.end - part.start, line.length - filled), part.start);
+      const kept = characterEnd(line.subarray(0, filled), TAIL_LINE_BYTES);
       return { bytes: line.subarray(0, kept), dropped: length - kept };
     });
   } finally {
     closeSync(fd);
   }
+}
+
+interface Span {
+  start: number;
+  end: number;
+}
+
+/**
+ * A log's lines as the agent wrote them, from its lines as they are in the file (`first`: the index
+ * of a line's first piece): an agent's line APEX's line split (SPLIT_MARK before the break) is one,
+ * after APEX's; `unfinished`: the last, still waiting for its end.
+ */
+function joinSplits(lines: Array<Span & { finished: boolean }>, marked: (line: Span) => boolean, apex: (line: Span) => boolean): Array<{ parts: Span[]; first: number; unfinished: boolean }> {
+  const out: Array<{ parts: Span[]; first: number; unfinished: boolean }> = [];
+  let parts: Span[] = [];
+  let first = 0;
+  let phase: "apex" | "rest" | undefined;
+  lines.forEach((line, i) => {
+    if (phase === "apex" && apex(line)) {
+      out.push({ parts: [line], first: i, unfinished: false });
+      return void (phase = "rest");
+    }
+    // After the mark, no APEX line: the agent's own mark, kept; after APEX's line, another of APEX's: the agent's line ended there.
+    if (phase === "apex") parts.at(-1)!.end += 1;
+    if (phase === "apex" || (phase === "rest" && apex(line))) {
+      out.push({ parts, first, unfinished: false });
+      parts = [];
+    }
+    phase = undefined;
+    if (parts.length === 0) first = i;
+    if (line.finished && marked(line)) {
+      parts.push({ start: line.start, end: line.end - 1 });
+      return void (phase = "apex");
+    }
+    parts.push({ start: line.start, end: line.end });
+    if (!line.finished) return;
+    out.push({ parts, first, unfinished: false });
+    parts = [];
+  });
+  if (phase === "apex") parts.at(-1)!.end += 1; // no APEX line after it (yet): shown as it is
+  if (parts.length > 0) out.push({ parts, first, unfinished: true });
+  return out;
 }
 
 /** Reads up to 4 MiB from an open file (the bytes as they are: lines are made text once whole). */

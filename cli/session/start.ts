@@ -93,7 +93,7 @@ export async function startSession(location: ProjectLocation, options: StartOpti
   const session = sessionText({ session_id: ready.session_id, name: continued?.sessionId === ready.session_id ? continued.name : null });
   if (!options.json) printReady(ready, session);
   // Stopped (or ended) while it started: there is nothing left to attach to.
-  if (options.attach && (ready.status === "active" || ready.status === "paused")) await attach(ready, session, Boolean(options.json));
+  if (options.attach && (ready.status === "active" || ready.status === "paused")) await attach(location, ready, session, Boolean(options.json));
 }
 
 /**
@@ -277,7 +277,7 @@ function restoreLine(ready: ReadyReport): string {
  * Streams the session's events until it ends. Ctrl-C detaches: the session keeps running,
  * since the supervisor is in its own process session and never sees this terminal's signals.
  */
-async function attach(ready: ReadyReport, session: string, json: boolean): Promise<void> {
+async function attach(location: ProjectLocation, ready: ReadyReport, session: string, json: boolean): Promise<void> {
   const subscription = subscribeSupervisor(ready.socket, "events.subscribe", { from_seq: ready.event_seq }, (event) => {
     const type = (event as SessionEvent).type;
     if (type === "session.completed" || type === "session.failed" || type === "session.stopped") ended = type;
@@ -299,6 +299,18 @@ async function attach(ready: ReadyReport, session: string, json: boolean): Promi
     unwatch();
   }
   if (detached && !json) printLine(paint(`\nDetached; session ${session} keeps running (apex status, apex stop).`, "gray"));
+  // The stream ended with no end of the session, its supervisor gone and its runtime files left naming it: killed (kill -9, OOM).
+  // Before, attaching ended there, exit 0 and not a word, as if the session had ended well, while it was interrupted and its agents ran on.
+  if (!detached && ended === undefined) {
+    const { liveSupervisorOf, readRuntime } = await import("../../core/session/runtime.js");
+    const killed = !liveSupervisorOf(location.storeDir, ready.session_id) && [readRuntime(location.storeDir, ready.session_id), readRuntime(location.storeDir)].some((runtime) => runtime?.pid === ready.supervisor_pid);
+    if (killed) {
+      throw new ApexError("APEX_E_PROCESS", `The supervisor of session ${session} (pid ${ready.supervisor_pid}) is gone without ending it: the session is interrupted, and its agents may still run.`, {
+        hint: `\`apex status\` shows what is left; \`apex start --continue ${session}\` resumes the session, \`apex stop\` ends it.`,
+        details: { session_id: ready.session_id, supervisor_pid: ready.supervisor_pid },
+      });
+    }
+  }
   // Attached to the end, the exit code says how it went: a failed session is a failure.
   if (!detached && ended === "session.failed") process.exitCode = 1;
 }

@@ -153,9 +153,11 @@ export function tailLines(file: string, lines: number): string[] {
   }
   if (size === 0 || lines <= 0) return [];
   const length = Math.min(size, 64 * 1024);
-  const text = readAt(file, size - length, length).toString("utf8");
-  const all = text.split("\n");
-  if (all[all.length - 1] === "") all.pop();
+  let text = readAt(file, size - length, length).toString("utf8");
+  // An agent's line APEX's split (appendLogLine) is shown whole, after APEX's line (ended by another of APEX's: the agent ended there).
+  // Tried at line starts only (^, m): at every position, a 64 KiB line without a break took seconds.
+  for (let before = ""; before !== text; ) [before, text] = [text, text.replace(/^([^\n]*)\x1e\n(\[apex [^\n]*\n)(?=(\[apex )?)/m, (_, line, apex, next) => `${apex}${line}${next ? "\n" : ""}`)];
+  const all = text.replace(/\n$/, "").split("\n");
   if (length < size) all.shift(); // probably a partial first line
   return all.slice(-lines);
 }
@@ -164,11 +166,13 @@ export function tailLines(file: string, lines: number): string[] {
  * Appends one of APEX's own lines (`[apex …] started`, `… was killed`, `log cut`) to an agent's
  * log on a line of its own: after a line break when the agent's last line is unfinished (it was
  * killed mid-line, or wrote its first bytes before the `started` line). Before, the two were
- * glued into one line, `half a line[apex …] pid 123 was killed by SIGTERM`.
+ * glued into one line, `half a line[apex …] pid 123 was killed by SIGTERM`. While the agent runs
+ * (`continues`: it may finish that line), the break APEX adds is marked, U+001E before it (SPLIT_MARK):
+ * `apex logs` shows the agent's line whole, after APEX's (cli/session/logs.ts); before, it was two lines.
  */
-export function appendLogLine(file: string, text: string): void {
+export function appendLogLine(file: string, text: string, continues = false): void {
   const size = statSync(file, { throwIfNoEntry: false })?.size ?? 0;
-  appendFileSync(file, `${size > 0 && readAt(file, size - 1, 1)[0] !== 0x0a ? "\n" : ""}${text}\n`, { mode: PRIVATE_FILE_MODE });
+  appendFileSync(file, `${size > 0 && readAt(file, size - 1, 1)[0] !== 0x0a ? (continues ? "\x1e\n" : "\n") : ""}${text}\n`, { mode: PRIVATE_FILE_MODE });
 }
 
 /** Largest size of an agent's log file (APEX_LOG_MAX_BYTES in the supervisor's environment, else 64 MiB). */

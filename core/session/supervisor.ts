@@ -531,7 +531,7 @@ export class Supervisor {
     this.cappingLogs = true;
     for (const file of [...this.slots.values()].flatMap((slot) => Object.values(this.logFiles(slot.name)))) {
       try {
-        if (await capLogFile(file)) appendLogLine(file, `[apex ${nowIso()}] log cut; what came before is in ${file}.1`);
+        if (await capLogFile(file)) appendLogLine(file, `[apex ${nowIso()}] log cut; what came before is in ${file}.1`, true);
       } catch (error) {
         if (!this.uncuttableLogs.has(file)) this.log(`cannot cut ${file}: ${(error as Error).message}`);
         this.uncuttableLogs.add(file);
@@ -540,9 +540,10 @@ export class Supervisor {
     this.cappingLogs = false;
   }
 
-  private agentLog(name: string, message: string): void {
+  /** `running`: the agent runs (it may finish a line it left unfinished: appendLogLine's `continues`). */
+  private agentLog(name: string, message: string, running = false): void {
     try {
-      appendLogLine(this.logFiles(name).stdoutFile, `[apex ${nowIso()}] ${message}`);
+      appendLogLine(this.logFiles(name).stdoutFile, `[apex ${nowIso()}] ${message}`, running);
     } catch {
       // The log directory is gone (project removed); the supervisor log still has it.
     }
@@ -574,7 +575,7 @@ export class Supervisor {
     slot.startedAt = Date.now();
     slot.status = this.currentStatus() === "paused" ? "paused" : "running";
     if (slot.status === "paused") signalProvenGroup(child.pgid, child.startTime, child.marker, "SIGSTOP");
-    this.agentLog(slot.name, `started pid ${child.pid} (process group ${child.pgid})${slot.restarts ? `, restart ${slot.restarts}` : ""}`);
+    this.agentLog(slot.name, `started pid ${child.pid} (process group ${child.pgid})${slot.restarts ? `, restart ${slot.restarts}` : ""}`, true);
     this.log(`agent ${slot.name} started: pid ${child.pid}`);
     await this.ownWrite((batch, record) => {
       const previous = batch.get(agentPath(this.sessionId, slot.name)) as AgentRecord | undefined;

@@ -547,6 +547,19 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       if (seen !== undefined) send("events.subscribe", seen);
       else send("events.skipped", { seq: (event as { seq?: unknown }).seq });
     };
+    /**
+     * The parts of the stream still going (each method it follows). One that ends (the session's
+     * events once it has ended, its logs once read to their end) is said with an `ended` event,
+     * `{method, reason}`, while the others go on; the stream ends with the last, saying why. Before,
+     * the first part to end closed the whole stream: the session's last log lines (an agent's last
+     * words as it was stopped, APEX's `exited` line) were cut off by the event part's end.
+     */
+    const going = new Set(Object.keys(body));
+    const partEnded = (method: string, reason: string) => {
+      if (closed || !going.delete(method)) return;
+      if (going.size === 0) stream.close(reason);
+      else send("ended", { method, reason });
+    };
     streams.add(stream);
     connections.changed();
     res.on("close", finish);
@@ -556,16 +569,25 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     unwatch = grantWatch.add(sid, token, denied);
     if (body["events.subscribe"]) {
       const socket = gate.supervisorSocket(sid);
-      if (!socket) {
-        followStoredEvents(sid, body["events.subscribe"]);
-        return;
-      }
+      // (It returned here: a stream of a session no supervisor ran followed its events alone, never its logs nor its memory.)
+      if (!socket) followStoredEvents(sid, body["events.subscribe"]);
+      else followSupervisorEvents(socket);
+    }
+    function followSupervisorEvents(socket: string): void {
+      let last = typeof body["events.subscribe"].from_seq === "number" ? body["events.subscribe"].from_seq : undefined;
       const subscription = subscribeSupervisor(socket, "events.subscribe", body["events.subscribe"], (event) => {
-        const data = event as { type?: string; token_ids?: string[] };
+        const data = event as { type?: string; token_ids?: string[]; seq?: unknown };
         sendEvent(event);
+        if (typeof data.seq === "number") last = data.seq;
         if (data.type === "share.revoked" && data.token_ids?.includes(caller.token_id)) denied(`${caller.user}'s access to session ${sid} was revoked.`);
       });
-      subscription.done.then(() => stream.close("the session's supervisor ended the stream"), fail);
+      // The supervisor gone: the store says whether the session has ended (the part ends, naming it), or was
+      // left interrupted (killed): its events are then read from the store, as a `start --continue` writes them.
+      // Before, either way was "the session's supervisor ended the stream". So too when its socket cannot be
+      // reached (the supervisor ending as the stream opened, its socket file gone), as calls are answered from
+      // the store then: the stream failed, naming the server's socket path to the remote user.
+      const fromStore = () => !closed && followStoredEvents(sid, last === undefined ? {} : { from_seq: last });
+      subscription.done.then(fromStore, (error: ApexError) => (error.details?.connection !== undefined ? fromStore() : fail(error)));
       subscriptions.push(subscription);
     }
     /**
@@ -584,7 +606,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
             last = event.seq;
           }
           // The session as session list prints it (the client says why its stream ended: `The event stream ended: session experiment has ended.`).
-          if (ended) return stream.close(`session ${name ?? shortSessionId(sessionId)} has ended`);
+          if (ended) return partEnded("events.subscribe", `session ${name ?? shortSessionId(sessionId)} has ended`);
           // A supervisor that took the session back writes its events to the store too.
           await sleep(STORED_EVENTS_POLL_MS);
         }
@@ -598,11 +620,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       const readTo = body["logs.follow"].read_to;
       for (const file of initial) file.readTo = logPosition(readTo && typeof readTo === "object" ? (readTo as Record<string, unknown>)[`${file.agent}.${file.stream}`] : undefined);
       // A running session's logs are followed until it ends, as `apex logs -f` follows them here (the stream went on for ever).
-      const running = liveSupervisorOf(options.location.storeDir, sid);
-      const ended = running ? supervisorEnded(options.location.storeDir, sid, running, true) : undefined;
-      const name = typeof running?.name === "string" && running.name ? running.name : shortSessionId(sid);
+      // One not running then, once a `start --continue` of it runs, until that ends.
+      const ended = supervisorEnded(options.location.storeDir, sid, liveSupervisorOf(options.location.storeDir, sid), true);
       followLogs(dir, initial, agent, (line: LogLine) => send("logs.follow", line), () => closed, ended)
-        .then((over) => (over ? stream.close(`session ${name} has ended`) : undefined))
+        .then((over) => (over ? partEnded("logs.follow", `session ${ended.session()} has ended`) : undefined))
         .catch(fail);
     }
     if (body["memory.watch"]) {

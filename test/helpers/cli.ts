@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { expect } from "vitest";
+import { registerDir } from "../support/process-registry.js";
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 export const APEX_BIN = join(REPO_ROOT, "bin/apex.js");
@@ -54,6 +55,7 @@ export function cleanEnv(): NodeJS.ProcessEnv {
 /** A fresh temporary directory, removed by the returned cleanup. */
 export function tempDir(prefix = "apex-test-"): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));
+  registerDir(dir);
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 

@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, onTestFinished } from "vitest";
 import { endProcessesIn } from "../fixtures/agents/harness.js";
+import { registerDir } from "./process-registry.js";
 
 /**
  * Directories pushed here are removed after each test of the file, after its projects are
@@ -54,6 +55,7 @@ export async function endChild<T>(run: { child: { pid?: number; exitCode: number
  */
 export function sessionDir(prefix = "apex-test-"): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));
+  registerDir(dir);
   const ran = () => existsSync(join(dir, ".apex", "supervisor.log")) || readdirSync(dir, { withFileTypes: true }).some((entry) => entry.isDirectory() && existsSync(join(dir, entry.name, ".apex", "supervisor.log")));
   return {
     dir,

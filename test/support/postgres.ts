@@ -12,6 +12,7 @@ import { join } from "node:path";
 import pg from "pg";
 import { inject } from "vitest";
 import { freePort, startPostgres } from "../../scripts/pg-cluster.mjs";
+import { registerDir, registerProcess } from "./process-registry.js";
 
 export { freePort, postgresBinDir, startPostgres } from "../../scripts/pg-cluster.mjs";
 export type { PostgresCluster } from "../../scripts/pg-cluster.mjs";
@@ -51,6 +52,9 @@ async function connectShared(): Promise<SharedPostgres> {
   if (starter) {
     try {
       const cluster = await startPostgres();
+      // Stopped by postgres-global.ts's teardown; killed by the run's safety net when the run is interrupted (Ctrl-C), which skips that teardown.
+      registerProcess(cluster.pid);
+      registerDir(cluster.root);
       const url = cluster.url("postgres");
       writeFileSync(join(state, "cluster.tmp"), JSON.stringify({ pid: cluster.pid, root: cluster.root, url, port: cluster.port, user: cluster.user, password: cluster.password }));
       // Renamed into place only once complete: the waiting files read it whole.
