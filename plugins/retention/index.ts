@@ -28,6 +28,10 @@ export default definePlugin<RetentionOptions>({
 
     apex.hooks.afterCheckpoint.tapPromise(PLUGIN_NAME, async (info: CheckpointInfo) => {
       if (afterCheckpoint.maxCheckpoints === undefined && !autoCleanup) return;
+      // A session's first checkpoint (sequences are never reused) is its only one and its latest,
+      // which the policy always keeps: there is nothing to remove, and a new session's start
+      // does not load the policy's code and read every session's checkpoints for nothing.
+      if (info.sequence === 1) return;
       const store = apex.store;
       if (!store) {
         if (!warnedNoStore) {
