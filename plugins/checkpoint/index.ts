@@ -74,7 +74,10 @@ export interface CheckpointTriggerEvent {
 export default definePlugin<CheckpointPluginOptions>({
   name: PLUGIN_NAME,
   version: APEX_VERSION,
-  schema: builtinPluginSchema(PLUGIN_NAME),
+  // Read when asked for (config checks read it themselves): a supervisor applying the plugin reads no schema, loads no validator.
+  get schema() {
+    return builtinPluginSchema(PLUGIN_NAME);
+  },
   apply(apex, options) {
     const checkpointTrigger = apex.defineHook("checkpointTrigger", new AsyncSeriesHook<[CheckpointTriggerEvent]>(["event"]));
     const store = apex.store;

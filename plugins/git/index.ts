@@ -14,7 +14,10 @@ import { readGitState } from "./state.js";
 export default definePlugin<GitPluginOptions>({
   name: PLUGIN_NAME,
   version: APEX_VERSION,
-  schema: builtinPluginSchema(PLUGIN_NAME),
+  // Read when asked for (config checks read it themselves): a supervisor applying the plugin reads no schema, loads no validator.
+  get schema() {
+    return builtinPluginSchema(PLUGIN_NAME);
+  },
   apply(apex, options) {
     const projectDir = apex.config?.projectDir ?? process.cwd();
     const repository = repositoryDir(projectDir, options);

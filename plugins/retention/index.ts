@@ -17,7 +17,10 @@ const PLUGIN_NAME = "retention" as const;
 export default definePlugin<RetentionOptions>({
   name: PLUGIN_NAME,
   version: APEX_VERSION,
-  schema: builtinPluginSchema(PLUGIN_NAME),
+  // Read when asked for (config checks read it themselves): a supervisor applying the plugin reads no schema, loads no validator.
+  get schema() {
+    return builtinPluginSchema(PLUGIN_NAME);
+  },
   apply(apex, options) {
     const policy = policyFromOptions(options, apex.config);
     const autoCleanup = options.auto_cleanup !== false;
