@@ -8,8 +8,8 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-const { createAjv } = await import(join(root, "dist/core/config/validate.js"));
-const { BUILTIN_PLUGIN_NAMES, PRECOMPILED_DIR, builtinPluginSchema, configSchema, documentAjv, schemaTextHash } = await import(
+const { createAjv, documentAjv } = await import(join(root, "dist/core/config/validate.js"));
+const { BUILTIN_PLUGIN_NAMES, PRECOMPILED_DIR, builtinPluginSchema, configSchema, schemaTextHash } = await import(
   join(root, "dist/core/config/schemas.js")
 );
 const standaloneCode = createRequire(import.meta.url)("ajv/dist/standalone").default;
@@ -17,7 +17,7 @@ const standaloneCode = createRequire(import.meta.url)("ajv/dist/standalone").def
 const DOCUMENT = "apex.config.schema.json";
 const pluginPath = (name) => `plugins/${name}.schema.json`;
 
-// The document: compiled exactly as core/config/schemas.ts compiles it at run time.
+// The document: compiled exactly as core/config/validate.ts compiles it at run time.
 const documentCompiler = documentAjv({ source: true });
 const documentCode = standaloneCode(documentCompiler, documentCompiler.compile(configSchema()));
 

@@ -9,8 +9,8 @@ import { builtinDefaults, defaultsHashes, matchingDefaults } from "../core/confi
 import { checkDocument } from "../core/config/document.js";
 import { displayPath, parseSource, positionOf } from "../core/config/source.js";
 import type { Config } from "../core/config/types.js";
-import { builtinPluginSchema, configSchema, documentAjv, matchingValidator, precompiledValidator, schemaTextHash } from "../core/config/schemas.js";
-import { compileSchema, configError, createAjv, formatIssues, resolveOptions, validateOptions } from "../core/config/validate.js";
+import { builtinPluginSchema, configSchema, matchingValidator, precompiledValidator, schemaTextHash } from "../core/config/schemas.js";
+import { compileSchema, configError, createAjv, documentAjv, formatIssues, resolveOptions, validateOptions } from "../core/config/validate.js";
 import { ApexError } from "../core/errors.js";
 import { REPO_ROOT, runApex, tempDir } from "./helpers/cli.js";
 import { caseInsensitiveDir } from "../cli/agent-names.js";

@@ -1405,3 +1405,15 @@ describe("LangGraph stays optional", () => {
     expect(importers).toEqual(["integrations/langgraph/index.ts"]);
   });
 });
+
+describe("LangGraph methods of a session's checkpoint service", () => {
+  it("lists every method LangGraphStore serves, whose code loads at the first call", async () => {
+    const { LangGraphStore } = await import("../plugins/checkpoint/langgraph.js");
+    const { LANGGRAPH_METHODS, SessionCheckpoints } = await import("../plugins/checkpoint/plugin-service.js");
+    // Closures over the store, never called here.
+    const store = {} as Store;
+    const served = Object.keys(new LangGraphStore(store, { scope: { include: ["/"], exclude: [] }, serialize: (fn) => fn() }).methods(() => "s"));
+    expect([...LANGGRAPH_METHODS].sort()).toEqual(served.sort());
+    expect(Object.keys(new SessionCheckpoints(store).methods())).toEqual(expect.arrayContaining(served));
+  });
+});

@@ -18,7 +18,7 @@ Module._load = function (request, ...rest) { record(request); return load.call(t
 `;
 
 describe("the supervisor takes the config apex start checked", () => {
-  it("loads no yaml, leaves no handed-over file, and runs the agents the config names", () => {
+  it("loads no yaml nor code the start does not run, leaves no handed-over file, and runs the agents the config names", () => {
     const project = new Project('agents:\n  worker:\n    command: sleep\n    args: ["1000"]\n');
     writeFileSync(join(project.dir, "record.mjs"), RECORDER);
     const record = join(project.dir, "modules.txt");
@@ -34,6 +34,13 @@ describe("the supervisor takes the config apex start checked", () => {
     expect(supervisor.filter((line) => /yaml|config\/load\.js/.test(line))).toEqual([]);
     // Nor the uuid package (~20 ms to load, its 20 modules): node:crypto's randomUUID makes the session's id.
     expect(supervisor.filter((line) => /node_modules\/uuid\//.test(line))).toEqual([]);
+    // Nor code that only other commands, or later calls, run (docs/architecture.md, Start-up time): the
+    // built-in plugins' schemas and validators (the CLI checked the options), restore, validation and
+    // LangGraph code of the checkpoint plugin, the git plugin's hooks and commands, archive bundles,
+    // retention's cleanup (a new session's first checkpoint is its latest, which it always keeps), the
+    // config checks' code, and tapable's hook classes that nothing defines (its index loads all twelve).
+    const unneeded = /tapable\/lib\/index\.js|AsyncParallel|config\/(validate|explain|describe)\.js|validators\/|checkpoint\/(langgraph|validate|validate-process|recover|plugin-list|dependents)\.js|git\/(hooks|passthrough|sync|compare|checkout|fire)\.js|archive\/bundle\.js|retention\/cleanup\.js/;
+    expect(supervisor.filter((line) => unneeded.test(line))).toEqual([]);
     expect(readdirSync(project.storeDir).filter((name) => name.startsWith("supervisor-config-"))).toEqual([]);
     const status = JSON.parse(project.apex(["status", "--json"]).stdout) as { agents: { name: string; status: string }[] };
     expect(status.agents.map((agent) => [agent.name, agent.status])).toEqual([["worker", "running"]]);

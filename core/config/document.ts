@@ -5,12 +5,12 @@
  */
 import { readFile } from "node:fs/promises";
 import { ApexError, withDetail } from "../errors.js";
-import { builtinPluginSchema, configSchema, documentValidator, isBuiltinPlugin } from "./schemas.js";
+import { builtinPluginSchema, configSchema, isBuiltinPlugin } from "./schemas.js";
 import { isAlias, isMap, isPair, isSeq, visit, type Alias } from "yaml";
 import { displayPath, parseSource, positionAtOffset } from "./source.js";
 import { configNotFound } from "./locate.js";
 import type { ConfigIssue, ConfigSource } from "./types.js";
-import { configError, validateOptions, validateWith } from "./validate.js";
+import { configError, documentValidator, validateOptions, validateWith } from "./validate.js";
 
 /** The document after its checks, with schema defaults filled in. */
 export interface CheckedDocument {

@@ -17,7 +17,6 @@ import { fileURLToPath } from "node:url";
 import type { ValidateFunction } from "ajv";
 import { ApexError } from "../errors.js";
 import { isFile } from "./locate.js";
-import { createAjv, usePrecompiled } from "./validate.js";
 
 /** The plugins that ship with APEX and have an options schema in schemas/plugins/. */
 export const BUILTIN_PLUGIN_NAMES = ["checkpoint", "retention", "git", "compression", "sharing", "metrics", "history", "archive"] as const;
@@ -64,6 +63,8 @@ export interface Precompiled {
 }
 
 let precompiled: Precompiled | null | undefined;
+/** Schema objects read here with the validator built from their text (validate.ts's compileSchema takes it). */
+export const precompiledSchemas = new WeakMap<object, ValidateFunction>();
 
 function loadPrecompiled(): Precompiled | null {
   if (precompiled !== undefined) return precompiled;
@@ -121,33 +122,6 @@ export function builtinPluginSchema(name: BuiltinPluginName): Record<string, unk
   const path = `plugins/${name}.schema.json`;
   const schema = readSchema(path);
   const validate = precompiledValidator(path);
-  if (validate) usePrecompiled(schema, validate);
+  if (validate) precompiledSchemas.set(schema, validate);
   return schema;
-}
-
-let configValidator: ValidateFunction | undefined;
-
-/**
- * The validator of the document's shape. The built-in plugins' options are `$ref`s to their
- * own schemas so that editors complete them; here they resolve to "any mapping", because the
- * options are checked in a second step, against the plugin's schema, with their own messages.
- */
-export function documentValidator(): ValidateFunction {
-  if (configValidator) return configValidator;
-  const validate = precompiledValidator("apex.config.schema.json");
-  if (validate) return (configValidator = validate);
-  return (configValidator = documentAjv().compile(configSchema()));
-}
-
-/**
- * The ajv instance the document validator is compiled with (`source`: keeping the code, for
- * precompiling): the built-in plugins' `$ref`s resolve to "any mapping" (see documentValidator).
- */
-export function documentAjv(options: { source?: boolean } = {}): ReturnType<typeof createAjv> {
-  const ajv = createAjv({ trusted: true, ...options });
-  for (const name of BUILTIN_PLUGIN_NAMES) {
-    // The schemas' $ids are relative so that editors resolve the $refs next to the local file.
-    ajv.addSchema({ $id: `plugins/${name}.schema.json`, type: "object" });
-  }
-  return ajv;
 }

@@ -8,6 +8,7 @@ import type { ValidateFunction } from "ajv";
 import { ApexError, withDetail } from "../errors.js";
 import type { SchemaNode } from "./describe.js";
 import { explainErrors } from "./explain.js";
+import { BUILTIN_PLUGIN_NAMES, configSchema, precompiledSchemas, precompiledValidator } from "./schemas.js";
 import type { PathSegment } from "./source.js";
 import type { ConfigIssue, ConfigSource } from "./types.js";
 
@@ -54,10 +55,6 @@ let sharedAjv: AjvInstance | undefined;
 let trustedAjv: AjvInstance | undefined;
 const compiled = new WeakMap<object, ValidateFunction>();
 
-/** Uses `validate`, compiled beforehand from exactly this schema, instead of compiling it. */
-export function usePrecompiled(schema: object, validate: ValidateFunction): void {
-  compiled.set(schema, validate);
-}
 
 /**
  * Compiles a JSON Schema (draft-07), caching by object identity. Throws
@@ -65,7 +62,8 @@ export function usePrecompiled(schema: object, validate: ValidateFunction): void
  * or a `$ref` that does not resolve): that is the schema author's fault, not the user's.
  */
 export function compileSchema(schema: object, options: { trusted?: boolean } = {}): ValidateFunction {
-  const cached = compiled.get(schema);
+  // APEX's own schemas come with a validator built beforehand from exactly their text (schemas.ts).
+  const cached = compiled.get(schema) ?? precompiledSchemas.get(schema);
   if (cached) return cached;
   const ajv = options.trusted ? (trustedAjv ??= createAjv({ trusted: true })) : (sharedAjv ??= createAjv());
   if (!options.trusted && !ajv.validateSchema(schema)) {
@@ -136,4 +134,31 @@ export function formatIssues(issues: ConfigIssue[]): string {
 /** The error to throw for config issues: all of them in the message, and as data in `details.errors`. */
 export function configError(issues: ConfigIssue[], code: "APEX_E_CONFIG" | "APEX_E_YAML" = "APEX_E_CONFIG"): ApexError {
   return new ApexError(code, formatIssues(issues), { details: { errors: issues } });
+}
+
+let configValidator: ValidateFunction | undefined;
+
+/**
+ * The validator of the document's shape. The built-in plugins' options are `$ref`s to their
+ * own schemas so that editors complete them; here they resolve to "any mapping", because the
+ * options are checked in a second step, against the plugin's schema, with their own messages.
+ */
+export function documentValidator(): ValidateFunction {
+  if (configValidator) return configValidator;
+  const validate = precompiledValidator("apex.config.schema.json");
+  if (validate) return (configValidator = validate);
+  return (configValidator = documentAjv().compile(configSchema()));
+}
+
+/**
+ * The ajv instance the document validator is compiled with (`source`: keeping the code, for
+ * precompiling): the built-in plugins' `$ref`s resolve to "any mapping" (see documentValidator).
+ */
+export function documentAjv(options: { source?: boolean } = {}): AjvInstance {
+  const ajv = createAjv({ trusted: true, ...options });
+  for (const name of BUILTIN_PLUGIN_NAMES) {
+    // The schemas' $ids are relative so that editors resolve the $refs next to the local file.
+    ajv.addSchema({ $id: `plugins/${name}.schema.json`, type: "object" });
+  }
+  return ajv;
 }

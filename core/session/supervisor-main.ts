@@ -45,9 +45,7 @@ function report(message: unknown): Promise<void> {
 async function main(): Promise<void> {
   const request = JSON.parse(process.argv[2] ?? "{}") as SupervisorRequest;
   process.title = "apex-supervisor";
-  const { openStore } = await import("../store/open.js");
-  const { createSessionEngine } = await import("./hooks.js");
-  const { Supervisor } = await import("./supervisor.js");
+  const [{ openStore }, { createSessionEngine }, { Supervisor }] = await Promise.all([import("../store/open.js"), import("./hooks.js"), import("./supervisor.js")]);
 
   const startWarnings: string[] = [];
   let started = false;

@@ -21,6 +21,7 @@ import {
 import { pathProblem } from "../../core/store/paths.js";
 import type { JsonValue } from "../../core/store/store.js";
 import { containmentProblems } from "../checkpoint/contained.js";
+import { DEFAULT_MAX_BUNDLE_BYTES, DEFAULT_MAX_COMPRESSION_RATIO } from "./options.js";
 import {
   checkSessionId,
   isRecord,
@@ -57,16 +58,9 @@ export const BUNDLE_VERSION = 1;
 export const BUNDLE_FORMAT = "apex-session-bundle";
 export const HEADER_BYTES = 52;
 export const BUNDLE_EXTENSION = ".apexbundle";
-/** Default bound on the uncompressed body of a bundle read (plugins.archive.max_bundle_bytes). */
-export const DEFAULT_MAX_BUNDLE_BYTES = 1024 ** 3;
+export { DEFAULT_MAX_BUNDLE_BYTES, DEFAULT_MAX_COMPRESSION_RATIO };
 /** Largest manifest accepted. */
 export const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
-/**
- * Default bound on how much larger the body is than the compressed file
- * (plugins.archive.max_compression_ratio). Real bundles stay far below it: tree nodes
- * hold raw hashes, and equal values are stored once.
- */
-export const DEFAULT_MAX_COMPRESSION_RATIO = 100;
 /** Bodies up to this size are accepted whatever their compression ratio. */
 export const RATIO_FREE_BYTES = 16 * 1024 * 1024;
 

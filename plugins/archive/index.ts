@@ -16,7 +16,10 @@ export default definePlugin<ArchivePluginOptions>({
   version: APEX_VERSION,
   // Archives and backups are made of the checkpoint engine's objects and catalog.
   requires: ["checkpoint"],
-  schema: builtinPluginSchema(PLUGIN_NAME),
+  // Read when asked for (config checks read it themselves): a supervisor applying the plugin reads no schema, loads no validator.
+  get schema() {
+    return builtinPluginSchema(PLUGIN_NAME);
+  },
   apply(apex, options) {
     const settings = settingsFromOptions(options);
     const register = (spec: CommandSpec) => apex.registerCommand(spec);

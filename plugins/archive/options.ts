@@ -3,7 +3,16 @@ import { parseDuration } from "../../core/config/duration.js";
 import type { Config } from "../../core/config/types.js";
 import { ApexError } from "../../core/errors.js";
 import { MAX_CODEC_LEVEL, type PackCodec } from "../checkpoint/engine/objects.js";
-import { DEFAULT_MAX_BUNDLE_BYTES, DEFAULT_MAX_COMPRESSION_RATIO, type ReadLimits } from "./bundle.js";
+import type { ReadLimits } from "./bundle.js";
+
+/** Default bound on the uncompressed body of a bundle read (plugins.archive.max_bundle_bytes). */
+export const DEFAULT_MAX_BUNDLE_BYTES = 1024 ** 3;
+/**
+ * Default bound on how much larger the body is than the compressed file
+ * (plugins.archive.max_compression_ratio). Real bundles stay far below it: tree nodes
+ * hold raw hashes, and equal values are stored once.
+ */
+export const DEFAULT_MAX_COMPRESSION_RATIO = 100;
 
 /** The plugin's options as apex.config.yaml gives them (schemas/plugins/archive.schema.json). */
 export interface ArchivePluginOptions {

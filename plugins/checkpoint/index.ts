@@ -1,6 +1,7 @@
 import { boundSessionId } from "../../core/session/sessions.js";
 import { AsyncLocalStorage } from "node:async_hooks";
-import { AsyncSeriesHook } from "tapable";
+import { createRequire } from "node:module";
+import type * as Tapable from "tapable";
 import { parseDuration } from "../../core/config/duration.js";
 import { builtinPluginSchema } from "../../core/config/schemas.js";
 import type { CheckpointInfo, ErrorContext, GitContext, MilestoneContext, StopContext, TaskContext } from "../../core/engine.js";
@@ -10,6 +11,8 @@ import { Catalog } from "./catalog.js";
 import { SessionCheckpoints } from "./plugin-service.js";
 
 const PLUGIN_NAME = "checkpoint" as const;
+// From its own file, as the engine takes it (core/engine.ts): tapable's index loads all its hook classes.
+const AsyncSeriesHook = createRequire(import.meta.url)("tapable/lib/AsyncSeriesHook.js") as typeof Tapable.AsyncSeriesHook;
 
 export interface CheckpointPluginOptions {
   /** Hooks that save a checkpoint when they fire. */
@@ -74,7 +77,10 @@ export interface CheckpointTriggerEvent {
 export default definePlugin<CheckpointPluginOptions>({
   name: PLUGIN_NAME,
   version: APEX_VERSION,
-  schema: builtinPluginSchema(PLUGIN_NAME),
+  // Read when asked for (config checks read it themselves): a supervisor applying the plugin reads no schema, loads no validator.
+  get schema() {
+    return builtinPluginSchema(PLUGIN_NAME);
+  },
   apply(apex, options) {
     const checkpointTrigger = apex.defineHook("checkpointTrigger", new AsyncSeriesHook<[CheckpointTriggerEvent]>(["event"]));
     const store = apex.store;

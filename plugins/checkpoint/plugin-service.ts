@@ -17,17 +17,11 @@ import {
   restoreCheckpoint,
   type CheckpointManifest,
 } from "./checkpoints.js";
-import { refuseNeeded } from "./dependents.js";
-import { forceRecover, reconstructSession } from "./recover.js";
-import { validateOutOfProcess } from "./validate-process.js";
-import { verifyCheckpoint } from "./validate.js";
-import type { LostItem } from "./recover.js";
+import type { LostItem, RecoveryReport } from "./recover.js";
 import { agentsRoot, checkpointName, isRecord, manifestPath, tasksRoot } from "./manifest.js";
 import { currentSessionId, loadManifest, resolveCheckpoint } from "./refs.js";
-import { LangGraphStore, optionalString } from "./langgraph.js";
 import { branchMethods } from "./branch-methods.js";
 import { sessionLabel, sessionName } from "./merge-base.js";
-import { checkpointPage } from "./plugin-list.js";
 import { agentsOf, checkpointRecord } from "./record.js";
 import { defaultSessionIfAny, resolveSessionRef, sessionFor } from "./plugin-sessions.js";
 import { inScope, memoryMountOf, normalizeScope, scopeKey, type MemoryScope } from "./scope.js";
@@ -65,6 +59,9 @@ export interface CreateRequest {
 export const RESTORE_TRIGGERS = { before: "beforeRestore", after: "restore", recovery: "recovery" } as const;
 
 const MAX_DESCRIPTION = 240;
+
+/** The methods of LangGraphStore (langgraph.ts), listed here so that its code loads only when one is called. */
+export const LANGGRAPH_METHODS = ["langgraph.put", "langgraph.putWrites", "langgraph.getTuple", "langgraph.list", "langgraph.deleteThread"] as const;
 
 export class SessionCheckpoints {
   private readonly scope: MemoryScope;
@@ -229,7 +226,7 @@ export class SessionCheckpoints {
         if (request.force) throw new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", `Session ${request.sessionId} has no checkpoints to recover from.`);
         return { checkpoint: undefined };
       }
-      if (!request.force) this.verify(located, request.sessionId);
+      if (!request.force) await this.verify(located, request.sessionId);
       return { checkpoint: located.id };
     });
   }
@@ -238,9 +235,11 @@ export class SessionCheckpoints {
   private verified: { id: string; ms: number; cpuMs: number } | undefined;
 
   /** Loads and re-hashes every tree node and value of a checkpoint; throws APEX_E_INTEGRITY naming the first problem. */
-  private verify(located: Located, sessionId: string): CheckpointManifest {
+  private async verify(located: Located, sessionId: string): Promise<CheckpointManifest> {
     const started = performance.now();
     const cpu = process.cpuUsage();
+    // The validator is loaded here, by a restore: a session that only writes checkpoints never loads it.
+    const { verifyCheckpoint } = await import("./validate.js");
     const manifest = loadManifest(this.store, located);
     const problems = verifyCheckpoint(this.store, manifest);
     if (problems.length > 0) {
@@ -263,7 +262,7 @@ export class SessionCheckpoints {
 
   private async verifiedRestore(sessionId: string, located: Located, started: number, release: () => void, otherSessionsState: boolean | string = false): Promise<RestoreOutcome> {
     // Verified before anything changes (by prepare, before the session was claimed, or here).
-    const manifest = this.verified?.id === located.id ? loadManifest(this.store, located) : this.verify(located, sessionId);
+    const manifest = this.verified?.id === located.id ? loadManifest(this.store, located) : await this.verify(located, sessionId);
     const verifyMs = this.verified?.ms ?? 0;
     const verifyCpuMs = this.verified?.cpuMs ?? 0;
     this.verified = undefined;
@@ -336,6 +335,7 @@ export class SessionCheckpoints {
       }
     }
     // Memory, tasks and agents in one transaction: a crash leaves all of them recovered or none.
+    const { forceRecover } = await import("./recover.js");
     const report = await forceRecover(this.store, located.id, { sessionId: located.sessionId, intoSession: sessionId });
     release();
     const lostCount = report.memory.lost.length + report.tasks.lost.length + report.agents.lost.length;
@@ -435,15 +435,20 @@ export class SessionCheckpoints {
    */
   methods(): Record<string, (params: Record<string, unknown>) => unknown> {
     const sessionOf = (params: Record<string, unknown>) => optionalString(params, "session") ?? currentSessionId(this.store);
-    const langgraph = new LangGraphStore(this.store, {
-      scope: this.scope,
-      serialize: (fn) => this.serialize(fn),
-      ...(this.options.afterCheckpoint ? { afterCheckpoint: this.options.afterCheckpoint } : {}),
-      ...(this.options.warn ? { warn: this.options.warn } : {}),
-    });
+    // LangGraph checkpoints (the ApexSaver of `apex-sessions/langgraph`), see langgraph.ts: its
+    // code (~1,000 lines) is loaded, and its store made, at the first call of one of them.
+    let langgraph: Promise<Record<string, (params: Record<string, unknown>) => unknown>> | undefined;
+    const langgraphMethods = () =>
+      (langgraph ??= import("./langgraph.js").then(({ LangGraphStore }) =>
+        new LangGraphStore(this.store, {
+          scope: this.scope,
+          serialize: (fn) => this.serialize(fn),
+          ...(this.options.afterCheckpoint ? { afterCheckpoint: this.options.afterCheckpoint } : {}),
+          ...(this.options.warn ? { warn: this.options.warn } : {}),
+        }).methods((params) => sessionFor(this.store, optionalString(params, "session"))),
+      ));
     return {
-      // LangGraph checkpoints (the ApexSaver of `apex-sessions/langgraph`), see langgraph.ts.
-      ...langgraph.methods((params) => sessionFor(this.store, optionalString(params, "session"))),
+      ...Object.fromEntries(LANGGRAPH_METHODS.map((name) => [name, async (params: Record<string, unknown>) => (await langgraphMethods())[name]!(params)])),
       "checkpoint.create": async (params) => {
         const created = await this.create({
           sessionId: sessionOf(params),
@@ -462,18 +467,21 @@ export class SessionCheckpoints {
         }),
       "checkpoint.delete": (params) =>
         this.serialize(async () => {
+          const { refuseNeeded } = await import("./dependents.js");
           const deleted = await deleteCheckpoint(this.store, requiredString(params, "ref"), { sessionId: sessionOf(params), force: params.force === true, refuse: (located) => refuseNeeded(this.store, located) });
           return deleted as unknown as JsonValue;
         }),
       // Reads, for commands run inside agents (which never open the store themselves).
       // Each answer from one view of the store (readView): a commit in the middle is not half in it.
-      "checkpoint.list": (params) =>
-        readView(this.store, () => checkpointPage(this.store, {
+      "checkpoint.list": async (params) => {
+        const { checkpointPage } = await import("./plugin-list.js");
+        return readView(this.store, () => checkpointPage(this.store, {
           ...(optionalString(params, "session") !== undefined ? { session: optionalString(params, "session")! } : {}),
           ...(typeof params.limit === "number" ? { limit: params.limit } : {}),
           ...(typeof params.offset === "number" ? { offset: params.offset } : {}),
           oldest: params.oldest === true,
-        })) as unknown as JsonValue,
+        })) as unknown as JsonValue;
+      },
       "checkpoint.show": (params) =>
         readView(this.store, () => checkpointRecord(this.store, requiredString(params, "ref"), {
           sessionId: sessionFor(this.store, optionalString(params, "session")),
@@ -486,8 +494,9 @@ export class SessionCheckpoints {
           return diffCheckpoints(this.store, requiredString(params, "from"), requiredString(params, "to"), { sessionId }) as unknown as JsonValue;
         }),
       // In a child process, as always: a damaged record must not take the supervisor down.
-      "session.validate": (params) => {
+      "session.validate": async (params) => {
         const sessionId = optionalString(params, "session_id");
+        const { validateOutOfProcess } = await import("./validate-process.js");
         return validateOutOfProcess(this.store.spec ?? this.store.dir, sessionId ? { sessionId: resolveSessionRef(this.store, sessionId) } : {}) as unknown as Promise<JsonValue>;
       },
       // Branch and merge (branch-methods.ts): writes, so they run where the writer is.
@@ -502,6 +511,7 @@ export class SessionCheckpoints {
           const newSessionId = optionalString(params, "new_session_id");
           const sessionId = resolveSessionRef(this.store, requiredString(params, "session_id"));
           // Like every reconstructed session, the new one is kept with the ended ones until it is continued.
+          const { reconstructSession } = await import("./recover.js");
           const report = await reconstructSession(this.store, sessionId, newSessionId ? { newSessionId } : {});
           return { ...report, checkpoint: summaryOf(report.checkpoint), current: false } as unknown as JsonValue;
         }),
@@ -509,11 +519,9 @@ export class SessionCheckpoints {
   }
 }
 
-type Report = Awaited<ReturnType<typeof forceRecover>>;
-
 /** The forced recovery, as `apex start --force-recovery` shows it: above all, exactly what was lost. */
 /** `sessionName`: the name of the checkpoint's session (null for an unnamed one), which text names it by. */
-export function recoveryDetails(report: Report, sessionName: string | null): { [key: string]: JsonValue } {
+export function recoveryDetails(report: RecoveryReport, sessionName: string | null): { [key: string]: JsonValue } {
   const lost = (part: string, items: LostItem[]) =>
     items.map((item) => ({ part, path: item.path, what: item.what, reason: item.reason, ...(item.entries !== undefined ? { entries: item.entries } : {}) }));
   return {
@@ -567,6 +575,13 @@ function safeGet(store: Store, path: string): JsonValue | undefined {
   } catch {
     return undefined;
   }
+}
+
+function optionalString(params: Record<string, unknown>, name: string): string | undefined {
+  const value = params[name];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "string") throw new ApexError("APEX_E_BAD_INPUT", `The parameter ${name} must be a string.`);
+  return value;
 }
 
 function requiredString(params: Record<string, unknown>, name: string): string {

@@ -22,7 +22,10 @@ export default definePlugin<CompressionOptions>({
   version: APEX_VERSION,
   // Compresses the checkpoint engine's packs.
   requires: ["checkpoint"],
-  schema: builtinPluginSchema(PLUGIN_NAME),
+  // Read when asked for (config checks read it themselves): a supervisor applying the plugin reads no schema, loads no validator.
+  get schema() {
+    return builtinPluginSchema(PLUGIN_NAME);
+  },
   apply(apex, options) {
     const settings = settingsFromOptions(options);
 

@@ -3,18 +3,14 @@ import { linkedWorktreeOf, mainWorktreeOf } from "../../core/config/locate.js";
 import { packageRoot } from "../../core/config/schemas.js";
 import type { ApexApi, CommandContext, CommandSpec } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
-import { countOf } from "./compare.js";
-import { fireBeforeGit } from "./fire.js";
-import { installHooks, uninstallHooks, type HookTarget, type InstallReport, type UninstallReport } from "./hooks.js";
-import { assertRepositoryFor, isReadOnlyGitCommand, passthroughDirectory, runGitInteractive } from "./passthrough.js";
+import type { HookTarget, InstallReport, UninstallReport } from "./hooks.js";
 import { hookTimeoutSeconds, repositoryDir, repositoryIn, sessionWorktree, type GitPluginOptions } from "./repository.js";
-import { describeState, formatChangedFile, shortCommit } from "./state.js";
-import { resolveSessionId, syncGit, type SyncReport } from "./sync.js";
 import { findSession } from "../../core/session/sessions.js";
-import { shortSessionId } from "../../core/session/names.js";
-import { visibleText } from "../../cli/terminal-text.js";
 
-/** The commands of the git plugin: `apex git …` and `apex session sync-git`. */
+/**
+ * The commands of the git plugin: `apex git …` and `apex session sync-git`. Every process that
+ * loads the plugin registers them (a supervisor too); each loads its code when it runs.
+ */
 export function registerGitCommands(apex: ApexApi, options: GitPluginOptions): void {
   // `examples` is for `--help` once plugin commands can show examples (CommandSpec has no field for them yet).
   const register = (spec: CommandSpec & { examples: string[] }) => apex.registerCommand(spec);
@@ -37,6 +33,7 @@ export function registerGitCommands(apex: ApexApi, options: GitPluginOptions): v
       }
       // In a branch's git worktree of the project, git runs there (and beforeGit fires in its session).
       const repositoryDir = repositoryIn(context.projectDir ?? process.cwd(), options, projectWorktreeOf(context, process.cwd()));
+      const { assertRepositoryFor, isReadOnlyGitCommand, passthroughDirectory, runGitInteractive } = await import("./passthrough.js");
       await assertRepositoryFor(repositoryDir, args);
       const cwd = await passthroughDirectory(repositoryDir, process.cwd());
       if (!isReadOnlyGitCommand(args)) {
@@ -57,6 +54,7 @@ export function registerGitCommands(apex: ApexApi, options: GitPluginOptions): v
     examples: ["apex git install-hooks", "apex git install-hooks --json"],
     options: [{ flags: "--json", description: "print {repository, hooks_dir, hooks: [{hook, action, …}], warnings}" }],
     async action(input, context) {
+      const { installHooks } = await import("./hooks.js");
       const report = await installHooks(repository(context), hookTarget(context, options));
       if (input.options.json) return context.printJson(report);
       printHookReport(context, report, {
@@ -74,6 +72,7 @@ export function registerGitCommands(apex: ApexApi, options: GitPluginOptions): v
     examples: ["apex git uninstall-hooks", "apex git uninstall-hooks --json"],
     options: [{ flags: "--json", description: "print {repository, hooks_dir, hooks: [{hook, action, …}], warnings}" }],
     async action(input, context) {
+      const { uninstallHooks } = await import("./hooks.js");
       const report = await uninstallHooks(repository(context));
       if (input.options.json) return context.printJson(report);
       printHookReport(context, report, {
@@ -97,6 +96,7 @@ export function registerGitCommands(apex: ApexApi, options: GitPluginOptions): v
     async action(input, context) {
       const hook = input.args[0] as string;
       if (!/^[a-z][a-z-]*$/.test(hook)) throw new ApexError("APEX_E_USAGE", `'${hook}' is not a git hook name.`, { hint: "See `git help hooks`." });
+      const { fireBeforeGit } = await import("./fire.js");
       const result = await fireBeforeGit(context, [hook, ...((input.args[1] as string[] | undefined) ?? [])], "git-hook");
       if (input.options.json) context.printJson(result);
     },
@@ -109,6 +109,7 @@ export function registerGitCommands(apex: ApexApi, options: GitPluginOptions): v
     arguments: [{ syntax: "<git-args...>", description: "the git arguments, after --" }],
     options: [{ flags: "--json", description: "print {session_id, fired, args, source}" }],
     async action(input, context) {
+      const { fireBeforeGit } = await import("./fire.js");
       const result = await fireBeforeGit(context, (input.args[0] as string[] | undefined) ?? [], "cli");
       if (input.options.json) context.printJson(result);
     },
@@ -125,6 +126,7 @@ export function registerGitCommands(apex: ApexApi, options: GitPluginOptions): v
         throw new ApexError("APEX_E_NO_SESSION", "This project has no APEX store yet, so no session to sync.", { hint: 'Start a session: apex start --task "…"' });
       }
       const store = await context.store();
+      const { formatSyncReport, resolveSessionId, syncGit } = await import("./sync.js");
       const sessionId = resolveSessionId(store, input.args[0] as string | undefined);
       // A session in a branch's git worktree: that worktree's git state.
       const report = await syncGit(store, sessionId, repositoryIn(context.projectDir ?? process.cwd(), options, sessionWorktree(store, sessionId)));
@@ -166,42 +168,4 @@ function printHookReport<A extends string>(
   const width = Math.max(...report.hooks.map((change) => change.hook.length));
   for (const change of report.hooks) context.print(`  ${change.hook.padEnd(width)}  ${labels[change.action]}`);
   for (const warning of report.warnings) context.print(`warning: ${warning}`);
-}
-
-/** `name`: the session's name, which the text names it by, else its uuid's short form, as session list does (--json has the whole id). */
-export function formatSyncReport(report: SyncReport, name: string | null = null): string[] {
-  const lines: string[] = [];
-  const dirty = report.git.dirty ? `, ${countOf(report.dirty_files.length, "uncommitted change")}` : ", clean";
-  lines.push(`Recorded the git state of session ${name ? visibleText(name) : shortSessionId(report.session_id)}: ${describeState(report.git)}${dirty}.`);
-  const checkpoint = report.checkpoint;
-  if (!checkpoint) {
-    lines.push("The session has no checkpoint yet: nothing to compare with.");
-  } else if (!checkpoint.git_state || !report.changes) {
-    lines.push(`${checkpoint.name} recorded no git state: nothing to compare with.`);
-  } else {
-    const changes = report.changes;
-    lines.push(`Since ${checkpoint.name} (${describeState(checkpoint.git_state)}):`);
-    let any = false;
-    if (changes.commit_from !== changes.commit_to) {
-      any = true;
-      if (changes.checkpoint_commit_present === false) {
-        lines.push(`  HEAD moved from ${shortCommit(changes.commit_from ?? "")}, a commit that is not in this repository.`);
-      } else {
-        lines.push(`  ${countOf(changes.commits_since ?? 0, "commit")} since the checkpoint${changes.commits_since ? ":" : "."}`);
-        for (const entry of changes.log) lines.push(`    ${shortCommit(entry.commit)} ${entry.subject}`);
-        if ((changes.commits_since ?? 0) > changes.log.length) lines.push(`    … and ${(changes.commits_since ?? 0) - changes.log.length} more`);
-        if (changes.commits_behind) lines.push(`  ${countOf(changes.commits_behind, "commit")} of the checkpoint no longer on HEAD.`);
-      }
-    }
-    if (changes.branch_changed) {
-      any = true;
-      lines.push(`  Branch changed: ${changes.branch_from ?? "(detached HEAD)"} → ${changes.branch_to ?? "(detached HEAD)"}`);
-    }
-    if (!any) lines.push(`  No new commits; same branch.`);
-  }
-  if (report.dirty_files.length > 0) {
-    lines.push(`Uncommitted changes (${report.dirty_files.length}):`);
-    for (const file of report.dirty_files) lines.push(`  ${formatChangedFile(file)}`);
-  }
-  return lines;
 }

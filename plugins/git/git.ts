@@ -33,6 +33,11 @@ const REPOSITORY_VARIABLES = [
   "GIT_QUARANTINE_PATH",
 ];
 
+/** A value as one single-quoted shell word. */
+export function shellQuote(value: string): string {
+  return `'${value.replace(/'/g, `'\\''`)}'`;
+}
+
 export interface GitResult {
   exitCode: number;
   stdout: string;

@@ -1,7 +1,7 @@
 import { chmodSync, lstatSync, readFileSync, realpathSync, renameSync, rmSync, unlinkSync, writeFileSync, mkdirSync } from "node:fs";
 import { basename, isAbsolute, join, relative, resolve } from "node:path";
 import { ApexError } from "../../core/errors.js";
-import { exists, runGit, noRepository } from "./git.js";
+import { exists, runGit, noRepository, shellQuote } from "./git.js";
 
 /**
  * Git hooks that fire beforeGit before git changes the project: a commit (pre-commit), a merge
@@ -25,7 +25,6 @@ export const HOOK_MARKER = "# apex-git-hook 1";
 export const ORIGINAL_SUFFIX = ".apex-orig";
 /** Below the repository's common git directory: one file per git process that fired beforeGit. */
 export const OPERATION_MARKS_DIR = "apex-hooks";
-export const DEFAULT_HOOK_TIMEOUT_SECONDS = 10;
 
 /** Where a hook finds APEX: absolute paths captured when it is installed (agents may not have `apex` on PATH). */
 export interface HookTarget {
@@ -292,10 +291,6 @@ async function hooksPathWarnings(location: HookLocation): Promise<string[]> {
   return warnings;
 }
 
-/** A value as one single-quoted shell word. */
-export function shellQuote(value: string): string {
-  return `'${value.replace(/'/g, `'\\''`)}'`;
-}
 
 /**
  * The hook script. POSIX sh; every APEX variable and function starts with `apex_` so nothing

@@ -1,18 +1,9 @@
 import { builtinPluginSchema } from "../../core/config/schemas.js";
 import { APEX_VERSION, definePlugin } from "../../core/plugins.js";
 import { hookTarget, registerGitCommands } from "./commands.js";
-import { installHooks } from "./hooks.js";
 import { PLUGIN_NAME, repositoryDir, repositoryIn, sessionWorktree, type GitPluginOptions } from "./repository.js";
 import { GitRunner } from "./runner.js";
 import { readGitState } from "./state.js";
-
-export { compareGitState, diffGitState, differenceMessages, type GitChanges, type GitComparison } from "./compare.js";
-export { checkoutCheckpoint, restoreBranchName, type CheckoutResult } from "./checkout.js";
-export { installHooks, uninstallHooks, GIT_HOOKS } from "./hooks.js";
-export { gitPluginOptions, projectRepository, repositoryDir, repositoryIn, type GitPluginOptions } from "./repository.js";
-export { readGitState, readWorkingTree, type GitState, type WorkingTree, type ChangedFile } from "./state.js";
-export { GitRunner } from "./runner.js";
-export { latestCheckpoint, syncGit, type CheckpointRef, type SyncReport } from "./sync.js";
 
 /**
  * Records the project repository's git state in every checkpoint (`git_state`: branch, HEAD
@@ -23,7 +14,10 @@ export { latestCheckpoint, syncGit, type CheckpointRef, type SyncReport } from "
 export default definePlugin<GitPluginOptions>({
   name: PLUGIN_NAME,
   version: APEX_VERSION,
-  schema: builtinPluginSchema(PLUGIN_NAME),
+  // Read when asked for (config checks read it themselves): a supervisor applying the plugin reads no schema, loads no validator.
+  get schema() {
+    return builtinPluginSchema(PLUGIN_NAME);
+  },
   apply(apex, options) {
     const projectDir = apex.config?.projectDir ?? process.cwd();
     const repository = repositoryDir(projectDir, options);
@@ -42,6 +36,7 @@ export default definePlugin<GitPluginOptions>({
       // Installed (or refreshed) when a session starts; a project without a repository only gets a warning.
       apex.hooks.onStart.tapPromise(PLUGIN_NAME, async () => {
         try {
+          const { installHooks } = await import("./hooks.js");
           const report = await installHooks(repository, hookTarget({ config: apex.config, projectDir }, options));
           for (const warning of report.warnings) apex.warn(warning);
         } catch (error) {

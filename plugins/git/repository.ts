@@ -3,9 +3,14 @@ import { parseDuration } from "../../core/config/duration.js";
 import type { Config } from "../../core/config/types.js";
 import { historyPath, sessionPath, worktreeOf } from "../../core/session/records.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
-import { DEFAULT_HOOK_TIMEOUT_SECONDS } from "./hooks.js";
 
 export const PLUGIN_NAME = "git" as const;
+export const DEFAULT_HOOK_TIMEOUT_SECONDS = 10;
+
+/** Where `apex session sync-git` records a session's git state. */
+export function sessionGitPath(sessionId: string): string {
+  return `/sessions/${sessionId}/git`;
+}
 
 /** The plugin's options (schemas/plugins/git.schema.json), with defaults filled in by the config loader. */
 export interface GitPluginOptions {

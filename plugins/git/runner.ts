@@ -3,8 +3,7 @@ import { randomBytes } from "node:crypto";
 import { ApexError } from "../../core/errors.js";
 import { sealedStdio } from "../../core/session/proc.js";
 import { isDirectory } from "../../core/config/locate.js";
-import { gitEnvironment, gitLimits, runGit, type GitResult, type RunGitOptions } from "./git.js";
-import { shellQuote } from "./hooks.js";
+import { gitEnvironment, gitLimits, runGit, shellQuote, type GitResult, type RunGitOptions } from "./git.js";
 
 /** How long a runner shell waits for the next git command before it ends. */
 export const RUNNER_IDLE_MS = 60_000;

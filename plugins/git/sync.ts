@@ -1,15 +1,15 @@
 import { ApexError } from "../../core/errors.js";
 import { boundSessionId, resolveSessionId as resolveSessionRef } from "../../core/session/sessions.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
-import { diffGitState, type GitChanges } from "./compare.js";
+import { countOf, diffGitState, type GitChanges } from "./compare.js";
 import { isDirectory } from "../../core/config/locate.js";
 import { noRepository } from "./git.js";
-import { asGitState, type ChangedFile, type GitState } from "./state.js";
+import { sessionGitPath } from "./repository.js";
+import { asGitState, describeState, formatChangedFile, shortCommit, type ChangedFile, type GitState } from "./state.js";
+import { shortSessionId } from "../../core/session/names.js";
+import { visibleText } from "../../cli/terminal-text.js";
 
-/** Where `apex session sync-git` records a session's git state. */
-export function sessionGitPath(sessionId: string): string {
-  return `/sessions/${sessionId}/git`;
-}
+export { sessionGitPath };
 
 export type RecordedGitState = GitState & {
   synced_at: string;
@@ -122,4 +122,42 @@ export function latestCheckpoint(store: Store, sessionId: string): CheckpointRef
 
 function escapeGlob(text: string): string {
   return text.replace(/[*?\\]/g, (char) => `\\${char}`);
+}
+
+/** `name`: the session's name, which the text names it by, else its uuid's short form, as session list does (--json has the whole id). */
+export function formatSyncReport(report: SyncReport, name: string | null = null): string[] {
+  const lines: string[] = [];
+  const dirty = report.git.dirty ? `, ${countOf(report.dirty_files.length, "uncommitted change")}` : ", clean";
+  lines.push(`Recorded the git state of session ${name ? visibleText(name) : shortSessionId(report.session_id)}: ${describeState(report.git)}${dirty}.`);
+  const checkpoint = report.checkpoint;
+  if (!checkpoint) {
+    lines.push("The session has no checkpoint yet: nothing to compare with.");
+  } else if (!checkpoint.git_state || !report.changes) {
+    lines.push(`${checkpoint.name} recorded no git state: nothing to compare with.`);
+  } else {
+    const changes = report.changes;
+    lines.push(`Since ${checkpoint.name} (${describeState(checkpoint.git_state)}):`);
+    let any = false;
+    if (changes.commit_from !== changes.commit_to) {
+      any = true;
+      if (changes.checkpoint_commit_present === false) {
+        lines.push(`  HEAD moved from ${shortCommit(changes.commit_from ?? "")}, a commit that is not in this repository.`);
+      } else {
+        lines.push(`  ${countOf(changes.commits_since ?? 0, "commit")} since the checkpoint${changes.commits_since ? ":" : "."}`);
+        for (const entry of changes.log) lines.push(`    ${shortCommit(entry.commit)} ${entry.subject}`);
+        if ((changes.commits_since ?? 0) > changes.log.length) lines.push(`    … and ${(changes.commits_since ?? 0) - changes.log.length} more`);
+        if (changes.commits_behind) lines.push(`  ${countOf(changes.commits_behind, "commit")} of the checkpoint no longer on HEAD.`);
+      }
+    }
+    if (changes.branch_changed) {
+      any = true;
+      lines.push(`  Branch changed: ${changes.branch_from ?? "(detached HEAD)"} → ${changes.branch_to ?? "(detached HEAD)"}`);
+    }
+    if (!any) lines.push(`  No new commits; same branch.`);
+  }
+  if (report.dirty_files.length > 0) {
+    lines.push(`Uncommitted changes (${report.dirty_files.length}):`);
+    for (const file of report.dirty_files) lines.push(`  ${formatChangedFile(file)}`);
+  }
+  return lines;
 }

@@ -1,7 +1,7 @@
 import type { ApexApi, GitContext, SessionContext } from "../../core/engine.js";
 import { appendEvent } from "../../core/session/service.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
-import { sessionGitPath } from "../git/sync.js";
+import { sessionGitPath } from "../git/repository.js";
 
 /** Who the git events name: the git plugin fires beforeGit and records syncs on behalf of whoever ran git. */
 export const GIT_ACTOR = "plugin:git";

@@ -21,7 +21,10 @@ export type { SessionReport } from "./report.js";
 export default definePlugin<HistoryOptions>({
   name: PLUGIN_NAME,
   version: APEX_VERSION,
-  schema: builtinPluginSchema(PLUGIN_NAME),
+  // Read when asked for (config checks read it themselves): a supervisor applying the plugin reads no schema, loads no validator.
+  get schema() {
+    return builtinPluginSchema(PLUGIN_NAME);
+  },
   apply(apex, options) {
     if (options.enabled === false) return;
     const audit = new GitAudit(apex);

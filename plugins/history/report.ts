@@ -13,7 +13,7 @@ import {
   type TaskRecord,
 } from "../../core/session/records.js";
 import type { JsonValue } from "../../core/store/store.js";
-import { sessionGitPath } from "../git/sync.js";
+import { sessionGitPath } from "../git/repository.js";
 import { isRecord, metricsPath, type RepositoryMetrics, type SessionMetrics } from "../metrics/record.js";
 import { repositoriesOf } from "../metrics/format.js";
 

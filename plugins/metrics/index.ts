@@ -17,7 +17,10 @@ export { CURRENT_METRICS_PATH, metricsPath, metricsInputPrefix } from "./record.
 export default definePlugin<MetricsOptions>({
   name: PLUGIN_NAME,
   version: APEX_VERSION,
-  schema: builtinPluginSchema(PLUGIN_NAME),
+  // Read when asked for (config checks read it themselves): a supervisor applying the plugin reads no schema, loads no validator.
+  get schema() {
+    return builtinPluginSchema(PLUGIN_NAME);
+  },
   apply(apex, options) {
     if (options.enabled === false) return;
     const runtime = new MetricsRuntime(apex, options);

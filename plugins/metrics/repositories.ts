@@ -22,15 +22,18 @@ export function repositoriesOf(projectRepository: string, storeDir: string): Rep
   ];
 }
 
-/** HEAD and branch of a repository (commit null: no commit yet); undefined when there is no repository. */
-export type Head = { commit: string | null; branch: string | null } | undefined;
+/**
+ * HEAD and branch of a repository (commit null: no commit yet), and whether any tracked file
+ * (or the index) differs from HEAD, untracked files aside; undefined when there is no repository.
+ */
+export type Head = { commit: string | null; branch: string | null; changed: boolean } | undefined;
 
 /** The repository's Head. Rejects when git fails. */
 export async function headOf(spec: RepositorySpec): Promise<Head> {
   // The workspace must have its own .git: git would otherwise find an enclosing repository.
   if (spec.name === "workspace" && !existsSync(join(spec.dir, ".git"))) return undefined;
   const tree = await readWorkingTree(spec.dir);
-  return tree ? { commit: tree.commit, branch: tree.branch } : undefined;
+  return tree ? { commit: tree.commit, branch: tree.branch, changed: tree.files.some((file) => file.status !== "??") } : undefined;
 }
 
 /**
@@ -48,14 +51,19 @@ export async function measureRepository(spec: RepositorySpec, start: string | nu
   }
   if (!head) return undefined;
   const metrics: RepositoryMetrics = { ...empty(spec, start), head: head.commit, branch: head.branch };
+  // Read a moment ago at the start commit itself (a new session's first sample): no commit since, and
+  // with no tracked file changed, no line either (with no commit, the index is empty: every entry
+  // would show as added). Nothing for git to count, so none of its processes on the start's way.
+  const atStart = known !== undefined && head.commit === start;
+  if (atStart && !head.changed) return metrics;
   // A session imported from another project (`apex session import`) started at a commit of that
   // project's repository: nothing here counts against it, so one plain note says so, not git's "bad object".
-  if (start && (await runGit(spec.dir, ["cat-file", "-e", `${start}^{commit}`])).exitCode !== 0) {
+  if (start && !atStart && (await runGit(spec.dir, ["cat-file", "-e", `${start}^{commit}`])).exitCode !== 0) {
     metrics.error = `commits and changed lines are not counted: the session's start commit ${start.slice(0, 7)} is not in this repository (a session imported from another project, or its history rewritten)`;
     return metrics;
   }
   const problems: string[] = [];
-  if (head.commit !== null) {
+  if (head.commit !== null && !atStart) {
     const counted = await runGit(spec.dir, ["rev-list", "--count", "HEAD", ...(start ? ["--not", start] : [])]);
     if (counted.exitCode === 0) metrics.commits = Number(counted.stdout.trim()) || 0;
     else problems.push(`cannot count commits since ${start?.slice(0, 7) ?? "the start"}: ${firstLine(counted.stderr)}`);

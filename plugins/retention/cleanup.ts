@@ -2,7 +2,7 @@ import { isApexError } from "../../core/errors.js";
 import { appendEvent } from "../../core/session/service.js";
 import type { Store } from "../../core/store/store.js";
 import { checkpointHolds, deleteCheckpoint, sweepUnreferenced, type SweepResult } from "../checkpoint/checkpoints.js";
-import { langGraphHeads } from "../checkpoint/langgraph.js";
+import { langGraphHeads } from "../checkpoint/langgraph-index.js";
 import { describePolicy } from "./options.js";
 import { applyPolicy, RETENTION_TIME_ZONE, type PolicyResult, type RetentionPolicy } from "./policy.js";
 import { branchPoints, findKnownSession, knownSessions, mergePoints, restoreBases, sessionCheckpoints, type CheckpointRow, type SessionInfo } from "./sessions.js";

@@ -17,7 +17,10 @@ const PLUGIN_NAME = "retention" as const;
 export default definePlugin<RetentionOptions>({
   name: PLUGIN_NAME,
   version: APEX_VERSION,
-  schema: builtinPluginSchema(PLUGIN_NAME),
+  // Read when asked for (config checks read it themselves): a supervisor applying the plugin reads no schema, loads no validator.
+  get schema() {
+    return builtinPluginSchema(PLUGIN_NAME);
+  },
   apply(apex, options) {
     const policy = policyFromOptions(options, apex.config);
     const autoCleanup = options.auto_cleanup !== false;
@@ -28,6 +31,10 @@ export default definePlugin<RetentionOptions>({
 
     apex.hooks.afterCheckpoint.tapPromise(PLUGIN_NAME, async (info: CheckpointInfo) => {
       if (afterCheckpoint.maxCheckpoints === undefined && !autoCleanup) return;
+      // A session's first checkpoint (sequences are never reused) is its only one and its latest,
+      // which the policy always keeps: there is nothing to remove, and a new session's start
+      // does not load the policy's code and read every session's checkpoints for nothing.
+      if (info.sequence === 1) return;
       const store = apex.store;
       if (!store) {
         if (!warnedNoStore) {

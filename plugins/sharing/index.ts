@@ -20,7 +20,10 @@ export default definePlugin<SharingOptions>({
   name: PLUGIN_NAME,
   version: APEX_VERSION,
   requires: ["git"],
-  schema: builtinPluginSchema(PLUGIN_NAME),
+  // Read when asked for (config checks read it themselves): a supervisor applying the plugin reads no schema, loads no validator.
+  get schema() {
+    return builtinPluginSchema(PLUGIN_NAME);
+  },
   apply(apex, options) {
     const serve = options.serve;
     if (!serve) return;
