@@ -1,20 +1,11 @@
 #!/usr/bin/env node
 // Entry point of the `apex` command. The TypeScript sources are compiled to dist/ by
 // `npm install` (the "prepare" script), so there is no separate build step to remember.
-import module from "node:module";
-import { homedir } from "node:os";
-import { join } from "node:path";
+import { enableCompileCache } from "../dist/core/compile-cache.js";
 
-// Node 22.1 and later keep the code they compiled between runs (a shorter start-up), here in
-// the user's own cache directory rather than the shared temporary one. NODE_COMPILE_CACHE or
-// NODE_DISABLE_COMPILE_CACHE in the environment take precedence.
-if (module.enableCompileCache && !process.env.NODE_COMPILE_CACHE) {
-  try {
-    module.enableCompileCache(join(process.env.XDG_CACHE_HOME || join(homedir(), ".cache"), "apex", "compile-cache"));
-  } catch {
-    /* no cache: start as before */
-  }
-}
+// Node 22.1 and later: compiled code kept between runs (~/.cache/apex/compile-cache), before the
+// rest of the CLI loads.
+enableCompileCache();
 // `apex status` and `apex status --json`, exactly those, run without commander and the program it
 // builds (dist/cli/status-main.js): the same command, output and errors, in less start-up time.
 // Any other command line, with any flag more (--help too), is the full CLI's.

@@ -134,21 +134,28 @@ describe("agents whose program cannot be found", () => {
 });
 
 describe("start-up", () => {
-  it("the apex command keeps compiled code in the user's cache directory on Node 22.1 and later, and writes none elsewhere", () => {
+  it("the apex command and its supervisor keep compiled code in the user's cache directory on Node 22.1 and later, and write none elsewhere", () => {
     project = new Project(`${idleAgent}\nplugins: {}\n`, "apex-compile-cache-");
     const cache = join(project.dir, "xdg-cache");
     const run = (env: NodeJS.ProcessEnv) => project!.apex(["config", "validate"], { env: { XDG_CACHE_HOME: cache, NODE_COMPILE_CACHE: "", ...env } });
     expect(run({}).status).toBe(0);
     const kept = join(cache, "apex", "compile-cache");
+    // The supervisor's modules go through the cache too (Node says so on stderr: its log).
+    project.start(["--task", "t"], { XDG_CACHE_HOME: cache, NODE_COMPILE_CACHE: "", NODE_DEBUG_NATIVE: "COMPILE_CACHE" });
+    expect(project.apex(["stop"]).status).toBe(0);
+    const supervised = project.supervisorLog().split("\n").filter((line) => line.startsWith("[compile cache]") && line.includes("/dist/core/session/supervisor.js"));
     const [major, minor] = process.versions.node.split(".").map(Number) as [number, number];
     // (a test run on Node 20 checks the other side: no cache where Node has none)
     if (major > 22 || (major === 22 && minor >= 1)) {
+      expect(supervised.length).toBeGreaterThan(0);
+      expect(supervised.join("\n")).toContain(kept);
       expect(readdirSync(kept).length).toBeGreaterThan(0);
       // Turned off by Node's own switch: nothing new.
       rmSync(kept, { recursive: true });
       expect(run({ NODE_DISABLE_COMPILE_CACHE: "1" }).status).toBe(0);
       expect(existsSync(kept)).toBe(false);
     } else {
+      expect(supervised).toEqual([]);
       expect(existsSync(kept)).toBe(false);
     }
   });

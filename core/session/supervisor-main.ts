@@ -5,9 +5,14 @@
  * {"error": {code, message, hint}} if the session could not start (heartbeats before it).
  */
 import { createWriteStream, existsSync, futimes } from "node:fs";
+import { enableCompileCache } from "../compile-cache.js";
 import { errorBody, idleWindowMs } from "../rpc/protocol.js";
 import { toApexError } from "../errors.js";
 import type { SupervisorRequest } from "./supervisor.js";
+
+// As the `apex` command (Node 22.1 and later): the supervisor's modules, all loaded below by
+// import(), compiled once and kept, instead of at every start.
+enableCompileCache();
 
 const REPORT_FD = 3;
 
