@@ -215,6 +215,34 @@ describe("metrics of a session record replaced by hand", () => {
   });
 });
 
+describe("the metrics plugin's interval", () => {
+  it("is a duration like every other interval of the config (\"5m\", \"90\"), at least a second: interval: 5m was refused as not an integer", async () => {
+    const config = (interval: string) => `agents:\n  w:\n    command: sleep\n    args: ["600"]\nplugins:\n  checkpoint: {}\n  metrics:\n    interval: ${interval}\n`;
+    project = new Project(config("5m"), "apex-metrics-interval-");
+    for (const good of ["5m", '"90"', "1.5", "2h30m"]) {
+      project.writeConfig(config(good));
+      const result = project.apex(["config", "validate"]);
+      expect(result.status, `${good}: ${result.stdout}${result.stderr}`).toBe(0);
+    }
+    for (const [bad, message] of [
+      ["0.5", "plugins.metrics.interval: must be at least 1 second (got 0.5)."],
+      ["0s", 'plugins.metrics.interval: must be at least 1 second (got "0s").'],
+      ["30d", 'plugins.metrics.interval: must be at most 2147483 seconds'],
+      ["-1", "plugins.metrics.interval: must be a duration"],
+    ] as const) {
+      project.writeConfig(config(bad));
+      const result = project.apex(["config", "validate"]);
+      expect(result.status, bad).toBe(2);
+      expect(result.stdout + result.stderr, bad).toContain(message);
+    }
+    // A session samples on it.
+    project.writeConfig(config('"1s"'));
+    const { session_id: sid } = project.start();
+    await waitFor("an interval sample", () => metricsAt(`/sessions/${sid}/metrics`)?.reason === "interval", 10_000);
+    expect(project.apex(["stop"]).status).toBe(0);
+  });
+});
+
 describe("metrics of a session whose supervisor died", () => {
   it("keep the active time its last sample showed when it is continued, and carry that through later runs (it fell back to its last event)", async () => {
     const dir = mkdtempSync(join(tmpdir(), "apex-metrics-crash-"));
