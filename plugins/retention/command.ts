@@ -23,7 +23,7 @@ export async function runCleanupCommand(input: CommandInput, context: CommandCon
     if (argument !== undefined) findKnownSession([], argument);
     const plan: RetentionPlan = { policy, timeZone: RETENTION_TIME_ZONE, sessions: [] };
     const temporary = temporaryFiles(context, [], undefined);
-    const outcome: RetentionOutcome = { plan, deleted: [], skipped: [], sweep: undefined, sweepError: undefined };
+    const outcome: RetentionOutcome = { plan, deleted: [], skipped: [], removedMeanwhile: [], sweep: undefined, sweepError: undefined };
     if (dryRun) {
       if (json) context.printJson(outcomeJson(outcome, { removed: temporary, bytes: sum(temporary), failed: [] }, true));
       else printDryRun(context, outcome, temporary, sessionLabels([]));
@@ -130,6 +130,9 @@ function printOutcome(context: CommandContext, outcome: RetentionOutcome, remove
     );
   }
   for (const skipped of outcome.skipped) context.print(`  not removed: ${label(skipped.sessionId)}/${skipped.name}: ${skipped.error.message}`);
+  if (outcome.removedMeanwhile.length > 0) {
+    context.print(`${plural(outcome.removedMeanwhile.length, "checkpoint")} it would have removed had been removed meanwhile by another cleanup (the supervisor's after a checkpoint, or another \`apex session cleanup\`).`);
+  }
   if (outcome.sweep) {
     const { values, trees, bytes } = outcome.sweep.removed;
     context.print(`Swept ${plural(values, "value")} and ${plural(trees, "tree node")} no kept checkpoint references: ${formatBytes(bytes)} freed.`);
@@ -197,6 +200,7 @@ function outcomeJson(outcome: RetentionOutcome, removed: TemporaryRemoval, dryRu
     ...planJson(outcome.plan),
     deleted: outcome.deleted.map((entry) => ({ session_id: entry.sessionId, name: entry.name, id: entry.id, sequence: entry.sequence, reason: entry.reason })),
     skipped: outcome.skipped.map((entry) => ({ session_id: entry.sessionId, name: entry.name, id: entry.id, error: entry.error })),
+    removed_meanwhile: outcome.removedMeanwhile.map((entry) => ({ session_id: entry.sessionId, name: entry.name, id: entry.id, sequence: entry.sequence })),
     sweep: sweep ? { values: sweep.values, trees: sweep.trees, bytes: sweep.bytes } : null,
     sweep_error: outcome.sweepError ?? null,
     temporary: {
