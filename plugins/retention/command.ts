@@ -124,7 +124,7 @@ function printOutcome(context: CommandContext, outcome: RetentionOutcome, remove
   printHeader(context, outcome.plan);
   for (const session of outcome.plan.sessions) {
     const deleted = outcome.deleted.filter((entry) => entry.sessionId === session.session.sessionId);
-    const names = deleted.length > 0 ? ` (${deleted.map((entry) => entry.name).join(", ")})` : "";
+    const names = deleted.length > 0 ? ` (${removedNames(deleted.map((entry) => entry.name))})` : "";
     context.print(
       `Session ${label(session.session.sessionId)}${stateLabel(session)}: removed ${plural(deleted.length, "checkpoint")}${names}, kept ${session.result.keep.length}`,
     );
@@ -143,6 +143,15 @@ function printOutcome(context: CommandContext, outcome: RetentionOutcome, remove
   }
   if (removed.removed.length > 0) context.print(`Removed ${plural(removed.removed.length, "temporary file")} (${formatBytes(removed.bytes)}).`);
   for (const failed of removed.failed) context.print(`  could not remove ${failed.display}: ${failed.error}`);
+}
+
+/** Names of removed checkpoints the text lists before it counts the rest: --json lists them all. */
+const NAMES_LISTED = 10;
+
+/** "checkpoint-004, checkpoint-001"; past NAMES_LISTED, the newest of them and how many more (a cleanup of 584 was one line of 584 names). */
+function removedNames(names: readonly string[]): string {
+  if (names.length <= NAMES_LISTED) return names.join(", ");
+  return `${names.slice(0, NAMES_LISTED).join(", ")} and ${names.length - NAMES_LISTED} more: --json lists them`;
 }
 
 function stateLabel(session: SessionPlan): string {
