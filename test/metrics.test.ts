@@ -114,6 +114,20 @@ describe("SessionTimeline", () => {
     expect([totals.activeMs, totals.pausedMs, totals.workingMs.get("coder")]).toEqual([60_000, 20_000, 58_000]);
   });
 
+  it("counts a run another host took over (its lease ran out) up to its last sample, not through the takeover", () => {
+    const events = trail(
+      [0, "session.started"],
+      [5, "task.completed"],
+      // host A last sampled at 30 s, then went silent; host B took the session over at 100 s
+      [100, "session.taken_over", { from_host: "a", to_host: "b" }],
+      [100, "session.continued", { from: "interrupted" }],
+    );
+    const timeline = new SessionTimeline();
+    timeline.seenRunning(T0 + 30_000);
+    for (const event of events) timeline.apply(event);
+    expect(timeline.totals(T0 + 110_000).activeMs).toBe(40_000);
+  });
+
   it("idle statuses are configurable and compared without case", () => {
     const events = trail([0, "session.started"], [0, "agent.report", { agent: "a", status: "Thinking" }]);
     expect(totalsOf(events, 10).working).toEqual({ a: 10 });

@@ -28,6 +28,7 @@ type Phase = "stopped" | "active" | "paused";
 
 const STARTS = new Set(["session.started", "session.continued"]);
 const ENDS = new Set(["session.stopped", "session.completed", "session.failed"]);
+const TAKEN_OVER = "session.taken_over";
 
 /**
  * Replays a session's audit trail (events in seq order) into time totals: how long the
@@ -79,23 +80,20 @@ export class SessionTimeline {
     this.lastSeq = event.seq;
     const at = Date.parse(event.at);
     if (!Number.isFinite(at)) return;
-    const afterDeath = STARTS.has(event.type) || (ENDS.has(event.type) && event.from === "interrupted");
-    if (afterDeath && this.phase !== "stopped") {
-      // The run before died (the session is still active or paused here): counted up to when it
-      // was last seen running, never through the time it lay dead.
-      const seen = this.seen.filter((time) => time > this.clock && time < at).at(-1);
-      if (seen !== undefined) this.advance(seen);
-    }
-    if (STARTS.has(event.type)) {
-      this.clock = Math.max(this.clock, at);
-      this.phase = "active";
-      this.busy.clear();
-      return;
-    }
+    // A run begins, or one that died (or lost its lease to another host) is taken over or stopped from outside.
+    const afterDeath = STARTS.has(event.type) || event.type === TAKEN_OVER || (ENDS.has(event.type) && event.from === "interrupted");
     if (afterDeath) {
+      if (this.phase !== "stopped") {
+        // The run before died (the session is still active or paused here): counted up to when it
+        // was last seen running, never through the time it lay dead.
+        const seen = this.seen.filter((time) => time > this.clock && time < at).at(-1);
+        if (seen !== undefined) this.advance(seen);
+      }
       this.clock = Math.max(this.clock, at);
-      this.phase = "stopped";
       this.busy.clear();
+      // A takeover is followed by the session.continued that starts the new run.
+      if (STARTS.has(event.type)) this.phase = "active";
+      else if (ENDS.has(event.type)) this.phase = "stopped";
       return;
     }
     this.advance(at);
