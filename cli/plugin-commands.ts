@@ -100,7 +100,9 @@ function namesCommand(program: Command, words: readonly string[]): boolean {
 async function refuseDisabledPluginCommand(config: Config, words: readonly string[]): Promise<void> {
   const { builtinPlugins } = await import("../core/plugins.js");
   const { Engine } = await import("../core/engine.js");
-  const enabled = new Set(config.plugins.filter((entry) => entry.enabled).map((entry) => entry.name));
+  // A built-in listed but idle (`metrics: {enabled: false}`, `history: {enabled: false}`) adds no command either.
+  const idle = new Set(config.plugins.filter((entry) => entry.enabled && entry.options.enabled === false).map((entry) => entry.name));
+  const enabled = new Set(config.plugins.filter((entry) => entry.enabled && !idle.has(entry.name)).map((entry) => entry.name));
   const typed = words.join(" ");
   const builtins = await builtinPlugins();
   for (const [name, plugin] of builtins) {
@@ -126,9 +128,16 @@ async function refuseDisabledPluginCommand(config: Config, words: readonly strin
     const provided = scratch.commands.find(({ plugin: owner, spec }) => owner === name && (spec.name === typed || spec.name === words[0]));
     if (!provided) continue;
     const file = config.configPath ? displayPath(config.configPath) : "apex.config.yaml";
-    const state = config.plugins.some((entry) => entry.name === name) ? `is turned off (\`${name}: false\`) in ${file}` : `is not enabled in ${file}`;
+    const state = idle.has(name)
+      ? `is listed but idle (\`enabled: false\` under plugins.${name}) in ${file}`
+      : config.plugins.some((entry) => entry.name === name)
+        ? `is turned off (\`${name}: false\`) in ${file}`
+        : `is not enabled in ${file}`;
+    const hint = idle.has(name)
+      ? `Turn it on: remove \`enabled: false\` from plugins.${name} in ${file} (or set it to true), then run the command again.`
+      : `Enable it: put \`${name}: {}\` in the plugins: section of ${file} (a plugins: section lists every plugin to run; \`apex plugins list\` shows them), then run the command again.`;
     throw new ApexError("APEX_E_PLUGIN_DISABLED", `\`apex ${provided.spec.name}\` is a command of the ${name} plugin, which ${state}.`, {
-      hint: `Enable it: put \`${name}: {}\` in the plugins: section of ${file} (a plugins: section lists every plugin to run; \`apex plugins list\` shows them), then run the command again.`,
+      hint,
       details: { command: provided.spec.name, plugin: name },
     });
   }

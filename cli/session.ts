@@ -156,7 +156,8 @@ async function showAuditTrail(location: ProjectLocation, ref: string, json: bool
     const [{ formatEvent, paintStatus }, { shortSessionId }, { visibleText }] = await Promise.all([import("./session/format.js"), import("../core/session/names.js"), import("./terminal-text.js")]);
     // The session as session list prints it, by name or short id (--json has the whole id).
     const name = typeof record.name === "string" && record.name ? visibleText(record.name) : shortSessionId(sessionId);
-    printLine(`Session ${name} (${paintStatus(status)}): ${events.length} event${events.length === 1 ? "" : "s"}`);
+    // Its times are the events' own, in UTC, whatever the machine's zone: said, as session cleanup says it.
+    printLine(`Session ${name} (${paintStatus(status)}): ${events.length} event${events.length === 1 ? "" : "s"}${events.length > 0 ? ", times in UTC" : ""}`);
     const width = String(events.at(-1)?.seq ?? 0).length;
     for (const event of events) {
       printLine(`${String(event.seq ?? "?").padStart(width)}  ${typeof event.at === "string" ? event.at.slice(0, 10) : "----------"} ${formatEvent(event)}  ${paint(`[${known(event.actor)}]`, "gray")}`);

@@ -98,7 +98,12 @@ export function checkRanges(data: Record<string, unknown>, source: ConfigSource,
   }
   const plugins = mapping(data.plugins);
   timer(["plugins", "checkpoint", "interval"], mapping(plugins.checkpoint).interval, " 0 turns interval checkpoints off.");
-  timer(["plugins", "metrics", "interval"], mapping(plugins.metrics).interval);
+  const metricsInterval = mapping(plugins.metrics).interval;
+  timer(["plugins", "metrics", "interval"], metricsInterval);
+  // Samples are at least a second apart: a shorter interval would sample without pause.
+  if (isDuration(metricsInterval) && parseDuration(metricsInterval) < 1) {
+    at(["plugins", "metrics", "interval"], `must be at least 1 second (got ${JSON.stringify(metricsInterval)}).`, "a duration of at least 1 second");
+  }
   for (const name of ["compression", "archive"]) {
     const options = mapping(plugins[name]);
     if (options.algorithm === "gzip" && typeof options.level === "number" && options.level > GZIP_MAX_LEVEL) {

@@ -448,6 +448,22 @@ describe("apex session compress (end to end)", () => {
     expect(ObjectStore.of(store).usage()).toEqual(before);
   });
 
+  it("--algorithm naming the plugin's own algorithm keeps the plugin's level; another algorithm takes its default", async () => {
+    writeFileSync(join(dir, "apex.config.yaml"), "plugins:\n  checkpoint: {}\n  compression:\n    algorithm: gzip\n    level: 9\n");
+    await history(3);
+    await store.close();
+    const levelOf = (...args: string[]) => {
+      const result = apex("session", "compress", "--dry-run", "--json", ...args);
+      expect(result.status, result.stderr).toBe(0);
+      return [JSON.parse(result.stdout).algorithm, JSON.parse(result.stdout).level];
+    };
+    expect(levelOf()).toEqual(["gzip", 9]);
+    // It said gzip 6: the option named the algorithm the config already had.
+    expect(levelOf("--algorithm", "gzip")).toEqual(["gzip", 9]);
+    expect(levelOf("--algorithm", "brotli")).toEqual(["brotli", 6]);
+    expect(levelOf("--algorithm", "gzip", "--level", "1")).toEqual(["gzip", 1]);
+  });
+
   it("--help shows the options and examples", () => {
     writeFileSync(join(dir, "apex.config.yaml"), CONFIG);
     const help = apex("session", "compress", "--help");

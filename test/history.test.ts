@@ -101,7 +101,11 @@ describe("the audit trail and reports", () => {
     expect(text.status).toBe(0);
     const lines = text.stdout.trim().split("\n");
     // The session as session list prints it, its uuid's short form (it printed the whole id).
-    expect(lines[0]).toBe(`Session ${sid.slice(0, 8)} (completed): ${events.length} events`);
+    // Its times are UTC, and it says so: a user east or west of it read them as local times.
+    expect(lines[0]).toBe(`Session ${sid.slice(0, 8)} (completed): ${events.length} events, times in UTC`);
+    const inNewYork = project.apex(["session", "history", sid], { env: { TZ: "America/New_York" } });
+    expect(inNewYork.stdout).toBe(text.stdout);
+    expect(text.stdout).toContain(` ${events[0]!.at.slice(0, 10)} ${events[0]!.at.slice(11, 19)}  session started`);
     expect(text.stdout).not.toContain(sid);
     expect(lines).toHaveLength(events.length + 1);
     expect(text.stdout).toMatch(/^ *1 {2}\d{4}-\d\d-\d\d \d\d:\d\d:\d\d {2}session started: audit me {2}\[supervisor\]$/m);

@@ -92,6 +92,42 @@ describe("SessionTimeline", () => {
     expect(totalsOf(crashed, 110)).toMatchObject({ active: 15, working: { coder: 13 } });
   });
 
+  it("counts a run whose supervisor died up to its last sample, and not the time it lay dead until a continue or an offline stop", () => {
+    const events = trail(
+      [0, "session.started"],
+      [1, "agent.report", { agent: "coder", status: "working" }],
+      [5, "task.completed"],
+      // killed after its last sample at 50 s; continued at 100 s, killed again after a sample at 130 s, stopped at 200 s
+      [100, "session.continued", { from: "interrupted" }],
+      [101, "agent.report", { agent: "coder", status: "working" }],
+      [110, "session.paused"],
+      [200, "session.stopped", { from: "interrupted" }],
+    );
+    const timeline = new SessionTimeline();
+    timeline.seenRunning(T0 + 50_000);
+    timeline.seenRunning(T0 + 130_000);
+    // A time that is no later than the run's last event says nothing more.
+    timeline.seenRunning(T0 + 3_000);
+    for (const event of events) timeline.apply(event);
+    const totals = timeline.totals(T0 + 300_000);
+    // Active: 0-50 and 100-110; paused 110-130 (when it was last seen, paused); nothing after the stop.
+    expect([totals.activeMs, totals.pausedMs, totals.workingMs.get("coder")]).toEqual([60_000, 20_000, 58_000]);
+  });
+
+  it("counts a run another host took over (its lease ran out) up to its last sample, not through the takeover", () => {
+    const events = trail(
+      [0, "session.started"],
+      [5, "task.completed"],
+      // host A last sampled at 30 s, then went silent; host B took the session over at 100 s
+      [100, "session.taken_over", { from_host: "a", to_host: "b" }],
+      [100, "session.continued", { from: "interrupted" }],
+    );
+    const timeline = new SessionTimeline();
+    timeline.seenRunning(T0 + 30_000);
+    for (const event of events) timeline.apply(event);
+    expect(timeline.totals(T0 + 110_000).activeMs).toBe(40_000);
+  });
+
   it("idle statuses are configurable and compared without case", () => {
     const events = trail([0, "session.started"], [0, "agent.report", { agent: "a", status: "Thinking" }]);
     expect(totalsOf(events, 10).working).toEqual({ a: 10 });
@@ -186,6 +222,73 @@ describe("metrics of a session record replaced by hand", () => {
       expect(text).not.toMatch(/undefined|NaN/);
       const report = { format: 1, generated_at: "x", session: { session_id: "s-1", effective_status: "stopped" }, metrics: bare, tasks: { counts: { pending: 0, active: 0, completed: 0, failed: 0, total: 0 }, items: [] }, milestones: [], agents: [], checkpoints: [], git: { repositories: repositoriesOf(bare), first_checkpoint: null, last_checkpoint: null, synced: null }, events: [] };
       expect(renderMarkdown(report as unknown as SessionReport)).toContain("| a | idle | 12s | 50% | 1.00s (10%) |");
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("the metrics plugin's interval", () => {
+  it("is a duration like every other interval of the config (\"5m\", \"90\"), at least a second: interval: 5m was refused as not an integer", async () => {
+    const config = (interval: string) => `agents:\n  w:\n    command: sleep\n    args: ["600"]\nplugins:\n  checkpoint: {}\n  metrics:\n    interval: ${interval}\n`;
+    project = new Project(config("5m"), "apex-metrics-interval-");
+    for (const good of ["5m", '"90"', "1.5", "2h30m"]) {
+      project.writeConfig(config(good));
+      const result = project.apex(["config", "validate"]);
+      expect(result.status, `${good}: ${result.stdout}${result.stderr}`).toBe(0);
+    }
+    for (const [bad, message] of [
+      ["0.5", "plugins.metrics.interval: must be at least 1 second (got 0.5)."],
+      ["0s", 'plugins.metrics.interval: must be at least 1 second (got "0s").'],
+      ["30d", 'plugins.metrics.interval: must be at most 2147483 seconds'],
+      ["-1", "plugins.metrics.interval: must be a duration"],
+    ] as const) {
+      project.writeConfig(config(bad));
+      const result = project.apex(["config", "validate"]);
+      expect(result.status, bad).toBe(2);
+      expect(result.stdout + result.stderr, bad).toContain(message);
+    }
+    // A session samples on it.
+    project.writeConfig(config('"1s"'));
+    const { session_id: sid } = project.start();
+    await waitFor("an interval sample", () => metricsAt(`/sessions/${sid}/metrics`)?.reason === "interval", 10_000);
+    expect(project.apex(["stop"]).status).toBe(0);
+  });
+});
+
+describe("metrics of a session whose supervisor died", () => {
+  it("keep the active time its last sample showed when it is continued, and carry that through later runs (it fell back to its last event)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "apex-metrics-crash-"));
+    const store = await openStore({ backend: "lmdb", dir }, { actor: "user:test" });
+    try {
+      const t0 = Date.now() - 300_000;
+      const at = (seconds: number) => new Date(t0 + seconds * 1000).toISOString();
+      const event = (seq: number, seconds: number, type: string, data: Record<string, string> = {}) =>
+        store.batch((batch) => batch.set(`/sessions/s-1/events/${String(seq).padStart(8, "0")}`, { ...data, seq, at: at(seconds), type, actor: "supervisor" }));
+      await store.batch((batch) => batch.set("/sessions/s-1", { session_id: "s-1", status: "active", created_at: at(0), agents: [] }));
+      await event(1, 0, "session.started");
+      await event(2, 5, "task.added");
+      // The first run's last sample, at 60 s (active 60 s), then its supervisor was killed.
+      await store.batch((batch) => batch.set("/sessions/s-1/metrics", { session_id: "s-1", status: "active", updated_at: at(60), active_seconds: 60, samples: 3 }));
+      await event(3, 100, "session.continued", { from: "interrupted" });
+      const open = () => MetricsSampler.open({ store, sessionId: "s-1", idleStatuses: [], repositories: [], warn: () => undefined });
+      const second = await open();
+      const continued = (await second.sample("start"))!;
+      second.close();
+      // 60 s of the first run and the 200 s since the continue: the first run counted only up to its last event (5 s).
+      expect(continued.active_seconds).toBeGreaterThanOrEqual(259);
+      expect(continued.active_seconds).toBeLessThan(265);
+      expect(continued.interrupted_runs_seen_at).toEqual([at(60)]);
+      // The second run dies too (its last sample was the one above); then an offline `apex stop`.
+      await event(4, 310, "session.stopped", { from: "interrupted" });
+      await store.batch((batch) => batch.set("/sessions/s-1", { session_id: "s-1", status: "stopped", created_at: at(0), ended_at: at(310), agents: [] }));
+      const third = await open();
+      const stopped = (await third.sample("stop"))!;
+      third.close();
+      expect(stopped.interrupted_runs_seen_at).toEqual([at(60), continued.updated_at]);
+      // The first run's 60 s, and the second run up to its last sample: not the time until the stop.
+      expect(stopped.active_seconds).toBeCloseTo(continued.active_seconds, 2);
     } finally {
       await store.close();
       rmSync(dir, { recursive: true, force: true });
@@ -341,13 +444,18 @@ describe("metrics of a running session", () => {
     });
     const interrupted = project.apex(["session", "metrics", "--json"]);
     expect(interrupted.status, interrupted.stderr).toBe(0);
-    expect(JSON.parse(interrupted.stdout)).toMatchObject({ session_id: sid, status: "interrupted", tasks_completed: 2, ended_at: null });
+    const lastSample = JSON.parse(interrupted.stdout) as SessionMetrics;
+    expect(lastSample).toMatchObject({ session_id: sid, status: "interrupted", tasks_completed: 2, ended_at: null });
     expect(project.apex(["session", "metrics"]).stdout).toContain(`Metrics of session ${sid.slice(0, 8)} (interrupted)`);
     const report = JSON.parse(project.apex(["session", "report", "--format", "json"]).stdout) as { session: { effective_status: string }; metrics: SessionMetrics };
     expect([report.session.effective_status, report.metrics.status]).toEqual(["interrupted", "interrupted"]);
 
+    // The session lies dead a while before it is stopped: that time is not its active time.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
     expect(project.apex(["stop"]).status).toBe(0);
     const final = metricsAt(`/sessions/${sid}/metrics`)!;
+    expect(final.active_seconds).toBeLessThan(lastSample.active_seconds + 0.5);
+    expect(final.interrupted_runs_seen_at).toEqual([lastSample.updated_at]);
     expect(final).toMatchObject({ status: "stopped", reason: "stop", tasks_completed: 2, commits_made: 2 });
     expect(final.ended_at).not.toBeNull();
     expect(final.paused_seconds).toBeGreaterThanOrEqual(1);

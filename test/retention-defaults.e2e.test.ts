@@ -3,7 +3,7 @@
 // restore replaced; compression and archive work with the default config; one duration grammar
 // in the config and on the command line. Real supervisor and agent processes in temporary
 // projects, ended by pid or process group in afterEach.
-import { readFileSync, rmSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Project, REPO_ROOT, type CliResult } from "./fixtures/agents/harness.js";
@@ -139,6 +139,20 @@ describe("every command of the flow works with the default config (issue 12)", (
     expect(fails(["backup"], 2).stderr).toContain("is a command of the archive plugin");
     // A command no plugin has stays commander's usage error.
     expect(fails(["session", "frobnicate"], 2).stderr).toContain("unknown command 'frobnicate'");
+  });
+
+  it("a command of a plugin listed but idle (enabled: false) says so and how to turn it on, not 'unknown command'", () => {
+    project = new Project("plugins:\n  checkpoint: {}\n  metrics: {enabled: false}\n  history:\n    enabled: false\n", "apex-defaults-");
+    // It said "unknown command 'report' (Did you mean one of export, import?)", exit 2, APEX_E_USAGE.
+    const report = fails(["session", "report", "--json"], 2);
+    expect(JSON.parse(report.stderr).error).toMatchObject({
+      code: "APEX_E_PLUGIN_DISABLED",
+      message: "`apex session report` is a command of the history plugin, which is listed but idle (`enabled: false` under plugins.history) in apex.config.yaml.",
+      hint: "Turn it on: remove `enabled: false` from plugins.history in apex.config.yaml (or set it to true), then run the command again.",
+      details: { command: "session report", plugin: "history" },
+    });
+    expect(fails(["session", "metrics"], 2).stderr).toContain("error[APEX_E_PLUGIN_DISABLED]: `apex session metrics` is a command of the metrics plugin, which is listed but idle");
+    expect(existsSync(join(project.dir, ".apex"))).toBe(false);
   });
 
   it("a plugin enabled while a session runs: its command, which runs in that session's supervisor, says to restart the session", () => {

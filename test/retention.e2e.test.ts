@@ -324,6 +324,33 @@ describe("apex session cleanup (end to end)", () => {
     }
   });
 
+  it("a checkpoint another cleanup removed first is not reported as one it failed to remove", async () => {
+    await seedProject();
+    // The child plans, and just before its first deletion a whole \`apex session cleanup\` runs in
+    // another process (as the supervisor's cleanup after a checkpoint may): each planned checkpoint is gone.
+    const script = `
+      import { spawnSync } from "node:child_process";
+      import { openStore } from ${JSON.stringify(join(REPO_ROOT, "dist/core/store/open.js"))};
+      import { applyRetention } from ${JSON.stringify(join(REPO_ROOT, "dist/plugins/retention/cleanup.js"))};
+      const store = await openStore(${JSON.stringify(join(dir, ".apex"))});
+      const transaction = store.transaction.bind(store);
+      let other;
+      store.transaction = (fn) => {
+        other ??= spawnSync(process.execPath, [${JSON.stringify(join(REPO_ROOT, "bin/apex.js"))}, "session", "cleanup", "--json"], { cwd: ${JSON.stringify(dir)}, encoding: "utf8" });
+        return transaction(fn);
+      };
+      const outcome = await applyRetention(store, { keepLast: 2, keepDaily: 2, maxCheckpoints: 50 });
+      await store.close();
+      console.log(JSON.stringify({ other: JSON.parse(other.stdout).deleted.map((entry) => entry.name), deleted: outcome.deleted.map((entry) => entry.name), skipped: outcome.skipped.map((entry) => entry.name), meanwhile: (outcome.removedMeanwhile ?? []).map((entry) => entry.name) }));
+    `;
+    const child = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" });
+    expect(child.status, child.stderr).toBe(0);
+    const result = JSON.parse(child.stdout) as { other: string[]; deleted: string[]; skipped: string[]; meanwhile: string[] };
+    expect(result.other.length).toBeGreaterThan(0);
+    // They were listed as "not removed: … No checkpoint id starts with …".
+    expect(result).toEqual({ other: result.other, deleted: [], skipped: [], meanwhile: result.other });
+  });
+
   it("removes the work directory an interrupted repair left (its copy of the store), not one a repair may still be writing", async () => {
     await seedProject();
     // What `apex session repair` leaves when Ctrl-C ends it while it copies a damaged store file: before, nothing removed it.

@@ -364,6 +364,19 @@ describe("the cleanup command, in process", () => {
     };
   }
 
+  it("names at most 10 removed checkpoints in its text, then counts the rest (it printed one line of every name)", async () => {
+    await startSession();
+    for (let step = 0; step < 14; step++) {
+      await writeStep(step);
+      await createCheckpoint(store, { sessionId: SESSION, trigger: "interval", now: () => new Date(START + step * HOUR) });
+    }
+    const run = context();
+    expect(await runCleanupCommand({ args: [], options: {} }, run.value, { keepLast: 1, maxCheckpoints: 100 })).toBe(0);
+    const names = Array.from({ length: 10 }, (_, i) => `checkpoint-${String(13 - i).padStart(3, "0")}`).join(", ");
+    expect(run.lines).toContain(`Session s-main: removed 13 checkpoints (${names} and 3 more: --json lists them), kept 1`);
+    expect(surviving()).toEqual(["checkpoint-014"]);
+  });
+
   it("prints the plan with --dry-run, then applies it; text names sessions as the other commands do, --json by whole ids", async () => {
     // Sessions as APEX makes them (uuids), one a branch with a name: the text prints a session by
     // its name, else its uuid's short form (it printed whole ids, in reasons too).

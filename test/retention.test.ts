@@ -415,6 +415,13 @@ describe("applyPolicy", () => {
     expect(kept(items, { keepLast: 1e20, maxCheckpoints: 1e20 })).toEqual(["2026-11-12 12:00: latest, last", "2026-11-11 12:00: last", "2026-11-10 12:00: last"]);
     expect(kept(items, { keepDaily: 2 ** 60, byTrigger: { manual: { keepLast: 1e300 } } })).toHaveLength(3);
   });
+
+  it("takes keep_within: 1e308 (seconds, the config's schema takes it; Infinity in milliseconds) as keeping everything: every cleanup failed as a crash of the plugin", () => {
+    const items = checkpoints("2026-11-10 12:00", "2026-11-11 12:00", "2026-11-12 12:00");
+    const policy = policyFromOptions({ keep_last: 1, keep_within: 1e308 }, undefined);
+    expect(policy.keepWithinMs).toBe(Number.POSITIVE_INFINITY);
+    expect(kept(items, policy)).toEqual(["2026-11-12 12:00: latest, last, within 1e+308s", "2026-11-11 12:00: within 1e+308s", "2026-11-10 12:00: within 1e+308s"]);
+  });
 });
 
 describe("policy from options", () => {

@@ -99,7 +99,8 @@ export async function stopWithoutSupervisor(
       });
       if ((batch.get(CURRENT_SESSION_PATH) as { session_id?: string } | undefined)?.session_id === sid) batch.delete(CURRENT_SESSION_PATH);
       setActiveSession(batch, sid, null);
-      appendEvent(batch, sid, "session.stopped", currentActor(), { reason });
+      // from: the run before had died: the metrics do not count the time since as the session's.
+      appendEvent(batch, sid, "session.stopped", currentActor(), { reason, from: "interrupted" });
     });
     removeRuntime(location.storeDir, session.supervisor?.pid ?? process.pid, sid);
     try {

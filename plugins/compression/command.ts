@@ -20,7 +20,8 @@ export async function runCompressCommand(input: CommandInput, context: CommandCo
   const json = Boolean(options.json);
   const dryRun = Boolean(options.dryRun);
   const algorithm = parseAlgorithm(options.algorithm, settings.algorithm);
-  const level = parseLevel(options.level, algorithm, options.algorithm !== undefined ? undefined : settings.level);
+  // The plugin's level goes with the plugin's algorithm, whether --algorithm names it or not (--algorithm gzip ran gzip 6 where the config said gzip level 9).
+  const level = parseLevel(options.level, algorithm, algorithm === settings.algorithm ? settings.level : undefined);
   const policy: ColdPolicy = { ...settings.policy };
   if (options.after !== undefined) policy.after = parseWholeNumber(options.after, "--after");
   if (options.olderThan !== undefined) policy.olderThanMs = parseDurationOption(options.olderThan, "--older-than");

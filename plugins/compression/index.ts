@@ -58,7 +58,7 @@ export default definePlugin<CompressionOptions>({
         { flags: "--after <n>", description: "cold = checkpoints with at least N newer ones in their session (default: the plugin's `after`)" },
         { flags: "--older-than <duration>", description: "cold = checkpoints older than this, e.g. 7d, 12h, 30days (default: the plugin's `older_than`)" },
         { flags: "--algorithm <name>", description: "brotli or gzip (default: the plugin's `algorithm`, brotli)" },
-        { flags: "--level <n>", description: "0-11 for brotli, 0-9 for gzip (default 6)" },
+        { flags: "--level <n>", description: "0-11 for brotli, 0-9 for gzip (default: the plugin's `level` for the plugin's algorithm, else 6)" },
         { flags: "--dry-run", description: "compress in memory and report the sizes; write nothing" },
         { flags: "--json", description: "print {dry_run, session_id, algorithm, level, policy: {after, older_than_seconds}, checkpoints: {cold, hot}, values: {compressed, already_compressed, incompressible, skipped, remaining}, bytes_before, bytes_after, ratio, packs: {written, removed, rewritten}, store_bytes_before, store_bytes_after, damaged_nodes}" },
       ],

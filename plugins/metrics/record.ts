@@ -114,6 +114,12 @@ export interface SessionMetrics {
   git: { repositories: RepositoryMetrics[] };
   /** The supervisor's tap timings (engine.timings()) per plugin and hook, summed over every run of the session; costliest first. */
   plugin_timings: PluginTiming[];
+  /**
+   * For each earlier run of the session whose supervisor died (kill -9, power loss), the time of
+   * its last sample: active and working time count up to it, not through the time the session
+   * lay dead until `start --continue` or `apex stop`.
+   */
+  interrupted_runs_seen_at: string[];
 }
 
 export function isRecord(value: unknown): value is Record<string, JsonValue> {

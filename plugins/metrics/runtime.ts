@@ -1,5 +1,6 @@
 import type { ApexApi, Engine, SessionContext, StopContext } from "../../core/engine.js";
 import type { Store } from "../../core/store/store.js";
+import { parseDuration } from "../../core/config/duration.js";
 import { gitPluginOptions, repositoryDir } from "../git/repository.js";
 import { REVIEW_STATS_PATH, metricsInputPrefix } from "./record.js";
 import type { MetricsSampler } from "./sampler.js";
@@ -7,8 +8,8 @@ import { DEFAULT_IDLE_STATUSES } from "./timeline.js";
 
 export interface MetricsOptions {
   enabled?: boolean;
-  /** Seconds between samples. */
-  interval?: number;
+  /** Time between samples: seconds, or a duration ("5m"). */
+  interval?: number | string;
   /** Reported statuses that count as not working. */
   idle_statuses?: string[];
 }
@@ -46,7 +47,7 @@ export class MetricsRuntime {
     sampler.useTimings(() => this.apex.timings());
     this.since = store.revision();
     await this.run("start");
-    const interval = (this.options.interval ?? DEFAULT_INTERVAL_SECONDS) * 1000;
+    const interval = parseDuration(this.options.interval ?? DEFAULT_INTERVAL_SECONDS) * 1000;
     this.timers.push(setInterval(() => this.request("interval"), interval).unref());
     this.timers.push(setInterval(() => this.follow(store, context.sessionId), FOLLOW_MS).unref());
   }

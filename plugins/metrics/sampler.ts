@@ -67,6 +67,8 @@ export class MetricsSampler {
   private baseTimings: PluginTiming[] = [];
   private timings: (() => TapTiming[]) | undefined;
   private samples = 0;
+  /** When the runs of this session whose supervisor died were last seen running (carried from record to record). */
+  private readonly seenAt: string[] = [];
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
   private readonly warned = new Set<string>();
@@ -109,6 +111,14 @@ export class MetricsSampler {
     if (isRecord(stored) && stored.session_id === this.sessionId) {
       const previous = stored as SessionMetrics;
       this.samples = typeof previous.samples === "number" ? previous.samples : 0;
+      // A run whose supervisor died ran at least until its last sample: the trail alone (its last
+      // event) undercounts it, and the time until it was continued or stopped is not the session's.
+      const seen = Array.isArray(previous.interrupted_runs_seen_at) ? previous.interrupted_runs_seen_at.filter((at): at is string => timeOf(at) !== undefined) : [];
+      if (typeof previous.status === "string" && !ENDED.has(previous.status) && timeOf(previous.updated_at) !== undefined) seen.push(previous.updated_at);
+      for (const at of new Set(seen)) {
+        this.seenAt.push(at);
+        this.timeline.seenRunning(timeOf(at)!);
+      }
       this.baseTimings = Array.isArray(previous.plugin_timings) ? previous.plugin_timings.filter(isRecord) : [];
       // Records from before agent_utilization_detail kept the detail in agent_utilization.
       const detail = isRecord(previous.agent_utilization_detail) ? previous.agent_utilization_detail : isRecord(previous.agent_utilization) ? previous.agent_utilization : {};
@@ -202,6 +212,7 @@ export class MetricsSampler {
       agent_utilization_detail: utilization,
       git: { repositories },
       plugin_timings: this.pluginTimings(),
+      interrupted_runs_seen_at: [...this.seenAt],
     };
     await store.batch((batch) => {
       batch.set(metricsPath(sessionId), metrics);

@@ -28,14 +28,17 @@ type Phase = "stopped" | "active" | "paused";
 
 const STARTS = new Set(["session.started", "session.continued"]);
 const ENDS = new Set(["session.stopped", "session.completed", "session.failed"]);
+const TAKEN_OVER = "session.taken_over";
 
 /**
  * Replays a session's audit trail (events in seq order) into time totals: how long the
  * session was active and paused, and how long each agent worked while it was active.
  *
  * An agent works from an `agent.report` with a working status until it reports an idle one,
- * exits, is restarted, or the session pauses or ends. A session interrupted by a crash has no
- * end event: its last stretch is counted up to the last event before it was continued.
+ * exits, is restarted, or the session pauses or ends. A run whose supervisor died has no end
+ * event: its last stretch is counted up to the last time it was seen running (its last metrics
+ * sample, {@link seenRunning}, or else its last event), and not through the time it lay dead
+ * until a `start --continue` or an `apex stop` (`session.stopped` with `from: "interrupted"`).
  */
 export class SessionTimeline {
   private readonly idle: ReadonlySet<string>;
@@ -49,6 +52,8 @@ export class SessionTimeline {
   private checkpoints = 0;
   private reopened = 0;
   private lastSeq = 0;
+  /** Times (ms) at which runs that died were last seen running, ascending. */
+  private readonly seen: number[] = [];
 
   constructor(idleStatuses: readonly string[] = DEFAULT_IDLE_STATUSES) {
     this.idle = new Set(idleStatuses.map((status) => status.toLowerCase()));
@@ -57,6 +62,13 @@ export class SessionTimeline {
   /** The seq of the last event applied: replay continues after it. */
   get seq(): number {
     return this.lastSeq;
+  }
+
+  /** A run of the session was running at `at` (ms): its last metrics sample before its supervisor died. */
+  seenRunning(at: number): void {
+    if (!Number.isFinite(at) || this.seen.includes(at)) return;
+    this.seen.push(at);
+    this.seen.sort((a, b) => a - b);
   }
 
   isWorking(status: string | null | undefined): boolean {
@@ -68,11 +80,20 @@ export class SessionTimeline {
     this.lastSeq = event.seq;
     const at = Date.parse(event.at);
     if (!Number.isFinite(at)) return;
-    if (STARTS.has(event.type)) {
-      // After a crash the session is still "active" here: the time since its last event is unknown, so not counted.
+    // A run begins, or one that died (or lost its lease to another host) is taken over or stopped from outside.
+    const afterDeath = STARTS.has(event.type) || event.type === TAKEN_OVER || (ENDS.has(event.type) && event.from === "interrupted");
+    if (afterDeath) {
+      if (this.phase !== "stopped") {
+        // The run before died (the session is still active or paused here): counted up to when it
+        // was last seen running, never through the time it lay dead.
+        const seen = this.seen.filter((time) => time > this.clock && time < at).at(-1);
+        if (seen !== undefined) this.advance(seen);
+      }
       this.clock = Math.max(this.clock, at);
-      this.phase = "active";
       this.busy.clear();
+      // A takeover is followed by the session.continued that starts the new run.
+      if (STARTS.has(event.type)) this.phase = "active";
+      else if (ENDS.has(event.type)) this.phase = "stopped";
       return;
     }
     this.advance(at);

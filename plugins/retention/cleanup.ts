@@ -96,8 +96,14 @@ export interface SkippedCheckpoint extends DeletedCheckpoint {
 export interface RetentionOutcome {
   plan: RetentionPlan;
   deleted: DeletedCheckpoint[];
-  /** Removals that did not happen (deleted or pinned meanwhile); nothing else was affected. */
+  /** Removals that did not happen (pinned or changed meanwhile); nothing else was affected. */
   skipped: SkippedCheckpoint[];
+  /**
+   * Checkpoints this run would have removed that another run removed first (the supervisor's
+   * cleanup after a checkpoint, another `session cleanup`): gone, as the policy asks, and in the
+   * audit trail by that run.
+   */
+  removedMeanwhile: DeletedCheckpoint[];
   /** The sweep's result, when it ran. */
   sweep: SweepResult | undefined;
   /** Why the sweep did not run or failed (e.g. damaged tree nodes: repair first). Deletions stand. */
@@ -123,7 +129,7 @@ export async function previewRetention(store: Store, policy: RetentionPolicy, op
     if (!isApexError(error)) throw error;
     sweepError = { code: error.code, message: error.message, ...(error.hint ? { hint: error.hint } : {}) };
   }
-  return { plan, deleted, skipped: [], sweep, sweepError };
+  return { plan, deleted, skipped: [], removedMeanwhile: [], sweep, sweepError };
 }
 
 function removalOf(decision: PolicyResult<PlannedCheckpoint>["decisions"][number], policy: RetentionPolicy): DeletedCheckpoint {
@@ -155,7 +161,7 @@ export async function applyRetention(store: Store, policy: RetentionPolicy, opti
   const plan = planRetention(store, policy, options);
   const rules = describePolicy(policy);
   const run = options.run ?? "command";
-  const pending: Array<Promise<DeletedCheckpoint | SkippedCheckpoint>> = [];
+  const pending: Array<Promise<DeletedCheckpoint | SkippedCheckpoint | { meanwhile: DeletedCheckpoint }>> = [];
   for (const { result } of plan.sessions) {
     for (const decision of result.decisions) {
       if (decision.keep) continue;
@@ -170,6 +176,9 @@ export async function applyRetention(store: Store, policy: RetentionPolicy, opti
           () => removal,
           (error: unknown) => {
             if (!isApexError(error) || !["APEX_E_CHECKPOINT_NOT_FOUND", "APEX_E_CONFLICT"].includes(error.code)) throw error;
+            // Gone already: another cleanup removed it since the plan was read. Not a removal that
+            // failed (each was listed as "not removed: No checkpoint id starts with …").
+            if (error.code === "APEX_E_CHECKPOINT_NOT_FOUND") return { meanwhile: removal };
             return { ...removal, error: { code: error.code, message: error.message } };
           },
         ),
@@ -178,7 +187,8 @@ export async function applyRetention(store: Store, policy: RetentionPolicy, opti
   }
   const settled = await Promise.allSettled(pending);
   const done = settled.flatMap((entry) => (entry.status === "fulfilled" ? [entry.value] : []));
-  const deleted = done.filter((entry): entry is DeletedCheckpoint => !("error" in entry));
+  const removedMeanwhile = done.flatMap((entry) => ("meanwhile" in entry ? [entry.meanwhile] : []));
+  const deleted = done.filter((entry): entry is DeletedCheckpoint => !("error" in entry) && !("meanwhile" in entry));
   const skipped = done.filter((entry): entry is SkippedCheckpoint => "error" in entry);
   const failure = settled.find((entry): entry is PromiseRejectedResult => entry.status === "rejected");
   if (failure) throw failure.reason;
@@ -194,7 +204,7 @@ export async function applyRetention(store: Store, policy: RetentionPolicy, opti
       sweepError = { code: error.code, message: error.message, ...(error.hint ? { hint: error.hint } : {}) };
     }
   }
-  return { plan, deleted, skipped, sweep, sweepError };
+  return { plan, deleted, skipped, removedMeanwhile, sweep, sweepError };
 }
 
 /** The audit event of one deleted checkpoint; called inside the deletion's transaction. */

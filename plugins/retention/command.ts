@@ -23,7 +23,7 @@ export async function runCleanupCommand(input: CommandInput, context: CommandCon
     if (argument !== undefined) findKnownSession([], argument);
     const plan: RetentionPlan = { policy, timeZone: RETENTION_TIME_ZONE, sessions: [] };
     const temporary = temporaryFiles(context, [], undefined);
-    const outcome: RetentionOutcome = { plan, deleted: [], skipped: [], sweep: undefined, sweepError: undefined };
+    const outcome: RetentionOutcome = { plan, deleted: [], skipped: [], removedMeanwhile: [], sweep: undefined, sweepError: undefined };
     if (dryRun) {
       if (json) context.printJson(outcomeJson(outcome, { removed: temporary, bytes: sum(temporary), failed: [] }, true));
       else printDryRun(context, outcome, temporary, sessionLabels([]));
@@ -124,12 +124,15 @@ function printOutcome(context: CommandContext, outcome: RetentionOutcome, remove
   printHeader(context, outcome.plan);
   for (const session of outcome.plan.sessions) {
     const deleted = outcome.deleted.filter((entry) => entry.sessionId === session.session.sessionId);
-    const names = deleted.length > 0 ? ` (${deleted.map((entry) => entry.name).join(", ")})` : "";
+    const names = deleted.length > 0 ? ` (${removedNames(deleted.map((entry) => entry.name))})` : "";
     context.print(
       `Session ${label(session.session.sessionId)}${stateLabel(session)}: removed ${plural(deleted.length, "checkpoint")}${names}, kept ${session.result.keep.length}`,
     );
   }
   for (const skipped of outcome.skipped) context.print(`  not removed: ${label(skipped.sessionId)}/${skipped.name}: ${skipped.error.message}`);
+  if (outcome.removedMeanwhile.length > 0) {
+    context.print(`${plural(outcome.removedMeanwhile.length, "checkpoint")} it would have removed had been removed meanwhile by another cleanup (the supervisor's after a checkpoint, or another \`apex session cleanup\`).`);
+  }
   if (outcome.sweep) {
     const { values, trees, bytes } = outcome.sweep.removed;
     context.print(`Swept ${plural(values, "value")} and ${plural(trees, "tree node")} no kept checkpoint references: ${formatBytes(bytes)} freed.`);
@@ -140,6 +143,15 @@ function printOutcome(context: CommandContext, outcome: RetentionOutcome, remove
   }
   if (removed.removed.length > 0) context.print(`Removed ${plural(removed.removed.length, "temporary file")} (${formatBytes(removed.bytes)}).`);
   for (const failed of removed.failed) context.print(`  could not remove ${failed.display}: ${failed.error}`);
+}
+
+/** Names of removed checkpoints the text lists before it counts the rest: --json lists them all. */
+const NAMES_LISTED = 10;
+
+/** "checkpoint-004, checkpoint-001"; past NAMES_LISTED, the newest of them and how many more (a cleanup of 584 was one line of 584 names). */
+function removedNames(names: readonly string[]): string {
+  if (names.length <= NAMES_LISTED) return names.join(", ");
+  return `${names.slice(0, NAMES_LISTED).join(", ")} and ${names.length - NAMES_LISTED} more: --json lists them`;
 }
 
 function stateLabel(session: SessionPlan): string {
@@ -197,6 +209,7 @@ function outcomeJson(outcome: RetentionOutcome, removed: TemporaryRemoval, dryRu
     ...planJson(outcome.plan),
     deleted: outcome.deleted.map((entry) => ({ session_id: entry.sessionId, name: entry.name, id: entry.id, sequence: entry.sequence, reason: entry.reason })),
     skipped: outcome.skipped.map((entry) => ({ session_id: entry.sessionId, name: entry.name, id: entry.id, error: entry.error })),
+    removed_meanwhile: outcome.removedMeanwhile.map((entry) => ({ session_id: entry.sessionId, name: entry.name, id: entry.id, sequence: entry.sequence })),
     sweep: sweep ? { values: sweep.values, trees: sweep.trees, bytes: sweep.bytes } : null,
     sweep_error: outcome.sweepError ?? null,
     temporary: {

@@ -234,7 +234,8 @@ function checkRules(rules: RetentionRules, prefix: string): void {
     if (key === "keepWithinLabel" || key === "byTrigger" || value === undefined) continue;
     // Any whole count, however large: YAML reads keep_last: 99999999999999999999 as 1e20, beyond the
     // safe integers, and the config's schema takes it, so refusing it here failed every checkpoint.
-    const valid = typeof value === "number" && value >= 0 && (key === "keepWithinMs" ? Number.isFinite(value) : Number.isInteger(value));
+    // So does keep_within: 1e308 (seconds), Infinity in milliseconds: it keeps every checkpoint.
+    const valid = typeof value === "number" && value >= 0 && (key === "keepWithinMs" ? !Number.isNaN(value) : Number.isInteger(value));
     if (!valid) throw new RangeError(`Retention policy: ${name} must be a non-negative ${key === "keepWithinMs" ? "number" : "integer"} (got ${String(value)}).`);
   }
 }
