@@ -2,6 +2,7 @@ import type { ApexApi, GitContext, SessionContext } from "../../core/engine.js";
 import { appendEvent } from "../../core/session/service.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { sessionGitPath } from "../git/sync.js";
+import { gitCommandOf } from "../git/passthrough.js";
 
 /** Who the git events name: the git plugin fires beforeGit and records syncs on behalf of whoever ran git. */
 export const GIT_ACTOR = "plugin:git";
@@ -41,7 +42,7 @@ export class GitAudit {
   async gitOperation(context: GitContext): Promise<void> {
     const store = this.apex.store;
     if (!store || context.sessionId !== this.sessionId) return;
-    await this.record(store, "git.operation", { command: context.args[0] ?? null, args: [...context.args], source: context.source });
+    await this.record(store, "git.operation", { command: gitCommandOf(context.args) ?? null, args: [...context.args], source: context.source });
   }
 
   /** The session ended: a sync made just before still gets its event. */
