@@ -1,13 +1,15 @@
 // Tasks, agents and the git plugin as a daily user meets them through the built CLI: git
 // operations named in checkpoints and the audit trail, and what a session's records keep.
 import { execFileSync } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { Project, events } from "./fixtures/agents/harness.js";
+import { Project, events, waitFor } from "./fixtures/agents/harness.js";
 
 const idle = ["  idle:", "    command: sh", `    args: ["-c", "while true; do sleep 0.5; done"]`].join("\n");
 
 function gitProject(plugins: string[]): Project {
-  const project = new Project(["agents:", idle, "plugins:", ...plugins.map((name) => `  ${name}: {}`), ""].join("\n"), "apex-task-git-");
+  const project = new Project(["agents:", idle, "plugins:", ...plugins.map((name) => (name.includes(":") ? `  ${name}` : `  ${name}: {}`)), ""].join("\n"), "apex-task-git-");
   execFileSync("git", ["init", "-q"], { cwd: project.dir });
   execFileSync("git", ["-c", "user.name=Test", "-c", "user.email=test@example.invalid", "commit", "-q", "--allow-empty", "-m", "start"], { cwd: project.dir });
   return project;
@@ -25,5 +27,23 @@ describe("git operations in checkpoints and the audit trail", () => {
     expect(list.find((checkpoint) => checkpoint.trigger === "beforeGit")?.description).toBe("before git commit");
     const operation = events(project, ready.session_id).find((event) => event.type === "git.operation");
     expect(operation).toMatchObject({ command: "commit", args: ["-c", "core.editor=true", "-C", ".", "--no-pager", "commit", "-m", "wip"], source: "cli" });
+  });
+
+  it("a commit in an interrupted session (its supervisor killed) gets its beforeGit checkpoint and audit event, as apex git notify does", async () => {
+    const project = gitProject(["checkpoint", "git: {hooks: true}", "history"]);
+    writeFileSync(join(project.dir, ".gitignore"), ".apex/\n");
+    const ready = project.start();
+    process.kill(ready.supervisor_pid, "SIGKILL");
+    await waitFor("the session to be interrupted", () => project.status().session?.status === "interrupted");
+    execFileSync("git", ["add", ".gitignore"], { cwd: project.dir });
+    execFileSync("git", ["-c", "user.name=Test", "-c", "user.email=test@example.invalid", "commit", "-q", "-m", "ignore the store"], { cwd: project.dir });
+    const notify = project.apex(["git", "notify", "--json", "--", "rebase", "main"]);
+    expect(notify.status).toBe(0);
+    expect(JSON.parse(notify.stdout)).toMatchObject({ session_id: ready.session_id, fired: true });
+    // Before: it said fired, and nothing fired: no checkpoint, no git.operation (the CLI's plugins had no store).
+    const list = (JSON.parse(project.apex(["checkpoint", "list", "--json"]).stdout) as { items: Array<{ trigger: string; description: string }> }).items;
+    expect(list.filter((checkpoint) => checkpoint.trigger === "beforeGit").map((checkpoint) => checkpoint.description).sort()).toEqual(["before git pre-commit (git hook)", "before git rebase"]);
+    const operations = events(project, ready.session_id).filter((event) => event.type === "git.operation");
+    expect(operations.map((event) => [event.command, event.source])).toEqual([["pre-commit", "git-hook"], ["rebase", "cli"]]);
   });
 });

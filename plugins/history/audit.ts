@@ -41,8 +41,9 @@ export class GitAudit {
 
   async gitOperation(context: GitContext): Promise<void> {
     const store = this.apex.store;
-    if (!store || context.sessionId !== this.sessionId) return;
-    await this.record(store, "git.operation", { command: gitCommandOf(context.args) ?? null, args: [...context.args], source: context.source });
+    // A supervisor records its own session's; a command run on the store (no supervisor running the session) the one it fired in.
+    if (!store || (this.sessionId !== undefined && context.sessionId !== this.sessionId)) return;
+    await this.record(store, context.sessionId, "git.operation", { command: gitCommandOf(context.args) ?? null, args: [...context.args], source: context.source });
   }
 
   /** The session ended: a sync made just before still gets its event. */
@@ -78,7 +79,7 @@ export class GitAudit {
     const record = value;
     const field = (name: string) => (record[name] === undefined ? null : record[name]!);
     try {
-      await this.record(store, "git.synced", { branch: field("branch"), commit: field("commit"), dirty: field("dirty"), synced_at: field("synced_at") });
+      await this.record(store, sessionId, "git.synced", { branch: field("branch"), commit: field("commit"), dirty: field("dirty"), synced_at: field("synced_at") });
       this.lastSync = seen;
       this.syncFailing = false;
     } catch (error) {
@@ -88,8 +89,7 @@ export class GitAudit {
     }
   }
 
-  private async record(store: Store, type: string, data: Record<string, JsonValue>): Promise<void> {
-    const sessionId = this.sessionId!;
+  private async record(store: Store, sessionId: string, type: string, data: Record<string, JsonValue>): Promise<void> {
     await store.batch((batch) => {
       appendEvent(batch, sessionId, type, GIT_ACTOR, data);
     }, GIT_ACTOR);
