@@ -5,6 +5,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Project, events, waitFor } from "./fixtures/agents/harness.js";
+import { registerDir } from "./support/process-registry.js";
 
 const idle = ["  idle:", "    command: sh", `    args: ["-c", "while true; do sleep 0.5; done"]`].join("\n");
 
@@ -45,5 +46,25 @@ describe("git operations in checkpoints and the audit trail", () => {
     expect(list.filter((checkpoint) => checkpoint.trigger === "beforeGit").map((checkpoint) => checkpoint.description).sort()).toEqual(["before git pre-commit (git hook)", "before git rebase"]);
     const operations = events(project, ready.session_id).filter((event) => event.type === "git.operation");
     expect(operations.map((event) => [event.command, event.source])).toEqual([["pre-commit", "git-hook"], ["rebase", "cli"]]);
+  });
+
+  it("session branch latest NAME --worktree branches from the checkpoint it read, with the installed hooks quiet for APEX's own git worktree add", () => {
+    const project = gitProject(["checkpoint", "git: {hooks: true}", "history"]);
+    writeFileSync(join(project.dir, ".gitignore"), ".apex/\n");
+    execFileSync("git", ["add", ".gitignore", "apex.config.yaml"], { cwd: project.dir });
+    execFileSync("git", ["-c", "user.name=Test", "-c", "user.email=test@example.invalid", "commit", "-q", "-m", "ignore the store"], { cwd: project.dir });
+    const ready = project.start();
+    expect(project.apex(["memory", "set", "/k", '"written after checkpoint-001"']).status).toBe(0);
+    const worktree = `${project.dir}-exp`;
+    registerDir(worktree);
+    const branched = project.apex(["session", "branch", "latest", "exp", "--worktree", worktree, "--json"]);
+    expect(branched.stderr).toBe("");
+    expect(branched.status).toBe(0);
+    // Before: git worktree add fired the reference-transaction hook, a beforeGit checkpoint-002 of the
+    // live memory (with /k) was taken, and the branch was made from it: not the latest checkpoint as asked.
+    expect((JSON.parse(branched.stdout) as { parent_checkpoint: { sequence: number } }).parent_checkpoint.sequence).toBe(1);
+    const list = (JSON.parse(project.apex(["checkpoint", "list", "--json"]).stdout) as { items: Array<{ trigger: string }> }).items;
+    expect(list.map((checkpoint) => checkpoint.trigger)).toEqual(["onStart"]);
+    expect(events(project, ready.session_id).filter((event) => event.type === "git.operation")).toEqual([]);
   });
 });
