@@ -67,4 +67,11 @@ describe("git operations in checkpoints and the audit trail", () => {
     expect(list.map((checkpoint) => checkpoint.trigger)).toEqual(["onStart"]);
     expect(events(project, ready.session_id).filter((event) => event.type === "git.operation")).toEqual([]);
   });
+
+  it("a git plugin whose repository option names no repository says so as the session starts, once, instead of checkpoints without git state and not a word", () => {
+    const project = gitProject(["checkpoint", 'git: {repository: "../no-such-checkout"}']);
+    const ready = project.start() as ReturnType<Project["start"]> & { warnings?: string[] };
+    expect(ready.warnings).toEqual([expect.stringMatching(/^plugin git: no git state recorded: the repository option \("\.\.\/no-such-checkout"\) names .*no-such-checkout, which does not exist; /)]);
+    expect(project.apex(["checkpoint", "create"]).stderr).toBe("");
+  });
 });
