@@ -75,3 +75,28 @@ describe("git operations in checkpoints and the audit trail", () => {
     expect(project.apex(["checkpoint", "create"]).stderr).toBe("");
   });
 });
+
+describe("task ids in a branch session", () => {
+  it("t-2 names the branch's own t-0002.<name> when it has no t-0002, in show, report, done and milestones", () => {
+    const project = new Project(["agents:", idle, "plugins:", "  checkpoint: {}", ""].join("\n"), "apex-task-ids-");
+    project.start();
+    expect(project.apex(["task", "add", "from the main line"]).status).toBe(0);
+    expect(project.apex(["checkpoint", "create"]).status).toBe(0);
+    expect(project.apex(["session", "branch", "latest", "exp"]).status).toBe(0);
+    project.start(["--continue", "exp"]);
+    const added = JSON.parse(project.apex(["task", "add", "on the branch", "--json"]).stdout) as { id: string };
+    expect(added.id).toBe("t-0002.exp");
+    // Before: "No task t-0002 in session …", exit 3, though `apex task --help` says t-1 works for t-0001.
+    const shown = project.apex(["task", "show", "t-2", "--json"]);
+    expect(shown.stderr).toBe("");
+    expect((JSON.parse(shown.stdout) as { id: string }).id).toBe("t-0002.exp");
+    expect((JSON.parse(project.apex(["task", "show", "1", "--json"]).stdout) as { id: string }).id).toBe("t-0001");
+    expect(JSON.parse(project.apex(["agent", "report", "--agent", "idle", "--task", "t-2", "--json"]).stdout)).toMatchObject({ task: "t-0002.exp" });
+    expect(JSON.parse(project.apex(["milestone", "halfway", "--task", "2", "--json"]).stdout)).toMatchObject({ task: "t-0002.exp" });
+    expect(JSON.parse(project.apex(["task", "done", "t-0002", "--json"]).stdout)).toMatchObject({ id: "t-0002.exp", status: "completed" });
+    const missing = project.apex(["task", "done", "t-3"]);
+    expect(missing.status).toBe(3);
+    expect(missing.stderr).toContain("No task t-0003 in session");
+  });
+});
+
