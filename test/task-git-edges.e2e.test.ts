@@ -93,6 +93,7 @@ describe("task ids in a branch session", () => {
     expect((JSON.parse(project.apex(["task", "show", "1", "--json"]).stdout) as { id: string }).id).toBe("t-0001");
     expect(JSON.parse(project.apex(["agent", "report", "--agent", "idle", "--task", "t-2", "--json"]).stdout)).toMatchObject({ task: "t-0002.exp" });
     expect(JSON.parse(project.apex(["milestone", "halfway", "--task", "2", "--json"]).stdout)).toMatchObject({ task: "t-0002.exp" });
+    expect(JSON.parse(project.apex(["milestone", "--task", "t-2", "--json"]).stdout)).toMatchObject([{ text: "halfway", task: "t-0002.exp" }]);
     expect(JSON.parse(project.apex(["task", "done", "t-0002", "--json"]).stdout)).toMatchObject({ id: "t-0002.exp", status: "completed" });
     const missing = project.apex(["task", "done", "t-3"]);
     expect(missing.status).toBe(3);
