@@ -101,3 +101,19 @@ describe("task ids in a branch session", () => {
   });
 });
 
+describe("the audit trail of an interrupted session", () => {
+  it("checkpoints made on the store while its supervisor is dead (checkpoint create, a claim's beforeTask) are in session history, as a running session's are", async () => {
+    const project = new Project(["agents:", idle, "plugins:", "  checkpoint: {}", "  history: {}", ""].join("\n"), "apex-task-trail-");
+    const ready = project.start();
+    process.kill(ready.supervisor_pid, "SIGKILL");
+    await waitFor("the session to be interrupted", () => project.status().session?.status === "interrupted");
+    expect(project.apex(["checkpoint", "create"]).status).toBe(0);
+    expect(project.apex(["task", "add", "one"]).status).toBe(0);
+    expect(project.apex(["task", "claim", "--agent", "idle"]).status).toBe(0);
+    const checkpoints = events(project, ready.session_id).filter((event) => event.type === "checkpoint");
+    // Before: only the supervisor's onStart one; the two made on the store were not in the trail.
+    expect(checkpoints.map((event) => [event.sequence, event.trigger])).toEqual([[1, "onStart"], [2, "manual"], [3, "beforeTask"]]);
+    expect(checkpoints.slice(1).every((event) => String(event.actor).startsWith("user:"))).toBe(true);
+  });
+});
+

@@ -112,9 +112,7 @@ export class SessionService extends SessionReader {
     super(store, sessionId);
   }
 
-  context(): SessionContext {
-    return { sessionId: this.sessionId, session: this.session() };
-  }
+  context(): SessionContext { return { sessionId: this.sessionId, session: this.session() }; }
 
   /** Commits `fn` and the events it records; returns fn's value. */
   async write<T>(fn: (batch: WriteBatch, record: EventRecorder) => T, actor: string): Promise<T> {
