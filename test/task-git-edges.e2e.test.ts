@@ -115,5 +115,20 @@ describe("the audit trail of an interrupted session", () => {
     expect(checkpoints.map((event) => [event.sequence, event.trigger])).toEqual([[1, "onStart"], [2, "manual"], [3, "beforeTask"]]);
     expect(checkpoints.slice(1).every((event) => String(event.actor).startsWith("user:"))).toBe(true);
   });
+
+  it("a git sync of an interrupted session is in its trail once, not taken as old news by the supervisor that continues it", async () => {
+    const project = gitProject(["checkpoint", "git", "history"]);
+    const ready = project.start();
+    process.kill(ready.supervisor_pid, "SIGKILL");
+    await waitFor("the session to be interrupted", () => project.status().session?.status === "interrupted");
+    expect(project.apex(["session", "sync-git"]).status).toBe(0);
+    const synced = () => events(project, ready.session_id).filter((event) => event.type === "git.synced");
+    // Before: none, then or after the continue (its supervisor took the record as one it had seen).
+    expect(synced()).toHaveLength(1);
+    expect(synced()[0]).toMatchObject({ actor: "plugin:git", dirty: true, synced_at: expect.any(String) });
+    project.start(["--continue", "last"]);
+    await new Promise((resolve) => setTimeout(resolve, 1500)); // the supervisor looks for a new sync every second
+    expect(synced()).toHaveLength(1);
+  });
 });
 
