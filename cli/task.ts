@@ -11,7 +11,7 @@ export function registerTaskCommands(program: Command): void {
       "after",
       `
 Tasks go pending → active (claimed) → completed | failed; reopen sends one back to pending.
-Ids look like t-0001 (t-1 works too). Inside an agent, --agent defaults to APEX_AGENT.
+Ids look like t-0001 (t-1 works too; in a branch session, its own t-0001.NAME). Inside an agent, --agent defaults to APEX_AGENT.
 
 Examples:
   apex task add "Write the login form" --assign coder

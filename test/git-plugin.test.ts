@@ -12,7 +12,8 @@ import { checkoutCheckpoint, restoreBranchName } from "../plugins/git/checkout.j
 import { compareGitState } from "../plugins/git/compare.js";
 import { gitLimits } from "../plugins/git/git.js";
 import { HOOK_MARKER } from "../plugins/git/hooks.js";
-import { gitCommandOf, isReadOnlyGitCommand } from "../plugins/git/passthrough.js";
+import { isReadOnlyGitCommand } from "../plugins/git/passthrough.js";
+import { gitCommandOf } from "../plugins/git/repository.js";
 import { projectRepository } from "../plugins/git/repository.js";
 import { parseStatus } from "../plugins/git/state.js";
 import { APEX_BIN, REPO_ROOT, cleanEnv, runApex, tempDir, type CliResult } from "./helpers/cli.js";

@@ -170,8 +170,12 @@ export async function reopenTask(location: ProjectLocation, id: string, options:
 export async function milestone(location: ProjectLocation, text: string | undefined, options: { task?: string; session?: string; json?: boolean }): Promise<void> {
   if (text === undefined) {
     // With --task, that task's milestones (the option was read by nothing: every milestone was listed).
-    const task = options.task === undefined ? undefined : (await import("../../core/session/service.js")).checkTaskId(options.task);
-    const all = (await withClient(location, "read", (client) => client.call("milestone.list", sessionParam(options.session)), options.session)) as MilestoneRecord[];
+    let task = options.task === undefined ? undefined : (await import("../../core/session/service.js")).checkTaskId(options.task);
+    const all = (await withClient(location, "read", async (client) => {
+      // The task's id as the session has it (`t-2` in a branch session: its own t-0002.<name>); one it does not have lists none.
+      if (options.task !== undefined) task = ((await client.call("task.get", { id: options.task, ...sessionParam(options.session) }).catch(() => undefined)) as TaskRecord | undefined)?.id ?? task;
+      return client.call("milestone.list", sessionParam(options.session));
+    }, options.session)) as MilestoneRecord[];
     const list = task === undefined ? all : all.filter((item) => item.task === task);
     if (options.json) printJson(list);
     else if (list.length === 0) printLine(task === undefined ? 'No milestones yet. Record one with `apex milestone "…"`.' : `No milestones of ${task}.`);

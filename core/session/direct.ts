@@ -52,9 +52,7 @@ export async function directClient(location: ProjectLocation, access: "read" | "
   return clientOver(store, async (method) => (await (methods ??= loadMethods().catch((error: unknown) => ((methods = undefined), Promise.reject(error)))))[method], noStore);
 }
 
-function throwError(error: ApexError): never {
-  throw error;
-}
+function throwError(error: ApexError): never { throw error; }
 
 type MethodLookup = (method: string) => SessionMethod | undefined | Promise<SessionMethod | undefined>;
 

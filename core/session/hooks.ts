@@ -2,7 +2,9 @@ import type { Config } from "../config/types.js";
 import type { Engine } from "../engine.js";
 import type { ResolvedPlugins } from "../plugins.js";
 import type { Store } from "../store/store.js";
+import { currentActor } from "../actor.js";
 import { bindCheckpointHooks } from "./checkpoints.js";
+import { appendEvent } from "./service.js";
 
 /**
  * The one place where session code gets its engine: config → plugins applied → hooks.
@@ -11,11 +13,13 @@ import { bindCheckpointHooks } from "./checkpoints.js";
  */
 export type SessionEngine = Pick<Engine, "fire" | "hooks">;
 
-export async function createSessionEngine(config: Config, store: Store, warn: (message: string) => void, plugins?: ResolvedPlugins): Promise<Engine> {
+export async function createSessionEngine(config: Config, store: Store, warn: (message: string) => void, plugins?: ResolvedPlugins, supervisor = false): Promise<Engine> {
   const { loadPlugins } = await import("../plugins.js");
   const engine = await loadPlugins(config, { store, warn }, plugins);
   // Every checkpoint this process writes (by command, hook or timer) runs beforeCheckpoint
   // and afterCheckpoint on this engine: git state in, retention after.
   bindCheckpointHooks(store, engine);
+  // Run on the store (no supervisor runs the session: interrupted, ended), a checkpoint goes in its audit trail as a supervisor records its own: `session history` missed it.
+  if (!supervisor) engine.hooks.afterCheckpoint.tapPromise("session", async (info) => void (await store.batch((batch) => void appendEvent(batch, info.sessionId, "checkpoint", currentActor(), { id: info.id, sequence: info.sequence, trigger: info.trigger }), currentActor())));
   return engine;
 }

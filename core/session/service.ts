@@ -67,9 +67,15 @@ export class SessionReader {
   }
 
   task(id: string): TaskRecord {
-    const task = this.store.get(taskPath(this.sessionId, (id = checkTaskId(id)))) as TaskRecord | undefined;
+    const task = this.store.get(taskPath(this.sessionId, (id = this.taskIdOf(id)))) as TaskRecord | undefined;
     if (!task) throw taskNotFound(id, this.sessionId);
     return task;
+  }
+
+  // A task id written the canonical way; in a branch session `t-5` is its own t-0005.<name> when it has no t-0005 (`apex task list` shows that id).
+  taskIdOf(ref: string): string {
+    const id = checkTaskId(ref), tag = id.includes(".") ? null : branchTag((this.store.get(sessionPath(this.sessionId)) ?? this.store.get(historyPath(this.sessionId))) as SessionRecord | undefined);
+    return tag && !this.store.get(taskPath(this.sessionId, id)) && this.store.get(taskPath(this.sessionId, `${id}.${tag}`)) ? `${id}.${tag}` : id;
   }
 
   milestones(): MilestoneRecord[] {
@@ -106,9 +112,7 @@ export class SessionService extends SessionReader {
     super(store, sessionId);
   }
 
-  context(): SessionContext {
-    return { sessionId: this.sessionId, session: this.session() };
-  }
+  context(): SessionContext { return { sessionId: this.sessionId, session: this.session() }; }
 
   /** Commits `fn` and the events it records; returns fn's value. */
   async write<T>(fn: (batch: WriteBatch, record: EventRecorder) => T, actor: string): Promise<T> {
@@ -126,9 +130,7 @@ export class SessionService extends SessionReader {
     return value;
   }
 
-  noteActivity(actor: string): void {
-    if (actor.startsWith("agent:")) this.onAgentActivity?.(actor.slice("agent:".length));
-  }
+  noteActivity(actor: string): void { if (actor.startsWith("agent:")) this.onAgentActivity?.(actor.slice("agent:".length)); }
 
   async addTask(request: TaskAddRequest, actor: string): Promise<TaskRecord> {
     const title = request.title.trim();
@@ -215,7 +217,7 @@ export class SessionService extends SessionReader {
   }
 
   async completeTask(id: string, result: JsonValue, actor: string): Promise<TaskRecord> {
-    id = checkTaskId(id);
+    id = this.taskIdOf(id);
     const { task, milestone } = await this.write((batch, record) => {
       const current = checkFinishable(this.taskInBatch(batch, id), actor);
       const done: TaskRecord = { ...current, status: "completed", completed_at: nowIso(), result, completed_by: actor };
@@ -232,7 +234,7 @@ export class SessionService extends SessionReader {
   }
 
   async failTask(id: string, reason: string, actor: string): Promise<TaskRecord> {
-    id = checkTaskId(id);
+    id = this.taskIdOf(id);
     const task = await this.write((batch, record) => {
       const current = checkFinishable(this.taskInBatch(batch, id), actor);
       const failed: TaskRecord = { ...current, status: "failed", completed_at: nowIso(), reason, failed_by: actor };
@@ -250,7 +252,7 @@ export class SessionService extends SessionReader {
 
   /** Sends a task back to pending (the adversary rejecting work, or a retry after a failure). */
   async reopenTask(id: string, reason: string | undefined, assign: string | undefined, actor: string): Promise<TaskRecord> {
-    id = checkTaskId(id);
+    id = this.taskIdOf(id);
     if (assign !== undefined) this.requireAgent(assign, "assigned to");
     const task = await this.write((batch, record) => {
       const current = this.taskInBatch(batch, id);
@@ -308,7 +310,7 @@ export class SessionService extends SessionReader {
       if (report.status !== undefined) next.reported_status = report.status;
       // A task id names one of the session's tasks (written the canonical way); an unknown one is refused, and nothing is written.
       // Nor one another agent holds or is assigned (status and `apex status` would show two agents on it): its completed work may be reviewed.
-      if (report.task !== undefined) next.task = report.task === null ? null : notOthers(this.taskInBatch(batch, checkTaskId(report.task)), name, "report it as its task").id;
+      if (report.task !== undefined) next.task = report.task === null ? null : notOthers(this.taskInBatch(batch, this.taskIdOf(report.task)), name, "report it as its task").id;
       batch.set(agentPath(this.sessionId, name), next);
       if (report.context !== undefined) batch.set(agentContextPath(this.sessionId, name), report.context);
       if (next.reported_status !== current.reported_status || next.task !== current.task) {
@@ -432,9 +434,7 @@ function notOthers(task: TaskRecord, agent: string | undefined, action: string):
   });
 }
 
-function agentOf(actor: string): string | undefined {
-  return actor.startsWith("agent:") ? actor.slice("agent:".length) : undefined;
-}
+function agentOf(actor: string): string | undefined { return actor.startsWith("agent:") ? actor.slice("agent:".length) : undefined; }
 
 /** Checks a task id and writes it the canonical way ("t-1" and "1" name t-0001; "t-5.exp" a branch's t-0005.exp). */
 export function checkTaskId(id: string): string {

@@ -65,7 +65,7 @@ async function main(): Promise<void> {
       log(`warning: ${message}`);
       // Until the session is ready, `apex start` is waiting and tells the user too.
       if (!started) startWarnings.push(message);
-    }, plugins);
+    }, plugins, true);
     launched = await Supervisor.launch(request, {
       config,
       store,

@@ -29,6 +29,7 @@ import { resolveSessionRef } from "./plugin-sessions.js";
 import type { SessionMergeReport } from "./session-merge.js";
 import { drawTree, type SessionTree } from "./tree.js";
 import { realPath } from "../file-system.js";
+import { BEFORE_GIT_FIRED_ENV } from "../git/git.js";
 
 /**
  * Calls a write method where the writer is: `sessionId`'s own supervisor when it runs (a merge goes
@@ -100,7 +101,7 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
     const git = manifest.git_state as { commit?: unknown; dirty?: unknown } | null;
     // The checkpoint as text names it, its session as session list prints it (experiment/checkpoint-004, 3f2a9c1e/…).
     const session = sessionLabel(store, manifest.session_id);
-    return { commit: typeof git?.commit === "string" ? git.commit : null, dirty: git?.dirty === true, sessionId: manifest.session_id, session, label: `${session}/${manifest.name}` };
+    return { id: manifest.id, commit: typeof git?.commit === "string" ? git.commit : null, dirty: git?.dirty === true, sessionId: manifest.session_id, session, label: `${session}/${manifest.name}` };
   });
   let worktree: { path: string; branch: string; commit: string | null; adopted?: boolean } | undefined;
   if (dir !== undefined) {
@@ -111,7 +112,9 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
   let report: BranchReport;
   try {
     const recorded = worktree ? { path: worktree.path, branch: worktree.branch, commit: worktree.commit } : null;
-    report = (await callWrite(location, "session.branch", { checkpoint, name, worktree: recorded, actor: currentActor() })) as BranchReport;
+    // The checkpoint the worktree's commit came from, by its id: `latest` read again by the writer could be
+    // another, taken since (an interval checkpoint), whose state and commit are not the worktree's.
+    report = (await callWrite(location, "session.branch", { checkpoint: worktree ? source.id : checkpoint, name, worktree: recorded, actor: currentActor() })) as BranchReport;
   } catch (error) {
     // One taken over from an interrupted run was not made here: left as it was found. Nor is one
     // that another run of this command (the same NAME at once) took over and recorded first: its
@@ -245,10 +248,11 @@ function createWorktree(repo: string, dir: string, branch: string, commit: strin
       details: { path: dir },
     });
   }
-  const added = git(repo, ["worktree", "add", "-b", branch, dir, commit]);
+  // APEX's own git command: the installed hooks stay quiet (they took a beforeGit checkpoint of the project's session, which `latest` then named).
+  const added = git(repo, ["worktree", "add", "-b", branch, dir, commit], { [BEFORE_GIT_FIRED_ENV]: "1" });
   if (added.code !== 0) {
     // git may have made the branch before it failed; it did not exist before (checked above).
-    git(repo, ["branch", "-D", branch]);
+    git(repo, ["branch", "-D", branch], { [BEFORE_GIT_FIRED_ENV]: "1" });
     throw new ApexError("APEX_E_GIT_FAILED", `git worktree add failed: ${added.err || added.out}`);
   }
   return { path: dir, branch, commit };
@@ -264,8 +268,8 @@ function branchBeside(repo: string, branch: string): string | undefined {
 }
 
 function removeWorktree(repo: string, worktree: { path: string; branch: string }): void {
-  git(repo, ["worktree", "remove", "--force", worktree.path]);
-  git(repo, ["branch", "-D", worktree.branch]);
+  git(repo, ["worktree", "remove", "--force", worktree.path], { [BEFORE_GIT_FIRED_ENV]: "1" });
+  git(repo, ["branch", "-D", worktree.branch], { [BEFORE_GIT_FIRED_ENV]: "1" });
 }
 
 // ------------------------------------------------------------------------------------ merge

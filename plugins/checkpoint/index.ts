@@ -8,6 +8,7 @@ import type { CheckpointInfo, ErrorContext, GitContext, MilestoneContext, StopCo
 import { checkpointHooksFor, provideCheckpointService } from "../../core/session/checkpoints.js";
 import { APEX_VERSION, definePlugin } from "../../core/plugins.js";
 import { Catalog } from "./catalog.js";
+import { gitCommandOf } from "../git/repository.js";
 import { SessionCheckpoints } from "./plugin-service.js";
 
 const PLUGIN_NAME = "checkpoint" as const;
@@ -187,7 +188,8 @@ function describe(hook: LifecycleHook, context: unknown): string {
       return `after milestone: ${(context as MilestoneContext).milestone}`;
     case "beforeGit": {
       const { args, source } = context as GitContext;
-      return `before git ${args[0] ?? "operation"}${source === "git-hook" ? " (git hook)" : ""}`;
+      // The git command, after git's own options: `git -c a=b commit` is "before git commit" (it was "before git -c").
+      return `before git ${gitCommandOf(args) ?? "operation"}${source === "git-hook" ? " (git hook)" : ""}`;
     }
     case "onError": {
       const { origin, error } = context as ErrorContext;

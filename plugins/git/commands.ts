@@ -130,6 +130,13 @@ export function registerGitCommands(apex: ApexApi, options: GitPluginOptions): v
       const sessionId = resolveSessionId(store, input.args[0] as string | undefined);
       // A session in a branch's git worktree: that worktree's git state.
       const report = await syncGit(store, sessionId, repositoryIn(context.projectDir ?? process.cwd(), options, sessionWorktree(store, sessionId)));
+      // Run on the store while the session is not ended (interrupted: no supervisor runs it), the sync goes in its audit trail here when the history
+      // plugin keeps one: a supervisor records the syncs made while it runs, and one made before it started it takes as old news, so it was in no trail.
+      const history = context.engine.plugin("history");
+      if (!context.engine.store && history?.enabled && history.options.enabled !== false && store.get(`/sessions/${sessionId}`) !== undefined) {
+        const { appendEvent } = await import("../../core/session/service.js");
+        await store.batch((batch) => void appendEvent(batch, sessionId, "git.synced", "plugin:git", { ...report.git }), "plugin:git");
+      }
       if (input.options.json) return context.printJson(report);
       const name = (findSession(store, sessionId) as { name?: unknown } | undefined)?.name;
       for (const line of formatSyncReport(report, typeof name === "string" && name ? name : null)) context.print(line);

@@ -1,4 +1,5 @@
 import type { CommandContext, GitContext } from "../../core/engine.js";
+import { createSessionEngine } from "../../core/session/hooks.js";
 import { sessionBinding } from "../../core/session/sessions.js";
 
 export interface FireResult {
@@ -39,7 +40,11 @@ export async function fireBeforeGit(context: CommandContext, args: string[], sou
   if (session === null || typeof session !== "object" || Array.isArray(session)) return result;
   if (typeof session.status === "string" && ENDED.has(session.status)) return result;
   result.session_id = sessionId;
-  await context.engine.fire("beforeGit", { sessionId, session, args: [...args], source });
+  // Run in the CLI (the session's supervisor is not running: interrupted, a branch not continued), the
+  // command's engine has no store, so its plugins tapped nothing: an engine bound to the store fires it,
+  // as the CLI's other writes to such a session do (a beforeGit checkpoint and the audit event were not written).
+  const engine = context.engine.store === store || !context.config ? context.engine : await createSessionEngine(context.config, store, (message) => process.stderr.write(`warning: ${message}\n`));
+  await engine.fire("beforeGit", { sessionId, session, args: [...args], source });
   result.fired = true;
   return result;
 }

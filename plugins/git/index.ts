@@ -1,3 +1,4 @@
+import { isDirectory } from "../../core/config/locate.js";
 import { builtinPluginSchema } from "../../core/config/schemas.js";
 import { APEX_VERSION, definePlugin } from "../../core/plugins.js";
 import { hookTarget, registerGitCommands } from "./commands.js";
@@ -25,10 +26,17 @@ export default definePlugin<GitPluginOptions>({
     // Every checkpoint runs `git status` afresh; from a process that checkpoints again and again
     // (a supervisor), through a small shell that spawns git more cheaply than this process can.
     const runner = new GitRunner();
+    let noRepositorySaid = false;
     apex.hooks.beforeCheckpoint.tapPromise(PLUGIN_NAME, async (draft) => {
       const ignore = apex.config ? [apex.config.storeDir] : [];
       const tree = repositoryIn(projectDir, options, sessionWorktree(apex.store, draft.sessionId));
-      draft.data.git_state = await readGitState(tree, (message) => apex.warn(message), { ignore, runner });
+      let failed = false;
+      draft.data.git_state = await readGitState(tree, (message) => ((failed = true), apex.warn(message)), { ignore, runner });
+      // A `repository` named in the config that is none (a typo, a directory moved) is said once: every checkpoint went without its git state, and nothing said so.
+      if (draft.data.git_state === null && !failed && !noRepositorySaid && (options.repository ?? ".") !== ".") {
+        noRepositorySaid = true;
+        apex.warn(`no git state recorded: the repository option (${JSON.stringify(options.repository)}) names ${tree}, ${isDirectory(tree) ? "which is not in a git repository" : "which does not exist"}; checkpoints record no git state until it names one (apex.config.yaml).`);
+      }
       return draft;
     });
 

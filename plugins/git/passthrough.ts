@@ -5,6 +5,7 @@ import { isAbsolute, relative } from "node:path";
 import { isDirectory } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
 import { BEFORE_GIT_FIRED_ENV, noRepository, runGit } from "./git.js";
+import { gitCommandOf } from "./repository.js";
 
 /**
  * git commands that only read: `apex git -- <command>` runs them without firing beforeGit.
@@ -51,24 +52,6 @@ export async function assertRepositoryFor(repoDir: string, args: readonly string
     hint: "Run `apex git -- init` (or `git init`) there, or point the git plugin's `repository` option (apex.config.yaml) at the repository.",
     details: { ...error.details, command },
   });
-}
-
-/** git's own options that take the next argument as their value (`git -C dir status`). */
-const OPTIONS_WITH_VALUE = new Set(["-C", "-c", "--git-dir", "--work-tree", "--namespace", "--super-prefix", "--config-env"]);
-
-/** The git command in an argument list, after git's own options: "commit" in `-c a=b commit -m x`. */
-export function gitCommandOf(args: readonly string[]): string | undefined {
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i]!;
-    if (OPTIONS_WITH_VALUE.has(arg)) {
-      i++;
-      continue;
-    }
-    if (arg === "--") return args[i + 1];
-    if (arg.startsWith("-")) continue;
-    return arg;
-  }
-  return undefined;
 }
 
 /** True when the git command only reads (`status`, `log`, `--version`, …): no beforeGit for it. */

@@ -61,3 +61,21 @@ export function sessionWorktree(store: Pick<Store, "get"> | undefined, sessionId
   const record = (store.get(sessionPath(sessionId)) ?? store.get(historyPath(sessionId))) as { [key: string]: JsonValue } | undefined;
   return record && typeof record === "object" && !Array.isArray(record) ? worktreeOf(record) : null;
 }
+
+/** git's own options that take the next argument as their value (`git -C dir status`). */
+const OPTIONS_WITH_VALUE = new Set(["-C", "-c", "--git-dir", "--work-tree", "--namespace", "--super-prefix", "--config-env"]);
+
+/** The git command in an argument list, after git's own options: "commit" in `-c a=b commit -m x`. */
+export function gitCommandOf(args: readonly string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (OPTIONS_WITH_VALUE.has(arg)) {
+      i++;
+      continue;
+    }
+    if (arg === "--") return args[i + 1];
+    if (arg.startsWith("-")) continue;
+    return arg;
+  }
+  return undefined;
+}

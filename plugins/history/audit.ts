@@ -1,7 +1,7 @@
 import type { ApexApi, GitContext, SessionContext } from "../../core/engine.js";
 import { appendEvent } from "../../core/session/service.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
-import { sessionGitPath } from "../git/repository.js";
+import { gitCommandOf, sessionGitPath } from "../git/repository.js";
 
 /** Who the git events name: the git plugin fires beforeGit and records syncs on behalf of whoever ran git. */
 export const GIT_ACTOR = "plugin:git";
@@ -40,8 +40,9 @@ export class GitAudit {
 
   async gitOperation(context: GitContext): Promise<void> {
     const store = this.apex.store;
-    if (!store || context.sessionId !== this.sessionId) return;
-    await this.record(store, "git.operation", { command: context.args[0] ?? null, args: [...context.args], source: context.source });
+    // A supervisor records its own session's; a command run on the store (no supervisor running the session) the one it fired in.
+    if (!store || (this.sessionId !== undefined && context.sessionId !== this.sessionId)) return;
+    await this.record(store, context.sessionId, "git.operation", { command: gitCommandOf(context.args) ?? null, args: [...context.args], source: context.source });
   }
 
   /** The session ended: a sync made just before still gets its event. */
@@ -77,7 +78,7 @@ export class GitAudit {
     const record = value;
     const field = (name: string) => (record[name] === undefined ? null : record[name]!);
     try {
-      await this.record(store, "git.synced", { branch: field("branch"), commit: field("commit"), dirty: field("dirty"), synced_at: field("synced_at") });
+      await this.record(store, sessionId, "git.synced", { branch: field("branch"), commit: field("commit"), dirty: field("dirty"), synced_at: field("synced_at") });
       this.lastSync = seen;
       this.syncFailing = false;
     } catch (error) {
@@ -87,8 +88,7 @@ export class GitAudit {
     }
   }
 
-  private async record(store: Store, type: string, data: Record<string, JsonValue>): Promise<void> {
-    const sessionId = this.sessionId!;
+  private async record(store: Store, sessionId: string, type: string, data: Record<string, JsonValue>): Promise<void> {
     await store.batch((batch) => {
       appendEvent(batch, sessionId, type, GIT_ACTOR, data);
     }, GIT_ACTOR);
