@@ -77,6 +77,7 @@ export class IndexJournal {
    * store; `synced`: the caller called sync() for the operation it is in (one header read
    * per operation instead of one per lookup).
    */
+  /** (a location decoded for this call: the caller may keep it) */
   get(kind: JournalKind, hash: string, synced = false): JournalLocation | undefined {
     if (!synced) this.sync();
     return this.entries_.get(kind, hash);
@@ -191,6 +192,20 @@ function encodeRecord(nonce: number, entries: readonly JournalEntry[]): Buffer {
   return out.subarray(0, at);
 }
 
+function nonceBytes(nonce: number): Buffer {
+  const out = Buffer.allocUnsafe(NONCE_BYTES);
+  out.writeUInt32BE(nonce >>> 0, 0);
+  return out;
+}
+
+/**
+ * A random 32-bit nonce (journal records, the hash filter): only compared for equality, so
+ * Math.random is enough (and ~100× cheaper than crypto).
+ */
+export function randomNonce(): number {
+  return Math.floor(Math.random() * 0x1_0000_0000) >>> 0;
+}
+
 /**
  * The journal's entries in memory, as the records hold them: their bytes copied one after the
  * other into one buffer, each entry found through an open-addressing table of its position,
@@ -262,12 +277,16 @@ class JournalEntries {
   get(kind: JournalKind, hash: string): JournalLocation | undefined {
     const slots = this.slots[kind === "value" ? 0 : 1]!;
     if (slots.length === 0 || hash.length !== HASH_BYTES * 2) return undefined;
+    const prefix = hexPrefix(hash);
+    if (prefix < 0) return undefined;
     const mask = slots.length - 1;
-    for (let slot = hexPrefix(hash) & mask; ; slot = (slot + 1) & mask) {
+    const bytes = this.bytes;
+    for (let slot = prefix & mask; ; slot = (slot + 1) & mask) {
       const entry = slots[slot]!;
       if (entry === 0) return undefined;
       const start = this.starts[entry - 1]!;
-      if (sameHash(this.bytes, start + 1, hash)) return locationAt(this.bytes, start);
+      // (the first four bytes first: another hash in the slot differs there, nearly always)
+      if (((bytes[start + 1]! << 24) | (bytes[start + 2]! << 16) | (bytes[start + 3]! << 8) | bytes[start + 4]!) >>> 0 === prefix && sameHash(bytes, start + 1, hash)) return locationAt(bytes, start);
     }
   }
 
@@ -357,25 +376,51 @@ function varintEnd(bytes: Uint8Array, at: number): number {
 /** The location of the (checked) entry at `start`. */
 function locationAt(bytes: Buffer, start: number): JournalLocation {
   const compressed = bytes[start] === COMPRESSED_KIND_BYTE.value || bytes[start] === COMPRESSED_KIND_BYTE.tree;
-  const pack = readVarint(bytes, start + 1 + HASH_BYTES)!;
-  const offset = readVarint(bytes, pack.next)!;
-  const length = readVarint(bytes, offset.next)!;
-  if (!compressed) return { pack: pack.value, offset: offset.value, length: length.value };
-  const codec = readVarint(bytes, length.next)!;
-  const rawSize = readVarint(bytes, codec.next)!;
-  return { pack: pack.value, offset: offset.value, length: length.value, codec: codec.value, rawSize: rawSize.value };
+  varintAt = start + 1 + HASH_BYTES;
+  const pack = nextVarint(bytes);
+  const offset = nextVarint(bytes);
+  const length = nextVarint(bytes);
+  if (!compressed) return { pack, offset, length };
+  const codec = nextVarint(bytes);
+  return { pack, offset, length, codec, rawSize: nextVarint(bytes) };
 }
 
-/** A lowercase hex digit's value; 16 or more for anything else. */
+/** Where nextVarint reads (a position, not a result object per number: lookups decode thousands). */
+let varintAt = 0;
+
+/** The (checked) varint at `varintAt`, which moves past it. */
+function nextVarint(bytes: Uint8Array): number {
+  let value = 0;
+  let scale = 1;
+  for (;;) {
+    const byte = bytes[varintAt++]!;
+    value += (byte & 0x7f) * scale;
+    if (!(byte & 0x80)) return value;
+    scale *= 128;
+  }
+}
+
+/** Each character code's value as a lowercase hex digit; 16 for anything else. */
+const NIBBLES = (() => {
+  const table = new Uint8Array(128).fill(16);
+  for (let i = 0; i < 16; i++) table["0123456789abcdef".charCodeAt(i)] = i;
+  return table;
+})();
+
 function nibble(code: number): number {
-  return code >= 48 && code <= 57 ? code - 48 : code >= 97 && code <= 102 ? code - 87 : 16;
+  return code < 128 ? NIBBLES[code]! : 16;
 }
 
-/** The first 32 bits of a hex hash (as readUInt32BE of its bytes), or garbage for one that is not hex (which then matches nothing). */
+/** The first 32 bits of a hex hash (as its bytes' readUInt32BE); -1 if they are not lowercase hex. */
 function hexPrefix(hash: string): number {
   let value = 0;
-  for (let i = 0; i < 8; i++) value = (value << 4) | (nibble(hash.charCodeAt(i)) & 15);
-  return value >>> 0;
+  let bad = 0;
+  for (let i = 0; i < 8; i++) {
+    const digit = nibble(hash.charCodeAt(i));
+    bad |= digit;
+    value = (value << 4) | (digit & 15);
+  }
+  return bad & 16 ? -1 : value >>> 0;
 }
 
 /** Whether the 32 bytes at `at` are the lowercase hex `hash` (64 characters). */
@@ -383,21 +428,7 @@ function sameHash(bytes: Uint8Array, at: number, hash: string): boolean {
   for (let i = 0; i < HASH_BYTES; i++) {
     const high = nibble(hash.charCodeAt(2 * i));
     const low = nibble(hash.charCodeAt(2 * i + 1));
-    if (high > 15 || low > 15 || ((high << 4) | low) !== bytes[at + i]) return false;
+    if (((high << 4) | low) !== bytes[at + i]) return false; // a digit of 16 or more never matches a byte
   }
   return true;
-}
-
-function nonceBytes(nonce: number): Buffer {
-  const out = Buffer.allocUnsafe(NONCE_BYTES);
-  out.writeUInt32BE(nonce >>> 0, 0);
-  return out;
-}
-
-/**
- * A random 32-bit nonce (journal records, the hash filter): only compared for equality, so
- * Math.random is enough (and ~100× cheaper than crypto).
- */
-export function randomNonce(): number {
-  return Math.floor(Math.random() * 0x1_0000_0000) >>> 0;
 }

@@ -819,12 +819,13 @@ export class ObjectStore {
   locate(kind: ObjectKind, hash: Hash, synced = false): ObjectLocation | undefined {
     const journaled = this.journal.get(kind, hash, synced);
     if (journaled) {
-      if (!journaled.codec) return { pack: journaled.pack, offset: journaled.offset, length: journaled.length };
+      // (a location decoded for this lookup: the caller's own)
+      if (!journaled.codec) return journaled;
       const { codec, rawSize = 0 } = journaled;
       if (!CODEC_BY_ID.has(codec) || rawSize > MAX_RAW_PACK_BYTES || journaled.offset + journaled.length > rawSize) {
         throw new ObjectDamageError(kind, hash, "corrupt", "its journal entry is unreadable");
       }
-      return { pack: journaled.pack, offset: journaled.offset, length: journaled.length, codec, rawSize };
+      return journaled as ObjectLocation;
     }
     // One key buffer for every lookup and the record read in place (decoded before the next
     // read): a whole-tree read locates thousands of objects, and each allocation is garbage.
