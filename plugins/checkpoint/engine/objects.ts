@@ -1710,10 +1710,13 @@ export class ObjectView {
    */
   visitValues(hashes: readonly Hash[], visit: (hash: Hash, bytes: Buffer, at: number, slice: StringSlicer | undefined) => void, options: { trustChecksums?: boolean } = {}): void {
     const trust = options.trustChecksums ?? false;
-    const fromStore: Hash[] = [];
+    // (a view that holds no value of its own, as a read's: every hash is read from the store,
+    // without three map lookups each, which hashed each of a getTuple's 10k fresh hex strings)
+    const own = (this.overlayValues?.size ?? 0) + this.pending.size + this.prefetched.size > 0;
+    const fromStore: Hash[] = own ? [] : (hashes as Hash[]);
     // Where each hash read from the store is in `hashes` (`at`), when some were not.
     let positions: number[] | undefined;
-    for (let at = 0; at < hashes.length; at++) {
+    for (let at = 0; own && at < hashes.length; at++) {
       const hash = hashes[at]!;
       const bytes = this.overlayValues?.get(hash) ?? this.pending.get(hash)?.bytes ?? this.prefetched.get(hash);
       if (!bytes) {
@@ -1829,13 +1832,14 @@ export class ObjectView {
    */
   readNodes(hashes: readonly Hash[]): TreeNode[] {
     const nodes = new Array<TreeNode>(hashes.length);
+    const own = (this.overlayTrees?.size ?? 0) + this.pending.size + this.prefetchedNodes.size > 0;
     const fromStore: Hash[] = [];
     const positions: number[] = [];
     for (let at = 0; at < hashes.length; at++) {
       const hash = hashes[at]!;
       const cached = this.nodeCache.get(hash);
       if (cached) nodes[at] = cached.node;
-      else if (this.overlayTrees?.has(hash) || this.pending.has(hash) || this.prefetchedNodes.has(hash)) nodes[at] = this.readNode(hash);
+      else if (own && (this.overlayTrees?.has(hash) || this.pending.has(hash) || this.prefetchedNodes.has(hash))) nodes[at] = this.readNode(hash);
       else {
         fromStore.push(hash);
         positions.push(at);
