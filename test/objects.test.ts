@@ -550,7 +550,8 @@ describe("index journal, read anew", () => {
       }
       const value = [...expected.value.keys()][0]!;
       expect(journal.get("tree", value)).toBeUndefined();
-      expect(journal.get("value", value.toUpperCase())).toBeUndefined();
+      // (by the hash's bytes, as the hash indexes are keyed: hex in capitals names the same hash)
+      expect(journal.get("value", value.toUpperCase())).toEqual(expected.value.get(value));
       expect(journal.get("value", value.slice(0, 63))).toBeUndefined();
       expect(journal.get("value", sha256("not in the journal"))).toBeUndefined();
     }

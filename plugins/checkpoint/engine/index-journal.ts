@@ -69,6 +69,7 @@ export class IndexJournal {
   private lastKey = 0;
   private lastNonce = 0;
   private readonly entries_ = new JournalEntries();
+  private readonly key = Buffer.alloc(HASH_BYTES);
 
   constructor(private readonly table: JournalTable) {}
 
@@ -79,6 +80,13 @@ export class IndexJournal {
    */
   /** (a location decoded for this call: the caller may keep it) */
   get(kind: JournalKind, hash: string, synced = false): JournalLocation | undefined {
+    if (!synced) this.sync();
+    const key = this.key;
+    return key.write(hash, "hex") === HASH_BYTES && hash.length === HASH_BYTES * 2 ? this.entries_.get(kind, key) : undefined;
+  }
+
+  /** As get, by the hash's 32 bytes (the key of the hash indexes, which a lookup has at hand). */
+  getBinary(kind: JournalKind, hash: Buffer, synced = false): JournalLocation | undefined {
     if (!synced) this.sync();
     return this.entries_.get(kind, hash);
   }
@@ -274,19 +282,27 @@ class JournalEntries {
     }
   }
 
-  get(kind: JournalKind, hash: string): JournalLocation | undefined {
+  /** The newest location of the hash whose 32 bytes `hash` holds. */
+  get(kind: JournalKind, hash: Buffer): JournalLocation | undefined {
     const slots = this.slots[kind === "value" ? 0 : 1]!;
-    if (slots.length === 0 || hash.length !== HASH_BYTES * 2) return undefined;
-    const prefix = hexPrefix(hash);
-    if (prefix < 0) return undefined;
+    if (slots.length === 0) return undefined;
+    const prefix = ((hash[0]! << 24) | (hash[1]! << 16) | (hash[2]! << 8) | hash[3]!) >>> 0;
     const mask = slots.length - 1;
     const bytes = this.bytes;
     for (let slot = prefix & mask; ; slot = (slot + 1) & mask) {
       const entry = slots[slot]!;
       if (entry === 0) return undefined;
-      const start = this.starts[entry - 1]!;
+      const start = this.starts[entry - 1]! + 1;
       // (the first four bytes first: another hash in the slot differs there, nearly always)
-      if (((bytes[start + 1]! << 24) | (bytes[start + 2]! << 16) | (bytes[start + 3]! << 8) | bytes[start + 4]!) >>> 0 === prefix && sameHash(bytes, start + 1, hash)) return locationAt(bytes, start);
+      if (((bytes[start]! << 24) | (bytes[start + 1]! << 16) | (bytes[start + 2]! << 8) | bytes[start + 3]!) >>> 0 !== prefix) continue;
+      let same = true;
+      for (let i = 4; i < HASH_BYTES; i++) {
+        if (bytes[start + i] !== hash[i]) {
+          same = false;
+          break;
+        }
+      }
+      if (same) return locationAt(bytes, start - 1);
     }
   }
 
@@ -398,37 +414,4 @@ function nextVarint(bytes: Uint8Array): number {
     if (!(byte & 0x80)) return value;
     scale *= 128;
   }
-}
-
-/** Each character code's value as a lowercase hex digit; 16 for anything else. */
-const NIBBLES = (() => {
-  const table = new Uint8Array(128).fill(16);
-  for (let i = 0; i < 16; i++) table["0123456789abcdef".charCodeAt(i)] = i;
-  return table;
-})();
-
-function nibble(code: number): number {
-  return code < 128 ? NIBBLES[code]! : 16;
-}
-
-/** The first 32 bits of a hex hash (as its bytes' readUInt32BE); -1 if they are not lowercase hex. */
-function hexPrefix(hash: string): number {
-  let value = 0;
-  let bad = 0;
-  for (let i = 0; i < 8; i++) {
-    const digit = nibble(hash.charCodeAt(i));
-    bad |= digit;
-    value = (value << 4) | (digit & 15);
-  }
-  return bad & 16 ? -1 : value >>> 0;
-}
-
-/** Whether the 32 bytes at `at` are the lowercase hex `hash` (64 characters). */
-function sameHash(bytes: Uint8Array, at: number, hash: string): boolean {
-  for (let i = 0; i < HASH_BYTES; i++) {
-    const high = nibble(hash.charCodeAt(2 * i));
-    const low = nibble(hash.charCodeAt(2 * i + 1));
-    if (((high << 4) | low) !== bytes[at + i]) return false; // a digit of 16 or more never matches a byte
-  }
-  return true;
 }

@@ -817,7 +817,11 @@ export class ObjectStore {
    * be read. `synced`: sync() was called for the operation in progress.
    */
   locate(kind: ObjectKind, hash: Hash, synced = false): ObjectLocation | undefined {
-    const journaled = this.journal.get(kind, hash, synced);
+    // One key buffer for every lookup (the journal's and the index's) and the record read in
+    // place (decoded before the next read): a whole-tree read locates thousands of objects,
+    // and each allocation is garbage.
+    const key = this.keyBuffer.write(hash, "hex") === HASH_BYTES && hash.length === 2 * HASH_BYTES ? this.keyBuffer : undefined;
+    const journaled = key ? this.journal.getBinary(kind, key, synced) : undefined;
     if (journaled) {
       // (a location decoded for this lookup: the caller's own)
       if (!journaled.codec) return journaled;
@@ -827,10 +831,7 @@ export class ObjectStore {
       }
       return journaled as ObjectLocation;
     }
-    // One key buffer for every lookup and the record read in place (decoded before the next
-    // read): a whole-tree read locates thousands of objects, and each allocation is garbage.
-    const key = this.keyBuffer.write(hash, "hex") === HASH_BYTES ? this.keyBuffer : Buffer.from(hash, "hex");
-    return this.fromRecord(kind, hash, this.index(kind).getBinaryFast(key));
+    return this.fromRecord(kind, hash, this.index(kind).getBinaryFast(key ?? Buffer.from(hash, "hex")));
   }
 
   private fromRecord(kind: ObjectKind, hash: Hash, record: Buffer | undefined): ObjectLocation | undefined {
