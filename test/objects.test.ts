@@ -25,7 +25,7 @@ import {
   type SplitNode,
   type TreeChange,
 } from "../plugins/checkpoint/engine/objects.js";
-import { JOURNAL_MERGE_ENTRIES } from "../plugins/checkpoint/engine/index-journal.js";
+import { IndexJournal, JOURNAL_MERGE_ENTRIES, type JournalEntry, type JournalTable } from "../plugins/checkpoint/engine/index-journal.js";
 import { FILTER_DB, HashFilter } from "../plugins/checkpoint/engine/hash-filter.js";
 import { type Store, type JsonValue } from "../core/store/store.js";
 import { openStore } from "../core/store/open.js";
@@ -513,6 +513,65 @@ describe("index journal", () => {
       await store.close();`;
     const { execFileSync } = await import("node:child_process");
     expect(execFileSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" })).toBe("50");
+  });
+});
+
+describe("index journal, read anew", () => {
+  it("finds every entry's newest location, as the process that appended them, in a journal read from the store", () => {
+    const table = store.table("index-journal", { keys: "uint32", values: "binary" }) as unknown as JournalTable;
+    const next = random(11);
+    const hashes = Array.from({ length: 1200 }, (_, i) => sha256(`journal-${i}`));
+    // Hashes that share their first four bytes (the slot they are placed by) with another.
+    hashes.push(`${hashes[0]!.slice(0, 8)}${"0".repeat(56)}`, `${hashes[0]!.slice(0, 8)}${"f".repeat(56)}`);
+    const entry = (hash: string, i: number): JournalEntry => {
+      const location = { pack: 1 + Math.floor(next() * 2 ** 40), offset: Math.floor(next() * 70000), length: 1 + (i % 300) };
+      return { kind: i % 3 === 0 ? "tree" : "value", hash, ...location, ...(i % 2 ? { codec: 1, rawSize: location.offset + location.length + i } : {}) };
+    };
+    const writer = new IndexJournal(table);
+    const expected = { value: new Map<string, object>(), tree: new Map<string, object>() };
+    const appended: JournalEntry[] = [];
+    for (let round = 0; round < 3; round++) {
+      // Each round writes some hashes again (another location: the newest wins) in batches of 400.
+      const batch = hashes.map((hash, i) => entry(hash, i)).filter((_, i) => round === 0 || i % (round + 2) === 0);
+      for (let at = 0; at < batch.length; at += 400) {
+        const part = batch.slice(at, at + 400);
+        transactionSync(store, () => writer.append(part));
+        appended.push(...part);
+      }
+    }
+    // (a map keeps a hash where it first came, with its newest location)
+    for (const { kind, hash, ...location } of appended) expected[kind].set(hash, location);
+    const reader = new IndexJournal(table); // as a store opened anew reads it
+    for (const journal of [writer, reader]) {
+      expect(journal.size).toBe(expected.value.size + expected.tree.size);
+      for (const kind of ["value", "tree"] as const) {
+        for (const [hash, location] of expected[kind]) expect(journal.get(kind, hash)).toEqual(location);
+        expect([...journal.entries(kind)]).toEqual([...expected[kind]]);
+      }
+      const value = [...expected.value.keys()][0]!;
+      expect(journal.get("tree", value)).toBeUndefined();
+      // (by the hash's bytes, as the hash indexes are keyed: hex in capitals names the same hash)
+      expect(journal.get("value", value.toUpperCase())).toEqual(expected.value.get(value));
+      expect(journal.get("value", value.slice(0, 63))).toBeUndefined();
+      expect(journal.get("value", sha256("not in the journal"))).toBeUndefined();
+    }
+  });
+
+  it("keeps a record's entries before an unreadable one", () => {
+    const table = store.table("index-journal", { keys: "uint32", values: "binary" }) as unknown as JournalTable;
+    const journal = new IndexJournal(table);
+    const [a, b] = [sha256("a"), sha256("b")];
+    transactionSync(store, () => journal.append([{ kind: "value", hash: a, pack: 3, offset: 4, length: 5 }, { kind: "value", hash: b, pack: 6, offset: 7, length: 8 }]));
+    const key = [...table.getKeys({ start: 1 })][0]!;
+    const record = Buffer.from(table.getBinaryFast(key)!);
+    // The second entry's pack as a varint of value 0 written long (0x80 0x00): no pack is 0.
+    const second = 4 + 1 + 32 + 3;
+    const damaged = Buffer.concat([record.subarray(0, second + 33), Buffer.from([0x80, 0x00]), record.subarray(second + 34)]);
+    transactionSync(store, () => table.put(key, damaged));
+    const reader = new IndexJournal(table);
+    expect(reader.get("value", a)).toEqual({ pack: 3, offset: 4, length: 5 });
+    expect(reader.get("value", b)).toBeUndefined();
+    expect(reader.size).toBe(1);
   });
 });
 

@@ -68,7 +68,8 @@ export class IndexJournal {
   private generation = -1;
   private lastKey = 0;
   private lastNonce = 0;
-  private readonly maps: Record<JournalKind, Map<string, JournalLocation>> = { value: new Map(), tree: new Map() };
+  private readonly entries_ = new JournalEntries();
+  private readonly key = Buffer.alloc(HASH_BYTES);
 
   constructor(private readonly table: JournalTable) {}
 
@@ -77,15 +78,23 @@ export class IndexJournal {
    * store; `synced`: the caller called sync() for the operation it is in (one header read
    * per operation instead of one per lookup).
    */
+  /** (a location decoded for this call: the caller may keep it) */
   get(kind: JournalKind, hash: string, synced = false): JournalLocation | undefined {
     if (!synced) this.sync();
-    return this.maps[kind].get(hash);
+    const key = this.key;
+    return key.write(hash, "hex") === HASH_BYTES && hash.length === HASH_BYTES * 2 ? this.entries_.get(kind, key) : undefined;
+  }
+
+  /** As get, by the hash's 32 bytes (the key of the hash indexes, which a lookup has at hand). */
+  getBinary(kind: JournalKind, hash: Buffer, synced = false): JournalLocation | undefined {
+    if (!synced) this.sync();
+    return this.entries_.get(kind, hash);
   }
 
   /** Every object the journal holds of `kind` (hash -> location). */
   entries(kind: JournalKind): ReadonlyMap<string, JournalLocation> {
     this.sync();
-    return this.maps[kind];
+    return this.entries_.map(kind);
   }
 
   /** The generation as of the last sync (a merge starts a new one). */
@@ -95,7 +104,7 @@ export class IndexJournal {
 
   get size(): number {
     this.sync();
-    return this.maps.value.size + this.maps.tree.size;
+    return this.entries_.size;
   }
 
   /** Appends one record. Call inside a write transaction. */
@@ -114,7 +123,7 @@ export class IndexJournal {
     this.writeHeader({ generation: header.generation, lastKey: key, nonce });
     // In step with the store (sync above): take the entries in directly. Should the
     // transaction abort, the next sync finds the header changed and reloads.
-    for (const entry of entries) this.maps[entry.kind].set(entry.hash, locationOf(entry));
+    this.entries_.addRecord(record);
     this.lastKey = key;
     this.lastNonce = nonce;
   }
@@ -132,7 +141,7 @@ export class IndexJournal {
     this.sync();
   }
 
-  /** Brings the in-memory maps up to the store's state: reads new records, or all of them after a merge or an aborted write. */
+  /** Brings the in-memory entries up to the store's state: reads new records, or all of them after a merge or an aborted write. */
   sync(): void {
     const header = this.readHeader();
     if (header.generation === this.generation && header.lastKey === this.lastKey && header.nonce === this.lastNonce) return;
@@ -140,15 +149,14 @@ export class IndexJournal {
     const seenStands = this.lastNonce === 0 || this.recordNonce(this.lastKey) === this.lastNonce;
     const incremental = header.generation === this.generation && header.lastKey > this.lastKey && seenStands;
     if (!incremental) {
-      this.maps.value.clear();
-      this.maps.tree.clear();
+      this.entries_.clear();
       this.lastKey = 0;
       this.lastNonce = 0;
     }
     this.generation = header.generation;
     for (const { key, value } of this.table.getRange({ start: this.lastKey + 1 })) {
       if (key > header.lastKey) break; // written after the header was read: the next sync reads it
-      this.readRecord(value);
+      this.entries_.addRecord(value);
     }
     this.lastKey = header.lastKey;
     this.lastNonce = header.nonce;
@@ -157,35 +165,6 @@ export class IndexJournal {
   private recordNonce(key: number): number | undefined {
     const record = this.table.getBinaryFast(key);
     return record && record.length >= NONCE_BYTES ? record.readUInt32BE(0) : undefined;
-  }
-
-  /** Reads the entries of a record; an undecodable tail is skipped (its objects read as missing, which validate reports). */
-  private readRecord(record: Buffer): void {
-    let at = NONCE_BYTES;
-    while (at < record.length) {
-      const kindByte = record[at];
-      const compressed = kindByte === COMPRESSED_KIND_BYTE.value || kindByte === COMPRESSED_KIND_BYTE.tree;
-      const kind = kindByte === KIND_BYTE.value || kindByte === COMPRESSED_KIND_BYTE.value ? "value" : kindByte === KIND_BYTE.tree || kindByte === COMPRESSED_KIND_BYTE.tree ? "tree" : undefined;
-      if (!kind || at + 1 + HASH_BYTES > record.length) return;
-      const hash = record.toString("hex", at + 1, at + 1 + HASH_BYTES);
-      at += 1 + HASH_BYTES;
-      const pack = readVarint(record, at);
-      if (!pack) return;
-      const offset = readVarint(record, pack.next);
-      if (!offset) return;
-      const length = readVarint(record, offset.next);
-      if (!length || pack.value === 0) return;
-      at = length.next;
-      if (!compressed) {
-        this.maps[kind].set(hash, { pack: pack.value, offset: offset.value, length: length.value });
-        continue;
-      }
-      const codec = readVarint(record, at);
-      const rawSize = codec && readVarint(record, codec.next);
-      if (!codec || !rawSize || codec.value === 0) return;
-      at = rawSize.next;
-      this.maps[kind].set(hash, { pack: pack.value, offset: offset.value, length: length.value, codec: codec.value, rawSize: rawSize.value });
-    }
   }
 
   private readHeader(): Header {
@@ -221,10 +200,6 @@ function encodeRecord(nonce: number, entries: readonly JournalEntry[]): Buffer {
   return out.subarray(0, at);
 }
 
-function locationOf(entry: JournalEntry): JournalLocation {
-  return entry.codec ? { pack: entry.pack, offset: entry.offset, length: entry.length, codec: entry.codec, rawSize: entry.rawSize ?? 0 } : { pack: entry.pack, offset: entry.offset, length: entry.length };
-}
-
 function nonceBytes(nonce: number): Buffer {
   const out = Buffer.allocUnsafe(NONCE_BYTES);
   out.writeUInt32BE(nonce >>> 0, 0);
@@ -237,4 +212,206 @@ function nonceBytes(nonce: number): Buffer {
  */
 export function randomNonce(): number {
   return Math.floor(Math.random() * 0x1_0000_0000) >>> 0;
+}
+
+/**
+ * The journal's entries in memory, as the records hold them: their bytes copied one after the
+ * other into one buffer, each entry found through an open-addressing table of its position,
+ * placed by its hash's first bytes (SHA-256: uniform). A store opened anew (a LangGraph saver's
+ * first getTuple, a new process) reads up to JOURNAL_MERGE_ENTRIES entries before its first
+ * lookup: a map by hex string made a 64-character string, a location object and three varint
+ * results per entry, 6-20 ms for a full journal; now an entry costs a copy of its bytes and a
+ * slot, and a location is decoded when it is looked up. A lookup compares the hex hash with
+ * the entry's bytes in place. The newest entry of a hash takes its slot.
+ */
+class JournalEntries {
+  private bytes = Buffer.alloc(0);
+  private used = 0;
+  /** Where each entry starts in `bytes` (its kind byte), in the order they came. */
+  private starts = new Int32Array(0);
+  private count = 0;
+  /** Per kind (value, tree): entry index + 1 by slot, 0 for an empty slot; its size a power of two at least twice the kind's entries. */
+  private readonly slots = [new Int32Array(0), new Int32Array(0)];
+  private readonly distinct = [0, 0];
+
+  get size(): number {
+    return this.distinct[0]! + this.distinct[1]!;
+  }
+
+  clear(): void {
+    this.used = 0;
+    this.count = 0;
+    this.slots[0] = new Int32Array(0);
+    this.slots[1] = new Int32Array(0);
+    this.distinct[0] = 0;
+    this.distinct[1] = 0;
+  }
+
+  /** Takes in a record's entries (copied); an undecodable tail is skipped (its objects read as missing, which validate reports). */
+  addRecord(record: Buffer): void {
+    // The readable entries, then copied in one piece.
+    let end = NONCE_BYTES;
+    let entries = 0;
+    while (end < record.length) {
+      if (kindIndex(record[end]!) < 0 || end + 1 + HASH_BYTES > record.length) break;
+      const next = entryEnd(record, end);
+      if (next < 0) break;
+      end = next;
+      entries += 1;
+    }
+    if (entries === 0) return;
+    const base = this.used - NONCE_BYTES;
+    if (this.used + end > this.bytes.length) {
+      const grown = Buffer.allocUnsafe(Math.max(2 * this.bytes.length, this.used + end, 65536));
+      this.bytes.copy(grown, 0, 0, this.used);
+      this.bytes = grown;
+    }
+    record.copy(this.bytes, this.used, NONCE_BYTES, end);
+    this.used += end - NONCE_BYTES;
+    if (this.count + entries > this.starts.length) {
+      const grown = new Int32Array(Math.max(1024, 2 * this.starts.length, this.count + entries));
+      grown.set(this.starts.subarray(0, this.count));
+      this.starts = grown;
+    }
+    for (let kind = 0; kind < 2; kind++) {
+      if ((this.distinct[kind]! + entries) * 2 > this.slots[kind]!.length) this.rehash(kind, (this.distinct[kind]! + entries) * 2);
+    }
+    for (let at = NONCE_BYTES; at < end; at = entryEnd(record, at)) {
+      this.starts[this.count++] = base + at;
+      this.place(kindIndex(record[at]!), this.count);
+    }
+  }
+
+  /** The newest location of the hash whose 32 bytes `hash` holds. */
+  get(kind: JournalKind, hash: Buffer): JournalLocation | undefined {
+    const slots = this.slots[kind === "value" ? 0 : 1]!;
+    if (slots.length === 0) return undefined;
+    const prefix = ((hash[0]! << 24) | (hash[1]! << 16) | (hash[2]! << 8) | hash[3]!) >>> 0;
+    const mask = slots.length - 1;
+    const bytes = this.bytes;
+    for (let slot = prefix & mask; ; slot = (slot + 1) & mask) {
+      const entry = slots[slot]!;
+      if (entry === 0) return undefined;
+      const start = this.starts[entry - 1]! + 1;
+      // (the first four bytes first: another hash in the slot differs there, nearly always)
+      if (((bytes[start]! << 24) | (bytes[start + 1]! << 16) | (bytes[start + 2]! << 8) | bytes[start + 3]!) >>> 0 !== prefix) continue;
+      let same = true;
+      for (let i = 4; i < HASH_BYTES; i++) {
+        if (bytes[start + i] !== hash[i]) {
+          same = false;
+          break;
+        }
+      }
+      if (same) return locationAt(bytes, start - 1);
+    }
+  }
+
+  /** The entries of `kind` as a map by hash, in the order they first came (the newest location of each). */
+  map(kind: JournalKind): Map<string, JournalLocation> {
+    const out = new Map<string, JournalLocation>();
+    const wanted = kind === "value" ? 0 : 1;
+    for (let i = 0; i < this.count; i++) {
+      const start = this.starts[i]!;
+      if (kindIndex(this.bytes[start]!) === wanted) out.set(this.bytes.toString("hex", start + 1, start + 1 + HASH_BYTES), locationAt(this.bytes, start));
+    }
+    return out;
+  }
+
+  /** Puts entry `entry` (index + 1) in its kind's table, in the slot of an older entry of its hash if there is one. */
+  private place(kind: number, entry: number): void {
+    const slots = this.slots[kind]!;
+    const bytes = this.bytes;
+    const start = this.starts[entry - 1]! + 1;
+    const mask = slots.length - 1;
+    for (let slot = ((bytes[start]! << 24) | (bytes[start + 1]! << 16) | (bytes[start + 2]! << 8) | bytes[start + 3]!) & mask; ; slot = (slot + 1) & mask) {
+      const other = slots[slot]!;
+      if (other === 0) {
+        slots[slot] = entry;
+        this.distinct[kind]! += 1;
+        return;
+      }
+      const otherStart = this.starts[other - 1]! + 1;
+      let same = true;
+      for (let i = 0; i < HASH_BYTES; i++) {
+        if (bytes[start + i] !== bytes[otherStart + i]) {
+          same = false;
+          break;
+        }
+      }
+      if (same) {
+        slots[slot] = entry;
+        return;
+      }
+    }
+  }
+
+  /** A table of at least `wanted` slots for `kind`, its entries placed again. */
+  private rehash(kind: number, wanted: number): void {
+    let size = 1024;
+    while (size < wanted) size *= 2;
+    const old = this.slots[kind]!;
+    this.slots[kind] = new Int32Array(size);
+    this.distinct[kind] = 0;
+    for (const entry of old) if (entry !== 0) this.place(kind, entry);
+  }
+}
+
+/** 0 for a value's kind byte, 1 for a tree's, -1 for anything else. */
+function kindIndex(kindByte: number): number {
+  return kindByte === KIND_BYTE.value || kindByte === COMPRESSED_KIND_BYTE.value ? 0 : kindByte === KIND_BYTE.tree || kindByte === COMPRESSED_KIND_BYTE.tree ? 1 : -1;
+}
+
+/** Where the entry at `at` ends, or -1 if it is truncated or unreadable (a varint too long, pack or codec 0). */
+function entryEnd(record: Uint8Array, at: number): number {
+  const compressed = record[at] === COMPRESSED_KIND_BYTE.value || record[at] === COMPRESSED_KIND_BYTE.tree;
+  let position = at + 1 + HASH_BYTES;
+  const fields = compressed ? 5 : 3;
+  for (let field = 0; field < fields; field++) {
+    const next = varintEnd(record, position);
+    if (next < 0) return -1;
+    // pack (field 0) and codec (field 3) are never 0: every byte of the varint is 0 or 0x80
+    if (field === 0 || field === 3) {
+      let zero = true;
+      for (let i = position; i < next; i++) if ((record[i]! & 0x7f) !== 0) zero = false;
+      if (zero) return -1;
+    }
+    position = next;
+  }
+  return position;
+}
+
+/** The position after the varint at `at`, or -1 if it is truncated or longer than 8 bytes (as readVarint). */
+function varintEnd(bytes: Uint8Array, at: number): number {
+  for (let i = 0; i < 8; i++) {
+    if (at + i >= bytes.length) return -1;
+    if (!(bytes[at + i]! & 0x80)) return at + i + 1;
+  }
+  return -1;
+}
+
+/** The location of the (checked) entry at `start`. */
+function locationAt(bytes: Buffer, start: number): JournalLocation {
+  const compressed = bytes[start] === COMPRESSED_KIND_BYTE.value || bytes[start] === COMPRESSED_KIND_BYTE.tree;
+  varintAt = start + 1 + HASH_BYTES;
+  const pack = nextVarint(bytes);
+  const offset = nextVarint(bytes);
+  const length = nextVarint(bytes);
+  if (!compressed) return { pack, offset, length };
+  const codec = nextVarint(bytes);
+  return { pack, offset, length, codec, rawSize: nextVarint(bytes) };
+}
+
+/** Where nextVarint reads (a position, not a result object per number: lookups decode thousands). */
+let varintAt = 0;
+
+/** The (checked) varint at `varintAt`, which moves past it. */
+function nextVarint(bytes: Uint8Array): number {
+  let value = 0;
+  let scale = 1;
+  for (;;) {
+    const byte = bytes[varintAt++]!;
+    value += (byte & 0x7f) * scale;
+    if (!(byte & 0x80)) return value;
+    scale *= 128;
+  }
 }

@@ -817,19 +817,21 @@ export class ObjectStore {
    * be read. `synced`: sync() was called for the operation in progress.
    */
   locate(kind: ObjectKind, hash: Hash, synced = false): ObjectLocation | undefined {
-    const journaled = this.journal.get(kind, hash, synced);
+    // One key buffer for every lookup (the journal's and the index's) and the record read in
+    // place (decoded before the next read): a whole-tree read locates thousands of objects,
+    // and each allocation is garbage.
+    const key = this.keyBuffer.write(hash, "hex") === HASH_BYTES && hash.length === 2 * HASH_BYTES ? this.keyBuffer : undefined;
+    const journaled = key ? this.journal.getBinary(kind, key, synced) : undefined;
     if (journaled) {
-      if (!journaled.codec) return { pack: journaled.pack, offset: journaled.offset, length: journaled.length };
+      // (a location decoded for this lookup: the caller's own)
+      if (!journaled.codec) return journaled;
       const { codec, rawSize = 0 } = journaled;
       if (!CODEC_BY_ID.has(codec) || rawSize > MAX_RAW_PACK_BYTES || journaled.offset + journaled.length > rawSize) {
         throw new ObjectDamageError(kind, hash, "corrupt", "its journal entry is unreadable");
       }
-      return { pack: journaled.pack, offset: journaled.offset, length: journaled.length, codec, rawSize };
+      return journaled as ObjectLocation;
     }
-    // One key buffer for every lookup and the record read in place (decoded before the next
-    // read): a whole-tree read locates thousands of objects, and each allocation is garbage.
-    const key = this.keyBuffer.write(hash, "hex") === HASH_BYTES ? this.keyBuffer : Buffer.from(hash, "hex");
-    return this.fromRecord(kind, hash, this.index(kind).getBinaryFast(key));
+    return this.fromRecord(kind, hash, this.index(kind).getBinaryFast(key ?? Buffer.from(hash, "hex")));
   }
 
   private fromRecord(kind: ObjectKind, hash: Hash, record: Buffer | undefined): ObjectLocation | undefined {
@@ -1709,10 +1711,13 @@ export class ObjectView {
    */
   visitValues(hashes: readonly Hash[], visit: (hash: Hash, bytes: Buffer, at: number, slice: StringSlicer | undefined) => void, options: { trustChecksums?: boolean } = {}): void {
     const trust = options.trustChecksums ?? false;
-    const fromStore: Hash[] = [];
+    // (a view that holds no value of its own, as a read's: every hash is read from the store,
+    // without three map lookups each, which hashed each of a getTuple's 10k fresh hex strings)
+    const own = (this.overlayValues?.size ?? 0) + this.pending.size + this.prefetched.size > 0;
+    const fromStore: Hash[] = own ? [] : (hashes as Hash[]);
     // Where each hash read from the store is in `hashes` (`at`), when some were not.
     let positions: number[] | undefined;
-    for (let at = 0; at < hashes.length; at++) {
+    for (let at = 0; own && at < hashes.length; at++) {
       const hash = hashes[at]!;
       const bytes = this.overlayValues?.get(hash) ?? this.pending.get(hash)?.bytes ?? this.prefetched.get(hash);
       if (!bytes) {
@@ -1828,13 +1833,14 @@ export class ObjectView {
    */
   readNodes(hashes: readonly Hash[]): TreeNode[] {
     const nodes = new Array<TreeNode>(hashes.length);
+    const own = (this.overlayTrees?.size ?? 0) + this.pending.size + this.prefetchedNodes.size > 0;
     const fromStore: Hash[] = [];
     const positions: number[] = [];
     for (let at = 0; at < hashes.length; at++) {
       const hash = hashes[at]!;
       const cached = this.nodeCache.get(hash);
       if (cached) nodes[at] = cached.node;
-      else if (this.overlayTrees?.has(hash) || this.pending.has(hash) || this.prefetchedNodes.has(hash)) nodes[at] = this.readNode(hash);
+      else if (own && (this.overlayTrees?.has(hash) || this.pending.has(hash) || this.prefetchedNodes.has(hash))) nodes[at] = this.readNode(hash);
       else {
         fromStore.push(hash);
         positions.push(at);
