@@ -502,6 +502,21 @@ describe("apex memory watch --since through a running supervisor, far behind", (
       ["put", "/far/x", "new", false],
     ]);
   });
+
+  it("replays every change up to where the watch began, however short --timeout is, as with no session running", () => {
+    project = new Project(shellAgents({ idle: "while true; do sleep 0.5; done" }));
+    const started = project.start();
+    const file = join(project.dir, "bulk.json");
+    writeFileSync(file, JSON.stringify(Object.fromEntries(Array.from({ length: 25_000 }, (_, i) => [`/bulk/k${i}`, i]))));
+    const imported = JSON.parse(project.apex(["memory", "import", file, "--json"]).stdout) as { revision: number };
+    const agent = { APEX_SOCKET: started.socket, APEX_SESSION_ID: started.session_id, APEX_AGENT: "idle" };
+    // It printed what came in the time given (a batch of 10,000 or two, or none), then ended with exit 0 as if that were all.
+    const result = project.apex(["memory", "watch", "/bulk/**", "--since", String(imported.revision - 25_000), "--timeout", "0.1", "--json"], { env: agent });
+    expect(result.status, result.stderr).toBe(0);
+    const revisions = result.stdout.trim().split("\n").map((line) => (JSON.parse(line) as { revision: number }).revision);
+    expect(revisions.length).toBe(25_000);
+    expect(revisions.at(-1)).toBe(imported.revision);
+  }, 60_000);
 });
 
 describe("apex memory import of a file longer than V8's longest string (an export of large values)", () => {
