@@ -58,6 +58,15 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     expect(missing.stderr).toContain("error[APEX_E_NOT_FOUND]: Nothing is stored at /notes/today.");
   });
 
+  it("query --limit N gives N entries when more match, with another session's working memory (left out) among the first N", () => {
+    for (const path of ["/a", "/sessions/s1/memory/n1", "/sessions/s1/memory/n2", "/z"]) expect(apex(["memory", "set", path, "1"]).status).toBe(0);
+    expect(apex(["memory", "query", "/**", "--keys"]).stdout).toBe("/a\n/z\n");
+    // The limit counted the entries read, before the worktree memory was left out: `/a` alone.
+    expect(apex(["memory", "query", "/**", "--keys", "--limit", "2"]).stdout).toBe("/a\n/z\n");
+    expect(apex(["memory", "query", "/**", "--keys", "--limit", "1"]).stdout).toBe("/a\n");
+    expect(apex(["memory", "query", "/sessions/**", "--keys", "--limit", "1"]).stdout).toBe("/sessions/s1/memory/n1\n");
+  });
+
   it("memory delete that finds nothing says what was meant, not --recursive whatever the path", () => {
     expect(apex(["memory", "set", "/notes/a", "1"]).status).toBe(0);
     expect(apex(["memory", "set", "/notes/b", "2"]).status).toBe(0);

@@ -171,6 +171,10 @@ describe("apex serve: roles", () => {
     const watched = remote(project, server.url, sid, viewer.token, ["memory", "watch", "/notes/**", "--since", "0", "--timeout", "1", "--json"]);
     expect(watched.status, watched.stderr).toBe(0);
     expect(JSON.parse(watched.stdout.trim().split("\n")[0]!)).toMatchObject({ path: "/notes/from-otto", kind: "put", actor: "user:otto", value: { n: 1 } });
+    // --limit counts the entries the grant sees: /projects/config, which it does not, was counted (`--limit 2` gave one entry).
+    expect(remote(project, server.url, sid, operator.token, ["memory", "set", "/q/after", "2"]).status).toBe(0);
+    expect(remote(project, server.url, sid, viewer.token, ["memory", "query", "/**", "--keys"]).stdout).toMatch(/^\/notes\/from-otto\n\/q\/after\n\/sessions\//);
+    expect(remote(project, server.url, sid, viewer.token, ["memory", "query", "/**", "--keys", "--limit", "2"]).stdout).toBe("/notes/from-otto\n/q/after\n");
     expect(remote(project, server.url, sid, operator.token, ["resume"]).status).toBe(0);
 
     // Owner only: sharing and stopping.
