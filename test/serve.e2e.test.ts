@@ -175,6 +175,10 @@ describe("apex serve: roles", () => {
     expect(remote(project, server.url, sid, operator.token, ["memory", "set", "/q/after", "2"]).status).toBe(0);
     expect(remote(project, server.url, sid, viewer.token, ["memory", "query", "/**", "--keys"]).stdout).toMatch(/^\/notes\/from-otto\n\/q\/after\n\/sessions\//);
     expect(remote(project, server.url, sid, viewer.token, ["memory", "query", "/**", "--keys", "--limit", "2"]).stdout).toBe("/notes/from-otto\n/q/after\n");
+    // export, as query --json, so that `export | import` round-trips through the server too (it was refused, exit 2, while import was served).
+    const exported = remote(project, server.url, sid, viewer.token, ["memory", "export", "/q"]);
+    expect(exported.status, exported.stderr).toBe(0);
+    expect(exported.stdout).toBe('{\n  "/q/after": 2\n}\n');
     expect(remote(project, server.url, sid, operator.token, ["resume"]).status).toBe(0);
 
     // Owner only: sharing and stopping.
@@ -989,7 +993,7 @@ describe("--remote refuses commands that would act on the local project", () => 
     [["session", "validate"], "does not work on a remote session"],
     [["config", "show"], "does not work on a remote session"],
     [["checkpoint", "delete", "x"], "does not work on a remote session"],
-    [["memory", "export"], "does not work on a remote session"],
+    [["session", "export", "x"], "does not work on a remote session"],
     [["start", "--task", "new work"], "start only continues it"],
   ])("apex --remote … %j", (args, message) => {
     const p = new Project(CONFIG);
