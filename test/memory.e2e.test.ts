@@ -319,6 +319,31 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
   });
 }));
 
+describe("apex memory globs that no path can match", () => {
+  it("are APEX_E_BAD_GLOB (exit 2) naming the segment, for query, export and watch, rather than nothing, or a watch that never ends", () => {
+    const apex = (args: string[]) => runApex(args, { cwd: dir, env: { NO_COLOR: "1" } });
+    expect(apex(["memory", "set", "/notes/a", "1"]).status).toBe(0);
+    for (const [glob, problem] of [
+      ["/notes//*", "segment 2 is empty ('//')"],
+      ["/**//x", "segment 2 is empty ('//')"],
+      ["/notes/*/", "it ends with '/' after a wildcard (empty last segment)"],
+      ["/notes/./*", "segment 2 is '.'"],
+      ["/notes/../**", "segment 2 is '..'"],
+      ["/notes/\u0007*", "it contains the control character U+0007"],
+    ]) {
+      for (const args of [["memory", "query", glob], ["memory", "export", glob], ["memory", "watch", glob, "--timeout", "30"]]) {
+        const result = apex(args);
+        expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(2);
+        expect(result.stderr).toContain(`error[APEX_E_BAD_GLOB]: Invalid glob ${JSON.stringify(glob)}: ${problem}; no path can match it.`);
+      }
+    }
+    // What a path may hold is no problem: a plain path with a trailing '/', a dot inside a segment, the root.
+    expect(apex(["memory", "query", "/notes/", "--keys"]).stdout).toBe("/notes/a\n");
+    expect(apex(["memory", "query", "/notes/.a*", "--keys"]).status).toBe(0);
+    expect(apex(["memory", "query", "/", "--keys"]).stdout).toBe("/notes/a\n");
+  });
+});
+
 describe("apex memory watch and its reader", () => {
   /** Resolves with how the process ended, or with null when it is still running after `ms`. */
   const ended = (child: ChildProcess, ms: number) =>
