@@ -26,6 +26,7 @@ describe("apex serve: every session of the project", () => {
     expect(project.apex(["checkpoint", "create", "the first one"]).status).toBe(0);
     // After A's manual checkpoint: B's start saves A's final state (memory 2) before B takes the live memory.
     expect(project.apex(["memory", "set", "/notes/a", "2"]).status).toBe(0);
+    for (const key of ["a", "\ue000", "\uffff", "😀"]) expect(project.apex(["memory", "set", `/o/${key}`, "1"]).status).toBe(0);
     const viewerA = share(project, "current", "vera", "viewer");
     const operatorA = share(project, "current", "otto", "operator");
     const ownerA = share(project, "current", "olga", "owner");
@@ -63,6 +64,9 @@ describe("apex serve: every session of the project", () => {
     // Memory as of A's latest checkpoint, not the live value B wrote since.
     expect(JSON.parse(remote(project, url, a, viewerA.token, ["memory", "show", "/notes/a", "--json"]).stdout)).toEqual({ path: "/notes/a", value: 2 });
     expect(JSON.parse(remote(project, url, b, viewerB.token, ["memory", "show", "/notes/a", "--json"]).stdout)).toEqual({ path: "/notes/a", value: 3 });
+    // In the store's order (of UTF-8 bytes, as locally), not of UTF-16 units, which put 😀 before U+E000.
+    expect(remote(project, url, a, viewerA.token, ["memory", "query", "/o/*", "--keys"]).stdout).toBe("/o/a\n/o/\ue000\n/o/\uffff\n/o/😀\n");
+    expect(project.apex(["memory", "query", "/o/*", "--keys"]).stdout).toBe("/o/a\n/o/\ue000\n/o/\uffff\n/o/😀\n");
     expect(remote(project, url, a, viewerA.token, ["logs", "-n", "5"]).stdout).toContain("alpha | tick");
     const events = await rpc(url, a, "events.list", viewerA.token);
     expect(events.body.result.map((event: { type: string }) => event.type)).toEqual(expect.arrayContaining(["session.started", "session.stopped"]));

@@ -8,6 +8,7 @@ import { sessionReport } from "../../core/session/status-report.js";
 import { compileGlob } from "../../core/store/glob.js";
 import { checkPath } from "../../core/store/paths.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
+import { compareCodePoints } from "../../core/store/value-codec.js";
 import { openStore, storeExists } from "../../core/store/open.js";
 
 /**
@@ -150,7 +151,8 @@ async function frozenMemory(store: Store, sessionId: string, method: string, par
   if (latest) {
     for (const entry of readCheckpointMemory(store, latest, { sessionId })) if (!isRecordPath(entry.path) && glob.matches(entry.path)) out.push(entry);
   }
-  out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  // In the store's key order (code points, as UTF-8 bytes order): `<` compares UTF-16 units, and put /o/😀 before /o/\ue000.
+  out.sort((a, b) => compareCodePoints(a.path, b.path));
   return out.slice(0, limit);
 }
 
