@@ -248,7 +248,7 @@ export function parseImport(text: string, name: string): Entry[] {
     const entries: Entry[] = [];
     for (const path in record) {
       const problem = pathProblem(path);
-      if (problem) throw new ApexError("APEX_E_BAD_PATH", `${name}: invalid path ${JSON.stringify(path)}: ${problem}.`);
+      if (problem) throw new ApexError("APEX_E_BAD_PATH", `${name}:${line(topLevelKeyAt(trimmed, path))}: invalid path ${JSON.stringify(path)}: ${problem}.`);
       entries.push({ path, value: record[path]! });
     }
     if (twice && twice.within.length === 0) throw repeatedPath(`${name}:${line(twice.second)}`, twice.key, line(twice.first));

@@ -177,6 +177,11 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
       expect(bad.status).toBe(2);
       expect(bad.stderr).toContain(`stdin:3: invalid path "nope": it must start with '/'.`);
       expect(runApex(["memory", "show", "/ok"], { cwd: other.dir, env }).status).toBe(3);
+      // In one object too, as in a file read an entry at a time (it named the file alone).
+      const badKey = runApex(["memory", "import", "-"], { cwd: other.dir, env, input: '{\n  "/ok": 1,\n  "/bad/": 2\n}\n' });
+      expect(badKey.status).toBe(2);
+      expect(badKey.stderr).toContain(`stdin:3: invalid path "/bad/": it ends with '/' (empty last segment).`);
+      expect(runApex(["memory", "show", "/ok"], { cwd: other.dir, env }).status).toBe(3);
 
       // An export cut short, or with a trailing comma, is named where it breaks: it was "stdin:1: … position 1"
       // with the NDJSON hint, as if its first line '{' were a line of its own.
