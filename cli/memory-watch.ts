@@ -107,7 +107,7 @@ async function follow(
   const outage = client.via === "remote" ? new Outage("the server", ["APEX_E_RPC", "APEX_E_TIMEOUT"]) : new Outage();
   let replaying = true;
   while (!interrupted() && (replaying || Date.now() < deadline)) {
-    let reply: { revision: number; changes: Array<Change & { value: JsonValue | null; overwritten?: boolean }> };
+    let reply: { revision: number; changes: Array<Change & { value: JsonValue | null; overwritten?: boolean }>; ended?: boolean };
     try {
       reply = (await client.call("memory.changes", { since, glob: glob.source })) as typeof reply;
     } catch (error) {
@@ -120,6 +120,11 @@ async function follow(
     // (it says so itself of one changed again after its batch; an older one does not).
     const last = lastChanges(reply.changes);
     for (const { overwritten, ...change } of reply.changes) if (glob.matches(change.path)) printChange(change, change.value ?? undefined, Boolean(options.json), overwritten === true || overwrittenAt(last, change));
+    // The session ended (through `apex serve`), and every change it made is printed: nothing more will come.
+    if (reply.ended === true) {
+      process.stderr.write("The session has ended: its memory changes no more, so the watch ends.\n");
+      return;
+    }
     // Still behind where the watch began: the next batch at once (a session's frozen memory never changes: no progress, done).
     replaying = reply.revision > since && reply.revision < head;
     since = reply.revision;

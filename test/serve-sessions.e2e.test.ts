@@ -64,6 +64,14 @@ describe("apex serve: every session of the project", () => {
     // Memory as of A's latest checkpoint, not the live value B wrote since.
     expect(JSON.parse(remote(project, url, a, viewerA.token, ["memory", "show", "/notes/a", "--json"]).stdout)).toEqual({ path: "/notes/a", value: 2 });
     expect(JSON.parse(remote(project, url, b, viewerB.token, ["memory", "show", "/notes/a", "--json"]).stdout)).toEqual({ path: "/notes/a", value: 3 });
+    // A watch of ended A: the changes A made, up to its end (not B's), then it ends, saying so. It printed nothing, until --timeout.
+    const watched = remote(project, url, a, viewerA.token, ["memory", "watch", "/notes/**", "--since", "0", "--timeout", "5", "--json"]);
+    expect(watched.status, watched.stderr).toBe(0);
+    expect(watched.stdout.trim().split("\n").map((line) => JSON.parse(line)).map((change) => [change.kind, change.path, change.value, change.overwritten])).toEqual([
+      ["put", "/notes/a", null, true],
+      ["put", "/notes/a", null, true], // B wrote 3 since
+    ]);
+    expect(watched.stderr).toBe("The session has ended: its memory changes no more, so the watch ends.\n");
     // In the store's order (of UTF-8 bytes, as locally), not of UTF-16 units, which put 😀 before U+E000.
     expect(remote(project, url, a, viewerA.token, ["memory", "query", "/o/*", "--keys"]).stdout).toBe("/o/a\n/o/\ue000\n/o/\uffff\n/o/😀\n");
     expect(project.apex(["memory", "query", "/o/*", "--keys"]).stdout).toBe("/o/a\n/o/\ue000\n/o/\uffff\n/o/😀\n");
