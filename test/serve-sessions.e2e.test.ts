@@ -98,6 +98,16 @@ describe("apex serve: every session of the project", () => {
     // Ended, says why, naming the session as session list does (it had the whole id).
     expect(text).toMatch(new RegExp(`event: end\ndata: .*session ${a.slice(0, 8)} has ended`));
     expect(text).not.toContain(`${a} has ended`);
+    // So does the memory.watch stream, once it has sent what A changed (it polled for ever).
+    const memoryStream = await fetch(`${url}/api/sessions/${a}/stream`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${viewerA.token}` },
+      body: JSON.stringify({ "memory.watch": { glob: "/notes/**", since: 0 } }),
+      signal: AbortSignal.timeout(10_000),
+    });
+    const memoryText = await memoryStream.text();
+    expect(memoryText.match(/"path":"\/notes\/a"/g)).toHaveLength(2);
+    expect(memoryText).toMatch(new RegExp(`event: end\ndata: .*session ${a.slice(0, 8)} has ended`));
 
     // Read-only: an operator of A can change nothing of it (exit 4, nothing written).
     for (const args of [["pause"], ["memory", "set", "/notes/a", "9"], ["task", "add", "late"]]) {

@@ -633,8 +633,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       void (async () => {
         while (!closed) {
           const params = { since, glob, session: sid };
-          const reply = remoteResult("memory.changes", scopedResult(sid, "memory.changes", params, await gate.call(sid, "memory.changes", params)), caller.role, caller.user) as { revision: number; changes: unknown[] };
+          const reply = remoteResult("memory.changes", scopedResult(sid, "memory.changes", params, await gate.call(sid, "memory.changes", params)), caller.role, caller.user) as { revision: number; changes: unknown[]; ended?: boolean };
           for (const change of reply.changes) send("memory.watch", change);
+          // An ended session's memory changes no more, once what it changed up to its end is sent (the stream polled it for ever).
+          if (reply.ended === true) return partEnded("memory.watch", `session ${shortSessionId(sid)} has ended`);
           since = reply.revision;
           await sleep(250);
         }
