@@ -96,15 +96,25 @@ async function follow(
   // The revision the watch begins at: the changes up to it (a replay, `--since`) are all printed whatever
   // --timeout says, as the store read in this process prints them. The deadline cut them short: a batch
   // (10,000) or two, or none, then exit 0 as if that were all.
-  const head = ((await client.call("memory.changes", {})) as { revision: number }).revision;
+  // Through `apex serve`, a server restarted or a network drop (APEX_E_RPC, APEX_E_TIMEOUT) is waited out as well, from the start.
+  const outage = client.via === "remote" ? new Outage("the server", ["APEX_E_RPC", "APEX_E_TIMEOUT"]) : new Outage();
+  let head: number | undefined;
+  while (head === undefined) {
+    try {
+      head = ((await client.call("memory.changes", {})) as { revision: number }).revision;
+    } catch (error) {
+      if (!outage.began(error) || Date.now() >= deadline) throw error;
+      if (interrupted()) return;
+      await sleep(Math.min(RECHECK_MS, Math.max(0, deadline - Date.now())));
+    }
+  }
+  outage.ended();
   let since = options.since ?? head;
   if (options.since !== undefined) warnIfAhead(options.since, head);
   if (options.withCurrent) {
     const entries = (await client.call("memory.query", { glob: glob.source })) as Array<{ path: string; value: JsonValue }>;
     for (const entry of entries) if (glob.matches(entry.path)) printCurrent(entry.path, entry.value, since, Boolean(options.json));
   }
-  // Through `apex serve`, a server restarted or a network drop (APEX_E_RPC, APEX_E_TIMEOUT) is waited out as well.
-  const outage = client.via === "remote" ? new Outage("the server", ["APEX_E_RPC", "APEX_E_TIMEOUT"]) : new Outage();
   let replaying = true;
   while (!interrupted() && (replaying || Date.now() < deadline)) {
     let reply: { revision: number; changes: Array<Change & { value: JsonValue | null; overwritten?: boolean }>; ended?: boolean };

@@ -1008,6 +1008,24 @@ describe("--remote refuses commands that would act on the local project", () => 
   });
 });
 
+describe("apex --remote … memory watch with the server not up yet", () => {
+  it("waits for it, saying so, whatever it replays, and fails with the server's error once --timeout passes first (exit 1)", () => {
+    const p = new Project(CONFIG);
+    try {
+      // With --since (or the current values first) it failed at once, unlike a server that went away later.
+      for (const mode of [["--since", "0"], ["--changes-only"], []]) {
+        const started = Date.now();
+        const result = p.apex(["--remote", `127.0.0.1:9/${"a".repeat(8)}`, "memory", "watch", "/w/**", "--timeout", "1.5", ...mode], { env: { APEX_TOKEN: `apx_${"0".repeat(16)}_${"A".repeat(43)}` } });
+        expect(result.status, result.stderr).toBe(1);
+        expect(result.stderr).toMatch(/^warning: Cannot reach http:\/\/127\.0\.0\.1:9: ECONNREFUSED\. Still watching; retrying every 1 s \(Ctrl-C ends\)\.\nerror\[APEX_E_RPC\]: Cannot reach/);
+        expect(Date.now() - started).toBeGreaterThanOrEqual(1400);
+      }
+    } finally {
+      p.cleanup();
+    }
+  });
+});
+
 describe("--remote with --session naming another session", () => {
   it("is refused (exit 2) rather than answered for the remote session; the remote session's own id is fine", async () => {
     project = new Project(CONFIG);
