@@ -284,7 +284,7 @@ const REMOTE_COMMANDS: Record<string, string[] | true> = {
   stop: true,
   logs: true,
   help: true,
-  memory: ["show", "query", "set", "delete", "watch", "import"],
+  memory: ["show", "query", "set", "delete", "watch", "import", "export"],
   task: ["add", "list", "show", "claim", "done", "fail", "reopen", "milestone"],
   agent: ["report", "list"],
   checkpoint: ["create", "list", "show", "diff"],

@@ -79,7 +79,7 @@ export async function queryMemory(
   glob: string,
   options: { json?: boolean; keys?: boolean; limit?: number },
 ): Promise<void> {
-  const compiled = compileGlob(glob);
+  const compiled = checkedGlob(glob);
   const reader = await openReader(location);
   try {
     const entries = await readMatching(reader, compiled, options.limit);
@@ -161,7 +161,7 @@ async function checkOwned(command: string, paths: string[], options: { recursive
 }
 
 export async function exportMemory(location: ProjectLocation, glob: string): Promise<void> {
-  const compiled = compileGlob(glob);
+  const compiled = checkedGlob(glob);
   const reader = await openReader(location);
   try {
     await writeChunked(jsonObjectChunks(await readMatching(reader, compiled)));
@@ -175,7 +175,7 @@ export async function watchMemory(
   glob: string,
   options: { since?: number; timeout?: number; json?: boolean; changesOnly?: boolean },
 ): Promise<void> {
-  let compiled = compileGlob(glob);
+  let compiled = checkedGlob(glob);
   if (compiled.literal) {
     // A plain path means it and everything below it, as for `memory query` and `export` (`/notes/` watched
     // nothing, ever, and `/notes` only the path itself). Checked as query checks it: one that no record can
@@ -185,6 +185,30 @@ export async function watchMemory(
   }
   const { watchChanges } = await import("./memory-watch.js");
   await watchChanges(location, compiled, options);
+}
+
+/**
+ * A glob for query, export and watch, refused (APEX_E_BAD_GLOB, exit 2) when no path can match it: a segment
+ * that is empty, `.` or `..`, or a control character, which no path may hold (checkPath). `memory watch
+ * '/notes//*'` watched for ever and query printed nothing, without a word. A plain path may end with '/'.
+ */
+function checkedGlob(source: string): Glob {
+  const glob = compileGlob(source);
+  if (glob.literal) return glob; // a plain path: checked as a path (APEX_E_BAD_PATH) where it is read
+  const segments = source.split("/").slice(1);
+  const control = /[\u0000-\u001f\u007f-\u009f]/.exec(source)?.[0];
+  const at = segments.findIndex((segment) => segment === "." || segment === ".." || segment === "");
+  const problem = control !== undefined
+    ? `it contains the control character U+${control.charCodeAt(0).toString(16).padStart(4, "0")}`
+    : at === -1 ? undefined
+    : segments[at] !== "" ? `segment ${at + 1} is '${segments[at]}'`
+    : at < segments.length - 1 ? `segment ${at + 1} is empty ('//')` : "it ends with '/' after a wildcard (empty last segment)";
+  if (problem) {
+    throw new ApexError("APEX_E_BAD_GLOB", `Invalid glob ${JSON.stringify(source)}: ${problem}; no path can match it.`, {
+      hint: "Paths have no empty, '.' or '..' segment and no control character. Examples: /notes/*, /a/**, /sessions/*/tasks/?",
+    });
+  }
+  return glob;
 }
 
 /**
@@ -224,7 +248,7 @@ export function parseImport(text: string, name: string): Entry[] {
     const entries: Entry[] = [];
     for (const path in record) {
       const problem = pathProblem(path);
-      if (problem) throw new ApexError("APEX_E_BAD_PATH", `${name}: invalid path ${JSON.stringify(path)}: ${problem}.`);
+      if (problem) throw new ApexError("APEX_E_BAD_PATH", `${name}:${line(topLevelKeyAt(trimmed, path))}: invalid path ${JSON.stringify(path)}: ${problem}.`);
       entries.push({ path, value: record[path]! });
     }
     if (twice && twice.within.length === 0) throw repeatedPath(`${name}:${line(twice.second)}`, twice.key, line(twice.first));

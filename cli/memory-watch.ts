@@ -93,21 +93,35 @@ async function follow(
   deadline: number,
   interrupted: () => boolean,
 ): Promise<void> {
-  let since = options.since;
-  if (since !== undefined) warnIfAhead(since, ((await client.call("memory.changes", {})) as { revision: number }).revision);
+  // The revision the watch begins at: the changes up to it (a replay, `--since`) are all printed whatever
+  // --timeout says, as the store read in this process prints them. The deadline cut them short: a batch
+  // (10,000) or two, or none, then exit 0 as if that were all.
+  // Through `apex serve`, a server restarted or a network drop (APEX_E_RPC, APEX_E_TIMEOUT) is waited out as well, from the start.
+  const outage = client.via === "remote" ? new Outage("the server", ["APEX_E_RPC", "APEX_E_TIMEOUT"]) : new Outage();
+  let head: number | undefined;
+  while (head === undefined) {
+    try {
+      head = ((await client.call("memory.changes", {})) as { revision: number }).revision;
+    } catch (error) {
+      if (!outage.began(error) || Date.now() >= deadline) throw error;
+      if (interrupted()) return;
+      await sleep(Math.min(RECHECK_MS, Math.max(0, deadline - Date.now())));
+    }
+  }
+  outage.ended();
+  let since = options.since ?? head;
+  if (options.since !== undefined) warnIfAhead(options.since, head);
   if (options.withCurrent) {
-    since = ((await client.call("memory.changes", {})) as { revision: number }).revision;
     const entries = (await client.call("memory.query", { glob: glob.source })) as Array<{ path: string; value: JsonValue }>;
     for (const entry of entries) if (glob.matches(entry.path)) printCurrent(entry.path, entry.value, since, Boolean(options.json));
   }
-  // Through `apex serve`, a server restarted or a network drop (APEX_E_RPC, APEX_E_TIMEOUT) is waited out as well.
-  const outage = client.via === "remote" ? new Outage("the server", ["APEX_E_RPC", "APEX_E_TIMEOUT"]) : new Outage();
-  while (!interrupted() && Date.now() < deadline) {
-    let reply: { revision: number; changes: Array<Change & { value: JsonValue | null; overwritten?: boolean }> };
+  let replaying = true;
+  while (!interrupted() && (replaying || Date.now() < deadline)) {
+    let reply: { revision: number; changes: Array<Change & { value: JsonValue | null; overwritten?: boolean }>; ended?: boolean };
     try {
       reply = (await client.call("memory.changes", { since, glob: glob.source })) as typeof reply;
     } catch (error) {
-      if (!outage.began(error)) throw error;
+      if (!outage.began(error) || (replaying && Date.now() >= deadline)) throw error;
       await sleep(Math.min(RECHECK_MS, Math.max(0, deadline - Date.now())));
       continue;
     }
@@ -116,7 +130,15 @@ async function follow(
     // (it says so itself of one changed again after its batch; an older one does not).
     const last = lastChanges(reply.changes);
     for (const { overwritten, ...change } of reply.changes) if (glob.matches(change.path)) printChange(change, change.value ?? undefined, Boolean(options.json), overwritten === true || overwrittenAt(last, change));
+    // The session ended (through `apex serve`), and every change it made is printed: nothing more will come.
+    if (reply.ended === true) {
+      process.stderr.write("The session has ended: its memory changes no more, so the watch ends.\n");
+      return;
+    }
+    // Still behind where the watch began: the next batch at once (a session's frozen memory never changes: no progress, done).
+    replaying = reply.revision > since && reply.revision < head;
     since = reply.revision;
+    if (replaying) continue;
     await sleep(Math.min(POLL_MS, Math.max(0, deadline - Date.now())));
   }
 }

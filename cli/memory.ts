@@ -10,7 +10,7 @@ const FORCE = "also write paths APEX owns (/sessions/…, /projects/config): rep
 export function registerMemoryCommands(program: Command): void {
   const memory = program
     .command("memory")
-    .description("read and write the project memory (a path-keyed JSON store in LMDB)")
+    .description("read and write the project memory (a path-keyed JSON store, in LMDB or PostgreSQL as `store:` says)")
     .addHelpText(
       "after",
       `

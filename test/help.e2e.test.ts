@@ -154,6 +154,8 @@ describe("help that teaches", () => {
     // What an operator may do, as the role table says: continue too, and of tasks only add and reopen
     // ("tasks" read as every task command; claim, done and fail need owner).
     expect(page("session", "share")).toContain("operator (also pause, resume, continue, checkpoint create, task add and reopen, memory set)");
+    // The memory is where `store:` puts it (it said "in LMDB", on PostgreSQL too).
+    expect(page("memory")).toContain("in LMDB or PostgreSQL as `store:` says");
   });
 
   it("apex serve, connect and login refuse --session, which would choose nothing (exit 2: nothing served, sent or saved), and their help says so", async () => {

@@ -58,6 +58,15 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     expect(missing.stderr).toContain("error[APEX_E_NOT_FOUND]: Nothing is stored at /notes/today.");
   });
 
+  it("query --limit N gives N entries when more match, with another session's working memory (left out) among the first N", () => {
+    for (const path of ["/a", "/sessions/s1/memory/n1", "/sessions/s1/memory/n2", "/z"]) expect(apex(["memory", "set", path, "1"]).status).toBe(0);
+    expect(apex(["memory", "query", "/**", "--keys"]).stdout).toBe("/a\n/z\n");
+    // The limit counted the entries read, before the worktree memory was left out: `/a` alone.
+    expect(apex(["memory", "query", "/**", "--keys", "--limit", "2"]).stdout).toBe("/a\n/z\n");
+    expect(apex(["memory", "query", "/**", "--keys", "--limit", "1"]).stdout).toBe("/a\n");
+    expect(apex(["memory", "query", "/sessions/**", "--keys", "--limit", "1"]).stdout).toBe("/sessions/s1/memory/n1\n");
+  });
+
   it("memory delete that finds nothing says what was meant, not --recursive whatever the path", () => {
     expect(apex(["memory", "set", "/notes/a", "1"]).status).toBe(0);
     expect(apex(["memory", "set", "/notes/b", "2"]).status).toBe(0);
@@ -167,6 +176,11 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
       });
       expect(bad.status).toBe(2);
       expect(bad.stderr).toContain(`stdin:3: invalid path "nope": it must start with '/'.`);
+      expect(runApex(["memory", "show", "/ok"], { cwd: other.dir, env }).status).toBe(3);
+      // In one object too, as in a file read an entry at a time (it named the file alone).
+      const badKey = runApex(["memory", "import", "-"], { cwd: other.dir, env, input: '{\n  "/ok": 1,\n  "/bad/": 2\n}\n' });
+      expect(badKey.status).toBe(2);
+      expect(badKey.stderr).toContain(`stdin:3: invalid path "/bad/": it ends with '/' (empty last segment).`);
       expect(runApex(["memory", "show", "/ok"], { cwd: other.dir, env }).status).toBe(3);
 
       // An export cut short, or with a trailing comma, is named where it breaks: it was "stdin:1: … position 1"
@@ -309,6 +323,31 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     expect(apex(["memory", "watch", "/r/*", "--since", "6", "--timeout", "0.3"]).stderr).toBe("");
   });
 }));
+
+describe("apex memory globs that no path can match", () => {
+  it("are APEX_E_BAD_GLOB (exit 2) naming the segment, for query, export and watch, rather than nothing, or a watch that never ends", () => {
+    const apex = (args: string[]) => runApex(args, { cwd: dir, env: { NO_COLOR: "1" } });
+    expect(apex(["memory", "set", "/notes/a", "1"]).status).toBe(0);
+    for (const [glob, problem] of [
+      ["/notes//*", "segment 2 is empty ('//')"],
+      ["/**//x", "segment 2 is empty ('//')"],
+      ["/notes/*/", "it ends with '/' after a wildcard (empty last segment)"],
+      ["/notes/./*", "segment 2 is '.'"],
+      ["/notes/../**", "segment 2 is '..'"],
+      ["/notes/\u0007*", "it contains the control character U+0007"],
+    ]) {
+      for (const args of [["memory", "query", glob], ["memory", "export", glob], ["memory", "watch", glob, "--timeout", "30"]]) {
+        const result = apex(args);
+        expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(2);
+        expect(result.stderr).toContain(`error[APEX_E_BAD_GLOB]: Invalid glob ${JSON.stringify(glob)}: ${problem}; no path can match it.`);
+      }
+    }
+    // What a path may hold is no problem: a plain path with a trailing '/', a dot inside a segment, the root.
+    expect(apex(["memory", "query", "/notes/", "--keys"]).stdout).toBe("/notes/a\n");
+    expect(apex(["memory", "query", "/notes/.a*", "--keys"]).status).toBe(0);
+    expect(apex(["memory", "query", "/", "--keys"]).stdout).toBe("/notes/a\n");
+  });
+});
 
 describe("apex memory watch and its reader", () => {
   /** Resolves with how the process ended, or with null when it is still running after `ms`. */
@@ -502,6 +541,21 @@ describe("apex memory watch --since through a running supervisor, far behind", (
       ["put", "/far/x", "new", false],
     ]);
   });
+
+  it("replays every change up to where the watch began, however short --timeout is, as with no session running", () => {
+    project = new Project(shellAgents({ idle: "while true; do sleep 0.5; done" }));
+    const started = project.start();
+    const file = join(project.dir, "bulk.json");
+    writeFileSync(file, JSON.stringify(Object.fromEntries(Array.from({ length: 25_000 }, (_, i) => [`/bulk/k${i}`, i]))));
+    const imported = JSON.parse(project.apex(["memory", "import", file, "--json"]).stdout) as { revision: number };
+    const agent = { APEX_SOCKET: started.socket, APEX_SESSION_ID: started.session_id, APEX_AGENT: "idle" };
+    // It printed what came in the time given (a batch of 10,000 or two, or none), then ended with exit 0 as if that were all.
+    const result = project.apex(["memory", "watch", "/bulk/**", "--since", String(imported.revision - 25_000), "--timeout", "0.1", "--json"], { env: agent });
+    expect(result.status, result.stderr).toBe(0);
+    const revisions = result.stdout.trim().split("\n").map((line) => (JSON.parse(line) as { revision: number }).revision);
+    expect(revisions.length).toBe(25_000);
+    expect(revisions.at(-1)).toBe(imported.revision);
+  }, 60_000);
 });
 
 describe("apex memory import of a file longer than V8's longest string (an export of large values)", () => {

@@ -26,6 +26,7 @@ describe("apex serve: every session of the project", () => {
     expect(project.apex(["checkpoint", "create", "the first one"]).status).toBe(0);
     // After A's manual checkpoint: B's start saves A's final state (memory 2) before B takes the live memory.
     expect(project.apex(["memory", "set", "/notes/a", "2"]).status).toBe(0);
+    for (const key of ["a", "\ue000", "\uffff", "😀"]) expect(project.apex(["memory", "set", `/o/${key}`, "1"]).status).toBe(0);
     const viewerA = share(project, "current", "vera", "viewer");
     const operatorA = share(project, "current", "otto", "operator");
     const ownerA = share(project, "current", "olga", "owner");
@@ -63,6 +64,17 @@ describe("apex serve: every session of the project", () => {
     // Memory as of A's latest checkpoint, not the live value B wrote since.
     expect(JSON.parse(remote(project, url, a, viewerA.token, ["memory", "show", "/notes/a", "--json"]).stdout)).toEqual({ path: "/notes/a", value: 2 });
     expect(JSON.parse(remote(project, url, b, viewerB.token, ["memory", "show", "/notes/a", "--json"]).stdout)).toEqual({ path: "/notes/a", value: 3 });
+    // A watch of ended A: the changes A made, up to its end (not B's), then it ends, saying so. It printed nothing, until --timeout.
+    const watched = remote(project, url, a, viewerA.token, ["memory", "watch", "/notes/**", "--since", "0", "--timeout", "5", "--json"]);
+    expect(watched.status, watched.stderr).toBe(0);
+    expect(watched.stdout.trim().split("\n").map((line) => JSON.parse(line)).map((change) => [change.kind, change.path, change.value, change.overwritten])).toEqual([
+      ["put", "/notes/a", null, true],
+      ["put", "/notes/a", null, true], // B wrote 3 since
+    ]);
+    expect(watched.stderr).toBe("The session has ended: its memory changes no more, so the watch ends.\n");
+    // In the store's order (of UTF-8 bytes, as locally), not of UTF-16 units, which put 😀 before U+E000.
+    expect(remote(project, url, a, viewerA.token, ["memory", "query", "/o/*", "--keys"]).stdout).toBe("/o/a\n/o/\ue000\n/o/\uffff\n/o/😀\n");
+    expect(project.apex(["memory", "query", "/o/*", "--keys"]).stdout).toBe("/o/a\n/o/\ue000\n/o/\uffff\n/o/😀\n");
     expect(remote(project, url, a, viewerA.token, ["logs", "-n", "5"]).stdout).toContain("alpha | tick");
     const events = await rpc(url, a, "events.list", viewerA.token);
     expect(events.body.result.map((event: { type: string }) => event.type)).toEqual(expect.arrayContaining(["session.started", "session.stopped"]));
@@ -86,6 +98,16 @@ describe("apex serve: every session of the project", () => {
     // Ended, says why, naming the session as session list does (it had the whole id).
     expect(text).toMatch(new RegExp(`event: end\ndata: .*session ${a.slice(0, 8)} has ended`));
     expect(text).not.toContain(`${a} has ended`);
+    // So does the memory.watch stream, once it has sent what A changed (it polled for ever).
+    const memoryStream = await fetch(`${url}/api/sessions/${a}/stream`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${viewerA.token}` },
+      body: JSON.stringify({ "memory.watch": { glob: "/notes/**", since: 0 } }),
+      signal: AbortSignal.timeout(10_000),
+    });
+    const memoryText = await memoryStream.text();
+    expect(memoryText.match(/"path":"\/notes\/a"/g)).toHaveLength(2);
+    expect(memoryText).toMatch(new RegExp(`event: end\ndata: .*session ${a.slice(0, 8)} has ended`));
 
     // Read-only: an operator of A can change nothing of it (exit 4, nothing written).
     for (const args of [["pause"], ["memory", "set", "/notes/a", "9"], ["task", "add", "late"]]) {

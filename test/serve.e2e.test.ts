@@ -171,6 +171,14 @@ describe("apex serve: roles", () => {
     const watched = remote(project, server.url, sid, viewer.token, ["memory", "watch", "/notes/**", "--since", "0", "--timeout", "1", "--json"]);
     expect(watched.status, watched.stderr).toBe(0);
     expect(JSON.parse(watched.stdout.trim().split("\n")[0]!)).toMatchObject({ path: "/notes/from-otto", kind: "put", actor: "user:otto", value: { n: 1 } });
+    // --limit counts the entries the grant sees: /projects/config, which it does not, was counted (`--limit 2` gave one entry).
+    expect(remote(project, server.url, sid, operator.token, ["memory", "set", "/q/after", "2"]).status).toBe(0);
+    expect(remote(project, server.url, sid, viewer.token, ["memory", "query", "/**", "--keys"]).stdout).toMatch(/^\/notes\/from-otto\n\/q\/after\n\/sessions\//);
+    expect(remote(project, server.url, sid, viewer.token, ["memory", "query", "/**", "--keys", "--limit", "2"]).stdout).toBe("/notes/from-otto\n/q/after\n");
+    // export, as query --json, so that `export | import` round-trips through the server too (it was refused, exit 2, while import was served).
+    const exported = remote(project, server.url, sid, viewer.token, ["memory", "export", "/q"]);
+    expect(exported.status, exported.stderr).toBe(0);
+    expect(exported.stdout).toBe('{\n  "/q/after": 2\n}\n');
     expect(remote(project, server.url, sid, operator.token, ["resume"]).status).toBe(0);
 
     // Owner only: sharing and stopping.
@@ -985,7 +993,7 @@ describe("--remote refuses commands that would act on the local project", () => 
     [["session", "validate"], "does not work on a remote session"],
     [["config", "show"], "does not work on a remote session"],
     [["checkpoint", "delete", "x"], "does not work on a remote session"],
-    [["memory", "export"], "does not work on a remote session"],
+    [["session", "export", "x"], "does not work on a remote session"],
     [["start", "--task", "new work"], "start only continues it"],
   ])("apex --remote … %j", (args, message) => {
     const p = new Project(CONFIG);
@@ -994,6 +1002,24 @@ describe("--remote refuses commands that would act on the local project", () => 
       expect(result.status).toBe(2);
       expect(result.stderr).toContain(message);
       expect(statSyncOrNull(p.storeDir)).toBeNull();
+    } finally {
+      p.cleanup();
+    }
+  });
+});
+
+describe("apex --remote … memory watch with the server not up yet", () => {
+  it("waits for it, saying so, whatever it replays, and fails with the server's error once --timeout passes first (exit 1)", () => {
+    const p = new Project(CONFIG);
+    try {
+      // With --since (or the current values first) it failed at once, unlike a server that went away later.
+      for (const mode of [["--since", "0"], ["--changes-only"], []]) {
+        const started = Date.now();
+        const result = p.apex(["--remote", `127.0.0.1:9/${"a".repeat(8)}`, "memory", "watch", "/w/**", "--timeout", "1.5", ...mode], { env: { APEX_TOKEN: `apx_${"0".repeat(16)}_${"A".repeat(43)}` } });
+        expect(result.status, result.stderr).toBe(1);
+        expect(result.stderr).toMatch(/^warning: Cannot reach http:\/\/127\.0\.0\.1:9: ECONNREFUSED\. Still watching; retrying every 1 s \(Ctrl-C ends\)\.\nerror\[APEX_E_RPC\]: Cannot reach/);
+        expect(Date.now() - started).toBeGreaterThanOrEqual(1400);
+      }
     } finally {
       p.cleanup();
     }

@@ -21,8 +21,8 @@ export function memoryReadMethods(store: Store, view: () => MemoryView = () => M
     "memory.query": (params) => {
       const glob = stringParam(params, "glob");
       compileGlob(glob);
-      const limit = typeof params.limit === "number" ? params.limit : undefined;
-      return view().entries(store.query(view().glob(glob), limit === undefined ? {} : { limit }), glob);
+      // The limit counts the entries answered: another session's memory, left out of them, is none (`--limit 40` gave 37).
+      return view().entries(store.query(view().glob(glob)), glob, typeof params.limit === "number" ? params.limit : Infinity);
     },
     // For `apex memory watch`: poll this instead of reading the revision log.
     "memory.changes": (params) =>

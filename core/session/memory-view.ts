@@ -40,13 +40,14 @@ export class MemoryView {
   }
 
   /**
-   * Entries read with `glob(source)`, with memory paths. Another session's memory root is left
-   * out unless the glob asks for /sessions itself (`/**` lists this session's memory and the records).
+   * Entries read with `glob(source)`, with memory paths, at most `limit` of them. Another session's memory root is
+   * left out unless the glob asks for /sessions itself (`/**` lists this session's memory and the records).
    */
-  entries(entries: Iterable<Entry>, source = "/**"): Entry[] {
+  entries(entries: Iterable<Entry>, source = "/**", limit = Infinity): Entry[] {
     const out: Entry[] = [];
     const keepRoots = isSessionsPath(source);
     for (const entry of entries) {
+      if (out.length >= limit) break;
       if (!keepRoots && OTHER_MEMORY.test(entry.path) && !this.owns(entry.path)) continue;
       out.push(this.root === "" ? entry : { ...entry, path: this.unpath(entry.path) });
     }

@@ -8,6 +8,7 @@ import { sessionReport } from "../../core/session/status-report.js";
 import { compileGlob } from "../../core/store/glob.js";
 import { checkPath } from "../../core/store/paths.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
+import { compareCodePoints } from "../../core/store/value-codec.js";
 import { openStore, storeExists } from "../../core/store/open.js";
 
 /**
@@ -93,6 +94,7 @@ export async function readStored(store: Store, sessionId: string, method: string
     case "memory.get":
     case "memory.query":
     case "memory.changes":
+      if (method === "memory.changes" && session.ended) return endedChanges(store, session.record, params, methods[method]!);
       return session.frozen ? frozenMemory(store, sessionId, method, params) : methods[method]!(params);
     case "session.tree": {
       const { sessionTree } = await import("../checkpoint/tree.js");
@@ -129,6 +131,30 @@ export async function readStored(store: Store, sessionId: string, method: string
 }
 
 /**
+ * memory.changes of an ended session: the changes it made up to its end (those of the revision log up
+ * to the first one after its `ended_at`), with `ended: true` once they are all given: its memory
+ * changes no more. A watch of it answered nothing, for ever, and what the session wrote between the
+ * watch's last read and its end was never shown.
+ */
+function endedChanges(store: Store, record: SessionRecord, params: Record<string, unknown>, live: (params: Record<string, unknown>) => unknown): unknown {
+  const end = Date.parse(String(record.ended_at));
+  // The last revision at or before the end: revisions are committed in time order, so it is found by halving.
+  let low = 0;
+  let high = store.revision();
+  while (Number.isFinite(end) && low < high) {
+    const middle = Math.ceil((low + high) / 2);
+    const [change] = store.changesSince(middle - 1, { limit: 1 });
+    if (change !== undefined && change.time <= end) low = middle;
+    else high = middle - 1;
+  }
+  const since = typeof params.since === "number" ? params.since : low;
+  if (since >= low) return { revision: since, changes: [], ended: true };
+  const reply = live({ ...params, since }) as { revision: number; changes: Array<{ revision: number }> };
+  const revision = Math.min(reply.revision, low);
+  return { revision, changes: reply.changes.filter((change) => change.revision <= low), ...(revision >= low ? { ended: true } : {}) };
+}
+
+/**
  * Memory of a frozen session: the project memory its latest checkpoint holds (nothing, if it
  * has none), beside the session records under /sessions/, which are read live (they are the
  * session's own, and `session history` reads them). `memory.changes` reports nothing: a
@@ -150,7 +176,8 @@ async function frozenMemory(store: Store, sessionId: string, method: string, par
   if (latest) {
     for (const entry of readCheckpointMemory(store, latest, { sessionId })) if (!isRecordPath(entry.path) && glob.matches(entry.path)) out.push(entry);
   }
-  out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  // In the store's key order (code points, as UTF-8 bytes order): `<` compares UTF-16 units, and put /o/😀 before /o/\ue000.
+  out.sort((a, b) => compareCodePoints(a.path, b.path));
   return out.slice(0, limit);
 }
 

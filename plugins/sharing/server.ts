@@ -454,7 +454,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       const beats = heartbeatReply(request, reply, params);
       try {
         // A client gone (Ctrl-C) while the call waits for a supervisor to start: it is not made then.
-        result = shown(scopedResult(sid, method, params, await gate.call(sid, method, actorParams, beats?.onEvent, () => request.raw.socket.destroyed)));
+        const call = (over: Record<string, unknown> = {}) => gate.call(sid, method, { ...actorParams, ...over }, beats?.onEvent, () => request.raw.socket.destroyed);
+        result = method === "memory.query" && typeof params.limit === "number" ? await limitedQuery(params.limit, (limit) => call({ limit }), (entries) => shown(scopedResult(sid, method, params, entries))) : shown(scopedResult(sid, method, params, await call()));
       } catch (error) {
         if (!beats?.streaming) throw error;
         return beats.end({ error });
@@ -632,8 +633,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       void (async () => {
         while (!closed) {
           const params = { since, glob, session: sid };
-          const reply = remoteResult("memory.changes", scopedResult(sid, "memory.changes", params, await gate.call(sid, "memory.changes", params)), caller.role, caller.user) as { revision: number; changes: unknown[] };
+          const reply = remoteResult("memory.changes", scopedResult(sid, "memory.changes", params, await gate.call(sid, "memory.changes", params)), caller.role, caller.user) as { revision: number; changes: unknown[]; ended?: boolean };
           for (const change of reply.changes) send("memory.watch", change);
+          // An ended session's memory changes no more, once what it changed up to its end is sent (the stream polled it for ever).
+          if (reply.ended === true) return partEnded("memory.watch", `session ${shortSessionId(sid)} has ended`);
           since = reply.revision;
           await sleep(250);
         }
@@ -1331,6 +1334,20 @@ function parseBody(text: string): unknown {
     for (const [name, child] of Object.entries(item)) pending.push([child, Array.isArray(item) ? `${at}[${name}]` : `${at}.${name}`, depth + 1]);
   }
   return value;
+}
+
+/**
+ * memory.query with a limit, as a grant sees it: what it may not see (another session's records,
+ * hidden events) is left out before the limit counts, not after (`--limit 63` gave 62 entries, or
+ * none, while more matched). Asked again with a larger limit until it has enough or there are no more.
+ */
+async function limitedQuery(limit: number, ask: (limit: number) => Promise<unknown>, visible: (entries: unknown) => unknown): Promise<unknown> {
+  for (let asked = limit; ; asked *= 4) {
+    const raw = await ask(asked);
+    const shown = visible(raw);
+    if (!Array.isArray(raw) || !Array.isArray(shown)) return shown;
+    if (shown.length >= limit || raw.length < asked) return shown.slice(0, limit);
+  }
 }
 
 /** Whether `value` nests arrays and objects more than `limit` levels deep (without recursion: it may be very deep). */
