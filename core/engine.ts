@@ -1,6 +1,6 @@
 import { createRequire } from "node:module";
 import type * as Tapable from "tapable";
-import { ApexError, isApexError, withDetail } from "./errors.js";
+import { ApexError, isApexError, thrownMessage, withDetail } from "./errors.js";
 import { didYouMean } from "./suggest.js";
 import { fileDiskFullError, isFileDiskFull } from "./store/store-errors.js";
 import type { Config } from "./config/types.js";
@@ -608,7 +608,7 @@ export class Engine {
   #attribute(plugin: string, hookName: string, error: unknown): { error: ApexError; fresh: boolean } {
     if (isApexError(error) && attributed.has(error)) return { error, fresh: !reported.has(error) };
     const owner = this.#owner(plugin);
-    const message = error instanceof Error ? error.message : String(error);
+    const message = thrownMessage(error);
     if (!isApexError(error) && isFileDiskFull(error)) {
       // A full disk is the machine's failure, not the plugin's: no blame, no advice to disable it.
       const path = (error as { path?: unknown }).path;
@@ -645,7 +645,7 @@ export class Engine {
   }
 
   #reportSecondary(secondary: unknown, context: ErrorContext | undefined): void {
-    const message = secondary instanceof Error ? secondary.message : String(secondary);
+    const message = thrownMessage(secondary);
     const original = context?.error;
     if (isApexError(original) && original.details) {
       const list = Array.isArray(original.details.alsoFailed) ? (original.details.alsoFailed as string[]) : [];

@@ -6,16 +6,14 @@ import { pathToFileURL } from "node:url";
 import { isDirectory, isFile } from "./config/locate.js";
 import { BUILTIN_PLUGIN_NAMES, isBuiltinPlugin, packageRoot } from "./config/schemas.js";
 import { Engine, type ApexPlugin, type EngineOptions, type PluginSource } from "./engine.js";
-import { ApexError } from "./errors.js";
+import { ApexError, thrownMessage } from "./errors.js";
 import { didYouMean } from "./suggest.js";
 import type { Config, PluginEntry, SourcePosition } from "./config/types.js";
 
 export type { ApexApi, ApexPlugin, PluginSource } from "./engine.js";
 
 /** Types a plugin for its author; at runtime it returns the plugin unchanged. */
-export function definePlugin<Options = Record<string, unknown>>(plugin: ApexPlugin<Options>): ApexPlugin<Options> {
-  return plugin;
-}
+export const definePlugin = <Options = Record<string, unknown>>(plugin: ApexPlugin<Options>): ApexPlugin<Options> => plugin;
 
 /** APEX's own version, which the built-in plugins share. */
 export const APEX_VERSION: string = (JSON.parse(readFileSync(join(packageRoot(), "package.json"), "utf8")) as { version: string }).version;
@@ -216,12 +214,12 @@ async function importPlugin(file: string, label: string, at: string): Promise<Re
     const never = new Promise<never>((_, reject) => process.once("beforeExit", (stalled = () => reject(new Error("its top-level code awaits something that never settles")))));
     return (await Promise.race([import(pathToFileURL(file).href), never])) as Record<string, unknown>;
   } catch (error) {
-    const typescript = (error as { code?: string }).code === "ERR_UNKNOWN_FILE_EXTENSION";
+    const typescript = (error as { code?: string } | undefined)?.code === "ERR_UNKNOWN_FILE_EXTENSION";
     // Where in the file: a syntax error's position, or the line of the file that threw while it ran.
     const frame = String((error as Error)?.stack ?? "").split("\n").find((line) => line.includes(`${pathToFileURL(file).href}:`) || line.includes(`${file}:`));
     const thrownAt = /:(\d+:\d+)\)?$/.exec(frame ?? "")?.[1];
     const where = error instanceof SyntaxError ? syntaxErrorAt(file) : thrownAt && `${file}:${thrownAt}`;
-    throw new ApexError("APEX_E_PLUGIN_INVALID", `The plugin ${label} at ${at} could not be loaded: ${(error as Error).message}${where ? ` (${where})` : ""}`, {
+    throw new ApexError("APEX_E_PLUGIN_INVALID", `The plugin ${label} at ${at} could not be loaded: ${thrownMessage(error)}${where ? ` (${where})` : ""}`, {
       hint: typescript ? "Node cannot load TypeScript directly: compile the plugin to JavaScript and point the config at the .js file." : `Check ${file}.`,
       cause: error,
       details: { plugin: label, file },

@@ -223,6 +223,17 @@ describe("loading plugins from the config", () => {
     expect(stalled.status).toBe(2);
     expect(existsSync(join(stalledDir, ".apex"))).toBe(false);
 
+    // A module or an apply that throws something not an Error (undefined, null, a plain object): before, `throw undefined` at load
+    // crashed the command (APEX_E_INTERNAL "Cannot read properties of undefined", exit 1) and the others read "undefined" or "[object Object]".
+    for (const [thrown, says] of [["undefined", "threw undefined, not an Error"], ["null", "threw null, not an Error"], ["{ reason: 'no db' }", "threw { reason: 'no db' }, not an Error"]]) {
+      const atLoad = project("plugins:\n  ./odd.mjs: {}\n", { "odd.mjs": `throw ${thrown};\nexport default { name: 'odd', apply() {} };\n` });
+      const loaded = runApex(["config", "validate", "--json"], { cwd: atLoad });
+      expect(JSON.parse(loaded.stdout).errors).toMatchObject([{ code: "APEX_E_PLUGIN_INVALID", message: expect.stringContaining(`could not be loaded: ${says}`) }]);
+      expect(loaded.status).toBe(2);
+      const inApply = project("plugins:\n  ./odd.mjs: {}\n", { "odd.mjs": `export default { name: 'odd', apply() { throw ${thrown}; } };\n` });
+      expect((await loadError(inApply)).message).toBe(`plugin odd failed in apply: ${says}`);
+    }
+
     // One that throws in apply cannot be loaded either: exit 2, as when it throws on import (before, APEX_E_PLUGIN_FAILED, exit 1).
     const applying = await loadError(project("plugins:\n  ./apply.mjs: {}\n", { "apply.mjs": "export default { name: 'apply', apply() { throw new Error('no token'); } };\n" }));
     expect(applying).toMatchObject({ code: "APEX_E_PLUGIN_INVALID", exitCode: 2, message: "plugin apply failed in apply: no token" });
