@@ -346,7 +346,7 @@ function applyOrder(resolved: Resolved[], enabled: Map<string, Resolved>): Resol
   const visit = (item: Resolved, chain: string[]) => {
     if (state.get(item) === "done") return;
     if (state.get(item) === "visiting") {
-      throw new ApexError("APEX_E_PLUGIN_DEPENDENCY", `Plugins require each other in a cycle: ${[...chain, item.plugin.name].join(" → ")}.`, {
+      throw new ApexError("APEX_E_PLUGIN_DEPENDENCY", `Plugins require each other in a cycle: ${[...chain, item.plugin.name].join(" → ")} (plugin ${item.plugin.name} at ${formatPosition(item.entry.position)}).`, {
         hint: "One of them must drop the other from its `requires`.",
       });
     }
