@@ -199,12 +199,8 @@ function resolveImportOnly(name: string, projectDir: string): string | undefined
 function pickCondition(target: unknown): string | undefined {
   if (typeof target === "string") return target;
   if (Array.isArray(target)) return pickCondition(target[0]);
-  if (target !== null && typeof target === "object") {
-    for (const condition of ["import", "node", "default"]) {
-      if (condition in target) return pickCondition((target as Record<string, unknown>)[condition]);
-    }
-  }
-  return undefined;
+  const condition = target !== null && typeof target === "object" ? ["import", "node", "default"].find((name) => name in target) : undefined;
+  return condition === undefined ? undefined : pickCondition((target as Record<string, unknown>)[condition]);
 }
 
 async function importPlugin(file: string, label: string, at: string): Promise<Record<string, unknown>> {
