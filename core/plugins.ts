@@ -297,12 +297,14 @@ function checkDependencies(resolved: Resolved[], enabled: Map<string, Resolved>,
     for (const dependency of item.plugin.requires ?? []) {
       if (enabled.has(dependency)) continue;
       const disabled = resolved.find((other) => !other.entry.enabled && (other.plugin.name === dependency || other.entry.name === dependency));
+      // A disabled local or npm plugin is not imported: its name is unknown, and it may be this one.
+      const unread = resolved.filter((other) => !other.entry.enabled && !isBuiltinPlugin(other.entry.name)).map((other) => `${other.label} at ${formatPosition(other.entry.position)}`);
       const where = `plugin '${item.plugin.name}' is enabled at ${formatPosition(item.entry.position)}`;
       const how = disabled
         ? `'${dependency}' is disabled at ${formatPosition(disabled.entry.position)}: enable it there.`
         : isBuiltinPlugin(dependency)
           ? `Enable the built-in plugin '${dependency}' under \`plugins:\` in ${configFile}.`
-          : `Install the plugin named '${dependency}' and add it under \`plugins:\` in ${configFile}.`;
+          : `${unread.length ? `If it is a plugin turned off here (${unread.join(", ")}), enable it; else install` : "Install"} the plugin named '${dependency}' and add it under \`plugins:\` in ${configFile}.`;
       throw new ApexError("APEX_E_PLUGIN_DEPENDENCY", `The dependency '${dependency}' of plugin '${item.plugin.name}' is not enabled (${where}).`, {
         hint: how,
         details: { plugin: item.plugin.name, dependency },

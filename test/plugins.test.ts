@@ -390,6 +390,12 @@ describe("extension points, with fixture plugins", () => {
     writeFileSync(join(dir, "apex.config.yaml"), `plugins:\n  ${fixture(dir, "task-tally.mjs")}: {}\n`);
     const error = await loadError(dir);
     expect(error.message).toBe(`The dependency 'every-n-tasks' of plugin 'task-tally' is not enabled (plugin 'task-tally' is enabled at apex.config.yaml:2:3).`);
+    expect(error.hint).toBe("Install the plugin named 'every-n-tasks' and add it under `plugins:` in apex.config.yaml.");
+    // The plugin it requires is there, turned off: a disabled file is not imported, so its name is unknown. Before, the hint said
+    // to install it; now it names the plugins turned off, one of which may be it.
+    const every = fixture(dir, "every-n-tasks.mjs");
+    writeFileSync(join(dir, "apex.config.yaml"), `plugins:\n  ${fixture(dir, "task-tally.mjs")}: {}\n  ${every}: false\n`);
+    expect((await loadError(dir)).hint).toBe(`If it is a plugin turned off here (${every} at apex.config.yaml:3:3), enable it; else install the plugin named 'every-n-tasks' and add it under \`plugins:\` in apex.config.yaml.`);
   });
 
   it("backends: memory-backend registers storage and transport backends by name", async () => {
