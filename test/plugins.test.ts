@@ -577,6 +577,22 @@ describe("a third-party plugin as README's \"Writing a plugin\" shows it (end to
     expect(items.map((item) => item.trigger)).toEqual(["onStop", "afterMilestone", "afterMilestone", "afterMilestone", "onStart"]);
   });
 
+  it("a plugin whose module gained a command while a session runs: the command says the supervisor has the plugin's older module, not that the plugin was enabled since", () => {
+    const version = (commands: string[]) => `export default { name: "grower", apply(apex) { ${commands.map((name) => `apex.registerCommand({ name: "${name}", description: "", action: (_, ctx) => ctx.print("${name} ran") });`).join(" ")} } };\n`;
+    const dir = project('agents:\n  w:\n    command: sleep\n    args: ["30"]\nplugins:\n  checkpoint: {}\n  ./grower.mjs: {}\n', { "grower.mjs": version(["one"]) });
+    expect(runApex(["start", "--task", "t"], { cwd: dir }).status).toBe(0);
+    try {
+      writeFileSync(join(dir, "grower.mjs"), version(["one", "two"]));
+      const refused = runApex(["two"], { cwd: dir });
+      expect(refused.status).toBe(4);
+      // Before: "which was started without the grower plugin (enabled in the config since)", though it ran with it from the start.
+      expect(refused.stderr).toContain("error[APEX_E_SESSION_STATE]: `apex two` runs in the running session's supervisor, which loaded the grower plugin when it started: its module had no such command then (it changed since).");
+      expect(runApex(["one"], { cwd: dir }).stdout).toBe("one ran\n");
+    } finally {
+      runApex(["stop", "--force"], { cwd: dir });
+    }
+  });
+
   it("a command APEX already has, or another plugin adds: config validate and start exit 2 naming the plugin, and write nothing", () => {
     const plugin = (name: string, command: string) => `export default { name: "${name}", apply(apex) { apex.registerCommand({ name: "${command}", description: "x", action: (_, ctx) => ctx.print("${name}") }); } };\n`;
     const files = { "status.mjs": plugin("mystatus", "status"), "list.mjs": plugin("mylist", "session list"), "a.mjs": plugin("a", "greet"), "b.mjs": plugin("b", "greet"), "help.mjs": plugin("myhelp", "help") };
