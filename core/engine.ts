@@ -591,9 +591,10 @@ export class Engine {
     const ms = this.tapTimeoutMs;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
-        const forgot = type === "async" ? "did it forget to call its callback?" : "did it forget to resolve a promise or return from an async tap?";
+        const forgot = hookName === "apply" ? "does the promise its apply returns ever settle?" : type === "async" ? "did it forget to call its callback?" : "did it forget to resolve a promise or return from an async tap?";
         const { label, hint } = this.#owner(plugin);
-        const timeout = new ApexError("APEX_E_PLUGIN_TIMEOUT", `${label} did not finish ${hookName} within ${ms} ms (${forgot})`, {
+        // An apply that never finishes: the plugin cannot be loaded (exit 2, an error of `config validate`), as when its top-level await never settles.
+        const timeout = new ApexError(hookName === "apply" ? "APEX_E_PLUGIN_INVALID" : "APEX_E_PLUGIN_TIMEOUT", `${label} did not finish ${hookName} within ${ms} ms (${forgot})`, {
           ...(hint ? { hint } : {}),
           details: { plugin, hook: hookName, timeoutMs: ms },
         });
