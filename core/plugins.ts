@@ -101,8 +101,10 @@ async function resolveEntry(entry: PluginEntry, config: Config, builtins: Readon
  */
 function locateThirdParty(entry: PluginEntry, config: Config, builtinNames: Iterable<string>): { file: string; source: PluginSource } {
   const at = formatPosition(entry.position);
-  if (isPathLike(entry.name)) {
-    const base = config.configPath ? dirname(config.configPath) : config.projectDir;
+  const base = config.configPath ? dirname(config.configPath) : config.projectDir;
+  // A bare `x.js` is a file beside the config, or else an npm package so named (as chart.js is): before, only the file was looked for.
+  const packaged = /^(?:@[\w.-]+\/)?[\w][\w.-]*$/.test(entry.name) && !isFile(resolve(base, entry.name)) ? resolvePackage(entry.name, config.projectDir) : undefined;
+  if (isPathLike(entry.name) && packaged === undefined) {
     const file = resolve(base, entry.name);
     if (!isFile(file)) {
       // A directory is no module to import (Node refuses one): name it as what it is, not as missing.
@@ -114,7 +116,7 @@ function locateThirdParty(entry: PluginEntry, config: Config, builtinNames: Iter
     }
     return { file, source: { kind: "file", label: `file:${entry.name}`, file } };
   }
-  const file = resolvePackage(entry.name, config.projectDir);
+  const file = packaged ?? resolvePackage(entry.name, config.projectDir);
   if (!file) {
     const names = [...builtinNames];
     const guess = didYouMean(entry.name, names);

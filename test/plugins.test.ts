@@ -324,6 +324,20 @@ describe("loading plugins from the config", () => {
     expect(engine.tapsOf("esm-only")).toEqual(["onStop"]);
   });
 
+  it("a bare name ending in .js is the file beside the config when there is one, else the npm package so named (as chart.js is)", async () => {
+    const files = {
+      "node_modules/apex-thing.js/package.json": JSON.stringify({ name: "apex-thing.js", main: "index.js" }),
+      "node_modules/apex-thing.js/index.js": 'module.exports = { name: "thing", apply() {} };\n',
+    };
+    // Before: "The plugin file apex-thing.js at apex.config.yaml:2:3 does not exist" (APEX_E_PLUGIN_UNKNOWN), the package installed.
+    const dir = project("plugins:\n  apex-thing.js: {}\n", files);
+    expect((await load(dir)).plugin("thing")?.source).toEqual({ kind: "npm", label: "npm:apex-thing.js", file: join(dir, "node_modules/apex-thing.js/index.js") });
+    const beside = project("plugins:\n  apex-thing.js: {}\n", { ...files, "apex-thing.js": 'export default { name: "local-thing", apply() {} };\n' });
+    expect((await load(beside)).plugin("local-thing")?.source).toMatchObject({ kind: "file", label: "file:apex-thing.js" });
+    // Neither: the file is what is missing, as before.
+    expect((await loadError(project("plugins:\n  other.js: {}\n"))).message).toContain("The plugin file other.js at apex.config.yaml:2:3 does not exist");
+  });
+
   it("lists a disabled plugin that is not installed instead of failing", async () => {
     const engine = await load(project("plugins:\n  git: {}\n  not-installed-here: false\n"));
     expect(engine.plugin("not-installed-here")).toMatchObject({ enabled: false, source: { label: "npm:not-installed-here" } });
