@@ -621,13 +621,11 @@ export class Engine {
       return { error: full, fresh: true };
     }
     // A plugin that throws in apply cannot be loaded: the config naming it cannot run (2), as for one that throws on import.
-    const code = isApexError(error) ? error.code : !owner.isPlugin ? "APEX_E_INTERNAL" : hookName === "apply" ? "APEX_E_PLUGIN_INVALID" : "APEX_E_PLUGIN_FAILED";
-    const hint = (isApexError(error) && error.hint) || owner.hint;
-    const failure = new ApexError(code, `${owner.label} failed in ${hookName}: ${message}`, {
-      cause: error,
-      ...(hint ? { hint } : {}),
-      details: { plugin, hook: hookName },
-    });
+    // A usage error from a third-party plugin's tap (a store path, a value) is its misuse of APEX, not the user's input: the plugin failed (exit 1, its hint).
+    const misuse = owner.isPlugin && this.plugin(plugin)?.source.kind !== "built-in" && isApexError(error) && error.exitCode === 2 && ((HOOK_NAMES as readonly string[]).includes(hookName) || this.#triggers.has(hookName));
+    const code = isApexError(error) && !misuse ? error.code : !owner.isPlugin ? "APEX_E_INTERNAL" : hookName === "apply" ? "APEX_E_PLUGIN_INVALID" : "APEX_E_PLUGIN_FAILED";
+    const hint = (isApexError(error) && !misuse && error.hint) || owner.hint;
+    const failure = new ApexError(code, `${owner.label} failed in ${hookName}: ${message}`, { cause: error, ...(hint ? { hint } : {}), details: { plugin, hook: hookName, ...(misuse ? { cause_code: (error as ApexError).code } : {}) } });
     attributed.add(failure);
     return { error: failure, fresh: true };
   }

@@ -591,6 +591,23 @@ describe("a third-party plugin as README's \"Writing a plugin\" shows it (end to
     expect(items.map((item) => item.trigger)).toEqual(["onStop", "afterMilestone", "afterMilestone", "afterMilestone", "onStart"]);
   });
 
+  it("a plugin misusing the store in a hook (a bad path, a value that is no JSON) failed, not the user's command: exit 1 and the plugin's hint, not a usage error", () => {
+    const plugin = 'export default { name: "scribe", apply(apex) { apex.hooks.beforeTask.tapPromise("scribe", async () => { await apex.store.set("notes", 1); }); } };\n';
+    const dir = project('agents:\n  w:\n    command: sleep\n    args: ["30"]\nplugins:\n  checkpoint: {}\n  ./scribe.mjs: {}\n', { "scribe.mjs": plugin });
+    expect(runApex(["start", "--task", "t"], { cwd: dir }).status).toBe(0);
+    try {
+      expect(runApex(["task", "add", "one"], { cwd: dir }).status).toBe(0);
+      const claim = runApex(["task", "claim", "--agent", "w", "--json"], { cwd: dir });
+      // Before: APEX_E_BAD_PATH, exit 2, with the hint "Paths look like /project/notes/today…", as if the user had typed a path.
+      const { error } = JSON.parse(claim.stderr);
+      expect(error).toMatchObject({ code: "APEX_E_PLUGIN_FAILED", message: 'plugin scribe failed in beforeTask: Invalid path "notes": it must start with \'/\'.', details: { plugin: "scribe", hook: "beforeTask", cause_code: "APEX_E_BAD_PATH" } });
+      expect(error.hint).toContain("The plugin scribe (file:./scribe.mjs) caused this: report it to its author");
+      expect(claim.status).toBe(1);
+    } finally {
+      runApex(["stop", "--force"], { cwd: dir });
+    }
+  });
+
   it("a plugin whose module gained a command while a session runs: the command says the supervisor has the plugin's older module, not that the plugin was enabled since", () => {
     const version = (commands: string[]) => `export default { name: "grower", apply(apex) { ${commands.map((name) => `apex.registerCommand({ name: "${name}", description: "", action: (_, ctx) => ctx.print("${name} ran") });`).join(" ")} } };\n`;
     const dir = project('agents:\n  w:\n    command: sleep\n    args: ["30"]\nplugins:\n  checkpoint: {}\n  ./grower.mjs: {}\n', { "grower.mjs": version(["one"]) });
