@@ -173,6 +173,17 @@ function toCommander(
       details: { plugin, command: spec.name },
     });
   }
+  // An option APEX or the command's group takes (--config, --remote) never reached the command: APEX read it (`--config x` loaded
+  // the config x), silently.
+  const outer: Command[] = [];
+  for (let group: Command | null = parent; group; group = group.parent) outer.push(group);
+  const taken = command.options.find((option) => outer.some((group) => group.options.some((own) => (option.long && own.long === option.long) || (option.short && own.short === option.short))));
+  if (taken) {
+    throw new ApexError("APEX_E_PLUGIN_DUPLICATE", `Plugin ${plugin} gives the command '${spec.name}' the option ${taken.flags}, which APEX takes itself: the command would never get it.`, {
+      hint: disableHint(engine, plugin).replace("rename the command", "rename the option"),
+      details: { plugin, command: spec.name, option: taken.flags },
+    });
+  }
   command.action(async (...params: unknown[]) => {
     // commander passes the declared arguments, then the options, then the command itself
     const self = params[params.length - 1] as Command;

@@ -624,6 +624,21 @@ describe("a third-party plugin as README's \"Writing a plugin\" shows it (end to
     }
   });
 
+  it("a command with an option APEX takes itself (--config, --remote): config validate and start exit 2 naming the plugin and the option", () => {
+    const plugin = (command: string, flags: string) => `export default { name: "opty", apply(apex) { apex.registerCommand({ name: "${command}", description: "x", options: [{ flags: "${flags}" }], action: (input, ctx) => ctx.print(JSON.stringify(input.options)) }); } };\n`;
+    for (const [command, flags] of [["hx", "--config <file>"], ["session hy", "--remote <host>"]] as const) {
+      const dir = project('agents:\n  w:\n    command: sleep\n    args: ["30"]\nplugins:\n  checkpoint: {}\n  ./opty.mjs: {}\n', { "opty.mjs": plugin(command, flags) });
+      // Before: valid; `apex hx --config x` then loaded the config file x (APEX_E_CONFIG_NOT_FOUND), `apex session hy --remote h` went to a remote.
+      const message = `error[APEX_E_PLUGIN_DUPLICATE]: Plugin opty gives the command '${command}' the option ${flags}, which APEX takes itself: the command would never get it.`;
+      const validate = runApex(["config", "validate"], { cwd: dir });
+      expect([validate.status, validate.stderr.split("\n")[0]]).toEqual([2, message]);
+      const start = runApex(["start", "--task", "t"], { cwd: dir });
+      if (start.status === 0) runApex(["stop", "--force"], { cwd: dir });
+      expect([start.status, start.stderr.split("\n")[0]]).toEqual([2, message]);
+      expect(existsSync(join(dir, ".apex"))).toBe(false);
+    }
+  });
+
   it("a command APEX already has, or another plugin adds: config validate and start exit 2 naming the plugin, and write nothing", () => {
     const plugin = (name: string, command: string) => `export default { name: "${name}", apply(apex) { apex.registerCommand({ name: "${command}", description: "x", action: (_, ctx) => ctx.print("${name}") }); } };\n`;
     const files = { "status.mjs": plugin("mystatus", "status"), "list.mjs": plugin("mylist", "session list"), "a.mjs": plugin("a", "greet"), "b.mjs": plugin("b", "greet"), "help.mjs": plugin("myhelp", "help") };
