@@ -591,6 +591,21 @@ describe("a third-party plugin as README's \"Writing a plugin\" shows it (end to
     expect(items.map((item) => item.trigger)).toEqual(["onStop", "afterMilestone", "afterMilestone", "afterMilestone", "onStart"]);
   });
 
+  it("checkpoint create names a plugin that failed in afterCheckpoint, the checkpoint written: a warning line, warnings in --json", () => {
+    const plugin = 'export default { name: "after", apply(apex) { apex.hooks.afterCheckpoint.tapPromise("after", async (info) => { if (info.trigger === "manual") throw new Error("upload failed"); }); } };\n';
+    const dir = project('agents:\n  w:\n    command: sleep\n    args: ["30"]\nplugins:\n  checkpoint: {}\n  ./after.mjs: {}\n', { "after.mjs": plugin });
+    expect(runApex(["start", "--task", "t"], { cwd: dir }).status).toBe(0);
+    try {
+      // Before: "Created checkpoint-002 …", exit 0, and nothing of the failure but a line in .apex/supervisor.log.
+      const text = runApex(["checkpoint", "create", "one"], { cwd: dir });
+      expect([text.status, text.stderr]).toEqual([0, "warning: plugin after failed in afterCheckpoint: upload failed\n"]);
+      const json = runApex(["checkpoint", "create", "two", "--json"], { cwd: dir });
+      expect(JSON.parse(json.stdout)).toMatchObject({ name: "checkpoint-003", warnings: ["plugin after failed in afterCheckpoint: upload failed"] });
+    } finally {
+      runApex(["stop", "--force"], { cwd: dir });
+    }
+  });
+
   it("a plugin misusing the store in a hook (a bad path, a value that is no JSON) failed, not the user's command: exit 1 and the plugin's hint, not a usage error", () => {
     const plugin = 'export default { name: "scribe", apply(apex) { apex.hooks.beforeTask.tapPromise("scribe", async () => { await apex.store.set("notes", 1); }); } };\n';
     const dir = project('agents:\n  w:\n    command: sleep\n    args: ["30"]\nplugins:\n  checkpoint: {}\n  ./scribe.mjs: {}\n', { "scribe.mjs": plugin });
