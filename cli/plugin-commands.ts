@@ -7,6 +7,7 @@ import { idleWindowMs } from "../core/rpc/protocol.js";
 import type { CommandContext, CommandInput, CommandRegistration, Engine } from "../core/engine.js";
 import { printJson, printLine, reportError } from "./output.js";
 import { configFlagOf } from "./session-ref.js";
+import { sessionFlag } from "../core/session/binding.js";
 import { type Store } from "../core/store/store.js";
 import { openStore, storeExists, type StoreLocation } from "../core/store/open.js";
 
@@ -188,6 +189,9 @@ function toCommander(
     // commander passes the declared arguments, then the options, then the command itself
     const self = params[params.length - 1] as Command;
     const input = { args: params.slice(0, -2), options: self.opts() };
+    // `--session X` left the line before plugin commands were added (main.ts, applySessionFlag): one that declares it gets it all the same.
+    const flag = sessionFlag();
+    if (flag !== undefined && input.options.session === undefined && self.options.some((option) => option.long === "--session")) input.options.session = flag;
     const code =
       spec.runsIn === "cli"
         ? await engine.runCommand(spec.name, input, context)

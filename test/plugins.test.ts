@@ -639,6 +639,17 @@ describe("a third-party plugin as README's \"Writing a plugin\" shows it (end to
     }
   });
 
+  it("a plugin command that declares --session gets it, before or after its words, as the core commands that declare it do", () => {
+    const plugin = 'export default { name: "picky", apply(apex) { for (const name of ["picky", "session picky"]) apex.registerCommand({ name, description: "x", options: [{ flags: "--session <id>" }], action: (input, ctx) => ctx.print(JSON.stringify(input.options)) }); } };\n';
+    const dir = project("plugins:\n  checkpoint: {}\n  ./picky.mjs: {}\n", { "picky.mjs": plugin });
+    // Before: {} — APEX took --session out of the line before the plugin's commands were known.
+    for (const line of [["picky", "--session", "abc"], ["--session", "abc", "picky"], ["session", "picky", "--session=abc"]]) {
+      const ran = runApex(line, { cwd: dir });
+      expect([ran.status, ran.stdout], ran.stderr).toEqual([0, '{"session":"abc"}\n']);
+    }
+    expect(runApex(["picky"], { cwd: dir }).stdout).toBe("{}\n");
+  });
+
   it("a command with an option APEX takes itself (--config, --remote): config validate and start exit 2 naming the plugin and the option", () => {
     const plugin = (command: string, flags: string) => `export default { name: "opty", apply(apex) { apex.registerCommand({ name: "${command}", description: "x", options: [{ flags: "${flags}" }], action: (input, ctx) => ctx.print(JSON.stringify(input.options)) }); } };\n`;
     for (const [command, flags] of [["hx", "--config <file>"], ["session hy", "--remote <host>"]] as const) {
