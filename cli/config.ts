@@ -168,7 +168,9 @@ function pluginIssues(error: ApexError, config: Config, formatPath: (path: strin
   const issues = error.details?.issues;
   if (Array.isArray(issues)) return (issues as ConfigIssue[]).map((issue) => ({ ...issue, code: error.code }));
   const plugin = error.details?.plugin;
-  const entry = config.plugins.find((each) => each.name === plugin) ?? config.plugins.find((each) => error.message.includes(` at ${each.position.file}:${each.position.line}:${each.position.col}`));
+  // By its position in the message, else in the hint ("set it to false … at apex.config.yaml:7:3"): a third-party plugin's name is not its key (`./a.mjs`).
+  const named = (text: string | undefined) => config.plugins.find((each) => text?.includes(` at ${each.position.file}:${each.position.line}:${each.position.col}`));
+  const entry = config.plugins.find((each) => each.name === plugin) ?? named(error.message) ?? named(error.hint);
   const at = entry ? { ...entry.position, path: formatPath(["plugins", entry.name]) } : { file: config.source?.displayFile ?? "", line: 0, col: 0, path: "plugins" };
   return [{ ...at, message: `${error.message}${error.hint ? ` ${error.hint}` : ""}`, code: error.code }];
 }

@@ -7,6 +7,7 @@ import { idleWindowMs } from "../core/rpc/protocol.js";
 import type { CommandContext, CommandInput, CommandRegistration, Engine } from "../core/engine.js";
 import { printJson, printLine, reportError } from "./output.js";
 import { configFlagOf } from "./session-ref.js";
+import { sessionFlag } from "../core/session/binding.js";
 import { type Store } from "../core/store/store.js";
 import { openStore, storeExists, type StoreLocation } from "../core/store/open.js";
 
@@ -173,10 +174,24 @@ function toCommander(
       details: { plugin, command: spec.name },
     });
   }
+  // An option APEX or the command's group takes (--config, --remote) never reached the command: APEX read it (`--config x` loaded
+  // the config x), silently.
+  const outer: Command[] = [];
+  for (let group: Command | null = parent; group; group = group.parent) outer.push(group);
+  const taken = command.options.find((option) => outer.some((group) => group.options.some((own) => (option.long && own.long === option.long) || (option.short && own.short === option.short))));
+  if (taken) {
+    throw new ApexError("APEX_E_PLUGIN_DUPLICATE", `Plugin ${plugin} gives the command '${spec.name}' the option ${taken.flags}, which APEX takes itself: the command would never get it.`, {
+      hint: disableHint(engine, plugin).replace("rename the command", "rename the option"),
+      details: { plugin, command: spec.name, option: taken.flags },
+    });
+  }
   command.action(async (...params: unknown[]) => {
     // commander passes the declared arguments, then the options, then the command itself
     const self = params[params.length - 1] as Command;
     const input = { args: params.slice(0, -2), options: self.opts() };
+    // `--session X` left the line before plugin commands were added (main.ts, applySessionFlag): one that declares it gets it all the same.
+    const flag = sessionFlag();
+    if (flag !== undefined && input.options.session === undefined && self.options.some((option) => option.long === "--session")) input.options.session = flag;
     const code =
       spec.runsIn === "cli"
         ? await engine.runCommand(spec.name, input, context)

@@ -1,6 +1,6 @@
 import { createRequire } from "node:module";
 import type * as Tapable from "tapable";
-import { ApexError, isApexError, withDetail } from "./errors.js";
+import { ApexError, isApexError, thrownMessage, withDetail } from "./errors.js";
 import { didYouMean } from "./suggest.js";
 import { fileDiskFullError, isFileDiskFull } from "./store/store-errors.js";
 import type { Config } from "./config/types.js";
@@ -591,9 +591,10 @@ export class Engine {
     const ms = this.tapTimeoutMs;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
-        const forgot = type === "async" ? "did it forget to call its callback?" : "did it forget to resolve a promise or return from an async tap?";
+        const forgot = hookName === "apply" ? "does the promise its apply returns ever settle?" : type === "async" ? "did it forget to call its callback?" : "did it forget to resolve a promise or return from an async tap?";
         const { label, hint } = this.#owner(plugin);
-        const timeout = new ApexError("APEX_E_PLUGIN_TIMEOUT", `${label} did not finish ${hookName} within ${ms} ms (${forgot})`, {
+        // An apply that never finishes: the plugin cannot be loaded (exit 2, an error of `config validate`), as when its top-level await never settles.
+        const timeout = new ApexError(hookName === "apply" ? "APEX_E_PLUGIN_INVALID" : "APEX_E_PLUGIN_TIMEOUT", `${label} did not finish ${hookName} within ${ms} ms (${forgot})`, {
           ...(hint ? { hint } : {}),
           details: { plugin, hook: hookName, timeoutMs: ms },
         });
@@ -608,7 +609,7 @@ export class Engine {
   #attribute(plugin: string, hookName: string, error: unknown): { error: ApexError; fresh: boolean } {
     if (isApexError(error) && attributed.has(error)) return { error, fresh: !reported.has(error) };
     const owner = this.#owner(plugin);
-    const message = error instanceof Error ? error.message : String(error);
+    const message = thrownMessage(error);
     if (!isApexError(error) && isFileDiskFull(error)) {
       // A full disk is the machine's failure, not the plugin's: no blame, no advice to disable it.
       const path = (error as { path?: unknown }).path;
@@ -620,13 +621,11 @@ export class Engine {
       return { error: full, fresh: true };
     }
     // A plugin that throws in apply cannot be loaded: the config naming it cannot run (2), as for one that throws on import.
-    const code = isApexError(error) ? error.code : !owner.isPlugin ? "APEX_E_INTERNAL" : hookName === "apply" ? "APEX_E_PLUGIN_INVALID" : "APEX_E_PLUGIN_FAILED";
-    const hint = (isApexError(error) && error.hint) || owner.hint;
-    const failure = new ApexError(code, `${owner.label} failed in ${hookName}: ${message}`, {
-      cause: error,
-      ...(hint ? { hint } : {}),
-      details: { plugin, hook: hookName },
-    });
+    // A usage error from a third-party plugin's tap (a store path, a value) is its misuse of APEX, not the user's input: the plugin failed (exit 1, its hint).
+    const misuse = owner.isPlugin && this.plugin(plugin)?.source.kind !== "built-in" && isApexError(error) && error.exitCode === 2 && ((HOOK_NAMES as readonly string[]).includes(hookName) || this.#triggers.has(hookName));
+    const code = isApexError(error) && !misuse ? error.code : !owner.isPlugin ? "APEX_E_INTERNAL" : hookName === "apply" ? "APEX_E_PLUGIN_INVALID" : "APEX_E_PLUGIN_FAILED";
+    const hint = (isApexError(error) && !misuse && error.hint) || owner.hint;
+    const failure = new ApexError(code, `${owner.label} failed in ${hookName}: ${message}`, { cause: error, ...(hint ? { hint } : {}), details: { plugin, hook: hookName, ...(misuse ? { cause_code: (error as ApexError).code } : {}) } });
     attributed.add(failure);
     return { error: failure, fresh: true };
   }
@@ -645,7 +644,7 @@ export class Engine {
   }
 
   #reportSecondary(secondary: unknown, context: ErrorContext | undefined): void {
-    const message = secondary instanceof Error ? secondary.message : String(secondary);
+    const message = thrownMessage(secondary);
     const original = context?.error;
     if (isApexError(original) && original.details) {
       const list = Array.isArray(original.details.alsoFailed) ? (original.details.alsoFailed as string[]) : [];

@@ -1,3 +1,4 @@
+import { inspect } from "node:util";
 /**
  * One error type for all of APEX: a stable code, a sentence for people and an exit code.
  *
@@ -126,6 +127,9 @@ export interface ApexErrorOptions {
 
 /** `head: detail.` with another's text (a driver's, the OS's) as detail: no second period after its own punctuation ("failed.."), no ": ." when it is empty. */
 export const withDetail = (head: string, detail: unknown): string => ((text) => (text ? `${head}: ${text}${/[.!?…]$/.test(text) ? "" : "."}` : `${head}.`))(String(detail ?? "").trim());
+
+/** What a thrown value says: an Error's message, else the value itself (`throw undefined` read "undefined", `throw {…}` "[object Object]"). */
+export const thrownMessage = (value: unknown): string => (value instanceof Error ? value.message || value.name : typeof value === "string" ? value : `threw ${inspect(value, { breakLength: Infinity })}, not an Error`);
 
 export class ApexError extends Error {
   readonly code: ErrorCode;

@@ -6,16 +6,14 @@ import { pathToFileURL } from "node:url";
 import { isDirectory, isFile } from "./config/locate.js";
 import { BUILTIN_PLUGIN_NAMES, isBuiltinPlugin, packageRoot } from "./config/schemas.js";
 import { Engine, type ApexPlugin, type EngineOptions, type PluginSource } from "./engine.js";
-import { ApexError } from "./errors.js";
+import { ApexError, thrownMessage } from "./errors.js";
 import { didYouMean } from "./suggest.js";
 import type { Config, PluginEntry, SourcePosition } from "./config/types.js";
 
 export type { ApexApi, ApexPlugin, PluginSource } from "./engine.js";
 
 /** Types a plugin for its author; at runtime it returns the plugin unchanged. */
-export function definePlugin<Options = Record<string, unknown>>(plugin: ApexPlugin<Options>): ApexPlugin<Options> {
-  return plugin;
-}
+export const definePlugin = <Options = Record<string, unknown>>(plugin: ApexPlugin<Options>): ApexPlugin<Options> => plugin;
 
 /** APEX's own version, which the built-in plugins share. */
 export const APEX_VERSION: string = (JSON.parse(readFileSync(join(packageRoot(), "package.json"), "utf8")) as { version: string }).version;
@@ -103,8 +101,10 @@ async function resolveEntry(entry: PluginEntry, config: Config, builtins: Readon
  */
 function locateThirdParty(entry: PluginEntry, config: Config, builtinNames: Iterable<string>): { file: string; source: PluginSource } {
   const at = formatPosition(entry.position);
-  if (isPathLike(entry.name)) {
-    const base = config.configPath ? dirname(config.configPath) : config.projectDir;
+  const base = config.configPath ? dirname(config.configPath) : config.projectDir;
+  // A bare `x.js` is a file beside the config, or else an npm package so named (as chart.js is): before, only the file was looked for.
+  const packaged = /^(?:@[\w.-]+\/)?[\w][\w.-]*$/.test(entry.name) && !isFile(resolve(base, entry.name)) ? resolvePackage(entry.name, config.projectDir) : undefined;
+  if (isPathLike(entry.name) && packaged === undefined) {
     const file = resolve(base, entry.name);
     if (!isFile(file)) {
       // A directory is no module to import (Node refuses one): name it as what it is, not as missing.
@@ -116,7 +116,7 @@ function locateThirdParty(entry: PluginEntry, config: Config, builtinNames: Iter
     }
     return { file, source: { kind: "file", label: `file:${entry.name}`, file } };
   }
-  const file = resolvePackage(entry.name, config.projectDir);
+  const file = packaged ?? resolvePackage(entry.name, config.projectDir);
   if (!file) {
     const names = [...builtinNames];
     const guess = didYouMean(entry.name, names);
@@ -201,12 +201,8 @@ function resolveImportOnly(name: string, projectDir: string): string | undefined
 function pickCondition(target: unknown): string | undefined {
   if (typeof target === "string") return target;
   if (Array.isArray(target)) return pickCondition(target[0]);
-  if (target !== null && typeof target === "object") {
-    for (const condition of ["import", "node", "default"]) {
-      if (condition in target) return pickCondition((target as Record<string, unknown>)[condition]);
-    }
-  }
-  return undefined;
+  const condition = target !== null && typeof target === "object" ? ["import", "node", "default"].find((name) => name in target) : undefined;
+  return condition === undefined ? undefined : pickCondition((target as Record<string, unknown>)[condition]);
 }
 
 async function importPlugin(file: string, label: string, at: string): Promise<Record<string, unknown>> {
@@ -216,12 +212,12 @@ async function importPlugin(file: string, label: string, at: string): Promise<Re
     const never = new Promise<never>((_, reject) => process.once("beforeExit", (stalled = () => reject(new Error("its top-level code awaits something that never settles")))));
     return (await Promise.race([import(pathToFileURL(file).href), never])) as Record<string, unknown>;
   } catch (error) {
-    const typescript = (error as { code?: string }).code === "ERR_UNKNOWN_FILE_EXTENSION";
+    const typescript = (error as { code?: string } | undefined)?.code === "ERR_UNKNOWN_FILE_EXTENSION";
     // Where in the file: a syntax error's position, or the line of the file that threw while it ran.
     const frame = String((error as Error)?.stack ?? "").split("\n").find((line) => line.includes(`${pathToFileURL(file).href}:`) || line.includes(`${file}:`));
     const thrownAt = /:(\d+:\d+)\)?$/.exec(frame ?? "")?.[1];
     const where = error instanceof SyntaxError ? syntaxErrorAt(file) : thrownAt && `${file}:${thrownAt}`;
-    throw new ApexError("APEX_E_PLUGIN_INVALID", `The plugin ${label} at ${at} could not be loaded: ${(error as Error).message}${where ? ` (${where})` : ""}`, {
+    throw new ApexError("APEX_E_PLUGIN_INVALID", `The plugin ${label} at ${at} could not be loaded: ${thrownMessage(error)}${where ? ` (${where})` : ""}`, {
       hint: typescript ? "Node cannot load TypeScript directly: compile the plugin to JavaScript and point the config at the .js file." : `Check ${file}.`,
       cause: error,
       details: { plugin: label, file },
@@ -303,12 +299,14 @@ function checkDependencies(resolved: Resolved[], enabled: Map<string, Resolved>,
     for (const dependency of item.plugin.requires ?? []) {
       if (enabled.has(dependency)) continue;
       const disabled = resolved.find((other) => !other.entry.enabled && (other.plugin.name === dependency || other.entry.name === dependency));
+      // A disabled local or npm plugin is not imported: its name is unknown, and it may be this one.
+      const unread = resolved.filter((other) => !other.entry.enabled && !isBuiltinPlugin(other.entry.name)).map((other) => `${other.label} at ${formatPosition(other.entry.position)}`);
       const where = `plugin '${item.plugin.name}' is enabled at ${formatPosition(item.entry.position)}`;
       const how = disabled
         ? `'${dependency}' is disabled at ${formatPosition(disabled.entry.position)}: enable it there.`
         : isBuiltinPlugin(dependency)
           ? `Enable the built-in plugin '${dependency}' under \`plugins:\` in ${configFile}.`
-          : `Install the plugin named '${dependency}' and add it under \`plugins:\` in ${configFile}.`;
+          : `${unread.length ? `If it is a plugin turned off here (${unread.join(", ")}), enable it; else install` : "Install"} the plugin named '${dependency}' and add it under \`plugins:\` in ${configFile}.`;
       throw new ApexError("APEX_E_PLUGIN_DEPENDENCY", `The dependency '${dependency}' of plugin '${item.plugin.name}' is not enabled (${where}).`, {
         hint: how,
         details: { plugin: item.plugin.name, dependency },
@@ -348,7 +346,7 @@ function applyOrder(resolved: Resolved[], enabled: Map<string, Resolved>): Resol
   const visit = (item: Resolved, chain: string[]) => {
     if (state.get(item) === "done") return;
     if (state.get(item) === "visiting") {
-      throw new ApexError("APEX_E_PLUGIN_DEPENDENCY", `Plugins require each other in a cycle: ${[...chain, item.plugin.name].join(" → ")}.`, {
+      throw new ApexError("APEX_E_PLUGIN_DEPENDENCY", `Plugins require each other in a cycle: ${[...chain, item.plugin.name].join(" → ")} (plugin ${item.plugin.name} at ${formatPosition(item.entry.position)}).`, {
         hint: "One of them must drop the other from its `requires`.",
       });
     }

@@ -1071,6 +1071,25 @@ describe("apex config (end to end, built CLI)", () => {
     expect(existsSync(join(dir, ".apex"))).toBe(false);
   });
 
+  it("validate --json: the error of a plugin whose name is not its key (apply throws, a command of another plugin, requires in a cycle) is at its entry", () => {
+    // Before, the entry was looked for by the plugin's name (`a`) among the keys (`./a.mjs`): such errors were at line 0, col 0.
+    const write = (name: string, body: string) => writeFileSync(join(dir, `${name}.mjs`), `export default { name: "${name}", ${body} };\n`);
+    writeFileSync(join(dir, "apex.config.yaml"), "agents: {}\nplugins:\n  checkpoint: {}\n  ./a.mjs: {}\n  ./b.mjs: {}\n");
+    const at = (line: number, path: string) => ({ file: "apex.config.yaml", line, col: 3, path });
+    write("a", 'apply() { throw new Error("no database"); }');
+    write("b", "apply() {}");
+    expect(JSON.parse(apex(["config", "validate", "--json"]).stdout).errors).toEqual([expect.objectContaining({ ...at(4, 'plugins["./a.mjs"]'), code: "APEX_E_PLUGIN_INVALID" })]);
+    write("a", 'apply(apex) { apex.registerCommand({ name: "hello", description: "", action() {} }); }');
+    write("b", 'apply(apex) { apex.registerCommand({ name: "hello", description: "", action() {} }); }');
+    expect(JSON.parse(apex(["config", "validate", "--json"]).stdout).errors).toEqual([expect.objectContaining({ ...at(5, 'plugins["./b.mjs"]'), code: "APEX_E_PLUGIN_DUPLICATE" })]);
+    write("a", 'requires: ["b"], apply() {}');
+    write("b", 'requires: ["a"], apply() {}');
+    const cycle = apex(["config", "validate", "--json"]);
+    expect(JSON.parse(cycle.stdout).errors).toEqual([expect.objectContaining({ ...at(4, 'plugins["./a.mjs"]'), code: "APEX_E_PLUGIN_DEPENDENCY" })]);
+    expect(cycle.status).toBe(2);
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+
   it("validate: a YAML syntax error exits 2 with its line and column", () => {
     writeConfig("invalid/duplicate-key.yaml");
     const result = apex(["config", "validate"]);

@@ -186,12 +186,14 @@ describe("engine: every tap is wrapped", () => {
     );
   });
 
-  it("times out an apply that never finishes", async () => {
+  it("times out an apply that never finishes: the plugin cannot be loaded (exit 2, as for a top-level await that never settles)", async () => {
     const { engine } = testEngine(30);
     const plugin = definePlugin({ name: "slow-start", apply: () => new Promise<void>(() => {}) });
+    // Before, APEX_E_PLUGIN_TIMEOUT (exit 1): `config validate --json` printed nothing on stdout, the error JSON on stderr, exit 1.
     await expect(settlesWithin(engine.use(plugin))).rejects.toMatchObject({
-      code: "APEX_E_PLUGIN_TIMEOUT",
-      message: "plugin slow-start did not finish apply within 30 ms (did it forget to resolve a promise or return from an async tap?)",
+      code: "APEX_E_PLUGIN_INVALID",
+      exitCode: 2,
+      message: "plugin slow-start did not finish apply within 30 ms (does the promise its apply returns ever settle?)",
     });
   });
 

@@ -150,6 +150,7 @@ export async function completeTask(location: ProjectLocation, id: string, option
   const task = (await withClient(location, "write", (client) => hookedCall(client, "task.done", { id, result, actor: currentActor() }, done, Boolean(options.json)))) as TaskRecord;
   if (options.json) printJson(task);
   else printLine(`completed ${taskLine(task)}`);
+  printWarnings(task, options.json);
 }
 
 export async function failTask(location: ProjectLocation, id: string, options: { reason: string; json?: boolean }): Promise<void> {
@@ -193,6 +194,13 @@ export async function milestone(location: ProjectLocation, text: string | undefi
   )) as MilestoneRecord;
   if (options.json) printJson(recorded);
   else printLine(`milestone ${recorded.n}: ${visibleText(recorded.text)}`);
+  printWarnings(recorded, options.json);
+}
+
+/** A plugin that failed in afterMilestone once the milestone was recorded: `warning:` lines (in --json, the reply's `warnings`). */
+function printWarnings(reply: object, json: boolean | undefined): void {
+  const { warnings } = reply as { warnings?: unknown };
+  if (!json && Array.isArray(warnings)) for (const warning of warnings) process.stderr.write(`warning: ${String(warning)}\n`);
 }
 
 export async function reportAgent(location: ProjectLocation, options: { agent?: string; status?: string; task?: string; context?: string; json?: boolean }): Promise<void> {

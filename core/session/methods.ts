@@ -154,7 +154,8 @@ export function registerSupervisorMethods(server: RpcServer, supervisor: Supervi
       const name = stringParam(params, "name");
       // The CLI names the plugin its config gives the command: one enabled since this supervisor loaded its plugins.
       if (typeof params.plugin === "string" && !supervisor.engine.commands.some((command) => command.spec.name === name)) {
-        throw new ApexError("APEX_E_SESSION_STATE", `\`apex ${name}\` runs in the running session's supervisor, which was started without the ${params.plugin} plugin (enabled in the config since).`, {
+        const loaded = supervisor.engine.plugin(params.plugin)?.enabled === true; // or it is, from a module that has changed since
+        throw new ApexError("APEX_E_SESSION_STATE", `\`apex ${name}\` runs in the running session's supervisor, which ${loaded ? `loaded the ${params.plugin} plugin when it started: its module had no such command then (it changed since)` : `was started without the ${params.plugin} plugin (enabled in the config since)`}.`, {
           hint: "A session loads its plugins when it starts: `apex stop`, then `apex start --continue last`, runs it with the config as it is now (or run the command once the session has ended).",
           details: { command: name, plugin: params.plugin },
         });

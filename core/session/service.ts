@@ -1,6 +1,6 @@
 import { withLease } from "./lease.js";
 import { ApexError } from "../errors.js";
-import type { ErrorContext, SessionContext } from "../engine.js";
+import type { ErrorContext, MilestoneContext, SessionContext } from "../engine.js";
 import type { JsonValue, Store, WriteBatch } from "../store/store.js";
 import type { SessionEngine } from "./hooks.js";
 import {
@@ -229,8 +229,12 @@ export class SessionService extends SessionReader {
       return { task: done, milestone };
     }, actor);
     this.noteActivity(actor);
-    if (milestone) await this.engine.fire("afterMilestone", { ...this.context(), milestone: milestone.text, taskId: id, agent: agentOf(actor) });
-    return task;
+    return { ...task, ...(milestone ? await this.afterMilestone({ ...this.context(), milestone: milestone.text, taskId: id, agent: agentOf(actor) }) : {}) };
+  }
+
+  /** A plugin failing in afterMilestone is a warning: the milestone is recorded (the command's error made a retry record it twice, or refused the task done as done). */
+  private afterMilestone(context: MilestoneContext): Promise<{ warnings?: string[] }> {
+    return this.engine.fire("afterMilestone", context).then(() => ({}), (error: Error) => ({ warnings: [error.message] }));
   }
 
   async failTask(id: string, reason: string, actor: string): Promise<TaskRecord> {
@@ -283,8 +287,7 @@ export class SessionService extends SessionReader {
     if (taskRef !== undefined) taskRef = this.task(taskRef).id;
     const milestone = await this.write((batch, record) => this.recordMilestone(batch, record, trimmed, actor, taskRef ?? null), actor);
     this.noteActivity(actor);
-    await this.engine.fire("afterMilestone", { ...this.context(), milestone: trimmed, taskId: taskRef, agent: agentOf(actor) });
-    return milestone;
+    return { ...milestone, ...(await this.afterMilestone({ ...this.context(), milestone: trimmed, taskId: taskRef, agent: agentOf(actor) })) };
   }
 
   private recordMilestone(batch: WriteBatch, record: EventRecorder, text: string, actor: string, task: string | null): MilestoneRecord {

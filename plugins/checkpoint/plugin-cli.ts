@@ -226,6 +226,8 @@ export async function createCheckpointCommand(location: ProjectLocation, descrip
   printLine(`Created ${paint(summary.name, "bold")} (${summary.id}) of session ${summary.session_name ?? shortSessionId(summary.session_id)}${summary.pinned ? ", pinned" : ""}.`);
   const contexts = summary.agent_contexts > 0 ? ` (${summary.agent_contexts === summary.agents.length ? "each" : summary.agent_contexts} with its context)` : "";
   printLine(`  ${plural(summary.memory_keys, "memory key")}, ${plural(summary.task_count, "task")}, ${plural(summary.agents.length, "agent")}${contexts}${summary.agents.length > 0 ? `: ${summary.agents.join(", ")}` : ""}`);
+  // A plugin failing in afterCheckpoint, the checkpoint written (without a supervisor, the engine's warn printed it already).
+  if (writer) for (const warning of summary.warnings ?? []) process.stderr.write(`warning: ${warning}\n`);
 }
 
 /**
@@ -266,7 +268,7 @@ async function createdBeforeTheEnd(location: ProjectLocation, writer: SessionCli
 }
 
 /** What `checkpoint.create` answers: the summary, with the agents it holds by name. */
-type CreatedCheckpoint = CheckpointSummary & { session_name?: string | null; agents: string[]; agent_contexts: number };
+type CreatedCheckpoint = CheckpointSummary & { session_name?: string | null; agents: string[]; agent_contexts: number; warnings?: string[] };
 
 // ------------------------------------------------------------------------------------ show, diff
 

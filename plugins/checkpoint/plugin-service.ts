@@ -105,11 +105,11 @@ export class SessionCheckpoints {
   }
 
   /** Writes a checkpoint of the session; undefined when skipUnchanged found nothing new. */
-  create(request: CreateRequest): Promise<(CheckpointInfo & { summary: CheckpointSummary }) | undefined> {
+  create(request: CreateRequest): Promise<(CheckpointInfo & { summary: CheckpointSummary; warnings?: string[] }) | undefined> {
     return this.serialize(() => this.write(request));
   }
 
-  private async write(request: CreateRequest): Promise<(CheckpointInfo & { summary: CheckpointSummary }) | undefined> {
+  private async write(request: CreateRequest): Promise<(CheckpointInfo & { summary: CheckpointSummary; warnings?: string[] }) | undefined> {
     if (request.skipUnchanged && this.unchangedSinceLatest(request.sessionId, request.skipUnchanged === "memory")) return undefined;
     const { manifest } = await createCheckpoint(this.store, {
       sessionId: request.sessionId,
@@ -120,14 +120,16 @@ export class SessionCheckpoints {
       ...(this.options.enrich ? { enrich: this.options.enrich } : {}),
     });
     const info = checkpointInfo(manifest);
+    let warnings: string[] | undefined;
     try {
       await this.options.afterCheckpoint?.(info);
     } catch (error) {
       // The checkpoint is written; the failing afterCheckpoint tap was reported to onError by the engine.
       // Its session as session list prints it (a branch by its name): a reference `checkpoint show` takes.
       this.options.warn?.(`afterCheckpoint after ${sessionLabel(this.store, request.sessionId)}/${manifest.name}: ${(error as Error).message}`);
+      warnings = [(error as Error).message]; // for `checkpoint create`, whose user saw nothing of it (the supervisor's log had it)
     }
-    return { ...info, summary: summaryOf(manifest) };
+    return { ...info, summary: summaryOf(manifest), ...(warnings ? { warnings } : {}) };
   }
 
   /**
@@ -457,8 +459,8 @@ export class SessionCheckpoints {
           pin: params.pin === true,
         });
         // session_name: the CLI prints the session by it, as the other commands do (null: unnamed).
-        const { summary } = created!;
-        return { ...summary, session_name: sessionName(this.store, summary.session_id), ...agentsOf(this.store, summary.agents_root) } as unknown as JsonValue;
+        const { summary, warnings } = created!;
+        return { ...summary, session_name: sessionName(this.store, summary.session_id), ...agentsOf(this.store, summary.agents_root), ...(warnings ? { warnings } : {}) } as unknown as JsonValue;
       },
       "checkpoint.pin": (params) =>
         this.serialize(async () => {
