@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 // Entry point of the `apex` command. The TypeScript sources are compiled to dist/ by
 // `npm install` (the "prepare" script), so there is no separate build step to remember.
-import { enableCompileCache } from "../dist/core/compile-cache.js";
+import module from "node:module";
 
-// Node 22.1 and later: compiled code kept between runs (~/.cache/apex/compile-cache), before the
-// rest of the CLI loads.
-enableCompileCache();
+// Node 22.1 and later: compiled code kept between runs (~/.cache/apex/compile-cache), turned on
+// before the rest of the CLI loads (core/compile-cache.ts; a Node without it loads nothing more).
+if (module.enableCompileCache) (await import("../dist/core/compile-cache.js")).enableCompileCache();
 // `apex status` and `apex status --json`, exactly those, run without commander and the program it
 // builds (dist/cli/status-main.js): the same command, output and errors, in less start-up time.
 // Any other command line, with any flag more (--help too), is the full CLI's.

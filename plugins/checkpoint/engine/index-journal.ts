@@ -76,9 +76,9 @@ export class IndexJournal {
   /**
    * The journal's location of an object (the newest entry wins), after catching up with the
    * store; `synced`: the caller called sync() for the operation it is in (one header read
-   * per operation instead of one per lookup).
+   * per operation instead of one per lookup). The location is decoded for this call: the
+   * caller may keep it.
    */
-  /** (a location decoded for this call: the caller may keep it) */
   get(kind: JournalKind, hash: string, synced = false): JournalLocation | undefined {
     if (!synced) this.sync();
     const key = this.key;
