@@ -3,13 +3,13 @@
 // graph resumes from its last step with the human input it had. A saver outside the agents,
 // alive across it all, goes to the session the way a new command would at each call. The
 // session archived and brought back, its thread reads as it was.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { uuid6 } from "@langchain/langgraph-checkpoint";
 import { afterEach, describe, expect, it } from "vitest";
 import type { SessionClient } from "../core/session/client.js";
 import { ApexSaver } from "../integrations/langgraph/index.js";
-import { Project, groupMembers, nodeAgent, waitFor } from "./fixtures/agents/harness.js";
+import { Project, REPO_ROOT, groupMembers, nodeAgent, waitFor } from "./fixtures/agents/harness.js";
 
 // A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
@@ -94,5 +94,42 @@ describe("a LangGraph StateGraph as an APEX agent", () => {
     savers.push(reader);
     const back = await reader.getTuple({ configurable: { thread_id: "review" } });
     expect(back!.checkpoint.channel_values).toMatchObject(final.values);
+  });
+
+  it("the README's example runs verbatim as an agent: to its interrupt, then `start --continue last` resumes it with the answer", async () => {
+    // The README's code block as a user saves it, in a project that has APEX and LangGraph installed
+    // (node_modules: this checkout's packages, and apex-sessions itself).
+    const readme = readFileSync(join(REPO_ROOT, "README.md"), "utf8");
+    const example = /```js\n(\/\/ agent\.mjs[^\n]*\n[\s\S]*?)```/.exec(readme)?.[1];
+    expect(example, "README's LangGraph example").toBeDefined();
+    project = new Project("");
+    writeFileSync(join(project.dir, "agent.mjs"), example!);
+    const modules = join(project.dir, "node_modules");
+    mkdirSync(modules);
+    for (const name of readdirSync(join(REPO_ROOT, "node_modules"))) symlinkSync(join(REPO_ROOT, "node_modules", name), join(modules, name));
+    symlinkSync(REPO_ROOT, join(modules, "apex-sessions"));
+    // The config its first comment gives, as YAML.
+    const agent = /`agents: \{ (\w+): \{ command: (\w+), args: \[([\w.]+)\] \} \}`/.exec(example!);
+    expect(agent, "the agent's config in the example's comment").not.toBeNull();
+    project.writeConfig(["agents:", `  ${agent![1]}:`, `    command: ${agent![2]}`, `    args: [${agent![3]}]`, ""].join("\n"));
+    const thread = { configurable: { thread_id: "review-42" } };
+    const ended = () => project!.status().session === null || project!.status().session?.status === "completed";
+    const reader = () => {
+      const saver = new ApexSaver({ project: project!.dir, session: ready.session_id });
+      savers.push(saver);
+      return saver.getTuple(thread);
+    };
+
+    const ready = project.start(["--task", "review"]);
+    await waitFor("the graph to stop at its interrupt", ended, 30_000);
+    const asked = await reader();
+    expect(asked!.checkpoint.channel_values).toMatchObject({ notes: ["draft written"] });
+    expect(asked!.pendingWrites?.some(([, channel]) => channel === "__interrupt__")).toBe(true);
+
+    expect(project.start(["--continue", "last"])).toMatchObject({ session_id: ready.session_id, continued: true });
+    await waitFor("the graph to finish", ended, 30_000);
+    const done = await reader();
+    expect(done!.checkpoint.channel_values).toMatchObject({ notes: ["draft written", "reviewer says: ok"] });
+    expect(project.apex(["logs", agent![1]!, "-n", "20"]).stdout).not.toMatch(/Error/);
   });
 });
