@@ -140,6 +140,43 @@ describe("callSupervisor (the socket's client)", () => {
     }
   });
 
+  it("a request line that is JSON but not an object (null, a number, a list) gets an APEX_E_RPC answer, and the connection serves on", async () => {
+    const { dir, cleanup } = tempDir("apex-rpc-shape-");
+    const server = new RpcServer(join(dir, "s.sock"));
+    server.register("memory.get", () => 42);
+    const rejections: unknown[] = [];
+    const onRejection = (reason: unknown) => rejections.push(reason);
+    process.on("unhandledRejection", onRejection);
+    await server.listen();
+    try {
+      // One connection, each line in turn: every one answered, in order.
+      const lines = ["null", "5", '"memory.get"', "[]", "true", '{"id":9,"method":"memory.get"}'];
+      const replies = await new Promise<RpcReply[]>((resolve, reject) => {
+        const socket = connect(server.path);
+        const got: RpcReply[] = [];
+        socket.setEncoding("utf8");
+        socket.on("data", lineSplitter((line) => {
+          got.push(JSON.parse(line) as RpcReply);
+          if (got.length === lines.length) {
+            socket.end();
+            resolve(got);
+          }
+        }, () => reject(new Error("overflow"))));
+        socket.on("error", reject);
+        socket.on("connect", () => socket.write(lines.map((line) => `${line}\n`).join("")));
+        setTimeout(() => reject(new Error(`${got.length} of ${lines.length} requests answered`)), 5_000);
+      });
+      for (const reply of replies.slice(0, -1)) expect(reply).toEqual({ id: null, error: { code: "APEX_E_RPC", message: "The request is not a JSON object {id, method, params}." } });
+      expect(replies.at(-1)).toEqual({ id: 9, result: 42 });
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(rejections).toEqual([]);
+    } finally {
+      process.off("unhandledRejection", onRejection);
+      await server.close();
+      cleanup();
+    }
+  });
+
   it("a supervisor that closes the connection with the request read (killed mid-call) is an error saying the outcome is unknown, and how to recover", async () => {
     const dir = mkdtempSync(join(tmpdir(), "apex-rpc-close-"));
     const socketPath = join(dir, "s.sock");

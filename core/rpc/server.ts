@@ -128,6 +128,8 @@ export class RpcServer {
       send({ id: null, error: { code: "APEX_E_RPC", message: "The request is not valid JSON." } });
       return;
     }
+    // Valid JSON that is not an object (`null`, `5`, `[]`) named no method: it was read as one, `null` threw (no answer, an unhandled rejection).
+    if (request === null || typeof request !== "object" || Array.isArray(request)) return void send({ id: null, error: { code: "APEX_E_RPC", message: "The request is not a JSON object {id, method, params}." } });
     const id = request.id ?? null;
     const handler = typeof request.method === "string" ? this.handlers.get(request.method) : undefined;
     if (!handler) {
