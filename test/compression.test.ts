@@ -75,6 +75,8 @@ function text(seed: number, length: number): string {
   return out.slice(0, length);
 }
 
+const PROSE = "the agent wrote a plan for each task and the reviewer sent one back because its tests did not cover the error path so the coder added a case and a note about why the retry waits before it reads the file again while the supervisor kept a checkpoint of every step".split(" ");
+
 /** Step `step` rewrites a few notes (values unique to that step) and keeps the rest. */
 async function writeStep(step: number, keys = 40): Promise<void> {
   await store.batch((batch) => {
@@ -253,6 +255,80 @@ describe("compression and the rest of the store", () => {
     expect(memoryOf(other)).toEqual(memoryOf(manifests[3]!));
   });
 
+  it("--recompress: cold packs compressed already are compressed again when that shrinks them; a pack holding hot data stays as it is", async () => {
+    // Prose that gzip 1 leaves room in (history's notes repeat with a short period: any codec takes them to nothing).
+    let seed = 99;
+    const word = () => {
+      seed = (seed + 0x6d2b79f5) | 0;
+      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+      t ^= t + Math.imul(t ^ (t >>> 7), 61 | t);
+      return PROSE[((t ^ (t >>> 14)) >>> 0) % PROSE.length]!;
+    };
+    const manifests: CheckpointManifest[] = [];
+    const step = async (n: number) => {
+      await writeStep(n);
+      await store.batch((batch) => {
+        for (let k = 0; k < 40; k++) if (n === 0 || k % 5 === n % 5) batch.set(`/prose/p${k}`, Array.from({ length: 250 }, word).join(" "));
+      });
+      manifests.push(await checkpointAt(START + n * DAY));
+    };
+    await startSession();
+    for (let n = 0; n < 10; n++) await step(n);
+    const objects = ObjectStore.of(store);
+    const where = (hash: Hash) => objects.locate("value", hash)!;
+    const gzip1 = { algorithm: "gzip", level: 1, policy: { after: 3 } } as const;
+    expect((await compressColdData(store, gzip1)).values.compressed).toBeGreaterThan(10);
+    // Checkpoint 0 restored and checkpointed again: values of it in gzip packs are hot once more.
+    await restoreCheckpoint(store, manifests[0]!.id);
+    manifests.push(await checkpointAt(START + 10 * DAY));
+    const hotPacks = new Set([...valuesOf(manifests[10]!)].filter(isCompressed).map((hash) => where(hash).pack));
+    expect(hotPacks.size).toBeGreaterThan(0);
+    // More steps, and gzip 1 again: packs of values that only cold checkpoints hold.
+    for (let n = 11; n < 15; n++) await step(n);
+    expect((await compressColdData(store, gzip1)).values.compressed).toBeGreaterThan(10);
+    const memoryBefore = manifests.map(memoryOf);
+    const locations = () => new Map(manifests.flatMap((manifest) => [...valuesOf(manifest)]).map((hash) => [hash, where(hash)]));
+    const before = locations();
+
+    // Without --recompress nothing compressed moves, whatever the codec asked for.
+    const plain = await compressColdData(store, { algorithm: "brotli", level: 11, policy: { after: 3 } });
+    expect(plain.values).toMatchObject({ compressed: 0, recompressed: 0 });
+    expect(locations()).toEqual(before);
+    const usage = objects.usage().bytes;
+
+    const dry = await compressColdData(store, { algorithm: "brotli", level: 11, policy: { after: 3 }, recompress: true, dryRun: true, measure: true });
+    expect(objects.usage().bytes).toBe(usage);
+    const again = await compressColdData(store, { algorithm: "brotli", level: 11, policy: { after: 3 }, recompress: true, measure: true });
+    expect(again.values.recompressed).toBe(dry.values.recompressed);
+    expect(again.values.recompressed).toBeGreaterThan(0);
+    expect(again.values.recompressed).toBe(again.values.compressed);
+    expect(again.bytes.after).toBeLessThan(again.bytes.before);
+    expect(again.store!.after).toBeLessThan(again.store!.before);
+    expect(again.store!.after).toBe(dry.store!.after);
+    let moved = 0;
+    for (const [hash, location] of before) {
+      const now = where(hash);
+      // A value in a pack that holds hot data is where it was, in its gzip pack; the others moved to brotli packs.
+      if (hotPacks.has(location.pack)) expect(now, hash).toEqual(location);
+      else if (location.codec !== undefined && now.pack !== location.pack) {
+        moved += 1;
+        expect(now.codec).toBe(PACK_CODEC_IDS.brotli);
+      }
+    }
+    expect(moved).toBe(again.values.recompressed);
+    expect(manifests.map(memoryOf)).toEqual(memoryBefore);
+    ObjectStore.of(store).clearNodeCache();
+    expect(manifests.map(memoryOf)).toEqual(memoryBefore);
+    expect(validateStore(store)).toMatchObject({ ok: true, problems: [] });
+
+    // The same codec and level again saves nothing worth a rewrite: nothing is written.
+    const usageAfter = objects.usage().bytes;
+    const third = await compressColdData(store, { algorithm: "brotli", level: 11, policy: { after: 3 }, recompress: true });
+    expect(third.values).toMatchObject({ compressed: 0, recompressed: 0 });
+    expect(third.values.alreadyCompressed).toBeGreaterThan(0);
+    expect(objects.usage().bytes).toBe(usageAfter);
+  });
+
   it("sweeps after compression keep compressed data compressed and intact", async () => {
     const manifests = await history(8);
     const memoryBefore = manifests.map(memoryOf);
@@ -425,6 +501,10 @@ describe("apex session compress (end to end)", () => {
     expect(text.status).toBe(0);
     expect(text.stdout).toMatch(/Nothing to compress with brotli 6/);
     expect(text.stdout).toMatch(/already compressed/);
+    // --recompress: gzip 6's packs again with brotli 11.
+    const recompressed = apex("session", "compress", "--recompress", "--level", "11");
+    expect(recompressed.status, recompressed.stderr).toBe(0);
+    expect(recompressed.stdout).toMatch(new RegExp(`Compressed ${done.values.compressed} values \\(${done.values.compressed} of them compressed already\\) with brotli 11`));
 
     store = await openStore(join(dir, ".apex"));
     expect(manifests.map(memoryOf)).toEqual(memories);

@@ -36,7 +36,7 @@ export async function runCompressCommand(input: CommandInput, context: CommandCo
       level: level ?? DEFAULT_CODEC_LEVEL[algorithm],
       sessionId: null,
       checkpoints: { cold: 0, hot: 0 },
-      values: { compressed: 0, alreadyCompressed: 0, incompressible: 0, skipped: 0, remaining: 0 },
+      values: { compressed: 0, alreadyCompressed: 0, recompressed: 0, incompressible: 0, skipped: 0, remaining: 0 },
       bytes: { before: 0, after: 0 },
       packs: { written: 0, removed: 0, rewritten: 0 },
       store: { before: 0, after: 0 },
@@ -58,6 +58,7 @@ export async function runCompressCommand(input: CommandInput, context: CommandCo
       policy,
       sessionId,
       dryRun,
+      recompress: Boolean(options.recompress),
       measure: true,
       onProgress: (phase, done, total) => progress.update(`${phase} ${done}/${total}`),
     });
@@ -105,7 +106,8 @@ function printResult(context: CommandContext, result: CompressResult, policy: Co
   if (values.compressed === 0) context.print(`Nothing to compress with ${result.algorithm} ${result.level}.`);
   else {
     const ratio = bytes.after > 0 ? ` (${(bytes.before / bytes.after).toFixed(1)}x smaller)` : "";
-    context.print(`${verb} ${plural(values.compressed, "value")} with ${result.algorithm} ${result.level}: ${formatBytes(bytes.before)} -> ${formatBytes(bytes.after)}${ratio}, in ${plural(packs.written, "pack")}.`);
+    const again = values.recompressed > 0 ? ` (${values.recompressed} of them compressed already)` : "";
+    context.print(`${verb} ${plural(values.compressed, "value")}${again} with ${result.algorithm} ${result.level}: ${formatBytes(bytes.before)} -> ${formatBytes(bytes.after)}${ratio}, in ${plural(packs.written, "pack")}.`);
   }
   if (result.store) {
     const freed = result.dryRun ? "" : ` (${plural(packs.removed, "pack")} freed, ${packs.rewritten} rewritten)`;
@@ -131,6 +133,7 @@ function resultJson(result: CompressResult, policy: ColdPolicy) {
     values: {
       compressed: result.values.compressed,
       already_compressed: result.values.alreadyCompressed,
+      recompressed: result.values.recompressed,
       incompressible: result.values.incompressible,
       skipped: result.values.skipped,
       remaining: result.values.remaining,

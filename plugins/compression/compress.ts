@@ -52,6 +52,11 @@ export interface CompressOptions {
   policy: ColdPolicy;
   /** Only the cold checkpoints of this session (hot data of every session stays hot). */
   sessionId?: string | undefined;
+  /**
+   * Also compress again cold values already compressed (another algorithm or level, or LangGraph's
+   * gzip 1 as written): the packs whose every value is cold, and only when that makes them smaller.
+   */
+  recompress?: boolean;
   dryRun?: boolean;
   /** Compress at most about this many bytes (uncompressed) in this run; the rest waits for the next one. */
   maxBytes?: number;
@@ -70,8 +75,10 @@ export interface CompressResult {
   values: {
     /** Values compressed by this run (or that a dry run would compress). */
     compressed: number;
-    /** Cold values already in compressed packs. */
+    /** Cold values already in compressed packs (left as they are). */
     alreadyCompressed: number;
+    /** Of the compressed values, those that were in compressed packs (`recompress`). */
+    recompressed: number;
     /** Of the compressed values, those in packs that did not shrink (written all the same: else every run would try them again). */
     incompressible: number;
     /** Values that were missing, corrupt or moved while the run compressed (left alone). */
@@ -91,12 +98,16 @@ export interface CompressResult {
 interface Candidate {
   hash: Hash;
   location: ObjectLocation;
+  /** Bytes it takes where it is: its length, or in a compressed pack its share of the pack's bytes. */
+  stored: number;
 }
 
 interface Group {
   members: Array<Candidate & { offset: number; length: number }>;
   parts: Buffer[];
   size: number;
+  /** Its members were compressed already (`recompress`). */
+  again: boolean;
   data?: Buffer;
 }
 
@@ -107,6 +118,8 @@ const compressAsync = {
 
 /** Packs compressed at a time (zlib's thread pool has 4 threads by default). */
 const COMPRESS_CONCURRENCY = 4;
+/** What compressing compressed values again must save of their bytes for it to be written. */
+const RECOMPRESS_GAIN = 0.03;
 /** Source packs left with less than this share of live bytes are rewritten (as sweeps do). */
 const REWRITE_BELOW = 0.5;
 
@@ -122,7 +135,7 @@ export async function compressColdData(store: Store, options: CompressOptions): 
     level,
     sessionId: options.sessionId ?? null,
     checkpoints: { cold: 0, hot: 0 },
-    values: { compressed: 0, alreadyCompressed: 0, incompressible: 0, skipped: 0, remaining: 0 },
+    values: { compressed: 0, alreadyCompressed: 0, recompressed: 0, incompressible: 0, skipped: 0, remaining: 0 },
     bytes: { before: 0, after: 0 },
     packs: { written: 0, removed: 0, rewritten: 0 },
     store: null,
@@ -134,7 +147,9 @@ export async function compressColdData(store: Store, options: CompressOptions): 
   const view = objects.view();
   const { hotRoots, coldRoots } = classify(store, options, result);
   const hot = markHot(view, hotRoots, result);
-  const candidates = findCold(view, objects, coldRoots, hot, result);
+  const found = findCold(view, objects, coldRoots, hot, result, options.recompress === true);
+  // Values compressed already, in packs of their own (cut apart from the others): written only if they shrink.
+  const candidates = [...found.plain, ...found.recompress];
 
   // 2. Read and verify the bytes, cut them into groups in walk order.
   const groups: Group[] = [];
@@ -154,7 +169,8 @@ export async function compressColdData(store: Store, options: CompressOptions): 
       result.values.skipped += 1;
       continue;
     }
-    if (!open || (open.size > 0 && open.size + bytes.length > COMPRESSED_PACK_TARGET_BYTES)) groups.push((open = { members: [], parts: [], size: 0 }));
+    const again = index >= found.plain.length;
+    if (!open || open.again !== again || (open.size > 0 && open.size + bytes.length > COMPRESSED_PACK_TARGET_BYTES)) groups.push((open = { members: [], parts: [], size: 0, again }));
     open.members.push({ ...candidate, offset: open.size, length: bytes.length });
     open.parts.push(bytes);
     open.size += bytes.length;
@@ -179,6 +195,7 @@ export async function compressColdData(store: Store, options: CompressOptions): 
     }
   };
   await Promise.all(Array.from({ length: Math.min(COMPRESS_CONCURRENCY, groups.length) }, worker));
+  dropUnlessSmaller(groups, result);
 
   // 4. One write transaction: the new packs, the index records, the old packs.
   if (options.dryRun) {
@@ -196,9 +213,28 @@ export async function compressColdData(store: Store, options: CompressOptions): 
   return result;
 }
 
+/**
+ * Values compressed already are compressed again only when that makes them smaller as a whole, by
+ * RECOMPRESS_GAIN at least (brotli 11 over LangGraph's gzip 1, say); else their groups are dropped
+ * and they stay where they are.
+ */
+function dropUnlessSmaller(groups: Group[], result: CompressResult): void {
+  const again = groups.filter((group) => group.again);
+  const before = again.reduce((sum, group) => sum + group.members.reduce((total, member) => total + member.stored, 0), 0);
+  const after = again.reduce((sum, group) => sum + group.data!.length, 0);
+  // At least RECOMPRESS_GAIN smaller: the same codec and level again (a second run) is not rewritten for a few bytes.
+  if (again.length === 0 || after <= before * (1 - RECOMPRESS_GAIN)) return;
+  for (const group of again) {
+    result.values.alreadyCompressed += group.members.length;
+    result.values.incompressible -= group.data!.length >= group.size ? group.members.length : 0;
+  }
+  groups.splice(0, groups.length, ...groups.filter((group) => !group.again));
+}
+
 function count(result: CompressResult, members: readonly Candidate[], packBytes: number, rawBytes: number): void {
   result.values.compressed += members.length;
-  result.bytes.before += members.reduce((sum, member) => sum + member.location.length, 0);
+  result.values.recompressed += members.filter((member) => member.location.codec).length;
+  result.bytes.before += Math.round(members.reduce((sum, member) => sum + member.stored, 0));
   // A pack written with stale members holds their bytes too: charge the live share.
   result.bytes.after += Math.round(packBytes * (members.reduce((sum, member) => sum + member.location.length, 0) / rawBytes));
 }
@@ -258,10 +294,14 @@ function markHot(view: ObjectView, roots: readonly Hash[], result: CompressResul
   return { trees, values };
 }
 
-/** Uncompressed values reachable from the cold roots and from nothing hot, in walk order. */
-function findCold(view: ObjectView, objects: ObjectStore, roots: readonly Hash[], hot: { trees: Set<Hash>; values: Set<Hash> }, result: CompressResult): Candidate[] {
+/**
+ * Uncompressed values reachable from the cold roots and from nothing hot, in walk order; with
+ * `recompress`, also the compressed ones whose pack holds no other live object (the pack goes as a whole).
+ */
+function findCold(view: ObjectView, objects: ObjectStore, roots: readonly Hash[], hot: { trees: Set<Hash>; values: Set<Hash> }, result: CompressResult, recompress: boolean): { plain: Candidate[]; recompress: Candidate[] } {
   const seenValues = new Set<Hash>();
   const candidates: Candidate[] = [];
+  const compressed: Candidate[] = [];
   const value = (hash: Hash): void => {
     if (seenValues.has(hash)) return;
     seenValues.add(hash);
@@ -273,12 +313,40 @@ function findCold(view: ObjectView, objects: ObjectStore, roots: readonly Hash[]
       location = undefined;
     }
     if (!location || !objects.packs.doesExist(location.pack)) result.values.skipped += 1;
-    else if (location.codec) result.values.alreadyCompressed += 1;
-    else candidates.push({ hash, location });
+    else if (location.codec && !recompress) result.values.alreadyCompressed += 1;
+    else if (location.codec) compressed.push({ hash, location, stored: 0 });
+    else candidates.push({ hash, location, stored: location.length });
   };
   // Below a hot node everything is hot.
   visitReachable(view, roots, { tree: (hash) => !hot.trees.has(hash), value, damaged: () => void (result.damaged += 1) });
-  return candidates;
+  return { plain: candidates, recompress: wholePacks(objects, compressed, result) };
+}
+
+/** The compressed candidates whose packs hold nothing else live, each with its share of its pack's bytes; the others stay. */
+function wholePacks(objects: ObjectStore, compressed: Candidate[], result: CompressResult): Candidate[] {
+  if (compressed.length === 0) return compressed;
+  const wanted = new Map<number, number>();
+  for (const { location } of compressed) wanted.set(location.pack, (wanted.get(location.pack) ?? 0) + 1);
+  const live = new Map<number, number>();
+  for (const kind of ["value", "tree"] as const) {
+    for (const hash of objects.hashes(kind)) {
+      let location: ObjectLocation | undefined;
+      try {
+        location = objects.locate(kind, hash);
+      } catch {
+        continue;
+      }
+      if (location && wanted.has(location.pack)) live.set(location.pack, (live.get(location.pack) ?? 0) + 1);
+    }
+  }
+  const kept: Candidate[] = [];
+  for (const candidate of compressed) {
+    const { pack, length, rawSize } = candidate.location;
+    const bytes = live.get(pack) === wanted.get(pack) ? objects.packs.get(pack)?.length : undefined;
+    if (bytes === undefined || !rawSize) result.values.alreadyCompressed += 1;
+    else kept.push({ ...candidate, stored: (bytes * length) / rawSize });
+  }
+  return kept;
 }
 
 function sameLocation(a: ObjectLocation | undefined, b: ObjectLocation): boolean {

@@ -59,14 +59,16 @@ export default definePlugin<CompressionOptions>({
         { flags: "--older-than <duration>", description: "cold = checkpoints older than this, e.g. 7d, 12h, 30days (default: the plugin's `older_than`)" },
         { flags: "--algorithm <name>", description: "brotli or gzip (default: the plugin's `algorithm`, brotli)" },
         { flags: "--level <n>", description: "0-11 for brotli, 0-9 for gzip (default: the plugin's `level` for the plugin's algorithm, else 6)" },
+        { flags: "--recompress", description: "also compress again cold data compressed already (another algorithm or level; LangGraph's values, gzip 1 as written): the packs whose every value is cold, if that makes them smaller" },
         { flags: "--dry-run", description: "compress in memory and report the sizes; write nothing" },
-        { flags: "--json", description: "print {dry_run, session_id, algorithm, level, policy: {after, older_than_seconds}, checkpoints: {cold, hot}, values: {compressed, already_compressed, incompressible, skipped, remaining}, bytes_before, bytes_after, ratio, packs: {written, removed, rewritten}, store_bytes_before, store_bytes_after, damaged_nodes}" },
+        { flags: "--json", description: "print {dry_run, session_id, algorithm, level, policy: {after, older_than_seconds}, checkpoints: {cold, hot}, values: {compressed, already_compressed, recompressed, incompressible, skipped, remaining}, bytes_before, bytes_after, ratio, packs: {written, removed, rewritten}, store_bytes_before, store_bytes_after, damaged_nodes}" },
       ],
       examples: [
         "apex session compress                      # every session, with the plugin's options",
         "apex session compress 3f2a --after 5       # all but the newest 5 checkpoints of session 3f2a…",
         "apex session compress --older-than 7d --dry-run",
         "apex session compress --algorithm gzip --level 9 --json",
+        "apex session compress --recompress --algorithm brotli --level 11   # LangGraph's gzip 1 packs, smaller",
       ],
       async action(input, context) {
         const { runCompressCommand } = await import("./command.js");
