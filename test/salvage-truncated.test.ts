@@ -167,6 +167,15 @@ function checkCut(pages: number, bytes = original): { commitsLost: number; recor
   mkdirSync(scratch);
   const salvage = salvagePages(file, { copyTo: join(scratch, "copy.mdb") });
   const records = salvage.tables.reduce((sum, table) => sum + table.records, 0);
+  if (records > 0) {
+    // With no temporary directory to check the checkpoints in a copy, validate reports the damage alone.
+    const alone = runApex(["session", "validate", "--json"], { cwd: dir, env: { TMPDIR: join(dir, "no-such-dir") } });
+    expect(alone.status, alone.stderr).toBe(1);
+    const damageOnly = JSON.parse(alone.stdout) as { problems: Array<{ code: string; message: string }>; checkpoints: { total: number } };
+    expect(damageOnly.problems.every((problem) => problem.code === "store-damaged")).toBe(true);
+    expect(damageOnly.problems[0]!.message).toContain("Checkpoints and records could not be checked past the damage.");
+    expect(damageOnly.checkpoints.total).toBe(0);
+  }
   const validated = runApex(["session", "validate", "--json"], { cwd: dir });
   expect(validated.status, validated.stderr).toBe(1);
   const report = JSON.parse(validated.stdout) as {
@@ -178,6 +187,7 @@ function checkCut(pages: number, bytes = original): { commitsLost: number; recor
   // The damage first, then what validating what is left of the file found (the checkpoints that lost objects).
   const damage = report.problems.filter((problem) => problem.code === "store-damaged");
   expect(report.problems.slice(0, damage.length)).toEqual(damage);
+  if (records > 0) expect(report.problems[0]!.message).toContain("Checkpoints and records were checked in what is left of it");
   expect(report.problems[0]!.message).toContain("(it was truncated)");
   expect(readFileSync(file).equals(cut), "validate leaves the file as it is").toBe(true);
   if (records === 0) {

@@ -133,9 +133,21 @@ export function damageReport(storeDir: string, stoppedBy: string, crashed = fals
  * damage alone.
  */
 async function truncatedReport(storeDir: string, stoppedBy: string, options: OutOfProcessOptions): Promise<ValidationReport> {
-  const work = mkdtempSync(join(tmpdir(), "apex-validate-"));
+  let work: string;
   try {
-    const scan = salvageOutOfProcess(join(storeDir, STORE_FILE), { copyTo: join(work, STORE_FILE) });
+    work = mkdtempSync(join(tmpdir(), "apex-validate-"));
+  } catch {
+    return damageReport(storeDir, stoppedBy); // no temporary directory to copy into
+  }
+  try {
+    let scan: SalvageRun;
+    try {
+      scan = salvageOutOfProcess(join(storeDir, STORE_FILE), { copyTo: join(work, STORE_FILE) });
+    } catch (error) {
+      // No room for the copy (a full temporary directory): the damage alone, read without one.
+      if ((error as { code?: string }).code === "APEX_E_STORE_DAMAGED") throw error;
+      return damageReport(storeDir, stoppedBy);
+    }
     const report = damageReport(storeDir, stoppedBy, false, scan);
     if (scan.tables.every((table) => table.records === 0)) return report;
     let copy: ValidationReport;
