@@ -47,6 +47,8 @@ const F_BIGDATA = 0x01;
 const F_SUBDATA = 0x02;
 const F_DUPDATA = 0x04;
 const INTEGER_KEY = 0x08;
+/** lmdb-js's largest key. */
+const MAX_KEY_BYTES = 1978;
 /** Bounds the walk of a damaged file whose pages point in circles. */
 const MAX_PAGES = 1 << 24;
 
@@ -144,7 +146,7 @@ function treePage(file: PageFile, pgno: bigint, notAfter: bigint): { page: Buffe
 function tableRecords(nodes: Node[], page: Buffer): TableRecord[] {
   const records: TableRecord[] = [];
   for (const node of nodes) {
-    if ((node.flags & F_SUBDATA) === 0 || node.size !== DB_RECORD || node.key.length === 0) continue;
+    if ((node.flags & (F_SUBDATA | F_BIGDATA)) !== F_SUBDATA || node.size !== DB_RECORD || node.key.length === 0 || node.data + DB_RECORD > page.length) continue;
     const db = page.subarray(node.data, node.data + DB_RECORD);
     records.push({ name: node.key.toString("utf8").replace(/\0$/, ""), flags: db.readUInt16LE(4), entries: Number(db.readBigUInt64LE(32)), root: db.readBigUInt64LE(40) });
   }
@@ -261,6 +263,11 @@ function walkTable(file: PageFile, table: TableRecord, txnid: bigint, put: (key:
     }
     for (const node of at.nodes) {
       let key: Key = Buffer.from(node.key);
+      // No page LMDB wrote holds such a key (lmdb-js's limit is 1978 bytes): damage, which the copy could not hold either.
+      if (node.key.length === 0 || node.key.length > MAX_KEY_BYTES) {
+        loseRecord(`a key of ${node.key.length} bytes, which no record can have`);
+        continue;
+      }
       if (integerKeys) {
         if (node.key.length !== 4) {
           loseRecord(`a key of ${node.key.length} bytes in a table of 4-byte integer keys`);
