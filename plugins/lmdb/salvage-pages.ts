@@ -61,14 +61,17 @@ interface TableRecord {
 
 /** The file, read page by page with bounds-checked reads: a page past its end is undefined, never a signal. */
 class PageFile {
+  /** Whole pages in the file (a page cut inside is not one). */
   readonly pages: number;
+  readonly size: number;
   private readonly fd: number;
   constructor(
     file: string,
     readonly pageSize: number,
   ) {
     this.fd = openSync(file, "r");
-    this.pages = Math.floor(fstatSync(this.fd).size / pageSize);
+    this.size = fstatSync(this.fd).size;
+    this.pages = Math.floor(this.size / pageSize);
   }
   read(pgno: bigint, count = 1): Buffer | undefined {
     if (pgno < 0n || pgno + BigInt(count) > BigInt(this.pages)) return undefined;
@@ -346,7 +349,7 @@ export function salvagePages(file: string, options: { copyTo?: string } = {}): P
         break;
       }
     }
-    const cutAt = `the file ends at ${file_.pages * pageSize} bytes`;
+    const cutAt = `the file ends at ${file_.size} bytes`;
     if (!list) {
       list = listFromScan(file_, newest);
       if (!list) {
