@@ -161,13 +161,13 @@ function checkedMemory(dir: string): Record<string, unknown> {
  * (exit codes, --json), that the damaged file is never written, and that the repaired store
  * validates and takes writes.
  */
-function checkCut(pages: number, bytes = original): { commitsLost: number; records: number; memory?: Record<string, unknown> } {
+function checkCut(pages: number, bytes = original, withoutTemporaryDirectory = false): { commitsLost: number; records: number; memory?: Record<string, unknown> } {
   const { dir, file, cut } = cutProject(pages, bytes);
   const scratch = join(dir, "scratch");
   mkdirSync(scratch);
   const salvage = salvagePages(file, { copyTo: join(scratch, "copy.mdb") });
   const records = salvage.tables.reduce((sum, table) => sum + table.records, 0);
-  if (records > 0) {
+  if (records > 0 && withoutTemporaryDirectory) {
     // With no temporary directory to check the checkpoints in a copy, validate reports the damage alone.
     const alone = runApex(["session", "validate", "--json"], { cwd: dir, env: { TMPDIR: join(dir, "no-such-dir") } });
     expect(alone.status, alone.stderr).toBe(1);
@@ -258,7 +258,7 @@ describe("a truncated store file", () => {
   it("cut just past the list of tables: every table page left is read as of the last commit, and what was past the cut is counted lost", () => {
     expect(listBeforeTables, "a layout with the list of tables before pages of its tables").toBeDefined();
     const [newest] = metaRoots(listBeforeTables!);
-    const result = checkCut(newest + 1, listBeforeTables!);
+    const result = checkCut(newest + 1, listBeforeTables!, true);
     expect(result.commitsLost).toBe(0);
     expect(result.records).toBeGreaterThan(0);
   });
