@@ -555,7 +555,8 @@ export async function validateCommand(location: ProjectLocation, ref: string | u
   } else if (!report.ok) {
     const target = session?.label ?? "";
     printLine(paint(`Next: apex session repair ${target} --dry-run (shows what repair would do; it never deletes a checkpoint that verifies)`.replace("  ", " "), "gray"));
-    if (c.damaged.length > 0) printLine(paint(`      apex start --force-recovery <checkpoint> (restores what still verifies of a damaged checkpoint)`, "gray"));
+    // Not on a store file that is itself damaged (truncated: its checkpoints were checked in what is left): start cannot open it before the repair.
+    if (c.damaged.length > 0 && !report.problems.some((problem) => problem.code === "store-damaged")) printLine(paint(`      apex start --force-recovery <checkpoint> (restores what still verifies of a damaged checkpoint)`, "gray"));
   } else if (report.problems.some((problem) => problem.code.startsWith("langgraph-"))) {
     // Warnings: LangGraph records of checkpoints no longer stored, which no read reaches (validate.ts, checkLangGraph).
     printLine(paint(`Next: apex session repair ${session?.label ?? ""} (removes those LangGraph records and moves the heads; --dry-run lists them)`.replace("  ", " "), "gray"));
@@ -696,7 +697,7 @@ async function repairStopped(location: ProjectLocation, session: { id: string; l
   printLine(dryRun ? `Dry run${scope}: nothing was changed. Repair would:` : `Repaired the store${scope}:`);
   for (const action of result.actions) printLine(`  ${action.action.padEnd(22)} ${named(`${action.target}: ${action.reason}`)}`);
   // A dry run of a copy of the store file could not read the checkpoints past the damage: no count to give.
-  if (dryRun && result.actions.some((action) => action.action === "copy-store")) printLine("Which checkpoints verify is checked once the records that read are copied: the damage keeps them from being read now (repair never deletes a checkpoint that verifies).");
+  if (dryRun && result.actions.some((action) => action.action === "copy-store") && result.before.checkpoints.total === 0) printLine("Which checkpoints verify is checked once the records that read are copied: the damage keeps them from being read now (repair never deletes a checkpoint that verifies).");
   else printLine(
     `${dryRun ? "It would remove" : "Removed"} ${removed} checkpoint${removed === 1 ? "" : "s"} that do${removed === 1 ? "es" : ""} not verify; ${dryRun ? "it keeps" : "kept"} ${kept} that verif${kept === 1 ? "ies" : "y"} (repair never deletes a checkpoint that verifies).`,
   );
@@ -733,7 +734,9 @@ async function repairDamagedFile(location: ProjectLocation, dataDir: string, bef
   if (dryRun) {
     // What the real run refuses, the dry run does not promise: it said it would copy 0 records.
     if (before.records === 0) throw (await import("../lmdb/salvage-process.js")).nothingReadable(`${dataDir}/store.mdb`);
-    return { dryRun, actions: [{ action: "copy-store", target: `${dataDir}/store.mdb`, reason: `${regions} damaged region${regions === 1 ? "" : "s"}: would copy the ${plural(before.records, "record")} that read into a fresh store file` }], before };
+    // A truncated file's checkpoints were checked in what is left of it (validate-process.ts): those that do not verify there go with the repair.
+    const removals: RepairAction[] = before.checkpoints.damaged.map((damaged) => ({ action: "remove-checkpoint", target: `${damaged.sessionId}/${damaged.name}`, reason: damaged.reasons.join("; ") }));
+    return { dryRun, actions: [{ action: "copy-store", target: `${dataDir}/store.mdb`, reason: `${regions} damaged region${regions === 1 ? "" : "s"}: would copy the ${plural(before.records, "record")} that read into a fresh store file` }, ...removals], before };
   }
   const { replaceWithSalvage } = await import("../lmdb/salvage-process.js");
   const salvaged = replaceWithSalvage(dataDir);

@@ -1,10 +1,12 @@
 import { fork } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
 import { ApexError, type ErrorCode } from "../../core/errors.js";
 import { STORE_FILE, lmdbDataDir } from "../../core/store/store.js";
 import type { StoreSpec } from "../../core/store/port.js";
-import { salvageOutOfProcess } from "../lmdb/salvage-process.js";
+import { truncation } from "../lmdb/file-check.js";
+import { salvageOutOfProcess, type SalvageRun } from "../lmdb/salvage-process.js";
 import { join } from "node:path";
 import type { StoreProblem, ValidationReport } from "./validate.js";
 
@@ -58,9 +60,9 @@ export function validateOutOfProcess(target: StoreSpec | string, options: OutOfP
       clearTimeout(timer);
       reject(new ApexError("APEX_E_PROCESS", `Cannot start the validator: ${error.message}`, { cause: error }));
     });
-    const settle = (build: () => ValidationReport) => {
+    const settle = (build: () => ValidationReport | Promise<ValidationReport>) => {
       try {
-        resolve(build());
+        Promise.resolve(build()).then(resolve, reject);
       } catch (error) {
         reject(error);
       }
@@ -72,7 +74,7 @@ export function validateOutOfProcess(target: StoreSpec | string, options: OutOfP
       // record past the damage (in child processes too), and report every damaged region.
       if (message?.type === "error" && message.error.code === "APEX_E_STORE_DAMAGED" && lmdbDir !== undefined) {
         const stoppedBy = message.error.message;
-        return settle(() => damageReport(lmdbDir, stoppedBy));
+        return settle(() => (truncation(join(lmdbDir, STORE_FILE)) ? truncatedReport(lmdbDir, stoppedBy, options) : damageReport(lmdbDir, stoppedBy)));
       }
       if (message?.type === "error") {
         return reject(new ApexError(message.error.code, message.error.message, message.error.hint ? { hint: message.error.hint } : {}));
@@ -99,8 +101,7 @@ export function validateOutOfProcess(target: StoreSpec | string, options: OutOfP
  * (plugins/lmdb/salvage.ts). Checkpoints could not be verified past the damage; `session repair`
  * copies what reads into a fresh store file, then validates and repairs that.
  */
-export function damageReport(storeDir: string, stoppedBy: string, crashed = false): ValidationReport {
-  const scan = salvageOutOfProcess(join(storeDir, STORE_FILE));
+export function damageReport(storeDir: string, stoppedBy: string, crashed = false, scan: SalvageRun = salvageOutOfProcess(join(storeDir, STORE_FILE))): ValidationReport {
   const problems: StoreProblem[] = [{ code: "store-damaged", severity: "error", message: `${stoppedBy} Checkpoints and records could not be checked past the damage.` }];
   let read = 0;
   let unreadable = 0;
@@ -122,6 +123,51 @@ export function damageReport(storeDir: string, stoppedBy: string, crashed = fals
     objects: { scanned: false, values: 0, trees: 0, unreferencedValues: 0, unreferencedTrees: 0, packs: 0, packBytes: 0, garbageBytes: 0 },
     records: read,
   };
+}
+
+/**
+ * A truncated store file (read page by page, never mapped: salvage-pages.ts): what is left of it is
+ * copied into a scratch store, which is validated as any store, so that the report names each
+ * checkpoint that lost objects with the cut (and the ones that still verify) instead of none. The
+ * damaged file is only read; the copy is removed. Without room for the copy, the report is the
+ * damage alone.
+ */
+async function truncatedReport(storeDir: string, stoppedBy: string, options: OutOfProcessOptions): Promise<ValidationReport> {
+  let work: string;
+  try {
+    work = mkdtempSync(join(tmpdir(), "apex-validate-"));
+  } catch {
+    return damageReport(storeDir, stoppedBy); // no temporary directory to copy into
+  }
+  try {
+    let scan: SalvageRun;
+    try {
+      scan = salvageOutOfProcess(join(storeDir, STORE_FILE), { copyTo: join(work, STORE_FILE) });
+    } catch (error) {
+      // No room for the copy (a full temporary directory): the damage alone, read without one.
+      if ((error as { code?: string }).code === "APEX_E_STORE_DAMAGED") throw error;
+      return damageReport(storeDir, stoppedBy);
+    }
+    const report = damageReport(storeDir, stoppedBy, false, scan);
+    if (scan.tables.every((table) => table.records === 0)) return report;
+    let copy: ValidationReport;
+    try {
+      copy = await validateOutOfProcess(work, { ...options, workerPath: options.workerPath ?? VALIDATE_WORKER });
+    } catch {
+      return report;
+    }
+    report.problems[0]!.message = report.problems[0]!.message.replace(
+      "Checkpoints and records could not be checked past the damage.",
+      "Checkpoints and records were checked in what is left of it (the problems after the damaged regions), which `session repair` keeps.",
+    );
+    report.problems.push(...copy.problems);
+    report.checkpoints = copy.checkpoints;
+    report.objects = copy.objects;
+    if (copy.session_names) report.session_names = copy.session_names;
+    return report;
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
 }
 
 function crashedReport(message: string): ValidationReport {

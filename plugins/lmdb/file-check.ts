@@ -148,6 +148,12 @@ function maxOf(a: bigint, b: bigint): bigint {
   return a > b ? a : b;
 }
 
+/** Where a truncated store file ends and what its index needs (bytes), or undefined when it is not cut short before a page its trees name. */
+export function truncation(file: string): { size: number; needed: bigint } | undefined {
+  const seen = look(file);
+  return seen.kind === "truncated" ? { size: seen.size, needed: seen.needed } : undefined;
+}
+
 /** Why no record of the store file can be read at all (its header is unusable), or undefined. */
 export function unreadableHeader(file: string): string | undefined {
   const seen = look(file);

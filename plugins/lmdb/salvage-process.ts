@@ -5,7 +5,8 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ApexError } from "../../core/errors.js";
 import { syncDirectory } from "../file-system.js";
-import { unreadableHeader } from "./file-check.js";
+import { truncation, unreadableHeader } from "./file-check.js";
+import { salvagePages } from "./salvage-pages.js";
 import type { CrashPoint, ScanResult } from "./salvage.js";
 
 /** The compiled worker beside this module; from the TypeScript sources (tests), the build's. */
@@ -17,6 +18,8 @@ function workerPath(): string {
 const MAX_RESTARTS = 40;
 
 export interface SalvageRun extends ScanResult {
+  /** A truncated file read as of an earlier commit than its last: how many commits' writes are lost. */
+  commitsLost?: number;
   /** How the readers that died ended, in order. */
   crashes: CrashPoint[];
 }
@@ -30,6 +33,9 @@ export function salvageOutOfProcess(file: string, options: { copyTo?: string } =
   // A file without a usable header crashes every reader at its open: nothing to restart past.
   const unusable = unreadableHeader(file);
   if (unusable !== undefined) return { tables: [], damaged: [{ table: "", after: null, message: `${unusable}: no record of it can be read` }], crashes: [] };
+  // A truncated file is read page by page without LMDB (salvage-pages.ts): LMDB would die on the
+  // first page past the end, at the start of each table whose tree reaches there, and on the list of tables when that is past it.
+  if (truncation(file) !== undefined) return { ...salvagePages(file, options), crashes: [] };
   const work = mkdtempSync(join(tmpdir(), "apex-salvage-"));
   try {
     const crashes: CrashPoint[] = [];

@@ -100,7 +100,14 @@ export function seekPast(last: Key | undefined, level: number): Key | undefined 
   return undefined;
 }
 
-/** Reads every table of the store file `file` record by record, going on past damage. */
+/** A new store file at `path` (its directory made, a file an earlier run left there removed) for the records a salvage copies. */
+export function openCopyTarget(path: string): RootDatabase {
+  mkdirSync(join(path, ".."), { recursive: true, mode: 0o700 });
+  if (existsSync(path)) rmSync(path);
+  if (existsSync(`${path}-lock`)) rmSync(`${path}-lock`);
+  return open({ path, maxDbs: 64, compression: false, mapSize: MAP_SIZE, overlappingSync: false });
+}
+
 /**
  * The damaged file, read-only. LMDB marks a read transaction that met damage as failed (every
  * later read in it is MDB_BAD_TXN), so after damage the environment is opened again.
@@ -122,16 +129,10 @@ class Source {
   }
 }
 
+/** Reads every table of the store file `file` record by record, going on past damage. */
 export function scanStoreFile(file: string, options: ScanOptions = {}): ScanResult {
   const source = new Source(file);
-  let target: RootDatabase | undefined;
-  if (options.copyTo) {
-    const dir = join(options.copyTo, "..");
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    if (existsSync(options.copyTo)) rmSync(options.copyTo);
-    if (existsSync(`${options.copyTo}-lock`)) rmSync(`${options.copyTo}-lock`);
-    target = open({ path: options.copyTo, maxDbs: 64, compression: false, mapSize: MAP_SIZE, overlappingSync: false });
-  }
+  const target = options.copyTo ? openCopyTarget(options.copyTo) : undefined;
   // `<table>\t` alone marks the start of a table (the list of tables is table "").
   const progress = (table: string, key: Key | undefined) => {
     if (options.progressFile) appendFileSync(options.progressFile, `${table}\t${keyText(key) ?? ""}\n`);
