@@ -1,0 +1,106 @@
+import { describe, expect, it } from "vitest";
+import { memoryReadMethods } from "../core/session/memory-methods.js";
+import type { Change, JsonValue, Store } from "../core/store/store.js";
+import { forEachBackend } from "./support/backends.js";
+
+/**
+ * memory.changes, which `apex memory watch` polls through a supervisor or `apex serve`, a batch at
+ * a time: a watcher far behind read, for each batch, the whole rest of the revision log (to know
+ * whether a put's path changed again after it), so catching up was quadratic and each call held
+ * the supervisor for as long as the rest of the log took to read. The work is counted here (the
+ * changes the log yields), not timed.
+ */
+forEachBackend((backend) =>
+  describe("memory.changes for a watcher far behind", () => {
+    /** The store with every read of its revision log counted. */
+    function counted(store: Store): { reads: () => number } {
+      let reads = 0;
+      const changesSince = store.changesSince.bind(store);
+      store.changesSince = function* (since, options) {
+        for (const change of changesSince(since, options)) {
+          reads++;
+          yield change;
+        }
+      };
+      return { reads: () => reads };
+    }
+
+    /** What a watcher from `since` must be told of `change`: the value its path holds now, or that it changed again since. */
+    function expected(store: Store, log: Change[], change: Change): Record<string, unknown> {
+      const overwritten = change.kind === "put" && log.some((later) => later.path === change.path && later.revision > change.revision);
+      return { ...change, value: change.kind === "put" && !overwritten ? (store.get(change.path) ?? null) : null, ...(overwritten ? { overwritten } : {}) };
+    }
+
+    it("reads the log once in all to catch up, and each batch reads about a batch of it, however far behind; a put changed again later is said to be overwritten, in batches read before and after more writes", async () => {
+      const store = await backend.fresh();
+      // 2,000 changes in commits of 10, a path changed again now and then, some deleted.
+      const write = async (from: number, commits: number) => {
+        for (let i = from; i < from + commits; i++) {
+          await store.batch((batch) => {
+            for (let j = 0; j < 10; j++) {
+              const n = i * 10 + j;
+              if (n % 97 === 0) batch.delete(`/w/k${(n * 7) % 600}`);
+              else batch.set(`/w/k${(n * 7) % 600}`, n);
+            }
+          });
+        }
+      };
+      await write(0, 200);
+      const changes = memoryReadMethods(store)["memory.changes"]!;
+      const log = counted(store);
+      const limit = 100;
+      const seen: unknown[] = [];
+      const perCall: number[] = [];
+      let since = 0;
+      for (let call = 0; ; call++) {
+        // Half-way, more writes: puts already sent are not told again, those still to come are judged by them.
+        if (call === 10) await write(200, 20);
+        const before = log.reads();
+        const reply = (await changes({ since, glob: "/w/**", limit })) as { revision: number; changes: unknown[] };
+        perCall.push(log.reads() - before);
+        seen.push(...reply.changes);
+        if (reply.revision === since) break;
+        since = reply.revision;
+      }
+      const reads = log.reads();
+      const total = store.revision();
+      expect(total).toBeGreaterThan(2100);
+      // What was sent before the second writes was judged by the log then; everything sent after them, by the whole log.
+      const all = [...store.changesSince(0)];
+      const firstSent = (seen as Array<{ revision: number }>).findIndex((change) => change.revision > 10 * limit);
+      expect(seen.slice(firstSent)).toEqual(all.slice(firstSent).map((change) => expected(store, all, change)));
+      expect(seen.map((change) => (change as { revision: number }).revision)).toEqual(all.map((change) => change.revision));
+      // It read the rest of the log for each batch: about total²/(2·limit), 24,000 changes here.
+      expect(reads).toBeLessThan(3 * total);
+      // After the first call (which reads the log past its batch once), each reads its batch and what was written since.
+      expect(Math.max(...perCall.slice(1))).toBeLessThanOrEqual(limit + 200 + 1);
+    }, 60_000);
+
+    it("a second watcher further back than the first is answered as rightly, and one caught up reads only its batch", async () => {
+      const store = await backend.fresh();
+      for (let i = 0; i < 30; i++) {
+        await store.batch((batch) => {
+          for (let j = 0; j < 10; j++) batch.set(`/v/k${(i * 10 + j) % 45}`, i * 10 + j);
+        });
+      }
+      const changes = memoryReadMethods(store)["memory.changes"]!;
+      const all = [...store.changesSince(0)];
+      const walk = async (from: number) => {
+        const out: unknown[] = [];
+        for (let since = from; ; ) {
+          const reply = (await changes({ since, limit: 40 })) as { revision: number; changes: unknown[] };
+          out.push(...reply.changes);
+          if (reply.revision === since) return out;
+          since = reply.revision;
+        }
+      };
+      const want = (from: number) => all.filter((change) => change.revision > from).map((change) => expected(store, all, change) as JsonValue);
+      expect(await walk(150)).toEqual(want(150));
+      expect(await walk(20)).toEqual(want(20));
+      expect(await walk(150)).toEqual(want(150));
+      const log = counted(store);
+      expect(await changes({ since: 290, limit: 40 })).toEqual({ revision: 300, changes: want(290) });
+      expect(log.reads()).toBe(10);
+    }, 60_000);
+  }),
+);
