@@ -195,7 +195,7 @@ export function readLogTail(storeDir: string, sessionId: string, agent: string |
     const recent = logTail(file.file, count + 2, (readTo) => (file.readTo = { ...readTo, cut }), holdUnfinished);
     // A log the supervisor cut (it keeps each under APEX_LOG_MAX_BYTES) goes on from <file>.1, once the file is read from its start.
     const earlier = recent.length < count + 2 ? logTail(`${file.file}.1`, Math.max(1, count - recent.length + 1)) : [];
-    for (const line of acrossCut(earlier, recent).slice(-count)) lines.push(logLine(file, line.bytes, line.dropped));
+    for (const line of count > 0 ? acrossCut(earlier, recent).slice(-count) : []) lines.push(logLine(file, line.bytes, line.dropped));
   }
   return { dir, chosen, lines };
 }
