@@ -12,6 +12,7 @@
  * serves the others meanwhile). It serves every watcher at or past `base` (one further back
  * reads the log again from its revision), and is dropped once no call used it for a minute.
  */
+import { ApexError } from "../core/errors.js";
 import { compileGlob, type Glob } from "../core/store/glob.js";
 import { readView } from "../core/store/port.js";
 import { decodeValue } from "../core/store/value-codec.js";
@@ -46,12 +47,14 @@ export interface ChangesReply {
 }
 
 export async function memoryChanges(store: Store, view: MemoryView, params: Record<string, unknown>): Promise<ChangesReply> {
-  const glob = typeof params.glob === "string" ? compileGlob(params.glob) : undefined;
-  const limit = typeof params.limit === "number" ? params.limit : BATCH;
-  let since = typeof params.since === "number" ? params.since : 0;
+  const glob = params.glob === undefined ? undefined : compileGlob(checked<string>(params, "glob", typeof params.glob === "string", "a glob (a string)"));
+  // At most a batch: a caller's limit (any grant's, through apex serve) had the supervisor read and send the whole log in one reply.
+  const limit = params.limit === undefined ? BATCH : Math.min(BATCH, checked<number>(params, "limit", Number.isSafeInteger(params.limit) && (params.limit as number) >= 1, "a whole number ≥ 1"));
+  // A revision that is no whole number was read as one (LMDB: a reply at revision 2.5) or failed as the store's error (PostgreSQL: APEX_E_STORE).
+  let since = params.since === undefined ? 0 : checked<number>(params, "since", Number.isSafeInteger(params.since) && (params.since as number) >= 0, "a revision (a whole number ≥ 0)");
   // Near the head (a watcher keeping up), the batch holds the rest of the log: one read.
   const batch = readView(store, () => {
-    if (typeof params.since !== "number") since = store.revision();
+    if (params.since === undefined) since = store.revision();
     const batch = [...store.changesSince(since, { limit })];
     return batch.length < limit ? reply(store, view, glob, since, batch, new Map(batch.map((change) => [change.path, change.revision]))) : batch;
   });
@@ -70,6 +73,12 @@ export async function memoryChanges(store: Store, view: MemoryView, params: Reco
   queues.set(key, settled);
   void settled.then(() => queues.get(key) === settled && queues.delete(key));
   return run;
+}
+
+function checked<T>(params: Record<string, unknown>, name: string, ok: boolean, what: string): T {
+  const value = params[name];
+  if (!ok) throw new ApexError("APEX_E_BAD_INPUT", `memory.changes: ${name} must be ${what}, not ${JSON.stringify(value) ?? String(value)}.`);
+  return value as T;
 }
 
 /** The reply for `batch`, each put's value read now unless `last` says its path changed after it. */

@@ -102,5 +102,20 @@ forEachBackend((backend) =>
       expect(await changes({ since: 290, limit: 40 })).toEqual({ revision: 300, changes: want(290) });
       expect(log.reads()).toBe(10);
     }, 60_000);
+
+    it("refuses a since, limit or glob of the wrong kind (APEX_E_BAD_INPUT), and sends at most a batch of 10,000 whatever limit is asked for", async () => {
+      const store = await backend.fresh();
+      await store.batch((batch) => {
+        for (let i = 0; i < 10_050; i++) batch.set(`/b/k${i}`, i);
+      });
+      const changes = memoryReadMethods(store)["memory.changes"]!;
+      // Through apex serve, any grant's call: a limit past the log had the whole log read and sent in one reply.
+      const reply = (await changes({ since: 0, limit: 1e12 })) as { revision: number; changes: unknown[] };
+      expect([reply.revision, reply.changes.length]).toEqual([10_000, 10_000]);
+      // 1.5 was read as a revision (LMDB answered revision 2.5) or failed as the store's own error (PostgreSQL, APEX_E_STORE); a glob not a string was no filter at all.
+      for (const params of [{ since: 1.5 }, { since: -1 }, { since: "3" }, { since: null }, { since: 1e300 }, { since: 0, limit: 0 }, { since: 0, limit: 2.5 }, { since: 0, glob: 5 }]) {
+        await expect(changes(params), JSON.stringify(params)).rejects.toMatchObject({ code: "APEX_E_BAD_INPUT", message: expect.stringMatching(/^memory\.changes: (since|limit|glob) must be /) });
+      }
+    }, 60_000);
   }),
 );
