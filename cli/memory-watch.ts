@@ -7,6 +7,7 @@ import { openSessionClient, type SessionClient } from "../core/session/client.js
 import { isApexError } from "../core/errors.js";
 import { paint } from "./output.js";
 import { onInterruption } from "./follow.js";
+import { readValues } from "../plugins/memory-changes.js";
 
 const POLL_MS = 100;
 /** How often the log is read when the store signals nothing (a signal lost with a connection). */
@@ -213,16 +214,24 @@ async function followStore(
           const last = lastChanges(store.changesSince(since));
           let upTo = since;
           for (const revision of last.values()) upTo = Math.max(upTo, revision);
+          // Printed a thousand at a time, their values read together (PostgreSQL: a round trip each, 40,000 changes took 9 s).
+          let shown: Array<{ change: Change; overwritten: boolean }> = [];
+          const print = () => {
+            const wanted = shown.filter(({ change, overwritten }) => change.kind === "put" && !overwritten);
+            const values = new Map(readValues(store, wanted.map(({ change }) => change.path)).map((value, i) => [wanted[i]!, value]));
+            for (const entry of shown) {
+              printChange({ ...entry.change, path: view.unpath(entry.change.path) }, values.get(entry), Boolean(options.json), entry.overwritten);
+              since = entry.change.revision; // (after printing: a read that fails is made again)
+            }
+            shown = [];
+          };
           for (const change of store.changesSince(since)) {
             if (change.revision > upTo) break;
-            if (view.covers(change.path)) {
-              const path = view.unpath(change.path);
-              const overwritten = overwrittenAt(last, change);
-              const value = change.kind === "put" && !overwritten ? store.get(change.path) : undefined;
-              if (glob.matches(path)) printChange({ ...change, path }, value, Boolean(options.json), overwritten);
-            }
-            since = change.revision; // (after printing: a read that fails is made again)
+            if (view.covers(change.path) && glob.matches(view.unpath(change.path))) shown.push({ change, overwritten: overwrittenAt(last, change) });
+            if (shown.length >= 1000) print();
           }
+          print();
+          since = Math.max(since, upTo);
         });
         outage.ended();
       } catch (error) {

@@ -46,6 +46,8 @@ export const builtinServices = {
   checkpointRecord: () => import("./checkpoint/record.js"),
   checkpointRecovery: () => import("./checkpoint/plugin-recovery.js"),
   gitStart: () => import("./git/start.js"),
+  /** `memory.changes`, the batches `apex memory watch` reads through a supervisor or `apex serve`. */
+  memoryChanges: () => import("./memory-changes.js"),
   /** The paths APEX owns, which memory writes refuse (core's session methods ask it). */
   ownedPaths: () => import("./owned-paths.js"),
 };

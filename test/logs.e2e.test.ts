@@ -334,7 +334,7 @@ describe("following a log the supervisor cuts", () => {
     }
   });
 
-  it("an unfinished line ends at the cut, as apex logs shows it, not glued to the supervisor's log cut line", async () => {
+  it("a line the cut goes across is shown once, whole, after the log cut line, as a line APEX's own line splits: followed, and in apex logs (any -n, --json)", async () => {
     const { appendLogLine, capLogFile } = await import("../core/session/agents.js");
     const { followLogs, readLogTail } = await import("../dist/cli/session/logs.js");
     const dir = logDir();
@@ -349,15 +349,60 @@ describe("following a log the supervisor cuts", () => {
       await waitFor("the follower to read on", () => printed.includes("before"));
       await new Promise((resolve) => setTimeout(resolve, 300)); // "half" read too, kept as the unfinished line
       expect(await capLogFile(file, 20_000)).toBe(true);
-      appendLogLine(file, "[apex t] log cut");
-      appendFileSync(file, "after\n");
-      await waitFor("the lines after the cut", () => printed.includes("after"));
-      expect(printed).toEqual(["before", "half", "[apex t] log cut", "after"]);
-      const shown = jsonLines(project!.apex(["logs", "--session", SESSION, "-n", "3", "--json"]).stdout).map((line) => line.line);
-      expect(shown).toEqual(["half", "[apex t] log cut", "after"]);
+      // As the supervisor writes it (continues: the agent runs on), then the agent's rest of its line.
+      appendLogLine(file, "[apex t] log cut", true);
+      appendFileSync(file, " and after\nnext\n");
+      await waitFor("the lines after the cut", () => printed.includes("next"));
+      // Before: "half", the log cut line, then " and after": one line of the agent's in two.
+      const expected = ["before", "[apex t] log cut", "half and after", "next"];
+      expect(printed).toEqual(expected);
+      for (let n = 0; n <= 5; n++) {
+        const shown = jsonLines(project!.apex(["logs", "--session", SESSION, "-n", String(n), "--json"]).stdout).map((line) => line.line);
+        // (.1 holds the last 20,000 bytes from the first line that starts in them: not the line of 30,000 x.)
+        expect(shown, `-n ${n}`).toEqual(n === 0 ? [] : expected.slice(-n));
+      }
     } finally {
       stop = true;
       await following;
+    }
+  });
+
+  it("a line the cut goes across is shown whole also when the agent's rest came before the log cut line, or no log cut line came (its supervisor gone), and not joined when the agent ended there", async () => {
+    const { appendLogLine, capLogFile } = await import("../core/session/agents.js");
+    const dir = logDir();
+    const file = join(dir, "beta.log");
+    const cut = async (text: string) => {
+      writeFileSync(file, `${Array.from({ length: 400 }, (_, i) => `line ${i}`).join("\n")}\nhalf`);
+      expect(await capLogFile(file, 2_000)).toBe(true);
+      appendFileSync(file, text);
+      return jsonLines(project!.apex(["logs", "--session", SESSION, "-n", "3", "--json"]).stdout).map((line) => line.line);
+    };
+    expect(await cut(" and after\nnext\n")).toEqual(["line 399", "half and after", "next"]);
+    expect(await cut(" and")).toEqual(["line 398", "line 399", "half and"]);
+    appendLogLine(file, "[apex t] log cut", true);
+    appendFileSync(file, " after\n");
+    expect(jsonLines(project!.apex(["logs", "--session", SESSION, "-n", "3", "--json"]).stdout).map((line) => line.line)).toEqual(["line 399", "[apex t] log cut", "half and after"]);
+    // The agent killed after the cut: its line ends there, APEX's lines after it.
+    expect(await cut("")).toEqual(["line 398", "line 399", "half"]);
+    appendLogLine(file, "[apex t] log cut", true);
+    appendLogLine(file, "[apex t] pid 1 was killed by SIGTERM");
+    expect(jsonLines(project!.apex(["logs", "--session", SESSION, "-n", "3", "--json"]).stdout).map((line) => line.line)).toEqual(["[apex t] log cut", "half", "[apex t] pid 1 was killed by SIGTERM"]);
+  });
+
+  it("of a real agent: `Loading...` before the supervisor's cut and ` ok` after it are one line, after the log cut line, in apex logs and logs -f", async () => {
+    const script = "i=0; while [ $i -lt 40 ]; do echo line-$i-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; i=$((i+1)); done; printf Loading...; until [ -e .apex/logs/$APEX_SESSION_ID/beta.log.cut ]; do sleep 0.05; done; echo ' ok'; sleep 1000";
+    project = new Project(["agents:", "  beta:", "    command: sh", `    args: ["-c", ${JSON.stringify(script)}]`, "plugins: {}", ""].join("\n"), "apex-logs-");
+    project.start(["--task", "test session"], { APEX_LOG_MAX_BYTES: "1000" });
+    const follow = project.apexAsync(["logs", "beta", "-f", "-n", "2", "--json"]);
+    try {
+      await waitFor("the agent's line finished", () => project!.apex(["logs", "beta"]).stdout.includes(" ok"), 30_000);
+      const shown = jsonLines(project.apex(["logs", "beta", "-n", "2", "--json"]).stdout).map((line) => line.line.replace(/\[apex [^\]]*\]/, "[apex]"));
+      expect(shown).toEqual([expect.stringMatching(/^\[apex\] log cut; what came before is in .*beta\.log\.1$/), "Loading... ok"]);
+      const followed = await waitFor("the follower's lines", () => follow.output().includes("Loading... ok") && jsonLines(follow.output()).map((line) => line.line));
+      expect(followed.filter((line) => line.startsWith("Loading") || line.includes("ok"))).toEqual(["Loading... ok"]);
+    } finally {
+      follow.child.kill("SIGINT");
+      await follow.done;
     }
   });
 });

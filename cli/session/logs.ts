@@ -191,12 +191,32 @@ export function readLogTail(storeDir: string, sessionId: string, agent: string |
   for (const file of chosen) {
     // The cut record before the file: a cut made after the file was read is then followed into .1 (before, it was taken as one already seen, and what it moved there was skipped).
     const cut = readCut(file.file)?.text ?? null;
-    const recent = logTail(file.file, count, (readTo) => (file.readTo = { ...readTo, cut }), holdUnfinished);
-    // A log the supervisor cut (it keeps each under APEX_LOG_MAX_BYTES) goes on from <file>.1.
-    const earlier = recent.length < count ? logTail(`${file.file}.1`, count - recent.length) : [];
-    for (const line of [...earlier, ...recent]) lines.push(logLine(file, line.bytes, line.dropped));
+    // Two lines more: the file's first two (APEX's `log cut` line, the rest of a line the cut went across) may be among those shown.
+    const recent = logTail(file.file, count + 2, (readTo) => (file.readTo = { ...readTo, cut }), holdUnfinished);
+    // A log the supervisor cut (it keeps each under APEX_LOG_MAX_BYTES) goes on from <file>.1, once the file is read from its start.
+    const earlier = recent.length < count + 2 ? logTail(`${file.file}.1`, Math.max(1, count - recent.length + 1)) : [];
+    for (const line of count > 0 ? acrossCut(earlier, recent).slice(-count) : []) lines.push(logLine(file, line.bytes, line.dropped));
   }
   return { dir, chosen, lines };
+}
+
+/**
+ * The lines of `<file>.1` and of the file after it (the file's first lines: it was read to its
+ * start), with an agent's line that the cut went across shown once, whole: `.1` ends in the middle
+ * of it (the agent wrote on into the emptied file), and its rest is the file's first line, or the
+ * one after APEX's `log cut` line when that came first (shown before it, as a line APEX's own line
+ * split: SPLIT_MARK). Before, `Loading...`, the `log cut` line, then ` ok`. Nothing is written for
+ * it: a supervisor gone before its `log cut` line leaves the rest first in the file, joined as well.
+ */
+function acrossCut(earlier: TailLine[], recent: TailLine[]): TailLine[] {
+  const pending = earlier.at(-1);
+  if (!pending?.unfinished || recent.length === 0) return [...earlier, ...recent];
+  const apex = isApexLine(recent[0]!.bytes) ? 1 : 0;
+  const rest = recent[apex];
+  // No rest after APEX's line (not written yet), or another of APEX's: the agent's line ended there.
+  if (!rest || (apex === 1 && isApexLine(rest.bytes))) return [...earlier.slice(0, -1), ...recent.slice(0, apex), pending, ...recent.slice(apex)];
+  const { partial, dropped } = joinLines({ partial: pending.bytes, dropped: pending.dropped }, { partial: rest.bytes, dropped: rest.dropped });
+  return [...earlier.slice(0, -1), ...recent.slice(0, apex), { bytes: partial, dropped, unfinished: rest.unfinished }, ...recent.slice(apex + 1)];
 }
 
 /**
@@ -307,8 +327,11 @@ interface Followed {
   waited: number;
   /** The last byte of the line being followed (-1: none yet): SPLIT_MARK before its line break is APEX's split. */
   last: number;
-  /** An agent's line APEX's line split (SPLIT_MARK): `apex` while APEX's line is awaited, `rest` while the agent's rest is. */
-  split?: { partial: Buffer; dropped: number; phase: "apex" | "rest" };
+  /**
+   * An agent's line APEX's line split (SPLIT_MARK): `apex` while APEX's line is awaited, `rest` while the agent's rest is;
+   * `cut`: one a cut of the file went across, its rest (or APEX's `log cut` line first) awaited in the emptied file.
+   */
+  split?: { partial: Buffer; dropped: number; phase: "apex" | "rest" | "cut" };
 }
 
 /**
@@ -457,8 +480,15 @@ function followCut(state: Followed, print: (line: LogLine) => void): boolean {
         if (fd !== undefined) closeSync(fd);
       }
     }
-    // An unfinished last line ends with the cut, as `apex logs` shows it (the last line of .1): not glued to the `log cut` line.
-    flushPartial(state, print);
+    // An unfinished last line goes on in the emptied file: printed whole once it ends there, after APEX's `log cut` line if that comes first, as `apex logs` shows it.
+    // (A marked break before the cut: the APEX line it awaits comes in the emptied file.)
+    const { split } = state;
+    if (split?.phase === "apex") {
+      if (state.partial.length > 0 || state.dropped > 0) flushPartial(state, print);
+    } else if (split || state.partial.length > 0 || state.dropped > 0) {
+      state.split = { ...(split ? joinLines(split, state) : { partial: state.partial, dropped: state.dropped }), phase: "cut" };
+      startLine(state);
+    }
     state.offset = 0;
     return false;
   }
@@ -488,7 +518,7 @@ function readCut(file: string): { text: string; from: number; to: number } | und
 function endLine(state: Followed, print: (line: LogLine) => void): void {
   const { split } = state;
   state.split = undefined;
-  if (split?.phase === "apex" && isApexLine(state.partial)) {
+  if ((split?.phase === "apex" || split?.phase === "cut") && isApexLine(state.partial)) {
     print(logLine(state.file, state.partial, state.dropped));
     state.split = { ...split, phase: "rest" };
     return startLine(state);
@@ -605,6 +635,8 @@ function logLine(file: Pick<LogFile, "agent" | "stream">, bytes: Buffer, dropped
 export interface TailLine {
   bytes: Buffer;
   dropped: number;
+  /** The file's last line, its line break not written yet. */
+  unfinished?: boolean;
 }
 
 /** Longest line `logTail` returns whole; a longer one is cut there and says how much is left out. */
@@ -668,14 +700,15 @@ export function logTail(file: string, lines: number, readTo?: (at: { dev: number
     const held = holdUnfinished && last?.unfinished ? last.parts[0]!.start : undefined;
     if (held !== undefined) tail = tail.filter((line) => line.parts[0]!.start < held);
     readToSize(held ?? stat.size);
-    return (lines > 0 ? tail.slice(-lines) : []).map(({ parts }) => {
+    return (lines > 0 ? tail.slice(-lines) : []).map(({ parts, unfinished, marked }) => {
       // Its first TAIL_LINE_BYTES, and a byte past the limit too: whether a character goes across it.
       const length = parts.reduce((sum, part) => sum + part.end - part.start, 0);
       const line = Buffer.alloc(Math.min(length, TAIL_LINE_BYTES + 1));
       let filled = 0;
       for (const part of parts) if (filled < line.length) filled += readSync(fd, line, filled, Math.min(part.end - part.start, line.length - filled), part.start);
       const kept = characterEnd(line.subarray(0, filled), TAIL_LINE_BYTES);
-      return { bytes: line.subarray(0, kept), dropped: length - kept };
+      // (Ended by a break and its mark, awaiting APEX's line: the agent's line ended there.)
+      return { bytes: line.subarray(0, kept), dropped: length - kept, ...(unfinished && !marked ? { unfinished } : {}) };
     });
   } finally {
     closeSync(fd);
@@ -690,10 +723,10 @@ interface Span {
 /**
  * A log's lines as the agent wrote them, from its lines as they are in the file (`first`: the index
  * of a line's first piece): an agent's line APEX's line split (SPLIT_MARK before the break) is one,
- * after APEX's; `unfinished`: the last, still waiting for its end.
+ * after APEX's; `unfinished`: the last, still waiting for its end (`marked`: for APEX's line after its mark).
  */
-function joinSplits(lines: Array<Span & { finished: boolean }>, marked: (line: Span) => boolean, apex: (line: Span) => boolean): Array<{ parts: Span[]; first: number; unfinished: boolean }> {
-  const out: Array<{ parts: Span[]; first: number; unfinished: boolean }> = [];
+function joinSplits(lines: Array<Span & { finished: boolean }>, marked: (line: Span) => boolean, apex: (line: Span) => boolean): Array<{ parts: Span[]; first: number; unfinished: boolean; marked?: boolean }> {
+  const out: Array<{ parts: Span[]; first: number; unfinished: boolean; marked?: boolean }> = [];
   let parts: Span[] = [];
   let first = 0;
   let phase: "apex" | "rest" | undefined;
@@ -720,7 +753,7 @@ function joinSplits(lines: Array<Span & { finished: boolean }>, marked: (line: S
     parts = [];
   });
   if (phase === "apex") parts.at(-1)!.end += 1; // no APEX line after it (yet): shown as it is
-  if (parts.length > 0) out.push({ parts, first, unfinished: true });
+  if (parts.length > 0) out.push({ parts, first, unfinished: true, ...(phase === "apex" ? { marked: true } : {}) });
   return out;
 }
 

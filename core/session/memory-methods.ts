@@ -1,8 +1,7 @@
 import { ApexError } from "../errors.js";
 import { compileGlob } from "../store/glob.js";
 import { checkPath } from "../store/paths.js";
-import { readView } from "../store/port.js";
-import type { JsonValue, Store } from "../store/store.js";
+import type { Store } from "../store/store.js";
 import { MemoryView } from "./memory-view.js";
 import { builtinServices } from "../../plugins/index.js";
 
@@ -25,24 +24,7 @@ export function memoryReadMethods(store: Store, view: () => MemoryView = () => M
       return view().entries(store.query(view().glob(glob)), glob, typeof params.limit === "number" ? params.limit : Infinity);
     },
     // For `apex memory watch`: poll this instead of reading the revision log.
-    "memory.changes": (params) =>
-      readView(store, () => {
-        const since = typeof params.since === "number" ? params.since : store.revision();
-        const glob = typeof params.glob === "string" ? compileGlob(params.glob) : undefined;
-        const limit = typeof params.limit === "number" ? params.limit : 10_000;
-        const batch = [...store.changesSince(since, { limit })];
-        // The log keeps no values: a put's value is read now, so it is sent only if no later change (in this batch, or past it: a watcher far behind) changed its path.
-        const last = new Map<string, number>();
-        for (const change of batch.length < limit ? batch : store.changesSince(since)) last.set(change.path, change.revision);
-        const changes: JsonValue[] = [];
-        for (const change of batch) {
-          const path = view().covers(change.path) ? view().unpath(change.path) : undefined;
-          if (path === undefined || (glob && !glob.matches(path))) continue;
-          const overwritten = change.kind === "put" && last.get(change.path)! > change.revision;
-          changes.push({ ...change, path, value: change.kind === "put" && !overwritten ? (store.get(change.path) ?? null) : null, ...(overwritten ? { overwritten } : {}) });
-        }
-        return { revision: batch.at(-1)?.revision ?? since, changes };
-      }),
+    "memory.changes": async (params) => (await builtinServices.memoryChanges()).memoryChanges(store, view(), params),
   };
 }
 

@@ -407,7 +407,8 @@ export class LmdbStore implements StorageBackend {
 
   private *changesSinceRaw(since: number, options: { limit?: number }): Iterable<Change> {
     let remaining = options.limit ?? Infinity;
-    if (remaining <= 0) return;
+    // Nothing past the latest revision: the last batch, which may hold 200,000 changes (an import), is not read to find none.
+    if (remaining <= 0 || since >= ((this.meta.get(REVISION_KEY) as number | undefined) ?? 0)) return;
     // The batch holding revision since+1 may start before it.
     let start = since + 1;
     for (const key of this.log.getKeys({ start: since + 1, reverse: true, limit: 1 })) start = key as number;

@@ -136,7 +136,7 @@ export async function readStored(store: Store, sessionId: string, method: string
  * changes no more. A watch of it answered nothing, for ever, and what the session wrote between the
  * watch's last read and its end was never shown.
  */
-function endedChanges(store: Store, record: SessionRecord, params: Record<string, unknown>, live: (params: Record<string, unknown>) => unknown): unknown {
+async function endedChanges(store: Store, record: SessionRecord, params: Record<string, unknown>, live: (params: Record<string, unknown>) => unknown): Promise<unknown> {
   const end = Date.parse(String(record.ended_at));
   // The last revision at or before the end: revisions are committed in time order, so it is found by halving.
   let low = 0;
@@ -149,7 +149,7 @@ function endedChanges(store: Store, record: SessionRecord, params: Record<string
   }
   const since = typeof params.since === "number" ? params.since : low;
   if (since >= low) return { revision: since, changes: [], ended: true };
-  const reply = live({ ...params, since }) as { revision: number; changes: Array<{ revision: number }> };
+  const reply = (await live({ ...params, since })) as { revision: number; changes: Array<{ revision: number }> };
   const revision = Math.min(reply.revision, low);
   return { revision, changes: reply.changes.filter((change) => change.revision <= low), ...(revision >= low ? { ended: true } : {}) };
 }

@@ -637,8 +637,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
           for (const change of reply.changes) send("memory.watch", change);
           // An ended session's memory changes no more, once what it changed up to its end is sent (the stream polled it for ever).
           if (reply.ended === true) return partEnded("memory.watch", `session ${shortSessionId(sid)} has ended`);
+          // A stream far behind (`since` many revisions back) reads on at once while the batches are full (10,000 revisions), as `apex memory watch` does.
+          const behind = since !== undefined && reply.revision - since >= 10_000;
           since = reply.revision;
-          await sleep(250);
+          if (!behind) await sleep(250);
         }
       })().catch(fail);
     }
