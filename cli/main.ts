@@ -99,6 +99,7 @@ export async function main(argv: string[]): Promise<number> {
     applyRemoteFlags(argv.slice(2));
     // --token and --token-file (token-flags.ts), read only when given.
     if (argv.slice(2).some((arg) => arg.startsWith("--token"))) (await import("./token-flags.js")).applyTokenFlags(argv.slice(2));
+    const sessionGiven = argv.slice(2).some((arg) => arg === "--session" || arg.startsWith("--session="));
     argv = await applySessionFlag(program, argv);
     if (process.env.APEX_REMOTE) checkRemoteCommand(commandWords(argv.slice(2)));
     // A plugin's command, or help on a group plugins add to: every group, as a plugin's command may go below any of them.
@@ -127,6 +128,13 @@ export async function main(argv: string[]): Promise<number> {
     }
     throwInsteadOfExit(program, json);
     refuseBlankValues(program);
+    // A command's session argument and --session name one session, or the command does not run (session-arguments.ts).
+    if (sessionGiven) {
+      program.hook("preAction", async (_program, action) => {
+        const flag = (await import("../core/session/binding.js")).sessionFlag();
+        if (flag !== undefined) await (await import("./session-arguments.js")).reconcileSessionArguments(action, flag, argv.slice(2));
+      });
+    }
     await program.parseAsync(argv);
     for (const finalize of finalizers) await finalize();
     return typeof process.exitCode === "number" ? process.exitCode : 0;

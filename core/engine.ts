@@ -162,8 +162,11 @@ export interface CommandSpec {
   runsIn?: "writer" | "cli";
   /** Command lines shown under "Examples:" in --help. */
   examples?: string[];
-  /** Commander argument syntax: "<file>", "[names...]". */
-  arguments?: Array<{ syntax: string; description?: string }>;
+  /**
+   * Commander argument syntax: "<file>", "[names...]". `session: true`: it names the session the command acts on, as
+   * `--session` does: left out, it is `--session`'s; naming another session than `--session` is a usage error (exit 2).
+   */
+  arguments?: Array<{ syntax: string; description?: string; session?: boolean }>;
   /** Commander option syntax: "-n, --name <name>", "--dry-run". */
   options?: Array<{ flags: string; description?: string; default?: string | boolean | string[] }>;
   action(input: CommandInput, context: CommandContext): void | number | Promise<void | number>;

@@ -1,0 +1,92 @@
+// A command that takes its session as an argument (`session history [id]`, `session export <id>`) takes --session too, as
+// every command does: through the built CLI, two different sessions named the two ways are a usage error before anything
+// is written, the same one named both ways is fine, and the argument left out is --session's session.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { Project } from "./fixtures/agents/harness.js";
+
+const config = [
+  "agents:",
+  "  worker:",
+  "    command: sh",
+  `    args: ["-c", "while true; do sleep 0.5; done"]`,
+  "plugins:",
+  "  checkpoint: {}",
+  "  archive: {}",
+  "  retention: {}",
+  "  compression: {}",
+  "  history: {}",
+  "",
+].join("\n");
+
+let project: Project;
+let first: string;
+let second: string;
+
+beforeAll(() => {
+  project = new Project(config, "apex-session-args-");
+  first = project.start(["--task", "first"]).session_id;
+  expect(project.apex(["stop"]).status).toBe(0);
+  second = project.start(["--task", "second"]).session_id;
+  expect(project.apex(["stop"]).status).toBe(0);
+}, 60_000);
+
+afterAll(() => project?.cleanup());
+
+async function run(lines: string[][]) {
+  return Promise.all(lines.map(async (args) => ({ args: args.join(" "), ...(await project.apexAsync(args).done) })));
+}
+
+describe("a session argument and --session", () => {
+  it("naming two sessions is APEX_E_USAGE (exit 2) for every command that takes one, and nothing is written", async () => {
+    const bundle = join(project.dir, "never.apexbundle");
+    const lines = [
+      ["session", "history", first.slice(0, 8)],
+      ["session", "validate", first.slice(0, 8)],
+      ["session", "cleanup", first.slice(0, 8)],
+      ["session", "archive", first.slice(0, 8)],
+      ["session", "export", first.slice(0, 8), "-o", bundle],
+      ["session", "report", first],
+    ].map((line) => [...line, "--session", second.slice(0, 8)]);
+    for (const got of await run(lines)) {
+      expect(got.status, got.args).toBe(2);
+      expect(got.stdout, got.args).toBe("");
+      expect(got.stderr, got.args).toMatch(/^error\[APEX_E_USAGE\]: `apex session [a-z]+` was given two sessions: [0-9a-f-]+ as its ID and [0-9a-f-]+ with --session\.\n/);
+      expect(got.stderr, got.args).toContain(second);
+    }
+    expect(existsSync(bundle)).toBe(false);
+    // The first session was not archived: both are listed as before.
+    const list = JSON.parse(project.apex(["session", "list", "--json"]).stdout) as Array<{ session_id: string }>;
+    expect(list.map((session) => session.session_id).sort()).toEqual([first, second].sort());
+    // --session before the command words, and --json: the error as JSON on stderr.
+    const json = project.apex(["--session", second, "session", "history", first.slice(0, 8), "--json"]);
+    expect(json.status).toBe(2);
+    expect(json.stdout).toBe("");
+    expect(JSON.parse(json.stderr).error).toMatchObject({ code: "APEX_E_USAGE", exitCode: 2, details: { argument: first.slice(0, 8), session: second } });
+  });
+
+  it("the same session named both ways (an id, a prefix, `last`) is the one the command acts on", async () => {
+    const got = await run([
+      ["session", "history", first.slice(0, 8), "--session", first, "--json"],
+      ["session", "history", first, "--session", first.slice(0, 6), "--json"],
+      ["session", "history", "last", "--session", first, "--json"],
+      ["session", "validate", first.slice(0, 8), "--session", first.slice(0, 5), "--json"],
+    ]);
+    for (const { args, status, stdout, stderr } of got) {
+      expect(status, `${args}: ${stderr}`).toBe(0);
+      expect((JSON.parse(stdout) as { session_id: string }).session_id, args).toBe(first);
+    }
+  });
+
+  it("the argument left out is --session's session, not every session (session cleanup, session validate)", async () => {
+    const [cleanup, validate] = await run([
+      ["session", "cleanup", "--dry-run", "--json", "--session", first.slice(0, 8)],
+      ["--session", second, "session", "validate", "--json"],
+    ]);
+    expect(cleanup!.status, cleanup!.stderr).toBe(0);
+    expect((JSON.parse(cleanup!.stdout) as { sessions: Array<{ session_id: string }> }).sessions.map((session) => session.session_id)).toEqual([first]);
+    expect(validate!.status, validate!.stderr).toBe(0);
+    expect((JSON.parse(validate!.stdout) as { session_id: string }).session_id).toBe(second);
+  });
+});
