@@ -4,8 +4,7 @@
  * runs or is written, so `apex config validate` and every command refuse the same files.
  * Core's loadConfig calls it through the registry (plugins/index.ts: builtinConfigChecks).
  */
-import { isDuration, parseDuration } from "../core/config/duration.js";
-import { durationCapProblem, MAX_DURATION_TEXT } from "../cli/durations.js";
+import { isDuration, MAX_DURATION_SECONDS, MAX_DURATION_TEXT, parseDuration } from "../core/config/duration.js";
 import { isPair, isScalar, isSeq, visit } from "yaml";
 import { formatPath, positionAtOffset, positionOf, type PathSegment } from "../core/config/source.js";
 import type { ConfigIssue, ConfigSource } from "../core/config/types.js";
@@ -78,8 +77,7 @@ export function checkRanges(data: Record<string, unknown>, source: ConfigSource,
   };
   // Every other duration: at most about 100 years (a test walks the schemas for every duration, so none is left out).
   const capped = (path: PathSegment[], value: unknown) => {
-    const problem = durationCapProblem(value);
-    if (problem) at(path, `${problem}.`, MAX_DURATION_TEXT);
+    if (isDuration(value) && parseDuration(value) > MAX_DURATION_SECONDS) at(path, `must be ${MAX_DURATION_TEXT} (got ${JSON.stringify(value)}).`, MAX_DURATION_TEXT);
   };
   const session = mapping(data.session);
   capped(["session", "session_timeout"], session.session_timeout);
