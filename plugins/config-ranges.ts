@@ -84,6 +84,8 @@ export function checkRanges(data: Record<string, unknown>, source: ConfigSource,
   timer(["session", "auto_checkpoint_interval"], session.auto_checkpoint_interval, " 0 turns interval checkpoints off.");
   // (session_timeout is kept by the supervisor as several timers when it is longer: "30d" is fine.)
   timer(["session", "lease_ttl"], session.lease_ttl);
+  timer(["session", "plugin_timeout"], session.plugin_timeout, " 0 means no limit.");
+  for (const [name, value] of Object.entries(mapping(session.plugin_timeouts))) timer(["session", "plugin_timeouts", name], value, " 0 means no limit.");
   // YAML and APEX expand no "~": "~/backups" made a directory named "~" in the project.
   if (typeof session.backup_location === "string" && /^~(\/|$)/.test(session.backup_location)) {
     at(["session", "backup_location"], `"~" is not expanded (got ${JSON.stringify(session.backup_location)}): write the absolute path, or a path relative to the project directory.`, "an absolute path or one relative to the project directory");

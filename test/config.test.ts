@@ -245,7 +245,7 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
       [
         `multiple-errors.yaml:2:29: session.auto_checkpoint_interval: must be a duration: a number of seconds (90 or "90") or numbers with units such as "30m", "2h30m", "7d", "30days", "4w" (got -1). Time between automatic checkpoints.`,
         `multiple-errors.yaml:3:20: session.max_checkpoints: must be an integer ≥ 1 (got "many"). Most checkpoints a session keeps.`,
-        `multiple-errors.yaml:4:3: session.sesion_timeout: unknown key. Expected one of auto_checkpoint_interval, max_checkpoints, auto_recovery, session_timeout, lease_ttl, backup_location. Did you mean "session_timeout"?`,
+        `multiple-errors.yaml:4:3: session.sesion_timeout: unknown key. Expected one of auto_checkpoint_interval, max_checkpoints, auto_recovery, session_timeout, lease_ttl, plugin_timeout, plugin_timeouts, backup_location. Did you mean "session_timeout"?`,
         `multiple-errors.yaml:8:30: agents.coder.args[1]: must be a string, a number, true or false (got a mapping). Arguments passed to the command.`,
         `multiple-errors.yaml:9:14: agents.coder.restart: must be one of "never", "on-failure", "always" (got "sometimes"). When to restart the agent after it exits: never, on-failure (a non-zero exit code or a signal), or always.`,
         `multiple-errors.yaml:10:19: agents.coder.max_restarts: must be an integer ≥ 0 (got -2). Restarts allowed before the agent is marked failed.`,
@@ -1210,6 +1210,8 @@ describe("apex config (end to end, built CLI)", () => {
       "apex.config.schema.json/properties/session/properties/auto_checkpoint_interval": ["session", "auto_checkpoint_interval"],
       "apex.config.schema.json/properties/session/properties/session_timeout": ["session", "session_timeout"],
       "apex.config.schema.json/properties/session/properties/lease_ttl": ["session", "lease_ttl"],
+      "apex.config.schema.json/properties/session/properties/plugin_timeout": ["session", "plugin_timeout"],
+      "apex.config.schema.json/properties/session/properties/plugin_timeouts/additionalProperties": ["session", "plugin_timeouts", "slow"],
       "apex.config.schema.json/definitions/agent/properties/restart_delay": ["agents", "worker", "restart_delay"],
       "apex.config.schema.json/definitions/agent/properties/max_restart_delay": ["agents", "worker", "max_restart_delay"],
       "apex.config.schema.json/definitions/agent/properties/min_uptime": ["agents", "worker", "min_uptime"],
