@@ -86,6 +86,7 @@ export async function main(argv: string[]): Promise<number> {
   const versionOnly = argv.length === 3 && (argv[2] === "--version" || argv[2] === "-V");
   const groups = versionOnly ? [] : groupsFor(commandWords(argv.slice(2), 1)[0]);
   let program = await make(groups);
+  argv = helpAsFlag(program, argv);
   const finalizers: Array<() => Promise<void>> = [];
   let synonym: string | undefined;
   try {
@@ -127,6 +128,7 @@ export async function main(argv: string[]): Promise<number> {
       synonym = (await import("./command-synonyms.js")).synonymHint(program, commandWords(argv.slice(2)), argv.slice(2));
     }
     throwInsteadOfExit(program, json);
+    refuseHelpOnUnknownCommand(program, argv.slice(2));
     refuseBlankValues(program);
     // A command's session argument and --session name one session, or the command does not run (session-arguments.ts).
     if (sessionGiven) {
@@ -148,6 +150,42 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     return reportError(await (await import("./archived-hint.js")).withArchivedHint(error, argv), json);
+  }
+}
+
+/**
+ * `apex help session cleanup` is `apex session cleanup --help` (so is `apex session help cleanup`): commander's own
+ * help command knew no plugin's command (`apex help git` printed APEX's help on stderr) and no group's subcommands
+ * (`apex help session cleanup` printed the session group's).
+ */
+function helpAsFlag(program: Command, argv: string[]): string[] {
+  const args = argv.slice(2);
+  const words = commandWords(args, 3);
+  // Below a group only (`apex logs help` shows the logs of an agent named help).
+  const group = program.commands.find((command) => command.name() === words[0]);
+  const at = words[0] === "help" ? 0 : words[1] === "help" && group !== undefined && group.commands.length > 0 ? 1 : -1;
+  if (at < 0 || words.length === at + 1) return argv;
+  const index = args.indexOf("help", at === 0 ? 0 : args.indexOf(words[0]!) + 1);
+  return [...argv.slice(0, 2), ...args.slice(0, index), ...args.slice(index + 1), "--help"];
+}
+
+/**
+ * `apex statsu --help`, `apex session nonsense --help`: help on a command no group has is the usage error the command
+ * without --help is (exit 2, APEX_E_USAGE, with --json as JSON); it printed the program's or the group's help, exit 0.
+ */
+function refuseHelpOnUnknownCommand(program: Command, args: string[]): void {
+  const end = args.indexOf("--");
+  const flags = end < 0 ? args : args.slice(0, end);
+  if (!flags.includes("--help") && !flags.includes("-h")) return;
+  let current = program;
+  for (const word of commandWords(args, 3)) {
+    if (current.commands.length === 0) return;
+    const next = current.commands.find((command) => command.name() === word || command.aliases().includes(word));
+    if (!next) {
+      current.args = [word];
+      (current as unknown as { unknownCommand(): never }).unknownCommand();
+    }
+    current = next!;
   }
 }
 
