@@ -280,6 +280,11 @@ async function applySessionFlag(program: Command, argv: string[]): Promise<strin
   for (let i = 0; i < args.length; i++) {
     const arg = args[i]!;
     if (arg === "--") break;
+    // No session id or name starts with "-": `apex status --session --json` read --json as the session (exit 3, `No session
+    // "--json"`), and a --session last on the line was an unknown option to the commands that do not declare it.
+    if (arg === "--session" && (args[i + 1] === undefined || args[i + 1]!.startsWith("-"))) {
+      throw new ApexError("APEX_E_USAGE", "option '--session <ID|NAME>' argument missing.", { hint: "Name the session after --session: its id, a unique prefix, its name, `last` or `current` (`apex session list`)." });
+    }
     if (arg === "--session" && args[i + 1] !== undefined) {
       [value, at, width] = [args[i + 1], i, 2];
       break;

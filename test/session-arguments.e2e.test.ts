@@ -89,4 +89,14 @@ describe("a session argument and --session", () => {
     expect(validate!.status, validate!.stderr).toBe(0);
     expect((JSON.parse(validate!.stdout) as { session_id: string }).session_id).toBe(second);
   });
+
+  it("--session with no value (last on the line, or before another option) is a usage error, not a session named --json", async () => {
+    // Before, `status --session --json` looked for a session "--json" (exit 3), `status --session` was an unknown option.
+    for (const got of await run([["status", "--session", "--json"], ["session", "history", "--json", "--session"], ["status", "--session"], ["memory", "show", "/x", "--session"]])) {
+      expect(got.status, got.args).toBe(2);
+      expect(got.stdout, got.args).toBe("");
+      if (got.args.includes("--json")) expect(JSON.parse(got.stderr).error, got.args).toMatchObject({ code: "APEX_E_USAGE", message: "option '--session <ID|NAME>' argument missing." });
+      else expect(got.stderr, got.args).toMatch(/^error\[APEX_E_USAGE\]: option '--session <ID\|NAME>' argument missing\.\n/);
+    }
+  });
 });
