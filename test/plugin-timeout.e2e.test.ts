@@ -25,4 +25,16 @@ describe("the plugin tap timeout", () => {
     expect(started.status).toBe("active");
     expect(project.apex(["stop"]).status).toBe(0);
   });
+
+  it("a session.plugin_timeouts key no enabled plugin has is a warning of validate and start, naming the plugins there are", () => {
+    const project = slowHooksProject({ worker: "sleep 1" }, ["checkpoint"]);
+    const config = readFileSync(join(project.dir, "apex.config.yaml"), "utf8");
+    // Before, a timeout under the plugin's key (a path) or a misspelt name applied to no plugin, without a word.
+    project.writeConfig("session:\n  plugin_timeouts: {slow-hook: 5m, slow-hooks: 1m, checkpoint: 2m, ./slow-hooks.mjs: 1m}\n" + config);
+    const report = project.apex(["config", "validate", "--json"]);
+    expect(report.status, report.stderr).toBe(0);
+    const warnings = (JSON.parse(report.stdout) as { warnings: Array<{ path: string; message: string }> }).warnings;
+    expect(warnings.map((warning) => warning.path)).toEqual(["session.plugin_timeouts.slow-hook", 'session.plugin_timeouts["./slow-hooks.mjs"]']);
+    expect(warnings[0]!.message).toBe("names no enabled plugin, so it applies to none: the enabled plugins are checkpoint, slow-hooks (as `apex plugins list` names them).");
+  });
 });
