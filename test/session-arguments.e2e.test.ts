@@ -99,4 +99,24 @@ describe("a session argument and --session", () => {
       else expect(got.stderr, got.args).toMatch(/^error\[APEX_E_USAGE\]: option '--session <ID\|NAME>' argument missing\.\n/);
     }
   });
+
+  it("apex start: --session without --continue, or naming another session than --continue, is refused; --continue CHECKPOINT is --session's", async () => {
+    // Before, `start --task t --session S` started a new session, `--continue last --session S` continued another one, and
+    // `--continue checkpoint-001 --session S` rolled the session that ended last back to its own checkpoint-001.
+    const [fresh, other] = await run([
+      ["start", "--task", "never", "--session", first.slice(0, 8)],
+      ["start", "--continue", "last", "--session", first.slice(0, 8), "--json"],
+    ]);
+    expect(fresh!.status).toBe(2);
+    expect(fresh!.stderr).toMatch(/^error\[APEX_E_USAGE\]: --session [0-9a-f-]+ does not work with `apex start` without --continue: it starts a new session\.\n/);
+    expect(other!.status).toBe(2);
+    expect(JSON.parse(other!.stderr).error).toMatchObject({ code: "APEX_E_USAGE", details: { continue: "last", session: first } });
+    expect(project.status().session?.status).not.toBe("active");
+    const checkpoint = (JSON.parse(project.apex(["checkpoint", "list", "--session", first, "--oldest", "--json"]).stdout) as { items: Array<{ id: string; name: string }> }).items[0]!;
+    expect(checkpoint.name).toBe("checkpoint-001");
+    const started = project.apex(["start", "--continue", "checkpoint-001", "--session", first.slice(0, 8), "--json"]);
+    expect(started.status, started.stderr).toBe(0);
+    expect(JSON.parse(started.stdout)).toMatchObject({ session_id: first, restored_from: checkpoint.id });
+    expect(project.apex(["stop"]).status).toBe(0);
+  });
 });
