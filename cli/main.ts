@@ -165,7 +165,12 @@ function helpAsFlag(program: Command, argv: string[]): string[] {
   const group = program.commands.find((command) => command.name() === words[0]);
   const at = words[0] === "help" ? 0 : words[1] === "help" && group !== undefined && group.commands.length > 0 ? 1 : -1;
   if (at < 0 || words.length === at + 1) return argv;
-  const index = args.indexOf("help", at === 0 ? 0 : args.indexOf(words[0]!) + 1);
+  // Where that word stands, as commandWords reads the line (a global flag's value is no word: `--config help`).
+  let index = -1;
+  for (let i = 0, seen = 0; index < 0; i++) {
+    if (["--config", "--remote", "--token", "--token-file", "--session"].includes(args[i]!)) i++;
+    else if (!args[i]!.startsWith("-") && seen++ === at) index = i;
+  }
   return [...argv.slice(0, 2), ...args.slice(0, index), ...args.slice(index + 1), "--help"];
 }
 
