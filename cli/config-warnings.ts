@@ -5,7 +5,8 @@
  * APEX_CHECKPOINT_INTERVAL) are taken by the checkpoint plugin. `apex config validate` and
  * `apex start` name each as a warning (exit 0): the config still runs.
  */
-import { positionOf } from "../core/config/source.js";
+import { isBuiltinPlugin } from "../core/config/schemas.js";
+import { formatPath, positionOf } from "../core/config/source.js";
 import type { Config, ConfigIssue, SourcePosition } from "../core/config/types.js";
 
 const INERT: ReadonlyArray<{ key: string; plugin: string; does: string; keep: string }> = [
@@ -14,7 +15,7 @@ const INERT: ReadonlyArray<{ key: string; plugin: string; does: string; keep: st
 ];
 
 /** One issue per setting written in the config file (or the environment) whose plugin is not enabled. */
-export function inertSettings(config: Config, env: NodeJS.ProcessEnv = process.env): ConfigIssue[] {
+export function inertSettings(config: Config, env: NodeJS.ProcessEnv = process.env, pluginNames?: readonly string[]): ConfigIssue[] {
   const source = config.source;
   if (config.configPath === undefined || !source) return []; // the built-in defaults enable both plugins
   const issues: ConfigIssue[] = [];
@@ -28,7 +29,22 @@ export function inertSettings(config: Config, env: NodeJS.ProcessEnv = process.e
       issues.push({ file: "environment", line: 0, col: 0, path: "APEX_CHECKPOINT_INTERVAL", message: message("the variable") });
     }
   }
-  return issues.concat(miscasedTriggers(config));
+  return issues.concat(miscasedTriggers(config), unknownTimeouts(config, pluginNames));
+}
+
+/**
+ * A `session.plugin_timeouts` key no enabled plugin has (`slow-hook` for slow-hooks, a path where the plugin's name is
+ * meant): its timeout applied to none, without a word. `names`: the enabled plugins' names, as `apex plugins list`
+ * shows them (the engine's, when loaded); without it only a config of built-ins is judged, their names being their keys.
+ */
+function unknownTimeouts(config: Config, names: readonly string[] | undefined): ConfigIssue[] {
+  const timeouts = config.session.plugin_timeouts;
+  const enabled = config.plugins.filter((entry) => entry.enabled);
+  if (!config.source || !timeouts || (names === undefined && enabled.some((entry) => !isBuiltinPlugin(entry.name)))) return [];
+  const known = names ?? enabled.map((entry) => entry.name);
+  return Object.keys(timeouts)
+    .filter((name) => !known.includes(name))
+    .map((name) => ({ ...positionOf(config.source!, ["session", "plugin_timeouts", name], "key"), path: formatPath(["session", "plugin_timeouts", name]), message: `names no enabled plugin, so it applies to none: the enabled plugins are ${known.join(", ") || "none"} (as \`apex plugins list\` names them).` }));
 }
 
 /** The triggers APEX's own checkpoints are taken with (plugins may add others, of any name). */

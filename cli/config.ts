@@ -104,10 +104,12 @@ async function validateCommand(location: ProjectLocation, json: boolean): Promis
   // Plugin names, dependencies and third-party options are checked by loading the plugins,
   // as `apex start` would: an unknown plugin is a config error too (did-you-mean, exit 2).
   // So are plugin commands that clash with APEX's own or each other's.
+  let pluginNames: string[];
   try {
     const { loadPlugins } = await import("../core/plugins.js");
     const engine = await loadPlugins(config);
     await (await import("./plugin-commands.js")).assertPluginsApply(config, engine);
+    pluginNames = engine.plugins.filter((plugin) => plugin.enabled).map((plugin) => plugin.name);
   } catch (error) {
     // With --json, a plugin the config cannot have is one of the report's errors, as the file's own problems are (stdout had nothing).
     if (!json || !isApexError(error) || !error.code.startsWith("APEX_E_PLUGIN_") || error.exitCode !== 2) throw error;
@@ -117,7 +119,7 @@ async function validateCommand(location: ProjectLocation, json: boolean): Promis
   }
   // Settings the enabled plugins leave without effect: said, and the config is still valid.
   const { inertSettings, warningText } = await import("./config-warnings.js");
-  const warnings = inertSettings(config);
+  const warnings = inertSettings(config, process.env, pluginNames);
   if (json) {
     printJson({ valid: true, file, errors: [], warnings });
     return;

@@ -1,6 +1,6 @@
 // Durations on the command line: option values (parseDurationOption) and how durations are printed (formatDuration), in the grammar of core/config/duration.ts.
 import { ApexError } from "../core/errors.js";
-import { DURATION_FORMS, isDuration, parseDuration } from "../core/config/duration.js";
+import { DURATION_FORMS, isDuration, MAX_DURATION_SECONDS, MAX_DURATION_TEXT, parseDuration } from "../core/config/duration.js";
 
 /**
  * A duration given as the value of a command-line option, in milliseconds. Anything else is
@@ -11,7 +11,7 @@ export function parseDurationOption(text: unknown, option: string, { positive = 
   const raw = typeof text === "number" ? String(text) : text;
   if (typeof raw === "string" && isDuration(raw)) {
     const ms = Math.round(parseDuration(raw) * 1000);
-    if (!Number.isSafeInteger(ms)) throw new ApexError("APEX_E_USAGE", `${option}: ${JSON.stringify(raw)} is too long.`);
+    if (ms > MAX_DURATION_SECONDS * 1000) throw new ApexError("APEX_E_USAGE", `${option}: ${JSON.stringify(raw)} is too long: it must be ${MAX_DURATION_TEXT}.`);
     if (positive && ms === 0) throw new ApexError("APEX_E_USAGE", `${option}: Expected a duration above 0, got ${JSON.stringify(raw)}.`);
     return ms;
   }

@@ -86,6 +86,7 @@ export async function main(argv: string[]): Promise<number> {
   const versionOnly = argv.length === 3 && (argv[2] === "--version" || argv[2] === "-V");
   const groups = versionOnly ? [] : groupsFor(commandWords(argv.slice(2), 1)[0]);
   let program = await make(groups);
+  argv = helpAsFlag(program, argv);
   const finalizers: Array<() => Promise<void>> = [];
   let synonym: string | undefined;
   try {
@@ -99,6 +100,7 @@ export async function main(argv: string[]): Promise<number> {
     applyRemoteFlags(argv.slice(2));
     // --token and --token-file (token-flags.ts), read only when given.
     if (argv.slice(2).some((arg) => arg.startsWith("--token"))) (await import("./token-flags.js")).applyTokenFlags(argv.slice(2));
+    const sessionGiven = argv.slice(2).some((arg) => arg === "--session" || arg.startsWith("--session="));
     argv = await applySessionFlag(program, argv);
     if (process.env.APEX_REMOTE) checkRemoteCommand(commandWords(argv.slice(2)));
     // A plugin's command, or help on a group plugins add to: every group, as a plugin's command may go below any of them.
@@ -126,7 +128,15 @@ export async function main(argv: string[]): Promise<number> {
       synonym = (await import("./command-synonyms.js")).synonymHint(program, commandWords(argv.slice(2)), argv.slice(2));
     }
     throwInsteadOfExit(program, json);
+    refuseHelpOnUnknownCommand(program, argv.slice(2));
     refuseBlankValues(program);
+    // A command's session argument and --session name one session, or the command does not run (session-arguments.ts).
+    if (sessionGiven) {
+      program.hook("preAction", async (_program, action) => {
+        const flag = (await import("../core/session/binding.js")).sessionFlag();
+        if (flag !== undefined) await (await import("./session-arguments.js")).reconcileSessionArguments(action, flag, argv.slice(2));
+      });
+    }
     await program.parseAsync(argv);
     for (const finalize of finalizers) await finalize();
     return typeof process.exitCode === "number" ? process.exitCode : 0;
@@ -140,6 +150,47 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     return reportError(await (await import("./archived-hint.js")).withArchivedHint(error, argv), json);
+  }
+}
+
+/**
+ * `apex help session cleanup` is `apex session cleanup --help` (so is `apex session help cleanup`): commander's own
+ * help command knew no plugin's command (`apex help git` printed APEX's help on stderr) and no group's subcommands
+ * (`apex help session cleanup` printed the session group's).
+ */
+function helpAsFlag(program: Command, argv: string[]): string[] {
+  const args = argv.slice(2);
+  const words = commandWords(args, 3);
+  // Below a group only (`apex logs help` shows the logs of an agent named help).
+  const group = program.commands.find((command) => command.name() === words[0]);
+  const at = words[0] === "help" ? 0 : words[1] === "help" && group !== undefined && group.commands.length > 0 ? 1 : -1;
+  if (at < 0 || words.length === at + 1) return argv;
+  // Where that word stands, as commandWords reads the line (a global flag's value is no word: `--config help`).
+  let index = -1;
+  for (let i = 0, seen = 0; index < 0; i++) {
+    if (["--config", "--remote", "--token", "--token-file", "--session"].includes(args[i]!)) i++;
+    else if (!args[i]!.startsWith("-") && seen++ === at) index = i;
+  }
+  return [...argv.slice(0, 2), ...args.slice(0, index), ...args.slice(index + 1), "--help"];
+}
+
+/**
+ * `apex statsu --help`, `apex session nonsense --help`: help on a command no group has is the usage error the command
+ * without --help is (exit 2, APEX_E_USAGE, with --json as JSON); it printed the program's or the group's help, exit 0.
+ */
+function refuseHelpOnUnknownCommand(program: Command, args: string[]): void {
+  const end = args.indexOf("--");
+  const flags = end < 0 ? args : args.slice(0, end);
+  if (!flags.includes("--help") && !flags.includes("-h")) return;
+  let current = program;
+  for (const word of commandWords(args, 3)) {
+    if (current.commands.length === 0) return;
+    const next = current.commands.find((command) => command.name() === word || command.aliases().includes(word));
+    if (!next) {
+      current.args = [word];
+      (current as unknown as { unknownCommand(): never }).unknownCommand();
+    }
+    current = next!;
   }
 }
 
@@ -234,6 +285,11 @@ async function applySessionFlag(program: Command, argv: string[]): Promise<strin
   for (let i = 0; i < args.length; i++) {
     const arg = args[i]!;
     if (arg === "--") break;
+    // No session id or name starts with "-": `apex status --session --json` read --json as the session (exit 3, `No session
+    // "--json"`), and a --session last on the line was an unknown option to the commands that do not declare it.
+    if (arg === "--session" && (args[i + 1] === undefined || args[i + 1]!.startsWith("-"))) {
+      throw new ApexError("APEX_E_USAGE", "option '--session <ID|NAME>' argument missing.", { hint: "Name the session after --session: its id, a unique prefix, its name, `last` or `current` (`apex session list`)." });
+    }
     if (arg === "--session" && args[i + 1] !== undefined) {
       [value, at, width] = [args[i + 1], i, 2];
       break;

@@ -7,6 +7,7 @@ import { idleWindowMs } from "../core/rpc/protocol.js";
 import type { CommandContext, CommandInput, CommandRegistration, Engine } from "../core/engine.js";
 import { printJson, printLine, reportError } from "./output.js";
 import { configFlagOf } from "./session-ref.js";
+import { sessionArgument } from "./session-arguments.js";
 import { sessionFlag } from "../core/session/binding.js";
 import { type Store } from "../core/store/store.js";
 import { openStore, storeExists, type StoreLocation } from "../core/store/open.js";
@@ -162,7 +163,7 @@ function toCommander(
   const command = new Command(name);
   try {
     command.description(`${spec.description ?? ""} (plugin ${plugin})`.trim());
-    for (const argument of spec.arguments ?? []) command.argument(argument.syntax, argument.description ?? "");
+    for (const { syntax, description, session } of spec.arguments ?? []) command.addArgument(session === true ? sessionArgument(syntax, description ?? "") : command.createArgument(syntax, description ?? ""));
     if (spec.examples?.length) command.addHelpText("after", `\nExamples:\n${spec.examples.map((line) => `  ${line}`).join("\n")}`);
     for (const option of spec.options ?? []) {
       if (option.default === undefined) command.option(option.flags, option.description ?? "");

@@ -41,7 +41,7 @@ export async function resolveSessionWord(word: string, args: string[]): Promise<
   }
 }
 
-async function wholeSessionId(ref: string, args: string[]): Promise<string> {
+export async function wholeSessionId(ref: string, args: string[]): Promise<string> {
   const [{ agentSession }, { UUID_PATTERN }] = await Promise.all([import("../core/session/binding.js"), import("../core/session/names.js")]);
   // Inside an agent its own session is meant (and its store URL has no password).
   // A whole uuid in capitals is looked up (uuids are read whatever their case): given as it is, it named no session.

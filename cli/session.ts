@@ -1,4 +1,5 @@
 import type { Command } from "commander";
+import { sessionArgument } from "./session-arguments.js";
 import type { ProjectLocation } from "../core/config/locate.js";
 import type { SessionEvent, SessionRecord } from "../core/session/records.js";
 import type { MemoryReader } from "./memory-actions.js";
@@ -30,7 +31,7 @@ export function registerSessionCommands(program: Command): void {
       "ended sessions with their outcome (completed, failed, stopped) and why; with an ID (or --session, or through --remote: that session), that session's audit trail: " +
         "lifecycle changes, task changes, checkpoints, restores, retention deletions and git syncs, with time and actor",
     )
-    .argument("[id]", "a session: its id, a unique prefix of 4 or more characters, a branch's name, `current` or `last`")
+    .addArgument(sessionArgument("[id]", "a session: its id, a unique prefix of 4 or more characters, a branch's name, `current` or `last`"))
     .option("--json", "print [{session_id, name, status, created_at, ended_at, initial_task, outcome, …}] (with an ID, or --session, or through --remote: {session_id, name, status, events: [{seq, at, type, actor, …}]})")
     .addHelpText("after", "\nExamples:\n  apex session history\n  apex session history 3f2a\n  apex session history last --json")
     .action(async (id: string | undefined, options: { json?: boolean }, command: Command) => {

@@ -162,8 +162,11 @@ export interface CommandSpec {
   runsIn?: "writer" | "cli";
   /** Command lines shown under "Examples:" in --help. */
   examples?: string[];
-  /** Commander argument syntax: "<file>", "[names...]". */
-  arguments?: Array<{ syntax: string; description?: string }>;
+  /**
+   * Commander argument syntax: "<file>", "[names...]". `session: true`: it names the session the command acts on, as
+   * `--session` does: left out, it is `--session`'s; naming another session than `--session` is a usage error (exit 2).
+   */
+  arguments?: Array<{ syntax: string; description?: string; session?: boolean }>;
   /** Commander option syntax: "-n, --name <name>", "--dry-run". */
   options?: Array<{ flags: string; description?: string; default?: string | boolean | string[] }>;
   action(input: CommandInput, context: CommandContext): void | number | Promise<void | number>;
@@ -588,9 +591,12 @@ export class Engine {
   }
 
   #withTimeout(plugin: string, hookName: string, type: FullTap["type"], run: () => unknown): Promise<unknown> {
-    const ms = this.tapTimeoutMs;
+    // The plugin's own session.plugin_timeouts, else session.plugin_timeout, else the engine's (30 s); 0 is no limit.
+    const { plugin_timeouts: own = {}, plugin_timeout: all } = this.config?.session ?? {};
+    const seconds = Object.hasOwn(own, plugin) ? own[plugin] : all;
+    const ms = seconds === undefined ? this.tapTimeoutMs : seconds * 1000;
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const timer = ms === 0 ? undefined : setTimeout(() => {
         const forgot = hookName === "apply" ? "does the promise its apply returns ever settle?" : type === "async" ? "did it forget to call its callback?" : "did it forget to resolve a promise or return from an async tap?";
         const { label, hint } = this.#owner(plugin);
         // An apply that never finishes: the plugin cannot be loaded (exit 2, an error of `config validate`), as when its top-level await never settles.

@@ -4,7 +4,7 @@
  * runs or is written, so `apex config validate` and every command refuse the same files.
  * Core's loadConfig calls it through the registry (plugins/index.ts: builtinConfigChecks).
  */
-import { isDuration, parseDuration } from "../core/config/duration.js";
+import { isDuration, MAX_DURATION_SECONDS, MAX_DURATION_TEXT, parseDuration } from "../core/config/duration.js";
 import { isPair, isScalar, isSeq, visit } from "yaml";
 import { formatPath, positionAtOffset, positionOf, type PathSegment } from "../core/config/source.js";
 import type { ConfigIssue, ConfigSource } from "../core/config/types.js";
@@ -75,10 +75,17 @@ export function checkRanges(data: Record<string, unknown>, source: ConfigSource,
     const problem = timerProblem(value);
     if (problem) at(path, `${problem}.${off}`, MAX_TIMER_TEXT);
   };
+  // Every other duration: at most about 100 years (a test walks the schemas for every duration, so none is left out).
+  const capped = (path: PathSegment[], value: unknown) => {
+    if (isDuration(value) && parseDuration(value) > MAX_DURATION_SECONDS) at(path, `must be ${MAX_DURATION_TEXT} (got ${JSON.stringify(value)}).`, MAX_DURATION_TEXT);
+  };
   const session = mapping(data.session);
+  capped(["session", "session_timeout"], session.session_timeout);
   timer(["session", "auto_checkpoint_interval"], session.auto_checkpoint_interval, " 0 turns interval checkpoints off.");
   // (session_timeout is kept by the supervisor as several timers when it is longer: "30d" is fine.)
   timer(["session", "lease_ttl"], session.lease_ttl);
+  timer(["session", "plugin_timeout"], session.plugin_timeout, " 0 means no limit.");
+  for (const [name, value] of Object.entries(mapping(session.plugin_timeouts))) timer(["session", "plugin_timeouts", name], value, " 0 means no limit.");
   // YAML and APEX expand no "~": "~/backups" made a directory named "~" in the project.
   if (typeof session.backup_location === "string" && /^~(\/|$)/.test(session.backup_location)) {
     at(["session", "backup_location"], `"~" is not expanded (got ${JSON.stringify(session.backup_location)}): write the absolute path, or a path relative to the project directory.`, "an absolute path or one relative to the project directory");
@@ -89,6 +96,7 @@ export function checkRanges(data: Record<string, unknown>, source: ConfigSource,
   const agents = mapping(data.agents);
   for (const [name, agent] of Object.entries(agents)) {
     for (const key of ["restart_delay", "max_restart_delay"]) timer(["agents", name, key], mapping(agent)[key]);
+    capped(["agents", name, "min_uptime"], mapping(agent).min_uptime);
     // Agent X logs stdout to X.log and stderr to X.err.log: agents "a" and "a.err" would write one file.
     const base = name.endsWith(".err") ? name.slice(0, -".err".length) : undefined;
     if (base !== undefined && Object.hasOwn(agents, base)) {
@@ -104,8 +112,13 @@ export function checkRanges(data: Record<string, unknown>, source: ConfigSource,
   if (isDuration(metricsInterval) && parseDuration(metricsInterval) < 1) {
     at(["plugins", "metrics", "interval"], `must be at least 1 second (got ${JSON.stringify(metricsInterval)}).`, "a duration of at least 1 second");
   }
+  capped(["plugins", "git", "hook_timeout"], mapping(plugins.git).hook_timeout);
+  const retention = mapping(plugins.retention);
+  capped(["plugins", "retention", "keep_within"], retention.keep_within);
+  for (const [trigger, rules] of Object.entries(mapping(retention.by_trigger))) capped(["plugins", "retention", "by_trigger", trigger, "keep_within"], mapping(rules).keep_within);
   for (const name of ["compression", "archive"]) {
     const options = mapping(plugins[name]);
+    capped(["plugins", name, "older_than"], options.older_than);
     if (options.algorithm === "gzip" && typeof options.level === "number" && options.level > GZIP_MAX_LEVEL) {
       at(["plugins", name, "level"], `gzip levels go from 0 to ${GZIP_MAX_LEVEL} (got ${options.level}); levels up to 11 are brotli's.`, `an integer from 0 to ${GZIP_MAX_LEVEL}`);
     }

@@ -245,7 +245,7 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
       [
         `multiple-errors.yaml:2:29: session.auto_checkpoint_interval: must be a duration: a number of seconds (90 or "90") or numbers with units such as "30m", "2h30m", "7d", "30days", "4w" (got -1). Time between automatic checkpoints.`,
         `multiple-errors.yaml:3:20: session.max_checkpoints: must be an integer ≥ 1 (got "many"). Most checkpoints a session keeps.`,
-        `multiple-errors.yaml:4:3: session.sesion_timeout: unknown key. Expected one of auto_checkpoint_interval, max_checkpoints, auto_recovery, session_timeout, lease_ttl, backup_location. Did you mean "session_timeout"?`,
+        `multiple-errors.yaml:4:3: session.sesion_timeout: unknown key. Expected one of auto_checkpoint_interval, max_checkpoints, auto_recovery, session_timeout, lease_ttl, plugin_timeout, plugin_timeouts, backup_location. Did you mean "session_timeout"?`,
         `multiple-errors.yaml:8:30: agents.coder.args[1]: must be a string, a number, true or false (got a mapping). Arguments passed to the command.`,
         `multiple-errors.yaml:9:14: agents.coder.restart: must be one of "never", "on-failure", "always" (got "sometimes"). When to restart the agent after it exits: never, on-failure (a non-zero exit code or a signal), or always.`,
         `multiple-errors.yaml:10:19: agents.coder.max_restarts: must be an integer ≥ 0 (got -2). Restarts allowed before the agent is marked failed.`,
@@ -1201,6 +1201,67 @@ describe("apex config (end to end, built CLI)", () => {
       expect(result.stderr).toMatch(/^error\[APEX_E_CONFIG\]: apex\.config\.yaml:\d+:\d+: (plugins\.compression\.level: gzip levels go from 0 to 9|plugins\.checkpoint\.interval: must be at most 2147483 seconds)/);
       expect(existsSync(join(dir, ".apex"))).toBe(false);
     }
+  });
+
+  it("every duration of the schemas is capped at 36525 days: a huge one is refused by validate and start naming its field, and by --older-than", () => {
+    // Before, `older_than: 1e308` (and keep_within, session_timeout, …) passed, then printed "older than Infinityd"
+    // and a cutoff in the year -271821. Where each duration of the schemas sits in apex.config.yaml:
+    const where: Record<string, string[]> = {
+      "apex.config.schema.json/properties/session/properties/auto_checkpoint_interval": ["session", "auto_checkpoint_interval"],
+      "apex.config.schema.json/properties/session/properties/session_timeout": ["session", "session_timeout"],
+      "apex.config.schema.json/properties/session/properties/lease_ttl": ["session", "lease_ttl"],
+      "apex.config.schema.json/properties/session/properties/plugin_timeout": ["session", "plugin_timeout"],
+      "apex.config.schema.json/properties/session/properties/plugin_timeouts/additionalProperties": ["session", "plugin_timeouts", "slow"],
+      "apex.config.schema.json/definitions/agent/properties/restart_delay": ["agents", "worker", "restart_delay"],
+      "apex.config.schema.json/definitions/agent/properties/max_restart_delay": ["agents", "worker", "max_restart_delay"],
+      "apex.config.schema.json/definitions/agent/properties/min_uptime": ["agents", "worker", "min_uptime"],
+      "plugins/git.schema.json/properties/hook_timeout": ["plugins", "git", "hook_timeout"],
+      "plugins/retention.schema.json/properties/keep_within": ["plugins", "retention", "keep_within"],
+      "plugins/retention.schema.json/definitions/rules/properties/keep_within": ["plugins", "retention", "by_trigger", "manual", "keep_within"],
+      "plugins/metrics.schema.json/properties/interval": ["plugins", "metrics", "interval"],
+      "plugins/checkpoint.schema.json/properties/interval": ["plugins", "checkpoint", "interval"],
+      "plugins/compression.schema.json/properties/older_than": ["plugins", "compression", "older_than"],
+      "plugins/archive.schema.json/properties/older_than": ["plugins", "archive", "older_than"],
+    };
+    // Every duration the schemas have (a new one must be added above, and checked: plugins/config-ranges.ts).
+    const found: string[] = [];
+    const walk = (node: unknown, at: string) => {
+      if (Array.isArray(node)) node.forEach((item, index) => walk(item, `${at}/${index}`));
+      else if (node !== null && typeof node === "object") {
+        if ((node as { $ref?: unknown }).$ref === "#/definitions/duration") found.push(at);
+        for (const [key, value] of Object.entries(node)) walk(value, `${at}/${key}`);
+      }
+    };
+    walk(configSchema(), "apex.config.schema.json");
+    for (const name of ["checkpoint", "retention", "git", "compression", "sharing", "metrics", "history", "archive"]) walk(builtinPluginSchema(name), `plugins/${name}.schema.json`);
+    expect(found.sort()).toEqual(Object.keys(where).sort());
+    // Each set too long, as a number and as a string by turns: one config, every problem listed.
+    const config: Record<string, unknown> = { agents: { worker: { command: "node", args: ["-e", "1"] } } };
+    Object.values(where).forEach((path, index) => {
+      let node = config;
+      for (const key of path.slice(0, -1)) node = (node[key] ??= {}) as Record<string, unknown>;
+      node[path[path.length - 1]!] = index % 2 === 0 ? 1e308 : "99999999999999999999d";
+    });
+    writeFileSync(join(dir, "apex.config.yaml"), JSON.stringify(config, null, 2));
+    const report = apex(["config", "validate", "--json"]);
+    expect(report.status).toBe(2);
+    const issues = (JSON.parse(report.stdout) as { errors: Array<{ path: string; message: string }> }).errors;
+    for (const path of Object.values(where)) {
+      expect(issues.find((issue) => issue.path === path.join("."))?.message, path.join(".")).toMatch(/^must be at most (36525 days \("36525d", about 100 years\)|2147483 seconds)/);
+    }
+    const start = apex(["start", "--task", "never"]);
+    expect(start.status).toBe(2);
+    expect(start.stderr).toContain('plugins.archive.older_than: must be at most 36525 days ("36525d", about 100 years) (got ');
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+    // The same bound on the command line: 10000000w was taken, with a cutoff in the year -189627.
+    writeFileSync(join(dir, "apex.config.yaml"), "plugins:\n  checkpoint: {}\n  archive: {}\n  compression: {}\n");
+    for (const line of [["session", "archive", "--older-than", "10000000w", "--dry-run"], ["session", "compress", "--older-than", "36526d", "--dry-run"]]) {
+      const refused = apex(line);
+      expect(refused.status, line.join(" ")).toBe(2);
+      expect(refused.stderr).toMatch(/^error\[APEX_E_USAGE\]: --older-than: "[0-9]+[wd]" is too long: it must be at most 36525 days \("36525d", about 100 years\)\.\n/);
+    }
+    expect(apex(["session", "archive", "--older-than", "36525d", "--dry-run"]).status).toBe(0);
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
   });
 
   it("agents named a and a.err are refused (both would log to a.err.log), by validate and start, writing nothing", () => {

@@ -128,6 +128,36 @@ describe("help that teaches", () => {
     expect(help.stdout).toContain("Commands added by plugins are not listed");
   });
 
+  it("apex help A B is apex A B --help, a plugin's command's too; help on a command no group has is exit 2, APEX_E_USAGE", () => {
+    const project = mkdtempSync(join(dir, "project-"));
+    writeFileSync(join(project, "apex.config.yaml"), everyPlugin);
+    // Before, `apex help git` printed APEX's own help on stderr (exit 0), `apex help session cleanup` the session group's.
+    for (const [asked, usage] of [
+      [["help", "git"], "Usage: apex git [options] [command] [git-args...]"],
+      [["help", "backup"], "Usage: apex backup [options]"],
+      [["help", "session", "cleanup"], "Usage: apex session cleanup [options] [id]"],
+      [["session", "help", "report"], "Usage: apex session report [options] [id]"],
+      [["help", "task", "add"], "Usage: apex task add [options] <title>"],
+    ] as const) {
+      const help = apex([...asked], project);
+      expect({ asked, status: help.status, stderr: help.stderr, first: help.stdout.split("\n")[0] }).toEqual({ asked, status: 0, stderr: "", first: usage });
+      expect(help.stdout).toBe(apex([...asked.filter((word) => word !== "help"), "--help"], project).stdout);
+    }
+    // `apex logs help`: the logs of an agent named help, not help on logs.
+    expect(apex(["logs", "help"], project).stderr).not.toContain("Usage:");
+    // Before, each printed the program's or the group's help and exited 0, as if the command existed.
+    for (const asked of [["help", "statsu"], ["statsu", "--help"], ["session", "nonsense", "-h"], ["help", "task", "clam"]]) {
+      const help = apex(asked, project);
+      expect(help.status, asked.join(" ")).toBe(2);
+      expect(help.stdout, asked.join(" ")).toBe("");
+      expect(help.stderr, asked.join(" ")).toMatch(/^error\[APEX_E_USAGE\]: unknown command '(statsu|nonsense|clam)'\n/);
+      const json = apex([...asked, "--json"], project);
+      expect(json.status).toBe(2);
+      expect(JSON.parse(json.stderr).error).toMatchObject({ code: "APEX_E_USAGE", message: expect.stringMatching(/^unknown command/) });
+    }
+    expect(apex(["statsu", "--help"], project).stderr).toContain("hint: Did you mean apex status?");
+  });
+
   it("the parallel-tracks and sharing pages say what the commands accept today", () => {
     const project = mkdtempSync(join(dir, "project-"));
     const page = (...words: string[]) => apex([...words, "--help"], project).stdout.replace(/\s+/g, " ");

@@ -56,11 +56,26 @@ export async function startSession(location: ProjectLocation, options: StartOpti
   let handover: Handover | undefined;
   let checkout: CheckoutPlan | undefined;
   let continued: { sessionId: string; name: string | null } | undefined;
+  // `--session S` names a session to act on, and `start` starts a new one, or the one --continue names: S went unread
+  // (`apex start --task t --session S` started a new session, `--continue last --session S` continued another).
+  const flag = (await import("../../core/session/binding.js")).sessionFlag();
+  if (flag !== undefined && options.continue === undefined) {
+    throw new ApexError("APEX_E_USAGE", `--session ${flag} does not work with \`apex start\` without --continue: it starts a new session.`, { hint: `Continue that session with \`apex start --continue ${flag}\`, or leave --session out.` });
+  }
+  let continueTarget = options.continue;
   if (options.continue === undefined) await refuseIfActive(location);
   else {
     // Another session in the way is checkpointed and stopped first (a bad reference fails here, before that).
     const { makeWay, resolveTarget } = await import("./handover.js");
     const target = await resolveTarget(location, options.continue);
+    if (flag !== undefined && target !== undefined && target.sessionId !== flag) {
+      throw new ApexError("APEX_E_USAGE", `\`apex start\` was given two sessions: ${target.sessionId} with --continue ${options.continue} and ${flag} with --session.`, {
+        hint: `Name the one to continue once: \`apex start --continue ${flag}\`.`,
+        details: { continue: options.continue, session: flag },
+      });
+    }
+    // A checkpoint (`checkpoint-001`, `latest`) is --session's: the supervisor, which reads no --session, is given its id.
+    if (flag !== undefined && target?.checkpoint !== undefined) continueTarget = target.checkpoint;
     continued = target;
     if (target) await assertWorktreeExists(location, target.sessionId);
     // So does a checkout git would refuse (uncommitted changes, the commit missing): before anything is stopped.
@@ -81,7 +96,7 @@ export async function startSession(location: ProjectLocation, options: StartOpti
   const checkedOut = checkout && { repository: checkout.repository, ...(await gitStart.applyCheckout(checkout)) };
   const launched = await launchSupervisor(
     location,
-    options.continue === undefined ? { mode: "start", task: options.task } : { mode: "continue", continueTarget: options.continue },
+    options.continue === undefined ? { mode: "start", task: options.task } : { mode: "continue", continueTarget },
     // A checkout may have changed the config file: the supervisor then reads the one checked out.
     checkedOut ? undefined : config,
   );

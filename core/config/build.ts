@@ -40,6 +40,8 @@ function sessionOf(session: Record<string, unknown>, checkpointInterval: number 
     auto_recovery: session.auto_recovery as boolean,
     session_timeout: parseDuration(session.session_timeout as number | string),
     lease_ttl: leaseTtl(session.lease_ttl, source),
+    ...(session.plugin_timeout === undefined ? {} : { plugin_timeout: parseDuration(session.plugin_timeout as number | string) }),
+    ...(session.plugin_timeouts === undefined ? {} : { plugin_timeouts: Object.fromEntries(Object.entries(session.plugin_timeouts as Record<string, number | string>).map(([name, value]) => [name, parseDuration(value)])) }),
     backup_location: session.backup_location as string,
   };
 }

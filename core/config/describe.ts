@@ -85,9 +85,7 @@ function childSchema(node: SchemaNode, segment: PathSegment): SchemaNode | undef
   if (property) return property;
   const patterns = asNode(node.patternProperties);
   if (patterns) {
-    for (const [pattern, schema] of Object.entries(patterns)) {
-      if (new RegExp(pattern, "u").test(segment)) return asNode(schema);
-    }
+    for (const [pattern, schema] of Object.entries(patterns)) if (new RegExp(pattern, "u").test(segment)) return asNode(schema);
   }
   return asNode(node.additionalProperties);
 }

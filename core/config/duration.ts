@@ -32,6 +32,14 @@ export const DURATION_PATTERN = `^(?:${NUMBER}|${PART}(?: ?${PART})*)$`;
 const DURATION = new RegExp(DURATION_PATTERN);
 const PARTS = new RegExp(`(${NUMBER}) ?(${UNIT})(?![a-z])`, "g");
 
+/**
+ * The longest duration APEX takes, in apex.config.yaml (plugins/config-ranges.ts) and on the command line alike: 36525
+ * days, about 100 years. Longer ones (`older_than: 1e308`) were taken, then printed as "older than Infinityd", with a
+ * cutoff in the year -271821.
+ */
+export const MAX_DURATION_SECONDS = 36_525 * 86_400;
+export const MAX_DURATION_TEXT = 'at most 36525 days ("36525d", about 100 years)';
+
 /** What a duration looks like, for messages. */
 export const DURATION_FORMS = '90 (seconds), "30m", "2h30m", "7d", "30days", "4w"';
 

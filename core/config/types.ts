@@ -44,6 +44,9 @@ export interface SessionSettings {
   session_timeout: number;
   /** Seconds a supervisor's lease on its session lasts (renewed every third of it); at least 1. */
   lease_ttl: number;
+  /** Seconds a plugin's tap or apply may take, 0: no limit (unset: the engine's, 30 s); plugin_timeouts: by plugin name. */
+  plugin_timeout?: number;
+  plugin_timeouts?: Readonly<Record<string, number>>;
   /** As written; relative paths are relative to `Config.projectDir`. */
   backup_location: string;
 }

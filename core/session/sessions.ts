@@ -105,9 +105,7 @@ export function liveMemoryOwner(store: Store): string | undefined {
     // Only its runs since it was imported count: before, it ran on another project's store.
     const history = Array.isArray(record.history) ? record.history : [];
     for (const entry of history.slice(history.map((entry) => entry.event).lastIndexOf("imported") + 1)) {
-      if (ran(entry) && typeof entry.at === "string" && entry.at > latest) {
-        [latest, owner] = [entry.at, record.session_id];
-      }
+      if (ran(entry) && typeof entry.at === "string" && entry.at > latest) [latest, owner] = [entry.at, record.session_id];
     }
   }
   return owner;

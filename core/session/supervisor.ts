@@ -813,9 +813,7 @@ export class Supervisor {
         warnings.push((error as Error).message);
       }
       this.resumeTimers();
-      for (const slot of this.slots.values()) {
-        if (slot.restartDeferred) await this.startAgent(slot, false);
-      }
+      for (const slot of this.slots.values()) if (slot.restartDeferred) await this.startAgent(slot, false);
       this.log(`resumed: ${processes} process${processes === 1 ? "" : "es"} continued`);
       return { session_id: this.sessionId, name: this.name, status: "active", agents: groups.length, processes, warnings };
     });

@@ -43,9 +43,7 @@ export function pathProblem(path: string): string | undefined {
       bytes += 1;
       continue;
     }
-    if (code < 0x20 || (code >= 0x7f && code <= 0x9f)) {
-      return `it contains the control character U+${code.toString(16).padStart(4, "0")}`;
-    }
+    if (code < 0x20 || (code >= 0x7f && code <= 0x9f)) return `it contains the control character U+${code.toString(16).padStart(4, "0")}`;
     if (code < 0x80) bytes += 1;
     else if (code < 0x800) bytes += 2;
     else if (code >= 0xd800 && code <= 0xdbff) {

@@ -27,7 +27,7 @@ export default definePlugin<ArchivePluginOptions>({
     register({
       name: "session archive",
       description: "move ended sessions older than a duration out of the store, one verified bundle each under session.backup_location",
-      arguments: [{ syntax: "[id]", description: "archive this ended session (default: every ended session older than --older-than)" }],
+      arguments: [{ syntax: "[id]", description: "archive this ended session (default: the one --session names, else every ended session older than --older-than)", session: true }],
       options: [
         { flags: "--older-than <duration>", description: "sessions that ended at least this long ago: 30d, 30days, 12h, 2w (default: the plugin's older_than)" },
         { flags: "--dry-run", description: "show what would be archived; write and remove nothing" },
@@ -60,7 +60,7 @@ export default definePlugin<ArchivePluginOptions>({
       name: "session export",
       description: "write a session, its checkpoints and all their data to one verified bundle file",
       runsIn: "cli",
-      arguments: [{ syntax: "<id>", description: "the session (id, unique prefix or a branch's name; live or ended)" }],
+      arguments: [{ syntax: "<id>", description: "the session (id, unique prefix or a branch's name; live or ended)", session: true }],
       options: [
         { flags: "-o, --output <file>", description: "the bundle file to write (required)" },
         { flags: "--force", description: "replace the file if it exists" },

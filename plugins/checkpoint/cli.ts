@@ -1,4 +1,5 @@
 import type { Command } from "commander";
+import { sessionArgument } from "../../cli/session-arguments.js";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import type { KeptBy } from "./plugin-list.js";
 import { projectOf } from "../../cli/context.js";
@@ -139,7 +140,7 @@ ${examples("apex checkpoint delete checkpoint-002", "apex checkpoint delete 1ae4
   session
     .command("validate")
     .description("re-hash every checkpoint, tree node and value and check the records that must agree (exit 0 valid, 1 not)")
-    .argument("[id]", "only this session (id, unique prefix or a branch's name); default: the whole store")
+    .addArgument(sessionArgument("[id]", "only this session (id, unique prefix or a branch's name); default: the one --session names, else the whole store"))
     .option("--json", "print {session_id, ok, records, checkpoints: {total, verified, damaged: [{session_id, session_name, sequence, name, id, reasons}]}, objects: {scanned, values, trees, unreferenced_values, unreferenced_trees, packs, pack_bytes, garbage_bytes, and as before unreferencedValues, unreferencedTrees, packBytes, garbageBytes}, problems: [{severity, code, message, checkpoint?, checkpoint_id?, path?}]}")
     .addHelpText("after", examples("apex session validate", "apex session validate 3f2a --json"))
     .action(async (id: string | undefined, options: { json?: boolean }, command: Command) => {
@@ -150,7 +151,7 @@ ${examples("apex checkpoint delete checkpoint-002", "apex checkpoint delete 1ae4
   session
     .command("repair")
     .description("fix what validate finds: heal objects from the live state, drop what cannot be fixed (never a checkpoint that verifies)")
-    .argument("[id]", "the session it is about (repair covers the whole store: objects are shared between sessions)")
+    .addArgument(sessionArgument("[id]", "the session it is about (repair covers the whole store: objects are shared between sessions)"))
     .option("--dry-run", "say what would be done, change nothing (allowed while the session runs)")
     .option("--json", "print {session_id, dry_run, actions: [{action, target, reason}], checkpoints: {removed, kept}, before, after} (before/after: validate's report)")
     .addHelpText(
@@ -170,7 +171,7 @@ ${examples("apex session repair --dry-run", "apex session repair 3f2a --json")}`
   session
     .command("reconstruct")
     .description("build a new session from whatever of a session still verifies, naming what is missing")
-    .argument("<id>", "the damaged session (id, unique prefix or a branch's name)")
+    .addArgument(sessionArgument("<id>", "the damaged session (id, unique prefix or a branch's name)"))
     .option("--as <id>", "id of the new session (default <id>-r1, -r2, …)")
     .option("--json", "print {session_id, from: {session_id, name, checkpoint: {session_id, sequence, id, name}}, tasks: [{id, source}], agents: [{id, source}], memory: {recovered, lost}, skipped_checkpoints, missing, checkpoint, current}")
     .addHelpText(

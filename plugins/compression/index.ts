@@ -53,7 +53,7 @@ export default definePlugin<CompressionOptions>({
     const spec: CommandSpec = {
       name: "session compress",
       description: "compress the data of cold checkpoints now (brotli or gzip); hashes, reads and restores stay the same",
-      arguments: [{ syntax: "[id]", description: "only this session's checkpoints (id, unique prefix or a branch's name); default: every session" }],
+      arguments: [{ syntax: "[id]", description: "only this session's checkpoints (id, unique prefix or a branch's name); default: the one --session names, else every session", session: true }],
       options: [
         { flags: "--after <n>", description: "cold = checkpoints with at least N newer ones in their session (default: the plugin's `after`)" },
         { flags: "--older-than <duration>", description: "cold = checkpoints older than this, e.g. 7d, 12h, 30days (default: the plugin's `older_than`)" },

@@ -119,7 +119,7 @@ export function registerGitCommands(apex: ApexApi, options: GitPluginOptions): v
     name: "session sync-git",
     description: "record the repository's git state in the session and show what changed since its latest checkpoint (commits, branch, uncommitted files)",
     examples: ["apex session sync-git", "apex session sync-git 3f2a --json"],
-    arguments: [{ syntax: "[id]", description: "the session (default: the one this command is bound to, as for every command); a unique prefix or a branch's name will do" }],
+    arguments: [{ syntax: "[id]", description: "the session (default: the one this command is bound to, as for every command); a unique prefix or a branch's name will do", session: true }],
     options: [{ flags: "--json", description: "print {session_id, repository, git: {branch, commit, dirty, synced_at}, checkpoint, changes, dirty_files: [{status, path}]}" }],
     async action(input, context) {
       if (!(await context.storeExists())) {

@@ -38,7 +38,7 @@ export default definePlugin<HistoryOptions>({
       examples: ["apex session report", "apex session report 3f2a --format json", "apex session report last -o report.md", "apex session report last -o report.md --force --json"],
       // FILE is relative to where the user runs the command; the report only reads the store.
       runsIn: "cli",
-      arguments: [{ syntax: "[id]", description: "the session: id, unique prefix, a branch's name, `current` or `last` (default: the one this command is bound to, as for every command, else the one that ended last)" }],
+      arguments: [{ syntax: "[id]", description: "the session: id, unique prefix, a branch's name, `current` or `last` (default: the one this command is bound to, as for every command, else the one that ended last)", session: true }],
       options: [
         { flags: "--format <format>", description: "md (default) or json", default: "md" },
         { flags: "--json", description: "the same as --format json: {format, generated_at, session, metrics, tasks: {counts, items}, milestones, agents, checkpoints, git, events}; with -o, the report goes to FILE and stdout gets {session_id, format, file, bytes}" },

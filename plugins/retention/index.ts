@@ -55,7 +55,7 @@ export default definePlugin<RetentionOptions>({
     apex.registerCommand({
       name: "session cleanup",
       description: "apply the retention policy now and remove leftover temporary files",
-      arguments: [{ syntax: "[id]", description: "only this session (id, unique prefix or a branch's name); default: every session" }],
+      arguments: [{ syntax: "[id]", description: "only this session (id, unique prefix or a branch's name); default: the one --session names, else every session", session: true }],
       options: [
         { flags: "--dry-run", description: "print what would be kept and removed, and by which rule; change nothing" },
         { flags: "--json", description: "print {dry_run, time_zone, policy: {keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_within, by_trigger: {TRIGGER: {keep_last, …}}, kept_until_deleted, max_checkpoints}, sessions: [{session_id, state, checkpoints: [{name, id, sequence, created_at, action: keep|remove, reasons, protected, removed_by?, reason?}], kept, removed, over_cap, keep_within_from}], deleted: [{session_id, name, id, sequence, reason}], skipped: [{session_id, name, id, error}], removed_meanwhile: [{session_id, name, id, sequence}], sweep: {values, trees, bytes} or null, sweep_error, temporary: {files: [{path, bytes, why}], bytes, failed: [{path, error}]}, bytes_freed}" },

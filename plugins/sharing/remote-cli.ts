@@ -1,4 +1,5 @@
 import type { Command } from "commander";
+import { sessionArgument } from "../../cli/session-arguments.js";
 import { projectOf } from "../../cli/context.js";
 
 /**
@@ -85,7 +86,7 @@ Examples:
   session
     .command("share")
     .description("share the session with a user: prints an invite (URL and `apex connect` line) with a token shown once")
-    .argument("<session>", "the session: `current`, or any session of the project by id, unique prefix or name (an ended one is shared read-only)")
+    .addArgument(sessionArgument("<session>", "the session: `current`, or any session of the project by id, unique prefix or name (an ended one is shared read-only)"))
     .argument("<user>", "who gets access, e.g. alice@example.com")
     .option("--role <role>", "viewer (reads), operator (also pause, resume, continue, checkpoint create, task add and reopen, memory set) or owner (everything: stop, task claim|done|fail, memory delete|import, merge, sharing)", "viewer")
     .option("--expires <duration>", "how long the token is valid, e.g. 12h, 7d (default: until revoked)")
@@ -99,7 +100,7 @@ Examples:
   session
     .command("unshare")
     .description("revoke a user's access to the session at once, and every grant made with it through `apex serve` (open streams are closed)")
-    .argument("<session>", "the session: its id, a unique prefix, its name, or `current`")
+    .addArgument(sessionArgument("<session>", "the session: its id, a unique prefix, its name, or `current`"))
     .argument("<user>", "the user to revoke")
     .option("--json", "print {session_id, user, revoked, derived: [{user, role, token_id, made_by?}]} (derived: grants made with the revoked ones, revoked too; made_by: an older grant taken as made by that user)")
     .addHelpText("after", "\nExamples:\n  apex session unshare current alice@example.com")
@@ -110,7 +111,7 @@ Examples:
   session
     .command("shares")
     .description("the session's grants: user, role, created, expires, last used, and who made each (via USER: made with USER's grant through `apex serve`)")
-    .argument("[session]", "the session: its id, a unique prefix, its name, or `current` (the default: the session the command acts on, the remote one with --remote)")
+    .addArgument(sessionArgument("[session]", "the session: its id, a unique prefix, its name, or `current` (the default: the session the command acts on, the remote one with --remote)"))
     .option("--json", "print [{token_id, user, role, created_at, created_by, expires_at, last_used_at, via_token_id}] (via_token_id: the grant it was made with through `apex serve`; null: made on the server's host; absent: recorded before grants named it)")
     .addHelpText("after", "\nExamples:\n  apex session shares\n  apex session shares 3f2a --json\n  apex --remote host:7433/3f2a session shares")
     .action(async (sessionRef: string | undefined, options: { json?: boolean }, command: Command) => {

@@ -1,0 +1,122 @@
+// A command that takes its session as an argument (`session history [id]`, `session export <id>`) takes --session too, as
+// every command does: through the built CLI, two different sessions named the two ways are a usage error before anything
+// is written, the same one named both ways is fine, and the argument left out is --session's session.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { Project } from "./fixtures/agents/harness.js";
+
+const config = [
+  "agents:",
+  "  worker:",
+  "    command: sh",
+  `    args: ["-c", "while true; do sleep 0.5; done"]`,
+  "plugins:",
+  "  checkpoint: {}",
+  "  archive: {}",
+  "  retention: {}",
+  "  compression: {}",
+  "  history: {}",
+  "",
+].join("\n");
+
+let project: Project;
+let first: string;
+let second: string;
+
+beforeAll(() => {
+  project = new Project(config, "apex-session-args-");
+  first = project.start(["--task", "first"]).session_id;
+  expect(project.apex(["stop"]).status).toBe(0);
+  second = project.start(["--task", "second"]).session_id;
+  expect(project.apex(["stop"]).status).toBe(0);
+}, 60_000);
+
+afterAll(() => project?.cleanup());
+
+async function run(lines: string[][]) {
+  return Promise.all(lines.map(async (args) => ({ args: args.join(" "), ...(await project.apexAsync(args).done) })));
+}
+
+describe("a session argument and --session", () => {
+  it("naming two sessions is APEX_E_USAGE (exit 2) for every command that takes one, and nothing is written", async () => {
+    const bundle = join(project.dir, "never.apexbundle");
+    const lines = [
+      ["session", "history", first.slice(0, 8)],
+      ["session", "validate", first.slice(0, 8)],
+      ["session", "cleanup", first.slice(0, 8)],
+      ["session", "archive", first.slice(0, 8)],
+      ["session", "export", first.slice(0, 8), "-o", bundle],
+      ["session", "report", first],
+    ].map((line) => [...line, "--session", second.slice(0, 8)]);
+    for (const got of await run(lines)) {
+      expect(got.status, got.args).toBe(2);
+      expect(got.stdout, got.args).toBe("");
+      expect(got.stderr, got.args).toMatch(/^error\[APEX_E_USAGE\]: `apex session [a-z]+` was given two sessions: [0-9a-f-]+ as its ID and [0-9a-f-]+ with --session\.\n/);
+      expect(got.stderr, got.args).toContain(second);
+    }
+    expect(existsSync(bundle)).toBe(false);
+    // The first session was not archived: both are listed as before.
+    const list = JSON.parse(project.apex(["session", "list", "--json"]).stdout) as Array<{ session_id: string }>;
+    expect(list.map((session) => session.session_id).sort()).toEqual([first, second].sort());
+    // --session before the command words, and --json: the error as JSON on stderr.
+    const json = project.apex(["--session", second, "session", "history", first.slice(0, 8), "--json"]);
+    expect(json.status).toBe(2);
+    expect(json.stdout).toBe("");
+    expect(JSON.parse(json.stderr).error).toMatchObject({ code: "APEX_E_USAGE", exitCode: 2, details: { argument: first.slice(0, 8), session: second } });
+  });
+
+  it("the same session named both ways (an id, a prefix, `last`) is the one the command acts on", async () => {
+    const got = await run([
+      ["session", "history", first.slice(0, 8), "--session", first, "--json"],
+      ["session", "history", first, "--session", first.slice(0, 6), "--json"],
+      ["session", "history", "last", "--session", first, "--json"],
+      ["session", "validate", first.slice(0, 8), "--session", first.slice(0, 5), "--json"],
+    ]);
+    for (const { args, status, stdout, stderr } of got) {
+      expect(status, `${args}: ${stderr}`).toBe(0);
+      expect((JSON.parse(stdout) as { session_id: string }).session_id, args).toBe(first);
+    }
+  });
+
+  it("the argument left out is --session's session, not every session (session cleanup, session validate)", async () => {
+    const [cleanup, validate] = await run([
+      ["session", "cleanup", "--dry-run", "--json", "--session", first.slice(0, 8)],
+      ["--session", second, "session", "validate", "--json"],
+    ]);
+    expect(cleanup!.status, cleanup!.stderr).toBe(0);
+    expect((JSON.parse(cleanup!.stdout) as { sessions: Array<{ session_id: string }> }).sessions.map((session) => session.session_id)).toEqual([first]);
+    expect(validate!.status, validate!.stderr).toBe(0);
+    expect((JSON.parse(validate!.stdout) as { session_id: string }).session_id).toBe(second);
+  });
+
+  it("--session with no value (last on the line, or before another option) is a usage error, not a session named --json", async () => {
+    // Before, `status --session --json` looked for a session "--json" (exit 3), `status --session` was an unknown option.
+    for (const got of await run([["status", "--session", "--json"], ["session", "history", "--json", "--session"], ["status", "--session"], ["memory", "show", "/x", "--session"]])) {
+      expect(got.status, got.args).toBe(2);
+      expect(got.stdout, got.args).toBe("");
+      if (got.args.includes("--json")) expect(JSON.parse(got.stderr).error, got.args).toMatchObject({ code: "APEX_E_USAGE", message: "option '--session <ID|NAME>' argument missing." });
+      else expect(got.stderr, got.args).toMatch(/^error\[APEX_E_USAGE\]: option '--session <ID\|NAME>' argument missing\.\n/);
+    }
+  });
+
+  it("apex start: --session without --continue, or naming another session than --continue, is refused; --continue CHECKPOINT is --session's", async () => {
+    // Before, `start --task t --session S` started a new session, `--continue last --session S` continued another one, and
+    // `--continue checkpoint-001 --session S` rolled the session that ended last back to its own checkpoint-001.
+    const [fresh, other] = await run([
+      ["start", "--task", "never", "--session", first.slice(0, 8)],
+      ["start", "--continue", "last", "--session", first.slice(0, 8), "--json"],
+    ]);
+    expect(fresh!.status).toBe(2);
+    expect(fresh!.stderr).toMatch(/^error\[APEX_E_USAGE\]: --session [0-9a-f-]+ does not work with `apex start` without --continue: it starts a new session\.\n/);
+    expect(other!.status).toBe(2);
+    expect(JSON.parse(other!.stderr).error).toMatchObject({ code: "APEX_E_USAGE", details: { continue: "last", session: first } });
+    expect(project.status().session?.status).not.toBe("active");
+    const checkpoint = (JSON.parse(project.apex(["checkpoint", "list", "--session", first, "--oldest", "--json"]).stdout) as { items: Array<{ id: string; name: string }> }).items[0]!;
+    expect(checkpoint.name).toBe("checkpoint-001");
+    const started = project.apex(["start", "--continue", "checkpoint-001", "--session", first.slice(0, 8), "--json"]);
+    expect(started.status, started.stderr).toBe(0);
+    expect(JSON.parse(started.stdout)).toMatchObject({ session_id: first, restored_from: checkpoint.id });
+    expect(project.apex(["stop"]).status).toBe(0);
+  });
+});
