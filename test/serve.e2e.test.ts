@@ -818,6 +818,17 @@ describe("apex serve: stopping", () => {
       await run.done;
     }
   });
+  it("stops as asked, removing its record, when SIGTERM comes the instant its address is printed", () => {
+    project = new Project(CONFIG);
+    mkdirSync(project.storeDir, { mode: 0o700 });
+    // Before, the signal handlers were set only after the address was printed: a SIGTERM then
+    // ended the process at once, leaving serve.json naming a dead server.
+    const stopWhenPrinted = { NODE_OPTIONS: `--import ${join(REPO_ROOT, "test/fixtures/processes/stop-when-printed.mjs")}` };
+    const result = project.apex(["serve", "--listen", "127.0.0.1:0", "--json"], { env: stopWhenPrinted, timeout: 30_000 });
+    expect(result.status, result.stderr).toBe(0);
+    expect(JSON.parse(result.stdout).url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    expect(existsSync(join(project.storeDir, "serve.json"))).toBe(false);
+  });
 });
 
 describe("apex serve: a request while it stops", () => {

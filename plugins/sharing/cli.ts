@@ -20,6 +20,14 @@ export async function serveCommand(
   location: ProjectLocation,
   options: { listen: string; tlsCert?: string; tlsKey?: string; insecure?: boolean; cors?: string[]; allowHost?: string[]; maxConnections?: string; json?: boolean },
 ): Promise<void> {
+  // Listened for before the server starts and records itself: a SIGTERM sent as soon as the
+  // address is printed (a script that starts it, reads the address, stops it) found no handler
+  // yet, ended the process at once, and left serve.json naming a dead server (invites then said
+  // no server ran, while the supervisor's one it had replaced still served).
+  const stopped = new Promise<void>((resolve) => {
+    process.once("SIGINT", resolve);
+    process.once("SIGTERM", resolve);
+  });
   const { startServer } = await import("./server.js");
   const maxConnections = options.maxConnections === undefined ? undefined : /^\d{1,9}$/.test(options.maxConnections.trim()) ? Number(options.maxConnections) : Number.NaN;
   if (Number.isNaN(maxConnections)) throw new ApexError("APEX_E_USAGE", `--max-connections ${JSON.stringify(options.maxConnections)} is not a whole number.`, { hint: "Give how many connections the server holds at once, e.g. --max-connections 1000 (the default)." });
@@ -47,10 +55,7 @@ export async function serveCommand(
   const pending = record() ? undefined : setInterval(() => record() && clearInterval(pending), 500);
   if (options.json) printJson({ url: server.url, port: server.port, pid: process.pid });
   else printLine(`Serving ${location.projectDir} at ${server.url} (Ctrl-C stops).`);
-  await new Promise<void>((resolve) => {
-    process.once("SIGINT", resolve);
-    process.once("SIGTERM", resolve);
-  });
+  await stopped;
   if (pending) clearInterval(pending);
   await server.close();
   removeServeFile(location.storeDir);
