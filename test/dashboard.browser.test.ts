@@ -209,6 +209,15 @@ describe("the dashboard in headless Chromium", () => {
     expect(await other.locator("#events li").count()).toBeLessThanOrEqual(22);
     expect(project.apex(["session", "unshare", "current", "vera"]).status).toBe(0);
     await other.locator("#login-error", { hasText: "was revoked" }).waitFor({ timeout: 10_000 });
+    // A new invite opened in that tab: its address differs from the page's by the fragment only, so
+    // the browser loads no page. Before, nothing happened: the page still said the access was revoked,
+    // and the new token sat in the address bar.
+    const invited = shareAs("vera", "viewer");
+    await other.goto(invited.url);
+    await other.locator("#app").waitFor({ state: "visible", timeout: 10_000 });
+    await other.locator('tr[data-agent="beta"]').waitFor();
+    expect(other.url()).toBe(`${url}/`);
+    expect(await other.evaluate(() => sessionStorage.getItem("apex.token"))).toBe(invited.token);
 
     // A grant of the branch's branch: the tree from the session it descends from, down to it (marked),
     // each branch labelled with the checkpoint it started from; the unrelated older session is left out.

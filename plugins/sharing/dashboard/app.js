@@ -524,6 +524,14 @@
     if (/^session\./.test(payload.type)) refreshTree();
   }
 
+  // An invite opened in a tab that shows the dashboard already (a new one after a revoke, another
+  // session's) differs from the page's address by its fragment only: the browser loads no page, it
+  // changes the hash. Before, nothing happened: the page went on with the old token (or kept saying
+  // it was revoked), and the new token stayed in the address bar.
+  window.addEventListener("hashchange", () => {
+    const fragment = new URLSearchParams(location.hash.slice(1));
+    if (fragment.get("token") && fragment.get("session")) start();
+  });
   $("login").addEventListener("submit", (event) => {
     event.preventDefault();
     sessionStorage.setItem("apex.session", $("login-session").value.trim());
