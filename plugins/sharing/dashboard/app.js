@@ -50,7 +50,7 @@
       headers: { "content-type": "application/json", authorization: `Bearer ${state.token}` },
       body: JSON.stringify(params || {}),
     });
-    const body = await response.json();
+    const body = await replyBody(response);
     if (!response.ok) {
       const error = new Error(body.error ? body.error.message : `HTTP ${response.status}`);
       error.status = response.status;
@@ -58,6 +58,21 @@
       throw error;
     }
     return body.result;
+  }
+
+  /**
+   * A reply's JSON body. One that is not JSON is not APEX's (a proxy in front of the server
+   * answering for it while the server restarts: an HTML error page): said so, with its status, and
+   * without a status of its own, so that a proxy's 401 does not sign the page out. Before, the page
+   * showed the JSON parser's error: "Unexpected token '<', "<html>"... is not valid JSON".
+   */
+  async function replyBody(response) {
+    try {
+      return await response.json();
+    } catch (error) {
+      const status = `HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ""}`;
+      throw new Error(`The server answered ${status}, not with APEX's reply: a proxy in front of apex serve may have answered for it (is apex serve running behind it?).`);
+    }
   }
 
   function text(tag, content, className) {
@@ -468,7 +483,7 @@
         // From the last event shown, so that none is missed or shown twice.
         body: JSON.stringify({ "events.subscribe": state.lastSeq === null ? {} : { from_seq: state.lastSeq } }),
       });
-      if (!response.ok) throw new Error((await response.json()).error.message);
+      if (!response.ok) throw new Error((await replyBody(response)).error.message);
       // Followed again (after a server restart): the notice that said it was down goes now, not at the next event.
       if (STREAM_DOWN.test($("notice").textContent)) $("notice").textContent = "";
       const reader = response.body.getReader();
