@@ -1,4 +1,4 @@
-import { chmodSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { isSameProcessAlive, processStartTime, readProcStat } from "../../core/session/proc.js";
 
@@ -29,10 +29,23 @@ export function writeServeFile(storeDir: string, url: string): void {
   writeRecord(storeDir, { url, pid: process.pid, start_time: processStartTime(process.pid), ...(before.length > 0 ? { before } : {}) });
 }
 
+/**
+ * Written whole to a file of its own, then renamed over the record: a reader (`session share`, a
+ * server stopping) never sees it empty or half-written. Written in place, a share made while a
+ * server started found no record and named the default address; a server stopping then left
+ * a dead server's record.
+ */
 function writeRecord(storeDir: string, record: ServeRecord): void {
   const file = join(storeDir, SERVE_FILE);
-  writeFileSync(file, `${JSON.stringify(record)}\n`, { mode: 0o600 });
-  chmodSync(file, 0o600);
+  const written = `${file}.${process.pid}.tmp`;
+  try {
+    writeFileSync(written, `${JSON.stringify(record)}\n`, { mode: 0o600 });
+    chmodSync(written, 0o600);
+    renameSync(written, file);
+  } catch (error) {
+    rmSync(written, { force: true });
+    throw error;
+  }
 }
 
 /** The records whose writer still runs (each without a `before` of its own: one list is kept). */
