@@ -39,7 +39,9 @@ function writeRecord(storeDir: string, record: ServeRecord): void {
   const file = join(storeDir, SERVE_FILE);
   const written = `${file}.${process.pid}.tmp`;
   try {
-    writeFileSync(written, `${JSON.stringify(record)}\n`, { mode: 0o600 });
+    // A new file ("wx"): never through a link or a file left at that name (by a writer killed before its rename).
+    rmSync(written, { force: true });
+    writeFileSync(written, `${JSON.stringify(record)}\n`, { mode: 0o600, flag: "wx" });
     chmodSync(written, 0o600);
     renameSync(written, file);
   } catch (error) {
