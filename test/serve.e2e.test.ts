@@ -971,6 +971,13 @@ describe("the sharing plugin's serve option", () => {
     await first.stop();
     expect(JSON.parse(readFileSync(serveFile, "utf8"))).toMatchObject({ url: served.url, pid: served.pid });
     expect(share(project, "wim", "viewer").url.startsWith(`${served.url}/#session=${sid}&token=`)).toBe(true);
+    // One started since crashes (kill -9: it puts nothing back): invites name the supervisor's server,
+    // which still serves. Before, they said no server ran and named none.
+    const crashed = await serve(project);
+    await waitFor("apex serve in serve.json", () => readFileSync(serveFile, "utf8").includes(crashed.url));
+    process.kill(crashed.pid, "SIGKILL");
+    await crashed.stop();
+    expect(share(project, "xia", "viewer").url.startsWith(`${served.url}/#session=${sid}&token=`)).toBe(true);
 
     // Another, started since: the supervisor's stop leaves that record (before, it removed it,
     // and invites fell back to the default port).

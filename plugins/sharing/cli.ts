@@ -10,7 +10,7 @@ import type { GrantView } from "./grants.js";
 import type { StatusReport } from "../../core/session/status-report.js";
 import { isApexToken, isLoopback, parseHostPort, parseRemote, saveCredential, credentialsFile } from "./remote.js";
 
-import { readServeFile, removeServeFile, writeServeFile } from "./serve-file.js";
+import { removeServeFile, servingRecord, writeServeFile } from "./serve-file.js";
 
 const DEFAULT_URL = "http://127.0.0.1:7433";
 
@@ -84,15 +84,16 @@ async function withSession<T>(location: ProjectLocation, ref: string, fn: (clien
 
 /**
  * The address invites name: --url, the server an owner reached with --remote, the one
- * serve.json records, else the default. `stopped`: serve.json names a server that is gone
- * (it crashed, or was killed, before removing it): its address would be a dead port.
+ * serve.json records (its writer gone, a server it had replaced that still runs), else the
+ * default. `stopped`: serve.json names a server that is gone (it crashed, or was killed, before
+ * removing it) and none it replaced runs: its address would be a dead port.
  */
 function serverUrl(location: ProjectLocation, explicit: string | undefined): { url: string; stopped?: string } {
   if (explicit) return { url: explicit.replace(/\/+$/, "") };
   if (process.env.APEX_REMOTE) return { url: parseRemote(process.env.APEX_REMOTE).origin };
-  const written = readServeFile(location.storeDir);
-  if (written && !written.live) return { url: written.record.url, stopped: written.record.url };
-  return { url: written ? reachableUrl(written.record.url) : DEFAULT_URL };
+  const written = servingRecord(location.storeDir);
+  if (written?.stopped) return written;
+  return { url: written ? reachableUrl(written.url) : DEFAULT_URL };
 }
 
 /**

@@ -80,6 +80,18 @@ function checkedRecord(value: unknown): { record: ServeRecord; live: boolean } |
 }
 
 /**
+ * The server invites name: the record's while its writer runs, else the first server it had
+ * replaced that still runs (a supervisor serving its session, under an `apex serve` killed
+ * since: invites said no server ran). `stopped`: the record's address, when none of them runs.
+ */
+export function servingRecord(storeDir: string): { url: string; stopped?: string } | undefined {
+  const found = readServeFile(storeDir);
+  if (!found || found.live) return found && { url: found.record.url };
+  const replaced = stillRunning(found.record.before ?? [])[0];
+  return replaced ? { url: replaced.url } : { url: found.record.url, stopped: found.record.url };
+}
+
+/**
  * Removes the record if this process wrote it, or if its writer is gone, and records again the
  * server it had replaced if that one still runs; a record of another server that still runs
  * stays (its invites are still right), without this process in its `before`.
