@@ -818,6 +818,27 @@ describe("apex serve: stopping", () => {
       await run.done;
     }
   });
+  it("goes on serving once the reader of its log has gone (a script that waited for its first line), and stops as asked", async () => {
+    project = new Project(CONFIG);
+    mkdirSync(project.storeDir, { mode: 0o700 });
+    const run = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+    try {
+      const url = await waitFor("apex serve's address", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
+      // Its stderr's reader goes (`apex serve 2>&1 | grep -m1 serving`): every log line after meets a closed pipe (EPIPE).
+      await waitFor("the first log line", () => run.errors().includes("serving"));
+      run.child.stderr.destroy();
+      // Before, the server exited (0) at its next log line, the first request's, serving no more and leaving its record.
+      for (let i = 0; i < 3; i++) expect((await fetch(`${url}/api/health`)).status).toBe(200);
+      expect(run.child.exitCode).toBeNull();
+      run.child.kill("SIGTERM");
+      expect((await run.done).status).toBe(0);
+      expect(existsSync(join(project.storeDir, "serve.json"))).toBe(false);
+    } finally {
+      if (run.child.exitCode === null) run.child.kill("SIGKILL");
+      await run.done;
+    }
+  });
+
   it("stops as asked, removing its record, when SIGTERM comes the instant its address is printed", () => {
     project = new Project(CONFIG);
     mkdirSync(project.storeDir, { mode: 0o700 });

@@ -2,7 +2,7 @@ import { hostname } from "node:os";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { parseDuration, isDuration } from "../../core/config/duration.js";
 import { ApexError } from "../../core/errors.js";
-import { paint, printJson, printLine, table, visibleText } from "../../cli/output.js";
+import { outliveOutput, outputOpen, paint, printJson, printLine, table, visibleText } from "../../cli/output.js";
 import { shortSessionId } from "../../core/session/names.js";
 import { currentActor } from "../../core/actor.js";
 import { openSessionClient, remoteSessionClient, type SessionClient } from "../../core/session/client.js";
@@ -24,6 +24,7 @@ export async function serveCommand(
   // address is printed (a script that starts it, reads the address, stops it) found no handler
   // yet, ended the process at once, and left serve.json naming a dead server (invites then said
   // no server ran, while the supervisor's one it had replaced still served).
+  outliveOutput();
   const stopped = new Promise<void>((resolve) => {
     process.once("SIGINT", resolve);
     process.once("SIGTERM", resolve);
@@ -40,7 +41,8 @@ export async function serveCommand(
     corsOrigins: options.cors,
     allowHosts: options.allowHost,
     maxConnections,
-    log: (line) => process.stderr.write(`${new Date().toISOString()} ${line}\n`),
+    // Logged while someone reads it: a log reader that went away does not stop the server.
+    log: (line) => void (outputOpen(process.stderr) && process.stderr.write(`${new Date().toISOString()} ${line}\n`)),
   });
   // No store directory yet (served before the first `apex start`): recorded once there is one,
   // else the invites of the sessions started then named the default address, not this server's.
