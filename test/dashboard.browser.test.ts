@@ -190,6 +190,8 @@ describe("the dashboard in headless Chromium", () => {
     other.on("request", (request) => void (request.url().includes("/api/") && calls.push(request.url())));
     expect(project.apex(["session", "unshare", "current", "vera"]).status).toBe(0);
     await other.locator("#login-error", { hasText: `vera's access to session ${sid} was revoked` }).waitFor({ timeout: 10_000 });
+    // The header no longer names the user and the session's state (it did, above the login form).
+    expect(await other.locator("header").evaluate((header) => [...header.querySelectorAll("span")].map((span) => span.textContent))).toEqual(["", "", "", ""]);
     const made = calls.length;
     await other.waitForTimeout(4500);
     expect(calls.slice(made)).toEqual([]);
@@ -440,7 +442,7 @@ describe("the dashboard behind a proxy that answers for the server", () => {
     };
     const url = await waitFor("apex serve", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
     await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
-    const { token } = JSON.parse(project.apex(["session", "share", "current", "pia", "--role", "viewer", "--json"]).stdout) as { token: string };
+    const { token } = JSON.parse(project.apex(["session", "share", "current", "pia", "--role", "operator", "--json"]).stdout) as { token: string };
     const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", headless: true, args: FLAGS });
     context = await browser.newContext();
     const page = await context.newPage();
@@ -451,12 +453,18 @@ describe("the dashboard behind a proxy that answers for the server", () => {
     expect(await page.evaluate(() => sessionStorage.getItem("apex.token"))).toBe(token);
     down = false;
     await page.locator("#login button[type=submit]").click();
-    await page.locator("#who", { hasText: "pia (viewer)" }).waitFor();
+    await page.locator("#who", { hasText: "pia (operator)" }).waitFor();
     // A refresh the proxy answers: the notice says so, and goes once the server answers again.
     down = true;
     await page.locator("#notice", { hasText: said }).waitFor({ timeout: 10_000 });
     down = false;
     await waitFor("the notice gone", async () => (await page.locator("#notice").textContent()) === "", 10_000);
+    // Unshared: the login form, and no operator's buttons left above it (they stayed, and did nothing when pressed).
+    expect(await page.locator("#btn-pause, #btn-resume, #btn-checkpoint").count()).toBe(3);
+    expect(project.apex(["session", "unshare", "current", "pia"]).status).toBe(0);
+    await page.locator("#login-error", { hasText: "was revoked" }).waitFor({ timeout: 10_000 });
+    expect(await page.locator("#btn-pause, #btn-resume, #btn-checkpoint").count()).toBe(0);
+    expect(await page.locator("#who").textContent()).toBe("");
     await browser.close();
   });
 });

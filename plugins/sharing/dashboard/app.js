@@ -84,6 +84,11 @@
 
   function showLogin(message) {
     $("app").hidden = true;
+    // The header too: it went on naming the signed-out user and the session's state, with the
+    // operator's buttons, which did nothing when pressed (their error shows in the hidden page).
+    for (const id of ["session-id", "session-status", "who"]) $(id).textContent = "";
+    $("session-status").className = "badge";
+    $("controls").replaceChildren();
     $("login").hidden = false;
     $("login-session").value = state.session;
     $("login-error").textContent = message || "";
