@@ -707,4 +707,29 @@ describe("serve.json while a server records itself (real processes)", () => {
       cleanup();
     }
   });
+
+  it("records every server that starts at once: each in the record or its `before`, none lost", async () => {
+    const { dir, cleanup } = tempDir("apex-serve-file-");
+    const servers: ReturnType<typeof spawn>[] = [];
+    try {
+      const module = pathToFileURL(join(REPO_ROOT, "dist/plugins/sharing/serve-file.js")).href;
+      const go = join(dir, "go");
+      // Six servers, each recording itself the moment `go` appears, then running on.
+      for (let i = 0; i < 6; i++) {
+        const script = `const { writeServeFile } = await import(${JSON.stringify(module)}); const { existsSync } = await import("node:fs"); while (!existsSync(${JSON.stringify(go)})) await new Promise((r) => setTimeout(r, 1)); writeServeFile(${JSON.stringify(dir)}, "http://127.0.0.1:${20000 + i}"); process.stdout.write("recorded"); setInterval(() => {}, 1000);`;
+        servers.push(spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"] }));
+      }
+      const recorded = servers.map((server) => new Promise((resolve) => server.stdout!.once("data", resolve)));
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      writeFileSync(go, "");
+      await Promise.all(recorded);
+      // Before, they read the same record and each wrote over it: most were lost, and when the last stopped, invites named none.
+      const { record } = readServeFile(dir)!;
+      expect([record.url, ...(record.before ?? []).map((server) => server.url)].sort()).toEqual(Array.from({ length: 6 }, (_, i) => `http://127.0.0.1:${20000 + i}`));
+      expect(existsSync(join(dir, "serve.json.lock"))).toBe(false);
+    } finally {
+      for (const server of servers) server.kill("SIGKILL");
+      cleanup();
+    }
+  });
 });

@@ -23,10 +23,51 @@ export interface ServeRecord {
 
 /** Records this process as the server at `url`, owner-only like the rest of the store (also when an older copy was looser). */
 export function writeServeFile(storeDir: string, url: string): void {
-  const found = readServeFile(storeDir);
-  // The server recorded until now, if it still runs, and those it had replaced: this one's `before`.
-  const before = found ? stillRunning(found.record.pid === process.pid ? (found.record.before ?? []) : [found.record, ...(found.record.before ?? [])]) : [];
-  writeRecord(storeDir, { url, pid: process.pid, start_time: processStartTime(process.pid), ...(before.length > 0 ? { before } : {}) });
+  withLock(storeDir, () => {
+    const found = readServeFile(storeDir);
+    // The server recorded until now, if it still runs, and those it had replaced: this one's `before`.
+    const before = found ? stillRunning(found.record.pid === process.pid ? (found.record.before ?? []) : [found.record, ...(found.record.before ?? [])]) : [];
+    writeRecord(storeDir, { url, pid: process.pid, start_time: processStartTime(process.pid), ...(before.length > 0 ? { before } : {}) });
+  });
+}
+
+/** How long a server waits for serve.json's lock before it updates the record without it. */
+const LOCK_WAIT_MS = 2000;
+
+/**
+ * Runs `update` (a read of serve.json, then a write) holding its lock, serve.json.lock, made
+ * exclusively and naming its holder: servers recording or removing themselves at once each read
+ * what the other wrote. Without it, servers started together each read the same record, and all
+ * but the last written were lost from `before`: once that one stopped, invites named none of them.
+ * A lock whose holder is gone is taken over; past LOCK_WAIT_MS the update is made without it.
+ */
+function withLock(storeDir: string, update: () => void): void {
+  const lock = join(storeDir, `${SERVE_FILE}.lock`);
+  const deadline = Date.now() + LOCK_WAIT_MS;
+  let held = false;
+  while (!held && Date.now() < deadline) {
+    try {
+      writeFileSync(lock, `${process.pid}\n`, { flag: "wx", mode: 0o600 });
+      held = true;
+    } catch (error) {
+      // No store directory (yet, or any more): `update` meets it as it did.
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") break;
+      let holder = Number.NaN;
+      try {
+        holder = Number.parseInt(readFileSync(lock, "utf8"), 10);
+      } catch {
+        continue; // released meanwhile
+      }
+      // A holder that died holding it (kill -9); an empty file is one being written: waited on.
+      if (Number.isSafeInteger(holder) && holder > 0 && readProcStat(holder) === undefined) rmSync(lock, { force: true });
+      else Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+    }
+  }
+  try {
+    update();
+  } finally {
+    if (held) rmSync(lock, { force: true });
+  }
 }
 
 /**
@@ -97,6 +138,10 @@ export function servingRecord(storeDir: string): { url: string; stopped?: string
  * stays (its invites are still right), without this process in its `before`.
  */
 export function removeServeFile(storeDir: string): void {
+  withLock(storeDir, () => removeRecord(storeDir));
+}
+
+function removeRecord(storeDir: string): void {
   const found = readServeFile(storeDir);
   if (!found) return;
   const before = stillRunning(found.record.before ?? []);
