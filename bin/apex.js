@@ -11,14 +11,16 @@ if (module.enableCompileCache) (await import("../dist/core/compile-cache.js")).e
 // Any other command line, with any flag more (--help too), is the full CLI's.
 const args = process.argv.slice(2);
 const statusOnly = args[0] === "status" && (args.length === 1 || (args.length === 2 && args[1] === "--json"));
-const { main, reportOutputError, reportUnhandledRejection } = await import(statusOnly ? "../dist/cli/status-main.js" : "../dist/cli/main.js");
+const { main, outputGone, reportOutputError, reportUnhandledRejection } = await import(statusOnly ? "../dist/cli/status-main.js" : "../dist/cli/main.js");
 
 process.on("unhandledRejection", reportUnhandledRejection);
 
 // A reader that stops early (`apex checkpoint list | head`) closes the pipe: the output is
-// no longer wanted, which is not a failure of the command.
+// no longer wanted, which is not a failure of the command; one that runs on without it (`apex
+// serve` and its log) is left to run (outputGone: the status fast path has no such command).
 for (const stream of [process.stdout, process.stderr]) {
   stream.on("error", (error) => {
+    if (error.code === "EPIPE" && outputGone?.(stream)) return;
     if (error.code === "EPIPE") process.exit(process.exitCode ?? 0);
     // Any other failure to write the output (a full disk under `> file`) is an error of its own, not a stack trace.
     if (stream === process.stdout) process.exit(reportOutputError(error));

@@ -15,7 +15,7 @@ import { blankValue, refuseBlankValues } from "./option-values.js";
 export const VERSION = "0.1.0";
 
 // What bin/apex.js needs of this module besides main (output.ts: the fast path of `apex status` has them too).
-export { reportOutputError, reportUnhandledRejection } from "./output.js";
+export { outputGone, reportOutputError, reportUnhandledRejection } from "./output.js";
 
 /** Builds the commander program with command groups registered (`loadGroups()`: every one). */
 export function buildProgram(groups: ReadonlyArray<(program: Command) => void>): Command {

@@ -50,6 +50,32 @@ export function reportUnhandledRejection(reason: unknown): void {
   process.exitCode = Math.max(1, reportError(reason, process.argv.includes("--json")));
 }
 
+/** Set by a command that runs on once the reader of its output has gone (a server and its log). */
+let outlivesOutput = false;
+/** stdout and stderr, once their reader has gone, for such a command: it writes to them no more. */
+const goneOutputs = new Set<unknown>();
+
+/**
+ * For a command that runs on once the reader of its output has gone: `apex serve 2>&1 | grep -m1
+ * serving` (a script waiting for it to listen) or a log reader that dies. bin/apex.js exits on a
+ * closed stdout or stderr (EPIPE: `apex logs | head` wants no more); a server exited so at its next
+ * log line, serving no more, its record left behind.
+ */
+export function outliveOutput(): void {
+  outlivesOutput = true;
+}
+
+/** For bin/apex.js, on EPIPE: whether the command goes on without `stream` (else the process exits). */
+export function outputGone(stream: unknown): boolean {
+  if (outlivesOutput) goneOutputs.add(stream);
+  return outlivesOutput;
+}
+
+/** Whether `stream` (stdout, stderr) still has a reader, for a command that outlives it. */
+export function outputOpen(stream: unknown): boolean {
+  return !goneOutputs.has(stream);
+}
+
 /**
  * A write to stdout that failed other than by its reader going (EPIPE, not a failure): `apex
  * memory export > backup.json` on a full disk. Said as every error is, with its exit code; it was

@@ -4,7 +4,7 @@
 // draws the session tree from branch records (parent_checkpoint, name) and memory size per checkpoint.
 import { randomUUID } from "node:crypto";
 import { mkdirSync } from "node:fs";
-import { createServer } from "node:http";
+import { createServer, request as httpRequest } from "node:http";
 import { connect, createServer as createNetServer, type AddressInfo, type Socket } from "node:net";
 import { join } from "node:path";
 import { chromium, type BrowserContext } from "playwright-core";
@@ -190,6 +190,8 @@ describe("the dashboard in headless Chromium", () => {
     other.on("request", (request) => void (request.url().includes("/api/") && calls.push(request.url())));
     expect(project.apex(["session", "unshare", "current", "vera"]).status).toBe(0);
     await other.locator("#login-error", { hasText: `vera's access to session ${sid} was revoked` }).waitFor({ timeout: 10_000 });
+    // The header no longer names the user and the session's state (it did, above the login form).
+    expect(await other.locator("header").evaluate((header) => [...header.querySelectorAll("span")].map((span) => span.textContent))).toEqual(["", "", "", ""]);
     const made = calls.length;
     await other.waitForTimeout(4500);
     expect(calls.slice(made)).toEqual([]);
@@ -209,6 +211,15 @@ describe("the dashboard in headless Chromium", () => {
     expect(await other.locator("#events li").count()).toBeLessThanOrEqual(22);
     expect(project.apex(["session", "unshare", "current", "vera"]).status).toBe(0);
     await other.locator("#login-error", { hasText: "was revoked" }).waitFor({ timeout: 10_000 });
+    // A new invite opened in that tab: its address differs from the page's by the fragment only, so
+    // the browser loads no page. Before, nothing happened: the page still said the access was revoked,
+    // and the new token sat in the address bar.
+    const invited = shareAs("vera", "viewer");
+    await other.goto(invited.url);
+    await other.locator("#app").waitFor({ state: "visible", timeout: 10_000 });
+    await other.locator('tr[data-agent="beta"]').waitFor();
+    expect(other.url()).toBe(`${url}/`);
+    expect(await other.evaluate(() => sessionStorage.getItem("apex.token"))).toBe(invited.token);
 
     // A grant of the branch's branch: the tree from the session it descends from, down to it (marked),
     // each branch labelled with the checkpoint it started from; the unrelated older session is left out.
@@ -401,5 +412,59 @@ describe("the dashboard of a viewer, whose session's last events are shares", ()
     expect(streams.length).toBe(1);
     expect(await page.locator("#events li", { hasText: "share." }).count()).toBe(0);
     expect(await page.locator("#notice").textContent()).toBe("");
+  });
+});
+
+describe("the dashboard behind a proxy that answers for the server", () => {
+  it("says the proxy answered (its status), not that a reply was not JSON, and keeps the token", async () => {
+    project = new Project(CONFIG);
+    const sid = project.start().session_id;
+    const run = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+    // A proxy in front of the server: while `down`, it answers the API with its own HTML error page (nginx's 502).
+    let down = true;
+    const proxy = createServer((request, response) => {
+      if (down && request.url!.startsWith("/api/")) {
+        response.writeHead(502, { "content-type": "text/html" }).end("<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1><hr>nginx</body></html>");
+        return;
+      }
+      const forwarded = httpRequest(`${url}${request.url}`, { method: request.method, headers: { ...request.headers, host: new URL(url).host } }, (reply) => {
+        response.writeHead(reply.statusCode!, reply.headers);
+        reply.pipe(response);
+      });
+      response.on("close", () => forwarded.destroy());
+      request.pipe(forwarded);
+    });
+    stopServer = async () => {
+      proxy.closeAllConnections();
+      await new Promise((resolve) => proxy.close(resolve));
+      if (run.child.exitCode === null) run.child.kill("SIGTERM");
+      await run.done;
+    };
+    const url = await waitFor("apex serve", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
+    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+    const { token } = JSON.parse(project.apex(["session", "share", "current", "pia", "--role", "operator", "--json"]).stdout) as { token: string };
+    const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", headless: true, args: FLAGS });
+    context = await browser.newContext();
+    const page = await context.newPage();
+    // Before, the page said: Unexpected token '<', "<html><hea"... is not valid JSON.
+    const said = "The server answered HTTP 502 Bad Gateway, not with APEX's reply";
+    await page.goto(`http://127.0.0.1:${(proxy.address() as AddressInfo).port}/#session=${sid}&token=${token}`);
+    await page.locator("#login-error", { hasText: said }).waitFor();
+    expect(await page.evaluate(() => sessionStorage.getItem("apex.token"))).toBe(token);
+    down = false;
+    await page.locator("#login button[type=submit]").click();
+    await page.locator("#who", { hasText: "pia (operator)" }).waitFor();
+    // A refresh the proxy answers: the notice says so, and goes once the server answers again.
+    down = true;
+    await page.locator("#notice", { hasText: said }).waitFor({ timeout: 10_000 });
+    down = false;
+    await waitFor("the notice gone", async () => (await page.locator("#notice").textContent()) === "", 10_000);
+    // Unshared: the login form, and no operator's buttons left above it (they stayed, and did nothing when pressed).
+    expect(await page.locator("#btn-pause, #btn-resume, #btn-checkpoint").count()).toBe(3);
+    expect(project.apex(["session", "unshare", "current", "pia"]).status).toBe(0);
+    await page.locator("#login-error", { hasText: "was revoked" }).waitFor({ timeout: 10_000 });
+    expect(await page.locator("#btn-pause, #btn-resume, #btn-checkpoint").count()).toBe(0);
+    expect(await page.locator("#who").textContent()).toBe("");
+    await browser.close();
   });
 });

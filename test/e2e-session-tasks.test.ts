@@ -1,6 +1,6 @@
 // Tasks and milestones through the real CLI and socket: atomic claims under concurrency,
 // the agent-facing commands (which never touch LMDB), hooks, and the idle timeout.
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { callSupervisor } from "../dist/core/rpc/call.js";
@@ -216,6 +216,28 @@ describe("tasks", () => {
     expect(assigned.stderr).toContain("a task assigned to it would stay pending with no one to do it");
     // Another agent takes them over, the first first.
     expect(JSON.parse(project.apex(["task", "claim", "--agent", "idle", "--json"]).stdout)).toMatchObject({ id: "t-0001", status: "active", assignee: "idle" });
+  });
+
+  it("an agent holding two tasks across apex stop and start --continue is given both (APEX_RESUME_TASKS), the one its record names first (APEX_RESUME_TASK)", async () => {
+    const record = 'if [ -n "$APEX_RESUME_TASK" ]; then printf "%s|%s" "$APEX_RESUME_TASK" "$APEX_RESUME_TASKS" > resumed.part && mv resumed.part resumed.txt; fi; while true; do sleep 0.5; done';
+    project = new Project(["agents:", "  worker:", "    command: sh", `    args: ["-c", ${JSON.stringify(record)}]`, "plugins: {}", ""].join("\n"));
+    const file = join(project.dir, "resumed.txt");
+    const resumed = () => waitFor("the worker's resume file", () => existsSync(file) && readFileSync(file, "utf8"));
+    project.start([]);
+    for (const title of ["first", "second", "third"]) expect(project.apex(["task", "add", title]).status).toBe(0);
+    for (const id of ["t-0001", "t-0002"]) expect(JSON.parse(project.apex(["task", "claim", "--agent", "worker", "--json"]).stdout)).toMatchObject({ id });
+    expect(project.apex(["stop"]).status).toBe(0);
+    // Before, only APEX_RESUME_TASK, naming one of them: the agent never learned it still held the other.
+    const continued = project.start(["--continue", "last"]) as unknown as { reconciled: unknown };
+    expect(continued.reconciled).toEqual({ requeued: [], resumed: [{ agent: "worker", task: "t-0002", tasks: ["t-0002", "t-0001"] }], stopped_agents: [] });
+    expect(await resumed()).toBe("t-0002|t-0002 t-0001");
+    // Said in the text too: each task the agent goes back to.
+    expect(project.apex(["stop"]).status).toBe(0);
+    rmSync(file);
+    const again = project.apex(["start", "--continue", "last"]);
+    expect(again.status, again.stderr).toBe(0);
+    expect(again.stdout).toContain("t-0002, t-0001 go back to worker (APEX_RESUME_TASKS)");
+    expect(await resumed()).toBe("t-0002|t-0002 t-0001");
   });
 
   it("a pending task assigned to an agent that then ended for good is named by status, task list and a claim that finds nothing, and reopen --assign gives it to another agent", async () => {

@@ -209,6 +209,36 @@ describe("a server on loopback", () => {
   }, 60_000);
 });
 
+describe("--allow-host", () => {
+  it("refuses a value no request's Host could match (a scheme, a port, a path: exit 2, nothing served), and takes an IPv6 address in brackets", async () => {
+    const p = project();
+    // Before, each was taken, and every request through that proxy or tunnel was refused (403).
+    for (const [value, named] of [["https://tunnel.example", "tunnel.example"], ["tunnel.example:8443", "tunnel.example"], ["tunnel.example/apex", "tunnel.example"], ["a b", undefined]] as const) {
+      const refused = p.apex(["serve", "--listen", "127.0.0.1:0", "--allow-host", value, "--json"], { timeout: 20_000 });
+      expect(refused.status, `${value}: ${refused.stdout}`).toBe(2);
+      expect(refused.stdout).toBe("");
+      const error = JSON.parse(refused.stderr).error;
+      expect(error.code).toBe("APEX_E_USAGE");
+      expect(error.message).toBe(`--allow-host ${JSON.stringify(value)} is not a host name as requests name the server.`);
+      if (named) expect(error.hint).toContain(`(here ${named})`);
+      else expect(error.hint).not.toContain("(here");
+    }
+    // An IPv6 address with its brackets, as a Host header writes it: it never matched.
+    const stops: Array<() => Promise<unknown>> = [];
+    cleanups.push(async () => {
+      for (const stop of stops) await stop();
+    });
+    const served = p.apexAsync(["serve", "--listen", "127.0.0.1:0", "--allow-host", "[FD00::1]", "--json"]);
+    stops.push(async () => {
+      if (served.child.exitCode === null) served.child.kill("SIGTERM");
+      await served.done;
+    });
+    const url = await waitFor("the server's address", () => (served.output().includes("}") ? (JSON.parse(served.output()) as { url: string }).url : undefined), 30_000);
+    expect((await requestAs(url, "/api/health", "[fd00::1]:8443")).status).toBe(200);
+    expect((await requestAs(url, "/api/health", "[fd00::2]:8443")).status).toBe(403);
+  });
+});
+
 describe("a server's refusals", () => {
   it("carry the headers of every reply (a wrong Host: nosniff, Vary: Origin under --cors), and a body over 1 MiB says the limit and what to do", async () => {
     // Before, the 403 for a wrong Host was sent before the hook that adds these headers, and the 413 had no hint.

@@ -818,6 +818,38 @@ describe("apex serve: stopping", () => {
       await run.done;
     }
   });
+  it("goes on serving once the reader of its log has gone (a script that waited for its first line), and stops as asked", async () => {
+    project = new Project(CONFIG);
+    mkdirSync(project.storeDir, { mode: 0o700 });
+    const run = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+    try {
+      const url = await waitFor("apex serve's address", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
+      // Its stderr's reader goes (`apex serve 2>&1 | grep -m1 serving`): every log line after meets a closed pipe (EPIPE).
+      await waitFor("the first log line", () => run.errors().includes("serving"));
+      run.child.stderr.destroy();
+      // Before, the server exited (0) at its next log line, the first request's, serving no more and leaving its record.
+      for (let i = 0; i < 3; i++) expect((await fetch(`${url}/api/health`)).status).toBe(200);
+      expect(run.child.exitCode).toBeNull();
+      run.child.kill("SIGTERM");
+      expect((await run.done).status).toBe(0);
+      expect(existsSync(join(project.storeDir, "serve.json"))).toBe(false);
+    } finally {
+      if (run.child.exitCode === null) run.child.kill("SIGKILL");
+      await run.done;
+    }
+  });
+
+  it("stops as asked, removing its record, when SIGTERM comes the instant its address is printed", () => {
+    project = new Project(CONFIG);
+    mkdirSync(project.storeDir, { mode: 0o700 });
+    // Before, the signal handlers were set only after the address was printed: a SIGTERM then
+    // ended the process at once, leaving serve.json naming a dead server.
+    const stopWhenPrinted = { NODE_OPTIONS: `--import ${join(REPO_ROOT, "test/fixtures/processes/stop-when-printed.mjs")}` };
+    const result = project.apex(["serve", "--listen", "127.0.0.1:0", "--json"], { env: stopWhenPrinted, timeout: 30_000 });
+    expect(result.status, result.stderr).toBe(0);
+    expect(JSON.parse(result.stdout).url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    expect(existsSync(join(project.storeDir, "serve.json"))).toBe(false);
+  });
 });
 
 describe("apex serve: a request while it stops", () => {
@@ -960,6 +992,13 @@ describe("the sharing plugin's serve option", () => {
     await first.stop();
     expect(JSON.parse(readFileSync(serveFile, "utf8"))).toMatchObject({ url: served.url, pid: served.pid });
     expect(share(project, "wim", "viewer").url.startsWith(`${served.url}/#session=${sid}&token=`)).toBe(true);
+    // One started since crashes (kill -9: it puts nothing back): invites name the supervisor's server,
+    // which still serves. Before, they said no server ran and named none.
+    const crashed = await serve(project);
+    await waitFor("apex serve in serve.json", () => readFileSync(serveFile, "utf8").includes(crashed.url));
+    process.kill(crashed.pid, "SIGKILL");
+    await crashed.stop();
+    expect(share(project, "xia", "viewer").url.startsWith(`${served.url}/#session=${sid}&token=`)).toBe(true);
 
     // Another, started since: the supervisor's stop leaves that record (before, it removed it,
     // and invites fell back to the default port).

@@ -1,8 +1,10 @@
+import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { writeFileSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { createServer, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
 import { parseRemote, remoteEndpoint } from "../plugins/sharing/remote.js";
 import { callRemote, subscribeRemote } from "../plugins/sharing/http-client.js";
@@ -17,7 +19,9 @@ import { loadConfig } from "../core/config/load.js";
 import { locateProject } from "../core/config/locate.js";
 import { loadPlugins } from "../core/plugins.js";
 import { pinnedParams, scopedListing, visiblePath } from "../plugins/sharing/scope.js";
-import { APEX_BIN, cleanEnv, tempDir } from "./helpers/cli.js";
+import { readServeFile } from "../plugins/sharing/serve-file.js";
+import { waitFor } from "./fixtures/agents/harness.js";
+import { APEX_BIN, REPO_ROOT, cleanEnv, tempDir } from "./helpers/cli.js";
 
 const SID = "3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b";
 
@@ -677,4 +681,55 @@ describe("a remote call against a server that is not APEX's (real HTTP on loopba
     const subscription = await withToken(async () => subscribeRemote(stream, "events.subscribe", {}, () => undefined));
     await expect(subscription.done).rejects.toMatchObject({ code: "APEX_E_RPC", message: expect.stringContaining("larger than 256 MiB") });
   }, 120_000);
+});
+
+describe("serve.json while a server records itself (real processes)", () => {
+  it("is never seen empty or half-written by a reader: `session share` would name the default address instead", async () => {
+    const { dir, cleanup } = tempDir("apex-serve-file-");
+    try {
+      const module = pathToFileURL(join(REPO_ROOT, "dist/plugins/sharing/serve-file.js")).href;
+      // A server process recording itself over and over (as servers starting and stopping do), for a second.
+      const writer = spawn(process.execPath, ["--input-type=module", "-e", `const { writeServeFile } = await import(${JSON.stringify(module)}); const end = Date.now() + 1000; let n = 0; while (Date.now() < end) writeServeFile(${JSON.stringify(dir)}, "http://127.0.0.1:" + (10000 + (n++ % 1000))); process.stdout.write("done");`], { stdio: ["ignore", "pipe", "inherit"] });
+      const finished = new Promise<string>((resolve) => {
+        let out = "";
+        writer.stdout.setEncoding("utf8").on("data", (chunk: string) => (out += chunk));
+        writer.on("close", () => resolve(out));
+      });
+      await waitFor("the first record", () => existsSync(join(dir, "serve.json")), 10_000);
+      let reads = 0;
+      let unreadable = 0;
+      for (const end = Date.now() + 800; Date.now() < end; reads++) if (readServeFile(dir) === undefined) unreadable++;
+      expect(await finished).toBe("done");
+      expect(reads).toBeGreaterThan(100);
+      expect(unreadable, `${unreadable} of ${reads} reads found no record`).toBe(0);
+      expect(readServeFile(dir)?.record.url).toMatch(/^http:\/\/127\.0\.0\.1:1\d{4}$/);
+    } finally {
+      cleanup();
+    }
+  });
+
+  it("records every server that starts at once: each in the record or its `before`, none lost", async () => {
+    const { dir, cleanup } = tempDir("apex-serve-file-");
+    const servers: ReturnType<typeof spawn>[] = [];
+    try {
+      const module = pathToFileURL(join(REPO_ROOT, "dist/plugins/sharing/serve-file.js")).href;
+      const go = join(dir, "go");
+      // Six servers, each recording itself the moment `go` appears, then running on.
+      for (let i = 0; i < 6; i++) {
+        const script = `const { writeServeFile } = await import(${JSON.stringify(module)}); const { existsSync } = await import("node:fs"); while (!existsSync(${JSON.stringify(go)})) await new Promise((r) => setTimeout(r, 1)); writeServeFile(${JSON.stringify(dir)}, "http://127.0.0.1:${20000 + i}"); process.stdout.write("recorded"); setInterval(() => {}, 1000);`;
+        servers.push(spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"] }));
+      }
+      const recorded = servers.map((server) => new Promise((resolve) => server.stdout!.once("data", resolve)));
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      writeFileSync(go, "");
+      await Promise.all(recorded);
+      // Before, they read the same record and each wrote over it: most were lost, and when the last stopped, invites named none.
+      const { record } = readServeFile(dir)!;
+      expect([record.url, ...(record.before ?? []).map((server) => server.url)].sort()).toEqual(Array.from({ length: 6 }, (_, i) => `http://127.0.0.1:${20000 + i}`));
+      expect(existsSync(join(dir, "serve.json.lock"))).toBe(false);
+    } finally {
+      for (const server of servers) server.kill("SIGKILL");
+      cleanup();
+    }
+  });
 });

@@ -267,7 +267,8 @@ function printReady(ready: ReadyReport, session: string): void {
   else if (ready.continued) printLine("  continued from the live state: memory as it is");
   const reconciled = ready.reconciled;
   if (reconciled) {
-    for (const { agent, task } of reconciled.resumed) printLine(`  ${task} goes back to ${agent} (APEX_RESUME_TASK)`);
+    // Every task the agent held, not only the one APEX_RESUME_TASK names.
+    for (const { agent, tasks } of reconciled.resumed) printLine(`  ${tasks.join(", ")} ${tasks.length === 1 ? "goes" : "go"} back to ${agent} (${tasks.length === 1 ? "APEX_RESUME_TASK" : "APEX_RESUME_TASKS"})`);
     if (reconciled.requeued.length > 0) printLine(`  back to pending (their agent no longer runs): ${reconciled.requeued.join(", ")}`);
   }
   if (ready.checkpoint) printLine(`  checkpoint ${ready.checkpoint.name} (${ready.checkpoint.trigger})`);

@@ -54,7 +54,7 @@ export interface ReadyReport {
   /** What the restore did (the checkpoint service's report; with --force-recovery, what was lost). */
   restore: JsonValue | null;
   /** Continuing: how tasks and agent records were matched to the agents that run now. */
-  reconciled: { requeued: string[]; resumed: Array<{ agent: string; task: string }>; stopped_agents: string[] } | null;
+  reconciled: { requeued: string[]; resumed: Array<{ agent: string; task: string; tasks: string[] }>; stopped_agents: string[] } | null;
   /** The checkpoint taken once the agents run (the session's first one, or the continued state); null when none was written. */
   checkpoint: { id: string; name: string; trigger: string } | null;
   reaped: Array<{ agent: string; pids: number[] }>;
@@ -403,11 +403,11 @@ export class Supervisor {
    * the records are made to match what will run. Agent records of agents this config no longer
    * runs are marked stopped (nothing will start them) and their active tasks go back to
    * pending, for any agent to claim. Active tasks of configured agents stay active: they go
-   * back to their agent, restarted with the task id as APEX_RESUME_TASK next to its saved
-   * context. An agent record still naming a task that is no longer its active task lets go of it.
+   * back to their agent, restarted with them (resumeTasks) next to its saved context. An agent
+   * record still naming a task that is no longer an active task of its lets go of it.
    */
-  private reconcileRecords(batch: WriteBatch): { requeued: string[]; resumed: Array<{ agent: string; task: string }>; stopped_agents: string[] } {
-    const resumed: Array<{ agent: string; task: string }> = [];
+  private reconcileRecords(batch: WriteBatch): NonNullable<ReadyReport["reconciled"]> {
+    const resumed: NonNullable<ReadyReport["reconciled"]>["resumed"] = [];
     const stoppedAgents: string[] = [];
     const activeOf = new Map<string, string[]>();
     const requeued = this.requeue(batch, (task) => {
@@ -431,7 +431,7 @@ export class Supervisor {
       const active = activeOf.get(name) ?? [];
       const task = agent.task !== null && active.includes(agent.task) ? agent.task : (active[0] ?? null);
       if (task !== agent.task) batch.set(key, { ...agent, task });
-      if (task !== null) resumed.push({ agent: name, task });
+      if (task !== null) resumed.push({ agent: name, task, tasks: [task, ...active.filter((id) => id !== task)] });
     }
     return { requeued, resumed, stopped_agents: stoppedAgents };
   }
@@ -462,16 +462,19 @@ export class Supervisor {
     return inside === "" || inside.startsWith("..") || isAbsolute(inside) ? worktree.path : join(worktree.path, inside);
   }
 
-  /** The active task a restored agent goes back to: the one its record names, else its first active one. */
-  private resumeTask(slot: AgentSlot): string | undefined {
-    const own = this.service.agent(slot.name)?.task;
-    const active = this.service.tasks("active").filter((task) => task.assignee === slot.name);
-    return active.find((task) => task.id === own)?.id ?? active[0]?.id;
+  /**
+   * The active tasks a restored agent goes back to, all of them (an agent may hold several): first
+   * the one its record names (else the first), which APEX_RESUME_TASK names alone, as it always did.
+   */
+  private resumeTasks(slot: AgentSlot): string[] {
+    const own = this.service.agent(slot.name)?.task ?? "";
+    const active = this.service.tasks("active").flatMap((task) => (task.assignee === slot.name ? [task.id] : []));
+    return active.includes(own) ? [own, ...active.filter((id) => id !== own)] : active;
   }
 
   // ---------------------------------------------------------------- agents
 
-  private agentEnv(slot: AgentSlot, resumeContext: string | undefined, resumeTask?: string): Record<string, string> {
+  private agentEnv(slot: AgentSlot, resumeContext: string | undefined, resumeTasks: string[] = []): Record<string, string> {
     const env: Record<string, string> = {};
     for (const [key, value] of Object.entries(process.env)) if (value !== undefined && !key.startsWith("APEX_")) env[key] = value;
     // A store the environment chose (APEX_STORE_URL, not `store:`) stays named: an agent's commands
@@ -497,7 +500,7 @@ export class Supervisor {
     });
     if (this.config.configPath) env.APEX_CONFIG = this.config.configPath;
     if (resumeContext) env.APEX_RESUME_CONTEXT = resumeContext;
-    if (resumeTask) env.APEX_RESUME_TASK = resumeTask;
+    if (resumeTasks.length > 0) Object.assign(env, { APEX_RESUME_TASK: resumeTasks[0], APEX_RESUME_TASKS: resumeTasks.join(" ") });
     return env;
   }
 
@@ -553,7 +556,7 @@ export class Supervisor {
     slot.restartDeferred = false;
     slot.restartTimer = undefined;
     const resumeContext = resumed ? this.resumeContextFile(slot) : undefined;
-    const resumeTask = resumed ? this.resumeTask(slot) : undefined;
+    const resumeTasks = resumed ? this.resumeTasks(slot) : [];
     const files = this.logFiles(slot.name);
     let child: AgentProcess;
     try {
@@ -562,7 +565,7 @@ export class Supervisor {
         sessionId: this.sessionId,
         spec: slot.spec,
         cwd: resolve(this.workingTree(), slot.spec.cwd || "."),
-        env: this.agentEnv(slot, resumeContext, resumeTask),
+        env: this.agentEnv(slot, resumeContext, resumeTasks),
         ...files,
       });
     } catch (error) {

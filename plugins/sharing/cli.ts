@@ -2,7 +2,7 @@ import { hostname } from "node:os";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { parseDuration, isDuration } from "../../core/config/duration.js";
 import { ApexError } from "../../core/errors.js";
-import { paint, printJson, printLine, table, visibleText } from "../../cli/output.js";
+import { outliveOutput, outputOpen, paint, printJson, printLine, table, visibleText } from "../../cli/output.js";
 import { shortSessionId } from "../../core/session/names.js";
 import { currentActor } from "../../core/actor.js";
 import { openSessionClient, remoteSessionClient, type SessionClient } from "../../core/session/client.js";
@@ -10,7 +10,7 @@ import type { GrantView } from "./grants.js";
 import type { StatusReport } from "../../core/session/status-report.js";
 import { isApexToken, isLoopback, parseHostPort, parseRemote, saveCredential, credentialsFile } from "./remote.js";
 
-import { readServeFile, removeServeFile, writeServeFile } from "./serve-file.js";
+import { removeServeFile, servingRecord, writeServeFile } from "./serve-file.js";
 
 const DEFAULT_URL = "http://127.0.0.1:7433";
 
@@ -20,6 +20,15 @@ export async function serveCommand(
   location: ProjectLocation,
   options: { listen: string; tlsCert?: string; tlsKey?: string; insecure?: boolean; cors?: string[]; allowHost?: string[]; maxConnections?: string; json?: boolean },
 ): Promise<void> {
+  // Listened for before the server starts and records itself: a SIGTERM sent as soon as the
+  // address is printed (a script that starts it, reads the address, stops it) found no handler
+  // yet, ended the process at once, and left serve.json naming a dead server (invites then said
+  // no server ran, while the supervisor's one it had replaced still served).
+  outliveOutput();
+  const stopped = new Promise<void>((resolve) => {
+    process.once("SIGINT", resolve);
+    process.once("SIGTERM", resolve);
+  });
   const { startServer } = await import("./server.js");
   const maxConnections = options.maxConnections === undefined ? undefined : /^\d{1,9}$/.test(options.maxConnections.trim()) ? Number(options.maxConnections) : Number.NaN;
   if (Number.isNaN(maxConnections)) throw new ApexError("APEX_E_USAGE", `--max-connections ${JSON.stringify(options.maxConnections)} is not a whole number.`, { hint: "Give how many connections the server holds at once, e.g. --max-connections 1000 (the default)." });
@@ -32,7 +41,8 @@ export async function serveCommand(
     corsOrigins: options.cors,
     allowHosts: options.allowHost,
     maxConnections,
-    log: (line) => process.stderr.write(`${new Date().toISOString()} ${line}\n`),
+    // Logged while someone reads it: a log reader that went away does not stop the server.
+    log: (line) => void (outputOpen(process.stderr) && process.stderr.write(`${new Date().toISOString()} ${line}\n`)),
   });
   // No store directory yet (served before the first `apex start`): recorded once there is one,
   // else the invites of the sessions started then named the default address, not this server's.
@@ -47,10 +57,7 @@ export async function serveCommand(
   const pending = record() ? undefined : setInterval(() => record() && clearInterval(pending), 500);
   if (options.json) printJson({ url: server.url, port: server.port, pid: process.pid });
   else printLine(`Serving ${location.projectDir} at ${server.url} (Ctrl-C stops).`);
-  await new Promise<void>((resolve) => {
-    process.once("SIGINT", resolve);
-    process.once("SIGTERM", resolve);
-  });
+  await stopped;
   if (pending) clearInterval(pending);
   await server.close();
   removeServeFile(location.storeDir);
@@ -79,15 +86,16 @@ async function withSession<T>(location: ProjectLocation, ref: string, fn: (clien
 
 /**
  * The address invites name: --url, the server an owner reached with --remote, the one
- * serve.json records, else the default. `stopped`: serve.json names a server that is gone
- * (it crashed, or was killed, before removing it): its address would be a dead port.
+ * serve.json records (its writer gone, a server it had replaced that still runs), else the
+ * default. `stopped`: serve.json names a server that is gone (it crashed, or was killed, before
+ * removing it) and none it replaced runs: its address would be a dead port.
  */
 function serverUrl(location: ProjectLocation, explicit: string | undefined): { url: string; stopped?: string } {
   if (explicit) return { url: explicit.replace(/\/+$/, "") };
   if (process.env.APEX_REMOTE) return { url: parseRemote(process.env.APEX_REMOTE).origin };
-  const written = readServeFile(location.storeDir);
-  if (written && !written.live) return { url: written.record.url, stopped: written.record.url };
-  return { url: written ? reachableUrl(written.record.url) : DEFAULT_URL };
+  const written = servingRecord(location.storeDir);
+  if (written?.stopped) return written;
+  return { url: written ? reachableUrl(written.url) : DEFAULT_URL };
 }
 
 /**

@@ -1,4 +1,4 @@
-import { chmodSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { isSameProcessAlive, processStartTime, readProcStat } from "../../core/session/proc.js";
 
@@ -23,16 +23,72 @@ export interface ServeRecord {
 
 /** Records this process as the server at `url`, owner-only like the rest of the store (also when an older copy was looser). */
 export function writeServeFile(storeDir: string, url: string): void {
-  const found = readServeFile(storeDir);
-  // The server recorded until now, if it still runs, and those it had replaced: this one's `before`.
-  const before = found ? stillRunning(found.record.pid === process.pid ? (found.record.before ?? []) : [found.record, ...(found.record.before ?? [])]) : [];
-  writeRecord(storeDir, { url, pid: process.pid, start_time: processStartTime(process.pid), ...(before.length > 0 ? { before } : {}) });
+  withLock(storeDir, () => {
+    const found = readServeFile(storeDir);
+    // The server recorded until now, if it still runs, and those it had replaced: this one's `before`.
+    const before = found ? stillRunning(found.record.pid === process.pid ? (found.record.before ?? []) : [found.record, ...(found.record.before ?? [])]) : [];
+    writeRecord(storeDir, { url, pid: process.pid, start_time: processStartTime(process.pid), ...(before.length > 0 ? { before } : {}) });
+  });
 }
 
+/** How long a server waits for serve.json's lock before it updates the record without it. */
+const LOCK_WAIT_MS = 2000;
+
+/**
+ * Runs `update` (a read of serve.json, then a write) holding its lock, serve.json.lock, made
+ * exclusively and naming its holder: servers recording or removing themselves at once each read
+ * what the other wrote. Without it, servers started together each read the same record, and all
+ * but the last written were lost from `before`: once that one stopped, invites named none of them.
+ * A lock whose holder is gone is taken over; past LOCK_WAIT_MS the update is made without it.
+ */
+function withLock(storeDir: string, update: () => void): void {
+  const lock = join(storeDir, `${SERVE_FILE}.lock`);
+  const deadline = Date.now() + LOCK_WAIT_MS;
+  let held = false;
+  while (!held && Date.now() < deadline) {
+    try {
+      writeFileSync(lock, `${process.pid}\n`, { flag: "wx", mode: 0o600 });
+      held = true;
+    } catch (error) {
+      // No store directory (yet, or any more): `update` meets it as it did.
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") break;
+      let holder = Number.NaN;
+      try {
+        holder = Number.parseInt(readFileSync(lock, "utf8"), 10);
+      } catch {
+        continue; // released meanwhile
+      }
+      // A holder that died holding it (kill -9); an empty file is one being written: waited on.
+      if (Number.isSafeInteger(holder) && holder > 0 && readProcStat(holder) === undefined) rmSync(lock, { force: true });
+      else Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+    }
+  }
+  try {
+    update();
+  } finally {
+    if (held) rmSync(lock, { force: true });
+  }
+}
+
+/**
+ * Written whole to a file of its own, then renamed over the record: a reader (`session share`, a
+ * server stopping) never sees it empty or half-written. Written in place, a share made while a
+ * server started found no record and named the default address; a server stopping then left
+ * a dead server's record.
+ */
 function writeRecord(storeDir: string, record: ServeRecord): void {
   const file = join(storeDir, SERVE_FILE);
-  writeFileSync(file, `${JSON.stringify(record)}\n`, { mode: 0o600 });
-  chmodSync(file, 0o600);
+  const written = `${file}.${process.pid}.tmp`;
+  try {
+    // A new file ("wx"): never through a link or a file left at that name (by a writer killed before its rename).
+    rmSync(written, { force: true });
+    writeFileSync(written, `${JSON.stringify(record)}\n`, { mode: 0o600, flag: "wx" });
+    chmodSync(written, 0o600);
+    renameSync(written, file);
+  } catch (error) {
+    rmSync(written, { force: true });
+    throw error;
+  }
 }
 
 /** The records whose writer still runs (each without a `before` of its own: one list is kept). */
@@ -65,11 +121,27 @@ function checkedRecord(value: unknown): { record: ServeRecord; live: boolean } |
 }
 
 /**
+ * The server invites name: the record's while its writer runs, else the first server it had
+ * replaced that still runs (a supervisor serving its session, under an `apex serve` killed
+ * since: invites said no server ran). `stopped`: the record's address, when none of them runs.
+ */
+export function servingRecord(storeDir: string): { url: string; stopped?: string } | undefined {
+  const found = readServeFile(storeDir);
+  if (!found || found.live) return found && { url: found.record.url };
+  const replaced = stillRunning(found.record.before ?? [])[0];
+  return replaced ? { url: replaced.url } : { url: found.record.url, stopped: found.record.url };
+}
+
+/**
  * Removes the record if this process wrote it, or if its writer is gone, and records again the
  * server it had replaced if that one still runs; a record of another server that still runs
  * stays (its invites are still right), without this process in its `before`.
  */
 export function removeServeFile(storeDir: string): void {
+  withLock(storeDir, () => removeRecord(storeDir));
+}
+
+function removeRecord(storeDir: string): void {
   const found = readServeFile(storeDir);
   if (!found) return;
   const before = stillRunning(found.record.before ?? []);

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { createRequire } from "node:module";
 import { existsSync, readFileSync } from "node:fs";
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
-import type { Socket } from "node:net";
+import { isIP, type Socket } from "node:net";
 import { createSecureContext, TLSSocket } from "node:tls";
 import type { Duplex } from "node:stream";
 import { dirname, join, resolve } from "node:path";
@@ -135,6 +135,21 @@ function listenError(error: unknown, listen: string): unknown {
   return error;
 }
 
+/**
+ * An --allow-host value (sharing.serve.allow_hosts): a name as a request's Host header names the
+ * server, without its port. A scheme, a port or a path would never match, silently: every request
+ * through that proxy or tunnel was refused (403), e.g. for `--allow-host https://tunnel.example`.
+ */
+function checkAllowedHost(name: string): void {
+  const isName = (text: string) => isIP(text.replace(/^\[(.*)\]$/, "$1")) !== 0 || /^[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?)*$/.test(text);
+  if (isName(name)) return;
+  // The name in a URL or HOST:PORT given instead, to say what to write.
+  const host = /^(?:[A-Za-z][A-Za-z0-9+.-]*:\/\/)?(\[[^\]]*\]|[^:/?#\s]+)(?:[:/?#]\S*)?$/.exec(name.trim())?.[1];
+  throw new ApexError("APEX_E_USAGE", `--allow-host ${JSON.stringify(name.slice(0, 200))} is not a host name as requests name the server.`, {
+    hint: `Give the name alone, without a scheme, port or path${host && isName(host) ? ` (here ${host})` : ""}: requests addressed to it are answered whatever the port (--allow-host, or sharing.serve.allow_hosts in apex.config.yaml).`,
+  });
+}
+
 export function parseListen(text: string): { host: string; port: number } {
   const match = /^(\[[0-9A-Fa-f:.]+\]|[^:\s[\]]+)?:(\d{1,5})$/.exec(text) ?? /^(\[[0-9A-Fa-f:.]+\]|[^:\s[\]]+)$/.exec(text);
   const port = match?.[2] === undefined ? 7433 : Number(match[2]);
@@ -167,6 +182,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       });
     }
   }
+  for (const name of options.allowHosts ?? []) checkAllowedHost(name);
   const maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
   const perAddress = options.maxConnectionsPerAddress ?? Math.max(1, Math.ceil(maxConnections / 4));
   for (const [name, value] of [["--max-connections", maxConnections], ["the connections per address", perAddress]] as const) {
@@ -232,7 +248,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   // site re-points at 127.0.0.1 (DNS rebinding) is then its own origin, able to read what the
   // server answers and to send it guesses, unthrottled by any other origin. The Host header
   // says which name the browser used; names a proxy or tunnel sends are allowed by --allow-host.
-  const allowedHosts = new Set((options.allowHosts ?? []).map((name) => name.toLowerCase()));
+  // An IPv6 address as given, with its brackets or without: compared without, as names are below.
+  const allowedHosts = new Set((options.allowHosts ?? []).map((name) => name.toLowerCase().replace(/^\[|\]$/g, "")));
   const hostRefused = (request: FastifyRequest): string | undefined => {
     // Off loopback the names the server is reached by are not known: checked only when given.
     if (!isLoopback(host) && allowedHosts.size === 0) return undefined;

@@ -50,7 +50,7 @@
       headers: { "content-type": "application/json", authorization: `Bearer ${state.token}` },
       body: JSON.stringify(params || {}),
     });
-    const body = await response.json();
+    const body = await replyBody(response);
     if (!response.ok) {
       const error = new Error(body.error ? body.error.message : `HTTP ${response.status}`);
       error.status = response.status;
@@ -58,6 +58,21 @@
       throw error;
     }
     return body.result;
+  }
+
+  /**
+   * A reply's JSON body. One that is not JSON is not APEX's (a proxy in front of the server
+   * answering for it while the server restarts: an HTML error page): said so, with its status, and
+   * without a status of its own, so that a proxy's 401 does not sign the page out. Before, the page
+   * showed the JSON parser's error: "Unexpected token '<', "<html>"... is not valid JSON".
+   */
+  async function replyBody(response) {
+    try {
+      return await response.json();
+    } catch (error) {
+      const status = `HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ""}`;
+      throw new Error(`The server answered ${status}, not with APEX's reply: a proxy in front of apex serve may have answered for it (is apex serve running behind it?).`);
+    }
   }
 
   function text(tag, content, className) {
@@ -69,6 +84,11 @@
 
   function showLogin(message) {
     $("app").hidden = true;
+    // The header too: it went on naming the signed-out user and the session's state, with the
+    // operator's buttons, which did nothing when pressed (their error shows in the hidden page).
+    for (const id of ["session-id", "session-status", "who"]) $(id).textContent = "";
+    $("session-status").className = "badge";
+    $("controls").replaceChildren();
     $("login").hidden = false;
     $("login-session").value = state.session;
     $("login-error").textContent = message || "";
@@ -468,7 +488,7 @@
         // From the last event shown, so that none is missed or shown twice.
         body: JSON.stringify({ "events.subscribe": state.lastSeq === null ? {} : { from_seq: state.lastSeq } }),
       });
-      if (!response.ok) throw new Error((await response.json()).error.message);
+      if (!response.ok) throw new Error((await replyBody(response)).error.message);
       // Followed again (after a server restart): the notice that said it was down goes now, not at the next event.
       if (STREAM_DOWN.test($("notice").textContent)) $("notice").textContent = "";
       const reader = response.body.getReader();
@@ -524,6 +544,14 @@
     if (/^session\./.test(payload.type)) refreshTree();
   }
 
+  // An invite opened in a tab that shows the dashboard already (a new one after a revoke, another
+  // session's) differs from the page's address by its fragment only: the browser loads no page, it
+  // changes the hash. Before, nothing happened: the page went on with the old token (or kept saying
+  // it was revoked), and the new token stayed in the address bar.
+  window.addEventListener("hashchange", () => {
+    const fragment = new URLSearchParams(location.hash.slice(1));
+    if (fragment.get("token") && fragment.get("session")) start();
+  });
   $("login").addEventListener("submit", (event) => {
     event.preventDefault();
     sessionStorage.setItem("apex.session", $("login-session").value.trim());
