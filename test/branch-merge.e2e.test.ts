@@ -768,6 +768,26 @@ describe("--worktree and --git", () => {
     expect(p.start(["--continue", "feature"]).continued).toBe(true);
   });
 
+
+  it("a command run in a running branch's worktree moved by hand (mv, then git worktree repair) acts on that branch, not on the project's session", () => {
+    const { p, worktree } = repoProject();
+    const main = p.start(["--task", "main"]).session_id;
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    expect(p.apex(["session", "branch", "latest", "feature", "--worktree", worktree]).status).toBe(0);
+    p.start(["--continue", "feature"]);
+    const moved = join(worktree, "..", "renamed");
+    renameSync(worktree, moved);
+    // It acted on main (the project's session): the write went into main's memory, the checkpoint was main's.
+    for (const [step, value] of [["mv", "1"], ["repair", "2"]] as const) {
+      if (step === "repair") git(moved, "worktree", "repair");
+      const status = json<{ session: { session_id: string; name: string | null } }>(p.apex(["status", "--json"], { cwd: moved }));
+      expect(status.session.name, step).toBe("feature");
+      expect(p.apex(["memory", "set", "/here", value], { cwd: moved }).status).toBe(0);
+      expect(json<{ value: number }>(p.apex(["--session", "feature", "memory", "show", "/here", "--json"])).value).toBe(Number(value));
+      expect(p.apex(["--session", main, "memory", "show", "/here"]).status, step).toBe(3);
+    }
+    expect(json<{ session_id: string }>(p.apex(["checkpoint", "create", "moved", "--json"], { cwd: moved })).session_id).not.toBe(main);
+  });
   it("--git with the source's git branch gone is refused before beforeGit fires: not found, not a conflict, nothing written", () => {
     const { p, dir, worktree } = repoProject();
     const main = p.start(["--task", "main"]).session_id;

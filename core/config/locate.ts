@@ -97,17 +97,21 @@ export function linkedWorktreeOf(dir: string): string | undefined {
 
 /** The main working tree of the linked worktree at `worktree`, from its `.git` file. */
 export function mainWorktreeOf(worktree: string): string | undefined {
-  try {
-    const text = readFileSync(join(worktree, ".git"), "utf8");
-    const match = /^gitdir:\s*(.+)$/m.exec(text);
-    if (!match) return undefined;
-    const gitdir = resolve(worktree, match[1]!.trim());
-    if (basename(dirname(gitdir)) !== "worktrees") return undefined;
-    const common = dirname(dirname(gitdir));
-    return basename(common) === ".git" ? dirname(common) : undefined;
-  } catch {
-    return undefined;
-  }
+  const gitdir = gitdirOf(worktree);
+  if (!gitdir || basename(dirname(gitdir)) !== "worktrees") return undefined;
+  const common = dirname(dirname(gitdir));
+  return basename(common) === ".git" ? dirname(common) : undefined;
+}
+
+/** The branch checked out in the linked worktree at `worktree` (`apex/NAME`), from its git directory's HEAD; undefined when detached or unreadable. */
+export function worktreeBranchOf(worktree: string): string | undefined {
+  const gitdir = gitdirOf(worktree);
+  try { return gitdir && /^ref: refs\/heads\/(.+)$/m.exec(readFileSync(join(gitdir, "HEAD"), "utf8"))?.[1]?.trim(); } catch { return undefined; }
+}
+
+/** The git directory of the linked worktree at `worktree` (`<main>/.git/worktrees/NAME`), from its `.git` file. */
+function gitdirOf(worktree: string): string | undefined {
+  try { const match = /^gitdir:\s*(.+)$/m.exec(readFileSync(join(worktree, ".git"), "utf8")); return match ? resolve(worktree, match[1]!.trim()) : undefined; } catch { return undefined; }
 }
 
 
