@@ -4,7 +4,7 @@ import type { JsonValue, Store } from "../core/store/store.js";
 import { createBranch } from "../plugins/checkpoint/branch.js";
 import { writeDerivedCheckpoint } from "../plugins/checkpoint/branch.js";
 import { Catalog } from "../plugins/checkpoint/catalog.js";
-import { createCheckpoint, getCheckpointValue, loadManifest, readCheckpointMemory, showCheckpoint } from "../plugins/checkpoint/checkpoints.js";
+import { createCheckpoint, diffCheckpoints, getCheckpointValue, loadManifest, readCheckpointMemory, showCheckpoint } from "../plugins/checkpoint/checkpoints.js";
 import { validateStore } from "../plugins/checkpoint/validate.js";
 import { resolveCheckpoint } from "../plugins/checkpoint/refs.js";
 import { resolveSessionRef } from "../plugins/checkpoint/plugin-sessions.js";
@@ -372,6 +372,18 @@ describe("merge cases", () => {
     expect(again.relation).toBe("up-to-date");
     expect(again.checkpoint).toBeNull();
     expect(store.revision()).toBe(revision);
+  });
+
+  it("lists changes and conflicts by path, also in a directory large enough to be kept in buckets by hash (they came bucket by bucket)", async () => {
+    const { c1, dst, src } = await twoBranches();
+    const paths = Array.from({ length: 20 }, (_, i) => `/app/k${i}`);
+    const byPath = (list: string[]) => [...list].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    await commit(dst, Object.fromEntries(paths.filter((_, i) => i % 2 === 0).map((path) => [path, "dst"])));
+    await commit(src, Object.fromEntries(paths.map((path) => [path, "src"])));
+    const dry = await mergeSessions(store, { source: "src", destination: "dst", dryRun: true });
+    expect(dry.memory.changes.map((change) => change.path)).toEqual(byPath(paths.filter((_, i) => i % 2 === 1)));
+    expect(dry.memory.conflicts.map((conflict) => conflict.path)).toEqual(byPath(paths.filter((_, i) => i % 2 === 0)));
+    expect(diffCheckpoints(store, c1, latest(src)).memory.changed).toEqual(byPath(paths));
   });
 
   it("branch of a branch: the base is found through both branch points", async () => {
