@@ -543,6 +543,18 @@ describe("tasks and live memory", () => {
     expect(lines).not.toContain("");
   });
 
+  it("session tree draws an edge to a column further than the next one across the columns between (a lone '/' named the next session's)", () => {
+    const node = (id: string, session: string, sequence: number, parents: string[]) => ({ id: id.padEnd(8, "0"), session_id: session, name: `checkpoint-00${sequence}`, sequence, trigger: "manual", description: "", created_at: "", parents: parents.map((parent) => parent.padEnd(8, "0")), folded: 0, head: false });
+    const sessions = ["m", "x", "y", "z"].map((id) => ({ session_id: id, name: id, status: "stopped", created_at: "", parent: null, checkpoints: 2, latest: null }));
+    // A criss-cross: x merged y in, z (branched from y) merged x in.
+    const nodes = [node("x4", "x", 4, ["x3", "y2"]), node("z2", "z", 2, ["z1", "x3"]), node("z1", "z", 1, ["y2"]), node("y2", "y", 2, ["y1"]), node("x3", "x", 3, ["x1"]), node("y1", "y", 1, ["b"]), node("x1", "x", 1, ["b"]), node("b", "m", 1, [])];
+    const lines = drawTree({ sessions, nodes } as unknown as SessionTree).map((line) => line.replace(/ {2}\w{8} .*$/, ""));
+    expect(lines).toEqual(["*", "|\\", "| | *", "|_|/|", "| | *", "| |/", "| *", "* |", "| *", "* |", "|/", "*"]);
+    // Rightwards, to a column further right that awaits the second parent already, the same way.
+    const right = drawTree({ sessions, nodes: [node("p", "x", 2, ["p0"]), node("q", "y", 2, ["q0"]), node("r", "z", 2, ["r0"]), node("p0", "x", 1, ["b", "r0"]), node("q0", "y", 1, ["b"]), node("r0", "z", 1, ["b"]), node("b", "m", 1, [])] } as unknown as SessionTree);
+    expect(right.map((line) => line.replace(/ {2}\w{8} .*$/, "")).slice(3, 5)).toEqual(["* | |", "|\\|_|"]);
+  });
+
   it("session tree separates unrelated histories with a blank line (git draws one column through both)", () => {
     const node = (id: string, session: string, sequence: number, parents: string[]) => ({ id: id.padEnd(8, "0"), session_id: session, name: `checkpoint-00${sequence}`, sequence, trigger: "manual", description: "", created_at: "", parents: parents.map((parent) => parent.padEnd(8, "0")), folded: 0, head: sequence === 2 });
     const sessions = ["one", "two"].map((id) => ({ session_id: id, name: id, status: "stopped", created_at: "", parent: null, checkpoints: 2, latest: null }));
