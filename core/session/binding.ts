@@ -115,12 +115,14 @@ export function boundSession(store: Readable, resolveRef: (ref: string) => strin
   let worktreeSession: string | undefined;
   if (worktree) {
     worktreeSession = active.find((candidate) => candidate.worktree !== null && samePath(candidate.worktree, worktree))?.session_id;
-    const records = [...active.map(({ session_id }) => store.get(`/sessions/${session_id}`)), ...[...store.query(`${HISTORY_PREFIX}/*`)].map(({ value }) => value)] as SessionRecord[];
-    const path = (record: SessionRecord) => (record && typeof record === "object" ? worktreeOf(record) : null);
-    worktreeSession ??= [...records].reverse().find((record) => path(record) !== null && samePath(path(record)!, worktree))?.session_id;
-    // Moved by hand (mv, git worktree move): not at its recorded path, but on its session's own branch, which git checks out once.
-    const branch = worktreeBranchOf(worktree);
-    worktreeSession ??= branch ? records.find((record) => path(record) !== null && (record.worktree as { branch?: unknown }).branch === branch)?.session_id : undefined;
+    if (!worktreeSession) {
+      const records = [...active.map(({ session_id }) => store.get(`/sessions/${session_id}`)), ...[...store.query(`${HISTORY_PREFIX}/*`)].map(({ value }) => value)] as SessionRecord[];
+      const path = (record: SessionRecord) => (record && typeof record === "object" ? worktreeOf(record) : null);
+      worktreeSession = [...records].reverse().find((record) => path(record) !== null && samePath(path(record)!, worktree))?.session_id;
+      // Moved by hand (mv, git worktree move): not at its recorded path, but on its session's own branch, which git checks out once.
+      const branch = worktreeBranchOf(worktree);
+      worktreeSession ??= branch ? records.find((record) => path(record) !== null && (record.worktree as { branch?: unknown }).branch === branch)?.session_id : undefined;
+    }
   }
   const pointer = store.get(CURRENT_SESSION_PATH) as { session_id?: unknown } | undefined;
   const projectSession = typeof pointer?.session_id === "string" ? pointer.session_id : undefined;
