@@ -516,6 +516,12 @@ describe("--worktree and --git", () => {
     expect(gitOnly.stdout).toMatch(/^Already up to date: feature\/checkpoint-\d+ is already part of \w{8}'s memory\.$/m);
     expect(gitOnly.stdout).toContain(`git: merged apex/feature (HEAD ${git(dir, "rev-parse", "HEAD").slice(0, 12)})`);
     expect(readFileSync(join(dir, "more.txt"), "utf8")).toBe("more\n");
+    // Run again with nothing new in git or memory: a no-op. It took a beforeGit checkpoint each time, for a git merge that changed nothing.
+    const count = json<{ items: unknown[] }>(p.apex(["checkpoint", "list", "--json"])).items.length;
+    const again = p.apex(["session", "merge", "feature", main, "--git"]);
+    expect(again.status, again.stderr).toBe(0);
+    expect(again.stdout).toContain(`git: apex/feature was merged already (HEAD ${git(dir, "rev-parse", "HEAD").slice(0, 12)})`);
+    expect(json<{ items: unknown[] }>(p.apex(["checkpoint", "list", "--json"])).items.length).toBe(count);
   });
 
   it("refuses a --worktree directory that exists and is not empty, or an empty name, leaving no git branch and no session", () => {

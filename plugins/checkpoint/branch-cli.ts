@@ -551,6 +551,8 @@ async function mergeGit(location: ProjectLocation, plan: SessionMergeReport): Pr
   if (left.length > 0) {
     process.stderr.write(`warning: ${sourceDirectory} has ${plural(left.length, "uncommitted change")} (${left.slice(0, 5).map((line) => line.trim().replace(/^\S+\s+/, "")).join(", ")}${left.length > 5 ? ", …" : ""}); only ${sourceBranch}'s commits are merged.\n`);
   }
+  // Merged already (the same merge run again): git would change nothing, so nothing fires (it took a beforeGit checkpoint each time).
+  if (git(directory, ["merge-base", "--is-ancestor", sourceBranch, "HEAD"]).code === 0) return { source_branch: sourceBranch, destination_branch: destinationBranch, directory, before, commit: before };
   fireBeforeGit(location, directory, ["merge", sourceBranch], plan.destination.session_id);
   const merged = git(directory, ["merge", "--no-edit", sourceBranch], { APEX_GIT_BEFORE_FIRED: "1" });
   if (merged.code !== 0) {
