@@ -794,6 +794,27 @@ describe("--worktree and --git", () => {
     }
     expect(json<{ session_id: string }>(p.apex(["checkpoint", "create", "moved", "--json"], { cwd: moved })).session_id).not.toBe(main);
   });
+  it("a command run in a git submodule of a branch's worktree acts on that branch, in the project's store", () => {
+    const { p, dir, worktree } = repoProject();
+    const library = mkdtempSync(join(tmpdir(), "apex-submodule-"));
+    extra.push(library);
+    initRepo(git, library, { "lib.txt": "lib\n" });
+    git(dir, "-c", "protocol.file.allow=always", "submodule", "add", "-q", library, "lib");
+    git(dir, "commit", "-qm", "lib");
+    p.start(["--task", "main"]);
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    expect(p.apex(["session", "branch", "latest", "feature", "--worktree", worktree]).status).toBe(0);
+    git(worktree, "-c", "protocol.file.allow=always", "submodule", "update", "--init", "-q");
+    p.start(["--continue", "feature"]);
+    // The submodule's .git file (gitdir …/worktrees/feature/modules/lib) was taken for no worktree: the worktree's own
+    // apex.config.yaml then made it a project of its own, with a new store there ("No session is active", the write in it).
+    const inside = join(worktree, "lib");
+    expect(json<{ session: { name: string | null } }>(p.apex(["status", "--json"], { cwd: inside })).session.name).toBe("feature");
+    expect(p.apex(["memory", "set", "/from-lib", "true"], { cwd: inside }).status).toBe(0);
+    expect(json<{ value: boolean }>(p.apex(["--session", "feature", "memory", "show", "/from-lib", "--json"])).value).toBe(true);
+    expect(existsSync(join(worktree, ".apex"))).toBe(false);
+  });
+
   it("--git with the source's git branch gone is refused before beforeGit fires: not found, not a conflict, nothing written", () => {
     const { p, dir, worktree } = repoProject();
     const main = p.start(["--task", "main"]).session_id;

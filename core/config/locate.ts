@@ -85,7 +85,8 @@ export function linkedWorktreeOf(dir: string): string | undefined {
     try {
       const stat = statSync(marker);
       if (stat.isDirectory()) return undefined;
-      if (stat.isFile()) return mainWorktreeOf(current) ? current : undefined;
+      // A submodule's `.git` file (gitdir …/modules/NAME) is no worktree: the tree it is in decides (a branch's worktree, or the main one).
+      if (stat.isFile() && mainWorktreeOf(current)) return current;
     } catch {
       // not here: go up
     }
