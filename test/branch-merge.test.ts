@@ -202,6 +202,14 @@ describe("branch", () => {
     expect(unnamed.message).toBe("Cannot merge session main into itself.");
   });
 
+  it("refuses a destination with no checkpoint naming it as other messages do (its short id), not by its whole id", async () => {
+    const { src } = await twoBranches();
+    const old = "0f1e2d3c-4b5a-4968-8776-655443322110";
+    await store.batch((batch) => batch.set(`/sessions/history/${old}`, { session_id: old, status: "stopped", agents: [], created_at: "2026-01-01T00:00:00.000Z" }));
+    const none = await refusal(mergeSessions(store, { source: src, destination: old, actor: "user:test" }));
+    expect(none).toMatchObject({ code: "APEX_E_CHECKPOINT_NOT_FOUND", message: "Session 0f1e2d3c has no checkpoint to merge into." });
+  });
+
   it("reads `current` as the current session, as `session share current` does, never as a session of that id", async () => {
     const { dst } = await twoBranches();
     expect(resolveSessionRef(store, "current")).toBe("main");
