@@ -929,7 +929,11 @@ describe("--worktree and --git", () => {
     writeFileSync(join(dir, "shared.txt"), "one\nBOTH\nthree\n");
     git(dir, "commit", "-qam", "merged by hand");
     // main changes /feature after the memory merge was planned: the merge is refused once git has
-    // merged, and says so (it said "Nothing was written"); merging again settles it.
+    // merged, and says so (it said "Nothing was written"); merging again settles it. (A commit more on
+    // the branch, for git to merge: a branch merged already fires no beforeGit.)
+    writeFileSync(join(worktree, "later.txt"), "later\n");
+    git(worktree, "add", "later.txt");
+    git(worktree, "commit", "-qm", "later");
     writeFileSync(join(dir, "clash"), "");
     const late = p.apex(["session", "merge", "feature", main, "--git"]);
     rmSync(join(dir, "clash"));
