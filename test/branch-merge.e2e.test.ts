@@ -815,6 +815,31 @@ describe("--worktree and --git", () => {
     expect(existsSync(join(worktree, ".apex"))).toBe(false);
   });
 
+  it("in a project that is itself a linked git worktree, a branch's worktree finds the project's store: it continues, and commands there act on it", () => {
+    project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n  git: {}\n`, "apex-branch-linked-");
+    const p = project;
+    const repo = mkdtempSync(join(tmpdir(), "apex-linked-main-"));
+    extra.push(repo);
+    initRepo(git, repo, { "apex.config.yaml": readFileSync(join(p.dir, "apex.config.yaml"), "utf8"), ".gitignore": ".apex\nran-here.txt\n" });
+    rmSync(join(p.dir, "apex.config.yaml"));
+    git(repo, "worktree", "add", "-q", "-b", "mywork", p.dir);
+    p.start(["--task", "main"]);
+    // The repository's main tree is a project too, with a store of its own: not the branch's.
+    expect(p.apex(["memory", "set", "/elsewhere", "true"], { cwd: repo }).status).toBe(0);
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    const worktree = join(mkdtempSync(join(tmpdir(), "apex-worktree-")), "feature");
+    extra.push(join(worktree, ".."));
+    expect(p.apex(["session", "branch", "latest", "feature", "--worktree", worktree]).status).toBe(0);
+    // It was refused ("no longer a git worktree of this project", moved from itself to itself), and commands
+    // run in the worktree looked for the project's store in the main tree.
+    p.start(["--continue", "feature"]);
+    expect(json<{ session: { name: string | null } }>(p.apex(["status", "--json"], { cwd: worktree })).session.name).toBe("feature");
+    expect(p.apex(["memory", "set", "/in-branch", "true"], { cwd: worktree }).status).toBe(0);
+    expect(json<{ value: boolean }>(p.apex(["--session", "feature", "memory", "show", "/in-branch", "--json"])).value).toBe(true);
+    expect(p.apex(["memory", "show", "/in-branch"], { cwd: repo }).status).toBe(3);
+    expect(existsSync(join(worktree, ".apex"))).toBe(false);
+  });
+
   it("--git with the source's git branch gone is refused before beforeGit fires: not found, not a conflict, nothing written", () => {
     const { p, dir, worktree } = repoProject();
     const main = p.start(["--task", "main"]).session_id;

@@ -1,5 +1,5 @@
-import { existsSync, lstatSync, readFileSync, readlinkSync, statSync } from "node:fs";
-import { basename, dirname, join, relative, resolve } from "node:path";
+import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, statSync } from "node:fs";
+import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { ApexError } from "../errors.js";
 
 export const CONFIG_FILE_NAME = "apex.config.yaml";
@@ -50,17 +50,16 @@ export function locateProject(options: LocateOptions = {}): ProjectLocation {
 
 function projectOfWorktree(cwd: string, env: NodeJS.ProcessEnv): ProjectLocation | undefined {
   const worktree = linkedWorktreeOf(cwd);
-  const main = worktree && mainWorktreeOf(worktree);
-  if (!worktree || !main) return undefined;
-  // The project may be a subdirectory of its repository: the same subdirectory of the main tree.
-  for (let dir = resolve(cwd); ; dir = dirname(dir)) {
-    const projectDir = join(main, relative(worktree, dir));
-    const configPath = join(projectDir, CONFIG_FILE_NAME);
-    if (isDirectory(join(projectDir, STORE_DIR_NAME)) || inDatabase(configPath, env)) {
-      return { configPath: isFile(configPath) ? configPath : undefined, projectDir, storeDir: join(projectDir, STORE_DIR_NAME) };
+  // The project may be a subdirectory of its repository: the same subdirectory of the tree it is in (the main one, or a linked worktree of its own).
+  for (const tree of worktree ? projectTreesOf(worktree) : []) {
+    for (let dir = resolve(cwd); ; dir = dirname(dir)) {
+      const projectDir = join(tree, relative(worktree!, dir));
+      const configPath = join(projectDir, CONFIG_FILE_NAME);
+      if (isDirectory(join(projectDir, STORE_DIR_NAME)) || inDatabase(configPath, env)) return { configPath: isFile(configPath) ? configPath : undefined, projectDir, storeDir: join(projectDir, STORE_DIR_NAME) };
+      if (dir === worktree || dirname(dir) === dir) break;
     }
-    if (dir === worktree || dirname(dir) === dir) return undefined;
   }
+  return undefined;
 }
 
 /**
@@ -99,15 +98,24 @@ export function linkedWorktreeOf(dir: string): string | undefined {
 /** The main working tree of the linked worktree at `worktree`, from its `.git` file. */
 export function mainWorktreeOf(worktree: string): string | undefined {
   const gitdir = gitdirOf(worktree);
-  if (!gitdir || basename(dirname(gitdir)) !== "worktrees") return undefined;
-  const common = dirname(dirname(gitdir));
-  return basename(common) === ".git" ? dirname(common) : undefined;
+  return gitdir && basename(dirname(gitdir)) === "worktrees" && basename(dirname(dirname(gitdir))) === ".git" ? dirname(dirname(dirname(gitdir))) : undefined;
 }
 
 /** The branch checked out in the linked worktree at `worktree` (`apex/NAME`), from its git directory's HEAD; undefined when detached or unreadable. */
 export function worktreeBranchOf(worktree: string): string | undefined {
-  const gitdir = gitdirOf(worktree);
-  try { return gitdir && /^ref: refs\/heads\/(.+)$/m.exec(readFileSync(join(gitdir, "HEAD"), "utf8"))?.[1]?.trim(); } catch { return undefined; }
+  try { return /^ref: refs\/heads\/(.+)$/m.exec(readFileSync(join(gitdirOf(worktree)!, "HEAD"), "utf8"))?.[1]?.trim(); } catch { return undefined; }
+}
+
+/**
+ * The working trees of the repository the linked worktree `worktree` is in, where its project may be: the one
+ * `session branch --worktree` made it from (`apex-project` in its git directory), the main one, then the other
+ * linked ones (a project in a worktree of its own: its branches' worktrees are not the main tree's).
+ */
+export function projectTreesOf(worktree: string): string[] {
+  const [gitdir, main] = [gitdirOf(worktree), mainWorktreeOf(worktree)];
+  const read = (file: string) => { try { return readFileSync(file, "utf8").trim(); } catch { return ""; } };
+  const others = ((): string[] => { try { return gitdir && main ? readdirSync(dirname(gitdir)).map((id) => dirname(read(join(dirname(gitdir), id, "gitdir")))) : []; } catch { return []; } })();
+  return gitdir && main ? [...new Set([read(join(gitdir, "apex-project")), main, ...others])].filter((tree) => isAbsolute(tree) && resolve(tree) !== resolve(worktree)) : [];
 }
 
 /** The git directory of the linked worktree at `worktree` (`<main>/.git/worktrees/NAME`), from its `.git` file. */
