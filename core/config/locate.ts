@@ -1,4 +1,4 @@
-import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, statSync } from "node:fs";
+import { existsSync, lstatSync, readFileSync, readlinkSync, statSync } from "node:fs";
 import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { ApexError } from "../errors.js";
 
@@ -107,15 +107,14 @@ export function worktreeBranchOf(worktree: string): string | undefined {
 }
 
 /**
- * The working trees of the repository the linked worktree `worktree` is in, where its project may be: the one
- * `session branch --worktree` made it from (`apex-project` in its git directory), the main one, then the other
- * linked ones (a project in a worktree of its own: its branches' worktrees are not the main tree's).
+ * The working trees a linked worktree's project may be in: the one `session branch --worktree` made it from
+ * (`apex-project` in its git directory: a project in a linked worktree of its own), then the main one.
  */
 export function projectTreesOf(worktree: string): string[] {
   const [gitdir, main] = [gitdirOf(worktree), mainWorktreeOf(worktree)];
-  const read = (file: string) => { try { return readFileSync(file, "utf8").trim(); } catch { return ""; } };
-  const others = ((): string[] => { try { return gitdir && main ? readdirSync(dirname(gitdir)).map((id) => dirname(read(join(dirname(gitdir), id, "gitdir")))) : []; } catch { return []; } })();
-  return gitdir && main ? [...new Set([read(join(gitdir, "apex-project")), main, ...others])].filter((tree) => isAbsolute(tree) && resolve(tree) !== resolve(worktree)) : [];
+  let noted = "";
+  try { noted = readFileSync(join(gitdir!, "apex-project"), "utf8").trim(); } catch { /* not made by APEX, or before it noted the tree */ }
+  return gitdir && main ? [...new Set([noted, main])].filter((tree) => isAbsolute(tree) && resolve(tree) !== resolve(worktree)) : [];
 }
 
 /** The git directory of the linked worktree at `worktree` (`<main>/.git/worktrees/NAME`), from its `.git` file. */
