@@ -838,6 +838,12 @@ describe("--worktree and --git", () => {
     expect(json<{ value: boolean }>(p.apex(["--session", "feature", "memory", "show", "/in-branch", "--json"])).value).toBe(true);
     expect(p.apex(["memory", "show", "/in-branch"], { cwd: repo }).status).toBe(3);
     expect(existsSync(join(worktree, ".apex"))).toBe(false);
+    // `apex git` there runs git there (it ran it in the project's tree: the commit went onto the project's branch).
+    const head = git(p.dir, "rev-parse", "HEAD");
+    writeFileSync(join(worktree, "branch.txt"), "branch\n");
+    for (const args of [["add", "branch.txt"], ["commit", "-qm", "on the branch"]]) expect(p.apex(["git", "--", ...args], { cwd: worktree, env: GIT_ENV }).status).toBe(0);
+    expect(git(worktree, "log", "-1", "--format=%s")).toBe("on the branch");
+    expect(git(p.dir, "rev-parse", "HEAD")).toBe(head);
   });
 
   it("--git with the source's git branch gone is refused before beforeGit fires: not found, not a conflict, nothing written", () => {
