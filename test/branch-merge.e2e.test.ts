@@ -516,6 +516,12 @@ describe("--worktree and --git", () => {
     expect(gitOnly.stdout).toMatch(/^Already up to date: feature\/checkpoint-\d+ is already part of \w{8}'s memory\.$/m);
     expect(gitOnly.stdout).toContain(`git: merged apex/feature (HEAD ${git(dir, "rev-parse", "HEAD").slice(0, 12)})`);
     expect(readFileSync(join(dir, "more.txt"), "utf8")).toBe("more\n");
+    // Run again with nothing new in git or memory: a no-op. It took a beforeGit checkpoint each time, for a git merge that changed nothing.
+    const count = json<{ items: unknown[] }>(p.apex(["checkpoint", "list", "--json"])).items.length;
+    const again = p.apex(["session", "merge", "feature", main, "--git"]);
+    expect(again.status, again.stderr).toBe(0);
+    expect(again.stdout).toContain(`git: apex/feature was merged already (HEAD ${git(dir, "rev-parse", "HEAD").slice(0, 12)})`);
+    expect(json<{ items: unknown[] }>(p.apex(["checkpoint", "list", "--json"])).items.length).toBe(count);
   });
 
   it("refuses a --worktree directory that exists and is not empty, or an empty name, leaving no git branch and no session", () => {
@@ -768,6 +774,78 @@ describe("--worktree and --git", () => {
     expect(p.start(["--continue", "feature"]).continued).toBe(true);
   });
 
+
+  it("a command run in a running branch's worktree moved by hand (mv, then git worktree repair) acts on that branch, not on the project's session", () => {
+    const { p, worktree } = repoProject();
+    const main = p.start(["--task", "main"]).session_id;
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    expect(p.apex(["session", "branch", "latest", "feature", "--worktree", worktree]).status).toBe(0);
+    p.start(["--continue", "feature"]);
+    const moved = join(worktree, "..", "renamed");
+    renameSync(worktree, moved);
+    // It acted on main (the project's session): the write went into main's memory, the checkpoint was main's.
+    for (const [step, value] of [["mv", "1"], ["repair", "2"]] as const) {
+      if (step === "repair") git(moved, "worktree", "repair");
+      const status = json<{ session: { session_id: string; name: string | null } }>(p.apex(["status", "--json"], { cwd: moved }));
+      expect(status.session.name, step).toBe("feature");
+      expect(p.apex(["memory", "set", "/here", value], { cwd: moved }).status).toBe(0);
+      expect(json<{ value: number }>(p.apex(["--session", "feature", "memory", "show", "/here", "--json"])).value).toBe(Number(value));
+      expect(p.apex(["--session", main, "memory", "show", "/here"]).status, step).toBe(3);
+    }
+    expect(json<{ session_id: string }>(p.apex(["checkpoint", "create", "moved", "--json"], { cwd: moved })).session_id).not.toBe(main);
+  });
+  it("a command run in a git submodule of a branch's worktree acts on that branch, in the project's store", () => {
+    const { p, dir, worktree } = repoProject();
+    const library = mkdtempSync(join(tmpdir(), "apex-submodule-"));
+    extra.push(library);
+    initRepo(git, library, { "lib.txt": "lib\n" });
+    git(dir, "-c", "protocol.file.allow=always", "submodule", "add", "-q", library, "lib");
+    git(dir, "commit", "-qm", "lib");
+    p.start(["--task", "main"]);
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    expect(p.apex(["session", "branch", "latest", "feature", "--worktree", worktree]).status).toBe(0);
+    git(worktree, "-c", "protocol.file.allow=always", "submodule", "update", "--init", "-q");
+    p.start(["--continue", "feature"]);
+    // The submodule's .git file (gitdir …/worktrees/feature/modules/lib) was taken for no worktree: the worktree's own
+    // apex.config.yaml then made it a project of its own, with a new store there ("No session is active", the write in it).
+    const inside = join(worktree, "lib");
+    expect(json<{ session: { name: string | null } }>(p.apex(["status", "--json"], { cwd: inside })).session.name).toBe("feature");
+    expect(p.apex(["memory", "set", "/from-lib", "true"], { cwd: inside }).status).toBe(0);
+    expect(json<{ value: boolean }>(p.apex(["--session", "feature", "memory", "show", "/from-lib", "--json"])).value).toBe(true);
+    expect(existsSync(join(worktree, ".apex"))).toBe(false);
+  });
+
+  it("in a project that is itself a linked git worktree, a branch's worktree finds the project's store: it continues, and commands there act on it", () => {
+    project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n  git: {}\n`, "apex-branch-linked-");
+    const p = project;
+    const repo = mkdtempSync(join(tmpdir(), "apex-linked-main-"));
+    extra.push(repo);
+    initRepo(git, repo, { "apex.config.yaml": readFileSync(join(p.dir, "apex.config.yaml"), "utf8"), ".gitignore": ".apex\nran-here.txt\n" });
+    rmSync(join(p.dir, "apex.config.yaml"));
+    git(repo, "worktree", "add", "-q", "-b", "mywork", p.dir);
+    p.start(["--task", "main"]);
+    // The repository's main tree is a project too, with a store of its own: not the branch's.
+    expect(p.apex(["memory", "set", "/elsewhere", "true"], { cwd: repo }).status).toBe(0);
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    const worktree = join(mkdtempSync(join(tmpdir(), "apex-worktree-")), "feature");
+    extra.push(join(worktree, ".."));
+    expect(p.apex(["session", "branch", "latest", "feature", "--worktree", worktree]).status).toBe(0);
+    // It was refused ("no longer a git worktree of this project", moved from itself to itself), and commands
+    // run in the worktree looked for the project's store in the main tree.
+    p.start(["--continue", "feature"]);
+    expect(json<{ session: { name: string | null } }>(p.apex(["status", "--json"], { cwd: worktree })).session.name).toBe("feature");
+    expect(p.apex(["memory", "set", "/in-branch", "true"], { cwd: worktree }).status).toBe(0);
+    expect(json<{ value: boolean }>(p.apex(["--session", "feature", "memory", "show", "/in-branch", "--json"])).value).toBe(true);
+    expect(p.apex(["memory", "show", "/in-branch"], { cwd: repo }).status).toBe(3);
+    expect(existsSync(join(worktree, ".apex"))).toBe(false);
+    // `apex git` there runs git there (it ran it in the project's tree: the commit went onto the project's branch).
+    const head = git(p.dir, "rev-parse", "HEAD");
+    writeFileSync(join(worktree, "branch.txt"), "branch\n");
+    for (const args of [["add", "branch.txt"], ["commit", "-qm", "on the branch"]]) expect(p.apex(["git", "--", ...args], { cwd: worktree, env: GIT_ENV }).status).toBe(0);
+    expect(git(worktree, "log", "-1", "--format=%s")).toBe("on the branch");
+    expect(git(p.dir, "rev-parse", "HEAD")).toBe(head);
+  });
+
   it("--git with the source's git branch gone is refused before beforeGit fires: not found, not a conflict, nothing written", () => {
     const { p, dir, worktree } = repoProject();
     const main = p.start(["--task", "main"]).session_id;
@@ -882,7 +960,11 @@ describe("--worktree and --git", () => {
     writeFileSync(join(dir, "shared.txt"), "one\nBOTH\nthree\n");
     git(dir, "commit", "-qam", "merged by hand");
     // main changes /feature after the memory merge was planned: the merge is refused once git has
-    // merged, and says so (it said "Nothing was written"); merging again settles it.
+    // merged, and says so (it said "Nothing was written"); merging again settles it. (A commit more on
+    // the branch, for git to merge: a branch merged already fires no beforeGit.)
+    writeFileSync(join(worktree, "later.txt"), "later\n");
+    git(worktree, "add", "later.txt");
+    git(worktree, "commit", "-qm", "later");
     writeFileSync(join(dir, "clash"), "");
     const late = p.apex(["session", "merge", "feature", main, "--git"]);
     rmSync(join(dir, "clash"));

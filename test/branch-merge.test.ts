@@ -4,7 +4,7 @@ import type { JsonValue, Store } from "../core/store/store.js";
 import { createBranch } from "../plugins/checkpoint/branch.js";
 import { writeDerivedCheckpoint } from "../plugins/checkpoint/branch.js";
 import { Catalog } from "../plugins/checkpoint/catalog.js";
-import { createCheckpoint, getCheckpointValue, loadManifest, readCheckpointMemory, showCheckpoint } from "../plugins/checkpoint/checkpoints.js";
+import { createCheckpoint, diffCheckpoints, getCheckpointValue, loadManifest, readCheckpointMemory, showCheckpoint } from "../plugins/checkpoint/checkpoints.js";
 import { validateStore } from "../plugins/checkpoint/validate.js";
 import { resolveCheckpoint } from "../plugins/checkpoint/refs.js";
 import { resolveSessionRef } from "../plugins/checkpoint/plugin-sessions.js";
@@ -202,6 +202,14 @@ describe("branch", () => {
     expect(unnamed.message).toBe("Cannot merge session main into itself.");
   });
 
+  it("refuses a destination with no checkpoint naming it as other messages do (its short id), not by its whole id", async () => {
+    const { src } = await twoBranches();
+    const old = "0f1e2d3c-4b5a-4968-8776-655443322110";
+    await store.batch((batch) => batch.set(`/sessions/history/${old}`, { session_id: old, status: "stopped", agents: [], created_at: "2026-01-01T00:00:00.000Z" }));
+    const none = await refusal(mergeSessions(store, { source: src, destination: old, actor: "user:test" }));
+    expect(none).toMatchObject({ code: "APEX_E_CHECKPOINT_NOT_FOUND", message: "Session 0f1e2d3c has no checkpoint to merge into." });
+  });
+
   it("reads `current` as the current session, as `session share current` does, never as a session of that id", async () => {
     const { dst } = await twoBranches();
     expect(resolveSessionRef(store, "current")).toBe("main");
@@ -374,6 +382,18 @@ describe("merge cases", () => {
     expect(store.revision()).toBe(revision);
   });
 
+  it("lists changes and conflicts by path, also in a directory large enough to be kept in buckets by hash (they came bucket by bucket)", async () => {
+    const { c1, dst, src } = await twoBranches();
+    const paths = Array.from({ length: 20 }, (_, i) => `/app/k${i}`);
+    const byPath = (list: string[]) => [...list].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    await commit(dst, Object.fromEntries(paths.filter((_, i) => i % 2 === 0).map((path) => [path, "dst"])));
+    await commit(src, Object.fromEntries(paths.map((path) => [path, "src"])));
+    const dry = await mergeSessions(store, { source: "src", destination: "dst", dryRun: true });
+    expect(dry.memory.changes.map((change) => change.path)).toEqual(byPath(paths.filter((_, i) => i % 2 === 1)));
+    expect(dry.memory.conflicts.map((conflict) => conflict.path)).toEqual(byPath(paths.filter((_, i) => i % 2 === 0)));
+    expect(diffCheckpoints(store, c1, latest(src)).memory.changed).toEqual(byPath(paths));
+  });
+
   it("branch of a branch: the base is found through both branch points", async () => {
     const c1 = await checkpoint();
     const exp = await branch(c1.id, "exp");
@@ -529,6 +549,18 @@ describe("tasks and live memory", () => {
     expect(lines.some((line) => /^\|\\$/.test(line))).toBe(true);
     expect(lines.at(-1)).toMatch(/\[main\] checkpoint-001 interval/);
     expect(lines).not.toContain("");
+  });
+
+  it("session tree draws an edge to a column further than the next one across the columns between (a lone '/' named the next session's)", () => {
+    const node = (id: string, session: string, sequence: number, parents: string[]) => ({ id: id.padEnd(8, "0"), session_id: session, name: `checkpoint-00${sequence}`, sequence, trigger: "manual", description: "", created_at: "", parents: parents.map((parent) => parent.padEnd(8, "0")), folded: 0, head: false });
+    const sessions = ["m", "x", "y", "z"].map((id) => ({ session_id: id, name: id, status: "stopped", created_at: "", parent: null, checkpoints: 2, latest: null }));
+    // A criss-cross: x merged y in, z (branched from y) merged x in.
+    const nodes = [node("x4", "x", 4, ["x3", "y2"]), node("z2", "z", 2, ["z1", "x3"]), node("z1", "z", 1, ["y2"]), node("y2", "y", 2, ["y1"]), node("x3", "x", 3, ["x1"]), node("y1", "y", 1, ["b"]), node("x1", "x", 1, ["b"]), node("b", "m", 1, [])];
+    const lines = drawTree({ sessions, nodes } as unknown as SessionTree).map((line) => line.replace(/ {2}\w{8} .*$/, ""));
+    expect(lines).toEqual(["*", "|\\", "| | *", "|_|/|", "| | *", "| |/", "| *", "* |", "| *", "* |", "|/", "*"]);
+    // Rightwards, to a column further right that awaits the second parent already, the same way.
+    const right = drawTree({ sessions, nodes: [node("p", "x", 2, ["p0"]), node("q", "y", 2, ["q0"]), node("r", "z", 2, ["r0"]), node("p0", "x", 1, ["b", "r0"]), node("q0", "y", 1, ["b"]), node("r0", "z", 1, ["b"]), node("b", "m", 1, [])] } as unknown as SessionTree);
+    expect(right.map((line) => line.replace(/ {2}\w{8} .*$/, "")).slice(3, 5)).toEqual(["* | |", "|\\|_|"]);
   });
 
   it("session tree separates unrelated histories with a blank line (git draws one column through both)", () => {

@@ -102,7 +102,9 @@ describe("session references", () => {
     expect(current).toEqual(current.map(({ args }) => ({ args, status: 3, stderr: none })));
   });
   it("a session given where a checkpoint is asked for (its name, or its id as status prints it) is not found, with its newest checkpoint in the hint", () => {
-    for (const ref of ["exp", branch.slice(0, 8)]) {
+    // A name of 1 to 3 characters an id prefix could have (`fe`) was "too short a checkpoint id prefix" (exit 2), with no word of the session.
+    expect(project.apex(["session", "branch", `${first}/latest`, "fe"]).status).toBe(0);
+    for (const ref of ["exp", branch.slice(0, 8), "fe"]) {
       for (const args of [["checkpoint", "show", ref], ["checkpoint", "diff", "latest", ref]]) {
         const result = project.apex(args);
         expect(result.status, args.join(" ")).toBe(3);

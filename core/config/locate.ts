@@ -1,5 +1,5 @@
 import { existsSync, lstatSync, readFileSync, readlinkSync, statSync } from "node:fs";
-import { basename, dirname, join, relative, resolve } from "node:path";
+import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { ApexError } from "../errors.js";
 
 export const CONFIG_FILE_NAME = "apex.config.yaml";
@@ -50,17 +50,16 @@ export function locateProject(options: LocateOptions = {}): ProjectLocation {
 
 function projectOfWorktree(cwd: string, env: NodeJS.ProcessEnv): ProjectLocation | undefined {
   const worktree = linkedWorktreeOf(cwd);
-  const main = worktree && mainWorktreeOf(worktree);
-  if (!worktree || !main) return undefined;
-  // The project may be a subdirectory of its repository: the same subdirectory of the main tree.
-  for (let dir = resolve(cwd); ; dir = dirname(dir)) {
-    const projectDir = join(main, relative(worktree, dir));
-    const configPath = join(projectDir, CONFIG_FILE_NAME);
-    if (isDirectory(join(projectDir, STORE_DIR_NAME)) || inDatabase(configPath, env)) {
-      return { configPath: isFile(configPath) ? configPath : undefined, projectDir, storeDir: join(projectDir, STORE_DIR_NAME) };
+  // The project may be a subdirectory of its repository: the same subdirectory of the tree it is in (the main one, or a linked worktree of its own).
+  for (const tree of worktree ? projectTreesOf(worktree) : []) {
+    for (let dir = resolve(cwd); ; dir = dirname(dir)) {
+      const projectDir = join(tree, relative(worktree!, dir));
+      const configPath = join(projectDir, CONFIG_FILE_NAME);
+      if (isDirectory(join(projectDir, STORE_DIR_NAME)) || inDatabase(configPath, env)) return { configPath: isFile(configPath) ? configPath : undefined, projectDir, storeDir: join(projectDir, STORE_DIR_NAME) };
+      if (dir === worktree || dirname(dir) === dir) break;
     }
-    if (dir === worktree || dirname(dir) === dir) return undefined;
   }
+  return undefined;
 }
 
 /**
@@ -85,7 +84,8 @@ export function linkedWorktreeOf(dir: string): string | undefined {
     try {
       const stat = statSync(marker);
       if (stat.isDirectory()) return undefined;
-      if (stat.isFile()) return mainWorktreeOf(current) ? current : undefined;
+      // A submodule's `.git` file (gitdir …/modules/NAME) is no worktree: the tree it is in decides (a branch's worktree, or the main one).
+      if (stat.isFile() && mainWorktreeOf(current)) return current;
     } catch {
       // not here: go up
     }
@@ -97,17 +97,29 @@ export function linkedWorktreeOf(dir: string): string | undefined {
 
 /** The main working tree of the linked worktree at `worktree`, from its `.git` file. */
 export function mainWorktreeOf(worktree: string): string | undefined {
-  try {
-    const text = readFileSync(join(worktree, ".git"), "utf8");
-    const match = /^gitdir:\s*(.+)$/m.exec(text);
-    if (!match) return undefined;
-    const gitdir = resolve(worktree, match[1]!.trim());
-    if (basename(dirname(gitdir)) !== "worktrees") return undefined;
-    const common = dirname(dirname(gitdir));
-    return basename(common) === ".git" ? dirname(common) : undefined;
-  } catch {
-    return undefined;
-  }
+  const gitdir = gitdirOf(worktree);
+  return gitdir && basename(dirname(gitdir)) === "worktrees" && basename(dirname(dirname(gitdir))) === ".git" ? dirname(dirname(dirname(gitdir))) : undefined;
+}
+
+/** The branch checked out in the linked worktree at `worktree` (`apex/NAME`), from its git directory's HEAD; undefined when detached or unreadable. */
+export function worktreeBranchOf(worktree: string): string | undefined {
+  try { return /^ref: refs\/heads\/(.+)$/m.exec(readFileSync(join(gitdirOf(worktree)!, "HEAD"), "utf8"))?.[1]?.trim(); } catch { return undefined; }
+}
+
+/**
+ * The working trees a linked worktree's project may be in: the one `session branch --worktree` made it from
+ * (`apex-project` in its git directory: a project in a linked worktree of its own), then the main one.
+ */
+export function projectTreesOf(worktree: string): string[] {
+  const [gitdir, main] = [gitdirOf(worktree), mainWorktreeOf(worktree)];
+  let noted = "";
+  try { noted = readFileSync(join(gitdir!, "apex-project"), "utf8").trim(); } catch { /* not made by APEX, or before it noted the tree */ }
+  return gitdir && main ? [...new Set([noted, main])].filter((tree) => isAbsolute(tree) && resolve(tree) !== resolve(worktree)) : [];
+}
+
+/** The git directory of the linked worktree at `worktree` (`<main>/.git/worktrees/NAME`), from its `.git` file. */
+function gitdirOf(worktree: string): string | undefined {
+  try { const match = /^gitdir:\s*(.+)$/m.exec(readFileSync(join(worktree, ".git"), "utf8")); return match ? resolve(worktree, match[1]!.trim()) : undefined; } catch { return undefined; }
 }
 
 

@@ -1,6 +1,6 @@
 import { realpathSync } from "node:fs";
 import { resolve } from "node:path";
-import { linkedWorktreeOf } from "../config/locate.js";
+import { linkedWorktreeOf, worktreeBranchOf } from "../config/locate.js";
 import { ApexError } from "../errors.js";
 import type { JsonValue } from "../store/store.js";
 import { ACTIVE_SESSIONS_PATH, CURRENT_SESSION_PATH, HISTORY_PREFIX, readActiveSessions, worktreeOf, type SessionRecord } from "./records.js";
@@ -116,11 +116,12 @@ export function boundSession(store: Readable, resolveRef: (ref: string) => strin
   if (worktree) {
     worktreeSession = active.find((candidate) => candidate.worktree !== null && samePath(candidate.worktree, worktree))?.session_id;
     if (!worktreeSession) {
-      for (const { value } of store.query(`${HISTORY_PREFIX}/*`)) {
-        const record = value as SessionRecord;
-        const path = record && typeof record === "object" ? worktreeOf(record) : null;
-        if (path && samePath(path, worktree)) worktreeSession = record.session_id;
-      }
+      const records = [...active.map(({ session_id }) => store.get(`/sessions/${session_id}`)), ...[...store.query(`${HISTORY_PREFIX}/*`)].map(({ value }) => value)] as SessionRecord[];
+      const path = (record: SessionRecord) => (record && typeof record === "object" ? worktreeOf(record) : null);
+      worktreeSession = [...records].reverse().find((record) => path(record) !== null && samePath(path(record)!, worktree))?.session_id;
+      // Moved by hand (mv, git worktree move): not at its recorded path, but on its session's own branch, which git checks out once.
+      const branch = worktreeBranchOf(worktree);
+      worktreeSession ??= branch ? records.find((record) => path(record) !== null && (record.worktree as { branch?: unknown }).branch === branch)?.session_id : undefined;
     }
   }
   const pointer = store.get(CURRENT_SESSION_PATH) as { session_id?: unknown } | undefined;

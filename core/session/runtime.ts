@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { mainWorktreeOf } from "../config/locate.js";
+import { projectTreesOf } from "../config/locate.js";
 import { ambiguousSession, agentSession, canonicalPath, commandDirectory, linkedWorktreeOf, samePath, sessionFlag } from "./binding.js";
 import { carriesMarker, isSameProcessAlive, supervisorMarker } from "./proc.js";
 
@@ -135,10 +135,8 @@ export function liveSupervisor(storeDir: string, cwd = commandDirectory()): Supe
 
 /** True when `worktree` is a linked worktree of the repository the project directory is in. */
 export function worktreeOfProject(worktree: string, projectDir: string): boolean {
-  const main = mainWorktreeOf(worktree);
-  if (main === undefined) return false;
-  const [top, project] = [canonicalPath(main), canonicalPath(projectDir)];
-  return project === top || project.startsWith(`${top}/`);
+  const project = canonicalPath(projectDir);
+  return projectTreesOf(worktree).map(canonicalPath).some((top) => project === top || project.startsWith(`${top}/`));
 }
 
 /** Writes `run/<sid>.json` (in `run/`, which the supervisor made private), and for the project's own session `supervisor.json` too. */

@@ -4,7 +4,7 @@ import { availableParallelism, loadavg } from "node:os";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ApexError, ErrorCodes } from "../errors.js";
-import { mainWorktreeOf } from "../config/locate.js";
+import { projectTreesOf } from "../config/locate.js";
 import type { Config, AgentConfig } from "../config/types.js";
 import type { Engine } from "../engine.js";
 import { RpcServer } from "../rpc/server.js";
@@ -457,7 +457,7 @@ export class Supervisor {
   private workingTree(): string {
     const worktree = (this.service.session() as { worktree?: { path?: unknown } | null }).worktree;
     if (typeof worktree?.path !== "string" || !worktree.path) return this.config.projectDir;
-    const main = mainWorktreeOf(worktree.path);
+    const main = projectTreesOf(worktree.path).find((tree) => !relative(tree, this.config.projectDir).startsWith(".."));
     const inside = main === undefined ? "" : relative(main, this.config.projectDir);
     return inside === "" || inside.startsWith("..") || isAbsolute(inside) ? worktree.path : join(worktree.path, inside);
   }

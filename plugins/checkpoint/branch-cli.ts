@@ -5,7 +5,7 @@
  * checkpoint gets its git state (beforeCheckpoint) and retention runs after it.
  */
 import { spawnSync } from "node:child_process";
-import { existsSync, readdirSync, realpathSync, statSync } from "node:fs";
+import { existsSync, readdirSync, realpathSync, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { currentActor } from "../../core/actor.js";
@@ -255,6 +255,10 @@ function createWorktree(repo: string, dir: string, branch: string, commit: strin
     git(repo, ["branch", "-D", branch], { [BEFORE_GIT_FIRED_ENV]: "1" });
     throw new ApexError("APEX_E_GIT_FAILED", `git worktree add failed: ${added.err || added.out}`);
   }
+  // The tree the project is in, for commands run in the worktree to find its store (core/config/locate.ts):
+  // the main one, or a linked worktree of its own, which the repository's records do not tell apart.
+  const [admin, top] = [git(dir, ["rev-parse", "--absolute-git-dir"]), git(repo, ["rev-parse", "--show-toplevel"])];
+  if (admin.code === 0 && top.code === 0) writeFileSync(join(admin.out, "apex-project"), `${top.out}\n`);
   return { path: dir, branch, commit };
 }
 
@@ -551,6 +555,8 @@ async function mergeGit(location: ProjectLocation, plan: SessionMergeReport): Pr
   if (left.length > 0) {
     process.stderr.write(`warning: ${sourceDirectory} has ${plural(left.length, "uncommitted change")} (${left.slice(0, 5).map((line) => line.trim().replace(/^\S+\s+/, "")).join(", ")}${left.length > 5 ? ", …" : ""}); only ${sourceBranch}'s commits are merged.\n`);
   }
+  // Merged already (the same merge run again): git would change nothing, so nothing fires (it took a beforeGit checkpoint each time).
+  if (git(directory, ["merge-base", "--is-ancestor", sourceBranch, "HEAD"]).code === 0) return { source_branch: sourceBranch, destination_branch: destinationBranch, directory, before, commit: before };
   fireBeforeGit(location, directory, ["merge", sourceBranch], plan.destination.session_id);
   const merged = git(directory, ["merge", "--no-edit", sourceBranch], { APEX_GIT_BEFORE_FIRED: "1" });
   if (merged.code !== 0) {

@@ -7,6 +7,7 @@ import {
   ChangeSet,
   ObjectStore,
   canonicalJson,
+  compareCodePoints,
   countValues,
   isObjectDamage,
   updateTree,
@@ -387,6 +388,8 @@ export function diffCheckpoints(store: Store, a: string | CheckpointManifest, b:
     else if (!change.after) memory.removed.push(path);
     else memory.changed.push(path);
   });
+  // By path: a large tree's diff comes bucket by bucket (by hash), and the text shows the first 100.
+  for (const list of Object.values(memory)) list.sort(compareCodePoints);
   return {
     from: describe(store, from),
     to: describe(store, to),
@@ -408,6 +411,9 @@ function diffRecords(view: ObjectView, a: Hash | null, b: Hash | null): RecordDi
     else if (!change.after) diff.removed.push(id);
     else diff.changed.push({ id, before: view.readValue(change.before), after: view.readValue(change.after) });
   });
+  diff.added.sort(compareCodePoints);
+  diff.removed.sort(compareCodePoints);
+  diff.changed.sort((x, y) => compareCodePoints(x.id, y.id));
   return diff;
 }
 

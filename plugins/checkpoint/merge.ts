@@ -4,6 +4,7 @@ import {
   EncodedValue,
   ObjectStore,
   canonicalJson,
+  compareCodePoints,
   diffTrees,
   updateTree,
   type Hash,
@@ -76,7 +77,7 @@ export interface MergeConflict {
 }
 
 export interface TreeMergePlan {
-  /** Changes applied to ours, in tree order. */
+  /** Changes applied to ours, by path. */
   changes: MergeChange[];
   conflicts: MergeConflict[];
   /** Paths both sides changed the same way. */
@@ -168,6 +169,9 @@ function planTree(view: ObjectView, base: Hash | null, ours: Hash | null, theirs
     }
   });
   plan.oursOnly = oursChanges.size - matched;
+  // By path: a large tree's diff comes bucket by bucket (by hash), which listed /k2, /k3, /k1.
+  plan.changes.sort((a, b) => compareCodePoints(a.path, b.path));
+  plan.conflicts.sort((a, b) => compareCodePoints(a.path, b.path));
   return plan;
 }
 

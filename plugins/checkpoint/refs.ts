@@ -80,6 +80,9 @@ export function resolveCheckpoint(store: Store, ref: string, options: ResolveOpt
   const prefix = word;
   if (!/^[0-9a-f-]+$/.test(prefix)) throw notFound(`No checkpoint ${JSON.stringify(text)}.`, text, sessionRefHint(store, text));
   if (prefix.length < MIN_PREFIX) {
+    // A branch's name of 1 to 3 such characters (`a`, `fe`, `c1`) is a session, as a longer one is: not "too short".
+    const session = sessionRefHint(store, text);
+    if (session) throw notFound(`No checkpoint ${JSON.stringify(text)}.`, text, session);
     throw new ApexError("APEX_E_USAGE", `The checkpoint id prefix ${JSON.stringify(text)} is too short (use at least ${MIN_PREFIX} characters).`, {
       hint: refHint,
     });

@@ -115,7 +115,7 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
     // DST's working memory: the root, or its own root when it runs in a git worktree.
     const mount = memoryMountOf(store, destinationId);
     if (!ours && !live) {
-      throw new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", `Session ${destinationId} has no checkpoint to merge into.`, { hint: "Continue it and create one, or merge the other way." });
+      throw new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", `Session ${sessionLabel(store, destinationId)} has no checkpoint to merge into.`, { hint: "Continue it and create one, or merge the other way." });
     }
     const found = ours ? findMergeBase(store, locatedOf(ours), locatedOf(theirs)) : { relation: "unrelated" as Relation, base: null, candidates: [] };
     const base = found.base ? loadManifest(store, locatedOf(found.base)) : null;

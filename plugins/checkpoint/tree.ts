@@ -181,11 +181,11 @@ export function drawTree(tree: SessionTree): string[] {
       if (at < 0) at = columns.push(node.id) - 1;
       else columns[at] = node.id;
     }
-    // Other columns that waited for this node join it first ("|/").
+    // Other columns that waited for this node join it first ("|/", "|_|/" from further right).
     for (let index = columns.length - 1; index > at; index--) {
       if (columns[index] !== node.id) continue;
       columns[index] = null;
-      lines.push(render(new Map([[index * 2 - 1, "/"]])));
+      lines.push(render(edge(index, at)));
     }
     while (columns.length > 0 && columns.at(-1) === null) columns = columns.slice(0, -1);
     const session = sessions.get(node.session_id);
@@ -200,18 +200,29 @@ export function drawTree(tree: SessionTree): string[] {
       const known = columns.indexOf(other);
       if (known >= 0) {
         // Already awaited in another column: the edge goes there ("|/" leftwards, "|\\" rightwards).
-        if (known !== at) lines.push(render(new Map([[known < at ? at * 2 - 1 : at * 2 + 1, known < at ? "/" : "\\"]])));
+        if (known !== at) lines.push(render(edge(at, known)));
         continue;
       }
       let free = columns.indexOf(null);
       if (free < 0 || free < at) free = columns.push(other) - 1;
       else columns[free] = other;
       // A merge opens a column for its second parent ("|\").
-      lines.push(render(new Map([[free * 2 - 1, "\\"], [free * 2, " "]])));
+      lines.push(render(edge(at, free).set(free * 2, " ")));
     }
     while (columns.length > 0 && columns.at(-1) === null) columns = columns.slice(0, -1);
   }
   return lines;
+}
+
+/**
+ * The marks of an edge from column `from` to column `to` on one line: "/" or "\\" in the gap beside
+ * `from`, and "_" in each gap it passes to reach a column further away (as git draws it). A lone
+ * "/" beside `from` read as an edge to the next column, another session's.
+ */
+function edge(from: number, to: number): Map<number, string> {
+  const marks = new Map<number, string>([[to < from ? from * 2 - 1 : from * 2 + 1, to < from ? "/" : "\\"]]);
+  for (let column = Math.min(from, to) + 1; column < Math.max(from, to); column++) marks.set(to < from ? column * 2 - 1 : column * 2 + 1, "_");
+  return marks;
 }
 
 function safeStatus(store: Store, record: Record<string, JsonValue>): string {

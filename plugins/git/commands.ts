@@ -1,5 +1,6 @@
-import { isAbsolute, join, relative } from "node:path";
-import { linkedWorktreeOf, mainWorktreeOf } from "../../core/config/locate.js";
+import { join } from "node:path";
+import { linkedWorktreeOf } from "../../core/config/locate.js";
+import { worktreeOfProject } from "../../core/session/runtime.js";
 import { packageRoot } from "../../core/config/schemas.js";
 import type { ApexApi, CommandContext, CommandSpec } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
@@ -147,10 +148,8 @@ export function registerGitCommands(apex: ApexApi, options: GitPluginOptions): v
 /** The linked git worktree of the project `dir` is in (a branch session's), or null. */
 function projectWorktreeOf(context: Pick<CommandContext, "projectDir">, dir: string): string | null {
   const worktree = linkedWorktreeOf(dir);
-  const main = worktree && mainWorktreeOf(worktree);
-  if (!worktree || !main || !context.projectDir) return null;
-  const inside = relative(main, context.projectDir);
-  return inside.startsWith("..") || isAbsolute(inside) ? null : worktree;
+  // The project in the main tree, or in a linked worktree of its own (it looked in the main tree only: git ran in the project's tree).
+  return worktree && context.projectDir && worktreeOfProject(worktree, context.projectDir) ? worktree : null;
 }
 
 /** Where the hooks find APEX: this node and this APEX, the project's config and store. */
