@@ -3,8 +3,8 @@ import type { ProjectLocation } from "../../core/config/locate.js";
 import type { Engine } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import { openStore, storeExists } from "../../core/store/open.js";
-import { terminateGroup } from "../../core/session/agents.js";
-import { agentMarker, carriesMarker, isSameProcessAlive, signalProcess, sleep, supervisorMarker } from "../../core/session/proc.js";
+import { terminateAgent } from "../../core/session/agents.js";
+import { carriesMarker, isSameProcessAlive, signalProcess, sleep, supervisorMarker } from "../../core/session/proc.js";
 import { CURRENT_SESSION_PATH, setActiveSession, agentPath, historyPath, nowIso, sessionPath, type AgentRecord, type SessionRecord } from "../../core/session/records.js";
 import { removeRuntime } from "../../core/session/runtime.js";
 import { shortSessionId } from "../../core/session/names.js";
@@ -54,10 +54,7 @@ export async function stopWithoutSupervisor(
     }
     const agents = new SessionReader(store, sid).agents();
     let ended = 0;
-    for (const agent of agents) {
-      if (!agent.pgid || agent.start_time === null) continue;
-      ended += (await terminateGroup(agent.pgid, agent.start_time, agentMarker(sid, agent.nonce), { force: options.force, graceMs: options.graceMs })).length;
-    }
+    for (const agent of agents) ended += (await terminateAgent(sid, agent, { force: options.force, graceMs: options.graceMs })).length;
     const reason = options.reason ?? "stopped by the user (the supervisor was not running)";
     const warn = (message: string) => process.stderr.write(`warning: ${message}\n`);
     let engine: Engine | undefined;

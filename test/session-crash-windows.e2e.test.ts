@@ -1,0 +1,45 @@
+// A supervisor killed at an odd instant of a session's life: nothing it started may be left running
+// unseen, and what status reports must match what runs. Real processes; every one a test starts is
+// ended by pid or process group (fixtures/agents/harness.ts).
+import { describe, expect, it } from "vitest";
+import { Project, isAlive, shellAgents } from "./fixtures/agents/harness.js";
+
+/**
+ * An agent that kills its supervisor (its parent) the instant it starts, the first time only: the
+ * supervisor dies between spawning it and recording its pid.
+ */
+const killsSupervisorOnce = shellAgents({ worker: "[ -e first ] || kill -9 $PPID; : > first; while :; do sleep 0.2; done" }, "session:\n  auto_recovery: false\n");
+
+describe("a supervisor killed between an agent's spawn and its record", () => {
+  it("status names the agent's process as left running, and start --continue reaps it: one worker runs, not two", () => {
+    const project = new Project(killsSupervisorOnce);
+    const start = project.apex(["start", "--task", "crash at spawn", "--json"]);
+    expect(start.status).toBe(1);
+    expect(JSON.parse(start.stderr).error.code).toBe("APEX_E_PROCESS");
+
+    const status = project.status();
+    expect(status.session!.status).toBe("interrupted");
+    const worker = status.agents.find((agent) => agent.name === "worker")!;
+    // Before, the record had no pid: the agent showed as gone and "No agent process is left running", while it ran.
+    expect(worker.status).toBe("orphaned");
+    expect(worker.pid).toBeGreaterThan(0);
+    expect(status.left_running).toEqual([expect.objectContaining({ agent: "worker", pids: expect.arrayContaining([worker.pid]) })]);
+    const orphan = worker.pid!;
+
+    const continued = project.start(["--continue", "last"]);
+    expect(continued.reaped).toEqual([expect.objectContaining({ agent: "worker", pids: expect.arrayContaining([orphan]) })]);
+    expect(isAlive(orphan)).toBe(false);
+    expect(project.status().agents.map((agent) => [agent.name, agent.status])).toEqual([["worker", "running"]]);
+  });
+
+  it("apex stop of the interrupted session ends that agent's process too", () => {
+    const project = new Project(killsSupervisorOnce);
+    expect(project.apex(["start", "--task", "crash at spawn"]).status).toBe(1);
+    const orphan = project.status().agents[0]!.pid!;
+    expect(orphan).toBeGreaterThan(0);
+    const stop = project.apex(["stop", "--force", "--json"]);
+    expect(stop.status, stop.stderr).toBe(0);
+    expect(JSON.parse(stop.stdout).processes_ended).toBeGreaterThanOrEqual(1);
+    expect(isAlive(orphan)).toBe(false);
+  });
+});
