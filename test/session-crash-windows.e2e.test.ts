@@ -43,3 +43,19 @@ describe("a supervisor killed between an agent's spawn and its record", () => {
     expect(isAlive(orphan)).toBe(false);
   });
 });
+
+describe("apex stop --force of a supervisor that does not answer (SIGSTOP, as a machine put to sleep)", () => {
+  it("records that it was killed, not that it was not running", () => {
+    const project = new Project(shellAgents({ worker: "while :; do sleep 0.2; done" }));
+    const ready = project.start();
+    process.kill(ready.supervisor_pid, "SIGSTOP");
+    const stop = project.apex(["stop", "--force", "--json"]);
+    expect(stop.status, stop.stderr).toBe(0);
+    const said = `stopped by the user (its supervisor, pid ${ready.supervisor_pid}, did not answer and was killed)`;
+    // Before, the text said it was killed while --json, the history and `apex status` said "the supervisor was not running".
+    expect(JSON.parse(stop.stdout).reason).toBe(said);
+    const status = project.apex(["status", "--json"]);
+    expect(JSON.parse(status.stdout).last_session).toMatchObject({ session_id: ready.session_id, outcome: said });
+    expect(isAlive(ready.supervisor_pid)).toBe(false);
+  });
+});
