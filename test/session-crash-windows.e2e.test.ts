@@ -1,8 +1,13 @@
 // A supervisor killed at an odd instant of a session's life: nothing it started may be left running
 // unseen, and what status reports must match what runs. Real processes; every one a test starts is
 // ended by pid or process group (fixtures/agents/harness.ts).
+import { existsSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Project, isAlive, shellAgents } from "./fixtures/agents/harness.js";
+import { isolatedGit } from "./support/git.js";
+
+const { git } = isolatedGit("apex-crash-windows-git-");
 
 /**
  * An agent that kills its supervisor (its parent) the instant it starts, the first time only: the
@@ -57,5 +62,41 @@ describe("apex stop --force of a supervisor that does not answer (SIGSTOP, as a 
     const status = project.apex(["status", "--json"]);
     expect(JSON.parse(status.stdout).last_session).toMatchObject({ session_id: ready.session_id, outcome: said });
     expect(isAlive(ready.supervisor_pid)).toBe(false);
+  });
+});
+
+describe("start --continue CHECKPOINT --git-checkout in a repository where apex.config.yaml is not committed", () => {
+  it("checks the commit out, leaving the config as it is: it was refused as an uncommitted change, and the hint's stash took the config away", () => {
+    const project = new Project(shellAgents({ worker: "while :; do sleep 0.2; done" }).replace("plugins: {}\n", "plugins: {checkpoint: {}, git: {}}\n"));
+    git(project.dir, "init", "-q", "-b", "main");
+    writeFileSync(join(project.dir, "f"), "a\n");
+    git(project.dir, "add", "f");
+    git(project.dir, "commit", "-qm", "A");
+    const first = git(project.dir, "rev-parse", "HEAD");
+    project.start();
+    const saved = JSON.parse(project.apex(["checkpoint", "create", "at A", "--json"]).stdout) as { name: string };
+    writeFileSync(join(project.dir, "f"), "b\n");
+    git(project.dir, "commit", "-qam", "B");
+    expect(project.apex(["stop"]).status).toBe(0);
+    const continued = project.apex(["start", "--continue", saved.name, "--git-checkout", "--json"]);
+    expect(continued.status, continued.stderr).toBe(0);
+    expect(git(project.dir, "rev-parse", "HEAD")).toBe(first);
+    expect(existsSync(join(project.dir, "apex.config.yaml"))).toBe(true);
+    expect(project.status().agents.map((agent) => agent.name)).toEqual(["worker"]);
+  });
+
+  it("still refuses when the commit has a file where the untracked config is", () => {
+    const project = new Project(shellAgents({ worker: "while :; do sleep 0.2; done" }).replace("plugins: {}\n", "plugins: {checkpoint: {}, git: {}}\n"));
+    git(project.dir, "init", "-q", "-b", "main");
+    git(project.dir, "add", "apex.config.yaml");
+    git(project.dir, "commit", "-qm", "A, with the config");
+    project.start();
+    const saved = JSON.parse(project.apex(["checkpoint", "create", "at A", "--json"]).stdout) as { name: string };
+    git(project.dir, "rm", "-q", "--cached", "apex.config.yaml");
+    git(project.dir, "commit", "-qm", "B, the config no longer committed");
+    expect(project.apex(["stop"]).status).toBe(0);
+    const continued = project.apex(["start", "--continue", saved.name, "--git-checkout", "--json"]);
+    expect(continued.status).toBe(4);
+    expect(JSON.parse(continued.stderr).error).toMatchObject({ code: "APEX_E_DIRTY_TREE", message: expect.stringContaining("?? apex.config.yaml") });
   });
 });
