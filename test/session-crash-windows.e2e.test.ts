@@ -4,7 +4,7 @@
 import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { Project, isAlive, shellAgents } from "./fixtures/agents/harness.js";
+import { Project, isAlive, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { isolatedGit } from "./support/git.js";
 
 const { git } = isolatedGit("apex-crash-windows-git-");
@@ -98,5 +98,26 @@ describe("start --continue CHECKPOINT --git-checkout in a repository where apex.
     const continued = project.apex(["start", "--continue", saved.name, "--git-checkout", "--json"]);
     expect(continued.status).toBe(4);
     expect(JSON.parse(continued.stderr).error).toMatchObject({ code: "APEX_E_DIRTY_TREE", message: expect.stringContaining("?? apex.config.yaml") });
+  });
+});
+
+describe("resume of a session whose agent's restart came due while it was paused", () => {
+  it("names the agent it restarts", async () => {
+    const project = new Project(shellAgents({ worker: "while :; do sleep 0.2; done" }).replace("plugins: {}\n", "    restart_delay: 0.2\nplugins: {}\n"));
+    const ready = project.start();
+    expect(project.apex(["pause"]).status).toBe(0);
+    process.kill(-ready.agents[0]!.pgid!, "SIGKILL");
+    await waitFor("the agent's restart", () => project.status().agents[0]!.status === "restarting");
+    // Past its restart_delay: due, it waits for the resume.
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    const resume = project.apex(["resume", "--json"]);
+    expect(resume.status, resume.stderr).toBe(0);
+    expect(JSON.parse(resume.stdout)).toMatchObject({ status: "active", processes: 0, restarted: ["worker"] });
+    expect(project.status().agents[0]).toMatchObject({ status: "running", restarts: 1 });
+    expect(project.apex(["pause"]).status).toBe(0);
+    process.kill(-project.status().agents[0]!.pgid!, "SIGKILL");
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    // Before: "Resumed session …: 0 processes of 0 agents continued.", as if nothing had happened.
+    expect(project.apex(["resume"]).stdout).toMatch(/: 0 processes of 0 agents continued; restarted worker \(its restart waited for the resume\)\.\n$/);
   });
 });

@@ -816,11 +816,11 @@ export class Supervisor {
         warnings.push((error as Error).message);
       }
       this.resumeTimers();
-      for (const slot of this.slots.values()) {
-        if (slot.restartDeferred) await this.startAgent(slot, false);
-      }
+      // The agents whose restart came due while paused start now: named in the reply, which said only "0 processes of 0 agents continued".
+      const restarted: string[] = [];
+      for (const slot of this.slots.values()) if (slot.restartDeferred) await this.startAgent(slot, false).then(() => restarted.push(slot.name));
       this.log(`resumed: ${processes} process${processes === 1 ? "" : "es"} continued`);
-      return { session_id: this.sessionId, name: this.name, status: "active", agents: groups.length, processes, warnings };
+      return { session_id: this.sessionId, name: this.name, status: "active", agents: groups.length, processes, restarted, warnings };
     });
   }
 
