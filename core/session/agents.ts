@@ -5,7 +5,7 @@ import { ApexError } from "../errors.js";
 import { openPrivate, PRIVATE_FILE_MODE, writePrivateFile } from "../store/private.js";
 import type { AgentConfig } from "../config/types.js";
 import type { AgentRecord } from "./records.js";
-import { agentMarker, carriesMarker, listProcesses, liveMembers, sealedStdio, provenMembers, readProcStat, signalGroup, signalProcess, sleep, type ProcessMarker, type ProcessScan } from "./proc.js";
+import { agentMarker, markedGroups, sealedStdio, provenMembers, readProcStat, signalGroup, signalProcess, sleep, type ProcessMarker, type ProcessScan } from "./proc.js";
 
 // Which processes of a group APEX can prove it started is decided in proc.ts, for signalling and for what status reports alike.
 export { ownMembers, provenMembers } from "./proc.js";
@@ -146,13 +146,6 @@ export async function terminateAgent(sessionId: string, agent: AgentRecord, opti
   const marker = agent.spawn_nonce !== agent.nonce ? agentMarker(sessionId, agent.spawn_nonce) : undefined;
   for (const [pgid, startTime] of marker ? markedGroups(marker) : []) pids.push(...(await terminateGroup(pgid, startTime, marker, options)));
   return pids;
-}
-
-/** The groups holding a live process that carries `marker`, each with the earliest start time among them (its leader's, when it runs). */
-export function markedGroups(marker: ProcessMarker): Map<number, number> {
-  const groups = new Map<number, number>();
-  for (const stat of liveMembers(listProcesses())) if (carriesMarker(stat.pid, marker)) groups.set(stat.pgrp, Math.min(groups.get(stat.pgrp) ?? Infinity, stat.startTime));
-  return groups;
 }
 
 /** Sends `signal` to what APEX can prove is its own of group `pgid` (see provenMembers); the number of processes signalled. */

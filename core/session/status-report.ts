@@ -1,8 +1,7 @@
 import type { Store } from "../store/store.js";
 import { readView } from "../store/port.js";
-import { markedGroups } from "./agents.js";
 import { prefixRange } from "../store/paths.js";
-import { agentMarker, groupCpuSeconds, processGroups, provenMembers, stopProgress, type ProcStat } from "./proc.js";
+import { agentMarker, groupCpuSeconds, markedGroups, processGroups, provenMembers, stopProgress, type ProcStat } from "./proc.js";
 import { CONTEXT_SUFFIX, agentsPrefix, checkpointPrefix, countersPath, taskCountsPath, tasksPrefix, worktreeOf, type TaskCounts, type AgentRecord, type SessionRecord, type SessionStatus, type TaskRecord } from "./records.js";
 import { onOtherHost, supervisorHost } from "./lease.js";
 import { boundSessionId, effectiveStatus, findSession, lastSession, supervisorAlive } from "./sessions.js";
