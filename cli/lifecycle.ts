@@ -101,7 +101,7 @@ Examples:
   program
     .command("resume")
     .description("continue a paused session (SIGCONT to each agent's process group)")
-    .option("--json", "print {session_id, name, status: \"active\", agents, processes, warnings}")
+    .option("--json", "print {session_id, name, status: \"active\", agents, processes, restarted, warnings}")
     .addHelpText("after", examples("apex resume"))
     .action(async (options: { json?: boolean }, command: Command) => {
       const { resumeSession } = await import("./session/control.js");

@@ -381,7 +381,7 @@ describe("apex checkpoint", () => {
     const after = ok(["checkpoint", "create", "after", "--json"]);
     expect(after).toMatchObject({ description: "after" });
     // The worker was restarted in between: diff names the fields that changed (it said "other fields").
-    expect(ok(["checkpoint", "diff", "checkpoint-002", after.name])).toContain("  ~ worker: nonce, pgid, pid, start_time, started_at changed");
+    expect(ok(["checkpoint", "diff", "checkpoint-002", after.name])).toContain("  ~ worker: nonce, pgid, pid, spawn_nonce, start_time, started_at changed");
     // Continuing the checkpoint that holds the state already writes no copy, and says so (it read
     // "the state it replaced is saved as <the checkpoint restored>").
     expect(ok(["start", "--continue", after.name])).toContain(`restored ${after.name} (${after.id.slice(0, 8)}): memory 0 set, 0 deleted; the state it replaced was that checkpoint already\n`);

@@ -22,6 +22,8 @@ interface ControlReply {
   processes?: number;
   /** Pause: processes in uninterruptible I/O whose SIGSTOP is pending (they stop when it ends). */
   stopping?: Array<{ agent: string; pid: number }>;
+  /** Resume: the agents whose restart came due while the session was paused, started by the resume. */
+  restarted?: string[];
   warnings?: string[];
   reason?: string;
   processes_ended?: number;
@@ -51,7 +53,8 @@ export async function resumeSession(location: ProjectLocation, json: boolean): P
   }
   const client = await requireSupervisor(location, "resume", json);
   const reply = (await lifecycleCall(client, "resume", { actor: currentActor() }, json)) as ControlReply;
-  report(reply, json, `Resumed session ${label(reply)}: ${plural(reply.processes ?? 0, "process", "processes")} of ${plural(reply.agents ?? 0, "agent")} continued.`);
+  const restarted = reply.restarted?.length ? `; restarted ${reply.restarted.join(", ")} (${reply.restarted.length === 1 ? "its restart" : "their restarts"} waited for the resume)` : "";
+  report(reply, json, `Resumed session ${label(reply)}: ${plural(reply.processes ?? 0, "process", "processes")} of ${plural(reply.agents ?? 0, "agent")} continued${restarted}.`);
 }
 
 export async function stopSession(location: ProjectLocation, options: { force?: boolean; grace?: number; json?: boolean }): Promise<void> {

@@ -3,8 +3,8 @@ import type { ProjectLocation } from "../../core/config/locate.js";
 import type { Engine } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import { openStore, storeExists } from "../../core/store/open.js";
-import { terminateGroup } from "../../core/session/agents.js";
-import { agentMarker, carriesMarker, isSameProcessAlive, signalProcess, sleep, supervisorMarker } from "../../core/session/proc.js";
+import { terminateAgent } from "../../core/session/agents.js";
+import { carriesMarker, isSameProcessAlive, signalProcess, sleep, supervisorMarker } from "../../core/session/proc.js";
 import { CURRENT_SESSION_PATH, setActiveSession, agentPath, historyPath, nowIso, sessionPath, type AgentRecord, type SessionRecord } from "../../core/session/records.js";
 import { removeRuntime } from "../../core/session/runtime.js";
 import { shortSessionId } from "../../core/session/names.js";
@@ -35,7 +35,8 @@ export async function stopWithoutSupervisor(
     // Nor, even with --force, a supervisor of another project directory on this host (it answers there).
     const elsewhere = (await import("./explain.js")).otherDirectoryError(session, location, "stop");
     if (elsewhere) throw elsewhere;
-    if (supervisorAlive(session)) {
+    const killed = supervisorAlive(session) ? session.supervisor!.pid : undefined;
+    if (killed !== undefined) {
       if (!options.force) {
         throw new ApexError("APEX_E_SESSION_STATE", `The supervisor (pid ${session.supervisor!.pid}) is alive but does not answer.`, {
           hint: "`apex stop --force` kills it and its agents.",
@@ -54,11 +55,9 @@ export async function stopWithoutSupervisor(
     }
     const agents = new SessionReader(store, sid).agents();
     let ended = 0;
-    for (const agent of agents) {
-      if (!agent.pgid || agent.start_time === null) continue;
-      ended += (await terminateGroup(agent.pgid, agent.start_time, agentMarker(sid, agent.nonce), { force: options.force, graceMs: options.graceMs })).length;
-    }
-    const reason = options.reason ?? "stopped by the user (the supervisor was not running)";
+    for (const agent of agents) ended += (await terminateAgent(sid, agent, { force: options.force, graceMs: options.graceMs })).length;
+    // Said as it was: a supervisor alive but not answering (frozen, SIGSTOP) was killed above, it was not "not running".
+    const reason = options.reason ?? `stopped by the user (${killed === undefined ? "the supervisor was not running" : `its supervisor, pid ${killed}, did not answer and was killed`})`;
     const warn = (message: string) => process.stderr.write(`warning: ${message}\n`);
     let engine: Engine | undefined;
     let checkpoint: { id: string; name: string; trigger: string } | null = null;

@@ -4,7 +4,8 @@ import { pipeline } from "node:stream/promises";
 import { ApexError } from "../errors.js";
 import { openPrivate, PRIVATE_FILE_MODE, writePrivateFile } from "../store/private.js";
 import type { AgentConfig } from "../config/types.js";
-import { agentMarker, newNonce, sealedStdio, provenMembers, readProcStat, signalGroup, signalProcess, sleep, type ProcessMarker, type ProcessScan } from "./proc.js";
+import type { AgentRecord } from "./records.js";
+import { agentMarker, markedGroups, sealedStdio, provenMembers, readProcStat, signalGroup, signalProcess, sleep, type ProcessMarker, type ProcessScan } from "./proc.js";
 
 // Which processes of a group APEX can prove it started is decided in proc.ts, for signalling and for what status reports alike.
 export { ownMembers, provenMembers } from "./proc.js";
@@ -21,6 +22,8 @@ export interface AgentLaunch {
   env: Record<string, string>;
   stdoutFile: string;
   stderrFile: string;
+  /** Its APEX_AGENT_NONCE, recorded (spawn_nonce) before it is spawned. */
+  nonce: string;
 }
 
 export type AgentExit = { code: number | null; signal: string | null };
@@ -53,7 +56,7 @@ export class AgentProcess {
     const sealed = sealedStdio();
     // A command line without args runs through /bin/sh (pipes, `&`, quotes); with args it runs as is.
     const useShell = spec.args.length === 0 && /[\s|&;<>()$`"'*?~\\]/.test(spec.command);
-    const nonce = newNonce();
+    const { nonce } = launch;
     const marker = agentMarker(launch.sessionId, nonce)!;
     // node:child_process itself, not execa: loading execa was a fifth of every supervisor's start (docs/architecture.md).
     let child: ChildProcess | undefined;
@@ -131,6 +134,18 @@ export async function terminateGroup(pgid: number, startTime: number, marker: Pr
     });
   }
   return initial.members.map((member) => member.pid);
+}
+
+/**
+ * Ends an agent's processes as its record names them (terminateGroup), and those of a spawn its
+ * record has no pid of (a supervisor killed between the spawn and its record): found by the
+ * marker of its `spawn_nonce`, recorded before that spawn.
+ */
+export async function terminateAgent(sessionId: string, agent: AgentRecord, options: TerminateOptions = {}): Promise<number[]> {
+  const pids = agent.pgid && agent.start_time !== null ? await terminateGroup(agent.pgid, agent.start_time, agentMarker(sessionId, agent.nonce), options) : [];
+  const marker = agent.spawn_nonce !== agent.nonce ? agentMarker(sessionId, agent.spawn_nonce) : undefined;
+  for (const [pgid, startTime] of marker ? markedGroups(marker) : []) pids.push(...(await terminateGroup(pgid, startTime, marker, options)));
+  return pids;
 }
 
 /** Sends `signal` to what APEX can prove is its own of group `pgid` (see provenMembers); the number of processes signalled. */

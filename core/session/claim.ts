@@ -200,21 +200,8 @@ export function sessionInTheWay(record: SessionRecord, worktree: string | null =
 }
 
 export function emptyAgentRecord(name: string, spec: AgentConfig): AgentRecord {
-  return {
-    name,
-    status: "starting",
-    pid: null,
-    pgid: null,
-    start_time: null,
-    nonce: null,
-    started_at: null,
-    restarts: 0,
-    reported_status: null,
-    task: null,
-    last_report_at: null,
-    last_exit: null,
-    command: describeCommand(spec),
-  };
+  const none = { pid: null, pgid: null, start_time: null, nonce: null, started_at: null, reported_status: null, task: null, last_report_at: null, last_exit: null };
+  return { name, status: "starting", ...none, restarts: 0, command: describeCommand(spec) };
 }
 
 /** The agent's command line as people would type it. */

@@ -335,6 +335,13 @@ function carriesMarkerOnce(stat: ProcStat, marker: ProcessMarker): boolean {
   return markerChecks.get(key) ?? carriesMarker(stat.pid, marker);
 }
 
+/** The groups holding a live process that carries `marker`, each with the earliest start time among them (its leader's, when it runs). */
+export function markedGroups(marker: ProcessMarker): Map<number, number> {
+  const groups = new Map<number, number>();
+  for (const stat of liveMembers(listProcesses())) if (carriesMarker(stat.pid, marker)) groups.set(stat.pgrp, Math.min(groups.get(stat.pgrp) ?? Infinity, stat.startTime));
+  return groups;
+}
+
 /** Live members of group `pgid` that started no earlier than its leader did (the leader may be gone); `scan` is a processGroups result to reuse. */
 export function ownMembers(pgid: number, leaderStartTime: number, scan?: ProcessScan) {
   const members = liveMembers((scan ?? processGroups([pgid])).get(pgid) ?? []);

@@ -91,6 +91,8 @@ export type AgentRecord = {
   start_time: number | null;
   /** The APEX_AGENT_NONCE in the agent's environment: with the pid and start time, proof the process is APEX's own. */
   nonce: string | null;
+  /** The nonce of the process being started, recorded before it is spawned: one a crash left unrecorded (no pid yet) is found by it. */
+  spawn_nonce?: string | null;
   started_at: string | null;
   restarts: number;
   /** What the agent last said about itself (`apex agent report --status`). */

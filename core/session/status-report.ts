@@ -1,7 +1,7 @@
 import type { Store } from "../store/store.js";
 import { readView } from "../store/port.js";
 import { prefixRange } from "../store/paths.js";
-import { agentMarker, groupCpuSeconds, processGroups, provenMembers, stopProgress, type ProcStat } from "./proc.js";
+import { agentMarker, groupCpuSeconds, markedGroups, processGroups, provenMembers, stopProgress, type ProcStat } from "./proc.js";
 import { CONTEXT_SUFFIX, agentsPrefix, checkpointPrefix, countersPath, taskCountsPath, tasksPrefix, worktreeOf, type TaskCounts, type AgentRecord, type SessionRecord, type SessionStatus, type TaskRecord } from "./records.js";
 import { onOtherHost, supervisorHost } from "./lease.js";
 import { boundSessionId, effectiveStatus, findSession, lastSession, supervisorAlive } from "./sessions.js";
@@ -158,15 +158,16 @@ const nameOf = (session: SessionRecord): string | null => (typeof session.name =
 
 function agentView(sessionId: string, agent: AgentRecord, groups: Map<number, ProcStat[]>, now: number, remote: boolean): AgentStatusView {
   const members = ownGroupMembers(sessionId, agent, groups);
-  const leader = members.find((member) => member.pid === agent.pid);
+  // An unrecorded spawn's (ownGroupMembers) leader is the one that leads its group.
+  const leader = members.find((member) => member.pid === agent.pid) ?? (agent.spawn_nonce !== agent.nonce ? members.find((member) => member.pid === member.pgrp) : undefined);
   const alive = leader !== undefined;
   const recordedLive = agent.status === "running" || agent.status === "paused" || agent.status === "starting";
   return {
     name: agent.name,
     status: recordedLive && !alive && !remote ? "gone" : agent.status,
     // What runs (another host's agents: as recorded), never the pid of a process that exited.
-    pid: alive || (remote && recordedLive) ? agent.pid : null,
-    pgid: members.length > 0 || (remote && recordedLive) ? agent.pgid : null,
+    pid: leader?.pid ?? (remote && recordedLive ? agent.pid : null),
+    pgid: leader?.pgrp ?? (members.length > 0 || (remote && recordedLive) ? agent.pgid : null),
     last_pid: agent.pid,
     restart_at: agent.status === "restarting" ? (agent.restart_at ?? null) : null,
     alive,
@@ -190,10 +191,11 @@ function agentView(sessionId: string, agent: AgentRecord, groups: Map<number, Pr
  * forged record never makes status show a foreign process as the agent, or as left running.
  */
 function ownGroupMembers(sessionId: string, agent: AgentRecord, groups: Map<number, ProcStat[]>): ProcStat[] {
-  if (!agent.pgid || agent.start_time === null) return [];
   const marker = agentMarker(sessionId, agent.nonce);
-  if (!marker) return [];
-  return provenMembers(agent.pgid, agent.start_time, marker, groups).members;
+  const members = agent.pgid && agent.start_time !== null && marker ? provenMembers(agent.pgid, agent.start_time, marker, groups).members : [];
+  // A spawn recorded only by its nonce (the supervisor was killed before it recorded the pid) is found by that.
+  const spawned = members.length === 0 && (agent.status === "starting" || agent.status === "restarting") && agent.spawn_nonce !== agent.nonce ? agentMarker(sessionId, agent.spawn_nonce) : undefined;
+  return spawned ? [...markedGroups(spawned)].flatMap(([pgid, startTime]) => provenMembers(pgid, startTime, spawned).members) : members;
 }
 
 /** Tasks by status: the counts kept with every task change, or (for an older store) a scan. */
@@ -234,12 +236,5 @@ function lastCheckpoint(store: Store, sid: string): StatusReport["last_checkpoin
 
 /** The report of a project with no session: nothing runs, nothing ran (or only `last_session`). */
 export function emptyStatusReport(): StatusReport {
-  return {
-    session: null,
-    agents: [],
-    tasks: { pending: 0, active: 0, completed: 0, failed: 0, total: 0 },
-    last_checkpoint: null,
-    left_running: [],
-    last_session: null,
-  };
+  return { session: null, agents: [], tasks: { pending: 0, active: 0, completed: 0, failed: 0, total: 0 }, last_checkpoint: null, left_running: [], last_session: null };
 }

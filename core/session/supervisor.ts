@@ -11,10 +11,10 @@ import { RpcServer } from "../rpc/server.js";
 import { redactUrl } from "../store/open.js";
 import { makePrivateDir, PRIVATE_EXECUTABLE_MODE, writePrivateFile } from "../store/private.js";
 import type { JsonValue, Store, WriteBatch } from "../store/store.js";
-import { AgentProcess, appendLogLine, capLogFile, provenMembers, signalProvenGroup, tailLines, terminateGroup, type AgentExit } from "./agents.js";
+import { AgentProcess, appendLogLine, capLogFile, provenMembers, signalProvenGroup, tailLines, terminateAgent, terminateGroup, type AgentExit } from "./agents.js";
 import { checkpointServiceFor, noCheckpointService, restoreSessionFromCheckpoint } from "./checkpoints.js";
 import { actorParam, registerSupervisorMethods } from "./methods.js";
-import { agentMarker, processGroups, processStartTime, signalProcess, sleep, stopProgress, SUPERVISOR_NONCE_VAR, type ProcessMarker } from "./proc.js";
+import { newNonce, processGroups, processStartTime, signalProcess, sleep, stopProgress, SUPERVISOR_NONCE_VAR, type ProcessMarker } from "./proc.js";
 import { CONTEXT_SUFFIX, CURRENT_SESSION_PATH, agentContextPath, agentPath, agentsPrefix, countersPath, eventPath, historyPath, memoryRootOf, nowIso, sessionPath, setActiveSession, setSessionRecord, worktreeOf, tasksPrefix, type AgentRecord, type AgentStatus, type SessionEvent, type SessionRecord, type TaskRecord } from "./records.js";
 import { agentLogDir, removeRuntime, RUN_DIR, socketPathFor, writeRuntime } from "./runtime.js";
 import { claimContinuedSession, claimNewSession, describeCommand, emptyAgentRecord, type Claim } from "./claim.js";
@@ -265,9 +265,8 @@ export class Supervisor {
         // Taken over from another host: the old records' pids are that host's, nothing to reap here.
         if (claim.continued && !claim.takenOverFrom) {
           for (const agent of claim.previousAgents) {
-            if (!agent.pgid || agent.start_time === null) continue;
             // Only what carries the marker recorded with it is ours: a forged record names no process APEX will signal.
-            const pids = await terminateGroup(agent.pgid, agent.start_time, agentMarker(this.sessionId, agent.nonce), { graceMs: 2000 });
+            const pids = await terminateAgent(this.sessionId, agent, { graceMs: 2000 });
             if (pids.length > 0) {
               reaped.push({ agent: agent.name, pids });
               this.log(`reaped the old processes of agent ${agent.name}: ${pids.join(", ")}`);
@@ -558,9 +557,13 @@ export class Supervisor {
     const resumeContext = resumed ? this.resumeContextFile(slot) : undefined;
     const resumeTasks = resumed ? this.resumeTasks(slot) : [];
     const files = this.logFiles(slot.name);
+    // Recorded before the spawn: a supervisor killed before it records the pid leaves a process `start --continue` and `stop` still find.
+    const nonce = newNonce();
+    await this.ownWrite((batch) => batch.set(agentPath(this.sessionId, slot.name), { ...((batch.get(agentPath(this.sessionId, slot.name)) as AgentRecord | undefined) ?? emptyAgentRecord(slot.name, slot.spec)), spawn_nonce: nonce }));
     let child: AgentProcess;
     try {
       child = await AgentProcess.spawn({
+        nonce,
         name: slot.name,
         sessionId: this.sessionId,
         spec: slot.spec,
@@ -816,9 +819,11 @@ export class Supervisor {
         warnings.push((error as Error).message);
       }
       this.resumeTimers();
-      for (const slot of this.slots.values()) if (slot.restartDeferred) await this.startAgent(slot, false);
+      // The agents whose restart came due while paused start now: named in the reply, which said only "0 processes of 0 agents continued".
+      const restarted: string[] = [];
+      for (const slot of this.slots.values()) if (slot.restartDeferred) await this.startAgent(slot, false).then(() => restarted.push(slot.name));
       this.log(`resumed: ${processes} process${processes === 1 ? "" : "es"} continued`);
-      return { session_id: this.sessionId, name: this.name, status: "active", agents: groups.length, processes, warnings };
+      return { session_id: this.sessionId, name: this.name, status: "active", agents: groups.length, processes, restarted, warnings };
     });
   }
 

@@ -198,7 +198,7 @@ function foreign(store: Store, projectId: string | null): boolean {
 }
 
 const AGENT_RECORD = /^\/sessions\/[^/]+\/agents\/[^/]+$/;
-const PROCESS_FIELDS = ["pid", "pgid", "start_time", "nonce"] as const;
+const PROCESS_FIELDS = ["pid", "pgid", "start_time", "nonce", "spawn_nonce"] as const;
 
 /** The name the session's record in `records` gives it (a branch's), null for an unnamed session. */
 export function sessionName(records: ReadonlyArray<readonly [string, JsonValue]>, sessionId: string, path = historyPath(sessionId)): string | null {

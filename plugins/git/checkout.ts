@@ -1,5 +1,5 @@
 import { lstatSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { join, relative, resolve } from "node:path";
 import { ApexError } from "../../core/errors.js";
 import { isDirectory } from "../../core/config/locate.js";
 import { BEFORE_GIT_FIRED_ENV, exists, firstLine, gitOutput, noRepository, runGit } from "./git.js";
@@ -40,7 +40,7 @@ export interface CheckoutPlan {
  * does anything else (`apex start --continue --git-checkout` refuses before stopping a session
  * in the way).
  */
-export async function planCheckout(repoDir: string, gitState: unknown, branchName: string, ignore: readonly string[] = []): Promise<CheckoutPlan> {
+export async function planCheckout(repoDir: string, gitState: unknown, branchName: string, ignore: readonly string[] = [], keep: readonly string[] = []): Promise<CheckoutPlan> {
   const state = asGitState(gitState);
   if (!state || state.commit === null) {
     throw new ApexError("APEX_E_GIT_COMMIT_MISSING", "The checkpoint recorded no git commit, so there is nothing to check out.", {
@@ -59,7 +59,13 @@ export async function planCheckout(repoDir: string, gitState: unknown, branchNam
       { hint: `Finish it (${operation.finish}) or abort it (${operation.abort}), then run the command again.`, details: { repository: repoDir, operation: operation.name } },
     );
   }
-  if (tree.dirty) {
+  // `keep` (the project's apex.config.yaml) untracked is no change of the work's: the checkout leaves it as it is, unless the
+  // commit has a file there. Refused, it had to go into a stash, and the command run again found no config and ran the default agents.
+  for (const path of keep.map((file) => relative(repoDir, file))) {
+    if (!tree.files.some((file) => file.status === "??" && file.path === path)) continue;
+    if ((await runGit(repoDir, ["cat-file", "-e", `${state.commit}:${path}`])).exitCode !== 0) tree.files = tree.files.filter((file) => file.path !== path);
+  }
+  if (tree.files.length > 0) {
     const shown = tree.files.slice(0, 10).map((file) => `  ${formatChangedFile(file)}`);
     if (tree.files.length > 10) shown.push(`  … and ${tree.files.length - 10} more`);
     throw new ApexError(

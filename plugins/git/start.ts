@@ -37,7 +37,7 @@ export async function planContinueCheckout(
   }
   const repository = repositoryIn(config.projectDir, options, sessionWorktree(store, checkpoint.sessionId));
   const branch = await restoreBranchName(repository, checkpoint.sessionId, checkpoint.name);
-  return planCheckout(repository, checkpoint.gitState, branch, [config.storeDir]);
+  return planCheckout(repository, checkpoint.gitState, branch, [config.storeDir], config.configPath ? [config.configPath] : []);
 }
 
 export { applyCheckout, type CheckoutPlan } from "./checkout.js";

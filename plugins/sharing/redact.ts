@@ -124,7 +124,7 @@ function sessionRecord(record: unknown): unknown {
 }
 
 function agentRecord(record: unknown): unknown {
-  return isObject(record) && "nonce" in record ? omit(record, ["nonce"]) : record;
+  return isObject(record) && ("nonce" in record || "spawn_nonce" in record) ? omit(record, ["nonce", "spawn_nonce"]) : record;
 }
 
 function checkpointRecord(result: unknown): unknown {
