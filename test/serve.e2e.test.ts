@@ -125,7 +125,7 @@ describe("apex serve: roles", () => {
     for (const [path, value] of Object.entries(everything) as Array<[string, Record<string, any>]>) {
       if (path.includes("/events/") && String(value.type).startsWith("share.")) delete everything[path];
       if (value?.supervisor) for (const key of ["socket", "nonce"]) delete value.supervisor[key];
-      if (path.includes("/agents/")) delete value.nonce;
+      if (path.includes("/agents/")) for (const key of ["nonce", "spawn_nonce"]) delete value[key];
     }
     expect(Object.keys(everything).some((path) => path.includes("/events/"))).toBe(true);
     // The supervisor renews its lease in the session record every few seconds: the two reads may see two renewals.
