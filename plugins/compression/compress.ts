@@ -328,17 +328,7 @@ function wholePacks(objects: ObjectStore, compressed: Candidate[], result: Compr
   const wanted = new Map<number, number>();
   for (const { location } of compressed) wanted.set(location.pack, (wanted.get(location.pack) ?? 0) + 1);
   const live = new Map<number, number>();
-  for (const kind of ["value", "tree"] as const) {
-    for (const hash of objects.hashes(kind)) {
-      let location: ObjectLocation | undefined;
-      try {
-        location = objects.locate(kind, hash);
-      } catch {
-        continue;
-      }
-      if (location && wanted.has(location.pack)) live.set(location.pack, (live.get(location.pack) ?? 0) + 1);
-    }
-  }
+  forEachObjectIn(objects, wanted, (_kind, _hash, { pack }) => live.set(pack, (live.get(pack) ?? 0) + 1));
   const kept: Candidate[] = [];
   for (const candidate of compressed) {
     const { pack, length, rawSize } = candidate.location;
@@ -384,13 +374,8 @@ function writeGroups(objects: ObjectStore, groups: readonly Group[], codec: Pack
   reclaimSources(objects, sources, result);
 }
 
-/**
- * Deletes the source packs nothing points into any more; rewrites those mostly garbage now. With
- * `movedAway` (a dry run: the values it would compress, still where they were), only counts them.
- */
-function reclaimSources(objects: ObjectStore, sources: ReadonlySet<number>, result: CompressResult, movedAway?: ReadonlySet<Hash>): void {
-  if (sources.size === 0) return;
-  const live = new Map<number, Array<{ kind: ObjectKind; hash: Hash; location: ObjectLocation }>>();
+/** Each object (value or tree node) the index places in one of `packs` (a scan of every index record). */
+function forEachObjectIn(objects: ObjectStore, packs: { has(pack: number): boolean }, visit: (kind: ObjectKind, hash: Hash, location: ObjectLocation) => void): void {
   for (const kind of ["value", "tree"] as const) {
     for (const hash of objects.hashes(kind)) {
       let location: ObjectLocation | undefined;
@@ -399,12 +384,24 @@ function reclaimSources(objects: ObjectStore, sources: ReadonlySet<number>, resu
       } catch {
         continue;
       }
-      if (!location || !sources.has(location.pack) || (kind === "value" && movedAway?.has(hash))) continue;
-      let list = live.get(location.pack);
-      if (!list) live.set(location.pack, (list = []));
-      list.push({ kind, hash, location });
+      if (location && packs.has(location.pack)) visit(kind, hash, location);
     }
   }
+}
+
+/**
+ * Deletes the source packs nothing points into any more; rewrites those mostly garbage now. With
+ * `movedAway` (a dry run: the values it would compress, still where they were), only counts them.
+ */
+function reclaimSources(objects: ObjectStore, sources: ReadonlySet<number>, result: CompressResult, movedAway?: ReadonlySet<Hash>): void {
+  if (sources.size === 0) return;
+  const live = new Map<number, Array<{ kind: ObjectKind; hash: Hash; location: ObjectLocation }>>();
+  forEachObjectIn(objects, sources, (kind, hash, location) => {
+    if (kind === "value" && movedAway?.has(hash)) return;
+    let list = live.get(location.pack);
+    if (!list) live.set(location.pack, (list = []));
+    list.push({ kind, hash, location });
+  });
   const moved: Array<{ kind: ObjectKind; hash: Hash; bytes: Buffer }> = [];
   for (const id of [...sources].sort((a, b) => a - b)) {
     const pack = objects.packs.get(id);

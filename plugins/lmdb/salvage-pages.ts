@@ -28,7 +28,7 @@
  */
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import type { RootDatabase } from "lmdb";
-import { openCopyTarget, type DamagedRegion, type ScanResult, type TableScan } from "./salvage.js";
+import { openCopyTarget, tableWriter, type DamagedRegion, type ScanResult, type TableScan } from "./salvage.js";
 
 const MAGIC = 0xbeefc0de;
 const HEADER = 24;
@@ -382,21 +382,8 @@ export function salvagePages(file: string, options: { copyTo?: string } = {}): P
 }
 
 function copyTable(file: PageFile, record: TableRecord, txnid: bigint, target: RootDatabase | undefined): TableScan {
-  const integerKeys = (record.flags & INTEGER_KEY) !== 0;
-  const out = target?.openDB<Buffer, Key>({ name: record.name, encoding: "binary", keyEncoding: integerKeys ? "uint32" : "binary" } as { name: string });
-  const pending: Array<[Key, Buffer]> = [];
-  const flush = () => {
-    if (!out || pending.length === 0) return;
-    target!.transactionSync(() => {
-      for (const [key, value] of pending) out.put(key, value);
-    });
-    pending.length = 0;
-  };
-  const scan = walkTable(file, record, txnid, (key, value) => {
-    if (!out) return;
-    pending.push([key, value]);
-    if (pending.length >= 1000) flush();
-  });
-  flush();
+  const out = tableWriter(target, record.name, (record.flags & INTEGER_KEY) !== 0);
+  const scan = walkTable(file, record, txnid, (key, value) => out?.add(key, value));
+  out?.flush();
   return scan;
 }

@@ -101,6 +101,27 @@ export function seekPast(last: Key | undefined, level: number): Key | undefined 
 }
 
 /** A new store file at `path` (its directory made, a file an earlier run left there removed) for the records a salvage copies. */
+/** Records copied into table `name` of `target`, a thousand to a write transaction; undefined without a target (a dry run). */
+export function tableWriter(target: RootDatabase | undefined, name: string, integerKeys: boolean): { add(key: Buffer | number, value: Buffer): void; flush(): void } | undefined {
+  if (!target) return undefined;
+  const out = target.openDB<Buffer, Key>({ name, encoding: "binary", keyEncoding: integerKeys ? "uint32" : "binary" } as { name: string });
+  const pending: Array<[Key, Buffer]> = [];
+  const flush = () => {
+    if (pending.length === 0) return;
+    target.transactionSync(() => {
+      for (const [key, value] of pending) out.put(key, value);
+    });
+    pending.length = 0;
+  };
+  return {
+    add(key, value) {
+      pending.push([key, value]);
+      if (pending.length >= 1000) flush();
+    },
+    flush,
+  };
+}
+
 export function openCopyTarget(path: string): RootDatabase {
   mkdirSync(join(path, ".."), { recursive: true, mode: 0o700 });
   if (existsSync(path)) rmSync(path);
@@ -194,16 +215,8 @@ function scanTable(
     scan.damaged.push({ table: name, after: null, message: (error as Error).message });
     return scan;
   }
-  const out = target?.openDB<Buffer, Key>({ name, encoding: "binary", keyEncoding } as { name: string });
+  const out = tableWriter(target, name, integerKeys);
   const crashes = new Map((options.crashes ?? []).filter((crash) => crash.table === name).map((crash) => [crash.after, crash]));
-  const pending: Array<[Key, Buffer]> = [];
-  const flush = () => {
-    if (!out || pending.length === 0) return;
-    target!.transactionSync(() => {
-      for (const [key, value] of pending) out.put(key, value);
-    });
-    pending.length = 0;
-  };
   let last: Key | undefined;
   let start: Key | undefined;
   let level = 0;
@@ -230,10 +243,7 @@ function scanTable(
         last = key;
         level = 0;
         scan.records += 1;
-        if (out) {
-          pending.push([key, Buffer.from(value)]);
-          if (pending.length >= 1000) flush();
-        }
+        out?.add(key, Buffer.from(value));
         progress(name, key);
         stoppedAt = crashes.get(keyText(key));
         if (stoppedAt) break;
@@ -249,7 +259,7 @@ function scanTable(
     if (stoppedAt && skip(`the reader was killed by ${stoppedAt.signal}`, stoppedAt.attempts + 1)) continue;
     break;
   }
-  flush();
+  out?.flush();
   return scan;
 }
 
