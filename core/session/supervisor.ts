@@ -321,7 +321,10 @@ export class Supervisor {
         await this.engine.fire("onStart", this.service.context());
         makePrivateDir(agentLogDir(request.storeDir, this.sessionId));
         this.writeApexShim(request.storeDir);
-        for (const slot of this.slots.values()) if (!this.stopping) await this.startAgent(slot, claim.continued);
+        // Every agent's nonce in one write, not one write each before its spawn (startAgent).
+        const nonces = new Map([...this.slots.keys()].map((name) => [name, newNonce()]));
+        await this.ownWrite((batch) => nonces.forEach((nonce, name) => this.setSpawnNonce(batch, this.slots.get(name)!, nonce)));
+        for (const slot of this.slots.values()) if (!this.stopping) await this.startAgent(slot, claim.continued, nonces.get(slot.name));
         this.armTimers();
         this.logTimer = setInterval(() => void this.capLogs(), 1000);
         return this.startCheckpoint(claim, restored !== undefined);
@@ -551,15 +554,20 @@ export class Supervisor {
     }
   }
 
-  private async startAgent(slot: AgentSlot, resumed: boolean): Promise<void> {
+  private setSpawnNonce(batch: Parameters<Parameters<SessionService["write"]>[0]>[0], slot: AgentSlot, nonce: string): void {
+    batch.set(agentPath(this.sessionId, slot.name), { ...((batch.get(agentPath(this.sessionId, slot.name)) as AgentRecord | undefined) ?? emptyAgentRecord(slot.name, slot.spec)), spawn_nonce: nonce });
+  }
+
+  /** `recorded`: the spawn nonce already written for it (the session's start writes all agents' in one go). */
+  private async startAgent(slot: AgentSlot, resumed: boolean, recorded?: string): Promise<void> {
     slot.restartDeferred = false;
     slot.restartTimer = undefined;
     const resumeContext = resumed ? this.resumeContextFile(slot) : undefined;
     const resumeTasks = resumed ? this.resumeTasks(slot) : [];
     const files = this.logFiles(slot.name);
     // Recorded before the spawn: a supervisor killed before it records the pid leaves a process `start --continue` and `stop` still find.
-    const nonce = newNonce();
-    await this.ownWrite((batch) => batch.set(agentPath(this.sessionId, slot.name), { ...((batch.get(agentPath(this.sessionId, slot.name)) as AgentRecord | undefined) ?? emptyAgentRecord(slot.name, slot.spec)), spawn_nonce: nonce }));
+    const nonce = recorded ?? newNonce();
+    if (!recorded) await this.ownWrite((batch) => this.setSpawnNonce(batch, slot, nonce));
     let child: AgentProcess;
     try {
       child = await AgentProcess.spawn({
