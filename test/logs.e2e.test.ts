@@ -219,8 +219,10 @@ describe("APEX's line written while an agent's line is unfinished", () => {
     expect(jsonLines(project!.apex(["logs", "--session", SESSION, "--json"]).stdout).map((line) => line.line)).toEqual(["one\u001e", "two", "three\u001e"]);
   });
 
-  it("of a real agent: `Loading...` then ` ok` is one line, whichever of it and APEX's started line came first", async () => {
-    project = new Project(["agents:", "  beta:", "    command: sh", `    args: ["-c", "printf Loading...; until grep -q started .apex/logs/$APEX_SESSION_ID/beta.log; do sleep 0.05; done; echo ' ok'; sleep 1000"]`, "plugins: {}", ""].join("\n"), "apex-logs-");
+  // The agent's line begun before APEX's started line is the marked split above (appendLogLine): with a
+  // real agent, which of the two comes first is the scheduler's choice, so this one waits for APEX's line.
+  it("of a real agent: `Loading...` written after APEX's started line, then ` ok`, is one line after it", async () => {
+    project = new Project(["agents:", "  beta:", "    command: sh", `    args: ["-c", "until grep -q started .apex/logs/$APEX_SESSION_ID/beta.log; do sleep 0.05; done; printf Loading...; sleep 0.3; echo ' ok'; sleep 1000"]`, "plugins: {}", ""].join("\n"), "apex-logs-");
     project.start();
     await waitFor("the agent's line finished", () => project!.apex(["logs", "beta"]).stdout.includes(" ok"));
     const lines = project.apex(["logs", "beta", "--json"]).stdout;
@@ -390,7 +392,10 @@ describe("following a log the supervisor cuts", () => {
   });
 
   it("of a real agent: `Loading...` before the supervisor's cut and ` ok` after it are one line, after the log cut line, in apex logs and logs -f", async () => {
-    const script = "i=0; while [ $i -lt 40 ]; do echo line-$i-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; i=$((i+1)); done; printf Loading...; until [ -e .apex/logs/$APEX_SESSION_ID/beta.log.cut ]; do sleep 0.05; done; echo ' ok'; sleep 1000";
+    // Lines of 9 bytes up to 991..999 bytes, so that `Loading...` alone takes the log past 1000 bytes: the cut
+    // comes after it, with no write of the agent's during it (what came during one is a test above). ` ok` after APEX's log cut line.
+    const log = ".apex/logs/$APEX_SESSION_ID/beta.log";
+    const script = `until grep -q started ${log}; do sleep 0.05; done; while [ $(wc -c < ${log}) -lt 991 ]; do echo xxxxxxxx; done; printf Loading...; until grep -q 'log cut' ${log}; do sleep 0.05; done; echo ' ok'; sleep 1000`;
     project = new Project(["agents:", "  beta:", "    command: sh", `    args: ["-c", ${JSON.stringify(script)}]`, "plugins: {}", ""].join("\n"), "apex-logs-");
     project.start(["--task", "test session"], { APEX_LOG_MAX_BYTES: "1000" });
     const follow = project.apexAsync(["logs", "beta", "-f", "-n", "2", "--json"]);

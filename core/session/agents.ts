@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { appendFileSync, closeSync, createReadStream, createWriteStream, openSync, readSync, statSync, truncateSync } from "node:fs";
+import { appendFileSync, closeSync, createReadStream, createWriteStream, fstatSync, ftruncateSync, openSync, readSync, statSync, writeSync } from "node:fs";
 import { pipeline } from "node:stream/promises";
 import { ApexError } from "../errors.js";
 import { openPrivate, PRIVATE_FILE_MODE, writePrivateFile } from "../store/private.js";
@@ -186,12 +186,41 @@ export function tailLines(file: string, lines: number): string[] {
  * `apex logs` shows the agent's line whole, after APEX's (cli/session/logs.ts); before, it was two lines.
  */
 export function appendLogLine(file: string, text: string, continues = false): void {
-  const size = statSync(file, { throwIfNoEntry: false })?.size ?? 0;
-  appendFileSync(file, `${size > 0 && readAt(file, size - 1, 1)[0] !== 0x0a ? (continues ? "\x1e\n" : "\n") : ""}${text}\n`, { mode: PRIVATE_FILE_MODE });
+  // One descriptor for the look at the last byte and the append, back to back: the agent writes to
+  // the same file on its own, and a line it starts between the two is glued to APEX's. That window
+  // was a stat, two opens and a read wide (a loaded machine hit it); it is now one pread.
+  const fd = openSync(file, "a+", PRIVATE_FILE_MODE);
+  try {
+    const size = fstatSync(fd).size;
+    const last = Buffer.alloc(1);
+    const unfinished = size > 0 && readSync(fd, last, 0, 1, size - 1) === 1 && last[0] !== 0x0a;
+    writeSync(fd, `${unfinished ? (continues ? "\x1e\n" : "\n") : ""}${text}\n`);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Largest size of an agent's log file (APEX_LOG_MAX_BYTES in the supervisor's environment, else 64 MiB). */
 export const LOG_MAX_BYTES = Number(process.env.APEX_LOG_MAX_BYTES) > 0 ? Number(process.env.APEX_LOG_MAX_BYTES) : 64 * 1024 * 1024;
+
+/** The bytes of `file` from `start` to its end, read until a read finds no more; the file is then emptied. */
+function readToEndAndEmpty(file: string, start: number): Buffer {
+  const fd = openSync(file, "r+");
+  try {
+    const chunks: Buffer[] = [];
+    for (let position = start; ; ) {
+      const chunk = Buffer.alloc(Math.max(64 * 1024, fstatSync(fd).size - position));
+      const read = readSync(fd, chunk, 0, chunk.length, position);
+      if (read === 0) break;
+      chunks.push(chunk.subarray(0, read));
+      position += read;
+    }
+    ftruncateSync(fd, 0);
+    return Buffer.concat(chunks);
+  } finally {
+    closeSync(fd);
+  }
+}
 
 /** Up to `length` bytes of `file` from `start`. */
 function readAt(file: string, start: number, length: number): Buffer {
@@ -209,8 +238,8 @@ function readAt(file: string, start: number, length: number): Buffer {
  * (replacing the previous one) and the file emptied. The agent holds the file open for
  * appending, so it writes on at the start. What it wrote during the copy follows into `.1`,
  * caught up until less than 64 KiB is left (or another `max` was), which is read to the file's end right before it is
- * emptied, in one synchronous step: before, it was emptied unread (a busy agent lost what it wrote
- * during the whole copy at each cut). So `.1` holds the last `max` bytes and what came during
+ * emptied (readToEndAndEmpty): before, it was emptied unread (a busy agent lost what it wrote
+ * during the whole copy at each cut); what remains is the one system call between the last read and the truncation. So `.1` holds the last `max` bytes and what came during
  * the cut (from the first line that starts in those bytes). `<file>.cut` records it: `.1` holds the bytes [from, to) of the file as it was, so
  * `apex logs -f` reads there what it had not read yet (cli/session/logs.ts followCut). True
  * when the file was cut.
@@ -226,9 +255,10 @@ export async function capLogFile(file: string, max = LOG_MAX_BYTES): Promise<boo
   size = await copy(from, size, "w");
   // No further than another `max`: an agent writing faster than the copy would keep it going.
   for (let now = statSync(file).size; now - size >= 64 * 1024 && size - cut < max; now = statSync(file).size) size = await copy(size, now, "a");
-  // Read to its end (room for what comes meanwhile) and emptied at once; .1 gets it after.
-  const rest = readAt(file, size, statSync(file).size - size + 1024 * 1024);
-  truncateSync(file, 0);
+  // Read to its end and emptied right after, through one descriptor; .1 gets it after. What the
+  // agent writes between the last read and the truncation (one system call apart) is lost: the
+  // agent appends on its own, so no cut of its file can close that window (logrotate's copytruncate has it too).
+  const rest = readToEndAndEmpty(file, size);
   appendFileSync(`${file}.1`, rest);
   writePrivateFile(`${file}.cut`, `${JSON.stringify({ from, to: size + rest.length, at: new Date().toISOString() })}\n`);
   return true;
