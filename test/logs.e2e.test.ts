@@ -369,6 +369,39 @@ describe("following a log the supervisor cuts", () => {
     }
   });
 
+  it("logs -f started after a cut went across a line and before its rest came prints that line once, whole, with or without APEX's log cut line first, and through a remote follower's read_to", async () => {
+    const { appendLogLine, capLogFile } = await import("../core/session/agents.js");
+    const { followLogs, readLogTail } = await import("../dist/cli/session/logs.js");
+    const file = join(logDir(), "beta.log");
+    const follow = async (logCutFirst: boolean, remote: boolean) => {
+      writeFileSync(file, `${Array.from({ length: 400 }, (_, i) => `line ${i}`).join("\n")}\nhalf`);
+      expect(await capLogFile(file, 2_000)).toBe(true);
+      if (logCutFirst) appendLogLine(file, "[apex t] log cut", true);
+      // As following a running session reads the last lines (holdUnfinished).
+      const tail = readLogTail(project!.storeDir, SESSION, undefined, 2, true);
+      // A remote follower gets read_to only (JSON), and the line is read from .1 again.
+      const chosen = remote ? tail.chosen.map(({ held: _held, ...rest }: { held?: unknown }) => JSON.parse(JSON.stringify(rest))) : tail.chosen;
+      const printed: string[] = [];
+      let stop = false;
+      const following = followLogs(tail.dir, chosen, undefined, (line: { line: string }) => printed.push(line.line), () => stop);
+      try {
+        await new Promise((resolve) => setTimeout(resolve, 300)); // a poll or more before the rest
+        if (!logCutFirst) appendLogLine(file, "[apex t] log cut", true);
+        appendFileSync(file, " and after\nnext\n");
+        await waitFor("the lines after the cut", () => printed.includes("next"));
+        return [...tail.lines.map((line: { line: string }) => line.line), ...printed];
+      } finally {
+        stop = true;
+        await following;
+      }
+    };
+    // Before, `half` was among the last lines, then ` and after` came on a line of its own.
+    for (const remote of [false, true]) {
+      expect(await follow(true, remote), `remote ${remote}`).toEqual(["line 399", "[apex t] log cut", "half and after", "next"]);
+      expect(await follow(false, remote), `remote ${remote}`).toEqual(["line 398", "line 399", "[apex t] log cut", "half and after", "next"]);
+    }
+  });
+
   it("a line the cut goes across is shown whole also when the agent's rest came before the log cut line, or no log cut line came (its supervisor gone), and not joined when the agent ended there", async () => {
     const { appendLogLine, capLogFile } = await import("../core/session/agents.js");
     const dir = logDir();

@@ -33,8 +33,17 @@ export interface LogFile {
    * The file (its identity) and size its last lines were read from: following goes on from there, so a line written meanwhile is not lost.
    * `cut`: the record of the supervisor's last cut of the file (`<file>.cut`) then, null for none: a cut made since is followed into `.1`.
    */
-  readTo?: { dev: number; ino: number; size: number; cut?: string | null };
+  readTo?: { dev: number; ino: number; size: number; cut?: string | null; held?: HeldPhase };
+  /**
+   * Following a running session's log: the last line of `.1`, which a cut went across and whose rest is not in the file
+   * yet, held back (not among the last lines shown) to be printed whole once its rest comes; `readTo.held` says so to a
+   * remote follower, which reads it again from `.1`.
+   */
+  held?: { line: TailLine; phase: HeldPhase };
 }
+
+/** Where a held line of `.1` stands: its rest (or APEX's `log cut` line first) awaited (`cut`), or its rest after that line (`rest`). */
+type HeldPhase = "cut" | "rest";
 
 export interface LogLine {
   agent: string;
@@ -195,7 +204,9 @@ export function readLogTail(storeDir: string, sessionId: string, agent: string |
     const recent = logTail(file.file, count + 2, (readTo) => (file.readTo = { ...readTo, cut }), holdUnfinished);
     // A log the supervisor cut (it keeps each under APEX_LOG_MAX_BYTES) goes on from <file>.1, once the file is read from its start.
     const earlier = recent.length < count + 2 ? logTail(`${file.file}.1`, Math.max(1, count - recent.length + 1)) : [];
-    for (const line of count > 0 ? acrossCut(earlier, recent).slice(-count) : []) lines.push(logLine(file, line.bytes, line.dropped));
+    const hold = holdUnfinished ? (line: TailLine, phase: HeldPhase) => ((file.held = { line, phase }), file.readTo && (file.readTo.held = phase)) : undefined;
+    const shown = acrossCut(earlier, recent, hold);
+    for (const line of count > 0 ? shown.slice(-count) : []) lines.push(logLine(file, line.bytes, line.dropped));
   }
   return { dir, chosen, lines };
 }
@@ -207,12 +218,20 @@ export function readLogTail(storeDir: string, sessionId: string, agent: string |
  * one after APEX's `log cut` line when that came first (shown before it, as a line APEX's own line
  * split: SPLIT_MARK). Before, `Loading...`, the `log cut` line, then ` ok`. Nothing is written for
  * it: a supervisor gone before its `log cut` line leaves the rest first in the file, joined as well.
+ * With `hold` (following a running session), a line whose rest is not written yet is held back
+ * and given to `hold`: the follower prints it whole once its rest comes (before, `Loading...`
+ * was shown, then ` ok` on a line of its own).
  */
-function acrossCut(earlier: TailLine[], recent: TailLine[]): TailLine[] {
+function acrossCut(earlier: TailLine[], recent: TailLine[], hold?: (line: TailLine, phase: HeldPhase) => void): TailLine[] {
   const pending = earlier.at(-1);
-  if (!pending?.unfinished || recent.length === 0) return [...earlier, ...recent];
-  const apex = isApexLine(recent[0]!.bytes) ? 1 : 0;
+  if (!pending?.unfinished) return [...earlier, ...recent];
+  const apex = recent.length > 0 && isApexLine(recent[0]!.bytes) ? 1 : 0;
   const rest = recent[apex];
+  if (hold && !rest && recent.length === apex) {
+    hold(pending, apex ? "rest" : "cut");
+    return [...earlier.slice(0, -1), ...recent];
+  }
+  if (recent.length === 0) return earlier;
   // No rest after APEX's line (not written yet), or another of APEX's: the agent's line ended there.
   if (!rest || (apex === 1 && isApexLine(rest.bytes))) return [...earlier.slice(0, -1), ...recent.slice(0, apex), pending, ...recent.slice(apex)];
   const { partial, dropped } = joinLines({ partial: pending.bytes, dropped: pending.dropped }, { partial: rest.bytes, dropped: rest.dropped });
@@ -386,6 +405,11 @@ function openFollowed(file: LogFile, from: "start" | "end"): Followed {
     const { readTo } = file;
     state.offset = !readTo ? fstatSync(state.fd).size : readTo.dev === state.dev && readTo.ino === state.ino ? readTo.size : 0;
   }
+  // The line of .1 held back from the last lines (acrossCut): awaiting its rest, as if followed through the cut. A remote
+  // follower reads it from .1 again, unless a cut made since replaced .1 (followCut then reads what it holds).
+  const phase = from === "end" ? (file.held?.phase ?? file.readTo?.held) : undefined;
+  const held = file.held?.line ?? (phase && readCut(file.file)?.text === file.readTo?.cut ? logTail(`${file.file}.1`, 1).at(-1) : undefined);
+  if (phase && held?.unfinished) state.split = { partial: held.bytes, dropped: held.dropped, phase };
   return state;
 }
 

@@ -1388,10 +1388,11 @@ function sleep(ms: number): Promise<void> {
 /** A log position a client sent back (logs.read's `read_to`), if it is one: only where following starts, whatever it says. */
 function logPosition(value: unknown): LogFile["readTo"] {
   if (!value || typeof value !== "object") return undefined;
-  const { dev, ino, size, cut } = value as Record<string, unknown>;
+  const { dev, ino, size, cut, held } = value as Record<string, unknown>;
   if (![dev, ino, size].every((n) => typeof n === "number" && Number.isSafeInteger(n) && n >= 0)) return undefined;
   // The cut record logs.read saw (a short line of JSON), or null for none; anything else: not known, as from a client that sends none.
-  return { dev: dev as number, ino: ino as number, size: size as number, ...(cut === null || (typeof cut === "string" && cut.length <= 1000) ? { cut } : {}) };
+  // `held`: logs.read held back the last line of .1 (cli/session/logs.ts acrossCut), read from there again.
+  return { dev: dev as number, ino: ino as number, size: size as number, ...(cut === null || (typeof cut === "string" && cut.length <= 1000) ? { cut } : {}), ...(held === "cut" || held === "rest" ? { held } : {}) };
 }
 
 function noSuchMethod(method: string): ApexError {
