@@ -462,6 +462,43 @@ describe("merge cases", () => {
     expect(report.memory.conflicts).toEqual([]);
     expect([value(dst, "/a"), value(dst, "/b"), value(dst, "/c"), value(dst, "/d")]).toEqual(["dst-1", "src-1", "dst-2", "src-2"]);
   });
+
+  it("criss-cross: the merge diffs against a virtual ancestor of both candidates, so a path changed again on one side after both merges is no conflict, and one the sides settled differently still is", async () => {
+    const { dst, src } = await twoBranches();
+    await commit(dst, { "/a": "dst-1", "/x": "dst-1" });
+    const dst1 = latest(dst);
+    await commit(src, { "/b": "src-1", "/x": "src-1" });
+    const src1 = latest(src);
+    // dst merges src1, settling /x its way; src merges dst1 (written by hand as a merge checkpoint), settling /x the other way.
+    await mergeSessions(store, { source: "src", destination: "dst", strategy: "ours" });
+    await store.transaction(() => {
+      const view = objectView(store);
+      const m = applyToTree(view, src1.memory.root, [{ path: "/a", kind: "added", hash: view.writeValue("dst-1") }]);
+      writeDerivedCheckpoint(store, {
+        sessionId: src,
+        trigger: "merge",
+        description: "criss",
+        parent: src1.id,
+        mergeParent: dst1.id,
+        createdAt: now().toISOString(),
+        roots: { memory: { ...src1.memory, root: m.root, keys: src1.memory.keys + m.delta }, tasks: src1.tasks, agents: src1.agents },
+        gitState: null,
+        data: { merge: { from: { session_id: dst, sequence: dst1.sequence, id: dst1.id, name: dst1.name } } },
+        actor: "user:test",
+      });
+    });
+    // dst changes /a (dst1's) again; src leaves it as it merged it.
+    await commit(dst, { "/a": "dst-2" });
+    await commit(src, { "/d": "src-2" });
+    const report = await mergeSessions(store, { source: "src", destination: "dst", dryRun: true });
+    expect(report.other_bases).toEqual([dst1.id]);
+    // Against src1 alone (no /a there), /a was dst-2 on one side and dst-1 on the other: a conflict. /x was settled
+    // dst-1 on dst and src-1 on src: the virtual ancestor holds their base's value there, so it conflicts still.
+    expect(report.memory.conflicts.map((conflict) => conflict.path)).toEqual(["/x"]);
+    await mergeSessions(store, { source: "src", destination: "dst", strategy: "ours" });
+    expect([value(dst, "/a"), value(dst, "/b"), value(dst, "/d"), value(dst, "/x")]).toEqual(["dst-2", "src-1", "src-2", "dst-1"]);
+    expect((latest(dst).data as { merge: { other_bases?: string[] } }).merge.other_bases).toEqual([dst1.id]);
+  });
 });
 
 describe("tasks and live memory", () => {

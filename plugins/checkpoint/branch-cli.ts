@@ -403,7 +403,7 @@ function printMerge(report: SessionMergeReport, options: { json?: boolean }): vo
     printLine(`Nothing to merge${gitLine ? " in memory" : ""}: ${src} changes nothing ${dst} does not have since ${base}.`);
     return tail();
   }
-  printLine(`${report.dry_run ? "Would merge" : "Merged"} ${src} into ${dst} (base ${base}${report.other_bases.length > 0 ? `; ${plural(report.other_bases.length, "other common ancestor")} not used` : ""}, strategy ${report.strategy}).`);
+  printLine(`${report.dry_run ? "Would merge" : "Merged"} ${src} into ${dst} (base ${base}${report.other_bases.length > 0 ? ` merged with ${plural(report.other_bases.length, "other common ancestor")} into a virtual one` : ""}, strategy ${report.strategy}).`);
   for (const [part, plan] of [
     ["memory", report.memory],
     ["tasks", report.tasks],

@@ -117,16 +117,33 @@ function absentSides(base: Hash | undefined, ours: Hash | undefined, theirs: Has
   return [...(base ? [] : ["base" as const]), ...(ours ? [] : ["ours" as const]), ...(theirs ? [] : ["theirs" as const])];
 }
 
-/** Plans the merge of `theirs` into `ours` against `base`; reads only the changed subtrees. */
-export function planMerge(view: ObjectView, base: MergeSide | null, ours: MergeSide, theirs: MergeSide, strategy: MergeStrategy): MergePlan {
+/**
+ * Plans the merge of `theirs` into `ours` against `base`; reads only the changed subtrees.
+ * `base` (for a virtual ancestor, not a user's strategy): a conflict takes the base's value.
+ */
+export function planMerge(view: ObjectView, base: MergeSide | null, ours: MergeSide, theirs: MergeSide, strategy: MergeStrategy): MergePlan;
+export function planMerge(view: ObjectView, base: MergeSide | null, ours: MergeSide, theirs: MergeSide, strategy: MergeStrategy | "base"): Omit<MergePlan, "strategy">;
+export function planMerge(view: ObjectView, base: MergeSide | null, ours: MergeSide, theirs: MergeSide, strategy: MergeStrategy | "base"): Omit<MergePlan, "strategy"> & { strategy?: MergeStrategy } {
   return {
     memory: planTree(view, base?.memory ?? null, ours.memory, theirs.memory, strategy, "memory"),
     tasks: planTree(view, base?.tasks ?? null, ours.tasks, theirs.tasks, strategy, "tasks"),
-    strategy,
+    ...(strategy === "base" ? {} : { strategy }),
   };
 }
 
-function planTree(view: ObjectView, base: Hash | null, ours: Hash | null, theirs: Hash | null, strategy: MergeStrategy, kind: "memory" | "tasks"): TreeMergePlan {
+/**
+ * The common ancestor of two checkpoints that are each other's in a criss-cross history (each
+ * side merged the other), made as git's recursive strategy makes one: `theirs` merged into
+ * `ours` against their own `base`, a path they changed differently holding the base's value
+ * (so that a merge against it sees both later sides as changing it). Its trees are new: write
+ * them to an overlay view.
+ */
+export function virtualAncestor(view: ObjectView, base: MergeSide | null, ours: MergeSide, theirs: MergeSide): MergeSide {
+  const plan = planMerge(view, base, ours, theirs, "base");
+  return { memory: applyToTree(view, ours.memory, plan.memory.changes).root, tasks: applyToTree(view, ours.tasks, plan.tasks.changes).root };
+}
+
+function planTree(view: ObjectView, base: Hash | null, ours: Hash | null, theirs: Hash | null, strategy: MergeStrategy | "base", kind: "memory" | "tasks"): TreeMergePlan {
   const plan: TreeMergePlan = { changes: [], conflicts: [], same: 0, oursOnly: 0 };
   if (theirs === base || theirs === ours) {
     if (ours !== base && theirs !== ours) plan.oursOnly = changesOf(view, base, ours).size;
@@ -149,12 +166,15 @@ function planTree(view: ObjectView, base: Hash | null, ours: Hash | null, theirs
       plan.same += 1;
       return;
     }
+    const toBase = () => plan.changes.push({ path, kind: kindOf({ ...(mine.after ? { before: mine.after } : {}), ...(change.before ? { after: change.before } : {}) }), ...(change.before ? { hash: change.before } : {}) });
     if (kind === "tasks") {
-      const decided = decideTask(view, path, change.before, mine.after, their.after, strategy);
+      const decided = decideTask(view, path, change.before, mine.after, their.after, strategy === "base" ? "ours" : strategy);
+      if (decided.conflict && strategy === "base") return void toBase();
       if (decided.conflict) plan.conflicts.push(decided.conflict);
       if (decided.take === "theirs") plan.changes.push({ path, kind: kindOf({ ...(mine.after ? { before: mine.after } : {}), ...(their.after ? { after: their.after } : {}) }), ...(their.after ? { hash: their.after } : {}), ...(decided.conflict ? { resolved: true } : {}) });
       return;
     }
+    if (strategy === "base") return void toBase();
     const resolution = strategy === "fail" ? "none" : strategy;
     plan.conflicts.push({
       path,

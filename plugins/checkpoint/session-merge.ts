@@ -21,7 +21,10 @@ import {
   type MergeChange,
   type MergeConflict,
   type MergePlan,
+  type MergeSide,
   type MergeStrategy,
+  type ObjectView,
+  virtualAncestor,
 } from "./merge.js";
 import { resolveSessionRef } from "./plugin-sessions.js";
 import { ACTORS, assertWritable, loadManifest } from "./refs.js";
@@ -69,7 +72,7 @@ export interface SessionMergeReport {
   source: { session_id: string; session_name: string | null; checkpoint: { id: string; name: string }; changed_since_checkpoint: "running" | "stopped" | false };
   destination: { session_id: string; session_name: string | null; checkpoint: { id: string; name: string } | null };
   base: { id: string; session_id: string; session_name: string | null; name: string; created_at: string } | null;
-  /** Other maximal common ancestors (criss-cross), not chosen. */
+  /** Other maximal common ancestors (criss-cross): with `base`, merged into the virtual ancestor the merge diffs against. */
   other_bases: string[];
   relation: Relation;
   strategy: MergeStrategy;
@@ -119,9 +122,10 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
     }
     const found = ours ? findMergeBase(store, locatedOf(ours), locatedOf(theirs)) : { relation: "unrelated" as Relation, base: null, candidates: [] };
     const base = found.base ? loadManifest(store, locatedOf(found.base)) : null;
+    const overlay = live || dryRun;
     const scope = request.scope ?? normalizeScope(ours?.memory.scope ?? DEFAULT_SCOPE);
     const upToDate = found.relation === "up-to-date" || found.relation === "same";
-    const view = objectView(store, { overlay: live || dryRun });
+    const view = objectView(store, { overlay });
     let oursRoots = ours ? { memory: ours.memory.root, tasks: ours.tasks.root } : { memory: null, tasks: null };
     if (live && !upToDate) {
       const snapshot = buildSnapshot(store, view, { memory: { scope, base: catalog.base(baseKey(scope, mount)), mount }, session: { id: destinationId } });
@@ -129,7 +133,10 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
     }
     const plan: MergePlan = upToDate
       ? { memory: { changes: [], conflicts: [], same: 0, oursOnly: 0 }, tasks: { changes: [], conflicts: [], same: 0, oursOnly: 0 }, strategy }
-      : planMerge(view, base && { memory: base.memory.root, tasks: base.tasks.root }, oursRoots, { memory: theirs.memory.root, tasks: theirs.tasks.root }, strategy);
+      : found.candidates.length > 1
+        ? // A virtual ancestor's trees are kept in memory: in the overlay, or in one of their own (reading through to the store) when the merge writes to the store.
+          ((planView) => planMerge(planView, ancestorOf(store, planView, found.candidates), oursRoots, { memory: theirs.memory.root, tasks: theirs.tasks.root }, strategy))(overlay ? view : objectView(store, { overlay: true }))
+        : planMerge(view, base && { memory: base.memory.root, tasks: base.tasks.root }, oursRoots, { memory: theirs.memory.root, tasks: theirs.tasks.root }, strategy);
     const refused = refusedBy(plan);
     report = {
       source: {
@@ -164,6 +171,8 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
     const merge: { [key: string]: JsonValue } = {
       from: { session_id: theirs.session_id, sequence: theirs.sequence, id: theirs.id, name: theirs.name },
       base: base ? { session_id: base.session_id, sequence: base.sequence, id: base.id, name: base.name } : null,
+      // A criss-cross: the base and these were merged into the virtual ancestor diffed against.
+      ...(found.candidates.length > 1 ? { other_bases: found.candidates.slice(1).map((candidate) => candidate.id) } : {}),
       strategy,
       changes: plan.memory.changes.length + plan.tasks.changes.length,
       conflicts_settled: plan.memory.conflicts.length + plan.tasks.conflicts.length,
@@ -289,6 +298,31 @@ function refuseBesideItsSupervisor(store: Store, sessionId: string): void {
     hint: `Run the merge again: it goes to that supervisor once it listens.`,
     details: { supervisor_elsewhere: true, pid: supervisor.pid, start_time: supervisor.start_time },
   });
+}
+
+/** Virtual ancestors built within one another at most this deep; deeper, the newest candidate is the base. */
+const VIRTUAL_DEPTH = 8;
+
+/**
+ * What a merge diffs against, from the maximal common ancestors (newest first): one, its trees;
+ * several (a criss-cross: each side merged the other), a virtual ancestor (merge.ts
+ * virtualAncestor), the candidates merged in turn against their own common ancestor, itself
+ * virtual when they criss-cross too. Against the newest candidate alone, a path the other
+ * candidate changed and one side changed again after both merges was a conflict.
+ */
+function ancestorOf(store: Store, view: ObjectView, candidates: CheckpointSummary[], depth = 0): MergeSide | null {
+  const rootsOf = (summary: CheckpointSummary): MergeSide => {
+    const manifest = loadManifest(store, locatedOf(summary));
+    return { memory: manifest.memory.root, tasks: manifest.tasks.root };
+  };
+  const [first, ...others] = candidates;
+  if (!first) return null;
+  let merged = rootsOf(first);
+  for (const other of depth < VIRTUAL_DEPTH ? others : []) {
+    const found = findMergeBase(store, locatedOf(first), locatedOf(other));
+    merged = virtualAncestor(view, ancestorOf(store, view, found.candidates, depth + 1), merged, rootsOf(other));
+  }
+  return merged;
 }
 
 function locatedOf(item: CheckpointSummary | CheckpointManifest): Located {
