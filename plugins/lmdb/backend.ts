@@ -82,6 +82,8 @@ function decodeRecord(bytes: Uint8Array, size?: unknown): JsonValue {
 const KV_ENCODER = { encode: (value: unknown) => encodeJson(value), decode: decodeRecord };
 
 const REVISION_KEY = "revision";
+/** Logged batches of this many changes or more are kept decoded between reads of the log (changesSinceRaw). */
+const LOG_RECORD_CACHED = 10_000;
 /** The LMDB data file in the store directory. */
 export { STORE_FILE } from "../../core/store/store.js";
 import { STORE_FILE, lmdbDataDir, lmdbStoreExists } from "../../core/store/store.js";
@@ -115,6 +117,8 @@ export class LmdbStore implements StorageBackend {
   private readonly root: RootDatabase;
   private kv!: Database<JsonValue, string>;
   private log!: Database<LogRecord, number>;
+  /** The last logged batch of LOG_RECORD_CACHED changes or more that changesSince decoded. */
+  private lastLogRecord: { key: number; value: LogRecord; bytes: Buffer } | undefined;
   private meta!: Database<unknown, string>;
   private readonly tables = new Map<string, { options: TableOptions; table: Table<any, any> }>();
   /** LMDB's lock file beside the data file. */
@@ -412,7 +416,13 @@ export class LmdbStore implements StorageBackend {
     // The batch holding revision since+1 may start before it.
     let start = since + 1;
     for (const key of this.log.getKeys({ start: since + 1, reverse: true, limit: 1 })) start = key as number;
-    for (const { key, value } of this.log.getRange({ start })) {
+    // A batch of many changes read again from its middle (memory.changes catching up on an import, 10,000 changes a
+    // call) is the one decoded last, when its bytes are still those (a batch rolled back frees its revisions): not decoded again at each call.
+    const cached = this.lastLogRecord;
+    const hit = cached?.key === start && this.log.getBinaryFast(start)?.equals(cached.bytes) === true;
+    const records: Iterable<{ key: number; value: LogRecord }> = hit ? [cached!, ...this.log.getRange({ start: start + 1 })] : this.log.getRange({ start });
+    for (const { key, value } of records) {
+      if (!hit && key === start && value.p.length >= LOG_RECORD_CACHED) this.lastLogRecord = { key, value, bytes: Buffer.from(this.log.getBinaryFast(key) ?? []) };
       for (let i = Math.max(0, since + 1 - key); i < value.p.length; i++) {
         yield { revision: key + i, path: value.p[i]!, kind: value.k[i] === "d" ? "delete" : "put", actor: value.a, time: value.t };
         if (--remaining <= 0) return;

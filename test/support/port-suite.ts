@@ -129,6 +129,30 @@ export function describePort(name: string, harness: PortHarness): void {
       expect(since[299]).toMatchObject({ revision: 305, path: "/n/299", kind: "put" });
     });
 
+    it("reads a batch of many changes from its middle, call after call, and a batch rolled back and written again anew as it is now", async () => {
+      const { store } = fresh();
+      await store.batch((batch) => {
+        for (let i = 0; i < 25_000; i++) batch.set(`/big/${i}`, i);
+      });
+      const read = (since: number, limit: number) => Array.from(store.changesSince(since, { limit }), (change) => `${change.revision}:${change.path}`);
+      for (const since of [0, 10_000, 20_000, 24_999]) expect(read(since, 3), `since ${since}`).toEqual([1, 2, 3].map((i) => `${since + i}:/big/${since + i - 1}`).slice(0, 25_000 - since));
+      // Read inside a transaction that then fails: the batch it read is gone, and the next takes its revisions.
+      await expect(
+        store.transaction(() => {
+          store.batchSync((batch) => {
+            for (let i = 0; i < 20_000; i++) batch.set(`/gone/${i}`, i);
+          });
+          expect(read(25_010, 1)).toEqual(["25011:/gone/10"]);
+          throw new Error("rolled back");
+        }),
+      ).rejects.toThrow("rolled back");
+      await store.batch((batch) => {
+        for (let i = 0; i < 20_000; i++) batch.set(`/kept/${i}`, i);
+      });
+      expect(read(25_010, 2)).toEqual(["25011:/kept/10", "25012:/kept/11"]);
+      expect(read(24_999, 2)).toEqual(["25000:/big/24999", "25001:/kept/0"]);
+    });
+
     it("deletes trees, recursively, each deleted path logged", async () => {
       const { store } = fresh();
       await store.batch((batch) => {
