@@ -57,7 +57,9 @@ describe("a supervisor that shows no sign of life", () => {
   it("is given up on after the idle window when a hook holds its process, or in seconds when it is stopped (SIGSTOP), saying what the session may be in; what it was sent completes once it goes on", async () => {
     project = slowProject();
     const ready = project.start();
-    writeFileSync(join(project.dir, "onPause"), "block 3500");
+    // The hooks below run until the test lets them go (a file release-*): what the test does while one
+    // runs, or the CLI's giving up before it ends, no longer races a hook of a fixed time on a loaded machine.
+    writeFileSync(join(project.dir, "onPause"), "hold release-pause");
     const paused = project.apex(["pause", "--json"], { env });
     // Given up on before the hook let go (before, it waited for it, and succeeded).
     expect(paused.status).toBe(1);
@@ -71,21 +73,23 @@ describe("a supervisor that shows no sign of life", () => {
     expect(error.hint).toContain("`apex stop --force` ends the session and its agents");
     expect(error.details).toMatchObject({ action: "pause", pid: ready.supervisor_pid, may_be_under_way: true, idle_ms: 2000 });
     // As it said: once the hook lets go, the pause is done.
+    writeFileSync(join(project.dir, "release-pause"), "");
     await waitFor("the pause to complete", () => project!.status().session?.status === "paused", 20_000);
 
     // Ctrl-C ends the wait, not the resume: said (it was a silent exit 130), and the resume completes.
-    writeFileSync(join(project.dir, "onResume"), "sleep 1500");
+    writeFileSync(join(project.dir, "onResume"), "wait release-resume");
     const resume = project.apexAsync(["resume"], { env });
     await waitFor("the onResume hook to begin", () => existsSync(join(project!.dir, "onResume.began")), 20_000);
     resume.child.kill("SIGINT");
     const interrupted = await resume.done;
     expect(interrupted.status).toBe(130);
     expect(interrupted.stderr).toContain(`error[APEX_E_INTERRUPTED]: Interrupted while resuming session ${ready.session_id.slice(0, 8)}: the supervisor got the request and goes on with it. The resume may be half done:`);
+    writeFileSync(join(project.dir, "release-resume"), "");
     await waitFor("the resume to complete", () => project!.status().session?.status === "active", 20_000);
 
     // Stopped (SIGSTOP) while its onStop hook runs: the stop is given up on in seconds, saying it may be half done; continued, it ends the session.
     const pid = ready.supervisor_pid;
-    writeFileSync(join(project.dir, "onStop"), "sleep 1500");
+    writeFileSync(join(project.dir, "onStop"), "wait release-stop");
     // A window longer than the ~2 s in which a stopped supervisor is told from a busy one.
     const stop = project.apexAsync(["stop"], { env: { APEX_PLUGIN_COMMAND_IDLE_MS: "8000" } });
     await waitFor("the onStop hook to begin", () => existsSync(join(project!.dir, "onStop.began")), 20_000);
@@ -97,6 +101,7 @@ describe("a supervisor that shows no sign of life", () => {
     expect(stopped.stderr).toContain(`hint: \`kill -CONT ${pid}\` lets it go on`);
     expect(procInfo(pid)?.state).toBe("T");
     process.kill(pid, "SIGCONT");
+    writeFileSync(join(project.dir, "release-stop"), "");
     await waitFor("the supervisor to exit", () => !isAlive(pid), 20_000);
     expect(project.status().session).toBeNull();
   }, 60_000);
@@ -132,7 +137,9 @@ describe("apex start with a slow onStart hook", () => {
     expect(started.status, started.stderr).toBe(0);
     expect(started.stdout).toContain("Session ");
     expect(started.stderr).toMatch(/^Still starting the session \(\d+ s so far\): its supervisor \(pid \d+\) is at work on it \(a restore, a checkpoint, its plugins' onStart hooks may take a while\); waiting as long as it is\. Ctrl-C ends only the wait\.$/m);
-    writeFileSync(join(project.dir, "onStart"), "block 3500");
+    // The hooks below run until the test lets them go (a file release-*): the CLI gives up, or the test
+    // stops the supervisor, while one runs, with no hook of a fixed time for a loaded machine to outlast.
+    writeFileSync(join(project.dir, "onStart"), "hold release-start");
     expect(project.apex(["stop"]).status).toBe(0);
     const frozen = project.apex(["start", "--continue", "last", "--json"], { env });
     expect(frozen.status).toBe(1);
@@ -141,11 +148,12 @@ describe("apex start with a slow onStart hook", () => {
     expect(error.code).toBe("APEX_E_TIMEOUT");
     expect(error.message).toBe(`The supervisor (pid ${error.details.pid}) sent nothing, not even its heartbeat, for 2 s while the session started: it is frozen (a plugin hook that holds its process, an overloaded machine), and the wait is given up. The session may still start if it goes on.`);
     // As it said: once the hook lets go, the session runs.
+    writeFileSync(join(project.dir, "release-start"), "");
     await waitFor("the session to run", () => project!.status().session?.status === "active", 20_000);
 
     // A supervisor stopped (SIGSTOP) as it starts is said in seconds (it was waited on for 60 s), and goes on once continued.
     expect(project.apex(["stop"]).status).toBe(0);
-    writeFileSync(join(project.dir, "onStart"), "sleep 1000");
+    writeFileSync(join(project.dir, "onStart"), "wait release-restart");
     const starting = project.apexAsync(["start", "--continue", "last"], { env: { APEX_PLUGIN_COMMAND_IDLE_MS: "8000" } });
     const began = join(project.dir, "onStart.began");
     const pid = await waitFor("the onStart hook to begin", () => existsSync(began) && Number(readFileSync(began, "utf8")) !== error.details.pid && Number(readFileSync(began, "utf8")), 20_000);
@@ -156,6 +164,7 @@ describe("apex start with a slow onStart hook", () => {
     expect(stopped.stderr).toContain(`error[APEX_E_TIMEOUT]: The supervisor (pid ${pid}) is stopped (SIGSTOP) while the session starts: it cannot go on before a SIGCONT.`);
     expect(stopped.stderr).toContain(`hint: \`kill -CONT ${pid}\` lets it go on, and the session then starts`);
     process.kill(pid, "SIGCONT");
+    writeFileSync(join(project.dir, "release-restart"), "");
     await waitFor("the session to run", () => project!.status().session?.status === "active", 20_000);
   }, 60_000);
 });

@@ -148,7 +148,9 @@ describe("agent names with dots", () => {
 
 describe("an agent stopped in the middle of a line", () => {
   it("its unfinished line and APEX's line about its end are two lines, not glued into one", async () => {
-    project = new Project(["agents:", "  half:", "    command: sh", '    args: ["-c", "sleep 0.3; printf unfinished; sleep 1000"]', "plugins: {}", ""].join("\n"), "apex-logs-");
+    // The agent writes after APEX's started line, not 0.3 s after its start: a supervisor slower than that
+    // (a loaded machine) wrote its started line after `unfinished`, and the line was split there, not at the end.
+    project = new Project(["agents:", "  half:", "    command: sh", '    args: ["-c", "until grep -q started .apex/logs/$APEX_SESSION_ID/half.log; do sleep 0.05; done; printf unfinished; sleep 1000"]', "plugins: {}", ""].join("\n"), "apex-logs-");
     project.start();
     await waitFor("the unfinished line", () => project!.apex(["logs", "half", "--json"]).stdout.includes('"unfinished'));
     expect(project.apex(["stop"]).status).toBe(0);
@@ -447,7 +449,9 @@ describe("following a log the supervisor cuts", () => {
 
 describe("logs -f with a last line not finished yet", () => {
   it("of a running session: prints that line once, whole, when it is finished, not in two pieces", async () => {
-    project = new Project(["agents:", "  beta:", "    command: sh", `    args: ["-c", "sleep 0.5; printf 'one\\nhal'; sleep 1000"]`, "plugins: {}", ""].join("\n"), "apex-logs-");
+    // The agent writes after APEX's started line, not 0.5 s after its start: a supervisor slower than that
+    // (a loaded machine) wrote its started line after `hal`, and the log never ended with the unfinished line.
+    project = new Project(["agents:", "  beta:", "    command: sh", `    args: ["-c", "until grep -q started .apex/logs/$APEX_SESSION_ID/beta.log; do sleep 0.05; done; printf 'one\\nhal'; sleep 1000"]`, "plugins: {}", ""].join("\n"), "apex-logs-");
     const ready = project.start();
     const log = join(project.storeDir, "logs", ready.session_id, "beta.log");
     await waitFor("the unfinished line", () => readFileSync(log, "utf8").endsWith("one\nhal"));

@@ -140,7 +140,7 @@ describe("SessionTimeline", () => {
   });
 });
 
-// An agent that waits for /test/go, then for each task it claims: burns CPU for 0.7 s (so that
+// An agent that waits for /test/go, then for each task it claims: burns 0.7 s of CPU (so that
 // /proc shows it), commits a 4-line file (the first task in the project repository, the second in
 // the agents' workspace under the store, created on the way), and completes the task.
 const WORKER = `
@@ -159,8 +159,9 @@ const workspace = join(process.env.APEX_HOME, "workspace");
 for (let n = 0; ; n++) {
   let task;
   try { task = JSON.parse(apex("task", "claim", "--json")); } catch (error) { if (error.status === 4) break; throw error; }
-  const until = Date.now() + 700;
-  while (Date.now() < until) {}
+  // 0.7 s of CPU, not of the clock: on a loaded machine a loop of 0.7 s got a fraction of a core, less CPU than the test expects.
+  const began = process.cpuUsage();
+  for (let used = 0; used < 700_000; used = ((spent) => spent.user + spent.system)(process.cpuUsage(began))) {}
   const dir = n % 2 === 0 ? process.cwd() : workspace;
   if (!existsSync(join(dir, ".git"))) { mkdirSync(dir, { recursive: true }); git(dir, "init", "-q"); }
   writeFileSync(join(dir, "task-" + n + ".txt"), "one\\ntwo\\nthree\\nfour\\n");

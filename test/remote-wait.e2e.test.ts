@@ -76,7 +76,9 @@ describe("apex --remote with slow plugin hooks", () => {
 
   it("gives up on a supervisor whose hook holds its process after the client's window, or the server's, saying what may be under way; it completes once the hook lets go", async () => {
     const { p, remote } = await served({ APEX_PLUGIN_COMMAND_IDLE_MS: "3000" });
-    writeFileSync(join(p.dir, "onPause"), "block 4500");
+    // The hooks hold the supervisor's process until the test lets them go (a file release-*): the client
+    // and the server can only give up before they end (hooks of 4.5 s were windows a loaded machine could miss).
+    writeFileSync(join(p.dir, "onPause"), "hold release-pause");
     const paused = remote(["pause", "--json"]);
     expect(paused.status).toBe(1);
     expect(paused.stdout).toBe("");
@@ -86,13 +88,15 @@ describe("apex --remote with slow plugin hooks", () => {
       "The session's supervisor (through apex serve) sent nothing, not even its heartbeat, for 2 s while pausing the session: it, the server or the network between is frozen or cut (a plugin hook that holds the supervisor, an overloaded machine), and the wait is given up. The pause may be half done: the agents may be stopped already while the session is still recorded active; it completes if the supervisor goes on.",
     );
     expect(error.details).toMatchObject({ action: "pause", may_be_under_way: true, idle_ms: 1500 });
+    writeFileSync(join(p.dir, "release-pause"), "");
     await waitFor("the pause to complete", () => p.status().session?.status === "paused", 20_000);
 
     // A client with a long window: the server (3 s here) gives up on the silent supervisor, and says so after the heartbeats it sent.
-    writeFileSync(join(p.dir, "onResume"), "block 4500");
+    writeFileSync(join(p.dir, "onResume"), "hold release-resume");
     const resumed = remote(["resume"], { APEX_PLUGIN_COMMAND_IDLE_MS: "60000" });
     expect(resumed.status).toBe(1);
     expect(resumed.stderr).toContain("error[APEX_E_TIMEOUT]: The session's supervisor (through apex serve) sent nothing, not even its heartbeat, for 3 s while resuming the session:");
+    writeFileSync(join(p.dir, "release-resume"), "");
     await waitFor("the resume to complete", () => p.status().session?.status === "active", 20_000);
   }, 60_000);
 
@@ -104,11 +108,19 @@ describe("apex --remote with slow plugin hooks", () => {
         headers: { "content-type": "application/json", authorization: `Bearer ${token}`, ...(accept ? { accept } : {}) },
         body: JSON.stringify({ heartbeat_ms: 200 }),
       });
-    writeFileSync(join(p.dir, "onPause"), "sleep 1500");
+    // The hook runs until three heartbeats came (a hook of 1.5 s could end before three on a loaded machine).
+    writeFileSync(join(p.dir, "onPause"), "wait release-stream");
     const streamed = await call("application/x-ndjson, application/json");
     expect(streamed.status).toBe(200);
     expect(streamed.headers.get("content-type")).toMatch(/^application\/x-ndjson/);
-    const lines = (await streamed.text()).trim().split("\n");
+    let text = "";
+    for (const reader = streamed.body!.pipeThrough(new TextDecoderStream()).getReader(); ; ) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += value;
+      if (text.split("\n").filter((line) => line === '{"heartbeat":true}').length >= 3) writeFileSync(join(p.dir, "release-stream"), "");
+    }
+    const lines = text.trim().split("\n");
     expect(lines.length).toBeGreaterThan(3);
     expect(new Set(lines.slice(0, -1))).toEqual(new Set(['{"heartbeat":true}']));
     expect(JSON.parse(lines.at(-1)!)).toMatchObject({ result: { status: "paused" } });
@@ -178,7 +190,8 @@ describe("apex --remote when the server dies during a wait", () => {
     });
     const url = await waitFor("apex serve's address", () => (server.output().includes("}") ? (JSON.parse(server.output()) as { url: string }).url : undefined), 30_000);
     const { token } = share(p, ready.session_id, "rita", "owner");
-    writeFileSync(join(p.dir, "onPause"), "sleep 2500");
+    // The hook runs until the test lets it go: the server is killed while it runs, however slow the machine.
+    writeFileSync(join(p.dir, "onPause"), "wait release");
     const pause = p.apexAsync(["--remote", `${url.replace(/^http:\/\//, "")}/${ready.session_id}`, "pause", "--json"], { env: { APEX_TOKEN: token, ...env } });
     await waitFor("the onPause hook to begin", () => existsSync(join(p.dir, "onPause.began")), 20_000);
     // Past the first heartbeat line: the reply has begun.
@@ -193,6 +206,7 @@ describe("apex --remote when the server dies during a wait", () => {
     expect(error.message).toMatch(/^http:\/\/127\.0\.0\.1:\d+ closed the connection before answering session\.pause \(\w+\); whether it was done is not known\.$/);
     expect(error.hint).toContain("before running it again");
     expect(typeof error.details.connection).toBe("string");
+    writeFileSync(join(p.dir, "release"), "");
     await waitFor("the pause to complete", () => p.status().session?.status === "paused", 20_000);
   }, 60_000);
 });
@@ -200,13 +214,15 @@ describe("apex --remote when the server dies during a wait", () => {
 describe("a plugin command forwarded through apex serve (plugin.command)", () => {
   it("is waited on as long as the supervisor sends its heartbeat, whatever the client asked, with its output in the answer; a supervisor silent for the server's window is given up on", async () => {
     // `session sync-git` runs git in the supervisor: a git that sleeps first (while the file slow-git
-    // names its seconds) is a command that runs long while the supervisor is at work.
+    // names its seconds, or until the file release-git is there when it says `wait`) is a command that runs long while the supervisor is at work.
     const { GIT_ENV, git } = isolatedGit("apex-remote-wait-git-");
     project = new Project(shellAgents({ coder: "while true; do sleep 0.2; done" }).replace("plugins: {}", "plugins:\n  git: {}"));
     const p = project;
-    initRepo(git, p.dir, { ".gitignore": ".apex/\nbin/\nslow-git\n" });
+    initRepo(git, p.dir, { ".gitignore": ".apex/\nbin/\nslow-git\ngit.began\nrelease-git\n" });
     mkdirSync(join(p.dir, "bin"));
-    writeFileSync(join(p.dir, "bin", "git"), `#!/bin/sh\n[ -f ${join(p.dir, "slow-git")} ] && sleep "$(cat ${join(p.dir, "slow-git")})"\nexec ${execFileSync("sh", ["-c", "command -v git"], { encoding: "utf8" }).trim()} "$@"\n`, { mode: 0o755 });
+    const slow = join(p.dir, "slow-git");
+    const wait = `: > ${join(p.dir, "git.began")}; until [ -f ${join(p.dir, "release-git")} ]; do sleep 0.05; done`;
+    writeFileSync(join(p.dir, "bin", "git"), `#!/bin/sh\nif [ "$(cat ${slow} 2>/dev/null)" = wait ]; then ${wait}; elif [ -f ${slow} ]; then sleep "$(cat ${slow})"; fi\nexec ${execFileSync("sh", ["-c", "command -v git"], { encoding: "utf8" }).trim()} "$@"\n`, { mode: 0o755 });
     const started = p.apex(["start", "--task", "slow git", "--json"], { env: { ...GIT_ENV, PATH: `${join(p.dir, "bin")}:${process.env.PATH}` } });
     expect(started.status, started.stderr).toBe(0);
     const ready = JSON.parse(started.stdout) as { session_id: string; supervisor_pid: number };
@@ -222,8 +238,11 @@ describe("a plugin command forwarded through apex serve (plugin.command)", () =>
     expect(synced.body.result.output).toMatch(/^Recorded the git state of session /);
 
     // Stopped (SIGSTOP) while the command runs: the server gives up after its window of silence, not 120 s.
+    // Its git runs until the test lets it go: the supervisor is stopped while the command runs, however slow the machine
+    // (a git of 2.5 s, stopped 0.5 s after the call, was a window a loaded machine could miss).
+    writeFileSync(slow, "wait");
     const answer = rpc(url, ready.session_id, "plugin.command", token, { name: "session sync-git", args: [], options: {} });
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    await waitFor("the command's git to run", () => existsSync(join(p.dir, "git.began")), 20_000);
     stopped.push(ready.supervisor_pid);
     process.kill(ready.supervisor_pid, "SIGSTOP");
     const began = Date.now();
@@ -232,5 +251,6 @@ describe("a plugin command forwarded through apex serve (plugin.command)", () =>
     expect(Date.now() - began).toBeLessThan(10_000);
     expect(silent!.body.error).toMatchObject({ code: "APEX_E_TIMEOUT", message: "The supervisor sent nothing on plugin.command (not even its heartbeat) for 2 s." });
     process.kill(ready.supervisor_pid, "SIGCONT");
+    writeFileSync(join(p.dir, "release-git"), "");
   }, 60_000);
 });

@@ -29,6 +29,28 @@ afterEach(async () => {
   for (const server of servers.splice(0)) await server.stop();
 });
 
+/**
+ * True once the server on `port` has read what the client on `clientPort` sent it: the receive queue
+ * of its end of the connection (/proc/net/tcp) is empty. A fixed wait for that was a window a loaded machine missed.
+ */
+function readByServer(port: number, clientPort: number): boolean {
+  const hex = (n: number) => `:${n.toString(16).toUpperCase().padStart(4, "0")}`;
+  for (const line of readFileSync("/proc/net/tcp", "utf8").split("\n").slice(1)) {
+    const [, local, remote, , queues] = line.trim().split(/\s+/);
+    if (local?.endsWith(hex(port)) && remote?.endsWith(hex(clientPort))) return parseInt(queues!.split(":")[1]!, 16) === 0;
+  }
+  return false;
+}
+
+/** Resolves true when a connection to `port` is refused: the server no longer listens (it is closing). */
+function refusesConnections(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = netConnect(port, "127.0.0.1");
+    probe.once("connect", () => (probe.destroy(), resolve(false)));
+    probe.once("error", (error: NodeJS.ErrnoException) => resolve(error.code === "ECONNREFUSED"));
+  });
+}
+
 /** `apex serve` as a child process; stop() ends it by its pid and returns what it logged. */
 async function serve(p: Project, args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<Served> {
   const run = p.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json", ...args], { env });
@@ -800,7 +822,8 @@ describe("apex serve: stopping", () => {
         socket.on("error", reject);
       });
       slow.on("error", () => {});
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      // Read by the server (a request under way), not only sent, when SIGTERM comes.
+      await waitFor("the server to read the request's start", () => readByServer(port, slow!.localPort!));
       const stopped = Date.now();
       run.child.kill("SIGTERM");
       const ended = await Promise.race([run.done, new Promise<undefined>((resolve) => setTimeout(resolve, 30_000, undefined))]);
@@ -869,9 +892,12 @@ describe("apex serve: a request while it stops", () => {
       socket.setEncoding("utf8").on("data", (chunk: string) => (reply += chunk));
       const closed = new Promise((resolve) => socket!.on("close", resolve));
       socket.write('POST /api/sessions/x/rpc/whoami HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{');
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      // The server has read the request's start before it is told to stop, and has begun to close (it no longer
+      // listens) before the rest comes: each was a fixed wait (0.3 s, 0.5 s) that a loaded machine could outlast.
+      const port = Number(new URL(url).port);
+      await waitFor("the server to read the request's start", () => readByServer(port, socket!.localPort!));
       run.child.kill("SIGTERM");
-      await new Promise((resolve) => setTimeout(resolve, 500));
+      await waitFor("the server to stop listening", () => refusesConnections(port));
       socket.write("}GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
       await closed;
       const second = reply.slice(reply.indexOf("HTTP/1.1", 1));

@@ -116,7 +116,13 @@ describe("resume of a session whose agent's restart came due while it was paused
     expect(project.status().agents[0]).toMatchObject({ status: "running", restarts: 1 });
     expect(project.apex(["pause"]).status).toBe(0);
     process.kill(-project.status().agents[0]!.pgid!, "SIGKILL");
-    await new Promise((resolve) => setTimeout(resolve, 600));
+    // The supervisor's own time to see the exit is not a fixed wait: a resume before it saw it continues a group it takes as running.
+    const restarting = await waitFor("the agent's second restart", () => {
+      const agent = project.status().agents[0]!;
+      return agent.status === "restarting" && agent.restart_at ? agent : undefined;
+    });
+    // Past its restart_delay (counted from the exit): due, it waits for the resume.
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, Date.parse(restarting.restart_at!) - Date.now()) + 200));
     // Before: "Resumed session …: 0 processes of 0 agents continued.", as if nothing had happened.
     expect(project.apex(["resume"]).stdout).toMatch(/: 0 processes of 0 agents continued; restarted worker \(its restart waited for the resume\)\.\n$/);
   });

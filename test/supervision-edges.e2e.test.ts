@@ -109,10 +109,13 @@ describe("processes that leave the agent's process group (setsid)", () => {
     project = new Project("");
     const dir = project.dir;
     const escaped = `trap "" TERM; echo $$ > ${join(dir, "escaped.pid")}; sleep 1000 & echo $! > ${join(dir, "escaped-child.pid")}; wait`;
-    const script = `setsid sh -c '${escaped}' & while [ ! -s ${join(dir, "escaped-child.pid")} ]; do sleep 0.1; done; sleep 0.3; exit 0`;
+    // It exits once the test has seen its escaped processes (the file go), not 0.3 s after they are there: the
+    // supervisor ended them on its exit before a test slower than that on a loaded machine had seen them.
+    const script = `setsid sh -c '${escaped}' & while [ ! -s ${join(dir, "escaped-child.pid")} ] || [ ! -e ${join(dir, "go")} ]; do sleep 0.1; done; exit 0`;
     project.writeConfig(["agents:", "  quick:", "    command: sh", `    args: ["-c", ${JSON.stringify(script)}]`, "    restart: never", "  keeper:", "    command: sh", `    args: ["-c", "while :; do sleep 0.2; done"]`, "plugins: {}", ""].join("\n"));
     const ready = project.start();
     const [first, second] = await escapedProcesses(dir);
+    writeFileSync(join(dir, "go"), "");
     await waitFor("the quick agent's exit", () => project!.status().agents.find((agent) => agent.name === "quick")?.status === "exited", 30_000);
     await waitFor("its escaped processes to end", () => !isAlive(first!.pid, first!.startTime) && !isAlive(second!.pid, second!.startTime), 20_000);
     // Status names no pid for an agent that exited (it showed the last one, as if it ran): how it ended, and last_pid.

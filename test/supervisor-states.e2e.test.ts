@@ -169,8 +169,13 @@ describe("a session being stopped", () => {
   }, 60_000);
 });
 
-/** A plugin whose command `apex slow STEPS MS` prints a line every MS ms, STEPS times; with --quiet it prints only once done; with --block it blocks its process for MS ms; with --huge it prints one line of MS MiB. */
+/**
+ * A plugin whose command `apex slow STEPS MS` prints a line every MS ms, STEPS times; with --quiet it prints only once done; with --block it blocks its process for MS ms; with --huge it prints one line of MS MiB.
+ * While the file slow-hold exists, it holds after its first line (with --block: holds its process) until the file is gone: for a test that
+ * acts while it runs (a command of a fixed time was a window that a loaded machine could miss).
+ */
 const SLOW_PLUGIN = `import { existsSync, readFileSync } from "node:fs";
+const tick = new Int32Array(new SharedArrayBuffer(4));
 export default {
   name: "slow",
   apply(apex) {
@@ -185,11 +190,13 @@ export default {
       arguments: [{ syntax: "<steps>" }, { syntax: "<ms>" }],
       options: [{ flags: "--quiet" }, { flags: "--block" }, { flags: "--huge" }],
       async action({ args: [steps, ms], options }, context) {
+        const hold = new URL("./slow-hold", import.meta.url);
         if (options.huge) return void context.print("x".repeat(Number(ms) * 1024 * 1024));
-        if (options.block) { const end = Date.now() + Number(ms); while (Date.now() < end); }
+        if (options.block) { const end = Date.now() + Number(ms); while (existsSync(hold) || Date.now() < end) Atomics.wait(tick, 0, 0, 20); }
         for (let step = 1; step <= Number(steps) && !options.block; step++) {
           await new Promise((resolve) => setTimeout(resolve, Number(ms)));
           if (!options.quiet) context.print("step " + step);
+          while (existsSync(hold)) await new Promise((resolve) => setTimeout(resolve, 20));
         }
         context.print("done");
         return 3;
@@ -206,28 +213,35 @@ describe("a long plugin command run by the supervisor", () => {
     project.start();
     // The window is 2 s here (10 minutes by default): the command runs 2.4 s.
     const env = { APEX_PLUGIN_COMMAND_IDLE_MS: "2000" };
+    const hold = join(project.dir, "slow-hold");
+    writeFileSync(hold, "");
     const run = project.apexAsync(["slow", "4", "600"], { env });
     // Its first line is shown while it still runs (it was all shown at the end, and cut off after 600 s).
     await waitFor("the first step to be printed", () => run.output().includes("step 1\n"), 10_000);
     expect(run.output()).not.toContain("done");
+    rmSync(hold);
     const ran = await run.done;
     expect(ran.stderr).toBe("");
     expect(ran.status).toBe(3);
     expect(ran.stdout).toBe("step 1\nstep 2\nstep 3\nstep 4\ndone\n");
     // Ctrl-C ends the wait, not the command, and says so (it was a silent exit 130).
+    writeFileSync(hold, "");
     const cut = project.apexAsync(["slow", "3", "600"], { env });
     await waitFor("the first step to be printed", () => cut.output().includes("step 1\n"), 10_000);
     cut.child.kill("SIGINT");
     const interrupted = await cut.done;
     expect(interrupted.status).toBe(130);
     expect(interrupted.stderr).toMatch(/^error\[APEX_E_INTERRUPTED\]: Interrupted while `apex slow` ran in the session's supervisor \(pid \d+\): it goes on there, and what it prints from now on is not shown\.$/m);
+    rmSync(hold);
     // Silent for 2.8 s but running: the supervisor's heartbeat keeps the wait going.
     const quiet = project.apex(["slow", "4", "700", "--quiet"], { env });
     expect([quiet.status, quiet.stdout, quiet.stderr]).toEqual([3, "done\n", ""]);
-    // A supervisor that sends nothing (its event loop held for 4 s) is given up on after the window.
+    // A supervisor that sends nothing (its event loop held until the test lets it go) is given up on after the window.
+    writeFileSync(hold, "");
     const blocked = project.apex(["slow", "1", "4000", "--block"], { env });
     expect(blocked.status).toBe(1);
     expect(blocked.stderr).toContain("error[APEX_E_TIMEOUT]: The supervisor sent nothing on plugin.command (no output, no heartbeat) for 2 s.");
+    rmSync(hold);
     // So is a checkpoint the supervisor takes for the CLI (it waited a fixed 600 s): one that takes 5 s
     // is waited for through a 3 s window (wider than the commands': a loaded machine's supervisor
     // can be held a second by its own work on a checkpoint).
