@@ -60,8 +60,8 @@ Examples:
   program.addHelpText("afterAll", ({ command }) =>
     command === program || command.options.some((option) => option.long === "--session")
       ? ""
-      : command.parent === program && NO_SESSION_FLAG[command.name()]
-        ? `\nSession:\n  --session is refused here: ${NO_SESSION_FLAG[command.name()]}.`
+      : noSessionFlag(commandPathWords(command))
+        ? `\nSession:\n  --session is refused here: ${noSessionFlag(commandPathWords(command))}.`
         : "\nSession:\n  --session ID|NAME        act on this session of the project (see `apex --help`)",
   );
   for (const register of groups) register(program);
@@ -265,12 +265,41 @@ function applyRemoteFlags(args: string[]): void {
   }
 }
 
-/** Commands for which --session would choose nothing: they refuse it rather than seem to take it. */
+/**
+ * Commands for which --session would choose nothing: they refuse it rather than seem to take it (`apex config show
+ * --session S`, `apex session list --session S` went on as if S were not named). A group's entry is every command of it.
+ */
 const NO_SESSION_FLAG: Record<string, string> = {
   serve: "apex serve serves every session of the project, each only to the users it is shared with (`apex session share SESSION USER`)",
   connect: "apex connect names its session in its target, HOST[:PORT]/SESSION",
   login: "apex login names its session in its target, HOST[:PORT]/SESSION",
+  config: "the config is the project's, every session's alike",
+  plugins: "the plugins are the project's, every session's alike",
+  store: "the store is the project's, with every session in it",
+  backup: "apex backup copies the whole store, every session in it",
+  "session list": "apex session list lists every session of the project",
+  "session tree": "apex session tree draws every session of the project",
+  "session import": "apex session import adds the session its bundle holds",
+  "session unarchive": "apex session unarchive brings back the session its bundle holds (name the archived session as BUNDLE)",
 };
+
+/** `apex help …`, or `--help` (`-h`) before any `--`: the command is not run. */
+function wantsHelp(args: string[]): boolean {
+  const end = args.indexOf("--");
+  return commandWords(args, 1)[0] === "help" || (end < 0 ? args : args.slice(0, end)).some((arg) => arg === "--help" || arg === "-h");
+}
+
+/** Why `apex WORDS` takes no --session, or undefined when it takes one. */
+function noSessionFlag(words: string[]): string | undefined {
+  return NO_SESSION_FLAG[words.slice(0, 2).join(" ")] ?? NO_SESSION_FLAG[words[0] ?? ""];
+}
+
+/** The words of a command below the program: [] for the program, ["session", "list"] for `apex session list`. */
+function commandPathWords(command: Command): string[] {
+  const words: string[] = [];
+  for (let at: Command | null = command; at?.parent; at = at.parent) words.unshift(at.name());
+  return words;
+}
 
 /**
  * `--session ID|NAME` selects the session a command acts on (core/session/binding.ts), before or
@@ -300,6 +329,16 @@ async function applySessionFlag(program: Command, argv: string[]): Promise<strin
     }
   }
   if (value === undefined) return argv;
+  // Before the value is read: a command that takes no session refuses any, whatever it names (its help is shown).
+  const words = commandWords(args);
+  let command: Command | undefined = program;
+  for (const word of words) command = command?.commands.find((sub) => sub.name() === word || sub.aliases().includes(word)) ?? command;
+  const refused = wantsHelp(args) ? undefined : noSessionFlag(words);
+  if (refused) {
+    // The command as it was given (`apex config show`), a plugin's by the words that name it (`apex session import`).
+    const named = command && command !== program && command.commands.length === 0 ? commandPathWords(command) : words.slice(0, NO_SESSION_FLAG[words.slice(0, 2).join(" ")] ? 2 : 1);
+    throw new ApexError("APEX_E_USAGE", `--session ${value} does not work with \`apex ${named.join(" ")}\`: ${refused}.`, { hint: "Leave --session out." });
+  }
   if (process.env.APEX_REMOTE) {
     // A remote command acts on the session of --remote HOST/SESSION, whatever else is named: say so rather than answer for it.
     const { parseRemote } = await import("../plugins/sharing/remote.js");
@@ -314,10 +353,6 @@ async function applySessionFlag(program: Command, argv: string[]): Promise<strin
   if (!process.env.APEX_REMOTE) value = await resolveSessionWord(value, args);
   const { setSessionFlag } = await import("../core/session/binding.js");
   setSessionFlag(value);
-  let command: Command | undefined = program;
-  for (const word of commandWords(args)) command = command?.commands.find((sub) => sub.name() === word || sub.aliases().includes(word)) ?? command;
-  const refused = command?.parent === program ? NO_SESSION_FLAG[command.name()] : undefined;
-  if (refused) throw new ApexError("APEX_E_USAGE", `--session ${value} does not work with \`apex ${command!.name()}\`: ${refused}.`, { hint: "Leave --session out." });
   const declares = command !== program && command?.options.some((option) => option.long === "--session");
   const rest = [...args.slice(0, at), ...args.slice(at + width)];
   if (declares) {

@@ -100,6 +100,26 @@ describe("a session argument and --session", () => {
     }
   });
 
+  it("config, plugins, store, session list and tree, backup, session import and unarchive refuse --session (exit 2), which they would ignore", async () => {
+    // Before, each ran as if --session had not been given (`config show --session S` printed the config, `session list` every session).
+    const lines = [["config", "show"], ["config", "validate"], ["plugins", "list"], ["store", "projects"], ["session", "list"], ["session", "tree"], ["backup"], ["session", "import", "x.apexbundle"], ["session", "unarchive", "x"]];
+    for (const got of await run(lines.map((line) => [...line, "--session", first.slice(0, 8)]))) {
+      expect(got.status, got.args).toBe(2);
+      expect(got.stdout, got.args).toBe("");
+      const command = got.args.replace(/ (x\.apexbundle|x)?\s*--session.*$/, "");
+      expect(got.stderr, got.args).toMatch(new RegExp(`^error\\[APEX_E_USAGE\\]: --session ${first.slice(0, 8)} does not work with \`apex ${command}\`: .+\\.\n  hint: Leave --session out\\.\n$`));
+    }
+    // Before the command words, whatever the value names, and with --json.
+    const json = project.apex(["--session", "no-such-session", "config", "show", "--json"]);
+    expect(json.status).toBe(2);
+    expect(JSON.parse(json.stderr).error).toMatchObject({ code: "APEX_E_USAGE", message: expect.stringContaining("does not work with `apex config show`") });
+    // Their help says so, and is shown with --session on the line too.
+    const help = project.apex(["session", "list", "--help", "--session", first]);
+    expect(help.status).toBe(0);
+    expect(help.stdout).toContain("--session is refused here: apex session list lists every session of the project.");
+    expect(project.apex(["config", "show", "--help"]).stdout).toContain("--session is refused here");
+  });
+
   it("apex start: --session without --continue, or naming another session than --continue, is refused; --continue CHECKPOINT is --session's", async () => {
     // Before, `start --task t --session S` started a new session, `--continue last --session S` continued another one, and
     // `--continue checkpoint-001 --session S` rolled the session that ended last back to its own checkpoint-001.
