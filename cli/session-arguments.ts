@@ -24,28 +24,66 @@ export function sessionArgument(syntax: string, description: string): ArgumentTy
  * Run before the command's action, with `--session`'s session (already resolved: main.ts). Its
  * session argument left out is that session (`apex session cleanup --session S` cleans up S, not
  * every session); one naming another session is a usage error, before anything is written (the
- * argument won, silently). `last` and `current` as the argument mean the session the command is
- * bound to, `--session`'s: never another.
+ * argument won, silently). An argument that names no session is that error (not found), not "two
+ * sessions". `last` and `current` as the argument mean the session the command is bound to,
+ * `--session`'s: never another.
  */
 export async function reconcileSessionArguments(command: Command, flag: string, args: string[]): Promise<void> {
+  const line = commandPath(command);
+  const sessions: Array<[ArgumentType, string]> = [];
   for (const [index, argument] of command.registeredArguments.entries()) {
     if (!SESSION_ARGUMENTS.has(argument)) continue;
     const given = command.processedArgs[index] as unknown;
-    if (given === undefined || given === "") {
+    if (given === undefined) {
       command.processedArgs[index] = flag;
       continue;
     }
     if (typeof given !== "string" || given === flag) continue;
-    const { SESSION_WORDS, wholeSessionId } = await import("./session-ref.js");
-    if (SESSION_WORDS.has(given)) continue;
-    // Read as --session was (a prefix, a name: the whole id); through --remote neither is looked up here.
-    const named = process.env.APEX_REMOTE ? given : await wholeSessionId(given, args);
-    if (named === flag) continue;
-    const line = commandPath(command);
-    throw new ApexError("APEX_E_USAGE", `\`apex ${line}\` was given two sessions: ${given} as its ${argument.name().toUpperCase()} and ${flag} with --session.`, {
+    const { SESSION_WORDS } = await import("./session-ref.js");
+    if (!SESSION_WORDS.has(given)) sessions.push([argument, given]);
+  }
+  if (sessions.length === 0) return;
+  const twoSessions = (argument: ArgumentType, given: string, session: string) =>
+    new ApexError("APEX_E_USAGE", `\`apex ${line}\` was given two sessions: ${given} as its ${argument.name().toUpperCase()} and ${flag} with --session.`, {
       hint: `Name the session once: \`apex ${line} ${given}\` or \`apex ${line} --session ${flag}\`.`,
-      details: { argument: given, session: flag },
+      details: { argument: given, session },
     });
+  const { agentSession } = await import("../core/session/binding.js");
+  // Through --remote (the session is the remote one) and inside an agent (its commands never open the store) as given.
+  if (process.env.APEX_REMOTE || agentSession() || process.env.APEX_SOCKET) {
+    for (const [argument, given] of sessions) throw twoSessions(argument, given, flag);
+    return;
+  }
+  const [{ locateProject }, { openStore, storeExists }, { configFlagOf }, { resolveSessionRef }] = await Promise.all([
+    import("../core/config/locate.js"),
+    import("../core/store/open.js"),
+    import("./session-ref.js"),
+    import("../plugins/checkpoint/plugin-sessions.js"),
+  ]);
+  const location = locateProject({ configFlag: configFlagOf(args) });
+  // A store that cannot be read (damaged, out of reach) is the command's to report, or to repair: the sessions as given.
+  const store = await storeExists(location)
+    .then((exists) => (exists ? openStore(location, { readOnly: true }) : undefined))
+    .catch(() => undefined);
+  if (!store) {
+    for (const [argument, given] of sessions) throw twoSessions(argument, given, flag);
+    return;
+  }
+  try {
+    // Each read as the command reads it (a prefix, a name, a session with checkpoints and no record): one naming none is not found.
+    let named: Array<readonly [ArgumentType, string, string]>;
+    let session: string;
+    try {
+      named = sessions.map(([argument, given]) => [argument, given, resolveSessionRef(store, given)] as const);
+      session = resolveSessionRef(store, flag);
+    } catch (error) {
+      if (["APEX_E_NO_SESSION", "APEX_E_AMBIGUOUS"].includes((error as ApexError).code)) throw error;
+      for (const [argument, given] of sessions) throw twoSessions(argument, given, flag);
+      return;
+    }
+    for (const [argument, given, id] of named) if (id !== session) throw twoSessions(argument, given, session);
+  } finally {
+    await store.close();
   }
 }
 

@@ -100,6 +100,29 @@ describe("a session argument and --session", () => {
     }
   });
 
+  it("an argument or a --session that names no session is that error (APEX_E_NO_SESSION, exit 3), not two sessions", async () => {
+    // Before, `session history abc --session last` said it was given two sessions, abc and the last one.
+    const [unknown, flag, json] = await run([
+      ["session", "history", "abc", "--session", "last"],
+      ["session", "validate", first.slice(0, 8), "--session", "no-such-session"],
+      ["session", "cleanup", "zzzz", "--dry-run", "--session", second, "--json"],
+    ]);
+    expect(unknown!.status, unknown!.stderr).toBe(3);
+    expect(unknown!.stderr).toMatch(/^error\[APEX_E_NO_SESSION\]: No session "abc" in this project\.\n/);
+    expect(flag!.status, flag!.stderr).toBe(3);
+    expect(flag!.stderr).toMatch(/^error\[APEX_E_NO_SESSION\]: No session "no-such-session" in this project\.\n/);
+    expect(json!.status).toBe(3);
+    expect(json!.stdout).toBe("");
+    expect(JSON.parse(json!.stderr).error).toMatchObject({ code: "APEX_E_NO_SESSION", message: 'No session "zzzz" in this project.' });
+    // A session's name is read whatever its case, as --session reads it: the same session both ways.
+    const named = project.apex(["session", "branch", `${first.slice(0, 8)}/latest`, "Args-Branch", "--json"]);
+    expect(named.status, named.stderr).toBe(0);
+    const branch = (JSON.parse(named.stdout) as { session_id: string }).session_id;
+    const same = project.apex(["session", "validate", "args-branch", "--session", "ARGS-BRANCH", "--json"]);
+    expect(same.status, same.stderr).toBe(0);
+    expect((JSON.parse(same.stdout) as { session_id: string }).session_id).toBe(branch);
+  });
+
   it("config, plugins, store, session list and tree, backup, session import and unarchive refuse --session (exit 2), which they would ignore", async () => {
     // Before, each ran as if --session had not been given (`config show --session S` printed the config, `session list` every session).
     const lines = [["config", "show"], ["config", "validate"], ["plugins", "list"], ["store", "projects"], ["session", "list"], ["session", "tree"], ["backup"], ["session", "import", "x.apexbundle"], ["session", "unarchive", "x"]];
