@@ -1,9 +1,10 @@
 /**
  * The positional arguments that name the session a command acts on: `apex session history [id]`,
- * `session validate [id]`, a plugin's `{ syntax: "[id]", session: true }`. Each such command takes
- * `--session` too (every command does, main.ts): named both ways, the two must be one session.
- * The shared resolver in main.ts cannot tell a session from any other word on the line, so the
- * commands declare theirs here.
+ * `session validate [id]`, a plugin's `{ syntax: "[id]", session: true }`; and those that name a
+ * checkpoint, which names its session too (`checkpoint show 3f2a/latest`, a checkpoint's id).
+ * Each such command takes `--session` too (every command does, main.ts): named both ways, the
+ * two must be one session. The shared resolver in main.ts cannot tell a session from any other
+ * word on the line, so the commands declare theirs here.
  */
 import { createRequire } from "node:module";
 import type { Argument as ArgumentType, Command } from "commander";
@@ -12,6 +13,7 @@ import { ApexError } from "../core/errors.js";
 // commander as main.ts has it (required: the same module, not wrapped as an ES module again).
 const { Argument } = createRequire(import.meta.url)("commander") as typeof import("commander");
 const SESSION_ARGUMENTS = new WeakSet<ArgumentType>();
+const CHECKPOINT_ARGUMENTS = new WeakSet<ArgumentType>();
 
 /** An argument (for commander's `addArgument`) that names the session the command acts on. */
 export function sessionArgument(syntax: string, description: string): ArgumentType {
@@ -20,29 +22,37 @@ export function sessionArgument(syntax: string, description: string): ArgumentTy
   return argument;
 }
 
+/** An argument that names a checkpoint (`latest`, `checkpoint-007`, `<session>/checkpoint-007`, an id): of `--session`'s session, when given. */
+export function checkpointArgument(syntax: string, description: string): ArgumentType {
+  const argument = new Argument(syntax, description);
+  CHECKPOINT_ARGUMENTS.add(argument);
+  return argument;
+}
+
 /**
  * Run before the command's action, with `--session`'s session (already resolved: main.ts). Its
  * session argument left out is that session (`apex session cleanup --session S` cleans up S, not
  * every session); one naming another session is a usage error, before anything is written (the
- * argument won, silently). An argument that names no session is that error (not found), not "two
- * sessions". `last` and `current` as the argument mean the session the command is bound to,
+ * argument won, silently), and so is a checkpoint of another session (`checkpoint show S/latest
+ * --session T` showed S's). An argument that names no session is that error (not found), not
+ * "two sessions". `last` and `current` as the argument mean the session the command is bound to,
  * `--session`'s: never another.
  */
 export async function reconcileSessionArguments(command: Command, flag: string, args: string[]): Promise<void> {
   const line = commandPath(command);
   const sessions: Array<[ArgumentType, string]> = [];
+  const checkpoints: Array<[ArgumentType, string]> = [];
   for (const [index, argument] of command.registeredArguments.entries()) {
-    if (!SESSION_ARGUMENTS.has(argument)) continue;
     const given = command.processedArgs[index] as unknown;
-    if (given === undefined) {
-      command.processedArgs[index] = flag;
-      continue;
+    if (given === undefined && SESSION_ARGUMENTS.has(argument)) command.processedArgs[index] = flag;
+    if (typeof given !== "string") continue;
+    if (SESSION_ARGUMENTS.has(argument) && given !== flag) {
+      const { SESSION_WORDS } = await import("./session-ref.js");
+      if (!SESSION_WORDS.has(given)) sessions.push([argument, given]);
     }
-    if (typeof given !== "string" || given === flag) continue;
-    const { SESSION_WORDS } = await import("./session-ref.js");
-    if (!SESSION_WORDS.has(given)) sessions.push([argument, given]);
+    if (CHECKPOINT_ARGUMENTS.has(argument)) checkpoints.push([argument, given]);
   }
-  if (sessions.length === 0) return;
+  if (sessions.length === 0 && checkpoints.length === 0) return;
   const twoSessions = (argument: ArgumentType, given: string, session: string) =>
     new ApexError("APEX_E_USAGE", `\`apex ${line}\` was given two sessions: ${given} as its ${argument.name().toUpperCase()} and ${flag} with --session.`, {
       hint: `Name the session once: \`apex ${line} ${given}\` or \`apex ${line} --session ${flag}\`.`,
@@ -82,6 +92,20 @@ export async function reconcileSessionArguments(command: Command, flag: string, 
       return;
     }
     for (const [argument, given, id] of named) if (id !== session) throw twoSessions(argument, given, session);
+    const { resolveCheckpoint } = await import("../plugins/checkpoint/refs.js");
+    for (const [argument, given] of checkpoints) {
+      let owner: string;
+      try {
+        owner = resolveCheckpoint(store, given, { sessionId: session }).sessionId;
+      } catch {
+        continue; // no such checkpoint: the command says so
+      }
+      if (owner === session) continue;
+      throw new ApexError("APEX_E_USAGE", `\`apex ${line}\` was given two sessions: ${given} (its ${argument.name().toUpperCase()}) is a checkpoint of session ${owner}, and --session names ${session}.`, {
+        hint: `A checkpoint names its session: leave --session out, or name a checkpoint of ${flag} (\`apex checkpoint list --session ${flag}\`).`,
+        details: { argument: given, checkpoint_session: owner, session },
+      });
+    }
   } finally {
     await store.close();
   }

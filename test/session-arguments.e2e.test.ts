@@ -100,6 +100,37 @@ describe("a session argument and --session", () => {
     }
   });
 
+  it("a checkpoint of another session than --session's (`S/latest`, its id) is APEX_E_USAGE (exit 2), nothing written; of the same session it is the one", async () => {
+    // Before, the reference won silently: `checkpoint show S/latest --session T` showed S's, `delete ID --session T` deleted S's.
+    const listed = () => project.apex(["checkpoint", "list", "--session", first, "--json"]).stdout;
+    const before = listed();
+    const checkpoint = (JSON.parse(before) as { items: Array<{ id: string; pinned: boolean }> }).items[0]!;
+    const [f, s] = [first.slice(0, 8), second.slice(0, 8)];
+    const lines = [
+      ["checkpoint", "show", `${f}/latest`],
+      ["checkpoint", "pin", `${f}/checkpoint-001`],
+      ["checkpoint", "delete", checkpoint.id.slice(0, 8), "--force"],
+      ["checkpoint", "diff", "latest", `${f.toUpperCase()}/LATEST`],
+      ["session", "branch", `${f}/latest`, "never-made"],
+    ].map((line) => [...line, "--session", s]);
+    for (const got of await run(lines)) {
+      expect(got.status, got.args).toBe(2);
+      expect(got.stdout, got.args).toBe("");
+      expect(got.stderr, got.args).toMatch(new RegExp(`^error\\[APEX_E_USAGE\\]: \`apex [a-z ]+\` was given two sessions: \\S+ \\(its [A-Z]+\\) is a checkpoint of session ${first}, and --session names ${second}\\.\n`));
+    }
+    expect(listed()).toBe(before);
+    expect(project.apex(["session", "list", "--json"]).stdout).not.toContain("never-made");
+    const json = project.apex(["checkpoint", "show", `${f}/latest`, "--session", s, "--json"]);
+    expect(json.status).toBe(2);
+    expect(JSON.parse(json.stderr).error).toMatchObject({ code: "APEX_E_USAGE", details: { argument: `${f}/latest`, checkpoint_session: first, session: second } });
+    // The same session both ways, or a checkpoint name of --session's session: that checkpoint.
+    for (const args of [["checkpoint", "show", `${f}/latest`, "--session", first], ["checkpoint", "show", checkpoint.id, "--session", f], ["--session", f, "checkpoint", "show", "checkpoint-001"]]) {
+      const got = project.apex([...args, "--json"]);
+      expect(got.status, `${args.join(" ")}: ${got.stderr}`).toBe(0);
+      expect((JSON.parse(got.stdout) as { checkpoint_id: string }).checkpoint_id).toBe(checkpoint.id);
+    }
+  });
+
   it("an argument or a --session that names no session is that error (APEX_E_NO_SESSION, exit 3), not two sessions", async () => {
     // Before, `session history abc --session last` said it was given two sessions, abc and the last one.
     const [unknown, flag, json] = await run([
