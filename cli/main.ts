@@ -132,6 +132,8 @@ export async function main(argv: string[]): Promise<number> {
     refuseBlankValues(program);
     // A command's session argument and --session name one session, or the command does not run (session-arguments.ts).
     if (sessionGiven) {
+      const { withSessionFlag } = await import("./session-arguments.js");
+      if (!wantsHelp(argv.slice(2))) withSessionFlag(program);
       program.hook("preAction", async (_program, action) => {
         const flag = (await import("../core/session/binding.js")).sessionFlag();
         if (flag !== undefined) await (await import("./session-arguments.js")).reconcileSessionArguments(action, flag, argv.slice(2));

@@ -14,6 +14,8 @@ import { ApexError } from "../core/errors.js";
 const { Argument } = createRequire(import.meta.url)("commander") as typeof import("commander");
 const SESSION_ARGUMENTS = new WeakSet<ArgumentType>();
 const CHECKPOINT_ARGUMENTS = new WeakSet<ArgumentType>();
+/** The required arguments commander was told to let pass (`withSessionFlag`): checked once `--session` has filled its own. */
+const REQUIRED = new WeakSet<ArgumentType>();
 
 /** An argument (for commander's `addArgument`) that names the session the command acts on. */
 export function sessionArgument(syntax: string, description: string): ArgumentType {
@@ -30,6 +32,24 @@ export function checkpointArgument(syntax: string, description: string): Argumen
 }
 
 /**
+ * Called with `--session` on the line, before commander reads the arguments: a required session
+ * argument is `--session`'s when left out (`apex session export --session S -o f` exports S;
+ * commander said `missing required argument 'id'`), so commander must not refuse it missing.
+ * The arguments after it may be the ones given (`session share --session S USER`): they are let
+ * pass as well, and reconcileSessionArguments checks them once the session is in its place.
+ */
+export function withSessionFlag(command: Command): void {
+  if (command.registeredArguments.some((argument) => SESSION_ARGUMENTS.has(argument))) {
+    for (const argument of command.registeredArguments) {
+      if (!argument.required) continue;
+      REQUIRED.add(argument);
+      argument.required = false;
+    }
+  }
+  for (const sub of command.commands) withSessionFlag(sub);
+}
+
+/**
  * Run before the command's action, with `--session`'s session (already resolved: main.ts). Its
  * session argument left out is that session (`apex session cleanup --session S` cleans up S, not
  * every session); one naming another session is a usage error, before anything is written (the
@@ -39,12 +59,12 @@ export function checkpointArgument(syntax: string, description: string): Argumen
  * `--session`'s: never another.
  */
 export async function reconcileSessionArguments(command: Command, flag: string, args: string[]): Promise<void> {
+  fillSessionArgument(command, flag);
   const line = commandPath(command);
   const sessions: Array<[ArgumentType, string]> = [];
   const checkpoints: Array<[ArgumentType, string]> = [];
   for (const [index, argument] of command.registeredArguments.entries()) {
     const given = command.processedArgs[index] as unknown;
-    if (given === undefined && SESSION_ARGUMENTS.has(argument)) command.processedArgs[index] = flag;
     if (typeof given !== "string") continue;
     if (SESSION_ARGUMENTS.has(argument) && given !== flag) {
       const { SESSION_WORDS } = await import("./session-ref.js");
@@ -108,6 +128,31 @@ export async function reconcileSessionArguments(command: Command, flag: string, 
     }
   } finally {
     await store.close();
+  }
+}
+
+/**
+ * `--session`'s session in the place of the session argument left out: when fewer arguments were
+ * given than declared, the session's is the one missing (`session share --session S USER`: USER
+ * is the user). A required argument still missing then is commander's usage error.
+ */
+function fillSessionArgument(command: Command, flag: string): void {
+  const declared = command.registeredArguments;
+  const index = declared.findIndex((argument) => SESSION_ARGUMENTS.has(argument));
+  if (index < 0) return;
+  const fixed = declared.filter((argument) => !argument.variadic).length;
+  const given = command.args.slice(0, fixed);
+  if (given.length < fixed && index <= given.length) {
+    given.splice(index, 0, flag);
+    command.processedArgs = declared.map((argument, at) => {
+      if (at < index || argument.variadic) return command.processedArgs[at] as unknown;
+      const value = given[at];
+      if (value === undefined) return argument.defaultValue as unknown;
+      return argument.parseArg ? (argument.parseArg as (value: string, previous: unknown) => unknown)(value, argument.defaultValue) : value;
+    });
+  }
+  for (const [at, argument] of declared.entries()) {
+    if (REQUIRED.has(argument) && command.processedArgs[at] === undefined) command.error(`error: missing required argument '${argument.name()}'`, { code: "commander.missingArgument", exitCode: 1 });
   }
 }
 

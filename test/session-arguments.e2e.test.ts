@@ -100,6 +100,35 @@ describe("a session argument and --session", () => {
     }
   });
 
+  it("a required session argument left out is --session's (session export, merge, share): not missing", async () => {
+    // Before, `session export --session S -o F` said `missing required argument 'id'`, and `session share --session S USER` read USER as the session.
+    const bundle = join(project.dir, "first.apexbundle");
+    const [exported, merged, shared] = await run([
+      ["session", "export", "--session", first.slice(0, 8), "-o", bundle, "--json"],
+      ["session", "merge", second, "--session", first.slice(0, 8), "--dry-run", "--json"],
+      ["--session", first.slice(0, 8), "session", "share", "alice", "--json"],
+    ]);
+    expect(exported!.status, exported!.stderr).toBe(0);
+    expect(JSON.parse(exported!.stdout)).toMatchObject({ session_id: first, file: bundle });
+    expect(existsSync(bundle)).toBe(true);
+    expect(merged!.status, merged!.stderr).toBe(0);
+    expect(JSON.parse(merged!.stdout)).toMatchObject({ source: { session_id: second }, destination: { session_id: first }, dry_run: true });
+    expect(shared!.status, shared!.stderr).toBe(0);
+    expect(JSON.parse(shared!.stdout)).toMatchObject({ session_id: first, user: "alice" });
+    expect(project.apex(["session", "unshare", "alice", "--session", first]).status).toBe(0);
+    // What is still missing is, as without --session; the session named twice is two sessions, as for an optional argument.
+    const [missing, twice] = await run([
+      ["session", "share", "--session", first, "--json"],
+      ["session", "merge", second, second, "--session", first, "--dry-run"],
+    ]);
+    expect(missing!.status).toBe(2);
+    expect(JSON.parse(missing!.stderr).error).toMatchObject({ code: "APEX_E_USAGE", message: "missing required argument 'user'." });
+    expect(twice!.status).toBe(2);
+    expect(twice!.stderr).toMatch(/^error\[APEX_E_USAGE\]: `apex session merge` was given two sessions: [0-9a-f-]+ as its DST and [0-9a-f-]+ with --session\.\n/);
+    // --help with --session on the line shows the usage as it is.
+    expect(project.apex(["session", "export", "--help", "--session", first]).stdout).toMatch(/^Usage: apex session export \[options\] <id>\n/);
+  });
+
   it("a checkpoint of another session than --session's (`S/latest`, its id) is APEX_E_USAGE (exit 2), nothing written; of the same session it is the one", async () => {
     // Before, the reference won silently: `checkpoint show S/latest --session T` showed S's, `delete ID --session T` deleted S's.
     const listed = () => project.apex(["checkpoint", "list", "--session", first, "--json"]).stdout;

@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { projectOf } from "../../cli/context.js";
 import { examples } from "../../cli/output.js";
-import { checkpointArgument } from "../../cli/session-arguments.js";
+import { checkpointArgument, sessionArgument } from "../../cli/session-arguments.js";
 
 /** `apex session branch|merge|tree`: parallel tracks from checkpoints, merged back (plugins/checkpoint/branch-cli.ts). */
 export function registerSessionBranchCommands(program: Command): void {
@@ -34,7 +34,7 @@ ${examples('apex session branch 3f2a9c1e "experimental-feature"', "apex session 
     .command("merge")
     .description("merge SRC's latest checkpoint into DST (three-way, against their nearest common ancestor); the result is a merge checkpoint on DST")
     .argument("<src>", "the session merged in (id, name or unique id prefix)")
-    .argument("<dst>", "the session merged into (id, name, unique id prefix, or current)")
+    .addArgument(sessionArgument("<dst>", "the session merged into (id, name, unique id prefix, or current; default: the one --session names)"))
     .option("--dry-run", "print every change and conflict; write nothing (exit 4 when the merge would be refused; with --git, also when git would conflict)")
     .option("--strategy <strategy>", "conflicts (a path changed on both sides differently): fail (refuse, exit 4), ours (keep DST's) or theirs (take SRC's)", "fail")
     .option("--git", "also merge SRC's git branch (apex/NAME) into DST's working tree (beforeGit fires first; a conflict aborts the git merge and names the files)")
