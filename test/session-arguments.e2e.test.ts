@@ -116,6 +116,9 @@ describe("a session argument and --session", () => {
     expect(shared!.status, shared!.stderr).toBe(0);
     expect(JSON.parse(shared!.stdout)).toMatchObject({ session_id: first, user: "alice" });
     expect(project.apex(["session", "unshare", "alice", "--session", first]).status).toBe(0);
+    // Its hint names that session (it said `session share current USER`, which shares another one, or none).
+    const none = project.apex(["session", "shares", "--session", first.slice(0, 8)]);
+    expect(none.stdout).toBe(`The session is not shared with anyone. Share it: apex session share ${first} USER --role viewer\n`);
     // What is still missing is, as without --session; the session named twice is two sessions, as for an optional argument.
     const [missing, twice] = await run([
       ["session", "share", "--session", first, "--json"],
