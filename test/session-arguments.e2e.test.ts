@@ -206,7 +206,7 @@ describe("a session argument and --session", () => {
     expect(project.apex(["config", "show", "--help"]).stdout).toContain("--session is refused here");
   });
 
-  it("apex start: --session without --continue, or naming another session than --continue, is refused; --continue CHECKPOINT is --session's", async () => {
+  it("apex start: --session without --continue, or naming another session than --continue, is refused; --continue CHECKPOINT is --session's; a milestone is recorded in --session's", async () => {
     // Before, `start --task t --session S` started a new session, `--continue last --session S` continued another one, and
     // `--continue checkpoint-001 --session S` rolled the session that ended last back to its own checkpoint-001.
     const [fresh, other] = await run([
@@ -223,6 +223,18 @@ describe("a session argument and --session", () => {
     const started = project.apex(["start", "--continue", "checkpoint-001", "--session", first.slice(0, 8), "--json"]);
     expect(started.status, started.stderr).toBe(0);
     expect(JSON.parse(started.stdout)).toMatchObject({ session_id: first, restored_from: checkpoint.id });
+    // A milestone is recorded in --session's session while it runs, as a task is (it was refused: --session only listed them);
+    // in an ended one, refused as `task add` is (exit 4), nothing recorded.
+    const [recorded, ended] = await run([
+      ["milestone", "reached", "--session", first.slice(0, 8), "--json"],
+      ["milestone", "never", "--session", second, "--json"],
+    ]);
+    expect(recorded!.status, recorded!.stderr).toBe(0);
+    expect(JSON.parse(recorded!.stdout)).toMatchObject({ text: "reached" });
+    expect(ended!.status).toBe(4);
+    expect(JSON.parse(ended!.stderr).error).toMatchObject({ code: "APEX_E_SESSION_STATE" });
+    expect((JSON.parse(project.apex(["milestone", "--session", first, "--json"]).stdout) as Array<{ text: string }>).map((item) => item.text)).toEqual(["reached"]);
+    expect(project.apex(["milestone", "--session", second, "--json"]).stdout).not.toContain("never");
     expect(project.apex(["stop"]).status).toBe(0);
   });
 });
