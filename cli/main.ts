@@ -310,9 +310,9 @@ function commandPathWords(command: Command): string[] {
  */
 async function applySessionFlag(program: Command, argv: string[]): Promise<string[]> {
   const args = argv.slice(2);
-  let value: string | undefined;
-  let at = -1;
-  let width = 0;
+  // Every --session on the line: given twice, it must name one session (the first was taken and the other was an
+  // unknown option, or went unread where the command declares --session).
+  const given: Array<{ at: number; width: number; value: string }> = [];
   for (let i = 0; i < args.length; i++) {
     const arg = args[i]!;
     if (arg === "--") break;
@@ -321,16 +321,11 @@ async function applySessionFlag(program: Command, argv: string[]): Promise<strin
     if (arg === "--session" && (args[i + 1] === undefined || args[i + 1]!.startsWith("-"))) {
       throw new ApexError("APEX_E_USAGE", "option '--session <ID|NAME>' argument missing.", { hint: "Name the session after --session: its id, a unique prefix, its name, `last` or `current` (`apex session list`)." });
     }
-    if (arg === "--session" && args[i + 1] !== undefined) {
-      [value, at, width] = [args[i + 1], i, 2];
-      break;
-    }
-    if (arg.startsWith("--session=")) {
-      [value, at, width] = [arg.slice("--session=".length), i, 1];
-      break;
-    }
+    if (arg === "--session") given.push({ at: i, width: 2, value: args[++i]! });
+    else if (arg.startsWith("--session=")) given.push({ at: i, width: 1, value: arg.slice("--session=".length) });
   }
-  if (value === undefined) return argv;
+  if (given.length === 0) return argv;
+  let value = given[0]!.value;
   // Before the value is read: a command that takes no session refuses any, whatever it names (its help is shown).
   const words = commandWords(args);
   let command: Command | undefined = program;
@@ -341,22 +336,35 @@ async function applySessionFlag(program: Command, argv: string[]): Promise<strin
     const named = command && command !== program && command.commands.length === 0 ? commandPathWords(command) : words.slice(0, NO_SESSION_FLAG[words.slice(0, 2).join(" ")] ? 2 : 1);
     throw new ApexError("APEX_E_USAGE", `--session ${value} does not work with \`apex ${named.join(" ")}\`: ${refused}.`, { hint: "Leave --session out." });
   }
+  const others = [...new Set(given.map((flag) => flag.value))].filter((other) => other !== value);
   if (process.env.APEX_REMOTE) {
     // A remote command acts on the session of --remote HOST/SESSION, whatever else is named: say so rather than answer for it.
     const { parseRemote } = await import("../plugins/sharing/remote.js");
-    if (value !== parseRemote(process.env.APEX_REMOTE).sessionId) {
-      throw new ApexError("APEX_E_USAGE", `--session ${value} does not work with --remote: a remote command acts on the session in ${process.env.APEX_REMOTE}.`, {
-        hint: "Leave --session out, or name that session in --remote HOST/SESSION (with a token of it).",
-      });
+    for (const each of [value, ...others]) {
+      if (each !== parseRemote(process.env.APEX_REMOTE).sessionId) {
+        throw new ApexError("APEX_E_USAGE", `--session ${each} does not work with --remote: a remote command acts on the session in ${process.env.APEX_REMOTE}.`, {
+          hint: "Leave --session out, or name that session in --remote HOST/SESSION (with a token of it).",
+        });
+      }
     }
   }
   // `last` and `current` stand for a session id, the same for every command and plugin: resolved here, once.
   const { resolveSessionWord } = await import("./session-ref.js");
-  if (!process.env.APEX_REMOTE) value = await resolveSessionWord(value, args);
+  if (!process.env.APEX_REMOTE) {
+    const first = value;
+    value = await resolveSessionWord(value, args);
+    for (const other of others) {
+      if ((await resolveSessionWord(other, args)) === value) continue;
+      throw new ApexError("APEX_E_USAGE", `--session was given twice, naming two sessions: ${first} and ${other}.`, {
+        hint: `Name the session once: --session ${first} or --session ${other}.`,
+        details: { sessions: [first, other] },
+      });
+    }
+  }
   const { setSessionFlag } = await import("../core/session/binding.js");
   setSessionFlag(value);
   const declares = command !== program && command?.options.some((option) => option.long === "--session");
-  const rest = [...args.slice(0, at), ...args.slice(at + width)];
+  const rest = args.filter((_arg, index) => !given.some((flag) => index >= flag.at && index < flag.at + flag.width));
   if (declares) {
     // Given to the command as its own option, wherever it stood on the line.
     const end = rest.indexOf("--");

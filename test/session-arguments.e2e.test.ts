@@ -100,6 +100,22 @@ describe("a session argument and --session", () => {
     }
   });
 
+  it("--session given twice must name one session: two are APEX_E_USAGE (exit 2), not an unknown option or the first silently", async () => {
+    // Before, `status --session A --session B` was `unknown option '--session'`, and `checkpoint list` took A and left B unread.
+    const [status, list, same] = await run([
+      ["status", "--session", first.slice(0, 8), "--session", second.slice(0, 8), "--json"],
+      ["checkpoint", "list", "--session", first, "--session=" + second],
+      ["status", "--session", first.slice(0, 8), "--session=" + first.toUpperCase(), "--json"],
+    ]);
+    expect(status!.status).toBe(2);
+    expect(JSON.parse(status!.stderr).error).toMatchObject({ code: "APEX_E_USAGE", message: `--session was given twice, naming two sessions: ${first.slice(0, 8)} and ${second.slice(0, 8)}.` });
+    expect(list!.status).toBe(2);
+    expect(list!.stdout).toBe("");
+    expect(list!.stderr).toMatch(/^error\[APEX_E_USAGE\]: --session was given twice, naming two sessions: /);
+    expect(same!.status, same!.stderr).toBe(0);
+    expect((JSON.parse(same!.stdout) as { session: { session_id: string } }).session.session_id).toBe(first);
+  });
+
   it("a required session argument left out is --session's (session export, merge, share): not missing", async () => {
     // Before, `session export --session S -o F` said `missing required argument 'id'`, and `session share --session S USER` read USER as the session.
     const bundle = join(project.dir, "first.apexbundle");
