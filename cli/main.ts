@@ -60,8 +60,8 @@ Examples:
   program.addHelpText("afterAll", ({ command }) =>
     command === program || command.options.some((option) => option.long === "--session")
       ? ""
-      : command.parent === program && NO_SESSION_FLAG[command.name()]
-        ? `\nSession:\n  --session is refused here: ${NO_SESSION_FLAG[command.name()]}.`
+      : noSessionFlag(commandPathWords(command))
+        ? `\nSession:\n  --session is refused here: ${noSessionFlag(commandPathWords(command))}.`
         : "\nSession:\n  --session ID|NAME        act on this session of the project (see `apex --help`)",
   );
   for (const register of groups) register(program);
@@ -132,6 +132,8 @@ export async function main(argv: string[]): Promise<number> {
     refuseBlankValues(program);
     // A command's session argument and --session name one session, or the command does not run (session-arguments.ts).
     if (sessionGiven) {
+      const { withSessionFlag } = await import("./session-arguments.js");
+      if (!wantsHelp(argv.slice(2))) withSessionFlag(program);
       program.hook("preAction", async (_program, action) => {
         const flag = (await import("../core/session/binding.js")).sessionFlag();
         if (flag !== undefined) await (await import("./session-arguments.js")).reconcileSessionArguments(action, flag, argv.slice(2));
@@ -265,12 +267,41 @@ function applyRemoteFlags(args: string[]): void {
   }
 }
 
-/** Commands for which --session would choose nothing: they refuse it rather than seem to take it. */
+/**
+ * Commands for which --session would choose nothing: they refuse it rather than seem to take it (`apex config show
+ * --session S`, `apex session list --session S` went on as if S were not named). A group's entry is every command of it.
+ */
 const NO_SESSION_FLAG: Record<string, string> = {
   serve: "apex serve serves every session of the project, each only to the users it is shared with (`apex session share SESSION USER`)",
   connect: "apex connect names its session in its target, HOST[:PORT]/SESSION",
   login: "apex login names its session in its target, HOST[:PORT]/SESSION",
+  config: "the config is the project's, every session's alike",
+  plugins: "the plugins are the project's, every session's alike",
+  store: "the store is the project's, with every session in it",
+  backup: "apex backup copies the whole store, every session in it",
+  "session list": "apex session list lists every session of the project",
+  "session tree": "apex session tree draws every session of the project",
+  "session import": "apex session import adds the session its bundle holds",
+  "session unarchive": "apex session unarchive brings back the session its bundle holds (name the archived session as BUNDLE)",
 };
+
+/** `apex help …`, or `--help` (`-h`) before any `--`: the command is not run. */
+function wantsHelp(args: string[]): boolean {
+  const end = args.indexOf("--");
+  return commandWords(args, 1)[0] === "help" || (end < 0 ? args : args.slice(0, end)).some((arg) => arg === "--help" || arg === "-h");
+}
+
+/** Why `apex WORDS` takes no --session, or undefined when it takes one. */
+function noSessionFlag(words: string[]): string | undefined {
+  return NO_SESSION_FLAG[words.slice(0, 2).join(" ")] ?? NO_SESSION_FLAG[words[0] ?? ""];
+}
+
+/** The words of a command below the program: [] for the program, ["session", "list"] for `apex session list`. */
+function commandPathWords(command: Command): string[] {
+  const words: string[] = [];
+  for (let at: Command | null = command; at?.parent; at = at.parent) words.unshift(at.name());
+  return words;
+}
 
 /**
  * `--session ID|NAME` selects the session a command acts on (core/session/binding.ts), before or
@@ -279,9 +310,9 @@ const NO_SESSION_FLAG: Record<string, string> = {
  */
 async function applySessionFlag(program: Command, argv: string[]): Promise<string[]> {
   const args = argv.slice(2);
-  let value: string | undefined;
-  let at = -1;
-  let width = 0;
+  // Every --session on the line: given twice, it must name one session (the first was taken and the other was an
+  // unknown option, or went unread where the command declares --session).
+  const given: Array<{ at: number; width: number; value: string }> = [];
   for (let i = 0; i < args.length; i++) {
     const arg = args[i]!;
     if (arg === "--") break;
@@ -290,36 +321,50 @@ async function applySessionFlag(program: Command, argv: string[]): Promise<strin
     if (arg === "--session" && (args[i + 1] === undefined || args[i + 1]!.startsWith("-"))) {
       throw new ApexError("APEX_E_USAGE", "option '--session <ID|NAME>' argument missing.", { hint: "Name the session after --session: its id, a unique prefix, its name, `last` or `current` (`apex session list`)." });
     }
-    if (arg === "--session" && args[i + 1] !== undefined) {
-      [value, at, width] = [args[i + 1], i, 2];
-      break;
-    }
-    if (arg.startsWith("--session=")) {
-      [value, at, width] = [arg.slice("--session=".length), i, 1];
-      break;
-    }
+    if (arg === "--session") given.push({ at: i, width: 2, value: args[++i]! });
+    else if (arg.startsWith("--session=")) given.push({ at: i, width: 1, value: arg.slice("--session=".length) });
   }
-  if (value === undefined) return argv;
+  if (given.length === 0) return argv;
+  let value = given[0]!.value;
+  // Before the value is read: a command that takes no session refuses any, whatever it names (its help is shown).
+  const words = commandWords(args);
+  let command: Command | undefined = program;
+  for (const word of words) command = command?.commands.find((sub) => sub.name() === word || sub.aliases().includes(word)) ?? command;
+  const refused = wantsHelp(args) ? undefined : noSessionFlag(words);
+  if (refused) {
+    // The command as it was given (`apex config show`), a plugin's by the words that name it (`apex session import`).
+    const named = command && command !== program && command.commands.length === 0 ? commandPathWords(command) : words.slice(0, NO_SESSION_FLAG[words.slice(0, 2).join(" ")] ? 2 : 1);
+    throw new ApexError("APEX_E_USAGE", `--session ${value} does not work with \`apex ${named.join(" ")}\`: ${refused}.`, { hint: "Leave --session out." });
+  }
+  const others = [...new Set(given.map((flag) => flag.value))].filter((other) => other !== value);
   if (process.env.APEX_REMOTE) {
     // A remote command acts on the session of --remote HOST/SESSION, whatever else is named: say so rather than answer for it.
     const { parseRemote } = await import("../plugins/sharing/remote.js");
-    if (value !== parseRemote(process.env.APEX_REMOTE).sessionId) {
-      throw new ApexError("APEX_E_USAGE", `--session ${value} does not work with --remote: a remote command acts on the session in ${process.env.APEX_REMOTE}.`, {
-        hint: "Leave --session out, or name that session in --remote HOST/SESSION (with a token of it).",
-      });
+    for (const each of [value, ...others]) {
+      if (each !== parseRemote(process.env.APEX_REMOTE).sessionId) {
+        throw new ApexError("APEX_E_USAGE", `--session ${each} does not work with --remote: a remote command acts on the session in ${process.env.APEX_REMOTE}.`, {
+          hint: "Leave --session out, or name that session in --remote HOST/SESSION (with a token of it).",
+        });
+      }
     }
   }
   // `last` and `current` stand for a session id, the same for every command and plugin: resolved here, once.
   const { resolveSessionWord } = await import("./session-ref.js");
-  if (!process.env.APEX_REMOTE) value = await resolveSessionWord(value, args);
+  if (!process.env.APEX_REMOTE) {
+    const first = value;
+    value = await resolveSessionWord(value, args);
+    for (const other of others) {
+      if ((await resolveSessionWord(other, args)) === value) continue;
+      throw new ApexError("APEX_E_USAGE", `--session was given twice, naming two sessions: ${first} and ${other}.`, {
+        hint: `Name the session once: --session ${first} or --session ${other}.`,
+        details: { sessions: [first, other] },
+      });
+    }
+  }
   const { setSessionFlag } = await import("../core/session/binding.js");
   setSessionFlag(value);
-  let command: Command | undefined = program;
-  for (const word of commandWords(args)) command = command?.commands.find((sub) => sub.name() === word || sub.aliases().includes(word)) ?? command;
-  const refused = command?.parent === program ? NO_SESSION_FLAG[command.name()] : undefined;
-  if (refused) throw new ApexError("APEX_E_USAGE", `--session ${value} does not work with \`apex ${command!.name()}\`: ${refused}.`, { hint: "Leave --session out." });
   const declares = command !== program && command?.options.some((option) => option.long === "--session");
-  const rest = [...args.slice(0, at), ...args.slice(at + width)];
+  const rest = args.filter((_arg, index) => !given.some((flag) => index >= flag.at && index < flag.at + flag.width));
   if (declares) {
     // Given to the command as its own option, wherever it stood on the line.
     const end = rest.indexOf("--");

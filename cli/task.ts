@@ -110,7 +110,7 @@ Examples:
     .description('record a milestone (fires afterMilestone); without TEXT, list them')
     .argument("[text]", 'what was reached, e.g. "Login works end to end"')
     .option("--task <id>", "the task it belongs to (without TEXT: list that task's milestones)")
-    .option("--session <id>", "list another session's milestones (an id, a unique prefix, a branch's name, or `last`)")
+    .option("--session <id>", "that session (an id, a unique prefix, a branch's name, or `last`): its milestones listed, or, with TEXT, the running session the milestone is recorded in")
     .option("--json", "print the milestone {n, text, at, by, task} (without TEXT: [{n, text, at, by, task}])")
     .addHelpText("after", examples('apex milestone "Login works end to end" --task t-0004', "apex milestone", "apex milestone --task t-4", "apex milestone --session 3f2a --json"))
     .action(async (text: string | undefined, options: { task?: string; session?: string; json?: boolean }, command: Command) => {

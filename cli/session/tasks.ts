@@ -183,11 +183,6 @@ export async function milestone(location: ProjectLocation, text: string | undefi
     else for (const item of list) printLine(`${String(item.n ?? "?").padStart(3)}  ${visibleText(known(item.at))}  ${visibleText(known(item.text))}${item.task ? ` (${visibleText(String(item.task))})` : ""}  ${paint(visibleText(known(item.by)), "gray")}`);
     return;
   }
-  if (options.session !== undefined) {
-    throw new ApexError("APEX_E_USAGE", "--session only selects whose milestones to list; a milestone is recorded in the running session.", {
-      hint: 'List with `apex milestone --session ID`; record with `apex milestone "…"` while the session runs.',
-    });
-  }
   const recording = { doing: "recording a milestone", work: "its plugins' afterMilestone hooks run then: a checkpoint may take a while", underWay: "The milestone is most likely recorded already (the hooks run after): `apex milestone` lists them." };
   const recorded = (await withClient(location, "write", (client) =>
     hookedCall(client, "milestone.add", { text, task: options.task ?? null, actor: currentActor() }, recording, Boolean(options.json)),

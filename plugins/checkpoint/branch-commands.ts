@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { projectOf } from "../../cli/context.js";
 import { examples } from "../../cli/output.js";
+import { checkpointArgument, sessionArgument } from "../../cli/session-arguments.js";
 
 /** `apex session branch|merge|tree`: parallel tracks from checkpoints, merged back (plugins/checkpoint/branch-cli.ts). */
 export function registerSessionBranchCommands(program: Command): void {
@@ -10,7 +11,7 @@ export function registerSessionBranchCommands(program: Command): void {
   session
     .command("branch")
     .description("a new session whose state is a checkpoint (memory, tasks, agent contexts, git commit), named NAME; copies nothing")
-    .argument("<checkpoint>", "a checkpoint: its id, a unique id prefix, checkpoint-007, latest, or <session>/checkpoint-007")
+    .addArgument(checkpointArgument("<checkpoint>", "a checkpoint: its id, a unique id prefix, checkpoint-007, latest, or <session>/checkpoint-007"))
     .argument("<name>", "the new session's name: unique whatever its case, 1 to 63 letters, digits, '.', '_' or '-' starting with a letter, not only a-f, digits and '-' (it would read as an id); usable wherever a session id is")
     .option("--worktree [dir]", "also create a git worktree on a new branch apex/NAME at the checkpoint's commit, where the session's agents run (default ../<repository>-NAME, beside the repository)")
     .option("--json", "print {session_id, name, parent_checkpoint: {id, session_id, sequence, name}, checkpoint: {id, name, sequence}, worktree: {path, branch, commit} | null}")
@@ -33,7 +34,7 @@ ${examples('apex session branch 3f2a9c1e "experimental-feature"', "apex session 
     .command("merge")
     .description("merge SRC's latest checkpoint into DST (three-way, against their nearest common ancestor); the result is a merge checkpoint on DST")
     .argument("<src>", "the session merged in (id, name or unique id prefix)")
-    .argument("<dst>", "the session merged into (id, name, unique id prefix, or current)")
+    .addArgument(sessionArgument("<dst>", "the session merged into (id, name, unique id prefix, or current; default: the one --session names)"))
     .option("--dry-run", "print every change and conflict; write nothing (exit 4 when the merge would be refused; with --git, also when git would conflict)")
     .option("--strategy <strategy>", "conflicts (a path changed on both sides differently): fail (refuse, exit 4), ours (keep DST's) or theirs (take SRC's)", "fail")
     .option("--git", "also merge SRC's git branch (apex/NAME) into DST's working tree (beforeGit fires first; a conflict aborts the git merge and names the files)")

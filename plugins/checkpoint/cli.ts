@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { sessionArgument } from "../../cli/session-arguments.js";
+import { checkpointArgument, sessionArgument } from "../../cli/session-arguments.js";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import type { KeptBy } from "./plugin-list.js";
 import { projectOf } from "../../cli/context.js";
@@ -68,7 +68,7 @@ Examples:
   checkpoint
     .command("show")
     .description("one checkpoint: its manifest, tasks, agent states and memory keys")
-    .argument("<checkpoint>", REF_HELP)
+    .addArgument(checkpointArgument("<checkpoint>", REF_HELP))
     .option("--session <id>", "the session for checkpoint-007 and latest")
     .option("--keys-limit <n>", "list at most N memory keys (default 100; 0: only the count)", wholeNumber("--keys-limit"))
     .option("--keys-offset <n>", "skip the first N memory keys (the next page)", wholeNumber("--keys-offset"))
@@ -85,8 +85,8 @@ Examples:
   checkpoint
     .command("diff")
     .description("what changed from checkpoint FROM to checkpoint TO: memory paths added, removed and changed; tasks and agents")
-    .argument("<from>", REF_HELP)
-    .argument("<to>", "the checkpoint compared with FROM, given the same ways")
+    .addArgument(checkpointArgument("<from>", REF_HELP))
+    .addArgument(checkpointArgument("<to>", "the checkpoint compared with FROM, given the same ways"))
     .option("--session <id>", "the session for checkpoint-007 and latest")
     .option("--json", "print {from, to, memory: {added, removed, changed}, tasks: {added, removed, changed: [{id, before, after}]}, agents: {…}} (from/to: {id, name, session_id, sequence, session_name})")
     .addHelpText("after", examples("apex checkpoint diff checkpoint-003 latest", "apex checkpoint diff 1ae4 7c2b --json"))
@@ -102,7 +102,7 @@ Examples:
     checkpoint
       .command(name)
       .description(pinned ? "keep a checkpoint whatever the retention policy says" : "let retention delete a checkpoint again")
-      .argument("<checkpoint>", REF_HELP)
+      .addArgument(checkpointArgument("<checkpoint>", REF_HELP))
       .option("--session <id>", "the session for checkpoint-007 and latest")
       .option("--json", "print the checkpoint's summary {id, name, session_id, session_name, sequence, parent, created_at, trigger, description, pinned, revision, memory_keys, task_count, agent_count, memory_root, tasks_root, agents_root, manifest_hash}")
       .addHelpText("after", examples(`apex checkpoint ${name} checkpoint-003`, `apex checkpoint ${name} latest --json`))
@@ -115,7 +115,7 @@ Examples:
   checkpoint
     .command("delete")
     .description("delete a checkpoint (its objects go with the next sweep); pinned ones, and those a branch or merge needs, need --force")
-    .argument("<checkpoint>", REF_HELP)
+    .addArgument(checkpointArgument("<checkpoint>", REF_HELP))
     .option("-f, --force", "delete it even if it is pinned, in use, or a branch starts from it or a merge needs it")
     .option("--session <id>", "the session for checkpoint-007 and latest")
     .option("--json", "print {id, name, session_id, sequence, session_name} of the deleted checkpoint (and sessionId, the same id, as before)")

@@ -210,7 +210,8 @@ export async function sharesCommand(location: ProjectLocation, ref: string, json
     return;
   }
   if (grants.length === 0) {
-    printLine("The session is not shared with anyone. Share it: apex session share current USER --role viewer");
+    // The session as it was named (`current`, or --session's): `share current` of another one shared the session running.
+    printLine(`The session is not shared with anyone. Share it: apex session share ${ref} USER --role viewer`);
     return;
   }
   printLine(
