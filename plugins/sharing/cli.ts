@@ -371,7 +371,8 @@ async function liveView(origin: string, remote: SessionClient, me: { user: strin
           refuse(error);
           notice();
           draw();
-        } else ended(`The event stream stopped: ${error.message}`);
+        } else if ((error as { details?: { connection?: unknown } }).details?.connection === "closing") ended("The server is shutting down: events stopped (Ctrl-C detaches).");
+        else ended(`The event stream stopped: ${error.message}`);
       },
     );
   };

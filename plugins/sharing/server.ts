@@ -69,7 +69,12 @@ export interface ServeOptions {
 export interface RunningServer {
   url: string;
   port: number;
-  close(): Promise<void>;
+  /**
+   * Stops serving. `ended`: the session whose end closes the server (a supervisor's server, at its
+   * session's onStop): its streams end as a session's end does; every other stream is told the
+   * server went away (APEX_E_RPC, `details.connection: "closing"`), which its client exits non-zero on.
+   */
+  close(ended?: { sessionId: string; name?: string | null }): Promise<void>;
 }
 
 const DASHBOARD_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "../../../plugins/sharing/dashboard");
@@ -110,7 +115,12 @@ const CLOSE_GRACE_MS = 5000;
 interface OpenStream {
   caller: Caller;
   token: string;
+  /** The session the stream follows. */
+  sid: string;
+  /** Ends the stream as complete: the client is told why (an `end` event). */
   close(reason: string): void;
+  /** Ends the stream with an error: the client did not get all it followed. */
+  fail(error: unknown): void;
 }
 
 /** The methods each path of the server takes (for a 405's Allow header); the routes below are the truth. */
@@ -537,11 +547,13 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const stream: OpenStream = {
       caller,
       token,
+      sid,
       close(reason) {
         if (closed) return;
         send("end", { reason });
         finish();
       },
+      fail: (error) => fail(error),
     };
     /** Access ended (revoked, expired): the client gets the reason as an error and the stream closes. */
     const denied = (message: string) => fail(unauthorized(message));
@@ -683,9 +695,18 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   return {
     url,
     port: boundPort,
-    async close() {
+    async close(ended) {
       closing = true;
-      for (const stream of [...streams]) stream.close("the server is shutting down");
+      // The server going away is no end of what a stream follows: said as an error, so that `apex connect`
+      // and `logs -f` exit non-zero (they exited 0 on an `end` event, as when the session had ended).
+      const gone = new ApexError("APEX_E_RPC", "The server is shutting down (apex serve was stopped): the stream was cut before its end.", {
+        hint: "Follow the session again once the server is back; if it does not come back, check that `apex serve` runs there.",
+        details: { connection: "closing" },
+      });
+      for (const stream of [...streams]) {
+        if (stream.sid === ended?.sessionId) stream.close(`session ${ended.name || shortSessionId(ended.sessionId)} has ended`);
+        else stream.fail(gone);
+      }
       grantWatch.close();
       await connections.end();
       // Requests under way may finish; then connections still open (a client that stopped
