@@ -362,6 +362,14 @@ describe("apex connect on a pipe when the server stops", () => {
   });
 });
 
+describe("apex connect --help", () => {
+  it("says how a pipe's connect ends: exit 0 at the session's end, 1 when the server goes", () => {
+    project = new Project(CONFIG);
+    const help = project.apex(["connect", "--help"]).stdout.replace(/\s+/g, " ");
+    expect(help).toContain("On a pipe: ends at the session's end (exit 0, said on stderr) or Ctrl-C; a server that stops or a connection lost under it is exit 1 (APEX_E_RPC, how in details.connection).");
+  });
+});
+
 describe("apex connect when the session ends or the server is killed", () => {
   it("exits 0 when a supervisor's own server closes as its session stops, and 1 (details.connection) when apex serve is killed", async () => {
     project = new Project(CONFIG.replace("plugins:\n", 'plugins:\n  git: {}\n  sharing:\n    serve:\n      listen: "127.0.0.1:0"\n'));
