@@ -371,7 +371,7 @@ describe("apex connect --help", () => {
 });
 
 describe("apex connect when the session ends or the server is killed", () => {
-  it("exits 0 when a supervisor's own server closes as its session stops, and 1 (details.connection) when apex serve is killed", async () => {
+  it("exits 0 when a supervisor's own server closes as its session stops, having sent the session's last events and lines, and 1 (details.connection) when apex serve is killed", async () => {
     project = new Project(CONFIG.replace("plugins:\n", 'plugins:\n  git: {}\n  sharing:\n    serve:\n      listen: "127.0.0.1:0"\n'));
     const follow = (url: string, sid: string, token: string) => {
       const target = `${url.replace("http://", "")}/${sid}`;
@@ -395,9 +395,12 @@ describe("apex connect when the session ends or the server is killed", () => {
     const ended = await connect!.done;
     expect(ended.status, ended.stderr).toBe(0);
     expect(ended.stderr).toContain(`The event stream ended: session ${first.session_id.slice(0, 8)} has ended.`);
+    // What the session wrote up to its end is sent before it: its stop event, its agents' last lines (both were cut off).
+    expect(ended.stdout.trim().split("\n").map((line) => JSON.parse(line) as { type?: string }).some((event) => event.type === "session.stopped")).toBe(true);
     const logsEnded = await logs!.done;
     expect(logsEnded.status, logsEnded.stderr).toBe(0);
     expect(logsEnded.stderr).toContain(`The log stream ended: session ${first.session_id.slice(0, 8)} has ended.`);
+    expect(logsEnded.stdout).toMatch(/alpha \| \[apex [^\]]+\] pid \d+ (was killed by SIGTERM|exited)/);
 
     // apex serve killed mid-stream (kill -9): exit 1, APEX_E_RPC, how the connection broke in details.connection.
     project.start();
