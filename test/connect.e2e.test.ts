@@ -334,6 +334,33 @@ describe("apex connect on a pipe when the server stops", () => {
     expect(logsEnded.stderr).toContain("error[APEX_E_RPC]: The server is shutting down");
   });
 
+  it("takes SIGHUP (its terminal closed) as SIGTERM: the stream is told why, and serve.json is removed", async () => {
+    project = new Project(CONFIG);
+    const sid = project.start().session_id;
+    const server = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+    stops.push(async () => {
+      if (server.child.exitCode === null) server.child.kill("SIGKILL");
+      await server.done;
+    });
+    const url = await waitFor("apex serve", () => (server.output().includes("}") ? (JSON.parse(server.output()) as { url: string }).url : undefined), 30_000);
+    const serveFile = join(project.storeDir, "serve.json");
+    await waitFor("serve.json", () => existsSync(serveFile) && readFileSync(serveFile, "utf8").includes(url));
+    const token = JSON.parse(project.apex(["session", "share", "current", "vera", "--role", "viewer", "--json"]).stdout).token as string;
+    const run = project.apexAsync(["connect", `${url.replace("http://", "")}/${sid}`, "--json"], { env: { APEX_TOKEN: token } });
+    stops.push(async () => {
+      if (run.child.exitCode === null) run.child.kill("SIGINT");
+      await run.done;
+    });
+    await waitFor("the stream", () => project!.status().connected?.some((user: { user: string; streams: number }) => user.user === "vera" && user.streams >= 1));
+    server.child.kill("SIGHUP");
+    // Before, SIGHUP ended the server at once: the client saw a connection reset, and serve.json named a dead server.
+    expect((await server.done).status).toBe(0);
+    expect(existsSync(serveFile)).toBe(false);
+    const ended = await run.done;
+    expect(ended.status, ended.stderr).toBe(1);
+    expect(JSON.parse(ended.stderr).error).toMatchObject({ code: "APEX_E_RPC", details: { connection: "closing" } });
+  });
+
   it("a stream closed without its end (a proxy that gave up) fails too", async () => {
     project = new Project(CONFIG);
     const sid = "3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b";
