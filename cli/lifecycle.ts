@@ -124,7 +124,7 @@ Examples:
     .command("logs")
     .description("show the agents' output (stdout lines 'agent |', stderr lines 'agent !')")
     .argument("[agent]", "only this agent")
-    .option("-f, --follow", "keep printing new lines: until the session ends (it says so on stderr) when it runs, else until Ctrl-C; like tail -F, a log rotated (renamed and made anew) or emptied is read to its end, then from the new file's start")
+    .option("-f, --follow", "keep printing new lines: until the session ends (it says so on stderr, exit 0) when it runs, else until Ctrl-C (with --remote, a server that stops or a connection lost is exit 1, APEX_E_RPC); like tail -F, a log rotated (renamed and made anew) or emptied is read to its end, then from the new file's start")
     .option("-n, --lines <n>", "lines per log file (default 50; 10 with --follow)", wholeNumber("--lines"))
     .option("--session <id>", "a past session (default: the current or latest one)")
     .option("--json", "one JSON object per line: {agent, stream: stdout|stderr, line}, and line_base64 (the exact bytes) for a line that is not valid UTF-8")

@@ -2,7 +2,7 @@
 // util-linux `script`, which gives the CLI a real pseudo-terminal); on a pipe, events line by
 // line. A real `apex serve` on loopback in front of a live session; the built CLI.
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { createServer, request as httpRequest, type Server } from "node:http";
 import { connect, createServer as createNetServer, type AddressInfo, type Socket } from "node:net";
 import { join } from "node:path";
@@ -76,7 +76,7 @@ describe("apex connect on a terminal", () => {
     // again, and the "Cannot refresh" notice stayed on the screen.
     const lastFrame = () => screen.slice(screen.lastIndexOf("\u001b[H"));
     await stop();
-    await waitFor("the notices", () => lastFrame().includes("event stream ended: the server is shutting down") && lastFrame().includes("Cannot refresh"), 15_000);
+    await waitFor("the notices", () => lastFrame().includes("The server is shutting down: events stopped") && lastFrame().includes("Cannot refresh"), 15_000);
     const again = await startServe(project, url.replace("http://", ""));
     // Both notices go once the server answers, before any event: the stream's stayed until the next
     // event came (in a paused session, until someone resumed it), although events were followed again.
@@ -294,7 +294,7 @@ describe("the live view's renderer", () => {
 });
 
 describe("apex connect on a pipe when the server stops", () => {
-  it("says why the stream ended, on stderr", async () => {
+  it("fails with APEX_E_RPC (exit 1), saying why, as does a remote logs -f: a script tells it from the session's end", async () => {
     project = new Project(CONFIG);
     const sid = project.start().session_id;
     const server = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
@@ -319,16 +319,134 @@ describe("apex connect on a pipe when the server stops", () => {
     // The streams are open once the server counts vera as connected with both.
     await waitFor("the streams", () => project!.status().connected?.some((user: { user: string; streams: number }) => user.user === "vera" && user.streams > 1));
     server.child.kill("SIGTERM");
+    // The server gone is no end of the session: exit 1 with APEX_E_RPC (`details.connection: "closing"`).
+    // Before, both exited 0, as when the session had ended.
     const ended = await run.done;
-    expect(ended.status, ended.stderr).toBe(0);
+    expect(ended.status, ended.stderr).toBe(1);
     // --json is JSON lines: the status first, then the events, each line one object.
     const lines = ended.stdout.trim().split("\n");
     expect(Object.keys(JSON.parse(lines[0]!))).toEqual(["connected", "status"]);
     for (const line of lines) expect(() => JSON.parse(line), line).not.toThrow();
-    expect(ended.stderr).toContain("The event stream ended: the server is shutting down.");
+    expect(JSON.parse(ended.stderr).error).toMatchObject({ code: "APEX_E_RPC", details: { connection: "closing" } });
+    expect(JSON.parse(ended.stderr).error.message).toContain("The server is shutting down");
     const logsEnded = await logs.done;
+    expect(logsEnded.status, logsEnded.stderr).toBe(1);
+    expect(logsEnded.stderr).toContain("error[APEX_E_RPC]: The server is shutting down");
+  });
+
+  it("takes SIGHUP (its terminal closed) as SIGTERM: the stream is told why, and serve.json is removed", async () => {
+    project = new Project(CONFIG);
+    const sid = project.start().session_id;
+    const server = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+    stops.push(async () => {
+      if (server.child.exitCode === null) server.child.kill("SIGKILL");
+      await server.done;
+    });
+    const url = await waitFor("apex serve", () => (server.output().includes("}") ? (JSON.parse(server.output()) as { url: string }).url : undefined), 30_000);
+    const serveFile = join(project.storeDir, "serve.json");
+    await waitFor("serve.json", () => existsSync(serveFile) && readFileSync(serveFile, "utf8").includes(url));
+    const token = JSON.parse(project.apex(["session", "share", "current", "vera", "--role", "viewer", "--json"]).stdout).token as string;
+    const run = project.apexAsync(["connect", `${url.replace("http://", "")}/${sid}`, "--json"], { env: { APEX_TOKEN: token } });
+    stops.push(async () => {
+      if (run.child.exitCode === null) run.child.kill("SIGINT");
+      await run.done;
+    });
+    await waitFor("the stream", () => project!.status().connected?.some((user: { user: string; streams: number }) => user.user === "vera" && user.streams >= 1));
+    server.child.kill("SIGHUP");
+    // Before, SIGHUP ended the server at once: the client saw a connection reset, and serve.json named a dead server.
+    expect((await server.done).status).toBe(0);
+    expect(existsSync(serveFile)).toBe(false);
+    const ended = await run.done;
+    expect(ended.status, ended.stderr).toBe(1);
+    expect(JSON.parse(ended.stderr).error).toMatchObject({ code: "APEX_E_RPC", details: { connection: "closing" } });
+  });
+
+  it("a stream closed without its end (a proxy that gave up) fails too", async () => {
+    project = new Project(CONFIG);
+    const sid = "3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b";
+    const token = `apx_0123456789abcdef_${"A".repeat(43)}`;
+    const status = { session: { session_id: sid, status: "active", event_seq: 0 }, agents: [], tasks: { pending: 0, active: 0, completed: 0, failed: 0 } };
+    // As `apex serve` answers, except that each stream is closed, cleanly, after its first event.
+    const proxy = createServer((request, response) => {
+      if (request.url!.endsWith("/stream")) {
+        response.writeHead(200, { "content-type": "text/event-stream" });
+        response.end(`event: events.subscribe\ndata: ${JSON.stringify({ seq: 1, type: "task.added", actor: "user:otto", at: "2026-12-02T10:00:00Z" })}\n\n`);
+        return;
+      }
+      const method = request.url!.split("/rpc/")[1];
+      const result = method === "whoami" ? { user: "vera", role: "viewer", session_id: sid } : method === "logs.read" ? { agents: ["alpha"], lines: [] } : status;
+      response.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ result }));
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+    stops.push(() => new Promise((resolve) => proxy.close(resolve)));
+    const target = `127.0.0.1:${(proxy.address() as AddressInfo).port}/${sid}`;
+    for (const args of [["connect", target, "--json"], ["--remote", target, "logs", "-f", "--json"]]) {
+      const result = await project.apexAsync(args, { env: { APEX_TOKEN: token } }).done;
+      // Before: exit 0, nothing said, as if the session had ended.
+      expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(1);
+      expect(JSON.parse(result.stderr).error).toMatchObject({ code: "APEX_E_RPC", details: { connection: "closed" } });
+    }
+  });
+});
+
+describe("apex connect --help", () => {
+  it("says how a pipe's connect ends: exit 0 at the session's end, 1 when the server goes", () => {
+    project = new Project(CONFIG);
+    const help = project.apex(["connect", "--help"]).stdout.replace(/\s+/g, " ");
+    expect(help).toContain("On a pipe: ends at the session's end (exit 0, said on stderr) or Ctrl-C; a server that stops or a connection lost under it is exit 1 (APEX_E_RPC, how in details.connection).");
+  });
+});
+
+describe("apex connect when the session ends or the server is killed", () => {
+  it("exits 0 when a supervisor's own server closes as its session stops, having sent the session's last events and lines, and 1 (details.connection) when apex serve is killed", async () => {
+    project = new Project(CONFIG.replace("plugins:\n", 'plugins:\n  git: {}\n  sharing:\n    serve:\n      listen: "127.0.0.1:0"\n'));
+    const follow = (url: string, sid: string, token: string) => {
+      const target = `${url.replace("http://", "")}/${sid}`;
+      const runs = [project!.apexAsync(["connect", target, "--json"], { env: { APEX_TOKEN: token } }), project!.apexAsync(["--remote", target, "logs", "-f", "-n", "1"], { env: { APEX_TOKEN: token } })];
+      for (const run of runs) stops.push(async () => {
+        if (run.child.exitCode === null) run.child.kill("SIGINT");
+        await run.done;
+      });
+      return runs;
+    };
+    const shared = () => JSON.parse(project!.apex(["session", "share", "current", "vera", "--role", "viewer", "--json"]).stdout) as { token: string; session_id: string };
+    const streams = () => waitFor("the streams", () => project!.status().connected?.some((user: { user: string; streams: number }) => user.user === "vera" && user.streams >= 2));
+    // The session's supervisor serves it (sharing.serve) and closes its server as the session stops: that is the
+    // session's end, exit 0, said as such (not as a server gone, which is exit 1).
+    project.start();
+    const first = shared();
+    const own = JSON.parse(readFileSync(join(project.storeDir, "serve.json"), "utf8")) as { url: string };
+    const [connect, logs] = follow(own.url, first.session_id, first.token);
+    await streams();
+    expect(project.apex(["stop"]).status).toBe(0);
+    const ended = await connect!.done;
+    expect(ended.status, ended.stderr).toBe(0);
+    expect(ended.stderr).toContain(`The event stream ended: session ${first.session_id.slice(0, 8)} has ended.`);
+    // What the session wrote up to its end is sent before it: its stop event, its agents' last lines (both were cut off).
+    expect(ended.stdout.trim().split("\n").map((line) => JSON.parse(line) as { type?: string }).some((event) => event.type === "session.stopped")).toBe(true);
+    const logsEnded = await logs!.done;
     expect(logsEnded.status, logsEnded.stderr).toBe(0);
-    expect(logsEnded.stderr).toContain("The log stream ended: the server is shutting down.");
+    expect(logsEnded.stderr).toContain(`The log stream ended: session ${first.session_id.slice(0, 8)} has ended.`);
+    expect(logsEnded.stdout).toMatch(/alpha \| \[apex [^\]]+\] pid \d+ (was killed by SIGTERM|exited)/);
+
+    // apex serve killed mid-stream (kill -9): exit 1, APEX_E_RPC, how the connection broke in details.connection.
+    project.start();
+    const second = shared();
+    const server = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+    stops.push(async () => {
+      if (server.child.exitCode === null) server.child.kill("SIGKILL");
+      await server.done;
+    });
+    const url = await waitFor("apex serve", () => (server.output().includes("}") ? (JSON.parse(server.output()) as { url: string }).url : undefined), 30_000);
+    const [killedConnect, killedLogs] = follow(url, second.session_id, second.token);
+    await streams();
+    server.child.kill("SIGKILL");
+    for (const run of [killedConnect!, killedLogs!]) {
+      const killed = await run.done;
+      expect(killed.status, killed.stderr).toBe(1);
+      expect(killed.stderr).toContain("APEX_E_RPC");
+    }
+    expect(JSON.parse((await killedConnect!.done).stderr).error).toMatchObject({ code: "APEX_E_RPC", details: { connection: expect.any(String) } });
   });
 });
 

@@ -259,7 +259,7 @@ describe("apex logs --help", () => {
   it("says -f ends with a running session, not only with Ctrl-C", () => {
     project = new Project("agents: {}\nplugins: {}\n", "apex-logs-");
     const help = project.apex(["logs", "--help"]).stdout.replace(/\s+/g, " ");
-    expect(help).toContain("-f, --follow keep printing new lines: until the session ends (it says so on stderr) when it runs, else until Ctrl-C");
+    expect(help).toContain("-f, --follow keep printing new lines: until the session ends (it says so on stderr, exit 0) when it runs, else until Ctrl-C (with --remote, a server that stops or a connection lost is exit 1, APEX_E_RPC)");
   });
 });
 

@@ -310,6 +310,56 @@ describe("the client's token", () => {
     expect(quiet.stderr).not.toContain("warning");
     expect(requests).toBeGreaterThan(0);
   }, 60_000);
+
+  it("missing is a usage error, exit 2 (APEX_E_USAGE), for --remote, connect and login alike, nothing sent", async () => {
+    const project = new Project(shellAgents({}));
+    cleanups.push(() => project.cleanup());
+    let requests = 0;
+    const { createServer } = await import("node:http");
+    const server = createServer((_request, response) => {
+      requests++;
+      response.end("{}");
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    cleanups.push(() => new Promise((resolve) => server.close(resolve)));
+    const host = `127.0.0.1:${(server.address() as { port: number }).port}`;
+    const env = { APEX_CREDENTIALS: `${project.dir}/none.json` };
+    // Before, --remote and connect said APEX_E_UNAUTHORIZED, exit 4 (a server's refusal), while login said exit 2.
+    for (const args of [["--remote", `${host}/abcdefgh`, "status", "--json"], ["--remote", `${host}/abcdefgh`, "logs", "-f", "--json"], ["connect", `${host}/abcdefgh`, "--json"], ["login", `${host}/abcdefgh`, "--json"]]) {
+      const result = project.apex(args, { env });
+      expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(2);
+      const error = JSON.parse(result.stderr).error as { code: string; message: string };
+      expect(error.code).toBe("APEX_E_USAGE");
+      expect(error.message).toContain(`No token for ${host}`);
+    }
+    expect(requests).toBe(0);
+    expect(requests).toBe(0);
+  }, 60_000);
+});
+
+describe("apex --remote start --continue", () => {
+  it("with --attach or --git-checkout is refused naming the option (exit 2), nothing sent", async () => {
+    const project = new Project(shellAgents({}));
+    cleanups.push(() => project.cleanup());
+    let requests = 0;
+    const { createServer } = await import("node:http");
+    const server = createServer((_request, response) => {
+      requests++;
+      response.end("{}");
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    cleanups.push(() => new Promise((resolve) => server.close(resolve)));
+    const host = `127.0.0.1:${(server.address() as { port: number }).port}`;
+    // It said that start only continues a remote session, sending the user to the `start --continue` they had typed.
+    for (const option of ["--attach", "--git-checkout"]) {
+      const result = project.apex(["--remote", `${host}/abcdefgh`, "start", "--continue", "abcdefgh", option, "--json"], { env: { APEX_TOKEN: `apx_0123456789abcdef_${"a".repeat(43)}` } });
+      expect(result.status, result.stderr).toBe(2);
+      const error = JSON.parse(result.stderr).error as { code: string; message: string };
+      expect(error).toMatchObject({ code: "APEX_E_USAGE" });
+      expect(error.message).toContain(`${option} is refused on a remote session`);
+    }
+    expect(requests).toBe(0);
+  }, 60_000);
 });
 
 describe("apex serve: connections held at once", () => {

@@ -1157,7 +1157,8 @@ describe("apex login and credentials", () => {
     const status = project.apex(["--remote", `${hostPort}/${sid}`, "status", "--json"], { env: { APEX_CREDENTIALS: credentials } });
     expect(status.status, status.stderr).toBe(0);
     const none = project.apex(["--remote", `${hostPort}/${sid}`, "status"], { env: { APEX_CREDENTIALS: join(project.dir, "none.json") } });
-    expect(none.status).toBe(4);
+    // No token at all is a usage error (exit 2), as for `apex login`: nothing was sent, no server refused it.
+    expect(none.status).toBe(2);
     expect(none.stderr).toContain(`apex login ${hostPort}`);
     const wrong = project.apex(["login", hostPort], { env: { APEX_CREDENTIALS: credentials, APEX_TOKEN: "hunter2" } });
     expect(wrong.status).toBe(2);

@@ -116,9 +116,16 @@ export async function startSession(location: ProjectLocation, options: StartOpti
  * session back; its server launches the supervisor on its machine.
  */
 async function continueRemote(remote: SessionClient, options: StartOptions): Promise<void> {
-  if (options.continue === undefined || options.task !== undefined || options.attach || options.gitCheckout) {
+  if (options.continue === undefined || options.task !== undefined) {
     throw new ApexError("APEX_E_USAGE", "On a remote session, start only continues it: apex --remote HOST/SESSION start --continue SESSION.", {
       hint: "A new session is started on its own machine; `apex connect` follows it.",
+    });
+  }
+  // Named as what is refused: the message above, for a --continue that was given, sent the user to the command they had typed.
+  const refused = options.attach ? "--attach" : options.gitCheckout ? "--git-checkout" : undefined;
+  if (refused) {
+    throw new ApexError("APEX_E_USAGE", `${refused} is refused on a remote session: ${refused === "--attach" ? "its supervisor runs on the server's machine" : "git checks out on the server's host"}; nothing was sent.`, {
+      hint: refused === "--attach" ? "Continue it without --attach, then follow it: apex connect HOST/SESSION." : "Run `apex start --continue … --git-checkout` on the server's host.",
     });
   }
   const ready = (await remote.call("session.continue", { continue: options.continue }, 120_000)) as ReadyReport & { name?: unknown };

@@ -25,9 +25,12 @@ export async function serveCommand(
   // yet, ended the process at once, and left serve.json naming a dead server (invites then said
   // no server ran, while the supervisor's one it had replaced still served).
   outliveOutput();
+  // SIGHUP too (its terminal closed, an ssh session gone), as a supervisor takes it: it ended the process at once,
+  // its streams cut without a word to their clients and serve.json left naming a dead server.
   const stopped = new Promise<void>((resolve) => {
     process.once("SIGINT", resolve);
     process.once("SIGTERM", resolve);
+    process.once("SIGHUP", resolve);
   });
   const { startServer } = await import("./server.js");
   const maxConnections = options.maxConnections === undefined ? undefined : /^\d{1,9}$/.test(options.maxConnections.trim()) ? Number(options.maxConnections) : Number.NaN;
@@ -372,7 +375,8 @@ async function liveView(origin: string, remote: SessionClient, me: { user: strin
           refuse(error);
           notice();
           draw();
-        } else ended(`The event stream stopped: ${error.message}`);
+        } else if ((error as { details?: { connection?: unknown } }).details?.connection === "closing") ended("The server is shutting down: events stopped (Ctrl-C detaches).");
+        else ended(`The event stream stopped: ${error.message}`);
       },
     );
   };

@@ -334,11 +334,20 @@ export function subscribeRemote(endpoint: string, method: string, params: unknow
       if (opened.silent()) throw silent();
       if (error instanceof ApexError) throw error;
       // The connection broke (the server killed, the network gone): said so, not as an internal error.
-      throw new ApexError("APEX_E_RPC", withDetail(`The event stream from ${new URL(endpoint).origin} broke`, (error as NodeJS.ErrnoException).code ?? (error as Error).message), {
+      const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+      throw new ApexError("APEX_E_RPC", withDetail(`The event stream from ${new URL(endpoint).origin} broke`, code), {
         hint: "Is `apex serve` still running there?",
+        details: { connection: code },
         cause: error,
       });
     }
+    // Closed without its `end` event (a proxy that gave up, a server gone between two events): what it
+    // followed may go on. It resolved as an end, and `connect` and `logs -f` exited 0 as if the session had ended.
+    if (closedByUs) return;
+    throw new ApexError("APEX_E_RPC", `The ${method} stream from ${new URL(endpoint).origin} was closed before it ended: the connection was lost.`, {
+      hint: "Is `apex serve` still running there? Follow the session again once it answers.",
+      details: { connection: "closed" },
+    });
   })();
   return {
     done: done as Promise<void>,

@@ -45,8 +45,10 @@ export default definePlugin<SharingOptions>({
       });
       writeServeFile(config.storeDir, server.url);
     });
-    apex.hooks.onStop.tapPromise(PLUGIN_NAME, async () => {
-      await server?.close();
+    apex.hooks.onStop.tapPromise(PLUGIN_NAME, async (stop) => {
+      // The session's end closes this server: its streams end as the session's end (a client exits 0), not as a server gone.
+      const name = stop.session?.name;
+      await server?.close({ sessionId: stop.sessionId, name: typeof name === "string" ? name : null });
       server = undefined;
       // Only this supervisor's record (or one whose server is gone): an `apex serve` still running keeps its own.
       const config = apex.config;

@@ -48,6 +48,8 @@ Examples:
       `
 On a terminal: status line, agents (state, PID, CPU, task), task counts, last checkpoint,
 who is connected and the recent events, redrawn on each event and every 2 s.
+On a pipe: ends at the session's end (exit 0, said on stderr) or Ctrl-C; a server that stops
+or a connection lost under it is exit 1 (APEX_E_RPC, how in details.connection).
 The token comes from --token-file FILE, APEX_TOKEN or \`apex login HOST\` (--token VALUE works
 too, but every user of the machine sees it in \`ps\` and the shell's history keeps it).
 To run one command against the session instead: apex --remote HOST/SESSION status

@@ -237,7 +237,9 @@ export function tokenFor(host: string, session?: string): string {
   if (saved) warnIfReadableByOthers(credentialsFile());
   const token = fromEnv || saved;
   if (!token) {
-    throw new ApexError("APEX_E_UNAUTHORIZED", `No token for ${host}.`, {
+    // A usage error (exit 2), as `apex login` with no token is: nothing was sent, so no server refused anything
+    // (APEX_E_UNAUTHORIZED, exit 4, is a server's refusal of a token sent).
+    throw new ApexError("APEX_E_USAGE", `No token for ${host}: none given (--token-file, APEX_TOKEN) and none saved in ${credentialsFile()}; nothing was sent.`, {
       hint: `Save one with \`apex login ${host}\`, or give --token-file FILE or APEX_TOKEN.`,
     });
   }

@@ -69,7 +69,12 @@ export interface ServeOptions {
 export interface RunningServer {
   url: string;
   port: number;
-  close(): Promise<void>;
+  /**
+   * Stops serving. `ended`: the session whose end closes the server (a supervisor's server, at its
+   * session's onStop): its streams end as a session's end does; every other stream is told the
+   * server went away (APEX_E_RPC, `details.connection: "closing"`), which its client exits non-zero on.
+   */
+  close(ended?: { sessionId: string; name?: string | null }): Promise<void>;
 }
 
 const DASHBOARD_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "../../../plugins/sharing/dashboard");
@@ -106,11 +111,23 @@ const REFUSED_LOG_MS = 60_000;
 const REFUSED_LINGER_MS = 2000;
 /** At close, how long requests under way may take to finish before their connections are cut. */
 const CLOSE_GRACE_MS = 5000;
+/** At a supervisor's own server's close, how long its session's streams may take to send what the session wrote up to its end. */
+const SESSION_END_DRAIN_MS = 2000;
 
 interface OpenStream {
   caller: Caller;
   token: string;
+  /** The session the stream follows. */
+  sid: string;
+  /** Ends the stream as complete: the client is told why (an `end` event). */
   close(reason: string): void;
+  /**
+   * Its session has ended (a supervisor's own server closing at its onStop): each part reads to the
+   * session's end (its events from the store, its logs to their ends) and ends; resolves once the stream has.
+   */
+  sessionEnded(): Promise<void>;
+  /** Ends the stream with an error: the client did not get all it followed. */
+  fail(error: unknown): void;
 }
 
 /** The methods each path of the server takes (for a 405's Allow header); the routes below are the truth. */
@@ -519,6 +536,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     res.writeHead(200, { ...(headers as Record<string, string>), "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-store", connection: "keep-alive", "x-accel-buffering": "no" });
     res.write(": apex\n\n");
     let closed = false;
+    /** The session has ended (sessionEnded): every part ends once it has sent what the session wrote. */
+    let over = false;
+    let whenClosed = () => {};
+    const finished = new Promise<void>((resolve) => (whenClosed = resolve));
     const subscriptions: Subscription[] = [];
     const timers: NodeJS.Timeout[] = [];
     let unwatch = () => {};
@@ -537,10 +558,18 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const stream: OpenStream = {
       caller,
       token,
+      sid,
       close(reason) {
         if (closed) return;
         send("end", { reason });
         finish();
+      },
+      fail: (error) => fail(error),
+      sessionEnded() {
+        over = true;
+        // The supervisor's event subscription gives way to the store, which holds the session's end and ends the part.
+        for (const subscription of subscriptions) subscription.close();
+        return finished;
       },
     };
     /** Access ended (revoked, expired): the client gets the reason as an error and the stream closes. */
@@ -554,6 +583,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       unwatch();
       for (const subscription of subscriptions) subscription.close();
       res.end();
+      whenClosed();
     };
     const fail = (error: unknown) => {
       send("error", errorBody(error));
@@ -640,7 +670,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       // A running session's logs are followed until it ends, as `apex logs -f` follows them here (the stream went on for ever).
       // One not running then, once a `start --continue` of it runs, until that ends.
       const ended = supervisorEnded(options.location.storeDir, sid, liveSupervisorOf(options.location.storeDir, sid), true);
-      followLogs(dir, initial, agent, (line: LogLine) => send("logs.follow", line), () => closed, ended)
+      followLogs(dir, initial, agent, (line: LogLine) => send("logs.follow", line), () => closed, () => over || ended())
         .then((over) => (over ? partEnded("logs.follow", `session ${ended.session()} has ended`) : undefined))
         .catch(fail);
     }
@@ -683,9 +713,24 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   return {
     url,
     port: boundPort,
-    async close() {
+    async close(ended) {
       closing = true;
-      for (const stream of [...streams]) stream.close("the server is shutting down");
+      // The server going away is no end of what a stream follows: said as an error, so that `apex connect`
+      // and `logs -f` exit non-zero (they exited 0 on an `end` event, as when the session had ended).
+      const gone = new ApexError("APEX_E_RPC", "The server is shutting down (apex serve was stopped): the stream was cut before its end.", {
+        hint: "Follow the session again once the server is back; if it does not come back, check that `apex serve` runs there.",
+        details: { connection: "closing" },
+      });
+      const endings: Array<Promise<void>> = [];
+      for (const stream of [...streams]) {
+        if (stream.sid !== ended?.sessionId) stream.fail(gone);
+        else {
+          // What the session wrote up to its end (its stop event, its agents' last lines) is sent first: it was cut off.
+          const reason = `session ${ended.name || shortSessionId(ended.sessionId)} has ended`;
+          endings.push(Promise.race([stream.sessionEnded(), sleep(SESSION_END_DRAIN_MS)]).then(() => stream.close(reason)));
+        }
+      }
+      await Promise.all(endings);
       grantWatch.close();
       await connections.end();
       // Requests under way may finish; then connections still open (a client that stopped
