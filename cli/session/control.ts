@@ -46,8 +46,8 @@ export async function resumeSession(location: ProjectLocation, json: boolean): P
     const recoverable = await findAutoRecoverable(location);
     if (recoverable) {
       autoRecoveryNotice(recoverable, json);
-      const { startSession } = await import("./start.js");
-      await startSession(location, { continue: recoverable.sessionId, json });
+      const [{ startSession }, { callOffOnInterrupt }] = await Promise.all([import("./start.js"), import("./call-off.js")]);
+      await callOffOnInterrupt(json, () => startSession(location, { continue: recoverable.sessionId, json }));
       return;
     }
   }

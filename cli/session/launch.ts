@@ -6,7 +6,7 @@ import { serialize } from "node:v8";
 import type { Config } from "../../core/config/types.js";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
-import { reportError } from "../output.js";
+import { startGuard } from "./call-off.js";
 import { makePrivateDir, openPrivate, writePrivateFile } from "../../core/store/private.js";
 import { storeWriteRefused, writePermissionCode } from "../../plugins/lmdb/file-check.js";
 import { errorFromBody, idleWindowMs, lineSplitter, type RpcErrorBody } from "../../core/rpc/protocol.js";
@@ -24,6 +24,9 @@ const SUPERVISOR_MAIN = fileURLToPath(new URL("../../core/session/supervisor-mai
  * own session, stdio on <store>/supervisor.log, unref'd.
  */
 export async function launchSupervisor(location: ProjectLocation, request: Omit<SupervisorRequest, "projectDir" | "configPath" | "storeDir" | "configFile">, config?: Config): Promise<ReadyReport> {
+  // Ctrl-C that came before calls the start off here, before anything is launched.
+  const guard = startGuard();
+  guard?.beforeLaunch();
   const created = !existsSync(location.storeDir);
   // The config this process loaded and checked is handed over: the supervisor runs exactly it, without parsing the file again.
   let configFile = config && join(location.storeDir, `supervisor-config-${newNonce()}`);
@@ -58,16 +61,11 @@ export async function launchSupervisor(location: ProjectLocation, request: Omit<
     closeSync(log);
   }
   const channel = child.stdio[3] as NodeJS.ReadableStream & { destroy(): void; setEncoding(encoding: string): void };
-  // Ctrl-C while it starts leaves the supervisor starting the session (it is detached): said, not silent.
-  const interrupted = () => {
-    const error = new ApexError("APEX_E_INTERRUPTED", `Interrupted while the session started: it goes on starting in the background (supervisor pid ${child.pid}).`, {
-      hint: "`apex status` shows it; `apex stop` ends it.",
-    });
-    process.exit(reportError(error, process.argv.includes("--json")));
-  };
-  process.once("SIGINT", interrupted);
+  // Ctrl-C from now on calls the start off through the supervisor (call-off.ts).
+  guard?.launched(child);
+  let ready: ReadyReport;
   try {
-    return await new Promise<ReadyReport>((resolve, reject) => {
+    ready = await new Promise<ReadyReport>((resolve, reject) => {
       let settled = false;
       const finish = (error: Error | undefined, report?: ReadyReport) => {
         if (settled) return;
@@ -144,12 +142,16 @@ export async function launchSupervisor(location: ProjectLocation, request: Omit<
     // Refused for its config (exit 2: the supervisor checks plugins before it opens the store), a
     // first start leaves nothing behind: the directory it made held only the log of the refusal.
     if (created && error instanceof ApexError && error.exitCode === 2 && readdirSync(location.storeDir).every((name) => name === SUPERVISOR_LOG)) rmSync(location.storeDir, { recursive: true, force: true });
+    if (guard?.interrupted) return guard.calledOff(location, { error });
     throw error;
   } finally {
     // Read and removed by the supervisor as it starts; left only by one that died before.
     if (configFile) rmSync(configFile, { force: true });
-    process.off("SIGINT", interrupted);
     channel.destroy();
     child.unref();
   }
+  if (guard?.interrupted) return guard.calledOff(location, { ready });
+  // Reported: from now on Ctrl-C is the caller's (`--attach` detaches).
+  guard?.release();
+  return ready;
 }

@@ -632,8 +632,9 @@ async function refuseRemoteSupervisor(location: ProjectLocation): Promise<void> 
 
 /** Brings the session repair stopped back, from the live state (repair never touches memory, tasks or agent records). */
 async function continueAfterRepair(location: ProjectLocation, handover: Handover, json: boolean): Promise<void> {
-  const [{ launchSupervisor }, { sessionText }] = await Promise.all([import("../../cli/session/launch.js"), import("../../cli/session/handover.js")]);
-  const ready = await launchSupervisor(location, { mode: "continue", continueTarget: handover.session_id });
+  const [{ launchSupervisor }, { sessionText }, { callOffOnInterrupt }] = await Promise.all([import("../../cli/session/launch.js"), import("../../cli/session/handover.js"), import("../../cli/session/call-off.js")]);
+  // Ctrl-C calls the continue off: the session stays stopped, as the repair left it.
+  const ready = await callOffOnInterrupt(json, () => launchSupervisor(location, { mode: "continue", continueTarget: handover.session_id }));
   if (json) process.stderr.write(`${JSON.stringify({ notice: { continued: ready.session_id, supervisor_pid: ready.supervisor_pid, handover } })}\n`);
   // The session as the handover line named it (its name, else its uuid's short form); the notice in --json has the whole id.
   else printLine(`Session ${paint(sessionText({ session_id: ready.session_id, name: handover.name }), "bold")} continued after the repair (supervisor pid ${ready.supervisor_pid}${handover.was === "paused" ? "; it was paused and runs again" : ""}).`);
