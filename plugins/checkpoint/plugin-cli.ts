@@ -248,15 +248,20 @@ async function createdBeforeTheEnd(location: ProjectLocation, writer: SessionCli
     if (wait === 20) throw error;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+  let status = "interrupted";
   const found = await withReadStore(location, async (store) => {
     const { Catalog } = await import("./catalog.js");
     const { agentsOf } = await import("./record.js");
+    const { effectiveStatus, findSession } = await import("../../core/session/sessions.js");
+    const record = findSession(store, sessionId);
+    if (record) status = effectiveStatus(record);
     const latest = Catalog.of(store).latest(sessionId);
     if (!latest || latest.trigger !== "manual" || latest.description !== description || latest.created_at < asked) return undefined;
     const { sessionName } = await import("./merge-base.js");
     return { ...latest, session_name: sessionName(store, sessionId), ...agentsOf(store, latest.agents_root) };
   });
-  const next = "`apex status` shows the session interrupted; `apex start --continue last` goes on from the live state";
+  // A supervisor that ended the session itself (an `apex stop` that came meanwhile) left it stopped, not interrupted: said as the store has it.
+  const next = status === "interrupted" ? "`apex status` shows the session interrupted; `apex start --continue last` goes on from the live state" : `the session is ${status} now (\`apex session history\` shows how it ended); \`apex start --continue last\` continues it`;
   if (!found) {
     throw new ApexError("APEX_E_RPC", `The supervisor (pid ${pid}) ended before it answered checkpoint.create, and no checkpoint was saved.`, {
       hint: `${next}; \`apex checkpoint create\` then saves one.`,
