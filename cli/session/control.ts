@@ -88,8 +88,9 @@ export async function stopSession(location: ProjectLocation, options: { force?: 
     }
   }
   const { stopWithoutSupervisor } = await import("./stop-offline.js");
-  const reply = await stopWithoutSupervisor(location, { force: Boolean(options.force), graceMs: (options.grace ?? 5) * 1000 });
-  const supervisor = unanswered === undefined ? "its supervisor was not running" : `its supervisor, pid ${unanswered}, did not answer and was killed`;
+  const { killed, ...reply } = await stopWithoutSupervisor(location, { force: Boolean(options.force), graceMs: (options.grace ?? 5) * 1000 });
+  // Killed there too: one still starting (`start --continue` reaping, before it listens), which --force does not wait for. It said "not running".
+  const supervisor = (killed ?? unanswered) === undefined ? "its supervisor was not running" : `its supervisor, pid ${killed ?? unanswered}, did not answer and was killed`;
   report(reply, Boolean(options.json), `Stopped session ${label(reply)} (${supervisor}; ${plural(reply.processes_ended ?? 0, "leftover process", "leftover processes")} ended).`);
 }
 

@@ -49,13 +49,14 @@ export async function launchSupervisor(location: ProjectLocation, request: Omit<
   }
   const full: SupervisorRequest = { ...request, projectDir: location.projectDir, configPath: location.configPath, storeDir: location.storeDir, ...(configFile ? { configFile } : {}) };
   let child;
+  const nonce = newNonce();
   try {
     child = spawn(process.execPath, [SUPERVISOR_MAIN, JSON.stringify(full)], {
       cwd: location.projectDir,
       detached: true,
       stdio: ["ignore", log, log, "pipe"],
       // A nonce only this supervisor carries: `apex stop --force` checks it before it signals the recorded pid.
-      env: { ...process.env, [SUPERVISOR_NONCE_VAR]: newNonce() },
+      env: { ...process.env, [SUPERVISOR_NONCE_VAR]: nonce },
     });
   } finally {
     closeSync(log);
@@ -130,11 +131,8 @@ export async function launchSupervisor(location: ProjectLocation, request: Omit<
         // The report may still be in the pipe; give it a moment before calling this a crash.
         setTimeout(() => {
           const tail = tailLines(logFile, 15).join("\n");
-          finish(
-            new ApexError("APEX_E_PROCESS", `The supervisor exited (${signal ?? `code ${code}`}) before the session started.`, {
-              hint: `Last lines of ${logFile}:\n${tail}`,
-            }),
-          );
+          const crashed = new ApexError("APEX_E_PROCESS", `The supervisor exited (${signal ?? `code ${code}`}) before the session started.`, { hint: `Last lines of ${logFile}:\n${tail}` });
+          void endedMeanwhile(location, nonce, child.pid!, signal ?? `code ${code}`).then((error) => finish(error ?? crashed), () => finish(crashed));
         }, 200);
       });
     });
@@ -154,4 +152,31 @@ export async function launchSupervisor(location: ProjectLocation, request: Omit<
   // Reported: from now on Ctrl-C is the caller's (`--attach` detaches).
   guard?.release();
   return ready;
+}
+
+/**
+ * The session a supervisor that exited before its report had claimed (its record names the nonce it was given), once
+ * an `apex stop --force` killed it meanwhile (it does not wait for one still starting): said as the store has it, not as
+ * a crash with its log's last lines. Undefined when it claimed none, or the store cannot be read.
+ */
+async function endedMeanwhile(location: ProjectLocation, nonce: string, pid: number, how: string): Promise<ApexError | undefined> {
+  const [{ openStore, storeExists }, { allSessions, isEnded }, { shortSessionId }] = await Promise.all([import("../../core/store/open.js"), import("../../core/session/sessions.js"), import("../../core/session/names.js")]);
+  if (!(await storeExists(location))) return undefined;
+  // The stop kills the supervisor first, then ends the agents and records the session: waited for a moment.
+  let record;
+  for (const deadline = Date.now() + 3000; ; await new Promise((resolve) => setTimeout(resolve, 100))) {
+    const store = await openStore(location, { readOnly: true });
+    try {
+      record = allSessions(store).find((session) => session.supervisor?.nonce === nonce);
+    } finally {
+      await store.close();
+    }
+    if (!record || isEnded(record) || Date.now() > deadline) break;
+  }
+  if (!record || !isEnded(record)) return undefined;
+  const label = typeof record.name === "string" && record.name ? record.name : shortSessionId(record.session_id);
+  return new ApexError("APEX_E_PROCESS", `The supervisor (pid ${pid}) exited (${how}) before the session started: session ${label} was ${record.status} meanwhile (${String(record.outcome)}), its agents ended with it.`, {
+    hint: `\`apex session history\` shows it; \`apex start --continue ${label}\` continues it.`,
+    details: { session_id: record.session_id, status: record.status, supervisor_pid: pid },
+  });
 }
