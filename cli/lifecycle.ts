@@ -42,6 +42,11 @@ Examples:
   apex start --force-recovery checkpoint-007`,
     )
     .action(async (options: { task?: string; continue?: string; forceRecovery?: string; attach?: boolean; json?: boolean; gitCheckout?: boolean }, command: Command) => {
+      // Ctrl-C until the start has reported calls it off, whatever step it is at (call-off.ts).
+      const { callOffOnInterrupt } = await import("./session/call-off.js");
+      await callOffOnInterrupt(Boolean(options.json), () => start(options, command));
+    });
+  async function start(options: { task?: string; continue?: string; forceRecovery?: string; attach?: boolean; json?: boolean; gitCheckout?: boolean }, command: Command): Promise<void> {
       const location = projectOf(command);
       if (options.gitCheckout && options.continue === undefined) {
         const { ApexError } = await import("../core/errors.js");
@@ -74,7 +79,7 @@ Examples:
         }
       }
       await startSession(location, options);
-    });
+  }
 
   program
     .command("status")

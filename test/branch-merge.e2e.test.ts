@@ -211,6 +211,41 @@ describe("kill -9 of DST's supervisor during a merge", () => {
   });
 });
 
+describe("a graceful apex stop of DST while a merge into it is under way", () => {
+  it("is said as the store has it, stopped (the merge said 'interrupted'), and the merge is made into the stopped session", async () => {
+    // DST's supervisor holds the merge in beforeCheckpoint while hold exists (never answering it): the stop goes on meanwhile and the supervisor exits.
+    project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n  ./hold.mjs: {}\n`, "apex-branch-hold-");
+    const p = project;
+    const hold = join(p.dir, "hold");
+    const held = join(p.dir, "held");
+    writeFileSync(
+      join(p.dir, "hold.mjs"),
+      `import { existsSync, writeFileSync } from "node:fs";\nexport default { name: "hold", apply(apex) { apex.hooks.beforeCheckpoint.tapPromise("hold", async (x) => { if (existsSync(${JSON.stringify(hold)}) && process.title === "apex-supervisor") { writeFileSync(${JSON.stringify(held)}, ""); await new Promise(() => undefined); } return x; }); } };\n`,
+    );
+    const main = p.start(["--task", "main work"]).session_id;
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    expect(p.apex(["session", "branch", "latest", "side"]).status).toBe(0);
+    p.start(["--continue", "side"]);
+    expect(p.apex(["memory", "set", "/from/side", "true"]).status).toBe(0);
+    expect(p.apex(["checkpoint", "create", "side work"]).status).toBe(0);
+    p.start(["--continue", main]);
+    writeFileSync(hold, "");
+    const merge = p.apexAsync(["session", "merge", "side", main]);
+    await waitFor("the merge to reach DST's supervisor", () => existsSync(held));
+    rmSync(hold);
+    const stopped = p.apex(["stop"]);
+    expect(stopped.status, stopped.stderr).toBe(0);
+    expect(stopped.stdout).toMatch(new RegExp(`^Stopped session ${main.slice(0, 8)} `));
+    const merged = await merge.done;
+    expect(merged.status, merged.stderr).toBe(0);
+    expect(merged.stderr).toMatch(new RegExp(`^warning: ${main.slice(0, 8)}'s supervisor \\(pid \\d+\\) stopped the session before it answered; the merge was made again without it, and found done if it had been saved \\("Already up to date"\\)\\. ${main.slice(0, 8)} is stopped: the merge went into it as it was left\\.\n$`));
+    expect(merged.stdout).toMatch(/^Merged side\/checkpoint-\d+ into /);
+    expect(json<Array<{ session_id: string; status: string }>>(p.apex(["session", "history", "--json"])).find((session) => session.session_id === main)).toMatchObject({ status: "stopped" });
+    const merges = json<{ items: Array<{ trigger: string }> }>(p.apex(["checkpoint", "list", "--session", main, "--json"])).items.filter((item) => item.trigger === "merge");
+    expect(merges).toHaveLength(1);
+  });
+});
+
 describe("a branch not continued since it was made is not the session that ended last", () => {
   it("relative checkpoint names, status, checkpoint list and --continue last keep to the session that ran", () => {
     project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n`, "apex-branch-last-");

@@ -4,7 +4,7 @@
 // reconstruct`, session.auto_recovery, and a third-party trigger. Real processes in temporary
 // projects; every process is ended by pid or process group in afterEach.
 import { execFileSync } from "node:child_process";
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { describe, expect, it } from "vitest";
@@ -385,6 +385,22 @@ describe("apex checkpoint", () => {
     // Continuing the checkpoint that holds the state already writes no copy, and says so (it read
     // "the state it replaced is saved as <the checkpoint restored>").
     expect(ok(["start", "--continue", after.name])).toContain(`restored ${after.name} (${after.id.slice(0, 8)}): memory 0 set, 0 deleted; the state it replaced was that checkpoint already\n`);
+  });
+
+  it("apex stop --force while checkpoint create waits on its afterCheckpoint hook: the checkpoint is reported created, and the session stopped (it said interrupted)", async () => {
+    project = new Project(config({ plugins: ["  checkpoint: {}", "  ./slow-hooks.mjs: {}"] }));
+    writeFileSync(join(project.dir, "slow-hooks.mjs"), readFileSync(join(PLUGIN_FIXTURES, "slow-hooks.mjs")));
+    const ready = project.start(["--task", "stopped while checkpointing"]);
+    writeFileSync(join(project.dir, "afterCheckpoint"), "sleep 60000");
+    const create = project.apexAsync(["checkpoint", "create", "mine", "--json"]);
+    await waitFor("afterCheckpoint", () => existsSync(join(project!.dir, "afterCheckpoint.began")));
+    const stopped = ok(["stop", "--force", "--json"]);
+    expect(stopped).toMatchObject({ session_id: ready.session_id, status: "stopped" });
+    const saved = await create.done;
+    expect(saved.status, saved.stderr).toBe(0);
+    expect(JSON.parse(saved.stdout)).toMatchObject({ name: "checkpoint-002", trigger: "manual", description: "mine" });
+    expect(saved.stderr).toBe(`warning: the supervisor (pid ${ready.supervisor_pid}) ended right after saving checkpoint-002; the session is stopped now (\`apex session history\` shows how it ended); \`apex start --continue last\` continues it.\n`);
+    expect(ok(["session", "history", "--json"])[0]).toMatchObject({ session_id: ready.session_id, status: "stopped" });
   });
 });
 

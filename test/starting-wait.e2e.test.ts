@@ -66,3 +66,25 @@ describe("pause and stop before a continuing supervisor listens", () => {
     await waitFor("the session to run", () => project!.status().session?.status === "active", 20_000);
   }, 60_000);
 });
+
+describe("stop --force before a continuing supervisor listens", () => {
+  it("kills it and says so (it said 'not running'), and the start says the session was stopped meanwhile (it said a crash, with its log)", async () => {
+    project = new Project(config, "apex-session-");
+    const ready = project.start([]);
+    const session = ready.session_id.slice(0, 8);
+    const { pid, start } = await continuing(project, ready.supervisor_pid);
+    const stopped = project.apex(["stop", "--force"]);
+    expect(stopped.status, stopped.stderr).toBe(0);
+    expect(stopped.stdout).toMatch(new RegExp(`^Stopped session ${session} \\(its supervisor, pid ${pid}, did not answer and was killed; \\d+ leftover process(es)? ended\\)\\.\n$`));
+    const result = await start.done;
+    expect(result.status).toBe(1);
+    expect(result.stdout).toBe("");
+    expect(JSON.parse(result.stderr).error).toMatchObject({
+      code: "APEX_E_PROCESS",
+      message: `The supervisor (pid ${pid}) exited (SIGKILL) before the session started: session ${session} was stopped meanwhile (stopped by the user (its supervisor, pid ${pid}, did not answer and was killed)), its agents ended with it.`,
+      details: { session_id: ready.session_id, status: "stopped", supervisor_pid: pid },
+    });
+    expect(isAlive(pid)).toBe(false);
+    expect(project.status().session).toBeNull();
+  }, 60_000);
+});

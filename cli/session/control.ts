@@ -46,8 +46,8 @@ export async function resumeSession(location: ProjectLocation, json: boolean): P
     const recoverable = await findAutoRecoverable(location);
     if (recoverable) {
       autoRecoveryNotice(recoverable, json);
-      const { startSession } = await import("./start.js");
-      await startSession(location, { continue: recoverable.sessionId, json });
+      const [{ startSession }, { callOffOnInterrupt }] = await Promise.all([import("./start.js"), import("./call-off.js")]);
+      await callOffOnInterrupt(json, () => startSession(location, { continue: recoverable.sessionId, json }));
       return;
     }
   }
@@ -88,8 +88,9 @@ export async function stopSession(location: ProjectLocation, options: { force?: 
     }
   }
   const { stopWithoutSupervisor } = await import("./stop-offline.js");
-  const reply = await stopWithoutSupervisor(location, { force: Boolean(options.force), graceMs: (options.grace ?? 5) * 1000 });
-  const supervisor = unanswered === undefined ? "its supervisor was not running" : `its supervisor, pid ${unanswered}, did not answer and was killed`;
+  const { killed, ...reply } = await stopWithoutSupervisor(location, { force: Boolean(options.force), graceMs: (options.grace ?? 5) * 1000 });
+  // Killed there too: one still starting (`start --continue` reaping, before it listens), which --force does not wait for. It said "not running".
+  const supervisor = (killed ?? unanswered) === undefined ? "its supervisor was not running" : `its supervisor, pid ${killed ?? unanswered}, did not answer and was killed`;
   report(reply, Boolean(options.json), `Stopped session ${label(reply)} (${supervisor}; ${plural(reply.processes_ended ?? 0, "leftover process", "leftover processes")} ended).`);
 }
 

@@ -6,7 +6,7 @@ import { serialize } from "node:v8";
 import type { Config } from "../../core/config/types.js";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
-import { reportError } from "../output.js";
+import { startGuard } from "./call-off.js";
 import { makePrivateDir, openPrivate, writePrivateFile } from "../../core/store/private.js";
 import { storeWriteRefused, writePermissionCode } from "../../plugins/lmdb/file-check.js";
 import { errorFromBody, idleWindowMs, lineSplitter, type RpcErrorBody } from "../../core/rpc/protocol.js";
@@ -24,6 +24,9 @@ const SUPERVISOR_MAIN = fileURLToPath(new URL("../../core/session/supervisor-mai
  * own session, stdio on <store>/supervisor.log, unref'd.
  */
 export async function launchSupervisor(location: ProjectLocation, request: Omit<SupervisorRequest, "projectDir" | "configPath" | "storeDir" | "configFile">, config?: Config): Promise<ReadyReport> {
+  // Ctrl-C that came before calls the start off here, before anything is launched.
+  const guard = startGuard();
+  guard?.beforeLaunch();
   const created = !existsSync(location.storeDir);
   // The config this process loaded and checked is handed over: the supervisor runs exactly it, without parsing the file again.
   let configFile = config && join(location.storeDir, `supervisor-config-${newNonce()}`);
@@ -46,28 +49,24 @@ export async function launchSupervisor(location: ProjectLocation, request: Omit<
   }
   const full: SupervisorRequest = { ...request, projectDir: location.projectDir, configPath: location.configPath, storeDir: location.storeDir, ...(configFile ? { configFile } : {}) };
   let child;
+  const nonce = newNonce();
   try {
     child = spawn(process.execPath, [SUPERVISOR_MAIN, JSON.stringify(full)], {
       cwd: location.projectDir,
       detached: true,
       stdio: ["ignore", log, log, "pipe"],
       // A nonce only this supervisor carries: `apex stop --force` checks it before it signals the recorded pid.
-      env: { ...process.env, [SUPERVISOR_NONCE_VAR]: newNonce() },
+      env: { ...process.env, [SUPERVISOR_NONCE_VAR]: nonce },
     });
   } finally {
     closeSync(log);
   }
   const channel = child.stdio[3] as NodeJS.ReadableStream & { destroy(): void; setEncoding(encoding: string): void };
-  // Ctrl-C while it starts leaves the supervisor starting the session (it is detached): said, not silent.
-  const interrupted = () => {
-    const error = new ApexError("APEX_E_INTERRUPTED", `Interrupted while the session started: it goes on starting in the background (supervisor pid ${child.pid}).`, {
-      hint: "`apex status` shows it; `apex stop` ends it.",
-    });
-    process.exit(reportError(error, process.argv.includes("--json")));
-  };
-  process.once("SIGINT", interrupted);
+  // Ctrl-C from now on calls the start off through the supervisor (call-off.ts).
+  guard?.launched(child);
+  let ready: ReadyReport;
   try {
-    return await new Promise<ReadyReport>((resolve, reject) => {
+    ready = await new Promise<ReadyReport>((resolve, reject) => {
       let settled = false;
       const finish = (error: Error | undefined, report?: ReadyReport) => {
         if (settled) return;
@@ -132,11 +131,8 @@ export async function launchSupervisor(location: ProjectLocation, request: Omit<
         // The report may still be in the pipe; give it a moment before calling this a crash.
         setTimeout(() => {
           const tail = tailLines(logFile, 15).join("\n");
-          finish(
-            new ApexError("APEX_E_PROCESS", `The supervisor exited (${signal ?? `code ${code}`}) before the session started.`, {
-              hint: `Last lines of ${logFile}:\n${tail}`,
-            }),
-          );
+          const crashed = new ApexError("APEX_E_PROCESS", `The supervisor exited (${signal ?? `code ${code}`}) before the session started.`, { hint: `Last lines of ${logFile}:\n${tail}` });
+          void endedMeanwhile(location, nonce, child.pid!, signal ?? `code ${code}`).then((error) => finish(error ?? crashed), () => finish(crashed));
         }, 200);
       });
     });
@@ -144,12 +140,43 @@ export async function launchSupervisor(location: ProjectLocation, request: Omit<
     // Refused for its config (exit 2: the supervisor checks plugins before it opens the store), a
     // first start leaves nothing behind: the directory it made held only the log of the refusal.
     if (created && error instanceof ApexError && error.exitCode === 2 && readdirSync(location.storeDir).every((name) => name === SUPERVISOR_LOG)) rmSync(location.storeDir, { recursive: true, force: true });
+    if (guard?.interrupted) return guard.calledOff(location, { error });
     throw error;
   } finally {
     // Read and removed by the supervisor as it starts; left only by one that died before.
     if (configFile) rmSync(configFile, { force: true });
-    process.off("SIGINT", interrupted);
     channel.destroy();
     child.unref();
   }
+  if (guard?.interrupted) return guard.calledOff(location, { ready });
+  // Reported: from now on Ctrl-C is the caller's (`--attach` detaches).
+  guard?.release();
+  return ready;
+}
+
+/**
+ * The session a supervisor that exited before its report had claimed (its record names the nonce it was given), once
+ * an `apex stop --force` killed it meanwhile (it does not wait for one still starting): said as the store has it, not as
+ * a crash with its log's last lines. Undefined when it claimed none, or the store cannot be read.
+ */
+async function endedMeanwhile(location: ProjectLocation, nonce: string, pid: number, how: string): Promise<ApexError | undefined> {
+  const [{ openStore, storeExists }, { allSessions, isEnded }, { shortSessionId }] = await Promise.all([import("../../core/store/open.js"), import("../../core/session/sessions.js"), import("../../core/session/names.js")]);
+  if (!(await storeExists(location))) return undefined;
+  // The stop kills the supervisor first, then ends the agents and records the session: waited for a moment.
+  let record;
+  for (const deadline = Date.now() + 3000; ; await new Promise((resolve) => setTimeout(resolve, 100))) {
+    const store = await openStore(location, { readOnly: true });
+    try {
+      record = allSessions(store).find((session) => session.supervisor?.nonce === nonce);
+    } finally {
+      await store.close();
+    }
+    if (!record || isEnded(record) || Date.now() > deadline) break;
+  }
+  if (!record || !isEnded(record)) return undefined;
+  const label = typeof record.name === "string" && record.name ? record.name : shortSessionId(record.session_id);
+  return new ApexError("APEX_E_PROCESS", `The supervisor (pid ${pid}) exited (${how}) before the session started: session ${label} was ${record.status} meanwhile (${String(record.outcome)}), its agents ended with it.`, {
+    hint: `\`apex session history\` shows it; \`apex start --continue ${label}\` continues it.`,
+    details: { session_id: record.session_id, status: record.status, supervisor_pid: pid },
+  });
 }

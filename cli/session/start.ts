@@ -4,6 +4,8 @@ import { paint, printJson, printLine } from "../output.js";
 import { subscribeSupervisor } from "../../core/rpc/call.js";
 import { remoteSessionClient, type SessionClient } from "../../core/session/client.js";
 import { launchSupervisor } from "./launch.js";
+import { startGuard } from "./call-off.js";
+import type { JsonValue } from "../../core/store/store.js";
 import type { SessionEvent } from "../../core/session/records.js";
 import type { ReadyReport } from "../../core/session/supervisor.js";
 import { formatEvent, paintStatus } from "./format.js";
@@ -86,14 +88,16 @@ export async function startSession(location: ProjectLocation, options: StartOpti
       reason: target?.checkpoint !== undefined ? `continue from checkpoint ${options.continue}` : `continue session ${target?.sessionId ?? options.continue}`,
       json: Boolean(options.json),
     });
-    if (handover && !options.json) {
+    if (handover) {
       const { handoverLine } = await import("./handover.js");
-      printLine(handoverLine(handover));
+      if (!options.json) printLine(handoverLine(handover));
+      startGuard()?.keep("handover", handover as unknown as JsonValue, handoverLine(handover).replace(/\.$/, ""));
     }
   }
 
   // The agents start on the checked-out code.
   const checkedOut = checkout && { repository: checkout.repository, ...(await gitStart.applyCheckout(checkout)) };
+  if (checkedOut) startGuard()?.keep("git_checkout", checkedOut as unknown as JsonValue, `the checkout of ${checkedOut.commit.slice(0, 12)} on the new branch ${checkedOut.branch} in ${checkedOut.repository}`);
   const launched = await launchSupervisor(
     location,
     options.continue === undefined ? { mode: "start", task: options.task } : { mode: "continue", continueTarget },

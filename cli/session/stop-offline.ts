@@ -21,7 +21,7 @@ import { currentSession, noSessionError, noSessionToActOn, supervisorAlive } fro
 export async function stopWithoutSupervisor(
   location: ProjectLocation,
   options: { force: boolean; graceMs: number; reason?: string; checkpoint?: { trigger: string; description: string } },
-): Promise<{ session_id: string; name: string | null; status: string; reason: string; processes_ended: number; checkpoint: { id: string; name: string; trigger: string } | null }> {
+): Promise<{ session_id: string; name: string | null; status: string; reason: string; processes_ended: number; checkpoint: { id: string; name: string; trigger: string } | null; killed?: number }> {
   if (!(await storeExists(location))) throw noSessionError();
   const { loadConfig } = await import("../../core/config/load.js");
   const config = await loadConfig(location);
@@ -107,7 +107,7 @@ export async function stopWithoutSupervisor(
     } catch (error) {
       warn(`onStop: ${(error as Error).message}`);
     }
-    return { session_id: sid, name: typeof session.name === "string" ? session.name : null, status: "stopped", reason, processes_ended: ended, checkpoint };
+    return { session_id: sid, name: typeof session.name === "string" ? session.name : null, status: "stopped", reason, processes_ended: ended, checkpoint, ...(killed === undefined ? {} : { killed }) };
   } finally {
     await store.close();
   }

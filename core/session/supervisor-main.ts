@@ -16,6 +16,12 @@ enableCompileCache();
 
 const REPORT_FD = 3;
 
+// SIGTERM, SIGINT (Ctrl-C on `apex start`, which calls the start off) or SIGHUP from this process's first moment: before
+// the claim Supervisor.launch then claims no session; from it on, the session stops once started. By their default action
+// this process died mid-start, a session claimed and left interrupted.
+const signals: { received?: NodeJS.Signals; on?: (signal: NodeJS.Signals) => void } = {};
+for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) process.on(signal, () => (signals.on ? signals.on(signal) : (signals.received ??= signal)));
+
 // The log lives on the store's filesystem: when that disk is full, a failed write of a log line
 // (an 'error' on stdout, or a throw inside the uncaughtException handler) must not end the
 // supervisor, which would take the session down with the disk.
@@ -71,6 +77,7 @@ async function main(): Promise<void> {
       store,
       engine,
       log,
+      signals,
       onExit: (code) => {
         process.exitCode = code;
         // Whatever is left (an idle keep-alive, a plugin's timer) must not keep a finished supervisor alive.

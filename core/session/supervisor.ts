@@ -177,7 +177,7 @@ export class Supervisor {
    */
   static async launch(
     request: SupervisorRequest,
-    deps: { config: Config; store: Store; engine: Engine; log: (message: string) => void; onExit: (code: number) => void },
+    deps: { config: Config; store: Store; engine: Engine; log: (message: string) => void; onExit: (code: number) => void; signals: { received?: NodeJS.Signals; on?: (signal: NodeJS.Signals) => void } },
   ): Promise<{ supervisor: Supervisor; ready: ReadyReport }> {
     const { store, config, log } = deps;
     // The nonce `apex start` put in this process's environment: with it, `apex stop --force` can prove the pid is this supervisor.
@@ -191,9 +191,12 @@ export class Supervisor {
     // The live memory is another session's: true, or that session's id when it is known (the project's tree).
     let foreignState: boolean | string = false;
     let socketPath: string;
+    // A signal before the claim calls the start off: no session is claimed (a whole turn of the event loop, its poll for signals included, lets one already sent in).
+    const calledOff = () => new Promise<void>((resolve, reject) => setImmediate(() => setImmediate((received = deps.signals.received) => (received ? reject(new ApexError("APEX_E_INTERRUPTED", `The start was called off (the supervisor received ${received}) before a session was claimed: none was started.`, { details: { signal: received } })) : resolve()))));
     if (request.mode === "start") {
       await saveFinalState(store, undefined, log);
       socketPath = socketPathFor(request.storeDir);
+      await calledOff();
       claimedAt = performance.now();
       claim = await claimNewSession(store, config, request, identity(socketPath));
     } else {
@@ -226,13 +229,15 @@ export class Supervisor {
         const prepared = await service.prepare({ sessionId: target.sessionId, checkpoint: target.checkpoint, force: Boolean(request.forceRecovery) });
         target.checkpoint = prepared.checkpoint;
       }
+      await calledOff();
       claimedAt = performance.now();
       claim = await claimContinuedSession(store, config, target, identity(socketPath));
     }
     setOwnSession(claim.sessionId);
     const supervisor = new Supervisor(config, store, deps.engine, claim.sessionId, socketPath, log, deps.onExit);
-    // From the claim on, SIGTERM, SIGINT or SIGHUP stop the session (queued behind the start): by their default action this process would die and leave its agents running.
-    for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) process.on(signal, () => void supervisor.onSignal(signal));
+    // From the claim on, SIGTERM, SIGINT or SIGHUP (one that came during it too) stop the session, queued behind the start.
+    deps.signals.on = (signal) => void supervisor.onSignal(signal);
+    if (deps.signals.received) deps.signals.on(deps.signals.received);
     if (claim.takenOverFrom) log(`session ${claim.sessionId}: taken over from host ${claim.takenOverFrom} (its lease had expired); generation ${claim.generation} on host ${host}`);
     // From here on every write of this process checks the lease; it is renewed every ttl/3.
     supervisor.lease = new LeaseHolder(store, claim.sessionId, { host, generation: claim.generation, nonce }, leaseTtlMs, (reason) => void supervisor.leaseLost(reason), log, claimedAt);
@@ -349,12 +354,7 @@ export class Supervisor {
       reconciled,
       checkpoint,
       reaped,
-      agents: [...this.slots.values()].map((slot) => ({
-        name: slot.name,
-        pid: slot.process?.pid ?? null,
-        pgid: slot.process?.pgid ?? null,
-        status: slot.status,
-      })),
+      agents: [...this.slots.values()].map((slot) => ({ name: slot.name, pid: slot.process?.pid ?? null, pgid: slot.process?.pgid ?? null, status: slot.status })),
       event_seq: this.eventSeq(),
       ...(this.startWarning === undefined ? {} : { warnings: [this.startWarning] }),
     };
@@ -1195,13 +1195,7 @@ export class Supervisor {
 
   /** Status from the supervisor's own view (used by `session.status`). */
   agentsView(): Array<Record<string, JsonValue>> {
-    return [...this.slots.values()].map((slot) => ({
-      name: slot.name,
-      status: slot.status,
-      pid: slot.process?.pid ?? null,
-      pgid: slot.process?.pgid ?? null,
-      restarts: slot.restarts,
-    }));
+    return [...this.slots.values()].map((slot) => ({ name: slot.name, status: slot.status, pid: slot.process?.pid ?? null, pgid: slot.process?.pgid ?? null, restarts: slot.restarts }));
   }
 
   private scheduleShutdown(code: number): void {

@@ -21,7 +21,7 @@ import { branchSource, checkNewSessionName, checkWorktreeFree, type BranchReport
 import { sessionLabel, sessionRecord } from "./merge-base.js";
 import { shortSessionId } from "../../core/session/names.js";
 import { worktreeOf } from "../../core/session/records.js";
-import { allSessions } from "../../core/session/sessions.js";
+import { allSessions, effectiveStatus, findSession } from "../../core/session/sessions.js";
 import { getCheckpoint } from "./refs.js";
 import { describeConflict } from "./merge.js";
 import { callWriter, noStore, withReadStore, writerClient } from "./plugin-cli.js";
@@ -67,10 +67,13 @@ async function callWrite(location: ProjectLocation, method: string, params: Reco
   }
 }
 
-/** True when the call failed because its supervisor ended (it closed the connection, or reset it: details.connection; and is gone within a second). */
+/**
+ * True when the call failed because its supervisor ended (it closed the connection, or reset it; or its socket was gone
+ * or refused, nothing sent, as a stop ends it: details.connection; and it is gone within a second).
+ */
 async function writerEnded(writer: Awaited<ReturnType<typeof writerClient>>, error: unknown): Promise<boolean> {
   const supervisor = writer?.supervisor;
-  if (!isApexError(error) || error.code !== "APEX_E_RPC" || !["closed", "ECONNRESET", "EPIPE"].includes(String(error.details?.connection)) || writer?.via !== "socket" || !supervisor) return false;
+  if (!isApexError(error) || error.code !== "APEX_E_RPC" || !["closed", "ECONNRESET", "EPIPE", "ENOENT", "ECONNREFUSED"].includes(String(error.details?.connection)) || writer?.via !== "socket" || !supervisor) return false;
   const { isSameProcessAlive } = await import("../../core/session/proc.js");
   for (let wait = 0; isSameProcessAlive(supervisor.pid, supervisor.start_time); wait++) {
     if (wait === 20) return false; // still alive: it may yet answer or write
@@ -333,7 +336,15 @@ export async function mergeCommand(location: ProjectLocation, src: string, dst: 
   }
   if (ended !== undefined) {
     const name = report.destination.session_name ?? shortSessionId(report.destination.session_id);
-    process.stderr.write(`warning: ${name}'s supervisor (pid ${ended}) ended before it answered; the merge was made again without it, and found done if it had been saved ("Already up to date"). ${name} is interrupted: \`apex start --continue ${name}\` goes on.\n`);
+    // A supervisor that ended the session itself (an `apex stop` that came meanwhile) left it stopped, not interrupted: said as the store has it.
+    const status = await withReadStore(location, (store) => {
+      const record = findSession(store, report.destination.session_id);
+      return record ? effectiveStatus(record) : "interrupted";
+    }).catch(() => "interrupted");
+    const over = status === "stopped" || status === "completed" || status === "failed";
+    const how = status === "stopped" ? "stopped the session" : over ? `ended the session (${status})` : "ended";
+    const now = status === "interrupted" ? `${name} is interrupted: \`apex start --continue ${name}\` goes on.` : over ? `${name} is ${status}: the merge went into it as it was left.` : `${name} is ${status} now.`;
+    process.stderr.write(`warning: ${name}'s supervisor (pid ${ended}) ${how} before it answered; the merge was made again without it, and found done if it had been saved ("Already up to date"). ${now}\n`);
   }
   printMerge(report, options);
 }

@@ -248,15 +248,20 @@ async function createdBeforeTheEnd(location: ProjectLocation, writer: SessionCli
     if (wait === 20) throw error;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+  let status = "interrupted";
   const found = await withReadStore(location, async (store) => {
     const { Catalog } = await import("./catalog.js");
     const { agentsOf } = await import("./record.js");
+    const { effectiveStatus, findSession } = await import("../../core/session/sessions.js");
+    const record = findSession(store, sessionId);
+    if (record) status = effectiveStatus(record);
     const latest = Catalog.of(store).latest(sessionId);
     if (!latest || latest.trigger !== "manual" || latest.description !== description || latest.created_at < asked) return undefined;
     const { sessionName } = await import("./merge-base.js");
     return { ...latest, session_name: sessionName(store, sessionId), ...agentsOf(store, latest.agents_root) };
   });
-  const next = "`apex status` shows the session interrupted; `apex start --continue last` goes on from the live state";
+  // A supervisor that ended the session itself (an `apex stop` that came meanwhile) left it stopped, not interrupted: said as the store has it.
+  const next = status === "interrupted" ? "`apex status` shows the session interrupted; `apex start --continue last` goes on from the live state" : `the session is ${status} now (\`apex session history\` shows how it ended); \`apex start --continue last\` continues it`;
   if (!found) {
     throw new ApexError("APEX_E_RPC", `The supervisor (pid ${pid}) ended before it answered checkpoint.create, and no checkpoint was saved.`, {
       hint: `${next}; \`apex checkpoint create\` then saves one.`,
@@ -632,8 +637,9 @@ async function refuseRemoteSupervisor(location: ProjectLocation): Promise<void> 
 
 /** Brings the session repair stopped back, from the live state (repair never touches memory, tasks or agent records). */
 async function continueAfterRepair(location: ProjectLocation, handover: Handover, json: boolean): Promise<void> {
-  const [{ launchSupervisor }, { sessionText }] = await Promise.all([import("../../cli/session/launch.js"), import("../../cli/session/handover.js")]);
-  const ready = await launchSupervisor(location, { mode: "continue", continueTarget: handover.session_id });
+  const [{ launchSupervisor }, { sessionText }, { callOffOnInterrupt }] = await Promise.all([import("../../cli/session/launch.js"), import("../../cli/session/handover.js"), import("../../cli/session/call-off.js")]);
+  // Ctrl-C calls the continue off: the session stays stopped, as the repair left it.
+  const ready = await callOffOnInterrupt(json, () => launchSupervisor(location, { mode: "continue", continueTarget: handover.session_id }));
   if (json) process.stderr.write(`${JSON.stringify({ notice: { continued: ready.session_id, supervisor_pid: ready.supervisor_pid, handover } })}\n`);
   // The session as the handover line named it (its name, else its uuid's short form); the notice in --json has the whole id.
   else printLine(`Session ${paint(sessionText({ session_id: ready.session_id, name: handover.name }), "bold")} continued after the repair (supervisor pid ${ready.supervisor_pid}${handover.was === "paused" ? "; it was paused and runs again" : ""}).`);

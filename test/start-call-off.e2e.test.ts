@@ -1,0 +1,104 @@
+// Ctrl-C on `apex start` calls the start off at every instant, end to end with the built CLI and real
+// processes: before the supervisor is launched (nothing is launched), before the supervisor claims a session
+// (it claims none), and while the claimed session starts (it is stopped once started: no agent is left, the
+// session is recorded stopped). Each says so (APEX_E_INTERRUPTED, exit 130; in JSON with --json). Before,
+// the first exited 130 without a word, and the others left the session starting in the background.
+import { existsSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { FIXTURES, Project, isAlive, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+
+const AGENTS = shellAgents({ alpha: "sleep 1000", beta: "sleep 1000" });
+
+// Blocks its process in apply for the milliseconds in block-cli (in `apex start`) or block-supervisor (in the supervisor), once began-… is written.
+const SLOW_APPLY = `import { existsSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from "node:fs";
+export default {
+  name: "slow-apply",
+  apply() {
+    const where = process.title === "apex-supervisor" ? "supervisor" : "cli";
+    const file = new URL("./block-" + where, import.meta.url);
+    if (!existsSync(file)) return;
+    writeFileSync(new URL("./began-" + where, import.meta.url), String(process.pid));
+    const end = Date.now() + Number(readFileSync(file, "utf8"));
+    while (Date.now() < end);
+  },
+};
+`;
+
+function slowApplyProject(): Project {
+  const project = new Project(AGENTS.replace("plugins: {}\n", "plugins:\n  ./slow-apply.mjs: {}\n"), "apex-call-off-");
+  writeFileSync(join(project.dir, "slow-apply.mjs"), SLOW_APPLY);
+  return project;
+}
+
+/** Processes (other than `except`) whose working directory is the project's: what a start left running. */
+function leftIn(dir: string): number[] {
+  return readdirSync("/proc").filter((name) => /^\d+$/.test(name)).map(Number).filter((pid) => {
+    try {
+      return readlinkSync(`/proc/${pid}/cwd`) === dir;
+    } catch {
+      return false;
+    }
+  });
+}
+
+function history(project: Project): Array<{ session_id: string; status: string; outcome: string }> {
+  return JSON.parse(project.apex(["session", "history", "--json"]).stdout) as Array<{ session_id: string; status: string; outcome: string }>;
+}
+
+describe("Ctrl-C on apex start", () => {
+  it("before the supervisor is launched: nothing is launched, and it says no session was started (it exited 130 without a word)", async () => {
+    const project = slowApplyProject();
+    writeFileSync(join(project.dir, "block-cli"), "1000");
+    const start = project.apexAsync(["start", "--task", "t", "--json"]);
+    await waitFor("apply in apex start", () => existsSync(join(project.dir, "began-cli")));
+    start.child.kill("SIGINT");
+    const result = await start.done;
+    expect(result.status).toBe(130);
+    expect(result.stdout).toBe("");
+    const { error } = JSON.parse(result.stderr) as { error: { code: string; message: string; details: Record<string, unknown> } };
+    expect(error.code).toBe("APEX_E_INTERRUPTED");
+    expect(error.message).toBe("Start called off (Ctrl-C): no session was started.");
+    expect(error.details).toEqual({ session_id: null });
+    // Not even the store was made.
+    expect(existsSync(project.storeDir)).toBe(false);
+  });
+
+  it("before the supervisor claims a session: it claims none and exits, and that is said", async () => {
+    const project = slowApplyProject();
+    writeFileSync(join(project.dir, "block-supervisor"), "1000");
+    const start = project.apexAsync(["start", "--task", "t"]);
+    const pid = Number(await waitFor("apply in the supervisor", () => existsSync(join(project.dir, "began-supervisor")) && readFileSync(join(project.dir, "began-supervisor"), "utf8")));
+    start.child.kill("SIGINT");
+    const result = await start.done;
+    expect(result.status).toBe(130);
+    expect(result.stderr).toContain(`Calling the start off: its supervisor (pid ${pid}) claims no session`);
+    expect(result.stderr).toContain(`error[APEX_E_INTERRUPTED]: Start called off (Ctrl-C): no session was started (its supervisor, pid ${pid}, claimed none and exited).`);
+    expect(isAlive(pid)).toBe(false);
+    expect(history(project)).toEqual([]);
+    expect(project.status().session).toBeNull();
+    expect(leftIn(project.dir)).toEqual([]);
+  });
+
+  it("while the claimed session starts (onStart runs): it is stopped once started, no agent is left, and the history says stopped", async () => {
+    const project = new Project(AGENTS, "apex-call-off-");
+    const hooks = join(project.dir, "hooks.jsonl");
+    project.writeConfig(AGENTS.replace("plugins: {}\n", `plugins:\n  ${JSON.stringify(join(FIXTURES, "hook-recorder.mjs"))}:\n    file: ${JSON.stringify(hooks)}\n    start_delay_ms: 800\n`));
+    const start = project.apexAsync(["start", "--task", "t", "--json"]);
+    await waitFor("onStart", () => existsSync(hooks) && readFileSync(hooks, "utf8").includes('"onStart"'), 30_000);
+    project.remember();
+    start.child.kill("SIGINT");
+    const result = await start.done;
+    expect(result.status).toBe(130);
+    expect(result.stdout).toBe("");
+    const { error } = JSON.parse(result.stderr) as { error: { code: string; message: string; details: { session_id: string; status: string; supervisor_pid: number } } };
+    expect(error.code).toBe("APEX_E_INTERRUPTED");
+    const [ended] = history(project);
+    expect(ended).toMatchObject({ status: "stopped" });
+    expect(error.message).toBe(`Start called off (Ctrl-C): session ${ended!.session_id.slice(0, 8)} was stopped as it started; none of its agents runs.`);
+    expect(error.details).toMatchObject({ session_id: ended!.session_id, status: "stopped" });
+    expect(isAlive(error.details.supervisor_pid)).toBe(false);
+    expect(project.status().session).toBeNull();
+    expect(leftIn(project.dir)).toEqual([]);
+  });
+});
