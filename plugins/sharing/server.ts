@@ -721,13 +721,15 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         hint: "Follow the session again once the server is back; if it does not come back, check that `apex serve` runs there.",
         details: { connection: "closing" },
       });
+      // Unref'd: a stream that ended sooner leaves no timer holding the process.
+      const drained = new Promise<void>((resolve) => setTimeout(resolve, SESSION_END_DRAIN_MS).unref());
       const endings: Array<Promise<void>> = [];
       for (const stream of [...streams]) {
         if (stream.sid !== ended?.sessionId) stream.fail(gone);
         else {
           // What the session wrote up to its end (its stop event, its agents' last lines) is sent first: it was cut off.
           const reason = `session ${ended.name || shortSessionId(ended.sessionId)} has ended`;
-          endings.push(Promise.race([stream.sessionEnded(), sleep(SESSION_END_DRAIN_MS)]).then(() => stream.close(reason)));
+          endings.push(Promise.race([stream.sessionEnded(), drained]).then(() => stream.close(reason)));
         }
       }
       await Promise.all(endings);
