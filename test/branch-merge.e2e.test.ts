@@ -411,11 +411,22 @@ describe("continuing a session that does not hold the live memory", () => {
   });
 });
 
+/** How many connections the server listening on `port` has open (/proc/net/tcp: its ends, in any state but LISTEN). */
+function serverConnections(port: number): number {
+  const local = `:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+  return readFileSync("/proc/net/tcp", "utf8")
+    .split("\n")
+    .slice(1)
+    .map((line) => line.trim().split(/\s+/))
+    .filter(([, address, , state]) => address?.endsWith(local) && state !== "0A").length;
+}
+
 describe("a merge into a session that `start --continue` is bringing back", () => {
   it("waits for its supervisor to listen and is made there, after the restore: not made beside it and then rolled back", async () => {
-    // DST's supervisor sleeps once in beforeCheckpoint when slow-restore exists: `start --continue CHECKPOINT`
+    // DST's supervisor sleeps once in beforeCheckpoint when slow-restore exists (the milliseconds it holds, or
+    // `wait`: until slow-restore.release exists): `start --continue CHECKPOINT`
     // saves the state it replaces (a checkpoint) after its claim, before its restore and before it listens.
-    const slow = `apex.hooks.beforeCheckpoint.tapPromise("slow", async (x) => { if (existsSync("slow-restore") && process.title === "apex-supervisor") { renameSync("slow-restore", "slow-restore.began"); await new Promise((r) => setTimeout(r, Number(readFileSync("slow-restore.began", "utf8")) || 1500)); } return x; });`;
+    const slow = `apex.hooks.beforeCheckpoint.tapPromise("slow", async (x) => { if (existsSync("slow-restore") && process.title === "apex-supervisor") { renameSync("slow-restore", "slow-restore.began"); const said = readFileSync("slow-restore.began", "utf8"); if (said === "wait") while (!existsSync("slow-restore.release")) await new Promise((r) => setTimeout(r, 20)); else await new Promise((r) => setTimeout(r, Number(said) || 1500)); } return x; });`;
     project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n  ./slow.mjs: {}\n`, "apex-branch-slow-");
     const p = project;
     writeFileSync(join(p.dir, "slow.mjs"), ['import { existsSync, readFileSync, renameSync } from "node:fs";', `export default { name: "slow", apply(apex) { ${slow} } };`, ""].join("\n"));
@@ -450,20 +461,28 @@ describe("a merge into a session that `start --continue` is bringing back", () =
     const url = await serve(p, stops);
     const token = share(p, side, "olga", "owner").token;
     share(p, main, "olga", "viewer");
-    const slowStart = async (ms: number) => {
+    const slowStart = async (ms: number | "wait") => {
       rmSync(join(p.dir, "slow-restore.began"), { force: true });
+      rmSync(join(p.dir, "slow-restore.release"), { force: true });
       writeFileSync(join(p.dir, "slow-restore"), String(ms));
       const run = p.apexAsync(["start", "--continue", "side/checkpoint-001", "--json"]);
       await waitFor("the supervisor's claim, before its restore", () => existsSync(join(p.dir, "slow-restore.began")));
       return run;
     };
-    // A client gone while the server waits (Ctrl-C, a dropped connection) is sent nothing, and nothing is merged for it.
-    const abandoned = await slowStart(1500);
+    // A client gone while the server waits (Ctrl-C, a dropped connection) is sent nothing, and nothing is merged for it:
+    // also one gone just before the supervisor listens. The restore ends once the server has closed its end of the
+    // connection (it knows the client is gone): the server's look for the client came only between its looks for the
+    // supervisor, so that a supervisor listening within 50 ms of the client's leaving was sent the merge all the same.
+    // (Before, a restore of 1.5 s, the client gone 0.3 s after its call: a loaded machine could close up that window.)
+    const abandoned = await slowStart("wait");
     const controller = new AbortController();
     const call = fetch(`${url}/api/sessions/${side}/rpc/session.merge`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: JSON.stringify({ source: main, destination: side }), signal: controller.signal }).catch(() => undefined);
     await new Promise((resolve) => setTimeout(resolve, 300));
     controller.abort();
     await call;
+    const port = Number(new URL(url).port);
+    await waitFor("the server to close the client's connection", () => serverConnections(port) === 0);
+    writeFileSync(join(p.dir, "slow-restore.release"), "");
     expect((await abandoned.done).status).toBe(0);
     expect(p.apex(["memory", "show", "/from/main2"]).status).toBe(3);
     expect(p.apex(["stop"]).status).toBe(0);

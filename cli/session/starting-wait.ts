@@ -61,9 +61,14 @@ export async function waitForStart(location: ProjectLocation, starting: Starting
   try {
     for (;;) {
       const found = await liveSessionClient(location, { elsewhere: "refuse", ...(session !== undefined ? { session } : {}) });
+      // A caller gone is looked for once the supervisor listens too: one gone in the last look's 50 ms
+      // (or while the server was held) was sent its call all the same, made for nobody.
+      if (gone?.()) {
+        await found?.close();
+        throw new ApexError("APEX_E_INTERRUPTED", `The ${action} was given up while session ${starting.label}'s supervisor started: its caller went away. Nothing was sent.`, { details: { starting: true, pid: starting.pid, action } });
+      }
       if (found) return found;
       if (!isSameProcessAlive(starting.pid, starting.start_time)) return undefined;
-      if (gone?.()) throw new ApexError("APEX_E_INTERRUPTED", `The ${action} was given up while session ${starting.label}'s supervisor started: its caller went away. Nothing was sent.`, { details: { starting: true, pid: starting.pid, action } });
       const now = Date.now();
       if (readProcStat(starting.pid)?.state !== "T") stoppedSince = undefined;
       else if (now - (stoppedSince ??= now) >= 1000) throw stopped(starting, action);

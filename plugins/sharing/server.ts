@@ -487,8 +487,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       // A call waiting on hooks (pause, stop, a claim): the client is told the supervisor still works on it (heartbeat-reply.ts).
       const beats = heartbeatReply(request, reply, params);
       try {
-        // A client gone (Ctrl-C) while the call waits for a supervisor to start: it is not made then.
-        const call = (over: Record<string, unknown> = {}) => gate.call(sid, method, { ...actorParams, ...over }, beats?.onEvent, () => request.raw.socket.destroyed);
+        // A client gone (Ctrl-C) while the call waits for a supervisor to start: it is not made then. Gone
+        // once its end of the connection is read (readableEnded), not only once this side closed it a few turns later.
+        const call = (over: Record<string, unknown> = {}) => gate.call(sid, method, { ...actorParams, ...over }, beats?.onEvent, () => request.raw.socket.destroyed || request.raw.socket.readableEnded);
         result = method === "memory.query" && typeof params.limit === "number" ? await limitedQuery(params.limit, (limit) => call({ limit }), (entries) => shown(scopedResult(sid, method, params, entries))) : shown(scopedResult(sid, method, params, await call()));
       } catch (error) {
         if (!beats?.streaming) throw error;
