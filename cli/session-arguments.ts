@@ -70,7 +70,8 @@ export async function reconcileSessionArguments(command: Command, flag: string, 
       const { SESSION_WORDS } = await import("./session-ref.js");
       if (!SESSION_WORDS.has(given)) sessions.push([argument, given]);
     }
-    if (CHECKPOINT_ARGUMENTS.has(argument)) checkpoints.push([argument, given]);
+    // `latest` and `checkpoint-007` are --session's by their reading: only a session's prefix or an id can name another's.
+    if (CHECKPOINT_ARGUMENTS.has(argument) && !/^(latest|checkpoint-\d+)$/i.test(given.trim())) checkpoints.push([argument, given]);
   }
   if (sessions.length === 0 && checkpoints.length === 0) return;
   const twoSessions = (argument: ArgumentType, given: string, session: string) =>
