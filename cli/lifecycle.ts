@@ -32,6 +32,8 @@ saving the state it replaces as a beforeRestore checkpoint (retention keeps it).
 A session that holds the project is checkpointed and stopped first (said in the output).
 With session.auto_recovery (the default), any \`apex start\` and \`apex resume\` continue an
 interrupted session from the live state, with a notice; \`apex status\` only reports it.
+Ctrl-C before the start has reported calls it off: nothing is launched, or the session
+its supervisor claimed is stopped once started (no agent is left running); it says which.
 
 Examples:
   apex start --task "Implement user authentication"
@@ -46,40 +48,6 @@ Examples:
       const { callOffOnInterrupt } = await import("./session/call-off.js");
       await callOffOnInterrupt(Boolean(options.json), () => start(options, command));
     });
-  async function start(options: { task?: string; continue?: string; forceRecovery?: string; attach?: boolean; json?: boolean; gitCheckout?: boolean }, command: Command): Promise<void> {
-      const location = projectOf(command);
-      if (options.gitCheckout && options.continue === undefined) {
-        const { ApexError } = await import("../core/errors.js");
-        throw new ApexError("APEX_E_USAGE", "--git-checkout checks out the commit of the checkpoint a session continues from; give --continue.");
-      }
-      if (options.forceRecovery !== undefined) {
-        if (options.task !== undefined || options.continue !== undefined) {
-          const { ApexError } = await import("../core/errors.js");
-          throw new ApexError("APEX_E_USAGE", "--force-recovery names the checkpoint to continue from; leave out --task and --continue.");
-        }
-        const { forceRecoveryStart } = await (await import("../plugins/index.js")).builtinServices.checkpointRecovery();
-        await forceRecoveryStart(location, options.forceRecovery, options);
-        return;
-      }
-      const { startSession } = await import("./session/start.js");
-      if (options.continue === undefined) {
-        // session.auto_recovery: an interrupted session is continued from the live store first.
-        const { findAutoRecoverable, autoRecoveryNotice } = await import("./session/auto-recovery.js");
-        const recoverable = await findAutoRecoverable(location);
-        if (recoverable) {
-          autoRecoveryNotice(recoverable, Boolean(options.json));
-          await startSession(location, { continue: recoverable.sessionId, json: Boolean(options.json), attach: Boolean(options.attach) && options.task === undefined });
-          if (options.task !== undefined) {
-            const { ApexError } = await import("../core/errors.js");
-            throw new ApexError("APEX_E_SESSION_ACTIVE", `No new session was started: the recovered session ${recoverable.label} runs now (a project runs one session at a time).`, {
-              hint: 'Add the work to it (`apex task add "…"`), or end it (`apex stop`) and start again.',
-            });
-          }
-          return;
-        }
-      }
-      await startSession(location, options);
-  }
 
   program
     .command("status")
@@ -139,4 +107,40 @@ Examples:
       const { showLogs } = await import("./session/logs.js");
       await showLogs(projectOf(command), agent, options);
     });
+}
+
+/** `apex start`: a new session, a continued one (auto recovery first), or --force-recovery. */
+async function start(options: { task?: string; continue?: string; forceRecovery?: string; attach?: boolean; json?: boolean; gitCheckout?: boolean }, command: Command): Promise<void> {
+  const location = projectOf(command);
+  if (options.gitCheckout && options.continue === undefined) {
+    const { ApexError } = await import("../core/errors.js");
+    throw new ApexError("APEX_E_USAGE", "--git-checkout checks out the commit of the checkpoint a session continues from; give --continue.");
+  }
+  if (options.forceRecovery !== undefined) {
+    if (options.task !== undefined || options.continue !== undefined) {
+      const { ApexError } = await import("../core/errors.js");
+      throw new ApexError("APEX_E_USAGE", "--force-recovery names the checkpoint to continue from; leave out --task and --continue.");
+    }
+    const { forceRecoveryStart } = await (await import("../plugins/index.js")).builtinServices.checkpointRecovery();
+    await forceRecoveryStart(location, options.forceRecovery, options);
+    return;
+  }
+  const { startSession } = await import("./session/start.js");
+  if (options.continue === undefined) {
+    // session.auto_recovery: an interrupted session is continued from the live store first.
+    const { findAutoRecoverable, autoRecoveryNotice } = await import("./session/auto-recovery.js");
+    const recoverable = await findAutoRecoverable(location);
+    if (recoverable) {
+      autoRecoveryNotice(recoverable, Boolean(options.json));
+      await startSession(location, { continue: recoverable.sessionId, json: Boolean(options.json), attach: Boolean(options.attach) && options.task === undefined });
+      if (options.task !== undefined) {
+        const { ApexError } = await import("../core/errors.js");
+        throw new ApexError("APEX_E_SESSION_ACTIVE", `No new session was started: the recovered session ${recoverable.label} runs now (a project runs one session at a time).`, {
+          hint: 'Add the work to it (`apex task add "…"`), or end it (`apex stop`) and start again.',
+        });
+      }
+      return;
+    }
+  }
+  await startSession(location, options);
 }

@@ -38,6 +38,8 @@ export interface SupervisorRequest {
    * what still verifies of a damaged checkpoint and report what was lost.
    */
   forceRecovery?: boolean | undefined;
+  /** When `apex start` launched it (ISO): a session ended after that, before the claim, is not continued. */
+  requestedAt?: string | undefined;
   /** A private file holding the config `apex start` checked (config/handoff.ts). */
   configFile?: string | undefined;
 }
@@ -231,7 +233,7 @@ export class Supervisor {
       }
       await calledOff();
       claimedAt = performance.now();
-      claim = await claimContinuedSession(store, config, target, identity(socketPath));
+      claim = await claimContinuedSession(store, config, target, identity(socketPath), request.requestedAt);
     }
     setOwnSession(claim.sessionId);
     const supervisor = new Supervisor(config, store, deps.engine, claim.sessionId, socketPath, log, deps.onExit);
