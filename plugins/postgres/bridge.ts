@@ -176,10 +176,11 @@ export const RECONNECT_BACKOFF_MS = 1000;
 /**
  * How long calls fail at once after a reconnection that failed in `elapsedMs`: ten times what the
  * attempt blocked the caller, up to RECONNECT_BACKOFF_MS, so attempts take at most about a tenth
- * of the caller's time. A server that refuses at once (restarting: ECONNREFUSED, "shutting down",
- * "starting up") is asked again within milliseconds, and a call made once it is back succeeds: with
- * a flat second, a call up to a second after a restart failed on the attempt made during it. One
- * that makes the caller wait (a host dropping packets, until connect_timeout) is asked once a second.
+ * of the caller's time. A server that refuses at once ("shutting down", "starting up") is asked
+ * again within milliseconds, and a call made once it is back succeeds: with a flat second, a call
+ * up to a second after a restart failed on the attempt made during it. (A refused connection,
+ * ECONNREFUSED, is asked again at the next call: SyncBridge.reconnect.) One that makes the caller
+ * wait (a host dropping packets, until connect_timeout) is asked once a second.
  */
 export function reconnectBackoffMs(elapsedMs: number): number {
   return Math.min(RECONNECT_BACKOFF_MS, Math.max(0, Math.ceil(elapsedMs * 10)));
@@ -303,7 +304,9 @@ export class SyncBridge {
       // unless the worker stopped answering (call() marked it so).
       const stuck = (this.broken as { reconnect: boolean } | undefined)?.reconnect === false;
       this.broken = { ...failure, code: failure.code ?? lost.code ?? "ECONNRESET", reconnect: !stuck };
-      this.retryAt = Date.now() + reconnectBackoffMs(performance.now() - started);
+      // A refused connection (nothing listens there: a server restarting) is asked again at the next call, however long
+      // the attempt took: on a loaded machine a refusal measured 0.1 s, and calls failed for a second after the server was back.
+      this.retryAt = failure.code === "ECONNREFUSED" ? 0 : Date.now() + reconnectBackoffMs(performance.now() - started);
       throw new BridgeError(this.broken);
     }
     this.connections += 1;
