@@ -1229,23 +1229,27 @@ export class PostgresBackend implements StorageBackend {
     // none (each poll of a watcher that is up to date took 0.15-0.4 s of the supervisor). In a transaction its own count.
     if (this.tx && since >= this.revision()) return;
     const fresh = this.tx ? "" : ` AND $2 <= (SELECT revision FROM ${this.stores} WHERE project = $1)`;
+    // Of each batch, only its changes from revision since+1 and at most `remaining` of them (paths[lo:hi]): a batch of
+    // 200,000 (an import) read from its middle, 10,000 at a time by memory.changes, was sent whole each time (~115 ms).
+    const read = (where: string, after?: number) =>
+      this.sql(
+        `SELECT first, paths[lo:hi], substr(kinds, lo, greatest(0, hi - lo + 1)), actor, time, lo FROM (
+           SELECT first, paths, kinds, actor, time, greatest(1, $2 - first + 1)::int AS lo, least(greatest(1, $2 - first + 1) + $4::bigint - 1, cardinality(paths))::int AS hi
+           FROM apex.log WHERE project = $1 AND ${where} ORDER BY first LIMIT $3) AS batch ORDER BY first`,
+        [this.project, since + 1, FIRST_PAGE, Math.min(remaining, 2 ** 31), ...(after === undefined ? [] : [after])],
+        "reading the revision log",
+      );
     // The batch holding revision since+1 may start before it.
-    let rows = this.sql(
-      `SELECT first, paths, kinds, actor, time FROM apex.log WHERE project = $1
-         AND first >= coalesce((SELECT max(first) FROM apex.log WHERE project = $1 AND first <= $2), $2)${fresh} ORDER BY first LIMIT $3`,
-      [this.project, since + 1, FIRST_PAGE],
-      "reading the revision log",
-    );
+    let rows = read(`first >= coalesce((SELECT max(first) FROM apex.log WHERE project = $1 AND first <= $2), $2)${fresh}`);
     for (;;) {
-      for (const [first, paths, kinds, actor, time] of rows as Array<[number, string[], string, string, number]>) {
-        for (let i = Math.max(0, since + 1 - first); i < paths.length; i++) {
-          yield { revision: first + i, path: paths[i]!, kind: kinds[i] === "d" ? "delete" : "put", actor, time };
+      for (const [first, paths, kinds, actor, time, lo] of rows as Array<[number, string[], string, string, number, number]>) {
+        for (let i = 0; i < paths.length; i++) {
+          yield { revision: first + lo - 1 + i, path: paths[i]!, kind: kinds[i] === "d" ? "delete" : "put", actor, time };
           if (--remaining <= 0) return;
         }
       }
       if (rows.length < FIRST_PAGE) return;
-      const last = rows[rows.length - 1]![0] as number;
-      rows = this.sql(`SELECT first, paths, kinds, actor, time FROM apex.log WHERE project = $1 AND first > $2 ORDER BY first LIMIT $3`, [this.project, last, FIRST_PAGE], "reading the revision log");
+      rows = read("first > $5", rows[rows.length - 1]![0] as number);
     }
   }
 
