@@ -1358,11 +1358,17 @@ function limitConnections(app: FastifyInstance, limit: ConnectionLimit, tls: { c
   };
 }
 
+/**
+ * A file --tls-cert or --tls-key names that cannot be read is a usage error (exit 2), as an
+ * unreadable --token-file is: the command line names the wrong file (it was APEX_E_NOT_FOUND, exit 3).
+ */
 function readPem(path: string, option: string): Buffer {
   try {
     return readFileSync(path);
   } catch (error) {
-    throw new ApexError("APEX_E_NOT_FOUND", withDetail(`Cannot read ${option} ${path}`, (error as NodeJS.ErrnoException).code ?? (error as Error).message));
+    throw new ApexError("APEX_E_USAGE", withDetail(`Cannot read ${option} ${JSON.stringify(path)}`, (error as NodeJS.ErrnoException).code ?? (error as Error).message), {
+      hint: "Give the PEM files of the certificate and its private key (`sharing.serve.tls_cert`/`tls_key` for a session's own server).",
+    });
   }
 }
 
