@@ -9,6 +9,9 @@
 import { createRequire } from "node:module";
 import type { Argument as ArgumentType, Command } from "commander";
 import { ApexError } from "../core/errors.js";
+import { sessionNames, shortSessionId } from "../core/session/names.js";
+import { sessionPath } from "../core/session/records.js";
+import type { Store } from "../core/store/store.js";
 
 // commander as main.ts has it (required: the same module, not wrapped as an ES module again).
 const { Argument } = createRequire(import.meta.url)("commander") as typeof import("commander");
@@ -63,17 +66,19 @@ export async function reconcileSessionArguments(command: Command, flag: string, 
   const line = commandPath(command);
   const sessions: Array<[ArgumentType, string]> = [];
   const checkpoints: Array<[ArgumentType, string]> = [];
+  let current = false;
   for (const [index, argument] of command.registeredArguments.entries()) {
     const given = command.processedArgs[index] as unknown;
     if (typeof given !== "string") continue;
     if (SESSION_ARGUMENTS.has(argument) && given !== flag) {
       const { SESSION_WORDS } = await import("./session-ref.js");
       if (!SESSION_WORDS.has(given)) sessions.push([argument, given]);
+      current ||= given.trim() === "current";
     }
     // `latest` and `checkpoint-007` are --session's by their reading: only a session's prefix or an id can name another's.
     if (CHECKPOINT_ARGUMENTS.has(argument) && !/^(latest|checkpoint-\d+)$/i.test(given.trim())) checkpoints.push([argument, given]);
   }
-  if (sessions.length === 0 && checkpoints.length === 0) return;
+  if (sessions.length === 0 && checkpoints.length === 0 && !current) return;
   const twoSessions = (argument: ArgumentType, given: string, session: string) =>
     new ApexError("APEX_E_USAGE", `\`apex ${line}\` was given two sessions: ${given} as its ${argument.name().toUpperCase()} and ${flag} with --session.`, {
       hint: `Name the session once: \`apex ${line} ${given}\` or \`apex ${line} --session ${flag}\`.`,
@@ -113,6 +118,7 @@ export async function reconcileSessionArguments(command: Command, flag: string, 
       return;
     }
     for (const [argument, given, id] of named) if (id !== session) throw twoSessions(argument, given, session);
+    if (current) endedNotCurrent(store, session, line);
     const { resolveCheckpoint } = await import("../plugins/checkpoint/refs.js");
     for (const [argument, given] of checkpoints) {
       let owner: string;
@@ -130,6 +136,20 @@ export async function reconcileSessionArguments(command: Command, flag: string, 
   } finally {
     await store.close();
   }
+}
+
+/**
+ * `current` as the argument is --session's session only while it runs: one that has ended was
+ * refused with core's "No session is current in this project.", untrue while another session ran.
+ */
+function endedNotCurrent(store: Store, session: string, line: string): void {
+  if (store.get(sessionPath(session)) !== undefined) return;
+  const name = [...sessionNames(store)].find(([, id]) => id === session)?.[0];
+  const label = name ?? shortSessionId(session);
+  throw new ApexError("APEX_E_NO_SESSION", `Session ${label}, which --session names, has ended: \`current\` names it only while it runs.`, {
+    hint: `Name it as it is (\`apex ${line} ${label}\`), or give \`last\`; \`apex session list\` shows the sessions that run.`,
+    details: { session_id: session },
+  });
 }
 
 /**

@@ -8,8 +8,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import { Project, waitFor } from "./fixtures/agents/harness.js";
 import { cleanEnv, json } from "./helpers/cli.js";
 import { initRepo, isolatedGit } from "./support/git.js";
-import { tempDirs } from "./support/cleanup.js";
-import { remote, serve, share } from "./support/serve.js";
+import { endChild, tempDirs } from "./support/cleanup.js";
+import { remote, share } from "./support/serve.js";
 
 const stops: Array<() => unknown> = [];
 afterEach(async () => {
@@ -413,12 +413,21 @@ describe("continuing a session that does not hold the live memory", () => {
 
 /** How many connections the server listening on `port` has open (/proc/net/tcp: its ends, in any state but LISTEN). */
 function serverConnections(port: number): number {
+  return serverConnectionStates(port).length;
+}
+
+/** /proc/net/tcp's code of a connection whose other end has closed it, this end not yet. */
+const CLOSE_WAIT = "08";
+
+/** The states of the server's end of each connection on `port` (not its listening socket), as /proc/net/tcp codes them. */
+function serverConnectionStates(port: number): string[] {
   const local = `:${port.toString(16).toUpperCase().padStart(4, "0")}`;
   return readFileSync("/proc/net/tcp", "utf8")
     .split("\n")
     .slice(1)
     .map((line) => line.trim().split(/\s+/))
-    .filter(([, address, , state]) => address?.endsWith(local) && state !== "0A").length;
+    .filter(([, address, , state]) => address?.endsWith(local) && state !== "0A")
+    .map(([, , , state]) => state!);
 }
 
 describe("a merge into a session that `start --continue` is bringing back", () => {
@@ -458,14 +467,19 @@ describe("a merge into a session that `start --continue` is bringing back", () =
     expect(p.apex(["memory", "set", "/from/main2", "true"]).status).toBe(0);
     expect(p.apex(["checkpoint", "create", "main goes on"]).status).toBe(0);
     expect(p.apex(["stop"]).status).toBe(0);
-    const url = await serve(p, stops);
+    const server = p.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+    stops.push(async () => {
+      if (server.child.exitCode === null) process.kill(server.child.pid!, "SIGCONT");
+      await endChild(server);
+    });
+    const url = await waitFor("apex serve's address", () => (server.output().includes("}") ? (JSON.parse(server.output()) as { url: string }).url : undefined), 30_000);
     const token = share(p, side, "olga", "owner").token;
     share(p, main, "olga", "viewer");
-    const slowStart = async (ms: number | "wait") => {
+    const slowStart = async (ms: number | "wait", env: NodeJS.ProcessEnv = {}) => {
       rmSync(join(p.dir, "slow-restore.began"), { force: true });
       rmSync(join(p.dir, "slow-restore.release"), { force: true });
       writeFileSync(join(p.dir, "slow-restore"), String(ms));
-      const run = p.apexAsync(["start", "--continue", "side/checkpoint-001", "--json"]);
+      const run = p.apexAsync(["start", "--continue", "side/checkpoint-001", "--json"], { env });
       await waitFor("the supervisor's claim, before its restore", () => existsSync(join(p.dir, "slow-restore.began")));
       return run;
     };
@@ -484,6 +498,32 @@ describe("a merge into a session that `start --continue` is bringing back", () =
     await waitFor("the server to close the client's connection", () => serverConnections(port) === 0);
     writeFileSync(join(p.dir, "slow-restore.release"), "");
     expect((await abandoned.done).status).toBe(0);
+    expect(p.apex(["memory", "show", "/from/main2"]).status).toBe(3);
+    expect(p.apex(["stop"]).status).toBe(0);
+
+    // So too with its reply streamed (heartbeats while the server waits), the client gone while the server was held
+    // (SIGSTOP) and the supervisor listening meanwhile: going on, the server ran its overdue look for the supervisor
+    // first, found it listening and sent it the merge before it read the client's end of the connection, there all along.
+    // (side's supervisor beats every 0.5 s while it starts: a quarter of its window.)
+    const held = await slowStart("wait", { APEX_PLUGIN_COMMAND_IDLE_MS: "2000" });
+    const leaving = new AbortController();
+    const streamed = await fetch(`${url}/api/sessions/${side}/rpc/session.merge`, {
+      method: "POST",
+      headers: { "content-type": "application/json", accept: "application/x-ndjson, application/json", authorization: `Bearer ${token}` },
+      body: JSON.stringify({ source: main, destination: side, heartbeat_ms: 500 }),
+      signal: leaving.signal,
+    });
+    expect([streamed.status, streamed.headers.get("content-type")]).toEqual([200, "application/x-ndjson; charset=utf-8"]);
+    const beats = streamed.body!.getReader();
+    expect(new TextDecoder().decode((await beats.read()).value)).toContain('{"heartbeat":true}');
+    process.kill(server.child.pid!, "SIGSTOP");
+    leaving.abort();
+    await beats.read().catch(() => undefined);
+    await waitFor("the client's end at the server (CLOSE_WAIT)", () => serverConnectionStates(port).includes(CLOSE_WAIT) || undefined);
+    writeFileSync(join(p.dir, "slow-restore.release"), "");
+    expect((await held.done).status).toBe(0);
+    process.kill(server.child.pid!, "SIGCONT");
+    await waitFor("the server to close the client's connection", () => !serverConnectionStates(port).includes(CLOSE_WAIT) || undefined, 10_000);
     expect(p.apex(["memory", "show", "/from/main2"]).status).toBe(3);
     expect(p.apex(["stop"]).status).toBe(0);
 

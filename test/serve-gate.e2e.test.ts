@@ -491,3 +491,32 @@ describe("apex serve with --cors", () => {
     }
   });
 });
+
+describe("a supervisor's own server (sharing.serve) closing with its session", () => {
+  it("refuses what still comes saying its session ended, not that apex serve was stopped", async () => {
+    const project = new Project(shellAgents({ alpha: "sleep 600" }), "apex-serve-gate-");
+    cleanups.push(() => project.cleanup());
+    const sid = project.start().session_id;
+    cleanups.push(() => project.apex(["stop"]));
+    const vera = share(project, sid, "vera", "viewer");
+    // As the sharing plugin runs it in the supervisor, and closes it at its session's onStop.
+    const server = await startServer({ location: { configPath: `${project.dir}/apex.config.yaml`, projectDir: project.dir, storeDir: project.storeDir }, listen: "127.0.0.1:0" });
+    cleanups.push(() => server.close());
+    const abort = new AbortController();
+    cleanups.push(() => abort.abort());
+    const stream = await fetch(`${server.url}/api/sessions/${sid}/stream`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${vera.token}` },
+      body: JSON.stringify({ "memory.watch": { glob: "/notes/**" } }),
+      signal: abort.signal,
+    });
+    expect(stream.status).toBe(200);
+    // The session's stream holds the close while it sends what the session wrote up to its end (2 s at most): a request meanwhile is refused.
+    const closed = server.close({ sessionId: sid, name: "exp" });
+    const refused = await post(server.url, `/api/sessions/${sid}/rpc/whoami`, `Bearer ${vera.token}`);
+    expect(refused.status).toBe(503);
+    expect(refused.body.error.message).toBe("The server is shutting down (session exp has ended, and its supervisor's own server (sharing.serve) stops with it): it takes no new requests.");
+    expect(refused.body.error.hint).toContain("apex start --continue exp");
+    await closed;
+  }, 30_000);
+});

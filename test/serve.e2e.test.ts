@@ -465,6 +465,12 @@ describe("apex serve: TLS and addresses", () => {
       expect(unusable.status, unusable.stderr).toBe(2);
       expect(JSON.parse(unusable.stderr).error).toMatchObject({ code: "APEX_E_USAGE", message: expect.stringContaining("--tls-cert, --tls-key") });
     }
+    // A file that cannot be read: a usage error (exit 2), as an unreadable --token-file is, not "not found" (exit 3).
+    for (const [certFile, keyFile, named] of [[join(project.dir, "missing.pem"), key, "--tls-cert"], [cert, join(project.dir, "no-key.pem"), "--tls-key"]]) {
+      const missing = project.apex(["serve", "--listen", "127.0.0.1:0", "--tls-cert", certFile!, "--tls-key", keyFile!, "--json"], { timeout: 30_000 });
+      expect(missing.status, missing.stderr).toBe(2);
+      expect(JSON.parse(missing.stderr).error).toMatchObject({ code: "APEX_E_USAGE", message: expect.stringContaining(`Cannot read ${named}`) });
+    }
     const server = await serve(project, ["--tls-cert", cert, "--tls-key", key]);
     expect(server.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
     const viewer = share(project, "vera", "viewer", ["--url", server.url]);

@@ -202,6 +202,33 @@ describe("a session argument and --session", () => {
     expect((JSON.parse(same.stdout) as { session_id: string }).session_id).toBe(branch);
   });
 
+  it("`current` as the argument with --session naming an ended session says that session has ended, while another session runs", async () => {
+    // Before: "No session is current in this project.", with a session running.
+    const running = project.start(["--task", "third"]).session_id;
+    try {
+      const [validate, history, json] = await run([
+        ["session", "validate", "current", "--session", first.slice(0, 8)],
+        ["session", "history", "current", "--session", first],
+        ["session", "validate", "current", "--session", first.slice(0, 8), "--json"],
+      ]);
+      for (const [got, line] of [[validate!, "validate"], [history!, "history"]] as const) {
+        expect(got.status, got.stderr).toBe(3);
+        expect(got.stdout).toBe("");
+        expect(got.stderr).toBe(
+          `error[APEX_E_NO_SESSION]: Session ${first.slice(0, 8)}, which --session names, has ended: \`current\` names it only while it runs.\n` +
+            `  hint: Name it as it is (\`apex session ${line} ${first.slice(0, 8)}\`), or give \`last\`; \`apex session list\` shows the sessions that run.\n`,
+        );
+      }
+      expect(JSON.parse(json!.stderr).error).toMatchObject({ code: "APEX_E_NO_SESSION", details: { session_id: first } });
+      // The running one is `current` with --session naming it.
+      const live = project.apex(["session", "validate", "current", "--session", running.slice(0, 8), "--json"]);
+      expect(live.status, live.stderr).toBe(0);
+      expect((JSON.parse(live.stdout) as { session_id: string }).session_id).toBe(running);
+    } finally {
+      expect(project.apex(["stop"]).status).toBe(0);
+    }
+  });
+
   it("config, plugins, store, session list and tree, backup, session import and unarchive refuse --session (exit 2), which they would ignore", async () => {
     // Before, each ran as if --session had not been given (`config show --session S` printed the config, `session list` every session).
     const lines = [["config", "show"], ["config", "validate"], ["plugins", "list"], ["store", "projects"], ["session", "list"], ["session", "tree"], ["backup"], ["session", "import", "x.apexbundle"], ["session", "unarchive", "x"]];

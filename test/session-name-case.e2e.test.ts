@@ -31,7 +31,9 @@ describe("session names in references", () => {
     expect(history.status, history.stderr).toBe(0);
     expect(JSON.parse(history.stdout).session_id).toBe(exp);
     const logs = p.apex(["logs", "--session", "EXP"]);
-    expect(logs.stderr).toContain(exp); // the session found: it has no logs yet, never having run
+    // The session found: it has no logs yet, never having run; named as `session list` names it (it was its whole id).
+    expect(logs.stderr.split("\n")[0]).toBe("error[APEX_E_NO_SESSION]: Session Exp has no logs in this project: its agents never ran here.");
+    expect(logs.stderr).not.toContain(exp);
     expect(logs.stderr).not.toContain('No session "EXP"');
 
     // An older store: a second session named alike (new names differing only in case are refused).

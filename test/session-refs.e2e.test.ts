@@ -90,7 +90,7 @@ describe("session references", () => {
 
   it("a session never run has no logs, said as such; one unknown, or `current` with none running, is said alike by every command", async () => {
     const logs = project.apex(["logs", "--session", rebuilt]);
-    expect([logs.status, logs.stderr.split("\n")[0]]).toEqual([3, `error[APEX_E_NO_SESSION]: Session ${JSON.stringify(rebuilt)} has no logs in this project.`]);
+    expect([logs.status, logs.stderr.split("\n")[0]]).toEqual([3, `error[APEX_E_NO_SESSION]: Session ${rebuilt} has no logs in this project: its agents never ran here.`]);
     // One that names none: the same words from each (logs said it had no logs, export another hint).
     const unknown = 'error[APEX_E_NO_SESSION]: No session "nosuch" in this project.\n  hint: See `apex session list`.\n';
     const got = await answers(commands("nosuch").slice(0, 4));

@@ -6,7 +6,7 @@
  */
 import { isUtf8 } from "node:buffer";
 import { closeSync, existsSync, fstatSync, openSync, readdirSync, readFileSync, readSync, statSync } from "node:fs";
-import { idOfName, shortSessionId } from "../../core/session/names.js";
+import { idOfName, sessionNames, shortSessionId } from "../../core/session/names.js";
 import { join } from "node:path";
 import { isFile, type ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
@@ -271,10 +271,14 @@ async function logSessionByRef(location: ProjectLocation, ref: string): Promise<
   const agent = process.env.APEX_SOCKET ? await liveSessionClient(location) : undefined;
   const { openStore, storeExists } = await import("../../core/store/open.js");
   let id: string;
+  // The session's name, for the refusal below: the global --session comes here as the whole id it
+  // names, which the refusal printed (`Session "5b987fd4-…" has no logs` for `--session Exp`).
+  let names: Array<[unknown, string]> = [];
   if (agent) {
     try {
       const sessions = (await agent.call("session.list")) as Array<{ session_id: string; name?: unknown }>;
-      id = pickSession(ref.trim(), [...withLogs, ...sessions.map((record) => record.session_id)], () => idOfName(sessions.map((record) => [record.name, record.session_id]), ref.trim()));
+      names = sessions.map((record) => [record.name, record.session_id]);
+      id = pickSession(ref.trim(), [...withLogs, ...sessions.map((record) => record.session_id)], () => idOfName(names, ref.trim()));
     } finally {
       await agent.close();
     }
@@ -282,12 +286,19 @@ async function logSessionByRef(location: ProjectLocation, ref: string): Promise<
     const store = await openStore(location, { readOnly: true });
     try {
       id = resolveSessionId(store, ref, { also: withLogs });
+      names = [...sessionNames(store)];
     } finally {
       await store.close();
     }
   } else id = pickSession(ref.trim(), withLogs, () => undefined);
   if (withLogs.includes(id)) return id;
-  throw new ApexError("APEX_E_NO_SESSION", `Session ${JSON.stringify(ref.trim())} has no logs in this project.`, { hint: "An agent's output is kept from its first start; `apex session list` shows the sessions." });
+  // Named as `session list` and the other commands name it: its name, else its short id.
+  const name = names.find(([, sid]) => sid === id)?.[0];
+  const shown = typeof name === "string" ? name : shortSessionId(id);
+  throw new ApexError("APEX_E_NO_SESSION", `Session ${visibleText(shown)} has no logs in this project: its agents never ran here.`, {
+    hint: "An agent's output is kept from its first start; `apex session list` shows the sessions.",
+    details: { session_id: id },
+  });
 }
 
 /**

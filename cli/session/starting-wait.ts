@@ -63,6 +63,12 @@ export async function waitForStart(location: ProjectLocation, starting: Starting
       const found = await liveSessionClient(location, { elsewhere: "refuse", ...(session !== undefined ? { session } : {}) });
       // A caller gone is looked for once the supervisor listens too: one gone in the last look's 50 ms
       // (or while the server was held) was sent its call all the same, made for nobody.
+      // Its leaving is read first: a server held (SIGSTOP, a loaded machine) while its client left and
+      // the supervisor began to listen goes on with its overdue timer, and found the supervisor and sent
+      // the call in that turn, before it read the client's end of the connection, there all along
+      // (`gone` said no; the connection's end was read a few milliseconds later). A turn through the
+      // event loop's poll for I/O (setImmediate runs after it) reads what has come.
+      if (gone) await new Promise((resolve) => setImmediate(resolve));
       if (gone?.()) {
         await found?.close();
         throw new ApexError("APEX_E_INTERRUPTED", `The ${action} was given up while session ${starting.label}'s supervisor started: its caller went away. Nothing was sent.`, { details: { starting: true, pid: starting.pid, action } });

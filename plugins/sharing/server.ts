@@ -247,6 +247,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const log = options.log ?? (() => {});
   /** Set once close() begins: requests from then on are refused (503). */
   let closing = false;
+  /**
+   * Why the server closes, as its refusals say it: `apex serve` stopped, or a supervisor's own server
+   * (`sharing.serve`) stopping with its session. Both said "apex serve was stopped", which no one had run.
+   */
+  let closingWhy = { what: "apex serve was stopped", back: "once it is back; if it does not come back, check that `apex serve` runs there" };
   const cutConnections = limitConnections(app, new ConnectionLimit(maxConnections, perAddress), https, log);
   // The store this server serves: a supervisor of the project on another one is not its sessions' writer.
   const { resolveStoreSpec, storeIdentity } = await import("../../core/store/open.js");
@@ -292,8 +297,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   // own 503 body had no code a client could act on.
   app.addHook("onRequest", async (_request, reply) => {
     if (!closing) return;
-    const refused = new ApexError("APEX_E_RPC", "The server is shutting down (apex serve was stopped): it takes no new requests.", {
-      hint: "Try again in a moment, once it is back; if it does not come back, check that `apex serve` runs there.",
+    const refused = new ApexError("APEX_E_RPC", `The server is shutting down (${closingWhy.what}): it takes no new requests.`, {
+      hint: `Try again ${closingWhy.back}.`,
       details: { connection: "closing", retry_after_s: 1 },
     });
     await reply.code(503).header("retry-after", "1").header("connection", "close").send({ error: errorBody(refused) });
@@ -715,11 +720,15 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     url,
     port: boundPort,
     async close(ended) {
+      if (ended) {
+        const label = ended.name || shortSessionId(ended.sessionId);
+        closingWhy = { what: `session ${label} has ended, and its supervisor's own server (sharing.serve) stops with it`, back: `once session ${label} runs again (\`apex start --continue ${label}\`), or at an \`apex serve\` of the project` };
+      }
       closing = true;
       // The server going away is no end of what a stream follows: said as an error, so that `apex connect`
       // and `logs -f` exit non-zero (they exited 0 on an `end` event, as when the session had ended).
-      const gone = new ApexError("APEX_E_RPC", "The server is shutting down (apex serve was stopped): the stream was cut before its end.", {
-        hint: "Follow the session again once the server is back; if it does not come back, check that `apex serve` runs there.",
+      const gone = new ApexError("APEX_E_RPC", `The server is shutting down (${closingWhy.what}): the stream was cut before its end.`, {
+        hint: `Follow the session again ${closingWhy.back}.`,
         details: { connection: "closing" },
       });
       // Unref'd: a stream that ended sooner leaves no timer holding the process.
@@ -1358,11 +1367,17 @@ function limitConnections(app: FastifyInstance, limit: ConnectionLimit, tls: { c
   };
 }
 
+/**
+ * A file --tls-cert or --tls-key names that cannot be read is a usage error (exit 2), as an
+ * unreadable --token-file is: the command line names the wrong file (it was APEX_E_NOT_FOUND, exit 3).
+ */
 function readPem(path: string, option: string): Buffer {
   try {
     return readFileSync(path);
   } catch (error) {
-    throw new ApexError("APEX_E_NOT_FOUND", withDetail(`Cannot read ${option} ${path}`, (error as NodeJS.ErrnoException).code ?? (error as Error).message));
+    throw new ApexError("APEX_E_USAGE", withDetail(`Cannot read ${option} ${JSON.stringify(path)}`, (error as NodeJS.ErrnoException).code ?? (error as Error).message), {
+      hint: "Give the PEM files of the certificate and its private key (`sharing.serve.tls_cert`/`tls_key` for a session's own server).",
+    });
   }
 }
 
