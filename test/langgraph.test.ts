@@ -14,7 +14,7 @@ import { openStore } from "../core/store/open.js";
 import type { SessionClient } from "../core/session/client.js";
 import { readProcStat } from "../core/session/proc.js";
 import { LmdbStore } from "./helpers/store.js";
-import { ObjectStore, copyOf, lookupEntry, type DirEntry } from "../plugins/checkpoint/engine/objects.js";
+import { MAX_RAW_PACK_BYTES, ObjectStore, copyOf, lookupEntry, type DirEntry } from "../plugins/checkpoint/engine/objects.js";
 import { createCheckpoint, deleteCheckpoint, diffCheckpoints, getCheckpointValue, listCheckpoints, restoreCheckpoint } from "../plugins/checkpoint/checkpoints.js";
 import { validateStore } from "../plugins/checkpoint/validate.js";
 import { removeCheckpointRecords } from "../plugins/checkpoint/refs.js";
@@ -777,6 +777,17 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     await client.close();
     await saver.close();
     expect(await readStore(dir, (store) => ({ total: listCheckpoints(store, sessionId).total, index: [...store.keysBelow(`/sessions/${sessionId}/langgraph`)] }))).toEqual({ total: 0, index: [] });
+  });
+
+  it("a channel value over 256 MiB reads back: stored compressed, every read refused it as damage", async () => {
+    const { dir, saver } = await setup();
+    const value = "apex ".repeat(Math.ceil((MAX_RAW_PACK_BYTES + 1024) / 5));
+    const config = await saver.put({ configurable: { thread_id: "huge", checkpoint_ns: "" } }, checkpointOf({ value }, { value: 1 }), { source: "input", step: -1, parents: {} }, { value: 1 });
+    await saver.close();
+    const reader = new ApexSaver({ project: dir });
+    cleanups.push(() => reader.close());
+    const tuple = await reader.getTuple(config);
+    expect(tuple!.checkpoint.channel_values.value === value).toBe(true);
   });
 
   it("a value LangGraph's serializer writes as nothing (a function, a symbol) is refused where it is written, named, and nothing of the step or the task is kept; such a value stored before reads as undefined", async () => {
