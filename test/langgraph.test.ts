@@ -790,6 +790,22 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     expect(tuple!.checkpoint.channel_values.value === value).toBe(true);
   });
 
+  it("session compress leaves a cold value over 256 MiB as it is (compressed, it was damaged) and says so", async () => {
+    const { dir, sessionId, saver } = await setup("plugins:\n  checkpoint: {}\n  compression: {}\n");
+    const value = "apex ".repeat(Math.ceil((MAX_RAW_PACK_BYTES + 1024) / 5));
+    const first = await saver.put({ configurable: { thread_id: "huge", checkpoint_ns: "" } }, checkpointOf({ value }, { value: 1 }), { source: "input", step: -1, parents: {} }, { value: 1 });
+    await saver.put(first, checkpointOf({ value: "small" }, { value: 2 }), { source: "loop", step: 0, parents: {} }, { value: 2 });
+    await saver.close();
+    const compressed = runApex(["session", "compress", sessionId, "--algorithm", "gzip", "--level", "1", "--json"], { cwd: dir });
+    expect(compressed.status, compressed.stderr).toBe(0);
+    expect(JSON.parse(compressed.stdout).values).toMatchObject({ too_large: 1 });
+    const text = runApex(["session", "compress", sessionId, "--algorithm", "gzip", "--level", "1", "--dry-run"], { cwd: dir });
+    expect(text.stdout).toMatch(/^Left as they are: .*\b1 over 256 MiB, more than a read decompresses\.$/m);
+    const reader = new ApexSaver({ project: dir });
+    cleanups.push(() => reader.close());
+    expect((await reader.getTuple(first))!.checkpoint.channel_values.value === value).toBe(true);
+  });
+
   it("a value LangGraph's serializer writes as nothing (a function, a symbol) is refused where it is written, named, and nothing of the step or the task is kept; such a value stored before reads as undefined", async () => {
     const { dir, sessionId, saver } = await setup();
     const thread = { configurable: { thread_id: "fn", checkpoint_ns: "" } };
