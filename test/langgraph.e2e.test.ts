@@ -89,6 +89,12 @@ describe("a LangGraph StateGraph as an APEX agent", () => {
     // Archived and brought back, the ended session's thread reads as it was: its index, head and channels travel in the bundle.
     const archived = project.apex(["session", "archive", ready.session_id, "--older-than", "0s"]);
     expect(archived.status, archived.stderr).toBe(0);
+    // A saver naming it meanwhile is told where it went and how to bring it back (as the commands are), not sent to `apex session list`.
+    const early = new ApexSaver({ project: project.dir, session: ready.session_id });
+    savers.push(early);
+    const missing = await early.getTuple({ configurable: { thread_id: "review" } }).catch((caught: unknown) => caught);
+    expect(missing).toMatchObject({ code: "APEX_E_NO_SESSION", details: { project_dir: project.dir, archived: { session_id: ready.session_id } } });
+    expect((missing as { hint?: string }).hint).toMatch(/was archived to .*: bring it back with `apex session unarchive \S+`/);
     expect(project.apex(["session", "unarchive", ready.session_id]).status).toBe(0);
     const reader = new ApexSaver({ project: project.dir, session: ready.session_id });
     savers.push(reader);

@@ -448,7 +448,7 @@ export class ApexSaver extends BaseCheckpointSaver {
       });
     } catch (error) {
       const ended = onEnded && this.supervisors !== undefined ? await endedSupervisor(error, used) : undefined;
-      if (!ended) throw this.named(error);
+      if (!ended) throw await this.explained(error);
       return onEnded!(ended);
     }
   }
@@ -463,6 +463,17 @@ export class ApexSaver extends BaseCheckpointSaver {
     } finally {
       await reader.close();
     }
+  }
+
+  /**
+   * named(error), and a session or checkpoint not found that `apex session archive` moved out of
+   * the store said so, with the `apex session unarchive` that brings it back, as the CLI's
+   * commands say it: its hint was "See `apex session list`", which does not list it either.
+   */
+  private async explained(error: unknown): Promise<unknown> {
+    const named = this.named(error);
+    if (this.location === undefined || !(named instanceof ApexError) || !["APEX_E_NO_SESSION", "APEX_E_NOT_FOUND", "APEX_E_CHECKPOINT_NOT_FOUND"].includes(named.code)) return named;
+    return (await import("../../cli/archived-hint.js")).withArchivedHint(named, [], this.location);
   }
 
   /**
@@ -514,7 +525,7 @@ export class ApexSaver extends BaseCheckpointSaver {
     } catch (error) {
       // Its supervisor ended before it answered (`apex stop`, a crash): read again the way a new call goes.
       if (again && this.supervisors !== undefined && (await endedSupervisor(error, used))) return this.read(method, params, false);
-      throw this.named(error);
+      throw await this.explained(error);
     }
   }
 
