@@ -102,6 +102,27 @@ describe("a LangGraph StateGraph as an APEX agent", () => {
     expect(back!.checkpoint.channel_values).toMatchObject(final.values);
   });
 
+  it("list through a supervisor of a history larger than one reply (256 MiB) reads it in parts: it was APEX_E_TOO_LARGE, while the store read directly gave it", async () => {
+    project = new Project("");
+    project.writeConfig(["agents:", "  idle:", "    command: node", '    args: ["-e", "setTimeout(() => {}, 600000)"]', "plugins:", "  checkpoint: {}", ""].join("\n"));
+    project.start(["--task", "history"]);
+    const saver = new ApexSaver({ project: project.dir });
+    savers.push(saver);
+    // 9 steps of a 30 MB state: 270 MB of channel values listed (each step stores only its change).
+    const big = "x".repeat(30 * 1024 * 1024);
+    let config: Record<string, any> = { configurable: { thread_id: "history", checkpoint_ns: "" } };
+    for (let n = 1; n <= 9; n++) {
+      config = await saver.put(config, { v: 4, id: uuid6(1), ts: new Date().toISOString(), channel_values: { big, n }, channel_versions: { big: 1, n }, versions_seen: {} }, { source: "loop", step: n, parents: {} }, n === 1 ? { big: 1, n } : { n });
+    }
+    expect(await (saver as unknown as { connected(): Promise<SessionClient> }).connected().then((client) => client.via)).toBe("socket");
+    const steps: number[] = [];
+    for await (const tuple of saver.list({ configurable: { thread_id: "history", checkpoint_ns: "" } })) {
+      expect(tuple.checkpoint.channel_values.big === big).toBe(true);
+      steps.push(tuple.checkpoint.channel_values.n as number);
+    }
+    expect(steps).toEqual([9, 8, 7, 6, 5, 4, 3, 2, 1]);
+  });
+
   it("the README's example runs verbatim as an agent: to its interrupt, then `start --continue last` resumes it with the answer", async () => {
     // The README's code block as a user saves it, in a project that has APEX and LangGraph installed
     // (node_modules: this checkout's packages, and apex-sessions itself).

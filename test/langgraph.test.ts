@@ -916,6 +916,22 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     expect(await readStore(dir, (store) => ({ total: listCheckpoints(store, sessionId).total, writes: [...store.keysBelow(`/sessions/${sessionId}/langgraph/t/~/writes`)] }))).toEqual({ total: 1, writes: [] });
   });
 
+  it("list takes an offset (the matching checkpoints passed over first), across threads and namespaces: how a list too large for one reply of a supervisor is read in parts", async () => {
+    const { saver } = await setup();
+    for (const [thread, ns] of [["a", ""], ["a", "sub"], ["b", ""]] as const) {
+      let config: Record<string, any> = { configurable: { thread_id: thread, checkpoint_ns: ns } };
+      for (let n = 0; n < 2; n++) config = await saver.put(config, checkpointOf({ n }, { n: n + 1 }), { source: "loop", step: n, parents: {} }, { n: n + 1 });
+    }
+    const client = await (saver as unknown as { connected(): Promise<SessionClient> }).connected();
+    const names = async (params: Record<string, unknown>) => ((await client.call("langgraph.list", params)) as Array<{ thread_id: string; checkpoint_ns: string; checkpoint_id: string }>).map((r) => `${r.thread_id}/${r.checkpoint_ns}/${r.checkpoint_id}`);
+    const all = await names({});
+    expect(all).toHaveLength(6);
+    const pages: string[] = [];
+    for (let offset = 0; offset < 6; offset += 4) pages.push(...(await names({ offset, limit: 4 })));
+    expect(pages).toEqual(all);
+    expect(await names({ offset: 1, limit: 2, filter: { step: 1 } })).toEqual(all.filter((_, i) => i % 2 === 0).slice(1, 3));
+  });
+
   it("list's filter is LangGraph's: a key given as undefined matches metadata without it (as MemorySaver and the conformance suite have it), not every checkpoint, and metadata that holds it as undefined", async () => {
     const { saver } = await setup();
     const memory = new MemorySaver();
