@@ -6,13 +6,18 @@
  * says so and how to bring it back. Only on that error's path: the backup directory is read then.
  */
 import { isApexError, ApexError } from "../core/errors.js";
+import type { ProjectLocation } from "../core/config/locate.js";
 import { configFlagOf } from "./session-ref.js";
 
 const NOT_FOUND = new Set(["APEX_E_NO_SESSION", "APEX_E_NOT_FOUND", "APEX_E_CHECKPOINT_NOT_FOUND"]);
 
-/** `error`, with the way back to the archived session it names in its hint; else `error` itself. */
-export async function withArchivedHint(error: unknown, args: string[]): Promise<unknown> {
-  if (!isApexError(error) || !NOT_FOUND.has(error.code) || process.env.APEX_REMOTE || process.env.APEX_SOCKET) return error;
+/**
+ * `error`, with the way back to the archived session it names in its hint; else `error` itself.
+ * `project`: the project the error is of (ApexSaver's, whose process may run anywhere, an agent
+ * of another project's included); else the one the command's arguments and directory locate.
+ */
+export async function withArchivedHint(error: unknown, args: string[], project?: ProjectLocation): Promise<unknown> {
+  if (!isApexError(error) || !NOT_FOUND.has(error.code) || process.env.APEX_REMOTE || (process.env.APEX_SOCKET && !project)) return error;
   try {
     const refs = referencesOf(error, args);
     const [{ locateProject }, { loadConfig }, { backupDirectory }, { archivedIds, archivedText, findArchived }, { displayPath }] = await Promise.all([
@@ -22,7 +27,7 @@ export async function withArchivedHint(error: unknown, args: string[]): Promise<
       import("../plugins/archive/archived.js"),
       import("../core/config/source.js"),
     ]);
-    const location = locateProject({ configFlag: configFlagOf(args) });
+    const location = project ?? locateProject({ configFlag: configFlagOf(args) });
     const config = await loadConfig(location).catch(() => undefined);
     const directory = backupDirectory(config, location.projectDir);
     const found = await findArchived(directory, refs);

@@ -89,11 +89,38 @@ describe("a LangGraph StateGraph as an APEX agent", () => {
     // Archived and brought back, the ended session's thread reads as it was: its index, head and channels travel in the bundle.
     const archived = project.apex(["session", "archive", ready.session_id, "--older-than", "0s"]);
     expect(archived.status, archived.stderr).toBe(0);
+    // A saver naming it meanwhile is told where it went and how to bring it back (as the commands are), not sent to `apex session list`.
+    const early = new ApexSaver({ project: project.dir, session: ready.session_id });
+    savers.push(early);
+    const missing = await early.getTuple({ configurable: { thread_id: "review" } }).catch((caught: unknown) => caught);
+    expect(missing).toMatchObject({ code: "APEX_E_NO_SESSION", details: { project_dir: project.dir, archived: { session_id: ready.session_id } } });
+    expect((missing as { hint?: string }).hint).toMatch(/was archived to .*: bring it back with `apex session unarchive \S+`/);
     expect(project.apex(["session", "unarchive", ready.session_id]).status).toBe(0);
     const reader = new ApexSaver({ project: project.dir, session: ready.session_id });
     savers.push(reader);
     const back = await reader.getTuple({ configurable: { thread_id: "review" } });
     expect(back!.checkpoint.channel_values).toMatchObject(final.values);
+  });
+
+  it("list through a supervisor of a history larger than one reply (256 MiB) reads it in parts: it was APEX_E_TOO_LARGE, while the store read directly gave it", async () => {
+    project = new Project("");
+    project.writeConfig(["agents:", "  idle:", "    command: node", '    args: ["-e", "setTimeout(() => {}, 600000)"]', "plugins:", "  checkpoint: {}", ""].join("\n"));
+    project.start(["--task", "history"]);
+    const saver = new ApexSaver({ project: project.dir });
+    savers.push(saver);
+    // 9 steps of a 30 MB state: 270 MB of channel values listed (each step stores only its change).
+    const big = "x".repeat(30 * 1024 * 1024);
+    let config: Record<string, any> = { configurable: { thread_id: "history", checkpoint_ns: "" } };
+    for (let n = 1; n <= 9; n++) {
+      config = await saver.put(config, { v: 4, id: uuid6(1), ts: new Date().toISOString(), channel_values: { big, n }, channel_versions: { big: 1, n }, versions_seen: {} }, { source: "loop", step: n, parents: {} }, n === 1 ? { big: 1, n } : { n });
+    }
+    expect(await (saver as unknown as { connected(): Promise<SessionClient> }).connected().then((client) => client.via)).toBe("socket");
+    const steps: number[] = [];
+    for await (const tuple of saver.list({ configurable: { thread_id: "history", checkpoint_ns: "" } })) {
+      expect(tuple.checkpoint.channel_values.big === big).toBe(true);
+      steps.push(tuple.checkpoint.channel_values.n as number);
+    }
+    expect(steps).toEqual([9, 8, 7, 6, 5, 4, 3, 2, 1]);
   });
 
   it("the README's example runs verbatim as an agent: to its interrupt, then `start --continue last` resumes it with the answer", async () => {

@@ -14,7 +14,7 @@ import { openStore } from "../core/store/open.js";
 import type { SessionClient } from "../core/session/client.js";
 import { readProcStat } from "../core/session/proc.js";
 import { LmdbStore } from "./helpers/store.js";
-import { ObjectStore, copyOf, lookupEntry, type DirEntry } from "../plugins/checkpoint/engine/objects.js";
+import { MAX_RAW_PACK_BYTES, ObjectStore, copyOf, lookupEntry, type DirEntry } from "../plugins/checkpoint/engine/objects.js";
 import { createCheckpoint, deleteCheckpoint, diffCheckpoints, getCheckpointValue, listCheckpoints, restoreCheckpoint } from "../plugins/checkpoint/checkpoints.js";
 import { validateStore } from "../plugins/checkpoint/validate.js";
 import { removeCheckpointRecords } from "../plugins/checkpoint/refs.js";
@@ -779,6 +779,33 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     expect(await readStore(dir, (store) => ({ total: listCheckpoints(store, sessionId).total, index: [...store.keysBelow(`/sessions/${sessionId}/langgraph`)] }))).toEqual({ total: 0, index: [] });
   });
 
+  it("a channel value over 256 MiB reads back: stored compressed, every read refused it as damage", async () => {
+    const { dir, saver } = await setup();
+    const value = "apex ".repeat(Math.ceil((MAX_RAW_PACK_BYTES + 1024) / 5));
+    const config = await saver.put({ configurable: { thread_id: "huge", checkpoint_ns: "" } }, checkpointOf({ value }, { value: 1 }), { source: "input", step: -1, parents: {} }, { value: 1 });
+    await saver.close();
+    const reader = new ApexSaver({ project: dir });
+    cleanups.push(() => reader.close());
+    const tuple = await reader.getTuple(config);
+    expect(tuple!.checkpoint.channel_values.value === value).toBe(true);
+  });
+
+  it("session compress leaves a cold value over 256 MiB as it is (compressed, it was damaged) and says so", async () => {
+    const { dir, sessionId, saver } = await setup("plugins:\n  checkpoint: {}\n  compression: {}\n");
+    const value = "apex ".repeat(Math.ceil((MAX_RAW_PACK_BYTES + 1024) / 5));
+    const first = await saver.put({ configurable: { thread_id: "huge", checkpoint_ns: "" } }, checkpointOf({ value }, { value: 1 }), { source: "input", step: -1, parents: {} }, { value: 1 });
+    await saver.put(first, checkpointOf({ value: "small" }, { value: 2 }), { source: "loop", step: 0, parents: {} }, { value: 2 });
+    await saver.close();
+    const compressed = runApex(["session", "compress", sessionId, "--algorithm", "gzip", "--level", "1", "--json"], { cwd: dir });
+    expect(compressed.status, compressed.stderr).toBe(0);
+    expect(JSON.parse(compressed.stdout).values).toMatchObject({ too_large: 1 });
+    const text = runApex(["session", "compress", sessionId, "--algorithm", "gzip", "--level", "1", "--dry-run"], { cwd: dir });
+    expect(text.stdout).toMatch(/^Left as they are: .*\b1 over 256 MiB, more than a read decompresses\.$/m);
+    const reader = new ApexSaver({ project: dir });
+    cleanups.push(() => reader.close());
+    expect((await reader.getTuple(first))!.checkpoint.channel_values.value === value).toBe(true);
+  });
+
   it("a value LangGraph's serializer writes as nothing (a function, a symbol) is refused where it is written, named, and nothing of the step or the task is kept; such a value stored before reads as undefined", async () => {
     const { dir, sessionId, saver } = await setup();
     const thread = { configurable: { thread_id: "fn", checkpoint_ns: "" } };
@@ -887,6 +914,22 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     cleanups.push(() => unknown.close());
     await expect(unknown.getTuple(thread)).rejects.toThrow(/no-such-session/);
     expect(await readStore(dir, (store) => ({ total: listCheckpoints(store, sessionId).total, writes: [...store.keysBelow(`/sessions/${sessionId}/langgraph/t/~/writes`)] }))).toEqual({ total: 1, writes: [] });
+  });
+
+  it("list takes an offset (the matching checkpoints passed over first), across threads and namespaces: how a list too large for one reply of a supervisor is read in parts", async () => {
+    const { saver } = await setup();
+    for (const [thread, ns] of [["a", ""], ["a", "sub"], ["b", ""]] as const) {
+      let config: Record<string, any> = { configurable: { thread_id: thread, checkpoint_ns: ns } };
+      for (let n = 0; n < 2; n++) config = await saver.put(config, checkpointOf({ n }, { n: n + 1 }), { source: "loop", step: n, parents: {} }, { n: n + 1 });
+    }
+    const client = await (saver as unknown as { connected(): Promise<SessionClient> }).connected();
+    const names = async (params: Record<string, unknown>) => ((await client.call("langgraph.list", params)) as Array<{ thread_id: string; checkpoint_ns: string; checkpoint_id: string }>).map((r) => `${r.thread_id}/${r.checkpoint_ns}/${r.checkpoint_id}`);
+    const all = await names({});
+    expect(all).toHaveLength(6);
+    const pages: string[] = [];
+    for (let offset = 0; offset < 6; offset += 4) pages.push(...(await names({ offset, limit: 4 })));
+    expect(pages).toEqual(all);
+    expect(await names({ offset: 1, limit: 2, filter: { step: 1 } })).toEqual(all.filter((_, i) => i % 2 === 0).slice(1, 3));
   });
 
   it("list's filter is LangGraph's: a key given as undefined matches metadata without it (as MemorySaver and the conformance suite have it), not every checkpoint, and metadata that holds it as undefined", async () => {

@@ -165,18 +165,62 @@ export class ApexSaver extends BaseCheckpointSaver {
     const ns = config.configurable?.checkpoint_ns as string | undefined;
     const checkpointId = config.configurable?.checkpoint_id as string | undefined;
     const before = options.before?.configurable?.checkpoint_id as string | undefined;
-    const records = (await this.tracked(
-      this.read("langgraph.list", {
-        ...(threadId !== undefined && threadId !== null ? { thread_id: String(threadId) } : {}),
-        ...(ns !== undefined ? { checkpoint_ns: ns } : {}),
-        ...(checkpointId ? { checkpoint_id: checkpointId } : {}),
-        ...(before ? { before } : {}),
-        ...(options.limit !== undefined ? { limit: options.limit } : {}),
-        ...(options.filter ? filterParams(options.filter) : {}),
-        columns: true,
-      }),
-    )) as TupleRecord[];
+    const params: Record<string, unknown> = {
+      ...(threadId !== undefined && threadId !== null ? { thread_id: String(threadId) } : {}),
+      ...(ns !== undefined ? { checkpoint_ns: ns } : {}),
+      ...(checkpointId ? { checkpoint_id: checkpointId } : {}),
+      ...(before ? { before } : {}),
+      ...(options.limit !== undefined ? { limit: options.limit } : {}),
+      ...(options.filter ? filterParams(options.filter) : {}),
+      columns: true,
+    };
+    let records: TupleRecord[];
+    try {
+      records = (await this.tracked(this.read("langgraph.list", params))) as TupleRecord[];
+    } catch (error) {
+      // A history larger than one reply of the supervisor carries (256 MiB: 50 steps of a 6 MB
+      // state), which the store read directly gives: read a few steps at a time.
+      if (!(error instanceof ApexError && error.code === "APEX_E_TOO_LARGE")) throw error;
+      yield* this.listInPages(params, options.limit);
+      return;
+    }
     for (const record of records) yield await this.tupleOf(record, false);
+  }
+
+  /**
+   * list(), LIST_PAGE steps a request (fewer while one is still too large for a reply). Within one
+   * thread namespace, whose steps come newest first, each page goes on before the last step read
+   * (a step written meanwhile is not read twice); across several, after the steps read so far.
+   */
+  private async *listInPages(params: Record<string, unknown>, limit: number | undefined): AsyncGenerator<CheckpointTuple> {
+    const one = params.thread_id !== undefined && params.checkpoint_ns !== undefined;
+    let size = LIST_PAGE;
+    let remaining = limit ?? Infinity;
+    let before = params.before as string | undefined;
+    let offset = 0;
+    const seen = new Set<string>();
+    while (remaining > 0) {
+      const want = Math.min(size, remaining);
+      let page: TupleRecord[];
+      try {
+        page = (await this.tracked(this.read("langgraph.list", { ...params, ...(one ? (before !== undefined ? { before } : {}) : { offset }), limit: want }))) as TupleRecord[];
+      } catch (error) {
+        if (!(error instanceof ApexError && error.code === "APEX_E_TOO_LARGE") || want <= 1) throw error;
+        size = Math.max(1, Math.floor(want / 2));
+        continue;
+      }
+      for (const record of page) {
+        // (a supervisor of an APEX before `offset` answers the first page again: not read twice)
+        const key = JSON.stringify([record.thread_id, record.checkpoint_ns, record.checkpoint_id]);
+        if (seen.has(key)) throw new ApexError("APEX_E_TOO_LARGE", "The LangGraph checkpoints listed are larger than one reply over the supervisor's socket carries (256 MiB of JSON), and the supervisor runs an APEX that does not read them in parts.", { hint: "Continue the session with this APEX (`apex stop`, then `apex start --continue last`), or pass a `limit` to list." });
+        seen.add(key);
+        yield await this.tupleOf(record, false);
+      }
+      if (page.length === 0 || page.length < want) return;
+      remaining -= page.length;
+      offset += page.length;
+      before = page[page.length - 1]!.checkpoint_id;
+    }
   }
 
   // ---------------------------------------------------------------------------------- writes
@@ -448,7 +492,7 @@ export class ApexSaver extends BaseCheckpointSaver {
       });
     } catch (error) {
       const ended = onEnded && this.supervisors !== undefined ? await endedSupervisor(error, used) : undefined;
-      if (!ended) throw this.named(error);
+      if (!ended) throw await this.explained(error);
       return onEnded!(ended);
     }
   }
@@ -463,6 +507,17 @@ export class ApexSaver extends BaseCheckpointSaver {
     } finally {
       await reader.close();
     }
+  }
+
+  /**
+   * named(error), and a session or checkpoint not found that `apex session archive` moved out of
+   * the store said so, with the `apex session unarchive` that brings it back, as the CLI's
+   * commands say it: its hint was "See `apex session list`", which does not list it either.
+   */
+  private async explained(error: unknown): Promise<unknown> {
+    const named = this.named(error);
+    if (this.location === undefined || !(named instanceof ApexError) || !["APEX_E_NO_SESSION", "APEX_E_NOT_FOUND", "APEX_E_CHECKPOINT_NOT_FOUND"].includes(named.code)) return named;
+    return (await import("../../cli/archived-hint.js")).withArchivedHint(named, [], this.location);
   }
 
   /**
@@ -514,7 +569,7 @@ export class ApexSaver extends BaseCheckpointSaver {
     } catch (error) {
       // Its supervisor ended before it answered (`apex stop`, a crash): read again the way a new call goes.
       if (again && this.supervisors !== undefined && (await endedSupervisor(error, used))) return this.read(method, params, false);
-      throw this.named(error);
+      throw await this.explained(error);
     }
   }
 
@@ -719,6 +774,9 @@ class ValueBatch {
 }
 
 const QUOTE = 0x22;
+
+/** Steps a list() reads a request when its whole answer was too large for one reply of the supervisor. */
+const LIST_PAGE = 8;
 
 /** How long a write waits for a supervisor that closed its connection to be gone (its shutdown closes the store, then exits). */
 const ENDING_MS = 5_000;

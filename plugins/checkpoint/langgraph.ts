@@ -266,6 +266,7 @@ export class LangGraphStore {
           checkpoint_id: optionalString(params, "checkpoint_id"),
           before: optionalString(params, "before"),
           limit: typeof params.limit === "number" ? params.limit : undefined,
+          offset: typeof params.offset === "number" ? params.offset : undefined,
           filter: isRecord(params.filter) ? (params.filter as Record<string, JsonValue>) : undefined,
           absent: Array.isArray(params.filter_absent) ? params.filter_absent.filter((key): key is string => typeof key === "string") : undefined,
           columns: params.columns === true,
@@ -440,6 +441,8 @@ export class LangGraphStore {
       checkpoint_id?: string | undefined;
       before?: string | undefined;
       limit?: number | undefined;
+      /** Matching checkpoints to pass over first (a list read in pages: ApexSaver's, when one reply cannot carry it all). */
+      offset?: number | undefined;
       filter?: Record<string, JsonValue> | undefined;
       /** Metadata keys the filter gives as undefined: a checkpoint whose metadata has them does not match. */
       absent?: string[] | undefined;
@@ -450,6 +453,7 @@ export class LangGraphStore {
     checkNames(sessionId, options);
     const out: TupleRecord[] = [];
     let remaining = options.limit ?? Infinity;
+    let skip = options.offset ?? 0;
     const threads = options.thread_id !== undefined ? [options.thread_id] : this.names(indexRoot(sessionId));
     for (const threadId of threads) {
       const namespaces = options.checkpoint_ns !== undefined ? [options.checkpoint_ns] : this.names(`${indexRoot(sessionId)}/${nameSegment(threadId)}`);
@@ -461,6 +465,10 @@ export class LangGraphStore {
           const located = this.locate(sessionId, threadId, ns, id);
           if (!located) continue;
           if ((options.filter || options.absent) && !matchesFilter(located.index.metadata_json, options.filter ?? {}, options.absent ?? [])) continue;
+          if (skip > 0) {
+            skip -= 1;
+            continue;
+          }
           out.push(this.tuple(sessionId, threadId, ns, id, located, options.columns ?? false));
           remaining -= 1;
         }

@@ -36,7 +36,7 @@ export async function runCompressCommand(input: CommandInput, context: CommandCo
       level: level ?? DEFAULT_CODEC_LEVEL[algorithm],
       sessionId: null,
       checkpoints: { cold: 0, hot: 0 },
-      values: { compressed: 0, alreadyCompressed: 0, recompressed: 0, incompressible: 0, skipped: 0, remaining: 0 },
+      values: { compressed: 0, alreadyCompressed: 0, recompressed: 0, incompressible: 0, skipped: 0, tooLarge: 0, remaining: 0 },
       bytes: { before: 0, after: 0 },
       packs: { written: 0, removed: 0, rewritten: 0 },
       store: { before: 0, after: 0 },
@@ -116,6 +116,7 @@ function printResult(context: CommandContext, result: CompressResult, policy: Co
   const left: string[] = [];
   if (values.alreadyCompressed > 0) left.push(`${values.alreadyCompressed} already compressed`);
   if (values.skipped > 0) left.push(`${values.skipped} missing, damaged or moved meanwhile`);
+  if (values.tooLarge > 0) left.push(`${values.tooLarge} over 256 MiB, more than a read decompresses`);
   if (left.length > 0) context.print(`Left as they are: ${left.join(", ")}.`);
   if (values.incompressible > 0) context.print(`${plural(values.incompressible, "value")} did not compress (packed all the same, so that later runs skip them).`);
   if (result.damaged > 0) context.print(`${plural(result.damaged, "tree node")} could not be read; run \`apex session validate\`.`);
@@ -136,6 +137,7 @@ function resultJson(result: CompressResult, policy: ColdPolicy) {
       recompressed: result.values.recompressed,
       incompressible: result.values.incompressible,
       skipped: result.values.skipped,
+      too_large: result.values.tooLarge,
       remaining: result.values.remaining,
     },
     bytes_before: result.bytes.before,

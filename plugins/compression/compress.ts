@@ -3,6 +3,7 @@ import { brotliCompress, gzip, type BrotliOptions, type ZlibOptions } from "node
 import { ApexError } from "../../core/errors.js";
 import {
   COMPRESSED_PACK_TARGET_BYTES,
+  MAX_RAW_PACK_BYTES,
   DEFAULT_CODEC_LEVEL,
   ObjectStore,
   codecOptions,
@@ -83,6 +84,8 @@ export interface CompressResult {
     incompressible: number;
     /** Values that were missing, corrupt or moved while the run compressed (left alone). */
     skipped: number;
+    /** Cold values over MAX_RAW_PACK_BYTES, the most a read decompresses (left as they are: compressed, no read took them). */
+    tooLarge: number;
     /** Cold values left for a later run (maxBytes). */
     remaining: number;
   };
@@ -135,7 +138,7 @@ export async function compressColdData(store: Store, options: CompressOptions): 
     level,
     sessionId: options.sessionId ?? null,
     checkpoints: { cold: 0, hot: 0 },
-    values: { compressed: 0, alreadyCompressed: 0, recompressed: 0, incompressible: 0, skipped: 0, remaining: 0 },
+    values: { compressed: 0, alreadyCompressed: 0, recompressed: 0, incompressible: 0, skipped: 0, tooLarge: 0, remaining: 0 },
     bytes: { before: 0, after: 0 },
     packs: { written: 0, removed: 0, rewritten: 0 },
     store: null,
@@ -314,6 +317,7 @@ function findCold(view: ObjectView, objects: ObjectStore, roots: readonly Hash[]
     }
     if (!location || !objects.packs.doesExist(location.pack)) result.values.skipped += 1;
     else if (location.codec && !recompress) result.values.alreadyCompressed += 1;
+    else if (!location.codec && location.length > MAX_RAW_PACK_BYTES) result.values.tooLarge += 1;
     else if (location.codec) compressed.push({ hash, location, stored: 0 });
     else candidates.push({ hash, location, stored: location.length });
   };

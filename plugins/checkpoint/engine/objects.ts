@@ -1168,9 +1168,13 @@ export class ObjectStore {
         raw.set(part.length === part.byteLength ? part : part.subarray(0, part.length), at);
         at += part.length;
       }
-      let compressed = pack.codec ? { codec: PACK_CODEC_IDS[pack.codec], rawSize: raw.length } : {};
-      let stored = pack.codec ? compressPack(pack.codec, raw, options.level) : raw;
-      if (!pack.codec && options.compressValues && pack.kind === "value" && raw.length >= WRITE_COMPRESS_MIN_BYTES) {
+      // A pack larger than a read takes compressed (MAX_RAW_PACK_BYTES: a single value that large,
+      // a LangGraph channel of 300 MB) is stored as it is: compressed, every read of it was refused
+      // as damage ("does not match its hash"), the put or the compress having succeeded.
+      const codec = raw.length <= MAX_RAW_PACK_BYTES ? pack.codec : undefined;
+      let compressed = codec ? { codec: PACK_CODEC_IDS[codec], rawSize: raw.length } : {};
+      let stored = codec ? compressPack(codec, raw, options.level) : raw;
+      if (!pack.codec && options.compressValues && pack.kind === "value" && raw.length >= WRITE_COMPRESS_MIN_BYTES && raw.length <= MAX_RAW_PACK_BYTES) {
         const packed = compressPack(WRITE_CODEC, raw, WRITE_CODEC_LEVEL);
         if (packed.length <= raw.length - raw.length / WRITE_COMPRESS_MIN_SAVING) {
           stored = packed;
