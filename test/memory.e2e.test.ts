@@ -449,20 +449,20 @@ describe("apex memory set through a running supervisor", () => {
     expect(project.status().session?.status).toBe("active");
   });
 
-  it("a write the supervisor does not answer in time says it was sent and may still land, and how to check (text and --json)", () => {
+  it("a write the supervisor does not answer in time says it was sent and may still land, and how to check (text and --json)", async () => {
     project = new Project(shellAgents({ idle: "while true; do sleep 0.5; done" }));
     project.start();
     const pid = (project.status().session as { supervisor: { pid: number } }).supervisor.pid;
     process.kill(pid, "SIGSTOP");
     try {
+      // Both at once: each waits on the stopped supervisor (~2 s) until it gives up, apart from the other.
+      const [set, text] = await Promise.all([project.apexAsync(["memory", "set", "/notes/late", "1", "--json"]).done, project.apexAsync(["memory", "delete", "/notes/a b"]).done]);
       // It said only that the supervisor did not answer: a rerun could undo (delete) or redo (import) what then landed.
-      const set = project.apex(["memory", "set", "/notes/late", "1", "--json"]);
       expect(set.status, set.stderr).toBe(1);
       const error = JSON.parse(set.stderr).error;
       expect(error).toMatchObject({ code: "APEX_E_TIMEOUT", details: { sent: true, may_still_land: true, path: "/notes/late", check: "apex memory show /notes/late" } });
       expect(error.message).toMatch(/The write of \/notes\/late was sent and may still land\.$/);
       expect(error.hint).toMatch(/^Check with `apex memory show \/notes\/late` before writing it again\./);
-      const text = project.apex(["memory", "delete", "/notes/a b"]);
       expect(text.status).toBe(1);
       expect(text.stderr).toContain("The delete of /notes/a b was sent and may still land.\n  hint: Check with `apex memory show '/notes/a b'` before writing it again.");
     } finally {
