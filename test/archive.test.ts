@@ -3,7 +3,7 @@ import { execFile, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { brotliCompressSync, brotliDecompressSync } from "node:zlib";
 import { basename, join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ObjectStore } from "../plugins/checkpoint/engine/objects.js";
 import { type Store, type JsonValue } from "../core/store/store.js";
 import { openStore } from "../core/store/open.js";
@@ -20,7 +20,7 @@ import { validateStore } from "../plugins/checkpoint/validate.js";
 import { compressColdData } from "../plugins/compression/compress.js";
 import { BUNDLE_VERSION, HEADER_BYTES, encodeBundle, readBundle, type BundleContent, type BundleInput } from "../plugins/archive/bundle.js";
 import { archiveSessions } from "../plugins/archive/archive.js";
-import { APEX_BIN, cleanEnv, runApex } from "./helpers/cli.js";
+import { APEX_BIN, cleanEnv, runApex, tempDir } from "./helpers/cli.js";
 import { sessionDir } from "./support/cleanup.js";
 import { forEachBackend, type TestBackend } from "./support/backends.js";
 import { createSharedDatabase, query } from "./support/postgres.js";
@@ -608,18 +608,31 @@ describe("apex session export / import", () => {
 
 // The bundle's checks run before anything is written, whatever the backend: LMDB only.
 describe("tampered bundles are refused and nothing is written", () => {
-  async function exported(): Promise<{ file: Buffer; content: BundleContent; target: string; revision: number }> {
-    const source = project("source");
-    await threeSessions(source);
-    const path = join(root, "good.apexbundle");
-    expect(apexIn(source)("session", "export", "s-recent", "-o", path).status).toBe(0);
-    const target = project("target");
-    const revision = await withStore(target, async (store) => {
-      await store.set("/notes/mine", "untouched");
-      return store.revision();
-    });
-    const file = readFileSync(path);
-    return { file, content: readBundle(file), target, revision };
+  // One exported bundle and one target project for the block's tests: every import below is refused,
+  // each checks that it wrote nothing, and the bundle is only ever read (each change is made to a copy).
+  let made: Promise<{ file: Buffer; content: BundleContent; target: string; revision: number }> | undefined;
+  let removeMade: (() => void) | undefined;
+  afterAll(() => removeMade?.());
+  function exported(): Promise<{ file: Buffer; content: BundleContent; target: string; revision: number }> {
+    return (made ??= (async () => {
+      const { dir: base, cleanup } = tempDir("apex-archive-tampered-");
+      removeMade = cleanup;
+      const [source, target] = ["source", "target"].map((name) => {
+        const dir = join(base, name);
+        mkdirSync(dir);
+        writeFileSync(join(dir, "apex.config.yaml"), CONFIG);
+        return dir;
+      });
+      await threeSessions(source!);
+      const path = join(base, "good.apexbundle");
+      expect(apexIn(source!)("session", "export", "s-recent", "-o", path).status).toBe(0);
+      const revision = await withStore(target!, async (store) => {
+        await store.set("/notes/mine", "untouched");
+        return store.revision();
+      });
+      const file = readFileSync(path);
+      return { file, content: readBundle(file), target: target!, revision };
+    })());
   }
 
   /** Re-encodes a bundle with its checksums consistent: only the content checks can catch the change. */
@@ -973,9 +986,10 @@ describe("archive commands at once", () => {
       });
     // The loser read the session's objects while the winner's sweep removed them: APEX_E_INTEGRITY,
     // "Tree node … is missing", exit 1, with a hint to validate and repair a store that was fine.
+    // Each round ends with s-old brought back as it was (unarchive): the next round races on it again.
+    const dir = project("race");
+    await threeSessions(dir);
     for (let round = 0; round < 8; round++) {
-      const dir = project(`race${round}`);
-      await threeSessions(dir);
       const runs = await Promise.all([archive(dir), archive(dir)]);
       expect(runs.filter((run) => run.status === 0), runs.map((run) => run.stderr).join("\n")).toHaveLength(1);
       for (const run of runs.filter((run) => run.status !== 0)) {

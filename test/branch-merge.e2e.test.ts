@@ -10,6 +10,8 @@ import { cleanEnv, json } from "./helpers/cli.js";
 import { initRepo, isolatedGit } from "./support/git.js";
 import { endChild, tempDirs } from "./support/cleanup.js";
 import { remote, share } from "./support/serve.js";
+import { LmdbStore } from "./helpers/store.js";
+import { listCheckpoints } from "../plugins/checkpoint/checkpoints.js";
 
 const stops: Array<() => unknown> = [];
 afterEach(async () => {
@@ -315,7 +317,15 @@ describe("apex checkpoint delete of a checkpoint a branch or a merge needs", () 
     expect(p.apex(["memory", "set", "/notes/a", '"base"']).status).toBe(0);
     const base = json<{ id: string }>(p.apex(["checkpoint", "create", "base", "--json"])).id;
     const side = json<{ session_id: string }>(p.apex(["session", "branch", base, "side", "--json"])).session_id;
-    const ids = (session: string) => json<{ items: Array<{ id: string }> }>(p.apex(["checkpoint", "list", "--session", session, "--json"])).items.map((item) => item.id);
+    // A session's checkpoints, newest first, as the store has them (read here: a `checkpoint list` command before and after each refusal was most of this test's time).
+    const ids = (session: string) => {
+      const store = LmdbStore.open(p.storeDir, { readOnly: true });
+      try {
+        return listCheckpoints(store, session, { limit: 1000 }).items.map((item) => item.id);
+      } finally {
+        void store.close();
+      }
+    };
     const refused = (args: string[], why: string) => {
       const before = [ids(main), ids(side)];
       const result = p.apex(["checkpoint", "delete", ...args, "--json"]);

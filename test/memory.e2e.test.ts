@@ -112,7 +112,7 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     expect(JSON.parse(apex(["memory", "query", "/x/a?b", "--keys", "--json"]).stdout)).toEqual([paths[0]]);
     expect(Object.keys(JSON.parse(apex(["memory", "export", "/x"]).stdout))).toEqual(paths);
     expect(Object.keys(JSON.parse(apex(["memory", "show", "/x", "--json"]).stdout).children)).toEqual(paths);
-    const watched = apex(["memory", "watch", "/x/**", "--json", "--timeout", "1"]);
+    const watched = apex(["memory", "watch", "/x/**", "--json", "--timeout", "0.1"]);
     expect(watched.stdout.trim().split("\n").map((line) => JSON.parse(line).path)).toEqual(paths);
   });
 
@@ -267,10 +267,12 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     watcher.stdout.setEncoding("utf8").on("data", (chunk: string) => (output += chunk));
     try {
       // Watching once a write it sees shows (a fixed 800 ms was too short on a loaded machine: the changes came before it watched).
+      // Set again every 300 ms until it shows, looked for every 25 ms.
       const deadline = Date.now() + 15_000;
-      while (!output.includes("/w/ready") && Date.now() < deadline) {
+      for (let again = 0; !output.includes("/w/ready") && Date.now() < deadline; await new Promise((r) => setTimeout(r, 25))) {
+        if (Date.now() < again) continue;
         apex(["memory", "set", "/w/ready", "true"]);
-        await new Promise((r) => setTimeout(r, 300));
+        again = Date.now() + 300;
       }
       const ready = output.trim().split("\n").length;
       const revision = (JSON.parse(apex(["memory", "set", "/w/one", '"1"', "--json"]).stdout) as { revision: number }).revision;
@@ -295,7 +297,7 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     apex(["memory", "set", "/r/b", "3"]);
     apex(["memory", "set", "/r/c", "4"]);
     apex(["memory", "delete", "/r/c"]);
-    const result = apex(["memory", "watch", "/r/*", "--since", "1", "--timeout", "0.5", "--json"]);
+    const result = apex(["memory", "watch", "/r/*", "--since", "1", "--timeout", "0.1", "--json"]);
     expect(result.status).toBe(0);
     // The log keeps no values: a put changed again since is said to be overwritten, never shown
     // with the later value (it was "put /r/b 3" for revision 2, and "put /r/c undefined" in text).
@@ -305,7 +307,7 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
       expect.objectContaining({ revision: 4, kind: "put", path: "/r/c", value: null, overwritten: true }),
       expect.objectContaining({ revision: 5, kind: "delete", path: "/r/c", value: null }),
     ]);
-    const text = apex(["memory", "watch", "/r/*", "--since", "1", "--timeout", "1"]).stdout;
+    const text = apex(["memory", "watch", "/r/*", "--since", "1", "--timeout", "0.1"]).stdout;
     expect(text.split("\n").filter((line) => line.includes(" put ")).map((line) => line.replace(/\s+user:\S+$/, "").trim().split(/\s+/).slice(2).join(" "))).toEqual([
       "/r/b (overwritten since)",
       "/r/b 3",
@@ -313,14 +315,14 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     ]);
     // A plain path is it and everything below it, as for query and export: '/r/' watched nothing, ever, and '/r' only /r.
     apex(["memory", "set", "/rx/not-below", "9"]);
-    const replay = (glob: string, ...more: string[]) => apex(["memory", "watch", glob, "--timeout", "0.5", "--json", ...more]).stdout.trim().split("\n").map((line) => JSON.parse(line));
+    const replay = (glob: string, ...more: string[]) => apex(["memory", "watch", glob, "--timeout", "0.1", "--json", ...more]).stdout.trim().split("\n").map((line) => JSON.parse(line));
     expect(replay("/r/", "--since", "1").map((event) => event.revision)).toEqual([2, 3, 4, 5]);
     expect(replay("/r").map((event) => [event.kind, event.path, event.value])).toEqual([["current", "/r/a", 1], ["current", "/r/b", 3]]);
     // A revision past the store's (from another store, or one made anew) showed nothing, and nothing up to it either, without a word.
-    const ahead = apex(["memory", "watch", "/r/*", "--since", "99", "--timeout", "0.3", "--json"]);
+    const ahead = apex(["memory", "watch", "/r/*", "--since", "99", "--timeout", "0.1", "--json"]);
     expect([ahead.status, ahead.stdout]).toEqual([0, ""]);
     expect(ahead.stderr).toBe("warning: --since 99 is past the store's latest revision, 6: the changes up to revision 99 will not be shown, only those after it (`--changes-only` shows every change from now on).\n");
-    expect(apex(["memory", "watch", "/r/*", "--since", "6", "--timeout", "0.3"]).stderr).toBe("");
+    expect(apex(["memory", "watch", "/r/*", "--since", "6", "--timeout", "0.1"]).stderr).toBe("");
   });
 }));
 
@@ -447,20 +449,20 @@ describe("apex memory set through a running supervisor", () => {
     expect(project.status().session?.status).toBe("active");
   });
 
-  it("a write the supervisor does not answer in time says it was sent and may still land, and how to check (text and --json)", () => {
+  it("a write the supervisor does not answer in time says it was sent and may still land, and how to check (text and --json)", async () => {
     project = new Project(shellAgents({ idle: "while true; do sleep 0.5; done" }));
     project.start();
     const pid = (project.status().session as { supervisor: { pid: number } }).supervisor.pid;
     process.kill(pid, "SIGSTOP");
     try {
+      // Both at once: each waits on the stopped supervisor (~2 s) until it gives up, apart from the other.
+      const [set, text] = await Promise.all([project.apexAsync(["memory", "set", "/notes/late", "1", "--json"]).done, project.apexAsync(["memory", "delete", "/notes/a b"]).done]);
       // It said only that the supervisor did not answer: a rerun could undo (delete) or redo (import) what then landed.
-      const set = project.apex(["memory", "set", "/notes/late", "1", "--json"]);
       expect(set.status, set.stderr).toBe(1);
       const error = JSON.parse(set.stderr).error;
       expect(error).toMatchObject({ code: "APEX_E_TIMEOUT", details: { sent: true, may_still_land: true, path: "/notes/late", check: "apex memory show /notes/late" } });
       expect(error.message).toMatch(/The write of \/notes\/late was sent and may still land\.$/);
       expect(error.hint).toMatch(/^Check with `apex memory show \/notes\/late` before writing it again\./);
-      const text = project.apex(["memory", "delete", "/notes/a b"]);
       expect(text.status).toBe(1);
       expect(text.stderr).toContain("The delete of /notes/a b was sent and may still land.\n  hint: Check with `apex memory show '/notes/a b'` before writing it again.");
     } finally {
@@ -533,7 +535,7 @@ describe("apex memory watch --since through a running supervisor, far behind", (
     project.apex(["memory", "set", "/far/x", "\"new\""]);
     // As an agent watches: through the supervisor's socket, which answers a batch at a time.
     const agent = { APEX_SOCKET: started.socket, APEX_SESSION_ID: started.session_id, APEX_AGENT: "idle" };
-    const result = project.apex(["memory", "watch", "/far/*", "--since", String(first.revision - 1), "--timeout", "1", "--json"], { env: agent });
+    const result = project.apex(["memory", "watch", "/far/*", "--since", String(first.revision - 1), "--timeout", "0.1", "--json"], { env: agent });
     expect(result.status, result.stderr).toBe(0);
     // The value "new" was shown for the put of "old", since the batch ended before the second put.
     expect(result.stdout.trim().split("\n").map((line) => JSON.parse(line) as Record<string, unknown>).map((event) => [event.kind, event.path, event.value, event.overwritten ?? false])).toEqual([

@@ -190,7 +190,7 @@ describe("apex serve: roles", () => {
     // memory set as operator, memory show and watch as viewer.
     expect(remote(project, server.url, sid, operator.token, ["memory", "set", "/notes/from-otto", '{"n": 1}']).status).toBe(0);
     expect(JSON.parse(remote(project, server.url, sid, viewer.token, ["memory", "show", "/notes/from-otto", "--json"]).stdout)).toEqual({ path: "/notes/from-otto", value: { n: 1 } });
-    const watched = remote(project, server.url, sid, viewer.token, ["memory", "watch", "/notes/**", "--since", "0", "--timeout", "1", "--json"]);
+    const watched = remote(project, server.url, sid, viewer.token, ["memory", "watch", "/notes/**", "--since", "0", "--timeout", "0.1", "--json"]);
     expect(watched.status, watched.stderr).toBe(0);
     expect(JSON.parse(watched.stdout.trim().split("\n")[0]!)).toMatchObject({ path: "/notes/from-otto", kind: "put", actor: "user:otto", value: { n: 1 } });
     // --limit counts the entries the grant sees: /projects/config, which it does not, was counted (`--limit 2` gave one entry).
@@ -624,9 +624,10 @@ describe("apex serve: bad input and abuse", () => {
     expect(revision()).toBe(before);
 
     // Expired tokens.
-    const brief = share(project, "brief", "viewer", ["--expires", "1s"]);
+    const brief = share(project, "brief", "viewer", ["--expires", "1s"]) as ReturnType<typeof share> & { expires_at: string };
     expect((await rpc(server.url, sid, "session.status", brief.token)).status).toBe(200);
-    await new Promise((resolve) => setTimeout(resolve, 1200));
+    // Past the moment it expires (a grant is expired from its expires_at on), not a fixed time after the share.
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, Date.parse(brief.expires_at) - Date.now()) + 50));
     const expired = await rpc(server.url, sid, "session.status", brief.token);
     expect(expired.status).toBe(401);
     expect(expired.body.error.message).toContain("expired");
