@@ -578,6 +578,39 @@ describe("--worktree and --git", () => {
     expect(json<{ items: unknown[] }>(p.apex(["checkpoint", "list", "--json"])).items.length).toBe(count);
   });
 
+  it("a memory write in a branch's worktree before its first start is refused (exit 4), not reported saved and then lost as that start restores its checkpoint", () => {
+    const { p, worktree } = repoProject();
+    p.start(["--task", "main"]);
+    expect(p.apex(["memory", "set", "/notes/a", '"base"']).status).toBe(0);
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    expect(p.apex(["session", "branch", "latest", "feature", "--worktree", worktree]).status).toBe(0);
+    const feature = json<Array<{ session_id: string; name: string | null }>>(p.apex(["session", "list", "--json"])).find((session) => session.name === "feature")!.session_id;
+    // It said "set /notes/b (revision N)", exit 0, and the branch's first start wiped it.
+    const file = join(worktree, "..", "entries.json");
+    writeFileSync(file, JSON.stringify({ "/notes/c": 3 }));
+    for (const [args, cwd] of [
+      [["memory", "set", "/notes/b", '"early"', "--json"], worktree],
+      [["memory", "import", file, "--json"], worktree],
+      [["memory", "delete", "/notes/a", "--json"], worktree],
+      [["--session", "feature", "memory", "set", "/notes/b", '"early"', "--json"], p.dir],
+    ] as Array<[string[], string]>) {
+      const refused = p.apex(args, { cwd });
+      expect(refused.status, refused.stderr).toBe(4);
+      expect(JSON.parse(refused.stderr).error).toMatchObject({
+        code: "APEX_E_SESSION_STATE",
+        message: expect.stringContaining("Session feature has not run yet"),
+        hint: expect.stringContaining("apex start --continue feature"),
+        details: { session_id: feature },
+      });
+    }
+    expect(p.apex(["memory", "query", `/sessions/${feature}/memory`, "--keys", "--json"]).stdout.trim()).toBe("[]");
+    // Started, it holds the checkpoint's memory, and takes writes.
+    p.start(["--continue", "feature"]);
+    expect(p.apex(["memory", "show", "/notes/a"], { cwd: worktree }).stdout).toBe('"base"\n');
+    expect(p.apex(["memory", "set", "/notes/b", '"later"'], { cwd: worktree }).status).toBe(0);
+    expect(p.apex(["--session", "feature", "memory", "show", "/notes/b"]).stdout).toBe('"later"\n');
+  });
+
   it("refuses a --worktree directory that exists and is not empty, or an empty name, leaving no git branch and no session", () => {
     const { p, dir, worktree } = repoProject();
     p.start(["--task", "main"]);
