@@ -238,7 +238,10 @@ export function parseImport(text: string, name: string): Entry[] {
     const twice = repeatedKey(trimmed);
     const lead = text.length - text.trimStart().length;
     const line = (offset: number) => text.slice(0, lead + offset).split("\n").length;
-    if (isLine(record) && pathProblem(record.path as string) === undefined) {
+    // An object with "path" and "value" is an NDJSON line of its own: "path" is no path of an object of path -> value.
+    if (isLine(record)) {
+      const problem = pathProblem(record.path as string);
+      if (problem) throw new ApexError("APEX_E_BAD_PATH", `${name}:1: invalid path ${JSON.stringify(record.path)}: ${problem}.`);
       refuseOtherKeys(record, `${name}:1`);
       if (twice) throw repeatedInLine(`${name}:${line(twice.second)}`, record.path as string, twice);
       refuseInexactNumbers(trimmed, `the value of ${JSON.stringify(record.path)}`, (offset) => `${name}:${line(offset)}: `);

@@ -244,6 +244,11 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
       expect([extra.status, JSON.parse(extra.stderr).error]).toEqual([2, expect.objectContaining({ code: "APEX_E_BAD_INPUT", message: `stdin:${line}: the line has a key besides "path" and "value": "note"; it would not be imported.`, details: { keys: ["note"] } })]);
     }
     expect(apex(["memory", "show", "/l/3"]).status).toBe(3);
+    // A file of one line whose path is not valid names that path, as on a later line (it said 'invalid path "path"').
+    for (const [text, path, problem] of [['{"path": "/l/\\udc00", "value": 1}\n', "/l/\\udc00", "it contains an unpaired surrogate (not valid UTF-8)"], ['{"path": "l/5", "value": 5}', "l/5", "it must start with '/'"]] as const) {
+      const bad = apex(["memory", "import", "-", "--json"], text);
+      expect([bad.status, JSON.parse(bad.stderr).error]).toEqual([2, expect.objectContaining({ code: "APEX_E_BAD_PATH", message: `stdin:1: invalid path "${path}": ${problem}.` })]);
+    }
     // So is a number past a JSON number's range, either way (1e-400 was imported as 0), naming its line; nothing is written.
     writeFileSync(file, '{"path": "/l/3", "value": 3}\n{"path": "/l/4", "value": {"tiny": 2e-999}}\n');
     expect(JSON.parse(apex(["memory", "import", file, "--json"]).stderr).error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: `${file}:2: the value of "/l/4" has the number 2e-999, nearer zero than a JSON number holds (about 5e-324): it would be stored as 0.`, hint: 'Nothing was written. Give it as a string to keep it as written: "2e-999".' });
