@@ -100,7 +100,14 @@ export async function queryMemory(
 export async function setMemory(location: ProjectLocation, path: string, json: string, asJson: boolean, force = false): Promise<void> {
   checkPath(path);
   // A leading byte order mark (an editor's) is dropped, as import drops it.
-  const value = parseJsonValue(json === "-" ? readUtf8Input(0, "stdin").replace(/^\uFEFF/, "") : json, path);
+  const text = json === "-" ? readUtf8Input(0, "stdin").replace(/^\uFEFF/, "") : json;
+  // Empty stdin (the command before `|` failed, or `< /dev/null`) said "Unexpected end of JSON input".
+  if (json === "-" && text.trim() === "") {
+    throw new ApexError("APEX_E_BAD_INPUT", `stdin holds no value for ${path}: it is ${text === "" ? "empty" : "only whitespace"}.`, {
+      hint: "Nothing was written. Give a JSON value on stdin (`echo 42 | apex memory set PATH -`), or as the argument.",
+    });
+  }
+  const value = parseJsonValue(text, path);
   await checkOwned("memory set", [path], { force, value });
   const writer = await openWriter(location);
   try {

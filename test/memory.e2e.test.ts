@@ -91,6 +91,14 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     expect(JSON.parse(apex(["memory", "show", "/bom", "--json"]).stdout)).toEqual({ path: "/bom", value: { a: [1] } });
   });
 
+  it("memory set - with nothing on stdin says stdin is empty (exit 2), not 'Unexpected end of JSON input', and writes nothing", () => {
+    for (const [input, what] of [["", "empty"], ["\ufeff \n", "only whitespace"]] as const) {
+      const set = apex(["memory", "set", "/bom", "-", "--json"], input);
+      expect([set.status, JSON.parse(set.stderr).error]).toEqual([2, expect.objectContaining({ code: "APEX_E_BAD_INPUT", message: `stdin holds no value for /bom: it is ${what}.` })]);
+    }
+    expect(apex(["memory", "show", "/bom"]).status).toBe(3);
+  });
+
   it("names, for a path that holds nothing, a query that runs as printed", () => {
     // A path with a quote gave `apex memory query '/it's/*'`, which a shell cannot run.
     expect(apex(["memory", "set", "/it's/there", "1"]).status).toBe(0);
