@@ -27,8 +27,18 @@ export interface MemoryReader {
  * LMDB; everyone else reads the store directly, read-only. A project without a store yet reads
  * as an empty keyspace.
  */
-export async function openReader(location: ProjectLocation): Promise<MemoryReader> {
-  return readerOver(await openSessionClient(location, "read"));
+export async function openReader(location: ProjectLocation, reads?: string): Promise<MemoryReader> {
+  const client = await openSessionClient(location, "read");
+  // A path or glob of the memory itself (not only APEX's records) of a session that does not hold its memory.
+  if (client.via === "store" && reads !== undefined && !/^\/(sessions|projects)(\/|$)/.test(reads)) {
+    try {
+      await client.run("memory.owner", {}, async (store) => (await import("./writer.js")).refuseMemoryNotHeld(store, true));
+    } catch (error) {
+      await client.close();
+      throw error;
+    }
+  }
+  return readerOver(client);
 }
 
 export function readerOver(client: SessionClient): MemoryReader {
@@ -51,7 +61,7 @@ export async function showMemory(location: ProjectLocation, path: string, json: 
     else process.stdout.write(`${JSON.stringify(checkpoint, null, 2)}\n`);
     return;
   }
-  const reader = await openReader(location);
+  const reader = await openReader(location, path);
   try {
     const value = root ? undefined : await reader.get(path);
     if (value !== undefined) {
@@ -80,7 +90,7 @@ export async function queryMemory(
   options: { json?: boolean; keys?: boolean; limit?: number },
 ): Promise<void> {
   const compiled = checkedGlob(glob);
-  const reader = await openReader(location);
+  const reader = await openReader(location, glob);
   try {
     const entries = await readMatching(reader, compiled, options.limit);
     if (options.json) {
@@ -169,7 +179,7 @@ async function checkOwned(command: string, paths: string[], options: { recursive
 
 export async function exportMemory(location: ProjectLocation, glob: string): Promise<void> {
   const compiled = checkedGlob(glob);
-  const reader = await openReader(location);
+  const reader = await openReader(location, glob);
   try {
     await writeChunked(jsonObjectChunks(await readMatching(reader, compiled)));
   } finally {

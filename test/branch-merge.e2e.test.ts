@@ -54,6 +54,18 @@ describe("the flow's commands, verbatim", () => {
 
     // main goes on; then the branch runs (main is checkpointed and stopped first) from the checkpoint's state.
     expect(p.apex(["memory", "set", "/notes/a", '"main"']).status).toBe(0);
+    // A read named for it showed main's memory as the branch's ("main", which the branch never held): refused as the write is.
+    for (const args of [["memory", "show", "/notes/a"], ["memory", "query", "/notes/**"], ["memory", "export"]]) {
+      const misread = p.apex(["--session", "experimental-feature", ...args, "--json"]);
+      expect(misread.status, misread.stdout).toBe(4);
+      expect(JSON.parse(misread.stderr).error).toMatchObject({
+        code: "APEX_E_SESSION_STATE",
+        message: expect.stringContaining(`Session experimental-feature does not hold the project's memory (${main.slice(0, 8)} does`),
+        hint: expect.stringContaining("apex checkpoint show experimental-feature/latest"),
+      });
+    }
+    // Its records are APEX's, not memory: they read as before.
+    expect(p.apex(["--session", "experimental-feature", "memory", "show", `/sessions/${experimental.session_id}`]).status).toBe(0);
     const continued = p.start(["--continue", "experimental-feature"]);
     expect(continued.session_id).toBe(experimental.session_id);
     // Running, it is shown by its name (the supervisor's report, text and --json).
@@ -604,6 +616,12 @@ describe("--worktree and --git", () => {
       });
     }
     expect(p.apex(["memory", "query", `/sessions/${feature}/memory`, "--keys", "--json"]).stdout.trim()).toBe("[]");
+    // Reads there said "Nothing is stored at /notes/a" (exit 3), an empty memory, where the branch holds its checkpoint's.
+    for (const args of [["memory", "show", "/notes/a", "--json"], ["memory", "query", "/**", "--json"], ["memory", "export", "--json"]]) {
+      const early = p.apex(args, { cwd: worktree });
+      expect(early.status, early.stdout).toBe(4);
+      expect(JSON.parse(early.stderr).error).toMatchObject({ code: "APEX_E_SESSION_STATE", message: expect.stringContaining("Session feature has not run yet"), hint: expect.stringContaining("apex checkpoint show feature/latest") });
+    }
     // Started, it holds the checkpoint's memory, and takes writes.
     p.start(["--continue", "feature"]);
     expect(p.apex(["memory", "show", "/notes/a"], { cwd: worktree }).stdout).toBe('"base"\n');
