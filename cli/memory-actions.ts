@@ -30,7 +30,7 @@ export interface MemoryReader {
 export async function openReader(location: ProjectLocation, reads?: string): Promise<MemoryReader> {
   const client = await openSessionClient(location, "read");
   // A path or glob of the memory itself (not only APEX's records) of a session that does not hold its memory.
-  if (client.via === "store" && reads !== undefined && !/^\/sessions(\/|$)|^\/projects\/config$/.test(reads)) {
+  if (client.via === "store" && !client.empty && reads !== undefined && !/^\/sessions(\/|$)|^\/projects\/config$/.test(reads)) {
     try {
       await client.run("memory.owner", {}, async (store) => (await import("./writer.js")).refuseMemoryNotHeld(store, true));
     } catch (error) {

@@ -25,6 +25,11 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
   const apex = (args: string[], input?: string) => runApex(args, input === undefined ? { cwd: dir, env } : { cwd: dir, env, input });
 
   it("set, show, query, delete through the real CLI", () => {
+    // Before anything is stored (no store yet, on LMDB): nothing is there to read, not an error.
+    for (const args of [["memory", "show", "/notes/today"], ["memory", "query", "/notes/**", "--keys"]]) {
+      const before = apex(args);
+      expect([before.status, before.stderr], args.join(" ")).toEqual(args[1] === "show" ? [3, expect.stringContaining("Nothing is stored at /notes/today.")] : [0, ""]);
+    }
     expect(apex(["memory", "set", "/notes/today", '{"todo": 3}']).status).toBe(0);
     expect(apex(["memory", "set", "/notes/😀/deep", '"astral"']).status).toBe(0);
     expect(apex(["memory", "set", "/other", "1"]).status).toBe(0);
