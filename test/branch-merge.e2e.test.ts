@@ -55,7 +55,7 @@ describe("the flow's commands, verbatim", () => {
     // main goes on; then the branch runs (main is checkpointed and stopped first) from the checkpoint's state.
     expect(p.apex(["memory", "set", "/notes/a", '"main"']).status).toBe(0);
     // A read named for it showed main's memory as the branch's ("main", which the branch never held): refused as the write is.
-    for (const args of [["memory", "show", "/notes/a"], ["memory", "query", "/notes/**"], ["memory", "export"]]) {
+    for (const args of [["memory", "show", "/notes/a"], ["memory", "query", "/notes/**"], ["memory", "export"], ["memory", "watch", "/notes", "--timeout", "1"]]) {
       const misread = p.apex(["--session", "experimental-feature", ...args, "--json"]);
       expect(misread.status, misread.stdout).toBe(4);
       expect(JSON.parse(misread.stderr).error).toMatchObject({
