@@ -96,6 +96,16 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     expect(JSON.parse(apex(["memory", "show", "/bom", "--json"]).stdout)).toEqual({ path: "/bom", value: { a: [1] } });
   });
 
+  it("an integer past 2^53 written with a zero fraction (9007199254740993.0) is refused as the integer is, naming it; a fraction that only rounds is taken", () => {
+    // It was stored as 9007199254740992 without a word, where 9007199254740993 was refused.
+    for (const number of ["9007199254740993.0", "-9007199254740993.00"]) {
+      const set = apex(["memory", "set", "/n", `{"id": ${number}}`, "--json"]);
+      expect([set.status, JSON.parse(set.stderr).error]).toEqual([2, expect.objectContaining({ code: "APEX_E_BAD_INPUT", details: { number }, message: expect.stringContaining(`has the integer ${number}, past what a JSON number holds exactly`) })]);
+    }
+    expect(apex(["memory", "show", "/n"]).status).toBe(3);
+    for (const number of ["9007199254740992.0", "9007199254740993.5", "12345678901234567000.0"]) expect(apex(["memory", "set", "/n", number]).status).toBe(0);
+  });
+
   it("memory set - with nothing on stdin says stdin is empty (exit 2), not 'Unexpected end of JSON input', and writes nothing", () => {
     for (const [input, what] of [["", "empty"], ["\ufeff \n", "only whitespace"]] as const) {
       const set = apex(["memory", "set", "/bom", "-", "--json"], input);
