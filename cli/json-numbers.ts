@@ -48,8 +48,10 @@ function inexactNumber(token: string, shown: string): string | undefined {
   if (!Number.isFinite(value)) return `number ${shown}, larger than a JSON number holds (about 1.8e308): it would be ${String(value)}, which JSON cannot store`;
   // Digits that are not all zero, read as 0: below the smallest JSON number (about 5e-324).
   if (value === 0 && /[1-9]/.test(token.replace(/[eE].*$/, ""))) return `number ${shown}, nearer zero than a JSON number holds (about 5e-324): it would be stored as 0`;
-  if (/[.eE]/.test(token) || token.replace("-", "").length < 16) return undefined;
+  // An integer written with a zero fraction (9007199254740993.0) is that integer: it loses a digit as one written without.
+  const integer = /^-?\d+\.0+$/.test(token) ? token.slice(0, token.indexOf(".")) : token;
+  if (/[.eE]/.test(integer) || integer.replace("-", "").length < 16) return undefined;
   // The form JSON.stringify gives a double (what `memory export` writes: 12345678901234567000) is that double.
-  if (BigInt(token) === BigInt(value) || String(value) === token) return undefined;
+  if (BigInt(integer) === BigInt(value) || String(value) === integer) return undefined;
   return `integer ${shown}, past what a JSON number holds exactly: it would be stored as ${String(value)}`;
 }

@@ -27,8 +27,18 @@ export interface MemoryReader {
  * LMDB; everyone else reads the store directly, read-only. A project without a store yet reads
  * as an empty keyspace.
  */
-export async function openReader(location: ProjectLocation): Promise<MemoryReader> {
-  return readerOver(await openSessionClient(location, "read"));
+export async function openReader(location: ProjectLocation, reads?: string): Promise<MemoryReader> {
+  const client = await openSessionClient(location, "read");
+  // A path or glob of the memory itself (not only APEX's records) of a session that does not hold its memory.
+  if (client.via === "store" && !client.empty && reads !== undefined && !/^\/sessions(\/|$)|^\/projects\/config$/.test(reads)) {
+    try {
+      await client.run("memory.owner", {}, async (store) => (await import("./writer.js")).refuseMemoryNotHeld(store, true));
+    } catch (error) {
+      await client.close();
+      throw error;
+    }
+  }
+  return readerOver(client);
 }
 
 export function readerOver(client: SessionClient): MemoryReader {
@@ -51,7 +61,7 @@ export async function showMemory(location: ProjectLocation, path: string, json: 
     else process.stdout.write(`${JSON.stringify(checkpoint, null, 2)}\n`);
     return;
   }
-  const reader = await openReader(location);
+  const reader = await openReader(location, path);
   try {
     const value = root ? undefined : await reader.get(path);
     if (value !== undefined) {
@@ -80,7 +90,7 @@ export async function queryMemory(
   options: { json?: boolean; keys?: boolean; limit?: number },
 ): Promise<void> {
   const compiled = checkedGlob(glob);
-  const reader = await openReader(location);
+  const reader = await openReader(location, glob);
   try {
     const entries = await readMatching(reader, compiled, options.limit);
     if (options.json) {
@@ -100,7 +110,14 @@ export async function queryMemory(
 export async function setMemory(location: ProjectLocation, path: string, json: string, asJson: boolean, force = false): Promise<void> {
   checkPath(path);
   // A leading byte order mark (an editor's) is dropped, as import drops it.
-  const value = parseJsonValue(json === "-" ? readUtf8Input(0, "stdin").replace(/^\uFEFF/, "") : json, path);
+  const text = json === "-" ? readUtf8Input(0, "stdin").replace(/^\uFEFF/, "") : json;
+  // Empty stdin (the command before `|` failed, or `< /dev/null`) said "Unexpected end of JSON input".
+  if (json === "-" && text.trim() === "") {
+    throw new ApexError("APEX_E_BAD_INPUT", `stdin holds no value for ${path}: it is ${text === "" ? "empty" : "only whitespace"}.`, {
+      hint: "Nothing was written. Give a JSON value on stdin (`echo 42 | apex memory set PATH -`), or as the argument.",
+    });
+  }
+  const value = parseJsonValue(text, path);
   await checkOwned("memory set", [path], { force, value });
   const writer = await openWriter(location);
   try {
@@ -162,7 +179,7 @@ async function checkOwned(command: string, paths: string[], options: { recursive
 
 export async function exportMemory(location: ProjectLocation, glob: string): Promise<void> {
   const compiled = checkedGlob(glob);
-  const reader = await openReader(location);
+  const reader = await openReader(location, glob);
   try {
     await writeChunked(jsonObjectChunks(await readMatching(reader, compiled)));
   } finally {
@@ -238,7 +255,10 @@ export function parseImport(text: string, name: string): Entry[] {
     const twice = repeatedKey(trimmed);
     const lead = text.length - text.trimStart().length;
     const line = (offset: number) => text.slice(0, lead + offset).split("\n").length;
-    if (isLine(record) && pathProblem(record.path as string) === undefined) {
+    // An object with "path" and "value" is an NDJSON line of its own: "path" is no path of an object of path -> value.
+    if (isLine(record)) {
+      const problem = pathProblem(record.path as string);
+      if (problem) throw new ApexError("APEX_E_BAD_PATH", `${name}:1: invalid path ${JSON.stringify(record.path)}: ${problem}.`);
       refuseOtherKeys(record, `${name}:1`);
       if (twice) throw repeatedInLine(`${name}:${line(twice.second)}`, record.path as string, twice);
       refuseInexactNumbers(trimmed, `the value of ${JSON.stringify(record.path)}`, (offset) => `${name}:${line(offset)}: `);

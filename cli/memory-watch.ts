@@ -76,6 +76,10 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
     }
     if (unreachable !== undefined && !interrupted) throw unreachable;
     if (!client) return;
+    // The memory of a session that does not hold it: refused as `memory show` refuses it (it printed another session's).
+    if (client.via === "store" && !/^\/sessions(\/|$)|^\/projects\/config$/.test(glob.source)) {
+      await client.run("memory.owner", {}, async (store) => (await import("./writer.js")).refuseMemoryNotHeld(store, true));
+    }
     const watch = { ...options, withCurrent };
     // Read here: wake on the store's own change signal. Through a supervisor or a server: poll it.
     if (client.via === "store") await client.run("memory.changes", {}, (store) => followStore(store, glob, watch, deadline, () => interrupted, (done) => (wake = done)));

@@ -54,10 +54,21 @@ export async function openMemoryWriter(location: ProjectLocation): Promise<Memor
  * the memory of the one that ran last. A write for another of them (`apex --session BRANCH memory
  * set …` of a branch made without --worktree that has not run since) would land in that memory,
  * not in its own: refused before anything is written, with the command that gives it its memory.
- * (A worktree session has a root of its own; a session its tree's binding does not name is left
- * to the write, which names the problem.)
+ * A worktree session has a root of its own, which its first start writes from its checkpoint,
+ * replacing what is there: a write before that (in the branch's worktree) was reported saved,
+ * then lost at that start; it is refused the same way. (A session its tree's binding does not
+ * name is left to the write, which names the problem.)
  */
 async function refuseAnotherSessionsMemory(store: Store): Promise<void> {
+  return refuseMemoryNotHeld(store, false);
+}
+
+/**
+ * The same for a read (`memory show|query|export`, READING): it showed the memory the session
+ * that ran last left, or an empty root, as the named session's own; refused, pointing at the
+ * checkpoint that holds its memory until it runs.
+ */
+export async function refuseMemoryNotHeld(store: Store, reading: boolean): Promise<void> {
   const { boundSessionId, findSession, holdsLiveMemory, liveMemoryOwner } = await import("../core/session/sessions.js");
   let sessionId: string | undefined;
   try {
@@ -66,10 +77,24 @@ async function refuseAnotherSessionsMemory(store: Store): Promise<void> {
     return;
   }
   const record = sessionId === undefined ? undefined : findSession(store, sessionId);
-  if (!record || memoryRootOf(record) !== "" || holdsLiveMemory(store, record.session_id)) return;
+  if (!record || holdsLiveMemory(store, record.session_id)) return;
+  const label = (id: string) => (findSession(store, id)?.name as string | undefined) ?? shortSessionId(id);
+  const readHint = `Until it runs, its memory is its latest checkpoint's (\`apex checkpoint show ${label(record.session_id)}/latest\` lists its paths); \`apex start --continue ${label(record.session_id)}\` gives it that memory.`;
+  if (memoryRootOf(record) !== "") {
+    if (reading) throw new ApexError("APEX_E_SESSION_STATE", `Session ${label(record.session_id)} has not run yet: its memory is written by its first start, from the checkpoint it was branched from, and is not in the store before then.`, { hint: readHint, details: { session_id: record.session_id } });
+    throw new ApexError("APEX_E_SESSION_STATE", `Session ${label(record.session_id)} has not run yet: its first start writes its memory from the checkpoint it was branched from, replacing whatever is there, so this write would be lost then. Nothing was written.`, {
+      hint: `Start it first (apex start --continue ${label(record.session_id)}: its memory is then that checkpoint's), then write.`,
+      details: { session_id: record.session_id },
+    });
+  }
   const owner = liveMemoryOwner(store);
   if (owner === undefined) return;
-  const label = (id: string) => (findSession(store, id)?.name as string | undefined) ?? shortSessionId(id);
+  if (reading) {
+    throw new ApexError("APEX_E_SESSION_STATE", `Session ${label(record.session_id)} does not hold the project's memory (${label(owner)} does: it ran last in the project's tree): what is stored is ${label(owner)}'s memory, not ${label(record.session_id)}'s.`, {
+      hint: `${readHint} Without --session, memory commands read ${label(owner)}'s.`,
+      details: { session_id: record.session_id, memory_of: owner },
+    });
+  }
   throw new ApexError("APEX_E_SESSION_STATE", `Session ${label(record.session_id)} does not hold the project's memory (${label(owner)} does: it ran last in the project's tree), so this write would go into ${label(owner)}'s memory, not into ${label(record.session_id)}'s. Nothing was written.`, {
     hint: `Continue it first (apex start --continue ${label(record.session_id)}: its memory is its latest checkpoint's), then write; or write to ${label(owner)} without --session.`,
     details: { session_id: record.session_id, memory_of: owner },

@@ -56,6 +56,18 @@ describe("the flow's commands, verbatim", () => {
 
     // main goes on; then the branch runs (main is checkpointed and stopped first) from the checkpoint's state.
     expect(p.apex(["memory", "set", "/notes/a", '"main"']).status).toBe(0);
+    // A read named for it showed main's memory as the branch's ("main", which the branch never held): refused as the write is.
+    for (const args of [["memory", "show", "/notes/a"], ["memory", "query", "/notes/**"], ["memory", "export"], ["memory", "watch", "/notes", "--timeout", "1"]]) {
+      const misread = p.apex(["--session", "experimental-feature", ...args, "--json"]);
+      expect(misread.status, misread.stdout).toBe(4);
+      expect(JSON.parse(misread.stderr).error).toMatchObject({
+        code: "APEX_E_SESSION_STATE",
+        message: expect.stringContaining(`Session experimental-feature does not hold the project's memory (${main.slice(0, 8)} does`),
+        hint: expect.stringContaining("apex checkpoint show experimental-feature/latest"),
+      });
+    }
+    // Its records are APEX's, not memory: they read as before.
+    expect(p.apex(["--session", "experimental-feature", "memory", "show", `/sessions/${experimental.session_id}`]).status).toBe(0);
     const continued = p.start(["--continue", "experimental-feature"]);
     expect(continued.session_id).toBe(experimental.session_id);
     // Running, it is shown by its name (the supervisor's report, text and --json).
@@ -626,6 +638,45 @@ describe("--worktree and --git", () => {
     expect(again.status, again.stderr).toBe(0);
     expect(again.stdout).toContain(`git: apex/feature was merged already (HEAD ${git(dir, "rev-parse", "HEAD").slice(0, 12)})`);
     expect(json<{ items: unknown[] }>(p.apex(["checkpoint", "list", "--json"])).items.length).toBe(count);
+  });
+
+  it("a memory write in a branch's worktree before its first start is refused (exit 4), not reported saved and then lost as that start restores its checkpoint", () => {
+    const { p, worktree } = repoProject();
+    p.start(["--task", "main"]);
+    expect(p.apex(["memory", "set", "/notes/a", '"base"']).status).toBe(0);
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    expect(p.apex(["session", "branch", "latest", "feature", "--worktree", worktree]).status).toBe(0);
+    const feature = json<Array<{ session_id: string; name: string | null }>>(p.apex(["session", "list", "--json"])).find((session) => session.name === "feature")!.session_id;
+    // It said "set /notes/b (revision N)", exit 0, and the branch's first start wiped it.
+    const file = join(worktree, "..", "entries.json");
+    writeFileSync(file, JSON.stringify({ "/notes/c": 3 }));
+    for (const [args, cwd] of [
+      [["memory", "set", "/notes/b", '"early"', "--json"], worktree],
+      [["memory", "import", file, "--json"], worktree],
+      [["memory", "delete", "/notes/a", "--json"], worktree],
+      [["--session", "feature", "memory", "set", "/notes/b", '"early"', "--json"], p.dir],
+    ] as Array<[string[], string]>) {
+      const refused = p.apex(args, { cwd });
+      expect(refused.status, refused.stderr).toBe(4);
+      expect(JSON.parse(refused.stderr).error).toMatchObject({
+        code: "APEX_E_SESSION_STATE",
+        message: expect.stringContaining("Session feature has not run yet"),
+        hint: expect.stringContaining("apex start --continue feature"),
+        details: { session_id: feature },
+      });
+    }
+    expect(p.apex(["memory", "query", `/sessions/${feature}/memory`, "--keys", "--json"]).stdout.trim()).toBe("[]");
+    // Reads there said "Nothing is stored at /notes/a" (exit 3), an empty memory, where the branch holds its checkpoint's.
+    for (const args of [["memory", "show", "/notes/a", "--json"], ["memory", "query", "/**", "--json"], ["memory", "export", "--json"]]) {
+      const early = p.apex(args, { cwd: worktree });
+      expect(early.status, early.stdout).toBe(4);
+      expect(JSON.parse(early.stderr).error).toMatchObject({ code: "APEX_E_SESSION_STATE", message: expect.stringContaining("Session feature has not run yet"), hint: expect.stringContaining("apex checkpoint show feature/latest") });
+    }
+    // Started, it holds the checkpoint's memory, and takes writes.
+    p.start(["--continue", "feature"]);
+    expect(p.apex(["memory", "show", "/notes/a"], { cwd: worktree }).stdout).toBe('"base"\n');
+    expect(p.apex(["memory", "set", "/notes/b", '"later"'], { cwd: worktree }).status).toBe(0);
+    expect(p.apex(["--session", "feature", "memory", "show", "/notes/b"]).stdout).toBe('"later"\n');
   });
 
   it("refuses a --worktree directory that exists and is not empty, or an empty name, leaving no git branch and no session", () => {

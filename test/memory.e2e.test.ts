@@ -25,6 +25,11 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
   const apex = (args: string[], input?: string) => runApex(args, input === undefined ? { cwd: dir, env } : { cwd: dir, env, input });
 
   it("set, show, query, delete through the real CLI", () => {
+    // Before anything is stored (no store yet, on LMDB): nothing is there to read, not an error.
+    for (const args of [["memory", "show", "/notes/today"], ["memory", "query", "/notes/**", "--keys"]]) {
+      const before = apex(args);
+      expect([before.status, before.stderr], args.join(" ")).toEqual(args[1] === "show" ? [3, expect.stringContaining("Nothing is stored at /notes/today.")] : [0, ""]);
+    }
     expect(apex(["memory", "set", "/notes/today", '{"todo": 3}']).status).toBe(0);
     expect(apex(["memory", "set", "/notes/😀/deep", '"astral"']).status).toBe(0);
     expect(apex(["memory", "set", "/other", "1"]).status).toBe(0);
@@ -89,6 +94,24 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     const set = apex(["memory", "set", "/bom", "-"], '\ufeff{"a": [1]}\n');
     expect(set.status, set.stderr).toBe(0);
     expect(JSON.parse(apex(["memory", "show", "/bom", "--json"]).stdout)).toEqual({ path: "/bom", value: { a: [1] } });
+  });
+
+  it("an integer past 2^53 written with a zero fraction (9007199254740993.0) is refused as the integer is, naming it; a fraction that only rounds is taken", () => {
+    // It was stored as 9007199254740992 without a word, where 9007199254740993 was refused.
+    for (const number of ["9007199254740993.0", "-9007199254740993.00"]) {
+      const set = apex(["memory", "set", "/n", `{"id": ${number}}`, "--json"]);
+      expect([set.status, JSON.parse(set.stderr).error]).toEqual([2, expect.objectContaining({ code: "APEX_E_BAD_INPUT", details: { number }, message: expect.stringContaining(`has the integer ${number}, past what a JSON number holds exactly`) })]);
+    }
+    expect(apex(["memory", "show", "/n"]).status).toBe(3);
+    for (const number of ["9007199254740992.0", "9007199254740993.5", "12345678901234567000.0"]) expect(apex(["memory", "set", "/n", number]).status).toBe(0);
+  });
+
+  it("memory set - with nothing on stdin says stdin is empty (exit 2), not 'Unexpected end of JSON input', and writes nothing", () => {
+    for (const [input, what] of [["", "empty"], ["\ufeff \n", "only whitespace"]] as const) {
+      const set = apex(["memory", "set", "/bom", "-", "--json"], input);
+      expect([set.status, JSON.parse(set.stderr).error]).toEqual([2, expect.objectContaining({ code: "APEX_E_BAD_INPUT", message: `stdin holds no value for /bom: it is ${what}.` })]);
+    }
+    expect(apex(["memory", "show", "/bom"]).status).toBe(3);
   });
 
   it("names, for a path that holds nothing, a query that runs as printed", () => {
@@ -244,6 +267,11 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
       expect([extra.status, JSON.parse(extra.stderr).error]).toEqual([2, expect.objectContaining({ code: "APEX_E_BAD_INPUT", message: `stdin:${line}: the line has a key besides "path" and "value": "note"; it would not be imported.`, details: { keys: ["note"] } })]);
     }
     expect(apex(["memory", "show", "/l/3"]).status).toBe(3);
+    // A file of one line whose path is not valid names that path, as on a later line (it said 'invalid path "path"').
+    for (const [text, path, problem] of [['{"path": "/l/\\udc00", "value": 1}\n', "/l/\\udc00", "it contains an unpaired surrogate (not valid UTF-8)"], ['{"path": "l/5", "value": 5}', "l/5", "it must start with '/'"]] as const) {
+      const bad = apex(["memory", "import", "-", "--json"], text);
+      expect([bad.status, JSON.parse(bad.stderr).error]).toEqual([2, expect.objectContaining({ code: "APEX_E_BAD_PATH", message: `stdin:1: invalid path "${path}": ${problem}.` })]);
+    }
     // So is a number past a JSON number's range, either way (1e-400 was imported as 0), naming its line; nothing is written.
     writeFileSync(file, '{"path": "/l/3", "value": 3}\n{"path": "/l/4", "value": {"tiny": 2e-999}}\n');
     expect(JSON.parse(apex(["memory", "import", file, "--json"]).stderr).error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: `${file}:2: the value of "/l/4" has the number 2e-999, nearer zero than a JSON number holds (about 5e-324): it would be stored as 0.`, hint: 'Nothing was written. Give it as a string to keep it as written: "2e-999".' });
