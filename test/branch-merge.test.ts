@@ -38,6 +38,26 @@ async function seed(fresh: Store): Promise<void> {
 }
 
 const latest = (sessionId: string) => loadManifest(store, { ...Catalog.of(store).latest(sessionId)!, sessionId, id: Catalog.of(store).latest(sessionId)!.id });
+/** A merge checkpoint of `from` on session `into` after `base`, written by hand with /a set as dst-1 (a criss-cross's other merge). */
+async function mergeByHand(into: string, base: ReturnType<typeof latest>, fromSession: string, from: ReturnType<typeof latest>): Promise<void> {
+  await store.transaction(() => {
+    const view = objectView(store);
+    const m = applyToTree(view, base.memory.root, [{ path: "/a", kind: "added", hash: view.writeValue("dst-1") }]);
+    writeDerivedCheckpoint(store, {
+      sessionId: into,
+      trigger: "merge",
+      description: "criss",
+      parent: base.id,
+      mergeParent: from.id,
+      createdAt: now().toISOString(),
+      roots: { memory: { ...base.memory, root: m.root, keys: base.memory.keys + m.delta }, tasks: base.tasks, agents: base.agents },
+      gitState: null,
+      data: { merge: { from: { session_id: fromSession, sequence: from.sequence, id: from.id, name: from.name } } },
+      actor: "user:test",
+    });
+  });
+}
+
 const located = (sessionId: string) => {
   const summary = Catalog.of(store).latest(sessionId)!;
   return { sessionId, sequence: summary.sequence, id: summary.id };
@@ -434,22 +454,7 @@ describe("merge cases", () => {
     const src1 = latest(src);
     await mergeSessions(store, { source: "src", destination: "dst" }); // dst: merge of src1
     // src merges dst1 (not the merge): written by hand as a merge checkpoint of dst1 on src.
-    await store.transaction(() => {
-      const view = objectView(store);
-      const m = applyToTree(view, src1.memory.root, [{ path: "/a", kind: "added", hash: view.writeValue("dst-1") }]);
-      writeDerivedCheckpoint(store, {
-        sessionId: src,
-        trigger: "merge",
-        description: "criss",
-        parent: src1.id,
-        mergeParent: dst1.id,
-        createdAt: now().toISOString(),
-        roots: { memory: { ...src1.memory, root: m.root, keys: src1.memory.keys + m.delta }, tasks: src1.tasks, agents: src1.agents },
-        gitState: null,
-        data: { merge: { from: { session_id: dst, sequence: dst1.sequence, id: dst1.id, name: dst1.name } } },
-        actor: "user:test",
-      });
-    });
+    await mergeByHand(src, src1, dst, dst1);
     await commit(dst, { "/c": "dst-2" });
     await commit(src, { "/d": "src-2" });
     const found = findMergeBase(store, located(dst), located(src));
@@ -471,22 +476,7 @@ describe("merge cases", () => {
     const src1 = latest(src);
     // dst merges src1, settling /x its way; src merges dst1 (written by hand as a merge checkpoint), settling /x the other way.
     await mergeSessions(store, { source: "src", destination: "dst", strategy: "ours" });
-    await store.transaction(() => {
-      const view = objectView(store);
-      const m = applyToTree(view, src1.memory.root, [{ path: "/a", kind: "added", hash: view.writeValue("dst-1") }]);
-      writeDerivedCheckpoint(store, {
-        sessionId: src,
-        trigger: "merge",
-        description: "criss",
-        parent: src1.id,
-        mergeParent: dst1.id,
-        createdAt: now().toISOString(),
-        roots: { memory: { ...src1.memory, root: m.root, keys: src1.memory.keys + m.delta }, tasks: src1.tasks, agents: src1.agents },
-        gitState: null,
-        data: { merge: { from: { session_id: dst, sequence: dst1.sequence, id: dst1.id, name: dst1.name } } },
-        actor: "user:test",
-      });
-    });
+    await mergeByHand(src, src1, dst, dst1);
     // dst changes /a (dst1's) again; src leaves it as it merged it.
     await commit(dst, { "/a": "dst-2" });
     await commit(src, { "/d": "src-2" });

@@ -245,20 +245,25 @@ describe("apex serve: open streams per grant", () => {
   }, 120_000);
 });
 
+/** An HTTP server on loopback that answers `{}` and counts the requests that reach it. */
+async function countingServer(): Promise<{ host: string; requests: () => number }> {
+  let requests = 0;
+  const { createServer } = await import("node:http");
+  const server = createServer((_request, response) => {
+    requests++;
+    response.end("{}");
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  cleanups.push(() => new Promise((resolve) => server.close(resolve)));
+  return { host: `127.0.0.1:${(server.address() as { port: number }).port}`, requests: () => requests };
+}
+
 describe("the client's token", () => {
   it("is refused before anything is sent when it is not an APEX token (exit 2, never repeated), from --token, APEX_TOKEN or the credentials file", async () => {
     const project = new Project(shellAgents({}));
     cleanups.push(() => project.cleanup());
     // A server that counts what reaches it: nothing should.
-    let requests = 0;
-    const { createServer } = await import("node:http");
-    const server = createServer((_request, response) => {
-      requests++;
-      response.end("{}");
-    });
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    cleanups.push(() => new Promise((resolve) => server.close(resolve)));
-    const host = `127.0.0.1:${(server.address() as { port: number }).port}`;
+    const { host, requests } = await countingServer();
     const secret = "hunter2-secret\nInjected: header";
     for (const [args, env] of [
       [["--remote", `${host}/abcdefgh`, "status", "--json"], { APEX_TOKEN: secret }],
@@ -303,26 +308,18 @@ describe("the client's token", () => {
     expect(saved.status).toBe(2);
     expect(saved.stderr).toContain(`the token saved for ${host} in ${credentials} is not an APEX token`);
     expect(saved.stderr).toContain(`warning: ${credentials} holds tokens and other users may read it (mode 0644): chmod 600 ${credentials}`);
-    expect(requests).toBe(0);
+    expect(requests()).toBe(0);
     writeFileSync(credentials, JSON.stringify({ version: 1, hosts: { [host]: { token: `apx_0123456789abcdef_${"a".repeat(43)}`, saved_at: "2026-12-01T00:00:00.000Z" } } }));
     chmodSync(credentials, 0o600);
     const quiet = await project.apexAsync(["--remote", `${host}/abcdefgh`, "status", "--json"], { env: { APEX_CREDENTIALS: credentials } }).done;
     expect(quiet.stderr).not.toContain("warning");
-    expect(requests).toBeGreaterThan(0);
+    expect(requests()).toBeGreaterThan(0);
   }, 60_000);
 
   it("missing is a usage error, exit 2 (APEX_E_USAGE), for --remote, connect and login alike, nothing sent", async () => {
     const project = new Project(shellAgents({}));
     cleanups.push(() => project.cleanup());
-    let requests = 0;
-    const { createServer } = await import("node:http");
-    const server = createServer((_request, response) => {
-      requests++;
-      response.end("{}");
-    });
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    cleanups.push(() => new Promise((resolve) => server.close(resolve)));
-    const host = `127.0.0.1:${(server.address() as { port: number }).port}`;
+    const { host, requests } = await countingServer();
     const env = { APEX_CREDENTIALS: `${project.dir}/none.json` };
     // Before, --remote and connect said APEX_E_UNAUTHORIZED, exit 4 (a server's refusal), while login said exit 2.
     for (const args of [["--remote", `${host}/abcdefgh`, "status", "--json"], ["--remote", `${host}/abcdefgh`, "logs", "-f", "--json"], ["connect", `${host}/abcdefgh`, "--json"], ["login", `${host}/abcdefgh`, "--json"]]) {
@@ -332,8 +329,7 @@ describe("the client's token", () => {
       expect(error.code).toBe("APEX_E_USAGE");
       expect(error.message).toContain(`No token for ${host}`);
     }
-    expect(requests).toBe(0);
-    expect(requests).toBe(0);
+    expect(requests()).toBe(0);
   }, 60_000);
 });
 
@@ -341,15 +337,7 @@ describe("apex --remote start --continue", () => {
   it("with --attach or --git-checkout is refused naming the option (exit 2), nothing sent", async () => {
     const project = new Project(shellAgents({}));
     cleanups.push(() => project.cleanup());
-    let requests = 0;
-    const { createServer } = await import("node:http");
-    const server = createServer((_request, response) => {
-      requests++;
-      response.end("{}");
-    });
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    cleanups.push(() => new Promise((resolve) => server.close(resolve)));
-    const host = `127.0.0.1:${(server.address() as { port: number }).port}`;
+    const { host, requests } = await countingServer();
     // It said that start only continues a remote session, sending the user to the `start --continue` they had typed.
     for (const option of ["--attach", "--git-checkout"]) {
       const result = project.apex(["--remote", `${host}/abcdefgh`, "start", "--continue", "abcdefgh", option, "--json"], { env: { APEX_TOKEN: `apx_0123456789abcdef_${"a".repeat(43)}` } });
@@ -358,7 +346,7 @@ describe("apex --remote start --continue", () => {
       expect(error).toMatchObject({ code: "APEX_E_USAGE" });
       expect(error.message).toContain(`${option} is refused on a remote session`);
     }
-    expect(requests).toBe(0);
+    expect(requests()).toBe(0);
   }, 60_000);
 });
 
