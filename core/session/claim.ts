@@ -99,8 +99,7 @@ export async function claimContinuedSession(store: Store, config: Config, target
       );
     }
     // Ended after `apex start` launched this continue, before this claim (an `apex stop` said it stopped it then): the later command wins.
-    // (Times of one host's clock only: another host's, through a shared store, may run ahead of this one's.)
-    if (requestedAt !== undefined && isEnded(record) && !onOtherHost(record.supervisor) && typeof record.ended_at === "string" && record.ended_at > requestedAt) throw new ApexError("APEX_E_SESSION_STATE", `Session ${typeof record.name === "string" && record.name ? record.name : target.sessionId} was ${record.status} (${String(record.outcome)}) while this start was continuing it, before it claimed it: it is not continued.`, { hint: `\`apex start --continue ${target.sessionId}\` continues it now.`, details: { session_id: target.sessionId, status: record.status, ended_at: record.ended_at } });
+    if (requestedAt !== undefined && isEnded(record) && typeof record.ended_at === "string" && record.ended_at > requestedAt) throw new ApexError("APEX_E_SESSION_STATE", `Session ${typeof record.name === "string" && record.name ? record.name : target.sessionId} was ${record.status} (${String(record.outcome)}) while this start was continuing it, before it claimed it: it is not continued.`, { hint: `\`apex start --continue ${target.sessionId}\` continues it now.`, details: { session_id: target.sessionId, status: record.status, ended_at: record.ended_at } });
     refuseIfBound(batch, store, worktreeOf(record), target.sessionId);
     const at = nowIso();
     const from = effectiveStatus(record);
