@@ -47,7 +47,7 @@ export async function launchSupervisor(location: ProjectLocation, request: Omit<
     rmSync(configFile!, { force: true });
     configFile = undefined;
   }
-  const full: SupervisorRequest = { ...request, requestedAt: new Date().toISOString(), projectDir: location.projectDir, configPath: location.configPath, storeDir: location.storeDir, ...(configFile ? { configFile } : {}) };
+  const full: SupervisorRequest = { ...request, projectDir: location.projectDir, configPath: location.configPath, storeDir: location.storeDir, ...(configFile ? { configFile } : {}) };
   let child;
   const nonce = newNonce();
   try {

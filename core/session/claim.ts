@@ -76,7 +76,7 @@ export async function claimNewSession(store: Store, config: Config, request: Sup
 }
 
 /** Continues a session: the current one if it is interrupted, or an ended one brought back. */
-export async function claimContinuedSession(store: Store, config: Config, target: ContinueTarget, self: SupervisorIdentity, requestedAt?: string): Promise<Claim> {
+export async function claimContinuedSession(store: Store, config: Config, target: ContinueTarget, self: SupervisorIdentity): Promise<Claim> {
   let previousAgents: AgentRecord[] = [];
   let generation = 1;
   let takenOverFrom: string | undefined;
@@ -98,8 +98,6 @@ export async function claimContinuedSession(store: Store, config: Config, target
         },
       );
     }
-    // Ended after `apex start` launched this continue, before this claim (an `apex stop` said it stopped it then): the later command wins.
-    if (requestedAt !== undefined && isEnded(record) && typeof record.ended_at === "string" && record.ended_at > requestedAt) throw new ApexError("APEX_E_SESSION_STATE", `Session ${typeof record.name === "string" && record.name ? record.name : target.sessionId} was ${record.status} (${String(record.outcome)}) while this start was continuing it, before it claimed it: it is not continued.`, { hint: `\`apex start --continue ${target.sessionId}\` continues it now.`, details: { session_id: target.sessionId, status: record.status, ended_at: record.ended_at } });
     refuseIfBound(batch, store, worktreeOf(record), target.sessionId);
     const at = nowIso();
     const from = effectiveStatus(record);

@@ -38,8 +38,6 @@ export interface SupervisorRequest {
    * what still verifies of a damaged checkpoint and report what was lost.
    */
   forceRecovery?: boolean | undefined;
-  /** When `apex start` launched it (ISO): a session ended after that, before the claim, is not continued. */
-  requestedAt?: string | undefined;
   /** A private file holding the config `apex start` checked (config/handoff.ts). */
   configFile?: string | undefined;
 }
@@ -233,7 +231,7 @@ export class Supervisor {
       }
       await calledOff();
       claimedAt = performance.now();
-      claim = await claimContinuedSession(store, config, target, identity(socketPath), request.requestedAt);
+      claim = await claimContinuedSession(store, config, target, identity(socketPath));
     }
     setOwnSession(claim.sessionId);
     const supervisor = new Supervisor(config, store, deps.engine, claim.sessionId, socketPath, log, deps.onExit);
