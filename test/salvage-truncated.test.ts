@@ -236,7 +236,14 @@ function checkCut(pages: number, bytes = original, withoutTemporaryDirectory = f
   expect(removed.length).toBe(repair.checkpoints.removed);
   expect(removed.sort()).toEqual(report.checkpoints.damaged.map((damaged) => `${damaged.session_id}/${damaged.name}`).sort());
   expect(report.checkpoints.total - report.checkpoints.verified).toBe(repair.checkpoints.removed);
-  expect(repair.checkpoints.removed + repair.checkpoints.kept).toBe(taken);
+  // A cut through the pages of the session's records and its checkpoint catalog takes the records of the checkpoints they
+  // listed: those are lost with the damaged regions reported above, not named one by one (nothing else lists them). Where
+  // LMDB put those records depends on what the running session wrote and when, so some runs cut them.
+  const listed = runApex(["checkpoint", "list", "--json"], { cwd: dir });
+  const left = listed.status === 0 ? (JSON.parse(listed.stdout) as { total: number }).total : 0;
+  if (listed.status !== 0) expect(JSON.parse(listed.stderr || "{}").error?.code ?? listed.stderr).toMatch(/APEX_E_NO_SESSION|No session/);
+  expect(repair.checkpoints.kept).toBe(left);
+  if (repair.checkpoints.removed + repair.checkpoints.kept !== taken) expect(repair.checkpoints.removed + repair.checkpoints.kept).toBeLessThan(taken);
   expect(repair.after.ok).toBe(true);
   const kept = /kept as (\S+)$/.exec(copy.reason)![1]!;
   expect(readFileSync(kept).equals(cut), "the damaged file is kept byte for byte").toBe(true);
