@@ -18,7 +18,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runApex, type CliResult } from "./helpers/cli.js";
-import { groupMembers, isAlive, procInfo } from "./fixtures/agents/harness.js";
+import { groupMembers, isAlive, procInfo, signalIfAlive } from "./fixtures/agents/harness.js";
 
 const root = process.getuid?.() === 0;
 let mount: string;
@@ -47,7 +47,7 @@ afterAll(() => {
   } catch {
     // ended below
   }
-  for (const [pid, start] of supervisors) if (isAlive(pid, start)) process.kill(pid, "SIGKILL");
+  for (const [pid, start] of supervisors) signalIfAlive(pid, "SIGKILL", start);
   for (const [pgid, start] of groups) {
     const leader = procInfo(pgid);
     if ((!leader || leader.startTime === start) && groupMembers(pgid).length > 0) process.kill(-pgid, "SIGKILL");
@@ -204,7 +204,7 @@ describe.runIf(root)("a full disk under a live supervisor", () => {
     } catch {
       // ended below
     }
-    if (supervisor && isAlive(supervisor.pid, supervisor.start)) process.kill(supervisor.pid, "SIGKILL");
+    if (supervisor) signalIfAlive(supervisor.pid, "SIGKILL", supervisor.start);
     for (const [pgid, start] of agentGroups) {
       const leader = procInfo(pgid);
       if ((!leader || leader.startTime === start) && groupMembers(pgid).length > 0) process.kill(-pgid, "SIGKILL");

@@ -12,7 +12,7 @@ import { claimNewSession } from "../dist/core/session/claim.js";
 import { readLease } from "../dist/core/session/lease.js";
 import { sessionPath, type SessionRecord } from "../dist/core/session/records.js";
 import { openStore } from "../dist/core/store/open.js";
-import { Project, REPO_ROOT, events, groupMembers, isAlive, procInfo, type CliResult, waitFor } from "./fixtures/agents/harness.js";
+import { Project, REPO_ROOT, events, groupMembers, isAlive, procInfo, signalIfAlive, type CliResult, waitFor } from "./fixtures/agents/harness.js";
 import { json } from "./helpers/cli.js";
 import { initRepo, isolatedGit } from "./support/git.js";
 import { createSharedDatabase } from "./support/postgres.js";
@@ -35,7 +35,7 @@ beforeEach(async () => {
 }, 120_000);
 // A frozen supervisor is continued after the test; then the harness ends its project's processes.
 afterEach(() => {
-  for (const { pid, startTime } of frozen.splice(0)) if (isAlive(pid, startTime)) process.kill(pid, "SIGCONT");
+  for (const { pid, startTime } of frozen.splice(0)) signalIfAlive(pid, "SIGCONT", startTime);
 });
 
 /** A project directory that plays one host: every command runs with APEX_HOST set. */

@@ -13,7 +13,7 @@ import { eventsPrefix, sessionPath, type SessionRecord } from "../dist/core/sess
 import { effectiveStatus, findSession, supervisorAlive } from "../dist/core/session/sessions.js";
 import { openStore } from "../dist/core/store/open.js";
 import type { Store } from "../dist/core/store/store.js";
-import { procInfo } from "./fixtures/agents/harness.js";
+import { procInfo, signalIfAlive } from "./fixtures/agents/harness.js";
 import { forEachBackend } from "./support/backends.js";
 
 const NONCE = "0123456789abcdef0123456789abcdef";
@@ -27,7 +27,7 @@ beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), "apex-lease-"));
 });
 afterEach(() => {
-  for (const child of children) if (child.pid && procInfo(child.pid)) process.kill(child.pid, "SIGKILL");
+  for (const child of children) if (child.pid) signalIfAlive(child.pid, "SIGKILL");
   children = [];
   if (savedHost === undefined) delete process.env.APEX_HOST;
   else process.env.APEX_HOST = savedHost;

@@ -6,7 +6,7 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { Project, groupMembers, isAlive, procInfo, waitFor } from "./fixtures/agents/harness.js";
+import { Project, groupMembers, isAlive, procInfo, signalIfAlive, waitFor } from "./fixtures/agents/harness.js";
 import { slowHooksProject } from "./support/slow-hooks.js";
 
 // A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
@@ -14,7 +14,7 @@ let project: Project | undefined;
 const continued: number[] = [];
 afterEach(() => {
   // A supervisor a test stopped (SIGSTOP) is continued first, so that the cleanup's stop can end it.
-  for (const pid of continued.splice(0)) if (isAlive(pid)) process.kill(pid, "SIGCONT");
+  for (const pid of continued.splice(0)) signalIfAlive(pid, "SIGCONT");
 });
 
 

@@ -8,7 +8,7 @@ import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { Project, isAlive, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { Project, shellAgents, signalIfAlive, waitFor } from "./fixtures/agents/harness.js";
 import { initRepo, isolatedGit } from "./support/git.js";
 import { slowHooksProject } from "./support/slow-hooks.js";
 import { rpc, serve, share } from "./support/serve.js";
@@ -20,7 +20,7 @@ const stops = stopsAfterEach();
 /** Supervisors a test stopped (SIGSTOP): continued before the servers stop (after-hooks run last registered first). */
 const stopped: number[] = [];
 afterEach(() => {
-  for (const pid of stopped.splice(0)) if (isAlive(pid)) process.kill(pid, "SIGCONT");
+  for (const pid of stopped.splice(0)) signalIfAlive(pid, "SIGCONT");
 });
 
 /** The window is 1.5 s here (10 minutes by default): each slow hook below runs longer. */

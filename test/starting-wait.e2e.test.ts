@@ -6,14 +6,14 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { Project, isAlive, waitFor } from "./fixtures/agents/harness.js";
+import { Project, isAlive, signalIfAlive, waitFor } from "./fixtures/agents/harness.js";
 
 let project: Project | undefined;
 const started: number[] = [];
 afterEach(() => {
-  for (const pid of started) if (isAlive(pid)) process.kill(pid, "SIGCONT");
+  for (const pid of started) signalIfAlive(pid, "SIGCONT");
   project?.cleanup();
-  for (const pid of started.splice(0)) if (isAlive(pid)) process.kill(pid, "SIGKILL");
+  for (const pid of started.splice(0)) signalIfAlive(pid, "SIGKILL");
   project = undefined;
 });
 

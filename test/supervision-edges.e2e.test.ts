@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { Project, events, isAlive, procInfo, waitFor, type ProcInfo } from "./fixtures/agents/harness.js";
+import { Project, events, isAlive, procInfo, signalIfAlive, waitFor, type ProcInfo } from "./fixtures/agents/harness.js";
 import { capLogFile } from "../core/session/agents.js";
 
 // A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
@@ -15,7 +15,7 @@ let project: Project | undefined;
 /** Processes outside any agent group a test saw (escaped with setsid): ended by pid after it. */
 const strays: ProcInfo[] = [];
 afterEach(() => {
-  for (const stray of strays.splice(0)) if (isAlive(stray.pid, stray.startTime)) process.kill(stray.pid, "SIGKILL");
+  for (const stray of strays.splice(0)) signalIfAlive(stray.pid, "SIGKILL", stray.startTime);
 });
 
 function readPid(file: string): number | undefined {

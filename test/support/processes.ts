@@ -43,6 +43,14 @@ function signal(pid: number, sig: NodeJS.Signals): void {
   }
 }
 
+/**
+ * Sends `sig` to `pid` if it is still the process started at `startTime` (any, without one). A
+ * process that ends between the look and the signal is not an error: the look cannot hold it.
+ */
+export function signalIfAlive(pid: number, sig: NodeJS.Signals, startTime?: number): void {
+  if (isAlive(pid, startTime)) signal(pid, sig);
+}
+
 export function isAlive(pid: number, startTime?: number): boolean {
   const info = procInfo(pid);
   return info !== undefined && info.state !== "Z" && info.state !== "X" && (startTime === undefined || info.startTime === startTime);
