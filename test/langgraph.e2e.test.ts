@@ -3,7 +3,7 @@
 // graph resumes from its last step with the human input it had. A saver outside the agents,
 // alive across it all, goes to the session the way a new command would at each call. The
 // session archived and brought back, its thread reads as it was.
-import { existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { uuid6 } from "@langchain/langgraph-checkpoint";
 import { afterEach, describe, expect, it } from "vitest";
@@ -85,6 +85,37 @@ describe("a LangGraph StateGraph as an APEX agent", () => {
     expect(project.apex(["stop"]).status).toBe(0);
     const after = await outside.put(side, step(2), { source: "loop", step: 1, parents: {} }, { n: 3 }).catch((caught: unknown) => caught);
     expect(after).toMatchObject({ code: "APEX_E_NO_SESSION", details: { project_dir: project.dir } });
+
+    // Branched where the graph first waited for its human, and run with another answer: the branch
+    // resumes the thread from that step (not from its start), and `checkpoint diff` shows what the answer changed.
+    const history = new ApexSaver({ project: project.dir, session: ready.session_id });
+    savers.push(history);
+    let asking: { step: number; id: string } | undefined;
+    for await (const tuple of history.list({ configurable: { thread_id: "review" } })) {
+      const steps = tuple.checkpoint.channel_values.steps as string[] | undefined;
+      if (steps?.length === 1 && steps[0] === "prepare") asking = { step: tuple.metadata!.step as number, id: tuple.checkpoint.id };
+    }
+    const askingStep = page.items.find((item) => item.description === `langgraph review step ${asking!.step} (loop)`)!;
+    const branched = project.apex(["session", "branch", askingStep.id, "other-answer", "--json"]);
+    expect(branched.status, branched.stderr).toBe(0);
+    expect(JSON.parse(branched.stdout).langgraph).toEqual({ carried: ["review"], missing: [] });
+    const ranBefore = readFileSync(log, "utf8").trim().split("\n").length;
+    rmSync(`${log}.final`);
+    expect(project.start(["--continue", "other-answer"])).toMatchObject({ continued: true });
+    expect(project.apex(["memory", "set", "/human/answer", '"red"', "--session", "other-answer"]).status).toBe(0);
+    const other = await waitFor("the branch's graph to finish", () => (existsSync(`${log}.final`) ? (JSON.parse(readFileSync(`${log}.final`, "utf8")) as typeof final) : undefined), 30_000).catch((error) => {
+      throw new Error(`${(error as Error).message}; the agent's log:\n${project!.apex(["logs", "graph", "-n", "60", "--session", "other-answer"]).stdout}`);
+    });
+    expect(other.values).toEqual({ steps: ["prepare", "ask:red", "work1", "work2", "work3:red"], answer: "red" });
+    // From ask on: prepare did not run again.
+    expect(readFileSync(log, "utf8").trim().split("\n").slice(ranBefore)).toEqual(["ask", "work1", "work2", "work3"]);
+    const branchSteps = JSON.parse(project.apex(["checkpoint", "list", "--session", "other-answer", "--limit", "100", "--json"]).stdout) as typeof page;
+    const branchLast = branchSteps.items.find((item) => item.trigger === "langgraph" && item.description.startsWith("langgraph review "))!;
+    const compared = JSON.parse(project.apex(["checkpoint", "diff", steps[0]!.id, branchLast.id, "--json"]).stdout);
+    expect(compared.memory.changed).toEqual(expect.arrayContaining(["/langgraph/review/~/answer", "/langgraph/review/~/steps"]));
+    expect(project.apex(["stop", "--session", "other-answer"]).status).toBe(0);
+    // (archived first: a session is archived after the sessions branched from it)
+    expect(project.apex(["session", "archive", "other-answer", "--older-than", "0s"]).status).toBe(0);
 
     // Archived and brought back, the ended session's thread reads as it was: its index, head and channels travel in the bundle.
     const archived = project.apex(["session", "archive", ready.session_id, "--older-than", "0s"]);

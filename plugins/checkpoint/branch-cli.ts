@@ -138,11 +138,16 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
     // The worktree is the commit: what was not committed when the checkpoint was taken is not in it.
     process.stderr.write(`warning: ${source.label} was taken with uncommitted changes in the working tree; the worktree has commit ${report.worktree.commit?.slice(0, 12) ?? "-"} without them.\n`);
   }
+  if (report.langgraph?.missing.length) {
+    const [one, names] = [report.langgraph.missing.length === 1, report.langgraph.missing.join(", ")];
+    process.stderr.write(`warning: LangGraph thread${one ? "" : "s"} ${names} start${one ? "s" : ""} afresh in the branch: the step${one ? "" : "s"} ${one ? "it was" : "they were"} at when ${source.label} was taken ${one ? "was" : "were"} deleted (retention, checkpoint delete); the channel values are in the branch's memory.\n`);
+  }
   if (options.json) return printJson(report);
   // Sessions as session list prints them (the new one's uuid in short: its name is how commands take it); --json has the whole ids.
   const parent = report.parent_checkpoint.session_id === source.sessionId ? source.session : shortSessionId(report.parent_checkpoint.session_id);
   printLine(`Branched ${paint(report.name, "bold")} (${shortSessionId(report.session_id)}) from ${parent}/${report.parent_checkpoint.name}.`);
   if (report.worktree) printLine(`  git worktree ${report.worktree.path} on ${report.worktree.branch} at ${report.worktree.commit?.slice(0, 12) ?? "-"}`);
+  if (report.langgraph?.carried.length) printLine(`  LangGraph threads resumed from the branch point: ${report.langgraph.carried.join(", ")}`);
   printLine(paint(`Next: apex start --continue ${report.name} · apex session tree · apex session merge ${report.name} <session>`, "gray"));
 }
 

@@ -12,6 +12,7 @@ import { checkpointName, manifestPath, signManifest, MANIFEST_FORMAT, type Check
 import { ACTORS, assertWritable, getCheckpoint } from "./refs.js";
 import { BRANCH_TRIGGER, sessionLabel, sessionRecord } from "./merge-base.js";
 import { defaultSessionIfAny } from "./plugin-sessions.js";
+import { inheritLangGraphThreads, type InheritedThreads } from "./langgraph-branch.js";
 
 /**
  * `apex session branch CHECKPOINT NAME`: a new session whose state is a checkpoint. Nothing is
@@ -35,6 +36,8 @@ export interface BranchReport {
   parent_checkpoint: { id: string; session_id: string; sequence: number; name: string };
   checkpoint: { id: string; name: string; sequence: number };
   worktree: { path: string; branch: string; commit: string | null } | null;
+  /** The LangGraph threads the branch resumes from where they were (langgraph-branch.ts); absent when the checkpoint holds none. */
+  langgraph?: InheritedThreads;
 }
 
 /** The checkpoint `ref` names, looked up in the current session (else the one that ended last) for short forms. */
@@ -123,6 +126,7 @@ export async function createBranch(store: Store, ref: string, name: string, opti
       data: { branch: { name, from: parent } },
       actor: ACTORS.checkpoint,
     });
+    const threads = inheritLangGraphThreads(store, source, manifest, ACTORS.checkpoint);
     store.batchSync((batch) => {
       batch.set(`/sessions/history/${sessionId}`, record);
       appendEvent(batch, sessionId, "session.branched", actor, { name, from: parent, checkpoint: manifest.id, worktree: options.worktree ?? null });
@@ -134,6 +138,7 @@ export async function createBranch(store: Store, ref: string, name: string, opti
       parent_checkpoint: parent,
       checkpoint: { id: manifest.id, name: manifest.name, sequence: manifest.sequence },
       worktree: options.worktree ?? null,
+      ...(threads.carried.length + threads.missing.length > 0 ? { langgraph: threads } : {}),
     };
   });
   return report;

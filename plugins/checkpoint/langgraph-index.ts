@@ -180,7 +180,9 @@ export function storedIndex(store: Store, sessionId: string, threadId: string, n
  *    stored instead (none left: it goes), so that getTuple resumes from there and retention
  *    keeps that one. It named a checkpoint no longer stored, and getTuple found no checkpoint
  *    at all (the graph started the thread afresh) while retention protected nothing of the thread.
- * A checkpoint that is not a LangGraph step, or whose index names another APEX checkpoint, is left alone.
+ * A branch's first checkpoint holds a step of each thread the branch started with
+ * (langgraph-branch.ts): those go with it. Any other checkpoint, or one whose index names
+ * another APEX checkpoint, is left alone.
  */
 export function forgetLangGraphStep(store: Store, checkpoint: { sessionId: string; sequence: number; id: string }, actor: string): void {
   let manifest: unknown;
@@ -189,16 +191,33 @@ export function forgetLangGraphStep(store: Store, checkpoint: { sessionId: strin
   } catch {
     return; // undecodable: nothing to tell which thread it was
   }
-  if (!isRecord(manifest) || manifest.trigger !== LANGGRAPH_TRIGGER || !isRecord(manifest.data) || !isRecord(manifest.data.langgraph)) return;
+  if (!isRecord(manifest)) return;
+  const { sessionId } = checkpoint;
+  if (manifest.trigger === "branch" && isRecord(manifest.data) && isRecord(manifest.data.branch)) {
+    // A branch's first checkpoint holds the steps its threads were at when it was made (langgraph-branch.ts).
+    const root = indexRoot(sessionId);
+    for (const key of [...store.keysBelow(root)]) {
+      const segments = key.slice(root.length + 1).split("/");
+      if (segments.length !== 4 || segments[2] !== "checkpoints") continue;
+      const [threadId, ns, id] = [segmentName(segments[0]!), segmentName(segments[1]!), segmentName(segments[3]!)];
+      forgetIndexed(store, sessionId, threadId, ns, id, checkpoint.id, actor);
+    }
+    return;
+  }
+  if (manifest.trigger !== LANGGRAPH_TRIGGER || !isRecord(manifest.data) || !isRecord(manifest.data.langgraph)) return;
   const { thread_id: threadId, checkpoint_ns: ns, checkpoint_id: id } = manifest.data.langgraph;
   if (typeof threadId !== "string" || typeof ns !== "string" || typeof id !== "string") return;
-  const { sessionId } = checkpoint;
+  forgetIndexed(store, sessionId, threadId, ns, id, checkpoint.id, actor);
+}
+
+/** Removes the index record of step `id` if it names APEX checkpoint `apexId`, with its writes, and moves the head off it (forgetLangGraphStep). */
+function forgetIndexed(store: Store, sessionId: string, threadId: string, ns: string, id: string, apexId: string, actor: string): void {
   const key = checkpointKey(sessionId, threadId, ns, id);
   const index = store.get(key);
-  if (!isRecord(index) || index.apex_id !== checkpoint.id) return;
+  if (!isRecord(index) || index.apex_id !== apexId) return;
   const headAt = headPath(sessionId, threadId, ns);
   const head = store.get(headAt);
-  const movesHead = isRecord(head) && head.apex_id === checkpoint.id;
+  const movesHead = isRecord(head) && head.apex_id === apexId;
   let next: { id: string; apex_id: string } | undefined;
   if (movesHead) {
     for (const other of checkpointIds(store, sessionId, threadId, ns)) {

@@ -116,6 +116,11 @@ export interface StoredWrite {
   idx: number;
   task_path: string;
   value: SerializedValue;
+  /**
+   * The last checkpoint sequence of its session when it was written (absent in stores written
+   * before): a branch made at a checkpoint takes the writes made before it (langgraph-branch.ts).
+   */
+  after?: number;
 }
 
 export interface TupleRecord {
@@ -386,6 +391,7 @@ export class LangGraphStore {
       const { ACTORS } = refs;
       requireLiveSession(refs, this.store, sessionId);
       const dir = `${writesDir(sessionId, request.thread_id, request.checkpoint_ns, request.checkpoint_id)}/${nameSegment(request.task_id)}`;
+      const after = Catalog.of(this.store).lastSequence(sessionId);
       const { value: written } = await this.store.batch((batch) => {
         if (batch.get(checkpointKey(sessionId, request.thread_id, request.checkpoint_ns, request.checkpoint_id)) === undefined) {
           const deleted = batch.get(deletedPath(sessionId, request.thread_id));
@@ -404,7 +410,7 @@ export class LangGraphStore {
           const path = `${dir}/${write.idx}`;
           // A regular write is kept once written (a task retried writes the same); special ones (errors, interrupts) are replaced.
           if (write.idx >= 0 && batch.get(path) !== undefined) continue;
-          const record: StoredWrite = { task_id: request.task_id, channel: write.channel, idx: write.idx, task_path: request.task_path, value: write.value };
+          const record: StoredWrite = { task_id: request.task_id, channel: write.channel, idx: write.idx, task_path: request.task_path, value: write.value, after };
           batch.set(path, record as unknown as JsonValue);
           count += 1;
         }

@@ -1,0 +1,70 @@
+/**
+ * The LangGraph threads a branch session starts with (`apex session branch`): those its
+ * checkpoint's memory holds. `/langgraph/<thread>/<namespace>` of a checkpoint's memory records
+ * which LangGraph checkpoint each thread namespace was at when it was taken (langgraph.ts), and
+ * the branch's first checkpoint names that same memory. So each of them becomes a step of the
+ * branch's own index, held by the branch's first checkpoint, and its head: a graph run in the
+ * branch resumes its threads from where they were at the branch point (getTuple), its first
+ * put derives from there, and nothing of the parent's index is read again (the parent's
+ * retention, deleteThread or later steps change nothing in the branch).
+ *
+ * Pending writes come along as they were at the branch point: those written before its
+ * checkpoint was taken. Each write records the last checkpoint sequence of its session when it
+ * was written (`after`); one written after the branch point (a human's answer to an interrupt,
+ * a task that completed since) is the parent's later history, which the branch is made to run
+ * otherwise. Writes of stores written before carry no mark and come along.
+ */
+import type { JsonValue, Store } from "../../core/store/store.js";
+import { ObjectStore, collectEntries, lookupEntry, type DirEntry } from "./engine/objects.js";
+import { LANGGRAPH_MEMORY_ROOT, checkpointKey, headPath, segmentName, threadLabel, writesDir } from "./langgraph-index.js";
+import { isRecord, type CheckpointManifest } from "./manifest.js";
+
+export interface InheritedThreads {
+  /** Thread namespaces carried (as threadLabel shows them). */
+  carried: string[];
+  /**
+   * Thread namespaces the branch point's memory holds whose step is no longer indexed in its
+   * session (retention or `checkpoint delete` removed that step's checkpoint): their channel
+   * values are in the branch's memory, but a graph cannot resume them (the rest of the LangGraph
+   * checkpoint, its versions seen, went with the step).
+   */
+  missing: string[];
+}
+
+/** Writes the branch's index records, heads and pending writes; call in the branch's write transaction. */
+export function inheritLangGraphThreads(store: Store, source: CheckpointManifest, branch: CheckpointManifest, actor: string): InheritedThreads {
+  const found: InheritedThreads = { carried: [], missing: [] };
+  const view = ObjectStore.of(store).view();
+  const root = lookupEntry(view, source.memory.root, [LANGGRAPH_MEMORY_ROOT.slice(1)]);
+  if (!root?.tree) return found;
+  const steps: Array<{ threadId: string; ns: string; checkpointId: string; index: Record<string, JsonValue> }> = [];
+  for (const thread of collectEntries(view, root.tree, [] as DirEntry[])) {
+    if (!thread.tree) continue;
+    for (const namespace of collectEntries(view, thread.tree, [] as DirEntry[])) {
+      const record = namespace.value ? view.readValue(namespace.value) : undefined;
+      if (!isRecord(record) || typeof record.checkpoint !== "string") continue;
+      const [threadId, ns] = [segmentName(thread.name), segmentName(namespace.name)];
+      const index = store.get(checkpointKey(source.session_id, threadId, ns, record.checkpoint));
+      if (isRecord(index)) steps.push({ threadId, ns, checkpointId: record.checkpoint, index });
+      else found.missing.push(threadLabel(threadId, ns));
+    }
+  }
+  if (steps.length === 0) return found;
+  store.batchSync((batch) => {
+    for (const { threadId, ns, checkpointId, index } of steps) {
+      batch.set(checkpointKey(branch.session_id, threadId, ns, checkpointId), { ...index, apex_id: branch.id, sequence: branch.sequence });
+      batch.set(headPath(branch.session_id, threadId, ns), { apex_id: branch.id, checkpoint_id: checkpointId });
+      const from = writesDir(source.session_id, threadId, ns, checkpointId);
+      const to = writesDir(branch.session_id, threadId, ns, checkpointId);
+      for (const { path, value } of store.tree(from)) {
+        if (path === from || !isRecord(value) || typeof value.task_id !== "string") continue;
+        // Written after the branch point's checkpoint was taken: not the branch's.
+        if (typeof value.after === "number" && value.after >= source.sequence) continue;
+        // Before the branch's first checkpoint, in the branch's own sequence.
+        batch.set(`${to}${path.slice(from.length)}`, { ...value, after: 0 });
+      }
+      found.carried.push(threadLabel(threadId, ns));
+    }
+  }, actor);
+  return found;
+}
