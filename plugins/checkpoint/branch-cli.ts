@@ -430,6 +430,8 @@ function printMerge(report: SessionMergeReport, options: { json?: boolean }): vo
       printLine(`  ${mark}: ${part === "tasks" ? `task ${describeConflict(conflict).slice(1)}` : describeConflict(conflict)}`);
     }
   }
+  if (report.langgraph?.taken.length) printLine(`  LangGraph threads ${report.dry_run ? "that would resume" : "resuming"} from ${src}'s step: ${report.langgraph.taken.join(", ")}`);
+  if (report.langgraph?.not_taken.length) printLine(`  LangGraph threads kept as ${dst} has them (${src}'s step was deleted, or the thread): ${report.langgraph.not_taken.join(", ")}`);
   if (report.checkpoint) printLine(`  merge checkpoint ${report.checkpoint.name} (${report.checkpoint.id}), parents ${report.checkpoint.parent?.slice(0, 8) ?? "-"} and ${report.checkpoint.merge_parent.slice(0, 8)}${report.applied === "live" ? "; live memory updated" : ""}`);
   tail();
 }

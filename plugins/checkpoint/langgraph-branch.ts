@@ -31,40 +31,62 @@ export interface InheritedThreads {
   missing: string[];
 }
 
-/** Writes the branch's index records, heads and pending writes; call in the branch's write transaction. */
-export function inheritLangGraphThreads(store: Store, source: CheckpointManifest, branch: CheckpointManifest, actor: string): InheritedThreads {
-  const found: InheritedThreads = { carried: [], missing: [] };
+/** A thread namespace's step as a checkpoint's memory records it, with its index record in that checkpoint's session (undefined: no longer indexed). */
+export interface ThreadStep {
+  threadId: string;
+  ns: string;
+  checkpointId: string;
+  index: Record<string, JsonValue> | undefined;
+}
+
+/** The thread namespaces a checkpoint's memory holds (only `units`, `/langgraph/<thread>/<ns>` paths, when given), each at its step. */
+export function threadSteps(store: Store, checkpoint: Pick<CheckpointManifest, "session_id" | "memory">, units?: ReadonlySet<string>): ThreadStep[] {
   const view = ObjectStore.of(store).view();
-  const root = lookupEntry(view, source.memory.root, [LANGGRAPH_MEMORY_ROOT.slice(1)]);
-  if (!root?.tree) return found;
-  const steps: Array<{ threadId: string; ns: string; checkpointId: string; index: Record<string, JsonValue> }> = [];
+  const root = lookupEntry(view, checkpoint.memory.root, [LANGGRAPH_MEMORY_ROOT.slice(1)]);
+  if (!root?.tree) return [];
+  const steps: ThreadStep[] = [];
   for (const thread of collectEntries(view, root.tree, [] as DirEntry[])) {
     if (!thread.tree) continue;
     for (const namespace of collectEntries(view, thread.tree, [] as DirEntry[])) {
+      if (units && !units.has(`${LANGGRAPH_MEMORY_ROOT}/${thread.name}/${namespace.name}`)) continue;
       const record = namespace.value ? view.readValue(namespace.value) : undefined;
       if (!isRecord(record) || typeof record.checkpoint !== "string") continue;
       const [threadId, ns] = [segmentName(thread.name), segmentName(namespace.name)];
-      const index = store.get(checkpointKey(source.session_id, threadId, ns, record.checkpoint));
-      if (isRecord(index)) steps.push({ threadId, ns, checkpointId: record.checkpoint, index });
-      else found.missing.push(threadLabel(threadId, ns));
+      const index = store.get(checkpointKey(checkpoint.session_id, threadId, ns, record.checkpoint));
+      steps.push({ threadId, ns, checkpointId: record.checkpoint, index: isRecord(index) ? index : undefined });
     }
   }
-  if (steps.length === 0) return found;
+  return steps;
+}
+
+/**
+ * Makes each step (indexed) a step of `target`'s session held by `target` (a checkpoint whose
+ * memory holds its channels), and that thread namespace's head there, with its pending writes
+ * written before `source` (a checkpoint of their session) was taken, marked as written before
+ * `target` (`after`). Call in the write transaction that wrote `target`.
+ */
+export function carrySteps(store: Store, steps: readonly ThreadStep[], source: Pick<CheckpointManifest, "session_id" | "sequence">, target: Pick<CheckpointManifest, "session_id" | "id" | "sequence">, actor: string): void {
+  if (steps.length === 0) return;
   store.batchSync((batch) => {
     for (const { threadId, ns, checkpointId, index } of steps) {
-      batch.set(checkpointKey(branch.session_id, threadId, ns, checkpointId), { ...index, apex_id: branch.id, sequence: branch.sequence });
-      batch.set(headPath(branch.session_id, threadId, ns), { apex_id: branch.id, checkpoint_id: checkpointId });
+      if (!index) continue;
+      batch.set(checkpointKey(target.session_id, threadId, ns, checkpointId), { ...index, apex_id: target.id, sequence: target.sequence });
+      batch.set(headPath(target.session_id, threadId, ns), { apex_id: target.id, checkpoint_id: checkpointId });
       const from = writesDir(source.session_id, threadId, ns, checkpointId);
-      const to = writesDir(branch.session_id, threadId, ns, checkpointId);
+      const to = writesDir(target.session_id, threadId, ns, checkpointId);
       for (const { path, value } of store.tree(from)) {
         if (path === from || !isRecord(value) || typeof value.task_id !== "string") continue;
-        // Written after the branch point's checkpoint was taken: not the branch's.
+        // Written after the source checkpoint was taken: not carried.
         if (typeof value.after === "number" && value.after >= source.sequence) continue;
-        // Before the branch's first checkpoint, in the branch's own sequence.
-        batch.set(`${to}${path.slice(from.length)}`, { ...value, after: 0 });
+        batch.set(`${to}${path.slice(from.length)}`, { ...value, after: target.sequence - 1 });
       }
-      found.carried.push(threadLabel(threadId, ns));
     }
   }, actor);
-  return found;
+}
+
+/** Writes the branch's index records, heads and pending writes; call in the branch's write transaction. */
+export function inheritLangGraphThreads(store: Store, source: CheckpointManifest, branch: CheckpointManifest, actor: string): InheritedThreads {
+  const steps = threadSteps(store, source);
+  carrySteps(store, steps, source, branch, actor);
+  return { carried: steps.filter((step) => step.index).map((step) => threadLabel(step.threadId, step.ns)), missing: steps.filter((step) => !step.index).map((step) => threadLabel(step.threadId, step.ns)) };
 }

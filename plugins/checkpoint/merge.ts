@@ -13,6 +13,7 @@ import {
 import type { JsonValue } from "../../core/store/store.js";
 import { segmentsPath } from "./scope.js";
 import { isRecord } from "./manifest.js";
+import { LANGGRAPH_MEMORY_ROOT } from "./langgraph-index.js";
 
 /**
  * The three-way merge of checkpoint trees. Both sides are diffed against the base with
@@ -151,8 +152,16 @@ function planTree(view: ObjectView, base: Hash | null, ours: Hash | null, theirs
   }
   const oursChanges = ours === base ? new Map<string, SideChange & { segments: string[] }>() : changesOf(view, base, ours);
   let matched = 0;
+  /** Their changes below each LangGraph thread namespace (`/langgraph/<thread>/<ns>`), merged as one unit below. */
+  const theirUnits = new Map<string, Array<{ path: string; change: SideChange }>>();
   diffTrees(view, base, theirs, (change) => {
     const path = segmentsPath(change.segments);
+    const unit = kind === "memory" ? langGraphUnit(change.segments) : undefined;
+    if (unit !== undefined) {
+      const their: SideChange = { ...(change.before ? { before: change.before } : {}), ...(change.after ? { after: change.after } : {}) };
+      theirUnits.set(unit, [...(theirUnits.get(unit) ?? []), { path, change: their }]);
+      return;
+    }
     const mine = oursChanges.get(path);
     const their: SideChange = { ...(change.before ? { before: change.before } : {}), ...(change.after ? { after: change.after } : {}) };
     if (!mine) {
@@ -188,11 +197,73 @@ function planTree(view: ObjectView, base: Hash | null, ours: Hash | null, theirs
       plan.changes.push({ path, kind: kindOf({ ...(mine.after ? { before: mine.after } : {}), ...(their.after ? { after: their.after } : {}) }), ...(their.after ? { hash: their.after } : {}), resolved: true });
     }
   });
+  matched += mergeLangGraphUnits(view, plan, theirUnits, oursChanges, strategy);
   plan.oursOnly = oursChanges.size - matched;
   // By path: a large tree's diff comes bucket by bucket (by hash), which listed /k2, /k3, /k1.
   plan.changes.sort((a, b) => compareCodePoints(a.path, b.path));
   plan.conflicts.sort((a, b) => compareCodePoints(a.path, b.path));
   return plan;
+}
+
+/**
+ * The LangGraph thread namespace a memory path is in: `/langgraph/<thread>/<ns>` (langgraph.ts),
+ * whose channels are one LangGraph checkpoint's, so a merge takes them whole from one side,
+ * never some channels from each (a state no step of the graph ever had).
+ */
+export function langGraphUnit(segments: readonly string[]): string | undefined {
+  return segments.length >= 3 && segments[0] === LANGGRAPH_MEMORY_ROOT.slice(1) ? `/${segments.slice(0, 3).join("/")}` : undefined;
+}
+
+/**
+ * Their changes of each LangGraph thread namespace, as a unit: taken whole when ours did not
+ * change it, the same when both made the same, else one conflict at the namespace (its record
+ * `{checkpoint, values}` on each side) that the strategy settles: theirs takes their changes and
+ * puts ours' other changes of it back to the base, so that it is theirs exactly. Returns how many
+ * of ours' changes it matched.
+ */
+function mergeLangGraphUnits(view: ObjectView, plan: TreeMergePlan, theirUnits: Map<string, Array<{ path: string; change: SideChange }>>, oursChanges: Map<string, SideChange>, strategy: MergeStrategy | "base"): number {
+  let matched = 0;
+  for (const [unit, theirChanges] of theirUnits) {
+    const mine = [...oursChanges].filter(([path]) => path === unit || path.startsWith(`${unit}/`));
+    matched += mine.length;
+    const take = (changes: Array<{ path: string; change: SideChange }>, resolved?: true) => {
+      for (const { path, change } of changes) plan.changes.push({ path, kind: kindOf(change), ...(change.after ? { hash: change.after } : {}), ...(resolved ? { resolved } : {}) });
+    };
+    if (mine.length === 0) {
+      take(theirChanges);
+      continue;
+    }
+    const theirAfter = new Map(theirChanges.map(({ path, change }) => [path, change.after]));
+    const mineAfter = new Map(mine.map(([path, change]) => [path, change.after]));
+    if (theirAfter.size === mineAfter.size && [...theirAfter].every(([path, after]) => mineAfter.has(path) && mineAfter.get(path) === after)) {
+      plan.same += mine.length;
+      continue;
+    }
+    // Back to the base: ours' changes (for a virtual ancestor: both sides').
+    const toBase = (changes: Array<[string, SideChange]>) =>
+      changes.map(([path, change]) => ({ path, change: { ...(change.after ? { before: change.after } : {}), ...(change.before ? { after: change.before } : {}) } }));
+    if (strategy === "base") {
+      take(toBase(mine));
+      continue;
+    }
+    const record = (side: "before" | "after", of: SideChange | undefined) => valueOrNull(view, of?.[side]);
+    const theirRecord = theirChanges.find(({ path }) => path === unit)?.change;
+    const mineRecord = oursChanges.get(unit);
+    plan.conflicts.push({
+      path: unit,
+      base: record("before", theirRecord ?? mineRecord),
+      ours: mineRecord ? record("after", mineRecord) : record("before", theirRecord),
+      theirs: theirRecord ? record("after", theirRecord) : record("before", mineRecord),
+      absent: absentSides((theirRecord ?? mineRecord)?.before, mineRecord ? mineRecord.after : theirRecord?.before, theirRecord ? theirRecord.after : mineRecord?.before),
+      resolution: strategy === "fail" ? "none" : strategy,
+      reason: "a LangGraph thread both sides took steps in: its channels are taken whole from one side",
+    });
+    if (strategy === "theirs") {
+      take(theirChanges, true);
+      take(toBase(mine.filter(([path]) => !theirAfter.has(path))), true);
+    }
+  }
+  return matched;
 }
 
 function decideTask(

@@ -25,11 +25,15 @@ import {
   type MergeStrategy,
   type ObjectView,
   virtualAncestor,
+  langGraphUnit,
 } from "./merge.js";
 import { resolveSessionRef } from "./plugin-sessions.js";
 import { ACTORS, assertWritable, loadManifest } from "./refs.js";
-import { baseKey, DEFAULT_SCOPE, inScope, memoryMountOf, normalizeScope, type MemoryScope } from "./scope.js";
+import { baseKey, DEFAULT_SCOPE, inScope, memoryMountOf, normalizeScope, pathSegments, type MemoryScope } from "./scope.js";
 import { buildSnapshot } from "./snapshot.js";
+import { carrySteps, threadSteps, type ThreadStep } from "./langgraph-branch.js";
+import { memoryDir, segmentName, threadLabel } from "./langgraph-index.js";
+import { ObjectStore } from "./engine/objects.js";
 
 /**
  * `apex session merge SRC DST`: SRC's latest checkpoint merged into DST (merge.ts has the
@@ -82,6 +86,12 @@ export interface SessionMergeReport {
   refused: boolean;
   memory: { changes: ChangeLine[]; conflicts: MergeConflict[]; same: number; kept_ours: number };
   tasks: { changes: ChangeLine[]; conflicts: MergeConflict[]; same: number; kept_ours: number };
+  /**
+   * LangGraph thread namespaces the merge takes from SRC, each whole (merge.ts): `taken`, which
+   * resume in DST from SRC's step; `not_taken`, kept as DST has them, since SRC's step is no
+   * longer indexed (deleted) or SRC deleted the thread. Absent when the merge takes none.
+   */
+  langgraph?: { taken: string[]; not_taken: string[] };
   /** The merge checkpoint written (null: none). */
   checkpoint: { id: string; name: string; sequence: number; parent: string | null; merge_parent: string } | null;
   git: JsonValue | null;
@@ -137,6 +147,8 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
         ? // A virtual ancestor's trees are kept in memory: in the overlay, or in one of their own (reading through to the store) when the merge writes to the store.
           ((planView) => planMerge(planView, ancestorOf(store, planView, found.candidates), oursRoots, { memory: theirs.memory.root, tasks: theirs.tasks.root }, strategy))(overlay ? view : objectView(store, { overlay: true }))
         : planMerge(view, base && { memory: base.memory.root, tasks: base.tasks.root }, oursRoots, { memory: theirs.memory.root, tasks: theirs.tasks.root }, strategy);
+    // Into live memory, the channels go into its base (below): without one (no checkpoint built yet), none is taken.
+    const threads = langGraphTaken(store, plan, theirs, !live || catalog.base(baseKey(scope, mount)) !== undefined);
     const refused = refusedBy(plan);
     report = {
       source: {
@@ -157,6 +169,7 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
       tasks: { changes: lines(plan.tasks.changes), conflicts: plan.tasks.conflicts, same: plan.tasks.same, kept_ours: plan.tasks.oursOnly },
       checkpoint: null,
       git: request.git ?? null,
+      ...(threads.taken.length + threads.notTaken.length > 0 ? { langgraph: { taken: threads.taken.map(labelOf), not_taken: threads.notTaken } } : {}),
     };
     // Nothing to take and nothing to settle (the source only checkpointed what was merged already): no merge checkpoint.
     if (upToDate || dryRun || (isEmptyPlan(plan) && plan.memory.conflicts.length + plan.tasks.conflicts.length === 0)) return;
@@ -185,7 +198,15 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
     const description = `merge ${sessionLabel(store, sourceId)}/${theirs.name} into ${sessionLabel(store, destinationId)}`;
     if (live) {
       report.applied = "live";
-      const memoryChanges = plan.memory.changes;
+      // LangGraph channels are no live records (scope.ts: DETACHED_ROOTS): they go into the memory base, which the merge checkpoint carries.
+      const memoryChanges = plan.memory.changes.filter((change) => langGraphUnit(pathSegments(change.path)) === undefined);
+      const detached = plan.memory.changes.filter((change) => langGraphUnit(pathSegments(change.path)) !== undefined);
+      if (detached.length > 0) {
+        const key = baseKey(scope, mount);
+        const memoryBase = catalog.base(key)!;
+        const applied = applyToTree(ObjectStore.of(store).view(), memoryBase.root, detached);
+        catalog.setBase(key, { root: applied.root, revision: memoryBase.revision, keys: memoryBase.keys + applied.delta });
+      }
       const taskChanges = plan.tasks.changes;
       const values = encodedValues(view, [...memoryChanges, ...taskChanges]);
       store.batchSync((batch) => {
@@ -235,6 +256,7 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
       });
     }
     report.checkpoint = { id: written.id, name: written.name, sequence: written.sequence, parent: written.parent, merge_parent: theirs.id };
+    carrySteps(store, threads.taken, theirs, written, ACTORS.merge);
     store.batchSync((batch) => {
       appendEvent(batch, destinationId, "session.merged", actor, {
         from: merge.from!,
@@ -369,4 +391,30 @@ function combine(a: JsonValue | null, b: JsonValue | null): JsonValue | null {
     return out;
   }
   return a;
+}
+
+/**
+ * The LangGraph thread namespaces a plan takes from SRC (`theirs`, its checkpoint): their steps,
+ * to carry into DST's index once the merge checkpoint is written. One whose step SRC no longer
+ * indexes, or that SRC deleted, cannot resume there: its changes leave the plan (DST keeps its
+ * own), and it is named.
+ */
+function langGraphTaken(store: Store, plan: MergePlan, theirs: CheckpointManifest, canTake: boolean): { taken: ThreadStep[]; notTaken: string[] } {
+  const units = new Set(plan.memory.changes.flatMap((change) => langGraphUnit(pathSegments(change.path)) ?? []));
+  if (units.size === 0) return { taken: [], notTaken: [] };
+  const taken = canTake ? threadSteps(store, theirs, units).filter((step) => step.index !== undefined) : [];
+  const kept = new Set(taken.map((step) => memoryDir(step.threadId, step.ns)));
+  const dropped = [...units].filter((unit) => !kept.has(unit));
+  if (dropped.length > 0) plan.memory.changes = plan.memory.changes.filter((change) => !dropped.includes(langGraphUnit(pathSegments(change.path)) ?? ""));
+  return { taken, notTaken: dropped.map((unit) => unitLabel(unit)) };
+}
+
+function labelOf(step: ThreadStep): string {
+  return threadLabel(step.threadId, step.ns);
+}
+
+/** `/langgraph/<thread>/<ns>` as threadLabel names it. */
+function unitLabel(unit: string): string {
+  const [, , thread, ns] = unit.split("/") as [string, string, string, string];
+  return threadLabel(segmentName(thread), segmentName(ns));
 }

@@ -1,0 +1,143 @@
+// LangGraph threads through `apex session merge`, with the built CLI and real supervisors: a
+// thread namespace is one LangGraph checkpoint's channels, so a merge takes it whole from one
+// side (one conflict when both sides took steps, never some channels of each), and a thread
+// taken from the source resumes in the destination from the source's step. Into a running
+// session the channels go into its checkpoints, never into live memory (`memory show` has no
+// /langgraph), as every LangGraph step keeps them.
+import { uuid6, type Checkpoint } from "@langchain/langgraph-checkpoint";
+import { afterEach, describe, expect, it } from "vitest";
+import { ApexSaver } from "../integrations/langgraph/index.js";
+import { Project } from "./fixtures/agents/harness.js";
+
+const savers: ApexSaver[] = [];
+afterEach(async () => {
+  for (const saver of savers.splice(0)) await saver.close();
+});
+
+const IDLE = ["agents:", "  idle:", "    command: node", '    args: ["-e", "setTimeout(() => {}, 600000)"]', "plugins:", "  checkpoint: {}", ""].join("\n");
+
+function saverOf(project: Project, session?: string): ApexSaver {
+  const saver = new ApexSaver(session === undefined ? { project: project.dir } : { project: project.dir, session });
+  savers.push(saver);
+  return saver;
+}
+
+/** One step on thread `thread` after its latest (a new thread: its first), channel `v` set to `value`. */
+async function step(saver: ApexSaver, thread: string, value: string): Promise<string> {
+  const config = { configurable: { thread_id: thread, checkpoint_ns: "" } } as Record<string, any>;
+  const head = await saver.getTuple(config);
+  const version = head ? Number(head.checkpoint.channel_versions.v) + 1 : 1;
+  const checkpoint: Checkpoint = { v: 4, id: uuid6(1), ts: new Date().toISOString(), channel_values: { v: value }, channel_versions: { v: version }, versions_seen: {} };
+  const written = await saver.put(head ? head.config : config, checkpoint, { source: "loop", step: version, parents: {} }, { v: version });
+  return written.configurable!.checkpoint_id as string;
+}
+
+interface MergeJson {
+  applied: string;
+  refused: boolean;
+  memory: { changes: Array<{ path: string }>; conflicts: Array<{ path: string; resolution: string; reason?: string }> };
+  langgraph?: { taken: string[]; not_taken: string[] };
+}
+
+describe("LangGraph threads merged between sessions", () => {
+  it("a thread both sides stepped is one conflict, taken whole; one only the source stepped is taken; either resumes in the destination from the source's step; nothing becomes live memory", async () => {
+    const project = new Project(IDLE);
+    const parent = project.start(["--task", "merge threads"]).session_id;
+    await step(saverOf(project), "both", "a");
+    const branchPoint = await step(saverOf(project), "both", "b");
+    await step(saverOf(project), "source-only", "s0");
+    const stepName = (JSON.parse(project.apex(["checkpoint", "list", "--json"]).stdout) as { items: Array<{ name: string; description: string }> }).items.find((item) => item.description === "langgraph source-only step 1 (loop)")!.name;
+    expect(project.apex(["session", "branch", stepName, "exp", "--json"]).status).toBe(0);
+    expect(project.apex(["stop"]).status).toBe(0);
+
+    // The branch steps both threads; the parent steps one of them.
+    project.start(["--continue", "exp"]);
+    const theirsBoth = await step(saverOf(project, "exp"), "both", "from-branch");
+    const theirsOnly = await step(saverOf(project, "exp"), "source-only", "s1-branch");
+    expect(project.apex(["stop", "--session", "exp"]).status).toBe(0);
+    project.start(["--continue", parent]);
+    await step(saverOf(project, parent), "both", "from-parent");
+
+    const merge = (args: string[]) => {
+      const result = project.apex(["session", "merge", "exp", parent, "--json", ...args]);
+      return { status: result.status, report: JSON.parse(result.stdout || result.stderr.slice(result.stderr.indexOf("{"))) as MergeJson & { error?: { details: MergeJson } }, stderr: result.stderr };
+    };
+    // Under fail: one conflict, at the thread namespace, with why (it was one per channel, each settled alone).
+    const refused = merge(["--dry-run"]);
+    expect(refused.status).toBe(4);
+    expect(refused.report.memory.conflicts).toEqual([expect.objectContaining({ path: "/langgraph/both/~", resolution: "none", reason: expect.stringMatching(/LangGraph thread/) })]);
+    // (under fail, a thread in conflict is not taken)
+    expect(refused.report.langgraph).toEqual({ taken: ["source-only"], not_taken: [] });
+
+    const merged = merge(["--strategy", "theirs"]);
+    expect(merged.status, merged.stderr).toBe(0);
+    expect(merged.report.applied).toBe("live");
+    expect(merged.report.langgraph).toEqual({ taken: ["both", "source-only"], not_taken: [] });
+    // Channels are no live records: the merge put them in the merge checkpoint, as a step does.
+    expect(project.apex(["memory", "show", "/langgraph/both/~/v"]).status).toBe(3);
+
+    // The destination resumes each thread from the source's step, and goes on from there.
+    const after = saverOf(project, parent);
+    const both = await after.getTuple({ configurable: { thread_id: "both", checkpoint_ns: "" } });
+    expect(both!.checkpoint.id).toBe(theirsBoth);
+    expect(both!.checkpoint.channel_values).toEqual({ v: "from-branch" });
+    expect(both!.parentConfig?.configurable?.checkpoint_id).toBe(branchPoint);
+    const only = await after.getTuple({ configurable: { thread_id: "source-only", checkpoint_ns: "" } });
+    expect(only!.checkpoint.id).toBe(theirsOnly);
+    const next = await step(after, "both", "next");
+    const resumed = await saverOf(project, parent).getTuple({ configurable: { thread_id: "both", checkpoint_ns: "" } });
+    expect(resumed!.checkpoint.id).toBe(next);
+    expect(resumed!.parentConfig?.configurable?.checkpoint_id).toBe(theirsBoth);
+    expect(resumed!.checkpoint.channel_values).toEqual({ v: "next" });
+    expect(project.apex(["session", "validate"]).status).toBe(0);
+
+    // Merged again: nothing of the threads left to take (the destination has the source's steps).
+    const again = merge(["--dry-run"]);
+    expect(again.report.langgraph).toBeUndefined();
+    expect(again.report.memory.conflicts).toEqual([]);
+  });
+
+  it("into a stopped destination (a merge checkpoint only): under ours the destination's thread stays, a thread only the source has is taken, one whose step the source deleted is named and kept", async () => {
+    const project = new Project(IDLE);
+    const parent = project.start(["--task", "merge threads"]).session_id;
+    const mine = await step(saverOf(project), "t", "a");
+    const name = (JSON.parse(project.apex(["checkpoint", "list", "--json"]).stdout) as { items: Array<{ name: string }> }).items[0]!.name;
+    expect(project.apex(["session", "branch", name, "exp"]).status).toBe(0);
+    expect(project.apex(["stop"]).status).toBe(0);
+    project.start(["--continue", "exp"]);
+    await step(saverOf(project, "exp"), "t", "b");
+    await step(saverOf(project, "exp"), "gone", "g");
+    const fresh = await step(saverOf(project, "exp"), "fresh", "f");
+    // The branch's step of thread "gone" deleted: no LangGraph checkpoint to resume it from.
+    const steps = JSON.parse(project.apex(["checkpoint", "list", "--session", "exp", "--json"]).stdout) as { items: Array<{ id: string; description: string }> };
+    expect(project.apex(["checkpoint", "delete", steps.items.find((item) => item.description.startsWith("langgraph gone "))!.id]).status).toBe(0);
+    // A checkpoint after it holds the thread's channels (the memory carries them), which no step indexes now.
+    expect(project.apex(["checkpoint", "create", "-m", "after the delete"]).status).toBe(0);
+    expect(project.apex(["stop", "--session", "exp"]).status).toBe(0);
+    project.start(["--continue", parent]);
+    await step(saverOf(project, parent), "t", "parent");
+    expect(project.apex(["stop"]).status).toBe(0);
+    // The branch ran last: the parent does not hold the live memory, and the merge is a checkpoint of it.
+    project.start(["--continue", "exp"]);
+    expect(project.apex(["stop"]).status).toBe(0);
+
+    const text = project.apex(["session", "merge", "exp", parent, "--strategy", "ours", "--dry-run"]).stdout;
+    expect(text).toMatch(/LangGraph threads kept as .* has them .*: gone/);
+    const result = project.apex(["session", "merge", "exp", parent, "--strategy", "ours", "--json"]);
+    expect(result.status, result.stderr).toBe(0);
+    const report = JSON.parse(result.stdout) as MergeJson;
+    expect(report.applied).toBe("checkpoint");
+    expect(report.langgraph).toEqual({ taken: ["fresh"], not_taken: ["gone"] });
+    expect(report.memory.conflicts.map((conflict) => [conflict.path, conflict.resolution])).toEqual([["/langgraph/t/~", "ours"]]);
+    const reader = saverOf(project, parent);
+    const kept = await reader.getTuple({ configurable: { thread_id: "t", checkpoint_ns: "" } });
+    expect(kept!.checkpoint.channel_values).toEqual({ v: "parent" });
+    expect(kept!.parentConfig?.configurable?.checkpoint_id).toBe(mine);
+    expect(await reader.getTuple({ configurable: { thread_id: "gone", checkpoint_ns: "" } })).toBeUndefined();
+    // Only the source had it: taken, into the merge checkpoint, and it resumes there.
+    const taken = await reader.getTuple({ configurable: { thread_id: "fresh", checkpoint_ns: "" } });
+    expect(taken!.checkpoint.id).toBe(fresh);
+    expect(taken!.checkpoint.channel_values).toEqual({ v: "f" });
+    expect(project.apex(["session", "validate"]).status).toBe(0);
+  });
+});
