@@ -3,6 +3,18 @@
 // `npm install` (the "prepare" script), so there is no separate build step to remember.
 import module from "node:module";
 
+// Ctrl-C while Node loads the CLI (0.1 to 0.5 s on a loaded machine), before any command runs: nothing
+// was done, and that is said (APEX_E_INTERRUPTED, exit 130; JSON on stderr with --json) rather than a
+// silent exit 130. Here, not in a module: it is in place before any other loads. The command's own
+// handling takes over once it runs (handOver: before its action, where `apex start` calls the start off).
+const interrupted = () => {
+  const message = "Interrupted (Ctrl-C) before the command started: nothing was done.";
+  process.stderr.write(process.argv.includes("--json") ? `${JSON.stringify({ error: { code: "APEX_E_INTERRUPTED", message, exitCode: 130 } })}\n` : `error[APEX_E_INTERRUPTED]: ${message}\n`);
+  process.exit(130);
+};
+process.on("SIGINT", interrupted);
+const handOver = () => process.off("SIGINT", interrupted);
+
 // Node 22.1 and later: compiled code kept between runs (~/.cache/apex/compile-cache), turned on
 // before the rest of the CLI loads (core/compile-cache.ts; a Node without it loads nothing more).
 if (module.enableCompileCache) (await import("../dist/core/compile-cache.js")).enableCompileCache();
@@ -28,7 +40,10 @@ for (const stream of [process.stdout, process.stderr]) {
   });
 }
 
-main(process.argv).then((code) => {
+// `apex status`, a read, handles no Ctrl-C of its own: from its start, Ctrl-C ends it as any signal does.
+if (statusOnly) handOver();
+main(process.argv, handOver).then((code) => {
+  handOver();
   // An unhandled rejection reported meanwhile keeps the command failed.
   process.exitCode = Math.max(code, typeof process.exitCode === "number" ? process.exitCode : 0);
   // The command is done: what still keeps the process alive a second later is not its work but, say, a

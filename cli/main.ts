@@ -68,8 +68,11 @@ Examples:
   return program;
 }
 
-/** Runs the CLI and resolves to the process exit code; never throws. */
-export async function main(argv: string[]): Promise<number> {
+/**
+ * Runs the CLI and resolves to the process exit code; never throws. `handOver` (bin/apex.js: its
+ * Ctrl-C handler, which says nothing was done, goes) is called before the command's action runs.
+ */
+export async function main(argv: string[], handOver?: () => void): Promise<number> {
   const json = argv.includes("--json");
   const make = async (groups: ReturnType<typeof groupsFor>) => {
     const made = buildProgram(await loadGroups(groups));
@@ -128,6 +131,7 @@ export async function main(argv: string[]): Promise<number> {
       synonym = (await import("./command-synonyms.js")).synonymHint(program, commandWords(argv.slice(2)), argv.slice(2));
     }
     throwInsteadOfExit(program, json);
+    if (handOver) program.hook("preAction", handOver);
     refuseHelpOnUnknownCommand(program, argv.slice(2));
     refuseBlankValues(program);
     // A command's session argument and --session name one session, or the command does not run (session-arguments.ts).

@@ -63,6 +63,8 @@ export const ErrorCodes = {
   APEX_E_CONFLICT: ExitCode.conflict,
   APEX_E_SESSION_ACTIVE: ExitCode.conflict,
   APEX_E_SESSION_STATE: ExitCode.conflict,
+  /** A request a supervisor got as it exits, its session stopping or ended: it did nothing of it. */
+  APEX_E_SESSION_STOPPING: ExitCode.conflict,
   /** The project's live supervisor runs on another store than the one the command names (APEX_STORE_URL, store:). */
   APEX_E_STORE_MISMATCH: ExitCode.conflict,
   /** The store file is open in another process, and the command must replace it (repair of a damaged file); or open read-only in this one, and a write cannot wait (LMDB: one environment per file per process). */

@@ -71,7 +71,8 @@ export async function stopSession(location: ProjectLocation, options: { force?: 
       reply = (await lifecycleCall(client, "stop", params, Boolean(options.json))) as ControlReply;
     } catch (error) {
       // A remote session's server answers for its supervisor: its errors are final.
-      if (!runtime || !(error instanceof ApexError) || !["APEX_E_RPC", "APEX_E_TIMEOUT"].includes(error.code)) throw error;
+      // APEX_E_SESSION_STOPPING: it was already exiting, its session stopped, and took no more requests.
+      if (!runtime || !(error instanceof ApexError) || !["APEX_E_RPC", "APEX_E_TIMEOUT", "APEX_E_SESSION_STOPPING"].includes(error.code)) throw error;
       // The supervisor went away meanwhile (the session ended by itself, or it crashed): the
       // offline path says which. One that is alive but does not answer (hung, stopped) is
       // ended with its agents only with --force.

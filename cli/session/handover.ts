@@ -121,7 +121,7 @@ export async function makeWay(location: ProjectLocation, request: MakeWayRequest
       // Its checkpoint and hooks may take long: waited for while the supervisor sends its heartbeat.
       reply = (await lifecycleCall(client, "stop", { reason, checkpoint }, Boolean(request.json))) as typeof reply;
     } catch (error) {
-      if (isApexError(error) && (error.code === "APEX_E_RPC" || error.code === "APEX_E_TIMEOUT")) throw error;
+      if (isApexError(error) && ["APEX_E_RPC", "APEX_E_TIMEOUT", "APEX_E_SESSION_STOPPING"].includes(error.code)) throw error;
       // It was starting and its start failed (the stop queued behind it): it has ended, nothing is in the way once its supervisor is gone.
       if (isApexError(error) && error.code === "APEX_E_NO_SESSION") {
         await waitForExit(live, 15_000);

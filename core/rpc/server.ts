@@ -31,6 +31,9 @@ export class RpcServer {
   private readonly handlers = new Map<string, RpcHandler>();
   private readonly sockets = new Set<Socket>();
   private server: Server | undefined;
+  /** Requests under way, each with the answer it gets when the grace ends first; `closing`: no new ones are taken. */
+  private readonly underWay = new Set<(graceMs: number) => void>();
+  private closing = false;
 
   constructor(path: string) {
     this.path = path;
@@ -77,11 +80,19 @@ export class RpcServer {
     chmodSync(this.path, 0o600);
   }
 
-  /** Stops accepting connections, ends open ones and removes the socket file. */
-  async close(): Promise<void> {
+  /**
+   * Takes no new request (each is answered APEX_E_SESSION_STOPPING: nothing of it was done), waits up
+   * to `graceMs` for those under way, and answers any still running APEX_E_RPC, its outcome unknown
+   * (`details.outcome`; `connection: "closed"`, as its callers read a close); then ends the
+   * connections and removes the socket file. Before, a request under way had its connection closed
+   * unanswered however soon its answer would have come.
+   */
+  async close(graceMs = 0): Promise<void> {
     const server = this.server;
-    this.server = undefined;
-    if (!server) return;
+    if (!server || this.closing) return;
+    this.closing = true;
+    for (const deadline = Date.now() + graceMs; this.underWay.size > 0 && Date.now() < deadline; ) await new Promise((resolve) => setTimeout(resolve, 20));
+    for (const unanswered of this.underWay) unanswered(graceMs);
     for (const socket of this.sockets) socket.end();
     await new Promise<void>((resolve) => server.close(() => resolve()));
     for (const socket of this.sockets) socket.destroy();
@@ -131,6 +142,8 @@ export class RpcServer {
     // Valid JSON that is not an object (`null`, `5`, `[]`) named no method: it was read as one, `null` threw (no answer, an unhandled rejection).
     if (request === null || typeof request !== "object" || Array.isArray(request)) return void send({ id: null, error: { code: "APEX_E_RPC", message: "The request is not a JSON object {id, method, params}." } });
     const id = request.id ?? null;
+    const method = String(request.method);
+    if (this.closing) return void send({ id, error: errorBody(new ApexError("APEX_E_SESSION_STOPPING", `The session is stopping: its supervisor takes no new request, and did nothing of ${method}.`, { hint: "Once it has stopped (`apex status` says so), run the command again if it is still wanted: it then acts on the store.", details: { status: "stopping", method } })) });
     const handler = typeof request.method === "string" ? this.handlers.get(request.method) : undefined;
     if (!handler) {
       // details.unknown_method: what callers test (unknownMethod in protocol.ts), never the message's text.
@@ -138,16 +151,15 @@ export class RpcServer {
     }
     const params = request.params && typeof request.params === "object" ? (request.params as Record<string, unknown>) : {};
     const ctx: RpcCallContext = {
-      method: request.method,
+      method,
       push: (event) => send({ id, event }),
-      onClose: (listener) => {
-        if (socket.destroyed) listener();
-        else closeListeners.push(listener);
-      },
+      onClose: (listener) => void (socket.destroyed ? listener() : closeListeners.push(listener)),
       socket,
     };
     // A caller that asks for a heartbeat (`heartbeat_ms`) gets one at that interval while the method runs: it waits on progress, not a fixed time.
     const heartbeat = typeof params.heartbeat_ms === "number" ? setInterval(() => ctx.push({ heartbeat: true }), Math.max(50, params.heartbeat_ms)) : undefined;
+    const unanswered = (graceMs: number) => send({ id, error: errorBody(new ApexError("APEX_E_RPC", `The supervisor is exiting, its session ended, and ${method}, under way, did not finish within the ${graceMs / 1000} s it is given: whether it was done is not known.`, { hint: "Check what it would have changed (`apex status`, the memory, the checkpoints) before running it again.", details: { connection: "closed", outcome: "unknown", method } })) });
+    this.underWay.add(unanswered);
     try {
       const result = await handler(params, ctx);
       if (result === STREAM) return;
@@ -156,6 +168,7 @@ export class RpcServer {
     } catch (error) {
       send({ id, error: errorBody(error) });
     } finally {
+      this.underWay.delete(unanswered);
       clearInterval(heartbeat);
     }
   }
@@ -165,18 +178,12 @@ export class RpcServer {
 export function socketAnswers(path: string, timeoutMs = 1000): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = connect(path);
-    const timer = setTimeout(() => {
-      socket.destroy();
-      resolve(false);
-    }, timeoutMs);
-    socket.once("connect", () => {
+    const done = (answers: boolean) => {
       clearTimeout(timer);
       socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => {
-      clearTimeout(timer);
-      resolve(false);
-    });
+      resolve(answers);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    socket.once("connect", () => done(true)).once("error", () => done(false));
   });
 }

@@ -249,9 +249,7 @@ export class Supervisor {
     } catch (error) {
       await supervisor.abort(error);
       // What queued behind the start (or came since) answers that it failed before the socket closes; the store closes after it.
-      for (let queued: unknown; queued !== supervisor.lifecycle; ) await (queued = supervisor.lifecycle);
-      await new Promise((resolve) => setImmediate(resolve));
-      await supervisor.server.close().catch(() => undefined);
+      await supervisor.server.close(shutdownGraceMs()).catch(() => undefined);
       throw error;
     }
   }
@@ -1211,7 +1209,8 @@ export class Supervisor {
     this.lease?.stop();
     // The runtime file goes first: from now on CLI commands no longer route to this process.
     removeRuntime(this.config.storeDir, process.pid, this.sessionId);
-    await this.server.close().catch(() => undefined);
+    // Requests under way are answered (their outcome, or after the grace that it is unknown) before the store closes under them.
+    await this.server.close(shutdownGraceMs()).catch(() => undefined);
     await this.store.close().catch(() => undefined);
     this.log(`supervisor exits (${code})`);
     this.onExit(code);
@@ -1223,6 +1222,9 @@ export class Supervisor {
     await this.stop({ reason: `the supervisor received ${signal}` }).catch((error: Error) => this.log(`cannot stop: ${error.message}`));
   }
 }
+
+/** How long requests under way at the supervisor's exit may take to be answered: 5 s, or APEX_SHUTDOWN_GRACE_MS (ms). */
+const shutdownGraceMs = (): number => (Number(process.env.APEX_SHUTDOWN_GRACE_MS) > 0 ? Number(process.env.APEX_SHUTDOWN_GRACE_MS) : 5000);
 
 /** A session record's history; a record written by hand (`memory set`) may have none. */
 function historyOf(session: SessionRecord): SessionRecord["history"] {

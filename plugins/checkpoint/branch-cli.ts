@@ -73,7 +73,9 @@ async function callWrite(location: ProjectLocation, method: string, params: Reco
  */
 async function writerEnded(writer: Awaited<ReturnType<typeof writerClient>>, error: unknown): Promise<boolean> {
   const supervisor = writer?.supervisor;
-  if (!isApexError(error) || error.code !== "APEX_E_RPC" || !["closed", "ECONNRESET", "EPIPE", "ENOENT", "ECONNREFUSED"].includes(String(error.details?.connection)) || writer?.via !== "socket" || !supervisor) return false;
+  // APEX_E_SESSION_STOPPING: it took the call no more, exiting as its session stopped; nothing of it was done.
+  const ended = isApexError(error) && (error.code === "APEX_E_SESSION_STOPPING" || (error.code === "APEX_E_RPC" && ["closed", "ECONNRESET", "EPIPE", "ENOENT", "ECONNREFUSED"].includes(String(error.details?.connection))));
+  if (!ended || writer?.via !== "socket" || !supervisor) return false;
   const { isSameProcessAlive } = await import("../../core/session/proc.js");
   for (let wait = 0; isSameProcessAlive(supervisor.pid, supervisor.start_time); wait++) {
     if (wait === 20) return false; // still alive: it may yet answer or write

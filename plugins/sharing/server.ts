@@ -1097,7 +1097,8 @@ function withEffectiveStatus(method: string, result: unknown): unknown {
 
 /** Undefined for a supervisor that closed the connection (or could not be reached) before it answered: one that is ending; any other error as it is. */
 function unlessSupervisorGone(error: unknown): undefined {
-  if (isApexError(error) && error.code === "APEX_E_RPC") return undefined;
+  // APEX_E_SESSION_STOPPING: it is exiting, its session stopped, and took the call no more.
+  if (isApexError(error) && (error.code === "APEX_E_RPC" || error.code === "APEX_E_SESSION_STOPPING")) return undefined;
   throw error;
 }
 
