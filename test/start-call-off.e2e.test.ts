@@ -10,7 +10,8 @@ import { FIXTURES, Project, isAlive, shellAgents, waitFor } from "./fixtures/age
 
 const AGENTS = shellAgents({ alpha: "sleep 1000", beta: "sleep 1000" });
 
-// Blocks its process in apply for the milliseconds in block-cli (in `apex start`) or block-supervisor (in the supervisor), once began-… is written.
+// Blocks its process in apply for the milliseconds in block-cli (in `apex start`) or block-supervisor (in the supervisor), once began-… is written;
+// a block file saying "release" holds it until release-… is there.
 const SLOW_APPLY = `import { existsSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from "node:fs";
 export default {
   name: "slow-apply",
@@ -19,8 +20,10 @@ export default {
     const file = new URL("./block-" + where, import.meta.url);
     if (!existsSync(file)) return;
     writeFileSync(new URL("./began-" + where, import.meta.url), String(process.pid));
-    const end = Date.now() + Number(readFileSync(file, "utf8"));
-    while (Date.now() < end);
+    const block = readFileSync(file, "utf8");
+    const end = Date.now() + Number(block);
+    const released = new URL("./release-" + where, import.meta.url);
+    while (block === "release" ? !existsSync(released) : Date.now() < end) if (block === "release") Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
   },
 };
 `;
@@ -99,6 +102,34 @@ describe("Ctrl-C on apex start", () => {
     expect(error.details).toMatchObject({ session_id: ended!.session_id, status: "stopped" });
     expect(isAlive(error.details.supervisor_pid)).toBe(false);
     expect(project.status().session).toBeNull();
+    expect(leftIn(project.dir)).toEqual([]);
+  });
+});
+
+describe("apex stop while start --continue is under way, before its supervisor claims the session", () => {
+  it("wins: the session stays stopped, and the start says it is not continued (it continued the session the stop had said it stopped)", async () => {
+    const project = slowApplyProject();
+    const ready = project.start();
+    process.kill(ready.supervisor_pid, "SIGKILL");
+    await waitFor("the supervisor to die", () => !isAlive(ready.supervisor_pid));
+    // The continue's supervisor is held in apply, before its claim, until the stop below has returned: the race, made certain.
+    writeFileSync(join(project.dir, "block-supervisor"), "release");
+    const start = project.apexAsync(["start", "--continue", "last", "--json"]);
+    const began = join(project.dir, "began-supervisor");
+    const pid = Number(await waitFor("apply in the new supervisor", () => existsSync(began) && readFileSync(began, "utf8")));
+    const stopped = project.apex(["stop"]);
+    expect(stopped.status, stopped.stderr).toBe(0);
+    expect(stopped.stdout).toMatch(new RegExp(`^Stopped session ${ready.session_id.slice(0, 8)} `));
+    writeFileSync(join(project.dir, "release-supervisor"), "");
+    const result = await start.done;
+    expect(result.status, result.stdout).toBe(4);
+    expect(result.stdout).toBe("");
+    const { error } = JSON.parse(result.stderr) as { error: { code: string; message: string; details: Record<string, unknown> } };
+    expect(error).toMatchObject({ code: "APEX_E_SESSION_STATE", details: { session_id: ready.session_id, status: "stopped" } });
+    expect(error.message).toMatch(new RegExp(`^Session ${ready.session_id} was stopped \\(.*\\) while this start was continuing it, before it claimed it: it is not continued\\.$`));
+    await waitFor("the continue's supervisor to exit", () => !isAlive(pid));
+    expect(project.status().session).toBeNull();
+    expect(history(project)).toEqual([expect.objectContaining({ session_id: ready.session_id, status: "stopped" })]);
     expect(leftIn(project.dir)).toEqual([]);
   });
 });
