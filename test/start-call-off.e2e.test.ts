@@ -3,12 +3,14 @@
 // (it claims none), and while the claimed session starts (it is stopped once started: no agent is left, the
 // session is recorded stopped). Each says so (APEX_E_INTERRUPTED, exit 130; in JSON with --json). Before,
 // the first exited 130 without a word, and the others left the session starting in the background.
-import { existsSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { FIXTURES, Project, isAlive, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { isolatedGit } from "./support/git.js";
 
 const AGENTS = shellAgents({ alpha: "sleep 1000", beta: "sleep 1000" });
+const { git } = isolatedGit("apex-call-off-git-");
 
 // Blocks its process in apply for the milliseconds in block-cli (in `apex start`) or block-supervisor (in the supervisor), once began-… is written;
 // a block file saying "release" holds it until release-… is there.
@@ -128,6 +130,33 @@ describe("apex stop while start --continue is under way, before its supervisor c
     expect(error).toMatchObject({ code: "APEX_E_SESSION_STATE", details: { session_id: ready.session_id, status: "stopped" } });
     expect(error.message).toMatch(new RegExp(`^Session ${ready.session_id} was stopped \\(.*\\) while this start was continuing it, before it claimed it: it is not continued\\.$`));
     await waitFor("the continue's supervisor to exit", () => !isAlive(pid));
+    expect(project.status().session).toBeNull();
+    expect(history(project)).toEqual([expect.objectContaining({ session_id: ready.session_id, status: "stopped" })]);
+    expect(leftIn(project.dir)).toEqual([]);
+  });
+
+  it("wins as well while `apex start` itself is still at work, before it launches the supervisor (its git checkout)", async () => {
+    const project = new Project(AGENTS.replace("plugins: {}\n", "plugins: {checkpoint: {}, git: {}}\n"), "apex-call-off-");
+    git(project.dir, "init", "-q", "-b", "main");
+    git(project.dir, "add", "apex.config.yaml");
+    git(project.dir, "commit", "-qm", "A");
+    const ready = project.start();
+    const saved = JSON.parse(project.apex(["checkpoint", "create", "at A", "--json"]).stdout) as { name: string };
+    process.kill(ready.supervisor_pid, "SIGKILL");
+    await waitFor("the supervisor to die", () => !isAlive(ready.supervisor_pid));
+    // The checkout `--git-checkout` makes is held by its post-checkout hook until the stop below has returned.
+    const hook = join(project.dir, ".git", "hooks", "post-checkout");
+    writeFileSync(hook, `#!/bin/sh\necho $$ > "${project.dir}/began-checkout"\nwhile [ ! -e "${project.dir}/release-checkout" ]; do sleep 0.02; done\n`);
+    chmodSync(hook, 0o755);
+    const start = project.apexAsync(["start", "--continue", saved.name, "--git-checkout", "--json"]);
+    await waitFor("the checkout", () => existsSync(join(project.dir, "began-checkout")));
+    const stopped = project.apex(["stop"]);
+    expect(stopped.status, stopped.stderr).toBe(0);
+    expect(stopped.stdout).toMatch(new RegExp(`^Stopped session ${ready.session_id.slice(0, 8)} `));
+    writeFileSync(join(project.dir, "release-checkout"), "");
+    const result = await start.done;
+    expect(result.status, result.stdout).toBe(4);
+    expect(JSON.parse(result.stderr).error).toMatchObject({ code: "APEX_E_SESSION_STATE", details: { session_id: ready.session_id, status: "stopped" } });
     expect(project.status().session).toBeNull();
     expect(history(project)).toEqual([expect.objectContaining({ session_id: ready.session_id, status: "stopped" })]);
     expect(leftIn(project.dir)).toEqual([]);

@@ -23,11 +23,11 @@ const SUPERVISOR_MAIN = fileURLToPath(new URL("../../core/session/supervisor-mai
  * run (or why it could not start). The supervisor lives on after this process exits: its
  * own session, stdio on <store>/supervisor.log, unref'd.
  */
-export async function launchSupervisor(location: ProjectLocation, request: Omit<SupervisorRequest, "projectDir" | "configPath" | "storeDir" | "configFile" | "endedAsRead">, config?: Config): Promise<ReadyReport> {
-  // The continued session's ended state, read now, after what the command did to it (a rollback's stop): an `apex stop`
-  // recorded after this, before the supervisor claims the session, makes the claim refuse it (it continued the session
-  // the stop had said it stopped). A state, not a time: the hosts sharing a store need not agree on the clock.
-  const endedAsRead = request.mode === "continue" ? await readEnded(location, request.continueTarget ?? "last") : undefined;
+export async function launchSupervisor(location: ProjectLocation, request: Omit<SupervisorRequest, "projectDir" | "configPath" | "storeDir" | "configFile">, config?: Config): Promise<ReadyReport> {
+  // The continued session's ended state (as the caller read it, else now): an `apex stop` recorded after that, before
+  // the supervisor claims the session, makes the claim refuse it (it continued the session the stop had said it
+  // stopped). A state, not a time: the hosts sharing a store need not agree on the clock.
+  const endedAsRead = request.endedAsRead ?? (request.mode === "continue" ? await readEnded(location, request.continueTarget ?? "last") : undefined);
   // Ctrl-C that came before calls the start off here, before anything is launched.
   const guard = startGuard();
   guard?.beforeLaunch();
