@@ -156,7 +156,12 @@ describe("apex stop while start --continue is under way, before its supervisor c
     writeFileSync(join(project.dir, "release-checkout"), "");
     const result = await start.done;
     expect(result.status, result.stdout).toBe(4);
-    expect(JSON.parse(result.stderr).error).toMatchObject({ code: "APEX_E_SESSION_STATE", details: { session_id: ready.session_id, status: "stopped" } });
+    const { error } = JSON.parse(result.stderr) as { error: { code: string; message: string; details: { git_checkout: { branch: string; commit: string } } } };
+    expect(error).toMatchObject({ code: "APEX_E_SESSION_STATE", details: { session_id: ready.session_id, status: "stopped" } });
+    // The checkout it made is kept, and said so (it went unsaid, the working tree left on a new branch).
+    const branch = git(project.dir, "branch", "--show-current");
+    expect(error.details.git_checkout).toMatchObject({ branch, commit: git(project.dir, "rev-parse", "HEAD") });
+    expect(error.message).toMatch(new RegExp(`it is not continued\\. The checkout of [0-9a-f]{12} on the new branch ${branch} in ${project.dir} is kept\\.$`));
     expect(project.status().session).toBeNull();
     expect(history(project)).toEqual([expect.objectContaining({ session_id: ready.session_id, status: "stopped" })]);
     expect(leftIn(project.dir)).toEqual([]);

@@ -106,7 +106,11 @@ export async function startSession(location: ProjectLocation, options: StartOpti
     options.continue === undefined ? { mode: "start", task: options.task } : { mode: "continue", continueTarget, ...(endedAsRead ? { endedAsRead } : {}) },
     // A checkout may have changed the config file: the supervisor then reads the one checked out.
     checkedOut ? undefined : config,
-  );
+  ).catch((error: unknown) => {
+    // Refused or failed once the checkout was made: said to be kept, as Ctrl-C says it (it went unsaid, the working tree on a new branch).
+    if (!checkedOut || !(error instanceof ApexError) || error.code === "APEX_E_INTERRUPTED") throw error;
+    throw new ApexError(error.code, `${error.message} The checkout of ${checkedOut.commit.slice(0, 12)} on the new branch ${checkedOut.branch} in ${checkedOut.repository} is kept.`, { hint: error.hint, details: { ...error.details, git_checkout: checkedOut }, cause: error });
+  });
   const warnings = [...configWarnings, ...(launched.warnings ?? [])];
   const ready: ReadyReport = warnings.length > 0 ? { ...launched, warnings } : launched;
   if (options.json) printJson({ ...ready, ...(handover ? { handover } : {}), ...(checkedOut ? { git_checkout: checkedOut } : {}) });
