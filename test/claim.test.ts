@@ -9,6 +9,7 @@ import type { Config } from "../core/config/types.js";
 import { ApexError } from "../core/errors.js";
 import { claimContinuedSession, claimNewSession, type SupervisorIdentity } from "../core/session/claim.js";
 import type { SessionRecord } from "../core/session/records.js";
+import { endedMark, findSession } from "../core/session/sessions.js";
 import type { Store } from "../core/store/store.js";
 import { tempDir } from "./helpers/cli.js";
 import { forEachBackend } from "./support/backends.js";
@@ -104,6 +105,33 @@ forEachBackend((backend) => {
       } finally {
         cleanup();
       }
+    });
+  });
+
+  describe("the ended state `apex start` read before launching a continue", () => {
+    it("refuses the claim once an end was recorded since, writing nothing; an end stamped by a clock far ahead of this one's, read as it is, does not", async () => {
+      const store = await backend.fresh();
+      // Ended by another host whose clock runs a day ahead: no clock is compared, the continue is claimed.
+      const ahead = { ...branchRecord("s-ahead", "ahead", "/nonexistent"), worktree: null, history: [{ event: "stopped", at: "2099-01-01T00:00:00.000Z" }], ended_at: "2099-01-01T00:00:00.000Z" } as unknown as SessionRecord;
+      // Interrupted (its supervisor gone, the record still active) when read; stopped (by `apex stop`) before the claim.
+      const raced = { ...branchRecord("s-raced", "raced", "/nonexistent"), status: "active", outcome: null, ended_at: null, history: [{ event: "started", at: "2026-01-01T00:00:00.000Z" }] } as unknown as SessionRecord;
+      await store.batch((batch) => {
+        batch.set("/sessions/history/s-ahead", ahead as never);
+        batch.set("/sessions/s-raced", raced as never);
+      });
+      const read = { session_id: "s-raced", mark: endedMark(findSession(store, "s-raced")!) };
+      await store.batch((batch) => {
+        batch.delete("/sessions/s-raced");
+        batch.set("/sessions/history/s-raced", { ...raced, status: "stopped", outcome: "stopped by user", ended_at: "2020-01-01T00:00:00.000Z", history: [...raced.history, { event: "stopped", at: "2020-01-01T00:00:00.000Z" }] } as never);
+      });
+      const before = sessionsState(store);
+      const refused = await refusal(claimContinuedSession(store, config, { sessionId: "s-raced", checkpoint: undefined }, self, read));
+      expect(refused).toMatchObject({ code: "APEX_E_SESSION_STATE", exitCode: 4, details: { session_id: "s-raced", status: "stopped" } });
+      expect(refused.message).toBe("Session raced was stopped (stopped by user) while this start was continuing it, before it claimed it: it is not continued.");
+      expect(store.get("/sessions/s-raced")).toBeUndefined();
+      expect(sessionsState(store)).toEqual(before);
+      // Read as it is now, the claim holds; as does the one of the session ended "in the future".
+      expect(await claimContinuedSession(store, config, { sessionId: "s-ahead", checkpoint: undefined }, self, { session_id: "s-ahead", mark: endedMark(findSession(store, "s-ahead")!) })).toMatchObject({ sessionId: "s-ahead", continued: true });
     });
   });
 });

@@ -34,10 +34,10 @@ export interface Handover {
  * Short checkpoint forms (`checkpoint-007`, `latest`) are resolved by the checkpoint code, as
  * the supervisor resolves them. Undefined when the store does not exist yet.
  */
-export async function resolveTarget(location: ProjectLocation, argument: string): Promise<(ContinueTarget & { name: string | null }) | undefined> {
+export async function resolveTarget(location: ProjectLocation, argument: string): Promise<(ContinueTarget & { name: string | null; ended?: string }) | undefined> {
   const { openStore, storeExists } = await import("../../core/store/open.js");
   if (!(await storeExists(location))) return undefined;
-  const [{ resolveContinueTarget, findSession }, { resolveCheckpoint }, { defaultSessionIfAny }] = await Promise.all([
+  const [{ resolveContinueTarget, findSession, endedMark }, { resolveCheckpoint }, { defaultSessionIfAny }] = await Promise.all([
     import("../../core/session/sessions.js"),
     import("../../plugins/index.js").then(({ builtinServices }) => builtinServices.checkpointRefs()),
     import("../../plugins/index.js").then(({ builtinServices }) => builtinServices.checkpointSessions()),
@@ -56,14 +56,17 @@ export async function resolveTarget(location: ProjectLocation, argument: string)
         }
       },
     });
-    // The session's name (a branch's), which text names it by once it runs (sessionText).
+    // The session's name (a branch's), which text names it by once it runs (sessionText), and its ended state (endedMark).
     let name: unknown;
+    let ended: string | undefined;
     try {
-      name = findSession(store, target.sessionId)?.name;
+      const record = findSession(store, target.sessionId);
+      name = record?.name;
+      ended = record && endedMark(record);
     } catch {
       name = undefined; // an unreadable record names nothing: the short id is printed
     }
-    return { ...target, name: typeof name === "string" && name ? name : null };
+    return { ...target, name: typeof name === "string" && name ? name : null, ...(ended === undefined ? {} : { ended }) };
   } finally {
     await store.close();
   }

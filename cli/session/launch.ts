@@ -24,6 +24,10 @@ const SUPERVISOR_MAIN = fileURLToPath(new URL("../../core/session/supervisor-mai
  * own session, stdio on <store>/supervisor.log, unref'd.
  */
 export async function launchSupervisor(location: ProjectLocation, request: Omit<SupervisorRequest, "projectDir" | "configPath" | "storeDir" | "configFile">, config?: Config): Promise<ReadyReport> {
+  // The continued session's ended state (as the caller read it, else now): an `apex stop` recorded after that, before
+  // the supervisor claims the session, makes the claim refuse it (it continued the session the stop had said it
+  // stopped). A state, not a time: the hosts sharing a store need not agree on the clock.
+  const endedAsRead = request.endedAsRead ?? (request.mode === "continue" ? await readEnded(location, request.continueTarget ?? "last") : undefined);
   // Ctrl-C that came before calls the start off here, before anything is launched.
   const guard = startGuard();
   guard?.beforeLaunch();
@@ -47,7 +51,7 @@ export async function launchSupervisor(location: ProjectLocation, request: Omit<
     rmSync(configFile!, { force: true });
     configFile = undefined;
   }
-  const full: SupervisorRequest = { ...request, projectDir: location.projectDir, configPath: location.configPath, storeDir: location.storeDir, ...(configFile ? { configFile } : {}) };
+  const full: SupervisorRequest = { ...request, ...(endedAsRead ? { endedAsRead } : {}), projectDir: location.projectDir, configPath: location.configPath, storeDir: location.storeDir, ...(configFile ? { configFile } : {}) };
   let child;
   const nonce = newNonce();
   try {
@@ -152,6 +156,12 @@ export async function launchSupervisor(location: ProjectLocation, request: Omit<
   // Reported: from now on Ctrl-C is the caller's (`--attach` detaches).
   guard?.release();
   return ready;
+}
+
+/** The ended state of the session `argument` names (undefined: none is found; the supervisor says why, as it did). */
+async function readEnded(location: ProjectLocation, argument: string): Promise<SupervisorRequest["endedAsRead"]> {
+  const target = await (await import("./handover.js")).resolveTarget(location, argument).catch(() => undefined);
+  return target?.ended === undefined ? undefined : { session_id: target.sessionId, mark: target.ended };
 }
 
 /**

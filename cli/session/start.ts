@@ -57,7 +57,7 @@ export async function startSession(location: ProjectLocation, options: StartOpti
   await refreshGitHooks(gitStart, config, Boolean(options.json));
   let handover: Handover | undefined;
   let checkout: CheckoutPlan | undefined;
-  let continued: { sessionId: string; name: string | null } | undefined;
+  let continued: { sessionId: string; name: string | null; ended?: string } | undefined;
   // `--session S` names a session to act on, and `start` starts a new one, or the one --continue names: S went unread
   // (`apex start --task t --session S` started a new session, `--continue last --session S` continued another).
   const flag = (await import("../../core/session/binding.js")).sessionFlag();
@@ -98,12 +98,19 @@ export async function startSession(location: ProjectLocation, options: StartOpti
   // The agents start on the checked-out code.
   const checkedOut = checkout && { repository: checkout.repository, ...(await gitStart.applyCheckout(checkout)) };
   if (checkedOut) startGuard()?.keep("git_checkout", checkedOut as unknown as JsonValue, `the checkout of ${checkedOut.commit.slice(0, 12)} on the new branch ${checkedOut.branch} in ${checkedOut.repository}`);
+  // The continued session's ended state as read before the start did anything: a stop recorded since, before the claim, wins.
+  // Read again once the handover stopped it itself (a rollback of the running session), which is no stop to yield to.
+  const endedAsRead = continued?.ended !== undefined && handover?.session_id !== continued.sessionId ? { session_id: continued.sessionId, mark: continued.ended } : undefined;
   const launched = await launchSupervisor(
     location,
-    options.continue === undefined ? { mode: "start", task: options.task } : { mode: "continue", continueTarget },
+    options.continue === undefined ? { mode: "start", task: options.task } : { mode: "continue", continueTarget, ...(endedAsRead ? { endedAsRead } : {}) },
     // A checkout may have changed the config file: the supervisor then reads the one checked out.
     checkedOut ? undefined : config,
-  );
+  ).catch((error: unknown) => {
+    // Refused or failed once the checkout was made: said to be kept, as Ctrl-C says it (it went unsaid, the working tree on a new branch).
+    if (!checkedOut || !(error instanceof ApexError) || error.code === "APEX_E_INTERRUPTED") throw error;
+    throw new ApexError(error.code, `${error.message} The checkout of ${checkedOut.commit.slice(0, 12)} on the new branch ${checkedOut.branch} in ${checkedOut.repository} is kept.`, { hint: error.hint, details: { ...error.details, git_checkout: checkedOut }, cause: error });
+  });
   const warnings = [...configWarnings, ...(launched.warnings ?? [])];
   const ready: ReadyReport = warnings.length > 0 ? { ...launched, warnings } : launched;
   if (options.json) printJson({ ...ready, ...(handover ? { handover } : {}), ...(checkedOut ? { git_checkout: checkedOut } : {}) });

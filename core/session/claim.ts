@@ -6,7 +6,7 @@ import { CURRENT_SESSION_PATH, PROJECT_CONFIG_PATH, activeEntryOf, agentPath, cu
 import { samePath } from "./binding.js";
 import { appendEvent } from "./service.js";
 import { holderText, onOtherHost, supervisorHost, withLease, writeLease, type RecordSource } from "./lease.js";
-import { effectiveStatus, findSession, isEnded, supervisorAlive, type ContinueTarget } from "./sessions.js";
+import { effectiveStatus, endedMark, findSession, isEnded, supervisorAlive, type ContinueTarget } from "./sessions.js";
 import type { SupervisorRequest } from "./supervisor.js";
 
 /**
@@ -76,7 +76,7 @@ export async function claimNewSession(store: Store, config: Config, request: Sup
 }
 
 /** Continues a session: the current one if it is interrupted, or an ended one brought back. */
-export async function claimContinuedSession(store: Store, config: Config, target: ContinueTarget, self: SupervisorIdentity): Promise<Claim> {
+export async function claimContinuedSession(store: Store, config: Config, target: ContinueTarget, self: SupervisorIdentity, read?: SupervisorRequest["endedAsRead"]): Promise<Claim> {
   let previousAgents: AgentRecord[] = [];
   let generation = 1;
   let takenOverFrom: string | undefined;
@@ -98,6 +98,8 @@ export async function claimContinuedSession(store: Store, config: Config, target
         },
       );
     }
+    // Ended (or continued) since `apex start` read it before launching this continue, as by an `apex stop` that said it stopped it meanwhile: the later command wins.
+    if (read?.session_id === target.sessionId && endedMark(record) !== read.mark) throw new ApexError("APEX_E_SESSION_STATE", `Session ${typeof record.name === "string" && record.name ? record.name : target.sessionId} was ${effectiveStatus(record)}${record.outcome ? ` (${String(record.outcome)})` : ""} while this start was continuing it, before it claimed it: it is not continued.`, { hint: `\`apex start --continue ${target.sessionId}\` continues it now.`, details: { session_id: target.sessionId, status: effectiveStatus(record) } });
     refuseIfBound(batch, store, worktreeOf(record), target.sessionId);
     const at = nowIso();
     const from = effectiveStatus(record);

@@ -67,9 +67,13 @@ export function effectiveStatus(record: SessionRecord): SessionStatus {
   return (record.status === "active" || record.status === "paused") && !supervisorAlive(record) ? "interrupted" : record.status;
 }
 
-export function isEnded(record: SessionRecord): boolean {
-  return ENDED_STATUSES.has(record.status);
-}
+export const isEnded = (record: SessionRecord): boolean => ENDED_STATUSES.has(record.status);
+
+/** A session record's history; a record written by hand (`memory set`) may have none. */
+export const historyOf = (record: SessionRecord): SessionRecord["history"] => (Array.isArray(record.history) ? record.history : []);
+
+/** The session's ended state as stored, with no clock read in it: an end, or a continue, recorded since changes it. */
+export const endedMark = (record: SessionRecord): string => `${historyOf(record).length}/${record.status}/${String(record.ended_at)}`;
 
 /** Ended sessions, most recently ended first. */
 export function historySessions(store: Store): SessionRecord[] {
@@ -103,7 +107,7 @@ export function liveMemoryOwner(store: Store): string | undefined {
   for (const record of historySessions(store)) {
     if (memoryRootOf(record) !== "") continue; // a worktree session's memory has its own root
     // Only its runs since it was imported count: before, it ran on another project's store.
-    const history = Array.isArray(record.history) ? record.history : [];
+    const history = historyOf(record);
     for (const entry of history.slice(history.map((entry) => entry.event).lastIndexOf("imported") + 1)) {
       if (ran(entry) && typeof entry.at === "string" && entry.at > latest) [latest, owner] = [entry.at, record.session_id];
     }
@@ -123,7 +127,7 @@ export function holdsLiveMemory(store: Store, sessionId: string): boolean {
 
 const ran = (entry: { event?: unknown }) => entry.event === "started" || entry.event === "continued";
 /** True once the session ran: a "started" or "continued" in its history (a branch made and not continued since has neither). */
-export const hasRun = (record: SessionRecord) => Array.isArray(record.history) && record.history.some(ran);
+export const hasRun = (record: SessionRecord) => historyOf(record).some(ran);
 
 /**
  * The session that ended last, which reads, relative checkpoint names and `--continue last` fall back to. A branch

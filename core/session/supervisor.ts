@@ -20,7 +20,7 @@ import { agentLogDir, removeRuntime, RUN_DIR, socketPathFor, writeRuntime } from
 import { claimContinuedSession, claimNewSession, describeCommand, emptyAgentRecord, type Claim } from "./claim.js";
 import { LeaseHolder, localHost } from "./lease.js";
 import { moveTaskCount, recountTasks, SessionService } from "./service.js";
-import { findSession, holdsLiveMemory, liveMemoryOwner, resolveContinueTarget } from "./sessions.js";
+import { findSession, historyOf, holdsLiveMemory, liveMemoryOwner, resolveContinueTarget } from "./sessions.js";
 import { setOwnSession } from "./binding.js";
 
 /** What `apex start` asks the supervisor to do. */
@@ -38,6 +38,8 @@ export interface SupervisorRequest {
    * what still verifies of a damaged checkpoint and report what was lost.
    */
   forceRecovery?: boolean | undefined;
+  /** The continued session's ended state (endedMark) as `apex start` read it before launching: its claim refuses once it changed. */
+  endedAsRead?: { session_id: string; mark: string } | undefined;
   /** A private file holding the config `apex start` checked (config/handoff.ts). */
   configFile?: string | undefined;
 }
@@ -231,7 +233,7 @@ export class Supervisor {
       }
       await calledOff();
       claimedAt = performance.now();
-      claim = await claimContinuedSession(store, config, target, identity(socketPath));
+      claim = await claimContinuedSession(store, config, target, identity(socketPath), request.endedAsRead);
     }
     setOwnSession(claim.sessionId);
     const supervisor = new Supervisor(config, store, deps.engine, claim.sessionId, socketPath, log, deps.onExit);
@@ -1225,11 +1227,6 @@ export class Supervisor {
 
 /** How long requests under way at the supervisor's exit may take to be answered: 5 s, or APEX_SHUTDOWN_GRACE_MS (ms). */
 const shutdownGraceMs = (): number => (Number(process.env.APEX_SHUTDOWN_GRACE_MS) > 0 ? Number(process.env.APEX_SHUTDOWN_GRACE_MS) : 5000);
-
-/** A session record's history; a record written by hand (`memory set`) may have none. */
-function historyOf(session: SessionRecord): SessionRecord["history"] {
-  return Array.isArray(session.history) ? session.history : [];
-}
 
 function checkpointLabel(sequence: number): string {
   return `checkpoint-${String(sequence).padStart(3, "0")}`;
