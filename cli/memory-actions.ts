@@ -65,8 +65,14 @@ export async function showMemory(location: ProjectLocation, path: string, json: 
   try {
     const value = root ? undefined : await reader.get(path);
     if (value !== undefined) {
-      if (json) printJson({ path, value });
-      else process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+      // The entries below a path that has a value of its own were left unsaid: the value alone looked like all there is.
+      const below = await countBelow(reader, path);
+      // Counted in --json only when there are some: the output of a path with nothing below is as it was.
+      if (json) printJson({ path, value, ...childrenFields(below) });
+      else {
+        process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+        if (below.count > 0) process.stderr.write(`${paint("note:", "cyan", process.stderr)} ${path} also has ${entriesBelow(below)} below it, not shown: \`apex memory query ${shellArg(path)}\` lists them with its value.\n`);
+      }
       return;
     }
     const below = await reader.query(root ? "/**" : `${escapeGlob(path)}/**`);
@@ -77,11 +83,29 @@ export async function showMemory(location: ProjectLocation, path: string, json: 
     }
     // Written an entry at a time, as JSON.stringify(…, null, 2) would write it whole: a subtree of more
     // than 512 MiB of JSON (V8's longest string) failed with APEX_E_INTERNAL "Invalid string length".
-    if (json) await writeChunked(prettyObjectChunks(below, `{\n  "path": ${JSON.stringify(path)},\n  "value": null,\n  "children": `, 1, "\n}\n"));
+    if (json) await writeChunked(prettyObjectChunks(below, `{\n  "path": ${JSON.stringify(path)},\n  "value": null,\n  "children_count": ${below.length},\n  "children_count_exact": true,\n  "children": `, 1, "\n}\n"));
     else await writeChunked(prettyObjectChunks(below, "", 0, "\n"));
   } finally {
     await reader.close();
   }
+}
+
+/** How many entries `show` and `delete` count below a path at most: past it they say "more than". */
+export const CHILDREN_COUNTED = 1000;
+
+/** The entries below PATH, counted up to {@link CHILDREN_COUNTED} (one range read; `exact` false: there are more). */
+async function countBelow(reader: MemoryReader, path: string): Promise<{ count: number; exact: boolean }> {
+  const found = (await reader.query(`${escapeGlob(path)}/**`, CHILDREN_COUNTED + 1)).length;
+  return found > CHILDREN_COUNTED ? { count: CHILDREN_COUNTED, exact: false } : { count: found, exact: true };
+}
+
+/** `children_count` and `children_count_exact` of --json, when there are entries below (else nothing, as before they were counted). */
+function childrenFields(below: { count: number; exact: boolean }): { children_count?: number; children_count_exact?: boolean } {
+  return below.count > 0 ? { children_count: below.count, children_count_exact: below.exact } : {};
+}
+
+function entriesBelow({ count, exact }: { count: number; exact: boolean }): string {
+  return exact ? `${count} ${count === 1 ? "entry" : "entries"}` : `more than ${count} entries`;
 }
 
 export async function queryMemory(
@@ -140,10 +164,24 @@ export async function deleteMemory(location: ProjectLocation, path: string, recu
         hint: await deleteHint(location, path, recursive),
       });
     }
-    if (asJson) printJson({ path, deleted, revision });
-    else process.stdout.write(`deleted ${deleted} ${deleted === 1 ? "entry" : "entries"} (revision ${revision})\n`);
+    // What a delete without --recursive left below the path is said, so that it is not taken for the subtree's.
+    const kept = recursive ? { count: 0, exact: true } : await keptBelow(location, path);
+    if (asJson) printJson({ path, deleted, revision, ...childrenFields(kept) });
+    else {
+      process.stdout.write(`deleted ${deleted} ${deleted === 1 ? "entry" : "entries"} (revision ${revision})\n`);
+      if (kept.count > 0) process.stderr.write(`${paint("note:", "cyan", process.stderr)} only ${path} was deleted; ${entriesBelow(kept)} below it ${kept.count === 1 && kept.exact ? "is" : "are"} kept: \`apex memory delete ${shellArg(path)} --recursive\` deletes them too.\n`);
+    }
   } finally {
     await writer.close();
+  }
+}
+
+async function keptBelow(location: ProjectLocation, path: string): Promise<{ count: number; exact: boolean }> {
+  const reader = await openReader(location);
+  try {
+    return await countBelow(reader, path);
+  } finally {
+    await reader.close();
   }
 }
 
@@ -697,6 +735,11 @@ async function deleteHint(location: ProjectLocation, path: string, recursive: bo
   } finally {
     await reader.close();
   }
+}
+
+/** TEXT as one shell word: as it is when it needs no quotes. */
+function shellArg(text: string): string {
+  return /^[\w/.@%+=:,-]+$/.test(text) ? text : shellWord(text);
 }
 
 function shellWord(text: string): string {

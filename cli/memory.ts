@@ -30,9 +30,9 @@ Examples:
 
   memory
     .command("show")
-    .description("print the value at PATH (or, if PATH only has children, the subtree; / shows everything)")
+    .description("print the value at PATH, and on stderr how many entries are below it (`memory query PATH` lists them); if PATH only has children, the subtree; / shows everything")
     .argument("<path>", "absolute path, e.g. /notes/today, or / for the whole memory")
-    .option("--json", "print {path, value} ({path, value: null, children: {path: value}} for a subtree; a checkpoint's path gives its record)")
+    .option("--json", "print {path, value, children_count, children_count_exact} ({path, value: null, children_count, children_count_exact, children: {path: value}} for a subtree; children_count: the entries below PATH, counted up to 1000, children_count_exact false past that, both left out when there are none; a checkpoint's path gives its record)")
     .addHelpText(
       "after",
       examples("apex memory show /notes/today", "apex memory show /sessions/current", "apex memory show /sessions/$ID/checkpoint-latest --json"),
@@ -70,10 +70,10 @@ Examples:
 
   memory
     .command("delete")
-    .description("delete PATH (with --recursive, everything below it too)")
+    .description("delete PATH (with --recursive, everything below it too; without it, what is below is kept, and said on stderr)")
     .argument("<path>", "absolute path; not a glob: * and ? are characters of it (memory query GLOB --keys lists what a glob matches)")
     .option("-r, --recursive", "also delete every path below PATH")
-    .option("--json", "print {path, deleted, revision}")
+    .option("--json", "print {path, deleted, revision, children_count, children_count_exact} (children_count: the entries kept below PATH, counted up to 1000; left out when none are)")
     .option("--force", FORCE)
     .addHelpText("after", examples("apex memory delete /notes/today", "apex memory delete /notes --recursive"))
     .action(async (path: string, options: { recursive?: boolean; json?: boolean; force?: boolean }, command: Command) => {
