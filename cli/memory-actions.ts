@@ -51,7 +51,9 @@ export function readerOver(client: SessionClient): MemoryReader {
   };
 }
 
-export async function showMemory(location: ProjectLocation, path: string, json: boolean): Promise<void> {
+export async function showMemory(location: ProjectLocation, given: string, json: boolean): Promise<void> {
+  // A trailing '/' is read as query, export and watch read it (`/notes/` is /notes); it was APEX_E_BAD_PATH here.
+  const path = plainPath(given);
   // The root holds no value of its own: `/` shows everything below it, as `memory query '/**'`.
   const root = path === "/";
   if (!root) checkPath(path);
@@ -108,6 +110,16 @@ function entriesBelow({ count, exact }: { count: number; exact: boolean }): stri
   return exact ? `${count} ${count === 1 ? "entry" : "entries"}` : `more than ${count} entries`;
 }
 
+/**
+ * PATH as `memory show` and `delete` take it: without the trailing '/' that query, export and watch
+ * accept on a plain path (`/notes/` is /notes). Only that: `delete /notes/` deletes /notes, not
+ * what is below it, which only --recursive does.
+ */
+export function plainPath(path: string): string {
+  // Only slashes ('//') is no path with a '/' more: it is left to checkPath, which names the empty segment.
+  return /^(.*[^/])\/+$/.exec(path)?.[1] ?? path;
+}
+
 export async function queryMemory(
   location: ProjectLocation,
   glob: string,
@@ -153,7 +165,9 @@ export async function setMemory(location: ProjectLocation, path: string, json: s
   }
 }
 
-export async function deleteMemory(location: ProjectLocation, path: string, recursive: boolean, asJson: boolean, force = false): Promise<void> {
+export async function deleteMemory(location: ProjectLocation, given: string, recursive: boolean, asJson: boolean, force = false): Promise<void> {
+  // `/notes/` is /notes, as for show, query and export: with --recursive its subtree too, without it /notes alone.
+  const path = plainPath(given);
   checkPath(path);
   await checkOwned("memory delete", [path], { recursive, force });
   const writer = await openWriter(location);
@@ -164,7 +178,7 @@ export async function deleteMemory(location: ProjectLocation, path: string, recu
         hint: await deleteHint(location, path, recursive),
       });
     }
-    // What a delete without --recursive left below the path is said, so that it is not taken for the subtree's.
+    // What a delete without --recursive left below the path is said, so that `delete /notes/` is not taken for the subtree's.
     const kept = recursive ? { count: 0, exact: true } : await keptBelow(location, path);
     if (asJson) printJson({ path, deleted, revision, ...childrenFields(kept) });
     else {
@@ -235,7 +249,7 @@ export async function watchMemory(
     // A plain path means it and everything below it, as for `memory query` and `export` (`/notes/` watched
     // nothing, ever, and `/notes` only the path itself). Checked as query checks it: one that no record can
     // have would be watched forever. The stores read a superset (`/notes**`); `matches` keeps the subtree.
-    const path = compiled.prefix.length > 1 ? checkPath(compiled.prefix.replace(/\/+$/, "")) : "/";
+    const path = compiled.prefix === "/" ? "/" : checkPath(plainPath(compiled.prefix));
     compiled = { ...compileGlob(path === "/" ? "/**" : `${escapeGlob(path)}**`), matches: (p: string) => path === "/" || p === path || p.startsWith(`${path}/`) };
   }
   const { watchChanges } = await import("./memory-watch.js");
@@ -627,7 +641,7 @@ export function refuseRepeatedKeys(text: string, value: unknown, what: string): 
  */
 async function readMatching(reader: MemoryReader, glob: Glob, limit?: number): Promise<Entry[]> {
   if (!glob.literal) return reader.query(glob.source, limit);
-  const path = glob.prefix.length > 1 ? glob.prefix.replace(/\/+$/, "") : "/";
+  const path = glob.prefix === "/" ? "/" : checkPath(plainPath(glob.prefix));
   const entries: Entry[] = [];
   if (path !== "/") {
     const value = await reader.get(path);

@@ -31,7 +31,7 @@ Examples:
   memory
     .command("show")
     .description("print the value at PATH, and on stderr how many entries are below it (`memory query PATH` lists them); if PATH only has children, the subtree; / shows everything")
-    .argument("<path>", "absolute path, e.g. /notes/today, or / for the whole memory")
+    .argument("<path>", "absolute path, e.g. /notes/today (/notes/ is /notes), or / for the whole memory")
     .option("--json", "print {path, value, children_count, children_count_exact} ({path, value: null, children_count, children_count_exact, children: {path: value}} for a subtree; children_count: the entries below PATH, counted up to 1000, children_count_exact false past that, both left out when there are none; a checkpoint's path gives its record)")
     .addHelpText(
       "after",
@@ -71,7 +71,7 @@ Examples:
   memory
     .command("delete")
     .description("delete PATH (with --recursive, everything below it too; without it, what is below is kept, and said on stderr)")
-    .argument("<path>", "absolute path; not a glob: * and ? are characters of it (memory query GLOB --keys lists what a glob matches)")
+    .argument("<path>", "absolute path (/notes/ is /notes: --recursive alone deletes what is below); not a glob: * and ? are characters of it (memory query GLOB --keys lists what a glob matches)")
     .option("-r, --recursive", "also delete every path below PATH")
     .option("--json", "print {path, deleted, revision, children_count, children_count_exact} (children_count: the entries kept below PATH, counted up to 1000; left out when none are)")
     .option("--force", FORCE)

@@ -1,6 +1,7 @@
-// `apex memory show` and `apex memory delete` of a path that has entries below it, through the
-// built CLI on a real store: what is below is said (on stderr, so that stdout stays the value;
-// counted in --json).
+// `apex memory show` and `apex memory delete` of a path that has entries below it, and of a path
+// written with a trailing '/', through the built CLI on a real store: what is below is said (on
+// stderr, so that stdout stays the value; counted in --json), and `/notes/` is /notes for show and
+// delete as it is for query, export and watch; `delete /notes/` without --recursive is /notes alone.
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -67,5 +68,50 @@ describe("apex memory show and delete of a path that has entries below it", () =
     seed({ "/k": 1, "/k/x": 2 });
     expect(JSON.parse(apex(["memory", "delete", "/k", "--json"]).stdout)).toMatchObject({ path: "/k", deleted: 1, children_count: 1, children_count_exact: true });
     expect(JSON.parse(apex(["memory", "delete", "/notes", "--recursive", "--json"]).stdout)).toEqual({ path: "/notes", deleted: 2, revision: expect.any(Number) });
+  });
+});
+
+describe("a trailing '/' on a plain path", () => {
+  it("is read by show and delete as by query and export: /notes/ is /notes; delete /notes/ deletes /notes alone, and says what it kept", () => {
+    seed({ "/notes": "top", "/notes/a": 1, "/notes/b": 2, "/other": 3 });
+    // query and export always took it.
+    expect(apex(["memory", "query", "/notes/", "--keys"]).stdout).toBe("/notes\n/notes/a\n/notes/b\n");
+    expect(JSON.parse(apex(["memory", "export", "/notes/"]).stdout)).toEqual({ "/notes": "top", "/notes/a": 1, "/notes/b": 2 });
+    // show and delete refused it (APEX_E_BAD_PATH, exit 2).
+    for (const given of ["/notes/", "/notes//"]) {
+      const shown = apex(["memory", "show", given, "--json"]);
+      expect(shown.status, shown.stderr).toBe(0);
+      expect(JSON.parse(shown.stdout)).toEqual({ path: "/notes", value: "top", children_count: 2, children_count_exact: true });
+    }
+    expect(JSON.parse(apex(["memory", "show", "/notes/a/", "--json"]).stdout)).toMatchObject({ path: "/notes/a", value: 1 });
+
+    // Without --recursive: /notes only; what is below is kept, and said to be.
+    const deleted = apex(["memory", "delete", "/notes/"]);
+    expect(deleted.status, deleted.stderr).toBe(0);
+    expect(deleted.stdout).toMatch(/^deleted 1 entry \(revision \d+\)\n$/);
+    expect(deleted.stderr).toBe("note: only /notes was deleted; 2 entries below it are kept: `apex memory delete /notes --recursive` deletes them too.\n");
+    expect(apex(["memory", "query", "/**", "--keys"]).stdout).toBe("/notes/a\n/notes/b\n/other\n");
+    // Again: nothing is at /notes itself, with the hint that paths lie below it.
+    const again = apex(["memory", "delete", "/notes/"]);
+    expect(again.status).toBe(3);
+    expect(again.stderr).toContain("hint: /notes holds no value itself, but paths below it do: add --recursive to delete them.");
+    // --recursive says the subtree: deleted, nothing kept (no count).
+    const recursive = apex(["memory", "delete", "/notes/", "--recursive", "--json"]);
+    expect(recursive.status, recursive.stderr).toBe(0);
+    expect(JSON.parse(recursive.stdout)).toEqual({ path: "/notes", deleted: 2, revision: expect.any(Number) });
+    expect(apex(["memory", "query", "/**", "--keys"]).stdout).toBe("/other\n");
+    // --json of a delete that kept entries below counts them.
+    seed({ "/k": 1, "/k/x": 2 });
+    expect(JSON.parse(apex(["memory", "delete", "/k/", "--json"]).stdout)).toMatchObject({ path: "/k", deleted: 1, children_count: 1, children_count_exact: true });
+  });
+
+  it("does not make a path of slashes alone: '//' is APEX_E_BAD_PATH (exit 2) naming the empty segment for show, delete, query, export and watch alike", () => {
+    seed({ "/a": 1 });
+    for (const args of [["memory", "show", "//"], ["memory", "delete", "//"], ["memory", "delete", "//", "--recursive"], ["memory", "query", "//"], ["memory", "export", "//"], ["memory", "watch", "//", "--timeout", "5s"]]) {
+      const result = apex(args);
+      expect([result.status, result.stdout], args.join(" ")).toEqual([2, ""]);
+      expect(result.stderr, args.join(" ")).toContain(`error[APEX_E_BAD_PATH]: Invalid path "//": segment 1 is empty ('//').`);
+    }
+    expect(apex(["memory", "query", "/**", "--keys"]).stdout).toBe("/a\n");
   });
 });
