@@ -22,6 +22,15 @@ export function parseDurationOption(text: unknown, option: string, { positive = 
   });
 }
 
+/**
+ * The help of an option that takes a duration: what it does (WHAT), then that its value is a duration, with
+ * EXAMPLES in units, and that a number alone is seconds. Every such option says it so (`--timeout <seconds>`
+ * said "stop after this many seconds", and nothing of `30s` or `5m`, which it takes).
+ */
+export function durationHelp(what: string, examples: string): string {
+  return `${what}: a duration, e.g. ${examples} (a number alone is seconds; units s, m, h, d, w)`;
+}
+
 /** "30d", "12h", "1d12h", "0s": a duration in milliseconds, in days, hours, minutes and seconds. */
 export function formatDuration(ms: number): string {
   let rest = Math.round(ms / 1000);

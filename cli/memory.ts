@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { projectOf } from "./context.js";
 import { seconds, wholeNumber } from "./option-values.js";
+import { durationHelp } from "./durations.js";
 import { examples } from "./output.js";
 
 /** What --force of a memory write means (plugins/owned-paths.ts says which paths APEX owns). */
@@ -24,7 +25,7 @@ Examples:
   apex memory set /notes/today '{"todo": 3}'
   apex memory show /notes/today
   apex memory query '/notes/**' --json
-  apex memory watch '/sessions/current/**' --timeout 60
+  apex memory watch '/sessions/current/**' --timeout 60s
   apex memory export '/notes/**' > notes.json && apex memory import notes.json`,
     );
 
@@ -87,9 +88,9 @@ Examples:
     .argument("[glob]", "paths to watch: a glob, or a plain path for it and everything below it", "/**")
     .option("--changes-only", "do not print the current values first, only changes")
     .option("--since <rev>", "instead of the current values, replay the changes after revision REV", wholeNumber("--since"))
-    .option("--timeout <seconds>", "stop after this many seconds", seconds("--timeout"))
+    .option("--timeout <duration>", durationHelp("stop after this long", "30s, 5m, 1h"), seconds("--timeout"))
     .option("--json", "one JSON object per line: {revision, kind: current|put|delete, path, value, actor, time} (current values have no actor or time; a put whose path changed again since has value null and overwritten: true)")
-    .addHelpText("after", examples("apex memory watch '/review/**'", "apex memory watch /sessions/current/metrics --json", "apex memory watch '/notes/**' --changes-only --timeout 60"))
+    .addHelpText("after", examples("apex memory watch '/review/**'", "apex memory watch /sessions/current/metrics --json", "apex memory watch '/notes/**' --changes-only --timeout 5m"))
     .action(async (glob: string, options: { since?: number; timeout?: number; json?: boolean; changesOnly?: boolean }, command: Command) => {
       const { watchMemory } = await import("./memory-actions.js");
       await watchMemory(projectOf(command), glob, options);
