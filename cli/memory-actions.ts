@@ -73,7 +73,7 @@ export async function showMemory(location: ProjectLocation, given: string, json:
       if (json) printJson({ path, value, ...childrenFields(below) });
       else {
         process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
-        if (below.count > 0) process.stderr.write(`${paint("note:", "cyan", process.stderr)} ${path} also has ${entriesBelow(below)} below it, not shown: \`apex memory query ${shellArg(path)}\` lists them with its value.\n`);
+        if (below.count > 0) process.stderr.write(`${paint("note:", "cyan", process.stderr)} ${path} also has ${entriesBelow(below)} below it, not shown: \`apex memory query ${shellArg(path)}\` lists ${them(below)} with ${path}.\n`);
       }
       return;
     }
@@ -104,6 +104,10 @@ async function countBelow(reader: MemoryReader, path: string): Promise<{ count: 
 /** `children_count` and `children_count_exact` of --json, when there are entries below (else nothing, as before they were counted). */
 function childrenFields(below: { count: number; exact: boolean }): { children_count?: number; children_count_exact?: boolean } {
   return below.count > 0 ? { children_count: below.count, children_count_exact: below.exact } : {};
+}
+
+function them({ count, exact }: { count: number; exact: boolean }): string {
+  return count === 1 && exact ? "it" : "them";
 }
 
 function entriesBelow({ count, exact }: { count: number; exact: boolean }): string {
@@ -183,7 +187,7 @@ export async function deleteMemory(location: ProjectLocation, given: string, rec
     if (asJson) printJson({ path, deleted, revision, ...childrenFields(kept) });
     else {
       process.stdout.write(`deleted ${deleted} ${deleted === 1 ? "entry" : "entries"} (revision ${revision})\n`);
-      if (kept.count > 0) process.stderr.write(`${paint("note:", "cyan", process.stderr)} only ${path} was deleted; ${entriesBelow(kept)} below it ${kept.count === 1 && kept.exact ? "is" : "are"} kept: \`apex memory delete ${shellArg(path)} --recursive\` deletes them too.\n`);
+      if (kept.count > 0) process.stderr.write(`${paint("note:", "cyan", process.stderr)} only ${path} was deleted; ${entriesBelow(kept)} below it ${them(kept) === "it" ? "is" : "are"} kept: \`apex memory delete ${shellArg(path)} --recursive\` deletes ${them(kept)} too.\n`);
     }
   } finally {
     await writer.close();

@@ -29,7 +29,7 @@ describe("apex memory show and delete of a path that has entries below it", () =
     expect(text.status, text.stderr).toBe(0);
     // stdout is the value alone, as a script piping it to jq reads it.
     expect(JSON.parse(text.stdout)).toEqual({ title: "notes" });
-    expect(text.stderr).toBe("note: /notes also has 3 entries below it, not shown: `apex memory query /notes` lists them with its value.\n");
+    expect(text.stderr).toBe("note: /notes also has 3 entries below it, not shown: `apex memory query /notes` lists them with /notes.\n");
     // The command it names lists them.
     expect(apex(["memory", "query", "/notes", "--keys"]).stdout).toBe("/notes\n/notes/a\n/notes/b/c\n/notes/b/d\n");
 
@@ -52,7 +52,7 @@ describe("apex memory show and delete of a path that has entries below it", () =
     const text = apex(["memory", "show", "/big"]);
     expect(text.status, text.stderr).toBe(0);
     expect(text.stdout).toBe('"root"\n');
-    expect(text.stderr).toBe("note: /big also has more than 1000 entries below it, not shown: `apex memory query /big` lists them with its value.\n");
+    expect(text.stderr).toBe("note: /big also has more than 1000 entries below it, not shown: `apex memory query /big` lists them with /big.\n");
     expect(JSON.parse(apex(["memory", "show", "/big", "--json"]).stdout)).toEqual({ path: "/big", value: "root", children_count: 1000, children_count_exact: false });
     // One entry fewer: counted exactly.
     expect(apex(["memory", "delete", "/big/k1000"]).status).toBe(0);
@@ -66,6 +66,10 @@ describe("apex memory show and delete of a path that has entries below it", () =
     expect(deleted.stdout).toMatch(/^deleted 1 entry \(revision \d+\)\n$/);
     expect(deleted.stderr).toBe("note: only /notes was deleted; 2 entries below it are kept: `apex memory delete /notes --recursive` deletes them too.\n");
     seed({ "/k": 1, "/k/x": 2 });
+    expect(apex(["memory", "show", "/k"]).stderr).toBe("note: /k also has 1 entry below it, not shown: `apex memory query /k` lists it with /k.\n");
+    const one = apex(["memory", "delete", "/k"]);
+    expect(one.stderr).toBe("note: only /k was deleted; 1 entry below it is kept: `apex memory delete /k --recursive` deletes it too.\n");
+    seed({ "/k": 1 });
     expect(JSON.parse(apex(["memory", "delete", "/k", "--json"]).stdout)).toMatchObject({ path: "/k", deleted: 1, children_count: 1, children_count_exact: true });
     expect(JSON.parse(apex(["memory", "delete", "/notes", "--recursive", "--json"]).stdout)).toEqual({ path: "/notes", deleted: 2, revision: expect.any(Number) });
   });
