@@ -12,7 +12,11 @@ export function parseDurationOption(text: unknown, option: string, { positive = 
   if (typeof raw === "string" && isDuration(raw)) {
     const ms = Math.round(parseDuration(raw) * 1000);
     if (ms > MAX_DURATION_SECONDS * 1000) throw new ApexError("APEX_E_USAGE", `${option}: ${JSON.stringify(raw)} is too long: it must be ${MAX_DURATION_TEXT}.`);
-    if (positive && ms === 0) throw new ApexError("APEX_E_USAGE", `${option}: Expected a duration above 0, got ${JSON.stringify(raw)}.`);
+    if (positive && ms === 0) {
+      // Above 0 but under half a millisecond, the unit it is kept in: it was said not to be above 0.
+      if (parseDuration(raw) > 0) throw new ApexError("APEX_E_USAGE", `${option}: ${JSON.stringify(raw)} is shorter than the shortest duration it takes, 1 ms (0.001).`, { details: { option, value: raw, min_seconds: 0.001 } });
+      throw new ApexError("APEX_E_USAGE", `${option}: Expected a duration above 0, got ${JSON.stringify(raw)}.`);
+    }
     return ms;
   }
   const fixed = typeof raw === "string" ? raw.trim().toLowerCase() : "";
