@@ -1,5 +1,6 @@
 import type { Command } from "commander";
 import { projectOf } from "./context.js";
+import { durationHelp } from "./durations.js";
 import { seconds, wholeNumber } from "./option-values.js";
 import { examples } from "./output.js";
 
@@ -85,9 +86,9 @@ Examples:
     .command("stop")
     .description("end the session: SIGTERM to the agents (SIGKILL after a grace period), record it in the history")
     .option("-f, --force", "SIGKILL the agents at once")
-    .option("--grace <seconds>", `seconds between SIGTERM and SIGKILL (default 5, at most ${MAX_GRACE_SECONDS}: 1 hour)`, seconds("--grace", { maxSeconds: MAX_GRACE_SECONDS }))
+    .option("--grace <duration>", durationHelp(`the time between SIGTERM and SIGKILL (default 5s, at most 1h: ${MAX_GRACE_SECONDS} seconds)`, "10s, 2m"), seconds("--grace", { maxSeconds: MAX_GRACE_SECONDS }))
     .option("--json", "print {session_id, name, status: \"stopped\", reason, processes_ended}")
-    .addHelpText("after", examples("apex stop", "apex stop --grace 30", "apex stop --force"))
+    .addHelpText("after", examples("apex stop", "apex stop --grace 30s", "apex stop --force"))
     .action(async (options: { force?: boolean; grace?: number; json?: boolean }, command: Command) => {
       const { stopSession } = await import("./session/control.js");
       await stopSession(projectOf(command), options);

@@ -34,9 +34,10 @@ export function buildProgram(groups: ReadonlyArray<(program: Command) => void>):
       `
 Session:
   --session ID|NAME          act on this session of the project, before or after the command
-                             (default: the agent's, else the one bound to this worktree, else
-                             the project's, else the only active one); \`last\`: that default,
-                             else the session that ended last; \`current\`: it while it runs
+                             (default: the one bound to this worktree, else the project's,
+                             else the only active one; inside an agent, always the agent's
+                             own: another is refused); \`last\`: that default, else the
+                             session that ended last; \`current\`: it while it runs
 
 Environment:
   APEX_CONFIG                path of apex.config.yaml (like --config)

@@ -51,7 +51,9 @@ export function readerOver(client: SessionClient): MemoryReader {
   };
 }
 
-export async function showMemory(location: ProjectLocation, path: string, json: boolean): Promise<void> {
+export async function showMemory(location: ProjectLocation, given: string, json: boolean): Promise<void> {
+  // A trailing '/' is read as query, export and watch read it (`/notes/` is /notes); it was APEX_E_BAD_PATH here.
+  const path = plainPath(given);
   // The root holds no value of its own: `/` shows everything below it, as `memory query '/**'`.
   const root = path === "/";
   if (!root) checkPath(path);
@@ -65,8 +67,14 @@ export async function showMemory(location: ProjectLocation, path: string, json: 
   try {
     const value = root ? undefined : await reader.get(path);
     if (value !== undefined) {
-      if (json) printJson({ path, value });
-      else process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+      // The entries below a path that has a value of its own were left unsaid: the value alone looked like all there is.
+      const below = await countBelow(reader, path);
+      // Counted in --json only when there are some: the output of a path with nothing below is as it was.
+      if (json) printJson({ path, value, ...childrenFields(below) });
+      else {
+        process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+        if (below.count > 0) process.stderr.write(`${paint("note:", "cyan", process.stderr)} ${path} also has ${entriesBelow(below)} below it, not shown: \`apex memory query ${shellArg(path)}\` lists ${them(below)} with ${path}.\n`);
+      }
       return;
     }
     const below = await reader.query(root ? "/**" : `${escapeGlob(path)}/**`);
@@ -77,11 +85,43 @@ export async function showMemory(location: ProjectLocation, path: string, json: 
     }
     // Written an entry at a time, as JSON.stringify(…, null, 2) would write it whole: a subtree of more
     // than 512 MiB of JSON (V8's longest string) failed with APEX_E_INTERNAL "Invalid string length".
-    if (json) await writeChunked(prettyObjectChunks(below, `{\n  "path": ${JSON.stringify(path)},\n  "value": null,\n  "children": `, 1, "\n}\n"));
+    if (json) await writeChunked(prettyObjectChunks(below, `{\n  "path": ${JSON.stringify(path)},\n  "value": null,\n  "children_count": ${below.length},\n  "children_count_exact": true,\n  "children": `, 1, "\n}\n"));
     else await writeChunked(prettyObjectChunks(below, "", 0, "\n"));
   } finally {
     await reader.close();
   }
+}
+
+/** How many entries `show` and `delete` count below a path at most: past it they say "more than". */
+export const CHILDREN_COUNTED = 1000;
+
+/** The entries below PATH, counted up to {@link CHILDREN_COUNTED} (one range read; `exact` false: there are more). */
+async function countBelow(reader: MemoryReader, path: string): Promise<{ count: number; exact: boolean }> {
+  const found = (await reader.query(`${escapeGlob(path)}/**`, CHILDREN_COUNTED + 1)).length;
+  return found > CHILDREN_COUNTED ? { count: CHILDREN_COUNTED, exact: false } : { count: found, exact: true };
+}
+
+/** `children_count` and `children_count_exact` of --json, when there are entries below (else nothing, as before they were counted). */
+function childrenFields(below: { count: number; exact: boolean }): { children_count?: number; children_count_exact?: boolean } {
+  return below.count > 0 ? { children_count: below.count, children_count_exact: below.exact } : {};
+}
+
+function them({ count, exact }: { count: number; exact: boolean }): string {
+  return count === 1 && exact ? "it" : "them";
+}
+
+function entriesBelow({ count, exact }: { count: number; exact: boolean }): string {
+  return exact ? `${count} ${count === 1 ? "entry" : "entries"}` : `more than ${count} entries`;
+}
+
+/**
+ * PATH as `memory show` and `delete` take it: without the trailing '/' that query, export and watch
+ * accept on a plain path (`/notes/` is /notes). Only that: `delete /notes/` deletes /notes, not
+ * what is below it, which only --recursive does.
+ */
+export function plainPath(path: string): string {
+  // Only slashes ('//') is no path with a '/' more: it is left to checkPath, which names the empty segment.
+  return /^(.*[^/])\/+$/.exec(path)?.[1] ?? path;
 }
 
 export async function queryMemory(
@@ -129,7 +169,9 @@ export async function setMemory(location: ProjectLocation, path: string, json: s
   }
 }
 
-export async function deleteMemory(location: ProjectLocation, path: string, recursive: boolean, asJson: boolean, force = false): Promise<void> {
+export async function deleteMemory(location: ProjectLocation, given: string, recursive: boolean, asJson: boolean, force = false): Promise<void> {
+  // `/notes/` is /notes, as for show, query and export: with --recursive its subtree too, without it /notes alone.
+  const path = plainPath(given);
   checkPath(path);
   await checkOwned("memory delete", [path], { recursive, force });
   const writer = await openWriter(location);
@@ -140,10 +182,24 @@ export async function deleteMemory(location: ProjectLocation, path: string, recu
         hint: await deleteHint(location, path, recursive),
       });
     }
-    if (asJson) printJson({ path, deleted, revision });
-    else process.stdout.write(`deleted ${deleted} ${deleted === 1 ? "entry" : "entries"} (revision ${revision})\n`);
+    // What a delete without --recursive left below the path is said, so that `delete /notes/` is not taken for the subtree's.
+    const kept = recursive ? { count: 0, exact: true } : await keptBelow(location, path);
+    if (asJson) printJson({ path, deleted, revision, ...childrenFields(kept) });
+    else {
+      process.stdout.write(`deleted ${deleted} ${deleted === 1 ? "entry" : "entries"} (revision ${revision})\n`);
+      if (kept.count > 0) process.stderr.write(`${paint("note:", "cyan", process.stderr)} only ${path} was deleted; ${entriesBelow(kept)} below it ${them(kept) === "it" ? "is" : "are"} kept: \`apex memory delete ${shellArg(path)} --recursive\` deletes ${them(kept)} too.\n`);
+    }
   } finally {
     await writer.close();
+  }
+}
+
+async function keptBelow(location: ProjectLocation, path: string): Promise<{ count: number; exact: boolean }> {
+  const reader = await openReader(location);
+  try {
+    return await countBelow(reader, path);
+  } finally {
+    await reader.close();
   }
 }
 
@@ -197,7 +253,7 @@ export async function watchMemory(
     // A plain path means it and everything below it, as for `memory query` and `export` (`/notes/` watched
     // nothing, ever, and `/notes` only the path itself). Checked as query checks it: one that no record can
     // have would be watched forever. The stores read a superset (`/notes**`); `matches` keeps the subtree.
-    const path = compiled.prefix.length > 1 ? checkPath(compiled.prefix.replace(/\/+$/, "")) : "/";
+    const path = compiled.prefix === "/" ? "/" : checkPath(plainPath(compiled.prefix));
     compiled = { ...compileGlob(path === "/" ? "/**" : `${escapeGlob(path)}**`), matches: (p: string) => path === "/" || p === path || p.startsWith(`${path}/`) };
   }
   const { watchChanges } = await import("./memory-watch.js");
@@ -589,7 +645,7 @@ export function refuseRepeatedKeys(text: string, value: unknown, what: string): 
  */
 async function readMatching(reader: MemoryReader, glob: Glob, limit?: number): Promise<Entry[]> {
   if (!glob.literal) return reader.query(glob.source, limit);
-  const path = glob.prefix.length > 1 ? glob.prefix.replace(/\/+$/, "") : "/";
+  const path = glob.prefix === "/" ? "/" : checkPath(plainPath(glob.prefix));
   const entries: Entry[] = [];
   if (path !== "/") {
     const value = await reader.get(path);
@@ -697,6 +753,11 @@ async function deleteHint(location: ProjectLocation, path: string, recursive: bo
   } finally {
     await reader.close();
   }
+}
+
+/** TEXT as one shell word: as it is when it needs no quotes. */
+function shellArg(text: string): string {
+  return /^[\w/.@%+=:,-]+$/.test(text) ? text : shellWord(text);
 }
 
 function shellWord(text: string): string {

@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { projectOf } from "./context.js";
 import { seconds, wholeNumber } from "./option-values.js";
+import { durationHelp } from "./durations.js";
 import { examples } from "./output.js";
 
 /** What --force of a memory write means (plugins/owned-paths.ts says which paths APEX owns). */
@@ -24,15 +25,15 @@ Examples:
   apex memory set /notes/today '{"todo": 3}'
   apex memory show /notes/today
   apex memory query '/notes/**' --json
-  apex memory watch '/sessions/current/**' --timeout 60
+  apex memory watch '/sessions/current/**' --timeout 60s
   apex memory export '/notes/**' > notes.json && apex memory import notes.json`,
     );
 
   memory
     .command("show")
-    .description("print the value at PATH (or, if PATH only has children, the subtree; / shows everything)")
-    .argument("<path>", "absolute path, e.g. /notes/today, or / for the whole memory")
-    .option("--json", "print {path, value} ({path, value: null, children: {path: value}} for a subtree; a checkpoint's path gives its record)")
+    .description("print the value at PATH, and on stderr how many entries are below it (`memory query PATH` lists them); if PATH only has children, the subtree; / shows everything")
+    .argument("<path>", "absolute path, e.g. /notes/today (/notes/ is /notes), or / for the whole memory")
+    .option("--json", "print {path, value, children_count, children_count_exact} ({path, value: null, children_count, children_count_exact, children: {path: value}} for a subtree; children_count: the entries below PATH, counted up to 1000, children_count_exact false past that, both left out when there are none; a checkpoint's path gives its record)")
     .addHelpText(
       "after",
       examples("apex memory show /notes/today", "apex memory show /sessions/current", "apex memory show /sessions/$ID/checkpoint-latest --json"),
@@ -70,10 +71,10 @@ Examples:
 
   memory
     .command("delete")
-    .description("delete PATH (with --recursive, everything below it too)")
-    .argument("<path>", "absolute path; not a glob: * and ? are characters of it (memory query GLOB --keys lists what a glob matches)")
+    .description("delete PATH (with --recursive, everything below it too; without it, what is below is kept, and said on stderr)")
+    .argument("<path>", "absolute path (/notes/ is /notes: --recursive alone deletes what is below); not a glob: * and ? are characters of it (memory query GLOB --keys lists what a glob matches)")
     .option("-r, --recursive", "also delete every path below PATH")
-    .option("--json", "print {path, deleted, revision}")
+    .option("--json", "print {path, deleted, revision, children_count, children_count_exact} (children_count: the entries kept below PATH, counted up to 1000; left out when none are)")
     .option("--force", FORCE)
     .addHelpText("after", examples("apex memory delete /notes/today", "apex memory delete /notes --recursive"))
     .action(async (path: string, options: { recursive?: boolean; json?: boolean; force?: boolean }, command: Command) => {
@@ -87,9 +88,9 @@ Examples:
     .argument("[glob]", "paths to watch: a glob, or a plain path for it and everything below it", "/**")
     .option("--changes-only", "do not print the current values first, only changes")
     .option("--since <rev>", "instead of the current values, replay the changes after revision REV", wholeNumber("--since"))
-    .option("--timeout <seconds>", "stop after this many seconds", seconds("--timeout"))
+    .option("--timeout <duration>", durationHelp("stop after this long", "30s, 5m, 1h"), seconds("--timeout"))
     .option("--json", "one JSON object per line: {revision, kind: current|put|delete, path, value, actor, time} (current values have no actor or time; a put whose path changed again since has value null and overwritten: true)")
-    .addHelpText("after", examples("apex memory watch '/review/**'", "apex memory watch /sessions/current/metrics --json", "apex memory watch '/notes/**' --changes-only --timeout 60"))
+    .addHelpText("after", examples("apex memory watch '/review/**'", "apex memory watch /sessions/current/metrics --json", "apex memory watch '/notes/**' --changes-only --timeout 5m"))
     .action(async (glob: string, options: { since?: number; timeout?: number; json?: boolean; changesOnly?: boolean }, command: Command) => {
       const { watchMemory } = await import("./memory-actions.js");
       await watchMemory(projectOf(command), glob, options);

@@ -43,9 +43,11 @@ export async function resolveSessionWord(word: string, args: string[]): Promise<
 
 export async function wholeSessionId(ref: string, args: string[]): Promise<string> {
   const [{ agentSession }, { UUID_PATTERN }] = await Promise.all([import("../core/session/binding.js"), import("../core/session/names.js")]);
-  // Inside an agent its own session is meant (and its store URL has no password).
+  // Inside an agent its own session is meant (and its store URL has no password): --session may name only that one.
+  const own = agentSession();
+  if (own) return agentsOwnSession(ref, own, args);
   // A whole uuid in capitals is looked up (uuids are read whatever their case): given as it is, it named no session.
-  if (agentSession() || process.env.APEX_SOCKET || (UUID_PATTERN.test(ref) && ref === ref.toLowerCase())) return ref;
+  if (process.env.APEX_SOCKET || (UUID_PATTERN.test(ref) && ref === ref.toLowerCase())) return ref;
   const [{ locateProject }, { openStore, storeExists }, { resolveSessionId }] = await Promise.all([import("../core/config/locate.js"), import("../core/store/open.js"), import("../core/session/sessions.js")]);
   try {
     const location = locateProject({ configFlag: configFlagOf(args) });
@@ -60,6 +62,47 @@ export async function wholeSessionId(ref: string, args: string[]): Promise<strin
     if ((error as ApexError).code === "APEX_E_AMBIGUOUS") throw error;
     return ref;
   }
+}
+
+/**
+ * `--session REF` inside an agent. An agent's commands act on its own session whatever else is named (binding.ts:
+ * the agent's session comes first); a --session naming another one was read by some commands (`checkpoint list`,
+ * `logs`, `session history`) and passed over by the others (`status`, `task list`, `agent list`, `memory`), which
+ * answered for the agent's own session as if it were the one named. Now REF is read as everywhere (id, name, unique
+ * prefix: the sessions as the agent's supervisor lists them), and one naming another session is refused
+ * (APEX_E_USAGE, exit 2, before anything runs), as `--remote` refuses a --session naming another than its own.
+ */
+async function agentsOwnSession(ref: string, own: string, args: string[]): Promise<string> {
+  if (ref === own) return own;
+  const [{ locateProject }, { openSessionClient }, { pickSession }, { idOfName, shortSessionId }] = await Promise.all([
+    import("../core/config/locate.js"),
+    import("../core/session/client.js"),
+    import("../core/session/sessions.js"),
+    import("../core/session/names.js"),
+  ]);
+  let records: Array<{ session_id: string; name?: unknown }> | undefined;
+  try {
+    const client = await openSessionClient(locateProject({ configFlag: configFlagOf(args) }), "read", { records: true });
+    try {
+      records = (await client.call("session.list")) as Array<{ session_id: string; name?: unknown }>;
+    } finally {
+      await client.close();
+    }
+  } catch {
+    records = undefined; // the supervisor does not answer: the agent's own id is all there is to go by
+  }
+  const named = records
+    ? pickSession(ref.trim(), records.map((record) => record.session_id), () => idOfName(records!.map((record) => [record.name, record.session_id]), ref.trim()))
+    : ref.trim().length >= 4 && own.startsWith(ref.trim().toLowerCase()) ? own : ref;
+  if (named === own) return own;
+  const label = (id: string) => {
+    const name = records?.find((record) => record.session_id === id)?.name;
+    return typeof name === "string" ? name : shortSessionId(id);
+  };
+  throw new ApexError("APEX_E_USAGE", `--session ${ref} does not work inside an agent: its commands act on the agent's own session, ${label(own)} (APEX_SESSION_ID), and --session names ${named === ref && !records ? ref : `another, ${label(named)}`}.`, {
+    hint: "Leave --session out, or name the agent's own session. Commands that take a session as an argument read the one named there (`apex session history ID`, `apex checkpoint show ID/latest`).",
+    details: { session_id: own, named: named },
+  });
 }
 
 function noSession(word: string): ApexError {

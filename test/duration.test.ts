@@ -91,6 +91,9 @@ describe("the duration grammar", () => {
     expect(seconds("--grace")("2m")).toBe(120);
     expect(seconds("--grace")("0.5")).toBe(0.5);
     expect(() => seconds("--grace")("0")).toThrow(expect.objectContaining({ code: "APEX_E_USAGE" }));
+    // Above 0, but less than the millisecond it is kept in: said to be too short (it was said not to be above 0).
+    expect(() => seconds("--timeout")("0.0001")).toThrow('--timeout: "0.0001" is shorter than the shortest duration it takes, 1 ms (0.001).');
+    expect(seconds("--timeout")("0.001")).toBe(0.001);
   });
 
   it("formats milliseconds back in days, hours, minutes and seconds", () => {

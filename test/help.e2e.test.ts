@@ -91,6 +91,28 @@ describe("help that teaches", () => {
     });
   }
 
+  it("every option that takes a duration says so in its --help, that units may be given, with an example in units (every built-in plugin)", () => {
+    const project = mkdtempSync(join(dir, "project-"));
+    writeFileSync(join(project, "apex.config.yaml"), everyPlugin);
+    const found: string[] = [];
+    const problems: string[] = [];
+    for (const page of walk(project)) {
+      for (const [long, block] of optionBlocks(page.text)) {
+        const placeholder = /^(?:-\w, )?--[\w-]+ <([^>]+)>/.exec(block)?.[1];
+        const option = `apex ${page.words.join(" ")} ${long}`;
+        // An option of time by its name or its placeholder (`--timeout <seconds>` said "this many seconds", nothing of 30s or 5m).
+        const timed = /timeout|grace|older|expires|interval|ttl|delay|within/.test(long) || /^(seconds|ms|time|secs|minutes)$/.test(placeholder ?? "");
+        if (placeholder === "duration") found.push(option);
+        else if (timed) problems.push(`${option}: takes <${placeholder}>, not <duration>`);
+        if (placeholder !== "duration") continue;
+        if (!/a duration, e\.g\. \d+[smhdw]\b(, \d+\w+)*/.test(block)) problems.push(`${option}: no example in units ("${block}")`);
+        if (!block.includes("(a number alone is seconds; units s, m, h, d, w)")) problems.push(`${option}: does not say what a number alone is, nor the units ("${block}")`);
+      }
+    }
+    expect(problems).toEqual([]);
+    expect(found.sort()).toEqual(["apex memory watch --timeout", "apex session archive --older-than", "apex session compress --older-than", "apex session share --expires", "apex stop --grace"]);
+  });
+
   it("README documents every command and option --help lists (the options by their long or short name)", () => {
     const readme = readFileSync(join(REPO_ROOT, "README.md"), "utf8");
     const missing: string[] = [];

@@ -47,7 +47,8 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     // The root holds no value: `show /` is everything below it (the session's records left out, as by query '/**').
     const everything = apex(["memory", "show", "/", "--json"]);
     expect(everything.status, everything.stderr).toBe(0);
-    expect(JSON.parse(everything.stdout)).toEqual({ path: "/", value: null, children: JSON.parse(apex(["memory", "query", "/**", "--json"]).stdout) });
+    const children = JSON.parse(apex(["memory", "query", "/**", "--json"]).stdout) as Record<string, unknown>;
+    expect(JSON.parse(everything.stdout)).toEqual({ path: "/", value: null, children_count: Object.keys(children).length, children_count_exact: true, children });
     expect(JSON.parse(everything.stdout).children).toMatchObject({ "/notes/today": { todo: 3 }, "/notes/😀/deep": "astral", "/other": 1 });
 
     // A plain path with a backslash (as `show` takes it) is itself to query and export; it found nothing.

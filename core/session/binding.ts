@@ -8,7 +8,8 @@ import { ACTIVE_SESSIONS_PATH, CURRENT_SESSION_PATH, HISTORY_PREFIX, readActiveS
 /**
  * Which session a command acts on, when several of a project run side by side (one per working
  * tree: the project's own, and each branch's git worktree). In this order:
- *   1. agent     the agent's own session (APEX_SESSION_ID, set by its supervisor);
+ *   1. agent     the agent's own session (APEX_SESSION_ID, set by its supervisor); a `--session`
+ *                naming another is refused there (cli/session-ref.ts), not passed over;
  *   2. flag      `--session ID|NAME`;
  *   3. worktree  the session bound to the git worktree the command runs in (`session branch
  *                --worktree`), else, in the project's own working tree, the session current there;

@@ -1,3 +1,4 @@
+import { durationHelp } from "../../cli/durations.js";
 import { builtinPluginSchema } from "../../core/config/schemas.js";
 import type { CommandSpec } from "../../core/engine.js";
 import { APEX_VERSION, definePlugin } from "../../core/plugins.js";
@@ -29,7 +30,7 @@ export default definePlugin<ArchivePluginOptions>({
       description: "move ended sessions older than a duration out of the store, one verified bundle each under session.backup_location",
       arguments: [{ syntax: "[id]", description: "archive this ended session (default: the one --session names, else every ended session older than --older-than)", session: true }],
       options: [
-        { flags: "--older-than <duration>", description: "sessions that ended at least this long ago: 30d, 30days, 12h, 2w (default: the plugin's older_than)" },
+        { flags: "--older-than <duration>", description: durationHelp("sessions that ended at least this long ago (default: the plugin's older_than)", "30d, 30days, 12h, 2w") },
         { flags: "--dry-run", description: "show what would be archived; write and remove nothing" },
         { flags: "--json", description: "print {dry_run, older_than_seconds, cutoff, directory, archived: [{session_id, ended_at, file, checkpoints, records, objects, body_bytes, file_bytes}], …}" },
       ],

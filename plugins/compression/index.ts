@@ -1,3 +1,4 @@
+import { durationHelp } from "../../cli/durations.js";
 import { builtinPluginSchema } from "../../core/config/schemas.js";
 import type { CheckpointInfo, CommandSpec } from "../../core/engine.js";
 import { APEX_VERSION, definePlugin } from "../../core/plugins.js";
@@ -56,7 +57,7 @@ export default definePlugin<CompressionOptions>({
       arguments: [{ syntax: "[id]", description: "only this session's checkpoints (id, unique prefix or a branch's name); default: the one --session names, else every session", session: true }],
       options: [
         { flags: "--after <n>", description: "cold = checkpoints with at least N newer ones in their session (default: the plugin's `after`)" },
-        { flags: "--older-than <duration>", description: "cold = checkpoints older than this, e.g. 7d, 12h, 30days (default: the plugin's `older_than`)" },
+        { flags: "--older-than <duration>", description: durationHelp("cold = checkpoints older than this (default: the plugin's `older_than`)", "7d, 12h, 30days") },
         { flags: "--algorithm <name>", description: "brotli or gzip (default: the plugin's `algorithm`, brotli)" },
         { flags: "--level <n>", description: "0-11 for brotli, 0-9 for gzip (default: the plugin's `level` for the plugin's algorithm, else 6)" },
         { flags: "--recompress", description: "also compress again cold data compressed already (another algorithm or level; LangGraph's values, gzip 1 as written): the packs whose every value is cold, if that makes them smaller" },

@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { sessionArgument } from "../../cli/session-arguments.js";
 import { projectOf } from "../../cli/context.js";
+import { durationHelp } from "../../cli/durations.js";
 
 /**
  * `apex serve`, `apex connect`, `apex login` and `apex session share|unshare|shares`: a
@@ -91,7 +92,7 @@ Examples:
     .addArgument(sessionArgument("<session>", "the session: `current`, or any session of the project by id, unique prefix or name (an ended one is shared read-only)"))
     .argument("<user>", "who gets access, e.g. alice@example.com")
     .option("--role <role>", "viewer (reads), operator (also pause, resume, continue, checkpoint create, task add and reopen, memory set) or owner (everything: stop, task claim|done|fail, memory delete|import, merge, sharing)", "viewer")
-    .option("--expires <duration>", "how long the token is valid, e.g. 12h, 7d (default: until revoked)")
+    .option("--expires <duration>", durationHelp("how long the token is valid (default: until revoked)", "12h, 7d"))
     .option("--url <url>", "the server's address for the invite (default: the running `apex serve`, else http://127.0.0.1:7433)")
     .option("--json", "print {token_id, user, role, created_at, created_by, expires_at, last_used_at, via_token_id, session_id, token, url, connect}")
     .addHelpText("after", "\nExamples:\n  apex session share current alice@example.com --role operator --expires 7d\n  apex session share 3f2a bob --json")
