@@ -100,7 +100,8 @@ describe("apex serve: failed logins", () => {
     const temp = tempDir();
     cleanups.push(temp.cleanup);
     // One failure free, then a delay of 4 s; four addresses remembered at most.
-    server = await startServer({ location: { configPath: undefined, projectDir: temp.dir, storeDir: `${temp.dir}/.apex` }, listen: "127.0.0.1:0", throttle: { freeFailures: 1, baseDelayMs: 4000, maxDelayMs: 4000, maxClients: 4 } });
+    const logged: string[] = [];
+    server = await startServer({ location: { configPath: undefined, projectDir: temp.dir, storeDir: `${temp.dir}/.apex` }, listen: "127.0.0.1:0", throttle: { freeFailures: 1, baseDelayMs: 4000, maxDelayMs: 4000, maxClients: 4 }, log: (line) => logged.push(line) });
     const bad = `Bearer apx_0123456789abcdef_${"x".repeat(43)}`;
     const path = `/api/sessions/${SID}/rpc/whoami`;
     const first = await post(server.url, path, bad, "127.0.0.2");
@@ -108,7 +109,8 @@ describe("apex serve: failed logins", () => {
     expect(first.ms).toBeLessThan(4000);
     // The second failure from that address waits; meanwhile its other requests are refused at once (429), their token not even looked at.
     const pending = post(server.url, path, bad, "127.0.0.2");
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    // Once the server has counted it (its log says so): a request sent before would be counted as the second failure instead.
+    await waitFor("the second failure's answer held", () => logged.some((line) => line.startsWith("failed logins from 127.0.0.2: ")), 30_000);
     const meanwhile = await post(server.url, path, `Bearer apx_fedcba9876543210_${"y".repeat(43)}`, "127.0.0.2");
     expect(meanwhile.status).toBe(429);
     expect(meanwhile.body.error.code).toBe("APEX_E_RATE_LIMITED");
@@ -146,19 +148,22 @@ describe("apex serve: failed logins from an address others share, or from many a
     const vera = `Bearer ${share(project, sid, "vera", "viewer").token}`;
     const otto = `Bearer ${share(project, sid, "otto", "viewer").token}`;
     // One failure free, then 3 s per failure; six failures server-wide per minute.
-    server = await startServer({ location: { configPath: `${project.dir}/apex.config.yaml`, projectDir: project.dir, storeDir: project.storeDir }, listen: "127.0.0.1:0", throttle: { freeFailures: 1, baseDelayMs: 3000, maxDelayMs: 3000, globalMaxFailures: 6 } });
+    const logged: string[] = [];
+    server = await startServer({ location: { configPath: `${project.dir}/apex.config.yaml`, projectDir: project.dir, storeDir: project.storeDir }, listen: "127.0.0.1:0", throttle: { freeFailures: 1, baseDelayMs: 3000, maxDelayMs: 3000, globalMaxFailures: 6 }, log: (line) => logged.push(line) });
     const path = `/api/sessions/${sid}/rpc/whoami`;
     const bad = `Bearer apx_0123456789abcdef_${"x".repeat(43)}`;
     // Vera works from 127.0.0.2 (a NAT, a tunnel); someone else there guesses.
     expect((await post(server.url, path, vera, "127.0.0.2")).status).toBe(200);
     expect((await post(server.url, path, bad, "127.0.0.2")).status).toBe(401);
     const pending = post(server.url, path, bad, "127.0.0.2");
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Once the server holds its answer (its log says so): before, the requests below could come first and find no wait.
+    await waitFor("the second failure's answer held", () => logged.some((line) => line.startsWith("failed logins from 127.0.0.2: ")), 30_000);
     // Meanwhile the address waits; Vera's token, accepted here before, does not (it was 429 too).
-    expect((await post(server.url, path, vera, "127.0.0.2")).status).toBe(200);
+    // Otto's first: it is refused without a look at the store, well within the wait.
     const unknown = await post(server.url, path, otto, "127.0.0.2");
     expect(unknown.status).toBe(429);
     expect(unknown.body.error.message).toContain("from this address");
+    expect((await post(server.url, path, vera, "127.0.0.2")).status).toBe(200);
     expect((await pending).ms).toBeGreaterThanOrEqual(2900);
     // A valid token between guesses does not wipe the address's failures (it did: the next guess was answered at once).
     expect((await post(server.url, path, vera, "127.0.0.2")).status).toBe(200);

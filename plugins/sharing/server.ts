@@ -429,7 +429,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       if (isApexError(error) && error.code === "APEX_E_UNAUTHORIZED") {
         if (token !== undefined) accepted.delete(token); // revoked or expired since: it waits as any other
         const delay = failures.failed(client);
-        if (delay > 0) await sleep(delay);
+        if (delay > 0) {
+          log(`failed logins from ${client}: its answer waits ${Math.round(delay)}ms, its other requests are refused meanwhile`);
+          await sleep(delay);
+        }
       }
       throw error;
     }
