@@ -13,7 +13,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { startServer, type RunningServer } from "../plugins/sharing/server.js";
 import { tempDir } from "./helpers/cli.js";
-import { serve, share } from "./support/serve.js";
+import { serveLogged, share } from "./support/serve.js";
 
 const SID = "3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b";
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
@@ -190,7 +190,7 @@ describe("apex serve: open streams per grant", () => {
     cleanups.push(async () => {
       for (const stop of stops) await stop();
     });
-    const url = await serve(project, stops);
+    const { url, log } = await serveLogged(project, stops);
     const vera = share(project, "current", "vera", "viewer");
     const otto = share(project, "current", "otto", "viewer");
     const aborts: AbortController[] = [];
@@ -242,10 +242,11 @@ describe("apex serve: open streams per grant", () => {
     reader.pause();
     const value = "x".repeat(900 * 1024);
     for (let i = 0; i < 28; i++) expect((await post(url, `/api/sessions/${oscar.session_id}/rpc/memory.set`, `Bearer ${oscar.token}`, "127.0.0.1", JSON.stringify({ path: `/big/${i}`, value }))).status).toBe(200);
-    await new Promise((resolve) => setTimeout(resolve, 1500)); // the watch's polls send what was written
+    // The watch's polls send what was written until the server cuts the stream it holds unread; read only then.
+    await waitFor("the unread stream cut", () => log().includes("stream of rita cut: more than 16 MiB unread"), 30_000);
     reader.on("data", (chunk: Buffer) => (received += chunk.length));
     reader.resume();
-    await waitFor("the unread stream cut", () => closed || undefined, 15_000);
+    await waitFor("the cut stream closed", () => closed || undefined, 15_000);
     expect(received).toBeLessThan(28 * value.length);
   }, 120_000);
 });

@@ -6,9 +6,15 @@ import { endChild } from "./cleanup.js";
 
 /** Starts `apex serve` on a free loopback port; its stop (SIGTERM, SIGKILL if it lingers) joins `stops`. Returns its URL. */
 export async function serve(p: Project, stops: Array<() => unknown>, env?: NodeJS.ProcessEnv): Promise<string> {
+  return (await serveLogged(p, stops, env)).url;
+}
+
+/** serve(), with the server's log (its stderr) so far: for a test that waits for what the server did. */
+export async function serveLogged(p: Project, stops: Array<() => unknown>, env?: NodeJS.ProcessEnv): Promise<{ url: string; log: () => string }> {
   const run = p.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"], env ? { env } : {});
   stops.push(() => endChild(run));
-  return waitFor("apex serve's address", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
+  const url = await waitFor("apex serve's address", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
+  return { url, log: run.errors };
 }
 
 /** A command's stdout, once it exited 0 (its stderr is the failure message otherwise). */
