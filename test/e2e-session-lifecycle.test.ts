@@ -6,7 +6,7 @@ import { appendFileSync, existsSync, linkSync, mkdirSync, readFileSync, readdirS
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { findSession } from "../core/session/sessions.js";
-import { FIXTURES, Project, groupMembers, isAlive, procInfo, shellAgents, waitFor, type CliResult, type ProcInfo, type StatusJson } from "./fixtures/agents/harness.js";
+import { FIXTURES, Project, asleepInEventLoop, groupMembers, isAlive, procInfo, shellAgents, waitFor, type CliResult, type ProcInfo, type StatusJson } from "./fixtures/agents/harness.js";
 import { FULL_CLI_ENV, json } from "./helpers/cli.js";
 import { stopProgress } from "../core/session/proc.js";
 import { forEachBackend } from "./support/backends.js";
@@ -519,11 +519,19 @@ describe("apex logs / start --attach / no session", () => {
       const connected = () => readFileSync("/proc/net/unix", "utf8").split("\n").filter((line) => line.endsWith(` ${runtime.socket}`) && line.split(/\s+/)[5] === "03").length;
       // The stop first: queued behind the start, it has not begun, so the session is not stopping yet and
       // pause and resume queue too (they were refused at once as "stopping", never told the start failed).
+      // Each waits until the supervisor has read the request (a fixed 300 ms was a window a loaded machine missed: a request
+      // read after the failure, once the socket had closed, was answered by nobody): the command, seen asleep in its event
+      // loop once connected, has sent it; the supervisor, seen asleep in its own after that, has read it and queued the call.
+      const read = async (commands: Array<ReturnType<Project["apexAsync"]>>, connections: number) => {
+        await waitFor(`${connections} connected`, () => connected() >= connections, 30_000);
+        for (const command of commands) await waitFor("the command to send its request", () => asleepInEventLoop(command.child.pid!), 30_000);
+        await waitFor("the supervisor to read the requests", () => asleepInEventLoop(runtime.pid), 30_000);
+      };
       queued = [p.apexAsync(["stop"])];
-      await waitFor("stop to connect", () => connected() >= 1, 30_000);
-      queued.push(...["pause", "resume"].map((command) => p.apexAsync([command])));
-      await waitFor("stop, pause and resume to connect", () => connected() >= 3, 30_000);
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      await read(queued, 1);
+      const others = ["pause", "resume"].map((command) => p.apexAsync([command]));
+      queued.push(...others);
+      await read(others, 3);
       writeFileSync(gate, "");
       const started = await start.done;
       // It was: the stop ran after the failure, recorded the session as "stopped by the user", fired
