@@ -12,6 +12,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { FIXTURES, Project, groupMembers, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { FULL_CLI_ENV, REPO_ROOT } from "./helpers/cli.js";
 import { endChild } from "./support/cleanup.js";
+import { readByServer } from "./support/serve.js";
 
 const CONFIG = shellAgents({ alpha: "while true; do echo tick; sleep 0.2; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
 
@@ -28,19 +29,6 @@ const servers: Served[] = [];
 afterEach(async () => {
   for (const server of servers.splice(0)) await server.stop();
 });
-
-/**
- * True once the server on `port` has read what the client on `clientPort` sent it: the receive queue
- * of its end of the connection (/proc/net/tcp) is empty. A fixed wait for that was a window a loaded machine missed.
- */
-function readByServer(port: number, clientPort: number): boolean {
-  const hex = (n: number) => `:${n.toString(16).toUpperCase().padStart(4, "0")}`;
-  for (const line of readFileSync("/proc/net/tcp", "utf8").split("\n").slice(1)) {
-    const [, local, remote, , queues] = line.trim().split(/\s+/);
-    if (local?.endsWith(hex(port)) && remote?.endsWith(hex(clientPort))) return parseInt(queues!.split(":")[1]!, 16) === 0;
-  }
-  return false;
-}
 
 /** Resolves true when a connection to `port` is refused: the server no longer listens (it is closing). */
 function refusesConnections(port: number): Promise<boolean> {

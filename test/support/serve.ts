@@ -1,5 +1,6 @@
 // What the `apex serve` e2e tests share: a server on loopback for a project (ended by the test's
 // cleanup list), a grant, a call of the HTTP API, and a command through `apex --remote`.
+import { readFileSync } from "node:fs";
 import { expect } from "vitest";
 import { waitFor, type Project } from "../fixtures/agents/harness.js";
 import { endChild } from "./cleanup.js";
@@ -41,4 +42,17 @@ export async function rpc(url: string, sid: string, method: string, token: strin
 /** An `apex --remote HOST/SESSION …` command with the grant's token. */
 export function remote(p: Project, url: string, sid: string, token: string, args: string[]) {
   return p.apex(["--remote", `${url.replace(/^http:\/\//, "")}/${sid}`, ...args], { env: { APEX_TOKEN: token } });
+}
+
+/**
+ * True once the server on `port` has read what the client on `clientPort` sent it: the receive queue
+ * of its end of the connection (/proc/net/tcp) is empty. A fixed wait for that was a window a loaded machine missed.
+ */
+export function readByServer(port: number, clientPort: number): boolean {
+  const hex = (n: number) => `:${n.toString(16).toUpperCase().padStart(4, "0")}`;
+  for (const line of readFileSync("/proc/net/tcp", "utf8").split("\n").slice(1)) {
+    const [, local, remote, , queues] = line.trim().split(/\s+/);
+    if (local?.endsWith(hex(port)) && remote?.endsWith(hex(clientPort))) return parseInt(queues!.split(":")[1]!, 16) === 0;
+  }
+  return false;
 }
