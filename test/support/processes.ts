@@ -44,6 +44,14 @@ function signal(pid: number, sig: NodeJS.Signals): void {
 }
 
 /**
+ * Sends `sig` to process group `pgid`, if any of it is left: a group whose last member ends
+ * between a look at /proc and the signal (ESRCH) is not an error, the look cannot hold it.
+ */
+export function signalGroup(pgid: number, sig: NodeJS.Signals): void {
+  if (pgid > 1) signal(-pgid, sig);
+}
+
+/**
  * Sends `sig` to `pid` if it is still the process started at `startTime` (any, without one). A
  * process that ends between the look and the signal is not an error: the look cannot hold it.
  */
