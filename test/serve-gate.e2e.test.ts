@@ -388,7 +388,7 @@ describe("apex serve: connections held at once", () => {
     expect(run.errors().match(/refusing connections: 4 open, the most this server holds \(--max-connections 4\)/g)).toHaveLength(1);
     // A place freed is taken again (POST /api/health is the API's 405: answered, not refused).
     slow.shift()!.destroy();
-    const served = await waitFor("a place", async () => ((await health("127.0.0.2")).status === 405 ? true : undefined), 5000);
+    const served = await waitFor("a place", async () => ((await health("127.0.0.2")).status === 405 ? true : undefined), 30_000);
     expect(served).toBe(true);
     // Refused before it starts: 0 or not a number is exit 2.
     for (const value of ["0", "many"]) {
