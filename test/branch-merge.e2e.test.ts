@@ -10,7 +10,7 @@ import { Project, asleepInEventLoop, waitFor } from "./fixtures/agents/harness.j
 import { cleanEnv, json } from "./helpers/cli.js";
 import { initRepo, isolatedGit } from "./support/git.js";
 import { endChild, tempDirs } from "./support/cleanup.js";
-import { readByServer, remote, share } from "./support/serve.js";
+import { CLOSE_WAIT, readByServer, remote, serverConnectionStates, serverConnections, share } from "./support/serve.js";
 import { LmdbStore } from "./helpers/store.js";
 import { listCheckpoints } from "../plugins/checkpoint/checkpoints.js";
 
@@ -433,25 +433,6 @@ describe("continuing a session that does not hold the live memory", () => {
     expect(json<{ value: number }>(p.apex(["memory", "show", "/after-stop", "--json"])).value).toBe(1);
   });
 });
-
-/** How many connections the server listening on `port` has open (/proc/net/tcp: its ends, in any state but LISTEN). */
-function serverConnections(port: number): number {
-  return serverConnectionStates(port).length;
-}
-
-/** /proc/net/tcp's code of a connection whose other end has closed it, this end not yet. */
-const CLOSE_WAIT = "08";
-
-/** The states of the server's end of each connection on `port` (not its listening socket), as /proc/net/tcp codes them. */
-function serverConnectionStates(port: number): string[] {
-  const local = `:${port.toString(16).toUpperCase().padStart(4, "0")}`;
-  return readFileSync("/proc/net/tcp", "utf8")
-    .split("\n")
-    .slice(1)
-    .map((line) => line.trim().split(/\s+/))
-    .filter(([, address, , state]) => address?.endsWith(local) && state !== "0A")
-    .map(([, , , state]) => state!);
-}
 
 describe("a merge into a session that `start --continue` is bringing back", () => {
   it("waits for its supervisor to listen and is made there, after the restore: not made beside it and then rolled back", async () => {

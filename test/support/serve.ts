@@ -10,12 +10,12 @@ export async function serve(p: Project, stops: Array<() => unknown>, env?: NodeJ
   return (await serveLogged(p, stops, env)).url;
 }
 
-/** serve(), with the server's log (its stderr) so far: for a test that waits for what the server did. */
-export async function serveLogged(p: Project, stops: Array<() => unknown>, env?: NodeJS.ProcessEnv): Promise<{ url: string; log: () => string }> {
+/** serve(), with the server's log (its stderr) so far and its pid: for a test that waits for what the server did. */
+export async function serveLogged(p: Project, stops: Array<() => unknown>, env?: NodeJS.ProcessEnv): Promise<{ url: string; log: () => string; pid: number }> {
   const run = p.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"], env ? { env } : {});
   stops.push(() => endChild(run));
   const url = await waitFor("apex serve's address", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
-  return { url, log: run.errors };
+  return { url, log: run.errors, pid: run.child.pid! };
 }
 
 /** A command's stdout, once it exited 0 (its stderr is the failure message otherwise). */
@@ -55,4 +55,23 @@ export function readByServer(port: number, clientPort: number): boolean {
     if (local?.endsWith(hex(port)) && remote?.endsWith(hex(clientPort))) return parseInt(queues!.split(":")[1]!, 16) === 0;
   }
   return false;
+}
+
+/** How many connections the server listening on `port` has open (/proc/net/tcp: its ends, in any state but LISTEN). */
+export function serverConnections(port: number): number {
+  return serverConnectionStates(port).length;
+}
+
+/** /proc/net/tcp's code of a connection whose other end has closed it, this end not yet. */
+export const CLOSE_WAIT = "08";
+
+/** The states of the server's end of each connection on `port` (not its listening socket), as /proc/net/tcp codes them. */
+export function serverConnectionStates(port: number): string[] {
+  const local = `:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+  return readFileSync("/proc/net/tcp", "utf8")
+    .split("\n")
+    .slice(1)
+    .map((line) => line.trim().split(/\s+/))
+    .filter(([, address, , state]) => address?.endsWith(local) && state !== "0A")
+    .map(([, , , state]) => state!);
 }
