@@ -695,7 +695,7 @@ describe("serve.json while a server records itself (real processes)", () => {
         writer.stdout.setEncoding("utf8").on("data", (chunk: string) => (out += chunk));
         writer.on("close", () => resolve(out));
       });
-      await waitFor("the first record", () => existsSync(join(dir, "serve.json")), 10_000);
+      await waitFor("the first record", () => existsSync(join(dir, "serve.json")), 30_000);
       let reads = 0;
       let unreadable = 0;
       for (const end = Date.now() + 800; Date.now() < end; reads++) if (readServeFile(dir) === undefined) unreadable++;
@@ -716,13 +716,18 @@ describe("serve.json while a server records itself (real processes)", () => {
       const go = join(dir, "go");
       // Six servers, each recording itself the moment `go` appears, then running on.
       for (let i = 0; i < 6; i++) {
-        const script = `const { writeServeFile } = await import(${JSON.stringify(module)}); const { existsSync } = await import("node:fs"); while (!existsSync(${JSON.stringify(go)})) await new Promise((r) => setTimeout(r, 1)); writeServeFile(${JSON.stringify(dir)}, "http://127.0.0.1:${20000 + i}"); process.stdout.write("recorded"); setInterval(() => {}, 1000);`;
+        const script = `const { writeServeFile } = await import(${JSON.stringify(module)}); const { existsSync } = await import("node:fs"); process.stdout.write("waiting "); while (!existsSync(${JSON.stringify(go)})) await new Promise((r) => setTimeout(r, 1)); writeServeFile(${JSON.stringify(dir)}, "http://127.0.0.1:${20000 + i}"); process.stdout.write("recorded"); setInterval(() => {}, 1000);`;
         servers.push(spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"] }));
       }
-      const recorded = servers.map((server) => new Promise((resolve) => server.stdout!.once("data", resolve)));
-      await new Promise((resolve) => setTimeout(resolve, 500));
+      const said = servers.map((server) => {
+        let text = "";
+        server.stdout!.setEncoding("utf8").on("data", (chunk: string) => (text += chunk));
+        return () => text;
+      });
+      // `go` once all six wait for it (a fixed 0.5 s let a loaded machine's slow starters record one after another).
+      await waitFor("the six servers to wait", () => said.every((text) => text().includes("waiting")), 30_000);
       writeFileSync(go, "");
-      await Promise.all(recorded);
+      await waitFor("the six servers to record themselves", () => said.every((text) => text().includes("recorded")), 30_000);
       // Before, they read the same record and each wrote over it: most were lost, and when the last stopped, invites named none.
       const { record } = readServeFile(dir)!;
       expect([record.url, ...(record.before ?? []).map((server) => server.url)].sort()).toEqual(Array.from({ length: 6 }, (_, i) => `http://127.0.0.1:${20000 + i}`));
