@@ -411,12 +411,19 @@ describe("apex serve over TLS: connections held at once", () => {
     cleanups.push(temp.cleanup);
     const [cert, key] = [`${temp.dir}/cert.pem`, `${temp.dir}/key.pem`];
     execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], { stdio: "ignore" });
-    server = await startServer({ location: { configPath: undefined, projectDir: temp.dir, storeDir: `${temp.dir}/.apex` }, listen: "127.0.0.1:0", tlsCert: cert, tlsKey: key, maxConnections: 1 });
-    const held = netConnect(server.port, "127.0.0.1");
-    held.on("error", () => {});
-    cleanups.push(() => held.destroy());
-    await once(held, "connect");
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    // A refused connection may take 2 s in all, its handshake included: on a loaded machine this process (client and
+    // server both) could take longer, and the refused client was cut before its answer. Here it has a minute; the
+    // trickler below is cut within the 2 s.
+    const full = async (refusedLingerMs?: number) => {
+      server = await startServer({ location: { configPath: undefined, projectDir: temp.dir, storeDir: `${temp.dir}/.apex` }, listen: "127.0.0.1:0", tlsCert: cert, tlsKey: key, maxConnections: 1, refusedLingerMs });
+      // Accepted before the connections below (the listening socket's queue keeps their order).
+      const held = netConnect(server.port, "127.0.0.1");
+      held.on("error", () => {});
+      cleanups.push(() => held.destroy());
+      await once(held, "connect");
+      return held;
+    };
+    const held = await full(60_000);
     const reply = await new Promise<{ status: number; body: any }>((resolve, reject) => {
       httpsGet(`${server!.url}/api/health`, { ca: readFileSync(cert), agent: false }, (response) => {
         let text = "";
@@ -428,7 +435,10 @@ describe("apex serve over TLS: connections held at once", () => {
     expect(reply.status).toBe(503);
     expect(reply.body.error.code).toBe("APEX_E_RATE_LIMITED");
     // One that sends a byte now and then (of a TLS record that says it is 16 KiB long) is cut all the same.
-    const trickler = netConnect(server.port, "127.0.0.1");
+    held.destroy();
+    await server!.close();
+    const heldAgain = await full();
+    const trickler = netConnect(server!.port, "127.0.0.1");
     trickler.on("error", () => {});
     await once(trickler, "connect");
     const started = Date.now();
@@ -437,7 +447,7 @@ describe("apex serve over TLS: connections held at once", () => {
     await once(trickler, "close");
     clearInterval(timer);
     expect(Date.now() - started).toBeLessThan(4000);
-    held.destroy();
+    heldAgain.destroy();
   });
 
   it("closes within its grace though a client never starts its TLS handshake: Node's closeAllConnections does not know of it", async () => {
