@@ -170,7 +170,7 @@ forEachBackend((backend) => describe("apex start / status / pause / resume / che
     expect(stopped.status, stopped.stderr).toBe(0);
     expect(JSON.parse(stopped.stdout)).toMatchObject({ session_id: ready.session_id, name: null, status: "stopped" });
     for (const { pid, start } of pids) expect(isAlive(pid, start), `pid ${pid} still runs`).toBe(false);
-    expect(isAlive(ready.supervisor_pid)).toBe(false);
+    expect(project!.alive(ready.supervisor_pid)).toBe(false);
 
     const status = project.status();
     expect(status.session).toBeNull();
