@@ -344,7 +344,8 @@ describe("apex serve: streams, revocation and concurrency", () => {
     expect(project.apex(["session", "unshare", "current", "vera"]).status).toBe(0);
     expect(connected().map((user) => user.user)).not.toContain("vera");
     await read; // the server ended the stream
-    expect(Date.now() - started).toBeLessThan(3000);
+    // Within its recheck of grants (1 s) after two commands: 10 s leaves a loaded machine room, and is far from the 30 s of before.
+    expect(Date.now() - started).toBeLessThan(10_000);
     expect(text).toContain("event: error");
     expect(text).toContain("APEX_E_UNAUTHORIZED");
     const after = await rpc(server.url, sid, "session.status", viewer.token);
