@@ -1,4 +1,5 @@
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
 import { createHash } from "node:crypto";
 import { existsSync, writeFileSync } from "node:fs";
 import { createServer, type Server, type ServerResponse } from "node:http";
@@ -479,6 +480,25 @@ describe("a remote call against a server that stalls (real HTTP on loopback)", (
       expect(error?.code, error?.message).toBe("APEX_E_TIMEOUT");
       expect(ms).toBeLessThan(10_000);
     }
+  });
+
+  it("a caller stopped (Ctrl-Z, SIGSTOP) or not run past its timeout takes the answer that came meanwhile, not APEX_E_TIMEOUT", async () => {
+    // The server stops the caller as its request comes, answers 200 ms later and continues it 2.5 s later (its timeout is 1 s).
+    let child: ChildProcess | undefined;
+    const endpoint = await stalling((response) => {
+      process.kill(child!.pid!, "SIGSTOP");
+      setTimeout(() => response.end('"answered"}'), 200);
+      setTimeout(() => process.kill(child!.pid!, "SIGCONT"), 2500);
+    });
+    const script = `import { callRemote } from ${JSON.stringify(pathToFileURL(join(REPO_ROOT, "dist/plugins/sharing/http-client.js")).href)};
+      console.log(JSON.stringify(await callRemote(${JSON.stringify(endpoint)}, "whoami", {}, 1000).catch((error) => error.code)));`;
+    child = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"], env: { ...cleanEnv(), APEX_TOKEN: `apx_0123456789abcdef_${"A".repeat(43)}` } });
+    let out = "";
+    child.stdout!.on("data", (chunk) => (out += String(chunk)));
+    const [code] = await once(child, "exit");
+    expect(code).toBe(0);
+    // It said "APEX_E_TIMEOUT": its timers ran before the answer waiting on the socket was read.
+    expect(out.trim()).toBe('"answered"');
   });
 
   it("names the other scheme when the server answers in it (https to plain HTTP, http cut off by TLS)", async () => {
