@@ -1,6 +1,6 @@
 // What the `apex serve` e2e tests share: a server on loopback for a project (ended by the test's
 // cleanup list), a grant, a call of the HTTP API, and a command through `apex --remote`.
-import { readFileSync } from "node:fs";
+import { readFileSync, readdirSync, readlinkSync } from "node:fs";
 import { expect } from "vitest";
 import { waitFor, type Project } from "../fixtures/agents/harness.js";
 import { endChild } from "./cleanup.js";
@@ -74,4 +74,28 @@ export function serverConnectionStates(port: number): string[] {
     .map((line) => line.trim().split(/\s+/))
     .filter(([, address, , state]) => address?.endsWith(local) && state !== "0A")
     .map(([, , , state]) => state!);
+}
+
+/**
+ * Bytes process `pid` has been sent on its connections to `port` and not read yet (/proc/net/tcp:
+ * the receive queue of each of its sockets, found by inode among its descriptors). With the
+ * process stopped (SIGSTOP), more than 0 says the server's reply has reached it.
+ */
+export function unreadBy(pid: number, port: number): number {
+  const inodes = new Set<string>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+      if (target.startsWith("socket:[")) inodes.add(target.slice(8, -1));
+    } catch {
+      // closed meanwhile
+    }
+  }
+  const remote = `:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+  let unread = 0;
+  for (const line of readFileSync("/proc/net/tcp", "utf8").split("\n").slice(1)) {
+    const fields = line.trim().split(/\s+/);
+    if (fields[2]?.endsWith(remote) && inodes.has(fields[9]!)) unread += parseInt(fields[4]!.split(":")[1]!, 16);
+  }
+  return unread;
 }
