@@ -567,7 +567,8 @@ describe("--worktree and --git", () => {
     expect(git(worktree, "rev-parse", "--abbrev-ref", "HEAD")).toBe("apex/feature");
 
     p.start(["--continue", "feature"]);
-    const deadline = Date.now() + 10_000;
+    // (30 s: the agent's first line runs once its shell starts, which a loaded machine can hold up for seconds.)
+    const deadline = Date.now() + 30_000;
     while (!existsSync(join(worktree, "ran-here.txt")) && Date.now() < deadline) execFileSync("sleep", ["0.1"]);
     expect(readFileSync(join(worktree, "ran-here.txt"), "utf8").trim()).toBe(worktree);
     writeFileSync(join(worktree, "feature.txt"), "feature\n");
