@@ -86,23 +86,34 @@ export async function startPostgres() {
       chmodSync(root, 0o700);
     }
     run("initdb", ["-D", data, "-U", SUPERUSER, `--pwfile=${pwfile}`, "-E", "UTF8", "--locale=C", "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync"]);
-    port = await freePort();
-    const options = [
-      `-p ${port}`,
-      `-k ${socketDir}`,
-      "-c listen_addresses=127.0.0.1",
-      // A test cluster: small, quiet, durable commits kept (the crash test relies on them).
-      "-c shared_buffers=32MB",
-      "-c max_connections=100",
-      "-c fsync=on",
-      "-c synchronous_commit=on",
-    ].join(" ");
-    run("pg_ctl", ["-D", data, "-o", options, "-l", join(root, "server.log"), "-w", "-t", "60", "start"]);
+    // The port is free when looked for, not held: another process may take it before the server binds it
+    // (the tests' other files start servers of their own meanwhile). Such a start is tried again on another one.
+    for (let attempt = 1; ; attempt++) {
+      port = await freePort();
+      const options = [
+        `-p ${port}`,
+        `-k ${socketDir}`,
+        "-c listen_addresses=127.0.0.1",
+        // A test cluster: small, quiet, durable commits kept (the crash test relies on them).
+        "-c shared_buffers=32MB",
+        "-c max_connections=100",
+        "-c fsync=on",
+        "-c synchronous_commit=on",
+      ].join(" ");
+      const log = join(root, "server.log");
+      try {
+        run("pg_ctl", ["-D", data, "-o", options, "-l", log, "-w", "-t", "60", "start"]);
+        break;
+      } catch (error) {
+        if (attempt >= 3 || !(existsSync(log) && /Address already in use/.test(readFileSync(log, "utf8")))) throw error;
+        rmSync(log, { force: true });
+      }
+    }
     pid = Number(readFileSync(join(data, "postmaster.pid"), "utf8").split("\n")[0]);
   } catch (error) {
     // A cluster that did not come up leaves nothing behind: its server (if any) and its directory.
     const started = existsSync(join(data, "postmaster.pid")) ? Number(readFileSync(join(data, "postmaster.pid"), "utf8").split("\n")[0]) : 0;
-    if (started > 0 && alive(started)) process.kill(started, "SIGKILL");
+    if (started > 0 && alive(started)) signal(started, "SIGKILL");
     rmSync(root, { recursive: true, force: true });
     throw error;
   }
@@ -133,6 +144,15 @@ export async function startPostgres() {
   };
 }
 
+/** Sends `sig` to `pid`; a process that ended after it was last seen alive (ESRCH) is no error. */
+function signal(pid, sig) {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    /* gone meanwhile */
+  }
+}
+
 /**
  * Stops a cluster by its postmaster's pid (fast shutdown: SIGINT, SIGKILL after 30 s) and removes
  * its directory. Also for a cluster another process started (the tests' shared cluster is started
@@ -140,14 +160,10 @@ export async function startPostgres() {
  * @param {{ pid: number, root: string }} cluster
  */
 export async function stopPostgres({ pid, root }) {
-  try {
-    process.kill(pid, "SIGINT");
-  } catch {
-    /* already gone */
-  }
+  signal(pid, "SIGINT");
   const deadline = Date.now() + 30_000;
   while (alive(pid) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
-  if (alive(pid)) process.kill(pid, "SIGKILL");
+  if (alive(pid)) signal(pid, "SIGKILL");
   rmSync(root, { recursive: true, force: true });
 }
 

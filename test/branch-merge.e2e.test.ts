@@ -3,13 +3,14 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { request as httpRequest } from "node:http";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { Project, waitFor } from "./fixtures/agents/harness.js";
+import { Project, asleepInEventLoop, waitFor } from "./fixtures/agents/harness.js";
 import { cleanEnv, json } from "./helpers/cli.js";
 import { initRepo, isolatedGit } from "./support/git.js";
 import { endChild, tempDirs } from "./support/cleanup.js";
-import { remote, share } from "./support/serve.js";
+import { CLOSE_WAIT, readByServer, remote, serverConnectionStates, serverConnections, share } from "./support/serve.js";
 import { LmdbStore } from "./helpers/store.js";
 import { listCheckpoints } from "../plugins/checkpoint/checkpoints.js";
 
@@ -433,25 +434,6 @@ describe("continuing a session that does not hold the live memory", () => {
   });
 });
 
-/** How many connections the server listening on `port` has open (/proc/net/tcp: its ends, in any state but LISTEN). */
-function serverConnections(port: number): number {
-  return serverConnectionStates(port).length;
-}
-
-/** /proc/net/tcp's code of a connection whose other end has closed it, this end not yet. */
-const CLOSE_WAIT = "08";
-
-/** The states of the server's end of each connection on `port` (not its listening socket), as /proc/net/tcp codes them. */
-function serverConnectionStates(port: number): string[] {
-  const local = `:${port.toString(16).toUpperCase().padStart(4, "0")}`;
-  return readFileSync("/proc/net/tcp", "utf8")
-    .split("\n")
-    .slice(1)
-    .map((line) => line.trim().split(/\s+/))
-    .filter(([, address, , state]) => address?.endsWith(local) && state !== "0A")
-    .map(([, , , state]) => state!);
-}
-
 describe("a merge into a session that `start --continue` is bringing back", () => {
   it("waits for its supervisor to listen and is made there, after the restore: not made beside it and then rolled back", async () => {
     // DST's supervisor sleeps once in beforeCheckpoint when slow-restore exists (the milliseconds it holds, or
@@ -510,13 +492,18 @@ describe("a merge into a session that `start --continue` is bringing back", () =
     // connection (it knows the client is gone): the server's look for the client came only between its looks for the
     // supervisor, so that a supervisor listening within 50 ms of the client's leaving was sent the merge all the same.
     // (Before, a restore of 1.5 s, the client gone 0.3 s after its call: a loaded machine could close up that window.)
+    // The client leaves once the server has read its request (its end's receive queue is empty) and waits (asleep in its
+    // event loop): after a fixed 300 ms, a loaded machine's server could still be without the request, and nothing was tested.
     const abandoned = await slowStart("wait");
-    const controller = new AbortController();
-    const call = fetch(`${url}/api/sessions/${side}/rpc/session.merge`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: JSON.stringify({ source: main, destination: side }), signal: controller.signal }).catch(() => undefined);
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    controller.abort();
-    await call;
     const port = Number(new URL(url).port);
+    const body = JSON.stringify({ source: main, destination: side });
+    const call = httpRequest(`${url}/api/sessions/${side}/rpc/session.merge`, { method: "POST", agent: false, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body), authorization: `Bearer ${token}` } });
+    call.on("error", () => {});
+    call.end(body);
+    const sent = await waitFor("the request sent", () => (call.socket && !call.socket.connecting && call.socket.writableLength === 0 && call.writableFinished ? call.socket : undefined));
+    await waitFor("the server to read the merge's request", () => readByServer(port, sent.localPort!));
+    await waitFor("the server to wait on the supervisor", () => asleepInEventLoop(server.child.pid!));
+    call.destroy();
     await waitFor("the server to close the client's connection", () => serverConnections(port) === 0);
     writeFileSync(join(p.dir, "slow-restore.release"), "");
     expect((await abandoned.done).status).toBe(0);
@@ -580,7 +567,8 @@ describe("--worktree and --git", () => {
     expect(git(worktree, "rev-parse", "--abbrev-ref", "HEAD")).toBe("apex/feature");
 
     p.start(["--continue", "feature"]);
-    const deadline = Date.now() + 10_000;
+    // (30 s: the agent's first line runs once its shell starts, which a loaded machine can hold up for seconds.)
+    const deadline = Date.now() + 30_000;
     while (!existsSync(join(worktree, "ran-here.txt")) && Date.now() < deadline) execFileSync("sleep", ["0.1"]);
     expect(readFileSync(join(worktree, "ran-here.txt"), "utf8").trim()).toBe(worktree);
     writeFileSync(join(worktree, "feature.txt"), "feature\n");

@@ -489,7 +489,7 @@ describe("apex start --continue", () => {
     expect(continued).toMatchObject({ session_id: ready.session_id, continued: true, restored_from: null, restore: null });
     expect(continued.reconciled).toEqual({ requeued: [], resumed: [{ agent: "worker", task: "t-0002", tasks: ["t-0002", "t-0001"] }], stopped_agents: [] });
     expect(continued.reaped.map((item: { agent: string }) => item.agent)).toEqual(["worker"]);
-    expect(isAlive(oldWorker.pid!)).toBe(false);
+    expect(project!.alive(oldWorker.pid!)).toBe(false);
     expect(groupMembers(oldWorker.pgid!)).toEqual([]);
 
     // Memory as it was when the supervisor died: nothing rolled back.

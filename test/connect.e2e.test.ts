@@ -91,10 +91,16 @@ describe("apex connect on a terminal", () => {
     expect(project.apex(["session", "unshare", "current", "vera"]).status).toBe(0);
     await waitFor("the access ended", () => lastFrame().includes("Access ended: "), 10_000);
     const refusals = () => again.log().split("\n").filter((line) => / 401 - /.test(line)).length;
+    // Every 2 s the view refreshes: refused, it only draws a frame (the clock); asking, it would draw once answered.
+    // Counted by those frames, not by the clock: a fixed 2.5 s could hold no refresh on a loaded machine.
+    const refreshes = async (count: number) => {
+      const from = frames();
+      await waitFor(`${count} refreshes`, () => frames() >= from + count, 30_000);
+    };
     // A refresh sent just before the refusal reached the view is answered (and logged) after it: not counted.
-    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await refreshes(2);
     const seen = refusals();
-    await new Promise((resolve) => setTimeout(resolve, 2500));
+    await refreshes(2);
     expect(refusals()).toBe(seen);
 
     // Ctrl-C: the screen is restored and the command ends with 0.

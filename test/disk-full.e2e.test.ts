@@ -18,7 +18,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runApex, type CliResult } from "./helpers/cli.js";
-import { groupMembers, isAlive, procInfo, signalIfAlive } from "./fixtures/agents/harness.js";
+import { groupMembers, isAlive, procInfo, signalGroup, signalIfAlive } from "./fixtures/agents/harness.js";
 
 const root = process.getuid?.() === 0;
 let mount: string;
@@ -50,7 +50,7 @@ afterAll(() => {
   for (const [pid, start] of supervisors) signalIfAlive(pid, "SIGKILL", start);
   for (const [pgid, start] of groups) {
     const leader = procInfo(pgid);
-    if ((!leader || leader.startTime === start) && groupMembers(pgid).length > 0) process.kill(-pgid, "SIGKILL");
+    if ((!leader || leader.startTime === start) && groupMembers(pgid).length > 0) signalGroup(pgid, "SIGKILL");
   }
   execFileSync("umount", ["-l", mount]);
   rmSync(mount, { recursive: true, force: true });
@@ -207,7 +207,7 @@ describe.runIf(root)("a full disk under a live supervisor", () => {
     if (supervisor) signalIfAlive(supervisor.pid, "SIGKILL", supervisor.start);
     for (const [pgid, start] of agentGroups) {
       const leader = procInfo(pgid);
-      if ((!leader || leader.startTime === start) && groupMembers(pgid).length > 0) process.kill(-pgid, "SIGKILL");
+      if ((!leader || leader.startTime === start) && groupMembers(pgid).length > 0) signalGroup(pgid, "SIGKILL");
     }
     try {
       execFileSync("umount", ["-l", disk]);

@@ -387,7 +387,7 @@ describe("timers", () => {
     const ready = project.start();
     process.kill(ready.supervisor_pid, "SIGTERM");
     await waitFor("the supervisor to exit", () => !isAlive(ready.supervisor_pid));
-    expect(isAlive(ready.agents[0]!.pid!)).toBe(false);
+    expect(project!.alive(ready.agents[0]!.pid!)).toBe(false);
     expect(JSON.parse(project.apex(["session", "history", "--json"]).stdout)[0]).toMatchObject({
       status: "stopped",
       outcome: "the supervisor received SIGTERM",

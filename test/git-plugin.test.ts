@@ -18,6 +18,7 @@ import { projectRepository } from "../plugins/git/repository.js";
 import { parseStatus } from "../plugins/git/state.js";
 import { APEX_BIN, REPO_ROOT, cleanEnv, runApex, tempDir, type CliResult } from "./helpers/cli.js";
 import { isolatedGit } from "./support/git.js";
+import { waitFor } from "./fixtures/agents/harness.js";
 
 const RECORDER = join(REPO_ROOT, "test/fixtures/git/record-before-git.mjs");
 const HOOKS = ["pre-commit", "pre-merge-commit", "pre-rebase", "reference-transaction"];
@@ -652,10 +653,12 @@ describe("apex git -- <git args>", () => {
           return false;
         }
       };
-      for (let i = 0; i < 400 && !hashing(); i++) await new Promise((r) => setTimeout(r, 25));
+      // Signalled once git runs, not after 10 s whatever ran then: a loaded machine's APEX could still be starting git.
+      await waitFor("git to run", hashing, 30_000);
       child.kill(signal);
       // Before, SIGINT was ignored until git ended (here: at the end of its input), and SIGTERM ended APEX, leaving git running.
-      const timer = setTimeout(() => child.stdin.end(), 3000);
+      // Its input ends after 15 s (git then exits 0) so that such a failure ends; a loaded machine's APEX has that long to pass the signal on.
+      const timer = setTimeout(() => child.stdin.end(), 15_000);
       const result = await ended;
       clearTimeout(timer);
       return result;

@@ -143,7 +143,7 @@ describe("apex task add while the session is stopping", () => {
     expect(json.stderr).toContain(`warning: session ${session} is stopping: no agent will claim t-0002`);
     writeFileSync(join(project.dir, "release"), "");
     expect((await stop.done).status).toBe(0);
-    expect(isAlive(ready.supervisor_pid)).toBe(false);
+    expect(project!.alive(ready.supervisor_pid)).toBe(false);
     // As it said: the tasks are there for the session's continuation.
     const listed = JSON.parse(project.apex(["task", "list", "--json"]).stdout) as Array<{ id: string; status: string }>;
     expect(listed.map((task) => [task.id, task.status])).toEqual([["t-0001", "pending"], ["t-0002", "pending"]]);

@@ -49,7 +49,7 @@ describe("pause, resume and stop with slow plugin hooks", () => {
     expect(stopped.status, stopped.stderr).toBe(0);
     expect(stopped.stdout).toContain(`Stopped session ${session} (`);
     expect(stopped.stderr).toContain(`Still stopping session ${session} (`);
-    expect(isAlive(ready.supervisor_pid)).toBe(false);
+    expect(project!.alive(ready.supervisor_pid)).toBe(false);
   }, 60_000);
 });
 
@@ -122,7 +122,7 @@ describe("apex stop --force on a frozen supervisor", () => {
     expect(stopped.status, stopped.stderr).toBe(0);
     expect(Date.now() - began).toBeLessThan(20_000);
     expect(stopped.stdout).toContain(`Stopped session ${ready.session_id.slice(0, 8)} (its supervisor, pid ${ready.supervisor_pid}, did not answer and was killed;`);
-    expect(isAlive(ready.supervisor_pid)).toBe(false);
+    expect(project!.alive(ready.supervisor_pid)).toBe(false);
     expect(groupMembers(ready.agents[0]!.pgid!)).toEqual([]);
     expect((await pause.done).status).toBe(1);
   }, 60_000);

@@ -160,7 +160,7 @@ forEachBackend((backend) =>
           expect(watched.stdout.trim().split("\n").length).toBe(3000);
           // The command's connection reports its counts as it ends.
           let after = before;
-          for (let tries = 0; tries < 50 && after === before; tries++) {
+          for (let tries = 0; tries < 200 && after === before; tries++) {
             await new Promise((resolve) => setTimeout(resolve, 100));
             after = await scans();
           }

@@ -136,7 +136,7 @@ describe("apex pause with a process in uninterruptible sleep (state D)", () => {
     const stopped = project.apex(["stop", "--json"]);
     expect(stopped.status, stopped.stderr).toBe(0);
     for (const [pid, start] of seen) expect(isAlive(pid, start), `pid ${pid} still runs`).toBe(false);
-    expect(isAlive(ready.supervisor_pid)).toBe(false);
+    expect(project!.alive(ready.supervisor_pid)).toBe(false);
   }, 180_000);
 });
 

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { waitFor } from "./fixtures/agents/harness.js";
 import { APEX_BIN, cleanEnv, runApex, tempDir } from "./helpers/cli.js";
-import { createSharedDatabase, freePort, postgresRelay, query, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
+import { createSharedDatabase, postgresRelay, query, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
 
 let cluster: SharedPostgres;
 beforeAll(async () => {
@@ -38,7 +38,6 @@ async function sslServer(): Promise<{ port: number; ca: string; stop(): Promise<
   const key = join(dir, "key.pem");
   const ca = join(dir, "cert.pem");
   execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", ca, "-subj", "/CN=localhost", "-days", "2"], { stdio: "ignore" });
-  const port = await freePort();
   const script = `const net = require("node:net"), tls = require("node:tls"), fs = require("node:fs");
     const context = { key: fs.readFileSync(${JSON.stringify(key)}), cert: fs.readFileSync(${JSON.stringify(ca)}) };
     net.createServer((client) => {
@@ -56,10 +55,11 @@ async function sslServer(): Promise<{ port: number; ca: string; stop(): Promise<
           client.pipe(upstream).pipe(client);
         }
       });
-    }).listen(${port}, "127.0.0.1", () => console.log("listening"));`;
+    }).listen(0, "127.0.0.1", function () { console.log(this.address().port); });`;
+  // A port of its own (0), said once it listens: a port looked up as free before could be taken meanwhile.
   const child = spawn(process.execPath, ["-e", script], { stdio: ["ignore", "pipe", "inherit"] });
-  await new Promise<void>((resolve, reject) => {
-    child.stdout!.once("data", () => resolve());
+  const port = await new Promise<number>((resolve, reject) => {
+    child.stdout!.once("data", (chunk: Buffer) => resolve(Number(String(chunk).trim())));
     child.once("exit", (code) => reject(new Error(`the SSL relay exited (${code})`)));
   });
   const stop = async () => {

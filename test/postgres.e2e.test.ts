@@ -232,7 +232,7 @@ describe("a session on PostgreSQL", () => {
       // again, finds the exit there and writes it no second time: the events hold it once.
       await relay.cut(`/sessions/${ready.session_id}/agents/alpha`, "commit");
       process.kill(-again.pgid!, "SIGTERM");
-      await waitFor("alpha to be restarted again", () => {
+      const third = await waitFor("alpha to be restarted again", () => {
         const agent = project!.status().agents.find((one) => one.name === "alpha");
         return agent?.status === "running" && agent.pid !== again.pid ? agent : undefined;
       }, 20_000);
@@ -244,9 +244,11 @@ describe("a session on PostgreSQL", () => {
       // `apex stop` during another outage ends the agents and records the session stopped once the
       // server is back (it failed, leaving the session to read as interrupted, so that the next
       // `apex start` would have continued it).
+      // The server comes back once the stop has ended alpha, in the outage: after a fixed 1.5 s, a loaded machine's
+      // stop could still be starting, and the stop was made with the server up.
       await relay.down();
       const stopping = project.apexAsync(["stop"]);
-      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      await waitFor("the stop to end alpha", () => groupMembers(third.pgid!).length === 0, 30_000);
       await relay.up();
       const stopped = await stopping.done;
       expect(stopped.status, stopped.stderr).toBe(0);

@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { Project, shellAgents, signalIfAlive, waitFor } from "./fixtures/agents/harness.js";
 import { initRepo, isolatedGit } from "./support/git.js";
 import { slowHooksProject } from "./support/slow-hooks.js";
-import { rpc, serve, share } from "./support/serve.js";
+import { rpc, serve, share, unreadBy } from "./support/serve.js";
 import { stopsAfterEach } from "./support/cleanup.js";
 
 // A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
@@ -194,9 +194,15 @@ describe("apex --remote when the server dies during a wait", () => {
     writeFileSync(join(p.dir, "onPause"), "wait release");
     const pause = p.apexAsync(["--remote", `${url.replace(/^http:\/\//, "")}/${ready.session_id}`, "pause", "--json"], { env: { APEX_TOKEN: token, ...env } });
     await waitFor("the onPause hook to begin", () => existsSync(join(p.dir, "onPause.began")), 20_000);
-    // Past the first heartbeat line: the reply has begun.
-    await new Promise((resolve) => setTimeout(resolve, 800));
-    server.child.kill("SIGKILL");
+    // Past the first heartbeat line: the reply has begun. The command is held (SIGSTOP) until what the server sent it
+    // waits unread at its end of the connection, rather than given a fixed 0.8 s, which a loaded machine could miss.
+    process.kill(pause.child.pid!, "SIGSTOP");
+    try {
+      await waitFor("the reply to begin", () => unreadBy(pause.child.pid!, Number(new URL(url).port)) > 0, 20_000);
+      server.child.kill("SIGKILL");
+    } finally {
+      process.kill(pause.child.pid!, "SIGCONT");
+    }
     const cut = await pause.done;
     expect(cut.status).toBe(1);
     expect(cut.stdout).toBe("");

@@ -13,7 +13,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { startServer, type RunningServer } from "../plugins/sharing/server.js";
 import { tempDir } from "./helpers/cli.js";
-import { serve, share } from "./support/serve.js";
+import { serveLogged, share } from "./support/serve.js";
 
 const SID = "3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b";
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
@@ -100,7 +100,8 @@ describe("apex serve: failed logins", () => {
     const temp = tempDir();
     cleanups.push(temp.cleanup);
     // One failure free, then a delay of 4 s; four addresses remembered at most.
-    server = await startServer({ location: { configPath: undefined, projectDir: temp.dir, storeDir: `${temp.dir}/.apex` }, listen: "127.0.0.1:0", throttle: { freeFailures: 1, baseDelayMs: 4000, maxDelayMs: 4000, maxClients: 4 } });
+    const logged: string[] = [];
+    server = await startServer({ location: { configPath: undefined, projectDir: temp.dir, storeDir: `${temp.dir}/.apex` }, listen: "127.0.0.1:0", throttle: { freeFailures: 1, baseDelayMs: 4000, maxDelayMs: 4000, maxClients: 4 }, log: (line) => logged.push(line) });
     const bad = `Bearer apx_0123456789abcdef_${"x".repeat(43)}`;
     const path = `/api/sessions/${SID}/rpc/whoami`;
     const first = await post(server.url, path, bad, "127.0.0.2");
@@ -108,7 +109,8 @@ describe("apex serve: failed logins", () => {
     expect(first.ms).toBeLessThan(4000);
     // The second failure from that address waits; meanwhile its other requests are refused at once (429), their token not even looked at.
     const pending = post(server.url, path, bad, "127.0.0.2");
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    // Once the server has counted it (its log says so): a request sent before would be counted as the second failure instead.
+    await waitFor("the second failure's answer held", () => logged.some((line) => line.startsWith("failed logins from 127.0.0.2: ")), 30_000);
     const meanwhile = await post(server.url, path, `Bearer apx_fedcba9876543210_${"y".repeat(43)}`, "127.0.0.2");
     expect(meanwhile.status).toBe(429);
     expect(meanwhile.body.error.code).toBe("APEX_E_RATE_LIMITED");
@@ -146,19 +148,22 @@ describe("apex serve: failed logins from an address others share, or from many a
     const vera = `Bearer ${share(project, sid, "vera", "viewer").token}`;
     const otto = `Bearer ${share(project, sid, "otto", "viewer").token}`;
     // One failure free, then 3 s per failure; six failures server-wide per minute.
-    server = await startServer({ location: { configPath: `${project.dir}/apex.config.yaml`, projectDir: project.dir, storeDir: project.storeDir }, listen: "127.0.0.1:0", throttle: { freeFailures: 1, baseDelayMs: 3000, maxDelayMs: 3000, globalMaxFailures: 6 } });
+    const logged: string[] = [];
+    server = await startServer({ location: { configPath: `${project.dir}/apex.config.yaml`, projectDir: project.dir, storeDir: project.storeDir }, listen: "127.0.0.1:0", throttle: { freeFailures: 1, baseDelayMs: 3000, maxDelayMs: 3000, globalMaxFailures: 6 }, log: (line) => logged.push(line) });
     const path = `/api/sessions/${sid}/rpc/whoami`;
     const bad = `Bearer apx_0123456789abcdef_${"x".repeat(43)}`;
     // Vera works from 127.0.0.2 (a NAT, a tunnel); someone else there guesses.
     expect((await post(server.url, path, vera, "127.0.0.2")).status).toBe(200);
     expect((await post(server.url, path, bad, "127.0.0.2")).status).toBe(401);
     const pending = post(server.url, path, bad, "127.0.0.2");
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Once the server holds its answer (its log says so): before, the requests below could come first and find no wait.
+    await waitFor("the second failure's answer held", () => logged.some((line) => line.startsWith("failed logins from 127.0.0.2: ")), 30_000);
     // Meanwhile the address waits; Vera's token, accepted here before, does not (it was 429 too).
-    expect((await post(server.url, path, vera, "127.0.0.2")).status).toBe(200);
+    // Otto's first: it is refused without a look at the store, well within the wait.
     const unknown = await post(server.url, path, otto, "127.0.0.2");
     expect(unknown.status).toBe(429);
     expect(unknown.body.error.message).toContain("from this address");
+    expect((await post(server.url, path, vera, "127.0.0.2")).status).toBe(200);
     expect((await pending).ms).toBeGreaterThanOrEqual(2900);
     // A valid token between guesses does not wipe the address's failures (it did: the next guess was answered at once).
     expect((await post(server.url, path, vera, "127.0.0.2")).status).toBe(200);
@@ -185,7 +190,7 @@ describe("apex serve: open streams per grant", () => {
     cleanups.push(async () => {
       for (const stop of stops) await stop();
     });
-    const url = await serve(project, stops);
+    const { url, log } = await serveLogged(project, stops);
     const vera = share(project, "current", "vera", "viewer");
     const otto = share(project, "current", "otto", "viewer");
     const aborts: AbortController[] = [];
@@ -237,10 +242,11 @@ describe("apex serve: open streams per grant", () => {
     reader.pause();
     const value = "x".repeat(900 * 1024);
     for (let i = 0; i < 28; i++) expect((await post(url, `/api/sessions/${oscar.session_id}/rpc/memory.set`, `Bearer ${oscar.token}`, "127.0.0.1", JSON.stringify({ path: `/big/${i}`, value }))).status).toBe(200);
-    await new Promise((resolve) => setTimeout(resolve, 1500)); // the watch's polls send what was written
+    // The watch's polls send what was written until the server cuts the stream it holds unread; read only then.
+    await waitFor("the unread stream cut", () => log().includes("stream of rita cut: more than 16 MiB unread"), 30_000);
     reader.on("data", (chunk: Buffer) => (received += chunk.length));
     reader.resume();
-    await waitFor("the unread stream cut", () => closed || undefined, 15_000);
+    await waitFor("the cut stream closed", () => closed || undefined, 15_000);
     expect(received).toBeLessThan(28 * value.length);
   }, 120_000);
 });
@@ -382,7 +388,7 @@ describe("apex serve: connections held at once", () => {
     expect(run.errors().match(/refusing connections: 4 open, the most this server holds \(--max-connections 4\)/g)).toHaveLength(1);
     // A place freed is taken again (POST /api/health is the API's 405: answered, not refused).
     slow.shift()!.destroy();
-    const served = await waitFor("a place", async () => ((await health("127.0.0.2")).status === 405 ? true : undefined), 5000);
+    const served = await waitFor("a place", async () => ((await health("127.0.0.2")).status === 405 ? true : undefined), 30_000);
     expect(served).toBe(true);
     // Refused before it starts: 0 or not a number is exit 2.
     for (const value of ["0", "many"]) {
@@ -405,12 +411,19 @@ describe("apex serve over TLS: connections held at once", () => {
     cleanups.push(temp.cleanup);
     const [cert, key] = [`${temp.dir}/cert.pem`, `${temp.dir}/key.pem`];
     execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], { stdio: "ignore" });
-    server = await startServer({ location: { configPath: undefined, projectDir: temp.dir, storeDir: `${temp.dir}/.apex` }, listen: "127.0.0.1:0", tlsCert: cert, tlsKey: key, maxConnections: 1 });
-    const held = netConnect(server.port, "127.0.0.1");
-    held.on("error", () => {});
-    cleanups.push(() => held.destroy());
-    await once(held, "connect");
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    // A refused connection may take 2 s in all, its handshake included: on a loaded machine this process (client and
+    // server both) could take longer, and the refused client was cut before its answer. Here it has a minute; the
+    // trickler below is cut within the 2 s.
+    const full = async (refusedLingerMs?: number) => {
+      server = await startServer({ location: { configPath: undefined, projectDir: temp.dir, storeDir: `${temp.dir}/.apex` }, listen: "127.0.0.1:0", tlsCert: cert, tlsKey: key, maxConnections: 1, refusedLingerMs });
+      // Accepted before the connections below (the listening socket's queue keeps their order).
+      const held = netConnect(server.port, "127.0.0.1");
+      held.on("error", () => {});
+      cleanups.push(() => held.destroy());
+      await once(held, "connect");
+      return held;
+    };
+    const held = await full(60_000);
     const reply = await new Promise<{ status: number; body: any }>((resolve, reject) => {
       httpsGet(`${server!.url}/api/health`, { ca: readFileSync(cert), agent: false }, (response) => {
         let text = "";
@@ -422,7 +435,10 @@ describe("apex serve over TLS: connections held at once", () => {
     expect(reply.status).toBe(503);
     expect(reply.body.error.code).toBe("APEX_E_RATE_LIMITED");
     // One that sends a byte now and then (of a TLS record that says it is 16 KiB long) is cut all the same.
-    const trickler = netConnect(server.port, "127.0.0.1");
+    held.destroy();
+    await server!.close();
+    const heldAgain = await full();
+    const trickler = netConnect(server!.port, "127.0.0.1");
     trickler.on("error", () => {});
     await once(trickler, "connect");
     const started = Date.now();
@@ -431,7 +447,7 @@ describe("apex serve over TLS: connections held at once", () => {
     await once(trickler, "close");
     clearInterval(timer);
     expect(Date.now() - started).toBeLessThan(4000);
-    held.destroy();
+    heldAgain.destroy();
   });
 
   it("closes within its grace though a client never starts its TLS handshake: Node's closeAllConnections does not know of it", async () => {

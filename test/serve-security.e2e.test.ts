@@ -7,8 +7,8 @@ import { request as httpRequest } from "node:http";
 import { connect as netConnect } from "node:net";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
-import { remote, rpc, serve, share } from "./support/serve.js";
+import { Project, asleepInEventLoop, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { CLOSE_WAIT, remote, rpc, serve, serveLogged, serverConnectionStates, share } from "./support/serve.js";
 import { random } from "./helpers/cli.js";
 
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
@@ -277,7 +277,7 @@ describe("an event stream whose client goes away while its request is checked", 
     cleanups.push(async () => {
       for (const stop of stops) await stop();
     });
-    const url = await serve(p, stops);
+    const { url, pid } = await serveLogged(p, stops);
     const vera = share(p, sid, "vera", "viewer");
     const port = Number(new URL(url).port);
     const body = JSON.stringify({ "events.subscribe": {} });
@@ -298,7 +298,11 @@ describe("an event stream whose client goes away while its request is checked", 
       await new Promise((resolve) => setTimeout(resolve, 2));
     }
     await Promise.all(closed);
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    // Once the server has taken each of those closes (no end of a connection it has not closed yet, CLOSE_WAIT; then
+    // asleep in its event loop, a reset taken too), not after a fixed 0.5 s: on a loaded machine streams of clients
+    // gone, not yet ended, were counted against vera.
+    await waitFor("the server to take the closes", () => !serverConnectionStates(port).includes(CLOSE_WAIT), 30_000);
+    await waitFor("the server to take the resets", () => asleepInEventLoop(pid), 30_000);
     const aborted = new AbortController();
     const stream = await fetch(`${url}/api/sessions/${sid}/stream`, { method: "POST", headers: { authorization: `Bearer ${vera.token}`, "content-type": "application/json" }, body, signal: aborted.signal });
     expect(stream.status, stream.status === 200 ? "" : await stream.text()).toBe(200);

@@ -3,8 +3,8 @@
 import { appendFileSync, renameSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
-import { serve, share } from "./support/serve.js";
+import { Project, asleepInEventLoop, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { serve, serveLogged, share } from "./support/serve.js";
 import { stopsAfterEach } from "./support/cleanup.js";
 
 // On SIGTERM the agent says its last words, then exits: written as its session is being stopped.
@@ -75,12 +75,14 @@ describe("apex serve: a stream of events and logs together", () => {
   it("reads a session's events from the store when its supervisor's socket cannot be reached, not an error naming the socket's path", async () => {
     const project = new Project(CONFIG);
     const ready = project.start();
-    const url = await serve(project, stops);
+    const { url, pid } = await serveLogged(project, stops);
     const { token } = share(project, "current", "vera", "viewer");
     // The socket file gone for a moment (as when the supervisor ends while the stream opens): the supervisor runs on.
     renameSync(ready.socket, `${ready.socket}.aside`);
     const stream = await openStream(url, ready.session_id, token, stops, { "events.subscribe": {} });
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    // Back once the server, its stream open, has tried the socket (its connect fails at once: then it waits, asleep in
+    // its event loop), not after a fixed 0.5 s, which a loaded machine's server could still be short of.
+    await waitFor("the server to try the socket", () => asleepInEventLoop(pid), 30_000);
     renameSync(`${ready.socket}.aside`, ready.socket);
     expect(project.apex(["task", "add", "seen from the store"]).status).toBe(0);
     await waitFor("the event, read from the store", () => stream.events().some((e) => e.event === "events.subscribe" && e.data.type === "task.added"), 10_000);

@@ -12,6 +12,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { FIXTURES, Project, groupMembers, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { FULL_CLI_ENV, REPO_ROOT } from "./helpers/cli.js";
 import { endChild } from "./support/cleanup.js";
+import { readByServer } from "./support/serve.js";
 
 const CONFIG = shellAgents({ alpha: "while true; do echo tick; sleep 0.2; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
 
@@ -28,19 +29,6 @@ const servers: Served[] = [];
 afterEach(async () => {
   for (const server of servers.splice(0)) await server.stop();
 });
-
-/**
- * True once the server on `port` has read what the client on `clientPort` sent it: the receive queue
- * of its end of the connection (/proc/net/tcp) is empty. A fixed wait for that was a window a loaded machine missed.
- */
-function readByServer(port: number, clientPort: number): boolean {
-  const hex = (n: number) => `:${n.toString(16).toUpperCase().padStart(4, "0")}`;
-  for (const line of readFileSync("/proc/net/tcp", "utf8").split("\n").slice(1)) {
-    const [, local, remote, , queues] = line.trim().split(/\s+/);
-    if (local?.endsWith(hex(port)) && remote?.endsWith(hex(clientPort))) return parseInt(queues!.split(":")[1]!, 16) === 0;
-  }
-  return false;
-}
 
 /** Resolves true when a connection to `port` is refused: the server no longer listens (it is closing). */
 function refusesConnections(port: number): Promise<boolean> {
@@ -356,7 +344,8 @@ describe("apex serve: streams, revocation and concurrency", () => {
     expect(project.apex(["session", "unshare", "current", "vera"]).status).toBe(0);
     expect(connected().map((user) => user.user)).not.toContain("vera");
     await read; // the server ended the stream
-    expect(Date.now() - started).toBeLessThan(3000);
+    // Within its recheck of grants (1 s) after two commands: 10 s leaves a loaded machine room, and is far from the 30 s of before.
+    expect(Date.now() - started).toBeLessThan(10_000);
     expect(text).toContain("event: error");
     expect(text).toContain("APEX_E_UNAUTHORIZED");
     const after = await rpc(server.url, sid, "session.status", viewer.token);
@@ -513,7 +502,8 @@ describe("apex serve before the first session", () => {
     const server = await serve(project);
     const sid = project.start().session_id;
     // It was never recorded (no store directory at start): invites named the default 127.0.0.1:7433.
-    await waitFor("serve.json", () => existsSync(join(project!.storeDir, "serve.json")), 5000);
+    // apex serve tries again every 0.5 s: on a loaded machine its timer may come late.
+    await waitFor("serve.json", () => existsSync(join(project!.storeDir, "serve.json")), 30_000);
     expect(share(project, "vera", "viewer").url).toMatch(new RegExp(`^${server.url}/#session=${sid}&token=`));
     await server.stop();
     servers.splice(servers.indexOf(server), 1);

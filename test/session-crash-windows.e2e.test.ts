@@ -33,7 +33,7 @@ describe("a supervisor killed between an agent's spawn and its record", () => {
 
     const continued = project.start(["--continue", "last"]);
     expect(continued.reaped).toEqual([expect.objectContaining({ agent: "worker", pids: expect.arrayContaining([orphan]) })]);
-    expect(isAlive(orphan)).toBe(false);
+    expect(project.alive(orphan)).toBe(false);
     expect(project.status().agents.map((agent) => [agent.name, agent.status])).toEqual([["worker", "running"]]);
   });
 
@@ -45,7 +45,7 @@ describe("a supervisor killed between an agent's spawn and its record", () => {
     const stop = project.apex(["stop", "--force", "--json"]);
     expect(stop.status, stop.stderr).toBe(0);
     expect(JSON.parse(stop.stdout).processes_ended).toBeGreaterThanOrEqual(1);
-    expect(isAlive(orphan)).toBe(false);
+    expect(project.alive(orphan)).toBe(false);
   });
 });
 
@@ -61,7 +61,7 @@ describe("apex stop --force of a supervisor that does not answer (SIGSTOP, as a 
     expect(JSON.parse(stop.stdout).reason).toBe(said);
     const status = project.apex(["status", "--json"]);
     expect(JSON.parse(status.stdout).last_session).toMatchObject({ session_id: ready.session_id, outcome: said });
-    expect(isAlive(ready.supervisor_pid)).toBe(false);
+    expect(project.alive(ready.supervisor_pid)).toBe(false);
   });
 });
 

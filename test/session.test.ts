@@ -16,7 +16,7 @@ import { pauseVerifyMs } from "../dist/core/session/supervisor.js";
 import { SessionService, checkTaskId, recountTasks } from "../dist/core/session/service.js";
 import { agentPath, countersPath, sessionPath, taskCountsPath, CURRENT_SESSION_PATH } from "../dist/core/session/records.js";
 import { buildStatusReport } from "../dist/core/session/status-report.js";
-import { REPO_ROOT, waitFor } from "./fixtures/agents/harness.js";
+import { REPO_ROOT, signalIfAlive, waitFor } from "./fixtures/agents/harness.js";
 import { buildVforkHold, otherThreadStates, procStatus, signalBit, SIGSTOP_BIT } from "./support/vfork-hold.js";
 import { forEachBackend } from "./support/backends.js";
 
@@ -132,7 +132,8 @@ describe("/proc/<pid>/status: a stop on its way", () => {
       await body({ pid, child: await waitFor("the vfork child", childPid), exited });
     } finally {
       const child = childPid();
-      if (child) process.kill(child, "SIGKILL");
+      // Ended by the test already, it may be reaped between the look and the signal.
+      if (child) signalIfAlive(child, "SIGKILL");
       if (parent.exitCode === null && parent.signalCode === null) process.kill(pid, "SIGKILL");
     }
   }

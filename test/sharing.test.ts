@@ -1,4 +1,5 @@
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
 import { createHash } from "node:crypto";
 import { existsSync, writeFileSync } from "node:fs";
 import { createServer, type Server, type ServerResponse } from "node:http";
@@ -481,6 +482,25 @@ describe("a remote call against a server that stalls (real HTTP on loopback)", (
     }
   });
 
+  it("a caller stopped (Ctrl-Z, SIGSTOP) or not run past its timeout takes the answer that came meanwhile, not APEX_E_TIMEOUT", async () => {
+    // The server stops the caller as its request comes, answers 200 ms later and continues it 2.5 s later (its timeout is 1 s).
+    let child: ChildProcess | undefined;
+    const endpoint = await stalling((response) => {
+      process.kill(child!.pid!, "SIGSTOP");
+      setTimeout(() => response.end('"answered"}'), 200);
+      setTimeout(() => process.kill(child!.pid!, "SIGCONT"), 2500);
+    });
+    const script = `import { callRemote } from ${JSON.stringify(pathToFileURL(join(REPO_ROOT, "dist/plugins/sharing/http-client.js")).href)};
+      console.log(JSON.stringify(await callRemote(${JSON.stringify(endpoint)}, "whoami", {}, 1000).catch((error) => error.code)));`;
+    child = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"], env: { ...cleanEnv(), APEX_TOKEN: `apx_0123456789abcdef_${"A".repeat(43)}` } });
+    let out = "";
+    child.stdout!.on("data", (chunk) => (out += String(chunk)));
+    const [code] = await once(child, "exit");
+    expect(code).toBe(0);
+    // It said "APEX_E_TIMEOUT": its timers ran before the answer waiting on the socket was read.
+    expect(out.trim()).toBe('"answered"');
+  });
+
   it("names the other scheme when the server answers in it (https to plain HTTP, http cut off by TLS)", async () => {
     const plain = await stalling((response) => response.end("{}"));
     const { error } = await call(plain.replace("http://", "https://"), 5000);
@@ -695,7 +715,7 @@ describe("serve.json while a server records itself (real processes)", () => {
         writer.stdout.setEncoding("utf8").on("data", (chunk: string) => (out += chunk));
         writer.on("close", () => resolve(out));
       });
-      await waitFor("the first record", () => existsSync(join(dir, "serve.json")), 10_000);
+      await waitFor("the first record", () => existsSync(join(dir, "serve.json")), 30_000);
       let reads = 0;
       let unreadable = 0;
       for (const end = Date.now() + 800; Date.now() < end; reads++) if (readServeFile(dir) === undefined) unreadable++;
@@ -716,13 +736,18 @@ describe("serve.json while a server records itself (real processes)", () => {
       const go = join(dir, "go");
       // Six servers, each recording itself the moment `go` appears, then running on.
       for (let i = 0; i < 6; i++) {
-        const script = `const { writeServeFile } = await import(${JSON.stringify(module)}); const { existsSync } = await import("node:fs"); while (!existsSync(${JSON.stringify(go)})) await new Promise((r) => setTimeout(r, 1)); writeServeFile(${JSON.stringify(dir)}, "http://127.0.0.1:${20000 + i}"); process.stdout.write("recorded"); setInterval(() => {}, 1000);`;
+        const script = `const { writeServeFile } = await import(${JSON.stringify(module)}); const { existsSync } = await import("node:fs"); process.stdout.write("waiting "); while (!existsSync(${JSON.stringify(go)})) await new Promise((r) => setTimeout(r, 1)); writeServeFile(${JSON.stringify(dir)}, "http://127.0.0.1:${20000 + i}"); process.stdout.write("recorded"); setInterval(() => {}, 1000);`;
         servers.push(spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"] }));
       }
-      const recorded = servers.map((server) => new Promise((resolve) => server.stdout!.once("data", resolve)));
-      await new Promise((resolve) => setTimeout(resolve, 500));
+      const said = servers.map((server) => {
+        let text = "";
+        server.stdout!.setEncoding("utf8").on("data", (chunk: string) => (text += chunk));
+        return () => text;
+      });
+      // `go` once all six wait for it (a fixed 0.5 s let a loaded machine's slow starters record one after another).
+      await waitFor("the six servers to wait", () => said.every((text) => text().includes("waiting")), 30_000);
       writeFileSync(go, "");
-      await Promise.all(recorded);
+      await waitFor("the six servers to record themselves", () => said.every((text) => text().includes("recorded")), 30_000);
       // Before, they read the same record and each wrote over it: most were lost, and when the last stopped, invites named none.
       const { record } = readServeFile(dir)!;
       expect([record.url, ...(record.before ?? []).map((server) => server.url)].sort()).toEqual(Array.from({ length: 6 }, (_, i) => `http://127.0.0.1:${20000 + i}`));

@@ -5,7 +5,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync,
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { Project, waitFor } from "./fixtures/agents/harness.js";
+import { Project, procInfo, signalGroup, signalIfAlive, waitFor } from "./fixtures/agents/harness.js";
 import { json } from "./helpers/cli.js";
 import { initRepo, isolatedGit } from "./support/git.js";
 import { tempDirs } from "./support/cleanup.js";
@@ -144,10 +144,11 @@ describe("branches run side by side", () => {
     const parent = mkdtempSync(join(tmpdir(), "apex-side-sub-wt-"));
     extra.push(parent);
     const worktree = join(parent, "sub");
-    const started: Array<{ supervisor_pid: number; agents: Array<{ pgid: number | null }> }> = [];
+    // Each with its start time, read as it runs: ended or not by the stops below, its pid may be another process's by then.
+    const started: Array<{ pid: number; group: boolean; start: number | undefined }> = [];
     const start = (args: string[]) => {
       const ready = json<{ session_id: string; supervisor_pid: number; agents: Array<{ pgid: number | null }> }>(p.apex(["start", ...args, "--json"], { cwd: app }));
-      started.push(ready);
+      for (const [pid, group] of [[ready.supervisor_pid, false], ...ready.agents.flatMap((agent) => (agent.pgid ? [[agent.pgid, true] as const] : []))] as const) started.push({ pid, group, start: procInfo(pid)?.startTime });
       return ready.session_id;
     };
     try {
@@ -171,14 +172,11 @@ describe("branches run side by side", () => {
       expect(existsSync(join(p.dir, "app-other"))).toBe(false);
     } finally {
       for (const session of ["sub", undefined]) p.apex([...(session ? ["--session", session] : []), "stop", "--force"], { cwd: app, timeout: 30_000 });
-      for (const ready of started) {
-        for (const target of [ready.supervisor_pid, ...ready.agents.flatMap((agent) => (agent.pgid ? [-agent.pgid] : []))]) {
-          try {
-            process.kill(target, "SIGKILL");
-          } catch {
-            // already ended
-          }
-        }
+      for (const { pid, group, start } of started) {
+        // A group is ours while its leader is, or has none left (its id cannot be a new process's then).
+        if (start === undefined) continue; // gone already when started
+        if (!group) signalIfAlive(pid, "SIGKILL", start);
+        else if ((procInfo(pid)?.startTime ?? start) === start) signalGroup(pid, "SIGKILL");
       }
     }
   }, 120_000);

@@ -20,6 +20,7 @@ import { currentSessionId } from "../plugins/checkpoint/refs.js";
 import { SyncBridge, connectTimeoutMs, reconnectBackoffMs } from "../plugins/postgres/bridge.js";
 import { describePort } from "./support/port-suite.js";
 import { freePort, postgresRelay, query, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
+import { waitFor } from "./fixtures/agents/harness.js";
 
 let cluster: SharedPostgres;
 let url: string;
@@ -418,11 +419,27 @@ describe("postgres backend", () => {
     const store = open({ ...spec(), url: own });
     await store.set("/kept", 1);
     const pid = serverPid(store);
-    // The COMMIT takes a second (a deferred trigger), and another process ends the connection
-    // meanwhile: the answer never comes, whatever the server did.
-    await query(own, "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(1.5); RETURN NULL; END $$");
+    // The COMMIT waits (a deferred trigger), and another process ends the connection meanwhile: the answer never
+    // comes, whatever the server did. It ends it once the COMMIT runs (pg_stat_activity), not 0.5 s after it started
+    // against a COMMIT of 1.5 s: on a loaded machine it came after the COMMIT, or before it was sent.
+    await query(own, "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(30); RETURN NULL; END $$");
     await query(own, "CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON apex.log DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()");
-    const killer = spawn(process.execPath, ["-e", `const pg = require(${JSON.stringify(require.resolve("pg"))}); setTimeout(async () => { const c = new pg.Client({ connectionString: ${JSON.stringify(own)} }); await c.connect(); await c.query("SELECT pg_terminate_backend(${pid})"); await c.end(); }, 500);`], { stdio: "ignore" });
+    const killer = spawn(
+      process.execPath,
+      [
+        "-e",
+        `const pg = require(${JSON.stringify(require.resolve("pg"))});
+        (async () => {
+          const c = new pg.Client({ connectionString: ${JSON.stringify(own)} });
+          await c.connect();
+          const committing = async () => (await c.query("SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND query ILIKE 'COMMIT%'", [${pid}])).rows.length > 0;
+          while (!(await committing())) await new Promise((resolve) => setTimeout(resolve, 20));
+          await c.query("SELECT pg_terminate_backend(${pid})");
+          await c.end();
+        })();`,
+      ],
+      { stdio: "ignore" },
+    );
     const killed = new Promise((resolve) => killer.once("exit", resolve));
     let caught: unknown;
     try {
@@ -510,8 +527,10 @@ describe("postgres backend", () => {
       await store.set("/kept", 1);
       // The server ends the idle connection; its word (FATAL, 57P05) waits in the frozen relay, and
       // reaches the client as the answer to the next statement once another process thaws it.
+      const pid = serverPid(store);
       relay.freeze();
-      await new Promise((resolve) => setTimeout(resolve, 1500));
+      // Once the server has ended it (gone from pg_stat_activity), not after a fixed 1.5 s for a timeout of 1 s.
+      await waitFor("the server to end the idle connection", async () => (await query(database, "SELECT 1 FROM pg_stat_activity WHERE pid = $1", [pid])).length === 0, 30_000);
       spawn(process.execPath, ["-e", `setTimeout(() => process.kill(${relay.pid()}, "SIGCONT"), 300)`], { stdio: "ignore" });
       // (before: APEX_E_STORE "terminating connection due to idle-session timeout", which a watch or a supervisor gives up on)
       // (the relay may also cut the connection before it passes the server's word on: unreachable as well)

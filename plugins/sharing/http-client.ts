@@ -51,8 +51,15 @@ function open(endpoint: string, path: string, body: unknown, timeoutMs: number, 
     let sent = false;
     req.on("finish", () => (sent = true));
     req.on("timeout", () => {
-      silent = true;
-      req.destroy(new ApexError("APEX_E_TIMEOUT", `${host} did not answer within ${Math.round(timeoutMs / 1000)} s.`));
+      // Timers run before input waiting on the socket is read: a process stopped (Ctrl-Z, SIGSTOP) or not run for
+      // a while (a loaded machine) past the timeout would give up on an answer that came meanwhile. What is there
+      // is read first (setImmediate runs after that read); only a socket that still read nothing is silent.
+      const read = req.socket?.bytesRead ?? 0;
+      setImmediate(() => {
+        if (req.destroyed || (req.socket?.bytesRead ?? 0) !== read) return;
+        silent = true;
+        req.destroy(new ApexError("APEX_E_TIMEOUT", `${host} did not answer within ${Math.round(timeoutMs / 1000)} s.`));
+      });
     });
     req.on("error", (error: NodeJS.ErrnoException) => {
       if (error instanceof ApexError) reject(error);
@@ -221,9 +228,15 @@ function notApex(endpoint: string, response: IncomingMessage, text: string): Ape
 export async function callRemote(endpoint: string, method: string, params: unknown, timeoutMs: number, onEvent?: (event: unknown) => void): Promise<unknown> {
   const opened = open(endpoint, `/rpc/${encodeURIComponent(method)}`, params, timeoutMs, method, roleNeeded(method, {}) !== "viewer", onEvent ? `${NDJSON}, application/json` : undefined);
   let late = false;
+  let settled = false;
+  // As the socket's timeout above: what came while this process was stopped or not run is read before giving up.
   const expire = () => {
-    late = true;
-    opened.abort();
+    const fired = deadline;
+    setImmediate(() => {
+      if (settled || deadline !== fired) return; // answered, or heard, meanwhile
+      late = true;
+      opened.abort();
+    });
   };
   let deadline = setTimeout(expire, timeoutMs);
   const heard = (event: unknown) => {
@@ -254,6 +267,7 @@ export async function callRemote(endpoint: string, method: string, params: unkno
       cause: error,
     });
   } finally {
+    settled = true;
     clearTimeout(deadline);
   }
   if (response.statusCode !== 200) throw replyError(endpoint, response, text);

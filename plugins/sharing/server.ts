@@ -64,6 +64,8 @@ export interface ServeOptions {
   maxConnections?: number | undefined;
   /** Connections held at once from one client address (an IPv6 /64); default a quarter of maxConnections. */
   maxConnectionsPerAddress?: number | undefined;
+  /** How long a connection refused for the limits may take in all, its TLS handshake and reading its answer (REFUSED_LINGER_MS). */
+  refusedLingerMs?: number | undefined;
 }
 
 export interface RunningServer {
@@ -252,7 +254,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
    * (`sharing.serve`) stopping with its session. Both said "apex serve was stopped", which no one had run.
    */
   let closingWhy = { what: "apex serve was stopped", back: "once it is back; if it does not come back, check that `apex serve` runs there" };
-  const cutConnections = limitConnections(app, new ConnectionLimit(maxConnections, perAddress), https, log);
+  const cutConnections = limitConnections(app, new ConnectionLimit(maxConnections, perAddress), https, log, options.refusedLingerMs ?? REFUSED_LINGER_MS);
   // The store this server serves: a supervisor of the project on another one is not its sessions' writer.
   const { resolveStoreSpec, storeIdentity } = await import("../../core/store/open.js");
   const served = await storeIdentity(await resolveStoreSpec(options.location));
@@ -429,7 +431,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       if (isApexError(error) && error.code === "APEX_E_UNAUTHORIZED") {
         if (token !== undefined) accepted.delete(token); // revoked or expired since: it waits as any other
         const delay = failures.failed(client);
-        if (delay > 0) await sleep(delay);
+        if (delay > 0) {
+          log(`failed logins from ${client}: its answer waits ${Math.round(delay)}ms, its other requests are refused meanwhile`);
+          await sleep(delay);
+        }
       }
       throw error;
     }
@@ -1315,9 +1320,9 @@ function rawReply(status: number, error: ApexError, headers = ""): string {
  * Holds the server to `limit`: a connection past it never reaches the HTTP parser (nor the
  * server's TLS). It is answered at once (in TLS once its handshake is done), 503 (the server full)
  * or 429 (that address), APEX_E_RATE_LIMITED with Retry-After, whatever it sends, then closed;
- * it may take REFUSED_LINGER_MS in all. The log says so at most once a minute, with how many since.
+ * it may take `lingerMs` (REFUSED_LINGER_MS) in all. The log says so at most once a minute, with how many since.
  */
-function limitConnections(app: FastifyInstance, limit: ConnectionLimit, tls: { cert: Buffer; key: Buffer } | null, log: (line: string) => void): () => void {
+function limitConnections(app: FastifyInstance, limit: ConnectionLimit, tls: { cert: Buffer; key: Buffer } | null, log: (line: string) => void, lingerMs: number): () => void {
   const server = app.server;
   /** Every connection open, admitted or being refused: what the returned function cuts. */
   const open = new Set<Socket>();
@@ -1346,7 +1351,7 @@ function limitConnections(app: FastifyInstance, limit: ConnectionLimit, tls: { c
     }
     socket.on("error", () => {});
     // At most this long in all (not idle: a client sending a byte now and then would hold it).
-    const cut = setTimeout(() => socket.destroy(), REFUSED_LINGER_MS);
+    const cut = setTimeout(() => socket.destroy(), lingerMs);
     socket.once("close", () => clearTimeout(cut));
     const error = new ApexError("APEX_E_RATE_LIMITED", full ? `The server holds ${limit.max} connections, the most it takes at once; try again in a moment.` : `This address holds ${limit.perAddress} connections to the server, the most one address may; close some, or try again in a moment.`, {
       hint: full ? "If it lasts, the server's operator can raise it (`apex serve --max-connections`, or sharing.serve.max_connections)." : "Each open dashboard, `apex connect` and `logs -f` holds some; behind a proxy or tunnel every user comes from its address.",

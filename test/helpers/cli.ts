@@ -56,7 +56,7 @@ export function cleanEnv(): NodeJS.ProcessEnv {
 export function tempDir(prefix = "apex-test-"): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   registerDir(dir);
-  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true, maxRetries: 5 }) };
 }
 
 /** A tiny seeded PRNG (mulberry32), so that randomized tests reproduce. */

@@ -17,7 +17,7 @@ export function tempDirs(): string[] {
   // Registered before the test runs: test-finished hooks run last registered first, so this after those of the test's projects.
   beforeEach(() =>
     onTestFinished(() => {
-      for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+      for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true, maxRetries: 5 });
     }),
   );
   return dirs;

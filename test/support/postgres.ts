@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "
 import { join } from "node:path";
 import pg from "pg";
 import { inject } from "vitest";
-import { freePort, startPostgres } from "../../scripts/pg-cluster.mjs";
+import { startPostgres } from "../../scripts/pg-cluster.mjs";
 import { registerDir, registerProcess } from "./process-registry.js";
 
 export { freePort, postgresBinDir, startPostgres } from "../../scripts/pg-cluster.mjs";
@@ -117,7 +117,9 @@ export async function query(database: string, text: string, values: unknown[] = 
  */
 export async function postgresRelay(): Promise<{ port: number; pid(): number | undefined; url(database: string): string; up(): Promise<void>; down(): Promise<void>; freeze(): void; thaw(): void; cut(marker: string, at: "marker" | "commit"): Promise<void> }> {
   const cluster = await sharedPostgres();
-  const port = await freePort();
+  // Its first start takes a port of its own (0): a port looked up as free before could be taken meanwhile. Restarted, it
+  // listens on that port again, as a server that comes back does.
+  let port = 0;
   // The simple-query message node-postgres sends for COMMIT: 'Q', its length (4 + 7), the text.
   const script = `const net = require("node:net");
     const COMMIT = Buffer.from("Q\\0\\0\\0\\x0bCOMMIT\\0", "latin1");
@@ -139,7 +141,7 @@ export async function postgresRelay(): Promise<{ port: number; pid(): number | u
         upstream.write(chunk);
       });
       client.on("end", () => upstream.end());
-    }).listen(${port}, "127.0.0.1", () => console.log("listening"));`;
+    }).listen(Number(process.argv[1]), "127.0.0.1", function () { console.log(this.address().port); });`;
   let child: ChildProcess | undefined;
   const down = async () => {
     const running = child;
@@ -151,10 +153,10 @@ export async function postgresRelay(): Promise<{ port: number; pid(): number | u
   };
   const up = async () => {
     await down();
-    const started = spawn(process.execPath, ["-e", script], { stdio: ["pipe", "pipe", "inherit"] });
+    const started = spawn(process.execPath, ["-e", script, String(port)], { stdio: ["pipe", "pipe", "inherit"] });
     child = started;
-    await new Promise<void>((resolve, reject) => {
-      started.stdout!.once("data", () => resolve());
+    port = await new Promise<number>((resolve, reject) => {
+      started.stdout!.once("data", (chunk: Buffer) => resolve(Number(String(chunk).trim())));
       started.once("exit", (code) => reject(new Error(`the relay exited (${code})`)));
     });
   };

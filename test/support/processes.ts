@@ -44,11 +44,36 @@ function signal(pid: number, sig: NodeJS.Signals): void {
 }
 
 /**
+ * Sends `sig` to process group `pgid`, if any of it is left: a group whose last member ends
+ * between a look at /proc and the signal (ESRCH) is not an error, the look cannot hold it.
+ */
+export function signalGroup(pgid: number, sig: NodeJS.Signals): void {
+  if (pgid > 1) signal(-pgid, sig);
+}
+
+/**
  * Sends `sig` to `pid` if it is still the process started at `startTime` (any, without one). A
  * process that ends between the look and the signal is not an error: the look cannot hold it.
  */
 export function signalIfAlive(pid: number, sig: NodeJS.Signals, startTime?: number): void {
   if (isAlive(pid, startTime)) signal(pid, sig);
+}
+
+/** The numbers of epoll_wait, epoll_pwait and epoll_pwait2 (x86-64, arm64): where an idle event loop (libuv's, Node's) sleeps. */
+const EPOLL_WAITS = process.arch === "arm64" ? ["22", "441"] : ["232", "281", "441"];
+
+/**
+ * Whether `pid`'s main thread sleeps in its event loop's wait (epoll, /proc/PID/syscall): seen
+ * so after a moment, it has taken every input that was ready then (a connection, data to read, a
+ * socket its connect made writable) and done what that asked of it until it had to wait again.
+ * An event, where a fixed wait for another process to get to a point was a window a loaded machine missed.
+ */
+export function asleepInEventLoop(pid: number): boolean {
+  try {
+    return EPOLL_WAITS.includes(readFileSync(`/proc/${pid}/syscall`, "latin1").split(" ")[0]!);
+  } catch {
+    return false; // gone
+  }
 }
 
 export function isAlive(pid: number, startTime?: number): boolean {
