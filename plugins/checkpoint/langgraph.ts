@@ -29,7 +29,7 @@
 import { isDeepStrictEqual } from "node:util";
 import type { CheckpointInfo } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
-import { ChangeSet, ObjectDamageError, ObjectStore, collectEntries, countValues, decodeValueObject, findInDirectory, lookupEntry, sha256, updateTree, type DirEntry, type Hash, type ObjectView } from "./engine/objects.js";
+import { ChangeSet, ObjectDamageError, ObjectStore, collectEntries, countValues, decodeValueObject, findInDirectory, lookupEntry, sha256, updateTree, type DirEntry, type Hash, type ObjectView, type TreeNode } from "./engine/objects.js";
 import { encodeJson } from "../../core/store/value-codec.js";
 import { MAX_PATH_BYTES } from "../../core/store/paths.js";
 import type { JsonValue, Store, WriteBatch } from "../../core/store/store.js";
@@ -592,48 +592,9 @@ export class LangGraphStore {
     // Entries in bucket order (channels need no other: LangGraph's channel_values is a map by
     // name), each split channel's keys below it (put back in their object's order: inObjectOrder).
     const top = directoryEntries(view, entry.tree);
-    const hashes: Hash[] = [];
-    // The entries below each channel that has any, by the channel's position in `top`.
-    const below: Array<DirEntry[] | undefined> = new Array(top.length);
-    for (let i = 0; i < top.length; i++) {
-      const channel = top[i]!;
-      if (channel.value) hashes.push(channel.value);
-      if (channel.tree) {
-        const keys = (below[i] = directoryEntries(view, channel.tree));
-        for (const key of keys) if (key.value) hashes.push(key.value);
-      }
-    }
-    const records = this.recordsOf(view, entry.tree, hashes);
-    // The records in the order `hashes` listed them: each channel's value, then its keys' values.
-    const { names, versions, values, splits } = columns;
-    let at = 0;
-    for (let i = 0; i < top.length; i++) {
-      const channel = top[i]!;
-      const record = channel.value ? records[at++]! : undefined;
-      const keys = below[i];
-      if (record?.split === true) {
-        const split = { keys: [] as string[], values: [] as SerializedValue[], orders: [] as number[] };
-        if (keys)
-          for (const key of keys)
-            if (key.value) {
-              const keyRecord = records[at++]!;
-              split.keys.push(segmentName(key.name));
-              split.values.push(serializedOf(keyRecord));
-              split.orders.push(orderOf(keyRecord));
-            }
-        names.push(segmentName(channel.name));
-        versions.push(record.v as string | number);
-        values.push(null);
-        splits.push(inObjectOrder(split));
-        continue;
-      }
-      if (keys) for (const key of keys) if (key.value) at += 1;
-      if (!record) continue;
-      names.push(segmentName(channel.name));
-      versions.push(record.v as string | number);
-      values.push(typeof record.t === "string" ? serializedOf(record) : null);
-      splits.push(null);
-    }
+    // (each loop over the 10k channels a function of its own: see entriesOfLevel)
+    const { hashes, below } = valueHashes(view, top);
+    fillColumns(columns, top, below, this.recordsOf(view, entry.tree, hashes));
     return columns;
   }
 
@@ -868,15 +829,74 @@ function buildChannels(view: ObjectView, parent: DirEntry | undefined, request: 
 function directoryEntries(view: ObjectView, dir: Hash): DirEntry[] {
   const entries: DirEntry[] = [];
   let level = [dir];
-  while (level.length > 0) {
-    const next: Hash[] = [];
-    for (const node of view.readNodes(level)) {
-      if (node.kind === "leaf") for (const entry of node.entries) entries.push(entry);
-      else for (const bucket of node.buckets) next.push(bucket.hash);
-    }
-    level = next;
-  }
+  while (level.length > 0) level = entriesOfLevel(view.readNodes(level), entries);
   return entries;
+}
+
+/**
+ * The entries of a level's leaves appended to `entries`; the next level (its split nodes'
+ * buckets) returned. A function of its own, as each loop of a read over the 10k channels: a
+ * new process runs such a loop ~10k times before V8 optimizes it, and a loop inside a larger
+ * function had all of it compiled again for the loop (on-stack replacement), readNodes with it.
+ */
+function entriesOfLevel(nodes: readonly TreeNode[], entries: DirEntry[]): Hash[] {
+  const next: Hash[] = [];
+  for (const node of nodes) {
+    if (node.kind === "leaf") for (const entry of node.entries) entries.push(entry);
+    else for (const bucket of node.buckets) next.push(bucket.hash);
+  }
+  return next;
+}
+
+/**
+ * The hashes of the values readChannels reads, in its order: each channel's value, then the
+ * values of its keys (a split channel's), whose entries `below` holds by the channel's position.
+ */
+function valueHashes(view: ObjectView, top: readonly DirEntry[]): { hashes: Hash[]; below: Array<DirEntry[] | undefined> } {
+  const hashes: Hash[] = [];
+  const below: Array<DirEntry[] | undefined> = new Array(top.length);
+  for (let i = 0; i < top.length; i++) {
+    const channel = top[i]!;
+    if (channel.value) hashes.push(channel.value);
+    if (channel.tree) {
+      const keys = (below[i] = directoryEntries(view, channel.tree));
+      for (const key of keys) if (key.value) hashes.push(key.value);
+    }
+  }
+  return { hashes, below };
+}
+
+/** The channels into `columns`, from their records in valueHashes' order. */
+function fillColumns(columns: ChannelColumns, top: readonly DirEntry[], below: ReadonlyArray<DirEntry[] | undefined>, records: ReadonlyArray<Record<string, JsonValue>>): void {
+  const { names, versions, values, splits } = columns;
+  let at = 0;
+  for (let i = 0; i < top.length; i++) {
+    const channel = top[i]!;
+    const record = channel.value ? records[at++]! : undefined;
+    const keys = below[i];
+    if (record?.split === true) {
+      const split = { keys: [] as string[], values: [] as SerializedValue[], orders: [] as number[] };
+      if (keys)
+        for (const key of keys)
+          if (key.value) {
+            const keyRecord = records[at++]!;
+            split.keys.push(segmentName(key.name));
+            split.values.push(serializedOf(keyRecord));
+            split.orders.push(orderOf(keyRecord));
+          }
+      names.push(segmentName(channel.name));
+      versions.push(record.v as string | number);
+      values.push(null);
+      splits.push(inObjectOrder(split));
+      continue;
+    }
+    if (keys) for (const key of keys) if (key.value) at += 1;
+    if (!record) continue;
+    names.push(segmentName(channel.name));
+    versions.push(record.v as string | number);
+    values.push(typeof record.t === "string" ? serializedOf(record) : null);
+    splits.push(null);
+  }
 }
 
 /**
