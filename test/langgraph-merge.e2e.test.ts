@@ -139,5 +139,17 @@ describe("LangGraph threads merged between sessions", () => {
     expect(taken!.checkpoint.id).toBe(fresh);
     expect(taken!.checkpoint.channel_values).toEqual({ v: "f" });
     expect(project.apex(["session", "validate"]).status).toBe(0);
+
+    // The merge checkpoint deleted (--force: it is a merge point) takes the steps it carried along, as a
+    // branch's first checkpoint does: nothing is left naming it (validate warned of each), the thread
+    // taken is gone from the destination, and the destination's own thread is as it was.
+    const mergeId = (JSON.parse(result.stdout) as { checkpoint: { id: string } }).checkpoint.id;
+    expect(project.apex(["checkpoint", "delete", mergeId, "--force"]).status).toBe(0);
+    const validated = project.apex(["session", "validate", "--json"]);
+    expect(validated.status, validated.stdout).toBe(0);
+    expect((JSON.parse(validated.stdout) as { problems: unknown[] }).problems).toEqual([]);
+    const afterDelete = saverOf(project, parent);
+    expect(await afterDelete.getTuple({ configurable: { thread_id: "fresh", checkpoint_ns: "" } })).toBeUndefined();
+    expect((await afterDelete.getTuple({ configurable: { thread_id: "t", checkpoint_ns: "" } }))!.checkpoint.channel_values).toEqual({ v: "parent" });
   });
 });

@@ -180,9 +180,10 @@ export function storedIndex(store: Store, sessionId: string, threadId: string, n
  *    stored instead (none left: it goes), so that getTuple resumes from there and retention
  *    keeps that one. It named a checkpoint no longer stored, and getTuple found no checkpoint
  *    at all (the graph started the thread afresh) while retention protected nothing of the thread.
- * A branch's first checkpoint holds a step of each thread the branch started with
- * (langgraph-branch.ts): those go with it. Any other checkpoint, or one whose index names
- * another APEX checkpoint, is left alone.
+ * A branch's first checkpoint holds a step of each thread the branch started with, a merge
+ * checkpoint a step of each thread it took from the source (langgraph-branch.ts): those go with
+ * it (a merge checkpoint deleted with --force left them, which validate then warned of). Any
+ * other checkpoint, or one whose index names another APEX checkpoint, is left alone.
  */
 export function forgetLangGraphStep(store: Store, checkpoint: { sessionId: string; sequence: number; id: string }, actor: string): void {
   let manifest: unknown;
@@ -193,8 +194,9 @@ export function forgetLangGraphStep(store: Store, checkpoint: { sessionId: strin
   }
   if (!isRecord(manifest)) return;
   const { sessionId } = checkpoint;
-  if (manifest.trigger === "branch" && isRecord(manifest.data) && isRecord(manifest.data.branch)) {
-    // A branch's first checkpoint holds the steps its threads were at when it was made (langgraph-branch.ts).
+  if ((manifest.trigger === "branch" || manifest.trigger === "merge") && isRecord(manifest.data) && isRecord(manifest.data[manifest.trigger])) {
+    // A branch's first checkpoint holds the steps its threads were at when it was made, a merge
+    // checkpoint those it took from the source (langgraph-branch.ts carrySteps).
     const root = indexRoot(sessionId);
     for (const key of [...store.keysBelow(root)]) {
       const segments = key.slice(root.length + 1).split("/");
