@@ -22,7 +22,11 @@ import { sessionLabel, sessionRecord } from "./merge-base.js";
 import { shortSessionId } from "../../core/session/names.js";
 import { worktreeOf } from "../../core/session/records.js";
 import { allSessions, effectiveStatus, findSession } from "../../core/session/sessions.js";
-import { getCheckpoint } from "./refs.js";
+import { getCheckpoint, loadManifest } from "./refs.js";
+import { Catalog } from "./catalog.js";
+import { isRecord, type CheckpointManifest } from "./manifest.js";
+import { LANGGRAPH_TRIGGER } from "./langgraph-index.js";
+import type { Store } from "../../core/store/store.js";
 import { describeConflict } from "./merge.js";
 import { callWriter, noStore, withReadStore, writerClient } from "./plugin-cli.js";
 import { resolveSessionRef } from "./plugin-sessions.js";
@@ -103,10 +107,13 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
     checkNewSessionName(store, name);
     if (dir !== undefined) checkWorktreeFree(store, realPath(dir), location.projectDir);
     const manifest = branchSource(store, checkpoint);
-    const git = manifest.git_state as { commit?: unknown; dirty?: unknown } | null;
+    // A LangGraph step records no git state (a git status per step): the worktree takes the commit of the nearest checkpoint before it that recorded one.
+    const gitFrom = dir !== undefined && manifest.git_state === null ? (commitBefore(store, manifest) ?? manifest) : manifest;
+    const git = gitFrom.git_state as { commit?: unknown; dirty?: unknown } | null;
     // The checkpoint as text names it, its session as session list prints it (experiment/checkpoint-004, 3f2a9c1e/…).
     const session = sessionLabel(store, manifest.session_id);
-    return { id: manifest.id, commit: typeof git?.commit === "string" ? git.commit : null, dirty: git?.dirty === true, sessionId: manifest.session_id, session, label: `${session}/${manifest.name}` };
+    const gitLabel = gitFrom === manifest ? undefined : `${sessionLabel(store, gitFrom.session_id)}/${gitFrom.name}`;
+    return { id: manifest.id, commit: typeof git?.commit === "string" ? git.commit : null, dirty: git?.dirty === true, sessionId: manifest.session_id, session, label: `${session}/${manifest.name}`, gitLabel };
   });
   let worktree: { path: string; branch: string; commit: string | null; adopted?: boolean } | undefined;
   if (dir !== undefined) {
@@ -136,9 +143,12 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
     if (!(await worktreeRecorded(location, worktree.path))) removeWorktree(location.projectDir, worktree);
     throw error;
   }
+  if (report.worktree && source.gitLabel) {
+    process.stderr.write(`warning: ${source.label} recorded no git commit (a LangGraph step records none); the worktree has the commit ${source.gitLabel}, the nearest checkpoint before it that recorded one, had: ${report.worktree.commit?.slice(0, 12) ?? "-"}.\n`);
+  }
   if (report.worktree && source.dirty) {
     // The worktree is the commit: what was not committed when the checkpoint was taken is not in it.
-    process.stderr.write(`warning: ${source.label} was taken with uncommitted changes in the working tree; the worktree has commit ${report.worktree.commit?.slice(0, 12) ?? "-"} without them.\n`);
+    process.stderr.write(`warning: ${source.gitLabel ?? source.label} was taken with uncommitted changes in the working tree; the worktree has commit ${report.worktree.commit?.slice(0, 12) ?? "-"} without them.\n`);
   }
   if (report.langgraph?.missing.length) {
     const [one, names] = [report.langgraph.missing.length === 1, report.langgraph.missing.join(", ")];
@@ -151,6 +161,34 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
   if (report.worktree) printLine(`  git worktree ${report.worktree.path} on ${report.worktree.branch} at ${report.worktree.commit?.slice(0, 12) ?? "-"}`);
   if (report.langgraph?.carried.length) printLine(`  LangGraph threads resumed from the branch point: ${report.langgraph.carried.join(", ")}`);
   printLine(paint(`Next: apex start --continue ${report.name} · apex session tree · apex session merge ${report.name} <session>`, "gray"));
+}
+
+/**
+ * The nearest checkpoint before `manifest` that recorded a git commit: the session's earlier
+ * checkpoints, newest first, then those of the session it branched from, before its branch point.
+ * LangGraph steps (which record no git state) are passed over without reading their manifests.
+ */
+function commitBefore(store: Store, manifest: CheckpointManifest): CheckpointManifest | undefined {
+  const catalog = Catalog.of(store);
+  let at: { sessionId: string; sequence: number } | undefined = { sessionId: manifest.session_id, sequence: manifest.sequence };
+  for (let sessions = 0; at && sessions < 100; sessions += 1) {
+    let first: CheckpointManifest | undefined;
+    for (const summary of catalog.summaries(at.sessionId, { reverse: true })) {
+      if (summary.sequence >= at.sequence || summary.trigger === LANGGRAPH_TRIGGER) continue;
+      let earlier: CheckpointManifest;
+      try {
+        earlier = loadManifest(store, { sessionId: summary.session_id, sequence: summary.sequence, id: summary.id });
+      } catch {
+        continue; // damaged: validate's to report
+      }
+      if (isRecord(earlier.git_state) && typeof earlier.git_state.commit === "string") return earlier;
+      first = earlier;
+    }
+    // The session's first checkpoint names where it branched from (another session's checkpoint).
+    const parent = first?.parent ? catalog.locate(first.parent) : undefined;
+    at = parent && parent.s !== at.sessionId ? { sessionId: parent.s, sequence: parent.n + 1 } : undefined;
+  }
+  return undefined;
 }
 
 /** True when a session's record names `path` as its worktree (or when the store cannot say: then nothing is removed). */
