@@ -152,4 +152,32 @@ describe("LangGraph threads merged between sessions", () => {
     expect(await afterDelete.getTuple({ configurable: { thread_id: "fresh", checkpoint_ns: "" } })).toBeUndefined();
     expect((await afterDelete.getTuple({ configurable: { thread_id: "t", checkpoint_ns: "" } }))!.checkpoint.channel_values).toEqual({ v: "parent" });
   });
+
+  it("a thread the source deleted that the destination stepped is no conflict: no strategy takes the source's side, so the destination keeps it, named, under fail too", async () => {
+    const project = new Project(IDLE);
+    const parent = project.start(["--task", "merge threads"]).session_id;
+    await step(saverOf(project), "d", "d0");
+    expect(project.apex(["session", "branch", "latest", "exp"]).status).toBe(0);
+    const stepped = await step(saverOf(project), "d", "parent");
+    expect(project.apex(["stop"]).status).toBe(0);
+    project.start(["--continue", "exp"]);
+    await saverOf(project, "exp").deleteThread("d");
+    expect(project.apex(["checkpoint", "create", "-m", "after the delete"]).status).toBe(0);
+    expect(project.apex(["stop"]).status).toBe(0);
+
+    // It refused under fail (a conflict "both sides took steps in"), and under theirs said "conflict, theirs" while keeping the destination's.
+    for (const strategy of ["fail", "theirs"]) {
+      const dry = project.apex(["session", "merge", "exp", parent, "--dry-run", "--strategy", strategy]);
+      expect(dry.status, dry.stdout).toBe(0);
+      expect(dry.stdout).not.toMatch(/conflict/);
+      expect(dry.stdout).toMatch(/^Nothing to merge: .*\n {2}LangGraph threads kept as \w+ has them \(exp\/checkpoint-\d+'s step was deleted, or the thread\): d\n/);
+    }
+    const merged = project.apex(["session", "merge", "exp", parent, "--strategy", "theirs", "--json"]);
+    expect(merged.status, merged.stderr).toBe(0);
+    const report = JSON.parse(merged.stdout) as MergeJson & { checkpoint: unknown };
+    expect(report.memory.conflicts).toEqual([]);
+    expect(report.langgraph).toEqual({ taken: [], not_taken: ["d"] });
+    expect(report.checkpoint).toBeNull();
+    expect((await saverOf(project, parent).getTuple({ configurable: { thread_id: "d", checkpoint_ns: "" } }))!.checkpoint.id).toBe(stepped);
+  });
 });

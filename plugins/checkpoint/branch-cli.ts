@@ -455,8 +455,13 @@ function printMerge(report: SessionMergeReport, options: { json?: boolean }): vo
   }
   const base = report.base ? `${label(report.base)}/${report.base.name}` : "none (unrelated histories)";
   const empty = report.memory.changes.length + report.tasks.changes.length + report.memory.conflicts.length + report.tasks.conflicts.length === 0;
+  // SRC's threads that cannot be taken: said even when nothing else is (the merge took nothing of what SRC changed).
+  const notTaken = () => {
+    if (report.langgraph?.not_taken.length) printLine(`  LangGraph threads kept as ${dst} has them (${src}'s step was deleted, or the thread): ${report.langgraph.not_taken.join(", ")}`);
+  };
   if (empty) {
     printLine(`Nothing to merge${gitLine ? " in memory" : ""}: ${src} changes nothing ${dst} does not have since ${base}.`);
+    notTaken();
     return tail();
   }
   printLine(`${report.dry_run ? "Would merge" : "Merged"} ${src} into ${dst} (base ${base}${report.other_bases.length > 0 ? ` merged with ${plural(report.other_bases.length, "other common ancestor")} into a virtual one` : ""}, strategy ${report.strategy}).`);
@@ -471,7 +476,7 @@ function printMerge(report: SessionMergeReport, options: { json?: boolean }): vo
     }
   }
   if (report.langgraph?.taken.length) printLine(`  LangGraph threads ${report.dry_run ? "that would resume" : "resuming"} from ${src}'s step: ${report.langgraph.taken.join(", ")}`);
-  if (report.langgraph?.not_taken.length) printLine(`  LangGraph threads kept as ${dst} has them (${src}'s step was deleted, or the thread): ${report.langgraph.not_taken.join(", ")}`);
+  notTaken();
   if (report.checkpoint) printLine(`  merge checkpoint ${report.checkpoint.name} (${report.checkpoint.id}), parents ${report.checkpoint.parent?.slice(0, 8) ?? "-"} and ${report.checkpoint.merge_parent.slice(0, 8)}${report.applied === "live" ? "; live memory updated" : ""}`);
   tail();
 }
