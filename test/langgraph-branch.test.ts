@@ -104,6 +104,11 @@ describe("LangGraph threads in a branch session", () => {
       await parent3.deleteThread("t1");
       await parent3.close();
       expect((await saverOf(dir, "at-manual").getTuple(thread))!.checkpoint.id).toBe(c1.configurable.checkpoint_id);
+      // A branch made now at that checkpoint cannot resume the thread, and says why (it named retention and checkpoint delete only).
+      const late = runApex(["session", "branch", manual, "after-delete", "--json"], { cwd: dir });
+      expect(late.status, late.stderr).toBe(0);
+      expect((JSON.parse(late.stdout) as BranchJson).langgraph!.missing.sort()).toEqual(["t1", "t1/inner:1"]);
+      expect(late.stderr).toMatch(/were deleted since \(retention, checkpoint delete, deleteThread\)/);
       expect(await withStore(dir, (store) => validateStore(store))).toMatchObject({ ok: true, problems: [] });
 
       // A branch's first checkpoint deleted takes the steps it held (and their writes) along: nothing is left naming it.

@@ -152,7 +152,7 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
   }
   if (report.langgraph?.missing.length) {
     const [one, names] = [report.langgraph.missing.length === 1, report.langgraph.missing.join(", ")];
-    process.stderr.write(`warning: LangGraph thread${one ? "" : "s"} ${names} start${one ? "s" : ""} afresh in the branch: the step${one ? "" : "s"} ${one ? "it was" : "they were"} at when ${source.label} was taken ${one ? "was" : "were"} deleted (retention, checkpoint delete); the channel values are in the branch's memory.\n`);
+    process.stderr.write(`warning: LangGraph thread${one ? "" : "s"} ${names} start${one ? "s" : ""} afresh in the branch: the step${one ? "" : "s"} ${one ? "it was" : "they were"} at when ${source.label} was taken ${one ? "was" : "were"} deleted since (retention, checkpoint delete, deleteThread); the channel values are in the branch's memory.\n`);
   }
   if (options.json) return printJson(report);
   // Sessions as session list prints them (the new one's uuid in short: its name is how commands take it); --json has the whole ids.
