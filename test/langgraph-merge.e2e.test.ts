@@ -107,11 +107,11 @@ describe("LangGraph threads merged between sessions", () => {
     project.start(["--continue", "exp"]);
     await step(saverOf(project, "exp"), "t", "b");
     await step(saverOf(project, "exp"), "gone", "g");
-    const fresh = await step(saverOf(project, "exp"), "fresh", "f");
-    // The branch's step of thread "gone" deleted: no LangGraph checkpoint to resume it from.
+    // The branch's step of thread "gone" deleted while no later checkpoint held it: no LangGraph checkpoint to resume it from.
     const steps = JSON.parse(project.apex(["checkpoint", "list", "--session", "exp", "--json"]).stdout) as { items: Array<{ id: string; description: string }> };
     expect(project.apex(["checkpoint", "delete", steps.items.find((item) => item.description.startsWith("langgraph gone "))!.id]).status).toBe(0);
-    // A checkpoint after it holds the thread's channels (the memory carries them), which no step indexes now.
+    // The checkpoints after it hold the thread's channels (the memory carries them), which no step indexes now.
+    const fresh = await step(saverOf(project, "exp"), "fresh", "f");
     expect(project.apex(["checkpoint", "create", "-m", "after the delete"]).status).toBe(0);
     expect(project.apex(["stop", "--session", "exp"]).status).toBe(0);
     project.start(["--continue", parent]);
