@@ -115,7 +115,7 @@ describe("ApexSaver with project: a directory", () => {
     // It was APEX_E_GIT_COMMIT_MISSING, "taken in a git repository with the git plugin enabled" as it was.
     const branched = p.apex(["session", "branch", "latest", "side", "--worktree", join(parent, "side"), "--json"]);
     expect(branched.status, branched.stderr).toBe(0);
-    expect(branched.stderr).toMatch(/checkpoint-\d+ recorded no git commit \(a LangGraph step records none\); the worktree has the commit .*\/checkpoint-\d+, the nearest checkpoint before it that recorded one, had/);
+    expect(branched.stderr).toMatch(/checkpoint-\d+ recorded no git commit \(a LangGraph step records none\); the worktree is at [0-9a-f]{12}, the commit of .*\/checkpoint-\d+, the nearest checkpoint before it that recorded one\./);
     const report = JSON.parse(branched.stdout) as { worktree: { commit: string }; langgraph: { carried: string[] } };
     expect(report.worktree.commit).toBe(commit);
     expect(report.langgraph.carried).toEqual(["review"]);

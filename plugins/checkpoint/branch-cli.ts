@@ -144,7 +144,7 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
     throw error;
   }
   if (report.worktree && source.gitLabel) {
-    process.stderr.write(`warning: ${source.label} recorded no git commit (a LangGraph step records none); the worktree has the commit ${source.gitLabel}, the nearest checkpoint before it that recorded one, had: ${report.worktree.commit?.slice(0, 12) ?? "-"}.\n`);
+    process.stderr.write(`warning: ${source.label} recorded no git commit (a LangGraph step records none); the worktree is at ${report.worktree.commit?.slice(0, 12) ?? "-"}, the commit of ${source.gitLabel}, the nearest checkpoint before it that recorded one.\n`);
   }
   if (report.worktree && source.dirty) {
     // The worktree is the commit: what was not committed when the checkpoint was taken is not in it.
