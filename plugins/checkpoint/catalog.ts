@@ -120,12 +120,6 @@ export class Catalog {
     return mapValues(iterable);
   }
 
-  /** The session's first checkpoint after `sequence` still stored, if any. */
-  after(sessionId: string, sequence: number): CheckpointSummary | undefined {
-    for (const summary of this.summaries(sessionId, { limit: 1, start: sequence + 1 })) return summary;
-    return undefined;
-  }
-
   count(sessionId: string): number {
     return this.db.getCount({ start: ["s", sessionId, 0], end: ["s", sessionId, MAX_SEQUENCE] });
   }

@@ -188,12 +188,12 @@ export function storedIndex(store: Store, sessionId: string, threadId: string, n
  * it (a merge checkpoint deleted with --force left them, which validate then warned of). Steps
  * whose index record names another APEX checkpoint are left alone.
  *
- * A step the session's next checkpoint holds too (taken before the thread's next step: a manual
- * checkpoint, another thread's step) does not go: its index record and a head naming it move to
- * that checkpoint, its writes stay. So a step stays as long as a checkpoint holding it does, and a
- * branch made at one resumes it (retention keeps a few steps of each trigger and every manual
- * checkpoint: a manual checkpoint taken during a run lost its threads' steps a few steps later).
- * It reads the deleted checkpoint's `/langgraph` records, one per thread namespace.
+ * A step that a later checkpoint that is not a step holds too (the first such after it: a
+ * manual checkpoint, an interval one, a merge) does not go: its index record and a head naming it
+ * move to that checkpoint, its writes stay (laterHolder). So a branch made at a checkpoint
+ * retention keeps resumes the steps it holds (retention keeps a few steps of each trigger and
+ * every manual checkpoint: a manual checkpoint taken during a run lost its threads' steps a few
+ * steps later, and a branch made there started them afresh).
  */
 export function forgetLangGraphStep(store: Store, checkpoint: { sessionId: string; sequence: number; id: string }, actor: string): void {
   let manifest: unknown;
@@ -204,35 +204,53 @@ export function forgetLangGraphStep(store: Store, checkpoint: { sessionId: strin
   }
   if (!isRecord(manifest)) return;
   const { sessionId } = checkpoint;
-  // The steps its memory holds: its own (a step's), those a branch's first checkpoint or a merge
-  // checkpoint carried (langgraph-branch.ts carrySteps), and those whose records moved to it.
-  const memory = isRecord(manifest.memory) && typeof manifest.memory.root === "string" ? manifest.memory.root : null;
-  let steps: Array<{ threadId: string; ns: string; checkpointId: string }>;
-  try {
-    steps = heldSteps(store, memory);
-  } catch {
-    steps = []; // a damaged tree (deleting a damaged checkpoint is allowed): its own step, below
-  }
-  if (manifest.trigger === LANGGRAPH_TRIGGER && isRecord(manifest.data) && isRecord(manifest.data.langgraph)) {
+  let steps: Array<{ threadId: string; ns: string; checkpointId: string }> = [];
+  if (manifest.trigger === LANGGRAPH_TRIGGER) {
+    // A step's checkpoint holds its own step's record only (no record moves to a step's, below).
+    if (!isRecord(manifest.data) || !isRecord(manifest.data.langgraph)) return;
     const { thread_id: threadId, checkpoint_ns: ns, checkpoint_id: id } = manifest.data.langgraph;
-    if (typeof threadId === "string" && typeof ns === "string" && typeof id === "string" && !steps.some((step) => step.threadId === threadId && step.ns === ns && step.checkpointId === id)) steps.push({ threadId, ns, checkpointId: id });
-  }
-  const after = Catalog.of(store).after(sessionId, checkpoint.sequence);
-  const view = after ? ObjectStore.of(store).view() : undefined;
-  for (const { threadId, ns, checkpointId } of steps) {
-    // The next checkpoint of the session holds the step too (no step of its thread namespace came
-    // in between): its records move there, so that the step stays as long as a checkpoint holding it
-    // does (a branch made there resumes it; it was lost to retention, which keeps far fewer steps
-    // than the checkpoints taken between them).
-    let record: DirEntry | undefined;
+    if (typeof threadId !== "string" || typeof ns !== "string" || typeof id !== "string") return;
+    steps = [{ threadId, ns, checkpointId: id }];
+  } else {
+    // Any other, the records of the steps its memory holds that a branch's first checkpoint or a
+    // merge checkpoint carried (langgraph-branch.ts carrySteps), or that moved to it.
+    const memory = isRecord(manifest.memory) && typeof manifest.memory.root === "string" ? manifest.memory.root : null;
     try {
-      record = after && view ? lookupEntry(view, after.memory_root, [LANGGRAPH_MEMORY_ROOT.slice(1), nameSegment(threadId), nameSegment(ns)]) : undefined;
+      steps = heldSteps(store, memory);
     } catch {
-      record = undefined; // a damaged tree holds nothing to move to
+      return; // a damaged tree (deleting a damaged checkpoint is allowed): nothing tells which steps
     }
-    const holds = record?.value !== undefined && holdsStep(view!, record.value, checkpointId);
-    forgetIndexed(store, sessionId, threadId, ns, checkpointId, checkpoint.id, actor, holds ? { id: after!.id, sequence: after!.sequence } : undefined);
   }
+  for (const { threadId, ns, checkpointId } of steps) {
+    const index = store.get(checkpointKey(sessionId, threadId, ns, checkpointId));
+    if (!isRecord(index) || index.apex_id !== checkpoint.id) continue;
+    forgetIndexed(store, sessionId, threadId, ns, checkpointId, checkpoint.id, actor, laterHolder(store, sessionId, checkpoint.sequence, threadId, ns, checkpointId));
+  }
+}
+
+/** Stored checkpoints laterHolder reads the summaries of, at most, looking for one that is not a step. */
+const HOLDER_SCAN = 1000;
+
+/**
+ * The session's first checkpoint after `sequence` that is not a LangGraph step (a manual one, an
+ * interval one, a merge, …, which retention keeps on their own account), if its memory holds step
+ * `id` of the thread namespace (no step of it came in between). The steps between hold it too,
+ * but retention takes them by the dozen: the record moves once, to a checkpoint that stays.
+ */
+function laterHolder(store: Store, sessionId: string, sequence: number, threadId: string, ns: string, id: string): { id: string; sequence: number } | undefined {
+  let scanned = 0;
+  for (const summary of Catalog.of(store).summaries(sessionId, { start: sequence + 1 })) {
+    if (++scanned > HOLDER_SCAN) return undefined;
+    if (summary.trigger === LANGGRAPH_TRIGGER) continue;
+    try {
+      const view = ObjectStore.of(store).view();
+      const record = lookupEntry(view, summary.memory_root, [LANGGRAPH_MEMORY_ROOT.slice(1), nameSegment(threadId), nameSegment(ns)]);
+      return record?.value !== undefined && holdsStep(view, record.value, id) ? { id: summary.id, sequence: summary.sequence } : undefined;
+    } catch {
+      return undefined; // a damaged tree holds nothing to move to
+    }
+  }
+  return undefined;
 }
 
 /** Whether a thread namespace's memory record (`{checkpoint, values}`) is that of step `id`. */
