@@ -175,7 +175,7 @@ export function storedIndex(store: Store, sessionId: string, threadId: string, n
 /**
  * What a LangGraph step leaves in its session's records, removed with its APEX checkpoint (by
  * retention, `apex checkpoint delete`), in the caller's transaction before the manifest goes,
- * unless the session's next checkpoint holds the same step (see below):
+ * unless a later checkpoint that is not a step holds the same step (see below):
  *  - its index record and its pending writes, which no read reaches once the checkpoint is gone
  *    (they were kept for ever, and `list` walked them all); the writes of a checkpoint of
  *    format < 4 stay, since its children read their pending sends from them;
