@@ -104,6 +104,11 @@ describe("LangGraph threads in a branch session", () => {
       await parent3.deleteThread("t1");
       await parent3.close();
       expect((await saverOf(dir, "at-manual").getTuple(thread))!.checkpoint.id).toBe(c1.configurable.checkpoint_id);
+      // A branch made now at that checkpoint cannot resume the thread, and says why (it named retention and checkpoint delete only).
+      const late = runApex(["session", "branch", manual, "after-delete", "--json"], { cwd: dir });
+      expect(late.status, late.stderr).toBe(0);
+      expect((JSON.parse(late.stdout) as BranchJson).langgraph!.missing.sort()).toEqual(["t1", "t1/inner:1"]);
+      expect(late.stderr).toMatch(/were deleted since \(retention, checkpoint delete, deleteThread\)/);
       expect(await withStore(dir, (store) => validateStore(store))).toMatchObject({ ok: true, problems: [] });
 
       // A branch's first checkpoint deleted takes the steps it held (and their writes) along: nothing is left naming it.
@@ -118,24 +123,39 @@ describe("LangGraph threads in a branch session", () => {
     });
   });
 
-  it("a thread whose step at the branch point was deleted is named: its values are in the branch's memory, but it starts afresh", async () => {
-    const project = await langGraphProject("apex-langgraph-branch-", "plugins:\n  checkpoint: {}\n");
+  it("a step retention removed while a later checkpoint holds it stays with that checkpoint: a branch made there resumes it; a thread deleted since is named, its values in the branch's memory, and starts afresh", async () => {
+    const project = await langGraphProject("apex-langgraph-branch-", "plugins:\n  checkpoint: {}\n  retention:\n    keep_last: 2\n");
     cleanups.push(project.cleanup);
     const { dir, sessionId } = project;
-    const saver = saverOf(dir);
-    const thread = { configurable: { thread_id: "gone", checkpoint_ns: "" } } as Record<string, any>;
-    await saver.put(thread, checkpointOf({ n: 1 }, { n: 1 }), { source: "input", step: -1, parents: {} }, { n: 1 });
-    await saver.close();
-    const manual = await withStore(dir, async (store) => {
-      const made = await createCheckpoint(store, { sessionId, trigger: "manual" });
-      const step = listCheckpoints(store, sessionId).items.find((item) => item.trigger === "langgraph")!;
-      await deleteCheckpoint(store, step.id);
-      return made.manifest.name;
+    const thread = { configurable: { thread_id: "kept", checkpoint_ns: "" } } as Record<string, any>;
+    const first = saverOf(dir);
+    let at = await first.put(thread, checkpointOf({ n: 0 }, { n: 1 }), { source: "input", step: -1, parents: {} }, { n: 1 });
+    const held = at.configurable!.checkpoint_id as string;
+    await first.close();
+    const manual = await withStore(dir, async (store) => (await createCheckpoint(store, { sessionId, trigger: "manual" })).manifest.name);
+    const next = saverOf(dir);
+    for (let n = 1; n <= 4; n += 1) at = await next.put(at, checkpointOf({ n }, { n: n + 1 }), { source: "loop", step: n, parents: {} }, { n: n + 1 });
+    await next.close();
+    await withStore(dir, (store) => {
+      // Retention kept the last 2 steps: the step the manual checkpoint holds went (its records moved to that checkpoint).
+      expect(listCheckpoints(store, sessionId, { limit: 100 }).items.filter((item) => item.trigger === "langgraph").map((item) => item.description)).toEqual(["langgraph kept step 4 (loop)", "langgraph kept step 3 (loop)"]);
+      expect(validateStore(store)).toMatchObject({ ok: true, problems: [] });
     });
-    const branched = runApex(["session", "branch", manual, "late", "--json"], { cwd: dir });
+    // It was "starts afresh": retention had taken the step's record with its checkpoint.
+    const branched = runApex(["session", "branch", manual, "redo", "--json"], { cwd: dir });
     expect(branched.status, branched.stderr).toBe(0);
-    expect((JSON.parse(branched.stdout) as BranchJson).langgraph).toEqual({ carried: [], missing: ["gone"] });
-    expect(branched.stderr).toMatch(/LangGraph thread gone starts afresh in the branch/);
+    expect((JSON.parse(branched.stdout) as BranchJson).langgraph).toEqual({ carried: ["kept"], missing: [] });
+    const resumed = await saverOf(dir, "redo").getTuple(thread);
+    expect(resumed!.checkpoint.id).toBe(held);
+    expect(resumed!.checkpoint.channel_values).toEqual({ n: 0 });
+
+    const parent = saverOf(dir);
+    await parent.deleteThread("kept");
+    await parent.close();
+    const late = runApex(["session", "branch", manual, "late", "--json"], { cwd: dir });
+    expect(late.status, late.stderr).toBe(0);
+    expect((JSON.parse(late.stdout) as BranchJson).langgraph).toEqual({ carried: [], missing: ["kept"] });
+    expect(late.stderr).toMatch(/LangGraph thread kept starts afresh in the branch/);
     expect(await saverOf(dir, "late").getTuple(thread)).toBeUndefined();
   });
 });

@@ -107,11 +107,11 @@ describe("LangGraph threads merged between sessions", () => {
     project.start(["--continue", "exp"]);
     await step(saverOf(project, "exp"), "t", "b");
     await step(saverOf(project, "exp"), "gone", "g");
-    const fresh = await step(saverOf(project, "exp"), "fresh", "f");
-    // The branch's step of thread "gone" deleted: no LangGraph checkpoint to resume it from.
+    // The branch's step of thread "gone" deleted while no later checkpoint held it: no LangGraph checkpoint to resume it from.
     const steps = JSON.parse(project.apex(["checkpoint", "list", "--session", "exp", "--json"]).stdout) as { items: Array<{ id: string; description: string }> };
     expect(project.apex(["checkpoint", "delete", steps.items.find((item) => item.description.startsWith("langgraph gone "))!.id]).status).toBe(0);
-    // A checkpoint after it holds the thread's channels (the memory carries them), which no step indexes now.
+    // The checkpoints after it hold the thread's channels (the memory carries them), which no step indexes now.
+    const fresh = await step(saverOf(project, "exp"), "fresh", "f");
     expect(project.apex(["checkpoint", "create", "-m", "after the delete"]).status).toBe(0);
     expect(project.apex(["stop", "--session", "exp"]).status).toBe(0);
     project.start(["--continue", parent]);
@@ -139,5 +139,45 @@ describe("LangGraph threads merged between sessions", () => {
     expect(taken!.checkpoint.id).toBe(fresh);
     expect(taken!.checkpoint.channel_values).toEqual({ v: "f" });
     expect(project.apex(["session", "validate"]).status).toBe(0);
+
+    // The merge checkpoint deleted (--force: it is a merge point) takes the steps it carried along, as a
+    // branch's first checkpoint does: nothing is left naming it (validate warned of each), the thread
+    // taken is gone from the destination, and the destination's own thread is as it was.
+    const mergeId = (JSON.parse(result.stdout) as { checkpoint: { id: string } }).checkpoint.id;
+    expect(project.apex(["checkpoint", "delete", mergeId, "--force"]).status).toBe(0);
+    const validated = project.apex(["session", "validate", "--json"]);
+    expect(validated.status, validated.stdout).toBe(0);
+    expect((JSON.parse(validated.stdout) as { problems: unknown[] }).problems).toEqual([]);
+    const afterDelete = saverOf(project, parent);
+    expect(await afterDelete.getTuple({ configurable: { thread_id: "fresh", checkpoint_ns: "" } })).toBeUndefined();
+    expect((await afterDelete.getTuple({ configurable: { thread_id: "t", checkpoint_ns: "" } }))!.checkpoint.channel_values).toEqual({ v: "parent" });
+  });
+
+  it("a thread the source deleted that the destination stepped is no conflict: no strategy takes the source's side, so the destination keeps it, named, under fail too", async () => {
+    const project = new Project(IDLE);
+    const parent = project.start(["--task", "merge threads"]).session_id;
+    await step(saverOf(project), "d", "d0");
+    expect(project.apex(["session", "branch", "latest", "exp"]).status).toBe(0);
+    const stepped = await step(saverOf(project), "d", "parent");
+    expect(project.apex(["stop"]).status).toBe(0);
+    project.start(["--continue", "exp"]);
+    await saverOf(project, "exp").deleteThread("d");
+    expect(project.apex(["checkpoint", "create", "-m", "after the delete"]).status).toBe(0);
+    expect(project.apex(["stop"]).status).toBe(0);
+
+    // It refused under fail (a conflict "both sides took steps in"), and under theirs said "conflict, theirs" while keeping the destination's.
+    for (const strategy of ["fail", "theirs"]) {
+      const dry = project.apex(["session", "merge", "exp", parent, "--dry-run", "--strategy", strategy]);
+      expect(dry.status, dry.stdout).toBe(0);
+      expect(dry.stdout).not.toMatch(/conflict/);
+      expect(dry.stdout).toMatch(/^Nothing to merge: .*\n {2}LangGraph threads kept as \w+ has them \(exp\/checkpoint-\d+'s step was deleted, or the thread\): d\n/);
+    }
+    const merged = project.apex(["session", "merge", "exp", parent, "--strategy", "theirs", "--json"]);
+    expect(merged.status, merged.stderr).toBe(0);
+    const report = JSON.parse(merged.stdout) as MergeJson & { checkpoint: unknown };
+    expect(report.memory.conflicts).toEqual([]);
+    expect(report.langgraph).toEqual({ taken: [], not_taken: ["d"] });
+    expect(report.checkpoint).toBeNull();
+    expect((await saverOf(project, parent).getTuple({ configurable: { thread_id: "d", checkpoint_ns: "" } }))!.checkpoint.id).toBe(stepped);
   });
 });

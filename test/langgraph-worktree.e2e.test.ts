@@ -96,4 +96,30 @@ describe("ApexSaver with project: a directory", () => {
       await inProject.close();
     }
   });
+
+  it("session branch --worktree at a LangGraph step (which records no git state) makes the worktree at the commit of the nearest checkpoint before it that recorded one", async () => {
+    project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n  git: {}\n`, "apex-lg-wt-");
+    const p = project;
+    initRepo(git, p.dir, { ".gitignore": ".apex/\n" });
+    const parent = mkdtempSync(join(tmpdir(), "apex-lg-wt-tree-"));
+    extra.push(parent);
+    p.start(["--task", "main line"]);
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    const commit = git(p.dir, "rev-parse", "HEAD");
+    const saver = new ApexSaver({ project: p.dir });
+    try {
+      await putOne(saver, "review", "at the step");
+    } finally {
+      await saver.close();
+    }
+    // It was APEX_E_GIT_COMMIT_MISSING, "taken in a git repository with the git plugin enabled" as it was.
+    const branched = p.apex(["session", "branch", "latest", "side", "--worktree", join(parent, "side"), "--json"]);
+    expect(branched.status, branched.stderr).toBe(0);
+    expect(branched.stderr).toMatch(/checkpoint-\d+ recorded no git commit \(a LangGraph step records none\); the worktree is at [0-9a-f]{12}, the commit of .*\/checkpoint-\d+, the nearest checkpoint before it that recorded one\./);
+    const report = JSON.parse(branched.stdout) as { worktree: { commit: string }; langgraph: { carried: string[] } };
+    expect(report.worktree.commit).toBe(commit);
+    expect(report.langgraph.carried).toEqual(["review"]);
+    expect(git(join(parent, "side"), "rev-parse", "HEAD")).toBe(commit);
+    expect(p.apex(["stop"]).status).toBe(0);
+  });
 });

@@ -22,7 +22,11 @@ import { sessionLabel, sessionRecord } from "./merge-base.js";
 import { shortSessionId } from "../../core/session/names.js";
 import { worktreeOf } from "../../core/session/records.js";
 import { allSessions, effectiveStatus, findSession } from "../../core/session/sessions.js";
-import { getCheckpoint } from "./refs.js";
+import { getCheckpoint, loadManifest } from "./refs.js";
+import { Catalog } from "./catalog.js";
+import { isRecord, type CheckpointManifest } from "./manifest.js";
+import { LANGGRAPH_TRIGGER } from "./langgraph-index.js";
+import type { Store } from "../../core/store/store.js";
 import { describeConflict } from "./merge.js";
 import { callWriter, noStore, withReadStore, writerClient } from "./plugin-cli.js";
 import { resolveSessionRef } from "./plugin-sessions.js";
@@ -103,10 +107,13 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
     checkNewSessionName(store, name);
     if (dir !== undefined) checkWorktreeFree(store, realPath(dir), location.projectDir);
     const manifest = branchSource(store, checkpoint);
-    const git = manifest.git_state as { commit?: unknown; dirty?: unknown } | null;
+    // A LangGraph step records no git state (a git status per step): the worktree takes the commit of the nearest checkpoint before it that recorded one.
+    const gitFrom = dir !== undefined && manifest.git_state === null ? (commitBefore(store, manifest) ?? manifest) : manifest;
+    const git = gitFrom.git_state as { commit?: unknown; dirty?: unknown } | null;
     // The checkpoint as text names it, its session as session list prints it (experiment/checkpoint-004, 3f2a9c1e/…).
     const session = sessionLabel(store, manifest.session_id);
-    return { id: manifest.id, commit: typeof git?.commit === "string" ? git.commit : null, dirty: git?.dirty === true, sessionId: manifest.session_id, session, label: `${session}/${manifest.name}` };
+    const gitLabel = gitFrom === manifest ? undefined : `${sessionLabel(store, gitFrom.session_id)}/${gitFrom.name}`;
+    return { id: manifest.id, commit: typeof git?.commit === "string" ? git.commit : null, dirty: git?.dirty === true, sessionId: manifest.session_id, session, label: `${session}/${manifest.name}`, gitLabel };
   });
   let worktree: { path: string; branch: string; commit: string | null; adopted?: boolean } | undefined;
   if (dir !== undefined) {
@@ -136,13 +143,16 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
     if (!(await worktreeRecorded(location, worktree.path))) removeWorktree(location.projectDir, worktree);
     throw error;
   }
+  if (report.worktree && source.gitLabel) {
+    process.stderr.write(`warning: ${source.label} recorded no git commit (a LangGraph step records none); the worktree is at ${report.worktree.commit?.slice(0, 12) ?? "-"}, the commit of ${source.gitLabel}, the nearest checkpoint before it that recorded one.\n`);
+  }
   if (report.worktree && source.dirty) {
     // The worktree is the commit: what was not committed when the checkpoint was taken is not in it.
-    process.stderr.write(`warning: ${source.label} was taken with uncommitted changes in the working tree; the worktree has commit ${report.worktree.commit?.slice(0, 12) ?? "-"} without them.\n`);
+    process.stderr.write(`warning: ${source.gitLabel ?? source.label} was taken with uncommitted changes in the working tree; the worktree has commit ${report.worktree.commit?.slice(0, 12) ?? "-"} without them.\n`);
   }
   if (report.langgraph?.missing.length) {
     const [one, names] = [report.langgraph.missing.length === 1, report.langgraph.missing.join(", ")];
-    process.stderr.write(`warning: LangGraph thread${one ? "" : "s"} ${names} start${one ? "s" : ""} afresh in the branch: the step${one ? "" : "s"} ${one ? "it was" : "they were"} at when ${source.label} was taken ${one ? "was" : "were"} deleted (retention, checkpoint delete); the channel values are in the branch's memory.\n`);
+    process.stderr.write(`warning: LangGraph thread${one ? "" : "s"} ${names} start${one ? "s" : ""} afresh in the branch: the step${one ? "" : "s"} ${one ? "it was" : "they were"} at when ${source.label} was taken ${one ? "was" : "were"} deleted since (retention, checkpoint delete, deleteThread); the channel values are in the branch's memory.\n`);
   }
   if (options.json) return printJson(report);
   // Sessions as session list prints them (the new one's uuid in short: its name is how commands take it); --json has the whole ids.
@@ -151,6 +161,34 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
   if (report.worktree) printLine(`  git worktree ${report.worktree.path} on ${report.worktree.branch} at ${report.worktree.commit?.slice(0, 12) ?? "-"}`);
   if (report.langgraph?.carried.length) printLine(`  LangGraph threads resumed from the branch point: ${report.langgraph.carried.join(", ")}`);
   printLine(paint(`Next: apex start --continue ${report.name} · apex session tree · apex session merge ${report.name} <session>`, "gray"));
+}
+
+/**
+ * The nearest checkpoint before `manifest` that recorded a git commit: the session's earlier
+ * checkpoints, newest first, then those of the session it branched from, before its branch point.
+ * LangGraph steps (which record no git state) are passed over without reading their manifests.
+ */
+function commitBefore(store: Store, manifest: CheckpointManifest): CheckpointManifest | undefined {
+  const catalog = Catalog.of(store);
+  let at: { sessionId: string; sequence: number } | undefined = { sessionId: manifest.session_id, sequence: manifest.sequence };
+  for (let sessions = 0; at && sessions < 100; sessions += 1) {
+    let first: CheckpointManifest | undefined;
+    for (const summary of catalog.summaries(at.sessionId, { reverse: true })) {
+      if (summary.sequence >= at.sequence || summary.trigger === LANGGRAPH_TRIGGER) continue;
+      let earlier: CheckpointManifest;
+      try {
+        earlier = loadManifest(store, { sessionId: summary.session_id, sequence: summary.sequence, id: summary.id });
+      } catch {
+        continue; // damaged: validate's to report
+      }
+      if (isRecord(earlier.git_state) && typeof earlier.git_state.commit === "string") return earlier;
+      first = earlier;
+    }
+    // The session's first checkpoint names where it branched from (another session's checkpoint).
+    const parent = first?.parent ? catalog.locate(first.parent) : undefined;
+    at = parent && parent.s !== at.sessionId ? { sessionId: parent.s, sequence: parent.n + 1 } : undefined;
+  }
+  return undefined;
 }
 
 /** True when a session's record names `path` as its worktree (or when the store cannot say: then nothing is removed). */
@@ -417,8 +455,13 @@ function printMerge(report: SessionMergeReport, options: { json?: boolean }): vo
   }
   const base = report.base ? `${label(report.base)}/${report.base.name}` : "none (unrelated histories)";
   const empty = report.memory.changes.length + report.tasks.changes.length + report.memory.conflicts.length + report.tasks.conflicts.length === 0;
+  // SRC's threads that cannot be taken: said even when nothing else is (the merge took nothing of what SRC changed).
+  const notTaken = () => {
+    if (report.langgraph?.not_taken.length) printLine(`  LangGraph threads kept as ${dst} has them (${src}'s step was deleted, or the thread): ${report.langgraph.not_taken.join(", ")}`);
+  };
   if (empty) {
     printLine(`Nothing to merge${gitLine ? " in memory" : ""}: ${src} changes nothing ${dst} does not have since ${base}.`);
+    notTaken();
     return tail();
   }
   printLine(`${report.dry_run ? "Would merge" : "Merged"} ${src} into ${dst} (base ${base}${report.other_bases.length > 0 ? ` merged with ${plural(report.other_bases.length, "other common ancestor")} into a virtual one` : ""}, strategy ${report.strategy}).`);
@@ -433,7 +476,7 @@ function printMerge(report: SessionMergeReport, options: { json?: boolean }): vo
     }
   }
   if (report.langgraph?.taken.length) printLine(`  LangGraph threads ${report.dry_run ? "that would resume" : "resuming"} from ${src}'s step: ${report.langgraph.taken.join(", ")}`);
-  if (report.langgraph?.not_taken.length) printLine(`  LangGraph threads kept as ${dst} has them (${src}'s step was deleted, or the thread): ${report.langgraph.not_taken.join(", ")}`);
+  notTaken();
   if (report.checkpoint) printLine(`  merge checkpoint ${report.checkpoint.name} (${report.checkpoint.id}), parents ${report.checkpoint.parent?.slice(0, 8) ?? "-"} and ${report.checkpoint.merge_parent.slice(0, 8)}${report.applied === "live" ? "; live memory updated" : ""}`);
   tail();
 }

@@ -108,10 +108,10 @@ export class Catalog {
   }
 
   /** Summaries of a session by sequence (newest first with `reverse`). */
-  summaries(sessionId: string, options: { reverse?: boolean; offset?: number; limit?: number } = {}): Iterable<CheckpointSummary> {
+  summaries(sessionId: string, options: { reverse?: boolean; offset?: number; limit?: number; start?: number } = {}): Iterable<CheckpointSummary> {
     const range: { start: CatalogKey; end: CatalogKey; reverse?: boolean } = options.reverse
       ? { start: ["s", sessionId, MAX_SEQUENCE], end: ["s", sessionId, 0], reverse: true }
-      : { start: ["s", sessionId, 0], end: ["s", sessionId, MAX_SEQUENCE] };
+      : { start: ["s", sessionId, options.start ?? 0], end: ["s", sessionId, MAX_SEQUENCE] };
     const iterable = this.db.getRange({
       ...range,
       ...(options.offset ? { offset: options.offset } : {}),

@@ -15,8 +15,7 @@
  * otherwise. Writes of stores written before carry no mark and come along.
  */
 import type { JsonValue, Store } from "../../core/store/store.js";
-import { ObjectStore, collectEntries, lookupEntry, type DirEntry } from "./engine/objects.js";
-import { LANGGRAPH_MEMORY_ROOT, checkpointKey, headPath, segmentName, threadLabel, writesDir } from "./langgraph-index.js";
+import { checkpointKey, headPath, heldSteps, threadLabel, writesDir } from "./langgraph-index.js";
 import { isRecord, type CheckpointManifest } from "./manifest.js";
 
 export interface InheritedThreads {
@@ -41,22 +40,10 @@ export interface ThreadStep {
 
 /** The thread namespaces a checkpoint's memory holds (only `units`, `/langgraph/<thread>/<ns>` paths, when given), each at its step. */
 export function threadSteps(store: Store, checkpoint: Pick<CheckpointManifest, "session_id" | "memory">, units?: ReadonlySet<string>): ThreadStep[] {
-  const view = ObjectStore.of(store).view();
-  const root = lookupEntry(view, checkpoint.memory.root, [LANGGRAPH_MEMORY_ROOT.slice(1)]);
-  if (!root?.tree) return [];
-  const steps: ThreadStep[] = [];
-  for (const thread of collectEntries(view, root.tree, [] as DirEntry[])) {
-    if (!thread.tree) continue;
-    for (const namespace of collectEntries(view, thread.tree, [] as DirEntry[])) {
-      if (units && !units.has(`${LANGGRAPH_MEMORY_ROOT}/${thread.name}/${namespace.name}`)) continue;
-      const record = namespace.value ? view.readValue(namespace.value) : undefined;
-      if (!isRecord(record) || typeof record.checkpoint !== "string") continue;
-      const [threadId, ns] = [segmentName(thread.name), segmentName(namespace.name)];
-      const index = store.get(checkpointKey(checkpoint.session_id, threadId, ns, record.checkpoint));
-      steps.push({ threadId, ns, checkpointId: record.checkpoint, index: isRecord(index) ? index : undefined });
-    }
-  }
-  return steps;
+  return heldSteps(store, checkpoint.memory.root, units).map(({ threadId, ns, checkpointId }) => {
+    const index = store.get(checkpointKey(checkpoint.session_id, threadId, ns, checkpointId));
+    return { threadId, ns, checkpointId, index: isRecord(index) ? index : undefined };
+  });
 }
 
 /**

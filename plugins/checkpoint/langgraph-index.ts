@@ -8,6 +8,8 @@ import { ApexError } from "../../core/errors.js";
 import { subtreeRange } from "../../core/store/paths.js";
 import type { Store } from "../../core/store/store.js";
 import { isRecord, manifestPath } from "./manifest.js";
+import { Catalog } from "./catalog.js";
+import { ObjectStore, collectEntries, lookupEntry, type DirEntry } from "./engine/objects.js";
 
 export const LANGGRAPH_TRIGGER = "langgraph";
 export const LANGGRAPH_MEMORY_ROOT = "/langgraph";
@@ -172,7 +174,8 @@ export function storedIndex(store: Store, sessionId: string, threadId: string, n
 
 /**
  * What a LangGraph step leaves in its session's records, removed with its APEX checkpoint (by
- * retention, `apex checkpoint delete`), in the caller's transaction before the manifest goes:
+ * retention, `apex checkpoint delete`), in the caller's transaction before the manifest goes,
+ * unless a later checkpoint that is not a step holds the same step (see below):
  *  - its index record and its pending writes, which no read reaches once the checkpoint is gone
  *    (they were kept for ever, and `list` walked them all); the writes of a checkpoint of
  *    format < 4 stay, since its children read their pending sends from them;
@@ -180,9 +183,17 @@ export function storedIndex(store: Store, sessionId: string, threadId: string, n
  *    stored instead (none left: it goes), so that getTuple resumes from there and retention
  *    keeps that one. It named a checkpoint no longer stored, and getTuple found no checkpoint
  *    at all (the graph started the thread afresh) while retention protected nothing of the thread.
- * A branch's first checkpoint holds a step of each thread the branch started with
- * (langgraph-branch.ts): those go with it. Any other checkpoint, or one whose index names
- * another APEX checkpoint, is left alone.
+ * A branch's first checkpoint holds a step of each thread the branch started with, a merge
+ * checkpoint a step of each thread it took from the source (langgraph-branch.ts): those go with
+ * it (a merge checkpoint deleted with --force left them, which validate then warned of). Steps
+ * whose index record names another APEX checkpoint are left alone.
+ *
+ * A step that a later checkpoint that is not a step holds too (the first such after it: a
+ * manual checkpoint, an interval one, a merge) does not go: its index record and a head naming it
+ * move to that checkpoint, its writes stay (laterHolder). So a branch made at a checkpoint
+ * retention keeps resumes the steps it holds (retention keeps a few steps of each trigger and
+ * every manual checkpoint: a manual checkpoint taken during a run lost its threads' steps a few
+ * steps later, and a branch made there started them afresh).
  */
 export function forgetLangGraphStep(store: Store, checkpoint: { sessionId: string; sequence: number; id: string }, actor: string): void {
   let manifest: unknown;
@@ -193,31 +204,108 @@ export function forgetLangGraphStep(store: Store, checkpoint: { sessionId: strin
   }
   if (!isRecord(manifest)) return;
   const { sessionId } = checkpoint;
-  if (manifest.trigger === "branch" && isRecord(manifest.data) && isRecord(manifest.data.branch)) {
-    // A branch's first checkpoint holds the steps its threads were at when it was made (langgraph-branch.ts).
-    const root = indexRoot(sessionId);
-    for (const key of [...store.keysBelow(root)]) {
-      const segments = key.slice(root.length + 1).split("/");
-      if (segments.length !== 4 || segments[2] !== "checkpoints") continue;
-      const [threadId, ns, id] = [segmentName(segments[0]!), segmentName(segments[1]!), segmentName(segments[3]!)];
-      forgetIndexed(store, sessionId, threadId, ns, id, checkpoint.id, actor);
+  let steps: Array<{ threadId: string; ns: string; checkpointId: string }> = [];
+  if (manifest.trigger === LANGGRAPH_TRIGGER) {
+    // A step's checkpoint holds its own step's record only (no record moves to a step's, below).
+    if (!isRecord(manifest.data) || !isRecord(manifest.data.langgraph)) return;
+    const { thread_id: threadId, checkpoint_ns: ns, checkpoint_id: id } = manifest.data.langgraph;
+    if (typeof threadId !== "string" || typeof ns !== "string" || typeof id !== "string") return;
+    steps = [{ threadId, ns, checkpointId: id }];
+  } else {
+    // Any other, the records of the steps its memory holds that a branch's first checkpoint or a
+    // merge checkpoint carried (langgraph-branch.ts carrySteps), or that moved to it.
+    const memory = isRecord(manifest.memory) && typeof manifest.memory.root === "string" ? manifest.memory.root : null;
+    try {
+      steps = heldSteps(store, memory);
+    } catch {
+      return; // a damaged tree (deleting a damaged checkpoint is allowed): nothing tells which steps
     }
-    return;
   }
-  if (manifest.trigger !== LANGGRAPH_TRIGGER || !isRecord(manifest.data) || !isRecord(manifest.data.langgraph)) return;
-  const { thread_id: threadId, checkpoint_ns: ns, checkpoint_id: id } = manifest.data.langgraph;
-  if (typeof threadId !== "string" || typeof ns !== "string" || typeof id !== "string") return;
-  forgetIndexed(store, sessionId, threadId, ns, id, checkpoint.id, actor);
+  for (const { threadId, ns, checkpointId } of steps) {
+    const index = store.get(checkpointKey(sessionId, threadId, ns, checkpointId));
+    if (!isRecord(index) || index.apex_id !== checkpoint.id) continue;
+    forgetIndexed(store, sessionId, threadId, ns, checkpointId, checkpoint.id, actor, laterHolder(store, sessionId, checkpoint.sequence, threadId, ns, checkpointId));
+  }
 }
 
-/** Removes the index record of step `id` if it names APEX checkpoint `apexId`, with its writes, and moves the head off it (forgetLangGraphStep). */
-function forgetIndexed(store: Store, sessionId: string, threadId: string, ns: string, id: string, apexId: string, actor: string): void {
+/** Stored checkpoints laterHolder reads the summaries of, at most, looking for one that is not a step. */
+const HOLDER_SCAN = 1000;
+
+/**
+ * The session's first checkpoint after `sequence` that is not a LangGraph step (a manual one, an
+ * interval one, a merge, …, which retention keeps on their own account), if its memory holds step
+ * `id` of the thread namespace (no step of it came in between). The steps between hold it too,
+ * but retention takes them by the dozen: the record moves once, to a checkpoint that stays.
+ */
+function laterHolder(store: Store, sessionId: string, sequence: number, threadId: string, ns: string, id: string): { id: string; sequence: number } | undefined {
+  let scanned = 0;
+  for (const summary of Catalog.of(store).summaries(sessionId, { start: sequence + 1 })) {
+    if (++scanned > HOLDER_SCAN) return undefined;
+    if (summary.trigger === LANGGRAPH_TRIGGER) continue;
+    try {
+      const view = ObjectStore.of(store).view();
+      const record = lookupEntry(view, summary.memory_root, [LANGGRAPH_MEMORY_ROOT.slice(1), nameSegment(threadId), nameSegment(ns)]);
+      return record?.value !== undefined && holdsStep(view, record.value, id) ? { id: summary.id, sequence: summary.sequence } : undefined;
+    } catch {
+      return undefined; // a damaged tree holds nothing to move to
+    }
+  }
+  return undefined;
+}
+
+/** Whether a thread namespace's memory record (`{checkpoint, values}`) is that of step `id`. */
+function holdsStep(view: ReturnType<ReturnType<typeof ObjectStore.of>["view"]>, value: string, id: string): boolean {
+  try {
+    const record = view.readValue(value);
+    return isRecord(record) && record.checkpoint === id;
+  } catch {
+    return false;
+  }
+}
+
+/** The LangGraph steps a memory tree holds: the checkpoint each thread namespace's record names (`/langgraph/<thread>/<ns>`). */
+export function heldSteps(store: Store, root: string | null, units?: ReadonlySet<string>): Array<{ threadId: string; ns: string; checkpointId: string }> {
+  if (root === null) return [];
+  const view = ObjectStore.of(store).view();
+  const steps: Array<{ threadId: string; ns: string; checkpointId: string }> = [];
+  let top: DirEntry | undefined;
+  try {
+    top = lookupEntry(view, root, [LANGGRAPH_MEMORY_ROOT.slice(1)]);
+  } catch {
+    return steps; // damaged: validate's to report
+  }
+  if (!top?.tree) return steps;
+  for (const thread of collectEntries(view, top.tree, [] as DirEntry[])) {
+    if (!thread.tree) continue;
+    for (const namespace of collectEntries(view, thread.tree, [] as DirEntry[])) {
+      if (units && !units.has(`${LANGGRAPH_MEMORY_ROOT}/${thread.name}/${namespace.name}`)) continue;
+      const record = namespace.value ? view.readValue(namespace.value) : undefined;
+      if (!isRecord(record) || typeof record.checkpoint !== "string") continue;
+      steps.push({ threadId: segmentName(thread.name), ns: segmentName(namespace.name), checkpointId: record.checkpoint });
+    }
+  }
+  return steps;
+}
+
+/**
+ * Removes the index record of step `id` if it names APEX checkpoint `apexId`, with its writes, and
+ * moves the head off it (forgetLangGraphStep); with `moveTo` (a later checkpoint holding the same
+ * step), the record and a head naming it name that one instead, and the writes stay.
+ */
+function forgetIndexed(store: Store, sessionId: string, threadId: string, ns: string, id: string, apexId: string, actor: string, moveTo?: { id: string; sequence: number }): void {
   const key = checkpointKey(sessionId, threadId, ns, id);
   const index = store.get(key);
   if (!isRecord(index) || index.apex_id !== apexId) return;
   const headAt = headPath(sessionId, threadId, ns);
   const head = store.get(headAt);
   const movesHead = isRecord(head) && head.apex_id === apexId;
+  if (moveTo) {
+    store.batchSync((batch) => {
+      batch.set(key, { ...index, apex_id: moveTo.id, sequence: moveTo.sequence });
+      if (movesHead) batch.set(headAt, { apex_id: moveTo.id, checkpoint_id: id });
+    }, actor);
+    return;
+  }
   let next: { id: string; apex_id: string } | undefined;
   if (movesHead) {
     for (const other of checkpointIds(store, sessionId, threadId, ns)) {

@@ -397,16 +397,23 @@ function combine(a: JsonValue | null, b: JsonValue | null): JsonValue | null {
  * The LangGraph thread namespaces a plan takes from SRC (`theirs`, its checkpoint): their steps,
  * to carry into DST's index once the merge checkpoint is written. One whose step SRC no longer
  * indexes, or that SRC deleted, cannot resume there: its changes leave the plan (DST keeps its
- * own), and it is named.
+ * own), and so does its conflict when DST stepped it too (no strategy takes SRC's side of it: it
+ * refused a merge under fail, and under theirs was reported settled by theirs while DST kept its
+ * own); it is named. A conflict whose SRC side can be taken stays, taken or not as the strategy says.
  */
 function langGraphTaken(store: Store, plan: MergePlan, theirs: CheckpointManifest, canTake: boolean): { taken: ThreadStep[]; notTaken: string[] } {
-  const units = new Set(plan.memory.changes.flatMap((change) => langGraphUnit(pathSegments(change.path)) ?? []));
+  const changed = new Set(plan.memory.changes.flatMap((change) => langGraphUnit(pathSegments(change.path)) ?? []));
+  const conflicted = new Set(plan.memory.conflicts.flatMap((conflict) => (langGraphUnit(pathSegments(conflict.path)) === conflict.path ? [conflict.path] : [])));
+  const units = new Set([...changed, ...conflicted]);
   if (units.size === 0) return { taken: [], notTaken: [] };
-  const taken = canTake ? threadSteps(store, theirs, units).filter((step) => step.index !== undefined) : [];
-  const kept = new Set(taken.map((step) => memoryDir(step.threadId, step.ns)));
-  const dropped = [...units].filter((unit) => !kept.has(unit));
-  if (dropped.length > 0) plan.memory.changes = plan.memory.changes.filter((change) => !dropped.includes(langGraphUnit(pathSegments(change.path)) ?? ""));
-  return { taken, notTaken: dropped.map((unit) => unitLabel(unit)) };
+  const takeable = canTake ? threadSteps(store, theirs, units).filter((step) => step.index !== undefined) : [];
+  const kept = new Set(takeable.map((step) => memoryDir(step.threadId, step.ns)));
+  const dropped = [...units].filter((unit) => !kept.has(unit)).sort();
+  if (dropped.length > 0) {
+    plan.memory.changes = plan.memory.changes.filter((change) => !dropped.includes(langGraphUnit(pathSegments(change.path)) ?? ""));
+    plan.memory.conflicts = plan.memory.conflicts.filter((conflict) => !dropped.includes(conflict.path));
+  }
+  return { taken: takeable.filter((step) => changed.has(memoryDir(step.threadId, step.ns))), notTaken: dropped.map((unit) => unitLabel(unit)) };
 }
 
 function labelOf(step: ThreadStep): string {
