@@ -82,7 +82,7 @@ describe("session references", () => {
     for (const ref of ["exp", branch.slice(0, 8), branch.slice(0, 8).toUpperCase(), branch.toUpperCase()]) {
       const lines = [["logs", "--session", ref], ["checkpoint", "list", "--session", ref, "--json"], ["session", "cleanup", ref, "--dry-run", "--json"], ["session", "export", ref, "-o", join(project.dir, `${ref}.apexbundle`), "--json"]];
       const got = await Promise.all(lines.map((args) => project.apexAsync(args).done));
-      expect(got.map((result) => result.status)).toEqual([0, 0, 0, 0]);
+      expect(got.map((result) => result.status), got.map((result) => result.stderr).join("")).toEqual([0, 0, 0, 0]);
       expect(got[0]!.stdout).toContain("worker | worker says hello");
       for (const result of got.slice(1)) expect(result.stdout).toContain(branch);
     }
