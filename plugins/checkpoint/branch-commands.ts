@@ -14,7 +14,7 @@ export function registerSessionBranchCommands(program: Command): void {
     .addArgument(checkpointArgument("<checkpoint>", "a checkpoint: its id, a unique id prefix, checkpoint-007, latest, or <session>/checkpoint-007"))
     .argument("<name>", "the new session's name: unique whatever its case, 1 to 63 letters, digits, '.', '_' or '-' starting with a letter, not only a-f, digits and '-' (it would read as an id); usable wherever a session id is")
     .option("--worktree [dir]", "also create a git worktree on a new branch apex/NAME at the checkpoint's commit, where the session's agents run (default ../<repository>-NAME, beside the repository)")
-    .option("--json", "print {session_id, name, parent_checkpoint: {id, session_id, sequence, name}, checkpoint: {id, name, sequence}, worktree: {path, branch, commit} | null}")
+    .option("--json", "print {session_id, name, parent_checkpoint: {id, session_id, sequence, name}, checkpoint: {id, name, sequence}, worktree: {path, branch, commit} | null, langgraph: {carried, missing} (only when the checkpoint holds LangGraph threads)}")
     .addHelpText(
       "after",
       `
@@ -38,7 +38,7 @@ ${examples('apex session branch 3f2a9c1e "experimental-feature"', "apex session 
     .option("--dry-run", "print every change and conflict; write nothing (exit 4 when the merge would be refused; with --git, also when git would conflict)")
     .option("--strategy <strategy>", "conflicts (a path changed on both sides differently): fail (refuse, exit 4), ours (keep DST's) or theirs (take SRC's)", "fail")
     .option("--git", "also merge SRC's git branch (apex/NAME) into DST's working tree (beforeGit fires first; a conflict aborts the git merge and names the files)")
-    .option("--json", "print {source: {session_id, session_name, checkpoint, changed_since_checkpoint}, destination, base, other_bases, relation, strategy, dry_run, applied, refused, memory: {changes, conflicts, same, kept_ours}, tasks: {…}, checkpoint, git, writer_pid}")
+    .option("--json", "print {source: {session_id, session_name, checkpoint, changed_since_checkpoint}, destination, base, other_bases, relation, strategy, dry_run, applied, refused, memory: {changes, conflicts, same, kept_ours}, tasks: {…}, checkpoint, git, writer_pid, langgraph: {taken, not_taken} (only when LangGraph threads are merged)}")
     .addHelpText(
       "after",
       `
