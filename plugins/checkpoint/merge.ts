@@ -159,7 +159,9 @@ function planTree(view: ObjectView, base: Hash | null, ours: Hash | null, theirs
     const unit = kind === "memory" ? langGraphUnit(change.segments) : undefined;
     if (unit !== undefined) {
       const their: SideChange = { ...(change.before ? { before: change.before } : {}), ...(change.after ? { after: change.after } : {}) };
-      theirUnits.set(unit, [...(theirUnits.get(unit) ?? []), { path, change: their }]);
+      const list = theirUnits.get(unit);
+      if (list) list.push({ path, change: their });
+      else theirUnits.set(unit, [{ path, change: their }]);
       return;
     }
     const mine = oursChanges.get(path);
@@ -221,10 +223,21 @@ export function langGraphUnit(segments: readonly string[]): string | undefined {
  * puts ours' other changes of it back to the base, so that it is theirs exactly. Returns how many
  * of ours' changes it matched.
  */
-function mergeLangGraphUnits(view: ObjectView, plan: TreeMergePlan, theirUnits: Map<string, Array<{ path: string; change: SideChange }>>, oursChanges: Map<string, SideChange>, strategy: MergeStrategy | "base"): number {
+function mergeLangGraphUnits(view: ObjectView, plan: TreeMergePlan, theirUnits: Map<string, Array<{ path: string; change: SideChange }>>, oursChanges: Map<string, SideChange & { segments: string[] }>, strategy: MergeStrategy | "base"): number {
   let matched = 0;
+  // Ours' changes by unit, gathered once (not a scan of them all for each unit).
+  const oursByUnit = new Map<string, Array<[string, SideChange]>>();
+  if (theirUnits.size > 0) {
+    for (const [path, change] of oursChanges) {
+      const unit = langGraphUnit(change.segments);
+      if (unit === undefined || !theirUnits.has(unit)) continue;
+      const list = oursByUnit.get(unit);
+      if (list) list.push([path, change]);
+      else oursByUnit.set(unit, [[path, change]]);
+    }
+  }
   for (const [unit, theirChanges] of theirUnits) {
-    const mine = [...oursChanges].filter(([path]) => path === unit || path.startsWith(`${unit}/`));
+    const mine = oursByUnit.get(unit) ?? [];
     matched += mine.length;
     const take = (changes: Array<{ path: string; change: SideChange }>, resolved?: true) => {
       for (const { path, change } of changes) plan.changes.push({ path, kind: kindOf(change), ...(change.after ? { hash: change.after } : {}), ...(resolved ? { resolved } : {}) });
