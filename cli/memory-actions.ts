@@ -147,7 +147,9 @@ export async function queryMemory(
   }
 }
 
-export async function setMemory(location: ProjectLocation, path: string, json: string, asJson: boolean, force = false): Promise<void> {
+export async function setMemory(location: ProjectLocation, given: string, json: string, asJson: boolean, force = false): Promise<void> {
+  // `/notes/` is /notes, as for show, delete, query and export (it was APEX_E_BAD_PATH here alone).
+  const path = plainPath(given);
   checkPath(path);
   // A leading byte order mark (an editor's) is dropped, as import drops it.
   const text = json === "-" ? readUtf8Input(0, "stdin").replace(/^\uFEFF/, "") : json;

@@ -59,7 +59,7 @@ Examples:
   memory
     .command("set")
     .description("set PATH to a JSON value ('-' reads the value from stdin)")
-    .argument("<path>", "absolute path")
+    .argument("<path>", "absolute path (/notes/ is /notes)")
     .argument("<json>", `a JSON value: '{"a": 1}', '"text"', 42, true, null, or - for stdin`)
     .option("--json", "print {path, revision}")
     .option("--force", FORCE)

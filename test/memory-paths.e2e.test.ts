@@ -107,11 +107,18 @@ describe("a trailing '/' on a plain path", () => {
     // --json of a delete that kept entries below counts them.
     seed({ "/k": 1, "/k/x": 2 });
     expect(JSON.parse(apex(["memory", "delete", "/k/", "--json"]).stdout)).toMatchObject({ path: "/k", deleted: 1, children_count: 1, children_count_exact: true });
+
+    // set took it alone as no path (APEX_E_BAD_PATH, exit 2): /k/ is /k, and says so.
+    const set = apex(["memory", "set", "/k/", '{"n": 5}', "--json"]);
+    expect(set.status, set.stderr).toBe(0);
+    expect(JSON.parse(set.stdout)).toMatchObject({ path: "/k", revision: expect.any(Number) });
+    expect(apex(["memory", "set", "/k//", "6"]).stdout).toMatch(/^set \/k \(revision \d+\)\n$/);
+    expect(apex(["memory", "export", "/k"]).stdout).toBe(JSON.stringify({ "/k": 6, "/k/x": 2 }, null, 2) + "\n");
   });
 
-  it("does not make a path of slashes alone: '//' is APEX_E_BAD_PATH (exit 2) naming the empty segment for show, delete, query, export and watch alike", () => {
+  it("does not make a path of slashes alone: '//' is APEX_E_BAD_PATH (exit 2) naming the empty segment for show, set, delete, query, export and watch alike", () => {
     seed({ "/a": 1 });
-    for (const args of [["memory", "show", "//"], ["memory", "delete", "//"], ["memory", "delete", "//", "--recursive"], ["memory", "query", "//"], ["memory", "export", "//"], ["memory", "watch", "//", "--timeout", "5s"]]) {
+    for (const args of [["memory", "show", "//"], ["memory", "set", "//", "1"], ["memory", "delete", "//"], ["memory", "delete", "//", "--recursive"], ["memory", "query", "//"], ["memory", "export", "//"], ["memory", "watch", "//", "--timeout", "5s"]]) {
       const result = apex(args);
       expect([result.status, result.stdout], args.join(" ")).toEqual([2, ""]);
       expect(result.stderr, args.join(" ")).toContain(`error[APEX_E_BAD_PATH]: Invalid path "//": segment 1 is empty ('//').`);
