@@ -128,6 +128,21 @@ describe("apex serve: every session of the project", () => {
       expect(write.body.error.code).toBe("APEX_E_SESSION_STATE");
     }
     expect(project.apex(["task", "list", "--session", a, "--json"]).stdout).not.toContain("late");
+    // A merge into ended A: its dry run is a read, answered as locally (it was refused as a write); the merge itself is refused.
+    share(project, b, "olga", "viewer");
+    const checkpointsOfA = () => project!.apex(["checkpoint", "list", "--session", a, "--json"]).stdout;
+    const beforeMerge = checkpointsOfA();
+    for (const extra of [[], ["--json"]]) {
+      const args = ["session", "merge", b, a, "--dry-run", "--strategy", "theirs", ...extra];
+      const remoteDryRun = remote(project, url, a, ownerA.token, args);
+      expect(remoteDryRun.status, remoteDryRun.stderr).toBe(0);
+      expect(remoteDryRun.stdout).toBe(project.apex(args).stdout);
+    }
+    expect(JSON.parse(remote(project, url, a, ownerA.token, ["session", "merge", b, a, "--dry-run", "--json"]).stdout)).toMatchObject({ dry_run: true, source: { session_id: b }, destination: { session_id: a } });
+    const realMerge = remote(project, url, a, ownerA.token, ["session", "merge", b, a, "--strategy", "theirs"]);
+    expect(realMerge.status).toBe(4);
+    expect(realMerge.stderr).toContain(`Session ${a} is ended (stopped): it can be read, not changed (session.merge)`);
+    expect(checkpointsOfA()).toBe(beforeMerge);
     expect(JSON.parse(project.apex(["memory", "show", "/notes/a", "--json"]).stdout).value).toBe(3);
 
     // A grant is for its own session: B's token does not open A, and naming A in the body does not either.

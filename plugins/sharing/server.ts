@@ -954,7 +954,9 @@ class Gate {
     if (read) return withReadStore(this.location, (store) => readStored(store, sessionId, method, params));
     const session = await withReadStore(this.location, (store) => storedSession(store, sessionId));
     // Read-only for the methods that would change it; a name no writer serves is unknown (404) here as anywhere.
-    if (session.frozen) throw (await isKnownMethod(method)) ? readOnlySession(session, method) : noSuchMethod(method);
+    // A merge's dry run changes nothing (its report is a read): it was refused as a write, where locally it runs.
+    const dryRunMerge = method === "session.merge" && params.dry_run === true;
+    if (session.frozen && !dryRunMerge) throw (await isKnownMethod(method)) ? readOnlySession(session, method) : noSuchMethod(method);
     const { directClient } = await import("../../core/session/direct.js");
     // That session's records and working memory, whatever this server's directory is bound to.
     const client = await directClient(this.location, "write", { session: sessionId });
