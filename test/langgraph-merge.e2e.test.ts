@@ -36,15 +36,19 @@ interface MergeJson {
   applied: string;
   refused: boolean;
   memory: { changes: Array<{ path: string }>; conflicts: Array<{ path: string; resolution: string; reason?: string }> };
-  langgraph?: { taken: string[]; not_taken: string[] };
+  langgraph?: { taken: string[]; not_taken: string[]; deleted: string[] };
 }
 
 describe("LangGraph threads merged between sessions", () => {
-  it("a thread both sides stepped is one conflict, taken whole; one only the source stepped is taken; either resumes in the destination from the source's step; nothing becomes live memory", async () => {
+  it("a thread both sides stepped is one conflict, taken whole; one only the source stepped is taken; either resumes in the destination from the source's step; one only the source deleted is deleted; nothing becomes live memory", async () => {
     const project = new Project(IDLE);
     const parent = project.start(["--task", "merge threads"]).session_id;
     await step(saverOf(project), "both", "a");
     const branchPoint = await step(saverOf(project), "both", "b");
+    // A thread the branch deletes and the parent leaves alone, with a pending write in the parent.
+    const dropped = await step(saverOf(project), "dropped", "x");
+    const droppedConfig = { configurable: { thread_id: "dropped", checkpoint_ns: "", checkpoint_id: dropped } };
+    await saverOf(project).putWrites(droppedConfig, [["v", "pending"]], "task-1");
     await step(saverOf(project), "source-only", "s0");
     const stepName = (JSON.parse(project.apex(["checkpoint", "list", "--json"]).stdout) as { items: Array<{ name: string; description: string }> }).items.find((item) => item.description === "langgraph source-only step 1 (loop)")!.name;
     expect(project.apex(["session", "branch", stepName, "exp", "--json"]).status).toBe(0);
@@ -52,6 +56,7 @@ describe("LangGraph threads merged between sessions", () => {
 
     // The branch steps both threads; the parent steps one of them.
     project.start(["--continue", "exp"]);
+    await saverOf(project, "exp").deleteThread("dropped");
     const theirsBoth = await step(saverOf(project, "exp"), "both", "from-branch");
     const theirsOnly = await step(saverOf(project, "exp"), "source-only", "s1-branch");
     expect(project.apex(["stop", "--session", "exp"]).status).toBe(0);
@@ -67,14 +72,30 @@ describe("LangGraph threads merged between sessions", () => {
     expect(refused.status).toBe(4);
     expect(refused.report.memory.conflicts).toEqual([expect.objectContaining({ path: "/langgraph/both/~", resolution: "none", reason: expect.stringMatching(/LangGraph thread/) })]);
     // (under fail, a thread in conflict is not taken)
-    expect(refused.report.langgraph).toEqual({ taken: ["source-only"], not_taken: [] });
+    expect(refused.report.langgraph).toEqual({ taken: ["source-only"], not_taken: [], deleted: ["dropped"] });
+    const text = project.apex(["session", "merge", "exp", parent, "--dry-run", "--strategy", "theirs"]).stdout;
+    expect(text).toMatch(/^ {2}deleted +\/langgraph\/dropped\/~$/m);
+    expect(text).toMatch(/^ {2}LangGraph threads that would be deleted as exp\/checkpoint-\d+ deleted them: dropped$/m);
+    // A dry run deleted nothing: the thread still resumes in the destination, its write with it.
+    expect((await saverOf(project, parent).getTuple(droppedConfig))!.pendingWrites).toEqual([["task-1", "v", "pending"]]);
 
     const merged = merge(["--strategy", "theirs"]);
     expect(merged.status, merged.stderr).toBe(0);
     expect(merged.report.applied).toBe("live");
-    expect(merged.report.langgraph).toEqual({ taken: ["both", "source-only"], not_taken: [] });
+    expect(merged.report.langgraph).toEqual({ taken: ["both", "source-only"], not_taken: [], deleted: ["dropped"] });
     // Channels are no live records: the merge put them in the merge checkpoint, as a step does.
     expect(project.apex(["memory", "show", "/langgraph/both/~/v"]).status).toBe(3);
+    // The thread the source deleted is gone from the destination as deleteThread takes it: its channels from the merge
+    // checkpoint's memory, its steps, head and pending writes; a write for one of its steps is refused.
+    const mergeCheckpoint = JSON.parse(project.apex(["checkpoint", "show", "latest", "--session", parent, "--json", "--keys-limit", "1000"]).stdout) as { checkpoint_id: string; memory_keys: string[] };
+    expect(mergeCheckpoint.memory_keys.filter((key) => key.startsWith("/langgraph/"))).toEqual(expect.arrayContaining(["/langgraph/both/~", "/langgraph/source-only/~"]));
+    expect(mergeCheckpoint.memory_keys.filter((key) => key.startsWith("/langgraph/dropped"))).toEqual([]);
+    const gone = saverOf(project, parent);
+    expect(await gone.getTuple({ configurable: { thread_id: "dropped", checkpoint_ns: "" } })).toBeUndefined();
+    expect(await gone.getTuple(droppedConfig)).toBeUndefined();
+    // (its head too: validate, below, warns of a head naming a step not indexed)
+    expect(JSON.parse(project.apex(["memory", "query", `/sessions/${parent}/langgraph/dropped`, "--keys", "--json"]).stdout)).toEqual([]);
+    await expect(gone.putWrites(droppedConfig, [["v", "late"]], "task-2")).rejects.toThrow(/was deleted/);
 
     // The destination resumes each thread from the source's step, and goes on from there.
     const after = saverOf(project, parent);
@@ -89,7 +110,9 @@ describe("LangGraph threads merged between sessions", () => {
     expect(resumed!.checkpoint.id).toBe(next);
     expect(resumed!.parentConfig?.configurable?.checkpoint_id).toBe(theirsBoth);
     expect(resumed!.checkpoint.channel_values).toEqual({ v: "next" });
-    expect(project.apex(["session", "validate"]).status).toBe(0);
+    const validated = project.apex(["session", "validate", "--json"]);
+    expect(validated.status, validated.stdout).toBe(0);
+    expect((JSON.parse(validated.stdout) as { problems: unknown[] }).problems).toEqual([]);
 
     // Merged again: nothing of the threads left to take (the destination has the source's steps).
     const again = merge(["--dry-run"]);
@@ -127,7 +150,7 @@ describe("LangGraph threads merged between sessions", () => {
     expect(result.status, result.stderr).toBe(0);
     const report = JSON.parse(result.stdout) as MergeJson;
     expect(report.applied).toBe("checkpoint");
-    expect(report.langgraph).toEqual({ taken: ["fresh"], not_taken: ["gone"] });
+    expect(report.langgraph).toEqual({ taken: ["fresh"], not_taken: ["gone"], deleted: [] });
     expect(report.memory.conflicts.map((conflict) => [conflict.path, conflict.resolution])).toEqual([["/langgraph/t/~", "ours"]]);
     const reader = saverOf(project, parent);
     const kept = await reader.getTuple({ configurable: { thread_id: "t", checkpoint_ns: "" } });
@@ -153,31 +176,44 @@ describe("LangGraph threads merged between sessions", () => {
     expect((await afterDelete.getTuple({ configurable: { thread_id: "t", checkpoint_ns: "" } }))!.checkpoint.channel_values).toEqual({ v: "parent" });
   });
 
-  it("a thread the source deleted that the destination stepped is no conflict: no strategy takes the source's side, so the destination keeps it, named, under fail too", async () => {
+  it("a thread the source deleted that the destination stepped is no conflict: no strategy takes the source's side, so the destination keeps it, named, under fail too; one the destination did not step is deleted, into a stopped destination too", async () => {
     const project = new Project(IDLE);
     const parent = project.start(["--task", "merge threads"]).session_id;
     await step(saverOf(project), "d", "d0");
+    const untouched = await step(saverOf(project), "e", "e0");
     expect(project.apex(["session", "branch", "latest", "exp"]).status).toBe(0);
     const stepped = await step(saverOf(project), "d", "parent");
     expect(project.apex(["stop"]).status).toBe(0);
     project.start(["--continue", "exp"]);
     await saverOf(project, "exp").deleteThread("d");
+    await saverOf(project, "exp").deleteThread("e");
     expect(project.apex(["checkpoint", "create", "-m", "after the delete"]).status).toBe(0);
     expect(project.apex(["stop"]).status).toBe(0);
 
     // It refused under fail (a conflict "both sides took steps in"), and under theirs said "conflict, theirs" while keeping the destination's.
+    // The one the destination left alone went on there as before: now deleted, as the source deleted it.
     for (const strategy of ["fail", "theirs"]) {
       const dry = project.apex(["session", "merge", "exp", parent, "--dry-run", "--strategy", strategy]);
       expect(dry.status, dry.stdout).toBe(0);
       expect(dry.stdout).not.toMatch(/conflict/);
-      expect(dry.stdout).toMatch(/^Nothing to merge: .*\n {2}LangGraph threads kept as \w+ has them \(exp\/checkpoint-\d+'s step was deleted, or the thread\): d\n/);
+      expect(dry.stdout).toMatch(/^ {2}LangGraph threads kept as \w+ has them \(exp\/checkpoint-\d+'s step was deleted, or the thread\): d$/m);
+      expect(dry.stdout).toMatch(/^ {2}LangGraph threads that would be deleted as exp\/checkpoint-\d+ deleted them: e$/m);
     }
+    expect((await saverOf(project, parent).getTuple({ configurable: { thread_id: "e", checkpoint_ns: "" } }))!.checkpoint.id).toBe(untouched);
     const merged = project.apex(["session", "merge", "exp", parent, "--strategy", "theirs", "--json"]);
     expect(merged.status, merged.stderr).toBe(0);
-    const report = JSON.parse(merged.stdout) as MergeJson & { checkpoint: unknown };
+    const report = JSON.parse(merged.stdout) as MergeJson & { checkpoint: { id: string } };
+    expect(report.applied).toBe("checkpoint");
     expect(report.memory.conflicts).toEqual([]);
-    expect(report.langgraph).toEqual({ taken: [], not_taken: ["d"] });
-    expect(report.checkpoint).toBeNull();
-    expect((await saverOf(project, parent).getTuple({ configurable: { thread_id: "d", checkpoint_ns: "" } }))!.checkpoint.id).toBe(stepped);
+    expect(report.memory.changes).toEqual([expect.objectContaining({ path: "/langgraph/e/~", kind: "deleted" }), expect.objectContaining({ path: "/langgraph/e/~/v", kind: "deleted" })]);
+    expect(report.langgraph).toEqual({ taken: [], not_taken: ["d"], deleted: ["e"] });
+    const reader = saverOf(project, parent);
+    expect((await reader.getTuple({ configurable: { thread_id: "d", checkpoint_ns: "" } }))!.checkpoint.id).toBe(stepped);
+    expect(await reader.getTuple({ configurable: { thread_id: "e", checkpoint_ns: "" } })).toBeUndefined();
+    const keys = (JSON.parse(project.apex(["checkpoint", "show", report.checkpoint.id, "--json"]).stdout) as { memory_keys: string[] }).memory_keys;
+    expect(keys.filter((key) => key.startsWith("/langgraph/"))).toEqual(["/langgraph/d/~", "/langgraph/d/~/v"]);
+    const validated = project.apex(["session", "validate", "--json"]);
+    expect(validated.status, validated.stdout).toBe(0);
+    expect((JSON.parse(validated.stdout) as { problems: unknown[] }).problems).toEqual([]);
   });
 });

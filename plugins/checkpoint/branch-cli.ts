@@ -476,6 +476,7 @@ function printMerge(report: SessionMergeReport, options: { json?: boolean }): vo
     }
   }
   if (report.langgraph?.taken.length) printLine(`  LangGraph threads ${report.dry_run ? "that would resume" : "resuming"} from ${src}'s step: ${report.langgraph.taken.join(", ")}`);
+  if (report.langgraph?.deleted?.length) printLine(`  LangGraph threads ${report.dry_run ? "that would be deleted" : "deleted"} as ${src} deleted them: ${report.langgraph.deleted.join(", ")}`);
   notTaken();
   if (report.checkpoint) printLine(`  merge checkpoint ${report.checkpoint.name} (${report.checkpoint.id}), parents ${report.checkpoint.parent?.slice(0, 8) ?? "-"} and ${report.checkpoint.merge_parent.slice(0, 8)}${report.applied === "live" ? "; live memory updated" : ""}`);
   tail();

@@ -15,7 +15,7 @@
  * otherwise. Writes of stores written before carry no mark and come along.
  */
 import type { JsonValue, Store } from "../../core/store/store.js";
-import { checkpointKey, headPath, heldSteps, threadLabel, writesDir } from "./langgraph-index.js";
+import { checkpointKey, deletedPath, headPath, heldSteps, indexDir, segmentName, threadLabel, writesDir } from "./langgraph-index.js";
 import { isRecord, type CheckpointManifest } from "./manifest.js";
 
 export interface InheritedThreads {
@@ -67,6 +67,36 @@ export function carrySteps(store: Store, steps: readonly ThreadStep[], source: P
         if (typeof value.after === "number" && value.after >= source.sequence) continue;
         batch.set(`${to}${path.slice(from.length)}`, { ...value, after: target.sequence - 1 });
       }
+    }
+  }, actor);
+}
+
+/**
+ * Removes thread namespaces from `sessionId`'s records as deleteThread removes a thread (the
+ * caller removed their channels from the memory): each one's index records with their pending
+ * writes, and its head; the thread's deleted mark (`deletedPath`) is raised to the greatest
+ * checkpoint id removed, so that a write for one of those is refused, as after deleteThread.
+ * What a merge does in the destination for each thread namespace the source deleted that the
+ * destination did not step since the merge base. Call in the write transaction.
+ */
+export function dropThreads(store: Store, sessionId: string, threads: ReadonlyArray<{ threadId: string; ns: string }>, actor: string): void {
+  if (threads.length === 0) return;
+  const latest = new Map<string, string>();
+  for (const { threadId, ns } of threads) {
+    const dir = indexDir(sessionId, threadId, ns);
+    for (const key of store.keysBelow(dir)) {
+      const [kind, id] = key.slice(dir.length + 1).split("/");
+      if ((kind === "checkpoints" || kind === "writes") && id !== undefined && segmentName(id) > (latest.get(threadId) ?? "")) latest.set(threadId, segmentName(id));
+    }
+  }
+  store.batchSync((batch) => {
+    for (const { threadId, ns } of threads) {
+      batch.deleteTree(indexDir(sessionId, threadId, ns));
+      batch.delete(headPath(sessionId, threadId, ns));
+    }
+    for (const [threadId, id] of latest) {
+      const before = batch.get(deletedPath(sessionId, threadId));
+      if (!(isRecord(before) && typeof before.checkpoint_id === "string" && before.checkpoint_id >= id)) batch.set(deletedPath(sessionId, threadId), { checkpoint_id: id });
     }
   }, actor);
 }

@@ -31,7 +31,7 @@ import { resolveSessionRef } from "./plugin-sessions.js";
 import { ACTORS, assertWritable, loadManifest } from "./refs.js";
 import { baseKey, DEFAULT_SCOPE, inScope, memoryMountOf, normalizeScope, pathSegments, type MemoryScope } from "./scope.js";
 import { buildSnapshot } from "./snapshot.js";
-import { carrySteps, threadSteps, type ThreadStep } from "./langgraph-branch.js";
+import { carrySteps, dropThreads, threadSteps, type ThreadStep } from "./langgraph-branch.js";
 import { memoryDir, segmentName, threadLabel } from "./langgraph-index.js";
 import { ObjectStore } from "./engine/objects.js";
 
@@ -89,9 +89,11 @@ export interface SessionMergeReport {
   /**
    * LangGraph thread namespaces the merge takes from SRC, each whole (merge.ts): `taken`, which
    * resume in DST from SRC's step; `not_taken`, kept as DST has them, since SRC's step is no
-   * longer indexed (deleted) or SRC deleted the thread. Absent when the merge takes none.
+   * longer indexed (deleted) or SRC deleted the thread while DST stepped it; `deleted`, which SRC
+   * deleted and DST did not step since the base, deleted in DST too (their channels, index
+   * records, heads and pending writes). Absent when the merge takes none.
    */
-  langgraph?: { taken: string[]; not_taken: string[] };
+  langgraph?: { taken: string[]; not_taken: string[]; deleted: string[] };
   /** The merge checkpoint written (null: none). */
   checkpoint: { id: string; name: string; sequence: number; parent: string | null; merge_parent: string } | null;
   git: JsonValue | null;
@@ -169,7 +171,7 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
       tasks: { changes: lines(plan.tasks.changes), conflicts: plan.tasks.conflicts, same: plan.tasks.same, kept_ours: plan.tasks.oursOnly },
       checkpoint: null,
       git: request.git ?? null,
-      ...(threads.taken.length + threads.notTaken.length > 0 ? { langgraph: { taken: threads.taken.map(labelOf), not_taken: threads.notTaken } } : {}),
+      ...(threads.taken.length + threads.notTaken.length + threads.deleted.length > 0 ? { langgraph: { taken: threads.taken.map(labelOf), not_taken: threads.notTaken, deleted: threads.deleted.map(unitLabel) } } : {}),
     };
     // Nothing to take and nothing to settle (the source only checkpointed what was merged already): no merge checkpoint.
     if (upToDate || dryRun || (isEmptyPlan(plan) && plan.memory.conflicts.length + plan.tasks.conflicts.length === 0)) return;
@@ -257,6 +259,7 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
     }
     report.checkpoint = { id: written.id, name: written.name, sequence: written.sequence, parent: written.parent, merge_parent: theirs.id };
     carrySteps(store, threads.taken, theirs, written, ACTORS.merge);
+    dropThreads(store, destinationId, threads.deleted.map(unitNames), ACTORS.merge);
     store.batchSync((batch) => {
       appendEvent(batch, destinationId, "session.merged", actor, {
         from: merge.from!,
@@ -396,24 +399,30 @@ function combine(a: JsonValue | null, b: JsonValue | null): JsonValue | null {
 /**
  * The LangGraph thread namespaces a plan takes from SRC (`theirs`, its checkpoint): their steps,
  * to carry into DST's index once the merge checkpoint is written. One whose step SRC no longer
- * indexes, or that SRC deleted, cannot resume there: its changes leave the plan (DST keeps its
- * own), and so does its conflict when DST stepped it too (no strategy takes SRC's side of it: it
- * refused a merge under fail, and under theirs was reported settled by theirs while DST kept its
- * own); it is named. A conflict whose SRC side can be taken stays, taken or not as the strategy says.
+ * indexes, or that SRC deleted while DST stepped it, cannot resume there: its changes leave the
+ * plan (DST keeps its own), and so does its conflict when DST stepped it too (no strategy takes
+ * SRC's side of it: it refused a merge under fail, and under theirs was reported settled by
+ * theirs while DST kept its own); it is named. One SRC deleted that DST did not step since the
+ * base is a one-sided change, taken as a step is: its changes (its channels' deletions) stay in
+ * the plan, and it is returned in `deleted`, whose records in DST go too once the merge
+ * checkpoint is written (dropThreads). A conflict whose SRC side can be taken stays, taken or
+ * not as the strategy says.
  */
-function langGraphTaken(store: Store, plan: MergePlan, theirs: CheckpointManifest, canTake: boolean): { taken: ThreadStep[]; notTaken: string[] } {
+function langGraphTaken(store: Store, plan: MergePlan, theirs: CheckpointManifest, canTake: boolean): { taken: ThreadStep[]; notTaken: string[]; deleted: string[] } {
   const changed = new Set(plan.memory.changes.flatMap((change) => langGraphUnit(pathSegments(change.path)) ?? []));
   const conflicted = new Set(plan.memory.conflicts.flatMap((conflict) => (langGraphUnit(pathSegments(conflict.path)) === conflict.path ? [conflict.path] : [])));
   const units = new Set([...changed, ...conflicted]);
-  if (units.size === 0) return { taken: [], notTaken: [] };
+  if (units.size === 0) return { taken: [], notTaken: [], deleted: [] };
   const takeable = canTake ? threadSteps(store, theirs, units).filter((step) => step.index !== undefined) : [];
-  const kept = new Set(takeable.map((step) => memoryDir(step.threadId, step.ns)));
+  // SRC deleted it (its record is a deletion: SRC's memory has no such namespace), DST did not step it (no conflict).
+  const deleted = canTake ? plan.memory.changes.filter((change) => change.kind === "deleted" && changed.has(change.path) && !conflicted.has(change.path)).map((change) => change.path) : [];
+  const kept = new Set([...takeable.map((step) => memoryDir(step.threadId, step.ns)), ...deleted]);
   const dropped = [...units].filter((unit) => !kept.has(unit)).sort();
   if (dropped.length > 0) {
     plan.memory.changes = plan.memory.changes.filter((change) => !dropped.includes(langGraphUnit(pathSegments(change.path)) ?? ""));
     plan.memory.conflicts = plan.memory.conflicts.filter((conflict) => !dropped.includes(conflict.path));
   }
-  return { taken: takeable.filter((step) => changed.has(memoryDir(step.threadId, step.ns))), notTaken: dropped.map((unit) => unitLabel(unit)) };
+  return { taken: takeable.filter((step) => changed.has(memoryDir(step.threadId, step.ns))), notTaken: dropped.map((unit) => unitLabel(unit)), deleted: deleted.sort() };
 }
 
 function labelOf(step: ThreadStep): string {
@@ -422,6 +431,12 @@ function labelOf(step: ThreadStep): string {
 
 /** `/langgraph/<thread>/<ns>` as threadLabel names it. */
 function unitLabel(unit: string): string {
+  const { threadId, ns } = unitNames(unit);
+  return threadLabel(threadId, ns);
+}
+
+/** The thread id and namespace of `/langgraph/<thread>/<ns>`. */
+function unitNames(unit: string): { threadId: string; ns: string } {
   const [, , thread, ns] = unit.split("/") as [string, string, string, string];
-  return threadLabel(segmentName(thread), segmentName(ns));
+  return { threadId: segmentName(thread), ns: segmentName(ns) };
 }
