@@ -74,7 +74,10 @@ describe("LangGraph threads merged between sessions", () => {
     // (under fail, a thread in conflict is not taken)
     expect(refused.report.langgraph).toEqual({ taken: ["source-only"], not_taken: [], deleted: ["dropped"] });
     const text = project.apex(["session", "merge", "exp", parent, "--dry-run", "--strategy", "theirs"]).stdout;
-    expect(text).toMatch(/^ {2}deleted +\/langgraph\/dropped\/~$/m);
+    // Each thread namespace is one line, as it is one unit (it was a line per channel path: 10k for a 10k-channel state).
+    expect(text).toMatch(/^ {2}thread +\/langgraph\/dropped\/~: 2 paths \(2 deleted\), LangGraph's channels$/m);
+    expect(text).not.toContain("/langgraph/dropped/~/");
+    expect(text).toMatch(/^ {2}thread +\/langgraph\/both\/~: 2 paths \(2 modified\), LangGraph's channels \(conflict, theirs\)$/m);
     expect(text).toMatch(/^ {2}LangGraph threads that would be deleted as exp\/checkpoint-\d+ deleted them: dropped$/m);
     // A dry run deleted nothing: the thread still resumes in the destination, its write with it.
     expect((await saverOf(project, parent).getTuple(droppedConfig))!.pendingWrites).toEqual([["task-1", "v", "pending"]]);
@@ -198,6 +201,9 @@ describe("LangGraph threads merged between sessions", () => {
       expect(dry.stdout).not.toMatch(/conflict/);
       expect(dry.stdout).toMatch(/^ {2}LangGraph threads kept as \w+ has them \(exp\/checkpoint-\d+'s step was deleted, or the thread\): d$/m);
       expect(dry.stdout).toMatch(/^ {2}LangGraph threads that would be deleted as exp\/checkpoint-\d+ deleted them: e$/m);
+      // The thread namespace is one line, as it is one unit (it was a line per channel path: 10k for a 10k-channel state).
+      expect(dry.stdout).toContain("\n  thread   /langgraph/e/~: 2 paths (2 deleted), LangGraph's channels\n");
+      expect(dry.stdout).not.toContain("/langgraph/e/~/v");
     }
     expect((await saverOf(project, parent).getTuple({ configurable: { thread_id: "e", checkpoint_ns: "" } }))!.checkpoint.id).toBe(untouched);
     const merged = project.apex(["session", "merge", "exp", parent, "--strategy", "theirs", "--json"]);

@@ -27,7 +27,7 @@ import { Catalog } from "./catalog.js";
 import { isRecord, type CheckpointManifest } from "./manifest.js";
 import { LANGGRAPH_TRIGGER } from "./langgraph-index.js";
 import type { Store } from "../../core/store/store.js";
-import { describeConflict } from "./merge.js";
+import { describeConflict, langGraphUnit } from "./merge.js";
 import { callWriter, noStore, withReadStore, writerClient } from "./plugin-cli.js";
 import { resolveSessionRef } from "./plugin-sessions.js";
 import type { SessionMergeReport } from "./session-merge.js";
@@ -469,7 +469,24 @@ function printMerge(report: SessionMergeReport, options: { json?: boolean }): vo
     ["memory", report.memory],
     ["tasks", report.tasks],
   ] as const) {
-    for (const change of plan.changes) printLine(`  ${change.kind.padEnd(8)} ${part === "tasks" ? `task ${change.path.slice(1)}` : change.path}${change.resolved ? " (conflict, theirs)" : ""}`);
+    // A LangGraph thread namespace is taken whole: one line for it, not one per channel (10k for a 10k-channel state).
+    const threads = new Map<string, { counts: Map<string, number>; resolved: boolean }>();
+    for (const change of plan.changes) {
+      const unit = part === "memory" ? langGraphUnit(change.path.split("/").slice(1)) : undefined;
+      if (unit) {
+        let thread = threads.get(unit);
+        if (!thread) threads.set(unit, (thread = { counts: new Map(), resolved: false }));
+        thread.counts.set(change.kind, (thread.counts.get(change.kind) ?? 0) + 1);
+        thread.resolved ||= change.resolved === true;
+        continue;
+      }
+      printLine(`  ${change.kind.padEnd(8)} ${part === "tasks" ? `task ${change.path.slice(1)}` : change.path}${change.resolved ? " (conflict, theirs)" : ""}`);
+    }
+    for (const [unit, { counts, resolved }] of threads) {
+      const total = [...counts.values()].reduce((sum, count) => sum + count, 0);
+      const kinds = [...counts].map(([kind, count]) => `${count} ${kind}`).join(", ");
+      printLine(`  ${"thread".padEnd(8)} ${unit}: ${plural(total, "path")} (${kinds}), LangGraph's channels${resolved ? " (conflict, theirs)" : ""}`);
+    }
     for (const conflict of plan.conflicts) {
       const mark = conflict.resolution === "none" ? paint("conflict", "red") : `conflict, ${conflict.resolution}`;
       printLine(`  ${mark}: ${part === "tasks" ? `task ${describeConflict(conflict).slice(1)}` : describeConflict(conflict)}`);
