@@ -5,7 +5,8 @@
  * command started after that goes to the store. One that read the runtime file just before (or
  * found the socket gone before it could send) was refused, exit 4, though a moment later the
  * store is free and the write would simply be made there. Such a write now waits for that
- * supervisor to exit (the drain, plus 10 s for the store to close and the process to go), then
+ * supervisor to exit (what is left of its drain, plus 10 s for the store to close and the process
+ * to go), then
  * is made once more where a command goes then (`openSessionClient`: the store, or a supervisor
  * that `start --continue` started meanwhile). Not inside an agent (APEX_SOCKET: its own
  * supervisor stopping ends the agent too) and not for a remote session (its server answers).
@@ -16,10 +17,15 @@ import { openSessionClient, type OpenSessionOptions, type SessionClient } from "
 import { shortSessionId } from "../core/session/names.js";
 import type { SupervisorRuntime } from "../core/session/runtime.js";
 
-/** How long a refused write waits for its supervisor to exit: its drain (APEX_SHUTDOWN_GRACE_MS, else 5 s) and 10 s more. */
-export function stoppingWaitMs(): number {
+/**
+ * How long a refused write waits for its supervisor to exit: what is left of its drain (the
+ * refusal's `grace_left_ms`; else the grace APEX_SHUTDOWN_GRACE_MS here says, 5 s by default),
+ * and 10 s more for its store to close and the process to exit.
+ */
+export function stoppingWaitMs(refusal: ApexError): number {
+  const left = refusal.details?.grace_left_ms;
   const grace = Number(process.env.APEX_SHUTDOWN_GRACE_MS);
-  return (grace > 0 ? grace : 5_000) + 10_000;
+  return (typeof left === "number" && left >= 0 ? left : grace > 0 ? grace : 5_000) + 10_000;
 }
 
 /**
@@ -63,11 +69,11 @@ function retriedAfterStop(first: SessionClient, open: () => Promise<SessionClien
       if (!supervisor) throw error;
       retried = true;
       const session = supervisor.name || shortSessionId(supervisor.session_id);
-      const waitMs = stoppingWaitMs();
+      const refused = error as ApexError;
+      const waitMs = stoppingWaitMs(refused);
       note(`session ${session} is stopping and its supervisor (pid ${supervisor.pid}) takes no new request: waiting up to ${Math.round(waitMs / 1000)} s for it to exit, then the command acts on the store.`);
       const { waitForExit } = await import("./session/exit-wait.js");
       if (!(await waitForExit(supervisor, waitMs))) {
-        const refused = error as ApexError;
         throw new ApexError(refused.code, refused.message, {
           hint: `Its supervisor (pid ${supervisor.pid}) was waited for ${Math.round(waitMs / 1000)} s and has not exited. Once it has (\`apex status\` says so), run the command again: it then acts on the store.`,
           details: { ...refused.details, waited_ms: waitMs, pid: supervisor.pid },
