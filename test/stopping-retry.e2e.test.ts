@@ -11,7 +11,7 @@
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { isAlive, waitFor } from "./fixtures/agents/harness.js";
+import { waitFor } from "./fixtures/agents/harness.js";
 import { slowHooksProject } from "./support/slow-hooks.js";
 
 describe("a CLI write refused by a supervisor that is stopping", () => {
@@ -36,23 +36,31 @@ describe("a CLI write refused by a supervisor that is stopping", () => {
     const waiting = (run: { errors(): string }) => new RegExp(`is stopping and its supervisor \\(pid ${ready.supervisor_pid}\\) takes no new request: waiting up to 1[0-5] s for it to exit`).test(run.errors());
     await waitFor("the memory write to wait for the supervisor", () => waiting(set));
     await waitFor("the task command to wait for the supervisor", () => waiting(add));
+    // One that found its socket gone (the supervisor closed it, not yet exited): nothing was sent, and it waits too.
+    for (const [file, text] of runtime) writeFileSync(file, JSON.stringify({ ...JSON.parse(text), socket: join(project.dir, "gone.sock") }));
+    const unsent = project.apexAsync(["memory", "set", "/y", "2"]);
+    await waitFor("the write that found no socket to wait for the supervisor", () => waiting(unsent));
     // A read meanwhile: refused by the draining supervisor, it reads the store.
     const status = project.apex(["status", "--json"]);
     expect(status.status, status.stderr).toBe(0);
     expect(JSON.parse(status.stdout)).toMatchObject({ session: null, last_session: { session_id: ready.session_id, status: "stopped" } });
     // The task command is held until another supervisor runs, as if `start --continue` came before it went on.
     add.child.kill("SIGSTOP");
-    expect(isAlive(ready.supervisor_pid)).toBe(true);
+    expect(project.alive(ready.supervisor_pid)).toBe(true);
 
     writeFileSync(join(project.dir, "release"), "");
     expect((await milestone.done).status).toBe(0);
     expect((await stop.done).status).toBe(0);
     const written = await set.done;
     expect(written.status, written.stderr).toBe(0);
-    expect(isAlive(ready.supervisor_pid)).toBe(false);
+    expect(project.alive(ready.supervisor_pid)).toBe(false);
     expect(written.stdout).toMatch(/^set \/x \(revision \d+\)\n$/);
     expect(written.stderr).toMatch(/^note: session \S+ is stopping and its supervisor \(pid \d+\) takes no new request: waiting up to 1[0-5] s for it to exit, then the command acts on the store\.\nnote: session \S+ was stopping; written to the store once it had stopped\.\n$/);
     expect(project.apex(["memory", "show", "/x"]).stdout).toBe("1\n");
+    const second = await unsent.done;
+    expect(second.status, second.stderr).toBe(0);
+    expect(second.stderr).toContain("was stopping; written to the store once it had stopped.");
+    expect(project.apex(["memory", "show", "/y"]).stdout).toBe("2\n");
 
     const continued = project.start(["--continue", "last"]);
     add.child.kill("SIGCONT");
