@@ -1,6 +1,6 @@
 import type { ProjectLocation } from "../core/config/locate.js";
 import { currentActor } from "../core/actor.js";
-import { openSessionClient } from "../core/session/client.js";
+import { openWriteClient } from "./stopping-retry.js";
 import type { Entry, JsonValue } from "../core/store/store.js";
 import type { MemoryWriter } from "./context.js";
 import type { Store } from "../core/store/store.js";
@@ -16,15 +16,10 @@ import { shortSessionId } from "../core/session/names.js";
  * apex.config.yaml is invalid.
  */
 export async function openMemoryWriter(location: ProjectLocation): Promise<MemoryWriter> {
-  const client = await openSessionClient(location, "write", { direct: "store" });
-  if (client.via === "store") {
-    try {
-      await client.run("memory.owner", {}, refuseAnotherSessionsMemory);
-    } catch (error) {
-      await client.close();
-      throw error;
-    }
-  }
+  // Refused by a supervisor that is stopping, a write is made again once it has exited (stopping-retry.ts).
+  const client = await openWriteClient(location, { direct: "store" }, async (opened) => {
+    if (opened.via === "store") await opened.run("memory.owner", {}, refuseAnotherSessionsMemory);
+  });
   const actor = currentActor();
   const call = (method: string, params: Record<string, unknown>) => client.call(method, { ...params, actor }, 120_000).catch((error: unknown) => {
     if (client.via === "socket" && isApexError(error) && error.code === "APEX_E_TIMEOUT") throw mayStillLand(error, method, params);

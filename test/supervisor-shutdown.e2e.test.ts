@@ -37,7 +37,9 @@ describe("a supervisor that exits as its session stops", () => {
     const refused = JSON.parse(late.stderr) as ErrorJson;
     expect(refused.error.code).toBe("APEX_E_SESSION_STOPPING");
     expect(refused.error.message).toBe("The session is stopping: its supervisor takes no new request, and did nothing of memory.set.");
-    expect(refused.error.details).toEqual({ status: "stopping", method: "memory.set" });
+    expect(refused.error.details).toEqual({ status: "stopping", method: "memory.set", grace_left_ms: expect.any(Number) });
+    // What is left of the drain (5 s), for a caller to know how long to wait.
+    expect(refused.error.details.grace_left_ms).toBeLessThanOrEqual(5000);
     expect(isAlive(ready.supervisor_pid)).toBe(true);
 
     writeFileSync(join(project.dir, "release"), "");

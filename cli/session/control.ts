@@ -6,10 +6,10 @@
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
 import { plural, printJson, printLine } from "../output.js";
-import { isSameProcessAlive, sleep } from "../../core/session/proc.js";
+import { isSameProcessAlive } from "../../core/session/proc.js";
+import { waitForExit } from "./exit-wait.js";
 import { currentActor } from "../../core/actor.js";
 import { liveSessionClient, type SessionClient } from "../../core/session/client.js";
-import type { SupervisorRuntime } from "../../core/session/runtime.js";
 import { shortSessionId } from "../../core/session/names.js";
 import { lifecycleCall } from "./lifecycle-wait.js";
 
@@ -152,9 +152,4 @@ async function startingSupervisor(location: ProjectLocation): Promise<{ pid: num
   } finally {
     await store.close();
   }
-}
-
-async function waitForExit(runtime: SupervisorRuntime, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (isSameProcessAlive(runtime.pid, runtime.start_time) && Date.now() < deadline) await sleep(20);
 }

@@ -10,7 +10,7 @@
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError, isApexError } from "../../core/errors.js";
 import { paint, plural } from "../output.js";
-import { isSameProcessAlive, sleep } from "../../core/session/proc.js";
+import { waitForExit } from "./exit-wait.js";
 import { liveSessionClient } from "../../core/session/client.js";
 import { shortSessionId } from "../../core/session/names.js";
 import type { ContinueTarget } from "../../core/session/sessions.js";
@@ -208,10 +208,4 @@ async function currentOf(location: ProjectLocation, target: ContinueTarget | und
   } finally {
     await store.close();
   }
-}
-
-/** Until the supervisor (pid and start time) is gone, or the timeout. */
-async function waitForExit(supervisor: { pid: number; start_time: number }, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (isSameProcessAlive(supervisor.pid, supervisor.start_time) && Date.now() < deadline) await sleep(20);
 }

@@ -16,6 +16,7 @@ import { refuseInexactNumbers } from "../json-numbers.js";
 import { refuseRepeatedKeys } from "../memory-actions.js";
 import { printStranded, strandedAmong } from "./stranded.js";
 import { hookedCall, type HookedWait } from "./hooked-call.js";
+import { openWriteClient } from "../stopping-retry.js";
 import { shortSessionId } from "../../core/session/names.js";
 
 /** A claim runs the beforeTask hooks before it assigns the task, after any claim queued before it. */
@@ -26,7 +27,8 @@ const CLAIM_WAIT = (agent: string): HookedWait => ({
 });
 
 async function withClient<T>(location: ProjectLocation, access: "read" | "write", fn: (client: SessionClient) => Promise<T>, session?: string): Promise<T> {
-  const client = await openSessionClient(location, access, session);
+  // A write refused by a supervisor that is stopping is made again once it has exited (stopping-retry.ts).
+  const client = access === "write" ? await openWriteClient(location, session === undefined ? {} : { session }) : await openSessionClient(location, access, session);
   try {
     return await fn(client);
   } finally {

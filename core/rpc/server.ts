@@ -31,9 +31,9 @@ export class RpcServer {
   private readonly handlers = new Map<string, RpcHandler>();
   private readonly sockets = new Set<Socket>();
   private server: Server | undefined;
-  /** Requests under way, each with the answer it gets when the grace ends first; `closing`: no new ones are taken. */
+  /** Requests under way, each with the answer it gets when the grace ends first; `closing` (when the grace ends): no new ones are taken. */
   private readonly underWay = new Set<(graceMs: number) => void>();
-  private closing = false;
+  private closing: number | undefined;
 
   constructor(path: string) {
     this.path = path;
@@ -90,8 +90,8 @@ export class RpcServer {
   async close(graceMs = 0): Promise<void> {
     const server = this.server;
     if (!server || this.closing) return;
-    this.closing = true;
-    for (const deadline = Date.now() + graceMs; this.underWay.size > 0 && Date.now() < deadline; ) await new Promise((resolve) => setTimeout(resolve, 20));
+    const deadline = (this.closing = Date.now() + graceMs);
+    while (this.underWay.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
     for (const unanswered of this.underWay) unanswered(graceMs);
     for (const socket of this.sockets) socket.end();
     await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -143,7 +143,7 @@ export class RpcServer {
     if (request === null || typeof request !== "object" || Array.isArray(request)) return void send({ id: null, error: { code: "APEX_E_RPC", message: "The request is not a JSON object {id, method, params}." } });
     const id = request.id ?? null;
     const method = String(request.method);
-    if (this.closing) return void send({ id, error: errorBody(new ApexError("APEX_E_SESSION_STOPPING", `The session is stopping: its supervisor takes no new request, and did nothing of ${method}.`, { hint: "Once it has stopped (`apex status` says so), run the command again if it is still wanted: it then acts on the store.", details: { status: "stopping", method } })) });
+    if (this.closing) return void send({ id, error: errorBody(new ApexError("APEX_E_SESSION_STOPPING", `The session is stopping: its supervisor takes no new request, and did nothing of ${method}.`, { hint: "Once it has stopped (`apex status` says so), run the command again if it is still wanted: it then acts on the store.", details: { status: "stopping", method, grace_left_ms: Math.max(0, this.closing - Date.now()) } })) });
     const handler = typeof request.method === "string" ? this.handlers.get(request.method) : undefined;
     if (!handler) {
       // details.unknown_method: what callers test (unknownMethod in protocol.ts), never the message's text.

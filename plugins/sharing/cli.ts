@@ -5,7 +5,8 @@ import { ApexError } from "../../core/errors.js";
 import { outliveOutput, outputOpen, paint, printJson, printLine, table, visibleText } from "../../cli/output.js";
 import { shortSessionId } from "../../core/session/names.js";
 import { currentActor } from "../../core/actor.js";
-import { openSessionClient, remoteSessionClient, type SessionClient } from "../../core/session/client.js";
+import { remoteSessionClient, type SessionClient } from "../../core/session/client.js";
+import { openWriteClient } from "../../cli/stopping-retry.js";
 import type { GrantView } from "./grants.js";
 import type { StatusReport } from "../../core/session/status-report.js";
 import { isApexToken, isLoopback, parseHostPort, parseRemote, saveCredential, credentialsFile } from "./remote.js";
@@ -79,7 +80,8 @@ function sharedSession(reply: { session_id: string; name?: string | null }): str
 
 async function withSession<T>(location: ProjectLocation, ref: string, fn: (client: SessionClient, params: { session?: string }) => Promise<T>): Promise<T> {
   const session = ref === "current" ? undefined : ref;
-  const client = await openSessionClient(location, "write", { session });
+  // Refused by a supervisor that is stopping, the grant is made again once it has exited.
+  const client = await openWriteClient(location, { session });
   try {
     return await fn(client, session === undefined ? {} : { session });
   } finally {

@@ -1,0 +1,75 @@
+// A CLI write that meets a supervisor as it stops, end to end with the built CLI and real processes.
+// `apex stop` ends with a drain (APEX_SHUTDOWN_GRACE_MS): the supervisor finishes the requests under
+// way and refuses every new one (APEX_E_SESSION_STOPPING, nothing done). Its runtime file goes as the
+// drain begins, so a command that starts then goes to the store; one that read the file just before
+// reached the draining supervisor and was refused, exit 4, though a moment later the store was free.
+// That command is played here by writing the runtime files back once the drain has begun (they name
+// the same, still live, supervisor: what a command that read them just before holds), while a
+// milestone held in its afterMilestone hook makes the drain last. The write now waits for the
+// supervisor to exit and is made once more where a command goes then: the store, or the supervisor
+// of a `start --continue` made meanwhile.
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { waitFor } from "./fixtures/agents/harness.js";
+import { slowHooksProject } from "./support/slow-hooks.js";
+
+describe("a CLI write refused by a supervisor that is stopping", () => {
+  it("waits for it to exit, then is made on the store (or through the supervisor started meanwhile); a read during the drain reads the store", async () => {
+    const project = slowHooksProject({ coder: "sleep 1000" });
+    const ready = project.start();
+    // The runtime files as a command reads them while the session runs.
+    const runDir = join(project.storeDir, "run");
+    const files = [join(project.storeDir, "supervisor.json"), ...readdirSync(runDir).filter((name) => name.endsWith(".json")).map((name) => join(runDir, name))];
+    const runtime = new Map(files.map((file) => [file, readFileSync(file, "utf8")]));
+
+    writeFileSync(join(project.dir, "afterMilestone"), "wait release");
+    const milestone = project.apexAsync(["milestone", "Shipped", "--json"]);
+    await waitFor("the afterMilestone hook to begin", () => existsSync(join(project.dir, "afterMilestone.began")));
+    const stop = project.apexAsync(["stop", "--json"]);
+    await waitFor("the supervisor to be draining", () => !existsSync(join(runDir, `${ready.session_id}.json`)));
+    for (const [file, text] of runtime) writeFileSync(file, text);
+
+    const set = project.apexAsync(["memory", "set", "/x", "1"]);
+    const add = project.apexAsync(["task", "add", "after the stop"]);
+    // Up to what is left of the drain (5 s) and 10 s more.
+    const waiting = (run: { errors(): string }) => new RegExp(`is stopping and its supervisor \\(pid ${ready.supervisor_pid}\\) takes no new request: waiting up to 1[0-5] s for it to exit`).test(run.errors());
+    await waitFor("the memory write to wait for the supervisor", () => waiting(set));
+    await waitFor("the task command to wait for the supervisor", () => waiting(add));
+    // One that found its socket gone (the supervisor closed it, not yet exited): nothing was sent, and it waits too.
+    for (const [file, text] of runtime) writeFileSync(file, JSON.stringify({ ...JSON.parse(text), socket: join(project.dir, "gone.sock") }));
+    const unsent = project.apexAsync(["memory", "set", "/y", "2"]);
+    await waitFor("the write that found no socket to wait for the supervisor", () => waiting(unsent));
+    // A read meanwhile: refused by the draining supervisor, it reads the store.
+    const status = project.apex(["status", "--json"]);
+    expect(status.status, status.stderr).toBe(0);
+    expect(JSON.parse(status.stdout)).toMatchObject({ session: null, last_session: { session_id: ready.session_id, status: "stopped" } });
+    // The task command is held until another supervisor runs, as if `start --continue` came before it went on.
+    add.child.kill("SIGSTOP");
+    expect(project.alive(ready.supervisor_pid)).toBe(true);
+
+    writeFileSync(join(project.dir, "release"), "");
+    expect((await milestone.done).status).toBe(0);
+    expect((await stop.done).status).toBe(0);
+    const written = await set.done;
+    expect(written.status, written.stderr).toBe(0);
+    expect(project.alive(ready.supervisor_pid)).toBe(false);
+    expect(written.stdout).toMatch(/^set \/x \(revision \d+\)\n$/);
+    expect(written.stderr).toMatch(/^note: session \S+ is stopping and its supervisor \(pid \d+\) takes no new request: waiting up to 1[0-5] s for it to exit, then the command acts on the store\.\nnote: session \S+ was stopping; written to the store once it had stopped\.\n$/);
+    expect(project.apex(["memory", "show", "/x"]).stdout).toBe("1\n");
+    const second = await unsent.done;
+    expect(second.status, second.stderr).toBe(0);
+    expect(second.stderr).toContain("was stopping; written to the store once it had stopped.");
+    expect(project.apex(["memory", "show", "/y"]).stdout).toBe("2\n");
+
+    const continued = project.start(["--continue", "last"]);
+    add.child.kill("SIGCONT");
+    const added = await add.done;
+    expect(added.status, added.stderr).toBe(0);
+    expect(added.stdout).toMatch(/^added t-\d+ pending: after the stop\n$/);
+    expect(added.stderr).toContain(`was stopping; sent to the supervisor that runs now (pid ${continued.supervisor_pid}) once it had stopped.`);
+    const tasks = JSON.parse(project.apex(["task", "list", "--json"]).stdout) as Array<{ title: string }>;
+    expect(tasks.map((task) => task.title)).toContain("after the stop");
+    expect(project.apex(["stop"]).status).toBe(0);
+  }, 60_000);
+});
