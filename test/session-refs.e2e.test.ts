@@ -79,8 +79,13 @@ describe("session references", () => {
 
   it("a branch's name and a unique prefix, in either case as a uuid is, name the same session for every command", async () => {
     // In capitals (3F2A…, the whole id too) it was "No session": uuids are read whatever their case, as checkpoint ids are.
-    for (const ref of ["exp", branch.slice(0, 8), branch.slice(0, 8).toUpperCase(), branch.toUpperCase()]) {
-      const lines = [["logs", "--session", ref], ["checkpoint", "list", "--session", ref, "--json"], ["session", "cleanup", ref, "--dry-run", "--json"], ["session", "export", ref, "-o", join(project.dir, `${ref}.apexbundle`), "--json"]];
+    // The prefix in capitals runs on to the id's first letter: 8 digits (one uuid in 43) read the same in either case.
+    const inCapitals = branch.slice(0, Math.max(8, branch.search(/[a-f]/) + 1)).toUpperCase();
+    for (const [round, ref] of ["exp", branch.slice(0, 8), inCapitals, branch.toUpperCase()].entries()) {
+      // A bundle of its own each round: named after the reference, an 8-digit prefix's second export (its "capitals")
+      // found the first one's file there and was refused, APEX_E_CONFLICT (exit 4), as an existing -o FILE is.
+      const bundle = join(project.dir, `branch-ref-${round}.apexbundle`);
+      const lines = [["logs", "--session", ref], ["checkpoint", "list", "--session", ref, "--json"], ["session", "cleanup", ref, "--dry-run", "--json"], ["session", "export", ref, "-o", bundle, "--json"]];
       const got = await Promise.all(lines.map((args) => project.apexAsync(args).done));
       expect(got.map((result) => result.status), got.map((result) => result.stderr).join("")).toEqual([0, 0, 0, 0]);
       expect(got[0]!.stdout).toContain("worker | worker says hello");
