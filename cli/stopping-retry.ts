@@ -56,6 +56,32 @@ function refusedWhileExiting(client: SessionClient, error: unknown): SupervisorR
   return error.code === "APEX_E_SESSION_STOPPING" || unsent ? client.supervisor : undefined;
 }
 
+/**
+ * Waits for the supervisor to exit (true when it has). Ctrl-C meanwhile says what is so: nothing
+ * was done, as the supervisor refused the request. The command's own Ctrl-C handling (a call that
+ * waits on hooks says the supervisor got the request and goes on with it) is set aside meanwhile.
+ */
+async function waitedForExit(supervisor: SupervisorRuntime, waitMs: number, session: string, json: boolean): Promise<boolean> {
+  const { waitForExit } = await import("./session/exit-wait.js");
+  const { reportError } = await import("./output.js");
+  const others = process.rawListeners("SIGINT");
+  const interrupted = () => {
+    const error = new ApexError("APEX_E_INTERRUPTED", `Interrupted while waiting for session ${session}'s supervisor (pid ${supervisor.pid}) to exit: nothing was done, as it refused the request while stopping.`, {
+      hint: "Run the command again once the session has stopped (`apex status` says so): it then acts on the store.",
+      details: { pid: supervisor.pid, session_id: supervisor.session_id, may_be_under_way: false },
+    });
+    process.exit(reportError(error, json));
+  };
+  process.removeAllListeners("SIGINT");
+  process.on("SIGINT", interrupted);
+  try {
+    return await waitForExit(supervisor, waitMs);
+  } finally {
+    process.off("SIGINT", interrupted);
+    for (const listener of others) process.on("SIGINT", listener as () => void); // (as they were: a once listener stays once)
+  }
+}
+
 function retriedAfterStop(first: SessionClient, open: () => Promise<SessionClient>, json: boolean): SessionClient {
   let current = first;
   let retried = false;
@@ -72,8 +98,7 @@ function retriedAfterStop(first: SessionClient, open: () => Promise<SessionClien
       const refused = error as ApexError;
       const waitMs = stoppingWaitMs(refused);
       note(`session ${session} is stopping and its supervisor (pid ${supervisor.pid}) takes no new request: waiting up to ${Math.round(waitMs / 1000)} s for it to exit, then the command acts on the store.`);
-      const { waitForExit } = await import("./session/exit-wait.js");
-      if (!(await waitForExit(supervisor, waitMs))) {
+      if (!(await waitedForExit(supervisor, waitMs, session, json))) {
         throw new ApexError(refused.code, refused.message, {
           hint: `Its supervisor (pid ${supervisor.pid}) was waited for ${Math.round(waitMs / 1000)} s and has not exited. Once it has (\`apex status\` says so), run the command again: it then acts on the store.`,
           details: { ...refused.details, waited_ms: waitMs, pid: supervisor.pid },

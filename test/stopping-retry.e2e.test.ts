@@ -40,6 +40,13 @@ describe("a CLI write refused by a supervisor that is stopping", () => {
     for (const [file, text] of runtime) writeFileSync(file, JSON.stringify({ ...JSON.parse(text), socket: join(project.dir, "gone.sock") }));
     const unsent = project.apexAsync(["memory", "set", "/y", "2"]);
     await waitFor("the write that found no socket to wait for the supervisor", () => waiting(unsent));
+    // Ctrl-C while one waits: nothing was done, and that is what it says (a command that waits on hooks said the supervisor got the request).
+    const late = project.apexAsync(["milestone", "Late"]);
+    await waitFor("the milestone to wait for the supervisor", () => waiting(late));
+    late.child.kill("SIGINT");
+    const interrupted = await late.done;
+    expect(interrupted.status).toBe(130);
+    expect(interrupted.stderr).toContain(`error[APEX_E_INTERRUPTED]: Interrupted while waiting for session ${ready.session_id.slice(0, 8)}'s supervisor (pid ${ready.supervisor_pid}) to exit: nothing was done, as it refused the request while stopping.`);
     // A read meanwhile: refused by the draining supervisor, it reads the store.
     const status = project.apex(["status", "--json"]);
     expect(status.status, status.stderr).toBe(0);
