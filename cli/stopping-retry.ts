@@ -57,6 +57,43 @@ function refusedWhileExiting(client: SessionClient, error: unknown): SupervisorR
 }
 
 /**
+ * When `error` is `client`'s supervisor refusing a call as it stops (or its socket gone: nothing
+ * was sent), waits for that supervisor to exit, saying so on stderr (not with `json`): the name of
+ * its session once it has, the call to be made again where a command goes then; undefined for any
+ * other error. Throws the refusal, its hint saying how long it waited, when it has not exited in
+ * what is left of its drain plus 10 s.
+ */
+export async function waitOutStop(client: SessionClient, error: unknown, json: boolean): Promise<string | undefined> {
+  const supervisor = refusedWhileExiting(client, error);
+  if (!supervisor) return undefined;
+  const session = supervisor.name || shortSessionId(supervisor.session_id);
+  const refused = error as ApexError;
+  const waitMs = stoppingWaitMs(refused);
+  if (!json) process.stderr.write(`note: session ${session} is stopping and its supervisor (pid ${supervisor.pid}) takes no new request: waiting up to ${Math.round(waitMs / 1000)} s for it to exit, then the command acts on the store.\n`);
+  if (!(await waitedForExit(supervisor, waitMs, session, json))) {
+    throw new ApexError(refused.code, refused.message, {
+      hint: `Its supervisor (pid ${supervisor.pid}) was waited for ${Math.round(waitMs / 1000)} s and has not exited. Once it has (\`apex status\` says so), run the command again: it then acts on the store.`,
+      details: { ...refused.details, waited_ms: waitMs, pid: supervisor.pid },
+    });
+  }
+  return session;
+}
+
+/**
+ * A write a command makes through its own path to the store (the checkpoint plugin's: a
+ * supervisor when one runs, else the store in the command's process), refused by a supervisor as
+ * it stopped and waited out (waitOutStop): the command makes it again, once, where it goes then.
+ */
+export class StopWaitedOut extends Error {
+  constructor(
+    readonly session: string,
+    readonly refusal: unknown,
+  ) {
+    super(`session ${session} was stopping: the write is to be made again`);
+  }
+}
+
+/**
  * Waits for the supervisor to exit (true when it has). Ctrl-C meanwhile says what is so: nothing
  * was done, as the supervisor refused the request. The command's own Ctrl-C handling (a call that
  * waits on hooks says the supervisor got the request and goes on with it) is set aside meanwhile.
@@ -91,19 +128,9 @@ function retriedAfterStop(first: SessionClient, open: () => Promise<SessionClien
     try {
       return await attempt(current, false);
     } catch (error) {
-      const supervisor = retried ? undefined : refusedWhileExiting(current, error);
-      if (!supervisor) throw error;
+      const session = retried ? undefined : await waitOutStop(current, error, json);
+      if (!session) throw error;
       retried = true;
-      const session = supervisor.name || shortSessionId(supervisor.session_id);
-      const refused = error as ApexError;
-      const waitMs = stoppingWaitMs(refused);
-      note(`session ${session} is stopping and its supervisor (pid ${supervisor.pid}) takes no new request: waiting up to ${Math.round(waitMs / 1000)} s for it to exit, then the command acts on the store.`);
-      if (!(await waitedForExit(supervisor, waitMs, session, json))) {
-        throw new ApexError(refused.code, refused.message, {
-          hint: `Its supervisor (pid ${supervisor.pid}) was waited for ${Math.round(waitMs / 1000)} s and has not exited. Once it has (\`apex status\` says so), run the command again: it then acts on the store.`,
-          details: { ...refused.details, waited_ms: waitMs, pid: supervisor.pid },
-        });
-      }
       await current.close();
       current = await open();
       const via = current.via === "socket" ? `sent to the supervisor that runs now (pid ${current.supervisor?.pid ?? "?"})` : "written to the store";

@@ -80,3 +80,41 @@ describe("a CLI write refused by a supervisor that is stopping", () => {
     expect(project.apex(["stop"]).status).toBe(0);
   }, 60_000);
 });
+
+describe("a checkpoint command refused by a supervisor that is stopping", () => {
+  it("waits for it to exit, then is made on the store: a pin is made there; a create finds the session stopped, and says so", async () => {
+    const project = slowHooksProject({ coder: "sleep 1000" }, ["checkpoint"]);
+    const ready = project.start();
+    expect(project.apex(["checkpoint", "create", "-m", "before"]).status).toBe(0);
+    const runDir = join(project.storeDir, "run");
+    const files = [join(project.storeDir, "supervisor.json"), ...readdirSync(runDir).filter((name) => name.endsWith(".json")).map((name) => join(runDir, name))];
+    const runtime = new Map(files.map((file) => [file, readFileSync(file, "utf8")]));
+
+    writeFileSync(join(project.dir, "afterMilestone"), "wait release");
+    const milestone = project.apexAsync(["milestone", "Shipped", "--json"]);
+    await waitFor("the afterMilestone hook to begin", () => existsSync(join(project.dir, "afterMilestone.began")));
+    const stop = project.apexAsync(["stop", "--json"]);
+    await waitFor("the supervisor to be draining", () => !existsSync(join(runDir, `${ready.session_id}.json`)));
+    for (const [file, text] of runtime) writeFileSync(file, text);
+
+    // (it was refused, exit 4: "the session is stopping")
+    const pin = project.apexAsync(["checkpoint", "pin", "checkpoint-002", "--session", ready.session_id]);
+    const create = project.apexAsync(["checkpoint", "create", "-m", "during the stop"]);
+    const waiting = (run: { errors(): string }) => run.errors().includes(`(pid ${ready.supervisor_pid}) takes no new request: waiting up to`);
+    await waitFor("the pin to wait for the supervisor", () => waiting(pin));
+    await waitFor("the checkpoint create to wait for the supervisor", () => waiting(create));
+    writeFileSync(join(project.dir, "release"), "");
+    expect((await milestone.done).status).toBe(0);
+    expect((await stop.done).status).toBe(0);
+
+    const pinned = await pin.done;
+    expect(pinned.status, pinned.stderr).toBe(0);
+    expect(pinned.stderr).toMatch(/note: session \S+ was stopping; the command was made once it had stopped\.\n$/);
+    const items = (JSON.parse(project.apex(["checkpoint", "list", "--session", ready.session_id, "--json"]).stdout) as { items: Array<{ name: string; pinned: boolean }> }).items;
+    expect(items.find((item) => item.name === "checkpoint-002")?.pinned).toBe(true);
+    // The session has stopped (its last checkpoint taken as it did): no checkpoint of it is made now, as after any stop.
+    const created = await create.done;
+    expect(created.status).toBe(3);
+    expect(created.stderr).toContain("was stopping; once it had stopped, the command was made again:\nerror[APEX_E_NO_SESSION]: There is no current session.");
+  }, 60_000);
+});

@@ -41,12 +41,20 @@ import { BEFORE_GIT_FIRED_ENV } from "../git/git.js";
  * once more where the writer is then (the store): for a merge, which is all or nothing and takes
  * nothing twice, that finishes it or finds it done, instead of "whether it was done is not known".
  */
-async function callWrite(location: ProjectLocation, method: string, params: Record<string, unknown>, sessionId?: string, again?: (pid: number) => void): Promise<unknown> {
+async function callWrite(location: ProjectLocation, method: string, params: Record<string, unknown>, sessionId?: string, again?: (pid: number) => void, stopped = false): Promise<unknown> {
   const writer = await writerClient(location, sessionId);
   if (writer) {
     try {
       return await callWriter(writer, method, params);
     } catch (error) {
+      // Refused by a supervisor as it stopped and waited out (callWriter): made again where the writer is now.
+      const { StopWaitedOut } = await import("../../cli/stopping-retry.js");
+      if (error instanceof StopWaitedOut) {
+        if (stopped) throw error.refusal; // (once: a second supervisor stopping as well leaves its refusal)
+        const result = await callWrite(location, method, params, sessionId, again, true);
+        if (!process.argv.includes("--json")) process.stderr.write(`note: session ${error.session} was stopping; the command was made once it had stopped.\n`);
+        return result;
+      }
       if (!again || !(await writerEnded(writer, error))) throw error;
       again(writer.supervisor!.pid);
       return callWrite(location, method, params, sessionId);
@@ -408,7 +416,15 @@ function afterGit(error: ApexError, git: JsonValue): ApexError {
 /** A dry run reads: over the socket when one runs (or inside an agent), else the store read-only. */
 async function callRead(location: ProjectLocation, method: string, params: Record<string, unknown>): Promise<unknown> {
   const writer = await writerClient(location);
-  if (writer) return writer.call(method, params, 600_000);
+  if (writer) {
+    try {
+      return await writer.call(method, params, 600_000);
+    } catch (error) {
+      // Refused by a supervisor as it stopped: read on the store once it has exited.
+      const { waitOutStop } = await import("../../cli/stopping-retry.js");
+      if (!(await waitOutStop(writer, error, process.argv.includes("--json")))) throw error;
+    }
+  }
   return withReadStore(location, async (store) => {
     const { mergeSessions } = await import("./session-merge.js");
     return mergeSessions(store, {

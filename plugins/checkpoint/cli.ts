@@ -46,8 +46,8 @@ Examples:
         const { ApexError } = await import("../../core/errors.js");
         throw new ApexError("APEX_E_USAGE", `Give the description once: as the argument (${JSON.stringify(description)}) or with -m (${JSON.stringify(options.message)}), not both.`, { hint: "Nothing was saved." });
       }
-      const { createCheckpointCommand } = await import("./plugin-cli.js");
-      await createCheckpointCommand(projectOf(command), description ?? options.message, options);
+      const { againAfterStop, createCheckpointCommand } = await import("./plugin-cli.js");
+      await againAfterStop(() => createCheckpointCommand(projectOf(command), description ?? options.message, options), Boolean(options.json));
     });
 
   checkpoint
@@ -107,8 +107,8 @@ Examples:
       .option("--json", "print the checkpoint's summary {id, name, session_id, session_name, sequence, parent, created_at, trigger, description, pinned, revision, memory_keys, task_count, agent_count, memory_root, tasks_root, agents_root, manifest_hash}")
       .addHelpText("after", examples(`apex checkpoint ${name} checkpoint-003`, `apex checkpoint ${name} latest --json`))
       .action(async (ref: string, options: { session?: string; json?: boolean }, command: Command) => {
-        const { pinCheckpointCommand } = await import("./plugin-cli.js");
-        await pinCheckpointCommand(projectOf(command), ref, pinned, options);
+        const { againAfterStop, pinCheckpointCommand } = await import("./plugin-cli.js");
+        await againAfterStop(() => pinCheckpointCommand(projectOf(command), ref, pinned, options), Boolean(options.json));
       });
   }
 
@@ -129,8 +129,8 @@ base there). Retention keeps these too.
 ${examples("apex checkpoint delete checkpoint-002", "apex checkpoint delete 1ae4 --force --json")}`,
     )
     .action(async (ref: string, options: { session?: string; force?: boolean; json?: boolean }, command: Command) => {
-      const { deleteCheckpointCommand } = await import("./plugin-cli.js");
-      await deleteCheckpointCommand(projectOf(command), ref, options);
+      const { againAfterStop, deleteCheckpointCommand } = await import("./plugin-cli.js");
+      await againAfterStop(() => deleteCheckpointCommand(projectOf(command), ref, options), Boolean(options.json));
     });
 
   // The integrity commands live in the core `session` group (found or created here).
@@ -182,8 +182,8 @@ blocks nothing; \`apex start --continue <new id>\` brings it back.
 ${examples("apex session reconstruct 3f2a9c1e", "apex session reconstruct 3f2a --as rebuilt --json")}`,
     )
     .action(async (id: string, options: { as?: string; json?: boolean }, command: Command) => {
-      const { reconstructCommand } = await import("./plugin-cli.js");
-      await reconstructCommand(projectOf(command), id, options);
+      const { againAfterStop, reconstructCommand } = await import("./plugin-cli.js");
+      await againAfterStop(() => reconstructCommand(projectOf(command), id, options), Boolean(options.json));
     });
 }
 

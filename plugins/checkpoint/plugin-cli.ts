@@ -145,7 +145,34 @@ export async function callWriter(writer: SessionClient, method: string, params: 
         hint: "Enable `checkpoint` under `plugins:` in apex.config.yaml; it applies once the session is continued (`apex stop`, then `apex start --continue last`).",
       });
     }
+    // Refused by a supervisor as it stopped, nothing done: once it has exited, the command makes the write again (againAfterStop).
+    const { StopWaitedOut, waitOutStop } = await import("../../cli/stopping-retry.js");
+    const session = await waitOutStop(writer, error, json);
+    if (session) throw new StopWaitedOut(session, error);
     throw error;
+  }
+}
+
+/**
+ * Runs `command`, and once more when a supervisor refused its write as it stopped (callWriter:
+ * nothing of it was done) and has exited since: the command then goes where it goes (the store, or
+ * a supervisor a `start --continue` started meanwhile).
+ */
+export async function againAfterStop<T>(command: () => Promise<T>, json: boolean): Promise<T> {
+  const { StopWaitedOut } = await import("../../cli/stopping-retry.js");
+  try {
+    return await command();
+  } catch (error) {
+    if (!(error instanceof StopWaitedOut)) throw error;
+    try {
+      const result = await command();
+      if (!json) process.stderr.write(`note: session ${error.session} was stopping; the command was made once it had stopped.\n`);
+      return result;
+    } catch (again) {
+      if (!json) process.stderr.write(`note: session ${error.session} was stopping; once it had stopped, the command was made again:\n`);
+      // (stopping again, a second supervisor: its refusal stands)
+      throw again instanceof StopWaitedOut ? again.refusal : again;
+    }
   }
 }
 
