@@ -50,7 +50,7 @@ describe("a session argument and --session", () => {
       ["session", "report", first],
     ].map((line) => [...line, "--session", second.slice(0, 8)]);
     for (const got of await run(lines)) {
-      expect(got.status, got.args).toBe(2);
+      expect(got.status, `${got.args}: ${got.stderr}`).toBe(2);
       expect(got.stdout, got.args).toBe("");
       expect(got.stderr, got.args).toMatch(/^error\[APEX_E_USAGE\]: `apex session [a-z]+` was given two sessions: [0-9a-f-]+ as its ID and [0-9a-f-]+ with --session\.\n/);
       expect(got.stderr, got.args).toContain(second);
@@ -162,7 +162,7 @@ describe("a session argument and --session", () => {
       ["session", "branch", `${f}/latest`, "never-made"],
     ].map((line) => [...line, "--session", s]);
     for (const got of await run(lines)) {
-      expect(got.status, got.args).toBe(2);
+      expect(got.status, `${got.args}: ${got.stderr}`).toBe(2);
       expect(got.stdout, got.args).toBe("");
       expect(got.stderr, got.args).toMatch(new RegExp(`^error\\[APEX_E_USAGE\\]: \`apex [a-z ]+\` was given two sessions: \\S+ \\(its [A-Z]+\\) is a checkpoint of session ${first}, and --session names ${second}\\.\n`));
     }
