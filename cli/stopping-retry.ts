@@ -69,8 +69,8 @@ export async function waitOutStop(client: SessionClient, error: unknown, json: b
   const session = supervisor.name || shortSessionId(supervisor.session_id);
   const refused = error as ApexError;
   const waitMs = stoppingWaitMs(refused);
-  if (!json) process.stderr.write(`note: session ${session} is stopping and its supervisor (pid ${supervisor.pid}) takes no new request: waiting up to ${Math.round(waitMs / 1000)} s for it to exit, then the command acts on the store.\n`);
-  if (!(await waitedForExit(supervisor, waitMs, session, json))) {
+  const note = `note: session ${session} is stopping and its supervisor (pid ${supervisor.pid}) takes no new request: waiting up to ${Math.round(waitMs / 1000)} s for it to exit, then the command acts on the store.\n`;
+  if (!(await waitedForExit(supervisor, waitMs, session, json ? "" : note))) {
     throw new ApexError(refused.code, refused.message, {
       hint: `Its supervisor (pid ${supervisor.pid}) was waited for ${Math.round(waitMs / 1000)} s and has not exited. Once it has (\`apex status\` says so), run the command again: it then acts on the store.`,
       details: { ...refused.details, waited_ms: waitMs, pid: supervisor.pid },
@@ -94,11 +94,12 @@ export class StopWaitedOut extends Error {
 }
 
 /**
- * Waits for the supervisor to exit (true when it has). Ctrl-C meanwhile says what is so: nothing
+ * Waits for the supervisor to exit (true when it has), `note` said on stderr first. Ctrl-C meanwhile says what is so: nothing
  * was done, as the supervisor refused the request. The command's own Ctrl-C handling (a call that
  * waits on hooks says the supervisor got the request and goes on with it) is set aside meanwhile.
  */
-async function waitedForExit(supervisor: SupervisorRuntime, waitMs: number, session: string, json: boolean): Promise<boolean> {
+async function waitedForExit(supervisor: SupervisorRuntime, waitMs: number, session: string, note: string): Promise<boolean> {
+  const json = note === "";
   const { waitForExit } = await import("./session/exit-wait.js");
   const { reportError } = await import("./output.js");
   const others = process.rawListeners("SIGINT");
@@ -111,6 +112,8 @@ async function waitedForExit(supervisor: SupervisorRuntime, waitMs: number, sess
   };
   process.removeAllListeners("SIGINT");
   process.on("SIGINT", interrupted);
+  // Said once this Ctrl-C is in place: one sent on seeing it is this wait's.
+  if (note) process.stderr.write(note);
   try {
     return await waitForExit(supervisor, waitMs);
   } finally {

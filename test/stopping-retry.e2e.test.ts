@@ -17,7 +17,8 @@ import { slowHooksProject } from "./support/slow-hooks.js";
 describe("a CLI write refused by a supervisor that is stopping", () => {
   it("waits for it to exit, then is made on the store (or through the supervisor started meanwhile); a read during the drain reads the store", async () => {
     const project = slowHooksProject({ coder: "sleep 1000" });
-    const ready = project.start();
+    // A drain that lasts until the held milestone is let go, however slow the machine (5 s by default).
+    const ready = project.start([], { APEX_SHUTDOWN_GRACE_MS: "60000" });
     // The runtime files as a command reads them while the session runs.
     const runDir = join(project.storeDir, "run");
     const files = [join(project.storeDir, "supervisor.json"), ...readdirSync(runDir).filter((name) => name.endsWith(".json")).map((name) => join(runDir, name))];
@@ -32,8 +33,8 @@ describe("a CLI write refused by a supervisor that is stopping", () => {
 
     const set = project.apexAsync(["memory", "set", "/x", "1"]);
     const add = project.apexAsync(["task", "add", "after the stop"]);
-    // Up to what is left of the drain (5 s) and 10 s more.
-    const waiting = (run: { errors(): string }) => new RegExp(`is stopping and its supervisor \\(pid ${ready.supervisor_pid}\\) takes no new request: waiting up to 1[0-5] s for it to exit`).test(run.errors());
+    // Up to what is left of the drain and 10 s more.
+    const waiting = (run: { errors(): string }) => new RegExp(`is stopping and its supervisor \\(pid ${ready.supervisor_pid}\\) takes no new request: waiting up to \\d+ s for it to exit`).test(run.errors());
     await waitFor("the memory write to wait for the supervisor", () => waiting(set));
     await waitFor("the task command to wait for the supervisor", () => waiting(add));
     // One that found its socket gone (the supervisor closed it, not yet exited): nothing was sent, and it waits too.
@@ -62,7 +63,7 @@ describe("a CLI write refused by a supervisor that is stopping", () => {
     expect(written.status, written.stderr).toBe(0);
     expect(project.alive(ready.supervisor_pid)).toBe(false);
     expect(written.stdout).toMatch(/^set \/x \(revision \d+\)\n$/);
-    expect(written.stderr).toMatch(/^note: session \S+ is stopping and its supervisor \(pid \d+\) takes no new request: waiting up to 1[0-5] s for it to exit, then the command acts on the store\.\nnote: session \S+ was stopping; written to the store once it had stopped\.\n$/);
+    expect(written.stderr).toMatch(/^note: session \S+ is stopping and its supervisor \(pid \d+\) takes no new request: waiting up to \d+ s for it to exit, then the command acts on the store\.\nnote: session \S+ was stopping; written to the store once it had stopped\.\n$/);
     expect(project.apex(["memory", "show", "/x"]).stdout).toBe("1\n");
     const second = await unsent.done;
     expect(second.status, second.stderr).toBe(0);
@@ -84,7 +85,8 @@ describe("a CLI write refused by a supervisor that is stopping", () => {
 describe("a checkpoint command refused by a supervisor that is stopping", () => {
   it("waits for it to exit, then is made on the store: a pin is made there; a create finds the session stopped, and says so", async () => {
     const project = slowHooksProject({ coder: "sleep 1000" }, ["checkpoint"]);
-    const ready = project.start();
+    // A drain that lasts until the held milestone is let go, however slow the machine (5 s by default).
+    const ready = project.start([], { APEX_SHUTDOWN_GRACE_MS: "60000" });
     expect(project.apex(["checkpoint", "create", "-m", "before"]).status).toBe(0);
     const runDir = join(project.storeDir, "run");
     const files = [join(project.storeDir, "supervisor.json"), ...readdirSync(runDir).filter((name) => name.endsWith(".json")).map((name) => join(runDir, name))];
