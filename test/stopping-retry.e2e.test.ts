@@ -11,25 +11,33 @@
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { waitFor } from "./fixtures/agents/harness.js";
+import { type Project, waitFor } from "./fixtures/agents/harness.js";
 import { slowHooksProject } from "./support/slow-hooks.js";
+
+/**
+ * `project` started, `before` run, then its supervisor draining (a milestone held in its hook, an
+ * `apex stop` under way) with its runtime files written back as a command read them before.
+ */
+async function drainingWithRuntime(project: Project, before?: (project: Project) => void) {
+  // A drain that lasts until the held milestone is let go, however slow the machine (5 s by default).
+  const ready = project.start([], { APEX_SHUTDOWN_GRACE_MS: "60000" });
+  before?.(project);
+  // The runtime files as a command reads them while the session runs.
+  const runDir = join(project.storeDir, "run");
+  const files = [join(project.storeDir, "supervisor.json"), ...readdirSync(runDir).filter((name) => name.endsWith(".json")).map((name) => join(runDir, name))];
+  const runtime = new Map(files.map((file) => [file, readFileSync(file, "utf8")]));
+  writeFileSync(join(project.dir, "afterMilestone"), "wait release");
+  const milestone = project.apexAsync(["milestone", "Shipped", "--json"]);
+  await waitFor("the afterMilestone hook to begin", () => existsSync(join(project.dir, "afterMilestone.began")));
+  const stop = project.apexAsync(["stop", "--json"]);
+  await waitFor("the supervisor to be draining", () => !existsSync(join(runDir, `${ready.session_id}.json`)));
+  for (const [file, text] of runtime) writeFileSync(file, text);
+  return { project, ready, runtime, milestone, stop };
+}
 
 describe("a CLI write refused by a supervisor that is stopping", () => {
   it("waits for it to exit, then is made on the store (or through the supervisor started meanwhile); a read during the drain reads the store", async () => {
-    const project = slowHooksProject({ coder: "sleep 1000" });
-    // A drain that lasts until the held milestone is let go, however slow the machine (5 s by default).
-    const ready = project.start([], { APEX_SHUTDOWN_GRACE_MS: "60000" });
-    // The runtime files as a command reads them while the session runs.
-    const runDir = join(project.storeDir, "run");
-    const files = [join(project.storeDir, "supervisor.json"), ...readdirSync(runDir).filter((name) => name.endsWith(".json")).map((name) => join(runDir, name))];
-    const runtime = new Map(files.map((file) => [file, readFileSync(file, "utf8")]));
-
-    writeFileSync(join(project.dir, "afterMilestone"), "wait release");
-    const milestone = project.apexAsync(["milestone", "Shipped", "--json"]);
-    await waitFor("the afterMilestone hook to begin", () => existsSync(join(project.dir, "afterMilestone.began")));
-    const stop = project.apexAsync(["stop", "--json"]);
-    await waitFor("the supervisor to be draining", () => !existsSync(join(runDir, `${ready.session_id}.json`)));
-    for (const [file, text] of runtime) writeFileSync(file, text);
+    const { project, ready, runtime, milestone, stop } = await drainingWithRuntime(slowHooksProject({ coder: "sleep 1000" }));
 
     const set = project.apexAsync(["memory", "set", "/x", "1"]);
     const add = project.apexAsync(["task", "add", "after the stop"]);
@@ -84,20 +92,9 @@ describe("a CLI write refused by a supervisor that is stopping", () => {
 
 describe("a checkpoint command refused by a supervisor that is stopping", () => {
   it("waits for it to exit, then is made on the store: a pin is made there; a create finds the session stopped, and says so", async () => {
-    const project = slowHooksProject({ coder: "sleep 1000" }, ["checkpoint"]);
-    // A drain that lasts until the held milestone is let go, however slow the machine (5 s by default).
-    const ready = project.start([], { APEX_SHUTDOWN_GRACE_MS: "60000" });
-    expect(project.apex(["checkpoint", "create", "-m", "before"]).status).toBe(0);
-    const runDir = join(project.storeDir, "run");
-    const files = [join(project.storeDir, "supervisor.json"), ...readdirSync(runDir).filter((name) => name.endsWith(".json")).map((name) => join(runDir, name))];
-    const runtime = new Map(files.map((file) => [file, readFileSync(file, "utf8")]));
-
-    writeFileSync(join(project.dir, "afterMilestone"), "wait release");
-    const milestone = project.apexAsync(["milestone", "Shipped", "--json"]);
-    await waitFor("the afterMilestone hook to begin", () => existsSync(join(project.dir, "afterMilestone.began")));
-    const stop = project.apexAsync(["stop", "--json"]);
-    await waitFor("the supervisor to be draining", () => !existsSync(join(runDir, `${ready.session_id}.json`)));
-    for (const [file, text] of runtime) writeFileSync(file, text);
+    const { project, ready, milestone, stop } = await drainingWithRuntime(slowHooksProject({ coder: "sleep 1000" }, ["checkpoint"]), (started) => {
+      expect(started.apex(["checkpoint", "create", "-m", "before"]).status).toBe(0);
+    });
 
     // (it was refused, exit 4: "the session is stopping")
     const pin = project.apexAsync(["checkpoint", "pin", "checkpoint-002", "--session", ready.session_id]);
