@@ -84,12 +84,13 @@ export async function waitOutStop(client: SessionClient, error: unknown, json: b
  * supervisor when one runs, else the store in the command's process), refused by a supervisor as
  * it stopped and waited out (waitOutStop): the command makes it again, once, where it goes then.
  */
-export class StopWaitedOut extends Error {
+export class StopWaitedOut extends ApexError {
   constructor(
     readonly session: string,
-    readonly refusal: unknown,
+    readonly refusal: ApexError,
   ) {
-    super(`session ${session} was stopping: the write is to be made again`);
+    // The refusal itself to anyone who does not make the write again (exit 4, as it was).
+    super(refusal.code, refusal.message, { ...(refusal.hint ? { hint: refusal.hint } : {}), ...(refusal.details ? { details: refusal.details } : {}), cause: refusal });
   }
 }
 

@@ -99,9 +99,11 @@ describe("a checkpoint command refused by a supervisor that is stopping", () => 
     // (it was refused, exit 4: "the session is stopping")
     const pin = project.apexAsync(["checkpoint", "pin", "checkpoint-002", "--session", ready.session_id]);
     const create = project.apexAsync(["checkpoint", "create", "-m", "during the stop"]);
+    const branch = project.apexAsync(["session", "branch", `${ready.session_id}/checkpoint-002`, "exp"]);
     const waiting = (run: { errors(): string }) => run.errors().includes(`(pid ${ready.supervisor_pid}) takes no new request: waiting up to`);
     await waitFor("the pin to wait for the supervisor", () => waiting(pin));
     await waitFor("the checkpoint create to wait for the supervisor", () => waiting(create));
+    await waitFor("the branch to wait for the supervisor", () => waiting(branch));
     writeFileSync(join(project.dir, "release"), "");
     expect((await milestone.done).status).toBe(0);
     expect((await stop.done).status).toBe(0);
@@ -111,6 +113,11 @@ describe("a checkpoint command refused by a supervisor that is stopping", () => 
     expect(pinned.stderr).toMatch(/note: session \S+ was stopping; the command was made once it had stopped\.\n$/);
     const items = (JSON.parse(project.apex(["checkpoint", "list", "--session", ready.session_id, "--json"]).stdout) as { items: Array<{ name: string; pinned: boolean }> }).items;
     expect(items.find((item) => item.name === "checkpoint-002")?.pinned).toBe(true);
+    // A branch (session branch and merge go by their own path): made on the store, once.
+    const branched = await branch.done;
+    expect(branched.status, branched.stderr).toBe(0);
+    expect(branched.stderr).toMatch(/note: session \S+ was stopping; the command was made once it had stopped\.\n$/);
+    expect((JSON.parse(project.apex(["session", "list", "--json"]).stdout) as Array<{ name?: string }>).filter((session) => session.name === "exp")).toHaveLength(1);
     // The session has stopped (its last checkpoint taken as it did): no checkpoint of it is made now, as after any stop.
     const created = await create.done;
     expect(created.status).toBe(3);

@@ -28,7 +28,7 @@ import { isRecord, type CheckpointManifest } from "./manifest.js";
 import { LANGGRAPH_TRIGGER } from "./langgraph-index.js";
 import type { Store } from "../../core/store/store.js";
 import { describeConflict, langGraphUnit } from "./merge.js";
-import { callWriter, noStore, withReadStore, writerClient } from "./plugin-cli.js";
+import { againAfterStop, callWriter, noStore, withReadStore, writerClient } from "./plugin-cli.js";
 import { resolveSessionRef } from "./plugin-sessions.js";
 import type { SessionMergeReport } from "./session-merge.js";
 import { drawTree, type SessionTree } from "./tree.js";
@@ -41,23 +41,22 @@ import { BEFORE_GIT_FIRED_ENV } from "../git/git.js";
  * once more where the writer is then (the store): for a merge, which is all or nothing and takes
  * nothing twice, that finishes it or finds it done, instead of "whether it was done is not known".
  */
-async function callWrite(location: ProjectLocation, method: string, params: Record<string, unknown>, sessionId?: string, again?: (pid: number) => void, stopped = false): Promise<unknown> {
+async function callWrite(location: ProjectLocation, method: string, params: Record<string, unknown>, sessionId?: string, again?: (pid: number) => void): Promise<unknown> {
+  // Refused by a supervisor as it stopped and waited out (callWriter): made again where the writer is now.
+  return againAfterStop(() => callWriteOnce(location, method, params, sessionId, again), process.argv.includes("--json"));
+}
+
+async function callWriteOnce(location: ProjectLocation, method: string, params: Record<string, unknown>, sessionId?: string, again?: (pid: number) => void): Promise<unknown> {
   const writer = await writerClient(location, sessionId);
   if (writer) {
     try {
       return await callWriter(writer, method, params);
     } catch (error) {
-      // Refused by a supervisor as it stopped and waited out (callWriter): made again where the writer is now.
+      // (one callWriter waited out as it stopped is callWrite's to make again, not the ended writer's)
       const { StopWaitedOut } = await import("../../cli/stopping-retry.js");
-      if (error instanceof StopWaitedOut) {
-        if (stopped) throw error.refusal; // (once: a second supervisor stopping as well leaves its refusal)
-        const result = await callWrite(location, method, params, sessionId, again, true);
-        if (!process.argv.includes("--json")) process.stderr.write(`note: session ${error.session} was stopping; the command was made once it had stopped.\n`);
-        return result;
-      }
-      if (!again || !(await writerEnded(writer, error))) throw error;
+      if (error instanceof StopWaitedOut || !again || !(await writerEnded(writer, error))) throw error;
       again(writer.supervisor!.pid);
-      return callWrite(location, method, params, sessionId);
+      return callWriteOnce(location, method, params, sessionId);
     }
   }
   if (!(await storeExists(location))) throw noStore();

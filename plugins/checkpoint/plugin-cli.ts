@@ -148,7 +148,7 @@ export async function callWriter(writer: SessionClient, method: string, params: 
     // Refused by a supervisor as it stopped, nothing done: once it has exited, the command makes the write again (againAfterStop).
     const { StopWaitedOut, waitOutStop } = await import("../../cli/stopping-retry.js");
     const session = await waitOutStop(writer, error, json);
-    if (session) throw new StopWaitedOut(session, error);
+    if (session) throw new StopWaitedOut(session, error as ApexError);
     throw error;
   }
 }
