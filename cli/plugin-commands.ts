@@ -204,9 +204,12 @@ function toCommander(
 
 /**
  * Runs a plugin command where the store's one writer is: forwarded to the live supervisor
- * (which runs it with its own engine and store and sends the output back), or here.
+ * (which runs it with its own engine and store and sends the output back), or here. A supervisor
+ * that refused it as it stopped (nothing of it run) is waited for, and the command run once more
+ * where it goes then (here, or a supervisor `start --continue` started meanwhile), as other writes
+ * are (stopping-retry.ts). `again`: that second run.
  */
-async function runAtWriter(engine: Engine, name: string, input: CommandInput, context: CommandContext, location: StoreLocation): Promise<number> {
+async function runAtWriter(engine: Engine, name: string, input: CommandInput, context: CommandContext, location: StoreLocation, again = false): Promise<number> {
   const { liveSessionClient } = await import("../core/session/client.js");
   // With a remote session the command runs here, and its own calls go to the remote server; so
   // does one whose store is not the supervisor's (APEX_STORE_URL naming another).
@@ -236,6 +239,7 @@ async function runAtWriter(engine: Engine, name: string, input: CommandInput, co
     process.exit(reportError(error, input.options.json === true));
   };
   process.once("SIGINT", interrupted);
+  let failed: unknown;
   try {
     const reply = (await supervisor.call("plugin.command", params, idleMs, (event) => {
       const { output } = event as { output?: unknown };
@@ -243,8 +247,22 @@ async function runAtWriter(engine: Engine, name: string, input: CommandInput, co
     })) as { output: string; exitCode: number };
     if (reply.output) process.stdout.write(reply.output);
     return reply.exitCode;
+  } catch (error) {
+    failed = error;
   } finally {
     process.off("SIGINT", interrupted);
+  }
+  const json = input.options.json === true;
+  // (a second supervisor stopping as well: its refusal stands)
+  const session = again ? undefined : await (await import("./stopping-retry.js")).waitOutStop(supervisor, failed, json);
+  if (!session) throw failed;
+  try {
+    const code = await runAtWriter(engine, name, input, context, location, true);
+    if (!json) process.stderr.write(`note: session ${session} was stopping; the command was run once it had stopped.\n`);
+    return code;
+  } catch (error) {
+    if (!json) process.stderr.write(`note: session ${session} was stopping; once it had stopped, the command was run again:\n`);
+    throw error;
   }
 }
 

@@ -91,8 +91,8 @@ describe("a CLI write refused by a supervisor that is stopping", () => {
 });
 
 describe("a checkpoint command refused by a supervisor that is stopping", () => {
-  it("waits for it to exit, then is made on the store: a pin is made there; a create finds the session stopped, and says so", async () => {
-    const { project, ready, milestone, stop } = await drainingWithRuntime(slowHooksProject({ coder: "sleep 1000" }, ["checkpoint"]), (started) => {
+  it("waits for it to exit, then is made on the store: a pin is made there; a create finds the session stopped, and says so; a plugin's command runs here", async () => {
+    const { project, ready, milestone, stop } = await drainingWithRuntime(slowHooksProject({ coder: "sleep 1000" }, ["checkpoint", "retention"]), (started) => {
       expect(started.apex(["checkpoint", "create", "-m", "before"]).status).toBe(0);
     });
 
@@ -104,6 +104,10 @@ describe("a checkpoint command refused by a supervisor that is stopping", () => 
     await waitFor("the pin to wait for the supervisor", () => waiting(pin));
     await waitFor("the checkpoint create to wait for the supervisor", () => waiting(create));
     await waitFor("the branch to wait for the supervisor", () => waiting(branch));
+    // A plugin's command, forwarded to the supervisor (it was refused, exit 4, as the others).
+    const cleanup = project.apexAsync(["session", "cleanup", "--dry-run", "--json"]);
+    const text = project.apexAsync(["session", "cleanup", "--dry-run"]);
+    await waitFor("the cleanup to wait for the supervisor", () => waiting(text));
     writeFileSync(join(project.dir, "release"), "");
     expect((await milestone.done).status).toBe(0);
     expect((await stop.done).status).toBe(0);
@@ -118,6 +122,16 @@ describe("a checkpoint command refused by a supervisor that is stopping", () => 
     expect(branched.status, branched.stderr).toBe(0);
     expect(branched.stderr).toMatch(/note: session \S+ was stopping; the command was made once it had stopped\.\n$/);
     expect((JSON.parse(project.apex(["session", "list", "--json"]).stdout) as Array<{ name?: string }>).filter((session) => session.name === "exp")).toHaveLength(1);
+    // The cleanup ran here, on the store, once the supervisor had gone: its whole answer (in JSON, with no note).
+    const cleaned = await cleanup.done;
+    expect(cleaned.status, cleaned.stderr).toBe(0);
+    expect(cleaned.stderr).toBe("");
+    const report = JSON.parse(cleaned.stdout) as { dry_run: boolean; sessions: Array<{ session_id: string; checkpoints: unknown[] }> };
+    expect(report.dry_run).toBe(true);
+    expect(report.sessions.find((session) => session.session_id === ready.session_id)?.checkpoints.length).toBeGreaterThan(0);
+    const said = await text.done;
+    expect(said.status, said.stderr).toBe(0);
+    expect(said.stderr).toMatch(/note: session \S+ was stopping; the command was run once it had stopped\.\n$/);
     // The session has stopped (its last checkpoint taken as it did): no checkpoint of it is made now, as after any stop.
     const created = await create.done;
     expect(created.status).toBe(3);
