@@ -3,8 +3,11 @@
 // answer compared; at the end, every thread namespace's latest checkpoint and the whole history
 // read by a new ApexSaver (nothing cached). Three ApexSavers share the project and take turns, so
 // one's cache of a thread is out of date after another wrote it (another process, as it were).
+// The savers write the store themselves (no supervisor), and in two sequences go through a
+// running session's supervisor (each call a request over its socket, JSON both ways).
 // A failure names the seed and the step; one sequence runs alone with `-t "seed N$"`. A longer
-// search: LG_SEEDS=300 LG_SEED_BASE=1000 LG_STEPS=250 (seeds 1001..1300, 250 steps each).
+// search: LG_SEEDS=300 LG_SEED_BASE=1000 LG_STEPS=250 (seeds 1001..1300, 250 steps each, and
+// as many through a supervisor; `-t supervised` for those alone).
 //
 // What legitimately differs is normalised where it is compared (each says why): a tuple's config
 // (normalTuple), the order channels come in (normalTuple), the order of a format < 4
@@ -20,7 +23,9 @@
 import { JsonPlusSerializer, MemorySaver, type Checkpoint, type CheckpointMetadata, type CheckpointTuple, type PendingWrite } from "@langchain/langgraph-checkpoint";
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { afterEach, describe, expect, it } from "vitest";
+import type { SessionClient } from "../core/session/client.js";
 import { ApexSaver } from "../integrations/langgraph/index.js";
+import { Project } from "./fixtures/agents/harness.js";
 import { random } from "./helpers/cli.js";
 import { langGraphProject } from "./helpers/langgraph.js";
 
@@ -32,8 +37,9 @@ afterEach(async () => {
 type Version = string | number;
 type Rng = () => number;
 
-const SEEDS = process.env.LG_SEEDS ? Array.from({ length: Number(process.env.LG_SEEDS) }, (_, i) => i + 1 + Number(process.env.LG_SEED_BASE ?? 0)) : [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
-const STEPS = Number(process.env.LG_STEPS ?? 80);
+const SEEDS = process.env.LG_SEEDS ? Array.from({ length: Number(process.env.LG_SEEDS) }, (_, i) => i + 1 + Number(process.env.LG_SEED_BASE ?? 0)) : [1, 2, 3, 4, 5, 6, 7, 8];
+const STEPS = Number(process.env.LG_STEPS ?? 70);
+const SUPERVISED_SEEDS = process.env.LG_SEEDS ? SEEDS.map((seed) => seed + 100_000) : [101, 102];
 
 // Names that are not path segments as they are: "/", "%" (and one that looks percent-encoded),
 // "~" (the empty name's segment), ".", unicode, quotes and backslashes.
@@ -292,249 +298,267 @@ function metadataOf(rng: Rng, step: number, parentId: string | undefined): Check
 describe("ApexSaver against MemorySaver: seeded random sequences of operations", () => {
   for (const seed of SEEDS) {
     it(`seed ${seed}`, async () => {
-      const rng = random(seed);
       const project = await langGraphProject("apex-langgraph-diff-", "plugins:\n  checkpoint: {}\n");
       cleanups.push(project.cleanup);
-      // Three savers on one project: one splits objects of 4 keys and more key by key, one at the
-      // default, one with a serializer that is a subclass of JsonPlusSerializer (which the saver
-      // runs on every value, where it reads and writes JsonPlusSerializer's JSON itself).
-      const apexes = [new ApexSaver({ project: project.dir, splitKeys: 4 }), new ApexSaver({ project: project.dir }), new ApexSaver({ project: project.dir, splitKeys: 8, serde: new Subclassed() })];
-      cleanups.push(async () => {
-        for (const saver of apexes) await saver.close();
-      });
-      const memory = new MemorySaver();
-      const model = new Model();
-      let step = 0;
-      const where = (what: string) => `seed ${seed}, step ${step}: ${what}`;
-
-      /** Runs `run` on MemorySaver and one of the ApexSavers; `excused`: ApexSaver's failure where MemorySaver did not fail is a difference of the contract's (see where it is given). */
-      const compare = async (what: string, run: (saver: ApexSaver | MemorySaver) => Promise<unknown>, normal: (result: any) => unknown, excused?: (error: string) => boolean) => {
-        const saver = pick(rng, apexes);
-        const expected = await outcome(() => run(memory));
-        const actual = await outcome(() => run(saver));
-        if (!actual.ok && expected.ok && excused?.(actual.error)) return false;
-        expect(actual.ok, where(`${what}: ${actual.ok ? "ApexSaver did not fail" : `ApexSaver failed: ${actual.error}`}, MemorySaver ${expected.ok ? "did not" : `failed: ${expected.ok || expected.error}`}`)).toBe(expected.ok);
-        if (actual.ok && expected.ok) expect(normal(actual.value), where(what)).toStrictEqual(normal(expected.value));
-        return actual.ok;
-      };
-
-      /** A put's arguments, from a parent the model holds (or none), and what records it once done. */
-      const planPut = (fresh = false) => {
-        const thread = mostly(rng, THREADS);
-        const ns = mostly(rng, NAMESPACES);
-        const history = model.of(thread, ns);
-        // The parent: mostly the latest put, sometimes an older one (a fork), none (a new run), or an id never put.
-        const r = rng();
-        const parent = history.length === 0 || r < 0.1 ? undefined : r < 0.75 ? history[history.length - 1] : pick(rng, history);
-        // (a parent deleted with its thread: a graph run goes on while another process deletes the thread)
-        const gone = model.gone.get(JSON.stringify([thread, ns]));
-        const unknownParent = !parent && r < 0.05 ? (gone && rng() < 0.5 ? gone.id : model.newId(rng)) : undefined;
-        const base = parent ?? (unknownParent !== undefined && unknownParent === gone?.id ? gone : undefined);
-        const values = structuredClone(base?.values ?? {});
-        const versions = { ...(base?.versions ?? {}) };
-        const newVersions: Record<string, Version> = {};
-        for (let n = 1 + int(rng, 3); n > 0; n--) {
-          const channel = pick(rng, CHANNELS);
-          const op = rng();
-          if (op < 0.1 && channel in versions) {
-            delete versions[channel];
-            delete values[channel];
-            continue;
-          }
-          // Above the parent's version even if the channel went and came back in this step: a version names one value.
-          versions[channel] = newVersions[channel] = nextVersion(rng, versions[channel] ?? base?.versions[channel]);
-          if (op < 0.18) delete values[channel]; // a channel with a version and no value (empty)
-          else if (op < 0.25 && channel in values) continue; // a new version, the same value
-          else values[channel] = channelValue(rng, values[channel]);
-        }
-        // Without a parent, every channel is new (the versions LangGraph passes are against the parent's).
-        if (!base) Object.assign(newVersions, versions);
-        // Now and then an id already stored, put again: the put replaces it (MemorySaver's, SqliteSaver's).
-        const reuse = !fresh && rng() < 0.05 && history.length > 0 ? pick(rng, history).id : undefined;
-        const upcoming = fresh ? -1 : model.upcoming.findIndex((item) => item.thread === thread && item.ns === ns);
-        const id = reuse ?? (upcoming >= 0 && rng() < 0.7 ? model.upcoming.splice(upcoming, 1)[0]!.id : model.newId(rng, fresh));
-        const checkpoint: Checkpoint = {
-          v: rng() < 0.05 ? 1 : 4,
-          id,
-          ts: `2026-01-01T00:00:${String(step % 60).padStart(2, "0")}.000Z`,
-          channel_values: values,
-          channel_versions: versions,
-          versions_seen: rng() < 0.5 ? {} : { node: { [pick(rng, CHANNELS)]: pick(rng, [1, "00000000000000000000000000000001.0.5"]) }, "__input__": {} },
-        };
-        const parentId = parent?.id ?? unknownParent;
-        const config: RunnableConfig = { configurable: { thread_id: thread, ...(ns !== "" || rng() < 0.7 ? { checkpoint_ns: ns } : {}), ...(parentId ? { checkpoint_id: parentId } : {}) } };
-        const metadata = metadataOf(rng, step, parentId);
-        const record = () => {
-          const stored = { id, values: structuredClone(values), versions: { ...versions } };
-          model.written(thread, id);
-          if (reuse) history.splice(history.findIndex((item) => item.id === reuse), 1, stored);
-          else history.push(stored);
-        };
-        return { thread, ns, id, parentId, config, checkpoint, metadata, newVersions, record };
-      };
-
-      const put = async () => {
-        const { thread, ns, id, parentId, config, checkpoint, metadata, newVersions, record } = planPut();
-        await compare(`put ${JSON.stringify([thread, ns, id])} after ${parentId}`, (saver) => saver.put(config, checkpoint, metadata, newVersions), (result) => result);
-        record();
-      };
-
-      /**
-       * A put and the writes of the checkpoint's tasks at once, as a graph run makes them (its
-       * tasks start from a checkpoint whose put is still under way): on MemorySaver one after
-       * the other, on the ApexSavers together; then the checkpoint read by both.
-       */
-      const burst = async () => {
-        // (a new id above every other, as LangGraph's are: see `refused` in putWrites)
-        const { thread, ns, id, config, checkpoint, metadata, newVersions, record } = planPut(true);
-        const tasks = TASKS.filter(() => rng() < 0.7);
-        const sent = tasks.map((task) => ({ task, path: pick(rng, TASK_PATHS), writes: writesOf(rng) }));
-        const target = { configurable: { thread_id: thread, checkpoint_ns: ns, checkpoint_id: id } };
-        await memory.put(config, checkpoint, metadata, newVersions);
-        for (const { task, path, writes } of sent) await memory.putWrites(target, writes, task, path);
-        const savers = [pick(rng, apexes), ...sent.map(() => pick(rng, apexes))];
-        await Promise.all([savers[0]!.put(config, checkpoint, metadata, newVersions), ...sent.map(({ task, path, writes }, i) => savers[i + 1]!.putWrites(target, writes, task, path))]);
-        record();
-        for (const task of tasks) model.written(thread, id);
-        await compare(`getTuple after a burst of put and writes ${JSON.stringify([thread, ns, id, tasks])}`, (saver) => saver.getTuple(target), normalTuple);
-      };
-
-      const putWrites = async () => {
-        const all = model.all();
-        let thread = pick(rng, THREADS);
-        let ns = pick(rng, NAMESPACES);
-        let id: string;
-        const r = rng();
-        if (all.length > 0 && r < 0.8) ({ thread, ns, stored: { id } } = pick(rng, all));
-        else if (model.upcoming.length > 0 && r < 0.9) ({ thread, ns, id } = pick(rng, model.upcoming));
-        else {
-          // Writes before their checkpoint (LangGraph does not wait for the put): put later, now and then.
-          id = model.newId(rng);
-          model.upcoming.push({ thread, ns, id });
-        }
-        const task = pick(rng, TASKS);
-        const taskPath = pick(rng, TASK_PATHS);
-        const writes = writesOf(rng);
-        const config = { configurable: { thread_id: thread, checkpoint_ns: ns, checkpoint_id: id } };
-        // ApexSaver refuses writes for a checkpoint not stored whose id is not above the greatest
-        // id deleteThread removed from the thread (its checkpoints' and its writes'); MemorySaver
-        // keeps them, where no read finds them unless a checkpoint of that id is put again.
-        // LangGraph's ids are uuid6, increasing: such a checkpoint was made before the delete,
-        // by a run of the thread deleted, whose writes the delete was to remove (and a later put
-        // of that id would show them). The ids this sequence makes below it are not put after that.
-        const refused = (error: string) => {
-          const deleted = model.deletedMax.get(thread);
-          if (!/was deleted with its checkpoint/.test(error) || deleted === undefined || id > deleted || model.of(thread, ns).some((stored) => stored.id === id)) return false;
-          model.upcoming = model.upcoming.filter((item) => item.id !== id);
-          return true;
-        };
-        const kept = await compare(`putWrites ${JSON.stringify([thread, ns, id, task, taskPath, writes.map((write) => write[0])])}`, (saver) => saver.putWrites(config, writes, task, taskPath), () => null, refused);
-        if (kept) model.written(thread, id);
-      };
-
-      const getTuple = async () => {
-        const all = model.all();
-        const r = rng();
-        let configurable: Record<string, unknown>;
-        if (all.length > 0 && r < 0.5) {
-          const { thread, ns, stored } = pick(rng, all);
-          configurable = { thread_id: thread, checkpoint_ns: ns, checkpoint_id: stored.id };
-        } else if (r < 0.85) configurable = { thread_id: pick(rng, THREADS), checkpoint_ns: pick(rng, NAMESPACES) };
-        else configurable = { thread_id: pick(rng, THREADS), checkpoint_ns: pick(rng, NAMESPACES), checkpoint_id: model.newId(rng) };
-        if (configurable.checkpoint_ns === "" && rng() < 0.3) delete configurable.checkpoint_ns;
-        await compare(`getTuple ${JSON.stringify(configurable)}`, (saver) => saver.getTuple({ configurable }), normalTuple);
-      };
-
-      const list = async () => {
-        const all = model.all();
-        const configurable: Record<string, unknown> = {};
-        if (rng() < 0.8) configurable.thread_id = pick(rng, THREADS);
-        if (rng() < 0.6) configurable.checkpoint_ns = pick(rng, NAMESPACES);
-        if (all.length > 0 && rng() < 0.05) configurable.checkpoint_id = pick(rng, all).stored.id;
-        const options: { limit?: number; before?: RunnableConfig; filter?: Record<string, unknown> } = {};
-        if (rng() < 0.4) options.limit = int(rng, 6);
-        if (rng() < 0.3) options.before = { configurable: { checkpoint_id: all.length > 0 && rng() < 0.7 ? pick(rng, all).stored.id : model.newId(rng) } };
-        if (rng() < 0.4) {
-          const filter: Record<string, unknown> = {};
-          const f = rng();
-          if (f < 0.3) filter.source = pick(rng, SOURCES);
-          else if (f < 0.5) filter.tag = pick(rng, TAGS);
-          else if (f < 0.65) filter.step = rng() < 0.8 ? int(rng, step + 1) : String(int(rng, step + 1));
-          else if (f < 0.75) filter.maybe = undefined;
-          else if (f < 0.85) filter.writes = null;
-          else filter.absent = "never";
-          if (rng() < 0.3) filter.source = pick(rng, SOURCES);
-          options.filter = filter;
-        }
-        const across = configurable.thread_id === undefined || configurable.checkpoint_ns === undefined;
-        await compare(
-          `list ${JSON.stringify(configurable)} ${JSON.stringify(options)}`,
-          async (saver) => {
-            // Across thread namespaces (thread_id or checkpoint_ns not given), in which order
-            // the namespaces come is not the contract's: MemorySaver goes thread by thread in the
-            // order they were first put, namespace by namespace likewise, each newest first;
-            // SqliteSaver sorts every checkpoint by id alone. What both keep: each namespace's
-            // checkpoints come newest first. So with a limit, which namespaces fill it differs:
-            // listed without the limit and compared by the namespaces' order, then the limited
-            // list checked against that (its length, and each namespace's part a prefix of its own).
-            if (!across) return collect(saver.list({ configurable }, options));
-            const { limit, ...unlimited } = options;
-            const full = await collect(saver.list({ configurable }, unlimited));
-            const limited = limit === undefined ? full : await collect(saver.list({ configurable }, options));
-            return { full, limited, limit };
-          },
-          (result) => {
-            if (!across) return (result as CheckpointTuple[]).map(normalTuple);
-            const { full, limited, limit } = result as { full: CheckpointTuple[]; limited: CheckpointTuple[]; limit: number | undefined };
-            const groupOf = (tuple: CheckpointTuple) => JSON.stringify([tuple.config.configurable?.thread_id, tuple.config.configurable?.checkpoint_ns]);
-            const groups = new Map<string, unknown[]>();
-            for (const tuple of full) {
-              const group = groups.get(groupOf(tuple)) ?? [];
-              group.push(normalTuple(tuple));
-              groups.set(groupOf(tuple), group);
-            }
-            const taken = new Map<string, unknown[]>();
-            for (const tuple of limited) taken.set(groupOf(tuple), [...(taken.get(groupOf(tuple)) ?? []), normalTuple(tuple)]);
-            const prefixes = [...taken].every(([group, items]) => {
-              const all = groups.get(group) ?? [];
-              return items.every((item, i) => JSON.stringify(item) === JSON.stringify(all[i]));
-            });
-            return {
-              groups: [...groups].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
-              limitedCount: limited.length === Math.min(limit ?? Infinity, full.length),
-              prefixes,
-            };
-          },
-        );
-      };
-
-      const deleteThread = async () => {
-        const thread = pick(rng, THREADS);
-        await compare(`deleteThread ${JSON.stringify(thread)}`, (saver) => saver.deleteThread(thread), () => null);
-        model.deleteThread(thread);
-      };
-
-      for (; step < STEPS; step++) {
-        const r = rng();
-        if (r < 0.35) await put();
-        else if (r < 0.4) await burst();
-        else if (r < 0.6) await putWrites();
-        else if (r < 0.78) await getTuple();
-        else if (r < 0.95) await list();
-        else await deleteThread();
-      }
-      // Every thread namespace's latest checkpoint and the whole history, read by a saver with nothing cached.
-      const fresh = new ApexSaver({ project: project.dir });
-      apexes.push(fresh);
-      const everything = async (saver: ApexSaver | MemorySaver) => {
-        const read = new Map<string, unknown>();
-        for (const thread of THREADS) for (const ns of NAMESPACES) read.set(`latest of ${JSON.stringify([thread, ns])}`, normalTuple(await saver.getTuple({ configurable: { thread_id: thread, checkpoint_ns: ns } })));
-        for (const tuple of await collect(saver.list({ configurable: {} }))) read.set(`listed ${JSON.stringify(tuple.config.configurable)}`, normalTuple(tuple));
-        return read;
-      };
-      const [actual, expected] = [await everything(fresh), await everything(memory)];
-      expect([...actual.keys()].sort(), where("everything, read by a new saver")).toStrictEqual([...expected.keys()].sort());
-      for (const [label, tuple] of expected) expect(actual.get(label), where(`${label}, read by a new saver`)).toStrictEqual(tuple);
+      await sequence(seed, project.dir, STEPS, "store");
     });
   }
 });
+
+describe("ApexSaver against MemorySaver through a supervisor (each call a request over its socket)", () => {
+  for (const seed of SUPERVISED_SEEDS) {
+    it(`supervised seed ${seed}`, async () => {
+      const project = new Project("plugins:\n  checkpoint: {}\n", "apex-langgraph-diff-");
+      project.start(["--task", "differential"]);
+      await sequence(seed, project.dir, STEPS, "socket");
+      expect(project.apex(["stop"]).status).toBe(0);
+    });
+  }
+});
+
+/** One sequence of `steps` operations from `seed`, on savers of the project at `dir`, which reach its session `via` the store or a supervisor's socket. */
+async function sequence(seed: number, dir: string, steps: number, via: SessionClient["via"]): Promise<void> {
+  const rng = random(seed);
+  // Three savers on one project: one splits objects of 4 keys and more key by key, one at the
+  // default, one with a serializer that is a subclass of JsonPlusSerializer (which the saver
+  // runs on every value, where it reads and writes JsonPlusSerializer's JSON itself).
+  const apexes = [new ApexSaver({ project: dir, splitKeys: 4 }), new ApexSaver({ project: dir }), new ApexSaver({ project: dir, splitKeys: 8, serde: new Subclassed() })];
+  cleanups.push(async () => {
+    for (const saver of apexes) await saver.close();
+  });
+  expect((await (apexes[0] as unknown as { connected(): Promise<SessionClient> }).connected()).via).toBe(via);
+  const memory = new MemorySaver();
+  const model = new Model();
+  let step = 0;
+  const where = (what: string) => `seed ${seed}, step ${step}: ${what}`;
+
+  /** Runs `run` on MemorySaver and one of the ApexSavers; `excused`: ApexSaver's failure where MemorySaver did not fail is a difference of the contract's (see where it is given). */
+  const compare = async (what: string, run: (saver: ApexSaver | MemorySaver) => Promise<unknown>, normal: (result: any) => unknown, excused?: (error: string) => boolean) => {
+    const saver = pick(rng, apexes);
+    const expected = await outcome(() => run(memory));
+    const actual = await outcome(() => run(saver));
+    if (!actual.ok && expected.ok && excused?.(actual.error)) return false;
+    expect(actual.ok, where(`${what}: ${actual.ok ? "ApexSaver did not fail" : `ApexSaver failed: ${actual.error}`}, MemorySaver ${expected.ok ? "did not" : `failed: ${expected.ok || expected.error}`}`)).toBe(expected.ok);
+    if (actual.ok && expected.ok) expect(normal(actual.value), where(what)).toStrictEqual(normal(expected.value));
+    return actual.ok;
+  };
+
+  /** A put's arguments, from a parent the model holds (or none), and what records it once done. */
+  const planPut = (fresh = false) => {
+    const thread = mostly(rng, THREADS);
+    const ns = mostly(rng, NAMESPACES);
+    const history = model.of(thread, ns);
+    // The parent: mostly the latest put, sometimes an older one (a fork), none (a new run), or an id never put.
+    const r = rng();
+    const parent = history.length === 0 || r < 0.1 ? undefined : r < 0.75 ? history[history.length - 1] : pick(rng, history);
+    // (a parent deleted with its thread: a graph run goes on while another process deletes the thread)
+    const gone = model.gone.get(JSON.stringify([thread, ns]));
+    const unknownParent = !parent && r < 0.05 ? (gone && rng() < 0.5 ? gone.id : model.newId(rng)) : undefined;
+    const base = parent ?? (unknownParent !== undefined && unknownParent === gone?.id ? gone : undefined);
+    const values = structuredClone(base?.values ?? {});
+    const versions = { ...(base?.versions ?? {}) };
+    const newVersions: Record<string, Version> = {};
+    for (let n = 1 + int(rng, 3); n > 0; n--) {
+      const channel = pick(rng, CHANNELS);
+      const op = rng();
+      if (op < 0.1 && channel in versions) {
+        delete versions[channel];
+        delete values[channel];
+        continue;
+      }
+      // Above the parent's version even if the channel went and came back in this step: a version names one value.
+      versions[channel] = newVersions[channel] = nextVersion(rng, versions[channel] ?? base?.versions[channel]);
+      if (op < 0.18) delete values[channel]; // a channel with a version and no value (empty)
+      else if (op < 0.25 && channel in values) continue; // a new version, the same value
+      else values[channel] = channelValue(rng, values[channel]);
+    }
+    // Without a parent, every channel is new (the versions LangGraph passes are against the parent's).
+    if (!base) Object.assign(newVersions, versions);
+    // Now and then an id already stored, put again: the put replaces it (MemorySaver's, SqliteSaver's).
+    const reuse = !fresh && rng() < 0.05 && history.length > 0 ? pick(rng, history).id : undefined;
+    const upcoming = fresh ? -1 : model.upcoming.findIndex((item) => item.thread === thread && item.ns === ns);
+    const id = reuse ?? (upcoming >= 0 && rng() < 0.7 ? model.upcoming.splice(upcoming, 1)[0]!.id : model.newId(rng, fresh));
+    const checkpoint: Checkpoint = {
+      v: rng() < 0.05 ? 1 : 4,
+      id,
+      ts: `2026-01-01T00:00:${String(step % 60).padStart(2, "0")}.000Z`,
+      channel_values: values,
+      channel_versions: versions,
+      versions_seen: rng() < 0.5 ? {} : { node: { [pick(rng, CHANNELS)]: pick(rng, [1, "00000000000000000000000000000001.0.5"]) }, "__input__": {} },
+    };
+    const parentId = parent?.id ?? unknownParent;
+    const config: RunnableConfig = { configurable: { thread_id: thread, ...(ns !== "" || rng() < 0.7 ? { checkpoint_ns: ns } : {}), ...(parentId ? { checkpoint_id: parentId } : {}) } };
+    const metadata = metadataOf(rng, step, parentId);
+    const record = () => {
+      const stored = { id, values: structuredClone(values), versions: { ...versions } };
+      model.written(thread, id);
+      if (reuse) history.splice(history.findIndex((item) => item.id === reuse), 1, stored);
+      else history.push(stored);
+    };
+    return { thread, ns, id, parentId, config, checkpoint, metadata, newVersions, record };
+  };
+
+  const put = async () => {
+    const { thread, ns, id, parentId, config, checkpoint, metadata, newVersions, record } = planPut();
+    await compare(`put ${JSON.stringify([thread, ns, id])} after ${parentId}`, (saver) => saver.put(config, checkpoint, metadata, newVersions), (result) => result);
+    record();
+  };
+
+  /**
+   * A put and the writes of the checkpoint's tasks at once, as a graph run makes them (its
+   * tasks start from a checkpoint whose put is still under way): on MemorySaver one after
+   * the other, on the ApexSavers together; then the checkpoint read by both.
+   */
+  const burst = async () => {
+    // (a new id above every other, as LangGraph's are: see `refused` in putWrites)
+    const { thread, ns, id, config, checkpoint, metadata, newVersions, record } = planPut(true);
+    const tasks = TASKS.filter(() => rng() < 0.7);
+    const sent = tasks.map((task) => ({ task, path: pick(rng, TASK_PATHS), writes: writesOf(rng) }));
+    const target = { configurable: { thread_id: thread, checkpoint_ns: ns, checkpoint_id: id } };
+    await memory.put(config, checkpoint, metadata, newVersions);
+    for (const { task, path, writes } of sent) await memory.putWrites(target, writes, task, path);
+    const savers = [pick(rng, apexes), ...sent.map(() => pick(rng, apexes))];
+    await Promise.all([savers[0]!.put(config, checkpoint, metadata, newVersions), ...sent.map(({ task, path, writes }, i) => savers[i + 1]!.putWrites(target, writes, task, path))]);
+    record();
+    for (const task of tasks) model.written(thread, id);
+    await compare(`getTuple after a burst of put and writes ${JSON.stringify([thread, ns, id, tasks])}`, (saver) => saver.getTuple(target), normalTuple);
+  };
+
+  const putWrites = async () => {
+    const all = model.all();
+    let thread = pick(rng, THREADS);
+    let ns = pick(rng, NAMESPACES);
+    let id: string;
+    const r = rng();
+    if (all.length > 0 && r < 0.8) ({ thread, ns, stored: { id } } = pick(rng, all));
+    else if (model.upcoming.length > 0 && r < 0.9) ({ thread, ns, id } = pick(rng, model.upcoming));
+    else {
+      // Writes before their checkpoint (LangGraph does not wait for the put): put later, now and then.
+      id = model.newId(rng);
+      model.upcoming.push({ thread, ns, id });
+    }
+    const task = pick(rng, TASKS);
+    const taskPath = pick(rng, TASK_PATHS);
+    const writes = writesOf(rng);
+    const config = { configurable: { thread_id: thread, checkpoint_ns: ns, checkpoint_id: id } };
+    // ApexSaver refuses writes for a checkpoint not stored whose id is not above the greatest
+    // id deleteThread removed from the thread (its checkpoints' and its writes'); MemorySaver
+    // keeps them, where no read finds them unless a checkpoint of that id is put again.
+    // LangGraph's ids are uuid6, increasing: such a checkpoint was made before the delete,
+    // by a run of the thread deleted, whose writes the delete was to remove (and a later put
+    // of that id would show them). The ids this sequence makes below it are not put after that.
+    const refused = (error: string) => {
+      const deleted = model.deletedMax.get(thread);
+      if (!/was deleted with its checkpoint/.test(error) || deleted === undefined || id > deleted || model.of(thread, ns).some((stored) => stored.id === id)) return false;
+      model.upcoming = model.upcoming.filter((item) => item.id !== id);
+      return true;
+    };
+    const kept = await compare(`putWrites ${JSON.stringify([thread, ns, id, task, taskPath, writes.map((write) => write[0])])}`, (saver) => saver.putWrites(config, writes, task, taskPath), () => null, refused);
+    if (kept) model.written(thread, id);
+  };
+
+  const getTuple = async () => {
+    const all = model.all();
+    const r = rng();
+    let configurable: Record<string, unknown>;
+    if (all.length > 0 && r < 0.5) {
+      const { thread, ns, stored } = pick(rng, all);
+      configurable = { thread_id: thread, checkpoint_ns: ns, checkpoint_id: stored.id };
+    } else if (r < 0.85) configurable = { thread_id: pick(rng, THREADS), checkpoint_ns: pick(rng, NAMESPACES) };
+    else configurable = { thread_id: pick(rng, THREADS), checkpoint_ns: pick(rng, NAMESPACES), checkpoint_id: model.newId(rng) };
+    if (configurable.checkpoint_ns === "" && rng() < 0.3) delete configurable.checkpoint_ns;
+    await compare(`getTuple ${JSON.stringify(configurable)}`, (saver) => saver.getTuple({ configurable }), normalTuple);
+  };
+
+  const list = async () => {
+    const all = model.all();
+    const configurable: Record<string, unknown> = {};
+    if (rng() < 0.8) configurable.thread_id = pick(rng, THREADS);
+    if (rng() < 0.6) configurable.checkpoint_ns = pick(rng, NAMESPACES);
+    if (all.length > 0 && rng() < 0.05) configurable.checkpoint_id = pick(rng, all).stored.id;
+    const options: { limit?: number; before?: RunnableConfig; filter?: Record<string, unknown> } = {};
+    if (rng() < 0.4) options.limit = int(rng, 6);
+    if (rng() < 0.3) options.before = { configurable: { checkpoint_id: all.length > 0 && rng() < 0.7 ? pick(rng, all).stored.id : model.newId(rng) } };
+    if (rng() < 0.4) {
+      const filter: Record<string, unknown> = {};
+      const f = rng();
+      if (f < 0.3) filter.source = pick(rng, SOURCES);
+      else if (f < 0.5) filter.tag = pick(rng, TAGS);
+      else if (f < 0.65) filter.step = rng() < 0.8 ? int(rng, step + 1) : String(int(rng, step + 1));
+      else if (f < 0.75) filter.maybe = undefined;
+      else if (f < 0.85) filter.writes = null;
+      else filter.absent = "never";
+      if (rng() < 0.3) filter.source = pick(rng, SOURCES);
+      options.filter = filter;
+    }
+    const across = configurable.thread_id === undefined || configurable.checkpoint_ns === undefined;
+    await compare(
+      `list ${JSON.stringify(configurable)} ${JSON.stringify(options)}`,
+      async (saver) => {
+        // Across thread namespaces (thread_id or checkpoint_ns not given), in which order
+        // the namespaces come is not the contract's: MemorySaver goes thread by thread in the
+        // order they were first put, namespace by namespace likewise, each newest first;
+        // SqliteSaver sorts every checkpoint by id alone. What both keep: each namespace's
+        // checkpoints come newest first. So with a limit, which namespaces fill it differs:
+        // listed without the limit and compared by the namespaces' order, then the limited
+        // list checked against that (its length, and each namespace's part a prefix of its own).
+        if (!across) return collect(saver.list({ configurable }, options));
+        const { limit, ...unlimited } = options;
+        const full = await collect(saver.list({ configurable }, unlimited));
+        const limited = limit === undefined ? full : await collect(saver.list({ configurable }, options));
+        return { full, limited, limit };
+      },
+      (result) => {
+        if (!across) return (result as CheckpointTuple[]).map(normalTuple);
+        const { full, limited, limit } = result as { full: CheckpointTuple[]; limited: CheckpointTuple[]; limit: number | undefined };
+        const groupOf = (tuple: CheckpointTuple) => JSON.stringify([tuple.config.configurable?.thread_id, tuple.config.configurable?.checkpoint_ns]);
+        const groups = new Map<string, unknown[]>();
+        for (const tuple of full) {
+          const group = groups.get(groupOf(tuple)) ?? [];
+          group.push(normalTuple(tuple));
+          groups.set(groupOf(tuple), group);
+        }
+        const taken = new Map<string, unknown[]>();
+        for (const tuple of limited) taken.set(groupOf(tuple), [...(taken.get(groupOf(tuple)) ?? []), normalTuple(tuple)]);
+        const prefixes = [...taken].every(([group, items]) => {
+          const all = groups.get(group) ?? [];
+          return items.every((item, i) => JSON.stringify(item) === JSON.stringify(all[i]));
+        });
+        return {
+          groups: [...groups].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+          limitedCount: limited.length === Math.min(limit ?? Infinity, full.length),
+          prefixes,
+        };
+      },
+    );
+  };
+
+  const deleteThread = async () => {
+    const thread = pick(rng, THREADS);
+    await compare(`deleteThread ${JSON.stringify(thread)}`, (saver) => saver.deleteThread(thread), () => null);
+    model.deleteThread(thread);
+  };
+
+  for (; step < steps; step++) {
+    const r = rng();
+    if (r < 0.35) await put();
+    else if (r < 0.4) await burst();
+    else if (r < 0.6) await putWrites();
+    else if (r < 0.78) await getTuple();
+    else if (r < 0.95) await list();
+    else await deleteThread();
+  }
+  // Every thread namespace's latest checkpoint and the whole history, read by a saver with nothing cached.
+  const fresh = new ApexSaver({ project: dir });
+  apexes.push(fresh);
+  const everything = async (saver: ApexSaver | MemorySaver) => {
+    const read = new Map<string, unknown>();
+    for (const thread of THREADS) for (const ns of NAMESPACES) read.set(`latest of ${JSON.stringify([thread, ns])}`, normalTuple(await saver.getTuple({ configurable: { thread_id: thread, checkpoint_ns: ns } })));
+    for (const tuple of await collect(saver.list({ configurable: {} }))) read.set(`listed ${JSON.stringify(tuple.config.configurable)}`, normalTuple(tuple));
+    return read;
+  };
+  const [actual, expected] = [await everything(fresh), await everything(memory)];
+  expect([...actual.keys()].sort(), where("everything, read by a new saver")).toStrictEqual([...expected.keys()].sort());
+  for (const [label, tuple] of expected) expect(actual.get(label), where(`${label}, read by a new saver`)).toStrictEqual(tuple);
+  for (const saver of apexes.splice(0)) await saver.close();
+}
