@@ -322,6 +322,31 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     expect(await readStore(dir, (store) => validateStore(store))).toMatchObject({ ok: true, problems: [] });
   });
 
+  it("a checkpoint put again under its id by another saver (as MemorySaver and SqliteSaver replace it): a step from it stores the checkpoint given, not the one this saver's cache had", async () => {
+    const { dir, saver } = await setup();
+    const thread = { configurable: { thread_id: "again", checkpoint_ns: "" } } as Record<string, any>;
+    const again = checkpointOf({ a: "a1" }, { a: 1 });
+    const first = await saver.put(thread, again, { source: "input", step: -1, parents: {} }, { a: 1 });
+    // Another saver puts the same id again with another channel: this saver's cache of that id is out of date.
+    const other = new ApexSaver({ project: dir });
+    cleanups.push(() => other.close());
+    await other.put(thread, { ...again, channel_values: { a: "a1", b: "b1" }, channel_versions: { a: 1, b: 1 } }, { source: "input", step: -1, parents: {} }, { a: 1, b: 1 });
+    // The next step drops "b" (as it is now) and changes "a": sent as a delta against the checkpoint cached, it kept "b".
+    const next = checkpointOf({ a: "a2" }, { a: 2 });
+    const second = await saver.put(first, next, { source: "loop", step: 0, parents: {} }, { a: 2 });
+    const memory = new MemorySaver();
+    await memory.put(thread, again, { source: "input", step: -1, parents: {} }, { a: 1 });
+    await memory.put(thread, { ...again, channel_values: { a: "a1", b: "b1" }, channel_versions: { a: 1, b: 1 } }, { source: "input", step: -1, parents: {} }, { a: 1, b: 1 });
+    await memory.put(first, next, { source: "loop", step: 0, parents: {} }, { a: 2 });
+    for (const reader of [saver, other, memory]) {
+      const tuple = await reader.getTuple(second);
+      expect(tuple!.checkpoint.channel_values).toEqual({ a: "a2" });
+      expect(tuple!.checkpoint.channel_versions).toEqual({ a: 2 });
+    }
+    await Promise.all([saver.close(), other.close()]);
+    expect(await readStore(dir, (store) => validateStore(store))).toMatchObject({ ok: true, problems: [] });
+  });
+
   it("a step whose parent is gone (its thread deleted by another saver, its APEX checkpoint deleted) keeps the channels it did not change: they were stored without their values", async () => {
     const { dir, saver } = await setup();
     const state = Object.fromEntries(Array.from({ length: 70 }, (_, i) => [`k${i}`, i]));

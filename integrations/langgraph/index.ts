@@ -66,6 +66,12 @@ type Version = string | number;
 /** What this saver last wrote, or read, for a thread's namespace: lets the next put send only what changed. */
 interface ThreadCache {
   checkpointId: string;
+  /**
+   * The APEX checkpoint that held `checkpointId` when this saver wrote or read it (absent: a store
+   * or supervisor that did not say). A delta names it: the same id put again since (by another
+   * saver, as MemorySaver and SqliteSaver let a put replace a checkpoint) is another checkpoint.
+   */
+  apexId?: string;
   versions: Map<string, Version>;
   /** The channel names and versions as the last put had them, in its order. */
   order?: { names: string[]; versions: Version[] };
@@ -295,7 +301,7 @@ export class ApexSaver extends BaseCheckpointSaver {
           next.splits.delete(name);
         }
       }
-      const request: PutRequest = { ...base, mode: delta ? "delta" : "full", channels, ...(removed.length > 0 ? { removed } : {}) };
+      const request: PutRequest = { ...base, mode: delta ? "delta" : "full", ...(delta?.apexId !== undefined ? { parent_apex: delta.apexId } : {}), channels, ...(removed.length > 0 ? { removed } : {}) };
       // The supervisor ended with the put sent and not answered (`apex stop`, a crash): stored
       // before it went, the put is done (sent again, it would be a second APEX checkpoint);
       // else it is sent again, whole, the way a new call goes (the store, or the next supervisor).
@@ -305,7 +311,7 @@ export class ApexSaver extends BaseCheckpointSaver {
             resent = true;
             return (await this.stored(ended.session_id, threadId, ns, checkpoint.id)) ? {} : { resend: true };
           };
-      const answer = (await this.call("langgraph.put", request as unknown as Record<string, unknown>, onEnded)) as { stale?: boolean; resend?: boolean };
+      const answer = (await this.call("langgraph.put", request as unknown as Record<string, unknown>, onEnded)) as { stale?: boolean; resend?: boolean; apex?: { id?: unknown } };
       if (answer?.resend) continue;
       if (answer?.stale) {
         // The memory is not what this saver thought: send the whole checkpoint, every value (once).
@@ -317,6 +323,9 @@ export class ApexSaver extends BaseCheckpointSaver {
         });
       }
       next.checkpointId = checkpoint.id;
+      // (a put its supervisor stored before it ended has no answer: the next step's delta names no APEX checkpoint, as before APEX named it)
+      if (typeof answer?.apex?.id === "string") next.apexId = answer.apex.id;
+      else delete next.apexId;
       this.cache.set(key, next);
       return;
     }
@@ -411,7 +420,7 @@ export class ApexSaver extends BaseCheckpointSaver {
     const rest = (await this.deserialize(record.rest)) as Omit<Checkpoint, "channel_values" | "channel_versions">;
     const channelValues: Record<string, unknown> = {};
     const channelVersions: Record<string, Version> = {};
-    const cache: ThreadCache = { checkpointId: record.checkpoint_id, versions: new Map(), splits: new Map() };
+    const cache: ThreadCache = { checkpointId: record.checkpoint_id, ...(typeof record.apex?.id === "string" ? { apexId: record.apex.id } : {}), versions: new Map(), splits: new Map() };
     const values = new ValueBatch(this.serde, this.plainJson);
     const target: ChannelTarget = { channelValues, channelVersions, cache, values };
     addChannels(target, record);

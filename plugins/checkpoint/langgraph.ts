@@ -106,6 +106,13 @@ export interface PutRequest {
    * the value the parent checkpoint had at that version (`kept`: refused as stale without one).
    */
   mode: "delta" | "full";
+  /**
+   * With "delta": the APEX checkpoint that held `parent_id` when the adapter wrote or read it.
+   * The same id put again since (a put replaces a checkpoint of the same id, as MemorySaver's
+   * and SqliteSaver's do) is held by another: the delta, made against what the adapter had,
+   * is stale. (Absent: an adapter before it; the delta applies to the parent as stored.)
+   */
+  parent_apex?: string;
   channels: Record<string, ChannelWrite>;
   removed?: string[];
 }
@@ -311,7 +318,7 @@ export class LangGraphStore {
         // text step after step); the rest of the checkpoint is written as every checkpoint is.
         const view = ObjectStore.of(store).view({ compressValues: true });
         const parent = request.parent_id === null ? undefined : this.locate(sessionId, request.thread_id, request.checkpoint_ns, request.parent_id);
-        if (request.mode === "delta" && !parent) return;
+        if (request.mode === "delta" && (!parent || (request.parent_apex !== undefined && parent.index.apex_id !== request.parent_apex))) return;
         const segments = pathSegments(dir);
         const built = buildChannels(view, parent && lookupEntry(view, parent.manifest.memory.root, segments), request);
         if (!built) return;
@@ -1084,6 +1091,7 @@ function checkPutRequest(request: PutRequest): void {
   if (request.thread_id === "" || request.checkpoint_id === "") throw bad("thread_id and checkpoint_id must not be empty");
   if (request.parent_id !== null && typeof request.parent_id !== "string") throw bad("parent_id must be a string or null");
   if (request.mode !== "delta" && request.mode !== "full") throw bad('mode must be "delta" or "full"');
+  if (request.parent_apex !== undefined && typeof request.parent_apex !== "string") throw bad("parent_apex must be a string");
   if (!isSerialized(request.rest) || !isSerialized(request.metadata)) throw bad("rest and metadata must be serialized values");
   if (!isRecord(request.channels)) throw bad("channels must be an object");
   if (typeof request.format !== "number") throw bad("format must be a number");
