@@ -1,5 +1,5 @@
 // kill -9 of the CLI at seeded random instants of its long writes, on an LMDB store: a large memory
-// import, checkpoint create and delete, retention cleanup (prune and sweep), compression and
+// import and recursive delete, checkpoint create and delete, retention cleanup (prune and sweep), compression and
 // recompression, session branch and merge, export, archive, unarchive and import of bundles.
 // After each kill: `apex session validate` finds the store consistent; everything reported saved
 // before (checkpoints with their memory, the memory, sessions) is intact and readable; the killed
@@ -62,7 +62,6 @@ function run(cwd: string, args: string[], killAfter?: number): Promise<Run> {
     child.on("error", reject);
     child.on("close", (code, signal) => {
       clearTimeout(timer);
-      killGroup(child.pid!); // anything it started
       resolve({ status: code ?? -1, stdout, stderr, killed: signal === "SIGKILL", ms: Date.now() - started });
     });
   });
@@ -121,7 +120,8 @@ describe("crash safety of the CLI's long writes: kill -9 at seeded instants", ()
     const where = (what: string) => `${what} (APEX_CRASH_SEED=${SEED}; so far: ${log.join("; ")})`;
 
     // ---------------------------------------------------------------- what was reported saved
-    let memory = new Map<string, JsonValue>();
+    /** The memory under /big, as the imports reported saved it. */
+    const memory = new Map<string, JsonValue>();
     /** Checkpoint id -> its session and the values of a few paths it holds. */
     const saved = new Map<string, { session: string; values: Map<string, JsonValue | undefined> }>();
     /** Sessions that must stay (branches, merge targets), by id. */
@@ -177,16 +177,20 @@ describe("crash safety of the CLI's long writes: kill -9 at seeded instants", ()
     };
 
     /**
-     * Measures `args` once (`measure`: a run that counts as done), then runs `kills` times: `before`,
-     * the command killed at an instant spread over the measured time, `after` (the checks).
+     * `measure`: one run of the operation to its end (it counts as done), returning how long the
+     * command took; then `kills` rounds of `once`, each given an instant spread over [0.2, 1.2] of
+     * that time (node's start is about its first fifth) at which it kills the command, then checks.
      */
+    const phases: string[] = [];
     const crashes = async <T>(name: string, kills: number, measure: () => Promise<number>, once: (killAfter: number, round: number) => Promise<T>) => {
+      const phaseStart = Date.now();
       const ms = await measure();
       for (let round = 0; round < kills; round++) {
         const at = Math.floor(ms * (0.2 + (round + next()) / kills));
         log.push(`${name}#${round}@${at}ms/${ms}`);
         await once(at, round);
       }
+      phases.push(`${name} ${((Date.now() - phaseStart) / 1000).toFixed(1)} s`);
     };
 
     // ---------------------------------------------------------------- a session interrupted, so the CLI writes the store itself
@@ -199,26 +203,63 @@ describe("crash safety of the CLI's long writes: kill -9 at seeded instants", ()
     await waitFor("the supervisor to die", () => !isAlive(ready.supervisor_pid), 5000);
     await create("before the crashes");
 
-    // memory import: all or nothing.
+    // memory import of many entries, and memory delete --recursive of them: all or nothing. They go
+    // under /bulk, deleted before the checkpoints below are made (validate would re-hash them in each).
+    const BULK = 15_000;
+    const bulkFile = (round: number) => {
+      const entries: Record<string, JsonValue> = {};
+      for (let i = 0; i < BULK; i++) entries[`/bulk/d${i % 100}/k${i}`] = { round, text: "y".repeat(40) };
+      const file = join(dir, `bulk-${round}.json`);
+      writeFileSync(file, JSON.stringify(entries));
+      return file;
+    };
+    /** The rounds the values under /bulk come from, and how many there are. */
+    const bulk = () => withStore(dir, (store) => {
+      const rounds = new Set<number>();
+      let count = 0;
+      for (const { value } of store.tree("/bulk")) {
+        rounds.add((value as { round: number }).round);
+        count++;
+      }
+      return { count, rounds: [...rounds].sort() };
+    });
+    let bulkRound = 0;
     await crashes(
       "memory import",
       2,
       async () => {
+        const file = bulkFile(bulkRound);
         const t = Date.now();
-        await importNow();
+        await ok(dir, ["memory", "import", file]);
+        return Date.now() - t;
+      },
+      async (at, round) => {
+        const file = bulkFile(round + 1);
+        const result = await run(dir, ["memory", "import", file], at);
+        const now = await bulk();
+        if (!result.killed) expect(result.status, where(result.stderr)).toBe(0);
+        expect(now.count, where("memory import: every entry there")).toBe(BULK);
+        expect([[bulkRound], [round + 1]], where(`memory import: all of it or none, found rounds ${now.rounds}`)).toContainEqual(now.rounds);
+        bulkRound = now.rounds[0]!;
+        await check("memory import");
+      },
+    );
+    await crashes(
+      "memory delete",
+      2,
+      async () => {
+        const t = Date.now();
+        await ok(dir, ["memory", "delete", "/bulk", "--recursive"]);
         return Date.now() - t;
       },
       async (at) => {
-        const { file, entries } = importFile();
-        const whole = new Map(memory);
-        for (const [path, value] of Object.entries(entries)) whole.set(path, value);
-        const result = await run(dir, ["memory", "import", file], at);
-        const now = await withStore(dir, bigMemory);
-        const applied = now.size === whole.size && [...whole].every(([path, value]) => JSON.stringify(now.get(path)) === JSON.stringify(value));
+        await ok(dir, ["memory", "import", bulkFile(bulkRound)]);
+        const result = await run(dir, ["memory", "delete", "/bulk", "--recursive"], at);
+        const now = await bulk();
         if (!result.killed) expect(result.status, where(result.stderr)).toBe(0);
-        if (!result.killed || applied) memory = whole;
-        else expect(now, where("memory import killed: none of it")).toEqual(memory);
-        await check("memory import");
+        expect([0, BULK], where(`memory delete: all of it or none, ${now.count} entries left`)).toContain(now.count);
+        await check("memory delete");
+        if (now.count > 0) await ok(dir, ["memory", "delete", "/bulk", "--recursive"]);
       },
     );
 
@@ -269,7 +310,6 @@ describe("crash safety of the CLI's long writes: kill -9 at seeded instants", ()
 
     // retention cleanup: only what the policy removes goes (then the sweep of their objects).
     const prunable = async () => {
-      await importNow();
       await create("to prune");
       await importNow();
       await create("to prune");
@@ -388,20 +428,21 @@ describe("crash safety of the CLI's long writes: kill -9 at seeded instants", ()
       },
     );
 
-    // export: the file is a whole bundle, or not there.
-    const bundle = join(dir, "main.apexbundle");
+    // export: the file is a whole bundle, or not there (of a branch: the whole memory in its two checkpoints).
+    const bundle = join(dir, "branch.apexbundle");
+    const exporting = await branch("to-export");
     await crashes(
       "session export",
       2,
       async () => {
         const t = Date.now();
-        await ok(dir, ["session", "export", main, "-o", bundle, "--json"]);
+        await ok(dir, ["session", "export", exporting, "-o", bundle, "--json"]);
         return Date.now() - t;
       },
       async (at) => {
         const other = join(dir, `other-${at}.apexbundle`);
-        await run(dir, ["session", "export", main, "-o", other, "--json"], at);
-        if (existsSync(other)) expect(bundleHolds(other, main), where("an exported file is a whole bundle")).toBe(true);
+        await run(dir, ["session", "export", exporting, "-o", other, "--json"], at);
+        if (existsSync(other)) expect(bundleHolds(other, exporting), where("an exported file is a whole bundle")).toBe(true);
         await check("session export");
       },
     );
@@ -475,7 +516,7 @@ describe("crash safety of the CLI's long writes: kill -9 at seeded instants", ()
         writeFileSync(join(other, "apex.config.yaml"), CONFIG);
         await run(other, ["session", "import", bundle, "--json"], at);
         if (existsSync(join(other, ".apex", "store.mdb"))) {
-          const count = await withStore(other, (store) => (sessionRecord(store, main) === undefined ? 0 : Catalog.of(store).count(main)));
+          const count = await withStore(other, (store) => (sessionRecord(store, exporting) === undefined ? 0 : Catalog.of(store).count(exporting)));
           expect([0, exported], where("import: the session wholly or not at all")).toContain(count);
           const validate = await run(other, ["session", "validate", "--json"]);
           if (count > 0) expect(JSON.parse(validate.stdout).ok, where(`import: ${validate.stdout}`)).toBe(true);
@@ -486,6 +527,6 @@ describe("crash safety of the CLI's long writes: kill -9 at seeded instants", ()
       },
     );
 
-    console.log(`crash instants (seed ${SEED}): ${log.length} kills in ${((Date.now() - started) / 1000).toFixed(1)} s: ${log.join(", ")}`);
+    console.log(`crash instants (seed ${SEED}): ${log.length} kills in ${((Date.now() - started) / 1000).toFixed(1)} s (${phases.join(", ")}): ${log.join(", ")}`);
   }, 240_000);
 });
