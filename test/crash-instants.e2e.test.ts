@@ -8,7 +8,7 @@
 // without a kill, then killed at instants spread over that time (node's own start is its first fifth).
 // Every process is ended by pid or process group (fixtures/agents/harness.ts, support/process-registry.ts).
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -525,6 +525,8 @@ describe("crash safety of the CLI's long writes: kill -9 at seeded instants", ()
       },
     );
     await check("the end");
+    // What the killed archives and unarchives left half-written their reruns removed: the backup directory holds bundles only.
+    expect(readdirSync(join(dir, ".apex/backups")).filter((name) => !name.endsWith(".apexbundle")), where("leftovers in .apex/backups")).toEqual([]);
 
     console.log(`crash instants (seed ${SEED}): ${log.length} kills in ${((Date.now() - started) / 1000).toFixed(1)} s (${phases.join(", ")}): ${log.join(", ")}`);
   }, 240_000);
