@@ -48,6 +48,9 @@ interface Run extends CliResult {
   ms: number;
 }
 
+/** The last run given an instant to be killed at: whether it was (else it had finished). */
+let lastKillable: Run | undefined;
+
 /** Runs the CLI in its own process group; SIGKILLs the group `killAfter` ms after the spawn (undefined: never). */
 function run(cwd: string, args: string[], killAfter?: number): Promise<Run> {
   return new Promise((resolve, reject) => {
@@ -62,7 +65,9 @@ function run(cwd: string, args: string[], killAfter?: number): Promise<Run> {
     child.on("error", reject);
     child.on("close", (code, signal) => {
       clearTimeout(timer);
-      resolve({ status: code ?? -1, stdout, stderr, killed: signal === "SIGKILL", ms: Date.now() - started });
+      const result = { status: code ?? -1, stdout, stderr, killed: signal === "SIGKILL", ms: Date.now() - started };
+      if (killAfter !== undefined) lastKillable = result;
+      resolve(result);
     });
   });
 }
@@ -178,17 +183,20 @@ describe("crash safety of the CLI's long writes: kill -9 at seeded instants", ()
 
     /**
      * `measure`: one run of the operation to its end (it counts as done), returning how long the
-     * command took; then `kills` rounds of `once`, each given an instant spread over [0.2, 1.2] of
+     * command took; then `kills` rounds of `once`, each given an instant spread over [0.15, 1] of
      * that time (node's start is about its first fifth) at which it kills the command, then checks.
+     * The log says of each round whether the command was killed or had finished by then.
      */
     const phases: string[] = [];
     const crashes = async <T>(name: string, kills: number, measure: () => Promise<number>, once: (killAfter: number, round: number) => Promise<T>) => {
       const phaseStart = Date.now();
       const ms = await measure();
       for (let round = 0; round < kills; round++) {
-        const at = Math.floor(ms * (0.2 + (round + next()) / kills));
+        const at = Math.floor(ms * (0.15 + (0.85 * (round + next())) / kills));
         log.push(`${name}#${round}@${at}ms/${ms}`);
+        lastKillable = undefined;
         await once(at, round);
+        log[log.length - 1] += lastKillable?.killed ? " killed" : " finished";
       }
       phases.push(`${name} ${((Date.now() - phaseStart) / 1000).toFixed(1)} s`);
     };
