@@ -22,6 +22,20 @@ export function realPath(path: string): string {
   }
 }
 
+/**
+ * Makes a file's bytes durable before it is given its name (link or rename): a copy written by
+ * another's code that closes it unsynced (LMDB's mdb_env_copy) could be lost, or be there
+ * truncated, after a power loss that came after the backup said it was saved.
+ */
+export function syncFile(path: string): void {
+  const fd = openSync(path, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Makes a rename in `dir` durable; a file system that cannot sync a directory is left as it is (the rename itself is atomic). */
 export function syncDirectory(dir: string): void {
   try {

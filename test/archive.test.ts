@@ -807,6 +807,21 @@ function readBundleInput(content: BundleContent): BundleInput {
 }
 
 describe("apex backup", () => {
+  it("has the copy's bytes on disk (fsync) before it gives it its name: LMDB's copy closes it unsynced", async () => {
+    const dir = project("synced");
+    await threeSessions(dir);
+    // strace (Debian's; .ci/run installs it) sees the system calls themselves: what no kill -9 can show, only a power loss.
+    const trace = join(dir, "trace.txt");
+    const run = spawnSync("strace", ["-f", "-qq", "-y", "-e", "trace=fsync,fdatasync,link,linkat", "-o", trace, process.execPath, APEX_BIN, "backup", "--to", "copy", "--json"], { cwd: dir, env, encoding: "utf8" });
+    expect(run.status, run.stderr).toBe(0);
+    const calls = readFileSync(trace, "utf8").split("\n");
+    const linked = calls.findIndex((line) => /\blink(at)?\(.*\.apex-backup-partial-[^/]+\/store\.mdb", .*copy\/store\.mdb"/.test(line) && line.endsWith("= 0"));
+    expect(linked, calls.join("\n")).toBeGreaterThan(0);
+    const synced = calls.findIndex((line) => /\bf(data)?sync\(\d+<[^>]*\.apex-backup-partial-[^/]+\/store\.mdb>\) = 0$/.test(line));
+    expect(synced, calls.join("\n")).toBeGreaterThanOrEqual(0);
+    expect(synced).toBeLessThan(linked);
+  });
+
   it("writes a compacted copy that opens read-only and validates, and never overwrites one", async () => {
     const dir = project("p1");
     const apex = apexIn(dir);

@@ -11,7 +11,7 @@ import { validateStore } from "../checkpoint/validate.js";
 import { formatBytes } from "../../cli/output.js";
 import { makeBackupDirectory } from "./files.js";
 import { processRuns } from "../../cli/output-file.js";
-import { syncDirectory } from "../file-system.js";
+import { syncDirectory, syncFile } from "../file-system.js";
 
 export interface BackupOptions {
   /** The live store's directory. */
@@ -129,6 +129,8 @@ export async function backupStore(options: BackupOptions): Promise<BackupResult>
       await copy.close();
     }
 
+    // Its bytes on disk before it has its name (LMDB's copy closes it without an fsync).
+    syncFile(copyFile);
     // Into place: a hard link fails rather than replace a store that appeared meanwhile.
     try {
       linkSync(copyFile, final);
