@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, utimesSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type JsonValue } from "../core/store/store.js";
@@ -241,6 +241,23 @@ describe("apex session cleanup (end to end)", () => {
       ].join("\n"),
     );
     expect(checkpointNames("s-main")).toHaveLength(6);
+  });
+
+  it("removes what a bundle write killed mid-way left in the backup directory, not one whose process runs, nor a bundle", async () => {
+    await seedProject();
+    const backups = join(dir, ".apex/backups");
+    mkdirSync(backups, { recursive: true });
+    // (an archive killed between linking its bundle into place and removing the temporary name: a second name for its bytes)
+    writeFileSync(join(backups, "s-gone.apexbundle"), "bundle");
+    writeFileSync(join(backups, ".s-gone.apexbundle.partial-999999999-0123abcd"), "bundle");
+    writeFileSync(join(backups, `.s-now.apexbundle.partial-${process.pid}-0123abcd`), "being written");
+    const dry = JSON.parse(apex("session", "cleanup", "--dry-run", "--json").stdout) as { temporary: { files: Array<{ path: string; bytes: number; why: string }> } };
+    expect(dry.temporary.files.filter((file) => file.path.startsWith(backups))).toEqual([
+      { path: join(backups, ".s-gone.apexbundle.partial-999999999-0123abcd"), bytes: 6, why: "unfinished bundle of exited process 999999999" },
+    ]);
+    const result = apex("session", "cleanup");
+    expect(result.status, result.stderr).toBe(0);
+    expect(readdirSync(backups).sort()).toEqual([`.s-now.apexbundle.partial-${process.pid}-0123abcd`, "s-gone.apexbundle"]);
   });
 
   it("applies the policy, records the deletions, sweeps, removes temporary files; kept checkpoints still verify", async () => {

@@ -1,3 +1,4 @@
+import { isAbsolute, resolve } from "node:path";
 import { formatBytes, plural } from "../../cli/output.js";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
@@ -57,7 +58,10 @@ export async function runCleanupCommand(input: CommandInput, context: CommandCon
 
 function temporaryFiles(context: CommandContext, sessions: ReturnType<typeof knownSessions>, sessionId: string | undefined): TemporaryFile[] {
   if (!context.config) throw new ApexError("APEX_E_INTERNAL", "session cleanup needs the project's config.");
-  return findTemporaryFiles({ storeDir: context.config.storeDir, projectDir: context.projectDir, sessions, sessionId });
+  // Where the archive plugin puts bundles (its backupDirectory): session.backup_location, relative to the project.
+  const location = context.config.session.backup_location ?? ".apex/backups";
+  const backupDir = isAbsolute(location) ? location : resolve(context.projectDir ?? context.config.projectDir, location);
+  return findTemporaryFiles({ storeDir: context.config.storeDir, projectDir: context.projectDir, sessions, sessionId, backupDir });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -17,6 +17,10 @@ import type { SessionInfo } from "./sessions.js";
  *   store file before the copy takes its place. A repair interrupted then (Ctrl-C, kill) left it,
  *   as large as the store; it goes once no process has its copy open and nothing wrote in it
  *   for SALVAGE_IDLE_MS.
+ * - `<backup_location>/.<name>.apexbundle.partial-<pid>-<hex>`: a bundle (`session archive`,
+ *   `export` into it) is written to such a file and linked into place; one whose process is gone
+ *   was killed before it removed it: a copy as large as the bundle, or, killed between the link
+ *   and the removal, a second name that keeps an unarchived bundle's bytes on disk.
  */
 
 export interface TemporaryFile {
@@ -38,6 +42,8 @@ export interface TemporaryScope {
   sessions: readonly SessionInfo[];
   /** Only this session's resume files; the store-wide leftovers are always included. */
   sessionId?: string | undefined;
+  /** The directory archived sessions' bundles go to (session.backup_location). */
+  backupDir?: string | undefined;
 }
 
 const RUNTIME_TEMP = /^supervisor\.json\.(\d+)\.tmp$/;
@@ -45,6 +51,8 @@ const RUNTIME_TEMP = /^supervisor\.json\.(\d+)\.tmp$/;
 const SALVAGE_DIR = /^salvage-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}Z$/;
 const SALVAGE_IDLE_MS = 10 * 60_000;
 const RESUME_FILE = /\.resume\.json$/;
+/** cli/output-file.ts, writeFileAtomic: `.<file>.partial-<pid>-<8 hex>` beside the file. */
+const BUNDLE_PARTIAL = /^\..+\.apexbundle\.partial-(\d+)-[0-9a-f]{8}$/;
 
 /** Finds the leftovers listed above; reads only. */
 export function findTemporaryFiles(scope: TemporaryScope): TemporaryFile[] {
@@ -65,6 +73,13 @@ export function findTemporaryFiles(scope: TemporaryScope): TemporaryFile[] {
       if (!contents || Date.now() - contents.newest < SALVAGE_IDLE_MS || processesUsingStore(join(path, "store.mdb")).length > 0) continue;
       const display = scope.projectDir && isInside(path, scope.projectDir) ? relative(scope.projectDir, path) : path;
       found.push({ path, display, bytes: contents.bytes, why: "copy of a damaged store file left by an interrupted `apex session repair`" });
+    }
+  }
+
+  if (scope.backupDir !== undefined) {
+    for (const name of list(scope.backupDir)) {
+      const match = BUNDLE_PARTIAL.exec(name);
+      if (match && !processRuns(Number(match[1]))) add(join(scope.backupDir, name), `unfinished bundle of exited process ${match[1]}`);
     }
   }
 
