@@ -117,7 +117,10 @@ describe("apex store migrate", () => {
     const again = project.apex(["store", "migrate", "--to", pgUrl]);
     expect(again.status, again.stderr).toBe(4);
     expect(again.stderr).toContain("error[APEX_E_CONFLICT]");
-    expect(again.stderr).toContain("already holds data");
+    // The target holds this store's whole copy (a migration stopped after its copy, before its report, leaves the same): said, with how to use it.
+    expect(again.stderr).toContain("already holds a whole copy of this store (revision ");
+    expect(again.stderr).toContain("hint: That copy can be used as it is: put `store: { backend: postgres");
+    expect(again.stderr).not.toContain(new URL(pgUrl).password);
     // Still the same copy afterwards.
     expect(reads(pgUrl)).toEqual(source);
   }, 120_000);
@@ -159,8 +162,10 @@ describe("apex store migrate", () => {
     expect(again.stderr).toContain(`the target holds an interrupted copy of this store (revision ${revision} of ${report.revision}): emptied, copying again`);
     // (the migration verified the copy record by record, and every checkpoint on it)
     expect(report).toMatchObject({ verified: true, checkpoints: { total: source.validate.checkpoints.total, verified: source.validate.checkpoints.total } });
-    // A whole copy is refused as before; so is one a command wrote to since (its log is not the source's).
-    expect(project.apex(["store", "migrate", "--to", copy]).status).toBe(4);
+    // A whole copy is refused as before, named so; so is one a command wrote to since (its log is not the source's).
+    const whole = project.apex(["store", "migrate", "--to", copy, "--json"]);
+    expect(whole.status).toBe(4);
+    expect(JSON.parse(whole.stdout || whole.stderr).error).toMatchObject({ code: "APEX_E_CONFLICT", details: { whole_copy: true, revision: report.revision } });
     await query(copy, "DELETE FROM apex.rows WHERE project = $1 AND tbl = 'checkpoints'", [id]);
     expect(ok(["memory", "set", "/elsewhere", "1"], copy)).toContain("/elsewhere");
     const written = project.apex(["store", "migrate", "--to", copy]);

@@ -8,7 +8,7 @@ import { readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { plural, printJson, printLine } from "../../cli/output.js";
-import { ApexError } from "../../core/errors.js";
+import { ApexError, isApexError } from "../../core/errors.js";
 import { backendFactory, describeStore, openStore, redactUrl, resolveStoreSpec, storeExists, storeIdentity } from "../../core/store/open.js";
 import type { StorageBackend, StoreSpec, TableOptions } from "../../core/store/port.js";
 import { activeSessions, currentSession, supervisorAlive } from "../../core/session/sessions.js";
@@ -98,6 +98,11 @@ export async function migrateStoreCommand(location: ProjectLocation, options: { 
       // A PostgreSQL project that an interrupted migration of this store filled is emptied and filled again.
       clearInterrupted: opened instanceof PostgresBackend ? () => opened.clearProject() : undefined,
     }).catch((error: unknown) => {
+      // A whole copy already there (a migration stopped after its copy, before its report): how to use it, as a report says.
+      if (isApexError(error) && error.details?.whole_copy === true) {
+        const lines = switchLines(targetSpec, options.to);
+        throw new ApexError(error.code, error.message, { hint: `That copy can be used as it is: put \`${lines.config}\` in apex.config.yaml, or set ${lines.env}. To copy again, empty the target first.`, details: error.details });
+      }
       throw lostTarget(error, targetSpec);
     });
     progress("validating checkpoints on the target");

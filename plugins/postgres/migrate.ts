@@ -28,7 +28,7 @@ export interface MigrateOptions {
   /** Progress lines ("copied 10000 changes"). */
   onProgress?: (message: string) => void;
   /**
-   * Empties the target when it holds an interrupted copy of this source (see interruptedCopy),
+   * Empties the target when it holds an interrupted copy of this source (see copyState),
    * so the copy starts again; without it such a target is refused like any other that holds data.
    */
   clearInterrupted?: () => void;
@@ -70,7 +70,15 @@ export async function migrateStore(source: StorageBackend, target: StorageBacken
     });
   }
   if (holdsData(target)) {
-    const interrupted = interruptedCopy(source, target, tableOptions);
+    const state = copyState(source, target, tableOptions);
+    const interrupted = state === "interrupted";
+    if (state === "whole") {
+      // A migration that finished its copy and was stopped before it said so (kill -9, a closed terminal): nothing to redo.
+      throw new ApexError("APEX_E_CONFLICT", `The target store (${target.info.backend} at ${target.info.location}) already holds a whole copy of this store (revision ${source.revision()}, checked record by record now); a migration copies into an empty store only.`, {
+        hint: "That copy can be used as it is (an earlier migration into it finished its copy); to copy again, empty the target first.",
+        details: { whole_copy: true, revision: source.revision() },
+      });
+    }
     if (!interrupted || !options.clearInterrupted) {
       throw new ApexError(
         "APEX_E_CONFLICT",
@@ -179,30 +187,30 @@ function holdsData(target: StorageBackend): boolean {
 }
 
 /**
- * True when `target` is what an interrupted migration of `source` leaves (Ctrl-C, a lost
+ * "interrupted" when `target` is what an interrupted migration of `source` leaves (Ctrl-C, a lost
  * connection, a source found damaged half-way): its log is the start of the source's (the same
  * revisions, paths, kinds and actors; nothing else wrote to it since), its tables are among the
- * source's, and it is not a whole copy (verification fails). A whole copy, or a store anything
- * else wrote to, is not.
+ * source's, and it is not a whole copy (verification fails). "whole" when it is a whole copy (it
+ * verifies); undefined for a store anything else wrote to.
  */
-function interruptedCopy(source: StorageBackend, target: StorageBackend, tables: Map<string, TableOptions>): boolean {
-  if (target.revision() > source.revision()) return false;
+function copyState(source: StorageBackend, target: StorageBackend, tables: Map<string, TableOptions>): "interrupted" | "whole" | undefined {
+  if (target.revision() > source.revision()) return undefined;
   const theirs = source.changesSince(0)[Symbol.iterator]();
   try {
     for (const change of target.changesSince(0)) {
       const next = theirs.next();
-      if (next.done || next.value.revision !== change.revision || next.value.path !== change.path || next.value.kind !== change.kind || next.value.actor !== change.actor) return false;
+      if (next.done || next.value.revision !== change.revision || next.value.path !== change.path || next.value.kind !== change.kind || next.value.actor !== change.actor) return undefined;
     }
   } finally {
     theirs.return?.();
   }
   const names = new Set(source.tableNames());
-  if (!target.tableNames().every((name) => names.has(name))) return false;
+  if (!target.tableNames().every((name) => names.has(name))) return undefined;
   try {
     verify(source, target, tables);
-    return false;
+    return "whole";
   } catch (error) {
-    if (error instanceof ApexError && error.code === "APEX_E_INTEGRITY") return true;
+    if (error instanceof ApexError && error.code === "APEX_E_INTEGRITY") return "interrupted";
     throw error;
   }
 }
