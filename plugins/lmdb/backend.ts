@@ -271,9 +271,12 @@ export class LmdbStore implements StorageBackend {
       get: raw.get.bind(db),
       getBinaryFast: (key) => exactView(raw.getBinaryFast.call(db, key)),
       doesExist: raw.doesExist.bind(db),
-      getKeys: raw.getKeys.bind(db),
-      getRange: raw.getRange.bind(db),
-      getCount: raw.getCount.bind(db),
+      // lmdb-js writes its own flags into the range it is given (getKeys: values false, getCount:
+      // onlyCount) and reads it again as the iteration starts: each call gets a copy, so that a
+      // caller's range read with getKeys and then getRange does not yield keys as entries.
+      getKeys: (range) => raw.getKeys.call(db, { ...range }),
+      getRange: (range) => raw.getRange.call(db, { ...range }),
+      getCount: (range) => raw.getCount.call(db, { ...range }),
       getStats: raw.getStats.bind(db),
       put: (key, value, options) => {
         writing("put");
@@ -298,11 +301,12 @@ export class LmdbStore implements StorageBackend {
   }
 
   keys(range: KeyRange<string>): Iterable<string> {
-    return this.readingAll("reading the keyspace", this.kv.getKeys(range) as Iterable<string>);
+    // A copy: lmdb-js sets `values: false` on the range it is given (see guarded).
+    return this.readingAll("reading the keyspace", this.kv.getKeys({ ...range }) as Iterable<string>);
   }
 
   *entries(range: KeyRange<string>): Iterable<Entry> {
-    for (const { key, value } of this.readingAll("reading the keyspace", this.kv.getRange(range))) yield { path: key, value };
+    for (const { key, value } of this.readingAll("reading the keyspace", this.kv.getRange({ ...range }))) yield { path: key, value };
   }
 
   subscribe(listener: () => void): () => void {

@@ -101,6 +101,34 @@ export function describePort(name: string, harness: PortHarness): void {
       ]);
     });
 
+    it("reads a range object given to one call as it was given to the next: keys then entries, a table's getKeys, getCount then getRange", async () => {
+      const { store } = fresh();
+      await store.batch((batch) => {
+        for (const p of ["/r/a", "/r/b", "/r/c"]) batch.set(p, p);
+      });
+      // lmdb-js wrote its own flags into the range it was given (values: false, onlyCount), and the next read with it yielded keys as entries.
+      const range = { start: "/r/", end: "/r0" };
+      expect(Array.from(store.keys(range))).toEqual(["/r/a", "/r/b", "/r/c"]);
+      expect(Array.from(store.entries(range))).toEqual([
+        { path: "/r/a", value: "/r/a" },
+        { path: "/r/b", value: "/r/b" },
+        { path: "/r/c", value: "/r/c" },
+      ]);
+      expect(range).toEqual({ start: "/r/", end: "/r0" });
+      const table = store.table<string, unknown>("ranged", { keys: "string", values: "structured" });
+      await store.transaction(() => {
+        for (const k of ["a", "b", "c"]) table.put(k, { k });
+      });
+      const rows = { start: "a", end: "c" };
+      expect(Array.from(table.getKeys(rows))).toEqual(["a", "b"]);
+      expect(table.getCount(rows)).toBe(2);
+      expect(Array.from(table.getRange(rows))).toEqual([
+        { key: "a", value: { k: "a" } },
+        { key: "b", value: { k: "b" } },
+      ]);
+      expect(rows).toEqual({ start: "a", end: "c" });
+    });
+
     it("logs one revision per changed path; changesSince starts inside a batch and honours limit", async () => {
       const { store } = fresh();
       await store.set("/x", 1, "user:alice");
