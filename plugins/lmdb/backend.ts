@@ -376,13 +376,15 @@ export class LmdbStore implements StorageBackend {
 
   private *queryRaw(glob: string, options: { limit?: number }): Iterable<Entry> {
     const compiled = compileGlob(glob);
+    const limit = options.limit ?? Infinity;
+    // A limit of 0 (a page of nothing) yields nothing: the count was checked only after a match was yielded.
+    if (limit <= 0) return;
     if (compiled.literal) {
       const value = this.kv.get(compiled.prefix);
       if (value !== undefined) yield { path: compiled.prefix, value };
       return;
     }
     let count = 0;
-    const limit = options.limit ?? Infinity;
     for (const { key, value } of this.kv.getRange(compiled.range)) {
       if (!compiled.matches(key)) continue;
       yield { path: key, value };

@@ -1033,6 +1033,8 @@ export class PostgresBackend implements StorageBackend {
 
   *query(glob: string, options: { limit?: number } = {}): Iterable<Entry> {
     const compiled = compileGlob(glob);
+    const limit = options.limit ?? Infinity;
+    if (limit <= 0) return;
     if (compiled.literal) {
       if (pathProblem(compiled.prefix) !== undefined) return;
       const value = this.get(compiled.prefix);
@@ -1040,8 +1042,6 @@ export class PostgresBackend implements StorageBackend {
       return;
     }
     let count = 0;
-    const limit = options.limit ?? Infinity;
-    if (limit <= 0) return;
     const range: KeyRange<string> = { start: compiled.range.start };
     if (compiled.range.end !== undefined) range.end = compiled.range.end;
     for (const [path, value] of this.scanKv(range, true)) {

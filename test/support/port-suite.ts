@@ -129,6 +129,18 @@ export function describePort(name: string, harness: PortHarness): void {
       expect(rows).toEqual({ start: "a", end: "c" });
     });
 
+    it("queries with a limit: 0 yields nothing, for a glob and for a literal path alike", async () => {
+      const { store } = fresh();
+      await store.batch((batch) => {
+        for (const p of ["/q/a", "/q/b"]) batch.set(p, p);
+      });
+      expect(Array.from(store.query("/q/*", { limit: 0 }))).toEqual([]);
+      expect(Array.from(store.query("/q/a", { limit: 0 }))).toEqual([]);
+      expect(Array.from(store.query("/q/*", { limit: -1 }))).toEqual([]);
+      expect(Array.from(store.query("/q/*", { limit: 1 }))).toEqual([{ path: "/q/a", value: "/q/a" }]);
+      expect(Array.from(store.query("/q/b", { limit: 1 }))).toEqual([{ path: "/q/b", value: "/q/b" }]);
+    });
+
     it("logs one revision per changed path; changesSince starts inside a batch and honours limit", async () => {
       const { store } = fresh();
       await store.set("/x", 1, "user:alice");
