@@ -21,7 +21,7 @@ import { deleteOne, setOne } from "../../core/store/port.js";
 import { currentActor } from "../../core/actor.js";
 import { ApexError } from "../../core/errors.js";
 import { compileGlob } from "../../core/store/glob.js";
-import { checkPath, pathProblem, subtreeRange } from "../../core/store/paths.js";
+import { checkPath, keyBound, pathProblem, subtreeRange } from "../../core/store/paths.js";
 import { checkStoreAccess, checkStoreFileLength, storeWriteRefused, writePermissionCode } from "./file-check.js";
 import { repairStaleStart, STALE_START } from "./last-commit.js";
 import { committed, fileKey, handleClosed, handleOpened, readOnlyHandles, readOnlyHere, whenWritable, type SnapshotHolder } from "./shared-env.js";
@@ -300,13 +300,31 @@ export class LmdbStore implements StorageBackend {
     return names.sort();
   }
 
+  /**
+   * A keyspace range as lmdb-js is given it: a copy (it sets `values: false` on the range it is
+   * given, see guarded), its bounds ones it can seek to (keyBound: a bound past its key size was
+   * a bare Error, and an unpaired surrogate was encoded two ways by string length). A bound
+   * changed so is inclusive at the range's lower end and exclusive at its upper end.
+   */
+  private kvRange(range: KeyRange<string>): KeyRange<string> & { exclusiveStart?: boolean; inclusiveEnd?: boolean } {
+    const out: KeyRange<string> & { exclusiveStart?: boolean; inclusiveEnd?: boolean } = { ...range };
+    if (range.start !== undefined) {
+      const { key, exact } = keyBound(range.start);
+      if (!exact) [out.start, out.exclusiveStart] = [key, range.reverse === true];
+    }
+    if (range.end !== undefined) {
+      const { key, exact } = keyBound(range.end);
+      if (!exact) [out.end, out.inclusiveEnd] = [key, range.reverse === true];
+    }
+    return out;
+  }
+
   keys(range: KeyRange<string>): Iterable<string> {
-    // A copy: lmdb-js sets `values: false` on the range it is given (see guarded).
-    return this.readingAll("reading the keyspace", this.kv.getKeys({ ...range }) as Iterable<string>);
+    return this.readingAll("reading the keyspace", this.kv.getKeys(this.kvRange(range)) as Iterable<string>);
   }
 
   *entries(range: KeyRange<string>): Iterable<Entry> {
-    for (const { key, value } of this.readingAll("reading the keyspace", this.kv.getRange({ ...range }))) yield { path: key, value };
+    for (const { key, value } of this.readingAll("reading the keyspace", this.kv.getRange(this.kvRange(range)))) yield { path: key, value };
   }
 
   subscribe(listener: () => void): () => void {
@@ -380,12 +398,14 @@ export class LmdbStore implements StorageBackend {
     // A limit of 0 (a page of nothing) yields nothing: the count was checked only after a match was yielded.
     if (limit <= 0) return;
     if (compiled.literal) {
+      // A literal glob that is no path names no key (one past LMDB's key size would throw a bare Error).
+      if (pathProblem(compiled.prefix) !== undefined) return;
       const value = this.kv.get(compiled.prefix);
       if (value !== undefined) yield { path: compiled.prefix, value };
       return;
     }
     let count = 0;
-    for (const { key, value } of this.kv.getRange(compiled.range)) {
+    for (const { key, value } of this.kv.getRange(this.kvRange(compiled.range as KeyRange<string>))) {
       if (!compiled.matches(key)) continue;
       yield { path: key, value };
       if (++count >= limit) return;
@@ -402,12 +422,12 @@ export class LmdbStore implements StorageBackend {
       const own = this.kv.get(checkPath(path));
       if (own !== undefined) yield { path, value: own };
     }
-    for (const { key, value } of this.kv.getRange(subtreeRange(path))) yield { path: key, value };
+    for (const { key, value } of this.kv.getRange(this.kvRange(subtreeRange(path)))) yield { path: key, value };
   }
 
   /** Paths directly or indirectly below `path` (without values). */
   *keysBelow(path: string): Iterable<string> {
-    for (const key of this.readingAll(`reading the paths below ${path}`, this.kv.getKeys(subtreeRange(path)))) yield key as string;
+    for (const key of this.readingAll(`reading the paths below ${path}`, this.kv.getKeys(this.kvRange(subtreeRange(path))))) yield key as string;
   }
 
   /** Changes with a revision greater than `since`, oldest first. */
@@ -568,6 +588,7 @@ export class LmdbStore implements StorageBackend {
       kinds += kind === "put" ? "p" : "d";
     };
     const kv = this.kv;
+    const kvRange = (range: KeyRange<string>) => this.kvRange(range);
     const count = (key: string, valueBytes: number) => this.count(kv, Buffer.byteLength(key), valueBytes);
     const batch: WriteBatch = {
       set(path, value) {
@@ -608,7 +629,7 @@ export class LmdbStore implements StorageBackend {
         return true;
       },
       deleteTree(path) {
-        const keys = Array.from(kv.getKeys(subtreeRange(path))) as string[];
+        const keys = Array.from(kv.getKeys(kvRange(subtreeRange(path)))) as string[];
         for (const key of keys) {
           kv.remove(key);
           count(key, 0);

@@ -36,7 +36,7 @@ import { currentActor } from "../../core/actor.js";
 import { ApexError, isApexError, withDetail } from "../../core/errors.js";
 import { compileGlob } from "../../core/store/glob.js";
 import { redactUrl as redactStoreUrl } from "../../core/store/open.js";
-import { checkPath, pathProblem, subtreeRange } from "../../core/store/paths.js";
+import { checkPath, keyBound, pathProblem, subtreeRange } from "../../core/store/paths.js";
 import type {
   BackendInfo,
   Change,
@@ -1106,6 +1106,16 @@ export class PostgresBackend implements StorageBackend {
     } else {
       if (range.start !== undefined) lower = { key: range.start, inclusive: true };
       if (range.end !== undefined) upper = { key: range.end, inclusive: false };
+    }
+    // A keyspace bound no key can hold (NUL: text refuses it; an unpaired surrogate) as one the server takes (keyBound).
+    if (options.keyColumn === "path") {
+      const bounded = (bound: { key: K; inclusive: boolean } | undefined, lowerEnd: boolean) => {
+        if (bound === undefined) return bound;
+        const { key, exact } = keyBound(bound.key as string);
+        return exact ? bound : { key: key as K, inclusive: lowerEnd };
+      };
+      lower = bounded(lower, true);
+      upper = bounded(upper, false);
     }
     let page = FIRST_PAGE;
     // The range's offset skips entries of the first page's query; later pages go on from the last key.

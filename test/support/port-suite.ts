@@ -129,6 +129,38 @@ export function describePort(name: string, harness: PortHarness): void {
       expect(rows).toEqual({ start: "a", end: "c" });
     });
 
+    it("reads ranges whose bounds no key can hold (NUL, an unpaired surrogate, past the key size) as the keys order them", async () => {
+      const { store } = fresh();
+      const keys = ["/b", "/b/x", "/b\uD7FF", "/b\uE000", "/b\u{1F600}", "/c"];
+      await store.batch((batch) => {
+        for (const k of keys) batch.set(k, k);
+      });
+      const read = (range: Parameters<StorageBackend["keys"]>[0]) => Array.from(store.keys(range));
+      // NUL: PostgreSQL's text refused it (APEX_E_STORE); every key orders after a bound cut there.
+      expect(read({ start: "/b\u0000" })).toEqual(keys.slice(1));
+      expect(read({ end: "/b\u0000zz" })).toEqual(["/b"]);
+      expect(read({ start: "/b\u0000", reverse: true })).toEqual(["/b"]);
+      expect(read({ start: "/c", end: "/b\u0000", reverse: true })).toEqual(keys.slice(1).reverse());
+      expect(Array.from(store.entries({ start: "/b\u0000", limit: 1 }))).toEqual([{ path: "/b/x", value: "/b/x" }]);
+      expect(Array.from(store.query("/b\u0000*"))).toEqual([]);
+      expect(Array.from(store.keysBelow("/b\u0000"))).toEqual([]);
+      // An unpaired surrogate orders between U+D7FF and U+E000 (lmdb-js: so for a short bound, as U+FFFD for a long one; PostgreSQL: as U+FFFD).
+      const long = "x".repeat(80);
+      for (const tail of ["", long]) {
+        expect(read({ start: `/b\uD800${tail}` }), tail).toEqual(["/b\uE000", "/b\u{1F600}", "/c"]);
+        expect(read({ end: `/b\uDC00${tail}` }), tail).toEqual(["/b", "/b/x", "/b\uD7FF"]);
+        expect(read({ start: `/b\uD800${tail}`, reverse: true }), tail).toEqual(["/b\uD7FF", "/b/x", "/b"]);
+        expect(read({ start: "/c", end: `/b\uD800${tail}`, reverse: true }), tail).toEqual(["/c", "/b\u{1F600}", "/b\uE000"]);
+      }
+      // Longer than any key (and than LMDB's key size, where lmdb-js threw a bare Error).
+      const past = `/${"z".repeat(2100)}`;
+      expect(read({ start: "/b", end: past })).toEqual(keys);
+      expect(read({ start: past, reverse: true, limit: 1 })).toEqual(["/c"]);
+      expect(read({ start: past })).toEqual([]);
+      expect(Array.from(store.query(past))).toEqual([]);
+      expect(Array.from(store.keysBelow(past))).toEqual([]);
+    });
+
     it("queries with a limit: 0 yields nothing, for a glob and for a literal path alike", async () => {
       const { store } = fresh();
       await store.batch((batch) => {
@@ -139,6 +171,49 @@ export function describePort(name: string, harness: PortHarness): void {
       expect(Array.from(store.query("/q/*", { limit: -1 }))).toEqual([]);
       expect(Array.from(store.query("/q/*", { limit: 1 }))).toEqual([{ path: "/q/a", value: "/q/a" }]);
       expect(Array.from(store.query("/q/b", { limit: 1 }))).toEqual([{ path: "/q/b", value: "/q/b" }]);
+    });
+
+    it("keeps a table first opened inside a transaction that aborts apart from the tables opened after it", async () => {
+      const { store, open } = fresh();
+      await expect(
+        store.transaction(() => {
+          store.table<string, unknown>("first", { keys: "string", values: "structured" }).put("lost", 1);
+          throw new Error("abort");
+        }),
+      ).rejects.toThrow("abort");
+      // LMDB closed the aborted transaction's new database handle, and the next database opened took its slot: the
+      // first table's handle then read and wrote the second table.
+      const first = store.table<string, unknown>("first", { keys: "string", values: "structured" });
+      const second = store.table<string, unknown>("second", { keys: "string", values: "structured" });
+      await store.transaction(() => second.put("s", 2));
+      expect(Array.from(first.getKeys())).toEqual([]);
+      await store.transaction(() => first.put("f", 1));
+      expect(Array.from(second.getRange())).toEqual([{ key: "s", value: 2 }]);
+      expect(Array.from(first.getRange())).toEqual([{ key: "f", value: 1 }]);
+      const other = open();
+      expect(Array.from(other.table<string, unknown>("first", { keys: "string", values: "structured" }).getKeys())).toEqual(["f"]);
+      expect(Array.from(other.table<string, unknown>("second", { keys: "string", values: "structured" }).getKeys())).toEqual(["s"]);
+    });
+
+    it("reaches a table's smallest key in reverse (uint32 0, binary <00>), and counts what a range with a limit yields", async () => {
+      const { store } = fresh();
+      const numbers = store.table<number, Buffer>("smallest-n", { keys: "uint32", values: "binary" });
+      const bytes = store.table<Buffer, Buffer>("smallest-b", { keys: "binary", values: "binary" });
+      await store.transaction(() => {
+        for (const k of [0, 1, 7]) numbers.put(k, Buffer.from([k]));
+        for (const hex of ["00", "0000", "01"]) bytes.put(Buffer.from(hex, "hex"), Buffer.from(hex, "hex"));
+      });
+      // lmdb-js ends a reverse range without `end` before its "beginning key", exclusive: 0 and <00> were left out.
+      expect(Array.from(numbers.getKeys({ reverse: true }))).toEqual([7, 1, 0]);
+      expect(Array.from(numbers.getRange({ start: 1, reverse: true }), (e) => e.key)).toEqual([1, 0]);
+      expect(Array.from(bytes.getKeys({ reverse: true }), (k) => k.toString("hex"))).toEqual(["01", "0000", "00"]);
+      expect(numbers.getCount({ reverse: true })).toBe(3);
+      // lmdb-js's count went past the limit.
+      expect(numbers.getCount({ limit: 2 })).toBe(2);
+      expect(numbers.getCount({ limit: 0 })).toBe(0);
+      expect(numbers.getCount({ start: 1, limit: 5 })).toBe(2);
+      expect(numbers.getCount({ offset: 1, limit: 1 })).toBe(1);
+      expect(bytes.getCount({ start: Buffer.from("00", "hex"), end: Buffer.from("01", "hex"), limit: 1 })).toBe(1);
     });
 
     it("logs one revision per changed path; changesSince starts inside a batch and honours limit", async () => {
