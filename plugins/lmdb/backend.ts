@@ -131,6 +131,8 @@ export class LmdbStore implements StorageBackend {
   private inTransaction = false;
   /** What the open write transaction puts into each database: checked against the free space before it commits (room.ts). */
   private tally: Map<Database<any, any>, DbTally> | undefined;
+  /** The tables whose database the open write transaction created (openTableDb): made stale if it aborts (staleTable). */
+  private createdTables: Array<{ table: Table; dbOptions: Record<string, unknown>; keys: TableOptions["keys"] | undefined }> | undefined;
 
   private constructor(dir: string, dataDir: string, root: RootDatabase, options: StoreOpenOptions) {
     this.info = { backend: "lmdb", location: dataDir };
@@ -222,8 +224,8 @@ export class LmdbStore implements StorageBackend {
   }
 
   /**
-   * A named table: lmdb-js's own database handle (no wrapper, so that the object store's hot
-   * reads cost what LMDB's do). Keys "string" and "tuple" use lmdb-js's ordered-binary key
+   * A named table: lmdb-js's own database handle's methods, bound (so that the object store's
+   * hot reads cost what LMDB's do), wrapped only where they must be (bindTable). Keys "string" and "tuple" use lmdb-js's ordered-binary key
    * encoding (tuples are its ordered arrays), "uint32" and "binary" its key encodings of those
    * names; values "binary" are raw bytes, "structured" lmdb-js's default msgpack. In a
    * read-only store a table that does not exist yet reads as empty. The keyspace's own
@@ -244,51 +246,96 @@ export class LmdbStore implements StorageBackend {
       if (options.values === "binary") dbOptions.encoding = "binary";
       if (options.keys === "uint32" || options.keys === "binary") dbOptions.keyEncoding = options.keys;
     }
+    const keys = KEYSPACE_DBS.has(name) ? undefined : options.keys;
+    const table = {} as Table;
+    const db = this.openTableDb(table, dbOptions, keys);
+    if (!db) return emptyTable() as unknown as Table<K, V>;
+    this.bindTable(table, db, keys);
+    this.tables.set(name, { options, table });
+    return table as unknown as Table<K, V>;
+  }
+
+  /**
+   * Opens (creating it in a writable store) a table's database. A read-only environment returns
+   * nothing for a database it does not contain yet. A creation commits inside transactionSync(),
+   * on the newest state (last-commit.ts); inside an open write transaction it is part of it.
+   */
+  private openTableDb(table: Table, dbOptions: Record<string, unknown>, keys: TableOptions["keys"] | undefined): Database | undefined {
+    const name = dbOptions.name as string;
     const creating = !this.readOnly && !namedDatabaseExists(this.root, name);
     // Creating a database is a commit of its own: it needs room too (room.ts).
     if (creating) this.assertRoom(SMALL_COMMIT_BYTES, `creating the table ${name}`);
-    // A read-only environment returns nothing for a database it does not contain yet. A
-    // creation commits inside transactionSync(), on the newest state (last-commit.ts).
-    const openIt = () => this.root.openDB(dbOptions as { name: string }) as Database | undefined;
-    const db = creating ? this.transactionSync(openIt) : openIt();
-    const table = (db ? this.guarded(db) : emptyTable()) as unknown as Table<K, V>;
-    if (db) this.tables.set(name, { options, table });
-    return table;
+    const openIt = () => {
+      const db = this.root.openDB(dbOptions as { name: string }) as Database | undefined;
+      // Created by the write transaction open: if it aborts, the handle is stale (see transactionSync).
+      if (creating) this.createdTables?.push({ table, dbOptions, keys });
+      return db;
+    };
+    return creating ? this.transactionSync(openIt) : openIt();
   }
 
   /**
    * lmdb's own handle for reads (the object store's hot path pays nothing but getBinaryFast's
    * view, see exactView), with put and
    * remove refused outside transaction(): lmdb-js would otherwise queue them as asynchronous
-   * writes, committed later by its write thread, outside any APEX transaction.
+   * writes, committed later by its write thread, outside any APEX transaction. The methods are
+   * set on `table`, the object the caller holds, so that they can be set again (staleTable).
    */
-  private guarded(db: Database): Table {
+  private bindTable(table: Table, db: Database, keys: TableOptions["keys"] | undefined): void {
     const raw = db as unknown as Table;
     const writing = (what: string) => {
       if (!this.inTransaction) throw new ApexError("APEX_E_INTERNAL", `Table ${what} outside a transaction: use store.transaction().`);
     };
-    return {
+    // lmdb-js ends a reverse range without `end` before its "beginning key" (exclusive), which is
+    // a key of uint32 and binary tables: 0 and <00> were left out. They are the range's end, inclusive.
+    const beginning = keys === "uint32" ? 0 : keys === "binary" ? Buffer.from([0]) : undefined;
+    // lmdb-js writes its own flags into the range it is given (getKeys: values false, getCount:
+    // onlyCount) and reads it again as the iteration starts: each call gets a copy, so that a
+    // caller's range read with getKeys and then getRange does not yield keys as entries.
+    const ranged = (range: KeyRange<TableKey> | undefined) => {
+      const copy: KeyRange<TableKey> & { inclusiveEnd?: boolean } = { ...range };
+      if (copy.reverse && copy.end === undefined && beginning !== undefined) [copy.end, copy.inclusiveEnd] = [beginning, true];
+      return copy;
+    };
+    Object.assign(table, {
       get: raw.get.bind(db),
-      getBinaryFast: (key) => exactView(raw.getBinaryFast.call(db, key)),
+      getBinaryFast: (key: TableKey) => exactView(raw.getBinaryFast.call(db, key)),
       doesExist: raw.doesExist.bind(db),
-      // lmdb-js writes its own flags into the range it is given (getKeys: values false, getCount:
-      // onlyCount) and reads it again as the iteration starts: each call gets a copy, so that a
-      // caller's range read with getKeys and then getRange does not yield keys as entries.
-      getKeys: (range) => raw.getKeys.call(db, { ...range }),
-      getRange: (range) => raw.getRange.call(db, { ...range }),
-      getCount: (range) => raw.getCount.call(db, { ...range }),
+      getKeys: (range?: KeyRange<TableKey>) => raw.getKeys.call(db, ranged(range)),
+      getRange: (range?: KeyRange<TableKey>) => raw.getRange.call(db, ranged(range)),
+      // lmdb-js counts past the range's limit: the count is of what getKeys would yield.
+      getCount: (range?: KeyRange<TableKey>) => {
+        const count = raw.getCount.call(db, ranged(range));
+        return range?.limit === undefined ? count : Math.max(0, Math.min(count, range.limit));
+      },
       getStats: raw.getStats.bind(db),
-      put: (key, value, options) => {
+      put: (key: TableKey, value: unknown, options?: { append?: boolean }) => {
         writing("put");
         this.count(db, sizeOf(key), sizeOf(value));
-        return raw.put(key, value, options);
+        return raw.put(key, value as Buffer, options);
       },
-      remove: (key) => {
+      remove: (key: TableKey) => {
         writing("remove");
         this.count(db, sizeOf(key), 0);
         return raw.remove(key);
       },
-    };
+    } satisfies Table);
+  }
+
+  /**
+   * A table whose database the aborted write transaction created: LMDB closed its handle with
+   * the transaction, and the next database opened took its slot, so that it read and wrote that
+   * other table. Each of its methods opens (creates) the database again on first use, then runs.
+   */
+  private staleTable(table: Table, dbOptions: Record<string, unknown>, keys: TableOptions["keys"] | undefined): void {
+    for (const method of Object.keys(table) as Array<keyof Table>) {
+      (table as unknown as Record<string, unknown>)[method] = (...args: unknown[]) => {
+        const db = this.openTableDb(table, dbOptions, keys);
+        if (!db) throw new ApexError("APEX_E_INTERNAL", `Table ${String(dbOptions.name)} cannot be opened again.`);
+        this.bindTable(table, db, keys);
+        return (table[method] as (...args: unknown[]) => unknown)(...args);
+      };
+    }
   }
 
   tableNames(): string[] {
@@ -302,7 +349,7 @@ export class LmdbStore implements StorageBackend {
 
   /**
    * A keyspace range as lmdb-js is given it: a copy (it sets `values: false` on the range it is
-   * given, see guarded), its bounds ones it can seek to (keyBound: a bound past its key size was
+   * given, see bindTable), its bounds ones it can seek to (keyBound: a bound past its key size was
    * a bare Error, and an unpaired surrogate was encoded two ways by string length). A bound
    * changed so is inclusive at the range's lower end and exclusive at its upper end.
    */
@@ -506,6 +553,7 @@ export class LmdbStore implements StorageBackend {
     if (this.inTransaction) return fn();
     let out!: T;
     for (let attempt = 1; ; attempt++) {
+      let created: NonNullable<typeof this.createdTables> = [];
       try {
         this.root.transactionSync(() => {
           // Another process's open may have set LMDB's last commit id back (last-commit.ts):
@@ -513,6 +561,7 @@ export class LmdbStore implements StorageBackend {
           if (this.startedStale()) throw STALE_START;
           this.inTransaction = true;
           this.tally = new Map();
+          this.createdTables = created = [];
           try {
             out = fn();
             // Thrown here, the error aborts the transaction: LMDB writes nothing.
@@ -520,12 +569,14 @@ export class LmdbStore implements StorageBackend {
           } finally {
             this.inTransaction = false;
             this.tally = undefined;
+            this.createdTables = undefined;
           }
         });
         // The process's other handles of the file read this commit from now on (shared-env.ts).
         if (this.handleKey !== undefined) committed(this.handleKey, this.root as unknown as SnapshotHolder);
         return out;
       } catch (error) {
+        for (const { table, dbOptions, keys } of created) this.staleTable(table, dbOptions, keys);
         // Put right and aborted before `fn` ran: run it again from the newest commit.
         if (error === STALE_START && attempt < STALE_START_ATTEMPTS) continue;
         if (error === STALE_START) throw new ApexError("APEX_E_STORE", `The store's last commit id kept being set back by other processes (${attempt} tries); nothing was written.`, { hint: "Try again." });
