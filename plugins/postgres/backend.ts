@@ -176,6 +176,9 @@ interface ScanOptions<K extends string | Buffer> {
   doing: string;
 }
 
+/** What a PostgreSQL text value cannot hold: NUL, and unpaired surrogates (no UTF-8). */
+const NOT_TEXT = /\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
 /** Paths read per statement by getEncodedMany. */
 const MANY_PATHS_CHUNK = 2000;
 
@@ -1706,6 +1709,9 @@ export class PostgresBackend implements StorageBackend {
         return true;
       },
       deleteDamaged: (key) => {
+        // A key text cannot hold is not in the table: NUL failed the statement (and with it the transaction), and the
+        // driver sent an unpaired surrogate as U+FFFD, which named (and deleted) another key.
+        if (NOT_TEXT.test(key)) return false;
         if (this.rawGet(key) === undefined) return false;
         remove(key, pathProblem(key) === undefined);
         return true;

@@ -161,6 +161,17 @@ export function describePort(name: string, harness: PortHarness): void {
       expect(Array.from(store.keysBelow(past))).toEqual([]);
     });
 
+    it("deleteDamaged of a key no store holds (NUL, an unpaired surrogate) deletes nothing, and the batch goes on", async () => {
+      const { store } = fresh();
+      await store.set("/d/\uFFFD", 1);
+      const { value, revision } = await store.batch((batch) => [batch.deleteDamaged("/d/\u0000"), batch.deleteDamaged("/d/\uD800"), batch.deleteDamaged("/d/\uDC00x"), batch.set("/d/after", 2)]);
+      // PostgreSQL: NUL failed the statement and the transaction with it; the surrogate was sent as U+FFFD and deleted /d/\uFFFD.
+      expect(value).toEqual([false, false, false, undefined]);
+      expect(revision).toBe(2);
+      expect(store.get("/d/\uFFFD")).toBe(1);
+      expect(store.get("/d/after")).toBe(2);
+    });
+
     it("queries with a limit: 0 yields nothing, for a glob and for a literal path alike", async () => {
       const { store } = fresh();
       await store.batch((batch) => {
