@@ -131,6 +131,8 @@ export class LmdbStore implements StorageBackend {
   private inTransaction = false;
   /** What the open write transaction puts into each database: checked against the free space before it commits (room.ts). */
   private tally: Map<Database<any, any>, DbTally> | undefined;
+  /** The log segment of the batch recording now (applyBatch): its changes not yet logged. */
+  private openSegment: { pending: number; close(): void } | undefined;
   /** The tables whose database the open write transaction created (openTableDb): made stale if it aborts (staleTable). */
   private createdTables: Array<{ table: Table; dbOptions: Record<string, unknown>; keys: TableOptions["keys"] | undefined }> | undefined;
 
@@ -431,7 +433,8 @@ export class LmdbStore implements StorageBackend {
 
   /** The current global revision (0 for a new store). */
   revision(): number {
-    return this.reading("reading the revision", () => (this.meta.get(REVISION_KEY) as number | undefined) ?? 0);
+    // Inside a batch, with the changes it made so far (logged when its segment ends).
+    return this.reading("reading the revision", () => (this.meta.get(REVISION_KEY) as number | undefined) ?? 0) + (this.openSegment?.pending ?? 0);
   }
 
   /** Entries whose path matches the glob, in key order. */
@@ -483,6 +486,8 @@ export class LmdbStore implements StorageBackend {
   }
 
   private *changesSinceRaw(since: number, options: { limit?: number }): Iterable<Change> {
+    // Read inside a batch: the changes it made so far are logged first (as PostgreSQL sends them).
+    this.openSegment?.close();
     let remaining = options.limit ?? Infinity;
     // Nothing past the latest revision: the last batch, which may hold 200,000 changes (an import), is not read to find none.
     if (remaining <= 0 || since >= ((this.meta.get(REVISION_KEY) as number | undefined) ?? 0)) return;
@@ -631,12 +636,39 @@ export class LmdbStore implements StorageBackend {
   }
 
   private applyBatch<T>(fn: (batch: WriteBatch) => T, actor: string): { value: T; revision: number } {
-    const first = this.revision() + 1;
-    const paths: string[] = [];
+    // A batch's changes are logged in segments of consecutive revisions: a batch run inside this
+    // one (batchSync in its callback) or a read of the log ends the segment open so far, and this
+    // batch's next change starts a new one after it. One record at the end, keyed by the batch's
+    // first revision, gave a nested batch the same revisions and let this record overwrite its own.
+    const enclosing = this.openSegment;
+    enclosing?.close();
+    const time = Date.now();
+    let first = 0;
+    let paths: string[] = [];
     let kinds = "";
+    const segment = {
+      pending: 0,
+      close: () => {
+        if (paths.length > 0) {
+          const entry: LogRecord = { p: paths, k: kinds, a: actor, t: time };
+          this.log.put(first, entry);
+          this.count(this.log, 8, sizeOf(entry));
+          this.meta.put(REVISION_KEY, first - 1 + paths.length);
+          this.count(this.meta, REVISION_KEY.length, 9);
+        }
+        [paths, kinds, segment.pending] = [[], "", 0];
+        if (this.openSegment === segment) this.openSegment = undefined;
+      },
+    };
     const record = (path: string, kind: ChangeKind) => {
+      if (this.openSegment !== segment) {
+        this.openSegment?.close();
+        this.openSegment = segment;
+      }
+      if (paths.length === 0) first = this.revision() + 1;
       paths.push(path);
       kinds += kind === "put" ? "p" : "d";
+      segment.pending = paths.length;
     };
     const kv = this.kv;
     const kvRange = (range: KeyRange<string>) => this.kvRange(range);
@@ -692,17 +724,16 @@ export class LmdbStore implements StorageBackend {
         return kv.get(checkPath(path));
       },
     };
-    const value = fn(batch);
-    if (value instanceof Promise) throw new Error("Store.batch callbacks must be synchronous");
-    const revision = first - 1 + paths.length;
-    if (paths.length > 0) {
-      const entry: LogRecord = { p: paths, k: kinds, a: actor, t: Date.now() };
-      this.log.put(first, entry);
-      this.count(this.log, 8, sizeOf(entry));
-      this.meta.put(REVISION_KEY, revision);
-      this.count(this.meta, REVISION_KEY.length, 9);
+    let value: T;
+    try {
+      value = fn(batch);
+      if (value instanceof Promise) throw new Error("Store.batch callbacks must be synchronous");
+      segment.close();
+    } finally {
+      // (a throw aborts the transaction: nothing of the segment is kept)
+      this.openSegment = enclosing;
     }
-    return { value, revision };
+    return { value, revision: this.revision() };
   }
 
   /**

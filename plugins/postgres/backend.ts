@@ -1661,13 +1661,13 @@ export class PostgresBackend implements StorageBackend {
     const tx = this.tx!;
     const time = Date.now();
     // One log record per batch, started by its first change; a flush in the middle of a large
-    // batch sends the record so far, and the rest of the batch goes on in a new one.
+    // batch sends the record so far, and a batch run inside this one (batchSync in its callback)
+    // records its changes after it: the rest of this batch goes on in a new record. Appended to
+    // after a nested batch, the record gave its later changes the nested batch's revisions.
     let current: LogRecord | undefined;
-    let generation = -1;
     const record = (path: string, kind: "p" | "d") => {
-      if (!current || generation !== tx.flushes) {
+      if (!current || tx.log[tx.log.length - 1] !== current) {
         current = { first: tx.base + tx.changes + 1, paths: [], kinds: "", actor, time };
-        generation = tx.flushes;
         tx.log.push(current);
       }
       current.paths.push(path);

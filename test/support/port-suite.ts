@@ -279,6 +279,37 @@ export function describePort(name: string, harness: PortHarness): void {
       expect(read(24_999, 2)).toEqual(["25000:/big/24999", "25001:/kept/0"]);
     });
 
+    it("gives a batch run inside another its own revisions, and logs both in revision order", async () => {
+      const { store } = fresh();
+      await store.set("/x", 0);
+      const { value, revision } = await store.batch((outer) => {
+        outer.set("/a", 1);
+        const seen = [store.revision()];
+        const inner = store.batchSync((nested) => {
+          nested.set("/b", 2);
+          nested.delete("/x");
+          return store.revision();
+        }, "agent:inner");
+        outer.set("/c", 3);
+        seen.push(store.revision(), ...Array.from(store.changesSince(3), (c) => c.revision));
+        outer.set("/d", 4);
+        return { seen, inner };
+      }, "agent:outer");
+      // LMDB logged the whole outer batch at its end, keyed by its first revision, over the inner one's record (the
+      // same revisions); PostgreSQL appended the outer batch's later changes to its first record, with the inner's revisions.
+      expect(value).toEqual({ seen: [2, 5, 4, 5], inner: { value: 4, revision: 4 } });
+      expect(revision).toBe(6);
+      expect(store.revision()).toBe(6);
+      expect(Array.from(store.changesSince(0), (c) => [c.revision, c.path, c.kind, c.actor])).toEqual([
+        [1, "/x", "put", "user:test"],
+        [2, "/a", "put", "agent:outer"],
+        [3, "/b", "put", "agent:inner"],
+        [4, "/x", "delete", "agent:inner"],
+        [5, "/c", "put", "agent:outer"],
+        [6, "/d", "put", "agent:outer"],
+      ]);
+    });
+
     it("deletes trees, recursively, each deleted path logged", async () => {
       const { store } = fresh();
       await store.batch((batch) => {
