@@ -341,6 +341,7 @@ export class LmdbStore implements StorageBackend {
   }
 
   tableNames(): string[] {
+    if (this.closed) throw storeClosed();
     const names: string[] = [];
     // The root database lists the named databases.
     for (const key of this.root.getKeys()) {
@@ -744,13 +745,23 @@ export class LmdbStore implements StorageBackend {
     try {
       return read();
     } catch (error) {
-      throw isDamage(error) ? damageError(this.dir, doing, error) : error;
+      throw this.readFailure(error, doing);
     }
+  }
+
+  /**
+   * A read's failure as the ApexError it means: a damaged file (APEX_E_STORE_DAMAGED), or a read
+   * after close(), which lmdb-js refuses with a bare Error ("Can not renew a transaction from a
+   * closed database"): APEX_E_STORE, as a write after close() and PostgreSQL's reads.
+   */
+  private readFailure(error: unknown, doing: string): unknown {
+    if (this.closed) return storeClosed(error);
+    return isDamage(error) ? damageError(this.dir, doing, error) : error;
   }
 
   /** reading(), for an iteration. */
   private *readingAll<T>(doing: string, items: Iterable<T>): Iterable<T> {
-    const iterator = items[Symbol.iterator]();
+    const iterator = this.reading(doing, () => items[Symbol.iterator]());
     let done = false;
     try {
       for (;;) {
@@ -759,7 +770,7 @@ export class LmdbStore implements StorageBackend {
           next = iterator.next();
         } catch (error) {
           done = true;
-          throw isDamage(error) ? damageError(this.dir, doing, error) : error;
+          throw this.readFailure(error, doing);
         }
         if (next.done) {
           done = true;
@@ -774,7 +785,7 @@ export class LmdbStore implements StorageBackend {
   }
 
   private assertWritable(): void {
-    if (this.closed) throw new ApexError("APEX_E_STORE", "The store is closed.");
+    if (this.closed) throw storeClosed();
     if (this.readOnly) throw new ApexError("APEX_E_INTERNAL", "The store was opened read-only.");
   }
 
@@ -782,6 +793,12 @@ export class LmdbStore implements StorageBackend {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // The tables' methods are lmdb-js's own, bound: after close() they refuse as the keyspace's reads do.
+    for (const { table } of this.tables.values()) {
+      for (const method of Object.keys(table)) (table as unknown as Record<string, unknown>)[method] = () => {
+        throw storeClosed();
+      };
+    }
     try {
       await this.root.close();
     } finally {
@@ -847,6 +864,11 @@ const SMALL_VIEW_BYTES = 64;
 /** The shared read buffer the views in `smallViews` are of, by size. */
 let viewsOf: Buffer | undefined;
 let smallViews: Array<Buffer | undefined> = [];
+
+/** What a read or write of a store after its close() throws. */
+function storeClosed(cause?: unknown): ApexError {
+  return new ApexError("APEX_E_STORE", "The store is closed.", cause === undefined ? {} : { cause });
+}
 
 /** A table that does not exist yet in a read-only store: reads as empty, refuses writes. */
 function emptyTable(): Table<TableKey, unknown> {

@@ -551,6 +551,40 @@ export function describePort(name: string, harness: PortHarness): void {
       expect(watcher.get("/watched")).toBe(2);
     });
 
+    it("refuses reads and writes after close() with APEX_E_STORE, tables' too", async () => {
+      const { open } = fresh();
+      const store = open();
+      await store.set("/x", 1);
+      const table = store.table<string, unknown>("closing", { keys: "string", values: "structured" });
+      await store.transaction(() => table.put("a", 1));
+      await store.close();
+      expect(store.closed).toBe(true);
+      // lmdb-js refused them with a bare Error ("Can not renew a transaction from a closed database").
+      const closed = expect.objectContaining({ code: "APEX_E_STORE" });
+      for (const read of [
+        () => store.get("/x"),
+        () => store.has("/x"),
+        () => store.getEncoded("/x"),
+        () => store.revision(),
+        () => Array.from(store.keys({})),
+        () => Array.from(store.entries({ start: "/" })),
+        () => Array.from(store.query("/*")),
+        () => Array.from(store.tree("/")),
+        () => Array.from(store.keysBelow("/")),
+        () => Array.from(store.changesSince(0)),
+        () => store.tableNames(),
+        () => table.get("a"),
+        () => table.getBinaryFast("a"),
+        () => table.doesExist("a"),
+        () => Array.from(table.getKeys()),
+        () => table.getCount(),
+      ]) {
+        expect(read, String(read)).toThrowError(closed);
+      }
+      await expect(store.set("/x", 2)).rejects.toThrowError(closed);
+      expect(() => store.batchSync((batch) => batch.set("/x", 3))).toThrowError(closed);
+    });
+
     it("refuses writes on a read-only open, and a read-only open of a missing store", async () => {
       const { store, open } = fresh();
       expect(() => harness.fresh().open({ readOnly: true })).toThrowError(expect.objectContaining({ code: "APEX_E_NO_STORE" }));
