@@ -177,7 +177,8 @@ export interface StorageBackend {
   table<K extends TableKey = TableKey, V = Buffer>(name: string, options: TableOptions): Table<K, V>;
   /**
    * The names of the tables that exist (for copying a store to another backend, backups and
-   * validation), in name order. On LMDB that includes a table opened and never written (no rows).
+   * validation), ordered by the UTF-8 bytes of their names. On LMDB that includes a table opened
+   * and never written (no rows).
    */
   tableNames(): string[];
   /**

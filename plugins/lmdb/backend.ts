@@ -347,7 +347,8 @@ export class LmdbStore implements StorageBackend {
     for (const key of this.root.getKeys()) {
       if (typeof key === "string" && !KEYSPACE_DBS.has(key)) names.push(key);
     }
-    return names.sort();
+    // By their UTF-8 bytes, as keys are ordered and PostgreSQL lists them (sort() put U+1F600 before U+FFFF).
+    return names.sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
   }
 
   /**

@@ -427,6 +427,11 @@ export function describePort(name: string, harness: PortHarness): void {
       });
       expect(numbers.get(256)).toBeUndefined();
       expect(store.tableNames().filter((n) => ["strings", "numbers", "bytes", "tuples"].includes(n)).sort()).toEqual(["bytes", "numbers", "strings", "tuples"]);
+      // Names listed in the order of their UTF-8 bytes, as keys are (LMDB sorted them as UTF-16: U+1F600 before U+FFFF).
+      await store.transaction(() => {
+        for (const name of ["\u{1F600}", "\uFFFF", "é"]) store.table<string, Buffer>(name, { keys: "string", values: "binary" }).put("k", Buffer.from("v"));
+      });
+      expect(store.tableNames().filter((n) => ["\u{1F600}", "\uFFFF", "é", "tuples"].includes(n))).toEqual(["tuples", "é", "\uFFFF", "\u{1F600}"]);
       // Tables are not the keyspace: no revision, no log.
       expect(store.revision()).toBe(0);
     });
