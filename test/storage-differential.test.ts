@@ -212,7 +212,7 @@ interface Op {
 }
 
 /** One step of a batch, recorded so that both stores get the same. */
-type BatchStep = { kind: "set"; path: string; value: JsonValue } | { kind: "setEncoded"; path: string; value: JsonValue } | { kind: "deleteDamaged"; path: string } | { kind: "delete"; path: string } | { kind: "deleteTree"; path: string } | { kind: "get"; path: string } | { kind: "throw" };
+type BatchStep = { kind: "set"; path: string; value: JsonValue } | { kind: "setEncoded"; path: string; value: JsonValue } | { kind: "deleteDamaged"; path: string } | { kind: "delete"; path: string } | { kind: "deleteTree"; path: string } | { kind: "get"; path: string } | { kind: "reads"; path: string; glob: string } | { kind: "throw" };
 
 function batchSteps(rng: Rng, known: string[], canThrow: boolean): BatchStep[] {
   const steps: BatchStep[] = [];
@@ -223,14 +223,15 @@ function batchSteps(rng: Rng, known: string[], canThrow: boolean): BatchStep[] {
     else if (roll < 0.63) steps.push({ kind: "deleteDamaged", path: anyPath(rng, known) });
     else if (roll < 0.7) steps.push({ kind: "delete", path: anyPath(rng, known) });
     else if (roll < 0.78) steps.push({ kind: "deleteTree", path: anyPath(rng, known) });
-    else steps.push({ kind: "get", path: anyPath(rng, known) });
+    else if (roll < 0.9) steps.push({ kind: "get", path: anyPath(rng, known) });
+    else steps.push({ kind: "reads", path: anyPath(rng, known), glob: anyGlob(rng, known) });
   }
   if (canThrow && rng() < 0.25) steps.splice(int(rng, steps.length + 1), 0, { kind: "throw" });
   return steps;
 }
 
 /** The batch body: every step's own outcome (a refused step is caught, as a caller may), and a throw that aborts it. */
-function applySteps(batch: WriteBatch, steps: BatchStep[], catchRefusals: boolean): unknown[] {
+function applySteps(store: StorageBackend, batch: WriteBatch, steps: BatchStep[], catchRefusals: boolean): unknown[] {
   const results: unknown[] = [];
   for (const step of steps) {
     const one = () => {
@@ -247,6 +248,16 @@ function applySteps(batch: WriteBatch, steps: BatchStep[], catchRefusals: boolea
           return batch.deleteTree(step.path);
         case "get":
           return batch.get(step.path);
+        case "reads":
+          // The store's own reads inside the batch: they see its writes so far.
+          return [
+            outcome(() => store.has(step.path)),
+            outcome(() => store.getEncoded(step.path)),
+            outcome(() => (store.getEncodedMany ? store.getEncodedMany([step.path]) : [store.getEncoded(step.path)])),
+            outcome(() => Array.from(store.query(step.glob))),
+            outcome(() => Array.from(store.tree(step.path))),
+            outcome(() => Array.from(store.keys({ start: step.path, limit: 3 }))),
+          ];
         case "throw":
           throw new Error("abort the batch");
       }
@@ -311,11 +322,11 @@ function makeOp(rng: Rng, known: string[]): Op {
   if (roll < 0.34) {
     const steps = batchSteps(rng, known, true);
     const catching = rng() < 0.6;
-    return { name: `batch ${show(steps).slice(0, 200)} catching=${catching}`, run: (s) => outcomeAsync(() => s.batch((b) => applySteps(b, steps, catching))) };
+    return { name: `batch ${show(steps).slice(0, 200)} catching=${catching}`, run: (s) => outcomeAsync(() => s.batch((b) => applySteps(s, b, steps, catching))) };
   }
   if (roll < 0.38) {
     const steps = batchSteps(rng, known, true);
-    return { name: `batchSync ${show(steps).slice(0, 200)}`, run: (s) => outcome(() => s.batchSync((b) => applySteps(b, steps, true))) };
+    return { name: `batchSync ${show(steps).slice(0, 200)}`, run: (s) => outcome(() => s.batchSync((b) => applySteps(s, b, steps, true))) };
   }
   if (roll < 0.43) {
     // A transaction over tables and the keyspace, perhaps aborted at its end.
@@ -340,7 +351,7 @@ function makeOp(rng: Rng, known: string[]): Op {
                 results.push(outcome(() => t.get(write.key)));
               }
             }
-            results.push(s.batchSync((b) => applySteps(b, steps, true)));
+            results.push(s.batchSync((b) => applySteps(s, b, steps, true)));
             // Reads inside see the transaction's writes (PostgreSQL sends its buffer first).
             results.push(outcome(() => Array.from(t.getRange(range))), outcome(() => t.getCount(range)), outcome(() => Array.from(s.keysBelow(probe))));
             if (abort) throw new Error("abort the transaction");
@@ -426,9 +437,9 @@ function nestedOp(rng: Rng, known: string[]): Op {
           results.push(
             s.batchSync((b) => {
               const half = Math.ceil(outer.length / 2);
-              const out = [applySteps(b, outer.slice(0, half), true)];
-              out.push(s.batchSync((nested) => applySteps(nested, inner, true)));
-              out.push(applySteps(b, outer.slice(half), true), s.revision());
+              const out = [applySteps(s, b, outer.slice(0, half), true)];
+              out.push(s.batchSync((nested) => applySteps(s, nested, inner, true)));
+              out.push(applySteps(s, b, outer.slice(half), true), s.revision());
               return out;
             }),
           );
