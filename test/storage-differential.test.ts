@@ -484,11 +484,13 @@ describe("storage port: LMDB and PostgreSQL give the same answers", () => {
         tables: TABLES.map(({ name, options }) => Array.from(s.table(name, options).getRange())),
       });
     // Read again through a second, read-only instance of each store.
-    const [lmdbAgain, pgAgain] = [LmdbStore.open(lmdb.dir, { readOnly: true }), postgresBackend.open(pg.spec ?? { backend: "postgres", dir: pg.dir, url, project: `diff-${seed}` }, { readOnly: true }) as StorageBackend];
+    const [lmdbAgain, pgAgain] = [LmdbStore.open(lmdb.dir, { readOnly: true }), postgresBackend.open({ backend: "postgres", dir: pg.dir, url, project: `diff-${seed}` }, { readOnly: true }) as StorageBackend];
     opened.push(lmdbAgain, pgAgain);
     if (differences.length === 0 && whole(lmdb) !== whole(pg)) differences.push(`seed ${seed}: the stores differ at the end`);
     if (differences.length === 0 && whole(lmdbAgain) !== whole(pgAgain)) differences.push(`seed ${seed}: the stores differ at the end, read again`);
     if (differences.length === 0 && whole(lmdb) !== whole(lmdbAgain)) differences.push(`seed ${seed}: LMDB reads differently through a second instance`);
+    // Closed now (each PostgreSQL instance holds a connection): a long search opens hundreds.
+    for (const store of opened.splice(0).reverse()) await store.close();
     expect(differences).toEqual([]);
   });
 });
