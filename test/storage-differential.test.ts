@@ -39,14 +39,17 @@ afterAll(async () => {
   for (const cleanup of cleanups.splice(0)) cleanup();
 });
 
-/** A new LMDB store and a new PostgreSQL project. */
-function pair(seed: number): [StorageBackend, StorageBackend] {
+/** A new LMDB store and a new PostgreSQL project, each with a second writable instance (another handle a command might hold). */
+function pair(seed: number): { lmdb: StorageBackend; pg: StorageBackend; lmdb2: StorageBackend; pg2: StorageBackend } {
   const { dir, cleanup } = tempDir("apex-diff-");
   cleanups.push(cleanup);
+  const spec = { backend: "postgres", dir, url, project: `diff-${seed}` };
   const lmdb = LmdbStore.open(dir, { actor: "user:diff" });
-  const pg = postgresBackend.open({ backend: "postgres", dir, url, project: `diff-${seed}` }, { actor: "user:diff" }) as StorageBackend;
-  opened.push(lmdb, pg);
-  return [lmdb, pg];
+  const pg = postgresBackend.open(spec, { actor: "user:diff" }) as StorageBackend;
+  const lmdb2 = LmdbStore.open(dir, { actor: "user:diff" });
+  const pg2 = postgresBackend.open(spec, { actor: "user:diff" }) as StorageBackend;
+  opened.push(lmdb, pg, lmdb2, pg2);
+  return { lmdb, pg, lmdb2, pg2 };
 }
 
 /** A canonical text of any result: -0, undefined, Buffers, NaN and lone surrogates kept apart. */
@@ -459,19 +462,21 @@ function nestedOp(rng: Rng, known: string[]): Op {
 describe("storage port: LMDB and PostgreSQL give the same answers", () => {
   it.each(SEEDS)("seed %i", async (seed) => {
     const rng = random(seed);
-    const [lmdb, pg] = pair(seed);
+    const { lmdb, pg, lmdb2, pg2 } = pair(seed);
     const known: string[] = [];
     const differences: string[] = [];
     for (let step = 0; step < STEPS && differences.length < 40; step++) {
       const op = makeOp(rng, known);
-      const a = show(await op.run(lmdb));
-      const b = show(await op.run(pg));
+      // Mostly the first instance; some operations through the second, which must see the first's writes and tables.
+      const second = rng() < 0.2;
+      const a = show(await op.run(second ? lmdb2 : lmdb));
+      const b = show(await op.run(second ? pg2 : pg));
       if (a !== b) {
         // Shown from a little before the first character that differs.
         let at = 0;
         while (a[at] === b[at]) at++;
         const from = Math.max(0, at - 200);
-        differences.push(`seed ${seed} step ${step} ${op.name}\n  lmdb:     …${a.slice(from, from + 500)}\n  postgres: …${b.slice(from, from + 500)}`);
+        differences.push(`seed ${seed} step ${step}${second ? " (second instance)" : ""} ${op.name}\n  lmdb:     …${a.slice(from, from + 500)}\n  postgres: …${b.slice(from, from + 500)}`);
       }
       // The paths that exist now, for the next operations to hit.
       known.splice(0, known.length, ...Array.from(lmdb.keysBelow("/")));

@@ -732,7 +732,7 @@ export class PostgresBackend implements StorageBackend {
    * crossing as their first statement, and committed in the same crossing as the first statement
    * after the last holder let go (or by `timer` at the end of the event loop's turn).
    */
-  private view = { holders: 0, open: false, timer: undefined as NodeJS.Timeout | undefined, connection: 0 };
+  private view = { holders: 0, open: false, restart: false, timer: undefined as NodeJS.Timeout | undefined, connection: 0 };
   /** Set as close() begins (the port's `closed`). */
   closed = false;
   private readonly statementNames = new Map<string, string>();
@@ -852,11 +852,13 @@ export class PostgresBackend implements StorageBackend {
     const view = this.view;
     let prefix: Statement[] = [];
     if (!this.tx) {
-      if (view.open && (write || view.holders === 0)) {
+      if (view.open && (write || view.holders === 0 || view.restart)) {
         prefix = [{ text: "COMMIT" }];
         view.open = false;
-      } else if (!view.open && view.holders > 0 && !write) {
-        prefix = [{ text: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" }];
+      }
+      view.restart = false;
+      if (!view.open && view.holders > 0 && !write) {
+        prefix.push({ text: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" });
         view.open = true;
         // A scan its caller left suspended (or forgot) must not hold every later read in an old view.
         clearTimeout(view.timer);
@@ -885,6 +887,18 @@ export class PostgresBackend implements StorageBackend {
     }
   }
 
+  /**
+   * Counts a holder of the read view (a scan, readView). The first after every holder let go
+   * begins it anew, in the crossing of its first statement: the view left open by scans that
+   * ended (committed at the next statement, else at the end of the turn) had a scan begun in the
+   * same turn read that old view, missing what another instance of the store in this process had
+   * committed since (LMDB's handles of one file see each other's commits at once).
+   */
+  private holdView(): void {
+    if (this.view.holders === 0 && this.view.open) this.view.restart = true;
+    this.view.holders++;
+  }
+
   /** Ends the read view now (the end of a turn of the event loop); a holder still reading begins a new one. */
   private endView(): void {
     const view = this.view;
@@ -907,7 +921,7 @@ export class PostgresBackend implements StorageBackend {
   readView<T>(fn: () => T): T {
     this.assertOpen();
     if (this.tx) return fn();
-    this.view.holders++;
+    this.holdView();
     try {
       return fn();
     } finally {
@@ -1088,7 +1102,7 @@ export class PostgresBackend implements StorageBackend {
     if (this.tx?.pending) this.flush();
     // Its pages are separate statements: outside a write transaction they share one read view.
     const held = !this.tx;
-    if (held) this.view.holders++;
+    if (held) this.holdView();
     try {
       yield* this.pages(options);
     } finally {
@@ -1162,7 +1176,7 @@ export class PostgresBackend implements StorageBackend {
     this.assertOpen();
     if (this.tx?.pending) this.flush();
     const held = !this.tx;
-    if (held) this.view.holders++;
+    if (held) this.holdView();
     try {
       yield* this.groupPages(table, range);
     } finally {
@@ -1227,7 +1241,7 @@ export class PostgresBackend implements StorageBackend {
     if (this.tx?.pending) this.flush();
     // Pages of the log in one read view, as scan() does.
     const held = !this.tx;
-    if (held) this.view.holders++;
+    if (held) this.holdView();
     try {
       yield* this.logPages(since, options);
     } finally {
