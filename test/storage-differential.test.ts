@@ -315,7 +315,8 @@ function makeOp(rng: Rng, known: string[]): Op {
   if (roll < 0.16) {
     const path = anyPath(rng, known);
     const value = anyValue(rng);
-    return { name: `set ${show(path).slice(0, 80)}`, run: (s) => outcomeAsync(() => s.set(path, value)) };
+    const actor = rng() < 0.2 ? pick(rng, ["agent:a", "user:é\u{1F600}", "", "plugin:a\nb", "user:a\u0000b", "user:\uD800", "x".repeat(3000)]) : undefined;
+    return { name: `set ${show(path).slice(0, 80)} actor=${show(actor).slice(0, 40)}`, run: (s) => outcomeAsync(() => s.set(path, value, actor)) };
   }
   if (roll < 0.24) {
     const path = anyPath(rng, known);

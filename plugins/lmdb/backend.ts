@@ -638,6 +638,10 @@ export class LmdbStore implements StorageBackend {
   }
 
   private applyBatch<T>(fn: (batch: WriteBatch) => T, actor: string): { value: T; revision: number } {
+    // As PostgreSQL, whose text cannot hold it (msgpack logged each unpaired surrogate as three U+FFFD).
+    if (/\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(actor)) {
+      throw new ApexError("APEX_E_INTERNAL", `The actor ${JSON.stringify(actor)} cannot be recorded in the revision log: it holds NUL or an unpaired surrogate. Nothing was written.`);
+    }
     // A batch's changes are logged in segments of consecutive revisions: a batch run inside this
     // one (batchSync in its callback) or a read of the log ends the segment open so far, and this
     // batch's next change starts a new one after it. One record at the end, keyed by the batch's

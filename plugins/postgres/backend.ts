@@ -179,6 +179,11 @@ interface ScanOptions<K extends string | Buffer> {
 /** What a PostgreSQL text value cannot hold: NUL, and unpaired surrogates (no UTF-8). */
 const NOT_TEXT = /\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
+/** An actor the revision log cannot record (LMDB refuses it too). */
+function badActor(actor: string): ApexError {
+  return new ApexError("APEX_E_INTERNAL", `The actor ${JSON.stringify(actor)} cannot be recorded in the revision log: it holds NUL or an unpaired surrogate. Nothing was written.`);
+}
+
 /** Paths read per statement by getEncodedMany. */
 const MANY_PATHS_CHUNK = 2000;
 
@@ -1672,6 +1677,8 @@ export class PostgresBackend implements StorageBackend {
   }
 
   private applyBatch<T>(fn: (batch: WriteBatch) => T, actor: string): { value: T; revision: number } {
+    // Text cannot hold it: the commit failed as a bare store error (LMDB logged NUL, and each unpaired surrogate as U+FFFD times three).
+    if (NOT_TEXT.test(actor)) throw badActor(actor);
     const tx = this.tx!;
     const time = Date.now();
     // One log record per batch, started by its first change; a flush in the middle of a large

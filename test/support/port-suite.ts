@@ -310,6 +310,17 @@ export function describePort(name: string, harness: PortHarness): void {
       ]);
     });
 
+    it("refuses an actor the revision log cannot record (NUL, an unpaired surrogate), writing nothing", async () => {
+      const { store } = fresh();
+      // PostgreSQL failed the commit with a bare store error; LMDB logged NUL, and an unpaired surrogate as three U+FFFD.
+      for (const actor of ["user:a\u0000b", "user:\uD800", "agent:\uDC00x"]) {
+        await expect(store.set("/a", 1, actor), JSON.stringify(actor)).rejects.toThrowError(expect.objectContaining({ code: "APEX_E_INTERNAL" }));
+      }
+      expect(store.revision()).toBe(0);
+      expect(await store.set("/a", 1, "user:é\u{1F600}\nx")).toBe(1);
+      expect(Array.from(store.changesSince(0), (c) => c.actor)).toEqual(["user:é\u{1F600}\nx"]);
+    });
+
     it("deletes trees, recursively, each deleted path logged", async () => {
       const { store } = fresh();
       await store.batch((batch) => {
