@@ -69,6 +69,34 @@ export function subtreeRange(path: string): { start: string; end: string } {
   return { start: `${path}/`, end: `${path}0` };
 }
 
+/**
+ * A raw range bound (of keys(), entries(), a glob's prefix or a subtree: any string) as one both
+ * backends can seek to, with the same answer over every key a store can hold (valid paths: no
+ * control character, no unpaired surrogate, at most MAX_PATH_BYTES). The bound is cut at the
+ * first character no key holds and that a backend cannot take, and the least character a key
+ * may hold there is put in its place: after NUL (which PostgreSQL's text refuses) U+0001, after
+ * an unpaired surrogate (no UTF-8: PostgreSQL's driver sent U+FFFD, lmdb-js WTF-8 for a short
+ * string and U+FFFD for a long one) U+E000, the code point after the surrogates. A bound longer
+ * than any key (past LMDB's key size, which lmdb-js refused with a bare Error) is cut once it
+ * passes MAX_PATH_BYTES. `exact` false: the bound changed, and a backend must then treat it as
+ * inclusive when it is the lower end of the range and exclusive when it is the upper end.
+ */
+export function keyBound(bound: string): { key: string; exact: boolean } {
+  let bytes = 0;
+  for (let i = 0; i < bound.length; i++) {
+    const code = bound.charCodeAt(i);
+    if (code === 0) return { key: `${bound.slice(0, i)}\u0001`, exact: false };
+    if (code >= 0xd800 && code <= 0xdfff) {
+      const next = bound.charCodeAt(i + 1);
+      if (code >= 0xdc00 || !(next >= 0xdc00 && next <= 0xdfff)) return { key: `${bound.slice(0, i)}\ue000`, exact: false };
+      i++;
+      bytes += 4;
+    } else bytes += code < 0x80 ? 1 : code < 0x800 ? 2 : 3;
+    if (bytes > MAX_PATH_BYTES) return { key: bound.slice(0, i + 1), exact: false };
+  }
+  return { key: bound, exact: true };
+}
+
 /** The range of keys starting with `prefix` (any string), exact under byte ordering. */
 export function prefixRange(prefix: string): { start: string; end: string | undefined } {
   if (prefix === "") return { start: "", end: undefined };

@@ -170,9 +170,16 @@ export interface StorageBackend {
   batchSync<T>(fn: (batch: WriteBatch) => T, actor?: string): { value: T; revision: number };
 
   // Tables and transactions.
-  /** Opens (creating on first write) a named table. The same name always gets the same options. */
+  /**
+   * Opens a named table (LMDB creates it as it is opened in a writable store, PostgreSQL on its
+   * first write). The same name always gets the same options.
+   */
   table<K extends TableKey = TableKey, V = Buffer>(name: string, options: TableOptions): Table<K, V>;
-  /** The names of the tables that exist (for copying a store to another backend, backups and validation). */
+  /**
+   * The names of the tables that exist (for copying a store to another backend, backups and
+   * validation), ordered by the UTF-8 bytes of their names. On LMDB that includes a table opened
+   * and never written (no rows).
+   */
   tableNames(): string[];
   /**
    * Runs `fn` (synchronous) in one write transaction over the keyspace and every table, and

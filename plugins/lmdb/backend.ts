@@ -21,7 +21,7 @@ import { deleteOne, setOne } from "../../core/store/port.js";
 import { currentActor } from "../../core/actor.js";
 import { ApexError } from "../../core/errors.js";
 import { compileGlob } from "../../core/store/glob.js";
-import { checkPath, pathProblem, subtreeRange } from "../../core/store/paths.js";
+import { checkPath, keyBound, pathProblem, subtreeRange } from "../../core/store/paths.js";
 import { checkStoreAccess, checkStoreFileLength, storeWriteRefused, writePermissionCode } from "./file-check.js";
 import { repairStaleStart, STALE_START } from "./last-commit.js";
 import { committed, fileKey, handleClosed, handleOpened, readOnlyHandles, readOnlyHere, whenWritable, type SnapshotHolder } from "./shared-env.js";
@@ -131,6 +131,10 @@ export class LmdbStore implements StorageBackend {
   private inTransaction = false;
   /** What the open write transaction puts into each database: checked against the free space before it commits (room.ts). */
   private tally: Map<Database<any, any>, DbTally> | undefined;
+  /** The log segment of the batch recording now (applyBatch): its changes not yet logged. */
+  private openSegment: { pending: number; close(): void } | undefined;
+  /** The tables whose database the open write transaction created (openTableDb): made stale if it aborts (staleTable). */
+  private createdTables: Array<{ table: Table; dbOptions: Record<string, unknown>; keys: TableOptions["keys"] | undefined }> | undefined;
 
   private constructor(dir: string, dataDir: string, root: RootDatabase, options: StoreOpenOptions) {
     this.info = { backend: "lmdb", location: dataDir };
@@ -222,8 +226,8 @@ export class LmdbStore implements StorageBackend {
   }
 
   /**
-   * A named table: lmdb-js's own database handle (no wrapper, so that the object store's hot
-   * reads cost what LMDB's do). Keys "string" and "tuple" use lmdb-js's ordered-binary key
+   * A named table: lmdb-js's own database handle's methods, bound (so that the object store's
+   * hot reads cost what LMDB's do), wrapped only where they must be (bindTable). Keys "string" and "tuple" use lmdb-js's ordered-binary key
    * encoding (tuples are its ordered arrays), "uint32" and "binary" its key encodings of those
    * names; values "binary" are raw bytes, "structured" lmdb-js's default msgpack. In a
    * read-only store a table that does not exist yet reads as empty. The keyspace's own
@@ -244,65 +248,134 @@ export class LmdbStore implements StorageBackend {
       if (options.values === "binary") dbOptions.encoding = "binary";
       if (options.keys === "uint32" || options.keys === "binary") dbOptions.keyEncoding = options.keys;
     }
+    const keys = KEYSPACE_DBS.has(name) ? undefined : options.keys;
+    const table = {} as Table;
+    const db = this.openTableDb(table, dbOptions, keys);
+    if (!db) return emptyTable() as unknown as Table<K, V>;
+    this.bindTable(table, db, keys);
+    this.tables.set(name, { options, table });
+    return table as unknown as Table<K, V>;
+  }
+
+  /**
+   * Opens (creating it in a writable store) a table's database. A read-only environment returns
+   * nothing for a database it does not contain yet. A creation commits inside transactionSync(),
+   * on the newest state (last-commit.ts); inside an open write transaction it is part of it.
+   */
+  private openTableDb(table: Table, dbOptions: Record<string, unknown>, keys: TableOptions["keys"] | undefined): Database | undefined {
+    const name = dbOptions.name as string;
     const creating = !this.readOnly && !namedDatabaseExists(this.root, name);
     // Creating a database is a commit of its own: it needs room too (room.ts).
     if (creating) this.assertRoom(SMALL_COMMIT_BYTES, `creating the table ${name}`);
-    // A read-only environment returns nothing for a database it does not contain yet. A
-    // creation commits inside transactionSync(), on the newest state (last-commit.ts).
-    const openIt = () => this.root.openDB(dbOptions as { name: string }) as Database | undefined;
-    const db = creating ? this.transactionSync(openIt) : openIt();
-    const table = (db ? this.guarded(db) : emptyTable()) as unknown as Table<K, V>;
-    if (db) this.tables.set(name, { options, table });
-    return table;
+    const openIt = () => {
+      const db = this.root.openDB(dbOptions as { name: string }) as Database | undefined;
+      // Created by the write transaction open: if it aborts, the handle is stale (see transactionSync).
+      if (creating) this.createdTables?.push({ table, dbOptions, keys });
+      return db;
+    };
+    return creating ? this.transactionSync(openIt) : openIt();
   }
 
   /**
    * lmdb's own handle for reads (the object store's hot path pays nothing but getBinaryFast's
    * view, see exactView), with put and
    * remove refused outside transaction(): lmdb-js would otherwise queue them as asynchronous
-   * writes, committed later by its write thread, outside any APEX transaction.
+   * writes, committed later by its write thread, outside any APEX transaction. The methods are
+   * set on `table`, the object the caller holds, so that they can be set again (staleTable).
    */
-  private guarded(db: Database): Table {
+  private bindTable(table: Table, db: Database, keys: TableOptions["keys"] | undefined): void {
     const raw = db as unknown as Table;
     const writing = (what: string) => {
       if (!this.inTransaction) throw new ApexError("APEX_E_INTERNAL", `Table ${what} outside a transaction: use store.transaction().`);
     };
-    return {
+    // lmdb-js ends a reverse range without `end` before its "beginning key" (exclusive), which is
+    // a key of uint32 and binary tables: 0 and <00> were left out. They are the range's end, inclusive.
+    const beginning = keys === "uint32" ? 0 : keys === "binary" ? Buffer.from([0]) : undefined;
+    // lmdb-js writes its own flags into the range it is given (getKeys: values false, getCount:
+    // onlyCount) and reads it again as the iteration starts: each call gets a copy, so that a
+    // caller's range read with getKeys and then getRange does not yield keys as entries.
+    const ranged = (range: KeyRange<TableKey> | undefined) => {
+      const copy: KeyRange<TableKey> & { inclusiveEnd?: boolean } = { ...range };
+      if (copy.reverse && copy.end === undefined && beginning !== undefined) [copy.end, copy.inclusiveEnd] = [beginning, true];
+      return copy;
+    };
+    Object.assign(table, {
       get: raw.get.bind(db),
-      getBinaryFast: (key) => exactView(raw.getBinaryFast.call(db, key)),
+      getBinaryFast: (key: TableKey) => exactView(raw.getBinaryFast.call(db, key)),
       doesExist: raw.doesExist.bind(db),
-      getKeys: raw.getKeys.bind(db),
-      getRange: raw.getRange.bind(db),
-      getCount: raw.getCount.bind(db),
+      getKeys: (range?: KeyRange<TableKey>) => raw.getKeys.call(db, ranged(range)),
+      getRange: (range?: KeyRange<TableKey>) => raw.getRange.call(db, ranged(range)),
+      // lmdb-js counts past the range's limit: the count is of what getKeys would yield.
+      getCount: (range?: KeyRange<TableKey>) => {
+        const count = raw.getCount.call(db, ranged(range));
+        return range?.limit === undefined ? count : Math.max(0, Math.min(count, range.limit));
+      },
       getStats: raw.getStats.bind(db),
-      put: (key, value, options) => {
+      put: (key: TableKey, value: unknown, options?: { append?: boolean }) => {
         writing("put");
         this.count(db, sizeOf(key), sizeOf(value));
-        return raw.put(key, value, options);
+        return raw.put(key, value as Buffer, options);
       },
-      remove: (key) => {
+      remove: (key: TableKey) => {
         writing("remove");
         this.count(db, sizeOf(key), 0);
         return raw.remove(key);
       },
-    };
+    } satisfies Table);
+  }
+
+  /**
+   * A table whose database the aborted write transaction created: LMDB closed its handle with
+   * the transaction, and the next database opened took its slot, so that it read and wrote that
+   * other table. Each of its methods opens (creates) the database again on first use, then runs.
+   */
+  private staleTable(table: Table, dbOptions: Record<string, unknown>, keys: TableOptions["keys"] | undefined): void {
+    for (const method of Object.keys(table) as Array<keyof Table>) {
+      (table as unknown as Record<string, unknown>)[method] = (...args: unknown[]) => {
+        const db = this.openTableDb(table, dbOptions, keys);
+        if (!db) throw new ApexError("APEX_E_INTERNAL", `Table ${String(dbOptions.name)} cannot be opened again.`);
+        this.bindTable(table, db, keys);
+        return (table[method] as (...args: unknown[]) => unknown)(...args);
+      };
+    }
   }
 
   tableNames(): string[] {
+    if (this.closed) throw storeClosed();
     const names: string[] = [];
     // The root database lists the named databases.
     for (const key of this.root.getKeys()) {
       if (typeof key === "string" && !KEYSPACE_DBS.has(key)) names.push(key);
     }
-    return names.sort();
+    // By their UTF-8 bytes, as keys are ordered and PostgreSQL lists them (sort() put U+1F600 before U+FFFF).
+    return names.sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+  }
+
+  /**
+   * A keyspace range as lmdb-js is given it: a copy (it sets `values: false` on the range it is
+   * given, see bindTable), its bounds ones it can seek to (keyBound: a bound past its key size was
+   * a bare Error, and an unpaired surrogate was encoded two ways by string length). A bound
+   * changed so is inclusive at the range's lower end and exclusive at its upper end.
+   */
+  private kvRange(range: KeyRange<string>): KeyRange<string> & { exclusiveStart?: boolean; inclusiveEnd?: boolean } {
+    const out: KeyRange<string> & { exclusiveStart?: boolean; inclusiveEnd?: boolean } = { ...range };
+    if (range.start !== undefined) {
+      const { key, exact } = keyBound(range.start);
+      if (!exact) [out.start, out.exclusiveStart] = [key, range.reverse === true];
+    }
+    if (range.end !== undefined) {
+      const { key, exact } = keyBound(range.end);
+      if (!exact) [out.end, out.inclusiveEnd] = [key, range.reverse === true];
+    }
+    return out;
   }
 
   keys(range: KeyRange<string>): Iterable<string> {
-    return this.readingAll("reading the keyspace", this.kv.getKeys(range) as Iterable<string>);
+    return this.readingAll("reading the keyspace", this.kv.getKeys(this.kvRange(range)) as Iterable<string>);
   }
 
   *entries(range: KeyRange<string>): Iterable<Entry> {
-    for (const { key, value } of this.readingAll("reading the keyspace", this.kv.getRange(range))) yield { path: key, value };
+    for (const { key, value } of this.readingAll("reading the keyspace", this.kv.getRange(this.kvRange(range)))) yield { path: key, value };
   }
 
   subscribe(listener: () => void): () => void {
@@ -362,7 +435,8 @@ export class LmdbStore implements StorageBackend {
 
   /** The current global revision (0 for a new store). */
   revision(): number {
-    return this.reading("reading the revision", () => (this.meta.get(REVISION_KEY) as number | undefined) ?? 0);
+    // Inside a batch, with the changes it made so far (logged when its segment ends).
+    return this.reading("reading the revision", () => (this.meta.get(REVISION_KEY) as number | undefined) ?? 0) + (this.openSegment?.pending ?? 0);
   }
 
   /** Entries whose path matches the glob, in key order. */
@@ -372,14 +446,18 @@ export class LmdbStore implements StorageBackend {
 
   private *queryRaw(glob: string, options: { limit?: number }): Iterable<Entry> {
     const compiled = compileGlob(glob);
+    const limit = options.limit ?? Infinity;
+    // A limit of 0 (a page of nothing) yields nothing: the count was checked only after a match was yielded.
+    if (limit <= 0) return;
     if (compiled.literal) {
+      // A literal glob that is no path names no key (one past LMDB's key size would throw a bare Error).
+      if (pathProblem(compiled.prefix) !== undefined) return;
       const value = this.kv.get(compiled.prefix);
       if (value !== undefined) yield { path: compiled.prefix, value };
       return;
     }
     let count = 0;
-    const limit = options.limit ?? Infinity;
-    for (const { key, value } of this.kv.getRange(compiled.range)) {
+    for (const { key, value } of this.kv.getRange(this.kvRange(compiled.range as KeyRange<string>))) {
       if (!compiled.matches(key)) continue;
       yield { path: key, value };
       if (++count >= limit) return;
@@ -396,12 +474,12 @@ export class LmdbStore implements StorageBackend {
       const own = this.kv.get(checkPath(path));
       if (own !== undefined) yield { path, value: own };
     }
-    for (const { key, value } of this.kv.getRange(subtreeRange(path))) yield { path: key, value };
+    for (const { key, value } of this.kv.getRange(this.kvRange(subtreeRange(path)))) yield { path: key, value };
   }
 
   /** Paths directly or indirectly below `path` (without values). */
   *keysBelow(path: string): Iterable<string> {
-    for (const key of this.readingAll(`reading the paths below ${path}`, this.kv.getKeys(subtreeRange(path)))) yield key as string;
+    for (const key of this.readingAll(`reading the paths below ${path}`, this.kv.getKeys(this.kvRange(subtreeRange(path))))) yield key as string;
   }
 
   /** Changes with a revision greater than `since`, oldest first. */
@@ -410,6 +488,8 @@ export class LmdbStore implements StorageBackend {
   }
 
   private *changesSinceRaw(since: number, options: { limit?: number }): Iterable<Change> {
+    // Read inside a batch: the changes it made so far are logged first (as PostgreSQL sends them).
+    this.openSegment?.close();
     let remaining = options.limit ?? Infinity;
     // Nothing past the latest revision: the last batch, which may hold 200,000 changes (an import), is not read to find none.
     if (remaining <= 0 || since >= ((this.meta.get(REVISION_KEY) as number | undefined) ?? 0)) return;
@@ -480,6 +560,7 @@ export class LmdbStore implements StorageBackend {
     if (this.inTransaction) return fn();
     let out!: T;
     for (let attempt = 1; ; attempt++) {
+      let created: NonNullable<typeof this.createdTables> = [];
       try {
         this.root.transactionSync(() => {
           // Another process's open may have set LMDB's last commit id back (last-commit.ts):
@@ -487,6 +568,7 @@ export class LmdbStore implements StorageBackend {
           if (this.startedStale()) throw STALE_START;
           this.inTransaction = true;
           this.tally = new Map();
+          this.createdTables = created = [];
           try {
             out = fn();
             // Thrown here, the error aborts the transaction: LMDB writes nothing.
@@ -494,12 +576,14 @@ export class LmdbStore implements StorageBackend {
           } finally {
             this.inTransaction = false;
             this.tally = undefined;
+            this.createdTables = undefined;
           }
         });
         // The process's other handles of the file read this commit from now on (shared-env.ts).
         if (this.handleKey !== undefined) committed(this.handleKey, this.root as unknown as SnapshotHolder);
         return out;
       } catch (error) {
+        for (const { table, dbOptions, keys } of created) this.staleTable(table, dbOptions, keys);
         // Put right and aborted before `fn` ran: run it again from the newest commit.
         if (error === STALE_START && attempt < STALE_START_ATTEMPTS) continue;
         if (error === STALE_START) throw new ApexError("APEX_E_STORE", `The store's last commit id kept being set back by other processes (${attempt} tries); nothing was written.`, { hint: "Try again." });
@@ -554,14 +638,46 @@ export class LmdbStore implements StorageBackend {
   }
 
   private applyBatch<T>(fn: (batch: WriteBatch) => T, actor: string): { value: T; revision: number } {
-    const first = this.revision() + 1;
-    const paths: string[] = [];
+    // As PostgreSQL, whose text cannot hold it (msgpack logged each unpaired surrogate as three U+FFFD).
+    if (/\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(actor)) {
+      throw new ApexError("APEX_E_INTERNAL", `The actor ${JSON.stringify(actor)} cannot be recorded in the revision log: it holds NUL or an unpaired surrogate. Nothing was written.`);
+    }
+    // A batch's changes are logged in segments of consecutive revisions: a batch run inside this
+    // one (batchSync in its callback) or a read of the log ends the segment open so far, and this
+    // batch's next change starts a new one after it. One record at the end, keyed by the batch's
+    // first revision, gave a nested batch the same revisions and let this record overwrite its own.
+    const enclosing = this.openSegment;
+    enclosing?.close();
+    const time = Date.now();
+    let first = 0;
+    let paths: string[] = [];
     let kinds = "";
+    const segment = {
+      pending: 0,
+      close: () => {
+        if (paths.length > 0) {
+          const entry: LogRecord = { p: paths, k: kinds, a: actor, t: time };
+          this.log.put(first, entry);
+          this.count(this.log, 8, sizeOf(entry));
+          this.meta.put(REVISION_KEY, first - 1 + paths.length);
+          this.count(this.meta, REVISION_KEY.length, 9);
+        }
+        [paths, kinds, segment.pending] = [[], "", 0];
+        if (this.openSegment === segment) this.openSegment = undefined;
+      },
+    };
     const record = (path: string, kind: ChangeKind) => {
+      if (this.openSegment !== segment) {
+        this.openSegment?.close();
+        this.openSegment = segment;
+      }
+      if (paths.length === 0) first = this.revision() + 1;
       paths.push(path);
       kinds += kind === "put" ? "p" : "d";
+      segment.pending = paths.length;
     };
     const kv = this.kv;
+    const kvRange = (range: KeyRange<string>) => this.kvRange(range);
     const count = (key: string, valueBytes: number) => this.count(kv, Buffer.byteLength(key), valueBytes);
     const batch: WriteBatch = {
       set(path, value) {
@@ -602,7 +718,7 @@ export class LmdbStore implements StorageBackend {
         return true;
       },
       deleteTree(path) {
-        const keys = Array.from(kv.getKeys(subtreeRange(path))) as string[];
+        const keys = Array.from(kv.getKeys(kvRange(subtreeRange(path)))) as string[];
         for (const key of keys) {
           kv.remove(key);
           count(key, 0);
@@ -614,17 +730,16 @@ export class LmdbStore implements StorageBackend {
         return kv.get(checkPath(path));
       },
     };
-    const value = fn(batch);
-    if (value instanceof Promise) throw new Error("Store.batch callbacks must be synchronous");
-    const revision = first - 1 + paths.length;
-    if (paths.length > 0) {
-      const entry: LogRecord = { p: paths, k: kinds, a: actor, t: Date.now() };
-      this.log.put(first, entry);
-      this.count(this.log, 8, sizeOf(entry));
-      this.meta.put(REVISION_KEY, revision);
-      this.count(this.meta, REVISION_KEY.length, 9);
+    let value: T;
+    try {
+      value = fn(batch);
+      if (value instanceof Promise) throw new Error("Store.batch callbacks must be synchronous");
+      segment.close();
+    } finally {
+      // (a throw aborts the transaction: nothing of the segment is kept)
+      this.openSegment = enclosing;
     }
-    return { value, revision };
+    return { value, revision: this.revision() };
   }
 
   /**
@@ -635,13 +750,23 @@ export class LmdbStore implements StorageBackend {
     try {
       return read();
     } catch (error) {
-      throw isDamage(error) ? damageError(this.dir, doing, error) : error;
+      throw this.readFailure(error, doing);
     }
+  }
+
+  /**
+   * A read's failure as the ApexError it means: a damaged file (APEX_E_STORE_DAMAGED), or a read
+   * after close(), which lmdb-js refuses with a bare Error ("Can not renew a transaction from a
+   * closed database"): APEX_E_STORE, as a write after close() and PostgreSQL's reads.
+   */
+  private readFailure(error: unknown, doing: string): unknown {
+    if (this.closed) return storeClosed(error);
+    return isDamage(error) ? damageError(this.dir, doing, error) : error;
   }
 
   /** reading(), for an iteration. */
   private *readingAll<T>(doing: string, items: Iterable<T>): Iterable<T> {
-    const iterator = items[Symbol.iterator]();
+    const iterator = this.reading(doing, () => items[Symbol.iterator]());
     let done = false;
     try {
       for (;;) {
@@ -650,7 +775,7 @@ export class LmdbStore implements StorageBackend {
           next = iterator.next();
         } catch (error) {
           done = true;
-          throw isDamage(error) ? damageError(this.dir, doing, error) : error;
+          throw this.readFailure(error, doing);
         }
         if (next.done) {
           done = true;
@@ -665,7 +790,7 @@ export class LmdbStore implements StorageBackend {
   }
 
   private assertWritable(): void {
-    if (this.closed) throw new ApexError("APEX_E_STORE", "The store is closed.");
+    if (this.closed) throw storeClosed();
     if (this.readOnly) throw new ApexError("APEX_E_INTERNAL", "The store was opened read-only.");
   }
 
@@ -673,6 +798,12 @@ export class LmdbStore implements StorageBackend {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // The tables' methods are lmdb-js's own, bound: after close() they refuse as the keyspace's reads do.
+    for (const { table } of this.tables.values()) {
+      for (const method of Object.keys(table)) (table as unknown as Record<string, unknown>)[method] = () => {
+        throw storeClosed();
+      };
+    }
     try {
       await this.root.close();
     } finally {
@@ -738,6 +869,11 @@ const SMALL_VIEW_BYTES = 64;
 /** The shared read buffer the views in `smallViews` are of, by size. */
 let viewsOf: Buffer | undefined;
 let smallViews: Array<Buffer | undefined> = [];
+
+/** What a read or write of a store after its close() throws. */
+function storeClosed(cause?: unknown): ApexError {
+  return new ApexError("APEX_E_STORE", "The store is closed.", cause === undefined ? {} : { cause });
+}
 
 /** A table that does not exist yet in a read-only store: reads as empty, refuses writes. */
 function emptyTable(): Table<TableKey, unknown> {

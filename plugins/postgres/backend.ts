@@ -36,7 +36,7 @@ import { currentActor } from "../../core/actor.js";
 import { ApexError, isApexError, withDetail } from "../../core/errors.js";
 import { compileGlob } from "../../core/store/glob.js";
 import { redactUrl as redactStoreUrl } from "../../core/store/open.js";
-import { checkPath, pathProblem, subtreeRange } from "../../core/store/paths.js";
+import { checkPath, keyBound, pathProblem, subtreeRange } from "../../core/store/paths.js";
 import type {
   BackendInfo,
   Change,
@@ -174,6 +174,14 @@ interface ScanOptions<K extends string | Buffer> {
   range: KeyRange<K>;
   values: boolean;
   doing: string;
+}
+
+/** What a PostgreSQL text value cannot hold: NUL, and unpaired surrogates (no UTF-8). */
+const NOT_TEXT = /\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** An actor the revision log cannot record (LMDB refuses it too). */
+function badActor(actor: string): ApexError {
+  return new ApexError("APEX_E_INTERNAL", `The actor ${JSON.stringify(actor)} cannot be recorded in the revision log: it holds NUL or an unpaired surrogate. Nothing was written.`);
 }
 
 /** Paths read per statement by getEncodedMany. */
@@ -729,7 +737,7 @@ export class PostgresBackend implements StorageBackend {
    * crossing as their first statement, and committed in the same crossing as the first statement
    * after the last holder let go (or by `timer` at the end of the event loop's turn).
    */
-  private view = { holders: 0, open: false, timer: undefined as NodeJS.Timeout | undefined, connection: 0 };
+  private view = { holders: 0, open: false, restart: false, timer: undefined as NodeJS.Timeout | undefined, connection: 0 };
   /** Set as close() begins (the port's `closed`). */
   closed = false;
   private readonly statementNames = new Map<string, string>();
@@ -849,11 +857,13 @@ export class PostgresBackend implements StorageBackend {
     const view = this.view;
     let prefix: Statement[] = [];
     if (!this.tx) {
-      if (view.open && (write || view.holders === 0)) {
+      if (view.open && (write || view.holders === 0 || view.restart)) {
         prefix = [{ text: "COMMIT" }];
         view.open = false;
-      } else if (!view.open && view.holders > 0 && !write) {
-        prefix = [{ text: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" }];
+      }
+      view.restart = false;
+      if (!view.open && view.holders > 0 && !write) {
+        prefix.push({ text: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" });
         view.open = true;
         // A scan its caller left suspended (or forgot) must not hold every later read in an old view.
         clearTimeout(view.timer);
@@ -882,6 +892,18 @@ export class PostgresBackend implements StorageBackend {
     }
   }
 
+  /**
+   * Counts a holder of the read view (a scan, readView). The first after every holder let go
+   * begins it anew, in the crossing of its first statement: the view left open by scans that
+   * ended (committed at the next statement, else at the end of the turn) had a scan begun in the
+   * same turn read that old view, missing what another instance of the store in this process had
+   * committed since (LMDB's handles of one file see each other's commits at once).
+   */
+  private holdView(): void {
+    if (this.view.holders === 0 && this.view.open) this.view.restart = true;
+    this.view.holders++;
+  }
+
   /** Ends the read view now (the end of a turn of the event loop); a holder still reading begins a new one. */
   private endView(): void {
     const view = this.view;
@@ -904,7 +926,7 @@ export class PostgresBackend implements StorageBackend {
   readView<T>(fn: () => T): T {
     this.assertOpen();
     if (this.tx) return fn();
-    this.view.holders++;
+    this.holdView();
     try {
       return fn();
     } finally {
@@ -1033,6 +1055,8 @@ export class PostgresBackend implements StorageBackend {
 
   *query(glob: string, options: { limit?: number } = {}): Iterable<Entry> {
     const compiled = compileGlob(glob);
+    const limit = options.limit ?? Infinity;
+    if (limit <= 0) return;
     if (compiled.literal) {
       if (pathProblem(compiled.prefix) !== undefined) return;
       const value = this.get(compiled.prefix);
@@ -1040,8 +1064,6 @@ export class PostgresBackend implements StorageBackend {
       return;
     }
     let count = 0;
-    const limit = options.limit ?? Infinity;
-    if (limit <= 0) return;
     const range: KeyRange<string> = { start: compiled.range.start };
     if (compiled.range.end !== undefined) range.end = compiled.range.end;
     for (const [path, value] of this.scanKv(range, true)) {
@@ -1085,7 +1107,7 @@ export class PostgresBackend implements StorageBackend {
     if (this.tx?.pending) this.flush();
     // Its pages are separate statements: outside a write transaction they share one read view.
     const held = !this.tx;
-    if (held) this.view.holders++;
+    if (held) this.holdView();
     try {
       yield* this.pages(options);
     } finally {
@@ -1106,6 +1128,16 @@ export class PostgresBackend implements StorageBackend {
     } else {
       if (range.start !== undefined) lower = { key: range.start, inclusive: true };
       if (range.end !== undefined) upper = { key: range.end, inclusive: false };
+    }
+    // A keyspace bound no key can hold (NUL: text refuses it; an unpaired surrogate) as one the server takes (keyBound).
+    if (options.keyColumn === "path") {
+      const bounded = (bound: { key: K; inclusive: boolean } | undefined, lowerEnd: boolean) => {
+        if (bound === undefined) return bound;
+        const { key, exact } = keyBound(bound.key as string);
+        return exact ? bound : { key: key as K, inclusive: lowerEnd };
+      };
+      lower = bounded(lower, true);
+      upper = bounded(upper, false);
     }
     let page = FIRST_PAGE;
     // The range's offset skips entries of the first page's query; later pages go on from the last key.
@@ -1149,7 +1181,7 @@ export class PostgresBackend implements StorageBackend {
     this.assertOpen();
     if (this.tx?.pending) this.flush();
     const held = !this.tx;
-    if (held) this.view.holders++;
+    if (held) this.holdView();
     try {
       yield* this.groupPages(table, range);
     } finally {
@@ -1214,7 +1246,7 @@ export class PostgresBackend implements StorageBackend {
     if (this.tx?.pending) this.flush();
     // Pages of the log in one read view, as scan() does.
     const held = !this.tx;
-    if (held) this.view.holders++;
+    if (held) this.holdView();
     try {
       yield* this.logPages(since, options);
     } finally {
@@ -1645,16 +1677,18 @@ export class PostgresBackend implements StorageBackend {
   }
 
   private applyBatch<T>(fn: (batch: WriteBatch) => T, actor: string): { value: T; revision: number } {
+    // Text cannot hold it: the commit failed as a bare store error (LMDB logged NUL, and each unpaired surrogate as U+FFFD times three).
+    if (NOT_TEXT.test(actor)) throw badActor(actor);
     const tx = this.tx!;
     const time = Date.now();
     // One log record per batch, started by its first change; a flush in the middle of a large
-    // batch sends the record so far, and the rest of the batch goes on in a new one.
+    // batch sends the record so far, and a batch run inside this one (batchSync in its callback)
+    // records its changes after it: the rest of this batch goes on in a new record. Appended to
+    // after a nested batch, the record gave its later changes the nested batch's revisions.
     let current: LogRecord | undefined;
-    let generation = -1;
     const record = (path: string, kind: "p" | "d") => {
-      if (!current || generation !== tx.flushes) {
+      if (!current || tx.log[tx.log.length - 1] !== current) {
         current = { first: tx.base + tx.changes + 1, paths: [], kinds: "", actor, time };
-        generation = tx.flushes;
         tx.log.push(current);
       }
       current.paths.push(path);
@@ -1696,6 +1730,9 @@ export class PostgresBackend implements StorageBackend {
         return true;
       },
       deleteDamaged: (key) => {
+        // A key text cannot hold is not in the table: NUL failed the statement (and with it the transaction), and the
+        // driver sent an unpaired surrogate as U+FFFD, which named (and deleted) another key.
+        if (NOT_TEXT.test(key)) return false;
         if (this.rawGet(key) === undefined) return false;
         remove(key, pathProblem(key) === undefined);
         return true;

@@ -8,7 +8,7 @@
 import { createHash } from "node:crypto";
 import { afterEach, describe, expect, it } from "vitest";
 import { ApexError } from "../../core/errors.js";
-import type { StorageBackend, StoreOpenOptions, Table } from "../../core/store/port.js";
+import { readView, type StorageBackend, type StoreOpenOptions, type Table } from "../../core/store/port.js";
 import { encodeJson } from "../../core/store/value-codec.js";
 
 export interface PortHarness {
@@ -101,6 +101,132 @@ export function describePort(name: string, harness: PortHarness): void {
       ]);
     });
 
+    it("reads a range object given to one call as it was given to the next: keys then entries, a table's getKeys, getCount then getRange", async () => {
+      const { store } = fresh();
+      await store.batch((batch) => {
+        for (const p of ["/r/a", "/r/b", "/r/c"]) batch.set(p, p);
+      });
+      // lmdb-js wrote its own flags into the range it was given (values: false, onlyCount), and the next read with it yielded keys as entries.
+      const range = { start: "/r/", end: "/r0" };
+      expect(Array.from(store.keys(range))).toEqual(["/r/a", "/r/b", "/r/c"]);
+      expect(Array.from(store.entries(range))).toEqual([
+        { path: "/r/a", value: "/r/a" },
+        { path: "/r/b", value: "/r/b" },
+        { path: "/r/c", value: "/r/c" },
+      ]);
+      expect(range).toEqual({ start: "/r/", end: "/r0" });
+      const table = store.table<string, unknown>("ranged", { keys: "string", values: "structured" });
+      await store.transaction(() => {
+        for (const k of ["a", "b", "c"]) table.put(k, { k });
+      });
+      const rows = { start: "a", end: "c" };
+      expect(Array.from(table.getKeys(rows))).toEqual(["a", "b"]);
+      expect(table.getCount(rows)).toBe(2);
+      expect(Array.from(table.getRange(rows))).toEqual([
+        { key: "a", value: { k: "a" } },
+        { key: "b", value: { k: "b" } },
+      ]);
+      expect(rows).toEqual({ start: "a", end: "c" });
+    });
+
+    it("reads ranges whose bounds no key can hold (NUL, an unpaired surrogate, past the key size) as the keys order them", async () => {
+      const { store } = fresh();
+      const keys = ["/b", "/b/x", "/b\uD7FF", "/b\uE000", "/b\u{1F600}", "/c"];
+      await store.batch((batch) => {
+        for (const k of keys) batch.set(k, k);
+      });
+      const read = (range: Parameters<StorageBackend["keys"]>[0]) => Array.from(store.keys(range));
+      // NUL: PostgreSQL's text refused it (APEX_E_STORE); every key orders after a bound cut there.
+      expect(read({ start: "/b\u0000" })).toEqual(keys.slice(1));
+      expect(read({ end: "/b\u0000zz" })).toEqual(["/b"]);
+      expect(read({ start: "/b\u0000", reverse: true })).toEqual(["/b"]);
+      expect(read({ start: "/c", end: "/b\u0000", reverse: true })).toEqual(keys.slice(1).reverse());
+      expect(Array.from(store.entries({ start: "/b\u0000", limit: 1 }))).toEqual([{ path: "/b/x", value: "/b/x" }]);
+      expect(Array.from(store.query("/b\u0000*"))).toEqual([]);
+      expect(Array.from(store.keysBelow("/b\u0000"))).toEqual([]);
+      // An unpaired surrogate orders between U+D7FF and U+E000 (lmdb-js: so for a short bound, as U+FFFD for a long one; PostgreSQL: as U+FFFD).
+      const long = "x".repeat(80);
+      for (const tail of ["", long]) {
+        expect(read({ start: `/b\uD800${tail}` }), tail).toEqual(["/b\uE000", "/b\u{1F600}", "/c"]);
+        expect(read({ end: `/b\uDC00${tail}` }), tail).toEqual(["/b", "/b/x", "/b\uD7FF"]);
+        expect(read({ start: `/b\uD800${tail}`, reverse: true }), tail).toEqual(["/b\uD7FF", "/b/x", "/b"]);
+        expect(read({ start: "/c", end: `/b\uD800${tail}`, reverse: true }), tail).toEqual(["/c", "/b\u{1F600}", "/b\uE000"]);
+      }
+      // Longer than any key (and than LMDB's key size, where lmdb-js threw a bare Error).
+      const past = `/${"z".repeat(2100)}`;
+      expect(read({ start: "/b", end: past })).toEqual(keys);
+      expect(read({ start: past, reverse: true, limit: 1 })).toEqual(["/c"]);
+      expect(read({ start: past })).toEqual([]);
+      expect(Array.from(store.query(past))).toEqual([]);
+      expect(Array.from(store.keysBelow(past))).toEqual([]);
+    });
+
+    it("deleteDamaged of a key no store holds (NUL, an unpaired surrogate) deletes nothing, and the batch goes on", async () => {
+      const { store } = fresh();
+      await store.set("/d/\uFFFD", 1);
+      const { value, revision } = await store.batch((batch) => [batch.deleteDamaged("/d/\u0000"), batch.deleteDamaged("/d/\uD800"), batch.deleteDamaged("/d/\uDC00x"), batch.set("/d/after", 2)]);
+      // PostgreSQL: NUL failed the statement and the transaction with it; the surrogate was sent as U+FFFD and deleted /d/\uFFFD.
+      expect(value).toEqual([false, false, false, undefined]);
+      expect(revision).toBe(2);
+      expect(store.get("/d/\uFFFD")).toBe(1);
+      expect(store.get("/d/after")).toBe(2);
+    });
+
+    it("queries with a limit: 0 yields nothing, for a glob and for a literal path alike", async () => {
+      const { store } = fresh();
+      await store.batch((batch) => {
+        for (const p of ["/q/a", "/q/b"]) batch.set(p, p);
+      });
+      expect(Array.from(store.query("/q/*", { limit: 0 }))).toEqual([]);
+      expect(Array.from(store.query("/q/a", { limit: 0 }))).toEqual([]);
+      expect(Array.from(store.query("/q/*", { limit: -1 }))).toEqual([]);
+      expect(Array.from(store.query("/q/*", { limit: 1 }))).toEqual([{ path: "/q/a", value: "/q/a" }]);
+      expect(Array.from(store.query("/q/b", { limit: 1 }))).toEqual([{ path: "/q/b", value: "/q/b" }]);
+    });
+
+    it("keeps a table first opened inside a transaction that aborts apart from the tables opened after it", async () => {
+      const { store, open } = fresh();
+      await expect(
+        store.transaction(() => {
+          store.table<string, unknown>("first", { keys: "string", values: "structured" }).put("lost", 1);
+          throw new Error("abort");
+        }),
+      ).rejects.toThrow("abort");
+      // LMDB closed the aborted transaction's new database handle, and the next database opened took its slot: the
+      // first table's handle then read and wrote the second table.
+      const first = store.table<string, unknown>("first", { keys: "string", values: "structured" });
+      const second = store.table<string, unknown>("second", { keys: "string", values: "structured" });
+      await store.transaction(() => second.put("s", 2));
+      expect(Array.from(first.getKeys())).toEqual([]);
+      await store.transaction(() => first.put("f", 1));
+      expect(Array.from(second.getRange())).toEqual([{ key: "s", value: 2 }]);
+      expect(Array.from(first.getRange())).toEqual([{ key: "f", value: 1 }]);
+      const other = open();
+      expect(Array.from(other.table<string, unknown>("first", { keys: "string", values: "structured" }).getKeys())).toEqual(["f"]);
+      expect(Array.from(other.table<string, unknown>("second", { keys: "string", values: "structured" }).getKeys())).toEqual(["s"]);
+    });
+
+    it("reaches a table's smallest key in reverse (uint32 0, binary <00>), and counts what a range with a limit yields", async () => {
+      const { store } = fresh();
+      const numbers = store.table<number, Buffer>("smallest-n", { keys: "uint32", values: "binary" });
+      const bytes = store.table<Buffer, Buffer>("smallest-b", { keys: "binary", values: "binary" });
+      await store.transaction(() => {
+        for (const k of [0, 1, 7]) numbers.put(k, Buffer.from([k]));
+        for (const hex of ["00", "0000", "01"]) bytes.put(Buffer.from(hex, "hex"), Buffer.from(hex, "hex"));
+      });
+      // lmdb-js ends a reverse range without `end` before its "beginning key", exclusive: 0 and <00> were left out.
+      expect(Array.from(numbers.getKeys({ reverse: true }))).toEqual([7, 1, 0]);
+      expect(Array.from(numbers.getRange({ start: 1, reverse: true }), (e) => e.key)).toEqual([1, 0]);
+      expect(Array.from(bytes.getKeys({ reverse: true }), (k) => k.toString("hex"))).toEqual(["01", "0000", "00"]);
+      expect(numbers.getCount({ reverse: true })).toBe(3);
+      // lmdb-js's count went past the limit.
+      expect(numbers.getCount({ limit: 2 })).toBe(2);
+      expect(numbers.getCount({ limit: 0 })).toBe(0);
+      expect(numbers.getCount({ start: 1, limit: 5 })).toBe(2);
+      expect(numbers.getCount({ offset: 1, limit: 1 })).toBe(1);
+      expect(bytes.getCount({ start: Buffer.from("00", "hex"), end: Buffer.from("01", "hex"), limit: 1 })).toBe(1);
+    });
+
     it("logs one revision per changed path; changesSince starts inside a batch and honours limit", async () => {
       const { store } = fresh();
       await store.set("/x", 1, "user:alice");
@@ -151,6 +277,48 @@ export function describePort(name: string, harness: PortHarness): void {
       });
       expect(read(25_010, 2)).toEqual(["25011:/kept/10", "25012:/kept/11"]);
       expect(read(24_999, 2)).toEqual(["25000:/big/24999", "25001:/kept/0"]);
+    });
+
+    it("gives a batch run inside another its own revisions, and logs both in revision order", async () => {
+      const { store } = fresh();
+      await store.set("/x", 0);
+      const { value, revision } = await store.batch((outer) => {
+        outer.set("/a", 1);
+        const seen = [store.revision()];
+        const inner = store.batchSync((nested) => {
+          nested.set("/b", 2);
+          nested.delete("/x");
+          return store.revision();
+        }, "agent:inner");
+        outer.set("/c", 3);
+        seen.push(store.revision(), ...Array.from(store.changesSince(3), (c) => c.revision));
+        outer.set("/d", 4);
+        return { seen, inner };
+      }, "agent:outer");
+      // LMDB logged the whole outer batch at its end, keyed by its first revision, over the inner one's record (the
+      // same revisions); PostgreSQL appended the outer batch's later changes to its first record, with the inner's revisions.
+      expect(value).toEqual({ seen: [2, 5, 4, 5], inner: { value: 4, revision: 4 } });
+      expect(revision).toBe(6);
+      expect(store.revision()).toBe(6);
+      expect(Array.from(store.changesSince(0), (c) => [c.revision, c.path, c.kind, c.actor])).toEqual([
+        [1, "/x", "put", "user:test"],
+        [2, "/a", "put", "agent:outer"],
+        [3, "/b", "put", "agent:inner"],
+        [4, "/x", "delete", "agent:inner"],
+        [5, "/c", "put", "agent:outer"],
+        [6, "/d", "put", "agent:outer"],
+      ]);
+    });
+
+    it("refuses an actor the revision log cannot record (NUL, an unpaired surrogate), writing nothing", async () => {
+      const { store } = fresh();
+      // PostgreSQL failed the commit with a bare store error; LMDB logged NUL, and an unpaired surrogate as three U+FFFD.
+      for (const actor of ["user:a\u0000b", "user:\uD800", "agent:\uDC00x"]) {
+        await expect(store.set("/a", 1, actor), JSON.stringify(actor)).rejects.toThrowError(expect.objectContaining({ code: "APEX_E_INTERNAL" }));
+      }
+      expect(store.revision()).toBe(0);
+      expect(await store.set("/a", 1, "user:é\u{1F600}\nx")).toBe(1);
+      expect(Array.from(store.changesSince(0), (c) => c.actor)).toEqual(["user:é\u{1F600}\nx"]);
     });
 
     it("deletes trees, recursively, each deleted path logged", async () => {
@@ -270,6 +438,11 @@ export function describePort(name: string, harness: PortHarness): void {
       });
       expect(numbers.get(256)).toBeUndefined();
       expect(store.tableNames().filter((n) => ["strings", "numbers", "bytes", "tuples"].includes(n)).sort()).toEqual(["bytes", "numbers", "strings", "tuples"]);
+      // Names listed in the order of their UTF-8 bytes, as keys are (LMDB sorted them as UTF-16: U+1F600 before U+FFFF).
+      await store.transaction(() => {
+        for (const name of ["\u{1F600}", "\uFFFF", "é"]) store.table<string, Buffer>(name, { keys: "string", values: "binary" }).put("k", Buffer.from("v"));
+      });
+      expect(store.tableNames().filter((n) => ["\u{1F600}", "\uFFFF", "é", "tuples"].includes(n))).toEqual(["tuples", "é", "\uFFFF", "\u{1F600}"]);
       // Tables are not the keyspace: no revision, no log.
       expect(store.revision()).toBe(0);
     });
@@ -376,6 +549,21 @@ export function describePort(name: string, harness: PortHarness): void {
       check(open({ readOnly: true }));
     });
 
+    it("reads in a scan what another instance committed after an earlier scan ended, in the same turn", () => {
+      const { store, open } = fresh();
+      const reader = open();
+      store.batchSync((batch) => batch.set("/s/a", 1));
+      expect(Array.from(reader.keys({ start: "/s/" }))).toEqual(["/s/a"]);
+      store.batchSync((batch) => batch.set("/s/b", 2));
+      // PostgreSQL: the read view the first scan left open (until the next statement, else the end of the turn) was
+      // taken up by the next scan, which missed /s/b; the revision, read outside it, had it.
+      expect(Array.from(reader.keys({ start: "/s/" }))).toEqual(["/s/a", "/s/b"]);
+      expect(Array.from(reader.changesSince(0), (c) => c.path)).toEqual(["/s/a", "/s/b"]);
+      store.batchSync((batch) => batch.set("/s/c", 3));
+      expect(readView(reader, () => [reader.revision(), Array.from(reader.keysBelow("/s"))])).toEqual([3, ["/s/a", "/s/b", "/s/c"]]);
+      expect(Array.from(reader.query("/s/*"), (e) => e.path)).toEqual(["/s/a", "/s/b", "/s/c"]);
+    });
+
     it("signals a change made by another instance to subscribers", async () => {
       const { store, open } = fresh();
       const watcher = open();
@@ -392,6 +580,40 @@ export function describePort(name: string, harness: PortHarness): void {
       await new Promise((resolve) => setTimeout(resolve, 300));
       expect(calls).toBe(after);
       expect(watcher.get("/watched")).toBe(2);
+    });
+
+    it("refuses reads and writes after close() with APEX_E_STORE, tables' too", async () => {
+      const { open } = fresh();
+      const store = open();
+      await store.set("/x", 1);
+      const table = store.table<string, unknown>("closing", { keys: "string", values: "structured" });
+      await store.transaction(() => table.put("a", 1));
+      await store.close();
+      expect(store.closed).toBe(true);
+      // lmdb-js refused them with a bare Error ("Can not renew a transaction from a closed database").
+      const closed = expect.objectContaining({ code: "APEX_E_STORE" });
+      for (const read of [
+        () => store.get("/x"),
+        () => store.has("/x"),
+        () => store.getEncoded("/x"),
+        () => store.revision(),
+        () => Array.from(store.keys({})),
+        () => Array.from(store.entries({ start: "/" })),
+        () => Array.from(store.query("/*")),
+        () => Array.from(store.tree("/")),
+        () => Array.from(store.keysBelow("/")),
+        () => Array.from(store.changesSince(0)),
+        () => store.tableNames(),
+        () => table.get("a"),
+        () => table.getBinaryFast("a"),
+        () => table.doesExist("a"),
+        () => Array.from(table.getKeys()),
+        () => table.getCount(),
+      ]) {
+        expect(read, String(read)).toThrowError(closed);
+      }
+      await expect(store.set("/x", 2)).rejects.toThrowError(closed);
+      expect(() => store.batchSync((batch) => batch.set("/x", 3))).toThrowError(closed);
     });
 
     it("refuses writes on a read-only open, and a read-only open of a missing store", async () => {
