@@ -42,6 +42,10 @@ describe("periods (UTC)", () => {
     ["2026-11-23 00:00", "2026-W48"], // the Monday after
     ["2027-01-01 12:00", "2026-W53"],
     ["2016-01-03 12:00", "2015-W53"],
+    // Years 0 to 99 are not 1900 to 1999 (Date.UTC's reading of them).
+    ["0050-06-15 00:00", "0050-W24"],
+    ["0100-01-01 00:00", "0099-W53"],
+    ["0099-12-31 12:00", "0099-W53"],
   ])("ISO week of %s is %s", (time, week) => {
     expect(isoWeek(utc(time))).toBe(week);
     expect(bucketKey("weekly", utc(time))).toBe(week);

@@ -338,12 +338,15 @@ export function periodIndex(rule: Exclude<BucketRule, "last">, time: number): nu
  */
 export function isoWeek(time: number): string {
   const date = new Date(time);
-  const midnight = Date.UTC(date.getUTCFullYear(), date.getUTCMonth(), date.getUTCDate());
+  // Not Date.UTC(year, …): it reads years 0 to 99 as 1900 to 1999.
+  const midnight = Math.floor(time / DAY_MS) * DAY_MS;
   const mondayBased = (date.getUTCDay() + 6) % 7;
   // The Thursday of the same week decides the week-year.
   const thursday = new Date(midnight + (3 - mondayBased) * DAY_MS);
   const weekYear = thursday.getUTCFullYear();
-  const week = 1 + Math.floor((thursday.getTime() - Date.UTC(weekYear, 0, 1)) / (7 * DAY_MS));
+  const january1 = new Date(0);
+  january1.setUTCFullYear(weekYear, 0, 1);
+  const week = 1 + Math.floor((thursday.getTime() - january1.getTime()) / (7 * DAY_MS));
   return `${pad(weekYear, 4)}-W${pad(week, 2)}`;
 }
 
