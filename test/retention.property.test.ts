@@ -5,7 +5,7 @@ import { openStore } from "../core/store/open.js";
 import { createCheckpoint, pinCheckpoint } from "../plugins/checkpoint/checkpoints.js";
 import { previewRetention } from "../plugins/retention/cleanup.js";
 import { policyFromOptions, type RetentionOptions, type RetentionRuleOptions } from "../plugins/retention/options.js";
-import { applyPolicy, RETENTION_TIME_ZONE, type PolicyItem, type RetentionPolicy, type RetentionRules } from "../plugins/retention/policy.js";
+import { applyPolicy, bucketKey, periodIndex, RETENTION_TIME_ZONE, type PolicyItem, type RetentionPolicy, type RetentionRules } from "../plugins/retention/policy.js";
 import { random, runApex, tempDir } from "./helpers/cli.js";
 
 /**
@@ -321,6 +321,18 @@ describe("retention against a reference model", () => {
       const expected = model(items, policy, now);
       const got = actual(items, policy, now);
       expect(got, `seed ${seed}: ${JSON.stringify({ policy, now, items })}`).toEqual(expected);
+      if (seed % 5 !== 0) continue;
+      // The period names (bucketKey) and numbers (periodIndex) split times as the model's calendar does.
+      const sorted = times.sort((a, b) => a - b);
+      for (let i = 1; i < sorted.length; i++) {
+        const [a, b] = [sorted[i - 1]!, sorted[i]!];
+        for (const rule of ["hourly", "daily", "weekly", "monthly"] as const) {
+          const same = periodOf(rule, a, "UTC") === periodOf(rule, b, "UTC");
+          expect(bucketKey(rule, a) === bucketKey(rule, b), `${rule} ${a} ${b}`).toBe(same);
+          expect(periodIndex(rule, a) === periodIndex(rule, b), `${rule} ${a} ${b}`).toBe(same);
+        }
+        expect(bucketKey("weekly", b).replace(/-W0?/, "-W").replace(/^(-?)0+(?=\d)/, "$1"), `${b}`).toBe(periodOf("weekly", b, "UTC"));
+      }
     }
   });
 });
