@@ -33,7 +33,7 @@ import { shortSessionId } from "../../core/session/names.js";
 import { remotePluginCommand, type CommandSessionLookup } from "./command-scope.js";
 import { isInternalMethod, isProjectMethod, roleNeeded, roleTable } from "./roles.js";
 import { remoteEntryValue, remoteEvent, remoteResult } from "./redact.js";
-import { CHECKPOINT_WRITES, checkRemoteWrite, hiddenRead, pinnedParams, scopedListing, scopedResult, SESSION_LISTINGS } from "./scope.js";
+import { CHECKPOINT_WRITES, checkRemoteWrite, hiddenRead, pinnedParams, scopedError, scopedListing, scopedResult, SESSION_LISTINGS } from "./scope.js";
 
 /**
  * `apex serve`: a project's session over HTTP(S) for the users it is shared with. Every
@@ -469,7 +469,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       throw new ApexError("APEX_E_FORBIDDEN", `${method} makes a new session of the project; a grant is for session ${sid} only. Nothing was done.`, { hint: "Run it on the server's host." });
     }
     // Another session's checkpoint: not found, as for checkpoint.show, before anything is written.
-    if (CHECKPOINT_WRITES.has(method)) scopedResult(sid, "checkpoint.show", params, await gate.call(sid, "checkpoint.show", { ref: params.ref, session: sid, keysLimit: 0 }));
+    if (CHECKPOINT_WRITES.has(method)) {
+      const lookup = { ref: params.ref, session: sid, keysLimit: 0 };
+      scopedResult(sid, "checkpoint.show", params, await gate.call(sid, "checkpoint.show", lookup).catch((error: unknown) => Promise.reject(scopedError("checkpoint.show", lookup, error))));
+    }
     connections.saw(caller);
     // The caller is the actor: whatever the body says, the audit trail names the grant's user.
     // The grant's session, whatever the body names (a grant is for one session).
@@ -501,7 +504,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         // once its end of the connection is read (readableEnded), not only once this side closed it a few turns later.
         const call = (over: Record<string, unknown> = {}) => gate.call(sid, method, { ...actorParams, ...over }, beats?.onEvent, () => request.raw.socket.destroyed || request.raw.socket.readableEnded);
         result = method === "memory.query" && typeof params.limit === "number" ? await limitedQuery(params.limit, (limit) => call({ limit }), (entries) => shown(scopedResult(sid, method, params, entries))) : shown(scopedResult(sid, method, params, await call()));
-      } catch (error) {
+      } catch (thrown) {
+        // Another session's checkpoint, or one of a session that does not exist: the same answer (scope.ts).
+        const error = scopedError(method, params, thrown);
         if (!beats?.streaming) throw error;
         return beats.end({ error });
       }
@@ -774,7 +779,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const path = vendored ? createRequire(import.meta.url).resolve(vendored) : join(DASHBOARD_DIR, file);
     if (!existsSync(path)) throw new ApexError("APEX_E_NOT_FOUND", `No such file: ${file}.`);
     const type = file.endsWith(".html") ? "text/html; charset=utf-8" : file.endsWith(".js") ? "text/javascript; charset=utf-8" : file.endsWith(".css") ? "text/css; charset=utf-8" : "application/octet-stream";
-    reply.header("content-security-policy", "default-src 'self'; style-src 'self' 'unsafe-inline'");
+    // Never framed by another site's page (clickjacking a signed-in tab's controls): frame-ancestors, and X-Frame-Options for browsers without it.
+    reply.header("content-security-policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'");
+    reply.header("x-frame-options", "DENY");
     await reply.type(type).send(readFileSync(path));
   }
 }
