@@ -51,16 +51,16 @@ function written(): string {
  * A POST of the API from a loopback address of its own (127.0.0.N): each is a client of its own to
  * the server, whose failed logins (3 free, then slowed down) are counted per address.
  */
-function postFrom(address: string, path: string, token: string | undefined, body: unknown): Promise<{ status: number; body: any }> {
+function postFrom(address: string, path: string, token: string | undefined, body: unknown, raw?: { type: string }): Promise<{ status: number; body: any }> {
   return new Promise((resolve, reject) => {
     const target = new URL(url);
-    const request = httpRequest({ host: target.hostname, port: target.port, path, method: "POST", localAddress: address, headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) } }, (response) => {
+    const request = httpRequest({ host: target.hostname, port: target.port, path, method: "POST", localAddress: address, headers: { "content-type": raw?.type ?? "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) } }, (response) => {
       let text = "";
       response.setEncoding("utf8").on("data", (chunk: string) => (text += chunk));
       response.on("end", () => resolve({ status: response.statusCode!, body: JSON.parse(text) }));
     });
     request.on("error", reject);
-    request.end(JSON.stringify(body));
+    request.end(raw ? (body as string) : JSON.stringify(body));
   });
 }
 
@@ -175,6 +175,28 @@ describe("apex serve: a grant's reach", () => {
     }
     // The grant's own session by any name it has is the grant's.
     for (const ref of ["current", sid.slice(0, 8), sid.toUpperCase()]) expect((await rpc(url, ref, "whoami", viewer.token, {})).body.result).toMatchObject({ session_id: sid, role: "viewer" });
+  });
+
+  it("is looked at before the request's body: without a valid token, a body is neither read nor answered about (401)", async () => {
+    const bodies: Array<[string, string]> = [
+      ['{"path": "/a", "value": ', "application/json"],
+      [`{"path": "/a", "value": ${"[".repeat(100_000)}${"]".repeat(100_000)}}`, "application/json"],
+      ['{"path": "/a", "value": {"__proto__": {}}}', "application/json"],
+      ['{"path": "/a"}', "text/plain"],
+      [`{"path": "/a", "value": "${"x".repeat(2 * 1024 * 1024)}"}`, "application/json"],
+    ];
+    for (const [index, [body, type]] of bodies.entries()) {
+      for (const [at, token] of [[40, undefined], [50, `apx_0123456789abcdef_${"A".repeat(43)}`], [60, otherOwner.token]] as const) {
+        for (const path of [`/api/sessions/${sid}/rpc/memory.set`, `/api/sessions/${sid}/stream`]) {
+          const reply = await postFrom(`127.0.0.${at + index}`, path, token, body, { type });
+          expect(reply.status, `${path} ${body.slice(0, 40)} (${type}, ${token ? "a wrong token" : "no token"}): ${JSON.stringify(reply.body)}`).toBe(401);
+          expect(reply.body.error.code).toBe("APEX_E_UNAUTHORIZED");
+        }
+      }
+    }
+    // With a valid token, the body is answered about as before.
+    const malformed = await postFrom("127.0.0.70", `/api/sessions/${sid}/rpc/memory.set`, operator.token, bodies[0]![0], { type: "application/json" });
+    expect([malformed.status, malformed.body.error.code]).toEqual([400, "APEX_E_BAD_JSON"]);
   });
 
   it("is never upgraded to another protocol: a WebSocket handshake on the stream is refused (no 101)", async () => {

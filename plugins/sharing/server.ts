@@ -139,6 +139,10 @@ const ROUTE_METHODS: Array<[RegExp, string]> = [
 ];
 const POST_ROUTE = "POST, OPTIONS";
 
+/** The routes whose caller is authenticated (in an onRequest hook, before the body is read); `auth` is its result. */
+const AUTHENTICATED_ROUTES = new Set(["/api/sessions/:sid/rpc/:method", "/api/sessions/:sid/stream"]);
+type Authenticated = FastifyRequest & { auth?: { sid: string; caller: Caller; token: string } };
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** Why the address could not be listened on, for people: taken (4), or not one of this host's (2). */
@@ -324,6 +328,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     });
     await reply.code(415).header("accept-encoding", "identity").send({ error: errorBody(refused) });
   });
+  // The API's caller is authenticated before its body is read: an unauthenticated client had its
+  // body parsed (up to 1 MiB of JSON walked for keys, numbers and depth: a tenth of a second each)
+  // and was answered about it (400, 413, 415) before its missing token was looked at.
+  app.addHook("onRequest", async (request) => {
+    const sessionRef = (request.params as { sid?: unknown } | undefined)?.sid;
+    if (request.method !== "POST" || typeof sessionRef !== "string" || !AUTHENTICATED_ROUTES.has(request.routeOptions.url ?? "")) return;
+    (request as Authenticated).auth = await authenticate(request, sessionRef);
+  });
   // A browser asks before every API call (they carry an Authorization header): an origin --cors
   // names gets a 204 with the CORS headers above (else the call is never made); any other, none.
   // Only the paths that take POST: another (`/api/health`, `/api/nothing`) is answered as any method it does not take is, 405 or 404.
@@ -447,7 +459,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
 
   app.post<{ Params: { sid: string; method: string }; Body: unknown }>("/api/sessions/:sid/rpc/:method", async (request, reply) => {
     const { method } = request.params;
-    const { sid, caller } = await authenticate(request, request.params.sid);
+    const { sid, caller } = (request as Authenticated).auth ?? (await authenticate(request, request.params.sid));
     const params = objectBody(request.body);
     if (isInternalMethod(method)) throw noSuchMethod(method);
     // A stream never answers as a call: it would hold the request open, and its subscription the supervisor's channel.
@@ -516,7 +528,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   });
 
   app.post<{ Params: { sid: string }; Body: unknown }>("/api/sessions/:sid/stream", async (request, reply) => {
-    const { sid, caller, token } = await authenticate(request, request.params.sid);
+    const { sid, caller, token } = (request as Authenticated).auth ?? (await authenticate(request, request.params.sid));
     const body = objectBody(request.body);
     const wanted = Object.keys(body);
     const unknown = wanted.filter((key) => !(STREAM_METHODS as readonly string[]).includes(key));
