@@ -116,6 +116,22 @@ describe("apex serve: crafted parameters", () => {
     expect(p.supervisorLog()).not.toContain("TimeoutOverflowWarning");
   });
 
+  it("a glob of many wildcards is answered at once: the regex it was matched by backtracked for ever on a long path, holding the supervisor", async () => {
+    const deep = `/notes/${"a/".repeat(200)}${"a".repeat(300)}`;
+    ok(p.apex(["memory", "set", deep, "1"]));
+    for (const glob of [`/notes/${"**/".repeat(12)}x`, `/notes/${"a/".repeat(200)}${"*a".repeat(14)}b`, `/notes/**${"/**".repeat(40)}/z`]) {
+      const started = Date.now();
+      const reply = await fetch(`${url}/api/sessions/${sid}/rpc/memory.query`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${viewer.token}` }, body: JSON.stringify({ glob }), signal: AbortSignal.timeout(20_000) });
+      expect(reply.status).toBe(200);
+      expect(await reply.json()).toEqual({ result: [] });
+      expect(Date.now() - started, glob).toBeLessThan(5_000);
+    }
+    // What those wildcards do match is found as before.
+    const found = await rpc(url, sid, "memory.query", viewer.token, { glob: `/notes/**/**/*${"a".repeat(300)}` });
+    expect(found.body.result).toEqual([{ path: deep, value: 1 }]);
+    ok(p.apex(["memory", "delete", deep]));
+  });
+
   it("of every type where another is expected: a 4xx with an APEX error, never an internal error, nothing leaked", async () => {
     const methods = ((await rpc(url, sid, "hello", owner.token)).body.result.methods as string[]).filter((method) => !["session.stop", "session.pause"].includes(method));
     const bodies: unknown[] = [{ ref: {} }, { ref: 5 }, { path: 5 }, { path: {} }, { glob: 7 }, { limit: "x" }, { limit: -1 }, { user: 5, role: [] }, { token_id: {} }, { source: {} }, { from: 1, to: [] }, { name: [], args: "x" }, { name: "session report", args: [{}] }, { name: "session report", options: [] }, { id: {} }, { entries: "x" }, { entries: [null] }, { session: {} }, { type: 5 }, { last: "x" }, { expires_in_s: "x" }, { thread_id: {}, checkpoint_ns: 5 }];
