@@ -5,7 +5,7 @@
 import { request as httpRequest } from "node:http";
 import { connect as netConnect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Project, shellAgents } from "./fixtures/agents/harness.js";
+import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { ok, rpc, serve, share } from "./support/serve.js";
 
 const CONFIG = shellAgents({ alpha: "while true; do sleep 0.5; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
@@ -213,6 +213,17 @@ describe("apex serve: a grant's reach", () => {
     // With a valid token, the body is answered about as before.
     const malformed = await postFrom("127.0.0.70", `/api/sessions/${sid}/rpc/memory.set`, operator.token, bodies[0]![0], { type: "application/json" });
     expect([malformed.status, malformed.body.error.code]).toEqual([400, "APEX_E_BAD_JSON"]);
+  });
+
+  it("holds at most 16 streams however many are asked for at once (the rest 429), and frees them as they close", async () => {
+    const grant = share(p, sid, "sam", "viewer");
+    const aborts = Array.from({ length: 40 }, () => new AbortController());
+    const replies = await Promise.all(aborts.map((abort) => fetch(`${url}/api/sessions/${sid}/stream`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${grant.token}` }, body: JSON.stringify({ "events.subscribe": {} }), signal: abort.signal })));
+    const statuses = replies.map((reply) => reply.status);
+    expect(statuses.filter((status) => status === 200)).toHaveLength(16);
+    expect(statuses.filter((status) => status === 429)).toHaveLength(24);
+    for (const abort of aborts) abort.abort();
+    await waitFor("the streams closed", async () => (await fetch(`${url}/api/sessions/${sid}/stream`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${grant.token}` }, body: JSON.stringify({ "events.subscribe": {} }), signal: AbortSignal.timeout(5000) }).then((reply) => (reply.status === 200 ? (reply.body?.cancel(), true) : false))));
   });
 
   it("is never upgraded to another protocol: a WebSocket handshake on the stream is refused (no 101)", async () => {
