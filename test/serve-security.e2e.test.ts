@@ -247,6 +247,9 @@ describe("a server's refusals", () => {
     cleanups.push(async () => {
       for (const stop of stops) await stop();
     });
+    // A body is answered about to a caller the server has authenticated only: the 413 needs a grant.
+    const sid = p.start().session_id;
+    const grant = share(p, sid, "otto", "operator");
     const server = p.apexAsync(["serve", "--listen", "127.0.0.1:0", "--cors", "https://ui.example", "--json"]);
     stops.push(async () => {
       if (server.child.exitCode === null) server.child.kill("SIGTERM");
@@ -259,7 +262,7 @@ describe("a server's refusals", () => {
       expect(reply.status, host).toBe(host === "evil.example" ? 403 : 200);
       expect(reply.headers, host).toMatchObject({ "x-content-type-options": "nosniff", vary: "origin", "access-control-allow-origin": "https://ui.example" });
     }
-    const big = await requestAs(url, "/api/sessions/abc/rpc/memory.set", `127.0.0.1:${port}`, "POST", { body: JSON.stringify({ path: "/big", value: "x".repeat(1024 * 1024) }) });
+    const big = await requestAs(url, `/api/sessions/${sid}/rpc/memory.set`, `127.0.0.1:${port}`, "POST", { headers: { authorization: `Bearer ${grant.token}` }, body: JSON.stringify({ path: "/big", value: "x".repeat(1024 * 1024) }) });
     expect(big.status).toBe(413);
     // The body's size is said beside the limit (it named only the limit).
     const bytes = Buffer.byteLength(JSON.stringify({ path: "/big", value: "x".repeat(1024 * 1024) }));

@@ -157,7 +157,8 @@ export class RpcServer {
       socket,
     };
     // A caller that asks for a heartbeat (`heartbeat_ms`) gets one at that interval while the method runs: it waits on progress, not a fixed time.
-    const heartbeat = typeof params.heartbeat_ms === "number" ? setInterval(() => ctx.push({ heartbeat: true }), Math.max(50, params.heartbeat_ms)) : undefined;
+    // At most what a timer holds: Node takes a longer one (a remote caller's 1e10) as 1 ms, a heartbeat a millisecond.
+    const heartbeat = typeof params.heartbeat_ms === "number" ? setInterval(() => ctx.push({ heartbeat: true }), Math.min(2 ** 31 - 1, Math.max(50, params.heartbeat_ms))) : undefined;
     const unanswered = (graceMs: number) => send({ id, error: errorBody(new ApexError("APEX_E_RPC", `The supervisor is exiting, its session ended, and ${method}, under way, did not finish within the ${graceMs / 1000} s it is given: whether it was done is not known.`, { hint: "Check what it would have changed (`apex status`, the memory, the checkpoints) before running it again.", details: { connection: "closed", outcome: "unknown", method } })) });
     this.underWay.add(unanswered);
     try {

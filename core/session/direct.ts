@@ -5,7 +5,7 @@ import { checkPath } from "../store/paths.js";
 import type { Entry, JsonValue, Store } from "../store/store.js";
 import { openStore, storeExists } from "../store/open.js";
 import type { OpenSessionOptions, SessionClient } from "./client.js";
-import { checkOwnedWrite, memoryReadMethods, stringParam, type SessionMethod } from "./memory-methods.js";
+import { checkOwnedWrite, importEntries, memoryReadMethods, stringParam, type SessionMethod } from "./memory-methods.js";
 import { MemoryView, memoryViewOf } from "./memory-view.js";
 import { boundSessionId } from "./sessions.js";
 
@@ -124,7 +124,7 @@ function memoryWriteMethods(store: Store): MethodLookup {
       return store.delete(view().path(String(params.path)), { recursive: params.recursive === true });
     },
     "memory.import": async (params) => {
-      const entries = params.entries as Entry[];
+      const entries: Entry[] = importEntries(params);
       await checkOwnedWrite("memory import", entries.map((entry) => entry.path), params);
       const { revision } = await store.batch((batch) => {
         for (const entry of entries) batch.set(view().path(entry.path), entry.value);

@@ -1,7 +1,7 @@
 import { ApexError } from "../errors.js";
 import { compileGlob } from "../store/glob.js";
 import { checkPath } from "../store/paths.js";
-import type { Store } from "../store/store.js";
+import type { JsonValue, Store } from "../store/store.js";
 import { MemoryView } from "./memory-view.js";
 import { builtinServices } from "../../plugins/index.js";
 
@@ -37,4 +37,15 @@ export function stringParam(params: Record<string, unknown>, name: string): stri
   const value = params[name];
   if (typeof value !== "string") throw new ApexError("APEX_E_BAD_INPUT", `The parameter ${name} must be a string.`);
   return value;
+}
+
+/** memory.import's entries: each an object with a valid path, else APEX_E_BAD_INPUT (a null entry was an internal error, 500 through apex serve). */
+export function importEntries(params: Record<string, unknown>): Array<{ path: string; value: JsonValue }> {
+  const entries: unknown = params.entries;
+  if (!Array.isArray(entries)) throw new ApexError("APEX_E_BAD_INPUT", "memory.import needs entries: [{path, value}].");
+  entries.forEach((entry: unknown, index) => {
+    if (entry === null || typeof entry !== "object" || Array.isArray(entry)) throw new ApexError("APEX_E_BAD_INPUT", `memory.import: entry ${index} is not an object {path, value}.`);
+    checkPath((entry as { path: string }).path);
+  });
+  return entries as Array<{ path: string; value: JsonValue }>;
 }

@@ -10,7 +10,7 @@ import { eventsAfter, SessionReader, type SessionService } from "./service.js";
 import type { Supervisor } from "./supervisor.js";
 import { allSessions, historySessions, resolveSessionId } from "./sessions.js";
 import { builtinSessionMethods } from "../../plugins/index.js";
-import { checkOwnedWrite, memoryReadMethods, stringParam, type SessionMethod } from "./memory-methods.js";
+import { checkOwnedWrite, importEntries, memoryReadMethods, stringParam, type SessionMethod } from "./memory-methods.js";
 import { memoryViewOf, type MemoryView } from "./memory-view.js";
 
 export type { SessionMethod };
@@ -52,9 +52,7 @@ export function sessionMethods(service: SessionService): Record<string, SessionM
       return result;
     },
     "memory.import": async (params) => {
-      if (!Array.isArray(params.entries)) throw new ApexError("APEX_E_BAD_INPUT", "memory.import needs entries: [{path, value}].");
-      const entries = params.entries as Array<{ path: string; value: JsonValue }>;
-      for (const entry of entries) checkPath(entry.path);
+      const entries = importEntries(params);
       await checkOwnedWrite("memory import", entries.map((entry) => entry.path), params);
       const actor = actorParam(params);
       const { revision } = await store.batch((batch) => {

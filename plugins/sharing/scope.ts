@@ -1,5 +1,5 @@
-import { ApexError } from "../../core/errors.js";
-import { isWithin } from "../../core/store/paths.js";
+import { ApexError, isApexError } from "../../core/errors.js";
+import { isWithin, pathProblem } from "../../core/store/paths.js";
 import { ownerOf, PROJECT_RECORDS, SESSIONS_ROOT } from "../owned-paths.js";
 import { isInternalMethod } from "./roles.js";
 
@@ -133,7 +133,23 @@ export function checkRemoteWrite(method: string, params: Record<string, unknown>
 
 /** memory.get of a path the caller may not see: answered as if nothing were stored there, without asking. */
 export function hiddenRead(sessionId: string, method: string, params: Record<string, unknown>): boolean {
-  return method === "memory.get" && typeof params.path === "string" && !visiblePath(sessionId, params.path);
+  // A path that is none (`/sessions/./OTHER`, a trailing '/') is refused as it is locally (400 APEX_E_BAD_PATH), not answered as empty.
+  return method === "memory.get" && typeof params.path === "string" && pathProblem(params.path) === undefined && !visiblePath(sessionId, params.path);
+}
+
+/** The methods that name checkpoints by a reference (`ref`, or `from` and `to`), which may name any session's. */
+const CHECKPOINT_REFS = new Set(["checkpoint.show", "checkpoint.diff", "checkpoint.delete", "checkpoint.pin"]);
+
+/**
+ * A checkpoint a grant's call did not find, answered the same whatever the reason: the store's
+ * own answers told whether another session exists (`No session "x" in this project` for none,
+ * "x is a session, not a checkpoint" for one, `feature/latest` not found "in this session").
+ * Any other error as it is.
+ */
+export function scopedError(method: string, params: Record<string, unknown>, error: unknown): unknown {
+  if (!CHECKPOINT_REFS.has(method) || !isApexError(error) || error.code !== "APEX_E_CHECKPOINT_NOT_FOUND") return error;
+  const ref = error.details?.ref ?? params.ref ?? params.from;
+  return foreignCheckpoint(typeof ref === "string" ? ref : String(ref));
 }
 
 function foreignCheckpoint(ref: string): ApexError {

@@ -33,7 +33,7 @@ import { shortSessionId } from "../../core/session/names.js";
 import { remotePluginCommand, type CommandSessionLookup } from "./command-scope.js";
 import { isInternalMethod, isProjectMethod, roleNeeded, roleTable } from "./roles.js";
 import { remoteEntryValue, remoteEvent, remoteResult } from "./redact.js";
-import { CHECKPOINT_WRITES, checkRemoteWrite, hiddenRead, pinnedParams, scopedListing, scopedResult, SESSION_LISTINGS } from "./scope.js";
+import { CHECKPOINT_WRITES, checkRemoteWrite, hiddenRead, pinnedParams, scopedError, scopedListing, scopedResult, SESSION_LISTINGS } from "./scope.js";
 
 /**
  * `apex serve`: a project's session over HTTP(S) for the users it is shared with. Every
@@ -138,6 +138,10 @@ const ROUTE_METHODS: Array<[RegExp, string]> = [
   [/^\/api\/sessions\/[^/]+\/(rpc\/[^/]+|stream)$/, "POST, OPTIONS"],
 ];
 const POST_ROUTE = "POST, OPTIONS";
+
+/** The routes whose caller is authenticated (in an onRequest hook, before the body is read); `auth` is its result. */
+const AUTHENTICATED_ROUTES = new Set(["/api/sessions/:sid/rpc/:method", "/api/sessions/:sid/stream"]);
+type Authenticated = FastifyRequest & { auth?: { sid: string; caller: Caller; token: string } };
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -324,6 +328,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     });
     await reply.code(415).header("accept-encoding", "identity").send({ error: errorBody(refused) });
   });
+  // The API's caller is authenticated before its body is read: an unauthenticated client had its
+  // body parsed (up to 1 MiB of JSON walked for keys, numbers and depth: a tenth of a second each)
+  // and was answered about it (400, 413, 415) before its missing token was looked at.
+  app.addHook("onRequest", async (request) => {
+    const sessionRef = (request.params as { sid?: unknown } | undefined)?.sid;
+    if (request.method !== "POST" || typeof sessionRef !== "string" || !AUTHENTICATED_ROUTES.has(request.routeOptions.url ?? "")) return;
+    (request as Authenticated).auth = await authenticate(request, sessionRef);
+  });
   // A browser asks before every API call (they carry an Authorization header): an origin --cors
   // names gets a 204 with the CORS headers above (else the call is never made); any other, none.
   // Only the paths that take POST: another (`/api/health`, `/api/nothing`) is answered as any method it does not take is, 405 or 404.
@@ -447,7 +459,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
 
   app.post<{ Params: { sid: string; method: string }; Body: unknown }>("/api/sessions/:sid/rpc/:method", async (request, reply) => {
     const { method } = request.params;
-    const { sid, caller } = await authenticate(request, request.params.sid);
+    const { sid, caller } = (request as Authenticated).auth ?? (await authenticate(request, request.params.sid));
     const params = objectBody(request.body);
     if (isInternalMethod(method)) throw noSuchMethod(method);
     // A stream never answers as a call: it would hold the request open, and its subscription the supervisor's channel.
@@ -469,7 +481,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       throw new ApexError("APEX_E_FORBIDDEN", `${method} makes a new session of the project; a grant is for session ${sid} only. Nothing was done.`, { hint: "Run it on the server's host." });
     }
     // Another session's checkpoint: not found, as for checkpoint.show, before anything is written.
-    if (CHECKPOINT_WRITES.has(method)) scopedResult(sid, "checkpoint.show", params, await gate.call(sid, "checkpoint.show", { ref: params.ref, session: sid, keysLimit: 0 }));
+    if (CHECKPOINT_WRITES.has(method)) {
+      const lookup = { ref: params.ref, session: sid, keysLimit: 0 };
+      scopedResult(sid, "checkpoint.show", params, await gate.call(sid, "checkpoint.show", lookup).catch((error: unknown) => Promise.reject(scopedError("checkpoint.show", lookup, error))));
+    }
     connections.saw(caller);
     // The caller is the actor: whatever the body says, the audit trail names the grant's user.
     // The grant's session, whatever the body names (a grant is for one session).
@@ -501,7 +516,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         // once its end of the connection is read (readableEnded), not only once this side closed it a few turns later.
         const call = (over: Record<string, unknown> = {}) => gate.call(sid, method, { ...actorParams, ...over }, beats?.onEvent, () => request.raw.socket.destroyed || request.raw.socket.readableEnded);
         result = method === "memory.query" && typeof params.limit === "number" ? await limitedQuery(params.limit, (limit) => call({ limit }), (entries) => shown(scopedResult(sid, method, params, entries))) : shown(scopedResult(sid, method, params, await call()));
-      } catch (error) {
+      } catch (thrown) {
+        // Another session's checkpoint, or one of a session that does not exist: the same answer (scope.ts).
+        const error = scopedError(method, params, thrown);
         if (!beats?.streaming) throw error;
         return beats.end({ error });
       }
@@ -511,7 +528,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   });
 
   app.post<{ Params: { sid: string }; Body: unknown }>("/api/sessions/:sid/stream", async (request, reply) => {
-    const { sid, caller, token } = await authenticate(request, request.params.sid);
+    const { sid, caller, token } = (request as Authenticated).auth ?? (await authenticate(request, request.params.sid));
     const body = objectBody(request.body);
     const wanted = Object.keys(body);
     const unknown = wanted.filter((key) => !(STREAM_METHODS as readonly string[]).includes(key));
@@ -774,7 +791,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const path = vendored ? createRequire(import.meta.url).resolve(vendored) : join(DASHBOARD_DIR, file);
     if (!existsSync(path)) throw new ApexError("APEX_E_NOT_FOUND", `No such file: ${file}.`);
     const type = file.endsWith(".html") ? "text/html; charset=utf-8" : file.endsWith(".js") ? "text/javascript; charset=utf-8" : file.endsWith(".css") ? "text/css; charset=utf-8" : "application/octet-stream";
-    reply.header("content-security-policy", "default-src 'self'; style-src 'self' 'unsafe-inline'");
+    // Never framed by another site's page (clickjacking a signed-in tab's controls): frame-ancestors, and X-Frame-Options for browsers without it.
+    reply.header("content-security-policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'");
+    reply.header("x-frame-options", "DENY");
     await reply.type(type).send(readFileSync(path));
   }
 }
