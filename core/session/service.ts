@@ -181,9 +181,7 @@ export class SessionService extends SessionReader {
     for (let attempt = 0; attempt < 1000; attempt++) {
       const candidate = this.nextClaimable(agent);
       if (!candidate) {
-        throw new ApexError("APEX_E_NO_TASK", `No pending task for ${agent}.`, {
-          hint: 'Add one with `apex task add "…"`, or check `apex task list --status pending`.',
-        });
+        throw new ApexError("APEX_E_NO_TASK", `No pending task for ${agent}.`, { hint: 'Add one with `apex task add "…"`, or check `apex task list --status pending`.', });
       }
       await this.engine.fire("beforeTask", { ...this.context(), task: { ...candidate, assignee: candidate.assignee ?? undefined }, agent });
       const claimed = await this.write((batch, record) => {
@@ -202,9 +200,7 @@ export class SessionService extends SessionReader {
         return claimed;
       }
     }
-    throw new ApexError("APEX_E_CONFLICT", "Could not claim a task: every candidate was taken by someone else first.", {
-      hint: "Try again.",
-    });
+    throw new ApexError("APEX_E_CONFLICT", "Could not claim a task: every candidate was taken by someone else first.", { hint: "Try again.", });
   }
 
   private nextClaimable(agent: string): TaskRecord | undefined {
