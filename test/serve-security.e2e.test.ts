@@ -260,7 +260,7 @@ describe("a server's refusals", () => {
     for (const host of ["evil.example", `127.0.0.1:${port}`]) {
       const reply = await requestAs(url, "/api/health", host, "GET", { headers: { origin: "https://ui.example" } });
       expect(reply.status, host).toBe(host === "evil.example" ? 403 : 200);
-      expect(reply.headers, host).toMatchObject({ "x-content-type-options": "nosniff", vary: "origin", "access-control-allow-origin": "https://ui.example" });
+      expect(reply.headers, host).toMatchObject({ "x-content-type-options": "nosniff", vary: "origin", "access-control-allow-origin": "https://ui.example", "cache-control": "no-store" });
     }
     const big = await requestAs(url, `/api/sessions/${sid}/rpc/memory.set`, `127.0.0.1:${port}`, "POST", { headers: { authorization: `Bearer ${grant.token}` }, body: JSON.stringify({ path: "/big", value: "x".repeat(1024 * 1024) }) });
     expect(big.status).toBe(413);
@@ -269,6 +269,8 @@ describe("a server's refusals", () => {
     expect(big.body.error).toMatchObject({ code: "APEX_E_TOO_LARGE", message: `The request body is ${bytes} bytes, more than this server takes: at most 1 MiB (1048576 bytes).`, details: { bytes, limit_bytes: 1048576 } });
     expect(big.body.error.hint).toContain("split a large value across several paths");
     expect(big.headers["x-content-type-options"]).toBe("nosniff");
+    // No cache keeps an API answer (a share's token, session data): said on every one, refused ones too.
+    expect(big.headers["cache-control"]).toBe("no-store");
   }, 60_000);
 });
 

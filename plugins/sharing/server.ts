@@ -297,6 +297,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     // another or none): said on all of them, else a cache between could give one origin's reply to another.
     if (options.corsOrigins?.length) reply.header("vary", "origin");
     reply.header("x-content-type-options", "nosniff");
+    // The API's answers (a share's token, session data) are kept by no cache, the browser's or one between.
+    if (request.url.startsWith("/api/")) reply.header("cache-control", "no-store");
   });
   // Once the server closes (Ctrl-C, SIGTERM), a request still arriving on an open connection is
   // refused with the API's error body, 503 and Retry-After, and its connection closed: fastify's
