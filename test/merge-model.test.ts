@@ -1,0 +1,339 @@
+/**
+ * The three-way merge against a reference model, on random memories and edits (seeded: a failing
+ * seed reproduces). The model: memory is a map path -> JSON value, each path on its own (a path may
+ * hold a value and have entries below it: README, `memory show`); per path, unchanged on both
+ * sides -> base, changed on one side (set, deletion, creation) -> that side, changed the same on both
+ * -> that value, changed differently -> a conflict the strategy settles (fail: refused, nothing
+ * written). Tasks are a union by id (README "Merge rules"). The engine (planMerge, applyToTree on
+ * a real LMDB store) must give the model's result, changes and conflicts.
+ */
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { JsonValue, Store } from "../core/store/store.js";
+import { applyToTree, planMerge, objectView, refusedBy, virtualAncestor, type MergeChange, type MergeSide, type MergeStrategy } from "../plugins/checkpoint/merge.js";
+import { canonicalJson, walkTree, type Hash } from "../plugins/checkpoint/engine/objects.js";
+import { random, tempDir } from "./helpers/cli.js";
+import { LmdbStore, transactionSync } from "./helpers/store.js";
+
+type Memory = Map<string, JsonValue>;
+type Strategy = MergeStrategy | "base";
+
+const same = (a: JsonValue | undefined, b: JsonValue | undefined) => (a === undefined || b === undefined ? a === b : canonicalJson(a) === canonicalJson(b));
+
+/** The model's merge of memory: the result and the conflicting paths. */
+export function modelMerge(base: Memory, ours: Memory, theirs: Memory, strategy: Strategy): { result: Memory; conflicts: string[] } {
+  const result: Memory = new Map();
+  const conflicts: string[] = [];
+  for (const path of new Set([...base.keys(), ...ours.keys(), ...theirs.keys()])) {
+    const b = base.get(path);
+    const o = ours.get(path);
+    const t = theirs.get(path);
+    let value: JsonValue | undefined;
+    if (same(o, b)) value = t;
+    else if (same(t, b) || same(o, t)) value = o;
+    else {
+      if (strategy !== "base") conflicts.push(path);
+      value = strategy === "theirs" ? t : strategy === "base" ? b : o;
+    }
+    if (value !== undefined) result.set(path, value);
+  }
+  return { result, conflicts: conflicts.sort() };
+}
+
+const completed = (task: JsonValue | undefined) => typeof task === "object" && task !== null && !Array.isArray(task) && task.status === "completed";
+const resultOf = (task: JsonValue | undefined) => (task as Record<string, JsonValue>).result ?? null;
+
+/** The model's merge of tasks: a union by id; a completed task stays completed. */
+export function modelTasks(base: Memory, ours: Memory, theirs: Memory, strategy: Strategy): { result: Memory; conflicts: string[] } {
+  const result: Memory = new Map();
+  const conflicts: string[] = [];
+  for (const id of new Set([...base.keys(), ...ours.keys(), ...theirs.keys()])) {
+    const b = base.get(id);
+    const o = ours.get(id);
+    const t = theirs.get(id);
+    let value: JsonValue | undefined;
+    if (same(t, b) || same(o, t)) value = o;
+    else if (same(o, b)) value = t === undefined ? o : t; // a deletion on theirs alone deletes nothing
+    else if (o === undefined) value = t;
+    else if (t === undefined) value = o;
+    else if (completed(o) && !completed(t)) value = o;
+    else if (completed(t) && !completed(o)) value = t;
+    else if (completed(o) && completed(t) && same(resultOf(o), resultOf(t))) value = o;
+    else {
+      if (strategy !== "base") conflicts.push(id);
+      value = strategy === "theirs" ? t : strategy === "base" ? b : o;
+    }
+    if (value !== undefined) result.set(id, value);
+  }
+  return { result, conflicts: conflicts.sort() };
+}
+
+// ---- random memories and edits ----
+
+const NAMES = ["a", "b", "c", "ü", "k-1"];
+const WIDE = Array.from({ length: 14 }, (_, i) => `w${i}`);
+const BIG = "x".repeat(3000);
+const VALUES: JsonValue[] = [0, 1, 2, -3.5, "", "x", "y", "ünï", null, true, false, [], [1, "a"], {}, { k: 1 }, { a: 1, b: [2, { c: null }] }, { b: [2, { c: null }], a: 1 }, BIG, `${BIG}!`];
+
+function pick<T>(rnd: () => number, items: readonly T[]): T {
+  return items[Math.floor(rnd() * items.length)]!;
+}
+
+function randomPath(rnd: () => number): string {
+  if (rnd() < 0.25) return `/w/${pick(rnd, WIDE)}${rnd() < 0.3 ? `/${pick(rnd, NAMES)}` : ""}`;
+  const depth = 1 + Math.floor(rnd() * 3);
+  return `/${Array.from({ length: depth }, () => pick(rnd, NAMES)).join("/")}`;
+}
+
+function randomValue(rnd: () => number): JsonValue {
+  return rnd() < 0.8 ? pick(rnd, VALUES) : { n: Math.floor(rnd() * 4), s: pick(rnd, NAMES) };
+}
+
+function randomMemory(rnd: () => number): Memory {
+  const memory: Memory = new Map();
+  const count = Math.floor(rnd() * 30);
+  for (let i = 0; i < count; i++) memory.set(randomPath(rnd), randomValue(rnd));
+  return memory;
+}
+
+type Edit = (memory: Memory) => void;
+
+function randomEdit(rnd: () => number, memory: Memory): Edit {
+  const existing = [...memory.keys()];
+  const roll = rnd();
+  if (existing.length === 0 || roll < 0.35) {
+    const path = randomPath(rnd);
+    const value = randomValue(rnd);
+    return (m) => void m.set(path, value);
+  }
+  const path = pick(rnd, existing);
+  if (roll < 0.5) return (m) => void m.delete(path);
+  if (roll < 0.6) {
+    // Delete a subtree: the path and everything below it (memory delete --recursive).
+    const segments = path.split("/").slice(1);
+    const prefix = `/${segments.slice(0, 1 + Math.floor(rnd() * segments.length)).join("/")}`;
+    return (m) => {
+      for (const key of [...m.keys()]) if (key === prefix || key.startsWith(`${prefix}/`)) m.delete(key);
+    };
+  }
+  if (roll < 0.7) {
+    // A value where a subtree is (its parent directory).
+    const segments = path.split("/").slice(1);
+    const value = randomValue(rnd);
+    if (segments.length < 2) return (m) => void m.set(path, value);
+    const parent = `/${segments.slice(0, -1).join("/")}`;
+    return (m) => void m.set(parent, value);
+  }
+  if (roll < 0.8) {
+    // A subtree where a value was.
+    const child = `${path}/${pick(rnd, NAMES)}`;
+    const value = randomValue(rnd);
+    return (m) => {
+      m.delete(path);
+      m.set(child, value);
+    };
+  }
+  const value = randomValue(rnd);
+  return (m) => void m.set(path, value);
+}
+
+/** Ours and theirs from base: random edits each, some of them the same on both sides. */
+function randomSides(rnd: () => number, base: Memory): { ours: Memory; theirs: Memory } {
+  const ours = new Map(base);
+  const theirs = new Map(base);
+  const shared: Edit[] = [];
+  for (let i = Math.floor(rnd() * 3); i > 0; i--) shared.push(randomEdit(rnd, base));
+  for (const edit of shared) {
+    edit(ours);
+    edit(theirs);
+  }
+  for (let i = Math.floor(rnd() * 6); i > 0; i--) randomEdit(rnd, ours)(ours);
+  for (let i = Math.floor(rnd() * 6); i > 0; i--) randomEdit(rnd, theirs)(theirs);
+  return { ours, theirs };
+}
+
+const TASK_IDS = ["/t-0001", "/t-0002", "/t-0003", "/t-0004"];
+function randomTask(rnd: () => number, id: string): JsonValue {
+  const status = pick(rnd, ["pending", "running", "completed", "completed"]);
+  return { id: id.slice(1), title: pick(rnd, ["x", "y"]), status, result: status === "completed" ? pick(rnd, ["ok", "other", null]) : null };
+}
+function randomTasks(rnd: () => number): Memory {
+  const tasks: Memory = new Map();
+  for (const id of TASK_IDS) if (rnd() < 0.5) tasks.set(id, randomTask(rnd, id));
+  return tasks;
+}
+function editTasks(rnd: () => number, tasks: Memory): Memory {
+  const out = new Map(tasks);
+  for (const id of TASK_IDS) {
+    const roll = rnd();
+    if (roll < 0.2) out.delete(id);
+    else if (roll < 0.5) out.set(id, randomTask(rnd, id));
+  }
+  return out;
+}
+
+// ---- the engine ----
+
+let store: Store;
+let cleanup: () => void;
+beforeEach(() => {
+  const temp = tempDir("apex-merge-model-");
+  cleanup = temp.cleanup;
+  store = LmdbStore.open(temp.dir, { actor: "user:test" });
+});
+afterEach(async () => {
+  await store.close();
+  cleanup();
+});
+
+/** `target`'s tree, written as the changes from `from` (whose tree is `root`): built as commits build it. */
+function build(root: Hash | null, from: Memory, target: Memory): Hash | null {
+  return transactionSync(store, () => {
+    const view = objectView(store);
+    const changes: MergeChange[] = [];
+    for (const path of new Set([...from.keys(), ...target.keys()])) {
+      const value = target.get(path);
+      if (value === undefined) {
+        if (from.has(path)) changes.push({ path, kind: "deleted" });
+      } else if (!same(value, from.get(path))) changes.push({ path, kind: "modified", hash: view.writeValue(value) });
+    }
+    return applyToTree(view, root, changes).root;
+  });
+}
+
+function read(root: Hash | null): Memory {
+  const view = objectView(store);
+  const out: Memory = new Map();
+  for (const { segments, hash } of walkTree(view, root)) out.set(`/${segments.join("/")}`, view.readValue(hash));
+  return out;
+}
+
+const sorted = (memory: Memory) => [...memory].map(([path, value]) => [path, canonicalJson(value)]).sort((a, b) => (a[0]! < b[0]! ? -1 : a[0]! > b[0]! ? 1 : 0));
+
+interface Sides {
+  base: MergeSide;
+  ours: MergeSide;
+  theirs: MergeSide;
+}
+
+/** Merges in the engine (in a transaction, as the merge does) and returns the plan and the merged trees. */
+function engineMerge(sides: Sides, strategy: MergeStrategy) {
+  return transactionSync(store, () => {
+    const view = objectView(store);
+    const plan = planMerge(view, sides.base, sides.ours, sides.theirs, strategy);
+    const memory = applyToTree(view, sides.ours.memory, plan.memory.changes).root;
+    const tasks = applyToTree(view, sides.ours.tasks, plan.tasks.changes).root;
+    return { plan, merged: { memory, tasks } };
+  });
+}
+
+/** The changes a plan lists are exactly the paths where the result differs from ours, of the right kind. */
+function expectChanges(changes: readonly MergeChange[], ours: Memory, result: Memory): void {
+  const expected = [...new Set([...ours.keys(), ...result.keys()])]
+    .filter((path) => !same(ours.get(path), result.get(path)))
+    .map((path) => [path, !ours.has(path) ? "added" : !result.has(path) ? "deleted" : "modified"])
+    .sort();
+  expect(changes.map((change) => [change.path, change.kind]).sort()).toEqual(expected);
+}
+
+const STRATEGIES: MergeStrategy[] = ["fail", "ours", "theirs"];
+
+describe("three-way merge against the model", () => {
+  it("random memories and tasks, each strategy: result, changes and conflicts are the model's", () => {
+    for (let seed = 1; seed <= Number(process.env.MM_N ?? 120); seed++) {
+      const rnd = random(seed);
+      const baseMemory = randomMemory(rnd);
+      const { ours: oursMemory, theirs: theirsMemory } = randomSides(rnd, baseMemory);
+      const baseTasks = randomTasks(rnd);
+      const oursTasks = editTasks(rnd, baseTasks);
+      const theirsTasks = rnd() < 0.3 ? new Map(oursTasks) : editTasks(rnd, baseTasks);
+      const baseRoot = build(null, new Map(), baseMemory);
+      const baseTaskRoot = build(null, new Map(), baseTasks);
+      const sides: Sides = {
+        base: { memory: baseRoot, tasks: baseTaskRoot },
+        ours: { memory: build(baseRoot, baseMemory, oursMemory), tasks: build(baseTaskRoot, baseTasks, oursTasks) },
+        theirs: { memory: build(baseRoot, baseMemory, theirsMemory), tasks: build(baseTaskRoot, baseTasks, theirsTasks) },
+      };
+      // Trees are content-addressed: built from the base or from nothing, the same tree.
+      expect(sides.ours.memory, `seed ${seed}`).toBe(build(null, new Map(), oursMemory));
+      expect(read(sides.theirs.memory), `seed ${seed}`).toEqual(theirsMemory);
+      const strategy = STRATEGIES[seed % 3]!;
+      const model = modelMerge(baseMemory, oursMemory, theirsMemory, strategy);
+      const taskModel = modelTasks(baseTasks, oursTasks, theirsTasks, strategy);
+      const revision = store.revision();
+      const { plan, merged } = engineMerge(sides, strategy);
+      const context = `seed ${seed} (${strategy})`;
+      expect(plan.memory.conflicts.map((conflict) => conflict.path), context).toEqual(model.conflicts);
+      expect(plan.tasks.conflicts.map((conflict) => conflict.path), context).toEqual(taskModel.conflicts);
+      if (strategy === "fail") {
+        expect(refusedBy(plan).length > 0, context).toBe(model.conflicts.length + taskModel.conflicts.length > 0);
+        if (refusedBy(plan).length > 0) continue;
+      }
+      expect(sorted(read(merged.memory)), context).toEqual(sorted(model.result));
+      expect(sorted(read(merged.tasks)), context).toEqual(sorted(taskModel.result));
+      expectChanges(plan.memory.changes, oursMemory, model.result);
+      expectChanges(plan.tasks.changes, oursTasks, taskModel.result);
+      // Each conflict's sides are the model's (absent: no value there).
+      for (const conflict of plan.memory.conflicts) {
+        for (const [side, memory] of [["base", baseMemory], ["ours", oursMemory], ["theirs", theirsMemory]] as const) {
+          expect(conflict.absent.includes(side), `${context} ${conflict.path} ${side}`).toBe(!memory.has(conflict.path));
+          expect(canonicalJson(conflict[side]), `${context} ${conflict.path} ${side}`).toBe(canonicalJson(memory.get(conflict.path) ?? null));
+        }
+      }
+      // Merged again (its base now theirs, which the merge descends from): nothing to take.
+      const again = engineMerge({ base: sides.theirs, ours: merged, theirs: sides.theirs }, strategy);
+      expect([again.plan.memory.changes, again.plan.tasks.changes, again.plan.memory.conflicts], context).toEqual([[], [], []]);
+      // A source with no change since the base: nothing changes.
+      const idle = engineMerge({ base: sides.base, ours: sides.ours, theirs: sides.base }, strategy);
+      expect([idle.plan.memory.changes, idle.plan.tasks.changes, idle.plan.memory.conflicts, idle.merged], context).toEqual([[], [], [], sides.ours]);
+      // A planned merge reads: applyToTree writes objects only (no keyspace record).
+      expect([...store.changesSince(revision)].filter((change) => !change.path.startsWith("/")), context).toEqual([]);
+    }
+  });
+
+  it("criss-cross: each side merged the other, then changed again; against the virtual ancestor nothing one side changed is lost", () => {
+    for (let seed = 1000; seed < 1000 + Number(process.env.MM_C ?? 60); seed++) {
+      const rnd = random(seed);
+      const b = randomMemory(rnd);
+      const { ours: a1, theirs: c1 } = randomSides(rnd, b);
+      // Each settles the criss-cross merge its own way (ours keeps its own side: they may differ).
+      const a2 = modelMerge(b, a1, c1, "ours").result;
+      const c2 = modelMerge(b, c1, a1, pick(rnd, ["ours", "theirs"] as const)).result;
+      const a3 = new Map(a2);
+      const c3 = new Map(c2);
+      for (let i = Math.floor(rnd() * 4); i > 0; i--) randomEdit(rnd, a3)(a3);
+      for (let i = Math.floor(rnd() * 4); i > 0; i--) randomEdit(rnd, c3)(c3);
+      const root = (memory: Memory) => build(null, new Map(), memory);
+      const side = (memory: Memory): MergeSide => ({ memory: root(memory), tasks: null });
+      const strategy = STRATEGIES[seed % 3]!;
+      const { plan, merged, virtual } = transactionSync(store, () => {
+        const view = objectView(store, { overlay: true });
+        const virtual = virtualAncestor(view, side(b), side(a1), side(c1));
+        const plan = planMerge(view, virtual, side(a3), side(c3), strategy);
+        return { plan, merged: read2(view, applyToTree(view, side(a3).memory, plan.memory.changes).root), virtual: read2(view, virtual.memory) };
+      });
+      const modelVirtual = modelMerge(b, a1, c1, "base").result;
+      const context = `seed ${seed} (${strategy})`;
+      expect(sorted(virtual), context).toEqual(sorted(modelVirtual));
+      const model = modelMerge(modelVirtual, a3, c3, strategy);
+      expect(plan.memory.conflicts.map((conflict) => conflict.path), context).toEqual(model.conflicts);
+      if (strategy === "fail" && model.conflicts.length > 0) continue;
+      expect(sorted(merged), context).toEqual(sorted(model.result));
+      // One-sided changes after the criss-cross are kept: a path C changed again and A did not is C's,
+      // unless A1 and C1 had changed it differently (the virtual ancestor holds the base's value there,
+      // so both later sides differ from it: a conflict, as in git's recursive strategy).
+      const settled = new Set(modelMerge(b, a1, c1, "fail").conflicts);
+      for (const path of new Set([...c2.keys(), ...c3.keys()])) {
+        if (!same(c2.get(path), c3.get(path)) && same(a2.get(path), a3.get(path)) && same(a2.get(path), c2.get(path))) {
+          if (settled.has(path)) expect(plan.memory.conflicts.map((conflict) => conflict.path), `${context} ${path}`).toContain(path);
+          else expect(model.result.get(path), `${context} ${path}`).toEqual(c3.get(path));
+        }
+      }
+    }
+  });
+});
+
+function read2(view: ReturnType<typeof objectView>, root: Hash | null): Memory {
+  const out: Memory = new Map();
+  for (const { segments, hash } of walkTree(view, root)) out.set(`/${segments.join("/")}`, view.readValue(hash));
+  return out;
+}
