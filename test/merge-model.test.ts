@@ -20,7 +20,7 @@ type Strategy = MergeStrategy | "base";
 const same = (a: JsonValue | undefined, b: JsonValue | undefined) => (a === undefined || b === undefined ? a === b : canonicalJson(a) === canonicalJson(b));
 
 /** The model's merge of memory: the result and the conflicting paths. */
-export function modelMerge(base: Memory, ours: Memory, theirs: Memory, strategy: Strategy): { result: Memory; conflicts: string[] } {
+export function modelMerge(base: Memory, ours: Memory, theirs: Memory, strategy: Strategy, conflicted: ReadonlySet<string> = new Set()): { result: Memory; conflicts: string[] } {
   const result: Memory = new Map();
   const conflicts: string[] = [];
   for (const path of new Set([...base.keys(), ...ours.keys(), ...theirs.keys()])) {
@@ -28,8 +28,10 @@ export function modelMerge(base: Memory, ours: Memory, theirs: Memory, strategy:
     const o = ours.get(path);
     const t = theirs.get(path);
     let value: JsonValue | undefined;
-    if (same(o, b)) value = t;
-    else if (same(t, b) || same(o, t)) value = o;
+    // A virtual ancestor's conflicted path is changed on both sides, whatever they hold.
+    if (same(o, t)) value = o;
+    else if (same(o, b) && !conflicted.has(path)) value = t;
+    else if (same(t, b) && !conflicted.has(path)) value = o;
     else {
       if (strategy !== "base") conflicts.push(path);
       value = strategy === "theirs" ? t : strategy === "base" ? b : o;
@@ -314,14 +316,14 @@ describe("three-way merge against the model", () => {
       const modelVirtual = modelMerge(b, a1, c1, "base").result;
       const context = `seed ${seed} (${strategy})`;
       expect(sorted(virtual), context).toEqual(sorted(modelVirtual));
-      const model = modelMerge(modelVirtual, a3, c3, strategy);
+      const settled = new Set(modelMerge(b, a1, c1, "fail").conflicts);
+      const model = modelMerge(modelVirtual, a3, c3, strategy, settled);
       expect(plan.memory.conflicts.map((conflict) => conflict.path), context).toEqual(model.conflicts);
       if (strategy === "fail" && model.conflicts.length > 0) continue;
       expect(sorted(merged), context).toEqual(sorted(model.result));
       // One-sided changes after the criss-cross are kept: a path C changed again and A did not is C's,
-      // unless A1 and C1 had changed it differently (the virtual ancestor holds the base's value there,
-      // so both later sides differ from it: a conflict, as in git's recursive strategy).
-      const settled = new Set(modelMerge(b, a1, c1, "fail").conflicts);
+      // unless A1 and C1 had changed it differently: then a conflict (as in git's recursive strategy),
+      // also when C set the base's value again, which the virtual ancestor holds there.
       for (const path of new Set([...c2.keys(), ...c3.keys()])) {
         if (!same(c2.get(path), c3.get(path)) && same(a2.get(path), a3.get(path)) && same(a2.get(path), c2.get(path))) {
           if (settled.has(path)) expect(plan.memory.conflicts.map((conflict) => conflict.path), `${context} ${path}`).toContain(path);
@@ -337,3 +339,34 @@ function read2(view: ReturnType<typeof objectView>, root: Hash | null): Memory {
   for (const { segments, hash } of walkTree(view, root)) out.set(`/${segments.join("/")}`, view.readValue(hash));
   return out;
 }
+
+describe("criss-cross, a path the candidates changed differently", () => {
+  // base /p = "b"; A1 sets "x", C1 sets "y"; both merges settle on "x"; C then sets /p back to "b"
+  // (or, for a path the base did not have, deletes it). The virtual ancestor holds the base's
+  // value there: C's change looked like no change and A's "x" was kept without a conflict.
+  for (const [label, b, c3] of [
+    ["set back to the base's value", "b", "b"],
+    ["deleted where the base had none", undefined, undefined],
+  ] as const) {
+    it(`a side that ${label} after both merges is a conflict, not lost`, () => {
+      const memory = (value: JsonValue | undefined): Memory => new Map([["/keep", 1], ...(value === undefined ? [] : [["/p", value] as [string, JsonValue]])]);
+      const side = (value: JsonValue | undefined): MergeSide => ({ memory: build(null, new Map(), memory(value)), tasks: null });
+      for (const strategy of STRATEGIES) {
+        const { plan, merged } = transactionSync(store, () => {
+          const view = objectView(store, { overlay: true });
+          const virtual = virtualAncestor(view, side(b), side("x"), side("y"));
+          const plan = planMerge(view, virtual, side("x"), side(c3), strategy);
+          return { plan, merged: read2(view, applyToTree(view, side("x").memory, plan.memory.changes).root) };
+        });
+        expect(plan.memory.conflicts.map((conflict) => [conflict.path, conflict.ours, conflict.theirs, conflict.absent]), strategy).toEqual([["/p", "x", c3 ?? null, c3 === undefined ? ["base", "theirs"] : []]]);
+        if (strategy !== "fail") expect(merged.get("/p"), strategy).toEqual(strategy === "ours" ? "x" : c3);
+        // Merged the other way (A's "x" into C's later value): the same conflict.
+        const back = transactionSync(store, () => {
+          const view = objectView(store, { overlay: true });
+          return planMerge(view, virtualAncestor(view, side(b), side("y"), side("x")), side(c3), side("x"), strategy);
+        });
+        expect(back.memory.conflicts.map((conflict) => conflict.path), strategy).toEqual(["/p"]);
+      }
+    });
+  }
+});
