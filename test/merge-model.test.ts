@@ -12,6 +12,12 @@ import type { JsonValue, Store } from "../core/store/store.js";
 import { applyToTree, planMerge, objectView, refusedBy, virtualAncestor, type MergeChange, type MergeSide, type MergeStrategy } from "../plugins/checkpoint/merge.js";
 import { canonicalJson, walkTree, type Hash } from "../plugins/checkpoint/engine/objects.js";
 import { random, tempDir } from "./helpers/cli.js";
+import { createBranch, writeDerivedCheckpoint } from "../plugins/checkpoint/branch.js";
+import { Catalog } from "../plugins/checkpoint/catalog.js";
+import { createCheckpoint, loadManifest } from "../plugins/checkpoint/checkpoints.js";
+import { mergeSessions } from "../plugins/checkpoint/session-merge.js";
+import { validateStore } from "../plugins/checkpoint/validate.js";
+import { isApexError } from "../core/errors.js";
 import { LmdbStore, transactionSync } from "./helpers/store.js";
 
 type Memory = Map<string, JsonValue>;
@@ -369,4 +375,82 @@ describe("criss-cross, a path the candidates changed differently", () => {
       }
     });
   }
+});
+
+describe("session merges against the model", () => {
+  let tick = 0;
+  const now = () => new Date(Date.UTC(2026, 0, 1, 0, 0, tick++));
+  const latest = (sessionId: string) => {
+    const summary = Catalog.of(store).latest(sessionId)!;
+    return loadManifest(store, { sessionId, sequence: summary.sequence, id: summary.id });
+  };
+  /** A checkpoint of a session that is not running, its memory `from` changed to `to`. */
+  async function commit(sessionId: string, from: Memory, to: Memory): Promise<void> {
+    const parent = latest(sessionId);
+    const root = build(parent.memory.root, from, to);
+    await store.transaction(() => {
+      writeDerivedCheckpoint(store, {
+        sessionId,
+        trigger: "interval",
+        description: "work",
+        parent: parent.id,
+        createdAt: now().toISOString(),
+        roots: { memory: { ...parent.memory, root, keys: to.size }, tasks: parent.tasks, agents: parent.agents },
+        gitState: null,
+        data: {},
+        actor: "user:test",
+      });
+    });
+  }
+  const memoryOf = (sessionId: string) => read(latest(sessionId).memory.root);
+
+  it("dry run writes nothing, the merge is the model's, validate finds nothing, merging again is a no-op", async () => {
+    for (let seed = 5000; seed < 5000 + Number(process.env.MM_S ?? 12); seed++) {
+      const rnd = random(seed);
+      const main = `main-${seed}`;
+      const base = randomMemory(rnd);
+      await store.batch((batch) => {
+        batch.set(`/sessions/${main}`, { session_id: main, status: "stopped", agents: [], created_at: now().toISOString() });
+        for (const [path, value] of base) batch.set(`/seeded/${seed}${path}`, value);
+      });
+      await createCheckpoint(store, { sessionId: main, trigger: "interval", now });
+      await commit(main, read(latest(main).memory.root), new Map(base));
+      const point = latest(main).id;
+      const dst = (await createBranch(store, point, `dst-${seed}`, { now })).session_id;
+      const src = (await createBranch(store, point, `src-${seed}`, { now })).session_id;
+      const { ours, theirs } = randomSides(rnd, base);
+      await commit(dst, base, ours);
+      if (rnd() < 0.85) await commit(src, base, theirs);
+      const theirsNow = memoryOf(src);
+      const strategy = STRATEGIES[seed % 3]!;
+      const model = modelMerge(base, ours, theirsNow, strategy);
+      const context = `seed ${seed} (${strategy})`;
+      const revision = store.revision();
+      const dry = await mergeSessions(store, { source: src, destination: dst, strategy, dryRun: true, actor: "user:test" });
+      expect(store.revision(), context).toBe(revision);
+      expect(dry.memory.conflicts.map((conflict) => conflict.path), context).toEqual(model.conflicts);
+      const expectedChanges = [...new Set([...ours.keys(), ...model.result.keys()])].filter((path) => !same(ours.get(path), model.result.get(path))).sort();
+      expect(dry.memory.changes.map((change) => change.path).sort(), context).toEqual(expectedChanges);
+      const before = latest(dst).id;
+      let refused = false;
+      try {
+        await mergeSessions(store, { source: src, destination: dst, strategy, actor: "user:test" });
+      } catch (error) {
+        if (!isApexError(error) || error.code !== "APEX_E_MERGE_CONFLICT") throw error;
+        refused = true;
+      }
+      expect(refused, context).toBe(strategy === "fail" && model.conflicts.length > 0);
+      if (refused || (expectedChanges.length === 0 && model.conflicts.length === 0)) {
+        // Refused, or nothing to take and nothing settled: nothing written (conflicts settled by ours
+        // are recorded in a merge checkpoint, so that the next merge starts from it).
+        expect([latest(dst).id, store.revision()], context).toEqual([before, revision]);
+        if (refused) continue;
+      }
+      expect(sorted(memoryOf(dst)), context).toEqual(sorted(model.result));
+      expect(validateStore(store).problems, context).toEqual([]);
+      const afterMerge = store.revision();
+      const again = await mergeSessions(store, { source: src, destination: dst, strategy, actor: "user:test" });
+      expect([again.memory.changes, again.checkpoint, store.revision()], context).toEqual([[], null, afterMerge]);
+    }
+  });
 });
