@@ -404,6 +404,31 @@ describe("session merges against the model", () => {
   }
   const memoryOf = (sessionId: string) => read(latest(sessionId).memory.root);
 
+  it("criss-cross between sessions: a path the candidates changed differently, set back to the base's value on one side afterwards, is a conflict", async () => {
+    const base: Memory = new Map([["/p", "b"], ["/q", 1]]);
+    await store.batch((batch) => batch.set("/sessions/main", { session_id: "main", status: "stopped", agents: [], created_at: now().toISOString() }));
+    await createCheckpoint(store, { sessionId: "main", trigger: "interval", now });
+    await commit("main", read(latest("main").memory.root), base);
+    const dst = (await createBranch(store, latest("main").id, "dst", { now })).session_id;
+    const src = (await createBranch(store, latest("main").id, "src", { now })).session_id;
+    await commit(dst, base, new Map([...base, ["/p", "x"]]));
+    await commit(src, base, new Map([...base, ["/p", "y"]]));
+    // D1 kept as a branch, so that src can merge it after dst merged src: each merged the other.
+    const frozen = (await createBranch(store, latest(dst).id, "d1", { now })).session_id;
+    await mergeSessions(store, { source: src, destination: dst, strategy: "ours", actor: "user:test", now });
+    await mergeSessions(store, { source: frozen, destination: src, strategy: "theirs", actor: "user:test", now });
+    expect([memoryOf(dst).get("/p"), memoryOf(src).get("/p")]).toEqual(["x", "x"]);
+    // Both settled on "x"; src then sets /p back to "b".
+    await commit(src, memoryOf(src), new Map([...memoryOf(src), ["/p", "b"], ["/q", 2]]));
+    const dry = await mergeSessions(store, { source: src, destination: dst, dryRun: true, actor: "user:test", now });
+    expect(dry.other_bases.length).toBe(1);
+    expect(dry.memory.conflicts.map((conflict) => [conflict.path, conflict.ours, conflict.theirs])).toEqual([["/p", "x", "b"]]);
+    const merged = await mergeSessions(store, { source: src, destination: dst, strategy: "theirs", actor: "user:test", now });
+    expect(merged.memory.changes.map((change) => change.path)).toEqual(["/p", "/q"]);
+    expect([memoryOf(dst).get("/p"), memoryOf(dst).get("/q")]).toEqual(["b", 2]);
+    expect(validateStore(store).problems).toEqual([]);
+  });
+
   it("dry run writes nothing, the merge is the model's, validate finds nothing, merging again is a no-op", async () => {
     for (let seed = 5000; seed < 5000 + Number(process.env.MM_S ?? 12); seed++) {
       const rnd = random(seed);
