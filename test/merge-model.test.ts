@@ -12,7 +12,7 @@ import type { JsonValue, Store } from "../core/store/store.js";
 import { applyToTree, planMerge, objectView, refusedBy, virtualAncestor, type MergeChange, type MergeSide, type MergeStrategy } from "../plugins/checkpoint/merge.js";
 import { canonicalJson, walkTree, type Hash } from "../plugins/checkpoint/engine/objects.js";
 import { random, tempDir } from "./helpers/cli.js";
-import { modelMerge, modelTasks, same } from "./support/merge-model.js";
+import { langGraphUnitOf, modelMerge, modelTasks, same } from "./support/merge-model.js";
 import { createBranch, writeDerivedCheckpoint } from "../plugins/checkpoint/branch.js";
 import { Catalog } from "../plugins/checkpoint/catalog.js";
 import { createCheckpoint, loadManifest } from "../plugins/checkpoint/checkpoints.js";
@@ -36,6 +36,8 @@ function pick<T>(rnd: () => number, items: readonly T[]): T {
 }
 
 function randomPath(rnd: () => number): string {
+  // LangGraph thread namespaces, merged as units: the namespace's record and its channels below.
+  if (rnd() < 0.15) return `/langgraph/${pick(rnd, ["t1", "t2"])}${rnd() < 0.2 ? "" : `/${pick(rnd, ["n", "m"])}${rnd() < 0.3 ? "" : `/${pick(rnd, ["c1", "c2", "c3"])}`}`}`;
   if (rnd() < 0.25) return `/w/${pick(rnd, WIDE)}${rnd() < 0.3 ? `/${pick(rnd, NAMES)}` : ""}`;
   const depth = 1 + Math.floor(rnd() * 3);
   return `/${Array.from({ length: depth }, () => pick(rnd, NAMES)).join("/")}`;
@@ -281,6 +283,9 @@ describe("three-way merge against the model", () => {
       // also when C set the base's value again, which the virtual ancestor holds there.
       for (const path of new Set([...c2.keys(), ...c3.keys()])) {
         if (!same(c2.get(path), c3.get(path)) && same(a2.get(path), a3.get(path)) && same(a2.get(path), c2.get(path))) {
+          // A LangGraph namespace is one unit: a conflict at it when A changed another channel of it.
+          const unit = langGraphUnitOf(path);
+          if (unit !== undefined && plan.memory.conflicts.some((conflict) => conflict.path === unit)) continue;
           if (settled.has(path)) expect(plan.memory.conflicts.map((conflict) => conflict.path), `${context} ${path}`).toContain(path);
           else expect(model.result.get(path), `${context} ${path}`).toEqual(c3.get(path));
         }
@@ -382,7 +387,8 @@ describe("session merges against the model", () => {
     for (let seed = 5000; seed < 5000 + Number(process.env.MM_S ?? 12); seed++) {
       const rnd = random(seed);
       const main = `main-${seed}`;
-      const base = randomMemory(rnd);
+      // LangGraph namespaces are taken by a session merge only as the LangGraph index records them (merge tested above).
+      const base = withoutLangGraph(randomMemory(rnd));
       await store.batch((batch) => {
         batch.set(`/sessions/${main}`, { session_id: main, status: "stopped", agents: [], created_at: now().toISOString() });
         for (const [path, value] of base) batch.set(`/seeded/${seed}${path}`, value);
@@ -392,7 +398,8 @@ describe("session merges against the model", () => {
       const point = latest(main).id;
       const dst = (await createBranch(store, point, `dst-${seed}`, { now })).session_id;
       const src = (await createBranch(store, point, `src-${seed}`, { now })).session_id;
-      const { ours, theirs } = randomSides(rnd, base);
+      const { ours: oursAll, theirs: theirsAll } = randomSides(rnd, base);
+      const [ours, theirs] = [withoutLangGraph(oursAll), withoutLangGraph(theirsAll)];
       await commit(dst, base, ours);
       if (rnd() < 0.85) await commit(src, base, theirs);
       const theirsNow = memoryOf(src);
@@ -426,5 +433,27 @@ describe("session merges against the model", () => {
       const again = await mergeSessions(store, { source: src, destination: dst, strategy, actor: "user:test" });
       expect([again.memory.changes, again.checkpoint, store.revision()], context).toEqual([[], null, afterMerge]);
     }
+  });
+});
+
+function withoutLangGraph(memory: Memory): Memory {
+  return new Map([...memory].filter(([path]) => langGraphUnitOf(path) === undefined && !path.startsWith("/langgraph")));
+}
+
+describe("a LangGraph namespace both sides stepped in, settled by --strategy theirs", () => {
+  it("lists their changes from what ours holds (none where ours holds theirs already; added where ours deleted), and the record neither changed on each side", () => {
+    const record = { checkpoint: "c-0", values: ["c1", "c2", "c3"] };
+    const base: Memory = new Map<string, JsonValue>([["/langgraph/t/n", record], ["/langgraph/t/n/c1", 1], ["/langgraph/t/n/c2", 1], ["/langgraph/t/n/c3", 1]]);
+    const ours = new Map([...base, ["/langgraph/t/n/c1", 2], ["/langgraph/t/n/c2", 5]]);
+    ours.delete("/langgraph/t/n/c3");
+    const theirs = new Map([...base, ["/langgraph/t/n/c1", 2], ["/langgraph/t/n/c2", 3], ["/langgraph/t/n/c3", 4]]);
+    const baseRoot = build(null, new Map(), base);
+    const sides: Sides = { base: { memory: baseRoot, tasks: null }, ours: { memory: build(baseRoot, base, ours), tasks: null }, theirs: { memory: build(baseRoot, base, theirs), tasks: null } };
+    const { plan, merged } = engineMerge(sides, "theirs");
+    // c1: ours holds 2 already (it was listed as modified); c3: ours deleted it (it was listed as modified).
+    expect(plan.memory.changes.map((change) => [change.path, change.kind])).toEqual([["/langgraph/t/n/c2", "modified"], ["/langgraph/t/n/c3", "added"]]);
+    expect(sorted(read(merged.memory))).toEqual(sorted(theirs));
+    // The namespace's record is unchanged on both sides: shown as it is on each (it was "(none)", absent everywhere).
+    expect(plan.memory.conflicts.map((conflict) => [conflict.path, conflict.base, conflict.ours, conflict.theirs, conflict.absent])).toEqual([["/langgraph/t/n", record, record, record, []]]);
   });
 });

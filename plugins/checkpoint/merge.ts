@@ -230,7 +230,7 @@ function planTree(view: ObjectView, base: Hash | null, ours: Hash | null, theirs
     const at = lookupEntry(view, base, segments)?.value;
     decide({ segments, ...(at ? { before: at, after: at } : {}) });
   }
-  matched += mergeLangGraphUnits(view, plan, theirUnits, oursChanges, strategy);
+  matched += mergeLangGraphUnits(view, plan, theirUnits, oursChanges, strategy, base);
   plan.oursOnly = oursChanges.size - matched;
   // By path: a large tree's diff comes bucket by bucket (by hash), which listed /k2, /k3, /k1.
   plan.changes.sort((a, b) => compareCodePoints(a.path, b.path));
@@ -254,7 +254,7 @@ export function langGraphUnit(segments: readonly string[]): string | undefined {
  * puts ours' other changes of it back to the base, so that it is theirs exactly. Returns how many
  * of ours' changes it matched.
  */
-function mergeLangGraphUnits(view: ObjectView, plan: TreeMergePlan, theirUnits: Map<string, Array<{ path: string; change: SideChange }>>, oursChanges: Map<string, SideChange & { segments: string[] }>, strategy: MergeStrategy | "base"): number {
+function mergeLangGraphUnits(view: ObjectView, plan: TreeMergePlan, theirUnits: Map<string, Array<{ path: string; change: SideChange }>>, oursChanges: Map<string, SideChange & { segments: string[] }>, strategy: MergeStrategy | "base", base: Hash | null): number {
   let matched = 0;
   // Ours' changes by unit, gathered once (not a scan of them all for each unit).
   const oursByUnit = new Map<string, Array<[string, SideChange]>>();
@@ -291,7 +291,12 @@ function mergeLangGraphUnits(view: ObjectView, plan: TreeMergePlan, theirUnits: 
       continue;
     }
     const record = (side: "before" | "after", of: SideChange | undefined) => valueOrNull(view, of?.[side]);
-    const theirRecord = theirChanges.find(({ path }) => path === unit)?.change;
+    // The record neither side changed (only channels below it): the base's on all three sides, not "(none)".
+    const unchanged = (): SideChange => {
+      const at = lookupEntry(view, base, pathSegments(unit))?.value;
+      return at ? { before: at, after: at } : {};
+    };
+    const theirRecord = theirChanges.find(({ path }) => path === unit)?.change ?? (oursChanges.has(unit) ? undefined : unchanged());
     const mineRecord = oursChanges.get(unit);
     plan.conflicts.push({
       path: unit,
@@ -303,7 +308,12 @@ function mergeLangGraphUnits(view: ObjectView, plan: TreeMergePlan, theirUnits: 
       reason: "a LangGraph thread both sides took steps in: its channels are taken whole from one side",
     });
     if (strategy === "theirs") {
-      take(theirChanges, true);
+      // Each of their changes from what ours holds (a path ours changed too: its value, not the base's); none where ours holds theirs already.
+      const fromOurs = theirChanges.flatMap(({ path, change }) => {
+        const before = mineAfter.has(path) ? mineAfter.get(path) : change.before;
+        return before === change.after ? [] : [{ path, change: { ...(before ? { before } : {}), ...(change.after ? { after: change.after } : {}) } }];
+      });
+      take(fromOurs, true);
       take(toBase(mine.filter(([path]) => !theirAfter.has(path))), true);
     }
   }

@@ -19,7 +19,13 @@ export const same = (a: JsonValue | undefined, b: JsonValue | undefined) => (a =
 export function modelMerge(base: Memory, ours: Memory, theirs: Memory, strategy: Strategy, conflicted: ReadonlySet<string> = new Set()): { result: Memory; conflicts: string[] } {
   const result: Memory = new Map();
   const conflicts: string[] = [];
+  const units = new Map<string, string[]>();
   for (const path of new Set([...base.keys(), ...ours.keys(), ...theirs.keys()])) {
+    const unit = langGraphUnitOf(path);
+    if (unit !== undefined) {
+      units.set(unit, [...(units.get(unit) ?? []), path]);
+      continue;
+    }
     const b = base.get(path);
     const o = ours.get(path);
     const t = theirs.get(path);
@@ -34,7 +40,27 @@ export function modelMerge(base: Memory, ours: Memory, theirs: Memory, strategy:
     }
     if (value !== undefined) result.set(path, value);
   }
+  // A LangGraph thread namespace (README: its channels are one checkpoint's) is taken whole from one side.
+  for (const [unit, paths] of units) {
+    const oursChanged = paths.filter((path) => !same(ours.get(path), base.get(path)));
+    const theirsChanged = paths.filter((path) => !same(theirs.get(path), base.get(path)));
+    let side: Memory;
+    if (theirsChanged.length === 0) side = ours;
+    else if (oursChanged.length === 0) side = theirs;
+    else if (oursChanged.length === theirsChanged.length && theirsChanged.every((path) => oursChanged.includes(path) && same(ours.get(path), theirs.get(path)))) side = ours;
+    else {
+      if (strategy !== "base") conflicts.push(unit);
+      side = strategy === "theirs" ? theirs : strategy === "base" ? base : ours;
+    }
+    for (const path of paths) if (side.has(path)) result.set(path, side.get(path)!);
+  }
   return { result, conflicts: conflicts.sort() };
+}
+
+/** `/langgraph/<thread>/<ns>` for a path in it (merge.ts langGraphUnit). */
+export function langGraphUnitOf(path: string): string | undefined {
+  const segments = path.split("/").slice(1);
+  return segments.length >= 3 && segments[0] === "langgraph" ? `/${segments.slice(0, 3).join("/")}` : undefined;
 }
 
 const completed = (task: JsonValue | undefined) => typeof task === "object" && task !== null && !Array.isArray(task) && task.status === "completed";
