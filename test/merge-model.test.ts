@@ -261,15 +261,28 @@ describe("three-way merge against the model", () => {
       const c3 = new Map(c2);
       for (let i = Math.floor(rnd() * 4); i > 0; i--) randomEdit(rnd, a3)(a3);
       for (let i = Math.floor(rnd() * 4); i > 0; i--) randomEdit(rnd, c3)(c3);
+      const tb = randomTasks(rnd);
+      const [ta1, tc1] = [editTasks(rnd, tb), editTasks(rnd, tb)];
+      const ta2 = modelTasks(tb, ta1, tc1, "ours").result;
+      const tc2 = modelTasks(tb, tc1, ta1, pick(rnd, ["ours", "theirs"] as const)).result;
+      const [ta3, tc3] = [editTasks(rnd, ta2), editTasks(rnd, tc2)];
       const root = (memory: Memory) => build(null, new Map(), memory);
-      const side = (memory: Memory): MergeSide => ({ memory: root(memory), tasks: null });
+      const side = (memory: Memory, tasks: Memory): MergeSide => ({ memory: root(memory), tasks: root(tasks) });
       const strategy = STRATEGIES[seed % 3]!;
-      const { plan, merged, virtual } = transactionSync(store, () => {
+      const { plan, merged, virtual, mergedTasks } = transactionSync(store, () => {
         const view = objectView(store, { overlay: true });
-        const virtual = virtualAncestor(view, side(b), side(a1), side(c1));
-        const plan = planMerge(view, virtual, side(a3), side(c3), strategy);
-        return { plan, merged: read2(view, applyToTree(view, side(a3).memory, plan.memory.changes).root), virtual: read2(view, virtual.memory) };
+        const virtual = virtualAncestor(view, side(b, tb), side(a1, ta1), side(c1, tc1));
+        const plan = planMerge(view, virtual, side(a3, ta3), side(c3, tc3), strategy);
+        return {
+          plan,
+          merged: read2(view, applyToTree(view, side(a3, ta3).memory, plan.memory.changes).root),
+          mergedTasks: read2(view, applyToTree(view, side(a3, ta3).tasks, plan.tasks.changes).root),
+          virtual: read2(view, virtual.memory),
+        };
       });
+      const taskModel = modelTasks(modelTasks(tb, ta1, tc1, "base").result, ta3, tc3, strategy, new Set(modelTasks(tb, ta1, tc1, "fail").conflicts));
+      expect(plan.tasks.conflicts.map((conflict) => conflict.path), `seed ${seed} tasks`).toEqual(taskModel.conflicts);
+      if (strategy !== "fail" || plan.memory.conflicts.length + taskModel.conflicts.length === 0) expect(sorted(mergedTasks), `seed ${seed} tasks`).toEqual(sorted(taskModel.result));
       const modelVirtual = modelMerge(b, a1, c1, "base").result;
       const context = `seed ${seed} (${strategy})`;
       expect(sorted(virtual), context).toEqual(sorted(modelVirtual));

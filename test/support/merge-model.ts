@@ -67,7 +67,7 @@ const completed = (task: JsonValue | undefined) => typeof task === "object" && t
 const resultOf = (task: JsonValue | undefined) => (task as Record<string, JsonValue>).result ?? null;
 
 /** The model's merge of tasks: a union by id; a completed task stays completed. */
-export function modelTasks(base: Memory, ours: Memory, theirs: Memory, strategy: Strategy): { result: Memory; conflicts: string[] } {
+export function modelTasks(base: Memory, ours: Memory, theirs: Memory, strategy: Strategy, conflicted: ReadonlySet<string> = new Set()): { result: Memory; conflicts: string[] } {
   const result: Memory = new Map();
   const conflicts: string[] = [];
   for (const id of new Set([...base.keys(), ...ours.keys(), ...theirs.keys()])) {
@@ -75,8 +75,8 @@ export function modelTasks(base: Memory, ours: Memory, theirs: Memory, strategy:
     const o = ours.get(id);
     const t = theirs.get(id);
     let value: JsonValue | undefined;
-    if (same(t, b) || same(o, t)) value = o;
-    else if (same(o, b)) value = t === undefined ? o : t; // a deletion on theirs alone deletes nothing
+    if ((same(t, b) && !conflicted.has(id)) || same(o, t)) value = o;
+    else if (same(o, b) && !conflicted.has(id)) value = t === undefined ? o : t; // a deletion on theirs alone deletes nothing
     else if (o === undefined) value = t;
     else if (t === undefined) value = o;
     else if (completed(o) && !completed(t)) value = o;
