@@ -352,9 +352,10 @@ describe("session merges against the model", () => {
     return loadManifest(store, { sessionId, sequence: summary.sequence, id: summary.id });
   };
   /** A checkpoint of a session that is not running, its memory `from` changed to `to`. */
-  async function commit(sessionId: string, from: Memory, to: Memory): Promise<void> {
+  async function commit(sessionId: string, from: Memory, to: Memory, tasks?: { from: Memory; to: Memory }): Promise<void> {
     const parent = latest(sessionId);
     const root = build(parent.memory.root, from, to);
+    const taskTree = tasks ? { root: build(parent.tasks.root, tasks.from, tasks.to), count: tasks.to.size } : parent.tasks;
     await store.transaction(() => {
       writeDerivedCheckpoint(store, {
         sessionId,
@@ -362,7 +363,7 @@ describe("session merges against the model", () => {
         description: "work",
         parent: parent.id,
         createdAt: now().toISOString(),
-        roots: { memory: { ...parent.memory, root, keys: to.size }, tasks: parent.tasks, agents: parent.agents },
+        roots: { memory: { ...parent.memory, root, keys: to.size }, tasks: taskTree, agents: parent.agents },
         gitState: null,
         data: {},
         actor: "user:test",
@@ -407,22 +408,27 @@ describe("session merges against the model", () => {
         for (const [path, value] of base) batch.set(`/seeded/${seed}${path}`, value);
       });
       await createCheckpoint(store, { sessionId: main, trigger: "interval", now });
-      await commit(main, read(latest(main).memory.root), new Map(base));
+      const baseTasks = randomTasks(rnd);
+      await commit(main, read(latest(main).memory.root), new Map(base), { from: read(latest(main).tasks.root), to: baseTasks });
       const point = latest(main).id;
       const dst = (await createBranch(store, point, `dst-${seed}`, { now })).session_id;
       const src = (await createBranch(store, point, `src-${seed}`, { now })).session_id;
       const { ours: oursAll, theirs: theirsAll } = randomSides(rnd, base);
       const [ours, theirs] = [withoutLangGraph(oursAll), withoutLangGraph(theirsAll)];
-      await commit(dst, base, ours);
-      if (rnd() < 0.85) await commit(src, base, theirs);
+      const [oursTasks, theirsTasks] = [editTasks(rnd, baseTasks), editTasks(rnd, baseTasks)];
+      await commit(dst, base, ours, { from: baseTasks, to: oursTasks });
+      if (rnd() < 0.85) await commit(src, base, theirs, { from: baseTasks, to: theirsTasks });
       const theirsNow = memoryOf(src);
+      const theirsTasksNow = read(latest(src).tasks.root);
       const strategy = STRATEGIES[seed % 3]!;
       const model = modelMerge(base, ours, theirsNow, strategy);
+      const taskModel = modelTasks(baseTasks, oursTasks, theirsTasksNow, strategy);
       const context = `seed ${seed} (${strategy})`;
       const revision = store.revision();
       const dry = await mergeSessions(store, { source: src, destination: dst, strategy, dryRun: true, actor: "user:test" });
       expect(store.revision(), context).toBe(revision);
       expect(dry.memory.conflicts.map((conflict) => conflict.path), context).toEqual(model.conflicts);
+      expect(dry.tasks.conflicts.map((conflict) => conflict.path), context).toEqual(taskModel.conflicts);
       const expectedChanges = [...new Set([...ours.keys(), ...model.result.keys()])].filter((path) => !same(ours.get(path), model.result.get(path))).sort();
       expect(dry.memory.changes.map((change) => change.path).sort(), context).toEqual(expectedChanges);
       const before = latest(dst).id;
@@ -433,14 +439,17 @@ describe("session merges against the model", () => {
         if (!isApexError(error) || error.code !== "APEX_E_MERGE_CONFLICT") throw error;
         refused = true;
       }
-      expect(refused, context).toBe(strategy === "fail" && model.conflicts.length > 0);
-      if (refused || (expectedChanges.length === 0 && model.conflicts.length === 0)) {
+      expect(refused, context).toBe(strategy === "fail" && model.conflicts.length + taskModel.conflicts.length > 0);
+      const taskChanges = [...new Set([...oursTasks.keys(), ...taskModel.result.keys()])].filter((id) => !same(oursTasks.get(id), taskModel.result.get(id)));
+      if (refused || (expectedChanges.length + taskChanges.length === 0 && model.conflicts.length + taskModel.conflicts.length === 0)) {
         // Refused, or nothing to take and nothing settled: nothing written (conflicts settled by ours
         // are recorded in a merge checkpoint, so that the next merge starts from it).
         expect([latest(dst).id, store.revision()], context).toEqual([before, revision]);
         if (refused) continue;
       }
       expect(sorted(memoryOf(dst)), context).toEqual(sorted(model.result));
+      expect(sorted(read(latest(dst).tasks.root)), context).toEqual(sorted(taskModel.result));
+      expect([latest(dst).memory.keys, latest(dst).tasks.count], context).toEqual([model.result.size, taskModel.result.size]);
       expect(validateStore(store).problems, context).toEqual([]);
       const afterMerge = store.revision();
       const again = await mergeSessions(store, { source: src, destination: dst, strategy, actor: "user:test" });
