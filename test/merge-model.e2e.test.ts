@@ -1,7 +1,7 @@
 // The merge against the reference model (merge-model.test.ts) through the built CLI: a real
 // project, memory written with `apex memory set` / `delete`, a branch run, its changes merged back
 // into the running session, `apex memory export` compared with the model. A few sequences only:
-// each command is a process.
+// each command is a process (MM_E=N runs N other seeds).
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -54,7 +54,7 @@ const exported = (p: Project): Memory => {
 const sorted = (memory: Memory) => [...memory].map(([path, value]) => [path, JSON.stringify(value)]).sort();
 
 describe("session merge through the CLI against the model", () => {
-  for (const [seed, strategy] of [[71, "theirs"], [72, "ours"]] as const) {
+  for (const [seed, strategy] of (process.env.MM_E ? Array.from({ length: Number(process.env.MM_E) }, (_, i) => [100 + i, (["theirs", "ours"] as const)[i % 2]!] as const) : ([[71, "theirs"], [72, "ours"]] as const))) {
     it(`seed ${seed}, --strategy ${strategy}: dry run writes nothing, the merge is the model's, again a no-op, validate clean`, () => {
       const rnd = random(seed);
       const p = new Project(agent, "apex-merge-model-");
@@ -90,7 +90,17 @@ describe("session merge through the CLI against the model", () => {
       const again = p.apex(["session", "merge", "side", main, "--strategy", strategy, "--json"]);
       expect(again.status, again.stderr).toBe(0);
       expect(json<{ relation: string; checkpoint: unknown }>(again)).toMatchObject({ relation: "up-to-date", checkpoint: null });
-      const validate = p.apex(["session", "validate"]);
+      let validate = p.apex(["session", "validate"]);
+      expect(validate.status, validate.stdout + validate.stderr).toBe(0);
+      // Back into the branch, which is stopped (written as its checkpoint): it descends from the
+      // branch's own, so the branch gets main's merged memory, restored when it continues.
+      const back = p.apex(["session", "merge", main, "side", "--json"]);
+      expect(back.status, back.stderr).toBe(0);
+      const differs = JSON.stringify(sorted(model.result)) !== JSON.stringify(sorted(theirs));
+      expect(json<{ relation: string; applied: string }>(back)).toMatchObject({ relation: "fast-forward", applied: differs ? "checkpoint" : "none" });
+      p.start(["--continue", "side"]);
+      expect(sorted(exported(p))).toEqual(sorted(model.result));
+      validate = p.apex(["session", "validate"]);
       expect(validate.status, validate.stdout + validate.stderr).toBe(0);
     });
   }
