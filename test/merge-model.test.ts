@@ -397,6 +397,53 @@ describe("session merges against the model", () => {
     expect(validateStore(store).problems).toEqual([]);
   });
 
+  it("random criss-cross between sessions: the merge against the virtual ancestor is the model's", async () => {
+    let crossed = 0;
+    const seeds = Number(process.env.MM_X ?? 8);
+    for (let seed = 7000; seed < 7000 + seeds; seed++) {
+      const rnd = random(seed);
+      const main = `main-${seed}`;
+      const base = withoutLangGraph(randomMemory(rnd));
+      await store.batch((batch) => batch.set(`/sessions/${main}`, { session_id: main, status: "stopped", agents: [], created_at: now().toISOString() }));
+      await createCheckpoint(store, { sessionId: main, trigger: "interval", now });
+      await commit(main, read(latest(main).memory.root), base);
+      const dst = (await createBranch(store, latest(main).id, `dst-${seed}`, { now })).session_id;
+      const src = (await createBranch(store, latest(main).id, `src-${seed}`, { now })).session_id;
+      const { ours, theirs } = randomSides(rnd, base);
+      const [d1, s1] = [withoutLangGraph(ours), withoutLangGraph(theirs)];
+      await commit(dst, base, d1);
+      await commit(src, base, s1);
+      const frozen = (await createBranch(store, latest(dst).id, `d1-${seed}`, { now })).session_id;
+      const [first, second] = [pick(rnd, ["ours", "theirs"] as const), pick(rnd, ["ours", "theirs"] as const)];
+      await mergeSessions(store, { source: src, destination: dst, strategy: first, actor: "user:test", now });
+      await mergeSessions(store, { source: frozen, destination: src, strategy: second, actor: "user:test", now });
+      const [d2, s2] = [memoryOf(dst), memoryOf(src)];
+      expect(sorted(d2)).toEqual(sorted(modelMerge(base, d1, s1, first).result));
+      expect(sorted(s2)).toEqual(sorted(modelMerge(base, s1, d1, second).result));
+      const [d3, s3] = [new Map(d2), new Map(s2)];
+      for (let i = Math.floor(rnd() * 4); i > 0; i--) randomEdit(rnd, d3)(d3);
+      for (let i = Math.floor(rnd() * 4); i > 0; i--) randomEdit(rnd, s3)(s3);
+      const [d3m, s3m] = [withoutLangGraph(d3), withoutLangGraph(s3)];
+      await commit(dst, d2, d3m);
+      await commit(src, s2, s3m);
+      const strategy = STRATEGIES[seed % 3]!;
+      const settled = new Set(modelMerge(base, d1, s1, "fail").conflicts);
+      const model = modelMerge(modelMerge(base, d1, s1, "base").result, d3m, s3m, strategy, settled);
+      const context = `seed ${seed} (${strategy})`;
+      const dry = await mergeSessions(store, { source: src, destination: dst, strategy, dryRun: true, actor: "user:test", now });
+      // A merge with nothing to take and nothing to settle writes no checkpoint: then no criss-cross.
+      if (dry.other_bases.length === 0) continue;
+      crossed += 1;
+      expect([dry.relation, dry.other_bases.length], context).toEqual(["diverged", 1]);
+      expect(dry.memory.conflicts.map((conflict) => conflict.path), context).toEqual(model.conflicts);
+      if (strategy === "fail" && model.conflicts.length > 0) continue;
+      await mergeSessions(store, { source: src, destination: dst, strategy, actor: "user:test", now });
+      expect(sorted(memoryOf(dst)), context).toEqual(sorted(model.result));
+    }
+    expect(crossed).toBeGreaterThanOrEqual(seeds / 2);
+    expect(validateStore(store).problems).toEqual([]);
+  });
+
   it("dry run writes nothing, the merge is the model's, validate finds nothing, merging again is a no-op", async () => {
     for (let seed = 5000; seed < 5000 + Number(process.env.MM_S ?? 12); seed++) {
       const rnd = random(seed);
