@@ -230,6 +230,14 @@ describe("three-way merge against the model", () => {
       expect(sorted(read(merged.memory)), context).toEqual(sorted(model.result));
       expect(sorted(read(merged.tasks)), context).toEqual(sorted(taskModel.result));
       expectChanges(plan.memory.changes, oursMemory, model.result);
+      // Counts: paths both changed the same way, and paths ours alone changed (kept).
+      const all = [...new Set([...baseMemory.keys(), ...oursMemory.keys(), ...theirsMemory.keys()])];
+      if (all.every((path) => langGraphUnitOf(path) === undefined)) {
+        const changed = (memory: Memory) => all.filter((path) => !same(memory.get(path), baseMemory.get(path)));
+        const [oursChanged, theirsChanged] = [changed(oursMemory), changed(theirsMemory)];
+        expect(plan.memory.same, context).toBe(oursChanged.filter((path) => theirsChanged.includes(path) && same(oursMemory.get(path), theirsMemory.get(path))).length);
+        expect(plan.memory.oursOnly, context).toBe(oursChanged.filter((path) => !theirsChanged.includes(path)).length);
+      }
       expectChanges(plan.tasks.changes, oursTasks, taskModel.result);
       // Each conflict's sides are the model's (absent: no value there).
       for (const conflict of plan.memory.conflicts) {
@@ -524,5 +532,16 @@ describe("a LangGraph namespace both sides stepped in, settled by --strategy the
     expect(sorted(read(merged.memory))).toEqual(sorted(theirs));
     // The namespace's record is unchanged on both sides: shown as it is on each (it was "(none)", absent everywhere).
     expect(plan.memory.conflicts.map((conflict) => [conflict.path, conflict.base, conflict.ours, conflict.theirs, conflict.absent])).toEqual([["/langgraph/t/n", record, record, record, []]]);
+  });
+});
+
+describe("both sides made the very same changes (one tree)", () => {
+  it("counts each path they changed as changed the same way (it said none)", () => {
+    const base: Memory = new Map<string, JsonValue>([["/a", 1], ["/b", 2]]);
+    const both: Memory = new Map<string, JsonValue>([["/a", 3], ["/c", 4]]);
+    const baseRoot = build(null, new Map(), base);
+    const side = { memory: build(baseRoot, base, both), tasks: null };
+    const { plan } = engineMerge({ base: { memory: baseRoot, tasks: null }, ours: side, theirs: side }, "fail");
+    expect([plan.memory.changes, plan.memory.conflicts, plan.memory.same, plan.memory.oursOnly]).toEqual([[], [], 3, 0]);
   });
 });

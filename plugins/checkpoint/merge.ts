@@ -162,7 +162,8 @@ export function virtualAncestor(view: ObjectView, base: MergeSide | null, ours: 
 function planTree(view: ObjectView, base: Hash | null, ours: Hash | null, theirs: Hash | null, strategy: MergeStrategy | "base", kind: "memory" | "tasks", conflicted: ReadonlySet<string> = new Set()): TreeMergePlan {
   const plan: TreeMergePlan = { changes: [], conflicts: [], same: 0, oursOnly: 0, ...(strategy === "base" ? { settledToBase: [] } : {}) };
   if (theirs === ours || (theirs === base && conflicted.size === 0)) {
-    if (ours !== base && theirs !== ours) plan.oursOnly = changesOf(view, base, ours).size;
+    // Both sides the same tree: each path either changed is one they changed the same way.
+    if (ours !== base) plan[theirs === ours ? "same" : "oursOnly"] = changesOf(view, base, ours).size;
     return plan;
   }
   const oursChanges = ours === base ? new Map<string, SideChange & { segments: string[] }>() : changesOf(view, base, ours);
