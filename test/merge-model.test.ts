@@ -307,10 +307,7 @@ describe("three-way merge against the model", () => {
           // A LangGraph namespace is one unit: a conflict at it when A changed another channel of it.
           const unit = langGraphUnitOf(path);
           if (unit !== undefined && plan.memory.conflicts.some((conflict) => conflict.path === unit)) continue;
-          // A namespace A1 and C1 both stepped in differently is not (yet) counted as changed on both
-          // sides: one side putting the whole namespace back as the base had it loses to the other.
-          if (unit !== undefined && settled.has(unit)) continue;
-          if (settled.has(path)) expect(plan.memory.conflicts.map((conflict) => conflict.path), `${context} ${path}`).toContain(path);
+          if (settled.has(path) || (unit !== undefined && settled.has(unit))) expect(plan.memory.conflicts.map((conflict) => conflict.path), `${context} ${path}`).toContain(unit !== undefined && settled.has(unit) ? unit : path);
           else expect(model.result.get(path), `${context} ${path}`).toEqual(c3.get(path));
         }
       }
@@ -546,5 +543,30 @@ describe("both sides made the very same changes (one tree)", () => {
     const side = { memory: build(baseRoot, base, both), tasks: null };
     const { plan } = engineMerge({ base: { memory: baseRoot, tasks: null }, ours: side, theirs: side }, "fail");
     expect([plan.memory.changes, plan.memory.conflicts, plan.memory.same, plan.memory.oursOnly]).toEqual([[], [], 3, 0]);
+  });
+});
+
+describe("criss-cross, a LangGraph namespace the candidates stepped in differently", () => {
+  it("put back as the base had it on one side after both merges is a conflict, not lost", () => {
+    const ns = (checkpoint: string, channel: number): Memory => new Map<string, JsonValue>([["/langgraph/t/n", { checkpoint, values: ["c1"] }], ["/langgraph/t/n/c1", channel], ["/keep", 1]]);
+    const side = (memory: Memory): MergeSide => ({ memory: build(null, new Map(), memory), tasks: null });
+    const [b, a, c] = [ns("k-0", 1), ns("k-a", 2), ns("k-c", 3)];
+    for (const strategy of STRATEGIES) {
+      // Both merges settled on A's steps; then one side holds the namespace as the base had it.
+      const { forward, backward } = transactionSync(store, () => {
+        const view = objectView(store, { overlay: true });
+        const virtual = virtualAncestor(view, side(b), side(a), side(c));
+        const forward = planMerge(view, virtual, side(a), side(b), strategy);
+        const backward = planMerge(view, virtual, side(b), side(a), strategy);
+        return {
+          forward: { plan: forward, merged: read2(view, applyToTree(view, side(a).memory, forward.memory.changes).root) },
+          backward: { plan: backward, merged: read2(view, applyToTree(view, side(b).memory, backward.memory.changes).root) },
+        };
+      });
+      for (const [label, run, ours, theirs] of [["theirs reverted", forward, a, b], ["ours reverted", backward, b, a]] as const) {
+        expect(run.plan.memory.conflicts.map((conflict) => [conflict.path, conflict.ours, conflict.theirs]), `${strategy} ${label}`).toEqual([["/langgraph/t/n", ours.get("/langgraph/t/n"), theirs.get("/langgraph/t/n")]]);
+        if (strategy !== "fail") expect(sorted(run.merged), `${strategy} ${label}`).toEqual(sorted(strategy === "ours" ? ours : theirs));
+      }
+    }
   });
 });

@@ -228,10 +228,12 @@ function planTree(view: ObjectView, base: Hash | null, ours: Hash | null, theirs
     const mine = oursChanges.get(path);
     if (seen.has(path) || !mine) continue;
     const segments = pathSegments(path);
+    // A LangGraph namespace is decided whole, below.
+    if (kind === "memory" && langGraphUnit(segments) !== undefined) continue;
     const at = lookupEntry(view, base, segments)?.value;
     decide({ segments, ...(at ? { before: at, after: at } : {}) });
   }
-  matched += mergeLangGraphUnits(view, plan, theirUnits, oursChanges, strategy, base);
+  matched += mergeLangGraphUnits(view, plan, theirUnits, oursChanges, strategy, base, conflicted);
   plan.oursOnly = oursChanges.size - matched;
   // By path: a large tree's diff comes bucket by bucket (by hash), which listed /k2, /k3, /k1.
   plan.changes.sort((a, b) => compareCodePoints(a.path, b.path));
@@ -255,26 +257,30 @@ export function langGraphUnit(segments: readonly string[]): string | undefined {
  * puts ours' other changes of it back to the base, so that it is theirs exactly. Returns how many
  * of ours' changes it matched.
  */
-function mergeLangGraphUnits(view: ObjectView, plan: TreeMergePlan, theirUnits: Map<string, Array<{ path: string; change: SideChange }>>, oursChanges: Map<string, SideChange & { segments: string[] }>, strategy: MergeStrategy | "base", base: Hash | null): number {
+function mergeLangGraphUnits(view: ObjectView, plan: TreeMergePlan, theirUnits: Map<string, Array<{ path: string; change: SideChange }>>, oursChanges: Map<string, SideChange & { segments: string[] }>, strategy: MergeStrategy | "base", base: Hash | null, conflicted: ReadonlySet<string>): number {
   let matched = 0;
   // Ours' changes by unit, gathered once (not a scan of them all for each unit).
   const oursByUnit = new Map<string, Array<[string, SideChange]>>();
-  if (theirUnits.size > 0) {
+  // A virtual ancestor's namespace its candidates stepped in differently: changed on both sides, also when theirs holds it as it does.
+  const virtualUnits = [...conflicted].filter((path) => langGraphUnit(pathSegments(path)) === path);
+  if (theirUnits.size > 0 || virtualUnits.length > 0) {
     for (const [path, change] of oursChanges) {
       const unit = langGraphUnit(change.segments);
-      if (unit === undefined || !theirUnits.has(unit)) continue;
+      if (unit === undefined || !(theirUnits.has(unit) || conflicted.has(unit))) continue;
       const list = oursByUnit.get(unit);
       if (list) list.push([path, change]);
       else oursByUnit.set(unit, [[path, change]]);
     }
   }
-  for (const [unit, theirChanges] of theirUnits) {
+  const units = new Map(theirUnits);
+  for (const unit of virtualUnits) if (!units.has(unit) && oursByUnit.has(unit)) units.set(unit, []);
+  for (const [unit, theirChanges] of units) {
     const mine = oursByUnit.get(unit) ?? [];
     matched += mine.length;
     const take = (changes: Array<{ path: string; change: SideChange }>, resolved?: true) => {
       for (const { path, change } of changes) plan.changes.push({ path, kind: kindOf(change), ...(change.after ? { hash: change.after } : {}), ...(resolved ? { resolved } : {}) });
     };
-    if (mine.length === 0) {
+    if (mine.length === 0 && !conflicted.has(unit)) {
       take(theirChanges);
       continue;
     }
@@ -289,6 +295,7 @@ function mergeLangGraphUnits(view: ObjectView, plan: TreeMergePlan, theirUnits: 
       changes.map(([path, change]) => ({ path, change: { ...(change.after ? { before: change.after } : {}), ...(change.before ? { after: change.before } : {}) } }));
     if (strategy === "base") {
       take(toBase(mine));
+      plan.settledToBase?.push(unit);
       continue;
     }
     const record = (side: "before" | "after", of: SideChange | undefined) => valueOrNull(view, of?.[side]);

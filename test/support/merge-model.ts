@@ -45,8 +45,10 @@ export function modelMerge(base: Memory, ours: Memory, theirs: Memory, strategy:
     const oursChanged = paths.filter((path) => !same(ours.get(path), base.get(path)));
     const theirsChanged = paths.filter((path) => !same(theirs.get(path), base.get(path)));
     let side: Memory;
-    if (theirsChanged.length === 0) side = ours;
-    else if (oursChanged.length === 0) side = theirs;
+    // A namespace a virtual ancestor's candidates stepped in differently is changed on both sides.
+    const virtual = conflicted.has(unit);
+    if (theirsChanged.length === 0 && (!virtual || oursChanged.length === 0)) side = ours;
+    else if (oursChanged.length === 0 && !virtual) side = theirs;
     else if (oursChanged.length === theirsChanged.length && theirsChanged.every((path) => oursChanged.includes(path) && same(ours.get(path), theirs.get(path)))) side = ours;
     else {
       if (strategy !== "base") conflicts.push(unit);
