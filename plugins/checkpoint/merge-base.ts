@@ -19,9 +19,8 @@ import { isRecord, manifestPath } from "./manifest.js";
  * checkpoint that still exists at or below it). Candidates that are ancestors of another
  * candidate are dropped; of the maximal ones that remain (several only in criss-cross
  * histories, where each side merged the other), the base is the one created last, ties broken
- * by the larger id, so the choice is deterministic. No virtual ancestor is built (unlike git's
- * recursive strategy): changes between the candidates show as changes on both sides and are
- * conflicts only when the sides differ.
+ * by the larger id, so the choice is deterministic. With several, session-merge.ts diffs against
+ * a virtual ancestor built from them (merge.ts virtualAncestor), as git's recursive strategy does.
  */
 
 export type Ancestry = Map<string, number>;

@@ -6,12 +6,14 @@ import {
   canonicalJson,
   compareCodePoints,
   diffTrees,
+  lookupEntry,
   updateTree,
+  type TreeChange,
   type Hash,
   type ObjectView,
 } from "./engine/objects.js";
 import type { JsonValue } from "../../core/store/store.js";
-import { segmentsPath } from "./scope.js";
+import { pathSegments, segmentsPath } from "./scope.js";
 import { isRecord } from "./manifest.js";
 import { LANGGRAPH_MEMORY_ROOT } from "./langgraph-index.js";
 
@@ -50,6 +52,12 @@ export function checkStrategy(value: string | undefined): MergeStrategy {
 export interface MergeSide {
   memory: Hash | null;
   tasks: Hash | null;
+  /**
+   * A virtual ancestor's paths its candidates changed differently (holding their own base's
+   * value): changed on both sides for a merge against it, so that a side that later set the
+   * base's value again (or deleted a path the base did not have) is not taken as unchanged.
+   */
+  conflicted?: { memory: ReadonlySet<string>; tasks: ReadonlySet<string> };
 }
 
 export type ChangeKind = "added" | "modified" | "deleted";
@@ -85,6 +93,8 @@ export interface TreeMergePlan {
   same: number;
   /** Paths changed on ours only (kept). */
   oursOnly: number;
+  /** Under the "base" strategy (a virtual ancestor): the paths put back to the base's value. */
+  settledToBase?: string[];
 }
 
 export interface MergePlan {
@@ -126,8 +136,8 @@ export function planMerge(view: ObjectView, base: MergeSide | null, ours: MergeS
 export function planMerge(view: ObjectView, base: MergeSide | null, ours: MergeSide, theirs: MergeSide, strategy: MergeStrategy | "base"): Omit<MergePlan, "strategy">;
 export function planMerge(view: ObjectView, base: MergeSide | null, ours: MergeSide, theirs: MergeSide, strategy: MergeStrategy | "base"): Omit<MergePlan, "strategy"> & { strategy?: MergeStrategy } {
   return {
-    memory: planTree(view, base?.memory ?? null, ours.memory, theirs.memory, strategy, "memory"),
-    tasks: planTree(view, base?.tasks ?? null, ours.tasks, theirs.tasks, strategy, "tasks"),
+    memory: planTree(view, base?.memory ?? null, ours.memory, theirs.memory, strategy, "memory", base?.conflicted?.memory),
+    tasks: planTree(view, base?.tasks ?? null, ours.tasks, theirs.tasks, strategy, "tasks", base?.conflicted?.tasks),
     ...(strategy === "base" ? {} : { strategy }),
   };
 }
@@ -141,21 +151,31 @@ export function planMerge(view: ObjectView, base: MergeSide | null, ours: MergeS
  */
 export function virtualAncestor(view: ObjectView, base: MergeSide | null, ours: MergeSide, theirs: MergeSide): MergeSide {
   const plan = planMerge(view, base, ours, theirs, "base");
-  return { memory: applyToTree(view, ours.memory, plan.memory.changes).root, tasks: applyToTree(view, ours.tasks, plan.tasks.changes).root };
+  return {
+    memory: applyToTree(view, ours.memory, plan.memory.changes).root,
+    tasks: applyToTree(view, ours.tasks, plan.tasks.changes).root,
+    // Paths ours (itself virtual, with three candidates or more) had conflicted stay so.
+    conflicted: { memory: new Set([...(ours.conflicted?.memory ?? []), ...plan.memory.settledToBase!]), tasks: new Set([...(ours.conflicted?.tasks ?? []), ...plan.tasks.settledToBase!]) },
+  };
 }
 
-function planTree(view: ObjectView, base: Hash | null, ours: Hash | null, theirs: Hash | null, strategy: MergeStrategy | "base", kind: "memory" | "tasks"): TreeMergePlan {
-  const plan: TreeMergePlan = { changes: [], conflicts: [], same: 0, oursOnly: 0 };
-  if (theirs === base || theirs === ours) {
-    if (ours !== base && theirs !== ours) plan.oursOnly = changesOf(view, base, ours).size;
+function planTree(view: ObjectView, base: Hash | null, ours: Hash | null, theirs: Hash | null, strategy: MergeStrategy | "base", kind: "memory" | "tasks", conflicted: ReadonlySet<string> = new Set()): TreeMergePlan {
+  const plan: TreeMergePlan = { changes: [], conflicts: [], same: 0, oursOnly: 0, ...(strategy === "base" ? { settledToBase: [] } : {}) };
+  if (theirs === ours || (theirs === base && conflicted.size === 0)) {
+    // Both sides the same tree: each path either changed is one they changed the same way.
+    if (ours !== base) plan[theirs === ours ? "same" : "oursOnly"] = changesOf(view, base, ours).size;
     return plan;
   }
   const oursChanges = ours === base ? new Map<string, SideChange & { segments: string[] }>() : changesOf(view, base, ours);
   let matched = 0;
   /** Their changes below each LangGraph thread namespace (`/langgraph/<thread>/<ns>`), merged as one unit below. */
   const theirUnits = new Map<string, Array<{ path: string; change: SideChange }>>();
-  diffTrees(view, base, theirs, (change) => {
+  // A virtual ancestor's conflicted paths are changed on both sides: one side holding its value
+  // again is a change too (a value equal to neither side's before the criss-cross).
+  const seen = new Set<string>();
+  const decide = (change: TreeChange) => {
     const path = segmentsPath(change.segments);
+    seen.add(path);
     const unit = kind === "memory" ? langGraphUnit(change.segments) : undefined;
     if (unit !== undefined) {
       const their: SideChange = { ...(change.before ? { before: change.before } : {}), ...(change.after ? { after: change.after } : {}) };
@@ -164,7 +184,7 @@ function planTree(view: ObjectView, base: Hash | null, ours: Hash | null, theirs
       else theirUnits.set(unit, [{ path, change: their }]);
       return;
     }
-    const mine = oursChanges.get(path);
+    const mine = oursChanges.get(path) ?? (conflicted.has(path) ? { segments: change.segments, ...(change.before ? { before: change.before, after: change.before } : {}) } : undefined);
     const their: SideChange = { ...(change.before ? { before: change.before } : {}), ...(change.after ? { after: change.after } : {}) };
     if (!mine) {
       // Tasks are a union: a task one side deleted is not deleted by the merge.
@@ -172,12 +192,15 @@ function planTree(view: ObjectView, base: Hash | null, ours: Hash | null, theirs
       plan.changes.push({ path, kind: kindOf(their), ...(their.after ? { hash: their.after } : {}) });
       return;
     }
-    matched += 1;
+    if (oursChanges.has(path)) matched += 1;
     if (mine.after === their.after) {
       plan.same += 1;
       return;
     }
-    const toBase = () => plan.changes.push({ path, kind: kindOf({ ...(mine.after ? { before: mine.after } : {}), ...(change.before ? { after: change.before } : {}) }), ...(change.before ? { hash: change.before } : {}) });
+    const toBase = () => {
+      plan.settledToBase?.push(path);
+      if (mine.after !== change.before) plan.changes.push({ path, kind: kindOf({ ...(mine.after ? { before: mine.after } : {}), ...(change.before ? { after: change.before } : {}) }), ...(change.before ? { hash: change.before } : {}) });
+    };
     if (kind === "tasks") {
       const decided = decideTask(view, path, change.before, mine.after, their.after, strategy === "base" ? "ours" : strategy);
       if (decided.conflict && strategy === "base") return void toBase();
@@ -198,8 +221,19 @@ function planTree(view: ObjectView, base: Hash | null, ours: Hash | null, theirs
     if (strategy === "theirs") {
       plan.changes.push({ path, kind: kindOf({ ...(mine.after ? { before: mine.after } : {}), ...(their.after ? { after: their.after } : {}) }), ...(their.after ? { hash: their.after } : {}), resolved: true });
     }
-  });
-  matched += mergeLangGraphUnits(view, plan, theirUnits, oursChanges, strategy);
+  };
+  diffTrees(view, base, theirs, decide);
+  // Conflicted paths theirs holds as the virtual ancestor does: decided as a change of theirs to that value.
+  for (const path of conflicted) {
+    const mine = oursChanges.get(path);
+    if (seen.has(path) || !mine) continue;
+    const segments = pathSegments(path);
+    // A LangGraph namespace is decided whole, below.
+    if (kind === "memory" && langGraphUnit(segments) !== undefined) continue;
+    const at = lookupEntry(view, base, segments)?.value;
+    decide({ segments, ...(at ? { before: at, after: at } : {}) });
+  }
+  matched += mergeLangGraphUnits(view, plan, theirUnits, oursChanges, strategy, base, conflicted);
   plan.oursOnly = oursChanges.size - matched;
   // By path: a large tree's diff comes bucket by bucket (by hash), which listed /k2, /k3, /k1.
   plan.changes.sort((a, b) => compareCodePoints(a.path, b.path));
@@ -223,26 +257,30 @@ export function langGraphUnit(segments: readonly string[]): string | undefined {
  * puts ours' other changes of it back to the base, so that it is theirs exactly. Returns how many
  * of ours' changes it matched.
  */
-function mergeLangGraphUnits(view: ObjectView, plan: TreeMergePlan, theirUnits: Map<string, Array<{ path: string; change: SideChange }>>, oursChanges: Map<string, SideChange & { segments: string[] }>, strategy: MergeStrategy | "base"): number {
+function mergeLangGraphUnits(view: ObjectView, plan: TreeMergePlan, theirUnits: Map<string, Array<{ path: string; change: SideChange }>>, oursChanges: Map<string, SideChange & { segments: string[] }>, strategy: MergeStrategy | "base", base: Hash | null, conflicted: ReadonlySet<string>): number {
   let matched = 0;
   // Ours' changes by unit, gathered once (not a scan of them all for each unit).
   const oursByUnit = new Map<string, Array<[string, SideChange]>>();
-  if (theirUnits.size > 0) {
+  // A virtual ancestor's namespace its candidates stepped in differently: changed on both sides, also when theirs holds it as it does.
+  const virtualUnits = [...conflicted].filter((path) => langGraphUnit(pathSegments(path)) === path);
+  if (theirUnits.size > 0 || virtualUnits.length > 0) {
     for (const [path, change] of oursChanges) {
       const unit = langGraphUnit(change.segments);
-      if (unit === undefined || !theirUnits.has(unit)) continue;
+      if (unit === undefined || !(theirUnits.has(unit) || conflicted.has(unit))) continue;
       const list = oursByUnit.get(unit);
       if (list) list.push([path, change]);
       else oursByUnit.set(unit, [[path, change]]);
     }
   }
-  for (const [unit, theirChanges] of theirUnits) {
+  const units = new Map(theirUnits);
+  for (const unit of virtualUnits) if (!units.has(unit) && oursByUnit.has(unit)) units.set(unit, []);
+  for (const [unit, theirChanges] of units) {
     const mine = oursByUnit.get(unit) ?? [];
     matched += mine.length;
     const take = (changes: Array<{ path: string; change: SideChange }>, resolved?: true) => {
       for (const { path, change } of changes) plan.changes.push({ path, kind: kindOf(change), ...(change.after ? { hash: change.after } : {}), ...(resolved ? { resolved } : {}) });
     };
-    if (mine.length === 0) {
+    if (mine.length === 0 && !conflicted.has(unit)) {
       take(theirChanges);
       continue;
     }
@@ -257,10 +295,16 @@ function mergeLangGraphUnits(view: ObjectView, plan: TreeMergePlan, theirUnits: 
       changes.map(([path, change]) => ({ path, change: { ...(change.after ? { before: change.after } : {}), ...(change.before ? { after: change.before } : {}) } }));
     if (strategy === "base") {
       take(toBase(mine));
+      plan.settledToBase?.push(unit);
       continue;
     }
     const record = (side: "before" | "after", of: SideChange | undefined) => valueOrNull(view, of?.[side]);
-    const theirRecord = theirChanges.find(({ path }) => path === unit)?.change;
+    // The record neither side changed (only channels below it): the base's on all three sides, not "(none)".
+    const unchanged = (): SideChange => {
+      const at = lookupEntry(view, base, pathSegments(unit))?.value;
+      return at ? { before: at, after: at } : {};
+    };
+    const theirRecord = theirChanges.find(({ path }) => path === unit)?.change ?? (oursChanges.has(unit) ? undefined : unchanged());
     const mineRecord = oursChanges.get(unit);
     plan.conflicts.push({
       path: unit,
@@ -272,7 +316,12 @@ function mergeLangGraphUnits(view: ObjectView, plan: TreeMergePlan, theirUnits: 
       reason: "a LangGraph thread both sides took steps in: its channels are taken whole from one side",
     });
     if (strategy === "theirs") {
-      take(theirChanges, true);
+      // Each of their changes from what ours holds (a path ours changed too: its value, not the base's); none where ours holds theirs already.
+      const fromOurs = theirChanges.flatMap(({ path, change }) => {
+        const before = mineAfter.has(path) ? mineAfter.get(path) : change.before;
+        return before === change.after ? [] : [{ path, change: { ...(before ? { before } : {}), ...(change.after ? { after: change.after } : {}) } }];
+      });
+      take(fromOurs, true);
       take(toBase(mine.filter(([path]) => !theirAfter.has(path))), true);
     }
   }
