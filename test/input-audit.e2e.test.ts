@@ -1,0 +1,59 @@
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { APEX_BIN, cleanEnv, runApex, tempDir } from "./helpers/cli.js";
+
+let dir: string;
+let cleanup: () => void;
+beforeEach(() => {
+  ({ dir, cleanup } = tempDir("apex-input-audit-"));
+});
+afterEach(() => cleanup());
+
+/** A run that should be over in a moment: one that waits or reads without end fails here, not at vitest's timeout. */
+const apex = (args: string[], options: { input?: string; env?: NodeJS.ProcessEnv } = {}) => runApex(args, { cwd: dir, timeout: 10_000, ...options });
+
+/** apex with stdin taken from FILE (a device or a named pipe), through the shell. */
+function apexWithStdin(args: string[], file: string) {
+  const result = spawnSync("/bin/sh", ["-c", `exec "${process.execPath}" "${APEX_BIN}" "$@" < "${file}"`, "sh", ...args], { cwd: dir, env: { ...cleanEnv(), NO_COLOR: "1" }, encoding: "utf8", timeout: 10_000 });
+  return { status: result.status ?? -1, stderr: result.stderr };
+}
+
+const mkfifo = (name: string) => expect(spawnSync("mkfifo", [join(dir, name)]).status).toBe(0);
+
+describe("input files that are no regular file", () => {
+  it("memory import of a device is refused at once (/dev/zero was read without end: 16 GB in two minutes); /dev/null and a named pipe without a writer are empty input, not waited for", () => {
+    expect(apex(["memory", "set", "/kept", "1"]).status).toBe(0);
+    mkfifo("pipe");
+    const device = apex(["memory", "import", "/dev/zero", "--json"]);
+    expect(device.status, device.stderr).toBe(2);
+    expect(JSON.parse(device.stderr).error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: "Cannot read /dev/zero: it is a device, not a file or a pipe." });
+    const stdin = apexWithStdin(["memory", "set", "/x", "-"], "/dev/zero");
+    expect([stdin.status, stdin.stderr]).toEqual([2, expect.stringContaining("error[APEX_E_BAD_INPUT]: Cannot read stdin: it is a device, not a file or a pipe.")]);
+    for (const file of ["/dev/null", "pipe"]) {
+      const empty = apex(["memory", "import", file]);
+      expect([empty.status, empty.stderr]).toEqual([2, expect.stringContaining(`error[APEX_E_BAD_INPUT]: ${file} holds no entries: it is empty.`)]);
+    }
+    // A pipe with a writer is read as it was (`apex memory import <(…)`, /dev/stdin).
+    const piped = spawnSync("/bin/sh", ["-c", `printf '{"/piped": 2}' | "${process.execPath}" "${APEX_BIN}" memory import /dev/stdin`], { cwd: dir, env: cleanEnv(), encoding: "utf8", timeout: 10_000 });
+    expect(piped.status, piped.stderr).toBe(0);
+    expect(JSON.parse(apex(["memory", "export"]).stdout)).toEqual({ "/kept": 1, "/piped": 2 });
+  });
+
+  it("an apex.config.yaml that is a named pipe or a device is refused as such, not waited for or read without end, and nothing is written", () => {
+    mkdirSync(join(dir, "app"));
+    mkfifo("app/apex.config.yaml");
+    const write = runApex(["memory", "set", "/a", "1", "--json"], { cwd: join(dir, "app"), timeout: 10_000 });
+    expect(write.status, write.stderr).toBe(2);
+    expect(JSON.parse(write.stderr).error).toMatchObject({ code: "APEX_E_CONFIG", message: `The config file ${join(dir, "app/apex.config.yaml")} is a named pipe, not a regular file; the config is a YAML file.` });
+    const validate = runApex(["config", "validate", "--json"], { cwd: join(dir, "app"), timeout: 10_000 });
+    expect(validate.status).toBe(2);
+    expect(JSON.parse(validate.stdout)).toMatchObject({ valid: false, errors: [{ line: 0, path: "", message: expect.stringContaining("is a named pipe") }] });
+    const device = apex(["--config", "/dev/zero", "memory", "set", "/a", "1"]);
+    expect([device.status, device.stderr]).toEqual([2, expect.stringContaining("error[APEX_E_CONFIG]: The config file /dev/zero is a device, not a regular file")]);
+    expect(existsSync(join(dir, "app/.apex"))).toBe(false);
+    writeFileSync(join(dir, "apex.config.yaml"), "agents: {}\n");
+    expect(apex(["config", "validate"]).status).toBe(0);
+  });
+});
