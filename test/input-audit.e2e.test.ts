@@ -57,3 +57,16 @@ describe("input files that are no regular file", () => {
     expect(apex(["config", "validate"]).status).toBe(0);
   });
 });
+
+describe("--token-file", () => {
+  it("a named pipe without a writer holds no token (exit 2), not waited for for ever; one with a writer is read", () => {
+    mkfifo("token");
+    for (const args of [["--token-file", "token", "--remote", "127.0.0.1:1/s", "status"], ["login", "127.0.0.1:1", "--token-file", "token"]]) {
+      const result = apex(args);
+      expect([result.status, result.stderr], args.join(" ")).toEqual([2, expect.stringContaining('error[APEX_E_USAGE]: --token-file "token" holds no token (it is empty).')]);
+    }
+    // As `--token-file <(pass show apex)` is: the token is read (and its form checked). The shell holds the pipe open (3<>) as its writer.
+    const piped = spawnSync("/bin/sh", ["-c", `exec 3<>token; printf 'not-a-token\\n' >&3; exec "${process.execPath}" "${APEX_BIN}" --token-file token --remote 127.0.0.1:1/s status`], { cwd: dir, env: cleanEnv(), encoding: "utf8", timeout: 10_000 });
+    expect([piped.status, piped.stderr]).toEqual([2, expect.stringContaining("is not an APEX token")]);
+  });
+});
