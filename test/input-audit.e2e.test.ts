@@ -70,3 +70,21 @@ describe("--token-file", () => {
     expect([piped.status, piped.stderr]).toEqual([2, expect.stringContaining("is not an APEX token")]);
   });
 });
+
+describe("paths in the config", () => {
+  it("a NUL byte in session.backup_location or store.url is a config error at its line (exit 2), not a failure of the archive plugin (exit 1) or APEX_E_INTERNAL, and nothing is written", () => {
+    for (const [yaml, path, line, args] of [
+      ['session:\n  backup_location: "bk\\0up"\n', "session.backup_location", 2, ["backup"]],
+      ['store:\n  backend: lmdb\n  url: "data\\0dir"\n', "store.url", 3, ["memory", "set", "/a", "1"]],
+    ] as const) {
+      writeFileSync(join(dir, "apex.config.yaml"), yaml);
+      const validate = apex(["config", "validate", "--json"]);
+      expect(validate.status).toBe(2);
+      expect(JSON.parse(validate.stdout).errors).toEqual([expect.objectContaining({ line, path, message: expect.stringContaining("contains a NUL byte (\\0), which no path") })]);
+      const write = apex([...args, "--json"]);
+      expect(write.status, write.stderr).toBe(2);
+      expect(JSON.parse(write.stderr).error).toMatchObject({ code: "APEX_E_CONFIG", message: expect.stringContaining(`apex.config.yaml:${line}:`) });
+      expect(existsSync(join(dir, ".apex"))).toBe(false);
+    }
+  });
+});
