@@ -87,4 +87,10 @@ describe("paths in the config", () => {
       expect(existsSync(join(dir, ".apex"))).toBe(false);
     }
   });
+
+  it("a key that is a list or mapping is said by APEX's checks at its line, without a Node warning on stderr", () => {
+    writeFileSync(join(dir, "apex.config.yaml"), "agents:\n  ? [coder]\n  : {command: sh}\n");
+    const result = apex(["config", "validate"]);
+    expect([result.status, result.stderr]).toEqual([2, 'apex.config.yaml:2:3: agents["[ coder ]"]: invalid name. Expected a name made of letters, digits, ".", "_" and "-" that starts with a letter or digit.\napex.config.yaml is invalid (1 problem).\n']);
+  });
 });
