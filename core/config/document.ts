@@ -48,7 +48,7 @@ export async function readConfigText(file: string): Promise<string> {
   } catch (error) {
     if (error instanceof ApexError) throw error;
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === "ENOENT") throw configNotFound(file);
+    if (code === "ENOENT" || code === "ELOOP") throw configNotFound(file);
     if (code === "EISDIR") throw refuse("is a directory; the config is a YAML file.", "Move the directory away, or point --config at the file.", undefined, error);
     throw refuse(withDetail(`cannot be read`, (error as Error).message), "Check its permissions, or point --config at another file.", undefined, error);
   } finally {

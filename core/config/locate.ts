@@ -141,7 +141,13 @@ function findUp(start: string, name: string): string | undefined {
  */
 export function configNotFound(file: string, from = "", hint?: string): ApexError {
   let target = file;
-  for (let hops = 0; hops < 40; hops++) { try { target = resolve(dirname(target), readlinkSync(target)); } catch { break; } }
+  const chain = [file];
+  for (let hops = 0; hops < 40; hops++) {
+    try { target = resolve(dirname(target), readlinkSync(target)); } catch { break; }
+    // Links in a loop were "does not exist", or "a link to" one of them "which does not exist".
+    if (chain.includes(target)) return new ApexError("APEX_E_CONFIG_NOT_FOUND", `The config file ${file}${from} is a symbolic link in a loop (${[...chain, target].join(" -> ")}).`, { hint: `Point the link at a config file (ln -sfn FILE ${JSON.stringify(file)}), or remove it.`, details: { file, target } });
+    chain.push(target);
+  }
   const link = target === file ? undefined : { hint: `Restore ${target}, or point the link at a config file (ln -sfn FILE ${JSON.stringify(file)}), or remove it.`, details: { file, target } };
   return new ApexError("APEX_E_CONFIG_NOT_FOUND", `The config file ${file}${from} ${link ? `is a symbolic link to ${target}, which does not exist` : "does not exist"}.`, link ?? { hint });
 }
