@@ -58,6 +58,19 @@ describe("input files that are no regular file", () => {
   });
 });
 
+describe("bundle files", () => {
+  it("session import of a directory, a device or a named pipe is bad input (exit 2, it was 'not found', exit 3), said as what it is, and writes nothing", () => {
+    mkfifo("pipe");
+    mkdirSync(join(dir, "folder.apexbundle"));
+    for (const [file, kind] of [["folder.apexbundle", "a directory"], ["/dev/zero", "a device"], ["pipe", "a named pipe"]]) {
+      const result = apex(["session", "import", file!, "--json"]);
+      expect(result.status, result.stderr).toBe(2);
+      expect(JSON.parse(result.stderr).error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: `${file!.startsWith("/") ? file : join(dir, file!)} is ${kind}, not a bundle file.` });
+    }
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+});
+
 describe("--token-file", () => {
   it("a named pipe without a writer holds no token (exit 2), not waited for for ever; one with a writer is read", () => {
     mkfifo("token");
