@@ -101,6 +101,16 @@ describe("paths in the config", () => {
     }
   });
 
+  it("an agent command of only blanks is refused by validate and start (exit 2), writing nothing: the shell ran it, doing nothing, and the session ended at once as completed", () => {
+    writeFileSync(join(dir, "apex.config.yaml"), 'agents:\n  coder:\n    command: " \\t "\n');
+    const message = 'apex.config.yaml:3:14: agents.coder.command: agent coder: the command is only blanks (" \\t "): there is no program to run.';
+    expect(apex(["config", "validate"]).stderr.split("\n", 1)[0]).toBe(message);
+    const start = apex(["start", "--task", "t", "--json"]);
+    expect(start.status, start.stderr).toBe(2);
+    expect(JSON.parse(start.stderr).error).toMatchObject({ code: "APEX_E_CONFIG", message });
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+
   it("a key that is a list or mapping is said by APEX's checks at its line, without a Node warning on stderr", () => {
     writeFileSync(join(dir, "apex.config.yaml"), "agents:\n  ? [coder]\n  : {command: sh}\n");
     const result = apex(["config", "validate"]);
