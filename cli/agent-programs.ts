@@ -55,6 +55,8 @@ function agentIssue(config: Config, name: string, spec: AgentConfig): ConfigIssu
     return typeof value === "string" && value.includes("\0");
   });
   if (nul) return at(nul as Array<string | number>, `agent ${name}: contains a NUL byte (\\0), which no program can be given.`);
+  // Only blanks: run through the shell, which did nothing and exited 0 (with args: a program "  " not found).
+  if (spec.command.trim() === "") return at(["command"], `agent ${name}: the command is only blanks (${JSON.stringify(spec.command)}): there is no program to run.`);
   const cwd = resolve(config.projectDir, spec.cwd || ".");
   if (!isDirectory(cwd)) return at(["cwd"], `agent ${name}: the working directory ${cwd} ${isFile(cwd) ? "is a file, not a directory" : "does not exist"}.`);
   if (spec.args.length === 0 && SHELL_SYNTAX.test(spec.command)) return undefined;

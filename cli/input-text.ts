@@ -1,4 +1,5 @@
-import { readFileSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readFileSync, readSync, statSync } from "node:fs";
+import { isatty } from "node:tty";
 import { isUtf8 } from "node:buffer";
 import { ApexError } from "../core/errors.js";
 
@@ -80,17 +81,63 @@ export function readUtf8Input(file: string | 0, name: string): string {
 /**
  * The bytes of an input file, or of stdin (0), NAME naming it in errors: one missing is not
  * found (exit 3); a directory (`< dir`), one this user may not read or one that fails to read
- * is bad input (exit 2), not APEX_E_INTERNAL.
+ * is bad input (exit 2), not APEX_E_INTERNAL. A device such as /dev/zero was read without
+ * end (16 GB and counting: Node's 2 GiB limit holds for files of a known size only), and a
+ * named pipe without a writer was waited for, for ever. Now a device is refused (/dev/null
+ * is empty input; stdin may be a terminal), a pipe is read up to that same 2 GiB, and a named
+ * pipe without a writer is empty input.
  */
 export function readInputBytes(file: string | 0, name: string): Buffer {
+  let fd: number | undefined;
   try {
-    return readFileSync(file);
+    // O_NONBLOCK: opening a named pipe does not wait for a writer.
+    fd = file === 0 ? 0 : openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
+    const stat = fstatSync(fd);
+    // /dev/null reads as empty input, as it did.
+    const empty = stat.isCharacterDevice() && stat.rdev === statSync("/dev/null").rdev;
+    if (empty) return Buffer.alloc(0);
+    const device = stat.isBlockDevice() || (stat.isCharacterDevice() && !isatty(fd));
+    if (stat.isDirectory()) throw Object.assign(new Error(), { code: "EISDIR" });
+    if (device || (file !== 0 && !stat.isFile() && !stat.isFIFO())) throw new ApexError("APEX_E_BAD_INPUT", `Cannot read ${name}: it is ${stat.isSocket() ? "a socket" : "a device"}, not a file or a pipe.`, { hint: "Nothing was written. Give a file, or - to read standard input (`… | apex memory import -`)." });
+    return stat.isFile() ? readFileSync(fd) : readBounded(fd, name);
   } catch (error) {
+    if (error instanceof ApexError) throw error;
     const code = (error as NodeJS.ErrnoException).code;
     const missing = code === "ENOENT" || code === "ENOTDIR";
     // Node reads no file over 2 GiB into one buffer (ERR_FS_FILE_TOO_LARGE, all the message said).
-    if (code === "ERR_FS_FILE_TOO_LARGE") throw new ApexError("APEX_E_TOO_LARGE", `Cannot read ${name}: it is larger than 2 GiB, the most APEX reads as one input.`, { hint: "Nothing was written. Import it in parts (`apex memory export GLOB` writes a part)." });
+    if (code === "ERR_FS_FILE_TOO_LARGE") throw tooLarge(name);
     const why = code === "EISDIR" ? "it is a directory (EISDIR)" : code === "EACCES" ? "permission denied (EACCES)" : (code ?? (error as Error).message);
     throw new ApexError(missing ? "APEX_E_NOT_FOUND" : "APEX_E_BAD_INPUT", `Cannot read ${name}: ${why}.`);
+  } finally {
+    if (fd !== undefined && fd !== 0) closeSync(fd);
   }
 }
+
+const tooLarge = (name: string) => new ApexError("APEX_E_TOO_LARGE", `Cannot read ${name}: it is larger than 2 GiB, the most APEX reads as one input.`, { hint: "Nothing was written. Import it in parts (`apex memory export GLOB` writes a part)." });
+
+/** A pipe's or terminal's bytes to its end, refused once they pass 2 GiB (`yes | apex memory import -` grew without end). */
+function readBounded(fd: number, name: string): Buffer {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  const chunk = Buffer.allocUnsafe(1 << 20);
+  for (;;) {
+    let read: number;
+    try {
+      read = readSync(fd, chunk, 0, chunk.length, null);
+    } catch (error) {
+      // A non-blocking stdin with nothing in it yet: wait for it as a blocking read would.
+      if ((error as NodeJS.ErrnoException).code === "EAGAIN") { Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5); continue; }
+      // A terminal closed under the read (or stdin closed): its end.
+      if ((error as NodeJS.ErrnoException).code === "EOF") break;
+      throw error;
+    }
+    if (read === 0) break;
+    total += read;
+    if (total > MAX_INPUT_BYTES) throw tooLarge(name);
+    chunks.push(Buffer.from(chunk.subarray(0, read)));
+  }
+  return Buffer.concat(chunks, total);
+}
+
+/** Node's most for one buffer read from a file (kIoMaxLength). */
+const MAX_INPUT_BYTES = 2 ** 31 - 1;

@@ -1,4 +1,4 @@
-import { closeSync, openSync, readSync } from "node:fs";
+import { closeSync, constants, openSync, readSync } from "node:fs";
 import { ApexError } from "../core/errors.js";
 
 /**
@@ -57,7 +57,8 @@ function readTokenFile(file: string): string {
  * A pipe with nothing in it yet (EAGAIN: standard input may be non-blocking) is waited for.
  */
 function readFirstLine(file: string | 0): string {
-  const fd = file === 0 ? 0 : openSync(file, "r");
+  // O_NONBLOCK: a named pipe without a writer is read as empty, not waited for for ever; one with a writer (`--token-file <(pass show apex)`) is read as before.
+  const fd = file === 0 ? 0 : openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
   try {
     const buffer = Buffer.alloc(4096);
     let length = 0;

@@ -89,10 +89,16 @@ export function checkRanges(data: Record<string, unknown>, source: ConfigSource,
   // YAML and APEX expand no "~": "~/backups" made a directory named "~" in the project.
   if (typeof session.backup_location === "string" && /^~(\/|$)/.test(session.backup_location)) {
     at(["session", "backup_location"], `"~" is not expanded (got ${JSON.stringify(session.backup_location)}): write the absolute path, or a path relative to the project directory.`, "an absolute path or one relative to the project directory");
+  } else if (typeof session.backup_location === "string" && session.backup_location.includes("\0")) {
+    // No file system path holds one: every backup and archive failed, blamed on the archive plugin (exit 1).
+    at(["session", "backup_location"], `contains a NUL byte (\\0), which no path can hold (got ${JSON.stringify(session.backup_location)}).`, "a directory path");
   } else if (typeof session.backup_location === "string" && location) {
     const problem = backupLocationProblem(session.backup_location, location, lmdbStoreDir(mapping(data.store), location));
     if (problem) at(["session", "backup_location"], problem, "a directory of its own: outside the store directory, or a new one inside it such as .apex/backups");
   }
+  const url = mapping(data.store).url;
+  // An LMDB store's path with one failed every command as APEX_E_INTERNAL.
+  if (typeof url === "string" && url.includes("\0")) at(["store", "url"], `contains a NUL byte (\\0), which no path or URL can hold.`, "a path or a URL");
   const agents = mapping(data.agents);
   for (const [name, agent] of Object.entries(agents)) {
     for (const key of ["restart_delay", "max_restart_delay"]) timer(["agents", name, key], mapping(agent)[key]);

@@ -423,6 +423,27 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
     }
   });
 
+  it("an apex.config.yaml that is a symbolic link in a loop is said to be one, with the loop (found or --config), exit 2, nothing written", () => {
+    const { dir, cleanup } = tempDir("apex-config-loop-");
+    try {
+      symlinkSync("other.yaml", join(dir, "apex.config.yaml"));
+      symlinkSync("apex.config.yaml", join(dir, "other.yaml"));
+      const [config, other] = [join(dir, "apex.config.yaml"), join(dir, "other.yaml")];
+      // Before: "does not exist" (found: "cannot be read: ELOOP … Check its permissions"), or a link "to other.yaml, which does not exist".
+      for (const [args, file, from, chain] of [
+        [["memory", "set", "/a", "1"], config, "", [config, other, config]],
+        [["--config", "other.yaml", "task", "add", "t"], other, " (from --config)", [other, config, other]],
+      ] as Array<[string[], string, string, string[]]>) {
+        const result = runApex([...args, "--json"], { cwd: dir });
+        expect(result.status, result.stderr).toBe(2);
+        expect(JSON.parse(result.stderr).error).toMatchObject({ code: "APEX_E_CONFIG_NOT_FOUND", message: `The config file ${file}${from} is a symbolic link in a loop (${chain.join(" -> ")}).` });
+      }
+      expect(existsSync(join(dir, ".apex"))).toBe(false);
+    } finally {
+      cleanup();
+    }
+  });
+
   it("aliases that expand to more than a million values are refused before anything checks them (billion laughs, deep or wide), quickly", () => {
     const refusal = (text: string) => {
       const started = Date.now();

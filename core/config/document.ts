@@ -3,7 +3,8 @@
  * built-in plugin's options schema (filling defaults). Every problem is collected; nothing
  * is written anywhere.
  */
-import { readFile } from "node:fs/promises";
+import { constants } from "node:fs";
+import { open, type FileHandle } from "node:fs/promises";
 import { ApexError, withDetail } from "../errors.js";
 import { builtinPluginSchema, configSchema, isBuiltinPlugin } from "./schemas.js";
 import { isAlias, isMap, isPair, isSeq, visit, type Alias } from "yaml";
@@ -28,20 +29,32 @@ export interface CheckedDocument {
  */
 export const MAX_CONFIG_BYTES = 256 * 1024;
 
+const tooLargeHint = "Keep data out of apex.config.yaml (project memory holds it: apex memory import), or point --config at the right file.";
+
 export async function readConfigText(file: string): Promise<string> {
   // Each refusal is an issue too (line 0: the whole file), which `apex config validate --json` lists as it lists the others.
   const refuse = (what: string, hint: string, at = { line: 0, col: 0 }, cause?: unknown) =>
     new ApexError("APEX_E_CONFIG", `The config file ${file} ${what}`, { hint, cause, details: { errors: [{ file: displayPath(file), ...at, path: "", message: `The file ${what} ${hint}` }] } });
   let bytes: Buffer;
+  let handle: FileHandle | undefined;
   try {
-    bytes = await readFile(file);
+    // O_NONBLOCK: a named pipe is not waited on; it and a device (/dev/zero was read into memory without end) are refused unread.
+    handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK);
+    const stat = await handle.stat();
+    if (stat.isDirectory()) throw Object.assign(new Error(), { code: "EISDIR" });
+    if (!stat.isFile()) throw refuse(`is ${stat.isFIFO() ? "a named pipe" : stat.isSocket() ? "a socket" : "a device"}, not a regular file; the config is a YAML file.`, "Point --config at the file.");
+    if (stat.size > MAX_CONFIG_BYTES) throw refuse(`is ${stat.size} bytes; a config file is at most ${MAX_CONFIG_BYTES} (256 KiB).`, tooLargeHint);
+    bytes = await handle.readFile();
   } catch (error) {
+    if (error instanceof ApexError) throw error;
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === "ENOENT") throw configNotFound(file);
+    if (code === "ENOENT" || code === "ELOOP") throw configNotFound(file);
     if (code === "EISDIR") throw refuse("is a directory; the config is a YAML file.", "Move the directory away, or point --config at the file.", undefined, error);
     throw refuse(withDetail(`cannot be read`, (error as Error).message), "Check its permissions, or point --config at another file.", undefined, error);
+  } finally {
+    await handle?.close();
   }
-  if (bytes.length > MAX_CONFIG_BYTES) throw refuse(`is ${bytes.length} bytes; a config file is at most ${MAX_CONFIG_BYTES} (256 KiB).`, "Keep data out of apex.config.yaml (project memory holds it: apex memory import), or point --config at the right file.");
+  if (bytes.length > MAX_CONFIG_BYTES) throw refuse(`is ${bytes.length} bytes; a config file is at most ${MAX_CONFIG_BYTES} (256 KiB).`, tooLargeHint);
   const text = bytes.toString("utf8");
   // Saved as UTF-16 or UTF-32 (Windows editors: with a byte order mark), read as UTF-8 it was "must be a mapping"; Latin-1's bytes were read as U+FFFD, changing a path or an argument unsaid.
   const wide = bytes.length >= 4 && [0xfffe0000, 0xfeff].includes(bytes.readUInt32BE(0)) ? "is UTF-32 text" : (bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff) ? "is UTF-16 text" : bytes.includes(0) ? "has NUL bytes (UTF-16 or UTF-32 text, or no text)" : undefined;

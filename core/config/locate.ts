@@ -1,4 +1,4 @@
-import { existsSync, lstatSync, readFileSync, readlinkSync, statSync } from "node:fs";
+import { closeSync, constants, existsSync, fstatSync, lstatSync, openSync, readFileSync, readlinkSync, statSync } from "node:fs";
 import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { ApexError } from "../errors.js";
 
@@ -68,8 +68,7 @@ function projectOfWorktree(cwd: string, env: NodeJS.ProcessEnv): ProjectLocation
  * tree's. A rough test of the text (the store section is checked where it is opened).
  */
 function inDatabase(configPath: string, env: NodeJS.ProcessEnv): boolean {
-  let text = "";
-  try { text = readFileSync(configPath, "utf8"); } catch { /* no config there (or unreadable): not the project */ }
+  const text = configTextSync(configPath) ?? ""; // none there (or unreadable): not the project
   return text !== "" && (/^postgres(ql)?:\/\//.test(env.APEX_STORE_URL ?? "") || (/^store[ \t]*:/m.test(text) && /\bbackend[ \t]*:[ \t]*["']?postgres/.test(text)));
 }
 
@@ -142,7 +141,13 @@ function findUp(start: string, name: string): string | undefined {
  */
 export function configNotFound(file: string, from = "", hint?: string): ApexError {
   let target = file;
-  for (let hops = 0; hops < 40; hops++) { try { target = resolve(dirname(target), readlinkSync(target)); } catch { break; } }
+  const chain = [file];
+  for (let hops = 0; hops < 40; hops++) {
+    try { target = resolve(dirname(target), readlinkSync(target)); } catch { break; }
+    // Links in a loop were "does not exist", or "a link to" one of them "which does not exist".
+    if (chain.includes(target)) return new ApexError("APEX_E_CONFIG_NOT_FOUND", `The config file ${file}${from} is a symbolic link in a loop (${[...chain, target].join(" -> ")}).`, { hint: `Point the link at a config file (ln -sfn FILE ${JSON.stringify(file)}), or remove it.`, details: { file, target } });
+    chain.push(target);
+  }
   const link = target === file ? undefined : { hint: `Restore ${target}, or point the link at a config file (ln -sfn FILE ${JSON.stringify(file)}), or remove it.`, details: { file, target } };
   return new ApexError("APEX_E_CONFIG_NOT_FOUND", `The config file ${file}${from} ${link ? `is a symbolic link to ${target}, which does not exist` : "does not exist"}.`, link ?? { hint });
 }
@@ -152,5 +157,21 @@ function isPresent(path: string): boolean { try { return Boolean(lstatSync(path)
 
 /** Whether `path` is a directory (a symlink is followed); false where it cannot be stat'ed (missing, no permission). */
 export function isDirectory(path: string): boolean { try { return statSync(path).isDirectory(); } catch { return false; } }
+
+/**
+ * A config file's text, or undefined when it cannot be read or is no regular file: a named pipe
+ * was waited on for ever, and /dev/zero read until memory ran out (the loader says what it is).
+ */
+export function configTextSync(path: string): string | undefined {
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    return fstatSync(fd).isFile() ? readFileSync(fd, "utf8") : undefined;
+  } catch {
+    return undefined;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
 
 export function isFile(path: string | URL): boolean { try { return statSync(path).isFile(); } catch { return false; } }

@@ -22,8 +22,9 @@ export function displayPath(file: string, cwd: string = process.cwd()): string {
  */
 export function parseSource(text: string, file: string, cwd?: string): { source: ConfigSource; syntaxIssues: ConfigIssue[] } {
   const lineCounter = new (yaml().LineCounter)();
-  // `merge` lets agents share settings with `<<: *defaults`, as in YAML 1.1.
-  const doc = yaml().parseDocument(text, { lineCounter, prettyErrors: false, merge: true });
+  // `merge` lets agents share settings with `<<: *defaults`, as in YAML 1.1. logLevel "error": yaml's warnings went to stderr
+  // as Node process warnings ("(node:123) Warning: Keys with collection values will be stringified…"); the checks say what is wrong.
+  const doc = yaml().parseDocument(text, { lineCounter, prettyErrors: false, merge: true, logLevel: "error" });
   const source: ConfigSource = { file, displayFile: displayPath(file, cwd), text, doc, lineCounter };
   // A stack overflow (deep nesting) is reported once, not again at every level it unwound through.
   const syntaxIssues = doc.errors.filter((error, index, all) => !/call stack size/i.test(error.message) || all.findIndex((each) => /call stack size/i.test(each.message)) === index).map((error) => ({

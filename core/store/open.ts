@@ -5,9 +5,8 @@
  * registry (plugins/index.ts), which loads a backend (LMDB, PostgreSQL) only when it is used.
  */
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { basename, resolve } from "node:path";
-import { linkedWorktreeOf, mainWorktreeOf } from "../config/locate.js";
+import { configTextSync, linkedWorktreeOf, mainWorktreeOf } from "../config/locate.js";
 import { ApexError } from "../errors.js";
 import type { BackendInfo, StorageBackend, StorageBackendFactory, StoreOpenOptions, StoreSpec } from "./port.js";
 import { lmdbDataDir, lmdbStoreExists } from "./store.js";
@@ -102,12 +101,8 @@ const sections = new Map<string, StoreSection | undefined>();
  * config errors; the rest of the document is the config loader's business.
  */
 async function readStoreSection(configPath: string): Promise<StoreSection | undefined> {
-  let text: string;
-  try {
-    text = readFileSync(configPath, "utf8");
-  } catch {
-    return undefined; // the config loader reports an unreadable config
-  }
+  const text = configTextSync(configPath);
+  if (text === undefined) return undefined; // the config loader reports an unreadable config
   if (!/^store[ \t]*:/m.test(text)) return undefined;
   const key = `${configPath}\0${text}`;
   if (sections.has(key)) return sections.get(key);
@@ -152,12 +147,7 @@ export async function storeIdentity(spec: StoreSpec): Promise<string> {
  * without parsing YAML (a command routed to a supervisor need not parse the config).
  */
 export function storeSourceDigest(target: StoreLocation, env: NodeJS.ProcessEnv = process.env): string {
-  let text = "";
-  try {
-    text = target.configPath ? readFileSync(target.configPath, "utf8") : "";
-  } catch {
-    // as resolveStoreSpec: no config text
-  }
+  const text = (target.configPath && configTextSync(target.configPath)) || ""; // as resolveStoreSpec: no config text
   const parts = [env.APEX_STORE_URL ? redactUrl(env.APEX_STORE_URL, "") : "", text, target.configPath ?? "", projectDirOf(target), target.storeDir];
   return createHash("sha256").update(JSON.stringify(parts)).digest("hex").slice(0, 32);
 }

@@ -61,7 +61,9 @@ export function readBundleFile(path: string, maxBytes = DEFAULT_MAX_BUNDLE_BYTES
   let size: number;
   try {
     const stat = statSync(path);
-    if (!stat.isFile()) throw new ApexError("APEX_E_NOT_FOUND", `${path} is not a file.`, { hint: "Give the path of a .apexbundle file." });
+    // It is there, so not APEX_E_NOT_FOUND (exit 3, as before): bad input (exit 2), as `memory import` says of a directory or a device.
+    const kind = stat.isDirectory() ? "a directory" : stat.isFIFO() ? "a named pipe" : stat.isSocket() ? "a socket" : "a device";
+    if (!stat.isFile()) throw new ApexError("APEX_E_BAD_INPUT", `${path} is ${kind}, not a bundle file.`, { hint: "Give the path of a .apexbundle file. Nothing was written." });
     size = stat.size;
   } catch (error) {
     if (error instanceof ApexError) throw error;

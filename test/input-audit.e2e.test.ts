@@ -1,0 +1,119 @@
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { APEX_BIN, cleanEnv, runApex, tempDir } from "./helpers/cli.js";
+
+let dir: string;
+let cleanup: () => void;
+beforeEach(() => {
+  ({ dir, cleanup } = tempDir("apex-input-audit-"));
+});
+afterEach(() => cleanup());
+
+/** A run that should be over in a moment: one that waits or reads without end fails here, not at vitest's timeout. */
+const apex = (args: string[], options: { input?: string; env?: NodeJS.ProcessEnv } = {}) => runApex(args, { cwd: dir, timeout: 10_000, ...options });
+
+/** apex with stdin taken from FILE (a device or a named pipe), through the shell. */
+function apexWithStdin(args: string[], file: string) {
+  const result = spawnSync("/bin/sh", ["-c", `exec "${process.execPath}" "${APEX_BIN}" "$@" < "${file}"`, "sh", ...args], { cwd: dir, env: { ...cleanEnv(), NO_COLOR: "1" }, encoding: "utf8", timeout: 10_000 });
+  return { status: result.status ?? -1, stderr: result.stderr };
+}
+
+const mkfifo = (name: string) => expect(spawnSync("mkfifo", [join(dir, name)]).status).toBe(0);
+
+describe("input files that are no regular file", () => {
+  it("memory import of a device is refused at once (/dev/zero was read without end: 16 GB in two minutes); /dev/null and a named pipe without a writer are empty input, not waited for", () => {
+    expect(apex(["memory", "set", "/kept", "1"]).status).toBe(0);
+    mkfifo("pipe");
+    const device = apex(["memory", "import", "/dev/zero", "--json"]);
+    expect(device.status, device.stderr).toBe(2);
+    expect(JSON.parse(device.stderr).error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: "Cannot read /dev/zero: it is a device, not a file or a pipe." });
+    const stdin = apexWithStdin(["memory", "set", "/x", "-"], "/dev/zero");
+    expect([stdin.status, stdin.stderr]).toEqual([2, expect.stringContaining("error[APEX_E_BAD_INPUT]: Cannot read stdin: it is a device, not a file or a pipe.")]);
+    for (const file of ["/dev/null", "pipe"]) {
+      const empty = apex(["memory", "import", file]);
+      expect([empty.status, empty.stderr]).toEqual([2, expect.stringContaining(`error[APEX_E_BAD_INPUT]: ${file} holds no entries: it is empty.`)]);
+    }
+    // A pipe with a writer is read as it was (`apex memory import <(…)`, /dev/stdin).
+    const piped = spawnSync("/bin/sh", ["-c", `printf '{"/piped": 2}' | "${process.execPath}" "${APEX_BIN}" memory import /dev/stdin`], { cwd: dir, env: cleanEnv(), encoding: "utf8", timeout: 10_000 });
+    expect(piped.status, piped.stderr).toBe(0);
+    expect(JSON.parse(apex(["memory", "export"]).stdout)).toEqual({ "/kept": 1, "/piped": 2 });
+  });
+
+  it("an apex.config.yaml that is a named pipe or a device is refused as such, not waited for or read without end, and nothing is written", () => {
+    mkdirSync(join(dir, "app"));
+    mkfifo("app/apex.config.yaml");
+    const write = runApex(["memory", "set", "/a", "1", "--json"], { cwd: join(dir, "app"), timeout: 10_000 });
+    expect(write.status, write.stderr).toBe(2);
+    expect(JSON.parse(write.stderr).error).toMatchObject({ code: "APEX_E_CONFIG", message: `The config file ${join(dir, "app/apex.config.yaml")} is a named pipe, not a regular file; the config is a YAML file.` });
+    const validate = runApex(["config", "validate", "--json"], { cwd: join(dir, "app"), timeout: 10_000 });
+    expect(validate.status).toBe(2);
+    expect(JSON.parse(validate.stdout)).toMatchObject({ valid: false, errors: [{ line: 0, path: "", message: expect.stringContaining("is a named pipe") }] });
+    const device = apex(["--config", "/dev/zero", "memory", "set", "/a", "1"]);
+    expect([device.status, device.stderr]).toEqual([2, expect.stringContaining("error[APEX_E_CONFIG]: The config file /dev/zero is a device, not a regular file")]);
+    expect(existsSync(join(dir, "app/.apex"))).toBe(false);
+    writeFileSync(join(dir, "apex.config.yaml"), "agents: {}\n");
+    expect(apex(["config", "validate"]).status).toBe(0);
+  });
+});
+
+describe("bundle files", () => {
+  it("session import of a directory, a device or a named pipe is bad input (exit 2, it was 'not found', exit 3), said as what it is, and writes nothing", () => {
+    mkfifo("pipe");
+    mkdirSync(join(dir, "folder.apexbundle"));
+    for (const [file, kind] of [["folder.apexbundle", "a directory"], ["/dev/zero", "a device"], ["pipe", "a named pipe"]]) {
+      const result = apex(["session", "import", file!, "--json"]);
+      expect(result.status, result.stderr).toBe(2);
+      expect(JSON.parse(result.stderr).error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: `${file!.startsWith("/") ? file : join(dir, file!)} is ${kind}, not a bundle file.` });
+    }
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+});
+
+describe("--token-file", () => {
+  it("a named pipe without a writer holds no token (exit 2), not waited for for ever; one with a writer is read", () => {
+    mkfifo("token");
+    for (const args of [["--token-file", "token", "--remote", "127.0.0.1:1/s", "status"], ["login", "127.0.0.1:1", "--token-file", "token"]]) {
+      const result = apex(args);
+      expect([result.status, result.stderr], args.join(" ")).toEqual([2, expect.stringContaining('error[APEX_E_USAGE]: --token-file "token" holds no token (it is empty).')]);
+    }
+    // As `--token-file <(pass show apex)` is: the token is read (and its form checked). The shell holds the pipe open (3<>) as its writer.
+    const piped = spawnSync("/bin/sh", ["-c", `exec 3<>token; printf 'not-a-token\\n' >&3; exec "${process.execPath}" "${APEX_BIN}" --token-file token --remote 127.0.0.1:1/s status`], { cwd: dir, env: cleanEnv(), encoding: "utf8", timeout: 10_000 });
+    expect([piped.status, piped.stderr]).toEqual([2, expect.stringContaining("is not an APEX token")]);
+  });
+});
+
+describe("paths in the config", () => {
+  it("a NUL byte in session.backup_location or store.url is a config error at its line (exit 2), not a failure of the archive plugin (exit 1) or APEX_E_INTERNAL, and nothing is written", () => {
+    for (const [yaml, path, line, args] of [
+      ['session:\n  backup_location: "bk\\0up"\n', "session.backup_location", 2, ["backup"]],
+      ['store:\n  backend: lmdb\n  url: "data\\0dir"\n', "store.url", 3, ["memory", "set", "/a", "1"]],
+    ] as const) {
+      writeFileSync(join(dir, "apex.config.yaml"), yaml);
+      const validate = apex(["config", "validate", "--json"]);
+      expect(validate.status).toBe(2);
+      expect(JSON.parse(validate.stdout).errors).toEqual([expect.objectContaining({ line, path, message: expect.stringContaining("contains a NUL byte (\\0), which no path") })]);
+      const write = apex([...args, "--json"]);
+      expect(write.status, write.stderr).toBe(2);
+      expect(JSON.parse(write.stderr).error).toMatchObject({ code: "APEX_E_CONFIG", message: expect.stringContaining(`apex.config.yaml:${line}:`) });
+      expect(existsSync(join(dir, ".apex"))).toBe(false);
+    }
+  });
+
+  it("an agent command of only blanks is refused by validate and start (exit 2), writing nothing: the shell ran it, doing nothing, and the session ended at once as completed", () => {
+    writeFileSync(join(dir, "apex.config.yaml"), 'agents:\n  coder:\n    command: " \\t "\n');
+    const message = 'apex.config.yaml:3:14: agents.coder.command: agent coder: the command is only blanks (" \\t "): there is no program to run.';
+    expect(apex(["config", "validate"]).stderr.split("\n", 1)[0]).toBe(message);
+    const start = apex(["start", "--task", "t", "--json"]);
+    expect(start.status, start.stderr).toBe(2);
+    expect(JSON.parse(start.stderr).error).toMatchObject({ code: "APEX_E_CONFIG", message });
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+
+  it("a key that is a list or mapping is said by APEX's checks at its line, without a Node warning on stderr", () => {
+    writeFileSync(join(dir, "apex.config.yaml"), "agents:\n  ? [coder]\n  : {command: sh}\n");
+    const result = apex(["config", "validate"]);
+    expect([result.status, result.stderr]).toEqual([2, 'apex.config.yaml:2:3: agents["[ coder ]"]: invalid name. Expected a name made of letters, digits, ".", "_" and "-" that starts with a letter or digit.\napex.config.yaml is invalid (1 problem).\n']);
+  });
+});
