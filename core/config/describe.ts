@@ -84,9 +84,7 @@ function childSchema(node: SchemaNode, segment: PathSegment): SchemaNode | undef
   const property = asNode(asNode(node.properties)?.[segment]);
   if (property) return property;
   const patterns = asNode(node.patternProperties);
-  if (patterns) {
-    for (const [pattern, schema] of Object.entries(patterns)) if (new RegExp(pattern, "u").test(segment)) return asNode(schema);
-  }
+  if (patterns) for (const [pattern, schema] of Object.entries(patterns)) if (new RegExp(pattern, "u").test(segment)) return asNode(schema);
   return asNode(node.additionalProperties);
 }
 

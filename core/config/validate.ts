@@ -68,9 +68,7 @@ export function compileSchema(schema: object, options: { trusted?: boolean } = {
   const ajv = options.trusted ? (trustedAjv ??= createAjv({ trusted: true })) : (sharedAjv ??= createAjv());
   if (!options.trusted && !ajv.validateSchema(schema)) {
     const problems = (ajv.errors ?? []).map((error) => `${error.instancePath || "/"} ${error.message ?? "is invalid"}`);
-    throw new ApexError("APEX_E_PLUGIN_SCHEMA", `The options schema is not a valid JSON Schema: ${[...new Set(problems)].join("; ")}.`, {
-      details: { errors: ajv.errors ?? [] },
-    });
+    throw new ApexError("APEX_E_PLUGIN_SCHEMA", `The options schema is not a valid JSON Schema: ${[...new Set(problems)].join("; ")}.`, { details: { errors: ajv.errors ?? [] } });
   }
   // Two schema objects may carry the same $id (a schema read twice); the newest one wins.
   const id = (schema as { $id?: unknown }).$id;

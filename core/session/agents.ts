@@ -129,9 +129,7 @@ export async function terminateGroup(pgid: number, startTime: number, marker: Pr
   }
   const left = members().members;
   if (left.length > 0) {
-    throw new ApexError("APEX_E_PROCESS", `Processes ${left.map((m) => m.pid).join(", ")} of group ${pgid} survived SIGKILL.`, {
-      hint: "They are probably in uninterruptible I/O (state D); they end once it completes.",
-    });
+    throw new ApexError("APEX_E_PROCESS", `Processes ${left.map((m) => m.pid).join(", ")} of group ${pgid} survived SIGKILL.`, { hint: "They are probably in uninterruptible I/O (state D); they end once it completes." });
   }
   return initial.members.map((member) => member.pid);
 }

@@ -154,9 +154,7 @@ function clientOver(store: Store | undefined, lookup: MethodLookup, noStore: () 
       return here(store);
     },
     subscribe(method) {
-      throw new ApexError("APEX_E_SESSION_STATE", `${method} needs the session's supervisor, which is not running.`, {
-        hint: "See `apex status`; `apex start --continue last` brings an interrupted session back.",
-      });
+      throw new ApexError("APEX_E_SESSION_STATE", `${method} needs the session's supervisor, which is not running.`, { hint: "See `apex status`; `apex start --continue last` brings an interrupted session back." });
     },
     empty: store === undefined,
     close: async () => {

@@ -47,9 +47,7 @@ export class SessionReader {
 
   agents(): AgentRecord[] {
     const out: AgentRecord[] = [];
-    for (const { path, value } of this.store.query(`${agentsPrefix(this.sessionId)}/*`)) {
-      if (!path.endsWith(CONTEXT_SUFFIX)) out.push(value as AgentRecord);
-    }
+    for (const { path, value } of this.store.query(`${agentsPrefix(this.sessionId)}/*`)) if (!path.endsWith(CONTEXT_SUFFIX)) out.push(value as AgentRecord);
     return out;
   }
 
@@ -181,7 +179,7 @@ export class SessionService extends SessionReader {
     for (let attempt = 0; attempt < 1000; attempt++) {
       const candidate = this.nextClaimable(agent);
       if (!candidate) {
-        throw new ApexError("APEX_E_NO_TASK", `No pending task for ${agent}.`, { hint: 'Add one with `apex task add "…"`, or check `apex task list --status pending`.', });
+        throw new ApexError("APEX_E_NO_TASK", `No pending task for ${agent}.`, { hint: 'Add one with `apex task add "…"`, or check `apex task list --status pending`.' });
       }
       await this.engine.fire("beforeTask", { ...this.context(), task: { ...candidate, assignee: candidate.assignee ?? undefined }, agent });
       const claimed = await this.write((batch, record) => {
@@ -200,7 +198,7 @@ export class SessionService extends SessionReader {
         return claimed;
       }
     }
-    throw new ApexError("APEX_E_CONFLICT", "Could not claim a task: every candidate was taken by someone else first.", { hint: "Try again.", });
+    throw new ApexError("APEX_E_CONFLICT", "Could not claim a task: every candidate was taken by someone else first.", { hint: "Try again." });
   }
 
   private nextClaimable(agent: string): TaskRecord | undefined {
@@ -334,9 +332,7 @@ export class SessionService extends SessionReader {
   requireAgent(name: string, toHold?: string): void {
     if (!AGENT_NAME.test(name) || !this.store.get(agentPath(this.sessionId, name))) {
       const known = this.agents().map((agent) => agent.name);
-      throw new ApexError("APEX_E_AGENT_NOT_FOUND", `The session has no agent named ${JSON.stringify(name)}.`, {
-        hint: known.length ? `Its agents: ${known.join(", ")}.` : "The session has no agents.",
-      });
+      throw new ApexError("APEX_E_AGENT_NOT_FOUND", `The session has no agent named ${JSON.stringify(name)}.`, { hint: known.length ? `Its agents: ${known.join(", ")}.` : "The session has no agents." });
     }
     const ended = toHold === undefined ? undefined : this.ended?.(name);
     if (ended) throw new ApexError("APEX_E_SESSION_STATE", `Agent ${name} ${ended} and will not be restarted: a task ${toHold} it would stay ${toHold === "claimed for" ? "active" : "pending"} with no one to do it.`, { hint: "Choose an agent that runs (`apex agent list`); `apex stop`, then `apex start --continue`, runs every agent again." });

@@ -167,9 +167,7 @@ export async function resolveContinueTarget(store: Store, argument: string, serv
   if (resolved) return resolved;
   const checkpoint = findCheckpoint(store, argument);
   if (checkpoint) return checkpoint;
-  throw new ApexError("APEX_E_NOT_FOUND", `No session or checkpoint ${JSON.stringify(argument)}.`, {
-    hint: "See `apex session list` and `apex checkpoint list`; `--continue last` continues the most recent session.",
-  });
+  throw new ApexError("APEX_E_NOT_FOUND", `No session or checkpoint ${JSON.stringify(argument)}.`, { hint: "See `apex session list` and `apex checkpoint list`; `--continue last` continues the most recent session." });
 }
 
 function safeFind(store: Store, sessionId: string): SessionRecord | undefined {
@@ -265,7 +263,5 @@ export function noSessionToActOn(store: Store, action?: string): ApexError {
 
 /** `ended`: whether a session of the project has ended, which `start --continue last` would continue (not said when none ever ran). */
 export function noSessionError(ended = false): ApexError {
-  return new ApexError("APEX_E_NO_SESSION", "No session is active in this project.", {
-    hint: `Start one with \`apex start --task "…"\`${ended ? ", or continue the last one with `apex start --continue last`" : ""}.`,
-  });
+  return new ApexError("APEX_E_NO_SESSION", "No session is active in this project.", { hint: `Start one with \`apex start --task "…"\`${ended ? ", or continue the last one with `apex start --continue last`" : ""}.` });
 }

@@ -695,9 +695,7 @@ export class Supervisor {
     if (crashed) {
       const files = this.logFiles(slot.name);
       const logTail = [...tailLines(files.stdoutFile, LOG_TAIL_LINES), ...tailLines(files.stderrFile, LOG_TAIL_LINES).map((line) => `stderr: ${line}`)];
-      const error = new ApexError("APEX_E_AGENT_CRASHED", spawnError ?? `Agent ${slot.name} ${how}.`, {
-        details: { agent: slot.name, exitCode: exit.code, signal: exit.signal },
-      });
+      const error = new ApexError("APEX_E_AGENT_CRASHED", spawnError ?? `Agent ${slot.name} ${how}.`, { details: { agent: slot.name, exitCode: exit.code, signal: exit.signal } });
       await this.service.fireError({
         sessionId: this.sessionId,
         error,

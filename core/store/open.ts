@@ -87,9 +87,7 @@ function projectDirOf(target: StoreLocation): string {
 function specOfUrl(url: string, dir: string, project: () => string, cwd: string): StoreSpec {
   if (/^postgres(ql)?:\/\//.test(url)) return { backend: "postgres", dir, url, project: project() };
   if (url.startsWith("lmdb:") && url.length > "lmdb:".length) return { backend: "lmdb", dir, url: `lmdb:${resolve(cwd, url.slice("lmdb:".length))}` };
-  throw new ApexError("APEX_E_CONFIG", `APEX_STORE_URL must be postgres://… or lmdb:PATH, not ${JSON.stringify(redactUrl(url))}.`, {
-    hint: "Unset it to use the config's store: section (or LMDB in .apex/).",
-  });
+  throw new ApexError("APEX_E_CONFIG", `APEX_STORE_URL must be postgres://… or lmdb:PATH, not ${JSON.stringify(redactUrl(url))}.`, { hint: "Unset it to use the config's store: section (or LMDB in .apex/)." });
 }
 
 const sections = new Map<string, StoreSection | undefined>();

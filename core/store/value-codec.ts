@@ -533,9 +533,7 @@ export function describeNotJson(value: unknown, where: string, depth = 0): ApexE
         return undefined;
       }
       const prototype = Object.getPrototypeOf(value);
-      if (prototype !== Object.prototype && prototype !== null) {
-        return notJson(where, `an instance of ${(value as object).constructor?.name ?? "a class"}`);
-      }
+      if (prototype !== Object.prototype && prototype !== null) return notJson(where, `an instance of ${(value as object).constructor?.name ?? "a class"}`);
       const record = value as Record<string, unknown>;
       for (const key of Object.keys(record).sort(compareCodePoints)) {
         if (record[key] === undefined) continue;
