@@ -356,7 +356,7 @@ export class Engine {
     if (enabled) {
       const missing = record.requires.find((name) => !this.#records.some((other) => other.enabled && other.name === name));
       if (missing !== undefined) {
-        throw new ApexError("APEX_E_PLUGIN_DEPENDENCY", `The dependency '${missing}' of plugin '${plugin.name}' is not enabled.`, { hint: `Apply plugin ${missing} before plugin ${plugin.name}.`, });
+        throw new ApexError("APEX_E_PLUGIN_DEPENDENCY", `The dependency '${missing}' of plugin '${plugin.name}' is not enabled.`, { hint: `Apply plugin ${missing} before plugin ${plugin.name}.` });
       }
     }
     this.#records.push(record);

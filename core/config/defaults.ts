@@ -42,7 +42,7 @@ async function readDefaults(): Promise<CheckedDocument> {
   }
   const checked = checkDocument(text, file);
   if (checked.issues.length > 0 || checked.omitted.agents || checked.omitted.plugins) {
-    throw new ApexError("APEX_E_INTERNAL", `APEX's default config ${file} is broken:\n${formatIssues(checked.issues)}`, { hint: "This APEX installation is damaged; reinstall it.", });
+    throw new ApexError("APEX_E_INTERNAL", `APEX's default config ${file} is broken:\n${formatIssues(checked.issues)}`, { hint: "This APEX installation is damaged; reinstall it." });
   }
   return checked;
 }

@@ -38,7 +38,7 @@ export function packageRoot(): string {
     const candidate = new URL(up, import.meta.url);
     if (isFile(new URL("schemas/apex.config.schema.json", candidate))) return (root = fileURLToPath(candidate).replace(/[\\/]$/, ""));
   }
-  throw new ApexError("APEX_E_INTERNAL", `Cannot find APEX's schemas/ directory near ${fileURLToPath(import.meta.url)}.`, { hint: "This APEX installation is incomplete; reinstall it.", });
+  throw new ApexError("APEX_E_INTERNAL", `Cannot find APEX's schemas/ directory near ${fileURLToPath(import.meta.url)}.`, { hint: "This APEX installation is incomplete; reinstall it." });
 }
 
 export function schemasDir(): string {

@@ -57,7 +57,7 @@ export class RpcServer {
   async listen(): Promise<void> {
     if (existsSync(this.path)) {
       if (await socketAnswers(this.path)) {
-        throw new ApexError("APEX_E_SESSION_ACTIVE", `Another supervisor already listens on ${this.path}.`, { hint: "Run `apex status` to see the session it serves.", });
+        throw new ApexError("APEX_E_SESSION_ACTIVE", `Another supervisor already listens on ${this.path}.`, { hint: "Run `apex status` to see the session it serves." });
       }
       rmSync(this.path, { force: true });
     }

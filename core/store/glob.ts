@@ -18,7 +18,7 @@ export interface Glob {
 
 export function compileGlob(source: string): Glob {
   if (typeof source !== "string" || !source.startsWith("/")) {
-    throw new ApexError("APEX_E_BAD_GLOB", `Invalid glob ${JSON.stringify(source)}: it must start with '/'.`, { hint: "Examples: /notes/*, /a/**, /sessions/*/tasks/?", });
+    throw new ApexError("APEX_E_BAD_GLOB", `Invalid glob ${JSON.stringify(source)}: it must start with '/'.`, { hint: "Examples: /notes/*, /a/**, /sessions/*/tasks/?" });
   }
   let pattern = "^";
   let prefix = "";

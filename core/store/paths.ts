@@ -15,7 +15,7 @@ export function checkPath(path: string, what = "path"): string {
   if (problem) {
     // A path past the size limit is named by its start: the message stays one readable line.
     const shown = typeof path === "string" && path.length > 120 ? `${JSON.stringify(path.slice(0, 100))}… (${path.length} characters)` : JSON.stringify(path);
-    throw new ApexError("APEX_E_BAD_PATH", `Invalid ${what} ${shown}: ${problem}.`, { hint: "Paths look like /project/notes/today: absolute, '/'-separated, without empty, '.' or '..' segments.", });
+    throw new ApexError("APEX_E_BAD_PATH", `Invalid ${what} ${shown}: ${problem}.`, { hint: "Paths look like /project/notes/today: absolute, '/'-separated, without empty, '.' or '..' segments." });
   }
   return path;
 }
