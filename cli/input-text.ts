@@ -121,22 +121,31 @@ function readBounded(fd: number, name: string): Buffer {
   let total = 0;
   const chunk = Buffer.allocUnsafe(1 << 20);
   for (;;) {
-    let read: number;
-    try {
-      read = readSync(fd, chunk, 0, chunk.length, null);
-    } catch (error) {
-      // A non-blocking stdin with nothing in it yet: wait for it as a blocking read would.
-      if ((error as NodeJS.ErrnoException).code === "EAGAIN") { Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5); continue; }
-      // A terminal closed under the read (or stdin closed): its end.
-      if ((error as NodeJS.ErrnoException).code === "EOF") break;
-      throw error;
-    }
+    const read = readWaiting(fd, chunk, 0, chunk.length);
     if (read === 0) break;
     total += read;
     if (total > MAX_INPUT_BYTES) throw tooLarge(name);
     chunks.push(Buffer.from(chunk.subarray(0, read)));
   }
   return Buffer.concat(chunks, total);
+}
+
+/**
+ * readSync of what `fd` has, up to `length` bytes at `offset`; 0 at its end. A non-blocking one
+ * (standard input may be) with nothing in it yet is waited for, as a blocking read would; a
+ * terminal closed under the read (EOF) is its end.
+ */
+export function readWaiting(fd: number, buffer: Buffer, offset: number, length: number): number {
+  for (;;) {
+    try {
+      return readSync(fd, buffer, offset, length, null);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === "EOF") return 0;
+      if (code !== "EAGAIN") throw error;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+    }
+  }
 }
 
 /** Node's most for one buffer read from a file (kIoMaxLength). */

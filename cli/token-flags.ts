@@ -1,5 +1,6 @@
-import { closeSync, constants, openSync, readSync } from "node:fs";
+import { closeSync, constants, openSync } from "node:fs";
 import { ApexError } from "../core/errors.js";
+import { readWaiting } from "./input-text.js";
 
 /**
  * Where a remote command's token comes from, read before commander parses anything (the HTTP
@@ -63,14 +64,7 @@ function readFirstLine(file: string | 0): string {
     const buffer = Buffer.alloc(4096);
     let length = 0;
     while (length < buffer.length && !/\S[^\n]*\n/.test(buffer.toString("utf8", 0, length))) {
-      let read: number;
-      try {
-        read = readSync(fd, buffer, length, buffer.length - length, null);
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== "EAGAIN") throw error;
-        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
-        continue;
-      }
+      const read = readWaiting(fd, buffer, length, buffer.length - length);
       if (read === 0) break;
       length += read;
     }
