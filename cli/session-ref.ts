@@ -60,7 +60,9 @@ export async function wholeSessionId(ref: string, args: string[]): Promise<strin
     }
   } catch (error) {
     if ((error as ApexError).code === "APEX_E_AMBIGUOUS") throw error;
-    return ref;
+    // A store that could not be read just now: a whole uuid still names one session whatever its case
+    // (`--session 3f2a… --session=3F2A…` was "two sessions" when the second lookup failed).
+    return UUID_PATTERN.test(ref) ? ref.toLowerCase() : ref;
   }
 }
 
