@@ -132,6 +132,15 @@ describe("apex serve: crafted parameters", () => {
     ok(p.apex(["memory", "delete", deep]));
   });
 
+  it("an owner's session.stop with a grace beyond an hour, negative or of another type is refused (400) and the session runs on", async () => {
+    for (const grace_ms of [1e12, 3_600_001, -1, "600000", true]) {
+      const reply = await rpc(url, sid, "session.stop", owner.token, { grace_ms });
+      expect(reply, JSON.stringify(grace_ms)).toMatchObject({ status: 400, body: { error: { code: "APEX_E_BAD_INPUT" } } });
+      expect(reply.body.error.message).toContain("grace_ms");
+    }
+    expect((await rpc(url, sid, "session.status", owner.token)).body.result.session).toMatchObject({ session_id: sid, status: "active" });
+  });
+
   it("of every type where another is expected: a 4xx with an APEX error, never an internal error, nothing leaked", async () => {
     const methods = ((await rpc(url, sid, "hello", owner.token)).body.result.methods as string[]).filter((method) => !["session.stop", "session.pause"].includes(method));
     const bodies: unknown[] = [{ ref: {} }, { ref: 5 }, { path: 5 }, { path: {} }, { glob: 7 }, { limit: "x" }, { limit: -1 }, { user: 5, role: [] }, { token_id: {} }, { source: {} }, { from: 1, to: [] }, { name: [], args: "x" }, { name: "session report", args: [{}] }, { name: "session report", options: [] }, { id: {} }, { entries: "x" }, { entries: [null] }, { session: {} }, { type: 5 }, { last: "x" }, { expires_in_s: "x" }, { thread_id: {}, checkpoint_ns: 5 }];

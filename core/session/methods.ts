@@ -140,7 +140,7 @@ export function registerSupervisorMethods(server: RpcServer, supervisor: Supervi
     .register("session.stop", (params) =>
       supervisor.stop({
         force: params.force === true,
-        ...(typeof params.grace_ms === "number" ? { graceMs: params.grace_ms } : {}),
+        ...(params.grace_ms !== undefined && params.grace_ms !== null ? { graceMs: graceParam(params.grace_ms) } : {}),
         ...(typeof params.reason === "string" ? { reason: params.reason } : {}),
         ...(checkpointParam(params.checkpoint) ? { checkpoint: checkpointParam(params.checkpoint)! } : {}),
         actor: actorParam(params),
@@ -212,6 +212,12 @@ function statusParam(params: Record<string, unknown>): TaskStatus | undefined {
     throw new ApexError("APEX_E_USAGE", `Unknown task status ${JSON.stringify(status)}.`, { hint: `One of: ${TASK_STATUSES.join(", ")}.` });
   }
   return status as TaskStatus;
+}
+
+/** session.stop's `grace_ms`: at most an hour, as `apex stop --grace` takes; a longer stop is a hung one (a caller could hold agents for days). */
+function graceParam(value: unknown): number {
+  if (typeof value === "number" && value >= 0 && value <= 3_600_000) return value;
+  throw new ApexError("APEX_E_BAD_INPUT", "session.stop: grace_ms must be a number of milliseconds from 0 to 3600000 (an hour, the most `apex stop --grace` takes).");
 }
 
 /** session.stop's `checkpoint` parameter: the trigger and description of a checkpoint to write before stopping. */
