@@ -2,10 +2,10 @@
 // loopback, a real store damaged as a disk or a crash leaves it. The remote client gets a 500 with
 // the error's code, a generic message and a reference; what failed (its message, paths, stack) is
 // in the server's log (stderr) under that reference, for its owner, and in no answer.
-import { renameSync, writeFileSync } from "node:fs";
+import { readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { Project, shellAgents } from "./fixtures/agents/harness.js";
+import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { openStore } from "../core/store/open.js";
 import { ok, rpc, serveLogged, share } from "./support/serve.js";
 
@@ -13,9 +13,11 @@ const CONFIG = shellAgents({ alpha: "while true; do sleep 0.5; done" });
 const stops: Array<() => unknown> = [];
 let p: Project | undefined;
 
+const projects: Project[] = [];
+
 afterAll(async () => {
   for (const stop of stops.splice(0)) await stop();
-  p?.cleanup();
+  for (const project of [p, ...projects]) project?.cleanup();
 });
 
 /** The reference a 500's body gives, once the body is checked to say nothing of what failed. */
@@ -77,5 +79,21 @@ describe("apex serve: an unexpected error", () => {
     expect(refused.status).toBe(404);
     expect(refused.body.error).toMatchObject({ code: "APEX_E_TASK_NOT_FOUND", message: expect.stringContaining("t-0099") });
     expect(refused.body.error.details?.reference).toBeUndefined();
+  }, 120_000);
+
+  it("of a supervisor's own server (sharing.serve) is logged in the supervisor's log under its reference", async () => {
+    const project = new Project(CONFIG.replace("plugins: {}\n", 'plugins:\n  git: {}\n  sharing:\n    serve:\n      listen: "127.0.0.1:0"\n'), "apex-serve-500-own-");
+    projects.push(project);
+    const sid = project.start().session_id;
+    const url = (JSON.parse(readFileSync(join(project.storeDir, "serve.json"), "utf8")) as { url: string }).url;
+    const owner = share(project, sid, "olga", "owner");
+    // The agent's record damaged under the running supervisor: its status report fails on it, a TypeError in the supervisor.
+    const store = await openStore(project.storeDir);
+    await store.batch((batch) => batch.set(`/sessions/${sid}/agents/alpha`, null));
+    await store.close();
+    const failed = await rpc(url, sid, "session.status", owner.token);
+    const reference = referenceOf(failed, "APEX_E_INTERNAL", ["Cannot read", "null", project.dir]);
+    // Before, it was logged nowhere (this server logs no requests): the reference led to nothing.
+    await waitFor("the error in the supervisor's log", () => project.supervisorLog().includes(`sharing.serve: error ${reference}: POST /api/sessions/${sid}/rpc/session.status: APEX_E_INTERNAL: Cannot read properties of null`));
   }, 120_000);
 });

@@ -59,6 +59,8 @@ export interface ServeOptions {
   bodyLimit?: number | undefined;
   /** One line per request (never a token) and per notable event. */
   log?: ((line: string) => void) | undefined;
+  /** Where a failure of the server's own is written whole, under the reference its 500 gives (internal-error.ts); default: `log`. */
+  errorLog?: ((line: string) => void) | undefined;
   /** How failed logins slow a client down, and how many client addresses are remembered (plugins/sharing/throttle.ts). */
   throttle?: ThrottleOptions | undefined;
   /** Connections held at once (default DEFAULT_MAX_CONNECTIONS); past it, new ones are refused (503) until some close. */
@@ -252,6 +254,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
   });
   const log = options.log ?? (() => {});
+  const errorLog = options.errorLog ?? log;
   /** Set once close() begins: requests from then on are refused (503). */
   let closing = false;
   /**
@@ -377,7 +380,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   }
   app.setErrorHandler(async (error, request, reply) => {
     const fastifyError = error as { code?: string; statusCode?: number; message: string };
-    if (isApexError(error)) return sendError(reply, error, log);
+    if (isApexError(error)) return sendError(reply, error, errorLog);
     if (fastifyError.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
       const limit = options.bodyLimit ?? 1024 * 1024;
       const size = limit % (1024 * 1024) === 0 ? `${limit / (1024 * 1024)} MiB (${limit} bytes)` : `${limit} bytes`;
@@ -400,7 +403,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       return sendError(reply, new ApexError(code, withDetail(`Bad request`, fastifyError.message), { hint: "Send a JSON object (Content-Type: application/json)." }));
     }
     // Anything else is the server's failure: its message (a path, a library's internals) is logged, not answered.
-    return sendError(reply, error, log);
+    return sendError(reply, error, errorLog);
   });
 
   /**
@@ -524,7 +527,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         // Another session's checkpoint, or one of a session that does not exist: the same answer (scope.ts).
         const error = scopedError(method, params, thrown);
         if (!beats?.streaming) throw error;
-        return beats.end({ error: publicError(error, log, `${request.method} ${request.url.split("?")[0]}`) });
+        return beats.end({ error: publicError(error, errorLog, `${request.method} ${request.url.split("?")[0]}`) });
       }
       if (beats?.streaming) return beats.end({ result });
     }
@@ -618,7 +621,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       whenClosed();
     };
     const fail = (error: unknown) => {
-      send("error", errorBody(publicError(error, log, `stream of ${caller.user} (session ${shortSessionId(sid)})`)));
+      send("error", errorBody(publicError(error, errorLog, `stream of ${caller.user} (session ${shortSessionId(sid)})`)));
       finish();
     };
     /** A session event as the caller's role sees it; one hidden from it (redact.ts) is sent as its seq alone. */
