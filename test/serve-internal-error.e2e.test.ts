@@ -96,4 +96,30 @@ describe("apex serve: an unexpected error", () => {
     // Before, it was logged nowhere (this server logs no requests): the reference led to nothing.
     await waitFor("the error in the supervisor's log", () => project.supervisorLog().includes(`sharing.serve: error ${reference}: POST /api/sessions/${sid}/rpc/session.status: APEX_E_INTERNAL: Cannot read properties of null`));
   }, 120_000);
+
+  it("that ends an event stream is its error event with the reference alone; the log has it whole", async () => {
+    const project = new Project(CONFIG, "apex-serve-500-stream-");
+    projects.push(project);
+    const sid = project.start(["--task", "main"]).session_id;
+    const owner = share(project, sid, "olga", "owner");
+    ok(project.apex(["stop"]));
+    const server = await serveLogged(project, stops);
+    // An event record damaged (null where the session's second event was): the stream, reading the session's events from the store, fails on it.
+    const store = await openStore(project.storeDir);
+    await store.batch((batch) => batch.set(`/sessions/${sid}/events/00000002`, null));
+    await store.close();
+    const response = await fetch(`${server.url}/api/sessions/${sid}/stream`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${owner.token}` },
+      body: JSON.stringify({ "events.subscribe": { from_seq: 0 } }),
+      signal: AbortSignal.timeout(20_000),
+    });
+    expect(response.status).toBe(200);
+    const text = await response.text();
+    const error = text.split("\n\n").filter((block) => block.startsWith("event: error\n")).map((block) => JSON.parse(/^data: (.*)$/m.exec(block)![1]!))[0];
+    expect(error, text).toMatchObject({ code: "APEX_E_INTERNAL", message: expect.stringMatching(/^The server failed on this request \(error [0-9a-f]{8}\)/), details: { reference: expect.stringMatching(/^[0-9a-f]{8}$/) } });
+    for (const secret of ["Cannot read", "null", project.dir]) expect(JSON.stringify(error)).not.toContain(secret);
+    // Before, the error event said it: "Cannot read properties of null (reading 'seq')".
+    expect(server.log()).toContain(`error ${error.details.reference}: stream of olga (session ${sid.slice(0, 8)}): APEX_E_INTERNAL: Cannot read properties of null (reading 'seq')`);
+  }, 120_000);
 });
