@@ -131,7 +131,7 @@ export class SessionService extends SessionReader {
   noteActivity(actor: string): void { if (actor.startsWith("agent:")) this.onAgentActivity?.(actor.slice("agent:".length)); }
 
   async addTask(request: TaskAddRequest, actor: string): Promise<TaskRecord> {
-    const title = request.title.trim();
+    const title = limitedText(request.title.trim(), "A task's title", "title");
     if (title === "") throw new ApexError("APEX_E_BAD_INPUT", "A task needs a title.", { hint: 'apex task add "Write the login form"' });
     if (request.assign !== undefined) this.requireAgent(request.assign, "assigned to");
     const task = await this.write((batch, record) => {
@@ -232,6 +232,7 @@ export class SessionService extends SessionReader {
   }
 
   async failTask(id: string, reason: string, actor: string): Promise<TaskRecord> {
+    limitedText(reason, "A task's reason", "reason", MAX_REASON_CHARS);
     id = this.taskIdOf(id);
     const task = await this.write((batch, record) => {
       const current = checkFinishable(this.taskInBatch(batch, id), actor);
@@ -250,6 +251,7 @@ export class SessionService extends SessionReader {
 
   /** Sends a task back to pending (the adversary rejecting work, or a retry after a failure). */
   async reopenTask(id: string, reason: string | undefined, assign: string | undefined, actor: string): Promise<TaskRecord> {
+    limitedText(reason, "A task's reason", "reason", MAX_REASON_CHARS);
     id = this.taskIdOf(id);
     if (assign !== undefined) this.requireAgent(assign, "assigned to");
     const task = await this.write((batch, record) => {
@@ -276,7 +278,7 @@ export class SessionService extends SessionReader {
   }
 
   async addMilestone(text: string, actor: string, taskRef?: string): Promise<MilestoneRecord> {
-    const trimmed = text.trim();
+    const trimmed = limitedText(text.trim(), "A milestone's text", "text");
     if (trimmed === "") throw new ApexError("APEX_E_BAD_INPUT", "A milestone needs a text.", { hint: 'apex milestone "Login works end to end"' });
     if (taskRef !== undefined) taskRef = this.task(taskRef).id;
     const milestone = await this.write((batch, record) => this.recordMilestone(batch, record, trimmed, actor, taskRef ?? null), actor);
@@ -300,6 +302,7 @@ export class SessionService extends SessionReader {
     report: { status?: string | undefined; task?: string | null | undefined; context?: JsonValue | undefined },
   ): Promise<AgentRecord> {
     this.requireAgent(name);
+    limitedText(report.status, "An agent's reported status", "status");
     const actor = `agent:${name}`;
     const agent = await this.write((batch, record) => {
       const current = batch.get(agentPath(this.sessionId, name)) as AgentRecord;
@@ -427,6 +430,16 @@ function notOthers(task: TaskRecord, agent: string | undefined, action: string):
     hint: `${action.startsWith("complete") ? `Only ${task.assignee} (or a user, outside the agents) finishes it` : `It is ${task.assignee}'s`}; to take it over, \`apex task reopen ${task.id} --assign ${agent}\` and claim it.`,
     details: { task: task.id, assignee: task.assignee, status: task.status },
   });
+}
+
+/** The most characters a task's title, a milestone's text or an agent's reported status keeps; a reason (task fail, reopen) may explain more. */
+export const MAX_TEXT_CHARS = 1000, MAX_REASON_CHARS = 10_000;
+
+/** `text` as it is; past `limit` characters (code points: an emoji is one) refused, APEX_E_BAD_INPUT, before anything is written. */
+export function limitedText<T extends string | undefined>(text: T, what: string, field: string, limit = MAX_TEXT_CHARS): T {
+  const length = text === undefined || text.length <= limit ? 0 : text.length - (text.match(/[\uD800-\uDBFF][\uDC00-\uDFFF]/g)?.length ?? 0);
+  if (length <= limit) return text;
+  throw new ApexError("APEX_E_BAD_INPUT", `${what} is ${length.toLocaleString("en-US")} characters long; at most ${limit.toLocaleString("en-US")} are kept.`, { hint: "Nothing was written. Give a shorter one; keep longer notes in the memory (`apex memory set /notes/NAME '\"…\"'`) and name them here.", details: { field, length, limit } });
 }
 
 function agentOf(actor: string): string | undefined { return actor.startsWith("agent:") ? actor.slice("agent:".length) : undefined; }

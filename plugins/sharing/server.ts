@@ -9,12 +9,13 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { ProjectLocation } from "../../core/config/locate.js";
-import { ApexError, ErrorCodes, isApexError, type ErrorCode, withDetail } from "../../core/errors.js";
+import { ApexError, isApexError, type ErrorCode, withDetail } from "../../core/errors.js";
 import { APEX_VERSION } from "../../core/plugins.js";
 import { callSupervisor, subscribeSupervisor, type Subscription } from "../../core/rpc/call.js";
 import { SupervisorChannel } from "./supervisor-channel.js";
 import { errorBody, idleWindowMs, unknownMethod } from "../../core/rpc/protocol.js";
 import { heartbeatReply } from "./heartbeat-reply.js";
+import { httpStatus, publicError } from "./internal-error.js";
 import { heartbeatFor } from "../../cli/session/lifecycle-wait.js";
 import { MAX_DEPTH } from "../../core/store/value-codec.js";
 import { compileGlob } from "../../core/store/glob.js";
@@ -58,6 +59,8 @@ export interface ServeOptions {
   bodyLimit?: number | undefined;
   /** One line per request (never a token) and per notable event. */
   log?: ((line: string) => void) | undefined;
+  /** Where a failure of the server's own is written whole, under the reference its 500 gives (internal-error.ts); default: `log`. */
+  errorLog?: ((line: string) => void) | undefined;
   /** How failed logins slow a client down, and how many client addresses are remembered (plugins/sharing/throttle.ts). */
   throttle?: ThrottleOptions | undefined;
   /** Connections held at once (default DEFAULT_MAX_CONNECTIONS); past it, new ones are refused (503) until some close. */
@@ -251,6 +254,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
   });
   const log = options.log ?? (() => {});
+  const errorLog = options.errorLog ?? log;
   /** Set once close() begins: requests from then on are refused (503). */
   let closing = false;
   /**
@@ -376,7 +380,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   }
   app.setErrorHandler(async (error, request, reply) => {
     const fastifyError = error as { code?: string; statusCode?: number; message: string };
-    if (isApexError(error)) return sendError(reply, error);
+    if (isApexError(error)) return sendError(reply, error, errorLog);
     if (fastifyError.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
       const limit = options.bodyLimit ?? 1024 * 1024;
       const size = limit % (1024 * 1024) === 0 ? `${limit / (1024 * 1024)} MiB (${limit} bytes)` : `${limit} bytes`;
@@ -398,7 +402,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       const code: ErrorCode = /JSON|json/.test(fastifyError.message) || fastifyError.code?.startsWith("FST_ERR_CTP") ? "APEX_E_BAD_JSON" : "APEX_E_BAD_INPUT";
       return sendError(reply, new ApexError(code, withDetail(`Bad request`, fastifyError.message), { hint: "Send a JSON object (Content-Type: application/json)." }));
     }
-    return sendError(reply, new ApexError("APEX_E_INTERNAL", fastifyError.message));
+    // Anything else is the server's failure: its message (a path, a library's internals) is logged, not answered.
+    return sendError(reply, error, errorLog);
   });
 
   /**
@@ -522,7 +527,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         // Another session's checkpoint, or one of a session that does not exist: the same answer (scope.ts).
         const error = scopedError(method, params, thrown);
         if (!beats?.streaming) throw error;
-        return beats.end({ error });
+        return beats.end({ error: publicError(error, errorLog, `${request.method} ${request.url.split("?")[0]}`) });
       }
       if (beats?.streaming) return beats.end({ result });
     }
@@ -616,7 +621,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       whenClosed();
     };
     const fail = (error: unknown) => {
-      send("error", errorBody(error));
+      send("error", errorBody(publicError(error, errorLog, `stream of ${caller.user} (session ${shortSessionId(sid)})`)));
       finish();
     };
     /** A session event as the caller's role sees it; one hidden from it (redact.ts) is sent as its seq alone. */
@@ -1292,20 +1297,10 @@ function objectBody(body: unknown): Record<string, unknown> {
   return body as Record<string, unknown>;
 }
 
-const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
-  APEX_E_UNAUTHORIZED: 401,
-  APEX_E_FORBIDDEN: 403,
-  APEX_E_TOO_LARGE: 413,
-  APEX_E_RATE_LIMITED: 429,
-  APEX_E_RPC: 502,
-  // The store's server is down or restarting: the request may be sent again once it is back.
-  APEX_E_STORE_UNREACHABLE: 503,
-  APEX_E_TIMEOUT: 504,
-};
-
-async function sendError(reply: FastifyReply, error: ApexError): Promise<void> {
-  const exit = ErrorCodes[error.code];
-  const status = HTTP_STATUS[error.code] ?? (exit === 2 ? 400 : exit === 3 ? 404 : exit === 4 ? 409 : 500);
+/** An error's answer; a 500 without what failed (publicError), which `log` gets under the answer's reference. */
+async function sendError(reply: FastifyReply, thrown: unknown, log: (line: string) => void = () => {}): Promise<void> {
+  const error = publicError(thrown, log, `${reply.request.method} ${reply.request.url.split("?")[0]}`);
+  const status = httpStatus(error);
   if (error.code === "APEX_E_UNAUTHORIZED") reply.header("www-authenticate", 'Bearer realm="apex"');
   if (status === 503) reply.header("retry-after", "1");
   // A client's failed logins are answered late; its requests meanwhile are told when to come back (RFC 9110 Retry-After).
