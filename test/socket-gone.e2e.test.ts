@@ -1,12 +1,17 @@
-// A running session whose supervisor's control socket file is deleted (`rm
-// .apex/supervisor.sock`, a temp cleaner): every write, pause and resume waited 15 s for the
-// supervisor "to exit, as it is stopping" and then failed. Now the supervisor listens on a deleted
-// socket again within half a second, and a command that finds none there waits up to 1.5 s for it.
-// End to end with the built CLI and real processes, each ended by pid or process group after the
-// test (fixtures/agents/harness.ts).
-import { rmSync, statSync } from "node:fs";
+// A running session whose supervisor's control socket file is gone: deleted (`rm
+// .apex/supervisor.sock`, a temp cleaner) or another file put in its place. Every write, pause and
+// resume waited 15 s for the supervisor "to exit, as it is stopping" and then failed with a hint
+// that did not fit, and `apex stop` failed too (only `stop --force` ended the session, killing the
+// supervisor). Now the supervisor listens on a deleted socket again within half a second, a
+// command that finds none there waits up to 1.5 s for it, and one that still finds none (the
+// supervisor could not make it again) or another file there is told so at once
+// (APEX_E_SOCKET_GONE, exit 1); `apex status` says so; and `apex stop` ends the session by a
+// SIGTERM to the supervisor, proven to be it. End to end with the built CLI and real processes,
+// each ended by pid or process group after the test (fixtures/agents/harness.ts).
+import { renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { Project } from "./fixtures/agents/harness.js";
+import { Project, signalIfAlive, waitFor } from "./fixtures/agents/harness.js";
 
 const CONFIG = ["agents:", "  looper:", "    command: sh", `    args: ["-c", "while true; do sleep 1; done"]`, "plugins: {}", ""].join("\n");
 
@@ -59,5 +64,70 @@ describe("a supervisor whose socket file is deleted while it runs", () => {
     const stop = project.apex(["stop", "--json"]);
     expect(stop.status, stop.stderr).toBe(0);
     expect(project.alive(ready.supervisor_pid)).toBe(false);
+  }, 60_000);
+
+  it("one that cannot make it again (stopped here with SIGSTOP): a write is refused after 1.5 s, saying why, nothing written; once it can, it does", async () => {
+    const project = new Project(CONFIG);
+    const ready = project.start();
+    signalIfAlive(ready.supervisor_pid, "SIGSTOP");
+    try {
+      rmSync(ready.socket);
+      const set = timed(project, ["memory", "set", "/x", "1", "--json"]);
+      expect(set.status, set.stderr).toBe(1);
+      expect(set.ms).toBeLessThan(AT_ONCE_MS);
+      const error = JSON.parse(set.stderr) as { error: { code: string; message: string; details: Record<string, unknown> } };
+      expect(error.error.code).toBe("APEX_E_SOCKET_GONE");
+      expect(error.error.message).toContain(`supervisor (pid ${ready.supervisor_pid}) is running, but its socket ${ready.socket} is gone`);
+      expect(error.error.details).toMatchObject({ pid: ready.supervisor_pid, socket: ready.socket, session_id: ready.session_id, connection: "ENOENT" });
+    } finally {
+      signalIfAlive(ready.supervisor_pid, "SIGCONT");
+    }
+    // Nothing was written: the store says so (read directly, the socket not needed).
+    expect(project.apex(["memory", "show", "/x"]).status).toBe(3);
+    await waitFor("the supervisor to listen on its socket again", () => isSocket(ready.socket));
+    const again = timed(project, ["memory", "set", "/x", "2"]);
+    expect(again.status, again.stderr).toBe(0);
+    expect(project.apex(["stop"]).status).toBe(0);
+  }, 60_000);
+});
+
+describe("a supervisor whose socket path holds another file", () => {
+  it("commands are refused at once (APEX_E_SOCKET_GONE), status says so, and `apex stop` ends the session with a SIGTERM to the supervisor", () => {
+    const project = new Project(CONFIG);
+    const ready = project.start();
+    const agent = ready.agents[0]!;
+    // Put in place in one step (rename), so that the supervisor never sees the path free to listen on again.
+    const other = join(project.dir, "not-a-socket");
+    writeFileSync(other, "x");
+    renameSync(other, ready.socket);
+
+    for (const args of [["memory", "set", "/x", "1"], ["task", "add", "t"], ["pause"], ["resume"]]) {
+      const result = timed(project, args);
+      expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(1);
+      expect(result.ms, args.join(" ")).toBeLessThan(AT_ONCE_MS);
+      expect(result.stderr).toContain(`error[APEX_E_SOCKET_GONE]: Session ${ready.session_id.slice(0, 8)}'s supervisor (pid ${ready.supervisor_pid}) is running, but its socket ${ready.socket} is gone`);
+      expect(result.stderr).toContain("`apex stop` ends the session");
+    }
+    expect(project.apex(["memory", "show", "/x"]).status).toBe(3);
+
+    const status = timed(project, ["status", "--json"]);
+    expect(status.status, status.stderr).toBe(0);
+    expect(status.ms).toBeLessThan(AT_ONCE_MS);
+    expect(JSON.parse(status.stdout)).toMatchObject({ session: { status: "active", supervisor: { pid: ready.supervisor_pid, alive: true, socket_gone: true } } });
+    expect(project.apex(["status"]).stdout).toContain(`(its socket ${ready.socket} is gone: no command reaches it; \`apex stop\` ends the session)`);
+
+    const stop = timed(project, ["stop", "--json"]);
+    expect(stop.status, stop.stderr).toBe(0);
+    expect(JSON.parse(stop.stdout)).toMatchObject({ session_id: ready.session_id, status: "stopped", signalled: ready.supervisor_pid });
+    // The supervisor stopped the session itself: its agents ended, the session recorded stopped.
+    expect(project.alive(ready.supervisor_pid)).toBe(false);
+    expect(project.alive(agent.pid!)).toBe(false);
+    expect(JSON.parse(project.apex(["status", "--json"]).stdout)).toMatchObject({ session: null, last_session: { session_id: ready.session_id, status: "stopped" } });
+    // Then the session continues as any stopped one.
+    const continued = project.start(["--continue", "last"]);
+    expect(continued.session_id).toBe(ready.session_id);
+    expect(project.apex(["memory", "set", "/x", "3"]).status).toBe(0);
+    const text = project.apex(["stop"]);
+    expect(text.status, text.stderr).toBe(0);
   }, 60_000);
 });
