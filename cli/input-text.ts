@@ -1,4 +1,5 @@
 import { closeSync, constants, fstatSync, openSync, readFileSync, readSync, statSync } from "node:fs";
+import { Socket } from "node:net";
 import { isatty } from "node:tty";
 import { isUtf8 } from "node:buffer";
 import { ApexError } from "../core/errors.js";
@@ -74,8 +75,8 @@ function showBytes(bytes: Buffer): string {
 }
 
 /** Reads stdin (fd 0) or a file as UTF-8 text, refusing bytes that are not UTF-8. */
-export function readUtf8Input(file: string | 0, name: string): string {
-  return decodeUtf8Input(readInputBytes(file, name), name);
+export async function readUtf8Input(file: string | 0, name: string): Promise<string> {
+  return decodeUtf8Input(await readInputBytes(file, name), name);
 }
 
 /**
@@ -83,14 +84,16 @@ export function readUtf8Input(file: string | 0, name: string): string {
  * found (exit 3); a directory (`< dir`), one this user may not read or one that fails to read
  * is bad input (exit 2), not APEX_E_INTERNAL. A device such as /dev/zero was read without
  * end (16 GB and counting: Node's 2 GiB limit holds for files of a known size only), and a
- * named pipe without a writer was waited for, for ever. Now a device is refused (/dev/null
- * is empty input; stdin may be a terminal), a pipe is read up to that same 2 GiB, and a named
- * pipe without a writer is empty input.
+ * named pipe without a writer was waited for in a blocking open. Now a device is refused
+ * (/dev/null is empty input; stdin may be a terminal), a pipe is read up to that same 2 GiB, and
+ * a named pipe is read as `cat` reads it (readFifo): its writer waited for, however late it comes,
+ * and read to its end, the process handling signals meanwhile. (For a while a named pipe without a
+ * writer was read as empty input at once, and a writer that opened it a moment later was missed.)
  */
-export function readInputBytes(file: string | 0, name: string): Buffer {
+export async function readInputBytes(file: string | 0, name: string): Promise<Buffer> {
   let fd: number | undefined;
   try {
-    // O_NONBLOCK: opening a named pipe does not wait for a writer.
+    // O_NONBLOCK: opening a named pipe does not wait for a writer here (readFifo does, without blocking the process).
     fd = file === 0 ? 0 : openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
     const stat = fstatSync(fd);
     // /dev/null reads as empty input, as it did.
@@ -99,6 +102,11 @@ export function readInputBytes(file: string | 0, name: string): Buffer {
     const device = stat.isBlockDevice() || (stat.isCharacterDevice() && !isatty(fd));
     if (stat.isDirectory()) throw Object.assign(new Error(), { code: "EISDIR" });
     if (device || (file !== 0 && !stat.isFile() && !stat.isFIFO())) throw new ApexError("APEX_E_BAD_INPUT", `Cannot read ${name}: it is ${stat.isSocket() ? "a socket" : "a device"}, not a file or a pipe.`, { hint: "Nothing was written. Give a file, or - to read standard input (`… | apex memory import -`)." });
+    if (file !== 0 && stat.isFIFO()) {
+      const pipe = fd;
+      fd = undefined; // readFifo's to close
+      return await readFifo(pipe, { limit: MAX_INPUT_BYTES, over: () => tooLarge(name) });
+    }
     return stat.isFile() ? readFileSync(fd) : readBounded(fd, name);
   } catch (error) {
     if (error instanceof ApexError) throw error;
@@ -111,6 +119,39 @@ export function readInputBytes(file: string | 0, name: string): Buffer {
   } finally {
     if (fd !== undefined && fd !== 0) closeSync(fd);
   }
+}
+
+/**
+ * What the pipe `fd` (opened O_NONBLOCK; a named pipe, or /dev/stdin, `<(…)`) gives, read as `cat`
+ * reads it, and closed then. A named pipe that no writer has opened yet is waited for, however
+ * long: its reader is not told of an end before a writer came and went (Linux), so a writer that
+ * opens it a moment after the command started is read, not missed as empty input; one that opens
+ * it and closes it having written nothing is empty input. The wait is the event loop's (epoll),
+ * not a blocking open or read: signals are handled meanwhile, so Ctrl-C ends the command as it
+ * ends `cat`, and nothing is left blocked to hold the process at its exit. Reads up to EOF (every
+ * writer gone), or up to `enough` (the bytes so far) saying so; past `limit` bytes, `over`'s
+ * error, or without `over` the first `limit` bytes.
+ */
+export function readFifo(fd: number, options: { limit: number; over?: () => Error; enough?: (bytes: Buffer) => boolean }): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    // The stream owns fd from here, and closes it.
+    const pipe = new Socket({ fd, readable: true, writable: false });
+    const chunks: Buffer[] = [];
+    let total = 0;
+    const finish = (error?: Error) => {
+      pipe.destroy();
+      if (error) reject(error);
+      else resolve(Buffer.concat(chunks, total).subarray(0, options.limit));
+    };
+    pipe.on("data", (chunk: Buffer) => {
+      chunks.push(chunk);
+      total += chunk.length;
+      if (total > options.limit) finish(options.over?.());
+      else if (options.enough?.(Buffer.concat(chunks, total))) finish();
+    });
+    pipe.on("end", () => finish());
+    pipe.on("error", (error) => finish(error));
+  });
 }
 
 const tooLarge = (name: string) => new ApexError("APEX_E_TOO_LARGE", `Cannot read ${name}: it is larger than 2 GiB, the most APEX reads as one input.`, { hint: "Nothing was written. Import it in parts (`apex memory export GLOB` writes a part)." });

@@ -103,7 +103,7 @@ export async function main(argv: string[], handOver?: () => void): Promise<numbe
     refuseBlankGlobalFlags(argv.slice(2));
     applyRemoteFlags(argv.slice(2));
     // --token and --token-file (token-flags.ts), read only when given.
-    if (argv.slice(2).some((arg) => arg.startsWith("--token"))) (await import("./token-flags.js")).applyTokenFlags(argv.slice(2));
+    if (argv.slice(2).some((arg) => arg.startsWith("--token"))) await (await import("./token-flags.js")).applyTokenFlags(argv.slice(2));
     const sessionGiven = argv.slice(2).some((arg) => arg === "--session" || arg.startsWith("--session="));
     argv = await applySessionFlag(program, argv);
     if (process.env.APEX_REMOTE) checkRemoteCommand(commandWords(argv.slice(2)));

@@ -152,7 +152,7 @@ export async function setMemory(location: ProjectLocation, given: string, json: 
   const path = plainPath(given);
   checkPath(path);
   // A leading byte order mark (an editor's) is dropped, as import drops it.
-  const text = json === "-" ? readUtf8Input(0, "stdin").replace(/^\uFEFF/, "") : json;
+  const text = json === "-" ? (await readUtf8Input(0, "stdin")).replace(/^\uFEFF/, "") : json;
   // Empty stdin (the command before `|` failed, or `< /dev/null`) said "Unexpected end of JSON input".
   if (json === "-" && text.trim() === "") {
     throw new ApexError("APEX_E_BAD_INPUT", `stdin holds no value for ${path}: it is ${text === "" ? "empty" : "only whitespace"}.`, {
@@ -208,7 +208,7 @@ async function keptBelow(location: ProjectLocation, path: string): Promise<{ cou
 export async function importMemory(location: ProjectLocation, file: string, asJson: boolean, force = false): Promise<void> {
   const name = file === "-" ? "stdin" : file;
   // Reading bytes and decoding once is about twice as fast as readFileSync(…, "utf8") on large files.
-  const bytes = readInputBytes(file === "-" ? 0 : file, name);
+  const bytes = await readInputBytes(file === "-" ? 0 : file, name);
   // Longer than V8's longest string (an export of large values): read an entry at a time.
   const entries = bytes.length > constants.MAX_STRING_LENGTH ? (await import("./memory-import-large.js")).parseLargeImport(bytes, name) : parseImport(decodeUtf8Input(bytes, name), name);
   await checkOwned("memory import", entries.map((entry) => entry.path), { force });

@@ -61,9 +61,14 @@ function refusedWhileExiting(client: SessionClient, error: unknown): SupervisorR
  * was sent), waits for that supervisor to exit, saying so on stderr (not with `json`): the name of
  * its session once it has, the call to be made again where a command goes then; undefined for any
  * other error. Throws the refusal, its hint saying how long it waited, when it has not exited in
- * what is left of its drain plus 10 s.
+ * what is left of its drain plus 10 s; and APEX_E_SOCKET_GONE at once when the socket is gone from
+ * under a supervisor that is not stopping (socket-gone.ts).
  */
 export async function waitOutStop(client: SessionClient, error: unknown, json: boolean): Promise<string | undefined> {
+  // Its socket gone while it runs, not stopping (deleted and not made again, or another file there): said at once, not waited for.
+  const { goneSocketOf, goneSocketError } = await import("./socket-gone.js");
+  const gone = goneSocketOf(client, error);
+  if (gone) throw goneSocketError(gone, error as ApexError);
   const supervisor = refusedWhileExiting(client, error);
   if (!supervisor) return undefined;
   const session = supervisor.name || shortSessionId(supervisor.session_id);

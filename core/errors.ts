@@ -46,6 +46,8 @@ export const ErrorCodes = {
   APEX_E_FILE_TOO_LARGE: ExitCode.failure,
   APEX_E_STORE_DAMAGED: ExitCode.failure,
   APEX_E_RPC: ExitCode.failure,
+  /** A live supervisor whose socket file is gone (deleted and not made again, or another file in its place): no command reaches it; `apex stop` signals it to stop. */
+  APEX_E_SOCKET_GONE: ExitCode.failure,
   APEX_E_PROCESS: ExitCode.failure,
   APEX_E_TIMEOUT: ExitCode.failure,
   /** Ctrl-C while `apex start` waited for its supervisor, which goes on (the process exits 130, as after any SIGINT). */

@@ -1,8 +1,10 @@
-import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readlinkSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { waitFor } from "./fixtures/agents/harness.js";
 import { APEX_BIN, cleanEnv, runApex, tempDir } from "./helpers/cli.js";
+import { registerProcess } from "./support/process-registry.js";
 
 let dir: string;
 let cleanup: () => void;
@@ -22,23 +24,96 @@ function apexWithStdin(args: string[], file: string) {
 
 const mkfifo = (name: string) => expect(spawnSync("mkfifo", [join(dir, name)]).status).toBe(0);
 
+/** The commands a test runs in the background: ended (SIGKILL, by pid) after it, should it fail before they exit. */
+const running = new Set<ChildProcess>();
+afterEach(() => {
+  for (const child of running) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  running.clear();
+});
+
+/** apex in the background, in the test's directory: its exit (status, or the signal that ended it) and output once it ends. */
+function apexAsync(args: string[]) {
+  const child = spawn(process.execPath, [APEX_BIN, ...args], { cwd: dir, env: { ...cleanEnv(), NO_COLOR: "1" } });
+  registerProcess(child.pid);
+  running.add(child);
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
+  child.stderr!.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
+  const done = new Promise<{ status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((resolve) => child.on("close", (status, signal) => resolve({ status, signal, stdout, stderr })));
+  return { child, done };
+}
+
+/** True once process `pid` has the named pipe `name` (of the test's directory) open: the command reads it, waiting for a writer. */
+function hasOpen(pid: number, name: string): boolean {
+  const fds = `/proc/${pid}/fd`;
+  try {
+    return readdirSync(fds).some((fd) => {
+      try {
+        return readlinkSync(join(fds, fd)) === join(dir, name);
+      } catch {
+        return false; // closed meanwhile
+      }
+    });
+  } catch {
+    return false; // exited
+  }
+}
+
+/** Opens the named pipe `name` for writing (its reader is there: no wait), writes `text` (none: writes nothing), and closes it. */
+function writePipe(name: string, text?: string): void {
+  const fd = openSync(join(dir, name), "w");
+  try {
+    if (text !== undefined) writeSync(fd, text);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 describe("input files that are no regular file", () => {
-  it("memory import of a device is refused at once (/dev/zero was read without end: 16 GB in two minutes); /dev/null and a named pipe without a writer are empty input, not waited for", () => {
+  it("memory import of a device is refused at once (/dev/zero was read without end: 16 GB in two minutes); /dev/null is empty input", () => {
     expect(apex(["memory", "set", "/kept", "1"]).status).toBe(0);
-    mkfifo("pipe");
     const device = apex(["memory", "import", "/dev/zero", "--json"]);
     expect(device.status, device.stderr).toBe(2);
     expect(JSON.parse(device.stderr).error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: "Cannot read /dev/zero: it is a device, not a file or a pipe." });
     const stdin = apexWithStdin(["memory", "set", "/x", "-"], "/dev/zero");
     expect([stdin.status, stdin.stderr]).toEqual([2, expect.stringContaining("error[APEX_E_BAD_INPUT]: Cannot read stdin: it is a device, not a file or a pipe.")]);
-    for (const file of ["/dev/null", "pipe"]) {
-      const empty = apex(["memory", "import", file]);
-      expect([empty.status, empty.stderr]).toEqual([2, expect.stringContaining(`error[APEX_E_BAD_INPUT]: ${file} holds no entries: it is empty.`)]);
-    }
+    const empty = apex(["memory", "import", "/dev/null"]);
+    expect([empty.status, empty.stderr]).toEqual([2, expect.stringContaining("error[APEX_E_BAD_INPUT]: /dev/null holds no entries: it is empty.")]);
     // A pipe with a writer is read as it was (`apex memory import <(…)`, /dev/stdin).
     const piped = spawnSync("/bin/sh", ["-c", `printf '{"/piped": 2}' | "${process.execPath}" "${APEX_BIN}" memory import /dev/stdin`], { cwd: dir, env: cleanEnv(), encoding: "utf8", timeout: 10_000 });
     expect(piped.status, piped.stderr).toBe(0);
     expect(JSON.parse(apex(["memory", "export"]).stdout)).toEqual({ "/kept": 1, "/piped": 2 });
+  });
+
+  it("memory import of a named pipe waits for its writer, as cat does, and reads what it writes to the end (it read empty input at once, missing a writer a moment later)", async () => {
+    mkfifo("pipe");
+    const late = apexAsync(["memory", "import", "pipe"]);
+    await waitFor("the import to have the pipe open, its writer not there yet", () => hasOpen(late.child.pid!, "pipe"));
+    // The writer comes after the command started, in two writes.
+    const fd = openSync(join(dir, "pipe"), "w");
+    writeSync(fd, '{"/late": 1,');
+    writeSync(fd, ' "/later": [2]}');
+    closeSync(fd);
+    const imported = await late.done;
+    expect([imported.status, imported.stderr]).toEqual([0, ""]);
+    expect(imported.stdout).toBe("imported 2 entries (revision 2)\n");
+    expect(JSON.parse(apex(["memory", "export"]).stdout)).toEqual({ "/late": 1, "/later": [2] });
+
+    // A writer that opens it and writes nothing gives empty input, as to cat: refused, nothing written.
+    const nothing = apexAsync(["memory", "import", "pipe"]);
+    await waitFor("the import to have the pipe open", () => hasOpen(nothing.child.pid!, "pipe"));
+    writePipe("pipe");
+    const empty = await nothing.done;
+    expect([empty.status, empty.stderr]).toEqual([2, expect.stringContaining("error[APEX_E_BAD_INPUT]: pipe holds no entries: it is empty.")]);
+
+    // Waiting, it is ended by Ctrl-C as cat is (not held in a blocking open), nothing written.
+    const waiting = apexAsync(["memory", "import", "pipe"]);
+    await waitFor("the import to have the pipe open", () => hasOpen(waiting.child.pid!, "pipe"));
+    waiting.child.kill("SIGINT");
+    const interrupted = await waiting.done;
+    expect(interrupted.status === 130 || interrupted.signal === "SIGINT", JSON.stringify(interrupted)).toBe(true);
+    expect(JSON.parse(apex(["memory", "export"]).stdout)).toEqual({ "/late": 1, "/later": [2] });
   });
 
   it("an apex.config.yaml that is a named pipe or a device is refused as such, not waited for or read without end, and nothing is written", () => {
@@ -72,15 +147,31 @@ describe("bundle files", () => {
 });
 
 describe("--token-file", () => {
-  it("a named pipe without a writer holds no token (exit 2), not waited for for ever; one with a writer is read", () => {
+  it("a named pipe is waited for until its writer opens it, as cat does, and its first line is read (it was read as empty at once, missing a writer a moment later)", async () => {
     mkfifo("token");
     for (const args of [["--token-file", "token", "--remote", "127.0.0.1:1/s", "status"], ["login", "127.0.0.1:1", "--token-file", "token"]]) {
-      const result = apex(args);
-      expect([result.status, result.stderr], args.join(" ")).toEqual([2, expect.stringContaining('error[APEX_E_USAGE]: --token-file "token" holds no token (it is empty).')]);
+      const late = apexAsync(args);
+      await waitFor("the command to have the pipe open, its writer not there yet", () => hasOpen(late.child.pid!, "token"));
+      writePipe("token", "not-a-token\n");
+      // Read: the token's form is checked (there is no server to reach).
+      const read = await late.done;
+      expect([read.status, read.stderr], args.join(" ")).toEqual([2, expect.stringContaining("is not an APEX token")]);
+      // A writer that writes nothing: no token.
+      const nothing = apexAsync(args);
+      await waitFor("the command to have the pipe open", () => hasOpen(nothing.child.pid!, "token"));
+      writePipe("token");
+      const empty = await nothing.done;
+      expect([empty.status, empty.stderr], args.join(" ")).toEqual([2, expect.stringContaining('error[APEX_E_USAGE]: --token-file "token" holds no token (it is empty).')]);
     }
     // As `--token-file <(pass show apex)` is: the token is read (and its form checked). The shell holds the pipe open (3<>) as its writer.
     const piped = spawnSync("/bin/sh", ["-c", `exec 3<>token; printf 'not-a-token\\n' >&3; exec "${process.execPath}" "${APEX_BIN}" --token-file token --remote 127.0.0.1:1/s status`], { cwd: dir, env: cleanEnv(), encoding: "utf8", timeout: 10_000 });
     expect([piped.status, piped.stderr]).toEqual([2, expect.stringContaining("is not an APEX token")]);
+    // Waiting for its writer, Ctrl-C ends the command, which says that nothing was done.
+    const waiting = apexAsync(["--token-file", "token", "--remote", "127.0.0.1:1/s", "status"]);
+    await waitFor("the command to have the pipe open", () => hasOpen(waiting.child.pid!, "token"));
+    waiting.child.kill("SIGINT");
+    const interrupted = await waiting.done;
+    expect([interrupted.status, interrupted.stderr]).toEqual([130, "error[APEX_E_INTERRUPTED]: Interrupted (Ctrl-C) before the command started: nothing was done.\n"]);
   });
 });
 

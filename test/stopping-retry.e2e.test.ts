@@ -8,11 +8,15 @@
 // milestone held in its afterMilestone hook makes the drain last. The write now waits for the
 // supervisor to exit and is made once more where a command goes then: the store, or the supervisor
 // of a `start --continue` made meanwhile.
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { describe, expect, it } from "vitest";
 import { type Project, waitFor } from "./fixtures/agents/harness.js";
 import { slowHooksProject } from "./support/slow-hooks.js";
+
+/** Holds a command before its first call to a supervisor (HOLD_MODULE), until told to go on. */
+const HOLD = fileURLToPath(new URL("./helpers/hold-cli-load.mjs", import.meta.url));
 
 /**
  * `project` started, `before` run, then its supervisor draining (a milestone held in its hook, an
@@ -45,10 +49,17 @@ describe("a CLI write refused by a supervisor that is stopping", () => {
     const waiting = (run: { errors(): string }) => new RegExp(`is stopping and its supervisor \\(pid ${ready.supervisor_pid}\\) takes no new request: waiting up to \\d+ s for it to exit`).test(run.errors());
     await waitFor("the memory write to wait for the supervisor", () => waiting(set));
     await waitFor("the task command to wait for the supervisor", () => waiting(add));
-    // One that found its socket gone (the supervisor closed it, not yet exited): nothing was sent, and it waits too.
+    // One that found its socket gone (the supervisor closed it, not yet exited): nothing was sent, and it waits too. As it
+    // was: it read the runtime files (here naming a socket that is gone) before the drain began, and calls once they are
+    // gone too (held before its call, while they are removed): a supervisor its runtime file still names is not stopping.
     for (const [file, text] of runtime) writeFileSync(file, JSON.stringify({ ...JSON.parse(text), socket: join(project.dir, "gone.sock") }));
-    const unsent = project.apexAsync(["memory", "set", "/y", "2"]);
+    const mark = join(project.dir, "unsent.hold");
+    const unsent = project.apexAsync(["memory", "set", "/y", "2"], { env: { NODE_OPTIONS: `--import ${pathToFileURL(HOLD).href}`, HOLD_MARK: mark, HOLD_MODULE: "/dist/core/rpc/call.js" } });
+    await waitFor("the write to have found the supervisor, before its call", () => existsSync(mark));
+    for (const file of runtime.keys()) rmSync(file);
+    writeFileSync(`${mark}.release`, "");
     await waitFor("the write that found no socket to wait for the supervisor", () => waiting(unsent));
+    for (const [file, text] of runtime) writeFileSync(file, text);
     // Ctrl-C while one waits: nothing was done, and that is what it says (a command that waits on hooks said the supervisor got the request).
     const late = project.apexAsync(["milestone", "Late"]);
     await waitFor("the milestone to wait for the supervisor", () => waiting(late));

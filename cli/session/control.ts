@@ -27,11 +27,13 @@ interface ControlReply {
   warnings?: string[];
   reason?: string;
   processes_ended?: number;
+  /** Stop: the supervisor whose socket was gone, sent SIGTERM (it stopped the session). */
+  signalled?: number;
 }
 
 export async function pauseSession(location: ProjectLocation, json: boolean): Promise<void> {
   const client = await requireSupervisor(location, "pause", json);
-  const reply = (await lifecycleCall(client, "pause", { actor: currentActor() }, json)) as ControlReply;
+  const reply = (await reached(client, "pause", () => lifecycleCall(client, "pause", { actor: currentActor() }, json))) as ControlReply;
   const stopping = reply.stopping ?? [];
   const pending = stopping.length
     ? ` ${stopping.map(({ agent, pid }) => `${agent}'s pid ${pid}`).join(", ")} ${stopping.length === 1 ? "is" : "are"} in uninterruptible I/O with the stop pending: ${stopping.length === 1 ? "it stops" : "they stop"} the moment that ends and run${stopping.length === 1 ? "s" : ""} nothing before.`
@@ -52,7 +54,7 @@ export async function resumeSession(location: ProjectLocation, json: boolean): P
     }
   }
   const client = await requireSupervisor(location, "resume", json);
-  const reply = (await lifecycleCall(client, "resume", { actor: currentActor() }, json)) as ControlReply;
+  const reply = (await reached(client, "resume", () => lifecycleCall(client, "resume", { actor: currentActor() }, json))) as ControlReply;
   const restarted = reply.restarted?.length ? `; restarted ${reply.restarted.join(", ")} (${reply.restarted.length === 1 ? "its restart" : "their restarts"} waited for the resume)` : "";
   report(reply, json, `Resumed session ${label(reply)}: ${plural(reply.processes ?? 0, "process", "processes")} of ${plural(reply.agents ?? 0, "agent")} continued${restarted}.`);
 }
@@ -73,13 +75,25 @@ export async function stopSession(location: ProjectLocation, options: { force?: 
       // A remote session's server answers for its supervisor: its errors are final.
       // APEX_E_SESSION_STOPPING: it was already exiting, its session stopped, and took no more requests.
       if (!runtime || !(error instanceof ApexError) || !["APEX_E_RPC", "APEX_E_TIMEOUT", "APEX_E_SESSION_STOPPING"].includes(error.code)) throw error;
-      // The supervisor went away meanwhile (the session ended by itself, or it crashed): the
-      // offline path says which. One that is alive but does not answer (hung, stopped) is
-      // ended with its agents only with --force.
-      await waitForExit(runtime, 2000);
-      if (isSameProcessAlive(runtime.pid, runtime.start_time)) {
-        if (!options.force) throw error;
-        unanswered = runtime.pid;
+      // Its socket gone while it runs (deleted and not made again, or another file there): asked by a signal to stop, as it stops on one; with --force, killed below.
+      const { goneSocketOf, stopGoneSocket } = await import("../socket-gone.js");
+      const gone = goneSocketOf(client, error);
+      if (gone && !options.force) {
+        await stopGoneSocket(gone, GONE_SOCKET_STOP_MS);
+        const ended = await endedRecord(location, gone.session_id);
+        // (It exited without recording the stop: the offline stop below does, and says so.)
+        if (ended) return report({ ...ended, signalled: gone.pid }, Boolean(options.json), `Stopped session ${label(ended)} (its socket was gone: its supervisor, pid ${gone.pid}, was sent SIGTERM and stopped it).`);
+      } else if (gone) {
+        unanswered = gone.pid;
+      } else {
+        // The supervisor went away meanwhile (the session ended by itself, or it crashed): the
+        // offline path says which. One that is alive but does not answer (hung, stopped) is
+        // ended with its agents only with --force.
+        await waitForExit(runtime, 2000);
+        if (isSameProcessAlive(runtime.pid, runtime.start_time)) {
+          if (!options.force) throw error;
+          unanswered = runtime.pid;
+        }
       }
     }
     if (reply) {
@@ -93,6 +107,25 @@ export async function stopSession(location: ProjectLocation, options: { force?: 
   // Killed there too: one still starting (`start --continue` reaping, before it listens), which --force does not wait for. It said "not running".
   const supervisor = (killed ?? unanswered) === undefined ? "its supervisor was not running" : `its supervisor, pid ${killed ?? unanswered}, did not answer and was killed`;
   report(reply, Boolean(options.json), `Stopped session ${label(reply)} (${supervisor}; ${plural(reply.processes_ended ?? 0, "leftover process", "leftover processes")} ended).`);
+}
+
+/**
+ * How long `apex stop` waits for a supervisor whose socket is gone to stop its session once sent
+ * SIGTERM: its agents' grace (5 s: --grace cannot reach it), its hooks, the stop's checkpoint.
+ */
+const GONE_SOCKET_STOP_MS = 60_000;
+
+/** The session as its supervisor recorded it when it stopped (the history), or undefined when it did not. */
+async function endedRecord(location: ProjectLocation, sessionId: string): Promise<ControlReply | undefined> {
+  const [{ openStore }, { historyPath }] = await Promise.all([import("../../core/store/open.js"), import("../../core/session/records.js")]);
+  const store = await openStore(location, { readOnly: true });
+  try {
+    const record = store.get(historyPath(sessionId)) as { status?: unknown; outcome?: unknown; name?: unknown } | undefined;
+    if (typeof record?.status !== "string") return undefined;
+    return { session_id: sessionId, name: typeof record.name === "string" ? record.name : null, status: record.status, ...(typeof record.outcome === "string" ? { reason: record.outcome } : {}) };
+  } finally {
+    await store.close();
+  }
 }
 
 /** The session as the other commands print it: its name, else a uuid's short form, else the whole id. */
@@ -109,6 +142,17 @@ function report(reply: ControlReply, json: boolean, text: string): void {
   }
   printLine(text);
   for (const warning of reply.warnings ?? []) process.stderr.write(`warning: ${warning}\n`);
+}
+
+/** `call`'s answer; its supervisor's socket gone while it runs (socket-gone.ts) is said so (APEX_E_SOCKET_GONE), at once. */
+async function reached(client: SessionClient, action: string, call: () => Promise<unknown>): Promise<unknown> {
+  try {
+    return await call();
+  } catch (error) {
+    const { goneSocketOf, goneSocketError } = await import("../socket-gone.js");
+    const gone = goneSocketOf(client, error);
+    throw gone ? goneSocketError(gone, error as ApexError, action) : error;
+  }
 }
 
 /** Where the live supervisor answers (a remote session's server, or the local socket), or an error that says why there is none. */

@@ -133,13 +133,23 @@ function checkRemoteReport(report: unknown): void {
 /**
  * A supervisor of this host that runs but is stopped (SIGSTOP, SIGTSTP: state T) answers nothing:
  * the report (read from the store) says so with `supervisor.stopped`, or the session would look
- * active while every pause, resume and stop waits on it. A report from elsewhere is left as it is.
+ * active while every pause, resume and stop waits on it; one whose socket is gone, with
+ * `supervisor.socket_gone`. A report from elsewhere is left as it is.
  */
 function markStoppedSupervisor(report: StatusReport): StatusReport {
   const supervisor = report.session?.supervisor;
   if (!supervisor || !supervisor.alive || report.session!.remote || process.env.APEX_REMOTE) return report;
   const stopped = readProcStat(supervisor.pid)?.state === "T";
-  return { ...report, session: { ...report.session!, supervisor: { ...supervisor, stopped } } };
+  // Its socket deleted (and not made again) or another file in its place: the report is the store's, and other commands are refused (APEX_E_SOCKET_GONE).
+  return { ...report, session: { ...report.session!, supervisor: { ...supervisor, stopped, ...(isSocket(supervisor.socket) ? {} : { socket_gone: true }) } } };
+}
+
+function isSocket(path: string): boolean {
+  try {
+    return statSync(path).isSocket();
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -216,7 +226,8 @@ function supervisorLine(session: NonNullable<StatusReport["session"]>, superviso
     return `pid ${supervisor.pid} on host ${supervisor.host}${lease}${supervisor.alive ? "" : ` ${paint("(not renewing)", "red")}`}`;
   }
   const stopped = supervisor.stopped ? paint(`(stopped: it answers nothing until \`kill -CONT ${supervisor.pid}\`; \`apex stop --force\` ends the session)`, "red") : "";
-  return `pid ${supervisor.pid}${supervisor.host ? ` on ${supervisor.host}` : ""} ${supervisor.alive ? stopped : paint("(not running)", "red")}`.trimEnd();
+  const gone = supervisor.socket_gone ? paint(`(its socket ${visibleText(supervisor.socket)} is gone: no command reaches it; \`apex stop\` ends the session)`, "red") : "";
+  return `pid ${supervisor.pid}${supervisor.host ? ` on ${supervisor.host}` : ""} ${supervisor.alive ? [stopped, gone].filter(Boolean).join(" ") : paint("(not running)", "red")}`.trimEnd();
 }
 
 /** A branch session by its name, with its id after it ("experiment (3f2a9c1e-…)"); an unnamed one by its id. A server older than `name` leaves it out. */

@@ -34,6 +34,7 @@ export class RpcServer {
   /** Requests under way, each with the answer it gets when the grace ends first; `closing` (when the grace ends): no new ones are taken. */
   private readonly underWay = new Set<(graceMs: number) => void>();
   private closing: number | undefined;
+  private repair: NodeJS.Timeout | undefined;
 
   constructor(path: string) {
     this.path = path;
@@ -63,19 +64,25 @@ export class RpcServer {
     }
     const server = createServer((socket) => this.accept(socket));
     this.server = server;
-    const previousMask = process.umask(0o177);
-    try {
-      await new Promise<void>((resolve, reject) => {
-        server.once("error", reject);
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      // The umask only while the path is bound (in listen itself): a listen again mid-session leaves none to an agent started meanwhile.
+      const previousMask = process.umask(0o177);
+      try {
         server.listen(this.path, () => {
           server.off("error", reject);
           resolve();
         });
-      });
-    } finally {
-      process.umask(previousMask);
-    }
+      } finally {
+        process.umask(previousMask);
+      }
+    });
     chmodSync(this.path, 0o600);
+    // Its socket file deleted while it listens (`rm`, a temp cleaner): no command could reach it, and
+    // each waited for it to exit. Checked twice a second, it listens there again, on a new server (the
+    // old one closed first: closing it unlinks the path; the connections it took go on). Never a path
+    // that exists, and never while closing.
+    this.repair ??= setInterval(() => void (this.closing || existsSync(this.path) || (this.server?.close(), this.listen().catch(() => undefined))), 500).unref();
   }
 
   /**
@@ -88,6 +95,7 @@ export class RpcServer {
   async close(graceMs = 0): Promise<void> {
     const server = this.server;
     if (!server || this.closing) return;
+    clearInterval(this.repair);
     const deadline = (this.closing = Date.now() + graceMs);
     while (this.underWay.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
     for (const unanswered of this.underWay) unanswered(graceMs);

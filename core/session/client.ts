@@ -1,10 +1,11 @@
+import { existsSync } from "node:fs";
 import type { ProjectLocation } from "../config/locate.js";
 import { ApexError } from "../errors.js";
 import type { Subscription } from "../rpc/call.js";
 import { resolveStoreSpec, storeIdentity, storeSourceDigest, type StoreLocation } from "../store/open.js";
 import type { Store } from "../store/store.js";
 import { agentSession } from "./binding.js";
-import { readProcStat } from "./proc.js";
+import { isSameProcessAlive, readProcStat, sleep } from "./proc.js";
 import { liveSupervisor, liveSupervisorOf, liveSupervisors, type SupervisorRuntime } from "./runtime.js";
 
 /**
@@ -215,8 +216,11 @@ async function openDirect(location: ProjectLocation, access: "read" | "write", o
 const rpc = () => import("../rpc/call.js");
 
 function socketClient(socket: string, supervisor?: SupervisorRuntime): SessionClient {
-  const call = async (method: string, params: Record<string, unknown> = {}, timeoutMs = 120_000, onEvent?: (event: unknown) => void) =>
+  const send = async (method: string, params: Record<string, unknown>, timeoutMs: number, onEvent?: (event: unknown) => void) =>
     (await rpc()).callSupervisor(socket, method, params, timeoutMs, supervisor && whenStopped(supervisor, method), onEvent);
+  // Its socket gone (ENOENT: nothing was sent) while it runs: deleted, the supervisor listens there again within half a second (RpcServer), and the call is made once more.
+  const call = async (method: string, params: Record<string, unknown> = {}, timeoutMs = 120_000, onEvent?: (event: unknown) => void) =>
+    send(method, params, timeoutMs, onEvent).catch(async (error: ApexError) => (error?.details?.connection === "ENOENT" && supervisor && (await socketBack(socket, supervisor)) ? send(method, params, timeoutMs, onEvent) : Promise.reject(error)));
   return {
     via: "socket",
     call,
@@ -226,6 +230,15 @@ function socketClient(socket: string, supervisor?: SupervisorRuntime): SessionCl
     ...(supervisor ? { supervisor } : {}),
     close: async () => {},
   };
+}
+
+/**
+ * True once the socket of a live supervisor is back (within 1.5 s); false when it
+ * exits first (a stop: the socket goes last, and the caller waits for the exit) or has not made it again.
+ */
+async function socketBack(socket: string, runtime: SupervisorRuntime): Promise<boolean> {
+  for (const end = Date.now() + 1500; Date.now() < end && isSameProcessAlive(runtime.pid, runtime.start_time); await sleep(25)) if (existsSync(socket)) return true;
+  return false;
 }
 
 /**

@@ -53,7 +53,7 @@ export interface StatusReport {
     initial_task: string | null;
     created_at: string;
     updated_at: string;
-    supervisor: { pid: number; alive: boolean; socket: string; host: string | null; generation: number | null; lease_expires_at: string | null; /** This host's supervisor is itself stopped (SIGSTOP): it answers nothing. Set by `apex status`. */ stopped?: boolean } | null;
+    supervisor: { pid: number; alive: boolean; socket: string; host: string | null; generation: number | null; lease_expires_at: string | null; /** This host's supervisor is itself stopped (SIGSTOP): it answers nothing. Set by `apex status`. */ stopped?: boolean; /** Its socket file is gone (deleted, another file there): no command reaches it. Set by `apex status`. */ socket_gone?: boolean } | null;
     /** The host whose supervisor runs (or ran) the session; null for a record older than hosts. */
     host: string | null;
     /** True when that host is not this one: its processes are not looked for in this machine's /proc. */

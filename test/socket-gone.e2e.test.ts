@@ -1,0 +1,133 @@
+// A running session whose supervisor's control socket file is gone: deleted (`rm
+// .apex/supervisor.sock`, a temp cleaner) or another file put in its place. Every write, pause and
+// resume waited 15 s for the supervisor "to exit, as it is stopping" and then failed with a hint
+// that did not fit, and `apex stop` failed too (only `stop --force` ended the session, killing the
+// supervisor). Now the supervisor listens on a deleted socket again within half a second, a
+// command that finds none there waits up to 1.5 s for it, and one that still finds none (the
+// supervisor could not make it again) or another file there is told so at once
+// (APEX_E_SOCKET_GONE, exit 1); `apex status` says so; and `apex stop` ends the session by a
+// SIGTERM to the supervisor, proven to be it. End to end with the built CLI and real processes,
+// each ended by pid or process group after the test (fixtures/agents/harness.ts).
+import { renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { Project, signalIfAlive, waitFor } from "./fixtures/agents/harness.js";
+
+const CONFIG = ["agents:", "  looper:", "    command: sh", `    args: ["-c", "while true; do sleep 1; done"]`, "plugins: {}", ""].join("\n");
+
+/** Before, each of these took 15 s (the wait for a stop that was not coming): "at once" is well under that, on a loaded machine too. */
+const AT_ONCE_MS = 6000;
+
+/** `project.apex(args)` with the time it took. */
+function timed(project: Project, args: string[]) {
+  const began = Date.now();
+  const result = project.apex(args);
+  return { ...result, ms: Date.now() - began };
+}
+
+function isSocket(path: string): boolean {
+  try {
+    return statSync(path).isSocket();
+  } catch {
+    return false;
+  }
+}
+
+describe("a supervisor whose socket file is deleted while it runs", () => {
+  it("listens on it again, and commands go on reaching it, without the 15 s wait", () => {
+    const project = new Project(CONFIG);
+    const ready = project.start();
+    rmSync(ready.socket);
+
+    const set = timed(project, ["memory", "set", "/x", "1"]);
+    expect(set.status, set.stderr).toBe(0);
+    expect(set.ms).toBeLessThan(AT_ONCE_MS);
+    // Through the supervisor (the only writer while it runs), not around it.
+    expect(isSocket(ready.socket)).toBe(true);
+    const add = timed(project, ["task", "add", "after the rm", "--json"]);
+    expect(add.status, add.stderr).toBe(0);
+    expect(add.ms).toBeLessThan(AT_ONCE_MS);
+
+    // Deleted again: pause and resume reach it too.
+    rmSync(ready.socket);
+    const pause = timed(project, ["pause", "--json"]);
+    expect(pause.status, pause.stderr).toBe(0);
+    expect(pause.ms).toBeLessThan(AT_ONCE_MS);
+    const resume = timed(project, ["resume", "--json"]);
+    expect(resume.status, resume.stderr).toBe(0);
+
+    const status = project.status() as unknown as { session: { status: string; supervisor: { pid: number; socket_gone?: boolean } } };
+    expect(status.session).toMatchObject({ status: "active", supervisor: { pid: ready.supervisor_pid } });
+    expect(status.session.supervisor.socket_gone).toBeUndefined();
+    expect(project.apex(["memory", "show", "/x"]).stdout).toBe("1\n");
+    expect(project.apex(["task", "list", "--json"]).stdout).toContain("after the rm");
+    const stop = project.apex(["stop", "--json"]);
+    expect(stop.status, stop.stderr).toBe(0);
+    expect(project.alive(ready.supervisor_pid)).toBe(false);
+  }, 60_000);
+
+  it("one that cannot make it again (stopped here with SIGSTOP): a write is refused after 1.5 s, saying why, nothing written; once it can, it does", async () => {
+    const project = new Project(CONFIG);
+    const ready = project.start();
+    signalIfAlive(ready.supervisor_pid, "SIGSTOP");
+    try {
+      rmSync(ready.socket);
+      const set = timed(project, ["memory", "set", "/x", "1", "--json"]);
+      expect(set.status, set.stderr).toBe(1);
+      expect(set.ms).toBeLessThan(AT_ONCE_MS);
+      const error = JSON.parse(set.stderr) as { error: { code: string; message: string; details: Record<string, unknown> } };
+      expect(error.error.code).toBe("APEX_E_SOCKET_GONE");
+      expect(error.error.message).toContain(`supervisor (pid ${ready.supervisor_pid}) is running, but its socket ${ready.socket} is gone`);
+      expect(error.error.details).toMatchObject({ pid: ready.supervisor_pid, socket: ready.socket, session_id: ready.session_id, connection: "ENOENT" });
+    } finally {
+      signalIfAlive(ready.supervisor_pid, "SIGCONT");
+    }
+    // Nothing was written: the store says so (read directly, the socket not needed).
+    expect(project.apex(["memory", "show", "/x"]).status).toBe(3);
+    await waitFor("the supervisor to listen on its socket again", () => isSocket(ready.socket));
+    const again = timed(project, ["memory", "set", "/x", "2"]);
+    expect(again.status, again.stderr).toBe(0);
+    expect(project.apex(["stop"]).status).toBe(0);
+  }, 60_000);
+});
+
+describe("a supervisor whose socket path holds another file", () => {
+  it("commands are refused at once (APEX_E_SOCKET_GONE), status says so, and `apex stop` ends the session with a SIGTERM to the supervisor", () => {
+    const project = new Project(CONFIG);
+    const ready = project.start();
+    const agent = ready.agents[0]!;
+    // Put in place in one step (rename), so that the supervisor never sees the path free to listen on again.
+    const other = join(project.dir, "not-a-socket");
+    writeFileSync(other, "x");
+    renameSync(other, ready.socket);
+
+    for (const args of [["memory", "set", "/x", "1"], ["task", "add", "t"], ["pause"], ["resume"]]) {
+      const result = timed(project, args);
+      expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(1);
+      expect(result.ms, args.join(" ")).toBeLessThan(AT_ONCE_MS);
+      expect(result.stderr).toContain(`error[APEX_E_SOCKET_GONE]: Session ${ready.session_id.slice(0, 8)}'s supervisor (pid ${ready.supervisor_pid}) is running, but its socket ${ready.socket} is gone`);
+      expect(result.stderr).toContain("`apex stop` ends the session");
+    }
+    expect(project.apex(["memory", "show", "/x"]).status).toBe(3);
+
+    const status = timed(project, ["status", "--json"]);
+    expect(status.status, status.stderr).toBe(0);
+    expect(status.ms).toBeLessThan(AT_ONCE_MS);
+    expect(JSON.parse(status.stdout)).toMatchObject({ session: { status: "active", supervisor: { pid: ready.supervisor_pid, alive: true, socket_gone: true } } });
+    expect(project.apex(["status"]).stdout).toContain(`(its socket ${ready.socket} is gone: no command reaches it; \`apex stop\` ends the session)`);
+
+    const stop = timed(project, ["stop", "--json"]);
+    expect(stop.status, stop.stderr).toBe(0);
+    expect(JSON.parse(stop.stdout)).toMatchObject({ session_id: ready.session_id, status: "stopped", signalled: ready.supervisor_pid });
+    // The supervisor stopped the session itself: its agents ended, the session recorded stopped.
+    expect(project.alive(ready.supervisor_pid)).toBe(false);
+    expect(project.alive(agent.pid!)).toBe(false);
+    expect(JSON.parse(project.apex(["status", "--json"]).stdout)).toMatchObject({ session: null, last_session: { session_id: ready.session_id, status: "stopped" } });
+    // Then the session continues as any stopped one.
+    const continued = project.start(["--continue", "last"]);
+    expect(continued.session_id).toBe(ready.session_id);
+    expect(project.apex(["memory", "set", "/x", "3"]).status).toBe(0);
+    const text = project.apex(["stop"]);
+    expect(text.status, text.stderr).toBe(0);
+  }, 60_000);
+});
