@@ -70,31 +70,21 @@ let flagSession: string | undefined;
 let ownSession: string | undefined;
 
 /** `--session ID|NAME` as given on the command line (main.ts). */
-export function setSessionFlag(ref: string | undefined): void {
-  flagSession = ref;
-}
+export function setSessionFlag(ref: string | undefined): void { flagSession = ref; }
 
-export function sessionFlag(): string | undefined {
-  return flagSession;
-}
+export function sessionFlag(): string | undefined { return flagSession; }
 
 /** A supervisor acts on its own session whatever its environment or directory says. */
-export function setOwnSession(sessionId: string): void {
-  ownSession = sessionId;
-}
+export function setOwnSession(sessionId: string): void { ownSession = sessionId; }
 
 /**
  * The directory whose working tree binds a command (rule 3): where it runs, or APEX_WORKTREE when
  * set. APEX's git hooks set it: they run APEX in the project directory, for a git operation that
  * may be in a branch's worktree.
  */
-export function commandDirectory(): string {
-  return process.env.APEX_WORKTREE || process.cwd();
-}
+export function commandDirectory(): string { return process.env.APEX_WORKTREE || process.cwd(); }
 
-export function agentSession(): string | undefined {
-  return ownSession ?? (process.env.APEX_SESSION_ID || undefined);
-}
+export function agentSession(): string | undefined { return ownSession ?? (process.env.APEX_SESSION_ID || undefined); }
 
 interface Readable {
   get(path: string): JsonValue | undefined;
@@ -132,8 +122,6 @@ export function boundSession(store: Readable, resolveRef: (ref: string) => strin
 
 export { ACTIVE_SESSIONS_PATH, linkedWorktreeOf };
 
-export function samePath(a: string, b: string): boolean {
-  return a === b || canonicalPath(a) === canonicalPath(b);
-}
+export function samePath(a: string, b: string): boolean { return a === b || canonicalPath(a) === canonicalPath(b); }
 
 export function canonicalPath(path: string): string { try { return realpathSync(path); } catch { return resolve(path); } }
