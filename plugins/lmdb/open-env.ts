@@ -59,7 +59,8 @@ function destroyedMutexes(error: unknown): boolean {
 /** Closes the environment of a root class whose construction failed: lmdb-js's close, for the root, without an instance. */
 function closeUnconstructed(Root: RootClass): void {
   try {
-    void (Root.prototype as unknown as { close(this: object): Promise<void> }).close.call(Object.assign(Object.create(Root.prototype) as object, { isRoot: true }));
+    const closing = (Root.prototype as unknown as { close(this: object): Promise<void> | undefined }).close.call(Object.assign(Object.create(Root.prototype) as object, { isRoot: true }));
+    closing?.catch(() => undefined);
   } catch {
     // closed already
   }
