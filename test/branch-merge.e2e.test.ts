@@ -1,7 +1,7 @@
 // Branch a session from a checkpoint, run it, merge it back, draw the tree: through the built
 // CLI, with real supervisors and agents, a real LMDB store and real git worktrees.
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { request as httpRequest } from "node:http";
 import { join } from "node:path";
@@ -765,17 +765,42 @@ describe("--worktree and --git", () => {
     const base = json<{ id: string }>(p.apex(["checkpoint", "create", "base", "--json"])).id;
     expect(p.apex(["stop"]).status).toBe(0);
     const args = ["session", "branch", base, "same", "--worktree", worktree, "--json"];
-    // The first made the worktree and is slow to record the session (held here with SIGSTOP); the
-    // second takes the worktree over as an interrupted run's and records the session first.
-    const slow = p.apexAsync(args);
-    await waitFor("the first run's worktree, checked out", () => existsSync(join(worktree, "shared.txt")) && spawnSync("git", ["status", "--porcelain"], { cwd: worktree, encoding: "utf8" }).stdout === "");
-    slow.child.kill("SIGSTOP");
+    // The first made the worktree and is slow to record the session; the second takes the worktree
+    // over as an interrupted run's and records the session first. The first is held where that
+    // happens, by git's post-checkout hook of its `git worktree add` (after the checkout, before git
+    // returns), until a line comes down a pipe: a SIGSTOP of the command at some moment after the
+    // checkout could catch it later, holding the store's write lock, which the second then waited
+    // out (60 s, the test's whole time).
+    const hold = join(worktree, "..", "hold");
+    expect(spawnSync("mkfifo", [hold]).status).toBe(0);
+    const hook = join(dir, ".git", "hooks", "post-checkout");
+    mkdirSync(join(hook, ".."), { recursive: true });
+    // (the pipe opened for reading and writing: opening it does not wait for a writer, and the line is read once written)
+    writeFileSync(hook, ['#!/bin/sh', '[ -n "$HOLD_CHECKOUT" ] || exit 0', 'exec 3<>"$HOLD_CHECKOUT"', ': > "$HOLD_CHECKOUT.held"', 'read -r _ <&3', ""].join("\n"), { mode: 0o755 });
+    const slow = p.apexAsync(args, { env: { HOLD_CHECKOUT: hold } });
+    // (ENXIO: no hook reads the pipe, nothing is held)
+    const release = () => {
+      let fd: number;
+      try {
+        fd = openSync(hold, constants.O_WRONLY | constants.O_NONBLOCK);
+      } catch {
+        return;
+      }
+      try {
+        writeSync(fd, "go\n");
+      } finally {
+        closeSync(fd);
+      }
+    };
     try {
+      await waitFor("the first run held after its checkout", () => existsSync(`${hold}.held`) || slow.child.exitCode !== null);
+      expect(slow.child.exitCode, slow.errors()).toBe(null);
+      expect(git(worktree, "status", "--porcelain")).toBe("");
       const fast = p.apex(args);
       expect(fast.status, fast.stderr).toBe(0);
       expect(JSON.parse(fast.stdout).worktree).toMatchObject({ path: worktree, branch: "apex/same" });
     } finally {
-      slow.child.kill("SIGCONT");
+      if (slow.child.exitCode === null) release();
     }
     const refused = await slow.done;
     expect(refused.status, refused.stderr).toBe(4);

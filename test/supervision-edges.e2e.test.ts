@@ -411,11 +411,21 @@ describe("an agent in a crash loop", () => {
       const all = events(project!, ready.session_id).filter((event) => event.type === "agent.exited" && event.agent === "crash");
       return all.length === 6 && all[5]!.status === "failed" ? all : undefined;
     });
-    expect(restarting("crash").map((event) => event.delay_seconds)).toEqual([0.05, 0.1, 0.2, 0.2, 0.2]);
-    // Each restart came no sooner than its delay after the exit before it.
+    const restarts = restarting("crash");
+    expect(restarts.map((event) => event.delay_seconds)).toEqual([0.05, 0.1, 0.2, 0.2, 0.2]);
+    // Each restart came no sooner than its delay after the exit before it. The delay is counted from
+    // the exit, which restart_at is; an event's `at` is when it was recorded, and the exit's is
+    // later than the exit by as long as its write waited for the store (another process holding
+    // the write lock: 40 ms, and a restart 169 ms after it). So the exit is known to lie between
+    // the run's start and the record of its exit, and the restart to come at restart_at or after.
     const starts = events(project, ready.session_id).filter((event) => event.type === "agent.started" && event.agent === "crash");
     for (const [i, delay] of [0.05, 0.1, 0.2, 0.2, 0.2].entries()) {
-      expect(Date.parse(String(starts[i + 1]!.at)) - Date.parse(String(exits[i]!.at))).toBeGreaterThanOrEqual(delay * 1000 - 5);
+      const [due, restart] = [Date.parse(String(restarts[i]!.restart_at)), restarts[i]!];
+      // (recorded with its exit)
+      expect(restart.seq).toBe(Number(exits[i]!.seq) + 1);
+      expect(due - delay * 1000).toBeGreaterThanOrEqual(Date.parse(String(starts[i]!.at)));
+      expect(due - delay * 1000).toBeLessThanOrEqual(Date.parse(String(exits[i]!.at)));
+      expect(Date.parse(String(starts[i + 1]!.at))).toBeGreaterThanOrEqual(due);
     }
     // `later` waits 30 s for its restart: status says so, and the session is not over.
     const later = project.status().agents.find((agent) => agent.name === "later")!;

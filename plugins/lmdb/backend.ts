@@ -27,6 +27,7 @@ import { repairStaleStart, STALE_START } from "./last-commit.js";
 import { committed, fileKey, handleClosed, handleOpened, readOnlyHandles, readOnlyHere, whenWritable, type SnapshotHolder } from "./shared-env.js";
 import { makePrivate, makePrivateDir } from "../../core/store/private.js";
 import { tightenStoreDir } from "./tighten.js";
+import { openRoot } from "./open-env.js";
 import { fileDiskFullError, isFileDiskFull } from "../../core/store/store-errors.js";
 import { RecordDamage, damageError, diskFullError, isDamage, writeFailure } from "./errors.js";
 import { commitBound, freeBytes, quickBound, sizeOf, tallyWrite, type DbPages, type DbTally } from "./room.js";
@@ -209,7 +210,8 @@ export class LmdbStore implements StorageBackend {
       // "mdb_page_touch no parent"), lose a checkpoint already reported as saved, and serve a
       // stale tree: in 5 of 20 runs of 200 kills. LMDB's own durable commit never did (0 of
       // 8+ runs), at no measurable cost here: every commit is synced before it returns.
-      root = open({ path: file, maxDbs: 16, readOnly: options.readOnly ?? false, compression: false, mapSize: INITIAL_MAP_SIZE, overlappingSync: false });
+      // (opened so that an open racing another process's last close goes on: open-env.ts)
+      root = openRoot(open, { path: file, maxDbs: 16, readOnly: options.readOnly ?? false, compression: false, mapSize: INITIAL_MAP_SIZE, overlappingSync: false });
       // lmdb creates the data and lock files with the umask's mode.
       if (!options.readOnly) for (const name of [STORE_FILE, `${STORE_FILE}-lock`]) makePrivate(join(dataDir, name));
       const store = new LmdbStore(dir, dataDir, root, options);
