@@ -31,7 +31,9 @@ type RootClass = new (name: null, options: object) => RootDatabase;
 
 export function openRoot(open: (options: RootDatabaseOptionsWithPath) => RootDatabase, options: RootDatabaseOptionsWithPath & { path: string }): RootDatabase {
   for (let attempt = 1; ; attempt++) {
-    const Root = open({ ...options, asClass: true } as RootDatabaseOptionsWithPath) as unknown as RootClass;
+    const Root = open({ ...options, asClass: true } as RootDatabaseOptionsWithPath) as unknown as RootClass | RootDatabase;
+    // An lmdb-js that no longer knows `asClass` opens the root itself: taken as it is (without the retry).
+    if (typeof Root !== "function") return Root;
     try {
       // What lmdb-js's open passes its root (its defaults under the options given): a data file named
       // with an extension is not a directory, the root is the environment's, and the map is one
