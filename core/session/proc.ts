@@ -73,9 +73,7 @@ export function parseProcStat(text: string): ProcStat | undefined {
 }
 
 /** The start time (field 22) of `pid`, or undefined when it does not exist. */
-export function processStartTime(pid: number): number | undefined {
-  return readProcStat(pid)?.startTime;
-}
+export function processStartTime(pid: number): number | undefined { return readProcStat(pid)?.startTime; }
 
 /**
  * True when `pid` still names the process that had `startTime`: it exists, is not a
@@ -105,9 +103,7 @@ export const AGENT_NONCE_VAR = "APEX_AGENT_NONCE";
 export const SUPERVISOR_NONCE_VAR = "APEX_SUPERVISOR_NONCE";
 
 /** A fresh nonce for a process marker: 128 random bits, hex. */
-export function newNonce(): string {
-  return randomBytes(16).toString("hex");
-}
+export function newNonce(): string { return randomBytes(16).toString("hex"); }
 
 const NONCE = /^[0-9a-f]{32}$/;
 
@@ -178,9 +174,7 @@ export function processGroups(pgids: Iterable<number>): ProcessScan {
 }
 
 /** Processes of a group that still run code (zombies and dead entries excluded). */
-export function liveMembers(members: ProcStat[]): ProcStat[] {
-  return members.filter((member) => member.state !== "Z" && member.state !== "X");
-}
+export function liveMembers(members: ProcStat[]): ProcStat[] { return members.filter((member) => member.state !== "Z" && member.state !== "X"); }
 
 /**
  * Where a process stands after a SIGSTOP: `stopped` (state T, or t when traced); `stopping`,
@@ -226,9 +220,7 @@ export function readProcStatus(pid: number): ProcStatus | undefined {
 }
 
 /** True when `signal` (a number) is set in the pending mask. */
-export function isSignalPending(mask: bigint, signal: number): boolean {
-  return ((mask >> BigInt(signal - 1)) & 1n) === 1n;
-}
+export function isSignalPending(mask: bigint, signal: number): boolean { return ((mask >> BigInt(signal - 1)) & 1n) === 1n; }
 
 /** The stop progress /proc/<pid>/status shows (state and pending signals read together, from one file). */
 export function stopProgressOf(status: ProcStatus): StopProgress {
@@ -352,14 +344,10 @@ export function ownMembers(pgid: number, leaderStartTime: number, scan?: Process
 }
 
 /** Sends `signal` to a whole process group; false when the group no longer exists. */
-export function signalGroup(pgid: number, signal: NodeJS.Signals): boolean {
-  return Number.isInteger(pgid) && pgid > 1 && sendSignal(-pgid, signal);
-}
+export function signalGroup(pgid: number, signal: NodeJS.Signals): boolean { return Number.isInteger(pgid) && pgid > 1 && sendSignal(-pgid, signal); }
 
 /** Sends `signal` to one process; false when it no longer exists. */
-export function signalProcess(pid: number, signal: NodeJS.Signals | 0): boolean {
-  return Number.isInteger(pid) && pid > 1 && sendSignal(pid, signal);
-}
+export function signalProcess(pid: number, signal: NodeJS.Signals | 0): boolean { return Number.isInteger(pid) && pid > 1 && sendSignal(pid, signal); }
 
 /** process.kill for a process (pid) or a group (-pgid); false when there is none. The callers refuse 0 and 1 (kill(-1) signals every process). */
 function sendSignal(target: number, signal: NodeJS.Signals | 0): boolean {
@@ -403,6 +391,4 @@ export function sealedStdio(): { extra: Array<"ignore" | number>; release(): voi
   return { extra, release: () => devNull >= 0 && closeSync(devNull) };
 }
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
+export function sleep(ms: number): Promise<void> { return new Promise((resolve) => setTimeout(resolve, ms)); }

@@ -772,7 +772,7 @@ export class Supervisor {
       this.assertStatus("active", "pause");
       this.pauseTimers();
       const groups = this.runningGroups();
-      for (const group of groups) signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGSTOP");
+      this.signalGroups(groups, "SIGSTOP");
       const warnings: string[] = [];
       try {
         const { processes, stopping } = await this.waitForGroups(groups, "stopped");
@@ -788,7 +788,7 @@ export class Supervisor {
       } catch (error) {
         // Some process did not stop within the window, or the pause could not be recorded (a full
         // disk, say): the agents run on, those that did stop too, as the session record says (active).
-        for (const group of groups) signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGCONT");
+        this.signalGroups(groups, "SIGCONT");
         await this.markAgents(groups, "running").catch(() => undefined);
         this.resumeTimers();
         throw error;
@@ -801,7 +801,7 @@ export class Supervisor {
     return this.runLifecycle(async () => {
       this.assertStatus("paused", "resume");
       const groups = this.runningGroups();
-      for (const group of groups) signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGCONT");
+      this.signalGroups(groups, "SIGCONT");
       let processes = 0;
       try {
         ({ processes } = await this.waitForGroups(groups, "running"));
@@ -811,7 +811,7 @@ export class Supervisor {
         // Some process stayed stopped (a tracer holds it) or the resume could not be recorded: what
         // did continue is stopped again, so that the session is as its record says (paused). What
         // will not stop again runs on: the session is then recorded active, as it is.
-        for (const group of groups) signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGSTOP");
+        this.signalGroups(groups, "SIGSTOP");
         const paused = await this.waitForGroups(groups, "stopped").then(() => true, () => false);
         await this.markAgents(groups, paused ? "paused" : "running").catch(() => undefined);
         if (!paused) await this.setStatus("active", "session.resumed", { processes }, actor).then(() => this.resumeTimers(), () => undefined);
@@ -831,6 +831,12 @@ export class Supervisor {
       this.log(`resumed: ${processes} process${processes === 1 ? "" : "es"} continued`);
       return { session_id: this.sessionId, name: this.name, status: "active", agents: groups.length, processes, restarted, warnings };
     });
+  }
+
+  /** `signal` to every group's proven processes, from one scan of /proc for all of them (one a group read every process's stat once per agent). */
+  private signalGroups(groups: AgentGroup[], signal: NodeJS.Signals): void {
+    const scan = processGroups(groups.map((group) => group.pgid));
+    for (const group of groups) signalProvenGroup(group.pgid, group.startTime, group.marker, signal, scan);
   }
 
   /**
