@@ -18,12 +18,15 @@ const handOver = () => process.off("SIGINT", interrupted);
 // Node 22.1 and later: compiled code kept between runs (~/.cache/apex/compile-cache), turned on
 // before the rest of the CLI loads (core/compile-cache.ts; a Node without it loads nothing more).
 if (module.enableCompileCache) (await import("../dist/core/compile-cache.js")).enableCompileCache();
-// `apex status` and `apex status --json`, exactly those, run without commander and the program it
-// builds (dist/cli/status-main.js): the same command, output and errors, in less start-up time.
-// Any other command line, with any flag more (--help too), is the full CLI's.
+// `apex status`, `apex pause` and `apex resume`, each alone or with --json, exactly those, run
+// without commander and the program it builds (dist/cli/status-main.js, lifecycle-main.js): the
+// same command, output and errors, in less start-up time. Any other command line, with any flag
+// more (--help too), is the full CLI's.
 const args = process.argv.slice(2);
-const statusOnly = args[0] === "status" && (args.length === 1 || (args.length === 2 && args[1] === "--json"));
-const { main, outputGone, reportOutputError, reportUnhandledRejection } = await import(statusOnly ? "../dist/cli/status-main.js" : "../dist/cli/main.js");
+const bare = args.length === 1 || (args.length === 2 && args[1] === "--json");
+const statusOnly = bare && args[0] === "status";
+const lifecycleOnly = bare && (args[0] === "pause" || args[0] === "resume");
+const { main, outputGone, reportOutputError, reportUnhandledRejection } = await import(statusOnly ? "../dist/cli/status-main.js" : lifecycleOnly ? "../dist/cli/lifecycle-main.js" : "../dist/cli/main.js");
 
 process.on("unhandledRejection", reportUnhandledRejection);
 

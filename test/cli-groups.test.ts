@@ -56,6 +56,20 @@ describe("command groups loaded by the command line", () => {
     // Anything else, help included, is the full CLI's.
     for (const args of [["status", "--help"], ["status", "--json", "--json"], ["--json", "status"], ["status", "-h"]]) expect(loadedModules(args, false), args.join(" ")).toContain("cli/main.js");
   });
+
+  it("`apex pause` and `apex resume`, alone or with --json, take theirs (cli/lifecycle-main.js): neither commander's program nor any group's module", () => {
+    for (const args of [["pause"], ["pause", "--json"], ["resume"], ["resume", "--json"]]) {
+      // No session here: each fails (exit 3) as the full CLI does, having loaded only its fast path.
+      const loaded = loadedModules(args, false);
+      expect(loaded, args.join(" ")).toContain("cli/lifecycle-main.js");
+      expect(loaded.filter((file) => file === "cli/main.js" || file === "cli/status-main.js" || file === "cli/lifecycle.js" || GROUP_MODULES.includes(file)), args.join(" ")).toEqual([]);
+    }
+    for (const args of [["pause", "--help"], ["pause", "--json", "--json"], ["--json", "resume"], ["resume", "-h"], ["pause", "--session", "x"]]) {
+      const loaded = loadedModules(args, false);
+      expect(loaded, args.join(" ")).toContain("cli/main.js");
+      expect(loaded, args.join(" ")).not.toContain("cli/lifecycle-main.js");
+    }
+  });
 });
 
 const GROUP_MODULES = ["cli/agent.js", "cli/config.js", "cli/memory.js", "cli/plugins.js", "cli/session.js", "cli/task.js", "plugins/checkpoint/cli.js", "plugins/checkpoint/branch-commands.js", "plugins/postgres/cli.js", "plugins/sharing/remote-cli.js"];

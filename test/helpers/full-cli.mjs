@@ -1,9 +1,10 @@
 // Preloaded (`--import`, through NODE_OPTIONS: FULL_CLI_ENV in cli.ts) by the tests that compare
-// the fast path of `apex status` (dist/cli/status-main.js) with the full CLI: bin/apex.js then
-// loads dist/cli/main.js for every command line, `apex status` and `apex status --json` too.
+// the fast paths of `apex status`, `apex pause` and `apex resume` (dist/cli/status-main.js,
+// lifecycle-main.js) with the full CLI: bin/apex.js then loads dist/cli/main.js for every command line.
 import { register } from "node:module";
 
 const hook = `export async function resolve(specifier, context, next) {
-  return next(specifier.endsWith("/dist/cli/status-main.js") ? specifier.slice(0, -"status-main.js".length) + "main.js" : specifier, context);
+  const fast = ["/dist/cli/status-main.js", "/dist/cli/lifecycle-main.js"].find((end) => specifier.endsWith(end));
+  return next(fast ? specifier.slice(0, -fast.length) + "/dist/cli/main.js" : specifier, context);
 }`;
 register(`data:text/javascript,${encodeURIComponent(hook)}`);
