@@ -33,7 +33,7 @@ export async function startSession(location: ProjectLocation, options: StartOpti
     });
   }
   // The initial task is kept as a task's title is: refused past the same length, before anything starts (it is also an agent's APEX_INITIAL_TASK).
-  if (options.task !== undefined) (await import("../../core/session/service.js")).limitedText(options.task, "The initial task (--task)", "task");
+  if (options.task !== undefined) (await import("../../core/session/records.js")).limitedText(options.task, "The initial task (--task)", "task");
   // Config errors are reported here, with their file positions, before anything starts.
   const { loadConfig } = await import("../../core/config/load.js");
   const config = await loadConfig(location);

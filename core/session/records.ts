@@ -20,6 +20,7 @@
  * /sessions/<sid>/checkpoint-<NNN>         checkpoint manifests (written by the checkpoint plugin)
  * ```
  */
+import { ApexError } from "../errors.js";
 import type { JsonValue, WriteBatch } from "../store/store.js";
 
 /** Stored statuses, plus `interrupted`, which is derived: active or paused with no live supervisor. */
@@ -287,3 +288,14 @@ export function nowIso(): string {
 
 /** Agent names become path segments and file names: keep them plain. */
 export const AGENT_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+
+/** The most characters a task's title, a milestone's text or an agent's reported status keeps; a reason (task fail, reopen) may explain more. */
+const MAX_TEXT_CHARS = 1000;
+export const MAX_REASON_CHARS = 10_000;
+
+/** `text` as it is; past `limit` characters (code points: an emoji is one) refused, APEX_E_BAD_INPUT, before anything is written. */
+export function limitedText<T extends string | undefined>(text: T, what: string, field: string, limit = MAX_TEXT_CHARS): T {
+  const length = text === undefined || text.length <= limit ? 0 : text.length - (text.match(/[\uD800-\uDBFF][\uDC00-\uDFFF]/g)?.length ?? 0);
+  if (length <= limit) return text;
+  throw new ApexError("APEX_E_BAD_INPUT", `${what} is ${length.toLocaleString("en-US")} characters long; at most ${limit.toLocaleString("en-US")} are kept.`, { hint: "Nothing was written. Give a shorter one; keep longer notes in the memory (`apex memory set /notes/NAME '\"…\"'`) and name them here.", details: { field, length, limit } });
+}

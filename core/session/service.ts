@@ -29,6 +29,8 @@ import {
   type SessionRecord,
   type TaskRecord,
   type TaskStatus,
+  limitedText,
+  MAX_REASON_CHARS,
 } from "./records.js";
 
 /** Reads a session's records; works on a read-only store. */
@@ -430,16 +432,6 @@ function notOthers(task: TaskRecord, agent: string | undefined, action: string):
     hint: `${action.startsWith("complete") ? `Only ${task.assignee} (or a user, outside the agents) finishes it` : `It is ${task.assignee}'s`}; to take it over, \`apex task reopen ${task.id} --assign ${agent}\` and claim it.`,
     details: { task: task.id, assignee: task.assignee, status: task.status },
   });
-}
-
-/** The most characters a task's title, a milestone's text or an agent's reported status keeps; a reason (task fail, reopen) may explain more. */
-export const MAX_TEXT_CHARS = 1000, MAX_REASON_CHARS = 10_000;
-
-/** `text` as it is; past `limit` characters (code points: an emoji is one) refused, APEX_E_BAD_INPUT, before anything is written. */
-export function limitedText<T extends string | undefined>(text: T, what: string, field: string, limit = MAX_TEXT_CHARS): T {
-  const length = text === undefined || text.length <= limit ? 0 : text.length - (text.match(/[\uD800-\uDBFF][\uDC00-\uDFFF]/g)?.length ?? 0);
-  if (length <= limit) return text;
-  throw new ApexError("APEX_E_BAD_INPUT", `${what} is ${length.toLocaleString("en-US")} characters long; at most ${limit.toLocaleString("en-US")} are kept.`, { hint: "Nothing was written. Give a shorter one; keep longer notes in the memory (`apex memory set /notes/NAME '\"…\"'`) and name them here.", details: { field, length, limit } });
 }
 
 function agentOf(actor: string): string | undefined { return actor.startsWith("agent:") ? actor.slice("agent:".length) : undefined; }
