@@ -80,7 +80,7 @@ export async function showMemory(location: ProjectLocation, given: string, json:
     const below = await reader.query(root ? "/**" : `${escapeGlob(path)}/**`);
     if (below.length === 0) {
       throw new ApexError("APEX_E_NOT_FOUND", `Nothing is stored at ${path}.`, {
-        hint: `List what exists with: apex memory query ${parentGlob(path)}`,
+        hint: `List what exists with: apex memory query ${parentGlob(path)}${LANGGRAPH_PATH.test(path) ? LANGGRAPH_HINT : ""}`,
       });
     }
     // Written an entry at a time, as JSON.stringify(…, null, 2) would write it whole: a subtree of more
@@ -91,6 +91,14 @@ export async function showMemory(location: ProjectLocation, given: string, json:
     await reader.close();
   }
 }
+
+/**
+ * LangGraph's channel values (apex-sessions/langgraph) are at /langgraph/<thread>/<namespace>/<channel>
+ * in each step's checkpoint, never in the live memory, where a user looking for them found nothing and
+ * was sent to a query that finds nothing either.
+ */
+const LANGGRAPH_PATH = /^\/langgraph(\/|$)/;
+const LANGGRAPH_HINT = ". LangGraph's channel values are not in the live memory: each step's are in its checkpoint (`apex checkpoint show latest` lists its channels, `apex checkpoint diff` what changed), and ApexSaver's getTuple reads them";
 
 /** How many entries `show` and `delete` count below a path at most: past it they say "more than". */
 export const CHILDREN_COUNTED = 1000;

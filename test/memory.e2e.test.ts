@@ -127,6 +127,16 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     expect(apex(["memory", "query", words.stdout, "--keys"]).stdout).toBe("/it's/there\n");
   });
 
+  it("for a LangGraph channel's path, which the live memory never holds, says where the values are", () => {
+    for (const path of ["/langgraph/review-42/~/notes", "/langgraph"]) {
+      const missing = apex(["memory", "show", path]);
+      expect(missing.status).toBe(3);
+      expect(missing.stderr).toContain("LangGraph's channel values are not in the live memory");
+      expect(missing.stderr).toContain("apex checkpoint show latest");
+    }
+    expect(apex(["memory", "show", "/langgraphs/x"]).stderr).not.toContain("LangGraph");
+  });
+
   it("finds paths holding a line or paragraph separator with every glob", () => {
     // U+2028 and U+2029 are no control characters: such a path was set and shown, but no query, export or watch matched it.
     const paths = ["/x/a\u2028b", "/x/\u2029/deep"];
