@@ -1,6 +1,6 @@
 // Crashes and endings: a supervisor killed with SIGKILL (interrupted, then continued with no
 // orphan left), agents crashing and restarting by policy, sessions completing or failing.
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Project, events, groupMembers, isAlive, nodeAgent, procInfo, waitFor } from "./fixtures/agents/harness.js";
@@ -95,9 +95,13 @@ describe("supervisor crash and --continue", () => {
 
   it("pause and stop sent while --continue still reaps (its supervisor alive, not yet listening) wait for it, then act on the continued session", async () => {
     // The leftover ignores SIGTERM: the reap waits out its 2 s grace before the new supervisor listens.
-    project = new Project(["agents:", "  stubborn:", "    command: sh", `    args: ["-c", "trap '' TERM; while true; do sleep 0.2; done"]`, "plugins: {}", ""].join("\n"));
+    // Each agent writes its pid to `trapped` once it ignores SIGTERM: one killed before that (a loaded
+    // machine may stop or kill it before its shell has run a line) would end at the reap's SIGTERM, at once.
+    project = new Project(["agents:", "  stubborn:", "    command: sh", `    args: ["-c", "trap '' TERM; echo $$ >> trapped; while true; do sleep 0.2; done"]`, "plugins: {}", ""].join("\n"));
     const p = project;
+    const trapped = (pid: number | null | undefined) => waitFor(`agent ${pid} to ignore SIGTERM`, () => existsSync(join(p.dir, "trapped")) && readFileSync(join(p.dir, "trapped"), "utf8").split("\n").includes(String(pid)), 10_000);
     const ready = p.start();
+    await trapped(ready.agents[0]!.pid);
     process.kill(ready.supervisor_pid, "SIGKILL");
     await waitFor("interrupted", () => p.status().session?.status === "interrupted", 5000);
     const continuing = p.apexAsync(["start", "--continue", "last", "--json"]);
@@ -111,13 +115,17 @@ describe("supervisor crash and --continue", () => {
       expect(JSON.parse(paused.stdout)).toMatchObject({ session_id: ready.session_id, status: "paused", agents: 1 });
       const continued = await continuing.done;
       expect(continued.status, continued.stderr).toBe(0);
-      const again = JSON.parse(continued.stdout) as { supervisor_pid: number; agents: Array<{ pgid: number }> };
+      const again = JSON.parse(continued.stdout) as { supervisor_pid: number; agents: Array<{ pid: number; pgid: number }> };
       const members = groupMembers(again.agents[0]!.pgid);
       expect(members.length).toBeGreaterThan(0);
       // Stopped (T), or in I/O (D) with its SIGSTOP pending, which pause counts as paused: it stops the moment the I/O ends.
       for (const member of members) expect(`${member.pid}:${member.state}`).toMatch(new RegExp(`^${member.pid}:[TD]$`));
 
-      // Once more, with a stop: it ends the session once it has started.
+      // Once more, with a stop: it ends the session once it has started. The agent was stopped as it
+      // started: resumed until it ignores SIGTERM, then paused again, it is a stopped leftover to reap.
+      expect(p.apex(["resume"]).status).toBe(0);
+      await trapped(again.agents[0]!.pid);
+      expect(p.apex(["pause"]).status).toBe(0);
       process.kill(again.supervisor_pid, "SIGKILL");
       await waitFor("interrupted again", () => p.status().session?.status === "interrupted", 5000);
       const log = p.supervisorLog().length;
