@@ -3,7 +3,7 @@
 // with the built CLI: waited for while the supervisor beats (the mtime of supervisor.log), then
 // queued behind the start; a supervisor stopped (SIGSTOP) meanwhile is said to be, not "not
 // running". The idle window is short here (APEX_PLUGIN_COMMAND_IDLE_MS). Every process is ended by pid.
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, isAlive, signalIfAlive, waitFor } from "./fixtures/agents/harness.js";
@@ -17,11 +17,14 @@ afterEach(() => {
   project = undefined;
 });
 
-const stubborn = `["-c", "trap '' TERM; while true; do sleep 0.2; done"]`;
+// Each agent writes its pid to `trapped` once it ignores SIGTERM (a reap before that ends it at once).
+const stubborn = `["-c", "trap '' TERM; echo $$ >> trapped; while true; do sleep 0.2; done"]`;
 const config = ["agents:", "  a:", "    command: sh", `    args: ${stubborn}`, "  b:", "    command: sh", `    args: ${stubborn}`, "plugins: {}", ""].join("\n");
 
 /** Kills the session's supervisor (its agents go on), runs `start --continue last`, and returns once the new supervisor is reaping them: its pid and the start. */
-async function continuing(p: Project, oldPid: number) {
+async function continuing(p: Project, oldPid: number, agents: Array<{ pid: number | null }>) {
+  const trapped = join(p.dir, "trapped");
+  await waitFor("the agents to ignore SIGTERM", () => existsSync(trapped) && agents.every((agent) => readFileSync(trapped, "utf8").split("\n").includes(String(agent.pid))), 10_000);
   process.kill(oldPid, "SIGKILL");
   await waitFor("the supervisor to die", () => !isAlive(oldPid));
   const start = p.apexAsync(["start", "--continue", "last", "--json"]);
@@ -36,7 +39,7 @@ describe("pause and stop before a continuing supervisor listens", () => {
     project = new Project(config, "apex-session-", { APEX_PLUGIN_COMMAND_IDLE_MS: "1500" });
     const ready = project.start([]);
     const session = ready.session_id.slice(0, 8);
-    const { pid, start } = await continuing(project, ready.supervisor_pid);
+    const { pid, start } = await continuing(project, ready.supervisor_pid, ready.agents);
     // Before, it waited a fixed 60 s and said nothing meanwhile; a longer restore was "not running".
     const paused = project.apex(["pause"]);
     expect(paused.status, paused.stderr).toBe(0);
@@ -50,7 +53,7 @@ describe("pause and stop before a continuing supervisor listens", () => {
     project = new Project(config, "apex-session-", { APEX_PLUGIN_COMMAND_IDLE_MS: "8000" });
     const ready = project.start([]);
     const session = ready.session_id.slice(0, 8);
-    const { pid, start } = await continuing(project, ready.supervisor_pid);
+    const { pid, start } = await continuing(project, ready.supervisor_pid, ready.agents);
     process.kill(pid, "SIGSTOP");
     const paused = project.apex(["pause", "--json"]);
     // Before: "Cannot pause: session … is active (its supervisor is not running)", with --continue as the way on.
@@ -72,7 +75,7 @@ describe("stop --force before a continuing supervisor listens", () => {
     project = new Project(config, "apex-session-");
     const ready = project.start([]);
     const session = ready.session_id.slice(0, 8);
-    const { pid, start } = await continuing(project, ready.supervisor_pid);
+    const { pid, start } = await continuing(project, ready.supervisor_pid, ready.agents);
     const stopped = project.apex(["stop", "--force"]);
     expect(stopped.status, stopped.stderr).toBe(0);
     expect(stopped.stdout).toMatch(new RegExp(`^Stopped session ${session} \\(its supervisor, pid ${pid}, did not answer and was killed; \\d+ leftover process(es)? ended\\)\\.\n$`));
