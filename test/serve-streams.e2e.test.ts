@@ -1,6 +1,6 @@
 // One `apex serve` stream following several methods at once (`{"events.subscribe": {}, "logs.follow": {}}`):
 // each part ends on its own, and the stream with the last. A real server on loopback, real sessions.
-import { appendFileSync, renameSync } from "node:fs";
+import { appendFileSync, readFileSync, renameSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Project, asleepInEventLoop, shellAgents, waitFor } from "./fixtures/agents/harness.js";
@@ -54,6 +54,8 @@ describe("apex serve: a stream of events and logs together", () => {
     const { token } = share(project, "current", "vera", "viewer");
     const stream = await openStream(url, sid, token, stops);
     await waitFor("the stream open", () => stream.text().startsWith(": apex"));
+    // Its trap is set once it says hello: a stop before that would end it without last words.
+    await waitFor("the agent's hello", () => readFileSync(join(project.storeDir, "logs", sid, "alpha.log"), "utf8").includes("hello"));
     expect(project.apex(["stop"]).status).toBe(0);
     const ended = await Promise.race([stream.done, new Promise<false>((resolve) => setTimeout(resolve, 15_000, false))]);
     expect(ended, `the stream did not end: ${stream.text()}`).toBe(true);
