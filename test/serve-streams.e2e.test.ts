@@ -1,6 +1,6 @@
 // One `apex serve` stream following several methods at once (`{"events.subscribe": {}, "logs.follow": {}}`):
 // each part ends on its own, and the stream with the last. A real server on loopback, real sessions.
-import { appendFileSync, readFileSync, renameSync } from "node:fs";
+import { appendFileSync, existsSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Project, asleepInEventLoop, shellAgents, waitFor } from "./fixtures/agents/harness.js";
@@ -85,7 +85,10 @@ describe("apex serve: a stream of events and logs together", () => {
     // Back once the server, its stream open, has tried the socket (its connect fails at once: then it waits, asleep in
     // its event loop), not after a fixed 0.5 s, which a loaded machine's server could still be short of.
     await waitFor("the server to try the socket", () => asleepInEventLoop(pid), 30_000);
-    renameSync(`${ready.socket}.aside`, ready.socket);
+    // The supervisor listens anew once it sees its socket file gone (every 0.5 s): the old file, put back over a new
+    // one it may have made meanwhile, would leave it unreachable. So it is removed, and the new one waited for.
+    rmSync(`${ready.socket}.aside`);
+    await waitFor("the supervisor to listen again", () => existsSync(ready.socket), 10_000);
     expect(project.apex(["task", "add", "seen from the store"]).status).toBe(0);
     await waitFor("the event, read from the store", () => stream.events().some((e) => e.event === "events.subscribe" && e.data.type === "task.added"), 10_000);
     // Before: `event: error`, "Cannot reach the supervisor at /tmp/…/.apex/supervisor.sock", and the stream closed.
