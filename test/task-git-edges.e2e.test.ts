@@ -1,7 +1,7 @@
 // Tasks, agents and the git plugin as a daily user meets them through the built CLI: git
 // operations named in checkpoints and the audit trail, and what a session's records keep.
 import { execFileSync } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Project, events, waitFor } from "./fixtures/agents/harness.js";
@@ -114,6 +114,49 @@ describe("the audit trail of an interrupted session", () => {
     // Before: only the supervisor's onStart one; the two made on the store were not in the trail.
     expect(checkpoints.map((event) => [event.sequence, event.trigger])).toEqual([[1, "onStart"], [2, "manual"], [3, "beforeTask"]]);
     expect(checkpoints.slice(1).every((event) => String(event.actor).startsWith("user:"))).toBe(true);
+  });
+
+  it("a checkpoint made on the store is in the trail as it is written: a crash in a later afterCheckpoint tap loses neither", async () => {
+    // A plugin whose afterCheckpoint tap, for a manual checkpoint, says so, then waits for ever: the command is killed there.
+    const project = new Project("", "apex-task-trail-");
+    const plugin = join(project.dir, "slow-after.mjs");
+    const reached = join(project.dir, "after-reached");
+    writeFileSync(plugin, `import { existsSync, writeFileSync } from "node:fs";
+export default { name: "slow-after", apply(apex) { apex.hooks.afterCheckpoint.tapPromise("slow-after", async (info) => { if (info.trigger !== "manual") return; writeFileSync(${JSON.stringify(reached)}, ""); await new Promise(() => {}); }); } };
+`);
+    project.writeConfig(["agents:", idle, "plugins:", "  checkpoint: {}", `  ${JSON.stringify(plugin)}: {}`, ""].join("\n"));
+    const ready = project.start();
+    process.kill(ready.supervisor_pid, "SIGKILL");
+    await waitFor("the session to be interrupted", () => project.status().session?.status === "interrupted");
+    const create = project.apexAsync(["checkpoint", "create", "before the crash"]);
+    await waitFor("the afterCheckpoint tap", () => existsSync(reached), 20_000);
+    create.child.kill("SIGKILL");
+    await create.done;
+    const listed = JSON.parse(project.apex(["checkpoint", "list", "--json"]).stdout) as { items: Array<{ sequence: number; description: string }> };
+    expect(listed.items.map((item) => [item.sequence, item.description])).toContainEqual([2, "before the crash"]);
+    // Before: written in a batch of its own once the taps before it had run, the event was lost with the process.
+    const checkpoints = events(project, ready.session_id).filter((event) => event.type === "checkpoint");
+    expect(checkpoints.map((event) => [event.sequence, event.trigger])).toEqual([[1, "onStart"], [2, "manual"]]);
+    expect(String(checkpoints[1]!.actor)).toMatch(/^user:/);
+  });
+
+  it("a running session's checkpoint is in the trail before the plugins' afterCheckpoint taps run: a supervisor killed in one loses no event", async () => {
+    const project = new Project("", "apex-task-trail-");
+    const plugin = join(project.dir, "slow-after.mjs");
+    const reached = join(project.dir, "after-reached");
+    writeFileSync(plugin, `import { writeFileSync } from "node:fs";
+export default { name: "slow-after", apply(apex) { apex.hooks.afterCheckpoint.tapPromise("slow-after", async (info) => { if (info.trigger !== "manual") return; writeFileSync(${JSON.stringify(reached)}, ""); await new Promise(() => {}); }); } };
+`);
+    project.writeConfig(["agents:", idle, "plugins:", "  checkpoint: {}", `  ${JSON.stringify(plugin)}: {}`, ""].join("\n"));
+    const ready = project.start();
+    const create = project.apexAsync(["checkpoint", "create", "before the crash"]);
+    await waitFor("the afterCheckpoint tap", () => existsSync(reached), 20_000);
+    process.kill(ready.supervisor_pid, "SIGKILL");
+    await create.done;
+    await waitFor("the session to be interrupted", () => project.status().session?.status === "interrupted");
+    // Before: recorded after the plugins' taps, the event was lost with the supervisor.
+    const checkpoints = events(project, ready.session_id).filter((event) => event.type === "checkpoint");
+    expect(checkpoints.map((event) => [event.sequence, event.trigger])).toEqual([[1, "onStart"], [2, "manual"]]);
   });
 
   it("a git sync of an interrupted session is in its trail once, not taken as old news by the supervisor that continues it", async () => {

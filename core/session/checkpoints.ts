@@ -1,6 +1,6 @@
 import type { CheckpointDraft, CheckpointInfo } from "../engine.js";
 import { ApexError } from "../errors.js";
-import type { JsonValue, Store } from "../store/store.js";
+import type { JsonValue, Store, WriteBatch } from "../store/store.js";
 
 /**
  * Where the checkpoint library plugs into sessions.
@@ -74,13 +74,22 @@ export interface CheckpointHookRunner {
   fire(name: "afterCheckpoint", info: CheckpointInfo): Promise<void>;
 }
 
+/** Records a checkpoint in its session's audit trail, in the write transaction of the checkpoint itself. */
+export type CheckpointRecorder = (batch: WriteBatch, info: CheckpointInfo) => void;
+const recorders = new WeakMap<Store, CheckpointRecorder>();
+
 /**
  * Tells checkpoint code which engine runs beforeCheckpoint and afterCheckpoint for checkpoints
- * of `store`: the supervisor binds its engine, CLI commands that write checkpoints bind theirs.
+ * of `store` (the supervisor binds its engine, CLI commands that write checkpoints bind theirs),
+ * and what records each one in the audit trail as it is written (checkpointRecorderFor).
  */
-export function bindCheckpointHooks(store: Store, engine: CheckpointHookRunner): void {
+export function bindCheckpointHooks(store: Store, engine: CheckpointHookRunner, record?: CheckpointRecorder): void {
   engines.set(store, engine);
+  if (record) recorders.set(store, record);
+  else recorders.delete(store);
 }
+
+export function checkpointRecorderFor(store: Store): CheckpointRecorder | undefined { return recorders.get(store); }
 
 export function checkpointHooksFor(store: Store): CheckpointHookRunner | undefined {
   return engines.get(store);

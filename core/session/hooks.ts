@@ -18,8 +18,8 @@ export async function createSessionEngine(config: Config, store: Store, warn: (m
   const engine = await loadPlugins(config, { store, warn }, plugins);
   // Every checkpoint this process writes (by command, hook or timer) runs beforeCheckpoint
   // and afterCheckpoint on this engine: git state in, retention after.
-  bindCheckpointHooks(store, engine);
-  // Run on the store (no supervisor runs the session: interrupted, ended), a checkpoint goes in its audit trail as a supervisor records its own: `session history` missed it.
-  if (!supervisor) engine.hooks.afterCheckpoint.tapPromise("session", async (info) => void (await store.batch((batch) => void appendEvent(batch, info.sessionId, "checkpoint", currentActor(), { id: info.id, sequence: info.sequence, trigger: info.trigger }), currentActor())));
+  // Run on the store (no supervisor runs the session: interrupted, ended), a checkpoint goes in its audit trail as a supervisor records its own
+  // (`session history` missed it), in the checkpoint's own transaction: one commit, and no checkpoint without its event.
+  bindCheckpointHooks(store, engine, supervisor ? undefined : (batch, info) => void appendEvent(batch, info.sessionId, "checkpoint", currentActor(), { id: info.id, sequence: info.sequence, trigger: info.trigger }));
   return engine;
 }

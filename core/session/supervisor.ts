@@ -1149,9 +1149,13 @@ export class Supervisor {
     return ((this.store.get(countersPath(this.sessionId)) as { events?: number } | undefined)?.events ?? 0);
   }
 
-  /** Records checkpoints and errors in the audit trail, whichever plugin caused them. */
+  /**
+   * Records checkpoints and errors in the audit trail, whichever plugin caused them. A checkpoint is recorded first (stage -1), before
+   * the plugins' taps: behind a slow one, a crash lost its event. Not in the checkpoint's own transaction, as on the store (hooks.ts):
+   * subscribers get events as they are committed, and drop one whose seq is below what they have seen.
+   */
   private tapEngine(): void {
-    this.engine.hooks.afterCheckpoint.tapPromise("session", async (info) => {
+    this.engine.hooks.afterCheckpoint.tapPromise({ name: "session", stage: -1 }, async (info) => {
       if (info.sessionId !== this.sessionId) return;
       await this.service.write((_batch, record) => {
         record("checkpoint", { id: info.id, sequence: info.sequence, trigger: info.trigger });

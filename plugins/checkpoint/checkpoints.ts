@@ -19,6 +19,7 @@ import {
   type ObjectView,
   type WriteStats,
 } from "./engine/objects.js";
+import { checkpointRecorderFor } from "../../core/session/checkpoints.js";
 import { checkPath } from "../../core/store/paths.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog, type CheckpointSummary, type Located } from "./catalog.js";
@@ -134,6 +135,7 @@ export async function createCheckpoint(store: Store, options: CreateCheckpointOp
       scope,
       createdAt: (options.now?.() ?? new Date()).toISOString(),
       actor: options.actor ?? ACTORS.checkpoint,
+      audit: true,
     });
   });
   return created;
@@ -151,6 +153,12 @@ export interface CheckpointParams {
   actor: string;
   /** A merge checkpoint's second parent (the merged source checkpoint's id). */
   mergeParent?: string;
+  /**
+   * Whether the checkpoint goes in its session's audit trail here, in its own transaction, by
+   * what the session bound to the store for that (core/session/checkpoints.ts: a store without
+   * a supervisor; a supervisor records its own after the commit, from afterCheckpoint).
+   */
+  audit?: boolean;
   /**
    * Changes the memory tree built from the keyspace before it is recorded, e.g. to put a
    * detached subtree (scope.ts: DETACHED_ROOTS) in it; returns the new root and value count.
@@ -203,7 +211,10 @@ export function writeCheckpoint(store: Store, params: CheckpointParams): Created
     git_state: params.gitState,
     data: params.data,
   });
-  store.batchSync((batch) => batch.set(manifestPath(sessionId, sequence), manifest as unknown as JsonValue), params.actor);
+  store.batchSync((batch) => {
+    batch.set(manifestPath(sessionId, sequence), manifest as unknown as JsonValue);
+    if (params.audit) checkpointRecorderFor(store)?.(batch, checkpointInfo(manifest));
+  }, params.actor);
   catalog.putCheckpoint(manifest);
   catalog.setBase(key, { root: memory.root, revision: snapshot.revision, keys: memory.count });
   return { manifest, stats: { ...view.stats, memory: buildInfo(memory), tasks: buildInfo(tasks), agents: buildInfo(agents) } };

@@ -343,6 +343,7 @@ export class LangGraphStore {
           scope: this.options.scope,
           createdAt: new Date().toISOString(),
           actor: ACTORS.checkpoint,
+          audit: true,
           graft: (memoryView, memory) => {
             const replaced = valuesAt(memoryView, lookupEntry(memoryView, memory.root, segments));
             const changes = new ChangeSet();

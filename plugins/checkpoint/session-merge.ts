@@ -235,6 +235,7 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
         createdAt,
         actor: ACTORS.merge,
         mergeParent: theirs.id,
+        audit: Boolean(request.afterCheckpoint),
       }).manifest;
     } else {
       report.applied = "checkpoint";
