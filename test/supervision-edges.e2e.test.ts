@@ -449,6 +449,21 @@ describe("an agent in a crash loop", () => {
     expect(project.apex(["status"]).stdout).toMatch(/\nlater\s+failed \(code 2\)\s/);
   });
 
+  it("records the moment of the exit, and counts the restart delay from it, not from the end of what the agent left in its group", async () => {
+    // It exits once the child it leaves (which ignores SIGTERM: ended by SIGKILL after a second) has set its trap.
+    project = new Project(
+      ["agents:", "  leaver:", "    command: sh", `    args: ["-c", "sh -c \\"trap '' TERM; touch trapped; exec sleep 1000\\" & while [ ! -e trapped ]; do sleep 0.02; done; exit 3"]`, "    restart_delay: 30", "plugins: {}", ""].join("\n"),
+    );
+    const ready = project.start();
+    const exited = await waitFor("the exit's record", () => events(project!, ready.session_id).find((event) => event.type === "agent.exited" && event.agent === "leaver"), 20_000);
+    const leaver = project.status().agents.find((agent) => agent.name === "leaver")!;
+    expect(leaver).toMatchObject({ status: "restarting", last_exit: { code: 3 } });
+    // Recorded once its group was ended (the child's second of grace), the exit is a second or more before that record.
+    // It was the moment of the record, and the restart was due that much later than restart_delay after the exit.
+    expect(Date.parse(String(exited.at)) - Date.parse(leaver.last_exit!.at)).toBeGreaterThanOrEqual(1000);
+    expect(Date.parse(leaver.restart_at!) - Date.parse(leaver.last_exit!.at)).toBe(30_000);
+  });
+
   it("a crash after a run of min_uptime starts the count of max_restarts afresh; quick crashes are still given up", async () => {
     // Runs of ~1.5 s against min_uptime 1 s: each is stable, so max_restarts 1 never runs out, and the backoff starts afresh.
     project = new Project(

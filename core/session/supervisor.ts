@@ -661,6 +661,8 @@ export class Supervisor {
   private async handleExit(slot: AgentSlot, child: AgentProcess | undefined, exit: AgentExit, spawnError?: string): Promise<void> {
     if (child && slot.process !== child) return;
     slot.process = undefined;
+    // The moment of the exit, not of its record: ending what it left in its group may take a second, or more.
+    const at = nowIso();
     const how = exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
     if (child) {
       this.agentLog(slot.name, `pid ${child.pid} ${how}`);
@@ -674,11 +676,10 @@ export class Supervisor {
     const policy = slot.spec.restart;
     const wantsRestart = policy === "always" || (policy === "on-failure" && crashed);
     // A crash after a stable run is not part of a crash loop: the count starts afresh (as pm2's min_uptime).
-    if (child && Date.now() - slot.startedAt >= slot.spec.min_uptime * 1000) slot.restarts = 0;
+    if (child && Date.parse(at) - slot.startedAt >= slot.spec.min_uptime * 1000) slot.restarts = 0;
     const canRestart = slot.restarts < slot.spec.max_restarts;
     const restart = wantsRestart && canRestart;
     slot.status = restart ? "restarting" : crashed ? "failed" : "exited";
-    const at = nowIso();
     // Exponential backoff (as pm2's exp_backoff_restart_delay): restart_delay, doubled for each crash in a row, up to max_restart_delay.
     const { restart_delay: first, max_restart_delay: cap } = slot.spec;
     const delayMs = Math.round(Math.min(first * 2 ** Math.min(slot.restarts, 30), Math.max(first, cap || 0)) * 1000);
