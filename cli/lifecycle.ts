@@ -3,9 +3,7 @@ import { projectOf } from "./context.js";
 import { durationHelp } from "./durations.js";
 import { seconds, wholeNumber } from "./option-values.js";
 import { examples } from "./output.js";
-
-/** The longest `apex stop --grace`: a stop that waits longer is a hung stop; end such agents with --force. */
-const MAX_GRACE_SECONDS = 3600;
+import { MAX_STOP_GRACE_SECONDS } from "../core/session/records.js";
 
 /** `apex start|status|pause|resume|stop|logs`: a session's life. Actions import their code lazily. */
 export function registerLifecycleCommands(program: Command): void {
@@ -86,7 +84,7 @@ Examples:
     .command("stop")
     .description("end the session: SIGTERM to the agents (SIGKILL after a grace period), record it in the history")
     .option("-f, --force", "SIGKILL the agents at once")
-    .option("--grace <duration>", durationHelp(`the time between SIGTERM and SIGKILL (default 5s, at most 1h: ${MAX_GRACE_SECONDS} seconds)`, "10s, 2m"), seconds("--grace", { maxSeconds: MAX_GRACE_SECONDS }))
+    .option("--grace <duration>", durationHelp(`the time between SIGTERM and SIGKILL (default 5s, at most 1h: ${MAX_STOP_GRACE_SECONDS} seconds)`, "10s, 2m"), seconds("--grace", { maxSeconds: MAX_STOP_GRACE_SECONDS }))
     .option("--json", "print {session_id, name, status: \"stopped\", reason, processes_ended}")
     .addHelpText("after", examples("apex stop", "apex stop --grace 30s", "apex stop --force"))
     .action(async (options: { force?: boolean; grace?: number; json?: boolean }, command: Command) => {

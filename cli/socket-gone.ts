@@ -32,14 +32,16 @@ export function goneSocketOf(client: SessionClient, error: unknown): SupervisorR
 }
 
 /**
- * The error a command gets for a supervisor whose socket is gone (goneSocketOf), `failed` its call's
- * error (its `details.connection`, ENOENT or ECONNREFUSED, is kept); `action`: what was asked ("pause"), else a call.
+ * The error a command gets when its call's error `failed` says the supervisor's socket is gone (goneSocketOf;
+ * its `details.connection`, ENOENT or ECONNREFUSED, is kept), else undefined; `action`: what was asked ("pause"), else a call.
  */
-export function goneSocketError(supervisor: SupervisorRuntime, failed: ApexError, action?: string): ApexError {
+export function goneSocketError(client: SessionClient, failed: unknown, action?: string): ApexError | undefined {
+  const supervisor = goneSocketOf(client, failed);
+  if (!supervisor) return undefined;
   const session = supervisor.name || shortSessionId(supervisor.session_id);
   return new ApexError("APEX_E_SOCKET_GONE", `Session ${session}'s supervisor (pid ${supervisor.pid}) is running, but its socket ${supervisor.socket} is gone (deleted, or another file put in its place): no command can reach it, and nothing of ${action ? `the ${action}` : "this command"} was done.`, {
     hint: "`apex stop` ends the session: it signals the supervisor (SIGTERM), which stops the agents and records the session stopped as a stop always does; `apex start --continue last` then runs it again. (A supervisor makes its socket again within a second of its deletion; not one an older APEX started, nor where another file took its place or its directory is gone.)",
-    details: { session_id: supervisor.session_id, pid: supervisor.pid, socket: supervisor.socket, connection: failed.details?.connection },
+    details: { session_id: supervisor.session_id, pid: supervisor.pid, socket: supervisor.socket, connection: (failed as ApexError).details?.connection },
     cause: failed,
   });
 }

@@ -66,9 +66,8 @@ function refusedWhileExiting(client: SessionClient, error: unknown): SupervisorR
  */
 export async function waitOutStop(client: SessionClient, error: unknown, json: boolean): Promise<string | undefined> {
   // Its socket gone while it runs, not stopping (deleted and not made again, or another file there): said at once, not waited for.
-  const { goneSocketOf, goneSocketError } = await import("./socket-gone.js");
-  const gone = goneSocketOf(client, error);
-  if (gone) throw goneSocketError(gone, error as ApexError);
+  const gone = (await import("./socket-gone.js")).goneSocketError(client, error);
+  if (gone) throw gone;
   const supervisor = refusedWhileExiting(client, error);
   if (!supervisor) return undefined;
   const session = supervisor.name || shortSessionId(supervisor.session_id);

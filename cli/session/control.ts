@@ -149,9 +149,7 @@ async function reached(client: SessionClient, action: string, call: () => Promis
   try {
     return await call();
   } catch (error) {
-    const { goneSocketOf, goneSocketError } = await import("../socket-gone.js");
-    const gone = goneSocketOf(client, error);
-    throw gone ? goneSocketError(gone, error as ApexError, action) : error;
+    throw (await import("../socket-gone.js")).goneSocketError(client, error, action) ?? error;
   }
 }
 

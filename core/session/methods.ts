@@ -4,7 +4,7 @@ import { STREAM } from "../rpc/protocol.js";
 import type { RpcServer } from "../rpc/server.js";
 import { checkPath } from "../store/paths.js";
 import type { JsonValue } from "../store/store.js";
-import { TASK_STATUSES, type SessionEvent, type TaskStatus } from "./records.js";
+import { MAX_STOP_GRACE_SECONDS, TASK_STATUSES, type SessionEvent, type TaskStatus } from "./records.js";
 import { buildStatusReport, sessionReport } from "./status-report.js";
 import { eventsAfter, SessionReader, type SessionService } from "./service.js";
 import type { Supervisor } from "./supervisor.js";
@@ -214,10 +214,10 @@ function statusParam(params: Record<string, unknown>): TaskStatus | undefined {
   return status as TaskStatus;
 }
 
-/** session.stop's `grace_ms`: at most an hour, as `apex stop --grace` takes; a longer stop is a hung one (a caller could hold agents for days). */
+/** session.stop's `grace_ms`: at most MAX_STOP_GRACE_SECONDS, as `apex stop --grace` takes (a caller could hold agents for days). */
 function graceParam(value: unknown): number {
-  if (typeof value === "number" && value >= 0 && value <= 3_600_000) return value;
-  throw new ApexError("APEX_E_BAD_INPUT", "session.stop: grace_ms must be a number of milliseconds from 0 to 3600000 (an hour, the most `apex stop --grace` takes).");
+  if (typeof value === "number" && value >= 0 && value <= MAX_STOP_GRACE_SECONDS * 1000) return value;
+  throw new ApexError("APEX_E_BAD_INPUT", `session.stop: grace_ms must be a number of milliseconds from 0 to ${MAX_STOP_GRACE_SECONDS * 1000} (an hour, the most \`apex stop --grace\` takes).`);
 }
 
 /** session.stop's `checkpoint` parameter: the trigger and description of a checkpoint to write before stopping. */

@@ -289,6 +289,9 @@ export function nowIso(): string {
 /** Agent names become path segments and file names: keep them plain. */
 export const AGENT_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
 
+/** The longest grace a stop gives agents between SIGTERM and SIGKILL (`apex stop --grace`, session.stop's grace_ms): a stop that waits longer is a hung one. */
+export const MAX_STOP_GRACE_SECONDS = 3600;
+
 /** The most characters a task's title, a milestone's text or an agent's reported status keeps; a reason (task fail, reopen) may explain more. */
 const MAX_TEXT_CHARS = 1000;
 export const MAX_REASON_CHARS = 10_000;
