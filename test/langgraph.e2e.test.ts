@@ -9,7 +9,7 @@ import { uuid6 } from "@langchain/langgraph-checkpoint";
 import { afterEach, describe, expect, it } from "vitest";
 import type { SessionClient } from "../core/session/client.js";
 import { ApexSaver } from "../integrations/langgraph/index.js";
-import { Project, REPO_ROOT, groupMembers, nodeAgent, waitFor } from "./fixtures/agents/harness.js";
+import { Project, REPO_ROOT, events, groupMembers, nodeAgent, waitFor } from "./fixtures/agents/harness.js";
 
 // A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
@@ -189,5 +189,9 @@ describe("a LangGraph StateGraph as an APEX agent", () => {
     const done = await reader();
     expect(done!.checkpoint.channel_values).toMatchObject({ notes: ["draft written", "reviewer says: ok"] });
     expect(project.apex(["logs", agent![1]!, "-n", "20"]).stdout).not.toMatch(/Error/);
+    // The audit trail names the agent that wrote each step (it said user:unknown: the saver sent no actor).
+    const steps = events(project, ready.session_id).filter((event) => event.type === "checkpoint" && event.trigger === "langgraph");
+    expect(steps.length).toBeGreaterThanOrEqual(4);
+    expect(new Set(steps.map((event) => event.actor))).toEqual(new Set([`agent:${agent![1]}`]));
   });
 });

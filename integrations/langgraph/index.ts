@@ -35,6 +35,7 @@ import {
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
+import { currentActor } from "../../core/actor.js";
 import { isDirectory, locateProject, type ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
 import { unknownMethod } from "../../core/rpc/protocol.js";
@@ -480,7 +481,8 @@ export class ApexSaver extends BaseCheckpointSaver {
     try {
       return await this.using((client) => {
         used = client;
-        return client.call(method, this.withSession(client, params));
+        // The caller's actor (`agent:NAME` inside an agent), as a command sends it: the supervisor records the steps it writes as theirs.
+        return client.call(method, this.withSession(client, client.via === "socket" ? { ...params, actor: currentActor() } : params));
       });
     } catch (error) {
       const ended = onEnded && this.supervisors !== undefined ? await endedSupervisor(error, used) : undefined;
