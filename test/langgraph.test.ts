@@ -926,6 +926,8 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     const noSession = { code: "APEX_E_NO_SESSION", message: `No session is active in this project (the project at ${dir}).`, hint: expect.stringContaining("apex start --continue last"), details: { project_dir: dir } };
     await expect(unnamed.getTuple(thread)).rejects.toMatchObject(noSession);
     await expect(unnamed.put(first, checkpointOf({ a: "A1" }, { a: 2 }), { source: "loop", step: 0, parents: {} }, { a: 2 })).rejects.toMatchObject(noSession);
+    // The hint also says how the ended session's threads are read (a graph run to its end leaves none active).
+    await expect(unnamed.getTuple(thread)).rejects.toMatchObject({ hint: expect.stringContaining("new ApexSaver({ project, session: ID })") });
     // A project directory that does not exist (or is a file) is said to be so, and nothing is made there.
     for (const [project, what] of [[join(dir, "no-such-dir"), "does not exist"], [join(dir, "apex.config.yaml"), "is not a directory"]]) {
       const lost = new ApexSaver({ project });

@@ -544,7 +544,9 @@ export class ApexSaver extends BaseCheckpointSaver {
       });
     }
     if (!(error instanceof ApexError) || error.code !== "APEX_E_NO_SESSION" || dir === undefined || error.message.includes(dir)) return error;
-    return new ApexError(error.code, `${error.message.replace(/\.$/, "")} (the project at ${dir}).`, { ...(error.hint ? { hint: error.hint } : {}), details: { ...error.details, project_dir: dir }, cause: error });
+    // A graph run to its end left no session active: its threads are still read, from the ended session named.
+    const ended = this.options.session === undefined ? " An ended session's threads are read by a saver that names it: `new ApexSaver({ project, session: ID })` (`apex session history` lists them)." : "";
+    return new ApexError(error.code, `${error.message.replace(/\.$/, "")} (the project at ${dir}).`, { hint: `${error.hint ?? ""}${ended}`.trim(), details: { ...error.details, project_dir: dir }, cause: error });
   }
 
   /**
