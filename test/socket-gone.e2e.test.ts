@@ -9,6 +9,7 @@
 // SIGTERM to the supervisor, proven to be it. End to end with the built CLI and real processes,
 // each ended by pid or process group after the test (fixtures/agents/harness.ts).
 import { renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Project, signalIfAlive, waitFor } from "./fixtures/agents/harness.js";
@@ -31,6 +32,17 @@ function isSocket(path: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** Whether something listens on the socket file at `path` (a connection is accepted). */
+function accepts(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(path, () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.on("error", () => resolve(false));
+  });
 }
 
 describe("a supervisor whose socket file is deleted while it runs", () => {
@@ -63,6 +75,29 @@ describe("a supervisor whose socket file is deleted while it runs", () => {
     expect(project.apex(["task", "list", "--json"]).stdout).toContain("after the rm");
     const stop = project.apex(["stop", "--json"]);
     expect(stop.status, stop.stderr).toBe(0);
+    expect(project.alive(ready.supervisor_pid)).toBe(false);
+  }, 60_000);
+
+  it("an old socket file moved back over its new one: it listens there again, and commands reach it", async () => {
+    const project = new Project(CONFIG);
+    const ready = project.start();
+    // Moved aside: the supervisor listens on a new socket at its path.
+    const aside = `${ready.socket}.aside`;
+    renameSync(ready.socket, aside);
+    await waitFor("the supervisor to listen on a new socket", () => isSocket(ready.socket));
+    expect(project.apex(["memory", "set", "/x", "1"]).status).toBe(0);
+    // Moved back, over the new one: the path holds a socket nothing listens on (before, the
+    // supervisor saw a file there and took it for its own: no command reached it again).
+    renameSync(aside, ready.socket);
+    // (Its inode number may come back: the file system reuses the one the supervisor frees.)
+    await waitFor("the supervisor to listen there again", () => accepts(ready.socket), 10_000);
+    const set = timed(project, ["memory", "set", "/x", "2"]);
+    expect(set.status, set.stderr).toBe(0);
+    expect(project.apex(["memory", "show", "/x"]).stdout).toBe("2\n");
+    expect(JSON.parse(project.apex(["status", "--json"]).stdout)).toMatchObject({ session: { status: "active", supervisor: { pid: ready.supervisor_pid } } });
+    const stop = project.apex(["stop", "--json"]);
+    expect(stop.status, stop.stderr).toBe(0);
+    expect(JSON.parse(stop.stdout)).not.toHaveProperty("signalled");
     expect(project.alive(ready.supervisor_pid)).toBe(false);
   }, 60_000);
 

@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, rmSync, statSync } from "node:fs";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { ApexError } from "../errors.js";
 import { errorBody, lineSplitter, MAX_LINE_BYTES, replyLine, STREAM, type RpcReply, type RpcRequest } from "./protocol.js";
@@ -35,6 +35,8 @@ export class RpcServer {
   private readonly underWay = new Set<(graceMs: number) => void>();
   private closing: number | undefined;
   private repair: NodeJS.Timeout | undefined;
+  /** The inode of the socket file it listens on: another file at its path (one put back by hand) is not its socket. */
+  private inode = 0;
 
   constructor(path: string) {
     this.path = path;
@@ -78,11 +80,14 @@ export class RpcServer {
       }
     });
     chmodSync(this.path, 0o600);
-    // Its socket file deleted while it listens (`rm`, a temp cleaner): no command could reach it, and
-    // each waited for it to exit. Checked twice a second, it listens there again, on a new server (the
-    // old one closed first: closing it unlinks the path; the connections it took go on). Never a path
-    // that exists, and never while closing.
-    this.repair ??= setInterval(() => void (this.closing || existsSync(this.path) || (this.server?.close(), this.listen().catch(() => undefined))), 500).unref();
+    this.inode = statSync(this.path).ino;
+    // Its socket file deleted while it listens (`rm`, a temp cleaner), or an old socket file put back
+    // in its place (moved aside and back): no command could reach it, and each waited for it to exit.
+    // Checked twice a second, it listens there again, on a new server (the old one closed first:
+    // closing it unlinks whatever is at the path; the connections it took go on). Never while
+    // closing, and never over a file there that is not a socket (someone's own: left, and commands
+    // are told the socket is gone).
+    this.repair ??= setInterval(() => void (this.closing || ((found) => found && (found.ino === this.inode || !found.isSocket()))(statSync(this.path, { throwIfNoEntry: false })) || (this.server?.close(), this.listen().catch(() => undefined))), 500).unref();
   }
 
   /**
