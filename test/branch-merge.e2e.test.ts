@@ -1076,6 +1076,30 @@ describe("--worktree and --git", () => {
     expect(JSON.parse(refused.stderr).error).toMatchObject({ code: "APEX_E_MERGE_CONFLICT", message: expect.stringContaining("conflicts at 1 path: /c.") });
   });
 
+  it("`current` in a merge into a running branch is the session of the tree the command runs in, as its --dry-run says: not DST's supervisor's own", () => {
+    const { p, worktree } = repoProject();
+    const main = p.start(["--task", "main"]).session_id;
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    expect(p.apex(["session", "branch", "latest", "feature", "--worktree", worktree]).status).toBe(0);
+    p.start(["--continue", "feature"]);
+    expect(p.apex(["memory", "set", "/from-main", "1"]).status).toBe(0);
+    expect(p.apex(["checkpoint", "create", "main work"]).status).toBe(0);
+    // The dry run (main's supervisor) took `current` for main; the merge (feature's) for feature: "into itself", exit 2.
+    const planned = json<{ source: { session_id: string } }>(p.apex(["session", "merge", "current", "feature", "--dry-run", "--json"]));
+    expect(planned.source.session_id).toBe(main);
+    const merged = p.apex(["session", "merge", "current", "feature", "--json"]);
+    expect(merged.status, merged.stderr).toBe(0);
+    expect(JSON.parse(merged.stdout)).toMatchObject({ source: { session_id: main }, destination: { session_name: "feature" }, applied: "live" });
+    expect(json<{ value: number }>(p.apex(["memory", "show", "/from-main", "--json"], { cwd: worktree })).value).toBe(1);
+    // And from the branch's worktree, `current` is the branch, merged into the running main by main's supervisor.
+    expect(p.apex(["memory", "set", "/from-feature", "2"], { cwd: worktree }).status).toBe(0);
+    expect(p.apex(["checkpoint", "create", "feature work"], { cwd: worktree }).status).toBe(0);
+    const back = p.apex(["session", "merge", "current", main, "--json"], { cwd: worktree });
+    expect(back.status, back.stderr).toBe(0);
+    expect(JSON.parse(back.stdout)).toMatchObject({ source: { session_name: "feature" }, destination: { session_id: main }, applied: "live" });
+    expect(json<{ value: number }>(p.apex(["memory", "show", "/from-feature", "--json"])).value).toBe(2);
+  });
+
   it("a git conflict aborts cleanly: both histories intact, the files named, no memory merged", () => {
     // While `clash` exists, beforeGit in main (fired between the memory merge's plan and the merge) writes /feature there.
     const clash = 'import { existsSync } from "node:fs";\nexport default { name: "clash", apply(apex) { apex.hooks.beforeGit.tapPromise("clash", async () => { if (existsSync("clash")) await apex.store.set("/feature", "main"); }); } };\n';

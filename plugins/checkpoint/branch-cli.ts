@@ -334,8 +334,11 @@ function removeWorktree(repo: string, worktree: { path: string; branch: string }
 // ------------------------------------------------------------------------------------ merge
 
 export async function mergeCommand(location: ProjectLocation, src: string, dst: string, options: { dryRun?: boolean; strategy?: string; git?: boolean; json?: boolean }): Promise<void> {
-  const params = { source: src, destination: dst, strategy: options.strategy ?? "fail", actor: currentActor() };
   const remote = Boolean(process.env.APEX_REMOTE);
+  // `current` and `last` name the session this command is bound to (its worktree, --session): resolved here, not by
+  // DST's supervisor, which takes them for its own session. (A remote merge's server resolves them for its grant.)
+  const ids = remote ? undefined : await withReadStore(location, (store) => [src, dst].map((ref) => attempt(() => resolveSessionRef(store, ref)))).catch(() => undefined);
+  const params = { source: ids?.[0] ?? src, destination: ids?.[1] ?? dst, strategy: options.strategy ?? "fail", actor: currentActor() };
   if (remote && options.git) {
     // The git merge runs in the repository on this host; the remote session's repository is on the server's.
     throw new ApexError("APEX_E_USAGE", "`apex session merge --git` does not work on a remote session: git merges in the server's repository.", {
@@ -344,7 +347,7 @@ export async function mergeCommand(location: ProjectLocation, src: string, dst: 
   }
   // Into an active DST through DST's own supervisor (the one writer of its memory): its agents see the state before or after.
   // (A remote merge goes to the server, which merges into the session its grant is for.)
-  const destination = remote ? undefined : await withReadStore(location, (store) => resolveSessionRef(store, dst)).catch(() => undefined);
+  const destination = ids?.[1];
   let gitReport: JsonValue | undefined;
   if (options.git && !options.dryRun) {
     // The memory merge is checked first (a refusal changes nothing, git included), then git merges.
@@ -399,6 +402,15 @@ export async function mergeCommand(location: ProjectLocation, src: string, dst: 
     process.stderr.write(`warning: ${name}'s supervisor (pid ${ended}) ${how} before it answered; the merge was made again without it, and found done if it had been saved ("Already up to date"). ${now}\n`);
   }
   printMerge(report, options);
+}
+
+/** `fn`'s value, or undefined when it throws (a ref left for the merge itself to refuse, with its own error). */
+function attempt<T>(fn: () => T): T | undefined {
+  try {
+    return fn();
+  } catch {
+    return undefined;
+  }
 }
 
 /** The memory merge's refusal once git has merged: says so, and that the same command finishes it (git finds the branch merged). */
