@@ -1100,6 +1100,21 @@ describe("--worktree and --git", () => {
     expect(json<{ value: number }>(p.apex(["memory", "show", "/from-feature", "--json"])).value).toBe(2);
   });
 
+  it("--git from a session with no git branch names it as merge prints sessions (its short id), exit 2, nothing written", () => {
+    const { p } = repoProject();
+    const main = p.start(["--task", "main"]).session_id;
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    expect(p.apex(["session", "branch", "latest", "plain"]).status).toBe(0);
+    const before = json<{ items: unknown[] }>(p.apex(["checkpoint", "list", "--json"])).items.length;
+    for (const args of [["--dry-run"], []]) {
+      const refused = p.apex(["session", "merge", main, "plain", "--git", ...args, "--json"]);
+      expect(refused.status, refused.stderr).toBe(2);
+      // It printed the whole id here, where every other line of a merge has its first 8 characters.
+      expect(JSON.parse(refused.stderr).error).toMatchObject({ code: "APEX_E_USAGE", message: `Session ${main.slice(0, 8)} has no git branch of its own to merge.` });
+    }
+    expect(json<{ items: unknown[] }>(p.apex(["checkpoint", "list", "--json"])).items.length).toBe(before);
+  });
+
   it("a git conflict aborts cleanly: both histories intact, the files named, no memory merged", () => {
     // While `clash` exists, beforeGit in main (fired between the memory merge's plan and the merge) writes /feature there.
     const clash = 'import { existsSync } from "node:fs";\nexport default { name: "clash", apply(apex) { apex.hooks.beforeGit.tapPromise("clash", async () => { if (existsSync("clash")) await apex.store.set("/feature", "main"); }); } };\n';

@@ -564,8 +564,9 @@ async function gitSides(location: ProjectLocation, plan: SessionMergeReport): Pr
       // no git state to offer: the hint names none
     }
     return {
-      sourceSession: plan.source.session_name ?? plan.source.session_id,
-      destinationSession: plan.destination.session_name ?? plan.destination.session_id,
+      // As merge prints sessions: a branch by its name, another by its short id.
+      sourceSession: plan.source.session_name ?? shortSessionId(plan.source.session_id),
+      destinationSession: plan.destination.session_name ?? shortSessionId(plan.destination.session_id),
       sourceBranch: typeof sourceWorktree?.branch === "string" ? sourceWorktree.branch : undefined,
       sourceDirectory: typeof sourceWorktree?.path === "string" ? sourceWorktree.path : undefined,
       sourceCommit,
