@@ -324,6 +324,32 @@ describe("a session on PostgreSQL", () => {
     expect(projects.map((row) => row.project)).toEqual([basename(p.dir)]);
   }, 120_000);
 
+  it("store migrate and rename-project, refused while a branch runs in its worktree, name the stop that ends that branch: `apex --session NAME stop`, not the project's `apex stop`", async () => {
+    const url = await cluster.createDatabase();
+    project = new Project(`${AGENTS.replace("plugins:\n", "plugins:\n  git: {}\n")}store:\n  backend: postgres\n  url: ${JSON.stringify(url)}\n`, "apex-pg-stop-");
+    const p = project;
+    initRepo(git, p.dir, { ".gitignore": ".apex/\n" });
+    const parent = mkdtempSync(join(tmpdir(), "apex-pg-stop-parent-"));
+    extra.push(parent);
+    p.start(["--task", "main line"]);
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    expect(p.apex(["session", "branch", "latest", "feature", "--worktree", join(parent, "feature")]).status).toBe(0);
+    const feature = json<{ session_id: string }>(p.apex(["start", "--continue", "feature", "--json"])).session_id;
+    expect(p.apex(["stop"]).status).toBe(0);
+    const target = join(parent, "copy");
+    for (const args of [["store", "migrate", "--to", `lmdb:${target}`], ["store", "rename-project", basename(p.dir), "elsewhere"]]) {
+      const refused = p.apex([...args, "--json"]);
+      expect(refused.status, refused.stderr).toBe(4);
+      const error = JSON.parse(refused.stderr.trim().split("\n").at(-1)!).error;
+      expect(error).toMatchObject({ code: "APEX_E_SESSION_ACTIVE", details: { session_id: feature } });
+      // It said `apex stop`: in the project's tree that is the project's session, not the branch named.
+      expect(error.hint).toContain("Stop it (`apex --session feature stop`)");
+    }
+    expect(existsSync(target)).toBe(false);
+    expect(p.apex(["--session", "feature", "stop"]).status).toBe(0);
+    expect(p.apex(["store", "migrate", "--to", `lmdb:${target}`]).status).toBe(0);
+  }, 120_000);
+
   it("store projects lists the database's project ids; rename-project moves one id's data (a worktree-named project) to an id holding none, never over data or under a running session", async () => {
     const url = await cluster.createDatabase();
     const config = `${AGENTS}\nstore:\n  backend: postgres\n  url: ${JSON.stringify(url)}\n`;

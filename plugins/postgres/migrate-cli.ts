@@ -21,6 +21,7 @@ import { migrateStore } from "./migrate.js";
 import { PostgresBackend, postgresUrlProblem } from "./backend.js";
 import { LEASES_OPTIONS, LEASES_TABLE, localHost, onOtherHost, supervisorHost } from "../../core/session/lease.js";
 import type { SessionRecord } from "../../core/session/records.js";
+import { stopCommand } from "./stop-hint.js";
 
 /** The tables of core and the built-in plugins with their kinds (the port's tableNames() gives names only). */
 const TABLES: Record<string, TableOptions> = {
@@ -62,7 +63,7 @@ export async function migrateStoreCommand(location: ProjectLocation, options: { 
     throw new ApexError("APEX_E_CONFLICT", "The target is the project's own store.", { hint: "Point --to at another database, project id or directory." });
   }
   const running = await supervisorOn(location, [sourceSpec, targetSpec]);
-  if (running) throw supervisorRunning({ sessionId: running.session_id, pid: running.pid, host: localHost(), leaseExpiresAt: null });
+  if (running) throw supervisorRunning({ sessionId: running.session_id, name: running.name, pid: running.pid, host: localHost(), leaseExpiresAt: null });
   if (targetSpec.backend === "lmdb") refuseForeignFiles(describeStore(targetSpec).location);
 
   const progress = (message: string) => process.stderr.write(`apex store migrate: ${message}\n`);
@@ -77,6 +78,7 @@ export async function migrateStoreCommand(location: ProjectLocation, options: { 
     if (live) {
       throw supervisorRunning({
         sessionId: live.session_id,
+        name: live.name,
         pid: live.supervisor?.pid,
         host: supervisorHost(live.supervisor) ?? localHost(),
         leaseExpiresAt: onOtherHost(live.supervisor) ? (live.supervisor?.lease_expires_at ?? null) : null,
@@ -253,13 +255,13 @@ function interruptedElsewhere(sessions: SessionRecord[]): string[] {
  * The refusal while a supervisor runs, naming its session, host and pid: from another host
  * sharing the store, that host is where to stop it (its pid means nothing here).
  */
-function supervisorRunning(holder: { sessionId: string; pid: number | undefined; host: string; leaseExpiresAt: string | null }): ApexError {
+function supervisorRunning(holder: { sessionId: string; name?: unknown; pid: number | undefined; host: string; leaseExpiresAt: string | null }): ApexError {
   const remote = holder.host !== localHost();
   const where = `${remote ? `on host ${holder.host} ` : ""}(supervisor pid ${holder.pid ?? "unknown"}${holder.leaseExpiresAt ? `, lease until ${holder.leaseExpiresAt}` : ""})`;
   return new ApexError("APEX_E_SESSION_ACTIVE", `Session ${holder.sessionId} is running ${where}: the store would change under the copy.`, {
     hint: remote
       ? `Stop it on ${holder.host} (\`apex stop\` there, or \`apex --remote ${holder.host}/${holder.sessionId} stop\` through its server), then run the migration again. Nothing was written.`
-      : "Stop the session (`apex stop`), then run the migration again. Nothing was written.",
+      : `Stop it (${stopCommand(holder.sessionId, holder.name)}), then run the migration again. Nothing was written.`,
     details: { session_id: holder.sessionId, host: holder.host, pid: holder.pid ?? null, lease_expires_at: holder.leaseExpiresAt },
   });
 }

@@ -18,6 +18,7 @@ import { activeSessions, currentSession, historySessions, supervisorAlive } from
 import { liveSupervisors } from "../../core/session/runtime.js";
 import { localHost, onOtherHost, supervisorHost } from "../../core/session/lease.js";
 import type { SessionRecord } from "../../core/session/records.js";
+import { stopCommand } from "./stop-hint.js";
 import { PostgresBackend, listProjects } from "./backend.js";
 
 export interface ProjectListing {
@@ -120,7 +121,7 @@ export async function renameProjectCommand(location: ProjectLocation, from: stri
   // A supervisor of this directory on either id (its runtime file names its store).
   const named = new Map(await Promise.all([from, to].map(async (project) => [await storeIdentity({ ...spec, project }), project] as const)));
   const local = liveSupervisors(location.storeDir).find((runtime) => runtime.store !== undefined && named.has(runtime.store));
-  if (local) throw running(local.session_id, localHost(), local.pid, null, named.get(local.store!)!);
+  if (local) throw running(local.session_id, local.name, localHost(), local.pid, null, named.get(local.store!)!);
 
   const store = PostgresBackend.open({ ...spec, project: from });
   let sessions = 0;
@@ -131,7 +132,7 @@ export async function renameProjectCommand(location: ProjectLocation, from: stri
       const live = [currentSession(store), ...activeSessions(store)].find(
         (session): session is SessionRecord => session !== undefined && (session.status === "active" || session.status === "paused") && supervisorAlive(session),
       );
-      if (live) throw running(live.session_id, supervisorHost(live.supervisor) ?? localHost(), live.supervisor?.pid, onOtherHost(live.supervisor) ? (live.supervisor?.lease_expires_at ?? null) : null, from);
+      if (live) throw running(live.session_id, live.name, supervisorHost(live.supervisor) ?? localHost(), live.supervisor?.pid, onOtherHost(live.supervisor) ? (live.supervisor?.lease_expires_at ?? null) : null, from);
       sessions = sessionsOf(store).sessions;
     }));
   } finally {
@@ -155,13 +156,13 @@ function idProblem(id: string): string | undefined {
   return undefined;
 }
 
-function running(sessionId: string, host: string, pid: number | undefined, leaseExpiresAt: string | null, project: string): ApexError {
+function running(sessionId: string, name: unknown, host: string, pid: number | undefined, leaseExpiresAt: string | null, project: string): ApexError {
   const remote = host !== localHost();
   return new ApexError(
     "APEX_E_SESSION_ACTIVE",
     `Session ${sessionId} of project ${JSON.stringify(project)} is running ${remote ? `on host ${host} ` : ""}(supervisor pid ${pid ?? "unknown"}${leaseExpiresAt ? `, lease until ${leaseExpiresAt}` : ""}): its data cannot move under it.`,
     {
-      hint: `Stop it${remote ? ` on ${host}` : ""} (\`apex stop\`), or wait for its lease to expire, then run this again. Nothing was changed.`,
+      hint: `Stop it${remote ? ` on ${host}` : ""} (${remote ? "`apex stop` there" : stopCommand(sessionId, name)}), or wait for its lease to expire, then run this again. Nothing was changed.`,
       details: { session_id: sessionId, host, pid: pid ?? null, lease_expires_at: leaseExpiresAt },
     },
   );
