@@ -324,9 +324,9 @@ describe("a session on PostgreSQL", () => {
     expect(projects.map((row) => row.project)).toEqual([basename(p.dir)]);
   }, 120_000);
 
-  it("store migrate and rename-project, refused while a branch runs in its worktree, name the stop that ends that branch: `apex --session NAME stop`, not the project's `apex stop`", async () => {
+  it("store migrate, rename-project and session archive, refused while a branch runs in its worktree, name the stop that ends that branch: `apex --session NAME stop`, not the project's `apex stop`", async () => {
     const url = await cluster.createDatabase();
-    project = new Project(`${AGENTS.replace("plugins:\n", "plugins:\n  git: {}\n")}store:\n  backend: postgres\n  url: ${JSON.stringify(url)}\n`, "apex-pg-stop-");
+    project = new Project(`${AGENTS.replace("plugins:\n", "plugins:\n  git: {}\n  archive: {}\n")}store:\n  backend: postgres\n  url: ${JSON.stringify(url)}\n`, "apex-pg-stop-");
     const p = project;
     initRepo(git, p.dir, { ".gitignore": ".apex/\n" });
     const parent = mkdtempSync(join(tmpdir(), "apex-pg-stop-parent-"));
@@ -346,6 +346,10 @@ describe("a session on PostgreSQL", () => {
       expect(error.hint).toContain("Stop it (`apex --session feature stop`)");
     }
     expect(existsSync(target)).toBe(false);
+    // So does session archive of it (only ended sessions are archived).
+    const running = p.apex(["session", "archive", "feature", "--json"]);
+    expect(running.status, running.stderr).toBe(4);
+    expect(JSON.parse(running.stderr.trim().split("\n").at(-1)!).error.hint).toContain("Stop it first (`apex --session feature stop`)");
     expect(p.apex(["--session", "feature", "stop"]).status).toBe(0);
     expect(p.apex(["store", "migrate", "--to", `lmdb:${target}`]).status).toBe(0);
   }, 120_000);

@@ -14,6 +14,7 @@ import { collectSession, historyPath, livePath, locateSession, type CollectedSes
 import { bundleFileName, makeBackupDirectory, readBundleFile } from "./files.js";
 import { writeFileAtomic } from "../../cli/output-file.js";
 import { ARCHIVE_ACTOR } from "./install.js";
+import { stopCommand } from "../stop-command.js";
 
 export interface ArchiveOptions {
   /** Archive ended sessions that ended at least this long ago. */
@@ -165,7 +166,7 @@ function selectCandidates(store: Store, sessionId: string | undefined, cutoff: n
     const status = typeof location.record.status === "string" ? location.record.status : "unknown";
     if (location.state === "live" || currentId === sessionId) {
       throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${sessionId} has not ended (status ${status}); only ended sessions are archived.`, {
-        hint: "Stop it first (`apex stop`), or export a copy with `apex session export`.",
+        hint: `Stop it first (${stopCommand(sessionId, location.record.name)}), or export a copy with \`apex session export\`.`,
       });
     }
     const ended = endedAt(location.record);

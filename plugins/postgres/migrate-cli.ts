@@ -21,7 +21,7 @@ import { migrateStore } from "./migrate.js";
 import { PostgresBackend, postgresUrlProblem } from "./backend.js";
 import { LEASES_OPTIONS, LEASES_TABLE, localHost, onOtherHost, supervisorHost } from "../../core/session/lease.js";
 import type { SessionRecord } from "../../core/session/records.js";
-import { stopCommand } from "./stop-hint.js";
+import { stopCommand } from "../stop-command.js";
 
 /** The tables of core and the built-in plugins with their kinds (the port's tableNames() gives names only). */
 const TABLES: Record<string, TableOptions> = {

@@ -18,7 +18,7 @@ import { activeSessions, currentSession, historySessions, supervisorAlive } from
 import { liveSupervisors } from "../../core/session/runtime.js";
 import { localHost, onOtherHost, supervisorHost } from "../../core/session/lease.js";
 import type { SessionRecord } from "../../core/session/records.js";
-import { stopCommand } from "./stop-hint.js";
+import { stopCommand } from "../stop-command.js";
 import { PostgresBackend, listProjects } from "./backend.js";
 
 export interface ProjectListing {
