@@ -321,3 +321,31 @@ describe("apex store migrate", () => {
     }
   }, 240_000);
 });
+
+describe("the lines apex store migrate prints to switch to the target", () => {
+  it("say that the password shown as *** is to be written back (or kept in ~/.pgpass or PGPASSWORD), only when the URL has one", async () => {
+    const own = new Project(CONFIG, "apex-migrate-lines-");
+    try {
+      expect(own.apex(["memory", "set", "/a", "1"]).status).toBe(0);
+      const note = "(with the password where *** stands, or without it in the URL and kept in ~/.pgpass or PGPASSWORD)";
+      // Pasted as printed, the config line's URL had the password *** and was refused (APEX_E_STORE_AUTH).
+      const withPassword = own.apex(["store", "migrate", "--to", await cluster.createDatabase()]);
+      expect(withPassword.status, withPassword.stderr).toBe(0);
+      expect(withPassword.stdout).toContain(":***@");
+      expect(withPassword.stdout).toContain(note);
+      // Without one in the URL (a trusted unix socket), and to LMDB, there is nothing to write back.
+      const name = new URL(await cluster.createDatabase()).pathname.slice(1);
+      const socket = `postgres://${new URL(cluster.adminUrl).username}@/${name}?host=${encodeURIComponent(cluster.socketDir)}&port=${cluster.port}`;
+      const lmdb = join(mkdtempSync(join(tmpdir(), "apex-migrate-lines-lmdb-")), "copy");
+      for (const to of [socket, `lmdb:${lmdb}`]) {
+        const copied = own.apex(["store", "migrate", "--to", to]);
+        expect(copied.status, copied.stderr).toBe(0);
+        expect(copied.stdout).toContain("To use it, put in apex.config.yaml:");
+        expect(copied.stdout).not.toContain(note);
+      }
+      rmSync(join(lmdb, ".."), { recursive: true, force: true });
+    } finally {
+      own.cleanup();
+    }
+  }, 120_000);
+});

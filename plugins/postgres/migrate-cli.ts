@@ -138,6 +138,8 @@ export async function migrateStoreCommand(location: ProjectLocation, options: { 
     printLine("To use it, put in apex.config.yaml:");
     printLine(`  ${result.switch.config}`);
     printLine(`or set: ${result.switch.env}`);
+    // The lines are to be copied: a password left as *** there is refused (APEX_E_STORE_AUTH).
+    if (targetSpec.backend === "postgres" && redactUrl(options.to) !== redactUrl(options.to, "")) printLine("  (with the password where *** stands, or without it in the URL and kept in ~/.pgpass or PGPASSWORD)");
   } finally {
     await target?.close();
     await source?.close();
