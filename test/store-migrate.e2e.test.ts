@@ -171,6 +171,9 @@ describe("apex store migrate", () => {
     const written = project.apex(["store", "migrate", "--to", copy]);
     expect(written.status).toBe(4);
     expect(written.stderr).toContain("already holds data;");
+    // The target named as the report names it: it read `…/db#ID`, a URL with a fragment.
+    expect(written.stderr).toContain(`(postgres at ${redactUrl(copy, "")}, project ${id}) already holds data;`);
+    expect(written.stderr).not.toContain(`#${id}`);
   }, 120_000);
 
   it("refuses to copy into a target another migration is copying into, and copies once it ended", async () => {

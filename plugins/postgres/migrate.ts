@@ -74,7 +74,7 @@ export async function migrateStore(source: StorageBackend, target: StorageBacken
     const interrupted = state === "interrupted";
     if (state === "whole") {
       // A migration that finished its copy and was stopped before it said so (kill -9, a closed terminal): nothing to redo.
-      throw new ApexError("APEX_E_CONFLICT", `The target store (${target.info.backend} at ${target.info.location}) already holds a whole copy of this store (revision ${source.revision()}, checked record by record now); a migration copies into an empty store only.`, {
+      throw new ApexError("APEX_E_CONFLICT", `The target store (${targetLabel(target)}) already holds a whole copy of this store (revision ${source.revision()}, checked record by record now); a migration copies into an empty store only.`, {
         hint: "That copy can be used as it is (an earlier migration into it finished its copy); to copy again, empty the target first.",
         details: { whole_copy: true, revision: source.revision() },
       });
@@ -82,7 +82,7 @@ export async function migrateStore(source: StorageBackend, target: StorageBacken
     if (!interrupted || !options.clearInterrupted) {
       throw new ApexError(
         "APEX_E_CONFLICT",
-        `The target store (${target.info.backend} at ${target.info.location}) already holds ${interrupted ? `an interrupted copy of this store (revision ${target.revision()} of ${source.revision()})` : "data"}; a migration copies into an empty store only.`,
+        `The target store (${targetLabel(target)}) already holds ${interrupted ? `an interrupted copy of this store (revision ${target.revision()} of ${source.revision()})` : "data"}; a migration copies into an empty store only.`,
         {
           hint: interrupted
             ? "Remove the target directory (it holds only that copy) and run the migration again."
@@ -143,7 +143,7 @@ export async function migrateStore(source: StorageBackend, target: StorageBacken
     // above (another migration into it, a command pointed at it), or the replay would go on after
     // its revisions and a copy that verified would end up with its log twice.
     if (target.revision() !== 0 || !firstOf(target.keys({})).done) {
-      throw new ApexError("APEX_E_CONFLICT", `The target store (${target.info.backend} at ${target.info.location}) was written to while this copy ran (it is at revision ${target.revision()}): another migration into it, or a command using it. This copy wrote no memory there.`, {
+      throw new ApexError("APEX_E_CONFLICT", `The target store (${targetLabel(target)}) was written to while this copy ran (it is at revision ${target.revision()}): another migration into it, or a command using it. This copy wrote no memory there.`, {
         hint: "If another `apex store migrate` into it succeeded, that copy is whole (it verified); else find what writes there, empty the target and run the migration again.",
       });
     }
@@ -277,4 +277,14 @@ function verify(source: StorageBackend, target: StorageBackend, tables: Map<stri
 /** Buffers compare by content whatever their class (a Uint8Array view, a pooled Buffer). */
 function normal(value: unknown): unknown {
   return value instanceof Uint8Array ? Buffer.from(value).toString("hex") : value;
+}
+
+/**
+ * The target as the migration's report names it: `postgres at URL, project ID` (a PostgreSQL
+ * backend's location is `URL#ID`, which read as a URL with a fragment), or `lmdb at DIR`.
+ */
+function targetLabel(target: StorageBackend): string {
+  const { backend, location } = target.info;
+  const mark = backend === "postgres" ? location.indexOf("#") : -1;
+  return mark < 0 ? `${backend} at ${location}` : `${backend} at ${location.slice(0, mark)}, project ${location.slice(mark + 1)}`;
 }
