@@ -1100,6 +1100,22 @@ describe("--worktree and --git", () => {
     expect(json<{ value: number }>(p.apex(["memory", "show", "/from-feature", "--json"])).value).toBe(2);
   });
 
+  it("start --continue of a branch already running in its worktree, run in the project's tree, names that branch in the commands its hint gives", () => {
+    const { p, worktree } = repoProject();
+    const main = p.start(["--task", "main"]).session_id;
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    expect(p.apex(["session", "branch", "latest", "feature", "--worktree", worktree]).status).toBe(0);
+    const feature = p.start(["--continue", "feature"]).session_id;
+    const again = p.apex(["start", "--continue", "feature", "--json"]);
+    expect(again.status, again.stderr).toBe(4);
+    const error = JSON.parse(again.stderr).error;
+    expect(error).toMatchObject({ code: "APEX_E_SESSION_ACTIVE", message: expect.stringContaining("Session feature is active") });
+    // It said `apex status` and `apex checkpoint list`: here, those are main's.
+    expect(error.hint).toBe("See it with `apex --session feature status`; `apex start --continue feature/CHECKPOINT` goes back to one of its checkpoints (`apex --session feature checkpoint list`).");
+    expect(json<{ session: { session_id: string } }>(p.apex(["status", "--json"])).session.session_id).toBe(main);
+    expect(json<{ session: { session_id: string } }>(p.apex(["--session", "feature", "status", "--json"])).session.session_id).toBe(feature);
+  });
+
   it("--git from a session with no git branch names it as merge prints sessions (its short id), exit 2, nothing written", () => {
     const { p } = repoProject();
     const main = p.start(["--task", "main"]).session_id;

@@ -112,7 +112,9 @@ describe("a pause of a paused session, a resume of an active one", () => {
     expect(project.apex(["pause"]).status).toBe(0);
     expect(refused(["pause"])).toEqual({ code: "APEX_E_SESSION_STATE", message: "The session is already paused: there is nothing to pause.", exitCode: 4, hint: "`apex resume` continues it.", details: { session_id, status: "paused" } });
     // start --continue of it, paused: resume is what continues it.
-    expect(refused(["start", "--continue", "last"]).hint).toBe("It is paused: `apex resume` continues it. See it with `apex status`; `apex start --continue CHECKPOINT` goes back to one of its checkpoints (`apex checkpoint list`).");
+    // Named (a bare `apex status` in the project's tree is the project's session, not a branch running in its worktree).
+    const short = session_id.slice(0, 8);
+    expect(refused(["start", "--continue", "last"]).hint).toBe(`It is paused: \`apex --session ${short} resume\` continues it. See it with \`apex --session ${short} status\`; \`apex start --continue ${short}/CHECKPOINT\` goes back to one of its checkpoints (\`apex --session ${short} checkpoint list\`).`);
     // `branch with --worktree` read as an option of start, which has none.
     expect(refused(["start", "--task", "another"]).hint).toBe("End it with `apex stop` first, or `apex resume` it, or run another beside it in a worktree of its own (`apex session branch CHECKPOINT NAME --worktree`); `apex status` shows it.");
   });

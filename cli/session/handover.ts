@@ -106,9 +106,10 @@ export async function makeWay(location: ProjectLocation, request: MakeWayRequest
     // Its stop is under way (the record says active until it is written): continued once it has stopped.
     if ((await liveStatus(client)) === "stopping") throw stoppingInTheWay(current, `once it has stopped, \`apex start --continue ${sessionText(current)}\` continues it`);
     // A paused one is continued by resume, which this did not say.
-    const resume = current.status === "paused" ? "It is paused: `apex resume` continues it. " : "";
+    const resume = current.status === "paused" ? `It is paused: \`apex --session ${sessionText(current)} resume\` continues it. ` : "";
     throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${sessionText(current)} is ${current.status} (supervisor pid ${live.pid}); there is nothing to continue.`, {
-      hint: `${resume}See it with \`apex status\`; \`apex start --continue CHECKPOINT\` goes back to one of its checkpoints (\`apex checkpoint list\`).`,
+      // Named: a bare `apex status` (and checkpoint list) in the project's tree is the project's session, not a branch running in its worktree.
+      hint: `${resume}See it with \`apex --session ${sessionText(current)} status\`; \`apex start --continue ${sessionText(current)}/CHECKPOINT\` goes back to one of its checkpoints (\`apex --session ${sessionText(current)} checkpoint list\`).`,
       details: { session_id: current.session_id, status: current.status },
     });
   }
