@@ -687,6 +687,8 @@ describe("--worktree and --git", () => {
       // Inside the project's working tree: git makes it (it shows there as untracked), and the project's agents and tools took its files for the project's.
       [join(dir, "worktrees", "feature"), "APEX_E_USAGE", 2],
       ["feature", "APEX_E_USAGE", 2],
+      // Below a file: never a directory (git's "could not create leading directories", APEX_E_GIT_FAILED, exit 1).
+      [join(occupied, "keep.txt", "feature"), "APEX_E_USAGE", 2],
     ] as const) {
       const refused = p.apex(["session", "branch", "latest", "feature", "--worktree", target, "--json"]);
       expect(refused.status, `${target}: ${refused.stderr}`).toBe(exit);

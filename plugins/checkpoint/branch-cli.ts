@@ -101,7 +101,10 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
   if (options.worktree === "") throw new ApexError("APEX_E_USAGE", "--worktree was given an empty directory.", { hint: "Name a new directory, or give --worktree alone for ../<repository>-NAME." });
   // A usage error before anything is read: the name, and a worktree directory where none may be.
   checkSessionName(name);
-  if (typeof options.worktree === "string") refuseReservedWorktree(location, resolve(options.worktree));
+  if (typeof options.worktree === "string") {
+    refuseReservedWorktree(location, resolve(options.worktree));
+    refuseUnderFile(resolve(options.worktree));
+  }
   // By default beside the repository (a project in a subdirectory of it too: not inside its working tree).
   let dir: string | undefined;
   if (options.worktree !== undefined && options.worktree !== false) {
@@ -242,6 +245,26 @@ function refuseReservedWorktree(location: ProjectLocation, dir: string): void {
         details: { path: dir, inside: path },
       });
     }
+  }
+}
+
+/**
+ * A DIR below a file (`notes.txt/wt`) can never be made: a usage error (exit 2, as --help says of
+ * a bad DIR) before anything is read or made. It was git's "could not create leading
+ * directories", APEX_E_GIT_FAILED, exit 1, once the store had been read.
+ */
+function refuseUnderFile(dir: string): void {
+  for (let at = dirname(dir); ; at = dirname(at)) {
+    if (existsSync(at)) {
+      if (!statSync(at).isDirectory()) {
+        throw new ApexError("APEX_E_USAGE", `--worktree ${dir} is below ${at}, which is not a directory; a worktree cannot go there.`, {
+          hint: "Give --worktree a new or empty directory, or give --worktree alone for ../<repository>-NAME.",
+          details: { path: dir, not_a_directory: at },
+        });
+      }
+      return;
+    }
+    if (dirname(at) === at) return;
   }
 }
 
