@@ -1,6 +1,7 @@
 // The claim rule "one session per working tree" (core/session/claim.ts), on each storage backend:
 // a session claimed in a worktree where another one is not ended is refused, naming that one, and
 // writes nothing; in another worktree, or the project's own tree, it is claimed beside it.
+import { spawn } from "node:child_process";
 import { mkdirSync, symlinkSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
@@ -8,6 +9,7 @@ import { describe, expect, it } from "vitest";
 import type { Config } from "../core/config/types.js";
 import { ApexError } from "../core/errors.js";
 import { claimContinuedSession, claimNewSession, type SupervisorIdentity } from "../core/session/claim.js";
+import { SUPERVISOR_NONCE_VAR, readProcStat } from "../core/session/proc.js";
 import type { SessionRecord } from "../core/session/records.js";
 import { endedMark, findSession } from "../core/session/sessions.js";
 import type { Store } from "../core/store/store.js";
@@ -132,6 +134,30 @@ forEachBackend((backend) => {
       expect(sessionsState(store)).toEqual(before);
       // Read as it is now, the claim holds; as does the one of the session ended "in the future".
       expect(await claimContinuedSession(store, config, { sessionId: "s-ahead", checkpoint: undefined }, self, { session_id: "s-ahead", mark: endedMark(findSession(store, "s-ahead")!) })).toMatchObject({ sessionId: "s-ahead", continued: true });
+    });
+  });
+
+  describe("a continue that loses the claim to another supervisor of the session", () => {
+    it("names the session as its branch name and gives the commands that reach it from any tree, writing nothing", async () => {
+      const store = await backend.fresh();
+      // The winner: a live process carrying a supervisor's nonce, as a `start --continue` that claimed the branch first.
+      const nonce = "0123456789abcdef0123456789abcdef";
+      const winner = spawn("sleep", ["60"], { env: { ...process.env, [SUPERVISOR_NONCE_VAR]: nonce }, stdio: "ignore" });
+      try {
+        await new Promise((resolve) => winner.once("spawn", resolve));
+        const startTime = readProcStat(winner.pid!)!.startTime;
+        const running = { ...branchRecord("s-feature", "feature", "/nonexistent"), status: "active", outcome: null, ended_at: null, supervisor: { pid: winner.pid, start_time: startTime, nonce, host: hostname(), generation: 1 } } as unknown as SessionRecord;
+        await store.batch((batch) => batch.set("/sessions/s-feature", running as never));
+        const before = store.get("/sessions/s-feature");
+        const refused = await refusal(claimContinuedSession(store, config, { sessionId: "s-feature", checkpoint: undefined }, self));
+        expect(refused).toMatchObject({ code: "APEX_E_SESSION_ACTIVE", exitCode: 4, details: { session_id: "s-feature" } });
+        expect(refused.message).toMatch(/^Session feature is running \(supervisor /);
+        // It said `apex status` and `apex stop`: in the project's tree, the project's session, not the branch.
+        expect(refused.hint).toBe("See it with `apex --session feature status`; `apex --session feature stop` ends it.");
+        expect(store.get("/sessions/s-feature")).toEqual(before);
+      } finally {
+        winner.kill("SIGKILL");
+      }
     });
   });
 });

@@ -89,11 +89,11 @@ export async function claimContinuedSession(store: Store, config: Config, target
       const remote = onOtherHost(previous);
       throw new ApexError(
         "APEX_E_SESSION_ACTIVE",
-        `Session ${target.sessionId} is running (supervisor ${holderText(previous)}${remote ? `, lease until ${previous!.lease_expires_at}` : ""}); there is nothing to continue.`,
+        `Session ${typeof record.name === "string" && record.name ? record.name : target.sessionId} is running (supervisor ${holderText(previous)}${remote ? `, lease until ${previous!.lease_expires_at}` : ""}); there is nothing to continue.`,
         {
           hint: remote
             ? `It runs on host ${supervisorHost(previous)}: it can be taken over from here only once its lease expires (its supervisor stopped renewing it). See it with \`apex status\`.`
-            : "See it with `apex status`; `apex stop` ends it.",
+            : `See it with \`apex --session ${typeof record.name === "string" && record.name ? record.name : target.sessionId} status\`; \`apex --session ${typeof record.name === "string" && record.name ? record.name : target.sessionId} stop\` ends it.`,
           details: { session_id: target.sessionId, host: supervisorHost(previous), lease_expires_at: previous?.lease_expires_at ?? null },
         },
       );
