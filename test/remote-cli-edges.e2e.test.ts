@@ -1,6 +1,9 @@
 // `apex --remote HOST/SESSION …` as a user meets it: `apex milestone` (a command of its own, which
-// the list of remote commands named as `task milestone`). A real `apex serve` on loopback in front
-// of a live session; the built CLI.
+// the list of remote commands named as `task milestone`), and memory writes to APEX's records
+// (refused through a grant whatever --force says: the refusal's hint said to add --force). A real `apex serve` on
+// loopback in front of a live session; the built CLI.
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Project, shellAgents } from "./fixtures/agents/harness.js";
 import { ok, remote, serve, share } from "./support/serve.js";
@@ -46,5 +49,28 @@ describe("apex --remote", () => {
     expect(other.status).toBe(2);
     expect(other.stderr).toMatch(/Remote commands: [^\n]*, milestone, /);
     expect(other.stderr).not.toContain("reopen|milestone");
+  });
+
+  it("refuses a memory write to APEX's records the same way with and without --force, with no hint to add --force, writing nothing", () => {
+    const file = join(p.dir, "records.json");
+    writeFileSync(file, JSON.stringify({ "/notes/fine": 1, "/projects/config": {} }));
+    const writes: string[][] = [
+      ["memory", "set", `/sessions/${sid}/status`, '"stopped"'],
+      ["memory", "delete", "/sessions/current"],
+      ["memory", "import", file],
+    ];
+    for (const write of writes) {
+      for (const args of [write, [...write, "--force"]]) {
+        const refused = remote(p, url, sid, owner, [...args, "--json"]);
+        expect(refused.status, args.join(" ")).toBe(4);
+        const { error } = JSON.parse(refused.stderr) as { error: { code: string; message: string; hint: string } };
+        expect(error.code, args.join(" ")).toBe("APEX_E_FORBIDDEN");
+        expect(error.message).toContain("is refused through apex serve");
+        expect(error.hint).not.toContain("--force");
+      }
+    }
+    expect(JSON.parse(ok(p.apex(["status", "--json"]))).session.status).toBe("active");
+    expect(JSON.parse(ok(p.apex(["memory", "show", "/sessions/current", "--json"]))).value).toBeTruthy();
+    expect(p.apex(["memory", "show", "/notes/fine"]).status).toBe(3);
   });
 });
