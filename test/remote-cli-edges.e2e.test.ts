@@ -1,6 +1,7 @@
 // `apex --remote HOST/SESSION …` as a user meets it: `apex milestone` (a command of its own, which
-// the list of remote commands named as `task milestone`), and memory writes to APEX's records
-// (refused through a grant whatever --force says: the refusal's hint said to add --force). A real `apex serve` on
+// the list of remote commands named as `task milestone`), memory writes to APEX's records (refused
+// through a grant whatever --force says: the refusal's hint said to add --force), and
+// `session share|unshare --json`, which name the session beside its id. A real `apex serve` on
 // loopback in front of a live session; the built CLI.
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -72,5 +73,20 @@ describe("apex --remote", () => {
     expect(JSON.parse(ok(p.apex(["status", "--json"]))).session.status).toBe("active");
     expect(JSON.parse(ok(p.apex(["memory", "show", "/sessions/current", "--json"]))).value).toBeTruthy();
     expect(p.apex(["memory", "show", "/notes/fine"]).status).toBe(3);
+  });
+
+  it("session share and unshare --json name the session beside its id, a branch by its name", () => {
+    ok(p.apex(["session", "branch", "latest", "feature"]));
+    const branch = JSON.parse(ok(p.apex(["session", "share", "feature", "fay", "--json"]))) as { session_id: string; name: string | null };
+    expect(branch.name).toBe("feature");
+    expect(branch.session_id).not.toBe(sid);
+    const revoked = JSON.parse(ok(p.apex(["session", "unshare", "feature", "fay", "--json"]))) as { session_id: string; name: string | null };
+    expect(revoked).toMatchObject({ session_id: branch.session_id, name: "feature", revoked: 1 });
+
+    const plain = JSON.parse(ok(p.apex(["session", "share", "current", "pat", "--json"]))) as Record<string, unknown>;
+    expect(plain).toMatchObject({ session_id: sid, name: null, user: "pat" });
+    // Through an owner's grant too.
+    const made = JSON.parse(ok(remote(p, url, sid, owner, ["session", "share", "current", "quinn", "--json"]))) as Record<string, unknown>;
+    expect(made).toMatchObject({ session_id: sid, name: null, user: "quinn", via_token_id: expect.any(String) });
   });
 });

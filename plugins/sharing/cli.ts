@@ -167,7 +167,7 @@ export async function shareCommand(location: ProjectLocation, ref: string, user:
     ? `No server runs for this project: the \`apex serve\` that listened at ${stopped} has stopped. Start \`apex serve\` (or pass --url with the server's address), then send the invite with its address and this token.`
     : undefined;
   if (options.json) {
-    printJson({ ...reply.grant, session_id: reply.session_id, token: reply.token, url: hint ? null : invite, connect: hint ? null : connect, ...(hint ? { server: "stopped", hint } : {}) });
+    printJson({ ...reply.grant, session_id: reply.session_id, name: reply.name ?? null, token: reply.token, url: hint ? null : invite, connect: hint ? null : connect, ...(hint ? { server: "stopped", hint } : {}) });
     return;
   }
   const expires = reply.grant.expires_at ? `until ${reply.grant.expires_at}` : "until revoked";
