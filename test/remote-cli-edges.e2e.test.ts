@@ -1,12 +1,13 @@
 // `apex --remote HOST/SESSION …` as a user meets it: `apex milestone` (a command of its own, which
 // the list of remote commands named as `task milestone`), memory writes to APEX's records (refused
 // through a grant whatever --force says: the refusal's hint said to add --force), and
-// `session share|unshare --json`, which name the session beside its id. A real `apex serve` on
+// `session share|unshare --json`, which name the session beside its id; and `memory watch` through a
+// supervisor's own server (sharing.serve), which ends with its session. A real `apex serve` on
 // loopback in front of a live session; the built CLI.
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Project, shellAgents } from "./fixtures/agents/harness.js";
+import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { ok, remote, serve, share } from "./support/serve.js";
 
 const CONFIG = shellAgents({ alpha: "while true; do sleep 0.5; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
@@ -88,5 +89,34 @@ describe("apex --remote", () => {
     // Through an owner's grant too.
     const made = JSON.parse(ok(remote(p, url, sid, owner, ["session", "share", "current", "quinn", "--json"]))) as Record<string, unknown>;
     expect(made).toMatchObject({ session_id: sid, name: null, user: "quinn", via_token_id: expect.any(String) });
+  });
+});
+
+describe("apex --remote memory watch through a supervisor's own server (sharing.serve)", () => {
+  it("ends (exit 0) once the session stops, with the changes it made up to its end (it retried the server gone with it for ever)", async () => {
+    const own = new Project(CONFIG.replace("plugins:\n", 'plugins:\n  git: {}\n  sharing:\n    serve:\n      listen: "127.0.0.1:0"\n'));
+    try {
+      const session = own.start().session_id;
+      const { url } = JSON.parse(readFileSync(join(own.storeDir, "serve.json"), "utf8")) as { url: string };
+      const { token } = share(own, "current", "wanda", "viewer");
+      const watch = own.apexAsync(["--remote", `${url.replace("http://", "")}/${session}`, "memory", "watch", "/notes/**", "--json", "--timeout", "30s"], { env: { APEX_TOKEN: token } });
+      try {
+        ok(own.apex(["memory", "set", "/notes/first", "1"]));
+        await waitFor("the watch to print the first change", () => watch.output().includes('"/notes/first"'));
+        ok(own.apex(["memory", "set", "/notes/last", "2"]));
+        ok(own.apex(["stop"]));
+        const ended = await watch.done;
+        expect(ended.status, ended.stderr).toBe(0);
+        expect(ended.stderr).toContain("The session has ended: its memory changes no more, so the watch ends.");
+        expect(ended.stderr).not.toContain("Still watching");
+        const paths = ended.stdout.trim().split("\n").map((line) => (JSON.parse(line) as { path: string }).path);
+        expect(paths).toEqual(["/notes/first", "/notes/last"]);
+      } finally {
+        if (watch.child.exitCode === null) watch.child.kill("SIGINT");
+        await watch.done;
+      }
+    } finally {
+      own.cleanup();
+    }
   });
 });
