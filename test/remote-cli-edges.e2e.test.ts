@@ -99,18 +99,18 @@ describe("apex --remote memory watch through a supervisor's own server (sharing.
       const session = own.start().session_id;
       const { url } = JSON.parse(readFileSync(join(own.storeDir, "serve.json"), "utf8")) as { url: string };
       const { token } = share(own, "current", "wanda", "viewer");
+      ok(own.apex(["memory", "set", "/notes/first", "1"]));
       const watch = own.apexAsync(["--remote", `${url.replace("http://", "")}/${session}`, "memory", "watch", "/notes/**", "--json", "--timeout", "30s"], { env: { APEX_TOKEN: token } });
       try {
-        ok(own.apex(["memory", "set", "/notes/first", "1"]));
-        await waitFor("the watch to print the first change", () => watch.output().includes('"/notes/first"'));
+        await waitFor("the watch to print the current value", () => watch.output().includes('"/notes/first"'));
         ok(own.apex(["memory", "set", "/notes/last", "2"]));
         ok(own.apex(["stop"]));
         const ended = await watch.done;
         expect(ended.status, ended.stderr).toBe(0);
         expect(ended.stderr).toContain("The session has ended: its memory changes no more, so the watch ends.");
         expect(ended.stderr).not.toContain("Still watching");
-        const paths = ended.stdout.trim().split("\n").map((line) => (JSON.parse(line) as { path: string }).path);
-        expect(paths).toEqual(["/notes/first", "/notes/last"]);
+        const seen = ended.stdout.trim().split("\n").map((line) => JSON.parse(line) as { kind: string; path: string });
+        expect(seen.map(({ kind, path }) => `${kind} ${path}`)).toEqual(["current /notes/first", "put /notes/last"]);
       } finally {
         if (watch.child.exitCode === null) watch.child.kill("SIGINT");
         await watch.done;
