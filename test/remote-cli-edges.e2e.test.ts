@@ -1,7 +1,8 @@
 // `apex --remote HOST/SESSION …` as a user meets it: `apex milestone` (a command of its own, which
 // the list of remote commands named as `task milestone`), memory writes to APEX's records (refused
 // through a grant whatever --force says: the refusal's hint said to add --force), and
-// `session share|unshare --json`, which name the session beside its id; and `memory watch` through a
+// `session share|unshare --json`, which name the session beside its id; `start --continue`'s next
+// commands; and `memory watch` through a
 // supervisor's own server (sharing.serve), which ends with its session. A real `apex serve` on
 // loopback in front of a live session; the built CLI.
 import { readFileSync, writeFileSync } from "node:fs";
@@ -89,6 +90,14 @@ describe("apex --remote", () => {
     // Through an owner's grant too.
     const made = JSON.parse(ok(remote(p, url, sid, owner, ["session", "share", "current", "quinn", "--json"]))) as Record<string, unknown>;
     expect(made).toMatchObject({ session_id: sid, name: null, user: "quinn", via_token_id: expect.any(String) });
+  });
+
+  it("start --continue names, as the next commands, those that reach the remote session (apex status read the local project)", () => {
+    ok(remote(p, url, sid, owner, ["stop"]));
+    const continued = remote(p, url, sid, owner, ["start", "--continue", sid]);
+    expect(continued.status, continued.stderr).toBe(0);
+    const target = `${url.replace(/^http:\/\//, "")}/${sid}`;
+    expect(continued.stdout.trim().split("\n").at(-1)).toBe(`Next: apex --remote ${target} status · apex --remote ${target} logs -f · apex --remote ${target} pause · apex --remote ${target} stop`);
   });
 });
 
