@@ -1,8 +1,8 @@
 // `apex --remote HOST/SESSION …` as a user meets it: `apex milestone` (a command of its own, which
 // the list of remote commands named as `task milestone`), memory writes to APEX's records (refused
 // through a grant whatever --force says: the refusal's hint said to add --force), and
-// `session share|unshare --json`, which name the session beside its id; `start --continue`'s next
-// commands; and `memory watch` through a
+// `session share|unshare --json`, which name the session beside its id; `logs` of a session
+// whose agents never ran; `start --continue`'s next commands; and `memory watch` through a
 // supervisor's own server (sharing.serve), which ends with its session. A real `apex serve` on
 // loopback in front of a live session; the built CLI.
 import { readFileSync, writeFileSync } from "node:fs";
@@ -90,6 +90,22 @@ describe("apex --remote", () => {
     // Through an owner's grant too.
     const made = JSON.parse(ok(remote(p, url, sid, owner, ["session", "share", "current", "quinn", "--json"]))) as Record<string, unknown>;
     expect(made).toMatchObject({ session_id: sid, name: null, user: "quinn", via_token_id: expect.any(String) });
+  });
+
+  it("logs of a session whose agents never ran (a branch not started) is APEX_E_NO_SESSION, exit 3, as locally, with -f too (it printed nothing, exit 0, and -f waited for ever)", () => {
+    ok(p.apex(["session", "branch", "latest", "idle"]));
+    const feature = JSON.parse(ok(p.apex(["session", "list", "--json"]))).find((session: { name: string | null }) => session.name === "idle") as { session_id: string };
+    const local = p.apex(["logs", "--session", "idle", "--json"]);
+    expect(local.status).toBe(3);
+    const { token } = share(p, "idle", "lou", "viewer");
+    for (const args of [["logs", "--json"], ["logs", "-f", "--json"]]) {
+      const refused = remote(p, url, feature.session_id, token, args);
+      expect(refused.status, args.join(" ")).toBe(3);
+      expect(refused.stdout).toBe("");
+      expect(JSON.parse(refused.stderr).error).toEqual({ ...JSON.parse(local.stderr).error, details: { session_id: feature.session_id } });
+    }
+    // A session that ran has its logs, as ever.
+    expect(ok(remote(p, url, sid, viewer, ["logs", "-n", "1", "--json"])).trim().split("\n").length).toBeGreaterThan(0);
   });
 
   it("start --continue names, as the next commands, those that reach the remote session (apex status read the local project)", () => {

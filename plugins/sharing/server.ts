@@ -530,7 +530,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const shown = (value: unknown) => (method === "memory.get" && typeof params.path === "string" ? remoteEntryValue(params.path, value, caller.role) : remoteResult(method, value, caller.role, caller.user));
     let result: unknown;
     if (method === "whoami") result = { user: caller.user, role: caller.role, session_id: sid };
-    else if (method === "logs.read") result = gate.readLogs(sid, params);
+    else if (method === "logs.read") result = await gate.readLogs(sid, params);
     else if (method === "session.continue") result = shown(await gate.continueSession(sid, params));
     else if (hiddenRead(sid, method, params)) result = undefined;
     // Its supervisor stopping with this server: the store has the session ended, and the changes it made up to its end (the supervisor's answer says neither).
@@ -1133,12 +1133,22 @@ class Gate {
     return { ...ready, name: typeof name === "string" && name ? name : null };
   }
 
-  readLogs(sessionId: string, params: Record<string, unknown>): { agents: string[]; lines: LogLine[]; read_to: Record<string, LogFile["readTo"]> } {
+  async readLogs(sessionId: string, params: Record<string, unknown>): Promise<{ agents: string[]; lines: LogLine[]; read_to: Record<string, LogFile["readTo"]> }> {
     // A wrong type was read as no value (all agents, 50 lines), and 1.5 lines as 2, without a word.
     if (params.agent !== undefined && params.agent !== null && typeof params.agent !== "string") throw new ApexError("APEX_E_BAD_INPUT", "logs.read: agent must be an agent's name (a string), or null for every agent.");
     if (params.lines !== undefined && !(Number.isSafeInteger(params.lines) && (params.lines as number) >= 0)) throw new ApexError("APEX_E_BAD_INPUT", `logs.read: lines must be a whole number ≥ 0, not ${typeof params.lines === "number" ? params.lines : `a ${params.lines === null ? "null" : Array.isArray(params.lines) ? "list" : typeof params.lines}`}.`, { hint: "Leave it out for the last 50 lines of each log." });
     // At most REMOTE_LOG_LINES, said rather than cut to without a word (`-n 200000` got 100,000 lines).
     if (typeof params.lines === "number" && params.lines > REMOTE_LOG_LINES) throw new ApexError("APEX_E_BAD_INPUT", `logs.read: lines must be at most ${REMOTE_LOG_LINES.toLocaleString("en-US")} through apex serve, not ${params.lines}.`, { hint: "Read more on the session's host with `apex logs -n N`, or follow it with `-f`." });
+    // A session whose agents never ran here (a branch not started yet): refused as `apex logs --session` refuses it, exit 3.
+    // It was an empty answer, exit 0, and with -f a wait for ever; a running session's logs still to come are followed.
+    if (!existsSync(agentLogDir(this.location.storeDir, sessionId)) && (params.follow !== true || liveSupervisorOf(this.location.storeDir, sessionId) === undefined)) {
+      const { record } = await withReadStore(this.location, (store) => storedSession(store, sessionId));
+      const name = typeof record.name === "string" && record.name ? record.name : shortSessionId(sessionId);
+      throw new ApexError("APEX_E_NO_SESSION", `Session ${name} has no logs in this project: its agents never ran here.`, {
+        hint: "An agent's output is kept from its first start; `apex session list` shows the sessions.",
+        details: { session_id: sessionId },
+      });
+    }
     const agent = typeof params.agent === "string" ? params.agent : undefined;
     const lines = typeof params.lines === "number" ? params.lines : 50;
     // `follow`: the client follows from read_to next, so a last line a running session has not finished yet is left to it, to be sent whole.
