@@ -2,7 +2,7 @@
 // the list of remote commands named as `task milestone`), memory writes to APEX's records (refused
 // through a grant whatever --force says: the refusal's hint said to add --force), and
 // `session share|unshare --json`, which name the session beside its id; `logs` of a session
-// whose agents never ran; `start --continue`'s next commands; and `memory watch` through a
+// whose agents never ran; a refused token saved for another session; `start --continue`'s next commands; and `memory watch` through a
 // supervisor's own server (sharing.serve), which ends with its session. A real `apex serve` on
 // loopback in front of a live session; the built CLI.
 import { readFileSync, writeFileSync } from "node:fs";
@@ -106,6 +106,26 @@ describe("apex --remote", () => {
     }
     // A session that ran has its logs, as ever.
     expect(ok(remote(p, url, sid, viewer, ["logs", "-n", "1", "--json"])).trim().split("\n").length).toBeGreaterThan(0);
+  });
+
+  it("a token saved for another session of the host, refused, has a hint saying so and the apex login that saves this session's", () => {
+    ok(p.apex(["session", "branch", "latest", "saved"]));
+    const credentials = { APEX_CREDENTIALS: join(p.dir, "credentials.json") };
+    const host = url.replace(/^http:\/\//, "");
+    const { token } = share(p, "saved", "sam", "viewer");
+    writeFileSync(join(p.dir, "token.txt"), `${token}\n`);
+    const login = p.apex(["login", `${host}/saved`, "--token-file", join(p.dir, "token.txt")], { env: credentials });
+    expect(login.status, login.stderr).toBe(0);
+    expect(JSON.parse(ok(p.apex(["--remote", `${host}/saved`, "status", "--json"], { env: credentials }))).session.name).toBe("saved");
+    // The host's last saved token is sent for a session with none of its own: refused, and the hint said to ask for an invite.
+    const refused = p.apex(["--remote", `${host}/${sid}`, "status", "--json"], { env: credentials });
+    expect(refused.status).toBe(4);
+    const { error } = JSON.parse(refused.stderr) as { error: { code: string; hint: string } };
+    expect(error.code).toBe("APEX_E_UNAUTHORIZED");
+    expect(error.hint).toBe(`The token sent is the one saved for session saved of ${host}; none is saved for ${sid}. Save its own with \`apex login ${host}/${sid}\`, or give --token-file FILE or APEX_TOKEN.`);
+    // A token given is refused as it was.
+    const given = p.apex(["--remote", `${host}/${sid}`, "status", "--json"], { env: { ...credentials, APEX_TOKEN: token } });
+    expect(JSON.parse(given.stderr).error.hint).toBe("Ask the session's owner for an invite: `apex session share SESSION USER`.");
   });
 
   it("start --continue names, as the next commands, those that reach the remote session (apex status read the local project)", () => {
