@@ -438,6 +438,26 @@ describe("the dashboard's plots of a lone point", () => {
   });
 });
 
+describe("the dashboard's header", () => {
+  it("names a branch in its header as apex status does, by its name with its whole id after it (the id alone was shown)", async () => {
+    project = new Project(CONFIG);
+    project.start();
+    expect(project.apex(["session", "branch", "latest", "feat"]).status).toBe(0);
+    const run = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+    stopServer = async () => {
+      if (run.child.exitCode === null) run.child.kill("SIGTERM");
+      await run.done;
+    };
+    const url = await waitFor("apex serve", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
+    const { token, session_id: feat } = JSON.parse(project.apex(["session", "share", "feat", "vera", "--json"]).stdout) as { token: string; session_id: string };
+    context = await chromium.launchPersistentContext(join(project.dir, "chromium-profile"), { executablePath: "/usr/bin/chromium", headless: true, args: FLAGS, viewport: { width: 1280, height: 900 } });
+    const page = await context.newPage();
+    await page.goto(`${url}/#session=${feat}&token=${token}`);
+    await page.locator("#session-status", { hasText: "stopped" }).waitFor();
+    expect(await page.locator("#session-id").textContent()).toBe(`feat (${feat})`);
+  });
+});
+
 describe("the dashboard behind a proxy that answers for the server", () => {
   it("says the proxy answered (its status), not that a reply was not JSON, and keeps the token", async () => {
     project = new Project(CONFIG);

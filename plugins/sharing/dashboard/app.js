@@ -251,6 +251,8 @@
 
   function renderStatus(status) {
     const session = status.session;
+    // Named as `apex status` and `apex connect` name it: a branch by its name, with its whole id after it.
+    if (session && session.session_id === state.session) $("session-id").textContent = typeof session.name === "string" && session.name ? `${session.name} (${state.session})` : state.session;
     const badge = $("session-status");
     badge.textContent = session ? session.status : "no session";
     badge.className = `badge status-${session ? session.status : "none"}`;
