@@ -2,7 +2,8 @@
 // the list of remote commands named as `task milestone`), memory writes to APEX's records (refused
 // through a grant whatever --force says: the refusal's hint said to add --force), and
 // `session share|unshare --json`, which name the session beside its id; `logs` of a session
-// whose agents never ran; a refused token saved for another session; `start --continue`'s next commands; and `memory watch` through a
+// whose agents never ran; a refused token saved for another session; expired grants in
+// `session shares`; `start --continue`'s next commands; and `memory watch` through a
 // supervisor's own server (sharing.serve), which ends with its session. A real `apex serve` on
 // loopback in front of a live session; the built CLI.
 import { readFileSync, writeFileSync } from "node:fs";
@@ -126,6 +127,17 @@ describe("apex --remote", () => {
     // A token given is refused as it was.
     const given = p.apex(["--remote", `${host}/${sid}`, "status", "--json"], { env: { ...credentials, APEX_TOKEN: token } });
     expect(JSON.parse(given.stderr).error.hint).toBe("Ask the session's owner for an invite: `apex session share SESSION USER`.");
+  });
+
+  it("session shares says which grants have expired (they are listed until revoked, their tokens refused)", async () => {
+    const short = JSON.parse(ok(p.apex(["session", "share", "current", "eve", "--expires", "1s", "--json"]))) as { expires_at: string };
+    ok(p.apex(["session", "share", "current", "lasting", "--expires", "7d"]));
+    await waitFor("eve's grant to expire", () => Date.now() > Date.parse(short.expires_at) || undefined);
+    const rows = ok(p.apex(["session", "shares"])).split("\n");
+    expect(rows.find((row) => row.startsWith("eve "))).toContain(`${short.expires_at} (expired)`);
+    expect(rows.find((row) => row.startsWith("lasting "))).not.toContain("expired");
+    // --json as it was: the time alone.
+    expect((JSON.parse(ok(p.apex(["session", "shares", "--json"]))) as Array<{ user: string; expires_at: string }>).find((grant) => grant.user === "eve")!.expires_at).toBe(short.expires_at);
   });
 
   it("start --continue names, as the next commands, those that reach the remote session (apex status read the local project)", () => {

@@ -223,7 +223,8 @@ export async function sharesCommand(location: ProjectLocation, ref: string, json
     table(
       ["USER", "ROLE", "CREATED", "EXPIRES", "LAST USED", "BY"],
       // BY: who made it; "via USER" for a grant made with USER's grant through `apex serve` (revoked with it).
-      grants.map((grant) => [grant.user, grant.role, grant.created_at, grant.expires_at ?? "never", grant.last_used_at ?? "never", madeBy(grant)]),
+      // An expired grant is listed until it is revoked: said so, as its token is refused.
+      grants.map((grant) => [grant.user, grant.role, grant.created_at, !grant.expires_at ? "never" : Date.parse(grant.expires_at) <= Date.now() ? `${grant.expires_at} (expired)` : grant.expires_at, grant.last_used_at ?? "never", madeBy(grant)]),
     ),
   );
 }
