@@ -238,6 +238,13 @@ export async function importMemory(location: ProjectLocation, file: string, asJs
  */
 async function checkOwned(command: string, paths: string[], options: { recursive?: boolean; force: boolean; value?: unknown }): Promise<void> {
   const { checkOwnedWrite, forcedWarning } = await import("../plugins/owned-paths.js");
+  if (process.env.APEX_REMOTE) {
+    // The server's rule, before anything is sent: APEX's records and all of /sessions are refused whatever
+    // --force says (the local refusal's hint, "add --force", led to a second refusal).
+    const { checkRemoteWrite } = await import("../plugins/sharing/scope.js");
+    const method = command.replace(" ", ".");
+    checkRemoteWrite(method, method === "memory.import" ? { entries: paths.map((path) => ({ path })) } : { path: paths[0], recursive: options.recursive === true });
+  }
   const forced = checkOwnedWrite(command, paths, options);
   // Through `apex serve` such a write is refused whatever --force says (the server decides): no warning that it writes.
   if (forced.length > 0 && !process.env.APEX_REMOTE) process.stderr.write(`${paint("warning:", "yellow", process.stderr)} ${forcedWarning(command, forced)}\n`);

@@ -415,6 +415,49 @@ describe("the dashboard of a viewer, whose session's last events are shares", ()
   });
 });
 
+describe("the dashboard's plots of a lone point", () => {
+  it("draw a session's one checkpoint, and the first sample, over minutes, not over years to come", async () => {
+    project = new Project(CONFIG);
+    const sid = project.start().session_id;
+    const run = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+    stopServer = async () => {
+      if (run.child.exitCode === null) run.child.kill("SIGTERM");
+      await run.done;
+    };
+    const url = await waitFor("apex serve", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
+    const { token } = JSON.parse(project.apex(["session", "share", "current", "vera", "--role", "viewer", "--json"]).stdout) as { token: string };
+    context = await chromium.launchPersistentContext(join(project.dir, "chromium-profile"), { executablePath: "/usr/bin/chromium", headless: true, args: FLAGS, viewport: { width: 1280, height: 900 } });
+    const page = await context.newPage();
+    await page.goto(`${url}/#session=${sid}&token=${token}`);
+    // The session's one checkpoint (onStart): uPlot's own range for one point ran to 2029.
+    await page.locator("#memory-chart[data-points='1'][data-span]").waitFor();
+    expect(Number(await page.locator("#memory-chart").getAttribute("data-span"))).toBe(120);
+    // Tasks and utilization: sampled at each refresh (every 2 s), the first one alone at first.
+    await page.locator("#chart[data-span]").waitFor();
+    expect(Number(await page.locator("#chart").getAttribute("data-span"))).toBeLessThanOrEqual(120);
+  });
+});
+
+describe("the dashboard's header", () => {
+  it("names a branch in its header as apex status does, by its name with its whole id after it (the id alone was shown)", async () => {
+    project = new Project(CONFIG);
+    project.start();
+    expect(project.apex(["session", "branch", "latest", "feat"]).status).toBe(0);
+    const run = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+    stopServer = async () => {
+      if (run.child.exitCode === null) run.child.kill("SIGTERM");
+      await run.done;
+    };
+    const url = await waitFor("apex serve", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
+    const { token, session_id: feat } = JSON.parse(project.apex(["session", "share", "feat", "vera", "--json"]).stdout) as { token: string; session_id: string };
+    context = await chromium.launchPersistentContext(join(project.dir, "chromium-profile"), { executablePath: "/usr/bin/chromium", headless: true, args: FLAGS, viewport: { width: 1280, height: 900 } });
+    const page = await context.newPage();
+    await page.goto(`${url}/#session=${feat}&token=${token}`);
+    await page.locator("#session-status", { hasText: "stopped" }).waitFor();
+    expect(await page.locator("#session-id").textContent()).toBe(`feat (${feat})`);
+  });
+});
+
 describe("the dashboard behind a proxy that answers for the server", () => {
   it("says the proxy answered (its status), not that a reply was not JSON, and keeps the token", async () => {
     project = new Project(CONFIG);

@@ -295,7 +295,9 @@ function printReady(ready: ReadyReport, session: string): void {
   for (const agent of ready.agents) {
     printLine(`  ${agent.name.padEnd(12)} ${agent.status.padEnd(10)} pid ${agent.pid ?? "-"}`);
   }
-  printLine(paint("Next: apex status · apex logs -f · apex pause · apex stop", "gray"));
+  // Through --remote, the commands that reach that session (`apex status` here reads this machine's project).
+  const apex = process.env.APEX_REMOTE ? `apex --remote ${process.env.APEX_REMOTE.replace(/[^\x21-\x7e]/g, "?")}` : "apex";
+  printLine(paint(`Next: ${apex} status · ${apex} logs -f · ${apex} pause · ${apex} stop`, "gray"));
 }
 
 /** "restored checkpoint-004 (1ae47ae5): memory 1 set, 1 deleted; the replaced state is checkpoint-005". */

@@ -167,7 +167,7 @@ export async function shareCommand(location: ProjectLocation, ref: string, user:
     ? `No server runs for this project: the \`apex serve\` that listened at ${stopped} has stopped. Start \`apex serve\` (or pass --url with the server's address), then send the invite with its address and this token.`
     : undefined;
   if (options.json) {
-    printJson({ ...reply.grant, session_id: reply.session_id, token: reply.token, url: hint ? null : invite, connect: hint ? null : connect, ...(hint ? { server: "stopped", hint } : {}) });
+    printJson({ ...reply.grant, session_id: reply.session_id, name: reply.name ?? null, token: reply.token, url: hint ? null : invite, connect: hint ? null : connect, ...(hint ? { server: "stopped", hint } : {}) });
     return;
   }
   const expires = reply.grant.expires_at ? `until ${reply.grant.expires_at}` : "until revoked";
@@ -223,7 +223,8 @@ export async function sharesCommand(location: ProjectLocation, ref: string, json
     table(
       ["USER", "ROLE", "CREATED", "EXPIRES", "LAST USED", "BY"],
       // BY: who made it; "via USER" for a grant made with USER's grant through `apex serve` (revoked with it).
-      grants.map((grant) => [grant.user, grant.role, grant.created_at, grant.expires_at ?? "never", grant.last_used_at ?? "never", madeBy(grant)]),
+      // An expired grant is listed until it is revoked: said so, as its token is refused.
+      grants.map((grant) => [grant.user, grant.role, grant.created_at, !grant.expires_at ? "never" : Date.parse(grant.expires_at) <= Date.now() ? `${grant.expires_at} (expired)` : grant.expires_at, grant.last_used_at ?? "never", madeBy(grant)]),
     ),
   );
 }

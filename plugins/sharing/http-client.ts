@@ -3,7 +3,7 @@ import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { ApexError, withDetail } from "../../core/errors.js";
 import { MAX_LINE_BYTES, errorFromBody, lineSplitter, sendableJson, type RpcErrorBody } from "../../core/rpc/protocol.js";
 import { NDJSON } from "./heartbeat-reply.js";
-import { tokenFor } from "./remote.js";
+import { borrowedTokenSession, tokenFor } from "./remote.js";
 import { roleNeeded } from "./roles.js";
 import type { Subscription } from "../../core/rpc/call.js";
 
@@ -18,6 +18,26 @@ import type { Subscription } from "../../core/rpc/call.js";
  * certificate is trusted with NODE_EXTRA_CA_CERTS.
  */
 const agents = { http: new HttpAgent({ keepAlive: true }), https: new HttpsAgent({ keepAlive: true }) };
+
+/**
+ * A token refused that was saved for another session of the host (the host's last saved, sent for
+ * a session with none of its own): the hint says so, and how to save this session's. It said only
+ * to ask the owner for an invite, of a token the user may well hold for this session too.
+ */
+function borrowedTokenRefused(endpoint: string, error: ApexError): ApexError {
+  if (error.code !== "APEX_E_UNAUTHORIZED") return error;
+  const url = new URL(endpoint);
+  const session = /^\/api\/sessions\/([^/]+)/.exec(url.pathname)?.[1];
+  if (session === undefined) return error;
+  const host = `${url.hostname}:${url.port || (url.protocol === "https:" ? 443 : 80)}`;
+  const target = decodeURIComponent(session);
+  const saved = borrowedTokenSession(host, target);
+  if (saved === undefined) return error;
+  return new ApexError(error.code, error.message, {
+    hint: `The token sent is the one saved for session ${saved} of ${host}; none is saved for ${target}. Save its own with \`apex login ${host}/${target}\`, or give --token-file FILE or APEX_TOKEN.`,
+    ...(error.details ? { details: error.details } : {}),
+  });
+}
 
 /**
  * `what`: the method called (or the stream), named when the connection closes once the request
@@ -193,7 +213,7 @@ function sseBlocks(): (chunk: string) => string[] | undefined {
 function replyError(endpoint: string, response: IncomingMessage, text: string): ApexError {
   try {
     const parsed = JSON.parse(text) as { error?: RpcErrorBody };
-    if (parsed.error?.code) return errorFromBody(parsed.error);
+    if (parsed.error?.code) return borrowedTokenRefused(endpoint, errorFromBody(parsed.error));
   } catch {
     // not ours: fall through
   }

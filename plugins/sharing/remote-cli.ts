@@ -94,7 +94,7 @@ Examples:
     .option("--role <role>", "viewer (reads), operator (also pause, resume, continue, checkpoint create, task add and reopen, memory set) or owner (everything: stop, task claim|done|fail, memory delete|import, merge, sharing)", "viewer")
     .option("--expires <duration>", durationHelp("how long the token is valid (default: until revoked)", "12h, 7d"))
     .option("--url <url>", "the server's address for the invite (default: the running `apex serve`, else http://127.0.0.1:7433)")
-    .option("--json", "print {token_id, user, role, created_at, created_by, expires_at, last_used_at, via_token_id, session_id, token, url, connect}")
+    .option("--json", "print {token_id, user, role, created_at, created_by, expires_at, last_used_at, via_token_id, session_id, name, token, url, connect}")
     .addHelpText("after", "\nExamples:\n  apex session share current alice@example.com --role operator --expires 7d\n  apex session share 3f2a bob --json")
     .action(async (sessionRef: string, user: string, options: { role: string; expires?: string; url?: string; json?: boolean }, command: Command) => {
       const { shareCommand } = await import("./cli.js");
@@ -105,7 +105,7 @@ Examples:
     .description("revoke a user's access to the session at once, and every grant made with it through `apex serve` (open streams are closed)")
     .addArgument(sessionArgument("<session>", "the session: its id, a unique prefix, its name, or `current`"))
     .argument("<user>", "the user to revoke")
-    .option("--json", "print {session_id, user, revoked, derived: [{user, role, token_id, made_by?}]} (derived: grants made with the revoked ones, revoked too; made_by: an older grant taken as made by that user)")
+    .option("--json", "print {session_id, name, user, revoked, derived: [{user, role, token_id, made_by?}]} (derived: grants made with the revoked ones, revoked too; made_by: an older grant taken as made by that user)")
     .addHelpText("after", "\nExamples:\n  apex session unshare current alice@example.com")
     .action(async (sessionRef: string, user: string, options: { json?: boolean }, command: Command) => {
       const { unshareCommand } = await import("./cli.js");

@@ -219,6 +219,22 @@ function sessionToken(entry: CredentialsFile["hosts"][string] | undefined, sessi
   return ids.length === 1 ? sessions[ids[0]!]?.token : undefined;
 }
 
+/**
+ * The session a host's last saved token was saved for, when tokenFor sends it for another
+ * `session` that has none of its own (a grant is for one session: the server refuses it); else
+ * undefined (a token given, one saved for this session, or one saved for no session in particular).
+ */
+export function borrowedTokenSession(host: string, session: string): string | undefined {
+  if (process.env.APEX_TOKEN) return undefined;
+  try {
+    const entry = readCredentials().hosts[host];
+    if (!entry || sessionToken(entry, session) !== undefined) return undefined;
+    return typeof entry.session === "string" && entry.session !== session ? entry.session : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** What `apex session share` hands out: `apx_<16 hex id>_<43 base64url characters>`. */
 export function isApexToken(text: unknown): text is string {
   return typeof text === "string" && /^apx_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$/.test(text);

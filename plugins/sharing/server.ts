@@ -118,6 +118,12 @@ const REFUSED_LINGER_MS = 2000;
 const CLOSE_GRACE_MS = 5000;
 /** At a supervisor's own server's close, how long its session's streams may take to send what the session wrote up to its end. */
 const SESSION_END_DRAIN_MS = 2000;
+/**
+ * A caller that polled memory.changes of a session this recently (`apex --remote … memory watch`
+ * polls every 100 ms, once a second while the server is away) is waited for as a supervisor's own
+ * server closes with that session, until it has been answered the session's end (`ended`).
+ */
+const CHANGES_POLLER_MS = 1500;
 
 interface OpenStream {
   caller: Caller;
@@ -262,6 +268,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
    * (`sharing.serve`) stopping with its session. Both said "apex serve was stopped", which no one had run.
    */
   let closingWhy = { what: "apex serve was stopped", back: "once it is back; if it does not come back, check that `apex serve` runs there" };
+  /** The session whose end closes this server (a supervisor's own, `sharing.serve`): its memory.changes are still answered as it closes. */
+  let endedSession: string | undefined;
+  /**
+   * Who polled memory.changes lately, by grant and session: when, and whether the answer was the
+   * session's end. A supervisor's own server closing with its session waits for those polling it
+   * to be told that end: `memory watch` through it, refused (503) or finding no server, retried for ever.
+   */
+  const changesPolls = new Map<string, { sid: string; at: number; ended: boolean }>();
   const cutConnections = limitConnections(app, new ConnectionLimit(maxConnections, perAddress), https, log, options.refusedLingerMs ?? REFUSED_LINGER_MS);
   // The store this server serves: a supervisor of the project on another one is not its sessions' writer.
   const { resolveStoreSpec, storeIdentity } = await import("../../core/store/open.js");
@@ -307,13 +321,18 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   // Once the server closes (Ctrl-C, SIGTERM), a request still arriving on an open connection is
   // refused with the API's error body, 503 and Retry-After, and its connection closed: fastify's
   // own 503 body had no code a client could act on.
-  app.addHook("onRequest", async (_request, reply) => {
-    if (!closing) return;
+  const refuseClosing = async (reply: FastifyReply) => {
     const refused = new ApexError("APEX_E_RPC", `The server is shutting down (${closingWhy.what}): it takes no new requests.`, {
       hint: `Try again ${closingWhy.back}.`,
       details: { connection: "closing", retry_after_s: 1 },
     });
     await reply.code(503).header("retry-after", "1").header("connection", "close").send({ error: errorBody(refused) });
+  };
+  app.addHook("onRequest", async (request, reply) => {
+    if (!closing) return;
+    // Closing with its session: a poll of memory.changes is answered (once its session is known, the ended one's only), the session's end with it.
+    if (endedSession !== undefined && request.method === "POST" && /^\/api\/sessions\/[^/?]+\/rpc\/memory\.changes(\?|$)/.test(request.url)) return;
+    await refuseClosing(reply);
   });
   // After the headers above: a request refused for its Host carries them too (nosniff; Vary: Origin under --cors).
   app.addHook("onRequest", async (request) => {
@@ -467,6 +486,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   app.post<{ Params: { sid: string; method: string }; Body: unknown }>("/api/sessions/:sid/rpc/:method", async (request, reply) => {
     const { method } = request.params;
     const { sid, caller } = (request as Authenticated).auth ?? (await authenticate(request, request.params.sid));
+    if (closing && sid !== endedSession) return refuseClosing(reply);
     const params = objectBody(request.body);
     if (isInternalMethod(method)) throw noSuchMethod(method);
     // A stream never answers as a call: it would hold the request open, and its subscription the supervisor's channel.
@@ -510,9 +530,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const shown = (value: unknown) => (method === "memory.get" && typeof params.path === "string" ? remoteEntryValue(params.path, value, caller.role) : remoteResult(method, value, caller.role, caller.user));
     let result: unknown;
     if (method === "whoami") result = { user: caller.user, role: caller.role, session_id: sid };
-    else if (method === "logs.read") result = gate.readLogs(sid, params);
+    else if (method === "logs.read") result = await gate.readLogs(sid, params);
     else if (method === "session.continue") result = shown(await gate.continueSession(sid, params));
     else if (hiddenRead(sid, method, params)) result = undefined;
+    // Its supervisor stopping with this server: the store has the session ended, and the changes it made up to its end (the supervisor's answer says neither).
+    else if (method === "memory.changes" && closing && sid === endedSession) result = shown(scopedResult(sid, method, params, await withReadStore(options.location, (store) => readStored(store, sid, method, actorParams))));
     else if (method === "events.list") result = eventsPage(params, shown(await gate.call(sid, method, actorParams)));
     else if (SESSION_LISTINGS.has(method)) result = shown(withEffectiveStatus(method, scopedListing(method, await gate.call(sid, method, actorParams), await gate.ancestry(sid))));
     else {
@@ -531,6 +553,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       }
       if (beats?.streaming) return beats.end({ result });
     }
+    if (method === "memory.changes") notePoll(caller.token_id, sid, (result as { ended?: unknown } | undefined)?.ended === true);
     await reply.send(result === undefined ? {} : { result });
   });
 
@@ -752,6 +775,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       if (ended) {
         const label = ended.name || shortSessionId(ended.sessionId);
         closingWhy = { what: `session ${label} has ended, and its supervisor's own server (sharing.serve) stops with it`, back: `once session ${label} runs again (\`apex start --continue ${label}\`), or at an \`apex serve\` of the project` };
+        endedSession = ended.sessionId;
       }
       closing = true;
       // The server going away is no end of what a stream follows: said as an error, so that `apex connect`
@@ -771,6 +795,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
           endings.push(Promise.race([stream.sessionEnded(), drained]).then(() => stream.close(reason)));
         }
       }
+      // `memory watch` polls: those polling the session are answered its end before the server goes (they waited for it for ever).
+      if (ended) endings.push(Promise.race([pollersTold(ended.sessionId), drained]));
       await Promise.all(endings);
       grantWatch.close();
       await connections.end();
@@ -790,6 +816,19 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       gate.close();
     },
   };
+
+  function notePoll(tokenId: string, sid: string, ended: boolean): void {
+    const now = Date.now();
+    // Those that stopped polling are forgotten: the map holds the recent pollers only.
+    if (changesPolls.size >= 1000) for (const [key, poll] of changesPolls) if (now - poll.at > CHANGES_POLLER_MS) changesPolls.delete(key);
+    changesPolls.set(`${tokenId} ${sid}`, { sid, at: now, ended });
+  }
+
+  /** Resolves once every recent poller of `sid`'s memory.changes has been answered its end (or none polls it). */
+  async function pollersTold(sid: string): Promise<void> {
+    const waiting = () => [...changesPolls.values()].some((poll) => poll.sid === sid && !poll.ended && Date.now() - poll.at < CHANGES_POLLER_MS);
+    while (waiting()) await sleep(50);
+  }
 
   async function sendStatic(reply: FastifyReply, file: string): Promise<void> {
     if (!/^[A-Za-z0-9_.-]+$/.test(file) || file.startsWith(".")) throw new ApexError("APEX_E_NOT_FOUND", `No such file: ${file}.`);
@@ -1094,12 +1133,22 @@ class Gate {
     return { ...ready, name: typeof name === "string" && name ? name : null };
   }
 
-  readLogs(sessionId: string, params: Record<string, unknown>): { agents: string[]; lines: LogLine[]; read_to: Record<string, LogFile["readTo"]> } {
+  async readLogs(sessionId: string, params: Record<string, unknown>): Promise<{ agents: string[]; lines: LogLine[]; read_to: Record<string, LogFile["readTo"]> }> {
     // A wrong type was read as no value (all agents, 50 lines), and 1.5 lines as 2, without a word.
     if (params.agent !== undefined && params.agent !== null && typeof params.agent !== "string") throw new ApexError("APEX_E_BAD_INPUT", "logs.read: agent must be an agent's name (a string), or null for every agent.");
     if (params.lines !== undefined && !(Number.isSafeInteger(params.lines) && (params.lines as number) >= 0)) throw new ApexError("APEX_E_BAD_INPUT", `logs.read: lines must be a whole number ≥ 0, not ${typeof params.lines === "number" ? params.lines : `a ${params.lines === null ? "null" : Array.isArray(params.lines) ? "list" : typeof params.lines}`}.`, { hint: "Leave it out for the last 50 lines of each log." });
     // At most REMOTE_LOG_LINES, said rather than cut to without a word (`-n 200000` got 100,000 lines).
     if (typeof params.lines === "number" && params.lines > REMOTE_LOG_LINES) throw new ApexError("APEX_E_BAD_INPUT", `logs.read: lines must be at most ${REMOTE_LOG_LINES.toLocaleString("en-US")} through apex serve, not ${params.lines}.`, { hint: "Read more on the session's host with `apex logs -n N`, or follow it with `-f`." });
+    // A session whose agents never ran here (a branch not started yet): refused as `apex logs --session` refuses it, exit 3.
+    // It was an empty answer, exit 0, and with -f a wait for ever; a running session's logs still to come are followed.
+    if (!existsSync(agentLogDir(this.location.storeDir, sessionId)) && (params.follow !== true || liveSupervisorOf(this.location.storeDir, sessionId) === undefined)) {
+      const { record } = await withReadStore(this.location, (store) => storedSession(store, sessionId));
+      const name = typeof record.name === "string" && record.name ? record.name : shortSessionId(sessionId);
+      throw new ApexError("APEX_E_NO_SESSION", `Session ${name} has no logs in this project: its agents never ran here.`, {
+        hint: "An agent's output is kept from its first start; `apex session list` shows the sessions.",
+        details: { session_id: sessionId },
+      });
+    }
     const agent = typeof params.agent === "string" ? params.agent : undefined;
     const lines = typeof params.lines === "number" ? params.lines : 50;
     // `follow`: the client follows from read_to next, so a last line a running session has not finished yet is left to it, to be sent whole.

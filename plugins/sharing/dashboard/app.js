@@ -251,6 +251,8 @@
 
   function renderStatus(status) {
     const session = status.session;
+    // Named as `apex status` and `apex connect` name it: a branch by its name, with its whole id after it.
+    if (session && session.session_id === state.session) $("session-id").textContent = typeof session.name === "string" && session.name ? `${session.name} (${state.session})` : state.session;
     const badge = $("session-status");
     badge.textContent = session ? session.status : "no session";
     badge.className = `badge status-${session ? session.status : "none"}`;
@@ -317,6 +319,20 @@
     }
   }
 
+  /**
+   * The time axis of a chart: its points' span, or a minute either side of a lone point (the first
+   * sample, a session's one checkpoint), which uPlot's own range drew over years to come (1,000 days).
+   * The span drawn is kept on the chart's box (data-span, seconds).
+   */
+  const timeRange = (box) => (u, min, max) => {
+    // uPlot widens a lone time itself, by 86,400,000 units (a day in ms; these times are seconds): it is read from the data.
+    const times = u.data[0] || [];
+    const lone = times.length > 0 && times[0] === times[times.length - 1];
+    const range = min == null ? [null, null] : lone ? [times[0] - 60, times[0] + 60] : [min, max];
+    if (min != null) box.dataset.span = String(range[1] - range[0]);
+    return range;
+  };
+
   function buildCharts() {
     if (typeof uPlot !== "function") return;
     const width = Math.min(640, $("chart").clientWidth || 600);
@@ -326,7 +342,7 @@
         height: 200,
         series: [{}, { label: "tasks completed", stroke: "#1a7f37" }, { label: "agent utilization (%)", stroke: "#3056d3", scale: "%" }],
         axes: [{}, { label: "tasks" }, { side: 1, scale: "%", label: "CPU %" }],
-        scales: { "%": { range: [0, 100] } },
+        scales: { x: { range: timeRange($("chart")) }, "%": { range: [0, 100] } },
       },
       state.samples,
       $("chart"),
@@ -337,6 +353,7 @@
         height: 160,
         series: [{}, { label: "memory keys", stroke: "#8250df", points: { show: true } }],
         axes: [{}, { label: "keys" }],
+        scales: { x: { range: timeRange($("memory-chart")) } },
       },
       [[], []],
       $("memory-chart"),
