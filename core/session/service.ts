@@ -61,7 +61,7 @@ export class SessionReader {
     const out: TaskRecord[] = [];
     for (const { value } of this.store.query(`${tasksPrefix(this.sessionId)}/*`)) {
       const task = value as TaskRecord;
-      if (status === undefined || task.status === status) out.push(task);
+      if (task !== null && (status === undefined || task.status === status)) out.push(task); // null: no task (as `task show` reads it)
     }
     return out.sort((a, b) => taskNumber(a.id) - taskNumber(b.id) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }

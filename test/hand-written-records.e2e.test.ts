@@ -1,0 +1,55 @@
+// A session record that is no object (null, or a string), written by hand with `memory set --force` (repair by hand),
+// through the built CLI: the commands that read the session's tasks and events pass over it, as `apex task show`
+// reads a null task (not found). `task list`, `task claim` and `session report` failed with "Cannot read properties of
+// null", and `start --continue` failed the session with it; `session history` and the report showed "undefined".
+import { afterEach, describe, expect, it } from "vitest";
+import { Project } from "./fixtures/agents/harness.js";
+
+const config = [
+  "agents:",
+  "  worker:",
+  "    command: sh",
+  `    args: ["-c", "while true; do sleep 0.5; done"]`,
+  "plugins:",
+  "  checkpoint: {}",
+  "  history: {}",
+  "",
+].join("\n");
+
+let project: Project | undefined;
+afterEach(() => project?.cleanup());
+
+describe("session records written by hand that are no object", () => {
+  it("a null task and null or string events leave task list, claim, report, history and start --continue working", () => {
+    project = new Project(config, "apex-hand-records-");
+    const sid = project.start(["--task", "records"]).session_id;
+    for (const title of ["broken", "kept"]) expect(project.apex(["task", "add", title]).status).toBe(0);
+    const force = (path: string, value: string) => expect(project!.apex(["memory", "set", path, value, "--force"]).status).toBe(0);
+    force(`/sessions/${sid}/tasks/t-0001`, "null");
+    force(`/sessions/${sid}/events/00000001`, "null");
+    force(`/sessions/${sid}/events/00000002`, '"garbage"');
+
+    const list = project.apex(["task", "list", "--json"]);
+    expect(list.status, list.stderr).toBe(0);
+    expect((JSON.parse(list.stdout) as Array<{ id: string }>).map((task) => task.id)).toEqual(["t-0002"]);
+    const claim = project.apex(["task", "claim", "--agent", "worker", "--json"]);
+    expect(claim.status, claim.stderr).toBe(0);
+    expect(JSON.parse(claim.stdout)).toMatchObject({ id: "t-0002", status: "active" });
+
+    const report = project.apex(["session", "report"]);
+    expect(report.status, report.stderr).toBe(0);
+    expect(report.stdout).not.toMatch(/undefined|function|garbage/);
+    expect(report.stdout).toContain("| t-0002 | kept | active | worker |");
+    const history = project.apex(["session", "history", "last", "--json"]);
+    expect(history.status, history.stderr).toBe(0);
+    const events = (JSON.parse(history.stdout) as { events: Array<{ seq: number }> }).events;
+    expect(events.length).toBeGreaterThan(0);
+    expect(events.every((event) => typeof event === "object" && event !== null && event.seq > 2)).toBe(true);
+    expect(project.apex(["session", "history", "last"]).status).toBe(0);
+
+    expect(project.apex(["stop"]).status).toBe(0);
+    const continued = project.apex(["start", "--continue", "last", "--json"]);
+    expect(continued.status, continued.stderr).toBe(0);
+    expect(project.status().session).toMatchObject({ session_id: sid, status: "active" });
+  });
+});
