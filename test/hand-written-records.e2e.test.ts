@@ -3,6 +3,8 @@
 // reads a null task (not found). `task list`, `task claim` and `session report` failed with "Cannot read properties of
 // null", and `start --continue` failed the session with it; `session history` and the report showed "undefined".
 import { afterEach, describe, expect, it } from "vitest";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { Project } from "./fixtures/agents/harness.js";
 
 const config = [
@@ -51,5 +53,29 @@ describe("session records written by hand that are no object", () => {
     const continued = project.apex(["start", "--continue", "last", "--json"]);
     expect(continued.status, continued.stderr).toBe(0);
     expect(project.status().session).toMatchObject({ session_id: sid, status: "active" });
+  });
+
+  it("a null agent, milestone, task-counts or event record of an ended session leaves agent list, milestone and the metrics of its next run working", () => {
+    // agent list and milestone failed with APEX_E_INTERNAL ("reading 'pgid'", "reading 'n'", and with no task counts kept,
+    // a null task: "reading 'status'"); the metrics plugin warned at every sample and at the stop that it could not record them.
+    project = new Project(config.replace("  history: {}", "  history: {}\n  metrics: {}"), "apex-hand-records-");
+    const sid = project.start(["--task", "records"]).session_id;
+    expect(project.apex(["task", "add", "broken"]).status).toBe(0);
+    expect(project.apex(["milestone", "m1"]).status).toBe(0);
+    expect(project.apex(["stop"]).status).toBe(0);
+    for (const key of ["agents/worker", "milestones/0001", "task-counts", "tasks/t-0001", "events/00000002"]) {
+      expect(project.apex(["memory", "set", `/sessions/${sid}/${key}`, "null", "--force"]).status).toBe(0);
+    }
+    for (const args of [["agent", "list"], ["milestone"], ["task", "list"]]) {
+      const result = project.apex([...args, "--json"]);
+      expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(0);
+      expect(JSON.parse(result.stdout)).toEqual([]);
+    }
+    expect(project.apex(["start", "--continue", "last"]).status).toBe(0);
+    const agents = project.apex(["agent", "list", "--json"]);
+    expect(agents.status, agents.stderr).toBe(0);
+    expect(JSON.parse(agents.stdout)).toEqual([expect.objectContaining({ name: "worker", status: "running" })]);
+    expect(project.apex(["stop"]).status).toBe(0);
+    expect(readFileSync(join(project.dir, ".apex", "supervisor.log"), "utf8")).not.toContain("Cannot read properties");
   });
 });
