@@ -78,4 +78,27 @@ describe("session records written by hand that are no object", () => {
     expect(project.apex(["stop"]).status).toBe(0);
     expect(readFileSync(join(project.dir, ".apex", "supervisor.log"), "utf8")).not.toContain("Cannot read properties");
   });
+
+  it("an ended session's record written null leaves the other commands working, and the session reconstructed from it continues", () => {
+    // Every command that reads the ended sessions (status, task list, session list, logs, start --continue) failed with
+    // APEX_E_INTERNAL "Cannot read properties of null"; the session reconstructed from it had no agents, and its continue
+    // failed with "record.agents is not iterable".
+    project = new Project(config, "apex-hand-records-");
+    const sid = project.start(["--task", "records"]).session_id;
+    expect(project.apex(["task", "add", "kept"]).status).toBe(0);
+    expect(project.apex(["stop"]).status).toBe(0);
+    expect(project.apex(["memory", "set", `/sessions/history/${sid}`, "null", "--force"]).status).toBe(0);
+    for (const args of [["status"], ["session", "list"], ["session", "history"]]) {
+      const result = project.apex([...args, "--json"]);
+      expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(0);
+    }
+    const reconstructed = project.apex(["session", "reconstruct", sid, "--json"]);
+    expect(reconstructed.status, reconstructed.stderr).toBe(0);
+    const rebuilt = (JSON.parse(reconstructed.stdout) as { session_id: string }).session_id;
+    const continued = project.apex(["start", "--continue", rebuilt, "--json"]);
+    expect(continued.status, continued.stderr).toBe(0);
+    expect(project.status().session).toMatchObject({ session_id: rebuilt, status: "active" });
+    const tasks = project.apex(["task", "list", "--json"]);
+    expect((JSON.parse(tasks.stdout) as Array<{ title: string }>).map((task) => task.title)).toEqual(["kept"]);
+  });
 });
