@@ -3,7 +3,7 @@
 // reads a null task (not found). `task list`, `task claim` and `session report` failed with "Cannot read properties of
 // null", and `start --continue` failed the session with it; `session history` and the report showed "undefined".
 import { afterEach, describe, expect, it } from "vitest";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Project } from "./fixtures/agents/harness.js";
 
@@ -15,6 +15,7 @@ const config = [
   "plugins:",
   "  checkpoint: {}",
   "  history: {}",
+  "  archive: {}",
   "",
 ].join("\n");
 
@@ -53,6 +54,17 @@ describe("session records written by hand that are no object", () => {
     const continued = project.apex(["start", "--continue", "last", "--json"]);
     expect(continued.status, continued.stderr).toBe(0);
     expect(project.status().session).toMatchObject({ session_id: sid, status: "active" });
+
+    // An export refuses it before writing, naming the record (it wrote the bundle, found that it did not read back,
+    // and failed with APEX_E_INTERNAL, saying to report the archive plugin to its author).
+    const file = join(project.dir, "s.apexbundle");
+    const refused = project.apex(["session", "export", sid, "-o", file, "--json"]);
+    expect([refused.status, JSON.parse(refused.stderr).error]).toEqual([1, expect.objectContaining({ code: "APEX_E_INTEGRITY", details: { session_id: sid, path: `/sessions/${sid}/tasks/t-0001` } })]);
+    expect(JSON.parse(refused.stderr).error.message).toContain(`record /sessions/${sid}/tasks/t-0001 is not the task record of t-0001 (its id is null)`);
+    expect(existsSync(file)).toBe(false);
+    expect(project.apex(["memory", "delete", `/sessions/${sid}/tasks/t-0001`, "--force"]).status).toBe(0);
+    const exported = project.apex(["session", "export", sid, "-o", file]);
+    expect(exported.status, exported.stderr).toBe(0);
   });
 
   it("a null agent, milestone, task-counts or event record of an ended session leaves agent list, milestone and the metrics of its next run working", () => {
