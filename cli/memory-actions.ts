@@ -331,6 +331,11 @@ export function parseImport(text: string, name: string): Entry[] {
       checkImportedValue(record.path as string, record.value, trimmed.length, () => `${name}:1`);
       return [{ path: record.path as string, value: record.value as JsonValue }];
     }
+    // {"path": "/a"} alone is an NDJSON line without its value, not an object of path -> value whose path is "path"
+    // (it said: invalid path "path": it must start with '/'), as the same line among others is said.
+    if (typeof record.path === "string" && !record.path.includes("\n") && Object.keys(record).every((key) => key === "path" || !key.startsWith("/"))) {
+      throw new ApexError("APEX_E_BAD_INPUT", `${name}:1: expected an object with "path" and "value".`, { hint: 'Nothing was imported. Each line is {"path": "/a/b", "value": …}; a file may also be one JSON object of path -> value.' });
+    }
     const entries: Entry[] = [];
     for (const path in record) {
       const problem = pathProblem(path);
