@@ -13,7 +13,7 @@ let project: Project | undefined;
 afterEach(() => project?.cleanup());
 
 describe("the store directory's own directories", () => {
-  it("a file where run, logs or bin go is refused by start, nothing started and the session left as it was; a link to a directory is one", () => {
+  it("a file where run, logs or bin go, or a directory where supervisor.log goes, is refused by start, nothing started and the session left as it was; a link to a directory is one", () => {
     project = new Project(config, "apex-runtime-dirs-");
     const sid = project.start(["--task", "dirs"]).session_id;
     expect(project.apex(["stop"]).status).toBe(0);
@@ -40,6 +40,13 @@ describe("the store directory's own directories", () => {
       const sessions = JSON.parse(project.apex(["session", "list", "--json"]).stdout) as Array<{ session_id: string; status: string }>;
       expect(sessions.map(({ session_id, status }) => ({ session_id, status }))).toEqual([{ session_id: sid, status: "stopped" }]);
     }
+    // A directory where the supervisor's log goes, the other way round (EISDIR, APEX_E_INTERNAL).
+    const log = join(storeDir, "supervisor.log");
+    rmSync(log);
+    mkdirSync(log);
+    const refused = runApex(["start", "--continue", "last", "--json"], { cwd: project.dir });
+    expect([refused.status, JSON.parse(refused.stderr).error]).toEqual([1, expect.objectContaining({ code: "APEX_E_STORE_DAMAGED", message: `${log} is a directory, not a file: the supervisor writes its log there.`, details: { path: log } })]);
+    rmSync(log, { recursive: true });
     // The logs kept on another disk through a link: a directory, as before.
     const elsewhere = join(project.dir, "logs-elsewhere");
     mkdirSync(elsewhere);

@@ -39,6 +39,14 @@ export function assertRuntimeDirectories(location: ProjectLocation): void {
       details: { path },
     });
   }
+  // And the other way round: a directory where the supervisor appends its log (it was APEX_E_INTERNAL, EISDIR).
+  const log = supervisorLogFile(location.storeDir);
+  if (statSync(log, { throwIfNoEntry: false })?.isDirectory()) {
+    throw new ApexError("APEX_E_STORE_DAMAGED", `${log} is a directory, not a file: the supervisor writes its log there.`, {
+      hint: `Nothing was started. Move it aside (\`mv ${log} ${log}.moved\`): APEX makes the file anew. Then run the command again.`,
+      details: { path: log },
+    });
+  }
 }
 
 export async function launchSupervisor(location: ProjectLocation, request: Omit<SupervisorRequest, "projectDir" | "configPath" | "storeDir" | "configFile">, config?: Config): Promise<ReadyReport> {
