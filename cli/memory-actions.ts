@@ -219,7 +219,7 @@ export async function importMemory(location: ProjectLocation, file: string, asJs
   const bytes = await readInputBytes(file === "-" ? 0 : file, name);
   // Longer than V8's longest string (an export of large values): read an entry at a time.
   const entries = bytes.length > constants.MAX_STRING_LENGTH ? (await import("./memory-import-large.js")).parseLargeImport(bytes, name) : parseImport(decodeUtf8Input(bytes, name), name);
-  await checkOwned("memory import", entries.map((entry) => entry.path), { force });
+  await checkOwned("memory import", entries.map((entry) => entry.path), { force, values: entries.map((entry) => entry.value) });
   const writer = await openWriter(location);
   try {
     const { count, revision } = await writer.importEntries(entries, force);
@@ -236,7 +236,7 @@ export async function importMemory(location: ProjectLocation, file: string, asJs
  * Refuses a write to paths APEX owns before the store is opened (the session's writer checks
  * again: plugins/owned-paths.ts is the one rule); with --force, warns on stderr instead.
  */
-async function checkOwned(command: string, paths: string[], options: { recursive?: boolean; force: boolean; value?: unknown }): Promise<void> {
+async function checkOwned(command: string, paths: string[], options: { recursive?: boolean; force: boolean; value?: unknown; values?: unknown[] }): Promise<void> {
   const { checkOwnedWrite, forcedWarning } = await import("../plugins/owned-paths.js");
   const forced = checkOwnedWrite(command, paths, options);
   // Through `apex serve` such a write is refused whatever --force says (the server decides): no warning that it writes.

@@ -6,6 +6,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Project } from "./fixtures/agents/harness.js";
+import { runApex } from "./helpers/cli.js";
+import { openStore } from "../core/store/open.js";
 
 const config = [
   "agents:",
@@ -67,7 +69,7 @@ describe("session records written by hand that are no object", () => {
     expect(exported.status, exported.stderr).toBe(0);
   });
 
-  it("a null agent, milestone, task-counts or event record of an ended session leaves agent list, milestone and the metrics of its next run working", () => {
+  it("a null agent, milestone or event record of an ended session without task counts leaves agent list, milestone and the metrics of its next run working", async () => {
     // agent list and milestone failed with APEX_E_INTERNAL ("reading 'pgid'", "reading 'n'", and with no task counts kept,
     // a null task: "reading 'status'"); the metrics plugin warned at every sample and at the stop that it could not record them.
     project = new Project(config.replace("  history: {}", "  history: {}\n  metrics: {}"), "apex-hand-records-");
@@ -75,9 +77,13 @@ describe("session records written by hand that are no object", () => {
     expect(project.apex(["task", "add", "broken"]).status).toBe(0);
     expect(project.apex(["milestone", "m1"]).status).toBe(0);
     expect(project.apex(["stop"]).status).toBe(0);
-    for (const key of ["agents/worker", "milestones/0001", "task-counts", "tasks/t-0001", "events/00000002"]) {
+    for (const key of ["agents/worker", "milestones/0001", "tasks/t-0001", "events/00000002"]) {
       expect(project.apex(["memory", "set", `/sessions/${sid}/${key}`, "null", "--force"]).status).toBe(0);
     }
+    // No task counts kept, as in a store older than them (memory delete refuses that, even with --force): they are scanned.
+    const store = await openStore(join(project.dir, ".apex"));
+    await store.batch((batch) => void batch.delete(`/sessions/${sid}/task-counts`));
+    await store.close();
     for (const args of [["agent", "list"], ["milestone"], ["task", "list"]]) {
       const result = project.apex([...args, "--json"]);
       expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(0);
@@ -112,5 +118,36 @@ describe("session records written by hand that are no object", () => {
     expect(project.status().session).toMatchObject({ session_id: rebuilt, status: "active" });
     const tasks = project.apex(["task", "list", "--json"]);
     expect((JSON.parse(tasks.stdout) as Array<{ title: string }>).map((task) => task.title)).toEqual(["kept"]);
+  });
+
+  it("a forced write that would leave a session's id sequences or task counts unusable is refused, even with --force, and a later task keeps its own id", () => {
+    // With its counters written null, {} or deleted, the next task was numbered t-0001 and replaced that task (held by an
+    // agent or not), and the next event the first of the audit trail; task counts that are no numbers failed every task change.
+    project = new Project(config, "apex-hand-records-");
+    const sid = project.start(["--task", "records"]).session_id;
+    for (const title of ["first", "second"]) expect(project.apex(["task", "add", title]).status).toBe(0);
+    const counters = `/sessions/${sid}/counters`;
+    const taskCounts = `/sessions/${sid}/task-counts`;
+    const attempts: Array<[string[], string | undefined]> = [
+      [["memory", "set", counters, "null", "--force", "--json"], undefined],
+      [["memory", "set", counters, "{}", "--force", "--json"], undefined],
+      [["memory", "set", counters, '{"tasks": 0, "milestones": 0, "events": -1}', "--force", "--json"], undefined],
+      [["memory", "delete", counters, "--force", "--json"], undefined],
+      [["memory", "import", "-", "--force", "--json"], JSON.stringify({ [counters]: null })],
+      [["memory", "set", taskCounts, '{"pending": "x"}', "--force", "--json"], undefined],
+      [["memory", "delete", taskCounts, "--force", "--json"], undefined],
+    ];
+    for (const [args, input] of attempts) {
+      const result = input === undefined ? project.apex(args) : runApex(args, { cwd: project.dir, input });
+      expect([result.status, JSON.parse(result.stderr).error], args.join(" ")).toEqual([2, expect.objectContaining({ code: "APEX_E_BAD_INPUT", details: { path: args[2] === "-" ? counters : args[2] } })]);
+      expect(JSON.parse(result.stderr).error.message).toContain("refused, even with --force");
+    }
+    const added = project.apex(["task", "add", "third", "--json"]);
+    expect(JSON.parse(added.stdout)).toMatchObject({ id: "t-0003", title: "third" });
+    expect((JSON.parse(project.apex(["task", "list", "--json"]).stdout) as Array<{ id: string; title: string }>).map(({ id, title }) => [id, title])).toEqual([["t-0001", "first"], ["t-0002", "second"], ["t-0003", "third"]]);
+    // A repair of the record's shape is still written, with the warning --force gives.
+    const repaired = project.apex(["memory", "set", counters, '{"tasks": 10, "milestones": 0, "events": 100}', "--force"]);
+    expect([repaired.status, repaired.stderr]).toEqual([0, expect.stringContaining("warning: memory set --force writes")]);
+    expect(JSON.parse(project.apex(["task", "add", "fourth", "--json"]).stdout)).toMatchObject({ id: "t-0011" });
   });
 });
