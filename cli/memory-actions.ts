@@ -159,8 +159,9 @@ export async function setMemory(location: ProjectLocation, given: string, json: 
   // `/notes/` is /notes, as for show, delete, query and export (it was APEX_E_BAD_PATH here alone).
   const path = plainPath(given);
   checkPath(path);
-  // A leading byte order mark (an editor's) is dropped, as import drops it.
-  const text = json === "-" ? (await readUtf8Input(0, "stdin")).replace(/^\uFEFF/, "") : json;
+  // A leading byte order mark (an editor's) is dropped, as import drops it: from stdin, and from the argument
+  // (`"$(cat value.json)"`), where it was "Unexpected token '\ufeff'", the character invisible.
+  const text = (json === "-" ? await readUtf8Input(0, "stdin") : json).replace(/^\uFEFF/, "");
   // Empty stdin (the command before `|` failed, or `< /dev/null`) said "Unexpected end of JSON input".
   if (json === "-" && text.trim() === "") {
     throw new ApexError("APEX_E_BAD_INPUT", `stdin holds no value for ${path}: it is ${text === "" ? "empty" : "only whitespace"}.`, {

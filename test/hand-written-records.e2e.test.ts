@@ -150,4 +150,21 @@ describe("session records written by hand that are no object", () => {
     expect([repaired.status, repaired.stderr]).toEqual([0, expect.stringContaining("warning: memory set --force writes")]);
     expect(JSON.parse(project.apex(["task", "add", "fourth", "--json"]).stdout)).toMatchObject({ id: "t-0011" });
   });
+
+});
+
+describe("JSON options given with a byte order mark", () => {
+  it("agent report --context and task done --result drop a leading byte order mark, as memory set does", () => {
+    // --context was refused ("Unexpected token '\ufeff'", the character invisible), and --result kept the JSON as text.
+    project = new Project(config, "apex-hand-records-");
+    project.start(["--task", "bom"]);
+    const report = project.apex(["agent", "report", "--agent", "worker", "--context", '\ufeff{"step": 3}', "--json"]);
+    expect(report.status, report.stderr).toBe(0);
+    expect(project.apex(["task", "add", "with a result"]).status).toBe(0);
+    const done = project.apex(["task", "done", "t-1", "--result", '\ufeff{"ok": true}', "--json"]);
+    expect(done.status, done.stderr).toBe(0);
+    expect(JSON.parse(done.stdout)).toMatchObject({ id: "t-0001", result: { ok: true } });
+    const context = project.apex(["memory", "show", `/sessions/${project.status().session!.session_id}/agents/worker.context`, "--json"]);
+    expect(JSON.parse(context.stdout).value).toEqual({ step: 3 });
+  });
 });

@@ -95,6 +95,10 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     const set = apex(["memory", "set", "/bom", "-"], '\ufeff{"a": [1]}\n');
     expect(set.status, set.stderr).toBe(0);
     expect(JSON.parse(apex(["memory", "show", "/bom", "--json"]).stdout)).toEqual({ path: "/bom", value: { a: [1] } });
+    // So does the argument (`"$(cat value.json)"`), where the same message stood.
+    const argument = apex(["memory", "set", "/bom-argument", '\ufeff{"b": 2}']);
+    expect(argument.status, argument.stderr).toBe(0);
+    expect(JSON.parse(apex(["memory", "show", "/bom-argument", "--json"]).stdout)).toEqual({ path: "/bom-argument", value: { b: 2 } });
   });
 
   it("an integer past 2^53 written with a zero fraction (9007199254740993.0) is refused as the integer is, naming it; a fraction that only rounds is taken", () => {
