@@ -159,8 +159,9 @@ export async function setMemory(location: ProjectLocation, given: string, json: 
   // `/notes/` is /notes, as for show, delete, query and export (it was APEX_E_BAD_PATH here alone).
   const path = plainPath(given);
   checkPath(path);
-  // A leading byte order mark (an editor's) is dropped, as import drops it.
-  const text = json === "-" ? (await readUtf8Input(0, "stdin")).replace(/^\uFEFF/, "") : json;
+  // A leading byte order mark (an editor's) is dropped, as import drops it: from stdin, and from the argument
+  // (`"$(cat value.json)"`), where it was "Unexpected token '\ufeff'", the character invisible.
+  const text = (json === "-" ? await readUtf8Input(0, "stdin") : json).replace(/^\uFEFF/, "");
   // Empty stdin (the command before `|` failed, or `< /dev/null`) said "Unexpected end of JSON input".
   if (json === "-" && text.trim() === "") {
     throw new ApexError("APEX_E_BAD_INPUT", `stdin holds no value for ${path}: it is ${text === "" ? "empty" : "only whitespace"}.`, {
@@ -219,7 +220,7 @@ export async function importMemory(location: ProjectLocation, file: string, asJs
   const bytes = await readInputBytes(file === "-" ? 0 : file, name);
   // Longer than V8's longest string (an export of large values): read an entry at a time.
   const entries = bytes.length > constants.MAX_STRING_LENGTH ? (await import("./memory-import-large.js")).parseLargeImport(bytes, name) : parseImport(decodeUtf8Input(bytes, name), name);
-  await checkOwned("memory import", entries.map((entry) => entry.path), { force });
+  await checkOwned("memory import", entries.map((entry) => entry.path), { force, values: entries.map((entry) => entry.value) });
   const writer = await openWriter(location);
   try {
     const { count, revision } = await writer.importEntries(entries, force);
@@ -236,7 +237,7 @@ export async function importMemory(location: ProjectLocation, file: string, asJs
  * Refuses a write to paths APEX owns before the store is opened (the session's writer checks
  * again: plugins/owned-paths.ts is the one rule); with --force, warns on stderr instead.
  */
-async function checkOwned(command: string, paths: string[], options: { recursive?: boolean; force: boolean; value?: unknown }): Promise<void> {
+async function checkOwned(command: string, paths: string[], options: { recursive?: boolean; force: boolean; value?: unknown; values?: unknown[] }): Promise<void> {
   const { checkOwnedWrite, forcedWarning } = await import("../plugins/owned-paths.js");
   if (process.env.APEX_REMOTE) {
     // The server's rule, before anything is sent: APEX's records and all of /sessions are refused whatever
@@ -337,6 +338,11 @@ export function parseImport(text: string, name: string): Entry[] {
       refuseInexactNumbers(trimmed, `the value of ${JSON.stringify(record.path)}`, (offset) => `${name}:${line(offset)}: `);
       checkImportedValue(record.path as string, record.value, trimmed.length, () => `${name}:1`);
       return [{ path: record.path as string, value: record.value as JsonValue }];
+    }
+    // {"path": "/a"} alone is an NDJSON line without its value, not an object of path -> value whose path is "path"
+    // (it said: invalid path "path": it must start with '/'), as the same line among others is said.
+    if (typeof record.path === "string" && !record.path.includes("\n") && Object.keys(record).every((key) => key === "path" || !key.startsWith("/"))) {
+      throw new ApexError("APEX_E_BAD_INPUT", `${name}:1: expected an object with "path" and "value".`, { hint: 'Nothing was imported. Each line is {"path": "/a/b", "value": …}; a file may also be one JSON object of path -> value.' });
     }
     const entries: Entry[] = [];
     for (const path in record) {

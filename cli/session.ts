@@ -126,7 +126,9 @@ function addSession(sessions: Map<string, SessionRecord>, value: unknown): void 
 /** The session's audit trail, oldest first (/sessions/<sid>/events/<8-digit seq> sorts by seq). */
 export async function readAuditTrail(reader: MemoryReader, sessionId: string): Promise<SessionEvent[]> {
   const { eventsPrefix } = await import("../core/session/records.js");
-  return (await reader.query(`${eventsPrefix(sessionId)}/*`)).map((entry) => entry.value as SessionEvent);
+  // A record that is no object (null or a string written by hand with --force) is no event: `session history` and
+  // `session report` failed on a null one ("Cannot read properties of null") and showed a string's characters as fields.
+  return (await reader.query(`${eventsPrefix(sessionId)}/*`)).flatMap((entry) => (entry.value !== null && typeof entry.value === "object" && !Array.isArray(entry.value) ? [entry.value as unknown as SessionEvent] : []));
 }
 
 /** Opens the store (or, inside an agent, the supervisor's socket) for reading; a project without a store has no session. */

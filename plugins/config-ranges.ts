@@ -94,7 +94,10 @@ export function checkRanges(data: Record<string, unknown>, source: ConfigSource,
     at(["session", "backup_location"], `contains a NUL byte (\\0), which no path can hold (got ${JSON.stringify(session.backup_location)}).`, "a directory path");
   } else if (typeof session.backup_location === "string" && location) {
     const problem = backupLocationProblem(session.backup_location, location, lmdbStoreDir(mapping(data.store), location));
-    if (problem) at(["session", "backup_location"], problem, "a directory of its own: outside the store directory, or a new one inside it such as .apex/backups");
+    // The default when the file leaves it out (.apex/backups made a file by hand): said, or the problem read as one of a
+    // line of the file that does not set it (the position given is the nearest one the file has).
+    const unset = source.doc.hasIn(["session", "backup_location"]) ? "" : " This is the default: the config file does not set session.backup_location; move that file aside, or set another directory.";
+    if (problem) at(["session", "backup_location"], `${problem}${unset}`, "a directory of its own: outside the store directory, or a new one inside it such as .apex/backups");
   }
   const url = mapping(data.store).url;
   // An LMDB store's path with one failed every command as APEX_E_INTERNAL.

@@ -94,15 +94,41 @@ export function ownedPaths(paths: readonly string[], recursive = false): OwnedPa
  * anything is written, unless `force` (an operator's repair: `--force`); returns the owned
  * paths written anyway then. `command` names the write for people: "memory set".
  */
-export function checkOwnedWrite(command: string, paths: readonly string[], options: { recursive?: boolean; force?: boolean; value?: unknown } = {}): OwnedPath[] {
+export function checkOwnedWrite(command: string, paths: readonly string[], options: { recursive?: boolean; force?: boolean; value?: unknown; values?: readonly unknown[] } = {}): OwnedPath[] {
   if (command === "memory set" && options.value !== undefined) checkValueSize(paths[0] ?? "", options.value);
   const owned = ownedPaths(paths, options.recursive === true);
+  if (owned.length > 0 && options.force === true) paths.forEach((path, index) => checkCountRecord(command, path, command === "memory set" ? options.value : options.values?.[index]));
   if (owned.length === 0 || options.force === true) return owned;
   const [first] = owned;
   const more = owned.length > 1 ? ` (and ${owned.length - 1} more of APEX's paths)` : "";
   throw new ApexError("APEX_E_RESERVED_PATH", `${command} of ${first!.path}${more} refused: it is ${first!.owner}, which APEX owns, not memory. Nothing was written.`, {
     hint: `${HINTS[command] ?? HINTS["memory set"]} To repair APEX's records by hand anyway, add --force.`,
   });
+}
+
+/** The fields of the records APEX counts with: /sessions/<sid>/counters and /sessions/<sid>/task-counts. */
+const COUNT_FIELDS: Readonly<Record<string, readonly string[]>> = { counters: ["tasks", "milestones", "events"], "task-counts": ["pending", "active", "completed", "failed", "total"] };
+
+/**
+ * A forced write of a session's id sequences (`counters`) or task counts that APEX could not count on: deleted, or not
+ * an object of whole numbers. With its counters gone (null, {}, deleted) the next task was numbered t-0001 and replaced
+ * the task that had that id, held by an agent or not, and the next event replaced the first of the audit trail; task
+ * counts that are not numbers made every task change fail (NaN), and deleted ones were counted from nothing. Refused
+ * even with --force (APEX_E_BAD_INPUT, exit 2), nothing written; a value of the record's shape is written as asked.
+ */
+function checkCountRecord(command: string, path: string, value: unknown): void {
+  const [, root, sid, child, ...deeper] = path.split("/");
+  const fields = child === undefined ? undefined : COUNT_FIELDS[child];
+  if (root !== "sessions" || sid === undefined || fields === undefined || deeper.length > 0 || ["current", "history"].includes(sid)) return;
+  const what = child === "counters" ? "the id sequences APEX numbers its tasks, milestones and events by (a new task would take an existing task's id and replace it)" : "the task counts APEX updates with every task change";
+  const fix = `A repair writes an object of whole numbers ≥ 0: {${fields.map((field) => `"${field}": N`).join(", ")}}${child === "counters" ? ", each at least the highest id of its kind the session has" : ""}.`;
+  if (command === "memory delete") {
+    throw new ApexError("APEX_E_BAD_INPUT", `memory delete of ${path} refused, even with --force: it holds ${what}. Nothing was written.`, { hint: fix, details: { path } });
+  }
+  const bad = value === null || typeof value !== "object" || Array.isArray(value) ? [] : fields.filter((field) => !Number.isSafeInteger((value as Record<string, unknown>)[field]) || ((value as Record<string, number>)[field] ?? -1) < 0);
+  if (value === undefined || (bad.length === 0 && value !== null && typeof value === "object" && !Array.isArray(value))) return;
+  const shape = value === null || typeof value !== "object" || Array.isArray(value) ? `is ${value === null ? "null" : Array.isArray(value) ? "an array" : `a ${typeof value}`}, not an object` : `has ${bad.map((field) => `"${field}"`).join(", ")} missing or not a whole number ≥ 0`;
+  throw new ApexError("APEX_E_BAD_INPUT", `${command} of ${path} refused, even with --force: the value ${shape}, and the record holds ${what}. Nothing was written.`, { hint: fix, details: { path } });
 }
 
 const HINTS: Record<string, string> = {

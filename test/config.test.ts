@@ -1,4 +1,4 @@
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it, onTestFinished } from "vitest";
@@ -1331,6 +1331,15 @@ describe("apex config (end to end, built CLI)", () => {
       writeFileSync(join(dir, "apex.config.yaml"), `session:\n  backup_location: ${value}\n`);
       expect(apex(["config", "validate"]).status, value).toBe(0);
     }
+    // The default, .apex/backups, made a file: said to be the default, which the file does not set (the problem was
+    // given the position of another line of the file, as if that line set it).
+    writeFileSync(join(dir, "apex.config.yaml"), "session:\n  max_checkpoints: 7\n");
+    writeFileSync(join(dir, ".apex", "backups"), "a file\n");
+    const unset = apex(["config", "validate", "--json"]);
+    expect(unset.status).toBe(2);
+    expect(JSON.parse(unset.stdout).errors).toEqual([expect.objectContaining({ path: "session.backup_location", message: expect.stringContaining("is a file, not a directory (got \".apex/backups\"") })]);
+    expect(JSON.parse(unset.stdout).errors[0].message).toContain("This is the default: the config file does not set session.backup_location; move that file aside, or set another directory.");
+    rmSync(join(dir, ".apex", "backups"));
     // So is `backup --to` under a file: a usage error, not the plugin's failure.
     const under = apex(["backup", "--to", "apex.config.yaml/x", "--json"]);
     expect(under.status).toBe(2);

@@ -588,6 +588,9 @@ describe("apex logs / start --attach / no session", () => {
     const broken: Array<[string, string, RegExp]> = [
       ["agents: [\n  alpha\n", "APEX_E_YAML", /apex\.config\.yaml:3:1: /],
       ["session:\n  max_checkpoints: many\n", "APEX_E_CONFIG", /apex\.config\.yaml:2:20: session\.max_checkpoints: must be an integer/],
+      // What start refuses beyond the schema: a plugin that does not load, an agent's program not found (status said nothing of them).
+      ["plugins:\n  nosuch: {}\n", "APEX_E_PLUGIN_UNKNOWN", /Unknown plugin 'nosuch' at apex\.config\.yaml:2:3\./],
+      ["agents:\n  alpha:\n    command: no-such-program-apex\n", "APEX_E_CONFIG", /agents\.alpha\.command: agent alpha: the program "no-such-program-apex" is not on PATH/],
     ];
     for (const [text, code, problem] of broken) {
       p.writeConfig(text);

@@ -95,6 +95,10 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     const set = apex(["memory", "set", "/bom", "-"], '\ufeff{"a": [1]}\n');
     expect(set.status, set.stderr).toBe(0);
     expect(JSON.parse(apex(["memory", "show", "/bom", "--json"]).stdout)).toEqual({ path: "/bom", value: { a: [1] } });
+    // So does the argument (`"$(cat value.json)"`), where the same message stood.
+    const argument = apex(["memory", "set", "/bom-argument", '\ufeff{"b": 2}']);
+    expect(argument.status, argument.stderr).toBe(0);
+    expect(JSON.parse(apex(["memory", "show", "/bom-argument", "--json"]).stdout)).toEqual({ path: "/bom-argument", value: { b: 2 } });
   });
 
   it("an integer past 2^53 written with a zero fraction (9007199254740993.0) is refused as the integer is, naming it; a fraction that only rounds is taken", () => {
@@ -283,6 +287,12 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
       const bad = apex(["memory", "import", "-", "--json"], text);
       expect([bad.status, JSON.parse(bad.stderr).error]).toEqual([2, expect.objectContaining({ code: "APEX_E_BAD_PATH", message: `stdin:1: invalid path "${path}": ${problem}.` })]);
     }
+    // A file of one line without its value is that, as on a later line (it said 'invalid path "path": it must start with '/''); nothing is written.
+    for (const text of ['{"path": "/l/5"}\n', '{"path": "/l/5", "valeu": 5}']) {
+      const missing = apex(["memory", "import", "-", "--json"], text);
+      expect([missing.status, JSON.parse(missing.stderr).error]).toEqual([2, expect.objectContaining({ code: "APEX_E_BAD_INPUT", message: 'stdin:1: expected an object with "path" and "value".' })]);
+    }
+    expect(apex(["memory", "show", "/l/5"]).status).toBe(3);
     // So is a number past a JSON number's range, either way (1e-400 was imported as 0), naming its line; nothing is written.
     writeFileSync(file, '{"path": "/l/3", "value": 3}\n{"path": "/l/4", "value": {"tiny": 2e-999}}\n');
     expect(JSON.parse(apex(["memory", "import", file, "--json"]).stderr).error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: `${file}:2: the value of "/l/4" has the number 2e-999, nearer zero than a JSON number holds (about 5e-324): it would be stored as 0.`, hint: 'Nothing was written. Give it as a string to keep it as written: "2e-999".' });

@@ -121,4 +121,20 @@ describe("session references", () => {
     // A reference that names no session keeps the general hint.
     expect(project.apex(["checkpoint", "show", "nosuch"]).stderr).toContain("hint: Refer to a checkpoint by id");
   });
+  it("start --continue of a deleted checkpoint, or of a number not taken yet, says so as checkpoint show does, and leaves the running session running", () => {
+    // It was "No session or checkpoint \"checkpoint-002\"", as for a word that names nothing at all.
+    project.start(["--continue", first]); // stopped by the test of `current` above
+    const created = JSON.parse(project.apex(["checkpoint", "create", "to delete", "--json"]).stdout) as { name: string; sequence: number };
+    expect(project.apex(["checkpoint", "delete", created.name]).status).toBe(0);
+    const deleted = `error[APEX_E_CHECKPOINT_NOT_FOUND]: ${created.name} of session ${first} was deleted (\`apex checkpoint delete\`, retention or repair); its number is not reused.\n`;
+    for (const ref of [created.name, `${first}/${created.name}`, created.name.toUpperCase()]) {
+      const result = project.apex(["start", "--continue", ref]);
+      expect([result.status, result.stderr.split("  hint:")[0]], ref).toEqual([3, deleted]);
+    }
+    const later = project.apex(["start", "--continue", "checkpoint-999", "--json"]);
+    expect([later.status, JSON.parse(later.stderr).error.message]).toEqual([3, `No checkpoint-999 in session ${first} (its latest number is ${created.name}).`]);
+    // A word that could be a session keeps the general answer.
+    expect(project.apex(["start", "--continue", "nosuch"]).stderr).toContain('No session or checkpoint "nosuch".');
+    expect(project.status().session).toMatchObject({ session_id: first, status: "active" });
+  });
 });

@@ -51,6 +51,9 @@ export async function resolveTarget(location: ProjectLocation, argument: string)
           const located = resolveCheckpoint(store, ref, sessionId ? { sessionId } : {});
           return { sessionId: located.sessionId, checkpoint: located.id };
         } catch (error) {
+          // A reference only a checkpoint can be (`checkpoint-002`, `S/checkpoint-002`) keeps what the checkpoint code says of
+          // it, as `apex checkpoint show` does: that it was deleted, or the session's latest number. It was "No session or checkpoint".
+          if (isApexError(error) && error.code === "APEX_E_CHECKPOINT_NOT_FOUND" && onlyCheckpoint(ref)) throw error;
           if (isApexError(error) && (error.code === "APEX_E_CHECKPOINT_NOT_FOUND" || error.code === "APEX_E_NO_SESSION")) return undefined;
           throw error;
         }
@@ -70,6 +73,12 @@ export async function resolveTarget(location: ProjectLocation, argument: string)
   } finally {
     await store.close();
   }
+}
+
+/** A --continue reference no session can be: one with a `/` (SESSION/CHECKPOINT) or a checkpoint's name (`checkpoint-007`). */
+function onlyCheckpoint(ref: string): boolean {
+  const text = ref.trim();
+  return text.includes("/") || /^checkpoint-\d+$/i.test(text);
 }
 
 export interface MakeWayRequest {

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { closeSync, existsSync, readdirSync, rmSync } from "node:fs";
+import { closeSync, existsSync, readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { serialize } from "node:v8";
@@ -13,7 +13,7 @@ import { errorFromBody, idleWindowMs, lineSplitter, type RpcErrorBody } from "..
 import { progressNotes } from "./lifecycle-wait.js";
 import { tailLines } from "../../core/session/agents.js";
 import { newNonce, readProcStat, SUPERVISOR_NONCE_VAR } from "../../core/session/proc.js";
-import { SUPERVISOR_LOG, supervisorLogFile } from "../../core/session/runtime.js";
+import { RUN_DIR, SUPERVISOR_LOG, supervisorLogFile } from "../../core/session/runtime.js";
 import type { ReadyReport, SupervisorRequest } from "../../core/session/supervisor.js";
 
 const SUPERVISOR_MAIN = fileURLToPath(new URL("../../core/session/supervisor-main.js", import.meta.url));
@@ -23,7 +23,34 @@ const SUPERVISOR_MAIN = fileURLToPath(new URL("../../core/session/supervisor-mai
  * run (or why it could not start). The supervisor lives on after this process exits: its
  * own session, stdio on <store>/supervisor.log, unref'd.
  */
+/**
+ * The directories a supervisor makes in the store directory as it starts: one that is another file there (left by hand,
+ * a tool that wrote `.apex/logs` as a file) is refused before anything is launched. The supervisor failed on it with
+ * APEX_E_INTERNAL ("EEXIST: file already exists, mkdir …/run"), and recorded the continued session failed.
+ */
+export function assertRuntimeDirectories(location: ProjectLocation): void {
+  for (const [name, what] of [[RUN_DIR, "sockets of branch sessions"], ["logs", "agents' logs"], ["bin", "`apex` command for the agents"]] as const) {
+    const path = join(location.storeDir, name);
+    // Followed: a link to a directory elsewhere (the logs on another disk) is one.
+    const stat = statSync(path, { throwIfNoEntry: false });
+    if (stat === undefined || stat.isDirectory()) continue;
+    throw new ApexError("APEX_E_STORE_DAMAGED", `${path} is a file, not a directory: APEX keeps the ${what} there.`, {
+      hint: `Nothing was started. Move it aside (\`mv ${path} ${path}.moved\`): APEX makes the directory anew. Then run the command again.`,
+      details: { path },
+    });
+  }
+  // And the other way round: a directory where the supervisor appends its log (it was APEX_E_INTERNAL, EISDIR).
+  const log = supervisorLogFile(location.storeDir);
+  if (statSync(log, { throwIfNoEntry: false })?.isDirectory()) {
+    throw new ApexError("APEX_E_STORE_DAMAGED", `${log} is a directory, not a file: the supervisor writes its log there.`, {
+      hint: `Nothing was started. Move it aside (\`mv ${log} ${log}.moved\`): APEX makes the file anew. Then run the command again.`,
+      details: { path: log },
+    });
+  }
+}
+
 export async function launchSupervisor(location: ProjectLocation, request: Omit<SupervisorRequest, "projectDir" | "configPath" | "storeDir" | "configFile">, config?: Config): Promise<ReadyReport> {
+  assertRuntimeDirectories(location);
   // The continued session's ended state (as the caller read it, else now): an `apex stop` recorded after that, before
   // the supervisor claims the session, makes the claim refuse it (it continued the session the stop had said it
   // stopped). A state, not a time: the hosts sharing a store need not agree on the clock.

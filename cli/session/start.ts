@@ -3,7 +3,7 @@ import { ApexError } from "../../core/errors.js";
 import { paint, printJson, printLine } from "../output.js";
 import { subscribeSupervisor } from "../../core/rpc/call.js";
 import { remoteSessionClient, type SessionClient } from "../../core/session/client.js";
-import { launchSupervisor } from "./launch.js";
+import { assertRuntimeDirectories, launchSupervisor } from "./launch.js";
 import { startGuard } from "./call-off.js";
 import type { JsonValue } from "../../core/store/store.js";
 import type { SessionEvent } from "../../core/session/records.js";
@@ -40,6 +40,8 @@ export async function startSession(location: ProjectLocation, options: StartOpti
   // So is an agent whose program is missing: before any process starts, not as crashing agents.
   const { assertAgentProgramsExist } = await import("../agent-programs.js");
   assertAgentProgramsExist(config);
+  // And a file where the supervisor makes a directory (.apex/logs, run, bin): before a session in the way is stopped.
+  assertRuntimeDirectories(location);
   // And a host name (APEX_HOST) the session's records cannot carry.
   (await import("../../core/session/lease.js")).localHost();
   // And a third-party plugin that fails to apply, or adds a command APEX or another plugin has:

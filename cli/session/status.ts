@@ -42,7 +42,11 @@ async function configWarnings(location: ProjectLocation, report: StatusReport): 
   if (location.configPath === undefined || process.env.APEX_REMOTE || (report.session && report.session.status !== "interrupted")) return [];
   const [{ loadConfig }, { displayPath }, { isApexError }] = await Promise.all([import("../../core/config/load.js"), import("../../core/config/source.js"), import("../../core/errors.js")]);
   try {
-    await loadConfig(location);
+    const config = await loadConfig(location);
+    // What else `apex start` refuses before it runs anything: an agent's program not found, a plugin that does not load
+    // or apply (an unknown one). Status said nothing of those, and its "Start one" led to the refusal.
+    (await import("../agent-programs.js")).assertAgentProgramsExist(config);
+    await (await import("../plugin-commands.js")).assertPluginsApply(config);
     return [];
   } catch (error) {
     if (!isApexError(error)) throw error;

@@ -207,14 +207,16 @@ export async function reportAgent(location: ProjectLocation, options: { agent?: 
     throw new ApexError("APEX_E_USAGE", "Nothing to report: give --status, --task or --context.");
   }
   let context: JsonValue | undefined;
-  if (options.context !== undefined) {
+  // A leading byte order mark is dropped, as `memory set` drops it (it was "Unexpected token '\ufeff'", the character invisible).
+  const contextText = options.context?.replace(/^\uFEFF/, "");
+  if (contextText !== undefined) {
     try {
-      context = JSON.parse(options.context) as JsonValue;
+      context = JSON.parse(contextText) as JsonValue;
     } catch (error) {
       throw new ApexError("APEX_E_BAD_JSON", `--context is not valid JSON: ${(error as Error).message}`, { hint: `apex agent report --context '{"step": 3}'` });
     }
-    refuseRepeatedKeys(options.context, context, "--context");
-    refuseInexactNumbers(options.context, "--context");
+    refuseRepeatedKeys(contextText, context, "--context");
+    refuseInexactNumbers(contextText, "--context");
   }
   const params: Record<string, unknown> = { agent };
   if (options.status !== undefined) params.status = options.status;
@@ -247,12 +249,15 @@ export async function listAgents(location: ProjectLocation, json: boolean, sessi
 }
 
 /** `--result` is JSON when it parses (each key once), else the text itself. */
-function parseLooseJson(text: string): JsonValue {
+function parseLooseJson(given: string): JsonValue {
+  // A leading byte order mark (`--result "$(cat result.json)"` of a file an editor saved with one) is not part of the JSON:
+  // with it, the JSON was kept as text.
+  const text = given.replace(/^\uFEFF/, "");
   let value: JsonValue;
   try {
     value = JSON.parse(text) as JsonValue;
   } catch {
-    return text;
+    return given;
   }
   refuseRepeatedKeys(text, value, "--result");
   refuseInexactNumbers(text, "--result");

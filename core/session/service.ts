@@ -61,7 +61,7 @@ export class SessionReader {
     const out: TaskRecord[] = [];
     for (const { value } of this.store.query(`${tasksPrefix(this.sessionId)}/*`)) {
       const task = value as TaskRecord;
-      if (status === undefined || task.status === status) out.push(task);
+      if (task !== null && (status === undefined || task.status === status)) out.push(task); // null: no task (as `task show` reads it)
     }
     return out.sort((a, b) => taskNumber(a.id) - taskNumber(b.id) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }
@@ -80,7 +80,7 @@ export class SessionReader {
 
   milestones(): MilestoneRecord[] {
     // By number: keys are 4 digits wide, so past 9999 their order is not the milestones' (10000 came before 9999).
-    return Array.from(this.store.query(`/sessions/${this.sessionId}/milestones/*`), (entry) => entry.value as MilestoneRecord).sort((a, b) => a.n - b.n);
+    return Array.from(this.store.query(`/sessions/${this.sessionId}/milestones/*`), (entry) => entry.value as MilestoneRecord).filter((item) => item !== null).sort((a, b) => a.n - b.n); // null: no milestone
   }
 }
 

@@ -78,7 +78,7 @@ export const endedMark = (record: SessionRecord): string => `${historyOf(record)
 /** Ended sessions, most recently ended first. */
 export function historySessions(store: Store): SessionRecord[] {
   const out: SessionRecord[] = [];
-  for (const { value } of store.query(`${HISTORY_PREFIX}/*`)) out.push(value as SessionRecord);
+  for (const { value } of store.query(`${HISTORY_PREFIX}/*`)) if (value !== null && typeof value === "object" && !Array.isArray(value)) out.push(value as SessionRecord); // else no record (null, by hand)
   // ISO timestamps sort as strings; a plain comparison avoids initialising ICU (localeCompare).
   const key = (record: SessionRecord) => record.ended_at ?? record.updated_at ?? "";
   return out.sort((a, b) => (key(a) < key(b) ? 1 : key(a) > key(b) ? -1 : 0));

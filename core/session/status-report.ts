@@ -104,7 +104,7 @@ export function sessionReport(store: Store, session: SessionRecord): StatusRepor
   const sid = session.session_id;
   const status = effectiveStatus(session);
   const agentRecords: AgentRecord[] = [];
-  for (const { path, value } of store.query(`${agentsPrefix(sid)}/*`)) if (!path.endsWith(CONTEXT_SUFFIX)) agentRecords.push(value as AgentRecord);
+  for (const { path, value } of store.query(`${agentsPrefix(sid)}/*`)) if (!path.endsWith(CONTEXT_SUFFIX) && value !== null) agentRecords.push(value as AgentRecord); // null: no agent
   const supervisor = session.supervisor;
   // Another host's pids mean nothing here: its agents are shown as their records say.
   const remote = onOtherHost(supervisor);
@@ -205,8 +205,8 @@ function taskCounts(store: Store, sid: string): StatusReport["tasks"] {
   const tasks = { pending: 0, active: 0, completed: 0, failed: 0, total: 0 };
   for (const { value } of store.query(`${tasksPrefix(sid)}/*`)) {
     const task = value as TaskRecord;
-    if (task.status in tasks) tasks[task.status] += 1;
-    tasks.total += 1;
+    if (task !== null && task.status in tasks) tasks[task.status] += 1;
+    tasks.total += task === null ? 0 : 1; // null: no task, as `task list` reads it
   }
   return tasks;
 }

@@ -473,18 +473,25 @@ const PROCESS_FIELDS = ["pid", "pgid", "start_time"];
  * both are ids, not paths. An agent record's process fields are null or whole numbers.
  */
 function checkIdentity(relative: string, value: unknown, path: string): void {
+  const problem = identityProblem(relative, value, path);
+  if (problem !== undefined) invalid(problem);
+}
+
+/** What checkIdentity refuses in a record, if anything: export checks its records with it, so that it never writes a bundle that does not read back. */
+export function identityProblem(relative: string, value: unknown, path: string): string | undefined {
   const [kind, id, ...deeper] = relative.split("/");
-  if (deeper.length > 0 || id === undefined || (kind !== "agents" && kind !== "tasks")) return;
-  if (kind === "agents" && id.endsWith(".context")) return;
+  if (deeper.length > 0 || id === undefined || (kind !== "agents" && kind !== "tasks")) return undefined;
+  if (kind === "agents" && id.endsWith(".context")) return undefined;
   const field = kind === "agents" ? "name" : "id";
-  if (!ID.test(id)) invalid(`record ${JSON.stringify(path)} names ${kind === "agents" ? "an agent" : "a task"} ${JSON.stringify(id)}, which is not an id (letters, digits, '.', '_', '-')`);
-  if (!isRecord(value) || value[field] !== id) invalid(`record ${path} is not the ${kind === "agents" ? "agent" : "task"} record of ${id} (its ${field} is ${JSON.stringify(isRecord(value) ? value[field] : value)})`);
+  if (!ID.test(id)) return `record ${JSON.stringify(path)} names ${kind === "agents" ? "an agent" : "a task"} ${JSON.stringify(id)}, which is not an id (letters, digits, '.', '_', '-')`;
+  if (!isRecord(value) || value[field] !== id) return `record ${path} is not the ${kind === "agents" ? "agent" : "task"} record of ${id} (its ${field} is ${JSON.stringify(isRecord(value) ? value[field] : value)})`;
   if (kind === "agents") {
     for (const name of PROCESS_FIELDS) {
       const number = value[name];
-      if (number !== undefined && number !== null && !isCount(number)) invalid(`agent record ${path} has ${name} ${JSON.stringify(number)}, not a process id`);
+      if (number !== undefined && number !== null && !isCount(number)) return `agent record ${path} has ${name} ${JSON.stringify(number)}, not a process id`;
     }
   }
+  return undefined;
 }
 
 const CHECKPOINT_LIKE = /^checkpoint-\d+$/;

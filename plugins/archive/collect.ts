@@ -14,7 +14,7 @@ import {
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog } from "../checkpoint/catalog.js";
 import { checkSessionId, isRecord, manifestHash, manifestPath, manifestShapeProblems, parseCheckpointName, type CheckpointManifest } from "../checkpoint/manifest.js";
-import type { BundleInput, BundleKind } from "./bundle.js";
+import { identityProblem, type BundleInput, type BundleKind } from "./bundle.js";
 
 /** Where a session's record is and what it says. */
 export interface SessionLocation {
@@ -69,6 +69,17 @@ export function collectSession(store: Store, sessionId: string, options: { kind:
   if (location.state === "ended") records.push([location.path, location.record]);
   for (const { path, value } of store.tree(livePath(sessionId))) records.push([path, value]);
   records.sort((a, b) => compareCodePoints(a[0], b[0]));
+  // A task or agent record that is not one (null, or another id, written by hand with --force): the bundle's reader
+  // refuses it, so export failed after writing with APEX_E_INTERNAL ("does not read back"), blaming the plugin.
+  for (const [path, value] of records) {
+    const problem = path.startsWith(`${livePath(sessionId)}/`) ? identityProblem(path.slice(livePath(sessionId).length + 1), value, path) : undefined;
+    if (problem !== undefined) {
+      throw new ApexError("APEX_E_INTEGRITY", `Session ${sessionId} cannot be bundled: ${problem}; a bundle holding it would not read back.`, {
+        hint: `Nothing was written. Write the record back as APEX keeps it, or delete it (\`apex memory delete ${path} --force\`), and try again.`,
+        details: { session_id: sessionId, path },
+      });
+    }
+  }
 
   const checkpoints: CheckpointManifest[] = [];
   for (const [path, value] of records) {

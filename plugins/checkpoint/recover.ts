@@ -1,6 +1,7 @@
 import { ApexError } from "../../core/errors.js";
 import { sessionNames, shortSessionId } from "../../core/session/names.js";
 import { allSessions } from "../../core/session/sessions.js";
+import { PROJECT_CONFIG_PATH } from "../../core/session/records.js";
 import { checkSessionName } from "./session-name.js";
 import {
   ObjectStore,
@@ -408,8 +409,14 @@ export async function reconstructSession(store: Store, sessionId: string, option
     const old = isRecord(oldRecord) ? (oldRecord as Record<string, JsonValue>) : {};
     // A session that is not running, kept with the ended ones: `session list` shows it, it never
     // stands in the way of `apex start --task`, and `apex start --continue <id>` brings it back.
+    // A session whose record is lost (null, or no object, written by hand) leaves none of what a continue reads
+    // of it: the continue of the reconstructed session failed with "record.agents is not iterable".
+    const project = store.get(PROJECT_CONFIG_PATH);
     const record: Record<string, JsonValue> = {
+      project_id: isRecord(project) && typeof project.project_id === "string" ? project.project_id : null,
+      initial_task: null,
       ...old,
+      agents: Array.isArray(old.agents) ? old.agents.filter((name) => typeof name === "string") : [],
       session_id: newId,
       status: "stopped",
       created_at: now,

@@ -72,7 +72,9 @@ export async function buildReport(reader: MemoryReader, ref: string | undefined,
     reader.get(sessionGitPath(sessionId)),
     readAuditTrail(reader, sessionId),
   ]);
-  const tasks = taskEntries.map((entry) => entry.value as TaskRecord).sort((a, b) => taskNumber(a.id) - taskNumber(b.id));
+  // A record that is no object (null or a string written by hand with --force) is no task, milestone or agent, as
+  // `apex task show` reads it: the report crashed on it ("Cannot read properties of null") or showed "undefined" in its rows.
+  const tasks = records<TaskRecord>(taskEntries).sort((a, b) => taskNumber(a.id) - taskNumber(b.id));
   const counts = { pending: 0, active: 0, completed: 0, failed: 0, total: tasks.length };
   for (const task of tasks) if (task.status in counts) counts[task.status] += 1;
   const checkpoints = checkpointEntries.flatMap((entry) => summarizeCheckpoint(entry.path, entry.value)).sort((a, b) => a.sequence - b.sequence);
@@ -85,8 +87,8 @@ export async function buildReport(reader: MemoryReader, ref: string | undefined,
     session: { ...record, effective_status: status },
     metrics,
     tasks: { counts, items: tasks },
-    milestones: milestoneEntries.map((entry) => entry.value as MilestoneRecord),
-    agents: agentEntries.filter((entry) => !entry.path.endsWith(CONTEXT_SUFFIX)).map((entry) => entry.value as AgentRecord),
+    milestones: records<MilestoneRecord>(milestoneEntries),
+    agents: records<AgentRecord>(agentEntries.filter((entry) => !entry.path.endsWith(CONTEXT_SUFFIX))),
     checkpoints,
     git: {
       repositories: repositoriesOf(metrics),
@@ -96,6 +98,10 @@ export async function buildReport(reader: MemoryReader, ref: string | undefined,
     },
     events,
   };
+}
+
+function records<T>(entries: Array<{ value: JsonValue }>): T[] {
+  return entries.flatMap((entry) => (isRecord(entry.value) ? [entry.value as unknown as T] : []));
 }
 
 function summarizeCheckpoint(path: string, value: JsonValue): CheckpointSummary[] {

@@ -76,7 +76,8 @@ export class SessionTimeline {
   }
 
   apply(event: SessionEvent): void {
-    if (event.seq <= this.lastSeq) return;
+    // A record that is no object (null, a string written by hand with --force) is no event: it failed the final metrics.
+    if (event === null || typeof event !== "object" || event.seq <= this.lastSeq) return;
     this.lastSeq = event.seq;
     const at = Date.parse(event.at);
     if (!Number.isFinite(at)) return;

@@ -1,0 +1,170 @@
+// A session record that is no object (null, or a string), written by hand with `memory set --force` (repair by hand),
+// through the built CLI: the commands that read the session's tasks and events pass over it, as `apex task show`
+// reads a null task (not found). `task list`, `task claim` and `session report` failed with "Cannot read properties of
+// null", and `start --continue` failed the session with it; `session history` and the report showed "undefined".
+import { afterEach, describe, expect, it } from "vitest";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { Project } from "./fixtures/agents/harness.js";
+import { runApex } from "./helpers/cli.js";
+import { openStore } from "../core/store/open.js";
+
+const config = [
+  "agents:",
+  "  worker:",
+  "    command: sh",
+  `    args: ["-c", "while true; do sleep 0.5; done"]`,
+  "plugins:",
+  "  checkpoint: {}",
+  "  history: {}",
+  "  archive: {}",
+  "",
+].join("\n");
+
+let project: Project | undefined;
+afterEach(() => project?.cleanup());
+
+describe("session records written by hand that are no object", () => {
+  it("a null task and null or string events leave task list, claim, report, history and start --continue working", () => {
+    project = new Project(config, "apex-hand-records-");
+    const sid = project.start(["--task", "records"]).session_id;
+    for (const title of ["broken", "kept"]) expect(project.apex(["task", "add", title]).status).toBe(0);
+    const force = (path: string, value: string) => expect(project!.apex(["memory", "set", path, value, "--force"]).status).toBe(0);
+    force(`/sessions/${sid}/tasks/t-0001`, "null");
+    force(`/sessions/${sid}/events/00000001`, "null");
+    force(`/sessions/${sid}/events/00000002`, '"garbage"');
+
+    const list = project.apex(["task", "list", "--json"]);
+    expect(list.status, list.stderr).toBe(0);
+    expect((JSON.parse(list.stdout) as Array<{ id: string }>).map((task) => task.id)).toEqual(["t-0002"]);
+    const claim = project.apex(["task", "claim", "--agent", "worker", "--json"]);
+    expect(claim.status, claim.stderr).toBe(0);
+    expect(JSON.parse(claim.stdout)).toMatchObject({ id: "t-0002", status: "active" });
+
+    const report = project.apex(["session", "report"]);
+    expect(report.status, report.stderr).toBe(0);
+    expect(report.stdout).not.toMatch(/undefined|function|garbage/);
+    expect(report.stdout).toContain("| t-0002 | kept | active | worker |");
+    const history = project.apex(["session", "history", "last", "--json"]);
+    expect(history.status, history.stderr).toBe(0);
+    const events = (JSON.parse(history.stdout) as { events: Array<{ seq: number }> }).events;
+    expect(events.length).toBeGreaterThan(0);
+    expect(events.every((event) => typeof event === "object" && event !== null && event.seq > 2)).toBe(true);
+    expect(project.apex(["session", "history", "last"]).status).toBe(0);
+
+    expect(project.apex(["stop"]).status).toBe(0);
+    const continued = project.apex(["start", "--continue", "last", "--json"]);
+    expect(continued.status, continued.stderr).toBe(0);
+    expect(project.status().session).toMatchObject({ session_id: sid, status: "active" });
+
+    // An export refuses it before writing, naming the record (it wrote the bundle, found that it did not read back,
+    // and failed with APEX_E_INTERNAL, saying to report the archive plugin to its author).
+    const file = join(project.dir, "s.apexbundle");
+    const refused = project.apex(["session", "export", sid, "-o", file, "--json"]);
+    expect([refused.status, JSON.parse(refused.stderr).error]).toEqual([1, expect.objectContaining({ code: "APEX_E_INTEGRITY", details: { session_id: sid, path: `/sessions/${sid}/tasks/t-0001` } })]);
+    expect(JSON.parse(refused.stderr).error.message).toContain(`record /sessions/${sid}/tasks/t-0001 is not the task record of t-0001 (its id is null)`);
+    expect(existsSync(file)).toBe(false);
+    expect(project.apex(["memory", "delete", `/sessions/${sid}/tasks/t-0001`, "--force"]).status).toBe(0);
+    const exported = project.apex(["session", "export", sid, "-o", file]);
+    expect(exported.status, exported.stderr).toBe(0);
+  });
+
+  it("a null agent, milestone or event record of an ended session without task counts leaves agent list, milestone and the metrics of its next run working", async () => {
+    // agent list and milestone failed with APEX_E_INTERNAL ("reading 'pgid'", "reading 'n'", and with no task counts kept,
+    // a null task: "reading 'status'"); the metrics plugin warned at every sample and at the stop that it could not record them.
+    project = new Project(config.replace("  history: {}", "  history: {}\n  metrics: {}"), "apex-hand-records-");
+    const sid = project.start(["--task", "records"]).session_id;
+    expect(project.apex(["task", "add", "broken"]).status).toBe(0);
+    expect(project.apex(["milestone", "m1"]).status).toBe(0);
+    expect(project.apex(["stop"]).status).toBe(0);
+    for (const key of ["agents/worker", "milestones/0001", "tasks/t-0001", "events/00000002"]) {
+      expect(project.apex(["memory", "set", `/sessions/${sid}/${key}`, "null", "--force"]).status).toBe(0);
+    }
+    // No task counts kept, as in a store older than them (memory delete refuses that, even with --force): they are scanned.
+    const store = await openStore(join(project.dir, ".apex"));
+    await store.batch((batch) => void batch.delete(`/sessions/${sid}/task-counts`));
+    await store.close();
+    for (const args of [["agent", "list"], ["milestone"], ["task", "list"]]) {
+      const result = project.apex([...args, "--json"]);
+      expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(0);
+      expect(JSON.parse(result.stdout)).toEqual([]);
+    }
+    expect(project.apex(["start", "--continue", "last"]).status).toBe(0);
+    const agents = project.apex(["agent", "list", "--json"]);
+    expect(agents.status, agents.stderr).toBe(0);
+    expect(JSON.parse(agents.stdout)).toEqual([expect.objectContaining({ name: "worker", status: "running" })]);
+    expect(project.apex(["stop"]).status).toBe(0);
+    expect(readFileSync(join(project.dir, ".apex", "supervisor.log"), "utf8")).not.toContain("Cannot read properties");
+  });
+
+  it("an ended session's record written null leaves the other commands working, and the session reconstructed from it continues", () => {
+    // Every command that reads the ended sessions (status, task list, session list, logs, start --continue) failed with
+    // APEX_E_INTERNAL "Cannot read properties of null"; the session reconstructed from it had no agents, and its continue
+    // failed with "record.agents is not iterable".
+    project = new Project(config, "apex-hand-records-");
+    const sid = project.start(["--task", "records"]).session_id;
+    expect(project.apex(["task", "add", "kept"]).status).toBe(0);
+    expect(project.apex(["stop"]).status).toBe(0);
+    expect(project.apex(["memory", "set", `/sessions/history/${sid}`, "null", "--force"]).status).toBe(0);
+    for (const args of [["status"], ["session", "list"], ["session", "history"]]) {
+      const result = project.apex([...args, "--json"]);
+      expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(0);
+    }
+    const reconstructed = project.apex(["session", "reconstruct", sid, "--json"]);
+    expect(reconstructed.status, reconstructed.stderr).toBe(0);
+    const rebuilt = (JSON.parse(reconstructed.stdout) as { session_id: string }).session_id;
+    const continued = project.apex(["start", "--continue", rebuilt, "--json"]);
+    expect(continued.status, continued.stderr).toBe(0);
+    expect(project.status().session).toMatchObject({ session_id: rebuilt, status: "active" });
+    const tasks = project.apex(["task", "list", "--json"]);
+    expect((JSON.parse(tasks.stdout) as Array<{ title: string }>).map((task) => task.title)).toEqual(["kept"]);
+  });
+
+  it("a forced write that would leave a session's id sequences or task counts unusable is refused, even with --force, and a later task keeps its own id", () => {
+    // With its counters written null, {} or deleted, the next task was numbered t-0001 and replaced that task (held by an
+    // agent or not), and the next event the first of the audit trail; task counts that are no numbers failed every task change.
+    project = new Project(config, "apex-hand-records-");
+    const sid = project.start(["--task", "records"]).session_id;
+    for (const title of ["first", "second"]) expect(project.apex(["task", "add", title]).status).toBe(0);
+    const counters = `/sessions/${sid}/counters`;
+    const taskCounts = `/sessions/${sid}/task-counts`;
+    const attempts: Array<[string[], string | undefined]> = [
+      [["memory", "set", counters, "null", "--force", "--json"], undefined],
+      [["memory", "set", counters, "{}", "--force", "--json"], undefined],
+      [["memory", "set", counters, '{"tasks": 0, "milestones": 0, "events": -1}', "--force", "--json"], undefined],
+      [["memory", "delete", counters, "--force", "--json"], undefined],
+      [["memory", "import", "-", "--force", "--json"], JSON.stringify({ [counters]: null })],
+      [["memory", "set", taskCounts, '{"pending": "x"}', "--force", "--json"], undefined],
+      [["memory", "delete", taskCounts, "--force", "--json"], undefined],
+    ];
+    for (const [args, input] of attempts) {
+      const result = input === undefined ? project.apex(args) : runApex(args, { cwd: project.dir, input });
+      expect([result.status, JSON.parse(result.stderr).error], args.join(" ")).toEqual([2, expect.objectContaining({ code: "APEX_E_BAD_INPUT", details: { path: args[2] === "-" ? counters : args[2] } })]);
+      expect(JSON.parse(result.stderr).error.message).toContain("refused, even with --force");
+    }
+    const added = project.apex(["task", "add", "third", "--json"]);
+    expect(JSON.parse(added.stdout)).toMatchObject({ id: "t-0003", title: "third" });
+    expect((JSON.parse(project.apex(["task", "list", "--json"]).stdout) as Array<{ id: string; title: string }>).map(({ id, title }) => [id, title])).toEqual([["t-0001", "first"], ["t-0002", "second"], ["t-0003", "third"]]);
+    // A repair of the record's shape is still written, with the warning --force gives.
+    const repaired = project.apex(["memory", "set", counters, '{"tasks": 10, "milestones": 0, "events": 100}', "--force"]);
+    expect([repaired.status, repaired.stderr]).toEqual([0, expect.stringContaining("warning: memory set --force writes")]);
+    expect(JSON.parse(project.apex(["task", "add", "fourth", "--json"]).stdout)).toMatchObject({ id: "t-0011" });
+  });
+
+});
+
+describe("JSON options given with a byte order mark", () => {
+  it("agent report --context and task done --result drop a leading byte order mark, as memory set does", () => {
+    // --context was refused ("Unexpected token '\ufeff'", the character invisible), and --result kept the JSON as text.
+    project = new Project(config, "apex-hand-records-");
+    project.start(["--task", "bom"]);
+    const report = project.apex(["agent", "report", "--agent", "worker", "--context", '\ufeff{"step": 3}', "--json"]);
+    expect(report.status, report.stderr).toBe(0);
+    expect(project.apex(["task", "add", "with a result"]).status).toBe(0);
+    const done = project.apex(["task", "done", "t-1", "--result", '\ufeff{"ok": true}', "--json"]);
+    expect(done.status, done.stderr).toBe(0);
+    expect(JSON.parse(done.stdout)).toMatchObject({ id: "t-0001", result: { ok: true } });
+    const context = project.apex(["memory", "show", `/sessions/${project.status().session!.session_id}/agents/worker.context`, "--json"]);
+    expect(JSON.parse(context.stdout).value).toEqual({ step: 3 });
+  });
+});
