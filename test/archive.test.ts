@@ -444,7 +444,8 @@ describe("apex session archive / unarchive", () => {
       });
       await expect(archiveSessions(racing, { sessionId: "s-old", directory: join(dir, ".apex/backups"), codec: "gzip" })).rejects.toMatchObject({
         code: "APEX_E_CONFLICT",
-        message: expect.stringContaining("s-kid was branched from checkpoint"),
+        // The branch and the session by name, else short id, as session list prints them (it gave the branch's id).
+        message: expect.stringMatching(/^Session kid was branched from checkpoint \S+ of session s-old while it was being archived; it stays\.$/),
       });
       expect(branched).toBe(true);
       expect(store.get("/sessions/history/s-old")).toBeDefined();
@@ -476,10 +477,14 @@ describe("apex session archive / unarchive", () => {
     expect(await edges()).toEqual([`${dst} true`, `${other} true`].sort());
     expect((await nextMerge()).base?.id).toBe(mergedIn);
 
-    // Named, src is refused (exit 4), naming the sessions that merged it in by their names; nothing written.
+    // Named, src is refused (exit 4), naming it and the sessions that merged it in by their names (it gave src's whole id); nothing written.
     const named = apex("session", "archive", "src", "--json");
     expect(named.status, named.stderr).toBe(4);
-    expect(errorOf(named)).toMatchObject({ code: "APEX_E_CONFLICT", message: `Not archiving session ${src}: its checkpoint ${mergedIn} was merged into sessions dst, other (a later merge finds its base there).` });
+    expect(errorOf(named)).toMatchObject({ code: "APEX_E_CONFLICT", message: `Not archiving session src: its checkpoint ${mergedIn} was merged into sessions dst, other (a later merge finds its base there).` });
+    expect(JSON.parse(named.stderr).error.details).toMatchObject({ session_id: src });
+    const text = apex("session", "archive", "src");
+    expect(text.stderr).toMatch(/^error\[APEX_E_CONFLICT\]: Not archiving session src: /);
+    expect(text.stderr).not.toContain(src);
     // By age, src stays while dst and other do (s-old stays for its branches); the merges keep their edge and the next merge its base.
     const young = apex("session", "archive", "--older-than", "30d", "--json");
     expect(young.status, young.stderr).toBe(0);

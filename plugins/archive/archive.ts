@@ -10,6 +10,7 @@ import { branchPoints, knownSessions, mergePoints, type SessionInfo } from "../r
 import { encodeBundle, readBundle, type BundleContent } from "./bundle.js";
 import { isRecord, parseCheckpointName } from "../checkpoint/manifest.js";
 import { sessionLabel } from "../checkpoint/merge-base.js";
+import { shortSessionId } from "../../core/session/names.js";
 import { collectSession, historyPath, livePath, locateSession, type CollectedSession } from "./collect.js";
 import { bundleFileName, makeBackupDirectory, readBundleFile } from "./files.js";
 import { writeFileAtomic } from "../../cli/output-file.js";
@@ -97,7 +98,7 @@ export async function archiveSessions(store: Store, options: ArchiveOptions): Pr
   const explicit = options.sessionId !== undefined;
   const candidates = selectCandidates(store, options.sessionId, cutoff, result);
   for (const skipped of protectNeeded(store, candidates)) {
-    if (explicit) throw new ApexError("APEX_E_CONFLICT", withDetail(`Not archiving session ${skipped.sessionId}`, skipped.reason), { hint: NEEDED_HINT });
+    if (explicit) throw new ApexError("APEX_E_CONFLICT", withDetail(`Not archiving session ${sessionLabel(store, skipped.sessionId)}`, skipped.reason), { hint: NEEDED_HINT, details: { session_id: skipped.sessionId } });
     result.skipped.push(skipped);
   }
 
@@ -114,7 +115,7 @@ export async function archiveSessions(store: Store, options: ArchiveOptions): Pr
       checkpointsOf.delete(candidate.sessionId);
       const staying = protectNeeded(store, [candidate, ...kept.slice(index + 1)], checkpointsOf).filter((skipped) => skipped.sessionId === candidate.sessionId);
       if (staying.length > 0) {
-        if (explicit) throw new ApexError("APEX_E_CONFLICT", withDetail(`Not archiving session ${candidate.sessionId}`, staying[0]!.reason), { hint: NEEDED_HINT });
+        if (explicit) throw new ApexError("APEX_E_CONFLICT", withDetail(`Not archiving session ${sessionLabel(store, candidate.sessionId)}`, staying[0]!.reason), { hint: NEEDED_HINT, details: { session_id: candidate.sessionId } });
         result.skipped.push(...staying);
         continue;
       }
@@ -170,12 +171,13 @@ function selectCandidates(store: Store, sessionId: string | undefined, cutoff: n
     const location = locateSession(store, sessionId);
     const status = typeof location.record.status === "string" ? location.record.status : "unknown";
     if (location.state === "live" || currentId === sessionId) {
-      throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${sessionId} has not ended (status ${status}); only ended sessions are archived.`, {
+      throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${sessionLabel(store, sessionId)} has not ended (status ${status}); only ended sessions are archived.`, {
         hint: `Stop it first (${stopCommand(sessionId, location.record.name)}), or export a copy with \`apex session export\`.`,
+        details: { session_id: sessionId },
       });
     }
     const ended = endedAt(location.record);
-    if (!ended) throw new ApexError("APEX_E_INTEGRITY", `Session ${sessionId} has no valid ended_at; not archiving it.`, { hint: "`apex session repair` dates it by its last checkpoint (`apex session validate` names it)." });
+    if (!ended) throw new ApexError("APEX_E_INTEGRITY", `Session ${sessionLabel(store, sessionId)} has no valid ended_at; not archiving it.`, { hint: "`apex session repair` dates it by its last checkpoint (`apex session validate` names it).", details: { session_id: sessionId } });
     if (cutoff !== undefined && Date.parse(ended) > cutoff) {
       result.skipped.push({ sessionId, reason: `it ended ${ended}, after ${new Date(cutoff).toISOString()}`, code: null });
       return [];
@@ -324,14 +326,14 @@ async function archiveOne(store: Store, candidate: Candidate, options: ArchiveOp
     // Objects gone while they were read, with the session: another archive of it (another
     // process) removed both. Not damage to repair, as APEX_E_INTEGRITY's hint would say.
     if (isApexError(error) && error.code === "APEX_E_INTEGRITY" && store.get(`/sessions/history/${sessionId}`) === undefined && store.get(`/sessions/${sessionId}`) === undefined) {
-      throw new ApexError("APEX_E_NO_SESSION", `Session ${sessionId} was archived or removed by another process while it was being read.`, {
+      throw new ApexError("APEX_E_NO_SESSION", `Session ${shortSessionId(sessionId)} was archived or removed by another process while it was being read.`, {
         hint: "See `apex session list`; its bundle is where that process put it (`apex session unarchive` lists them).",
       });
     }
     throw error;
   }
   if (collected.location.state !== "ended") {
-    throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${sessionId} is live again; only ended sessions are archived.`);
+    throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${sessionLabel(store, sessionId)} is live again; only ended sessions are archived.`, { details: { session_id: sessionId } });
   }
   const summary = {
     sessionId,
@@ -351,8 +353,9 @@ async function archiveOne(store: Store, candidate: Candidate, options: ArchiveOp
     // it). It is the archive: the session leaves the store. Refused, the rerun was stuck (unarchive
     // refuses while the session is here, and this hint said to unarchive it).
     if (!bundleHolds(file, collected, options.maxBytes)) {
-      throw new ApexError("APEX_E_CONFLICT", `Session ${sessionId} already has a bundle at ${file}, holding another state of it (or not readable); not overwriting it.`, {
+      throw new ApexError("APEX_E_CONFLICT", `Session ${sessionLabel(store, sessionId)} already has a bundle at ${file}, holding another state of it (or not readable); not overwriting it.`, {
         hint: "Move that file away first (it is an older archive or export of this session).",
+        details: { session_id: sessionId, file },
       });
     }
     await removeSession(store, collected);
@@ -419,13 +422,14 @@ async function removeSession(store: Store, collected: CollectedSession): Promise
     const ids = new Set(collected.checkpoints.map((checkpoint) => checkpoint.id));
     for (const change of store.changesSince(collected.revision)) {
       if (own(change.path)) {
-        throw new ApexError("APEX_E_CONFLICT", `Session ${sessionId} changed while it was being archived (${change.path}); it stays.`, { hint: "Run the archive again." });
+        throw new ApexError("APEX_E_CONFLICT", `Session ${sessionLabel(store, sessionId)} changed while it was being archived (${change.path}); it stays.`, { hint: "Run the archive again.", details: { session_id: sessionId } });
       }
       // A merge of one of its checkpoints into another session meanwhile: that merge's base (checked before the bundle was written).
       const merged = mergedFrom(store, change.path);
       if (merged && merged.from === sessionId && merged.into !== sessionId) {
         throw new ApexError("APEX_E_CONFLICT", `Session ${sessionLabel(store, merged.into)} merged in a checkpoint of session ${sessionLabel(store, sessionId)} while it was being archived; it stays.`, {
           hint: "Archive that session first, or keep this one.",
+          details: { session_id: sessionId, merged_into: merged.into },
         });
       }
       const other = /^\/sessions\/(?:history\/)?([^/]+)$/.exec(change.path)?.[1];
@@ -437,8 +441,9 @@ async function removeSession(store: Store, collected: CollectedSession): Promise
     for (const [id, reasons] of written.size > 0 ? branchPoints(store, [...written.values()]) : []) {
       const branches = reasons.map((reason) => reason.replace(/^branch /, "")).filter((other) => other !== sessionId);
       if (ids.has(id) && branches.length > 0) {
-        throw new ApexError("APEX_E_CONFLICT", `Session ${branches.join(", ")} was branched from checkpoint ${id} of session ${sessionId} while it was being archived; it stays.`, {
+        throw new ApexError("APEX_E_CONFLICT", `Session ${branches.map((branch) => sessionLabel(store, branch)).join(", ")} was branched from checkpoint ${id} of session ${sessionLabel(store, sessionId)} while it was being archived; it stays.`, {
           hint: "Archive the branch first, or keep the session.",
+          details: { session_id: sessionId, branches },
         });
       }
     }
