@@ -615,6 +615,16 @@ describe("--worktree and --git", () => {
     expect(git(dir, "rev-parse", "HEAD")).toBe(head);
     expect(readFileSync(join(dir, "more.txt"), "utf8")).toBe("mine, untracked\n");
     rmSync(join(dir, "more.txt"));
+    // An uncommitted change in main's tree: refused the same way, saying that no memory was merged either (it said only that git did not merge).
+    writeFileSync(join(dir, "feature.txt"), "feature, changed in main's tree\n");
+    for (const args of [["--dry-run"], [], ["--json"]]) {
+      const dirty = p.apex(["session", "merge", "feature", main, "--git", ...args]);
+      expect(dirty.status, dirty.stdout).toBe(4);
+      expect(dirty.stderr).toContain(`${dir} has uncommitted changes; not merging apex/feature into it, and no memory was merged.`);
+      if (args[0] === "--json") expect(JSON.parse(dirty.stderr).error).toMatchObject({ code: "APEX_E_DIRTY_TREE", details: { directory: dir } });
+    }
+    expect(git(dir, "rev-parse", "HEAD")).toBe(head);
+    git(dir, "checkout", "--", "feature.txt");
     const gitOnly = p.apex(["session", "merge", "feature", main, "--git"]);
     expect(gitOnly.status, gitOnly.stderr).toBe(0);
     expect(gitOnly.stdout).toMatch(/^Already up to date: feature\/checkpoint-\d+ is already part of \w{8}'s memory\.$/m);
