@@ -508,6 +508,29 @@ describe("apex session archive / unarchive", () => {
     expect(order.slice(0, 2).sort()).toEqual([dst, other].sort());
   });
 
+  it("two sessions merged back and forth, each keeping the other, leave together", async () => {
+    const dir = project("p-back-and-forth");
+    const apex = apexIn(dir);
+    await threeSessions(dir);
+    const ids = await withStore(dir, async (store) => {
+      const from = resolveCheckpoint(store, "s-old/checkpoint-002").id;
+      const one = (await createBranch(store, from, "one", { now: () => new Date(NOW - 50 * DAY) })).session_id;
+      const two = (await createBranch(store, from, "two", { now: () => new Date(NOW - 49 * DAY) })).session_id;
+      await commitOn(store, one, { "/notes/one": 1 }, NOW - 48 * DAY);
+      await mergeSessions(store, { source: "one", destination: "two" });
+      await commitOn(store, two, { "/notes/two": 2 }, NOW - 47 * DAY);
+      await mergeSessions(store, { source: "two", destination: "one" });
+      await endedDaysAgo(store, [one, two], 40);
+      return [one, two];
+    });
+    const archived = apex("session", "archive", "--older-than", "30d", "--json");
+    expect(archived.status, archived.stderr).toBe(0);
+    expect(json(archived).skipped).toEqual([]);
+    const order = json(archived).archived.map((session: { session_id: string }) => session.session_id);
+    expect(order.slice(0, 2).sort()).toEqual([...ids].sort());
+    expect(order[2]).toBe("s-old");
+  });
+
   it("a merge of the session's checkpoint into another while its bundle is written keeps the session (and that merge's base)", async () => {
     const dir = project("p-merge-race");
     await threeSessions(dir);
