@@ -405,6 +405,23 @@ describe("usage errors with --json", () => {
     // Without --json, commander's own text as before.
     expect(project.apex(["session", "branch", "--bogus"]).stderr).toContain("error[APEX_E_USAGE]: unknown option '--bogus'");
   });
+
+  it("session merge's DST is optional, as --session fills it in: its usage says [dst], and with neither the merge is refused (exit 2, APEX_E_USAGE) saying so", () => {
+    project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n`, "apex-branch-");
+    // The usage showed <dst> as required, though `apex session merge SRC --session DST` takes it from --session.
+    const help = project.apex(["session", "merge", "--help"]);
+    expect(help.status).toBe(0);
+    expect(help.stdout).toMatch(/^Usage: apex session merge \[options\] <src> \[dst\]\n/);
+    expect(help.stdout.replace(/\s+/g, " ")).toContain("left out, the one --session names: one of the two is needed");
+    expect(help.stdout.replace(/\s+/g, " ")).toContain("DST left out is the session --session names (`apex session merge SRC --session DST`); with neither, the merge is refused (exit 2).");
+    const text = project.apex(["session", "merge", "only-one"]);
+    expect(text.status).toBe(2);
+    expect(text.stdout).toBe("");
+    expect(text.stderr).toBe("error[APEX_E_USAGE]: Name the session to merge into: DST after SRC, or --session DST.\n  hint: apex session merge SRC DST, or apex session merge SRC --session DST\n");
+    const json = project.apex(["session", "merge", "only-one", "--dry-run", "--json"]);
+    expect(json.status).toBe(2);
+    expect(JSON.parse(json.stderr).error).toMatchObject({ code: "APEX_E_USAGE", exitCode: 2, message: "Name the session to merge into: DST after SRC, or --session DST." });
+  });
 });
 
 describe("continuing a session that does not hold the live memory", () => {
@@ -615,6 +632,16 @@ describe("--worktree and --git", () => {
     expect(git(dir, "rev-parse", "HEAD")).toBe(head);
     expect(readFileSync(join(dir, "more.txt"), "utf8")).toBe("mine, untracked\n");
     rmSync(join(dir, "more.txt"));
+    // An uncommitted change in main's tree: refused the same way, saying that no memory was merged either (it said only that git did not merge).
+    writeFileSync(join(dir, "feature.txt"), "feature, changed in main's tree\n");
+    for (const args of [["--dry-run"], [], ["--json"]]) {
+      const dirty = p.apex(["session", "merge", "feature", main, "--git", ...args]);
+      expect(dirty.status, dirty.stdout).toBe(4);
+      expect(dirty.stderr).toContain(`${dir} has uncommitted changes; not merging apex/feature into it, and no memory was merged.`);
+      if (args[0] === "--json") expect(JSON.parse(dirty.stderr).error).toMatchObject({ code: "APEX_E_DIRTY_TREE", details: { directory: dir } });
+    }
+    expect(git(dir, "rev-parse", "HEAD")).toBe(head);
+    git(dir, "checkout", "--", "feature.txt");
     const gitOnly = p.apex(["session", "merge", "feature", main, "--git"]);
     expect(gitOnly.status, gitOnly.stderr).toBe(0);
     expect(gitOnly.stdout).toMatch(/^Already up to date: feature\/checkpoint-\d+ is already part of \w{8}'s memory\.$/m);

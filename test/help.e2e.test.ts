@@ -190,7 +190,7 @@ describe("help that teaches", () => {
     expect(branch).toMatch(/not only a-f, digits and '-'/);
     expect(branch).toContain("Exit codes: 2 a bad NAME or DIR, 3 no such checkpoint");
     const merge = page("session", "merge");
-    expect(merge).toMatch(/dst +the session merged into \(id, name, unique id prefix,\s+or current; default: the one --session names\)/);
+    expect(merge).toMatch(/dst +the session merged into \(id, name, unique id prefix,\s+or current\); left out, the one --session names: one\s+of the two is needed/);
     // Examples run as written in a new project: its first session has no name such as "main".
     expect(merge).not.toMatch(/apex session merge \S+ main\b/);
     expect(merge).toContain("apex session merge experimental-feature current --dry-run");

@@ -15,6 +15,7 @@ import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog } from "../checkpoint/catalog.js";
 import { checkSessionId, isRecord, manifestHash, manifestPath, manifestShapeProblems, parseCheckpointName, type CheckpointManifest } from "../checkpoint/manifest.js";
 import { identityProblem, type BundleInput, type BundleKind } from "./bundle.js";
+import { sessionLabel } from "../checkpoint/merge-base.js";
 
 /** Where a session's record is and what it says. */
 export interface SessionLocation {
@@ -64,6 +65,7 @@ export function locateSession(store: Store, sessionId: string): SessionLocation 
  */
 export function collectSession(store: Store, sessionId: string, options: { kind: BundleKind; createdAt: string }): CollectedSession {
   const location = locateSession(store, sessionId);
+  const label = sessionLabel(store, sessionId);
   const revision = store.revision();
   const records: Array<[string, JsonValue]> = [];
   if (location.state === "ended") records.push([location.path, location.record]);
@@ -88,14 +90,14 @@ export function collectSession(store: Store, sessionId: string, options: { kind:
     if (sequence === undefined || manifestPath(sessionId, sequence) !== path) continue;
     const problems = manifestShapeProblems(value);
     if (problems.length > 0 || manifestHash(value as unknown as CheckpointManifest) !== (value as { hash?: unknown }).hash) {
-      throw damaged(sessionId, `its manifest ${path} ${problems.length > 0 ? `is malformed (${problems.join("; ")})` : "does not match its hash"}`);
+      throw damaged(label, `its manifest ${path} ${problems.length > 0 ? `is malformed (${problems.join("; ")})` : "does not match its hash"}`);
     }
     const manifest = value as unknown as CheckpointManifest;
-    if (manifest.session_id !== sessionId || manifest.sequence !== sequence) throw damaged(sessionId, `its manifest ${path} names ${manifest.session_id}/${manifest.name}`);
+    if (manifest.session_id !== sessionId || manifest.sequence !== sequence) throw damaged(label, `its manifest ${path} names ${manifest.session_id}/${manifest.name}`);
     checkpoints.push(manifest);
   }
 
-  const objects = collectObjects(store, sessionId, checkpoints);
+  const objects = collectObjects(store, label, checkpoints);
   const lastSequence = Math.max(Catalog.of(store).lastSequence(sessionId), ...checkpoints.map((checkpoint) => checkpoint.sequence), 0);
   const project = store.get("/projects/config");
   const projectId = isRecord(project) && typeof project.project_id === "string" ? project.project_id : null;
@@ -120,15 +122,15 @@ export function collectSession(store: Store, sessionId: string, options: { kind:
 }
 
 /** The objects the checkpoints reference, depth first from each root, each read from the packs and re-hashed. */
-function collectObjects(store: Store, sessionId: string, checkpoints: readonly CheckpointManifest[]): Array<{ kind: ObjectKind; hash: Hash; bytes: Buffer }> {
+function collectObjects(store: Store, label: string, checkpoints: readonly CheckpointManifest[]): Array<{ kind: ObjectKind; hash: Hash; bytes: Buffer }> {
   const objects = ObjectStore.of(store);
   const packCache = new PackCache();
   const out: Array<{ kind: ObjectKind; hash: Hash; bytes: Buffer }> = [];
   const seen = new Set<string>();
   const read = (kind: ObjectKind, hash: Hash, where: string): Buffer => {
     const bytes = objects.getRaw(kind, hash, packCache);
-    if (!bytes) throw damaged(sessionId, new ObjectDamageError(kind, hash, "missing").message, where);
-    if (sha256(bytes) !== hash) throw damaged(sessionId, new ObjectDamageError(kind, hash, "corrupt").message, where);
+    if (!bytes) throw damaged(label, new ObjectDamageError(kind, hash, "missing").message, where);
+    if (sha256(bytes) !== hash) throw damaged(label, new ObjectDamageError(kind, hash, "corrupt").message, where);
     return Buffer.from(bytes);
   };
   const tree = (hash: Hash, where: string): void => {
@@ -139,7 +141,7 @@ function collectObjects(store: Store, sessionId: string, checkpoints: readonly C
     try {
       node = decodeTreeNode(bytes);
     } catch (error) {
-      throw damaged(sessionId, new ObjectDamageError("tree", hash, "undecodable", (error as Error).message).message, where);
+      throw damaged(label, new ObjectDamageError("tree", hash, "undecodable", (error as Error).message).message, where);
     }
     out.push({ kind: "tree", hash, bytes });
     if (node.kind === "split") for (const bucket of node.buckets) tree(bucket.hash, where);
@@ -151,7 +153,7 @@ function collectObjects(store: Store, sessionId: string, checkpoints: readonly C
           try {
             decodeValueObject(value);
           } catch (error) {
-            throw damaged(sessionId, new ObjectDamageError("value", entry.value, "undecodable", (error as Error).message).message, where);
+            throw damaged(label, new ObjectDamageError("value", entry.value, "undecodable", (error as Error).message).message, where);
           }
           out.push({ kind: "value", hash: entry.value, bytes: value });
         }
@@ -164,8 +166,9 @@ function collectObjects(store: Store, sessionId: string, checkpoints: readonly C
   return out;
 }
 
-function damaged(sessionId: string, what: string, where?: string): ApexError {
-  return new ApexError("APEX_E_INTEGRITY", `Session ${sessionId} cannot be bundled: ${where ? `${where}: ` : ""}${what.replace(/\.$/, "")}.`, {
+/** `label`: the session as sessionLabel prints it (a branch by its name). */
+function damaged(label: string, what: string, where?: string): ApexError {
+  return new ApexError("APEX_E_INTEGRITY", `Session ${label} cannot be bundled: ${where ? `${where}: ` : ""}${what.replace(/\.$/, "")}.`, {
     hint: "Nothing was written. Run `apex session validate`, then `apex session repair`, and try again.",
   });
 }

@@ -650,7 +650,10 @@ function gitPlan(sides: GitSides, { predict = true } = {}): { source_branch: str
     });
   }
   if (git(directory, ["status", "--porcelain", "--untracked-files=no"]).out !== "") {
-    throw new ApexError("APEX_E_DIRTY_TREE", `${directory} has uncommitted changes; not merging ${sourceBranch} into it.`, { hint: "Commit or stash them first." });
+    throw new ApexError("APEX_E_DIRTY_TREE", `${directory} has uncommitted changes; not merging ${sourceBranch} into it, and no memory was merged.`, {
+      hint: "Commit or stash them there, then merge again.",
+      details: { directory },
+    });
   }
   // Untracked files the merge would write over: git refuses the whole merge for them (which the dry
   // run's merge-tree, working on commits only, cannot see). Checked here, the dry run says so too.

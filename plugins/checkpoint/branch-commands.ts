@@ -1,4 +1,5 @@
 import type { Command } from "commander";
+import { ApexError } from "../../core/errors.js";
 import { projectOf } from "../../cli/context.js";
 import { examples } from "../../cli/output.js";
 import { checkpointArgument, sessionArgument } from "../../cli/session-arguments.js";
@@ -34,7 +35,7 @@ ${examples('apex session branch 3f2a9c1e "experimental-feature"', "apex session 
     .command("merge")
     .description("merge SRC's latest checkpoint into DST (three-way, against their nearest common ancestor); the result is a merge checkpoint on DST")
     .argument("<src>", "the session merged in (id, name or unique id prefix)")
-    .addArgument(sessionArgument("<dst>", "the session merged into (id, name, unique id prefix, or current; default: the one --session names)"))
+    .addArgument(sessionArgument("[dst]", "the session merged into (id, name, unique id prefix, or current); left out, the one --session names: one of the two is needed"))
     .option("--dry-run", "print every change and conflict; write nothing (exit 4 when the merge would be refused; with --git, also when git would conflict)")
     .option("--strategy <strategy>", "conflicts (a path changed on both sides differently): fail (refuse, exit 4), ours (keep DST's) or theirs (take SRC's)", "fail")
     .option("--git", "also merge SRC's git branch (apex/NAME) into DST's working tree (beforeGit fires first; a conflict aborts the git merge and names the files)")
@@ -49,11 +50,18 @@ are a union by id; a completed task stays completed. When DST holds the live mem
 or ran last) the changes are applied to it with the merge checkpoint in one transaction,
 through its supervisor while it runs (one still starting is waited for). Only what SRC
 checkpointed is merged: checkpoint it first (\`apex --session SRC checkpoint create\`) to take
-its latest writes.
+its latest writes. DST left out is the session --session names (\`apex session merge SRC
+--session DST\`); with neither, the merge is refused (exit 2).
 Exit codes: 2 usage, 3 a session, checkpoint or git branch not found, 4 refused (conflicts).
 ${examples("apex session merge experimental-feature current --dry-run", "apex session merge 7c1d 3f2a --strategy theirs", "apex session merge try-b current --git --json")}`,
     )
-    .action(async (src: string, dst: string, options: { dryRun?: boolean; strategy?: string; git?: boolean; json?: boolean }, command: Command) => {
+    .action(async (src: string, dst: string | undefined, options: { dryRun?: boolean; strategy?: string; git?: boolean; json?: boolean }, command: Command) => {
+      // [dst]: --session fills it in when given (cli/session-arguments.ts); neither is a usage error, before anything is read.
+      if (dst === undefined) {
+        throw new ApexError("APEX_E_USAGE", "Name the session to merge into: DST after SRC, or --session DST.", {
+          hint: "apex session merge SRC DST, or apex session merge SRC --session DST",
+        });
+      }
       const { mergeCommand } = await import("./branch-cli.js");
       await mergeCommand(projectOf(command), src, dst, options);
     });
