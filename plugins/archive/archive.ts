@@ -6,9 +6,9 @@ import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog } from "../checkpoint/catalog.js";
 import { sweepUnreferenced, type SweepResult } from "../checkpoint/checkpoints.js";
 import { manifestKeys } from "../checkpoint/refs.js";
-import { branchPoints, knownSessions, mergePoints, type SessionInfo } from "../retention/sessions.js";
+import { branchPoints, knownSessions, type SessionInfo } from "../retention/sessions.js";
 import { encodeBundle, readBundle, type BundleContent } from "./bundle.js";
-import { isRecord, parseCheckpointName } from "../checkpoint/manifest.js";
+import { isRecord } from "../checkpoint/manifest.js";
 import { sessionLabel } from "../checkpoint/merge-base.js";
 import { shortSessionId } from "../../core/session/names.js";
 import { collectSession, historyPath, livePath, locateSession, type CollectedSession } from "./collect.js";
@@ -73,9 +73,8 @@ interface Candidate {
  * removed from the live store (its record, everything below /sessions/<sid>/, its catalog
  * entries and sequence counter) in one write transaction, and finally the objects only
  * archived sessions used are swept. A session is left alone (and reported) if it is still
- * live, has a checkpoint a session that stays was branched from or merged in, cannot be
- * bundled because something of it is damaged, already has a bundle file, or changed while its
- * bundle was written.
+ * live, is the branch point of a session that stays, cannot be bundled because something
+ * of it is damaged, already has a bundle file, or changed while its bundle was written.
  */
 export async function archiveSessions(store: Store, options: ArchiveOptions): Promise<ArchiveResult> {
   if (!options.dryRun && store.readOnly) throw new ApexError("APEX_E_INTERNAL", "The store was opened read-only.");
@@ -97,25 +96,21 @@ export async function archiveSessions(store: Store, options: ArchiveOptions): Pr
   };
   const explicit = options.sessionId !== undefined;
   const candidates = selectCandidates(store, options.sessionId, cutoff, result);
-  for (const skipped of protectNeeded(store, candidates)) {
-    if (explicit) throw new ApexError("APEX_E_CONFLICT", withDetail(`Not archiving session ${sessionLabel(store, skipped.sessionId)}`, skipped.reason), { hint: NEEDED_HINT, details: { session_id: skipped.sessionId } });
+  for (const skipped of protectBranchPoints(store, candidates)) {
+    if (explicit) throw new ApexError("APEX_E_CONFLICT", withDetail(`Not archiving session ${sessionLabel(store, skipped.sessionId)}`, skipped.reason), { hint: "Archive the branched session too, or leave this one.", details: { session_id: skipped.sessionId } });
     result.skipped.push(skipped);
   }
 
-  // Branches before the sessions they were branched from, and sessions that merged another in
-  // before it: one whose archive fails stays, and then so must the session it needs (archived
-  // first, it left the branch's parent dangling, or the merge's base gone).
+  // Branches before the sessions they were branched from: a branch whose archive fails stays, and
+  // then so must its parent (archived first, it left the branch's parent dangling).
   const kept = childrenFirst(store, candidates.filter((candidate) => !result.skipped.some((skipped) => skipped.sessionId === candidate.sessionId)));
-  const checkpointsOf = new Map<string, string[]>();
   for (const [index, candidate] of kept.entries()) {
     options.onProgress?.(`archiving ${index + 1}/${kept.length}: ${candidate.sessionId}`);
     if (!result.dryRun) {
-      // A session that needs this one is still here (its archive failed, or it branched or merged meanwhile).
-      // The sessions still to be archived after it leave too, unless they must stay themselves.
-      checkpointsOf.delete(candidate.sessionId);
-      const staying = protectNeeded(store, [candidate, ...kept.slice(index + 1)], checkpointsOf).filter((skipped) => skipped.sessionId === candidate.sessionId);
+      // A session branched from this one is still here (its archive failed, or it was branched meanwhile).
+      const staying = protectBranchPoints(store, [candidate]);
       if (staying.length > 0) {
-        if (explicit) throw new ApexError("APEX_E_CONFLICT", withDetail(`Not archiving session ${sessionLabel(store, candidate.sessionId)}`, staying[0]!.reason), { hint: NEEDED_HINT, details: { session_id: candidate.sessionId } });
+        if (explicit) throw new ApexError("APEX_E_CONFLICT", withDetail(`Not archiving session ${sessionLabel(store, candidate.sessionId)}`, staying[0]!.reason), { hint: "Archive the branched session too, or leave this one.", details: { session_id: candidate.sessionId } });
         result.skipped.push(...staying);
         continue;
       }
@@ -206,58 +201,28 @@ function selectCandidates(store: Store, sessionId: string | undefined, cutoff: n
   return out.sort((a, b) => (a.endedAt < b.endedAt ? -1 : a.endedAt > b.endedAt ? 1 : 0));
 }
 
-/** A session that needs another session's checkpoint (dependents.ts): branched from it, or merged it in. */
-interface Need {
-  sessionId: string;
-  kind: "branch" | "merge";
-}
-
 /**
- * Checkpoint id -> the sessions that need it, as `apex checkpoint delete` finds them (graphNeeds):
- * the sessions branched from it, and those that merged it in ("merged into <sid>": the next merge
- * between the sessions that took it finds its base there, and `session tree` draws the merge's
- * edge from it). A merge checkpoint itself ("merge point of <sid>") is its own session's.
+ * Sessions that must stay because a session that stays was branched from one of their
+ * checkpoints (archiving them would leave that session's parent dangling). Repeated
+ * until nothing changes: keeping one session can keep the session it was branched from.
  */
-function checkpointNeeds(store: Store): Map<string, Need[]> {
+function protectBranchPoints(store: Store, candidates: readonly Candidate[]): SkippedSession[] {
   const sessions = knownSessions(store);
-  const needs = new Map<string, Need[]>();
-  const add = (id: string, need: Need) => {
-    const list = needs.get(id) ?? [];
-    if (!list.some((other) => other.sessionId === need.sessionId && other.kind === need.kind)) list.push(need);
-    needs.set(id, list);
-  };
-  for (const [id, reasons] of branchPoints(store, sessions)) for (const reason of reasons) add(id, { sessionId: reason.replace(/^branch /, ""), kind: "branch" });
-  for (const [id, reasons] of mergePoints(store, sessions)) {
-    for (const reason of reasons) {
-      const into = /^merged into (\S+)$/.exec(reason)?.[1];
-      if (into !== undefined) add(id, { sessionId: into, kind: "merge" });
-    }
-  }
-  return needs;
-}
-
-/**
- * Sessions that must stay because a session that stays needs one of their checkpoints: it was
- * branched from it (archiving the session would leave that branch's parent dangling), or merged it
- * in (it would lose the merge's edge in `session tree`, and a later merge between the sessions that
- * merged it would fall back to an older common checkpoint). Repeated until nothing changes: keeping
- * one session can keep the session it was branched from, or one it merged in; two sessions merged
- * back and forth leave together. `checkpointsOf`: the candidates' checkpoint ids read so far.
- */
-function protectNeeded(store: Store, candidates: readonly Candidate[], checkpointsOf = new Map<string, string[]>()): SkippedSession[] {
-  const needs = checkpointNeeds(store);
-  if (needs.size === 0) return [];
-  for (const { sessionId } of candidates) if (!checkpointsOf.has(sessionId)) checkpointsOf.set(sessionId, checkpointIdsOf(store, sessionId));
+  const points = branchPoints(store, sessions);
+  if (points.size === 0) return [];
+  const checkpointsOf = new Map(candidates.map(({ sessionId }) => [sessionId, checkpointIdsOf(store, sessionId)]));
   const leaving = new Set(candidates.map((candidate) => candidate.sessionId));
   const skipped: SkippedSession[] = [];
   for (let changed = true; changed; ) {
     changed = false;
     for (const sessionId of leaving) {
       for (const id of checkpointsOf.get(sessionId) ?? []) {
-        const staying = (needs.get(id) ?? []).filter((need) => need.sessionId !== sessionId && !leaving.has(need.sessionId));
+        const staying = (points.get(id) ?? []).map((reason) => reason.replace(/^branch /, "")).filter((other) => other !== sessionId && !leaving.has(other));
         if (staying.length === 0) continue;
         leaving.delete(sessionId);
-        skipped.push({ sessionId, reason: whyNeeded(store, id, staying), code: "APEX_E_CONFLICT" });
+        // The branches as session list names them (it gave their whole ids, however many), the first five.
+        const named = staying.slice(0, 5).map((other) => sessionLabel(store, other)).join(", ") + (staying.length > 5 ? ` and ${staying.length - 5} more` : "");
+        skipped.push({ sessionId, reason: `${staying.length === 1 ? "session" : "sessions"} ${named} ${staying.length === 1 ? "was" : "were"} branched from its checkpoint ${id}`, code: "APEX_E_CONFLICT" });
         changed = true;
         break;
       }
@@ -265,21 +230,6 @@ function protectNeeded(store: Store, candidates: readonly Candidate[], checkpoin
   }
   return skipped;
 }
-
-/** Why checkpoint `id` keeps its session, naming the sessions as session list does (their names, the first five). */
-function whyNeeded(store: Store, id: string, needs: readonly Need[]): string {
-  const named = (sessions: readonly string[]) =>
-    `${sessions.length === 1 ? "session" : "sessions"} ${sessions.slice(0, 5).map((other) => sessionLabel(store, other)).join(", ")}${sessions.length > 5 ? ` and ${sessions.length - 5} more` : ""}`;
-  const branches = needs.filter((need) => need.kind === "branch").map((need) => need.sessionId);
-  const merges = needs.filter((need) => need.kind === "merge").map((need) => need.sessionId);
-  const parts: string[] = [];
-  if (branches.length > 0) parts.push(`${named(branches)} ${branches.length === 1 ? "was" : "were"} branched from its checkpoint ${id}`);
-  if (merges.length > 0) parts.push(`its checkpoint ${id} was merged into ${named(merges)} (a later merge finds its base there)`);
-  return parts.join("; ");
-}
-
-/** What to do about a session other sessions keep (protectNeeded's refusal of an explicit archive). */
-const NEEDED_HINT = "Archive the sessions that need it first (those branched from it or that merged it in), or leave this one.";
 
 /** The ids of a session's checkpoints, from their manifests. */
 function checkpointIdsOf(store: Store, sessionId: string): string[] {
@@ -290,16 +240,17 @@ function checkpointIdsOf(store: Store, sessionId: string): string[] {
   return ids;
 }
 
-/** The candidates with every session that needs another's checkpoint (a branch, a merge) before that one (else in their order). */
+/** The candidates with every branch before the candidates it was branched from (else in their order). */
 function childrenFirst(store: Store, candidates: readonly Candidate[]): Candidate[] {
-  const needs = checkpointNeeds(store);
-  if (needs.size === 0) return [...candidates];
+  const points = branchPoints(store, knownSessions(store));
+  if (points.size === 0) return [...candidates];
   const ids = new Set(candidates.map((candidate) => candidate.sessionId));
   const parents = new Map<string, string[]>();
   for (const { sessionId } of candidates) {
     for (const id of checkpointIdsOf(store, sessionId)) {
-      for (const { sessionId: child } of needs.get(id) ?? []) {
-        if (child !== sessionId && ids.has(child) && !(parents.get(child) ?? []).includes(sessionId)) parents.set(child, [...(parents.get(child) ?? []), sessionId]);
+      for (const reason of points.get(id) ?? []) {
+        const child = reason.replace(/^branch /, "");
+        if (child !== sessionId && ids.has(child)) parents.set(child, [...(parents.get(child) ?? []), sessionId]);
       }
     }
   }
@@ -307,13 +258,13 @@ function childrenFirst(store: Store, candidates: readonly Candidate[]): Candidat
   const depth = (sessionId: string, seen: Set<string>): number => {
     const known = depths.get(sessionId);
     if (known !== undefined) return known;
-    if (seen.has(sessionId)) return 0; // a cycle (sessions merged back and forth, crafted records): any order
+    if (seen.has(sessionId)) return 0; // a cycle (crafted records): any order
     seen.add(sessionId);
     const value = Math.max(0, ...(parents.get(sessionId) ?? []).map((parent) => 1 + depth(parent, seen)));
     depths.set(sessionId, value);
     return value;
   };
-  // Deepest first; sort is stable, so sessions of one depth keep their order.
+  // Deepest branches first; sort is stable, so sessions of one depth keep their order.
   return [...candidates].sort((a, b) => depth(b.sessionId, new Set()) - depth(a.sessionId, new Set()));
 }
 
@@ -419,18 +370,9 @@ async function removeSession(store: Store, collected: CollectedSession): Promise
     const own = (path: string) => path === historyPath(sessionId) || path === livePath(sessionId) || path.startsWith(`${livePath(sessionId)}/`) || path === "/sessions/current";
     // Session records written meanwhile (one level below /sessions or /sessions/history).
     const written = new Map<string, SessionInfo>();
-    const ids = new Set(collected.checkpoints.map((checkpoint) => checkpoint.id));
     for (const change of store.changesSince(collected.revision)) {
       if (own(change.path)) {
         throw new ApexError("APEX_E_CONFLICT", `Session ${sessionLabel(store, sessionId)} changed while it was being archived (${change.path}); it stays.`, { hint: "Run the archive again.", details: { session_id: sessionId } });
-      }
-      // A merge of one of its checkpoints into another session meanwhile: that merge's base (checked before the bundle was written).
-      const merged = mergedFrom(store, change.path);
-      if (merged && merged.from === sessionId && merged.into !== sessionId) {
-        throw new ApexError("APEX_E_CONFLICT", `Session ${sessionLabel(store, merged.into)} merged in a checkpoint of session ${sessionLabel(store, sessionId)} while it was being archived; it stays.`, {
-          hint: "Archive that session first, or keep this one.",
-          details: { session_id: sessionId, merged_into: merged.into },
-        });
       }
       const other = /^\/sessions\/(?:history\/)?([^/]+)$/.exec(change.path)?.[1];
       const record = other !== undefined && other !== "current" && other !== "history" ? store.get(change.path) : undefined;
@@ -438,6 +380,7 @@ async function removeSession(store: Store, collected: CollectedSession): Promise
     }
     // A branch made from one of its checkpoints meanwhile: removing the session would take the
     // checkpoint that branch starts from (the branch points were checked before the bundle was written).
+    const ids = new Set(collected.checkpoints.map((checkpoint) => checkpoint.id));
     for (const [id, reasons] of written.size > 0 ? branchPoints(store, [...written.values()]) : []) {
       const branches = reasons.map((reason) => reason.replace(/^branch /, "")).filter((other) => other !== sessionId);
       if (ids.has(id) && branches.length > 0) {
@@ -455,13 +398,4 @@ async function removeSession(store: Store, collected: CollectedSession): Promise
     // The catalog: summaries, id records and the sequence counter of the session.
     Catalog.of(store).removeSession(sessionId, collected.checkpoints.map((checkpoint) => checkpoint.id));
   });
-}
-
-/** The sessions of a merge checkpoint whose manifest is at `path` (merged from, merged into); undefined for any other path. */
-function mergedFrom(store: Store, path: string): { from: string; into: string } | undefined {
-  const match = /^\/sessions\/([^/]+)\/([^/]+)$/.exec(path);
-  if (!match || parseCheckpointName(match[2]!) === undefined) return undefined;
-  const manifest = store.get(path);
-  const from = isRecord(manifest) && isRecord(manifest.data) && isRecord(manifest.data.merge) && isRecord(manifest.data.merge.from) ? manifest.data.merge.from.session_id : undefined;
-  return typeof from === "string" ? { from, into: match[1]! } : undefined;
 }

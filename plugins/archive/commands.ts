@@ -76,7 +76,7 @@ export async function runArchive(input: CommandInput, context: CommandContext, s
   return result.sweepError || result.skipped.some((skipped) => failedToArchive(skipped.code)) ? 1 : 0;
 }
 
-/** Sessions left by rule (not old enough, the current one, a branch or merge point) are not failures. */
+/** Sessions left by rule (not old enough, the current one, a branch point) are not failures. */
 const LEFT_BY_RULE = new Set<string | null>([null, "APEX_E_SESSION_ACTIVE", "APEX_E_CONFLICT"]);
 
 function failedToArchive(code: string | null): boolean {
