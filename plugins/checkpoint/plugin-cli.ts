@@ -584,6 +584,9 @@ export async function validateCommand(location: ProjectLocation, ref: string | u
   if (errors.length > 0 && errors.every((problem) => LEFT_TO_USER.has(problem.code))) {
     // Repair would change nothing (it says so): the way on is the user's write, or the checkpoint.
     printLine(paint(leftToUserHint(errors, named)!, "gray"));
+  } else if (errors.length > 0 && errors.every((problem) => problem.code === "record-malformed")) {
+    // Repair leaves these records as they are (it would say so): each problem says how to mend its record.
+    printLine(paint("hint: repair leaves these records as they are: write each back, or delete it, as its problem says.", "gray"));
   } else if (!report.ok) {
     const target = session?.label ?? "";
     printLine(paint(`Next: apex session repair ${target} --dry-run (shows what repair would do; it never deletes a checkpoint that verifies)`.replace("  ", " "), "gray"));
