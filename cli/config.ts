@@ -51,7 +51,7 @@ Examples:
   config
     .command("show")
     .description("print the effective config: your file with every default filled in")
-    .option("--json", "print {session: {…}, agents: {NAME: {command, args, env, cwd, restart, …}}, plugins: [{name, options, enabled, position}], projectDir, storeDir, configPath} (durations in seconds, plugins in config order)")
+    .option("--json", "print {session: {…}, agents: {NAME: {command, args, env, cwd, restart, …}}, plugins: [{name, options, enabled, position}], projectDir, storeDir, configPath, and warnings: [text] when apex start would refuse a plugin} (durations in seconds, plugins in config order)")
     .addHelpText(
       "after",
       `
@@ -207,10 +207,14 @@ function countSummary(config: Config): string {
 async function showCommand(location: ProjectLocation, json: boolean): Promise<void> {
   const { loadConfig } = await import("../core/config/load.js");
   const config = await loadConfig(location);
+  // A config `apex start` refuses for its plugins (an unknown one, bad options) is printed all the same, with a
+  // warning, as `apex status` gives one: it was printed without a word.
+  const warnings = await pluginWarnings(config);
   if (json) {
-    printJson(config);
+    printJson(warnings.length > 0 ? { ...config, warnings } : config);
     return;
   }
+  for (const warning of warnings) process.stderr.write(`${paint("warning:", "yellow", process.stderr)} ${warning}\n`);
   const { stringify } = await import("yaml");
   const { displayPath } = await import("../core/config/source.js");
   const origin = config.configPath ? `${displayPath(config.configPath)} with defaults filled in` : "the built-in defaults (no apex.config.yaml found)";
@@ -218,6 +222,20 @@ async function showCommand(location: ProjectLocation, json: boolean): Promise<vo
   const document = { session: config.session, agents: config.agents, plugins };
   process.stdout.write(`# Effective config: ${origin}. Durations are in seconds.\n`);
   process.stdout.write(stringify(document, { lineWidth: 0 }));
+}
+
+/** What `apex start` would refuse in the config's plugins, as `apex status` words it; none when they load and apply. */
+async function pluginWarnings(config: Config): Promise<string[]> {
+  try {
+    await (await import("./plugin-commands.js")).assertPluginsApply(config);
+    return [];
+  } catch (error) {
+    if (!isApexError(error)) throw error;
+    const { displayPath } = await import("../core/config/source.js");
+    const file = config.configPath === undefined ? "The built-in defaults" : displayPath(config.configPath);
+    const problems = error.message.split("\n").map((line) => `  ${line}`).join("\n");
+    return [`${file} is invalid (${error.code}), so \`apex start\` would refuse it; \`apex config validate\` lists every problem:\n${problems}`];
+  }
 }
 
 async function pathCommand(location: ProjectLocation, json: boolean): Promise<void> {

@@ -36,7 +36,7 @@ Examples:
   task
     .command("list")
     .description("the session's tasks, oldest first (with no session running: the one that ended last)")
-    .option("--status <status>", "only tasks with this status: pending, active, completed or failed")
+    .option("--status <status>", "only tasks with this status: pending, active, completed or failed (any case)")
     .option("--session <id>", "another session's tasks (an id, a unique prefix, a branch's name, or `last`; `apex session list`)")
     .option("--json", "print [{id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened}]")
     .addHelpText("after", examples("apex task list", "apex task list --status pending", "apex task list --session 3f2a --json"))

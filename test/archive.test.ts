@@ -1341,3 +1341,27 @@ describe("--help of every command shows its options and examples", () => {
     expect(help.stdout).toMatch(new RegExp(`Examples:\\n  apex ${words.join(" ")}`));
   });
 });
+
+describe("unarchive given a directory", () => {
+  it("says the path is a directory, not a bundle file, and names the bundle files in it", async () => {
+    // It said "No bundle file DIR", as if nothing were there.
+    const dir = project("p-unarchive-dir");
+    const apex = apexIn(dir);
+    await threeSessions(dir);
+    mkdirSync(join(dir, "empty"));
+    const empty = apex("session", "unarchive", "empty", "--json");
+    expect(empty.status, empty.stderr).toBe(3);
+    expect(errorOf(empty)).toMatchObject({
+      code: "APEX_E_NOT_FOUND",
+      message: expect.stringContaining(`${join(dir, "empty")} is a directory, not a bundle file`),
+      hint: expect.stringContaining("It holds no .apexbundle file"),
+    });
+    mkdirSync(join(dir, "bundles"));
+    writeFileSync(join(dir, "bundles", "a.apexbundle"), "");
+    const text = apex("session", "unarchive", "bundles");
+    expect(text.status).toBe(3);
+    expect(text.stderr).toContain("is a directory, not a bundle file");
+    expect(text.stderr).toContain(`Give one of its bundle files (${join(dir, "bundles", "a.apexbundle")})`);
+    expect(text.stderr).not.toContain("No bundle file");
+  });
+});

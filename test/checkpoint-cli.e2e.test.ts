@@ -183,6 +183,11 @@ describe("apex checkpoint", () => {
     expect(ok(["checkpoint", "unpin", "checkpoint-003", "--json"])).toMatchObject({ pinned: false });
     expect(ok(["checkpoint", "pin", "checkpoint-004", "--json"])).toMatchObject({ pinned: true, session_id: ready.session_id, session_name: null });
     expect(ok(["checkpoint", "pin", "checkpoint-004"])).toBe(`${ready.session_id.slice(0, 8)}/checkpoint-004 is pinned: retention never deletes it.\n`);
+    // An unpin of a checkpoint never pinned said it "is no longer pinned".
+    expect(ok(["checkpoint", "unpin", "checkpoint-005"])).toBe(`${ready.session_id.slice(0, 8)}/checkpoint-005 is not pinned (it was not pinned before either): nothing changed.\n`);
+    expect(ok(["checkpoint", "unpin", "checkpoint-005", "--json"])).toMatchObject({ pinned: false, was_pinned: false });
+    expect(ok(["checkpoint", "unpin", "checkpoint-004"])).toBe(`${ready.session_id.slice(0, 8)}/checkpoint-004 is no longer pinned.\n`);
+    expect(ok(["checkpoint", "pin", "checkpoint-004", "--json"])).toMatchObject({ pinned: true, was_pinned: false });
     expect(fails(["checkpoint", "delete", "checkpoint-004"], 4).stderr).toContain("is pinned");
     expect(ok(["checkpoint", "delete", "checkpoint-002", "--json"])).toMatchObject({ name: "checkpoint-002", sequence: 2, session_id: expect.stringMatching(/^[0-9a-f-]{36}$/) });
     expect(list().items.map((item) => item.name)).toEqual(["checkpoint-006", "checkpoint-005", "checkpoint-004", "checkpoint-003", "checkpoint-001"]);

@@ -1171,7 +1171,9 @@ describe("apex config (end to end, built CLI)", () => {
     const json = apex(["config", "show", "--json"], { APEX_CHECKPOINT_INTERVAL: "30" });
     expect(json.status).toBe(0);
     const shown = JSON.parse(json.stdout);
-    expect(Object.keys(shown)).toEqual(["session", "agents", "plugins", "configPath", "projectDir", "storeDir"]);
+    // The fixture's ./plugins/audit.js is not beside it: `apex start` would refuse the config, and show says so.
+    expect(Object.keys(shown)).toEqual(["session", "agents", "plugins", "configPath", "projectDir", "storeDir", "warnings"]);
+    expect(shown.warnings).toEqual([expect.stringContaining("./plugins/audit.js")]);
     expect(shown.session.auto_checkpoint_interval).toBe(30);
     expect(shown.plugins.map((plugin: { name: string }) => plugin.name)).toEqual(["git", "retention", "checkpoint", "./plugins/audit.js", "compression"]);
   });
@@ -1182,6 +1184,24 @@ describe("apex config (end to end, built CLI)", () => {
     expect(result.status).toBe(2);
     expect(result.stdout).toBe("");
     expect(result.stderr).toContain(`error[APEX_E_CONFIG]: apex.config.yaml:4:14: agents.coder.restart: must be one of "never", "on-failure", "always"`);
+  });
+
+  it("show: a plugin apex start refuses (an unknown one) is printed with a warning, as status gives it, exit 0", () => {
+    // It was printed with exit 0 and no word, while `apex start` refused the config and `apex status` warned.
+    writeFileSync(join(dir, "apex.config.yaml"), "agents: {}\nplugins:\n  checkpoint: {}\n  retension: {}\n");
+    const human = apex(["config", "show"]);
+    expect(human.status).toBe(0);
+    expect(human.stdout).toContain("  retension: {}\n");
+    expect(human.stderr).toBe(
+      "warning: apex.config.yaml is invalid (APEX_E_PLUGIN_UNKNOWN), so `apex start` would refuse it; `apex config validate` lists every problem:\n  Unknown plugin 'retension' at apex.config.yaml:4:3. Did you mean 'retention'?\n",
+    );
+    const json = apex(["config", "show", "--json"]);
+    expect([json.status, json.stderr]).toEqual([0, ""]);
+    expect(JSON.parse(json.stdout).warnings).toEqual([expect.stringContaining("Unknown plugin 'retension' at apex.config.yaml:4:3. Did you mean 'retention'?")]);
+    // A config start takes has none.
+    writeFileSync(join(dir, "apex.config.yaml"), "agents: {}\nplugins:\n  checkpoint: {}\n");
+    const valid = apex(["config", "show", "--json"]);
+    expect([valid.status, valid.stderr, "warnings" in JSON.parse(valid.stdout)]).toEqual([0, "", false]);
   });
 
   it("path: where the config, project, store and schema are", () => {

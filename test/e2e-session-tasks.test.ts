@@ -137,6 +137,11 @@ describe("tasks", () => {
     expect(project.apex(["task", "list", "--status", "bogus"]).status).toBe(2);
     const pending = JSON.parse(project.apex(["task", "list", "--status", "pending", "--json"]).stdout);
     expect(pending.map((task: { id: string }) => task.id)).toEqual(["t-0002", "t-0003"]);
+    // In any case, as names are elsewhere (it was refused as an unknown status).
+    const upper = project.apex(["task", "list", "--status", "PENDING", "--json"]);
+    expect([upper.status, upper.stderr]).toEqual([0, ""]);
+    expect(JSON.parse(upper.stdout)).toEqual(pending);
+    expect(project.apex(["task", "list", "--status", "Completed"]).stdout).toMatch(/t-0001\s+completed/);
     expect(project.status().tasks).toEqual({ pending: 2, active: 0, completed: 1, failed: 0, total: 3 });
     expect(project.apex(["task", "list"]).stdout).toMatch(/t-0001\s+completed\s+idle\s+Write the login form \[milestone\]/);
 

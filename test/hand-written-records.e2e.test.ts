@@ -151,6 +151,53 @@ describe("session records written by hand that are no object", () => {
     expect(JSON.parse(project.apex(["task", "add", "fourth", "--json"]).stdout)).toMatchObject({ id: "t-0011" });
   });
 
+  it("session validate names a task, agent or session record that is no object, repair removes the task and agent ones, and reconstruct says the session record was not one", () => {
+    // validate said the store was valid, though export and archive refuse such a session with APEX_E_INTEGRITY naming the
+    // record; reconstruct said "Nothing is missing" of a session whose record was null.
+    project = new Project(config, "apex-hand-records-");
+    const sid = project.start(["--task", "records"]).session_id;
+    for (const title of ["broken", "kept", "renamed"]) expect(project.apex(["task", "add", title]).status).toBe(0);
+    expect(project.apex(["stop"]).status).toBe(0);
+    const task = `/sessions/${sid}/tasks/t-0001`;
+    const agent = `/sessions/${sid}/agents/worker`;
+    const renamed = `/sessions/${sid}/tasks/t-0003`;
+    expect(project.apex(["memory", "set", task, "null", "--force"]).status).toBe(0);
+    expect(project.apex(["memory", "set", agent, '"garbage"', "--force"]).status).toBe(0);
+    expect(project.apex(["memory", "set", renamed, '{"id": "t-0009", "title": "renamed", "status": "pending"}', "--force"]).status).toBe(0);
+
+    const validated = project.apex(["session", "validate", "--json"]);
+    expect(validated.status, validated.stderr).toBe(1);
+    const problems = (JSON.parse(validated.stdout) as { problems: Array<{ code: string; path?: string; message: string }> }).problems;
+    expect(problems.map(({ code, path }) => [code, path]).sort()).toEqual([["record-malformed", renamed], ["record-no-object", agent], ["record-no-object", task]]);
+    expect(problems.find((problem) => problem.path === task)!.message).toContain(`record ${task} is not the task record of t-0001 (its id is null)`);
+    expect(problems.find((problem) => problem.path === renamed)!.message).toContain(`apex memory delete ${renamed} --force`);
+    const text = project.apex(["session", "validate"]);
+    expect(text.stdout).toContain("record-no-object");
+
+    const repaired = project.apex(["session", "repair", "--json"]);
+    const actions = (JSON.parse(repaired.stdout) as { actions: Array<{ action: string; target: string }> }).actions;
+    expect(actions.map(({ action, target }) => [action, target]).sort()).toEqual([["remove-record", agent], ["remove-record", task]]);
+    expect(repaired.status).toBe(1); // the renamed task is left to be mended by hand
+    expect(project.apex(["memory", "show", task]).status).not.toBe(0);
+    const counts = project.apex(["memory", "show", `/sessions/${sid}/task-counts`, "--json"]);
+    expect(JSON.parse(counts.stdout).value).toMatchObject({ pending: 2, total: 2 }); // kept and renamed
+    const left = project.apex(["session", "validate"]);
+    expect([left.status, left.stdout]).toEqual([1, expect.stringContaining("hint: repair leaves these records as they are")]);
+    expect(project.apex(["memory", "delete", renamed, "--force"]).status).toBe(0);
+    expect(project.apex(["session", "validate"]).status).toBe(0);
+
+    expect(project.apex(["memory", "set", `/sessions/history/${sid}`, "null", "--force"]).status).toBe(0);
+    const session = project.apex(["session", "validate", "--json"]);
+    expect(session.status).toBe(1);
+    expect((JSON.parse(session.stdout) as { problems: Array<{ code: string; path?: string; message: string }> }).problems).toEqual([
+      expect.objectContaining({ code: "record-malformed", path: `/sessions/history/${sid}`, message: expect.stringContaining(`apex session reconstruct ${sid}`) }),
+    ]);
+    const reconstructed = project.apex(["session", "reconstruct", sid]);
+    expect(reconstructed.status, reconstructed.stderr).toBe(0);
+    expect(reconstructed.stdout).not.toContain("Nothing is missing");
+    expect(reconstructed.stdout).toContain(`The session record /sessions/history/${sid} is not an object (it is null)`);
+  });
+
 });
 
 describe("JSON options given with a byte order mark", () => {

@@ -66,6 +66,8 @@ function sessionParam(session: string | undefined): Record<string, unknown> {
 }
 
 export async function listTasks(location: ProjectLocation, options: { status?: string; session?: string; json?: boolean }): Promise<void> {
+  // In any case, as names are elsewhere (`--status PENDING` was refused as unknown).
+  if (options.status !== undefined) options = { ...options, status: options.status.toLowerCase() };
   if (options.status !== undefined && !TASK_STATUSES.includes(options.status as TaskStatus)) {
     throw new ApexError("APEX_E_USAGE", `Unknown task status ${JSON.stringify(options.status)}.`, { hint: `One of: ${TASK_STATUSES.join(", ")}.` });
   }

@@ -21,6 +21,7 @@ import {
 import { pathProblem } from "../../core/store/paths.js";
 import type { JsonValue } from "../../core/store/store.js";
 import { containmentProblems } from "../checkpoint/contained.js";
+import { ID, identityProblem } from "../checkpoint/record-identity.js";
 import { DEFAULT_MAX_BUNDLE_BYTES, DEFAULT_MAX_COMPRESSION_RATIO } from "./options.js";
 import {
   checkSessionId,
@@ -463,10 +464,6 @@ function checkRecords(value: unknown, manifest: BundleManifest): Array<[string, 
   return value as Array<[string, JsonValue]>;
 }
 
-/** Agent names (as apex.config.yaml allows them) and task ids: no path characters. */
-const ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$/;
-const PROCESS_FIELDS = ["pid", "pgid", "start_time"];
-
 /**
  * Records whose path names an id must name themselves: an agent record at agents/<name>
  * is an object whose `name` is <name>, a task at tasks/<id> one whose `id` is <id>, and
@@ -477,22 +474,7 @@ function checkIdentity(relative: string, value: unknown, path: string): void {
   if (problem !== undefined) invalid(problem);
 }
 
-/** What checkIdentity refuses in a record, if anything: export checks its records with it, so that it never writes a bundle that does not read back. */
-export function identityProblem(relative: string, value: unknown, path: string): string | undefined {
-  const [kind, id, ...deeper] = relative.split("/");
-  if (deeper.length > 0 || id === undefined || (kind !== "agents" && kind !== "tasks")) return undefined;
-  if (kind === "agents" && id.endsWith(".context")) return undefined;
-  const field = kind === "agents" ? "name" : "id";
-  if (!ID.test(id)) return `record ${JSON.stringify(path)} names ${kind === "agents" ? "an agent" : "a task"} ${JSON.stringify(id)}, which is not an id (letters, digits, '.', '_', '-')`;
-  if (!isRecord(value) || value[field] !== id) return `record ${path} is not the ${kind === "agents" ? "agent" : "task"} record of ${id} (its ${field} is ${JSON.stringify(isRecord(value) ? value[field] : value)})`;
-  if (kind === "agents") {
-    for (const name of PROCESS_FIELDS) {
-      const number = value[name];
-      if (number !== undefined && number !== null && !isCount(number)) return `agent record ${path} has ${name} ${JSON.stringify(number)}, not a process id`;
-    }
-  }
-  return undefined;
-}
+export { identityProblem };
 
 const CHECKPOINT_LIKE = /^checkpoint-\d+$/;
 

@@ -1,4 +1,4 @@
-import { existsSync, statSync, unlinkSync } from "node:fs";
+import { existsSync, readdirSync, statSync, unlinkSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { worktreeOfProject } from "../../core/session/runtime.js";
@@ -327,9 +327,37 @@ export async function findBundle(target: string, directory: string, maxBytes?: n
     const named = (await peekBundle(join(directory, `${id}${BUNDLE_EXTENSION}`), maxBytes))?.name;
     listed.push(`${id}${named ? ` (${visibleText(named)})` : ""}`);
   }
+  // A directory given where a bundle file is meant was said to be no bundle file, as if it did not exist.
+  if (isDirectory(asPath)) {
+    const bundles = bundlesIn(asPath);
+    throw new ApexError("APEX_E_NOT_FOUND", `${asPath} is a directory, not a bundle file, and no archived session is named ${JSON.stringify(target)} in ${directory}.`, {
+      hint: `${bundles.length > 0 ? `Give one of its bundle files (${bundles.slice(0, 5).join(", ")}${bundles.length > 5 ? ", …" : ""})` : `It holds no ${BUNDLE_EXTENSION} file: give the path of a bundle file`}. Archived sessions: ${listed.length > 0 ? listed.join(", ") : "none"}.`,
+      details: { path: asPath },
+    });
+  }
   throw new ApexError("APEX_E_NOT_FOUND", `No bundle file ${asPath} and no archived session ${JSON.stringify(target)} in ${directory}.`, {
     hint: `Archived sessions: ${listed.length > 0 ? listed.join(", ") : "none"}.`,
   });
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** The bundle files directly in a directory, by name (none when it cannot be read). */
+function bundlesIn(path: string): string[] {
+  try {
+    return readdirSync(path)
+      .filter((name) => name.endsWith(BUNDLE_EXTENSION))
+      .sort()
+      .map((name) => join(path, name));
+  } catch {
+    return [];
+  }
 }
 
 /** The session as session list prints it: a branch by its name, another by its uuid's short form (--json has the whole id). */

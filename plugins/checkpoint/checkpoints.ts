@@ -556,13 +556,14 @@ export async function restoreCheckpoint(store: Store, ref: string | CheckpointMa
 // Pin, delete, sweep
 
 /** Sets or clears a checkpoint's pinned flag (retention never deletes pinned checkpoints). Re-signs the manifest. */
-export async function pinCheckpoint(store: Store, ref: string, pinned: boolean, options: ResolveOptions & { actor?: string } = {}): Promise<CheckpointManifest> {
+export async function pinCheckpoint(store: Store, ref: string, pinned: boolean, options: ResolveOptions & { actor?: string; /** Told whether it was pinned before. */ before?: (wasPinned: boolean) => void } = {}): Promise<CheckpointManifest> {
   assertWritable(store);
   let updated!: CheckpointManifest;
   await store.transaction(() => {
     const manifest = getCheckpoint(store, ref, options);
     const { hash: _old, ...unsigned } = manifest;
     updated = signManifest({ ...unsigned, pinned });
+    options.before?.(manifest.pinned === true);
     if (manifest.pinned === pinned) return;
     store.batchSync((batch) => batch.set(manifestPath(manifest.session_id, manifest.sequence), updated as unknown as JsonValue), options.actor ?? ACTORS.checkpoint);
     Catalog.of(store).putCheckpoint(updated);

@@ -104,7 +104,7 @@ Examples:
       .description(pinned ? "keep a checkpoint whatever the retention policy says" : "let retention delete a checkpoint again")
       .addArgument(checkpointArgument("<checkpoint>", REF_HELP))
       .option("--session <id>", "the session for checkpoint-007 and latest")
-      .option("--json", "print the checkpoint's summary {id, name, session_id, session_name, sequence, parent, created_at, trigger, description, pinned, revision, memory_keys, task_count, agent_count, memory_root, tasks_root, agents_root, manifest_hash}")
+      .option("--json", "print the checkpoint's summary {id, name, session_id, session_name, sequence, parent, created_at, trigger, description, pinned, was_pinned (before this command), revision, memory_keys, task_count, agent_count, memory_root, tasks_root, agents_root, manifest_hash}")
       .addHelpText("after", examples(`apex checkpoint ${name} checkpoint-003`, `apex checkpoint ${name} latest --json`))
       .action(async (ref: string, options: { session?: string; json?: boolean }, command: Command) => {
         const { againAfterStop, pinCheckpointCommand } = await import("./plugin-cli.js");

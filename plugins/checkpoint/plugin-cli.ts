@@ -503,15 +503,19 @@ function clipText(text: string): string {
 export async function pinCheckpointCommand(location: ProjectLocation, ref: string, pinned: boolean, options: ReadOptions): Promise<void> {
   const writer = await writerClient(location);
   const summary = writer
-    ? ((await callWriter(writer, "checkpoint.pin", { ref, pinned, session: options.session })) as CheckpointSummary & { session_name?: string | null })
+    ? ((await callWriter(writer, "checkpoint.pin", { ref, pinned, session: options.session })) as CheckpointSummary & { session_name?: string | null; was_pinned?: boolean })
     : await withWriteStore(location, async (store) => {
-        const manifest = await pinCheckpoint(store, ref, pinned, { sessionId: sessionFor(store, options.session) });
+        let wasPinned = false;
+        const manifest = await pinCheckpoint(store, ref, pinned, { sessionId: sessionFor(store, options.session), before: (was) => void (wasPinned = was) });
         const { sessionName } = await import("./merge-base.js");
-        return { ...summaryOf(manifest), session_name: sessionName(store, manifest.session_id) };
+        return { ...summaryOf(manifest), session_name: sessionName(store, manifest.session_id), was_pinned: wasPinned };
       });
   if (options.json) return printJson(summary);
   // The session by its name, else its uuid's short form (a supervisor older than session_name leaves it out); --json has the whole id.
-  printLine(`${summary.session_name ?? shortSessionId(summary.session_id)}/${summary.name} is ${pinned ? "pinned: retention never deletes it" : "no longer pinned"}.`);
+  const label = `${summary.session_name ?? shortSessionId(summary.session_id)}/${summary.name}`;
+  // An unpin of a checkpoint never pinned said it "is no longer pinned" (a supervisor older than was_pinned leaves it out).
+  if (!pinned && summary.was_pinned === false) printLine(`${label} is not pinned (it was not pinned before either): nothing changed.`);
+  else printLine(`${label} is ${pinned ? "pinned: retention never deletes it" : "no longer pinned"}.`);
 }
 
 export async function deleteCheckpointCommand(location: ProjectLocation, ref: string, options: ReadOptions & { force?: boolean }): Promise<void> {
@@ -584,6 +588,9 @@ export async function validateCommand(location: ProjectLocation, ref: string | u
   if (errors.length > 0 && errors.every((problem) => LEFT_TO_USER.has(problem.code))) {
     // Repair would change nothing (it says so): the way on is the user's write, or the checkpoint.
     printLine(paint(leftToUserHint(errors, named)!, "gray"));
+  } else if (errors.length > 0 && errors.every((problem) => problem.code === "record-malformed")) {
+    // Repair leaves these records as they are (it would say so): each problem says how to mend its record.
+    printLine(paint("hint: repair leaves these records as they are: write each back, or delete it, as its problem says.", "gray"));
   } else if (!report.ok) {
     const target = session?.label ?? "";
     printLine(paint(`Next: apex session repair ${target} --dry-run (shows what repair would do; it never deletes a checkpoint that verifies)`.replace("  ", " "), "gray"));

@@ -464,8 +464,9 @@ export class SessionCheckpoints {
       },
       "checkpoint.pin": (params) =>
         this.serialize(async () => {
-          const manifest = await pinCheckpoint(this.store, requiredString(params, "ref"), params.pinned !== false, { sessionId: sessionOf(params) });
-          return { ...summaryOf(manifest), session_name: sessionName(this.store, manifest.session_id) } as unknown as JsonValue;
+          let wasPinned = false;
+          const manifest = await pinCheckpoint(this.store, requiredString(params, "ref"), params.pinned !== false, { sessionId: sessionOf(params), before: (was) => void (wasPinned = was) });
+          return { ...summaryOf(manifest), session_name: sessionName(this.store, manifest.session_id), was_pinned: wasPinned } as unknown as JsonValue;
         }),
       "checkpoint.delete": (params) =>
         this.serialize(async () => {

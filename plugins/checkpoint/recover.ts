@@ -319,6 +319,10 @@ export async function reconstructSession(store: Store, sessionId: string, option
       const read = readJsonRecord(store, path);
       if (read.ok) oldRecord = read.value;
       else missing.push(`The session record ${path} ${read.reason}.`);
+      // One written null (or no object) by hand holds none of it: the output said "Nothing is missing".
+      if (oldRecord !== undefined && !isRecord(oldRecord)) {
+        missing.push(`The session record ${path} is not an object (it is ${oldRecord === null ? "null" : Array.isArray(oldRecord) ? "an array" : `a ${typeof oldRecord}`}): the new session's record was made anew, without the old one's name, initial task, agent list or start time.`);
+      }
       if (oldRecord !== undefined) break;
     }
     if (oldRecord === undefined && !missing.some((line) => line.startsWith("The session record"))) {

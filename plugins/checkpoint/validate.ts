@@ -30,10 +30,12 @@ import { ACTORS, assertWritable, manifestKeys, removeCheckpointRecords } from ".
 import { DEFAULT_SCOPE, normalizeScope, type MemoryScope } from "./scope.js";
 import { buildSnapshot } from "./snapshot.js";
 import { checkLiveRecords, type LiveRecordFinding } from "./validate-live.js";
+import { identityProblem } from "./record-identity.js";
 import { BRANCH_TRIGGER, MERGE_TRIGGER } from "./merge-base.js";
 import { forgetLangGraphLeftovers, langGraphLeftovers, threadLabel, type LangGraphLeftover } from "./langgraph-index.js";
 import { CURRENT_SESSION_PATH, PROJECT_CONFIG_PATH, historyPath, memoryRootOf } from "../../core/session/records.js";
 import { shortSessionId } from "../../core/session/names.js";
+import { recountTasks } from "../../core/session/service.js";
 
 /**
  * Validation re-hashes every checkpoint manifest, tree node and value, and checks the
@@ -65,6 +67,8 @@ export type ProblemCode =
   | "record-damaged"
   | "record-missing"
   | "record-unlogged"
+  | "record-no-object"
+  | "record-malformed"
   | "current-session-invalid"
   | "current-session-missing"
   | "task-unknown-agent"
@@ -277,6 +281,8 @@ interface ValidationState {
   slots: CheckpointRecordState[];
   checker: TreeChecker;
   undecodableRecords: string[];
+  /** Task and agent records that are no object (null, written by hand): they hold nothing, and repair removes them. */
+  hollowRecords: string[];
   /** Live records that differ from the latest verifying checkpoint with no logged write (validate-live.ts). */
   liveFindings: LiveRecordFinding[];
   unknownAgentTasks: Array<{ path: string; task: Record<string, unknown> }>;
@@ -316,6 +322,7 @@ function runValidation(store: Store, view: ObjectView, options: ValidateOptions)
     slots: [],
     checker,
     undecodableRecords: [],
+    hollowRecords: [],
     liveFindings: [],
     unknownAgentTasks: [],
     undatedEnded: [],
@@ -788,10 +795,37 @@ function checkRecords(store: Store, options: ValidateOptions, state: ValidationS
     const segments = path.split("/");
     if (segments[1] !== "sessions" || segments.length < 3 || RESERVED_SESSION_NAMES.has(segments[2]!)) return;
     const info = session(segments[2]!);
+    if (segments.length === 3 && value !== undefined && !isRecord(value)) sessionRecordProblem(path, segments[2]!, value);
+    if (segments.length === 5 && (segments[3] === "tasks" || segments[3] === "agents")) recordShape(path, segments.slice(3).join("/"), value);
     if (segments.length === 3) info.record = value;
     else if (segments[3] === "langgraph" || segments[3] === "langgraph-heads") state.langGraphSessions.add(segments[2]!);
     else if (segments[3] === "agents" && segments.length >= 5) info.agents.add(segments[4]!);
     else if (segments[3] === "tasks" && segments.length === 5) info.tasks.push({ path, value: value as JsonValue });
+  };
+  // A session, task or agent record that is not one (null, a string, another id: written by hand with --force):
+  // export and archive refuse the session naming it, and validate said the store was valid.
+  const sessionRecordProblem = (path: string, id: string, value: JsonValue) => {
+    state.mentioned.add(id);
+    add({
+      code: "record-malformed",
+      severity: "error",
+      message: `The record of session ${id} at ${path} is not an object (it is ${describeValue(value)}): export and archive refuse the session. Repair cannot rebuild it: write it back as APEX keeps it (\`apex memory set ${path} VALUE --force\`), or \`apex session reconstruct ${id}\` builds a new session from its tasks, agents and checkpoints.`,
+      path,
+    });
+  };
+  const recordShape = (path: string, relative: string, value: JsonValue | undefined) => {
+    if (value === undefined) return;
+    const problem = identityProblem(relative, value, path);
+    if (problem === undefined) return;
+    const id = path.split("/")[2]!;
+    state.mentioned.add(id);
+    const kind = relative.startsWith("tasks/") ? "task" : "agent";
+    if (!isRecord(value)) {
+      state.hollowRecords.push(path);
+      add({ code: "record-no-object", severity: "error", message: `Session ${id}: ${problem}: it holds no ${kind}, and export and archive refuse the session. \`apex session repair\` removes it (or \`apex memory delete ${path} --force\`).`, path });
+      return;
+    }
+    add({ code: "record-malformed", severity: "error", message: `Session ${id}: ${problem}: export and archive refuse the session. Repair leaves it as it is: write it back as APEX keeps it (\`apex memory set ${path} VALUE --force\`), or delete it (\`apex memory delete ${path} --force\`).`, path });
   };
   for (const root of roots) {
     if (root !== "/" && store.has(root)) visit(root);
@@ -821,7 +855,12 @@ function checkRecords(store: Store, options: ValidateOptions, state: ValidationS
   // An ended session's record says when it ended: archive refused one without (and said to run validate, which found nothing).
   for (const { path, value } of store.query("/sessions/history/*")) {
     const id = path.slice("/sessions/history/".length);
-    if ((options.sessionId && id !== options.sessionId) || !isRecord(value) || ["ended_at", "updated_at"].some((field) => isTime(value[field]))) continue;
+    if (options.sessionId && id !== options.sessionId) continue;
+    if (!isRecord(value)) {
+      sessionRecordProblem(path, id, value);
+      continue;
+    }
+    if (["ended_at", "updated_at"].some((field) => isTime(value[field]))) continue;
     state.mentioned.add(id);
     add({ code: "ended-session-undated", severity: "error", message: `The record of ended session ${id} has no valid ended_at: archive and retention cannot tell when it ended.`, path });
     // Repair dates it by the last thing the session wrote: its newest checkpoint, else when it was created.
@@ -849,6 +888,11 @@ function checkRecords(store: Store, options: ValidateOptions, state: ValidationS
       }
     }
   }
+}
+
+/** A value that is no object, as a message names it: null, a string, an array. */
+function describeValue(value: JsonValue): string {
+  return value === null ? "null" : Array.isArray(value) ? "an array" : `a ${typeof value}`;
 }
 
 function isTime(value: unknown): value is string {
@@ -1029,6 +1073,7 @@ export async function repairStore(store: Store, options: RepairOptions = {}): Pr
     }
     for (const key of after.badBases) actions.push({ action: "remove-base", target: describeScopeKey(key), reason: "the next checkpoint will rebuild its memory tree from the store" });
     for (const path of after.undecodableRecords) actions.push({ action: "remove-record", target: path, reason: "the record cannot be decoded" });
+    for (const path of after.hollowRecords) actions.push({ action: "remove-record", target: path, reason: `it is no object: it holds no ${path.split("/")[3] === "tasks" ? "task" : "agent"}` });
     // Only a record that no longer decodes is put back from the checkpoint. One that decodes
     // but differs, is gone, or appeared may instead mean a damaged revision log, and putting
     // the checkpoint's value back could undo an acknowledged write: it stays as it is, and
@@ -1065,10 +1110,13 @@ export async function repairStore(store: Store, options: RepairOptions = {}): Pr
     for (const counter of after.counters) catalog.setLastSequence(counter.sessionId, Math.max(counter.needed, counter.last));
     for (const action of actions) if (action.action === "remove-object") objects.removeRaw(stillDamaged.get(action.target)!, action.target);
     for (const key of after.badBases) catalog.removeBase(key);
-    const recordWrites = after.undecodableRecords.length + restorable.length + (after.currentInvalid ? 1 : 0) + after.unknownAgentTasks.length + after.undatedEnded.length;
+    const recordWrites = after.undecodableRecords.length + after.hollowRecords.length + restorable.length + (after.currentInvalid ? 1 : 0) + after.unknownAgentTasks.length + after.undatedEnded.length;
     if (recordWrites > 0) {
       store.batchSync((batch) => {
         for (const path of after.undecodableRecords) batch.deleteDamaged(path);
+        for (const path of after.hollowRecords) batch.delete(path);
+        // The task counts, in step with the tasks left (a hollow task was counted by its status when written).
+        for (const sessionId of new Set(after.hollowRecords.filter((path) => path.split("/")[3] === "tasks").map((path) => path.split("/")[2]!))) recountTasks(batch, store, sessionId);
         for (const finding of restorable) batch.setEncoded(finding.path, healed.encodedValue(finding.hash!));
         if (after.currentInvalid) batch.delete("/sessions/current");
         for (const task of after.unknownAgentTasks) {
