@@ -1,0 +1,52 @@
+// Remote targets and what `apex --remote` says back: a scheme in capitals (URL schemes are
+// case-insensitive), an invite's address as a URL parser writes it. A real `apex serve` on
+// loopback in front of a live session; the built CLI.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { endChild } from "./support/cleanup.js";
+import { ok, serve, share } from "./support/serve.js";
+
+const CONFIG = shellAgents({ alpha: "while true; do sleep 0.5; done" });
+
+let p: Project;
+let url: string;
+let sid: string;
+let viewer: string;
+const stops: Array<() => Promise<unknown>> = [];
+
+beforeAll(async () => {
+  p = new Project(CONFIG);
+  sid = p.start().session_id;
+  url = await serve(p, stops);
+  viewer = share(p, "current", "vera", "viewer").token;
+}, 120_000);
+
+afterAll(async () => {
+  for (const stop of stops.splice(0)) await stop();
+  p?.cleanup();
+});
+
+describe("remote targets", () => {
+  it("take a scheme in capitals, as URLs do (HTTP://… was refused as a target that cannot be read)", async () => {
+    const upper = `${url.replace(/^http:/, "HTTP:")}/${sid}`;
+    const status = p.apex(["--remote", upper, "status", "--json"], { env: { APEX_TOKEN: viewer } });
+    expect(status.status, status.stderr).toBe(0);
+    expect(JSON.parse(status.stdout).session.session_id).toBe(sid);
+    const mixed = p.apex(["--remote", `${url.replace(/^http:/, "Http:")}/${sid}`, "status", "--json"], { env: { APEX_TOKEN: viewer } });
+    expect(mixed.status, mixed.stderr).toBe(0);
+
+    const connect = p.apexAsync(["connect", upper, "--json"], { env: { APEX_TOKEN: viewer } });
+    stops.push(() => endChild(connect));
+    const first = await waitFor("connect's first line", () => (connect.output().includes("\n") ? connect.output().split("\n")[0] : connect.child.exitCode !== null ? connect.errors() || "exited" : undefined));
+    await endChild(connect);
+    expect(JSON.parse(first!)).toMatchObject({ connected: { user: "vera", role: "viewer", session_id: sid } });
+  });
+
+  it("share --url: the invite names the server as a URL parser writes it (host in small letters, the scheme's own port left out)", () => {
+    const made = JSON.parse(ok(p.apex(["session", "share", "current", "ines", "--url", "HTTPS://Build-Box.EXAMPLE.com:443/", "--json"]))) as { url: string; connect: string };
+    expect(made.url.startsWith("https://build-box.example.com/#session=")).toBe(true);
+    expect(made.connect).toMatch(/ apex connect https:\/\/build-box\.example\.com:443\//);
+    const plain = JSON.parse(ok(p.apex(["session", "share", "current", "ivo", "--url", "http://LOCALHOST:80", "--json"]))) as { url: string };
+    expect(plain.url.startsWith("http://localhost/#session=")).toBe(true);
+  });
+});
