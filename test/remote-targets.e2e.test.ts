@@ -1,12 +1,13 @@
 // Remote targets and what `apex --remote` says back: a scheme in capitals (URL schemes are
-// case-insensitive), an invite's address as a URL parser writes it. A real `apex serve` on
+// case-insensitive), an invite's address as a URL parser writes it, a grant revoked under
+// `logs -f` and `memory watch`. A real `apex serve` on
 // loopback in front of a live session; the built CLI.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { endChild } from "./support/cleanup.js";
 import { ok, serve, share } from "./support/serve.js";
 
-const CONFIG = shellAgents({ alpha: "while true; do sleep 0.5; done" });
+const CONFIG = shellAgents({ alpha: "while true; do echo tick; sleep 0.5; done" });
 
 let p: Project;
 let url: string;
@@ -48,5 +49,23 @@ describe("remote targets", () => {
     expect(made.connect).toMatch(/ apex connect https:\/\/build-box\.example\.com:443\//);
     const plain = JSON.parse(ok(p.apex(["session", "share", "current", "ivo", "--url", "http://LOCALHOST:80", "--json"]))) as { url: string };
     expect(plain.url.startsWith("http://localhost/#session=")).toBe(true);
+  });
+
+  it("logs -f and memory watch through a grant revoked meanwhile say whose access was revoked, as connect does (they said the token is not valid: unknown, revoked or mistyped)", async () => {
+    const { token } = share(p, "current", "rita", "viewer");
+    ok(p.apex(["memory", "set", "/notes/seen", "1"]));
+    const target = `${url.replace(/^http:\/\//, "")}/${sid}`;
+    const logs = p.apexAsync(["--remote", target, "logs", "-f"], { env: { APEX_TOKEN: token } });
+    const watch = p.apexAsync(["--remote", target, "memory", "watch", "/notes/**", "--json"], { env: { APEX_TOKEN: token } });
+    stops.push(() => endChild(logs), () => endChild(watch));
+    await waitFor("logs -f to print a line", () => logs.output().includes("tick"));
+    await waitFor("memory watch to print the current value", () => watch.output().includes('"/notes/seen"'));
+    ok(p.apex(["session", "unshare", "current", "rita"]));
+    const followed = await logs.done;
+    expect(followed.status, followed.stderr).toBe(4);
+    expect(followed.stderr).toContain(`error[APEX_E_UNAUTHORIZED]: rita's access to session ${sid} was revoked.`);
+    const watched = await watch.done;
+    expect(watched.status, watched.stderr).toBe(4);
+    expect(JSON.parse(watched.stderr).error).toMatchObject({ code: "APEX_E_UNAUTHORIZED", message: `rita's access to session ${sid} was revoked.` });
   });
 });
