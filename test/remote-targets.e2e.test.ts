@@ -1,6 +1,6 @@
 // Remote targets and what `apex --remote` says back: a scheme in capitals (URL schemes are
 // case-insensitive), an invite's address as a URL parser writes it, a grant revoked under
-// `logs -f` and `memory watch`. A real `apex serve` on
+// `logs -f` and `memory watch`, the commands an error's hint names (they reach the remote session). A real `apex serve` on
 // loopback in front of a live session; the built CLI.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
@@ -12,7 +12,7 @@ const CONFIG = shellAgents({ alpha: "while true; do echo tick; sleep 0.5; done" 
 let p: Project;
 let url: string;
 let sid: string;
-let viewer: string;
+let viewer: string, operator: string;
 const stops: Array<() => Promise<unknown>> = [];
 
 beforeAll(async () => {
@@ -20,6 +20,7 @@ beforeAll(async () => {
   sid = p.start().session_id;
   url = await serve(p, stops);
   viewer = share(p, "current", "vera", "viewer").token;
+  operator = share(p, "current", "otto", "operator").token;
 }, 120_000);
 
 afterAll(async () => {
@@ -67,5 +68,31 @@ describe("remote targets", () => {
     const watched = await watch.done;
     expect(watched.status, watched.stderr).toBe(4);
     expect(JSON.parse(watched.stderr).error).toMatchObject({ code: "APEX_E_UNAUTHORIZED", message: `rita's access to session ${sid} was revoked.` });
+  });
+
+  it("the hint of an error the server sends names its commands with --remote, as they reach the remote session (`apex status` read this machine's project)", () => {
+    const target = `${url.replace(/^http:\/\//, "")}/${sid}`;
+    const as = (token: string, args: string[]) => p.apex(["--remote", target, ...args, "--json"], { env: { APEX_TOKEN: token } });
+    const running = as(operator, ["start", "--continue", sid]);
+    expect(running.status).toBe(4);
+    expect(JSON.parse(running.stderr).error.hint).toBe(`It is already running: \`apex --remote ${target} status\`.`);
+    ok(as(operator, ["pause"]));
+    try {
+      const again = as(operator, ["pause"]);
+      expect(again.status).toBe(4);
+      expect(JSON.parse(again.stderr).error.hint).toBe(`\`apex --remote ${target} resume\` continues it.`);
+      // Printed as text too.
+      const text = p.apex(["--remote", target, "pause"], { env: { APEX_TOKEN: operator } });
+      expect(text.stderr).toContain(`hint: \`apex --remote ${target} resume\` continues it.`);
+    } finally {
+      ok(as(operator, ["resume"]));
+    }
+    // What is run on the server's host, or by the session's owner, stays as it is.
+    const many = as(viewer, ["logs", "-n", "200000"]);
+    expect(many.status).toBe(2);
+    expect(JSON.parse(many.stderr).error.hint).toContain("on the session's host with `apex logs -n N`");
+    const forbidden = as(viewer, ["pause"]);
+    expect(forbidden.status).toBe(4);
+    expect(JSON.parse(forbidden.stderr).error.hint).toBe("The session's owner can grant operator (a new token): `apex session share SESSION vera --role operator`.");
   });
 });
