@@ -96,3 +96,13 @@ describe("remote targets", () => {
     expect(JSON.parse(forbidden.stderr).error.hint).toBe("The session's owner can grant operator (a new token): `apex session share SESSION vera --role operator`.");
   });
 });
+
+describe("apex serve --listen", () => {
+  it("says, in its help and in the hint of an address it cannot read, that the port may be left out (7433)", () => {
+    const help = ok(p.apex(["serve", "--help"]));
+    expect(help.replace(/\s+/g, " ")).toContain("--listen <host[:port]> address to listen on: HOST[:PORT], port 7433 when left out (0 picks a free one)");
+    const refused = p.apex(["serve", "--listen", "127.0.0.1:port", "--json"]);
+    expect(refused.status).toBe(2);
+    expect(JSON.parse(refused.stderr).error.hint).toBe("Write HOST[:PORT] (port 7433 when left out), e.g. 127.0.0.1, 127.0.0.1:7433, 0.0.0.0:7433 or [::1]:0 (0: any free port).");
+  });
+});

@@ -182,11 +182,12 @@ function checkAllowedHost(name: string): void {
   });
 }
 
+/** HOST[:PORT] (--listen, sharing.serve.listen): the port is 7433 when left out, the host 127.0.0.1 (`:PORT`). */
 export function parseListen(text: string): { host: string; port: number } {
   const match = /^(\[[0-9A-Fa-f:.]+\]|[^:\s[\]]+)?:(\d{1,5})$/.exec(text) ?? /^(\[[0-9A-Fa-f:.]+\]|[^:\s[\]]+)$/.exec(text);
   const port = match?.[2] === undefined ? 7433 : Number(match[2]);
   if (!match || port > 65535) {
-    throw new ApexError("APEX_E_USAGE", `Cannot read --listen ${JSON.stringify(text)}.`, { hint: "Write HOST:PORT, e.g. 127.0.0.1:7433, 0.0.0.0:7433 or [::1]:0 (0: any free port)." });
+    throw new ApexError("APEX_E_USAGE", `Cannot read --listen ${JSON.stringify(text)}.`, { hint: "Write HOST[:PORT] (port 7433 when left out), e.g. 127.0.0.1, 127.0.0.1:7433, 0.0.0.0:7433 or [::1]:0 (0: any free port)." });
   }
   return { host: (match[1] ?? "127.0.0.1").replace(/^\[|\]$/g, ""), port };
 }
