@@ -2,6 +2,8 @@
 // case-insensitive), an invite's address as a URL parser writes it, a grant revoked under
 // `logs -f` and `memory watch`, the commands an error's hint names (they reach the remote session). A real `apex serve` on
 // loopback in front of a live session; the built CLI.
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { endChild } from "./support/cleanup.js";
@@ -42,6 +44,18 @@ describe("remote targets", () => {
     const first = await waitFor("connect's first line", () => (connect.output().includes("\n") ? connect.output().split("\n")[0] : connect.child.exitCode !== null ? connect.errors() || "exited" : undefined));
     await endChild(connect);
     expect(JSON.parse(first!)).toMatchObject({ connected: { user: "vera", role: "viewer", session_id: sid } });
+  });
+
+  it("login takes a host with a scheme (any case) and no session, as it takes one with a session (it could not read the host)", () => {
+    const file = join(p.dir, "token-vera.txt");
+    writeFileSync(file, `${viewer}\n`);
+    const env = { APEX_CREDENTIALS: join(p.dir, "credentials-scheme.json") };
+    for (const scheme of ["http", "HTTP"]) {
+      const login = p.apex(["login", url.replace(/^http/, scheme), "--token-file", file, "--json"], { env });
+      expect(login.status, login.stderr).toBe(0);
+      expect(JSON.parse(login.stdout)).toMatchObject({ host: url.replace(/^http:\/\//, ""), session: null });
+    }
+    expect(JSON.parse(ok(p.apex(["--remote", `${url.replace(/^http:\/\//, "")}/${sid}`, "status", "--json"], { env }))).session.session_id).toBe(sid);
   });
 
   it("share --url: the invite names the server as a URL parser writes it (host in small letters, the scheme's own port left out)", () => {
