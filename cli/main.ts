@@ -11,6 +11,8 @@ import { reportError, useColor } from "./output.js";
 import { guardTerminalOutput } from "./terminal-text.js";
 import { COMMAND_GROUPS, groupsFor, loadGroups } from "./commands.js";
 import { blankValue, refuseBlankValues } from "./option-values.js";
+// What works against a remote session; anything else would act on the local project, so it is refused rather than run.
+import { REMOTE_COMMANDS, worksRemotely } from "./remote-commands.js";
 
 export const VERSION = "0.1.0";
 
@@ -378,30 +380,10 @@ async function applySessionFlag(program: Command, argv: string[]): Promise<strin
   return [...argv.slice(0, 2), ...rest];
 }
 
-/**
- * The commands that work against a remote session: their code reaches the session through openSessionClient.
- * Anything else would act on the local project, so it is refused rather than run.
- */
-const REMOTE_COMMANDS: Record<string, string[] | true> = {
-  status: true,
-  start: true,
-  pause: true,
-  resume: true,
-  stop: true,
-  logs: true,
-  milestone: true,
-  help: true,
-  memory: ["show", "query", "set", "delete", "watch", "import", "export"],
-  task: ["add", "list", "show", "claim", "done", "fail", "reopen"],
-  agent: ["report", "list"],
-  checkpoint: ["create", "list", "show", "diff"],
-  session: ["list", "history", "tree", "merge", "share", "unshare", "shares"],
-};
-
 function checkRemoteCommand(words: string[]): void {
   if (words.length === 0) return;
-  const allowed = REMOTE_COMMANDS[words[0]!];
-  if (allowed === true || (allowed && (words[1] === undefined || allowed.includes(words[1])))) return;
+  // A group alone (`apex memory`) shows its help.
+  if (words[1] === undefined ? Object.hasOwn(REMOTE_COMMANDS, words[0]!) : worksRemotely(words[0]!, words[1])) return;
   const list = Object.entries(REMOTE_COMMANDS)
     .filter(([name]) => name !== "help")
     .map(([name, subs]) => (subs === true ? name : `${name} ${subs.join("|")}`))

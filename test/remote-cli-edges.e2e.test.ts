@@ -103,7 +103,10 @@ describe("apex --remote", () => {
       const refused = remote(p, url, feature.session_id, token, args);
       expect(refused.status, args.join(" ")).toBe(3);
       expect(refused.stdout).toBe("");
-      expect(JSON.parse(refused.stderr).error).toEqual({ ...JSON.parse(local.stderr).error, details: { session_id: feature.session_id } });
+      // Its hint's `apex session list` reaches the remote session's server.
+      const expected = JSON.parse(local.stderr).error as { hint: string };
+      const target = `${url.replace(/^http:\/\//, "")}/${feature.session_id}`;
+      expect(JSON.parse(refused.stderr).error).toEqual({ ...expected, hint: expected.hint.replace("`apex session list`", `\`apex --remote ${target} session list\``), details: { session_id: feature.session_id } });
     }
     // A session that ran has its logs, as ever.
     expect(ok(remote(p, url, sid, viewer, ["logs", "-n", "1", "--json"])).trim().split("\n").length).toBeGreaterThan(0);

@@ -155,8 +155,9 @@ export async function shareCommand(location: ProjectLocation, ref: string, user:
   ) as { session_id: string; name?: string | null; grant: GrantView; token: string };
   // The port the invite's address reaches (a URL without one: its scheme's), so the connect line reaches the same server.
   const host = `${origin.hostname}:${origin.port || (origin.protocol === "https:" ? 443 : 80)}`;
-  // The token rides in the fragment, which a browser never sends to the server.
-  const invite = `${url}/#session=${reply.session_id}&token=${reply.token}`;
+  // The token rides in the fragment, which a browser never sends to the server. The address as a URL
+  // parser writes it (scheme and host in small letters, the scheme's own port left out), not as --url was typed.
+  const invite = `${origin.origin}/#session=${reply.session_id}&token=${reply.token}`;
   // Without a scheme, the client takes http for a loopback host and https for any other: the
   // target names its scheme whenever that guess would be wrong (an --insecure server off loopback).
   const guessed = isLoopback(origin.hostname) ? "http:" : "https:";
@@ -414,7 +415,8 @@ function isEvent(value: unknown): value is MonitorEvent {
 export async function loginCommand(hostText: string, json: boolean): Promise<void> {
   // The address first: a mistyped one is said before the token is asked for, not after it was typed.
   const target = namesSession(hostText) ? parseRemote(hostText) : undefined;
-  const host = target ? target.host : ((address) => `${address.hostname}:${address.port}`)(parseHostPort(hostText));
+  // HOST[:PORT] with a scheme too (http://build-box:7433/, as an address is copied), as a target with a session takes one.
+  const host = target ? target.host : ((address) => `${address.hostname}:${address.port}`)(parseHostPort(withoutScheme(hostText)));
   const session = target?.sessionId;
   const token = process.env.APEX_TOKEN || (await readLine());
   if (!token) {
@@ -440,9 +442,14 @@ export async function loginCommand(hostText: string, json: boolean): Promise<voi
  * the last colon a session is anything but a port number (an id may start with a digit).
  */
 function namesSession(hostText: string): boolean {
-  const bare = hostText.replace(/^https?:\/\//, "");
+  const bare = withoutScheme(hostText);
   const colon = bare.lastIndexOf(":");
   return bare.includes("/") || (colon > 0 && !bare.endsWith("]") && !/^\d+$/.test(bare.slice(colon + 1)));
+}
+
+/** A host's text without its scheme (in any case) nor trailing slashes: `HTTP://build-box:7433/` is build-box:7433. */
+function withoutScheme(hostText: string): string {
+  return hostText.replace(/^https?:\/\//i, "").replace(/\/+$/, "");
 }
 
 async function readLine(): Promise<string> {

@@ -114,7 +114,7 @@ export function authenticate(store: Store, sessionId: string, token: unknown, no
   const expected = grant ? Buffer.from(grant.token_sha256, "hex") : Buffer.alloc(32);
   const given = sha256(typeof token === "string" ? token : "");
   const same = timingSafeEqual(expected, given);
-  if (!grant || !same) throw unauthorized("The token is not valid for this session (unknown, revoked or mistyped).");
+  if (!grant || !same) throw unauthorized(INVALID_TOKEN);
   if (grant.expires_at !== null && Date.parse(grant.expires_at) <= now) {
     throw unauthorized(`The token of ${grant.user} expired at ${grant.expires_at}.`);
   }
@@ -128,6 +128,17 @@ export function authenticate(store: Store, sessionId: string, token: unknown, no
     via = maker.via_token_id;
   }
   return { user: grant.user, role: grant.role, token_id: grant.token_id, session_id: sessionId, expires_at: grant.expires_at, last_used_at: grant.last_used_at };
+}
+
+/** Every refusal of a token that is no grant of the session: the same words whatever the reason, so that a guess learns nothing. */
+export const INVALID_TOKEN = "The token is not valid for this session (unknown, revoked or mistyped).";
+
+/**
+ * What the holder of a token that was a grant of the session, and is no more, is told (said only
+ * to one known to have held it: a stream opened with it, a token accepted lately), as `apex connect` says it.
+ */
+export function revokedAccess(user: string, sessionId: string): ApexError {
+  return unauthorized(`${user}'s access to session ${sessionId} was revoked.`);
 }
 
 export function unauthorized(message: string): ApexError {

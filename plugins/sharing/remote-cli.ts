@@ -12,7 +12,7 @@ export function registerRemoteCommands(program: Command): void {
   program
     .command("serve")
     .description("serve the project's sessions over HTTP(S) to the users they are shared with (API, live events, dashboard at /)")
-    .option("--listen <host:port>", "address to listen on; port 0 picks a free one", "127.0.0.1:7433")
+    .option("--listen <host[:port]>", "address to listen on: HOST[:PORT], port 7433 when left out (0 picks a free one)", "127.0.0.1:7433")
     .option("--tls-cert <file>", "PEM certificate: serve HTTPS")
     .option("--tls-key <file>", "PEM private key of --tls-cert")
     .option("--insecure", "allow plain HTTP on a non-loopback address (tokens would cross the network in clear)")

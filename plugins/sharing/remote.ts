@@ -8,6 +8,7 @@ import { ApexError } from "../../core/errors.js";
  * accept `HOST[:PORT]/SESSION`, `HOST:SESSION` (default port), and either with an explicit
  * `http://` or `https://`. Without a scheme, a loopback host is reached over http and any
  * other host over https (`apex serve` refuses plain http off loopback unless --insecure).
+ * The scheme may be written in any case (HTTP://, Https://), as in any URL.
  */
 export interface RemoteTarget {
   /** scheme://host:port, without a trailing slash. */
@@ -54,7 +55,7 @@ export function withoutTokens(text: string): string {
 
 /** The dashboard's invite (`http://HOST:PORT/#session=SID&token=…`): what `connect` takes instead, the token left out. */
 function inviteHint(text: string): string | undefined {
-  const invite = /^(https?:\/\/[^/#?]+)\/?#(.*)$/.exec(text.trim());
+  const invite = /^(https?:\/\/[^/#?]+)\/?#(.*)$/i.exec(text.trim());
   const session = invite ? new URLSearchParams(invite[2]).get("session") : null;
   if (!invite || !session || !SESSION_REF.test(session)) return undefined;
   return `That is the dashboard's address (open it in a browser). From a terminal: APEX_TOKEN=<the token after token=> apex connect ${withoutTokens(invite[1]!)}/${session}`;
@@ -67,9 +68,10 @@ export function parseRemote(text: string): RemoteTarget {
     });
   let rest = text.trim();
   let scheme: "http" | "https" | undefined;
-  const explicit = /^(https?):\/\//.exec(rest);
+  // Case-insensitive, as a URL's scheme is (RFC 3986): HTTP://host/… was refused.
+  const explicit = /^(https?):\/\//i.exec(rest);
   if (explicit) {
-    scheme = explicit[1] as "http" | "https";
+    scheme = explicit[1]!.toLowerCase() as "http" | "https";
     rest = rest.slice(explicit[0].length);
   }
   let hostPart: string;

@@ -20,7 +20,7 @@ import { heartbeatFor } from "../../cli/session/lifecycle-wait.js";
 import { MAX_DEPTH } from "../../core/store/value-codec.js";
 import { compileGlob } from "../../core/store/glob.js";
 import { isLoopback, SESSION_REF } from "./remote.js";
-import { authenticate, grantPath, isTokenShaped, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "./grants.js";
+import { authenticate, grantPath, INVALID_TOKEN, isTokenShaped, revokedAccess, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "./grants.js";
 import { GrantWatch } from "./grant-watch.js";
 import { AcceptedTokens, clientKey, ConnectionLimit, LoginThrottle, RefusedTokens, type ThrottleOptions } from "./throttle.js";
 import type { SessionEvent, SessionRecord } from "../../core/session/records.js";
@@ -182,11 +182,12 @@ function checkAllowedHost(name: string): void {
   });
 }
 
+/** HOST[:PORT] (--listen, sharing.serve.listen): the port is 7433 when left out, the host 127.0.0.1 (`:PORT`). */
 export function parseListen(text: string): { host: string; port: number } {
   const match = /^(\[[0-9A-Fa-f:.]+\]|[^:\s[\]]+)?:(\d{1,5})$/.exec(text) ?? /^(\[[0-9A-Fa-f:.]+\]|[^:\s[\]]+)$/.exec(text);
   const port = match?.[2] === undefined ? 7433 : Number(match[2]);
   if (!match || port > 65535) {
-    throw new ApexError("APEX_E_USAGE", `Cannot read --listen ${JSON.stringify(text)}.`, { hint: "Write HOST:PORT, e.g. 127.0.0.1:7433, 0.0.0.0:7433 or [::1]:0 (0: any free port)." });
+    throw new ApexError("APEX_E_USAGE", `Cannot read --listen ${JSON.stringify(text)}.`, { hint: "Write HOST[:PORT] (port 7433 when left out), e.g. 127.0.0.1, 127.0.0.1:7433, 0.0.0.0:7433 or [::1]:0 (0: any free port)." });
   }
   return { host: (match[1] ?? "127.0.0.1").replace(/^\[|\]$/g, ""), port };
 }
@@ -447,19 +448,23 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
     try {
       if (!token) throw new ApexError("APEX_E_UNAUTHORIZED", "No token: send Authorization: Bearer <token>.", { hint: "Tokens come from `apex session share SESSION USER`." });
-      if (!isTokenShaped(token)) throw unauthorized("The token is not valid for this session (unknown, revoked or mistyped).");
+      if (!isTokenShaped(token)) throw unauthorized(INVALID_TOKEN);
       // Not the shape of a session (an escaped '/', say): no grant of it can exist, and it must not reach a store path.
-      if (!SESSION_REF.test(sessionRef)) throw unauthorized("The token is not valid for this session (unknown, revoked or mistyped).");
+      if (!SESSION_REF.test(sessionRef)) throw unauthorized(INVALID_TOKEN);
       // Refused lately for this session: refused again without a lookup (no store opened, no supervisor asked).
       const known = refused.get(sessionRef, token);
       if (known !== undefined) throw unauthorized(known);
       const sid = await gate.sessionInUrl(sessionRef);
       const caller = await gate.authenticate(sid, token).catch((error: unknown) => {
+        // A token accepted here lately for this session whose grant is gone: its holder is told it was revoked,
+        // as `apex connect` is (`memory watch` polling through it said the token was unknown, revoked or mistyped).
+        const holder = accepted.holder(token);
+        if (isApexError(error) && error.message === INVALID_TOKEN && holder?.session === sid) error = revokedAccess(holder.user, sid);
         if (isApexError(error) && error.code === "APEX_E_UNAUTHORIZED") refused.add(sessionRef, token, error.message, Date.now(), sid);
         throw error;
       });
       // The address's failures are not forgotten (a valid token sent between guesses would reset them); this token passes its waits.
-      accepted.add(token);
+      accepted.add(token, Date.now(), { user: caller.user, session: sid });
       (request as FastifyRequest & { caller?: Caller }).caller = caller;
       return { sid, caller, token };
     } catch (error) {
@@ -672,7 +677,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     timers.push(setInterval(() => !closed && res.write(": keep-alive\n\n"), HEARTBEAT_MS));
     // A revoked or expired grant ends its streams within a second, whoever revoked it: checked
     // once a second for all of the session's open streams together (not once per stream).
-    unwatch = grantWatch.add(sid, token, denied);
+    // A grant gone under its open stream was revoked: said as such (`logs -f` said the token was unknown, revoked or mistyped).
+    unwatch = grantWatch.add(sid, token, (message) => (message === INVALID_TOKEN ? fail(revokedAccess(caller.user, sid)) : denied(message)));
     if (body["events.subscribe"]) {
       const socket = gate.supervisorSocket(sid);
       // (It returned here: a stream of a session no supervisor ran followed its events alone, never its logs nor its memory.)
@@ -685,7 +691,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         const data = event as { type?: string; token_ids?: string[]; seq?: unknown };
         sendEvent(event);
         if (typeof data.seq === "number") last = data.seq;
-        if (data.type === "share.revoked" && data.token_ids?.includes(caller.token_id)) denied(`${caller.user}'s access to session ${sid} was revoked.`);
+        if (data.type === "share.revoked" && data.token_ids?.includes(caller.token_id)) fail(revokedAccess(caller.user, sid));
       });
       // The supervisor gone: the store says whether the session has ended (the part ends, naming it), or was
       // left interrupted (killed): its events are then read from the store, as a `start --continue` writes them.
@@ -912,7 +918,7 @@ class Gate {
     if (!caller) {
       // No supervisor: read the grant from the store (the session may have ended; its grants stay).
       const { openStore, storeExists } = await import("../../core/store/open.js");
-      if (!(await storeExists(this.location))) throw unauthorized("The token is not valid for this session (unknown, revoked or mistyped).");
+      if (!(await storeExists(this.location))) throw unauthorized(INVALID_TOKEN);
       const store = await openStore(this.location, { readOnly: true });
       try {
         caller = authenticate(store, sessionId, token);
@@ -936,7 +942,7 @@ class Gate {
       return verdicts;
     }
     const { openStore, storeExists } = await import("../../core/store/open.js");
-    if (!(await storeExists(this.location))) throw unauthorized("The token is not valid for this session (unknown, revoked or mistyped).");
+    if (!(await storeExists(this.location))) throw unauthorized(INVALID_TOKEN);
     const store = await openStore(this.location, { readOnly: true });
     try {
       for (const token of tokens) {

@@ -189,9 +189,11 @@ export class RefusedTokens {
  * (an address's, or the server-wide one), and are authenticated as any other. Only a token that
  * was valid here can be in it, so a guess never passes; one refused since (revoked, expired) is
  * taken out. Bounded like RefusedTokens: at most `max`, each kept `ttlMs` after its last use.
+ * With each, whose grant it was and of which session: a token refused once its grant is gone is
+ * then said to be that user's revoked access, to its holder only (a guess never was accepted).
  */
 export class AcceptedTokens {
-  private readonly accepted = new Map<string, number>();
+  private readonly accepted = new Map<string, { until: number; holder?: TokenHolder }>();
 
   constructor(
     private readonly ttlMs = 10 * 60_000,
@@ -203,23 +205,35 @@ export class AcceptedTokens {
   }
 
   has(token: string, now = Date.now()): boolean {
-    const until = this.accepted.get(AcceptedTokens.key(token));
-    return until !== undefined && until > now;
+    const entry = this.accepted.get(AcceptedTokens.key(token));
+    return entry !== undefined && entry.until > now;
   }
 
-  add(token: string, now = Date.now()): void {
+  /** Whose grant `token` was when it was last accepted (within `ttlMs`), if that was said. */
+  holder(token: string, now = Date.now()): TokenHolder | undefined {
+    const entry = this.accepted.get(AcceptedTokens.key(token));
+    return entry !== undefined && entry.until > now ? entry.holder : undefined;
+  }
+
+  add(token: string, now = Date.now(), holder?: TokenHolder): void {
     const key = AcceptedTokens.key(token);
     this.accepted.delete(key);
-    for (const [old, until] of this.accepted) {
-      if (until > now && this.accepted.size < this.max) break;
+    for (const [old, entry] of this.accepted) {
+      if (entry.until > now && this.accepted.size < this.max) break;
       this.accepted.delete(old);
     }
-    this.accepted.set(key, now + this.ttlMs);
+    this.accepted.set(key, { until: now + this.ttlMs, ...(holder ? { holder } : {}) });
   }
 
   delete(token: string): void {
     this.accepted.delete(AcceptedTokens.key(token));
   }
+}
+
+/** The user a token was a grant of, and the session it was for. */
+export interface TokenHolder {
+  user: string;
+  session: string;
 }
 
 /**

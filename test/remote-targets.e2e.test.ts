@@ -1,0 +1,122 @@
+// Remote targets and what `apex --remote` says back: a scheme in capitals (URL schemes are
+// case-insensitive), an invite's address as a URL parser writes it, a grant revoked under
+// `logs -f` and `memory watch`, the commands an error's hint names (they reach the remote session). A real `apex serve` on
+// loopback in front of a live session; the built CLI.
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { endChild } from "./support/cleanup.js";
+import { ok, serve, share } from "./support/serve.js";
+
+const CONFIG = shellAgents({ alpha: "while true; do echo tick; sleep 0.5; done" });
+
+let p: Project;
+let url: string;
+let sid: string;
+let viewer: string, operator: string;
+const stops: Array<() => Promise<unknown>> = [];
+
+beforeAll(async () => {
+  p = new Project(CONFIG);
+  sid = p.start().session_id;
+  url = await serve(p, stops);
+  viewer = share(p, "current", "vera", "viewer").token;
+  operator = share(p, "current", "otto", "operator").token;
+}, 120_000);
+
+afterAll(async () => {
+  for (const stop of stops.splice(0)) await stop();
+  p?.cleanup();
+});
+
+describe("remote targets", () => {
+  it("take a scheme in capitals, as URLs do (HTTP://… was refused as a target that cannot be read)", async () => {
+    const upper = `${url.replace(/^http:/, "HTTP:")}/${sid}`;
+    const status = p.apex(["--remote", upper, "status", "--json"], { env: { APEX_TOKEN: viewer } });
+    expect(status.status, status.stderr).toBe(0);
+    expect(JSON.parse(status.stdout).session.session_id).toBe(sid);
+    const mixed = p.apex(["--remote", `${url.replace(/^http:/, "Http:")}/${sid}`, "status", "--json"], { env: { APEX_TOKEN: viewer } });
+    expect(mixed.status, mixed.stderr).toBe(0);
+
+    const connect = p.apexAsync(["connect", upper, "--json"], { env: { APEX_TOKEN: viewer } });
+    stops.push(() => endChild(connect));
+    const first = await waitFor("connect's first line", () => (connect.output().includes("\n") ? connect.output().split("\n")[0] : connect.child.exitCode !== null ? connect.errors() || "exited" : undefined));
+    await endChild(connect);
+    expect(JSON.parse(first!)).toMatchObject({ connected: { user: "vera", role: "viewer", session_id: sid } });
+  });
+
+  it("login takes a host with a scheme (any case) and no session, as it takes one with a session (it could not read the host)", () => {
+    const file = join(p.dir, "token-vera.txt");
+    writeFileSync(file, `${viewer}\n`);
+    const env = { APEX_CREDENTIALS: join(p.dir, "credentials-scheme.json") };
+    for (const scheme of ["http", "HTTP"]) {
+      const login = p.apex(["login", url.replace(/^http/, scheme), "--token-file", file, "--json"], { env });
+      expect(login.status, login.stderr).toBe(0);
+      expect(JSON.parse(login.stdout)).toMatchObject({ host: url.replace(/^http:\/\//, ""), session: null });
+    }
+    expect(JSON.parse(ok(p.apex(["--remote", `${url.replace(/^http:\/\//, "")}/${sid}`, "status", "--json"], { env }))).session.session_id).toBe(sid);
+  });
+
+  it("share --url: the invite names the server as a URL parser writes it (host in small letters, the scheme's own port left out)", () => {
+    const made = JSON.parse(ok(p.apex(["session", "share", "current", "ines", "--url", "HTTPS://Build-Box.EXAMPLE.com:443/", "--json"]))) as { url: string; connect: string };
+    expect(made.url.startsWith("https://build-box.example.com/#session=")).toBe(true);
+    expect(made.connect).toMatch(/ apex connect https:\/\/build-box\.example\.com:443\//);
+    const plain = JSON.parse(ok(p.apex(["session", "share", "current", "ivo", "--url", "http://LOCALHOST:80", "--json"]))) as { url: string };
+    expect(plain.url.startsWith("http://localhost/#session=")).toBe(true);
+  });
+
+  it("logs -f and memory watch through a grant revoked meanwhile say whose access was revoked, as connect does (they said the token is not valid: unknown, revoked or mistyped)", async () => {
+    const { token } = share(p, "current", "rita", "viewer");
+    ok(p.apex(["memory", "set", "/notes/seen", "1"]));
+    const target = `${url.replace(/^http:\/\//, "")}/${sid}`;
+    const logs = p.apexAsync(["--remote", target, "logs", "-f"], { env: { APEX_TOKEN: token } });
+    const watch = p.apexAsync(["--remote", target, "memory", "watch", "/notes/**", "--json"], { env: { APEX_TOKEN: token } });
+    stops.push(() => endChild(logs), () => endChild(watch));
+    await waitFor("logs -f to print a line", () => logs.output().includes("tick"));
+    await waitFor("memory watch to print the current value", () => watch.output().includes('"/notes/seen"'));
+    ok(p.apex(["session", "unshare", "current", "rita"]));
+    const followed = await logs.done;
+    expect(followed.status, followed.stderr).toBe(4);
+    expect(followed.stderr).toContain(`error[APEX_E_UNAUTHORIZED]: rita's access to session ${sid} was revoked.`);
+    const watched = await watch.done;
+    expect(watched.status, watched.stderr).toBe(4);
+    expect(JSON.parse(watched.stderr).error).toMatchObject({ code: "APEX_E_UNAUTHORIZED", message: `rita's access to session ${sid} was revoked.` });
+  });
+
+  it("the hint of an error the server sends names its commands with --remote, as they reach the remote session (`apex status` read this machine's project)", () => {
+    const target = `${url.replace(/^http:\/\//, "")}/${sid}`;
+    const as = (token: string, args: string[]) => p.apex(["--remote", target, ...args, "--json"], { env: { APEX_TOKEN: token } });
+    const running = as(operator, ["start", "--continue", sid]);
+    expect(running.status).toBe(4);
+    expect(JSON.parse(running.stderr).error.hint).toBe(`It is already running: \`apex --remote ${target} status\`.`);
+    ok(as(operator, ["pause"]));
+    try {
+      const again = as(operator, ["pause"]);
+      expect(again.status).toBe(4);
+      expect(JSON.parse(again.stderr).error.hint).toBe(`\`apex --remote ${target} resume\` continues it.`);
+      // Printed as text too.
+      const text = p.apex(["--remote", target, "pause"], { env: { APEX_TOKEN: operator } });
+      expect(text.stderr).toContain(`hint: \`apex --remote ${target} resume\` continues it.`);
+    } finally {
+      ok(as(operator, ["resume"]));
+    }
+    // What is run on the server's host, or by the session's owner, stays as it is.
+    const many = as(viewer, ["logs", "-n", "200000"]);
+    expect(many.status).toBe(2);
+    expect(JSON.parse(many.stderr).error.hint).toContain("on the session's host with `apex logs -n N`");
+    const forbidden = as(viewer, ["pause"]);
+    expect(forbidden.status).toBe(4);
+    expect(JSON.parse(forbidden.stderr).error.hint).toBe("The session's owner can grant operator (a new token): `apex session share SESSION vera --role operator`.");
+  });
+});
+
+describe("apex serve --listen", () => {
+  it("says, in its help and in the hint of an address it cannot read, that the port may be left out (7433)", () => {
+    const help = ok(p.apex(["serve", "--help"]));
+    expect(help.replace(/\s+/g, " ")).toContain("--listen <host[:port]> address to listen on: HOST[:PORT], port 7433 when left out (0 picks a free one)");
+    const refused = p.apex(["serve", "--listen", "127.0.0.1:port", "--json"]);
+    expect(refused.status).toBe(2);
+    expect(JSON.parse(refused.stderr).error.hint).toBe("Write HOST[:PORT] (port 7433 when left out), e.g. 127.0.0.1, 127.0.0.1:7433, 0.0.0.0:7433 or [::1]:0 (0: any free port).");
+  });
+});
