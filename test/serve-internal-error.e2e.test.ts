@@ -40,28 +40,6 @@ describe("apex serve: an unexpected error", () => {
     ok(p.apex(["stop"]));
     const server = await serveLogged(p, stops);
 
-    // A damaged agent record (null where the agent's record was): reading the session's status fails on it, a TypeError.
-    const agentKey = `/sessions/${sid}/agents/alpha`;
-    let store = await openStore(p.storeDir);
-    const kept = store.get(agentKey);
-    await store.batch((batch) => batch.set(agentKey, null));
-    await store.close();
-    const failed = await rpc(server.url, sid, "session.status", owner.token);
-    // Before, the body was {code: APEX_E_INTERNAL, message: "Cannot read properties of null (reading 'pgid')"}.
-    const reference = referenceOf(failed, "APEX_E_INTERNAL", ["Cannot read", "pgid", "null", p.dir, "/dist/", ".js:"]);
-    const logged = server.log().split("\n");
-    const at = logged.findIndex((line) => line.includes(`error ${reference}: POST /api/sessions/${sid}/rpc/session.status: APEX_E_INTERNAL: Cannot read properties of null (reading 'pgid')`));
-    expect(at, server.log()).toBeGreaterThanOrEqual(0);
-    // Its stack follows, in the log only.
-    expect(logged[at + 1]).toMatch(/^ {2}at .*status-report\.js/);
-    // Each failure has a reference of its own.
-    expect(referenceOf(await rpc(server.url, sid, "session.status", owner.token), "APEX_E_INTERNAL", ["pgid"])).not.toBe(reference);
-
-    store = await openStore(p.storeDir);
-    await store.batch((batch) => batch.set(agentKey, kept!));
-    await store.close();
-    expect((await rpc(server.url, sid, "session.status", owner.token)).status).toBe(200);
-
     // An error of APEX's own that is the server's failure (the store file damaged, APEX_E_STORE_DAMAGED) keeps its code, not its message, which names the store's file.
     const storeFile = join(p.storeDir, "store.mdb");
     renameSync(storeFile, `${storeFile}.kept`);
@@ -69,7 +47,13 @@ describe("apex serve: an unexpected error", () => {
       writeFileSync(storeFile, Buffer.alloc(65_536, 7));
       const damaged = await rpc(server.url, sid, "whoami", `apx_0123456789abcdef_${"B".repeat(43)}`);
       const ref = referenceOf(damaged, "APEX_E_STORE_DAMAGED", [p.dir, "store.mdb"]);
-      expect(server.log()).toMatch(new RegExp(`error ${ref}: POST /api/sessions/${sid}/rpc/whoami: APEX_E_STORE_DAMAGED: .*${storeFile.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`));
+      const logged = server.log().split("\n");
+      const at = logged.findIndex((line) => new RegExp(`error ${ref}: POST /api/sessions/${sid}/rpc/whoami: APEX_E_STORE_DAMAGED: .*${storeFile.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`).test(line));
+      expect(at, server.log()).toBeGreaterThanOrEqual(0);
+      // Its hint and stack follow, in the log only.
+      expect(logged.slice(at + 1, at + 4).some((line) => /^ {2}at .*file-check\.js/.test(line)), server.log()).toBe(true);
+      // Each failure has a reference of its own.
+      expect(referenceOf(await rpc(server.url, sid, "whoami", owner.token), "APEX_E_STORE_DAMAGED", [p.dir, "store.mdb"])).not.toBe(ref);
     } finally {
       renameSync(`${storeFile}.kept`, storeFile);
     }
@@ -87,14 +71,24 @@ describe("apex serve: an unexpected error", () => {
     const sid = project.start().session_id;
     const url = (JSON.parse(readFileSync(join(project.storeDir, "serve.json"), "utf8")) as { url: string }).url;
     const owner = share(project, sid, "olga", "owner");
-    // The agent's record damaged under the running supervisor: its status report fails on it, a TypeError in the supervisor.
+    // An event record damaged under the running supervisor (null where the session's second event was): replaying the events to a stream fails on it, a TypeError in the supervisor.
     const store = await openStore(project.storeDir);
-    await store.batch((batch) => batch.set(`/sessions/${sid}/agents/alpha`, null));
+    await store.batch((batch) => batch.set(`/sessions/${sid}/events/00000002`, null));
     await store.close();
-    const failed = await rpc(url, sid, "session.status", owner.token);
-    const reference = referenceOf(failed, "APEX_E_INTERNAL", ["Cannot read", "null", project.dir]);
+    const response = await fetch(`${url}/api/sessions/${sid}/stream`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${owner.token}` },
+      body: JSON.stringify({ "events.subscribe": { from_seq: 0 } }),
+      signal: AbortSignal.timeout(20_000),
+    });
+    expect(response.status).toBe(200);
+    const text = await response.text();
+    const error = text.split("\n\n").filter((block) => block.startsWith("event: error\n")).map((block) => JSON.parse(/^data: (.*)$/m.exec(block)![1]!))[0];
+    expect(error, text).toMatchObject({ code: "APEX_E_INTERNAL", message: expect.stringMatching(/^The server failed on this request \(error [0-9a-f]{8}\)/), details: { reference: expect.stringMatching(/^[0-9a-f]{8}$/) } });
+    for (const secret of ["Cannot read", "null", project.dir]) expect(JSON.stringify(error)).not.toContain(secret);
     // Before, it was logged nowhere (this server logs no requests): the reference led to nothing.
-    await waitFor("the error in the supervisor's log", () => project.supervisorLog().includes(`sharing.serve: error ${reference}: POST /api/sessions/${sid}/rpc/session.status: APEX_E_INTERNAL: Cannot read properties of null`));
+    await waitFor("the error in the supervisor's log", () => project.supervisorLog().includes(`sharing.serve: error ${error.details.reference}: `));
+    expect(project.supervisorLog()).toMatch(new RegExp(`sharing\\.serve: error ${error.details.reference}: .*APEX_E_INTERNAL: .*Cannot read properties of null`));
   }, 120_000);
 
   it("that ends an event stream is its error event with the reference alone; the log has it whole", async () => {
