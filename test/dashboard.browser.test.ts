@@ -385,17 +385,24 @@ describe("the API from a page of another origin, in headless Chromium", () => {
   });
 });
 
+/** A new project's session, served by `apex serve` on loopback and shared with vera as a viewer. */
+async function servedToViewer(): Promise<{ sid: string; url: string; token: string }> {
+  const served = new Project(CONFIG);
+  project = served;
+  const sid = served.start().session_id;
+  const run = served.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+  stopServer = async () => {
+    if (run.child.exitCode === null) run.child.kill("SIGTERM");
+    await run.done;
+  };
+  const url = await waitFor("apex serve", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
+  const { token } = JSON.parse(served.apex(["session", "share", "current", "vera", "--role", "viewer", "--json"]).stdout) as { token: string };
+  return { sid, url, token };
+}
+
 describe("the dashboard of a viewer, whose session's last events are shares", () => {
   it("lists no share event, and follows the one stream: the events it is not shown do not leave it behind the status", async () => {
-    project = new Project(CONFIG);
-    const sid = project.start().session_id;
-    const run = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
-    stopServer = async () => {
-      if (run.child.exitCode === null) run.child.kill("SIGTERM");
-      await run.done;
-    };
-    const url = await waitFor("apex serve", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
-    const { token } = JSON.parse(project.apex(["session", "share", "current", "vera", "--role", "viewer", "--json"]).stdout) as { token: string };
+    const { sid, url, token } = await servedToViewer();
     // The session's last events: grants the viewer is not to learn of (the status's event_seq counts them).
     for (const user of ["otto", "olga"]) expect(project.apex(["session", "share", "current", user, "--role", "operator"]).status).toBe(0);
     context = await chromium.launchPersistentContext(join(project.dir, "chromium-profile"), { executablePath: "/usr/bin/chromium", headless: true, args: FLAGS, viewport: { width: 1280, height: 900 } });
@@ -417,15 +424,7 @@ describe("the dashboard of a viewer, whose session's last events are shares", ()
 
 describe("the dashboard's plots of a lone point", () => {
   it("draw a session's one checkpoint, and the first sample, over minutes, not over years to come", async () => {
-    project = new Project(CONFIG);
-    const sid = project.start().session_id;
-    const run = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
-    stopServer = async () => {
-      if (run.child.exitCode === null) run.child.kill("SIGTERM");
-      await run.done;
-    };
-    const url = await waitFor("apex serve", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
-    const { token } = JSON.parse(project.apex(["session", "share", "current", "vera", "--role", "viewer", "--json"]).stdout) as { token: string };
+    const { sid, url, token } = await servedToViewer();
     context = await chromium.launchPersistentContext(join(project.dir, "chromium-profile"), { executablePath: "/usr/bin/chromium", headless: true, args: FLAGS, viewport: { width: 1280, height: 900 } });
     const page = await context.newPage();
     await page.goto(`${url}/#session=${sid}&token=${token}`);

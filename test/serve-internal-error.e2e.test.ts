@@ -32,6 +32,28 @@ function referenceOf(reply: { status: number; body: any }, code: string, secrets
   return error.details.reference;
 }
 
+/**
+ * The error event of an event stream replayed from the start over an event record damaged by
+ * hand (null where the session's second event was), once checked to say nothing of what failed.
+ */
+async function failedEventStream(project: Project, url: string, sid: string, token: string): Promise<{ details: { reference: string } }> {
+  const store = await openStore(project.storeDir);
+  await store.batch((batch) => batch.set(`/sessions/${sid}/events/00000002`, null));
+  await store.close();
+  const response = await fetch(`${url}/api/sessions/${sid}/stream`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+    body: JSON.stringify({ "events.subscribe": { from_seq: 0 } }),
+    signal: AbortSignal.timeout(20_000),
+  });
+  expect(response.status).toBe(200);
+  const text = await response.text();
+  const error = text.split("\n\n").filter((block) => block.startsWith("event: error\n")).map((block) => JSON.parse(/^data: (.*)$/m.exec(block)![1]!))[0];
+  expect(error, text).toMatchObject({ code: "APEX_E_INTERNAL", message: expect.stringMatching(/^The server failed on this request \(error [0-9a-f]{8}\)/), details: { reference: expect.stringMatching(/^[0-9a-f]{8}$/) } });
+  for (const secret of ["Cannot read", "null", project.dir]) expect(JSON.stringify(error)).not.toContain(secret);
+  return error;
+}
+
 describe("apex serve: an unexpected error", () => {
   it("is a 500 with a reference and no message of its own; the server's log has the reference with the error", async () => {
     p = new Project(CONFIG, "apex-serve-500-");
@@ -72,20 +94,7 @@ describe("apex serve: an unexpected error", () => {
     const url = (JSON.parse(readFileSync(join(project.storeDir, "serve.json"), "utf8")) as { url: string }).url;
     const owner = share(project, sid, "olga", "owner");
     // An event record damaged under the running supervisor (null where the session's second event was): replaying the events to a stream fails on it, a TypeError in the supervisor.
-    const store = await openStore(project.storeDir);
-    await store.batch((batch) => batch.set(`/sessions/${sid}/events/00000002`, null));
-    await store.close();
-    const response = await fetch(`${url}/api/sessions/${sid}/stream`, {
-      method: "POST",
-      headers: { "content-type": "application/json", authorization: `Bearer ${owner.token}` },
-      body: JSON.stringify({ "events.subscribe": { from_seq: 0 } }),
-      signal: AbortSignal.timeout(20_000),
-    });
-    expect(response.status).toBe(200);
-    const text = await response.text();
-    const error = text.split("\n\n").filter((block) => block.startsWith("event: error\n")).map((block) => JSON.parse(/^data: (.*)$/m.exec(block)![1]!))[0];
-    expect(error, text).toMatchObject({ code: "APEX_E_INTERNAL", message: expect.stringMatching(/^The server failed on this request \(error [0-9a-f]{8}\)/), details: { reference: expect.stringMatching(/^[0-9a-f]{8}$/) } });
-    for (const secret of ["Cannot read", "null", project.dir]) expect(JSON.stringify(error)).not.toContain(secret);
+    const error = await failedEventStream(project, url, sid, owner.token);
     // Before, it was logged nowhere (this server logs no requests): the reference led to nothing.
     await waitFor("the error in the supervisor's log", () => project.supervisorLog().includes(`sharing.serve: error ${error.details.reference}: `));
     expect(project.supervisorLog()).toMatch(new RegExp(`sharing\\.serve: error ${error.details.reference}: .*APEX_E_INTERNAL: .*Cannot read properties of null`));
@@ -99,20 +108,7 @@ describe("apex serve: an unexpected error", () => {
     ok(project.apex(["stop"]));
     const server = await serveLogged(project, stops);
     // An event record damaged (null where the session's second event was): the stream, reading the session's events from the store, fails on it.
-    const store = await openStore(project.storeDir);
-    await store.batch((batch) => batch.set(`/sessions/${sid}/events/00000002`, null));
-    await store.close();
-    const response = await fetch(`${server.url}/api/sessions/${sid}/stream`, {
-      method: "POST",
-      headers: { "content-type": "application/json", authorization: `Bearer ${owner.token}` },
-      body: JSON.stringify({ "events.subscribe": { from_seq: 0 } }),
-      signal: AbortSignal.timeout(20_000),
-    });
-    expect(response.status).toBe(200);
-    const text = await response.text();
-    const error = text.split("\n\n").filter((block) => block.startsWith("event: error\n")).map((block) => JSON.parse(/^data: (.*)$/m.exec(block)![1]!))[0];
-    expect(error, text).toMatchObject({ code: "APEX_E_INTERNAL", message: expect.stringMatching(/^The server failed on this request \(error [0-9a-f]{8}\)/), details: { reference: expect.stringMatching(/^[0-9a-f]{8}$/) } });
-    for (const secret of ["Cannot read", "null", project.dir]) expect(JSON.stringify(error)).not.toContain(secret);
+    const error = await failedEventStream(project, server.url, sid, owner.token);
     // Before, the error event said it: "Cannot read properties of null (reading 'seq')".
     expect(server.log()).toContain(`error ${error.details.reference}: stream of olga (session ${sid.slice(0, 8)}): APEX_E_INTERNAL: Cannot read properties of null (reading 'seq')`);
   }, 120_000);
