@@ -19,11 +19,6 @@ import type { ReadyReport, SupervisorRequest } from "../../core/session/supervis
 const SUPERVISOR_MAIN = fileURLToPath(new URL("../../core/session/supervisor-main.js", import.meta.url));
 
 /**
- * Starts a detached supervisor for the project and waits until it reports that the agents
- * run (or why it could not start). The supervisor lives on after this process exits: its
- * own session, stdio on <store>/supervisor.log, unref'd.
- */
-/**
  * The directories a supervisor makes in the store directory as it starts: one that is another file there (left by hand,
  * a tool that wrote `.apex/logs` as a file) is refused before anything is launched. The supervisor failed on it with
  * APEX_E_INTERNAL ("EEXIST: file already exists, mkdir …/run"), and recorded the continued session failed.
@@ -49,6 +44,11 @@ export function assertRuntimeDirectories(location: ProjectLocation): void {
   }
 }
 
+/**
+ * Starts a detached supervisor for the project and waits until it reports that the agents
+ * run (or why it could not start). The supervisor lives on after this process exits: its
+ * own session, stdio on <store>/supervisor.log, unref'd.
+ */
 export async function launchSupervisor(location: ProjectLocation, request: Omit<SupervisorRequest, "projectDir" | "configPath" | "storeDir" | "configFile">, config?: Config): Promise<ReadyReport> {
   assertRuntimeDirectories(location);
   // The continued session's ended state (as the caller read it, else now): an `apex stop` recorded after that, before

@@ -84,22 +84,22 @@ export async function claimContinuedSession(store: Store, config: Config, target
     // The lease as this transaction sees it: a takeover waits for it to expire.
     const record = withLease(store, findSession(batch, target.sessionId));
     if (!record) throw new ApexError("APEX_E_NO_SESSION", `The session ${target.sessionId} does not exist.`);
-    const previous = record.supervisor;
+    const previous = record.supervisor, label = typeof record.name === "string" && record.name ? record.name : target.sessionId; // a branch by its name
     if (supervisorAlive(record) && !(previous?.pid === self.pid && supervisorHost(previous) === self.host) && !isEnded(record)) {
       const remote = onOtherHost(previous);
       throw new ApexError(
         "APEX_E_SESSION_ACTIVE",
-        `Session ${typeof record.name === "string" && record.name ? record.name : target.sessionId} is running (supervisor ${holderText(previous)}${remote ? `, lease until ${previous!.lease_expires_at}` : ""}); there is nothing to continue.`,
+        `Session ${label} is running (supervisor ${holderText(previous)}${remote ? `, lease until ${previous!.lease_expires_at}` : ""}); there is nothing to continue.`,
         {
           hint: remote
             ? `It runs on host ${supervisorHost(previous)}: it can be taken over from here only once its lease expires (its supervisor stopped renewing it). See it with \`apex status\`.`
-            : `See it with \`apex --session ${typeof record.name === "string" && record.name ? record.name : target.sessionId} status\`; \`apex --session ${typeof record.name === "string" && record.name ? record.name : target.sessionId} stop\` ends it.`,
+            : `See it with \`apex --session ${label} status\`; \`apex --session ${label} stop\` ends it.`,
           details: { session_id: target.sessionId, host: supervisorHost(previous), lease_expires_at: previous?.lease_expires_at ?? null },
         },
       );
     }
     // Ended (or continued) since `apex start` read it before launching this continue, as by an `apex stop` that said it stopped it meanwhile: the later command wins.
-    if (read?.session_id === target.sessionId && endedMark(record) !== read.mark) throw new ApexError("APEX_E_SESSION_STATE", `Session ${typeof record.name === "string" && record.name ? record.name : target.sessionId} was ${effectiveStatus(record)}${record.outcome ? ` (${String(record.outcome)})` : ""} while this start was continuing it, before it claimed it: it is not continued.`, { hint: `\`apex start --continue ${target.sessionId}\` continues it now.`, details: { session_id: target.sessionId, status: effectiveStatus(record) } });
+    if (read?.session_id === target.sessionId && endedMark(record) !== read.mark) throw new ApexError("APEX_E_SESSION_STATE", `Session ${label} was ${effectiveStatus(record)}${record.outcome ? ` (${String(record.outcome)})` : ""} while this start was continuing it, before it claimed it: it is not continued.`, { hint: `\`apex start --continue ${target.sessionId}\` continues it now.`, details: { session_id: target.sessionId, status: effectiveStatus(record) } });
     refuseIfBound(batch, store, worktreeOf(record), target.sessionId);
     const at = nowIso();
     const from = effectiveStatus(record);
