@@ -226,15 +226,14 @@ async function showCommand(location: ProjectLocation, json: boolean): Promise<vo
 
 /** What `apex start` would refuse in the config's plugins, as `apex status` words it; none when they load and apply. */
 async function pluginWarnings(config: Config): Promise<string[]> {
+  const { assertPluginsApply, refusedConfigWarning } = await import("./plugin-commands.js");
   try {
-    await (await import("./plugin-commands.js")).assertPluginsApply(config);
+    await assertPluginsApply(config);
     return [];
   } catch (error) {
     if (!isApexError(error)) throw error;
     const { displayPath } = await import("../core/config/source.js");
-    const file = config.configPath === undefined ? "The built-in defaults" : displayPath(config.configPath);
-    const problems = error.message.split("\n").map((line) => `  ${line}`).join("\n");
-    return [`${file} is invalid (${error.code}), so \`apex start\` would refuse it; \`apex config validate\` lists every problem:\n${problems}`];
+    return [refusedConfigWarning(config.configPath === undefined ? "The built-in defaults" : displayPath(config.configPath), "`apex start`", error)];
   }
 }
 

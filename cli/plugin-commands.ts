@@ -266,3 +266,11 @@ async function runAtWriter(engine: Engine, name: string, input: CommandInput, co
   }
 }
 
+/**
+ * The warning a command that shows a config gives when `next` (`apex start`) would refuse it:
+ * `apex status` before a start, `apex config show`. `file`: the config as the user names it.
+ */
+export function refusedConfigWarning(file: string, next: string, error: ApexError): string {
+  const problems = error.message.split("\n").map((line) => `  ${line}`).join("\n");
+  return `${file} is invalid (${error.code}), so ${next} would refuse it; \`apex config validate\` lists every problem:\n${problems}`;
+}

@@ -51,8 +51,7 @@ async function configWarnings(location: ProjectLocation, report: StatusReport): 
   } catch (error) {
     if (!isApexError(error)) throw error;
     const next = report.session ? "`apex start --continue`" : "`apex start`";
-    const problems = error.message.split("\n").map((line) => `  ${line}`).join("\n");
-    return [`${displayPath(location.configPath)} is invalid (${error.code}), so ${next} would refuse it; \`apex config validate\` lists every problem:\n${problems}`];
+    return [(await import("../plugin-commands.js")).refusedConfigWarning(displayPath(location.configPath), next, error)];
   }
 }
 
