@@ -125,10 +125,17 @@ function checkCountRecord(command: string, path: string, value: unknown): void {
   if (command === "memory delete") {
     throw new ApexError("APEX_E_BAD_INPUT", `memory delete of ${path} refused, even with --force: it holds ${what}. Nothing was written.`, { hint: fix, details: { path } });
   }
-  const bad = value === null || typeof value !== "object" || Array.isArray(value) ? [] : fields.filter((field) => !Number.isSafeInteger((value as Record<string, unknown>)[field]) || ((value as Record<string, number>)[field] ?? -1) < 0);
-  if (value === undefined || (bad.length === 0 && value !== null && typeof value === "object" && !Array.isArray(value))) return;
-  const shape = value === null || typeof value !== "object" || Array.isArray(value) ? `is ${value === null ? "null" : Array.isArray(value) ? "an array" : `a ${typeof value}`}, not an object` : `has ${bad.map((field) => `"${field}"`).join(", ")} missing or not a whole number ≥ 0`;
+  if (value === undefined) return;
+  const object = value !== null && typeof value === "object" && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+  const bad = object ? fields.filter((field) => !(Number.isSafeInteger(object[field]) && (object[field] as number) >= 0)) : [];
+  if (object && bad.length === 0) return;
+  const shape = object ? `has ${bad.map((field) => `"${field}"`).join(", ")} missing or not a whole number ≥ 0` : `is ${describeValue(value)}, not an object`;
   throw new ApexError("APEX_E_BAD_INPUT", `${command} of ${path} refused, even with --force: the value ${shape}, and the record holds ${what}. Nothing was written.`, { hint: fix, details: { path } });
+}
+
+/** A value that is no object, as a message names it: null, an array, a string. */
+export function describeValue(value: unknown): string {
+  return value === null ? "null" : Array.isArray(value) ? "an array" : `a ${typeof value}`;
 }
 
 const HINTS: Record<string, string> = {

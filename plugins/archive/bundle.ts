@@ -474,8 +474,6 @@ function checkIdentity(relative: string, value: unknown, path: string): void {
   if (problem !== undefined) invalid(problem);
 }
 
-export { identityProblem };
-
 const CHECKPOINT_LIKE = /^checkpoint-\d+$/;
 
 /** Every manifest among the records verifies, belongs to the session and is listed; every listed one is there. */

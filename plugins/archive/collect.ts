@@ -14,7 +14,8 @@ import {
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog } from "../checkpoint/catalog.js";
 import { checkSessionId, isRecord, manifestHash, manifestPath, manifestShapeProblems, parseCheckpointName, type CheckpointManifest } from "../checkpoint/manifest.js";
-import { identityProblem, type BundleInput, type BundleKind } from "./bundle.js";
+import type { BundleInput, BundleKind } from "./bundle.js";
+import { identityProblem } from "../checkpoint/record-identity.js";
 import { sessionLabel } from "../checkpoint/merge-base.js";
 
 /** Where a session's record is and what it says. */

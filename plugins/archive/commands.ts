@@ -1,6 +1,7 @@
 import { existsSync, readdirSync, statSync, unlinkSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { basename, dirname, join, relative, resolve } from "node:path";
+import { isDirectory } from "../../core/config/locate.js";
 import { worktreeOfProject } from "../../core/session/runtime.js";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError, isApexError } from "../../core/errors.js";
@@ -338,14 +339,6 @@ export async function findBundle(target: string, directory: string, maxBytes?: n
   throw new ApexError("APEX_E_NOT_FOUND", `No bundle file ${asPath} and no archived session ${JSON.stringify(target)} in ${directory}.`, {
     hint: `Archived sessions: ${listed.length > 0 ? listed.join(", ") : "none"}.`,
   });
-}
-
-function isDirectory(path: string): boolean {
-  try {
-    return statSync(path).isDirectory();
-  } catch {
-    return false;
-  }
 }
 
 /** The bundle files directly in a directory, by name (none when it cannot be read). */

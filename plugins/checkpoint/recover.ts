@@ -30,6 +30,7 @@ import { ACTORS, assertWritable, loadManifest, manifestKeys, resolveCheckpoint, 
 import { baseKey, DEFAULT_SCOPE, inScope, isDetached, keysInScope, memoryMountOf, normalizeScope, pathSegments, type MemoryScope } from "./scope.js";
 import { buildSnapshot, readJsonRecord } from "./snapshot.js";
 import { verifyCheckpoint } from "./validate.js";
+import { describeValue } from "../owned-paths.js";
 import { sessionName } from "./merge-base.js";
 
 /** Something a damaged checkpoint held that can no longer be read. */
@@ -321,7 +322,7 @@ export async function reconstructSession(store: Store, sessionId: string, option
       else missing.push(`The session record ${path} ${read.reason}.`);
       // One written null (or no object) by hand holds none of it: the output said "Nothing is missing".
       if (oldRecord !== undefined && !isRecord(oldRecord)) {
-        missing.push(`The session record ${path} is not an object (it is ${oldRecord === null ? "null" : Array.isArray(oldRecord) ? "an array" : `a ${typeof oldRecord}`}): the new session's record was made anew, without the old one's name, initial task, agent list or start time.`);
+        missing.push(`The session record ${path} is not an object (it is ${describeValue(oldRecord)}): the new session's record was made anew, without the old one's name, initial task, agent list or start time.`);
       }
       if (oldRecord !== undefined) break;
     }

@@ -31,6 +31,7 @@ import { DEFAULT_SCOPE, normalizeScope, type MemoryScope } from "./scope.js";
 import { buildSnapshot } from "./snapshot.js";
 import { checkLiveRecords, type LiveRecordFinding } from "./validate-live.js";
 import { identityProblem } from "./record-identity.js";
+import { describeValue } from "../owned-paths.js";
 import { BRANCH_TRIGGER, MERGE_TRIGGER } from "./merge-base.js";
 import { forgetLangGraphLeftovers, langGraphLeftovers, threadLabel, type LangGraphLeftover } from "./langgraph-index.js";
 import { CURRENT_SESSION_PATH, PROJECT_CONFIG_PATH, historyPath, memoryRootOf } from "../../core/session/records.js";
@@ -888,11 +889,6 @@ function checkRecords(store: Store, options: ValidateOptions, state: ValidationS
       }
     }
   }
-}
-
-/** A value that is no object, as a message names it: null, a string, an array. */
-function describeValue(value: JsonValue): string {
-  return value === null ? "null" : Array.isArray(value) ? "an array" : `a ${typeof value}`;
 }
 
 function isTime(value: unknown): value is string {
