@@ -5,21 +5,11 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { Project } from "./fixtures/agents/harness.js";
+import { Project, shellAgents } from "./fixtures/agents/harness.js";
 import { runApex } from "./helpers/cli.js";
 import { openStore } from "../core/store/open.js";
 
-const config = [
-  "agents:",
-  "  worker:",
-  "    command: sh",
-  `    args: ["-c", "while true; do sleep 0.5; done"]`,
-  "plugins:",
-  "  checkpoint: {}",
-  "  history: {}",
-  "  archive: {}",
-  "",
-].join("\n");
+const config = shellAgents({ worker: "while true; do sleep 0.5; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n  history: {}\n  archive: {}\n");
 
 let project: Project | undefined;
 afterEach(() => project?.cleanup());
