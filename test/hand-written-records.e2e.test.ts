@@ -5,7 +5,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { Project, shellAgents } from "./fixtures/agents/harness.js";
+import { Project, isAlive, procInfo, shellAgents, waitFor, type StatusJson } from "./fixtures/agents/harness.js";
 import { runApex } from "./helpers/cli.js";
 import { openStore } from "../core/store/open.js";
 
@@ -188,6 +188,56 @@ describe("session records written by hand that are no object", () => {
     expect(reconstructed.stdout).toContain(`The session record /sessions/history/${sid} is not an object (it is null)`);
   });
 
+
+  for (const [what, value, shown] of [
+    ["a string", '"x"', "is a string, not an object"],
+    ["null", "null", "is null, not an object"],
+    ["an object without its fields", "{}", "has no session id of its own"],
+  ] as const) {
+    it(`a running session's record written as ${what} after its supervisor was killed: status shows its agents, start names it, stop ends them and frees the tree`, async () => {
+      // It was: status "Session unknown unknown" with no agent (null: "No session is active"), start "Session undefined is
+      // undefined", and stop APEX_E_INTERNAL ("reading 'history'"), the agents left running with nothing to end them.
+      project = new Project(config, "apex-hand-records-");
+      const ready = project.start(["--task", "records"]);
+      const sid = ready.session_id;
+      const agent = await waitFor("the agent", () => project!.status().agents.find((one) => one.pid !== null));
+      const started = procInfo(agent.pid!)!.startTime;
+      process.kill(ready.supervisor_pid, "SIGKILL");
+      await waitFor("the supervisor to exit", () => !isAlive(ready.supervisor_pid));
+      expect(project.apex(["memory", "set", `/sessions/${sid}`, value, "--force"]).status).toBe(0);
+
+      const status = project.apex(["status", "--json"]);
+      expect(status.status, status.stderr).toBe(0);
+      const report = JSON.parse(status.stdout) as StatusJson & { warnings: string[] };
+      expect(report.session).toMatchObject({ session_id: sid });
+      expect(report.agents).toEqual([expect.objectContaining({ name: "worker", pid: agent.pid, alive: true })]);
+      expect(report.warnings).toEqual([expect.stringContaining(`the record of session ${sid} is not one APEX can read`)]);
+      expect(report.warnings[0]).toContain("`apex stop` ends what runs of it");
+
+      for (const args of [["start", "--task", "another"], ["start", "--task", "another", "--json"]]) {
+        const refused = project.apex(args);
+        expect(refused.status).toBe(4);
+        expect(refused.stderr).toContain(`Session ${sid} is listed as running (its record cannot be read) in the project's working tree`);
+        expect(refused.stderr).not.toContain("undefined");
+      }
+
+      const stopped = project.apex(["stop", "--json"]);
+      expect(stopped.status, stopped.stderr).toBe(0);
+      expect(JSON.parse(stopped.stdout)).toMatchObject({ session_id: sid, status: "stopped" });
+      expect(stopped.stderr).toContain(`the record of session ${sid} (/sessions/${sid}) ${shown}: it was moved to the ended sessions as it is`);
+      await waitFor("the agent to end", () => !isAlive(agent.pid!, started));
+      // The record moved as it was (an object gets the stop's fields), and the tree is free for the next session.
+      const moved = JSON.parse(project.apex(["memory", "show", `/sessions/history/${sid}`, "--json"]).stdout).value;
+      if (value === "{}") expect(moved).toMatchObject({ status: "stopped" });
+      else expect(moved).toEqual(JSON.parse(value));
+      const store = await openStore(join(project.dir, ".apex"), { readOnly: true });
+      expect([store.get(`/sessions/${sid}`), (store.get("/sessions/active") as Record<string, unknown> | undefined)?.[sid]]).toEqual([undefined, undefined]);
+      await store.close();
+      const next = project.start(["--task", "next"]);
+      expect(next.session_id).not.toBe(sid);
+      expect(project.apex(["stop"]).status).toBe(0);
+    });
+  }
 });
 
 describe("JSON options given with a byte order mark", () => {

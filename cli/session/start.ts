@@ -6,7 +6,7 @@ import { remoteSessionClient, type SessionClient } from "../../core/session/clie
 import { assertRuntimeDirectories, launchSupervisor } from "./launch.js";
 import { startGuard } from "./call-off.js";
 import type { JsonValue } from "../../core/store/store.js";
-import type { SessionEvent } from "../../core/session/records.js";
+import { CURRENT_SESSION_PATH, type SessionEvent, type SessionRecord } from "../../core/session/records.js";
 import type { ReadyReport } from "../../core/session/supervisor.js";
 import { formatEvent, paintStatus } from "./format.js";
 import { whenStdoutReaderGone } from "../stdout-reader.js";
@@ -257,9 +257,12 @@ async function refuseIfActive(location: ProjectLocation): Promise<void> {
   let name: string | null;
   try {
     // A new session runs in the project's own working tree: refused while one is active there (branches in worktrees run beside it).
-    const session = projectSession(store);
-    if (!session || isEnded(session)) return;
-    refusal = sessionInTheWay(session);
+    const stored = projectSession(store);
+    if (stored === undefined) return;
+    // A record written by hand while the session runs (null, not an object) is in the way as an empty one, under the id the project names.
+    const session = Object(stored) as SessionRecord;
+    if (isEnded(session)) return;
+    refusal = sessionInTheWay(session, null, (store.get(CURRENT_SESSION_PATH) as { session_id: string }).session_id);
     name = typeof session.name === "string" && session.name ? session.name : null;
   } finally {
     await store.close();

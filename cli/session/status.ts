@@ -24,10 +24,25 @@ import { pendingTasks, printStranded, strandedTasks, type StrandedTask } from ".
 
 export async function showStatus(location: ProjectLocation, json: boolean): Promise<void> {
   const report = withLocalLeftovers(location, withEndReason(location, markStoppedSupervisor(await readStatus(location))));
-  const warnings = [...(await configWarnings(location, report)), ...(await configChangedWarnings(location, report))];
+  const warnings = [...damagedRecordWarnings(report), ...(await configWarnings(location, report)), ...(await configChangedWarnings(location, report))];
   if (json) return printJson(warnings.length > 0 ? { ...report, warnings } : report);
   for (const warning of warnings) process.stderr.write(`warning: ${warning}\n`);
   printStatus(report, warnings.length > 0);
+}
+
+/**
+ * A session record every APEX write keeps has a status; one without (written by hand with
+ * `memory set --force`, or damaged) is reported with what is known (its id, its agents as their
+ * own records and /proc show them), and this says why the rest is unknown and what ends it.
+ */
+function damagedRecordWarnings(report: StatusReport): string[] {
+  const session = report.session;
+  if (!session || session.remote || typeof session.stored_status === "string") return [];
+  const running = report.agents.some((agent) => agent.processes.length > 0);
+  const next = running ? " `apex stop` ends what runs of it (`--force` if its supervisor does not answer) and moves the record to the ended sessions;" : "";
+  return [
+    `the record of session ${session.session_id} is not one APEX can read (it has no status): its status is unknown.${next} \`apex session validate\` says what is wrong with it.`,
+  ];
 }
 
 /**

@@ -6,12 +6,14 @@ import { openStore, storeExists } from "../../core/store/open.js";
 import { terminateAgent } from "../../core/session/agents.js";
 import { carriesMarker, isSameProcessAlive, signalProcess, sleep, supervisorMarker } from "../../core/session/proc.js";
 import { CURRENT_SESSION_PATH, setActiveSession, agentPath, historyPath, nowIso, sessionPath, type AgentRecord, type SessionRecord } from "../../core/session/records.js";
-import { removeRuntime } from "../../core/session/runtime.js";
+import { readRuntime, removeRuntime } from "../../core/session/runtime.js";
 import { shortSessionId } from "../../core/session/names.js";
 import { appendEvent, SessionReader } from "../../core/session/service.js";
 import { onOtherHost } from "../../core/session/lease.js";
 import { remoteSessionError } from "./remote-error.js";
-import { currentSession, noSessionError, noSessionToActOn, supervisorAlive } from "../../core/session/sessions.js";
+import { boundSessionId, currentSession, historyOf, noSessionError, noSessionToActOn, supervisorAlive } from "../../core/session/sessions.js";
+import { isRecord } from "../../plugins/checkpoint/manifest.js";
+import { describeValue } from "../../plugins/owned-paths.js";
 
 /**
  * `apex stop` with no supervisor to ask (it crashed, was killed, or hangs and --force was
@@ -27,9 +29,14 @@ export async function stopWithoutSupervisor(
   const config = await loadConfig(location);
   const store = await openStore(location);
   try {
-    const session = currentSession(store);
-    if (!session) throw noSessionToActOn(store, "stop");
-    const sid = session.session_id;
+    const stored = currentSession(store);
+    // (null: a record written null by hand, while the session is listed as running; absent: none runs)
+    if (stored === undefined) throw noSessionToActOn(store, "stop");
+    const sid = boundSessionId(store)!;
+    // A record written by hand or damaged (not an object, or without this session's id): its
+    // agents are still ended, from their own records, and its supervisor found by its runtime file.
+    const damaged = !isRecord(stored) || stored.session_id !== sid;
+    const session = damaged ? damagedSessionView(location, sid) : stored;
     // Another host's live supervisor: its pids are not this machine's to signal, even with --force.
     if (supervisorAlive(session) && onOtherHost(session.supervisor)) throw remoteSessionError(session, "stop");
     // Nor, even with --force, a supervisor of another project directory on this host (it answers there).
@@ -76,7 +83,7 @@ export async function stopWithoutSupervisor(
         }
       }
       // As the supervisor does: the session is still current (an onStop checkpoint is taken here).
-      await engine.fire("beforeStop", { sessionId: sid, session: store.get(sessionPath(sid)) as SessionRecord, reason });
+      await engine.fire("beforeStop", { sessionId: sid, session: damaged ? session : (store.get(sessionPath(sid)) as SessionRecord), reason });
     } catch (error) {
       warn(`beforeStop: ${(error as Error).message}`);
     }
@@ -86,16 +93,15 @@ export async function stopWithoutSupervisor(
         const final = agent.status === "exited" || agent.status === "failed" ? agent.status : "stopped";
         batch.set(agentPath(sid, agent.name), { ...agent, status: final } as AgentRecord);
       }
-      const record = batch.get(sessionPath(sid)) as SessionRecord;
+      const record = batch.get(sessionPath(sid)) as SessionRecord | null;
       batch.delete(sessionPath(sid));
-      batch.set(historyPath(sid), {
-        ...record,
-        status: "stopped",
-        outcome: reason,
-        ended_at: at,
-        updated_at: at,
-        history: [...record.history, { event: "stopped", at, reason, from: "interrupted" }],
-      });
+      // A record that is no object moves to the ended sessions as it is (`session reconstruct` rebuilds from it).
+      batch.set(
+        historyPath(sid),
+        isRecord(record)
+          ? { ...record, status: "stopped", outcome: reason, ended_at: at, updated_at: at, history: [...historyOf(record), { event: "stopped", at, reason, from: "interrupted" }] }
+          : record,
+      );
       if ((batch.get(CURRENT_SESSION_PATH) as { session_id?: string } | undefined)?.session_id === sid) batch.delete(CURRENT_SESSION_PATH);
       setActiveSession(batch, sid, null);
       // from: the run before had died: the metrics do not count the time since as the session's.
@@ -103,9 +109,13 @@ export async function stopWithoutSupervisor(
     });
     removeRuntime(location.storeDir, session.supervisor?.pid ?? process.pid, sid);
     try {
-      await engine?.fire("onStop", { sessionId: sid, session: store.get(historyPath(sid)) as SessionRecord, reason });
+      await engine?.fire("onStop", { sessionId: sid, session: damaged ? { ...session, status: "stopped", outcome: reason } : (store.get(historyPath(sid)) as SessionRecord), reason });
     } catch (error) {
       warn(`onStop: ${(error as Error).message}`);
+    }
+    if (damaged) {
+      const what = isRecord(stored) ? "has no session id of its own" : `is ${describeValue(stored)}, not an object`;
+      warn(`the record of session ${sid} (${sessionPath(sid)}) ${what}: it was moved to the ended sessions as it is. \`apex session reconstruct ${shortSessionId(sid)}\` builds a session from its tasks, agents and checkpoints.`);
     }
     return { session_id: sid, name: typeof session.name === "string" ? session.name : null, status: "stopped", reason, processes_ended: ended, checkpoint, ...(killed === undefined ? {} : { killed }) };
   } finally {
@@ -113,3 +123,14 @@ export async function stopWithoutSupervisor(
   }
 }
 
+
+/**
+ * What a stop needs of a session whose record cannot be read: its id, and its supervisor as the
+ * runtime file it wrote names it (pid, start time, marker), so that one still alive is proven
+ * and ended as any other. Nothing else of the record is used.
+ */
+function damagedSessionView(location: ProjectLocation, sid: string): SessionRecord {
+  const runtime = readRuntime(location.storeDir, sid) ?? readRuntime(location.storeDir);
+  const supervisor = runtime?.session_id === sid ? { pid: runtime.pid, start_time: runtime.start_time, socket: runtime.socket, nonce: runtime.nonce ?? null } : null;
+  return { session_id: sid, name: null, supervisor } as unknown as SessionRecord;
+}

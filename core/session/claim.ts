@@ -169,11 +169,14 @@ function refuseIfBound(batch: Pick<Store, "get">, leases: RecordSource, worktree
   if (pointer) candidates.add(pointer);
   for (const id of candidates) {
     if (id === allowed) continue;
-    const record = withLease(leases, batch.get(sessionPath(id)) as SessionRecord | undefined);
-    if (!record || isEnded(record)) continue;
+    const stored = batch.get(sessionPath(id));
+    if (stored === undefined) continue;
+    // A record written by hand while the session runs (null, not an object) is in the way as an empty one: `apex stop` ends it.
+    const record = Object(withLease(leases, stored as SessionRecord)) as SessionRecord;
+    if (isEnded(record)) continue;
     const theirs = worktreeOf(record);
     if (theirs === null ? worktree !== null : worktree === null || !samePath(theirs, worktree)) continue;
-    throw sessionInTheWay(record, worktree);
+    throw sessionInTheWay(record, worktree, id);
   }
 }
 
@@ -182,15 +185,14 @@ function refuseIfBound(batch: Pick<Store, "get">, leases: RecordSource, worktree
  * `worktree` (null: the project's own): it names the host whose supervisor holds the lease
  * when that is another one.
  */
-export function sessionInTheWay(record: SessionRecord, worktree: string | null = null): ApexError {
-  const id = record.session_id;
-  const status = effectiveStatus(record);
+export function sessionInTheWay(record: SessionRecord, worktree: string | null = null, id: string = record.session_id): ApexError {
+  const status = typeof record.status === "string" ? effectiveStatus(record) : "unknown";
   const host = supervisorHost(record.supervisor);
   const remote = status !== "interrupted" && onOtherHost(record.supervisor);
   const where = worktree === null ? "the project's working tree" : `the worktree ${worktree}`;
   const on = remote ? ` on host ${host} (lease until ${record.supervisor!.lease_expires_at})` : "";
   const label = typeof record.name === "string" ? `${record.name} (${id})` : id;
-  return new ApexError("APEX_E_SESSION_ACTIVE", `Session ${label} is ${status}${on} in ${where}; one session at a time runs in a working tree.`, {
+  return new ApexError("APEX_E_SESSION_ACTIVE", `Session ${label} is ${status === "unknown" ? "listed as running (its record cannot be read)" : status}${on} in ${where}; one session at a time runs in a working tree.`, {
     hint:
       status === "interrupted"
         ? "Recover it with `apex start --continue last`, or end it with `apex stop`."

@@ -2,7 +2,7 @@ import type { Store } from "../store/store.js";
 import { readView } from "../store/port.js";
 import { prefixRange } from "../store/paths.js";
 import { agentMarker, groupCpuSeconds, markedGroups, processGroups, provenMembers, stopProgress, type ProcStat } from "./proc.js";
-import { CONTEXT_SUFFIX, agentsPrefix, checkpointPrefix, countersPath, taskCountsPath, tasksPrefix, worktreeOf, type TaskCounts, type AgentRecord, type SessionRecord, type SessionStatus, type TaskRecord } from "./records.js";
+import { CONTEXT_SUFFIX, agentsPrefix, checkpointPrefix, countersPath, sessionPath, taskCountsPath, tasksPrefix, worktreeOf, type TaskCounts, type AgentRecord, type SessionRecord, type SessionStatus, type TaskRecord } from "./records.js";
 import { onOtherHost, supervisorHost } from "./lease.js";
 import { boundSessionId, effectiveStatus, findSession, lastSession, supervisorAlive } from "./sessions.js";
 
@@ -92,16 +92,17 @@ export function buildStatusReport(store: Store, _storeDir?: string): StatusRepor
 function statusReportOf(store: Store): StatusReport {
   // The session bound here, running or ended (a branch's worktree binds to its session either way: shown as it ended, as --session shows it).
   const bound = boundSessionId(store);
-  const session = bound === undefined ? undefined : findSession(store, bound);
-  if (session) return sessionReport(store, session);
+  // (a running session's record written null by hand: reported as one that says nothing, with its agents)
+  const session = bound === undefined ? undefined : (findSession(store, bound) ?? (store.get(sessionPath(bound)) === null ? (Object(null) as SessionRecord) : undefined));
+  if (session) return sessionReport(store, session, bound);
   const empty = emptyStatusReport();
   const last = lastSession(store);
   if (last) empty.last_session = { session_id: last.session_id, name: nameOf(last), status: last.status, ended_at: last.ended_at ?? null, outcome: last.outcome ?? null };
   return empty;
 }
 
-export function sessionReport(store: Store, session: SessionRecord): StatusReport {
-  const sid = session.session_id;
+/** `sid`: the session's id, as its record says it unless the caller knows it (a record written by hand may not say it). */
+export function sessionReport(store: Store, session: SessionRecord, sid: string = session.session_id): StatusReport {
   const status = effectiveStatus(session);
   const agentRecords: AgentRecord[] = [];
   for (const { path, value } of store.query(`${agentsPrefix(sid)}/*`)) if (!path.endsWith(CONTEXT_SUFFIX) && value !== null) agentRecords.push(value as AgentRecord); // null: no agent
