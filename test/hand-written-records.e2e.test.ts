@@ -141,6 +141,30 @@ describe("session records written by hand that are no object", () => {
     expect(JSON.parse(project.apex(["task", "add", "fourth", "--json"]).stdout)).toMatchObject({ id: "t-0011" });
   });
 
+  it("id sequences set below the ids a session has (a repair of the right shape, or a rewind) never make a new task, milestone or event replace one", async () => {
+    // It was: with {"tasks": 0, "milestones": 0, "events": 0} written by hand, the next task took t-0001's id and replaced
+    // that task, the next milestone replaced milestone 1, and the next event the first of the audit trail.
+    project = new Project(config, "apex-hand-records-");
+    const sid = project.start(["--task", "records"]).session_id;
+    for (const title of ["first", "second"]) expect(project.apex(["task", "add", title]).status).toBe(0);
+    expect(project.apex(["milestone", "m1"]).status).toBe(0);
+    const before = (JSON.parse(project.apex(["session", "history", "last", "--json"]).stdout) as { events: Array<{ seq: number; type: string }> }).events;
+    expect(project.apex(["memory", "set", `/sessions/${sid}/counters`, '{"tasks": 0, "milestones": 0, "events": 0}', "--force"]).status).toBe(0);
+
+    expect(JSON.parse(project.apex(["task", "add", "third", "--json"]).stdout)).toMatchObject({ id: "t-0003", title: "third" });
+    expect((JSON.parse(project.apex(["task", "list", "--json"]).stdout) as Array<{ id: string; title: string }>).map(({ id, title }) => [id, title])).toEqual([["t-0001", "first"], ["t-0002", "second"], ["t-0003", "third"]]);
+    expect(project.apex(["milestone", "m2"]).status).toBe(0);
+    const milestones = JSON.parse(project.apex(["milestone", "--json"]).stdout) as Array<{ n: number; text: string }>;
+    expect(milestones.map(({ n, text }) => [n, text])).toEqual([[1, "m1"], [2, "m2"]]);
+    const after = (JSON.parse(project.apex(["session", "history", "last", "--json"]).stdout) as { events: Array<{ seq: number; type: string }> }).events;
+    // Every event recorded before is still there as it was, and the new ones come after the last of them.
+    expect(after.slice(0, before.length)).toEqual(before);
+    expect(after.slice(before.length).map((event) => event.type)).toEqual(expect.arrayContaining(["task.added", "milestone"]));
+    expect(after.slice(before.length).every((event) => event.seq > before[before.length - 1]!.seq)).toBe(true);
+    const counters = JSON.parse(project.apex(["memory", "show", `/sessions/${sid}/counters`, "--json"]).stdout).value as { tasks: number; milestones: number; events: number };
+    expect(counters).toMatchObject({ tasks: 3, milestones: 2, events: after[after.length - 1]!.seq });
+  });
+
   it("session validate names a task, agent or session record that is no object, repair removes the task and agent ones, and reconstruct says the session record was not one", () => {
     // validate said the store was valid, though export and archive refuse such a session with APEX_E_INTEGRITY naming the
     // record; reconstruct said "Nothing is missing" of a session whose record was null.

@@ -169,11 +169,9 @@ function refuseIfBound(batch: Pick<Store, "get">, leases: RecordSource, worktree
   if (pointer) candidates.add(pointer);
   for (const id of candidates) {
     if (id === allowed) continue;
-    const stored = batch.get(sessionPath(id));
-    if (stored === undefined) continue;
     // A record written by hand while the session runs (null, not an object) is in the way as an empty one: `apex stop` ends it.
-    const record = Object(withLease(leases, stored as SessionRecord)) as SessionRecord;
-    if (isEnded(record)) continue;
+    const record = Object(withLease(leases, batch.get(sessionPath(id)) as SessionRecord)) as SessionRecord;
+    if (batch.get(sessionPath(id)) === undefined || isEnded(record)) continue;
     const theirs = worktreeOf(record);
     if (theirs === null ? worktree !== null : worktree === null || !samePath(theirs, worktree)) continue;
     throw sessionInTheWay(record, worktree, id);

@@ -138,10 +138,12 @@ export class SessionService extends SessionReader {
     if (request.assign !== undefined) this.requireAgent(request.assign, "assigned to");
     const task = await this.write((batch, record) => {
       const counters = readCounters(batch, this.sessionId);
-      counters.tasks += 1;
+      const tag = branchTag(batch.get(sessionPath(this.sessionId)) as SessionRecord | undefined);
+      // Past an id already taken (counters set lower by hand, or rewound): a new task never replaces one.
+      do counters.tasks += 1; while (batch.get(taskPath(this.sessionId, taskId(counters.tasks, tag))) !== undefined);
       batch.set(countersPath(this.sessionId), counters);
       const created: TaskRecord = {
-        id: taskId(counters.tasks, branchTag(batch.get(sessionPath(this.sessionId)) as SessionRecord | undefined)),
+        id: taskId(counters.tasks, tag),
         title,
         status: "pending",
         assignee: request.assign ?? null,
@@ -290,7 +292,7 @@ export class SessionService extends SessionReader {
 
   private recordMilestone(batch: WriteBatch, record: EventRecorder, text: string, actor: string, task: string | null): MilestoneRecord {
     const counters = readCounters(batch, this.sessionId);
-    counters.milestones += 1;
+    do counters.milestones += 1; while (batch.get(milestonePath(this.sessionId, counters.milestones)) !== undefined); // (never over one recorded)
     batch.set(countersPath(this.sessionId), counters);
     const milestone: MilestoneRecord = { n: counters.milestones, text, at: nowIso(), by: actor, task };
     batch.set(milestonePath(this.sessionId, milestone.n), milestone);
@@ -365,7 +367,7 @@ export type EventRecorder = (type: string, data?: Record<string, JsonValue>, by?
 /** Appends one audit event to the session inside `batch`. */
 export function appendEvent(batch: WriteBatch, sessionId: string, type: string, actor: string, data: Record<string, JsonValue> = {}): SessionEvent {
   const counters = readCounters(batch, sessionId);
-  counters.events += 1;
+  do counters.events += 1; while (batch.get(eventPath(sessionId, counters.events)) !== undefined); // (never over an event of the audit trail)
   batch.set(countersPath(sessionId), counters);
   const event: SessionEvent = { ...data, seq: counters.events, at: nowIso(), type, actor };
   batch.set(eventPath(sessionId, event.seq), event);
