@@ -858,6 +858,27 @@ describe("--worktree and --git", () => {
     expect(git(dir, "worktree", "list")).toContain(worktree);
   });
 
+  it("a store that cannot be read once the worktree is made keeps the worktree, and the error says so and how to go on", () => {
+    // It was: the store's error alone, the worktree and its git branch left without a word (it could not tell
+    // whether a session recorded them).
+    const { p, dir, worktree } = repoProject();
+    p.start(["--task", "main"]);
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    expect(p.apex(["stop"]).status).toBe(0);
+    // git's post-checkout hook of the command's `git worktree add` damages the store file, after the checkpoint was read.
+    const hook = join(dir, ".git", "hooks", "post-checkout");
+    mkdirSync(join(hook, ".."), { recursive: true });
+    writeFileSync(hook, ["#!/bin/sh", '[ -n "$DAMAGE_STORE" ] || exit 0', 'head -c 65536 /dev/urandom > "$DAMAGE_STORE"', ""].join("\n"), { mode: 0o755 });
+    const failed = p.apex(["session", "branch", "latest", "feature", "--worktree", worktree, "--json"], { env: { DAMAGE_STORE: join(dir, ".apex", "store.mdb") } });
+    expect(failed.status, failed.stderr).not.toBe(0);
+    const error = JSON.parse(failed.stderr).error as { code: string; hint: string; details: Record<string, unknown> };
+    expect(error.code).toMatch(/^APEX_E_STORE/);
+    expect(error.details).toMatchObject({ worktree, branch: "apex/feature" });
+    expect(error.hint).toContain(`The worktree ${worktree} (git branch apex/feature) is kept for the session the store may record (it could not be read to tell)`);
+    expect(error.hint).toContain(`git worktree remove ${JSON.stringify(worktree)} && git branch -D apex/feature`);
+    expect(git(dir, "worktree", "list")).toContain(worktree);
+  });
+
   it("a worktree from a checkpoint taken with uncommitted changes says they are not in it", () => {
     const { p, dir, worktree } = repoProject();
     p.start(["--task", "main"]);

@@ -143,15 +143,16 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
     // session would be left naming a worktree and a branch removed under it.
     if (!worktree || worktree.adopted) throw error;
     // A supervisor that got the request and did not answer (stopped, killed) may still record the
-    // session, or did: the worktree stays for it (removed, the session named a worktree that was gone).
-    if (isApexError(error) && (error.code === "APEX_E_TIMEOUT" || error.code === "APEX_E_RPC")) {
-      throw new ApexError(error.code, error.message, {
-        hint: `${error.hint ? `${error.hint} ` : ""}The worktree ${worktree.path} (git branch ${worktree.branch}) is kept for the session that call may record: if \`apex session list\` does not show ${name}, run this command again (it takes the worktree over), or remove both: git worktree remove ${JSON.stringify(worktree.path)} && git branch -D ${worktree.branch}`,
-        details: { ...error.details, worktree: worktree.path, branch: worktree.branch },
-      });
-    }
-    if (!(await worktreeRecorded(location, worktree.path))) removeWorktree(location.projectDir, worktree);
-    throw error;
+    // session, or did; and a store that cannot be read now cannot say whether a session records it:
+    // the worktree stays, and the error says so (removed, the session named a worktree that was gone).
+    const unanswered = isApexError(error) && (error.code === "APEX_E_TIMEOUT" || error.code === "APEX_E_RPC");
+    const recorded = unanswered ? undefined : await worktreeRecorded(location, worktree.path);
+    if (recorded === false) removeWorktree(location.projectDir, worktree);
+    if (recorded !== undefined || !isApexError(error)) throw error;
+    throw new ApexError(error.code, error.message, {
+      hint: `${error.hint ? `${error.hint} ` : ""}The worktree ${worktree.path} (git branch ${worktree.branch}) is kept for the session ${unanswered ? "that call may record" : "the store may record (it could not be read to tell)"}: if \`apex session list\` does not show ${name}, run this command again (it takes the worktree over), or remove both: git worktree remove ${JSON.stringify(worktree.path)} && git branch -D ${worktree.branch}`,
+      details: { ...error.details, worktree: worktree.path, branch: worktree.branch },
+    });
   }
   if (report.worktree && source.gitLabel) {
     process.stderr.write(`warning: ${source.label} recorded no git commit (a LangGraph step records none); the worktree is at ${report.worktree.commit?.slice(0, 12) ?? "-"}, the commit of ${source.gitLabel}, the nearest checkpoint before it that recorded one.\n`);
@@ -201,12 +202,12 @@ function commitBefore(store: Store, manifest: CheckpointManifest): CheckpointMan
   return undefined;
 }
 
-/** True when a session's record names `path` as its worktree (or when the store cannot say: then nothing is removed). */
-async function worktreeRecorded(location: ProjectLocation, path: string): Promise<boolean> {
+/** Whether a session's record names `path` as its worktree; undefined when the store cannot be read to tell (then nothing is removed). */
+async function worktreeRecorded(location: ProjectLocation, path: string): Promise<boolean | undefined> {
   try {
     return await withReadStore(location, (store) => allSessions(store).some((record) => worktreeOf(record) === path));
   } catch {
-    return true;
+    return undefined;
   }
 }
 
