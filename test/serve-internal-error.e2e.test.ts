@@ -2,12 +2,12 @@
 // loopback, a real store damaged as a disk or a crash leaves it. The remote client gets a 500 with
 // the error's code, a generic message and a reference; what failed (its message, paths, stack) is
 // in the server's log (stderr) under that reference, for its owner, and in no answer.
-import { readFileSync, renameSync, writeFileSync } from "node:fs";
+import { closeSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
-import { openStore } from "../core/store/open.js";
 import { ok, rpc, serveLogged, share } from "./support/serve.js";
+import { publicError } from "../plugins/sharing/internal-error.js";
 
 const CONFIG = shellAgents({ alpha: "while true; do sleep 0.5; done" });
 const stops: Array<() => unknown> = [];
@@ -33,13 +33,33 @@ function referenceOf(reply: { status: number; body: any }, code: string, secrets
 }
 
 /**
- * The error event of an event stream replayed from the start over an event record damaged by
- * hand (null where the session's second event was), once checked to say nothing of what failed.
+ * Damages the store file's record of the session's second event as a disk can: the byte after the value
+ * encoding's tag (0xc1) set to that tag, a type byte the encoding never uses, so that the record no longer
+ * decodes (APEX_E_STORE_DAMAGED) while every other record still reads. Only those bytes are written, in
+ * place, as under a running supervisor, which keeps the store open (its map of the file sees them).
+ */
+function damageEventRecord(project: Project, sid: string): void {
+  const file = join(project.storeDir, "store.mdb");
+  const bytes = readFileSync(file);
+  // In an LMDB leaf page a record's value follows its key: the key, then the encoding's tag.
+  const record = Buffer.concat([Buffer.from(`/sessions/${sid}/events/00000002`), Buffer.from([0xc1])]);
+  const fd = openSync(file, "r+");
+  let damaged = 0;
+  try {
+    for (let at = bytes.indexOf(record); at !== -1; at = bytes.indexOf(record, at + 1), damaged++) writeSync(fd, Buffer.from([0xc1]), 0, 1, at + record.length);
+  } finally {
+    closeSync(fd);
+  }
+  expect(damaged, "the event record in the store file").toBeGreaterThan(0);
+}
+
+/**
+ * The error event of an event stream replayed from the start over the session's second event record, damaged in
+ * the store file (damageEventRecord), once checked to say nothing of what failed. (A record written null by hand,
+ * the way this was shown before, is no event: a replay passes over it.)
  */
 async function failedEventStream(project: Project, url: string, sid: string, token: string): Promise<{ details: { reference: string } }> {
-  const store = await openStore(project.storeDir);
-  await store.batch((batch) => batch.set(`/sessions/${sid}/events/00000002`, null));
-  await store.close();
+  damageEventRecord(project, sid);
   const response = await fetch(`${url}/api/sessions/${sid}/stream`, {
     method: "POST",
     headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
@@ -49,8 +69,9 @@ async function failedEventStream(project: Project, url: string, sid: string, tok
   expect(response.status).toBe(200);
   const text = await response.text();
   const error = text.split("\n\n").filter((block) => block.startsWith("event: error\n")).map((block) => JSON.parse(/^data: (.*)$/m.exec(block)![1]!))[0];
-  expect(error, text).toMatchObject({ code: "APEX_E_INTERNAL", message: expect.stringMatching(/^The server failed on this request \(error [0-9a-f]{8}\)/), details: { reference: expect.stringMatching(/^[0-9a-f]{8}$/) } });
-  for (const secret of ["Cannot read", "null", project.dir]) expect(JSON.stringify(error)).not.toContain(secret);
+  expect(error, text).toMatchObject({ code: "APEX_E_STORE_DAMAGED", message: expect.stringMatching(/^The server failed on this request \(error [0-9a-f]{8}\)/), details: { reference: expect.stringMatching(/^[0-9a-f]{8}$/) } });
+  expect(Object.keys(error.details)).toEqual(["reference"]);
+  for (const secret of ["store.mdb", "decode", "0xc1", project.dir]) expect(JSON.stringify(error)).not.toContain(secret);
   return error;
 }
 
@@ -93,11 +114,11 @@ describe("apex serve: an unexpected error", () => {
     const sid = project.start().session_id;
     const url = (JSON.parse(readFileSync(join(project.storeDir, "serve.json"), "utf8")) as { url: string }).url;
     const owner = share(project, sid, "olga", "owner");
-    // An event record damaged under the running supervisor (null where the session's second event was): replaying the events to a stream fails on it, a TypeError in the supervisor.
+    // An event record damaged in the store file under the running supervisor: replaying the events to a stream fails on it, in the supervisor.
     const error = await failedEventStream(project, url, sid, owner.token);
     // Before, it was logged nowhere (this server logs no requests): the reference led to nothing.
     await waitFor("the error in the supervisor's log", () => project.supervisorLog().includes(`sharing.serve: error ${error.details.reference}: `));
-    expect(project.supervisorLog()).toMatch(new RegExp(`sharing\\.serve: error ${error.details.reference}: .*APEX_E_INTERNAL: .*Cannot read properties of null`));
+    expect(project.supervisorLog()).toMatch(new RegExp(`sharing\\.serve: error ${error.details.reference}: .*APEX_E_STORE_DAMAGED: The store file .*store\\.mdb is damaged: .*a record does not decode`));
   }, 120_000);
 
   it("that ends an event stream is its error event with the reference alone; the log has it whole", async () => {
@@ -107,9 +128,29 @@ describe("apex serve: an unexpected error", () => {
     const owner = share(project, sid, "olga", "owner");
     ok(project.apex(["stop"]));
     const server = await serveLogged(project, stops);
-    // An event record damaged (null where the session's second event was): the stream, reading the session's events from the store, fails on it.
+    // An event record damaged in the store file: the stream, reading the session's events from the store, fails on it.
     const error = await failedEventStream(project, server.url, sid, owner.token);
-    // Before, the error event said it: "Cannot read properties of null (reading 'seq')".
-    expect(server.log()).toContain(`error ${error.details.reference}: stream of olga (session ${sid.slice(0, 8)}): APEX_E_INTERNAL: Cannot read properties of null (reading 'seq')`);
+    // What failed is in the log alone (before, the error event said it, the store's path with it).
+    expect(server.log()).toContain(`error ${error.details.reference}: stream of olga (session ${sid.slice(0, 8)}): APEX_E_STORE_DAMAGED: The store file ${project.storeDir}/store.mdb is damaged: `);
+    expect(server.log()).toMatch(new RegExp(`error ${error.details.reference}: .*a record does not decode: type byte 0xc1 at 1 is not part of the value encoding`));
   }, 120_000);
+
+  it("that is no error of APEX's (a bug) is APEX_E_INTERNAL with the reference alone; the log has its message and stack", () => {
+    // What the server answers for it, checked where it is made: the e2e cases above fail the server with a damaged store
+    // (APEX_E_STORE_DAMAGED), and no record a user can write fails a stream with a bug (a null event record did).
+    const logged: string[] = [];
+    const bug = (() => {
+      try {
+        return (null as unknown as { seq: number }).seq;
+      } catch (error) {
+        return error;
+      }
+    })();
+    const answer = publicError(bug, (line) => logged.push(line), "stream of olga (session 0123abcd)");
+    expect(answer).toMatchObject({ code: "APEX_E_INTERNAL", message: expect.stringMatching(/^The server failed on this request \(error [0-9a-f]{8}\)/), details: { reference: expect.stringMatching(/^[0-9a-f]{8}$/) } });
+    expect(Object.keys(answer.details!)).toEqual(["reference"]);
+    expect(JSON.stringify({ message: answer.message, hint: answer.hint })).not.toContain("Cannot read");
+    expect(logged).toHaveLength(1);
+    expect(logged[0]).toMatch(new RegExp(`^error ${answer.details!.reference}: stream of olga \\(session 0123abcd\\): APEX_E_INTERNAL: Cannot read properties of null \\(reading 'seq'\\)\n {2}at `));
+  });
 });
