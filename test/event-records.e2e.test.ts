@@ -14,9 +14,9 @@ const stops = stopsAfterEach();
 
 type Event = { seq: number; type: string } & Record<string, unknown>;
 
-/** The session's real events as the store holds them (its records that are objects), oldest first. */
+/** The session's real events as the store holds them (its records with a sequence number), oldest first. */
 function storedEvents(project: Project, sid: string): Event[] {
-  return (events(project, sid) as unknown[]).filter((value): value is Event => value !== null && typeof value === "object").sort((a, b) => a.seq - b.seq);
+  return (events(project, sid) as unknown[]).filter((value): value is Event => typeof (value as { seq?: unknown } | null)?.seq === "number").sort((a, b) => a.seq - b.seq);
 }
 
 /** The events the supervisor's `events.subscribe` replays from the start, up to seq `last` (rejects if the stream fails first). */
@@ -79,11 +79,14 @@ describe("event records written by hand that are no object", () => {
     const owner = share(project, sid, "olga", "owner");
     ok(project.apex(["memory", "set", `/sessions/${sid}/events/00000002`, "null", "--force"]));
     ok(project.apex(["memory", "set", `/sessions/${sid}/events/00000004`, '"garbage"', "--force"]));
+    // An object without its sequence number: a stream read from the store could not go on past it (it sent the history again at every poll).
+    ok(project.apex(["memory", "set", `/sessions/${sid}/events/00000005`, '{"type": "note", "by": "hand"}', "--force"]));
     const live = storedEvents(project, sid);
     const last = live.at(-1)!.seq;
     expect(last).toBeGreaterThan(5);
     expect(live.map((event) => event.seq)).not.toContain(2);
     expect(live.map((event) => event.seq)).not.toContain(4);
+    expect(live.map((event) => event.seq)).not.toContain(5);
 
     // The supervisor's own replay (what `apex start --attach` and apex serve subscribe to), and its events.list.
     // (Soft: each way of reading the events is checked, whichever else fails.)

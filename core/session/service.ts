@@ -356,9 +356,14 @@ function taskNotFound(id: string, sessionId: string): ApexError {
   return new ApexError("APEX_E_TASK_NOT_FOUND", `No task ${id} in session ${sessionId}.`, { hint: "List the tasks with `apex task list`." });
 }
 
-/** The session's events with a sequence number above `seq`, oldest first (a range read from there on); a record that is no object (null or a string written by hand with --force) is no event, passed over (an event stream's replay failed on it). */
+/**
+ * The session's events with a sequence number above `seq`, oldest first (a range read from there on). A record without
+ * a sequence number (null, a string or `{}` written by hand with --force) is no event, passed over: an event stream's
+ * replay failed on one that is no object, and one without its number made a stream read from the store send the whole
+ * history again at every poll (it could not go on past it).
+ */
 export function* eventsAfter(store: Store, sessionId: string, seq: number): Iterable<SessionEvent> {
-  for (const { value } of store.entries({ start: eventPath(sessionId, seq + 1), end: `${eventsPrefix(sessionId)}0` })) if (value !== null && typeof value === "object" && !Array.isArray(value)) yield value as unknown as SessionEvent;
+  for (const { value } of store.entries({ start: eventPath(sessionId, seq + 1), end: `${eventsPrefix(sessionId)}0` })) if (typeof (value as { seq?: unknown } | null)?.seq === "number") yield value as unknown as SessionEvent;
 }
 
 /** Records an event in the write's batch; `by` names who asked for it when that is not the writer (a stop requested by a user). */
