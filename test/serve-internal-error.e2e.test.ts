@@ -5,7 +5,7 @@
 import { closeSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { isAlive, Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { ok, rpc, serveLogged, share } from "./support/serve.js";
 import { publicError } from "../plugins/sharing/internal-error.js";
 
@@ -39,10 +39,15 @@ function referenceOf(reply: { status: number; body: any }, code: string, secrets
  * place, as under a running supervisor, which keeps the store open (its map of the file sees them).
  */
 function damageEventRecord(project: Project, sid: string): void {
+  damageRecord(project, `/sessions/${sid}/events/00000002`, "the event record in the store file");
+}
+
+/** Damages the record at `key` in the store file as damageEventRecord does the event's (every copy of it the file holds). */
+function damageRecord(project: Project, key: string, what: string): void {
   const file = join(project.storeDir, "store.mdb");
   const bytes = readFileSync(file);
   // In an LMDB leaf page a record's value follows its key: the key, then the encoding's tag.
-  const record = Buffer.concat([Buffer.from(`/sessions/${sid}/events/00000002`), Buffer.from([0xc1])]);
+  const record = Buffer.concat([Buffer.from(key), Buffer.from([0xc1])]);
   const fd = openSync(file, "r+");
   let damaged = 0;
   try {
@@ -50,7 +55,53 @@ function damageEventRecord(project: Project, sid: string): void {
   } finally {
     closeSync(fd);
   }
-  expect(damaged, "the event record in the store file").toBeGreaterThan(0);
+  expect(damaged, what).toBeGreaterThan(0);
+}
+
+/** A stream opened (its grant checked, its re-check begun: the server has answered 200), read to its end in the background. */
+async function openStream(url: string, sid: string, token: string, body: unknown): Promise<{ ended: Promise<string> }> {
+  const response = await fetch(`${url}/api/sessions/${sid}/stream`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(60_000),
+  });
+  expect(response.status).toBe(200);
+  return { ended: response.text() };
+}
+
+/** The error events of a stream's text. */
+const errorEvents = (text: string): any[] => text.split("\n\n").filter((block) => block.startsWith("event: error\n")).map((block) => JSON.parse(/^data: (.*)$/m.exec(block)![1]!));
+
+/**
+ * Once the server has recorded the grant's use (last_used_at, written at the stream's opening), for a minute it
+ * writes it no more: a record damaged after is not written over by that write, which copies it whole.
+ */
+async function usedRecorded(project: Project, sid: string, user: string): Promise<void> {
+  const lastUsed = () => (JSON.parse(ok(project.apex(["session", "shares", sid, "--json"]))) as Array<{ user: string; last_used_at: string | null }>).find((grant) => grant.user === user)?.last_used_at;
+  await waitFor(`${user}'s last_used_at`, () => lastUsed() ?? undefined);
+}
+
+/**
+ * A stream whose grant's record, damaged in the store file under it (it no longer decodes), its re-check
+ * (once a second) cannot read: it ends with the error event of a server's failure, its reference alone,
+ * and the server's log has the error whole under it. Before, the re-check's error was taken as the
+ * token's refusal: APEX_E_UNAUTHORIZED, its message the store file's path and the decode error.
+ */
+async function streamOverDamagedGrant(project: Project, server: { url: string; log: () => string }, sid: string, user: string, token: string, body: unknown): Promise<void> {
+  const stream = await openStream(server.url, sid, token, body);
+  await usedRecorded(project, sid, user);
+  damageRecord(project, `/sessions/${sid}/grants/${/^apx_([0-9a-f]{16})_/.exec(token)![1]}`, `${user}'s grant record in the store file`);
+  const text = await stream.ended;
+  const errors = errorEvents(text);
+  expect(errors, text).toHaveLength(1);
+  const error = errors[0];
+  expect(error, text).toMatchObject({ code: "APEX_E_STORE_DAMAGED", message: expect.stringMatching(/^The server failed on this request \(error [0-9a-f]{8}\)/), details: { reference: expect.stringMatching(/^[0-9a-f]{8}$/) } });
+  expect(Object.keys(error.details)).toEqual(["reference"]);
+  for (const secret of ["store.mdb", "decode", "0xc1", project.dir, "UNAUTHORIZED", "unauthorized", "revoked", "invite"]) expect(text).not.toContain(secret);
+  await waitFor("the error in the server's log", () => server.log().includes(`error ${error.details.reference}: `));
+  expect(server.log()).toContain(`error ${error.details.reference}: stream of ${user} (session ${sid.slice(0, 8)}): APEX_E_STORE_DAMAGED: The store file ${project.storeDir}/store.mdb is damaged: `);
+  expect(server.log()).toMatch(new RegExp(`error ${error.details.reference}: .*a record does not decode: type byte 0xc1 at 1 is not part of the value encoding`));
 }
 
 /**
@@ -133,6 +184,37 @@ describe("apex serve: an unexpected error", () => {
     // What failed is in the log alone (before, the error event said it, the store's path with it).
     expect(server.log()).toContain(`error ${error.details.reference}: stream of olga (session ${sid.slice(0, 8)}): APEX_E_STORE_DAMAGED: The store file ${project.storeDir}/store.mdb is damaged: `);
     expect(server.log()).toMatch(new RegExp(`error ${error.details.reference}: .*a record does not decode: type byte 0xc1 at 1 is not part of the value encoding`));
+  }, 120_000);
+
+  it("that a stream's re-check of its grant meets (the grant's record damaged) ends it as the server's failure, not as a revoked token; a revoke still ends it as one", async () => {
+    const project = new Project(CONFIG, "apex-serve-500-recheck-");
+    projects.push(project);
+    const started = project.start(["--task", "main"]);
+    const sid = started.session_id;
+    const owner = share(project, sid, "olga", "owner");
+    const viewer = share(project, sid, "vera", "viewer");
+    // Its supervisor killed: the session is interrupted, its streams read from the store and kept open (an ended session's end at once).
+    process.kill(started.supervisor_pid, "SIGKILL");
+    await waitFor("the supervisor to be gone", () => !isAlive(started.supervisor_pid), 30_000);
+    const server = await serveLogged(project, stops);
+    // A grant revoked under its open stream, its grant read from the store (no supervisor runs): the stream ends as revoked, as before.
+    const revoked = await openStream(server.url, sid, viewer.token, { "events.subscribe": {} });
+    ok(project.apex(["session", "unshare", sid, "vera"]));
+    const revokedText = await revoked.ended;
+    expect(errorEvents(revokedText), revokedText).toEqual([expect.objectContaining({ code: "APEX_E_UNAUTHORIZED", message: `vera's access to session ${sid} was revoked.` })]);
+    expect(errorEvents(revokedText)[0].details?.reference).toBeUndefined();
+    // A grant its re-check cannot read is no revoke.
+    await streamOverDamagedGrant(project, server, sid, "olga", owner.token, { "events.subscribe": {} });
+  }, 120_000);
+
+  it("that a stream's re-check of its grant meets through a live supervisor ends it as the server's failure, not as a revoked token", async () => {
+    const project = new Project(CONFIG, "apex-serve-500-recheck-live-");
+    projects.push(project);
+    const sid = project.start(["--task", "main"]).session_id;
+    const owner = share(project, sid, "olga", "owner");
+    const server = await serveLogged(project, stops);
+    // The supervisor reads the grant (share.authenticate) from its store, open under the damage; memory watch is re-checked as the event stream is.
+    await streamOverDamagedGrant(project, server, sid, "olga", owner.token, { "memory.watch": { glob: "/notes/**" } });
   }, 120_000);
 
   it("that is no error of APEX's (a bug) is APEX_E_INTERNAL with the reference alone; the log has its message and stack", () => {

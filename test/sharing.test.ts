@@ -332,13 +332,13 @@ describe("open streams' grants (apex serve re-checks them while the streams are 
     const revoked = new Set<string>();
     const watch = new GrantWatch(async (session, tokens) => {
       calls.push({ session, tokens: [...tokens].sort() });
-      return new Map(tokens.map((token) => [token, revoked.has(token) ? `${token} was revoked` : undefined]));
+      return new Map(tokens.map((token) => [token, revoked.has(token) ? new Error(`${token} was revoked`) : undefined]));
     }, 40);
     const ended: string[] = [];
     const stops: Array<() => void> = [];
     // Ten streams of session A under two tokens, one of session B.
-    for (let n = 0; n < 10; n++) stops.push(watch.add("A", n % 2 ? "t1" : "t2", (why) => ended.push(`A${n}: ${why}`)));
-    stops.push(watch.add("B", "t3", (why) => ended.push(`B: ${why}`)));
+    for (let n = 0; n < 10; n++) stops.push(watch.add("A", n % 2 ? "t1" : "t2", (why) => ended.push(`A${n}: ${(why as Error).message}`)));
+    stops.push(watch.add("B", "t3", (why) => ended.push(`B: ${(why as Error).message}`)));
     expect(watch.size).toBe(2);
     await new Promise((resolve) => setTimeout(resolve, 150));
     // Before, each stream checked its grant itself: 11 checks (11 store opens without a supervisor) per interval.
@@ -358,6 +358,21 @@ describe("open streams' grants (apex serve re-checks them while the streams are 
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect(calls.length).toBe(before);
     watch.close();
+  });
+
+  it("give each stream the error a check failed with, itself: the server's failure (a store that cannot be read), not a refusal made of its message", async () => {
+    const damaged = Object.assign(new Error("The store file /srv/.apex/store.mdb is damaged"), { code: "APEX_E_STORE_DAMAGED" });
+    const watch = new GrantWatch(async () => {
+      throw damaged;
+    }, 20);
+    const ended: unknown[] = [];
+    watch.add("A", "t1", (error) => ended.push(error));
+    watch.add("A", "t2", (error) => ended.push(error));
+    await waitFor("both streams ended", () => ended.length >= 2, 2000);
+    watch.close();
+    // Before, each got the message alone, which the stream sent as the token's refusal (APEX_E_UNAUTHORIZED).
+    expect(ended[0]).toBe(damaged);
+    expect(ended[1]).toBe(damaged);
   });
 });
 

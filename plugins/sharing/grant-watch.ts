@@ -4,25 +4,31 @@
  * no supervisor runs), and every stream whose token no longer passes gets its reason. Before,
  * each stream checked its own grant every second: with no supervisor, one store open per stream
  * per second. A revoked or expired grant still ends its streams within one interval.
+ *
+ * A check gives each token undefined (it passes) or the error that ended it: the token's refusal
+ * (APEX_E_UNAUTHORIZED: revoked, expired), or the server's own failure to tell (a store that cannot
+ * be read), which its streams end with as with any failure of the server's. Before, every error
+ * was turned into its message, which the stream then sent as the token's refusal: a damaged store
+ * was said to the remote user as "unauthorized", with the store file's path.
  */
-export type GrantCheck = (sessionId: string, tokens: string[]) => Promise<Map<string, string | undefined>>;
+export type GrantCheck = (sessionId: string, tokens: string[]) => Promise<Map<string, unknown>>;
 
 interface Watcher {
   token: string;
-  denied(message: string): void;
+  ended(error: unknown): void;
 }
 
 export class GrantWatch {
   private readonly sessions = new Map<string, { watchers: Set<Watcher>; timer: NodeJS.Timeout; busy: boolean }>();
 
   constructor(
-    /** For each token: undefined while it still passes, else why not. May throw: every stream of the session then ends with that reason. */
+    /** For each token: undefined while it still passes, else the error that ends it. May throw: every stream of the session then ends with that error. */
     private readonly check: GrantCheck,
     private readonly intervalMs = 1000,
   ) {}
 
-  /** Watches `token`'s grant for a stream of `sessionId`; returns what stops watching it. */
-  add(sessionId: string, token: string, denied: (message: string) => void): () => void {
+  /** Watches `token`'s grant for a stream of `sessionId`; `ended` gets the error that ends it. Returns what stops watching it. */
+  add(sessionId: string, token: string, ended: (error: unknown) => void): () => void {
     let entry = this.sessions.get(sessionId);
     if (!entry) {
       const timer = setInterval(() => void this.tick(sessionId), this.intervalMs);
@@ -30,7 +36,7 @@ export class GrantWatch {
       entry = { watchers: new Set(), timer, busy: false };
       this.sessions.set(sessionId, entry);
     }
-    const watcher: Watcher = { token, denied };
+    const watcher: Watcher = { token, ended };
     entry.watchers.add(watcher);
     return () => {
       const current = this.sessions.get(sessionId);
@@ -56,18 +62,18 @@ export class GrantWatch {
     if (!entry || entry.busy) return;
     entry.busy = true;
     const watchers = [...entry.watchers];
-    let verdicts: Map<string, string | undefined> | undefined;
-    let failure: string | undefined;
+    let verdicts: Map<string, unknown> | undefined;
+    let failure: { error: unknown } | undefined;
     try {
       verdicts = await this.check(sessionId, [...new Set(watchers.map((watcher) => watcher.token))]);
     } catch (error) {
-      failure = error instanceof Error ? error.message : "Access ended.";
+      failure = { error };
     } finally {
       entry.busy = false;
     }
     for (const watcher of watchers) {
-      const reason = failure ?? verdicts?.get(watcher.token);
-      if (reason !== undefined && entry.watchers.has(watcher)) watcher.denied(reason);
+      const error = failure ? failure.error : verdicts?.get(watcher.token);
+      if ((failure || error !== undefined) && entry.watchers.has(watcher)) watcher.ended(error);
     }
   }
 }

@@ -635,8 +635,6 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         return finished;
       },
     };
-    /** Access ended (revoked, expired): the client gets the reason as an error and the stream closes. */
-    const denied = (message: string) => fail(unauthorized(message));
     const finish = () => {
       if (closed) return;
       closed = true;
@@ -678,7 +676,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     // A revoked or expired grant ends its streams within a second, whoever revoked it: checked
     // once a second for all of the session's open streams together (not once per stream).
     // A grant gone under its open stream was revoked: said as such (`logs -f` said the token was unknown, revoked or mistyped).
-    unwatch = grantWatch.add(sid, token, (message) => (message === INVALID_TOKEN ? fail(revokedAccess(caller.user, sid)) : denied(message)));
+    // Access ended (revoked, expired): the client gets the reason as an error and the stream closes. A check
+    // that failed (the store unreadable) is the server's failure, ended as any (fail: a reference, the log has
+    // it whole), never said as the token's refusal: it was, with the store file's path and the decode error.
+    unwatch = grantWatch.add(sid, token, (error) => fail(isApexError(error) && error.code === "APEX_E_UNAUTHORIZED" && error.message === INVALID_TOKEN ? revokedAccess(caller.user, sid) : error));
     if (body["events.subscribe"]) {
       const socket = gate.supervisorSocket(sid);
       // (It returned here: a stream of a session no supervisor ran followed its events alone, never its logs nor its memory.)
@@ -932,13 +933,14 @@ class Gate {
 
   /**
    * Open streams' grants of one session, checked together (GrantWatch): for each token, undefined
-   * while it passes, else why not. With no supervisor, the store is opened once for all of them.
+   * while it passes, else the error that ends its streams: its refusal (APEX_E_UNAUTHORIZED), or the
+   * failure to read its grant (a damaged store), which is no refusal. With no supervisor, the store
+   * is opened once for all of them.
    */
-  async checkGrants(sessionId: string, tokens: string[]): Promise<Map<string, string | undefined>> {
-    const verdicts = new Map<string, string | undefined>();
-    const reason = (error: unknown) => (error instanceof Error ? error.message : "Access ended.");
+  async checkGrants(sessionId: string, tokens: string[]): Promise<Map<string, unknown>> {
+    const verdicts = new Map<string, unknown>();
     if (this.supervisorOf(sessionId)) {
-      await Promise.all(tokens.map((token) => this.authenticate(sessionId, token).then(() => verdicts.set(token, undefined), (error: unknown) => verdicts.set(token, reason(error)))));
+      await Promise.all(tokens.map((token) => this.authenticate(sessionId, token).then(() => verdicts.set(token, undefined), (error: unknown) => verdicts.set(token, error))));
       return verdicts;
     }
     const { openStore, storeExists } = await import("../../core/store/open.js");
@@ -950,7 +952,7 @@ class Gate {
           this.touch(authenticate(store, sessionId, token));
           verdicts.set(token, undefined);
         } catch (error) {
-          verdicts.set(token, reason(error));
+          verdicts.set(token, error);
         }
       }
     } finally {
