@@ -11,7 +11,7 @@ import { parseRemote, remoteEndpoint } from "../plugins/sharing/remote.js";
 import { callRemote, subscribeRemote } from "../plugins/sharing/http-client.js";
 import { authenticate, checkUser, grantPath, madeWith, roleAllows, type GrantRecord } from "../plugins/sharing/grants.js";
 import { AcceptedTokens, clientKey, ConnectionLimit, LoginThrottle, RefusedTokens } from "../plugins/sharing/throttle.js";
-import { GrantWatch } from "../plugins/sharing/grant-watch.js";
+import { GrantWatch, TRANSIENT_CHECKS } from "../plugins/sharing/grant-watch.js";
 import { openStore } from "../core/store/open.js";
 import { parseListen } from "../plugins/sharing/server.js";
 import { roleNeeded, roleTable } from "../plugins/sharing/roles.js";
@@ -373,6 +373,42 @@ describe("open streams' grants (apex serve re-checks them while the streams are 
     // Before, each got the message alone, which the stream sent as the token's refusal (APEX_E_UNAUTHORIZED).
     expect(ended[0]).toBe(damaged);
     expect(ended[1]).toBe(damaged);
+  });
+});
+
+describe("open streams' grants when the store cannot be reached for a moment", () => {
+  it("wait out a failure that passes (an unreachable store) for a few checks: a stream ends only if it lasts, and a refusal meanwhile still ends its own", async () => {
+    const unreachable = Object.assign(new Error("The PostgreSQL server at db:5432 cannot be reached"), { code: "APEX_E_STORE_UNREACHABLE" });
+    let down = 0;
+    let calls = 0;
+    const revoked = new Set<string>();
+    const watch = new GrantWatch(async (_session, tokens) => {
+      calls += 1;
+      if (down > 0) {
+        down -= 1;
+        throw unreachable;
+      }
+      return new Map(tokens.map((token) => [token, revoked.has(token) ? new Error(`${token} was revoked`) : undefined]));
+    }, 10);
+    const ended: Array<[string, unknown]> = [];
+    // (a stream that ends stops being watched, as the server's do)
+    const stops = new Map<string, () => void>();
+    for (const token of ["t1", "t2"]) stops.set(token, watch.add("A", token, (error) => (ended.push([token, error]), stops.get(token)!())));
+    // A blip of a few checks: nothing ends (before, the first failed check ended both streams).
+    down = TRANSIENT_CHECKS - 2;
+    await waitFor("the store back", () => down === 0 && calls > TRANSIENT_CHECKS, 5000);
+    await waitFor("a check after it", () => calls > TRANSIENT_CHECKS + 2, 5000);
+    expect(ended).toEqual([]);
+    // A refusal once it is back ends its own stream at once.
+    revoked.add("t1");
+    await waitFor("t1's stream ended", () => ended.length >= 1, 5000);
+    expect(ended).toEqual([["t1", expect.objectContaining({ message: "t1 was revoked" })]]);
+    // An outage that lasts ends the other, with the failure itself (the server's, said with a reference).
+    down = 1000;
+    await waitFor("t2's stream ended", () => ended.length >= 2, 5000);
+    expect(ended[1]).toEqual(["t2", unreachable]);
+    expect(calls).toBeGreaterThanOrEqual(TRANSIENT_CHECKS);
+    watch.close();
   });
 });
 

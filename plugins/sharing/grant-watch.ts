@@ -9,9 +9,20 @@
  * (APEX_E_UNAUTHORIZED: revoked, expired), or the server's own failure to tell (a store that cannot
  * be read), which its streams end with as with any failure of the server's. Before, every error
  * was turned into its message, which the stream then sent as the token's refusal: a damaged store
- * was said to the remote user as "unauthorized", with the store file's path.
+ * was said to the remote user as "unauthorized", with the store file's path. A failure that passes
+ * (TRANSIENT_CODES) is waited out for a few intervals first.
  */
 export type GrantCheck = (sessionId: string, tokens: string[]) => Promise<Map<string, unknown>>;
+
+/**
+ * Failures that pass (a PostgreSQL server restarting, a network blip, a store busy past the
+ * check's wait): a check that meets one is tried again at the next interval, and only
+ * TRANSIENT_CHECKS of them in a row end the session's streams (with that failure). Before, the
+ * first one ended every open stream of the session, each dashboard and `memory watch` with it.
+ */
+const TRANSIENT_CODES = new Set(["APEX_E_STORE_UNREACHABLE", "APEX_E_TIMEOUT"]);
+export const TRANSIENT_CHECKS = 10;
+const isTransient = (error: unknown): boolean => TRANSIENT_CODES.has((error as { code?: unknown } | null)?.code as string);
 
 interface Watcher {
   token: string;
@@ -19,7 +30,7 @@ interface Watcher {
 }
 
 export class GrantWatch {
-  private readonly sessions = new Map<string, { watchers: Set<Watcher>; timer: NodeJS.Timeout; busy: boolean }>();
+  private readonly sessions = new Map<string, { watchers: Set<Watcher>; timer: NodeJS.Timeout; busy: boolean; missed: number }>();
 
   constructor(
     /** For each token: undefined while it still passes, else the error that ends it. May throw: every stream of the session then ends with that error. */
@@ -33,7 +44,7 @@ export class GrantWatch {
     if (!entry) {
       const timer = setInterval(() => void this.tick(sessionId), this.intervalMs);
       timer.unref();
-      entry = { watchers: new Set(), timer, busy: false };
+      entry = { watchers: new Set(), timer, busy: false, missed: 0 };
       this.sessions.set(sessionId, entry);
     }
     const watcher: Watcher = { token, ended };
@@ -71,8 +82,13 @@ export class GrantWatch {
     } finally {
       entry.busy = false;
     }
+    // A failure that passes, for the whole check or a token's: tried again next interval, up to TRANSIENT_CHECKS in a row.
+    const passing = failure ? isTransient(failure.error) : [...(verdicts?.values() ?? [])].some(isTransient);
+    entry.missed = passing ? entry.missed + 1 : 0;
+    const patient = passing && entry.missed < TRANSIENT_CHECKS;
     for (const watcher of watchers) {
       const error = failure ? failure.error : verdicts?.get(watcher.token);
+      if (patient && isTransient(error)) continue;
       if ((failure || error !== undefined) && entry.watchers.has(watcher)) watcher.ended(error);
     }
   }
