@@ -41,8 +41,18 @@ describe("remote targets", () => {
     expect(remoteEndpoint(target)).toBe(`${origin}/api/sessions/${SID}`);
   });
 
+  // The host as a URL parser writes it (the key a saved token is found by); the session as given, whose case is its own.
+  it.each([
+    ["Build-Box.Example:9000/Sess-1", "https://build-box.example:9000", "build-box.example:9000", "Sess-1"],
+    ["HTTP://LOCALHOST:7000/Main", "http://localhost:7000", "localhost:7000", "Main"],
+    ["LocalHost:Main", "http://localhost:7433", "localhost:7433", "Main"],
+    ["[::FFFF:7F00:1]:7000/s", "https://[::ffff:7f00:1]:7000", "[::ffff:7f00:1]:7000", "s"],
+  ])("%s → host %s, session as given", (text, origin, host, sessionId) => {
+    expect(parseRemote(text)).toEqual({ origin, host, sessionId });
+  });
+
   // A user part (`trusted@other`) would be read by URL as user info: the request would go to `other`.
-  it.each(["build-box", "build-box:7433", "host:99999/s", "/only-a-session", "a b/c", "host/../etc", "trusted.example@other.example/s", "user@host:7433/s", "host#frag/s", "host?q/s"])("refuses %s with a usage error", (text) => {
+  it.each(["build-box", "build-box:7433", "host:99999/s", "/only-a-session", "a b/c", "host/../etc", "trusted.example@other.example/s", "user@host:7433/s", "host#frag/s", "host?q/s", "1.2.3.4.5:7433/s"])("refuses %s with a usage error", (text) => {
     expect(() => parseRemote(text)).toThrowError(expect.objectContaining({ code: "APEX_E_USAGE" }));
   });
 
