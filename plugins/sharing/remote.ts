@@ -202,7 +202,9 @@ function foldedHosts(hosts: Record<string, HostEntry>): Record<string, HostEntry
     for (const [session, token] of Object.entries(savedSessions(newer))) {
       if (!Object.hasOwn(sessions, session) || savedAt(token) >= savedAt(sessions[session])) sessions[session] = token;
     }
-    folded[canonical] = { ...older, ...newer, ...(Object.keys(sessions).length > 0 ? { sessions } : {}) };
+    // The host's token, and the session it was saved for, are the newer entry's alone: the older one's session is not its token's.
+    const { sessions: _, ...last } = newer;
+    folded[canonical] = { ...last, ...(Object.keys(sessions).length > 0 ? { sessions } : {}) };
   }
   return folded;
 }
