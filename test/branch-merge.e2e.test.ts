@@ -694,6 +694,36 @@ describe("--worktree and --git", () => {
     expect(p.apex(["--session", "feature", "memory", "show", "/notes/b"]).stdout).toBe('"later"\n');
   });
 
+  it("refuses a --worktree directory that cannot be created there (/proc) as a usage error, before anything is made: no git branch, no session, none of the directories it tried", () => {
+    const { p, dir, worktree } = repoProject();
+    p.start(["--task", "main"]);
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    const sessions = p.apex(["session", "list", "--json"]).stdout;
+    // It was git's "could not create directory", APEX_E_GIT_FAILED, exit 1. (/proc refuses root too, whom permissions do not.)
+    for (const target of ["/proc/apex-worktree", "/proc/apex-worktree/deeper/feature"]) {
+      const refused = p.apex(["session", "branch", "latest", "feature", "--worktree", target, "--json"]);
+      expect(refused.status, refused.stderr).toBe(2);
+      const error = JSON.parse(refused.stderr).error;
+      expect(error).toMatchObject({ code: "APEX_E_USAGE", details: { path: target, cannot_create: "/proc/apex-worktree" } });
+      expect(error.message).toMatch(new RegExp(`^--worktree ${target} cannot be created there: .*/proc.*; nothing was made\\.$`));
+      if (error.details.errno === "ENOENT") expect(error.message).toContain("/proc takes no new directories (a pseudo file system, such as /proc)");
+      expect(error.hint).toContain("--worktree alone");
+      expect(git(dir, "branch", "--list", "apex/*")).toBe("");
+    }
+    expect(p.apex(["session", "list", "--json"]).stdout).toBe(sessions);
+    // Found by making the directories and removing them at once: a refusal that follows (a checkpoint
+    // that does not exist) leaves none of them.
+    const deep = join(worktree, "..", "new", "deeper", "feature");
+    const unknown = p.apex(["session", "branch", "checkpoint-099", "feature", "--worktree", deep, "--json"]);
+    expect(unknown.status, unknown.stderr).toBe(3);
+    expect(existsSync(join(worktree, "..", "new"))).toBe(false);
+    expect(p.apex(["session", "list", "--json"]).stdout).toBe(sessions);
+    // One that can be made is made, with the directories leading to it.
+    const made = p.apex(["session", "branch", "latest", "feature", "--worktree", deep, "--json"]);
+    expect(made.status, made.stderr).toBe(0);
+    expect(git(deep, "rev-parse", "--abbrev-ref", "HEAD")).toBe("apex/feature");
+  });
+
   it("refuses a --worktree directory that exists and is not empty, or an empty name, leaving no git branch and no session", () => {
     const { p, dir, worktree } = repoProject();
     p.start(["--task", "main"]);

@@ -2,7 +2,7 @@
 // case-insensitive), an invite's address as a URL parser writes it, a grant revoked under
 // `logs -f` and `memory watch`, the commands an error's hint names (they reach the remote session). A real `apex serve` on
 // loopback in front of a live session; the built CLI.
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
@@ -56,6 +56,52 @@ describe("remote targets", () => {
       expect(JSON.parse(login.stdout)).toMatchObject({ host: url.replace(/^http:\/\//, ""), session: null });
     }
     expect(JSON.parse(ok(p.apex(["--remote", `${url.replace(/^http:\/\//, "")}/${sid}`, "status", "--json"], { env }))).session.session_id).toBe(sid);
+  });
+
+  it("a token saved for a host in capitals is found for it in small letters, as host names are (login kept the host as typed; requests looked it up in small letters)", async () => {
+    const port = new URL(url).port;
+    const file = join(p.dir, "token-vera-case.txt");
+    writeFileSync(file, `${viewer}\n`);
+    const credentials = join(p.dir, "credentials-case.json");
+    const env = { APEX_CREDENTIALS: credentials };
+    const login = p.apex(["login", `http://LOCALHOST:${port}/${sid}`, "--token-file", file, "--json"], { env });
+    expect(login.status, login.stderr).toBe(0);
+    expect(JSON.parse(login.stdout)).toMatchObject({ host: `localhost:${port}`, session: sid });
+    expect(Object.keys(JSON.parse(readFileSync(credentials, "utf8")).hosts)).toEqual([`localhost:${port}`]);
+    // Without a scheme, LOCALHOST is loopback too (reached over http, as localhost is): it was tried over https.
+    for (const target of [`http://localhost:${port}/${sid}`, `HTTP://LocalHost:${port}/${sid}`, `localhost:${port}/${sid}`, `LOCALHOST:${port}/${sid}`]) {
+      const status = p.apex(["--remote", target, "status", "--json"], { env });
+      expect(status.status, status.stderr).toBe(0);
+      expect(JSON.parse(status.stdout).session.session_id).toBe(sid);
+    }
+    const connect = p.apexAsync(["connect", `http://Localhost:${port}/${sid}`, "--json"], { env });
+    stops.push(() => endChild(connect));
+    const first = await waitFor("connect's first line", () => (connect.output().includes("\n") ? connect.output().split("\n")[0] : connect.child.exitCode !== null ? connect.errors() || "exited" : undefined));
+    await endChild(connect);
+    expect(JSON.parse(first!)).toMatchObject({ connected: { user: "vera", role: "viewer", session_id: sid } });
+  });
+
+  it("a credentials file an older APEX wrote, with a host in capitals, is read by the host in small letters, and the next login folds its keys of one host into one", () => {
+    const port = new URL(url).port;
+    const credentials = join(p.dir, "credentials-old.json");
+    const env = { APEX_CREDENTIALS: credentials };
+    // The session's token under the host in capitals; a later one, of no grant, for the host under its name in small letters.
+    const older = { token: viewer, saved_at: "2026-01-01T00:00:00.000Z", session: sid, sessions: { [sid]: { token: viewer, saved_at: "2026-01-01T00:00:00.000Z" } } };
+    const later = { token: `apx_0123456789abcdef_${"A".repeat(43)}`, saved_at: "2026-02-01T00:00:00.000Z" };
+    writeFileSync(credentials, `${JSON.stringify({ version: 1, hosts: { [`LOCALHOST:${port}`]: older, [`localhost:${port}`]: later } })}\n`, { mode: 0o600 });
+    const status = p.apex(["--remote", `localhost:${port}/${sid}`, "status", "--json"], { env });
+    expect(status.status, status.stderr).toBe(0);
+    expect(JSON.parse(status.stdout).session.session_id).toBe(sid);
+
+    // A login to the host alone: its token is the host's last saved, the session's own stays.
+    const file = join(p.dir, "token-otto-case.txt");
+    writeFileSync(file, `${operator}\n`);
+    ok(p.apex(["login", `Localhost:${port}`, "--token-file", file, "--json"], { env }));
+    const saved = JSON.parse(readFileSync(credentials, "utf8")).hosts;
+    expect(Object.keys(saved)).toEqual([`localhost:${port}`]);
+    expect(saved[`localhost:${port}`]).toMatchObject({ token: operator, sessions: { [sid]: { token: viewer } } });
+    const whoami = p.apex(["--remote", `LOCALHOST:${port}/${sid}`, "status", "--json"], { env });
+    expect(whoami.status, whoami.stderr).toBe(0);
   });
 
   it("share --url: the invite names the server as a URL parser writes it (host in small letters, the scheme's own port left out)", () => {

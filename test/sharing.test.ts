@@ -7,7 +7,7 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
-import { parseRemote, remoteEndpoint } from "../plugins/sharing/remote.js";
+import { borrowedTokenSession, parseRemote, remoteEndpoint, tokenFor } from "../plugins/sharing/remote.js";
 import { callRemote, subscribeRemote } from "../plugins/sharing/http-client.js";
 import { authenticate, checkUser, grantPath, madeWith, roleAllows, type GrantRecord } from "../plugins/sharing/grants.js";
 import { AcceptedTokens, clientKey, ConnectionLimit, LoginThrottle, RefusedTokens } from "../plugins/sharing/throttle.js";
@@ -41,8 +41,44 @@ describe("remote targets", () => {
     expect(remoteEndpoint(target)).toBe(`${origin}/api/sessions/${SID}`);
   });
 
+  // The host as a URL parser writes it (the key a saved token is found by); the session as given, whose case is its own.
+  it.each([
+    ["Build-Box.Example:9000/Sess-1", "https://build-box.example:9000", "build-box.example:9000", "Sess-1"],
+    ["HTTP://LOCALHOST:7000/Main", "http://localhost:7000", "localhost:7000", "Main"],
+    ["LocalHost:Main", "http://localhost:7433", "localhost:7433", "Main"],
+    ["[::FFFF:7F00:1]:7000/s", "https://[::ffff:7f00:1]:7000", "[::ffff:7f00:1]:7000", "s"],
+  ])("%s → host %s, session as given", (text, origin, host, sessionId) => {
+    expect(parseRemote(text)).toEqual({ origin, host, sessionId });
+  });
+
+  it("reads a credentials file with one host under two keys (an older APEX kept the host as typed) as one entry: the host's token saved last, each session's own", () => {
+    const { dir, cleanup } = tempDir();
+    const saved = { APEX_CREDENTIALS: process.env.APEX_CREDENTIALS, APEX_TOKEN: process.env.APEX_TOKEN };
+    const token = (n: number) => `apx_${"0".repeat(15)}${n}_${"A".repeat(42)}${n}`;
+    try {
+      process.env.APEX_CREDENTIALS = join(dir, "credentials.json");
+      delete process.env.APEX_TOKEN;
+      const older = { token: token(1), saved_at: "2026-01-01T00:00:00.000Z", session: "s1", sessions: { s1: { token: token(1), saved_at: "2026-01-01T00:00:00.000Z" } } };
+      const later = { token: token(2), saved_at: "2026-02-01T00:00:00.000Z" };
+      writeFileSync(process.env.APEX_CREDENTIALS, JSON.stringify({ version: 1, hosts: { "Build-Box:7433": older, "build-box:7433": later } }), { mode: 0o600 });
+      for (const host of ["build-box:7433", "BUILD-BOX:7433"]) {
+        expect(tokenFor(host, "s1")).toBe(token(1));
+        expect(tokenFor(host, "s2")).toBe(token(2));
+        expect(tokenFor(host)).toBe(token(2));
+      }
+      // The host's last token was saved for no session in particular: not s1's, which the older entry named.
+      expect(borrowedTokenSession("build-box:7433", "s2")).toBeUndefined();
+    } finally {
+      for (const [name, value] of Object.entries(saved)) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+      cleanup();
+    }
+  });
+
   // A user part (`trusted@other`) would be read by URL as user info: the request would go to `other`.
-  it.each(["build-box", "build-box:7433", "host:99999/s", "/only-a-session", "a b/c", "host/../etc", "trusted.example@other.example/s", "user@host:7433/s", "host#frag/s", "host?q/s"])("refuses %s with a usage error", (text) => {
+  it.each(["build-box", "build-box:7433", "host:99999/s", "/only-a-session", "a b/c", "host/../etc", "trusted.example@other.example/s", "user@host:7433/s", "host#frag/s", "host?q/s", "1.2.3.4.5:7433/s"])("refuses %s with a usage error", (text) => {
     expect(() => parseRemote(text)).toThrowError(expect.objectContaining({ code: "APEX_E_USAGE" }));
   });
 

@@ -5,7 +5,7 @@
  * checkpoint gets its git state (beforeCheckpoint) and retention runs after it.
  */
 import { spawnSync } from "node:child_process";
-import { existsSync, readdirSync, realpathSync, statSync, writeFileSync } from "node:fs";
+import { accessSync, constants, existsSync, mkdirSync, readdirSync, realpathSync, rmdirSync, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { currentActor } from "../../core/actor.js";
@@ -104,6 +104,7 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
   if (typeof options.worktree === "string") {
     refuseReservedWorktree(location, resolve(options.worktree));
     refuseUnderFile(resolve(options.worktree));
+    refuseUnmakeable(resolve(options.worktree));
   }
   // By default beside the repository (a project in a subdirectory of it too: not inside its working tree).
   let dir: string | undefined;
@@ -267,6 +268,70 @@ function refuseUnderFile(dir: string): void {
     }
     if (dirname(at) === at) return;
   }
+}
+
+/** Why the system refused to make a directory, for the errors that are the place's (not a full disk's). */
+const UNMAKEABLE: Record<string, (parent: string) => string> = {
+  EACCES: (parent) => `this user may not write in ${parent} (permission denied)`,
+  EPERM: (parent) => `${parent} takes no new directories (operation not permitted)`,
+  EROFS: (parent) => `${parent} is on a read-only file system`,
+  // mkdir in /proc: ENOENT, though /proc exists.
+  ENOENT: (parent) => `${parent} takes no new directories (a pseudo file system, such as /proc)`,
+  ENAMETOOLONG: () => "a name in it is too long",
+};
+
+/**
+ * A DIR this user cannot make (no permission to write where it goes, a read-only file system, a
+ * pseudo file system such as /proc): a usage error (exit 2) before anything is read or made, with
+ * the system's reason. It was git's "could not create directory", APEX_E_GIT_FAILED, exit 1.
+ * Found by making its missing directories, one by one, and removing them at once: root passes
+ * every permission check (access(2) says yes) and is still refused by /proc. (Not mkdir's
+ * recursive mode: Node's loops for ever on the ENOENT /proc answers.) An empty DIR that exists,
+ * which git writes its .git file in, is asked access(2) only.
+ */
+function refuseUnmakeable(dir: string): void {
+  const missing: string[] = [];
+  let at = dir;
+  for (; !existsSync(at) && dirname(at) !== at; at = dirname(at)) missing.unshift(at);
+  if (missing.length === 0) {
+    // Not empty (or not a directory): refused later as taken (APEX_E_CONFLICT).
+    if (!statSync(dir).isDirectory() || readdirSync(dir).length > 0) return;
+    try {
+      accessSync(dir, constants.W_OK | constants.X_OK);
+    } catch (error) {
+      throwUnmakeable(dir, dir, error);
+    }
+    return;
+  }
+  const made: string[] = [];
+  try {
+    for (const each of missing) {
+      mkdirSync(each);
+      made.push(each);
+    }
+  } catch (error) {
+    // One that appeared meanwhile (another command, a link left dangling): git says what it finds there.
+    throwUnmakeable(dir, missing[made.length]!, error);
+  } finally {
+    for (const each of made.reverse()) {
+      try {
+        rmdirSync(each);
+      } catch {
+        // something was put in it meanwhile: not ours to remove
+      }
+    }
+  }
+}
+
+function throwUnmakeable(dir: string, failed: string, error: unknown): void {
+  const code = (error as NodeJS.ErrnoException).code ?? "";
+  const exists = failed === dir && existsSync(dir);
+  const why = Object.hasOwn(UNMAKEABLE, code) ? UNMAKEABLE[code]!(exists ? dir : dirname(failed)) : undefined;
+  if (why === undefined) return;
+  throw new ApexError("APEX_E_USAGE", `--worktree ${dir} ${exists ? "cannot hold a worktree" : "cannot be created there"}: ${why}; nothing was made.`, {
+    hint: "Give --worktree a directory this user can create (in one it may write to), or give --worktree alone for ../<repository>-NAME.",
+    details: { path: dir, cannot_create: failed, errno: code },
+  });
 }
 
 /** The worktree that has `branch` checked out (its path and HEAD), from `git worktree list --porcelain`. */

@@ -23,11 +23,16 @@ export const DEFAULT_PORT = 7433;
 export const SESSION_REF = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 export function isLoopback(host: string): boolean {
-  const bare = host.replace(/^\[|\]$/g, "");
+  // A host name in any case (LOCALHOST), as DNS reads it: it was reached over https, as a host off loopback is.
+  const bare = host.replace(/^\[|\]$/g, "").toLowerCase();
   return bare === "localhost" || bare === "::1" || /^127\.\d+\.\d+\.\d+$/.test(bare);
 }
 
-/** Splits `host[:port]` (IPv6 in brackets) into its parts; the port defaults to 7433. */
+/**
+ * Splits `host[:port]` (IPv6 in brackets) into its parts; the port defaults to 7433. The host as a
+ * URL parser writes it (small letters, an IPv4 or IPv6 address in its usual form), as requests
+ * look their token up by it: a token saved for Build-Box:7433 was not found for build-box:7433.
+ */
 export function parseHostPort(text: string): { hostname: string; port: number } {
   // A name or an IPv4 address, or IPv6 in brackets: nothing a URL reads otherwise ('@' would make the rest user info).
   const match = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9._-]*)(?::(\d{1,5}))?$/.exec(text);
@@ -38,10 +43,33 @@ export function parseHostPort(text: string): { hostname: string; port: number } 
       hint: "Give the host first and the token on stdin, with --token-file FILE or APEX_TOKEN, e.g. `apex login build-box:7433 < token.txt`.",
     });
   }
-  if (!match || port < 1 || port > 65535) {
+  const hostname = match ? urlHostname(match[1]!) : undefined;
+  if (hostname === undefined || port < 1 || port > 65535) {
     throw new ApexError("APEX_E_USAGE", `Cannot read the host ${JSON.stringify(withoutTokens(text))}.`, { hint: "Write it as HOST or HOST:PORT, e.g. build-box:7433 or [::1]:7433." });
   }
-  return { hostname: match[1]!, port };
+  return { hostname, port };
+}
+
+/** A host name or address as `new URL` writes it; undefined for one it refuses (1.2.3.4.5, 300.1.1.1). */
+function urlHostname(host: string): string | undefined {
+  try {
+    return new URL(`http://${host}/`).hostname;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The key of a host in the credentials file, `host:port` as parseHostPort writes it. A key it
+ * cannot read (a file edited by hand) stays as it is.
+ */
+function hostKey(key: string): string {
+  try {
+    const { hostname, port } = parseHostPort(key);
+    return `${hostname}:${port}`;
+  } catch {
+    return key;
+  }
 }
 
 /**
@@ -148,7 +176,37 @@ function readCredentials(): CredentialsFile {
   }
   const hosts = (parsed as Partial<CredentialsFile> | null)?.hosts;
   if (hosts === null || typeof hosts !== "object" || Array.isArray(hosts)) throw damagedCredentials(file, "no \"hosts\" object");
-  return parsed as CredentialsFile;
+  return { ...(parsed as CredentialsFile), hosts: foldedHosts(hosts) };
+}
+
+type HostEntry = CredentialsFile["hosts"][string];
+
+/**
+ * The hosts by their keys as parseHostPort writes them: an older APEX kept the host as it was
+ * typed (Build-Box:7433), which requests, looking it up in small letters, did not find. Two keys
+ * of one host are one entry: the token saved last, and each session's token saved last.
+ */
+function foldedHosts(hosts: Record<string, HostEntry>): Record<string, HostEntry> {
+  // No prototype: a key of a file edited by hand ("__proto__") is a key like any other.
+  const folded: Record<string, HostEntry> = Object.create(null);
+  const savedAt = (entry: unknown) => String((entry as Partial<SavedToken> | null)?.saved_at ?? "");
+  for (const [key, entry] of Object.entries(hosts)) {
+    const canonical = hostKey(key);
+    const other = Object.hasOwn(folded, canonical) ? folded[canonical] : undefined;
+    if (other === undefined) {
+      folded[canonical] = entry;
+      continue;
+    }
+    const [older, newer] = savedAt(other) > savedAt(entry) ? [entry, other] : [other, entry];
+    const sessions = { ...savedSessions(older) };
+    for (const [session, token] of Object.entries(savedSessions(newer))) {
+      if (!Object.hasOwn(sessions, session) || savedAt(token) >= savedAt(sessions[session])) sessions[session] = token;
+    }
+    // The host's token, and the session it was saved for, are the newer entry's alone: the older one's session is not its token's.
+    const { sessions: _, ...last } = newer;
+    folded[canonical] = { ...last, ...(Object.keys(sessions).length > 0 ? { sessions } : {}) };
+  }
+  return folded;
 }
 
 function credentialsDirectory(file: string): ApexError {
@@ -166,6 +224,7 @@ function damagedCredentials(file: string, why: string, cause?: unknown): ApexErr
 export function saveCredential(host: string, token: string, sessions: string[] = []): string {
   const file = credentialsFile();
   const data = readCredentials();
+  host = hostKey(host);
   const saved_at = new Date().toISOString();
   // The other sessions' tokens stay: logging in to one session of a server replaced the token of every other.
   const bySession = { ...savedSessions(data.hosts[host]) };
@@ -203,6 +262,12 @@ function warnIfReadableByOthers(file: string): void {
   process.stderr.write(`warning: ${file} holds tokens and other users may read it (mode ${mode.toString(8).padStart(4, "0")}): chmod 600 ${file}\n`);
 }
 
+/** What is saved for `host` (HOST:PORT, in any case). */
+function savedEntry(data: CredentialsFile, host: string): HostEntry | undefined {
+  const key = hostKey(host);
+  return Object.hasOwn(data.hosts, key) ? data.hosts[key] : undefined;
+}
+
 /** A host's per-session tokens, as saved (none in a file an older APEX wrote). */
 function savedSessions(entry: CredentialsFile["hosts"][string] | undefined): Record<string, SavedToken> {
   const sessions = entry?.sessions;
@@ -229,7 +294,7 @@ function sessionToken(entry: CredentialsFile["hosts"][string] | undefined, sessi
 export function borrowedTokenSession(host: string, session: string): string | undefined {
   if (process.env.APEX_TOKEN) return undefined;
   try {
-    const entry = readCredentials().hosts[host];
+    const entry = savedEntry(readCredentials(), host);
     if (!entry || sessionToken(entry, session) !== undefined) return undefined;
     return typeof entry.session === "string" && entry.session !== session ? entry.session : undefined;
   } catch {
@@ -250,7 +315,7 @@ export function isApexToken(text: unknown): text is string {
  */
 export function tokenFor(host: string, session?: string): string {
   const fromEnv = process.env.APEX_TOKEN;
-  const entry = fromEnv ? undefined : readCredentials().hosts[host];
+  const entry = fromEnv ? undefined : savedEntry(readCredentials(), host);
   const saved = fromEnv ? undefined : ((sessionToken(entry, session) as string | undefined) ?? entry?.token);
   if (saved) warnIfReadableByOthers(credentialsFile());
   const token = fromEnv || saved;
