@@ -420,7 +420,7 @@ async function sequence(seed: number, dir: string, steps: number, via: SessionCl
     const savers = [pick(rng, apexes), ...sent.map(() => pick(rng, apexes))];
     await Promise.all([savers[0]!.put(config, checkpoint, metadata, newVersions), ...sent.map(({ task, path, writes }, i) => savers[i + 1]!.putWrites(target, writes, task, path))]);
     record();
-    for (const task of tasks) model.written(thread, id);
+    for (const _task of tasks) model.written(thread, id);
     await compare(`getTuple after a burst of put and writes ${JSON.stringify([thread, ns, id, tasks])}`, (saver) => saver.getTuple(target), normalTuple);
   };
 
