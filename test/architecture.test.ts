@@ -1,7 +1,6 @@
 import { readFileSync, readdirSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 import { describe, expect, it } from "vitest";
-// @ts-expect-error: a plain ES module script without type declarations
 import { cycles, importGraph } from "../scripts/import-cycles.mjs";
 import { writeFileSync } from "node:fs";
 import { REPO_ROOT, runApex, tempDir } from "./helpers/cli.js";

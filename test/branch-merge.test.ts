@@ -20,6 +20,7 @@ import { Engine } from "../core/engine.js";
 import type { Config } from "../core/config/types.js";
 import { reconstructSession } from "../plugins/checkpoint/recover.js";
 import { forEachBackend } from "./support/backends.js";
+import { commandContext } from "./support/command-context.js";
 
 let store: Store;
 let tick = 0;
@@ -617,7 +618,7 @@ describe("retention", () => {
     // Cleanup's text names the sessions in its reasons as the other commands do, by name (it printed whole ids); --json keeps the ids.
     const lines: string[] = [];
     const json: unknown[] = [];
-    const context = {
+    const context = commandContext({
       config: { storeDir: store.dir, session: {} } as Config,
       projectDir: store.dir,
       engine: new Engine(),
@@ -625,7 +626,7 @@ describe("retention", () => {
       storeExists: async () => true,
       print: (text: string) => lines.push(text),
       printJson: (value: unknown) => json.push(value),
-    };
+    });
     expect(await runCleanupCommand({ args: [], options: { dryRun: true } }, context, { keepLast: 1, maxCheckpoints: 100 })).toBe(0);
     const text = lines.join("\n");
     expect(text).toContain("Session src (ended): 3 checkpoints, keep 3, remove 0");

@@ -69,10 +69,6 @@ function list(args: string[] = []): { session_id: string; total: number; taken: 
   return ok(["checkpoint", "list", "--limit", "1000", ...args, "--json"]);
 }
 
-function triggers(): string[] {
-  return list(["--oldest"]).items.map((item) => item.trigger);
-}
-
 function memory(path: string): unknown {
   const result = project!.apex(["memory", "show", path, "--json"]);
   return result.status === 0 ? JSON.parse(result.stdout).value : undefined;

@@ -8,7 +8,6 @@ import { openStore } from "../core/store/open.js";
 import { listCheckpoints, resolveCheckpoint, restoreCheckpoint } from "../plugins/checkpoint/checkpoints.js";
 import { validateStore } from "../plugins/checkpoint/validate.js";
 import { REPO_ROOT, tempDir } from "./helpers/cli.js";
-// @ts-expect-error -- a plain ESM fixture shared with the child process (no type declarations)
 import { SESSION, memoryAt, tasksAt } from "./fixtures/checkpoint-crash-state.mjs";
 
 const CHILD = join(REPO_ROOT, "test/fixtures/checkpoint-crash-child.mjs");

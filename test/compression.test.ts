@@ -415,7 +415,7 @@ describe("automatic compression after each checkpoint (after: N)", () => {
     const config = { session: { max_checkpoints: 100, auto_checkpoint_interval: 300, auto_recovery: true, session_timeout: 0, backup_location: ".apex/backups" } } as Config;
     const engine = new Engine({ config, store, warn: (message) => { throw new Error(`unexpected warning: ${message}`); } });
     // compression requires the checkpoint plugin, applied first.
-    await engine.use(checkpoint, { options: {}, source: { kind: "built-in", label: "built-in" } });
+    await engine.use(checkpoint, { options: { triggers: [], paths: ["/"] }, source: { kind: "built-in", label: "built-in" } });
     await engine.use(compression, { options, source: { kind: "built-in", label: "built-in" } });
     return engine;
   }

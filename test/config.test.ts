@@ -1274,7 +1274,7 @@ describe("apex config (end to end, built CLI)", () => {
       }
     };
     walk(configSchema(), "apex.config.schema.json");
-    for (const name of ["checkpoint", "retention", "git", "compression", "sharing", "metrics", "history", "archive"]) walk(builtinPluginSchema(name), `plugins/${name}.schema.json`);
+    for (const name of ["checkpoint", "retention", "git", "compression", "sharing", "metrics", "history", "archive"] as const) walk(builtinPluginSchema(name), `plugins/${name}.schema.json`);
     expect(found.sort()).toEqual(Object.keys(where).sort());
     // Each set too long, as a number and as a string by turns: one config, every problem listed.
     const config: Record<string, unknown> = { agents: { worker: { command: "node", args: ["-e", "1"] } } };

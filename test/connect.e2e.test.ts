@@ -235,9 +235,9 @@ describe("the live view's renderer", () => {
     notice: null,
     events: Array.from({ length: 30 }, (_, i) => ({ seq: i + 1, at: `2026-12-02T10:00:${String(i).padStart(2, "0")}Z`, type: "task.added", actor: "user:otto", task: `t-${i}`, title: `task number ${i}` })),
     status: {
-      session: { session_id: "3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b", project_id: "p", status: "paused", stored_status: "paused", initial_task: "x", created_at: "", updated_at: "", supervisor: null, restored_from: null },
+      session: { session_id: "3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b", name: null, project_id: "p", status: "paused", stored_status: "paused", initial_task: "x", created_at: "", updated_at: "", supervisor: null, host: null, remote: false, lease_expires_at: null, restored_from: null, worktree: null, event_seq: 30 },
       agents: [
-        { name: "a-very-long-agent-name", status: "paused", pid: 42, pgid: 42, alive: true, process_state: "T", processes: [42], task: "t-0001", reported_status: null, restarts: 0, uptime_seconds: 3, cpu_seconds: 1.234, last_exit: null },
+        { name: "a-very-long-agent-name", status: "paused", pid: 42, pgid: 42, last_pid: 42, restart_at: null, alive: true, process_state: "T", processes: [42], stopping: [], stopped: [42], task: "t-0001", reported_status: null, restarts: 0, uptime_seconds: 3, cpu_seconds: 1.234, last_exit: null },
       ],
       tasks: { pending: 2, active: 1, completed: 3, failed: 0, total: 6 },
       last_checkpoint: { key: "k", id: "c", sequence: 7, trigger: "onPause", created_at: "2026-12-02T10:00:04Z", description: "paused by otto" },

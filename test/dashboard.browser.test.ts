@@ -404,8 +404,8 @@ describe("the dashboard of a viewer, whose session's last events are shares", ()
   it("lists no share event, and follows the one stream: the events it is not shown do not leave it behind the status", async () => {
     const { sid, url, token } = await servedToViewer();
     // The session's last events: grants the viewer is not to learn of (the status's event_seq counts them).
-    for (const user of ["otto", "olga"]) expect(project.apex(["session", "share", "current", user, "--role", "operator"]).status).toBe(0);
-    context = await chromium.launchPersistentContext(join(project.dir, "chromium-profile"), { executablePath: "/usr/bin/chromium", headless: true, args: FLAGS, viewport: { width: 1280, height: 900 } });
+    for (const user of ["otto", "olga"]) expect(project!.apex(["session", "share", "current", user, "--role", "operator"]).status).toBe(0);
+    context = await chromium.launchPersistentContext(join(project!.dir, "chromium-profile"), { executablePath: "/usr/bin/chromium", headless: true, args: FLAGS, viewport: { width: 1280, height: 900 } });
     const page = await context.newPage();
     const streams: string[] = [];
     page.on("request", (request) => void (request.url().endsWith("/stream") && streams.push(request.url())));
@@ -425,7 +425,7 @@ describe("the dashboard of a viewer, whose session's last events are shares", ()
 describe("the dashboard's plots of a lone point", () => {
   it("draw a session's one checkpoint, and the first sample, over minutes, not over years to come", async () => {
     const { sid, url, token } = await servedToViewer();
-    context = await chromium.launchPersistentContext(join(project.dir, "chromium-profile"), { executablePath: "/usr/bin/chromium", headless: true, args: FLAGS, viewport: { width: 1280, height: 900 } });
+    context = await chromium.launchPersistentContext(join(project!.dir, "chromium-profile"), { executablePath: "/usr/bin/chromium", headless: true, args: FLAGS, viewport: { width: 1280, height: 900 } });
     const page = await context.newPage();
     await page.goto(`${url}/#session=${sid}&token=${token}`);
     // The session's one checkpoint (onStart): uPlot's own range for one point ran to 2029.

@@ -3,6 +3,7 @@ import { AsyncSeriesHook, SyncHook } from "tapable";
 import { Engine, type ApexPlugin, type CheckpointDraft, type ErrorContext, type SessionContext } from "../core/engine.js";
 import { definePlugin } from "../core/plugins.js";
 import { ApexError } from "../core/errors.js";
+import { commandContext } from "./support/command-context.js";
 
 const session = (): SessionContext => ({ sessionId: "s-1", session: { status: "active" } });
 const task = { ...session(), task: { id: "t-1", title: "write tests" } };
@@ -509,7 +510,7 @@ describe("engine: extension points", () => {
         },
       }),
     );
-    const context = { config: undefined, projectDir: undefined, print() {}, printJson() {} };
+    const context = commandContext({ config: undefined, projectDir: undefined, print() {}, printJson() {} });
     await expect(engine.runCommand("greet", { args: [], options: { name: "x" } }, context)).resolves.toBe(0);
     await expect(engine.runCommand("greet", { args: [], options: {} }, context)).rejects.toThrow("plugin greeter failed in command greet: --name is required");
     // An ApexError is the command's answer (usage, not found…): it passes as it is.

@@ -7,7 +7,7 @@
 import { existsSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { Project, isAlive, waitFor } from "./fixtures/agents/harness.js";
+import { Project, waitFor } from "./fixtures/agents/harness.js";
 import { slowHooksProject } from "./support/slow-hooks.js";
 
 // A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.

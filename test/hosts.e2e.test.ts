@@ -229,7 +229,7 @@ describe("two hosts on one PostgreSQL database", () => {
       join(a.dir, "slow-stop.mjs"),
       'export default { name: "slow-stop", version: "1.0.0", apply(apex) { apex.hooks.beforeStop.tapPromise("slow-stop", () => new Promise((done) => setTimeout(done, 4500))); } };\n',
     );
-    const ready = a.start(["--task", "a slow stop"]);
+    a.start(["--task", "a slow stop"]);
     const stopping = a.apexAsync(["stop", "--json"], { env: { APEX_HOST: "host-a" } });
     const seen: string[] = [];
     // (host-b only looks: a takeover tried while the stop is ending could win once it has ended.)
@@ -262,7 +262,7 @@ describe("two hosts on one PostgreSQL database", () => {
       await waitFor("the busy writes to begin", () => store.get("/busy/n") !== undefined, 30_000);
       while (reached.child.exitCode === null) {
         const row = readLease(store, ready.session_id)!;
-        margins.push(Date.parse(row.expires_at) - store.now());
+        margins.push(Date.parse(row.expires_at) - store.now!());
         await new Promise((done) => setTimeout(done, 10));
       }
       expect((await reached.done).status).toBe(0);

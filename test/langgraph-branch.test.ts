@@ -77,11 +77,11 @@ describe("LangGraph threads in a branch session", () => {
       // The branch at the step: the step, its channels, no pending write (the interrupt came after).
       const first = saverOf(dir, "at-step");
       const resumed = await first.getTuple(thread);
-      expect(resumed!.checkpoint.id).toBe(c1.configurable.checkpoint_id);
+      expect(resumed!.checkpoint.id).toBe(c1.configurable!.checkpoint_id);
       expect(resumed!.checkpoint.channel_values).toEqual({ steps: ["input", "prepare"], big: "B".repeat(1000) });
       expect(resumed!.metadata).toEqual({ source: "loop", step: 0, parents: {} });
       // Its parent is the parent session's history, read there (the branch's starts at the branch point).
-      expect(resumed!.parentConfig?.configurable?.checkpoint_id).toBe(c0.configurable.checkpoint_id);
+      expect(resumed!.parentConfig?.configurable?.checkpoint_id).toBe(c0.configurable!.checkpoint_id);
       expect(await first.getTuple(c0)).toBeUndefined();
       expect(resumed!.pendingWrites).toEqual([]);
       // Its namespace "inner:1" was put after the step: not at the branch point.
@@ -90,12 +90,12 @@ describe("LangGraph threads in a branch session", () => {
       // The branch at the manual checkpoint: the interrupt, not the answer; both namespaces; one step each in its list.
       const second = saverOf(dir, "at-manual");
       const waiting = await second.getTuple(thread);
-      expect(waiting!.checkpoint.id).toBe(c1.configurable.checkpoint_id);
+      expect(waiting!.checkpoint.id).toBe(c1.configurable!.checkpoint_id);
       expect(waiting!.pendingWrites).toEqual([["task-ask", "__interrupt__", { question: "colour?" }]]);
       expect((await second.getTuple(sub))!.checkpoint.channel_values).toEqual({ inner: 1 });
       const listed = [];
       for await (const tuple of second.list(thread)) listed.push(tuple.checkpoint.id);
-      expect(listed).toEqual([c1.configurable.checkpoint_id]);
+      expect(listed).toEqual([c1.configurable!.checkpoint_id]);
       // Read by its id too (a graph's getState at a given checkpoint).
       expect((await second.getTuple(c1))!.checkpoint.channel_values.steps).toEqual(["input", "prepare"]);
 
@@ -103,7 +103,7 @@ describe("LangGraph threads in a branch session", () => {
       const parent3 = saverOf(dir);
       await parent3.deleteThread("t1");
       await parent3.close();
-      expect((await saverOf(dir, "at-manual").getTuple(thread))!.checkpoint.id).toBe(c1.configurable.checkpoint_id);
+      expect((await saverOf(dir, "at-manual").getTuple(thread))!.checkpoint.id).toBe(c1.configurable!.checkpoint_id);
       // A branch made now at that checkpoint cannot resume the thread, and says why (it named retention and checkpoint delete only).
       const late = runApex(["session", "branch", manual, "after-delete", "--json"], { cwd: dir });
       expect(late.status, late.stderr).toBe(0);

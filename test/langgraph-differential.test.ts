@@ -20,7 +20,7 @@
 // (a version names one value: ApexSaver keeps the parent's); channel values without a
 // channel version, and top-level fields of a checkpoint besides LangGraph's six (MemorySaver and
 // SqliteSaver keep the former and drop the latter, PostgresSaver the other way round, as ApexSaver).
-import { JsonPlusSerializer, MemorySaver, type Checkpoint, type CheckpointMetadata, type CheckpointTuple, type PendingWrite } from "@langchain/langgraph-checkpoint";
+import { JsonPlusSerializer, MemorySaver, type BaseCheckpointSaver, type Checkpoint, type CheckpointMetadata, type CheckpointTuple, type PendingWrite } from "@langchain/langgraph-checkpoint";
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { afterEach, describe, expect, it } from "vitest";
 import type { SessionClient } from "../core/session/client.js";
@@ -327,13 +327,13 @@ async function sequence(seed: number, dir: string, steps: number, via: SessionCl
     for (const saver of apexes) await saver.close();
   });
   expect((await (apexes[0] as unknown as { connected(): Promise<SessionClient> }).connected()).via).toBe(via);
-  const memory = new MemorySaver();
+  const memory: BaseCheckpointSaver = new MemorySaver();
   const model = new Model();
   let step = 0;
   const where = (what: string) => `seed ${seed}, step ${step}: ${what}`;
 
   /** Runs `run` on MemorySaver and one of the ApexSavers; `excused`: ApexSaver's failure where MemorySaver did not fail is a difference of the contract's (see where it is given). */
-  const compare = async (what: string, run: (saver: ApexSaver | MemorySaver) => Promise<unknown>, normal: (result: any) => unknown, excused?: (error: string) => boolean) => {
+  const compare = async (what: string, run: (saver: BaseCheckpointSaver) => Promise<unknown>, normal: (result: any) => unknown, excused?: (error: string) => boolean) => {
     const saver = pick(rng, apexes);
     const expected = await outcome(() => run(memory));
     const actual = await outcome(() => run(saver));
@@ -420,7 +420,7 @@ async function sequence(seed: number, dir: string, steps: number, via: SessionCl
     const savers = [pick(rng, apexes), ...sent.map(() => pick(rng, apexes))];
     await Promise.all([savers[0]!.put(config, checkpoint, metadata, newVersions), ...sent.map(({ task, path, writes }, i) => savers[i + 1]!.putWrites(target, writes, task, path))]);
     record();
-    for (const task of tasks) model.written(thread, id);
+    for (const _task of tasks) model.written(thread, id);
     await compare(`getTuple after a burst of put and writes ${JSON.stringify([thread, ns, id, tasks])}`, (saver) => saver.getTuple(target), normalTuple);
   };
 
@@ -551,7 +551,7 @@ async function sequence(seed: number, dir: string, steps: number, via: SessionCl
   // Every thread namespace's latest checkpoint and the whole history, read by a saver with nothing cached.
   const fresh = new ApexSaver({ project: dir });
   apexes.push(fresh);
-  const everything = async (saver: ApexSaver | MemorySaver) => {
+  const everything = async (saver: BaseCheckpointSaver) => {
     const read = new Map<string, unknown>();
     for (const thread of THREADS) for (const ns of NAMESPACES) read.set(`latest of ${JSON.stringify([thread, ns])}`, normalTuple(await saver.getTuple({ configurable: { thread_id: thread, checkpoint_ns: ns } })));
     for (const tuple of await collect(saver.list({ configurable: {} }))) read.set(`listed ${JSON.stringify(tuple.config.configurable)}`, normalTuple(tuple));

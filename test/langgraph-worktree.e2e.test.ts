@@ -5,7 +5,7 @@
 import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { emptyCheckpoint, uuid6 } from "@langchain/langgraph-checkpoint";
+import { emptyCheckpoint, uuid6, type CheckpointMetadata } from "@langchain/langgraph-checkpoint";
 import { describe, expect, it } from "vitest";
 import { ApexSaver } from "../integrations/langgraph/index.js";
 import { Project } from "./fixtures/agents/harness.js";
@@ -74,7 +74,7 @@ describe("ApexSaver with project: a directory", () => {
       // id too long is named as such.
       const next = emptyCheckpoint();
       next.id = uuid6(-1);
-      await inProject.put({ configurable: { thread_id: "review", checkpoint_ns: "", checkpoint_id: projectStep } }, next, { step: 0, parents: {} }, {});
+      await inProject.put({ configurable: { thread_id: "review", checkpoint_ns: "", checkpoint_id: projectStep } }, next, { step: 0, parents: {} } as CheckpointMetadata /* no source: found by a filter on an undefined one */, {});
       const filtered = async (filter: Record<string, unknown>) => {
         const out: string[] = [];
         for await (const tuple of inProject.list({ configurable: { thread_id: "review" } }, { filter })) out.push(tuple.checkpoint.id);

@@ -334,7 +334,7 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     // The next step drops "b" (as it is now) and changes "a": sent as a delta against the checkpoint cached, it kept "b".
     const next = checkpointOf({ a: "a2" }, { a: 2 });
     const second = await saver.put(first, next, { source: "loop", step: 0, parents: {} }, { a: 2 });
-    const memory = new MemorySaver();
+    const memory: BaseCheckpointSaver = new MemorySaver();
     await memory.put(thread, again, { source: "input", step: -1, parents: {} }, { a: 1 });
     await memory.put(thread, { ...again, channel_values: { a: "a1", b: "b1" }, channel_versions: { a: 1, b: 1 } }, { source: "input", step: -1, parents: {} }, { a: 1, b: 1 });
     await memory.put(first, next, { source: "loop", step: 0, parents: {} }, { a: 2 });
@@ -390,7 +390,7 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     const steps = [];
     for await (const tuple of fresh.list({ configurable: { thread_id: "closing" } })) steps.push(tuple.metadata?.step);
     expect(steps).toEqual([5, 1, 0, -1]);
-    expect((await fresh.getTuple(first))!.pendingWrites.map(([task]) => task).sort()).toEqual(["task-0", "task-1", "task-5"]);
+    expect((await fresh.getTuple(first))!.pendingWrites!.map(([task]) => task).sort()).toEqual(["task-0", "task-1", "task-5"]);
   });
 
   it("a step that drops one channel and adds another drops it (as many channels as before)", async () => {
@@ -448,7 +448,7 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     // Line breaks in what a step's metadata and ids hold stay in their row (they started lines of their own).
     const odd = new ApexSaver({ project: dir });
     cleanups.push(() => odd.close());
-    await odd.put({ configurable: { thread_id: "odd", checkpoint_ns: "" } }, { ...checkpointOf({ x: 1 }, { x: 1 }), id: "id\nstep 9, source forged" }, { source: "loop\nmemory", step: 0, parents: {}, writes: { "node\nx": 1 } } as CheckpointMetadata, { x: 1 });
+    await odd.put({ configurable: { thread_id: "odd", checkpoint_ns: "" } }, { ...checkpointOf({ x: 1 }, { x: 1 }), id: "id\nstep 9, source forged" }, { source: "loop\nmemory", step: 0, parents: {}, writes: { "node\nx": 1 } } as unknown as CheckpointMetadata /* a source LangGraph never writes */, { x: 1 });
     await odd.close();
     const oddShown = runApex(["checkpoint", "show", "checkpoint-008"], { cwd: dir });
     expect(oddShown.stdout).toContain(
@@ -610,7 +610,7 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     const values = { at: when, nested: { at: when }, split: Object.fromEntries(Array.from({ length: 70 }, (_, i) => [`k${i}`, i % 2 ? when : { at: when }])) };
     const versions = { at: 1, nested: 1, split: 1 };
     const config = await saver.put({ configurable: { thread_id: "dates", checkpoint_ns: "" } }, checkpointOf(values, versions), { source: "input", step: -1, parents: {} }, versions);
-    const memory = new MemorySaver(new DateSerde());
+    const memory: BaseCheckpointSaver = new MemorySaver(new DateSerde());
     const remembered = await memory.put({ configurable: { thread_id: "dates", checkpoint_ns: "" } }, checkpointOf(values, versions), { source: "input", step: -1, parents: {} }, versions);
     expect((await memory.getTuple(remembered))!.checkpoint.channel_values).toEqual(values);
     expect((await saver.getTuple(config))!.checkpoint.channel_values).toEqual(values); // each Date was its ISO string
@@ -724,10 +724,10 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     const actions = (JSON.parse(repaired.stdout) as { actions: Array<{ action: string; target: string; reason: string }> }).actions;
     const index = (thread: string, id: string) => `/sessions/${sessionId}/langgraph/${thread}/~/checkpoints/${id}`;
     expect(actions.filter((action) => action.action.includes("langgraph"))).toEqual([
-      { action: "remove-langgraph-step", target: index("solo", soloConfig.configurable.checkpoint_id), reason: `LangGraph checkpoint ${soloConfig.configurable.checkpoint_id}: it names ${sessionId}/checkpoint-005, which this repair removes; its pending write goes with it` },
+      { action: "remove-langgraph-step", target: index("solo", soloConfig.configurable!.checkpoint_id), reason: `LangGraph checkpoint ${soloConfig.configurable!.checkpoint_id}: it names ${sessionId}/checkpoint-005, which this repair removes; its pending write goes with it` },
       { action: "remove-langgraph-step", target: index("t", ids[1]!), reason: `LangGraph checkpoint ${ids[1]}: it names ${sessionId}/checkpoint-002, which is no longer stored; its pending write goes with it` },
       { action: "remove-langgraph-step", target: index("t", ids[3]!), reason: `LangGraph checkpoint ${ids[3]}: it names ${sessionId}/checkpoint-004, which this repair removes; its pending write goes with it` },
-      { action: "move-langgraph-head", target: `/sessions/${sessionId}/langgraph-heads/solo/~`, reason: `it named checkpoint ${soloConfig.configurable.checkpoint_id} (${sessionId}/checkpoint-005), which this repair removes; no checkpoint of that thread namespace is left: it goes` },
+      { action: "move-langgraph-head", target: `/sessions/${sessionId}/langgraph-heads/solo/~`, reason: `it named checkpoint ${soloConfig.configurable!.checkpoint_id} (${sessionId}/checkpoint-005), which this repair removes; no checkpoint of that thread namespace is left: it goes` },
       { action: "move-langgraph-head", target: `/sessions/${sessionId}/langgraph-heads/t/~`, reason: `it named checkpoint ${ids[3]} (${sessionId}/checkpoint-004), which this repair removes; it names checkpoint ${ids[2]} (${sessionId}/checkpoint-003) now, the newest still stored` },
     ]);
     // Nothing of the removed steps is left; the head names step 2, which retention keeps.
@@ -767,20 +767,20 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     const coming = { configurable: { ...thread.configurable, checkpoint_id: uuid6(1) } };
     await saver.putWrites(coming, [["n", 7]], "early-task");
     await saver.close();
-    const late = `/sessions/${sessionId}/langgraph/t/~/writes/${first.configurable.checkpoint_id}`;
+    const late = `/sessions/${sessionId}/langgraph/t/~/writes/${first.configurable!.checkpoint_id}`;
     const warned = runApex(["session", "validate"], { cwd: dir });
     expect(warned.status, warned.stderr).toBe(0);
-    expect(warned.stdout).toContain(`warning langgraph-writes-dangling Checkpoint ${first.configurable.checkpoint_id} of LangGraph thread t of session ${sessionId}: 2 pending writes for it, which is not stored (removed while its tasks ran) and never will be; no read reaches them.`);
+    expect(warned.stdout).toContain(`warning langgraph-writes-dangling Checkpoint ${first.configurable!.checkpoint_id} of LangGraph thread t of session ${sessionId}: 2 pending writes for it, which is not stored (removed while its tasks ran) and never will be; no read reaches them.`);
     expect(warned.stdout).not.toContain(coming.configurable.checkpoint_id);
     const repaired = runApex(["session", "repair", "--json"], { cwd: dir });
     expect(repaired.status, repaired.stderr).toBe(0);
     expect((JSON.parse(repaired.stdout) as { actions: Array<{ action: string }> }).actions.filter((action) => action.action.includes("langgraph"))).toEqual([
-      { action: "remove-langgraph-writes", target: late, reason: `2 pending writes for LangGraph checkpoint ${first.configurable.checkpoint_id}, which is not stored and never will be` },
+      { action: "remove-langgraph-writes", target: late, reason: `2 pending writes for LangGraph checkpoint ${first.configurable!.checkpoint_id}, which is not stored and never will be` },
     ]);
     const keys = await readStore(dir, (store) => [...store.keysBelow(`/sessions/${sessionId}/langgraph`)]);
     expect(keys.filter((key) => key.startsWith(late))).toEqual([]);
     expect(keys.filter((key) => key.includes(coming.configurable.checkpoint_id))).toHaveLength(1);
-    expect(keys.filter((key) => key.includes(second.configurable.checkpoint_id))).toHaveLength(1); // its index record
+    expect(keys.filter((key) => key.includes(second.configurable!.checkpoint_id))).toHaveLength(1); // its index record
     expect(runApex(["session", "validate"], { cwd: dir }).stdout).not.toContain("warning");
   });
 
@@ -856,7 +856,7 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     // A store written before kept such a value as no text at all: it reads as undefined (JSON.stringify's), not as JSON.parse's "Unexpected end of JSON input" on every getTuple of its thread.
     const client = await (saver as unknown as { connected(): Promise<SessionClient> }).connected();
     const empty = { t: "json", d: "" };
-    await client.call("langgraph.putWrites", { thread_id: "fn", checkpoint_ns: "", checkpoint_id: second.configurable.checkpoint_id, task_id: "old", writes: [{ channel: "x", idx: 0, value: empty }] });
+    await client.call("langgraph.putWrites", { thread_id: "fn", checkpoint_ns: "", checkpoint_id: second.configurable!.checkpoint_id, task_id: "old", writes: [{ channel: "x", idx: 0, value: empty }] });
     const old = checkpointOf({}, {});
     await client.call("langgraph.put", { thread_id: "old", checkpoint_ns: "", checkpoint_id: old.id, parent_id: null, format: 4, mode: "full", rest: { t: "json", d: "{}" }, metadata: { t: "json", d: "{}" }, channels: { f: { v: 1, value: empty }, a: { v: 1, value: { t: "json", d: "1" } } } });
     const fresh = new ApexSaver({ project: dir });
@@ -878,10 +878,10 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     const reader = new ApexSaver({ project: dir });
     cleanups.push(() => reader.close());
     expect((await reader.getTuple(thread))!.checkpoint.channel_values).toEqual({ a: "A0" });
-    expect((await reader.getTuple(first))!.config.configurable?.checkpoint_id).toBe(first.configurable.checkpoint_id);
+    expect((await reader.getTuple(first))!.config.configurable?.checkpoint_id).toBe(first.configurable!.checkpoint_id);
     const listed = [];
     for await (const tuple of reader.list(thread)) listed.push(tuple.config.configurable?.checkpoint_id);
-    expect(listed).toEqual([first.configurable.checkpoint_id]);
+    expect(listed).toEqual([first.configurable!.checkpoint_id]);
     await expect(reader.put(first, checkpointOf({ a: "A1" }, { a: 2 }), { source: "loop", step: 0, parents: {} }, { a: 2 })).rejects.toThrow(/broken plugin/);
     await expect(reader.putWrites(first, [["a", "w"]], "task")).rejects.toThrow(/broken plugin/);
     // Tried again by the next write: once the config is fixed, the same saver writes (a delta from what it read).
@@ -914,7 +914,7 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     expect((await ended.getTuple(thread))!.checkpoint.channel_values).toEqual({ a: "A0" });
     const listed = [];
     for await (const tuple of ended.list(thread)) listed.push(tuple.config.configurable?.checkpoint_id);
-    expect(listed).toEqual([first.configurable.checkpoint_id]);
+    expect(listed).toEqual([first.configurable!.checkpoint_id]);
     await expect(ended.put(first, checkpointOf({ a: "A1" }, { a: 2 }), { source: "loop", step: 0, parents: {} }, { a: 2 })).rejects.toMatchObject({ code: "APEX_E_SESSION_STATE" });
     await expect(ended.putWrites(first, [["a", "w"]], "task")).rejects.toMatchObject({ code: "APEX_E_SESSION_STATE" });
     await expect(ended.deleteThread("t")).rejects.toMatchObject({ code: "APEX_E_SESSION_STATE" });
@@ -961,7 +961,7 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
 
   it("list's filter is LangGraph's: a key given as undefined matches metadata without it (as MemorySaver and the conformance suite have it), not every checkpoint, and metadata that holds it as undefined", async () => {
     const { saver } = await setup();
-    const memory = new MemorySaver();
+    const memory: BaseCheckpointSaver = new MemorySaver();
     let apex = { configurable: { thread_id: "f", checkpoint_ns: "" } } as Record<string, any>;
     let mem = apex;
     // (step 2's metadata has the key `source`, undefined: the serializer keeps it as such)
@@ -988,8 +988,8 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     await saver.putWrites(first, [["a", 2]], "task-1");
     await saver.deleteThread("gone");
     const late = await saver.putWrites(first, [["a", 3]], "task-2").catch((caught: unknown) => caught);
-    expect(late).toMatchObject({ code: "APEX_E_CHECKPOINT_NOT_FOUND", details: { thread_id: "gone", checkpoint_id: first.configurable.checkpoint_id } });
-    expect((late as Error).message).toBe(`The LangGraph thread "gone" was deleted with its checkpoint ${first.configurable.checkpoint_id}: the writes of task "task-2" were not kept.`);
+    expect(late).toMatchObject({ code: "APEX_E_CHECKPOINT_NOT_FOUND", details: { thread_id: "gone", checkpoint_id: first.configurable!.checkpoint_id } });
+    expect((late as Error).message).toBe(`The LangGraph thread "gone" was deleted with its checkpoint ${first.configurable!.checkpoint_id}: the writes of task "task-2" were not kept.`);
     const index = `/sessions/${sessionId}/langgraph`;
     await saver.close();
     expect(await readStore(dir, (store) => ({ left: [...store.keysBelow(index)], valid: validateStore(store).ok }))).toEqual({ left: [], valid: true });

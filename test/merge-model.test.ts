@@ -22,7 +22,6 @@ import { isApexError } from "../core/errors.js";
 import { LmdbStore, transactionSync } from "./helpers/store.js";
 
 type Memory = Map<string, JsonValue>;
-type Strategy = MergeStrategy | "base";
 
 // ---- random memories and edits ----
 
@@ -381,7 +380,7 @@ describe("session merges against the model", () => {
   const memoryOf = (sessionId: string) => read(latest(sessionId).memory.root);
 
   it("criss-cross between sessions: a path the candidates changed differently, set back to the base's value on one side afterwards, is a conflict", async () => {
-    const base: Memory = new Map([["/p", "b"], ["/q", 1]]);
+    const base: Memory = new Map<string, JsonValue>([["/p", "b"], ["/q", 1]]);
     await store.batch((batch) => batch.set("/sessions/main", { session_id: "main", status: "stopped", agents: [], created_at: now().toISOString() }));
     await createCheckpoint(store, { sessionId: "main", trigger: "interval", now });
     await commit("main", read(latest("main").memory.root), base);

@@ -419,7 +419,7 @@ describe("metrics of a running session", () => {
     expect(idler!.cpu_seconds).toBeLessThan(worker!.cpu_seconds);
     const working = Object.values(live.agent_utilization_detail).reduce((sum, usage) => sum + usage.working_seconds, 0);
     expect(working).toBeLessThanOrEqual(live.active_seconds * 2);
-    expect(live.active_seconds).toBeLessThanOrEqual(live.session_duration_seconds);
+    expect(live.active_seconds).toBeLessThanOrEqual(live.session_duration_seconds!);
     // The supervisor's tap timings, per plugin and hook.
     expect(live.plugin_timings).toContainEqual(expect.objectContaining({ plugin: "metrics", hook: "onStart", calls: 1, failures: 0 }));
 
@@ -430,7 +430,7 @@ describe("metrics of a running session", () => {
       return metrics?.status === "paused" && metrics.paused_seconds >= 1 ? metrics : undefined;
     });
     expect(project.apex(["resume"]).status).toBe(0);
-    expect(paused.active_seconds).toBeLessThan(paused.session_duration_seconds - 0.9);
+    expect(paused.active_seconds).toBeLessThan(paused.session_duration_seconds! - 0.9);
 
     // Its supervisor killed: the metrics as last recorded, in the status the session has now (they said "active").
     const supervisorPid = (JSON.parse(readFileSync(join(project.storeDir, "supervisor.json"), "utf8")) as { pid: number }).pid;

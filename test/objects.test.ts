@@ -28,7 +28,6 @@ import {
 import { IndexJournal, JOURNAL_MERGE_ENTRIES, type JournalEntry, type JournalTable } from "../plugins/checkpoint/engine/index-journal.js";
 import { FILTER_DB, HashFilter } from "../plugins/checkpoint/engine/hash-filter.js";
 import { type Store, type JsonValue } from "../core/store/store.js";
-import { openStore } from "../core/store/open.js";
 import { decodeValue, encodeValue } from "../core/store/value-codec.js";
 import { random, tempDir } from "./helpers/cli.js";
 import { LmdbStore, transactionSync } from "./helpers/store.js";

@@ -5,6 +5,7 @@ import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../core/config/load.js";
 import { locateProject } from "../core/config/locate.js";
 import type { Engine, SessionContext, TaskContext } from "../core/engine.js";
+import { commandContext } from "./support/command-context.js";
 import { ApexError } from "../core/errors.js";
 import { loadPlugins } from "../core/plugins.js";
 import { cleanEnv, REPO_ROOT, runApex, tempDir } from "./helpers/cli.js";
@@ -437,7 +438,7 @@ describe("extension points, with fixture plugins", () => {
     const engine = await load(dir);
     expect(engine.commands.map(({ plugin, spec }) => [plugin, spec.name])).toEqual([["hello", "hello"]]);
     const printed: string[] = [];
-    const context = { config: undefined, projectDir: dir, print: (text: string) => printed.push(text), printJson() {} };
+    const context = commandContext({ config: undefined, projectDir: dir, print: (text: string) => printed.push(text), printJson() {} });
     await engine.runCommand("hello", { args: [], options: { name: "Ada" } }, context);
     expect(printed).toEqual(["Hey, Ada!"]);
   });

@@ -249,8 +249,9 @@ function randomRules(rand: () => number): RetentionRules {
 function randomPolicy(rand: () => number): RetentionPolicy {
   const policy: RetentionPolicy = randomRules(rand);
   if (rand() < 0.4) {
-    policy.byTrigger = {};
-    for (const trigger of TRIGGERS) if (rand() < 0.3) policy.byTrigger[trigger] = rand() < 0.2 ? {} : randomRules(rand);
+    const byTrigger: Record<string, RetentionRules> = {};
+    policy.byTrigger = byTrigger;
+    for (const trigger of TRIGGERS) if (rand() < 0.3) byTrigger[trigger] = rand() < 0.2 ? {} : randomRules(rand);
   }
   if (rand() < 0.5) policy.maxCheckpoints = int(rand, 0, 25);
   return policy;

@@ -26,6 +26,7 @@ import { findTemporaryFiles, removeTemporaryFiles } from "../plugins/retention/t
 import { applyPolicy, type RetentionPolicy } from "../plugins/retention/policy.js";
 import type { RetentionOptions } from "../plugins/retention/options.js";
 import { forEachBackend } from "./support/backends.js";
+import { commandContext } from "./support/command-context.js";
 
 let dir: string;
 let store: Store;
@@ -352,7 +353,7 @@ describe("the cleanup command, in process", () => {
     return {
       lines,
       json,
-      value: {
+      value: commandContext({
         config: { ...configWith(100), storeDir: dir, projectDir: dir } as Config,
         projectDir: dir,
         engine: new Engine(),
@@ -360,7 +361,7 @@ describe("the cleanup command, in process", () => {
         storeExists: async () => true,
         print: (text: string) => lines.push(text),
         printJson: (value: unknown) => json.push(value),
-      },
+      }),
     };
   }
 

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { applyPolicy, bucketKey, hasRules, isoWeek, periodIndex, type PolicyItem, type RetentionPolicy } from "../plugins/retention/policy.js";
 import { random } from "./helpers/cli.js";
 import { capOnly, describePolicy, policyFromOptions, policyJson } from "../plugins/retention/options.js";
+import type { Config } from "../core/config/types.js";
 
 /**
  * Checkpoints at the given UTC times, oldest first: sequence numbers follow the list order,
@@ -429,7 +430,7 @@ describe("applyPolicy", () => {
 });
 
 describe("policy from options", () => {
-  const config = { session: { max_checkpoints: 100, auto_checkpoint_interval: 300, auto_recovery: true, session_timeout: 0, backup_location: ".apex/backups" } };
+  const config: Pick<Config, "session"> = { session: { max_checkpoints: 100, auto_checkpoint_interval: 300, auto_recovery: true, session_timeout: 0, lease_ttl: 15, backup_location: ".apex/backups" } };
 
   it("reads the seed's options and session.max_checkpoints", () => {
     const policy = policyFromOptions({ keep_last: 5, keep_daily: 7, keep_weekly: 4, auto_cleanup: true }, config);

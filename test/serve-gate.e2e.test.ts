@@ -378,7 +378,7 @@ describe("apex serve: connections held at once", () => {
       socket.write("POST /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n");
       slow.push(socket);
     }
-    const health = (localAddress: string) => post(url, "/api/health", undefined, localAddress).catch((error: Error) => ({ status: 0, body: String(error), ms: 0 }));
+    const health = (localAddress: string) => post(url, "/api/health", undefined, localAddress).catch((error: Error): Awaited<ReturnType<typeof post>> => ({ status: 0, body: String(error), ms: 0 }));
     for (const localAddress of ["127.0.0.1", "127.0.0.3"]) {
       const refused = await health(localAddress);
       expect(refused.status, JSON.stringify(refused.body)).toBe(503);

@@ -4,7 +4,7 @@
 import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { Project, isAlive, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { isolatedGit } from "./support/git.js";
 
 const { git } = isolatedGit("apex-crash-windows-git-");

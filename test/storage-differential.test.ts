@@ -441,7 +441,7 @@ function nestedOp(rng: Rng, known: string[]): Op {
           results.push(
             s.batchSync((b) => {
               const half = Math.ceil(outer.length / 2);
-              const out = [applySteps(s, b, outer.slice(0, half), true)];
+              const out: unknown[] = [applySteps(s, b, outer.slice(0, half), true)];
               out.push(s.batchSync((nested) => applySteps(s, nested, inner, true)));
               out.push(applySteps(s, b, outer.slice(half), true), s.revision());
               return out;

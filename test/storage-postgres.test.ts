@@ -128,7 +128,7 @@ describe("postgres backend", () => {
     expect(Array.from(store.keysBelow("/r"))).toHaveLength(3001);
     expect(Array.from(store.changesSince(revision), (change) => change.path)).toEqual(["/r/late"]);
     // readView: several reads, one view; afterwards, the present.
-    const [before, after] = store.readView(() => {
+    const [before, after] = store.readView!(() => {
       const first = store.get("/r/late");
       other.batchSync((batch) => batch.set("/r/late", 2));
       return [first, store.get("/r/late")];

@@ -76,9 +76,7 @@ describe("a command naming another store than the running supervisor's", () => {
 
     const pending = await withSupervisorStopped(ready.supervisor_pid, async () => {
       // The other store: written and read here, while the supervisor cannot answer anything.
-      const began = Date.now();
       const set = project.apex(["memory", "set", "/where", '"other"'], { env: otherEnv });
-      const directMs = Date.now() - began;
       expect(set.status, set.stderr).toBe(0);
       expect(shown(project, "/where", otherEnv)).toBe("other");
       const status = project.apex(["status", "--json"], { env: otherEnv });

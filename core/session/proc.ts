@@ -233,7 +233,7 @@ export function stopProgressOf(status: ProcStatus): StopProgress {
  * costs a second read (its status file), so scanning stays cheap; a process that left D
  * meanwhile is judged by what the status file shows now.
  */
-export function stopProgress(member: ProcStat): StopProgress {
+export function stopProgress(member: Pick<ProcStat, "pid" | "state">): StopProgress {
   if (member.state === "T" || member.state === "t") return "stopped";
   if (member.state !== "D") return "running";
   const status = readProcStatus(member.pid);

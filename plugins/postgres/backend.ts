@@ -691,7 +691,9 @@ export function listProjects(spec: StoreSpec): ProjectRow[] {
   }
 }
 
-export const postgresBackend: StorageBackendFactory = {
+// `satisfies`, not a type annotation: the factory's type keeps saying that open() answers synchronously (a
+// StorageBackend, never a Promise), which callers that catch its errors synchronously rely on.
+export const postgresBackend = {
   open(spec: StoreSpec, options: StoreOpenOptions = {}): StorageBackend {
     return PostgresBackend.open(spec, options);
   },
@@ -714,7 +716,7 @@ export const postgresBackend: StorageBackendFactory = {
       throw connectError(url, error);
     }
   },
-};
+} satisfies StorageBackendFactory;
 
 export class PostgresBackend implements StorageBackend {
   readonly info: BackendInfo;

@@ -132,7 +132,7 @@ function testBackend(name: BackendName): TestBackend & { cleanup(): Promise<void
     async openProject(projectDir, options = {}) {
       return track(await openStore(await projectSpec(projectDir), { actor: "user:test", ...options }));
     },
-    async env() {
+    async env(): Promise<Record<string, string>> {
       return name === "lmdb" ? {} : { APEX_STORE_URL: await database() };
     },
     async putRawRecord(store, key, bytes) {
