@@ -213,6 +213,26 @@ describe("session records written by hand that are no object", () => {
   });
 
 
+  it("a running session's record written as a string while its supervisor runs: pause and resume say so, not 'The session is undefined', and stop ends it", async () => {
+    project = new Project(config, "apex-hand-records-");
+    const sid = project.start(["--task", "records"]).session_id;
+    const agent = await waitFor("the agent", () => project!.status().agents.find((one) => one.pid !== null));
+    const started = procInfo(agent.pid!)!.startTime;
+    expect(project.apex(["memory", "set", `/sessions/${sid}`, '"x"', "--force"]).status).toBe(0);
+    for (const action of ["pause", "resume"]) {
+      const refused = project.apex([action, "--json"]);
+      expect(refused.status).toBe(4);
+      expect(JSON.parse(refused.stderr).error).toMatchObject({
+        code: "APEX_E_SESSION_STATE",
+        message: `The session is of no known status (its record, written by hand, has none); it cannot ${action}.`,
+        hint: "`apex stop` ends it.",
+        details: { session_id: sid, status: null },
+      });
+    }
+    expect(project.apex(["stop"]).status).toBe(0);
+    await waitFor("the agent to end", () => !isAlive(agent.pid!, started));
+  });
+
   for (const [what, value, shown] of [
     ["a string", '"x"', "is a string, not an object"],
     ["null", "null", "is null, not an object"],

@@ -1030,7 +1030,8 @@ export class Supervisor {
     if (status === expected) return;
     // A pause of a paused session, a resume of an active one: already done, not impossible ("The session is active; it cannot resume", with a hint to pause it).
     const hint = status === "paused" ? "`apex resume` continues it." : status === "active" ? "It runs; `apex pause` pauses it." : undefined;
-    throw new ApexError("APEX_E_SESSION_STATE", hint ? `The session is already ${status}: there is nothing to ${action}.` : `The session is ${status}; it cannot ${action}.`, { hint, details: { session_id: this.sessionId, status } });
+    // (no status: a record written by hand, `memory set --force`, while the session runs)
+    throw new ApexError("APEX_E_SESSION_STATE", hint ? `The session is already ${status}: there is nothing to ${action}.` : `The session is ${typeof status === "string" ? status : "of no known status (its record, written by hand, has none)"}; it cannot ${action}.`, { hint: hint ?? (typeof status === "string" ? undefined : "`apex stop` ends it."), details: { session_id: this.sessionId, status: typeof status === "string" ? status : null } });
   }
 
   /** True while the session ends (a stop or its end: hooks run, agents are reaped); its record says active or paused until it is written. */
