@@ -93,7 +93,7 @@ function statusReportOf(store: Store): StatusReport {
   // The session bound here, running or ended (a branch's worktree binds to its session either way: shown as it ended, as --session shows it).
   const bound = boundSessionId(store);
   // (a running session's record written null by hand: reported as one that says nothing, with its agents)
-  const session = bound === undefined ? undefined : (findSession(store, bound) ?? (store.get(sessionPath(bound)) === null ? (Object(null) as SessionRecord) : undefined));
+  const session = bound === undefined ? undefined : (findSession(store, bound) ?? (store.get(sessionPath(bound)) === null ? ({} as SessionRecord) : undefined));
   if (session) return sessionReport(store, session, bound);
   const empty = emptyStatusReport();
   const last = lastSession(store);
