@@ -4,7 +4,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { request as httpRequest } from "node:http";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, asleepInEventLoop, waitFor } from "./fixtures/agents/harness.js";
 import { cleanEnv, json } from "./helpers/cli.js";
@@ -722,6 +722,37 @@ describe("--worktree and --git", () => {
     const made = p.apex(["session", "branch", "latest", "feature", "--worktree", deep, "--json"]);
     expect(made.status, made.stderr).toBe(0);
     expect(git(deep, "rev-parse", "--abbrev-ref", "HEAD")).toBe("apex/feature");
+  });
+
+  it("refuses the default worktree directory (--worktree alone) where the repository's parent takes no new directories, as a usage error naming it, before anything is made", () => {
+    // A parent root cannot write in either: an immutable directory (chattr +i; root passes permission checks).
+    const parent = mkdtempSync(join(tmpdir(), "apex-immutable-"));
+    extra.push(parent);
+    project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n  git: {}\n`, `${basename(parent)}/apex-branch-git-`);
+    const p = project;
+    initRepo(git, p.dir, { "shared.txt": "one\n" });
+    p.start(["--task", "main"]);
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    const sessions = p.apex(["session", "list", "--json"]).stdout;
+    const target = `${p.dir}-feature`;
+    execFileSync("chattr", ["+i", parent]);
+    try {
+      // It was git's "could not create directory", APEX_E_GIT_FAILED, exit 1.
+      const refused = p.apex(["session", "branch", "latest", "feature", "--worktree", "--json"]);
+      expect(refused.status, refused.stderr).toBe(2);
+      const error = JSON.parse(refused.stderr).error;
+      expect(error).toMatchObject({ code: "APEX_E_USAGE", details: { path: target, cannot_create: target, errno: "EPERM" } });
+      expect(error.message).toBe(`The default worktree directory ${target} (beside the repository) cannot be created there: ${parent} takes no new directories (operation not permitted); nothing was made.`);
+      expect(error.hint).toContain("--worktree DIR");
+      expect(git(p.dir, "branch", "--list", "apex/*")).toBe("");
+      expect(p.apex(["session", "list", "--json"]).stdout).toBe(sessions);
+    } finally {
+      execFileSync("chattr", ["-i", parent]);
+    }
+    // Once it can be made, it is.
+    const made = p.apex(["session", "branch", "latest", "feature", "--worktree", "--json"]);
+    expect(made.status, made.stderr).toBe(0);
+    expect(git(target, "rev-parse", "--abbrev-ref", "HEAD")).toBe("apex/feature");
   });
 
   it("refuses a --worktree directory that exists and is not empty, or an empty name, leaving no git branch and no session", () => {

@@ -112,6 +112,8 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
     const top = typeof options.worktree === "string" ? undefined : git(location.projectDir, ["rev-parse", "--show-toplevel"]);
     const base = top?.code === 0 && top.out ? top.out : location.projectDir;
     dir = typeof options.worktree === "string" ? resolve(options.worktree) : join(dirname(base), `${basename(base)}-${name}`);
+    // The default beside the repository, in a directory this user may not write to: said so as for a DIR given.
+    if (typeof options.worktree !== "string") refuseUnmakeable(dir, false);
   }
   // Checked before a worktree is made: a bad name or reference leaves nothing behind.
   const source = await withReadStore(location, (store) => {
@@ -287,9 +289,10 @@ const UNMAKEABLE: Record<string, (parent: string) => string> = {
  * Found by making its missing directories, one by one, and removing them at once: root passes
  * every permission check (access(2) says yes) and is still refused by /proc. (Not mkdir's
  * recursive mode: Node's loops for ever on the ENOENT /proc answers.) An empty DIR that exists,
- * which git writes its .git file in, is asked access(2) only.
+ * which git writes its .git file in, is asked access(2) only. The default DIR (`--worktree` alone,
+ * beside the repository) is checked so too: `given` false words the error for it.
  */
-function refuseUnmakeable(dir: string): void {
+function refuseUnmakeable(dir: string, given = true): void {
   const missing: string[] = [];
   let at = dir;
   for (; !existsSync(at) && dirname(at) !== at; at = dirname(at)) missing.unshift(at);
@@ -299,7 +302,7 @@ function refuseUnmakeable(dir: string): void {
     try {
       accessSync(dir, constants.W_OK | constants.X_OK);
     } catch (error) {
-      throwUnmakeable(dir, dir, error);
+      throwUnmakeable(dir, dir, error, given);
     }
     return;
   }
@@ -311,7 +314,7 @@ function refuseUnmakeable(dir: string): void {
     }
   } catch (error) {
     // One that appeared meanwhile (another command, a link left dangling): git says what it finds there.
-    throwUnmakeable(dir, missing[made.length]!, error);
+    throwUnmakeable(dir, missing[made.length]!, error, given);
   } finally {
     for (const each of made.reverse()) {
       try {
@@ -323,13 +326,14 @@ function refuseUnmakeable(dir: string): void {
   }
 }
 
-function throwUnmakeable(dir: string, failed: string, error: unknown): void {
+function throwUnmakeable(dir: string, failed: string, error: unknown, given: boolean): void {
   const code = (error as NodeJS.ErrnoException).code ?? "";
   const exists = failed === dir && existsSync(dir);
   const why = Object.hasOwn(UNMAKEABLE, code) ? UNMAKEABLE[code]!(exists ? dir : dirname(failed)) : undefined;
   if (why === undefined) return;
-  throw new ApexError("APEX_E_USAGE", `--worktree ${dir} ${exists ? "cannot hold a worktree" : "cannot be created there"}: ${why}; nothing was made.`, {
-    hint: "Give --worktree a directory this user can create (in one it may write to), or give --worktree alone for ../<repository>-NAME.",
+  const what = given ? `--worktree ${dir}` : `The default worktree directory ${dir} (beside the repository)`;
+  throw new ApexError("APEX_E_USAGE", `${what} ${exists ? "cannot hold a worktree" : "cannot be created there"}: ${why}; nothing was made.`, {
+    hint: given ? "Give --worktree a directory this user can create (in one it may write to), or give --worktree alone for ../<repository>-NAME." : "Give --worktree DIR, a directory this user can create (in one it may write to).",
     details: { path: dir, cannot_create: failed, errno: code },
   });
 }
