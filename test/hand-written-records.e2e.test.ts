@@ -233,6 +233,23 @@ describe("session records written by hand that are no object", () => {
     await waitFor("the agent to end", () => !isAlive(agent.pid!, started));
   });
 
+  it("a running agent's record written by hand as no object is made whole again by its supervisor (pause, resume, stop): it was spread into an object without a name, which validate reports and repair leaves", async () => {
+    project = new Project(config, "apex-hand-records-");
+    const sid = project.start(["--task", "records"]).session_id;
+    await waitFor("the agent", () => project!.status().agents.find((one) => one.pid !== null));
+    const agent = `/sessions/${sid}/agents/worker`;
+    for (const [value, action] of [['"garbage"', "pause"], ["[1, 2]", "resume"], ['"garbage"', "stop"]] as const) {
+      expect(project.apex(["memory", "set", agent, value, "--force"]).status).toBe(0);
+      const done = project.apex([action]);
+      expect(done.status, done.stderr).toBe(0);
+      const record = JSON.parse(project.apex(["memory", "show", agent]).stdout);
+      expect(record).toMatchObject({ name: "worker", status: { pause: "paused", resume: "running", stop: "stopped" }[action], command: expect.any(String) });
+      expect(Object.keys(record)).not.toContain("0");
+    }
+    const validated = project.apex(["session", "validate", "--json"]);
+    expect(validated.status, validated.stdout).toBe(0);
+  });
+
   for (const [what, value, shown] of [
     ["a string", '"x"', "is a string, not an object"],
     ["null", "null", "is null, not an object"],

@@ -141,8 +141,7 @@ export async function claimContinuedSession(store: Store, config: Config, target
     if (worktreeOf(next) === null) batch.set(CURRENT_SESSION_PATH, currentSessionOf(next));
     setActiveSession(batch, target.sessionId, activeEntryOf(next));
     for (const name of names) {
-      const agent = batch.get(agentPath(target.sessionId, name)) as AgentRecord | undefined;
-      batch.set(agentPath(target.sessionId, name), { ...(agent ?? emptyAgentRecord(name, config.agents[name]!)), status: "starting", restarts: 0 });
+      batch.set(agentPath(target.sessionId, name), { ...storedAgentRecord(batch.get(agentPath(target.sessionId, name)), name, config.agents[name]!), status: "starting", restarts: 0 });
     }
     if (takeover) {
       appendEvent(batch, target.sessionId, "session.taken_over", "supervisor", {
@@ -204,6 +203,11 @@ export function sessionInTheWay(record: SessionRecord, worktree: string | null =
 export function emptyAgentRecord(name: string, spec: AgentConfig): AgentRecord {
   const none = { pid: null, pgid: null, start_time: null, nonce: null, started_at: null, reported_status: null, task: null, last_report_at: null, last_exit: null };
   return { name, status: "starting", ...none, restarts: 0, command: describeCommand(spec) };
+}
+
+/** An agent's record as stored, else a new one: none there, or one written by hand as no object (`{...}` of a string has no name). */
+export function storedAgentRecord(stored: JsonValue | undefined, name: string, spec: AgentConfig): AgentRecord {
+  return stored !== null && typeof stored === "object" && !Array.isArray(stored) ? (stored as unknown as AgentRecord) : emptyAgentRecord(name, spec);
 }
 
 /** The agent's command line as people would type it. */

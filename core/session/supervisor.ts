@@ -17,7 +17,7 @@ import { actorParam, registerSupervisorMethods } from "./methods.js";
 import { newNonce, processGroups, processStartTime, signalProcess, sleep, stopProgress, SUPERVISOR_NONCE_VAR, type ProcessMarker } from "./proc.js";
 import { CONTEXT_SUFFIX, CURRENT_SESSION_PATH, agentContextPath, agentPath, agentsPrefix, countersPath, eventPath, historyPath, memoryRootOf, nowIso, sessionPath, setActiveSession, setSessionRecord, worktreeOf, tasksPrefix, type AgentRecord, type AgentStatus, type SessionEvent, type SessionRecord, type TaskRecord } from "./records.js";
 import { agentLogDir, removeRuntime, RUN_DIR, socketPathFor, writeRuntime } from "./runtime.js";
-import { claimContinuedSession, claimNewSession, describeCommand, emptyAgentRecord, type Claim } from "./claim.js";
+import { claimContinuedSession, claimNewSession, describeCommand, storedAgentRecord, type Claim } from "./claim.js";
 import { LeaseHolder, localHost } from "./lease.js";
 import { moveTaskCount, recountTasks, SessionService } from "./service.js";
 import { findSession, historyOf, holdsLiveMemory, liveMemoryOwner, resolveContinueTarget } from "./sessions.js";
@@ -421,7 +421,7 @@ export class Supervisor {
       const name = key.slice(agentsPrefix(this.sessionId).length + 1);
       if (name.includes("/") || name.endsWith(CONTEXT_SUFFIX)) continue;
       const agent = batch.get(key) as AgentRecord | undefined;
-      if (!agent) continue;
+      if (!agent || typeof agent !== "object" || Array.isArray(agent)) continue; // one written by hand as no object: left to validate
       if (!this.slots.has(name)) {
         // Reported once, when it is found still standing (a later continue finds it stopped already).
         if (agent.status !== "stopped" || agent.task !== null) {
@@ -555,7 +555,7 @@ export class Supervisor {
   }
 
   private setSpawnNonce(batch: Parameters<Parameters<SessionService["write"]>[0]>[0], slot: AgentSlot, nonce: string): void {
-    batch.set(agentPath(this.sessionId, slot.name), { ...((batch.get(agentPath(this.sessionId, slot.name)) as AgentRecord | undefined) ?? emptyAgentRecord(slot.name, slot.spec)), spawn_nonce: nonce });
+    batch.set(agentPath(this.sessionId, slot.name), { ...storedAgentRecord(batch.get(agentPath(this.sessionId, slot.name)), slot.name, slot.spec), spawn_nonce: nonce });
   }
 
   /** `recorded`: the spawn nonce already written for it (the session's start writes all agents' in one go). */
@@ -592,9 +592,8 @@ export class Supervisor {
     this.agentLog(slot.name, `started pid ${child.pid} (process group ${child.pgid})${slot.restarts ? `, restart ${slot.restarts}` : ""}`, true);
     this.log(`agent ${slot.name} started: pid ${child.pid}`);
     await this.ownWrite((batch, record) => {
-      const previous = batch.get(agentPath(this.sessionId, slot.name)) as AgentRecord | undefined;
       const next: AgentRecord = {
-        ...(previous ?? emptyAgentRecord(slot.name, slot.spec)),
+        ...storedAgentRecord(batch.get(agentPath(this.sessionId, slot.name)), slot.name, slot.spec),
         status: slot.status,
         pid: child.pid,
         pgid: child.pgid,
@@ -686,7 +685,7 @@ export class Supervisor {
     // Counted from the exit: the time its onError hooks take below is part of the wait, not added to it.
     const restartAt = restart ? new Date(Date.parse(at) + delayMs).toISOString() : null;
     await this.ownWrite((batch, record) => {
-      const previous = (batch.get(agentPath(this.sessionId, slot.name)) as AgentRecord | undefined) ?? emptyAgentRecord(slot.name, slot.spec);
+      const previous = storedAgentRecord(batch.get(agentPath(this.sessionId, slot.name)), slot.name, slot.spec);
       // What it held goes back to pending, for any agent (its restart too) to claim: nothing else would ever hand it back.
       const released = this.requeue(batch, (task) => task.assignee === slot.name, `${slot.name} ${how} while holding it`);
       batch.set(agentPath(this.sessionId, slot.name), { ...previous, status: slot.status, task: null, last_exit: { code: exit.code, signal: exit.signal, at }, restart_at: restartAt });
@@ -763,7 +762,7 @@ export class Supervisor {
     const current = groups.filter((group) => group.slot.process === group.child);
     for (const { slot } of current) slot.status = status;
     return this.service.write((batch) => {
-      for (const { slot } of current) batch.set(agentPath(this.sessionId, slot.name), { ...(batch.get(agentPath(this.sessionId, slot.name)) as AgentRecord), status });
+      for (const { slot } of current) batch.set(agentPath(this.sessionId, slot.name), { ...storedAgentRecord(batch.get(agentPath(this.sessionId, slot.name)), slot.name, slot.spec), status });
     }, "supervisor");
   }
 
@@ -993,10 +992,10 @@ export class Supervisor {
     const at = nowIso();
     const recorded = this.ownWrite((batch, record) => {
       for (const slot of this.slots.values()) {
-        const agent = batch.get(agentPath(this.sessionId, slot.name)) as AgentRecord | undefined;
+        const agent = batch.get(agentPath(this.sessionId, slot.name));
         // An agent a stop kept from starting is stopped too (start's report says so).
         slot.status = slot.status === "exited" || slot.status === "failed" ? slot.status : "stopped";
-        if (agent) batch.set(agentPath(this.sessionId, slot.name), { ...agent, status: slot.status });
+        if (agent !== undefined) batch.set(agentPath(this.sessionId, slot.name), { ...storedAgentRecord(agent, slot.name, slot.spec), status: slot.status });
       }
       const session = batch.get(sessionPath(this.sessionId)) as SessionRecord | undefined;
       if (!session) return;
