@@ -1281,3 +1281,61 @@ describe("--worktree and --git", () => {
     expect(json<{ value: boolean }>(p.apex(["memory", "show", "/feature", "--json"])).value).toBe(true);
   });
 });
+
+describe("the git state of a merge checkpoint", () => {
+  it("is read from DST's tree by DST's own supervisor only; a merge made elsewhere (another host, or DST stopped) carries over DST's latest checkpoint's, not the tree it was made in", () => {
+    // Two hosts on one store (an LMDB directory both projects name): host-a's tree has a commit, host-b's is a repository with none yet.
+    const shared = mkdtempSync(join(tmpdir(), "apex-shared-store-"));
+    extra.push(shared);
+    const config = `${agent}\nplugins:\n  checkpoint: {}\n  git: {}\nstore:\n  backend: lmdb\n  url: ${JSON.stringify(shared)}\n`;
+    const a = new Project(config, "apex-host-a-", { APEX_HOST: "host-a" });
+    const b = new Project(config, "apex-host-b-", { APEX_HOST: "host-b" });
+    initRepo(git, a.dir, { ".gitignore": ".apex/\nran-here.txt\n" });
+    git(b.dir, "init", "-q", "-b", "main");
+    const commit = (message: string) => {
+      writeFileSync(join(a.dir, `${message}.txt`), `${message}\n`);
+      git(a.dir, "add", `${message}.txt`);
+      git(a.dir, "commit", "-qm", message);
+      return git(a.dir, "rev-parse", "HEAD");
+    };
+    const latest = (project: Project) => json<{ manifest: { trigger: string; git_state: unknown } }>(project.apex(["checkpoint", "show", `${main}/latest`, "--json"])).manifest;
+
+    const main = a.start(["--task", "main"]).session_id;
+    expect(a.apex(["memory", "set", "/notes/a", '"base"']).status).toBe(0);
+    const base = json<{ id: string }>(a.apex(["checkpoint", "create", "base", "--json"])).id;
+    // Three branches, each with a change of its own to merge into main.
+    for (const name of ["feature", "second", "third"]) {
+      expect(a.apex(["session", "branch", base, name]).status).toBe(0);
+      a.start(["--continue", name]);
+      expect(a.apex(["memory", "set", `/notes/${name}`, "true"]).status).toBe(0);
+      expect(a.apex(["checkpoint", "create", name]).status).toBe(0);
+      expect(a.apex(["stop"]).status).toBe(0);
+    }
+    const supervisor = a.start(["--continue", main]).supervisor_pid;
+    const head = git(a.dir, "rev-parse", "HEAD");
+    const running = latest(a).git_state;
+    expect(running).toEqual({ branch: "main", commit: head, dirty: false });
+
+    // main runs on host-a: host-b's merge reaches no supervisor and is written to the store from
+    // there. It recorded host-b's tree ({branch: "main", commit: null, dirty: true}).
+    const fromB = json<{ applied: string; writer_pid: number }>(b.apex(["session", "merge", "feature", main, "--json"]));
+    expect(fromB.writer_pid).not.toBe(supervisor);
+    expect(latest(b)).toMatchObject({ trigger: "merge", git_state: running });
+
+    // Through main's own supervisor: its tree, as it is now (a commit made since).
+    const moved = commit("moved");
+    const own = json<{ writer_pid: number }>(a.apex(["session", "merge", "second", main, "--json"]));
+    expect(own.writer_pid).toBe(supervisor);
+    expect(latest(a)).toMatchObject({ trigger: "merge", git_state: { branch: "main", commit: moved, dirty: false } });
+
+    // main stopped, the project's tree moved on after it (a commit main never saw): a merge into it
+    // made by the CLI on its own host keeps main's state too. It recorded the later commit.
+    expect(a.apex(["stop"]).status).toBe(0);
+    const stopped = latest(a).git_state;
+    expect(stopped).toMatchObject({ commit: moved });
+    commit("later");
+    const fromCli = json<{ applied: string; writer_pid: number }>(a.apex(["session", "merge", "third", main, "--json"]));
+    expect(fromCli.writer_pid).not.toBe(supervisor);
+    expect(latest(a)).toMatchObject({ trigger: "merge", git_state: stopped });
+  });
+});
