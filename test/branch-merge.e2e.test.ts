@@ -1312,3 +1312,138 @@ describe("--worktree and --git", () => {
     expect(json<{ value: boolean }>(p.apex(["memory", "show", "/feature", "--json"])).value).toBe(true);
   });
 });
+
+describe("the git state of a merge checkpoint", () => {
+  it("is read from DST's tree by DST's own supervisor only; a merge made elsewhere (another host, or DST stopped) carries over DST's latest checkpoint's, not the tree it was made in", () => {
+    // Two hosts on one store (an LMDB directory both projects name): host-a's tree has a commit, host-b's is a repository with none yet.
+    const shared = mkdtempSync(join(tmpdir(), "apex-shared-store-"));
+    extra.push(shared);
+    const config = `${agent}\nplugins:\n  checkpoint: {}\n  git: {}\nstore:\n  backend: lmdb\n  url: ${JSON.stringify(shared)}\n`;
+    const a = new Project(config, "apex-host-a-", { APEX_HOST: "host-a" });
+    const b = new Project(config, "apex-host-b-", { APEX_HOST: "host-b" });
+    initRepo(git, a.dir, { ".gitignore": ".apex/\nran-here.txt\n" });
+    git(b.dir, "init", "-q", "-b", "main");
+    const commit = (message: string) => {
+      writeFileSync(join(a.dir, `${message}.txt`), `${message}\n`);
+      git(a.dir, "add", `${message}.txt`);
+      git(a.dir, "commit", "-qm", message);
+      return git(a.dir, "rev-parse", "HEAD");
+    };
+    const latest = (project: Project) => json<{ manifest: { trigger: string; git_state: unknown } }>(project.apex(["checkpoint", "show", `${main}/latest`, "--json"])).manifest;
+
+    const main = a.start(["--task", "main"]).session_id;
+    expect(a.apex(["memory", "set", "/notes/a", '"base"']).status).toBe(0);
+    const base = json<{ id: string }>(a.apex(["checkpoint", "create", "base", "--json"])).id;
+    // Three branches, each with a change of its own to merge into main.
+    for (const name of ["feature", "second", "third"]) {
+      expect(a.apex(["session", "branch", base, name]).status).toBe(0);
+      a.start(["--continue", name]);
+      expect(a.apex(["memory", "set", `/notes/${name}`, "true"]).status).toBe(0);
+      expect(a.apex(["checkpoint", "create", name]).status).toBe(0);
+      expect(a.apex(["stop"]).status).toBe(0);
+    }
+    const supervisor = a.start(["--continue", main]).supervisor_pid;
+    const head = git(a.dir, "rev-parse", "HEAD");
+    const running = latest(a).git_state;
+    expect(running).toEqual({ branch: "main", commit: head, dirty: false });
+
+    // main runs on host-a: host-b's merge reaches no supervisor and is written to the store from
+    // there. It recorded host-b's tree ({branch: "main", commit: null, dirty: true}).
+    const fromB = json<{ applied: string; writer_pid: number }>(b.apex(["session", "merge", "feature", main, "--json"]));
+    expect(fromB.writer_pid).not.toBe(supervisor);
+    expect(latest(b)).toMatchObject({ trigger: "merge", git_state: running });
+
+    // Through main's own supervisor: its tree, as it is now (a commit made since).
+    const moved = commit("moved");
+    const own = json<{ writer_pid: number }>(a.apex(["session", "merge", "second", main, "--json"]));
+    expect(own.writer_pid).toBe(supervisor);
+    expect(latest(a)).toMatchObject({ trigger: "merge", git_state: { branch: "main", commit: moved, dirty: false } });
+
+    // main stopped, the project's tree moved on after it (a commit main never saw): a merge into it
+    // made by the CLI on its own host keeps main's state too. It recorded the later commit.
+    expect(a.apex(["stop"]).status).toBe(0);
+    const stopped = latest(a).git_state;
+    expect(stopped).toMatchObject({ commit: moved });
+    commit("later");
+    const fromCli = json<{ applied: string; writer_pid: number }>(a.apex(["session", "merge", "third", main, "--json"]));
+    expect(fromCli.writer_pid).not.toBe(supervisor);
+    expect(latest(a)).toMatchObject({ trigger: "merge", git_state: stopped });
+  });
+});
+
+describe("session tree with sessions started anew", () => {
+  // Each session's checkpoints, oldest first, by their 8-character ids as the tree prints them.
+  const checkpointsOf = (p: Project, session: string) =>
+    json<{ items: Array<{ id: string }> }>(p.apex(["checkpoint", "list", "--session", session, "--json"])).items.map((item) => item.id.slice(0, 8)).reverse();
+  const started = (p: Project, args: string[]) => {
+    const id = p.start(args).session_id;
+    return { id, short: id.slice(0, 8) };
+  };
+  const run = (p: Project, session: string, checkpoint: string) => {
+    p.start(["--continue", session]);
+    expect(p.apex(["checkpoint", "create", checkpoint]).status).toBe(0);
+    expect(p.apex(["stop"]).status).toBe(0);
+  };
+
+  it("draws an unrelated session's checkpoint in a column of its own, never straight under another session's root (read as its parent)", () => {
+    project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n`, "apex-tree-");
+    const p = project;
+    // Three sessions with no branch between them, in turns: a, c, b, then a and b again.
+    const a = started(p, ["--task", "a"]);
+    expect(p.apex(["stop"]).status).toBe(0);
+    const c = started(p, ["--task", "c"]);
+    expect(p.apex(["stop"]).status).toBe(0);
+    const b = started(p, ["--task", "b"]);
+    expect(p.apex(["stop"]).status).toBe(0);
+    run(p, a.id, "a2");
+    run(p, b.id, "b2");
+    const [a1, a2] = checkpointsOf(p, a.id);
+    const [b1, b2] = checkpointsOf(p, b.id);
+    const [c1] = checkpointsOf(p, c.id);
+    const tree = p.apex(["session", "tree"]);
+    expect(tree.status, tree.stderr).toBe(0);
+    // c's only checkpoint was drawn in b's column, right under b's first: "* |  c1" below "* |  b1".
+    expect(tree.stdout).toBe(
+      [
+        `*  ${b2} [${b.short}] checkpoint-002 manual (${b.short}: stopped): b2`,
+        `| *  ${a2} [${a.short}] checkpoint-002 manual (${a.short}: stopped): a2`,
+        `* |  ${b1} [${b.short}] checkpoint-001 onStart: session start`,
+        `  | *  ${c1} [${c.short}] checkpoint-001 onStart (${c.short}: stopped): session start`,
+        `  *  ${a1} [${a.short}] checkpoint-001 onStart: session start`,
+        "",
+      ].join("\n"),
+    );
+  });
+
+  it("with a branch: the branch's latest is not drawn under another session's root, and its edge goes to its branch point", () => {
+    project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n`, "apex-tree-");
+    const p = project;
+    const main = started(p, ["--task", "main"]);
+    const [m1] = checkpointsOf(p, main.id);
+    expect(p.apex(["session", "branch", "latest", "feature"]).status).toBe(0);
+    expect(p.apex(["stop"]).status).toBe(0);
+    run(p, "feature", "f2");
+    const other = started(p, ["--task", "other"]);
+    expect(p.apex(["stop"]).status).toBe(0);
+    run(p, main.id, "m2");
+    run(p, other.id, "u2");
+    const [, m2] = checkpointsOf(p, main.id);
+    const [f1, f2] = checkpointsOf(p, "feature");
+    const [u1, u2] = checkpointsOf(p, other.id);
+    const tree = p.apex(["session", "tree"]);
+    expect(tree.status, tree.stderr).toBe(0);
+    // feature's latest was drawn under other's first, "* |  f2" below "* |  u1": other's start read as made from feature.
+    expect(tree.stdout).toBe(
+      [
+        `*  ${u2} [${other.short}] checkpoint-002 manual (${other.short}: stopped): u2`,
+        `| *  ${m2} [${main.short}] checkpoint-002 manual (${main.short}: stopped): m2`,
+        `* |  ${u1} [${other.short}] checkpoint-001 onStart: session start`,
+        `  | *  ${f2} [feature] checkpoint-002 manual (feature: stopped): f2`,
+        `  | *  ${f1} [feature] checkpoint-001 branch: branch feature from ${main.short}/checkpoint-001`,
+        "  |/",
+        `  *  ${m1} [${main.short}] checkpoint-001 onStart: session start`,
+        "",
+      ].join("\n"),
+    );
+  });
+});

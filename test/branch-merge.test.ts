@@ -597,6 +597,15 @@ describe("tasks and live memory", () => {
     const lines = drawTree({ sessions, nodes: [node("b2", "two", 2, ["b1"]), node("b1", "two", 1, []), node("a2", "one", 2, ["a1"]), node("a1", "one", 1, [])] } as unknown as SessionTree);
     expect(lines.map((line) => line.slice(0, 16))).toEqual(["*  b2000000 [two", "*  b1000000 [two", "", "*  a2000000 [one", "*  a1000000 [one"]);
   });
+
+  it("session tree draws no checkpoint straight under a root of the column it ended in: not when that column was the last one either", () => {
+    const node = (id: string, session: string, sequence: number, parents: string[]) => ({ id: id.padEnd(8, "0"), session_id: session, name: `checkpoint-00${sequence}`, sequence, trigger: "manual", description: "", created_at: "", parents: parents.map((parent) => parent.padEnd(8, "0")), folded: 0, head: false });
+    const sessions = ["x", "r", "n"].map((id) => ({ session_id: id, name: id, status: "stopped", created_at: "", parent: null, checkpoints: 1, latest: null }));
+    // x's latest, then r's and n's only checkpoints (two sessions started anew while x was stopped), then x's first.
+    const lines = drawTree({ sessions, nodes: [node("x2", "x", 2, ["x1"]), node("r1", "r", 1, []), node("n1", "n", 1, []), node("x1", "x", 1, [])] } as unknown as SessionTree);
+    // n1 was drawn in r1's column, "| *" under "| *": r's start read as made from n's.
+    expect(lines.map((line) => line.replace(/ {2}(\w{2})0{6} .*$/, " $1"))).toEqual(["* x2", "| * r1", "|   * n1", "* x1"]);
+  });
 });
 
 describe("retention", () => {

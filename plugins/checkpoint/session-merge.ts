@@ -45,7 +45,9 @@ import { ObjectStore } from "./engine/objects.js";
  * - otherwise: a merge checkpoint on DST built from DST's latest checkpoint; `apex start
  *   --continue DST` restores it.
  * Either way the checkpoint has two parents (parent: DST's previous, merge_parent: SRC's), and
- * DST's audit trail gets a `session.merged` event with both and the actor.
+ * DST's audit trail gets a `session.merged` event with both and the actor. Its git state is read
+ * from DST's tree only in DST's own supervisor (or after `--git` merged into it); a merge made
+ * elsewhere carries over DST's latest checkpoint's (ownTree).
  */
 
 export interface SessionMergeRequest {
@@ -113,9 +115,11 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
   if (!theirsSummary) {
     throw new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", `Session ${sessionLabel(store, sourceId)} has no checkpoint to merge.`, { details: { session_id: sourceId }, hint: "Create one in it (`apex checkpoint create` while it runs)." });
   }
-  // The git state of the merge checkpoint, before the transaction (beforeCheckpoint is asynchronous).
+  // The git state of the merge checkpoint, before the transaction (beforeCheckpoint is asynchronous):
+  // read only where the tree this process reads is DST's as DST works in it (ownTree); else DST's
+  // latest checkpoint's is carried over (below).
   let gitState: JsonValue | null | undefined;
-  if (!dryRun && request.enrich) {
+  if (!dryRun && request.enrich && (request.git !== undefined || ownTree(store, destinationId))) {
     const draft = await request.enrich({ sessionId: destinationId, trigger: MERGE_TRIGGER, description: "", data: {} });
     gitState = (draft.data.git_state ?? null) as JsonValue | null;
   }
@@ -324,6 +328,26 @@ function refuseBesideItsSupervisor(store: Store, sessionId: string): void {
     hint: `Run the merge again: it goes to that supervisor once it listens.`,
     details: { supervisor_elsewhere: true, pid: supervisor.pid, start_time: supervisor.start_time },
   });
+}
+
+/**
+ * Whether the working tree this process's beforeCheckpoint reads (the project's, or DST's git
+ * worktree, on this host) is DST's as DST has it: true in DST's own supervisor. A merge made
+ * anywhere else (the CLI or another session's supervisor, DST stopped; or DST running on another
+ * host of a shared store, whose supervisor no socket here reaches) read this host's tree, which is
+ * not DST's (another host's: `commit: null` of a clone not checked out), or which other sessions
+ * moved on since DST ran; its merge checkpoint then carries over DST's latest checkpoint's git
+ * state, since a memory merge changes no file. (`--git` is the exception, its caller's: git merged
+ * into that tree here, and the state read after it is the merge's.)
+ */
+function ownTree(store: Store, sessionId: string): boolean {
+  try {
+    const record = findSession(store, sessionId);
+    const supervisor = record?.supervisor;
+    return Boolean(record && supervisor && !isEnded(record) && supervisor.pid === process.pid && !onOtherHost(supervisor));
+  } catch {
+    return false; // unreadable records: not known to be DST's supervisor, so its tree is not read
+  }
 }
 
 /** Virtual ancestors built within one another at most this deep; deeper, the newest candidate is the base. */

@@ -172,14 +172,24 @@ export function drawTree(tree: SessionTree): string[] {
     });
     return chars.join("").replace(/\s+$/, "");
   };
+  // The column of a root drawn on the line above (it awaits nothing more), else undefined.
+  let rootAbove: number | undefined;
   for (const node of tree.nodes) {
     // No column awaits anything: the history above ended at its root, and this one is unrelated to it (a blank line between them, where git draws one column through both).
-    if (lines.length > 0 && columns.length === 0) lines.push("");
+    if (lines.length > 0 && columns.length === 0) {
+      lines.push("");
+      rootAbove = undefined;
+    }
     let at = columns.indexOf(node.id);
     if (at < 0) {
-      at = columns.indexOf(null);
-      if (at < 0) at = columns.push(node.id) - 1;
-      else columns[at] = node.id;
+      // A node nothing awaits (a session's latest) takes a free column, never the one of a root
+      // drawn right above it: its "*" straight under that root's read as the root's parent, an
+      // unrelated session's checkpoint drawn as another's start.
+      at = columns.findIndex((column, index) => column === null && index !== rootAbove);
+      if (at < 0) {
+        if (columns.length === rootAbove) columns.push(null);
+        at = columns.push(node.id) - 1;
+      } else columns[at] = node.id;
     }
     // Other columns that waited for this node join it first ("|/", "|_|/" from further right).
     for (let index = columns.length - 1; index > at; index--) {
@@ -196,6 +206,7 @@ export function drawTree(tree: SessionTree): string[] {
     lines.push(`${render(new Map([[at * 2, "*"]]))}  ${node.id.slice(0, 8)} [${who}] ${node.name} ${node.trigger}${head}${description}${folded}`);
     const [first, ...others] = node.parents;
     columns[at] = first ?? null;
+    rootAbove = first === undefined ? at : undefined;
     for (const other of others) {
       const known = columns.indexOf(other);
       if (known >= 0) {
