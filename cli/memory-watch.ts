@@ -139,7 +139,7 @@ async function follow(
       // A supervisor's own server refusing every connection: nothing listens there any more, as once its session
       // ended. A poll that came only after it closed (the network away as the session stopped) retried for ever.
       refusedSince = ownServer && isApexError(error) && error.details?.connection === "ECONNREFUSED" ? (refusedSince ?? Date.now()) : undefined;
-      if (refusedSince !== undefined && Date.now() - refusedSince >= GONE_MS) throw serverGone(error, since);
+      if (refusedSince !== undefined && Date.now() - refusedSince >= GONE_MS) throw await serverGone(error, since);
       await sleep(Math.min(RECHECK_MS, Math.max(0, deadline - Date.now())));
       continue;
     }
@@ -168,16 +168,17 @@ async function follow(
  * connection for GONE_MS: it stops with its session, so the session has ended (or its supervisor was
  * killed), and no poll will be answered again at that address unless the session is continued.
  */
-function serverGone(error: unknown, revision: number): ApexError {
+async function serverGone(error: unknown, revision: number): Promise<ApexError> {
   const target = process.env.APEX_REMOTE ?? "HOST/SESSION";
-  const session = target.replace(/^.*\//, "");
-  const reason = isApexError(error) ? error.message.replace(/\.$/, "") : String(error);
+  const { parseRemote } = await import("../plugins/sharing/remote.js");
+  const { origin, sessionId: session } = parseRemote(target);
   return new ApexError(
     "APEX_E_RPC",
-    `${reason}, for ${GONE_MS / 1000} s: it is the session's supervisor's own server (sharing.serve), which stops with the session, so the session has ended (or its supervisor is gone) and the watch ends. Every change up to revision ${revision} was printed.`,
+    `${origin} has refused every connection for ${GONE_MS / 1000} s: it is session ${session}'s supervisor's own server (sharing.serve), which stops with the session, so the session has ended (or its supervisor is gone) and the watch ends. Every change up to revision ${revision} was printed.`,
     {
       hint: `On the session's host, \`apex status --session ${session}\` says whether it ended; once it runs again (\`apex start --continue ${session}\`), \`apex --remote ${target} memory watch GLOB --since ${revision}\` prints what changed meanwhile.`,
-      details: { connection: "ECONNREFUSED", revision },
+      details: { connection: isApexError(error) ? error.details?.connection : "ECONNREFUSED", revision },
+      cause: error,
     },
   );
 }

@@ -211,7 +211,7 @@ describe("apex --remote memory watch through a supervisor's own server (sharing.
         expect(ended.status, ended.stderr).toBe(1);
         const { error } = JSON.parse(ended.stderr.trim().split("\n").at(-1)!) as { error: { code: string; message: string; hint: string; details: { connection: string; revision: number } } };
         expect(error.code).toBe("APEX_E_RPC");
-        expect(error.message).toContain(", for 10 s: it is the session's supervisor's own server (sharing.serve), which stops with the session, so the session has ended (or its supervisor is gone) and the watch ends.");
+        expect(error.message).toBe(`http://127.0.0.1:${port} has refused every connection for 10 s: it is session ${session}'s supervisor's own server (sharing.serve), which stops with the session, so the session has ended (or its supervisor is gone) and the watch ends. Every change up to revision ${error.details.revision} was printed.`);
         expect(error.details.connection).toBe("ECONNREFUSED");
         expect(error.hint).toContain(`\`apex --remote ${target} memory watch GLOB --since ${error.details.revision}\``);
         const seen = ended.stdout.trim().split("\n").map((line) => JSON.parse(line) as { kind: string; path: string; revision: number });
