@@ -4,7 +4,7 @@ import type { Glob } from "../core/store/glob.js";
 import type { Change, JsonValue, Store } from "../core/store/store.js";
 import { readView } from "../core/store/port.js";
 import { openSessionClient, type SessionClient } from "../core/session/client.js";
-import { isApexError } from "../core/errors.js";
+import { ApexError, isApexError } from "../core/errors.js";
 import { paint } from "./output.js";
 import { onInterruption } from "./follow.js";
 import { readValues } from "../plugins/memory-changes.js";
@@ -12,6 +12,11 @@ import { readValues } from "../plugins/memory-changes.js";
 const POLL_MS = 100;
 /** How often the log is read when the store signals nothing (a signal lost with a connection). */
 const RECHECK_MS = 1000;
+/**
+ * How long a supervisor's own server (`sharing.serve`) may refuse every connection before `memory watch`
+ * takes it as gone with its session: it stops only then, and nothing restarts it at that address meanwhile.
+ */
+const GONE_MS = 10_000;
 
 export interface WatchOptions {
   since?: number;
@@ -121,15 +126,25 @@ async function follow(
     for (const entry of entries) if (glob.matches(entry.path)) printCurrent(entry.path, entry.value, since, Boolean(options.json));
   }
   let replaying = true;
+  /** The server said it is its session's supervisor's own (`sharing.serve`): it stops with the session, for good. */
+  let ownServer = false;
+  /** Since when every poll found nothing listening at the server's address (connection refused). */
+  let refusedSince: number | undefined;
   while (!interrupted() && (replaying || Date.now() < deadline)) {
-    let reply: { revision: number; changes: Array<Change & { value: JsonValue | null; overwritten?: boolean }>; ended?: boolean };
+    let reply: { revision: number; changes: Array<Change & { value: JsonValue | null; overwritten?: boolean }>; ended?: boolean; server?: string };
     try {
       reply = (await client.call("memory.changes", { since, glob: glob.source })) as typeof reply;
     } catch (error) {
       if (!outage.began(error) || (replaying && Date.now() >= deadline)) throw error;
+      // A supervisor's own server refusing every connection: nothing listens there any more, as once its session
+      // ended. A poll that came only after it closed (the network away as the session stopped) retried for ever.
+      refusedSince = ownServer && isApexError(error) && error.details?.connection === "ECONNREFUSED" ? (refusedSince ?? Date.now()) : undefined;
+      if (refusedSince !== undefined && Date.now() - refusedSince >= GONE_MS) throw await serverGone(error, since);
       await sleep(Math.min(RECHECK_MS, Math.max(0, deadline - Date.now())));
       continue;
     }
+    refusedSince = undefined;
+    if (reply.server === "sharing.serve") ownServer = true;
     outage.ended();
     // The supervisor read each value after the whole batch: a put changed again within it was overwritten before
     // (it says so itself of one changed again after its batch; an older one does not).
@@ -146,6 +161,26 @@ async function follow(
     if (replaying) continue;
     await sleep(Math.min(POLL_MS, Math.max(0, deadline - Date.now())));
   }
+}
+
+/**
+ * The watch through a supervisor's own server (`sharing.serve`) ends once that server has refused every
+ * connection for GONE_MS: it stops with its session, so the session has ended (or its supervisor was
+ * killed), and no poll will be answered again at that address unless the session is continued.
+ */
+async function serverGone(error: unknown, revision: number): Promise<ApexError> {
+  const target = process.env.APEX_REMOTE ?? "HOST/SESSION";
+  const { parseRemote } = await import("../plugins/sharing/remote.js");
+  const { origin, sessionId: session } = parseRemote(target);
+  return new ApexError(
+    "APEX_E_RPC",
+    `${origin} has refused every connection for ${GONE_MS / 1000} s: it is session ${session}'s supervisor's own server (sharing.serve), which stops with the session, so the session has ended (or its supervisor is gone) and the watch ends. Every change up to revision ${revision} was printed.`,
+    {
+      hint: `On the session's host, \`apex status --session ${session}\` says whether it ended; once it runs again (\`apex start --continue ${session}\`), \`apex --remote ${target} memory watch GLOB --since ${revision}\` prints what changed meanwhile.`,
+      details: { connection: isApexError(error) ? error.details?.connection : "ECONNREFUSED", revision },
+      cause: error,
+    },
+  );
 }
 
 /**

@@ -4,9 +4,11 @@
 // `session share|unshare --json`, which name the session beside its id; `logs` of a session
 // whose agents never ran; a refused token saved for another session; expired grants in
 // `session shares`; `start --continue`'s next commands; and `memory watch` through a
-// supervisor's own server (sharing.serve), which ends with its session. A real `apex serve` on
+// supervisor's own server (sharing.serve), which ends with its session, even when the network
+// to it was away as it stopped (a relay in this process, cut and restored). A real `apex serve` on
 // loopback in front of a live session; the built CLI.
 import { readFileSync, writeFileSync } from "node:fs";
+import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
@@ -179,4 +181,82 @@ describe("apex --remote memory watch through a supervisor's own server (sharing.
       own.cleanup();
     }
   });
+
+  it("reached again only once the server has gone with its session, ends with APEX_E_RPC saying so (exit 1) after refusals for 10 s (it retried for ever)", async () => {
+    const own = new Project(CONFIG.replace("plugins:\n", 'plugins:\n  git: {}\n  sharing:\n    serve:\n      listen: "127.0.0.1:0"\n'));
+    const relay = new Relay();
+    try {
+      const session = own.start().session_id;
+      const { url } = JSON.parse(readFileSync(join(own.storeDir, "serve.json"), "utf8")) as { url: string };
+      const { token } = share(own, "current", "wendy", "viewer");
+      ok(own.apex(["memory", "set", "/notes/first", "1"]));
+      const port = await relay.open(Number(new URL(url).port));
+      const target = `127.0.0.1:${port}/${session}`;
+      const watch = own.apexAsync(["--remote", target, "memory", "watch", "/notes/**", "--json", "--timeout", "45s"], { env: { APEX_TOKEN: token } });
+      try {
+        await waitFor("the watch to print the current value", () => watch.output().includes('"/notes/first"'));
+        // A short cut while the session runs is waited out, as ever: nothing is missed.
+        await relay.cut();
+        await waitFor("the watch to retry", () => watch.errors().includes("Still watching"));
+        ok(own.apex(["memory", "set", "/notes/during", "2"]));
+        await relay.open(Number(new URL(url).port), port);
+        await waitFor("the watch to print the change made meanwhile", () => watch.output().includes('"/notes/during"'));
+        expect(watch.errors()).toContain("is reachable again");
+        // Cut again, and the session stops meanwhile: its server, told of no poller, closes with it.
+        await relay.cut();
+        await waitFor("the watch to retry again", () => watch.errors().split("Still watching").length === 3);
+        ok(own.apex(["stop"]));
+        // The path back: nothing listens at the server's port any more, which the relay passes on by not listening.
+        const ended = await watch.done;
+        expect(ended.status, ended.stderr).toBe(1);
+        const { error } = JSON.parse(ended.stderr.trim().split("\n").at(-1)!) as { error: { code: string; message: string; hint: string; details: { connection: string; revision: number } } };
+        expect(error.code).toBe("APEX_E_RPC");
+        expect(error.message).toBe(`http://127.0.0.1:${port} has refused every connection for 10 s: it is session ${session}'s supervisor's own server (sharing.serve), which stops with the session, so the session has ended (or its supervisor is gone) and the watch ends. Every change up to revision ${error.details.revision} was printed.`);
+        expect(error.details.connection).toBe("ECONNREFUSED");
+        expect(error.hint).toContain(`\`apex --remote ${target} memory watch GLOB --since ${error.details.revision}\``);
+        const seen = ended.stdout.trim().split("\n").map((line) => JSON.parse(line) as { kind: string; path: string; revision: number });
+        expect(seen.map(({ kind, path }) => `${kind} ${path}`)).toEqual(["current /notes/first", "put /notes/during"]);
+        expect(error.details.revision).toBe(seen.at(-1)!.revision);
+      } finally {
+        if (watch.child.exitCode === null) watch.child.kill("SIGINT");
+        await watch.done;
+      }
+    } finally {
+      await relay.cut();
+      own.cleanup();
+    }
+  }, 90_000);
 });
+
+/** A TCP relay to a port of loopback: the network path between a client and a server, to cut (nothing listens then) and restore. */
+class Relay {
+  private server: Server | undefined;
+  private readonly sockets = new Set<Socket>();
+
+  /** Listens (on `port`, or a free one) and forwards each connection to `target`; resolves to the port. */
+  async open(target: number, port = 0): Promise<number> {
+    const server = createServer((socket) => {
+      const upstream = createConnection({ host: "127.0.0.1", port: target });
+      for (const end of [socket, upstream]) {
+        this.sockets.add(end);
+        end.on("close", () => this.sockets.delete(end));
+        end.on("error", () => {
+          socket.destroy();
+          upstream.destroy();
+        });
+      }
+      socket.pipe(upstream).pipe(socket);
+    });
+    this.server = server;
+    await new Promise<void>((resolve, reject) => server.once("error", reject).listen(port, "127.0.0.1", resolve));
+    return (server.address() as { port: number }).port;
+  }
+
+  /** Closes the listener and every connection through it. */
+  async cut(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    for (const socket of this.sockets) socket.destroy();
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}

@@ -237,8 +237,9 @@ function checkCut(pages: number, bytes = original, withoutTemporaryDirectory = f
   expect(removed.sort()).toEqual(report.checkpoints.damaged.map((damaged) => `${damaged.session_id}/${damaged.name}`).sort());
   expect(report.checkpoints.total - report.checkpoints.verified).toBe(repair.checkpoints.removed);
   // A cut through the pages of the session's records and its checkpoint catalog takes the records of the checkpoints they
-  // listed: those are lost with the damaged regions reported above, not named one by one (nothing else lists them). Where
-  // LMDB put those records depends on what the running session wrote and when, so some runs cut them.
+  // listed: validate names those as lost (checkpoint-lost) where what is left names them or the place they had
+  // (test/truncated-catalog.test.ts), and repair cannot bring them back. Where LMDB put those records depends on what
+  // the running session wrote and when, so some runs cut them.
   const listed = runApex(["checkpoint", "list", "--json"], { cwd: dir });
   const left = listed.status === 0 ? (JSON.parse(listed.stdout) as { total: number }).total : 0;
   if (listed.status !== 0) expect(JSON.parse(listed.stderr || "{}").error?.code ?? listed.stderr).toMatch(/APEX_E_NO_SESSION|No session/);

@@ -141,7 +141,7 @@ ${examples("apex checkpoint delete checkpoint-002", "apex checkpoint delete 1ae4
     .command("validate")
     .description("re-hash every checkpoint, tree node and value and check the records that must agree (exit 0 valid, 1 not)")
     .addArgument(sessionArgument("[id]", "only this session (id, unique prefix or a branch's name); default: the one --session names, else the whole store"))
-    .option("--json", "print {session_id, ok, records, checkpoints: {total, verified, damaged: [{session_id, session_name, sequence, name, id, reasons}]}, objects: {scanned, values, trees, unreferenced_values, unreferenced_trees, packs, pack_bytes, garbage_bytes, and as before unreferencedValues, unreferencedTrees, packBytes, garbageBytes}, problems: [{severity, code, message, checkpoint?, checkpoint_id?, path?}]}")
+    .option("--json", "print {session_id, ok, records, checkpoints: {total, verified, damaged: [{session_id, session_name, sequence, name, id, reasons}], and of a truncated store file lost: [{session_id, sequence, name, id, recorded}], lost_after: [{session_id, after_sequence, after}]}, objects: {scanned, values, trees, unreferenced_values, unreferenced_trees, packs, pack_bytes, garbage_bytes, and as before unreferencedValues, unreferencedTrees, packBytes, garbageBytes}, problems: [{severity, code, message, checkpoint?, checkpoint_id?, path?}]}")
     .addHelpText("after", examples("apex session validate", "apex session validate 3f2a --json"))
     .action(async (id: string | undefined, options: { json?: boolean }, command: Command) => {
       const { validateCommand } = await import("./plugin-cli.js");

@@ -571,7 +571,10 @@ export async function validateCommand(location: ProjectLocation, ref: string | u
   // Sessions as session list prints them, by name or short id (--json has the whole ids).
   const what = session ? `Session ${session.label}` : "The project store";
   const c = report.checkpoints;
-  const counts = `${c.total} checkpoint${c.total === 1 ? "" : "s"}, ${c.verified} verif${c.verified === 1 ? "ies" : "y"}; ${plural(report.records, "record")} decoded`;
+  // A truncated file's: the checkpoints the cut took, which `total` (what is left) does not count.
+  const maybe = c.lost_after?.length ? (c.lost?.length ? " (perhaps more)" : ", some perhaps lost with the cut") : "";
+  const lost = `${c.lost?.length ? `, ${c.lost.length} lost with the cut` : ""}${maybe}`;
+  const counts = `${c.total} checkpoint${c.total === 1 ? "" : "s"}, ${c.verified} verif${c.verified === 1 ? "ies" : "y"}${lost}; ${plural(report.records, "record")} decoded`;
   if (report.ok && report.problems.length === 0) {
     printLine(`${what} is valid: ${counts}.`);
     return;
@@ -736,6 +739,12 @@ async function repairStopped(location: ProjectLocation, session: { id: string; l
   }
   printLine(dryRun ? `Dry run${scope}: nothing was changed. Repair would:` : `Repaired the store${scope}:`);
   for (const action of result.actions) printLine(`  ${action.action.padEnd(22)} ${named(`${action.target}: ${action.reason}`)}`);
+  // A truncated file's checkpoints that the cut took whole (validate names them): no action brings them back, so they were in no line above.
+  const lostWhole = result.before.problems.filter((problem) => problem.code === "checkpoint-lost");
+  if (lostWhole.length > 0) {
+    printLine("Lost with the cut, which repair cannot bring back:");
+    for (const problem of lostWhole) printLine(`  ${named(problem.message)}`);
+  }
   // A dry run of a copy of the store file could not read the checkpoints past the damage: no count to give.
   if (dryRun && result.actions.some((action) => action.action === "copy-store") && result.before.checkpoints.total === 0) printLine("Which checkpoints verify is checked once the records that read are copied: the damage keeps them from being read now (repair never deletes a checkpoint that verifies).");
   else printLine(

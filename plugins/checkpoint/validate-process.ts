@@ -9,6 +9,8 @@ import { truncation } from "../lmdb/file-check.js";
 import { salvageOutOfProcess, type SalvageRun } from "../lmdb/salvage-process.js";
 import { join } from "node:path";
 import type { StoreProblem, ValidationReport } from "./validate.js";
+import { openStore } from "../../core/store/open.js";
+import { lostCheckpoints, lostProblems, type LostReport } from "./lost.js";
 
 /** The compiled entry module that validates a store in a child process. */
 export const VALIDATE_WORKER = fileURLToPath(new URL("./validate-worker.js", import.meta.url));
@@ -162,11 +164,33 @@ async function truncatedReport(storeDir: string, stoppedBy: string, options: Out
     );
     report.problems.push(...copy.problems);
     report.checkpoints = copy.checkpoints;
+    // Checkpoints whose manifests and catalog records the cut took together: the copy has nothing of them, what is left of the rest names them.
+    const lost = await lostInCopy(work, scan);
+    if (lost) {
+      report.checkpoints.lost = lost.lost;
+      report.checkpoints.lost_after = lost.lostAfter;
+      report.problems.push(...lostProblems(lost));
+    }
     report.objects = copy.objects;
     if (copy.session_names) report.session_names = copy.session_names;
     return report;
   } finally {
     rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/** The checkpoints the cut took (lost.ts), read in the copy of what is left; undefined when the copy cannot be read. */
+async function lostInCopy(work: string, scan: SalvageRun): Promise<LostReport | undefined> {
+  const regions = scan.tables.find((table) => table.name === "kv")?.damaged ?? [];
+  try {
+    const store = await openStore(work, { readOnly: true });
+    try {
+      return lostCheckpoints(store, regions);
+    } finally {
+      await store.close();
+    }
+  } catch {
+    return undefined;
   }
 }
 

@@ -13,6 +13,7 @@ import {
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { isApexError, withDetail } from "../../core/errors.js";
 import { Catalog, summaryOf, type CheckpointSummary } from "./catalog.js";
+import type { LostAfter, LostCheckpoint } from "./lost.js";
 import {
   agentsRoot,
   checkpointName,
@@ -79,6 +80,7 @@ export type ProblemCode =
   | "langgraph-head-dangling"
   | "langgraph-writes-dangling"
   | "store-damaged"
+  | "checkpoint-lost"
   | "validator-crashed";
 
 export interface StoreProblem {
@@ -109,7 +111,11 @@ export interface ValidationReport {
   /** No problem of severity "error". */
   ok: boolean;
   problems: StoreProblem[];
-  checkpoints: { total: number; verified: number; damaged: CheckpointStatus[] };
+  /**
+   * Of a truncated store file only (lost.ts): `lost`, the checkpoints the cut took, which the rest of the report
+   * cannot name; `lost_after`, the sessions whose checkpoints after one, if any, were in pages the cut took.
+   */
+  checkpoints: { total: number; verified: number; damaged: CheckpointStatus[]; lost?: LostCheckpoint[]; lost_after?: LostAfter[] };
   objects: {
     /** False when validation was limited to a session (only its checkpoints' objects were checked). */
     scanned: boolean;

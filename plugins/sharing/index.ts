@@ -42,6 +42,7 @@ export default definePlugin<SharingOptions>({
         corsOrigins: serve.cors,
         allowHosts: serve.allow_hosts,
         maxConnections: serve.max_connections,
+        closesWithSession: true,
         // It logs no requests; its own failures, which its 500s give only a reference to, go to the supervisor's log.
         errorLog: (line) => void process.stderr.write(`[${new Date().toISOString()}] sharing.serve: ${line}\n`),
       });

@@ -63,6 +63,12 @@ export interface ServeOptions {
   errorLog?: ((line: string) => void) | undefined;
   /** How failed logins slow a client down, and how many client addresses are remembered (plugins/sharing/throttle.ts). */
   throttle?: ThrottleOptions | undefined;
+  /**
+   * A supervisor's own server (`sharing.serve`), which stops with its session: its memory.changes
+   * replies say so (`server: "sharing.serve"`), so that `memory watch` can tell, once nothing listens
+   * at its address any more, that no server will come back there as a restarted `apex serve` does.
+   */
+  closesWithSession?: boolean | undefined;
   /** Connections held at once (default DEFAULT_MAX_CONNECTIONS); past it, new ones are refused (503) until some close. */
   maxConnections?: number | undefined;
   /** Connections held at once from one client address (an IPv6 /64); default a quarter of maxConnections. */
@@ -558,7 +564,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       }
       if (beats?.streaming) return beats.end({ result });
     }
-    if (method === "memory.changes") notePoll(caller.token_id, sid, (result as { ended?: unknown } | undefined)?.ended === true);
+    if (method === "memory.changes") {
+      notePoll(caller.token_id, sid, (result as { ended?: unknown } | undefined)?.ended === true);
+      if (options.closesWithSession && result !== null && typeof result === "object") result = { ...result, server: "sharing.serve" };
+    }
     await reply.send(result === undefined ? {} : { result });
   });
 
