@@ -35,7 +35,6 @@ export interface LostCheckpoint {
 const MANIFEST = /^\/sessions\/([^/]+)\/checkpoint-(\d+)$/;
 const EVENT = /^\/sessions\/([^/]+)\/events\/\d+$/;
 
-/** `kvRegions`: the damaged regions of the keyspace table (`kv`) the page reader reported. */
 /**
  * A session whose checkpoints after `after_sequence` (its highest one anything left names), if it took
  * any, had their manifests in pages the cut took: how many, nothing left says.
@@ -52,6 +51,7 @@ export interface LostReport {
   lostAfter: LostAfter[];
 }
 
+/** `kvRegions`: the damaged regions of the keyspace table (`kv`) the page reader reported. */
 export function lostCheckpoints(store: Store, kvRegions: readonly DamagedRegion[]): LostReport {
   const present = new Map<string, Set<number>>();
   const traces = new Map<string, Map<number, string | null>>();
