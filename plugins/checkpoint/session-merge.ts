@@ -30,7 +30,7 @@ import {
 import { resolveSessionRef } from "./plugin-sessions.js";
 import { ACTORS, assertWritable, loadManifest } from "./refs.js";
 import { baseKey, DEFAULT_SCOPE, inScope, memoryMountOf, normalizeScope, pathSegments, type MemoryScope } from "./scope.js";
-import { buildSnapshot } from "./snapshot.js";
+import { buildSnapshot, type Snapshot } from "./snapshot.js";
 import { carrySteps, dropThreads, threadSteps, type ThreadStep } from "./langgraph-branch.js";
 import { memoryDir, segmentName, threadLabel } from "./langgraph-index.js";
 import { ObjectStore } from "./engine/objects.js";
@@ -99,6 +99,11 @@ export interface SessionMergeReport {
   git: JsonValue | null;
   /** The process that wrote it (added by the control method): DST's supervisor while DST runs. */
   writer_pid?: number;
+  /**
+   * A merge applied to live memory: the records of DST's live state it read and hashed, per
+   * tree (those changed since DST's latest trees, or all of them where it had none). Absent otherwise.
+   */
+  hashed?: { memory: number; tasks: number; agents: number };
 }
 
 export async function mergeSessions(store: Store, request: SessionMergeRequest): Promise<SessionMergeReport> {
@@ -139,8 +144,9 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
     const upToDate = found.relation === "up-to-date" || found.relation === "same";
     const view = objectView(store, { overlay });
     let oursRoots = ours ? { memory: ours.memory.root, tasks: ours.tasks.root } : { memory: null, tasks: null };
+    let snapshot: Snapshot | undefined;
     if (live && !upToDate) {
-      const snapshot = buildSnapshot(store, view, { memory: { scope, base: catalog.base(baseKey(scope, mount)), mount }, session: { id: destinationId } });
+      snapshot = buildSnapshot(store, view, { memory: { scope, base: catalog.base(baseKey(scope, mount)), mount }, session: { id: destinationId } });
       oursRoots = { memory: snapshot.memory!.root, tasks: snapshot.tasks!.root };
     }
     const plan: MergePlan = upToDate
@@ -224,7 +230,7 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
       }, ACTORS.merge);
       // Counts again, and task ids merged in are taken: the next task added gets a higher one.
       if (taskChanges.length > 0) store.batchSync((batch) => void recountTasks(batch, store, destinationId), ACTORS.merge);
-      written = writeCheckpoint(store, {
+      const created = writeCheckpoint(store, {
         sessionId: destinationId,
         trigger: MERGE_TRIGGER,
         description,
@@ -236,7 +242,10 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
         actor: ACTORS.merge,
         mergeParent: theirs.id,
         audit: Boolean(request.afterCheckpoint),
-      }).manifest;
+      });
+      written = created.manifest;
+      const hashed = (tree: "memory" | "tasks" | "agents") => (snapshot?.[tree]?.changed ?? 0) + created.stats[tree].changed;
+      report.hashed = { memory: hashed("memory"), tasks: hashed("tasks"), agents: hashed("agents") };
     } else {
       report.applied = "checkpoint";
       const memory = applyToTree(view, ours!.memory.root, plan.memory.changes);
