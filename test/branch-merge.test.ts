@@ -541,6 +541,38 @@ describe("tasks and live memory", () => {
     expect(store.get("/app/k5")).toBe("live");
   });
 
+  it("into live memory, the merge checkpoint is what hashing the live state gives, with or without a memory base to hash it from, each live record hashed once", async () => {
+    const c1 = await checkpoint();
+    const exp = await branch(c1.id, "exp");
+    await commit(exp, { "/app/k1": "exp", "/app/k2": null, "/new/deep/path": [1, { two: 2 }] }, { "t-0007": { id: "t-0007", title: "from exp", status: "pending", result: null } });
+    await store.batch((batch) => {
+      batch.set("/app/k3", "live");
+      batch.delete("/app/k4");
+      batch.set("/sessions/main/tasks/t-0001", { id: "t-0001", title: "first", status: "active", result: null });
+    });
+    const sameAsHashed = async (report: Awaited<ReturnType<typeof mergeSessions>>) => {
+      const merged = latest("main");
+      expect(merged.id).toBe(report.checkpoint!.id);
+      const hashed = (await createCheckpoint(store, { sessionId: "main", trigger: "interval", now })).manifest;
+      expect([hashed.memory, hashed.tasks, hashed.agents]).toEqual([merged.memory, merged.tasks, merged.agents]);
+    };
+    const first = await mergeSessions(store, { source: "exp", destination: "main" });
+    expect(first).toMatchObject({ applied: "live", hashed: { memory: 2, tasks: 1, agents: 0 } });
+    await sameAsHashed(first);
+
+    // No memory base (none built yet, or dropped): the live memory is hashed whole, once.
+    await commit(exp, { "/app/k5": "exp again" });
+    await store.set("/app/k6", "live again");
+    await store.transaction(() => {
+      for (const { scopeKey } of [...Catalog.of(store).bases()]) Catalog.of(store).removeBase(scopeKey);
+    });
+    const records = [...store.tree("/")].filter((entry) => !entry.path.startsWith("/sessions")).length;
+    const second = await mergeSessions(store, { source: "exp", destination: "main" });
+    expect(second).toMatchObject({ applied: "live", hashed: { memory: records, tasks: 0, agents: 0 } });
+    await sameAsHashed(second);
+    expect(validateStore(store)).toMatchObject({ ok: true });
+  });
+
   it("a merge written on a session after `start --continue` pinned its latest checkpoint, before its claim, is what the restore brings back", async () => {
     const c1 = await checkpoint();
     const dst = await branch(c1.id, "dst");
