@@ -573,6 +573,30 @@ describe("tasks and live memory", () => {
     expect(validateStore(store)).toMatchObject({ ok: true });
   });
 
+  it("into the live memory of a session in its own git worktree (below its own root), the same", async () => {
+    const c1 = await checkpoint();
+    const wt = (await createBranch(store, c1.id, "wt", { now, worktree: { path: "/nowhere/wt", branch: "apex/wt", commit: null } })).session_id;
+    const exp = await branch(c1.id, "exp");
+    const mount = `/sessions/${wt}/memory`;
+    // It ran: its checkpoint's memory restored below its root, then written to.
+    const record = store.get(`/sessions/history/${wt}`) as { history: JsonValue[] };
+    await store.batch((batch) => {
+      batch.set(`/sessions/history/${wt}`, { ...record, history: [...record.history, { event: "continued", at: now().toISOString() }] });
+      for (const entry of readCheckpointMemory(store, c1.id)) batch.set(`${mount}${entry.path}`, entry.value);
+    });
+    await store.batch((batch) => batch.set(`${mount}/app/k3`, "live in wt"));
+    await commit(exp, { "/app/k1": "exp", "/app/k2": null });
+    // No memory base below its root yet: its memory hashed whole, once.
+    const records = [...store.keysBelow(mount)].length;
+    const report = await mergeSessions(store, { source: "exp", destination: "wt" });
+    expect(report).toMatchObject({ applied: "live", hashed: { memory: records }, memory: { changes: [{ path: "/app/k1" }, { path: "/app/k2" }] } });
+    expect([store.get(`${mount}/app/k1`), store.has(`${mount}/app/k2`), store.get("/app/k1")]).toEqual(["exp", false, { i: 1 }]);
+    const merged = latest(wt);
+    const hashed = (await createCheckpoint(store, { sessionId: wt, trigger: "interval", now })).manifest;
+    expect([hashed.memory, hashed.tasks, hashed.agents]).toEqual([merged.memory, merged.tasks, merged.agents]);
+    expect(validateStore(store)).toMatchObject({ ok: true });
+  });
+
   it("a merge written on a session after `start --continue` pinned its latest checkpoint, before its claim, is what the restore brings back", async () => {
     const c1 = await checkpoint();
     const dst = await branch(c1.id, "dst");
