@@ -192,6 +192,41 @@ describe("the flow's commands, verbatim", () => {
   });
 });
 
+describe("a merge into the running session, made by its supervisor", () => {
+  it("hashes the live records once, to plan it: its checkpoint is those trees with the merge applied, the state a checkpoint then hashes", () => {
+    project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n`, "apex-branch-hashed-");
+    const p = project;
+    const main = p.start(["--task", "main work"]).session_id;
+    expect(p.apex(["memory", "set", "/kept", "1"]).status).toBe(0);
+    expect(p.apex(["memory", "set", "/gone", "1"]).status).toBe(0);
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    expect(p.apex(["session", "branch", "latest", "side"]).status).toBe(0);
+    p.start(["--continue", "side"]);
+    expect(p.apex(["memory", "set", "/side/a", '"a"']).status).toBe(0);
+    expect(p.apex(["memory", "set", "/side/b", '{"b":[1,2]}']).status).toBe(0);
+    expect(p.apex(["memory", "delete", "/gone"]).status).toBe(0);
+    expect(p.apex(["task", "add", "side work"]).status).toBe(0);
+    expect(p.apex(["checkpoint", "create", "side work"]).status).toBe(0);
+    const supervisor = p.start(["--continue", main]).supervisor_pid;
+    // Three records written live since main's latest checkpoint (the merge's base to hash them from).
+    for (const path of ["/main/1", "/main/2", "/main/3"]) expect(p.apex(["memory", "set", path, "3"]).status).toBe(0);
+
+    const merged = json<{ applied: string; writer_pid: number; hashed: { memory: number; tasks: number; agents: number }; checkpoint: { id: string }; memory: { changes: unknown[] } }>(p.apex(["session", "merge", "side", main, "--json"]));
+    expect(merged).toMatchObject({ applied: "live", writer_pid: supervisor });
+    expect(merged.memory.changes).toHaveLength(3);
+    // Each of the three once (it was nine: the three again for the checkpoint, with the three the merge wrote).
+    expect(merged.hashed.memory).toBe(3);
+    // The checkpoint is the live state as hashing it gives: one taken now, nothing written since, holds the same.
+    const after = json<{ id: string }>(p.apex(["checkpoint", "create", "after the merge", "--json"])).id;
+    const diff = json<Record<string, unknown>>(p.apex(["checkpoint", "diff", merged.checkpoint.id, after, "--json"]));
+    expect(diff).toMatchObject({ memory: { added: [], removed: [], changed: [] } });
+    expect(json<{ value: string }>(p.apex(["memory", "show", "/side/a", "--json"])).value).toBe("a");
+    expect(p.apex(["memory", "show", "/gone"]).status).toBe(3);
+    const validated = p.apex(["session", "validate"]);
+    expect(validated.status, validated.stdout + validated.stderr).toBe(0);
+  });
+});
+
 describe("kill -9 of DST's supervisor during a merge", () => {
   it("before it wrote anything, or after it saved the merge: the command finishes the merge without it or finds it done, never 'not known'", () => {
     // DST's supervisor kills itself (SIGKILL) in beforeCheckpoint while die-before exists (the merge

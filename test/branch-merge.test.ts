@@ -541,6 +541,62 @@ describe("tasks and live memory", () => {
     expect(store.get("/app/k5")).toBe("live");
   });
 
+  it("into live memory, the merge checkpoint is what hashing the live state gives, with or without a memory base to hash it from, each live record hashed once", async () => {
+    const c1 = await checkpoint();
+    const exp = await branch(c1.id, "exp");
+    await commit(exp, { "/app/k1": "exp", "/app/k2": null, "/new/deep/path": [1, { two: 2 }] }, { "t-0007": { id: "t-0007", title: "from exp", status: "pending", result: null } });
+    await store.batch((batch) => {
+      batch.set("/app/k3", "live");
+      batch.delete("/app/k4");
+      batch.set("/sessions/main/tasks/t-0001", { id: "t-0001", title: "first", status: "active", result: null });
+    });
+    const sameAsHashed = async (report: Awaited<ReturnType<typeof mergeSessions>>) => {
+      const merged = latest("main");
+      expect(merged.id).toBe(report.checkpoint!.id);
+      const hashed = (await createCheckpoint(store, { sessionId: "main", trigger: "interval", now })).manifest;
+      expect([hashed.memory, hashed.tasks, hashed.agents]).toEqual([merged.memory, merged.tasks, merged.agents]);
+    };
+    const first = await mergeSessions(store, { source: "exp", destination: "main" });
+    expect(first).toMatchObject({ applied: "live", hashed: { memory: 2, tasks: 1, agents: 0 } });
+    await sameAsHashed(first);
+
+    // No memory base (none built yet, or dropped): the live memory is hashed whole, once.
+    await commit(exp, { "/app/k5": "exp again" });
+    await store.set("/app/k6", "live again");
+    await store.transaction(() => {
+      for (const { scopeKey } of [...Catalog.of(store).bases()]) Catalog.of(store).removeBase(scopeKey);
+    });
+    const records = [...store.tree("/")].filter((entry) => !entry.path.startsWith("/sessions")).length;
+    const second = await mergeSessions(store, { source: "exp", destination: "main" });
+    expect(second).toMatchObject({ applied: "live", hashed: { memory: records, tasks: 0, agents: 0 } });
+    await sameAsHashed(second);
+    expect(validateStore(store)).toMatchObject({ ok: true });
+  });
+
+  it("into the live memory of a session in its own git worktree (below its own root), the same", async () => {
+    const c1 = await checkpoint();
+    const wt = (await createBranch(store, c1.id, "wt", { now, worktree: { path: "/nowhere/wt", branch: "apex/wt", commit: null } })).session_id;
+    const exp = await branch(c1.id, "exp");
+    const mount = `/sessions/${wt}/memory`;
+    // It ran: its checkpoint's memory restored below its root, then written to.
+    const record = store.get(`/sessions/history/${wt}`) as { history: JsonValue[] };
+    await store.batch((batch) => {
+      batch.set(`/sessions/history/${wt}`, { ...record, history: [...record.history, { event: "continued", at: now().toISOString() }] });
+      for (const entry of readCheckpointMemory(store, c1.id)) batch.set(`${mount}${entry.path}`, entry.value);
+    });
+    await store.batch((batch) => batch.set(`${mount}/app/k3`, "live in wt"));
+    await commit(exp, { "/app/k1": "exp", "/app/k2": null });
+    // No memory base below its root yet: its memory hashed whole, once.
+    const records = [...store.keysBelow(mount)].length;
+    const report = await mergeSessions(store, { source: "exp", destination: "wt" });
+    expect(report).toMatchObject({ applied: "live", hashed: { memory: records }, memory: { changes: [{ path: "/app/k1" }, { path: "/app/k2" }] } });
+    expect([store.get(`${mount}/app/k1`), store.has(`${mount}/app/k2`), store.get("/app/k1")]).toEqual(["exp", false, { i: 1 }]);
+    const merged = latest(wt);
+    const hashed = (await createCheckpoint(store, { sessionId: wt, trigger: "interval", now })).manifest;
+    expect([hashed.memory, hashed.tasks, hashed.agents]).toEqual([merged.memory, merged.tasks, merged.agents]);
+    expect(validateStore(store)).toMatchObject({ ok: true });
+  });
+
   it("a merge written on a session after `start --continue` pinned its latest checkpoint, before its claim, is what the restore brings back", async () => {
     const c1 = await checkpoint();
     const dst = await branch(c1.id, "dst");

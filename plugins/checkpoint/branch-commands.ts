@@ -39,7 +39,7 @@ ${examples('apex session branch 3f2a9c1e "experimental-feature"', "apex session 
     .option("--dry-run", "print every change and conflict; write nothing (exit 4 when the merge would be refused; with --git, also when git would conflict)")
     .option("--strategy <strategy>", "conflicts (a path changed on both sides differently): fail (refuse, exit 4), ours (keep DST's) or theirs (take SRC's)", "fail")
     .option("--git", "also merge SRC's git branch (apex/NAME) into DST's working tree (beforeGit fires first; a conflict aborts the git merge and names the files)")
-    .option("--json", "print {source: {session_id, session_name, checkpoint, changed_since_checkpoint}, destination, base, other_bases, relation, strategy, dry_run, applied, refused, memory: {changes, conflicts, same, kept_ours}, tasks: {…}, checkpoint, git, writer_pid, langgraph: {taken, not_taken, deleted} (only when LangGraph threads are merged)}")
+    .option("--json", "print {source: {session_id, session_name, checkpoint, changed_since_checkpoint}, destination, base, other_bases, relation, strategy, dry_run, applied, refused, memory: {changes, conflicts, same, kept_ours}, tasks: {…}, checkpoint, git, writer_pid, hashed: {memory, tasks, agents} (a merge into live memory: the records of DST's live state it hashed), langgraph: {taken, not_taken, deleted} (only when LangGraph threads are merged)}")
     .addHelpText(
       "after",
       `

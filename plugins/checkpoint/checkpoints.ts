@@ -50,7 +50,7 @@ import {
   type ResolveOptions,
 } from "./refs.js";
 import { baseKey, DETACHED_ROOTS, isDetached, memoryMountOf, normalizeScope, pathSegments, segmentsPath, type MemoryScope } from "./scope.js";
-import { buildSnapshot, type SessionBase, type TreeResult } from "./snapshot.js";
+import { buildSnapshot, type SessionBase, type Snapshot, type TreeResult } from "./snapshot.js";
 import { forgetLangGraphStep } from "./langgraph-index.js";
 
 export type { CheckpointManifest, CheckpointTrigger } from "./manifest.js";
@@ -164,6 +164,11 @@ export interface CheckpointParams {
    * detached subtree (scope.ts: DETACHED_ROOTS) in it; returns the new root and value count.
    */
   graft?: (view: ObjectView, memory: { root: Hash | null; count: number }) => { root: Hash | null; count: number };
+  /**
+   * The trees of the current state, hashed already (their objects stored) at `revision`, the
+   * store's: taken instead of hashing it (a merge into live memory, which hashed it to plan).
+   */
+  built?: Required<Omit<Snapshot, "revision">> & { revision: number };
 }
 
 /**
@@ -181,10 +186,12 @@ export function writeCheckpoint(store: Store, params: CheckpointParams): Created
   const mount = memoryMountOf(store, sessionId);
   const key = baseKey(scope, mount);
   const base = catalog.base(key);
-  const snapshot = buildSnapshot(store, view, {
-    memory: { scope, base, mount },
-    session: { id: sessionId, base: parent && sessionBaseOf(parent) },
-  });
+  const snapshot =
+    params.built ??
+    buildSnapshot(store, view, {
+      memory: { scope, base, mount },
+      session: { id: sessionId, base: parent && sessionBaseOf(parent) },
+    });
   let memory = snapshot.memory!;
   // Rebuilt from the keyspace alone, the tree lacks the detached subtrees: the base still has them.
   if (memory.full && base) memory = { ...memory, ...carryDetached(view, base, memory) };
@@ -255,7 +262,7 @@ function checkDraft(draft: unknown): CheckpointDraft {
   return draft as unknown as CheckpointDraft;
 }
 
-function sessionBaseOf(summary: CheckpointSummary): SessionBase {
+export function sessionBaseOf(summary: CheckpointSummary): SessionBase {
   return {
     revision: summary.revision,
     tasks: { root: summary.tasks_root, count: summary.task_count },

@@ -375,9 +375,10 @@ export function refusedBy(plan: MergePlan): MergeConflict[] {
 /**
  * The merged tree: `root` with the plan's changes applied. Writes the new nodes (call inside
  * a write transaction, unless the view is an overlay); values are the very objects theirs
- * holds, so their hashes are kept.
+ * holds, so their hashes are kept. `written`: values by their hash as a merge wrote them to
+ * the keyspace (encodedValues), hashed as they are there (the tree of the live state).
  */
-export function applyToTree(view: ObjectView, root: Hash | null, changes: readonly MergeChange[]): { root: Hash | null; delta: number } {
+export function applyToTree(view: ObjectView, root: Hash | null, changes: readonly MergeChange[], written?: ReadonlyMap<Hash, Buffer>): { root: Hash | null; delta: number } {
   if (changes.length === 0) return { root, delta: 0 };
   const set = new ChangeSet();
   const byPath = new Map<string, MergeChange>();
@@ -388,7 +389,7 @@ export function applyToTree(view: ObjectView, root: Hash | null, changes: readon
   }
   const updated = updateTree(view, root, set, (segments) => {
     const change = byPath.get(segmentsPath(segments));
-    return change?.hash ? new EncodedValue(view.valueBytes(change.hash)) : undefined;
+    return change?.hash ? new EncodedValue(written?.get(change.hash) ?? view.valueBytes(change.hash)) : undefined;
   });
   return { root: updated.root, delta: updated.valueDelta };
 }

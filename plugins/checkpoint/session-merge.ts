@@ -6,9 +6,9 @@ import { onOtherHost } from "../../core/session/lease.js";
 import { readActiveSessions } from "../../core/session/records.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog, type CheckpointSummary, type Located } from "./catalog.js";
-import { writeCheckpoint } from "./checkpoints.js";
+import { sessionBaseOf, writeCheckpoint, type CheckpointParams } from "./checkpoints.js";
 import { writeDerivedCheckpoint } from "./branch.js";
-import { tasksRoot, type CheckpointManifest } from "./manifest.js";
+import { agentsRoot, tasksRoot, type CheckpointManifest } from "./manifest.js";
 import { findMergeBase, MERGE_TRIGGER, sessionLabel, sessionName, type Relation } from "./merge-base.js";
 import {
   applyToTree,
@@ -30,7 +30,7 @@ import {
 import { resolveSessionRef } from "./plugin-sessions.js";
 import { ACTORS, assertWritable, loadManifest } from "./refs.js";
 import { baseKey, DEFAULT_SCOPE, inScope, memoryMountOf, normalizeScope, pathSegments, type MemoryScope } from "./scope.js";
-import { buildSnapshot } from "./snapshot.js";
+import { buildSnapshot, type Snapshot } from "./snapshot.js";
 import { carrySteps, dropThreads, threadSteps, type ThreadStep } from "./langgraph-branch.js";
 import { memoryDir, segmentName, threadLabel } from "./langgraph-index.js";
 import { ObjectStore } from "./engine/objects.js";
@@ -39,8 +39,10 @@ import { ObjectStore } from "./engine/objects.js";
  * `apex session merge SRC DST`: SRC's latest checkpoint merged into DST (merge.ts has the
  * rules, merge-base.ts the base). Where the result goes:
  * - DST holds the live keyspace (it is /sessions/current: running, or the last to run): the
- *   live state is hashed as "ours", the changes are written to live memory and tasks, and the
- *   merge checkpoint is taken of the result, in one transaction. While DST runs this happens
+ *   live state is hashed as "ours" (from the trees DST's next checkpoint would be built from),
+ *   the changes are written to live memory and tasks, and the merge checkpoint is those trees
+ *   with the changes applied (mergedState: the live state is not read and hashed again), in one
+ *   transaction. While DST runs this happens
  *   in its supervisor (the one writer), so agents read the state before or after, never between.
  * - otherwise: a merge checkpoint on DST built from DST's latest checkpoint; `apex start
  *   --continue DST` restores it.
@@ -101,6 +103,11 @@ export interface SessionMergeReport {
   git: JsonValue | null;
   /** The process that wrote it (added by the control method): DST's supervisor while DST runs. */
   writer_pid?: number;
+  /**
+   * A merge applied to live memory: the records of DST's live state it read and hashed, per
+   * tree (those changed since DST's latest trees, or all of them where it had none). Absent otherwise.
+   */
+  hashed?: { memory: number; tasks: number; agents: number };
 }
 
 export async function mergeSessions(store: Store, request: SessionMergeRequest): Promise<SessionMergeReport> {
@@ -143,8 +150,15 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
     const upToDate = found.relation === "up-to-date" || found.relation === "same";
     const view = objectView(store, { overlay });
     let oursRoots = ours ? { memory: ours.memory.root, tasks: ours.tasks.root } : { memory: null, tasks: null };
+    let snapshot: Snapshot | undefined;
+    // The live memory tree rebuilt from the keyspace beside a memory base (a damaged base node, a gap in the
+    // log): it lacks the base's detached subtrees, which writeCheckpoint carries over as it hashes the state again.
+    let rebuilt = false;
     if (live && !upToDate) {
-      const snapshot = buildSnapshot(store, view, { memory: { scope, base: catalog.base(baseKey(scope, mount)), mount }, session: { id: destinationId } });
+      // From the trees DST's checkpoints are built from, as its next checkpoint would be: the merge checkpoint is these with the plan applied (mergedState).
+      const memoryBase = catalog.base(baseKey(scope, mount));
+      snapshot = buildSnapshot(store, view, { memory: { scope, base: memoryBase, mount }, session: { id: destinationId, base: oursSummary && sessionBaseOf(oursSummary) } });
+      rebuilt = snapshot.memory!.full && memoryBase !== undefined;
       oursRoots = { memory: snapshot.memory!.root, tasks: snapshot.tasks!.root };
     }
     const plan: MergePlan = upToDate
@@ -228,7 +242,8 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
       }, ACTORS.merge);
       // Counts again, and task ids merged in are taken: the next task added gets a higher one.
       if (taskChanges.length > 0) store.batchSync((batch) => void recountTasks(batch, store, destinationId), ACTORS.merge);
-      written = writeCheckpoint(store, {
+      const built = snapshot && !rebuilt ? mergedState(store, view, snapshot, plan, values, { scope, mount, sessionId: destinationId }) : undefined;
+      const created = writeCheckpoint(store, {
         sessionId: destinationId,
         trigger: MERGE_TRIGGER,
         description,
@@ -240,7 +255,11 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
         actor: ACTORS.merge,
         mergeParent: theirs.id,
         audit: Boolean(request.afterCheckpoint),
-      }).manifest;
+        ...(built ? { built } : {}),
+      });
+      written = created.manifest;
+      const hashed = (tree: "memory" | "tasks" | "agents") => (snapshot?.[tree]?.changed ?? 0) + created.stats[tree].changed;
+      report.hashed = { memory: hashed("memory"), tasks: hashed("tasks"), agents: hashed("agents") };
     } else {
       report.applied = "checkpoint";
       const memory = applyToTree(view, ours!.memory.root, plan.memory.changes);
@@ -286,6 +305,56 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
     await request.afterCheckpoint({ sessionId: destinationId, id: written.id, sequence: written.sequence, trigger: written.trigger }).catch(() => undefined);
   }
   return report;
+}
+
+/**
+ * DST's live state after a merge wrote to it, without reading or hashing its records again: the
+ * trees hashed to plan the merge (`snapshot`, in the overlay `view`) with the plan's changes
+ * applied, values as they were written (`written`, the keyspace's bytes), which is what hashing
+ * the live state again gives. Their new objects go from the overlay into the store (the merge's
+ * transaction). Undefined, for the checkpoint to hash the live state as any does, when the
+ * revision log since the snapshot holds a write to DST's memory, tasks or agents that is not
+ * the merge's own, or cannot be read whole.
+ */
+function mergedState(
+  store: Store,
+  view: ObjectView,
+  snapshot: Snapshot,
+  plan: MergePlan,
+  written: ReadonlyMap<string, Buffer>,
+  where: { scope: MemoryScope; mount: string; sessionId: string },
+): NonNullable<CheckpointParams["built"]> | undefined {
+  const { scope, mount, sessionId } = where;
+  const memoryPaths = new Set(plan.memory.changes.map((change) => `${mount}${change.path}`));
+  const taskPaths = new Set(plan.tasks.changes.map((change) => `${tasksRoot(sessionId)}${change.path}`));
+  const tasksPrefix = `${tasksRoot(sessionId)}/`;
+  const agentsPrefix = `${agentsRoot(sessionId)}/`;
+  const revision = store.revision();
+  let expected = snapshot.revision + 1;
+  try {
+    for (const change of store.changesSince(snapshot.revision)) {
+      if (change.revision !== expected) return undefined; // a trimmed log: what was written cannot be told
+      expected += 1;
+      const path = change.path;
+      const memory = mount === "" ? inScope(scope, path) : path.startsWith(`${mount}/`) && inScope(scope, path.slice(mount.length));
+      if (memory ? !memoryPaths.has(path) : path.startsWith(tasksPrefix) ? !taskPaths.has(path) : path.startsWith(agentsPrefix)) return undefined;
+    }
+  } catch {
+    return undefined;
+  }
+  if (expected <= revision) return undefined;
+  const memory = applyToTree(view, snapshot.memory!.root, plan.memory.changes, written);
+  const tasks = applyToTree(view, snapshot.tasks!.root, plan.tasks.changes, written);
+  const agents = snapshot.agents!;
+  const objects = ObjectStore.of(store).view();
+  objects.adopt(view, [memory.root, tasks.root, agents.root]);
+  objects.flush();
+  return {
+    revision,
+    memory: { root: memory.root, count: snapshot.memory!.count + memory.delta, changed: 0, full: false },
+    tasks: { root: tasks.root, count: snapshot.tasks!.count + tasks.delta, changed: 0, full: false },
+    agents: { root: agents.root, count: agents.count, changed: 0, full: false },
+  };
 }
 
 /**

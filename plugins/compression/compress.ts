@@ -8,7 +8,9 @@ import {
   ObjectStore,
   codecOptions,
   copyOf,
+  decompressPack,
   isObjectDamage,
+  packCodecName,
   visitReachable,
   type Hash,
   type ObjectKind,
@@ -34,8 +36,9 @@ import { Catalog, type CheckpointSummary } from "../checkpoint/catalog.js";
  * a recent restore needs sit together), compressed outside the write lock, and written in one
  * write transaction that points their index records at the new packs (with the codec in
  * the location record) and deletes the packs left without live objects (or rewrites those
- * left mostly empty). Hashes stay those of the uncompressed bytes, and reads decompress
- * transparently (plugins/checkpoint/engine/objects.ts), so restores, diffs and validation are unchanged.
+ * left mostly empty, and compressed ones left with hot values: `recompress`). Hashes stay
+ * those of the uncompressed bytes, and reads decompress transparently
+ * (plugins/checkpoint/engine/objects.ts), so restores, diffs and validation are unchanged.
  * Tree nodes are left alone: they are mostly hashes, which do not compress, and every
  * checkpoint reads them.
  */
@@ -55,7 +58,8 @@ export interface CompressOptions {
   sessionId?: string | undefined;
   /**
    * Also compress again cold values already compressed (another algorithm or level, or LangGraph's
-   * gzip 1 as written): the packs whose every value is cold, and only when that makes them smaller.
+   * gzip 1 as written), only when that makes them smaller; a pack that holds hot values too is
+   * rewritten with those alone, compressed as it was.
    */
   recompress?: boolean;
   dryRun?: boolean;
@@ -206,7 +210,7 @@ export async function compressColdData(store: Store, options: CompressOptions): 
     result.packs.written = groups.length;
     // The packs the real run would then remove or rewrite, as it would (it said none were).
     const members = groups.flatMap((group) => group.members);
-    reclaimSources(objects, new Set(members.map((member) => member.location.pack)), result, new Set(members.map((member) => member.hash)));
+    reclaimSources(objects, new Map(members.map((member) => [member.location.pack, member.location])), result, new Set(members.map((member) => member.hash)));
   } else if (groups.length > 0) {
     options.onProgress?.("writing", 0, 1);
     await store.transaction(() => writeGroups(objects, groups, options.algorithm, result));
@@ -299,7 +303,8 @@ function markHot(view: ObjectView, roots: readonly Hash[], result: CompressResul
 
 /**
  * Uncompressed values reachable from the cold roots and from nothing hot, in walk order; with
- * `recompress`, also the compressed ones whose pack holds no other live object (the pack goes as a whole).
+ * `recompress`, also the compressed ones (a pack that holds hot objects too is rewritten
+ * without them once they moved: reclaimSources).
  */
 function findCold(view: ObjectView, objects: ObjectStore, roots: readonly Hash[], hot: { trees: Set<Hash>; values: Set<Hash> }, result: CompressResult, recompress: boolean): { plain: Candidate[]; recompress: Candidate[] } {
   const seenValues = new Set<Hash>();
@@ -323,20 +328,17 @@ function findCold(view: ObjectView, objects: ObjectStore, roots: readonly Hash[]
   };
   // Below a hot node everything is hot.
   visitReachable(view, roots, { tree: (hash) => !hot.trees.has(hash), value, damaged: () => void (result.damaged += 1) });
-  return { plain: candidates, recompress: wholePacks(objects, compressed, result) };
+  return { plain: candidates, recompress: sharesOf(objects, compressed, result) };
 }
 
-/** The compressed candidates whose packs hold nothing else live, each with its share of its pack's bytes; the others stay. */
-function wholePacks(objects: ObjectStore, compressed: Candidate[], result: CompressResult): Candidate[] {
-  if (compressed.length === 0) return compressed;
-  const wanted = new Map<number, number>();
-  for (const { location } of compressed) wanted.set(location.pack, (wanted.get(location.pack) ?? 0) + 1);
-  const live = new Map<number, number>();
-  forEachObjectIn(objects, wanted, (_kind, _hash, { pack }) => live.set(pack, (live.get(pack) ?? 0) + 1));
+/** The compressed candidates, each with its share of its pack's bytes (a pack that is gone or has no size on record: left as it is). */
+function sharesOf(objects: ObjectStore, compressed: Candidate[], result: CompressResult): Candidate[] {
+  const sizes = new Map<number, number | undefined>();
   const kept: Candidate[] = [];
   for (const candidate of compressed) {
     const { pack, length, rawSize } = candidate.location;
-    const bytes = live.get(pack) === wanted.get(pack) ? objects.packs.get(pack)?.length : undefined;
+    if (!sizes.has(pack)) sizes.set(pack, objects.packs.get(pack)?.length);
+    const bytes = sizes.get(pack);
     if (bytes === undefined || !rawSize) result.values.alreadyCompressed += 1;
     else kept.push({ ...candidate, stored: (bytes * length) / rawSize });
   }
@@ -353,7 +355,8 @@ function sameLocation(a: ObjectLocation | undefined, b: ObjectLocation): boolean
  */
 function writeGroups(objects: ObjectStore, groups: readonly Group[], codec: PackCodec, result: CompressResult): void {
   const prepared: PreparedPack[] = [];
-  const sources = new Set<number>();
+  /** Each source pack, with the location of one object read from it (its encoding as the compressed ones had it). */
+  const sources = new Map<number, ObjectLocation>();
   for (const group of groups) {
     const current = group.members.filter((member) => {
       try {
@@ -364,7 +367,7 @@ function writeGroups(objects: ObjectStore, groups: readonly Group[], codec: Pack
     });
     result.values.skipped += group.members.length - current.length;
     if (current.length === 0) continue;
-    for (const member of current) sources.add(member.location.pack);
+    for (const member of current) sources.set(member.location.pack, member.location);
     prepared.push({
       kind: "value",
       codec,
@@ -394,10 +397,15 @@ function forEachObjectIn(objects: ObjectStore, packs: { has(pack: number): boole
 }
 
 /**
- * Deletes the source packs nothing points into any more; rewrites those mostly garbage now. With
- * `movedAway` (a dry run: the values it would compress, still where they were), only counts them.
+ * Deletes the source packs nothing points into any more; rewrites those mostly garbage now, and
+ * every compressed one that still holds live objects (hot values beside the cold ones that moved:
+ * left whole, it kept the moved values' old bytes beside their new copies), whose live objects
+ * go to a pack compressed the same way (at the codec's default level, as sweeps rewrite one).
+ * Runs in the write transaction of the new packs: the old pack is removed in the transaction
+ * that put its objects elsewhere. With `movedAway` (a dry run: the values it would compress,
+ * still where they were), only counts them.
  */
-function reclaimSources(objects: ObjectStore, sources: ReadonlySet<number>, result: CompressResult, movedAway?: ReadonlySet<Hash>): void {
+function reclaimSources(objects: ObjectStore, sources: ReadonlyMap<number, ObjectLocation>, result: CompressResult, movedAway?: ReadonlySet<Hash>): void {
   if (sources.size === 0) return;
   const live = new Map<number, Array<{ kind: ObjectKind; hash: Hash; location: ObjectLocation }>>();
   forEachObjectIn(objects, sources, (kind, hash, location) => {
@@ -406,8 +414,8 @@ function reclaimSources(objects: ObjectStore, sources: ReadonlySet<number>, resu
     if (!list) live.set(location.pack, (list = []));
     list.push({ kind, hash, location });
   });
-  const moved: Array<{ kind: ObjectKind; hash: Hash; bytes: Buffer }> = [];
-  for (const id of [...sources].sort((a, b) => a - b)) {
+  const moved: Array<{ kind: ObjectKind; hash: Hash; bytes: Buffer; codec: PackCodec | undefined }> = [];
+  for (const id of [...sources.keys()].sort((a, b) => a - b)) {
     const pack = objects.packs.get(id);
     if (!pack) continue;
     const kept = live.get(id) ?? [];
@@ -416,14 +424,23 @@ function reclaimSources(objects: ObjectStore, sources: ReadonlySet<number>, resu
       result.packs.removed += 1;
       continue;
     }
+    const { codec, rawSize } = sources.get(id)!;
     // Records that disagree about the pack's encoding: leave it for validate and repair.
-    if (kept.some((item) => item.location.codec)) continue;
-    const liveBytes = kept.reduce((sum, item) => sum + item.location.length, 0);
-    if (liveBytes >= pack.length * REWRITE_BELOW) continue;
+    if (kept.some((item) => item.location.codec !== codec || item.location.rawSize !== rawSize)) continue;
+    let source: Buffer = pack;
+    if (codec) {
+      if (!movedAway) {
+        try {
+          source = decompressPack(codec, pack, rawSize!);
+        } catch {
+          continue; // a damaged compressed pack stays as it is, for validate and repair
+        }
+      }
+    } else if (kept.reduce((sum, item) => sum + item.location.length, 0) >= pack.length * REWRITE_BELOW) continue;
     result.packs.rewritten += 1;
     if (movedAway) continue;
     for (const item of kept) {
-      moved.push({ kind: item.kind, hash: item.hash, bytes: copyOf(pack.subarray(item.location.offset, item.location.offset + item.location.length)) });
+      moved.push({ kind: item.kind, hash: item.hash, bytes: copyOf(source.subarray(item.location.offset, item.location.offset + item.location.length)), codec: packCodecName(codec) });
     }
     objects.packs.remove(id);
   }

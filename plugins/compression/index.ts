@@ -60,7 +60,7 @@ export default definePlugin<CompressionOptions>({
         { flags: "--older-than <duration>", description: durationHelp("cold = checkpoints older than this (default: the plugin's `older_than`)", "7d, 12h, 30days") },
         { flags: "--algorithm <name>", description: "brotli or gzip (default: the plugin's `algorithm`, brotli)" },
         { flags: "--level <n>", description: "0-11 for brotli, 0-9 for gzip (default: the plugin's `level` for the plugin's algorithm, else 6)" },
-        { flags: "--recompress", description: "also compress again cold data compressed already (another algorithm or level; LangGraph's values, gzip 1 as written): the packs whose every value is cold, if that makes them smaller" },
+        { flags: "--recompress", description: "also compress again cold data compressed already (another algorithm or level; LangGraph's values, gzip 1 as written), if that makes them smaller; a pack holding hot values too is rewritten with those alone" },
         { flags: "--dry-run", description: "compress in memory and report the sizes; write nothing" },
         { flags: "--json", description: "print {dry_run, session_id, algorithm, level, policy: {after, older_than_seconds}, checkpoints: {cold, hot}, values: {compressed, already_compressed, recompressed, incompressible, skipped, too_large, remaining}, bytes_before, bytes_after, ratio, packs: {written, removed, rewritten}, store_bytes_before, store_bytes_after, damaged_nodes}" },
       ],

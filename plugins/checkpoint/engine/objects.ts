@@ -1666,6 +1666,44 @@ export class ObjectView {
     return hash;
   }
 
+  /**
+   * Buffers, as writing them here would, the objects of the trees at `roots` that `overlay` (an
+   * overlay view) built and the store lacks, without hashing them again (the overlay holds them
+   * by their hashes); flush() stores them. A node the overlay did not build was read from the
+   * store, and below a stored node everything is stored: neither is descended into.
+   */
+  adopt(overlay: ObjectView, roots: Iterable<Hash | null>): void {
+    const trees = overlay.overlayTrees;
+    const values = overlay.overlayValues;
+    if (!trees || !values || this.isOverlay) throw new Error("adopt() takes an overlay view's objects into a view that stores them.");
+    const stack = [...roots].filter((root): root is Hash => root !== null);
+    const seen = new Set<Hash>();
+    const value = (hash: Hash) => {
+      const bytes = values.get(hash);
+      if (!bytes || this.pending.has(hash) || this.objects.stored("value", hash, true)) return;
+      this.pending.set(hash, { kind: "value", bytes });
+      this.stats.valuesWritten += 1;
+      this.stats.valueBytesWritten += bytes.length;
+    };
+    while (stack.length > 0) {
+      const hash = stack.pop()!;
+      if (seen.has(hash)) continue;
+      seen.add(hash);
+      const bytes = trees.get(hash);
+      if (!bytes || this.pending.has(hash) || this.objects.stored("tree", hash, true)) continue;
+      this.pending.set(hash, { kind: "tree", bytes });
+      this.stats.treesWritten += 1;
+      this.stats.treeBytesWritten += bytes.length;
+      const node = overlay.nodeCache.get(hash)?.node ?? decodeTreeNode(bytes);
+      if (node.kind === "split") for (const bucket of node.buckets) stack.push(bucket.hash);
+      else
+        for (const entry of node.entries) {
+          if (entry.value) value(entry.value);
+          if (entry.tree) stack.push(entry.tree);
+        }
+    }
+  }
+
   /** Stores the buffered writes as packs. Call inside the write transaction that wrote them. */
   flush(): void {
     if (this.pending.size === 0) return;
