@@ -165,4 +165,21 @@ describe("a supervisor whose socket path holds another file", () => {
     const text = project.apex(["stop"]);
     expect(text.status, text.stderr).toBe(0);
   }, 60_000);
+
+  it("`apex stop --grace D` says that its grace did not reach a supervisor sent SIGTERM (its socket gone), which gave its agents the default", () => {
+    // A signal carries no grace: the stop went on with the supervisor's 5 s, and said nothing of the --grace asked for.
+    const project = new Project(CONFIG);
+    for (const json of [true, false]) {
+      const ready = project.start(json ? [] : ["--continue", "last"]);
+      const other = join(project.dir, "not-a-socket");
+      writeFileSync(other, "x");
+      renameSync(other, ready.socket);
+      const warning = "--grace 30s did not reach the supervisor (its socket was gone, so it was sent SIGTERM): it gave its agents the default 5 s before SIGKILL.";
+      const stop = project.apex(["stop", "--grace", "30s", ...(json ? ["--json"] : [])]);
+      expect(stop.status, stop.stderr).toBe(0);
+      if (json) expect(JSON.parse(stop.stdout)).toMatchObject({ session_id: ready.session_id, status: "stopped", signalled: ready.supervisor_pid, warnings: [warning] });
+      else expect([stop.stdout, stop.stderr]).toEqual([expect.stringContaining("(its socket was gone: its supervisor"), `warning: ${warning}\n`]);
+      expect(project.alive(ready.supervisor_pid)).toBe(false);
+    }
+  }, 60_000);
 });

@@ -82,7 +82,9 @@ export async function stopSession(location: ProjectLocation, options: { force?: 
         await stopGoneSocket(gone, GONE_SOCKET_STOP_MS);
         const ended = await endedRecord(location, gone.session_id);
         // (It exited without recording the stop: the offline stop below does, and says so.)
-        if (ended) return report({ ...ended, signalled: gone.pid }, Boolean(options.json), `Stopped session ${label(ended)} (its socket was gone: its supervisor, pid ${gone.pid}, was sent SIGTERM and stopped it).`);
+        // A signal carries no grace: the supervisor gave its agents its own (5 s), which --grace did not reach.
+        const warnings = options.grace !== undefined && options.grace !== DEFAULT_GRACE_S ? [`--grace ${options.grace}s did not reach the supervisor (its socket was gone, so it was sent SIGTERM): it gave its agents the default ${DEFAULT_GRACE_S} s before SIGKILL.`] : [];
+        if (ended) return report({ ...ended, signalled: gone.pid, ...(warnings.length > 0 ? { warnings } : {}) }, Boolean(options.json), `Stopped session ${label(ended)} (its socket was gone: its supervisor, pid ${gone.pid}, was sent SIGTERM and stopped it).`);
       } else if (gone) {
         unanswered = gone.pid;
       } else {
@@ -103,11 +105,14 @@ export async function stopSession(location: ProjectLocation, options: { force?: 
     }
   }
   const { stopWithoutSupervisor } = await import("./stop-offline.js");
-  const { killed, ...reply } = await stopWithoutSupervisor(location, { force: Boolean(options.force), graceMs: (options.grace ?? 5) * 1000 });
+  const { killed, ...reply } = await stopWithoutSupervisor(location, { force: Boolean(options.force), graceMs: (options.grace ?? DEFAULT_GRACE_S) * 1000 });
   // Killed there too: one still starting (`start --continue` reaping, before it listens), which --force does not wait for. It said "not running".
   const supervisor = (killed ?? unanswered) === undefined ? "its supervisor was not running" : `its supervisor, pid ${killed ?? unanswered}, did not answer and was killed`;
   report(reply, Boolean(options.json), `Stopped session ${label(reply)} (${supervisor}; ${plural(reply.processes_ended ?? 0, "leftover process", "leftover processes")} ended).`);
 }
+
+/** An agent's time between SIGTERM and SIGKILL when `apex stop` gives no --grace (the supervisor's own default too). */
+const DEFAULT_GRACE_S = 5;
 
 /**
  * How long `apex stop` waits for a supervisor whose socket is gone to stop its session once sent
