@@ -516,6 +516,44 @@ describe("tasks and live memory", () => {
     expect(describeConflict(record)).toBe('/cfg: added: base (none), ours (none), theirs true; deep: base {"b":1}, ours {"b":2}, theirs {"b":3}');
   });
 
+  it("a merge deletes no task: one SRC deleted stays in DST, one DST deleted stays deleted unless SRC changed it, a task the other side completed is kept", async () => {
+    await store.batch((batch) => {
+      for (const id of ["t-0002", "t-0003", "t-0004"]) batch.set(`/sessions/main/tasks/${id}`, { id, title: id, status: "pending", result: null });
+    });
+    const { dst, src } = await twoBranches();
+    const done = (id: string, result: string) => ({ id, title: id, status: "completed", result });
+    // Each side deletes one task the other leaves, and one the other completes.
+    await commit(dst, {}, { "t-0001": null, "t-0003": done("t-0003", "dst"), "t-0004": null });
+    await commit(src, {}, { "t-0002": null, "t-0003": null, "t-0004": done("t-0004", "src") });
+    const into = async (source: string, destination: string) => (await mergeSessions(store, { source, destination, dryRun: true })).tasks;
+    // Neither way is a deletion taken: only the task the other side completed comes over.
+    expect(await into(src, dst)).toMatchObject({ changes: [{ path: "/t-0004", kind: "added" }], conflicts: [] });
+    expect(await into(dst, src)).toMatchObject({ changes: [{ path: "/t-0003", kind: "added" }], conflicts: [] });
+    await mergeSessions(store, { source: src, destination: dst });
+    const merged = latest(dst);
+    const tasks = showCheckpoint(store, merged).tasks as Record<string, { status: string; result: JsonValue }>;
+    expect(Object.entries(tasks).map(([id, task]) => [id, task.status, task.result]).sort()).toEqual([["t-0002", "pending", null], ["t-0003", "completed", "dst"], ["t-0004", "completed", "src"]]);
+    expect(merged.tasks.count).toBe(3);
+    expect(validateStore(store).problems).toEqual([]);
+  });
+
+  it("a subtree deleted on one side (memory delete --recursive): a path below it the other changed is a conflict, one it added is kept, both ways", async () => {
+    await store.batch((batch) => {
+      batch.set("/notes/sub", "self");
+      batch.set("/notes/sub/x", "x");
+      batch.set("/notes/sub/y", "y");
+    });
+    const { dst, src } = await twoBranches();
+    await commit(src, { "/notes/sub": null, "/notes/sub/x": null, "/notes/sub/y": null });
+    await commit(dst, { "/notes/sub/y": "dst changed", "/notes/sub/z": "dst added" });
+    const into = async (source: string, destination: string) => (await mergeSessions(store, { source, destination, dryRun: true })).memory;
+    expect(await into(src, dst)).toMatchObject({ changes: [{ path: "/notes/sub", kind: "deleted" }, { path: "/notes/sub/x", kind: "deleted" }], conflicts: [{ path: "/notes/sub/y", base: "y", ours: "dst changed", absent: ["theirs"] }] });
+    expect(await into(dst, src)).toMatchObject({ changes: [{ path: "/notes/sub/z", kind: "added" }], conflicts: [{ path: "/notes/sub/y", base: "y", theirs: "dst changed", absent: ["ours"] }] });
+    expect((await refusal(mergeSessions(store, { source: src, destination: dst }))).code).toBe("APEX_E_MERGE_CONFLICT");
+    await mergeSessions(store, { source: src, destination: dst, strategy: "theirs" });
+    expect(["/notes/sub", "/notes/sub/x", "/notes/sub/y", "/notes/sub/z"].map((path) => value(dst, path) ?? "(none)")).toEqual(["(none)", "(none)", "(none)", "dst added"]);
+  });
+
   it("into the session that holds live memory: memory, tasks and the merge checkpoint in one transaction", async () => {
     const c1 = await checkpoint();
     const exp = await branch(c1.id, "exp");

@@ -46,7 +46,9 @@ ${examples('apex session branch 3f2a9c1e "experimental-feature"', "apex session 
 A path changed on one side takes that side; changed on both sides to different values is a
 conflict {path, base, ours, theirs, absent} (between two objects the text names each key they
 differ at); deletions count as changes; the same change on both sides is not a conflict. Tasks
-are a union by id; a completed task stays completed. When DST holds the live memory (it runs,
+are a union by id: a merge deletes no task (one SRC deleted stays in DST); a completed task
+stays completed. A subtree one side deleted meets a path below it the other changed as a
+conflict, one it added is kept. When DST holds the live memory (it runs,
 or ran last) the changes are applied to it with the merge checkpoint in one transaction,
 through its supervisor while it runs (one still starting is waited for). Only what SRC
 checkpointed is merged: checkpoint it first (\`apex --session SRC checkpoint create\`) to take

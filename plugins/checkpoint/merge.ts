@@ -30,8 +30,9 @@ import { LANGGRAPH_MEMORY_ROOT } from "./langgraph-index.js";
  * - changed on both sides to different values: a conflict {path, base, ours, theirs}. The
  *   strategy decides: `fail` (default) refuses the whole merge, `ours` keeps ours, `theirs`
  *   takes theirs.
- * Tasks (keyed by task id) are a union: a task either side added is kept, a task deleted on one
- * side stays when the other changed it; a task changed on both sides takes the completed side
+ * Tasks (keyed by task id) are a union: a task either side added is kept; the merge deletes
+ * none (one theirs deleted stays as ours has it, since ours' agents may hold it; one ours deleted
+ * stays deleted unless theirs changed it, when theirs' is taken: work is not dropped); a task changed on both sides takes the completed side
  * when only one is completed (a completed task stays completed); both completed with different
  * results, or both changed otherwise, is a conflict the strategy decides. Agent states are
  * those of "ours": the destination's agents are the ones that run.
