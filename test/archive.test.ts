@@ -468,6 +468,7 @@ describe("apex session archive / unarchive", () => {
       await endedDaysAgo(store, [dst], 1);
       return { src, dst };
     });
+    const merged = await withStore(dir, (store) => ({ from: Catalog.of(store).latest(src)!, merge: Catalog.of(store).latest(dst)! }));
     const archived = apex("session", "archive", "src", "--json");
     expect(archived.status, archived.stderr).toBe(0);
     expect(json(archived).archived.map((session: { session_id: string }) => session.session_id)).toEqual([src]);
@@ -478,6 +479,20 @@ describe("apex session archive / unarchive", () => {
       expect(Catalog.of(store).latest(dst)?.trigger).toBe("merge");
       expect(validateStore(store)).toMatchObject({ ok: true, problems: [] });
     });
+    // session tree keeps the merge's edge, to what the merge recorded of the archived checkpoint (it drew none).
+    type Tree = { nodes: Array<{ id: string; session_id: string; name: string; trigger: string; parents: string[]; archived?: boolean }> };
+    const tree = json(apex("session", "tree", "--json")) as Tree;
+    expect(tree.nodes.find((node) => node.id === merged.merge.id)!.parents).toContain(merged.from.id);
+    expect(tree.nodes.find((node) => node.id === merged.from.id)).toMatchObject({ session_id: src, name: merged.from.name, trigger: "archived", parents: [], archived: true });
+    const text = apex("session", "tree").stdout.split("\n");
+    const at = text.findIndex((line) => line.includes(merged.merge.id.slice(0, 8)));
+    expect(text[at + 1]).toContain("\\"); // the merge's second parent, opened to the right ("|\\")
+    expect(text.find((line) => line.includes(merged.from.id.slice(0, 8)))).toMatch(new RegExp(`\\*  ${merged.from.id.slice(0, 8)} \\[${src.slice(0, 8)}\\] ${merged.from.name} archived \\(\`apex session unarchive ${src.slice(0, 8)}\` brings its session back\\)$`));
+    // Brought back, it is drawn from its own records again.
+    expect(apex("session", "unarchive", src.slice(0, 8)).status).toBe(0);
+    const back = json(apex("session", "tree", "--json")) as Tree;
+    expect(back.nodes.find((node) => node.id === merged.from.id)).toMatchObject({ session_id: src, trigger: merged.from.trigger });
+    expect(back.nodes.some((node) => node.archived)).toBe(false);
   });
 
   it("archives compressed checkpoint data too: the bundle holds the uncompressed bytes", async () => {

@@ -88,7 +88,7 @@ export const MERGE_TRIGGER = "merge";
 export const BRANCH_TRIGGER = "branch";
 
 /** The checkpoint a merge checkpoint merged in (`data.merge.from`). */
-export function mergeSourceOf(store: Store, summary: CheckpointSummary): Point | undefined {
+export function mergeSourceOf(store: Store, summary: CheckpointSummary): (Point & { id?: string; name?: string }) | undefined {
   let manifest: JsonValue | undefined;
   try {
     manifest = store.get(manifestPath(summary.session_id, summary.sequence));
@@ -97,7 +97,7 @@ export function mergeSourceOf(store: Store, summary: CheckpointSummary): Point |
   }
   const from = isRecord(manifest) && isRecord(manifest.data) && isRecord(manifest.data.merge) ? manifest.data.merge.from : undefined;
   if (!isRecord(from) || typeof from.session_id !== "string" || !Number.isSafeInteger(from.sequence)) return undefined;
-  return { sessionId: from.session_id, sequence: from.sequence as number };
+  return { sessionId: from.session_id, sequence: from.sequence as number, ...(typeof from.id === "string" ? { id: from.id } : {}), ...(typeof from.name === "string" ? { name: from.name } : {}) };
 }
 
 /** Every ancestor of `point` (itself included), as session -> highest sequence. */

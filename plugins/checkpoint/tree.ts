@@ -38,6 +38,12 @@ export interface TreeNode {
   folded: number;
   /** The session's latest checkpoint. */
   head: boolean;
+  /**
+   * A checkpoint merged in whose session is no longer in the store (archived): known only from the
+   * merge checkpoint's record of it, drawn so that the merge keeps its edge (`created_at` is then
+   * the first merge's, its own not being known; `trigger` "archived"). Absent otherwise.
+   */
+  archived?: true;
 }
 
 export interface SessionTree {
@@ -70,6 +76,9 @@ export function sessionTree(store: Store): SessionTree {
     return found;
   };
   const mergeFrom = new Map<string, CheckpointSummary>();
+  /** Merged-in checkpoints of sessions no longer in the store (archived), by id: drawn from what the merge recorded. */
+  const archived = new Map<string, TreeNode>();
+  const archivedFrom = new Map<string, string>();
   const branchFrom = new Map<string, CheckpointSummary>();
   const sessions: TreeSession[] = [];
   for (const id of ids) {
@@ -84,6 +93,15 @@ export function sessionTree(store: Store): SessionTree {
       const from = mergeSourceOf(store, summary);
       const target = want(from);
       if (target) mergeFrom.set(summary.id, target);
+      else if (from?.id && !ids.has(from.sessionId)) {
+        // Its session archived: the merge's edge goes to what the merge recorded of it.
+        const known = archived.get(from.id);
+        if (!known || known.created_at > summary.created_at) {
+          const name = from.name ?? `checkpoint-${String(from.sequence).padStart(3, "0")}`;
+          archived.set(from.id, { id: from.id, session_id: from.sessionId, name, sequence: from.sequence, trigger: "archived", description: "", created_at: summary.created_at, parents: [], folded: 0, head: false, archived: true });
+        }
+        archivedFrom.set(summary.id, from.id);
+      }
     }
     const branch = branchPointOf(store, id);
     const point = want(branch);
@@ -116,8 +134,8 @@ export function sessionTree(store: Store): SessionTree {
         if (branch) parents.push(branch.id);
         folded = list.filter((other) => other.sequence < summary.sequence).length;
       }
-      const merged = mergeFrom.get(summary.id);
-      if (merged) parents.push(merged.id);
+      const merged = mergeFrom.get(summary.id)?.id ?? archivedFrom.get(summary.id);
+      if (merged) parents.push(merged);
       nodes.push({
         id: summary.id,
         session_id: id,
@@ -133,6 +151,7 @@ export function sessionTree(store: Store): SessionTree {
     });
   }
   sessions.sort((a, b) => (a.created_at ?? "").localeCompare(b.created_at ?? "") || a.session_id.localeCompare(b.session_id));
+  nodes.push(...archived.values());
   return { sessions, nodes: topological(nodes) };
 }
 
@@ -202,7 +221,7 @@ export function drawTree(tree: SessionTree): string[] {
     const who = session?.name ?? shortSessionId(node.session_id);
     const head = node.head ? ` (${who}: ${session?.status ?? "?"})` : "";
     const folded = node.folded > 0 ? `  (+${node.folded} checkpoint${node.folded === 1 ? "" : "s"})` : "";
-    const description = node.description ? `: ${node.description}` : "";
+    const description = node.archived ? ` (\`apex session unarchive ${node.session_id.slice(0, 8)}\` brings its session back)` : node.description ? `: ${node.description}` : "";
     lines.push(`${render(new Map([[at * 2, "*"]]))}  ${node.id.slice(0, 8)} [${who}] ${node.name} ${node.trigger}${head}${description}${folded}`);
     const [first, ...others] = node.parents;
     columns[at] = first ?? null;
