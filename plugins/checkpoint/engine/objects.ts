@@ -1670,7 +1670,9 @@ export class ObjectView {
    * Buffers, as writing them here would, the objects of the trees at `roots` that `overlay` (an
    * overlay view) built and the store lacks, without hashing them again (the overlay holds them
    * by their hashes); flush() stores them. A node the overlay did not build was read from the
-   * store, and below a stored node everything is stored: neither is descended into.
+   * store (below it everything is stored): it is not descended into. One it built that the store
+   * has already (the same content, from an older tree) is, as writing each object checks each:
+   * that the store holds a node says nothing more of its children than the normal path assumes.
    */
   adopt(overlay: ObjectView, roots: Iterable<Hash | null>): void {
     const trees = overlay.overlayTrees;
@@ -1690,10 +1692,12 @@ export class ObjectView {
       if (seen.has(hash)) continue;
       seen.add(hash);
       const bytes = trees.get(hash);
-      if (!bytes || this.pending.has(hash) || this.objects.stored("tree", hash, true)) continue;
-      this.pending.set(hash, { kind: "tree", bytes });
-      this.stats.treesWritten += 1;
-      this.stats.treeBytesWritten += bytes.length;
+      if (!bytes) continue;
+      if (!this.pending.has(hash) && !this.objects.stored("tree", hash, true)) {
+        this.pending.set(hash, { kind: "tree", bytes });
+        this.stats.treesWritten += 1;
+        this.stats.treeBytesWritten += bytes.length;
+      }
       const node = overlay.nodeCache.get(hash)?.node ?? decodeTreeNode(bytes);
       if (node.kind === "split") for (const bucket of node.buckets) stack.push(bucket.hash);
       else
