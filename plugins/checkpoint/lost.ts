@@ -1,7 +1,7 @@
 import type { Store } from "../../core/store/store.js";
 import type { DamagedRegion } from "../lmdb/salvage.js";
 import { Catalog } from "./catalog.js";
-import { checkpointName, manifestPath } from "./manifest.js";
+import { checkpointName, isRecord, manifestPath } from "./manifest.js";
 import type { StoreProblem } from "./validate.js";
 
 /**
@@ -89,7 +89,7 @@ export function lostCheckpoints(store: Store, kvRegions: readonly DamagedRegion[
     } catch {
       continue; // an undecodable event: validation reports it
     }
-    if (!isObject(event)) continue;
+    if (!isRecord(event)) continue;
     if (event.type === "checkpoint") trace(sessionId, event.sequence, event.id);
     else if (event.type === "retention.delete" && typeof event.sequence === "number") addTo(deleted, sessionId, event.sequence);
   }
@@ -115,7 +115,7 @@ export function lostCheckpoints(store: Store, kvRegions: readonly DamagedRegion[
     } catch {
       summary = undefined;
     }
-    trace(sessionId, sequence, isObject(summary) ? summary.id : undefined);
+    trace(sessionId, sequence, isRecord(summary) ? summary.id : undefined);
   }
   for (const id of catalog.idKeys()) {
     let record: unknown;
@@ -124,7 +124,7 @@ export function lostCheckpoints(store: Store, kvRegions: readonly DamagedRegion[
     } catch {
       continue;
     }
-    if (isObject(record) && typeof record.s === "string") trace(record.s, record.n, id);
+    if (isRecord(record) && typeof record.s === "string") trace(record.s, record.n, id);
   }
 
   // The runs of keyspace keys the cut took: after the last key read before each (none: from the table's start) up to the next one read.
@@ -166,7 +166,11 @@ export function lostCheckpoints(store: Store, kvRegions: readonly DamagedRegion[
 /** One `checkpoint-lost` problem per session, naming its lost checkpoints (runs of sequences as `checkpoint-003 to checkpoint-007`). */
 export function lostProblems({ lost, lostAfter }: LostReport): StoreProblem[] {
   const bySession = new Map<string, LostCheckpoint[]>();
-  for (const checkpoint of lost) bySession.set(checkpoint.session_id, [...(bySession.get(checkpoint.session_id) ?? []), checkpoint]);
+  for (const checkpoint of lost) {
+    const list = bySession.get(checkpoint.session_id) ?? [];
+    bySession.set(checkpoint.session_id, list);
+    list.push(checkpoint);
+  }
   const named = [...bySession].map(([sessionId, checkpoints]) => {
     const recorded = checkpoints.filter((checkpoint) => checkpoint.recorded).map((checkpoint) => checkpoint.sequence);
     const placed = checkpoints.filter((checkpoint) => !checkpoint.recorded).map((checkpoint) => checkpoint.sequence);
@@ -207,8 +211,4 @@ function runs(sequences: number[]): string {
 function addTo(map: Map<string, Set<number>>, key: string, value: number): void {
   const set = map.get(key) ?? new Set<number>();
   map.set(key, set.add(value));
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
