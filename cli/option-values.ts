@@ -69,7 +69,7 @@ export function refuseBlankValues(command: Command): void {
     if (!option.required && !option.optional) continue; // a flag takes no value
     const parse = option.parseArg as ((value: string, previous: unknown) => unknown) | undefined;
     option.argParser((value: string, previous: unknown) => {
-      if (value.trim() === "") throw blankValue(option, value);
+      if (value.trim() === "") throw blankValue(option, value, command);
       if (parse) return parse(value, previous);
       // commander concatenates a variadic option's values only when it has no parser of its own
       return option.variadic ? [...(Array.isArray(previous) && previous !== option.defaultValue ? previous : []), value] : value;
@@ -100,12 +100,21 @@ function commandPath(command: Command): string {
   return names.join(" ");
 }
 
-/** The refusal of an empty value for `name` (an option or a global flag read before commander). */
-export function blankValue(option: Option | string, value: string): ApexError {
+/**
+ * The refusal of an empty value for `name` (an option of `command`, or a global flag read before
+ * commander). Its hint offers leaving the option out only where that is allowed, and names a
+ * default only where one is declared: `task fail --reason ''` was told to leave out the option
+ * the command requires, and `start --continue ''` to leave it out "for its default", which
+ * starts a new session instead.
+ */
+export function blankValue(option: Option | string, value: string, command?: Command): ApexError {
   const name = typeof option === "string" ? option : (option.long ?? option.flags);
-  const optional = typeof option !== "string" && option.optional;
-  return new ApexError("APEX_E_USAGE", `${name}: Expected a value, got ${JSON.stringify(value)}.`, {
-    hint: optional ? `Give a value, or ${name} alone for its default.` : `Give a value, or leave ${name} out for its default.`,
-    details: { option: name, value },
-  });
+  const help = command?.parent ? ` (\`apex ${commandPath(command)} --help\` says what ${typeof option !== "string" && option.mandatory ? "it takes" : "that does"})` : "";
+  let hint = `Give a value, or leave ${name} out for its default.`;
+  if (typeof option !== "string") {
+    if (option.optional) hint = `Give a value, or ${name} alone for its default.`;
+    else if (option.mandatory) hint = `Give a value: ${name} is required${help}.`;
+    else if (option.defaultValue === undefined && help) hint = `Give a value, or leave ${name} out${help}.`;
+  }
+  return new ApexError("APEX_E_USAGE", `${name}: Expected a value, got ${JSON.stringify(value)}.`, { hint, details: { option: name, value } });
 }

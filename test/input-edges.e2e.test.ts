@@ -290,6 +290,28 @@ describe("option and argument values", () => {
     expect(result.stderr).toBe('error[APEX_E_USAGE]: TEXT: Expected a value, got "".\n  hint: Give a value, or leave TEXT out (`apex milestone --help` says what that does).\n');
   });
 
+  it("an empty option's hint offers leaving it out only where the command allows it, and a default only where it has one", () => {
+    writeFileSync(join(dir, "apex.config.yaml"), CONFIG);
+    const hints: Array<[string[], string]> = [
+      // `task fail` requires --reason: "leave --reason out for its default" led to `required option '--reason <text>' not specified`.
+      [["task", "fail", "t-0001", "--reason", ""], "Give a value: --reason is required (`apex task fail --help` says what it takes)."],
+      // Left out, --continue does not continue with a default: a new session starts.
+      [["start", "--continue", ""], "Give a value, or leave --continue out (`apex start --help` says what that does)."],
+      [["start", "--task", " "], "Give a value, or leave --task out (`apex start --help` says what that does)."],
+      // An option with a declared default keeps saying so, as does a global flag.
+      [["session", "merge", "a", "b", "--strategy", ""], "Give a value, or leave --strategy out for its default."],
+      [["--config", "", "status"], "Give a value, or leave --config out for its default."],
+    ];
+    for (const [args, hint] of hints) {
+      const result = apex(args);
+      expect(result.status, args.join(" ")).toBe(2);
+      expect(result.stderr).toContain(`\n  hint: ${hint}\n`);
+      const json = apex([...args, "--json"]);
+      expect(JSON.parse(json.stderr.trim()).error).toMatchObject({ code: "APEX_E_USAGE", exitCode: 2, hint });
+    }
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+
   it("the largest exact number and the longest grace are taken", () => {
     writeFileSync(join(dir, "apex.config.yaml"), CONFIG);
     expect(apex(["memory", "set", "/a", "1"]).status).toBe(0);
