@@ -227,6 +227,24 @@ describe("a project without a store", () => {
     expect(JSON.parse(named.stderr.trim()).error.code).toBe("APEX_E_NO_SESSION");
     expect(existsSync(join(dir, ".apex"))).toBe(false);
   });
+
+  it("start --continue has nothing to continue: refused as on an empty store, with no supervisor launched and no store made", () => {
+    // Before, a supervisor was launched, created .apex/store.mdb and supervisor.log, and only then found nothing to continue.
+    writeFileSync(join(dir, "apex.config.yaml"), 'agents:\n  a: {command: sleep, args: ["1000"]}\n');
+    const refusals: Array<[string, string, number, string]> = [
+      ["last", "APEX_E_NO_SESSION", 3, "There is no session to continue."],
+      ["3f2a9c1e", "APEX_E_NOT_FOUND", 3, 'No session or checkpoint "3f2a9c1e".'],
+      ["checkpoint-001", "APEX_E_NOT_FOUND", 3, 'No session or checkpoint "checkpoint-001".'],
+      ["a/b/c", "APEX_E_USAGE", 2, '"a/b/c" is not a checkpoint reference: it has more than one "/".'],
+    ];
+    for (const [ref, code, exitCode, message] of refusals) {
+      const result = apex(["start", "--continue", ref, "--json"]);
+      expect(result.status, `${ref}: ${result.stderr}`).toBe(exitCode);
+      expect(result.stdout).toBe("");
+      expect(JSON.parse(result.stderr.trim()).error).toMatchObject({ code, exitCode, message });
+      expect(existsSync(join(dir, ".apex")), ref).toBe(false);
+    }
+  });
 });
 
 describe("option and argument values", () => {

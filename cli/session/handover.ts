@@ -7,6 +7,9 @@
  * the command that stops the session without it. Memory is never touched here: what a
  * continue does to it is the continue's business (a rollback saves what it replaces).
  */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError, isApexError } from "../../core/errors.js";
 import { paint, plural } from "../output.js";
@@ -32,17 +35,21 @@ export interface Handover {
  * What `--continue ARG` names, read from the store (read-only, so this works beside a live
  * supervisor): a session (continued from the live store) or a checkpoint (a rollback).
  * Short checkpoint forms (`checkpoint-007`, `latest`) are resolved by the checkpoint code, as
- * the supervisor resolves them. Undefined when the store does not exist yet.
+ * the supervisor resolves them. A project whose store was never made has no session: the
+ * reference is refused as on an empty store (it launched a supervisor, which created the store
+ * only to find nothing to continue).
  */
 export async function resolveTarget(location: ProjectLocation, argument: string): Promise<(ContinueTarget & { name: string | null; ended?: string }) | undefined> {
   const { openStore, storeExists } = await import("../../core/store/open.js");
-  if (!(await storeExists(location))) return undefined;
+  const exists = await storeExists(location);
   const [{ resolveContinueTarget, findSession, endedMark }, { resolveCheckpoint }, { defaultSessionIfAny }] = await Promise.all([
     import("../../core/session/sessions.js"),
     import("../../plugins/index.js").then(({ builtinServices }) => builtinServices.checkpointRefs()),
     import("../../plugins/index.js").then(({ builtinServices }) => builtinServices.checkpointSessions()),
   ]);
-  const store = await openStore(location, { readOnly: true });
+  // No store: an empty one of its own, in a directory removed after, finds nothing as the project's would.
+  const scratch = exists ? undefined : mkdtempSync(join(tmpdir(), "apex-no-store-"));
+  const store = await openStore(scratch ?? location, scratch ? {} : { readOnly: true });
   try {
     const target = await resolveContinueTarget(store, argument, {
       resolve: async (ref) => {
@@ -72,6 +79,7 @@ export async function resolveTarget(location: ProjectLocation, argument: string)
     return { ...target, name: typeof name === "string" && name ? name : null, ...(ended === undefined ? {} : { ended }) };
   } finally {
     await store.close();
+    if (scratch) rmSync(scratch, { recursive: true, force: true });
   }
 }
 
