@@ -638,11 +638,29 @@ describe("apex logs / start --attach / no session", () => {
     // Interrupted (supervisor killed): the command that recovers loads the config, so the warning names it.
     process.kill(ready.supervisor_pid, "SIGKILL");
     await waitFor("status interrupted", () => (p.status().session?.status === "interrupted" ? true : undefined), 30_000);
-    const [interrupted] = await expectStatusSameAsFullCli(p); // read from the store here
+    const [interrupted, interruptedJson] = await expectStatusSameAsFullCli(p); // read from the store here
     expect(interrupted.status).toBe(0);
     expect(interrupted.stdout).toContain("the session was interrupted");
-    expect(interrupted.stderr).toContain("warning: apex.config.yaml is invalid (APEX_E_YAML), so `apex start --continue` would refuse it");
+    // So does the `apex stop` that ends it (its plugins' hooks run from the config): named too, with the fix first,
+    // where the warning named the continue alone and the report offered `apex stop`, which then refused the config.
+    const both = "warning: apex.config.yaml is invalid (APEX_E_YAML), so `apex start --continue` and `apex stop` would refuse it";
+    expect(interrupted.stderr).toContain(both);
+    expect(JSON.parse(interruptedJson.stdout).warnings).toEqual([expect.stringContaining(both.slice("warning: ".length))]);
+    expect(interrupted.stdout).toContain("Fix the config (see the warning above), then recover with `apex start --continue");
+    for (const args of [["stop"], ["stop", "--force"], ["start", "--continue", "last"]]) {
+      const refused = p.apex(args);
+      expect(refused.status, args.join(" ")).toBe(2);
+      expect(refused.stderr).toContain("error[APEX_E_YAML]");
+    }
+    expect(p.status().session?.status).toBe("interrupted");
+    // A plugin it cannot load refuses the continue only: the stop skips its hooks, with a warning, and is not named.
+    p.writeConfig(`${QUIET}plugins:\n  nosuch: {}\n`.replace("plugins: {}\n", ""));
+    const [pluginOnly] = await expectStatusSameAsFullCli(p);
+    expect(pluginOnly.stderr).toContain("warning: apex.config.yaml is invalid (APEX_E_PLUGIN_UNKNOWN), so `apex start --continue` would refuse it;");
     p.writeConfig(QUIET);
+    const [fixed] = await expectStatusSameAsFullCli(p);
+    expect(fixed.stderr).toBe("");
+    expect(fixed.stdout).toContain("\nRecover with `apex start --continue");
     expect(p.apex(["stop", "--force"]).status).toBe(0);
     await expectStatusSameAsFullCli(p); // stopped: the last session
     // Errors are the full CLI's too: their code, message, hint and exit code, as text and as JSON.

@@ -24,10 +24,11 @@ import { pendingTasks, printStranded, strandedTasks, type StrandedTask } from ".
 
 export async function showStatus(location: ProjectLocation, json: boolean): Promise<void> {
   const report = withLocalLeftovers(location, withEndReason(location, markStoppedSupervisor(await readStatus(location))));
-  const warnings = [...damagedRecordWarnings(report), ...(await configWarnings(location, report)), ...(await configChangedWarnings(location, report))];
+  const invalidConfig = await configWarnings(location, report);
+  const warnings = [...damagedRecordWarnings(report), ...invalidConfig, ...(await configChangedWarnings(location, report))];
   if (json) return printJson(warnings.length > 0 ? { ...report, warnings } : report);
   for (const warning of warnings) process.stderr.write(`warning: ${warning}\n`);
-  printStatus(report, warnings.length > 0);
+  printStatus(report, invalidConfig.length > 0);
 }
 
 /**
@@ -56,8 +57,10 @@ async function configWarnings(location: ProjectLocation, report: StatusReport): 
   // A remote session's next step runs on its host, under that host's config.
   if (location.configPath === undefined || process.env.APEX_REMOTE || (report.session && report.session.status !== "interrupted")) return [];
   const [{ loadConfig }, { displayPath }, { isApexError }] = await Promise.all([import("../../core/config/load.js"), import("../../core/config/source.js"), import("../../core/errors.js")]);
+  let loaded = false;
   try {
     const config = await loadConfig(location);
+    loaded = true;
     // What else `apex start` refuses before it runs anything: an agent's program not found, a plugin that does not load
     // or apply (an unknown one). Status said nothing of those, and its "Start one" led to the refusal.
     (await import("../agent-programs.js")).assertAgentProgramsExist(config);
@@ -65,7 +68,10 @@ async function configWarnings(location: ProjectLocation, report: StatusReport): 
     return [];
   } catch (error) {
     if (!isApexError(error)) throw error;
-    const next = report.session ? "`apex start --continue`" : "`apex start`";
+    // The `apex stop` that ends an interrupted session loads the config too (for its plugins' hooks), and refuses one that does not
+    // load: named with the continue (it was left out, while the report below offers `apex stop`). A plugin or an agent's program
+    // it cannot find does not keep it from stopping the session (the hooks are skipped, with a warning).
+    const next = !report.session ? "`apex start`" : loaded ? "`apex start --continue`" : "`apex start --continue` and `apex stop`";
     return [(await import("../plugin-commands.js")).refusedConfigWarning(displayPath(location.configPath), next, error)];
   }
 }
@@ -334,7 +340,7 @@ function printStatus(report: StatusReport, configInvalid: boolean): void {
     }
     printLine(
       paint(
-        `Recover with \`${report.recover_with ?? "apex start --continue last"}\` (ends the leftovers first; memory stays as it is, nothing is rolled back) or end it with \`apex stop\`. With session.auto_recovery, the next \`apex start\` or \`apex resume\` recovers it.`,
+        `${configInvalid ? "Fix the config (see the warning above), then recover" : "Recover"} with \`${report.recover_with ?? "apex start --continue last"}\` (ends the leftovers first; memory stays as it is, nothing is rolled back) or end it with \`apex stop\`. With session.auto_recovery, the next \`apex start\` or \`apex resume\` recovers it.`,
         "gray",
       ),
     );
