@@ -160,6 +160,12 @@ describe("a session being stopped", () => {
           details: { session_id: report.session!.session_id, status: "stopping" },
         });
       }
+      // `session list` says so too, as its supervisor does (it said active: the record's status until the stop is written).
+      const listed = project.apex(["session", "list", "--json"]);
+      expect(listed.status, listed.stderr).toBe(0);
+      expect(JSON.parse(listed.stdout)).toEqual([expect.objectContaining({ session_id: report.session!.session_id, status: "stopping" })]);
+      const text = project.apex(["session", "list"]);
+      expect(text.stdout).toMatch(new RegExp(`^${report.session!.session_id}\\s+stopping\\s`, "m"));
       expect(stop.child.exitCode).toBeNull();
     } finally {
       writeFileSync(release, "");

@@ -1,6 +1,8 @@
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { printJson, printLine, table, visibleText } from "../output.js";
-import { openSessionClient } from "../../core/session/client.js";
+import { liveSessionClient, openSessionClient } from "../../core/session/client.js";
+import type { StatusReport } from "../../core/session/status-report.js";
+import { readProcStat } from "../../core/session/proc.js";
 import type { SessionRecord } from "../../core/session/records.js";
 import { effectiveStatus } from "../../core/session/sessions.js";
 import { shortSessionId } from "../../core/session/names.js";
@@ -30,19 +32,43 @@ async function readSessions(location: ProjectLocation, which: "all" | "history")
   } finally {
     await client.close();
   }
+  // A session being stopped is still recorded active (or paused) until the stop is written: its supervisor says it is
+  // stopping, as `apex status` shows it (the list said active, and the pause or resume that suggests was refused).
+  const stopping = which === "all" && client.via !== "remote" ? await stoppingSessions(location, records) : new Set<string>();
   return records.map((record) => ({
     session_id: record.session_id,
     name: typeof record.name === "string" ? record.name : null,
     parent: parentOf(record),
     // Through `apex serve` the status is the server's, judged on the supervisors' host: this host's
     // name and clock tell nothing of their leases (a client whose clock was ahead saw them interrupted).
-    status: client.via === "remote" ? record.status : effectiveStatus(record),
+    status: client.via === "remote" ? record.status : stopping.has(record.session_id) ? "stopping" : effectiveStatus(record),
     host: supervisorHost(record.supervisor),
     created_at: record.created_at,
     ended_at: record.ended_at ?? null,
     initial_task: record.initial_task,
     outcome: record.outcome ?? null,
   }));
+}
+
+/** The sessions among `records` whose supervisor, running here, says it is stopping them (each asked for at most 1 s, together). */
+async function stoppingSessions(location: ProjectLocation, records: SessionRecord[]): Promise<Set<string>> {
+  const running = records.filter((record) => effectiveStatus(record) === "active" || effectiveStatus(record) === "paused");
+  if (running.length === 0) return new Set();
+  const stopping = await Promise.all(
+    running.map(async (record) => {
+      const client = await liveSessionClient(location, { local: true, session: record.session_id }).catch(() => undefined);
+      if (!client) return undefined;
+      try {
+        // One stopped (SIGSTOP) answers nothing: not waited for.
+        if (client.supervisor && readProcStat(client.supervisor.pid)?.state === "T") return undefined;
+        const report = (await client.call("session.status", {}, 1000).catch(() => undefined)) as StatusReport | undefined;
+        return report?.session?.session_id === record.session_id && report.session.status === "stopping" ? record.session_id : undefined;
+      } finally {
+        await client.close();
+      }
+    }),
+  );
+  return new Set(stopping.filter((id): id is string => id !== undefined));
 }
 
 function parentOf(record: SessionRecord): string | null {
