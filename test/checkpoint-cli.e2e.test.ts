@@ -232,6 +232,24 @@ describe("apex checkpoint", () => {
     expect(ambiguous.stderr).toContain(created.id);
   }, 120_000);
 
+  it("a description is counted and cut in characters, an emoji one: 240 emoji are kept, a milestone's is cut between two, never inside one", () => {
+    project = new Project(config());
+    project.start(["--task", "emoji descriptions"]);
+    // 240 emoji are 240 characters (the README's count, "an emoji is one"): kept whole. They were counted as 480 and refused.
+    const emoji = "\u{1F600}";
+    expect(ok(["checkpoint", "create", emoji.repeat(240), "--json"])).toMatchObject({ description: emoji.repeat(240) });
+    const tooLong = fails(["checkpoint", "create", emoji.repeat(241), "--json"], 2);
+    expect(JSON.parse(tooLong.stderr).error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: "The checkpoint description is 241 characters long; at most 240 are kept.", details: { length: 241, limit: 240 } });
+    // A description APEX writes (afterMilestone: "after milestone: <text>") is cut to 239 characters and an ellipsis:
+    // after "after milestone: x" (18), 221 whole emoji. It was cut at 239 UTF-16 units, inside an emoji, keeping its
+    // first half (an unpaired surrogate, printed as U+FFFD).
+    ok(["milestone", `x${emoji.repeat(300)}`]);
+    const taken = list().items[0]!;
+    expect(taken.trigger).toBe("afterMilestone");
+    expect(taken.description).toBe(`after milestone: x${emoji.repeat(221)}…`);
+    expect(ok(["checkpoint", "show", "latest"])).toContain(`description  after milestone: x${emoji.repeat(221)}…\n`);
+  });
+
   it("interval checkpoints: taken while something changed, skipped when nothing did, none while paused", async () => {
     project = new Project(config());
     // The supervisor takes its interval from the environment of `apex start`.

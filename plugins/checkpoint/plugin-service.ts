@@ -560,16 +560,21 @@ function cpuMsSince(start: NodeJS.CpuUsage): number {
  */
 function userDescription(text: string): string {
   const single = text.replace(/\s+/g, " ").trim();
-  if (single.length <= MAX_DESCRIPTION) return single;
-  throw new ApexError("APEX_E_BAD_INPUT", `The checkpoint description is ${single.length} characters long; at most ${MAX_DESCRIPTION} are kept.`, {
+  // Counted in characters, an emoji one, as every other text APEX bounds (records.ts: limitedText); 240 emoji were 480.
+  const length = single.length <= MAX_DESCRIPTION ? single.length : [...single].length;
+  if (length <= MAX_DESCRIPTION) return single;
+  throw new ApexError("APEX_E_BAD_INPUT", `The checkpoint description is ${length} characters long; at most ${MAX_DESCRIPTION} are kept.`, {
     hint: "Nothing was saved. Give a shorter one; keep longer notes in the memory (`apex memory set /notes/NAME '\"…\"'`), which the checkpoint holds.",
-    details: { length: single.length, limit: MAX_DESCRIPTION },
+    details: { length, limit: MAX_DESCRIPTION },
   });
 }
 
+/** A description APEX writes, cut to MAX_DESCRIPTION characters: between two of them, never inside an emoji (half of one was kept). */
 function clip(text: string): string {
   const single = text.replace(/\s+/g, " ").trim();
-  return single.length > MAX_DESCRIPTION ? `${single.slice(0, MAX_DESCRIPTION - 1)}…` : single;
+  if (single.length <= MAX_DESCRIPTION) return single;
+  const characters = [...single];
+  return characters.length > MAX_DESCRIPTION ? `${characters.slice(0, MAX_DESCRIPTION - 1).join("")}…` : single;
 }
 
 function safeGet(store: Store, path: string): JsonValue | undefined {
