@@ -605,6 +605,27 @@ describe("apex session export / import", () => {
     expect(JSON.parse(other.stderr).error.hint).toBe(`Nothing was written. To replace it by the bundle's: archive it (\`apex session archive s-recent\`), then bring this one back (\`apex session unarchive ${exported}\`); or import into another project.`);
   });
 
+  it("unarchive of an export whose session is here exactly as it holds it says so, exit 0, as import does (it was refused, exit 4, with a hint to archive the session and bring the same state back)", async () => {
+    const dir = project("p1");
+    const apex = apexIn(dir);
+    await threeSessions(dir);
+    const exported = join(dir, "s-recent.export");
+    expect(apex("session", "export", "s-recent", "-o", exported).status).toBe(0);
+    expect(apex("session", "import", exported).status).toBe(0); // already here: nothing written, exit 0
+    const revision = await withStore(dir, (store) => store.revision());
+    const again = apex("session", "unarchive", exported, "--json");
+    expect(again.status, again.stderr).toBe(0);
+    expect(json(again)).toMatchObject({ session_id: "s-recent", bundle_kind: "export", already_back: true, bundle_removed: false });
+    const text = apex("session", "unarchive", exported);
+    expect(text.status, text.stderr).toBe(0);
+    expect(text.stdout).toBe(`Session s-recent is back already, as s-recent.export holds it (imported or brought back before, or exported from this project and unchanged since); nothing written.\nKept the bundle s-recent.export (unarchive removes only archives of the backup directory).\n`);
+    await withStore(dir, (store) => expect(store.revision()).toBe(revision));
+    expect(existsSync(exported)).toBe(true);
+    // A session that changed since is still refused, as import refuses it.
+    await withStore(dir, (store) => store.set("/sessions/s-recent/tasks/t-9999", { id: "t-9999", title: "added since", status: "completed", assignee: "coder" }));
+    expect(apex("session", "unarchive", exported).status).toBe(4);
+  });
+
   it("unarchive of another project's archive that is back already (unarchive --keep, or killed before removing it) says so, as of this project's own", async () => {
     const source = project("source");
     const target = project("target");

@@ -13,6 +13,11 @@ import { openStore } from "../core/store/open.js";
 import { getCheckpoint, getCheckpointValue } from "../plugins/checkpoint/checkpoints.js";
 import { FIXTURES, Project, groupMembers, isAlive, waitFor, type CliResult } from "./fixtures/agents/harness.js";
 import { REPO_ROOT } from "./helpers/cli.js";
+import { callSupervisor } from "../core/rpc/call.js";
+import type { JsonValue } from "../core/store/store.js";
+import { Catalog } from "../plugins/checkpoint/catalog.js";
+import { manifestPath, signManifest } from "../plugins/checkpoint/manifest.js";
+import type { ApexError } from "../core/errors.js";
 
 // A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
@@ -231,6 +236,66 @@ describe("apex checkpoint", () => {
     expect(ambiguous.stderr).toContain("APEX_E_AMBIGUOUS");
     expect(ambiguous.stderr).toContain(created.id);
   }, 120_000);
+
+  it("a description is counted and cut in characters, an emoji one: 240 emoji are kept, a milestone's is cut between two, never inside one", () => {
+    project = new Project(config());
+    project.start(["--task", "emoji descriptions"]);
+    // 240 emoji are 240 characters (the README's count, "an emoji is one"): kept whole. They were counted as 480 and refused.
+    const emoji = "\u{1F600}";
+    expect(ok(["checkpoint", "create", emoji.repeat(240), "--json"])).toMatchObject({ description: emoji.repeat(240) });
+    const tooLong = fails(["checkpoint", "create", emoji.repeat(241), "--json"], 2);
+    expect(JSON.parse(tooLong.stderr).error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: "The checkpoint description is 241 characters long; at most 240 are kept.", details: { length: 241, limit: 240 } });
+    // A description APEX writes (afterMilestone: "after milestone: <text>") is cut to 239 characters and an ellipsis:
+    // after "after milestone: x" (18), 221 whole emoji. It was cut at 239 UTF-16 units, inside an emoji, keeping its
+    // first half (an unpaired surrogate, printed as U+FFFD).
+    ok(["milestone", `x${emoji.repeat(300)}`]);
+    const taken = list().items[0]!;
+    expect(taken.trigger).toBe("afterMilestone");
+    expect(taken.description).toBe(`after milestone: x${emoji.repeat(221)}…`);
+    expect(ok(["checkpoint", "show", "latest"])).toContain(`description  after milestone: x${emoji.repeat(221)}…\n`);
+    // Its catalog summary agrees with its manifest (the half emoji made them differ: index-mismatch).
+    expect(ok(["session", "validate"])).toContain("is valid");
+  });
+
+  it("a description never holds an unpaired surrogate, which the checkpoint catalog cannot keep: one given is refused, one in a text a description is made of is U+FFFD; the store validates (it did not, and repair could not mend it)", async () => {
+    project = new Project(config());
+    const ready = project.start(["--task", "unpaired surrogates"]);
+    // JSON's escapes carry an unpaired surrogate, which a command line cannot (arguments must be UTF-8): an agent's
+    // client of the socket, or `apex serve`'s, can send one. The catalog's summary of the checkpoint kept U+FFFD
+    // for it and its manifest the surrogate: validate found them differing (index-mismatch), and repair's rebuild
+    // of the summary wrote U+FFFD again.
+    const refused = await callSupervisor(ready.socket, "checkpoint.create", { description: "api \udc00 description" }).then(() => undefined, (error: unknown) => error as ApexError);
+    expect(refused).toMatchObject({ code: "APEX_E_BAD_INPUT", message: expect.stringContaining("unpaired surrogate (U+DC00)") });
+    expect(list().total).toBe(1);
+    // A milestone's text keeps it (its record holds it exactly); the afterMilestone checkpoint's description has U+FFFD there.
+    expect(await callSupervisor(ready.socket, "milestone.add", { text: "half \ud83d of an emoji", task: null, actor: "user:test" })).toMatchObject({ text: "half \ud83d of an emoji" });
+    await waitFor("the afterMilestone checkpoint", () => list().items[0]?.trigger === "afterMilestone", 10_000);
+    expect(list().items[0]!.description).toBe("after milestone: half \ufffd of an emoji");
+    expect(ok(["session", "validate"])).toContain("is valid");
+    ok(["stop"]);
+    // Checkpoints an older APEX wrote with one in their descriptions (their manifests keep it, their catalog summaries
+    // hold U+FFFD for it: one in a long string, three in a short one) validate: the summary is what the catalog can
+    // keep of the manifest. They were index-mismatch, which repair's rebuild of the summary did not mend.
+    const store = await openStore(project.storeDir);
+    const emoji = "\u{1F600}";
+    try {
+      const [latest, previous] = list().items;
+      const catalog = store.table<Array<string | number>, unknown>("checkpoints", { keys: "tuple", values: "structured" });
+      await store.transaction(() => {
+        for (const [item, description] of [[latest!, "after milestone: x\ud83d…"], [previous!, `after milestone: x${emoji.repeat(220)}\ud83d…`]] as const) {
+          const { hash: _hash, ...unsigned } = getCheckpoint(store, item.id);
+          const older = signManifest({ ...unsigned, description });
+          store.batchSync((batch) => batch.set(manifestPath(older.session_id, older.sequence), older as unknown as JsonValue));
+          // The summary as the older APEX wrote it: the description as it was, the surrogate in it.
+          catalog.put(["s", older.session_id, older.sequence], { ...(Catalog.of(store).summary(older.session_id, older.sequence) as object), description, manifest_hash: older.hash });
+        }
+      });
+    } finally {
+      await store.close();
+    }
+    expect(ok(["checkpoint", "show", "latest", "--json"])).toMatchObject({ description: "after milestone: x\ud83d…" });
+    expect(ok(["session", "validate"])).toContain("is valid");
+  });
 
   it("interval checkpoints: taken while something changed, skipped when nothing did, none while paused", async () => {
     project = new Project(config());

@@ -181,10 +181,14 @@ function shellWord(text: string): string {
   return /^[\w@%+=:,./-]+$/.test(text) ? text : `'${text.replace(/'/g, `'\\''`)}'`;
 }
 
-/** The session of an archive `file` when the store holds it exactly as the archive does, else undefined. */
+/**
+ * The session of an archive `file` when the store holds it exactly as the archive does, else undefined. Of another
+ * bundle (an export, which unarchive takes as import does): when the store holds it as importing it wrote it, as
+ * import finds it (it was refused, with a hint to archive the session and bring the same state back).
+ */
 async function alreadyBack(context: CommandContext, file: string, settings: ArchiveSettings): Promise<InstallResult | undefined> {
   const { content } = verifyBundleFile(file, readLimits(settings));
-  if (content.manifest.kind !== "archive") return undefined;
+  if (content.manifest.kind !== "archive") return alreadyImported(context, file, settings);
   const store = await context.store();
   const sessionId = content.manifest.session_id;
   try {
@@ -227,7 +231,7 @@ function finishUnarchive(input: CommandInput, context: CommandContext, file: str
   }
   if (input.options.json) context.printJson({ ...installJson(result, file), already_back: wasBack, bundle_removed: removed });
   else {
-    if (wasBack) context.print(`Session ${result.sessionId} is back already, as ${displayPath(file, context.projectDir)} holds it (an earlier unarchive put it there); nothing written.`);
+    if (wasBack) context.print(`Session ${result.sessionId} is back already, as ${displayPath(file, context.projectDir)} holds it (${result.kind === "archive" ? "an earlier unarchive put it there" : "imported or brought back before, or exported from this project and unchanged since"}); nothing written.`);
     else printInstall(context, "Unarchived", result, file);
     context.print(
       removed

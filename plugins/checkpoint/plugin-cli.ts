@@ -785,7 +785,14 @@ async function repairDamagedFile(location: ProjectLocation, dataDir: string, bef
     if (before.records === 0) throw (await import("../lmdb/salvage-process.js")).nothingReadable(`${dataDir}/store.mdb`);
     // A truncated file's checkpoints were checked in what is left of it (validate-process.ts): those that do not verify there go with the repair.
     const removals: RepairAction[] = before.checkpoints.damaged.map((damaged) => ({ action: "remove-checkpoint", target: `${damaged.sessionId}/${damaged.name}`, reason: damaged.reasons.join("; ") }));
-    return { dryRun, actions: [{ action: "copy-store", target: `${dataDir}/store.mdb`, reason: `${regions} damaged region${regions === 1 ? "" : "s"}: would copy the ${plural(before.records, "record")} that read into a fresh store file` }, ...removals], before };
+    // The catalog records of checkpoints whose manifests the cut took go too, as the repair of the copy removes them
+    // (validate.ts): the dry run listed none, and counted those checkpoints among the ones it keeps.
+    const indexes: RepairAction[] = before.problems.flatMap((problem): RepairAction[] => {
+      if (problem.code === "manifest-missing" && problem.checkpoint) return [{ action: "remove-index", target: problem.checkpoint, reason: "the catalog lists it but its manifest does not exist" }];
+      if (problem.code === "index-dangling" && problem.checkpointId) return [{ action: "remove-index", target: problem.checkpointId, reason: "id record of a checkpoint that does not exist" }];
+      return [];
+    });
+    return { dryRun, actions: [{ action: "copy-store", target: `${dataDir}/store.mdb`, reason: `${regions} damaged region${regions === 1 ? "" : "s"}: would copy the ${plural(before.records, "record")} that read into a fresh store file` }, ...removals, ...indexes], before };
   }
   const { replaceWithSalvage } = await import("../lmdb/salvage-process.js");
   const salvaged = replaceWithSalvage(dataDir);

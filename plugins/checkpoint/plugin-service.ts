@@ -555,21 +555,44 @@ function cpuMsSince(start: NodeJS.CpuUsage): number {
 }
 
 /**
+ * Half of a UTF-16 pair alone: the checkpoint catalog keeps U+FFFD for it, where the manifest kept it, and validate
+ * found the two differing (index-mismatch), which repair's rebuild of the summary could not mend.
+ */
+const UNPAIRED_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/**
  * A description a user gives (`apex checkpoint create "…"`), on one line as it is kept; one longer
  * than is kept is refused: it was cut to 240 characters without a word (a paste of a whole note).
  */
 function userDescription(text: string): string {
   const single = text.replace(/\s+/g, " ").trim();
-  if (single.length <= MAX_DESCRIPTION) return single;
-  throw new ApexError("APEX_E_BAD_INPUT", `The checkpoint description is ${single.length} characters long; at most ${MAX_DESCRIPTION} are kept.`, {
+  // A JSON escape (an agent's client of the socket, `apex serve`'s) can carry one; a command line cannot.
+  const unpaired = UNPAIRED_SURROGATE.exec(single)?.[0];
+  if (unpaired !== undefined) {
+    throw new ApexError("APEX_E_BAD_INPUT", `The checkpoint description is not valid UTF-8: it has an unpaired surrogate (U+${unpaired.charCodeAt(0).toString(16).toUpperCase()}), which the checkpoint catalog cannot keep.`, {
+      hint: "Nothing was saved. Give the description as valid UTF-8 text.",
+      details: { field: "description" },
+    });
+  }
+  // Counted in characters, an emoji one, as every other text APEX bounds (records.ts: limitedText); 240 emoji were 480.
+  const length = single.length <= MAX_DESCRIPTION ? single.length : [...single].length;
+  if (length <= MAX_DESCRIPTION) return single;
+  throw new ApexError("APEX_E_BAD_INPUT", `The checkpoint description is ${length} characters long; at most ${MAX_DESCRIPTION} are kept.`, {
     hint: "Nothing was saved. Give a shorter one; keep longer notes in the memory (`apex memory set /notes/NAME '\"…\"'`), which the checkpoint holds.",
-    details: { length: single.length, limit: MAX_DESCRIPTION },
+    details: { length, limit: MAX_DESCRIPTION },
   });
 }
 
+/**
+ * A description APEX writes, cut to MAX_DESCRIPTION characters: between two of them, never inside an emoji (half of
+ * one was kept). An unpaired surrogate in the text it is made of (a milestone's, kept exactly in its own record) is
+ * U+FFFD in it, as it prints.
+ */
 function clip(text: string): string {
-  const single = text.replace(/\s+/g, " ").trim();
-  return single.length > MAX_DESCRIPTION ? `${single.slice(0, MAX_DESCRIPTION - 1)}…` : single;
+  const single = text.replace(/\s+/g, " ").trim().replace(new RegExp(UNPAIRED_SURROGATE.source, "g"), "\uFFFD");
+  if (single.length <= MAX_DESCRIPTION) return single;
+  const characters = [...single];
+  return characters.length > MAX_DESCRIPTION ? `${characters.slice(0, MAX_DESCRIPTION - 1).join("")}…` : single;
 }
 
 function safeGet(store: Store, path: string): JsonValue | undefined {
