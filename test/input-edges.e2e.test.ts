@@ -339,4 +339,22 @@ describe("option and argument values", () => {
     // No session: the grace is read, then stop says there is nothing to stop (3, not 2).
     expect(apex(["stop", "--grace", "1h"]).status).toBe(3);
   });
+
+  it("stop --force with --grace is refused (exit 2) before anything is asked: --force gives no grace, and the grace was ignored without a word", () => {
+    writeFileSync(join(dir, "apex.config.yaml"), CONFIG);
+    const refused = apex(["stop", "--force", "--grace", "30s"]);
+    expect(refused.status).toBe(2);
+    expect(refused.stderr).toContain("error[APEX_E_USAGE]: --force and --grace do not go together");
+    // Alone, each is read: with no session, nothing to stop (3).
+    expect(apex(["stop", "--force"]).status).toBe(3);
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+
+  it("task claim without an agent names no agent the project may not have", () => {
+    writeFileSync(join(dir, "apex.config.yaml"), CONFIG);
+    const result = apex(["task", "claim"]);
+    expect(result.status).toBe(2);
+    expect(result.stderr).toContain("hint: apex task claim --agent NAME, NAME one of the session's agents");
+    expect(result.stderr).not.toContain("--agent coder");
+  });
 });

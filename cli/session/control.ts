@@ -60,6 +60,10 @@ export async function resumeSession(location: ProjectLocation, json: boolean): P
 }
 
 export async function stopSession(location: ProjectLocation, options: { force?: boolean; grace?: number; json?: boolean }): Promise<void> {
+  // --force gives no grace: one given with it was ignored without a word.
+  if (options.force && options.grace !== undefined) {
+    throw new ApexError("APEX_E_USAGE", "--force and --grace do not go together: --force sends SIGKILL at once, with no grace.", { hint: "Give --grace D for SIGTERM, then SIGKILL after D; or --force alone." });
+  }
   const params = { force: Boolean(options.force), ...(options.grace !== undefined ? { grace_ms: options.grace * 1000 } : {}), actor: currentActor() };
   // --force does not wait: before it listens, a starting supervisor runs no agent of its own yet (it reaps the old ones), and the offline stop kills it and ends every agent recorded.
   const client = await liveClient(location, options.force ? undefined : { action: "stop", json: Boolean(options.json) });

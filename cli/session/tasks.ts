@@ -112,7 +112,7 @@ export async function claimTask(location: ProjectLocation, options: { agent?: st
   const agent = options.agent ?? process.env.APEX_AGENT;
   if (!agent) {
     throw new ApexError("APEX_E_USAGE", "Say which agent claims the task: --agent NAME (agents have APEX_AGENT set).", {
-      hint: "apex task claim --agent coder",
+      hint: "apex task claim --agent NAME, NAME one of the session's agents (`apex status` lists them).",
     });
   }
   const task = (await withClient(location, "write", async (client) => {
