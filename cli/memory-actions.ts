@@ -221,13 +221,19 @@ export async function importMemory(location: ProjectLocation, file: string, asJs
   // Longer than V8's longest string (an export of large values): read an entry at a time.
   const entries = bytes.length > constants.MAX_STRING_LENGTH ? (await import("./memory-import-large.js")).parseLargeImport(bytes, name) : parseImport(decodeUtf8Input(bytes, name), name);
   await checkOwned("memory import", entries.map((entry) => entry.path), { force, values: entries.map((entry) => entry.value) });
-  const writer = await openWriter(location);
-  try {
-    const { count, revision } = await writer.importEntries(entries, force);
+  const printImported = ({ count, revision }: { count: number; revision: number }) => {
     if (asJson) printJson({ count, revision });
     // `{}`: what `memory export` writes when nothing matches; importing it is no error, and says it wrote nothing.
     else if (count === 0) process.stdout.write(`imported 0 entries: ${name} is an empty object, nothing was written (revision ${revision})\n`);
     else process.stdout.write(`imported ${count} ${count === 1 ? "entry" : "entries"} (revision ${revision})\n`);
+  };
+  // Nothing to write in a project whose store was never made: none is made for it (it was, while saying nothing was written).
+  if (entries.length === 0 && !process.env.APEX_REMOTE && !process.env.APEX_SOCKET && !(await (await import("../core/store/open.js")).storeExists(location))) {
+    return printImported({ count: 0, revision: 0 });
+  }
+  const writer = await openWriter(location);
+  try {
+    printImported(await writer.importEntries(entries, force));
   } finally {
     await writer.close();
   }

@@ -228,6 +228,21 @@ describe("a project without a store", () => {
     expect(existsSync(join(dir, ".apex"))).toBe(false);
   });
 
+  it("memory import of an empty object writes nothing and makes no store; one with entries makes it", () => {
+    writeFileSync(join(dir, "empty.json"), "{}\n");
+    const text = apex(["memory", "import", "empty.json"]);
+    expect(text.status, text.stderr).toBe(0);
+    expect(text.stdout).toBe("imported 0 entries: empty.json is an empty object, nothing was written (revision 0)\n");
+    const json = apex(["memory", "import", "-", "--json"], "{}");
+    expect(JSON.parse(json.stdout)).toEqual({ count: 0, revision: 0 });
+    // It made .apex/store.mdb while saying nothing was written.
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+    expect(apex(["memory", "import", "-"], '{"/a": 1}').status).toBe(0);
+    expect(keyspace()).toEqual({ "/a": 1 });
+    // With the store there, an empty import reports its revision as before.
+    expect(JSON.parse(apex(["memory", "import", "empty.json", "--json"]).stdout)).toMatchObject({ count: 0 });
+  });
+
   it("start --continue has nothing to continue: refused as on an empty store, with no supervisor launched and no store made", () => {
     // Before, a supervisor was launched, created .apex/store.mdb and supervisor.log, and only then found nothing to continue.
     writeFileSync(join(dir, "apex.config.yaml"), 'agents:\n  a: {command: sleep, args: ["1000"]}\n');
