@@ -105,6 +105,15 @@ export function cutToWidth(text: string, width: number): string {
   return `${kept}…`;
 }
 
+/**
+ * A value's text shown in a line, cut to WIDTH columns as cutToWidth cuts it (an emoji, or any
+ * grapheme, kept whole: a cut by UTF-16 units kept half of one, printed as U+FFFD), only its
+ * start looked at when it is long (a value's JSON may be megabytes).
+ */
+export function clippedText(text: string, width: number): string {
+  return cutToWidth(text.length > 4 * width ? `${text.slice(0, 4 * width)}…` : text, width);
+}
+
 type Write = NodeJS.WriteStream["write"];
 const unguarded = new WeakMap<NodeJS.WriteStream, Write>();
 

@@ -16,6 +16,7 @@ import type { JsonValue } from "../../core/store/store.js";
 import { pathSegments, segmentsPath } from "./scope.js";
 import { isRecord } from "./manifest.js";
 import { LANGGRAPH_MEMORY_ROOT } from "./langgraph-index.js";
+import { clippedText } from "../../cli/terminal-text.js";
 
 /**
  * The three-way merge of checkpoint trees. Both sides are diffed against the base with
@@ -429,7 +430,7 @@ export function describeConflict(conflict: MergeConflict): string {
 }
 
 function clip(text: string): string {
-  return text.length > 60 ? `${text.slice(0, 59)}…` : text;
+  return clippedText(text, 60);
 }
 
 export type { Hash, ObjectView };

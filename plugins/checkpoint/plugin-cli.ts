@@ -21,6 +21,7 @@ import { fileURLToPath } from "node:url";
 import { currentActor } from "../../core/actor.js";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { paint, plural, printJson, printLine, visibleText } from "../../cli/output.js";
+import { clippedText } from "../../cli/terminal-text.js";
 import { ApexError, isApexError } from "../../core/errors.js";
 import { callSupervisor } from "../../core/rpc/call.js";
 import { unknownMethod } from "../../core/rpc/protocol.js";
@@ -495,7 +496,7 @@ function isObject(value: JsonValue): value is { [key: string]: JsonValue } {
 }
 
 function clipText(text: string): string {
-  return text.length > 40 ? `${text.slice(0, 39)}…` : text;
+  return clippedText(text, 40);
 }
 
 // ------------------------------------------------------------------------------------ pin, delete
