@@ -1049,6 +1049,22 @@ describe("the sharing plugin's serve option", () => {
     expect(text.stdout).not.toContain("#session=");
     expect(text.stdout).not.toContain("apex connect");
   });
+
+  it("answers the stop it is stopped by: an owner's `--remote … stop` through it says the session stopped, exit 0", async () => {
+    project = new Project(CONFIG.replace("plugins:\n", 'plugins:\n  git: {}\n  sharing:\n    serve:\n      listen: "127.0.0.1:0"\n'));
+    const sid = project.start().session_id;
+    const served = JSON.parse(readFileSync(join(project.storeDir, "serve.json"), "utf8")) as { url: string };
+    const owner = share(project, "olga", "owner");
+    // The server closes in its session's onStop, which the supervisor's answer to that stop waits
+    // for: it waited for the stop's own request, until its 5 s grace cut the connection, and the
+    // client said `closed the connection before answering session.stop (ECONNRESET); whether it was done is not known`, exit 1.
+    const began = Date.now();
+    const stopped = remote(project, served.url, sid, owner.token, ["stop", "--json"]);
+    expect(stopped.status, stopped.stderr).toBe(0);
+    expect(JSON.parse(stopped.stdout)).toMatchObject({ session_id: sid, status: "stopped" });
+    expect(Date.now() - began).toBeLessThan(4000);
+    expect(project.apex(["session", "history", sid]).stdout).toMatch(/session stopped: stopped by the user {2}\[user:olga\]/);
+  });
 });
 
 describe("--remote refuses commands that would act on the local project", () => {
