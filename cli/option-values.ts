@@ -103,7 +103,8 @@ function commandPath(command: Command): string {
 /** The refusal of an empty value for `name` (an option or a global flag read before commander). */
 export function blankValue(option: Option | string, value: string): ApexError {
   const name = typeof option === "string" ? option : (option.long ?? option.flags);
-  const optional = typeof option !== "string" && option.optional;
+  // Commander marks `--listen <host[:port]>` optional too (a '[' in its flags), but it needs its value: `--listen` alone is "argument missing".
+  const optional = typeof option !== "string" && option.optional && !option.required;
   return new ApexError("APEX_E_USAGE", `${name}: Expected a value, got ${JSON.stringify(value)}.`, {
     hint: optional ? `Give a value, or ${name} alone for its default.` : `Give a value, or leave ${name} out for its default.`,
     details: { option: name, value },
