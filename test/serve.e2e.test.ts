@@ -1087,6 +1087,30 @@ describe("--remote refuses commands that would act on the local project", () => 
   });
 });
 
+describe("apex --remote … start never acts on the local project", () => {
+  it("refuses --force-recovery by name and, without --continue, says start only continues: the local project's interrupted session is neither recovered nor announced as continued", async () => {
+    const p = new Project(CONFIG);
+    const local = p.start().session_id;
+    process.kill(p.status().session!.supervisor!.pid, "SIGKILL");
+    await waitFor("the local session interrupted", () => p.status().session?.status === "interrupted");
+    const target = `127.0.0.1:9/${"a".repeat(8)}`;
+    // It recovered the local session from its checkpoint (a supervisor started here), the server never asked.
+    const recovery = p.apex(["--remote", target, "start", "--force-recovery", "latest"], { env: { APEX_TOKEN: "x" } });
+    expect(recovery.status, recovery.stdout).toBe(2);
+    expect(recovery.stderr).toContain("error[APEX_E_USAGE]: --force-recovery is refused on a remote session");
+    expect(recovery.stdout).toBe("");
+    // auto_recovery said it continued the local session, then sent that session's id to the server as the one to continue.
+    for (const args of [["start"], ["start", "--task", "new work"]]) {
+      const started = p.apex(["--remote", target, ...args], { env: { APEX_TOKEN: "x" } });
+      expect(started.status).toBe(2);
+      expect(started.stderr).toContain("start only continues it");
+      expect(started.stderr).not.toContain("auto_recovery");
+      expect(started.stderr).not.toContain(local.slice(0, 8));
+    }
+    expect(p.status().session).toMatchObject({ session_id: local, status: "interrupted" });
+  });
+});
+
 describe("apex --remote … memory watch with the server not up yet", () => {
   it("waits for it, saying so, whatever it replays, and fails with the server's error once --timeout passes first (exit 1)", () => {
     const p = new Project(CONFIG);
