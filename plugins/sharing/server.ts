@@ -1068,7 +1068,10 @@ class Gate {
     // Read-only for the methods that would change it; a name no writer serves is unknown (404) here as anywhere.
     // A merge's dry run changes nothing (its report is a read): it was refused as a write, where locally it runs.
     const dryRunMerge = method === "session.merge" && params.dry_run === true;
-    if (session.frozen && !dryRunMerge) throw (await isKnownMethod(method)) ? readOnlySession(session, method) : noSuchMethod(method);
+    // Its grants are no part of what it holds: an ended session is shared and unshared as on the host (an owner
+    // could not revoke, once the session ended, a grant it had made through the server: refused as a change).
+    const grantWrite = method === "share.create" || method === "share.revoke";
+    if (session.frozen && !dryRunMerge && !grantWrite) throw (await isKnownMethod(method)) ? readOnlySession(session, method) : noSuchMethod(method);
     const { directClient } = await import("../../core/session/direct.js");
     // That session's records and working memory, whatever this server's directory is bound to.
     const client = await directClient(this.location, "write", { session: sessionId });
