@@ -627,7 +627,8 @@ describe("apex serve: bad input and abuse", () => {
     // An expiry past what a date can hold, an invite address that is no URL: usage errors, and no grant is made (its token would be lost).
     const grantsBefore = project.apex(["session", "shares", "current", "--json"]).stdout;
     // An address under a path (a proxy's prefix) or with a query: the dashboard and API are at the root, and the connect line would drop the path.
-    for (const extra of [["--expires", "99999999d"], ["--url", "notaurl"], ["--url", "ftp://host/"], ["--url", "https://proxy.example/apex"], ["--url", "http://host:7433/?x=1"]]) {
+    // Port 0 is no server's address: its invite was made, with a connect line that connect refuses (exit 2).
+    for (const extra of [["--expires", "99999999d"], ["--url", "notaurl"], ["--url", "ftp://host/"], ["--url", "https://proxy.example/apex"], ["--url", "http://host:7433/?x=1"], ["--url", "http://host:0"]]) {
       const refused = project.apex(["session", "share", "current", "xavier", ...extra, "--json"]);
       expect(refused.status, `${extra.join(" ")}: ${refused.stderr}`).toBe(2);
       expect(JSON.parse(refused.stderr).error.code).toBe("APEX_E_USAGE");
