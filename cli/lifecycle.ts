@@ -111,6 +111,10 @@ Examples:
 /** `apex start`: a new session, a continued one (auto recovery first), or --force-recovery. */
 async function start(options: { task?: string; continue?: string; forceRecovery?: string; attach?: boolean; json?: boolean; gitCheckout?: boolean }, command: Command): Promise<void> {
   const location = projectOf(command);
+  // Through --remote, start only continues the remote session (startSession sends it, or refuses): nothing here reads
+  // or starts this machine's project. --force-recovery recovered the local project's session, and an interrupted local
+  // session was announced as continued by auto_recovery, then sent to the server as the session to continue.
+  if (process.env.APEX_REMOTE) return (await import("./session/start.js")).startSession(location, options);
   if (options.gitCheckout && options.continue === undefined) {
     const { ApexError } = await import("../core/errors.js");
     throw new ApexError("APEX_E_USAGE", "--git-checkout checks out the commit of the checkpoint a session continues from; give --continue.");

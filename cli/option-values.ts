@@ -112,7 +112,8 @@ export function blankValue(option: Option | string, value: string, command?: Com
   const help = command?.parent ? ` (\`apex ${commandPath(command)} --help\` says what ${typeof option !== "string" && option.mandatory ? "it takes" : "that does"})` : "";
   let hint = `Give a value, or leave ${name} out for its default.`;
   if (typeof option !== "string") {
-    if (option.optional) hint = `Give a value, or ${name} alone for its default.`;
+    // Commander marks `--listen <host[:port]>` optional too (a '[' in its flags), but it needs its value: `--listen` alone is "argument missing".
+    if (option.optional && !option.required) hint = `Give a value, or ${name} alone for its default.`;
     else if (option.mandatory) hint = `Give a value: ${name} is required${help}.`;
     else if (option.defaultValue === undefined && help) hint = `Give a value, or leave ${name} out${help}.`;
   }

@@ -457,6 +457,35 @@ describe("the dashboard's header", () => {
   });
 });
 
+describe("the dashboard's buttons", () => {
+  it("look greyed out when they do not apply (Resume of a running session), not like the ones that do", async () => {
+    project = new Project(CONFIG);
+    const sid = project.start().session_id;
+    const run = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+    stopServer = async () => {
+      if (run.child.exitCode === null) run.child.kill("SIGTERM");
+      await run.done;
+    };
+    const url = await waitFor("apex serve", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
+    const { token } = JSON.parse(project.apex(["session", "share", sid, "otto", "--role", "operator", "--json"]).stdout) as { token: string };
+    context = await chromium.launchPersistentContext(join(project.dir, "chromium-profile"), { executablePath: "/usr/bin/chromium", headless: true, args: FLAGS, viewport: { width: 1280, height: 900 } });
+    const page = await context.newPage();
+    await page.goto(`${url}/#session=${sid}&token=${token}`);
+    await waitFor("Resume disabled", async () => (await page.locator("#btn-resume").isDisabled()) && !(await page.locator("#btn-pause").isDisabled()), 10_000);
+    // The header's own button colours hid the browser's look of a disabled button: Resume looked as
+    // pressable as Pause (same colours, opacity and pointer), which the README says is greyed out.
+    const look = (id: string) => page.locator(id).evaluate((button) => {
+      const style = getComputedStyle(button);
+      return { color: style.color, background: style.backgroundColor, opacity: style.opacity, cursor: style.cursor };
+    });
+    const [pause, resume, checkpoint] = [await look("#btn-pause"), await look("#btn-resume"), await look("#btn-checkpoint")];
+    expect(checkpoint).toEqual(pause);
+    expect(resume).not.toEqual(pause);
+    expect(Number(resume.opacity)).toBeLessThan(1);
+    expect(resume.cursor).not.toBe("pointer");
+  });
+});
+
 describe("the dashboard behind a proxy that answers for the server", () => {
   it("says the proxy answered (its status), not that a reply was not JSON, and keeps the token", async () => {
     project = new Project(CONFIG);

@@ -345,6 +345,19 @@ describe("option and argument values", () => {
     expect(existsSync(join(dir, ".apex"))).toBe(false);
   });
 
+  it("an empty value's hint says to leave the option out when it takes a value, and to give it alone only when its value is optional", () => {
+    writeFileSync(join(dir, "apex.config.yaml"), CONFIG);
+    // `--listen <host[:port]>` needs its value (`--listen` alone is "argument missing"): the brackets inside it said it did not.
+    const listen = apex(["serve", "--listen", ""]);
+    expect(listen.status).toBe(2);
+    expect(listen.stderr).toBe('error[APEX_E_USAGE]: --listen: Expected a value, got "".\n  hint: Give a value, or leave --listen out for its default.\n');
+    expect(apex(["serve", "--listen"]).stderr).toContain("argument missing");
+    // `--worktree [dir]` alone is a worktree where its default puts it.
+    const worktree = apex(["session", "branch", "latest", "try", "--worktree", ""]);
+    expect(worktree.stderr).toContain("hint: Give a value, or --worktree alone for its default.");
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+
   it("the largest exact number and the longest grace are taken", () => {
     writeFileSync(join(dir, "apex.config.yaml"), CONFIG);
     expect(apex(["memory", "set", "/a", "1"]).status).toBe(0);

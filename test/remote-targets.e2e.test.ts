@@ -157,6 +157,34 @@ describe("remote targets", () => {
   });
 });
 
+describe("remote targets of a session whose id is digits alone", () => {
+  it("HOST:SESSION takes a session id, or prefix, of digits alone (the short id APEX prints: 28261587), which a port cannot be; digits a port could be after HOST alone are said to be read as its port", async () => {
+    // A session whose id is digits alone (a short id is so once in 40 sessions; reconstruct names one as asked).
+    const q = new Project(CONFIG.replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n"));
+    ok(q.apex(["session", "reconstruct", q.start().session_id, "--as", "12345678"]));
+    const digits = share(q, "12345678", "dina", "viewer").token;
+    const hostPort = (await serve(q, stops)).replace(/^http:\/\//, "");
+    // After HOST:PORT, digits are the session whatever their number: `127.0.0.1:PORT:12345678` could not be read.
+    for (const target of [`${hostPort}:12345678`, `${hostPort}:123456`, `${hostPort}:1234`]) {
+      const status = q.apex(["--remote", target, "status", "--json"], { env: { APEX_TOKEN: digits } });
+      expect(status.status, `${target}: ${status.stderr}`).toBe(0);
+      expect(JSON.parse(status.stdout).session.session_id).toBe("12345678");
+    }
+    // After HOST alone, more digits than a port has are the session, at the default port (7433): sent there, not refused as unreadable (exit 2).
+    const atDefault = q.apex(["connect", "127.0.0.1:12345678", "--json"], { env: { APEX_TOKEN: digits } });
+    expect(atDefault.status).not.toBe(2);
+    expect(JSON.parse(atDefault.stderr).error.code).not.toBe("APEX_E_USAGE");
+    // Digits that may be a port are its port: said so, with both ways to write what was meant.
+    const port = q.apex(["--remote", "127.0.0.1:1234", "status", "--json"], { env: { APEX_TOKEN: digits } });
+    expect(port.status).toBe(2);
+    expect(JSON.parse(port.stderr).error).toMatchObject({
+      code: "APEX_E_USAGE",
+      message: 'Cannot read the remote session "127.0.0.1:1234": 1234 after the host is read as its port, and no session is named.',
+      hint: "Name the session after a slash: HOST:1234/SESSION, or HOST[:PORT]/1234 for a session whose id starts with 1234.",
+    });
+  });
+});
+
 describe("apex serve --listen", () => {
   it("says, in its help and in the hint of an address it cannot read, that the port may be left out (7433)", () => {
     const help = ok(p.apex(["serve", "--help"]));

@@ -212,6 +212,35 @@ describe("apex serve: every session of the project", () => {
   }, 120_000);
 });
 
+describe("apex serve: sharing an ended session through an owner's grant", () => {
+  it("shares and unshares it as on the host, while another session runs: an owner can revoke the grant it made once the session ended", async () => {
+    project = new Project(CONFIG);
+    const a = project.start().session_id;
+    const ownerA = share(project, "current", "olga", "owner");
+    const url = await serve(project, stops);
+    // A grant made through the server while A runs, then A ends and B runs (A is no writer's now).
+    const made = JSON.parse(remote(project, url, a, ownerA.token, ["session", "share", "current", "bob", "--json"]).stdout) as { token: string };
+    expect(project.apex(["stop"]).status).toBe(0);
+    project.start();
+    expect((await rpc(url, a, "whoami", made.token)).status).toBe(200);
+    // Refused as a change of the ended session (409, exit 4): bob kept reading A for as long as no one on the host revoked him.
+    const revoked = remote(project, url, a, ownerA.token, ["session", "unshare", "current", "bob"]);
+    expect(revoked.status, revoked.stderr).toBe(0);
+    expect(revoked.stdout).toContain(`Revoked bob's access to session ${a.slice(0, 8)} (1 token).`);
+    expect((await rpc(url, a, "whoami", made.token)).status).toBe(401);
+    // And shared, read-only, as `apex session share` on the host shares an ended session.
+    const late = remote(project, url, a, ownerA.token, ["session", "share", "current", "lena", "--json"]);
+    expect(late.status, late.stderr).toBe(0);
+    const lena = JSON.parse(late.stdout) as { token: string; session_id: string; via_token_id: string };
+    expect(lena).toMatchObject({ session_id: a, via_token_id: ownerA.token.split("_")[1] });
+    expect((await rpc(url, a, "session.status", lena.token)).body.result.session).toMatchObject({ session_id: a, status: "stopped" });
+    expect((await rpc(url, a, "task.add", ownerA.token, { title: "late" })).status).toBe(409);
+    const trail = project.apex(["session", "history", a]).stdout;
+    expect(trail).toMatch(/share\.revoked .*"user":"bob".*\[user:olga\]/);
+    expect(trail).toMatch(/share\.created .*"user":"lena".*\[user:olga\]/);
+  });
+});
+
 describe("apex serve: a client on another host", () => {
   it("shows the session's status as the server judged it, whatever the client's clock and host name", async () => {
     project = new Project(CONFIG);

@@ -627,7 +627,8 @@ describe("apex serve: bad input and abuse", () => {
     // An expiry past what a date can hold, an invite address that is no URL: usage errors, and no grant is made (its token would be lost).
     const grantsBefore = project.apex(["session", "shares", "current", "--json"]).stdout;
     // An address under a path (a proxy's prefix) or with a query: the dashboard and API are at the root, and the connect line would drop the path.
-    for (const extra of [["--expires", "99999999d"], ["--url", "notaurl"], ["--url", "ftp://host/"], ["--url", "https://proxy.example/apex"], ["--url", "http://host:7433/?x=1"]]) {
+    // Port 0 is no server's address: its invite was made, with a connect line that connect refuses (exit 2).
+    for (const extra of [["--expires", "99999999d"], ["--url", "notaurl"], ["--url", "ftp://host/"], ["--url", "https://proxy.example/apex"], ["--url", "http://host:7433/?x=1"], ["--url", "http://host:0"]]) {
       const refused = project.apex(["session", "share", "current", "xavier", ...extra, "--json"]);
       expect(refused.status, `${extra.join(" ")}: ${refused.stderr}`).toBe(2);
       expect(JSON.parse(refused.stderr).error.code).toBe("APEX_E_USAGE");
@@ -1049,6 +1050,22 @@ describe("the sharing plugin's serve option", () => {
     expect(text.stdout).not.toContain("#session=");
     expect(text.stdout).not.toContain("apex connect");
   });
+
+  it("answers the stop it is stopped by: an owner's `--remote … stop` through it says the session stopped, exit 0", async () => {
+    project = new Project(CONFIG.replace("plugins:\n", 'plugins:\n  git: {}\n  sharing:\n    serve:\n      listen: "127.0.0.1:0"\n'));
+    const sid = project.start().session_id;
+    const served = JSON.parse(readFileSync(join(project.storeDir, "serve.json"), "utf8")) as { url: string };
+    const owner = share(project, "olga", "owner");
+    // The server closes in its session's onStop, which the supervisor's answer to that stop waits
+    // for: it waited for the stop's own request, until its 5 s grace cut the connection, and the
+    // client said `closed the connection before answering session.stop (ECONNRESET); whether it was done is not known`, exit 1.
+    const began = Date.now();
+    const stopped = remote(project, served.url, sid, owner.token, ["stop", "--json"]);
+    expect(stopped.status, stopped.stderr).toBe(0);
+    expect(JSON.parse(stopped.stdout)).toMatchObject({ session_id: sid, status: "stopped" });
+    expect(Date.now() - began).toBeLessThan(4000);
+    expect(project.apex(["session", "history", sid]).stdout).toMatch(/session stopped: stopped by the user {2}\[user:olga\]/);
+  });
 });
 
 describe("--remote refuses commands that would act on the local project", () => {
@@ -1068,6 +1085,30 @@ describe("--remote refuses commands that would act on the local project", () => 
     } finally {
       p.cleanup();
     }
+  });
+});
+
+describe("apex --remote … start never acts on the local project", () => {
+  it("refuses --force-recovery by name and, without --continue, says start only continues: the local project's interrupted session is neither recovered nor announced as continued", async () => {
+    const p = new Project(CONFIG);
+    const local = p.start().session_id;
+    process.kill(p.status().session!.supervisor!.pid, "SIGKILL");
+    await waitFor("the local session interrupted", () => p.status().session?.status === "interrupted");
+    const target = `127.0.0.1:9/${"a".repeat(8)}`;
+    // It recovered the local session from its checkpoint (a supervisor started here), the server never asked.
+    const recovery = p.apex(["--remote", target, "start", "--force-recovery", "latest"], { env: { APEX_TOKEN: "x" } });
+    expect(recovery.status, recovery.stdout).toBe(2);
+    expect(recovery.stderr).toContain("error[APEX_E_USAGE]: --force-recovery is refused on a remote session");
+    expect(recovery.stdout).toBe("");
+    // auto_recovery said it continued the local session, then sent that session's id to the server as the one to continue.
+    for (const args of [["start"], ["start", "--task", "new work"]]) {
+      const started = p.apex(["--remote", target, ...args], { env: { APEX_TOKEN: "x" } });
+      expect(started.status).toBe(2);
+      expect(started.stderr).toContain("start only continues it");
+      expect(started.stderr).not.toContain("auto_recovery");
+      expect(started.stderr).not.toContain(local.slice(0, 8));
+    }
+    expect(p.status().session).toMatchObject({ session_id: local, status: "interrupted" });
   });
 });
 

@@ -21,6 +21,8 @@ export interface StartOptions {
   json?: boolean;
   /** With `continue`: check out the checkpoint's git commit first, in the session's worktree (else the project's). */
   gitCheckout?: boolean;
+  /** `--force-recovery CHECKPOINT`: refused here through --remote (cli/lifecycle.ts runs it locally). */
+  forceRecovery?: string;
 }
 
 /** `apex start`: a new session, or `--continue` an interrupted or ended one. */
@@ -131,6 +133,12 @@ export async function startSession(location: ProjectLocation, options: StartOpti
  * session back; its server launches the supervisor on its machine.
  */
 async function continueRemote(remote: SessionClient, options: StartOptions): Promise<void> {
+  // Named, as --attach and --git-checkout are: it went to the local project, recovering its session from its checkpoint.
+  if (options.forceRecovery !== undefined) {
+    throw new ApexError("APEX_E_USAGE", "--force-recovery is refused on a remote session: a damaged checkpoint is restored on the server's host; nothing was sent, and nothing was done here.", {
+      hint: "Run `apex start --force-recovery CHECKPOINT` on the server's host; `apex --remote HOST/SESSION start --continue SESSION` continues the session as it is.",
+    });
+  }
   if (options.continue === undefined || options.task !== undefined) {
     throw new ApexError("APEX_E_USAGE", "On a remote session, start only continues it: apex --remote HOST/SESSION start --continue SESSION.", {
       hint: "A new session is started on its own machine; `apex connect` follows it.",

@@ -126,7 +126,8 @@ function serverOrigin(url: string): URL {
   } catch {
     origin = undefined;
   }
-  if (!origin || (origin.protocol !== "http:" && origin.protocol !== "https:") || !origin.hostname) {
+  // Port 0 is where `apex serve --listen` picks a free port, never one a server is reached at: its invite's connect line was refused.
+  if (!origin || (origin.protocol !== "http:" && origin.protocol !== "https:") || !origin.hostname || origin.port === "0") {
     throw new ApexError("APEX_E_USAGE", `--url ${JSON.stringify(url)} is not an http(s) address of the server.`, { hint: "Write it as http://HOST:PORT or https://HOST[:PORT], as `apex serve` printed it." });
   }
   // The dashboard and the API are at the root of the server's address: an invite under a path (or

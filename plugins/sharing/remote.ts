@@ -111,9 +111,16 @@ export function parseRemote(text: string): RemoteTarget {
   } else {
     // HOST:SESSION (the session is not a port number); [v6]:SESSION too.
     const colon = rest.lastIndexOf(":");
-    if (colon <= 0 || /^\d+$/.test(rest.slice(colon + 1)) || rest.endsWith("]")) throw usage();
+    if (colon <= 0 || rest.endsWith("]")) throw usage();
     hostPart = rest.slice(0, colon);
     sessionId = rest.slice(colon + 1);
+    // Digits a port could be, after a host without one, are its port: the session is missing. Others are an id
+    // or its prefix (`build-box:28261587`, the short id APEX prints), as are digits after HOST:PORT: they were refused.
+    if (/^\d{1,5}$/.test(sessionId) && Number(sessionId) <= 65535 && !/^(\[[^\]]*\]|[^:[]*):\d+$/.test(hostPart)) {
+      throw new ApexError("APEX_E_USAGE", `Cannot read the remote session ${JSON.stringify(withoutTokens(text))}: ${sessionId} after the host is read as its port, and no session is named.`, {
+        hint: `Name the session after a slash: HOST:${sessionId}/SESSION, or HOST[:PORT]/${sessionId} for a session whose id starts with ${sessionId}.`,
+      });
+    }
   }
   if (!SESSION_REF.test(sessionId)) throw usage();
   const { hostname, port } = parseHostPort(hostPart);

@@ -283,6 +283,23 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
    * to be told that end: `memory watch` through it, refused (503) or finding no server, retried for ever.
    */
   const changesPolls = new Map<string, { sid: string; at: number; ended: boolean }>();
+  /**
+   * Requests under way (not yet answered), in all and by the session whose method they call. A
+   * supervisor's own server closes in its session's onStop, which the supervisor's answers to that
+   * session's calls under way (the `session.stop` that stopped it) wait for: its close waits for the others only.
+   */
+  let underWay = 0;
+  const underWayBySession = new Map<string, number>();
+  const countUnderWay = (reply: FastifyReply, sid?: string) => {
+    if (sid === undefined) underWay++;
+    else underWayBySession.set(sid, (underWayBySession.get(sid) ?? 0) + 1);
+    reply.raw.once("close", () => {
+      if (sid === undefined) underWay--;
+      else if ((underWayBySession.get(sid) ?? 1) <= 1) underWayBySession.delete(sid);
+      else underWayBySession.set(sid, underWayBySession.get(sid)! - 1);
+    });
+  };
+  app.addHook("onRequest", async (_request, reply) => countUnderWay(reply));
   const cutConnections = limitConnections(app, new ConnectionLimit(maxConnections, perAddress), https, log, options.refusedLingerMs ?? REFUSED_LINGER_MS);
   // The store this server serves: a supervisor of the project on another one is not its sessions' writer.
   const { resolveStoreSpec, storeIdentity } = await import("../../core/store/open.js");
@@ -498,6 +515,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const { method } = request.params;
     const { sid, caller } = (request as Authenticated).auth ?? (await authenticate(request, request.params.sid));
     if (closing && sid !== endedSession) return refuseClosing(reply);
+    countUnderWay(reply, sid);
     const params = objectBody(request.body);
     if (isInternalMethod(method)) throw noSuchMethod(method);
     // A stream never answers as a call: it would hold the request open, and its subscription the supervisor's channel.
@@ -824,12 +842,24 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         app.server.closeAllConnections();
         cutConnections();
       }, CLOSE_GRACE_MS);
-      try {
-        await app.close();
-      } finally {
-        clearTimeout(cut);
-      }
-      gate.close();
+      const closed = (async () => {
+        try {
+          await app.close();
+        } finally {
+          clearTimeout(cut);
+        }
+        gate.close();
+      })();
+      if (!ended) return closed;
+      // Closing with its session (in its onStop): the calls of that session still under way are answered by its
+      // supervisor once this returns (the stop that ended it says the session stopped), then their replies
+      // are sent and the server ends. Waiting for them here, the stop's own request waited out the grace, its
+      // connection cut: `apex --remote … stop` said the server closed the connection, whether the stop was done unknown.
+      let settled = false;
+      const watched = closed.then(() => void (settled = true), () => void (settled = true));
+      while (!settled && underWay > (underWayBySession.get(ended.sessionId) ?? 0)) await Promise.race([watched, sleep(20)]);
+      if (settled) return closed;
+      closed.catch((error: unknown) => errorLog(`closing: ${(error as Error).message}`));
     },
   };
 
@@ -1038,7 +1068,10 @@ class Gate {
     // Read-only for the methods that would change it; a name no writer serves is unknown (404) here as anywhere.
     // A merge's dry run changes nothing (its report is a read): it was refused as a write, where locally it runs.
     const dryRunMerge = method === "session.merge" && params.dry_run === true;
-    if (session.frozen && !dryRunMerge) throw (await isKnownMethod(method)) ? readOnlySession(session, method) : noSuchMethod(method);
+    // Its grants are no part of what it holds: an ended session is shared and unshared as on the host (an owner
+    // could not revoke, once the session ended, a grant it had made through the server: refused as a change).
+    const grantWrite = method === "share.create" || method === "share.revoke";
+    if (session.frozen && !dryRunMerge && !grantWrite) throw (await isKnownMethod(method)) ? readOnlySession(session, method) : noSuchMethod(method);
     const { directClient } = await import("../../core/session/direct.js");
     // That session's records and working memory, whatever this server's directory is bound to.
     const client = await directClient(this.location, "write", { session: sessionId });
