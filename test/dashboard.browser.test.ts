@@ -69,8 +69,17 @@ describe("the dashboard in headless Chromium", () => {
 
     context = await chromium.launchPersistentContext(join(project.dir, "chromium-profile"), { executablePath: "/usr/bin/chromium", headless: true, args: FLAGS, viewport: { width: 1280, height: 900 } });
     const page = await context.newPage();
+    // Nothing the page asks for is missing: its icon was (every load, a 404 for /favicon.ico in the server's log and the console).
+    const missing: string[] = [];
+    page.on("response", (response) => void (response.status() === 404 && missing.push(new URL(response.url()).pathname)));
     await page.goto(operator.url);
     await page.locator("#who", { hasText: "otto (operator)" }).waitFor();
+    await page.waitForLoadState("load");
+    expect(missing).toEqual([]);
+    expect(await page.locator('link[rel="icon"]').getAttribute("href")).toBe("/assets/icon.svg");
+    const icon = await page.request.get(`${url}/assets/icon.svg`);
+    expect(icon.status()).toBe(200);
+    expect(icon.headers()["content-type"]).toBe("image/svg+xml");
     // The token left the address bar as soon as the page read it.
     expect(page.url()).toBe(`${url}/`);
     await page.locator('tr[data-agent="alpha"] .status', { hasText: "running" }).waitFor();

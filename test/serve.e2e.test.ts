@@ -623,6 +623,9 @@ describe("apex serve: bad input and abuse", () => {
     expect(expired.status).toBe(401);
     expect(expired.body.error.message).toContain("expired");
     expect(project.apex(["session", "share", "current", "x", "--expires", "soon"]).status).toBe(2);
+    // Read as every duration option reads one: the spelling it takes is suggested, and 0 is no expiry.
+    expect(project.apex(["session", "share", "current", "x", "--expires", "7D"]).stderr).toContain('--expires: Expected a duration, got "7D". Did you mean "7d"?');
+    expect(project.apex(["session", "share", "current", "x", "--expires", "0"]).stderr).toContain("--expires: Expected a duration above 0");
     expect(project.apex(["session", "share", "current", "x", "--role", "admin"]).status).toBe(2);
     // An expiry past what a date can hold, an invite address that is no URL: usage errors, and no grant is made (its token would be lost).
     const grantsBefore = project.apex(["session", "shares", "current", "--json"]).stdout;

@@ -1,6 +1,6 @@
 import { hostname } from "node:os";
 import type { ProjectLocation } from "../../core/config/locate.js";
-import { parseDuration, isDuration } from "../../core/config/duration.js";
+import { parseDurationOption } from "../../cli/durations.js";
 import { ApexError } from "../../core/errors.js";
 import { outliveOutput, outputOpen, paint, printJson, printLine, table, visibleText } from "../../cli/output.js";
 import { shortSessionId } from "../../core/session/names.js";
@@ -142,12 +142,8 @@ function serverOrigin(url: string): URL {
 
 export async function shareCommand(location: ProjectLocation, ref: string, user: string, options: { role: string; expires?: string; url?: string; json?: boolean }): Promise<void> {
   let expiresIn: number | null = null;
-  if (options.expires !== undefined) {
-    if (!isDuration(options.expires) || parseDuration(options.expires) <= 0) {
-      throw new ApexError("APEX_E_USAGE", `--expires: Expected a duration such as 12h or 7d, got ${JSON.stringify(options.expires)}.`);
-    }
-    expiresIn = parseDuration(options.expires);
-  }
+  // As every duration option reads one (`7D`: Did you mean "7d"?); above 0: a grant that has expired already is no grant.
+  if (options.expires !== undefined) expiresIn = parseDurationOption(options.expires, "--expires", { positive: true }) / 1000;
   // Read before the grant is made: a token shown only once must not be lost to an invite that cannot be printed.
   const { url, stopped } = serverUrl(location, options.url);
   const origin = serverOrigin(url);

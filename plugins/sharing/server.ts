@@ -882,7 +882,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const vendored = Object.hasOwn(VENDORED, file) ? VENDORED[file] : undefined;
     const path = vendored ? createRequire(import.meta.url).resolve(vendored) : join(DASHBOARD_DIR, file);
     if (!existsSync(path)) throw new ApexError("APEX_E_NOT_FOUND", `No such file: ${file}.`);
-    const type = file.endsWith(".html") ? "text/html; charset=utf-8" : file.endsWith(".js") ? "text/javascript; charset=utf-8" : file.endsWith(".css") ? "text/css; charset=utf-8" : "application/octet-stream";
+    const type = file.endsWith(".html") ? "text/html; charset=utf-8" : file.endsWith(".js") ? "text/javascript; charset=utf-8" : file.endsWith(".css") ? "text/css; charset=utf-8" : file.endsWith(".svg") ? "image/svg+xml" : "application/octet-stream";
     // Never framed by another site's page (clickjacking a signed-in tab's controls): frame-ancestors, and X-Frame-Options for browsers without it.
     reply.header("content-security-policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'");
     reply.header("x-frame-options", "DENY");
