@@ -111,7 +111,8 @@ describe("the audit trail and reports", () => {
     expect(text.stdout).toMatch(/^ *1 {2}\d{4}-\d\d-\d\d \d\d:\d\d:\d\d {2}session started: audit me {2}\[supervisor\]$/m);
     expect(text.stdout).toMatch(/task t-0001 claimed by worker: write the thing {2}\[agent:worker\]$/m);
     expect(text.stdout).toMatch(/checkpoint 2 \(onPause\) {2}\[supervisor\]$/m);
-    expect(text.stdout).toMatch(/git\.synced .* {2}\[plugin:git\]$/m);
+    expect(text.stdout).toMatch(/git synced: (main|master) at [0-9a-f]{12}( \(uncommitted changes\))? {2}\[plugin:git\]$/m);
+    expect(text.stdout).toMatch(/records matched to what runs \(from the live state\): 0 tasks back to pending {2}\[supervisor\]$/m);
 
     // --help says what --json prints with an ID as it is: an object holding the events (it said an array of them).
     expect(project.apex(["session", "history", "--help"]).stdout.replace(/\s+/g, " ")).toContain("(with an ID, or --session, or through --remote: {session_id, name, status, events: [{seq, at, type, actor, …}]})");

@@ -1,6 +1,7 @@
 import { paint, type Color } from "../output.js";
 import { terminalSafe } from "../terminal-text.js";
 import type { SessionEvent } from "../../core/session/records.js";
+import { shortSessionId } from "../../core/session/names.js";
 
 /** 3725 → "1h 2m 5s". */
 export function formatDuration(seconds: number | null | undefined): string {
@@ -135,9 +136,53 @@ export function eventParts(event: SessionEvent): { time: string; what: string; c
     case "error":
       what = `error in ${text("origin")}: ${text("message")}`;
       break;
+    // Branches, merges, takeovers, restores, shares and git syncs: in words, as the events above (each showed as its type and raw JSON).
+    case "session.branched":
+      what = `session branched as ${text("name")} from ${checkpointRef(e.from)}${typeof e.worktree === "string" ? ` (worktree ${text("worktree")})` : ""}`;
+      break;
+    case "session.branch":
+      what = `branch ${text("name")} made from this session`;
+      break;
+    case "session.merged":
+      what = `merged ${checkpointRef(e.from)} in as ${text("name")} (${countOf(e.changes, "change")}${Number(e.conflicts_settled) > 0 ? `, ${countOf(e.conflicts_settled, "conflict")} settled: ${text("strategy")}` : ""})`;
+      break;
+    case "session.taken_over":
+      what = `session taken over by host ${text("to_host")} from ${text("from_host")}, whose lease had expired`;
+      break;
+    case "session.restored":
+      what = `session restored from checkpoint ${text("checkpoint")}${e.forced === true ? " (forced recovery)" : ""}`;
+      break;
+    case "session.reconciled": {
+      const requeued = Array.isArray(e.requeued) ? e.requeued.length : 0;
+      const stopped = Array.isArray(e.stopped_agents) ? e.stopped_agents.length : 0;
+      what = `records matched to what runs (from the ${e.from === "checkpoint" ? "checkpoint" : "live state"}): ${countOf(requeued, "task")} back to pending${stopped > 0 ? `, ${countOf(stopped, "agent")} ended` : ""}`;
+      break;
+    }
+    case "share.created":
+      what = `shared with ${text("user")} as ${text("role")}${e.expires_at ? ` until ${text("expires_at")}` : ""}`;
+      break;
+    case "share.revoked":
+      what = `access of ${text("user")} revoked`;
+      break;
+    case "git.synced":
+      what = `git synced: ${e.branch ? text("branch") : "detached HEAD"}${typeof e.commit === "string" ? ` at ${terminalSafe(e.commit.slice(0, 12), { singleLine: true })}` : ""}${e.dirty === true ? " (uncommitted changes)" : ""}`;
+      break;
     default:
       what = `${type} ${terminalSafe(JSON.stringify(Object.fromEntries(Object.entries(e).filter(([key]) => !["seq", "at", "type", "actor"].includes(key)))), { singleLine: true })}`;
   }
   const color: Color | undefined = type === "error" || type.endsWith("failed") ? "red" : type === "milestone" ? "magenta" : undefined;
   return { time, what, color };
+}
+
+/** A checkpoint an event names ({session_id, name}, as branches and merges record it): `3f2a9c1e/checkpoint-004`. */
+function checkpointRef(value: unknown): string {
+  if (typeof value !== "object" || value === null) return typeof value === "string" ? terminalSafe(value, { singleLine: true }) : "a checkpoint";
+  const { session_id: session, name } = value as { session_id?: unknown; name?: unknown };
+  const shown = `${typeof session === "string" ? `${shortSessionId(session)}/` : ""}${typeof name === "string" ? name : "a checkpoint"}`;
+  return terminalSafe(shown, { singleLine: true });
+}
+
+function countOf(value: unknown, noun: string): string {
+  const n = Number(value);
+  return Number.isFinite(n) ? `${n} ${n === 1 ? noun : `${noun}s`}` : `? ${noun}s`;
 }
