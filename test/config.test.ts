@@ -220,6 +220,19 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
       `lease-ttl-short.yaml:2:14: session.lease_ttl: must be a duration of at least 1 second (got 0.5). The supervisor renews its lease every third of it.`,
     ],
     [
+      // The lease was checked only once the rest of the file passed: another problem hid it, and a fix of that one revealed it.
+      // A number read as 0 is said once, as such: "must be at least 1 second (got 0)" was said of a 0 the user did not write.
+      "lease shorter than a second among other problems",
+      "lease-ttl-short-among-others.yaml",
+      {},
+      "APEX_E_CONFIG",
+      [
+        `lease-ttl-short-among-others.yaml:2:14: session.lease_ttl: must be a duration of at least 1 second (got 0). The supervisor renews its lease every third of it.`,
+        `lease-ttl-short-among-others.yaml:3:20: session.max_checkpoints: must be an integer ≥ 1 (got 0). Most checkpoints a session keeps.`,
+        `lease-ttl-short-among-others.yaml:6:15: plugins.metrics.interval: the number 1e-400 is nearer zero than a number holds (about 5e-324): it would be read as 0. Write 0, or a number that is not 0.`,
+      ].join("\n"),
+    ],
+    [
       // Node.js fires a timer longer than 2^31-1 ms after 1 ms: a 4-week interval checkpointed every millisecond (a 30-day session_timeout, kept as several timers, is fine).
       "timers longer than Node.js keeps, numbers YAML reads as infinite or NaN, gzip levels past 9, a backup_location starting with ~",
       "timers-too-long.yaml",
