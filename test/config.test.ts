@@ -220,6 +220,17 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
       `lease-ttl-short.yaml:2:14: session.lease_ttl: must be a duration of at least 1 second (got 0.5). The supervisor renews its lease every third of it.`,
     ],
     [
+      // A message ends with the first sentence of the setting's description: it was cut at "e.g.", ending the message there.
+      "a description's first sentence goes on past e.g.",
+      "description-abbreviations.yaml",
+      {},
+      "APEX_E_CONFIG",
+      [
+        "description-abbreviations.yaml:2:20: session.plugin_timeouts: must be a mapping (got a list). plugin_timeout for single plugins, by the plugin's name as `apex plugins list` shows it, e.g. {my-plugin: 10m}; 0 means no limit.",
+        `description-abbreviations.yaml:6:21: plugins.sharing.serve.listen: must be a non-empty string (got 5). HOST:PORT to listen on, e.g. 127.0.0.1:7433 (port 0: any free port).`,
+      ].join("\n"),
+    ],
+    [
       // The lease was checked only once the rest of the file passed: another problem hid it, and a fix of that one revealed it.
       // A number read as 0 is said once, as such: "must be at least 1 second (got 0)" was said of a 0 the user did not write.
       "lease shorter than a second among other problems",
@@ -952,6 +963,16 @@ describe("validateOptions and friends (used by the plugin loader)", () => {
     const wrongType = validateOptions(either, { level: "high" }, { source, path: ["plugins", "./mine.js"] });
     expect(wrongType.map((issue) => `${issue.path}: ${issue.message}`)).toEqual([
       `plugins["./mine.js"].level: must be true or false or a mapping (got "high").`,
+    ]);
+  });
+
+  it("ends a message with the first sentence of the option's description, past e.g. and i.e. (it was cut there)", () => {
+    const described = {
+      type: "object",
+      properties: { mode: { type: "string", description: "How to go, e.g. fast or slow, i.e. a speed. Anything else is refused." } },
+    };
+    expect(validateOptions(described, { mode: 3 }, { source, path: ["plugins", "./mine.js"] }).map((issue) => issue.message)).toEqual([
+      "must be a string (got 3). How to go, e.g. fast or slow, i.e. a speed.",
     ]);
   });
 
