@@ -51,11 +51,12 @@ Examples:
   config
     .command("show")
     .description("print the effective config: your file with every default filled in")
-    .option("--json", "print {session: {…}, agents: {NAME: {command, args, env, cwd, restart, …}}, plugins: [{name, options, enabled, position}], projectDir, storeDir, configPath, and warnings: [text] when apex start would refuse a plugin} (durations in seconds, plugins in config order)")
+    .option("--json", "print {session: {…}, store: {backend, url, project?}, agents: {NAME: {command, args, env, cwd, restart, …}}, plugins: [{name, options, enabled, position}], projectDir, storeDir, configPath, and warnings: [text] when apex start would refuse a plugin} (durations in seconds, plugins in config order, a store url without its password)")
     .addHelpText(
       "after",
       `
-Durations are shown in seconds. Environment overrides (APEX_CHECKPOINT_INTERVAL) are applied.
+Durations are shown in seconds. Environment overrides (APEX_CHECKPOINT_INTERVAL, APEX_STORE_URL)
+are applied; the store's url is shown without its password.
 
 Examples:
   apex config show
@@ -210,8 +211,12 @@ async function showCommand(location: ProjectLocation, json: boolean): Promise<vo
   // A config `apex start` refuses for its plugins (an unknown one, bad options) is printed all the same, with a
   // warning, as `apex status` gives one: it was printed without a word.
   const warnings = await pluginWarnings(config);
+  // The store the commands use, as `store:` says it (APEX_STORE_URL applied, no password): the section was left out, the file's own too.
+  const store = await effectiveStore(location, warnings);
+  const withStore = (fields: Record<string, unknown>) => (store ? { session: config.session, store, ...fields } : { session: config.session, ...fields });
   if (json) {
-    printJson(warnings.length > 0 ? { ...config, warnings } : config);
+    const { session: _session, ...rest } = config;
+    printJson(withStore({ ...rest, ...(warnings.length > 0 ? { warnings } : {}) }));
     return;
   }
   for (const warning of warnings) process.stderr.write(`${paint("warning:", "yellow", process.stderr)} ${warning}\n`);
@@ -219,9 +224,27 @@ async function showCommand(location: ProjectLocation, json: boolean): Promise<vo
   const { displayPath } = await import("../core/config/source.js");
   const origin = config.configPath ? `${displayPath(config.configPath)} with defaults filled in` : "the built-in defaults (no apex.config.yaml found)";
   const plugins = Object.fromEntries(config.plugins.map((plugin) => [plugin.name, plugin.enabled ? plugin.options : false]));
-  const document = { session: config.session, agents: config.agents, plugins };
-  process.stdout.write(`# Effective config: ${origin}. Durations are in seconds.\n`);
+  const document = withStore({ agents: config.agents, plugins });
+  const fromEnv = store && (process.env.APEX_STORE_URL ?? "") !== "" ? " The store is APEX_STORE_URL's." : "";
+  process.stdout.write(`# Effective config: ${origin}. Durations are in seconds.${fromEnv}\n`);
   process.stdout.write(stringify(document, { lineWidth: 0 }));
+}
+
+/**
+ * The store section in effect: the file's `store:`, APEX_STORE_URL over it, else LMDB in the store
+ * directory; an LMDB url as the absolute directory, a PostgreSQL url without its password. A store
+ * that cannot be told (an APEX_STORE_URL no backend reads) is left out, and why is added to `warnings`.
+ */
+async function effectiveStore(location: ProjectLocation, warnings: string[]): Promise<{ backend: string; url: string; project?: string } | undefined> {
+  const { describeStore, resolveStoreSpec } = await import("../core/store/open.js");
+  try {
+    const spec = await resolveStoreSpec(location);
+    return { backend: spec.backend, url: describeStore(spec).location, ...(spec.backend === "lmdb" || spec.project === undefined ? {} : { project: spec.project }) };
+  } catch (error) {
+    if (!isApexError(error)) throw error;
+    warnings.push(`the store is left out: ${error.message}${error.hint ? ` ${error.hint}` : ""}`);
+    return undefined;
+  }
 }
 
 /** What `apex start` would refuse in the config's plugins, as `apex status` words it; none when they load and apply. */

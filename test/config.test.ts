@@ -1206,10 +1206,34 @@ describe("apex config (end to end, built CLI)", () => {
     expect(json.status).toBe(0);
     const shown = JSON.parse(json.stdout);
     // The fixture's ./plugins/audit.js is not beside it: `apex start` would refuse the config, and show says so.
-    expect(Object.keys(shown)).toEqual(["session", "agents", "plugins", "configPath", "projectDir", "storeDir", "warnings"]);
+    expect(Object.keys(shown)).toEqual(["session", "store", "agents", "plugins", "configPath", "projectDir", "storeDir", "warnings"]);
     expect(shown.warnings).toEqual([expect.stringContaining("./plugins/audit.js")]);
     expect(shown.session.auto_checkpoint_interval).toBe(30);
     expect(shown.plugins.map((plugin: { name: string }) => plugin.name)).toEqual(["git", "retention", "checkpoint", "./plugins/audit.js", "compression"]);
+  });
+
+  it("show: the store in effect, the file's store: section or APEX_STORE_URL over it, never with its password (the section was left out)", () => {
+    // Without a store: section, the default: LMDB in the store directory.
+    writeFileSync(join(dir, "apex.config.yaml"), "agents: {}\nplugins:\n  checkpoint: {}\n");
+    expect(JSON.parse(apex(["config", "show", "--json"]).stdout).store).toEqual({ backend: "lmdb", url: join(dir, ".apex") });
+    writeFileSync(join(dir, "apex.config.yaml"), "store:\n  backend: postgres\n  url: postgres://apex:s3cret@db.internal:5432/apex\n  project: payments\nagents: {}\nplugins:\n  checkpoint: {}\n");
+    const human = apex(["config", "show"]);
+    expect([human.status, human.stderr]).toEqual([0, ""]);
+    expect(human.stdout).toContain("\nstore:\n  backend: postgres\n  url: postgres://apex:***@db.internal:5432/apex\n  project: payments\nagents: {}\n");
+    expect(human.stdout).not.toContain("s3cret");
+    const json = apex(["config", "show", "--json"]);
+    expect(json.stdout).not.toContain("s3cret");
+    expect(JSON.parse(json.stdout).store).toEqual({ backend: "postgres", url: "postgres://apex:***@db.internal:5432/apex", project: "payments" });
+    // APEX_STORE_URL wins, as for every command, and the header says so.
+    const fromEnv = apex(["config", "show"], { APEX_STORE_URL: "lmdb:data" });
+    expect(fromEnv.stdout).toContain(`\nstore:\n  backend: lmdb\n  url: ${join(dir, "data")}\nagents: {}\n`);
+    expect(fromEnv.stdout.split("\n")[0]).toContain("The store is APEX_STORE_URL's.");
+    // One no backend reads leaves the store unknown: said in a warning, the rest shown, nothing written.
+    const unread = apex(["config", "show", "--json"], { APEX_STORE_URL: "foo" });
+    expect(unread.status).toBe(0);
+    expect("store" in JSON.parse(unread.stdout)).toBe(false);
+    expect(JSON.parse(unread.stdout).warnings).toEqual([expect.stringContaining('APEX_STORE_URL must be postgres://… or lmdb:PATH, not "foo"')]);
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
   });
 
   it("show: an invalid config is an error (exit 2), not a partial result", () => {
