@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import type { ProjectLocation } from "../core/config/locate.js";
-import type { Config, ConfigIssue } from "../core/config/types.js";
+import type { Config, ConfigIssue, PluginEntry } from "../core/config/types.js";
 import { isApexError, type ApexError } from "../core/errors.js";
 import { projectOf } from "./context.js";
 import { paint, plural, printJson, printLine } from "./output.js";
@@ -210,20 +210,23 @@ async function showCommand(location: ProjectLocation, json: boolean): Promise<vo
   const config = await loadConfig(location);
   // A config `apex start` refuses for its plugins (an unknown one, bad options) is printed all the same, with a
   // warning, as `apex status` gives one: it was printed without a word.
-  const warnings = await pluginWarnings(config);
+  const { warnings, options } = await pluginWarnings(config);
+  // A third-party plugin's options as its schema fills them in, as the built-ins' are (they were shown as written).
+  const optionsOf = (entry: PluginEntry) => options.get(entry) ?? entry.options;
   // The store the commands use, as `store:` says it (APEX_STORE_URL applied, no password): the section was left out, the file's own too.
   const store = await effectiveStore(location, warnings);
   const withStore = (fields: Record<string, unknown>) => (store ? { session: config.session, store, ...fields } : { session: config.session, ...fields });
   if (json) {
     const { session: _session, ...rest } = config;
-    printJson(withStore({ ...rest, ...(warnings.length > 0 ? { warnings } : {}) }));
+    const plugins = config.plugins.map((entry) => (options.has(entry) ? { ...entry, options: optionsOf(entry) } : entry));
+    printJson(withStore({ ...rest, plugins, ...(warnings.length > 0 ? { warnings } : {}) }));
     return;
   }
   for (const warning of warnings) process.stderr.write(`${paint("warning:", "yellow", process.stderr)} ${warning}\n`);
   const { stringify } = await import("yaml");
   const { displayPath } = await import("../core/config/source.js");
   const origin = config.configPath ? `${displayPath(config.configPath)} with defaults filled in` : "the built-in defaults (no apex.config.yaml found)";
-  const plugins = Object.fromEntries(config.plugins.map((plugin) => [plugin.name, plugin.enabled ? plugin.options : false]));
+  const plugins = Object.fromEntries(config.plugins.map((plugin) => [plugin.name, plugin.enabled ? optionsOf(plugin) : false]));
   const document = withStore({ agents: config.agents, plugins });
   const fromEnv = store && (process.env.APEX_STORE_URL ?? "") !== "" ? " The store is APEX_STORE_URL's." : "";
   process.stdout.write(`# Effective config: ${origin}. Durations are in seconds.${fromEnv}\n`);
@@ -247,16 +250,27 @@ async function effectiveStore(location: ProjectLocation, warnings: string[]): Pr
   }
 }
 
-/** What `apex start` would refuse in the config's plugins, as `apex status` words it; none when they load and apply. */
-async function pluginWarnings(config: Config): Promise<string[]> {
+/**
+ * What `apex start` would refuse in the config's plugins, as `apex status` words it (none when they load and apply),
+ * and the options of the third-party plugins with their schemas' defaults, as they are checked before any applies.
+ */
+async function pluginWarnings(config: Config): Promise<{ warnings: string[]; options: Map<PluginEntry, Record<string, unknown>> }> {
   const { assertPluginsApply, refusedConfigWarning } = await import("./plugin-commands.js");
+  const options = new Map<PluginEntry, Record<string, unknown>>();
   try {
-    await assertPluginsApply(config);
-    return [];
+    const { isBuiltinPlugin } = await import("../core/config/schemas.js");
+    if (config.plugins.some((entry) => entry.enabled && !isBuiltinPlugin(entry.name))) {
+      const { loadPlugins, resolvePlugins } = await import("../core/plugins.js");
+      const resolved = await resolvePlugins(config);
+      // Copied before any apply runs: a plugin may change the options it is given.
+      for (const [item, checked] of resolved.optionsByEntry) options.set(item.entry, structuredClone(checked));
+      await assertPluginsApply(config, await loadPlugins(config, { warn: () => undefined }, resolved));
+    }
+    return { warnings: [], options };
   } catch (error) {
     if (!isApexError(error)) throw error;
     const { displayPath } = await import("../core/config/source.js");
-    return [refusedConfigWarning(config.configPath === undefined ? "The built-in defaults" : displayPath(config.configPath), "`apex start`", error)];
+    return { warnings: [refusedConfigWarning(config.configPath === undefined ? "The built-in defaults" : displayPath(config.configPath), "`apex start`", error)], options };
   }
 }
 

@@ -1236,6 +1236,22 @@ describe("apex config (end to end, built CLI)", () => {
     expect(existsSync(join(dir, ".apex"))).toBe(false);
   });
 
+  it("show: a third-party plugin's options with its schema's defaults filled in, as a built-in's are (they were shown as written)", () => {
+    writeFileSync(join(dir, "package.json"), '{"type": "module"}\n');
+    writeFileSync(
+      join(dir, "greeter.js"),
+      'export default { name: "greeter", schema: { type: "object", additionalProperties: false, properties: { greeting: { type: "string", default: "hello" }, times: { type: "integer", default: 2 } } },\n' +
+        "  apply(apex, options) { options.greeting = 'changed by apply'; } };\n",
+    );
+    writeFileSync(join(dir, "apex.config.yaml"), "agents: {}\nplugins:\n  checkpoint: {}\n  ./greeter.js: {times: 3}\n");
+    const human = apex(["config", "show"]);
+    expect([human.status, human.stderr]).toEqual([0, ""]);
+    // As the config gives them to the plugin: what its apply makes of them is not the config.
+    expect(human.stdout).toContain("\n  ./greeter.js:\n    times: 3\n    greeting: hello\n");
+    const shown = JSON.parse(apex(["config", "show", "--json"]).stdout);
+    expect(shown.plugins[1]).toEqual({ name: "./greeter.js", options: { times: 3, greeting: "hello" }, enabled: true, position: { file: "apex.config.yaml", line: 4, col: 3 } });
+  });
+
   it("show: an invalid config is an error (exit 2), not a partial result", () => {
     writeConfig("invalid/restart-policy-typo.yaml");
     const result = apex(["config", "show"]);
