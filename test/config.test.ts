@@ -1165,6 +1165,12 @@ describe("apex config (end to end, built CLI)", () => {
     const missing = apex(["config", "validate", "--config", "conf/none.yaml"]);
     expect(missing.status).toBe(2);
     expect(missing.stderr).toContain("error[APEX_E_CONFIG_NOT_FOUND]");
+    expect(missing.stderr).toContain("hint: Pass the path of an apex.config.yaml, or drop the option to search from the current directory.");
+    // APEX_CONFIG's hint speaks of the variable: "drop the option" named an option the command line did not have.
+    const missingFromEnv = apex(["config", "validate"], { APEX_CONFIG: "conf/none.yaml" });
+    expect(missingFromEnv.status).toBe(2);
+    expect(missingFromEnv.stderr).toContain(`error[APEX_E_CONFIG_NOT_FOUND]: The config file ${join(dir, "conf/none.yaml")} (from APEX_CONFIG) does not exist.`);
+    expect(missingFromEnv.stderr).toContain("hint: Set APEX_CONFIG to the path of an apex.config.yaml, or unset it to search from the current directory.");
   });
 
   it("validate: without a config file the built-in defaults are reported valid", () => {
