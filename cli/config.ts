@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import type { ProjectLocation } from "../core/config/locate.js";
-import type { Config, ConfigIssue } from "../core/config/types.js";
+import type { Config, ConfigIssue, PluginEntry } from "../core/config/types.js";
 import { isApexError, type ApexError } from "../core/errors.js";
 import { projectOf } from "./context.js";
 import { paint, plural, printJson, printLine } from "./output.js";
@@ -51,11 +51,12 @@ Examples:
   config
     .command("show")
     .description("print the effective config: your file with every default filled in")
-    .option("--json", "print {session: {…}, agents: {NAME: {command, args, env, cwd, restart, …}}, plugins: [{name, options, enabled, position}], projectDir, storeDir, configPath, and warnings: [text] when apex start would refuse a plugin} (durations in seconds, plugins in config order)")
+    .option("--json", "print {session: {…}, store: {backend, url, project?}, agents: {NAME: {command, args, env, cwd, restart, …}}, plugins: [{name, options, enabled, position}], projectDir, storeDir, configPath, and warnings: [text] when apex start would refuse a plugin} (durations in seconds, plugins in config order, a store url without its password)")
     .addHelpText(
       "after",
       `
-Durations are shown in seconds. Environment overrides (APEX_CHECKPOINT_INTERVAL) are applied.
+Durations are shown in seconds. Environment overrides (APEX_CHECKPOINT_INTERVAL, APEX_STORE_URL)
+are applied; the store's url is shown without its password.
 
 Examples:
   apex config show
@@ -209,31 +210,67 @@ async function showCommand(location: ProjectLocation, json: boolean): Promise<vo
   const config = await loadConfig(location);
   // A config `apex start` refuses for its plugins (an unknown one, bad options) is printed all the same, with a
   // warning, as `apex status` gives one: it was printed without a word.
-  const warnings = await pluginWarnings(config);
+  const { warnings, options } = await pluginWarnings(config);
+  // A third-party plugin's options as its schema fills them in, as the built-ins' are (they were shown as written).
+  const optionsOf = (entry: PluginEntry) => options.get(entry) ?? entry.options;
+  // The store the commands use, as `store:` says it (APEX_STORE_URL applied, no password): the section was left out, the file's own too.
+  const store = await effectiveStore(location, warnings);
+  const withStore = (fields: Record<string, unknown>) => (store ? { session: config.session, store, ...fields } : { session: config.session, ...fields });
   if (json) {
-    printJson(warnings.length > 0 ? { ...config, warnings } : config);
+    const { session: _session, ...rest } = config;
+    const plugins = config.plugins.map((entry) => (options.has(entry) ? { ...entry, options: optionsOf(entry) } : entry));
+    printJson(withStore({ ...rest, plugins, ...(warnings.length > 0 ? { warnings } : {}) }));
     return;
   }
   for (const warning of warnings) process.stderr.write(`${paint("warning:", "yellow", process.stderr)} ${warning}\n`);
   const { stringify } = await import("yaml");
   const { displayPath } = await import("../core/config/source.js");
   const origin = config.configPath ? `${displayPath(config.configPath)} with defaults filled in` : "the built-in defaults (no apex.config.yaml found)";
-  const plugins = Object.fromEntries(config.plugins.map((plugin) => [plugin.name, plugin.enabled ? plugin.options : false]));
-  const document = { session: config.session, agents: config.agents, plugins };
-  process.stdout.write(`# Effective config: ${origin}. Durations are in seconds.\n`);
+  const plugins = Object.fromEntries(config.plugins.map((plugin) => [plugin.name, plugin.enabled ? optionsOf(plugin) : false]));
+  const document = withStore({ agents: config.agents, plugins });
+  const fromEnv = store && (process.env.APEX_STORE_URL ?? "") !== "" ? " The store is APEX_STORE_URL's." : "";
+  process.stdout.write(`# Effective config: ${origin}. Durations are in seconds.${fromEnv}\n`);
   process.stdout.write(stringify(document, { lineWidth: 0 }));
 }
 
-/** What `apex start` would refuse in the config's plugins, as `apex status` words it; none when they load and apply. */
-async function pluginWarnings(config: Config): Promise<string[]> {
-  const { assertPluginsApply, refusedConfigWarning } = await import("./plugin-commands.js");
+/**
+ * The store section in effect: the file's `store:`, APEX_STORE_URL over it, else LMDB in the store
+ * directory; an LMDB url as the absolute directory, a PostgreSQL url without its password. A store
+ * that cannot be told (an APEX_STORE_URL no backend reads) is left out, and why is added to `warnings`.
+ */
+async function effectiveStore(location: ProjectLocation, warnings: string[]): Promise<{ backend: string; url: string; project?: string } | undefined> {
+  const { describeStore, resolveStoreSpec } = await import("../core/store/open.js");
   try {
-    await assertPluginsApply(config);
-    return [];
+    const spec = await resolveStoreSpec(location);
+    return { backend: spec.backend, url: describeStore(spec).location, ...(spec.backend === "lmdb" || spec.project === undefined ? {} : { project: spec.project }) };
+  } catch (error) {
+    if (!isApexError(error)) throw error;
+    warnings.push(`the store is left out: ${error.message}${error.hint ? ` ${error.hint}` : ""}`);
+    return undefined;
+  }
+}
+
+/**
+ * What `apex start` would refuse in the config's plugins, as `apex status` words it (none when they load and apply),
+ * and the options of the third-party plugins with their schemas' defaults, as they are checked before any applies.
+ */
+async function pluginWarnings(config: Config): Promise<{ warnings: string[]; options: Map<PluginEntry, Record<string, unknown>> }> {
+  const { assertPluginsApply, refusedConfigWarning } = await import("./plugin-commands.js");
+  const options = new Map<PluginEntry, Record<string, unknown>>();
+  try {
+    const { isBuiltinPlugin } = await import("../core/config/schemas.js");
+    if (config.plugins.some((entry) => entry.enabled && !isBuiltinPlugin(entry.name))) {
+      const { loadPlugins, resolvePlugins } = await import("../core/plugins.js");
+      const resolved = await resolvePlugins(config);
+      // Copied before any apply runs: a plugin may change the options it is given.
+      for (const [item, checked] of resolved.optionsByEntry) options.set(item.entry, structuredClone(checked));
+      await assertPluginsApply(config, await loadPlugins(config, { warn: () => undefined }, resolved));
+    }
+    return { warnings: [], options };
   } catch (error) {
     if (!isApexError(error)) throw error;
     const { displayPath } = await import("../core/config/source.js");
-    return [refusedConfigWarning(config.configPath === undefined ? "The built-in defaults" : displayPath(config.configPath), "`apex start`", error)];
+    return { warnings: [refusedConfigWarning(config.configPath === undefined ? "The built-in defaults" : displayPath(config.configPath), "`apex start`", error)], options };
   }
 }
 

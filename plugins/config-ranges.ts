@@ -35,9 +35,9 @@ const GZIP_MAX_LEVEL = 9;
 /** The document's schema issues with the range issues among them, in document order. */
 export function withRanges(checked: { data: Record<string, unknown>; source: ConfigSource; issues: ConfigIssue[] }, location?: ProjectLocation): ConfigIssue[] {
   const underflows = numbersReadAsZero(checked.source);
-  // A schema issue of such a number ("got 0") is about the 0 the user did not write: its own issue says what happened.
-  const schema = checked.issues.filter((issue) => !underflows.some((underflow) => underflow.path === issue.path));
-  return [...schema, ...underflows, ...checkRanges(checked.data, checked.source, location)].sort((a, b) => a.line - b.line || a.col - b.col);
+  // A schema or range issue of such a number ("got 0") is about the 0 the user did not write: its own issue says what happened.
+  const others = [...checked.issues, ...checkRanges(checked.data, checked.source, location)].filter((issue) => !underflows.some((underflow) => underflow.path === issue.path));
+  return [...others, ...underflows].sort((a, b) => a.line - b.line || a.col - b.col);
 }
 
 /**
@@ -84,6 +84,11 @@ export function checkRanges(data: Record<string, unknown>, source: ConfigSource,
   timer(["session", "auto_checkpoint_interval"], session.auto_checkpoint_interval, " 0 turns interval checkpoints off.");
   // (session_timeout is kept by the supervisor as several timers when it is longer: "30d" is fine.)
   timer(["session", "lease_ttl"], session.lease_ttl);
+  // A lease shorter than a second would expire between renewals. Said here, among every other problem: core's
+  // buildConfig refused it only once the rest of the file passed, so a file with another problem hid it.
+  if (isDuration(session.lease_ttl) && parseDuration(session.lease_ttl) < 1) {
+    at(["session", "lease_ttl"], `must be a duration of at least 1 second (got ${JSON.stringify(session.lease_ttl)}). The supervisor renews its lease every third of it.`, "a duration of at least 1 second");
+  }
   timer(["session", "plugin_timeout"], session.plugin_timeout, " 0 means no limit.");
   for (const [name, value] of Object.entries(mapping(session.plugin_timeouts))) timer(["session", "plugin_timeouts", name], value, " 0 means no limit.");
   // YAML and APEX expand no "~": "~/backups" made a directory named "~" in the project.

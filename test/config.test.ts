@@ -220,6 +220,30 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
       `lease-ttl-short.yaml:2:14: session.lease_ttl: must be a duration of at least 1 second (got 0.5). The supervisor renews its lease every third of it.`,
     ],
     [
+      // A message ends with the first sentence of the setting's description: it was cut at "e.g.", ending the message there.
+      "a description's first sentence goes on past e.g.",
+      "description-abbreviations.yaml",
+      {},
+      "APEX_E_CONFIG",
+      [
+        "description-abbreviations.yaml:2:20: session.plugin_timeouts: must be a mapping (got a list). plugin_timeout for single plugins, by the plugin's name as `apex plugins list` shows it, e.g. {my-plugin: 10m}; 0 means no limit.",
+        `description-abbreviations.yaml:6:21: plugins.sharing.serve.listen: must be a non-empty string (got 5). HOST:PORT to listen on, e.g. 127.0.0.1:7433 (port 0: any free port).`,
+      ].join("\n"),
+    ],
+    [
+      // The lease was checked only once the rest of the file passed: another problem hid it, and a fix of that one revealed it.
+      // A number read as 0 is said once, as such: "must be at least 1 second (got 0)" was said of a 0 the user did not write.
+      "lease shorter than a second among other problems",
+      "lease-ttl-short-among-others.yaml",
+      {},
+      "APEX_E_CONFIG",
+      [
+        `lease-ttl-short-among-others.yaml:2:14: session.lease_ttl: must be a duration of at least 1 second (got 0). The supervisor renews its lease every third of it.`,
+        `lease-ttl-short-among-others.yaml:3:20: session.max_checkpoints: must be an integer ≥ 1 (got 0). Most checkpoints a session keeps.`,
+        `lease-ttl-short-among-others.yaml:6:15: plugins.metrics.interval: the number 1e-400 is nearer zero than a number holds (about 5e-324): it would be read as 0. Write 0, or a number that is not 0.`,
+      ].join("\n"),
+    ],
+    [
       // Node.js fires a timer longer than 2^31-1 ms after 1 ms: a 4-week interval checkpointed every millisecond (a 30-day session_timeout, kept as several timers, is fine).
       "timers longer than Node.js keeps, numbers YAML reads as infinite or NaN, gzip levels past 9, a backup_location starting with ~",
       "timers-too-long.yaml",
@@ -942,6 +966,16 @@ describe("validateOptions and friends (used by the plugin loader)", () => {
     ]);
   });
 
+  it("ends a message with the first sentence of the option's description, past e.g. and i.e. (it was cut there)", () => {
+    const described = {
+      type: "object",
+      properties: { mode: { type: "string", description: "How to go, e.g. fast or slow, i.e. a speed. Anything else is refused." } },
+    };
+    expect(validateOptions(described, { mode: 3 }, { source, path: ["plugins", "./mine.js"] }).map((issue) => issue.message)).toEqual([
+      "must be a string (got 3). How to go, e.g. fast or slow, i.e. a speed.",
+    ]);
+  });
+
   it("blames a broken schema on the schema", () => {
     expect(() => compileSchema({ type: "strin" })).toThrow(expect.objectContaining({ code: "APEX_E_PLUGIN_SCHEMA" }));
     expect(() => compileSchema({ type: "object", properties: { a: { $ref: "#/definitions/missing" } } })).toThrow(
@@ -1131,6 +1165,12 @@ describe("apex config (end to end, built CLI)", () => {
     const missing = apex(["config", "validate", "--config", "conf/none.yaml"]);
     expect(missing.status).toBe(2);
     expect(missing.stderr).toContain("error[APEX_E_CONFIG_NOT_FOUND]");
+    expect(missing.stderr).toContain("hint: Pass the path of an apex.config.yaml, or drop the option to search from the current directory.");
+    // APEX_CONFIG's hint speaks of the variable: "drop the option" named an option the command line did not have.
+    const missingFromEnv = apex(["config", "validate"], { APEX_CONFIG: "conf/none.yaml" });
+    expect(missingFromEnv.status).toBe(2);
+    expect(missingFromEnv.stderr).toContain(`error[APEX_E_CONFIG_NOT_FOUND]: The config file ${join(dir, "conf/none.yaml")} (from APEX_CONFIG) does not exist.`);
+    expect(missingFromEnv.stderr).toContain("hint: Set APEX_CONFIG to the path of an apex.config.yaml, or unset it to search from the current directory.");
   });
 
   it("validate: without a config file the built-in defaults are reported valid", () => {
@@ -1172,10 +1212,50 @@ describe("apex config (end to end, built CLI)", () => {
     expect(json.status).toBe(0);
     const shown = JSON.parse(json.stdout);
     // The fixture's ./plugins/audit.js is not beside it: `apex start` would refuse the config, and show says so.
-    expect(Object.keys(shown)).toEqual(["session", "agents", "plugins", "configPath", "projectDir", "storeDir", "warnings"]);
+    expect(Object.keys(shown)).toEqual(["session", "store", "agents", "plugins", "configPath", "projectDir", "storeDir", "warnings"]);
     expect(shown.warnings).toEqual([expect.stringContaining("./plugins/audit.js")]);
     expect(shown.session.auto_checkpoint_interval).toBe(30);
     expect(shown.plugins.map((plugin: { name: string }) => plugin.name)).toEqual(["git", "retention", "checkpoint", "./plugins/audit.js", "compression"]);
+  });
+
+  it("show: the store in effect, the file's store: section or APEX_STORE_URL over it, never with its password (the section was left out)", () => {
+    // Without a store: section, the default: LMDB in the store directory.
+    writeFileSync(join(dir, "apex.config.yaml"), "agents: {}\nplugins:\n  checkpoint: {}\n");
+    expect(JSON.parse(apex(["config", "show", "--json"]).stdout).store).toEqual({ backend: "lmdb", url: join(dir, ".apex") });
+    writeFileSync(join(dir, "apex.config.yaml"), "store:\n  backend: postgres\n  url: postgres://apex:s3cret@db.internal:5432/apex\n  project: payments\nagents: {}\nplugins:\n  checkpoint: {}\n");
+    const human = apex(["config", "show"]);
+    expect([human.status, human.stderr]).toEqual([0, ""]);
+    expect(human.stdout).toContain("\nstore:\n  backend: postgres\n  url: postgres://apex:***@db.internal:5432/apex\n  project: payments\nagents: {}\n");
+    expect(human.stdout).not.toContain("s3cret");
+    const json = apex(["config", "show", "--json"]);
+    expect(json.stdout).not.toContain("s3cret");
+    expect(JSON.parse(json.stdout).store).toEqual({ backend: "postgres", url: "postgres://apex:***@db.internal:5432/apex", project: "payments" });
+    // APEX_STORE_URL wins, as for every command, and the header says so.
+    const fromEnv = apex(["config", "show"], { APEX_STORE_URL: "lmdb:data" });
+    expect(fromEnv.stdout).toContain(`\nstore:\n  backend: lmdb\n  url: ${join(dir, "data")}\nagents: {}\n`);
+    expect(fromEnv.stdout.split("\n")[0]).toContain("The store is APEX_STORE_URL's.");
+    // One no backend reads leaves the store unknown: said in a warning, the rest shown, nothing written.
+    const unread = apex(["config", "show", "--json"], { APEX_STORE_URL: "foo" });
+    expect(unread.status).toBe(0);
+    expect("store" in JSON.parse(unread.stdout)).toBe(false);
+    expect(JSON.parse(unread.stdout).warnings).toEqual([expect.stringContaining('APEX_STORE_URL must be postgres://… or lmdb:PATH, not "foo"')]);
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+
+  it("show: a third-party plugin's options with its schema's defaults filled in, as a built-in's are (they were shown as written)", () => {
+    writeFileSync(join(dir, "package.json"), '{"type": "module"}\n');
+    writeFileSync(
+      join(dir, "greeter.js"),
+      'export default { name: "greeter", schema: { type: "object", additionalProperties: false, properties: { greeting: { type: "string", default: "hello" }, times: { type: "integer", default: 2 } } },\n' +
+        "  apply(apex, options) { options.greeting = 'changed by apply'; } };\n",
+    );
+    writeFileSync(join(dir, "apex.config.yaml"), "agents: {}\nplugins:\n  checkpoint: {}\n  ./greeter.js: {times: 3}\n");
+    const human = apex(["config", "show"]);
+    expect([human.status, human.stderr]).toEqual([0, ""]);
+    // As the config gives them to the plugin: what its apply makes of them is not the config.
+    expect(human.stdout).toContain("\n  ./greeter.js:\n    times: 3\n    greeting: hello\n");
+    const shown = JSON.parse(apex(["config", "show", "--json"]).stdout);
+    expect(shown.plugins[1]).toEqual({ name: "./greeter.js", options: { times: 3, greeting: "hello" }, enabled: true, position: { file: "apex.config.yaml", line: 4, col: 3 } });
   });
 
   it("show: an invalid config is an error (exit 2), not a partial result", () => {

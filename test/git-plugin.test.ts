@@ -851,6 +851,14 @@ describe("apex session sync-git", () => {
     const gone = apex(missing, ["session", "sync-git", "--json"]);
     expect(gone.status).toBe(3);
     expect(JSON.parse(gone.stderr).error).toMatchObject({ code: "APEX_E_NOT_A_REPOSITORY", message: `No git repository at ${join(missing, "gone")}: the directory does not exist.` });
+    // Its hint makes one where there is none: "Run `git init` there" (or `apex git -- init`, refused as this is) sent the user to no directory.
+    const made = `Make it with \`git init '${join(missing, "gone")}'\` (which creates the directory), or point the git plugin's \`repository\` option (apex.config.yaml) at the repository.`;
+    expect(JSON.parse(gone.stderr).error.hint).toBe(made);
+    const status = apex(missing, ["git", "--", "status"]);
+    expect(status).toMatchObject({ status: 3, stderr: expect.stringContaining(`hint: ${made}`) });
+    expect(apex(missing, ["git", "--", "init", "-q"]).stderr).toContain(`hint: ${made}`);
+    git(missing, "init", "-q", join(missing, "gone"));
+    expect(apex(missing, ["git", "--", "status"]).status).toBe(0);
   });
 });
 

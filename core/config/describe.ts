@@ -155,7 +155,7 @@ export function descriptionSentence(node: SchemaNode | undefined, root: SchemaNo
   const description = resolveRef(node, root).description;
   if (typeof description !== "string" || !description.trim()) return "";
   const text = description.trim().replace(/\s+/g, " ");
-  const match = /^.*?[.!?](?=\s|$)/.exec(text);
+  const match = /^.*?(?<!\b(?:e\.g|i\.e))[.!?](?=\s|$)/.exec(text); // "e.g. 127.0.0.1:7433" goes on: cut there, a message ended in "e.g."
   const sentence = match ? match[0] : text;
   return /[.!?]$/.test(sentence) ? sentence : `${sentence}.`;
 }

@@ -33,7 +33,7 @@ export function locateProject(options: LocateOptions = {}): ProjectLocation {
   let configPath: string | undefined;
   if (explicit) {
     configPath = resolve(cwd, explicit);
-    if (!existsSync(configPath)) throw configNotFound(configPath, ` (from ${options.configFlag ? "--config" : "APEX_CONFIG"})`, "Pass the path of an apex.config.yaml, or drop the option to search from the current directory.");
+    if (!existsSync(configPath)) throw configNotFound(configPath, ` (from ${options.configFlag ? "--config" : "APEX_CONFIG"})`, options.configFlag ? "Pass the path of an apex.config.yaml, or drop the option to search from the current directory." : "Set APEX_CONFIG to the path of an apex.config.yaml, or unset it to search from the current directory.");
   } else {
     configPath = findUp(cwd, CONFIG_FILE_NAME);
   }

@@ -108,9 +108,17 @@ export function gitEnvironment(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv
 /** APEX_E_NOT_A_REPOSITORY for `dir`, saying why. */
 export function noRepository(dir: string, why = "it is not inside a git repository"): ApexError {
   return new ApexError("APEX_E_NOT_A_REPOSITORY", `No git repository at ${dir}: ${why}.`, {
-    hint: "Run `git init` there, or point the git plugin's `repository` option (apex.config.yaml) at the repository.",
+    hint: `${initHint(dir)}, or point the git plugin's \`repository\` option (apex.config.yaml) at the repository.`,
     details: { repository: dir },
   });
+}
+
+/**
+ * How to make a repository at `dir`: "Run `git init` there" sent the user to a directory that is not
+ * there (and `apex git -- init`, run in it, was refused): `git init DIR` makes the directory too.
+ */
+export function initHint(dir: string, apex = false): string {
+  return isDirectory(dir) ? `Run ${apex ? "`apex git -- init` (or `git init`)" : "`git init`"} there` : `Make it with \`git init ${shellQuote(dir)}\` (which creates the directory)`;
 }
 
 export function isGitUnavailable(error: unknown): boolean {

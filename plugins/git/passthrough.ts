@@ -4,7 +4,7 @@ import { constants } from "node:os";
 import { isAbsolute, relative } from "node:path";
 import { isDirectory } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
-import { BEFORE_GIT_FIRED_ENV, noRepository, runGit } from "./git.js";
+import { BEFORE_GIT_FIRED_ENV, initHint, noRepository, runGit } from "./git.js";
 import { gitCommandOf } from "./repository.js";
 
 /**
@@ -49,7 +49,7 @@ export async function assertRepositoryFor(repoDir: string, args: readonly string
   if (isDirectory(repoDir) && (await runGit(repoDir, ["rev-parse", "--git-dir"])).exitCode === 0) return;
   const error = noRepository(repoDir, isDirectory(repoDir) ? "it is not inside a git repository" : "the directory does not exist");
   throw new ApexError(error.code, `${error.message.replace(/\.$/, "")}, so \`git ${command}\` cannot run there. Nothing was run.`, {
-    hint: "Run `apex git -- init` (or `git init`) there, or point the git plugin's `repository` option (apex.config.yaml) at the repository.",
+    hint: `${initHint(repoDir, true)}, or point the git plugin's \`repository\` option (apex.config.yaml) at the repository.`,
     details: { ...error.details, command },
   });
 }
