@@ -230,7 +230,7 @@ export async function importMemory(location: ProjectLocation, file: string, asJs
   // Nothing to write in a project whose store was never made: none is made for it (it was, while saying nothing was written).
   if (entries.length === 0 && !process.env.APEX_REMOTE && !process.env.APEX_SOCKET && !(await (await import("../core/store/open.js")).storeExists(location))) {
     // The config is checked as a write checks it all the same: an unknown plugin, or a plugin file that is missing or does not load, is exit 2 (it was 0 here).
-    await assertConfigUsable(location);
+    await (await import("../core/session/direct.js")).assertConfigValid(location);
     return printImported({ count: 0, revision: 0 });
   }
   const writer = await openWriter(location);
@@ -239,15 +239,6 @@ export async function importMemory(location: ProjectLocation, file: string, asJs
   } finally {
     await writer.close();
   }
-}
-
-/** What a direct write checks before it opens the store (core/session/direct.ts): the config loads, and every plugin it enables is found and loads. */
-async function assertConfigUsable(location: ProjectLocation): Promise<void> {
-  if (!location.configPath) return;
-  const config = await (await import("../core/config/load.js")).loadConfig(location);
-  const [{ checkPluginSources, loadPlugins }, { isBuiltinPlugin }] = await Promise.all([import("../core/plugins.js"), import("../core/config/schemas.js")]);
-  checkPluginSources(config);
-  if (config.plugins.some((entry) => entry.enabled && !isBuiltinPlugin(entry.name))) await loadPlugins(config);
 }
 
 /**

@@ -169,7 +169,7 @@ function clientOver(store: Store | undefined, lookup: MethodLookup, noStore: () 
  * or a package) is imported with the rest as `start` would, so one that exists but fails to load
  * blocks the write too. With built-ins only, nothing is imported (start-up time).
  */
-async function assertConfigValid(location: ProjectLocation): Promise<void> {
+export async function assertConfigValid(location: ProjectLocation): Promise<void> {
   if (!location.configPath) return;
   const { loadConfig } = await import("../config/load.js");
   const config = await loadConfig(location);
