@@ -976,6 +976,25 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     expect(await readStore(dir, (store) => ({ total: listCheckpoints(store, sessionId).total, writes: [...store.keysBelow(`/sessions/${sessionId}/langgraph/t/~/writes`)] }))).toEqual({ total: 1, writes: [] });
   });
 
+  it("`session: null` is no session given, as undefined is (it failed at the first call: \"Cannot read properties of null (reading 'trim')\"); a project or session that is no string is refused where the saver is made", async () => {
+    const { dir, saver } = await setup();
+    const config = await saver.put({ configurable: { thread_id: "t", checkpoint_ns: "" } }, checkpointOf({ a: 1 }, { a: 1 }), { source: "input", step: -1, parents: {} }, { a: 1 });
+    const unset = new ApexSaver({ project: dir, session: null as unknown as string });
+    cleanups.push(() => unset.close());
+    expect((await unset.getTuple(config))?.checkpoint.channel_values).toEqual({ a: 1 });
+    await unset.put(config, checkpointOf({ a: 2 }, { a: 2 }), { source: "loop", step: 0, parents: {} }, { a: 2 });
+    expect((await saver.getTuple({ configurable: { thread_id: "t", checkpoint_ns: "" } }))?.checkpoint.channel_values).toEqual({ a: 2 });
+    for (const options of [{ project: dir, session: 42 }, { project: 42 }, { project: [dir] }]) {
+      let error: unknown;
+      try {
+        new ApexSaver(options as unknown as { project: string });
+      } catch (caught) {
+        error = caught;
+      }
+      expect(error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: expect.stringMatching(/^ApexSaver's `(project|session)` must be a string, not (number|an array)\.$/) });
+    }
+  });
+
   it("list takes an offset (the matching checkpoints passed over first), across threads and namespaces: how a list too large for one reply of a supervisor is read in parts", async () => {
     const { saver } = await setup();
     for (const [thread, ns] of [["a", ""], ["a", "sub"], ["b", ""]] as const) {

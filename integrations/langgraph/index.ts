@@ -138,7 +138,7 @@ export class ApexSaver extends BaseCheckpointSaver {
 
   constructor(options: ApexSaverOptions = {}) {
     super(options.serde);
-    this.options = options;
+    this.options = withoutNulls(options);
     this.splitKeys = options.splitKeys ?? DEFAULT_SPLIT_KEYS;
     this.plainJson = Object.getPrototypeOf(this.serde) === JsonPlusSerializer.prototype;
   }
@@ -862,6 +862,24 @@ function inContext(error: unknown, where: string, details: Record<string, unknow
 /** A stored value with no text (what an unstorable value was written as before it was refused): read as undefined, as JSON.stringify had it. */
 function isEmptyJson(value: SerializedValue): boolean {
   return value.t === "json" && value.d === "";
+}
+
+/**
+ * The options, `project` or `session` given as null (`session: argv.session ?? null`) left out,
+ * as undefined is; another value that is not a string is refused here (either failed at the
+ * first call with a TypeError from within APEX: "Cannot read properties of null (reading 'trim')").
+ */
+function withoutNulls(options: ApexSaverOptions): ApexSaverOptions {
+  const { project, session, ...rest } = options as { project?: unknown; session?: unknown } & ApexSaverOptions;
+  for (const [name, value] of [["project", project], ["session", session]] as const) {
+    if (value !== undefined && value !== null && typeof value !== "string") {
+      throw new ApexError("APEX_E_BAD_INPUT", `ApexSaver's \`${name}\` must be a string, not ${Array.isArray(value) ? "an array" : typeof value}.`, {
+        hint: name === "project" ? "Pass the project's directory, or leave `project` out to use the working directory's project." : "Pass a session id, a unique id prefix or a branch's name, or leave `session` out to use the project's session.",
+        details: { option: name },
+      });
+    }
+  }
+  return { ...rest, ...(typeof project === "string" ? { project } : {}), ...(typeof session === "string" ? { session } : {}) };
 }
 
 function hasOwn(object: object, key: string): boolean {
