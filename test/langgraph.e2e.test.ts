@@ -154,6 +154,40 @@ describe("a LangGraph StateGraph as an APEX agent", () => {
     expect(steps).toEqual([9, 8, 7, 6, 5, 4, 3, 2, 1]);
   });
 
+  it("a new session's checkpoints hold none of the threads of the sessions before it: a branch at its first checkpoint named each as a step deleted since", async () => {
+    project = new Project(["agents:", "  idle:", "    command: sleep", '    args: ["1000"]', "plugins:", "  checkpoint: {}", ""].join("\n"));
+    const put = async (threadId: string) => {
+      const saver = new ApexSaver({ project: project!.dir });
+      savers.push(saver);
+      const checkpoint = { v: 4, id: uuid6(-1), ts: new Date().toISOString(), channel_values: { notes: [threadId] }, channel_versions: { notes: 1 }, versions_seen: {} };
+      await saver.put({ configurable: { thread_id: threadId, checkpoint_ns: "" } }, checkpoint, { source: "input", step: -1, parents: {} }, { notes: 1 });
+    };
+    const memoryKeys = (checkpoint: string) => (JSON.parse(project!.apex(["checkpoint", "show", checkpoint, "--json"]).stdout) as { memory_keys: string[] }).memory_keys;
+
+    const first = project.start(["--task", "first"]);
+    await put("first-thread");
+    expect(project.apex(["stop"]).status).toBe(0);
+    const second = project.start(["--task", "second"]);
+    expect(second.session_id).not.toBe(first.session_id);
+    // The first session's thread is not the second's: getTuple in it finds nothing, and its checkpoints hold none of its channels.
+    expect(memoryKeys("checkpoint-001").filter((key) => key.startsWith("/langgraph"))).toEqual([]);
+    await put("second-thread");
+    expect(project.apex(["checkpoint", "create", "after the step"]).status).toBe(0);
+    expect(memoryKeys("latest").filter((key) => key.startsWith("/langgraph/") && key.split("/").length === 4)).toEqual(["/langgraph/second-thread/~"]);
+    const branch = project.apex(["session", "branch", "checkpoint-001", "at-start", "--json"]);
+    expect(branch.status, branch.stderr).toBe(0);
+    expect(branch.stderr).toBe("");
+    expect((JSON.parse(branch.stdout) as { langgraph?: unknown }).langgraph).toBeUndefined();
+    const later = project.apex(["session", "branch", "latest", "after-step", "--json"]);
+    expect(later.status, later.stderr).toBe(0);
+    expect((JSON.parse(later.stdout) as { langgraph?: unknown }).langgraph).toEqual({ carried: ["second-thread"], missing: [] });
+    // The first session keeps its own thread.
+    const reader = new ApexSaver({ project: project.dir, session: first.session_id });
+    savers.push(reader);
+    expect((await reader.getTuple({ configurable: { thread_id: "first-thread" } }))?.checkpoint.channel_values).toEqual({ notes: ["first-thread"] });
+    expect(project.apex(["stop"]).status).toBe(0);
+  });
+
   it("the README's example runs verbatim as an agent: to its interrupt, then `start --continue last` resumes it with the answer", async () => {
     // The README's code block as a user saves it, in a project that has APEX and LangGraph installed
     // (node_modules: this checkout's packages, and apex-sessions itself).

@@ -243,6 +243,39 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     });
   });
 
+  it("a large plain-object channel with a key that holds a lone surrogate is stored whole, as a smaller one is (it was refused as a name, APEX_E_BAD_INPUT), and split again once the key goes", async () => {
+    const { dir, saver } = await setup();
+    const state: Record<string, string> = {};
+    for (let i = 0; i < 100; i++) state[`k${i}`] = `value ${i}`;
+    const lone = "half an emoji \ud83d";
+    let config = { configurable: { thread_id: "lone", checkpoint_ns: "" } } as Record<string, any>;
+    const steps: Array<Record<string, string>> = [];
+    const step = async (version: number) => {
+      config = await saver.put(config, checkpointOf({ state: { ...state } }, { state: version }), { source: "loop", step: version, parents: {} }, { state: version });
+      steps.push({ ...state });
+    };
+    await step(1); // split, key by key
+    state[lone] = "its value \udc00 too";
+    await step(2); // whole
+    state.k1 = "changed";
+    await step(3);
+    delete state[lone];
+    state.k2 = "changed";
+    await step(4); // split again
+    // Each step reads back as it was put, by a saver that wrote it and by a new one.
+    const reader = new ApexSaver({ project: dir });
+    cleanups.push(() => reader.close());
+    const read: Array<Record<string, string>> = [];
+    for await (const tuple of reader.list({ configurable: { thread_id: "lone", checkpoint_ns: "" } })) read.unshift(tuple.checkpoint.channel_values.state as Record<string, string>);
+    expect(read).toEqual(steps);
+    expect(Object.keys(read[1]!)).toEqual(Object.keys(steps[1]!));
+    expect((await saver.getTuple(config))!.checkpoint.channel_values.state).toEqual(state);
+    const memory = new MemorySaver();
+    await memory.put({ configurable: { thread_id: "lone", checkpoint_ns: "" } }, checkpointOf({ state: steps[1]! }, { state: 2 }), { source: "loop", step: 2, parents: {} }, { state: 2 });
+    expect((await memory.getTuple({ configurable: { thread_id: "lone", checkpoint_ns: "" } }))!.checkpoint.channel_values.state).toEqual(read[1]);
+    expect(await readStore(dir, (store) => validateStore(store))).toMatchObject({ ok: true, problems: [] });
+  });
+
   it("a split channel whose keys come in another order (each key moved written again, with its place), whose objects change in place, and a put after a read, write exactly the keys that changed", async () => {
     const { dir, sessionId, saver } = await setup();
     const state: Record<string, unknown> = {};
@@ -941,6 +974,25 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     cleanups.push(() => unknown.close());
     await expect(unknown.getTuple(thread)).rejects.toThrow(/no-such-session/);
     expect(await readStore(dir, (store) => ({ total: listCheckpoints(store, sessionId).total, writes: [...store.keysBelow(`/sessions/${sessionId}/langgraph/t/~/writes`)] }))).toEqual({ total: 1, writes: [] });
+  });
+
+  it("`session: null` is no session given, as undefined is (it failed at the first call: \"Cannot read properties of null (reading 'trim')\"); a project or session that is no string is refused where the saver is made", async () => {
+    const { dir, saver } = await setup();
+    const config = await saver.put({ configurable: { thread_id: "t", checkpoint_ns: "" } }, checkpointOf({ a: 1 }, { a: 1 }), { source: "input", step: -1, parents: {} }, { a: 1 });
+    const unset = new ApexSaver({ project: dir, session: null as unknown as string });
+    cleanups.push(() => unset.close());
+    expect((await unset.getTuple(config))?.checkpoint.channel_values).toEqual({ a: 1 });
+    await unset.put(config, checkpointOf({ a: 2 }, { a: 2 }), { source: "loop", step: 0, parents: {} }, { a: 2 });
+    expect((await saver.getTuple({ configurable: { thread_id: "t", checkpoint_ns: "" } }))?.checkpoint.channel_values).toEqual({ a: 2 });
+    for (const options of [{ project: dir, session: 42 }, { project: 42 }, { project: [dir] }]) {
+      let error: unknown;
+      try {
+        new ApexSaver(options as unknown as { project: string });
+      } catch (caught) {
+        error = caught;
+      }
+      expect(error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: expect.stringMatching(/^ApexSaver's `(project|session)` must be a string, not (number|an array)\.$/) });
+    }
   });
 
   it("list takes an offset (the matching checkpoints passed over first), across threads and namespaces: how a list too large for one reply of a supervisor is read in parts", async () => {

@@ -138,7 +138,7 @@ export class ApexSaver extends BaseCheckpointSaver {
 
   constructor(options: ApexSaverOptions = {}) {
     super(options.serde);
-    this.options = options;
+    this.options = withoutNulls(options);
     this.splitKeys = options.splitKeys ?? DEFAULT_SPLIT_KEYS;
     this.plainJson = Object.getPrototypeOf(this.serde) === JsonPlusSerializer.prototype;
   }
@@ -350,6 +350,13 @@ export class ApexSaver extends BaseCheckpointSaver {
     // if its text changed or the key moved; each key sent with its number (`o`), which its record keeps.
     for (const { index, known, moved } of changed) {
       const key = names[index]!;
+      // A key with a lone surrogate is no path segment (the store refuses it as a name): the
+      // object is stored whole, as a smaller one is, and as MemorySaver keeps it (it was refused,
+      // APEX_E_BAD_INPUT, only because it had enough keys to be split).
+      if (LONE_SURROGATE.test(key)) {
+        next.splits.delete(name);
+        return { v: version, value: await this.serialize(value) };
+      }
       const item = object[key];
       let serialized: SerializedValue;
       try {
@@ -797,6 +804,9 @@ class ValueBatch {
 
 const QUOTE = 0x22;
 
+/** A UTF-16 code unit no other completes (with the `u` flag, a pair is one code point, not Cs). */
+const LONE_SURROGATE = /\p{Cs}/u;
+
 /** Steps a list() reads a request when its whole answer was too large for one reply of the supervisor. */
 const LIST_PAGE = 8;
 
@@ -852,6 +862,24 @@ function inContext(error: unknown, where: string, details: Record<string, unknow
 /** A stored value with no text (what an unstorable value was written as before it was refused): read as undefined, as JSON.stringify had it. */
 function isEmptyJson(value: SerializedValue): boolean {
   return value.t === "json" && value.d === "";
+}
+
+/**
+ * The options, `project` or `session` given as null (`session: argv.session ?? null`) left out,
+ * as undefined is; another value that is not a string is refused here (either failed at the
+ * first call with a TypeError from within APEX: "Cannot read properties of null (reading 'trim')").
+ */
+function withoutNulls(options: ApexSaverOptions): ApexSaverOptions {
+  const { project, session, ...rest } = options as { project?: unknown; session?: unknown } & ApexSaverOptions;
+  for (const [name, value] of [["project", project], ["session", session]] as const) {
+    if (value !== undefined && value !== null && typeof value !== "string") {
+      throw new ApexError("APEX_E_BAD_INPUT", `ApexSaver's \`${name}\` must be a string, not ${Array.isArray(value) ? "an array" : typeof value}.`, {
+        hint: name === "project" ? "Pass the project's directory, or leave `project` out to use the working directory's project." : "Pass a session id, a unique id prefix or a branch's name, or leave `session` out to use the project's session.",
+        details: { option: name },
+      });
+    }
+  }
+  return { ...rest, ...(typeof project === "string" ? { project } : {}), ...(typeof session === "string" ? { session } : {}) };
 }
 
 function hasOwn(object: object, key: string): boolean {

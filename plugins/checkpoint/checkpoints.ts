@@ -195,6 +195,12 @@ export function writeCheckpoint(store: Store, params: CheckpointParams): Created
   let memory = snapshot.memory!;
   // Rebuilt from the keyspace alone, the tree lacks the detached subtrees: the base still has them.
   if (memory.full && base) memory = { ...memory, ...carryDetached(view, base, memory) };
+  // A session's first checkpoint (a new session's start) holds no detached subtree: the memory
+  // base carries those of the sessions before it in this tree, whose LangGraph threads are
+  // theirs (indexed there, not here). Kept, every later session's checkpoints held them: `session
+  // branch` at one named each as a step deleted since, and their values could never be freed.
+  // A reconstructed session keeps what its damaged session's checkpoint held.
+  if (!parent && params.trigger !== "reconstruct") memory = { ...memory, ...dropDetached(store, mount, view, memory) };
   if (params.graft) memory = { ...memory, ...params.graft(view, memory) };
   const tasks = snapshot.tasks!;
   const agents = snapshot.agents!;
@@ -242,6 +248,31 @@ function carryDetached(view: ObjectView, base: { root: Hash | null }, memory: { 
       changes.graft(segments, old.tree);
       root = updateTree(view, root, changes, () => undefined).root;
       count += countValues(view, old.tree);
+    } catch (error) {
+      if (!isObjectDamage(error)) throw error;
+    }
+  }
+  return { root, count };
+}
+
+/**
+ * `memory` without its detached subtrees (DETACHED_ROOTS). One that live records were written
+ * in by hand (`apex memory set /langgraph/…`) stays as it is, and so does one with a node that
+ * cannot be read (validate reports it).
+ */
+function dropDetached(store: Store, mount: string, view: ObjectView, memory: { root: Hash | null; count: number }): { root: Hash | null; count: number } {
+  let { root, count } = memory;
+  for (const path of DETACHED_ROOTS) {
+    const segments = pathSegments(path);
+    if (store.has(`${mount}${path}`) || !store.keysBelow(`${mount}${path}`)[Symbol.iterator]().next().done) continue;
+    try {
+      const old = lookupEntry(view, root, segments);
+      if (!old?.tree) continue;
+      const values = countValues(view, old.tree);
+      const changes = new ChangeSet();
+      changes.graft(segments, null);
+      root = updateTree(view, root, changes, () => undefined).root;
+      count -= values;
     } catch (error) {
       if (!isObjectDamage(error)) throw error;
     }
