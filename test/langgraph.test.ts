@@ -271,7 +271,7 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     expect(Object.keys(read[1]!)).toEqual(Object.keys(steps[1]!));
     expect((await saver.getTuple(config))!.checkpoint.channel_values.state).toEqual(state);
     const memory = new MemorySaver();
-    await memory.put({ configurable: { thread_id: "lone", checkpoint_ns: "" } }, checkpointOf({ state: steps[1]! }, { state: 2 }), { source: "loop", step: 2, parents: {} }, { state: 2 });
+    await memory.put({ configurable: { thread_id: "lone", checkpoint_ns: "" } }, checkpointOf({ state: steps[1]! }, { state: 2 }), { source: "loop", step: 2, parents: {} });
     expect((await memory.getTuple({ configurable: { thread_id: "lone", checkpoint_ns: "" } }))!.checkpoint.channel_values.state).toEqual(read[1]);
     expect(await readStore(dir, (store) => validateStore(store))).toMatchObject({ ok: true, problems: [] });
   });
