@@ -203,6 +203,11 @@ describe("the audit trail and reports", () => {
     expect(badJson.status).toBe(2);
     expect(JSON.parse(badJson.stderr).error).toMatchObject({ code: "APEX_E_USAGE", message: 'Unknown report format "xml".' });
     expect(badJson.stdout).toBe("");
+    // --json is --format json: --format md with it was ignored without a word.
+    const both = project.apex(["session", "report", "--format", "md", "--json"]);
+    expect(both.status).toBe(2);
+    expect(JSON.parse(both.stderr).error).toMatchObject({ code: "APEX_E_USAGE", message: "--json and --format md do not go together: --json is the JSON report (--format json)." });
+    expect(both.stdout).toBe("");
   });
 
   it("the Markdown report keeps what agents and users wrote on one line: a line break in a milestone or a cell starts no heading or row", () => {

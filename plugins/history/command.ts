@@ -22,6 +22,10 @@ export async function runReportCommand(input: CommandInput, context: CommandCont
   if (!(FORMATS as readonly string[]).includes(asked)) {
     throw new ApexError("APEX_E_USAGE", `Unknown report format ${JSON.stringify(asked)}.`, { hint: "Use --format md or --format json." });
   }
+  // --json is --format json: with --format md, one of them was ignored without a word (the JSON was written).
+  if (input.options.json && input.options.format === "md") {
+    throw new ApexError("APEX_E_USAGE", "--json and --format md do not go together: --json is the JSON report (--format json).", { hint: "Leave --json out for the Markdown report, or --format md out for the JSON one." });
+  }
   const format = input.options.json ? "json" : asked;
   const output = typeof input.options.output === "string" ? input.options.output : undefined;
   const force = Boolean(input.options.force);

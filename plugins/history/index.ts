@@ -40,7 +40,7 @@ export default definePlugin<HistoryOptions>({
       runsIn: "cli",
       arguments: [{ syntax: "[id]", description: "the session: id, unique prefix, a branch's name, `current` or `last` (default: the one this command is bound to, as for every command, else the one that ended last)", session: true }],
       options: [
-        { flags: "--format <format>", description: "md (default) or json", default: "md" },
+        { flags: "--format <format>", description: "md (default) or json" },
         { flags: "--json", description: "the same as --format json: {format, generated_at, session, metrics, tasks: {counts, items}, milestones, agents, checkpoints, git, events}; with -o, the report goes to FILE and stdout gets {session_id, format, file, bytes}" },
         { flags: "-o, --output <file>", description: "write the report to FILE instead of printing it (refused, exit 4, when FILE exists; written whole or not at all)" },
         { flags: "--force", description: "with -o: replace FILE if it exists" },
