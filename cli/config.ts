@@ -277,7 +277,10 @@ async function pluginWarnings(config: Config): Promise<{ warnings: string[]; opt
 async function pathCommand(location: ProjectLocation, json: boolean): Promise<void> {
   const { schemasDir } = await import("../core/config/schemas.js");
   const schema = `${schemasDir()}/apex.config.schema.json`;
-  const store = await storeOf(location);
+  const { store, problem } = await storeOf(location);
+  // A store that cannot be told (a bad APEX_STORE_URL or store: section) is said, as every command that opens it refuses it:
+  // the text named the LMDB directory as the store, which no command would use.
+  if (problem !== undefined) process.stderr.write(`warning: the store is not known: ${problem}\n`);
   if (json) {
     printJson({ config: location.configPath ?? null, projectDir: location.projectDir, storeDir: location.storeDir, store, schema });
     return;
@@ -285,19 +288,19 @@ async function pathCommand(location: ProjectLocation, json: boolean): Promise<vo
   printLine(`config:  ${location.configPath ?? "none (the built-in defaults apply)"}`);
   printLine(`project: ${location.projectDir}`);
   // Where the data is (a PostgreSQL database, an LMDB directory elsewhere), and the directory of the logs and socket when apart from it.
-  const where = store ? `${store.location}${store.project !== undefined ? ` (project ${store.project})` : ""}` : location.storeDir;
+  const where = store ? `${store.location}${store.project !== undefined ? ` (project ${store.project})` : ""}` : "not known (see the warning above)";
   printLine(`store:   ${where}`);
   if (where !== location.storeDir) printLine(`runtime: ${location.storeDir}`);
   printLine(`schema:  ${schema}`);
 }
 
-/** The store APEX_STORE_URL or the config names (no password), or null when that cannot be told (a bad store: section, which `config validate` names). */
-async function storeOf(location: ProjectLocation): Promise<{ backend: string; location: string; project?: string } | null> {
+/** The store APEX_STORE_URL or the config names (no password); null, with the reason, when that cannot be told (a bad store: section, which `config validate` names). */
+async function storeOf(location: ProjectLocation): Promise<{ store: { backend: string; location: string; project?: string } | null; problem?: string }> {
   const { describeStore, resolveStoreSpec } = await import("../core/store/open.js");
   try {
     const spec = await resolveStoreSpec(location);
-    return { ...describeStore(spec), ...(spec.backend === "lmdb" ? {} : { project: spec.project }) };
-  } catch {
-    return null;
+    return { store: { ...describeStore(spec), ...(spec.backend === "lmdb" ? {} : { project: spec.project }) } };
+  } catch (error) {
+    return { store: null, problem: (error as Error).message };
   }
 }

@@ -1303,6 +1303,16 @@ describe("apex config (end to end, built CLI)", () => {
     const text = apex(["config", "path"], { APEX_STORE_URL: url });
     expect(text.stdout).toContain(`store:   postgres://apex:***@db.internal:5432/apex (project ${basename(dir)})\nruntime: ${join(dir, ".apex")}\n`);
     expect(text.stdout + elsewhere.stdout).not.toContain("hunter2");
+    // A store no command would open (an APEX_STORE_URL no backend reads): said, not given as the LMDB directory.
+    const typo = "postgrs://apex:hunter2@db.internal/apex";
+    const unknown = apex(["config", "path"], { APEX_STORE_URL: typo });
+    expect(unknown.status).toBe(0);
+    expect(unknown.stdout).toContain("store:   not known (see the warning above)\n");
+    expect(unknown.stdout).not.toContain(`store:   ${join(dir, ".apex")}`);
+    expect(unknown.stderr).toContain('warning: the store is not known: APEX_STORE_URL must be postgres://… or lmdb:PATH, not "postgrs://apex:***@db.internal/apex".');
+    const unknownJson = apex(["config", "path", "--json"], { APEX_STORE_URL: typo });
+    expect(JSON.parse(unknownJson.stdout).store).toBeNull();
+    expect(unknown.stdout + unknown.stderr + unknownJson.stdout + unknownJson.stderr).not.toContain("hunter2");
   });
 
   it("a command that writes refuses to run on an invalid config and creates no store", () => {
