@@ -126,7 +126,12 @@ export function checkRanges(data: Record<string, unknown>, source: ConfigSource,
   if (isDuration(metricsInterval) && parseDuration(metricsInterval) < 1) {
     at(["plugins", "metrics", "interval"], `must be at least 1 second (got ${JSON.stringify(metricsInterval)}).`, "a duration of at least 1 second");
   }
-  capped(["plugins", "git", "hook_timeout"], mapping(plugins.git).hook_timeout);
+  const hookTimeout = mapping(plugins.git).hook_timeout;
+  capped(["plugins", "git", "hook_timeout"], hookTimeout);
+  // The installed hooks wait whole seconds, one at least: 0 (or 0.3) was taken as 1 s without a word.
+  if (isDuration(hookTimeout) && parseDuration(hookTimeout) < 1) {
+    at(["plugins", "git", "hook_timeout"], `must be at least 1 second (got ${JSON.stringify(hookTimeout)}). An installed git hook waits this long for APEX, in whole seconds.`, "a duration of at least 1 second");
+  }
   const retention = mapping(plugins.retention);
   capped(["plugins", "retention", "keep_within"], retention.keep_within);
   for (const [trigger, rules] of Object.entries(mapping(retention.by_trigger))) capped(["plugins", "retention", "by_trigger", trigger, "keep_within"], mapping(rules).keep_within);

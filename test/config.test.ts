@@ -241,6 +241,8 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
         `lease-ttl-short-among-others.yaml:2:14: session.lease_ttl: must be a duration of at least 1 second (got 0). The supervisor renews its lease every third of it.`,
         `lease-ttl-short-among-others.yaml:3:20: session.max_checkpoints: must be an integer ≥ 1 (got 0). Most checkpoints a session keeps.`,
         `lease-ttl-short-among-others.yaml:6:15: plugins.metrics.interval: the number 1e-400 is nearer zero than a number holds (about 5e-324): it would be read as 0. Write 0, or a number that is not 0.`,
+        // The installed hooks wait whole seconds, one at least: 0 was taken as 1 s without a word.
+        `lease-ttl-short-among-others.yaml:8:19: plugins.git.hook_timeout: must be at least 1 second (got 0). An installed git hook waits this long for APEX, in whole seconds.`,
       ].join("\n"),
     ],
     [
