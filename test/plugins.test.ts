@@ -588,7 +588,8 @@ describe("a third-party plugin as README's \"Writing a plugin\" shows it (end to
     // Before, a failing onStop went to supervisor.log only: `apex stop` said nothing.
     expect(JSON.parse(stopped.stdout)).toMatchObject({
       status: "stopped",
-      warnings: ["beforeStop: plugin thrower failed in beforeStop: before stop broke", "onStop: plugin thrower failed in onStop: stop broke"],
+      // Each once: the hook's name was said twice ("onStop: plugin thrower failed in onStop: …").
+      warnings: ["plugin thrower failed in beforeStop: before stop broke", "plugin thrower failed in onStop: stop broke"],
     });
     // Before, the thrower's failing tap ended afterMilestone and beforeStop there: the checkpoint plugin's taps after it never ran.
     const { items } = JSON.parse(runApex(["checkpoint", "list", "--session", JSON.parse(started.stdout).session_id, "--json"], { cwd: dir }).stdout) as { items: Array<{ trigger: string }> };

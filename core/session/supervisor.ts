@@ -982,8 +982,9 @@ export class Supervisor {
     const warnings: string[] = [];
     const fire = (hook: "beforeStop" | "onStop") =>
       (async () => this.engine.fire(hook, { sessionId: this.sessionId, session: this.service.session(), reason: outcome }))().catch((error: Error) => {
-        this.log(`${hook}: ${error.message}`);
-        warnings.push(`${hook}: ${error.message}`);
+        // A plugin's failure names its hook already ("plugin x failed in onStop: …"): not said twice.
+        warnings.push(error.message.includes(` in ${hook}`) ? error.message : `${hook}: ${error.message}`);
+        this.log(warnings.at(-1)!);
       });
     await fire("beforeStop");
     // Renewed through beforeStop (a slow hook must not leave the session to another host's takeover);
