@@ -231,6 +231,14 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
       ].join("\n"),
     ],
     [
+      // An empty plugin key was "invalid name. Expected a valid value.": what a plugin's name is, said.
+      "empty plugin name",
+      "plugin-empty-name.yaml",
+      {},
+      "APEX_E_CONFIG",
+      'plugin-empty-name.yaml:2:3: plugins[""]: invalid name. Expected the name of a plugin (a built-in one, an npm package or a path such as ./my-plugin.js), not an empty key.',
+    ],
+    [
       // The lease was checked only once the rest of the file passed: another problem hid it, and a fix of that one revealed it.
       // A number read as 0 is said once, as such: "must be at least 1 second (got 0)" was said of a 0 the user did not write.
       "lease shorter than a second among other problems",
