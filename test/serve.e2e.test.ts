@@ -610,6 +610,10 @@ describe("apex serve: bad input and abuse", () => {
     const noToken = await rpc(server.url, sid, "session.status", undefined);
     expect(noToken.status).toBe(401);
     expect(noToken.body.error.message).toContain("No token");
+    // A token sent as Basic, the way many tools send credentials: said as such, not as no header at all.
+    const basic = await fetch(`${server.url}/api/sessions/${sid}/rpc/session.status`, { method: "POST", headers: { authorization: `Basic ${operator.token}`, "content-type": "application/json" }, body: "{}" });
+    expect(basic.status).toBe(401);
+    expect(((await basic.json()) as { error: { message: string } }).error.message).toBe("No token: the Authorization header is not a bearer token (Basic, a user and password, is not taken); send Authorization: Bearer <token>.");
     const unknownMethod = await rpc(server.url, sid, "memory.explode", operator.token);
     expect(unknownMethod.status).toBe(404); // unknown to every role, as to an owner (not "needs owner")
     expect(revision()).toBe(before);

@@ -470,7 +470,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       });
     }
     try {
-      if (!token) throw new ApexError("APEX_E_UNAUTHORIZED", "No token: send Authorization: Bearer <token>.", { hint: "Tokens come from `apex session share SESSION USER`." });
+      if (!token) throw new ApexError("APEX_E_UNAUTHORIZED", header.trim() ? `No token: the Authorization header is not a bearer token${/^basic\s/i.test(header) ? " (Basic, a user and password, is not taken)" : ""}; send Authorization: Bearer <token>.` : "No token: send Authorization: Bearer <token>.", { hint: "Tokens come from `apex session share SESSION USER`." });
       if (!isTokenShaped(token)) throw unauthorized(INVALID_TOKEN);
       // Not the shape of a session (an escaped '/', say): no grant of it can exist, and it must not reach a store path.
       if (!SESSION_REF.test(sessionRef)) throw unauthorized(INVALID_TOKEN);
