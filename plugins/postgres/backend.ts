@@ -518,6 +518,8 @@ const SEVERAL_HOSTS = "names several hosts (host1,host2: libpq's failover list),
 
 /** What makes `url` unusable as a postgres:// URL (the driver parses it with WHATWG URL), or undefined. */
 export function postgresUrlProblem(url: string): string | undefined {
+  // Any other scheme (`lmdb:PATH` left as the url of `backend: postgres`, http://…) was read by the driver as no server named: localhost:5432.
+  if (!/^postgres(ql)?:\/\//i.test(url)) return "is not a postgres:// (or postgresql://) URL";
   try {
     const parsed = parsePostgresUrl(url);
     // (WHATWG URL takes port 0, which no server listens on)
