@@ -242,6 +242,7 @@ async function effectiveStore(location: ProjectLocation, warnings: string[]): Pr
   const { describeStore, resolveStoreSpec } = await import("../core/store/open.js");
   try {
     const spec = await resolveStoreSpec(location);
+    (await import("../plugins/lmdb/url.js")).assertLmdbUrl(spec);
     return { backend: spec.backend, url: describeStore(spec).location, ...(spec.backend === "lmdb" || spec.project === undefined ? {} : { project: spec.project }) };
   } catch (error) {
     if (!isApexError(error)) throw error;
@@ -299,6 +300,7 @@ async function storeOf(location: ProjectLocation): Promise<{ store: { backend: s
   const { describeStore, resolveStoreSpec } = await import("../core/store/open.js");
   try {
     const spec = await resolveStoreSpec(location);
+    (await import("../plugins/lmdb/url.js")).assertLmdbUrl(spec);
     return { store: { ...describeStore(spec), ...(spec.backend === "lmdb" ? {} : { project: spec.project }) } };
   } catch (error) {
     return { store: null, problem: (error as Error).message };

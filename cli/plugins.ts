@@ -53,7 +53,9 @@ export function registerPluginsCommands(program: Command): void {
 /** The storage backend the project's store is on and where (a server URL without its password), without opening it. */
 export async function storageInUse(location: ReturnType<typeof projectOf>): Promise<{ backend: string; location: string }> {
   const { describeStore, resolveStoreSpec } = await import("../core/store/open.js");
-  return describeStore(await resolveStoreSpec(location));
+  const spec = await resolveStoreSpec(location);
+  (await import("../plugins/lmdb/url.js")).assertLmdbUrl(spec);
+  return describeStore(spec);
 }
 
 /**

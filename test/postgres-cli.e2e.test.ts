@@ -162,6 +162,39 @@ describe("the PostgreSQL store through the CLI", () => {
     expect(result.stderr).not.toContain("ro-secret");
   });
 
+  it("a record whose bytes do not decode (changed by hand) is APEX_E_STORE_DAMAGED naming it, as on LMDB, not APEX_E_INTERNAL; validate finds it and repair removes it", async () => {
+    const database = await createSharedDatabase();
+    const dir = projectOn(database, "damaged");
+    for (const path of ["/notes/raw", "/notes/packed", "/notes/fine"]) expect(runApex(["memory", "set", path, "1"], { cwd: dir }).status).toBe(0);
+    // One row's bytes replaced, another's marked compressed though they do not inflate.
+    await query(database, `UPDATE apex.kv SET value = '\\xc1'::bytea WHERE project = 'damaged' AND path = '/notes/raw'`);
+    await query(database, `UPDATE apex.kv SET value = '\\xdeadbeef'::bytea, codec = 1 WHERE project = 'damaged' AND path = '/notes/packed'`);
+    const redacted = new URL(database);
+    redacted.password = "";
+    for (const [args, path] of [
+      [["memory", "show", "/notes/raw"], "/notes/raw"],
+      [["memory", "show", "/notes/packed"], "/notes/packed"],
+      [["memory", "query", "/notes/*"], "/notes/packed"],
+      [["memory", "export"], "/notes/packed"],
+    ] as const) {
+      const result = runApex([...args, "--json"], { cwd: dir });
+      expect(result.status, result.stderr).toBe(1);
+      const { error } = JSON.parse(result.stderr) as { error: { code: string; message: string; hint: string; details: Record<string, unknown> } };
+      expect(error.code).toBe("APEX_E_STORE_DAMAGED");
+      expect(error.message).toContain(`the record at ${path} does not decode`);
+      expect(error.hint).toContain("apex session validate");
+      expect(error.details).toEqual({ url: redacted.toString(), project: "damaged", path });
+      expect(result.stderr).not.toContain(new URL(database).password);
+    }
+    const validate = runApex(["session", "validate"], { cwd: dir });
+    expect(validate.status).toBe(1);
+    expect(validate.stdout).toMatch(/record-undecodable +The record at \/notes\/raw cannot be decoded/);
+    expect(validate.stdout).toMatch(/record-undecodable +The record at \/notes\/packed cannot be decoded/);
+    expect(runApex(["session", "repair"], { cwd: dir }).status).toBe(0);
+    expect(runApex(["session", "validate"], { cwd: dir }).status).toBe(0);
+    expect(runApex(["memory", "export"], { cwd: dir }).stdout).toContain('"/notes/fine": 1');
+  });
+
   it("a server's own message that ends in punctuation is joined as it is: no \"..\" after it", async () => {
     const database = await createSharedDatabase();
     const dir = projectOn(database, "frozen");

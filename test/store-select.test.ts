@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { ApexError } from "../core/errors.js";
@@ -197,6 +197,36 @@ describe("which store a project uses", () => {
     const valid = runApex(["config", "validate"], { cwd: good });
     expect(valid.status, valid.stderr).toBe(0);
     expect(runApex(["config", "validate"], { cwd: dir, env: { APEX_STORE_URL: `lmdb:${join(dir, "data")}` } }).status).toBe(0);
+  });
+
+  it("a store URL of the other backend is a config error at store.url (exit 2), writing nothing: an LMDB url that is a postgres:// URL (its password never printed), a PostgreSQL url that is no postgres:// URL", () => {
+    // backend: lmdb with a PostgreSQL URL was a directory `postgres:/u:s3cret@host:5432/db` made under the project, its password printed by config show, config path and plugins list.
+    for (const [config, env, problem] of [
+      ["store:\n  backend: lmdb\n  url: postgres://u:s3cret@127.0.0.1:5432/db\n", {}, "The LMDB store's url is a PostgreSQL URL"],
+      ["store:\n  backend: lmdb\n  url: data\n", { APEX_STORE_URL: "lmdb:postgresql://u:s3cret@127.0.0.1:5432/db" }, "The LMDB store's url is a PostgreSQL URL"],
+      // backend: postgres with `lmdb:PATH` (or http://…) was taken as a server on localhost:5432: "Cannot reach PostgreSQL at lmdb:/…" (exit 1).
+      ["store:\n  backend: postgres\n  url: lmdb:/tmp/elsewhere\n", {}, "The PostgreSQL store URL lmdb:/tmp/elsewhere is not a postgres:// (or postgresql://) URL"],
+      ["store:\n  backend: postgres\n  url: http://u:s3cret@127.0.0.1:1/db\n", {}, "The PostgreSQL store URL http://u@127.0.0.1:1/db is not a postgres:// (or postgresql://) URL"],
+    ] as Array<[string, NodeJS.ProcessEnv, string]>) {
+      const dir = project(config);
+      const validate = runApex(["config", "validate"], { cwd: dir, env });
+      expect(validate.status, validate.stdout + validate.stderr).toBe(2);
+      expect(validate.stderr).toContain(env.APEX_STORE_URL ? `environment: APEX_STORE_URL: ${problem}` : `apex.config.yaml:3:8: store.url: ${problem}`);
+      // plugins list names an LMDB store by its path, which held the password: refused as the store is.
+      const lmdb = problem.startsWith("The LMDB");
+      for (const args of [["memory", "set", "/a", "1", "--json"], ...(lmdb ? [["plugins", "list", "--json"]] : [])]) {
+        const result = runApex(args, { cwd: dir, env });
+        expect(result.status, `${args[0]}: ${result.stderr}`).toBe(2);
+        const error = JSON.parse(result.stderr.trim().split("\n").at(-1)!).error as { code: string; message: string };
+        expect(error).toMatchObject({ code: "APEX_E_CONFIG", message: expect.stringContaining(problem) });
+      }
+      const show = runApex(["config", "show"], { cwd: dir, env });
+      expect(show.status).toBe(0);
+      const path = runApex(["config", "path"], { cwd: dir, env });
+      expect(path.status).toBe(0);
+      for (const result of [validate, show, path]) expect(result.stdout + result.stderr).not.toContain("s3cret");
+      expect(readdirSync(dir)).toEqual(["apex.config.yaml"]);
+    }
   });
 
   it("a backend that is not there is APEX_E_BACKEND_UNAVAILABLE (exit 2)", async () => {

@@ -30,6 +30,7 @@ import { tightenStoreDir } from "./tighten.js";
 import { openRoot } from "./open-env.js";
 import { fileDiskFullError, isFileDiskFull } from "../../core/store/store-errors.js";
 import { RecordDamage, damageError, diskFullError, isDamage, writeFailure } from "./errors.js";
+import { assertNotPostgresUrl } from "./url.js";
 import { commitBound, freeBytes, quickBound, sizeOf, tallyWrite, type DbPages, type DbTally } from "./room.js";
 import { decodeValue, encodeJson, isEncodedValue, VALUE_TAG } from "../../core/store/value-codec.js";
 
@@ -900,6 +901,7 @@ function emptyTable(): Table<TableKey, unknown> {
  * `.apex`): a config error naming it, not the ENOTDIR of the first stat that meets it.
  */
 function assertStoreDirectory(dataDir: string): void {
+  assertNotPostgresUrl(dataDir);
   for (let at = dataDir; ; at = dirname(at)) {
     let stat: ReturnType<typeof statSync> | undefined;
     try {

@@ -298,6 +298,19 @@ function permissionError(where: Where, message: string, doing: string, cause: un
 }
 
 /**
+ * A keyspace record whose bytes do not decode (changed by hand, or a compressed row that no longer
+ * inflates): damage, as on LMDB, not a failure of APEX (APEX_E_INTERNAL, "not an encoded value"):
+ * APEX_E_STORE_DAMAGED naming the record, with the way to find and mend it.
+ */
+function damagedRecordError(where: Where, path: string, cause: unknown): ApexError {
+  return new ApexError("APEX_E_STORE_DAMAGED", withDetail(`The PostgreSQL store at ${shownAt(where)} is damaged: the record at ${path} does not decode`, (cause as Error).message), {
+    hint: "Run `apex session validate` to see what is damaged, then `apex session repair ID` to recover what still verifies.",
+    details: { ...whereDetails(where), path },
+    cause,
+  });
+}
+
+/**
  * A COMMIT whose connection was lost once it was sent: the server may have committed it before
  * the answer was lost, so the caller is not told that nothing was written (a write run again
  * might then be written twice). A COMMIT that never left (the connection found lost first) failed
@@ -505,6 +518,8 @@ const SEVERAL_HOSTS = "names several hosts (host1,host2: libpq's failover list),
 
 /** What makes `url` unusable as a postgres:// URL (the driver parses it with WHATWG URL), or undefined. */
 export function postgresUrlProblem(url: string): string | undefined {
+  // Any other scheme (`lmdb:PATH` left as the url of `backend: postgres`, http://…) was read by the driver as no server named: localhost:5432.
+  if (!/^postgres(ql)?:\/\//i.test(url)) return "is not a postgres:// (or postgresql://) URL";
   try {
     const parsed = parsePostgresUrl(url);
     // (WHATWG URL takes port 0, which no server listens on)
@@ -983,7 +998,15 @@ export class PostgresBackend implements StorageBackend {
 
   get(path: string): JsonValue | undefined {
     const bytes = this.getEncoded(path);
-    return bytes === undefined ? undefined : decodeValue(bytes);
+    return bytes === undefined ? undefined : this.decodeRecord(path, bytes);
+  }
+
+  private decodeRecord(path: string, bytes: Buffer): JsonValue {
+    try {
+      return decodeValue(bytes);
+    } catch (error) {
+      throw damagedRecordError(this.where, path, error);
+    }
   }
 
   getEncoded(path: string): Buffer | undefined {
@@ -1070,7 +1093,7 @@ export class PostgresBackend implements StorageBackend {
     if (compiled.range.end !== undefined) range.end = compiled.range.end;
     for (const [path, value] of this.scanKv(range, true)) {
       if (!compiled.matches(path)) continue;
-      yield { path, value: decodeValue(value!) };
+      yield { path, value: this.decodeRecord(path, value!) };
       if (++count >= limit) return;
     }
   }
@@ -1080,7 +1103,7 @@ export class PostgresBackend implements StorageBackend {
       const own = this.get(checkPath(path));
       if (own !== undefined) yield { path, value: own };
     }
-    for (const [key, value] of this.scanKv(subtreeRange(path), true)) yield { path: key, value: decodeValue(value!) };
+    for (const [key, value] of this.scanKv(subtreeRange(path), true)) yield { path: key, value: this.decodeRecord(key, value!) };
   }
 
   *keysBelow(path: string): Iterable<string> {
@@ -1092,7 +1115,7 @@ export class PostgresBackend implements StorageBackend {
   }
 
   *entries(range: KeyRange<string>): Iterable<Entry> {
-    for (const [path, value] of this.scanKv(range, true)) yield { path, value: decodeValue(value!) };
+    for (const [path, value] of this.scanKv(range, true)) yield { path, value: this.decodeRecord(path, value!) };
   }
 
   private scanKv(range: KeyRange<string>, values: boolean): Iterable<[string, Buffer | undefined]> {
