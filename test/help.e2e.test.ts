@@ -305,7 +305,7 @@ describe("help that teaches", () => {
 
 describe("what --json prints, named in --help", () => {
   it("each key a command's --json prints is one its --help names: every key for the commands whose help gives the whole shape (session cleanup printed time_zone, skipped, sweep_error … unnamed), the top level for the others (session list and history: test/session-bound-reads.e2e.test.ts)", () => {
-    const project = new Project(`${shellAgents({ w: "while true; do sleep 0.5; done" })}`.replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n  retention: { keep_last: 1 }\n"));
+    const project = new Project(`${shellAgents({ w: "while true; do sleep 0.5; done" })}`.replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n  retention: { keep_last: 1 }\n  archive: {}\n"));
     try {
       project.start();
       writeFileSync(join(project.dir, "import.json"), '{"/i": 1}');
@@ -318,9 +318,20 @@ describe("what --json prints, named in --help", () => {
       const problems: string[] = [];
       // "whole": every key, at any depth, is named (the help gives the whole shape); "top": the keys at the top (or of an array's items); "run": a step.
       for (const [args, check] of [
+        // status printed recover_with and connected unnamed; the task commands completed_by and failed_by; session archive skipped, sweep and sweep_error (behind "…").
+        [["status"], "top"],
+        [["task", "add", "one"], "whole"],
+        [["task", "claim", "--agent", "w"], "whole"],
+        [["task", "done", "t-0001"], "whole"],
+        [["task", "add", "two"], "whole"],
+        [["task", "fail", "t-0002", "--reason", "no"], "whole"],
+        [["task", "reopen", "t-0002"], "whole"],
+        [["task", "show", "t-0001"], "whole"],
+        [["task", "list"], "whole"],
         [["checkpoint", "create", "two"], "top"],
         [["agent", "list"], "whole"],
         [["stop"], "run"],
+        [["session", "archive", "--older-than", "0s", "--dry-run"], "whole"],
         [["session", "cleanup", "--dry-run"], "whole"],
         [["session", "cleanup"], "whole"],
         [["checkpoint", "list"], "whole"],
