@@ -15,7 +15,7 @@ export function registerLifecycleCommands(program: Command): void {
     .option("--force-recovery <CHECKPOINT>", "continue from a damaged checkpoint: restore what still verifies and list exactly what was lost")
     .option("--git-checkout", "with --continue: first check out the checkpoint's git commit on a new branch apex/<session>/<checkpoint>, in the session's own git worktree (a branch made with --worktree), else in the project's")
     .option("-a, --attach", "stay in the foreground and stream the session's events; Ctrl-C detaches")
-    .option("--json", "print {session_id, status, supervisor_pid, socket, continued, restored_from, restore, reaped, agents: [{name, pid, pgid, status}]} (with --attach: then one event {seq, at, type, actor, …} per line)")
+    .option("--json", "print {session_id, status, supervisor_pid, socket, log, continued, restored_from, restore, reconciled: {requeued, resumed, stopped_agents} | null, checkpoint: {id, name, trigger} | null, reaped: [{agent, pids}], agents: [{name, pid, pgid, status}], event_seq, warnings?, handover?: {session_id, name, was, checkpoint, processes_ended}, git_checkout?: {repository, branch, commit}} (handover: the session stopped to make way for --continue; with --attach: then one event {seq, at, type, actor, …} per line)")
     .addHelpText(
       "after",
       `
@@ -38,8 +38,8 @@ Examples:
   apex start --task "Implement user authentication"
   apex start --task "Fix the flaky tests" --attach
   apex start --continue last
-  apex start --continue 3f2a9c1e           (a session: its latest checkpoint; or a checkpoint id)
-  apex start --continue alpha --git-checkout   (the code too: the commit of alpha's latest checkpoint)
+  apex start --continue 3f2a9c1e           # a session, from its live state (a checkpoint id: rolled back to it)
+  apex start --continue alpha --git-checkout   # the code too: the commit of alpha's latest checkpoint
   apex start --force-recovery checkpoint-007`,
     )
     .action(async (options: { task?: string; continue?: string; forceRecovery?: string; attach?: boolean; json?: boolean; gitCheckout?: boolean }, command: Command) => {

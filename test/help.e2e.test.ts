@@ -91,6 +91,26 @@ describe("help that teaches", () => {
     });
   }
 
+  it("every example line of every --help is a shell command as written (start's had a comment in parentheses, a syntax error when pasted)", () => {
+    const project = mkdtempSync(join(dir, "project-"));
+    writeFileSync(join(project, "apex.config.yaml"), everyPlugin);
+    const pages = [{ words: [] as string[], text: apex(["--help"], project).stdout }, ...walk(project)];
+    const problems: string[] = [];
+    let lines = 0;
+    for (const page of pages) {
+      const start = page.text.search(/\nExamples?:\n/);
+      if (start < 0) continue;
+      for (const line of page.text.slice(start).split("\n").slice(2)) {
+        if (!/^ {2}\S/.test(line)) break;
+        lines += 1;
+        const check = spawnSync("bash", ["-n", "-c", line.trim()], { encoding: "utf8" });
+        if (check.status !== 0) problems.push(`apex ${page.words.join(" ")}: ${line.trim()}: ${check.stderr.trim()}`);
+      }
+    }
+    expect(lines).toBeGreaterThan(100);
+    expect(problems).toEqual([]);
+  });
+
   it("every option that takes a duration says so in its --help, that units may be given, with an example in units (every built-in plugin)", () => {
     const project = mkdtempSync(join(dir, "project-"));
     writeFileSync(join(project, "apex.config.yaml"), everyPlugin);
@@ -307,7 +327,7 @@ describe("what --json prints, named in --help", () => {
   it("each key a command's --json prints is one its --help names: every key for the commands whose help gives the whole shape (session cleanup printed time_zone, skipped, sweep_error … unnamed), the top level for the others (session list and history: test/session-bound-reads.e2e.test.ts)", () => {
     const project = new Project(`${shellAgents({ w: "while true; do sleep 0.5; done" })}`.replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n  retention: { keep_last: 1 }\n  archive: {}\n"));
     try {
-      project.start();
+      const ready = project.start();
       writeFileSync(join(project.dir, "import.json"), '{"/i": 1}');
       /** Each key of VALUE with its depth: an array's items' keys are at its own depth. */
       const keys = (value: unknown, depth = 0, out: Array<[string, number]> = []): Array<[string, number]> => {
@@ -316,6 +336,11 @@ describe("what --json prints, named in --help", () => {
         return out;
       };
       const problems: string[] = [];
+      // start printed log, reconciled, checkpoint and event_seq, none of them named.
+      const startHelp = optionBlocks(project.apex(["start", "--help"], { env: { COLUMNS: "100" } }).stdout).get("--json") ?? "";
+      for (const [key, depth] of new Map(keys(ready))) {
+        if (!new RegExp(`[{ [(]${key}([,}:\\] )?]|$)`).test(startHelp)) problems.push(`start --json prints ${key} (depth ${depth}), its --help does not name it`);
+      }
       // "whole": every key, at any depth, is named (the help gives the whole shape); "top": the keys at the top (or of an array's items); "run": a step.
       for (const [args, check] of [
         // status printed recover_with and connected unnamed; the task commands completed_by and failed_by; session archive skipped, sweep and sweep_error (behind "…").
