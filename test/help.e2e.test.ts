@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { APEX_BIN, REPO_ROOT, cleanEnv } from "./helpers/cli.js";
-import { Project, shellAgents } from "./fixtures/agents/harness.js";
+import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 
 let dir: string;
 beforeAll(() => {
@@ -321,6 +321,32 @@ describe("help that teaches", () => {
     expect(hints).toBeGreaterThan(10);
     expect(problems).toEqual([]);
   });
+});
+
+describe("what agents are given, as README and --help say", () => {
+  it("the APEX_* variables an agent gets are the ones `apex start --help` and README name (README left out APEX_SUPERVISOR_PID)", async () => {
+    const project = new Project(shellAgents({ w: "env | grep -o '^APEX_[A-Z_]*=' | sort | tr '\\n' ' '; echo; while true; do sleep 0.5; done" }));
+    try {
+      project.start();
+      const given = await waitFor("the agent's environment in its log", () => {
+        const line = project.apex(["logs", "w", "--json"]).stdout.split("\n").find((text) => text.includes("APEX_SESSION_ID"));
+        return line && (JSON.parse(line) as { line: string }).line.match(/APEX_[A-Z_]+/g);
+      });
+      // APEX_AGENT_NONCE is APEX's proof that a process is its own, for APEX alone (README: The keyspace), not for agents to use.
+      given!.splice(given!.indexOf("APEX_AGENT_NONCE"), 1);
+      // Those given when continued only (APEX_RESUME_*), and APEX_CONFIG (set with a config file, as here), are named too.
+      const listed = (text: string) => new Set(/Agents get ([^]*?)(?:\.\s|, and an `apex`)/.exec(text)?.[1]?.match(/APEX_[A-Z_]+/g) ?? []);
+      const help = listed(project.apex(["start", "--help"]).stdout);
+      const readme = listed(readFileSync(join(REPO_ROOT, "README.md"), "utf8"));
+      expect(help.size).toBeGreaterThan(5);
+      expect([...given!].filter((name) => !help.has(name))).toEqual([]);
+      expect([...given!].filter((name) => !readme.has(name))).toEqual([]);
+      expect([...help].filter((name) => !readme.has(name))).toEqual([]);
+      expect([...readme].filter((name) => !help.has(name))).toEqual([]);
+    } finally {
+      project.cleanup();
+    }
+  }, 60_000);
 });
 
 describe("what --json prints, named in --help", () => {
