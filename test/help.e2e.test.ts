@@ -7,6 +7,7 @@ import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ExitCode } from "../core/errors.js";
 import { APEX_BIN, REPO_ROOT, cleanEnv } from "./helpers/cli.js";
 import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 
@@ -109,6 +110,15 @@ describe("help that teaches", () => {
     }
     expect(lines).toBeGreaterThan(100);
     expect(problems).toEqual([]);
+  });
+
+  it("apex --help and README list the same exit codes, every one APEX has (--help left out 130)", () => {
+    const codes = (text: string) => [...text.matchAll(/\*{0,2}(\d+)\*{0,2} (?:ok|failure|usage|not found|conflict|interrupted)/g)].map((match) => Number(match[1]));
+    const help = /Exit codes: ([^]*?)\nExamples/.exec(apex(["--help"]).stdout)?.[1] ?? "";
+    const readme = /Exit codes: ([^]*?)interrupted/.exec(readFileSync(join(REPO_ROOT, "README.md"), "utf8"))?.[0] ?? "";
+    const all = [...new Set(Object.values(ExitCode))].sort((a, b) => a - b);
+    expect(codes(help)).toEqual(all);
+    expect(codes(readme)).toEqual(all);
   });
 
   it("every option that takes a duration says so in its --help, that units may be given, with an example in units (every built-in plugin)", () => {
