@@ -404,12 +404,14 @@ describe("what --json prints, named in --help", () => {
         [["memory", "set", "/k", "2"], "whole"],
         [["memory", "import", "import.json"], "whole"],
         [["memory", "delete", "/k"], "whole"],
+        // Last: it starts the session again (README: `recovery` in `--json`, which its --help did not name).
+        [["start", "--force-recovery", "checkpoint-001"], "top"],
       ] as Array<[string[], "whole" | "top" | "run"]>) {
         if (check === "run") {
           expect(project.apex(args).status, args.join(" ")).toBe(0);
           continue;
         }
-        const words = args.slice(0, 2);
+        const words = args[0] === "start" ? ["start"] : args.slice(0, 2);
         const help = optionBlocks(project.apex([...words, "--help"], { env: { COLUMNS: "100" } }).stdout).get("--json") ?? "";
         const result = project.apex([...args, "--json"]);
         expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(0);
