@@ -51,7 +51,7 @@ Examples:
   program
     .command("status")
     .description("the session, its agents (pid, state, uptime, CPU), task counts and last checkpoint")
-    .option("--json", "print {session: {session_id, status, initial_task, created_at, supervisor, …} | null, agents: [{name, status, pid, pgid, alive, task, uptime_seconds, cpu_seconds, …}], tasks: {pending, active, completed, failed, total}, last_checkpoint, left_running, recover_with, last_session, connected?, warnings?} (recover_with: the command that recovers an interrupted session, else null; connected: [{user, role, since, streams}] through `apex serve`, when the supervisor answers; warnings: an invalid config, when no session is active or it is interrupted)")
+    .option("--json", "print {session: {session_id, status, initial_task, created_at, supervisor, …} | null, agents: [{name, status, pid, pgid, alive, task, uptime_seconds, cpu_seconds, …}], tasks: {pending, active, completed, failed, total}, last_checkpoint, left_running, recover_with, last_session, connected?, stranded_tasks?, warnings?} (recover_with: the command that recovers an interrupted session, else null; stranded_tasks: [{id, title, assignee, agent_status}], pending tasks assigned to an agent that ended for good; connected: [{user, role, since, streams}] through `apex serve`, when the supervisor answers; warnings: an invalid config, when no session is active or it is interrupted)")
     .addHelpText("after", examples("apex status", "apex status --json | jq .tasks"))
     .action(async (options: { json?: boolean }, command: Command) => {
       const location = projectOf(command);

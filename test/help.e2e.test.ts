@@ -360,10 +360,14 @@ describe("what agents are given, as README and --help say", () => {
 });
 
 describe("what --json prints, named in --help", () => {
-  it("each key a command's --json prints is one its --help names: every key for the commands whose help gives the whole shape (session cleanup printed time_zone, skipped, sweep_error … unnamed), the top level for the others (session list and history: test/session-bound-reads.e2e.test.ts)", () => {
-    const project = new Project(`${shellAgents({ w: "while true; do sleep 0.5; done" })}`.replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n  retention: { keep_last: 1 }\n  archive: {}\n"));
+  it("each key a command's --json prints is one its --help names: every key for the commands whose help gives the whole shape (session cleanup printed time_zone, skipped, sweep_error … unnamed), the top level for the others (session list and history: test/session-bound-reads.e2e.test.ts)", async () => {
+    // quick ends (exit 0: not restarted) once told to, leaving a task assigned to it stranded: status --json then has stranded_tasks.
+    const project = new Project(`${shellAgents({ w: "while true; do sleep 0.5; done", quick: "until [ -e go ]; do sleep 0.1; done" })}`.replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n  retention: { keep_last: 1 }\n  archive: {}\n"));
     try {
       const ready = project.start();
+      expect(project.apex(["task", "add", "for quick", "--assign", "quick"]).status).toBe(0);
+      writeFileSync(join(project.dir, "go"), "");
+      await waitFor("quick to end", () => project.status().agents.find((agent) => agent.name === "quick")?.status === "exited");
       writeFileSync(join(project.dir, "import.json"), '{"/i": 1}');
       /** Each key of VALUE with its depth: an array's items' keys are at its own depth. */
       const keys = (value: unknown, depth = 0, out: Array<[string, number]> = []): Array<[string, number]> => {
@@ -379,15 +383,15 @@ describe("what --json prints, named in --help", () => {
       }
       // "whole": every key, at any depth, is named (the help gives the whole shape); "top": the keys at the top (or of an array's items); "run": a step.
       for (const [args, check] of [
-        // status printed recover_with and connected unnamed; the task commands completed_by and failed_by; session archive skipped, sweep and sweep_error (behind "…").
+        // status printed recover_with, connected and stranded_tasks unnamed; the task commands completed_by and failed_by; session archive skipped, sweep and sweep_error (behind "…").
         [["status"], "top"],
         [["task", "add", "one"], "whole"],
         [["task", "claim", "--agent", "w"], "whole"],
-        [["task", "done", "t-0001"], "whole"],
+        [["task", "done", "t-0002"], "whole"],
         [["task", "add", "two"], "whole"],
-        [["task", "fail", "t-0002", "--reason", "no"], "whole"],
-        [["task", "reopen", "t-0002"], "whole"],
-        [["task", "show", "t-0001"], "whole"],
+        [["task", "fail", "t-0003", "--reason", "no"], "whole"],
+        [["task", "reopen", "t-0003"], "whole"],
+        [["task", "show", "t-0002"], "whole"],
         [["task", "list"], "whole"],
         [["checkpoint", "create", "two"], "top"],
         [["agent", "list"], "whole"],
