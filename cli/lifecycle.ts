@@ -85,7 +85,7 @@ Examples:
     .description("end the session: SIGTERM to the agents (SIGKILL after a grace period), record it in the history")
     .option("-f, --force", "SIGKILL the agents at once (no --grace)")
     .option("--grace <duration>", durationHelp(`the time between SIGTERM and SIGKILL (default 5s, at most 1h: ${MAX_STOP_GRACE_SECONDS} seconds)`, "10s, 2m"), seconds("--grace", { maxSeconds: MAX_STOP_GRACE_SECONDS }))
-    .option("--json", "print {session_id, name, status: \"stopped\", reason, processes_ended, checkpoint, warnings}")
+    .option("--json", "print {session_id, name, status: \"stopped\", reason, processes_ended, checkpoint, warnings?, signalled?} (signalled: the pid of a supervisor whose socket was gone, sent SIGTERM: it stopped the session itself, and processes_ended and checkpoint are left out)")
     .addHelpText("after", examples("apex stop", "apex stop --grace 30s", "apex stop --force"))
     .action(async (options: { force?: boolean; grace?: number; json?: boolean }, command: Command) => {
       const { stopSession } = await import("./session/control.js");
