@@ -27,7 +27,7 @@ export function registerAgentCommands(program: Command): void {
     .command("list")
     .description("the session's agents with their process state and what they reported (with no session running: the one that ended last)")
     .option("--session <id>", "another session's agents (an id, a unique prefix, a branch's name, or `last`)")
-    .option("--json", "print [{name, status, pid, pgid, last_pid, restart_at, alive, process_state, processes, stopping, stopped, task, reported_status, restarts, uptime_seconds, cpu_seconds, last_exit}]")
+    .option("--json", "print [{name, status, pid, pgid, last_pid, restart_at, alive, process_state, processes, stopping, stopped, task, reported_status, restarts, uptime_seconds, cpu_seconds, last_exit: {code, signal, at} | null}]")
     .addHelpText("after", examples("apex agent list", "apex agent list --session 3f2a --json"))
     .action(async (options: { session?: string; json?: boolean }, command: Command) => {
       const { listAgents } = await import("./session/tasks.js");

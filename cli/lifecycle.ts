@@ -15,7 +15,7 @@ export function registerLifecycleCommands(program: Command): void {
     .option("--force-recovery <CHECKPOINT>", "continue from a damaged checkpoint: restore what still verifies and list exactly what was lost")
     .option("--git-checkout", "with --continue: first check out the checkpoint's git commit on a new branch apex/<session>/<checkpoint>, in the session's own git worktree (a branch made with --worktree), else in the project's")
     .option("-a, --attach", "stay in the foreground and stream the session's events; Ctrl-C detaches")
-    .option("--json", "print {session_id, status, supervisor_pid, socket, continued, restored_from, restore, reaped, agents: [{name, pid, pgid, status}]} (with --attach: then one event {seq, at, type, actor, …} per line)")
+    .option("--json", "print {session_id, status, supervisor_pid, socket, log, continued, restored_from, restore, reconciled: {requeued, resumed, stopped_agents} | null, checkpoint: {id, name, trigger} | null, reaped: [{agent, pids}], agents: [{name, pid, pgid, status}], event_seq, warnings?, handover?: {session_id, name, was, checkpoint, processes_ended}, git_checkout?: {repository, branch, commit}, recovery?: {session_id, session_name, name, lost, memory, tasks, agents, …}} (handover: the session stopped to make way for --continue; recovery: with --force-recovery, what was restored and what lost; with --attach: then one event {seq, at, type, actor, …} per line)")
     .addHelpText(
       "after",
       `
@@ -38,8 +38,8 @@ Examples:
   apex start --task "Implement user authentication"
   apex start --task "Fix the flaky tests" --attach
   apex start --continue last
-  apex start --continue 3f2a9c1e           (a session: its latest checkpoint; or a checkpoint id)
-  apex start --continue alpha --git-checkout   (the code too: the commit of alpha's latest checkpoint)
+  apex start --continue 3f2a9c1e           # a session, from its live state (a checkpoint id: rolled back to it)
+  apex start --continue alpha --git-checkout   # the code too: the commit of alpha's latest checkpoint
   apex start --force-recovery checkpoint-007`,
     )
     .action(async (options: { task?: string; continue?: string; forceRecovery?: string; attach?: boolean; json?: boolean; gitCheckout?: boolean }, command: Command) => {
@@ -51,7 +51,7 @@ Examples:
   program
     .command("status")
     .description("the session, its agents (pid, state, uptime, CPU), task counts and last checkpoint")
-    .option("--json", "print {session: {session_id, status, initial_task, created_at, supervisor, …} | null, agents: [{name, status, pid, pgid, alive, task, uptime_seconds, cpu_seconds, …}], tasks: {pending, active, completed, failed, total}, last_checkpoint, left_running, last_session, warnings?} (warnings: an invalid config, when no session is active or it is interrupted)")
+    .option("--json", "print {session: {session_id, status, initial_task, created_at, supervisor, …} | null, agents: [{name, status, pid, pgid, alive, task, uptime_seconds, cpu_seconds, …}], tasks: {pending, active, completed, failed, total}, last_checkpoint, left_running, recover_with, last_session, connected?, stranded_tasks?, warnings?} (recover_with: the command that recovers an interrupted session, else null; stranded_tasks: [{id, title, assignee, agent_status}], pending tasks assigned to an agent that ended for good; connected: [{user, role, since, streams}] through `apex serve`, when the supervisor answers; warnings: an invalid config, when no session is active or it is interrupted)")
     .addHelpText("after", examples("apex status", "apex status --json | jq .tasks"))
     .action(async (options: { json?: boolean }, command: Command) => {
       const location = projectOf(command);
@@ -85,7 +85,7 @@ Examples:
     .description("end the session: SIGTERM to the agents (SIGKILL after a grace period), record it in the history")
     .option("-f, --force", "SIGKILL the agents at once (no --grace)")
     .option("--grace <duration>", durationHelp(`the time between SIGTERM and SIGKILL (default 5s, at most 1h: ${MAX_STOP_GRACE_SECONDS} seconds)`, "10s, 2m"), seconds("--grace", { maxSeconds: MAX_STOP_GRACE_SECONDS }))
-    .option("--json", "print {session_id, name, status: \"stopped\", reason, processes_ended, checkpoint, warnings}")
+    .option("--json", "print {session_id, name, status: \"stopped\", reason, processes_ended, checkpoint, warnings?, signalled?} (signalled: the pid of a supervisor whose socket was gone, sent SIGTERM: it stopped the session itself, and processes_ended and checkpoint are left out)")
     .addHelpText("after", examples("apex stop", "apex stop --grace 30s", "apex stop --force"))
     .action(async (options: { force?: boolean; grace?: number; json?: boolean }, command: Command) => {
       const { stopSession } = await import("./session/control.js");

@@ -53,7 +53,8 @@ Environment:
                              directory (APEX's git hooks set it)
   NO_COLOR                   disable colours
 
-Exit codes: 0 ok, 1 failure, 2 usage or config error, 3 not found, 4 conflict or refused.
+Exit codes: 0 ok, 1 failure, 2 usage or config error, 3 not found, 4 conflict or refused,
+130 interrupted (Ctrl-C: the command says what it left).
 Examples:
   apex start --task "Implement user authentication" --attach
   apex memory set /notes/today '{"todo": 3}'

@@ -26,7 +26,7 @@ Examples:
     .argument("<title>", "what is to be done")
     .option("-m, --milestone", "completing this task records a milestone")
     .option("--assign <agent>", "only this agent may claim it")
-    .option("--json", "print the task {id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened}")
+    .option("--json", "print the task {id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened, completed_by?, failed_by?} (completed_by, failed_by: once it was completed or failed, by whom, as created_by: agent:NAME or user:NAME)")
     .addHelpText("after", examples('apex task add "Write the login form" --assign coder', 'apex task add "Release candidate" --milestone --json'))
     .action(async (title: string, options: { milestone?: boolean; assign?: string; json?: boolean }, command: Command) => {
       const { addTask } = await import("./session/tasks.js");
@@ -38,7 +38,7 @@ Examples:
     .description("the session's tasks, oldest first (with no session running: the one that ended last)")
     .option("--status <status>", "only tasks with this status: pending, active, completed or failed (any case)")
     .option("--session <id>", "another session's tasks (an id, a unique prefix, a branch's name, or `last`; `apex session list`)")
-    .option("--json", "print [{id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened}]")
+    .option("--json", "print [{id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened, completed_by?, failed_by?} (completed_by, failed_by: once it was completed or failed, by whom, as created_by: agent:NAME or user:NAME)]")
     .addHelpText("after", examples("apex task list", "apex task list --status pending", "apex task list --session 3f2a --json"))
     .action(async (options: { status?: string; session?: string; json?: boolean }, command: Command) => {
       const { listTasks } = await import("./session/tasks.js");
@@ -50,7 +50,7 @@ Examples:
     .description("one task with its timestamps and result")
     .argument("<id>", "task id, e.g. t-0001")
     .option("--session <id>", "a task of another session (an id, a unique prefix, a branch's name, or `last`)")
-    .option("--json", "print the task {id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened}")
+    .option("--json", "print the task {id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened, completed_by?, failed_by?} (completed_by, failed_by: once it was completed or failed, by whom, as created_by: agent:NAME or user:NAME)")
     .addHelpText("after", examples("apex task show t-0001", "apex task show t-3 --json"))
     .action(async (id: string, options: { session?: string; json?: boolean }, command: Command) => {
       const { showTask } = await import("./session/tasks.js");
@@ -61,7 +61,7 @@ Examples:
     .command("claim")
     .description("take the next pending task (own assigned tasks first); exits 4 when there is none")
     .option("--agent <name>", "the claiming agent (default: APEX_AGENT)")
-    .option("--json", "print the claimed task {id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened}")
+    .option("--json", "print the claimed task {id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened, completed_by?, failed_by?} (completed_by, failed_by: once it was completed or failed, by whom, as created_by: agent:NAME or user:NAME)")
     .addHelpText("after", examples("apex task claim --agent coder", "apex task claim --json"))
     .action(async (options: { agent?: string; json?: boolean }, command: Command) => {
       const { claimTask } = await import("./session/tasks.js");
@@ -73,7 +73,7 @@ Examples:
     .description("mark a task completed (an agent: only a task no other agent holds, else exit 4)")
     .argument("<id>", "task id")
     .option("--result <json>", "what came out of it (JSON; other text is kept as a string)")
-    .option("--json", "print the task {id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened}")
+    .option("--json", "print the task {id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened, completed_by?, failed_by?} (completed_by, failed_by: once it was completed or failed, by whom, as created_by: agent:NAME or user:NAME)")
     .addHelpText("after", examples("apex task done t-0001", `apex task done t-0001 --result '{"files": ["login.ts"]}'`))
     .action(async (id: string, options: { result?: string; json?: boolean }, command: Command) => {
       const { completeTask } = await import("./session/tasks.js");
@@ -85,7 +85,7 @@ Examples:
     .description("mark a task failed (fires onError)")
     .argument("<id>", "task id")
     .requiredOption("--reason <text>", "why it failed")
-    .option("--json", "print the task {id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened}")
+    .option("--json", "print the task {id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened, completed_by?, failed_by?} (completed_by, failed_by: once it was completed or failed, by whom, as created_by: agent:NAME or user:NAME)")
     .addHelpText("after", examples('apex task fail t-0002 --reason "the API is down"'))
     .action(async (id: string, options: { reason: string; json?: boolean }, command: Command) => {
       const { failTask } = await import("./session/tasks.js");
@@ -98,7 +98,7 @@ Examples:
     .argument("<id>", "task id")
     .option("--reason <text>", "why")
     .option("--assign <agent>", "only this agent may claim it again (a pending task: without --assign, any agent may)")
-    .option("--json", "print the task {id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened}")
+    .option("--json", "print the task {id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened, completed_by?, failed_by?} (completed_by, failed_by: once it was completed or failed, by whom, as created_by: agent:NAME or user:NAME)")
     .addHelpText("after", examples('apex task reopen t-0001 --reason "the form accepts empty passwords" --assign coder', "apex task reopen t-0002 --assign adversary"))
     .action(async (id: string, options: { reason?: string; assign?: string; json?: boolean }, command: Command) => {
       const { reopenTask } = await import("./session/tasks.js");

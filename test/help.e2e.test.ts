@@ -7,8 +7,9 @@ import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ExitCode } from "../core/errors.js";
 import { APEX_BIN, REPO_ROOT, cleanEnv } from "./helpers/cli.js";
-import { Project, shellAgents } from "./fixtures/agents/harness.js";
+import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 
 let dir: string;
 beforeAll(() => {
@@ -90,6 +91,35 @@ describe("help that teaches", () => {
       expect(problems).toEqual([]);
     });
   }
+
+  it("every example line of every --help is a shell command as written (start's had a comment in parentheses, a syntax error when pasted)", () => {
+    const project = mkdtempSync(join(dir, "project-"));
+    writeFileSync(join(project, "apex.config.yaml"), everyPlugin);
+    const pages = [{ words: [] as string[], text: apex(["--help"], project).stdout }, ...walk(project)];
+    const problems: string[] = [];
+    let lines = 0;
+    for (const page of pages) {
+      const start = page.text.search(/\nExamples?:\n/);
+      if (start < 0) continue;
+      for (const line of page.text.slice(start).split("\n").slice(2)) {
+        if (!/^ {2}\S/.test(line)) break;
+        lines += 1;
+        const check = spawnSync("bash", ["-n", "-c", line.trim()], { encoding: "utf8" });
+        if (check.status !== 0) problems.push(`apex ${page.words.join(" ")}: ${line.trim()}: ${check.stderr.trim()}`);
+      }
+    }
+    expect(lines).toBeGreaterThan(100);
+    expect(problems).toEqual([]);
+  });
+
+  it("apex --help and README list the same exit codes, every one APEX has (--help left out 130)", () => {
+    const codes = (text: string) => [...text.matchAll(/\*{0,2}(\d+)\*{0,2} (?:ok|failure|usage|not found|conflict|interrupted)/g)].map((match) => Number(match[1]));
+    const help = /Exit codes: ([^]*?)\nExamples/.exec(apex(["--help"]).stdout)?.[1] ?? "";
+    const readme = /Exit codes: ([^]*?)interrupted/.exec(readFileSync(join(REPO_ROOT, "README.md"), "utf8"))?.[0] ?? "";
+    const all = [...new Set(Object.values(ExitCode))].sort((a, b) => a - b);
+    expect(codes(help)).toEqual(all);
+    expect(codes(readme)).toEqual(all);
+  });
 
   it("every option that takes a duration says so in its --help, that units may be given, with an example in units (every built-in plugin)", () => {
     const project = mkdtempSync(join(dir, "project-"));
@@ -303,11 +333,41 @@ describe("help that teaches", () => {
   });
 });
 
-describe("what --json prints, named in --help", () => {
-  it("each key a command's --json prints is one its --help names: every key for the commands whose help gives the whole shape (session cleanup printed time_zone, skipped, sweep_error … unnamed), the top level for the others (session list and history: test/session-bound-reads.e2e.test.ts)", () => {
-    const project = new Project(`${shellAgents({ w: "while true; do sleep 0.5; done" })}`.replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n  retention: { keep_last: 1 }\n"));
+describe("what agents are given, as README and --help say", () => {
+  it("the APEX_* variables an agent gets are the ones `apex start --help` and README name (README left out APEX_SUPERVISOR_PID)", async () => {
+    const project = new Project(shellAgents({ w: "env | grep -o '^APEX_[A-Z_]*=' | sort | tr '\\n' ' '; echo; while true; do sleep 0.5; done" }));
     try {
       project.start();
+      const given = await waitFor("the agent's environment in its log", () => {
+        const line = project.apex(["logs", "w", "--json"]).stdout.split("\n").find((text) => text.includes("APEX_SESSION_ID"));
+        return line && (JSON.parse(line) as { line: string }).line.match(/APEX_[A-Z_]+/g);
+      });
+      // APEX_AGENT_NONCE is APEX's proof that a process is its own, for APEX alone (README: The keyspace), not for agents to use.
+      given!.splice(given!.indexOf("APEX_AGENT_NONCE"), 1);
+      // Those given when continued only (APEX_RESUME_*), and APEX_CONFIG (set with a config file, as here), are named too.
+      const listed = (text: string) => new Set(/Agents get ([^]*?)(?:\.\s|, and an `apex`)/.exec(text)?.[1]?.match(/APEX_[A-Z_]+/g) ?? []);
+      const help = listed(project.apex(["start", "--help"]).stdout);
+      const readme = listed(readFileSync(join(REPO_ROOT, "README.md"), "utf8"));
+      expect(help.size).toBeGreaterThan(5);
+      expect([...given!].filter((name) => !help.has(name))).toEqual([]);
+      expect([...given!].filter((name) => !readme.has(name))).toEqual([]);
+      expect([...help].filter((name) => !readme.has(name))).toEqual([]);
+      expect([...readme].filter((name) => !help.has(name))).toEqual([]);
+    } finally {
+      project.cleanup();
+    }
+  }, 60_000);
+});
+
+describe("what --json prints, named in --help", () => {
+  it("each key a command's --json prints is one its --help names: every key for the commands whose help gives the whole shape (session cleanup printed time_zone, skipped, sweep_error … unnamed), the top level for the others (session list and history: test/session-bound-reads.e2e.test.ts)", async () => {
+    // quick ends (exit 0: not restarted) once told to, leaving a task assigned to it stranded: status --json then has stranded_tasks.
+    const project = new Project(`${shellAgents({ w: "while true; do sleep 0.5; done", quick: "until [ -e go ]; do sleep 0.1; done" })}`.replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n  retention: { keep_last: 1 }\n  archive: {}\n"));
+    try {
+      const ready = project.start();
+      expect(project.apex(["task", "add", "for quick", "--assign", "quick"]).status).toBe(0);
+      writeFileSync(join(project.dir, "go"), "");
+      await waitFor("quick to end", () => project.status().agents.find((agent) => agent.name === "quick")?.status === "exited");
       writeFileSync(join(project.dir, "import.json"), '{"/i": 1}');
       /** Each key of VALUE with its depth: an array's items' keys are at its own depth. */
       const keys = (value: unknown, depth = 0, out: Array<[string, number]> = []): Array<[string, number]> => {
@@ -316,11 +376,27 @@ describe("what --json prints, named in --help", () => {
         return out;
       };
       const problems: string[] = [];
+      // start printed log, reconciled, checkpoint and event_seq, none of them named.
+      const startHelp = optionBlocks(project.apex(["start", "--help"], { env: { COLUMNS: "100" } }).stdout).get("--json") ?? "";
+      for (const [key, depth] of new Map(keys(ready))) {
+        if (!new RegExp(`[{ [(]${key}([,}:\\] )?]|$)`).test(startHelp)) problems.push(`start --json prints ${key} (depth ${depth}), its --help does not name it`);
+      }
       // "whole": every key, at any depth, is named (the help gives the whole shape); "top": the keys at the top (or of an array's items); "run": a step.
       for (const [args, check] of [
+        // status printed recover_with, connected and stranded_tasks unnamed; the task commands completed_by and failed_by; session archive skipped, sweep and sweep_error (behind "…").
+        [["status"], "top"],
+        [["task", "add", "one"], "whole"],
+        [["task", "claim", "--agent", "w"], "whole"],
+        [["task", "done", "t-0002"], "whole"],
+        [["task", "add", "two"], "whole"],
+        [["task", "fail", "t-0003", "--reason", "no"], "whole"],
+        [["task", "reopen", "t-0003"], "whole"],
+        [["task", "show", "t-0002"], "whole"],
+        [["task", "list"], "whole"],
         [["checkpoint", "create", "two"], "top"],
         [["agent", "list"], "whole"],
         [["stop"], "run"],
+        [["session", "archive", "--older-than", "0s", "--dry-run"], "whole"],
         [["session", "cleanup", "--dry-run"], "whole"],
         [["session", "cleanup"], "whole"],
         [["checkpoint", "list"], "whole"],
@@ -332,12 +408,14 @@ describe("what --json prints, named in --help", () => {
         [["memory", "set", "/k", "2"], "whole"],
         [["memory", "import", "import.json"], "whole"],
         [["memory", "delete", "/k"], "whole"],
+        // Last: it starts the session again (README: `recovery` in `--json`, which its --help did not name).
+        [["start", "--force-recovery", "checkpoint-001"], "top"],
       ] as Array<[string[], "whole" | "top" | "run"]>) {
         if (check === "run") {
           expect(project.apex(args).status, args.join(" ")).toBe(0);
           continue;
         }
-        const words = args.slice(0, 2);
+        const words = args[0] === "start" ? ["start"] : args.slice(0, 2);
         const help = optionBlocks(project.apex([...words, "--help"], { env: { COLUMNS: "100" } }).stdout).get("--json") ?? "";
         const result = project.apex([...args, "--json"]);
         expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(0);

@@ -154,6 +154,10 @@ describe("a supervisor whose socket path holds another file", () => {
     const stop = timed(project, ["stop", "--json"]);
     expect(stop.status, stop.stderr).toBe(0);
     expect(JSON.parse(stop.stdout)).toMatchObject({ session_id: ready.session_id, status: "stopped", signalled: ready.supervisor_pid });
+    // Each key it prints is one `apex stop --help` names (signalled was not, README's only).
+    const help = project.apex(["stop", "--help"]).stdout.replace(/\s+/g, " ");
+    const json = /--json print (\{.*?\})(?: \(| -h)/.exec(help)?.[1] ?? "";
+    expect(Object.keys(JSON.parse(stop.stdout)).filter((key) => !new RegExp(`[{ ]${key}[,}:?]`).test(json))).toEqual([]);
     // The supervisor stopped the session itself: its agents ended, the session recorded stopped.
     expect(project.alive(ready.supervisor_pid)).toBe(false);
     expect(project.alive(agent.pid!)).toBe(false);
