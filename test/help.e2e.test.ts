@@ -340,7 +340,7 @@ describe("what agents are given, as README and --help say", () => {
       project.start();
       const given = await waitFor("the agent's environment in its log", () => {
         const line = project.apex(["logs", "w", "--json"]).stdout.split("\n").find((text) => text.includes("APEX_SESSION_ID"));
-        return line && (JSON.parse(line) as { line: string }).line.match(/APEX_[A-Z_]+/g);
+        return line ? ((JSON.parse(line) as { line: string }).line.match(/APEX_[A-Z_]+/g) ?? undefined) : undefined;
       });
       // APEX_AGENT_NONCE is APEX's proof that a process is its own, for APEX alone (README: The keyspace), not for agents to use.
       given!.splice(given!.indexOf("APEX_AGENT_NONCE"), 1);
