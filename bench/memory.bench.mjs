@@ -56,7 +56,7 @@ try {
 const require = createRequire(${JSON.stringify(join(REPO, "package.json"))});
 const { open } = require("lmdb");
 // Values are stored in APEX's value encoding: decoded with its decoder, as lmdb-js would with its own.
-const { decodeValue } = await import(${JSON.stringify(pathToFileURL(join(REPO, "dist/core/store/value-codec.js")).href)});
+const { decodeValue } = await import(${JSON.stringify(pathToFileURL(join(REPO, "dist/plugins/value-codec.js")).href)});
 const root = open({ path: ${JSON.stringify(join(projectDir, ".apex/store.mdb"))}, maxDbs: 16, readOnly: true, compression: false });
 const kv = root.openDB({ name: "kv", encoding: "binary" });
 let out = "";

@@ -15,7 +15,7 @@
 import { ApexError } from "../core/errors.js";
 import { compileGlob, type Glob } from "../core/store/glob.js";
 import { readView } from "../core/store/port.js";
-import { decodeValue } from "../core/store/value-codec.js";
+import { decodeValue } from "./value-codec.js";
 import type { Change, JsonValue, Store } from "../core/store/store.js";
 import type { MemoryView } from "../core/session/memory-view.js";
 

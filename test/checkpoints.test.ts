@@ -45,7 +45,7 @@ vi.mock("node:crypto", async (importOriginal) => {
 const DIST_WORKER = join(REPO_ROOT, "dist/plugins/checkpoint/validate-worker.js");
 /**
  * Damaged record bytes: a msgpack timestamp, read as a record written before the value
- * encoding (core/store/value-codec.ts), decodes to a Date, which is not JSON. (Bytes that
+ * encoding (plugins/value-codec.ts), decodes to a Date, which is not JSON. (Bytes that
  * make a decoder read past the record can take long to fail: one reason validation runs
  * out of process.)
  */

@@ -28,7 +28,7 @@ import {
 import { IndexJournal, JOURNAL_MERGE_ENTRIES, type JournalEntry, type JournalTable } from "../plugins/checkpoint/engine/index-journal.js";
 import { FILTER_DB, HashFilter } from "../plugins/checkpoint/engine/hash-filter.js";
 import { type Store, type JsonValue } from "../core/store/store.js";
-import { decodeValue, encodeValue } from "../core/store/value-codec.js";
+import { decodeValue, encodeValue } from "../plugins/value-codec.js";
 import { random, tempDir } from "./helpers/cli.js";
 import { LmdbStore, transactionSync } from "./helpers/store.js";
 import { forEachBackend } from "./support/backends.js";
@@ -722,7 +722,7 @@ describe("hash filter", () => {
     const script = `
       const { openStore } = await import(${JSON.stringify(new URL("../dist/core/store/open.js", import.meta.url).href)});
       const { ObjectStore, sha256 } = await import(${JSON.stringify(new URL("../dist/plugins/checkpoint/engine/objects.js", import.meta.url).href)});
-      const { encodeValue } = await import(${JSON.stringify(new URL("../dist/core/store/value-codec.js", import.meta.url).href)});
+      const { encodeValue } = await import(${JSON.stringify(new URL("../dist/plugins/value-codec.js", import.meta.url).href)});
       const store = await openStore(${JSON.stringify(store.spec)});
       const bytes = encodeValue(${JSON.stringify(planted)});
       await store.transaction(() => ObjectStore.of(store).putMany([{ kind: "value", hash: sha256(bytes), bytes }]));

@@ -4,7 +4,7 @@ import { beforeEach, describe, expect, it } from "vitest";
 import type { Config } from "../core/config/types.js";
 import { Engine } from "../core/engine.js";
 import { ObjectStore, sha256 } from "../plugins/checkpoint/engine/objects.js";
-import { encodeValue } from "../core/store/value-codec.js";
+import { encodeValue } from "../plugins/value-codec.js";
 import { type Store, type JsonValue } from "../core/store/store.js";
 import {
   checkpointInfo,

@@ -17,7 +17,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isApexError } from "../core/errors.js";
 import { readView, type JsonValue, type KeyRange, type StorageBackend, type TableKey, type TableOptions, type WriteBatch } from "../core/store/port.js";
-import { encodeJson } from "../core/store/value-codec.js";
+import { encodeJson } from "../plugins/value-codec.js";
 import { postgresBackend } from "../plugins/postgres/backend.js";
 import { random, tempDir } from "./helpers/cli.js";
 import { LmdbStore } from "./helpers/store.js";

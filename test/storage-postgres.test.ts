@@ -11,7 +11,7 @@ import pg from "pg";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ApexError } from "../core/errors.js";
 import type { StorageBackend, StoreSpec } from "../core/store/port.js";
-import { decodeValue, encodeJson } from "../core/store/value-codec.js";
+import { decodeValue, encodeJson } from "../plugins/value-codec.js";
 import { IDLE_IN_TRANSACTION_TIMEOUT_S, LOCK_CLASS, LOCK_TIMEOUT_S, PostgresBackend, postgresBackend, postgresUrlProblem, redactUrl, sessionSettings } from "../plugins/postgres/backend.js";
 import { storeIdentity } from "../plugins/postgres/identity.js";
 import { CODEC_DEFLATE, CODEC_RAW, storedForm, writtenForm } from "../plugins/postgres/codec.js";

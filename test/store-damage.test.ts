@@ -9,7 +9,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { JsonValue, Store } from "../core/store/store.js";
 import { openStore } from "../core/store/open.js";
 import { LmdbStore } from "./helpers/store.js";
-import { encodeValue } from "../core/store/value-codec.js";
+import { encodeValue } from "../plugins/value-codec.js";
 import { createCheckpoint } from "../plugins/checkpoint/checkpoints.js";
 import { repairStore, validateStore } from "../plugins/checkpoint/validate.js";
 import { APEX_BIN, REPO_ROOT, runApex } from "./helpers/cli.js";

@@ -4,7 +4,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ObjectStore, canonicalJson, decodeValueObject, lookupEntry, sha256, textSlicer } from "../plugins/checkpoint/engine/objects.js";
 import { type Store, type JsonValue } from "../core/store/store.js";
 import { openStore } from "../core/store/open.js";
-import { VALUE_TAG, decodeValue, encodeJson, encodeValue } from "../core/store/value-codec.js";
+import { VALUE_TAG, decodeValue, encodeJson, encodeValue } from "../plugins/value-codec.js";
 import { createCheckpoint, restoreMemory } from "../plugins/checkpoint/checkpoints.js";
 import { random, tempDir } from "./helpers/cli.js";
 import { LmdbStore } from "./helpers/store.js";

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ObjectStore, canonicalJson, decodeValueObject, lookupEntry } from "../plugins/checkpoint/engine/objects.js";
 import { type Store, type JsonValue } from "../core/store/store.js";
-import { MAX_DEPTH, VALUE_TAG, decodeValue, encodeJson, encodeValue } from "../core/store/value-codec.js";
+import { MAX_DEPTH, VALUE_TAG, decodeValue, encodeJson, encodeValue } from "../plugins/value-codec.js";
 import { createCheckpoint, restoreMemory } from "../plugins/checkpoint/checkpoints.js";
 import { validateStore } from "../plugins/checkpoint/validate.js";
 import { tempDir } from "./helpers/cli.js";

@@ -43,7 +43,7 @@ export interface Entry {
 /** A write batch applied in one transaction: all or nothing. Every changed path gets its own revision. */
 export interface WriteBatch {
   set(path: string, value: JsonValue): void;
-  /** Sets a value given in its encoding (value-codec.ts), e.g. a checkpoint's value object. */
+  /** Sets a value given in its encoding (plugins/value-codec.ts), e.g. a checkpoint's value object. */
   setEncoded(path: string, bytes: Buffer): void;
   delete(path: string): boolean;
   deleteTree(path: string): number;
@@ -123,7 +123,7 @@ export interface StorageBackend {
 
   // The keyspace: reads.
   get(path: string): JsonValue | undefined;
-  /** The record at `path` in the value encoding (value-codec.ts), as stored. */
+  /** The record at `path` in the value encoding (plugins/value-codec.ts), as stored. */
   getEncoded(path: string): Buffer | undefined;
   /**
    * getEncoded of many paths, in their order (undefined where there is no record). Optional: a

@@ -30,7 +30,7 @@ import { isDeepStrictEqual } from "node:util";
 import type { CheckpointInfo } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import { ChangeSet, ObjectDamageError, ObjectStore, collectEntries, countValues, decodeValueObject, findInDirectory, lookupEntry, sha256, updateTree, type DirEntry, type Hash, type ObjectView, type TreeNode } from "./engine/objects.js";
-import { encodeJson } from "../../core/store/value-codec.js";
+import { encodeJson } from "../value-codec.js";
 import { MAX_PATH_BYTES } from "../../core/store/paths.js";
 import type { JsonValue, Store, WriteBatch } from "../../core/store/store.js";
 import { Catalog } from "./catalog.js";

@@ -1,5 +1,5 @@
 import { ApexError, isApexError } from "../../core/errors.js";
-import { decodeValue } from "../../core/store/value-codec.js";
+import { decodeValue } from "../value-codec.js";
 import { ChangeSet, EncodedValue, canonicalJson, isObjectDamage, updateTree, type Hash, type ObjectView } from "./engine/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import type { MemoryBase } from "./catalog.js";

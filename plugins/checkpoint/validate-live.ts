@@ -1,6 +1,6 @@
 import { canonicalJson, decodeValueObject, sha256, walkTree, type Hash, type ObjectView } from "./engine/objects.js";
 import type { Store } from "../../core/store/store.js";
-import { isEncodedValue } from "../../core/store/value-codec.js";
+import { isEncodedValue } from "../value-codec.js";
 import { checkpointName, type CheckpointManifest } from "./manifest.js";
 import { inScope, isDetached, keysInScope, segmentsPath } from "./scope.js";
 

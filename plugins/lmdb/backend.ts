@@ -32,7 +32,7 @@ import { fileDiskFullError, isFileDiskFull } from "../../core/store/store-errors
 import { RecordDamage, damageError, diskFullError, isDamage, writeFailure } from "./errors.js";
 import { assertNotPostgresUrl } from "./url.js";
 import { commitBound, freeBytes, quickBound, sizeOf, tallyWrite, type DbPages, type DbTally } from "./room.js";
-import { decodeValue, encodeJson, isEncodedValue, VALUE_TAG } from "../../core/store/value-codec.js";
+import { decodeValue, encodeJson, isEncodedValue, VALUE_TAG } from "../value-codec.js";
 
 /**
  * One log record per write batch, keyed by the batch's first revision: the i-th path got

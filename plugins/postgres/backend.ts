@@ -53,7 +53,7 @@ import type {
   WriteBatch,
 } from "../../core/store/port.js";
 import { deleteOne, setOne } from "../../core/store/port.js";
-import { decodeValue, encodeJson, isEncodedValue } from "../../core/store/value-codec.js";
+import { decodeValue, encodeJson, isEncodedValue } from "../value-codec.js";
 import { BridgeError, SyncBridge, connectTimeoutMs, driverUrls, fallsBack, sslModeProblem, type Rows, type Statement } from "./bridge.js";
 import { storedForm, writtenForm } from "./codec.js";
 import { GROUP_BYTES, decodeGroup, encodeGroup, findInGroup, mergeGroup, packGroups, type GroupEntry } from "./groups.js";

@@ -20,7 +20,7 @@
 import { isDeepStrictEqual } from "node:util";
 import { ApexError, withDetail } from "../../core/errors.js";
 import type { Change, StorageBackend, TableKey, TableOptions } from "../../core/store/port.js";
-import { encodeJson } from "../../core/store/value-codec.js";
+import { encodeJson } from "../value-codec.js";
 
 export interface MigrateOptions {
   /** The kinds of each table, by name (the tables' owners know them). */

@@ -8,7 +8,7 @@ import { sessionReport } from "../../core/session/status-report.js";
 import { compileGlob } from "../../core/store/glob.js";
 import { checkPath } from "../../core/store/paths.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
-import { compareCodePoints } from "../../core/store/value-codec.js";
+import { compareCodePoints } from "../value-codec.js";
 import { openStore, storeExists } from "../../core/store/open.js";
 
 /**

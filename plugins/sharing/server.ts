@@ -17,7 +17,7 @@ import { errorBody, idleWindowMs, unknownMethod } from "../../core/rpc/protocol.
 import { heartbeatReply } from "./heartbeat-reply.js";
 import { httpStatus, publicError } from "./internal-error.js";
 import { heartbeatFor } from "../../cli/session/lifecycle-wait.js";
-import { MAX_DEPTH } from "../../core/store/value-codec.js";
+import { MAX_DEPTH } from "../value-codec.js";
 import { compileGlob } from "../../core/store/glob.js";
 import { isLoopback, SESSION_REF } from "./remote.js";
 import { authenticate, grantPath, INVALID_TOKEN, isTokenShaped, revokedAccess, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "./grants.js";

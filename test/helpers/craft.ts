@@ -5,7 +5,7 @@ import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { decodeTreeNode, encodeTreeNode, sha256, type DirEntry, type Hash, type ObjectKind, type TreeNode } from "../../plugins/checkpoint/engine/objects.js";
 import type { JsonValue } from "../../core/store/store.js";
-import { encodeValue } from "../../core/store/value-codec.js";
+import { encodeValue } from "../../plugins/value-codec.js";
 import { encodeBundle, type BundleContent, type BundleInput } from "../../plugins/archive/bundle.js";
 import { manifestHash, type CheckpointManifest } from "../../plugins/checkpoint/manifest.js";
 

@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import { afterEach, describe, expect, it } from "vitest";
 import { ApexError } from "../../core/errors.js";
 import { readView, type StorageBackend, type StoreOpenOptions, type Table } from "../../core/store/port.js";
-import { encodeJson } from "../../core/store/value-codec.js";
+import { encodeJson } from "../../plugins/value-codec.js";
 
 export interface PortHarness {
   /** A new empty store; `open` opens an instance of it (each call a separate instance). */

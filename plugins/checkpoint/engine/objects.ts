@@ -7,10 +7,10 @@ import { FILTER_DB, HashFilter, type FilterTable } from "./hash-filter.js";
 import { IndexJournal, JOURNAL_MERGE_ENTRIES, type JournalEntry, type JournalTable } from "./index-journal.js";
 import type { TableKey } from "../../../core/store/port.js";
 import type { JsonValue, Store } from "../../../core/store/store.js";
-import { MAX_DEPTH, compareCodePoints, decodeValue, describeNotJson, encodeJson, isEncodedValue, tooDeepError } from "../../../core/store/value-codec.js";
+import { MAX_DEPTH, compareCodePoints, decodeValue, describeNotJson, encodeJson, isEncodedValue, tooDeepError } from "../../value-codec.js";
 import { varintSize, writeVarint } from "./varint.js";
 
-export { compareCodePoints } from "../../../core/store/value-codec.js";
+export { compareCodePoints } from "../../value-codec.js";
 
 /**
  * Content-addressed objects: JSON values ("blobs") and the Merkle tree of the path

@@ -1,5 +1,5 @@
-import { ApexError, MAX_DEPTH, tooDeepError } from "../errors.js";
-import type { JsonValue } from "./store.js";
+import { ApexError, MAX_DEPTH, tooDeepError } from "../core/errors.js";
+import type { JsonValue } from "../core/store/store.js";
 
 /**
  * The binary encoding of JSON values in the keyspace and in checkpoints: one tag byte, then
