@@ -246,6 +246,26 @@ describe("tasks", () => {
     expect(await resumed()).toBe("t-0002|t-0002 t-0001");
   });
 
+  it("a task claimed for an agent while it waits to be restarted is given to its restart as APEX_RESUME_TASK, as on --continue", async () => {
+    const record = 'echo "${APEX_RESUME_TASK:-none}|${APEX_RESUME_TASKS:-none}" >> starts.txt; while true; do sleep 0.5; done';
+    project = new Project(["agents:", "  worker:", "    command: sh", `    args: ["-c", ${JSON.stringify(record)}]`, "    restart_delay: 0.1", "plugins: {}", ""].join("\n"));
+    const starts = join(project.dir, "starts.txt");
+    const lines = () => (existsSync(starts) ? readFileSync(starts, "utf8").trim().split("\n") : []);
+    project.start([]);
+    expect(project.apex(["task", "add", "first"]).status).toBe(0);
+    await waitFor("the worker's first start", () => lines().length === 1);
+    // Paused, its restart waits for the resume: the claim lands between its exit and its restart.
+    expect(project.apex(["pause"]).status).toBe(0);
+    const pid = project.status().agents[0]!.pid!;
+    process.kill(pid, "SIGKILL");
+    await waitFor("the worker's restart to wait for the resume", () => project!.status().agents[0]!.status === "restarting");
+    expect(JSON.parse(project.apex(["task", "claim", "--agent", "worker", "--json"]).stdout)).toMatchObject({ id: "t-0001", status: "active", assignee: "worker" });
+    expect(project.apex(["resume"]).status).toBe(0);
+    // Before, "none|none": the restarted worker held t-0001 (apex status said so) and was never told.
+    expect(await waitFor("the worker's restart", () => lines().length === 2 && lines())).toEqual(["none|none", "t-0001|t-0001"]);
+    expect(project.status().agents[0]).toMatchObject({ status: "running", task: "t-0001", restarts: 1 });
+  });
+
   it("a pending task assigned to an agent that then ended for good is named by status, task list and a claim that finds nothing, and reopen --assign gives it to another agent", async () => {
     project = new Project(["agents:", idle, "  quick:", "    command: sh", `    args: ["-c", "until [ -e go ]; do sleep 0.1; done; exit 0"]`, "    restart: never", "plugins: {}", ""].join("\n"));
     project.start();
