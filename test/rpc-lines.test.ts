@@ -10,6 +10,7 @@ import { callSupervisor } from "../core/rpc/call.js";
 import { RpcServer } from "../core/rpc/server.js";
 import { MAX_LINE_BYTES, STREAM, errorFromBody, lineSplitter, type RpcReply } from "../core/rpc/protocol.js";
 import { REPO_ROOT, tempDir } from "./helpers/cli.js";
+import { waitFor } from "./fixtures/agents/harness.js";
 
 /** A splitter that records the lines and overflows it sees. */
 function recorder() {
@@ -214,6 +215,33 @@ describe("callSupervisor (the socket's client)", () => {
       expect(await halfClosed('{"id":3,"method":"memory.get"}\n')).toEqual({ replies: [{ id: 3, result: 42 }], ended: true });
       expect(await halfClosed('{"id":4,"method":"events.subscribe"}\n', 1)).toEqual({ replies: [{ id: 4, event: { seq: 1 } }], ended: false });
     } finally {
+      await server.close();
+      cleanup();
+    }
+  });
+
+  it("closing (the supervisor's exit) does not wait for a caller that keeps its connection open: it is answered, then cut", async () => {
+    const { dir, cleanup } = tempDir("apex-rpc-idle-");
+    const server = new RpcServer(join(dir, "s.sock"));
+    server.register("memory.get", () => 42);
+    await server.listen();
+    // A client that keeps one connection for its calls and does not close it at the server's end
+    // (allowHalfOpen: as a Python script's socket, which only learns of it at its next read).
+    const socket = connect({ path: server.path, allowHalfOpen: true });
+    const replies: RpcReply[] = [];
+    socket.setEncoding("utf8");
+    socket.on("data", lineSplitter((line) => replies.push(JSON.parse(line) as RpcReply), () => undefined));
+    const ended = new Promise<void>((resolve) => socket.on("end", () => resolve()));
+    try {
+      socket.write('{"id":1,"method":"memory.get"}\n');
+      await waitFor("the answer", () => replies.length === 1);
+      // Before, close() waited for the caller to close its side, for good: the supervisor never exited.
+      const closed = await Promise.race([server.close().then(() => "closed"), new Promise((resolve) => setTimeout(() => resolve("still waiting"), 10_000))]);
+      expect(closed).toBe("closed");
+      await ended;
+      expect(replies).toEqual([{ id: 1, result: 42 }]);
+    } finally {
+      socket.destroy();
       await server.close();
       cleanup();
     }

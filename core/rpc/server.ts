@@ -107,8 +107,11 @@ export class RpcServer {
     const deadline = (this.closing = Date.now() + graceMs);
     while (this.underWay.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
     for (const unanswered of this.underWay) unanswered(graceMs);
-    for (const socket of this.sockets) socket.end();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+    // Each connection is destroyed once its last answer is written (end's callback), any still open a second on:
+    // a caller that kept an idle connection and never closed it after the end (a script's own client, not reading)
+    // kept server.close, and so the supervisor's exit, waiting for good, the store open, after `apex stop` had said it stopped.
+    for (const socket of this.sockets) socket.end(() => socket.destroy());
+    await new Promise<void>((resolve) => void (server.close(() => resolve()), setTimeout(() => this.sockets.forEach((socket) => socket.destroy()), 1000).unref()));
     for (const socket of this.sockets) socket.destroy();
     rmSync(this.path, { force: true });
   }
