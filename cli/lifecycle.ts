@@ -22,7 +22,8 @@ export function registerLifecycleCommands(program: Command): void {
 Agents get APEX_SESSION_ID, APEX_AGENT, APEX_SOCKET, APEX_HOME, APEX_CONFIG, APEX_BIN,
 APEX_SUPERVISOR_PID, APEX_INITIAL_TASK and, when continued, APEX_RESUME_CONTEXT (the
 context the agent reported, as the checkpoint holds it), APEX_RESUME_TASK (its active task) and
-APEX_RESUME_TASKS (every task it holds, that one first, separated by spaces).
+APEX_RESUME_TASKS (every task it holds, that one first, separated by spaces); these two also
+when restarted by its policy, holding tasks claimed for it after its exit.
 
 --continue last|SESSION goes on from the live state: memory as it is (every acknowledged
 write kept), leftover agents ended, active tasks back to their restarted agents.

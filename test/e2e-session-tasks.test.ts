@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { callSupervisor } from "../dist/core/rpc/call.js";
 import { FIXTURES, Project, events, isAlive, nodeAgent, waitFor } from "./fixtures/agents/harness.js";
+import { slowHooksProject } from "./support/slow-hooks.js";
 
 // A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
@@ -245,6 +246,26 @@ describe("tasks", () => {
     expect(await resumed()).toBe("t-0002|t-0002 t-0001");
   });
 
+  it("a task claimed for an agent while it waits to be restarted is given to its restart as APEX_RESUME_TASK, as on --continue", async () => {
+    const record = 'echo "${APEX_RESUME_TASK:-none}|${APEX_RESUME_TASKS:-none}" >> starts.txt; while true; do sleep 0.5; done';
+    project = new Project(["agents:", "  worker:", "    command: sh", `    args: ["-c", ${JSON.stringify(record)}]`, "    restart_delay: 0.1", "plugins: {}", ""].join("\n"));
+    const starts = join(project.dir, "starts.txt");
+    const lines = () => (existsSync(starts) ? readFileSync(starts, "utf8").trim().split("\n") : []);
+    project.start([]);
+    expect(project.apex(["task", "add", "first"]).status).toBe(0);
+    await waitFor("the worker's first start", () => lines().length === 1);
+    // Paused, its restart waits for the resume: the claim lands between its exit and its restart.
+    expect(project.apex(["pause"]).status).toBe(0);
+    const pid = project.status().agents[0]!.pid!;
+    process.kill(pid, "SIGKILL");
+    await waitFor("the worker's restart to wait for the resume", () => project!.status().agents[0]!.status === "restarting");
+    expect(JSON.parse(project.apex(["task", "claim", "--agent", "worker", "--json"]).stdout)).toMatchObject({ id: "t-0001", status: "active", assignee: "worker" });
+    expect(project.apex(["resume"]).status).toBe(0);
+    // Before, "none|none": the restarted worker held t-0001 (apex status said so) and was never told.
+    expect(await waitFor("the worker's restart", () => lines().length === 2 && lines())).toEqual(["none|none", "t-0001|t-0001"]);
+    expect(project.status().agents[0]).toMatchObject({ status: "running", task: "t-0001", restarts: 1 });
+  });
+
   it("a pending task assigned to an agent that then ended for good is named by status, task list and a claim that finds nothing, and reopen --assign gives it to another agent", async () => {
     project = new Project(["agents:", idle, "  quick:", "    command: sh", `    args: ["-c", "until [ -e go ]; do sleep 0.1; done; exit 0"]`, "    restart: never", "plugins: {}", ""].join("\n"));
     project.start();
@@ -282,6 +303,25 @@ describe("tasks", () => {
     expect(project.apex(["task", "list"]).stdout).not.toContain("ended");
     expect(project.apex(["session", "history", "last"]).stdout).toMatch(/task t-0001 reassigned to idle by user:\S+[\s\S]*task t-0001 left to any agent by user:/);
     expect(JSON.parse(project.apex(["task", "claim", "--agent", "idle", "--json"]).stdout)).toMatchObject({ id: "t-0001", assignee: "idle" });
+  });
+
+  it("a claim for an agent that exits for good while the claim's beforeTask runs is refused (APEX_E_SESSION_STATE), the task left pending for another agent", async () => {
+    project = slowHooksProject({ idle: "while true; do sleep 0.5; done", quick: "until [ -e go ]; do sleep 0.1; done; exit 0" });
+    project.start([]);
+    expect(project.apex(["task", "add", "first"]).status).toBe(0);
+    // The claim's beforeTask waits for `release`: quick exits (code 0, not restarted) while it runs.
+    writeFileSync(join(project.dir, "beforeTask"), "wait release");
+    const claim = project.apexAsync(["task", "claim", "--agent", "quick", "--json"]);
+    await waitFor("the claim's beforeTask", () => existsSync(join(project!.dir, "beforeTask.began")));
+    writeFileSync(join(project.dir, "go"), "");
+    await waitFor("quick to exit", () => project!.status().agents.find((agent) => agent.name === "quick")?.status === "exited");
+    writeFileSync(join(project.dir, "release"), "");
+    // Before, the claim was written after quick's exit had released what it held: t-0001 stayed active, quick's, for good.
+    const refused = await claim.done;
+    expect(refused.status).toBe(4);
+    expect(JSON.parse(refused.stderr).error).toMatchObject({ code: "APEX_E_SESSION_STATE", message: expect.stringContaining("Agent quick has exited and will not be restarted") });
+    expect(JSON.parse(project.apex(["task", "show", "t-0001", "--json"]).stdout)).toMatchObject({ status: "pending", assignee: null });
+    expect(JSON.parse(project.apex(["task", "claim", "--agent", "idle", "--json"]).stdout)).toMatchObject({ id: "t-0001", status: "active", assignee: "idle" });
   });
 
   it("agent report --task refuses a task another agent holds or is assigned (APEX_E_TASK_HELD, nothing written), through the supervisor and straight to the store; a completed one may be reported (a review)", async () => {

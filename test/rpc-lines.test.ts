@@ -8,8 +8,9 @@ import { pathToFileURL } from "node:url";
 import { describe, expect, it } from "vitest";
 import { callSupervisor } from "../core/rpc/call.js";
 import { RpcServer } from "../core/rpc/server.js";
-import { MAX_LINE_BYTES, errorFromBody, lineSplitter, type RpcReply } from "../core/rpc/protocol.js";
+import { MAX_LINE_BYTES, STREAM, errorFromBody, lineSplitter, type RpcReply } from "../core/rpc/protocol.js";
 import { REPO_ROOT, tempDir } from "./helpers/cli.js";
+import { waitFor } from "./fixtures/agents/harness.js";
 
 /** A splitter that records the lines and overflows it sees. */
 function recorder() {
@@ -172,6 +173,75 @@ describe("callSupervisor (the socket's client)", () => {
       expect(rejections).toEqual([]);
     } finally {
       process.off("unhandledRejection", onRejection);
+      await server.close();
+      cleanup();
+    }
+  });
+
+  it("a caller that shuts down its sending side after its requests (nc -N, shutdown(SHUT_WR)) gets every answer, then the end of the connection", async () => {
+    const { dir, cleanup } = tempDir("apex-rpc-half-");
+    const server = new RpcServer(join(dir, "s.sock"));
+    // Answers only once the caller's end has arrived: a claim or a memory set still under way then.
+    server.register("task.claim", (_params, ctx) => new Promise((resolve) => ctx.socket.once("end", () => setImmediate(() => resolve({ id: "t-0001" })))));
+    server.register("memory.get", () => 42);
+    server.register("events.subscribe", (_params, ctx) => {
+      ctx.socket.once("end", () => setImmediate(() => ctx.push({ seq: 1 })));
+      return STREAM;
+    });
+    await server.listen();
+    // Sends the lines, shuts down its side, and reads to the end (or to `lines` replies, then closes).
+    const halfClosed = (text: string, stopAfter = Infinity) =>
+      new Promise<{ replies: RpcReply[]; ended: boolean }>((resolve, reject) => {
+        const socket = connect(server.path);
+        const replies: RpcReply[] = [];
+        socket.setEncoding("utf8");
+        socket.on("data", lineSplitter((line) => {
+          replies.push(JSON.parse(line) as RpcReply);
+          if (replies.length === stopAfter) socket.destroy(), resolve({ replies, ended: false });
+        }, () => reject(new Error("overflow"))));
+        socket.on("end", () => resolve({ replies, ended: true }));
+        socket.on("error", reject);
+        socket.on("connect", () => socket.end(text));
+        setTimeout(() => reject(new Error(`${replies.length} replies, and the connection neither answered nor ended`)), 5_000);
+      });
+    try {
+      // Before, the claim's answer was dropped (the server ended its side with the caller's): the
+      // caller read the end of the connection and no answer, though the task was claimed.
+      expect(await halfClosed('{"id":1,"method":"memory.get"}\n{"id":2,"method":"task.claim","params":{"agent":"coder"}}\n')).toEqual({
+        replies: [{ id: 1, result: 42 }, { id: 2, result: { id: "t-0001" } }],
+        ended: true,
+      });
+      // With nothing under way the connection ends at once; a stream stays open for its events.
+      expect(await halfClosed('{"id":3,"method":"memory.get"}\n')).toEqual({ replies: [{ id: 3, result: 42 }], ended: true });
+      expect(await halfClosed('{"id":4,"method":"events.subscribe"}\n', 1)).toEqual({ replies: [{ id: 4, event: { seq: 1 } }], ended: false });
+    } finally {
+      await server.close();
+      cleanup();
+    }
+  });
+
+  it("closing (the supervisor's exit) does not wait for a caller that keeps its connection open: it is answered, then cut", async () => {
+    const { dir, cleanup } = tempDir("apex-rpc-idle-");
+    const server = new RpcServer(join(dir, "s.sock"));
+    server.register("memory.get", () => 42);
+    await server.listen();
+    // A client that keeps one connection for its calls and does not close it at the server's end
+    // (allowHalfOpen: as a Python script's socket, which only learns of it at its next read).
+    const socket = connect({ path: server.path, allowHalfOpen: true });
+    const replies: RpcReply[] = [];
+    socket.setEncoding("utf8");
+    socket.on("data", lineSplitter((line) => replies.push(JSON.parse(line) as RpcReply), () => undefined));
+    const ended = new Promise<void>((resolve) => socket.on("end", () => resolve()));
+    try {
+      socket.write('{"id":1,"method":"memory.get"}\n');
+      await waitFor("the answer", () => replies.length === 1);
+      // Before, close() waited for the caller to close its side, for good: the supervisor never exited.
+      const closed = await Promise.race([server.close().then(() => "closed"), new Promise((resolve) => setTimeout(() => resolve("still waiting"), 10_000))]);
+      expect(closed).toBe("closed");
+      await ended;
+      expect(replies).toEqual([{ id: 1, result: 42 }]);
+    } finally {
+      socket.destroy();
       await server.close();
       cleanup();
     }

@@ -64,7 +64,10 @@ export class RpcServer {
       }
       rmSync(this.path, { force: true });
     }
-    const server = createServer((socket) => this.accept(socket));
+    // allowHalfOpen: a caller that shuts down its sending side once its requests are sent (`nc -N`, socat,
+    // a Python agent's shutdown(SHUT_WR)) still gets their answers; Node's default ended the connection
+    // at once, and an answer that came after (a claim, a memory set) was lost, though it was done.
+    const server = createServer({ allowHalfOpen: true }, (socket) => this.accept(socket));
     this.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
@@ -104,8 +107,11 @@ export class RpcServer {
     const deadline = (this.closing = Date.now() + graceMs);
     while (this.underWay.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
     for (const unanswered of this.underWay) unanswered(graceMs);
-    for (const socket of this.sockets) socket.end();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+    // Each connection is destroyed once its last answer is written (end's callback), any still open a second on:
+    // a caller that kept an idle connection and never closed it after the end (a script's own client, not reading)
+    // kept server.close, and so the supervisor's exit, waiting for good, the store open, after `apex stop` had said it stopped.
+    for (const socket of this.sockets) socket.end(() => socket.destroy());
+    await new Promise<void>((resolve) => void (server.close(() => resolve()), setTimeout(() => this.sockets.forEach((socket) => socket.destroy()), 1000).unref()));
     for (const socket of this.sockets) socket.destroy();
     rmSync(this.path, { force: true });
   }
@@ -113,12 +119,13 @@ export class RpcServer {
   private accept(socket: Socket): void {
     this.sockets.add(socket);
     socket.setEncoding("utf8");
-    const closeListeners: Array<() => void> = [];
+    // calls: answers the connection is owed (and streams it holds open); once its caller has shut down its side, it is ended when none is left.
+    const closeListeners: Array<() => void> = [], calls = { open: 0, ended: false };
     socket.on("close", () => {
       this.sockets.delete(socket);
       for (const listener of closeListeners.splice(0)) listener();
     });
-    socket.on("error", () => socket.destroy());
+    socket.on("error", () => socket.destroy()).on("end", () => ((calls.ended = true), calls.open || socket.end()));
     const send = (reply: RpcReply): boolean => {
       if (socket.destroyed || !socket.writable) return false;
       socket.write(replyLine(reply));
@@ -127,7 +134,7 @@ export class RpcServer {
     socket.on(
       "data",
       lineSplitter(
-        (line) => void this.dispatch(line, send, socket, closeListeners),
+        (line) => void this.dispatch(line, send, socket, closeListeners, calls),
         () => {
           // What was asked is too large for one request (a value or import over 256 MiB of JSON): the caller's input, not a fault.
           send({ id: null, error: { code: "APEX_E_TOO_LARGE", message: `The request is larger than the supervisor takes (${MAX_LINE_BYTES / 1024 / 1024} MiB of JSON); nothing of it was done.`, hint: "Send it in parts, or with no session running: then the store is written directly." } });
@@ -141,7 +148,7 @@ export class RpcServer {
     line: string,
     send: (reply: RpcReply) => boolean,
     socket: Socket,
-    closeListeners: Array<() => void>,
+    closeListeners: Array<() => void>, calls: { open: number; ended: boolean },
   ): Promise<void> {
     let request: RpcRequest;
     try {
@@ -171,16 +178,17 @@ export class RpcServer {
     // At most what a timer holds: Node takes a longer one (a remote caller's 1e10) as 1 ms, a heartbeat a millisecond.
     const heartbeat = typeof params.heartbeat_ms === "number" ? setInterval(() => ctx.push({ heartbeat: true }), Math.min(2 ** 31 - 1, Math.max(50, params.heartbeat_ms))) : undefined;
     const unanswered = (graceMs: number) => send({ id, error: errorBody(new ApexError("APEX_E_RPC", `The supervisor is exiting, its session ended, and ${method}, under way, did not finish within the ${graceMs / 1000} s it is given: whether it was done is not known.`, { hint: "Check what it would have changed (`apex status`, the memory, the checkpoints) before running it again.", details: { connection: "closed", outcome: "unknown", method } })) });
-    this.underWay.add(unanswered);
+    this.underWay.add(unanswered), calls.open++;
     try {
       const result = await handler(params, ctx);
-      if (result === STREAM) return;
+      // A stream stays owed (counted open) until its caller closes the connection.
+      if (result === STREAM) return void calls.open++;
       // No result key means "no value" (memory.get of an absent path), unlike an explicit null.
       send(result === undefined ? { id } : { id, result });
     } catch (error) {
       send({ id, error: errorBody(error) });
     } finally {
-      this.underWay.delete(unanswered);
+      this.underWay.delete(unanswered); if (--calls.open === 0 && calls.ended) socket.end();
       clearInterval(heartbeat);
     }
   }

@@ -465,7 +465,7 @@ export class Supervisor {
   }
 
   /**
-   * The active tasks a restored agent goes back to, all of them (an agent may hold several): first
+   * The active tasks a restored (or restarted) agent goes back to, all of them (an agent may hold several): first
    * the one its record names (else the first), which APEX_RESUME_TASK names alone, as it always did.
    */
   private resumeTasks(slot: AgentSlot): string[] {
@@ -563,7 +563,9 @@ export class Supervisor {
     slot.restartDeferred = false;
     slot.restartTimer = undefined;
     const resumeContext = resumed ? this.resumeContextFile(slot) : undefined;
-    const resumeTasks = resumed ? this.resumeTasks(slot) : [];
+    // A restart by policy holds none (its exit released them) unless a claim for it came meanwhile (its own, under way
+    // as it exited, or `task claim --agent`): given to it as on --continue, else it held them never knowing.
+    const resumeTasks = this.resumeTasks(slot);
     const files = this.logFiles(slot.name);
     // Recorded before the spawn: a supervisor killed before it records the pid leaves a process `start --continue` and `stop` still find.
     const nonce = recorded ?? newNonce();
