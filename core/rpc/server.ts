@@ -22,6 +22,12 @@ export type RpcHandler = (params: Record<string, unknown>, ctx: RpcCallContext) 
 
 export { STREAM };
 
+/** Per connection: the answers it is owed, and whether its caller has shut down its sending side. */
+interface OwedCalls {
+  open: number;
+  ended: boolean;
+}
+
 /**
  * The control socket server. Methods are registered by name; each request line is
  * dispatched on arrival, so a slow method does not hold up the others on the connection.
@@ -107,11 +113,14 @@ export class RpcServer {
     const deadline = (this.closing = Date.now() + graceMs);
     while (this.underWay.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
     for (const unanswered of this.underWay) unanswered(graceMs);
-    // Each connection is destroyed once its last answer is written (end's callback), any still open a second on:
-    // a caller that kept an idle connection and never closed it after the end (a script's own client, not reading)
-    // kept server.close, and so the supervisor's exit, waiting for good, the store open, after `apex stop` had said it stopped.
+    // Each connection is destroyed once its last answer is written (end's callback), and any still open a second
+    // on is cut: a caller that kept an idle connection and never closed it after the end (a script's own client,
+    // not reading) kept server.close, and so the supervisor's exit, waiting for good, the store open, after
+    // `apex stop` had said it stopped.
     for (const socket of this.sockets) socket.end(() => socket.destroy());
-    await new Promise<void>((resolve) => void (server.close(() => resolve()), setTimeout(() => this.sockets.forEach((socket) => socket.destroy()), 1000).unref()));
+    const cut = setTimeout(() => this.sockets.forEach((socket) => socket.destroy()), 1000);
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    clearTimeout(cut);
     for (const socket of this.sockets) socket.destroy();
     rmSync(this.path, { force: true });
   }
@@ -119,13 +128,19 @@ export class RpcServer {
   private accept(socket: Socket): void {
     this.sockets.add(socket);
     socket.setEncoding("utf8");
-    // calls: answers the connection is owed (and streams it holds open); once its caller has shut down its side, it is ended when none is left.
-    const closeListeners: Array<() => void> = [], calls = { open: 0, ended: false };
+    const closeListeners: Array<() => void> = [];
+    // The answers the connection is owed (a stream counts until its caller closes): once its caller has shut
+    // down its sending side (allowHalfOpen), the connection is ended when none is left.
+    const calls: OwedCalls = { open: 0, ended: false };
     socket.on("close", () => {
       this.sockets.delete(socket);
       for (const listener of closeListeners.splice(0)) listener();
     });
-    socket.on("error", () => socket.destroy()).on("end", () => ((calls.ended = true), calls.open || socket.end()));
+    socket.on("error", () => socket.destroy());
+    socket.on("end", () => {
+      calls.ended = true;
+      if (calls.open === 0) socket.end();
+    });
     const send = (reply: RpcReply): boolean => {
       if (socket.destroyed || !socket.writable) return false;
       socket.write(replyLine(reply));
@@ -148,7 +163,8 @@ export class RpcServer {
     line: string,
     send: (reply: RpcReply) => boolean,
     socket: Socket,
-    closeListeners: Array<() => void>, calls: { open: number; ended: boolean },
+    closeListeners: Array<() => void>,
+    calls: OwedCalls,
   ): Promise<void> {
     let request: RpcRequest;
     try {
@@ -178,18 +194,25 @@ export class RpcServer {
     // At most what a timer holds: Node takes a longer one (a remote caller's 1e10) as 1 ms, a heartbeat a millisecond.
     const heartbeat = typeof params.heartbeat_ms === "number" ? setInterval(() => ctx.push({ heartbeat: true }), Math.min(2 ** 31 - 1, Math.max(50, params.heartbeat_ms))) : undefined;
     const unanswered = (graceMs: number) => send({ id, error: errorBody(new ApexError("APEX_E_RPC", `The supervisor is exiting, its session ended, and ${method}, under way, did not finish within the ${graceMs / 1000} s it is given: whether it was done is not known.`, { hint: "Check what it would have changed (`apex status`, the memory, the checkpoints) before running it again.", details: { connection: "closed", outcome: "unknown", method } })) });
-    this.underWay.add(unanswered), calls.open++;
+    this.underWay.add(unanswered);
+    calls.open += 1;
+    let stream = false;
     try {
       const result = await handler(params, ctx);
       // A stream stays owed (counted open) until its caller closes the connection.
-      if (result === STREAM) return void calls.open++;
+      stream = result === STREAM;
+      if (stream) return;
       // No result key means "no value" (memory.get of an absent path), unlike an explicit null.
       send(result === undefined ? { id } : { id, result });
     } catch (error) {
       send({ id, error: errorBody(error) });
     } finally {
-      this.underWay.delete(unanswered); if (--calls.open === 0 && calls.ended) socket.end();
+      this.underWay.delete(unanswered);
       clearInterval(heartbeat);
+      if (!stream) {
+        calls.open -= 1;
+        if (calls.open === 0 && calls.ended) socket.end();
+      }
     }
   }
 }

@@ -189,7 +189,8 @@ export class SessionService extends SessionReader {
       const claimed = await this.write((batch, record) => {
         // Asked again as the claim is written: the agent may have ended for good while beforeTask ran (its own
         // claim under way as it exited), and the task, claimed after its exit released what it held, stayed active for good.
-        this.requireAgent(agent, "claimed for"); const current = batch.get(taskPath(this.sessionId, candidate.id)) as TaskRecord | undefined;
+        this.requireAgent(agent, "claimed for");
+        const current = batch.get(taskPath(this.sessionId, candidate.id)) as TaskRecord | undefined;
         if (!current || current.status !== "pending" || (current.assignee !== null && current.assignee !== agent)) return undefined;
         const task: TaskRecord = { ...current, status: "active", assignee: agent, claimed_at: nowIso() };
         batch.set(taskPath(this.sessionId, task.id), task);
