@@ -3,6 +3,14 @@ import { ApexError } from "../errors.js";
 /** Longest accepted path, in UTF-8 bytes (lmdb-js keys may be up to 1978 bytes). */
 export const MAX_PATH_BYTES = 1024;
 
+/**
+ * Longest key below /sessions: a session in a git worktree keeps its memory under its own root,
+ * `/sessions/<id>/memory` (records.ts: memoryRootOf), which comes before a path of up to
+ * MAX_PATH_BYTES as given. Held to MAX_PATH_BYTES, such a path was refused in that session
+ * (naming a key the user never typed), and a checkpoint holding one could not be continued there.
+ */
+export const MAX_KEY_BYTES = MAX_PATH_BYTES + 128;
+
 const SLASH = 0x2f;
 const DOT = 0x2e;
 
@@ -52,7 +60,8 @@ export function pathProblem(path: string): string | undefined {
     } else if (code >= 0xdc00 && code <= 0xdfff) return "it contains an unpaired surrogate (not valid UTF-8)";
     else bytes += 3;
   }
-  return bytes > MAX_PATH_BYTES ? `it is longer than ${MAX_PATH_BYTES} bytes` : undefined;
+  const limit = path.startsWith("/sessions/") ? MAX_KEY_BYTES : MAX_PATH_BYTES;
+  return bytes > limit ? `it is longer than ${limit} bytes` : undefined;
 }
 
 /**
@@ -70,13 +79,13 @@ export function subtreeRange(path: string): { start: string; end: string } {
 /**
  * A raw range bound (of keys(), entries(), a glob's prefix or a subtree: any string) as one both
  * backends can seek to, with the same answer over every key a store can hold (valid paths: no
- * control character, no unpaired surrogate, at most MAX_PATH_BYTES). The bound is cut at the
+ * control character, no unpaired surrogate, at most MAX_KEY_BYTES). The bound is cut at the
  * first character no key holds and that a backend cannot take, and the least character a key
  * may hold there is put in its place: after NUL (which PostgreSQL's text refuses) U+0001, after
  * an unpaired surrogate (no UTF-8: PostgreSQL's driver sent U+FFFD, lmdb-js WTF-8 for a short
  * string and U+FFFD for a long one) U+E000, the code point after the surrogates. A bound longer
  * than any key (past LMDB's key size, which lmdb-js refused with a bare Error) is cut once it
- * passes MAX_PATH_BYTES. `exact` false: the bound changed, and a backend must then treat it as
+ * passes MAX_KEY_BYTES. `exact` false: the bound changed, and a backend must then treat it as
  * inclusive when it is the lower end of the range and exclusive when it is the upper end.
  */
 export function keyBound(bound: string): { key: string; exact: boolean } {
@@ -90,7 +99,7 @@ export function keyBound(bound: string): { key: string; exact: boolean } {
       i++;
       bytes += 4;
     } else bytes += code < 0x80 ? 1 : code < 0x800 ? 2 : 3;
-    if (bytes > MAX_PATH_BYTES) return { key: bound.slice(0, i + 1), exact: false };
+    if (bytes > MAX_KEY_BYTES) return { key: bound.slice(0, i + 1), exact: false };
   }
   return { key: bound, exact: true };
 }
