@@ -238,6 +238,13 @@ describe("session records written by hand that are no object", () => {
     const sid = project.start(["--task", "records"]).session_id;
     await waitFor("the agent", () => project!.status().agents.find((one) => one.pid !== null));
     const agent = `/sessions/${sid}/agents/worker`;
+    // An agent's own report through its supervisor too: it spread the string as the others did.
+    expect(project.apex(["memory", "set", agent, '"garbage"', "--force"]).status).toBe(0);
+    const reported = project.apex(["agent", "report", "--agent", "worker", "--status", "reviewing"]);
+    expect(reported.status, reported.stderr).toBe(0);
+    const afterReport = JSON.parse(project.apex(["memory", "show", agent]).stdout);
+    expect(afterReport).toMatchObject({ name: "worker", reported_status: "reviewing", command: expect.any(String) });
+    expect(Object.keys(afterReport)).not.toContain("0");
     for (const [value, action] of [['"garbage"', "pause"], ["[1, 2]", "resume"], ['"garbage"', "stop"]] as const) {
       expect(project.apex(["memory", "set", agent, value, "--force"]).status).toBe(0);
       const done = project.apex([action]);

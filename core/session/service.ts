@@ -102,6 +102,8 @@ export class SessionService extends SessionReader {
   onAgentActivity: ((agent: string) => void) | undefined;
   /** Set by the supervisor: how `agent` ended when it has and will not be restarted (a task it claimed would stay active for good), else undefined. */
   ended: ((agent: string) => string | undefined) | undefined;
+  /** Set by the supervisor: the agent's record as stored, or a new one under its name when what is stored is no object (written by hand). */
+  agentRecord: ((stored: JsonValue | undefined, agent: string) => AgentRecord) | undefined;
   private claimQueue: Promise<unknown> = Promise.resolve();
 
   constructor(
@@ -312,7 +314,9 @@ export class SessionService extends SessionReader {
     limitedText(report.status, "An agent's reported status", "status");
     const actor = `agent:${name}`;
     const agent = await this.write((batch, record) => {
-      const current = batch.get(agentPath(this.sessionId, name)) as AgentRecord;
+      const stored = batch.get(agentPath(this.sessionId, name));
+      // A record written by hand as a string was spread into {"0": "g", "1": "a", …}: a new one under the agent's name (storedAgentRecord).
+      const current = this.agentRecord ? this.agentRecord(stored, name) : (stored as unknown as AgentRecord);
       const next: AgentRecord = { ...current, last_report_at: nowIso() };
       if (report.status !== undefined) next.reported_status = report.status;
       // A task id names one of the session's tasks (written the canonical way); an unknown one is refused, and nothing is written.

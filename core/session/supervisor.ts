@@ -164,6 +164,7 @@ export class Supervisor {
     this.service = new SessionService(store, sessionId, engine);
     this.service.onEvent = (event) => this.broadcast(event);
     this.service.onAgentActivity = () => this.noteActivity();
+    this.service.agentRecord = (stored, agent) => storedAgentRecord(stored, agent, this.slots.get(agent)!.spec);
     this.service.ended = (agent) => ({ exited: "has exited", failed: "has failed", stopped: "was stopped" } as Record<string, string>)[this.slots.get(agent)?.status ?? ""];
     this.server = new RpcServer(socketPath);
     for (const [name, spec] of Object.entries(config.agents)) {
