@@ -182,7 +182,7 @@ describe("callSupervisor (the socket's client)", () => {
     const { dir, cleanup } = tempDir("apex-rpc-half-");
     const server = new RpcServer(join(dir, "s.sock"));
     // Answers only once the caller's end has arrived: a claim or a memory set still under way then.
-    server.register("task.claim", (_params, ctx) => new Promise((resolve) => ctx.socket.once("end", () => setImmediate(() => resolve({ id: "t-0001" })))));
+    server.register("task.claim", (_params, ctx) => new Promise((resolve) => (ctx.socket.readableEnded ? setImmediate : (fn: () => void) => ctx.socket.once("end", () => setImmediate(fn)))(() => resolve({ id: "t-0001" }))));
     server.register("memory.get", () => 42);
     server.register("events.subscribe", (_params, ctx) => {
       ctx.socket.once("end", () => setImmediate(() => ctx.push({ seq: 1 })));
@@ -214,6 +214,11 @@ describe("callSupervisor (the socket's client)", () => {
       // With nothing under way the connection ends at once; a stream stays open for its events.
       expect(await halfClosed('{"id":3,"method":"memory.get"}\n')).toEqual({ replies: [{ id: 3, result: 42 }], ended: true });
       expect(await halfClosed('{"id":4,"method":"events.subscribe"}\n', 1)).toEqual({ replies: [{ id: 4, event: { seq: 1 } }], ended: false });
+      // A last request without its newline (printf '{…}' | nc -N): answered, where it was dropped without a word.
+      expect(await halfClosed('{"id":5,"method":"memory.get"}\n{"id":6,"method":"task.claim","params":{"agent":"coder"}}')).toEqual({
+        replies: [{ id: 5, result: 42 }, { id: 6, result: { id: "t-0001" } }],
+        ended: true,
+      });
     } finally {
       await server.close();
       cleanup();

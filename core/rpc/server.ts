@@ -138,6 +138,8 @@ export class RpcServer {
     });
     socket.on("error", () => socket.destroy());
     socket.on("end", () => {
+      // A last request without its newline (`printf '{…}' | nc -N`) is a line all the same: answered, not dropped.
+      split("\n");
       calls.ended = true;
       if (calls.open === 0) socket.end();
     });
@@ -146,17 +148,15 @@ export class RpcServer {
       socket.write(replyLine(reply));
       return true;
     };
-    socket.on(
-      "data",
-      lineSplitter(
-        (line) => void this.dispatch(line, send, socket, closeListeners, calls),
-        () => {
-          // What was asked is too large for one request (a value or import over 256 MiB of JSON): the caller's input, not a fault.
-          send({ id: null, error: { code: "APEX_E_TOO_LARGE", message: `The request is larger than the supervisor takes (${MAX_LINE_BYTES / 1024 / 1024} MiB of JSON); nothing of it was done.`, hint: "Send it in parts, or with no session running: then the store is written directly." } });
-          socket.end();
-        },
-      ),
+    const split = lineSplitter(
+      (line) => void this.dispatch(line, send, socket, closeListeners, calls),
+      () => {
+        // What was asked is too large for one request (a value or import over 256 MiB of JSON): the caller's input, not a fault.
+        send({ id: null, error: { code: "APEX_E_TOO_LARGE", message: `The request is larger than the supervisor takes (${MAX_LINE_BYTES / 1024 / 1024} MiB of JSON); nothing of it was done.`, hint: "Send it in parts, or with no session running: then the store is written directly." } });
+        socket.end();
+      },
     );
+    socket.on("data", split);
   }
 
   private async dispatch(
