@@ -3,16 +3,21 @@
 // resume waited 15 s for the supervisor "to exit, as it is stopping" and then failed with a hint
 // that did not fit, and `apex stop` failed too (only `stop --force` ended the session, killing the
 // supervisor). Now the supervisor listens on a deleted socket again within half a second, a
-// command that finds none there waits up to 1.5 s for it, and one that still finds none (the
+// command that finds none there (or a socket file no one listens on, ECONNREFUSED, as when an old one
+// is put back) waits up to 1.5 s for it, and one that still finds none (the
 // supervisor could not make it again) or another file there is told so at once
 // (APEX_E_SOCKET_GONE, exit 1); `apex status` says so; and `apex stop` ends the session by a
 // SIGTERM to the supervisor, proven to be it. End to end with the built CLI and real processes,
 // each ended by pid or process group after the test (fixtures/agents/harness.ts).
-import { renameSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { connect } from "node:net";
+import { existsSync, linkSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { connect, createServer } from "node:net";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Project, signalIfAlive, waitFor } from "./fixtures/agents/harness.js";
+
+/** Holds a command at its first refused connection (ECONNREFUSED), until told to go on. */
+const HOLD_REFUSED = fileURLToPath(new URL("./helpers/hold-refused.mjs", import.meta.url));
 
 const CONFIG = ["agents:", "  looper:", "    command: sh", `    args: ["-c", "while true; do sleep 1; done"]`, "plugins: {}", ""].join("\n");
 
@@ -123,6 +128,42 @@ describe("a supervisor whose socket file is deleted while it runs", () => {
     const again = timed(project, ["memory", "set", "/x", "2"]);
     expect(again.status, again.stderr).toBe(0);
     expect(project.apex(["stop"]).status).toBe(0);
+  }, 60_000);
+});
+
+describe("a supervisor's socket path holding a socket no one listens on, for a moment", () => {
+  it("a command refused there (ECONNREFUSED) while the supervisor runs waits for it to listen again, and reaches it", async () => {
+    // It was told at once that the socket was gone (APEX_E_SOCKET_GONE, exit 1), though the supervisor listened there again within half a second.
+    const project = new Project(CONFIG);
+    const ready = project.start();
+    // A socket file no one listens on: bound by this process, linked aside, its server closed (which removes the first name).
+    const bound = join(project.dir, "dead.sock");
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(bound, resolve));
+    linkSync(bound, `${bound}.kept`);
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    // Put in place while the supervisor is stopped, so that the command meets it before the supervisor listens again.
+    signalIfAlive(ready.supervisor_pid, "SIGSTOP");
+    try {
+      renameSync(`${bound}.kept`, ready.socket);
+      expect(await accepts(ready.socket)).toBe(false);
+      // The command held as it is refused, until the supervisor listens there again.
+      const mark = join(project.dir, "refused.hold");
+      const set = project.apexAsync(["memory", "set", "/x", "1"], { env: { NODE_OPTIONS: `--import ${pathToFileURL(HOLD_REFUSED).href}`, HOLD_MARK: mark } });
+      await waitFor("the command's connection to be refused", () => existsSync(mark));
+      signalIfAlive(ready.supervisor_pid, "SIGCONT");
+      await waitFor("the supervisor to listen on its socket again", () => accepts(ready.socket), 10_000);
+      writeFileSync(`${mark}.release`, "");
+      const done = await set.done;
+      expect(done.status, done.stderr).toBe(0);
+      expect(done.stderr).toBe("");
+    } finally {
+      signalIfAlive(ready.supervisor_pid, "SIGCONT");
+    }
+    expect(project.apex(["memory", "show", "/x"]).stdout).toBe("1\n");
+    const stop = project.apex(["stop", "--json"]);
+    expect(stop.status, stop.stderr).toBe(0);
+    expect(JSON.parse(stop.stdout)).not.toHaveProperty("signalled");
   }, 60_000);
 });
 
