@@ -13,7 +13,7 @@ import { ApexError, isApexError } from "../core/errors.js";
 import type { SessionClient } from "../core/session/client.js";
 import { shortSessionId } from "../core/session/names.js";
 import { carriesMarker, isSameProcessAlive, signalProcess, supervisorMarker } from "../core/session/proc.js";
-import { liveSupervisorOf, type SupervisorRuntime } from "../core/session/runtime.js";
+import { liveSupervisorOf, writeStopRequest, type SupervisorRuntime } from "../core/session/runtime.js";
 
 /** The errnos of a connect to a socket path that is not the supervisor's listening socket any more: none there, or a file no one listens on. */
 const NOT_LISTENING = ["ENOENT", "ECONNREFUSED"];
@@ -51,19 +51,22 @@ export function goneSocketError(client: SessionClient, failed: unknown, action?:
  * stops the session as a stop sent on its socket does (its agents ended within its grace, the
  * session recorded stopped, its hooks fired), once the process is proven to be the supervisor that
  * `apex start` launched (pid, start time, and the nonce in its environment); then waits for it to
- * exit, up to `waitMs`. Throws when it cannot be proven (APEX_E_PROCESS) or has not exited in time
+ * exit, up to `waitMs`. `graceMs` (`--grace`) is written for it first (writeStopRequest), as a signal
+ * carries none; false when it could not be (it then gave its agents its default). Throws when it cannot be proven (APEX_E_PROCESS) or has not exited in time
  * (APEX_E_TIMEOUT: `apex stop --force` kills it).
  */
-export async function stopGoneSocket(supervisor: SupervisorRuntime, waitMs: number): Promise<void> {
+export async function stopGoneSocket(supervisor: SupervisorRuntime, waitMs: number, graceMs?: number): Promise<boolean> {
   if (!carriesMarker(supervisor.pid, supervisorMarker(supervisor.nonce))) {
     throw new ApexError("APEX_E_PROCESS", `Session ${supervisor.session_id}'s supervisor (pid ${supervisor.pid}) cannot be reached (its socket ${supervisor.socket} is gone), and the process does not carry the marker that proves it is the supervisor APEX started: APEX does not signal it.`, {
       hint: "If it is the supervisor, end it yourself (`kill " + supervisor.pid + "`: it stops the session), then run `apex stop` again.",
       details: { pid: supervisor.pid, socket: supervisor.socket },
     });
   }
+  // A signal carries no grace: `--grace` goes beside its runtime file, for it to take on SIGTERM (a grace that cannot be written there: false).
+  const handed = graceMs === undefined || writeStopRequest(dirname(supervisor.log), supervisor, graceMs);
   signalProcess(supervisor.pid, "SIGTERM");
   const { waitForExit } = await import("./session/exit-wait.js");
-  if (await waitForExit(supervisor, waitMs)) return;
+  if (await waitForExit(supervisor, waitMs)) return handed;
   throw new ApexError("APEX_E_TIMEOUT", `Session ${supervisor.session_id}'s supervisor (pid ${supervisor.pid}), whose socket is gone, was sent SIGTERM to stop the session and has not exited within ${Math.round(waitMs / 1000)} s.`, {
     hint: "It may still be stopping (its hooks, its agents' grace): `apex status` says when it has. `apex stop --force` kills it and its agents.",
     details: { pid: supervisor.pid, socket: supervisor.socket, signalled: "SIGTERM" },

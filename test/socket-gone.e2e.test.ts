@@ -3,16 +3,22 @@
 // resume waited 15 s for the supervisor "to exit, as it is stopping" and then failed with a hint
 // that did not fit, and `apex stop` failed too (only `stop --force` ended the session, killing the
 // supervisor). Now the supervisor listens on a deleted socket again within half a second, a
-// command that finds none there waits up to 1.5 s for it, and one that still finds none (the
+// command that finds none there (or a socket file no one listens on, ECONNREFUSED, as when an old one
+// is put back) waits up to 1.5 s for it, and one that still finds none (the
 // supervisor could not make it again) or another file there is told so at once
 // (APEX_E_SOCKET_GONE, exit 1); `apex status` says so; and `apex stop` ends the session by a
-// SIGTERM to the supervisor, proven to be it. End to end with the built CLI and real processes,
+// SIGTERM to the supervisor, proven to be it, giving its agents the --grace written for it beside
+// its runtime file (a signal carries none). End to end with the built CLI and real processes,
 // each ended by pid or process group after the test (fixtures/agents/harness.ts).
-import { renameSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { connect } from "node:net";
+import { existsSync, linkSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { connect, createServer } from "node:net";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Project, signalIfAlive, waitFor } from "./fixtures/agents/harness.js";
+
+/** Holds a command at its first refused connection (ECONNREFUSED), until told to go on. */
+const HOLD_REFUSED = fileURLToPath(new URL("./helpers/hold-refused.mjs", import.meta.url));
 
 const CONFIG = ["agents:", "  looper:", "    command: sh", `    args: ["-c", "while true; do sleep 1; done"]`, "plugins: {}", ""].join("\n");
 
@@ -126,6 +132,42 @@ describe("a supervisor whose socket file is deleted while it runs", () => {
   }, 60_000);
 });
 
+describe("a supervisor's socket path holding a socket no one listens on, for a moment", () => {
+  it("a command refused there (ECONNREFUSED) while the supervisor runs waits for it to listen again, and reaches it", async () => {
+    // It was told at once that the socket was gone (APEX_E_SOCKET_GONE, exit 1), though the supervisor listened there again within half a second.
+    const project = new Project(CONFIG);
+    const ready = project.start();
+    // A socket file no one listens on: bound by this process, linked aside, its server closed (which removes the first name).
+    const bound = join(project.dir, "dead.sock");
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(bound, resolve));
+    linkSync(bound, `${bound}.kept`);
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    // Put in place while the supervisor is stopped, so that the command meets it before the supervisor listens again.
+    signalIfAlive(ready.supervisor_pid, "SIGSTOP");
+    try {
+      renameSync(`${bound}.kept`, ready.socket);
+      expect(await accepts(ready.socket)).toBe(false);
+      // The command held as it is refused, until the supervisor listens there again.
+      const mark = join(project.dir, "refused.hold");
+      const set = project.apexAsync(["memory", "set", "/x", "1"], { env: { NODE_OPTIONS: `--import ${pathToFileURL(HOLD_REFUSED).href}`, HOLD_MARK: mark } });
+      await waitFor("the command's connection to be refused", () => existsSync(mark));
+      signalIfAlive(ready.supervisor_pid, "SIGCONT");
+      await waitFor("the supervisor to listen on its socket again", () => accepts(ready.socket), 10_000);
+      writeFileSync(`${mark}.release`, "");
+      const done = await set.done;
+      expect(done.status, done.stderr).toBe(0);
+      expect(done.stderr).toBe("");
+    } finally {
+      signalIfAlive(ready.supervisor_pid, "SIGCONT");
+    }
+    expect(project.apex(["memory", "show", "/x"]).stdout).toBe("1\n");
+    const stop = project.apex(["stop", "--json"]);
+    expect(stop.status, stop.stderr).toBe(0);
+    expect(JSON.parse(stop.stdout)).not.toHaveProperty("signalled");
+  }, 60_000);
+});
+
 describe("a supervisor whose socket path holds another file", () => {
   it("commands are refused at once (APEX_E_SOCKET_GONE), status says so, and `apex stop` ends the session with a SIGTERM to the supervisor", () => {
     const project = new Project(CONFIG);
@@ -170,20 +212,33 @@ describe("a supervisor whose socket path holds another file", () => {
     expect(text.status, text.stderr).toBe(0);
   }, 60_000);
 
-  it("`apex stop --grace D` says that its grace did not reach a supervisor sent SIGTERM (its socket gone), which gave its agents the default", () => {
-    // A signal carries no grace: the stop went on with the supervisor's 5 s, and said nothing of the --grace asked for.
-    const project = new Project(CONFIG);
-    for (const json of [true, false]) {
-      const ready = project.start(json ? [] : ["--continue", "last"]);
+  it("`apex stop --grace D` reaches a supervisor sent SIGTERM (its socket gone): an agent that ignores SIGTERM is killed after D, and after 5 s without --grace", async () => {
+    // A signal carries no grace: the supervisor gave its agents its own 5 s, and the stop only warned that --grace had not reached it.
+    // The agent ignores SIGTERM (its sleeps too) and writes when it got it, in ms: its SIGKILL comes after the grace.
+    const stubborn = ["agents:", "  stubborn:", "    command: sh", `    args: ["-c", "trap 'date +%s%3N > term.at' TERM; while true; do sleep 0.2; done"]`, "plugins: {}", ""].join("\n");
+    const project = new Project(stubborn);
+    for (const grace of ["8s", undefined]) {
+      const ready = project.start(grace ? [] : ["--continue", "last"]);
+      const agent = ready.agents[0]!;
+      rmSync(join(project.dir, "term.at"), { force: true });
       const other = join(project.dir, "not-a-socket");
       writeFileSync(other, "x");
       renameSync(other, ready.socket);
-      const warning = "--grace 30s did not reach the supervisor (its socket was gone, so it was sent SIGTERM): it gave its agents the default 5 s before SIGKILL.";
-      const stop = project.apex(["stop", "--grace", "30s", ...(json ? ["--json"] : [])]);
-      expect(stop.status, stop.stderr).toBe(0);
-      if (json) expect(JSON.parse(stop.stdout)).toMatchObject({ session_id: ready.session_id, status: "stopped", signalled: ready.supervisor_pid, warnings: [warning] });
-      else expect([stop.stdout, stop.stderr]).toEqual([expect.stringContaining("(its socket was gone: its supervisor"), `warning: ${warning}\n`]);
+      const stop = project.apexAsync(["stop", ...(grace ? ["--grace", grace] : []), "--json"]);
+      const termAt = await waitFor("the agent to get SIGTERM", () => Number(readFileSync(join(project.dir, "term.at"), "utf8")) || undefined, 30_000);
+      await waitFor("the agent to be killed", () => !project.alive(agent.pid!), 30_000);
+      const lived = Date.now() - termAt;
+      const done = await stop.done;
+      expect(done.status, done.stderr).toBe(0);
+      // Its grace: 8 s (it was killed after the default 5 s), or 5 s; waited for at 50 ms a poll, on a loaded machine too.
+      if (grace) expect(lived).toBeGreaterThanOrEqual(7800);
+      else expect([lived >= 4800, lived < 7800]).toEqual([true, true]);
+      // Nothing says the grace did not reach it, and the request for it is gone.
+      expect(JSON.parse(done.stdout)).toMatchObject({ session_id: ready.session_id, status: "stopped", signalled: ready.supervisor_pid });
+      expect(JSON.parse(done.stdout)).not.toHaveProperty("warnings");
+      expect(done.stderr).toBe("");
+      expect(existsSync(join(project.storeDir, "run", `${ready.session_id}.stop`))).toBe(false);
       expect(project.alive(ready.supervisor_pid)).toBe(false);
     }
-  }, 60_000);
+  }, 90_000);
 });

@@ -83,11 +83,11 @@ export async function stopSession(location: ProjectLocation, options: { force?: 
       const { goneSocketOf, stopGoneSocket } = await import("../socket-gone.js");
       const gone = goneSocketOf(client, error);
       if (gone && !options.force) {
-        await stopGoneSocket(gone, GONE_SOCKET_STOP_MS);
+        const handed = await stopGoneSocket(gone, GONE_SOCKET_STOP_MS + (options.grace ?? 0) * 1000, options.grace === undefined ? undefined : options.grace * 1000);
         const ended = await endedRecord(location, gone.session_id);
         // (It exited without recording the stop: the offline stop below does, and says so.)
-        // A signal carries no grace: the supervisor gave its agents its own (5 s), which --grace did not reach.
-        const warnings = options.grace !== undefined && options.grace !== DEFAULT_GRACE_S ? [`--grace ${options.grace}s did not reach the supervisor (its socket was gone, so it was sent SIGTERM): it gave its agents the default ${DEFAULT_GRACE_S} s before SIGKILL.`] : [];
+        // A signal carries no grace: --grace was written beside its runtime file for it; one that could not be gave its agents its own (5 s).
+        const warnings = !handed && options.grace !== DEFAULT_GRACE_S ? [`--grace ${options.grace}s did not reach the supervisor (its socket was gone, so it was sent SIGTERM, and the grace could not be written beside its runtime file): it gave its agents the default ${DEFAULT_GRACE_S} s before SIGKILL.`] : [];
         if (ended) return report({ ...ended, signalled: gone.pid, ...(warnings.length > 0 ? { warnings } : {}) }, Boolean(options.json), `Stopped session ${label(ended)} (its socket was gone: its supervisor, pid ${gone.pid}, was sent SIGTERM and stopped it).`);
       } else if (gone) {
         unanswered = gone.pid;
@@ -120,7 +120,7 @@ const DEFAULT_GRACE_S = 5;
 
 /**
  * How long `apex stop` waits for a supervisor whose socket is gone to stop its session once sent
- * SIGTERM: its agents' grace (5 s: --grace cannot reach it), its hooks, the stop's checkpoint.
+ * SIGTERM, besides the --grace given: its agents' grace (5 s by default), its hooks, the stop's checkpoint.
  */
 const GONE_SOCKET_STOP_MS = 60_000;
 

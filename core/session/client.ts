@@ -1,4 +1,4 @@
-import { existsSync } from "node:fs";
+import { statSync } from "node:fs";
 import type { ProjectLocation } from "../config/locate.js";
 import { ApexError } from "../errors.js";
 import type { Subscription } from "../rpc/call.js";
@@ -218,9 +218,10 @@ const rpc = () => import("../rpc/call.js");
 function socketClient(socket: string, supervisor?: SupervisorRuntime): SessionClient {
   const send = async (method: string, params: Record<string, unknown>, timeoutMs: number, onEvent?: (event: unknown) => void) =>
     (await rpc()).callSupervisor(socket, method, params, timeoutMs, supervisor && whenStopped(supervisor, method), onEvent);
-  // Its socket gone (ENOENT: nothing was sent) while it runs: deleted, the supervisor listens there again within half a second (RpcServer), and the call is made once more.
+  // Its socket gone (ENOENT) or a socket file there that no one listens on (ECONNREFUSED: an old one put back), nothing
+  // sent, while it runs: the supervisor listens there again within half a second (RpcServer), and the call is made once more.
   const call = async (method: string, params: Record<string, unknown> = {}, timeoutMs = 120_000, onEvent?: (event: unknown) => void) =>
-    send(method, params, timeoutMs, onEvent).catch(async (error: ApexError) => (error?.details?.connection === "ENOENT" && supervisor && (await socketBack(socket, supervisor)) ? send(method, params, timeoutMs, onEvent) : Promise.reject(error)));
+    send(method, params, timeoutMs, onEvent).catch(async (error: ApexError) => (supervisor && (await socketBack(socket, supervisor, error?.details?.connection)) ? send(method, params, timeoutMs, onEvent) : Promise.reject(error)));
   return {
     via: "socket",
     call,
@@ -233,11 +234,20 @@ function socketClient(socket: string, supervisor?: SupervisorRuntime): SessionCl
 }
 
 /**
- * True once the socket of a live supervisor is back (within 1.5 s); false when it
- * exits first (a stop: the socket goes last, and the caller waits for the exit) or has not made it again.
+ * After a connect that failed with `connection` (ENOENT: no file; ECONNREFUSED: a socket file no one
+ * listens on), true once the socket of a live supervisor is back (within 1.5 s): a file there, or for
+ * ECONNREFUSED one that accepts; false when it exits first (a stop: the socket goes last, and the
+ * caller waits for the exit), has not made it again, or another failure. Another kind of file there
+ * (ECONNREFUSED too) is never made a socket again: false at once.
  */
-async function socketBack(socket: string, runtime: SupervisorRuntime): Promise<boolean> {
-  for (const end = Date.now() + 1500; Date.now() < end && isSameProcessAlive(runtime.pid, runtime.start_time); await sleep(25)) if (existsSync(socket)) return true;
+async function socketBack(socket: string, runtime: SupervisorRuntime, connection: unknown): Promise<boolean> {
+  if (connection !== "ENOENT" && connection !== "ECONNREFUSED") return false;
+  for (const end = Date.now() + 1500; Date.now() < end && isSameProcessAlive(runtime.pid, runtime.start_time); await sleep(25)) {
+    const found = statSync(socket, { throwIfNoEntry: false });
+    if (connection === "ENOENT" && found) return true;
+    if (connection === "ECONNREFUSED" && found && !found.isSocket()) return false;
+    if (connection === "ECONNREFUSED" && found && (await (await import("../rpc/server.js")).socketAnswers(socket, 250))) return true;
+  }
   return false;
 }
 

@@ -5,6 +5,7 @@ import { dirname, join } from "node:path";
 import { projectTreesOf } from "../config/locate.js";
 import { ambiguousSession, agentSession, canonicalPath, commandDirectory, linkedWorktreeOf, samePath, sessionFlag } from "./binding.js";
 import { carriesMarker, isSameProcessAlive, supervisorMarker } from "./proc.js";
+import { MAX_STOP_GRACE_SECONDS } from "./records.js";
 
 /**
  * Supervisors' runtime files: which process serves a session and on which socket. Every
@@ -160,4 +161,59 @@ export function removeRuntime(storeDir: string, pid = process.pid, sessionId?: s
     if (sessionId !== undefined && runtime.session_id !== sessionId) continue;
     rmSync(runtimeFile(storeDir, id), { force: true });
   }
+}
+
+/**
+ * A stop asked of a supervisor by SIGTERM (its socket gone, `apex stop --grace D`): a signal carries
+ * no grace, so the CLI writes it here first, `run/<sid>.stop` (no `.json`: not a runtime file), naming
+ * the supervisor by pid and start time. The supervisor takes it on SIGTERM (stopRequestFor).
+ */
+export interface StopRequest {
+  pid: number;
+  start_time: number;
+  grace_ms: number;
+  /** Date.now() when it was written: one older than STOP_REQUEST_TTL_MS is not for this signal. */
+  at: number;
+}
+
+/** How long a stop request counts after it was written: the CLI sends SIGTERM right after. */
+const STOP_REQUEST_TTL_MS = 30_000;
+
+export function stopRequestFile(storeDir: string, sessionId: string): string {
+  return join(storeDir, RUN_DIR, `${sessionId}.stop`);
+}
+
+/** Writes the stop request for `runtime`'s supervisor (owner-only, whole: a temporary file renamed); false when it cannot be written. */
+export function writeStopRequest(storeDir: string, runtime: SupervisorRuntime, graceMs: number): boolean {
+  const file = stopRequestFile(storeDir, runtime.session_id);
+  const temporary = `${file}.${process.pid}.tmp`;
+  const request: StopRequest = { pid: runtime.pid, start_time: runtime.start_time, grace_ms: graceMs, at: Date.now() };
+  try {
+    writeFileSync(temporary, `${JSON.stringify(request)}\n`, { mode: 0o600 });
+    renameSync(temporary, file);
+    return true;
+  } catch {
+    rmSync(temporary, { force: true });
+    return false;
+  }
+}
+
+/**
+ * The grace of the stop request for this process (pid and start time), when one written within
+ * STOP_REQUEST_TTL_MS is there; it is removed whatever it holds. Undefined otherwise.
+ */
+export function takeStopRequest(storeDir: string, sessionId: string, startTime: number | undefined): number | undefined {
+  const file = stopRequestFile(storeDir, sessionId);
+  let request: Partial<StopRequest>;
+  try {
+    request = JSON.parse(readFileSync(file, "utf8")) as Partial<StopRequest>;
+  } catch {
+    return undefined;
+  }
+  rmSync(file, { force: true });
+  if (request.pid !== process.pid || request.start_time !== startTime) return undefined;
+  const age = Date.now() - Number(request.at);
+  if (!(age >= -1000 && age <= STOP_REQUEST_TTL_MS)) return undefined;
+  const grace = request.grace_ms;
+  return typeof grace === "number" && grace >= 0 && grace <= MAX_STOP_GRACE_SECONDS * 1000 ? grace : undefined;
 }

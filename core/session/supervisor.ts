@@ -16,7 +16,7 @@ import { checkpointServiceFor, noCheckpointService, restoreSessionFromCheckpoint
 import { actorParam, registerSupervisorMethods } from "./methods.js";
 import { newNonce, processGroups, processStartTime, signalProcess, sleep, stopProgress, SUPERVISOR_NONCE_VAR, type ProcessMarker } from "./proc.js";
 import { CONTEXT_SUFFIX, CURRENT_SESSION_PATH, agentContextPath, agentPath, agentsPrefix, countersPath, eventPath, historyPath, memoryRootOf, nowIso, sessionPath, setActiveSession, setSessionRecord, worktreeOf, tasksPrefix, type AgentRecord, type AgentStatus, type SessionEvent, type SessionRecord, type TaskRecord } from "./records.js";
-import { agentLogDir, removeRuntime, RUN_DIR, socketPathFor, writeRuntime } from "./runtime.js";
+import { agentLogDir, removeRuntime, RUN_DIR, socketPathFor, takeStopRequest, writeRuntime } from "./runtime.js";
 import { claimContinuedSession, claimNewSession, describeCommand, storedAgentRecord, type Claim } from "./claim.js";
 import { LeaseHolder, localHost } from "./lease.js";
 import { moveTaskCount, recountTasks, SessionService } from "./service.js";
@@ -1233,8 +1233,10 @@ export class Supervisor {
 
   /** SIGTERM, SIGINT or SIGHUP to the supervisor: stop the session cleanly rather than orphan agents. */
   async onSignal(signal: NodeJS.Signals): Promise<void> {
-    this.log(`received ${signal}: stopping the session`);
-    await this.stop({ reason: `the supervisor received ${signal}` }).catch((error: Error) => this.log(`cannot stop: ${error.message}`));
+    // `apex stop --grace D` of a supervisor whose socket is gone wrote its grace beside the runtime file before the SIGTERM.
+    const graceMs = signal === "SIGTERM" ? takeStopRequest(this.config.storeDir, this.sessionId, processStartTime(process.pid)) : undefined;
+    this.log(`received ${signal}: stopping the session${graceMs === undefined ? "" : ` (its agents' grace: ${graceMs / 1000} s, as \`apex stop --grace\` asked)`}`);
+    await this.stop({ reason: `the supervisor received ${signal}`, ...(graceMs === undefined ? {} : { graceMs }) }).catch((error: Error) => this.log(`cannot stop: ${error.message}`));
   }
 }
 
