@@ -287,6 +287,32 @@ describe("engine: every tap is wrapped", () => {
     expect(result).toEqual({ ...draft, data: { git_state: { head: "abc123" }, metrics: { keys: 1 } } });
   });
 
+  it("a beforeCheckpoint tap that returns no draft, or one its caller's check refuses, fails as that plugin's, before the next tap runs", async () => {
+    const { engine } = testEngine();
+    const seen: ErrorContext[] = [];
+    await engine.use(errorRecorder(seen));
+    const after: string[] = [];
+    await engine.use(definePlugin({ name: "forgets", apply: (apex) => apex.hooks.beforeCheckpoint.tapPromise("forgets", async () => undefined as unknown as CheckpointDraft) }));
+    await engine.use(definePlugin({ name: "later", apply: (apex) => apex.hooks.beforeCheckpoint.tapPromise("later", async (draft) => (after.push("later"), draft)) }));
+    const draft: CheckpointDraft = { sessionId: "s-1", trigger: "manual", description: "", data: {} };
+    // tapable passed the draft before it on as if nothing were wrong.
+    const error = (await engine.waterfall("beforeCheckpoint", draft).catch((thrown: unknown) => thrown)) as ApexError;
+    expect(error.message).toMatch(/^plugin forgets failed in beforeCheckpoint: it returned nothing, not the checkpoint draft/);
+    expect(error).toMatchObject({ code: "APEX_E_PLUGIN_FAILED", details: { plugin: "forgets", hook: "beforeCheckpoint" } });
+    expect(error.hint).toContain("The plugin forgets");
+    expect(after).toEqual([]);
+    expect(seen.map((context) => context.error.message)).toEqual([error.message]);
+
+    const { engine: checked } = testEngine();
+    await checked.use(definePlugin({ name: "adds", apply: (apex) => apex.hooks.beforeCheckpoint.tapPromise("adds", async (d) => ({ ...d, data: { n: 1 } })) }));
+    const refused = (await checked
+      .waterfall("beforeCheckpoint", draft, (d) => {
+        if (d.data.n === 1) throw new Error("n may not be 1");
+      })
+      .catch((thrown: unknown) => thrown)) as ApexError;
+    expect(refused.message).toBe("plugin adds failed in beforeCheckpoint: n may not be 1");
+  });
+
   it("runs taps in the order the plugins were applied; stage moves one earlier", async () => {
     const { engine } = testEngine();
     const order: string[] = [];
