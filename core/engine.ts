@@ -463,9 +463,14 @@ export class Engine {
 
   #apiFor(pluginName: string): ApexApi {
     const engine = this;
-    const hooks = Object.freeze(
-      Object.fromEntries(HOOK_NAMES.map((name) => [name, scope(this.hooks[name] as unknown as AnyHook, pluginName)])),
-    ) as unknown as ScopedHooks;
+    const known = Object.freeze(Object.fromEntries(HOOK_NAMES.map((name) => [name, scope(this.hooks[name] as unknown as AnyHook, pluginName)])));
+    // An unknown hook name is said as such (it read undefined, and `.tapPromise` of it threw a TypeError).
+    const hooks = new Proxy(known, {
+      get: (target, key) => {
+        if (typeof key !== "string" || Object.hasOwn(target, key) || key === "then" || key === "toJSON") return Reflect.get(target, key);
+        throw unknownHookError(key, engine.#triggers.has(key));
+      },
+    }) as unknown as ScopedHooks;
     const triggers = new Proxy({} as Record<string, never>, {
       get: (_target, key) => {
         if (typeof key !== "string" || key === "then" || key === "toJSON") return undefined;
@@ -697,6 +702,16 @@ export class Engine {
     timing.maxMs = Math.max(timing.maxMs, elapsed);
     this.#timings.set(key, timing);
   }
+}
+
+/** A plugin asked `apex.hooks` for a hook APEX does not have: which it has, and where plugins' own hooks are. */
+function unknownHookError(name: string, isTrigger: boolean): ApexError {
+  const guess = didYouMean(name, HOOK_NAMES);
+  const where = isTrigger ? `'${name}' is a hook a plugin defines: tap it as apex.triggers.${name}.` : `Hooks other plugins define (defineHook) are tapped through apex.triggers.<name>.`;
+  return new ApexError("APEX_E_PLUGIN_INVALID", `apex.hooks has no hook '${name}'.${guess ? ` Did you mean '${guess}'?` : ""}`, {
+    hint: `APEX's hooks: ${HOOK_NAMES.join(", ")}. ${where}`,
+    details: { hook: name, hooks: [...HOOK_NAMES] },
+  });
 }
 
 /** The draft a beforeCheckpoint tap returned; anything else fails (a tap has to return the draft it was given). */

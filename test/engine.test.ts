@@ -492,6 +492,22 @@ describe("engine: extension points", () => {
     expect(error.hint).toContain("list it in the `requires` of plugin typo");
   });
 
+  it("an unknown name on apex.hooks fails with the hook, a did-you-mean, APEX's hooks and apex.triggers, not a TypeError", async () => {
+    const { engine } = testEngine();
+    const error = (await engine
+      .use(definePlugin({ name: "typo", apply: (apex) => (apex.hooks as unknown as Record<string, { tapPromise: Function }>).onPuase!.tapPromise("typo", async () => {}) }))
+      .catch((thrown: unknown) => thrown)) as ApexError;
+    // It was "Cannot read properties of undefined (reading 'tapPromise')".
+    expect(error.message).toBe("plugin typo failed in apply: apex.hooks has no hook 'onPuase'. Did you mean 'onPause'?");
+    expect(error).toMatchObject({ code: "APEX_E_PLUGIN_INVALID", details: { plugin: "typo", hook: "apply" } });
+    expect(error.hint).toContain("APEX's hooks: onStart, beforeTask,");
+    expect(error.hint).toContain("apex.triggers.<name>");
+    // What still reads as before: the hooks it has, `in`, and a promise check (await apex.hooks).
+    let seen: unknown[] = [];
+    await engine.use(definePlugin({ name: "fine", apply: (apex) => void (seen = ["onStart" in apex.hooks, "onFoo" in apex.hooks, (apex.hooks as unknown as { then?: unknown }).then, typeof apex.hooks.onStart.tapPromise]) }));
+    expect(seen).toEqual([true, false, undefined, "function"]);
+  });
+
   it("refuses a trigger that shadows a core hook or another trigger", async () => {
     const { engine } = testEngine();
     await expect(engine.use(definePlugin({ name: "x", apply: (apex) => void apex.defineHook("onStart", new AsyncSeriesHook<[]>()) }))).rejects.toThrow(
