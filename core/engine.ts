@@ -323,9 +323,26 @@ export class Engine {
     if (failure) throw failure.error;
   }
 
-  /** Runs the beforeCheckpoint waterfall and returns the draft as the plugins left it. */
-  waterfall(name: "beforeCheckpoint", draft: CheckpointDraft): Promise<CheckpointDraft> {
-    return this.hooks[name].promise(draft);
+  /**
+   * Runs the beforeCheckpoint waterfall and returns the draft as the plugins left it. The draft
+   * each tap returns is checked before the next tap gets it (and `check`, the caller's test of its
+   * data, runs on it), so what is wrong with it is said as the failure of the plugin that made it.
+   */
+  async waterfall(name: "beforeCheckpoint", draft: CheckpointDraft, check?: (draft: CheckpointDraft) => void): Promise<CheckpointDraft> {
+    const hook = this.hooks[name] as unknown as AnyHook;
+    let current = draft;
+    for (const tap of [...hook.taps]) {
+      const result: unknown = await tap.fn(current);
+      try {
+        current = returnedDraft(result);
+        check?.(current);
+      } catch (error) {
+        const failure = this.#attribute(tap.name, name, error);
+        if (failure.fresh) await this.#notifyOnError(failure.error, tap.name, draft);
+        throw failure.error;
+      }
+    }
+    return current;
   }
 
   /** Runs a plugin-defined trigger. */
@@ -446,9 +463,14 @@ export class Engine {
 
   #apiFor(pluginName: string): ApexApi {
     const engine = this;
-    const hooks = Object.freeze(
-      Object.fromEntries(HOOK_NAMES.map((name) => [name, scope(this.hooks[name] as unknown as AnyHook, pluginName)])),
-    ) as unknown as ScopedHooks;
+    const known = Object.freeze(Object.fromEntries(HOOK_NAMES.map((name) => [name, scope(this.hooks[name] as unknown as AnyHook, pluginName)])));
+    // An unknown hook name is said as such (it read undefined, and `.tapPromise` of it threw a TypeError).
+    const hooks = new Proxy(known, {
+      get: (target, key) => {
+        if (typeof key !== "string" || Object.hasOwn(target, key) || key === "then" || key === "toJSON") return Reflect.get(target, key);
+        throw unknownHookError(key, engine.#triggers.has(key));
+      },
+    }) as unknown as ScopedHooks;
     const triggers = new Proxy({} as Record<string, never>, {
       get: (_target, key) => {
         if (typeof key !== "string" || key === "then" || key === "toJSON") return undefined;
@@ -680,6 +702,25 @@ export class Engine {
     timing.maxMs = Math.max(timing.maxMs, elapsed);
     this.#timings.set(key, timing);
   }
+}
+
+/** A plugin asked `apex.hooks` for a hook APEX does not have: which it has, and where plugins' own hooks are. */
+function unknownHookError(name: string, isTrigger: boolean): ApexError {
+  const guess = didYouMean(name, HOOK_NAMES);
+  const where = isTrigger ? `'${name}' is a hook a plugin defines: tap it as apex.triggers.${name}.` : `Hooks other plugins define (defineHook) are tapped through apex.triggers.<name>.`;
+  return new ApexError("APEX_E_PLUGIN_INVALID", `apex.hooks has no hook '${name}'.${guess ? ` Did you mean '${guess}'?` : ""}`, {
+    hint: `APEX's hooks: ${HOOK_NAMES.join(", ")}. ${where}`,
+    details: { hook: name, hooks: [...HOOK_NAMES] },
+  });
+}
+
+/** The draft a beforeCheckpoint tap returned; anything else fails (a tap has to return the draft it was given). */
+function returnedDraft(result: unknown): CheckpointDraft {
+  const draft = result as Partial<CheckpointDraft> | null | undefined;
+  const isObject = (value: unknown) => typeof value === "object" && value !== null && !Array.isArray(value);
+  if (isObject(draft) && isObject(draft!.data) && typeof draft!.description === "string") return draft as CheckpointDraft;
+  const got = draft === undefined ? "nothing" : draft === null ? "null" : isObject(draft) ? "a draft without a `data` object or a `description` string" : `a ${Array.isArray(draft) ? "array" : typeof draft}`;
+  throw new ApexError("APEX_E_PLUGIN_FAILED", `it returned ${got}, not the checkpoint draft (a waterfall tap has to return its argument: \`async (draft) => { draft.data.x = …; return draft; }\`)`);
 }
 
 function invoke(fn: Function, type: FullTap["type"], args: unknown[]): unknown {

@@ -515,7 +515,7 @@ function readMap(reader: Reader, length: number): { [key: string]: JsonValue } {
 }
 
 /** The error for the first part of `value` that is not JSON (undefined if all of it is). */
-export function describeNotJson(value: unknown, where: string, depth = 0): ApexError | undefined {
+export function describeNotJson(value: unknown, where: string, depth = 0, within = new Map<object, string>()): ApexError | undefined {
   switch (typeof value) {
     case "string":
     case "boolean":
@@ -524,27 +524,38 @@ export function describeNotJson(value: unknown, where: string, depth = 0): ApexE
       return Number.isFinite(value) ? undefined : notJson(where, `the number ${String(value)}`);
     case "object": {
       if (value === null) return undefined;
+      // A value that contains itself is said as such, not as one nested too deep.
+      const ancestor = within.get(value);
+      if (ancestor !== undefined) return notJson(where, `a circular reference (back to ${ancestor || "the value itself"})`);
       if (depth >= MAX_DEPTH) return tooDeepError(where);
-      if (Array.isArray(value)) {
-        for (let i = 0; i < value.length; i++) {
-          const found = describeNotJson(value[i], `${where}[${i}]`, depth + 1);
-          if (found) return found;
-        }
-        return undefined;
-      }
-      const prototype = Object.getPrototypeOf(value);
-      if (prototype !== Object.prototype && prototype !== null) return notJson(where, `an instance of ${(value as object).constructor?.name ?? "a class"}`);
-      const record = value as Record<string, unknown>;
-      for (const key of Object.keys(record).sort(compareCodePoints)) {
-        if (record[key] === undefined) continue;
-        const found = describeNotJson(record[key], `${where}.${key}`, depth + 1);
-        if (found) return found;
-      }
-      return undefined;
+      within.set(value, where);
+      const found = describeNotJsonWithin(value, where, depth, within);
+      within.delete(value);
+      return found;
     }
     default:
       return notJson(where, `a ${typeof value}`);
   }
+}
+
+/** describeNotJson of the items of an array or object, `within` holding it and its ancestors (each with where it is). */
+function describeNotJsonWithin(value: object, where: string, depth: number, within: Map<object, string>): ApexError | undefined {
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const found = describeNotJson(value[i], `${where}[${i}]`, depth + 1, within);
+      if (found) return found;
+    }
+    return undefined;
+  }
+  const prototype = Object.getPrototypeOf(value);
+  if (prototype !== Object.prototype && prototype !== null) return notJson(where, `an instance of ${value.constructor?.name ?? "a class"}`);
+  const record = value as Record<string, unknown>;
+  for (const key of Object.keys(record).sort(compareCodePoints)) {
+    if (record[key] === undefined) continue;
+    const found = describeNotJson(record[key], `${where}.${key}`, depth + 1, within);
+    if (found) return found;
+  }
+  return undefined;
 }
 
 function notJson(where: string, what: string): ApexError {

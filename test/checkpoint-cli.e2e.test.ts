@@ -420,6 +420,52 @@ describe("apex checkpoint", () => {
     expect(error.message).toContain("the backup server closed the connection (ECONNRESET)");
   });
 
+  it("a plugin whose beforeCheckpoint draft holds data JSON cannot hold, or that returns no draft, is named as failing there (a circular value said as such); its data is not saved", () => {
+    // `kind` names what the tap puts in its draft: each checkpoint create below is refused for it.
+    const tap = [
+      'import { existsSync, readFileSync } from "node:fs";',
+      'export default { name: "bad-data", apply(apex) {',
+      '  apex.hooks.beforeCheckpoint.tapPromise("bad-data", async (draft) => {',
+      '    const kind = existsSync("kind") ? readFileSync("kind", "utf8") : "";',
+      '    const loop = { name: "loop" };',
+      "    loop.self = loop;",
+      '    const values = { bigint: 10n, date: new Date(0), function: () => 1, nan: NaN, circular: loop };',
+      '    if (kind === "none") return undefined;',
+      "    if (kind in values) draft.data.bad = { inner: [values[kind]] };",
+      "    return draft;",
+      "  });",
+      "} };",
+      "",
+    ].join("\n");
+    project = new Project(config({ plugins: ["  checkpoint: {}", "  ./bad-data.mjs: {}", "  git: false"] }));
+    writeFileSync(join(project.dir, "bad-data.mjs"), tap);
+    project!.start(["--task", "bad checkpoint data"]);
+    const taken = list().taken;
+    const said: Record<string, string> = {
+      bigint: "a bigint",
+      date: "an instance of Date",
+      function: "a function",
+      nan: "the number NaN",
+      circular: "a circular reference (back to data.bad.inner[0])",
+    };
+    for (const [kind, what] of Object.entries(said)) {
+      writeFileSync(join(project!.dir, "kind"), kind);
+      const error = JSON.parse(fails(["checkpoint", "create", kind, "--json"], 1).stderr).error;
+      // It said "beforeCheckpoint produced data that is not JSON: …", naming no plugin; a circular value "nests … more than 512 levels deep".
+      const at = kind === "circular" ? "data.bad.inner[0].self" : "data.bad.inner[0]";
+      expect(error.message).toBe(`plugin bad-data failed in beforeCheckpoint: the checkpoint draft it returned holds data that is not JSON: Not a JSON value at ${at}: ${what}.`);
+      expect(error).toMatchObject({ code: "APEX_E_PLUGIN_FAILED", details: { plugin: "bad-data", hook: "beforeCheckpoint" } });
+      expect(error.hint).toContain("The plugin bad-data (file:./bad-data.mjs) caused this");
+    }
+    writeFileSync(join(project!.dir, "kind"), "none");
+    const none = JSON.parse(fails(["checkpoint", "create", "none", "--json"], 1).stderr).error;
+    expect(none.message).toMatch(/^plugin bad-data failed in beforeCheckpoint: it returned nothing, not the checkpoint draft \(a waterfall tap has to return its argument/);
+    expect(none.code).toBe("APEX_E_PLUGIN_FAILED");
+    expect(list().taken).toBe(taken);
+    writeFileSync(join(project!.dir, "kind"), "");
+    expect(ok(["checkpoint", "create", "fine", "--json"])).toMatchObject({ description: "fine" });
+  });
+
   it("kill -9 of the supervisor during checkpoint create: a checkpoint it committed is reported created, one it did not is said not saved; the next command works", () => {
     // The supervisor kills itself (SIGKILL) in beforeCheckpoint while die-before exists (nothing
     // committed yet) and in afterCheckpoint while die-after exists (committed, not answered).

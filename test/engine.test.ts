@@ -287,6 +287,32 @@ describe("engine: every tap is wrapped", () => {
     expect(result).toEqual({ ...draft, data: { git_state: { head: "abc123" }, metrics: { keys: 1 } } });
   });
 
+  it("a beforeCheckpoint tap that returns no draft, or one its caller's check refuses, fails as that plugin's, before the next tap runs", async () => {
+    const { engine } = testEngine();
+    const seen: ErrorContext[] = [];
+    await engine.use(errorRecorder(seen));
+    const after: string[] = [];
+    await engine.use(definePlugin({ name: "forgets", apply: (apex) => apex.hooks.beforeCheckpoint.tapPromise("forgets", async () => undefined as unknown as CheckpointDraft) }));
+    await engine.use(definePlugin({ name: "later", apply: (apex) => apex.hooks.beforeCheckpoint.tapPromise("later", async (draft) => (after.push("later"), draft)) }));
+    const draft: CheckpointDraft = { sessionId: "s-1", trigger: "manual", description: "", data: {} };
+    // tapable passed the draft before it on as if nothing were wrong.
+    const error = (await engine.waterfall("beforeCheckpoint", draft).catch((thrown: unknown) => thrown)) as ApexError;
+    expect(error.message).toMatch(/^plugin forgets failed in beforeCheckpoint: it returned nothing, not the checkpoint draft/);
+    expect(error).toMatchObject({ code: "APEX_E_PLUGIN_FAILED", details: { plugin: "forgets", hook: "beforeCheckpoint" } });
+    expect(error.hint).toContain("The plugin forgets");
+    expect(after).toEqual([]);
+    expect(seen.map((context) => context.error.message)).toEqual([error.message]);
+
+    const { engine: checked } = testEngine();
+    await checked.use(definePlugin({ name: "adds", apply: (apex) => apex.hooks.beforeCheckpoint.tapPromise("adds", async (d) => ({ ...d, data: { n: 1 } })) }));
+    const refused = (await checked
+      .waterfall("beforeCheckpoint", draft, (d) => {
+        if (d.data.n === 1) throw new Error("n may not be 1");
+      })
+      .catch((thrown: unknown) => thrown)) as ApexError;
+    expect(refused.message).toBe("plugin adds failed in beforeCheckpoint: n may not be 1");
+  });
+
   it("runs taps in the order the plugins were applied; stage moves one earlier", async () => {
     const { engine } = testEngine();
     const order: string[] = [];
@@ -464,6 +490,22 @@ describe("engine: extension points", () => {
     expect(error.message).toBe("plugin typo failed in apply: No plugin defines the trigger 'everyNTask'. Did you mean 'everyNTasks'?");
     expect(error.code).toBe("APEX_E_PLUGIN_DEPENDENCY");
     expect(error.hint).toContain("list it in the `requires` of plugin typo");
+  });
+
+  it("an unknown name on apex.hooks fails with the hook, a did-you-mean, APEX's hooks and apex.triggers, not a TypeError", async () => {
+    const { engine } = testEngine();
+    const error = (await engine
+      .use(definePlugin({ name: "typo", apply: (apex) => (apex.hooks as unknown as Record<string, { tapPromise: Function }>).onPuase!.tapPromise("typo", async () => {}) }))
+      .catch((thrown: unknown) => thrown)) as ApexError;
+    // It was "Cannot read properties of undefined (reading 'tapPromise')".
+    expect(error.message).toBe("plugin typo failed in apply: apex.hooks has no hook 'onPuase'. Did you mean 'onPause'?");
+    expect(error).toMatchObject({ code: "APEX_E_PLUGIN_INVALID", details: { plugin: "typo", hook: "apply" } });
+    expect(error.hint).toContain("APEX's hooks: onStart, beforeTask,");
+    expect(error.hint).toContain("apex.triggers.<name>");
+    // What still reads as before: the hooks it has, `in`, and a promise check (await apex.hooks).
+    let seen: unknown[] = [];
+    await engine.use(definePlugin({ name: "fine", apply: (apex) => void (seen = ["onStart" in apex.hooks, "onFoo" in apex.hooks, (apex.hooks as unknown as { then?: unknown }).then, typeof apex.hooks.onStart.tapPromise]) }));
+    expect(seen).toEqual([true, false, undefined, "function"]);
   });
 
   it("refuses a trigger that shadows a core hook or another trigger", async () => {

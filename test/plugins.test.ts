@@ -670,6 +670,32 @@ describe("a third-party plugin as README's \"Writing a plugin\" shows it (end to
     }
   });
 
+  it("a plugin tapping a hook APEX does not have: config validate and start exit 2 naming the hook, a did-you-mean, APEX's hooks and apex.triggers; nothing written", () => {
+    const files = {
+      "typo.mjs": 'export default { name: "typo", apply(apex) { apex.hooks.onStrat.tapPromise("typo", async () => {}); } };\n',
+      "ticker.mjs": 'import { createRequire } from "node:module";\nconst { AsyncSeriesHook } = createRequire(' + JSON.stringify(join(REPO_ROOT, "package.json")) + ')("tapable");\nexport default { name: "ticker", apply(apex) { apex.defineHook("everyNTasks", new AsyncSeriesHook(["n"])); } };\n',
+      "listener.mjs": 'export default { name: "listener", apply(apex) { apex.hooks.everyNTasks.tapPromise("listener", async () => {}); } };\n',
+    };
+    const agents = 'agents:\n  w:\n    command: sleep\n    args: ["30"]\n';
+    for (const [plugins, message, where] of [
+      ["  ./typo.mjs: {}\n", "plugin typo failed in apply: apex.hooks has no hook 'onStrat'. Did you mean 'onStart'?", "Hooks other plugins define (defineHook) are tapped through apex.triggers.<name>."],
+      ["  ./ticker.mjs: {}\n  ./listener.mjs: {}\n", "plugin listener failed in apply: apex.hooks has no hook 'everyNTasks'.", "'everyNTasks' is a hook a plugin defines: tap it as apex.triggers.everyNTasks."],
+    ] as const) {
+      const dir = project(`${agents}plugins:\n${plugins}`, files);
+      // It said "plugin typo failed in apply: Cannot read properties of undefined (reading 'tapPromise')".
+      const validate = runApex(["config", "validate"], { cwd: dir });
+      expect(validate.stderr).toContain(`error[APEX_E_PLUGIN_INVALID]: ${message}\n`);
+      expect(validate.stderr).toContain("hint: APEX's hooks: onStart, beforeTask, afterMilestone, beforeGit, onError, onPause, onResume, beforeStop, onStop, beforeCheckpoint, afterCheckpoint.");
+      expect(validate.stderr).toContain(where);
+      expect(validate.status).toBe(2);
+      const start = runApex(["start", "--task", "t"], { cwd: dir });
+      if (start.status === 0) runApex(["stop", "--force"], { cwd: dir });
+      expect(start.stderr).toContain(`error[APEX_E_PLUGIN_INVALID]: ${message}\n`);
+      expect(start.status).toBe(2);
+      expect(existsSync(join(dir, ".apex")), "start wrote nothing").toBe(false);
+    }
+  });
+
   it("a command APEX already has, or another plugin adds: config validate and start exit 2 naming the plugin, and write nothing", () => {
     const plugin = (name: string, command: string) => `export default { name: "${name}", apply(apex) { apex.registerCommand({ name: "${command}", description: "x", action: (_, ctx) => ctx.print("${name}") }); } };\n`;
     const files = { "status.mjs": plugin("mystatus", "status"), "list.mjs": plugin("mylist", "session list"), "a.mjs": plugin("a", "greet"), "b.mjs": plugin("b", "greet"), "help.mjs": plugin("myhelp", "help") };

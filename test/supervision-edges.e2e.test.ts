@@ -264,6 +264,33 @@ describe("programs that can no longer run when their agent restarts", () => {
   });
 });
 
+describe("restarts whose process cannot be started", () => {
+  it("count in the agent's record and in status as agent.restarting counts them, while restarting and once the agent failed", async () => {
+    // It exits 1 once `go` exists, its working directory gone by then: every restart fails to start it.
+    // Delays 0.2, 0.4, 0.8, 1.6 s: status is read while one is due.
+    const agent = ["  lost:", "    command: ./prog", "    cwd: work", "    restart: on-failure", "    max_restarts: 4", "    restart_delay: 0.2", "    max_restart_delay: 60"];
+    project = new Project(["agents:", ...agent, "plugins: {}", ""].join("\n"));
+    mkdirSync(join(project.dir, "work"));
+    writeFileSync(join(project.dir, "work", "prog"), `#!/bin/sh\nwhile [ ! -e ${join(project.dir, "go")} ]; do sleep 0.05; done\nexit 1\n`, { mode: 0o755 });
+    const ready = project.start();
+    rmSync(join(project.dir, "work"), { recursive: true });
+    writeFileSync(join(project.dir, "go"), "");
+    const restarting = () => events(project!, ready.session_id).filter((event) => event.type === "agent.restarting");
+    // The restart status shows due is the one its agent.restarting event announced (the same restart_at): their counts agree.
+    const [shown, announced] = await waitFor("a third restart due", () => {
+      const lost = project!.status().agents[0]!;
+      const event = restarting().find((candidate) => candidate.restart_at === lost.restart_at);
+      return lost.status === "restarting" && event !== undefined && Number(event.restarts) >= 3 ? [lost, event] : undefined;
+    });
+    expect(shown.restarts).toBe(announced.restarts);
+    const record = () => JSON.parse(project!.apex(["memory", "show", `/sessions/${ready.session_id}/agents/lost`, "--json"]).stdout).value as { status: string; restarts: number };
+    await waitFor("the agent failed", () => record().status === "failed", 30_000);
+    expect(restarting().map((event) => event.restarts)).toEqual([1, 2, 3, 4]);
+    expect(record()).toMatchObject({ status: "failed", restarts: 4 });
+    expect(project.apex(["session", "history", ready.session_id]).stdout).toContain("(restart 4)");
+  }, 60_000);
+});
+
 describe("a supervisor killed while the session is paused", () => {
   it("status says the agents' processes are left stopped (state T), and --continue last ends them and runs fresh agents", async () => {
     project = new Project(

@@ -70,7 +70,8 @@ const engines = new WeakMap<Store, CheckpointHookRunner>();
 
 /** What checkpoint code needs of the engine: the two checkpoint hooks, which plugins can tap but not fire. */
 export interface CheckpointHookRunner {
-  waterfall(name: "beforeCheckpoint", draft: CheckpointDraft): Promise<CheckpointDraft>;
+  /** `check` tests each tap's draft: what it throws is said as that plugin's failure in beforeCheckpoint. */
+  waterfall(name: "beforeCheckpoint", draft: CheckpointDraft, check?: (draft: CheckpointDraft) => void): Promise<CheckpointDraft>;
   fire(name: "afterCheckpoint", info: CheckpointInfo): Promise<void>;
 }
 

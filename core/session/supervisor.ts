@@ -691,7 +691,10 @@ export class Supervisor {
       const previous = storedAgentRecord(batch.get(agentPath(this.sessionId, slot.name)), slot.name, slot.spec);
       // What it held goes back to pending, for any agent (its restart too) to claim: nothing else would ever hand it back.
       const released = this.requeue(batch, (task) => task.assignee === slot.name, `${slot.name} ${how} while holding it`);
-      batch.set(agentPath(this.sessionId, slot.name), { ...previous, status: slot.status, task: null, last_exit: { code: exit.code, signal: exit.signal, at }, restart_at: restartAt });
+      // Each restart is counted as it is scheduled, as agent.restarting says it: a restart whose process then cannot be
+      // started (its cwd or program gone) never reaches the record of a started process, and status showed it as none.
+      const restarts = restart ? slot.restarts + 1 : slot.restarts;
+      batch.set(agentPath(this.sessionId, slot.name), { ...previous, status: slot.status, task: null, last_exit: { code: exit.code, signal: exit.signal, at }, restart_at: restartAt, restarts });
       record("agent.exited", { agent: slot.name, pid: child?.pid ?? null, code: exit.code, signal: exit.signal, status: slot.status, released });
       if (restart) record("agent.restarting", { agent: slot.name, restarts: slot.restarts + 1, delay_seconds: delayMs / 1000, restart_at: restartAt });
     });

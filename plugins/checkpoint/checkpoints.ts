@@ -20,6 +20,7 @@ import {
   type WriteStats,
 } from "./engine/objects.js";
 import { checkpointRecorderFor } from "../../core/session/checkpoints.js";
+import { describeNotJson } from "../value-codec.js";
 import { checkPath } from "../../core/store/paths.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog, type CheckpointSummary, type Located } from "./catalog.js";
@@ -282,6 +283,15 @@ function dropDetached(store: Store, mount: string, view: ObjectView, memory: { r
 
 function buildInfo(result: TreeResult): Omit<TreeResult, "root" | "count"> {
   return { changed: result.changed, full: result.full };
+}
+
+/**
+ * The beforeCheckpoint waterfall's test of each tap's draft (core/engine.ts): its data must be JSON,
+ * which the checkpoint's canonical JSON holds. What it throws is said as that plugin's failure.
+ */
+export function checkDraftData(draft: CheckpointDraft): void {
+  const problem = describeNotJson(draft.data, "data");
+  if (problem) throw new ApexError("APEX_E_PLUGIN_FAILED", `the checkpoint draft it returned holds data that is not JSON: ${problem.message}`);
 }
 
 function checkDraft(draft: unknown): CheckpointDraft {

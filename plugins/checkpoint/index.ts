@@ -10,6 +10,7 @@ import { APEX_VERSION, definePlugin } from "../../core/plugins.js";
 import { Catalog } from "./catalog.js";
 import { gitCommandOf } from "../git/repository.js";
 import { SessionCheckpoints } from "./plugin-service.js";
+import { checkDraftData } from "./checkpoints.js";
 
 const PLUGIN_NAME = "checkpoint" as const;
 // From its own file, as the engine takes it (core/engine.ts): tapable's index loads all its hook classes.
@@ -93,7 +94,8 @@ export default definePlugin<CheckpointPluginOptions>({
       warn: (message) => apex.warn(message),
       // Plugins tap hooks but do not fire them: the engine the session bound to the store runs
       // beforeCheckpoint (git state, …) and afterCheckpoint (retention, …) for each checkpoint.
-      enrich: async (draft) => (await checkpointHooksFor(store)?.waterfall("beforeCheckpoint", draft)) ?? draft,
+      // Each tap's draft is checked as it returns it: data JSON cannot hold is said as that plugin's failure.
+      enrich: async (draft) => (await checkpointHooksFor(store)?.waterfall("beforeCheckpoint", draft, checkDraftData)) ?? draft,
       afterCheckpoint: async (info) => checkpointHooksFor(store)?.fire("afterCheckpoint", info),
     });
     provideCheckpointService(store, checkpoints.service());
