@@ -334,7 +334,7 @@ export class Engine {
     for (const tap of [...hook.taps]) {
       const result: unknown = await tap.fn(current);
       try {
-        current = returnedDraft(result);
+        current = returnedDraft(result, current);
         check?.(current);
       } catch (error) {
         const failure = this.#attribute(tap.name, name, error);
@@ -714,12 +714,16 @@ function unknownHookError(name: string, isTrigger: boolean): ApexError {
   });
 }
 
-/** The draft a beforeCheckpoint tap returned; anything else fails (a tap has to return the draft it was given). */
-function returnedDraft(result: unknown): CheckpointDraft {
-  const draft = result as Partial<CheckpointDraft> | null | undefined;
+/**
+ * The draft a beforeCheckpoint tap returned: nothing keeps the one it was given (changed in place,
+ * as tapable's waterfall has it); anything else but a draft fails.
+ */
+function returnedDraft(result: unknown, given: CheckpointDraft): CheckpointDraft {
+  if (result === undefined) return given;
+  const draft = result as Partial<CheckpointDraft> | null;
   const isObject = (value: unknown) => typeof value === "object" && value !== null && !Array.isArray(value);
   if (isObject(draft) && isObject(draft!.data) && typeof draft!.description === "string") return draft as CheckpointDraft;
-  const got = draft === undefined ? "nothing" : draft === null ? "null" : isObject(draft) ? "a draft without a `data` object or a `description` string" : `a ${Array.isArray(draft) ? "array" : typeof draft}`;
+  const got = draft === null ? "null" : isObject(draft) ? "a draft without a `data` object or a `description` string" : `a ${Array.isArray(draft) ? "array" : typeof draft}`;
   throw new ApexError("APEX_E_PLUGIN_FAILED", `it returned ${got}, not the checkpoint draft (a waterfall tap has to return its argument: \`async (draft) => { draft.data.x = …; return draft; }\`)`);
 }
 

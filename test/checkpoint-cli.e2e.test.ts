@@ -430,7 +430,8 @@ describe("apex checkpoint", () => {
       '    const loop = { name: "loop" };',
       "    loop.self = loop;",
       '    const values = { bigint: 10n, date: new Date(0), function: () => 1, nan: NaN, circular: loop };',
-      '    if (kind === "none") return undefined;',
+      '    if (kind === "none") return null;',
+      '    if (kind === "inplace") { draft.data.inplace = true; return undefined; }',
       "    if (kind in values) draft.data.bad = { inner: [values[kind]] };",
       "    return draft;",
       "  });",
@@ -459,9 +460,13 @@ describe("apex checkpoint", () => {
     }
     writeFileSync(join(project!.dir, "kind"), "none");
     const none = JSON.parse(fails(["checkpoint", "create", "none", "--json"], 1).stderr).error;
-    expect(none.message).toMatch(/^plugin bad-data failed in beforeCheckpoint: it returned nothing, not the checkpoint draft \(a waterfall tap has to return its argument/);
+    expect(none.message).toMatch(/^plugin bad-data failed in beforeCheckpoint: it returned null, not the checkpoint draft \(a waterfall tap has to return its argument/);
     expect(none.code).toBe("APEX_E_PLUGIN_FAILED");
     expect(list().taken).toBe(taken);
+    // Nothing returned keeps the draft it was given, changed in place, as tapable's waterfall has it.
+    writeFileSync(join(project!.dir, "kind"), "inplace");
+    expect(ok(["checkpoint", "create", "in place", "--json"])).toMatchObject({ description: "in place" });
+    expect(ok(["checkpoint", "show", "latest", "--json"]).manifest.data).toMatchObject({ inplace: true });
     writeFileSync(join(project!.dir, "kind"), "");
     expect(ok(["checkpoint", "create", "fine", "--json"])).toMatchObject({ description: "fine" });
   });

@@ -292,12 +292,14 @@ describe("engine: every tap is wrapped", () => {
     const seen: ErrorContext[] = [];
     await engine.use(errorRecorder(seen));
     const after: string[] = [];
-    await engine.use(definePlugin({ name: "forgets", apply: (apex) => apex.hooks.beforeCheckpoint.tapPromise("forgets", async () => undefined as unknown as CheckpointDraft) }));
+    await engine.use(definePlugin({ name: "in-place", apply: (apex) => apex.hooks.beforeCheckpoint.tapPromise("in-place", async (d) => void (d.data.seen = true) as unknown as CheckpointDraft) }));
+    await engine.use(definePlugin({ name: "forgets", apply: (apex) => apex.hooks.beforeCheckpoint.tapPromise("forgets", async () => null as unknown as CheckpointDraft) }));
     await engine.use(definePlugin({ name: "later", apply: (apex) => apex.hooks.beforeCheckpoint.tapPromise("later", async (draft) => (after.push("later"), draft)) }));
     const draft: CheckpointDraft = { sessionId: "s-1", trigger: "manual", description: "", data: {} };
-    // tapable passed the draft before it on as if nothing were wrong.
+    // Nothing returned (in-place) keeps the draft, as tapable's waterfall has it; null is no draft (tapable passed it on as the draft).
     const error = (await engine.waterfall("beforeCheckpoint", draft).catch((thrown: unknown) => thrown)) as ApexError;
-    expect(error.message).toMatch(/^plugin forgets failed in beforeCheckpoint: it returned nothing, not the checkpoint draft/);
+    expect(error.message).toMatch(/^plugin forgets failed in beforeCheckpoint: it returned null, not the checkpoint draft/);
+    expect(draft.data).toEqual({ seen: true });
     expect(error).toMatchObject({ code: "APEX_E_PLUGIN_FAILED", details: { plugin: "forgets", hook: "beforeCheckpoint" } });
     expect(error.hint).toContain("The plugin forgets");
     expect(after).toEqual([]);
