@@ -236,8 +236,8 @@ describe("apex serve: sharing an ended session through an owner's grant", () => 
     expect((await rpc(url, a, "session.status", lena.token)).body.result.session).toMatchObject({ session_id: a, status: "stopped" });
     expect((await rpc(url, a, "task.add", ownerA.token, { title: "late" })).status).toBe(409);
     const trail = project.apex(["session", "history", a]).stdout;
-    expect(trail).toMatch(/share\.revoked .*"user":"bob".*\[user:olga\]/);
-    expect(trail).toMatch(/share\.created .*"user":"lena".*\[user:olga\]/);
+    expect(trail).toMatch(/access of bob revoked {2}\[user:olga\]$/m);
+    expect(trail).toMatch(/shared with lena as viewer {2}\[user:olga\]$/m);
   });
 });
 
