@@ -239,11 +239,9 @@ async function showCommand(location: ProjectLocation, json: boolean): Promise<vo
  * that cannot be told (an APEX_STORE_URL no backend reads) is left out, and why is added to `warnings`.
  */
 async function effectiveStore(location: ProjectLocation, warnings: string[]): Promise<{ backend: string; url: string; project?: string } | undefined> {
-  const { describeStore, resolveStoreSpec } = await import("../core/store/open.js");
   try {
-    const spec = await resolveStoreSpec(location);
-    (await import("../plugins/lmdb/url.js")).assertLmdbUrl(spec);
-    return { backend: spec.backend, url: describeStore(spec).location, ...(spec.backend === "lmdb" || spec.project === undefined ? {} : { project: spec.project }) };
+    const { backend, location: url, project } = await (await import("./plugins.js")).storageInUse(location);
+    return { backend, url, ...(project === undefined ? {} : { project }) };
   } catch (error) {
     if (!isApexError(error)) throw error;
     warnings.push(`the store is left out: ${error.message}${error.hint ? ` ${error.hint}` : ""}`);
@@ -297,11 +295,8 @@ async function pathCommand(location: ProjectLocation, json: boolean): Promise<vo
 
 /** The store APEX_STORE_URL or the config names (no password); null, with the reason, when that cannot be told (a bad store: section, which `config validate` names). */
 async function storeOf(location: ProjectLocation): Promise<{ store: { backend: string; location: string; project?: string } | null; problem?: string }> {
-  const { describeStore, resolveStoreSpec } = await import("../core/store/open.js");
   try {
-    const spec = await resolveStoreSpec(location);
-    (await import("../plugins/lmdb/url.js")).assertLmdbUrl(spec);
-    return { store: { ...describeStore(spec), ...(spec.backend === "lmdb" ? {} : { project: spec.project }) } };
+    return { store: await (await import("./plugins.js")).storageInUse(location) };
   } catch (error) {
     return { store: null, problem: (error as Error).message };
   }

@@ -39,7 +39,8 @@ export function registerPluginsCommands(program: Command): void {
     .action(async (options: { json?: boolean }, command: Command) => {
       const location = projectOf(command);
       const { rows, warnings } = await listPluginsChecked(location);
-      const storage = await storageInUse(location);
+      const { backend, location: where } = await storageInUse(location);
+      const storage = { backend, location: where };
       if (options.json) printJson({ storage, plugins: rows, warnings });
       else {
         printPluginTable(rows);
@@ -50,12 +51,15 @@ export function registerPluginsCommands(program: Command): void {
     });
 }
 
-/** The storage backend the project's store is on and where (a server URL without its password), without opening it. */
-export async function storageInUse(location: ReturnType<typeof projectOf>): Promise<{ backend: string; location: string }> {
+/**
+ * The storage backend the project's store is on and where (a server URL without its password), and a
+ * server store's project, without opening it; throws what makes it unusable (a bad url, one of the other backend).
+ */
+export async function storageInUse(location: ReturnType<typeof projectOf>): Promise<{ backend: string; location: string; project?: string }> {
   const { describeStore, resolveStoreSpec } = await import("../core/store/open.js");
   const spec = await resolveStoreSpec(location);
   (await import("../plugins/lmdb/url.js")).assertLmdbUrl(spec);
-  return describeStore(spec);
+  return { ...describeStore(spec), ...(spec.backend === "lmdb" || spec.project === undefined ? {} : { project: spec.project }) };
 }
 
 /**
