@@ -24,6 +24,8 @@ declare global {
   interface String {
     /** ES2024, in every Node this runs on (>= 20.5); TypeScript's lib here is older. */
     isWellFormed(): boolean;
+    /** ES2024 too: each lone surrogate as U+FFFD. */
+    toWellFormed(): string;
   }
 }
 

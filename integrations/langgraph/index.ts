@@ -353,7 +353,7 @@ export class ApexSaver extends BaseCheckpointSaver {
       // A key with a lone surrogate is no path segment (the store refuses it as a name): the
       // object is stored whole, as a smaller one is, and as MemorySaver keeps it (it was refused,
       // APEX_E_BAD_INPUT, only because it had enough keys to be split).
-      if (LONE_SURROGATE.test(key)) {
+      if (!key.isWellFormed()) {
         next.splits.delete(name);
         return { v: version, value: await this.serialize(value) };
       }
@@ -803,9 +803,6 @@ class ValueBatch {
 }
 
 const QUOTE = 0x22;
-
-/** A UTF-16 code unit no other completes (with the `u` flag, a pair is one code point, not Cs). */
-const LONE_SURROGATE = /\p{Cs}/u;
 
 /** Steps a list() reads a request when its whole answer was too large for one reply of the supervisor. */
 const LIST_PAGE = 8;

@@ -567,7 +567,7 @@ const UNPAIRED_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBF
 function userDescription(text: string): string {
   const single = text.replace(/\s+/g, " ").trim();
   // A JSON escape (an agent's client of the socket, `apex serve`'s) can carry one; a command line cannot.
-  const unpaired = UNPAIRED_SURROGATE.exec(single)?.[0];
+  const unpaired = single.isWellFormed() ? undefined : UNPAIRED_SURROGATE.exec(single)?.[0];
   if (unpaired !== undefined) {
     throw new ApexError("APEX_E_BAD_INPUT", `The checkpoint description is not valid UTF-8: it has an unpaired surrogate (U+${unpaired.charCodeAt(0).toString(16).toUpperCase()}), which the checkpoint catalog cannot keep.`, {
       hint: "Nothing was saved. Give the description as valid UTF-8 text.",
@@ -589,7 +589,7 @@ function userDescription(text: string): string {
  * U+FFFD in it, as it prints.
  */
 function clip(text: string): string {
-  const single = text.replace(/\s+/g, " ").trim().replace(new RegExp(UNPAIRED_SURROGATE.source, "g"), "\uFFFD");
+  const single = text.replace(/\s+/g, " ").trim().toWellFormed();
   if (single.length <= MAX_DESCRIPTION) return single;
   const characters = [...single];
   return characters.length > MAX_DESCRIPTION ? `${characters.slice(0, MAX_DESCRIPTION - 1).join("")}…` : single;

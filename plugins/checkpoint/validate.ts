@@ -770,7 +770,7 @@ function checkSlot(store: Store, catalog: Catalog, checker: TreeChecker, entry: 
  */
 function catalogForm(summary: CheckpointSummary): CheckpointSummary {
   if (typeof summary.description !== "string") return summary;
-  return { ...summary, description: summary.description.replace(/(?:\uFFFD|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF])+/g, "\uFFFD") };
+  return { ...summary, description: summary.description.toWellFormed().replace(/\uFFFD+/g, "\uFFFD") };
 }
 
 function checkRecords(store: Store, options: ValidateOptions, state: ValidationState, add: (problem: StoreProblem) => void): void {
