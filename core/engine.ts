@@ -337,6 +337,8 @@ export class Engine {
         current = returnedDraft(result, current);
         check?.(current);
       } catch (error) {
+        // The tap ran (and was counted) as a success; what it returned fails it.
+        this.#countRejected(tap.name, name);
         const failure = this.#attribute(tap.name, name, error);
         if (failure.fresh) await this.#notifyOnError(failure.error, tap.name, draft);
         throw failure.error;
@@ -701,6 +703,12 @@ export class Engine {
     timing.totalMs += elapsed;
     timing.maxMs = Math.max(timing.maxMs, elapsed);
     this.#timings.set(key, timing);
+  }
+
+  /** A call counted as a success whose result was then refused: a failure after all. */
+  #countRejected(plugin: string, hook: string): void {
+    const timing = this.#timings.get(`${plugin}\u0000${hook}`);
+    if (timing) timing.failures++;
   }
 }
 

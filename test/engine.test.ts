@@ -304,6 +304,11 @@ describe("engine: every tap is wrapped", () => {
     expect(error.hint).toContain("The plugin forgets");
     expect(after).toEqual([]);
     expect(seen.map((context) => context.error.message)).toEqual([error.message]);
+    // The refused draft counts as that tap's failure in the timings (metrics), the others' calls as successes.
+    const timing = (plugin: string) => engine.timings().find((entry) => entry.plugin === plugin && entry.hook === "beforeCheckpoint");
+    expect(timing("forgets")).toMatchObject({ calls: 1, failures: 1 });
+    expect(timing("in-place")).toMatchObject({ calls: 1, failures: 0 });
+    expect(timing("later")).toBeUndefined();
 
     const { engine: checked } = testEngine();
     await checked.use(definePlugin({ name: "adds", apply: (apex) => apex.hooks.beforeCheckpoint.tapPromise("adds", async (d) => ({ ...d, data: { n: 1 } })) }));
