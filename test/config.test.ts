@@ -116,7 +116,7 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
       "agent-name.yaml",
       {},
       "APEX_E_CONFIG",
-      `agent-name.yaml:2:3: agents["my coder"]: invalid name. Expected a name made of letters, digits, ".", "_" and "-" that starts with a letter or digit.`,
+      `agent-name.yaml:2:3: agents["my coder"]: invalid name. Expected a name of at most 64 letters, digits, ".", "_" and "-" that starts with a letter or digit.`,
     ],
     [
       "duration that is not one",

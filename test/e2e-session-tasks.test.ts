@@ -324,6 +324,17 @@ describe("tasks", () => {
     expect(JSON.parse(project.apex(["task", "claim", "--agent", "idle", "--json"]).stdout)).toMatchObject({ id: "t-0001", status: "active", assignee: "idle" });
   });
 
+  it("an agent whose name has a dot (as the config allows) is assigned, claims and reports like any other", async () => {
+    project = new Project(["agents:", "  web.ui:", "    command: sh", `    args: ["-c", "while true; do sleep 0.5; done"]`, "plugins: {}", ""].join("\n"));
+    project.start();
+    // Before, every command naming it was refused: "The session has no agent named "web.ui"", its agents: web.ui.
+    expect(JSON.parse(project.apex(["task", "add", "styles", "--assign", "web.ui", "--json"]).stdout)).toMatchObject({ id: "t-0001", assignee: "web.ui" });
+    expect(JSON.parse(project.apex(["task", "claim", "--agent", "web.ui", "--json"]).stdout)).toMatchObject({ id: "t-0001", status: "active", assignee: "web.ui" });
+    expect(project.apex(["agent", "report", "--agent", "web.ui", "--status", "working", "--task", "t-0001"]).status).toBe(0);
+    expect(project.apex(["task", "done", "t-0001"]).status).toBe(0);
+    expect(project.status().tasks).toMatchObject({ completed: 1, total: 1 });
+  });
+
   it("agent report --task refuses a task another agent holds or is assigned (APEX_E_TASK_HELD, nothing written), through the supervisor and straight to the store; a completed one may be reported (a review)", async () => {
     project = new Project(["agents:", idle, "  other:", "    command: sh", `    args: ["-c", "while true; do sleep 0.5; done"]`, "plugins: {}", ""].join("\n"));
     const ready = project.start();

@@ -202,9 +202,18 @@ describe("paths in the config", () => {
     expect(existsSync(join(dir, ".apex"))).toBe(false);
   });
 
+  it("an agent name longer than 64 characters is refused by the config (exit 2), not taken and then unknown to every command naming it", () => {
+    const name = `a${"b".repeat(64)}`;
+    writeFileSync(join(dir, "apex.config.yaml"), `agents:\n  ${name}: {command: sh}\n  ${name.slice(0, 64)}: {command: sh}\n`);
+    const result = apex(["config", "validate"]);
+    expect([result.status, result.stderr]).toEqual([2, `apex.config.yaml:2:3: agents.${name}: invalid name. Expected a name of at most 64 letters, digits, ".", "_" and "-" that starts with a letter or digit.\napex.config.yaml is invalid (1 problem).\n`]);
+    expect(apex(["start", "--task", "t"]).status).toBe(2);
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+
   it("a key that is a list or mapping is said by APEX's checks at its line, without a Node warning on stderr", () => {
     writeFileSync(join(dir, "apex.config.yaml"), "agents:\n  ? [coder]\n  : {command: sh}\n");
     const result = apex(["config", "validate"]);
-    expect([result.status, result.stderr]).toEqual([2, 'apex.config.yaml:2:3: agents["[ coder ]"]: invalid name. Expected a name made of letters, digits, ".", "_" and "-" that starts with a letter or digit.\napex.config.yaml is invalid (1 problem).\n']);
+    expect([result.status, result.stderr]).toEqual([2, 'apex.config.yaml:2:3: agents["[ coder ]"]: invalid name. Expected a name of at most 64 letters, digits, ".", "_" and "-" that starts with a letter or digit.\napex.config.yaml is invalid (1 problem).\n']);
   });
 });

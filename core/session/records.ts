@@ -286,8 +286,8 @@ export function nowIso(): string {
   return new Date().toISOString();
 }
 
-/** Agent names become path segments and file names: keep them plain. */
-export const AGENT_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+/** Agent names become path segments and file names: keep them plain (as the config's schema has them: `agents` names). */
+export const AGENT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
 /** The longest grace a stop gives agents between SIGTERM and SIGKILL (`apex stop --grace`, session.stop's grace_ms): a stop that waits longer is a hung one. */
 export const MAX_STOP_GRACE_SECONDS = 3600;
