@@ -330,6 +330,56 @@ describe("metrics of a session imported from another project", () => {
   });
 });
 
+describe("the final metrics of a session in a repository where git is slow", () => {
+  it("are written within the time onStop gives them: the sample under way has its git cut short, those queued are dropped, git's figures counted before stand", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "apex-metrics-slow-git-"));
+    const repo = join(dir, "repo");
+    const store = await openStore({ backend: "lmdb", dir: join(dir, "store") }, { actor: "user:test" });
+    try {
+      const git = (...args: string[]) => execFileSync("git", ["-c", "user.name=T", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false", ...args], { cwd: repo, encoding: "utf8" });
+      mkdirSync(repo);
+      git("init", "-q");
+      writeFileSync(join(repo, "a.txt"), "a\n");
+      git("add", "a.txt");
+      git("commit", "-q", "-m", "start");
+      await store.batch((batch) => batch.set("/sessions/s-1", { session_id: "s-1", status: "active", created_at: new Date().toISOString(), agents: [] }));
+      const warnings: string[] = [];
+      const sampler = await MetricsSampler.open({ store, sessionId: "s-1", idleStatuses: [], repositories: [{ name: "project", dir: repo }], warn: (message) => warnings.push(message) });
+      await sampler.sample("start");
+      writeFileSync(join(repo, "a.txt"), "a\nb\nc\n");
+      git("commit", "-qam", "two lines");
+      expect((await sampler.sample("interval"))!.git.repositories[0]).toMatchObject({ commits: 1, lines_added: 2, error: null });
+      // From now on each git status and diff takes 3 s or more (a file system monitor that answers
+      // slowly, as git in a large repository does): one sample is 6 s of git.
+      const hook = join(dir, "slow-fsmonitor");
+      writeFileSync(hook, "#!/bin/sh\nsleep 1.5\nexit 1\n", { mode: 0o755 });
+      git("config", "core.fsmonitor", hook);
+      const slow = Date.now();
+      git("status", "--porcelain");
+      expect(Date.now() - slow).toBeGreaterThanOrEqual(2500);
+      // A sample under way and one queued, as the interval and a change leave them when the session ends.
+      void sampler.sample("interval");
+      const queued = sampler.sample("change");
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const started = Date.now();
+      const last = (await sampler.sample("stop", { gitWithinMs: 1000 }))!;
+      const took = Date.now() - started;
+      sampler.close();
+      // Before, the final sample waited for both (12 s of git) and then took 6 s of its own: onStop timed out.
+      expect(took).toBeLessThan(2500);
+      expect(await queued).toBeUndefined();
+      expect(last.reason).toBe("stop");
+      expect(last.git.repositories[0]).toMatchObject({ commits: 1, lines_added: 2, error: expect.stringMatching(/^git status did not finish within 1 s in /) });
+      expect(store.get("/sessions/s-1/metrics")).toEqual(last);
+      // The sample cut short warned of nothing; the final one's slowness is said once.
+      expect(warnings).toEqual([expect.stringMatching(/^project repository: git status did not finish within 1 s in /)]);
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("metrics of a running session", () => {
   it("are kept at /sessions/<id>/metrics and /sessions/current/metrics, updated live, and final when it ends", async () => {
     project = new Project(

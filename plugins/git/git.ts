@@ -48,6 +48,8 @@ export interface RunGitOptions {
   timeoutMs?: number;
   /** Extra environment for this call. */
   env?: NodeJS.ProcessEnv;
+  /** Ends git (SIGKILL) once it aborts: runGit then rejects with APEX_E_GIT_FAILED. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -63,11 +65,12 @@ export function runGit(cwd: string, args: string[], options: RunGitOptions = {})
     execFile(
       "git",
       args,
-      { cwd, env: gitEnvironment(options.env), timeout, killSignal: "SIGKILL", maxBuffer: 64 * 1024 * 1024, encoding: "utf8", windowsHide: true },
+      { cwd, env: gitEnvironment(options.env), timeout, killSignal: "SIGKILL", maxBuffer: 64 * 1024 * 1024, encoding: "utf8", windowsHide: true, ...(options.signal ? { signal: options.signal } : {}) },
       (error, stdout, stderr) => {
         if (!error) return resolve({ exitCode: 0, stdout, stderr });
         const failure = error as NodeJS.ErrnoException & { code?: number | string; killed?: boolean; signal?: string | null };
         if (failure.code === "ENOENT") return reject(gitUnavailable(failure));
+        if (options.signal?.aborted) return reject(new ApexError("APEX_E_GIT_FAILED", `git ${args[0] ?? ""} was cut short in ${cwd}: its result was no longer wanted.`, { details: { args, cwd } }));
         if (failure.killed || failure.signal) {
           return reject(
             new ApexError("APEX_E_GIT_FAILED", `git ${args[0] ?? ""} did not finish within ${Math.round(timeout / 1000)} s in ${cwd}.`, {

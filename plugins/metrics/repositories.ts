@@ -1,6 +1,6 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { firstLine, runGit } from "../git/git.js";
+import { firstLine, gitLimits, runGit, type GitResult, type RunGitOptions } from "../git/git.js";
 import { readWorkingTree } from "../git/state.js";
 import type { RepositoryMetrics } from "./record.js";
 
@@ -29,10 +29,10 @@ export function repositoriesOf(projectRepository: string, storeDir: string): Rep
 export type Head = { commit: string | null; branch: string | null; changed: boolean } | undefined;
 
 /** The repository's Head. Rejects when git fails. */
-export async function headOf(spec: RepositorySpec): Promise<Head> {
+export async function headOf(spec: RepositorySpec, options: RunGitOptions = {}): Promise<Head> {
   // The workspace must have its own .git: git would otherwise find an enclosing repository.
   if (spec.name === "workspace" && !existsSync(join(spec.dir, ".git"))) return undefined;
-  const tree = await readWorkingTree(spec.dir);
+  const tree = await readWorkingTree(spec.dir, options);
   return tree ? { commit: tree.commit, branch: tree.branch, changed: tree.files.some((file) => file.status !== "??") } : undefined;
 }
 
@@ -40,12 +40,25 @@ export async function headOf(spec: RepositorySpec): Promise<Head> {
  * Commits since `start` and lines added and removed since then (`git diff --numstat <start>`
  * against the working tree, so uncommitted changes to tracked files count; binary files count
  * as changed files without lines). Undefined when the repository does not exist (yet). `known`:
- * its Head read a moment ago, not read again.
+ * its Head read a moment ago, not read again. `within`: git's calls end by `deadline` (a
+ * Date.now() time; each within git's own timeout too), and are cut short once `signal` aborts;
+ * what is not counted then (or fails) is said in `error`, the figures counted so far kept.
  */
-export async function measureRepository(spec: RepositorySpec, start: string | null, known?: { head: Head }): Promise<RepositoryMetrics | undefined> {
+export async function measureRepository(spec: RepositorySpec, start: string | null, known?: { head: Head }, within: { deadline?: number; signal?: AbortSignal } = {}): Promise<RepositoryMetrics | undefined> {
+  const { deadline, signal } = within;
+  // The options of git's next call; undefined once there is no time left for one.
+  const timed = (): RunGitOptions | undefined => {
+    if (signal?.aborted) return undefined;
+    if (deadline === undefined) return signal ? { signal } : {};
+    const left = deadline - Date.now();
+    return left > 0 ? { timeoutMs: Math.min(gitLimits.timeoutMs, left), ...(signal ? { signal } : {}) } : undefined;
+  };
+  const late = "not counted: git did not finish before the metrics were due";
   let head: Head;
   try {
-    head = known ? known.head : await headOf(spec);
+    const options = timed();
+    if (!options) return { ...empty(spec, start), error: late };
+    head = known ? known.head : await headOf(spec, options);
   } catch (error) {
     return { ...empty(spec, start), error: (error as Error).message };
   }
@@ -56,23 +69,43 @@ export async function measureRepository(spec: RepositorySpec, start: string | nu
   // would show as added). Nothing for git to count, so none of its processes on the start's way.
   const atStart = known !== undefined && head.commit === start;
   if (atStart && !head.changed) return metrics;
+  const problems: string[] = [];
+  // One git call within the deadline: its result, or undefined with the reason in `problems`.
+  const git = async (args: string[], what: string): Promise<GitResult | undefined> => {
+    const options = timed();
+    if (!options) {
+      problems.push(`${what}: ${late}`);
+      return undefined;
+    }
+    try {
+      return await runGit(spec.dir, args, options);
+    } catch (error) {
+      problems.push(`${what}: ${(error as Error).message}`);
+      return undefined;
+    }
+  };
   // A session imported from another project (`apex session import`) started at a commit of that
   // project's repository: nothing here counts against it, so one plain note says so, not git's "bad object".
-  if (start && !atStart && (await runGit(spec.dir, ["cat-file", "-e", `${start}^{commit}`])).exitCode !== 0) {
-    metrics.error = `commits and changed lines are not counted: the session's start commit ${start.slice(0, 7)} is not in this repository (a session imported from another project, or its history rewritten)`;
-    return metrics;
+  if (start && !atStart) {
+    const found = await git(["cat-file", "-e", `${start}^{commit}`], `cannot find the start commit ${start.slice(0, 7)}`);
+    if (!found) return { ...metrics, error: problems.join("; ") };
+    if (found.exitCode !== 0) {
+      metrics.error = `commits and changed lines are not counted: the session's start commit ${start.slice(0, 7)} is not in this repository (a session imported from another project, or its history rewritten)`;
+      return metrics;
+    }
   }
-  const problems: string[] = [];
   if (head.commit !== null && !atStart) {
-    const counted = await runGit(spec.dir, ["rev-list", "--count", "HEAD", ...(start ? ["--not", start] : [])]);
-    if (counted.exitCode === 0) metrics.commits = Number(counted.stdout.trim()) || 0;
-    else problems.push(`cannot count commits since ${start?.slice(0, 7) ?? "the start"}: ${firstLine(counted.stderr)}`);
+    const what = `cannot count commits since ${start?.slice(0, 7) ?? "the start"}`;
+    const counted = await git(["rev-list", "--count", "HEAD", ...(start ? ["--not", start] : [])], what);
+    if (counted?.exitCode === 0) metrics.commits = Number(counted.stdout.trim()) || 0;
+    else if (counted) problems.push(`${what}: ${firstLine(counted.stderr)}`);
   }
-  const base = start ?? (await emptyTree(spec.dir));
+  const base = start ?? (await emptyTree(spec.dir).catch(() => undefined));
   if (base) {
-    const diff = await runGit(spec.dir, ["diff", "--numstat", "--no-renames", "--no-ext-diff", base, "--"]);
-    if (diff.exitCode === 0) Object.assign(metrics, sumNumstat(diff.stdout));
-    else problems.push(`cannot diff against ${base.slice(0, 7)}: ${firstLine(diff.stderr)}`);
+    const what = `cannot diff against ${base.slice(0, 7)}`;
+    const diff = await git(["diff", "--numstat", "--no-renames", "--no-ext-diff", base, "--"], what);
+    if (diff?.exitCode === 0) Object.assign(metrics, sumNumstat(diff.stdout));
+    else if (diff) problems.push(`${what}: ${firstLine(diff.stderr)}`);
   }
   metrics.error = problems.length > 0 ? problems.join("; ") : null;
   return metrics;

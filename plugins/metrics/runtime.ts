@@ -1,4 +1,4 @@
-import type { ApexApi, Engine, SessionContext, StopContext } from "../../core/engine.js";
+import { DEFAULT_TAP_TIMEOUT_MS, type ApexApi, type Engine, type SessionContext, type StopContext } from "../../core/engine.js";
 import type { Store } from "../../core/store/store.js";
 import { parseDuration } from "../../core/config/duration.js";
 import { gitPluginOptions, repositoryDir } from "../git/repository.js";
@@ -19,6 +19,8 @@ export const DEFAULT_INTERVAL_SECONDS = 60;
 const FOLLOW_MS = 250;
 /** Samples caused by changes are at least this far apart: a burst of task changes costs one sample. */
 const MIN_GAP_MS = 1000;
+/** The most git may take in the session's final sample (finalGitMs). */
+const FINAL_GIT_MS = 10_000;
 
 /**
  * The metrics plugin inside the supervisor: one sampler for the session, sampled on an
@@ -71,11 +73,25 @@ export class MetricsRuntime {
     const sampler = this.sampler?.sessionId === context.sessionId ? this.sampler : await this.open(store, context.sessionId);
     this.sampler = undefined;
     try {
-      await sampler.sample("stop");
+      await sampler.sample("stop", { gitWithinMs: this.finalGitMs() });
     } catch (error) {
       if (!this.gone(error)) this.apex.warn(`cannot record the final metrics: ${(error as Error).message}`);
     }
     sampler.close();
+  }
+
+  /**
+   * How long git may take in the final sample: a third of the time onStop is given
+   * (session.plugin_timeouts.metrics, else session.plugin_timeout, else 30 s; 0 is no limit),
+   * at most 10 s. git status and diff in a large repository can take longer than all of that,
+   * which timed the hook out: an error at the end of a session that completed, and its metrics
+   * not recorded.
+   */
+  private finalGitMs(): number {
+    const { plugin_timeouts: own = {}, plugin_timeout: all } = this.apex.config?.session ?? {};
+    const seconds = Object.hasOwn(own, "metrics") ? own.metrics : all;
+    const limit = seconds === undefined ? DEFAULT_TAP_TIMEOUT_MS : seconds * 1000;
+    return limit === 0 ? FINAL_GIT_MS : Math.min(FINAL_GIT_MS, limit / 3);
   }
 
   /**

@@ -70,6 +70,13 @@ export class MetricsSampler {
   /** When the runs of this session whose supervisor died were last seen running (carried from record to record). */
   private readonly seenAt: string[] = [];
   private queue: Promise<unknown> = Promise.resolve();
+  /** Samples asked for so far; those queued before a last sample (numbered below dropBefore) are not taken. */
+  private queued = 0;
+  private dropBefore = 0;
+  /** Per repository, what git last counted without an error. */
+  private readonly counted = new Map<string, RepositoryMetrics>();
+  /** Cuts short git in the sample under way. */
+  private running: AbortController | undefined;
   private closed = false;
   private readonly warned = new Set<string>();
 
@@ -93,9 +100,23 @@ export class MetricsSampler {
     this.timings = timings;
   }
 
-  /** Samples now, after the samples already queued; resolves to what was written (undefined once closed). */
-  sample(reason: string): Promise<SessionMetrics | undefined> {
-    const run = this.queue.then(() => (this.closed ? undefined : this.take(reason)));
+  /**
+   * Samples now, after the samples already queued; resolves to what was written (undefined once
+   * closed). `last`: the session's final sample, due within a time its caller is held to (the
+   * onStop hook's timeout): the samples queued before it are dropped, git in the one under way is
+   * cut short (that one still writes what it has, which this one then replaces), and its own git
+   * calls end within `gitWithinMs` (what git did not count by then is said in the repository's `error`).
+   */
+  sample(reason: string, last?: { gitWithinMs: number }): Promise<SessionMetrics | undefined> {
+    let run: Promise<SessionMetrics | undefined>;
+    if (last) {
+      this.dropBefore = ++this.queued;
+      this.running?.abort();
+      run = this.queue.then(() => (this.closed ? undefined : this.take(reason, Date.now() + last.gitWithinMs)));
+    } else {
+      const place = ++this.queued;
+      run = this.queue.then(() => (this.closed || place < this.dropBefore ? undefined : this.take(reason)));
+    }
     this.queue = run.catch(() => undefined);
     return run;
   }
@@ -144,12 +165,19 @@ export class MetricsSampler {
     }
   }
 
-  private async take(reason: string): Promise<SessionMetrics | undefined> {
+  private async take(reason: string, gitDeadline?: number): Promise<SessionMetrics | undefined> {
     const { store, sessionId } = this.options;
     const session = findSession(store, sessionId);
     if (!session) return undefined;
     for (const event of eventsAfter(store, sessionId, this.timeline.seq)) this.timeline.apply(event);
-    const repositories = await this.measureRepositories();
+    const running = new AbortController();
+    this.running = running;
+    let repositories: RepositoryMetrics[];
+    try {
+      repositories = await this.measureRepositories({ deadline: gitDeadline, signal: running.signal });
+    } finally {
+      if (this.running === running) this.running = undefined;
+    }
     const now = Date.now();
     // A record replaced by hand (`memory set --force`) may lack any field or hold a time that does
     // not parse: what cannot be known is unknown (null), never NaN, which no store can hold.
@@ -225,14 +253,22 @@ export class MetricsSampler {
     return metrics;
   }
 
-  private async measureRepositories(): Promise<RepositoryMetrics[]> {
+  private async measureRepositories(within: { deadline?: number; signal: AbortSignal }): Promise<RepositoryMetrics[]> {
     const measured = await Promise.all(
       this.options.repositories.map(async (spec) => {
         const known = this.startHeads.get(spec.name);
         this.startHeads.delete(spec.name);
-        const result = await measureRepository(spec, this.starts.get(spec.name) ?? null, known);
+        const result = await measureRepository(spec, this.starts.get(spec.name) ?? null, known, within);
+        // Cut short for the final sample, which measures again: nothing to warn of.
+        if (within.signal.aborted) return result;
         if (result?.error) this.warnOnce(`git:${spec.name}:${result.error}`, `${spec.name} repository: ${result.error}`);
-        return result;
+        if (!result?.error) {
+          if (result) this.counted.set(spec.name, result);
+          return result;
+        }
+        // Git did not count this time (too slow, or failing): the figures it last counted stand, the error beside them.
+        const before = this.counted.get(spec.name);
+        return before ? { ...before, error: result.error } : result;
       }),
     );
     return measured.filter((result): result is RepositoryMetrics => result !== undefined);
