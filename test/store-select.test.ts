@@ -214,11 +214,22 @@ describe("which store a project uses", () => {
       expect(validate.stderr).toContain(env.APEX_STORE_URL ? `environment: APEX_STORE_URL: ${problem}` : `apex.config.yaml:3:8: store.url: ${problem}`);
       // plugins list names an LMDB store by its path, which held the password: refused as the store is.
       const lmdb = problem.startsWith("The LMDB");
-      for (const args of [["memory", "set", "/a", "1", "--json"], ...(lmdb ? [["plugins", "list", "--json"]] : [])]) {
+      // The reads too (status, session list, task list, …): they answered "no session" from a store looked for at that path, as if the config were fine.
+      const reads = [["status", "--json"], ["session", "list", "--json"], ["task", "list", "--json"], ["memory", "show", "/a", "--json"], ["checkpoint", "list", "--json"], ["session", "history", "--json"], ["logs", "--json"], ["stop", "--json"]];
+      for (const args of [["memory", "set", "/a", "1", "--json"], ...(lmdb ? [["plugins", "list", "--json"], ...reads] : [])]) {
         const result = runApex(args, { cwd: dir, env });
         expect(result.status, `${args[0]}: ${result.stderr}`).toBe(2);
         const error = JSON.parse(result.stderr.trim().split("\n").at(-1)!).error as { code: string; message: string };
         expect(error).toMatchObject({ code: "APEX_E_CONFIG", message: expect.stringContaining(problem) });
+      }
+      if (lmdb) {
+        // In text as well: the same error as `config validate`'s, not "No session is active".
+        for (const args of [["status"], ["session", "list"]]) {
+          const result = runApex(args, { cwd: dir, env });
+          expect(result.status, `${args.join(" ")}: ${result.stdout}${result.stderr}`).toBe(2);
+          expect(result.stdout).toBe("");
+          expect(result.stderr).toContain(`error[APEX_E_CONFIG]: ${problem}`);
+        }
       }
       const show = runApex(["config", "show"], { cwd: dir, env });
       expect(show.status).toBe(0);
