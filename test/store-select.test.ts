@@ -240,6 +240,43 @@ describe("which store a project uses", () => {
     }
   });
 
+  it("settings of the backend not in use are warned of by config show and config validate (exit 0): an LMDB store: section APEX_STORE_URL puts a PostgreSQL store over, store.project of an LMDB store", () => {
+    // They were shown (config show) or passed (validate) without a word, as if they applied.
+    const postgres = { APEX_STORE_URL: "postgres://u@127.0.0.1:1/db" };
+    for (const [config, env, path, line, problem] of [
+      ["store:\n  backend: lmdb\n  url: data\n", postgres, "store", 1, "has no effect: APEX_STORE_URL names the store, a PostgreSQL one, so this LMDB section (its url data) is not used. Unset APEX_STORE_URL to use it, or remove the section."],
+      ["store:\n  backend: lmdb\n  url: data\n  project: team-a\n", {}, "store.project", 4, "has no effect: it is the project id a PostgreSQL store keys its data by, and the store is LMDB. Remove it, or set backend: postgres with the server's url."],
+      ["store:\n  backend: postgres\n  url: postgres://u@127.0.0.1:1/db\n  project: team-a\n", { APEX_STORE_URL: "lmdb:elsewhere" }, "store", 1, "has no effect: APEX_STORE_URL names the store, an LMDB one, so this PostgreSQL section (its url postgres://u@127.0.0.1:1/db, project team-a) is not used. Unset APEX_STORE_URL to use it, or remove the section."],
+    ] as Array<[string, NodeJS.ProcessEnv, string, number, string]>) {
+      const dir = project(config);
+      const where = `apex.config.yaml:${line}:${path === "store" ? 1 : 3}: ${path}: `;
+      const show = runApex(["config", "show"], { cwd: dir, env });
+      expect(show.status, show.stderr).toBe(0);
+      expect(show.stderr).toContain(`warning: ${where}${problem}`);
+      const shown = runApex(["config", "show", "--json"], { cwd: dir, env });
+      expect(shown.status, shown.stderr).toBe(0);
+      expect((JSON.parse(shown.stdout) as { warnings?: string[] }).warnings).toContain(`${where}${problem}`);
+      const validate = runApex(["config", "validate", "--json"], { cwd: dir, env });
+      expect(validate.status, validate.stderr).toBe(0);
+      expect(JSON.parse(validate.stdout)).toMatchObject({ valid: true, warnings: [{ file: "apex.config.yaml", line, path, message: problem }] });
+      expect(readdirSync(dir)).toEqual(["apex.config.yaml"]);
+    }
+    // Settings of the backend in use are not warned of.
+    for (const [config, env] of [
+      ["store:\n  backend: postgres\n  url: postgres://u@127.0.0.1:1/db\n  project: team-a\n", {}],
+      ["store:\n  backend: lmdb\n  url: data\n", {}],
+      ["store:\n  backend: lmdb\n  url: data\n", { APEX_STORE_URL: "lmdb:elsewhere" }],
+      ["store:\n  backend: postgres\n  url: postgres://u@127.0.0.1:1/db\n", postgres],
+    ] as Array<[string, NodeJS.ProcessEnv]>) {
+      const dir = project(config);
+      for (const args of [["config", "show"], ["config", "validate"]]) {
+        const result = runApex(args, { cwd: dir, env });
+        expect([result.status, result.stderr], `${args.join(" ")} of ${config}`).toEqual([0, ""]);
+      }
+      expect((JSON.parse(runApex(["config", "show", "--json"], { cwd: dir, env }).stdout) as { warnings?: string[] }).warnings).toBeUndefined();
+    }
+  });
+
   it("a backend that is not there is APEX_E_BACKEND_UNAVAILABLE (exit 2)", async () => {
     const error = await backendFactory("nosuch").catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(ApexError);
