@@ -384,8 +384,9 @@ describe("what --json prints, named in --help", () => {
       // "whole": every key, at any depth, is named (the help gives the whole shape); "top": the keys at the top (or of an array's items);
       // a number: the keys down to that depth (below it: records of the store, as they are); "run": a step.
       for (const [args, check] of [
-        // status printed recover_with, connected and stranded_tasks unnamed; the task commands completed_by and failed_by; session archive skipped, sweep and sweep_error (behind "…").
-        [["status"], "top"],
+        // status printed recover_with, connected and stranded_tasks unnamed, and named 5 of its session's 17 keys and 8 of an agent's
+        // 17 (then "…"); the task commands completed_by and failed_by; session archive skipped, sweep and sweep_error (behind "…").
+        [["status"], "whole"],
         [["task", "add", "one"], "whole"],
         [["task", "claim", "--agent", "w"], "whole"],
         [["task", "done", "t-0002"], "whole"],
