@@ -56,10 +56,10 @@ function unusedStoreSettings(config: Config, env: NodeJS.ProcessEnv): ConfigIssu
     const unused = [section.url !== undefined ? `its url ${redactUrl(section.url)}` : undefined, section.backend === "postgres" && section.project !== undefined ? `project ${section.project}` : undefined].filter(Boolean);
     if (unused.length === 0) return [];
     const name = BACKEND_NAMES[envBackend]!;
-    return [{ ...positionOf(source!, ["store"], "key"), path: "store", message: `has no effect: APEX_STORE_URL names the store, ${name === "LMDB" ? "an" : "a"} ${name} one, so this ${BACKEND_NAMES[section.backend] ?? section.backend} section (${unused.join(", ")}) is not used. Unset APEX_STORE_URL to use it, or remove the section.` }];
+    return [{ ...positionOf(source, ["store"], "key"), path: "store", message: `has no effect: APEX_STORE_URL names the store, ${name === "LMDB" ? "an" : "a"} ${name} one, so this ${BACKEND_NAMES[section.backend] ?? section.backend} section (${unused.join(", ")}) is not used. Unset APEX_STORE_URL to use it, or remove the section.` }];
   }
   if ((envBackend ?? section.backend) === "lmdb" && source.doc.hasIn(["store", "project"])) {
-    return [{ ...positionOf(source!, ["store", "project"], "key"), path: "store.project", message: "has no effect: it is the project id a PostgreSQL store keys its data by, and the store is LMDB. Remove it, or set backend: postgres with the server's url." }];
+    return [{ ...positionOf(source, ["store", "project"], "key"), path: "store.project", message: "has no effect: it is the project id a PostgreSQL store keys its data by, and the store is LMDB. Remove it, or set backend: postgres with the server's url." }];
   }
   return [];
 }
