@@ -277,6 +277,24 @@ describe("which store a project uses", () => {
     }
   });
 
+  it("plugins: with a storage backend's name (an lmdb: section left beside a PostgreSQL store) is said to be a backend, not a plugin: config validate refuses it (exit 2), config show warns of it", () => {
+    // It was an unknown plugin to install from npm (`npm install lmdb`), or, where APEX's own lmdb package resolves, a module that is no APEX plugin.
+    const dir = project("store:\n  backend: postgres\n  url: postgres://u@127.0.0.1:1/db\nplugins:\n  lmdb:\n    map_size: 1073741824\n");
+    const message = "'lmdb' at apex.config.yaml:5:3 is a storage backend, not a plugin: the store: section chooses the backend (store: {backend: lmdb, …}), and plugins.lmdb does nothing: remove it.";
+    const validate = runApex(["config", "validate", "--json"], { cwd: dir });
+    expect(validate.status, validate.stderr).toBe(2);
+    expect(JSON.parse(validate.stdout)).toMatchObject({ valid: false, errors: [{ line: 5, path: "plugins.lmdb", code: "APEX_E_PLUGIN_UNKNOWN", message: expect.stringContaining(message) }] });
+    const show = runApex(["config", "show", "--json"], { cwd: dir });
+    expect(show.status, show.stderr).toBe(0);
+    expect((JSON.parse(show.stdout) as { warnings: string[] }).warnings).toEqual([expect.stringContaining(message)]);
+    const text = runApex(["config", "show"], { cwd: dir });
+    expect(text.stderr).toContain(message);
+    // Turned off (false), it is listed and passes, as any plugin turned off.
+    const off = project("store:\n  backend: postgres\n  url: postgres://u@127.0.0.1:1/db\nplugins:\n  lmdb: false\n");
+    expect(runApex(["config", "validate"], { cwd: off }).status).toBe(0);
+    expect(readdirSync(dir)).toEqual(["apex.config.yaml"]);
+  });
+
   it("a backend that is not there is APEX_E_BACKEND_UNAVAILABLE (exit 2)", async () => {
     const error = await backendFactory("nosuch").catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(ApexError);
