@@ -16,7 +16,7 @@ export function registerAgentCommands(program: Command): void {
     .option("-s, --status <status>", "free text: working, idle, reviewing, …")
     .option("-t, --task <id>", "the task it works on, one of the session's (e.g. t-0003); '-' clears it")
     .option("--context <json>", "JSON the agent wants back after a restore (APEX_RESUME_CONTEXT)")
-    .option("--json", "print the agent record {name, status, pid, pgid, reported_status, task, last_report_at, restarts, …}")
+    .option("--json", "print the agent record {name, status, pid, pgid, command, started_at, start_time, reported_status, task, last_report_at, restarts, restart_at, last_exit: {at, code, signal} | null, nonce, spawn_nonce} (start_time: the process's start in clock ticks since boot; nonce, spawn_nonce: APEX's proof that the process is the one it started)")
     .addHelpText("after", examples("apex agent report --status reviewing --task t-0002", `apex agent report --agent coder --context '{"plan": ["tests"]}' --json`))
     .action(async (options: { agent?: string; status?: string; task?: string; context?: string; json?: boolean }, command: Command) => {
       const { reportAgent } = await import("./session/tasks.js");

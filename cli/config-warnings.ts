@@ -2,12 +2,14 @@
  * Settings a config may hold that do nothing with the plugins it enables: the schema takes them,
  * and before, APEX ignored them without a word. `session.max_checkpoints` is enforced by the
  * retention plugin, and interval checkpoints (`session.auto_checkpoint_interval`,
- * APEX_CHECKPOINT_INTERVAL) are taken by the checkpoint plugin. `apex config validate` and
- * `apex start` name each as a warning (exit 0): the config still runs.
+ * APEX_CHECKPOINT_INTERVAL) are taken by the checkpoint plugin; a `store:` setting of the backend not
+ * in use does nothing either. `apex config validate`, `apex config show` and `apex start` name each as
+ * a warning (exit 0): the config still runs.
  */
 import { isBuiltinPlugin } from "../core/config/schemas.js";
 import { formatPath, positionOf } from "../core/config/source.js";
 import type { Config, ConfigIssue, SourcePosition } from "../core/config/types.js";
+import { redactUrl } from "../core/store/open.js";
 
 const INERT: ReadonlyArray<{ key: string; plugin: string; does: string; keep: string }> = [
   { key: "max_checkpoints", plugin: "retention", does: "the retention plugin enforces it", keep: "`retention: {auto_cleanup: false}` applies this cap alone" },
@@ -29,7 +31,37 @@ export function inertSettings(config: Config, env: NodeJS.ProcessEnv = process.e
       issues.push({ file: "environment", line: 0, col: 0, path: "APEX_CHECKPOINT_INTERVAL", message: message("the variable") });
     }
   }
-  return issues.concat(miscasedTriggers(config), unknownTimeouts(config, pluginNames));
+  return issues.concat(unusedStoreSettings(config, env), miscasedTriggers(config), unknownTimeouts(config, pluginNames));
+}
+
+const BACKEND_NAMES: Record<string, string> = { lmdb: "LMDB", postgres: "PostgreSQL" };
+
+/**
+ * Settings of the `store:` section for a backend that is not the one in use: the whole section when
+ * APEX_STORE_URL names a store on the other backend (a PostgreSQL one over an LMDB section left in the
+ * file, its url unused), and `store.project`, a PostgreSQL store's project id, on LMDB. Both were taken
+ * without a word, as if they applied. (APEX_STORE_URL over a section of its own backend is what it is for.)
+ */
+function unusedStoreSettings(config: Config, env: NodeJS.ProcessEnv): ConfigIssue[] {
+  const source = config.source;
+  if (config.configPath === undefined || !source || !source.doc.hasIn(["store", "backend"])) return [];
+  const setting = (key: string) => {
+    const value: unknown = source.doc.getIn(["store", key]);
+    return typeof value === "string" ? value : undefined;
+  };
+  const section = { backend: setting("backend") ?? "", url: setting("url"), project: setting("project") };
+  const fromEnv = env.APEX_STORE_URL ?? "";
+  const envBackend = /^postgres(ql)?:\/\//.test(fromEnv) ? "postgres" : fromEnv.startsWith("lmdb:") ? "lmdb" : undefined;
+  if (envBackend !== undefined && envBackend !== section.backend) {
+    const unused = [section.url !== undefined ? `its url ${redactUrl(section.url)}` : undefined, section.backend === "postgres" && section.project !== undefined ? `project ${section.project}` : undefined].filter(Boolean);
+    if (unused.length === 0) return [];
+    const name = BACKEND_NAMES[envBackend]!;
+    return [{ ...positionOf(source, ["store"], "key"), path: "store", message: `has no effect: APEX_STORE_URL names the store, ${name === "LMDB" ? "an" : "a"} ${name} one, so this ${BACKEND_NAMES[section.backend] ?? section.backend} section (${unused.join(", ")}) is not used. Unset APEX_STORE_URL to use it, or remove the section.` }];
+  }
+  if ((envBackend ?? section.backend) === "lmdb" && source.doc.hasIn(["store", "project"])) {
+    return [{ ...positionOf(source, ["store", "project"], "key"), path: "store.project", message: "has no effect: it is the project id a PostgreSQL store keys its data by, and the store is LMDB. Remove it, or set backend: postgres with the server's url." }];
+  }
+  return [];
 }
 
 /**

@@ -215,6 +215,10 @@ async function showCommand(location: ProjectLocation, json: boolean): Promise<vo
   const optionsOf = (entry: PluginEntry) => options.get(entry) ?? entry.options;
   // The store the commands use, as `store:` says it (APEX_STORE_URL applied, no password): the section was left out, the file's own too.
   const store = await effectiveStore(location, warnings);
+  // Settings that do nothing, as `apex config validate` names them (a store: section APEX_STORE_URL puts another backend's store over, …):
+  // shown among the effective settings without a word, as if they applied.
+  const { inertSettings, warningText } = await import("./config-warnings.js");
+  warnings.push(...inertSettings(config).map(warningText));
   const withStore = (fields: Record<string, unknown>) => (store ? { session: config.session, store, ...fields } : { session: config.session, ...fields });
   if (json) {
     const { session: _session, ...rest } = config;

@@ -7,7 +7,7 @@ const { Command, CommanderError, Option } = createRequire(import.meta.url)("comm
 type Command = CommandType;
 type CommanderError = CommanderErrorType;
 import { ApexError } from "../core/errors.js";
-import { reportError, useColor } from "./output.js";
+import { jsonAsked, reportError, useColor } from "./output.js";
 import { guardTerminalOutput } from "./terminal-text.js";
 import { COMMAND_GROUPS, groupsFor, loadGroups } from "./commands.js";
 import { blankValue, refuseBlankValues } from "./option-values.js";
@@ -77,7 +77,7 @@ Examples:
  * Ctrl-C handler, which says nothing was done, goes) is called before the command's action runs.
  */
 export async function main(argv: string[], handOver?: () => void): Promise<number> {
-  const json = argv.includes("--json");
+  const json = jsonAsked(argv);
   const make = async (groups: ReturnType<typeof groupsFor>) => {
     const made = buildProgram(await loadGroups(groups));
     made.exitOverride();

@@ -26,6 +26,17 @@ export function printLine(text = ""): void {
   process.stdout.write(`${text}\n`);
 }
 
+/**
+ * Whether the command line asks for JSON: `--json`, or `--format json` (`apex session report`),
+ * whose errors are JSON on stderr then, as with --json (they were text, which a reader of the
+ * JSON report could not take). What follows `--` is another program's (`apex git -- log --format json`).
+ */
+export function jsonAsked(argv: readonly string[]): boolean {
+  if (argv.includes("--json")) return true;
+  const own = argv.includes("--") ? argv.slice(0, argv.indexOf("--")) : argv;
+  return own.some((arg, at) => arg === "--format=json" || (arg === "--format" && own[at + 1] === "json"));
+}
+
 /** Prints an error for people (or as JSON with --json) and returns its exit code. */
 export function reportError(error: unknown, json: boolean): number {
   const apexError = toApexError(classify(error));
@@ -47,7 +58,7 @@ export function reportError(error: unknown, json: boolean): number {
  * bug) is reported as an error like any other, without a stack trace, and the command fails.
  */
 export function reportUnhandledRejection(reason: unknown): void {
-  process.exitCode = Math.max(1, reportError(reason, process.argv.includes("--json")));
+  process.exitCode = Math.max(1, reportError(reason, jsonAsked(process.argv)));
 }
 
 /** Set by a command that runs on once the reader of its output has gone (a server and its log). */
@@ -88,7 +99,7 @@ export function reportOutputError(error: NodeJS.ErrnoException): number {
   return reportError(new ApexError(code, `Cannot write the output to stdout: ${why}${error.code && full ? ` (${error.code})` : ""}; the output is incomplete.`, {
     hint: "Free space where the output goes (or send it elsewhere) and run the command again.",
     cause: error,
-  }), process.argv.includes("--json"));
+  }), jsonAsked(process.argv));
 }
 
 /**

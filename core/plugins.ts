@@ -4,7 +4,7 @@ import { createRequire } from "node:module";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { isDirectory, isFile } from "./config/locate.js";
-import { BUILTIN_PLUGIN_NAMES, isBuiltinPlugin, packageRoot } from "./config/schemas.js";
+import { BUILTIN_PLUGIN_NAMES, configSchema, isBuiltinPlugin, packageRoot } from "./config/schemas.js";
 import { Engine, type ApexPlugin, type EngineOptions, type PluginSource } from "./engine.js";
 import { ApexError, thrownMessage } from "./errors.js";
 import { didYouMean } from "./suggest.js";
@@ -94,6 +94,12 @@ async function resolveEntry(entry: PluginEntry, config: Config, builtins: Readon
   }
 }
 
+/** The storage backends a `store:` section may name (its schema's enum). */
+function storageBackendNames(): string[] {
+  const store = (configSchema().properties as Record<string, { properties: { backend: { enum: string[] } } }>).store!;
+  return store.properties.backend.enum;
+}
+
 /**
  * Where a third-party plugin's module is: a local file (relative to the config file) or an
  * installed npm package. Throws APEX_E_PLUGIN_UNKNOWN (with a did-you-mean among the
@@ -101,6 +107,14 @@ async function resolveEntry(entry: PluginEntry, config: Config, builtins: Readon
  */
 function locateThirdParty(entry: PluginEntry, config: Config, builtinNames: Iterable<string>): { file: string; source: PluginSource } {
   const at = formatPosition(entry.position);
+  // A storage backend's name (an `lmdb:` section left beside a PostgreSQL store): said as such. It was an npm package to
+  // install, or, where APEX's own lmdb resolves, a module that is no plugin.
+  if (storageBackendNames().includes(entry.name)) {
+    throw new ApexError("APEX_E_PLUGIN_UNKNOWN", `'${entry.name}' at ${at} is a storage backend, not a plugin: the store: section chooses the backend (store: {backend: ${entry.name}, …}), and plugins.${entry.name} does nothing: remove it.`, {
+      hint: "`apex config show` shows the store in use.",
+      details: { plugin: entry.name },
+    });
+  }
   const base = config.configPath ? dirname(config.configPath) : config.projectDir;
   // A bare `x.js` is a file beside the config, or else an npm package so named (as chart.js is): before, only the file was looked for.
   const packaged = /^(?:@[\w.-]+\/)?[\w][\w.-]*$/.test(entry.name) && !isFile(resolve(base, entry.name)) ? resolvePackage(entry.name, config.projectDir) : undefined;

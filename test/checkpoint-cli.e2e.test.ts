@@ -784,6 +784,9 @@ describe("apex start --continue", () => {
     // session_id as in every other --json (sessionId, which it had alone, kept for scripts).
     expect(rebuilt).toMatchObject({ session_id: `${sid}-r1`, sessionId: `${sid}-r1`, from: { session_id: sid, sessionId: sid, name: null, checkpoint: { session_id: sid, name: "checkpoint-006", sequence: 6 } }, current: false });
     expect(rebuilt).toMatchObject({ skipped_checkpoints: [], skippedCheckpoints: [] });
+    // Its --help names each of them, the keys kept from before too (sessionId and skippedCheckpoints were printed, unnamed).
+    const reconstructHelp = project.apex(["session", "reconstruct", "--help"], { env: { COLUMNS: "1000" } }).stdout;
+    for (const key of new Set([...Object.keys(rebuilt), ...Object.keys(rebuilt.from), ...Object.keys(rebuilt.from.checkpoint)])) expect(reconstructHelp, key).toMatch(new RegExp(`[{ (]${key}[,}:) ]`));
     // Its checkpoint's description names the session as session list does (it had the whole id); data keeps the whole id.
     expect(rebuilt.checkpoint.description).toBe(`Reconstructed from session ${sid.slice(0, 8)} (checkpoint-006)`);
     expect(rebuilt.tasks).toEqual([{ id: "t-0001", source: "checkpoint" }]);

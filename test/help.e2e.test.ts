@@ -362,7 +362,7 @@ describe("what agents are given, as README and --help say", () => {
 describe("what --json prints, named in --help", () => {
   it("each key a command's --json prints is one its --help names: every key for the commands whose help gives the whole shape (session cleanup printed time_zone, skipped, sweep_error … unnamed), the top level for the others (session list and history: test/session-bound-reads.e2e.test.ts)", async () => {
     // quick ends (exit 0: not restarted) once told to, leaving a task assigned to it stranded: status --json then has stranded_tasks.
-    const project = new Project(`${shellAgents({ w: "while true; do sleep 0.5; done", quick: "until [ -e go ]; do sleep 0.1; done" })}`.replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n  retention: { keep_last: 1 }\n  archive: {}\n"));
+    const project = new Project(`${shellAgents({ w: "while true; do sleep 0.5; done", quick: "until [ -e go ]; do sleep 0.1; done" })}`.replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n  retention: { keep_last: 1 }\n  archive: {}\n  metrics: {}\n"));
     try {
       const ready = project.start();
       expect(project.apex(["task", "add", "for quick", "--assign", "quick"]).status).toBe(0);
@@ -381,10 +381,12 @@ describe("what --json prints, named in --help", () => {
       for (const [key, depth] of new Map(keys(ready))) {
         if (!new RegExp(`[{ [(]${key}([,}:\\] )?]|$)`).test(startHelp)) problems.push(`start --json prints ${key} (depth ${depth}), its --help does not name it`);
       }
-      // "whole": every key, at any depth, is named (the help gives the whole shape); "top": the keys at the top (or of an array's items); "run": a step.
+      // "whole": every key, at any depth, is named (the help gives the whole shape); "top": the keys at the top (or of an array's items);
+      // a number: the keys down to that depth (below it: records of the store, as they are); "run": a step.
       for (const [args, check] of [
-        // status printed recover_with, connected and stranded_tasks unnamed; the task commands completed_by and failed_by; session archive skipped, sweep and sweep_error (behind "…").
-        [["status"], "top"],
+        // status printed recover_with, connected and stranded_tasks unnamed, and named 5 of its session's 17 keys and 8 of an agent's
+        // 17 (then "…"); the task commands completed_by and failed_by; session archive skipped, sweep and sweep_error (behind "…").
+        [["status"], "whole"],
         [["task", "add", "one"], "whole"],
         [["task", "claim", "--agent", "w"], "whole"],
         [["task", "done", "t-0002"], "whole"],
@@ -395,12 +397,25 @@ describe("what --json prints, named in --help", () => {
         [["task", "list"], "whole"],
         [["checkpoint", "create", "two"], "top"],
         [["agent", "list"], "whole"],
+        // session metrics named 9 of its 30 keys (then "…"), agent report 8 of 15; checkpoint diff's from and to left out
+        // sessionId (printed beside session_id as it was before), backup the shape of its validation.
+        [["agent", "report", "--agent", "w", "--status", "busy"], "whole"],
+        [["session", "metrics"], "whole"],
+        [["checkpoint", "diff", "checkpoint-001", "latest"], 1],
+        [["backup", "--to", "backups"], "whole"],
+        [["config", "path"], "whole"],
+        [["plugins", "list"], 1],
+        [["pause"], "whole"],
+        [["resume"], "whole"],
+        [["milestone", "half way"], "whole"],
         [["stop"], "run"],
         [["session", "archive", "--older-than", "0s", "--dry-run"], "whole"],
         [["session", "cleanup", "--dry-run"], "whole"],
         [["session", "cleanup"], "whole"],
         [["checkpoint", "list"], "whole"],
         [["session", "validate"], "whole"],
+        [["session", "tree"], "whole"],
+        [["session", "export", "last", "-o", "last.apexbundle"], "whole"],
         [["checkpoint", "pin", "latest"], "top"],
         [["checkpoint", "unpin", "latest"], "top"],
         [["checkpoint", "show", "latest"], "top"],
@@ -410,16 +425,18 @@ describe("what --json prints, named in --help", () => {
         [["memory", "delete", "/k"], "whole"],
         // Last: it starts the session again (README: `recovery` in `--json`, which its --help did not name).
         [["start", "--force-recovery", "checkpoint-001"], "top"],
-      ] as Array<[string[], "whole" | "top" | "run"]>) {
+      ] as Array<[string[], "whole" | "top" | "run" | number]>) {
         if (check === "run") {
           expect(project.apex(args).status, args.join(" ")).toBe(0);
           continue;
         }
-        const words = args[0] === "start" ? ["start"] : args.slice(0, 2);
+        const words = args[0] === "start" ? ["start"] : args.slice(0, 2).filter((word, at) => !args.slice(0, at + 1).some((arg) => arg.startsWith("-")));
         const help = optionBlocks(project.apex([...words, "--help"], { env: { COLUMNS: "100" } }).stdout).get("--json") ?? "";
         const result = project.apex([...args, "--json"]);
         expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(0);
-        for (const [key, depth] of new Map(keys(JSON.parse(result.stdout)).filter(([, depth]) => check === "whole" || depth === 0))) {
+        for (const [key, depth] of new Map(keys(JSON.parse(result.stdout)).filter(([, depth]) => check === "whole" || depth <= (check === "top" ? 0 : check)))) {
+          // An agent's name is a key of the data (session metrics' {AGENT: …}), not of the shape.
+          if (["w", "quick"].includes(key)) continue;
           if (!new RegExp(`[{ [(]${key}([,}:\\] )?]|$)`).test(help)) problems.push(`${args.join(" ")} --json prints ${key} (depth ${depth}), its --help does not name it`);
         }
       }

@@ -281,4 +281,28 @@ describe("the audit trail and reports", () => {
       expect(result.stderr).toContain("This project has no session yet.");
     }
   });
+
+  it("with --format json a report's error is JSON on stderr, as with --json: a missing session, an unknown option, an -o FILE that exists", () => {
+    project = new Project(CONFIG, "apex-history-");
+    writeFileSync(join(project.dir, "kept.json"), "{}\n");
+    // --format json asks for JSON as --json does; its errors were printed as text (error[APEX_E_…]: …), which a JSON reader cannot take.
+    for (const [args, code, status] of [
+      [["session", "report", "--format", "json"], "APEX_E_NO_SESSION", 3],
+      [["session", "report", "--format=json"], "APEX_E_NO_SESSION", 3],
+      [["session", "report", "nosuch", "--format", "json"], "APEX_E_NO_SESSION", 3],
+      [["session", "report", "--format", "json", "--bogus"], "APEX_E_USAGE", 2],
+      [["session", "report", "--format", "json", "-o", "kept.json"], "APEX_E_CONFLICT", 4],
+    ] as Array<[string[], string, number]>) {
+      const result = project.apex(args);
+      expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(status);
+      expect(result.stdout).toBe("");
+      const lines = result.stderr.trim().split("\n");
+      expect(lines, args.join(" ")).toHaveLength(1);
+      expect(JSON.parse(lines[0]!).error, args.join(" ")).toMatchObject({ code, exitCode: status });
+    }
+    // The Markdown report's errors stay text.
+    const md = project.apex(["session", "report", "--format", "md"]);
+    expect(md.status).toBe(3);
+    expect(md.stderr).toMatch(/^error\[APEX_E_NO_SESSION\]: /);
+  });
 });

@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readlinkSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readlinkSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { waitFor } from "./fixtures/agents/harness.js";
@@ -130,6 +130,59 @@ describe("input files that are no regular file", () => {
     expect(existsSync(join(dir, "app/.apex"))).toBe(false);
     writeFileSync(join(dir, "apex.config.yaml"), "agents: {}\n");
     expect(apex(["config", "validate"]).status).toBe(0);
+  });
+
+  it("a config given as a pipe the shell opened (--config <(…), APEX_CONFIG=/dev/stdin) is read once, to its end: its store: section and the rest alike; the project is the working directory", () => {
+    // It was refused as a named pipe (exit 2). Read twice (the store section, then the loader), the second read found the pipe empty.
+    const bash = (line: string, env: NodeJS.ProcessEnv = {}) => {
+      const result = spawnSync("bash", ["-c", line], { cwd: dir, env: { ...cleanEnv(), NO_COLOR: "1", APEX: `${process.execPath} ${APEX_BIN}`, ...env }, encoding: "utf8", timeout: 20_000 });
+      return { status: result.status ?? -1, stdout: result.stdout, stderr: result.stderr };
+    };
+    const config = "store:\\n  backend: lmdb\\n  url: data\\nsession:\\n  max_checkpoints: 7\\n";
+    const shown = bash(`$APEX --config <(printf '${config}') config show --json`);
+    expect(shown.status, shown.stderr).toBe(0);
+    expect(shown.stderr).toBe("");
+    const effective = JSON.parse(shown.stdout) as { session: { max_checkpoints: number }; store: { backend: string; url: string }; projectDir: string; storeDir: string; configPath: string };
+    expect(effective).toMatchObject({ session: { max_checkpoints: 7 }, store: { backend: "lmdb", url: join(dir, "data") }, projectDir: dir, storeDir: join(dir, ".apex"), configPath: expect.stringMatching(/^\/dev\/fd\/\d+$/) });
+    const valid = bash(`$APEX --config <(printf '${config}') config validate`);
+    expect([valid.status, valid.stderr]).toEqual([0, ""]);
+    expect(valid.stdout).toMatch(/^\/dev\/fd\/\d+ is valid \(/);
+    // A write: the store section says where (data/ under the working directory), read from the same pipe as the rest.
+    const write = bash(`$APEX --config <(printf '${config}') memory set /a 1`);
+    expect([write.status, write.stderr]).toEqual([0, ""]);
+    expect(existsSync(join(dir, "data", "store.mdb"))).toBe(true);
+    expect(existsSync(join(dir, ".apex", "store.mdb"))).toBe(false);
+    const read = bash(`$APEX --config <(printf '${config}') memory show /a`);
+    expect([read.status, read.stdout.trim()]).toEqual([0, "1"]);
+    // stdin as the config, through APEX_CONFIG.
+    const stdin = bash(`printf '${config}' | $APEX config show --json`, { APEX_CONFIG: "/dev/stdin" });
+    expect(stdin.status, stdin.stderr).toBe(0);
+    expect(JSON.parse(stdin.stdout)).toMatchObject({ session: { max_checkpoints: 7 }, projectDir: dir });
+    // stdin that is a file: read as a file is, the project the working directory too (it was /dev, the store /dev/.apex).
+    writeFileSync(join(dir, "stdin.yaml"), "session:\n  max_checkpoints: 9\n");
+    const redirected = bash(`$APEX --config /dev/stdin config show --json < stdin.yaml`);
+    rmSync(join(dir, "stdin.yaml"));
+    expect(redirected.status, redirected.stderr).toBe(0);
+    expect(JSON.parse(redirected.stdout)).toMatchObject({ session: { max_checkpoints: 9 }, projectDir: dir, storeDir: join(dir, ".apex") });
+    // What it says is checked as a file's text is: a problem at its line.
+    const bad = bash(`$APEX --config <(printf 'session:\\n  max_checkpoints: 0\\n') config validate`);
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/^\/dev\/fd\/\d+:2:20: session\.max_checkpoints: /);
+    // A session outlives the command: its supervisor and agents (APEX_CONFIG) would read a pipe that is gone. Refused, nothing started or written.
+    rmSync(join(dir, "data"), { recursive: true });
+    const start = bash(`$APEX --config <(printf 'agents:\\n  w: {command: sleep, args: ["60"]}\\n') start --task t --json`);
+    expect(start.status, start.stderr).toBe(2);
+    expect(JSON.parse(start.stderr).error).toMatchObject({ code: "APEX_E_USAGE", message: expect.stringMatching(/^A session cannot run on a config read from a pipe or this command's input \(\/dev\/fd\/\d+\): /) });
+    writeFileSync(join(dir, "stdin.yaml"), "agents:\n  w: {command: sleep, args: [\"60\"]}\n");
+    const startStdin = bash(`$APEX --config /dev/stdin start --task t < stdin.yaml`);
+    expect(startStdin.status, startStdin.stderr).toBe(2);
+    expect(startStdin.stderr).toContain("error[APEX_E_USAGE]: A session cannot run on a config read from a pipe or this command's input (/dev/stdin)");
+    rmSync(join(dir, "stdin.yaml"));
+    expect(readdirSync(dir)).toEqual([]);
+    // A pipe that never ends is read up to the size a config may have, then refused (exit 2), not read without end.
+    const endless = bash(`$APEX --config <(yes '# more') config show`);
+    expect(endless.status).toBe(2);
+    expect(endless.stderr).toMatch(/^error\[APEX_E_CONFIG\]: The config file \/dev\/fd\/\d+ is more than 262144 bytes; a config file is at most 262144 \(256 KiB\)\./);
   });
 });
 

@@ -214,11 +214,22 @@ describe("which store a project uses", () => {
       expect(validate.stderr).toContain(env.APEX_STORE_URL ? `environment: APEX_STORE_URL: ${problem}` : `apex.config.yaml:3:8: store.url: ${problem}`);
       // plugins list names an LMDB store by its path, which held the password: refused as the store is.
       const lmdb = problem.startsWith("The LMDB");
-      for (const args of [["memory", "set", "/a", "1", "--json"], ...(lmdb ? [["plugins", "list", "--json"]] : [])]) {
+      // The reads too (status, session list, task list, …): they answered "no session" from a store looked for at that path, as if the config were fine.
+      const reads = [["status", "--json"], ["session", "list", "--json"], ["task", "list", "--json"], ["memory", "show", "/a", "--json"], ["checkpoint", "list", "--json"], ["session", "history", "--json"], ["logs", "--json"], ["stop", "--json"]];
+      for (const args of [["memory", "set", "/a", "1", "--json"], ...(lmdb ? [["plugins", "list", "--json"], ...reads] : [])]) {
         const result = runApex(args, { cwd: dir, env });
         expect(result.status, `${args[0]}: ${result.stderr}`).toBe(2);
         const error = JSON.parse(result.stderr.trim().split("\n").at(-1)!).error as { code: string; message: string };
         expect(error).toMatchObject({ code: "APEX_E_CONFIG", message: expect.stringContaining(problem) });
+      }
+      if (lmdb) {
+        // In text as well: the same error as `config validate`'s, not "No session is active".
+        for (const args of [["status"], ["session", "list"]]) {
+          const result = runApex(args, { cwd: dir, env });
+          expect(result.status, `${args.join(" ")}: ${result.stdout}${result.stderr}`).toBe(2);
+          expect(result.stdout).toBe("");
+          expect(result.stderr).toContain(`error[APEX_E_CONFIG]: ${problem}`);
+        }
       }
       const show = runApex(["config", "show"], { cwd: dir, env });
       expect(show.status).toBe(0);
@@ -227,6 +238,61 @@ describe("which store a project uses", () => {
       for (const result of [validate, show, path]) expect(result.stdout + result.stderr).not.toContain("s3cret");
       expect(readdirSync(dir)).toEqual(["apex.config.yaml"]);
     }
+  });
+
+  it("settings of the backend not in use are warned of by config show and config validate (exit 0): an LMDB store: section APEX_STORE_URL puts a PostgreSQL store over, store.project of an LMDB store", () => {
+    // They were shown (config show) or passed (validate) without a word, as if they applied.
+    const postgres = { APEX_STORE_URL: "postgres://u@127.0.0.1:1/db" };
+    for (const [config, env, path, line, problem] of [
+      ["store:\n  backend: lmdb\n  url: data\n", postgres, "store", 1, "has no effect: APEX_STORE_URL names the store, a PostgreSQL one, so this LMDB section (its url data) is not used. Unset APEX_STORE_URL to use it, or remove the section."],
+      ["store:\n  backend: lmdb\n  url: data\n  project: team-a\n", {}, "store.project", 4, "has no effect: it is the project id a PostgreSQL store keys its data by, and the store is LMDB. Remove it, or set backend: postgres with the server's url."],
+      ["store:\n  backend: postgres\n  url: postgres://u@127.0.0.1:1/db\n  project: team-a\n", { APEX_STORE_URL: "lmdb:elsewhere" }, "store", 1, "has no effect: APEX_STORE_URL names the store, an LMDB one, so this PostgreSQL section (its url postgres://u@127.0.0.1:1/db, project team-a) is not used. Unset APEX_STORE_URL to use it, or remove the section."],
+    ] as Array<[string, NodeJS.ProcessEnv, string, number, string]>) {
+      const dir = project(config);
+      const where = `apex.config.yaml:${line}:${path === "store" ? 1 : 3}: ${path}: `;
+      const show = runApex(["config", "show"], { cwd: dir, env });
+      expect(show.status, show.stderr).toBe(0);
+      expect(show.stderr).toContain(`warning: ${where}${problem}`);
+      const shown = runApex(["config", "show", "--json"], { cwd: dir, env });
+      expect(shown.status, shown.stderr).toBe(0);
+      expect((JSON.parse(shown.stdout) as { warnings?: string[] }).warnings).toContain(`${where}${problem}`);
+      const validate = runApex(["config", "validate", "--json"], { cwd: dir, env });
+      expect(validate.status, validate.stderr).toBe(0);
+      expect(JSON.parse(validate.stdout)).toMatchObject({ valid: true, warnings: [{ file: "apex.config.yaml", line, path, message: problem }] });
+      expect(readdirSync(dir)).toEqual(["apex.config.yaml"]);
+    }
+    // Settings of the backend in use are not warned of.
+    for (const [config, env] of [
+      ["store:\n  backend: postgres\n  url: postgres://u@127.0.0.1:1/db\n  project: team-a\n", {}],
+      ["store:\n  backend: lmdb\n  url: data\n", {}],
+      ["store:\n  backend: lmdb\n  url: data\n", { APEX_STORE_URL: "lmdb:elsewhere" }],
+      ["store:\n  backend: postgres\n  url: postgres://u@127.0.0.1:1/db\n", postgres],
+    ] as Array<[string, NodeJS.ProcessEnv]>) {
+      const dir = project(config);
+      for (const args of [["config", "show"], ["config", "validate"]]) {
+        const result = runApex(args, { cwd: dir, env });
+        expect([result.status, result.stderr], `${args.join(" ")} of ${config}`).toEqual([0, ""]);
+      }
+      expect((JSON.parse(runApex(["config", "show", "--json"], { cwd: dir, env }).stdout) as { warnings?: string[] }).warnings).toBeUndefined();
+    }
+  });
+
+  it("plugins: with a storage backend's name (an lmdb: section left beside a PostgreSQL store) is said to be a backend, not a plugin: config validate refuses it (exit 2), config show warns of it", () => {
+    // It was an unknown plugin to install from npm (`npm install lmdb`), or, where APEX's own lmdb package resolves, a module that is no APEX plugin.
+    const dir = project("store:\n  backend: postgres\n  url: postgres://u@127.0.0.1:1/db\nplugins:\n  lmdb:\n    map_size: 1073741824\n");
+    const message = "'lmdb' at apex.config.yaml:5:3 is a storage backend, not a plugin: the store: section chooses the backend (store: {backend: lmdb, …}), and plugins.lmdb does nothing: remove it.";
+    const validate = runApex(["config", "validate", "--json"], { cwd: dir });
+    expect(validate.status, validate.stderr).toBe(2);
+    expect(JSON.parse(validate.stdout)).toMatchObject({ valid: false, errors: [{ line: 5, path: "plugins.lmdb", code: "APEX_E_PLUGIN_UNKNOWN", message: expect.stringContaining(message) }] });
+    const show = runApex(["config", "show", "--json"], { cwd: dir });
+    expect(show.status, show.stderr).toBe(0);
+    expect((JSON.parse(show.stdout) as { warnings: string[] }).warnings).toEqual([expect.stringContaining(message)]);
+    const text = runApex(["config", "show"], { cwd: dir });
+    expect(text.stderr).toContain(message);
+    // Turned off (false), it is listed and passes, as any plugin turned off.
+    const off = project("store:\n  backend: postgres\n  url: postgres://u@127.0.0.1:1/db\nplugins:\n  lmdb: false\n");
+    expect(runApex(["config", "validate"], { cwd: off }).status).toBe(0);
+    expect(readdirSync(dir)).toEqual(["apex.config.yaml"]);
   });
 
   it("a backend that is not there is APEX_E_BACKEND_UNAVAILABLE (exit 2)", async () => {

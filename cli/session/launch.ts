@@ -19,6 +19,20 @@ import type { ReadyReport, SupervisorRequest } from "../../core/session/supervis
 const SUPERVISOR_MAIN = fileURLToPath(new URL("../../core/session/supervisor-main.js", import.meta.url));
 
 /**
+ * A config given as one of this command's descriptors (`--config <(…)`, APEX_CONFIG=/dev/stdin) is this command's alone:
+ * a session outlives it, and its supervisor (should the config not be handed over) and its agents' `apex` commands
+ * (APEX_CONFIG) read the config again, where that descriptor is not theirs (and a pipe is read once). Refused before
+ * anything starts or is written.
+ */
+export async function assertConfigLasts(location: ProjectLocation): Promise<void> {
+  if (location.configPath === undefined || !(await import("../../core/config/locate.js")).namesOwnDescriptor(location.configPath)) return;
+  throw new ApexError("APEX_E_USAGE", `A session cannot run on a config read from a pipe or this command's input (${location.configPath}): its supervisor and its agents read the config again after this command, which they cannot.`, {
+    hint: "Save the config to a file and give that file: apex --config FILE start …",
+    details: { config: location.configPath },
+  });
+}
+
+/**
  * The directories a supervisor makes in the store directory as it starts: one that is another file there (left by hand,
  * a tool that wrote `.apex/logs` as a file) is refused before anything is launched. The supervisor failed on it with
  * APEX_E_INTERNAL ("EEXIST: file already exists, mkdir …/run"), and recorded the continued session failed.
@@ -50,6 +64,7 @@ export function assertRuntimeDirectories(location: ProjectLocation): void {
  * own session, stdio on <store>/supervisor.log, unref'd.
  */
 export async function launchSupervisor(location: ProjectLocation, request: Omit<SupervisorRequest, "projectDir" | "configPath" | "storeDir" | "configFile">, config?: Config): Promise<ReadyReport> {
+  await assertConfigLasts(location);
   assertRuntimeDirectories(location);
   // The continued session's ended state (as the caller read it, else now): an `apex stop` recorded after that, before
   // the supervisor claims the session, makes the claim refuse it (it continued the session the stop had said it

@@ -3,7 +3,7 @@ import { ApexError } from "../../core/errors.js";
 import { paint, printJson, printLine } from "../output.js";
 import { subscribeSupervisor } from "../../core/rpc/call.js";
 import { remoteSessionClient, type SessionClient } from "../../core/session/client.js";
-import { assertRuntimeDirectories, launchSupervisor } from "./launch.js";
+import { assertConfigLasts, assertRuntimeDirectories, launchSupervisor } from "./launch.js";
 import { startGuard } from "./call-off.js";
 import type { JsonValue } from "../../core/store/store.js";
 import { CURRENT_SESSION_PATH, type SessionEvent, type SessionRecord } from "../../core/session/records.js";
@@ -36,6 +36,8 @@ export async function startSession(location: ProjectLocation, options: StartOpti
   }
   // The initial task is kept as a task's title is: refused past the same length, before anything starts (it is also an agent's APEX_INITIAL_TASK).
   if (options.task !== undefined) (await import("../../core/session/records.js")).limitedText(options.task, "The initial task (--task)", "task");
+  // A config read from a pipe is gone once this command ends, the session not.
+  await assertConfigLasts(location);
   // Config errors are reported here, with their file positions, before anything starts.
   const { loadConfig } = await import("../../core/config/load.js");
   const config = await loadConfig(location);

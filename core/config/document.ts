@@ -9,7 +9,7 @@ import { ApexError, withDetail } from "../errors.js";
 import { builtinPluginSchema, configSchema, isBuiltinPlugin } from "./schemas.js";
 import { isAlias, isMap, isPair, isSeq, visit, type Alias } from "yaml";
 import { displayPath, parseSource, positionAtOffset } from "./source.js";
-import { configNotFound } from "./locate.js";
+import { configNotFound, MAX_CONFIG_BYTES, pipedConfigBytes } from "./locate.js";
 import type { ConfigIssue, ConfigSource } from "./types.js";
 import { configError, documentValidator, validateOptions, validateWith } from "./validate.js";
 
@@ -22,12 +22,7 @@ export interface CheckedDocument {
   issues: ConfigIssue[];
 }
 
-/**
- * A config is a few kilobytes, and every command reads it: parsing YAML with positions grows
- * faster than the text (800 KB took 8 s, 18 MB over ten minutes and 2 GB), so a larger file is
- * refused before it is parsed.
- */
-export const MAX_CONFIG_BYTES = 256 * 1024;
+export { MAX_CONFIG_BYTES };
 
 const tooLargeHint = "Keep data out of apex.config.yaml (project memory holds it: apex memory import), or point --config at the right file.";
 
@@ -38,6 +33,10 @@ export async function readConfigText(file: string): Promise<string> {
   let bytes: Buffer;
   let handle: FileHandle | undefined;
   try {
+    // A pipe this process was given (`--config <(…)`, APEX_CONFIG=/dev/stdin): read once, to its end (or one byte past the limit).
+    const piped = pipedConfigBytes(file);
+    if (piped && piped.length > MAX_CONFIG_BYTES) throw refuse(`is more than ${MAX_CONFIG_BYTES} bytes; a config file is at most ${MAX_CONFIG_BYTES} (256 KiB).`, tooLargeHint);
+    if (piped) return configText(piped, refuse);
     // O_NONBLOCK: a named pipe is not waited on; it and a device (/dev/zero was read into memory without end) are refused unread.
     handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK);
     const stat = await handle.stat();
@@ -55,6 +54,11 @@ export async function readConfigText(file: string): Promise<string> {
     await handle?.close();
   }
   if (bytes.length > MAX_CONFIG_BYTES) throw refuse(`is ${bytes.length} bytes; a config file is at most ${MAX_CONFIG_BYTES} (256 KiB).`, tooLargeHint);
+  return configText(bytes, refuse);
+}
+
+/** The config's bytes as text, refused when they are no UTF-8. */
+function configText(bytes: Buffer, refuse: (what: string, hint: string, at?: { line: number; col: number }) => ApexError): string {
   const text = bytes.toString("utf8");
   // Saved as UTF-16 or UTF-32 (Windows editors: with a byte order mark), read as UTF-8 it was "must be a mapping"; Latin-1's bytes were read as U+FFFD, changing a path or an argument unsaid.
   const wide = bytes.length >= 4 && [0xfffe0000, 0xfeff].includes(bytes.readUInt32BE(0)) ? "is UTF-32 text" : (bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff) ? "is UTF-16 text" : bytes.includes(0) ? "has NUL bytes (UTF-16 or UTF-32 text, or no text)" : undefined;

@@ -1,4 +1,4 @@
-import { closeSync, constants, existsSync, fstatSync, lstatSync, openSync, readFileSync, readlinkSync, statSync } from "node:fs";
+import { closeSync, constants, existsSync, fstatSync, lstatSync, openSync, readFileSync, readSync, readlinkSync, statSync } from "node:fs";
 import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { ApexError } from "../errors.js";
 
@@ -37,7 +37,8 @@ export function locateProject(options: LocateOptions = {}): ProjectLocation {
   } else {
     configPath = findUp(cwd, CONFIG_FILE_NAME);
   }
-  const projectDir = configPath ? dirname(configPath) : cwd;
+  // A config given as a descriptor (`--config <(…)`, /dev/stdin) has no directory of its own: the project is the working directory.
+  const projectDir = configPath && ownDescriptor(configPath) === undefined ? dirname(configPath) : cwd;
   const storeDir = env.APEX_HOME ? resolve(cwd, env.APEX_HOME) : join(projectDir, STORE_DIR_NAME);
   if (!explicit && !env.APEX_HOME && !isDirectory(storeDir)) {
     // In a branch session's git worktree (`apex session branch --worktree`), which has no store of
@@ -159,12 +160,87 @@ function isPresent(path: string): boolean { try { return Boolean(lstatSync(path)
 export function isDirectory(path: string): boolean { try { return statSync(path).isDirectory(); } catch { return false; } }
 
 /**
+ * A config is a few kilobytes, and every command reads it: parsing YAML with positions grows
+ * faster than the text (800 KB took 8 s, 18 MB over ten minutes and 2 GB), so a larger file is
+ * refused before it is parsed.
+ */
+export const MAX_CONFIG_BYTES = 256 * 1024;
+
+/** The bytes of each config read from a pipe, by descriptor: a pipe is read once, whoever asks again. */
+const pipedConfigs = new Map<number, Buffer>();
+
+/**
+ * The descriptor of this process's own that `path` names (`/dev/fd/N`, `/proc/self/fd/N`,
+ * `/dev/stdin`): what the shell gives for `--config <(…)`, or `--config /dev/stdin < FILE`.
+ * Such a path has no directory of its own that could be the project's.
+ */
+function ownDescriptor(path: string): number | undefined {
+  const match = /^\/(?:dev\/fd|proc\/(?:self|thread-self|(\d+))\/fd)\/(\d+)$/.exec(path);
+  if (match?.[1] !== undefined && Number(match[1]) !== process.pid) return undefined;
+  return path === "/dev/stdin" ? 0 : match ? Number(match[2]) : undefined;
+}
+
+/**
+ * The descriptor of this process's own that `path` names, when it is a pipe (`--config <(…)`,
+ * APEX_CONFIG=/dev/stdin in a pipeline). A named pipe given by its own path is none (it would be waited on).
+ */
+function pipedDescriptor(path: string): number | undefined {
+  const fd = ownDescriptor(path);
+  if (fd === undefined) return undefined;
+  if (pipedConfigs.has(fd)) return fd;
+  try {
+    return fstatSync(fd).isFIFO() ? fd : undefined;
+  } catch {
+    return undefined; // not open in this process
+  }
+}
+
+/** Whether `path` names one of this process's own descriptors (`/dev/fd/N`, `/dev/stdin`), which no other process can read. */
+export function namesOwnDescriptor(path: string): boolean {
+  return ownDescriptor(path) !== undefined;
+}
+
+/**
+ * The bytes of a config that is a pipe this process was given (`--config <(…)`), read to its end
+ * the first time (a pipe cannot be read again: the store section and the loader read one copy),
+ * up to one byte past MAX_CONFIG_BYTES: a writer without end (`<(yes)`) is not read without end.
+ * Undefined for any other path.
+ */
+export function pipedConfigBytes(path: string): Buffer | undefined {
+  const fd = pipedDescriptor(path);
+  if (fd === undefined) return undefined;
+  const known = pipedConfigs.get(fd);
+  if (known) return known;
+  const buffer = Buffer.alloc(MAX_CONFIG_BYTES + 1);
+  let length = 0;
+  while (length < buffer.length) {
+    let read: number;
+    try {
+      read = readSync(fd, buffer, length, buffer.length - length, null);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EAGAIN") throw error;
+      // A pipe set non-blocking by whoever shares it, its writer not done yet: waited for, as a blocking read waits.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+      continue;
+    }
+    if (read === 0) break;
+    length += read;
+  }
+  const bytes = buffer.subarray(0, length);
+  pipedConfigs.set(fd, bytes);
+  return bytes;
+}
+
+/**
  * A config file's text, or undefined when it cannot be read or is no regular file: a named pipe
  * was waited on for ever, and /dev/zero read until memory ran out (the loader says what it is).
+ * A pipe this process was given (`--config <(…)`) is read once (pipedConfigBytes).
  */
 export function configTextSync(path: string): string | undefined {
   let fd: number | undefined;
   try {
+    const piped = pipedConfigBytes(path);
+    if (piped) return piped.length > MAX_CONFIG_BYTES ? undefined : piped.toString("utf8");
     fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
     return fstatSync(fd).isFile() ? readFileSync(fd, "utf8") : undefined;
   } catch {

@@ -93,7 +93,7 @@ export default definePlugin<ArchivePluginOptions>({
       runsIn: "cli",
       options: [
         { flags: "--to <dir>", description: "directory for the copy; it must not hold a store.mdb yet (default: session.backup_location/store-<time>)" },
-        { flags: "--json", description: "print {directory, file, bytes, source_bytes, revision, counts: {records, checkpoints, values, trees, packs}, validation, ms, swept}" },
+        { flags: "--json", description: "print {directory, file, bytes, source_bytes, revision, counts: {records, checkpoints, values, trees, packs}, validation: {ok, errors, warnings, problems: [text]}, ms, swept}" },
       ],
       examples: ["apex backup", "apex backup --to /mnt/backups/apex-2026-11-20", "apex backup --json"],
       async action(input, context) {

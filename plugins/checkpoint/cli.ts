@@ -88,7 +88,7 @@ Examples:
     .addArgument(checkpointArgument("<from>", REF_HELP))
     .addArgument(checkpointArgument("<to>", "the checkpoint compared with FROM, given the same ways"))
     .option("--session <id>", "the session for checkpoint-007 and latest")
-    .option("--json", "print {from, to, memory: {added, removed, changed}, tasks: {added, removed, changed: [{id, before, after}]}, agents: {…}} (from/to: {id, name, session_id, sequence, session_name})")
+    .option("--json", "print {from, to, memory: {added, removed, changed}, tasks: {added, removed, changed: [{id, before, after}]}, agents: {…}} (from/to: {id, name, session_id, sequence, session_name, and as before sessionId, the same as session_id})")
     .addHelpText("after", examples("apex checkpoint diff checkpoint-003 latest", "apex checkpoint diff 1ae4 7c2b --json"))
     .action(async (from: string, to: string, options: { session?: string; json?: boolean }, command: Command) => {
       const { diffCheckpointsCommand } = await import("./plugin-cli.js");
@@ -173,7 +173,7 @@ ${examples("apex session repair --dry-run", "apex session repair 3f2a --json")}`
     .description("build a new session from whatever of a session still verifies, naming what is missing")
     .addArgument(sessionArgument("<id>", "the damaged session (id, unique prefix or a branch's name)"))
     .option("--as <id>", "id of the new session (default <id>-r1, -r2, …)")
-    .option("--json", "print {session_id, from: {session_id, name, checkpoint: {session_id, sequence, id, name}}, tasks: [{id, source}], agents: [{id, source}], memory: {recovered, lost}, skipped_checkpoints, missing, checkpoint, current}")
+    .option("--json", "print {session_id, from: {session_id, name, checkpoint: {session_id, sequence, id, name}}, tasks: [{id, source}], agents: [{id, source}], memory: {recovered, lost}, skipped_checkpoints, missing, checkpoint, current} (and sessionId, skippedCheckpoints and from's sessionId and from.checkpoint's, the same as session_id and skipped_checkpoints, as before)")
     .addHelpText(
       "after",
       `

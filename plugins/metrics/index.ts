@@ -35,7 +35,7 @@ export default definePlugin<MetricsOptions>({
       name: "session metrics",
       description: "the current session's metrics: tasks, time, commits, lines, issues, checkpoints, agent utilization, plugin costs",
       examples: ["apex session metrics", "apex session metrics --json", "apex memory watch /sessions/current/metrics"],
-      options: [{ flags: "--json", description: "print the metrics record {session_id, status, session_duration, session_duration_seconds, tasks_completed, commits_made, issues_found, lines_of_code, agent_utilization: {AGENT: \"92%\"}, …}" }],
+      options: [{ flags: "--json", description: "print the metrics record {format, session_id, status, updated_at, reason, samples, started_at, ended_at, session_duration, session_duration_seconds, active_seconds, paused_seconds, tasks_total, tasks_pending, tasks_active, tasks_completed, tasks_failed, tasks_reopened, milestones, commits_made, lines_of_code, lines_added, lines_removed, issues_found, issues_source, reported: {NAME: number}, checkpoints: {created, kept, latest: {name, id, trigger, created_at} | null}, agent_utilization: {AGENT: \"92%\"}, agent_utilization_detail: {AGENT: {reported_status, working_seconds, share, cpu_seconds, cpu_share}}, git: {repositories: [{name, path, start_commit, head, branch, commits, lines_added, lines_removed, files_changed, error}]}, plugin_timings: [{plugin, hook, calls, failures, total_ms, max_ms}], interrupted_runs_seen_at: [time]}" }],
       async action(input, context) {
         const { runMetricsCommand } = await import("./command.js");
         return runMetricsCommand(input, context, runtime);
