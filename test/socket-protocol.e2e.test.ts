@@ -1,9 +1,11 @@
 // The control socket's protocol as a program other than the CLI speaks it: raw lines written on a
 // running supervisor's socket, with the built CLI, real processes and a real LMDB store. Every
 // process a test starts is ended by pid or process group (fixtures/agents/harness.ts).
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { Project, shellAgents } from "./fixtures/agents/harness.js";
+import { Project, groupMembers, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 
 const loop = "while true; do sleep 0.2; done";
 
@@ -64,5 +66,31 @@ describe("a request that names another session than the supervisor's", () => {
     for (const id of [1, 2, 3]) expect(ownById.get(id)?.error, JSON.stringify(ownById.get(id))).toBeUndefined();
     expect(ownById.get(4)?.result).toEqual([]);
     expect(project.status().tasks.total).toBe(3);
+  });
+});
+
+describe("`apex pause` run inside one of the session's agents", () => {
+  it("is refused (APEX_E_USAGE, exit 2) naming the agent, nothing paused, instead of stopping the command with its agent; from outside it pauses", async () => {
+    // The agent runs `apex pause` once told to (the file `go`), writes what it said and its exit code, then runs on.
+    const pauser = 'while [ ! -f go ]; do sleep 0.05; done; apex pause --json > out.json 2> err.json; echo $? > rc; while true; do sleep 0.2; done';
+    const project = new Project(shellAgents({ pauser, other: loop }));
+    const ready = project.start(["--task", "pause from inside"]);
+    writeFileSync(join(project.dir, "go"), "");
+    // Before, the command was stopped with its agent (SIGSTOP to the agent's group): no exit code ever came.
+    const code = await waitFor("the agent's apex pause to exit", () => existsSync(join(project.dir, "rc")) && readFileSync(join(project.dir, "rc"), "utf8").trim(), 30_000);
+    expect(code).toBe("2");
+    const { error } = JSON.parse(readFileSync(join(project.dir, "err.json"), "utf8")) as { error: { code: string; message: string; hint: string; details: Record<string, unknown> } };
+    expect(error.code).toBe("APEX_E_USAGE");
+    expect(error.message).toContain("agent pauser");
+    expect(error.message).toContain("nothing was paused");
+    expect(error.details).toMatchObject({ agent: "pauser" });
+    const status = project.status();
+    expect(status.session?.status).toBe("active");
+    for (const agent of status.agents) expect(agent.status).toBe("running");
+    for (const agent of ready.agents) for (const member of groupMembers(agent.pgid!)) expect(member.state).not.toBe("T");
+    // From outside the agents, pause works as ever.
+    const paused = project.apex(["pause", "--json"]);
+    expect(paused.status, paused.stderr).toBe(0);
+    expect(project.status().session?.status).toBe("paused");
   });
 });

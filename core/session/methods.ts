@@ -144,7 +144,8 @@ export function registerSupervisorMethods(server: RpcServer, supervisor: Supervi
       status: supervisor.service.session().status,
       methods: server.methods(),
     }))
-    .register("session.pause", (params) => supervisor.pause(actorParam(params)))
+    // caller_pid: the asking process, when it runs on this host (`apex pause` sends it): refused if the pause would stop it.
+    .register("session.pause", (params) => supervisor.pause(actorParam(params), typeof params.caller_pid === "number" ? params.caller_pid : undefined))
     .register("session.resume", (params) => supervisor.resume(actorParam(params)))
     // `apex serve` reports who is connected through it; `session.status` shows them.
     .register("session.connections", (params) => supervisor.noteConnections(stringParam(params, "server"), params.users))

@@ -772,12 +772,14 @@ export class Supervisor {
     }, "supervisor");
   }
 
-  pause(actor = "supervisor"): Promise<Record<string, JsonValue>> {
+  /** `callerPid`: the process that asks (`apex pause` sends its own): one of the agents' processes is refused, as the pause would stop it before it had its answer. */
+  pause(actor = "supervisor", callerPid?: number): Promise<Record<string, JsonValue>> {
     if (this.startFailure === undefined) this.refuseWhileStopping("pause");
     return this.runLifecycle(async () => {
       this.assertStatus("active", "pause");
-      this.pauseTimers();
       const groups = this.runningGroups();
+      this.refuseOwnAgent(groups, callerPid);
+      this.pauseTimers();
       this.signalGroups(groups, "SIGSTOP");
       const warnings: string[] = [];
       try {
@@ -799,6 +801,22 @@ export class Supervisor {
         this.resumeTimers();
         throw error;
       }
+    });
+  }
+
+  /**
+   * Refuses a pause asked from inside one of the agents it would stop (`callerPid` one of a group's
+   * processes, as the pause finds them): the SIGSTOP took the command with its agent, which never
+   * had its answer and froze until someone else resumed the session.
+   */
+  private refuseOwnAgent(groups: AgentGroup[], callerPid: number | undefined): void {
+    if (callerPid === undefined) return;
+    const scan = processGroups(groups.map((group) => group.pgid));
+    const own = groups.find((group) => provenMembers(group.pgid, group.startTime, group.marker, scan).members.some((member) => member.pid === callerPid));
+    if (!own) return;
+    throw new ApexError("APEX_E_USAGE", `\`apex pause\` cannot run inside agent ${own.slot.name}: a pause stops every process of the session's agents, this command (pid ${callerPid}) and the agent that ran it too, so it would never answer; nothing was paused.`, {
+      hint: "Pause the session from outside its agents (a shell in the project: `apex pause`); an agent that needs the others to wait can say so through the memory or a task.",
+      details: { agent: own.slot.name, pid: callerPid },
     });
   }
 
