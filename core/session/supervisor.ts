@@ -16,7 +16,7 @@ import { checkpointServiceFor, noCheckpointService, restoreSessionFromCheckpoint
 import { actorParam, registerSupervisorMethods } from "./methods.js";
 import { newNonce, processGroups, processStartTime, signalProcess, sleep, stopProgress, SUPERVISOR_NONCE_VAR, type ProcessMarker } from "./proc.js";
 import { CONTEXT_SUFFIX, CURRENT_SESSION_PATH, agentContextPath, agentPath, agentsPrefix, countersPath, eventPath, historyPath, memoryRootOf, nowIso, sessionPath, setActiveSession, setSessionRecord, worktreeOf, tasksPrefix, type AgentRecord, type AgentStatus, type SessionEvent, type SessionRecord, type TaskRecord } from "./records.js";
-import { agentLogDir, removeRuntime, RUN_DIR, socketPathFor, takeStopRequest, writeRuntime } from "./runtime.js";
+import { agentLogDir, removeRuntime, removeStaleStopRequests, RUN_DIR, socketPathFor, takeStopRequest, writeRuntime } from "./runtime.js";
 import { claimContinuedSession, claimNewSession, describeCommand, storedAgentRecord, type Claim } from "./claim.js";
 import { LeaseHolder, localHost } from "./lease.js";
 import { moveTaskCount, recountTasks, SessionService } from "./service.js";
@@ -311,6 +311,8 @@ export class Supervisor {
         this.name = typeof own.name === "string" ? own.name : null;
         const { storeIdentity, storeSourceDigest } = await import("../store/open.js");
         makePrivateDir(join(request.storeDir, RUN_DIR)); // (not in runtime.ts: `apex status` loads that, and never writes)
+        // Stop requests no supervisor took (its own session's included: none can be for this one before its runtime file names it).
+        removeStaleStopRequests(request.storeDir);
         writeRuntime(request.storeDir, {
           pid: process.pid,
           start_time: processStartTime(process.pid) ?? 0,
