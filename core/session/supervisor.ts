@@ -75,6 +75,8 @@ interface AgentSlot {
   process: AgentProcess | undefined;
   status: AgentStatus;
   restarts: number;
+  /** Crashes in a row (a non-zero exit or a signal): what max_restarts and the backoff count. A clean exit or a run of min_uptime ends the row. */
+  crashes: number;
   /** When its current process started (Date.now()): a run of min_uptime or longer resets `restarts`. */
   startedAt: number;
   restartTimer: NodeJS.Timeout | undefined;
@@ -168,7 +170,7 @@ export class Supervisor {
     this.service.ended = (agent) => ({ exited: "has exited", failed: "has failed", stopped: "was stopped" } as Record<string, string>)[this.slots.get(agent)?.status ?? ""];
     this.server = new RpcServer(socketPath);
     for (const [name, spec] of Object.entries(config.agents)) {
-      this.slots.set(name, { name, spec, process: undefined, status: "starting", restarts: 0, startedAt: 0, restartTimer: undefined, restartDeferred: false });
+      this.slots.set(name, { name, spec, process: undefined, status: "starting", restarts: 0, crashes: 0, startedAt: 0, restartTimer: undefined, restartDeferred: false });
     }
   }
 
@@ -680,13 +682,16 @@ export class Supervisor {
     const policy = slot.spec.restart;
     const wantsRestart = policy === "always" || (policy === "on-failure" && crashed);
     // A crash after a stable run is not part of a crash loop: the count starts afresh (as pm2's min_uptime).
-    if (child && Date.parse(at) - slot.startedAt >= slot.spec.min_uptime * 1000) slot.restarts = 0;
-    const canRestart = slot.restarts < slot.spec.max_restarts;
+    if (child && Date.parse(at) - slot.startedAt >= slot.spec.min_uptime * 1000) slot.restarts = slot.crashes = 0;
+    // A clean exit (restarted by `always`) is no crash: it ends a row of them, and max_restarts and the backoff count
+    // crashes only. Quick clean exits were counted as a crash loop: after max_restarts of them the agent was left exited.
+    if (!crashed) slot.crashes = 0;
+    const canRestart = !crashed || slot.crashes < slot.spec.max_restarts;
     const restart = wantsRestart && canRestart;
     slot.status = restart ? "restarting" : crashed ? "failed" : "exited";
     // Exponential backoff (as pm2's exp_backoff_restart_delay): restart_delay, doubled for each crash in a row, up to max_restart_delay.
     const { restart_delay: first, max_restart_delay: cap } = slot.spec;
-    const delayMs = Math.round(Math.min(first * 2 ** Math.min(slot.restarts, 30), Math.max(first, cap || 0)) * 1000);
+    const delayMs = Math.round(Math.min(first * 2 ** Math.min(slot.crashes, 30), Math.max(first, cap || 0)) * 1000);
     // Counted from the exit: the time its onError hooks take below is part of the wait, not added to it.
     const restartAt = restart ? new Date(Date.parse(at) + delayMs).toISOString() : null;
     await this.ownWrite((batch, record) => {
@@ -713,6 +718,7 @@ export class Supervisor {
     }
     if (restartAt !== null) {
       slot.restarts += 1;
+      if (crashed) slot.crashes += 1;
       slot.restartTimer = setTimeout(() => {
         slot.restartTimer = undefined;
         if (this.stopping) return;
