@@ -94,3 +94,30 @@ describe("`apex pause` run inside one of the session's agents", () => {
     expect(project.status().session?.status).toBe("paused");
   });
 });
+
+describe("a request whose bytes are not UTF-8", () => {
+  it("is refused (APEX_E_BAD_INPUT), its id answered and nothing of it done, instead of stored with U+FFFD in place of the bytes; the requests around it are served", async () => {
+    const project = new Project(shellAgents({ worker: loop }));
+    const ready = project.start(["--task", "bytes"]);
+    const invalid = (prefix: string, bytes: number[], suffix: string) => Buffer.concat([Buffer.from(prefix), Buffer.from(bytes), Buffer.from(suffix)]);
+    const replies = await raw(ready.socket, [
+      request(1, "memory.set", { path: "/before", value: "é ok" }),
+      invalid('{"id":2,"method":"memory.set","params":{"path":"/latin1","value":"a', [0xff, 0xfe], 'b"}}'),
+      // A truncated sequence (the first byte of a two-byte character, then a quote) and an overlong encoding of "/".
+      invalid('{"id":3,"method":"task.add","params":{"title":"caf', [0xc3], '"}}'),
+      invalid('{"id":4,"method":"memory.set","params":{"path":"/a', [0xc0, 0xaf], 'b","value":1}}'),
+      request(5, "memory.set", { path: "/after", value: "U+FFFD itself, sent as UTF-8: \uFFFD" }),
+    ]);
+    const byId = new Map(replies.map((reply) => [reply.id, reply]));
+    for (const id of [2, 3, 4]) {
+      const error = byId.get(id)?.error as { code: string; message: string } | undefined;
+      expect(error?.code, JSON.stringify(byId.get(id))).toBe("APEX_E_BAD_INPUT");
+      expect(error?.message).toContain("not UTF-8");
+    }
+    for (const id of [1, 5]) expect(byId.get(id)?.error, JSON.stringify(byId.get(id))).toBeUndefined();
+    expect(JSON.parse(project.apex(["memory", "show", "/before", "--json"]).stdout).value).toBe("é ok");
+    expect(JSON.parse(project.apex(["memory", "show", "/after", "--json"]).stdout).value).toBe("U+FFFD itself, sent as UTF-8: \uFFFD");
+    expect(project.apex(["memory", "show", "/latin1"]).status).toBe(3);
+    expect(project.status().tasks.total).toBe(0);
+  });
+});
