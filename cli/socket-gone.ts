@@ -13,7 +13,7 @@ import { ApexError, isApexError } from "../core/errors.js";
 import type { SessionClient } from "../core/session/client.js";
 import { shortSessionId } from "../core/session/names.js";
 import { carriesMarker, isSameProcessAlive, signalProcess, supervisorMarker } from "../core/session/proc.js";
-import { liveSupervisorOf, writeStopRequest, type SupervisorRuntime } from "../core/session/runtime.js";
+import { liveSupervisorOf, removeStaleStopRequests, writeStopRequest, type SupervisorRuntime } from "../core/session/runtime.js";
 
 /** The errnos of a connect to a socket path that is not the supervisor's listening socket any more: none there, or a file no one listens on. */
 const NOT_LISTENING = ["ENOENT", "ECONNREFUSED"];
@@ -66,7 +66,11 @@ export async function stopGoneSocket(supervisor: SupervisorRuntime, waitMs: numb
   const handed = graceMs === undefined || writeStopRequest(dirname(supervisor.log), supervisor, graceMs);
   signalProcess(supervisor.pid, "SIGTERM");
   const { waitForExit } = await import("./session/exit-wait.js");
-  if (await waitForExit(supervisor, waitMs)) return handed;
+  if (await waitForExit(supervisor, waitMs)) {
+    // Killed before it took the request (kill -9, OOM): the request is for no process now, and was left in run/ for good.
+    removeStaleStopRequests(dirname(supervisor.log));
+    return handed;
+  }
   throw new ApexError("APEX_E_TIMEOUT", `Session ${supervisor.session_id}'s supervisor (pid ${supervisor.pid}), whose socket is gone, was sent SIGTERM to stop the session and has not exited within ${Math.round(waitMs / 1000)} s.`, {
     hint: "It may still be stopping (its hooks, its agents' grace): `apex status` says when it has. `apex stop --force` kills it and its agents.",
     details: { pid: supervisor.pid, socket: supervisor.socket, signalled: "SIGTERM" },

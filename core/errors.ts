@@ -69,6 +69,8 @@ export const ErrorCodes = {
   APEX_E_SESSION_STOPPING: ExitCode.conflict,
   /** The project's live supervisor runs on another store than the one the command names (APEX_STORE_URL, store:). */
   APEX_E_STORE_MISMATCH: ExitCode.conflict,
+  /** A request on a supervisor's socket that names (`session`) another session than the one it serves, for a method that acts on its own: nothing of it was done. */
+  APEX_E_SESSION_MISMATCH: ExitCode.conflict,
   /** The store file is open in another process, and the command must replace it (repair of a damaged file); or open read-only in this one, and a write cannot wait (LMDB: one environment per file per process). */
   APEX_E_STORE_IN_USE: ExitCode.conflict,
   // several hosts: the session's supervisor runs on another host (its pids cannot be signalled

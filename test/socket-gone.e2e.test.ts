@@ -241,4 +241,38 @@ describe("a supervisor whose socket path holds another file", () => {
       expect(project.alive(ready.supervisor_pid)).toBe(false);
     }
   }, 90_000);
+
+  it("a stop request its supervisor never took (killed first) is removed: by the `apex stop` that wrote it once the supervisor is gone, else by the next supervisor's start", async () => {
+    // Before, `run/<sid>.stop` stayed for good, one more for each session so stopped.
+    const project = new Project(CONFIG);
+    const request = (sessionId: string) => join(project.storeDir, "run", `${sessionId}.stop`);
+    for (const left of ["to the stop", "to the next start"]) {
+      const ready = project.start(left === "to the stop" ? [] : ["--continue", "last"]);
+      const other = join(project.dir, "not-a-socket");
+      writeFileSync(other, "x");
+      renameSync(other, ready.socket);
+      // Stopped (SIGSTOP), the supervisor takes no signal: the SIGTERM the stop sends waits, and the request with it.
+      signalIfAlive(ready.supervisor_pid, "SIGSTOP");
+      const stop = project.apexAsync(["stop", "--grace", "20s", "--json"]);
+      await waitFor("the stop request", () => existsSync(request(ready.session_id)), 30_000);
+      // The command that wrote it is gone too (Ctrl-C, a lost terminal): the next start is left to remove it.
+      if (left === "to the next start") {
+        stop.child.kill("SIGKILL");
+        await stop.done;
+      }
+      signalIfAlive(ready.supervisor_pid, "SIGKILL");
+      await waitFor("the supervisor to be gone", () => !project.alive(ready.supervisor_pid));
+      if (left === "to the stop") {
+        const done = await stop.done;
+        expect(done.status, done.stderr).toBe(0);
+        expect(existsSync(request(ready.session_id)), "left by the stop").toBe(false);
+      } else {
+        expect(existsSync(request(ready.session_id))).toBe(true);
+        const next = project.start(["--continue", "last"]);
+        expect(next.session_id).toBe(ready.session_id);
+        expect(existsSync(request(ready.session_id)), "left at the next start").toBe(false);
+        expect(project.apex(["stop"]).status).toBe(0);
+      }
+    }
+  }, 90_000);
 });

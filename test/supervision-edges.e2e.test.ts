@@ -514,6 +514,35 @@ describe("an agent in a crash loop", () => {
     expect(await ended(project)).toMatchObject({ status: "failed" });
   }, 120_000);
 
+  it("restart: always restarts a clean exit (code 0) every time, after restart_delay: no crash, so neither max_restarts nor the backoff counts it; a crash after clean runs is the first of its row", async () => {
+    // Before, quick clean exits (runs shorter than min_uptime) were counted as a crash loop: after
+    // max_restarts of them the agent was left exited, and each waited twice as long as the one before.
+    // The agent exits 0 at once four times, then crashes (exit 1) at once from then on.
+    const script = "n=$(cat runs 2>/dev/null || echo 0); echo $((n + 1)) > runs; [ $n -lt 4 ] && exit 0; exit 1";
+    project = new Project(
+      ["agents:", "  worker:", "    command: sh", `    args: ["-c", ${JSON.stringify(script)}]`, "    restart: always", "    max_restarts: 2", "    restart_delay: 0.05", "    max_restart_delay: 1", "plugins: {}", ""].join("\n"),
+    );
+    const ready = project.start();
+    // It ends the session once it is given up (failed; before, left exited after its clean runs, the session completed).
+    expect(await ended(project)).toMatchObject({ status: "failed" });
+    const exits = events(project, ready.session_id).filter((event) => event.type === "agent.exited" && event.agent === "worker");
+    // Four clean exits, each restarted; then a crash and max_restarts (2) more before it is given up.
+    expect(exits.map((event) => [event.code, event.status])).toEqual([
+      [0, "restarting"],
+      [0, "restarting"],
+      [0, "restarting"],
+      [0, "restarting"],
+      [1, "restarting"],
+      [1, "restarting"],
+      [1, "failed"],
+    ]);
+    // The wait is restart_delay after each clean exit, and doubles for each crash in a row from the first crash on.
+    const delays = events(project, ready.session_id).filter((event) => event.type === "agent.restarting").map((event) => event.delay_seconds);
+    expect(delays).toEqual([0.05, 0.05, 0.05, 0.05, 0.05, 0.1]);
+    // Every restart is counted as ever (RESTARTS), the clean ones too.
+    expect((JSON.parse(project.apex(["agent", "list", "--json"]).stdout) as Array<{ name: string }>).find((agent) => agent.name === "worker")).toMatchObject({ status: "failed", restarts: 6 });
+  });
+
   it("a crash after the agent changed memory still takes its own onError checkpoint", async () => {
     const script = "apex memory set /attempt \\\"$$\\\" >/dev/null; exit 1";
     project = new Project(["agents:", "  crash:", "    command: sh", `    args: ["-c", "${script}"]`, "    max_restarts: 2", "    restart_delay: 0", "plugins:", "  checkpoint: {}", ""].join("\n"));

@@ -33,7 +33,9 @@ interface ControlReply {
 
 export async function pauseSession(location: ProjectLocation, json: boolean): Promise<void> {
   const client = await requireSupervisor(location, "pause", json);
-  const reply = (await reached(client, "pause", () => lifecycleCall(client, "pause", { actor: currentActor() }, json))) as ControlReply;
+  // Its own pid over a unix socket (a supervisor of this host): one of the agents' processes (the command run inside an agent) is refused, as the pause would stop it.
+  const params = { actor: currentActor(), ...(client.via === "socket" ? { caller_pid: process.pid } : {}) };
+  const reply = (await reached(client, "pause", () => lifecycleCall(client, "pause", params, json))) as ControlReply;
   const stopping = reply.stopping ?? [];
   const pending = stopping.length
     ? ` ${stopping.map(({ agent, pid }) => `${agent}'s pid ${pid}`).join(", ")} ${stopping.length === 1 ? "is" : "are"} in uninterruptible I/O with the stop pending: ${stopping.length === 1 ? "it stops" : "they stop"} the moment that ends and run${stopping.length === 1 ? "s" : ""} nothing before.`

@@ -1,3 +1,4 @@
+import { isUtf8 } from "node:buffer";
 import { chmodSync, existsSync, rmSync, statSync } from "node:fs";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { ApexError } from "../errors.js";
@@ -127,7 +128,9 @@ export class RpcServer {
 
   private accept(socket: Socket): void {
     this.sockets.add(socket);
-    socket.setEncoding("utf8");
+    // Read as latin1 (a byte a character, nothing lost), each line checked to be UTF-8 before it is read as such:
+    // decoded as UTF-8 on arrival, bytes that are none became U+FFFD, and were stored so without a word.
+    socket.setEncoding("latin1");
     const closeListeners: Array<() => void> = [];
     // The answers the connection is owed (a stream counts until its caller closes): once its caller has shut
     // down its sending side (allowHalfOpen), the connection is ended when none is left.
@@ -149,7 +152,11 @@ export class RpcServer {
       return true;
     };
     const split = lineSplitter(
-      (line) => void this.dispatch(line, send, socket, closeListeners, calls),
+      (line) => {
+        const bytes = Buffer.from(line, "latin1");
+        if (isUtf8(bytes)) void this.dispatch(bytes.toString("utf8"), send, socket, closeListeners, calls);
+        else send({ id: lossyId(bytes), error: NOT_UTF8 });
+      },
       () => {
         // What was asked is too large for one request (a value or import over 256 MiB of JSON): the caller's input, not a fault.
         send({ id: null, error: { code: "APEX_E_TOO_LARGE", message: `The request is larger than the supervisor takes (${MAX_LINE_BYTES / 1024 / 1024} MiB of JSON); nothing of it was done.`, hint: "Send it in parts, or with no session running: then the store is written directly." } });
@@ -214,6 +221,23 @@ export class RpcServer {
         if (calls.open === 0 && calls.ended) socket.end();
       }
     }
+  }
+}
+
+/** What a request whose bytes are not UTF-8 is answered: nothing of it is done. */
+const NOT_UTF8 = {
+  code: "APEX_E_BAD_INPUT",
+  message: "The request is not UTF-8 text: it holds bytes that UTF-8 does not allow (Latin-1 or other text, binary data, a character cut short); nothing of it was done.",
+  hint: "Send the JSON encoded as UTF-8: convert text in another encoding first, and put bytes in a string as base64.",
+};
+
+/** The id of a request that is not UTF-8, read with U+FFFD in place of what is not, so that its caller has its answer; null when there is none. */
+function lossyId(bytes: Buffer): RpcRequest["id"] | null {
+  try {
+    const id: unknown = (JSON.parse(bytes.toString("utf8")) as Partial<RpcRequest> | null)?.id;
+    return typeof id === "number" || typeof id === "string" ? id : null;
+  } catch {
+    return null;
   }
 }
 

@@ -1,7 +1,7 @@
 import type { CommandContext } from "../engine.js";
 import { ApexError } from "../errors.js";
 import { STREAM } from "../rpc/protocol.js";
-import type { RpcServer } from "../rpc/server.js";
+import type { RpcHandler, RpcServer } from "../rpc/server.js";
 import { checkPath } from "../store/paths.js";
 import type { JsonValue } from "../store/store.js";
 import { MAX_STOP_GRACE_SECONDS, TASK_STATUSES, type SessionEvent, type TaskStatus } from "./records.js";
@@ -120,8 +120,19 @@ function builtinPluginMethods(service: SessionService): Record<string, SessionMe
  * `callSupervisor(socket, name, params)`.
  */
 export function registerSupervisorMethods(server: RpcServer, supervisor: Supervisor): void {
-  for (const [name, method] of Object.entries(sessionMethods(supervisor.service))) if (name !== "session.status") server.register(name, method);
-  server
+  // Every method but those that read any session (`session` picks it) acts on the supervisor's own: one naming another is refused.
+  const own: Registrar = {
+    register(name, handler) {
+      if (ANY_SESSION_METHODS.has(name) || builtinSessionMethods.some((group) => group.names.includes(name))) server.register(name, handler);
+      else server.register(name, (params, ctx) => {
+        refuseOtherSession(supervisor, name, params);
+        return handler(params, ctx);
+      });
+      return own;
+    },
+  };
+  for (const [name, method] of Object.entries(sessionMethods(supervisor.service))) if (name !== "session.status") own.register(name, method);
+  own
     .register("session.status", () => {
       const report = { ...buildStatusReport(supervisor.store, ""), connected: supervisor.connections() };
       // A stop (or the end) under way: hooks run, agents are reaped, and the record says active until it is written.
@@ -133,7 +144,8 @@ export function registerSupervisorMethods(server: RpcServer, supervisor: Supervi
       status: supervisor.service.session().status,
       methods: server.methods(),
     }))
-    .register("session.pause", (params) => supervisor.pause(actorParam(params)))
+    // caller_pid: the asking process, when it runs on this host (`apex pause` sends it): refused if the pause would stop it.
+    .register("session.pause", (params) => supervisor.pause(actorParam(params), typeof params.caller_pid === "number" ? params.caller_pid : undefined))
     .register("session.resume", (params) => supervisor.resume(actorParam(params)))
     // `apex serve` reports who is connected through it; `session.status` shows them.
     .register("session.connections", (params) => supervisor.noteConnections(stringParam(params, "server"), params.users))
@@ -190,6 +202,34 @@ export function registerSupervisorMethods(server: RpcServer, supervisor: Supervi
       for (const event of eventsAfter(supervisor.store, supervisor.sessionId, last)) send(event);
       return STREAM;
     });
+}
+
+interface Registrar {
+  register(name: string, handler: RpcHandler): Registrar;
+}
+
+/** The methods that read the session their `session` parameter names, any of the project's; the others act on the supervisor's own. */
+const ANY_SESSION_METHODS = new Set(["task.list", "task.get", "milestone.list", "session.status", "session.list", "session.history"]);
+
+/**
+ * Refuses a request that names (`session`) another session than the one this supervisor serves,
+ * before anything of it is done: a write (`task.add`), a pause or a stop was done to this session.
+ * Its own id, a prefix or name of it, and `current` (over its socket: its own) pass.
+ */
+function refuseOtherSession(supervisor: Supervisor, method: string, params: Record<string, unknown>): void {
+  const ref = optionalString(params, "session");
+  if (ref === undefined || ref === supervisor.sessionId || ref.trim() === "current") return;
+  let named: string | null = null;
+  try {
+    named = resolveSessionId(supervisor.store, ref);
+  } catch {
+    // No such session (or several match it): not this one either.
+  }
+  if (named === supervisor.sessionId) return;
+  throw new ApexError("APEX_E_SESSION_MISMATCH", `This supervisor serves session ${supervisor.sessionId}, and the request names ${named === null ? `${JSON.stringify(ref)}, no session of this project it knows` : `another one, ${named}`}: nothing of ${method} was done.`, {
+    hint: "Send it to that session's own supervisor (its runtime file, `.apex/run/ID.json`, names its socket), or leave `session` out to act on this one.",
+    details: { method, session_id: supervisor.sessionId, named: ref, named_session_id: named },
+  });
 }
 
 function optionalString(params: Record<string, unknown>, name: string): string | undefined {

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { projectTreesOf } from "../config/locate.js";
@@ -195,6 +195,36 @@ export function writeStopRequest(storeDir: string, runtime: SupervisorRuntime, g
   } catch {
     rmSync(temporary, { force: true });
     return false;
+  }
+}
+
+/**
+ * Removes the stop requests left for supervisors that are gone (a request names one process, by pid
+ * and start time: no other can take it), and temporaries of them older than STOP_REQUEST_TTL_MS (a
+ * writer that died before its rename). A supervisor killed before it took its request left it in
+ * `run/` for good, one more for each session so stopped; one that is alive keeps its own.
+ */
+export function removeStaleStopRequests(storeDir: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(join(storeDir, RUN_DIR));
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const file = join(storeDir, RUN_DIR, name);
+    if (name.endsWith(".stop")) {
+      let request: Partial<StopRequest> | undefined;
+      try {
+        request = JSON.parse(readFileSync(file, "utf8")) as Partial<StopRequest>;
+      } catch {
+        request = undefined;
+      }
+      if (!isSameProcessAlive(request?.pid, request?.start_time)) rmSync(file, { force: true });
+    } else if (/\.stop\.\d+\.tmp$/.test(name)) {
+      const written = statSync(file, { throwIfNoEntry: false })?.mtimeMs;
+      if (written !== undefined && Date.now() - written > STOP_REQUEST_TTL_MS) rmSync(file, { force: true });
+    }
   }
 }
 

@@ -16,7 +16,7 @@ import { checkpointServiceFor, noCheckpointService, restoreSessionFromCheckpoint
 import { actorParam, registerSupervisorMethods } from "./methods.js";
 import { newNonce, processGroups, processStartTime, signalProcess, sleep, stopProgress, SUPERVISOR_NONCE_VAR, type ProcessMarker } from "./proc.js";
 import { CONTEXT_SUFFIX, CURRENT_SESSION_PATH, agentContextPath, agentPath, agentsPrefix, countersPath, eventPath, historyPath, memoryRootOf, nowIso, sessionPath, setActiveSession, setSessionRecord, worktreeOf, tasksPrefix, type AgentRecord, type AgentStatus, type SessionEvent, type SessionRecord, type TaskRecord } from "./records.js";
-import { agentLogDir, removeRuntime, RUN_DIR, socketPathFor, takeStopRequest, writeRuntime } from "./runtime.js";
+import { agentLogDir, removeRuntime, removeStaleStopRequests, RUN_DIR, socketPathFor, takeStopRequest, writeRuntime } from "./runtime.js";
 import { claimContinuedSession, claimNewSession, describeCommand, storedAgentRecord, type Claim } from "./claim.js";
 import { LeaseHolder, localHost } from "./lease.js";
 import { moveTaskCount, recountTasks, SessionService } from "./service.js";
@@ -75,6 +75,8 @@ interface AgentSlot {
   process: AgentProcess | undefined;
   status: AgentStatus;
   restarts: number;
+  /** Crashes in a row (a non-zero exit or a signal): what max_restarts and the backoff count. A clean exit or a run of min_uptime ends the row. */
+  crashes: number;
   /** When its current process started (Date.now()): a run of min_uptime or longer resets `restarts`. */
   startedAt: number;
   restartTimer: NodeJS.Timeout | undefined;
@@ -168,7 +170,7 @@ export class Supervisor {
     this.service.ended = (agent) => ({ exited: "has exited", failed: "has failed", stopped: "was stopped" } as Record<string, string>)[this.slots.get(agent)?.status ?? ""];
     this.server = new RpcServer(socketPath);
     for (const [name, spec] of Object.entries(config.agents)) {
-      this.slots.set(name, { name, spec, process: undefined, status: "starting", restarts: 0, startedAt: 0, restartTimer: undefined, restartDeferred: false });
+      this.slots.set(name, { name, spec, process: undefined, status: "starting", restarts: 0, crashes: 0, startedAt: 0, restartTimer: undefined, restartDeferred: false });
     }
   }
 
@@ -311,6 +313,8 @@ export class Supervisor {
         this.name = typeof own.name === "string" ? own.name : null;
         const { storeIdentity, storeSourceDigest } = await import("../store/open.js");
         makePrivateDir(join(request.storeDir, RUN_DIR)); // (not in runtime.ts: `apex status` loads that, and never writes)
+        // Stop requests no supervisor took (its own session's included: none can be for this one before its runtime file names it).
+        removeStaleStopRequests(request.storeDir);
         writeRuntime(request.storeDir, {
           pid: process.pid,
           start_time: processStartTime(process.pid) ?? 0,
@@ -678,13 +682,16 @@ export class Supervisor {
     const policy = slot.spec.restart;
     const wantsRestart = policy === "always" || (policy === "on-failure" && crashed);
     // A crash after a stable run is not part of a crash loop: the count starts afresh (as pm2's min_uptime).
-    if (child && Date.parse(at) - slot.startedAt >= slot.spec.min_uptime * 1000) slot.restarts = 0;
-    const canRestart = slot.restarts < slot.spec.max_restarts;
+    if (child && Date.parse(at) - slot.startedAt >= slot.spec.min_uptime * 1000) slot.restarts = slot.crashes = 0;
+    // A clean exit (restarted by `always`) is no crash: it ends a row of them, and max_restarts and the backoff count
+    // crashes only. Quick clean exits were counted as a crash loop: after max_restarts of them the agent was left exited.
+    if (!crashed) slot.crashes = 0;
+    const canRestart = !crashed || slot.crashes < slot.spec.max_restarts;
     const restart = wantsRestart && canRestart;
     slot.status = restart ? "restarting" : crashed ? "failed" : "exited";
     // Exponential backoff (as pm2's exp_backoff_restart_delay): restart_delay, doubled for each crash in a row, up to max_restart_delay.
     const { restart_delay: first, max_restart_delay: cap } = slot.spec;
-    const delayMs = Math.round(Math.min(first * 2 ** Math.min(slot.restarts, 30), Math.max(first, cap || 0)) * 1000);
+    const delayMs = Math.round(Math.min(first * 2 ** Math.min(slot.crashes, 30), Math.max(first, cap || 0)) * 1000);
     // Counted from the exit: the time its onError hooks take below is part of the wait, not added to it.
     const restartAt = restart ? new Date(Date.parse(at) + delayMs).toISOString() : null;
     await this.ownWrite((batch, record) => {
@@ -711,6 +718,7 @@ export class Supervisor {
     }
     if (restartAt !== null) {
       slot.restarts += 1;
+      if (crashed) slot.crashes += 1;
       slot.restartTimer = setTimeout(() => {
         slot.restartTimer = undefined;
         if (this.stopping) return;
@@ -772,12 +780,14 @@ export class Supervisor {
     }, "supervisor");
   }
 
-  pause(actor = "supervisor"): Promise<Record<string, JsonValue>> {
+  /** `callerPid`: the process that asks (`apex pause` sends its own): one of the agents' processes is refused, as the pause would stop it before it had its answer. */
+  pause(actor = "supervisor", callerPid?: number): Promise<Record<string, JsonValue>> {
     if (this.startFailure === undefined) this.refuseWhileStopping("pause");
     return this.runLifecycle(async () => {
       this.assertStatus("active", "pause");
-      this.pauseTimers();
       const groups = this.runningGroups();
+      this.refuseOwnAgent(groups, callerPid);
+      this.pauseTimers();
       this.signalGroups(groups, "SIGSTOP");
       const warnings: string[] = [];
       try {
@@ -799,6 +809,22 @@ export class Supervisor {
         this.resumeTimers();
         throw error;
       }
+    });
+  }
+
+  /**
+   * Refuses a pause asked from inside one of the agents it would stop (`callerPid` one of a group's
+   * processes, as the pause finds them): the SIGSTOP took the command with its agent, which never
+   * had its answer and froze until someone else resumed the session.
+   */
+  private refuseOwnAgent(groups: AgentGroup[], callerPid: number | undefined): void {
+    if (callerPid === undefined) return;
+    const scan = processGroups(groups.map((group) => group.pgid));
+    const own = groups.find((group) => provenMembers(group.pgid, group.startTime, group.marker, scan).members.some((member) => member.pid === callerPid));
+    if (!own) return;
+    throw new ApexError("APEX_E_USAGE", `\`apex pause\` cannot run inside agent ${own.slot.name}: a pause stops every process of the session's agents, this command (pid ${callerPid}) and the agent that ran it too, so it would never answer; nothing was paused.`, {
+      hint: "Pause the session from outside its agents (a shell in the project: `apex pause`); an agent that needs the others to wait can say so through the memory or a task.",
+      details: { agent: own.slot.name, pid: callerPid },
     });
   }
 
