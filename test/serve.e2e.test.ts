@@ -1138,15 +1138,15 @@ describe("apex --remote … memory watch with the server not up yet", () => {
 });
 
 describe("--remote with --session naming another session", () => {
-  it("is refused (exit 2) rather than answered for the remote session; the remote session's own id is fine", async () => {
+  it("is refused rather than answered for the remote session (a session it does not know: exit 3, as locally); the remote session's own id is fine", async () => {
     project = new Project(CONFIG);
     const sid = project.start().session_id;
     const server = await serve(project);
     const viewer = share(project, "vera", "viewer");
     for (const args of [["--session", "other", "status", "--json"], ["task", "list", "--session", "other", "--json"]]) {
       const refused = remote(project, server.url, sid, viewer.token, args);
-      expect(refused.status, args.join(" ")).toBe(2);
-      expect(JSON.parse(refused.stderr).error.message).toContain("does not work with --remote");
+      expect(refused.status, args.join(" ")).toBe(3);
+      expect(JSON.parse(refused.stderr).error).toMatchObject({ code: "APEX_E_NO_SESSION", message: expect.stringContaining('No session "other" among those the grant of') });
       expect(refused.stdout).toBe("");
     }
     const same = remote(project, server.url, sid, viewer.token, ["--session", sid, "status", "--json"]);
