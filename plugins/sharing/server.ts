@@ -34,6 +34,7 @@ import { shortSessionId } from "../../core/session/names.js";
 import { remotePluginCommand, type CommandSessionLookup } from "./command-scope.js";
 import { isInternalMethod, isProjectMethod, roleNeeded, roleTable } from "./roles.js";
 import { remoteEntryValue, remoteEvent, remoteResult } from "./redact.js";
+import { StagedImports } from "./staged-imports.js";
 import { CHECKPOINT_WRITES, checkRemoteWrite, hiddenRead, pinnedParams, scopedError, scopedListing, scopedResult, SESSION_LISTINGS } from "./scope.js";
 
 /**
@@ -511,12 +512,15 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   // The version lets a client tell a server of another APEX from one that is down or misbehaves.
   app.get("/api/health", async () => ({ ok: true, version: APEX_VERSION }));
 
+  /** The parts of imports larger than one request body, until their last part (staged-imports.ts). */
+  const staged = new StagedImports();
+  app.addHook("onClose", async () => staged.clear());
   app.post<{ Params: { sid: string; method: string }; Body: unknown }>("/api/sessions/:sid/rpc/:method", async (request, reply) => {
     const { method } = request.params;
     const { sid, caller } = (request as Authenticated).auth ?? (await authenticate(request, request.params.sid));
     if (closing && sid !== endedSession) return refuseClosing(reply);
     countUnderWay(reply, sid);
-    const params = objectBody(request.body);
+    let params = objectBody(request.body);
     if (isInternalMethod(method)) throw noSuchMethod(method);
     // A stream never answers as a call: it would hold the request open, and its subscription the supervisor's channel.
     if ((STREAM_METHODS as readonly string[]).includes(method)) {
@@ -535,6 +539,16 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     if (method.startsWith("share.")) await gate.requireOwnSession(sid, method, params.session);
     if (isProjectMethod(method)) {
       throw new ApexError("APEX_E_FORBIDDEN", `${method} makes a new session of the project; a grant is for session ${sid} only. Nothing was done.`, { hint: "Run it on the server's host." });
+    }
+    // An import sent in parts: each part but the last kept here; the last sends them all as one import.
+    if (method === "memory.stage") {
+      await gate.requireSession(sid);
+      const length = Number(request.headers["content-length"]);
+      return reply.send({ result: staged.stage(caller.token_id, sid, params, Number.isSafeInteger(length) && length > 0 ? length : JSON.stringify(params).length) });
+    }
+    if (method === "memory.import" && params.upload !== undefined) {
+      const { upload: _, ...rest } = params;
+      params = { ...rest, entries: staged.take(caller.token_id, sid, params) };
     }
     // Another session's checkpoint: not found, as for checkpoint.show, before anything is written.
     if (CHECKPOINT_WRITES.has(method)) {
