@@ -420,7 +420,16 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       await reply.code(405).header("allow", allow).send({ error: { code: "APEX_E_BAD_INPUT", message: `${path} takes ${allow}, not ${request.method}.`, hint } });
       return;
     }
-    await reply.code(404).send({ error: { code: "APEX_E_NOT_FOUND", message: `No such path: ${request.method} ${path}.`, hint: "The API is under /api/sessions/SESSION/…" } });
+    await reply.code(404).send({ error: notFoundBody(request.method, path) });
+  }
+
+  /**
+   * A path nothing is served at, the dashboard's files included: the path in quotes, so that one ending in a
+   * dot reads as it was asked (`/assets/.` was "No such file: .." and `/assets/` "No such file: .").
+   */
+  function notFoundBody(method: string, path: string): { code: string; message: string; hint: string } {
+    const hint = path.startsWith("/assets/") ? "The dashboard is at /; /assets/ holds only the files it loads." : "The API is under /api/sessions/SESSION/…";
+    return { code: "APEX_E_NOT_FOUND", message: `No such path: ${method} ${JSON.stringify(path)}.`, hint };
   }
   app.setErrorHandler(async (error, request, reply) => {
     const fastifyError = error as { code?: string; statusCode?: number; message: string };
@@ -508,7 +517,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   };
 
   app.get("/", async (_request, reply) => sendStatic(reply, "index.html"));
-  app.get<{ Params: { file: string } }>("/assets/:file", async (request, reply) => sendStatic(reply, request.params.file));
+  app.get<{ Params: { file: string } }>("/assets/:file", async (request, reply) => sendStatic(reply, request.params.file, request));
   // The version lets a client tell a server of another APEX from one that is down or misbehaves.
   app.get("/api/health", async () => ({ ok: true, version: APEX_VERSION }));
 
@@ -890,12 +899,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     while (waiting()) await sleep(50);
   }
 
-  async function sendStatic(reply: FastifyReply, file: string): Promise<void> {
-    if (!/^[A-Za-z0-9_.-]+$/.test(file) || file.startsWith(".")) throw new ApexError("APEX_E_NOT_FOUND", `No such file: ${file}.`);
+  async function sendStatic(reply: FastifyReply, file: string, request?: FastifyRequest): Promise<void> {
+    // No file of the dashboard's (`.`, `..`, a name with a dot first, none): a plain 404, as for any path nothing is served at.
+    const missing = () => reply.code(404).send({ error: notFoundBody(request?.method ?? "GET", (request?.url ?? `/assets/${file}`).split("?")[0]!) });
+    if (!/^[A-Za-z0-9_.-]+$/.test(file) || file.startsWith(".")) return missing();
     // Own keys only: /assets/constructor is no vendored file (it was a 500 naming Node's require).
     const vendored = Object.hasOwn(VENDORED, file) ? VENDORED[file] : undefined;
     const path = vendored ? createRequire(import.meta.url).resolve(vendored) : join(DASHBOARD_DIR, file);
-    if (!existsSync(path)) throw new ApexError("APEX_E_NOT_FOUND", `No such file: ${file}.`);
+    if (!existsSync(path)) return missing();
     const type = file.endsWith(".html") ? "text/html; charset=utf-8" : file.endsWith(".js") ? "text/javascript; charset=utf-8" : file.endsWith(".css") ? "text/css; charset=utf-8" : file.endsWith(".svg") ? "image/svg+xml" : "application/octet-stream";
     // Never framed by another site's page (clickjacking a signed-in tab's controls): frame-ancestors, and X-Frame-Options for browsers without it.
     reply.header("content-security-policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'");
