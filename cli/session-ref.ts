@@ -115,7 +115,15 @@ async function agentsOwnSession(ref: string, own: string, args: string[]): Promi
  * one naming another session than the remote one is refused (APEX_E_USAGE). Returns the remote session's whole id.
  */
 export async function remoteSessionFlag(target: string, values: string[]): Promise<string> {
-  const [{ remoteSessionClient }, { pickSession }, { idOfName }] = await Promise.all([import("../core/session/client.js"), import("../core/session/sessions.js"), import("../core/session/names.js")]);
+  const [{ remoteSessionClient }, { pickSession }, { idOfName }, { parseRemote }] = await Promise.all([
+    import("../core/session/client.js"),
+    import("../core/session/sessions.js"),
+    import("../core/session/names.js"),
+    import("../plugins/sharing/remote.js"),
+  ]);
+  // The session as --remote names it: nothing to ask the server.
+  const named = parseRemote(target).sessionId;
+  if (values.every((value) => value === named)) return named;
   const client = remoteSessionClient(target)!;
   try {
     const own = ((await client.call("whoami", {}, 30_000)) as { session_id: string }).session_id;
@@ -124,9 +132,9 @@ export async function remoteSessionFlag(target: string, values: string[]): Promi
       if (value === own || SESSION_WORDS.has(value)) continue;
       records ??= (await client.call("session.list", {}, 30_000)) as Array<{ session_id: string; name?: unknown }>;
       const list = records;
-      let named: string;
+      let picked: string;
       try {
-        named = pickSession(value.trim(), list.map((record) => record.session_id), () => idOfName(list.map((record) => [record.name, record.session_id]), value.trim()));
+        picked = pickSession(value.trim(), list.map((record) => record.session_id), () => idOfName(list.map((record) => [record.name, record.session_id]), value.trim()));
       } catch (error) {
         // The same error as locally, about the sessions the grant sees, with the remote command that lists them.
         if (!(error instanceof ApexError)) throw error;
@@ -134,10 +142,10 @@ export async function remoteSessionFlag(target: string, values: string[]): Promi
         const message = error.code === "APEX_E_NO_SESSION" ? `No session ${JSON.stringify(value.trim())} among those the grant of ${target} sees.` : error.message;
         throw new ApexError(error.code, message, { hint: (error.hint ?? "").replace(/`apex session list`/g, listed), ...(error.details ? { details: error.details } : {}) });
       }
-      if (named === own) continue;
-      throw new ApexError("APEX_E_USAGE", `--session ${value} does not work with --remote: it names session ${named}, and a remote command acts on the session in ${target} (${own}).`, {
+      if (picked === own) continue;
+      throw new ApexError("APEX_E_USAGE", `--session ${value} does not work with --remote: it names session ${picked}, and a remote command acts on the session in ${target} (${own}).`, {
         hint: "Leave --session out, or name that session in --remote HOST/SESSION (with a token of it).",
-        details: { session_id: own, named },
+        details: { session_id: own, named: picked },
       });
     }
     return own;
