@@ -82,7 +82,16 @@ async function importInParts(entries: Entry[], force: boolean, call: (method: st
   });
   const { randomBytes } = await import("node:crypto");
   const upload = randomBytes(16).toString("hex");
-  for (const part of parts.slice(0, -1)) await call("memory.stage", { upload, entries: part });
+  for (const part of parts.slice(0, -1)) {
+    await call("memory.stage", { upload, entries: part }).catch((error: unknown) => {
+      // A server of an older APEX, which takes an import in one request only: nothing was written.
+      if (!isApexError(error) || error.code !== "APEX_E_NOT_FOUND" || error.details?.unknown_method !== "memory.stage") throw error;
+      throw new ApexError("APEX_E_TOO_LARGE", `The import is ${total} bytes of JSON, more than one request to apex serve carries (${SERVE_BODY_BYTES / 1024 / 1024} MiB), and the server, of an older APEX, does not take an import in parts. Nothing was imported.`, {
+        hint: "Import it in files of under 1 MiB each (`apex memory export GLOB` writes a part), or on the server's host (`apex memory import`).",
+        details: { bytes: total, limit_bytes: SERVE_BODY_BYTES },
+      });
+    });
+  }
   return call("memory.import", { upload, entries: parts.at(-1)!, ...extra });
 }
 

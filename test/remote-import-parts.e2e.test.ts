@@ -4,6 +4,8 @@
 // value across paths). One entry that alone does not fit is refused before anything is sent,
 // naming it and the limit. A real `apex serve` on loopback in front of a running session.
 import { writeFileSync } from "node:fs";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
@@ -79,5 +81,36 @@ describe("apex --remote … memory import larger than a request body", () => {
     expect(again.body.error.message).toContain("nothing was imported");
     expect(keys("/parts/**")).toBe(0);
     expect((await rpc(url, sid, "memory.stage", viewer, { upload, entries: [{ path: "/parts/a", value: 1 }] })).status).toBe(403);
+  });
+
+  it("through a server of an older APEX, which has no memory.stage, says so and writes nothing", async () => {
+    // Such a server answers an unknown method 404 with its name; anything else would be written.
+    const asked: string[] = [];
+    const older = createServer((incoming, outgoing) => {
+      asked.push(incoming.url ?? "");
+      incoming.resume();
+      incoming.on("end", () => {
+        const unknown = incoming.url?.endsWith("/rpc/memory.stage");
+        outgoing.writeHead(unknown ? 404 : 200, { "content-type": "application/json" });
+        outgoing.end(JSON.stringify(unknown ? { error: { code: "APEX_E_NOT_FOUND", message: 'Unknown method "memory.stage".', details: { unknown_method: "memory.stage" } } } : { result: {} }));
+      });
+    });
+    await new Promise<void>((resolve) => older.listen(0, "127.0.0.1", resolve));
+    try {
+      const entries: Record<string, string> = {};
+      for (let i = 0; i < 3000; i++) entries[`/old/k${i}`] = "x".repeat(500);
+      const file = join(p.dir, "old.json");
+      writeFileSync(file, JSON.stringify(entries));
+      // In the background: this process answers as that server meanwhile.
+      const refused = await p.apexAsync(["--remote", `127.0.0.1:${(older.address() as AddressInfo).port}/${sid}`, "memory", "import", file, "--json"], { env: { APEX_TOKEN: owner } }).done;
+      expect(refused.status).toBe(2);
+      const { error } = JSON.parse(refused.stderr);
+      expect(error).toMatchObject({ code: "APEX_E_TOO_LARGE", details: { limit_bytes: 1024 * 1024 } });
+      expect(error.message).toContain("does not take an import in parts. Nothing was imported.");
+      // The first part only: never the import that would have written the last part alone.
+      expect(asked).toEqual([`/api/sessions/${sid}/rpc/memory.stage`]);
+    } finally {
+      await new Promise((resolve) => older.close(resolve));
+    }
   });
 });
