@@ -83,6 +83,22 @@ describe("apex --remote … memory import larger than a request body", () => {
     expect((await rpc(url, sid, "memory.stage", viewer, { upload, entries: [{ path: "/parts/a", value: 1 }] })).status).toBe(403);
   });
 
+  it("keeps a grant's uploads apart, four at most at a time", async () => {
+    const ids = ["a", "b", "c", "d", "e"].map((letter) => letter.repeat(32));
+    for (const id of ids.slice(0, 4)) expect((await rpc(url, sid, "memory.stage", owner, { upload: id, entries: [{ path: `/apart/${id[0]}1`, value: 1 }] })).status).toBe(200);
+    const fifth = await rpc(url, sid, "memory.stage", owner, { upload: ids[4], entries: [{ path: "/apart/e1", value: 1 }] });
+    expect(fifth.status).toBe(429);
+    expect(fifth.body.error.code).toBe("APEX_E_RATE_LIMITED");
+    // Each ends with its own parts, whichever order they end in.
+    for (const id of [ids[1]!, ids[0]!]) {
+      const done = await rpc(url, sid, "memory.import", owner, { upload: id, entries: [{ path: `/apart/${id[0]}2`, value: 2 }] });
+      expect(done.status, JSON.stringify(done.body)).toBe(200);
+      expect(done.body.result).toMatchObject({ count: 2 });
+    }
+    expect((await rpc(url, sid, "memory.stage", owner, { upload: ids[4], entries: [{ path: "/apart/e1", value: 1 }] })).status).toBe(200);
+    expect((JSON.parse(p.apex(["memory", "query", "/apart/**", "--keys", "--json"]).stdout) as string[]).sort()).toEqual(["/apart/a1", "/apart/a2", "/apart/b1", "/apart/b2"]);
+  });
+
   it("through a server of an older APEX, which has no memory.stage, says so and writes nothing", async () => {
     // Such a server answers an unknown method 404 with its name; anything else would be written.
     const asked: string[] = [];
