@@ -347,14 +347,10 @@ async function applySessionFlag(program: Command, argv: string[]): Promise<strin
   const others = [...new Set(given.map((flag) => flag.value))].filter((other) => other !== value);
   if (process.env.APEX_REMOTE) {
     // A remote command acts on the session of --remote HOST/SESSION, whatever else is named: say so rather than answer for it.
-    const { parseRemote } = await import("../plugins/sharing/remote.js");
-    for (const each of [value, ...others]) {
-      if (each !== parseRemote(process.env.APEX_REMOTE).sessionId) {
-        throw new ApexError("APEX_E_USAGE", `--session ${each} does not work with --remote: a remote command acts on the session in ${process.env.APEX_REMOTE}.`, {
-          hint: "Leave --session out, or name that session in --remote HOST/SESSION (with a token of it).",
-        });
-      }
-    }
+    // --session is read as locally (an id, a unique prefix, a name; `last` and `current`, the remote session): only the exact
+    // text of --remote's session passed, and its prefix or name, which name the same session, were refused.
+    const { remoteSessionFlag } = await import("./session-ref.js");
+    value = await remoteSessionFlag(process.env.APEX_REMOTE, [value, ...others]);
   }
   // `last` and `current` stand for a session id, the same for every command and plugin: resolved here, once.
   const { resolveSessionWord } = await import("./session-ref.js");

@@ -88,7 +88,21 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
     const watch = { ...options, withCurrent };
     // Read here: wake on the store's own change signal. Through a supervisor or a server: poll it.
     if (client.via === "store") await client.run("memory.changes", {}, (store) => followStore(store, glob, watch, deadline, () => interrupted, (done) => (wake = done)));
-    else await follow(client, glob, watch, deadline, () => interrupted);
+    else {
+      // A wait Ctrl-C ends at once: through --remote, the wait between tries grows to BACKOFF_MAX_MS.
+      const pause = (ms: number) =>
+        new Promise<void>((resolve) => {
+          const timer = setTimeout(() => done(), ms);
+          const done = () => {
+            clearTimeout(timer);
+            wake = undefined;
+            resolve();
+          };
+          wake = done;
+          if (interrupted) done();
+        });
+      await follow(client, glob, watch, deadline, () => interrupted, pause);
+    }
   } finally {
     undo();
     await client?.close();
@@ -102,20 +116,23 @@ async function follow(
   options: { since?: number; json?: boolean; withCurrent: boolean },
   deadline: number,
   interrupted: () => boolean,
+  pause: (ms: number) => Promise<void>,
 ): Promise<void> {
   // The revision the watch begins at: the changes up to it (a replay, `--since`) are all printed whatever
   // --timeout says, as the store read in this process prints them. The deadline cut them short: a batch
   // (10,000) or two, or none, then exit 0 as if that were all.
   // Through `apex serve`, a server restarted or a network drop (APEX_E_RPC, APEX_E_TIMEOUT) is waited out as well, from the start.
-  const outage = client.via === "remote" ? new Outage("the server", ["APEX_E_RPC", "APEX_E_TIMEOUT"]) : new Outage();
+  // Through `apex serve` it is tried again less and less often, and given up on once it has not answered for RECONNECT_MS.
+  const outage = client.via === "remote" ? new ServerOutage() : new Outage();
   let head: number | undefined;
   while (head === undefined) {
     try {
       head = ((await client.call("memory.changes", {})) as { revision: number }).revision;
     } catch (error) {
       if (!outage.began(error) || Date.now() >= deadline) throw error;
+      if (outage.expired()) throw await outage.gaveUp(error, options.since);
       if (interrupted()) return;
-      await sleep(Math.min(RECHECK_MS, Math.max(0, deadline - Date.now())));
+      await pause(Math.min(outage.wait(), Math.max(0, deadline - Date.now())));
     }
   }
   outage.ended();
@@ -140,7 +157,9 @@ async function follow(
       // ended. A poll that came only after it closed (the network away as the session stopped) retried for ever.
       refusedSince = ownServer && isApexError(error) && error.details?.connection === "ECONNREFUSED" ? (refusedSince ?? Date.now()) : undefined;
       if (refusedSince !== undefined && Date.now() - refusedSince >= GONE_MS) throw await serverGone(error, since);
-      await sleep(Math.min(RECHECK_MS, Math.max(0, deadline - Date.now())));
+      if (outage.expired()) throw await outage.gaveUp(error, since);
+      // A supervisor's own server is tried every RECHECK_MS until GONE_MS has passed: no longer wait than that.
+      await pause(Math.min(outage.wait(ownServer ? RECHECK_MS : undefined), Math.max(0, deadline - Date.now())));
       continue;
     }
     refusedSince = undefined;
@@ -183,6 +202,17 @@ async function serverGone(error: unknown, revision: number): Promise<ApexError> 
   );
 }
 
+/** Through --remote: the first wait between tries is RECHECK_MS, each next one twice as long, up to BACKOFF_MAX_MS. */
+const BACKOFF_MAX_MS = 16_000;
+
+/** How long a remote watch goes on trying a server that does not answer: 5 minutes, or APEX_RECONNECT_MS (ms). */
+const reconnectMs = (): number => (Number(process.env.APEX_RECONNECT_MS) > 0 ? Number(process.env.APEX_RECONNECT_MS) : 300_000);
+
+/** A duration for messages: seconds under two minutes, else minutes. */
+function inWords(ms: number): string {
+  return ms < 120_000 ? `${Math.round(ms / 100) / 10} s` : `${Math.round(ms / 6000) / 10} min`;
+}
+
 /**
  * A store server that cannot be reached for a while (PostgreSQL restarting, a network drop), or
  * through `--remote` the `apex serve` server (restarted, the network gone), does not end a watch: the log is read again from the last revision printed, once a second, so
@@ -212,6 +242,96 @@ class Outage {
     if (this.since === undefined) return;
     process.stderr.write(`warning: ${this.what} is reachable again after ${((Date.now() - this.since) / 1000).toFixed(1)} s; nothing was missed.\n`);
     this.since = undefined;
+  }
+
+  /** The wait before the next try. */
+  wait(_fixed?: number): number {
+    return RECHECK_MS;
+  }
+
+  /** Whether to give up: never, for a store (the watch's --timeout ends it). */
+  expired(): boolean {
+    return false;
+  }
+
+  async gaveUp(error: unknown, _revision: number | undefined): Promise<unknown> {
+    return error;
+  }
+}
+
+/**
+ * `apex serve` out of reach through --remote (restarted, the network gone, a proxy in front of it
+ * answering 502, 503 or 504, a connection cut): tried again after 1 s, then twice as long each
+ * time up to BACKOFF_MAX_MS, each try said on stderr, and given up on once it has not answered for
+ * reconnectMs() (APEX_E_TIMEOUT). It was tried every second for ever, said once: behind a proxy
+ * whose server was gone, the watch waited without end and without a word after its first.
+ */
+class ServerOutage extends Outage {
+  private first: number | undefined;
+  private delay = 0;
+  private last: unknown;
+  private readonly limitMs = reconnectMs();
+
+  constructor() {
+    super("the server", ["APEX_E_RPC", "APEX_E_TIMEOUT"]);
+  }
+
+  override began(error: unknown): boolean {
+    if (!isApexError(error) || (error.code !== "APEX_E_RPC" && error.code !== "APEX_E_TIMEOUT")) return false;
+    this.last = error;
+    if (this.first === undefined) {
+      this.first = Date.now();
+      this.delay = 0;
+      process.stderr.write(
+        `warning: ${error.message} Still watching; retrying in ${inWords(RECHECK_MS)}, then less and less often (up to every ${inWords(BACKOFF_MAX_MS)}), and giving up if the server has not answered for ${inWords(this.limitMs)} (Ctrl-C ends).\n`,
+      );
+    }
+    return true;
+  }
+
+  /**
+   * The wait before the next try, twice the one before (`fixed` instead, when given): the last try
+   * falls as the window ends. Said on stderr, but for the first (the warning that began the outage said it).
+   */
+  override wait(fixed?: number): number {
+    const first = this.delay === 0;
+    this.delay = fixed ?? (first ? RECHECK_MS : Math.min(this.delay * 2, BACKOFF_MAX_MS));
+    const since = this.first ?? Date.now();
+    const wait = Math.max(0, Math.min(this.delay, since + this.limitMs - Date.now()));
+    if (!first && wait > 0) {
+      const why = isApexError(this.last) ? ` (${this.last.message.replace(/\.$/, "")})` : "";
+      process.stderr.write(`warning: the server has not answered for ${inWords(Date.now() - since)}${why}; retrying in ${inWords(wait)}.\n`);
+    }
+    return wait;
+  }
+
+  override ended(): void {
+    if (this.first === undefined) return;
+    process.stderr.write(`warning: the server is reachable again after ${((Date.now() - this.first) / 1000).toFixed(1)} s; nothing was missed.\n`);
+    this.first = undefined;
+    this.delay = 0;
+  }
+
+  override expired(): boolean {
+    return this.first !== undefined && Date.now() - this.first >= this.limitMs;
+  }
+
+  /** The watch ends: APEX_E_TIMEOUT, how the connection failed last, and the revision every change up to which was printed. */
+  override async gaveUp(error: unknown, revision: number | undefined): Promise<ApexError> {
+    const target = process.env.APEX_REMOTE ?? "HOST/SESSION";
+    const last = isApexError(error) ? error : isApexError(this.last) ? this.last : undefined;
+    const printed = revision === undefined ? "Nothing was printed." : `Every change up to revision ${revision} was printed.`;
+    const again = revision === undefined ? `\`apex --remote ${target} memory watch …\`` : `\`apex --remote ${target} memory watch GLOB --since ${revision}\` prints what changed meanwhile`;
+    return new ApexError("APEX_E_TIMEOUT", `The server has not answered for ${inWords(this.limitMs)} (${(last?.message ?? String(error)).replace(/\.$/, "")}): the watch gives up. ${printed}`, {
+      hint: `Check that \`apex serve\` runs there, and the proxy or network in front of it; then ${again}. APEX_RECONNECT_MS (ms) sets how long a watch waits for the server.`,
+      details: {
+        connection: last?.details?.connection ?? null,
+        ...(last?.details?.http_status !== undefined ? { http_status: last.details.http_status } : {}),
+        ...(revision === undefined ? {} : { revision }),
+        waited_ms: this.limitMs,
+      },
+      cause: error,
+    });
   }
 }
 

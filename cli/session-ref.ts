@@ -107,6 +107,53 @@ async function agentsOwnSession(ref: string, own: string, args: string[]): Promi
   });
 }
 
+/**
+ * `--session` with `--remote HOST/SESSION`: each value read as a local command reads it (an id, a unique id
+ * prefix of at least 4 characters, a branch's name; `last` and `current` stand for the remote session, the only
+ * one a remote command acts on), among the sessions the grant sees (`session list` through it: the session and
+ * its ancestry). A prefix of several is APEX_E_AMBIGUOUS and one that names none APEX_E_NO_SESSION, as locally;
+ * one naming another session than the remote one is refused (APEX_E_USAGE). Returns the remote session's whole id.
+ */
+export async function remoteSessionFlag(target: string, values: string[]): Promise<string> {
+  const [{ remoteSessionClient }, { pickSession }, { idOfName }, { parseRemote }] = await Promise.all([
+    import("../core/session/client.js"),
+    import("../core/session/sessions.js"),
+    import("../core/session/names.js"),
+    import("../plugins/sharing/remote.js"),
+  ]);
+  // The session as --remote names it: nothing to ask the server.
+  const named = parseRemote(target).sessionId;
+  if (values.every((value) => value === named)) return named;
+  const client = remoteSessionClient(target)!;
+  try {
+    const own = ((await client.call("whoami", {}, 30_000)) as { session_id: string }).session_id;
+    let records: Array<{ session_id: string; name?: unknown }> | undefined;
+    for (const value of values) {
+      if (value === own || SESSION_WORDS.has(value)) continue;
+      records ??= (await client.call("session.list", {}, 30_000)) as Array<{ session_id: string; name?: unknown }>;
+      const list = records;
+      let picked: string;
+      try {
+        picked = pickSession(value.trim(), list.map((record) => record.session_id), () => idOfName(list.map((record) => [record.name, record.session_id]), value.trim()));
+      } catch (error) {
+        // The same error as locally, about the sessions the grant sees, with the remote command that lists them.
+        if (!(error instanceof ApexError)) throw error;
+        const listed = `\`apex --remote ${target} session list\``;
+        const message = error.code === "APEX_E_NO_SESSION" ? `No session ${JSON.stringify(value.trim())} among those the grant of ${target} sees.` : error.message;
+        throw new ApexError(error.code, message, { hint: (error.hint ?? "").replace(/`apex session list`/g, listed), ...(error.details ? { details: error.details } : {}) });
+      }
+      if (picked === own) continue;
+      throw new ApexError("APEX_E_USAGE", `--session ${value} does not work with --remote: it names session ${picked}, and a remote command acts on the session in ${target} (${own}).`, {
+        hint: "Leave --session out, or name that session in --remote HOST/SESSION (with a token of it).",
+        details: { session_id: own, named: picked },
+      });
+    }
+    return own;
+  } finally {
+    await client.close();
+  }
+}
+
 function noSession(word: string): ApexError {
   return word === "current"
     ? new ApexError("APEX_E_NO_SESSION", "--session current: no session is running in this project.", { hint: "`--session last` names the one that ended last; `apex session list` shows them all." })

@@ -38,10 +38,61 @@ export async function openMemoryWriter(location: ProjectLocation): Promise<Memor
       return (await call("memory.delete", { path, recursive, ...(force ? { force } : {}) })) as { deleted: number; revision: number };
     },
     async importEntries(entries: Entry[], force = false) {
+      // Through `apex serve`, whose requests carry at most 1 MiB: sent in parts, which the server writes as one import.
+      if (client.via === "remote") return (await importInParts(entries, force, call)) as { count: number; revision: number };
       return (await call("memory.import", { entries, ...(force ? { force } : {}) })) as { count: number; revision: number };
     },
     close: () => client.close(),
   };
+}
+
+/** The largest request body `apex serve` takes (its bodyLimit), less room for the rest of the request around the entries. */
+const SERVE_BODY_BYTES = 1024 * 1024;
+const PART_BYTES = SERVE_BODY_BYTES - 16 * 1024;
+
+/**
+ * An import through `apex serve` larger than one request body: its entries sent in parts that
+ * each fit (`memory.stage`), the last with `memory.import`, which the server sends to the session
+ * as one import of them all: one transaction, all or nothing, as locally (staged-imports.ts).
+ * It was refused whole (413, `split a large value across several paths`). One entry that alone
+ * does not fit in a request cannot be sent: refused before anything is sent, naming it and the limit.
+ */
+async function importInParts(entries: Entry[], force: boolean, call: (method: string, params: Record<string, unknown>) => Promise<unknown>): Promise<unknown> {
+  const extra = force ? { force } : {};
+  const sizes = entries.map((entry) => Buffer.byteLength(JSON.stringify(entry)) + 1);
+  const total = sizes.reduce((sum, size) => sum + size, 0);
+  if (total <= PART_BYTES) return call("memory.import", { entries, ...extra });
+  const tooLarge = sizes.findIndex((size) => size > PART_BYTES);
+  if (tooLarge >= 0) {
+    const { path } = entries[tooLarge]!;
+    throw new ApexError("APEX_E_TOO_LARGE", `The entry for ${path} is ${sizes[tooLarge]} bytes of JSON; through apex serve one request carries at most ${SERVE_BODY_BYTES / 1024 / 1024} MiB (${SERVE_BODY_BYTES} bytes), and an entry is not split. Nothing was imported.`, {
+      hint: "Split its value across several paths (/big/part-1, /big/part-2, …), or import the file on the server's host (`apex memory import`).",
+      details: { path, bytes: sizes[tooLarge], limit_bytes: SERVE_BODY_BYTES },
+    });
+  }
+  const parts: Entry[][] = [[]];
+  let bytes = 0;
+  entries.forEach((entry, index) => {
+    if (bytes + sizes[index]! > PART_BYTES && parts.at(-1)!.length > 0) {
+      parts.push([]);
+      bytes = 0;
+    }
+    parts.at(-1)!.push(entry);
+    bytes += sizes[index]!;
+  });
+  const { randomBytes } = await import("node:crypto");
+  const upload = randomBytes(16).toString("hex");
+  for (const part of parts.slice(0, -1)) {
+    await call("memory.stage", { upload, entries: part }).catch((error: unknown) => {
+      // A server of an older APEX, which takes an import in one request only: nothing was written.
+      if (!isApexError(error) || error.code !== "APEX_E_NOT_FOUND" || error.details?.unknown_method !== "memory.stage") throw error;
+      throw new ApexError("APEX_E_TOO_LARGE", `The import is ${total} bytes of JSON, more than one request to apex serve carries (${SERVE_BODY_BYTES / 1024 / 1024} MiB), and the server, of an older APEX, does not take an import in parts. Nothing was imported.`, {
+        hint: "Import it in files of under 1 MiB each (`apex memory export GLOB` writes a part), or on the server's host (`apex memory import`).",
+        details: { bytes: total, limit_bytes: SERVE_BODY_BYTES },
+      });
+    });
+  }
+  return call("memory.import", { upload, entries: parts.at(-1)!, ...extra });
 }
 
 /**

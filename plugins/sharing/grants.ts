@@ -1,4 +1,5 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { userInfo } from "node:os";
 import { ApexError } from "../../core/errors.js";
 import type { JsonValue, Store, WriteBatch } from "../../core/store/store.js";
 import { appendEvent, type SessionService } from "../../core/session/service.js";
@@ -78,6 +79,31 @@ export function checkUser(value: unknown): string {
   throw new ApexError("APEX_E_USAGE", `Invalid user name ${JSON.stringify(value)}: 1 to 100 characters, without spaces, slashes or control characters.`, {
     hint: "Use a login or an e-mail address, e.g. alice@example.com.",
   });
+}
+
+/**
+ * The names this host's own users act under in the audit trail (`user:<login>`: core/actor.ts), and
+ * `root`: a grant named so would record its holder's actions as `user:root`, the same as the owner's
+ * (or the superuser's) own, and the trail could not tell them apart. Refused (APEX_E_USAGE, exit 2,
+ * nothing shared), in any case.
+ */
+function refuseHostUser(user: string): void {
+  const host = [process.env.USER, process.env.LOGNAME, loginName(), "root"].filter((name): name is string => typeof name === "string" && name !== "");
+  const taken = host.find((name) => name.toLowerCase() === user.toLowerCase());
+  if (taken === undefined) return;
+  const who = taken === "root" ? "the superuser" : "this host's own user";
+  throw new ApexError("APEX_E_USAGE", `The user name ${JSON.stringify(user)} is reserved: the audit trail records ${who} as user:${taken}, so what a grant of that name did could not be told from what the host's own user did. Nothing was shared.`, {
+    hint: "Name the grant after the person it is for, as they are known off this host, e.g. alice@example.com or root@build-box.",
+    details: { user, reserved: taken },
+  });
+}
+
+function loginName(): string | undefined {
+  try {
+    return userInfo().username;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -168,6 +194,7 @@ export function grantMethods(service: SessionService, actorOf: (params: Record<s
     "share.create": async (params) => {
       const sessionId = target(params);
       const user = checkUser(params.user);
+      refuseHostUser(user);
       const role = checkRole(params.role ?? "viewer");
       const expiresIn = params.expires_in_s;
       if (expiresIn !== undefined && expiresIn !== null && (typeof expiresIn !== "number" || !(expiresIn > 0))) {

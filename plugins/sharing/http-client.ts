@@ -230,6 +230,16 @@ function notApex(endpoint: string, response: IncomingMessage, text: string): Ape
   if (response.statusCode === 503) {
     return new ApexError("APEX_E_RPC", `Cannot reach ${new URL(endpoint).origin}: HTTP 503 Service Unavailable (shutting down, restarting, or behind a proxy whose server is down).`, {
       hint: "Try again in a moment; if it lasts, check that `apex serve` runs there.",
+      details: { http_status: 503 },
+    });
+  }
+  // A proxy or gateway in front of the server that could not reach it (or gave up waiting for it): the server is
+  // out of reach, as above. It was said as a server that is not `apex serve` ("check the host and port").
+  if (response.statusCode === 502 || response.statusCode === 504) {
+    const status = response.statusCode === 502 ? "502 Bad Gateway" : "504 Gateway Timeout";
+    return new ApexError("APEX_E_RPC", `Cannot reach ${new URL(endpoint).origin}: HTTP ${status} (a proxy or gateway in front of it could not reach \`apex serve\`).`, {
+      hint: "Try again in a moment; if it lasts, check that `apex serve` runs behind that proxy, and the proxy's own address for it.",
+      details: { http_status: response.statusCode },
     });
   }
   const type = String(response.headers["content-type"] ?? "no content type").split(";")[0];

@@ -54,6 +54,9 @@ const NEEDED = new Map<string, Role>([
   ...OWNER_METHODS.map((m) => [m, "owner"] as const),
 ]);
 
+// A part of an import sent in parts (staged-imports.ts, served by `apex serve` itself): what the import needs.
+NEEDED.set("memory.stage", NEEDED.get("memory.import") ?? "owner");
+
 export function isInternalMethod(method: string): boolean {
   return INTERNAL.has(method);
 }

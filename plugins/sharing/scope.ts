@@ -110,6 +110,7 @@ const MEMORY_WRITES: Record<string, (params: Record<string, unknown>) => unknown
   "memory.set": (params) => [params.path],
   "memory.delete": (params) => [params.path],
   "memory.import": (params) => (Array.isArray(params.entries) ? params.entries.map((entry: { path?: unknown } | null) => entry?.path) : []),
+  "memory.stage": (params) => (Array.isArray(params.entries) ? params.entries.map((entry: { path?: unknown } | null) => entry?.path) : []),
 };
 
 /**

@@ -34,6 +34,7 @@ import { shortSessionId } from "../../core/session/names.js";
 import { remotePluginCommand, type CommandSessionLookup } from "./command-scope.js";
 import { isInternalMethod, isProjectMethod, roleNeeded, roleTable } from "./roles.js";
 import { remoteEntryValue, remoteEvent, remoteResult } from "./redact.js";
+import { StagedImports } from "./staged-imports.js";
 import { CHECKPOINT_WRITES, checkRemoteWrite, hiddenRead, pinnedParams, scopedError, scopedListing, scopedResult, SESSION_LISTINGS } from "./scope.js";
 
 /**
@@ -419,7 +420,16 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       await reply.code(405).header("allow", allow).send({ error: { code: "APEX_E_BAD_INPUT", message: `${path} takes ${allow}, not ${request.method}.`, hint } });
       return;
     }
-    await reply.code(404).send({ error: { code: "APEX_E_NOT_FOUND", message: `No such path: ${request.method} ${path}.`, hint: "The API is under /api/sessions/SESSION/…" } });
+    await reply.code(404).send({ error: notFoundBody(request.method, path) });
+  }
+
+  /**
+   * A path nothing is served at, the dashboard's files included: the path in quotes, so that one ending in a
+   * dot reads as it was asked (`/assets/.` was "No such file: .." and `/assets/` "No such file: .").
+   */
+  function notFoundBody(method: string, path: string): { code: string; message: string; hint: string } {
+    const hint = path.startsWith("/assets/") ? "The dashboard is at /; /assets/ holds only the files it loads." : "The API is under /api/sessions/SESSION/…";
+    return { code: "APEX_E_NOT_FOUND", message: `No such path: ${method} ${JSON.stringify(path)}.`, hint };
   }
   app.setErrorHandler(async (error, request, reply) => {
     const fastifyError = error as { code?: string; statusCode?: number; message: string };
@@ -507,16 +517,19 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   };
 
   app.get("/", async (_request, reply) => sendStatic(reply, "index.html"));
-  app.get<{ Params: { file: string } }>("/assets/:file", async (request, reply) => sendStatic(reply, request.params.file));
+  app.get<{ Params: { file: string } }>("/assets/:file", async (request, reply) => sendStatic(reply, request.params.file, request));
   // The version lets a client tell a server of another APEX from one that is down or misbehaves.
   app.get("/api/health", async () => ({ ok: true, version: APEX_VERSION }));
 
+  /** The parts of imports larger than one request body, until their last part (staged-imports.ts). */
+  const staged = new StagedImports();
+  app.addHook("onClose", async () => staged.clear());
   app.post<{ Params: { sid: string; method: string }; Body: unknown }>("/api/sessions/:sid/rpc/:method", async (request, reply) => {
     const { method } = request.params;
     const { sid, caller } = (request as Authenticated).auth ?? (await authenticate(request, request.params.sid));
     if (closing && sid !== endedSession) return refuseClosing(reply);
     countUnderWay(reply, sid);
-    const params = objectBody(request.body);
+    let params = objectBody(request.body);
     if (isInternalMethod(method)) throw noSuchMethod(method);
     // A stream never answers as a call: it would hold the request open, and its subscription the supervisor's channel.
     if ((STREAM_METHODS as readonly string[]).includes(method)) {
@@ -535,6 +548,16 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     if (method.startsWith("share.")) await gate.requireOwnSession(sid, method, params.session);
     if (isProjectMethod(method)) {
       throw new ApexError("APEX_E_FORBIDDEN", `${method} makes a new session of the project; a grant is for session ${sid} only. Nothing was done.`, { hint: "Run it on the server's host." });
+    }
+    // An import sent in parts: each part but the last kept here; the last sends them all as one import.
+    if (method === "memory.stage") {
+      await gate.requireSession(sid);
+      const length = Number(request.headers["content-length"]);
+      return reply.send({ result: staged.stage(caller.token_id, sid, params, Number.isSafeInteger(length) && length > 0 ? length : JSON.stringify(params).length) });
+    }
+    if (method === "memory.import" && params.upload !== undefined) {
+      const { upload: _, ...rest } = params;
+      params = { ...rest, entries: staged.take(caller.token_id, sid, params) };
     }
     // Another session's checkpoint: not found, as for checkpoint.show, before anything is written.
     if (CHECKPOINT_WRITES.has(method)) {
@@ -876,12 +899,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     while (waiting()) await sleep(50);
   }
 
-  async function sendStatic(reply: FastifyReply, file: string): Promise<void> {
-    if (!/^[A-Za-z0-9_.-]+$/.test(file) || file.startsWith(".")) throw new ApexError("APEX_E_NOT_FOUND", `No such file: ${file}.`);
+  async function sendStatic(reply: FastifyReply, file: string, request?: FastifyRequest): Promise<void> {
+    // No file of the dashboard's (`.`, `..`, a name with a dot first, none): a plain 404, as for any path nothing is served at.
+    const missing = () => reply.code(404).send({ error: notFoundBody(request?.method ?? "GET", (request?.url ?? `/assets/${file}`).split("?")[0]!) });
+    if (!/^[A-Za-z0-9_.-]+$/.test(file) || file.startsWith(".")) return missing();
     // Own keys only: /assets/constructor is no vendored file (it was a 500 naming Node's require).
     const vendored = Object.hasOwn(VENDORED, file) ? VENDORED[file] : undefined;
     const path = vendored ? createRequire(import.meta.url).resolve(vendored) : join(DASHBOARD_DIR, file);
-    if (!existsSync(path)) throw new ApexError("APEX_E_NOT_FOUND", `No such file: ${file}.`);
+    if (!existsSync(path)) return missing();
     const type = file.endsWith(".html") ? "text/html; charset=utf-8" : file.endsWith(".js") ? "text/javascript; charset=utf-8" : file.endsWith(".css") ? "text/css; charset=utf-8" : file.endsWith(".svg") ? "image/svg+xml" : "application/octet-stream";
     // Never framed by another site's page (clickjacking a signed-in tab's controls): frame-ancestors, and X-Frame-Options for browsers without it.
     reply.header("content-security-policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'");
