@@ -401,8 +401,18 @@ describe("apex session archive / unarchive", () => {
     // s-kid cannot be archived: a bundle of another state of it is in the way.
     mkdirSync(join(dir, ".apex/backups"), { recursive: true });
     writeFileSync(join(dir, ".apex/backups/s-kid.apexbundle"), "another state");
+    // The dry run says what the run does: neither would go (it listed both as archived, s-old's bundle too).
+    const preview = apex("session", "archive", "--older-than", "36h", "--dry-run", "--json");
+    expect(preview.status, preview.stderr).toBe(1);
+    expect(json(preview).archived).toEqual([]);
+    expect(json(preview).skipped.map((skipped: { session_id: string; code: string }) => `${skipped.session_id} ${skipped.code}`)).toEqual(["s-kid APEX_E_CONFLICT", "s-old APEX_E_CONFLICT"]);
+    const named = apex("session", "archive", "s-kid", "--dry-run", "--json");
+    expect(named.status).toBe(4);
+    expect(errorOf(named)).toMatchObject({ code: "APEX_E_CONFLICT", message: expect.stringContaining("holding another state of it") });
+    // A session that could not be archived is a failure (exit 1), as a damaged one is: it exited 0,
+    // saying there was nothing to archive, and a cron job took the session for archived.
     const blocked = apex("session", "archive", "--older-than", "36h", "--json");
-    expect(blocked.status, blocked.stderr).toBe(0);
+    expect(blocked.status, blocked.stderr).toBe(1);
     // s-old stays too (it was archived first, leaving the branch without the checkpoint it starts from).
     expect(json(blocked).archived).toEqual([]);
     expect(json(blocked).skipped.map((skipped: { session_id: string; code: string }) => `${skipped.session_id} ${skipped.code}`)).toEqual(["s-kid APEX_E_CONFLICT", "s-old APEX_E_CONFLICT"]);
@@ -413,7 +423,15 @@ describe("apex session archive / unarchive", () => {
       expect(listCheckpoints(store, "s-old").items.map((item) => item.name)).toContain("checkpoint-002");
     });
 
+    const text = apex("session", "archive", "--older-than", "36h");
+    expect(text.status).toBe(1);
+    expect(text.stdout).toMatch(/^Nothing archived: 1 session could not be archived \(ended sessions older than 1d12h, i\.e\. ended before /);
+    expect(text.stdout).toContain("left in the store: s-kid: Session kid already has a bundle at");
+
     rmSync(join(dir, ".apex/backups/s-kid.apexbundle"));
+    const dry = apex("session", "archive", "--older-than", "36h", "--dry-run", "--json");
+    expect(dry.status, dry.stderr).toBe(0);
+    expect(json(dry).archived.map((session: { session_id: string }) => session.session_id)).toEqual(["s-kid", "s-old"]);
     const both = apex("session", "archive", "--older-than", "36h", "--json");
     expect(both.status, both.stderr).toBe(0);
     expect(json(both).archived.map((session: { session_id: string }) => session.session_id)).toEqual(["s-kid", "s-old"]);
