@@ -1058,6 +1058,49 @@ describe("apex backup", () => {
       expect(statSync(join(target, "store.mdb")).size).toBe(json(saved[0]!).bytes);
     }
   }, 120_000);
+  it("backups without --to each get a directory of their own, made in the same second too, one after another or at once", async () => {
+    const dir = project("same-second");
+    await threeSessions(dir);
+    const location = join(dir, ".apex/backups");
+    // Backups made in this second and the next ones already there: the directory a backup made now
+    // would take holds a store. The next backup was refused (exit 4, APEX_E_CONFLICT, "Give a directory
+    // without a store.mdb to --to", to one that gave no --to); `apex backup && apex backup` failed so.
+    const taken: string[] = [];
+    for (let second = 0; second < 60; second++) {
+      const name = `store-${new Date(Date.now() + second * 1000).toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z")}`;
+      mkdirSync(join(location, name), { recursive: true });
+      writeFileSync(join(location, name, "store.mdb"), "an earlier backup");
+      taken.push(name);
+    }
+    const made = apexIn(dir)("backup", "--json");
+    expect(made.status, made.stderr).toBe(0);
+    const directory = json(made).directory as string;
+    expect(basename(directory)).toMatch(/^store-\d{8}T\d{6}Z-2$/);
+    expect(taken).toContain(basename(directory).replace(/-2$/, ""));
+    expect(readdirSync(directory)).toEqual(["store.mdb"]);
+    expect(statSync(directory).mode & 0o777).toBe(0o700);
+    for (const name of taken) expect(readFileSync(join(location, name, "store.mdb"), "utf8")).toBe("an earlier backup");
+
+    // Three at once: each its own directory, none refused.
+    const backup = () =>
+      new Promise<{ status: number; stdout: string; stderr: string }>((done) => {
+        execFile(process.execPath, [APEX_BIN, "backup", "--json"], { cwd: dir, env: { ...cleanEnv(), NO_COLOR: "1", ...env } }, (error, stdout, stderr) => done({ status: error ? Number(error.code) : 0, stdout, stderr }));
+      });
+    const runs = await Promise.all([backup(), backup(), backup()]);
+    for (const run of runs) expect(run.status, run.stderr).toBe(0);
+    const directories = runs.map((run) => json(run).directory as string);
+    expect(new Set(directories).size).toBe(3);
+    for (const at of directories) {
+      expect(readdirSync(at)).toEqual(["store.mdb"]);
+      const copy = await openStore(at, { readOnly: true });
+      try {
+        expect(validateStore(copy).ok).toBe(true);
+      } finally {
+        await copy.close();
+      }
+    }
+  }, 120_000);
+
   it("copies the store APEX_STORE_URL names, not an older one left in .apex/", async () => {
     const dir = project("elsewhere");
     await withStore(dir, (store) => store.set("/where", "old .apex store"));

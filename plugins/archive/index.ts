@@ -92,7 +92,7 @@ export default definePlugin<ArchivePluginOptions>({
       description: "write a consistent, compacted copy of the whole LMDB store and verify it (PostgreSQL: pg_dump)",
       runsIn: "cli",
       options: [
-        { flags: "--to <dir>", description: "directory for the copy; it must not hold a store.mdb yet (default: session.backup_location/store-<time>)" },
+        { flags: "--to <dir>", description: "directory for the copy; it must not hold a store.mdb yet (default: a new directory session.backup_location/store-<time>, store-<time>-2 when a backup made in the same second has that one)" },
         { flags: "--json", description: "print {directory, file, bytes, source_bytes, revision, counts: {records, checkpoints, values, trees, packs}, validation, ms, swept}" },
       ],
       examples: ["apex backup", "apex backup --to /mnt/backups/apex-2026-11-20", "apex backup --json"],
