@@ -113,6 +113,10 @@ describe("the audit trail and reports", () => {
     expect(text.stdout).toMatch(/checkpoint 2 \(onPause\) {2}\[supervisor\]$/m);
     expect(text.stdout).toMatch(/git synced: (main|master) at [0-9a-f]{12}( \(uncommitted changes\))? {2}\[plugin:git\]$/m);
     expect(text.stdout).toMatch(/records matched to what runs \(from the live state\): 0 tasks back to pending {2}\[supervisor\]$/m);
+    // Git operations and retention's deletions in words too, as every other event (each was its type and raw JSON).
+    expect(text.stdout).toMatch(/git commit -m wip \(apex git\) {2}\[plugin:git\]$/m);
+    expect(text.stdout).toMatch(/checkpoint \d+ \(checkpoint-\d{3}, beforeTask\) removed by retention: no rule keeps it {2}\[plugin:retention\]$/m);
+    expect(lines.filter((line) => /\{"/.test(line))).toEqual([]);
 
     // --help says what --json prints with an ID as it is: an object holding the events (it said an array of them).
     expect(project.apex(["session", "history", "--help"]).stdout.replace(/\s+/g, " ")).toContain("(with an ID, or --session, or through --remote: {session_id, name, status, events: [{seq, at, type, actor, …}]})");
