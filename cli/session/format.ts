@@ -170,6 +170,11 @@ export function eventParts(event: SessionEvent): { time: string; what: string; c
       what = `git${args ? ` ${terminalSafe(args, { singleLine: true })}` : ""}${source ? ` (${source})` : ""}`;
       break;
     }
+    case "checkpoint.deleted": {
+      const which = [e.name ? text("name") : "", e.trigger ? text("trigger") : ""].filter(Boolean).join(", ");
+      what = `checkpoint ${text("sequence") || "?"}${which ? ` (${which})` : ""} deleted${e.forced === true ? " with --force" : ""}`;
+      break;
+    }
     case "retention.delete": {
       const which = [e.name ? text("name") : "", e.trigger ? text("trigger") : ""].filter(Boolean).join(", ");
       what = `checkpoint ${text("sequence") || "?"}${which ? ` (${which})` : ""} removed by retention${e.run === "command" ? " (apex session cleanup)" : ""}${e.reason ? `: ${text("reason")}` : ""}`;
