@@ -10,4 +10,10 @@ export function currentActor(): string {
   return `user:${process.env.USER ?? process.env.LOGNAME ?? loginName()}`;
 }
 
+/** The actor a request names (`actor`: the CLI's currentActor, `apex serve`'s caller), else "user:unknown". */
+export function actorParam(params: Record<string, unknown>): string {
+  const actor = params.actor;
+  return typeof actor === "string" && /^(agent|user|plugin):[^\s]{1,128}$/.test(actor) ? actor : "user:unknown";
+}
+
 function loginName(): string { try { return userInfo().username; } catch { return "unknown"; } }

@@ -401,8 +401,18 @@ describe("apex session archive / unarchive", () => {
     // s-kid cannot be archived: a bundle of another state of it is in the way.
     mkdirSync(join(dir, ".apex/backups"), { recursive: true });
     writeFileSync(join(dir, ".apex/backups/s-kid.apexbundle"), "another state");
+    // The dry run says what the run does: neither would go (it listed both as archived, s-old's bundle too).
+    const preview = apex("session", "archive", "--older-than", "36h", "--dry-run", "--json");
+    expect(preview.status, preview.stderr).toBe(1);
+    expect(json(preview).archived).toEqual([]);
+    expect(json(preview).skipped.map((skipped: { session_id: string; code: string }) => `${skipped.session_id} ${skipped.code}`)).toEqual(["s-kid APEX_E_CONFLICT", "s-old APEX_E_CONFLICT"]);
+    const named = apex("session", "archive", "s-kid", "--dry-run", "--json");
+    expect(named.status).toBe(4);
+    expect(errorOf(named)).toMatchObject({ code: "APEX_E_CONFLICT", message: expect.stringContaining("holding another state of it") });
+    // A session that could not be archived is a failure (exit 1), as a damaged one is: it exited 0,
+    // saying there was nothing to archive, and a cron job took the session for archived.
     const blocked = apex("session", "archive", "--older-than", "36h", "--json");
-    expect(blocked.status, blocked.stderr).toBe(0);
+    expect(blocked.status, blocked.stderr).toBe(1);
     // s-old stays too (it was archived first, leaving the branch without the checkpoint it starts from).
     expect(json(blocked).archived).toEqual([]);
     expect(json(blocked).skipped.map((skipped: { session_id: string; code: string }) => `${skipped.session_id} ${skipped.code}`)).toEqual(["s-kid APEX_E_CONFLICT", "s-old APEX_E_CONFLICT"]);
@@ -413,7 +423,15 @@ describe("apex session archive / unarchive", () => {
       expect(listCheckpoints(store, "s-old").items.map((item) => item.name)).toContain("checkpoint-002");
     });
 
+    const text = apex("session", "archive", "--older-than", "36h");
+    expect(text.status).toBe(1);
+    expect(text.stdout).toMatch(/^Nothing archived: 1 session could not be archived \(ended sessions older than 1d12h, i\.e\. ended before /);
+    expect(text.stdout).toContain("left in the store: s-kid: Session kid already has a bundle at");
+
     rmSync(join(dir, ".apex/backups/s-kid.apexbundle"));
+    const dry = apex("session", "archive", "--older-than", "36h", "--dry-run", "--json");
+    expect(dry.status, dry.stderr).toBe(0);
+    expect(json(dry).archived.map((session: { session_id: string }) => session.session_id)).toEqual(["s-kid", "s-old"]);
     const both = apex("session", "archive", "--older-than", "36h", "--json");
     expect(both.status, both.stderr).toBe(0);
     expect(json(both).archived.map((session: { session_id: string }) => session.session_id)).toEqual(["s-kid", "s-old"]);
@@ -1040,6 +1058,49 @@ describe("apex backup", () => {
       expect(statSync(join(target, "store.mdb")).size).toBe(json(saved[0]!).bytes);
     }
   }, 120_000);
+  it("backups without --to each get a directory of their own, made in the same second too, one after another or at once", async () => {
+    const dir = project("same-second");
+    await threeSessions(dir);
+    const location = join(dir, ".apex/backups");
+    // Backups made in this second and the next ones already there: the directory a backup made now
+    // would take holds a store. The next backup was refused (exit 4, APEX_E_CONFLICT, "Give a directory
+    // without a store.mdb to --to", to one that gave no --to); `apex backup && apex backup` failed so.
+    const taken: string[] = [];
+    for (let second = 0; second < 60; second++) {
+      const name = `store-${new Date(Date.now() + second * 1000).toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z")}`;
+      mkdirSync(join(location, name), { recursive: true });
+      writeFileSync(join(location, name, "store.mdb"), "an earlier backup");
+      taken.push(name);
+    }
+    const made = apexIn(dir)("backup", "--json");
+    expect(made.status, made.stderr).toBe(0);
+    const directory = json(made).directory as string;
+    expect(basename(directory)).toMatch(/^store-\d{8}T\d{6}Z-2$/);
+    expect(taken).toContain(basename(directory).replace(/-2$/, ""));
+    expect(readdirSync(directory)).toEqual(["store.mdb"]);
+    expect(statSync(directory).mode & 0o777).toBe(0o700);
+    for (const name of taken) expect(readFileSync(join(location, name, "store.mdb"), "utf8")).toBe("an earlier backup");
+
+    // Three at once: each its own directory, none refused.
+    const backup = () =>
+      new Promise<{ status: number; stdout: string; stderr: string }>((done) => {
+        execFile(process.execPath, [APEX_BIN, "backup", "--json"], { cwd: dir, env: { ...cleanEnv(), NO_COLOR: "1", ...env } }, (error, stdout, stderr) => done({ status: error ? Number(error.code) : 0, stdout, stderr }));
+      });
+    const runs = await Promise.all([backup(), backup(), backup()]);
+    for (const run of runs) expect(run.status, run.stderr).toBe(0);
+    const directories = runs.map((run) => json(run).directory as string);
+    expect(new Set(directories).size).toBe(3);
+    for (const at of directories) {
+      expect(readdirSync(at)).toEqual(["store.mdb"]);
+      const copy = await openStore(at, { readOnly: true });
+      try {
+        expect(validateStore(copy).ok).toBe(true);
+      } finally {
+        await copy.close();
+      }
+    }
+  }, 120_000);
+
   it("copies the store APEX_STORE_URL names, not an older one left in .apex/", async () => {
     const dir = project("elsewhere");
     await withStore(dir, (store) => store.set("/where", "old .apex store"));

@@ -20,6 +20,12 @@ describe("event lines", () => {
     expect(line({ type: "share.created", user: "bob", role: "viewer", token_id: "t", expires_at: null })).toBe("shared with bob as viewer");
     expect(line({ type: "share.revoked", user: "bob", token_ids: ["t"] })).toBe("access of bob revoked");
     expect(line({ type: "git.synced", branch: "main", commit: "0123456789abcdef0123", dirty: true })).toBe("git synced: main at 0123456789ab (uncommitted changes)");
+    expect(line({ type: "git.operation", command: "commit", args: ["commit", "-m", "fix the parser"], source: "cli" })).toBe('git commit -m "fix the parser" (apex git)');
+    expect(line({ type: "git.operation", command: "rebase", args: ["rebase", "main"], source: "git-hook" })).toBe("git rebase main (git hook)");
+    expect(line({ type: "git.operation", command: null, args: [], source: "cli" })).toBe("git (apex git)");
+    expect(line({ type: "checkpoint.deleted", checkpoint: "id", name: "checkpoint-004", sequence: 4, trigger: "manual", forced: true })).toBe("checkpoint 4 (checkpoint-004, manual) deleted with --force");
+    expect(line({ type: "retention.delete", checkpoint: "id", name: "checkpoint-008", sequence: 8, reason: "no rule keeps it", run: "auto", trigger: "beforeTask" })).toBe("checkpoint 8 (checkpoint-008, beforeTask) removed by retention: no rule keeps it");
+    expect(line({ type: "retention.delete", checkpoint: "id", name: "checkpoint-003", sequence: 3, reason: "over max_checkpoints 100", run: "command" })).toBe("checkpoint 3 (checkpoint-003) removed by retention (apex session cleanup): over max_checkpoints 100");
   });
 
   it("keep a hand-written event on one line, whatever its fields hold", () => {

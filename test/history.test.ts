@@ -7,7 +7,7 @@ import { describe, expect, it } from "vitest";
 import type { SessionEvent } from "../core/session/records.js";
 import type { SessionReport } from "../plugins/history/report.js";
 import { renderMarkdown } from "../plugins/history/markdown.js";
-import { Project, nodeAgent, waitFor } from "./fixtures/agents/harness.js";
+import { Project, nodeAgent, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 
 // A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
@@ -113,6 +113,10 @@ describe("the audit trail and reports", () => {
     expect(text.stdout).toMatch(/checkpoint 2 \(onPause\) {2}\[supervisor\]$/m);
     expect(text.stdout).toMatch(/git synced: (main|master) at [0-9a-f]{12}( \(uncommitted changes\))? {2}\[plugin:git\]$/m);
     expect(text.stdout).toMatch(/records matched to what runs \(from the live state\): 0 tasks back to pending {2}\[supervisor\]$/m);
+    // Git operations and retention's deletions in words too, as every other event (each was its type and raw JSON).
+    expect(text.stdout).toMatch(/git commit -m wip \(apex git\) {2}\[plugin:git\]$/m);
+    expect(text.stdout).toMatch(/checkpoint \d+ \(checkpoint-\d{3}, beforeTask\) removed by retention: no rule keeps it {2}\[plugin:retention\]$/m);
+    expect(lines.filter((line) => /\{"/.test(line))).toEqual([]);
 
     // --help says what --json prints with an ID as it is: an object holding the events (it said an array of them).
     expect(project.apex(["session", "history", "--help"]).stdout.replace(/\s+/g, " ")).toContain("(with an ID, or --session, or through --remote: {session_id, name, status, events: [{seq, at, type, actor, …}]})");
@@ -270,6 +274,36 @@ describe("the audit trail and reports", () => {
     expect(md).toContain("| checkpoint-001 | onStart | 2026-12-01T00:00:00.000Z | &lt;svg onload=alert(2)> | &lt;b>evil&lt;/b> @ 0123456 |");
     expect(md).toContain("- First checkpoint: &lt;b>evil&lt;/b> @ 0123456");
     expect(md).toMatch(/\| user:&lt;u>me&lt;\/u> \| task t-0001 added: &lt;script>alert\(3\)&lt;\/script> \|$/m);
+  });
+
+  it("a checkpoint someone deleted is in the trail, with who deleted it, through the supervisor and on the store", () => {
+    const agents = shellAgents({ worker: "while true; do sleep 0.5; done" }).replace("plugins: {}\n", "");
+    project = new Project(`${agents}plugins:\n  checkpoint: {}\n  history: {}\n`, "apex-history-");
+    const sid = project.start(["--task", "keep a record"]).session_id;
+    for (const description of ["first", "second", "third"]) expect(project.apex(["checkpoint", "create", description]).status).toBe(0);
+    expect(project.apex(["checkpoint", "pin", "checkpoint-004"]).status).toBe(0);
+    // Through the running supervisor, as an agent would (APEX_AGENT names it), then on the store once it ended, with --force.
+    const byAgent = project.apex(["checkpoint", "delete", "checkpoint-002"], { env: { APEX_AGENT: "worker" } });
+    expect(byAgent.status, byAgent.stderr).toBe(0);
+    expect(project.apex(["stop"]).status).toBe(0);
+    const forced = project.apex(["checkpoint", "delete", `${sid}/checkpoint-004`, "--force"]);
+    expect(forced.status, forced.stderr).toBe(0);
+
+    // They were in no trail: the history named checkpoints 2 and 4 as made, and nothing said they were gone, nor who removed them.
+    const { events } = trailOf(sid);
+    const deleted = events.filter((event) => event.type === "checkpoint.deleted");
+    expect(deleted).toEqual([
+      expect.objectContaining({ actor: "agent:worker", name: "checkpoint-002", sequence: 2, trigger: "manual", forced: false, checkpoint: expect.any(String) }),
+      expect.objectContaining({ actor: expect.stringMatching(/^user:/), name: "checkpoint-004", sequence: 4, trigger: "manual", forced: true }),
+    ]);
+    expect(events.map((event) => event.seq)).toEqual(events.map((_, index) => index + 1));
+    const text = project.apex(["session", "history", sid]).stdout;
+    expect(text).toMatch(/checkpoint 2 \(checkpoint-002, manual\) deleted {2}\[agent:worker\]$/m);
+    expect(text).toMatch(/checkpoint 4 \(checkpoint-004, manual\) deleted with --force {2}\[user:[^\]]+\]$/m);
+    // A refused delete (pinned, no --force) writes nothing.
+    expect(project.apex(["checkpoint", "pin", `${sid}/checkpoint-003`]).status).toBe(0);
+    expect(project.apex(["checkpoint", "delete", `${sid}/checkpoint-003`]).status).toBe(4);
+    expect(trailOf(sid).events).toHaveLength(events.length);
   });
 
   it("a project without sessions says so", () => {

@@ -136,7 +136,7 @@ export function eventParts(event: SessionEvent): { time: string; what: string; c
     case "error":
       what = `error in ${text("origin")}: ${text("message")}`;
       break;
-    // Branches, merges, takeovers, restores, shares and git syncs: in words, as the events above (each showed as its type and raw JSON).
+    // Branches, merges, takeovers, restores, shares, git operations and syncs, retention's deletions: in words, as the events above (each showed as its type and raw JSON).
     case "session.branched":
       what = `session branched as ${text("name")} from ${checkpointRef(e.from)}${typeof e.worktree === "string" ? ` (worktree ${text("worktree")})` : ""}`;
       break;
@@ -164,6 +164,22 @@ export function eventParts(event: SessionEvent): { time: string; what: string; c
     case "share.revoked":
       what = `access of ${text("user")} revoked`;
       break;
+    case "git.operation": {
+      const args = Array.isArray(e.args) ? e.args.map((arg) => shellWord(String(arg))).join(" ") : "";
+      const source = e.source === "cli" ? "apex git" : e.source === "git-hook" ? "git hook" : text("source");
+      what = `git${args ? ` ${terminalSafe(args, { singleLine: true })}` : ""}${source ? ` (${source})` : ""}`;
+      break;
+    }
+    case "checkpoint.deleted": {
+      const which = [e.name ? text("name") : "", e.trigger ? text("trigger") : ""].filter(Boolean).join(", ");
+      what = `checkpoint ${text("sequence") || "?"}${which ? ` (${which})` : ""} deleted${e.forced === true ? " with --force" : ""}`;
+      break;
+    }
+    case "retention.delete": {
+      const which = [e.name ? text("name") : "", e.trigger ? text("trigger") : ""].filter(Boolean).join(", ");
+      what = `checkpoint ${text("sequence") || "?"}${which ? ` (${which})` : ""} removed by retention${e.run === "command" ? " (apex session cleanup)" : ""}${e.reason ? `: ${text("reason")}` : ""}`;
+      break;
+    }
     case "git.synced":
       what = `git synced: ${e.branch ? text("branch") : "detached HEAD"}${typeof e.commit === "string" ? ` at ${terminalSafe(e.commit.slice(0, 12), { singleLine: true })}` : ""}${e.dirty === true ? " (uncommitted changes)" : ""}`;
       break;
@@ -172,6 +188,11 @@ export function eventParts(event: SessionEvent): { time: string; what: string; c
   }
   const color: Color | undefined = type === "error" || type.endsWith("failed") ? "red" : type === "milestone" ? "magenta" : undefined;
   return { time, what, color };
+}
+
+/** A command-line argument as a shell would need it written: as it is when plain, else in double quotes (JSON's escapes). */
+function shellWord(arg: string): string {
+  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : JSON.stringify(arg);
 }
 
 /** A checkpoint an event names ({session_id, name}, as branches and merges record it): `3f2a9c1e/checkpoint-004`. */

@@ -1,3 +1,4 @@
+import { actorParam } from "../actor.js";
 import type { CommandContext } from "../engine.js";
 import { ApexError } from "../errors.js";
 import { STREAM } from "../rpc/protocol.js";
@@ -237,12 +238,6 @@ function optionalString(params: Record<string, unknown>, name: string): string |
   if (value === undefined || value === null) return undefined;
   if (typeof value !== "string") throw new ApexError("APEX_E_BAD_INPUT", `The parameter ${name} must be a string.`);
   return value;
-}
-
-/** Who made a change: "agent:<name>" or "user:<name>", as the caller says (the socket is 0600: same user). */
-export function actorParam(params: Record<string, unknown>): string {
-  const actor = optionalString(params, "actor");
-  return actor && /^(agent|user|plugin):[^\s]{1,128}$/.test(actor) ? actor : "user:unknown";
 }
 
 function statusParam(params: Record<string, unknown>): TaskStatus | undefined {

@@ -13,7 +13,8 @@ import { makePrivateDir, PRIVATE_EXECUTABLE_MODE, writePrivateFile } from "../st
 import type { JsonValue, Store, WriteBatch } from "../store/store.js";
 import { AgentProcess, appendLogLine, capLogFile, provenMembers, signalProvenGroup, tailLines, terminateAgent, terminateGroup, type AgentExit } from "./agents.js";
 import { checkpointServiceFor, noCheckpointService, restoreSessionFromCheckpoint } from "./checkpoints.js";
-import { actorParam, registerSupervisorMethods } from "./methods.js";
+import { actorParam } from "../actor.js";
+import { registerSupervisorMethods } from "./methods.js";
 import { newNonce, processGroups, processStartTime, signalProcess, sleep, stopProgress, SUPERVISOR_NONCE_VAR, type ProcessMarker } from "./proc.js";
 import { CONTEXT_SUFFIX, CURRENT_SESSION_PATH, agentContextPath, agentPath, agentsPrefix, countersPath, eventPath, historyPath, memoryRootOf, nowIso, sessionPath, setActiveSession, setSessionRecord, worktreeOf, tasksPrefix, type AgentRecord, type AgentStatus, type SessionEvent, type SessionRecord, type TaskRecord } from "./records.js";
 import { agentLogDir, removeRuntime, removeStaleStopRequests, RUN_DIR, socketPathFor, takeStopRequest, writeRuntime } from "./runtime.js";

@@ -50,6 +50,12 @@ export interface SkippedSession {
   sessionId: string;
   reason: string;
   code: string | null;
+  /**
+   * Archiving it failed (damaged, refused by the store, a bundle of another state of it in the
+   * way): it needs attention, and the command exits 1. False for one left by rule (not old enough,
+   * live, a branch point), whatever its code: a branch point and a bundle in the way share APEX_E_CONFLICT.
+   */
+  failed: boolean;
 }
 
 export interface ArchiveResult {
@@ -106,21 +112,22 @@ export async function archiveSessions(store: Store, options: ArchiveOptions): Pr
   const kept = childrenFirst(store, candidates.filter((candidate) => !result.skipped.some((skipped) => skipped.sessionId === candidate.sessionId)));
   for (const [index, candidate] of kept.entries()) {
     options.onProgress?.(`archiving ${index + 1}/${kept.length}: ${candidate.sessionId}`);
-    if (!result.dryRun) {
-      // A session branched from this one is still here (its archive failed, or it was branched meanwhile).
-      const staying = protectBranchPoints(store, [candidate]);
-      if (staying.length > 0) {
-        if (explicit) throw new ApexError("APEX_E_CONFLICT", withDetail(`Not archiving session ${sessionLabel(store, candidate.sessionId)}`, staying[0]!.reason), { hint: "Archive the branched session too, or leave this one.", details: { session_id: candidate.sessionId } });
-        result.skipped.push(...staying);
-        continue;
-      }
+    // A session branched from this one is still here (its archive failed, or it was branched meanwhile).
+    // A dry run removed none: the sessions it would have archived by now count as gone, so that a
+    // parent whose branch would stay is said to stay, as the run keeps it (the dry run listed it).
+    const leaving = result.dryRun ? [...result.archived.map(({ sessionId, endedAt }) => ({ sessionId, endedAt })), candidate] : [candidate];
+    const staying = protectBranchPoints(store, leaving).filter((skipped) => skipped.sessionId === candidate.sessionId);
+    if (staying.length > 0) {
+      if (explicit) throw new ApexError("APEX_E_CONFLICT", withDetail(`Not archiving session ${sessionLabel(store, candidate.sessionId)}`, staying[0]!.reason), { hint: "Archive the branched session too, or leave this one.", details: { session_id: candidate.sessionId } });
+      result.skipped.push(...staying);
+      continue;
     }
     try {
       const archived = await archiveOne(store, candidate, options, now);
       result.archived.push(archived);
     } catch (error) {
       if (explicit || !isApexError(error)) throw error;
-      result.skipped.push({ sessionId: candidate.sessionId, reason: error.message, code: error.code });
+      result.skipped.push({ sessionId: candidate.sessionId, reason: error.message, code: error.code, failed: !leftByRule(error) });
     }
   }
 
@@ -137,6 +144,18 @@ export async function archiveSessions(store: Store, options: ArchiveOptions): Pr
     }
   }
   return result;
+}
+
+/** Refusals that mean the session could not be archived, though their code is the one a branch point's is. */
+const BUNDLE_IN_THE_WAY = new WeakSet<ApexError>();
+
+/**
+ * A session archiveOne left by rule: live again, archived by another process meanwhile, branched
+ * from or changed while it was being archived (a rerun takes it). Anything else is a failure.
+ */
+function leftByRule(error: ApexError): boolean {
+  if (BUNDLE_IN_THE_WAY.has(error)) return false;
+  return error.code === "APEX_E_SESSION_ACTIVE" || error.code === "APEX_E_NO_SESSION" || error.code === "APEX_E_CONFLICT";
 }
 
 /** The earliest time a Date holds (100,000,000 days before 1970). */
@@ -174,7 +193,7 @@ function selectCandidates(store: Store, sessionId: string | undefined, cutoff: n
     const ended = endedAt(location.record);
     if (!ended) throw new ApexError("APEX_E_INTEGRITY", `Session ${sessionLabel(store, sessionId)} has no valid ended_at; not archiving it.`, { hint: "`apex session repair` dates it by its last checkpoint (`apex session validate` names it).", details: { session_id: sessionId } });
     if (cutoff !== undefined && Date.parse(ended) > cutoff) {
-      result.skipped.push({ sessionId, reason: `it ended ${ended}, after ${new Date(cutoff).toISOString()}`, code: null });
+      result.skipped.push({ sessionId, reason: `it ended ${ended}, after ${new Date(cutoff).toISOString()}`, code: null, failed: false });
       return [];
     }
     return [{ sessionId, endedAt: ended }];
@@ -183,17 +202,17 @@ function selectCandidates(store: Store, sessionId: string | undefined, cutoff: n
   for (const { path, value } of store.query("/sessions/history/*")) {
     const id = path.slice("/sessions/history/".length);
     if (!isRecord(value)) {
-      result.skipped.push({ sessionId: id, reason: "its record is not an object", code: "APEX_E_INTEGRITY" });
+      result.skipped.push({ sessionId: id, reason: "its record is not an object", code: "APEX_E_INTEGRITY", failed: true });
       continue;
     }
     const ended = endedAt(value);
     if (!ended) {
-      result.skipped.push({ sessionId: id, reason: "its record has no valid ended_at", code: "APEX_E_INTEGRITY" });
+      result.skipped.push({ sessionId: id, reason: "its record has no valid ended_at", code: "APEX_E_INTEGRITY", failed: true });
       continue;
     }
     if (Date.parse(ended) > cutoff!) continue;
     if (id === currentId || store.has(livePath(id))) {
-      result.skipped.push({ sessionId: id, reason: "it is the current session again", code: "APEX_E_SESSION_ACTIVE" });
+      result.skipped.push({ sessionId: id, reason: "it is the current session again", code: "APEX_E_SESSION_ACTIVE", failed: false });
       continue;
     }
     out.push({ sessionId: id, endedAt: ended });
@@ -222,7 +241,7 @@ function protectBranchPoints(store: Store, candidates: readonly Candidate[]): Sk
         leaving.delete(sessionId);
         // The branches as session list names them (it gave their whole ids, however many), the first five.
         const named = staying.slice(0, 5).map((other) => sessionLabel(store, other)).join(", ") + (staying.length > 5 ? ` and ${staying.length - 5} more` : "");
-        skipped.push({ sessionId, reason: `${staying.length === 1 ? "session" : "sessions"} ${named} ${staying.length === 1 ? "was" : "were"} branched from its checkpoint ${id}`, code: "APEX_E_CONFLICT" });
+        skipped.push({ sessionId, reason: `${staying.length === 1 ? "session" : "sessions"} ${named} ${staying.length === 1 ? "was" : "were"} branched from its checkpoint ${id}`, code: "APEX_E_CONFLICT", failed: false });
         changed = true;
         break;
       }
@@ -294,21 +313,25 @@ async function archiveOne(store: Store, candidate: Candidate, options: ArchiveOp
     objects: collected.input.objects.length,
   };
   const { file: bytes, bodyBytes } = await encodeBundle(collected.input, options.codec, options.level);
+  const file = join(options.directory, bundleFileName(sessionId));
+  // A bundle of the session exactly as it is now: what an archive killed after writing it, before
+  // removing the session, left, or an unarchive that kept it (--keep, or killed before removing
+  // it). It is the archive: the session leaves the store. Refused, the rerun was stuck (unarchive
+  // refuses while the session is here, and this hint said to unarchive it). Looked at in a dry
+  // run too, which said it would archive a session the run then refused.
+  const existing = existsSync(file);
+  if (existing && !bundleHolds(file, collected, options.maxBytes)) {
+    const error = new ApexError("APEX_E_CONFLICT", `Session ${sessionLabel(store, sessionId)} already has a bundle at ${file}, holding another state of it (or not readable); not overwriting it.`, {
+      hint: "Move that file away first (it is an older archive or export of this session).",
+      details: { session_id: sessionId, file },
+    });
+    BUNDLE_IN_THE_WAY.add(error);
+    throw error;
+  }
   if (options.dryRun) return { ...summary, file: null, bodyBytes, fileBytes: bytes.length };
 
   makeBackupDirectory(options.directory);
-  const file = join(options.directory, bundleFileName(sessionId));
-  if (existsSync(file)) {
-    // A bundle of the session exactly as it is now: what an archive killed after writing it, before
-    // removing the session, left, or an unarchive that kept it (--keep, or killed before removing
-    // it). It is the archive: the session leaves the store. Refused, the rerun was stuck (unarchive
-    // refuses while the session is here, and this hint said to unarchive it).
-    if (!bundleHolds(file, collected, options.maxBytes)) {
-      throw new ApexError("APEX_E_CONFLICT", `Session ${sessionLabel(store, sessionId)} already has a bundle at ${file}, holding another state of it (or not readable); not overwriting it.`, {
-        hint: "Move that file away first (it is an older archive or export of this session).",
-        details: { session_id: sessionId, file },
-      });
-    }
+  if (existing) {
     await removeSession(store, collected);
     return { ...summary, file, bodyBytes, fileBytes: statSync(file).size };
   }

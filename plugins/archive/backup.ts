@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { existsSync, linkSync, readdirSync, rmdirSync, rmSync, statSync, unlinkSync } from "node:fs";
+import { chmodSync, existsSync, linkSync, mkdirSync, readdirSync, rmdirSync, rmSync, statSync, unlinkSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { ApexError } from "../../core/errors.js";
 import { ObjectStore } from "../checkpoint/engine/objects.js";
@@ -10,7 +10,7 @@ import { Catalog } from "../checkpoint/catalog.js";
 import { validateStore } from "../checkpoint/validate.js";
 import { formatBytes } from "../../cli/output.js";
 import { makeBackupDirectory } from "./files.js";
-import { processRuns } from "../../cli/output-file.js";
+import { fileError, processRuns } from "../../cli/output-file.js";
 import { syncDirectory, syncFile } from "../file-system.js";
 
 export interface BackupOptions {
@@ -18,7 +18,11 @@ export interface BackupOptions {
   storeDir: string;
   /** Directory the copy goes to (absolute); it must not hold a store yet. */
   target: string;
-  /** target is the default backup_location/store-<time>: what interrupted backups left in its siblings is removed too. */
+  /**
+   * target is the default backup_location/store-<time>: what interrupted backups left in its siblings
+   * is removed too, and a backup made in the same second (one just before, or one at once) has it
+   * already, so this one takes store-<time>-2 (-3, …): a directory of its own.
+   */
   defaultTarget?: boolean;
   onProgress?: (text: string) => void;
 }
@@ -59,13 +63,14 @@ export interface BackupResult {
  */
 export async function backupStore(options: BackupOptions): Promise<BackupResult> {
   const started = performance.now();
-  const { target } = options;
-  const final = join(target, STORE_FILE);
-  if (existsSync(target) && !statSync(target).isDirectory()) {
-    throw new ApexError("APEX_E_CONFLICT", `${target} exists and is not a directory.`, { hint: "Give a directory without a store.mdb to --to." });
-  }
-  if (existsSync(final)) {
-    throw new ApexError("APEX_E_CONFLICT", `${target} already holds a store (${STORE_FILE}); a backup never overwrites one.`, { hint: "Give a directory without a store.mdb to --to." });
+  let { target } = options;
+  if (!options.defaultTarget) {
+    if (existsSync(target) && !statSync(target).isDirectory()) {
+      throw new ApexError("APEX_E_CONFLICT", `${target} exists and is not a directory.`, { hint: "Give a directory without a store.mdb to --to." });
+    }
+    if (existsSync(join(target, STORE_FILE))) {
+      throw new ApexError("APEX_E_CONFLICT", `${target} already holds a store (${STORE_FILE}); a backup never overwrites one.`, { hint: "Give a directory without a store.mdb to --to." });
+    }
   }
   const swept = sweepInterruptedBackups(options.defaultTarget ? dirname(target) : target, Boolean(options.defaultTarget));
   const live = await openStore(options.storeDir, { readOnly: true });
@@ -74,7 +79,12 @@ export async function backupStore(options: BackupOptions): Promise<BackupResult>
   let done = false;
   try {
     const sourceBytes = statSync(join(options.storeDir, STORE_FILE)).size;
-    created = makeBackupDirectory(target);
+    if (options.defaultTarget) {
+      created = makeBackupDirectory(dirname(target));
+      target = claimDirectory(target);
+      created.push(target);
+    } else created = makeBackupDirectory(target);
+    const final = join(target, STORE_FILE);
     partial = join(target, `.apex-backup-partial-${process.pid}-${randomBytes(4).toString("hex")}`);
     makeBackupDirectory(partial);
     const copyFile = join(partial, STORE_FILE);
@@ -167,7 +177,33 @@ export async function backupStore(options: BackupOptions): Promise<BackupResult>
 }
 
 const PARTIAL = /^\.apex-backup-partial-(\d+)-[0-9a-f]+$/;
-const DEFAULT_NAME = /^store-\d{8}T\d{6}Z$/;
+const DEFAULT_NAME = /^store-\d{8}T\d{6}Z(-\d+)?$/;
+
+/** The most default directories of one second tried before giving up. */
+const MAX_SAME_SECOND = 1000;
+
+/**
+ * Makes a new directory for a default backup, owner-only: `base`, else `base-2`, `base-3`, … A
+ * directory that is there already (a backup made in the same second, or being made by another
+ * process at once) is never taken: mkdir fails with EEXIST rather than share one. Both were given
+ * store-<time>, and the second was refused for a store.mdb it had not been told of.
+ */
+function claimDirectory(base: string): string {
+  for (let n = 1; n <= MAX_SAME_SECOND; n++) {
+    const dir = n === 1 ? base : `${base}-${n}`;
+    try {
+      mkdirSync(dir, { mode: 0o700 });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "EEXIST") continue;
+      throw fileError("create", dir, error);
+    }
+    chmodSync(dir, 0o700); // mkdir's mode is cut by the umask
+    return dir;
+  }
+  throw new ApexError("APEX_E_CONFLICT", `${base} and ${MAX_SAME_SECOND - 1} more directories named for this second are taken; not making another.`, {
+    hint: "Give a directory without a store.mdb to --to.",
+  });
+}
 
 /**
  * A backup killed while copying (kill -9, power loss, OOM) leaves its partial copy (as large as

@@ -74,20 +74,14 @@ export async function runArchive(input: CommandInput, context: CommandContext, s
   else printArchive(context, result, olderThanMs);
   // Sessions left alone because archiving them failed (something of them is damaged, the store
   // refused the write or could not be reached) need attention: exit 1.
-  return result.sweepError || result.skipped.some((skipped) => failedToArchive(skipped.code)) ? 1 : 0;
-}
-
-/** Sessions left by rule (not old enough, the current one, a branch point) are not failures. */
-const LEFT_BY_RULE = new Set<string | null>([null, "APEX_E_SESSION_ACTIVE", "APEX_E_CONFLICT"]);
-
-function failedToArchive(code: string | null): boolean {
-  return !LEFT_BY_RULE.has(code);
+  // Sessions left by rule (not old enough, the current one, a branch point) are not failures.
+  return result.sweepError || result.skipped.some((skipped) => skipped.failed) ? 1 : 0;
 }
 
 function printArchive(context: CommandContext, result: ArchiveResult, olderThanMs: number | undefined): void {
   const where = displayPath(result.directory, context.projectDir);
   const which = olderThanMs !== undefined ? `ended sessions older than ${formatDuration(olderThanMs)}, i.e. ended before ${formatTime(result.cutoff!)}` : "the session";
-  const failed = result.skipped.filter((skipped) => failedToArchive(skipped.code)).length;
+  const failed = result.skipped.filter((skipped) => skipped.failed).length;
   if (result.archived.length === 0 && failed > 0) context.print(`Nothing archived: ${plural(failed, "session")} could not be archived (${which}):`);
   else if (result.archived.length === 0) context.print(`Nothing archived: no ${result.cutoff ? which : "session"} to archive.`);
   else context.print(`${result.dryRun ? "Would archive" : "Archived"} ${plural(result.archived.length, "session")} (${which}) to ${where}:`);

@@ -20,6 +20,7 @@ import {
   type WriteStats,
 } from "./engine/objects.js";
 import { checkpointRecorderFor } from "../../core/session/checkpoints.js";
+import { appendEvent } from "../../core/session/service.js";
 import { describeNotJson } from "../value-codec.js";
 import { checkPath } from "../../core/store/paths.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
@@ -634,7 +635,7 @@ export interface DeleteOptions extends ResolveOptions {
    * removed (retention's audit event): a process killed right after the deletion leaves both or
    * neither.
    */
-  record?: (deleted: NamedCheckpoint) => void;
+  record?: (deleted: NamedCheckpoint, about: { trigger: string | null }) => void;
 }
 
 const holds = new WeakMap<Store, Map<string, string[]>>();
@@ -676,8 +677,11 @@ export async function deleteCheckpoint(store: Store, ref: string, options: Delet
     const located = resolveCheckpoint(store, ref, options);
     const catalog = Catalog.of(store);
     let pinned = false;
+    let trigger: string | null = null;
     try {
-      pinned = catalog.summary(located.sessionId, located.sequence)?.pinned ?? false;
+      const summary = catalog.summary(located.sessionId, located.sequence);
+      pinned = summary?.pinned ?? false;
+      trigger = typeof summary?.trigger === "string" ? summary.trigger : null;
       const manifest = readManifestRecord(store, located.sessionId, located.sequence);
       if (isRecord(manifest) && manifest.pinned === true) pinned = true;
     } catch {
@@ -701,9 +705,26 @@ export async function deleteCheckpoint(store: Store, ref: string, options: Delet
     forgetLangGraphStep(store, located, options.actor ?? ACTORS.checkpoint);
     removeCheckpointRecords(store, located, options.actor ?? ACTORS.checkpoint);
     deleted = { ...located, name: checkpointName(located.sequence), session_name: sessionName(store, located.sessionId) };
-    options.record?.(deleted);
+    options.record?.(deleted, { trigger });
   });
   return deleted;
+}
+
+/** The audit event of a checkpoint deleted by `apex checkpoint delete`. */
+export const DELETED_EVENT = "checkpoint.deleted";
+
+/**
+ * deleteCheckpoint's `record` for a deletion someone asked for (`apex checkpoint delete`, by a user
+ * or an agent): a `checkpoint.deleted` event in the session's audit trail, by `actor`, written in
+ * the deletion's transaction. The trail named the checkpoint as made and nothing said it was gone,
+ * nor who removed it (retention's deletions were there: `retention.delete`).
+ */
+export function recordDeletion(store: Store, actor: string, forced: boolean): NonNullable<DeleteOptions["record"]> {
+  return (deleted, { trigger }) => {
+    store.batchSync((batch) => {
+      appendEvent(batch, deleted.sessionId, DELETED_EVENT, actor, { checkpoint: deleted.id, name: deleted.name, sequence: deleted.sequence, trigger, forced });
+    }, actor);
+  };
 }
 
 export interface SweepOptions {

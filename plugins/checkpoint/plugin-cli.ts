@@ -37,6 +37,7 @@ import { openStore, resolveStoreSpec, storeExists } from "../../core/store/open.
 import type { CheckpointSummary } from "./catalog.js";
 import {
   deleteCheckpoint,
+  recordDeletion,
   diffCheckpoints,
   pinCheckpoint,
   type CheckpointDiff,
@@ -522,8 +523,10 @@ export async function pinCheckpointCommand(location: ProjectLocation, ref: strin
 export async function deleteCheckpointCommand(location: ProjectLocation, ref: string, options: ReadOptions & { force?: boolean }): Promise<void> {
   const writer = await writerClient(location);
   const deleted = writer
-    ? ((await callWriter(writer, "checkpoint.delete", { ref, force: options.force === true, session: options.session }, Boolean(options.json))) as { sessionId: string; session_name?: string | null; name: string; id: string })
-    : await withWriteStore(location, (store) => deleteCheckpoint(store, ref, { sessionId: sessionFor(store, options.session), force: options.force === true, refuse: (located) => refuseNeeded(store, located) }));
+    ? ((await callWriter(writer, "checkpoint.delete", { ref, force: options.force === true, session: options.session, actor: currentActor() }, Boolean(options.json))) as { sessionId: string; session_name?: string | null; name: string; id: string })
+    : await withWriteStore(location, (store) =>
+        deleteCheckpoint(store, ref, { sessionId: sessionFor(store, options.session), force: options.force === true, refuse: (located) => refuseNeeded(store, located), record: recordDeletion(store, currentActor(), options.force === true) }),
+      );
   if (options.json) return printJson(snakeCased(deleted));
   printLine(`Deleted ${deleted.session_name ?? shortSessionId(deleted.sessionId)}/${deleted.name} (${deleted.id}). Objects no other checkpoint uses are freed by the next sweep (\`apex session cleanup\`).`);
 }

@@ -4,6 +4,7 @@ import { ApexError, isApexError } from "../../core/errors.js";
 import type { CheckpointService, RestoreOutcome } from "../../core/session/checkpoints.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { readView } from "../../core/store/port.js";
+import { actorParam } from "../../core/actor.js";
 import { findSession, isEnded, liveMemoryOwner } from "../../core/session/sessions.js";
 import { shortSessionId } from "../../core/session/names.js";
 import { Catalog, summaryOf, type CheckpointSummary, type Located } from "./catalog.js";
@@ -11,6 +12,7 @@ import {
   checkpointInfo,
   createCheckpoint,
   deleteCheckpoint,
+  recordDeletion,
   holdCheckpoint,
   pinCheckpoint,
   diffCheckpoints,
@@ -471,7 +473,9 @@ export class SessionCheckpoints {
       "checkpoint.delete": (params) =>
         this.serialize(async () => {
           const { refuseNeeded } = await import("./dependents.js");
-          const deleted = await deleteCheckpoint(this.store, requiredString(params, "ref"), { sessionId: sessionOf(params), force: params.force === true, refuse: (located) => refuseNeeded(this.store, located) });
+          const force = params.force === true;
+          const record = recordDeletion(this.store, actorParam(params), force);
+          const deleted = await deleteCheckpoint(this.store, requiredString(params, "ref"), { sessionId: sessionOf(params), force, refuse: (located) => refuseNeeded(this.store, located), record });
           return deleted as unknown as JsonValue;
         }),
       // Reads, for commands run inside agents (which never open the store themselves).

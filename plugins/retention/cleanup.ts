@@ -86,6 +86,8 @@ export interface DeletedCheckpoint {
   name: string;
   sequence: number;
   createdAt: string;
+  /** The checkpoint's trigger (its rules were the ones applied). */
+  trigger: string;
   reason: string;
 }
 
@@ -134,7 +136,7 @@ export async function previewRetention(store: Store, policy: RetentionPolicy, op
 
 function removalOf(decision: PolicyResult<PlannedCheckpoint>["decisions"][number], policy: RetentionPolicy): DeletedCheckpoint {
   const { item } = decision;
-  return { sessionId: item.sessionId, id: item.id, name: item.name, sequence: item.sequence, createdAt: item.createdAt, reason: removalReason(decision, policy) };
+  return { sessionId: item.sessionId, id: item.id, name: item.name, sequence: item.sequence, createdAt: item.createdAt, trigger: item.trigger, reason: removalReason(decision, policy) };
 }
 
 export interface ApplyRetentionOptions extends PlanOptions {
@@ -215,6 +217,7 @@ function recordDeletion(store: Store, entry: DeletedCheckpoint, rules: string, r
       name: entry.name,
       sequence: entry.sequence,
       created_at: entry.createdAt,
+      trigger: entry.trigger,
       reason: entry.reason,
       policy: rules,
       run,
