@@ -594,6 +594,38 @@ describe("apex session export / import", () => {
     expect(existsSync(file)).toBe(true); // import never removes the file
   });
 
+  it("moves a session between projects through a pipe: export -o - writes the bundle to standard output, import - reads it from standard input", async () => {
+    const source = project("source");
+    const target = project("target");
+    const before = await threeSessions(source);
+    await withStore(target, (store) => store.set("/projects/config", { project_id: "p-target" }));
+    const shell = (script: string, input?: string) => spawnSync("sh", ["-c", script], { cwd: source, env: { ...cleanEnv(), NO_COLOR: "1", ...env }, encoding: "utf8", ...(input === undefined ? {} : { input }) });
+    const apexCommand = `${JSON.stringify(process.execPath)} ${JSON.stringify(APEX_BIN)}`;
+    // A real pipe between the two commands, as `… -o - | ssh HOST apex session import -` has it.
+    const piped = shell(`${apexCommand} session export s-rec -o - | (cd ${JSON.stringify(target)} && ${apexCommand} session import - --json)`);
+    expect(piped.status, piped.stderr).toBe(0);
+    // The summary of the export is on stderr; stdout carried the bundle, whole (it was refused: "-o - would write a file named -").
+    expect(piped.stderr).toMatch(/^Exported session s-recent \(ended\) to standard output: 3 checkpoints, /);
+    expect(JSON.parse(piped.stdout)).toMatchObject({ session_id: "s-recent", file: "-", checkpoints: 3, already_imported: false });
+    await withStore(target, (store) => {
+      expect(snapshot(store, "s-recent").checkpoints).toEqual(before.recent.checkpoints);
+      expect((store.get("/sessions/history/s-recent") as { history: JsonValue[] }).history.at(-1)).toMatchObject({ event: "imported", from_project: "p-archive" });
+      expect(validateStore(store)).toMatchObject({ ok: true, problems: [] });
+    });
+    // The same bundle piped again is recognised as already here; nothing is left in the temporary directory.
+    const again = shell(`${apexCommand} session export s-rec -o - | (cd ${JSON.stringify(target)} && ${apexCommand} session import -)`);
+    expect(again.stdout).toBe("Session s-recent is already here as standard input holds it (imported before, or exported from this project and unchanged since); nothing written.\n");
+    // -o - with --json (stdout would carry both) and an empty standard input are refused, writing nothing.
+    const both = apexIn(source)("session", "export", "s-rec", "-o", "-", "--json");
+    expect([both.status, JSON.parse(both.stderr).error.code]).toEqual([2, "APEX_E_USAGE"]);
+    const empty = runApex(["session", "import", "-"], { cwd: target, env, input: "" });
+    expect([empty.status, empty.stderr.split("\n")[0]]).toEqual([2, "error[APEX_E_BAD_INPUT]: Standard input was empty: there is no bundle to import."]);
+    // A bundle's bytes are not written to a terminal (script(1) gives the command one).
+    const terminal = spawnSync("script", ["-qfec", `${apexCommand} session export s-rec -o -`, "/dev/null"], { cwd: source, env: { ...cleanEnv(), NO_COLOR: "1", ...env }, encoding: "utf8" });
+    expect(terminal.status).toBe(2);
+    expect(terminal.stdout).toContain("error[APEX_E_USAGE]: -o - writes the bundle's bytes to standard output, which is a terminal here.");
+  });
+
   it("unarchive of an archive holding another state of a session that is here gives the whole way in its hint (move the bundle in the way aside, archive, unarchive), and that way works", async () => {
     const dir = project("replace");
     await threeSessions(dir);

@@ -1,4 +1,6 @@
-import { existsSync, readdirSync, statSync, unlinkSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { once } from "node:events";
+import { tmpdir } from "node:os";
 import { spawnSync } from "node:child_process";
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { isDirectory } from "../../core/config/locate.js";
@@ -9,6 +11,8 @@ import { lmdbDataDir, type Store } from "../../core/store/store.js";
 import { describeStore, openStore, resolveStoreSpec } from "../../core/store/open.js";
 import { formatDuration, parseDurationOption } from "../../cli/durations.js";
 import { formatBytes, plural, visibleText } from "../../cli/output.js";
+import { readInputBytes } from "../../cli/input-text.js";
+import { writeControl } from "../../cli/terminal-text.js";
 import { shortSessionId } from "../../core/session/names.js";
 import { findSession, resolveSessionId } from "../../core/session/sessions.js";
 import { Progress } from "../compression/progress.js";
@@ -226,7 +230,7 @@ function finishUnarchive(input: CommandInput, context: CommandContext, file: str
   if (input.options.json) context.printJson({ ...installJson(result, file), already_back: wasBack, bundle_removed: removed });
   else {
     if (wasBack) context.print(`Session ${result.sessionId} is back already, as ${displayPath(file, context.projectDir)} holds it (${result.kind === "archive" ? "an earlier unarchive put it there" : "imported or brought back before, or exported from this project and unchanged since"}); nothing written.`);
-    else printInstall(context, "Unarchived", result, file);
+    else printInstall(context, "Unarchived", result, displayPath(file, context.projectDir));
     context.print(
       removed
         ? "Removed the bundle (--keep keeps it)."
@@ -240,35 +244,69 @@ export async function runImport(input: CommandInput, context: CommandContext, se
   if (input.options[AT_WRITER] !== true) {
     const target = argument(input);
     if (target === undefined) throw new ApexError("APEX_E_USAGE", "Give the bundle file to import.");
+    if (target === "-") return importStandardInput(input, context);
     const file = resolve(target);
     if (!existsSync(file)) throw new ApexError("APEX_E_NOT_FOUND", `No file ${file}.`, { hint: "Give the path of a .apexbundle file (`apex session export` writes one)." });
     return context.invoke("session import", { args: [file], options: { ...input.options, [AT_WRITER]: true } });
   }
   const file = String(input.args[0]);
+  // A bundle read from standard input (`session import -`) is said as such, not as the file it was put in for the writer.
+  const fromInput = input.options[FROM_STANDARD_INPUT] === true;
+  const source = fromInput ? STANDARD_INPUT : file;
+  const shown = fromInput ? STANDARD_INPUT : displayPath(file, context.projectDir);
+  const jsonFile = fromInput ? "-" : file;
   let result: InstallResult;
   try {
-    result = await install(context, file, settings);
+    result = await install(context, file, settings, source);
   } catch (error) {
     if (!isApexError(error) || error.code !== "APEX_E_SESSION_EXISTS") throw error;
     // The same bundle imported again (a script's rerun, an import killed after it wrote): the session
     // is here exactly as importing it wrote, so there is nothing to do. It exited 4, "refusing to import
     // the bundle over it", as if another session were in the way.
-    const here = await alreadyImported(context, file, settings);
+    const here = await alreadyImported(context, file, settings, source);
     if (!here) {
       // Not a repeated import: say that what is here differs from what the bundle holds.
       throw new ApexError(error.code, error.message.replace(/; refusing/, ", not as this bundle holds it (it changed since, or the bundle is of another time); refusing"), { hint: error.hint, details: { ...error.details, identical: false } });
     }
-    if (input.options.json) context.printJson({ ...installJson(here, file), already_imported: true });
-    else context.print(`Session ${here.name ? visibleText(here.name) : shortSessionId(here.sessionId)} is already here as ${displayPath(file, context.projectDir)} holds it (imported before, or exported from this project and unchanged since); nothing written.`);
+    if (input.options.json) context.printJson({ ...installJson(here, jsonFile), already_imported: true });
+    else context.print(`Session ${here.name ? visibleText(here.name) : shortSessionId(here.sessionId)} is already here as ${shown} holds it (imported before, or exported from this project and unchanged since); nothing written.`);
     return 0;
   }
-  if (input.options.json) context.printJson({ ...installJson(result, file), already_imported: false });
-  else printInstall(context, "Imported", result, file);
+  if (input.options.json) context.printJson({ ...installJson(result, jsonFile), already_imported: false });
+  else printInstall(context, "Imported", result, shown);
   return 0;
 }
 
-/** The session of bundle `file` when the store holds it exactly as importing the file wrote it, else undefined. */
-async function alreadyImported(context: CommandContext, file: string, settings: ArchiveSettings): Promise<InstallResult | undefined> {
+/** What a bundle read from standard input is called: in the import's output and in the session's `imported from` reason. */
+const STANDARD_INPUT = "standard input";
+/** Set (by the CLI, for the writer) when the bundle file is one the CLI wrote from standard input. */
+const FROM_STANDARD_INPUT = "apexFromStandardInput";
+
+/**
+ * `session import -`: the bundle piped in (`ssh host apex session export ID -o - | apex session import -`),
+ * read to its end, put in a private file for the store's writer (a supervisor reads it by path), and
+ * removed after, whatever the import did. A terminal as standard input is refused: a bundle is bytes.
+ */
+async function importStandardInput(input: CommandInput, context: CommandContext): Promise<number> {
+  if (process.stdin.isTTY) {
+    throw new ApexError("APEX_E_USAGE", "apex session import - reads a bundle from standard input, which is a terminal here.", {
+      hint: "Pipe a bundle in (`ssh HOST apex session export ID -o - | apex session import -`), or give the bundle's file. Nothing was written.",
+    });
+  }
+  const bytes = await readInputBytes(0, STANDARD_INPUT);
+  if (bytes.length === 0) throw new ApexError("APEX_E_BAD_INPUT", "Standard input was empty: there is no bundle to import.", { hint: "Nothing was written. Check the command that writes the bundle (`apex session export ID -o -`)." });
+  const dir = mkdtempSync(join(tmpdir(), "apex-import-"));
+  try {
+    const file = join(dir, "standard-input.apexbundle");
+    writeFileSync(file, bytes, { mode: 0o600 });
+    return await context.invoke("session import", { args: [file], options: { ...input.options, [AT_WRITER]: true, [FROM_STANDARD_INPUT]: true } });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The session of bundle `file` when the store holds it exactly as importing the file (from `source`) wrote it, else undefined. */
+async function alreadyImported(context: CommandContext, file: string, settings: ArchiveSettings, source = file): Promise<InstallResult | undefined> {
   const { content } = verifyBundleFile(file, readLimits(settings));
   const store = await context.store();
   const sessionId = content.manifest.session_id;
@@ -276,7 +314,7 @@ async function alreadyImported(context: CommandContext, file: string, settings: 
     const collected = collectSession(store, sessionId, { kind: content.manifest.kind, createdAt: content.manifest.created_at });
     // A session running here is not what importing its bundle writes (an ended one): refused, as it was.
     if (collected.location.state !== "ended") return undefined;
-    if (!sameSession(content, collected) && !alreadyInstalled(store, content, { records: collected.input.records, checkpoints: collected.checkpoints }, { source: file, worktreeHere: (path, name) => worktreeHere(context.projectDir ?? process.cwd(), path, name) })) return undefined;
+    if (!sameSession(content, collected) && !alreadyInstalled(store, content, { records: collected.input.records, checkpoints: collected.checkpoints }, { source, worktreeHere: (path, name) => worktreeHere(context.projectDir ?? process.cwd(), path, name) })) return undefined;
   } catch {
     return undefined; // not readable as a whole: the refusal stands
   }
@@ -297,14 +335,14 @@ async function alreadyImported(context: CommandContext, file: string, settings: 
   };
 }
 
-async function install(context: CommandContext, file: string, settings: ArchiveSettings): Promise<InstallResult> {
+async function install(context: CommandContext, file: string, settings: ArchiveSettings, source = file): Promise<InstallResult> {
   const progress = new Progress();
   try {
-    progress.update(`verifying ${file}`, true);
+    progress.update(`verifying ${source}`, true);
     const { content } = verifyBundleFile(file, readLimits(settings));
     const store = await context.store();
     progress.update(`writing session ${content.manifest.session_id}`, true);
-    return await installBundle(store, content, { source: file, worktreeHere: (path, name) => worktreeHere(context.projectDir ?? process.cwd(), path, name) });
+    return await installBundle(store, content, { source, worktreeHere: (path, name) => worktreeHere(context.projectDir ?? process.cwd(), path, name) });
   } finally {
     progress.done();
   }
@@ -362,10 +400,11 @@ function exportedLabel(store: Store, sessionId: string): string {
   return typeof name === "string" && name ? visibleText(name) : shortSessionId(sessionId);
 }
 
-function printInstall(context: CommandContext, verb: string, result: InstallResult, file: string): void {
+/** `shown`: where the bundle came from, as the user named it (a path as displayPath gives it, or standard input). */
+function printInstall(context: CommandContext, verb: string, result: InstallResult, shown: string): void {
   const { objects } = result;
   context.print(
-    `${verb} session ${result.name ? visibleText(result.name) : shortSessionId(result.sessionId)} from ${displayPath(file, context.projectDir)} (${result.kind === "archive" ? "archived" : "exported"} ${formatTime(result.createdAt)}): ${plural(result.checkpoints, "checkpoint")}, ${plural(result.records, "record")}, ${plural(objects.total, "object")} (${objects.written} written, ${objects.present} already here).`,
+    `${verb} session ${result.name ? visibleText(result.name) : shortSessionId(result.sessionId)} from ${shown} (${result.kind === "archive" ? "archived" : "exported"} ${formatTime(result.createdAt)}): ${plural(result.checkpoints, "checkpoint")}, ${plural(result.records, "record")}, ${plural(objects.total, "object")} (${objects.written} written, ${objects.present} already here).`,
   );
   if (result.converted && result.previousStatus !== "completed" && result.previousStatus !== "failed" && result.previousStatus !== "stopped") {
     context.print(`It was ${result.previousStatus ?? "live"} when exported; it is here as an ended (stopped) session: \`apex start --continue ${result.name ? visibleText(result.name) : result.sessionId}\` resumes it.`);
@@ -434,11 +473,14 @@ export async function runExport(input: CommandInput, context: CommandContext, se
   if (target === undefined) throw new ApexError("APEX_E_USAGE", "Give the id of the session to export.");
   const output = input.options.output;
   if (typeof output !== "string" || output === "") throw new ApexError("APEX_E_USAGE", "Give the file to write with -o FILE.", { hint: "apex session export <id> -o session.apexbundle" });
-  refuseDash(output, "a bundle is written to a file; name it (`-o session.apexbundle`).");
-  const file = resolve(output);
-  checkOutputFile(file, { force: Boolean(input.options.force), what: "the bundle" });
+  // `-o -`: the bundle on standard output, for a pipe (`… -o - | ssh HOST apex session import -`); what was done on stderr.
+  const piped = output === "-";
+  if (piped) refuseBundleToStdout(input);
+  else refuseDash(output, "a bundle is written to a file; name it (`-o session.apexbundle`), or `-o -` for standard output.");
+  const file = piped ? "-" : resolve(output);
+  if (!piped) checkOutputFile(file, { force: Boolean(input.options.force), what: "the bundle" });
   if (!context.config) throw new ApexError("APEX_E_INTERNAL", "session export needs the project's config.");
-  await refuseStoreFile(file, context.config);
+  if (!piped) await refuseStoreFile(file, context.config);
   const store = await openStore(context.config, { readOnly: true });
   const progress = new Progress();
   try {
@@ -447,16 +489,21 @@ export async function runExport(input: CommandInput, context: CommandContext, se
     const collected = collectSession(store, sessionId, { kind: "export", createdAt: new Date().toISOString() });
     progress.update(`compressing ${plural(collected.input.objects.length, "object")}`, true);
     const { file: bytes, bodyBytes } = await encodeBundle(collected.input, settings.algorithm, settings.level);
-    progress.update(`writing ${file}`, true);
-    writeFileAtomic(file, bytes, { overwrite: Boolean(input.options.force) });
-    // Read back what is on disk: an export that does not verify is not left behind.
-    try {
-      // Our own bytes, just written: the compression ratio bound (against bombs) does not apply.
-      const content = readBundle(readBundleFile(file, settings.maxBundleBytes), { maxBytes: settings.maxBundleBytes, maxRatio: Number.MAX_SAFE_INTEGER });
-      if (content.records.length !== collected.input.records.length || content.objects.size !== collected.input.objects.length) throw new Error("contents differ");
-    } catch (error) {
-      unlinkSync(file);
-      throw new ApexError("APEX_E_INTERNAL", `The bundle written to ${file} does not read back: ${(error as Error).message}`, { cause: error });
+    if (piped) {
+      // Read back before a byte goes out, as a file is read back once written: a pipe cannot take back what it sent.
+      checkBundleReadsBack(bytes, collected.input, settings, "standard output");
+      progress.update("writing the bundle to standard output", true);
+      await writeToStdout(bytes);
+    } else {
+      progress.update(`writing ${file}`, true);
+      writeFileAtomic(file, bytes, { overwrite: Boolean(input.options.force) });
+      // Read back what is on disk: an export that does not verify is not left behind.
+      try {
+        checkBundleReadsBack(readBundleFile(file, settings.maxBundleBytes), collected.input, settings, file);
+      } catch (error) {
+        unlinkSync(file);
+        throw error;
+      }
     }
     const summary = {
       session_id: sessionId,
@@ -470,11 +517,11 @@ export async function runExport(input: CommandInput, context: CommandContext, se
       algorithm: settings.algorithm,
     };
     progress.done();
-    if (input.options.json) context.printJson(summary);
+    const said = `Exported session ${exportedLabel(store, sessionId)} (${collected.location.state}) to ${piped ? "standard output" : displayPath(file, context.projectDir)}: ${plural(summary.checkpoints, "checkpoint")}, ${plural(summary.records, "record")}, ${plural(summary.objects, "object")}; ${formatBytes(bodyBytes)} in ${formatBytes(bytes.length)} (${settings.algorithm}).`;
+    if (piped) process.stderr.write(`${said}\n`);
+    else if (input.options.json) context.printJson(summary);
     else {
-      context.print(
-        `Exported session ${exportedLabel(store, sessionId)} (${collected.location.state}) to ${displayPath(file, context.projectDir)}: ${plural(summary.checkpoints, "checkpoint")}, ${plural(summary.records, "record")}, ${plural(summary.objects, "object")}; ${formatBytes(bodyBytes)} in ${formatBytes(bytes.length)} (${settings.algorithm}).`,
-      );
+      context.print(said);
       context.print("Import it elsewhere with `apex session import <file>`.");
     }
     return 0;
@@ -482,6 +529,43 @@ export async function runExport(input: CommandInput, context: CommandContext, se
     progress.done();
     await store.close();
   }
+}
+
+/**
+ * `session export -o -` writes the bundle's bytes to standard output: refused on a terminal (a
+ * bundle is binary), and with --json (standard output carries the bundle, not the summary).
+ */
+function refuseBundleToStdout(input: CommandInput): void {
+  if (input.options.json) {
+    throw new ApexError("APEX_E_USAGE", "-o - writes the bundle to standard output, where --json would print the summary: give one of them.", {
+      hint: "Use -o FILE --json for the summary as JSON; with -o - the summary is a line on stderr. Nothing was written.",
+    });
+  }
+  if (process.stdout.isTTY) {
+    throw new ApexError("APEX_E_USAGE", "-o - writes the bundle's bytes to standard output, which is a terminal here.", {
+      hint: "Pipe it (`apex session export ID -o - | ssh HOST apex session import -`) or redirect it to a file. Nothing was written.",
+    });
+  }
+}
+
+/** Fails when `bytes`, a bundle just made of `input`, does not read back whole (`where`: its file, or standard output). */
+function checkBundleReadsBack(bytes: Buffer, input: { records: unknown[]; objects: unknown[] }, settings: ArchiveSettings, where: string): void {
+  try {
+    // Our own bytes, just made: the compression ratio bound (against bombs) does not apply.
+    const content = readBundle(bytes, { maxBytes: settings.maxBundleBytes, maxRatio: Number.MAX_SAFE_INTEGER });
+    if (content.records.length !== input.records.length || content.objects.size !== input.objects.length) throw new Error("contents differ");
+  } catch (error) {
+    throw new ApexError("APEX_E_INTERNAL", `The bundle written to ${where} does not read back: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+/**
+ * Writes `bytes` to standard output as they are (past the guard that makes the CLI's text safe for
+ * a terminal, which would escape a bundle's bytes), resolved once the stream has taken them (a reader
+ * gone: EPIPE, as the CLI handles it).
+ */
+async function writeToStdout(bytes: Buffer): Promise<void> {
+  if (!writeControl(process.stdout, bytes)) await once(process.stdout, "drain");
 }
 
 // ---------------------------------------------------------------------------------------------

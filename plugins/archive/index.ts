@@ -63,11 +63,11 @@ export default definePlugin<ArchivePluginOptions>({
       runsIn: "cli",
       arguments: [{ syntax: "<id>", description: "the session (id, unique prefix or a branch's name; live or ended)", session: true }],
       options: [
-        { flags: "-o, --output <file>", description: "the bundle file to write (required)" },
+        { flags: "-o, --output <file>", description: "the bundle file to write (required); - writes the bundle to standard output, for a pipe (the summary then goes to stderr; not with --json)" },
         { flags: "--force", description: "replace the file if it exists" },
         { flags: "--json", description: "print {session_id, file, state, checkpoints, records, objects, body_bytes, file_bytes, algorithm}" },
       ],
-      examples: ["apex session export 3f2a9c1e -o auth-work.apexbundle", "apex session export 3f2a -o /tmp/s.apexbundle --force --json"],
+      examples: ["apex session export 3f2a9c1e -o auth-work.apexbundle", "apex session export 3f2a -o /tmp/s.apexbundle --force --json", "apex session export 3f2a -o - | ssh build-box 'cd project && apex session import -'"],
       async action(input, context) {
         const { runExport } = await import("./commands.js");
         return runExport(input, context, settings);
@@ -78,9 +78,9 @@ export default definePlugin<ArchivePluginOptions>({
       name: "session import",
       description: "add the session of a bundle file (from export or archive) to this project, after verifying it",
       runsIn: "cli",
-      arguments: [{ syntax: "<file>", description: "the bundle file" }],
+      arguments: [{ syntax: "<file>", description: "the bundle file; - reads the bundle from standard input (`… session export ID -o - | apex session import -`)" }],
       options: [{ flags: "--json", description: "print {session_id, name, file, bundle_kind, bundle_created_at, checkpoints, records, objects, converted_to_ended, agents_process_ids_cleared, previous_status, worktree, revision, already_imported}; already_imported is true when the project held the session exactly as the bundle does (a repeated import: nothing written, exit 0)" }],
-      examples: ["apex session import auth-work.apexbundle", "apex session import /tmp/s.apexbundle --json"],
+      examples: ["apex session import auth-work.apexbundle", "apex session import /tmp/s.apexbundle --json", "ssh laptop 'cd project && apex session export last -o -' | apex session import -"],
       async action(input, context) {
         const { runImport } = await import("./commands.js");
         return runImport(input, context, settings);
