@@ -380,6 +380,28 @@ describe("the final metrics of a session in a repository where git is slow", () 
   });
 });
 
+describe("metrics of a session imported from a live export", () => {
+  it("are shown in the status the session has here (stopped), not the active its last sample said, by session metrics and the report", async () => {
+    const config = ["agents:", "  idle:", "    command: sh", `    args: ["-c", "while true; do sleep 0.5; done"]`, "plugins:", "  checkpoint: {}", "  metrics: {}", "  archive: {}", "  history: {}", ""].join("\n");
+    const source = new Project(config, "apex-metrics-live-export-");
+    const sid = source.start().session_id;
+    await waitFor("the first metrics", () => source.apex(["memory", "show", `/sessions/${sid}/metrics`]).status === 0);
+    const bundle = join(source.dir, "live.apexbundle");
+    expect(source.apex(["session", "export", sid, "-o", bundle]).status).toBe(0);
+    const target = new Project(config, "apex-metrics-imported-");
+    expect(target.apex(["session", "import", bundle]).status).toBe(0);
+    // Before, `session metrics` said "(active)" and the report's metrics status "active" for a session recorded stopped.
+    const shown = target.apex(["session", "metrics", "--session", sid, "--json"]);
+    expect(shown.status, shown.stderr).toBe(0);
+    expect(JSON.parse(shown.stdout)).toMatchObject({ session_id: sid, status: "stopped" });
+    expect(target.apex(["session", "metrics", "--session", sid]).stdout).toContain(`Metrics of session ${sid.slice(0, 8)} (stopped)`);
+    const report = JSON.parse(target.apex(["session", "report", sid, "--format", "json"]).stdout) as { session: { effective_status: string }; metrics: SessionMetrics };
+    expect([report.session.effective_status, report.metrics.status]).toEqual(["stopped", "stopped"]);
+    // The record as stored is left as the bundle held it.
+    expect((JSON.parse(target.apex(["memory", "show", `/sessions/${sid}/metrics`, "--json"]).stdout) as { value: SessionMetrics }).value.status).toBe("active");
+  });
+});
+
 describe("metrics of a running session", () => {
   it("are kept at /sessions/<id>/metrics and /sessions/current/metrics, updated live, and final when it ends", async () => {
     project = new Project(

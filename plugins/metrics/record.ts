@@ -122,6 +122,15 @@ export interface SessionMetrics {
   interrupted_runs_seen_at: string[];
 }
 
+/**
+ * Recorded metrics in the status their session has now (`apex status`'s, as the caller read it):
+ * the last sample's is the status then. A session whose supervisor died was sampled "active" and is
+ * interrupted; one imported from a live export was sampled where it ran and is stopped here.
+ */
+export function inStatusNow(metrics: SessionMetrics, status: string): SessionMetrics {
+  return metrics.status === status ? metrics : { ...metrics, status };
+}
+
 export function isRecord(value: unknown): value is Record<string, JsonValue> {
   return value !== null && typeof value === "object" && !Array.isArray(value);
 }
