@@ -277,6 +277,8 @@ describe("apex session archive / unarchive", () => {
     const live = apex("session", "archive", "s-live", "--json");
     expect(live.status).toBe(4);
     expect(errorOf(live).code).toBe("APEX_E_SESSION_ACTIVE");
+    // Its record says active, with no supervisor: interrupted, as apex status says (it said "status active").
+    expect(errorOf(live).message).toBe("Session s-live has not ended (it is interrupted: its supervisor is gone); only ended sessions are archived.");
     const missing = apex("session", "archive", "s-nope", "--json");
     expect(missing.status).toBe(3);
 

@@ -11,6 +11,8 @@ import { encodeBundle, readBundle, type BundleContent } from "./bundle.js";
 import { isRecord } from "../checkpoint/manifest.js";
 import { sessionLabel } from "../checkpoint/merge-base.js";
 import { shortSessionId } from "../../core/session/names.js";
+import type { SessionRecord } from "../../core/session/records.js";
+import { effectiveStatus } from "../../core/session/sessions.js";
 import { collectSession, historyPath, livePath, locateSession, type CollectedSession } from "./collect.js";
 import { bundleFileName, makeBackupDirectory, readBundleFile } from "./files.js";
 import { writeFileAtomic } from "../../cli/output-file.js";
@@ -183,9 +185,10 @@ function selectCandidates(store: Store, sessionId: string | undefined, cutoff: n
   };
   if (sessionId !== undefined) {
     const location = locateSession(store, sessionId);
-    const status = typeof location.record.status === "string" ? location.record.status : "unknown";
+    // As `apex status` says it: a session whose supervisor died is interrupted (it said "status active").
+    const status = typeof location.record.status === "string" ? effectiveStatus(location.record as unknown as SessionRecord) : "unknown";
     if (location.state === "live" || currentId === sessionId) {
-      throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${sessionLabel(store, sessionId)} has not ended (status ${status}); only ended sessions are archived.`, {
+      throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${sessionLabel(store, sessionId)} has not ended (${status === "interrupted" ? "it is interrupted: its supervisor is gone" : `status ${status}`}); only ended sessions are archived.`, {
         hint: `Stop it first (${stopCommand(sessionId, location.record.name)}), or export a copy with \`apex session export\`.`,
         details: { session_id: sessionId },
       });
