@@ -16,6 +16,9 @@ describe("event lines", () => {
     expect(line({ type: "session.merged", from: { session_id: SRC, name: "checkpoint-009" }, name: "checkpoint-012", strategy: "fail", changes: 1, conflicts_settled: 0 })).toBe("merged 3f2a9c1e/checkpoint-009 in as checkpoint-012 (1 change)");
     expect(line({ type: "session.taken_over", from_host: "a", to_host: "b", generation: 2 })).toBe("session taken over by host b from a, whose lease had expired");
     expect(line({ type: "session.restored", checkpoint: "checkpoint-002", forced: true })).toBe("session restored from checkpoint checkpoint-002 (forced recovery)");
+    // As the supervisor records it: the checkpoint's id, and what the restore reported, its session and name among it (it showed the id).
+    const restored = { type: "session.restored", checkpoint: "5b0e6a4c-1d2e-4f60-9a7b-0c1d2e3f4a5b", forced: false, details: { id: "5b0e6a4c-1d2e-4f60-9a7b-0c1d2e3f4a5b", session_id: SRC, name: "checkpoint-004", trigger: "manual" } };
+    expect(line(restored)).toBe("session restored from checkpoint 3f2a9c1e/checkpoint-004");
     expect(line({ type: "session.reconciled", requeued: ["t-0001", "t-0002"], resumed: [], stopped_agents: [], from: "live" })).toBe("records matched to what runs (from the live state): 2 tasks back to pending");
     expect(line({ type: "share.created", user: "bob", role: "viewer", token_id: "t", expires_at: null })).toBe("shared with bob as viewer");
     expect(line({ type: "share.revoked", user: "bob", token_ids: ["t"] })).toBe("access of bob revoked");

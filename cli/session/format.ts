@@ -150,7 +150,8 @@ export function eventParts(event: SessionEvent): { time: string; what: string; c
       what = `session taken over by host ${text("to_host")} from ${text("from_host")}, whose lease had expired`;
       break;
     case "session.restored":
-      what = `session restored from checkpoint ${text("checkpoint")}${e.forced === true ? " (forced recovery)" : ""}`;
+      // Named as `checkpoint show` takes it (3f2a9c1e/checkpoint-004), from what the restore reported; its id when that is missing.
+      what = `session restored from checkpoint ${hasName(e.details) ? checkpointRef(e.details) : text("checkpoint")}${e.forced === true ? " (forced recovery)" : ""}`;
       break;
     case "session.reconciled": {
       const requeued = Array.isArray(e.requeued) ? e.requeued.length : 0;
@@ -201,6 +202,10 @@ function checkpointRef(value: unknown): string {
   const { session_id: session, name } = value as { session_id?: unknown; name?: unknown };
   const shown = `${typeof session === "string" ? `${shortSessionId(session)}/` : ""}${typeof name === "string" ? name : "a checkpoint"}`;
   return terminalSafe(shown, { singleLine: true });
+}
+
+function hasName(value: unknown): boolean {
+  return typeof value === "object" && value !== null && typeof (value as { name?: unknown }).name === "string";
 }
 
 function countOf(value: unknown, noun: string): string {
