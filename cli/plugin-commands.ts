@@ -41,7 +41,23 @@ export async function registerPluginCommands(program: Command, argv: string[], w
     await store?.close();
   });
   addPluginCommands(program, engine, context);
-  if (words.length > 0 && !namesCommand(program, words)) await refuseDisabledPluginCommand(config, words);
+  if (words.length > 0 && !namesCommand(program, words)) {
+    const disabled = await disabledPluginCommand(config, words);
+    if (!disabled) return;
+    // `--help` of it teaches it all the same (it was the refusal): its help, with the plugin's state and how to turn it on first.
+    if (!wantsHelp(argv.slice(2))) throw disabled.refusal;
+    const how = (disabled.refusal.hint ?? "").replace(/, then run the command again\.$/, ".");
+    const spec = { ...disabled.registration.spec, description: `${disabled.registration.spec.description} (${disabled.refusal.message} ${how})` };
+    const name = spec.name.split(" ");
+    const parent = name.length > 1 ? program.commands.find((command) => command.name() === name[0]) : program;
+    parent?.addCommand(toCommander(parent, disabled.engine, { ...disabled.registration, spec }, context, name[name.length - 1]!));
+  }
+}
+
+/** `--help` or `-h` among the command's own arguments (before `--`). */
+function wantsHelp(args: readonly string[]): boolean {
+  const end = args.indexOf("--");
+  return (end < 0 ? args : args.slice(0, end)).some((arg) => arg === "--help" || arg === "-h");
 }
 
 function addPluginCommands(program: Command, engine: Engine, context: CommandContext): void {
@@ -95,11 +111,11 @@ function namesCommand(program: Command, words: readonly string[]): boolean {
 
 /**
  * A command no enabled plugin provides may belong to a built-in plugin the config leaves out
- * (`apex session compress` without `compression`): say which plugin and how to enable it,
- * rather than commander's "unknown command". Each disabled built-in is applied to a scratch
+ * (`apex session compress` without `compression`): the refusal that says which plugin and how to
+ * enable it (rather than commander's "unknown command"), with the command as that plugin registers it. Each disabled built-in is applied to a scratch
  * engine to learn its commands; applying only taps hooks and registers things.
  */
-async function refuseDisabledPluginCommand(config: Config, words: readonly string[]): Promise<void> {
+async function disabledPluginCommand(config: Config, words: readonly string[]): Promise<{ refusal: ApexError; registration: CommandRegistration; engine: Engine } | undefined> {
   const { builtinPlugins } = await import("../core/plugins.js");
   const { Engine } = await import("../core/engine.js");
   // A built-in listed but idle (`metrics: {enabled: false}`, `history: {enabled: false}`) adds no command either.
@@ -138,11 +154,13 @@ async function refuseDisabledPluginCommand(config: Config, words: readonly strin
     const hint = idle.has(name)
       ? `Turn it on: remove \`enabled: false\` from plugins.${name} in ${file} (or set it to true), then run the command again.`
       : `Enable it: put \`${name}: {}\` in the plugins: section of ${file} (a plugins: section lists every plugin to run; \`apex plugins list\` shows them), then run the command again.`;
-    throw new ApexError("APEX_E_PLUGIN_DISABLED", `\`apex ${provided.spec.name}\` is a command of the ${name} plugin, which ${state}.`, {
+    const refusal = new ApexError("APEX_E_PLUGIN_DISABLED", `\`apex ${provided.spec.name}\` is a command of the ${name} plugin, which ${state}.`, {
       hint,
       details: { command: provided.spec.name, plugin: name },
     });
+    return { refusal, registration: provided, engine: scratch };
   }
+  return undefined;
 }
 
 function toCommander(

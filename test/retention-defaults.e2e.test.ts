@@ -139,6 +139,14 @@ describe("every command of the flow works with the default config (issue 12)", (
     expect(fails(["backup"], 2).stderr).toContain("is a command of the archive plugin");
     // A command no plugin has stays commander's usage error.
     expect(fails(["session", "frobnicate"], 2).stderr).toContain("unknown command 'frobnicate'");
+    // Its --help teaches it all the same, with the plugin's state and how to turn it on (it was the refusal, exit 2).
+    for (const args of [["session", "compress", "--help"], ["help", "session", "compress"], ["backup", "-h"]]) {
+      const help = project.apex(args);
+      expect(help.status, `${args.join(" ")}: ${help.stderr}`).toBe(0);
+      expect(help.stdout).toMatch(args.includes("backup") ? /^Usage: apex backup \[options\]/ : /^Usage: apex session compress \[options\]/);
+      expect(help.stdout.replace(/\s+/g, " ")).toContain(args.includes("backup") ? "is a command of the archive plugin, which is not enabled in apex.config.yaml. Enable it: put `archive: {}` in the plugins: section" : "is a command of the compression plugin, which is turned off (`compression: false`) in apex.config.yaml.");
+      expect(help.stdout).toContain("Options:");
+    }
   });
 
   it("a command of a plugin listed but idle (enabled: false) says so and how to turn it on, not 'unknown command'", () => {
