@@ -297,18 +297,24 @@ describe("metrics of a session whose supervisor died", () => {
   });
 });
 
+/** A git repository made at `repo` with one commit (a.txt), and a way to run git there. */
+function gitRepository(repo: string): (...args: string[]) => string {
+  const git = (...args: string[]) => execFileSync("git", ["-c", "user.name=T", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false", ...args], { cwd: repo, encoding: "utf8" });
+  mkdirSync(repo);
+  git("init", "-q");
+  writeFileSync(join(repo, "a.txt"), "a\n");
+  git("add", "a.txt");
+  git("commit", "-q", "-m", "start");
+  return git;
+}
+
 describe("metrics of a session imported from another project", () => {
   it("say once, in one plain line, that commits are not counted because the start commit is not in this repository (no git 'bad object')", async () => {
     const dir = mkdtempSync(join(tmpdir(), "apex-metrics-imported-"));
     const repo = join(dir, "repo");
     const store = await openStore({ backend: "lmdb", dir: join(dir, "store") }, { actor: "user:test" });
     try {
-      const git = (...args: string[]) => execFileSync("git", ["-c", "user.name=T", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false", ...args], { cwd: repo, encoding: "utf8" });
-      mkdirSync(repo);
-      git("init", "-q");
-      writeFileSync(join(repo, "a.txt"), "a\n");
-      git("add", "a.txt");
-      git("commit", "-q", "-m", "here");
+      const git = gitRepository(repo);
       // The record the import brought: the other project's start commit, unknown here.
       const foreign = "0123456789abcdef0123456789abcdef01234567";
       await store.batch((batch) => {
@@ -336,12 +342,7 @@ describe("the final metrics of a session in a repository where git is slow", () 
     const repo = join(dir, "repo");
     const store = await openStore({ backend: "lmdb", dir: join(dir, "store") }, { actor: "user:test" });
     try {
-      const git = (...args: string[]) => execFileSync("git", ["-c", "user.name=T", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false", ...args], { cwd: repo, encoding: "utf8" });
-      mkdirSync(repo);
-      git("init", "-q");
-      writeFileSync(join(repo, "a.txt"), "a\n");
-      git("add", "a.txt");
-      git("commit", "-q", "-m", "start");
+      const git = gitRepository(repo);
       await store.batch((batch) => batch.set("/sessions/s-1", { session_id: "s-1", status: "active", created_at: new Date().toISOString(), agents: [] }));
       const warnings: string[] = [];
       const sampler = await MetricsSampler.open({ store, sessionId: "s-1", idleStatuses: [], repositories: [{ name: "project", dir: repo }], warn: (message) => warnings.push(message) });
