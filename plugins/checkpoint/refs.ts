@@ -275,6 +275,12 @@ export function liveRoots(store: Store, without: ReadonlyArray<{ sessionId: stri
       if (isRecord(manifest.memory)) add(manifest.memory.root);
       if (isRecord(manifest.tasks)) add(manifest.tasks.root);
       if (isRecord(manifest.agents)) add(manifest.agents.root);
+      // What a merge checkpoint merged in, as it recorded it: the base of later merges once that checkpoint's session is archived (merge-base.ts).
+      const from = isRecord(manifest.data) && isRecord(manifest.data.merge) ? manifest.data.merge.from : undefined;
+      if (isRecord(from)) {
+        add(from.memory_root);
+        add(from.tasks_root);
+      }
     }
   }
   for (const { base } of catalog.bases()) if (isRecord(base)) add(base.root);
