@@ -17,6 +17,7 @@ const config = [
   "plugins:",
   "  checkpoint: {}",
   "  archive: {}",
+  "  retention: {}",
 ].join("\n");
 
 interface MergeJson {
@@ -97,6 +98,55 @@ describe("a merge base whose session was archived", () => {
     ok(["session", "unarchive", "xbr"]);
     const again = json<MergeJson>(p.apex(["session", "merge", "alpha", "beta", "--dry-run", "--json"]));
     expect(again.base?.session_name).toBe("beta");
+    expect(p.apex(["session", "validate"]).status).toBe(0);
+  }, 120_000);
+});
+
+describe("a merge base deleted with checkpoint delete --force", () => {
+  it("is the deleted checkpoint both sides merged, as their merges recorded it, not an older one of its session", () => {
+    project = new Project(`${config}\n`, "apex-deleted-base-");
+    const p = project;
+    const ok = (args: string[]) => {
+      const result = p.apex(args);
+      expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(0);
+      return result;
+    };
+    p.start(["--task", "main work"]);
+    ok(["memory", "set", "/notes/c", '"base"']);
+    const point = json<{ id: string }>(ok(["checkpoint", "create", "fork", "--json"])).id;
+    for (const name of ["xbr", "alpha", "beta"]) ok(["session", "branch", point, name]);
+    p.start(["--continue", "xbr"]);
+    ok(["memory", "set", "/notes/c", '"xc"']);
+    // Its only checkpoint after its branch checkpoint is the one stopping it takes.
+    p.start(["--continue", "alpha"]);
+    ok(["session", "merge", "xbr", "alpha"]);
+    ok(["memory", "set", "/notes/c", '"alpha-c"']);
+    ok(["checkpoint", "create", "alpha changed c"]);
+    p.start(["--continue", "beta"]);
+    ok(["session", "merge", "xbr", "beta"]);
+    ok(["memory", "set", "/notes/e", '"beta-e"']);
+    ok(["checkpoint", "create", "beta added e"]);
+    ok(["stop"]);
+    const before = json<MergeJson>(p.apex(["session", "merge", "beta", "alpha", "--dry-run", "--json"]));
+    expect(before.base).toMatchObject({ session_name: "xbr" });
+    expect(before.memory.conflicts).toEqual([]);
+
+    // Needed by both merges: refused, then deleted with --force; the sweep runs.
+    const refused = p.apex(["checkpoint", "delete", "xbr/latest"]);
+    expect(refused.status, refused.stderr).toBe(4);
+    ok(["checkpoint", "delete", "xbr/latest", "--force"]);
+    ok(["session", "cleanup"]);
+
+    // Still that checkpoint, as the merges recorded it: c is alpha's change only. Against xbr's
+    // older checkpoint (its branch point's state) c was a conflict, --strategy theirs putting "xc" back.
+    const after = json<MergeJson>(p.apex(["session", "merge", "beta", "alpha", "--dry-run", "--json"]));
+    expect(after.base).toEqual(before.base);
+    expect(after.memory).toEqual(before.memory);
+    ok(["session", "merge", "beta", "alpha", "--strategy", "theirs"]);
+    p.start(["--continue", "alpha"]);
+    expect(json<{ value: unknown }>(p.apex(["memory", "show", "/notes/c", "--json"])).value).toBe("alpha-c");
+    expect(json<{ value: unknown }>(p.apex(["memory", "show", "/notes/e", "--json"])).value).toBe("beta-e");
+    ok(["stop"]);
     expect(p.apex(["session", "validate"]).status).toBe(0);
   }, 120_000);
 });

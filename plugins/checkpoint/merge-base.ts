@@ -143,8 +143,9 @@ function recordedSourceOf(from: Record<string, JsonValue>): RecordedSource | und
 export type RecordedSummary = CheckpointSummary & { recorded: true; session_name: string | null; ancestry: Ancestry };
 
 /**
- * The checkpoints merges in `sessions` (each up to its sequence) merged in whose sessions are no
- * longer in the store (archived), as those merges recorded them: key `session\0sequence`.
+ * The checkpoints merges in `sessions` (each up to its sequence) merged in that are no longer in
+ * the store (their sessions archived, or they were deleted with `checkpoint delete --force`), as
+ * those merges recorded them: key `session\0sequence`.
  */
 function recordedSources(store: Store, sessions: Iterable<[string, number]>): Map<string, RecordedSummary> {
   const found = new Map<string, RecordedSummary>();
@@ -154,7 +155,7 @@ function recordedSources(store: Store, sessions: Iterable<[string, number]>): Ma
       if (summary.sequence > upTo) break;
       if (summary.trigger !== MERGE_TRIGGER) continue;
       const from = mergeSourceOf(store, summary);
-      if (!from?.recorded || !from.id || sessionRecord(store, from.sessionId)) continue;
+      if (!from?.recorded || !from.id || Catalog.of(store).summary(from.sessionId, from.sequence)) continue;
       const { recorded } = from;
       // Trees swept by an APEX that did not keep them: that checkpoint cannot be the base (an older one is).
       if ([recorded.memoryRoot, recorded.tasksRoot].some((root) => root !== null && !objects.has("tree", root))) continue;
@@ -185,7 +186,7 @@ function recordedSources(store: Store, sessions: Iterable<[string, number]>): Ma
   return found;
 }
 
-/** Whether a merge base stands for an archived checkpoint (read from what its merge recorded, not from the store). */
+/** Whether a merge base stands for a checkpoint no longer in the store (read from what its merge recorded). */
 export function isRecordedSummary(summary: CheckpointSummary): summary is RecordedSummary {
   return (summary as Partial<RecordedSummary>).recorded === true;
 }
@@ -259,10 +260,15 @@ export function findMergeBase(store: Store, ours: Located, theirs: Located, know
   }
   const a = ancestryOf(store, ours, memo);
   const b = ancestryOf(store, theirs, memo);
-  // A session in either history that is no longer in the store (archived): the merges that merged it in recorded its checkpoints.
-  if ([...a.keys(), ...b.keys()].some((sessionId) => !sessionRecord(store, sessionId))) {
+  // A checkpoint merged in that is no longer in the store: the merges that merged it in recorded it.
+  let loaded = false;
+  const loadRecorded = () => {
+    if (loaded) return;
+    loaded = true;
     for (const summary of recordedSources(store, [...a, ...b]).values()) remember(summary);
-  }
+  };
+  // A session in either history that is no longer in the store (archived).
+  if ([...a.keys(), ...b.keys()].some((sessionId) => !sessionRecord(store, sessionId))) loadRecorded();
   if (contains(a, theirs)) {
     const base = summaryAt(theirs);
     return { relation: "up-to-date", base, candidates: base ? [base] : [] };
@@ -276,7 +282,9 @@ export function findMergeBase(store: Store, ours: Located, theirs: Located, know
     const other = b.get(sessionId);
     if (other === undefined) continue;
     const at = Math.min(sequence, other);
-    const found = summaryAt({ sessionId, sequence: at }) ?? existingAtOrBelow(store, sessionId, at) ?? recordedAtOrBelow(recorded, sessionId, at);
+    // Deleted (`checkpoint delete --force`, repair): as a merge recorded it, else the newest older one.
+    if (!Catalog.of(store).summary(sessionId, at)) loadRecorded();
+    const found = summaryAt({ sessionId, sequence: at }) ?? newer(existingAtOrBelow(store, sessionId, at), recordedAtOrBelow(recorded, sessionId, at));
     if (found) candidates.push(found);
   }
   const ancestryOfCandidate = (candidate: CheckpointSummary) => ancestryOf(store, { sessionId: candidate.session_id, sequence: candidate.sequence }, memo);
@@ -287,7 +295,12 @@ export function findMergeBase(store: Store, ours: Located, theirs: Located, know
   return { relation: maximal.length > 0 ? "diverged" : "unrelated", base: maximal[0] ?? null, candidates: maximal };
 }
 
-/** The newest checkpoint of an archived `sessionId` at or below `sequence` that a merge recorded. */
+function newer(x: CheckpointSummary | undefined, y: CheckpointSummary | undefined): CheckpointSummary | undefined {
+  if (!x || !y) return x ?? y;
+  return y.sequence > x.sequence ? y : x;
+}
+
+/** The newest checkpoint of `sessionId` at or below `sequence` that a merge recorded (no longer in the store). */
 function recordedAtOrBelow(recorded: ReadonlyMap<string, RecordedSummary>, sessionId: string, sequence: number): RecordedSummary | undefined {
   let best: RecordedSummary | undefined;
   for (const summary of recorded.values()) {
