@@ -79,6 +79,10 @@ describe("a merge base whose session was archived", () => {
     const plan = planOf(dry);
     expect(plan.base).toEqual(before.base);
     expect(plan.other_bases).toEqual([]);
+    // The tree draws that checkpoint by its session's name and its own time, as the merges recorded them (it drew the short id, at the first merge's time).
+    const tree = json<{ nodes: Array<{ id: string; archived?: true; session_name?: string; created_at: string }> }>(p.apex(["session", "tree", "--json"]));
+    expect(tree.nodes.find((node) => node.id === plan.base!.id)).toMatchObject({ archived: true, session_name: "xbr", created_at: (before.base as { created_at?: string }).created_at });
+    expect(ok(["session", "tree"]).stdout).toMatch(new RegExp(`^[^\\n]* ${plan.base!.id.slice(0, 8)} \\[xbr\\] ${plan.base!.name} archived \\(\`apex session unarchive ${plan.base!.session_id.slice(0, 8)}\` brings its session back\\)$`, "m"));
     expect(plan.memory.conflicts).toEqual([expect.objectContaining({ path: "/notes/d", base: "xd", ours: "alpha-d", theirs: "beta-d" })]);
     expect(plan.memory.changes).toEqual([expect.objectContaining({ path: "/notes/e", kind: "added" })]);
 
