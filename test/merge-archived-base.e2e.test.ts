@@ -103,6 +103,19 @@ describe("a merge base whose session was archived", () => {
     const again = json<MergeJson>(p.apex(["session", "merge", "alpha", "beta", "--dry-run", "--json"]));
     expect(again.base?.session_name).toBe("beta");
     expect(p.apex(["session", "validate"]).status).toBe(0);
+
+    // Archived with every session that merged it, xbr's trees are swept; alpha brought back alone
+    // records trees the store no longer has. Sweeps go on (they refused: "Not sweeping: … damaged"),
+    // and merges fall back to an older base, as for a merge that recorded nothing.
+    for (const name of ["xbr", "alpha", "beta"]) ok(["session", "archive", name]);
+    ok(["session", "unarchive", "alpha"]);
+    const cleanup = p.apex(["session", "cleanup"]);
+    expect(cleanup.status, cleanup.stderr).toBe(0);
+    ok(["session", "archive", "alpha"]);
+    ok(["session", "unarchive", "alpha"]);
+    expect(p.apex(["session", "validate"]).status).toBe(0);
+    const main = json<Array<{ session_id: string; name: string | null }>>(p.apex(["session", "list", "--json"])).find((session) => session.name === null)!.session_id;
+    expect(p.apex(["session", "merge", "alpha", main, "--dry-run"]).status).toBe(0);
   }, 120_000);
 });
 
