@@ -507,7 +507,8 @@ describe("apex session archive / unarchive", () => {
     const text = apex("session", "tree").stdout.split("\n");
     const at = text.findIndex((line) => line.includes(merged.merge.id.slice(0, 8)));
     expect(text[at + 1]).toContain("\\"); // the merge's second parent, opened to the right ("|\\")
-    expect(text.find((line) => line.includes(merged.from.id.slice(0, 8)))).toMatch(new RegExp(`\\*  ${merged.from.id.slice(0, 8)} \\[${src.slice(0, 8)}\\] ${merged.from.name} archived \\(\`apex session unarchive ${src.slice(0, 8)}\` brings its session back\\)$`));
+    // By the branch's name, which the merge recorded (it drew the short id).
+    expect(text.find((line) => line.includes(merged.from.id.slice(0, 8)))).toMatch(new RegExp(`\\*  ${merged.from.id.slice(0, 8)} \\[src\\] ${merged.from.name} archived \\(\`apex session unarchive ${src.slice(0, 8)}\` brings its session back\\)$`));
     // Brought back, it is drawn from its own records again.
     expect(apex("session", "unarchive", src.slice(0, 8)).status).toBe(0);
     const back = json(apex("session", "tree", "--json")) as Tree;

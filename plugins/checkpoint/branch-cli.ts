@@ -551,9 +551,11 @@ function printMerge(report: SessionMergeReport, options: { json?: boolean }): vo
   const unsaved = report.source.changed_since_checkpoint;
   if ((unsaved === "running" || unsaved === "stopped") && report.relation !== "same") {
     // The merge takes SRC's latest checkpoint: what it wrote after that stays behind.
+    // The session as the merge's other lines print it; the commands name it by its name, else its whole id.
     const name = report.source.session_name ?? report.source.session_id;
+    const label = report.source.session_name ?? shortSessionId(report.source.session_id);
     const first = unsaved === "running" ? `apex --session ${name} checkpoint create` : `apex start --continue ${name}, then apex --session ${name} checkpoint create`;
-    process.stderr.write(`warning: ${name} wrote memory or tasks after ${report.source.checkpoint.name}, which is what ${report.dry_run ? "would be" : "was"} merged; those writes are not in it. To merge them too, checkpoint it first (${first}).\n`);
+    process.stderr.write(`warning: ${label} wrote memory or tasks after ${report.source.checkpoint.name}, which is what ${report.dry_run ? "would be" : "was"} merged; those writes are not in it. To merge them too, checkpoint it first (${first}).\n`);
   }
   if (options.json) return printJson(report);
   // A session by its name when it has one, else its short id (a whole id when it is no uuid: cut, it would read as another).

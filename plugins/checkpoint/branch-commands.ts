@@ -71,7 +71,7 @@ ${examples("apex session merge experimental-feature current --dry-run", "apex se
   session
     .command("tree")
     .description("sessions with their branch and merge points, drawn like git log --graph --oneline")
-    .option("--json", "print {sessions: [{session_id, name, status, created_at, parent, checkpoints, latest}], nodes: [{id, session_id, name, sequence, trigger, description, created_at, parents, folded, head}]}")
+    .option("--json", "print {sessions: [{session_id, name, status, created_at, parent, checkpoints, latest}], nodes: [{id, session_id, name, sequence, trigger, description, created_at, parents, folded, head, archived, session_name}]} (archived, session_name: a checkpoint merged in whose session was archived)")
     .addHelpText(
       "after",
       `

@@ -2,6 +2,7 @@ import type { JsonValue, Store } from "../../core/store/store.js";
 import { shortSessionId } from "../../core/session/names.js";
 import { Catalog, type CheckpointSummary, type Located } from "./catalog.js";
 import { isRecord, manifestPath } from "./manifest.js";
+import { ObjectStore } from "./engine/objects.js";
 
 /**
  * The checkpoint graph and the nearest common ancestor of two checkpoints.
@@ -62,8 +63,8 @@ export function sessionRecord(store: Store, sessionId: string): Record<string, J
 }
 
 /** The checkpoints a session's merge checkpoints (up to `upTo`) merged in. */
-export function mergedInto(store: Store, sessionId: string, upTo: number): Point[] {
-  const points: Point[] = [];
+export function mergedInto(store: Store, sessionId: string, upTo: number): Array<Point & { recorded?: RecordedSource }> {
+  const points: Array<Point & { recorded?: RecordedSource }> = [];
   for (const summary of Catalog.of(store).summaries(sessionId)) {
     if (summary.sequence > upTo) break;
     if (summary.trigger !== MERGE_TRIGGER) continue;
@@ -87,8 +88,22 @@ export function sessionLabel(store: Store, id: string): string {
 export const MERGE_TRIGGER = "merge";
 export const BRANCH_TRIGGER = "branch";
 
+/**
+ * What a merge recorded of the checkpoint it merged in, beyond where it is: enough to stand in
+ * for it as a merge base once its session was archived (its trees' roots, which sweeps keep
+ * alive, refs.ts liveRoots; its ancestry, session -> highest sequence). Merges made before
+ * APEX recorded these have none.
+ */
+export interface RecordedSource {
+  memoryRoot: string | null;
+  tasksRoot: string | null;
+  createdAt: string;
+  sessionName: string | null;
+  ancestry: Ancestry;
+}
+
 /** The checkpoint a merge checkpoint merged in (`data.merge.from`). */
-export function mergeSourceOf(store: Store, summary: CheckpointSummary): (Point & { id?: string; name?: string }) | undefined {
+export function mergeSourceOf(store: Store, summary: CheckpointSummary): (Point & { id?: string; name?: string; recorded?: RecordedSource }) | undefined {
   let manifest: JsonValue | undefined;
   try {
     manifest = store.get(manifestPath(summary.session_id, summary.sequence));
@@ -97,12 +112,92 @@ export function mergeSourceOf(store: Store, summary: CheckpointSummary): (Point 
   }
   const from = isRecord(manifest) && isRecord(manifest.data) && isRecord(manifest.data.merge) ? manifest.data.merge.from : undefined;
   if (!isRecord(from) || typeof from.session_id !== "string" || !Number.isSafeInteger(from.sequence)) return undefined;
-  return { sessionId: from.session_id, sequence: from.sequence as number, ...(typeof from.id === "string" ? { id: from.id } : {}), ...(typeof from.name === "string" ? { name: from.name } : {}) };
+  const recorded = recordedSourceOf(from);
+  return {
+    sessionId: from.session_id,
+    sequence: from.sequence as number,
+    ...(typeof from.id === "string" ? { id: from.id } : {}),
+    ...(typeof from.name === "string" ? { name: from.name } : {}),
+    ...(recorded ? { recorded } : {}),
+  };
 }
 
-/** Every ancestor of `point` (itself included), as session -> highest sequence. */
+function recordedSourceOf(from: Record<string, JsonValue>): RecordedSource | undefined {
+  const root = (value: JsonValue | undefined) => typeof value === "string" || value === null;
+  if (!root(from.memory_root) || !root(from.tasks_root) || typeof from.created_at !== "string" || !isRecord(from.ancestry)) return undefined;
+  const ancestry: Ancestry = new Map();
+  for (const [sessionId, sequence] of Object.entries(from.ancestry)) {
+    if (!Number.isSafeInteger(sequence)) return undefined;
+    ancestry.set(sessionId, sequence as number);
+  }
+  return {
+    memoryRoot: from.memory_root as string | null,
+    tasksRoot: from.tasks_root as string | null,
+    createdAt: from.created_at,
+    sessionName: typeof from.session_name === "string" ? from.session_name : null,
+    ancestry,
+  };
+}
+
+/** A checkpoint merged in, as its merge recorded it, standing in for it once its session was archived. */
+export type RecordedSummary = CheckpointSummary & { recorded: true; session_name: string | null; ancestry: Ancestry };
+
+/**
+ * The checkpoints merges in `sessions` (each up to its sequence) merged in that are no longer in
+ * the store (their sessions archived, or they were deleted with `checkpoint delete --force`), as
+ * those merges recorded them: key `session\0sequence`.
+ */
+function recordedSources(store: Store, sessions: Iterable<[string, number]>): Map<string, RecordedSummary> {
+  const found = new Map<string, RecordedSummary>();
+  const objects = ObjectStore.of(store);
+  for (const [sessionId, upTo] of sessions) {
+    for (const summary of Catalog.of(store).summaries(sessionId)) {
+      if (summary.sequence > upTo) break;
+      if (summary.trigger !== MERGE_TRIGGER) continue;
+      const from = mergeSourceOf(store, summary);
+      if (!from?.recorded || !from.id || Catalog.of(store).summary(from.sessionId, from.sequence)) continue;
+      const { recorded } = from;
+      // Trees swept by an APEX that did not keep them: that checkpoint cannot be the base (an older one is).
+      if ([recorded.memoryRoot, recorded.tasksRoot].some((root) => root !== null && !objects.has("tree", root))) continue;
+      found.set(pointKey(from), {
+          id: from.id,
+          session_id: from.sessionId,
+          sequence: from.sequence,
+          name: from.name ?? `checkpoint-${String(from.sequence).padStart(3, "0")}`,
+          parent: null,
+          created_at: recorded.createdAt,
+          description: "",
+          pinned: false,
+          revision: 0,
+          trigger: "archived",
+          memory_keys: 0,
+          task_count: 0,
+          agent_count: 0,
+          memory_root: recorded.memoryRoot,
+          tasks_root: recorded.tasksRoot,
+          agents_root: null,
+          manifest_hash: "",
+          recorded: true,
+          session_name: recorded.sessionName,
+          ancestry: recorded.ancestry,
+      });
+    }
+  }
+  return found;
+}
+
+/** Whether a merge base stands for a checkpoint no longer in the store (read from what its merge recorded). */
+export function isRecordedSummary(summary: CheckpointSummary): summary is RecordedSummary {
+  return (summary as Partial<RecordedSummary>).recorded === true;
+}
+
+/**
+ * Every ancestor of `point` (itself included), as session -> highest sequence. A checkpoint merged
+ * in whose session was archived brings the ancestry its merge recorded (its own edges left the
+ * store with it).
+ */
 export function ancestryOf(store: Store, point: Point, memo: Map<string, Ancestry> = new Map()): Ancestry {
-  const key = `${point.sessionId}\0${point.sequence}`;
+  const key = pointKey(point);
   const known = memo.get(key);
   if (known) return known;
   const result: Ancestry = new Map();
@@ -116,7 +211,11 @@ export function ancestryOf(store: Store, point: Point, memo: Map<string, Ancestr
       const branch = branchPointOf(store, sessionId);
       if (branch) stack.push(branch);
     }
-    for (const from of mergedInto(store, sessionId, sequence)) stack.push(from);
+    for (const from of mergedInto(store, sessionId, sequence)) {
+      stack.push(from);
+      if (!from.recorded || sessionRecord(store, from.sessionId)) continue;
+      for (const [ancestor, upTo] of from.recorded.ancestry) stack.push({ sessionId: ancestor, sequence: upTo });
+    }
   }
   memo.set(key, result);
   return result;
@@ -135,36 +234,78 @@ function existingAtOrBelow(store: Store, sessionId: string, sequence: number): C
   return undefined;
 }
 
-/** The nearest common ancestor of `ours` and `theirs` under the rule above. */
-export function findMergeBase(store: Store, ours: Located, theirs: Located): MergeBase {
+function pointKey(point: Point): string {
+  return `${point.sessionId}\0${point.sequence}`;
+}
+
+/**
+ * The nearest common ancestor of `ours` and `theirs` under the rule above. A common ancestor whose
+ * session was archived is the checkpoint as the merge that merged it in recorded it (a
+ * RecordedSummary; `known`: those already found, for a virtual ancestor's own merges).
+ */
+export function findMergeBase(store: Store, ours: Located, theirs: Located, known: Iterable<CheckpointSummary> = []): MergeBase {
+  const recorded = new Map<string, RecordedSummary>();
+  const memo = new Map<string, Ancestry>();
+  const remember = (summary: RecordedSummary) => {
+    const key = pointKey({ sessionId: summary.session_id, sequence: summary.sequence });
+    if (recorded.has(key)) return;
+    recorded.set(key, summary);
+    memo.set(key, summary.ancestry);
+  };
+  for (const summary of known) if (isRecordedSummary(summary)) remember(summary);
+  const summaryAt = (point: Point): CheckpointSummary | null => Catalog.of(store).summary(point.sessionId, point.sequence) ?? recorded.get(pointKey(point)) ?? null;
   if (ours.id === theirs.id) {
-    const same = Catalog.of(store).summary(ours.sessionId, ours.sequence) ?? null;
+    const same = summaryAt(ours);
     return { relation: "same", base: same, candidates: same ? [same] : [] };
   }
-  const memo = new Map<string, Ancestry>();
   const a = ancestryOf(store, ours, memo);
   const b = ancestryOf(store, theirs, memo);
+  // A checkpoint merged in that is no longer in the store: the merges that merged it in recorded it.
+  let loaded = false;
+  const loadRecorded = () => {
+    if (loaded) return;
+    loaded = true;
+    for (const summary of recordedSources(store, [...a, ...b]).values()) remember(summary);
+  };
+  // A session in either history that is no longer in the store (archived).
+  if ([...a.keys(), ...b.keys()].some((sessionId) => !sessionRecord(store, sessionId))) loadRecorded();
   if (contains(a, theirs)) {
-    const base = Catalog.of(store).summary(theirs.sessionId, theirs.sequence) ?? null;
+    const base = summaryAt(theirs);
     return { relation: "up-to-date", base, candidates: base ? [base] : [] };
   }
   if (contains(b, ours)) {
-    const base = Catalog.of(store).summary(ours.sessionId, ours.sequence) ?? null;
+    const base = summaryAt(ours);
     return { relation: "fast-forward", base, candidates: base ? [base] : [] };
   }
   const candidates: CheckpointSummary[] = [];
   for (const [sessionId, sequence] of a) {
     const other = b.get(sessionId);
     if (other === undefined) continue;
-    const found = existingAtOrBelow(store, sessionId, Math.min(sequence, other));
+    const at = Math.min(sequence, other);
+    // Deleted (`checkpoint delete --force`, repair): as a merge recorded it, else the newest older one.
+    if (!Catalog.of(store).summary(sessionId, at)) loadRecorded();
+    const found = summaryAt({ sessionId, sequence: at }) ?? newer(existingAtOrBelow(store, sessionId, at), recordedAtOrBelow(recorded, sessionId, at));
     if (found) candidates.push(found);
   }
+  const ancestryOfCandidate = (candidate: CheckpointSummary) => ancestryOf(store, { sessionId: candidate.session_id, sequence: candidate.sequence }, memo);
   const maximal = candidates.filter(
-    (candidate) =>
-      !candidates.some(
-        (other) => other !== candidate && contains(ancestryOf(store, { sessionId: other.session_id, sequence: other.sequence }, memo), { sessionId: candidate.session_id, sequence: candidate.sequence }),
-      ),
+    (candidate) => !candidates.some((other) => other !== candidate && contains(ancestryOfCandidate(other), { sessionId: candidate.session_id, sequence: candidate.sequence })),
   );
   maximal.sort((x, y) => (x.created_at < y.created_at ? 1 : x.created_at > y.created_at ? -1 : x.id < y.id ? 1 : x.id > y.id ? -1 : 0));
   return { relation: maximal.length > 0 ? "diverged" : "unrelated", base: maximal[0] ?? null, candidates: maximal };
+}
+
+function newer(x: CheckpointSummary | undefined, y: CheckpointSummary | undefined): CheckpointSummary | undefined {
+  if (!x || !y) return x ?? y;
+  return y.sequence > x.sequence ? y : x;
+}
+
+/** The newest checkpoint of `sessionId` at or below `sequence` that a merge recorded (no longer in the store). */
+function recordedAtOrBelow(recorded: ReadonlyMap<string, RecordedSummary>, sessionId: string, sequence: number): RecordedSummary | undefined {
+  let best: RecordedSummary | undefined;
+  for (const summary of recorded.values()) {
+    if (summary.session_id !== sessionId || summary.sequence > sequence) continue;
+    if (!best || summary.sequence > best.sequence) best = summary;
+  }
+  return best;
 }

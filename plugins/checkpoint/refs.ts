@@ -1,7 +1,7 @@
 import { noSessionToActOn, sessionBinding } from "../../core/session/sessions.js";
 import { sessionFlag } from "../../core/session/binding.js";
 import { ApexError, isApexError } from "../../core/errors.js";
-import type { Hash } from "./engine/objects.js";
+import { ObjectStore, type Hash } from "./engine/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog, type Located } from "./catalog.js";
 import { resolveSessionRef } from "./plugin-sessions.js";
@@ -257,6 +257,7 @@ export function liveRoots(store: Store, without: ReadonlyArray<{ sessionId: stri
   };
   const gone = new Set(without.map(({ sessionId, sequence }) => `${sessionId}/${sequence}`));
   const catalog = Catalog.of(store);
+  const objects = ObjectStore.of(store);
   for (const { sessionId, sequence } of catalog.summaryKeys()) {
     if (gone.has(`${sessionId}/${sequence}`)) continue;
     try {
@@ -275,6 +276,15 @@ export function liveRoots(store: Store, without: ReadonlyArray<{ sessionId: stri
       if (isRecord(manifest.memory)) add(manifest.memory.root);
       if (isRecord(manifest.tasks)) add(manifest.tasks.root);
       if (isRecord(manifest.agents)) add(manifest.agents.root);
+      // What a merge checkpoint merged in, as it recorded it: the base of later merges once that checkpoint's session is archived (merge-base.ts).
+      // Kept while the store has it; one it no longer has (swept when every session that recorded it was archived, one of them brought
+      // back since; or a merge imported from another store) is no damage of a kept checkpoint: merges fall back from it.
+      const from = isRecord(manifest.data) && isRecord(manifest.data.merge) ? manifest.data.merge.from : undefined;
+      if (isRecord(from)) {
+        for (const root of [from.memory_root, from.tasks_root]) {
+          if (typeof root === "string" && objects.has("tree", root)) add(root);
+        }
+      }
     }
   }
   for (const { base } of catalog.bases()) if (isRecord(base)) add(base.root);

@@ -9,7 +9,7 @@ import { Catalog, type CheckpointSummary, type Located } from "./catalog.js";
 import { sessionBaseOf, writeCheckpoint, type CheckpointParams } from "./checkpoints.js";
 import { writeDerivedCheckpoint } from "./branch.js";
 import { agentsRoot, tasksRoot, type CheckpointManifest } from "./manifest.js";
-import { findMergeBase, MERGE_TRIGGER, sessionLabel, sessionName, type Relation } from "./merge-base.js";
+import { ancestryOf, findMergeBase, isRecordedSummary, MERGE_TRIGGER, sessionLabel, sessionName, type Relation } from "./merge-base.js";
 import {
   applyToTree,
   checkStrategy,
@@ -144,7 +144,7 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
       throw new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", `Session ${sessionLabel(store, destinationId)} has no checkpoint to merge into.`, { hint: "Continue it and create one, or merge the other way." });
     }
     const found = ours ? findMergeBase(store, locatedOf(ours), locatedOf(theirs)) : { relation: "unrelated" as Relation, base: null, candidates: [] };
-    const base = found.base ? loadManifest(store, locatedOf(found.base)) : null;
+    const base = found.base ? baseOf(store, found.base) : null;
     const overlay = live || dryRun;
     const scope = request.scope ?? normalizeScope(ours?.memory.scope ?? DEFAULT_SCOPE);
     const upToDate = found.relation === "up-to-date" || found.relation === "same";
@@ -166,7 +166,7 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
       : found.candidates.length > 1
         ? // A virtual ancestor's trees are kept in memory: in the overlay, or in one of their own (reading through to the store) when the merge writes to the store.
           ((planView) => planMerge(planView, ancestorOf(store, planView, found.candidates), oursRoots, { memory: theirs.memory.root, tasks: theirs.tasks.root }, strategy))(overlay ? view : objectView(store, { overlay: true }))
-        : planMerge(view, base && { memory: base.memory.root, tasks: base.tasks.root }, oursRoots, { memory: theirs.memory.root, tasks: theirs.tasks.root }, strategy);
+        : planMerge(view, base && base.roots, oursRoots, { memory: theirs.memory.root, tasks: theirs.tasks.root }, strategy);
     // Into live memory, the channels go into its base (below): without one (no checkpoint built yet), none is taken.
     const threads = langGraphTaken(store, plan, theirs, !live || catalog.base(baseKey(scope, mount)) !== undefined);
     const refused = refusedBy(plan);
@@ -178,7 +178,7 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
         changed_since_checkpoint: changedSince(store, sourceId, theirs.revision, scope),
       },
       destination: { session_id: destinationId, session_name: sessionName(store, destinationId), checkpoint: ours ? { id: ours.id, name: ours.name } : null },
-      base: base && { id: base.id, session_id: base.session_id, session_name: sessionName(store, base.session_id), name: base.name, created_at: base.created_at },
+      base: base && { id: base.id, session_id: base.session_id, session_name: base.session_name, name: base.name, created_at: base.created_at },
       other_bases: found.candidates.slice(1).map((candidate) => candidate.id),
       relation: found.relation,
       strategy,
@@ -202,7 +202,18 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
     const createdAt = (request.now?.() ?? new Date()).toISOString();
     const actor = request.actor ?? "user";
     const merge: { [key: string]: JsonValue } = {
-      from: { session_id: theirs.session_id, sequence: theirs.sequence, id: theirs.id, name: theirs.name },
+      // Its trees' roots (kept alive by sweeps) and ancestry: once SRC is archived, a later merge of two sessions that both merged it still finds it as their base.
+      from: {
+        session_id: theirs.session_id,
+        sequence: theirs.sequence,
+        id: theirs.id,
+        name: theirs.name,
+        session_name: sessionName(store, theirs.session_id),
+        created_at: theirs.created_at,
+        memory_root: theirs.memory.root,
+        tasks_root: theirs.tasks.root,
+        ancestry: Object.fromEntries(ancestryOf(store, locatedOf(theirs))),
+      },
       base: base ? { session_id: base.session_id, sequence: base.sequence, id: base.id, name: base.name } : null,
       // A criss-cross: the base and these were merged into the virtual ancestor diffed against.
       ...(found.candidates.length > 1 ? { other_bases: found.candidates.slice(1).map((candidate) => candidate.id) } : {}),
@@ -286,7 +297,8 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
     dropThreads(store, destinationId, threads.deleted.map(unitNames), ACTORS.merge);
     store.batchSync((batch) => {
       appendEvent(batch, destinationId, "session.merged", actor, {
-        from: merge.from!,
+        // Where it merged from; what the manifest records beyond that (trees, ancestry) is for later merges, not the audit trail.
+        from: { session_id: theirs.session_id, sequence: theirs.sequence, id: theirs.id, name: theirs.name },
         base: merge.base!,
         parents: [written!.parent, theirs.id],
         checkpoint: written!.id,
@@ -430,18 +442,29 @@ const VIRTUAL_DEPTH = 8;
  * candidate changed and one side changed again after both merges was a conflict.
  */
 function ancestorOf(store: Store, view: ObjectView, candidates: CheckpointSummary[], depth = 0): MergeSide | null {
-  const rootsOf = (summary: CheckpointSummary): MergeSide => {
-    const manifest = loadManifest(store, locatedOf(summary));
-    return { memory: manifest.memory.root, tasks: manifest.tasks.root };
-  };
+  const rootsOf = (summary: CheckpointSummary): MergeSide => baseOf(store, summary).roots;
   const [first, ...others] = candidates;
   if (!first) return null;
   let merged = rootsOf(first);
   for (const other of depth < VIRTUAL_DEPTH ? others : []) {
-    const found = findMergeBase(store, locatedOf(first), locatedOf(other));
+    const found = findMergeBase(store, locatedOf(first), locatedOf(other), candidates);
     merged = virtualAncestor(view, ancestorOf(store, view, found.candidates, depth + 1), merged, rootsOf(other));
   }
   return merged;
+}
+
+/**
+ * A merge base's identity and trees: from its manifest, or, for a checkpoint whose session was
+ * archived, from what the merge that merged it in recorded.
+ */
+function baseOf(store: Store, summary: CheckpointSummary): { id: string; session_id: string; session_name: string | null; sequence: number; name: string; created_at: string; roots: MergeSide } {
+  if (isRecordedSummary(summary)) {
+    const { id, session_id, session_name, sequence, name, created_at } = summary;
+    return { id, session_id, session_name, sequence, name, created_at, roots: { memory: summary.memory_root, tasks: summary.tasks_root } };
+  }
+  const manifest = loadManifest(store, locatedOf(summary));
+  const { id, session_id, sequence, name, created_at } = manifest;
+  return { id, session_id, session_name: sessionName(store, session_id), sequence, name, created_at, roots: { memory: manifest.memory.root, tasks: manifest.tasks.root } };
 }
 
 function locatedOf(item: CheckpointSummary | CheckpointManifest): Located {

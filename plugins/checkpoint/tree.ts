@@ -41,9 +41,11 @@ export interface TreeNode {
   /**
    * A checkpoint merged in whose session is no longer in the store (archived): known only from the
    * merge checkpoint's record of it, drawn so that the merge keeps its edge (`created_at` is then
-   * the first merge's, its own not being known; `trigger` "archived"). Absent otherwise.
+   * the first merge's when that merge did not record its own; `trigger` "archived"). Absent otherwise.
    */
   archived?: true;
+  /** An archived checkpoint's session name, as the merge recorded it (a branch's; absent: none recorded). */
+  session_name?: string;
 }
 
 export interface SessionTree {
@@ -95,10 +97,26 @@ export function sessionTree(store: Store): SessionTree {
       if (target) mergeFrom.set(summary.id, target);
       else if (from?.id && !ids.has(from.sessionId)) {
         // Its session archived: the merge's edge goes to what the merge recorded of it.
+        // Its own creation time, when a merge recorded it (older than any merge of it), else the first merge's.
         const known = archived.get(from.id);
-        if (!known || known.created_at > summary.created_at) {
+        const createdAt = from.recorded?.createdAt ?? summary.created_at;
+        if (!known || known.created_at > createdAt) {
           const name = from.name ?? `checkpoint-${String(from.sequence).padStart(3, "0")}`;
-          archived.set(from.id, { id: from.id, session_id: from.sessionId, name, sequence: from.sequence, trigger: "archived", description: "", created_at: summary.created_at, parents: [], folded: 0, head: false, archived: true });
+          const sessionName = from.recorded?.sessionName ?? known?.session_name;
+          archived.set(from.id, {
+            id: from.id,
+            session_id: from.sessionId,
+            name,
+            sequence: from.sequence,
+            trigger: "archived",
+            description: "",
+            created_at: createdAt,
+            parents: [],
+            folded: 0,
+            head: false,
+            archived: true,
+            ...(sessionName ? { session_name: sessionName } : {}),
+          });
         }
         archivedFrom.set(summary.id, from.id);
       }
@@ -218,7 +236,7 @@ export function drawTree(tree: SessionTree): string[] {
     }
     while (columns.length > 0 && columns.at(-1) === null) columns = columns.slice(0, -1);
     const session = sessions.get(node.session_id);
-    const who = session?.name ?? shortSessionId(node.session_id);
+    const who = session?.name ?? node.session_name ?? shortSessionId(node.session_id);
     const head = node.head ? ` (${who}: ${session?.status ?? "?"})` : "";
     const folded = node.folded > 0 ? `  (+${node.folded} checkpoint${node.folded === 1 ? "" : "s"})` : "";
     const description = node.archived ? ` (\`apex session unarchive ${node.session_id.slice(0, 8)}\` brings its session back)` : node.description ? `: ${node.description}` : "";
