@@ -314,7 +314,7 @@ describe("metrics of a session imported from another project", () => {
     const repo = join(dir, "repo");
     const store = await openStore({ backend: "lmdb", dir: join(dir, "store") }, { actor: "user:test" });
     try {
-      const git = gitRepository(repo);
+      gitRepository(repo);
       // The record the import brought: the other project's start commit, unknown here.
       const foreign = "0123456789abcdef0123456789abcdef01234567";
       await store.batch((batch) => {
