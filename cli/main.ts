@@ -114,7 +114,7 @@ export async function main(argv: string[], handOver?: () => void): Promise<numbe
     if (groups !== COMMAND_GROUPS && (needsPluginCommands(program, argv) || wantsGroupHelp(program, argv))) program = await make(COMMAND_GROUPS);
     if (needsPluginCommands(program, argv)) {
       const { registerPluginCommands, closeAfterParse } = await import("./plugin-commands.js");
-      await registerPluginCommands(program, argv, commandWords(argv.slice(2)));
+      await registerPluginCommands(program, argv, commandWords(argv.slice(2)), wantsHelp(argv.slice(2)));
       finalizers.push(() => Promise.all(closeAfterParse.map((close) => close())).then(() => undefined));
     } else if (wantsGroupHelp(program, argv)) {
       // `apex session --help` lists what the enabled plugins add. Help never fails for that:

@@ -18,9 +18,10 @@ export const closeAfterParse: Array<() => Promise<void>> = [];
 /**
  * Loads the config and its plugins, and adds the subcommands the plugins register to the
  * program, so that `apex <plugin-command>` runs like any core command. Called by main only
- * when the first command word is not a core command.
+ * when the first command word is not a core command. `help`: the command line asks for help
+ * (main's wantsHelp), so a disabled built-in's command is added to show its help, not refused.
  */
-export async function registerPluginCommands(program: Command, argv: string[], words: readonly string[] = []): Promise<void> {
+export async function registerPluginCommands(program: Command, argv: string[], words: readonly string[] = [], help = false): Promise<void> {
   const location = locateProject({ configFlag: configFlagOf(argv.slice(2)) });
   const { loadConfig } = await import("../core/config/load.js");
   const config = await loadConfig(location);
@@ -45,7 +46,7 @@ export async function registerPluginCommands(program: Command, argv: string[], w
     const disabled = await disabledPluginCommand(config, words);
     if (!disabled) return;
     // `--help` of it teaches it all the same (it was the refusal): its help, with the plugin's state and how to turn it on first.
-    if (!wantsHelp(argv.slice(2))) throw disabled.refusal;
+    if (!help) throw disabled.refusal;
     const how = (disabled.refusal.hint ?? "").replace(/, then run the command again\.$/, ".");
     const spec = { ...disabled.registration.spec, description: `${disabled.registration.spec.description} (${disabled.refusal.message} ${how})` };
     const name = spec.name.split(" ");
@@ -54,11 +55,6 @@ export async function registerPluginCommands(program: Command, argv: string[], w
   }
 }
 
-/** `--help` or `-h` among the command's own arguments (before `--`). */
-function wantsHelp(args: readonly string[]): boolean {
-  const end = args.indexOf("--");
-  return (end < 0 ? args : args.slice(0, end)).some((arg) => arg === "--help" || arg === "-h");
-}
 
 function addPluginCommands(program: Command, engine: Engine, context: CommandContext): void {
   for (const registration of engine.commands) {
