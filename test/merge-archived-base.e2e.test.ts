@@ -4,7 +4,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Project } from "./fixtures/agents/harness.js";
-import { json } from "./helpers/cli.js";
+import { json, type CliResult } from "./helpers/cli.js";
 
 // A project made in a test is cleaned up after it (fixtures/agents/harness.ts).
 let project: Project | undefined;
@@ -27,38 +27,44 @@ interface MergeJson {
   memory: { changes: Array<{ path: string; kind: string }>; conflicts: Array<{ path: string; base: unknown; ours: unknown; theirs: unknown }> };
 }
 
+/** Runs an apex command that must succeed. */
+function ok(p: Project, args: string[]): CliResult {
+  const result = p.apex(args);
+  expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(0);
+  return result;
+}
+
+/** The project's session started with each of `paths` set to "base", checkpointed as `fork`, and branched from there as xbr, alpha and beta. */
+function forkThree(p: Project, paths: string[]): void {
+  p.start(["--task", "main work"]);
+  for (const path of paths) ok(p, ["memory", "set", path, '"base"']);
+  const point = json<{ id: string }>(ok(p, ["checkpoint", "create", "fork", "--json"])).id;
+  for (const name of ["xbr", "alpha", "beta"]) ok(p, ["session", "branch", point, name]);
+}
+
 describe("a merge base whose session was archived", () => {
   it("is the archived checkpoint both sides merged, as their merges recorded it, not an older one", () => {
     project = new Project(`${config}\n`, "apex-archived-base-");
     const p = project;
-    const ok = (args: string[]) => {
-      const result = p.apex(args);
-      expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(0);
-      return result;
-    };
-    p.start(["--task", "main work"]);
-    ok(["memory", "set", "/notes/c", '"base"']);
-    ok(["memory", "set", "/notes/d", '"base"']);
-    const point = json<{ id: string }>(ok(["checkpoint", "create", "fork", "--json"])).id;
-    for (const name of ["xbr", "alpha", "beta"]) ok(["session", "branch", point, name]);
+    forkThree(p, ["/notes/c", "/notes/d"]);
 
     // xbr changes c and d, and is merged into alpha and into beta.
     p.start(["--continue", "xbr"]);
-    ok(["memory", "set", "/notes/c", '"xc"']);
-    ok(["memory", "set", "/notes/d", '"xd"']);
-    ok(["checkpoint", "create", "xbr done"]);
+    ok(p, ["memory", "set", "/notes/c", '"xc"']);
+    ok(p, ["memory", "set", "/notes/d", '"xd"']);
+    ok(p, ["checkpoint", "create", "xbr done"]);
     p.start(["--continue", "alpha"]);
-    ok(["memory", "set", "/notes/d", '"alpha-d"']);
+    ok(p, ["memory", "set", "/notes/d", '"alpha-d"']);
     // alpha keeps its own d: "xd" is then held by xbr's checkpoint only.
-    ok(["session", "merge", "xbr", "alpha", "--strategy", "ours"]);
-    ok(["memory", "set", "/notes/c", '"alpha-c"']);
-    ok(["checkpoint", "create", "alpha changed c"]);
+    ok(p, ["session", "merge", "xbr", "alpha", "--strategy", "ours"]);
+    ok(p, ["memory", "set", "/notes/c", '"alpha-c"']);
+    ok(p, ["checkpoint", "create", "alpha changed c"]);
     p.start(["--continue", "beta"]);
-    ok(["memory", "set", "/notes/d", '"beta-d"']);
-    ok(["session", "merge", "xbr", "beta", "--strategy", "ours"]);
-    ok(["memory", "set", "/notes/e", '"beta-e"']);
-    ok(["checkpoint", "create", "beta added e"]);
-    ok(["stop"]);
+    ok(p, ["memory", "set", "/notes/d", '"beta-d"']);
+    ok(p, ["session", "merge", "xbr", "beta", "--strategy", "ours"]);
+    ok(p, ["memory", "set", "/notes/e", '"beta-e"']);
+    ok(p, ["checkpoint", "create", "beta added e"]);
+    ok(p, ["stop"]);
 
     // A dry run refused for a conflict (exit 4) still prints its plan.
     const planOf = (result: { status: number; stdout: string; stderr: string }) => {
@@ -82,7 +88,7 @@ describe("a merge base whose session was archived", () => {
     // The tree draws that checkpoint by its session's name and its own time, as the merges recorded them (it drew the short id, at the first merge's time).
     const tree = json<{ nodes: Array<{ id: string; archived?: true; session_name?: string; created_at: string }> }>(p.apex(["session", "tree", "--json"]));
     expect(tree.nodes.find((node) => node.id === plan.base!.id)).toMatchObject({ archived: true, session_name: "xbr", created_at: (before.base as { created_at?: string }).created_at });
-    expect(ok(["session", "tree"]).stdout).toMatch(new RegExp(`^[^\\n]* ${plan.base!.id.slice(0, 8)} \\[xbr\\] ${plan.base!.name} archived \\(\`apex session unarchive ${plan.base!.session_id.slice(0, 8)}\` brings its session back\\)$`, "m"));
+    expect(ok(p, ["session", "tree"]).stdout).toMatch(new RegExp(`^[^\\n]* ${plan.base!.id.slice(0, 8)} \\[xbr\\] ${plan.base!.name} archived \\(\`apex session unarchive ${plan.base!.session_id.slice(0, 8)}\` brings its session back\\)$`, "m"));
     expect(plan.memory.conflicts).toEqual([expect.objectContaining({ path: "/notes/d", base: "xd", ours: "alpha-d", theirs: "beta-d" })]);
     expect(plan.memory.changes).toEqual([expect.objectContaining({ path: "/notes/e", kind: "added" })]);
 
@@ -95,11 +101,11 @@ describe("a merge base whose session was archived", () => {
     p.start(["--continue", "alpha"]);
     expect(json<{ value: unknown }>(p.apex(["memory", "show", "/notes/c", "--json"])).value).toBe("alpha-c");
     expect(json<{ value: unknown }>(p.apex(["memory", "show", "/notes/e", "--json"])).value).toBe("beta-e");
-    ok(["stop"]);
+    ok(p, ["stop"]);
 
     // Brought back, it is its own base again, as before the archive.
     expect(existsSync(join(p.dir, ".apex", "backups"))).toBe(true);
-    ok(["session", "unarchive", "xbr"]);
+    ok(p, ["session", "unarchive", "xbr"]);
     const again = json<MergeJson>(p.apex(["session", "merge", "alpha", "beta", "--dry-run", "--json"]));
     expect(again.base?.session_name).toBe("beta");
     expect(p.apex(["session", "validate"]).status).toBe(0);
@@ -107,12 +113,12 @@ describe("a merge base whose session was archived", () => {
     // Archived with every session that merged it, xbr's trees are swept; alpha brought back alone
     // records trees the store no longer has. Sweeps go on (they refused: "Not sweeping: … damaged"),
     // and merges fall back to an older base, as for a merge that recorded nothing.
-    for (const name of ["xbr", "alpha", "beta"]) ok(["session", "archive", name]);
-    ok(["session", "unarchive", "alpha"]);
+    for (const name of ["xbr", "alpha", "beta"]) ok(p, ["session", "archive", name]);
+    ok(p, ["session", "unarchive", "alpha"]);
     const cleanup = p.apex(["session", "cleanup"]);
     expect(cleanup.status, cleanup.stderr).toBe(0);
-    ok(["session", "archive", "alpha"]);
-    ok(["session", "unarchive", "alpha"]);
+    ok(p, ["session", "archive", "alpha"]);
+    ok(p, ["session", "unarchive", "alpha"]);
     expect(p.apex(["session", "validate"]).status).toBe(0);
     const main = json<Array<{ session_id: string; name: string | null }>>(p.apex(["session", "list", "--json"])).find((session) => session.name === null)!.session_id;
     expect(p.apex(["session", "merge", "alpha", main, "--dry-run"]).status).toBe(0);
@@ -123,27 +129,19 @@ describe("a merge base deleted with checkpoint delete --force", () => {
   it("is the deleted checkpoint both sides merged, as their merges recorded it, not an older one of its session", () => {
     project = new Project(`${config}\n`, "apex-deleted-base-");
     const p = project;
-    const ok = (args: string[]) => {
-      const result = p.apex(args);
-      expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(0);
-      return result;
-    };
-    p.start(["--task", "main work"]);
-    ok(["memory", "set", "/notes/c", '"base"']);
-    const point = json<{ id: string }>(ok(["checkpoint", "create", "fork", "--json"])).id;
-    for (const name of ["xbr", "alpha", "beta"]) ok(["session", "branch", point, name]);
+    forkThree(p, ["/notes/c"]);
     p.start(["--continue", "xbr"]);
-    ok(["memory", "set", "/notes/c", '"xc"']);
+    ok(p, ["memory", "set", "/notes/c", '"xc"']);
     // Its only checkpoint after its branch checkpoint is the one stopping it takes.
     p.start(["--continue", "alpha"]);
-    ok(["session", "merge", "xbr", "alpha"]);
-    ok(["memory", "set", "/notes/c", '"alpha-c"']);
-    ok(["checkpoint", "create", "alpha changed c"]);
+    ok(p, ["session", "merge", "xbr", "alpha"]);
+    ok(p, ["memory", "set", "/notes/c", '"alpha-c"']);
+    ok(p, ["checkpoint", "create", "alpha changed c"]);
     p.start(["--continue", "beta"]);
-    ok(["session", "merge", "xbr", "beta"]);
-    ok(["memory", "set", "/notes/e", '"beta-e"']);
-    ok(["checkpoint", "create", "beta added e"]);
-    ok(["stop"]);
+    ok(p, ["session", "merge", "xbr", "beta"]);
+    ok(p, ["memory", "set", "/notes/e", '"beta-e"']);
+    ok(p, ["checkpoint", "create", "beta added e"]);
+    ok(p, ["stop"]);
     const before = json<MergeJson>(p.apex(["session", "merge", "beta", "alpha", "--dry-run", "--json"]));
     expect(before.base).toMatchObject({ session_name: "xbr" });
     expect(before.memory.conflicts).toEqual([]);
@@ -151,19 +149,19 @@ describe("a merge base deleted with checkpoint delete --force", () => {
     // Needed by both merges: refused, then deleted with --force; the sweep runs.
     const refused = p.apex(["checkpoint", "delete", "xbr/latest"]);
     expect(refused.status, refused.stderr).toBe(4);
-    ok(["checkpoint", "delete", "xbr/latest", "--force"]);
-    ok(["session", "cleanup"]);
+    ok(p, ["checkpoint", "delete", "xbr/latest", "--force"]);
+    ok(p, ["session", "cleanup"]);
 
     // Still that checkpoint, as the merges recorded it: c is alpha's change only. Against xbr's
     // older checkpoint (its branch point's state) c was a conflict, --strategy theirs putting "xc" back.
     const after = json<MergeJson>(p.apex(["session", "merge", "beta", "alpha", "--dry-run", "--json"]));
     expect(after.base).toEqual(before.base);
     expect(after.memory).toEqual(before.memory);
-    ok(["session", "merge", "beta", "alpha", "--strategy", "theirs"]);
+    ok(p, ["session", "merge", "beta", "alpha", "--strategy", "theirs"]);
     p.start(["--continue", "alpha"]);
     expect(json<{ value: unknown }>(p.apex(["memory", "show", "/notes/c", "--json"])).value).toBe("alpha-c");
     expect(json<{ value: unknown }>(p.apex(["memory", "show", "/notes/e", "--json"])).value).toBe("beta-e");
-    ok(["stop"]);
+    ok(p, ["stop"]);
     expect(p.apex(["session", "validate"]).status).toBe(0);
   }, 120_000);
 });
