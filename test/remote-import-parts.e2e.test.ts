@@ -9,7 +9,7 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
-import { rpc, serveLogged, share } from "./support/serve.js";
+import { remote as remoteCommand, rpc, serveLogged, share } from "./support/serve.js";
 
 const CONFIG = shellAgents({ alpha: "while true; do sleep 0.5; done" });
 
@@ -34,7 +34,7 @@ afterAll(async () => {
   p?.cleanup();
 });
 
-const remote = (args: string[], token = owner) => p.apex(["--remote", `${url.replace(/^http:\/\//, "")}/${sid}`, ...args], { env: { APEX_TOKEN: token } });
+const remote = (args: string[], token = owner) => remoteCommand(p, url, sid, token, args);
 const keys = (glob: string) => (JSON.parse(p.apex(["memory", "query", glob, "--keys", "--json"]).stdout) as unknown[]).length;
 
 describe("apex --remote … memory import larger than a request body", () => {

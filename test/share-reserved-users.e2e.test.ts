@@ -6,7 +6,7 @@
 import { userInfo } from "node:os";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Project, shellAgents } from "./fixtures/agents/harness.js";
-import { ok, serve, share } from "./support/serve.js";
+import { ok, remote as remoteCommand, serve, share } from "./support/serve.js";
 
 const CONFIG = shellAgents({ alpha: "while true; do sleep 0.5; done" });
 
@@ -44,7 +44,7 @@ describe("a grant named as the host's own user", () => {
 
     // Through an owner's grant, by the server: refused the same way.
     const { token } = share(p, "current", "olga@example.com", "owner");
-    const remote = p.apex(["--remote", `${url.replace(/^http:\/\//, "")}/${sid}`, "session", "share", "current", "root", "--json"], { env: { APEX_TOKEN: token } });
+    const remote = remoteCommand(p, url, sid, token, ["session", "share", "current", "root", "--json"]);
     expect(remote.status).toBe(2);
     expect(JSON.parse(remote.stderr).error).toMatchObject({ code: "APEX_E_USAGE", details: { user: "root", reserved: "root" } });
 
