@@ -1,8 +1,9 @@
-import { closeSync, constants, fstatSync, openSync, readFileSync, readSync, statSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readFileSync, statSync } from "node:fs";
 import { Socket } from "node:net";
 import { isatty } from "node:tty";
 import { isUtf8 } from "node:buffer";
 import { ApexError } from "../core/errors.js";
+import { readWaiting } from "../core/config/locate.js";
 
 /**
  * Text that enters APEX from outside (arguments, stdin, files) must be valid UTF-8: Node would
@@ -171,23 +172,6 @@ function readBounded(fd: number, name: string): Buffer {
   return Buffer.concat(chunks, total);
 }
 
-/**
- * readSync of what `fd` has, up to `length` bytes at `offset`; 0 at its end. A non-blocking one
- * (standard input may be) with nothing in it yet is waited for, as a blocking read would; a
- * terminal closed under the read (EOF) is its end.
- */
-export function readWaiting(fd: number, buffer: Buffer, offset: number, length: number): number {
-  for (;;) {
-    try {
-      return readSync(fd, buffer, offset, length, null);
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      if (code === "EOF") return 0;
-      if (code !== "EAGAIN") throw error;
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
-    }
-  }
-}
 
 /** Node's most for one buffer read from a file (kIoMaxLength). */
 const MAX_INPUT_BYTES = 2 ** 31 - 1;

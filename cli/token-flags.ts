@@ -1,6 +1,7 @@
 import { closeSync, constants, fstatSync, openSync } from "node:fs";
 import { ApexError } from "../core/errors.js";
-import { readFifo, readWaiting } from "./input-text.js";
+import { readWaiting } from "../core/config/locate.js";
+import { readFifo } from "./input-text.js";
 
 /**
  * Where a remote command's token comes from, read before commander parses anything (the HTTP

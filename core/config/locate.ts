@@ -214,21 +214,32 @@ export function pipedConfigBytes(path: string): Buffer | undefined {
   const buffer = Buffer.alloc(MAX_CONFIG_BYTES + 1);
   let length = 0;
   while (length < buffer.length) {
-    let read: number;
-    try {
-      read = readSync(fd, buffer, length, buffer.length - length, null);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "EAGAIN") throw error;
-      // A pipe set non-blocking by whoever shares it, its writer not done yet: waited for, as a blocking read waits.
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
-      continue;
-    }
+    // A pipe set non-blocking by whoever shares it, its writer not done yet: waited for, as a blocking read waits.
+    const read = readWaiting(fd, buffer, length, buffer.length - length);
     if (read === 0) break;
     length += read;
   }
   const bytes = buffer.subarray(0, length);
   pipedConfigs.set(fd, bytes);
   return bytes;
+}
+
+/**
+ * readSync of what `fd` has, up to `length` bytes at `offset`; 0 at its end. A non-blocking one
+ * (standard input may be) with nothing in it yet is waited for, as a blocking read would; a
+ * terminal closed under the read (EOF) is its end.
+ */
+export function readWaiting(fd: number, buffer: Buffer, offset: number, length: number): number {
+  for (;;) {
+    try {
+      return readSync(fd, buffer, offset, length, null);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === "EOF") return 0;
+      if (code !== "EAGAIN") throw error;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+    }
+  }
 }
 
 /**
