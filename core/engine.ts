@@ -218,6 +218,8 @@ export interface ApexApi {
   warn(message: string): void;
   /** How long each plugin's taps took so far, per hook (for metrics and reports). */
   timings(): ReturnType<Engine["timings"]>;
+  /** How long each of this plugin's taps may take, in ms (0: no limit): work it bounds itself fits in it. */
+  tapTimeoutMs(): number;
 }
 
 /** Where a plugin came from, as `apex plugins list` shows it. */
@@ -500,6 +502,7 @@ export class Engine {
       },
       warn: (message: string) => this.#warn(`plugin ${pluginName}: ${message}`),
       timings: () => engine.timings(),
+      tapTimeoutMs: () => engine.tapTimeoutOf(pluginName),
     });
   }
 
@@ -612,11 +615,15 @@ export class Engine {
     }
   }
 
-  #withTimeout(plugin: string, hookName: string, type: FullTap["type"], run: () => unknown): Promise<unknown> {
-    // The plugin's own session.plugin_timeouts, else session.plugin_timeout, else the engine's (30 s); 0 is no limit.
+  /** The time a tap of `plugin` is given, in ms: its own session.plugin_timeouts, else session.plugin_timeout, else the engine's (30 s); 0 is no limit. */
+  tapTimeoutOf(plugin: string): number {
     const { plugin_timeouts: own = {}, plugin_timeout: all } = this.config?.session ?? {};
     const seconds = Object.hasOwn(own, plugin) ? own[plugin] : all;
-    const ms = seconds === undefined ? this.tapTimeoutMs : seconds * 1000;
+    return seconds === undefined ? this.tapTimeoutMs : seconds * 1000;
+  }
+
+  #withTimeout(plugin: string, hookName: string, type: FullTap["type"], run: () => unknown): Promise<unknown> {
+    const ms = this.tapTimeoutOf(plugin);
     return new Promise((resolve, reject) => {
       const timer = ms === 0 ? undefined : setTimeout(() => {
         const forgot = hookName === "apply" ? "does the promise its apply returns ever settle?" : type === "async" ? "did it forget to call its callback?" : "did it forget to resolve a promise or return from an async tap?";

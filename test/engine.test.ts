@@ -1,3 +1,4 @@
+import type { Config } from "../core/config/types.js";
 import { describe, expect, it } from "vitest";
 import { AsyncSeriesHook, SyncHook } from "tapable";
 import { Engine, type ApexPlugin, type CheckpointDraft, type ErrorContext, type SessionContext } from "../core/engine.js";
@@ -318,6 +319,17 @@ describe("engine: every tap is wrapped", () => {
       })
       .catch((thrown: unknown) => thrown)) as ApexError;
     expect(refused.message).toBe("plugin adds failed in beforeCheckpoint: n may not be 1");
+  });
+
+  it("tells a plugin the time its taps are given: its own plugin_timeouts entry, else plugin_timeout, else the engine's", async () => {
+    const seen: Record<string, number> = {};
+    const reader = (name: string) => definePlugin({ name, apply: (apex) => void (seen[name] = apex.tapTimeoutMs()) });
+    const config = { session: { plugin_timeout: 90, plugin_timeouts: { slow: 600, free: 0 } } } as unknown as Config;
+    const engine = new Engine({ config, tapTimeoutMs: 5_000, warn: () => undefined });
+    for (const name of ["slow", "free", "other"]) await engine.use(reader(name));
+    const { engine: plain } = testEngine(7_000);
+    await plain.use(reader("plain"));
+    expect(seen).toEqual({ slow: 600_000, free: 0, other: 90_000, plain: 7_000 });
   });
 
   it("runs taps in the order the plugins were applied; stage moves one earlier", async () => {

@@ -1,4 +1,4 @@
-import { DEFAULT_TAP_TIMEOUT_MS, type ApexApi, type Engine, type SessionContext, type StopContext } from "../../core/engine.js";
+import type { ApexApi, Engine, SessionContext, StopContext } from "../../core/engine.js";
 import type { Store } from "../../core/store/store.js";
 import { parseDuration } from "../../core/config/duration.js";
 import { gitPluginOptions, repositoryDir } from "../git/repository.js";
@@ -81,18 +81,16 @@ export class MetricsRuntime {
   }
 
   /**
-   * How long git may take in the final sample: a third of the time onStop is given
-   * (session.plugin_timeouts.metrics, else session.plugin_timeout, else 30 s; 0 is no limit),
-   * at most 10 s. git status and diff in a large repository can take longer than all of that,
-   * which timed the hook out: an error at the end of a session that completed, and its metrics
-   * not recorded.
+   * How long git may take in the final sample: a third of the time onStop is given (the
+   * plugin's tap timeout; none: no limit), at most 10 s. git status and diff in a large
+   * repository can take longer than all of that, which timed the hook out: an error at the end
+   * of a session that completed, and its metrics not recorded.
    */
   private finalGitMs(): number {
-    const { plugin_timeouts: own = {}, plugin_timeout: all } = this.apex.config?.session ?? {};
-    const seconds = Object.hasOwn(own, "metrics") ? own.metrics : all;
-    const limit = seconds === undefined ? DEFAULT_TAP_TIMEOUT_MS : seconds * 1000;
+    const limit = this.apex.tapTimeoutMs();
     return limit === 0 ? FINAL_GIT_MS : Math.min(FINAL_GIT_MS, limit / 3);
   }
+
 
   /**
    * The live sampler when `engine` is the supervisor's (a command forwarded to it), which
