@@ -220,6 +220,12 @@ describe("apex session archive / unarchive", () => {
     expect(result.archived[0].file_bytes).toBeLessThan(result.archived[0].body_bytes);
     expect(result.sweep.values).toBeGreaterThan(0); // values only s-old's checkpoints used
     expect(json(dry).sweep).toEqual(result.sweep);
+    // The dry run names the file the run writes (it said file: null), and its text says where it goes.
+    expect(json(dry).archived[0].file).toBe(result.archived[0].file);
+    // The packs' freed bytes are bytes_freed, as every other key is snake_case; bytesFreed, which the
+    // --json help listed, stays beside it for scripts.
+    expect(result.sweep.packs).toEqual({ removed: expect.any(Number), rewritten: expect.any(Number), bytes_freed: expect.any(Number), bytesFreed: result.sweep.packs.bytes_freed });
+    expect(result.sweep.packs.bytes_freed).toBeGreaterThan(0);
     expect(existsSync(join(dir, ".apex/backups/s-old.apexbundle"))).toBe(true);
 
     await withStore(dir, (store) => {
@@ -263,6 +269,7 @@ describe("apex session archive / unarchive", () => {
     expect(json(twelve).dry_run).toBe(true);
     const text = apex("session", "archive", "--older-than", "12h", "--dry-run");
     expect(text.stdout).toMatch(/Would archive 2 sessions/);
+    expect(text.stdout).toContain("-> .apex/backups/s-old.apexbundle");
     expect(text.stdout).toMatch(/Dry run: nothing was written or removed/);
 
     for (const bad of ["30dayz", "-30", "soon"]) {

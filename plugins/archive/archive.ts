@@ -38,8 +38,8 @@ export interface ArchiveOptions {
 export interface ArchivedSession {
   sessionId: string;
   endedAt: string;
-  /** The bundle written (absent for a dry run). */
-  file: string | null;
+  /** The bundle written; for a dry run, the one the run would write (the same path). */
+  file: string;
   checkpoints: number;
   records: number;
   objects: number;
@@ -331,7 +331,7 @@ async function archiveOne(store: Store, candidate: Candidate, options: ArchiveOp
     BUNDLE_IN_THE_WAY.add(error);
     throw error;
   }
-  if (options.dryRun) return { ...summary, file: null, bodyBytes, fileBytes: bytes.length };
+  if (options.dryRun) return { ...summary, file, bodyBytes, fileBytes: bytes.length };
 
   makeBackupDirectory(options.directory);
   if (existing) {

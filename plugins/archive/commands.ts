@@ -17,6 +17,7 @@ import { shortSessionId } from "../../core/session/names.js";
 import { findSession, resolveSessionId } from "../../core/session/sessions.js";
 import { Progress } from "../compression/progress.js";
 import { archiveSessions, cutoffOf, sameSession, type ArchiveResult } from "./archive.js";
+import type { SweepResult } from "../checkpoint/checkpoints.js";
 import { backupStore, defaultBackupDirectory, type BackupResult } from "./backup.js";
 import { BUNDLE_EXTENSION, encodeBundle, peekBundle, readBundle } from "./bundle.js";
 import { archivedBundle, archivedIds } from "./archived.js";
@@ -90,7 +91,7 @@ function printArchive(context: CommandContext, result: ArchiveResult, olderThanM
   else if (result.archived.length === 0) context.print(`Nothing archived: no ${result.cutoff ? which : "session"} to archive.`);
   else context.print(`${result.dryRun ? "Would archive" : "Archived"} ${plural(result.archived.length, "session")} (${which}) to ${where}:`);
   for (const session of result.archived) {
-    const file = session.file ? ` -> ${displayPath(session.file, context.projectDir)}` : "";
+    const file = ` -> ${displayPath(session.file, context.projectDir)}`;
     context.print(
       `  ${session.sessionId}  ended ${formatTime(session.endedAt)}  ${plural(session.checkpoints, "checkpoint")}, ${plural(session.records, "record")}, ${plural(session.objects, "object")}  ${formatBytes(session.bodyBytes)} in ${formatBytes(session.fileBytes)}${file}`,
     );
@@ -122,9 +123,17 @@ function archiveJson(result: ArchiveResult, olderThanMs: number | undefined) {
       file_bytes: session.fileBytes,
     })),
     skipped: result.skipped.map((skipped) => ({ session_id: skipped.sessionId, reason: skipped.reason, code: skipped.code })),
-    sweep: result.sweep ? { ...result.sweep.removed, packs: result.sweep.packs } : null,
+    sweep: result.sweep ? { ...result.sweep.removed, packs: packsJson(result.sweep.packs) } : null,
     sweep_error: result.sweepError,
   };
+}
+
+/**
+ * The sweep's packs in snake_case, as every other key: bytes_freed. bytesFreed, the camelCase key it
+ * printed alone before (listed by the --json help), stays beside it for scripts.
+ */
+function packsJson(packs: SweepResult["packs"]) {
+  return { removed: packs.removed, rewritten: packs.rewritten, bytes_freed: packs.bytesFreed, bytesFreed: packs.bytesFreed };
 }
 
 // ---------------------------------------------------------------------------------------------
