@@ -403,6 +403,49 @@ describe("metrics of a session imported from a live export", () => {
   });
 });
 
+describe("the checkpoints the metrics count as kept", () => {
+  it("are those the store holds now, by session metrics and the report, after a cleanup removed some of an ended session (they said the last sample's)", async () => {
+    const config = [
+      "agents:",
+      "  idle:",
+      "    command: sh",
+      `    args: ["-c", "while true; do sleep 0.5; done"]`,
+      "plugins:",
+      "  checkpoint: {}",
+      "  retention: {keep_last: 1, auto_cleanup: false, by_trigger: {manual: {keep_last: 1}}}",
+      "  metrics: {}",
+      "  history: {}",
+      "",
+    ].join("\n");
+    const project = new Project(config, "apex-metrics-kept-");
+    const sid = project.start().session_id;
+    for (const message of ["one", "two", "three"]) expect(project.apex(["checkpoint", "create", "-m", message]).status).toBe(0);
+    expect(project.apex(["stop"]).status).toBe(0);
+    const before = JSON.parse(project.apex(["session", "metrics", "--json"]).stdout) as SessionMetrics;
+    expect(before.checkpoints).toMatchObject({ created: 4, kept: 4, latest: { name: "checkpoint-004" } });
+
+    // keep_last 1 for manual checkpoints: checkpoint-002 and -003 go; the onStart one and the latest stay.
+    const cleanup = project.apex(["session", "cleanup", "--json"]);
+    expect(cleanup.status, cleanup.stderr).toBe(0);
+    expect((JSON.parse(cleanup.stdout) as { deleted: Array<{ name: string }> }).deleted.map((entry) => entry.name).sort()).toEqual(["checkpoint-002", "checkpoint-003"]);
+
+    const after = JSON.parse(project.apex(["session", "metrics", "--json"]).stdout) as SessionMetrics;
+    expect(after.checkpoints).toEqual({ ...before.checkpoints, kept: 2 });
+    expect(project.apex(["session", "metrics"]).stdout).toMatch(/Checkpoints +4 created, 2 kept, latest checkpoint-004 \(manual\)/);
+    const report = JSON.parse(project.apex(["session", "report", sid, "--format", "json"]).stdout) as SessionReport;
+    expect(report.checkpoints.map((checkpoint) => checkpoint.name)).toEqual(["checkpoint-001", "checkpoint-004"]);
+    expect(report.metrics!.checkpoints).toEqual(after.checkpoints);
+    expect(project.apex(["session", "report", sid]).stdout).toContain("| Checkpoints | 4 created, 2 kept, latest checkpoint-004 (manual) |");
+
+    // The latest gone too (`checkpoint delete`): the latest is the newest left, as a sample would say.
+    expect(project.apex(["checkpoint", "delete", `${sid}/checkpoint-004`, "--force"]).status).toBe(0);
+    const latest = JSON.parse(project.apex(["session", "metrics", "--json"]).stdout) as SessionMetrics;
+    expect(latest.checkpoints).toMatchObject({ created: 4, kept: 1, latest: { name: "checkpoint-001", trigger: "onStart" } });
+    // The record as stored is the last sample's.
+    expect((JSON.parse(project.apex(["memory", "show", `/sessions/${sid}/metrics`, "--json"]).stdout) as { value: SessionMetrics }).value.checkpoints.kept).toBe(4);
+  });
+});
+
 describe("metrics of a running session", () => {
   it("are kept at /sessions/<id>/metrics and /sessions/current/metrics, updated live, and final when it ends", async () => {
     project = new Project(

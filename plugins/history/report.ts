@@ -14,7 +14,7 @@ import {
 } from "../../core/session/records.js";
 import type { JsonValue } from "../../core/store/store.js";
 import { sessionGitPath } from "../git/repository.js";
-import { inStatusNow, isRecord, metricsPath, type RepositoryMetrics, type SessionMetrics } from "../metrics/record.js";
+import { checkpointsNow, inStatusNow, isRecord, metricsPath, type RepositoryMetrics, type SessionMetrics } from "../metrics/record.js";
 import { repositoriesOf } from "../metrics/format.js";
 
 export const REPORT_FORMAT = 1;
@@ -79,8 +79,9 @@ export async function buildReport(reader: MemoryReader, ref: string | undefined,
   for (const task of tasks) if (task.status in counts) counts[task.status] += 1;
   const checkpoints = checkpointEntries.flatMap((entry) => summarizeCheckpoint(entry.path, entry.value)).sort((a, b) => a.sequence - b.sequence);
   const sampled = isRecord(metricsValue) && metricsValue.session_id === sessionId ? (metricsValue as SessionMetrics) : null;
-  // In the status the session has now, as `session metrics` says it (the last sample said the status then).
-  const metrics = sampled && inStatusNow(sampled, status);
+  // In the status the session has now, as `session metrics` says it (the last sample said the status then),
+  // with the checkpoints the report lists: those kept now (a cleanup since the last sample removed some).
+  const metrics = sampled && inStatusNow(checkpointsNow(sampled, checkpointEntries), status);
   return {
     format: REPORT_FORMAT,
     generated_at: now.toISOString(),

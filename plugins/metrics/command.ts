@@ -4,7 +4,7 @@ import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import { effectiveStatus, findSession, readableSessionId, sessionBinding } from "../../core/session/sessions.js";
 import { formatMs, metricRows, repositoriesOf, timingsOf, utilizationRows } from "./format.js";
-import { inStatusNow, isRecord, metricsPath, type SessionMetrics } from "./record.js";
+import { checkpointsNow, inStatusNow, isRecord, metricsPath, type SessionMetrics } from "./record.js";
 import type { MetricsRuntime } from "./runtime.js";
 
 /** How many of the costliest plugin hooks the text output lists. */
@@ -53,8 +53,10 @@ async function recorded(context: CommandContext): Promise<SessionMetrics> {
       hint: "The metrics plugin records them while a session runs; `apex plugins list` shows whether it is enabled.",
     });
   }
-  // As last recorded, but in the status the session has now (as `apex status` and `session list` say it).
-  return inStatusNow(stored as SessionMetrics, effectiveStatus(session));
+  // As last recorded, but in the status the session has now (as `apex status` and `session list` say it),
+  // with the checkpoints it keeps now (a cleanup since the last sample removed some).
+  const now = checkpointsNow(stored as SessionMetrics, store.query(`/sessions/${session.session_id}/checkpoint-*`));
+  return inStatusNow(now, effectiveStatus(session));
 }
 
 /** `name`: the session's name, which the text names it by, else its uuid's short form, as session list does (--json has the whole id). */

@@ -103,7 +103,11 @@ export interface SessionMetrics {
   checkpoints: {
     /** Checkpoints written in the session (checkpoint events; at least the ones still kept). */
     created: number;
-    /** Checkpoint manifests still stored (retention may have removed others). */
+    /**
+     * Checkpoint manifests still stored (retention, `session cleanup` or `checkpoint delete` may have
+     * removed others): the sample's count in the record; `session metrics` and the report count them
+     * (and `latest`) again in the store as it is when they read it (checkpointsNow).
+     */
     kept: number;
     latest: { name: string; id: string | null; trigger: string | null; created_at: string | null } | null;
   };
@@ -129,6 +133,41 @@ export interface SessionMetrics {
  */
 export function inStatusNow(metrics: SessionMetrics, status: string): SessionMetrics {
   return metrics.status === status ? metrics : { ...metrics, status };
+}
+
+const MANIFEST_NAME = /^checkpoint-(\d+)$/;
+
+/**
+ * The checkpoints of a session its manifests (`/sessions/<sid>/checkpoint-*`, path and value) say it
+ * keeps: how many, the latest, and `created`, the checkpoints made, at least as many as are kept.
+ */
+export function checkpointCounts(manifests: Iterable<{ path: string; value: JsonValue }>, created: number): SessionMetrics["checkpoints"] {
+  let kept = 0;
+  let latest: SessionMetrics["checkpoints"]["latest"] = null;
+  let latestSequence = 0;
+  for (const { path, value } of manifests) {
+    const name = path.slice(path.lastIndexOf("/") + 1);
+    const match = MANIFEST_NAME.exec(name);
+    if (!match || !isRecord(value)) continue;
+    kept += 1;
+    const sequence = Number(match[1]);
+    if (sequence <= latestSequence) continue;
+    latestSequence = sequence;
+    const text = (key: string) => (typeof value[key] === "string" ? (value[key] as string) : null);
+    latest = { name, id: text("id"), trigger: text("trigger"), created_at: text("created_at") };
+  }
+  return { created: Math.max(created, kept), kept, latest };
+}
+
+/**
+ * Recorded metrics with the checkpoints the store keeps now (its manifests, as checkpointCounts reads
+ * them): a cleanup, retention after the last sample or a `checkpoint delete` of an ended session
+ * removed some, and the last sample's `kept` and `latest` named them still. `created` stays the count
+ * of checkpoints made.
+ */
+export function checkpointsNow(metrics: SessionMetrics, manifests: Iterable<{ path: string; value: JsonValue }>): SessionMetrics {
+  const recorded = isRecord(metrics.checkpoints) && typeof metrics.checkpoints.created === "number" ? metrics.checkpoints.created : 0;
+  return { ...metrics, checkpoints: checkpointCounts(manifests, recorded) };
 }
 
 export function isRecord(value: unknown): value is Record<string, JsonValue> {

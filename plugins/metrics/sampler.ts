@@ -19,6 +19,7 @@ import {
   ISSUES_INPUT,
   METRICS_FORMAT,
   REVIEW_STATS_PATH,
+  checkpointCounts,
   isRecord,
   metricsInputPrefix,
   metricsPath,
@@ -39,7 +40,6 @@ function timeOf(value: unknown): number | undefined {
   return Number.isFinite(ms) ? ms : undefined;
 }
 const ENDED = new Set(["stopped", "completed", "failed"]);
-const MANIFEST_NAME = /^checkpoint-(\d+)$/;
 
 export interface SamplerOptions {
   store: Store;
@@ -298,21 +298,7 @@ export class MetricsSampler {
   }
 
   private checkpoints(createdEvents: number): SessionMetrics["checkpoints"] {
-    let kept = 0;
-    let latest: SessionMetrics["checkpoints"]["latest"] = null;
-    let latestSequence = 0;
-    for (const { path, value } of this.options.store.query(`/sessions/${this.sessionId}/checkpoint-*`)) {
-      const name = path.slice(path.lastIndexOf("/") + 1);
-      const match = MANIFEST_NAME.exec(name);
-      if (!match || !isRecord(value)) continue;
-      kept += 1;
-      const sequence = Number(match[1]);
-      if (sequence <= latestSequence) continue;
-      latestSequence = sequence;
-      const text = (key: string) => (typeof value[key] === "string" ? (value[key] as string) : null);
-      latest = { name, id: text("id"), trigger: text("trigger"), created_at: text("created_at") };
-    }
-    return { created: Math.max(createdEvents, kept), kept, latest };
+    return checkpointCounts(this.options.store.query(`/sessions/${this.sessionId}/checkpoint-*`), createdEvents);
   }
 
   /** Every number agents put under /sessions/<sid>/metrics-input. */
