@@ -732,7 +732,7 @@ describe("retention", () => {
     });
     expect(await runCleanupCommand({ args: [], options: { dryRun: true } }, context, { keepLast: 1, maxCheckpoints: 100 })).toBe(0);
     const text = lines.join("\n");
-    expect(text).toContain("Session src (ended): 3 checkpoints, keep 3, remove 0");
+    expect(text).toContain("Session src (stopped): 3 checkpoints, keep 3, remove 0");
     expect(text).toMatch(/^ {2}keep {3}checkpoint-001 .* {2}branch dst, branch src$/m);
     expect(text).toMatch(new RegExp(`^ {2}keep {3}${mergedIn.name} .* {2}merged into dst$`, "m"));
     expect(text).toMatch(new RegExp(`^ {2}keep {3}${mergePoint.name} .* {2}merge point of dst, last$`, "m"));

@@ -223,7 +223,7 @@ describe("apex session cleanup (end to end)", () => {
         "Retention policy: keep_last 2, keep_daily 2 per trigger; manual, beforeRestore kept until deleted; max_checkpoints 50",
         "Hours, days, ISO weeks and months are counted in UTC; times shown are UTC.",
         "",
-        "Session s-main: 6 checkpoints, keep 4, remove 2",
+        "Session s-main (interrupted): 6 checkpoints, keep 4, remove 2",
         "  keep   checkpoint-006  2026-11-17 17:00  latest, last, daily",
         "  keep   checkpoint-005  2026-11-17 10:00  last",
         "  remove checkpoint-004  2026-11-17 03:00  no rule keeps it",
@@ -305,7 +305,7 @@ describe("apex session cleanup (end to end)", () => {
 
     const again = apex("session", "cleanup");
     expect(again.status).toBe(0);
-    expect(again.stdout).toContain("Session s-main: removed 0 checkpoints, kept 4");
+    expect(again.stdout).toContain("Session s-main (interrupted): removed 0 checkpoints, kept 4");
     expect(again.stdout).toContain("Swept 0 values and 0 tree nodes no kept checkpoint references: 0 B freed.");
   });
 
@@ -387,6 +387,52 @@ describe("apex session cleanup (end to end)", () => {
     expect(result.status, result.stderr).toBe(0);
     expect(existsSync(left)).toBe(false);
     expect(existsSync(join(fresh, "store.mdb"))).toBe(true);
+  });
+
+  it("labels each session with its status as session list shows it, in the text and as status in --json (the current one had none, an ended one said ended)", async () => {
+    await seedProject();
+    // A session of which only checkpoints remain (its record deleted by hand), and a branch that never ran.
+    const store = await openStore(join(dir, ".apex"));
+    try {
+      await store.set("/sessions/history/s-gone", record("s-gone", "stopped"));
+      await store.set("/work/gone", { step: 1 });
+      await createCheckpoint(store, { sessionId: "s-gone", trigger: "interval", now: () => new Date(START - 96 * HOUR) });
+      await store.delete("/sessions/history/s-gone");
+      await store.set("/sessions/history/s-done", { ...record("s-done", "completed"), outcome: "all tasks completed" });
+      await createCheckpoint(store, { sessionId: "s-done", trigger: "interval", now: () => new Date(START - 48 * HOUR) });
+    } finally {
+      await store.close();
+    }
+    const listed = JSON.parse(apex("session", "list", "--json").stdout) as Array<{ session_id: string; status: string }>;
+    const status = Object.fromEntries(listed.map((row) => [row.session_id, row.status]));
+    // s-main is recorded active with no supervisor: interrupted, as session list and apex status say.
+    expect(status).toEqual({ "s-main": "interrupted", "s-old": "stopped", "s-done": "completed" });
+
+    const preview = apex("session", "cleanup", "--dry-run");
+    expect(preview.status, preview.stderr).toBe(0);
+    const headers = (text: string) => text.split("\n").filter((line) => line.startsWith("Session "));
+    expect(headers(preview.stdout)).toEqual([
+      "Session s-gone (no session record): 1 checkpoint, keep 1, remove 0",
+      "Session s-done (completed): 1 checkpoint, keep 1, remove 0",
+      "Session s-main (interrupted): 6 checkpoints, keep 4, remove 2",
+      "Session s-old (stopped): 3 checkpoints, keep 2, remove 1",
+    ]);
+    const json = JSON.parse(apex("session", "cleanup", "--dry-run", "--json").stdout) as { sessions: Array<{ session_id: string; state: string; status: string | null }> };
+    expect(json.sessions.map(({ session_id, state, status }) => [session_id, state, status])).toEqual([
+      ["s-gone", "none", null],
+      ["s-done", "ended", "completed"],
+      ["s-main", "current", "interrupted"],
+      ["s-old", "ended", "stopped"],
+    ]);
+
+    const applied = apex("session", "cleanup");
+    expect(applied.status, applied.stderr).toBe(0);
+    expect(headers(applied.stdout)).toEqual([
+      "Session s-gone (no session record): removed 0 checkpoints, kept 1",
+      "Session s-done (completed): removed 0 checkpoints, kept 1",
+      "Session s-main (interrupted): removed 2 checkpoints (checkpoint-004, checkpoint-001), kept 4",
+      "Session s-old (stopped): removed 1 checkpoint (checkpoint-001), kept 2",
+    ]);
   });
 
   it("names an unknown session as not found", async () => {

@@ -374,7 +374,7 @@ describe("the cleanup command, in process", () => {
     const run = context();
     expect(await runCleanupCommand({ args: [], options: {} }, run.value, { keepLast: 1, maxCheckpoints: 100 })).toBe(0);
     const names = Array.from({ length: 10 }, (_, i) => `checkpoint-${String(13 - i).padStart(3, "0")}`).join(", ");
-    expect(run.lines).toContain(`Session s-main: removed 13 checkpoints (${names} and 3 more: --json lists them), kept 1`);
+    expect(run.lines).toContain(`Session s-main (interrupted): removed 13 checkpoints (${names} and 3 more: --json lists them), kept 1`);
     expect(surviving()).toEqual(["checkpoint-014"]);
   });
 
@@ -397,7 +397,7 @@ describe("the cleanup command, in process", () => {
       "Retention policy: keep_last 1, keep_within 30h per trigger; manual, beforeRestore kept until deleted; max_checkpoints 100",
       "Hours, days, ISO weeks and months are counted in UTC; times shown are UTC.",
       "",
-      "Session 3f2a9c1e: 3 checkpoints, keep 2, remove 1",
+      "Session 3f2a9c1e (interrupted): 3 checkpoints, keep 2, remove 1",
       "  keep   checkpoint-003  2026-11-18 06:00  latest, last, within 30h",
       "  keep   checkpoint-002  2026-11-17 06:00  branch experiment, within 30h",
       "  remove checkpoint-001  2026-11-16 06:00  no rule keeps it",
@@ -427,7 +427,7 @@ describe("the cleanup command, in process", () => {
     expect(surviving(main)).toEqual(["checkpoint-002", "checkpoint-003"]);
     const again = context();
     expect(await runCleanupCommand({ args: [], options: {} }, again.value, policy)).toBe(0);
-    expect(again.lines).toContain("Session 3f2a9c1e: removed 0 checkpoints, kept 2");
+    expect(again.lines).toContain("Session 3f2a9c1e (interrupted): removed 0 checkpoints, kept 2");
   });
 });
 });

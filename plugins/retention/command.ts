@@ -7,6 +7,11 @@ import { describePolicy, policyJson } from "./options.js";
 import { RETENTION_TIME_ZONE, type RetentionPolicy } from "./policy.js";
 import { shortSessionId } from "../../core/session/names.js";
 import { findKnownSession, knownSessions, labelReason, type SessionInfo } from "./sessions.js";
+import { paintStatus } from "../../cli/session/format.js";
+import { withLease } from "../../core/session/lease.js";
+import type { SessionRecord } from "../../core/session/records.js";
+import { effectiveStatus } from "../../core/session/sessions.js";
+import type { Store } from "../../core/store/store.js";
 import { findTemporaryFiles, removeTemporaryFiles, type TemporaryFile, type TemporaryRemoval } from "./temporary.js";
 
 /**
@@ -26,32 +31,34 @@ export async function runCleanupCommand(input: CommandInput, context: CommandCon
     const temporary = temporaryFiles(context, [], undefined);
     const outcome: RetentionOutcome = { plan, deleted: [], skipped: [], removedMeanwhile: [], sweep: undefined, sweepError: undefined };
     if (dryRun) {
-      if (json) context.printJson(outcomeJson(outcome, { removed: temporary, bytes: sum(temporary), failed: [] }, true));
-      else printDryRun(context, outcome, temporary, sessionLabels([]));
+      if (json) context.printJson(outcomeJson(outcome, { removed: temporary, bytes: sum(temporary), failed: [] }, new Map(), true));
+      else printDryRun(context, outcome, temporary, sessionLabels([]), new Map());
       return 0;
     }
     const removed = removeTemporaryFiles(temporary);
-    if (json) context.printJson(outcomeJson(outcome, removed));
-    else printOutcome(context, outcome, removed, sessionLabels([]));
+    if (json) context.printJson(outcomeJson(outcome, removed, new Map()));
+    else printOutcome(context, outcome, removed, sessionLabels([]), new Map());
     return removed.failed.length > 0 ? 1 : 0;
   }
   const store = await context.store();
   const sessions = knownSessions(store);
   const sessionId = argument === undefined ? undefined : findKnownSession(sessions, argument, store).sessionId;
   const temporary = temporaryFiles(context, sessions, sessionId);
+  // Read before the run: its statuses are those the sessions had as it planned.
+  const statuses = sessionStatuses(store, sessions);
 
   if (dryRun) {
     // What the real run would delete and sweep, as its --json shows it (dry_run true): the same keys.
     const preview = await previewRetention(store, policy, { sessionId });
-    if (json) context.printJson(outcomeJson(preview, { removed: temporary, bytes: sum(temporary), failed: [] }, true));
-    else printDryRun(context, preview, temporary, sessionLabels(sessions));
+    if (json) context.printJson(outcomeJson(preview, { removed: temporary, bytes: sum(temporary), failed: [] }, statuses, true));
+    else printDryRun(context, preview, temporary, sessionLabels(sessions), statuses);
     return 0;
   }
 
   const outcome = await applyRetention(store, policy, { sessionId, sweep: "always", run: "command" });
   const removed = removeTemporaryFiles(temporary);
-  if (json) context.printJson(outcomeJson(outcome, removed));
-  else printOutcome(context, outcome, removed, sessionLabels(sessions));
+  if (json) context.printJson(outcomeJson(outcome, removed, statuses));
+  else printOutcome(context, outcome, removed, sessionLabels(sessions), statuses);
   // Deletions stand either way; a sweep that could not run, or a file that stayed, is a failure to report.
   return outcome.sweepError || removed.failed.length > 0 ? 1 : 0;
 }
@@ -76,13 +83,28 @@ function sessionLabels(sessions: readonly SessionInfo[]): Label {
   return (sessionId) => names.get(sessionId) ?? shortSessionId(sessionId);
 }
 
-function printDryRun(context: CommandContext, preview: RetentionOutcome, temporary: TemporaryFile[], label: Label): void {
+/** A session id -> its status as `session list` shows it (effectiveStatus: interrupted for a live record whose supervisor is gone); none for a session with no record left. */
+type Statuses = ReadonlyMap<string, string>;
+
+function sessionStatuses(store: Store, sessions: readonly SessionInfo[]): Statuses {
+  const statuses = new Map<string, string>();
+  for (const { sessionId, record } of sessions) {
+    if (!record) continue;
+    // With its lease (another host's supervisor is judged by it), as session list reads the record.
+    const status = effectiveStatus(withLease(store, record as unknown as SessionRecord));
+    // A record written by hand may have none: "unknown", as session list's paintStatus says it.
+    statuses.set(sessionId, typeof status === "string" ? status : "unknown");
+  }
+  return statuses;
+}
+
+function printDryRun(context: CommandContext, preview: RetentionOutcome, temporary: TemporaryFile[], label: Label, statuses: Statuses): void {
   const { plan } = preview;
   printHeader(context, plan);
   for (const session of plan.sessions) {
     const { result } = session;
     context.print("");
-    context.print(`Session ${label(session.session.sessionId)}${stateLabel(session)}: ${plural(result.decisions.length, "checkpoint")}, keep ${result.keep.length}, remove ${result.remove.length}`);
+    context.print(`Session ${label(session.session.sessionId)} ${stateLabel(session, statuses)}: ${plural(result.decisions.length, "checkpoint")}, keep ${result.keep.length}, remove ${result.remove.length}`);
     const nameWidth = Math.max(0, ...result.decisions.map((decision) => decision.item.name.length));
     for (const decision of result.decisions) {
       const action = (decision.keep ? "keep" : "remove").padEnd(6);
@@ -124,13 +146,13 @@ function printHeader(context: CommandContext, plan: RetentionPlan): void {
   if (plan.sessions.length === 0) context.print("No session has checkpoints.");
 }
 
-function printOutcome(context: CommandContext, outcome: RetentionOutcome, removed: TemporaryRemoval, label: Label): void {
+function printOutcome(context: CommandContext, outcome: RetentionOutcome, removed: TemporaryRemoval, label: Label, statuses: Statuses): void {
   printHeader(context, outcome.plan);
   for (const session of outcome.plan.sessions) {
     const deleted = outcome.deleted.filter((entry) => entry.sessionId === session.session.sessionId);
     const names = deleted.length > 0 ? ` (${removedNames(deleted.map((entry) => entry.name))})` : "";
     context.print(
-      `Session ${label(session.session.sessionId)}${stateLabel(session)}: removed ${plural(deleted.length, "checkpoint")}${names}, kept ${session.result.keep.length}`,
+      `Session ${label(session.session.sessionId)} ${stateLabel(session, statuses)}: removed ${plural(deleted.length, "checkpoint")}${names}, kept ${session.result.keep.length}`,
     );
   }
   for (const skipped of outcome.skipped) context.print(`  not removed: ${label(skipped.sessionId)}/${skipped.name}: ${skipped.error.message}`);
@@ -158,8 +180,10 @@ function removedNames(names: readonly string[]): string {
   return `${names.slice(0, NAMES_LISTED).join(", ")} and ${names.length - NAMES_LISTED} more: --json lists them`;
 }
 
-function stateLabel(session: SessionPlan): string {
-  return session.session.state === "current" ? "" : session.session.state === "ended" ? " (ended)" : " (no session record)";
+/** "(stopped)", "(interrupted)": the status session list gives the session (the current one had no label, an ended one "(ended)"). */
+function stateLabel(session: SessionPlan, statuses: Statuses): string {
+  const status = statuses.get(session.session.sessionId);
+  return status === undefined ? "(no session record)" : `(${paintStatus(status)})`;
 }
 
 /** "2026-11-20 14:00" in UTC. */
@@ -176,13 +200,14 @@ function sum(files: readonly TemporaryFile[]): number {
 // ---------------------------------------------------------------------------------------------
 // JSON
 
-function planJson(plan: RetentionPlan) {
+function planJson(plan: RetentionPlan, statuses: Statuses) {
   return {
     time_zone: plan.timeZone,
     policy: policyJson(plan.policy),
     sessions: plan.sessions.map((session) => ({
       session_id: session.session.sessionId,
       state: session.session.state,
+      status: statuses.get(session.session.sessionId) ?? null,
       checkpoints: session.result.decisions.map((decision) => ({
         name: decision.item.name,
         id: decision.item.id,
@@ -206,11 +231,11 @@ function temporaryJson(files: readonly TemporaryFile[]) {
 }
 
 /** The outcome as --json shows it; a dry run's (what would be deleted, swept and removed) has the same keys. */
-function outcomeJson(outcome: RetentionOutcome, removed: TemporaryRemoval, dryRun = false) {
+function outcomeJson(outcome: RetentionOutcome, removed: TemporaryRemoval, statuses: Statuses, dryRun = false) {
   const sweep = outcome.sweep?.removed;
   return {
     dry_run: dryRun,
-    ...planJson(outcome.plan),
+    ...planJson(outcome.plan, statuses),
     deleted: outcome.deleted.map((entry) => ({ session_id: entry.sessionId, name: entry.name, id: entry.id, sequence: entry.sequence, reason: entry.reason })),
     skipped: outcome.skipped.map((entry) => ({ session_id: entry.sessionId, name: entry.name, id: entry.id, error: entry.error })),
     removed_meanwhile: outcome.removedMeanwhile.map((entry) => ({ session_id: entry.sessionId, name: entry.name, id: entry.id, sequence: entry.sequence })),
