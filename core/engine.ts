@@ -430,7 +430,10 @@ export class Engine {
         return undefined;
       }
     };
-    const result = (await this.#guard(registration.plugin, `command ${name}`, "promise", run, [], { timeout: false })) as void | number;
+    // A dry run is timed apart, as `command NAME --dry-run`: it did none of the command's work
+    // (a session compress --dry-run was counted as a run that compressed).
+    const hook = input.options.dryRun === true ? `command ${name} --dry-run` : `command ${name}`;
+    const result = (await this.#guard(registration.plugin, hook, "promise", run, [], { timeout: false })) as void | number;
     if (answer) throw answer;
     return result;
   }

@@ -446,6 +446,38 @@ describe("the checkpoints the metrics count as kept", () => {
   });
 });
 
+describe("the plugin timings of a command's dry run", () => {
+  it("are counted apart, as `command NAME --dry-run`: a session compress --dry-run is not counted as a run that compressed", async () => {
+    const config = [
+      "agents:",
+      "  idle:",
+      "    command: sh",
+      `    args: ["-c", "while true; do sleep 0.5; done"]`,
+      "plugins:",
+      "  checkpoint: {}",
+      "  compression: {}",
+      "  retention: {}",
+      "  metrics: {}",
+      "",
+    ].join("\n");
+    const project = new Project(config, "apex-metrics-dry-run-");
+    project.start();
+    for (const message of ["one", "two"]) expect(project.apex(["checkpoint", "create", "-m", message]).status).toBe(0);
+    for (const args of [["session", "compress", "--dry-run"], ["session", "compress", "--dry-run", "--json"], ["session", "cleanup", "--dry-run"], ["session", "compress"]]) {
+      const result = project.apex(args);
+      expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(0);
+    }
+    const metrics = JSON.parse(project.apex(["session", "metrics", "--json"]).stdout) as SessionMetrics;
+    const calls = (plugin: string, hook: string) => metrics.plugin_timings.find((timing) => timing.plugin === plugin && timing.hook === hook)?.calls ?? 0;
+    // The supervisor ran each command (it counted all three as `command session compress`).
+    expect(calls("compression", "command session compress")).toBe(1);
+    expect(calls("compression", "command session compress --dry-run")).toBe(2);
+    expect(calls("retention", "command session cleanup")).toBe(0);
+    expect(calls("retention", "command session cleanup --dry-run")).toBe(1);
+    expect(project.apex(["session", "metrics"]).stdout).toMatch(/^compression +command session compress --dry-run +2 /m);
+  });
+});
+
 describe("metrics of a running session", () => {
   it("are kept at /sessions/<id>/metrics and /sessions/current/metrics, updated live, and final when it ends", async () => {
     project = new Project(
