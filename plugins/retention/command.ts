@@ -7,7 +7,6 @@ import { describePolicy, policyJson } from "./options.js";
 import { RETENTION_TIME_ZONE, type RetentionPolicy } from "./policy.js";
 import { shortSessionId } from "../../core/session/names.js";
 import { findKnownSession, knownSessions, labelReason, type SessionInfo } from "./sessions.js";
-import { paintStatus } from "../../cli/session/format.js";
 import { withLease } from "../../core/session/lease.js";
 import type { SessionRecord } from "../../core/session/records.js";
 import { effectiveStatus } from "../../core/session/sessions.js";
@@ -92,7 +91,7 @@ function sessionStatuses(store: Store, sessions: readonly SessionInfo[]): Status
     if (!record) continue;
     // With its lease (another host's supervisor is judged by it), as session list reads the record.
     const status = effectiveStatus(withLease(store, record as unknown as SessionRecord));
-    // A record written by hand may have none: "unknown", as session list's paintStatus says it.
+    // A record written by hand may have none: "unknown", as session list says it.
     statuses.set(sessionId, typeof status === "string" ? status : "unknown");
   }
   return statuses;
@@ -180,10 +179,13 @@ function removedNames(names: readonly string[]): string {
   return `${names.slice(0, NAMES_LISTED).join(", ")} and ${names.length - NAMES_LISTED} more: --json lists them`;
 }
 
-/** "(stopped)", "(interrupted)": the status session list gives the session (the current one had no label, an ended one "(ended)"). */
+/**
+ * "(stopped)", "(interrupted)": the status session list gives the session (the current one had no label, an
+ * ended one "(ended)"). Not coloured: the supervisor may run the command, whose output is not a terminal.
+ */
 function stateLabel(session: SessionPlan, statuses: Statuses): string {
   const status = statuses.get(session.session.sessionId);
-  return status === undefined ? "(no session record)" : `(${paintStatus(status)})`;
+  return status === undefined ? "(no session record)" : `(${status})`;
 }
 
 /** "2026-11-20 14:00" in UTC. */
