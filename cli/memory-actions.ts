@@ -1,6 +1,6 @@
 import { constants } from "node:buffer";
 import type { ProjectLocation } from "../core/config/locate.js";
-import { ApexError, withDetail } from "../core/errors.js";
+import { ApexError, MAX_DEPTH, tooDeepError, withDetail } from "../core/errors.js";
 import { compileGlob, type Glob } from "../core/store/glob.js";
 import { checkPath, pathProblem } from "../core/store/paths.js";
 import { type Entry, type JsonValue } from "../core/store/store.js";
@@ -170,6 +170,7 @@ export async function setMemory(location: ProjectLocation, given: string, json: 
   }
   const value = parseJsonValue(text, path);
   await checkOwned("memory set", [path], { force, value });
+  if (text.length >= TOO_DEEP_MIN_CHARS) refuseTooDeep(path, value);
   const writer = await openWriter(location);
   try {
     const { revision } = await writer.set(path, value, force);
@@ -221,6 +222,7 @@ export async function importMemory(location: ProjectLocation, file: string, asJs
   // Longer than V8's longest string (an export of large values): read an entry at a time.
   const entries = bytes.length > constants.MAX_STRING_LENGTH ? (await import("./memory-import-large.js")).parseLargeImport(bytes, name) : parseImport(decodeUtf8Input(bytes, name), name);
   await checkOwned("memory import", entries.map((entry) => entry.path), { force, values: entries.map((entry) => entry.value) });
+  if (bytes.length >= TOO_DEEP_MIN_CHARS) for (const entry of entries) refuseTooDeep(entry.path, entry.value);
   const printImported = ({ count, revision }: { count: number; revision: number }) => {
     if (asJson) printJson({ count, revision });
     // `{}`: what `memory export` writes when nothing matches; importing it is no error, and says it wrote nothing.
@@ -411,6 +413,30 @@ export function parseNdjson(lines: Iterable<string>, name: string): Entry[] {
     entries.push({ path: parsed.path as string, value: parsed.value as JsonValue });
   }
   return entries;
+}
+
+/** The shortest JSON text a value nested deeper than MAX_DEPTH can have: its brackets alone. */
+const TOO_DEEP_MIN_CHARS = 2 * (MAX_DEPTH + 1);
+
+/**
+ * Refuses a value nested deeper than MAX_DEPTH (APEX_E_TOO_DEEP, exit 2) in the words the store
+ * refuses it with, naming its path, before anything is sent. Through a supervisor, a value too
+ * deep for JSON.stringify to send was refused without its path (an import did not say which of
+ * its entries), and one the store refused named it without the hint; with no session running,
+ * the store said what the supervisor's did. Walked without recursion, however deep.
+ */
+export function refuseTooDeep(path: string, value: unknown): void {
+  const pending: Array<{ item: object; depth: number }> = value !== null && typeof value === "object" ? [{ item: value, depth: 0 }] : [];
+  while (pending.length > 0) {
+    const { item, depth } = pending.pop()!;
+    if (depth >= MAX_DEPTH) {
+      const refusal = tooDeepError();
+      throw new ApexError(refusal.code, `${path}: ${refusal.message}`, { ...(refusal.hint ? { hint: refusal.hint } : {}), details: { path } });
+    }
+    for (const child of Array.isArray(item) ? item : Object.values(item)) {
+      if (child !== null && typeof child === "object") pending.push({ item: child as object, depth: depth + 1 });
+    }
+  }
 }
 
 /** The largest memory value, as plugins/owned-paths.ts MAX_VALUE_BYTES (not imported from there: a plugin is loaded only when needed). */

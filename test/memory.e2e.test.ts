@@ -498,6 +498,34 @@ describe("apex memory set through a running supervisor", () => {
     expect(project.status().session?.status).toBe("active");
   });
 
+  it("a value nested too deep is refused alike through the supervisor and with no session running: naming its path, with the hint, set and import, any depth", () => {
+    project = new Project(shellAgents({ idle: "while true; do sleep 0.5; done" }));
+    project.start();
+    const nested = (levels: number) => `${"[".repeat(levels)}${"]".repeat(levels)}`;
+    // 600: deep enough for the store to refuse; 20,000: too deep for JSON.stringify to send at all.
+    for (const levels of [600, 20_000]) writeFileSync(join(project.dir, `deep-${levels}.json`), `{"/ok": 1, "/deep/b": ${nested(levels)}}`);
+    const attempts = () =>
+      [600, 20_000].flatMap((levels) => [
+        project!.apex(["memory", "set", "/deep/a", nested(levels)]),
+        project!.apex(["memory", "set", "/deep/a", nested(levels), "--json"]),
+        project!.apex(["memory", "import", `deep-${levels}.json`]),
+        project!.apex(["memory", "import", `deep-${levels}.json`, "--json"]),
+      ]);
+    const throughSupervisor = attempts();
+    expect(project.apex(["stop"]).status).toBe(0);
+    const direct = attempts();
+    const hint = "Values may nest at most 512 levels; store deeper structures flattened, or split across paths.";
+    for (const [i, result] of throughSupervisor.entries()) {
+      const path = i % 4 < 2 ? "/deep/a" : "/deep/b";
+      expect(result.status, result.stderr).toBe(2);
+      if (i % 2 === 1) expect(JSON.parse(result.stderr).error).toEqual({ code: "APEX_E_TOO_DEEP", message: `${path}: The value nests arrays and objects more than 512 levels deep.`, exitCode: 2, hint, details: { path } });
+      else expect(result.stderr).toBe(`error[APEX_E_TOO_DEEP]: ${path}: The value nests arrays and objects more than 512 levels deep.\n  hint: ${hint}\n`);
+      // Through the supervisor (the value too deep to send said no path; one the store refused, no hint) as without it.
+      expect([direct[i]!.status, direct[i]!.stderr]).toEqual([result.status, result.stderr]);
+    }
+    expect(project.apex(["memory", "query", "/**", "--keys"]).stdout).not.toMatch(/\/ok|\/deep/);
+  });
+
   it("a write the supervisor does not answer in time says it was sent and may still land, and how to check (text and --json)", async () => {
     project = new Project(shellAgents({ idle: "while true; do sleep 0.5; done" }));
     project.start();
