@@ -186,14 +186,13 @@ export async function deleteMemory(location: ProjectLocation, given: string, rec
   const path = plainPath(given);
   checkPath(path);
   await checkOwned("memory delete", [path], { recursive, force });
+  const nothing = async () => new ApexError("APEX_E_NOT_FOUND", `Nothing is stored at ${path}${recursive ? " or below it" : ""}.`, { hint: await deleteHint(location, path, recursive) });
+  // Nothing to delete in a project whose store was never made: none is made to find that out (it was, .apex/ and all).
+  if (await noStoreToWrite(location)) throw await nothing();
   const writer = await openWriter(location);
   try {
     const { deleted, revision } = await writer.delete(path, recursive, force);
-    if (deleted === 0) {
-      throw new ApexError("APEX_E_NOT_FOUND", `Nothing is stored at ${path}${recursive ? " or below it" : ""}.`, {
-        hint: await deleteHint(location, path, recursive),
-      });
-    }
+    if (deleted === 0) throw await nothing();
     // What a delete without --recursive left below the path is said, so that `delete /notes/` is not taken for the subtree's.
     const kept = recursive ? { count: 0, exact: true } : await keptBelow(location, path);
     if (asJson) printJson({ path, deleted, revision, ...childrenFields(kept) });
@@ -230,17 +229,26 @@ export async function importMemory(location: ProjectLocation, file: string, asJs
     else process.stdout.write(`imported ${count} ${count === 1 ? "entry" : "entries"} (revision ${revision})\n`);
   };
   // Nothing to write in a project whose store was never made: none is made for it (it was, while saying nothing was written).
-  if (entries.length === 0 && !process.env.APEX_REMOTE && !process.env.APEX_SOCKET && !(await (await import("../core/store/open.js")).storeExists(location))) {
-    // The config is checked as a write checks it all the same: an unknown plugin, or a plugin file that is missing or does not load, is exit 2 (it was 0 here).
-    await (await import("../core/session/direct.js")).assertConfigValid(location);
-    return printImported({ count: 0, revision: 0 });
-  }
+  if (entries.length === 0 && (await noStoreToWrite(location))) return printImported({ count: 0, revision: 0 });
   const writer = await openWriter(location);
   try {
     printImported(await writer.importEntries(entries, force));
   } finally {
     await writer.close();
   }
+}
+
+/**
+ * True when a write would reach this project's own store (no `--remote`, not inside an agent) and
+ * that store was never made: a write that has nothing to write then makes none. The config is
+ * checked all the same, as a write checks it: an unknown plugin, or a plugin file that is missing
+ * or does not load, is exit 2.
+ */
+async function noStoreToWrite(location: ProjectLocation): Promise<boolean> {
+  if (process.env.APEX_REMOTE || process.env.APEX_SOCKET) return false;
+  if (await (await import("../core/store/open.js")).storeExists(location)) return false;
+  await (await import("../core/session/direct.js")).assertConfigValid(location);
+  return true;
 }
 
 /**

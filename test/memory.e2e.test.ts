@@ -90,6 +90,24 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     expect(JSON.parse(apex(["memory", "query", "/notes", "--keys", "--json"]).stdout)).toEqual(["/notes/a", "/notes/b"]);
   });
 
+  it("memory delete in a project with no store yet finds nothing (exit 3) and makes no store, as a read of it does", async () => {
+    for (const args of [["/notes/a"], ["/notes", "--recursive"], ["/notes/a", "--json"], ["/notes/*"]]) {
+      const result = apex(["memory", "delete", ...args]);
+      expect(result.status, result.stderr).toBe(3);
+      const message = `Nothing is stored at ${args[0]}${args.includes("--recursive") ? " or below it" : ""}.`;
+      if (args.includes("--json")) expect(JSON.parse(result.stderr)).toEqual({ error: { code: "APEX_E_NOT_FOUND", message, exitCode: 3 } });
+      else expect(result.stderr).toBe(`error[APEX_E_NOT_FOUND]: ${message}\n`);
+      // It made the store (on LMDB .apex/ with store.mdb and a .gitignore) to find nothing in it.
+      expect(existsSync(join(dir, ".apex")), args.join(" ")).toBe(false);
+      expect(await storeExists(await backend.projectSpec(dir))).toBe(false);
+    }
+    // A config that would refuse a write refuses the delete too (exit 2), as it refuses `import {}`.
+    writeFileSync(join(dir, "apex.config.yaml"), "plugins:\n  no-such-plugin: {}\n");
+    const refused = apex(["memory", "delete", "/notes/a"]);
+    expect(refused.status, refused.stderr).toBe(2);
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+
   it("memory set - takes a value with a byte order mark, as import does", () => {
     // A file an editor saved with a BOM was refused: "Unexpected token '\ufeff'", the character invisible in the message.
     const set = apex(["memory", "set", "/bom", "-"], '\ufeff{"a": [1]}\n');
