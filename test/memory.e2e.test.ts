@@ -639,6 +639,60 @@ describe("apex memory watch --since through a running supervisor, far behind", (
     ]);
   });
 
+  it("replays changes whose values together are more than one reply carries (256 MiB of JSON), as the store read directly prints them", () => {
+    project = new Project(shellAgents({ idle: "while true; do sleep 0.5; done" }));
+    const started = project.start();
+    const first = JSON.parse(project.apex(["memory", "set", "/big/marker", "0", "--json"]).stdout) as { revision: number };
+    const file = join(project.dir, "value.json");
+    writeFileSync(file, `"${"v".repeat(150 * 1024 * 1024)}"`);
+    // Each value alone is within the limit; the two together are not.
+    for (const path of ["/big/a", "/big/b"]) {
+      const input = openSync(file, "r");
+      try {
+        const set = spawnSync(process.execPath, [APEX_BIN, "memory", "set", path, "-"], { cwd: project.dir, env: cleanEnv(), stdio: [input, "pipe", "pipe"], encoding: "utf8", timeout: 60_000 });
+        expect(set.status, set.stderr).toBe(0);
+      } finally {
+        closeSync(input);
+      }
+    }
+    truncateSync(file);
+    const agent = { APEX_SOCKET: started.socket, APEX_SESSION_ID: started.session_id, APEX_AGENT: "idle" };
+    const watch = (name: string, env: NodeJS.ProcessEnv) => {
+      const out = join(project!.dir, name);
+      const output = openSync(out, "w");
+      try {
+        const args = ["memory", "watch", "/big/**", "--since", String(first.revision), "--timeout", "0.1", "--json"];
+        const result = spawnSync(process.execPath, [APEX_BIN, ...args], { cwd: project!.dir, env: { ...cleanEnv(), ...env }, stdio: ["ignore", output, "pipe"], encoding: "utf8", timeout: 90_000 });
+        return { status: result.status, stderr: result.stderr, out };
+      } finally {
+        closeSync(output);
+      }
+    };
+    // As an agent watches, through the supervisor's socket: the reply holding both was APEX_E_TOO_LARGE, exit 2,
+    // its hint to ask for less (the watch cannot) or to run with no session running.
+    const throughSupervisor = watch("through-supervisor.ndjson", agent);
+    expect([throughSupervisor.status, throughSupervisor.stderr]).toEqual([0, ""]);
+    const direct = watch("direct.ndjson", {});
+    expect([direct.status, direct.stderr]).toEqual([0, ""]);
+    const lines = (path: string) => {
+      const text = readFileSync(path);
+      const found: Array<{ revision: number; path: string; length: number }> = [];
+      for (let start = 0; start < text.length; ) {
+        const end = text.indexOf(10, start);
+        const line = JSON.parse(text.subarray(start, end).toString("utf8")) as { revision: number; path: string; value: string };
+        found.push({ revision: line.revision, path: line.path, length: line.value.length });
+        start = end + 1;
+      }
+      return found;
+    };
+    const printed = lines(throughSupervisor.out);
+    expect(printed).toEqual([
+      { revision: first.revision + 1, path: "/big/a", length: 150 * 1024 * 1024 },
+      { revision: first.revision + 2, path: "/big/b", length: 150 * 1024 * 1024 },
+    ]);
+    expect(readFileSync(throughSupervisor.out).equals(readFileSync(direct.out))).toBe(true);
+  }, 180_000);
+
   it("replays every change up to where the watch began, however short --timeout is, as with no session running", () => {
     project = new Project(shellAgents({ idle: "while true; do sleep 0.5; done" }));
     const started = project.start();
