@@ -2,7 +2,7 @@ import { constants } from "node:buffer";
 import type { ProjectLocation } from "../core/config/locate.js";
 import { ApexError, MAX_DEPTH, tooDeepError, withDetail } from "../core/errors.js";
 import { compileGlob, type Glob } from "../core/store/glob.js";
-import { checkPath, pathProblem } from "../core/store/paths.js";
+import { checkPath, MAX_KEY_BYTES, MAX_PATH_BYTES, pathProblem } from "../core/store/paths.js";
 import { type Entry, type JsonValue } from "../core/store/store.js";
 import type { SessionRecord } from "../core/session/records.js";
 import { openSessionClient, type SessionClient } from "../core/session/client.js";
@@ -307,17 +307,39 @@ function checkedGlob(source: string): Glob {
   const segments = source.split("/").slice(1);
   const control = /[\u0000-\u001f\u007f-\u009f]/.exec(source)?.[0];
   const at = segments.findIndex((segment) => segment === "." || segment === ".." || segment === "");
+  const least = leastBytes(source);
+  // Keys under /sessions/ may be longer: a worktree session's memory is kept there, below its own root.
+  const limit = glob.prefix.startsWith("/sessions/") || "/sessions/".startsWith(glob.prefix) ? MAX_KEY_BYTES : MAX_PATH_BYTES;
   const problem = control !== undefined
     ? `it contains the control character U+${control.charCodeAt(0).toString(16).padStart(4, "0")}`
-    : at === -1 ? undefined
-    : segments[at] !== "" ? `segment ${at + 1} is '${segments[at]}'`
-    : at < segments.length - 1 ? `segment ${at + 1} is empty ('//')` : "it ends with '/' after a wildcard (empty last segment)";
+    : at !== -1 ? (segments[at] !== "" ? `segment ${at + 1} is '${segments[at]}'` : at < segments.length - 1 ? `segment ${at + 1} is empty ('//')` : "it ends with '/' after a wildcard (empty last segment)")
+    : least > limit ? `its characters besides * and ** come to ${least} bytes, more than a path holds (${limit} bytes)`
+    : undefined;
   if (problem) {
-    throw new ApexError("APEX_E_BAD_GLOB", `Invalid glob ${JSON.stringify(source)}: ${problem}; no path can match it.`, {
-      hint: "Paths have no empty, '.' or '..' segment and no control character. Examples: /notes/*, /a/**, /sessions/*/tasks/?",
+    // A long glob is named by its start, as checkPath names a long path: the message stays one readable line.
+    const shown = source.length > 120 ? `${JSON.stringify(source.slice(0, 100))}… (${source.length} characters)` : JSON.stringify(source);
+    throw new ApexError("APEX_E_BAD_GLOB", `Invalid glob ${shown}: ${problem}; no path can match it.`, {
+      hint: `Paths have no empty, '.' or '..' segment and no control character, and are at most ${MAX_PATH_BYTES} bytes (${MAX_KEY_BYTES} under /sessions/). Examples: /notes/*, /a/**, /sessions/*/tasks/?`,
     });
   }
   return glob;
+}
+
+/**
+ * The fewest UTF-8 bytes of a path GLOB matches: its characters, `?` as one byte, an escaped
+ * wildcard as the character, `*` and `**` as none. A glob needing more than a path holds matched
+ * nothing, and `watch` waited for ever.
+ */
+function leastBytes(glob: string): number {
+  let bytes = 0;
+  const chars = Array.from(glob);
+  for (let i = 0; i < chars.length; i++) {
+    const char = chars[i]!;
+    if (char === "*") continue;
+    const escaped = char === "\\" && /^[*?\\]$/.test(chars[i + 1] ?? "");
+    bytes += Buffer.byteLength(escaped ? chars[++i]! : char);
+  }
+  return bytes;
 }
 
 /**

@@ -411,6 +411,17 @@ describe("apex memory globs that no path can match", () => {
         expect(result.stderr).toContain(`error[APEX_E_BAD_GLOB]: Invalid glob ${JSON.stringify(glob)}: ${problem}; no path can match it.`);
       }
     }
+    // Characters besides the wildcards longer than any path (1024 bytes; under /sessions/, 1152): an empty answer, a watch for ever.
+    const long = `/notes/${"é".repeat(600)}*`;
+    const shown = `${JSON.stringify(long.slice(0, 100))}… (${long.length} characters)`;
+    for (const args of [["memory", "query", long], ["memory", "export", long], ["memory", "watch", long, "--timeout", "30"], ["memory", "query", `/sessions/${"a".repeat(1200)}?`]]) {
+      const result = apex(args);
+      expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(2);
+      const message = args[2] === long ? `Invalid glob ${shown}: its characters besides * and ** come to 1207 bytes, more than a path holds (1024 bytes); no path can match it.` : "its characters besides * and ** come to 1211 bytes, more than a path holds (1152 bytes)";
+      expect(result.stderr).toContain(args[2] === long ? `error[APEX_E_BAD_GLOB]: ${message}` : message);
+    }
+    expect(apex(["memory", "query", `/sessions/${"a".repeat(1100)}*`]).status).toBe(0);
+    expect(apex(["memory", "query", `/notes/${"é".repeat(500)}*`]).status).toBe(0);
     // What a path may hold is no problem: a plain path with a trailing '/', a dot inside a segment, the root.
     expect(apex(["memory", "query", "/notes/", "--keys"]).stdout).toBe("/notes/a\n");
     expect(apex(["memory", "query", "/notes/.a*", "--keys"]).status).toBe(0);
