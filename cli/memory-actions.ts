@@ -1,8 +1,8 @@
 import { constants } from "node:buffer";
 import type { ProjectLocation } from "../core/config/locate.js";
-import { ApexError, withDetail } from "../core/errors.js";
+import { ApexError, MAX_DEPTH, tooDeepError, withDetail } from "../core/errors.js";
 import { compileGlob, type Glob } from "../core/store/glob.js";
-import { checkPath, pathProblem } from "../core/store/paths.js";
+import { checkPath, MAX_KEY_BYTES, MAX_PATH_BYTES, pathProblem } from "../core/store/paths.js";
 import { type Entry, type JsonValue } from "../core/store/store.js";
 import type { SessionRecord } from "../core/session/records.js";
 import { openSessionClient, type SessionClient } from "../core/session/client.js";
@@ -170,6 +170,7 @@ export async function setMemory(location: ProjectLocation, given: string, json: 
   }
   const value = parseJsonValue(text, path);
   await checkOwned("memory set", [path], { force, value });
+  if (text.length >= TOO_DEEP_MIN_CHARS) refuseTooDeep(path, value);
   const writer = await openWriter(location);
   try {
     const { revision } = await writer.set(path, value, force);
@@ -185,14 +186,13 @@ export async function deleteMemory(location: ProjectLocation, given: string, rec
   const path = plainPath(given);
   checkPath(path);
   await checkOwned("memory delete", [path], { recursive, force });
+  const nothing = async () => new ApexError("APEX_E_NOT_FOUND", `Nothing is stored at ${path}${recursive ? " or below it" : ""}.`, { hint: await deleteHint(location, path, recursive) });
+  // Nothing to delete in a project whose store was never made: none is made to find that out (it was, .apex/ and all).
+  if (await noStoreToWrite(location)) throw await nothing();
   const writer = await openWriter(location);
   try {
     const { deleted, revision } = await writer.delete(path, recursive, force);
-    if (deleted === 0) {
-      throw new ApexError("APEX_E_NOT_FOUND", `Nothing is stored at ${path}${recursive ? " or below it" : ""}.`, {
-        hint: await deleteHint(location, path, recursive),
-      });
-    }
+    if (deleted === 0) throw await nothing();
     // What a delete without --recursive left below the path is said, so that `delete /notes/` is not taken for the subtree's.
     const kept = recursive ? { count: 0, exact: true } : await keptBelow(location, path);
     if (asJson) printJson({ path, deleted, revision, ...childrenFields(kept) });
@@ -221,6 +221,7 @@ export async function importMemory(location: ProjectLocation, file: string, asJs
   // Longer than V8's longest string (an export of large values): read an entry at a time.
   const entries = bytes.length > constants.MAX_STRING_LENGTH ? (await import("./memory-import-large.js")).parseLargeImport(bytes, name) : parseImport(decodeUtf8Input(bytes, name), name);
   await checkOwned("memory import", entries.map((entry) => entry.path), { force, values: entries.map((entry) => entry.value) });
+  if (bytes.length >= TOO_DEEP_MIN_CHARS) for (const entry of entries) refuseTooDeep(entry.path, entry.value);
   const printImported = ({ count, revision }: { count: number; revision: number }) => {
     if (asJson) printJson({ count, revision });
     // `{}`: what `memory export` writes when nothing matches; importing it is no error, and says it wrote nothing.
@@ -228,17 +229,26 @@ export async function importMemory(location: ProjectLocation, file: string, asJs
     else process.stdout.write(`imported ${count} ${count === 1 ? "entry" : "entries"} (revision ${revision})\n`);
   };
   // Nothing to write in a project whose store was never made: none is made for it (it was, while saying nothing was written).
-  if (entries.length === 0 && !process.env.APEX_REMOTE && !process.env.APEX_SOCKET && !(await (await import("../core/store/open.js")).storeExists(location))) {
-    // The config is checked as a write checks it all the same: an unknown plugin, or a plugin file that is missing or does not load, is exit 2 (it was 0 here).
-    await (await import("../core/session/direct.js")).assertConfigValid(location);
-    return printImported({ count: 0, revision: 0 });
-  }
+  if (entries.length === 0 && (await noStoreToWrite(location))) return printImported({ count: 0, revision: 0 });
   const writer = await openWriter(location);
   try {
     printImported(await writer.importEntries(entries, force));
   } finally {
     await writer.close();
   }
+}
+
+/**
+ * True when a write would reach this project's own store (no `--remote`, not inside an agent) and
+ * that store was never made: a write that has nothing to write then makes none. The config is
+ * checked all the same, as a write checks it: an unknown plugin, or a plugin file that is missing
+ * or does not load, is exit 2.
+ */
+async function noStoreToWrite(location: ProjectLocation): Promise<boolean> {
+  if (process.env.APEX_REMOTE || process.env.APEX_SOCKET) return false;
+  if (await (await import("../core/store/open.js")).storeExists(location)) return false;
+  await (await import("../core/session/direct.js")).assertConfigValid(location);
+  return true;
 }
 
 /**
@@ -297,17 +307,39 @@ function checkedGlob(source: string): Glob {
   const segments = source.split("/").slice(1);
   const control = /[\u0000-\u001f\u007f-\u009f]/.exec(source)?.[0];
   const at = segments.findIndex((segment) => segment === "." || segment === ".." || segment === "");
+  const least = leastBytes(source);
+  // Keys under /sessions/ may be longer: a worktree session's memory is kept there, below its own root.
+  const limit = glob.prefix.startsWith("/sessions/") || "/sessions/".startsWith(glob.prefix) ? MAX_KEY_BYTES : MAX_PATH_BYTES;
   const problem = control !== undefined
     ? `it contains the control character U+${control.charCodeAt(0).toString(16).padStart(4, "0")}`
-    : at === -1 ? undefined
-    : segments[at] !== "" ? `segment ${at + 1} is '${segments[at]}'`
-    : at < segments.length - 1 ? `segment ${at + 1} is empty ('//')` : "it ends with '/' after a wildcard (empty last segment)";
+    : at !== -1 ? (segments[at] !== "" ? `segment ${at + 1} is '${segments[at]}'` : at < segments.length - 1 ? `segment ${at + 1} is empty ('//')` : "it ends with '/' after a wildcard (empty last segment)")
+    : least > limit ? `its characters besides * and ** come to ${least} bytes, more than a path holds (${limit} bytes)`
+    : undefined;
   if (problem) {
-    throw new ApexError("APEX_E_BAD_GLOB", `Invalid glob ${JSON.stringify(source)}: ${problem}; no path can match it.`, {
-      hint: "Paths have no empty, '.' or '..' segment and no control character. Examples: /notes/*, /a/**, /sessions/*/tasks/?",
+    // A long glob is named by its start, as checkPath names a long path: the message stays one readable line.
+    const shown = source.length > 120 ? `${JSON.stringify(source.slice(0, 100))}… (${source.length} characters)` : JSON.stringify(source);
+    throw new ApexError("APEX_E_BAD_GLOB", `Invalid glob ${shown}: ${problem}; no path can match it.`, {
+      hint: `Paths have no empty, '.' or '..' segment and no control character, and are at most ${MAX_PATH_BYTES} bytes (${MAX_KEY_BYTES} under /sessions/). Examples: /notes/*, /a/**, /sessions/*/tasks/?`,
     });
   }
   return glob;
+}
+
+/**
+ * The fewest UTF-8 bytes of a path GLOB matches: its characters, `?` as one byte, an escaped
+ * wildcard as the character, `*` and `**` as none. A glob needing more than a path holds matched
+ * nothing, and `watch` waited for ever.
+ */
+function leastBytes(glob: string): number {
+  let bytes = 0;
+  const chars = Array.from(glob);
+  for (let i = 0; i < chars.length; i++) {
+    const char = chars[i]!;
+    if (char === "*") continue;
+    const escaped = char === "\\" && /^[*?\\]$/.test(chars[i + 1] ?? "");
+    bytes += Buffer.byteLength(escaped ? chars[++i]! : char);
+  }
+  return bytes;
 }
 
 /**
@@ -411,6 +443,30 @@ export function parseNdjson(lines: Iterable<string>, name: string): Entry[] {
     entries.push({ path: parsed.path as string, value: parsed.value as JsonValue });
   }
   return entries;
+}
+
+/** The shortest JSON text a value nested deeper than MAX_DEPTH can have: its brackets alone. */
+const TOO_DEEP_MIN_CHARS = 2 * (MAX_DEPTH + 1);
+
+/**
+ * Refuses a value nested deeper than MAX_DEPTH (APEX_E_TOO_DEEP, exit 2) in the words the store
+ * refuses it with, naming its path, before anything is sent. Through a supervisor, a value too
+ * deep for JSON.stringify to send was refused without its path (an import did not say which of
+ * its entries), and one the store refused named it without the hint; with no session running,
+ * the store said what the supervisor's did. Walked without recursion, however deep.
+ */
+export function refuseTooDeep(path: string, value: unknown): void {
+  const pending: Array<{ item: object; depth: number }> = value !== null && typeof value === "object" ? [{ item: value, depth: 0 }] : [];
+  while (pending.length > 0) {
+    const { item, depth } = pending.pop()!;
+    if (depth >= MAX_DEPTH) {
+      const refusal = tooDeepError();
+      throw new ApexError(refusal.code, `${path}: ${refusal.message}`, { ...(refusal.hint ? { hint: refusal.hint } : {}), details: { path } });
+    }
+    for (const child of Array.isArray(item) ? item : Object.values(item)) {
+      if (child !== null && typeof child === "object") pending.push({ item: child as object, depth: depth + 1 });
+    }
+  }
 }
 
 /** The largest memory value, as plugins/owned-paths.ts MAX_VALUE_BYTES (not imported from there: a plugin is loaded only when needed). */

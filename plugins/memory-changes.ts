@@ -81,22 +81,50 @@ function checked<T>(params: Record<string, unknown>, name: string, ok: boolean, 
   return value as T;
 }
 
-/** The reply for `batch`, each put's value read now unless `last` says its path changed after it. */
+/**
+ * How much JSON of changes one reply carries, unless its first change alone is more (a value of up
+ * to 256 MiB): a reply over the supervisor's socket holds at most 256 MiB of JSON (MAX_LINE_BYTES).
+ */
+const REPLY_CHARS = 64 * 1024 * 1024;
+/** Most values read at once (PostgreSQL: a few statements for them all), between which the reply's size is weighed. */
+const VALUES_AT_ONCE = 100;
+
+/**
+ * The reply for `batch`, each put's value read now unless `last` says its path changed after it.
+ * The changes it holds come to at most REPLY_CHARS of JSON (or one change): it ends before the
+ * change that would pass that, at the revision of the last it holds, and the watcher asks for the
+ * rest. Two values of 150 MiB in one batch made a reply the socket could not carry: the watch
+ * through a supervisor failed (APEX_E_TOO_LARGE) where the store read directly printed them.
+ */
 function reply(store: Store, view: MemoryView, glob: Glob | undefined, since: number, batch: Change[], last: Map<string, number>): ChangesReply {
-  const changes: Array<{ [key: string]: JsonValue }> = [];
-  const shown: Array<{ change: { [key: string]: JsonValue }; key: string }> = [];
+  const changes: Array<{ out: { [key: string]: JsonValue }; key: string; revision: number; read: boolean }> = [];
   for (const change of batch) {
     const path = view.covers(change.path) ? view.unpath(change.path) : undefined;
     if (path === undefined || (glob && !glob.matches(path))) continue;
     const overwritten = change.kind === "put" && last.get(change.path)! > change.revision;
     const out: { [key: string]: JsonValue } = { ...change, path, value: null, ...(overwritten ? { overwritten } : {}) };
-    if (change.kind === "put" && !overwritten) shown.push({ change: out, key: change.path });
-    changes.push(out);
+    changes.push({ out, key: change.path, revision: change.revision, read: change.kind === "put" && !overwritten });
   }
-  // On PostgreSQL, in a few statements rather than one round trip per put (10,000 of them held the supervisor seconds).
-  const values = readValues(store, shown.map(({ key }) => key));
-  shown.forEach(({ change }, i) => (change.value = values[i] ?? null));
-  return { revision: batch.at(-1)?.revision ?? since, changes };
+  let chars = 0;
+  /** The longest change so far, as JSON: it says how many values the next read may take without holding much more than a reply. */
+  let longest = 0;
+  let read = 0;
+  for (let i = 0; i < changes.length; i++) {
+    if (i === read) {
+      // The first value alone (its size tells nothing yet of the rest), then as many as fit in a reply at the longest seen, up to VALUES_AT_ONCE.
+      const take = i === 0 ? 1 : Math.max(1, Math.min(VALUES_AT_ONCE, Math.floor(REPLY_CHARS / Math.max(1, longest))));
+      const group: typeof changes = [];
+      for (; read < changes.length && group.length < take; read++) if (changes[read]!.read) group.push(changes[read]!);
+      // On PostgreSQL in a few statements rather than one round trip per put (10,000 of them held the supervisor seconds).
+      const values = readValues(store, group.map(({ key }) => key));
+      group.forEach(({ out }, at) => (out.value = values[at] ?? null));
+    }
+    const size = JSON.stringify(changes[i]!.out).length;
+    longest = Math.max(longest, size);
+    chars += size;
+    if (i > 0 && chars > REPLY_CHARS) return { revision: changes[i - 1]!.revision, changes: changes.slice(0, i).map(({ out }) => out) };
+  }
+  return { revision: batch.at(-1)?.revision ?? since, changes: changes.map(({ out }) => out) };
 }
 
 /** The values at keyspace paths: in a few statements where the backend reads many at once (getEncodedMany: PostgreSQL), else one by one. */

@@ -90,6 +90,24 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     expect(JSON.parse(apex(["memory", "query", "/notes", "--keys", "--json"]).stdout)).toEqual(["/notes/a", "/notes/b"]);
   });
 
+  it("memory delete in a project with no store yet finds nothing (exit 3) and makes no store, as a read of it does", async () => {
+    for (const args of [["/notes/a"], ["/notes", "--recursive"], ["/notes/a", "--json"], ["/notes/*"]]) {
+      const result = apex(["memory", "delete", ...args]);
+      expect(result.status, result.stderr).toBe(3);
+      const message = `Nothing is stored at ${args[0]}${args.includes("--recursive") ? " or below it" : ""}.`;
+      if (args.includes("--json")) expect(JSON.parse(result.stderr)).toEqual({ error: { code: "APEX_E_NOT_FOUND", message, exitCode: 3 } });
+      else expect(result.stderr).toBe(`error[APEX_E_NOT_FOUND]: ${message}\n`);
+      // It made the store (on LMDB .apex/ with store.mdb and a .gitignore) to find nothing in it.
+      expect(existsSync(join(dir, ".apex")), args.join(" ")).toBe(false);
+      expect(await storeExists(await backend.projectSpec(dir))).toBe(false);
+    }
+    // A config that would refuse a write refuses the delete too (exit 2), as it refuses `import {}`.
+    writeFileSync(join(dir, "apex.config.yaml"), "plugins:\n  no-such-plugin: {}\n");
+    const refused = apex(["memory", "delete", "/notes/a"]);
+    expect(refused.status, refused.stderr).toBe(2);
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+
   it("memory set - takes a value with a byte order mark, as import does", () => {
     // A file an editor saved with a BOM was refused: "Unexpected token '\ufeff'", the character invisible in the message.
     const set = apex(["memory", "set", "/bom", "-"], '\ufeff{"a": [1]}\n');
@@ -393,6 +411,17 @@ describe("apex memory globs that no path can match", () => {
         expect(result.stderr).toContain(`error[APEX_E_BAD_GLOB]: Invalid glob ${JSON.stringify(glob)}: ${problem}; no path can match it.`);
       }
     }
+    // Characters besides the wildcards longer than any path (1024 bytes; under /sessions/, 1152): an empty answer, a watch for ever.
+    const long = `/notes/${"é".repeat(600)}*`;
+    const shown = `${JSON.stringify(long.slice(0, 100))}… (${long.length} characters)`;
+    for (const args of [["memory", "query", long], ["memory", "export", long], ["memory", "watch", long, "--timeout", "30"], ["memory", "query", `/sessions/${"a".repeat(1200)}?`]]) {
+      const result = apex(args);
+      expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(2);
+      const message = args[2] === long ? `Invalid glob ${shown}: its characters besides * and ** come to 1207 bytes, more than a path holds (1024 bytes); no path can match it.` : "its characters besides * and ** come to 1211 bytes, more than a path holds (1152 bytes)";
+      expect(result.stderr).toContain(args[2] === long ? `error[APEX_E_BAD_GLOB]: ${message}` : message);
+    }
+    expect(apex(["memory", "query", `/sessions/${"a".repeat(1100)}*`]).status).toBe(0);
+    expect(apex(["memory", "query", `/notes/${"é".repeat(500)}*`]).status).toBe(0);
     // What a path may hold is no problem: a plain path with a trailing '/', a dot inside a segment, the root.
     expect(apex(["memory", "query", "/notes/", "--keys"]).stdout).toBe("/notes/a\n");
     expect(apex(["memory", "query", "/notes/.a*", "--keys"]).status).toBe(0);
@@ -498,6 +527,34 @@ describe("apex memory set through a running supervisor", () => {
     expect(project.status().session?.status).toBe("active");
   });
 
+  it("a value nested too deep is refused alike through the supervisor and with no session running: naming its path, with the hint, set and import, any depth", () => {
+    project = new Project(shellAgents({ idle: "while true; do sleep 0.5; done" }));
+    project.start();
+    const nested = (levels: number) => `${"[".repeat(levels)}${"]".repeat(levels)}`;
+    // 600: deep enough for the store to refuse; 20,000: too deep for JSON.stringify to send at all.
+    for (const levels of [600, 20_000]) writeFileSync(join(project.dir, `deep-${levels}.json`), `{"/ok": 1, "/deep/b": ${nested(levels)}}`);
+    const attempts = () =>
+      [600, 20_000].flatMap((levels) => [
+        project!.apex(["memory", "set", "/deep/a", nested(levels)]),
+        project!.apex(["memory", "set", "/deep/a", nested(levels), "--json"]),
+        project!.apex(["memory", "import", `deep-${levels}.json`]),
+        project!.apex(["memory", "import", `deep-${levels}.json`, "--json"]),
+      ]);
+    const throughSupervisor = attempts();
+    expect(project.apex(["stop"]).status).toBe(0);
+    const direct = attempts();
+    const hint = "Values may nest at most 512 levels; store deeper structures flattened, or split across paths.";
+    for (const [i, result] of throughSupervisor.entries()) {
+      const path = i % 4 < 2 ? "/deep/a" : "/deep/b";
+      expect(result.status, result.stderr).toBe(2);
+      if (i % 2 === 1) expect(JSON.parse(result.stderr).error).toEqual({ code: "APEX_E_TOO_DEEP", message: `${path}: The value nests arrays and objects more than 512 levels deep.`, exitCode: 2, hint, details: { path } });
+      else expect(result.stderr).toBe(`error[APEX_E_TOO_DEEP]: ${path}: The value nests arrays and objects more than 512 levels deep.\n  hint: ${hint}\n`);
+      // Through the supervisor (the value too deep to send said no path; one the store refused, no hint) as without it.
+      expect([direct[i]!.status, direct[i]!.stderr]).toEqual([result.status, result.stderr]);
+    }
+    expect(project.apex(["memory", "query", "/**", "--keys"]).stdout).not.toMatch(/\/ok|\/deep/);
+  });
+
   it("a write the supervisor does not answer in time says it was sent and may still land, and how to check (text and --json)", async () => {
     project = new Project(shellAgents({ idle: "while true; do sleep 0.5; done" }));
     project.start();
@@ -592,6 +649,60 @@ describe("apex memory watch --since through a running supervisor, far behind", (
       ["put", "/far/x", "new", false],
     ]);
   });
+
+  it("replays changes whose values together are more than one reply carries (256 MiB of JSON), as the store read directly prints them", () => {
+    project = new Project(shellAgents({ idle: "while true; do sleep 0.5; done" }));
+    const started = project.start();
+    const first = JSON.parse(project.apex(["memory", "set", "/big/marker", "0", "--json"]).stdout) as { revision: number };
+    const file = join(project.dir, "value.json");
+    writeFileSync(file, `"${"v".repeat(150 * 1024 * 1024)}"`);
+    // Each value alone is within the limit; the two together are not.
+    for (const path of ["/big/a", "/big/b"]) {
+      const input = openSync(file, "r");
+      try {
+        const set = spawnSync(process.execPath, [APEX_BIN, "memory", "set", path, "-"], { cwd: project.dir, env: cleanEnv(), stdio: [input, "pipe", "pipe"], encoding: "utf8", timeout: 60_000 });
+        expect(set.status, set.stderr).toBe(0);
+      } finally {
+        closeSync(input);
+      }
+    }
+    truncateSync(file);
+    const agent = { APEX_SOCKET: started.socket, APEX_SESSION_ID: started.session_id, APEX_AGENT: "idle" };
+    const watch = (name: string, env: NodeJS.ProcessEnv) => {
+      const out = join(project!.dir, name);
+      const output = openSync(out, "w");
+      try {
+        const args = ["memory", "watch", "/big/**", "--since", String(first.revision), "--timeout", "0.1", "--json"];
+        const result = spawnSync(process.execPath, [APEX_BIN, ...args], { cwd: project!.dir, env: { ...cleanEnv(), ...env }, stdio: ["ignore", output, "pipe"], encoding: "utf8", timeout: 90_000 });
+        return { status: result.status, stderr: result.stderr, out };
+      } finally {
+        closeSync(output);
+      }
+    };
+    // As an agent watches, through the supervisor's socket: the reply holding both was APEX_E_TOO_LARGE, exit 2,
+    // its hint to ask for less (the watch cannot) or to run with no session running.
+    const throughSupervisor = watch("through-supervisor.ndjson", agent);
+    expect([throughSupervisor.status, throughSupervisor.stderr]).toEqual([0, ""]);
+    const direct = watch("direct.ndjson", {});
+    expect([direct.status, direct.stderr]).toEqual([0, ""]);
+    const lines = (path: string) => {
+      const text = readFileSync(path);
+      const found: Array<{ revision: number; path: string; length: number }> = [];
+      for (let start = 0; start < text.length; ) {
+        const end = text.indexOf(10, start);
+        const line = JSON.parse(text.subarray(start, end).toString("utf8")) as { revision: number; path: string; value: string };
+        found.push({ revision: line.revision, path: line.path, length: line.value.length });
+        start = end + 1;
+      }
+      return found;
+    };
+    const printed = lines(throughSupervisor.out);
+    expect(printed).toEqual([
+      { revision: first.revision + 1, path: "/big/a", length: 150 * 1024 * 1024 },
+      { revision: first.revision + 2, path: "/big/b", length: 150 * 1024 * 1024 },
+    ]);
+    expect(readFileSync(throughSupervisor.out).equals(readFileSync(direct.out))).toBe(true);
+  }, 180_000);
 
   it("replays every change up to where the watch began, however short --timeout is, as with no session running", () => {
     project = new Project(shellAgents({ idle: "while true; do sleep 0.5; done" }));

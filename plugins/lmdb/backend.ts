@@ -690,7 +690,7 @@ export class LmdbStore implements StorageBackend {
         try {
           bytes = encodeJson(value);
         } catch (error) {
-          if (error instanceof ApexError) throw new ApexError(error.code, `${path}: ${error.message}`, { details: { path } });
+          if (error instanceof ApexError) throw new ApexError(error.code, `${path}: ${error.message}`, { ...(error.hint ? { hint: error.hint } : {}), details: { path } });
           throw error;
         }
         kv.put(path, asBinary(bytes) as unknown as JsonValue);

@@ -1738,7 +1738,7 @@ export class PostgresBackend implements StorageBackend {
         try {
           bytes = encodeJson(value);
         } catch (error) {
-          if (error instanceof ApexError) throw new ApexError(error.code, `${path}: ${error.message}`, { details: { path } });
+          if (error instanceof ApexError) throw new ApexError(error.code, `${path}: ${error.message}`, { ...(error.hint ? { hint: error.hint } : {}), details: { path } });
           throw error;
         }
         put(path, bytes);
