@@ -806,10 +806,20 @@ export async function treeCommand(location: ProjectLocation, options: { json?: b
   } finally {
     await client.close();
   }
+  // A merged-in checkpoint whose session is not in the store: whether this project's backup directory holds its archive
+  // (unarchive brings it back) or not (never archived here). Not through --remote: that backup directory is the server's.
+  const absent = tree.nodes.filter((node) => node.archived);
+  let backups: string | undefined;
+  if (absent.length > 0 && client.via !== "remote") {
+    const { archivesOf } = await import("../../cli/archived-hint.js");
+    const found = await archivesOf(location, absent.map((node) => node.session_id));
+    backups = found.where;
+    for (const node of absent) node.archive = found.archives.get(node.session_id) ?? null;
+  }
   if (options.json) return printJson(tree);
   if (tree.nodes.length === 0) {
     printLine("No checkpoints yet: the tree is drawn from them.");
     return;
   }
-  for (const line of drawTree(tree)) printLine(line);
+  for (const line of drawTree(tree, backups)) printLine(line);
 }
