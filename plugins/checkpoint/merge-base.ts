@@ -204,13 +204,11 @@ function recordedSources(store: Store, sessions: Iterable<[string, number]>): Ma
 
 /**
  * The checkpoint branch session `sessionId` was branched from, when it is no longer in the store
- * (deleted with `checkpoint delete --force`), as the branch's first checkpoint recorded it
- * (`data.branch.from`): its trees are that checkpoint's own (a branch copies nothing), and a branch
- * made by this APEX also records the branch point's time and ancestry; one made before has them
- * taken from the branch checkpoint and from the store. Undefined when the branch point is still
+ * (deleted with `checkpoint delete --force`), and what the branch's first checkpoint recorded of
+ * it (`data.branch.from`) with that checkpoint's summary. Undefined when the branch point is still
  * there, or nothing records it (the branch's first checkpoint deleted too).
  */
-function recordedBranchPoint(store: Store, sessionId: string): RecordedSummary | undefined {
+function deletedBranchPoint(store: Store, sessionId: string): { point: Point; from: Record<string, JsonValue>; summary: CheckpointSummary } | undefined {
   const point = branchPointOf(store, sessionId);
   const catalog = Catalog.of(store);
   if (!point || catalog.summary(point.sessionId, point.sequence)) return undefined;
@@ -226,33 +224,45 @@ function recordedBranchPoint(store: Store, sessionId: string): RecordedSummary |
     }
     const from = isRecord(manifest) && isRecord(manifest.data) && isRecord(manifest.data.branch) ? manifest.data.branch.from : undefined;
     if (!isRecord(from) || from.session_id !== point.sessionId || from.sequence !== point.sequence || typeof from.id !== "string" || (parentId !== undefined && from.id !== parentId)) return undefined;
-    const recorded = recordedSourceOf(from);
-    const name = typeof from.name === "string" ? from.name : `checkpoint-${String(point.sequence).padStart(3, "0")}`;
-    return {
-      id: from.id,
-      session_id: point.sessionId,
-      sequence: point.sequence,
-      name,
-      parent: null,
-      created_at: recorded?.createdAt ?? summary.created_at,
-      description: "",
-      pinned: false,
-      revision: 0,
-      trigger: "deleted",
-      memory_keys: 0,
-      task_count: 0,
-      agent_count: 0,
-      memory_root: recorded ? recorded.memoryRoot : summary.memory_root,
-      tasks_root: recorded ? recorded.tasksRoot : summary.tasks_root,
-      agents_root: null,
-      manifest_hash: "",
-      recorded: true,
-      by: "branch",
-      session_name: sessionName(store, point.sessionId),
-      ancestry: recorded?.ancestry ?? ancestryOf(store, point),
-    };
+    return { point, from: from as Record<string, JsonValue>, summary };
   }
   return undefined;
+}
+
+/**
+ * A deleted branch point (deletedBranchPoint) standing in as its branch recorded it: its trees are
+ * the branch's first checkpoint's own (a branch copies nothing), and a branch made by this APEX
+ * also records the branch point's time and ancestry; one made before has them taken from the
+ * branch checkpoint and from the store.
+ */
+function recordedBranchPoint(store: Store, sessionId: string): RecordedSummary | undefined {
+  const found = deletedBranchPoint(store, sessionId);
+  if (!found) return undefined;
+  const { point, from, summary } = found;
+  const recorded = recordedSourceOf(from);
+  return {
+    id: from.id as string,
+    session_id: point.sessionId,
+    sequence: point.sequence,
+    name: typeof from.name === "string" ? from.name : `checkpoint-${String(point.sequence).padStart(3, "0")}`,
+    parent: null,
+    created_at: recorded?.createdAt ?? summary.created_at,
+    description: "",
+    pinned: false,
+    revision: 0,
+    trigger: "deleted",
+    memory_keys: 0,
+    task_count: 0,
+    agent_count: 0,
+    memory_root: recorded ? recorded.memoryRoot : summary.memory_root,
+    tasks_root: recorded ? recorded.tasksRoot : summary.tasks_root,
+    agents_root: null,
+    manifest_hash: "",
+    recorded: true,
+    by: "branch",
+    session_name: sessionName(store, point.sessionId),
+    ancestry: recorded?.ancestry ?? ancestryOf(store, point),
+  };
 }
 
 /** Whether a merge base stands for a checkpoint no longer in the store (read from what its merge recorded). */
@@ -263,7 +273,8 @@ export function isRecordedSummary(summary: CheckpointSummary): summary is Record
 /**
  * Every ancestor of `point` (itself included), as session -> highest sequence. A checkpoint merged
  * in whose session was archived brings the ancestry its merge recorded (its own edges left the
- * store with it).
+ * store with it); so does a branch point deleted with `checkpoint delete --force`, the ancestry its
+ * branch recorded.
  */
 export function ancestryOf(store: Store, point: Point, memo: Map<string, Ancestry> = new Map()): Ancestry {
   const key = pointKey(point);
@@ -279,6 +290,10 @@ export function ancestryOf(store: Store, point: Point, memo: Map<string, Ancestr
     if (scannedUpTo === 0) {
       const branch = branchPointOf(store, sessionId);
       if (branch) stack.push(branch);
+      // A branch point deleted since: its own edges (a merge checkpoint's to what it merged in) went with it; the branch recorded them.
+      const deleted = branch && deletedBranchPoint(store, sessionId);
+      const recorded = deleted ? recordedSourceOf(deleted.from) : undefined;
+      if (recorded) for (const [ancestor, upTo] of recorded.ancestry) stack.push({ sessionId: ancestor, sequence: upTo });
     }
     for (const from of mergedInto(store, sessionId, sequence)) {
       stack.push(from);
