@@ -27,6 +27,9 @@ describe("a merge of a branch whose branch point was deleted with --force", () =
     ok(p, ["memory", "set", "/notes/x", '"base"']);
     const point = json<{ id: string }>(ok(p, ["checkpoint", "create", "fork", "--json"])).id;
     ok(p, ["session", "branch", point, "exp"]);
+    // Its outcome until it runs names the session it branched from as session list does (it gave the whole uuid).
+    const history = json<Array<{ name: string | null; outcome: string }>>(ok(p, ["session", "history", "--json"]));
+    expect(history.find((row) => row.name === "exp")!.outcome).toBe(`branched from ${main.slice(0, 8)}/checkpoint-002`);
     ok(p, ["memory", "set", "/notes/y", '"main"']);
     ok(p, ["checkpoint", "create", "main went on"]);
     p.start(["--continue", "exp"]);

@@ -108,7 +108,8 @@ export async function createBranch(store: Store, ref: string, name: string, opti
       agents,
       supervisor: null,
       history: [{ event: "branched", at, checkpoint: source.id }],
-      outcome: `branched from ${source.session_id}/${source.name}`,
+      // The session as session list names it (its name, else its id's short form): it was the whole uuid.
+      outcome: `branched from ${sessionLabel(store, source.session_id)}/${source.name}`,
       ended_at: at,
       restored_from: null,
       parent_checkpoint: parent,
