@@ -281,7 +281,7 @@ function absentText(node: TreeNode, backups: string | undefined): { trigger: str
   if (node.archive === null) {
     return { trigger: "absent", description: ` (its session is not in this store, and ${backups ?? "the backup directory"} holds no archive of it: it was not imported here, or its archive was moved away)` };
   }
-  return { trigger: "absent", description: " (its session is not in this store: archived, or not imported there)" };
+  return { trigger: "absent", description: " (its session is not in the server's store: archived there, or never imported there)" };
 }
 
 /**
