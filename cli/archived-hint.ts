@@ -71,3 +71,37 @@ function referencesOf(error: ApexError, args: string[]): string[] {
   if (refs.size === 0) for (const arg of args.slice(2)) if (/^[^-/][^/]*\/[^/]+$/.test(arg) || /^(?=.*\d)[0-9a-f-]{4,}$/i.test(arg)) refs.add(arg);
   return [...refs].filter((text) => text.length > 0 && text.length <= 200);
 }
+
+/** Where the archive of a session is: the bundle `apex session archive` wrote, and the reference `unarchive` takes. */
+export interface ArchiveOf {
+  file: string;
+  unarchive: string;
+}
+
+/**
+ * The archives in the project's backup directory of `sessionIds` (sessions a merge recorded that
+ * are not in the store): an id missing from the result has none there, so it was not archived
+ * here (a session imported with a merge of a session that was not imported with it), or its
+ * archive was moved away. `where` is the backup directory as text shows it.
+ */
+export async function archivesOf(location: ProjectLocation, sessionIds: string[]): Promise<{ where: string; archives: Map<string, ArchiveOf> }> {
+  const [{ loadConfig }, { backupDirectory }, { archivedIds, findArchived }, { displayPath }] = await Promise.all([
+    import("../core/config/load.js"),
+    import("../plugins/archive/options.js"),
+    import("../plugins/archive/archived.js"),
+    import("../core/config/source.js"),
+  ]);
+  const config = await loadConfig(location).catch(() => undefined);
+  const directory = backupDirectory(config, location.projectDir);
+  const archived = archivedIds(directory);
+  const archives = new Map<string, ArchiveOf>();
+  for (const id of new Set(sessionIds)) {
+    // Only an archive of this very session: findArchived reads the bundle's kind and session.
+    const found = archived.includes(id) ? await findArchived(directory, [id]).catch(() => undefined) : undefined;
+    if (found?.sessionId !== id) continue;
+    // Its id's short form, as text names sessions, unless another archive's id begins so too.
+    const short = id.slice(0, 8);
+    archives.set(id, { file: displayPath(found.file), unarchive: archived.filter((other) => other.startsWith(short)).length === 1 ? short : id });
+  }
+  return { where: displayPath(directory), archives };
+}

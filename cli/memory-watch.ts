@@ -53,7 +53,7 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
     // A server that cannot be reached yet (PostgreSQL starting, a network not up) is waited for
     // as one that goes away later is: said on stderr, tried again every RECHECK_MS. Should the
     // --timeout pass before it is ever reached, the watch fails with its error.
-    const outage = new Outage("the store", [], "Waiting for it");
+    const outage = new Outage("the store", [], "Waiting for it", deadline);
     let unreachable: unknown;
     for (let first = true; first || (!interrupted && Date.now() < deadline); first = false) {
       try {
@@ -123,7 +123,7 @@ async function follow(
   // (10,000) or two, or none, then exit 0 as if that were all.
   // Through `apex serve`, a server restarted or a network drop (APEX_E_RPC, APEX_E_TIMEOUT) is waited out as well, from the start.
   // Through `apex serve` it is tried again less and less often, and given up on once it has not answered for RECONNECT_MS.
-  const outage = client.via === "remote" ? new ServerOutage() : new Outage();
+  const outage = client.via === "remote" ? new ServerOutage(deadline) : new Outage(undefined, undefined, undefined, deadline);
   let head: number | undefined;
   while (head === undefined) {
     try {
@@ -213,6 +213,12 @@ function inWords(ms: number): string {
   return ms < 120_000 ? `${Math.round(ms / 100) / 10} s` : `${Math.round(ms / 6000) / 10} min`;
 }
 
+/** The time `--timeout` leaves the watch (`deadline`: Infinity without one), said so: "the --timeout ends the watch in 0.6 s". */
+function timeoutIn(left: number): string {
+  // Rounded up to a tenth of a second: a wait of 40 ms is not "0 s".
+  return left <= 0 ? "the --timeout ends the watch now" : `the --timeout ends the watch in ${inWords(Math.ceil(left / 100) * 100)}`;
+}
+
 /**
  * A store server that cannot be reached for a while (PostgreSQL restarting, a network drop), or
  * through `--remote` the `apex serve` server (restarted, the network gone), does not end a watch: the log is read again from the last revision printed, once a second, so
@@ -221,11 +227,15 @@ function inWords(ms: number): string {
 class Outage {
   private since: number | undefined;
 
-  /** WHAT: what went away, in messages; CODES: the errors, besides the store's being unreachable, that say it did; DOING: what the watch does meanwhile. */
+  /**
+   * WHAT: what went away, in messages; CODES: the errors, besides the store's being unreachable, that say it did; DOING: what the
+   * watch does meanwhile; DEADLINE: when --timeout ends the watch (Infinity: none), which what is said of the waiting never goes past.
+   */
   constructor(
     private readonly what = "the store",
     private readonly codes: string[] = [],
     private readonly doing = "Still watching",
+    protected readonly deadline = Infinity,
   ) {}
 
   /** True if `error` is the store being out of reach (then waited out), false for any other error. */
@@ -233,7 +243,10 @@ class Outage {
     if (!isApexError(error) || (error.code !== "APEX_E_STORE_UNREACHABLE" && !this.codes.includes(error.code))) return false;
     if (this.since === undefined) {
       this.since = Date.now();
-      process.stderr.write(`warning: ${error.message} ${this.doing}; retrying every ${RECHECK_MS / 1000} s (Ctrl-C ends).\n`);
+      // No try promised past the --timeout: it said "retrying every 1 s" with the watch's last 0.2 s left.
+      const left = this.deadline - Date.now();
+      const plan = left <= RECHECK_MS ? timeoutIn(left) : `retrying every ${RECHECK_MS / 1000} s${Number.isFinite(left) ? ` until ${timeoutIn(left)}` : ""}`;
+      process.stderr.write(`warning: ${error.message} ${this.doing}; ${plan} (Ctrl-C ends).\n`);
     }
     return true;
   }
@@ -272,8 +285,8 @@ class ServerOutage extends Outage {
   private last: unknown;
   private readonly limitMs = reconnectMs();
 
-  constructor() {
-    super("the server", ["APEX_E_RPC", "APEX_E_TIMEOUT"]);
+  constructor(deadline = Infinity) {
+    super("the server", ["APEX_E_RPC", "APEX_E_TIMEOUT"], "Still watching", deadline);
   }
 
   override began(error: unknown): boolean {
@@ -282,11 +295,23 @@ class ServerOutage extends Outage {
     if (this.first === undefined) {
       this.first = Date.now();
       this.delay = 0;
-      process.stderr.write(
-        `warning: ${error.message} Still watching; retrying in ${inWords(RECHECK_MS)}, then less and less often (up to every ${inWords(BACKOFF_MAX_MS)}), and giving up if the server has not answered for ${inWords(this.limitMs)} (Ctrl-C ends).\n`,
-      );
+      process.stderr.write(`warning: ${error.message} Still watching; ${this.plan()} (Ctrl-C ends).\n`);
     }
     return true;
+  }
+
+  /**
+   * How the server is tried again, as far as the watch goes on: a --timeout that ends it first caps
+   * what is said (it said "giving up if the server has not answered for 5 min" of a watch that ended
+   * 3 s later, and "up to every 16 s" of one with 2 s left).
+   */
+  private plan(): string {
+    const left = this.deadline - Date.now();
+    if (left <= RECHECK_MS) return timeoutIn(left);
+    const timeoutFirst = left < this.limitMs;
+    const upTo = timeoutFirst && left <= BACKOFF_MAX_MS ? "" : ` (up to every ${inWords(BACKOFF_MAX_MS)})`;
+    const end = timeoutFirst ? `until ${timeoutIn(left)}` : `giving up if the server has not answered for ${inWords(this.limitMs)}`;
+    return `retrying in ${inWords(RECHECK_MS)}, then less and less often${upTo}, ${timeoutFirst ? "" : "and "}${end}`;
   }
 
   /**
@@ -298,11 +323,13 @@ class ServerOutage extends Outage {
     this.delay = fixed ?? (first ? RECHECK_MS : Math.min(this.delay * 2, BACKOFF_MAX_MS));
     const since = this.first ?? Date.now();
     const wait = Math.max(0, Math.min(this.delay, since + this.limitMs - Date.now()));
+    // The --timeout ending the watch before that try: said instead of the try (it said "retrying in 8 s" with 1 s left).
+    const left = Math.max(0, this.deadline - Date.now());
     if (!first && wait > 0) {
       const why = isApexError(this.last) ? ` (${this.last.message.replace(/\.$/, "")})` : "";
-      process.stderr.write(`warning: the server has not answered for ${inWords(Date.now() - since)}${why}; retrying in ${inWords(wait)}.\n`);
+      process.stderr.write(`warning: the server has not answered for ${inWords(Date.now() - since)}${why}; ${left <= wait ? timeoutIn(left) : `retrying in ${inWords(wait)}`}.\n`);
     }
-    return wait;
+    return Math.min(wait, left);
   }
 
   override ended(): void {
@@ -363,7 +390,7 @@ async function followStore(
     if (options.withCurrent) {
       for (const entry of view.entries(store.query(view.glob(glob.source)), glob.source)) if (glob.matches(entry.path)) printCurrent(entry.path, entry.value, since, Boolean(options.json));
     }
-    const outage = new Outage();
+    const outage = new Outage(undefined, undefined, undefined, deadline);
     for (let first = true; first || (!interrupted() && Date.now() < deadline); first = false) {
       signalled = false;
       try {

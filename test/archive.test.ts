@@ -523,6 +523,47 @@ describe("apex session archive / unarchive", () => {
     expect(back.nodes.some((node) => node.archived)).toBe(false);
   });
 
+  it("session tree suggests unarchive for a merged-in checkpoint's session only when an archive of it is in the backup directory: not for one an imported merge names, nor once its archive was moved away", async () => {
+    const dir = project("p-tree-here");
+    const apex = apexIn(dir);
+    await threeSessions(dir);
+    const src = await withStore(dir, async (store) => {
+      const from = resolveCheckpoint(store, "s-old/checkpoint-002").id;
+      await createBranch(store, from, "dst", { now: () => new Date(NOW - 57 * DAY) });
+      const src = (await createBranch(store, from, "src", { now: () => new Date(NOW - 55 * DAY) })).session_id;
+      await commitOn(store, src, { "/notes/shared/counter": "src" }, NOW - 54 * DAY);
+      await mergeSessions(store, { source: "src", destination: "dst" });
+      return src;
+    });
+    const from = await withStore(dir, (store) => Catalog.of(store).latest(src)!);
+    type Tree = { nodes: Array<{ id: string; archived?: boolean; archive?: { file: string; unarchive: string } | null }> };
+    const lineOf = (result: { stdout: string }) => result.stdout.split("\n").find((line) => line.includes(from.id.slice(0, 8)))!;
+
+    // dst, with its merge of src, imported into another project without src: src was never archived there.
+    const bundle = join(root, "dst.apexbundle");
+    expect(apex("session", "export", "dst", "-o", bundle).status).toBe(0);
+    const elsewhere = project("p-tree-imported");
+    const there = apexIn(elsewhere);
+    const imported = there("session", "import", bundle);
+    expect(imported.status, imported.stderr).toBe(0);
+    const tree = there("session", "tree");
+    expect(tree.status, tree.stderr).toBe(0);
+    // It suggested `apex session unarchive <src>`, which finds no archive there.
+    expect(tree.stdout).not.toContain("unarchive");
+    expect(lineOf(tree)).toMatch(new RegExp(`\\*  ${from.id.slice(0, 8)} \\[src\\] ${from.name} absent \\(its session is not in this store, and \\.apex/backups holds no archive of it: it was not imported here, or its archive was moved away\\)$`));
+    expect((json(there("session", "tree", "--json")) as Tree).nodes.find((node) => node.id === from.id)).toMatchObject({ archived: true, archive: null });
+
+    // Archived here, it is suggested, by the archive's file; moved away from the backup directory, it is not.
+    expect(apex("session", "archive", "src").status).toBe(0);
+    const file = join(dir, ".apex/backups", `${src}.apexbundle`);
+    expect(lineOf(apex("session", "tree"))).toContain(`${from.name} archived (\`apex session unarchive ${src.slice(0, 8)}\` brings its session back)`);
+    expect((json(apex("session", "tree", "--json")) as Tree).nodes.find((node) => node.id === from.id)!.archive).toEqual({ file: `.apex/backups/${src}.apexbundle`, unarchive: src.slice(0, 8) });
+    renameSync(file, join(root, "moved.apexbundle"));
+    const moved = apex("session", "tree");
+    expect(moved.stdout).not.toContain("unarchive");
+    expect(lineOf(moved)).toContain(`${from.name} absent (its session is not in this store, and .apex/backups holds no archive of it`);
+  });
+
   it("archives compressed checkpoint data too: the bundle holds the uncompressed bytes", async () => {
     const dir = project("p1");
     const apex = apexIn(dir);

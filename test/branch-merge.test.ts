@@ -4,7 +4,8 @@ import type { JsonValue, Store } from "../core/store/store.js";
 import { createBranch } from "../plugins/checkpoint/branch.js";
 import { writeDerivedCheckpoint } from "../plugins/checkpoint/branch.js";
 import { Catalog } from "../plugins/checkpoint/catalog.js";
-import { createCheckpoint, diffCheckpoints, getCheckpointValue, loadManifest, readCheckpointMemory, showCheckpoint } from "../plugins/checkpoint/checkpoints.js";
+import { createCheckpoint, deleteCheckpoint, diffCheckpoints, getCheckpointValue, loadManifest, readCheckpointMemory, showCheckpoint } from "../plugins/checkpoint/checkpoints.js";
+import { manifestPath } from "../plugins/checkpoint/manifest.js";
 import { validateStore } from "../plugins/checkpoint/validate.js";
 import { resolveCheckpoint } from "../plugins/checkpoint/refs.js";
 import { resolveSessionRef } from "../plugins/checkpoint/plugin-sessions.js";
@@ -489,6 +490,59 @@ describe("merge cases", () => {
     await mergeSessions(store, { source: "src", destination: "dst", strategy: "ours" });
     expect([value(dst, "/a"), value(dst, "/b"), value(dst, "/d"), value(dst, "/x")]).toEqual(["dst-2", "src-1", "src-2", "dst-1"]);
     expect((latest(dst).data as { merge: { other_bases?: string[] } }).merge.other_bases).toEqual([dst1.id]);
+  });
+
+  it("a branch point deleted with --force is still the base, from the branch's first checkpoint (one an older APEX recorded too); with that checkpoint deleted as well, the base falls back and the merge names what it fell back from", async () => {
+    // The branch is made from, and merged into, a session that is not running (trunk): the merge is of checkpoints.
+    const trunk = await branch((await checkpoint()).id, "trunk");
+    const c0 = latest(trunk);
+    await commit(trunk, { "/notes/z": "fork" });
+    const fork = latest(trunk);
+    const exp = await branch(fork.id, "exp");
+    await commit(exp, { "/notes/z": "exp" });
+    await commit(trunk, { "/notes/w": "trunk" });
+    // As a branch made before it recorded more: where its branch point is, and nothing else (its trees are the checkpoint's own).
+    const path = manifestPath(exp, 1);
+    const manifest = store.get(path) as { data: { branch: { from: Record<string, JsonValue> } } };
+    const { id, session_id, sequence, name } = manifest.data.branch.from;
+    expect(manifest.data.branch.from).toMatchObject({ memory_root: fork.memory.root, tasks_root: fork.tasks.root, created_at: fork.created_at, ancestry: { [trunk]: fork.sequence, main: 1 } });
+    await store.set(path, { ...manifest, data: { branch: { ...manifest.data.branch, from: { id, session_id, sequence, name } } } } as unknown as JsonValue);
+    await deleteCheckpoint(store, fork.id, { force: true });
+
+    const found = findMergeBase(store, located(trunk), located(exp));
+    expect(found.base).toMatchObject({ id: fork.id, session_id: trunk, sequence: fork.sequence, by: "branch" });
+    expect(found.lost).toEqual([]);
+    const plan = await mergeSessions(store, { source: "exp", destination: "trunk", dryRun: true });
+    expect(plan.base).toMatchObject({ id: fork.id, name: fork.name, deleted: "recorded by its branch" });
+    expect(plan.base_fell_back_from).toBeUndefined();
+    expect(plan.memory).toMatchObject({ changes: [{ path: "/notes/z", kind: "modified" }], conflicts: [] });
+
+    // Nothing records it any more: an older common checkpoint is the base, and the report says which one it fell back from.
+    await deleteCheckpoint(store, `${exp}/checkpoint-001`, { force: true });
+    const fallen = findMergeBase(store, located(trunk), located(exp));
+    expect(fallen.base?.id).toBe(c0.id);
+    expect(fallen.lost).toEqual([{ sessionId: trunk, sequence: fork.sequence }]);
+    const fell = await mergeSessions(store, { source: "exp", destination: "trunk", dryRun: true });
+    expect(fell.base).toMatchObject({ id: c0.id });
+    expect(fell.base_fell_back_from).toEqual([{ session_id: trunk, session_name: "trunk", sequence: fork.sequence, name: fork.name }]);
+    expect(fell.memory.conflicts.map((conflict) => conflict.path)).toEqual(["/notes/z"]);
+  });
+
+  it("a deleted branch point that was a merge checkpoint keeps the edge to what it merged in, from the ancestry its branch recorded", async () => {
+    const { dst, src } = await twoBranches();
+    await commit(src, { "/s": "src-1" });
+    const src1 = latest(src);
+    await mergeSessions(store, { source: "src", destination: "dst" });
+    const merged = latest(dst);
+    const exp = await branch(merged.id, "exp");
+    await commit(exp, { "/e": "exp" });
+    await commit(src, { "/s": "src-2" });
+    await deleteCheckpoint(store, merged.id, { force: true });
+    // src1, which the deleted merge took in, is the base (it was main's first checkpoint, before either changed /s).
+    expect(findMergeBase(store, located(src), located(exp)).base?.id).toBe(src1.id);
+    const plan = await mergeSessions(store, { source: "exp", destination: "src", dryRun: true });
+    expect(plan.memory.conflicts).toEqual([]);
+    expect(plan.memory.changes).toEqual([{ path: "/e", kind: "added" }]);
   });
 });
 

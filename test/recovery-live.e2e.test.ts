@@ -174,9 +174,11 @@ describe("a session in the way of --continue", () => {
     expect(ready.handover.processes_ended).toBeGreaterThanOrEqual(1); // the leftover worker (and its sleep)
     expect(groupMembers(second.agents[0]!.pgid!)).toEqual([]);
     const history = JSON.parse(project.apex(["session", "history", "--json"]).stdout) as Array<{ session_id: string; status: string; outcome: string }>;
-    expect(history.find((row) => row.session_id === second.session_id)).toMatchObject({ status: "stopped", outcome: `stopped to continue session ${first.session_id}` });
-    const secondCheckpoints = JSON.parse(project.apex(["checkpoint", "list", "--session", second.session_id, "--json"]).stdout) as { items: Array<{ name: string; trigger: string }> };
-    expect(secondCheckpoints.items[0]).toMatchObject({ name: ready.handover.checkpoint.name, trigger: "onStop" });
+    // The session continued named as session list and checkpoint show name it, its id's short form (it was the whole uuid).
+    const short = (id: string) => id.slice(0, 8);
+    expect(history.find((row) => row.session_id === second.session_id)).toMatchObject({ status: "stopped", outcome: `stopped to continue session ${short(first.session_id)}` });
+    const secondCheckpoints = JSON.parse(project.apex(["checkpoint", "list", "--session", second.session_id, "--json"]).stdout) as { items: Array<{ name: string; trigger: string; description: string }> };
+    expect(secondCheckpoints.items[0]).toMatchObject({ name: ready.handover.checkpoint.name, trigger: "onStop", description: `session end: stopped to continue session ${short(first.session_id)}` });
 
     // A checkpoint of the ended session, continued while the first runs: the first's memory is
     // saved in the first (its handover checkpoint), not as the second's state before the restore
@@ -189,8 +191,10 @@ describe("a session in the way of --continue", () => {
     expect(backReady).toMatchObject({ session_id: second.session_id, handover: { session_id: first.session_id, checkpoint: { trigger: "onStop" } }, restore: { saved_before: `${first.session_id.slice(0, 8)}/${backReady.handover.checkpoint.name}` } });
     const secondAfter = JSON.parse(project.apex(["checkpoint", "list", "--session", second.session_id, "--json"]).stdout) as { items: Array<{ trigger: string }> };
     expect(secondAfter.items.map((item) => item.trigger)).not.toContain("beforeRestore");
-    const firstFinal = JSON.parse(project.apex(["checkpoint", "show", `${first.session_id}/${backReady.handover.checkpoint.name}`, "--json"]).stdout) as { memory_keys: string[] };
+    const firstFinal = JSON.parse(project.apex(["checkpoint", "show", `${first.session_id}/${backReady.handover.checkpoint.name}`, "--json"]).stdout) as { memory_keys: string[]; description: string };
     expect(firstFinal.memory_keys).toContain("/only-first");
+    // The checkpoint continued from, given by the whole session id, is named as `<short id>/checkpoint-NNN`.
+    expect(firstFinal.description).toBe(`session end: stopped to continue from checkpoint ${short(second.session_id)}/checkpoint-001`);
     expect(memoryOf(project, "/only-first")).toBeUndefined();
   }, 120_000);
 });

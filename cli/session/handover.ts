@@ -39,7 +39,7 @@ export interface Handover {
  * reference is refused as on an empty store (it launched a supervisor, which created the store
  * only to find nothing to continue).
  */
-export async function resolveTarget(location: ProjectLocation, argument: string): Promise<(ContinueTarget & { name: string | null; ended?: string }) | undefined> {
+export async function resolveTarget(location: ProjectLocation, argument: string): Promise<(ContinueTarget & { name: string | null; ended?: string; checkpointName?: string }) | undefined> {
   const { openStore, storeExists } = await import("../../core/store/open.js");
   const exists = await storeExists(location);
   const [{ resolveContinueTarget, findSession, endedMark }, { resolveCheckpoint }, { defaultSessionIfAny }] = await Promise.all([
@@ -50,12 +50,15 @@ export async function resolveTarget(location: ProjectLocation, argument: string)
   // No store: an empty one of its own, in a directory removed after, finds nothing as the project's would.
   const scratch = exists ? undefined : mkdtempSync(join(tmpdir(), "apex-no-store-"));
   const store = await openStore(scratch ?? location, scratch ? {} : { readOnly: true });
+  // The checkpoint's number, which text names it by (`checkpoint-002`), whatever form the argument gave it in.
+  let sequence: number | undefined;
   try {
     const target = await resolveContinueTarget(store, argument, {
       resolve: async (ref) => {
         try {
           const sessionId = defaultSessionIfAny(store);
           const located = resolveCheckpoint(store, ref, sessionId ? { sessionId } : {});
+          sequence = located.sequence;
           return { sessionId: located.sessionId, checkpoint: located.id };
         } catch (error) {
           // A reference only a checkpoint can be (`checkpoint-002`, `S/checkpoint-002`) keeps what the checkpoint code says of
@@ -76,7 +79,8 @@ export async function resolveTarget(location: ProjectLocation, argument: string)
     } catch {
       name = undefined; // an unreadable record names nothing: the short id is printed
     }
-    return { ...target, name: typeof name === "string" && name ? name : null, ...(ended === undefined ? {} : { ended }) };
+    const checkpointName = target.checkpoint !== undefined && sequence !== undefined ? `checkpoint-${String(sequence).padStart(3, "0")}` : undefined;
+    return { ...target, name: typeof name === "string" && name ? name : null, ...(ended === undefined ? {} : { ended }), ...(checkpointName ? { checkpointName } : {}) };
   } finally {
     await store.close();
     if (scratch) rmSync(scratch, { recursive: true, force: true });

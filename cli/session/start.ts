@@ -93,7 +93,7 @@ export async function startSession(location: ProjectLocation, options: StartOpti
     handover = await makeWay(location, {
       target,
       rollback: target?.checkpoint !== undefined,
-      reason: target?.checkpoint !== undefined ? `continue from checkpoint ${options.continue}` : `continue session ${target?.sessionId ?? options.continue}`,
+      reason: continueReason(target, options.continue),
       json: Boolean(options.json),
     });
     if (handover) {
@@ -134,6 +134,18 @@ export async function startSession(location: ProjectLocation, options: StartOpti
  * `apex --remote HOST/SESSION start --continue SESSION|last`: an operator brings the remote
  * session back; its server launches the supervisor on its machine.
  */
+/**
+ * Why the session in the way is stopped, recorded as its outcome and in its handover checkpoint's
+ * description: the session continued named as `session list` names it, by its name or its id's
+ * short form (it was the whole uuid), and a checkpoint as `<session>/checkpoint-NNN`.
+ */
+function continueReason(target: Awaited<ReturnType<typeof import("./handover.js").resolveTarget>>, argument: string): string {
+  if (!target) return `continue session ${argument}`;
+  const session = sessionText({ session_id: target.sessionId, name: target.name });
+  if (target.checkpoint === undefined) return `continue session ${session}`;
+  return `continue from checkpoint ${target.checkpointName ? `${session}/${target.checkpointName}` : argument}`;
+}
+
 async function continueRemote(remote: SessionClient, options: StartOptions): Promise<void> {
   // Named, as --attach and --git-checkout are: it went to the local project, recovering its session from its checkpoint.
   if (options.forceRecovery !== undefined) {

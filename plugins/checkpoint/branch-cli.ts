@@ -557,9 +557,18 @@ function printMerge(report: SessionMergeReport, options: { json?: boolean }): vo
     const first = unsaved === "running" ? `apex --session ${name} checkpoint create` : `apex start --continue ${name}, then apex --session ${name} checkpoint create`;
     process.stderr.write(`warning: ${label} wrote memory or tasks after ${report.source.checkpoint.name}, which is what ${report.dry_run ? "would be" : "was"} merged; those writes are not in it. To merge them too, checkpoint it first (${first}).\n`);
   }
-  if (options.json) return printJson(report);
   // A session by its name when it has one, else its short id (a whole id when it is no uuid: cut, it would read as another).
   const label = (side: { session_id: string; session_name?: string | null }) => side.session_name ?? shortSessionId(side.session_id);
+  if (report.base_fell_back_from) {
+    // A nearer common ancestor was deleted and nothing recorded it: said, with the base used instead (it fell back silently).
+    const lost = report.base_fell_back_from.map((point) => `${label(point)}/${point.name}`).join(", ");
+    const used = report.base ? `the older ${label(report.base)}/${report.base.name}` : "no base at all (as for unrelated histories)";
+    const one = report.base_fell_back_from.length === 1;
+    process.stderr.write(
+      `warning: the common ancestor${one ? "" : "s"} ${lost} ${one ? "was" : "were"} deleted (\`apex checkpoint delete --force\`, or a repair) and no branch or merge recorded ${one ? "it" : "them"}, so the merge ${report.dry_run ? "would be" : "is"} based on ${used}, where more paths may conflict (what both sides changed since it).\n`,
+    );
+  }
+  if (options.json) return printJson(report);
   const src = `${label(report.source)}/${report.source.checkpoint.name}`;
   const dst = label(report.destination);
   // What --git merged (or, on a dry run, would do) is said whatever the memory merge did: commits can come in with no memory change.
@@ -575,7 +584,7 @@ function printMerge(report: SessionMergeReport, options: { json?: boolean }): vo
     printLine(`Already up to date: ${src} is already part of ${dst}${gitLine ? "'s memory" : ""}.`);
     return tail();
   }
-  const base = report.base ? `${label(report.base)}/${report.base.name}` : "none (unrelated histories)";
+  const base = report.base ? `${label(report.base)}/${report.base.name}${report.base.deleted ? ", deleted: as its branch recorded it" : ""}` : report.base_fell_back_from ? "none" : "none (unrelated histories)";
   const empty = report.memory.changes.length + report.tasks.changes.length + report.memory.conflicts.length + report.tasks.conflicts.length === 0;
   // SRC's threads that cannot be taken: said even when nothing else is (the merge took nothing of what SRC changed).
   const notTaken = () => {
@@ -806,10 +815,20 @@ export async function treeCommand(location: ProjectLocation, options: { json?: b
   } finally {
     await client.close();
   }
+  // A merged-in checkpoint whose session is not in the store: whether this project's backup directory holds its archive
+  // (unarchive brings it back) or not (never archived here). Not through --remote: that backup directory is the server's.
+  const absent = tree.nodes.filter((node) => node.archived);
+  let backups: string | undefined;
+  if (absent.length > 0 && client.via !== "remote") {
+    const { archivesOf } = await import("../../cli/archived-hint.js");
+    const found = await archivesOf(location, absent.map((node) => node.session_id));
+    backups = found.where;
+    for (const node of absent) node.archive = found.archives.get(node.session_id) ?? null;
+  }
   if (options.json) return printJson(tree);
   if (tree.nodes.length === 0) {
     printLine("No checkpoints yet: the tree is drawn from them.");
     return;
   }
-  for (const line of drawTree(tree)) printLine(line);
+  for (const line of drawTree(tree, backups)) printLine(line);
 }

@@ -71,7 +71,7 @@ ${examples("apex session merge experimental-feature current --dry-run", "apex se
   session
     .command("tree")
     .description("sessions with their branch and merge points, drawn like git log --graph --oneline")
-    .option("--json", "print {sessions: [{session_id, name, status, created_at, parent, checkpoints, latest}], nodes: [{id, session_id, name, sequence, trigger, description, created_at, parents, folded, head, archived, session_name}]} (archived, session_name: a checkpoint merged in whose session was archived)")
+    .option("--json", "print {sessions: [{session_id, name, status, created_at, parent, checkpoints, latest}], nodes: [{id, session_id, name, sequence, trigger, description, created_at, parents, folded, head, archived, session_name, archive}]} (archived, session_name: a checkpoint merged in whose session is not in this store, as the merge recorded it; archive: {file, unarchive}, its session's archive in the backup directory, or null when there is none, left out through --remote)")
     .addHelpText(
       "after",
       `
@@ -79,6 +79,8 @@ One line per checkpoint that shapes the graph: each session's first and latest, 
 sessions branched from, merge checkpoints and the checkpoints they merged in, newest first. A
 line reads: id, [session name or id], checkpoint, trigger, (session: status) on its latest, the
 description, and (+N checkpoints) for those of its session folded between it and its previous line.
+A checkpoint merged in whose session is not in this store reads "archived", with the unarchive
+that brings it back, when the backup directory holds its archive, else "absent", saying so.
 A blank line separates unrelated histories (a session started anew, not branched from another).
 ${examples("apex session tree", "apex session tree --json")}`,
     )

@@ -10,7 +10,7 @@ import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog } from "./catalog.js";
 import { checkpointName, manifestPath, signManifest, MANIFEST_FORMAT, type CheckpointManifest } from "./manifest.js";
 import { ACTORS, assertWritable, getCheckpoint } from "./refs.js";
-import { BRANCH_TRIGGER, sessionLabel, sessionRecord } from "./merge-base.js";
+import { ancestryOf, BRANCH_TRIGGER, sessionLabel, sessionName, sessionRecord } from "./merge-base.js";
 import { defaultSessionIfAny } from "./plugin-sessions.js";
 import { inheritLangGraphThreads, type InheritedThreads } from "./langgraph-branch.js";
 
@@ -108,7 +108,8 @@ export async function createBranch(store: Store, ref: string, name: string, opti
       agents,
       supervisor: null,
       history: [{ event: "branched", at, checkpoint: source.id }],
-      outcome: `branched from ${source.session_id}/${source.name}`,
+      // The session as session list names it (its name, else its id's short form): it was the whole uuid.
+      outcome: `branched from ${sessionLabel(store, source.session_id)}/${source.name}`,
       ended_at: at,
       restored_from: null,
       parent_checkpoint: parent,
@@ -123,7 +124,21 @@ export async function createBranch(store: Store, ref: string, name: string, opti
       createdAt: at,
       roots: source,
       gitState: withWorktree(source.git_state, options.worktree),
-      data: { branch: { name, from: parent } },
+      // With the branch point's time and ancestry (its trees are this checkpoint's own): once it is deleted with
+      // `checkpoint delete --force`, a merge of the branch still finds it as the base (merge-base.ts recordedBranchPoint).
+      data: {
+        branch: {
+          name,
+          from: {
+            ...parent,
+            session_name: sessionName(store, source.session_id),
+            created_at: source.created_at,
+            memory_root: source.memory.root,
+            tasks_root: source.tasks.root,
+            ancestry: Object.fromEntries(ancestryOf(store, { sessionId: source.session_id, sequence: source.sequence })),
+          },
+        },
+      },
       actor: ACTORS.checkpoint,
     });
     const threads = inheritLangGraphThreads(store, source, manifest, ACTORS.checkpoint);

@@ -104,7 +104,7 @@ export function refuseNeeded(store: Store, located: Located): void {
     return phrase && sid !== undefined ? phrase(`session ${label(sid)}`) : reason;
   });
   throw new ApexError("APEX_E_CONFLICT", `${label(located.sessionId)}/${checkpointName(located.sequence)} is needed: ${why.join("; ")}. Not deleting it.`, {
-    hint: "--force deletes it anyway: a branch keeps its own state; a later merge between these sessions still finds a checkpoint merged in from what its merge recorded (one merged by an older APEX excepted), but falls back from a branch point to an older common checkpoint, where more paths may conflict.",
+    hint: "--force deletes it anyway: a branch keeps its own state; a later merge between these sessions still finds a checkpoint merged in from what its merge recorded (one merged by an older APEX excepted), and a branch point from what the branch's first checkpoint recorded (while that checkpoint is kept; without it the merge falls back to an older common checkpoint, where more paths may conflict, and says so).",
     details: { checkpoint: located.id, needed_by: needs },
   });
 }

@@ -40,6 +40,13 @@ export interface MergeBase {
   base: CheckpointSummary | null;
   /** The maximal common ancestors it was chosen from (more than one: a criss-cross history). */
   candidates: CheckpointSummary[];
+  /**
+   * Common ancestors that would be candidates but are no longer in the store, with nothing that
+   * recorded them (no branch or merge: deleted with `checkpoint delete --force` or by a repair, and
+   * their branch's first checkpoint too): the base fell back from them to an older checkpoint, or to
+   * none. Empty when nothing fell back.
+   */
+  lost: Point[];
 }
 
 /** The checkpoint a branch session started from, from its record. */
@@ -139,18 +146,26 @@ function recordedSourceOf(from: Record<string, JsonValue>): RecordedSource | und
   };
 }
 
-/** A checkpoint merged in, as its merge recorded it, standing in for it once its session was archived. */
-export type RecordedSummary = CheckpointSummary & { recorded: true; session_name: string | null; ancestry: Ancestry };
+/**
+ * A checkpoint no longer in the store, standing in for it as what recorded it holds it: a merge that
+ * merged it in (once its session was archived, or it was deleted), or a branch made from it (`by`
+ * "branch": the branch point, deleted with `checkpoint delete --force`; the branch's first
+ * checkpoint records it, and holds its very trees).
+ */
+export type RecordedSummary = CheckpointSummary & { recorded: true; by: "merge" | "branch"; session_name: string | null; ancestry: Ancestry };
 
 /**
  * The checkpoints merges in `sessions` (each up to its sequence) merged in that are no longer in
  * the store (their sessions archived, or they were deleted with `checkpoint delete --force`), as
- * those merges recorded them: key `session\0sequence`.
+ * those merges recorded them, and the branch points of `sessions` deleted so, as their branches
+ * recorded them: key `session\0sequence`.
  */
 function recordedSources(store: Store, sessions: Iterable<[string, number]>): Map<string, RecordedSummary> {
   const found = new Map<string, RecordedSummary>();
   const objects = ObjectStore.of(store);
   for (const [sessionId, upTo] of sessions) {
+    const branch = recordedBranchPoint(store, sessionId);
+    if (branch && [branch.memory_root, branch.tasks_root].every((root) => root === null || objects.has("tree", root))) found.set(pointKey({ sessionId: branch.session_id, sequence: branch.sequence }), branch);
     for (const summary of Catalog.of(store).summaries(sessionId)) {
       if (summary.sequence > upTo) break;
       if (summary.trigger !== MERGE_TRIGGER) continue;
@@ -178,12 +193,76 @@ function recordedSources(store: Store, sessions: Iterable<[string, number]>): Ma
         agents_root: null,
         manifest_hash: "",
         recorded: true,
+        by: "merge",
         session_name: recorded.sessionName,
         ancestry: recorded.ancestry,
       });
     }
   }
   return found;
+}
+
+/**
+ * The checkpoint branch session `sessionId` was branched from, when it is no longer in the store
+ * (deleted with `checkpoint delete --force`), and what the branch's first checkpoint recorded of
+ * it (`data.branch.from`) with that checkpoint's summary. Undefined when the branch point is still
+ * there, or nothing records it (the branch's first checkpoint deleted too).
+ */
+function deletedBranchPoint(store: Store, sessionId: string): { point: Point; from: Record<string, JsonValue>; summary: CheckpointSummary } | undefined {
+  const point = branchPointOf(store, sessionId);
+  const catalog = Catalog.of(store);
+  if (!point || catalog.summary(point.sessionId, point.sequence)) return undefined;
+  const parent = sessionRecord(store, sessionId)?.parent_checkpoint;
+  const parentId = isRecord(parent) && typeof parent.id === "string" ? parent.id : undefined;
+  for (const summary of catalog.summaries(sessionId)) {
+    if (summary.trigger !== BRANCH_TRIGGER) continue;
+    let manifest: JsonValue | undefined;
+    try {
+      manifest = store.get(manifestPath(sessionId, summary.sequence));
+    } catch {
+      return undefined;
+    }
+    const from = isRecord(manifest) && isRecord(manifest.data) && isRecord(manifest.data.branch) ? manifest.data.branch.from : undefined;
+    if (!isRecord(from) || from.session_id !== point.sessionId || from.sequence !== point.sequence || typeof from.id !== "string" || (parentId !== undefined && from.id !== parentId)) return undefined;
+    return { point, from: from as Record<string, JsonValue>, summary };
+  }
+  return undefined;
+}
+
+/**
+ * A deleted branch point (deletedBranchPoint) standing in as its branch recorded it: its trees are
+ * the branch's first checkpoint's own (a branch copies nothing), and a branch made by this APEX
+ * also records the branch point's time and ancestry; one made before has them taken from the
+ * branch checkpoint and from the store.
+ */
+function recordedBranchPoint(store: Store, sessionId: string): RecordedSummary | undefined {
+  const found = deletedBranchPoint(store, sessionId);
+  if (!found) return undefined;
+  const { point, from, summary } = found;
+  const recorded = recordedSourceOf(from);
+  return {
+    id: from.id as string,
+    session_id: point.sessionId,
+    sequence: point.sequence,
+    name: typeof from.name === "string" ? from.name : `checkpoint-${String(point.sequence).padStart(3, "0")}`,
+    parent: null,
+    created_at: recorded?.createdAt ?? summary.created_at,
+    description: "",
+    pinned: false,
+    revision: 0,
+    trigger: "deleted",
+    memory_keys: 0,
+    task_count: 0,
+    agent_count: 0,
+    memory_root: recorded ? recorded.memoryRoot : summary.memory_root,
+    tasks_root: recorded ? recorded.tasksRoot : summary.tasks_root,
+    agents_root: null,
+    manifest_hash: "",
+    recorded: true,
+    by: "branch",
+    session_name: sessionName(store, point.sessionId),
+    ancestry: recorded?.ancestry ?? ancestryOf(store, point),
+  };
 }
 
 /** Whether a merge base stands for a checkpoint no longer in the store (read from what its merge recorded). */
@@ -194,7 +273,8 @@ export function isRecordedSummary(summary: CheckpointSummary): summary is Record
 /**
  * Every ancestor of `point` (itself included), as session -> highest sequence. A checkpoint merged
  * in whose session was archived brings the ancestry its merge recorded (its own edges left the
- * store with it).
+ * store with it); so does a branch point deleted with `checkpoint delete --force`, the ancestry its
+ * branch recorded.
  */
 export function ancestryOf(store: Store, point: Point, memo: Map<string, Ancestry> = new Map()): Ancestry {
   const key = pointKey(point);
@@ -210,6 +290,10 @@ export function ancestryOf(store: Store, point: Point, memo: Map<string, Ancestr
     if (scannedUpTo === 0) {
       const branch = branchPointOf(store, sessionId);
       if (branch) stack.push(branch);
+      // A branch point deleted since: its own edges (a merge checkpoint's to what it merged in) went with it; the branch recorded them.
+      const deleted = branch && deletedBranchPoint(store, sessionId);
+      const recorded = deleted ? recordedSourceOf(deleted.from) : undefined;
+      if (recorded) for (const [ancestor, upTo] of recorded.ancestry) stack.push({ sessionId: ancestor, sequence: upTo });
     }
     for (const from of mergedInto(store, sessionId, sequence)) {
       stack.push(from);
@@ -256,7 +340,7 @@ export function findMergeBase(store: Store, ours: Located, theirs: Located, know
   const summaryAt = (point: Point): CheckpointSummary | null => Catalog.of(store).summary(point.sessionId, point.sequence) ?? recorded.get(pointKey(point)) ?? null;
   if (ours.id === theirs.id) {
     const same = summaryAt(ours);
-    return { relation: "same", base: same, candidates: same ? [same] : [] };
+    return { relation: "same", base: same, candidates: same ? [same] : [], lost: [] };
   }
   const a = ancestryOf(store, ours, memo);
   const b = ancestryOf(store, theirs, memo);
@@ -271,20 +355,24 @@ export function findMergeBase(store: Store, ours: Located, theirs: Located, know
   if ([...a.keys(), ...b.keys()].some((sessionId) => !sessionRecord(store, sessionId))) loadRecorded();
   if (contains(a, theirs)) {
     const base = summaryAt(theirs);
-    return { relation: "up-to-date", base, candidates: base ? [base] : [] };
+    return { relation: "up-to-date", base, candidates: base ? [base] : [], lost: [] };
   }
   if (contains(b, ours)) {
     const base = summaryAt(ours);
-    return { relation: "fast-forward", base, candidates: base ? [base] : [] };
+    return { relation: "fast-forward", base, candidates: base ? [base] : [], lost: [] };
   }
   const candidates: CheckpointSummary[] = [];
+  // Common points whose checkpoint nothing stands in for: the candidate of their session is an older one, or none.
+  const deleted: Point[] = [];
   for (const [sessionId, sequence] of a) {
     const other = b.get(sessionId);
     if (other === undefined) continue;
     const at = Math.min(sequence, other);
-    // Deleted (`checkpoint delete --force`, repair): as a merge recorded it, else the newest older one.
+    // Deleted (`checkpoint delete --force`, repair): as a branch or merge recorded it, else the newest older one.
     if (!Catalog.of(store).summary(sessionId, at)) loadRecorded();
-    const found = summaryAt({ sessionId, sequence: at }) ?? newer(existingAtOrBelow(store, sessionId, at), recordedAtOrBelow(recorded, sessionId, at));
+    const exact = summaryAt({ sessionId, sequence: at });
+    if (!exact) deleted.push({ sessionId, sequence: at });
+    const found = exact ?? newer(existingAtOrBelow(store, sessionId, at), recordedAtOrBelow(recorded, sessionId, at));
     if (found) candidates.push(found);
   }
   const ancestryOfCandidate = (candidate: CheckpointSummary) => ancestryOf(store, { sessionId: candidate.session_id, sequence: candidate.sequence }, memo);
@@ -292,7 +380,9 @@ export function findMergeBase(store: Store, ours: Located, theirs: Located, know
     (candidate) => !candidates.some((other) => other !== candidate && contains(ancestryOfCandidate(other), { sessionId: candidate.session_id, sequence: candidate.sequence })),
   );
   maximal.sort((x, y) => (x.created_at < y.created_at ? 1 : x.created_at > y.created_at ? -1 : x.id < y.id ? 1 : x.id > y.id ? -1 : 0));
-  return { relation: maximal.length > 0 ? "diverged" : "unrelated", base: maximal[0] ?? null, candidates: maximal };
+  // A deleted point another candidate descends from was no nearer base: only those none does made the base fall back.
+  const lost = deleted.filter((point) => !candidates.some((candidate) => contains(ancestryOfCandidate(candidate), point)));
+  return { relation: maximal.length > 0 ? "diverged" : "unrelated", base: maximal[0] ?? null, candidates: maximal, lost };
 }
 
 function newer(x: CheckpointSummary | undefined, y: CheckpointSummary | undefined): CheckpointSummary | undefined {

@@ -71,7 +71,8 @@ export async function forceRecoveryStart(location: ProjectLocation, ref: string,
   const handover = await makeWay(location, {
     target: { sessionId: targetSession, checkpoint: checkpointId },
     rollback: true,
-    reason: `force-recover checkpoint ${ref}`,
+    // Named as the lines above name it (the argument may be a whole uuid, or `latest`).
+    reason: `force-recover checkpoint ${label(preview)}`,
     json: Boolean(options.json),
   });
   if (handover && !options.json) printLine(handoverLine(handover));

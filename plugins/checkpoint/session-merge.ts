@@ -8,7 +8,7 @@ import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog, type CheckpointSummary, type Located } from "./catalog.js";
 import { sessionBaseOf, writeCheckpoint, type CheckpointParams } from "./checkpoints.js";
 import { writeDerivedCheckpoint } from "./branch.js";
-import { agentsRoot, tasksRoot, type CheckpointManifest } from "./manifest.js";
+import { agentsRoot, checkpointName, tasksRoot, type CheckpointManifest } from "./manifest.js";
 import { ancestryOf, findMergeBase, isRecordedSummary, MERGE_TRIGGER, sessionLabel, sessionName, type Relation } from "./merge-base.js";
 import {
   applyToTree,
@@ -79,7 +79,14 @@ export interface SessionMergeReport {
   /** changed_since_checkpoint: SRC ("running" or "stopped") wrote memory or tasks after that checkpoint, writes a merge does not take; false: none. */
   source: { session_id: string; session_name: string | null; checkpoint: { id: string; name: string }; changed_since_checkpoint: "running" | "stopped" | false };
   destination: { session_id: string; session_name: string | null; checkpoint: { id: string; name: string } | null };
-  base: { id: string; session_id: string; session_name: string | null; name: string; created_at: string } | null;
+  /** deleted: the base is no longer in the store (`checkpoint delete --force`) and stands in as the branch made from it recorded it (its trees are the branch's first checkpoint's); absent otherwise. */
+  base: { id: string; session_id: string; session_name: string | null; name: string; created_at: string; deleted?: "recorded by its branch" } | null;
+  /**
+   * Common ancestors no longer in the store that nothing recorded (deleted, and the branch made from
+   * one too): the base fell back from them to an older checkpoint (`base`), or to none, so more paths
+   * may conflict. Absent when the base is the nearest common ancestor.
+   */
+  base_fell_back_from?: Array<{ session_id: string; session_name: string | null; sequence: number; name: string }>;
   /** Other maximal common ancestors (criss-cross): with `base`, merged into the virtual ancestor the merge diffs against. */
   other_bases: string[];
   relation: Relation;
@@ -143,7 +150,7 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
     if (!ours && !live) {
       throw new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", `Session ${sessionLabel(store, destinationId)} has no checkpoint to merge into.`, { hint: "Continue it and create one, or merge the other way." });
     }
-    const found = ours ? findMergeBase(store, locatedOf(ours), locatedOf(theirs)) : { relation: "unrelated" as Relation, base: null, candidates: [] };
+    const found = ours ? findMergeBase(store, locatedOf(ours), locatedOf(theirs)) : { relation: "unrelated" as Relation, base: null, candidates: [], lost: [] };
     const base = found.base ? baseOf(store, found.base) : null;
     const overlay = live || dryRun;
     const scope = request.scope ?? normalizeScope(ours?.memory.scope ?? DEFAULT_SCOPE);
@@ -178,7 +185,17 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
         changed_since_checkpoint: changedSince(store, sourceId, theirs.revision, scope),
       },
       destination: { session_id: destinationId, session_name: sessionName(store, destinationId), checkpoint: ours ? { id: ours.id, name: ours.name } : null },
-      base: base && { id: base.id, session_id: base.session_id, session_name: base.session_name, name: base.name, created_at: base.created_at },
+      base: base && {
+        id: base.id,
+        session_id: base.session_id,
+        session_name: base.session_name,
+        name: base.name,
+        created_at: base.created_at,
+        ...(found.base && isRecordedSummary(found.base) && found.base.by === "branch" ? { deleted: "recorded by its branch" as const } : {}),
+      },
+      ...(found.lost.length > 0
+        ? { base_fell_back_from: found.lost.map((point) => ({ session_id: point.sessionId, session_name: sessionName(store, point.sessionId), sequence: point.sequence, name: checkpointName(point.sequence) })) }
+        : {}),
       other_bases: found.candidates.slice(1).map((candidate) => candidate.id),
       relation: found.relation,
       strategy,

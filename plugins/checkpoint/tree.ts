@@ -44,6 +44,14 @@ export interface TreeNode {
    * the first merge's when that merge did not record its own; `trigger` "archived"). Absent otherwise.
    */
   archived?: true;
+  /**
+   * Of an `archived` node, drawn by `apex session tree` on this host: the archive of its session in
+   * the project's backup directory, which `apex session unarchive` brings back, or null when there is
+   * none (the session was never in this store, as a merge imported without the session it merged,
+   * or its archive was moved away). Absent when not looked for (through `--remote`, the server's
+   * backup directory is not this host's).
+   */
+  archive?: { file: string; unarchive: string } | null;
   /** An archived checkpoint's session name, as the merge recorded it (a branch's; absent: none recorded). */
   session_name?: string;
 }
@@ -196,7 +204,7 @@ function topological(nodes: TreeNode[]): TreeNode[] {
 }
 
 /** The graph as text lines, like `git log --graph --oneline`. */
-export function drawTree(tree: SessionTree): string[] {
+export function drawTree(tree: SessionTree, backups?: string): string[] {
   const sessions = new Map(tree.sessions.map((session) => [session.session_id, session]));
   const lines: string[] = [];
   let columns: Array<string | null> = [];
@@ -239,8 +247,8 @@ export function drawTree(tree: SessionTree): string[] {
     const who = session?.name ?? node.session_name ?? shortSessionId(node.session_id);
     const head = node.head ? ` (${who}: ${session?.status ?? "?"})` : "";
     const folded = node.folded > 0 ? `  (+${node.folded} checkpoint${node.folded === 1 ? "" : "s"})` : "";
-    const description = node.archived ? ` (\`apex session unarchive ${node.session_id.slice(0, 8)}\` brings its session back)` : node.description ? `: ${node.description}` : "";
-    lines.push(`${render(new Map([[at * 2, "*"]]))}  ${node.id.slice(0, 8)} [${who}] ${node.name} ${node.trigger}${head}${description}${folded}`);
+    const { trigger, description } = node.archived ? absentText(node, backups) : { trigger: node.trigger, description: node.description ? `: ${node.description}` : "" };
+    lines.push(`${render(new Map([[at * 2, "*"]]))}  ${node.id.slice(0, 8)} [${who}] ${node.name} ${trigger}${head}${description}${folded}`);
     const [first, ...others] = node.parents;
     columns[at] = first ?? null;
     rootAbove = first === undefined ? at : undefined;
@@ -260,6 +268,20 @@ export function drawTree(tree: SessionTree): string[] {
     while (columns.length > 0 && columns.at(-1) === null) columns = columns.slice(0, -1);
   }
   return lines;
+}
+
+/**
+ * A checkpoint merged in whose session is not in the store, as the line names it: `unarchive` is
+ * suggested only when an archive of the session is in the backup directory (`backups`, as text
+ * shows it); without one, that it is not here, and why it may not be (it suggested `unarchive`
+ * for a session that was never archived here, say one a merge imported from another project names).
+ */
+function absentText(node: TreeNode, backups: string | undefined): { trigger: string; description: string } {
+  if (node.archive) return { trigger: "archived", description: ` (\`apex session unarchive ${node.archive.unarchive}\` brings its session back)` };
+  if (node.archive === null) {
+    return { trigger: "absent", description: ` (its session is not in this store, and ${backups ?? "the backup directory"} holds no archive of it: it was not imported here, or its archive was moved away)` };
+  }
+  return { trigger: "absent", description: " (its session is not in the server's store: archived there, or never imported there)" };
 }
 
 /**

@@ -1,0 +1,71 @@
+// A merge of a branch whose branch point was deleted with `checkpoint delete --force`: through the
+// built CLI, with real supervisors and a real LMDB store.
+import { describe, expect, it } from "vitest";
+import { Project } from "./fixtures/agents/harness.js";
+import { json, type CliResult } from "./helpers/cli.js";
+
+const config = ["agents:", "  idle:", "    command: sh", `    args: ["-c", "while true; do sleep 0.5; done"]`, "plugins:", "  checkpoint: {}", ""].join("\n");
+
+interface MergeJson {
+  base: { id: string; session_id: string; name: string; deleted?: string } | null;
+  base_fell_back_from?: Array<{ session_id: string; session_name: string | null; sequence: number; name: string }>;
+  refused: boolean;
+  memory: { changes: Array<{ path: string; kind: string }>; conflicts: Array<{ path: string }> };
+}
+
+/** Runs an apex command that must succeed. */
+function ok(p: Project, args: string[]): CliResult {
+  const result = p.apex(args);
+  expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(0);
+  return result;
+}
+
+describe("a merge of a branch whose branch point was deleted with --force", () => {
+  it("still diffs against the branch point, as the branch recorded it, and says so; with that record deleted too, it says which older base it used instead", () => {
+    const p = new Project(config, "apex-deleted-base-");
+    const main = p.start(["--task", "main work"]).session_id;
+    ok(p, ["memory", "set", "/notes/x", '"base"']);
+    const point = json<{ id: string }>(ok(p, ["checkpoint", "create", "fork", "--json"])).id;
+    ok(p, ["session", "branch", point, "exp"]);
+    // Its outcome until it runs names the session it branched from as session list does (it gave the whole uuid).
+    const history = json<Array<{ name: string | null; outcome: string }>>(ok(p, ["session", "history", "--json"]));
+    expect(history.find((row) => row.name === "exp")!.outcome).toBe(`branched from ${main.slice(0, 8)}/checkpoint-002`);
+    ok(p, ["memory", "set", "/notes/y", '"main"']);
+    ok(p, ["checkpoint", "create", "main went on"]);
+    p.start(["--continue", "exp"]);
+    ok(p, ["memory", "set", "/notes/x", '"exp"']);
+    ok(p, ["checkpoint", "create", "exp changed x"]);
+    ok(p, ["stop"]);
+
+    const forced = p.apex(["checkpoint", "delete", point, "--force"]);
+    expect(forced.status, forced.stderr).toBe(0);
+
+    // The branch point is the base still: only exp's change to x comes in, no conflict (it fell back to
+    // main's first checkpoint, where x was not set yet: a conflict on x, and not a word of it).
+    const plan = p.apex(["session", "merge", "exp", main, "--dry-run", "--json"]);
+    expect(plan.status, plan.stderr).toBe(0);
+    const report = JSON.parse(plan.stdout) as MergeJson;
+    expect(report.base).toMatchObject({ id: point, session_id: main, name: "checkpoint-002", deleted: "recorded by its branch" });
+    expect(report.base_fell_back_from).toBeUndefined();
+    expect(report.memory).toMatchObject({ changes: [{ path: "/notes/x", kind: "modified" }], conflicts: [] });
+    expect(plan.stderr).not.toContain("warning");
+    const text = p.apex(["session", "merge", "exp", main, "--dry-run"]);
+    expect(text.stdout).toContain(`Would merge exp/checkpoint-002 into ${main.slice(0, 8)} (base ${main.slice(0, 8)}/checkpoint-002, deleted: as its branch recorded it, strategy fail).`);
+
+    // exp's first checkpoint, which recorded the branch point, deleted too: nothing stands in for it. The
+    // merge falls back to main's first checkpoint, and says so, naming both.
+    ok(p, ["checkpoint", "delete", "exp/checkpoint-001"]);
+    const fallen = p.apex(["session", "merge", "exp", main, "--dry-run", "--json"]);
+    expect(fallen.status).toBe(4); // x is a conflict against that older base
+    const fell = JSON.parse(fallen.stdout) as MergeJson;
+    expect(fell.base).toMatchObject({ session_id: main, name: "checkpoint-001" });
+    expect(fell.base!.deleted).toBeUndefined();
+    expect(fell.base_fell_back_from).toEqual([{ session_id: main, session_name: null, sequence: 2, name: "checkpoint-002" }]);
+    const warning = `warning: the common ancestor ${main.slice(0, 8)}/checkpoint-002 was deleted (\`apex checkpoint delete --force\`, or a repair) and no branch or merge recorded it, so the merge`;
+    expect(fallen.stderr).toContain(`${warning} would be based on the older ${main.slice(0, 8)}/checkpoint-001, where more paths may conflict`);
+    const merged = p.apex(["session", "merge", "exp", main, "--strategy", "theirs"]);
+    expect(merged.status, merged.stderr).toBe(0);
+    expect(merged.stderr).toContain(`${warning} is based on the older ${main.slice(0, 8)}/checkpoint-001`);
+    expect(merged.stdout).toContain(`(base ${main.slice(0, 8)}/checkpoint-001, strategy theirs)`);
+  }, 60_000);
+});

@@ -1,0 +1,34 @@
+// What `apex memory watch` says of its waiting for a store or server out of reach, when its
+// --timeout ends the watch first: through the built CLI, against addresses nothing listens on.
+import { describe, expect, it } from "vitest";
+import { Project } from "./fixtures/agents/harness.js";
+
+const TOKEN = `apx_${"0".repeat(16)}_${"A".repeat(43)}`;
+
+describe("memory watch --timeout with nothing to reach", () => {
+  it("through --remote, promises no try and no wait past the --timeout: the wait that would pass it is said as the watch's end", () => {
+    const p = new Project("plugins:\n  checkpoint: {}\n", "apex-watch-timeout-");
+    const result = p.apex(["--remote", `127.0.0.1:9/${"a".repeat(8)}`, "memory", "watch", "/w/**", "--timeout", "2.5"], { env: { APEX_TOKEN: TOKEN } });
+    expect(result.status, result.stderr).toBe(1);
+    const lines = result.stderr.trim().split("\n");
+    // Not "(up to every 16 s), and giving up if the server has not answered for 5 min".
+    expect(lines[0]).toMatch(/^warning: Cannot reach http:\/\/127\.0\.0\.1:9: ECONNREFUSED\. Still watching; retrying in 1 s, then less and less often, until the --timeout ends the watch in 2(\.\d)? s \(Ctrl-C ends\)\.$/);
+    // After the first try (1 s), the next wait would be 2 s: 1.5 s are left, so it says the watch ends then (it said "retrying in 2 s").
+    const waits = lines.filter((line) => line.startsWith("warning: the server has not answered for"));
+    expect(waits.length).toBeGreaterThanOrEqual(1);
+    for (const line of waits) expect(line).toMatch(/; the --timeout ends the watch in [01](\.\d)? s\.$/);
+    expect(result.stderr).not.toMatch(/retrying in 2 s|16 s|5 min/);
+  });
+
+  it("on a store server out of reach, says the --timeout ends the watch rather than that it retries every second, when less than that is left", () => {
+    const p = new Project("plugins:\n  checkpoint: {}\n", "apex-watch-timeout-");
+    const unreachable = { APEX_STORE_URL: "postgres://apex@127.0.0.1:9/apex" };
+    const short = p.apex(["memory", "watch", "/w/**", "--timeout", "0.5"], { env: unreachable });
+    expect(short.status, short.stderr).toBe(1);
+    expect(short.stderr).toMatch(/^warning: Cannot reach PostgreSQL at [^\n]*\. Waiting for it; the --timeout ends the watch (in 0(\.\d)? s|now) \(Ctrl-C ends\)\.\nerror\[APEX_E_STORE_UNREACHABLE\]/);
+    expect(short.stderr).not.toContain("retrying every");
+    const longer = p.apex(["memory", "watch", "/w/**", "--timeout", "2"], { env: unreachable });
+    expect(longer.status, longer.stderr).toBe(1);
+    expect(longer.stderr).toMatch(/^warning: Cannot reach PostgreSQL at [^\n]*\. Waiting for it; retrying every 1 s until the --timeout ends the watch in [12](\.\d)? s \(Ctrl-C ends\)\.\n/);
+  });
+});
