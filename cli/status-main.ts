@@ -12,7 +12,7 @@ import { locateProject } from "../core/config/locate.js";
 import { reportError, useColor } from "./output.js";
 // The call to the supervisor's socket, loaded with the rest (it was loaded once the session client was open, a step later).
 import "../core/rpc/call.js";
-import { showStatus } from "./session/status.js";
+import { readStatus } from "./session/status-read.js";
 import { guardTerminalOutput } from "./terminal-text.js";
 
 export { reportOutputError, reportUnhandledRejection } from "./output.js";
@@ -24,7 +24,16 @@ export async function main(argv: string[]): Promise<number> {
     // As main.ts: text from agents and remote servers may not act on the terminal. (Its check
     // that the arguments are UTF-8 has nothing to check in these.)
     if (argv === process.argv) guardTerminalOutput(useColor);
-    await showStatus(locateProject(), json);
+    const location = locateProject();
+    // The question goes to the supervisor first, and the printer (session/status.js and what only
+    // it imports) loads while the supervisor builds its answer, instead of before the question:
+    // the read runs up to its connection before the import starts (a Node that loads modules
+    // synchronously, 22 and later, would otherwise load the printer first).
+    const reading = readStatus(location);
+    reading.catch(() => {}); // showStatus awaits it: a failure is reported there, not as unhandled meanwhile
+    await new Promise((resolve) => setImmediate(resolve));
+    const { showStatus } = await import("./session/status.js");
+    await showStatus(location, json, reading);
     return typeof process.exitCode === "number" ? process.exitCode : 0;
   } catch (error) {
     return reportError(await (await import("./archived-hint.js")).withArchivedHint(error, argv), json);
