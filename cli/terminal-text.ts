@@ -128,6 +128,11 @@ export function clippedText(text: string, width: number): string {
   return cutToWidth(text.length > 4 * width ? `${text.slice(0, 4 * width)}…` : text, width);
 }
 
+/** Colour only on a TTY, never with NO_COLOR (here, beside the guard that keeps it, for `apex status`'s fast path: output.ts loads later there). */
+export function useColor(stream: NodeJS.WriteStream = process.stdout): boolean {
+  return Boolean(stream.isTTY) && !("NO_COLOR" in process.env) && process.env.TERM !== "dumb";
+}
+
 type Write = NodeJS.WriteStream["write"];
 const unguarded = new WeakMap<NodeJS.WriteStream, Write>();
 

@@ -3,7 +3,7 @@
 // built CLI asking a real session's supervisor, as Node's own debug output (NODE_DEBUG) and module
 // hooks (--import) show them.
 import { spawnSync } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { closeSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { pathToFileURL } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
@@ -46,18 +46,40 @@ describe("apex status by its fast path", () => {
     project.start(["--task", "status fast path"]);
     for (const args of [["status"], ["status", "--json"]]) {
       // Node's own debug lines, written in order from the one thread that connects and compiles: the
-      // connection to the supervisor (net) is made before the printer's module is compiled (esm).
+      // connection to the supervisor (net) is made before the printer's modules are compiled (esm).
       const result = project.apex(args, { env: { NODE_DEBUG: "esm,net" } });
       expect(result.status, result.stderr).toBe(0);
       const lines = result.stderr.split("\n");
       const connected = lines.findIndex((line) => /^NET \d+: createConnection/.test(line));
-      const printer = lines.findIndex((line) => /^ESM \d+: Translating StandardModule file:.*\/dist\/cli\/session\/status\.js\b/.test(line));
       expect(connected, args.join(" ")).toBeGreaterThanOrEqual(0);
-      expect(printer, args.join(" ")).toBeGreaterThan(connected);
+      for (const printer of ["cli/session/status.js", "cli/output.js"]) {
+        const compiled = lines.findIndex((line) => line.startsWith("ESM ") && line.includes(`Translating StandardModule file:`) && line.includes(`/dist/${printer}`));
+        expect(compiled, `${args.join(" ")}: ${printer}`).toBeGreaterThan(connected);
+      }
       // The report is the whole one, as printed without them.
       if (args.includes("--json")) expect(JSON.parse(result.stdout)).toMatchObject({ session: { status: "active" }, agents: [{ name: "alpha" }] });
       else expect(result.stdout).toMatch(/^Session \S+ {2}active\n[\s\S]*\nalpha +running /);
     }
+  });
+
+  it("reports a failed write and an error before its printer has loaded as every command does (output.ts loads with the printer)", () => {
+    project = new Project(shellAgents({ alpha: "sleep 1000 & wait" }), "apex-status-fast-");
+    const full = openSync("/dev/full", "w");
+    try {
+      for (const args of [["status"], ["status", "--json"]]) {
+        const result = spawnSync(process.execPath, [APEX_BIN, ...args], { cwd: project.dir, env: { ...cleanEnv(), NO_COLOR: "1" }, stdio: ["ignore", full, "pipe"], encoding: "utf8", timeout: 20_000 });
+        expect(result.status, result.stderr).toBe(1);
+        const message = "Cannot write the output to stdout: the disk is full (ENOSPC); the output is incomplete.";
+        if (args.includes("--json")) expect(JSON.parse(result.stderr)).toEqual({ error: expect.objectContaining({ code: "APEX_E_DISK_FULL", message, exitCode: 1 }) });
+        else expect(result.stderr).toBe(`error[APEX_E_DISK_FULL]: ${message}\n  hint: Free space where the output goes (or send it elsewhere) and run the command again.\n`);
+      }
+    } finally {
+      closeSync(full);
+    }
+    // The project not found (APEX_CONFIG naming no file): before anything is asked or loaded for the printer.
+    const missing = project.apex(["status", "--json"], { env: { APEX_CONFIG: join(project.dir, "missing.yaml") } });
+    expect(missing.status).toBe(2);
+    expect(JSON.parse(missing.stderr)).toEqual({ error: expect.objectContaining({ code: "APEX_E_CONFIG_NOT_FOUND", exitCode: 2 }) });
   });
 
   it("loads no module holding a regular expression literal with a Unicode property (\\p{…}): each costs ICU's tables as its module loads", () => {

@@ -1,16 +1,15 @@
 /**
  * The read of `apex status`: the report of the session, from its live supervisor when there is
  * one (a socket round trip is cheaper than loading LMDB here), else from the store opened
- * read-only (status.ts says more). Apart from the printer (status.ts), so that the fast path
- * (status-main.ts) sends the question before the printer's modules load, which they do while
- * the supervisor answers.
+ * read-only (status.ts says more). Apart from the printer (status.ts, output.ts), so that the
+ * fast path (status-main.ts) sends the question before the printer's modules load, which they do
+ * while the supervisor answers.
  */
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
 import { agentSession, sessionFlag } from "../../core/session/binding.js";
 import { openSessionClient, type SessionClient } from "../../core/session/client.js";
 import type { StatusReport } from "../../core/session/status-report.js";
-import { pendingTasks, strandedTasks } from "./stranded.js";
 
 /** How long a live supervisor gets to answer before status reads the store itself. */
 const SUPERVISOR_ANSWER_MS = 1000;
@@ -37,6 +36,8 @@ export async function readStatus(location: ProjectLocation): Promise<StatusRepor
  */
 async function withStranded(client: SessionClient, report: StatusReport, session: string | undefined): Promise<StatusReport> {
   if (report.session?.status !== "active" && report.session?.status !== "paused") return report;
+  // Imported here, not with this module: stranded.ts prints too (output.ts), which the fast path loads while the supervisor answers.
+  const { pendingTasks, strandedTasks } = await import("./stranded.js");
   const stranded = strandedTasks(await pendingTasks(client, report, session === undefined ? {} : { session }), report);
   return stranded.length === 0 ? report : ({ ...report, stranded_tasks: stranded } as StatusReport);
 }
