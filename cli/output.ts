@@ -2,12 +2,9 @@ import { ApexError, isApexError, toApexError, withDetail } from "../core/errors.
 import { fileDiskFullError, isFileDiskFull } from "../core/store/store-errors.js";
 // A raw LMDB error that reached the command (the backend maps those it sees) is still told as damage.
 import { isDamage } from "../plugins/lmdb/errors.js";
-import { displayWidth } from "./terminal-text.js";
+import { displayWidth, useColor } from "./terminal-text.js";
 
-/** Colour only on a TTY, never with NO_COLOR. */
-export function useColor(stream: NodeJS.WriteStream = process.stdout): boolean {
-  return Boolean(stream.isTTY) && !("NO_COLOR" in process.env) && process.env.TERM !== "dumb";
-}
+export { useColor };
 
 const codes = { red: 31, green: 32, yellow: 33, blue: 34, magenta: 35, cyan: 36, gray: 90, bold: 1, dim: 2 } as const;
 export type Color = keyof typeof codes;

@@ -67,10 +67,23 @@ export function terminalSafe(text: string, options: SafeTextOptions = {}): strin
 
 /** The colour sequences `paint` writes: they take no column. */
 const COLOURS = /\u001b\[(?:0|1|2|3[1-6]|90)m/g;
-/** East Asian wide and fullwidth blocks (Hangul Jamo, CJK, kana, Hangul syllables, fullwidth forms), which a terminal shows two columns wide. */
-const WIDE = /[\u1100-\u115f\u2e80-\u303e\u3041-\u33ff\u3400-\u4dbf\u4e00-\u9fff\ua000-\ua4cf\ua960-\ua97f\uac00-\ud7a3\uf900-\ufaff\ufe10-\ufe19\ufe30-\ufe6f\uff00-\uff60\uffe0-\uffe6\u{16fe0}-\u{18d08}\u{1b000}-\u{1b2ff}\u{20000}-\u{3fffd}]|\p{Emoji_Presentation}|\ufe0f/u;
-/** What takes no column of its own: combining marks, zero-width characters, joiners, variation selectors. */
-const ZERO_WIDTH = /^[\p{Mark}\p{Default_Ignorable_Code_Point}]+$/u;
+/**
+ * The classes of wide and of zero-width characters, made on the first text that is not plain ASCII:
+ * as literals, their Unicode properties cost ICU's tables as the module loads (half a millisecond of
+ * every command that imports it, `apex status` among them), which most text never needs.
+ */
+let classes: { wide: RegExp; zeroWidth: RegExp } | undefined;
+function widthClasses(): { wide: RegExp; zeroWidth: RegExp } {
+  return (classes ??= {
+    // East Asian wide and fullwidth blocks (Hangul Jamo, CJK, kana, Hangul syllables, fullwidth forms), which a terminal shows two columns wide.
+    wide: new RegExp(
+      "[\\u1100-\\u115f\\u2e80-\\u303e\\u3041-\\u33ff\\u3400-\\u4dbf\\u4e00-\\u9fff\\ua000-\\ua4cf\\ua960-\\ua97f\\uac00-\\ud7a3\\uf900-\\ufaff\\ufe10-\\ufe19\\ufe30-\\ufe6f\\uff00-\\uff60\\uffe0-\\uffe6\\u{16fe0}-\\u{18d08}\\u{1b000}-\\u{1b2ff}\\u{20000}-\\u{3fffd}]|\\p{Emoji_Presentation}|\\ufe0f",
+      "u",
+    ),
+    // What takes no column of its own: combining marks, zero-width characters, joiners, variation selectors.
+    zeroWidth: new RegExp("^[\\p{Mark}\\p{Default_Ignorable_Code_Point}]+$", "u"),
+  });
+}
 let graphemes: Intl.Segmenter | undefined;
 
 /**
@@ -84,11 +97,12 @@ export function displayWidth(text: string): number {
   const plain = text.includes("\u001b") ? text.replace(COLOURS, "") : text;
   if (/^[\u0020-\u007e]*$/.test(plain)) return plain.length;
   graphemes ??= new Intl.Segmenter(undefined, { granularity: "grapheme" });
+  const { wide, zeroWidth } = widthClasses();
   let width = 0;
   for (const { segment } of graphemes.segment(plain)) {
     const controls = segment.match(UNSAFE_LINE)?.length ?? 0;
     const visible = controls > 0 ? segment.replace(UNSAFE_LINE, "") : segment;
-    width += controls * 6 + (visible === "" || ZERO_WIDTH.test(visible) ? 0 : WIDE.test(visible) ? 2 : 1);
+    width += controls * 6 + (visible === "" || zeroWidth.test(visible) ? 0 : wide.test(visible) ? 2 : 1);
   }
   return width;
 }
@@ -112,6 +126,11 @@ export function cutToWidth(text: string, width: number): string {
  */
 export function clippedText(text: string, width: number): string {
   return cutToWidth(text.length > 4 * width ? `${text.slice(0, 4 * width)}…` : text, width);
+}
+
+/** Colour only on a TTY, never with NO_COLOR (here, beside the guard that keeps it, for `apex status`'s fast path: output.ts loads later there). */
+export function useColor(stream: NodeJS.WriteStream = process.stdout): boolean {
+  return Boolean(stream.isTTY) && !("NO_COLOR" in process.env) && process.env.TERM !== "dumb";
 }
 
 type Write = NodeJS.WriteStream["write"];

@@ -9,21 +9,17 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { ProjectLocation } from "../../core/config/locate.js";
-import { ApexError } from "../../core/errors.js";
 import { known, paint, printJson, printLine, table, visibleText } from "../output.js";
-import { agentSession, sessionFlag } from "../../core/session/binding.js";
-import { openSessionClient, type SessionClient } from "../../core/session/client.js";
 import { isSameProcessAlive, listProcesses, readProcStat } from "../../core/session/proc.js";
 import { SUPERVISOR_LOG, liveSupervisorOf, readRuntime } from "../../core/session/runtime.js";
 import type { StatusReport } from "../../core/session/status-report.js";
-
-/** How long a live supervisor gets to answer before status reads the store itself. */
-const SUPERVISOR_ANSWER_MS = 1000;
 import { agentStatusText, formatDuration, paintStatus } from "./format.js";
-import { pendingTasks, printStranded, strandedTasks, type StrandedTask } from "./stranded.js";
+import { readStatus } from "./status-read.js";
+import { printStranded, type StrandedTask } from "./stranded.js";
 
-export async function showStatus(location: ProjectLocation, json: boolean): Promise<void> {
-  const report = withLocalLeftovers(location, withEndReason(location, markStoppedSupervisor(await readStatus(location))));
+/** `reading`: the report readStatus already asks for (status-main.ts starts it before this module loads); else it is read here. */
+export async function showStatus(location: ProjectLocation, json: boolean, reading: Promise<StatusReport> = readStatus(location)): Promise<void> {
+  const report = withLocalLeftovers(location, withEndReason(location, markStoppedSupervisor(await reading)));
   const invalidConfig = await configWarnings(location, report);
   const warnings = [...damagedRecordWarnings(report), ...invalidConfig, ...(await configChangedWarnings(location, report))];
   if (json) return printJson(warnings.length > 0 ? { ...report, warnings } : report);
@@ -98,60 +94,6 @@ async function configChangedWarnings(location: ProjectLocation, report: StatusRe
     `${displayPath(location.configPath)} was modified (${new Date(modified).toISOString()}) after this session's supervisor started (${new Date(started).toISOString()}): the session runs with the config it started with. ` +
       `To apply the change: \`apex stop\`, then \`apex start --continue ${session.name ?? session.session_id}\` (\`apex config validate\` checks the file first).`,
   ];
-}
-
-async function readStatus(location: ProjectLocation): Promise<StatusReport> {
-  // A live supervisor answers from the store it holds open, which spares this process loading
-  // LMDB (a third of the command's time). If it is slow or gone, the store is read directly.
-  const client = await openSessionClient(location, "read", { supervisorFirstMs: SUPERVISOR_ANSWER_MS });
-  try {
-    // `--session NAME` of a session that does not run (a branch not continued yet, an ended one): that
-    // session's report, not "no session is active" (its record is not where the running ones are).
-    const flag = agentSession() === undefined ? sessionFlag() : undefined;
-    const report = (await client.call("session.status", flag === undefined ? {} : { session: flag }, 30_000)) as StatusReport;
-    if (client.via === "remote") checkRemoteReport(report);
-    return await withStranded(client, report, flag);
-  } finally {
-    await client.close();
-  }
-}
-
-/**
- * A running session's pending tasks assigned to an agent that ended for good (stranded.ts), as
- * `stranded_tasks` (only when there are some).
- */
-async function withStranded(client: SessionClient, report: StatusReport, session: string | undefined): Promise<StatusReport> {
-  if (report.session?.status !== "active" && report.session?.status !== "paused") return report;
-  const stranded = strandedTasks(await pendingTasks(client, report, session === undefined ? {} : { session }), report);
-  return stranded.length === 0 ? report : ({ ...report, stranded_tasks: stranded } as StatusReport);
-}
-
-/**
- * A report from another host is checked for what the printer reads before anything is printed:
- * a server that is not this version of APEX gets one line (APEX_E_RPC), not a crash half-way.
- */
-function checkRemoteReport(report: unknown): void {
-  const r = report as { session?: unknown; agents?: unknown; tasks?: Record<string, unknown> } | null;
-  const session = r?.session as { session_id?: unknown; status?: unknown } | null | undefined;
-  const counts = r?.tasks;
-  const readable =
-    r !== null &&
-    typeof r === "object" &&
-    (session === null ||
-      session === undefined ||
-      (typeof session === "object" &&
-        typeof session.session_id === "string" &&
-        typeof session.status === "string" &&
-        Array.isArray(r.agents) &&
-        r.agents.every((agent) => agent !== null && typeof agent === "object") &&
-        counts !== null &&
-        typeof counts === "object" &&
-        ["pending", "active", "completed", "failed"].every((key) => typeof counts[key] === "number")));
-  if (!readable) {
-    throw new ApexError("APEX_E_RPC", "The server's status report is not one this version of APEX can read (a session without its agents or task counts).", {
-      hint: "Is it `apex serve`, of the same version of APEX?",
-    });
-  }
 }
 
 /**
