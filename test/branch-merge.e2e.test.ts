@@ -278,7 +278,8 @@ describe("a graceful apex stop of DST while a merge into it is under way", () =>
     p.start(["--continue", "side"]);
     expect(p.apex(["memory", "set", "/from/side", "true"]).status).toBe(0);
     expect(p.apex(["checkpoint", "create", "side work"]).status).toBe(0);
-    p.start(["--continue", main]);
+    // The held merge is never answered: the stop waits out DST's shutdown grace for it (5 s by default), 1 s here.
+    p.start(["--continue", main], { APEX_SHUTDOWN_GRACE_MS: "1000" });
     writeFileSync(hold, "");
     const merge = p.apexAsync(["session", "merge", "side", main]);
     await waitFor("the merge to reach DST's supervisor", () => existsSync(held));

@@ -7,8 +7,8 @@ import { mkdirSync } from "node:fs";
 import { createServer, request as httpRequest } from "node:http";
 import { connect, createServer as createNetServer, type AddressInfo, type Socket } from "node:net";
 import { join } from "node:path";
-import { chromium, type BrowserContext } from "playwright-core";
-import { afterEach, describe, expect, it } from "vitest";
+import { chromium, type Browser, type BrowserContext } from "playwright-core";
+import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { LmdbStore, transactionSync } from "./helpers/store.js";
 import { Catalog } from "../plugins/checkpoint/catalog.js";
 import { MANIFEST_FORMAT, signManifest } from "../plugins/checkpoint/manifest.js";
@@ -22,6 +22,18 @@ const FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-ru
 let project: Project | undefined;
 let context: BrowserContext | undefined;
 let stopServer: (() => Promise<unknown>) | undefined;
+
+// One Chromium for the file: a launch (and a persistent profile's) took ~1.5 s, in each test. Each
+// test has a context of its own, closed after it: no page, cookie or storage is left to the next.
+let browser: Browser | undefined;
+async function newContext(options: { viewport?: { width: number; height: number } } = {}): Promise<BrowserContext> {
+  browser ??= await chromium.launch({ executablePath: "/usr/bin/chromium", headless: true, args: FLAGS });
+  return browser.newContext(options);
+}
+const VIEWPORT = { viewport: { width: 1280, height: 900 } };
+afterAll(async () => {
+  await browser?.close();
+});
 
 afterEach(async () => {
   await context?.close();
@@ -67,7 +79,7 @@ describe("the dashboard in headless Chromium", () => {
     });
     await store.close();
 
-    context = await chromium.launchPersistentContext(join(project.dir, "chromium-profile"), { executablePath: "/usr/bin/chromium", headless: true, args: FLAGS, viewport: { width: 1280, height: 900 } });
+    context = await newContext(VIEWPORT);
     const page = await context.newPage();
     // Nothing the page asks for is missing: its icon was (every load, a 404 for /favicon.ico in the server's log and the console).
     const missing: string[] = [];
@@ -202,7 +214,21 @@ describe("the dashboard in headless Chromium", () => {
     // The header no longer names the user and the session's state (it did, above the login form).
     expect(await other.locator("header").evaluate((header) => [...header.querySelectorAll("span")].map((span) => span.textContent))).toEqual(["", "", "", ""]);
     const made = calls.length;
-    await other.waitForTimeout(4500);
+    const signedOut = Date.now();
+    // Meanwhile (the 4.5 s the revoked page is watched are otherwise spent waiting), another page,
+    // another user: a page whose live stream goes silent (a network gone under it: the connection
+    // neither delivers nor closes): once the status counts events the stream has not brought, the
+    // page follows again. Before, its events list stopped for good, while the rest of the page still refreshed.
+    const link = await silentStreamLink(url);
+    const sol = shareAs("sol", "viewer");
+    const fifth = await context.newPage();
+    await fifth.goto(`http://${link.address}/#session=${sid}&token=${sol.token}`);
+    await fifth.locator("#who", { hasText: "sol (viewer)" }).waitFor();
+    await waitFor("the stream silenced", () => link.silenced());
+    expect(project.apex(["checkpoint", "create", "while the stream is silent"]).status).toBe(0);
+    await fifth.locator("#events li").first().filter({ hasText: "checkpoint · user:" }).waitFor({ timeout: 15_000 });
+    await fifth.close();
+    await other.waitForTimeout(Math.max(0, signedOut + 4500 - Date.now()));
     expect(calls.slice(made)).toEqual([]);
     expect(await other.evaluate(() => sessionStorage.getItem("apex.token"))).toBeNull();
     // Signing in again on that page with a new token starts the page over: before, a second pair
@@ -257,19 +283,6 @@ describe("the dashboard in headless Chromium", () => {
     await other.locator("#login-token").fill("apx_0000000000000000_" + "A".repeat(43));
     await other.locator("#login button[type=submit]").click();
     await other.locator("#login-error", { hasText: "not valid" }).waitFor();
-
-    // A page whose live stream goes silent (a network gone under it: the connection neither delivers
-    // nor closes): once the status counts events the stream has not brought, the page follows again.
-    // Before, its events list stopped for good, while the rest of the page still refreshed.
-    const link = await silentStreamLink(url);
-    const sol = shareAs("sol", "viewer");
-    const fifth = await context.newPage();
-    await fifth.goto(`http://${link.address}/#session=${sid}&token=${sol.token}`);
-    await fifth.locator("#who", { hasText: "sol (viewer)" }).waitFor();
-    await waitFor("the stream silenced", () => link.silenced());
-    expect(project.apex(["checkpoint", "create", "while the stream is silent"]).status).toBe(0);
-    await fifth.locator("#events li").first().filter({ hasText: "checkpoint · user:" }).waitFor({ timeout: 15_000 });
-    await fifth.close();
 
     // The session ends: the page keeps showing it, read-only (buttons greyed out).
     expect(project.apex(["stop"]).status).toBe(0);
@@ -365,8 +378,7 @@ describe("the API from a page of another origin, in headless Chromium", () => {
     const api = await waitFor("apex serve", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
     const { token } = JSON.parse(project.apex(["session", "share", "current", "ursula", "--role", "viewer", "--json"]).stdout) as { token: string };
 
-    const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", headless: true, args: FLAGS });
-    context = await browser.newContext();
+    context = await newContext();
     const page = await context.newPage();
     /** whoami and the first events of the stream, as the page at `origin` gets them (or why not). */
     const fromPage = (origin: string) =>
@@ -390,7 +402,6 @@ describe("the API from a page of another origin, in headless Chromium", () => {
     expect(await fromPage(allowedOrigin)).toEqual({ user: "ursula", streamed: true });
     // 127.0.0.1 is another origin than localhost: not named by --cors, so the browser refuses.
     expect(await fromPage(`http://127.0.0.1:${pagePort}`)).toMatchObject({ refused: expect.stringContaining("Failed to fetch") });
-    await browser.close();
   });
 });
 
@@ -414,7 +425,7 @@ describe("the dashboard of a viewer, whose session's last events are shares", ()
     const { sid, url, token } = await servedToViewer();
     // The session's last events: grants the viewer is not to learn of (the status's event_seq counts them).
     for (const user of ["otto", "olga"]) expect(project!.apex(["session", "share", "current", user, "--role", "operator"]).status).toBe(0);
-    context = await chromium.launchPersistentContext(join(project!.dir, "chromium-profile"), { executablePath: "/usr/bin/chromium", headless: true, args: FLAGS, viewport: { width: 1280, height: 900 } });
+    context = await newContext(VIEWPORT);
     const page = await context.newPage();
     const streams: string[] = [];
     page.on("request", (request) => void (request.url().endsWith("/stream") && streams.push(request.url())));
@@ -434,7 +445,7 @@ describe("the dashboard of a viewer, whose session's last events are shares", ()
 describe("the dashboard's plots of a lone point", () => {
   it("draw a session's one checkpoint, and the first sample, over minutes, not over years to come", async () => {
     const { sid, url, token } = await servedToViewer();
-    context = await chromium.launchPersistentContext(join(project!.dir, "chromium-profile"), { executablePath: "/usr/bin/chromium", headless: true, args: FLAGS, viewport: { width: 1280, height: 900 } });
+    context = await newContext(VIEWPORT);
     const page = await context.newPage();
     await page.goto(`${url}/#session=${sid}&token=${token}`);
     // The session's one checkpoint (onStart): uPlot's own range for one point ran to 2029.
@@ -458,7 +469,7 @@ describe("the dashboard's header", () => {
     };
     const url = await waitFor("apex serve", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
     const { token, session_id: feat } = JSON.parse(project.apex(["session", "share", "feat", "vera", "--json"]).stdout) as { token: string; session_id: string };
-    context = await chromium.launchPersistentContext(join(project.dir, "chromium-profile"), { executablePath: "/usr/bin/chromium", headless: true, args: FLAGS, viewport: { width: 1280, height: 900 } });
+    context = await newContext(VIEWPORT);
     const page = await context.newPage();
     await page.goto(`${url}/#session=${feat}&token=${token}`);
     await page.locator("#session-status", { hasText: "stopped" }).waitFor();
@@ -477,7 +488,7 @@ describe("the dashboard's buttons", () => {
     };
     const url = await waitFor("apex serve", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
     const { token } = JSON.parse(project.apex(["session", "share", sid, "otto", "--role", "operator", "--json"]).stdout) as { token: string };
-    context = await chromium.launchPersistentContext(join(project.dir, "chromium-profile"), { executablePath: "/usr/bin/chromium", headless: true, args: FLAGS, viewport: { width: 1280, height: 900 } });
+    context = await newContext(VIEWPORT);
     const page = await context.newPage();
     await page.goto(`${url}/#session=${sid}&token=${token}`);
     await waitFor("Resume disabled", async () => (await page.locator("#btn-resume").isDisabled()) && !(await page.locator("#btn-pause").isDisabled()), 10_000);
@@ -523,8 +534,7 @@ describe("the dashboard behind a proxy that answers for the server", () => {
     const url = await waitFor("apex serve", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
     await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
     const { token } = JSON.parse(project.apex(["session", "share", "current", "pia", "--role", "operator", "--json"]).stdout) as { token: string };
-    const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", headless: true, args: FLAGS });
-    context = await browser.newContext();
+    context = await newContext();
     const page = await context.newPage();
     // Before, the page said: Unexpected token '<', "<html><hea"... is not valid JSON.
     const said = "The server answered HTTP 502 Bad Gateway, not with APEX's reply";
@@ -545,6 +555,5 @@ describe("the dashboard behind a proxy that answers for the server", () => {
     await page.locator("#login-error", { hasText: "was revoked" }).waitFor({ timeout: 10_000 });
     expect(await page.locator("#btn-pause, #btn-resume, #btn-checkpoint").count()).toBe(0);
     expect(await page.locator("#who").textContent()).toBe("");
-    await browser.close();
   });
 });
