@@ -26,7 +26,7 @@ import { checkPath } from "../../core/store/paths.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog, type CheckpointSummary, type Located } from "./catalog.js";
 import { sessionLabel, sessionName } from "./merge-base.js";
-import { refuseEscapes, writeProblem, type ContainmentProblem } from "./contained.js";
+import type { ContainmentProblem } from "./contained.js";
 import {
   checkSessionId,
   checkTrigger,
@@ -53,7 +53,6 @@ import {
 } from "./refs.js";
 import { baseKey, DETACHED_ROOTS, isDetached, memoryMountOf, normalizeScope, pathSegments, segmentsPath, type MemoryScope } from "./scope.js";
 import { buildSnapshot, type SessionBase, type Snapshot, type TreeResult } from "./snapshot.js";
-import { forgetLangGraphStep } from "./langgraph-index.js";
 
 export type { CheckpointManifest, CheckpointTrigger } from "./manifest.js";
 export type { CheckpointSummary, Located } from "./catalog.js";
@@ -537,6 +536,8 @@ export interface RestoreCheckpointResult {
  */
 export async function restoreCheckpoint(store: Store, ref: string | CheckpointManifest, options: RestoreCheckpointOptions = {}): Promise<RestoreCheckpointResult> {
   if (!options.dryRun) assertWritable(store);
+  // Loaded here, not with this module: a supervisor writing its checkpoints (every start) never runs it.
+  const { refuseEscapes, writeProblem } = await import("./contained.js");
   let result!: RestoreCheckpointResult;
   const run = () => {
     const manifest = getCheckpoint(store, ref, options);
@@ -672,6 +673,8 @@ export function checkpointHolds(store: Store): ReadonlyMap<string, readonly stri
  */
 export async function deleteCheckpoint(store: Store, ref: string, options: DeleteOptions = {}): Promise<NamedCheckpoint> {
   assertWritable(store);
+  // Loaded here, not with this module: a start (which writes a checkpoint and deletes none) does not load LangGraph's index.
+  const { forgetLangGraphStep } = await import("./langgraph-index.js");
   let deleted!: NamedCheckpoint;
   await store.transaction(() => {
     const located = resolveCheckpoint(store, ref, options);
