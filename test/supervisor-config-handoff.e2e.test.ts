@@ -37,10 +37,11 @@ describe("the supervisor takes the config apex start checked", () => {
     // Nor code that only other commands, or later calls, run (docs/architecture.md, Start-up time): the
     // built-in plugins' schemas and validators (the CLI checked the options), restore (with its check that
     // a checkpoint stays inside its session), validation and LangGraph code of the checkpoint plugin (its
-    // LangGraph index too: deleting a checkpoint uses it, writing one does not), the git plugin's hooks and commands, archive bundles,
+    // LangGraph index too: deleting a checkpoint uses it, writing one does not), its merge bases and the
+    // checkpoint records `checkpoint show` prints, the git plugin's hooks and commands, archive bundles,
     // retention's cleanup (a new session's first checkpoint is its latest, which it always keeps), the
     // config checks' code, and tapable's hook classes that nothing defines (its index loads all twelve).
-    const unneeded = /tapable\/lib\/index\.js|AsyncParallel|config\/(validate|explain|describe)\.js|validators\/|checkpoint\/(langgraph|langgraph-index|contained|validate|validate-process|recover|plugin-list|dependents)\.js|git\/(hooks|passthrough|sync|compare|checkout|fire)\.js|archive\/bundle\.js|retention\/cleanup\.js/;
+    const unneeded = /tapable\/lib\/index\.js|AsyncParallel|config\/(validate|explain|describe)\.js|validators\/|checkpoint\/(langgraph|langgraph-index|contained|merge-base|record|validate|validate-process|recover|plugin-list|dependents)\.js|git\/(hooks|passthrough|sync|compare|checkout|fire)\.js|archive\/bundle\.js|retention\/cleanup\.js/;
     expect(supervisor.filter((line) => unneeded.test(line))).toEqual([]);
     expect(readdirSync(project.storeDir).filter((name) => name.startsWith("supervisor-config-"))).toEqual([]);
     const status = JSON.parse(project.apex(["status", "--json"]).stdout) as { agents: { name: string; status: string }[] };

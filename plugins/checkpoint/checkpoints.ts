@@ -25,7 +25,7 @@ import { describeNotJson } from "../value-codec.js";
 import { checkPath } from "../../core/store/paths.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog, type CheckpointSummary, type Located } from "./catalog.js";
-import { sessionLabel, sessionName } from "./merge-base.js";
+import { sessionLabel, sessionName } from "./session-name.js";
 import type { ContainmentProblem } from "./contained.js";
 import {
   checkSessionId,

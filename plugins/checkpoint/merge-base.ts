@@ -1,8 +1,11 @@
 import type { JsonValue, Store } from "../../core/store/store.js";
-import { shortSessionId } from "../../core/session/names.js";
+import { sessionRecord } from "./session-name.js";
 import { Catalog, type CheckpointSummary, type Located } from "./catalog.js";
 import { isRecord, manifestPath } from "./manifest.js";
 import { ObjectStore } from "./engine/objects.js";
+
+// Also here for the modules that import them from this one; the checkpoint code every start runs imports session-name.ts, not this module.
+export { sessionLabel, sessionName, sessionRecord } from "./session-name.js";
 
 /**
  * The checkpoint graph and the nearest common ancestor of two checkpoints.
@@ -57,18 +60,6 @@ export function branchPointOf(store: Store, sessionId: string): Point | undefine
   return { sessionId: parent.session_id, sequence: parent.sequence as number };
 }
 
-export function sessionRecord(store: Store, sessionId: string): Record<string, JsonValue> | undefined {
-  for (const path of [`/sessions/${sessionId}`, `/sessions/history/${sessionId}`]) {
-    try {
-      const value = store.get(path);
-      if (isRecord(value)) return value as Record<string, JsonValue>;
-    } catch {
-      // an undecodable record: no edge from it
-    }
-  }
-  return undefined;
-}
-
 /** The checkpoints a session's merge checkpoints (up to `upTo`) merged in. */
 export function mergedInto(store: Store, sessionId: string, upTo: number): Array<Point & { recorded?: RecordedSource }> {
   const points: Array<Point & { recorded?: RecordedSource }> = [];
@@ -79,17 +70,6 @@ export function mergedInto(store: Store, sessionId: string, upTo: number): Array
     if (from) points.push(from);
   }
   return points;
-}
-
-/** A branch session's name; null for an unnamed session or one without a record. */
-export function sessionName(store: Store, id: string): string | null {
-  const name = sessionRecord(store, id)?.name;
-  return typeof name === "string" ? name : null;
-}
-
-/** How a session is printed for people: its name, else its short id. */
-export function sessionLabel(store: Store, id: string): string {
-  return sessionName(store, id) ?? shortSessionId(id);
 }
 
 export const MERGE_TRIGGER = "merge";

@@ -23,8 +23,7 @@ import type { LostItem, RecoveryReport } from "./recover.js";
 import { agentsRoot, checkpointName, isRecord, manifestPath, tasksRoot } from "./manifest.js";
 import { currentSessionId, loadManifest, resolveCheckpoint } from "./refs.js";
 import { branchMethods } from "./branch-methods.js";
-import { sessionLabel, sessionName } from "./merge-base.js";
-import { agentsOf, checkpointRecord } from "./record.js";
+import { sessionLabel, sessionName } from "./session-name.js";
 import { defaultSessionIfAny, resolveSessionRef, sessionFor } from "./plugin-sessions.js";
 import { inScope, memoryMountOf, normalizeScope, scopeKey, type MemoryScope } from "./scope.js";
 
@@ -462,6 +461,7 @@ export class SessionCheckpoints {
         });
         // session_name: the CLI prints the session by it, as the other commands do (null: unnamed).
         const { summary, warnings } = created!;
+        const { agentsOf } = await import("./record.js");
         return { ...summary, session_name: sessionName(this.store, summary.session_id), ...agentsOf(this.store, summary.agents_root), ...(warnings ? { warnings } : {}) } as unknown as JsonValue;
       },
       "checkpoint.pin": (params) =>
@@ -489,12 +489,14 @@ export class SessionCheckpoints {
           oldest: params.oldest === true,
         })) as unknown as JsonValue;
       },
-      "checkpoint.show": (params) =>
-        readView(this.store, () => checkpointRecord(this.store, requiredString(params, "ref"), {
+      "checkpoint.show": async (params) => {
+        const { checkpointRecord } = await import("./record.js");
+        return readView(this.store, () => checkpointRecord(this.store, requiredString(params, "ref"), {
           sessionId: sessionFor(this.store, optionalString(params, "session")),
           ...(typeof params.keysLimit === "number" ? { keysLimit: params.keysLimit } : {}),
           ...(typeof params.keysOffset === "number" ? { keysOffset: params.keysOffset } : {}),
-        })) as unknown as JsonValue,
+        })) as unknown as JsonValue;
+      },
       "checkpoint.diff": (params) =>
         readView(this.store, () => {
           const sessionId = sessionFor(this.store, optionalString(params, "session"));

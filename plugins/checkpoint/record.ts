@@ -20,7 +20,7 @@ import { ObjectStore, walkTree, type Hash } from "./engine/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { RESERVED_SESSION_NAMES, type CheckpointManifest } from "./manifest.js";
 import { getCheckpoint, type ResolveOptions } from "./refs.js";
-import { sessionName } from "./merge-base.js";
+import { sessionName } from "./session-name.js";
 import { segmentsPath } from "./scope.js";
 
 export const DEFAULT_KEYS_PAGE = 100;

@@ -1,7 +1,7 @@
 import { ApexError } from "../../core/errors.js";
-import { SESSION_NAME_PATTERN, sessionNames } from "../../core/session/names.js";
-import type { Store } from "../../core/store/store.js";
-import { RESERVED_SESSION_NAMES } from "./manifest.js";
+import { SESSION_NAME_PATTERN, sessionNames, shortSessionId } from "../../core/session/names.js";
+import type { JsonValue, Store } from "../../core/store/store.js";
+import { isRecord, RESERVED_SESSION_NAMES } from "./manifest.js";
 
 /** The shape of session and checkpoint ids: a name that fits its start (4+ characters) reads as an id prefix (checkpoint refs ignore case). */
 const UUID_SHAPE = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
@@ -45,4 +45,28 @@ export function sessionNamedAlike(store: Pick<Store, "query" | "get">, name: str
   const folded = name.toLowerCase();
   for (const [other, sessionId] of names) if (other.toLowerCase() === folded) return { name: other, sessionId };
   return undefined;
+}
+
+/** A session's record, live or in the history; undefined when there is none (or it does not decode). */
+export function sessionRecord(store: Store, sessionId: string): Record<string, JsonValue> | undefined {
+  for (const path of [`/sessions/${sessionId}`, `/sessions/history/${sessionId}`]) {
+    try {
+      const value = store.get(path);
+      if (isRecord(value)) return value as Record<string, JsonValue>;
+    } catch {
+      // an undecodable record: no edge from it
+    }
+  }
+  return undefined;
+}
+
+/** A branch session's name; null for an unnamed session or one without a record. */
+export function sessionName(store: Store, id: string): string | null {
+  const name = sessionRecord(store, id)?.name;
+  return typeof name === "string" ? name : null;
+}
+
+/** How a session is printed for people: its name, else its short id. */
+export function sessionLabel(store: Store, id: string): string {
+  return sessionName(store, id) ?? shortSessionId(id);
 }
