@@ -1,5 +1,5 @@
 import type { JsonValue, Store } from "../../core/store/store.js";
-import { sessionRecord } from "./session-name.js";
+import { sessionName, sessionRecord } from "./session-name.js";
 import { Catalog, type CheckpointSummary, type Located } from "./catalog.js";
 import { isRecord, manifestPath } from "./manifest.js";
 import { ObjectStore } from "./engine/objects.js";
