@@ -293,7 +293,7 @@ export async function watchMemory(
     compiled = { ...compileGlob(path === "/" ? "/**" : `${escapeGlob(path)}**`), matches: (p: string) => path === "/" || p === path || p.startsWith(`${path}/`) };
   }
   const { watchChanges } = await import("./memory-watch.js");
-  await watchChanges(location, compiled, options);
+  await watchChanges(location, compiled, options, glob);
 }
 
 /**

@@ -33,8 +33,9 @@ export interface WatchOptions {
  * its revision, PostgreSQL LISTENs), and once a second in any case, so writes by any process
  * are seen. The values are read after the revision they start from, so a write in between is
  * printed twice (as a current value and as a change) rather than missed.
+ * READS is the glob as it was given (a plain path, which GLOB reads as its subtree), judged as `memory query` judges it.
  */
-export async function watchChanges(location: ProjectLocation, glob: Glob, options: WatchOptions): Promise<void> {
+export async function watchChanges(location: ProjectLocation, glob: Glob, options: WatchOptions, reads = glob.source): Promise<void> {
   const withCurrent = options.changesOnly !== true && options.since === undefined;
   const deadline = options.timeout === undefined ? Infinity : Date.now() + options.timeout * 1000;
   let interrupted = false;
@@ -82,7 +83,8 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
     if (unreachable !== undefined && !interrupted) throw unreachable;
     if (!client) return;
     // The memory of a session that does not hold it: refused as `memory show` refuses it (it printed another session's).
-    if (client.via === "store" && !/^\/sessions(\/|$)|^\/projects\/config$/.test(glob.source)) {
+    // Judged by the glob as given, as query judges it: a plain path's `/sessions**` was refused where `/sessions` was read.
+    if (client.via === "store" && !/^\/sessions(\/|$)|^\/projects\/config$/.test(reads)) {
       await client.run("memory.owner", {}, async (store) => (await import("./writer.js")).refuseMemoryNotHeld(store, true));
     }
     const watch = { ...options, withCurrent };

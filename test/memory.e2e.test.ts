@@ -785,3 +785,27 @@ describe("apex memory import of a value over 256 MiB of JSON, with no session ru
     }
   }, 90_000);
 });
+
+describe("apex memory --session of a session that does not hold the project's memory", () => {
+  // Cleaned up after each test by the harness.
+  let project: Project | undefined;
+
+  it("watch answers or refuses a plain path as query does: /sessions is APEX's records, read; /notes is the memory, refused", () => {
+    project = new Project(shellAgents({ idle: "while true; do sleep 0.5; done" }));
+    const old = project.start(["--task", "first"]).session_id;
+    expect(project.apex(["memory", "set", "/notes/a", "1"]).status).toBe(0);
+    expect(project.apex(["stop"]).status).toBe(0);
+    project.start(["--task", "second"]);
+    // `watch /sessions` was compiled to the glob `/sessions**`, which the check for APEX's records did not take for them: refused, where query answered.
+    for (const path of ["/sessions", "/sessions/", `/sessions/${old}`, "/notes", "/notes/a", "/sessions**"]) {
+      const query = project.apex(["--session", old, "memory", "query", path, "--keys", "--json"]);
+      const watch = project.apex(["--session", old, "memory", "watch", path, "--timeout", "1", "--json"]);
+      expect([watch.status, JSON.parse(watch.stderr || "{}").error?.code], path).toEqual([query.status, JSON.parse(query.stderr || "{}").error?.code]);
+      expect(query.status, path).toBe(path.startsWith("/notes") || path === "/sessions**" ? 4 : 0);
+      if (query.status === 0) {
+        const watched = watch.stdout.trim().split("\n").map((line) => JSON.parse(line) as { path: string }).map((change) => change.path);
+        expect(watched, path).toEqual(expect.arrayContaining(JSON.parse(query.stdout) as string[]));
+      }
+    }
+  });
+});
