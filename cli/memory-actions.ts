@@ -169,12 +169,12 @@ export async function setMemory(location: ProjectLocation, given: string, json: 
     });
   }
   const value = parseJsonValue(text, path);
-  await checkOwned("memory set", [path], { force, value });
+  const warnings = await checkOwned("memory set", [path], { force, value }, asJson);
   if (text.length >= TOO_DEEP_MIN_CHARS) refuseTooDeep(path, value);
   const writer = await openWriter(location);
   try {
     const { revision } = await writer.set(path, value, force);
-    if (asJson) printJson({ path, revision });
+    if (asJson) printJson({ path, revision, ...warningsField(warnings) });
     else process.stdout.write(`set ${path} (revision ${revision})\n`);
   } finally {
     await writer.close();
@@ -185,7 +185,7 @@ export async function deleteMemory(location: ProjectLocation, given: string, rec
   // `/notes/` is /notes, as for show, query and export: with --recursive its subtree too, without it /notes alone.
   const path = plainPath(given);
   checkPath(path);
-  await checkOwned("memory delete", [path], { recursive, force });
+  const warnings = await checkOwned("memory delete", [path], { recursive, force }, asJson);
   const nothing = async () => new ApexError("APEX_E_NOT_FOUND", `Nothing is stored at ${path}${recursive ? " or below it" : ""}.`, { hint: await deleteHint(location, path, recursive) });
   // Nothing to delete in a project whose store was never made: none is made to find that out (it was, .apex/ and all).
   if (await noStoreToWrite(location)) throw await nothing();
@@ -195,7 +195,7 @@ export async function deleteMemory(location: ProjectLocation, given: string, rec
     if (deleted === 0) throw await nothing();
     // What a delete without --recursive left below the path is said, so that `delete /notes/` is not taken for the subtree's.
     const kept = recursive ? { count: 0, exact: true } : await keptBelow(location, path);
-    if (asJson) printJson({ path, deleted, revision, ...childrenFields(kept) });
+    if (asJson) printJson({ path, deleted, revision, ...childrenFields(kept), ...warningsField(warnings) });
     else {
       process.stdout.write(`deleted ${deleted} ${deleted === 1 ? "entry" : "entries"} (revision ${revision})\n`);
       if (kept.count > 0) process.stderr.write(`${paint("note:", "cyan", process.stderr)} only ${path} was deleted; ${entriesBelow(kept)} below it ${them(kept) === "it" ? "is" : "are"} kept: \`apex memory delete ${shellArg(path)} --recursive\` deletes ${them(kept)} too.\n`);
@@ -220,10 +220,10 @@ export async function importMemory(location: ProjectLocation, file: string, asJs
   const bytes = await readInputBytes(file === "-" ? 0 : file, name);
   // Longer than V8's longest string (an export of large values): read an entry at a time.
   const entries = bytes.length > constants.MAX_STRING_LENGTH ? (await import("./memory-import-large.js")).parseLargeImport(bytes, name) : parseImport(decodeUtf8Input(bytes, name), name);
-  await checkOwned("memory import", entries.map((entry) => entry.path), { force, values: entries.map((entry) => entry.value) });
+  const warnings = await checkOwned("memory import", entries.map((entry) => entry.path), { force, values: entries.map((entry) => entry.value) }, asJson);
   if (bytes.length >= TOO_DEEP_MIN_CHARS) for (const entry of entries) refuseTooDeep(entry.path, entry.value);
   const printImported = ({ count, revision }: { count: number; revision: number }) => {
-    if (asJson) printJson({ count, revision });
+    if (asJson) printJson({ count, revision, ...warningsField(warnings) });
     // `{}`: what `memory export` writes when nothing matches; importing it is no error, and says it wrote nothing.
     else if (count === 0) process.stdout.write(`imported 0 entries: ${name} is an empty object, nothing was written (revision ${revision})\n`);
     else process.stdout.write(`imported ${count} ${count === 1 ? "entry" : "entries"} (revision ${revision})\n`);
@@ -253,9 +253,10 @@ async function noStoreToWrite(location: ProjectLocation): Promise<boolean> {
 
 /**
  * Refuses a write to paths APEX owns before the store is opened (the session's writer checks
- * again: plugins/owned-paths.ts is the one rule); with --force, warns on stderr instead.
+ * again: plugins/owned-paths.ts is the one rule); with --force, warns on stderr instead, or, with --json
+ * (AS_JSON), returns the warning for the output's `warnings`, as `config show --json` gives its warnings.
  */
-async function checkOwned(command: string, paths: string[], options: { recursive?: boolean; force: boolean; value?: unknown; values?: unknown[] }): Promise<void> {
+async function checkOwned(command: string, paths: string[], options: { recursive?: boolean; force: boolean; value?: unknown; values?: unknown[] }, asJson: boolean): Promise<string[]> {
   const { checkOwnedWrite, forcedWarning } = await import("../plugins/owned-paths.js");
   if (process.env.APEX_REMOTE) {
     // The server's rule, before anything is sent: APEX's records and all of /sessions are refused whatever
@@ -266,7 +267,17 @@ async function checkOwned(command: string, paths: string[], options: { recursive
   }
   const forced = checkOwnedWrite(command, paths, options);
   // Through `apex serve` such a write is refused whatever --force says (the server decides): no warning that it writes.
-  if (forced.length > 0 && !process.env.APEX_REMOTE) process.stderr.write(`${paint("warning:", "yellow", process.stderr)} ${forcedWarning(command, forced)}\n`);
+  if (forced.length === 0 || process.env.APEX_REMOTE) return [];
+  const warning = forcedWarning(command, forced);
+  if (asJson) return [warning];
+  process.stderr.write(`${paint("warning:", "yellow", process.stderr)} ${warning}\n`);
+  return [];
+}
+
+/** A --json output's `warnings`, left out when there are none (as `config show --json` leaves them out). */
+function warningsField(warnings: string[]): { warnings?: string[] } {
+  if (warnings.length === 0) return {};
+  return { warnings };
 }
 
 export async function exportMemory(location: ProjectLocation, glob: string): Promise<void> {

@@ -213,6 +213,28 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     expect(JSON.parse(result.stderr)).toMatchObject({ error: { code: "APEX_E_BAD_PATH", exitCode: 2 } });
   });
 
+  it("--force writes of APEX's paths with --json give the warning in the JSON's `warnings`, as config show --json does, not on stderr; without --json on stderr", () => {
+    const warning = (command: string, path: string) => `${command} --force writes ${path} (`;
+    const set = apex(["memory", "set", "/sessions/zz/x", "1", "--force", "--json"]);
+    expect(set.status, set.stderr).toBe(0);
+    expect(set.stderr).toBe("");
+    expect(JSON.parse(set.stdout)).toEqual({ path: "/sessions/zz/x", revision: expect.any(Number), warnings: [expect.stringContaining(warning("memory set", "/sessions/zz/x"))] });
+    const imported = apex(["memory", "import", "-", "--force", "--json"], JSON.stringify({ "/sessions/zz/y": 2, "/notes/n": 3 }));
+    expect(imported.status, imported.stderr).toBe(0);
+    expect(imported.stderr).toBe("");
+    expect(JSON.parse(imported.stdout)).toEqual({ count: 2, revision: expect.any(Number), warnings: [expect.stringContaining(warning("memory import", "/sessions/zz/y"))] });
+    const deleted = apex(["memory", "delete", "/sessions/zz/x", "--force", "--json"]);
+    expect(deleted.status, deleted.stderr).toBe(0);
+    expect(deleted.stderr).toBe("");
+    expect(JSON.parse(deleted.stdout)).toEqual({ path: "/sessions/zz/x", deleted: 1, revision: expect.any(Number), warnings: [expect.stringContaining(warning("memory delete", "/sessions/zz/x"))] });
+    // A write of no path APEX owns has no `warnings`, as before.
+    expect(JSON.parse(apex(["memory", "set", "/notes/n", "4", "--force", "--json"]).stdout)).toEqual({ path: "/notes/n", revision: expect.any(Number) });
+    // Without --json: on stderr, as `warning: …`.
+    const text = apex(["memory", "set", "/sessions/zz/x", "5", "--force"]);
+    expect(text.status, text.stderr).toBe(0);
+    expect(text.stderr).toContain(`warning: ${warning("memory set", "/sessions/zz/x")}`);
+  });
+
   it("export | import round-trips, and a bad import writes nothing", () => {
     apex(["memory", "set", "/a/b", '{"x": [1, 2, {"y": null}]}']);
     apex(["memory", "set", "/a/ü/c", '"ü"']);
