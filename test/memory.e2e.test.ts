@@ -8,7 +8,7 @@ import { parseImport } from "../cli/memory-actions.js";
 import { parseLargeImport } from "../cli/memory-import-large.js";
 import { APEX_BIN, cleanEnv, runApex, tempDir } from "./helpers/cli.js";
 import { forEachBackend } from "./support/backends.js";
-import { Project, shellAgents } from "./fixtures/agents/harness.js";
+import { Project, isAlive, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 
 let dir: string;
 let cleanup: () => void;
@@ -647,6 +647,25 @@ describe("apex memory set through a running supervisor", () => {
     }
     expect(project.apex(["memory", "show", "/big"]).status).toBe(3);
   }, 90_000);
+});
+
+describe("apex memory writes through a running supervisor and session_timeout", () => {
+  // Cleaned up after each test by the harness.
+  let project: Project | undefined;
+
+  it("a delete that deletes nothing (APEX_E_NOT_FOUND) or an import of {} is no agent activity: an agent doing only that lets the session time out", async () => {
+    // Every delete and import reset the idle timer, whether it changed anything or not: this session ran on for ever.
+    const loop = "while true; do apex memory delete /nothing/here >/dev/null 2>&1; echo $? >> deletes.rc; echo '{}' | apex memory import - >/dev/null 2>&1; echo $? >> imports.rc; sleep 0.2; done";
+    project = new Project(shellAgents({ deleter: loop }, "session:\n  session_timeout: 3\n"));
+    const ready = project.start();
+    await waitFor("the timeout to end the supervisor", () => !isAlive(ready.supervisor_pid), 20_000);
+    expect(JSON.parse(project.apex(["session", "history", "--json"]).stdout)[0]).toMatchObject({ session_id: ready.session_id, status: "stopped", outcome: "timed out: no agent activity for 3 s" });
+    // The agent did delete, again and again, through the supervisor, finding nothing each time (exit 3).
+    const codes = readFileSync(join(project.dir, "deletes.rc"), "utf8").trim().split("\n");
+    expect(codes.filter((code) => code === "3").length, codes.join(" ")).toBeGreaterThanOrEqual(2);
+    const imports = readFileSync(join(project.dir, "imports.rc"), "utf8").trim().split("\n");
+    expect(imports.filter((code) => code === "0").length, imports.join(" ")).toBeGreaterThanOrEqual(2);
+  });
 });
 
 describe("apex memory watch --since through a running supervisor, far behind", () => {

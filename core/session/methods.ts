@@ -49,7 +49,8 @@ export function sessionMethods(service: SessionService): Record<string, SessionM
       await checkOwnedWrite("memory delete", [path], params);
       const actor = actorParam(params);
       const result = await store.delete(view().path(path), { recursive: params.recursive === true, actor });
-      service.noteActivity(actor);
+      // A delete that found nothing (the CLI's APEX_E_NOT_FOUND) changed nothing: no activity that keeps the session from its session_timeout.
+      if (result.deleted > 0) service.noteActivity(actor);
       return result;
     },
     "memory.import": async (params) => {
@@ -59,7 +60,8 @@ export function sessionMethods(service: SessionService): Record<string, SessionM
       const { revision } = await store.batch((batch) => {
         for (const entry of entries) batch.set(view().path(entry.path), entry.value);
       }, actor);
-      service.noteActivity(actor);
+      // An import of no entries (`{}`) wrote nothing: no activity either.
+      if (entries.length > 0) service.noteActivity(actor);
       return { count: entries.length, revision };
     },
 
