@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { storeExists } from "../core/store/open.js";
 import { parseImport } from "../cli/memory-actions.js";
 import { parseLargeImport } from "../cli/memory-import-large.js";
-import { APEX_BIN, cleanEnv, runApex, tempDir } from "./helpers/cli.js";
+import { APEX_BIN, cleanEnv, expectDiskFullReport, runApex, tempDir } from "./helpers/cli.js";
 import { forEachBackend } from "./support/backends.js";
 import { Project, isAlive, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 
@@ -512,19 +512,8 @@ describe("apex memory input and output that cannot be read or written", () => {
 
   it("to a full disk (`export > backup.json`) is APEX_E_DISK_FULL, exit 1, in the form of every error (--json too), not a stack trace", () => {
     expect(runApex(["memory", "set", "/f/a", '"x"'], { cwd: dir }).status).toBe(0);
-    const full = openSync("/dev/full", "w");
-    try {
-      for (const args of [["memory", "export"], ["memory", "watch", "/f", "--timeout", "5"], ["memory", "show", "/f", "--json"]]) {
-        const result = spawnSync(process.execPath, [APEX_BIN, ...args], { cwd: dir, env: { ...cleanEnv(), NO_COLOR: "1" }, stdio: ["ignore", full, "pipe"], encoding: "utf8", timeout: 20_000 });
-        expect(result.status, result.stderr).toBe(1);
-        // It was Node's "Error: ENOSPC: no space left on device, write" with its stack.
-        const message = "Cannot write the output to stdout: the disk is full (ENOSPC); the output is incomplete.";
-        if (args.includes("--json")) expect(JSON.parse(result.stderr)).toEqual({ error: expect.objectContaining({ code: "APEX_E_DISK_FULL", message, exitCode: 1 }) });
-        else expect(result.stderr).toBe(`error[APEX_E_DISK_FULL]: ${message}\n  hint: Free space where the output goes (or send it elsewhere) and run the command again.\n`);
-      }
-    } finally {
-      closeSync(full);
-    }
+    // It was Node's "Error: ENOSPC: no space left on device, write" with its stack.
+    for (const args of [["memory", "export"], ["memory", "watch", "/f", "--timeout", "5"], ["memory", "show", "/f", "--json"]]) expectDiskFullReport(dir, args);
   });
 });
 

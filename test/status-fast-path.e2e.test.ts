@@ -3,12 +3,12 @@
 // built CLI asking a real session's supervisor, as Node's own debug output (NODE_DEBUG) and module
 // hooks (--import) show them.
 import { spawnSync } from "node:child_process";
-import { closeSync, openSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { pathToFileURL } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, shellAgents } from "./fixtures/agents/harness.js";
-import { APEX_BIN, REPO_ROOT, cleanEnv } from "./helpers/cli.js";
+import { APEX_BIN, REPO_ROOT, cleanEnv, expectDiskFullReport } from "./helpers/cli.js";
 
 let project: Project | undefined;
 afterEach(() => {
@@ -64,18 +64,7 @@ describe("apex status by its fast path", () => {
 
   it("reports a failed write and an error before its printer has loaded as every command does (output.ts loads with the printer)", () => {
     project = new Project(shellAgents({ alpha: "sleep 1000 & wait" }), "apex-status-fast-");
-    const full = openSync("/dev/full", "w");
-    try {
-      for (const args of [["status"], ["status", "--json"]]) {
-        const result = spawnSync(process.execPath, [APEX_BIN, ...args], { cwd: project.dir, env: { ...cleanEnv(), NO_COLOR: "1" }, stdio: ["ignore", full, "pipe"], encoding: "utf8", timeout: 20_000 });
-        expect(result.status, result.stderr).toBe(1);
-        const message = "Cannot write the output to stdout: the disk is full (ENOSPC); the output is incomplete.";
-        if (args.includes("--json")) expect(JSON.parse(result.stderr)).toEqual({ error: expect.objectContaining({ code: "APEX_E_DISK_FULL", message, exitCode: 1 }) });
-        else expect(result.stderr).toBe(`error[APEX_E_DISK_FULL]: ${message}\n  hint: Free space where the output goes (or send it elsewhere) and run the command again.\n`);
-      }
-    } finally {
-      closeSync(full);
-    }
+    for (const args of [["status"], ["status", "--json"]]) expectDiskFullReport(project.dir, args);
     // The project not found (APEX_CONFIG naming no file): before anything is asked or loaded for the printer.
     const missing = project.apex(["status", "--json"], { env: { APEX_CONFIG: join(project.dir, "missing.yaml") } });
     expect(missing.status).toBe(2);

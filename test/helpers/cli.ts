@@ -1,5 +1,5 @@
 import { spawnSync, type SpawnSyncOptions } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -43,6 +43,23 @@ export function runApex(args: string[], options: { cwd: string; env?: NodeJS.Pro
 export function json<T = Record<string, unknown>>(result: { status: number | null; stdout: string; stderr: string }): T {
   expect(result.status, result.stderr).toBe(0);
   return JSON.parse(result.stdout) as T;
+}
+
+/**
+ * `apex ARGS` run in DIR with its stdout on /dev/full: the failed write is reported as every error
+ * is (APEX_E_DISK_FULL, exit 1; JSON on stderr with --json), not as Node's stack trace.
+ */
+export function expectDiskFullReport(dir: string, args: string[]): void {
+  const full = openSync("/dev/full", "w");
+  try {
+    const result = spawnSync(process.execPath, [APEX_BIN, ...args], { cwd: dir, env: { ...cleanEnv(), NO_COLOR: "1" }, stdio: ["ignore", full, "pipe"], encoding: "utf8", timeout: 20_000 });
+    expect(result.status, result.stderr).toBe(1);
+    const message = "Cannot write the output to stdout: the disk is full (ENOSPC); the output is incomplete.";
+    if (args.includes("--json")) expect(JSON.parse(result.stderr)).toEqual({ error: expect.objectContaining({ code: "APEX_E_DISK_FULL", message, exitCode: 1 }) });
+    else expect(result.stderr).toBe(`error[APEX_E_DISK_FULL]: ${message}\n  hint: Free space where the output goes (or send it elsewhere) and run the command again.\n`);
+  } finally {
+    closeSync(full);
+  }
 }
 
 /** The environment without APEX variables inherited from the developer's shell. */
