@@ -184,6 +184,12 @@ export async function setMemory(location: ProjectLocation, given: string, json: 
 export async function deleteMemory(location: ProjectLocation, given: string, recursive: boolean, asJson: boolean, force = false): Promise<void> {
   // `/notes/` is /notes, as for show, query and export: with --recursive its subtree too, without it /notes alone.
   const path = plainPath(given);
+  if (path === "/") {
+    // What a user clearing the whole memory types: checkPath's answer (the root cannot hold a value) did not say how.
+    throw new ApexError("APEX_E_BAD_PATH", "The root '/' cannot be deleted: it holds no value of its own, and memory delete takes one path.", {
+      hint: "Delete each top-level path with --recursive (`apex memory query / --keys` lists the paths; /sessions and /projects/config are APEX's own).",
+    });
+  }
   checkPath(path);
   const warnings = await checkOwned("memory delete", [path], { recursive, force }, asJson);
   const nothing = async () => new ApexError("APEX_E_NOT_FOUND", `Nothing is stored at ${path}${recursive ? " or below it" : ""}.`, { hint: await deleteHint(location, path, recursive) });

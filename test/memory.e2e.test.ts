@@ -88,6 +88,16 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     // A path with something below it is told of it.
     expect(apex(["memory", "delete", "/notes"]).stderr).toContain("hint: /notes holds no value itself, but paths below it do: add --recursive to delete them.");
     expect(JSON.parse(apex(["memory", "query", "/notes", "--keys", "--json"]).stdout)).toEqual(["/notes/a", "/notes/b"]);
+    // The root, as one clearing the whole memory types it: told how, not only that the root holds no value; nothing deleted.
+    for (const args of [["/", "--recursive"], ["/"], ["/", "-r", "--json"]]) {
+      const root = apex(["memory", "delete", ...args]);
+      expect(root.status, args.join(" ")).toBe(2);
+      const message = "The root '/' cannot be deleted: it holds no value of its own, and memory delete takes one path.";
+      const hint = "Delete each top-level path with --recursive (`apex memory query / --keys` lists the paths; /sessions and /projects/config are APEX's own).";
+      if (args.includes("--json")) expect(JSON.parse(root.stderr)).toEqual({ error: { code: "APEX_E_BAD_PATH", message, hint, exitCode: 2 } });
+      else expect(root.stderr).toBe(`error[APEX_E_BAD_PATH]: ${message}\n  hint: ${hint}\n`);
+    }
+    expect(JSON.parse(apex(["memory", "query", "/notes", "--keys", "--json"]).stdout)).toEqual(["/notes/a", "/notes/b"]);
   });
 
   it("memory delete in a project with no store yet finds nothing (exit 3) and makes no store, as a read of it does", async () => {
