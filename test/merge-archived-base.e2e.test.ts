@@ -3,35 +3,19 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { Project } from "./fixtures/agents/harness.js";
-import { json, type CliResult } from "./helpers/cli.js";
+import { Project, idleAgentConfig, ok } from "./fixtures/agents/harness.js";
+import { json } from "./helpers/cli.js";
 
 // A project made in a test is cleaned up after it (fixtures/agents/harness.ts).
 let project: Project | undefined;
 
-const config = [
-  "agents:",
-  "  idle:",
-  "    command: sh",
-  `    args: ["-c", "while true; do sleep 0.5; done"]`,
-  "plugins:",
-  "  checkpoint: {}",
-  "  archive: {}",
-  "  retention: {}",
-].join("\n");
+const config = idleAgentConfig(["checkpoint: {}", "archive: {}", "retention: {}"]);
 
 interface MergeJson {
   base: { id: string; session_id: string; session_name: string | null; name: string } | null;
   other_bases: string[];
   refused: boolean;
   memory: { changes: Array<{ path: string; kind: string }>; conflicts: Array<{ path: string; base: unknown; ours: unknown; theirs: unknown }> };
-}
-
-/** Runs an apex command that must succeed. */
-function ok(p: Project, args: string[]): CliResult {
-  const result = p.apex(args);
-  expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(0);
-  return result;
 }
 
 /** The project's session started with each of `paths` set to "base", checkpointed as `fork`, and branched from there as xbr, alpha and beta. */
@@ -44,7 +28,7 @@ function forkThree(p: Project, paths: string[]): void {
 
 describe("a merge base whose session was archived", () => {
   it("is the archived checkpoint both sides merged, as their merges recorded it, not an older one", () => {
-    project = new Project(`${config}\n`, "apex-archived-base-");
+    project = new Project(config, "apex-archived-base-");
     const p = project;
     forkThree(p, ["/notes/c", "/notes/d"]);
 
@@ -127,7 +111,7 @@ describe("a merge base whose session was archived", () => {
 
 describe("a merge base deleted with checkpoint delete --force", () => {
   it("is the deleted checkpoint both sides merged, as their merges recorded it, not an older one of its session", () => {
-    project = new Project(`${config}\n`, "apex-deleted-base-");
+    project = new Project(config, "apex-deleted-base-");
     const p = project;
     forkThree(p, ["/notes/c"]);
     p.start(["--continue", "xbr"]);

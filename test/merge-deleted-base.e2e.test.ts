@@ -1,23 +1,16 @@
 // A merge of a branch whose branch point was deleted with `checkpoint delete --force`: through the
 // built CLI, with real supervisors and a real LMDB store.
 import { describe, expect, it } from "vitest";
-import { Project } from "./fixtures/agents/harness.js";
-import { json, type CliResult } from "./helpers/cli.js";
+import { Project, idleAgentConfig, ok } from "./fixtures/agents/harness.js";
+import { json } from "./helpers/cli.js";
 
-const config = ["agents:", "  idle:", "    command: sh", `    args: ["-c", "while true; do sleep 0.5; done"]`, "plugins:", "  checkpoint: {}", ""].join("\n");
+const config = idleAgentConfig(["checkpoint: {}"]);
 
 interface MergeJson {
   base: { id: string; session_id: string; name: string; deleted?: string } | null;
   base_fell_back_from?: Array<{ session_id: string; session_name: string | null; sequence: number; name: string }>;
   refused: boolean;
   memory: { changes: Array<{ path: string; kind: string }>; conflicts: Array<{ path: string }> };
-}
-
-/** Runs an apex command that must succeed. */
-function ok(p: Project, args: string[]): CliResult {
-  const result = p.apex(args);
-  expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(0);
-  return result;
 }
 
 describe("a merge of a branch whose branch point was deleted with --force", () => {

@@ -16,7 +16,7 @@ import { sumNumstat } from "../plugins/metrics/repositories.js";
 import { MetricsSampler } from "../plugins/metrics/sampler.js";
 import type { SessionMetrics } from "../plugins/metrics/record.js";
 import { SessionTimeline } from "../plugins/metrics/timeline.js";
-import { Project, waitFor } from "./fixtures/agents/harness.js";
+import { Project, idleAgentConfig, waitFor } from "./fixtures/agents/harness.js";
 
 const T0 = Date.parse("2026-01-01T10:00:00.000Z");
 
@@ -403,14 +403,9 @@ describe("metrics of a session imported from a live export", () => {
   });
 });
 
-/** A config of one idle shell agent and these plugins (each a YAML line under `plugins:`). */
-function idleSession(plugins: string[]): string {
-  return ["agents:", "  idle:", "    command: sh", `    args: ["-c", "while true; do sleep 0.5; done"]`, "plugins:", ...plugins.map((line) => `  ${line}`), ""].join("\n");
-}
-
 describe("the checkpoints the metrics count as kept", () => {
   it("are those the store holds now, by session metrics and the report, after a cleanup removed some of an ended session (they said the last sample's)", async () => {
-    const project = new Project(idleSession(["checkpoint: {}", "retention: {keep_last: 1, auto_cleanup: false, by_trigger: {manual: {keep_last: 1}}}", "metrics: {}", "history: {}"]), "apex-metrics-kept-");
+    const project = new Project(idleAgentConfig(["checkpoint: {}", "retention: {keep_last: 1, auto_cleanup: false, by_trigger: {manual: {keep_last: 1}}}", "metrics: {}", "history: {}"]), "apex-metrics-kept-");
     const sid = project.start().session_id;
     for (const message of ["one", "two", "three"]) expect(project.apex(["checkpoint", "create", "-m", message]).status).toBe(0);
     expect(project.apex(["stop"]).status).toBe(0);
@@ -441,7 +436,7 @@ describe("the checkpoints the metrics count as kept", () => {
 
 describe("the plugin timings of a command's dry run", () => {
   it("are counted apart, as `command NAME --dry-run`: a session compress --dry-run is not counted as a run that compressed", async () => {
-    const project = new Project(idleSession(["checkpoint: {}", "compression: {}", "retention: {}", "metrics: {}"]), "apex-metrics-dry-run-");
+    const project = new Project(idleAgentConfig(["checkpoint: {}", "compression: {}", "retention: {}", "metrics: {}"]), "apex-metrics-dry-run-");
     project.start();
     for (const message of ["one", "two"]) expect(project.apex(["checkpoint", "create", "-m", message]).status).toBe(0);
     for (const args of [["session", "compress", "--dry-run"], ["session", "compress", "--dry-run", "--json"], ["session", "cleanup", "--dry-run"], ["session", "compress"]]) {
