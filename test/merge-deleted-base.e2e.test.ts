@@ -61,4 +61,52 @@ describe("a merge of a branch whose branch point was deleted with --force", () =
     expect(merged.stderr).toContain(`${warning} is based on the older ${main.slice(0, 8)}/checkpoint-001`);
     expect(merged.stdout).toContain(`(base ${main.slice(0, 8)}/checkpoint-001, strategy theirs)`);
   }, 60_000);
+
+  it("session tree draws the branch from its deleted branch point, marked deleted, as the merge finds it; with the branch's record of it deleted too, still from there, saying a merge falls back", () => {
+    const p = new Project(config, "apex-deleted-tree-");
+    const main = p.start(["--task", "main work"]).session_id;
+    const short = main.slice(0, 8);
+    const point = json<{ id: string }>(ok(p, ["checkpoint", "create", "fork", "--json"])).id;
+    ok(p, ["session", "branch", point, "exp"]);
+    ok(p, ["checkpoint", "create", "main went on"]);
+    p.start(["--continue", "exp"]);
+    ok(p, ["checkpoint", "create", "exp went on"]);
+    ok(p, ["stop"]);
+    ok(p, ["checkpoint", "delete", point, "--force"]);
+
+    const merged = json<MergeJson>(ok(p, ["session", "merge", "exp", main, "--dry-run", "--json"]));
+    expect(merged.base).toMatchObject({ id: point, deleted: "recorded by its branch" });
+    // It came off main's first checkpoint, the nearest one left, and nothing said the real one was gone.
+    const lines = ok(p, ["session", "tree"]).stdout.split("\n");
+    const deletedLine = lines.findIndex((line) => line.includes(`${point.slice(0, 8)} (deleted) [${short}] checkpoint-002 deleted`));
+    expect(deletedLine, lines.join("\n")).toBeGreaterThan(0);
+    expect(lines[deletedLine]).toContain("exp branched from it (its branch recorded it: a merge of exp still diffs against it)");
+    // exp's line, then its edge into the deleted branch point, then main's first checkpoint under it.
+    expect(lines[deletedLine - 1], lines.join("\n")).toBe("|/");
+    expect(lines[deletedLine - 2]).toMatch(/\[exp\] checkpoint-001 branch/);
+    expect(lines[deletedLine + 1]).toContain(`[${short}] checkpoint-001 onStart`);
+
+    interface TreeJson {
+      sessions: Array<{ name: string | null; parent: { checkpoint: string; name: string; sequence: number; deleted?: string } | null }>;
+      nodes: Array<{ id: string; session_id: string; name: string; trigger: string; parents: string[]; deleted?: string; head: boolean }>;
+    }
+    const tree = json<TreeJson>(ok(p, ["session", "tree", "--json"]));
+    expect(tree.sessions.find((session) => session.name === "exp")!.parent).toEqual({ session_id: main, checkpoint: point, name: "checkpoint-002", sequence: 2, deleted: "recorded by its branch" });
+    const node = tree.nodes.find((candidate) => candidate.id === point)!;
+    expect(node).toMatchObject({ session_id: main, name: "checkpoint-002", trigger: "deleted", deleted: "recorded by its branch", head: false });
+    const first = tree.nodes.find((candidate) => candidate.session_id === main && candidate.name === "checkpoint-001")!;
+    expect(node.parents).toEqual([first.id]);
+    expect(tree.nodes.find((candidate) => candidate.name === "checkpoint-001" && candidate.trigger === "branch")!.parents).toEqual([point]);
+    // main's latest (the checkpoint its stop took, checkpoint-003 folded under it) comes after it.
+    expect(tree.nodes.find((candidate) => candidate.session_id === main && candidate.head)!.parents).toEqual([point]);
+
+    // The branch's first checkpoint, which recorded it, deleted too: the merge falls back and names it; the tree still draws the branch from it, saying so.
+    ok(p, ["checkpoint", "delete", "exp/checkpoint-001"]);
+    const fallen = json<MergeJson>(ok(p, ["session", "merge", "exp", main, "--dry-run", "--json"]));
+    expect(fallen.base_fell_back_from).toEqual([{ session_id: main, session_name: null, sequence: 2, name: "checkpoint-002" }]);
+    const after = json<TreeJson>(ok(p, ["session", "tree", "--json"]));
+    expect(after.nodes.find((candidate) => candidate.id === point)).toMatchObject({ deleted: "not recorded" });
+    expect(after.sessions.find((session) => session.name === "exp")!.parent).toMatchObject({ checkpoint: point, deleted: "not recorded" });
+    expect(ok(p, ["session", "tree"]).stdout).toContain(`${point.slice(0, 8)} (deleted) [${short}] checkpoint-002 deleted: exp branched from it (nothing recorded it: a merge of exp falls back to an older base)`);
+  }, 90_000);
 });

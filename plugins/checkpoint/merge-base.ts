@@ -145,7 +145,7 @@ function recordedSources(store: Store, sessions: Iterable<[string, number]>): Ma
   const objects = ObjectStore.of(store);
   for (const [sessionId, upTo] of sessions) {
     const branch = recordedBranchPoint(store, sessionId);
-    if (branch && [branch.memory_root, branch.tasks_root].every((root) => root === null || objects.has("tree", root))) found.set(pointKey({ sessionId: branch.session_id, sequence: branch.sequence }), branch);
+    if (branch) found.set(pointKey({ sessionId: branch.session_id, sequence: branch.sequence }), branch);
     for (const summary of Catalog.of(store).summaries(sessionId)) {
       if (summary.sequence > upTo) break;
       if (summary.trigger !== MERGE_TRIGGER) continue;
@@ -213,13 +213,17 @@ function deletedBranchPoint(store: Store, sessionId: string): { point: Point; fr
  * A deleted branch point (deletedBranchPoint) standing in as its branch recorded it: its trees are
  * the branch's first checkpoint's own (a branch copies nothing), and a branch made by this APEX
  * also records the branch point's time and ancestry; one made before has them taken from the
- * branch checkpoint and from the store.
+ * branch checkpoint and from the store. Undefined when nothing stands in for it (as deletedBranchPoint),
+ * or its trees were swept: the merge base falls back from it, and `session tree` says so.
  */
-function recordedBranchPoint(store: Store, sessionId: string): RecordedSummary | undefined {
+export function recordedBranchPoint(store: Store, sessionId: string): RecordedSummary | undefined {
   const found = deletedBranchPoint(store, sessionId);
   if (!found) return undefined;
   const { point, from, summary } = found;
   const recorded = recordedSourceOf(from);
+  const objects = ObjectStore.of(store);
+  const roots = recorded ? [recorded.memoryRoot, recorded.tasksRoot] : [summary.memory_root, summary.tasks_root];
+  if (roots.some((root) => root !== null && !objects.has("tree", root))) return undefined;
   return {
     id: from.id as string,
     session_id: point.sessionId,
