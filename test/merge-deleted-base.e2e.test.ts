@@ -110,3 +110,47 @@ describe("a merge of a branch whose branch point was deleted with --force", () =
     expect(ok(p, ["session", "tree"]).stdout).toContain(`${point.slice(0, 8)} (deleted) [${short}] checkpoint-002 deleted: exp branched from it (nothing recorded it: a merge of exp falls back to an older base)`);
   }, 90_000);
 });
+
+describe("a merge after a merge checkpoint between the same sessions was deleted with --force", () => {
+  it("still finds the checkpoint that merge took in as the base, through the deleted merge checkpoint, for the same sessions and for a branch made after it", () => {
+    const p = new Project(config, "apex-deleted-merge-");
+    const main = p.start(["--task", "main work"]).session_id;
+    ok(p, ["memory", "set", "/notes/x", '"base"']);
+    const point = json<{ id: string }>(ok(p, ["checkpoint", "create", "fork", "--json"])).id;
+    ok(p, ["session", "branch", point, "exp"]);
+    p.start(["--continue", "exp"]);
+    ok(p, ["memory", "set", "/notes/x", '"exp"']);
+    const taken = json<{ id: string; name: string }>(ok(p, ["checkpoint", "create", "exp changed x", "--json"]));
+    ok(p, ["stop"]);
+    p.start(["--continue", main]);
+    const first = json<{ checkpoint: { id: string } | null }>(ok(p, ["session", "merge", "exp", main, "--json"]));
+    const mergeCheckpoint = first.checkpoint!.id;
+    // main changes x again after the merge; exp goes on elsewhere.
+    ok(p, ["memory", "set", "/notes/x", '"main again"']);
+    ok(p, ["checkpoint", "create", "main changed x again"]);
+    ok(p, ["session", "branch", "latest", "third"]);
+    p.start(["--continue", "exp"]);
+    ok(p, ["memory", "set", "/notes/y", '"exp"']);
+    ok(p, ["checkpoint", "create", "exp set y"]);
+    ok(p, ["stop"]);
+    ok(p, ["checkpoint", "delete", mergeCheckpoint, "--force"]);
+
+    // The base is what the first merge took in (x "exp" there): main's change to x is main's alone, and only y
+    // comes in. Without the deleted merge's edge it was the branch point, where x was "base": a conflict on x.
+    for (const destination of [main, "third"]) {
+      const plan = p.apex(["session", "merge", "exp", destination, "--dry-run", "--json"]);
+      expect(plan.status, `${destination}: ${plan.stdout}${plan.stderr}`).toBe(0);
+      const report = JSON.parse(plan.stdout) as MergeJson;
+      expect(report.base, destination).toMatchObject({ id: taken.id, name: taken.name });
+      expect(report.base_fell_back_from).toBeUndefined();
+      expect(report.memory).toMatchObject({ changes: [{ path: "/notes/y", kind: "added" }], conflicts: [] });
+    }
+    const merged = p.apex(["session", "merge", "exp", "third"]);
+    expect(merged.status, merged.stderr).toBe(0);
+    expect(merged.stdout).toContain(`(base exp/${taken.name}, strategy fail)`);
+    // What the deleted merge took in is still the base of the next merge into main: kept as when its merge checkpoint was there.
+    const refused = p.apex(["checkpoint", "delete", taken.id]);
+    expect(refused.status, refused.stderr).toBe(4);
+    expect(refused.stderr).toContain(`exp/${taken.name} is needed: it was merged into session ${main.slice(0, 8)}`);
+  }, 120_000);
+});

@@ -14,7 +14,8 @@ export { sessionLabel, sessionName, sessionRecord } from "./session-name.js";
  * checkpoint retention deleted does not cut the chain); a branch session starts from the
  * checkpoint its record names (`parent_checkpoint`: {id, session_id, sequence}); a merge
  * checkpoint also descends from the checkpoint it merged in (`data.merge.from`, its
- * `merge_parent`). Since a session's checkpoints form a line, the ancestors of a checkpoint
+ * `merge_parent`; once the merge checkpoint is deleted, as its session's record keeps it,
+ * `deleted_merges`, recordDeletedMerge). Since a session's checkpoints form a line, the ancestors of a checkpoint
  * are, for each session, every checkpoint up to some sequence: an ancestry is a map
  * session -> highest sequence.
  *
@@ -60,16 +61,73 @@ export function branchPointOf(store: Store, sessionId: string): Point | undefine
   return { sessionId: parent.session_id, sequence: parent.sequence as number };
 }
 
-/** The checkpoints a session's merge checkpoints (up to `upTo`) merged in. */
-export function mergedInto(store: Store, sessionId: string, upTo: number): Array<Point & { recorded?: RecordedSource }> {
-  const points: Array<Point & { recorded?: RecordedSource }> = [];
-  for (const summary of Catalog.of(store).summaries(sessionId)) {
+type MergeSource = Point & { id?: string; name?: string; recorded?: RecordedSource };
+
+/**
+ * The checkpoints a session's merge checkpoints (up to `upTo`) merged in: those in the store, and
+ * those deleted since, as the session's record kept them (recordDeletedMerge): a merge checkpoint
+ * deleted with `checkpoint delete --force` still lends its ancestry, so a later merge finds the
+ * checkpoint it took in as the base, not an older one where more paths conflict.
+ */
+export function mergedInto(store: Store, sessionId: string, upTo: number): MergeSource[] {
+  const points: MergeSource[] = [];
+  const catalog = Catalog.of(store);
+  for (const summary of catalog.summaries(sessionId)) {
     if (summary.sequence > upTo) break;
     if (summary.trigger !== MERGE_TRIGGER) continue;
     const from = mergeSourceOf(store, summary);
     if (from) points.push(from);
   }
+  for (const merge of deletedMergesOf(store, sessionId)) {
+    if (merge.sequence <= upTo && !catalog.summary(sessionId, merge.sequence)) points.push(merge.from);
+  }
   return points;
+}
+
+/** Where a session's record keeps what its merge checkpoints deleted since had merged in: [{id, sequence, from}], `from` as `data.merge.from`. */
+export const DELETED_MERGES_FIELD = "deleted_merges";
+
+/** The merge checkpoints of `sessionId` deleted since, as its record kept them (none in a store older than this field). */
+function deletedMergesOf(store: Store, sessionId: string): Array<{ id: string; sequence: number; from: MergeSource }> {
+  const kept = sessionRecord(store, sessionId)?.[DELETED_MERGES_FIELD];
+  if (!Array.isArray(kept)) return [];
+  const merges: Array<{ id: string; sequence: number; from: MergeSource }> = [];
+  for (const entry of kept) {
+    if (!isRecord(entry) || typeof entry.id !== "string" || !Number.isSafeInteger(entry.sequence)) continue;
+    const from = parseMergeSource(entry.from);
+    if (from) merges.push({ id: entry.id, sequence: entry.sequence as number, from });
+  }
+  return merges;
+}
+
+/**
+ * Keeps what merge checkpoint `located` merged in (its `data.merge.from`) in its session's record,
+ * where its branch point is kept too, before it is deleted: its manifest, which held that edge of
+ * the checkpoint graph, goes with it. Called in the deletion's transaction; nothing for a
+ * checkpoint that merged nothing in, or a session without a record.
+ */
+export function recordDeletedMerge(store: Store, located: Located, actor: string): void {
+  let manifest: JsonValue | undefined;
+  try {
+    manifest = store.get(manifestPath(located.sessionId, located.sequence));
+  } catch {
+    return; // a damaged manifest records nothing to keep
+  }
+  const from = isRecord(manifest) && isRecord(manifest.data) && isRecord(manifest.data.merge) ? manifest.data.merge.from : undefined;
+  if (!parseMergeSource(from)) return;
+  for (const path of [`/sessions/${located.sessionId}`, `/sessions/history/${located.sessionId}`]) {
+    let record: JsonValue | undefined;
+    try {
+      record = store.get(path);
+    } catch {
+      continue;
+    }
+    if (!isRecord(record)) continue;
+    const kept = Array.isArray(record[DELETED_MERGES_FIELD]) ? (record[DELETED_MERGES_FIELD] as JsonValue[]) : [];
+    if (kept.some((entry) => isRecord(entry) && entry.id === located.id)) return;
+    store.batchSync((batch) => batch.set(path, { ...record, [DELETED_MERGES_FIELD]: [...kept, { id: located.id, sequence: located.sequence, from: from! }] }), actor);
+    return;
+  }
 }
 
 export const MERGE_TRIGGER = "merge";
@@ -90,14 +148,17 @@ export interface RecordedSource {
 }
 
 /** The checkpoint a merge checkpoint merged in (`data.merge.from`). */
-export function mergeSourceOf(store: Store, summary: CheckpointSummary): (Point & { id?: string; name?: string; recorded?: RecordedSource }) | undefined {
+export function mergeSourceOf(store: Store, summary: CheckpointSummary): MergeSource | undefined {
   let manifest: JsonValue | undefined;
   try {
     manifest = store.get(manifestPath(summary.session_id, summary.sequence));
   } catch {
     return undefined;
   }
-  const from = isRecord(manifest) && isRecord(manifest.data) && isRecord(manifest.data.merge) ? manifest.data.merge.from : undefined;
+  return parseMergeSource(isRecord(manifest) && isRecord(manifest.data) && isRecord(manifest.data.merge) ? manifest.data.merge.from : undefined);
+}
+
+function parseMergeSource(from: JsonValue | undefined): MergeSource | undefined {
   if (!isRecord(from) || typeof from.session_id !== "string" || !Number.isSafeInteger(from.sequence)) return undefined;
   const recorded = recordedSourceOf(from);
   return {
@@ -146,11 +207,8 @@ function recordedSources(store: Store, sessions: Iterable<[string, number]>): Ma
   for (const [sessionId, upTo] of sessions) {
     const branch = recordedBranchPoint(store, sessionId);
     if (branch) found.set(pointKey({ sessionId: branch.session_id, sequence: branch.sequence }), branch);
-    for (const summary of Catalog.of(store).summaries(sessionId)) {
-      if (summary.sequence > upTo) break;
-      if (summary.trigger !== MERGE_TRIGGER) continue;
-      const from = mergeSourceOf(store, summary);
-      if (!from?.recorded || !from.id || Catalog.of(store).summary(from.sessionId, from.sequence)) continue;
+    for (const from of mergedInto(store, sessionId, upTo)) {
+      if (!from.recorded || !from.id || Catalog.of(store).summary(from.sessionId, from.sequence)) continue;
       const { recorded } = from;
       // Trees swept by an APEX that did not keep them: that checkpoint cannot be the base (an older one is).
       if ([recorded.memoryRoot, recorded.tasksRoot].some((root) => root !== null && !objects.has("tree", root))) continue;
