@@ -213,23 +213,7 @@ function recordedSources(store: Store, sessions: Iterable<[string, number]>): Ma
       // Trees swept by an APEX that did not keep them: that checkpoint cannot be the base (an older one is).
       if ([recorded.memoryRoot, recorded.tasksRoot].some((root) => root !== null && !objects.has("tree", root))) continue;
       found.set(pointKey(from), {
-        id: from.id,
-        session_id: from.sessionId,
-        sequence: from.sequence,
-        name: from.name ?? `checkpoint-${String(from.sequence).padStart(3, "0")}`,
-        parent: null,
-        created_at: recorded.createdAt,
-        description: "",
-        pinned: false,
-        revision: 0,
-        trigger: "archived",
-        memory_keys: 0,
-        task_count: 0,
-        agent_count: 0,
-        memory_root: recorded.memoryRoot,
-        tasks_root: recorded.tasksRoot,
-        agents_root: null,
-        manifest_hash: "",
+        ...absentSummary({ id: from.id, sessionId: from.sessionId, sequence: from.sequence, name: from.name, createdAt: recorded.createdAt, trigger: "archived", memoryRoot: recorded.memoryRoot, tasksRoot: recorded.tasksRoot }),
         recorded: true,
         by: "merge",
         session_name: recorded.sessionName,
@@ -283,27 +267,46 @@ export function recordedBranchPoint(store: Store, sessionId: string): RecordedSu
   const roots = recorded ? [recorded.memoryRoot, recorded.tasksRoot] : [summary.memory_root, summary.tasks_root];
   if (roots.some((root) => root !== null && !objects.has("tree", root))) return undefined;
   return {
-    id: from.id as string,
-    session_id: point.sessionId,
-    sequence: point.sequence,
-    name: typeof from.name === "string" ? from.name : `checkpoint-${String(point.sequence).padStart(3, "0")}`,
-    parent: null,
-    created_at: recorded?.createdAt ?? summary.created_at,
-    description: "",
-    pinned: false,
-    revision: 0,
-    trigger: "deleted",
-    memory_keys: 0,
-    task_count: 0,
-    agent_count: 0,
-    memory_root: recorded ? recorded.memoryRoot : summary.memory_root,
-    tasks_root: recorded ? recorded.tasksRoot : summary.tasks_root,
-    agents_root: null,
-    manifest_hash: "",
+    ...absentSummary({
+      id: from.id as string,
+      ...point,
+      name: typeof from.name === "string" ? from.name : undefined,
+      createdAt: recorded?.createdAt ?? summary.created_at,
+      trigger: "deleted",
+      memoryRoot: recorded ? recorded.memoryRoot : summary.memory_root,
+      tasksRoot: recorded ? recorded.tasksRoot : summary.tasks_root,
+    }),
     recorded: true,
     by: "branch",
     session_name: sessionName(store, point.sessionId),
     ancestry: recorded?.ancestry ?? ancestryOf(store, point),
+  };
+}
+
+/**
+ * The summary of a checkpoint no longer in the store, from what recorded it (a merge, a branch):
+ * its place, name (`checkpoint-NNN` when none was recorded), time and trees; no manifest, counts
+ * or pin to tell.
+ */
+export function absentSummary(of: Point & { id: string; name?: string | undefined; createdAt: string; trigger: string; memoryRoot: string | null; tasksRoot: string | null }): CheckpointSummary {
+  return {
+    id: of.id,
+    session_id: of.sessionId,
+    sequence: of.sequence,
+    name: of.name ?? `checkpoint-${String(of.sequence).padStart(3, "0")}`,
+    parent: null,
+    created_at: of.createdAt,
+    description: "",
+    pinned: false,
+    revision: 0,
+    trigger: of.trigger,
+    memory_keys: 0,
+    task_count: 0,
+    agent_count: 0,
+    memory_root: of.memoryRoot,
+    tasks_root: of.tasksRoot,
+    agents_root: null,
+    manifest_hash: "",
   };
 }
 

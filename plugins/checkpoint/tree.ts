@@ -4,7 +4,7 @@ import type { JsonValue, Store } from "../../core/store/store.js";
 import { withLease } from "../../core/session/lease.js";
 import { Catalog, type CheckpointSummary } from "./catalog.js";
 import { RESERVED_SESSION_NAMES } from "./manifest.js";
-import { branchPointOf, mergeSourceOf, MERGE_TRIGGER, recordedBranchPoint, sessionRecord, type Point } from "./merge-base.js";
+import { absentSummary, branchPointOf, mergeSourceOf, MERGE_TRIGGER, recordedBranchPoint, sessionRecord, type Point } from "./merge-base.js";
 import { shortSessionId } from "../../core/session/names.js";
 
 /**
@@ -212,7 +212,8 @@ function deletedBranchPoints(store: Store, ids: ReadonlySet<string>, drawn: Map<
     const point = branchPointOf(store, id);
     const list = point && drawn.get(point.sessionId);
     if (!point || !list || list.some((summary) => summary.sequence === point.sequence)) continue;
-    const parent = sessionRecord(store, id)?.parent_checkpoint as { id?: unknown; name?: unknown } | undefined;
+    const record = sessionRecord(store, id);
+    const parent = record?.parent_checkpoint as { id?: unknown; name?: unknown } | undefined;
     if (typeof parent?.id !== "string") continue;
     const standIn = recordedBranchPoint(store, id);
     const mark: DeletedPoint = standIn?.id === parent.id ? "recorded by its branch" : "not recorded";
@@ -222,27 +223,18 @@ function deletedBranchPoints(store: Store, ids: ReadonlySet<string>, drawn: Map<
       continue;
     }
     found.set(parent.id, { of: new Map([[id, mark]]) });
-    const record = sessionRecord(store, id);
-    list.push({
-      id: parent.id,
-      session_id: point.sessionId,
-      sequence: point.sequence,
-      name: typeof parent.name === "string" ? parent.name : `checkpoint-${String(point.sequence).padStart(3, "0")}`,
-      parent: null,
-      // Its own time as the branch recorded it, else the branch's (made after it).
-      created_at: standIn?.created_at ?? (typeof record?.created_at === "string" ? record.created_at : ""),
-      description: "",
-      pinned: false,
-      revision: 0,
-      trigger: "deleted",
-      memory_keys: 0,
-      task_count: 0,
-      agent_count: 0,
-      memory_root: null,
-      tasks_root: null,
-      agents_root: null,
-      manifest_hash: "",
-    });
+    list.push(
+      absentSummary({
+        id: parent.id,
+        ...point,
+        name: typeof parent.name === "string" ? parent.name : undefined,
+        // Its own time as the branch recorded it, else the branch's (made after it).
+        createdAt: standIn?.created_at ?? (typeof record?.created_at === "string" ? record.created_at : ""),
+        trigger: "deleted",
+        memoryRoot: null,
+        tasksRoot: null,
+      }),
+    );
     list.sort((a, b) => a.sequence - b.sequence);
   }
   return found;
