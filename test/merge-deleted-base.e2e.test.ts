@@ -123,7 +123,7 @@ describe("a merge after a merge checkpoint between the same sessions was deleted
     const taken = json<{ id: string; name: string }>(ok(p, ["checkpoint", "create", "exp changed x", "--json"]));
     ok(p, ["stop"]);
     p.start(["--continue", main]);
-    const first = json<{ checkpoint: { id: string } | null }>(ok(p, ["session", "merge", "exp", main, "--json"]));
+    const first = json<{ checkpoint: { id: string; name: string } | null }>(ok(p, ["session", "merge", "exp", main, "--json"]));
     const mergeCheckpoint = first.checkpoint!.id;
     // main changes x again after the merge; exp goes on elsewhere.
     ok(p, ["memory", "set", "/notes/x", '"main again"']);
@@ -134,6 +134,11 @@ describe("a merge after a merge checkpoint between the same sessions was deleted
     ok(p, ["checkpoint", "create", "exp set y"]);
     ok(p, ["stop"]);
     ok(p, ["checkpoint", "delete", mergeCheckpoint, "--force"]);
+    // session tree still draws it, deleted, with its edge to what it merged in (it lost both, the merge no longer drawn at all).
+    const tree = json<{ nodes: Array<{ id: string; trigger: string; parents: string[]; deleted?: string; description: string }> }>(ok(p, ["session", "tree", "--json"]));
+    expect(tree.nodes.find((node) => node.id === mergeCheckpoint)).toMatchObject({ trigger: "deleted", deleted: "recorded by its session", description: `merge exp/${taken.name} into ${main.slice(0, 8)}` });
+    expect(tree.nodes.find((node) => node.id === mergeCheckpoint)!.parents[1]).toBe(taken.id);
+    expect(ok(p, ["session", "tree"]).stdout).toContain(`${mergeCheckpoint.slice(0, 8)} (deleted) [${main.slice(0, 8)}] ${first.checkpoint!.name} deleted: merge exp/${taken.name} into ${main.slice(0, 8)} (its session recorded what it merged in: a later merge still finds it)`);
 
     // The base is what the first merge took in (x "exp" there): main's change to x is main's alone, and only y
     // comes in. Without the deleted merge's edge it was the branch point, where x was "base": a conflict on x.

@@ -61,7 +61,7 @@ export function branchPointOf(store: Store, sessionId: string): Point | undefine
   return { sessionId: parent.session_id, sequence: parent.sequence as number };
 }
 
-type MergeSource = Point & { id?: string; name?: string; recorded?: RecordedSource };
+export type MergeSource = Point & { id?: string; name?: string; recorded?: RecordedSource };
 
 /**
  * The checkpoints a session's merge checkpoints (up to `upTo`) merged in: those in the store, and
@@ -84,18 +84,30 @@ export function mergedInto(store: Store, sessionId: string, upTo: number): Merge
   return points;
 }
 
-/** Where a session's record keeps what its merge checkpoints deleted since had merged in: [{id, sequence, from}], `from` as `data.merge.from`. */
+/**
+ * Where a session's record keeps what its merge checkpoints deleted since had merged in: [{id,
+ * sequence, created_at, description, from}], `from` as `data.merge.from` (the rest, for `session tree`).
+ */
 export const DELETED_MERGES_FIELD = "deleted_merges";
 
+export interface DeletedMerge {
+  id: string;
+  sequence: number;
+  createdAt: string | null;
+  description: string;
+  from: MergeSource;
+}
+
 /** The merge checkpoints of `sessionId` deleted since, as its record kept them (none in a store older than this field). */
-function deletedMergesOf(store: Store, sessionId: string): Array<{ id: string; sequence: number; from: MergeSource }> {
+export function deletedMergesOf(store: Store, sessionId: string): DeletedMerge[] {
   const kept = sessionRecord(store, sessionId)?.[DELETED_MERGES_FIELD];
   if (!Array.isArray(kept)) return [];
-  const merges: Array<{ id: string; sequence: number; from: MergeSource }> = [];
+  const merges: DeletedMerge[] = [];
   for (const entry of kept) {
     if (!isRecord(entry) || typeof entry.id !== "string" || !Number.isSafeInteger(entry.sequence)) continue;
     const from = parseMergeSource(entry.from);
-    if (from) merges.push({ id: entry.id, sequence: entry.sequence as number, from });
+    const createdAt = typeof entry.created_at === "string" ? entry.created_at : null;
+    if (from) merges.push({ id: entry.id, sequence: entry.sequence as number, createdAt, description: typeof entry.description === "string" ? entry.description : "", from });
   }
   return merges;
 }
@@ -125,7 +137,9 @@ export function recordDeletedMerge(store: Store, located: Located, actor: string
     if (!isRecord(record)) continue;
     const kept = Array.isArray(record[DELETED_MERGES_FIELD]) ? (record[DELETED_MERGES_FIELD] as JsonValue[]) : [];
     if (kept.some((entry) => isRecord(entry) && entry.id === located.id)) return;
-    store.batchSync((batch) => batch.set(path, { ...record, [DELETED_MERGES_FIELD]: [...kept, { id: located.id, sequence: located.sequence, from: from! }] }), actor);
+    const summary = Catalog.of(store).summary(located.sessionId, located.sequence);
+    const entry = { id: located.id, sequence: located.sequence, created_at: summary?.created_at ?? null, description: summary?.description ?? "", from: from! };
+    store.batchSync((batch) => batch.set(path, { ...record, [DELETED_MERGES_FIELD]: [...kept, entry] }), actor);
     return;
   }
 }

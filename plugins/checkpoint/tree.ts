@@ -4,7 +4,7 @@ import type { JsonValue, Store } from "../../core/store/store.js";
 import { withLease } from "../../core/session/lease.js";
 import { Catalog, type CheckpointSummary } from "./catalog.js";
 import { RESERVED_SESSION_NAMES } from "./manifest.js";
-import { absentSummary, branchPointOf, mergeSourceOf, MERGE_TRIGGER, recordedBranchPoint, sessionRecord, type Point } from "./merge-base.js";
+import { absentSummary, branchPointOf, deletedMergesOf, mergeSourceOf, MERGE_TRIGGER, recordedBranchPoint, sessionRecord, type MergeSource, type Point } from "./merge-base.js";
 import { shortSessionId } from "../../core/session/names.js";
 
 /**
@@ -60,14 +60,16 @@ export interface TreeNode {
    * that the branch comes off it, as the merge finds it (merge-base.ts): "recorded by its branch"
    * when each branch's first checkpoint still records it (a merge diffs against it as recorded),
    * "not recorded" when one's does not (that merge falls back to an older base, and says so).
-   * `trigger` is then "deleted". Absent otherwise.
+   * `trigger` is then "deleted". A merge checkpoint deleted so is drawn too, with its edge to what it
+   * merged in, which its session's record kept: "recorded by its session" (merge-base.ts
+   * recordDeletedMerge; the next merge still finds what it merged in). Absent otherwise.
    */
   deleted?: DeletedPoint;
   /** Of a `deleted` node: the sessions branched from it. */
   branched_by?: string[];
 }
 
-export type DeletedPoint = "recorded by its branch" | "not recorded";
+export type DeletedPoint = "recorded by its branch" | "not recorded" | "recorded by its session";
 
 export interface SessionTree {
   sessions: TreeSession[];
@@ -92,6 +94,7 @@ export function sessionTree(store: Store): SessionTree {
   // The checkpoints drawn: the store's, and the branch points deleted since, where they were (by sequence).
   const drawn = new Map([...summaries].map(([id, list]) => [id, [...list]]));
   const deleted = deletedBranchPoints(store, ids, drawn);
+  const deletedMerges = deletedMergeCheckpoints(store, ids, drawn);
   const wanted = new Map<string, Set<number>>();
   const want = (point: Point | undefined): CheckpointSummary | undefined => {
     if (!point) return undefined;
@@ -113,10 +116,11 @@ export function sessionTree(store: Store): SessionTree {
       want({ sessionId: id, sequence: list[0]!.sequence });
       want({ sessionId: id, sequence: list.at(-1)!.sequence });
     }
-    for (const summary of list) {
-      if (summary.trigger !== MERGE_TRIGGER) continue;
+    for (const summary of drawn.get(id)!) {
+      const deletedFrom = deletedMerges.get(summary.id);
+      if (summary.trigger !== MERGE_TRIGGER && !deletedFrom) continue;
       want({ sessionId: id, sequence: summary.sequence });
-      const from = mergeSourceOf(store, summary);
+      const from = deletedFrom ?? mergeSourceOf(store, summary);
       const target = want(from);
       if (target) mergeFrom.set(summary.id, target);
       else if (from?.id && !ids.has(from.sessionId)) {
@@ -191,6 +195,7 @@ export function sessionTree(store: Store): SessionTree {
         parents,
         folded,
         head: summary.sequence === latest,
+        ...(deletedMerges.has(summary.id) ? { deleted: "recorded by its session" as const } : {}),
         ...(gone ? { deleted: [...gone.of.values()].every((mark) => mark === "recorded by its branch") ? ("recorded by its branch" as const) : ("not recorded" as const), branched_by: [...gone.of.keys()] } : {}),
       });
     });
@@ -235,6 +240,25 @@ function deletedBranchPoints(store: Store, ids: ReadonlySet<string>, drawn: Map<
         tasksRoot: null,
       }),
     );
+    list.sort((a, b) => a.sequence - b.sequence);
+  }
+  return found;
+}
+
+/**
+ * The merge checkpoints of `ids` deleted since, as their sessions' records kept them, each added to
+ * its session's list in `drawn` where it was; by id, what each merged in.
+ */
+function deletedMergeCheckpoints(store: Store, ids: ReadonlySet<string>, drawn: Map<string, CheckpointSummary[]>): Map<string, MergeSource> {
+  const found = new Map<string, MergeSource>();
+  for (const id of ids) {
+    const list = drawn.get(id)!;
+    for (const merge of deletedMergesOf(store, id)) {
+      if (list.some((summary) => summary.sequence === merge.sequence)) continue;
+      found.set(merge.id, merge.from);
+      const createdAt = merge.createdAt ?? merge.from.recorded?.createdAt ?? "";
+      list.push({ ...absentSummary({ id: merge.id, sessionId: id, sequence: merge.sequence, createdAt, trigger: "deleted", memoryRoot: null, tasksRoot: null }), description: merge.description });
+    }
     list.sort((a, b) => a.sequence - b.sequence);
   }
   return found;
@@ -349,6 +373,7 @@ function absentText(node: TreeNode, backups: string | undefined): { trigger: str
  * older one).
  */
 function deletedText(node: TreeNode, sessions: ReadonlyMap<string, TreeSession>): { trigger: string; description: string } {
+  if (node.deleted === "recorded by its session") return { trigger: "deleted", description: `: ${node.description || "a merge"} (its session recorded what it merged in: a later merge still finds it)` };
   const names = (node.branched_by ?? []).map((id) => sessions.get(id)?.name ?? shortSessionId(id));
   const one = names.length === 1;
   const who = names.join(", ");
