@@ -13,13 +13,19 @@ interface MergeJson {
   memory: { changes: Array<{ path: string; kind: string }>; conflicts: Array<{ path: string }> };
 }
 
+/** A project whose session (`main`) set /notes/x to "base", then branched `exp` from a checkpoint of that (`point`). */
+function branchedProject(prefix: string): { p: Project; main: string; point: string } {
+  const p = new Project(config, prefix);
+  const main = p.start(["--task", "main work"]).session_id;
+  ok(p, ["memory", "set", "/notes/x", '"base"']);
+  const point = json<{ id: string }>(ok(p, ["checkpoint", "create", "fork", "--json"])).id;
+  ok(p, ["session", "branch", point, "exp"]);
+  return { p, main, point };
+}
+
 describe("a merge of a branch whose branch point was deleted with --force", () => {
   it("still diffs against the branch point, as the branch recorded it, and says so; with that record deleted too, it says which older base it used instead", () => {
-    const p = new Project(config, "apex-deleted-base-");
-    const main = p.start(["--task", "main work"]).session_id;
-    ok(p, ["memory", "set", "/notes/x", '"base"']);
-    const point = json<{ id: string }>(ok(p, ["checkpoint", "create", "fork", "--json"])).id;
-    ok(p, ["session", "branch", point, "exp"]);
+    const { p, main, point } = branchedProject("apex-deleted-base-");
     // Its outcome until it runs names the session it branched from as session list does (it gave the whole uuid).
     const history = json<Array<{ name: string | null; outcome: string }>>(ok(p, ["session", "history", "--json"]));
     expect(history.find((row) => row.name === "exp")!.outcome).toBe(`branched from ${main.slice(0, 8)}/checkpoint-002`);
@@ -63,11 +69,8 @@ describe("a merge of a branch whose branch point was deleted with --force", () =
   }, 60_000);
 
   it("session tree draws the branch from its deleted branch point, marked deleted, as the merge finds it; with the branch's record of it deleted too, still from there, saying a merge falls back", () => {
-    const p = new Project(config, "apex-deleted-tree-");
-    const main = p.start(["--task", "main work"]).session_id;
+    const { p, main, point } = branchedProject("apex-deleted-tree-");
     const short = main.slice(0, 8);
-    const point = json<{ id: string }>(ok(p, ["checkpoint", "create", "fork", "--json"])).id;
-    ok(p, ["session", "branch", point, "exp"]);
     ok(p, ["checkpoint", "create", "main went on"]);
     p.start(["--continue", "exp"]);
     ok(p, ["checkpoint", "create", "exp went on"]);
@@ -113,11 +116,7 @@ describe("a merge of a branch whose branch point was deleted with --force", () =
 
 describe("a merge after a merge checkpoint between the same sessions was deleted with --force", () => {
   it("still finds the checkpoint that merge took in as the base, through the deleted merge checkpoint, for the same sessions and for a branch made after it", () => {
-    const p = new Project(config, "apex-deleted-merge-");
-    const main = p.start(["--task", "main work"]).session_id;
-    ok(p, ["memory", "set", "/notes/x", '"base"']);
-    const point = json<{ id: string }>(ok(p, ["checkpoint", "create", "fork", "--json"])).id;
-    ok(p, ["session", "branch", point, "exp"]);
+    const { p, main } = branchedProject("apex-deleted-merge-");
     p.start(["--continue", "exp"]);
     ok(p, ["memory", "set", "/notes/x", '"exp"']);
     const taken = json<{ id: string; name: string }>(ok(p, ["checkpoint", "create", "exp changed x", "--json"]));
