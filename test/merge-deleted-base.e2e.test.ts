@@ -13,13 +13,19 @@ interface MergeJson {
   memory: { changes: Array<{ path: string; kind: string }>; conflicts: Array<{ path: string }> };
 }
 
+/** A project whose session (`main`) set /notes/x to "base", then branched `exp` from a checkpoint of that (`point`). */
+function branchedProject(prefix: string): { p: Project; main: string; point: string } {
+  const p = new Project(config, prefix);
+  const main = p.start(["--task", "main work"]).session_id;
+  ok(p, ["memory", "set", "/notes/x", '"base"']);
+  const point = json<{ id: string }>(ok(p, ["checkpoint", "create", "fork", "--json"])).id;
+  ok(p, ["session", "branch", point, "exp"]);
+  return { p, main, point };
+}
+
 describe("a merge of a branch whose branch point was deleted with --force", () => {
   it("still diffs against the branch point, as the branch recorded it, and says so; with that record deleted too, it says which older base it used instead", () => {
-    const p = new Project(config, "apex-deleted-base-");
-    const main = p.start(["--task", "main work"]).session_id;
-    ok(p, ["memory", "set", "/notes/x", '"base"']);
-    const point = json<{ id: string }>(ok(p, ["checkpoint", "create", "fork", "--json"])).id;
-    ok(p, ["session", "branch", point, "exp"]);
+    const { p, main, point } = branchedProject("apex-deleted-base-");
     // Its outcome until it runs names the session it branched from as session list does (it gave the whole uuid).
     const history = json<Array<{ name: string | null; outcome: string }>>(ok(p, ["session", "history", "--json"]));
     expect(history.find((row) => row.name === "exp")!.outcome).toBe(`branched from ${main.slice(0, 8)}/checkpoint-002`);
@@ -61,4 +67,94 @@ describe("a merge of a branch whose branch point was deleted with --force", () =
     expect(merged.stderr).toContain(`${warning} is based on the older ${main.slice(0, 8)}/checkpoint-001`);
     expect(merged.stdout).toContain(`(base ${main.slice(0, 8)}/checkpoint-001, strategy theirs)`);
   }, 60_000);
+
+  it("session tree draws the branch from its deleted branch point, marked deleted, as the merge finds it; with the branch's record of it deleted too, still from there, saying a merge falls back", () => {
+    const { p, main, point } = branchedProject("apex-deleted-tree-");
+    const short = main.slice(0, 8);
+    ok(p, ["checkpoint", "create", "main went on"]);
+    p.start(["--continue", "exp"]);
+    ok(p, ["checkpoint", "create", "exp went on"]);
+    ok(p, ["stop"]);
+    ok(p, ["checkpoint", "delete", point, "--force"]);
+
+    const merged = json<MergeJson>(ok(p, ["session", "merge", "exp", main, "--dry-run", "--json"]));
+    expect(merged.base).toMatchObject({ id: point, deleted: "recorded by its branch" });
+    // It came off main's first checkpoint, the nearest one left, and nothing said the real one was gone.
+    const lines = ok(p, ["session", "tree"]).stdout.split("\n");
+    const deletedLine = lines.findIndex((line) => line.includes(`${point.slice(0, 8)} (deleted) [${short}] checkpoint-002 deleted`));
+    expect(deletedLine, lines.join("\n")).toBeGreaterThan(0);
+    expect(lines[deletedLine]).toContain("exp branched from it (its branch recorded it: a merge of exp still diffs against it)");
+    // exp's line, then its edge into the deleted branch point, then main's first checkpoint under it.
+    expect(lines[deletedLine - 1], lines.join("\n")).toBe("|/");
+    expect(lines[deletedLine - 2]).toMatch(/\[exp\] checkpoint-001 branch/);
+    expect(lines[deletedLine + 1]).toContain(`[${short}] checkpoint-001 onStart`);
+
+    interface TreeJson {
+      sessions: Array<{ name: string | null; parent: { checkpoint: string; name: string; sequence: number; deleted?: string } | null }>;
+      nodes: Array<{ id: string; session_id: string; name: string; trigger: string; parents: string[]; deleted?: string; head: boolean }>;
+    }
+    const tree = json<TreeJson>(ok(p, ["session", "tree", "--json"]));
+    expect(tree.sessions.find((session) => session.name === "exp")!.parent).toEqual({ session_id: main, checkpoint: point, name: "checkpoint-002", sequence: 2, deleted: "recorded by its branch" });
+    const node = tree.nodes.find((candidate) => candidate.id === point)!;
+    expect(node).toMatchObject({ session_id: main, name: "checkpoint-002", trigger: "deleted", deleted: "recorded by its branch", head: false });
+    const first = tree.nodes.find((candidate) => candidate.session_id === main && candidate.name === "checkpoint-001")!;
+    expect(node.parents).toEqual([first.id]);
+    expect(tree.nodes.find((candidate) => candidate.name === "checkpoint-001" && candidate.trigger === "branch")!.parents).toEqual([point]);
+    // main's latest (the checkpoint its stop took, checkpoint-003 folded under it) comes after it.
+    expect(tree.nodes.find((candidate) => candidate.session_id === main && candidate.head)!.parents).toEqual([point]);
+
+    // The branch's first checkpoint, which recorded it, deleted too: the merge falls back and names it; the tree still draws the branch from it, saying so.
+    ok(p, ["checkpoint", "delete", "exp/checkpoint-001"]);
+    const fallen = json<MergeJson>(ok(p, ["session", "merge", "exp", main, "--dry-run", "--json"]));
+    expect(fallen.base_fell_back_from).toEqual([{ session_id: main, session_name: null, sequence: 2, name: "checkpoint-002" }]);
+    const after = json<TreeJson>(ok(p, ["session", "tree", "--json"]));
+    expect(after.nodes.find((candidate) => candidate.id === point)).toMatchObject({ deleted: "not recorded" });
+    expect(after.sessions.find((session) => session.name === "exp")!.parent).toMatchObject({ checkpoint: point, deleted: "not recorded" });
+    expect(ok(p, ["session", "tree"]).stdout).toContain(`${point.slice(0, 8)} (deleted) [${short}] checkpoint-002 deleted: exp branched from it (nothing recorded it: a merge of exp falls back to an older base)`);
+  }, 90_000);
+});
+
+describe("a merge after a merge checkpoint between the same sessions was deleted with --force", () => {
+  it("still finds the checkpoint that merge took in as the base, through the deleted merge checkpoint, for the same sessions and for a branch made after it", () => {
+    const { p, main } = branchedProject("apex-deleted-merge-");
+    p.start(["--continue", "exp"]);
+    ok(p, ["memory", "set", "/notes/x", '"exp"']);
+    const taken = json<{ id: string; name: string }>(ok(p, ["checkpoint", "create", "exp changed x", "--json"]));
+    ok(p, ["stop"]);
+    p.start(["--continue", main]);
+    const first = json<{ checkpoint: { id: string; name: string } | null }>(ok(p, ["session", "merge", "exp", main, "--json"]));
+    const mergeCheckpoint = first.checkpoint!.id;
+    // main changes x again after the merge; exp goes on elsewhere.
+    ok(p, ["memory", "set", "/notes/x", '"main again"']);
+    ok(p, ["checkpoint", "create", "main changed x again"]);
+    ok(p, ["session", "branch", "latest", "third"]);
+    p.start(["--continue", "exp"]);
+    ok(p, ["memory", "set", "/notes/y", '"exp"']);
+    ok(p, ["checkpoint", "create", "exp set y"]);
+    ok(p, ["stop"]);
+    ok(p, ["checkpoint", "delete", mergeCheckpoint, "--force"]);
+    // session tree still draws it, deleted, with its edge to what it merged in (it lost both, the merge no longer drawn at all).
+    const tree = json<{ nodes: Array<{ id: string; trigger: string; parents: string[]; deleted?: string; description: string }> }>(ok(p, ["session", "tree", "--json"]));
+    expect(tree.nodes.find((node) => node.id === mergeCheckpoint)).toMatchObject({ trigger: "deleted", deleted: "recorded by its session", description: `merge exp/${taken.name} into ${main.slice(0, 8)}` });
+    expect(tree.nodes.find((node) => node.id === mergeCheckpoint)!.parents[1]).toBe(taken.id);
+    expect(ok(p, ["session", "tree"]).stdout).toContain(`${mergeCheckpoint.slice(0, 8)} (deleted) [${main.slice(0, 8)}] ${first.checkpoint!.name} deleted: merge exp/${taken.name} into ${main.slice(0, 8)} (its session recorded what it merged in: a later merge still finds it)`);
+
+    // The base is what the first merge took in (x "exp" there): main's change to x is main's alone, and only y
+    // comes in. Without the deleted merge's edge it was the branch point, where x was "base": a conflict on x.
+    for (const destination of [main, "third"]) {
+      const plan = p.apex(["session", "merge", "exp", destination, "--dry-run", "--json"]);
+      expect(plan.status, `${destination}: ${plan.stdout}${plan.stderr}`).toBe(0);
+      const report = JSON.parse(plan.stdout) as MergeJson;
+      expect(report.base, destination).toMatchObject({ id: taken.id, name: taken.name });
+      expect(report.base_fell_back_from).toBeUndefined();
+      expect(report.memory).toMatchObject({ changes: [{ path: "/notes/y", kind: "added" }], conflicts: [] });
+    }
+    const merged = p.apex(["session", "merge", "exp", "third"]);
+    expect(merged.status, merged.stderr).toBe(0);
+    expect(merged.stdout).toContain(`(base exp/${taken.name}, strategy fail)`);
+    // What the deleted merge took in is still the base of the next merge into main: kept as when its merge checkpoint was there.
+    const refused = p.apex(["checkpoint", "delete", taken.id]);
+    expect(refused.status, refused.stderr).toBe(4);
+    expect(refused.stderr).toContain(`exp/${taken.name} is needed: it was merged into session ${main.slice(0, 8)}`);
+  }, 120_000);
 });

@@ -675,6 +675,7 @@ export async function deleteCheckpoint(store: Store, ref: string, options: Delet
   assertWritable(store);
   // Loaded here, not with this module: a start (which writes a checkpoint and deletes none) does not load LangGraph's index.
   const { forgetLangGraphStep } = await import("./langgraph-index.js");
+  const { MERGE_TRIGGER, recordDeletedMerge } = await import("./merge-base.js");
   let deleted!: NamedCheckpoint;
   await store.transaction(() => {
     const located = resolveCheckpoint(store, ref, options);
@@ -706,6 +707,8 @@ export async function deleteCheckpoint(store: Store, ref: string, options: Delet
     if (!options.force) options.refuse?.(located);
     // A LangGraph step's index, writes and head go with it (langgraph-index.ts), before its manifest, which names them.
     forgetLangGraphStep(store, located, options.actor ?? ACTORS.checkpoint);
+    // A merge checkpoint's edge to what it merged in lives in its manifest: its session's record keeps it, for the next merge's base.
+    if (trigger === MERGE_TRIGGER) recordDeletedMerge(store, located, options.actor ?? ACTORS.checkpoint);
     removeCheckpointRecords(store, located, options.actor ?? ACTORS.checkpoint);
     deleted = { ...located, name: checkpointName(located.sequence), session_name: sessionName(store, located.sessionId) };
     options.record?.(deleted, { trigger });

@@ -3,7 +3,7 @@ import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog, type Located } from "./catalog.js";
 import { resolveCheckpoint } from "./checkpoints.js";
 import { checkpointName, isRecord, RESERVED_SESSION_NAMES } from "./manifest.js";
-import { MERGE_TRIGGER, mergeSourceOf } from "./merge-base.js";
+import { MERGE_TRIGGER, mergedInto } from "./merge-base.js";
 import { shortSessionId } from "../../core/session/names.js";
 
 /**
@@ -104,7 +104,7 @@ export function refuseNeeded(store: Store, located: Located): void {
     return phrase && sid !== undefined ? phrase(`session ${label(sid)}`) : reason;
   });
   throw new ApexError("APEX_E_CONFLICT", `${label(located.sessionId)}/${checkpointName(located.sequence)} is needed: ${why.join("; ")}. Not deleting it.`, {
-    hint: "--force deletes it anyway: a branch keeps its own state; a later merge between these sessions still finds a checkpoint merged in from what its merge recorded (one merged by an older APEX excepted), and a branch point from what the branch's first checkpoint recorded (while that checkpoint is kept; without it the merge falls back to an older common checkpoint, where more paths may conflict, and says so).",
+    hint: "--force deletes it anyway: a branch keeps its own state; a later merge between these sessions still finds a checkpoint merged in from what its merge recorded (one merged by an older APEX excepted), and what a deleted merge checkpoint merged in, and a branch point from what the branch's first checkpoint recorded (while that checkpoint is kept; without it the merge falls back to an older common checkpoint, where more paths may conflict, and says so).",
     details: { checkpoint: located.id, needed_by: needs },
   });
 }
@@ -175,8 +175,9 @@ export function mergePoints(store: Store, sessions: readonly SessionInfo[]): Map
     for (const summary of catalog.summaries(sessionId)) {
       if (summary.trigger !== MERGE_TRIGGER) continue;
       protect(summary.id, `merge point of ${sessionId}`);
-      const from = mergeSourceOf(store, summary);
-      if (!from) continue;
+    }
+    // Those of merge checkpoints deleted with --force too, which still lend their edges (merge-base.ts mergedInto): the next merge's base is there.
+    for (const from of mergedInto(store, sessionId, Number.MAX_SAFE_INTEGER)) {
       const merged = catalog.summary(from.sessionId, from.sequence);
       if (merged) protect(merged.id, `merged into ${sessionId}`);
     }

@@ -14,7 +14,8 @@ export { sessionLabel, sessionName, sessionRecord } from "./session-name.js";
  * checkpoint retention deleted does not cut the chain); a branch session starts from the
  * checkpoint its record names (`parent_checkpoint`: {id, session_id, sequence}); a merge
  * checkpoint also descends from the checkpoint it merged in (`data.merge.from`, its
- * `merge_parent`). Since a session's checkpoints form a line, the ancestors of a checkpoint
+ * `merge_parent`; once the merge checkpoint is deleted, as its session's record keeps it,
+ * `deleted_merges`, recordDeletedMerge). Since a session's checkpoints form a line, the ancestors of a checkpoint
  * are, for each session, every checkpoint up to some sequence: an ancestry is a map
  * session -> highest sequence.
  *
@@ -60,16 +61,87 @@ export function branchPointOf(store: Store, sessionId: string): Point | undefine
   return { sessionId: parent.session_id, sequence: parent.sequence as number };
 }
 
-/** The checkpoints a session's merge checkpoints (up to `upTo`) merged in. */
-export function mergedInto(store: Store, sessionId: string, upTo: number): Array<Point & { recorded?: RecordedSource }> {
-  const points: Array<Point & { recorded?: RecordedSource }> = [];
-  for (const summary of Catalog.of(store).summaries(sessionId)) {
+export type MergeSource = Point & { id?: string; name?: string; recorded?: RecordedSource };
+
+/**
+ * The checkpoints a session's merge checkpoints (up to `upTo`) merged in: those in the store, and
+ * those deleted since, as the session's record kept them (recordDeletedMerge): a merge checkpoint
+ * deleted with `checkpoint delete --force` still lends its ancestry, so a later merge finds the
+ * checkpoint it took in as the base, not an older one where more paths conflict.
+ */
+export function mergedInto(store: Store, sessionId: string, upTo: number): MergeSource[] {
+  const points: MergeSource[] = [];
+  const catalog = Catalog.of(store);
+  for (const summary of catalog.summaries(sessionId)) {
     if (summary.sequence > upTo) break;
     if (summary.trigger !== MERGE_TRIGGER) continue;
     const from = mergeSourceOf(store, summary);
     if (from) points.push(from);
   }
+  for (const merge of deletedMergesOf(store, sessionId)) {
+    if (merge.sequence <= upTo && !catalog.summary(sessionId, merge.sequence)) points.push(merge.from);
+  }
   return points;
+}
+
+/**
+ * Where a session's record keeps what its merge checkpoints deleted since had merged in: [{id,
+ * sequence, created_at, description, from}], `from` as `data.merge.from` (the rest, for `session tree`).
+ */
+export const DELETED_MERGES_FIELD = "deleted_merges";
+
+export interface DeletedMerge {
+  id: string;
+  sequence: number;
+  createdAt: string | null;
+  description: string;
+  from: MergeSource;
+}
+
+/** The merge checkpoints of `sessionId` deleted since, as its record kept them (none in a store older than this field). */
+export function deletedMergesOf(store: Store, sessionId: string): DeletedMerge[] {
+  const kept = sessionRecord(store, sessionId)?.[DELETED_MERGES_FIELD];
+  if (!Array.isArray(kept)) return [];
+  const merges: DeletedMerge[] = [];
+  for (const entry of kept) {
+    if (!isRecord(entry) || typeof entry.id !== "string" || !Number.isSafeInteger(entry.sequence)) continue;
+    const from = parseMergeSource(entry.from);
+    const createdAt = typeof entry.created_at === "string" ? entry.created_at : null;
+    if (from) merges.push({ id: entry.id, sequence: entry.sequence as number, createdAt, description: typeof entry.description === "string" ? entry.description : "", from });
+  }
+  return merges;
+}
+
+/**
+ * Keeps what merge checkpoint `located` merged in (its `data.merge.from`) in its session's record,
+ * where its branch point is kept too, before it is deleted: its manifest, which held that edge of
+ * the checkpoint graph, goes with it. Called in the deletion's transaction; nothing for a
+ * checkpoint that merged nothing in, or a session without a record.
+ */
+export function recordDeletedMerge(store: Store, located: Located, actor: string): void {
+  let manifest: JsonValue | undefined;
+  try {
+    manifest = store.get(manifestPath(located.sessionId, located.sequence));
+  } catch {
+    return; // a damaged manifest records nothing to keep
+  }
+  const from = isRecord(manifest) && isRecord(manifest.data) && isRecord(manifest.data.merge) ? manifest.data.merge.from : undefined;
+  if (!parseMergeSource(from)) return;
+  for (const path of [`/sessions/${located.sessionId}`, `/sessions/history/${located.sessionId}`]) {
+    let record: JsonValue | undefined;
+    try {
+      record = store.get(path);
+    } catch {
+      continue;
+    }
+    if (!isRecord(record)) continue;
+    const kept = Array.isArray(record[DELETED_MERGES_FIELD]) ? (record[DELETED_MERGES_FIELD] as JsonValue[]) : [];
+    if (kept.some((entry) => isRecord(entry) && entry.id === located.id)) return;
+    const summary = Catalog.of(store).summary(located.sessionId, located.sequence);
+    const entry = { id: located.id, sequence: located.sequence, created_at: summary?.created_at ?? null, description: summary?.description ?? "", from: from! };
+    store.batchSync((batch) => batch.set(path, { ...record, [DELETED_MERGES_FIELD]: [...kept, entry] }), actor);
+    return;
+  }
 }
 
 export const MERGE_TRIGGER = "merge";
@@ -90,14 +162,17 @@ export interface RecordedSource {
 }
 
 /** The checkpoint a merge checkpoint merged in (`data.merge.from`). */
-export function mergeSourceOf(store: Store, summary: CheckpointSummary): (Point & { id?: string; name?: string; recorded?: RecordedSource }) | undefined {
+export function mergeSourceOf(store: Store, summary: CheckpointSummary): MergeSource | undefined {
   let manifest: JsonValue | undefined;
   try {
     manifest = store.get(manifestPath(summary.session_id, summary.sequence));
   } catch {
     return undefined;
   }
-  const from = isRecord(manifest) && isRecord(manifest.data) && isRecord(manifest.data.merge) ? manifest.data.merge.from : undefined;
+  return parseMergeSource(isRecord(manifest) && isRecord(manifest.data) && isRecord(manifest.data.merge) ? manifest.data.merge.from : undefined);
+}
+
+function parseMergeSource(from: JsonValue | undefined): MergeSource | undefined {
   if (!isRecord(from) || typeof from.session_id !== "string" || !Number.isSafeInteger(from.sequence)) return undefined;
   const recorded = recordedSourceOf(from);
   return {
@@ -145,33 +220,14 @@ function recordedSources(store: Store, sessions: Iterable<[string, number]>): Ma
   const objects = ObjectStore.of(store);
   for (const [sessionId, upTo] of sessions) {
     const branch = recordedBranchPoint(store, sessionId);
-    if (branch && [branch.memory_root, branch.tasks_root].every((root) => root === null || objects.has("tree", root))) found.set(pointKey({ sessionId: branch.session_id, sequence: branch.sequence }), branch);
-    for (const summary of Catalog.of(store).summaries(sessionId)) {
-      if (summary.sequence > upTo) break;
-      if (summary.trigger !== MERGE_TRIGGER) continue;
-      const from = mergeSourceOf(store, summary);
-      if (!from?.recorded || !from.id || Catalog.of(store).summary(from.sessionId, from.sequence)) continue;
+    if (branch) found.set(pointKey({ sessionId: branch.session_id, sequence: branch.sequence }), branch);
+    for (const from of mergedInto(store, sessionId, upTo)) {
+      if (!from.recorded || !from.id || Catalog.of(store).summary(from.sessionId, from.sequence)) continue;
       const { recorded } = from;
       // Trees swept by an APEX that did not keep them: that checkpoint cannot be the base (an older one is).
       if ([recorded.memoryRoot, recorded.tasksRoot].some((root) => root !== null && !objects.has("tree", root))) continue;
       found.set(pointKey(from), {
-        id: from.id,
-        session_id: from.sessionId,
-        sequence: from.sequence,
-        name: from.name ?? `checkpoint-${String(from.sequence).padStart(3, "0")}`,
-        parent: null,
-        created_at: recorded.createdAt,
-        description: "",
-        pinned: false,
-        revision: 0,
-        trigger: "archived",
-        memory_keys: 0,
-        task_count: 0,
-        agent_count: 0,
-        memory_root: recorded.memoryRoot,
-        tasks_root: recorded.tasksRoot,
-        agents_root: null,
-        manifest_hash: "",
+        ...absentSummary({ id: from.id, sessionId: from.sessionId, sequence: from.sequence, name: from.name, createdAt: recorded.createdAt, trigger: "archived", memoryRoot: recorded.memoryRoot, tasksRoot: recorded.tasksRoot }),
         recorded: true,
         by: "merge",
         session_name: recorded.sessionName,
@@ -213,35 +269,58 @@ function deletedBranchPoint(store: Store, sessionId: string): { point: Point; fr
  * A deleted branch point (deletedBranchPoint) standing in as its branch recorded it: its trees are
  * the branch's first checkpoint's own (a branch copies nothing), and a branch made by this APEX
  * also records the branch point's time and ancestry; one made before has them taken from the
- * branch checkpoint and from the store.
+ * branch checkpoint and from the store. Undefined when nothing stands in for it (as deletedBranchPoint),
+ * or its trees were swept: the merge base falls back from it, and `session tree` says so.
  */
-function recordedBranchPoint(store: Store, sessionId: string): RecordedSummary | undefined {
+export function recordedBranchPoint(store: Store, sessionId: string): RecordedSummary | undefined {
   const found = deletedBranchPoint(store, sessionId);
   if (!found) return undefined;
   const { point, from, summary } = found;
   const recorded = recordedSourceOf(from);
+  const objects = ObjectStore.of(store);
+  const roots = recorded ? [recorded.memoryRoot, recorded.tasksRoot] : [summary.memory_root, summary.tasks_root];
+  if (roots.some((root) => root !== null && !objects.has("tree", root))) return undefined;
   return {
-    id: from.id as string,
-    session_id: point.sessionId,
-    sequence: point.sequence,
-    name: typeof from.name === "string" ? from.name : `checkpoint-${String(point.sequence).padStart(3, "0")}`,
-    parent: null,
-    created_at: recorded?.createdAt ?? summary.created_at,
-    description: "",
-    pinned: false,
-    revision: 0,
-    trigger: "deleted",
-    memory_keys: 0,
-    task_count: 0,
-    agent_count: 0,
-    memory_root: recorded ? recorded.memoryRoot : summary.memory_root,
-    tasks_root: recorded ? recorded.tasksRoot : summary.tasks_root,
-    agents_root: null,
-    manifest_hash: "",
+    ...absentSummary({
+      id: from.id as string,
+      ...point,
+      name: typeof from.name === "string" ? from.name : undefined,
+      createdAt: recorded?.createdAt ?? summary.created_at,
+      trigger: "deleted",
+      memoryRoot: recorded ? recorded.memoryRoot : summary.memory_root,
+      tasksRoot: recorded ? recorded.tasksRoot : summary.tasks_root,
+    }),
     recorded: true,
     by: "branch",
     session_name: sessionName(store, point.sessionId),
     ancestry: recorded?.ancestry ?? ancestryOf(store, point),
+  };
+}
+
+/**
+ * The summary of a checkpoint no longer in the store, from what recorded it (a merge, a branch):
+ * its place, name (`checkpoint-NNN` when none was recorded), time and trees; no manifest, counts
+ * or pin to tell.
+ */
+export function absentSummary(of: Point & { id: string; name?: string | undefined; createdAt: string; trigger: string; memoryRoot: string | null; tasksRoot: string | null }): CheckpointSummary {
+  return {
+    id: of.id,
+    session_id: of.sessionId,
+    sequence: of.sequence,
+    name: of.name ?? `checkpoint-${String(of.sequence).padStart(3, "0")}`,
+    parent: null,
+    created_at: of.createdAt,
+    description: "",
+    pinned: false,
+    revision: 0,
+    trigger: of.trigger,
+    memory_keys: 0,
+    task_count: 0,
+    agent_count: 0,
+    memory_root: of.memoryRoot,
+    tasks_root: of.tasksRoot,
+    agents_root: null,
+    manifest_hash: "",
   };
 }
 

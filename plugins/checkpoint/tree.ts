@@ -4,7 +4,7 @@ import type { JsonValue, Store } from "../../core/store/store.js";
 import { withLease } from "../../core/session/lease.js";
 import { Catalog, type CheckpointSummary } from "./catalog.js";
 import { RESERVED_SESSION_NAMES } from "./manifest.js";
-import { branchPointOf, mergeSourceOf, MERGE_TRIGGER, sessionRecord, type Point } from "./merge-base.js";
+import { absentSummary, branchPointOf, deletedMergesOf, mergeSourceOf, MERGE_TRIGGER, recordedBranchPoint, sessionRecord, type MergeSource, type Point } from "./merge-base.js";
 import { shortSessionId } from "../../core/session/names.js";
 
 /**
@@ -19,7 +19,8 @@ export interface TreeSession {
   name: string | null;
   status: string;
   created_at: string | null;
-  parent: { session_id: string; checkpoint: string; name: string; sequence: number } | null;
+  /** The checkpoint it was branched from; `deleted` when it is no longer in the store (see TreeNode.deleted). */
+  parent: { session_id: string; checkpoint: string; name: string; sequence: number; deleted?: DeletedPoint } | null;
   checkpoints: number;
   latest: string | null;
 }
@@ -54,7 +55,21 @@ export interface TreeNode {
   archive?: { file: string; unarchive: string } | null;
   /** An archived checkpoint's session name, as the merge recorded it (a branch's; absent: none recorded). */
   session_name?: string;
+  /**
+   * A branch point deleted since (`checkpoint delete --force`), drawn where it was in its session so
+   * that the branch comes off it, as the merge finds it (merge-base.ts): "recorded by its branch"
+   * when each branch's first checkpoint still records it (a merge diffs against it as recorded),
+   * "not recorded" when one's does not (that merge falls back to an older base, and says so).
+   * `trigger` is then "deleted". A merge checkpoint deleted so is drawn too, with its edge to what it
+   * merged in, which its session's record kept: "recorded by its session" (merge-base.ts
+   * recordDeletedMerge; the next merge still finds what it merged in). Absent otherwise.
+   */
+  deleted?: DeletedPoint;
+  /** Of a `deleted` node: the sessions branched from it. */
+  branched_by?: string[];
 }
+
+export type DeletedPoint = "recorded by its branch" | "not recorded" | "recorded by its session";
 
 export interface SessionTree {
   sessions: TreeSession[];
@@ -76,10 +91,14 @@ export function sessionTree(store: Store): SessionTree {
 
   const summaries = new Map<string, CheckpointSummary[]>();
   for (const id of ids) summaries.set(id, [...catalog.summaries(id)]);
+  // The checkpoints drawn: the store's, and the branch points deleted since, where they were (by sequence).
+  const drawn = new Map([...summaries].map(([id, list]) => [id, [...list]]));
+  const deleted = deletedBranchPoints(store, ids, drawn);
+  const deletedMerges = deletedMergeCheckpoints(store, ids, drawn);
   const wanted = new Map<string, Set<number>>();
   const want = (point: Point | undefined): CheckpointSummary | undefined => {
     if (!point) return undefined;
-    const list = summaries.get(point.sessionId) ?? [];
+    const list = drawn.get(point.sessionId) ?? [];
     let found: CheckpointSummary | undefined;
     for (const summary of list) if (summary.sequence <= point.sequence) found = summary;
     if (found) (wanted.get(point.sessionId) ?? wanted.set(point.sessionId, new Set()).get(point.sessionId)!).add(found.sequence);
@@ -97,10 +116,11 @@ export function sessionTree(store: Store): SessionTree {
       want({ sessionId: id, sequence: list[0]!.sequence });
       want({ sessionId: id, sequence: list.at(-1)!.sequence });
     }
-    for (const summary of list) {
-      if (summary.trigger !== MERGE_TRIGGER) continue;
+    for (const summary of drawn.get(id)!) {
+      const deletedFrom = deletedMerges.get(summary.id);
+      if (summary.trigger !== MERGE_TRIGGER && !deletedFrom) continue;
       want({ sessionId: id, sequence: summary.sequence });
-      const from = mergeSourceOf(store, summary);
+      const from = deletedFrom ?? mergeSourceOf(store, summary);
       const target = want(from);
       if (target) mergeFrom.set(summary.id, target);
       else if (from?.id && !ids.has(from.sessionId)) {
@@ -138,7 +158,7 @@ export function sessionTree(store: Store): SessionTree {
       name: typeof record?.name === "string" ? record.name : null,
       status: record ? safeStatus(store, record) : "unknown",
       created_at: typeof record?.created_at === "string" ? record.created_at : (list[0]?.created_at ?? null),
-      parent: point ? { session_id: point.session_id, checkpoint: point.id, name: point.name, sequence: point.sequence } : null,
+      parent: point ? { session_id: point.session_id, checkpoint: point.id, name: point.name, sequence: point.sequence, ...(deleted.get(point.id)?.of.has(id) ? { deleted: deleted.get(point.id)!.of.get(id)! } : {}) } : null,
       checkpoints: list.length,
       latest: list.at(-1)?.id ?? null,
     });
@@ -146,7 +166,8 @@ export function sessionTree(store: Store): SessionTree {
 
   const nodes: TreeNode[] = [];
   for (const [id, sequences] of wanted) {
-    const list = summaries.get(id)!;
+    const list = drawn.get(id)!;
+    const latest = summaries.get(id)!.at(-1)?.sequence;
     const shown = list.filter((summary) => sequences.has(summary.sequence));
     shown.forEach((summary, index) => {
       const previous = shown[index - 1];
@@ -162,6 +183,7 @@ export function sessionTree(store: Store): SessionTree {
       }
       const merged = mergeFrom.get(summary.id)?.id ?? archivedFrom.get(summary.id);
       if (merged) parents.push(merged);
+      const gone = deleted.get(summary.id);
       nodes.push({
         id: summary.id,
         session_id: id,
@@ -172,13 +194,74 @@ export function sessionTree(store: Store): SessionTree {
         created_at: summary.created_at,
         parents,
         folded,
-        head: summary.sequence === list.at(-1)!.sequence,
+        head: summary.sequence === latest,
+        ...(deletedMerges.has(summary.id) ? { deleted: "recorded by its session" as const } : {}),
+        ...(gone ? { deleted: [...gone.of.values()].every((mark) => mark === "recorded by its branch") ? ("recorded by its branch" as const) : ("not recorded" as const), branched_by: [...gone.of.keys()] } : {}),
       });
     });
   }
   sessions.sort((a, b) => (a.created_at ?? "").localeCompare(b.created_at ?? "") || a.session_id.localeCompare(b.session_id));
   nodes.push(...archived.values());
   return { sessions, nodes: topological(nodes) };
+}
+
+/**
+ * The branch points of `ids` no longer in the store (deleted with `checkpoint delete --force`),
+ * each added to its session's list in `drawn` where it was, by id, with how each branch made
+ * from it records it: the tree drew such a branch off the nearest checkpoint left before it, as
+ * if made there, where the merge diffs against the real one (or says it falls back from it).
+ */
+function deletedBranchPoints(store: Store, ids: ReadonlySet<string>, drawn: Map<string, CheckpointSummary[]>): Map<string, { of: Map<string, DeletedPoint> }> {
+  const found = new Map<string, { of: Map<string, DeletedPoint> }>();
+  for (const id of ids) {
+    const point = branchPointOf(store, id);
+    const list = point && drawn.get(point.sessionId);
+    if (!point || !list || list.some((summary) => summary.sequence === point.sequence)) continue;
+    const record = sessionRecord(store, id);
+    const parent = record?.parent_checkpoint as { id?: unknown; name?: unknown } | undefined;
+    if (typeof parent?.id !== "string") continue;
+    const standIn = recordedBranchPoint(store, id);
+    const mark: DeletedPoint = standIn?.id === parent.id ? "recorded by its branch" : "not recorded";
+    const known = found.get(parent.id);
+    if (known) {
+      known.of.set(id, mark);
+      continue;
+    }
+    found.set(parent.id, { of: new Map([[id, mark]]) });
+    list.push(
+      absentSummary({
+        id: parent.id,
+        ...point,
+        name: typeof parent.name === "string" ? parent.name : undefined,
+        // Its own time as the branch recorded it, else the branch's (made after it).
+        createdAt: standIn?.created_at ?? (typeof record?.created_at === "string" ? record.created_at : ""),
+        trigger: "deleted",
+        memoryRoot: null,
+        tasksRoot: null,
+      }),
+    );
+    list.sort((a, b) => a.sequence - b.sequence);
+  }
+  return found;
+}
+
+/**
+ * The merge checkpoints of `ids` deleted since, as their sessions' records kept them, each added to
+ * its session's list in `drawn` where it was; by id, what each merged in.
+ */
+function deletedMergeCheckpoints(store: Store, ids: ReadonlySet<string>, drawn: Map<string, CheckpointSummary[]>): Map<string, MergeSource> {
+  const found = new Map<string, MergeSource>();
+  for (const id of ids) {
+    const list = drawn.get(id)!;
+    for (const merge of deletedMergesOf(store, id)) {
+      if (list.some((summary) => summary.sequence === merge.sequence)) continue;
+      found.set(merge.id, merge.from);
+      const createdAt = merge.createdAt ?? merge.from.recorded?.createdAt ?? "";
+      list.push({ ...absentSummary({ id: merge.id, sessionId: id, sequence: merge.sequence, createdAt, trigger: "deleted", memoryRoot: null, tasksRoot: null }), description: merge.description });
+    }
+    list.sort((a, b) => a.sequence - b.sequence);
+  }
+  return found;
 }
 
 /** Newest first, every node before its parents (creation time, then sequence, then id). */
@@ -247,8 +330,8 @@ export function drawTree(tree: SessionTree, backups?: string): string[] {
     const who = session?.name ?? node.session_name ?? shortSessionId(node.session_id);
     const head = node.head ? ` (${who}: ${session?.status ?? "?"})` : "";
     const folded = node.folded > 0 ? `  (+${node.folded} checkpoint${node.folded === 1 ? "" : "s"})` : "";
-    const { trigger, description } = node.archived ? absentText(node, backups) : { trigger: node.trigger, description: node.description ? `: ${node.description}` : "" };
-    lines.push(`${render(new Map([[at * 2, "*"]]))}  ${node.id.slice(0, 8)} [${who}] ${node.name} ${trigger}${head}${description}${folded}`);
+    const { trigger, description } = node.archived ? absentText(node, backups) : node.deleted ? deletedText(node, sessions) : { trigger: node.trigger, description: node.description ? `: ${node.description}` : "" };
+    lines.push(`${render(new Map([[at * 2, "*"]]))}  ${node.id.slice(0, 8)}${node.deleted ? " (deleted)" : ""} [${who}] ${node.name} ${trigger}${head}${description}${folded}`);
     const [first, ...others] = node.parents;
     columns[at] = first ?? null;
     rootAbove = first === undefined ? at : undefined;
@@ -282,6 +365,23 @@ function absentText(node: TreeNode, backups: string | undefined): { trigger: str
     return { trigger: "absent", description: ` (its session is not in this store, and ${backups ?? "the backup directory"} holds no archive of it: it was not imported here, or its archive was moved away)` };
   }
   return { trigger: "absent", description: " (its session is not in the server's store: archived there, or never imported there)" };
+}
+
+/**
+ * A deleted branch point, as the line names it: the branches made from it, and what a merge of
+ * them does without it (as `session merge` says it: its base as the branch recorded it, or an
+ * older one).
+ */
+function deletedText(node: TreeNode, sessions: ReadonlyMap<string, TreeSession>): { trigger: string; description: string } {
+  if (node.deleted === "recorded by its session") return { trigger: "deleted", description: `: ${node.description || "a merge"} (its session recorded what it merged in: a later merge still finds it)` };
+  const names = (node.branched_by ?? []).map((id) => sessions.get(id)?.name ?? shortSessionId(id));
+  const one = names.length === 1;
+  const who = names.join(", ");
+  const what =
+    node.deleted === "recorded by its branch"
+      ? `${one ? "its branch" : "their branches"} recorded it: a merge of ${who} still diffs against it`
+      : `nothing recorded it: a merge of ${who} falls back to an older base`;
+  return { trigger: "deleted", description: `: ${who} branched from it (${what})` };
 }
 
 /**
