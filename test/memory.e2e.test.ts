@@ -819,6 +819,15 @@ describe("apex memory query, show and export through a running supervisor, of mo
     }
   }, 600_000);
 
+  it("memory watch prints the current values first, as an agent runs it, as the store read directly prints them", () => {
+    const args = ["memory", "watch", "/big", "--timeout", "0.1", "--json"];
+    // Its current values were one memory.query through the supervisor: APEX_E_TOO_LARGE, exit 2, before any change was watched.
+    const throughSupervisor = printed(args, agent);
+    expect([throughSupervisor.status, throughSupervisor.stderr]).toEqual([0, ""]);
+    expect(throughSupervisor.bytes).toBeGreaterThan(270 * 1024 * 1024);
+    expect(printed(args)).toEqual(throughSupervisor);
+  }, 300_000);
+
   it("through a supervisor of an older APEX, without memory.page, asks memory.query as before: its answer, or its APEX_E_TOO_LARGE", async () => {
     const older = await withoutMemoryPage(String(agent.APEX_SOCKET), join(project.dir, "older.sock"));
     try {
