@@ -44,7 +44,8 @@ export async function openReader(location: ProjectLocation, reads?: string): Pro
 export function readerOver(client: SessionClient): MemoryReader {
   return {
     get: async (path) => (await client.call("memory.get", { path })) as JsonValue | undefined,
-    query: async (glob, limit) => (await client.call("memory.query", { glob, limit })) as Entry[],
+    // Through a supervisor a page at a time: its socket carries at most 256 MiB of JSON a reply.
+    query: async (glob, limit) => (await import("./memory-pages.js")).queryEntries(client, glob, limit),
     sessions: async () => (await client.call("session.list")) as SessionRecord[],
     ...(client.via === "remote" ? { judged: true } : {}),
     close: () => client.close(),

@@ -141,7 +141,8 @@ async function follow(
   let since = options.since ?? head;
   if (options.since !== undefined) warnIfAhead(options.since, head);
   if (options.withCurrent) {
-    const entries = (await client.call("memory.query", { glob: glob.source })) as Array<{ path: string; value: JsonValue }>;
+    // A page at a time through a supervisor: the current values may come to more than one reply carries (256 MiB of JSON).
+    const entries = await (await import("./memory-pages.js")).queryEntries(client, glob.source);
     for (const entry of entries) if (glob.matches(entry.path)) printCurrent(entry.path, entry.value, since, Boolean(options.json));
   }
   let replaying = true;

@@ -48,6 +48,8 @@ export const builtinServices = {
   gitStart: () => import("./git/start.js"),
   /** `memory.changes`, the batches `apex memory watch` reads through a supervisor or `apex serve`. */
   memoryChanges: () => import("./memory-changes.js"),
+  /** `memory.page`, the pages `apex memory query`, `show` and `export` read through a supervisor. */
+  memoryPages: () => import("./memory-pages.js"),
   /** The paths APEX owns, which memory writes refuse (core's session methods ask it). */
   ownedPaths: () => import("./owned-paths.js"),
 };

@@ -85,9 +85,9 @@ function checked<T>(params: Record<string, unknown>, name: string, ok: boolean, 
  * How much JSON of changes one reply carries, unless its first change alone is more (a value of up
  * to 256 MiB): a reply over the supervisor's socket holds at most 256 MiB of JSON (MAX_LINE_BYTES).
  */
-const REPLY_CHARS = 64 * 1024 * 1024;
+export const REPLY_CHARS = 64 * 1024 * 1024;
 /** Most values read at once (PostgreSQL: a few statements for them all), between which the reply's size is weighed. */
-const VALUES_AT_ONCE = 100;
+export const VALUES_AT_ONCE = 100;
 
 /**
  * The reply for `batch`, each put's value read now unless `last` says its path changed after it.

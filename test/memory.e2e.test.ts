@@ -1,14 +1,15 @@
-import { closeSync, existsSync, openSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
-import { connect } from "node:net";
+import { createHash } from "node:crypto";
+import { closeSync, existsSync, openSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { connect, createServer } from "node:net";
 import { join } from "node:path";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { storeExists } from "../core/store/open.js";
 import { parseImport } from "../cli/memory-actions.js";
 import { parseLargeImport } from "../cli/memory-import-large.js";
 import { APEX_BIN, cleanEnv, expectDiskFullReport, runApex, tempDir } from "./helpers/cli.js";
 import { forEachBackend } from "./support/backends.js";
-import { Project, isAlive, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { Project, idleAgentConfig, isAlive, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 
 let dir: string;
 let cleanup: () => void;
@@ -16,6 +17,29 @@ beforeEach(() => {
   ({ dir, cleanup } = tempDir("apex-memory-"));
 });
 afterEach(() => cleanup());
+
+/** `apex memory set PATH -` in PROJECT with the file FILE on stdin (a value of many MiB, no copy of it in a string here). */
+function setFromFile(project: Project, path: string, file: string): void {
+  const input = openSync(file, "r");
+  try {
+    const set = spawnSync(process.execPath, [APEX_BIN, "memory", "set", path, "-"], { cwd: project.dir, env: cleanEnv(), stdio: [input, "pipe", "pipe"], encoding: "utf8", timeout: 60_000 });
+    expect(set.status, set.stderr).toBe(0);
+  } finally {
+    closeSync(input);
+  }
+}
+
+/** `apex ARGS` in PROJECT with its stdout written to the file NAME there (hundreds of MiB: no string of it here), and ENV besides. */
+function apexToFile(project: Project, name: string, args: string[], env: NodeJS.ProcessEnv = {}): { status: number | null; stderr: string; out: string } {
+  const out = join(project.dir, name);
+  const output = openSync(out, "w");
+  try {
+    const result = spawnSync(process.execPath, [APEX_BIN, ...args], { cwd: project.dir, env: { ...cleanEnv(), ...env }, stdio: ["ignore", output, "pipe"], encoding: "utf8", timeout: 120_000 });
+    return { status: result.status, stderr: result.stderr, out };
+  } finally {
+    closeSync(output);
+  }
+}
 
 forEachBackend((backend) => describe("apex memory (end to end)", () => {
   let env: Record<string, string>;
@@ -697,28 +721,10 @@ describe("apex memory watch --since through a running supervisor, far behind", (
     const file = join(project.dir, "value.json");
     writeFileSync(file, `"${"v".repeat(150 * 1024 * 1024)}"`);
     // Each value alone is within the limit; the two together are not.
-    for (const path of ["/big/a", "/big/b"]) {
-      const input = openSync(file, "r");
-      try {
-        const set = spawnSync(process.execPath, [APEX_BIN, "memory", "set", path, "-"], { cwd: project.dir, env: cleanEnv(), stdio: [input, "pipe", "pipe"], encoding: "utf8", timeout: 60_000 });
-        expect(set.status, set.stderr).toBe(0);
-      } finally {
-        closeSync(input);
-      }
-    }
+    for (const path of ["/big/a", "/big/b"]) setFromFile(project, path, file);
     truncateSync(file);
     const agent = { APEX_SOCKET: started.socket, APEX_SESSION_ID: started.session_id, APEX_AGENT: "idle" };
-    const watch = (name: string, env: NodeJS.ProcessEnv) => {
-      const out = join(project!.dir, name);
-      const output = openSync(out, "w");
-      try {
-        const args = ["memory", "watch", "/big/**", "--since", String(first.revision), "--timeout", "0.1", "--json"];
-        const result = spawnSync(process.execPath, [APEX_BIN, ...args], { cwd: project!.dir, env: { ...cleanEnv(), ...env }, stdio: ["ignore", output, "pipe"], encoding: "utf8", timeout: 90_000 });
-        return { status: result.status, stderr: result.stderr, out };
-      } finally {
-        closeSync(output);
-      }
-    };
+    const watch = (name: string, env: NodeJS.ProcessEnv) => apexToFile(project!, name, ["memory", "watch", "/big/**", "--since", String(first.revision), "--timeout", "0.1", "--json"], env);
     // As an agent watches, through the supervisor's socket: the reply holding both was APEX_E_TOO_LARGE, exit 2,
     // its hint to ask for less (the watch cannot) or to run with no session running.
     const throughSupervisor = watch("through-supervisor.ndjson", agent);
@@ -759,6 +765,118 @@ describe("apex memory watch --since through a running supervisor, far behind", (
     expect(revisions.at(-1)).toBe(imported.revision);
   }, 60_000);
 });
+
+describe("apex memory query, show and export through a running supervisor, of more than one reply carries (256 MiB of JSON)", () => {
+  // Made once for the tests below, and cleaned up after them.
+  let project: Project;
+  /** The environment of a command run in the session's agent: it reads through the supervisor's socket. */
+  let agent: NodeJS.ProcessEnv;
+
+  // The memory read: /big/a, /big/b and /big/c of 90 MiB each, 270 MiB together, past what one reply carries; and
+  // 140 values of 512 KiB under /many, 70 MiB: a page (64 MiB of JSON) ends among them.
+  beforeAll(() => {
+    project = new Project(idleAgentConfig());
+    const started = project.start();
+    agent = { APEX_SOCKET: started.socket, APEX_SESSION_ID: started.session_id, APEX_AGENT: "idle" };
+    const file = join(project.dir, "value.json");
+    try {
+      writeFileSync(file, `"${"v".repeat(90 * 1024 * 1024)}"`);
+      for (const path of ["/big/a", "/big/b", "/big/c"]) setFromFile(project, path, file);
+      writeFileSync(file, JSON.stringify(Object.fromEntries(Array.from({ length: 140 }, (_, i) => [`/many/k${String(i).padStart(3, "0")}`, "m".repeat(512 * 1024)]))));
+      expect(project.apex(["memory", "import", file]).status).toBe(0);
+    } finally {
+      rmSync(file, { force: true });
+    }
+  }, 120_000);
+  afterAll(() => project?.cleanup());
+
+  /** `apex ARGS` (with ENV) as apexToFile runs it: its exit, stderr, and its output's size and SHA-256 (the file is removed). */
+  const printed = (args: string[], env: NodeJS.ProcessEnv = {}) => {
+    const result = apexToFile(project, "printed.out", args, env);
+    try {
+      const bytes = readFileSync(result.out);
+      return { status: result.status, stderr: result.stderr, bytes: bytes.length, sha256: createHash("sha256").update(bytes).digest("hex") };
+    } finally {
+      rmSync(result.out, { force: true });
+    }
+  };
+
+  it("prints, as an agent runs them, what the store read directly prints, byte for byte: text and --json, --limit across pages, show / and export of the whole memory", () => {
+    for (const args of [
+      ["memory", "query", "/big"],
+      ["memory", "show", "/", "--json"],
+      ["memory", "export"],
+      ["memory", "query", "/many", "--limit", "130", "--json"],
+      ["memory", "show", "/many"],
+      ["memory", "export", "/many"],
+    ]) {
+      // Through the supervisor's socket, the reply holding all of /big was APEX_E_TOO_LARGE, exit 2, nothing printed.
+      const throughSupervisor = printed(args, agent);
+      expect([throughSupervisor.status, throughSupervisor.stderr], args.join(" ")).toEqual([0, ""]);
+      // The store read in this process, as with no session running.
+      expect(printed(args), args.join(" ")).toEqual(throughSupervisor);
+      expect(throughSupervisor.bytes, args.join(" ")).toBeGreaterThan(args.some((arg) => arg.startsWith("/many")) ? 64 * 1024 * 1024 : 270 * 1024 * 1024);
+    }
+  }, 600_000);
+
+  it("memory watch prints the current values first, as an agent runs it, as the store read directly prints them", () => {
+    const args = ["memory", "watch", "/big", "--timeout", "0.1", "--json"];
+    // Its current values were one memory.query through the supervisor: APEX_E_TOO_LARGE, exit 2, before any change was watched.
+    const throughSupervisor = printed(args, agent);
+    expect([throughSupervisor.status, throughSupervisor.stderr]).toEqual([0, ""]);
+    expect(throughSupervisor.bytes).toBeGreaterThan(270 * 1024 * 1024);
+    expect(printed(args)).toEqual(throughSupervisor);
+  }, 300_000);
+
+  it("through a supervisor of an older APEX, without memory.page, asks memory.query as before: its answer, or its APEX_E_TOO_LARGE", async () => {
+    const older = await withoutMemoryPage(String(agent.APEX_SOCKET), join(project.dir, "older.sock"));
+    try {
+      const env = { ...agent, APEX_SOCKET: join(project.dir, "older.sock") };
+      const many = await project.apexAsync(["memory", "query", "/many", "--json"], { env }).done;
+      expect([many.status, many.stderr]).toEqual([0, ""]);
+      const direct = printed(["memory", "query", "/many", "--json"]);
+      expect({ bytes: Buffer.byteLength(many.stdout), sha256: createHash("sha256").update(many.stdout).digest("hex") }).toEqual({ bytes: direct.bytes, sha256: direct.sha256 });
+      const big = await project.apexAsync(["memory", "query", "/big"], { env }).done;
+      expect([big.status, big.stdout]).toEqual([2, ""]);
+      expect(big.stderr).toContain("error[APEX_E_TOO_LARGE]: The answer is larger than one reply over the supervisor's socket carries (256 MiB of JSON).");
+      // Each command asked memory.page first, and went on with memory.query.
+      expect(older.refused()).toBe(2);
+    } finally {
+      await older.close();
+    }
+  }, 300_000);
+});
+
+/**
+ * A socket standing in for the supervisor at SOCKET as an APEX without memory.page serves it: that
+ * method is answered as one nobody serves (details.unknown_method), every other request is passed on.
+ */
+async function withoutMemoryPage(socket: string, path: string): Promise<{ refused: () => number; close: () => Promise<void> }> {
+  let refused = 0;
+  const server = createServer((client) => {
+    const upstream = connect(socket);
+    upstream.pipe(client);
+    upstream.on("error", () => client.destroy());
+    client.on("error", () => upstream.destroy());
+    client.on("close", () => upstream.destroy());
+    let pending = "";
+    client.setEncoding("utf8").on("data", (chunk: string) => {
+      pending += chunk;
+      for (let end = pending.indexOf("\n"); end !== -1; end = pending.indexOf("\n")) {
+        const line = pending.slice(0, end + 1);
+        pending = pending.slice(end + 1);
+        const request = JSON.parse(line) as { id: number; method: string };
+        if (request.method !== "memory.page") upstream.write(line);
+        else {
+          refused += 1;
+          client.write(`${JSON.stringify({ id: request.id, error: { code: "APEX_E_RPC", message: 'Unknown method "memory.page".', details: { unknown_method: "memory.page" } } })}\n`);
+        }
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(path, resolve));
+  return { refused: () => refused, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+}
 
 describe("apex memory import of a file longer than V8's longest string (an export of large values)", () => {
   // Such a file (over 512 MiB) failed with APEX_E_INTERNAL "Cannot create a string longer than 0x1fffffe8

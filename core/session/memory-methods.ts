@@ -23,6 +23,8 @@ export function memoryReadMethods(store: Store, view: () => MemoryView = () => M
       // The limit counts the entries answered: another session's memory, left out of them, is none (`--limit 40` gave 37).
       return view().entries(store.query(view().glob(glob)), glob, typeof params.limit === "number" ? params.limit : Infinity);
     },
+    // memory.query a page at a time (plugins/memory-pages.ts): for `memory query`, `show` and `export` through a supervisor.
+    "memory.page": async (params) => (await builtinServices.memoryPages()).memoryPage(store, view(), params),
     // For `apex memory watch`: poll this instead of reading the revision log.
     "memory.changes": async (params) => (await builtinServices.memoryChanges()).memoryChanges(store, view(), params),
   };
