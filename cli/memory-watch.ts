@@ -53,7 +53,7 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
     // watch began.
     // A server that cannot be reached yet (PostgreSQL starting, a network not up) is waited for
     // as one that goes away later is: said on stderr, tried again every RECHECK_MS. Should the
-    // --timeout pass before it is ever reached, the watch fails with its error.
+    // --timeout pass before it is ever reached, the watch fails with its error, which says so.
     const outage = new Outage("the store", [], "Waiting for it", deadline);
     let unreachable: unknown;
     for (let first = true; first || (!interrupted && Date.now() < deadline); first = false) {
@@ -80,7 +80,7 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
       client = undefined;
       await sleep(POLL_MS);
     }
-    if (unreachable !== undefined && !interrupted) throw unreachable;
+    if (unreachable !== undefined && !interrupted) throw gaveUpAfterTimeout(unreachable, options.timeout);
     if (!client) return;
     // The memory of a session that does not hold it: refused as `memory show` refuses it (it printed another session's).
     // Judged by the glob as given, as query judges it: a plain path's `/sessions**` was refused where `/sessions` was read.
@@ -103,7 +103,7 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
           wake = done;
           if (interrupted) done();
         });
-      await follow(client, glob, watch, deadline, () => interrupted, pause);
+      await follow(client, glob, watch, deadline, () => interrupted, pause, options.timeout);
     }
   } finally {
     undo();
@@ -119,6 +119,7 @@ async function follow(
   deadline: number,
   interrupted: () => boolean,
   pause: (ms: number) => Promise<void>,
+  timeout?: number,
 ): Promise<void> {
   // The revision the watch begins at: the changes up to it (a replay, `--since`) are all printed whatever
   // --timeout says, as the store read in this process prints them. The deadline cut them short: a batch
@@ -131,7 +132,8 @@ async function follow(
     try {
       head = ((await client.call("memory.changes", {})) as { revision: number }).revision;
     } catch (error) {
-      if (!outage.began(error) || Date.now() >= deadline) throw error;
+      if (!outage.began(error)) throw error;
+      if (Date.now() >= deadline) throw gaveUpAfterTimeout(error, timeout);
       if (outage.expired()) throw await outage.gaveUp(error, options.since);
       if (interrupted()) return;
       await pause(Math.min(outage.wait(), Math.max(0, deadline - Date.now())));
@@ -154,7 +156,8 @@ async function follow(
     try {
       reply = (await client.call("memory.changes", { since, glob: glob.source })) as typeof reply;
     } catch (error) {
-      if (!outage.began(error) || (replaying && Date.now() >= deadline)) throw error;
+      if (!outage.began(error)) throw error;
+      if (replaying && Date.now() >= deadline) throw gaveUpAfterTimeout(error, timeout);
       // A supervisor's own server refusing every connection: nothing listens there any more, as once its session
       // ended. A poll that came only after it closed (the network away as the session stopped) retried for ever.
       refusedSince = ownServer && isApexError(error) && error.details?.connection === "ECONNREFUSED" ? (refusedSince ?? Date.now()) : undefined;
@@ -219,6 +222,19 @@ function inWords(ms: number): string {
 function timeoutIn(left: number): string {
   // Rounded up to a tenth of a second: a wait of 40 ms is not "0 s".
   return left <= 0 ? "the --timeout ends the watch now" : `the --timeout ends the watch in ${inWords(Math.ceil(left / 100) * 100)}`;
+}
+
+/**
+ * The error of a store or server still out of reach when the watch's --timeout (TIMEOUT seconds) passed: its code,
+ * hint and details, and a message that says the watch gave up then (it gave the error alone, as if it had not waited).
+ */
+function gaveUpAfterTimeout(error: unknown, timeout: number | undefined): unknown {
+  if (!isApexError(error) || timeout === undefined) return error;
+  return new ApexError(error.code, `${error.message} The watch gave up after its --timeout (${inWords(timeout * 1000)}): it was still out of reach.`, {
+    ...(error.hint === undefined ? {} : { hint: error.hint }),
+    details: { ...error.details, timeout_seconds: timeout },
+    cause: error,
+  });
 }
 
 /**
