@@ -56,10 +56,19 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
     // --timeout pass before it is ever reached, the watch fails with its error, which says so.
     const outage = new Outage("the store", [], "Waiting for it", deadline);
     let unreachable: unknown;
+    // A store that was not there when the watch began: the watch saw it empty, so everything written
+    // to it is a change, printed from its first revision, never as `current` values.
+    let fromStart = false;
     for (let first = true; first || (!interrupted && Date.now() < deadline); first = false) {
       try {
         client = await openSessionClient(location, "read");
       } catch (error) {
+        // A store file whose first write is still under way: no store yet, looked for again.
+        if (isApexError(error) && error.code === "APEX_E_NO_STORE") {
+          fromStart = true;
+          await sleep(POLL_MS);
+          continue;
+        }
         if (!outage.began(error)) throw error;
         unreachable = error;
         await new Promise<void>((resolve) => {
@@ -76,6 +85,7 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
       unreachable = undefined;
       outage.ended();
       if (!client.empty) break;
+      fromStart = true;
       await client.close();
       client = undefined;
       await sleep(POLL_MS);
@@ -87,7 +97,7 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
     if (client.via === "store" && !/^\/sessions(\/|$)|^\/projects\/config$/.test(reads)) {
       await client.run("memory.owner", {}, async (store) => (await import("./writer.js")).refuseMemoryNotHeld(store, true));
     }
-    const watch = { ...options, withCurrent };
+    const watch = fromStart && options.since === undefined ? { ...options, since: 0, withCurrent: false } : { ...options, withCurrent };
     // Read here: wake on the store's own change signal. Through a supervisor or a server: poll it.
     if (client.via === "store") await client.run("memory.changes", {}, (store) => followStore(store, glob, watch, deadline, () => interrupted, (done) => (wake = done)));
     else {

@@ -8,7 +8,7 @@ import { parseImport } from "../cli/memory-actions.js";
 import { parseLargeImport } from "../cli/memory-import-large.js";
 import { APEX_BIN, cleanEnv, expectDiskFullReport, runApex, tempDir } from "./helpers/cli.js";
 import { forEachBackend } from "./support/backends.js";
-import { Project, isAlive, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { Project, asleepInEventLoop, isAlive, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 
 let dir: string;
 let cleanup: () => void;
@@ -458,6 +458,35 @@ describe("apex memory globs that no path can match", () => {
     expect(apex(["memory", "query", "/notes/", "--keys"]).stdout).toBe("/notes/a\n");
     expect(apex(["memory", "query", "/notes/.a*", "--keys"]).status).toBe(0);
     expect(apex(["memory", "query", "/", "--keys"]).stdout).toBe("/notes/a\n");
+  });
+});
+
+describe("apex memory watch of a store made while it watches", () => {
+  type Event = { revision: number; kind: string; path: string; value: unknown };
+  /** The watch's --json lines so far (a line still being written is left for the next look). */
+  const events = (output: string): Event[] => output.split("\n").slice(0, -1).map((line) => JSON.parse(line) as Event);
+  /** Seen asleep in its event loop five times running, a tenth of a second apart: waiting for a store, not loading. */
+  const settled = (pid: number) => waitFor("the watch to wait", async () => {
+    for (let i = 0; i < 5; i++, await new Promise((r) => setTimeout(r, 100))) if (!asleepInEventLoop(pid)) return false;
+    return true;
+  });
+
+  it("prints the first write to a store that was not there when it began as a change, as any later one (text and --json)", async () => {
+    const project = new Project("plugins: {}\n", "apex-watch-new-");
+    const json = project.apexAsync(["memory", "watch", "/w/**", "--json", "--timeout", "120"]);
+    const text = project.apexAsync(["memory", "watch", "/w/**", "--timeout", "120"]);
+    // With --changes-only, the first write was missed: the watch began at the revision of the store it found, made by that write.
+    const changesOnly = project.apexAsync(["memory", "watch", "/w/**", "--json", "--changes-only", "--timeout", "120"]);
+    await Promise.all([json, text, changesOnly].map((watch) => settled(watch.child.pid!)));
+    expect(existsSync(join(project.dir, ".apex"))).toBe(false);
+    expect(project.apex(["memory", "set", "/w/a", "1"]).status).toBe(0);
+    expect(project.apex(["memory", "set", "/w/b", "2"]).status).toBe(0);
+    await waitFor("both changes", () => events(json.output()).length >= 2 && events(changesOnly.output()).length >= 2 && text.output().split("\n").length > 2);
+    // It was `{"revision":1,"kind":"current",...}`: the empty state had been seen, so the write is a change.
+    for (const watch of [json, changesOnly]) expect(events(watch.output()).map((event) => [event.revision, event.kind, event.path, event.value])).toEqual([[1, "put", "/w/a", 1], [2, "put", "/w/b", 2]]);
+    expect(text.output().split("\n").slice(0, 2).map((line) => line.trim().split(/\s+/).slice(0, 4).join(" "))).toEqual(["1 put /w/a 1", "2 put /w/b 2"]);
+    for (const watch of [json, text, changesOnly]) watch.child.kill("SIGTERM");
+    for (const watch of [json, text, changesOnly]) expect((await watch.done).stderr).toBe("");
   });
 });
 
