@@ -1,7 +1,10 @@
+import { existsSync, statSync } from "node:fs";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ProjectLocation } from "../core/config/locate.js";
 import type { Glob } from "../core/store/glob.js";
-import type { Change, JsonValue, Store } from "../core/store/store.js";
+import { STORE_FILE, lmdbDataDir, type Change, type JsonValue, type Store } from "../core/store/store.js";
+import { resolveStoreSpec } from "../core/store/open.js";
 import { readView } from "../core/store/port.js";
 import { openSessionClient, type SessionClient } from "../core/session/client.js";
 import { ApexError, isApexError } from "../core/errors.js";
@@ -47,60 +50,74 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
   });
   let client: SessionClient | undefined;
   try {
-    // With no store yet, wait for one (the first write creates it). It is looked for, and the
-    // log read, at least once whatever the timeout: opening a server store can take longer than
-    // a short --timeout, which ends the following, not the replay of what was there when the
-    // watch began.
-    // A server that cannot be reached yet (PostgreSQL starting, a network not up) is waited for
-    // as one that goes away later is: said on stderr, tried again every RECHECK_MS. Should the
-    // --timeout pass before it is ever reached, the watch fails with its error, which says so.
-    const outage = new Outage("the store", [], "Waiting for it", deadline);
-    let unreachable: unknown;
-    // A store that was not there when the watch began: the watch saw it empty, so everything written
-    // to it is a change, printed from its first revision, never as `current` values.
+    // A store that was not there when the watch began (none yet, or one removed): the watch saw it empty, so everything
+    // written to it is a change, printed from its first revision, never as `current` values.
     let fromStart = false;
-    for (let first = true; first || (!interrupted && Date.now() < deadline); first = false) {
-      try {
-        client = await openSessionClient(location, "read");
-      } catch (error) {
-        // A store file whose first write is still under way: no store yet, looked for again.
-        if (isApexError(error) && error.code === "APEX_E_NO_STORE") {
-          fromStart = true;
-          await sleep(POLL_MS);
+    // --since, until a store replaced under the watch: the new one's revisions are not the old one's.
+    let since = options.since;
+    for (;;) {
+      // With no store yet, wait for one (the first write creates it). It is looked for, and the
+      // log read, at least once whatever the timeout: opening a server store can take longer than
+      // a short --timeout, which ends the following, not the replay of what was there when the
+      // watch began.
+      // A server that cannot be reached yet (PostgreSQL starting, a network not up) is waited for
+      // as one that goes away later is: said on stderr, tried again every RECHECK_MS. Should the
+      // --timeout pass before it is ever reached, the watch fails with its error, which says so.
+      const outage = new Outage("the store", [], "Waiting for it", deadline);
+      let unreachable: unknown;
+      for (let first = !fromStart; first || (!interrupted && Date.now() < deadline); first = false) {
+        try {
+          client = await openSessionClient(location, "read");
+        } catch (error) {
+          // A store file whose first write is still under way: no store yet, looked for again.
+          if (isApexError(error) && error.code === "APEX_E_NO_STORE") {
+            fromStart = true;
+            await sleep(POLL_MS);
+            continue;
+          }
+          if (!outage.began(error)) throw error;
+          unreachable = error;
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(() => done(), Math.min(RECHECK_MS, Math.max(0, deadline - Date.now())));
+            const done = () => {
+              clearTimeout(timer);
+              wake = undefined;
+              resolve();
+            };
+            wake = done;
+          });
           continue;
         }
-        if (!outage.began(error)) throw error;
-        unreachable = error;
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(() => done(), Math.min(RECHECK_MS, Math.max(0, deadline - Date.now())));
-          const done = () => {
-            clearTimeout(timer);
-            wake = undefined;
-            resolve();
-          };
-          wake = done;
-        });
+        unreachable = undefined;
+        outage.ended();
+        if (!client.empty) break;
+        fromStart = true;
+        await client.close();
+        client = undefined;
+        await sleep(POLL_MS);
+      }
+      if (unreachable !== undefined && !interrupted) throw gaveUpAfterTimeout(unreachable, options.timeout);
+      if (!client) return;
+      // The memory of a session that does not hold it: refused as `memory show` refuses it (it printed another session's).
+      // Judged by the glob as given, as query judges it: a plain path's `/sessions**` was refused where `/sessions` was read.
+      if (client.via === "store" && !/^\/sessions(\/|$)|^\/projects\/config$/.test(reads)) {
+        await client.run("memory.owner", {}, async (store) => (await import("./writer.js")).refuseMemoryNotHeld(store, true));
+      }
+      const watch = fromStart && since === undefined ? { ...options, since: 0, withCurrent: false } : { ...options, since, withCurrent };
+      // Read here: wake on the store's own change signal. Through a supervisor or a server: poll it.
+      if (client.via === "store") {
+        // Its files as opened (LMDB), to tell when it is replaced under the watch (`rm -rf .apex`, then a write makes a new one).
+        const files = await storeFiles(location);
+        const replaced = await client.run("memory.changes", {}, (store) => followStore(store, glob, watch, deadline, () => interrupted, (done) => (wake = done), () => files?.replaced() === true));
+        if (!replaced) return;
+        // As `tail -F` follows a file made anew: the new store is watched as one that was not there when the watch began.
+        process.stderr.write(`${paint("warning:", "yellow", process.stderr)} ${files!.describeReplaced()}\n`);
+        await client.close();
+        client = undefined;
+        fromStart = true;
+        since = undefined;
         continue;
       }
-      unreachable = undefined;
-      outage.ended();
-      if (!client.empty) break;
-      fromStart = true;
-      await client.close();
-      client = undefined;
-      await sleep(POLL_MS);
-    }
-    if (unreachable !== undefined && !interrupted) throw gaveUpAfterTimeout(unreachable, options.timeout);
-    if (!client) return;
-    // The memory of a session that does not hold it: refused as `memory show` refuses it (it printed another session's).
-    // Judged by the glob as given, as query judges it: a plain path's `/sessions**` was refused where `/sessions` was read.
-    if (client.via === "store" && !/^\/sessions(\/|$)|^\/projects\/config$/.test(reads)) {
-      await client.run("memory.owner", {}, async (store) => (await import("./writer.js")).refuseMemoryNotHeld(store, true));
-    }
-    const watch = fromStart && options.since === undefined ? { ...options, since: 0, withCurrent: false } : { ...options, withCurrent };
-    // Read here: wake on the store's own change signal. Through a supervisor or a server: poll it.
-    if (client.via === "store") await client.run("memory.changes", {}, (store) => followStore(store, glob, watch, deadline, () => interrupted, (done) => (wake = done)));
-    else {
       // A wait Ctrl-C ends at once: through --remote, the wait between tries grows to BACKOFF_MAX_MS.
       const pause = (ms: number) =>
         new Promise<void>((resolve) => {
@@ -114,6 +131,7 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
           if (interrupted) done();
         });
       await follow(client, glob, watch, deadline, () => interrupted, pause, options.timeout);
+      return;
     }
   } finally {
     undo();
@@ -401,7 +419,8 @@ async function followStore(
   deadline: number,
   interrupted: () => boolean,
   setWake: (done: (() => void) | undefined) => void,
-): Promise<void> {
+  replaced: () => boolean,
+): Promise<boolean> {
   const [{ memoryViewOf }, { boundSessionId }] = await Promise.all([import("../core/session/memory-view.js"), import("../core/session/sessions.js")]);
   // The working memory of the session this command acts on (its own root in a git worktree).
   const view = memoryViewOf(store, boundSessionId(store));
@@ -451,6 +470,8 @@ async function followStore(
       } catch (error) {
         if (!outage.began(error)) throw error;
       }
+      // A store removed (and perhaps made anew) under the watch signals nothing more: its files are looked at each time.
+      if (replaced()) return true;
       if (signalled || interrupted()) continue;
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => done(), Math.min(RECHECK_MS, Math.max(0, deadline - Date.now())));
@@ -467,6 +488,44 @@ async function followStore(
   } finally {
     unsubscribe();
   }
+  return false;
+}
+
+/**
+ * An LMDB store's directory and data file, as they were when the watch opened it (device and inode):
+ * a store removed under the watch (`rm -rf .apex`) stays open, and readable, in this process, but
+ * nothing writes to it again; the next write makes a new one, which the watch went on never seeing.
+ */
+class StoreFiles {
+  private readonly opened: Array<string | undefined>;
+
+  constructor(private readonly dir: string) {
+    this.opened = this.identities();
+  }
+
+  private identities(): Array<string | undefined> {
+    return [this.dir, join(this.dir, STORE_FILE)].map((path) => {
+      const stat = statSync(path, { throwIfNoEntry: false, bigint: true });
+      return stat && `${stat.dev}:${stat.ino}`;
+    });
+  }
+
+  /** True once either is gone or another file or directory. */
+  replaced(): boolean {
+    return this.identities().some((identity, i) => identity !== this.opened[i]);
+  }
+
+  describeReplaced(): string {
+    const what = existsSync(join(this.dir, STORE_FILE)) ? "was replaced by a new store" : "was removed";
+    const next = existsSync(join(this.dir, STORE_FILE)) ? "The watch goes on with the new one" : "The watch goes on once a write makes a new one";
+    return `the store in ${this.dir} ${what}: the values it held are gone with it. ${next}, printing every change made to it from its first revision (revisions start again at 1).`;
+  }
+}
+
+/** The files of the project's store when it is LMDB (undefined for a server's store). */
+async function storeFiles(location: ProjectLocation): Promise<StoreFiles | undefined> {
+  const spec = await resolveStoreSpec(location);
+  return spec.backend === "lmdb" ? new StoreFiles(lmdbDataDir(spec)) : undefined;
 }
 
 /**

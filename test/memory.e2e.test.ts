@@ -1,4 +1,4 @@
-import { closeSync, existsSync, openSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
@@ -487,6 +487,28 @@ describe("apex memory watch of a store made while it watches", () => {
     expect(text.output().split("\n").slice(0, 2).map((line) => line.trim().split(/\s+/).slice(0, 4).join(" "))).toEqual(["1 put /w/a 1", "2 put /w/b 2"]);
     for (const watch of [json, text, changesOnly]) watch.child.kill("SIGTERM");
     for (const watch of [json, text, changesOnly]) expect((await watch.done).stderr).toBe("");
+  });
+
+  it("follows a store removed and made anew under it, as `tail -F` a file: says so once each time, then prints the new store's changes", async () => {
+    const project = new Project("plugins: {}\n", "apex-watch-new-");
+    expect(project.apex(["memory", "set", "/w/a", "1"]).status).toBe(0);
+    const watch = project.apexAsync(["memory", "watch", "/w/**", "--json", "--timeout", "120"]);
+    await waitFor("the current value", () => events(watch.output()).length >= 1);
+    const warned = (count: number) => watch.errors().split("\n").filter((line) => line.startsWith("warning: the store in ")).length >= count;
+    for (const [round, path] of [[1, "/w/b"], [2, "/w/c"]] as const) {
+      rmSync(project.storeDir, { recursive: true, force: true });
+      // Made anew before the watch looked, or after it saw the store gone: either way it follows the new one (it went deaf).
+      if (round === 2) await waitFor("the watch to see the store removed", () => warned(2));
+      expect(project.apex(["memory", "set", path, String(round + 1)]).status).toBe(0);
+      await waitFor(`the change to ${path} in the new store`, () => events(watch.output()).some((event) => event.path === path));
+    }
+    expect(events(watch.output()).map((event) => [event.revision, event.kind, event.path, event.value])).toEqual([[1, "current", "/w/a", 1], [1, "put", "/w/b", 2], [1, "put", "/w/c", 3]]);
+    const warnings = watch.errors().trim().split("\n");
+    expect(warnings).toHaveLength(2);
+    expect(warnings[0]).toMatch(new RegExp(`^warning: the store in ${project.storeDir} (was replaced by a new store|was removed): the values it held are gone with it\\. The watch goes on (with the new one|once a write makes a new one), printing every change made to it from its first revision \\(revisions start again at 1\\)\\.$`));
+    expect(warnings[1]).toBe(`warning: the store in ${project.storeDir} was removed: the values it held are gone with it. The watch goes on once a write makes a new one, printing every change made to it from its first revision (revisions start again at 1).`);
+    watch.child.kill("SIGTERM");
+    expect((await watch.done).status).toBe(0);
   });
 });
 
