@@ -7,6 +7,7 @@ import { STORE_FILE, lmdbDataDir, type Change, type JsonValue, type Store } from
 import { resolveStoreSpec } from "../core/store/open.js";
 import { readView } from "../core/store/port.js";
 import { openSessionClient, type SessionClient } from "../core/session/client.js";
+import { readRuntime } from "../core/session/runtime.js";
 import { ApexError, isApexError } from "../core/errors.js";
 import { paint } from "./output.js";
 import { onInterruption } from "./follow.js";
@@ -45,6 +46,10 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
   /** Ends the current wait for a change (a signal from the store, or SIGINT/SIGTERM, or stdout's reader gone). */
   let wake: (() => void) | undefined;
   const undo = onInterruption(() => {
+    // A stopping session signals its agents' processes again once their group's leader has exited (a watch in the group, or
+    // one that left it, carrying its environment): that second SIGTERM, while the watch ends after the first, killed it
+    // (exit 143) where the first ended it cleanly (exit 0). The watch ends promptly now whatever comes after.
+    if (!interrupted) process.on("SIGTERM", () => {});
     interrupted = true;
     wake?.();
   });
@@ -130,7 +135,12 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
           wake = done;
           if (interrupted) done();
         });
-      await follow(client, glob, watch, deadline, () => interrupted, pause, options.timeout);
+      // Through a supervisor's socket (an agent's watch): a supervisor that has removed its runtime file has shut down
+      // as its session ended (a crashed one leaves it). A watch its stop did not signal (one that left the agent's
+      // process group and its environment) failed then, APEX_E_RPC, exit 1, where one in the group ended, exit 0.
+      const supervisor = client.supervisor;
+      const sessionEnded = () => client?.via === "socket" && supervisor !== undefined && readRuntime(location.storeDir, supervisor.session_id)?.pid !== supervisor.pid;
+      await follow(client, glob, watch, deadline, () => interrupted, pause, options.timeout, sessionEnded);
       return;
     }
   } finally {
@@ -148,6 +158,7 @@ async function follow(
   interrupted: () => boolean,
   pause: (ms: number) => Promise<void>,
   timeout?: number,
+  sessionEnded: () => boolean = () => false,
 ): Promise<void> {
   // The revision the watch begins at: the changes up to it (a replay, `--since`) are all printed whatever
   // --timeout says, as the store read in this process prints them. The deadline cut them short: a batch
@@ -160,6 +171,7 @@ async function follow(
     try {
       head = ((await client.call("memory.changes", {})) as { revision: number }).revision;
     } catch (error) {
+      if (isApexError(error) && error.code === "APEX_E_RPC" && sessionEnded()) return sayEnded();
       if (!outage.began(error)) throw error;
       if (Date.now() >= deadline) throw gaveUpAfterTimeout(error, timeout);
       if (outage.expired()) throw await outage.gaveUp(error, options.since);
@@ -184,6 +196,7 @@ async function follow(
     try {
       reply = (await client.call("memory.changes", { since, glob: glob.source })) as typeof reply;
     } catch (error) {
+      if (isApexError(error) && error.code === "APEX_E_RPC" && sessionEnded()) return sayEnded();
       if (!outage.began(error)) throw error;
       if (replaying && Date.now() >= deadline) throw gaveUpAfterTimeout(error, timeout);
       // A supervisor's own server refusing every connection: nothing listens there any more, as once its session
@@ -203,16 +216,18 @@ async function follow(
     const last = lastChanges(reply.changes);
     for (const { overwritten, ...change } of reply.changes) if (glob.matches(change.path)) printChange(change, change.value ?? undefined, Boolean(options.json), overwritten === true || overwrittenAt(last, change));
     // The session ended (through `apex serve`), and every change it made is printed: nothing more will come.
-    if (reply.ended === true) {
-      process.stderr.write("The session has ended: its memory changes no more, so the watch ends.\n");
-      return;
-    }
+    if (reply.ended === true) return sayEnded();
     // Still behind where the watch began: the next batch at once (a session's frozen memory never changes: no progress, done).
     replaying = reply.revision > since && reply.revision < head;
     since = reply.revision;
     if (replaying) continue;
     await sleep(Math.min(POLL_MS, Math.max(0, deadline - Date.now())));
   }
+}
+
+/** The watch ends with its session, exit 0: through `apex serve`, or as an agent's through its supervisor's socket. */
+function sayEnded(): void {
+  process.stderr.write("The session has ended: its memory changes no more, so the watch ends.\n");
 }
 
 /**

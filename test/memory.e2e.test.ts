@@ -8,7 +8,7 @@ import { parseImport } from "../cli/memory-actions.js";
 import { parseLargeImport } from "../cli/memory-import-large.js";
 import { APEX_BIN, cleanEnv, expectDiskFullReport, runApex, tempDir } from "./helpers/cli.js";
 import { forEachBackend } from "./support/backends.js";
-import { Project, asleepInEventLoop, isAlive, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { FIXTURES, Project, asleepInEventLoop, isAlive, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 
 let dir: string;
 let cleanup: () => void;
@@ -715,6 +715,28 @@ describe("apex memory writes through a running supervisor and session_timeout", 
     expect(codes.filter((code) => code === "3").length, codes.join(" ")).toBeGreaterThanOrEqual(2);
     const imports = readFileSync(join(project.dir, "imports.rc"), "utf8").trim().split("\n");
     expect(imports.filter((code) => code === "0").length, imports.join(" ")).toBeGreaterThanOrEqual(2);
+  });
+});
+
+describe("apex memory watch through a supervisor whose session stops", () => {
+  it("ends cleanly, exit 0, whether its process is in the agent's group, left it (setsid) or was never the agent's: the last says the session ended", async () => {
+    const recorder = join(FIXTURES, "watch-recorder.mjs");
+    // The group's leader (sh) ends at the stop's SIGTERM: its group is then signalled again, while the watches end.
+    const project = new Project(shellAgents({ idle: `node ${recorder} in & node ${recorder} out & while true; do sleep 0.5; done` }));
+    const started = project.start();
+    expect(project.apex(["memory", "set", "/w/a", "1"]).status).toBe(0);
+    // One the stop does not signal: in a group of its own, without the agent's environment but what reaches the supervisor.
+    const agent = { APEX_SOCKET: started.socket, APEX_SESSION_ID: started.session_id, APEX_AGENT: "idle" };
+    const outside = project.apexAsync(["memory", "watch", "/w/**", "--json"], { env: agent });
+    const shown = (output: string) => output.includes('"path":"/w/a"');
+    await waitFor("every watch to print the value", () => shown(outside.output()) && ["in", "out"].every((tag) => existsSync(join(project.dir, `${tag}.out`)) && shown(readFileSync(join(project.dir, `${tag}.out`), "utf8"))));
+    expect(project.apex(["stop"]).status).toBe(0);
+    // It failed: `APEX_E_RPC: Cannot reach the supervisor at …: ENOENT.`, exit 1.
+    expect(await outside.done).toMatchObject({ status: 0, stderr: "The session has ended: its memory changes no more, so the watch ends.\n" });
+    // Those the stop signalled were killed by its second SIGTERM (exit 143) as often as not.
+    const exits = await waitFor("the signalled watches to end", () => ["in", "out"].every((tag) => existsSync(join(project.dir, `${tag}.exit`))) && ["in", "out"].map((tag) => readFileSync(join(project.dir, `${tag}.exit`), "utf8")));
+    expect(exits.map((exit) => JSON.parse(exit))).toEqual([{ code: 0, signal: null }, { code: 0, signal: null }]);
+    for (const tag of ["in", "out"]) expect(readFileSync(join(project.dir, `${tag}.err`), "utf8")).toBe("");
   });
 });
 
