@@ -1,9 +1,13 @@
+import { existsSync, statSync } from "node:fs";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ProjectLocation } from "../core/config/locate.js";
 import type { Glob } from "../core/store/glob.js";
-import type { Change, JsonValue, Store } from "../core/store/store.js";
+import { STORE_FILE, lmdbDataDir, type Change, type JsonValue, type Store } from "../core/store/store.js";
+import { resolveStoreSpec } from "../core/store/open.js";
 import { readView } from "../core/store/port.js";
 import { openSessionClient, type SessionClient } from "../core/session/client.js";
+import { readRuntime } from "../core/session/runtime.js";
 import { ApexError, isApexError } from "../core/errors.js";
 import { paint } from "./output.js";
 import { onInterruption } from "./follow.js";
@@ -42,55 +46,83 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
   /** Ends the current wait for a change (a signal from the store, or SIGINT/SIGTERM, or stdout's reader gone). */
   let wake: (() => void) | undefined;
   const undo = onInterruption(() => {
+    // A stopping session signals its agents' processes again once their group's leader has exited (a watch in the group, or
+    // one that left it, carrying its environment): that second SIGTERM, while the watch ends after the first, killed it
+    // (exit 143) where the first ended it cleanly (exit 0). The watch ends promptly now whatever comes after.
+    if (!interrupted) process.on("SIGTERM", () => {});
     interrupted = true;
     wake?.();
   });
   let client: SessionClient | undefined;
   try {
-    // With no store yet, wait for one (the first write creates it). It is looked for, and the
-    // log read, at least once whatever the timeout: opening a server store can take longer than
-    // a short --timeout, which ends the following, not the replay of what was there when the
-    // watch began.
-    // A server that cannot be reached yet (PostgreSQL starting, a network not up) is waited for
-    // as one that goes away later is: said on stderr, tried again every RECHECK_MS. Should the
-    // --timeout pass before it is ever reached, the watch fails with its error.
-    const outage = new Outage("the store", [], "Waiting for it", deadline);
-    let unreachable: unknown;
-    for (let first = true; first || (!interrupted && Date.now() < deadline); first = false) {
-      try {
-        client = await openSessionClient(location, "read");
-      } catch (error) {
-        if (!outage.began(error)) throw error;
-        unreachable = error;
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(() => done(), Math.min(RECHECK_MS, Math.max(0, deadline - Date.now())));
-          const done = () => {
-            clearTimeout(timer);
-            wake = undefined;
-            resolve();
-          };
-          wake = done;
-        });
+    // A store that was not there when the watch began (none yet, or one removed): the watch saw it empty, so everything
+    // written to it is a change, printed from its first revision, never as `current` values.
+    let fromStart = false;
+    // --since, until a store replaced under the watch: the new one's revisions are not the old one's.
+    let since = options.since;
+    for (;;) {
+      // With no store yet, wait for one (the first write creates it). It is looked for, and the
+      // log read, at least once whatever the timeout: opening a server store can take longer than
+      // a short --timeout, which ends the following, not the replay of what was there when the
+      // watch began.
+      // A server that cannot be reached yet (PostgreSQL starting, a network not up) is waited for
+      // as one that goes away later is: said on stderr, tried again every RECHECK_MS. Should the
+      // --timeout pass before it is ever reached, the watch fails with its error, which says so.
+      const outage = new Outage("the store", [], "Waiting for it", deadline);
+      let unreachable: unknown;
+      for (let first = !fromStart; first || (!interrupted && Date.now() < deadline); first = false) {
+        try {
+          client = await openSessionClient(location, "read");
+        } catch (error) {
+          // A store file whose first write is still under way: no store yet, looked for again.
+          if (isApexError(error) && error.code === "APEX_E_NO_STORE") {
+            fromStart = true;
+            await sleep(POLL_MS);
+            continue;
+          }
+          if (!outage.began(error)) throw error;
+          unreachable = error;
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(() => done(), Math.min(RECHECK_MS, Math.max(0, deadline - Date.now())));
+            const done = () => {
+              clearTimeout(timer);
+              wake = undefined;
+              resolve();
+            };
+            wake = done;
+          });
+          continue;
+        }
+        unreachable = undefined;
+        outage.ended();
+        if (!client.empty) break;
+        fromStart = true;
+        await client.close();
+        client = undefined;
+        await sleep(POLL_MS);
+      }
+      if (unreachable !== undefined && !interrupted) throw gaveUpAfterTimeout(unreachable, options.timeout);
+      if (!client) return;
+      // The memory of a session that does not hold it: refused as `memory show` refuses it (it printed another session's).
+      // Judged by the glob as given, as query judges it: a plain path's `/sessions**` was refused where `/sessions` was read.
+      if (client.via === "store" && !/^\/sessions(\/|$)|^\/projects\/config$/.test(reads)) {
+        await client.run("memory.owner", {}, async (store) => (await import("./writer.js")).refuseMemoryNotHeld(store, true));
+      }
+      const watch = fromStart && since === undefined ? { ...options, since: 0, withCurrent: false } : { ...options, since, withCurrent };
+      // Read here: wake on the store's own change signal. Through a supervisor or a server: poll it.
+      if (client.via === "store") {
+        // Its files as opened (LMDB), to tell when it is replaced under the watch (`rm -rf .apex`, then a write makes a new one).
+        const files = await storeFiles(location);
+        const replaced = await client.run("memory.changes", {}, (store) => followStore(store, glob, watch, deadline, () => interrupted, (done) => (wake = done), () => files?.replaced() === true));
+        if (!replaced) return;
+        // As `tail -F` follows a file made anew: the new store is watched as one that was not there when the watch began.
+        process.stderr.write(`${paint("warning:", "yellow", process.stderr)} ${files!.describeReplaced()}\n`);
+        await client.close();
+        client = undefined;
+        fromStart = true;
+        since = undefined;
         continue;
       }
-      unreachable = undefined;
-      outage.ended();
-      if (!client.empty) break;
-      await client.close();
-      client = undefined;
-      await sleep(POLL_MS);
-    }
-    if (unreachable !== undefined && !interrupted) throw unreachable;
-    if (!client) return;
-    // The memory of a session that does not hold it: refused as `memory show` refuses it (it printed another session's).
-    // Judged by the glob as given, as query judges it: a plain path's `/sessions**` was refused where `/sessions` was read.
-    if (client.via === "store" && !/^\/sessions(\/|$)|^\/projects\/config$/.test(reads)) {
-      await client.run("memory.owner", {}, async (store) => (await import("./writer.js")).refuseMemoryNotHeld(store, true));
-    }
-    const watch = { ...options, withCurrent };
-    // Read here: wake on the store's own change signal. Through a supervisor or a server: poll it.
-    if (client.via === "store") await client.run("memory.changes", {}, (store) => followStore(store, glob, watch, deadline, () => interrupted, (done) => (wake = done)));
-    else {
       // A wait Ctrl-C ends at once: through --remote, the wait between tries grows to BACKOFF_MAX_MS.
       const pause = (ms: number) =>
         new Promise<void>((resolve) => {
@@ -103,7 +135,13 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
           wake = done;
           if (interrupted) done();
         });
-      await follow(client, glob, watch, deadline, () => interrupted, pause);
+      // Through a supervisor's socket (an agent's watch): a supervisor that has removed its runtime file has shut down
+      // as its session ended (a crashed one leaves it). A watch its stop did not signal (one that left the agent's
+      // process group and its environment) failed then, APEX_E_RPC, exit 1, where one in the group ended, exit 0.
+      const supervisor = client.supervisor;
+      const sessionEnded = () => client?.via === "socket" && supervisor !== undefined && readRuntime(location.storeDir, supervisor.session_id)?.pid !== supervisor.pid;
+      await follow(client, glob, watch, deadline, () => interrupted, pause, options.timeout, sessionEnded);
+      return;
     }
   } finally {
     undo();
@@ -119,6 +157,8 @@ async function follow(
   deadline: number,
   interrupted: () => boolean,
   pause: (ms: number) => Promise<void>,
+  timeout?: number,
+  sessionEnded: () => boolean = () => false,
 ): Promise<void> {
   // The revision the watch begins at: the changes up to it (a replay, `--since`) are all printed whatever
   // --timeout says, as the store read in this process prints them. The deadline cut them short: a batch
@@ -131,7 +171,9 @@ async function follow(
     try {
       head = ((await client.call("memory.changes", {})) as { revision: number }).revision;
     } catch (error) {
-      if (!outage.began(error) || Date.now() >= deadline) throw error;
+      if (isApexError(error) && error.code === "APEX_E_RPC" && sessionEnded()) return sayEnded();
+      if (!outage.began(error)) throw error;
+      if (Date.now() >= deadline) throw gaveUpAfterTimeout(error, timeout);
       if (outage.expired()) throw await outage.gaveUp(error, options.since);
       if (interrupted()) return;
       await pause(Math.min(outage.wait(), Math.max(0, deadline - Date.now())));
@@ -155,7 +197,9 @@ async function follow(
     try {
       reply = (await client.call("memory.changes", { since, glob: glob.source })) as typeof reply;
     } catch (error) {
-      if (!outage.began(error) || (replaying && Date.now() >= deadline)) throw error;
+      if (isApexError(error) && error.code === "APEX_E_RPC" && sessionEnded()) return sayEnded();
+      if (!outage.began(error)) throw error;
+      if (replaying && Date.now() >= deadline) throw gaveUpAfterTimeout(error, timeout);
       // A supervisor's own server refusing every connection: nothing listens there any more, as once its session
       // ended. A poll that came only after it closed (the network away as the session stopped) retried for ever.
       refusedSince = ownServer && isApexError(error) && error.details?.connection === "ECONNREFUSED" ? (refusedSince ?? Date.now()) : undefined;
@@ -173,16 +217,18 @@ async function follow(
     const last = lastChanges(reply.changes);
     for (const { overwritten, ...change } of reply.changes) if (glob.matches(change.path)) printChange(change, change.value ?? undefined, Boolean(options.json), overwritten === true || overwrittenAt(last, change));
     // The session ended (through `apex serve`), and every change it made is printed: nothing more will come.
-    if (reply.ended === true) {
-      process.stderr.write("The session has ended: its memory changes no more, so the watch ends.\n");
-      return;
-    }
+    if (reply.ended === true) return sayEnded();
     // Still behind where the watch began: the next batch at once (a session's frozen memory never changes: no progress, done).
     replaying = reply.revision > since && reply.revision < head;
     since = reply.revision;
     if (replaying) continue;
     await sleep(Math.min(POLL_MS, Math.max(0, deadline - Date.now())));
   }
+}
+
+/** The watch ends with its session, exit 0: through `apex serve`, or as an agent's through its supervisor's socket. */
+function sayEnded(): void {
+  process.stderr.write("The session has ended: its memory changes no more, so the watch ends.\n");
 }
 
 /**
@@ -220,6 +266,19 @@ function inWords(ms: number): string {
 function timeoutIn(left: number): string {
   // Rounded up to a tenth of a second: a wait of 40 ms is not "0 s".
   return left <= 0 ? "the --timeout ends the watch now" : `the --timeout ends the watch in ${inWords(Math.ceil(left / 100) * 100)}`;
+}
+
+/**
+ * The error of a store or server still out of reach when the watch's --timeout (TIMEOUT seconds) passed: its code,
+ * hint and details, and a message that says the watch gave up then (it gave the error alone, as if it had not waited).
+ */
+function gaveUpAfterTimeout(error: unknown, timeout: number | undefined): unknown {
+  if (!isApexError(error) || timeout === undefined) return error;
+  return new ApexError(error.code, `${error.message} The watch gave up after its --timeout (${inWords(timeout * 1000)}): it was still out of reach.`, {
+    ...(error.hint === undefined ? {} : { hint: error.hint }),
+    details: { ...error.details, timeout_seconds: timeout },
+    cause: error,
+  });
 }
 
 /**
@@ -376,7 +435,8 @@ async function followStore(
   deadline: number,
   interrupted: () => boolean,
   setWake: (done: (() => void) | undefined) => void,
-): Promise<void> {
+  replaced: () => boolean,
+): Promise<boolean> {
   const [{ memoryViewOf }, { boundSessionId }] = await Promise.all([import("../core/session/memory-view.js"), import("../core/session/sessions.js")]);
   // The working memory of the session this command acts on (its own root in a git worktree).
   const view = memoryViewOf(store, boundSessionId(store));
@@ -426,6 +486,8 @@ async function followStore(
       } catch (error) {
         if (!outage.began(error)) throw error;
       }
+      // A store removed (and perhaps made anew) under the watch signals nothing more: its files are looked at each time.
+      if (replaced()) return true;
       if (signalled || interrupted()) continue;
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => done(), Math.min(RECHECK_MS, Math.max(0, deadline - Date.now())));
@@ -442,6 +504,44 @@ async function followStore(
   } finally {
     unsubscribe();
   }
+  return false;
+}
+
+/**
+ * An LMDB store's directory and data file, as they were when the watch opened it (device and inode):
+ * a store removed under the watch (`rm -rf .apex`) stays open, and readable, in this process, but
+ * nothing writes to it again; the next write makes a new one, which the watch went on never seeing.
+ */
+class StoreFiles {
+  private readonly opened: Array<string | undefined>;
+
+  constructor(private readonly dir: string) {
+    this.opened = this.identities();
+  }
+
+  private identities(): Array<string | undefined> {
+    return [this.dir, join(this.dir, STORE_FILE)].map((path) => {
+      const stat = statSync(path, { throwIfNoEntry: false, bigint: true });
+      return stat && `${stat.dev}:${stat.ino}`;
+    });
+  }
+
+  /** True once either is gone or another file or directory. */
+  replaced(): boolean {
+    return this.identities().some((identity, i) => identity !== this.opened[i]);
+  }
+
+  describeReplaced(): string {
+    const what = existsSync(join(this.dir, STORE_FILE)) ? "was replaced by a new store" : "was removed";
+    const next = existsSync(join(this.dir, STORE_FILE)) ? "The watch goes on with the new one" : "The watch goes on once a write makes a new one";
+    return `the store in ${this.dir} ${what}: the values it held are gone with it. ${next}, printing every change made to it from its first revision (revisions start again at 1).`;
+  }
+}
+
+/** The files of the project's store when it is LMDB (undefined for a server's store). */
+async function storeFiles(location: ProjectLocation): Promise<StoreFiles | undefined> {
+  const spec = await resolveStoreSpec(location);
+  return spec.backend === "lmdb" ? new StoreFiles(lmdbDataDir(spec)) : undefined;
 }
 
 /**

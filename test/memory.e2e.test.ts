@@ -9,7 +9,7 @@ import { parseImport } from "../cli/memory-actions.js";
 import { parseLargeImport } from "../cli/memory-import-large.js";
 import { APEX_BIN, cleanEnv, expectDiskFullReport, runApex, tempDir } from "./helpers/cli.js";
 import { forEachBackend } from "./support/backends.js";
-import { Project, idleAgentConfig, isAlive, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { FIXTURES, Project, asleepInEventLoop, idleAgentConfig, isAlive, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 
 let dir: string;
 let cleanup: () => void;
@@ -485,6 +485,57 @@ describe("apex memory globs that no path can match", () => {
   });
 });
 
+describe("apex memory watch of a store made while it watches", () => {
+  type Event = { revision: number; kind: string; path: string; value: unknown };
+  /** The watch's --json lines so far (a line still being written is left for the next look). */
+  const events = (output: string): Event[] => output.split("\n").slice(0, -1).map((line) => JSON.parse(line) as Event);
+  /** Seen asleep in its event loop five times running, a tenth of a second apart: waiting for a store, not loading. */
+  const settled = (pid: number) => waitFor("the watch to wait", async () => {
+    for (let i = 0; i < 5; i++, await new Promise((r) => setTimeout(r, 100))) if (!asleepInEventLoop(pid)) return false;
+    return true;
+  });
+
+  it("prints the first write to a store that was not there when it began as a change, as any later one (text and --json)", async () => {
+    const project = new Project("plugins: {}\n", "apex-watch-new-");
+    const json = project.apexAsync(["memory", "watch", "/w/**", "--json", "--timeout", "120"]);
+    const text = project.apexAsync(["memory", "watch", "/w/**", "--timeout", "120"]);
+    // With --changes-only, the first write was missed: the watch began at the revision of the store it found, made by that write.
+    const changesOnly = project.apexAsync(["memory", "watch", "/w/**", "--json", "--changes-only", "--timeout", "120"]);
+    await Promise.all([json, text, changesOnly].map((watch) => settled(watch.child.pid!)));
+    expect(existsSync(join(project.dir, ".apex"))).toBe(false);
+    expect(project.apex(["memory", "set", "/w/a", "1"]).status).toBe(0);
+    expect(project.apex(["memory", "set", "/w/b", "2"]).status).toBe(0);
+    await waitFor("both changes", () => events(json.output()).length >= 2 && events(changesOnly.output()).length >= 2 && text.output().split("\n").length > 2);
+    // It was `{"revision":1,"kind":"current",...}`: the empty state had been seen, so the write is a change.
+    for (const watch of [json, changesOnly]) expect(events(watch.output()).map((event) => [event.revision, event.kind, event.path, event.value])).toEqual([[1, "put", "/w/a", 1], [2, "put", "/w/b", 2]]);
+    expect(text.output().split("\n").slice(0, 2).map((line) => line.trim().split(/\s+/).slice(0, 4).join(" "))).toEqual(["1 put /w/a 1", "2 put /w/b 2"]);
+    for (const watch of [json, text, changesOnly]) watch.child.kill("SIGTERM");
+    for (const watch of [json, text, changesOnly]) expect((await watch.done).stderr).toBe("");
+  });
+
+  it("follows a store removed and made anew under it, as `tail -F` a file: says so once each time, then prints the new store's changes", async () => {
+    const project = new Project("plugins: {}\n", "apex-watch-new-");
+    expect(project.apex(["memory", "set", "/w/a", "1"]).status).toBe(0);
+    const watch = project.apexAsync(["memory", "watch", "/w/**", "--json", "--timeout", "120"]);
+    await waitFor("the current value", () => events(watch.output()).length >= 1);
+    const warned = (count: number) => watch.errors().split("\n").filter((line) => line.startsWith("warning: the store in ")).length >= count;
+    for (const [round, path] of [[1, "/w/b"], [2, "/w/c"]] as const) {
+      rmSync(project.storeDir, { recursive: true, force: true });
+      // Made anew before the watch looked, or after it saw the store gone: either way it follows the new one (it went deaf).
+      if (round === 2) await waitFor("the watch to see the store removed", () => warned(2));
+      expect(project.apex(["memory", "set", path, String(round + 1)]).status).toBe(0);
+      await waitFor(`the change to ${path} in the new store`, () => events(watch.output()).some((event) => event.path === path));
+    }
+    expect(events(watch.output()).map((event) => [event.revision, event.kind, event.path, event.value])).toEqual([[1, "current", "/w/a", 1], [1, "put", "/w/b", 2], [1, "put", "/w/c", 3]]);
+    const warnings = watch.errors().trim().split("\n");
+    expect(warnings).toHaveLength(2);
+    expect(warnings[0]).toMatch(new RegExp(`^warning: the store in ${project.storeDir} (was replaced by a new store|was removed): the values it held are gone with it\\. The watch goes on (with the new one|once a write makes a new one), printing every change made to it from its first revision \\(revisions start again at 1\\)\\.$`));
+    expect(warnings[1]).toBe(`warning: the store in ${project.storeDir} was removed: the values it held are gone with it. The watch goes on once a write makes a new one, printing every change made to it from its first revision (revisions start again at 1).`);
+    watch.child.kill("SIGTERM");
+    expect((await watch.done).status).toBe(0);
+  });
+});
+
 describe("apex memory watch and its reader", () => {
   /** Resolves with how the process ended, or with null when it is still running after `ms`. */
   const ended = (child: ChildProcess, ms: number) =>
@@ -688,6 +739,28 @@ describe("apex memory writes through a running supervisor and session_timeout", 
     expect(codes.filter((code) => code === "3").length, codes.join(" ")).toBeGreaterThanOrEqual(2);
     const imports = readFileSync(join(project.dir, "imports.rc"), "utf8").trim().split("\n");
     expect(imports.filter((code) => code === "0").length, imports.join(" ")).toBeGreaterThanOrEqual(2);
+  });
+});
+
+describe("apex memory watch through a supervisor whose session stops", () => {
+  it("ends cleanly, exit 0, whether its process is in the agent's group, left it (setsid) or was never the agent's: the last says the session ended", async () => {
+    const recorder = join(FIXTURES, "watch-recorder.mjs");
+    // The group's leader (sh) ends at the stop's SIGTERM: its group is then signalled again, while the watches end.
+    const project = new Project(shellAgents({ idle: `node ${recorder} in & node ${recorder} out & while true; do sleep 0.5; done` }));
+    const started = project.start();
+    expect(project.apex(["memory", "set", "/w/a", "1"]).status).toBe(0);
+    // One the stop does not signal: in a group of its own, without the agent's environment but what reaches the supervisor.
+    const agent = { APEX_SOCKET: started.socket, APEX_SESSION_ID: started.session_id, APEX_AGENT: "idle" };
+    const outside = project.apexAsync(["memory", "watch", "/w/**", "--json"], { env: agent });
+    const shown = (output: string) => output.includes('"path":"/w/a"');
+    await waitFor("every watch to print the value", () => shown(outside.output()) && ["in", "out"].every((tag) => existsSync(join(project.dir, `${tag}.out`)) && shown(readFileSync(join(project.dir, `${tag}.out`), "utf8"))));
+    expect(project.apex(["stop"]).status).toBe(0);
+    // It failed: `APEX_E_RPC: Cannot reach the supervisor at …: ENOENT.`, exit 1.
+    expect(await outside.done).toMatchObject({ status: 0, stderr: "The session has ended: its memory changes no more, so the watch ends.\n" });
+    // Those the stop signalled were killed by its second SIGTERM (exit 143) as often as not.
+    const exits = await waitFor("the signalled watches to end", () => ["in", "out"].every((tag) => existsSync(join(project.dir, `${tag}.exit`))) && ["in", "out"].map((tag) => readFileSync(join(project.dir, `${tag}.exit`), "utf8")));
+    expect(exits.map((exit) => JSON.parse(exit))).toEqual([{ code: 0, signal: null }, { code: 0, signal: null }]);
+    for (const tag of ["in", "out"]) expect(readFileSync(join(project.dir, `${tag}.err`), "utf8")).toBe("");
   });
 });
 

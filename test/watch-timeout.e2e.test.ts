@@ -18,6 +18,8 @@ describe("memory watch --timeout with nothing to reach", () => {
     expect(waits.length).toBeGreaterThanOrEqual(1);
     for (const line of waits) expect(line).toMatch(/; the --timeout ends the watch in [01](\.\d)? s\.$/);
     expect(result.stderr).not.toMatch(/retrying in 2 s|16 s|5 min/);
+    // The error names the --timeout that ended the wait (it was the connection's error alone, as if the watch had not waited).
+    expect(lines.at(-2)).toBe("error[APEX_E_RPC]: Cannot reach http://127.0.0.1:9: ECONNREFUSED. The watch gave up after its --timeout (2.5 s): it was still out of reach.");
   });
 
   it("on a store server out of reach, says the --timeout ends the watch rather than that it retries every second, when less than that is left", () => {
@@ -30,5 +32,11 @@ describe("memory watch --timeout with nothing to reach", () => {
     const longer = p.apex(["memory", "watch", "/w/**", "--timeout", "2"], { env: unreachable });
     expect(longer.status, longer.stderr).toBe(1);
     expect(longer.stderr).toMatch(/^warning: Cannot reach PostgreSQL at [^\n]*\. Waiting for it; retrying every 1 s until the --timeout ends the watch in [12](\.\d)? s \(Ctrl-C ends\)\.\n/);
+    // The error says the watch gave up after its --timeout, with the code and details it had (--json too: details.timeout_seconds).
+    expect(longer.stderr).toMatch(/\nerror\[APEX_E_STORE_UNREACHABLE\]: Cannot reach PostgreSQL at [^\n]*\. The watch gave up after its --timeout \(2 s\): it was still out of reach\.\n {2}hint: /);
+    const json = p.apex(["memory", "watch", "/w/**", "--timeout", "0.5", "--json"], { env: unreachable });
+    expect(json.status, json.stderr).toBe(1);
+    const { error } = JSON.parse(json.stderr.trim().split("\n").at(-1)!) as { error: { code: string; message: string; details: Record<string, unknown> } };
+    expect(error).toMatchObject({ code: "APEX_E_STORE_UNREACHABLE", message: expect.stringMatching(/ The watch gave up after its --timeout \(0\.5 s\): it was still out of reach\.$/), details: { code: "ECONNREFUSED", timeout_seconds: 0.5 } });
   });
 });

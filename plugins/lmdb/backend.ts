@@ -215,6 +215,11 @@ export class LmdbStore implements StorageBackend {
       root = openRoot(open, { path: file, maxDbs: 16, readOnly: options.readOnly ?? false, compression: false, mapSize: INITIAL_MAP_SIZE, overlappingSync: false });
       // lmdb creates the data and lock files with the umask's mode.
       if (!options.readOnly) for (const name of [STORE_FILE, `${STORE_FILE}-lock`]) makePrivate(join(dataDir, name));
+      // A file whose first write (which makes the keyspace's databases) is still under way: no store yet, as no file
+      // (a read in that moment failed on the databases it could not open, APEX_E_INTERNAL).
+      if (options.readOnly && !KEYSPACE_DB_NAMES.every((name) => namedDatabaseExists(root!, name))) {
+        throw new ApexError("APEX_E_NO_STORE", `No APEX store at ${dataDir} yet: it is being made.`, { hint: "Try again in a moment: the write that makes it is under way." });
+      }
       const store = new LmdbStore(dir, dataDir, root, options);
       handleOpened((store.handleKey = fileKey(file)!), options.readOnly ?? false, root as unknown as SnapshotHolder);
       return store;
