@@ -94,7 +94,7 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
       expect(root.status, args.join(" ")).toBe(2);
       const message = "The root '/' cannot be deleted: it holds no value of its own, and memory delete takes one path.";
       const hint = "Delete each top-level path with --recursive (`apex memory query / --keys` lists the paths; /sessions and /projects/config are APEX's own).";
-      if (args.includes("--json")) expect(JSON.parse(root.stderr)).toEqual({ error: { code: "APEX_E_BAD_PATH", message, hint, exitCode: 2 } });
+      if (args.includes("--json")) expect(JSON.parse(root.stderr)).toEqual({ error: { code: "APEX_E_BAD_PATH", message, hint, exitCode: 2, exit_code: 2 } });
       else expect(root.stderr).toBe(`error[APEX_E_BAD_PATH]: ${message}\n  hint: ${hint}\n`);
     }
     expect(JSON.parse(apex(["memory", "query", "/notes", "--keys", "--json"]).stdout)).toEqual(["/notes/a", "/notes/b"]);
@@ -105,7 +105,7 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
       const result = apex(["memory", "delete", ...args]);
       expect(result.status, result.stderr).toBe(3);
       const message = `Nothing is stored at ${args[0]}${args.includes("--recursive") ? " or below it" : ""}.`;
-      if (args.includes("--json")) expect(JSON.parse(result.stderr)).toEqual({ error: { code: "APEX_E_NOT_FOUND", message, exitCode: 3 } });
+      if (args.includes("--json")) expect(JSON.parse(result.stderr)).toEqual({ error: { code: "APEX_E_NOT_FOUND", message, exitCode: 3, exit_code: 3 } });
       else expect(result.stderr).toBe(`error[APEX_E_NOT_FOUND]: ${message}\n`);
       // It made the store (on LMDB .apex/ with store.mdb and a .gitignore) to find nothing in it.
       expect(existsSync(join(dir, ".apex")), args.join(" ")).toBe(false);
@@ -220,7 +220,7 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
   it("--json errors are machine-readable", () => {
     const result = apex(["memory", "set", "bad", "1", "--json"]);
     expect(result.status).toBe(2);
-    expect(JSON.parse(result.stderr)).toMatchObject({ error: { code: "APEX_E_BAD_PATH", exitCode: 2 } });
+    expect(JSON.parse(result.stderr)).toMatchObject({ error: { code: "APEX_E_BAD_PATH", exitCode: 2, exit_code: 2 } });
   });
 
   it("--force writes of APEX's paths with --json give the warning in the JSON's `warnings`, as config show --json does, not on stderr; without --json on stderr", () => {
@@ -568,7 +568,7 @@ describe("apex memory set through a running supervisor", () => {
     for (const [i, result] of throughSupervisor.entries()) {
       const path = i % 4 < 2 ? "/deep/a" : "/deep/b";
       expect(result.status, result.stderr).toBe(2);
-      if (i % 2 === 1) expect(JSON.parse(result.stderr).error).toEqual({ code: "APEX_E_TOO_DEEP", message: `${path}: The value nests arrays and objects more than 512 levels deep.`, exitCode: 2, hint, details: { path } });
+      if (i % 2 === 1) expect(JSON.parse(result.stderr).error).toEqual({ code: "APEX_E_TOO_DEEP", message: `${path}: The value nests arrays and objects more than 512 levels deep.`, exitCode: 2, exit_code: 2, hint, details: { path } });
       else expect(result.stderr).toBe(`error[APEX_E_TOO_DEEP]: ${path}: The value nests arrays and objects more than 512 levels deep.\n  hint: ${hint}\n`);
       // Through the supervisor (the value too deep to send said no path; one the store refused, no hint) as without it.
       expect([direct[i]!.status, direct[i]!.stderr]).toEqual([result.status, result.stderr]);
