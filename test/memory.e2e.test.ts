@@ -245,6 +245,29 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     expect(text.stderr).toContain(`warning: ${warning("memory set", "/sessions/zz/x")}`);
   });
 
+  it("a --force write of APEX's paths that fails, with --json, gives the warning it had in the error's JSON (`warnings`), as the text gives it on stderr before the error", () => {
+    const warning = (command: string, path: string) => expect.stringContaining(`${command} --force writes ${path} (`);
+    const deep = `${"[".repeat(600)}${"]".repeat(600)}`;
+    const failures: Array<[string[], string, string, string | undefined]> = [
+      [["memory", "set", "/sessions/zz/deep", deep, "--force", "--json"], "APEX_E_TOO_DEEP", "memory set", undefined],
+      [["memory", "import", "-", "--force", "--json"], "APEX_E_TOO_DEEP", "memory import", JSON.stringify({ "/sessions/zz/deep": JSON.parse(deep) })],
+      [["memory", "delete", "/sessions/zz/none", "--force", "--json"], "APEX_E_NOT_FOUND", "memory delete", undefined],
+    ];
+    for (const [args, code, command, input] of failures) {
+      const failed = apex(args, input);
+      expect(failed.stdout, command).toBe("");
+      const path = command === "memory import" ? "/sessions/zz/deep" : args[2]!;
+      expect(JSON.parse(failed.stderr), command).toEqual({ error: expect.objectContaining({ code }), warnings: [warning(command, path)] });
+      // Without --json: the warning on stderr, then the error.
+      const text = apex(args.filter((arg) => arg !== "--json"), input);
+      expect(text.status, command).toBe(failed.status);
+      expect(text.stderr, command).toMatch(new RegExp(`^warning: ${command} --force writes [^\\n]*\\nerror\\[${code}\\]`));
+    }
+    // A failure with no warning (no path of APEX's) has none in its JSON, as before.
+    expect(JSON.parse(apex(["memory", "set", "/notes/deep", deep, "--force", "--json"]).stderr)).toEqual({ error: expect.objectContaining({ code: "APEX_E_TOO_DEEP" }) });
+    expect(JSON.parse(apex(["memory", "show", "/sessions/zz/deep", "--json"]).stderr).error.code).toBe("APEX_E_NOT_FOUND");
+  });
+
   it("export | import round-trips, and a bad import writes nothing", () => {
     apex(["memory", "set", "/a/b", '{"x": [1, 2, {"y": null}]}']);
     apex(["memory", "set", "/a/ü/c", '"ü"']);
