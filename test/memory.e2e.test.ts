@@ -688,6 +688,21 @@ describe("apex memory writes through a running supervisor and session_timeout", 
     const imports = readFileSync(join(project.dir, "imports.rc"), "utf8").trim().split("\n");
     expect(imports.filter((code) => code === "0").length, imports.join(" ")).toBeGreaterThanOrEqual(2);
   });
+
+  it("a set of the value its path already has is no agent activity either: an agent setting only that lets the session time out", async () => {
+    // A set changed nothing when the value was the same (written in any key order), yet reset the idle timer: the session ran on for ever.
+    // First 20 sets that change the value, over longer than the timeout: each is activity, the session runs on through them.
+    const changing = `i=0; while [ $i -lt 20 ]; do apex memory set /same "{\\"a\\": $i}" >/dev/null 2>&1 || exit 1; i=$((i+1)); sleep 0.2; done; touch changed.done`;
+    const same = `while true; do apex memory set /same '{"a": 1, "b": [2]}' >/dev/null 2>&1; echo $? >> sets.rc; apex memory set /same '{"b": [2], "a": 1}' >/dev/null 2>&1; echo $? >> sets.rc; sleep 0.2; done`;
+    project = new Project(shellAgents({ setter: `${changing}; ${same}` }, "session:\n  session_timeout: 3\n"));
+    const ready = project.start();
+    await waitFor("the timeout to end the supervisor", () => !isAlive(ready.supervisor_pid), 40_000);
+    expect(JSON.parse(project.apex(["session", "history", "--json"]).stdout)[0]).toMatchObject({ session_id: ready.session_id, status: "stopped", outcome: "timed out: no agent activity for 3 s" });
+    expect(existsSync(join(project.dir, "changed.done")), "the session timed out while the agent changed the value").toBe(true);
+    // Then the agent set the same value, again and again, through the supervisor, each set succeeding.
+    const codes = readFileSync(join(project.dir, "sets.rc"), "utf8").trim().split("\n");
+    expect(codes.filter((code) => code === "0").length, codes.join(" ")).toBeGreaterThanOrEqual(4);
+  }, 90_000);
 });
 
 describe("apex memory watch --since through a running supervisor, far behind", () => {
