@@ -9,7 +9,7 @@ import module from "node:module";
 // handling takes over once it runs (handOver: before its action, where `apex start` calls the start off).
 const interrupted = () => {
   const message = "Interrupted (Ctrl-C) before the command started: nothing was done.";
-  process.stderr.write(process.argv.includes("--json") ? `${JSON.stringify({ error: { code: "APEX_E_INTERRUPTED", message, exitCode: 130 } })}\n` : `error[APEX_E_INTERRUPTED]: ${message}\n`);
+  process.stderr.write(process.argv.includes("--json") ? `${JSON.stringify({ error: { code: "APEX_E_INTERRUPTED", message, exitCode: 130, exit_code: 130 } })}\n` : `error[APEX_E_INTERRUPTED]: ${message}\n`);
   process.exit(130);
 };
 process.on("SIGINT", interrupted);

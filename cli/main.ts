@@ -111,13 +111,13 @@ export async function main(argv: string[], handOver?: () => void): Promise<numbe
     argv = await applySessionFlag(program, argv);
     if (process.env.APEX_REMOTE) checkRemoteCommand(commandWords(argv.slice(2)));
     // A plugin's command, or help on a group plugins add to: every group, as a plugin's command may go below any of them.
-    if (groups !== COMMAND_GROUPS && (needsPluginCommands(program, argv) || wantsGroupHelp(program, argv))) program = await make(COMMAND_GROUPS);
+    if (groups !== COMMAND_GROUPS && (needsPluginCommands(program, argv) || wantsGroupHelp(program, argv) || bareGroup(program, argv.slice(2)))) program = await make(COMMAND_GROUPS);
     if (needsPluginCommands(program, argv)) {
       const { registerPluginCommands, closeAfterParse } = await import("./plugin-commands.js");
       await registerPluginCommands(program, argv, commandWords(argv.slice(2)), wantsHelp(argv.slice(2)));
       finalizers.push(() => Promise.all(closeAfterParse.map((close) => close())).then(() => undefined));
-    } else if (wantsGroupHelp(program, argv)) {
-      // `apex session --help` lists what the enabled plugins add. Help never fails for that:
+    } else if (wantsGroupHelp(program, argv) || bareGroup(program, argv.slice(2))) {
+      // `apex session --help` (and `apex session` alone) lists what the enabled plugins add. Help never fails for that:
       // with a config that cannot be loaded, it shows the core commands (and says why).
       const { registerPluginCommands } = await import("./plugin-commands.js");
       try {
@@ -134,6 +134,7 @@ export async function main(argv: string[], handOver?: () => void): Promise<numbe
     if (group && subWord !== undefined && !group.commands.some((sub) => sub.name() === subWord || sub.aliases().includes(subWord))) {
       synonym = (await import("./command-synonyms.js")).synonymHint(program, commandWords(argv.slice(2)), argv.slice(2));
     }
+    refuseBareGroup(program, argv.slice(2), json);
     throwInsteadOfExit(program, json);
     if (handOver) program.hook("preAction", handOver);
     refuseHelpOnUnknownCommand(program, argv.slice(2));
@@ -202,6 +203,43 @@ function refuseHelpOnUnknownCommand(program: Command, args: string[]): void {
     }
     current = next!;
   }
+}
+
+/**
+ * The group a command line names and nothing more (`apex memory`, `apex session --json`): a group with commands and
+ * no action of its own, with no word, option or `--` after it but global flags and --json. Anything else on the line
+ * is commander's to judge (`--help`, an unknown option).
+ */
+function bareGroup(program: Command, args: string[]): Command | undefined {
+  let group = program;
+  for (const word of commandWords(args, 3)) {
+    const next = group.commands.find((command) => command.name() === word || command.aliases().includes(word));
+    if (!next) return undefined;
+    group = next;
+  }
+  // `apex git` runs git itself: a group with an action is a command.
+  if (group === program || group.commands.length === 0 || (group as unknown as { _actionHandler?: unknown })._actionHandler) return undefined;
+  const rest = args.filter((arg, at) => arg !== "--json" && !GLOBAL_VALUE_FLAGS.includes(arg) && !GLOBAL_VALUE_FLAGS.includes(args[at - 1]!) && !GLOBAL_VALUE_FLAGS.some((flag) => arg.startsWith(`${flag}=`)));
+  return rest.length === commandPathWords(group).length ? group : undefined;
+}
+
+/** The global flags that take a value (`--config FILE`): neither they nor their value are command words. */
+const GLOBAL_VALUE_FLAGS = ["--config", "--remote", "--token", "--token-file", "--session"];
+
+/**
+ * `apex memory`: a group without one of its commands is a usage error (exit 2), after the group's help on stderr
+ * (with --json, the error's JSON alone). Commander printed the help and exited 0, so a script that left the command
+ * out took it for done; `apex memory --help` and `apex help memory` are the help, on stdout, exit 0.
+ */
+function refuseBareGroup(program: Command, args: string[], json: boolean): void {
+  const group = bareGroup(program, args);
+  if (!group) return;
+  const named = `apex ${commandPathWords(group).join(" ")}`;
+  const visible = group.commands.filter((command) => !(command as unknown as { _hidden?: boolean })._hidden).map((command) => command.name());
+  if (!json) group.outputHelp({ error: true });
+  throw new ApexError("APEX_E_USAGE", `${named} needs one of its commands: ${visible.join(", ")}.`, {
+    hint: `Run \`${named} COMMAND\`; \`${named} --help\` says what each does.`,
+  });
 }
 
 /** `apex git commit -m x`: git's options are read as APEX's unless they come after `--`. */
@@ -379,7 +417,7 @@ async function applySessionFlag(program: Command, argv: string[]): Promise<strin
 
 function checkRemoteCommand(words: string[]): void {
   if (words.length === 0) return;
-  // A group alone (`apex memory`) shows its help.
+  // A group alone (`apex memory`) is the usage error main gives it, with its help.
   if (words[1] === undefined ? Object.hasOwn(REMOTE_COMMANDS, words[0]!) : worksRemotely(words[0]!, words[1])) return;
   const list = Object.entries(REMOTE_COMMANDS)
     .filter(([name]) => name !== "help")

@@ -9,7 +9,7 @@ import { openSessionClient, type SessionClient } from "../core/session/client.js
 import { openWriter } from "./context.js";
 import { decodeUtf8Input, readInputBytes, readUtf8Input } from "./input-text.js";
 import { refuseInexactNumbers } from "./json-numbers.js";
-import { paint, printJson } from "./output.js";
+import { paint, printJson, withWarnings } from "./output.js";
 
 /** Read access to the memory, wherever openSessionClient reaches the session. */
 export interface MemoryReader {
@@ -171,15 +171,17 @@ export async function setMemory(location: ProjectLocation, given: string, json: 
   }
   const value = parseJsonValue(text, path);
   const warnings = await checkOwned("memory set", [path], { force, value }, asJson);
-  if (text.length >= TOO_DEEP_MIN_CHARS) refuseTooDeep(path, value);
-  const writer = await openWriter(location);
-  try {
-    const { revision } = await writer.set(path, value, force);
-    if (asJson) printJson({ path, revision, ...warningsField(warnings) });
-    else process.stdout.write(`set ${path} (revision ${revision})\n`);
-  } finally {
-    await writer.close();
-  }
+  await keepingWarnings(warnings, async () => {
+    if (text.length >= TOO_DEEP_MIN_CHARS) refuseTooDeep(path, value);
+    const writer = await openWriter(location);
+    try {
+      const { revision } = await writer.set(path, value, force);
+      if (asJson) printJson({ path, revision, ...warningsField(warnings) });
+      else process.stdout.write(`set ${path} (revision ${revision})\n`);
+    } finally {
+      await writer.close();
+    }
+  });
 }
 
 export async function deleteMemory(location: ProjectLocation, given: string, recursive: boolean, asJson: boolean, force = false): Promise<void> {
@@ -194,22 +196,24 @@ export async function deleteMemory(location: ProjectLocation, given: string, rec
   checkPath(path);
   const warnings = await checkOwned("memory delete", [path], { recursive, force }, asJson);
   const nothing = async () => new ApexError("APEX_E_NOT_FOUND", `Nothing is stored at ${path}${recursive ? " or below it" : ""}.`, { hint: await deleteHint(location, path, recursive) });
-  // Nothing to delete in a project whose store was never made: none is made to find that out (it was, .apex/ and all).
-  if (await noStoreToWrite(location)) throw await nothing();
-  const writer = await openWriter(location);
-  try {
-    const { deleted, revision } = await writer.delete(path, recursive, force);
-    if (deleted === 0) throw await nothing();
-    // What a delete without --recursive left below the path is said, so that `delete /notes/` is not taken for the subtree's.
-    const kept = recursive ? { count: 0, exact: true } : await keptBelow(location, path);
-    if (asJson) printJson({ path, deleted, revision, ...childrenFields(kept), ...warningsField(warnings) });
-    else {
-      process.stdout.write(`deleted ${deleted} ${deleted === 1 ? "entry" : "entries"} (revision ${revision})\n`);
-      if (kept.count > 0) process.stderr.write(`${paint("note:", "cyan", process.stderr)} only ${path} was deleted; ${entriesBelow(kept)} below it ${them(kept) === "it" ? "is" : "are"} kept: \`apex memory delete ${shellArg(path)} --recursive\` deletes ${them(kept)} too.\n`);
+  await keepingWarnings(warnings, async () => {
+    // Nothing to delete in a project whose store was never made: none is made to find that out (it was, .apex/ and all).
+    if (await noStoreToWrite(location)) throw await nothing();
+    const writer = await openWriter(location);
+    try {
+      const { deleted, revision } = await writer.delete(path, recursive, force);
+      if (deleted === 0) throw await nothing();
+      // What a delete without --recursive left below the path is said, so that `delete /notes/` is not taken for the subtree's.
+      const kept = recursive ? { count: 0, exact: true } : await keptBelow(location, path);
+      if (asJson) printJson({ path, deleted, revision, ...childrenFields(kept), ...warningsField(warnings) });
+      else {
+        process.stdout.write(`deleted ${deleted} ${deleted === 1 ? "entry" : "entries"} (revision ${revision})\n`);
+        if (kept.count > 0) process.stderr.write(`${paint("note:", "cyan", process.stderr)} only ${path} was deleted; ${entriesBelow(kept)} below it ${them(kept) === "it" ? "is" : "are"} kept: \`apex memory delete ${shellArg(path)} --recursive\` deletes ${them(kept)} too.\n`);
+      }
+    } finally {
+      await writer.close();
     }
-  } finally {
-    await writer.close();
-  }
+  });
 }
 
 async function keptBelow(location: ProjectLocation, path: string): Promise<{ count: number; exact: boolean }> {
@@ -228,20 +232,34 @@ export async function importMemory(location: ProjectLocation, file: string, asJs
   // Longer than V8's longest string (an export of large values): read an entry at a time.
   const entries = bytes.length > constants.MAX_STRING_LENGTH ? (await import("./memory-import-large.js")).parseLargeImport(bytes, name) : parseImport(decodeUtf8Input(bytes, name), name);
   const warnings = await checkOwned("memory import", entries.map((entry) => entry.path), { force, values: entries.map((entry) => entry.value) }, asJson);
-  if (bytes.length >= TOO_DEEP_MIN_CHARS) for (const entry of entries) refuseTooDeep(entry.path, entry.value);
   const printImported = ({ count, revision }: { count: number; revision: number }) => {
     if (asJson) printJson({ count, revision, ...warningsField(warnings) });
     // `{}`: what `memory export` writes when nothing matches; importing it is no error, and says it wrote nothing.
     else if (count === 0) process.stdout.write(`imported 0 entries: ${name} is an empty object, nothing was written (revision ${revision})\n`);
     else process.stdout.write(`imported ${count} ${count === 1 ? "entry" : "entries"} (revision ${revision})\n`);
   };
-  // Nothing to write in a project whose store was never made: none is made for it (it was, while saying nothing was written).
-  if (entries.length === 0 && (await noStoreToWrite(location))) return printImported({ count: 0, revision: 0 });
-  const writer = await openWriter(location);
+  await keepingWarnings(warnings, async () => {
+    if (bytes.length >= TOO_DEEP_MIN_CHARS) for (const entry of entries) refuseTooDeep(entry.path, entry.value);
+    // Nothing to write in a project whose store was never made: none is made for it (it was, while saying nothing was written).
+    if (entries.length === 0 && (await noStoreToWrite(location))) return printImported({ count: 0, revision: 0 });
+    const writer = await openWriter(location);
+    try {
+      printImported(await writer.importEntries(entries, force));
+    } finally {
+      await writer.close();
+    }
+  });
+}
+
+/**
+ * Runs the write that follows checkOwned: should it fail, its error carries the --force warnings (with --json; without,
+ * they are on stderr already), which the output's `warnings` would have had: they were lost with the output.
+ */
+async function keepingWarnings(warnings: string[], write: () => Promise<void>): Promise<void> {
   try {
-    printImported(await writer.importEntries(entries, force));
-  } finally {
-    await writer.close();
+    await write();
+  } catch (error) {
+    throw withWarnings(error, warnings);
   }
 }
 

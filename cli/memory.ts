@@ -61,7 +61,7 @@ Examples:
     .description("set PATH to a JSON value ('-' reads the value from stdin)")
     .argument("<path>", "absolute path (/notes/ is /notes)")
     .argument("<json>", `a JSON value: '{"a": 1}', '"text"', 42, true, null, or - for stdin`)
-    .option("--json", "print {path, revision, warnings?} (warnings: what --force wrote of APEX's paths, said on stderr without --json)")
+    .option("--json", "print {path, revision, warnings?} (warnings: what --force wrote of APEX's paths, said on stderr without --json; a failed write's error JSON has them too)")
     .option("--force", FORCE)
     .addHelpText("after", examples(`apex memory set /notes/today '{"todo": 3}'`, `apex memory set /notes/title '"Sprint 4"'`, "echo 42 | apex memory set /answer -"))
     .action(async (path: string, json: string, options: { json?: boolean; force?: boolean }, command: Command) => {
@@ -74,7 +74,7 @@ Examples:
     .description("delete PATH (with --recursive, everything below it too; without it, what is below is kept, and said on stderr)")
     .argument("<path>", "absolute path (/notes/ is /notes: --recursive alone deletes what is below); not a glob: * and ? are characters of it (memory query GLOB --keys lists what a glob matches)")
     .option("-r, --recursive", "also delete every path below PATH")
-    .option("--json", "print {path, deleted, revision, children_count, children_count_exact, warnings?} (children_count: the entries kept below PATH, counted up to 1000; left out when none are; warnings: what --force deleted of APEX's paths, said on stderr without --json)")
+    .option("--json", "print {path, deleted, revision, children_count, children_count_exact, warnings?} (children_count: the entries kept below PATH, counted up to 1000; left out when none are; warnings: what --force deleted of APEX's paths, said on stderr without --json; a failed delete's error JSON has them too)")
     .option("--force", FORCE)
     .addHelpText("after", examples("apex memory delete /notes/today", "apex memory delete /notes --recursive"))
     .action(async (path: string, options: { recursive?: boolean; json?: boolean; force?: boolean }, command: Command) => {
@@ -100,7 +100,7 @@ Examples:
     .command("import")
     .description("import entries from FILE or - (stdin) in one transaction: all or nothing")
     .argument("<file>", "a JSON object of path -> value, or NDJSON lines of {path, value}; - for stdin")
-    .option("--json", "print {count, revision, warnings?} (warnings: what --force wrote of APEX's paths, said on stderr without --json)")
+    .option("--json", "print {count, revision, warnings?} (warnings: what --force wrote of APEX's paths, said on stderr without --json; a failed import's error JSON has them too)")
     .option("--force", FORCE)
     .addHelpText("after", examples("apex memory import memory.json", "apex memory export /notes | apex memory import -"))
     .action(async (file: string, options: { json?: boolean; force?: boolean }, command: Command) => {

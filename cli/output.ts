@@ -34,11 +34,33 @@ export function jsonAsked(argv: readonly string[]): boolean {
   return own.some((arg, at) => arg === "--format=json" || (arg === "--format" && own[at + 1] === "json"));
 }
 
+/** The warnings a command that failed had for its --json output, by the error it failed with (withWarnings). */
+const failedWarnings = new WeakMap<object, readonly string[]>();
+
+/**
+ * `error`, with the warnings the command had given with --json had it succeeded (`memory set --force` of APEX's paths):
+ * its error's JSON carries them as `warnings`, as the output would have, and the text has said them on stderr already.
+ */
+export function withWarnings(error: unknown, warnings: readonly string[]): unknown {
+  if (warnings.length > 0 && typeof error === "object" && error !== null) failedWarnings.set(error, warnings);
+  return error;
+}
+
+/** The warnings of `error` or of an error it was made from (its cause: an error given a better hint on its way out). */
+function warningsOf(error: unknown): readonly string[] | undefined {
+  for (let at = error, depth = 0; typeof at === "object" && at !== null && depth < 8; at = (at as { cause?: unknown }).cause, depth++) {
+    const warnings = failedWarnings.get(at);
+    if (warnings) return warnings;
+  }
+  return undefined;
+}
+
 /** Prints an error for people (or as JSON with --json) and returns its exit code. */
 export function reportError(error: unknown, json: boolean): number {
   const apexError = toApexError(classify(error));
   if (json) {
-    process.stderr.write(`${JSON.stringify(apexError.toJSON())}\n`);
+    const warnings = warningsOf(apexError);
+    process.stderr.write(`${JSON.stringify({ ...apexError.toJSON(), ...(warnings ? { warnings } : {}) })}\n`);
   } else {
     const label = paint(`error[${apexError.code}]`, "red", process.stderr);
     process.stderr.write(`${label}: ${apexError.message}\n`);

@@ -158,6 +158,8 @@ export class ApexError extends Error {
         code: this.code,
         message: this.message,
         exitCode: this.exitCode,
+        // snake_case as every other --json key; exitCode, which it printed alone before, is kept for scripts.
+        exit_code: this.exitCode,
         ...(this.hint ? { hint: this.hint } : {}),
         ...(this.details ? { details: this.details } : {}),
       },

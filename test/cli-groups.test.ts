@@ -9,7 +9,7 @@ import { Command } from "commander";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { COMMAND_GROUPS, groupsFor, loadGroups } from "../cli/commands.js";
 import { buildProgram } from "../cli/main.js";
-import { APEX_BIN, REPO_ROOT, cleanEnv } from "./helpers/cli.js";
+import { APEX_BIN, REPO_ROOT, cleanEnv, runApex } from "./helpers/cli.js";
 
 let dir: string;
 beforeAll(() => {
@@ -68,6 +68,39 @@ describe("command groups loaded by the command line", () => {
       const loaded = loadedModules(args, false);
       expect(loaded, args.join(" ")).toContain("cli/main.js");
       expect(loaded, args.join(" ")).not.toContain("cli/lifecycle-main.js");
+    }
+  });
+});
+
+describe("a command group named without one of its commands", () => {
+  it("`apex GROUP` alone, for every group of the program that has commands and no action of its own, is a usage error (exit 2) with the group's help on stderr; --json gives the error's JSON; --help and `apex help GROUP` stay help (exit 0, stdout)", async () => {
+    const groups: string[][] = [];
+    const walk = (command: Command, words: string[]) => {
+      for (const sub of command.commands) {
+        const path = [...words, sub.name()];
+        if (sub.commands.length > 0 && !(sub as unknown as { _actionHandler?: unknown })._actionHandler) groups.push(path);
+        walk(sub, path);
+      }
+    };
+    walk(buildProgram(await loadGroups()), []);
+    expect(groups.map((words) => words.join(" "))).toEqual(expect.arrayContaining(["memory", "session", "checkpoint", "task", "config"]));
+    writeFileSync(join(dir, "apex.config.yaml"), "plugins: {}\n");
+    for (const words of groups) {
+      const command = `apex ${words.join(" ")}`;
+      const bare = runApex(words, { cwd: dir });
+      expect(bare.status, `${command}: ${bare.stderr}`).toBe(2);
+      expect(bare.stdout, command).toBe("");
+      expect(bare.stderr, command).toContain(`Usage: apex ${words.join(" ")} [options] [command]`);
+      expect(bare.stderr, command).toMatch(new RegExp(`\\nerror\\[APEX_E_USAGE\\]: ${command} needs one of its commands: \\w`));
+      const asJson = runApex([...words, "--json"], { cwd: dir });
+      expect(asJson.status, `${command} --json: ${asJson.stderr}`).toBe(2);
+      expect(asJson.stdout, command).toBe("");
+      expect(JSON.parse(asJson.stderr), command).toEqual({ error: expect.objectContaining({ code: "APEX_E_USAGE", message: expect.stringMatching(/ needs one of its commands: /), hint: expect.stringContaining(`${command} --help`) }) });
+      for (const help of [[...words, "--help"], ["help", ...words]]) {
+        const shown = runApex(help, { cwd: dir });
+        expect(shown.status, `apex ${help.join(" ")}: ${shown.stderr}`).toBe(0);
+        expect(shown.stdout, help.join(" ")).toContain(`Usage: apex ${words.join(" ")} [options] [command]`);
+      }
     }
   });
 });

@@ -442,6 +442,7 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
           code: "APEX_E_CONFIG_NOT_FOUND",
           message: message(file, from),
           exitCode: 2,
+          exit_code: 2,
           hint: `Restore ${target}, or point the link at a config file (ln -sfn FILE ${JSON.stringify(join(dir, file))}), or remove it.`,
           details: { file: join(dir, file), target },
         });
@@ -1516,7 +1517,7 @@ describe("apex config (end to end, built CLI)", () => {
     writeFileSync(join(dir, "apex.config.yaml"), "plugins:\n  retension: {}\n");
     const first = apex(["start", "--task", "x", "--json"]);
     expect(first.status).toBe(2);
-    expect(JSON.parse(first.stderr)).toMatchObject({ error: { code: "APEX_E_PLUGIN_UNKNOWN", exitCode: 2 } });
+    expect(JSON.parse(first.stderr)).toMatchObject({ error: { code: "APEX_E_PLUGIN_UNKNOWN", exitCode: 2, exit_code: 2 } });
     expect(existsSync(join(dir, ".apex"))).toBe(false);
 
     writeFileSync(join(dir, "apex.config.yaml"), "plugins:\n  ./plugins/missing.mjs: {}\n");

@@ -290,6 +290,7 @@ describe("tasks", () => {
       code: "APEX_E_NO_TASK",
       message: "No pending task for idle: the pending task is assigned to another agent: t-0001 (quick, which has ended and will not be restarted).",
       exitCode: 4,
+      exit_code: 4,
       hint: "`apex task reopen t-0001 --assign idle` gives t-0001 to idle; `apex task list --status pending` lists them.",
       details: { agent: "idle", assigned_to_others: [{ id: "t-0001", assignee: "quick", agent_ended: true }] },
     });

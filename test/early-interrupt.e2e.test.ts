@@ -50,7 +50,7 @@ describe("Ctrl-C while apex loads, before the command runs", () => {
       const result = await interruptedWhileLoading(args);
       expect({ code: result.code, signal: result.signal }).toEqual({ code: 130, signal: null });
       expect(result.stdout).toBe("");
-      expect(JSON.parse(result.stderr)).toEqual({ error: { code: "APEX_E_INTERRUPTED", message: "Interrupted (Ctrl-C) before the command started: nothing was done.", exitCode: 130 } });
+      expect(JSON.parse(result.stderr)).toEqual({ error: { code: "APEX_E_INTERRUPTED", message: "Interrupted (Ctrl-C) before the command started: nothing was done.", exitCode: 130, exit_code: 130 } });
       expect(existsSync(result.project.storeDir)).toBe(false);
     }
   }, 30_000);

@@ -171,7 +171,7 @@ describe("before the first session", () => {
       for (const args of [["stop"], ["pause"], ["task", "add", "x"], ["task", "list"], ["agent", "list"]]) {
         const result = project.apex([...args, "--json"]);
         expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(3);
-        expect(JSON.parse(result.stderr).error, args.join(" ")).toEqual({ code: "APEX_E_NO_SESSION", message: "No session is active in this project.", exitCode: 3, hint: first });
+        expect(JSON.parse(result.stderr).error, args.join(" ")).toEqual({ code: "APEX_E_NO_SESSION", message: "No session is active in this project.", exitCode: 3, exit_code: 3, hint: first });
       }
     }
     // Once a session has ended, continuing it is offered.

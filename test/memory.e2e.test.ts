@@ -118,7 +118,7 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
       expect(root.status, args.join(" ")).toBe(2);
       const message = "The root '/' cannot be deleted: it holds no value of its own, and memory delete takes one path.";
       const hint = "Delete each top-level path with --recursive (`apex memory query / --keys` lists the paths; /sessions and /projects/config are APEX's own).";
-      if (args.includes("--json")) expect(JSON.parse(root.stderr)).toEqual({ error: { code: "APEX_E_BAD_PATH", message, hint, exitCode: 2 } });
+      if (args.includes("--json")) expect(JSON.parse(root.stderr)).toEqual({ error: { code: "APEX_E_BAD_PATH", message, hint, exitCode: 2, exit_code: 2 } });
       else expect(root.stderr).toBe(`error[APEX_E_BAD_PATH]: ${message}\n  hint: ${hint}\n`);
     }
     expect(JSON.parse(apex(["memory", "query", "/notes", "--keys", "--json"]).stdout)).toEqual(["/notes/a", "/notes/b"]);
@@ -129,7 +129,7 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
       const result = apex(["memory", "delete", ...args]);
       expect(result.status, result.stderr).toBe(3);
       const message = `Nothing is stored at ${args[0]}${args.includes("--recursive") ? " or below it" : ""}.`;
-      if (args.includes("--json")) expect(JSON.parse(result.stderr)).toEqual({ error: { code: "APEX_E_NOT_FOUND", message, exitCode: 3 } });
+      if (args.includes("--json")) expect(JSON.parse(result.stderr)).toEqual({ error: { code: "APEX_E_NOT_FOUND", message, exitCode: 3, exit_code: 3 } });
       else expect(result.stderr).toBe(`error[APEX_E_NOT_FOUND]: ${message}\n`);
       // It made the store (on LMDB .apex/ with store.mdb and a .gitignore) to find nothing in it.
       expect(existsSync(join(dir, ".apex")), args.join(" ")).toBe(false);
@@ -244,7 +244,7 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
   it("--json errors are machine-readable", () => {
     const result = apex(["memory", "set", "bad", "1", "--json"]);
     expect(result.status).toBe(2);
-    expect(JSON.parse(result.stderr)).toMatchObject({ error: { code: "APEX_E_BAD_PATH", exitCode: 2 } });
+    expect(JSON.parse(result.stderr)).toMatchObject({ error: { code: "APEX_E_BAD_PATH", exitCode: 2, exit_code: 2 } });
   });
 
   it("--force writes of APEX's paths with --json give the warning in the JSON's `warnings`, as config show --json does, not on stderr; without --json on stderr", () => {
@@ -267,6 +267,29 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     const text = apex(["memory", "set", "/sessions/zz/x", "5", "--force"]);
     expect(text.status, text.stderr).toBe(0);
     expect(text.stderr).toContain(`warning: ${warning("memory set", "/sessions/zz/x")}`);
+  });
+
+  it("a --force write of APEX's paths that fails, with --json, gives the warning it had in the error's JSON (`warnings`), as the text gives it on stderr before the error", () => {
+    const warning = (command: string, path: string) => expect.stringContaining(`${command} --force writes ${path} (`);
+    const deep = `${"[".repeat(600)}${"]".repeat(600)}`;
+    const failures: Array<[string[], string, string, string | undefined]> = [
+      [["memory", "set", "/sessions/zz/deep", deep, "--force", "--json"], "APEX_E_TOO_DEEP", "memory set", undefined],
+      [["memory", "import", "-", "--force", "--json"], "APEX_E_TOO_DEEP", "memory import", JSON.stringify({ "/sessions/zz/deep": JSON.parse(deep) })],
+      [["memory", "delete", "/sessions/zz/none", "--force", "--json"], "APEX_E_NOT_FOUND", "memory delete", undefined],
+    ];
+    for (const [args, code, command, input] of failures) {
+      const failed = apex(args, input);
+      expect(failed.stdout, command).toBe("");
+      const path = command === "memory import" ? "/sessions/zz/deep" : args[2]!;
+      expect(JSON.parse(failed.stderr), command).toEqual({ error: expect.objectContaining({ code }), warnings: [warning(command, path)] });
+      // Without --json: the warning on stderr, then the error.
+      const text = apex(args.filter((arg) => arg !== "--json"), input);
+      expect(text.status, command).toBe(failed.status);
+      expect(text.stderr, command).toMatch(new RegExp(`^warning: ${command} --force writes [^\\n]*\\nerror\\[${code}\\]`));
+    }
+    // A failure with no warning (no path of APEX's) has none in its JSON, as before.
+    expect(JSON.parse(apex(["memory", "set", "/notes/deep", deep, "--force", "--json"]).stderr)).toEqual({ error: expect.objectContaining({ code: "APEX_E_TOO_DEEP" }) });
+    expect(JSON.parse(apex(["memory", "show", "/sessions/zz/deep", "--json"]).stderr).error.code).toBe("APEX_E_NOT_FOUND");
   });
 
   it("export | import round-trips, and a bad import writes nothing", () => {
@@ -643,7 +666,7 @@ describe("apex memory set through a running supervisor", () => {
     for (const [i, result] of throughSupervisor.entries()) {
       const path = i % 4 < 2 ? "/deep/a" : "/deep/b";
       expect(result.status, result.stderr).toBe(2);
-      if (i % 2 === 1) expect(JSON.parse(result.stderr).error).toEqual({ code: "APEX_E_TOO_DEEP", message: `${path}: The value nests arrays and objects more than 512 levels deep.`, exitCode: 2, hint, details: { path } });
+      if (i % 2 === 1) expect(JSON.parse(result.stderr).error).toEqual({ code: "APEX_E_TOO_DEEP", message: `${path}: The value nests arrays and objects more than 512 levels deep.`, exitCode: 2, exit_code: 2, hint, details: { path } });
       else expect(result.stderr).toBe(`error[APEX_E_TOO_DEEP]: ${path}: The value nests arrays and objects more than 512 levels deep.\n  hint: ${hint}\n`);
       // Through the supervisor (the value too deep to send said no path; one the store refused, no hint) as without it.
       expect([direct[i]!.status, direct[i]!.stderr]).toEqual([result.status, result.stderr]);
@@ -740,6 +763,21 @@ describe("apex memory writes through a running supervisor and session_timeout", 
     const imports = readFileSync(join(project.dir, "imports.rc"), "utf8").trim().split("\n");
     expect(imports.filter((code) => code === "0").length, imports.join(" ")).toBeGreaterThanOrEqual(2);
   });
+
+  it("a set of the value its path already has is no agent activity either: an agent setting only that lets the session time out", async () => {
+    // A set changed nothing when the value was the same (written in any key order), yet reset the idle timer: the session ran on for ever.
+    // First 20 sets that change the value, over longer than the timeout: each is activity, the session runs on through them.
+    const changing = `i=0; while [ $i -lt 20 ]; do apex memory set /same "{\\"a\\": $i}" >/dev/null 2>&1 || exit 1; i=$((i+1)); sleep 0.2; done; touch changed.done`;
+    const same = `while true; do apex memory set /same '{"a": 1, "b": [2]}' >/dev/null 2>&1; echo $? >> sets.rc; apex memory set /same '{"b": [2], "a": 1}' >/dev/null 2>&1; echo $? >> sets.rc; sleep 0.2; done`;
+    project = new Project(shellAgents({ setter: `${changing}; ${same}` }, "session:\n  session_timeout: 3\n"));
+    const ready = project.start();
+    await waitFor("the timeout to end the supervisor", () => !isAlive(ready.supervisor_pid), 40_000);
+    expect(JSON.parse(project.apex(["session", "history", "--json"]).stdout)[0]).toMatchObject({ session_id: ready.session_id, status: "stopped", outcome: "timed out: no agent activity for 3 s" });
+    expect(existsSync(join(project.dir, "changed.done")), "the session timed out while the agent changed the value").toBe(true);
+    // Then the agent set the same value, again and again, through the supervisor, each set succeeding.
+    const codes = readFileSync(join(project.dir, "sets.rc"), "utf8").trim().split("\n");
+    expect(codes.filter((code) => code === "0").length, codes.join(" ")).toBeGreaterThanOrEqual(4);
+  }, 90_000);
 });
 
 describe("apex memory watch through a supervisor whose session stops", () => {

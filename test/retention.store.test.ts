@@ -365,6 +365,19 @@ describe("the cleanup command, in process", () => {
     };
   }
 
+  it("a sweep that could not run is its sweep_error {code, message, hint} in --json, hint null when the error has none (it was left out)", async () => {
+    await startSession();
+    await writeStep(0);
+    await createCheckpoint(store, { sessionId: SESSION, trigger: "interval", now: () => new Date(START) });
+    // Nothing to delete, so the sweep is the first write: refused by a store opened read-only, an error without a hint.
+    const writable = store;
+    store = await backend.reopen(writable, { readOnly: true });
+    const run = context();
+    expect(await runCleanupCommand({ args: [], options: { json: true } }, run.value, { keepLast: 5, maxCheckpoints: 100 })).toBe(1);
+    expect((run.json[0] as { sweep_error: unknown }).sweep_error).toEqual({ code: "APEX_E_INTERNAL", message: "The store was opened read-only.", hint: null });
+    store = writable;
+  });
+
   it("names at most 10 removed checkpoints in its text, then counts the rest (it printed one line of every name)", async () => {
     await startSession();
     for (let step = 0; step < 14; step++) {

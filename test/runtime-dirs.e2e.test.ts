@@ -31,6 +31,7 @@ describe("the store directory's own directories", () => {
             code: "APEX_E_STORE_DAMAGED",
             message: `${path} is a file, not a directory: APEX keeps the ${what} there.`,
             exitCode: 1,
+            exit_code: 1,
             hint: `Nothing was started. Move it aside (\`mv ${path} ${path}.moved\`): APEX makes the directory anew. Then run the command again.`,
             details: { path },
           },

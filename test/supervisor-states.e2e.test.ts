@@ -108,9 +108,9 @@ describe("a pause of a paused session, a resume of an active one", () => {
       expect(result.status, result.stderr).toBe(4);
       return JSON.parse(result.stderr).error;
     };
-    expect(refused(["resume"])).toEqual({ code: "APEX_E_SESSION_STATE", message: "The session is already active: there is nothing to resume.", exitCode: 4, hint: "It runs; `apex pause` pauses it.", details: { session_id, status: "active" } });
+    expect(refused(["resume"])).toEqual({ code: "APEX_E_SESSION_STATE", message: "The session is already active: there is nothing to resume.", exitCode: 4, exit_code: 4, hint: "It runs; `apex pause` pauses it.", details: { session_id, status: "active" } });
     expect(project.apex(["pause"]).status).toBe(0);
-    expect(refused(["pause"])).toEqual({ code: "APEX_E_SESSION_STATE", message: "The session is already paused: there is nothing to pause.", exitCode: 4, hint: "`apex resume` continues it.", details: { session_id, status: "paused" } });
+    expect(refused(["pause"])).toEqual({ code: "APEX_E_SESSION_STATE", message: "The session is already paused: there is nothing to pause.", exitCode: 4, exit_code: 4, hint: "`apex resume` continues it.", details: { session_id, status: "paused" } });
     // start --continue of it, paused: resume is what continues it.
     // Named (a bare `apex status` in the project's tree is the project's session, not a branch running in its worktree).
     const short = session_id.slice(0, 8);
@@ -156,6 +156,7 @@ describe("a session being stopped", () => {
           code: "APEX_E_SESSION_ACTIVE",
           message: `Session ${short} is stopping (its agents are being ended); ${then}.`,
           exitCode: 4,
+          exit_code: 4,
           hint: "Wait for it: `apex status` shows it as stopping until it has stopped, and `apex stop` returns once it has. Then run this command again.",
           details: { session_id: report.session!.session_id, status: "stopping" },
         });

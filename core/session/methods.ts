@@ -1,3 +1,4 @@
+import { isDeepStrictEqual } from "node:util";
 import { actorParam } from "../actor.js";
 import type { CommandContext } from "../engine.js";
 import { ApexError } from "../errors.js";
@@ -40,8 +41,10 @@ export function sessionMethods(service: SessionService): Record<string, SessionM
       if (!("value" in params) || params.value === undefined) throw new ApexError("APEX_E_BAD_JSON", `No value given for ${path}.`);
       await checkOwnedWrite("memory set", [path], params);
       const actor = actorParam(params);
+      // A set of the value the path already has (in any key order) changed nothing: no activity either, as for a delete that found nothing.
+      const unchanged = isDeepStrictEqual(store.get(view().path(path)), params.value);
       const revision = await store.set(view().path(path), params.value as JsonValue, actor);
-      service.noteActivity(actor);
+      if (!unchanged) service.noteActivity(actor);
       return { revision };
     },
     "memory.delete": async (params) => {

@@ -4,7 +4,7 @@ import { ApexError, isApexError, withDetail } from "../../core/errors.js";
 import { canonicalJson, type PackCodec } from "../checkpoint/engine/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog } from "../checkpoint/catalog.js";
-import { sweepUnreferenced, type SweepResult } from "../checkpoint/checkpoints.js";
+import { sweepFailure, sweepUnreferenced, type SweepFailure, type SweepResult } from "../checkpoint/checkpoints.js";
 import { manifestKeys } from "../checkpoint/refs.js";
 import { branchPoints, knownSessions, type SessionInfo } from "../retention/sessions.js";
 import { encodeBundle, readBundle, type BundleContent } from "./bundle.js";
@@ -68,7 +68,7 @@ export interface ArchiveResult {
   skipped: SkippedSession[];
   /** The sweep of objects only archived sessions used. */
   sweep: SweepResult | null;
-  sweepError: { code: string; message: string; hint?: string | undefined } | null;
+  sweepError: SweepFailure | null;
 }
 
 interface Candidate {
@@ -142,7 +142,7 @@ export async function archiveSessions(store: Store, options: ArchiveOptions): Pr
       result.sweep = await sweepUnreferenced(store, result.dryRun ? { dryRun: true, without } : {});
     } catch (error) {
       const failure = isApexError(error) ? error : new ApexError("APEX_E_INTERNAL", (error as Error).message);
-      result.sweepError = { code: failure.code, message: failure.message, hint: failure.hint };
+      result.sweepError = sweepFailure(failure);
     }
   }
   return result;

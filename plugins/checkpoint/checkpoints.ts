@@ -755,6 +755,18 @@ export interface SweepResult {
   damaged: Hash[];
 }
 
+/** Why a sweep did not run, as `session cleanup` and `session archive` report it (`sweep_error` in --json). */
+export interface SweepFailure {
+  code: string;
+  message: string;
+  /** null when the error has none: the key is there whatever the error, as in every error object of the output. */
+  hint: string | null;
+}
+
+export function sweepFailure(error: ApexError): SweepFailure {
+  return { code: error.code, message: error.message, hint: error.hint ?? null };
+}
+
 /**
  * Mark and sweep: deletes every value and tree node that no checkpoint (and no memory
  * base) references, then deletes packs left empty and rewrites packs that are mostly

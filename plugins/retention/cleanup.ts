@@ -1,7 +1,7 @@
 import { isApexError } from "../../core/errors.js";
 import { appendEvent } from "../../core/session/service.js";
 import type { Store } from "../../core/store/store.js";
-import { checkpointHolds, deleteCheckpoint, sweepUnreferenced, type SweepResult } from "../checkpoint/checkpoints.js";
+import { checkpointHolds, deleteCheckpoint, sweepFailure, sweepUnreferenced, type SweepFailure, type SweepResult } from "../checkpoint/checkpoints.js";
 import { langGraphHeads } from "../checkpoint/langgraph-index.js";
 import { describePolicy } from "./options.js";
 import { applyPolicy, RETENTION_TIME_ZONE, type PolicyResult, type RetentionPolicy } from "./policy.js";
@@ -109,7 +109,7 @@ export interface RetentionOutcome {
   /** The sweep's result, when it ran. */
   sweep: SweepResult | undefined;
   /** Why the sweep did not run or failed (e.g. damaged tree nodes: repair first). Deletions stand. */
-  sweepError: { code: string; message: string; hint?: string } | undefined;
+  sweepError: SweepFailure | undefined;
 }
 
 /**
@@ -129,7 +129,7 @@ export async function previewRetention(store: Store, policy: RetentionPolicy, op
     sweep = await sweepUnreferenced(store, { dryRun: true, without: deleted });
   } catch (error) {
     if (!isApexError(error)) throw error;
-    sweepError = { code: error.code, message: error.message, ...(error.hint ? { hint: error.hint } : {}) };
+    sweepError = sweepFailure(error);
   }
   return { plan, deleted, skipped: [], removedMeanwhile: [], sweep, sweepError };
 }
@@ -203,7 +203,7 @@ export async function applyRetention(store: Store, policy: RetentionPolicy, opti
       sweep = await sweepUnreferenced(store);
     } catch (error) {
       if (!isApexError(error)) throw error;
-      sweepError = { code: error.code, message: error.message, ...(error.hint ? { hint: error.hint } : {}) };
+      sweepError = sweepFailure(error);
     }
   }
   return { plan, deleted, skipped, removedMeanwhile, sweep, sweepError };
