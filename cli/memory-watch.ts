@@ -461,6 +461,8 @@ async function followStore(
         // the path since. Both passes and the reads run in one view of the store.
         readView(store, () => {
           const last = lastChanges(store.changesSince(since));
+          // The store read again: said before what was written meanwhile is printed, not after it.
+          outage.ended();
           let upTo = since;
           for (const revision of last.values()) upTo = Math.max(upTo, revision);
           // Printed a thousand at a time, their values read together (PostgreSQL: a round trip each, 40,000 changes took 9 s).
@@ -482,7 +484,6 @@ async function followStore(
           print();
           since = Math.max(since, upTo);
         });
-        outage.ended();
       } catch (error) {
         if (!outage.began(error)) throw error;
       }

@@ -97,7 +97,8 @@ describe("apex --remote … memory watch behind a proxy answering 502", () => {
     expect(p.apex(["memory", "set", "/v/while-down", "1"]).status).toBe(0);
     await waitFor("a second try", () => watch.errors().includes("the server has not answered for"));
     front.setDown(false);
-    await waitFor("the change made while the proxy answered 502", () => paths().includes("/v/while-down"));
+    // (stderr and stdout are two pipes: what the watch says on one can reach this process after what it prints on the other)
+    await waitFor("the change made while the proxy answered 502", () => paths().includes("/v/while-down") && watch.errors().includes("reachable again"));
     expect(watch.errors()).toMatch(/warning: the server is reachable again after \d+\.\d s; nothing was missed\.\n$/);
 
     // Down for good: the watch ends, exit 1, naming the revision every change up to which was printed.
