@@ -207,8 +207,8 @@ function refuseHelpOnUnknownCommand(program: Command, args: string[]): void {
 
 /**
  * The group a command line names and nothing more (`apex memory`, `apex session --json`): a group with commands and
- * no action of its own, with no word, option or `--` after it but global flags and --json. Anything else on the line
- * is commander's to judge (`--help`, an unknown option).
+ * no action of its own, with no word, option or `--` after it but global flags and --json; `apex` alone is the
+ * program, the group of them all. Anything else on the line is commander's to judge (`--help`, an unknown option).
  */
 function bareGroup(program: Command, args: string[]): Command | undefined {
   let group = program;
@@ -218,7 +218,7 @@ function bareGroup(program: Command, args: string[]): Command | undefined {
     group = next;
   }
   // `apex git` runs git itself: a group with an action is a command.
-  if (group === program || group.commands.length === 0 || (group as unknown as { _actionHandler?: unknown })._actionHandler) return undefined;
+  if (group.commands.length === 0 || (group as unknown as { _actionHandler?: unknown })._actionHandler) return undefined;
   const rest = args.filter((arg, at) => arg !== "--json" && !GLOBAL_VALUE_FLAGS.includes(arg) && !GLOBAL_VALUE_FLAGS.includes(args[at - 1]!) && !GLOBAL_VALUE_FLAGS.some((flag) => arg.startsWith(`${flag}=`)));
   return rest.length === commandPathWords(group).length ? group : undefined;
 }
@@ -229,12 +229,13 @@ const GLOBAL_VALUE_FLAGS = ["--config", "--remote", "--token", "--token-file", "
 /**
  * `apex memory`: a group without one of its commands is a usage error (exit 2), after the group's help on stderr
  * (with --json, the error's JSON alone). Commander printed the help and exited 0, so a script that left the command
- * out took it for done; `apex memory --help` and `apex help memory` are the help, on stdout, exit 0.
+ * out took it for done; `apex memory --help` and `apex help memory` are the help, on stdout, exit 0. `apex` alone
+ * is the same error, with the program's help.
  */
 function refuseBareGroup(program: Command, args: string[], json: boolean): void {
   const group = bareGroup(program, args);
   if (!group) return;
-  const named = `apex ${commandPathWords(group).join(" ")}`;
+  const named = ["apex", ...commandPathWords(group)].join(" ");
   const visible = group.commands.filter((command) => !(command as unknown as { _hidden?: boolean })._hidden).map((command) => command.name());
   if (!json) group.outputHelp({ error: true });
   throw new ApexError("APEX_E_USAGE", `${named} needs one of its commands: ${visible.join(", ")}.`, {

@@ -103,6 +103,28 @@ describe("a command group named without one of its commands", () => {
       }
     }
   });
+
+  it("`apex` alone is the same usage error (exit 2, APEX_E_USAGE, the program's help on stderr; --json: the error's JSON alone); `apex --help` and `apex help` stay help (exit 0, stdout)", () => {
+    writeFileSync(join(dir, "apex.config.yaml"), "plugins: {}\n");
+    for (const args of [[], ["--config", join(dir, "apex.config.yaml")]]) {
+      const bare = runApex(args, { cwd: dir });
+      expect(bare.status, `apex ${args.join(" ")}: ${bare.stderr}`).toBe(2);
+      expect(bare.stdout).toBe("");
+      expect(bare.stderr).toContain("Usage: apex [options] [command]");
+      expect(bare.stderr).toMatch(/\nerror\[APEX_E_USAGE\]: apex needs one of its commands: start, status, /);
+      expect(bare.stderr).toContain("hint: Run `apex COMMAND`; `apex --help` says what each does.");
+    }
+    const asJson = runApex(["--json"], { cwd: dir });
+    expect(asJson.status, asJson.stderr).toBe(2);
+    expect(asJson.stdout).toBe("");
+    expect(JSON.parse(asJson.stderr)).toEqual({ error: expect.objectContaining({ code: "APEX_E_USAGE", message: expect.stringMatching(/^apex needs one of its commands: start, /), hint: "Run `apex COMMAND`; `apex --help` says what each does." }) });
+    for (const help of [["--help"], ["help"], ["-h"]]) {
+      const shown = runApex(help, { cwd: dir });
+      expect(shown.status, `apex ${help.join(" ")}: ${shown.stderr}`).toBe(0);
+      expect(shown.stderr).toBe("");
+      expect(shown.stdout).toContain("Usage: apex [options] [command]");
+    }
+  });
 });
 
 const GROUP_MODULES = ["cli/agent.js", "cli/config.js", "cli/memory.js", "cli/plugins.js", "cli/session.js", "cli/task.js", "plugins/checkpoint/cli.js", "plugins/checkpoint/branch-commands.js", "plugins/postgres/cli.js", "plugins/sharing/remote-cli.js"];
