@@ -60,6 +60,9 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
     let fromStart = false;
     // --since, until a store replaced under the watch: the new one's revisions are not the old one's.
     let since = options.since;
+    // The store removed under the watch (LMDB: `rm -rf .apex`), while no write has made a new one: the --timeout that
+    // passes meanwhile ends the watch with this error, as it does a store out of reach (it ended with exit 0, unsaid).
+    let removed: StoreFiles | undefined;
     for (;;) {
       // With no store yet, wait for one (the first write creates it). It is looked for, and the
       // log read, at least once whatever the timeout: opening a server store can take longer than
@@ -70,12 +73,14 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
       // --timeout pass before it is ever reached, the watch fails with its error, which says so.
       const outage = new Outage("the store", [], "Waiting for it", deadline);
       let unreachable: unknown;
-      for (let first = !fromStart; first || (!interrupted && Date.now() < deadline); first = false) {
+      // Looked for at least once, after a store removed too: its removal seen as the --timeout passed is an outage then.
+      for (let first = true; first || (!interrupted && Date.now() < deadline); first = false) {
         try {
           client = await openSessionClient(location, "read");
         } catch (error) {
           // A store file whose first write is still under way: no store yet, looked for again.
           if (isApexError(error) && error.code === "APEX_E_NO_STORE") {
+            unreachable = removed?.gone();
             fromStart = true;
             await sleep(POLL_MS);
             continue;
@@ -93,8 +98,9 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
           });
           continue;
         }
-        unreachable = undefined;
         outage.ended();
+        // No store there (LMDB: none made since the removal): the --timeout passing now ends the watch with its error.
+        unreachable = client.empty ? removed?.gone() : undefined;
         if (!client.empty) break;
         fromStart = true;
         await client.close();
@@ -119,6 +125,7 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
         process.stderr.write(`${paint("warning:", "yellow", process.stderr)} ${files!.describeReplaced()}\n`);
         await client.close();
         client = undefined;
+        removed = files;
         fromStart = true;
         since = undefined;
         continue;
@@ -505,7 +512,8 @@ async function followStore(
   } finally {
     unsubscribe();
   }
-  return false;
+  // The --timeout passed (or Ctrl-C) since the last look: a store removed meanwhile is said, and the --timeout fails on it.
+  return !interrupted() && replaced();
 }
 
 /**
@@ -530,6 +538,14 @@ class StoreFiles {
   /** True once either is gone or another file or directory. */
   replaced(): boolean {
     return this.identities().some((identity, i) => identity !== this.opened[i]);
+  }
+
+  /** The error of a --timeout that passed with the store removed and none made anew. */
+  gone(): ApexError {
+    return new ApexError("APEX_E_NO_STORE", `The store in ${this.dir} was removed while the watch ran, and no write has made a new one since.`, {
+      hint: "Restore the store directory from a backup if it was removed by mistake; `apex memory watch GLOB` then prints what it holds.",
+      details: { store: this.dir },
+    });
   }
 
   describeReplaced(): string {

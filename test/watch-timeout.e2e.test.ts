@@ -1,7 +1,8 @@
 // What `apex memory watch` says of its waiting for a store or server out of reach, when its
 // --timeout ends the watch first: through the built CLI, against addresses nothing listens on.
+import { rmSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { Project } from "./fixtures/agents/harness.js";
+import { Project, waitFor } from "./fixtures/agents/harness.js";
 
 const TOKEN = `apx_${"0".repeat(16)}_${"A".repeat(43)}`;
 
@@ -38,5 +39,28 @@ describe("memory watch --timeout with nothing to reach", () => {
     expect(json.status, json.stderr).toBe(1);
     const { error } = JSON.parse(json.stderr.trim().split("\n").at(-1)!) as { error: { code: string; message: string; details: Record<string, unknown> } };
     expect(error).toMatchObject({ code: "APEX_E_STORE_UNREACHABLE", message: expect.stringMatching(/ The watch gave up after its --timeout \(0\.5 s\): it was still out of reach\.$/), details: { code: "ECONNREFUSED", timeout_seconds: 0.5 } });
+  });
+
+  it("on a store removed while it watched and not made anew, fails at its --timeout as for a store out of reach (it ended with exit 0, saying nothing), text and --json", async () => {
+    const p = new Project("plugins: {}\n", "apex-watch-timeout-");
+    expect(p.apex(["memory", "set", "/w/a", "1"]).status).toBe(0);
+    for (const json of [false, true]) {
+      // Long enough for the watch to start and print on a loaded machine; the removal comes once it has printed.
+      const watch = p.apexAsync(["memory", "watch", "/w/**", "--timeout", "15", ...(json ? ["--json"] : [])]);
+      await waitFor("the current value", () => watch.output().includes("/w/a"), 30_000);
+      rmSync(p.storeDir, { recursive: true, force: true });
+      const result = await watch.done;
+      expect(result.status, result.stderr).toBe(3);
+      const lines = result.stderr.trim().split("\n");
+      expect(lines[0]).toBe(`warning: the store in ${p.storeDir} was removed: the values it held are gone with it. The watch goes on once a write makes a new one, printing every change made to it from its first revision (revisions start again at 1).`);
+      const message = `The store in ${p.storeDir} was removed while the watch ran, and no write has made a new one since. The watch gave up after its --timeout (15 s): it was still out of reach.`;
+      if (json) {
+        expect(JSON.parse(lines.at(-1)!)).toEqual({ error: expect.objectContaining({ code: "APEX_E_NO_STORE", message, exit_code: 3, details: { store: p.storeDir, timeout_seconds: 15 } }) });
+      } else {
+        expect(lines[1]).toBe(`error[APEX_E_NO_STORE]: ${message}`);
+        expect(lines[2]).toMatch(/^ {2}hint: /);
+      }
+      expect(p.apex(["memory", "set", "/w/a", "1"]).status).toBe(0);
+    }
   });
 });
