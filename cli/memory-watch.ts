@@ -63,6 +63,18 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
     // The store removed under the watch (LMDB: `rm -rf .apex`), while no write has made a new one: the --timeout that
     // passes meanwhile ends the watch with this error, as it does a store out of reach (it ended with exit 0, unsaid).
     let removed: StoreFiles | undefined;
+    // The store's file replaced under the watch, not yet known to be another store: a new file that holds the change the
+    // watch followed the old one up to, at that revision, is the same store (repair's salvage copies every record that
+    // reads into a new file), followed on from there; any other is a store made anew, printed from its first revision.
+    let replacedBy: { files: StoreFiles; at: number; mark: Change | undefined } | undefined;
+    /** Said of a store whose file was replaced or removed: printed from its first revision from now on. */
+    const madeAnew = (files: StoreFiles) => {
+      // As `tail -F` follows a file made anew: the new store is watched as one that was not there when the watch began.
+      process.stderr.write(`${paint("warning:", "yellow", process.stderr)} ${files.describeReplaced()}\n`);
+      replacedBy = undefined;
+      fromStart = true;
+      since = undefined;
+    };
     for (;;) {
       // With no store yet, wait for one (the first write creates it). It is looked for, and the
       // log read, at least once whatever the timeout: opening a server store can take longer than
@@ -80,6 +92,7 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
         } catch (error) {
           // A store file whose first write is still under way: no store yet, looked for again.
           if (isApexError(error) && error.code === "APEX_E_NO_STORE") {
+            if (replacedBy) madeAnew((removed = replacedBy.files));
             unreachable = removed?.gone();
             fromStart = true;
             await sleep(POLL_MS);
@@ -99,6 +112,7 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
           continue;
         }
         outage.ended();
+        if (client.empty && replacedBy) madeAnew((removed = replacedBy.files));
         // No store there (LMDB: none made since the removal): the --timeout passing now ends the watch with its error.
         unreachable = client.empty ? removed?.gone() : undefined;
         if (!client.empty) break;
@@ -114,20 +128,26 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
       if (client.via === "store" && !/^\/sessions(\/|$)|^\/projects\/config$/.test(reads)) {
         await client.run("memory.owner", {}, async (store) => (await import("./writer.js")).refuseMemoryNotHeld(store, true));
       }
-      const watch = fromStart && since === undefined ? { ...options, since: 0, withCurrent: false } : { ...options, since, withCurrent };
+      let resumed = false;
+      if (replacedBy) {
+        const { files, at, mark } = replacedBy;
+        if (mark !== undefined && client.via === "store" && (await client.run("memory.changes", {}, (store) => holdsChange(store, mark)))) {
+          replacedBy = undefined;
+          since = at;
+          resumed = true;
+        } else madeAnew(files);
+      }
+      const watch = resumed ? { ...options, since, withCurrent: false } : fromStart && since === undefined ? { ...options, since: 0, withCurrent: false } : { ...options, since, withCurrent };
       // Read here: wake on the store's own change signal. Through a supervisor or a server: poll it.
       if (client.via === "store") {
         // Its files as opened (LMDB), to tell when it is replaced under the watch (`rm -rf .apex`, then a write makes a new one).
         const files = await storeFiles(location);
         const replaced = await client.run("memory.changes", {}, (store) => followStore(store, glob, watch, deadline, () => interrupted, (done) => (wake = done), () => files?.replaced() === true));
         if (!replaced) return;
-        // As `tail -F` follows a file made anew: the new store is watched as one that was not there when the watch began.
-        process.stderr.write(`${paint("warning:", "yellow", process.stderr)} ${files!.describeReplaced()}\n`);
         await client.close();
         client = undefined;
-        removed = files;
-        fromStart = true;
-        since = undefined;
+        // Which store the new file holds is known once it is opened (above): it may be the same one.
+        replacedBy = { files: files!, ...replaced };
         continue;
       }
       // A wait Ctrl-C ends at once: through --remote, the wait between tries grows to BACKOFF_MAX_MS.
@@ -443,10 +463,12 @@ async function followStore(
   interrupted: () => boolean,
   setWake: (done: (() => void) | undefined) => void,
   replaced: () => boolean,
-): Promise<boolean> {
+): Promise<{ at: number; mark: Change | undefined } | undefined> {
   const [{ memoryViewOf }, { boundSessionId }] = await Promise.all([import("../core/session/memory-view.js"), import("../core/session/sessions.js")]);
   // The working memory of the session this command acts on (its own root in a git worktree).
   const view = memoryViewOf(store, boundSessionId(store));
+  /** The revision every change up to which was printed. */
+  let since = 0;
   // Subscribed before the first read, so that a commit after it is signalled.
   let signalled = false;
   let wake: (() => void) | undefined;
@@ -455,7 +477,7 @@ async function followStore(
     wake?.();
   });
   try {
-    let since = options.since ?? store.revision();
+    since = options.since ?? store.revision();
     if (options.since !== undefined) warnIfAhead(options.since, store.revision());
     if (options.withCurrent) {
       for (const entry of view.entries(store.query(view.glob(glob.source)), glob.source)) if (glob.matches(entry.path)) printCurrent(entry.path, entry.value, since, Boolean(options.json));
@@ -495,7 +517,7 @@ async function followStore(
         if (!outage.began(error)) throw error;
       }
       // A store removed (and perhaps made anew) under the watch signals nothing more: its files are looked at each time.
-      if (replaced()) return true;
+      if (replaced()) return followedTo(store, since);
       if (signalled || interrupted()) continue;
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => done(), Math.min(RECHECK_MS, Math.max(0, deadline - Date.now())));
@@ -513,7 +535,31 @@ async function followStore(
     unsubscribe();
   }
   // The --timeout passed (or Ctrl-C) since the last look: a store removed meanwhile is said, and the --timeout fails on it.
-  return !interrupted() && replaced();
+  return !interrupted() && replaced() ? followedTo(store, since) : undefined;
+}
+
+/**
+ * The revision the watch has printed every change up to, and the store's change at that revision (none at 0): what
+ * tells whether another file holds the same store. Read from the store as opened, which stays readable once replaced.
+ */
+function followedTo(store: Store, at: number): { at: number; mark: Change | undefined } {
+  if (at === 0) return { at, mark: undefined };
+  const [mark] = readView(store, () => [...take(store.changesSince(at - 1), 1)]);
+  return { at, mark: mark?.revision === at ? mark : undefined };
+}
+
+/** Whether STORE's log holds MARK: the same change at the same revision, by the same actor at the same time. */
+function holdsChange(store: Store, mark: Change): boolean {
+  const [change] = readView(store, () => [...take(store.changesSince(mark.revision - 1), 1)]);
+  return change !== undefined && change.revision === mark.revision && change.path === mark.path && change.kind === mark.kind && change.actor === mark.actor && change.time === mark.time;
+}
+
+function* take<T>(items: Iterable<T>, count: number): Generator<T> {
+  if (count <= 0) return;
+  for (const item of items) {
+    yield item;
+    if (--count === 0) return;
+  }
 }
 
 /**
