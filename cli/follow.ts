@@ -6,14 +6,32 @@ import { whenStdoutReaderGone } from "./stdout-reader.js";
  * a follower ends then, not at its next line. Returns what undoes it.
  */
 export function onInterruption(stop: () => void): () => void {
-  process.once("SIGINT", stop);
-  process.once("SIGTERM", stop);
-  const unwatch = whenStdoutReaderGone(stop);
+  const ending = () => {
+    ignoreFurtherSigterm();
+    stop();
+  };
+  process.once("SIGINT", ending);
+  process.once("SIGTERM", ending);
+  const unwatch = whenStdoutReaderGone(ending);
   return () => {
-    process.off("SIGINT", stop);
-    process.off("SIGTERM", stop);
+    process.off("SIGINT", ending);
+    process.off("SIGTERM", ending);
     unwatch();
   };
+}
+
+let ignoring = false;
+
+/**
+ * From now on a SIGTERM is ignored: the process is ending already. A stopping session signals its agents' process
+ * groups again once their leader has exited, so a follower run inside an agent (`memory watch`, `logs -f`,
+ * `connect`) gets a second SIGTERM while it ends after the first; with no listener left, that one killed it
+ * (exit 143, its last words unsaid) about two times in three, where the first ended it cleanly (exit 0).
+ */
+export function ignoreFurtherSigterm(): void {
+  if (ignoring) return;
+  ignoring = true;
+  process.on("SIGTERM", () => {});
 }
 
 /** Waits for a subscription to end, closing it on Ctrl-C, SIGTERM or a reader gone (`logs -f`, `connect`). */

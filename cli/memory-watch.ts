@@ -45,11 +45,8 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
   let interrupted = false;
   /** Ends the current wait for a change (a signal from the store, or SIGINT/SIGTERM, or stdout's reader gone). */
   let wake: (() => void) | undefined;
+  // A stopping session's second SIGTERM to the agent's group this may run in is ignored once the watch ends (onInterruption).
   const undo = onInterruption(() => {
-    // A stopping session signals its agents' processes again once their group's leader has exited (a watch in the group, or
-    // one that left it, carrying its environment): that second SIGTERM, while the watch ends after the first, killed it
-    // (exit 143) where the first ended it cleanly (exit 0). The watch ends promptly now whatever comes after.
-    if (!interrupted) process.on("SIGTERM", () => {});
     interrupted = true;
     wake?.();
   });

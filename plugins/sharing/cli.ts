@@ -384,9 +384,15 @@ async function liveView(origin: string, remote: SessionClient, me: { user: strin
   const timer = setInterval(() => void refresh(), REFRESH_MS);
   follow();
   out.on("resize", draw);
+  const { ignoreFurtherSigterm } = await import("../../cli/follow.js");
   await new Promise<void>((resolve) => {
-    process.once("SIGINT", resolve);
-    process.once("SIGTERM", resolve);
+    // Detaching, a second SIGTERM (a stopping session's, to the agent's group this runs in) must not kill it midway.
+    const detach = () => {
+      ignoreFurtherSigterm();
+      resolve();
+    };
+    process.once("SIGINT", detach);
+    process.once("SIGTERM", detach);
   });
   clearInterval(timer);
   out.off("resize", draw);
