@@ -541,8 +541,13 @@ async function followStore(
  */
 function followedTo(store: Store, at: number): { at: number; mark: Change | undefined } {
   if (at === 0) return { at, mark: undefined };
-  const [mark] = readView(store, () => [...take(store.changesSince(at - 1), 1)]);
-  return { at, mark: mark?.revision === at ? mark : undefined };
+  try {
+    const [mark] = readView(store, () => [...take(store.changesSince(at - 1), 1)]);
+    return { at, mark: mark?.revision === at ? mark : undefined };
+  } catch {
+    // The old file no longer reads there (it was damaged: what repair replaces): the new one is taken as a store made anew.
+    return { at, mark: undefined };
+  }
 }
 
 /** Whether STORE's log holds MARK: the same change at the same revision, by the same actor at the same time. */
