@@ -85,7 +85,8 @@ function checked<T>(params: Record<string, unknown>, name: string, ok: boolean, 
  * How much JSON of changes one reply carries, unless its first change alone is more (a value of up
  * to 256 MiB): a reply over the supervisor's socket holds at most 256 MiB of JSON (MAX_LINE_BYTES).
  */
-export const REPLY_CHARS = 64 * 1024 * 1024;
+// APEX_REPLY_CHARS (a positive integer) replaces it: it exists so that tests cross a page's end with small values.
+export const REPLY_CHARS = Number.isSafeInteger(Number(process.env.APEX_REPLY_CHARS)) && Number(process.env.APEX_REPLY_CHARS) > 0 ? Number(process.env.APEX_REPLY_CHARS) : 64 * 1024 * 1024;
 /** Most values read at once (PostgreSQL: a few statements for them all), between which the reply's size is weighed. */
 export const VALUES_AT_ONCE = 100;
 

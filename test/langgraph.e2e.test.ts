@@ -133,14 +133,16 @@ describe("a LangGraph StateGraph as an APEX agent", () => {
     expect(back!.checkpoint.channel_values).toMatchObject(final.values);
   });
 
-  it("list through a supervisor of a history larger than one reply (256 MiB) reads it in parts: it was APEX_E_TOO_LARGE, while the store read directly gave it", async () => {
+  it("list through a supervisor of a history larger than one reply reads it in parts: it was APEX_E_TOO_LARGE, while the store read directly gave it", async () => {
     project = new Project("");
     project.writeConfig(["agents:", "  idle:", "    command: node", '    args: ["-e", "setTimeout(() => {}, 600000)"]', "plugins:", "  checkpoint: {}", ""].join("\n"));
-    project.start(["--task", "history"]);
+    // The supervisor's replies at most 8 MiB of JSON, a 32nd of the real 256 MiB: values of a 32nd of their size cross it alike.
+    project.start(["--task", "history"], { APEX_RPC_MAX_LINE_BYTES: String(8 * 1024 * 1024) });
     const saver = new ApexSaver({ project: project.dir });
     savers.push(saver);
-    // 9 steps of a 30 MB state: 270 MB of channel values listed (each step stores only its change).
-    const big = "x".repeat(30 * 1024 * 1024);
+    // 9 steps of a 0.94 MiB state: 8.4 MiB of channel values listed (each step stores only its change), 8 steps (a page) within
+    // a reply. Under the real limit: 9 steps of 30 MiB.
+    const big = "x".repeat((30 * 1024 * 1024) / 32);
     let config: Record<string, any> = { configurable: { thread_id: "history", checkpoint_ns: "" } };
     for (let n = 1; n <= 9; n++) {
       config = await saver.put(config, { v: 4, id: uuid6(1), ts: new Date().toISOString(), channel_values: { big, n }, channel_versions: { big: 1, n }, versions_seen: {} }, { source: "loop", step: n, parents: {} }, n === 1 ? { big: 1, n } : { n });

@@ -18,23 +18,31 @@ beforeEach(() => {
 });
 afterEach(() => cleanup());
 
-/** `apex memory set PATH -` in PROJECT with the file FILE on stdin (a value of many MiB, no copy of it in a string here). */
+/**
+ * The limits of a reply over the supervisor's socket, a 32nd of the real ones (256 MiB of JSON a line, a page of 64 MiB),
+ * given to every command of a project and so to its supervisor: the tests of reading past them write values of a few MiB
+ * where the real limits take hundreds, and cross the same boundaries.
+ */
+const MIB = 1024 * 1024;
+const SMALL_LIMITS = { APEX_RPC_MAX_LINE_BYTES: String(8 * MIB), APEX_REPLY_CHARS: String(2 * MIB) };
+
+/** `apex memory set PATH -` in PROJECT (with its environment) with the file FILE on stdin (a value of many MiB, no copy of it in a string here). */
 function setFromFile(project: Project, path: string, file: string): void {
   const input = openSync(file, "r");
   try {
-    const set = spawnSync(process.execPath, [APEX_BIN, "memory", "set", path, "-"], { cwd: project.dir, env: cleanEnv(), stdio: [input, "pipe", "pipe"], encoding: "utf8", timeout: 60_000 });
+    const set = spawnSync(process.execPath, [APEX_BIN, "memory", "set", path, "-"], { cwd: project.dir, env: { ...cleanEnv(), ...project.env }, stdio: [input, "pipe", "pipe"], encoding: "utf8", timeout: 60_000 });
     expect(set.status, set.stderr).toBe(0);
   } finally {
     closeSync(input);
   }
 }
 
-/** `apex ARGS` in PROJECT with its stdout written to the file NAME there (hundreds of MiB: no string of it here), and ENV besides. */
+/** `apex ARGS` in PROJECT with its stdout written to the file NAME there (many MiB: no string of it here), with PROJECT's environment and ENV besides. */
 function apexToFile(project: Project, name: string, args: string[], env: NodeJS.ProcessEnv = {}): { status: number | null; stderr: string; out: string } {
   const out = join(project.dir, name);
   const output = openSync(out, "w");
   try {
-    const result = spawnSync(process.execPath, [APEX_BIN, ...args], { cwd: project.dir, env: { ...cleanEnv(), ...env }, stdio: ["ignore", output, "pipe"], encoding: "utf8", timeout: 120_000 });
+    const result = spawnSync(process.execPath, [APEX_BIN, ...args], { cwd: project.dir, env: { ...cleanEnv(), ...project.env, ...env }, stdio: ["ignore", output, "pipe"], encoding: "utf8", timeout: 120_000 });
     return { status: result.status, stderr: result.stderr, out };
   } finally {
     closeSync(output);
@@ -825,13 +833,14 @@ describe("apex memory watch --since through a running supervisor, far behind", (
     ]);
   });
 
-  it("replays changes whose values together are more than one reply carries (256 MiB of JSON), as the store read directly prints them", () => {
-    project = new Project(shellAgents({ idle: "while true; do sleep 0.5; done" }));
+  it("replays changes whose values together are more than one reply carries (SMALL_LIMITS: 8 MiB of JSON), as the store read directly prints them", () => {
+    project = new Project(shellAgents({ idle: "while true; do sleep 0.5; done" }), "apex-session-", SMALL_LIMITS);
     const started = project.start();
     const first = JSON.parse(project.apex(["memory", "set", "/big/marker", "0", "--json"]).stdout) as { revision: number };
     const file = join(project.dir, "value.json");
-    writeFileSync(file, `"${"v".repeat(150 * 1024 * 1024)}"`);
-    // Each value alone is within the limit; the two together are not.
+    // Each value alone is within the limit; the two together are not (under the real limits: two of 150 MiB).
+    const BIG = 4.5 * MIB;
+    writeFileSync(file, `"${"v".repeat(BIG)}"`);
     for (const path of ["/big/a", "/big/b"]) setFromFile(project, path, file);
     truncateSync(file);
     const agent = { APEX_SOCKET: started.socket, APEX_SESSION_ID: started.session_id, APEX_AGENT: "idle" };
@@ -855,8 +864,8 @@ describe("apex memory watch --since through a running supervisor, far behind", (
     };
     const printed = lines(throughSupervisor.out);
     expect(printed).toEqual([
-      { revision: first.revision + 1, path: "/big/a", length: 150 * 1024 * 1024 },
-      { revision: first.revision + 2, path: "/big/b", length: 150 * 1024 * 1024 },
+      { revision: first.revision + 1, path: "/big/a", length: BIG },
+      { revision: first.revision + 2, path: "/big/b", length: BIG },
     ]);
     expect(readFileSync(throughSupervisor.out).equals(readFileSync(direct.out))).toBe(true);
   }, 180_000);
@@ -877,23 +886,25 @@ describe("apex memory watch --since through a running supervisor, far behind", (
   }, 60_000);
 });
 
-describe("apex memory query, show and export through a running supervisor, of more than one reply carries (256 MiB of JSON)", () => {
+describe("apex memory query, show and export through a running supervisor, of more than one reply carries (SMALL_LIMITS: 8 MiB of JSON)", () => {
   // Made once for the tests below, and cleaned up after them.
   let project: Project;
   /** The environment of a command run in the session's agent: it reads through the supervisor's socket. */
   let agent: NodeJS.ProcessEnv;
+  const BIG = (90 * MIB) / 32;
 
-  // The memory read: /big/a, /big/b and /big/c of 90 MiB each, 270 MiB together, past what one reply carries; and
-  // 140 values of 512 KiB under /many, 70 MiB: a page (64 MiB of JSON) ends among them.
+  // The memory read: /big/a, /big/b and /big/c of 2.8 MiB each (a page is 2 MiB of JSON), 8.4 MiB together, past what one
+  // reply carries; and 140 values of 16 KiB under /many, 2.2 MiB: a page ends among them. Under the real limits: 90 MiB
+  // each, and 140 values of 512 KiB.
   beforeAll(() => {
-    project = new Project(idleAgentConfig());
+    project = new Project(idleAgentConfig(), "apex-session-", SMALL_LIMITS);
     const started = project.start();
     agent = { APEX_SOCKET: started.socket, APEX_SESSION_ID: started.session_id, APEX_AGENT: "idle" };
     const file = join(project.dir, "value.json");
     try {
-      writeFileSync(file, `"${"v".repeat(90 * 1024 * 1024)}"`);
+      writeFileSync(file, `"${"v".repeat(BIG)}"`);
       for (const path of ["/big/a", "/big/b", "/big/c"]) setFromFile(project, path, file);
-      writeFileSync(file, JSON.stringify(Object.fromEntries(Array.from({ length: 140 }, (_, i) => [`/many/k${String(i).padStart(3, "0")}`, "m".repeat(512 * 1024)]))));
+      writeFileSync(file, JSON.stringify(Object.fromEntries(Array.from({ length: 140 }, (_, i) => [`/many/k${String(i).padStart(3, "0")}`, "m".repeat(16 * 1024)]))));
       expect(project.apex(["memory", "import", file]).status).toBe(0);
     } finally {
       rmSync(file, { force: true });
@@ -926,7 +937,7 @@ describe("apex memory query, show and export through a running supervisor, of mo
       expect([throughSupervisor.status, throughSupervisor.stderr], args.join(" ")).toEqual([0, ""]);
       // The store read in this process, as with no session running.
       expect(printed(args), args.join(" ")).toEqual(throughSupervisor);
-      expect(throughSupervisor.bytes, args.join(" ")).toBeGreaterThan(args.some((arg) => arg.startsWith("/many")) ? 64 * 1024 * 1024 : 270 * 1024 * 1024);
+      expect(throughSupervisor.bytes, args.join(" ")).toBeGreaterThan(args.some((arg) => arg.startsWith("/many")) ? 2 * MIB : 3 * BIG);
     }
   }, 600_000);
 
@@ -935,7 +946,7 @@ describe("apex memory query, show and export through a running supervisor, of mo
     // Its current values were one memory.query through the supervisor: APEX_E_TOO_LARGE, exit 2, before any change was watched.
     const throughSupervisor = printed(args, agent);
     expect([throughSupervisor.status, throughSupervisor.stderr]).toEqual([0, ""]);
-    expect(throughSupervisor.bytes).toBeGreaterThan(270 * 1024 * 1024);
+    expect(throughSupervisor.bytes).toBeGreaterThan(3 * BIG);
     expect(printed(args)).toEqual(throughSupervisor);
   }, 300_000);
 
@@ -949,7 +960,7 @@ describe("apex memory query, show and export through a running supervisor, of mo
       expect({ bytes: Buffer.byteLength(many.stdout), sha256: createHash("sha256").update(many.stdout).digest("hex") }).toEqual({ bytes: direct.bytes, sha256: direct.sha256 });
       const big = await project.apexAsync(["memory", "query", "/big"], { env }).done;
       expect([big.status, big.stdout]).toEqual([2, ""]);
-      expect(big.stderr).toContain("error[APEX_E_TOO_LARGE]: The answer is larger than one reply over the supervisor's socket carries (256 MiB of JSON).");
+      expect(big.stderr).toContain("error[APEX_E_TOO_LARGE]: The answer is larger than one reply over the supervisor's socket carries (8 MiB of JSON).");
       // Each command asked memory.page first, and went on with memory.query.
       expect(older.refused()).toBe(2);
     } finally {

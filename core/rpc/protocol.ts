@@ -34,7 +34,8 @@ export interface RpcReply {
 export const idleWindowMs = (): number => (Number(process.env.APEX_PLUGIN_COMMAND_IDLE_MS) > 0 ? Number(process.env.APEX_PLUGIN_COMMAND_IDLE_MS) : 600_000);
 
 /** JSON one request or reply carries (a memory import travels in one request); a line may have 64 KiB more around it (LINE_LIMIT). */
-export const MAX_LINE_BYTES = 256 * 1024 * 1024;
+// APEX_RPC_MAX_LINE_BYTES (a positive integer) replaces it: it exists so that tests cross the limit with small values.
+export const MAX_LINE_BYTES = Number.isSafeInteger(Number(process.env.APEX_RPC_MAX_LINE_BYTES)) && Number(process.env.APEX_RPC_MAX_LINE_BYTES) > 0 ? Number(process.env.APEX_RPC_MAX_LINE_BYTES) : 256 * 1024 * 1024;
 export const LINE_LIMIT = MAX_LINE_BYTES + 64 * 1024;
 
 /**
