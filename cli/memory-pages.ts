@@ -4,14 +4,15 @@ import type { Entry } from "../core/store/store.js";
 
 /**
  * The entries GLOB matches (at most LIMIT), as memory.query answers them. Through a supervisor's
- * socket, a page at a time (memory.page: 64 MiB of JSON, or one entry alone), each asked from where
- * the one before ended: one reply holds at most 256 MiB of JSON, and a subtree of more failed with
- * APEX_E_TOO_LARGE there while the store read directly printed it. A supervisor of an older APEX,
- * which has no memory.page, is asked memory.query, as before: its answer whole, or its error.
- * Elsewhere (the store in this process, `apex serve`), memory.query.
+ * socket or `apex serve`, a page at a time (memory.page: 64 MiB of JSON, or one entry alone), each
+ * asked from where the one before ended: one reply holds at most 256 MiB of JSON (a socket's line,
+ * the largest reply the remote client reads), and a subtree of more failed with APEX_E_TOO_LARGE
+ * there while the store read directly printed it. A supervisor or server of an older APEX, which
+ * has no memory.page (or does not serve it), is asked memory.query, as before: its answer whole,
+ * or its error. With the store in this process, memory.query.
  */
 export async function queryEntries(client: SessionClient, glob: string, limit?: number): Promise<Entry[]> {
-  if (client.via !== "socket") return (await client.call("memory.query", { glob, limit })) as Entry[];
+  if (client.via === "store") return (await client.call("memory.query", { glob, limit })) as Entry[];
   const entries: Entry[] = [];
   let after: string | undefined;
   for (;;) {

@@ -162,7 +162,7 @@ describe("apex serve: crafted parameters", () => {
 describe("apex serve: a grant's reach", () => {
   it("a viewer and an operator are refused every method above their role (403, or 404 for none), and nothing is written", async () => {
     const methods = (await rpc(url, sid, "hello", owner.token)).body.result.methods as string[];
-    const viewerMay = ["hello", "whoami", "session.status", "session.list", "session.history", "session.tree", "agent.list", "task.list", "task.get", "milestone.list", "events.list", "events.subscribe", "memory.get", "memory.query", "memory.changes", "checkpoint.list", "checkpoint.show", "checkpoint.diff", "logs.read"];
+    const viewerMay = ["hello", "whoami", "session.status", "session.list", "session.history", "session.tree", "agent.list", "task.list", "task.get", "milestone.list", "events.list", "events.subscribe", "memory.get", "memory.query", "memory.page", "memory.changes", "checkpoint.list", "checkpoint.show", "checkpoint.diff", "logs.read"];
     const operatorMay = [...viewerMay, "session.pause", "session.resume", "checkpoint.create", "task.add", "task.reopen", "memory.set", "session.continue"];
     const before = written();
     for (const [who, token, may] of [["viewer", viewer.token, viewerMay], ["operator", operator.token, operatorMay]] as const) {

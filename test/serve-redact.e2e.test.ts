@@ -93,6 +93,9 @@ describe("apex serve: share events in the audit trail", () => {
       // Memory reads of the trail: query, get of one event's path, changes (memory watch).
       const query = JSON.stringify((await rpc(url, sid, "memory.query", token, { glob: "/sessions/**" })).body);
       expect(query).not.toMatch(/share\.|token_id|mallory/);
+      const page = (await rpc(url, sid, "memory.page", token, { glob: "/sessions/**" })).body;
+      expect(page.result.entries.length).toBeGreaterThan(0);
+      expect(JSON.stringify(page)).not.toMatch(/share\.|token_id|mallory/);
       const path = `/sessions/${sid}/events/${String(hidden[0]!.seq).padStart(8, "0")}`;
       expect((await rpc(url, sid, "memory.get", token, { path })).body).toEqual({});
       const changes = JSON.stringify((await rpc(url, sid, "memory.changes", token, { since: 0, glob: "/**" })).body);
@@ -131,6 +134,7 @@ describe("apex serve: the server's own paths and process proofs", () => {
         checkpoint: (await rpc(url, sid, "checkpoint.show", token, { ref: "checkpoint-001" })).body,
         diff: (await rpc(url, sid, "checkpoint.diff", token, { from: "checkpoint-001", to: "latest" })).body,
         query: (await rpc(url, sid, "memory.query", token, { glob: "/sessions/**" })).body,
+        page: (await rpc(url, sid, "memory.page", token, { glob: "/sessions/**" })).body,
         record: (await rpc(url, sid, "memory.get", token, { path: `/sessions/${sid}` })).body,
         changes: (await rpc(url, sid, "memory.changes", token, { since: 0, glob: "/**" })).body,
         cli: JSON.parse(ok(remote(p, url, sid, token, ["status", "--json"]))),

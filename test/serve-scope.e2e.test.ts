@@ -87,6 +87,14 @@ describe("apex serve: a grant sees its own session's ancestry, not the project",
       expect(records.length).toBeGreaterThan(0);
       expect(records.filter((entry) => entry.path === "/sessions/current" || entry.path === "/projects/config")).toEqual([]);
       expect(records.filter((entry) => entry.path.startsWith("/sessions/") && !entry.path.includes(sid))).toEqual([]);
+      // memory.page (`apex --remote … memory query` a page at a time): scoped the same, and a limit counts what the grant sees.
+      const page = (await rpc(url, sid, "memory.page", token, { glob: "/**" })).body.result as { entries: Array<{ path: string }>; next?: string };
+      expect(page.entries.length).toBeGreaterThan(0);
+      expect(page.entries.filter((entry) => entry.path === "/sessions/current" || entry.path === "/projects/config")).toEqual([]);
+      expect(page.entries.filter((entry) => entry.path.startsWith("/sessions/") && !entry.path.includes(sid))).toEqual([]);
+      const limited = (await rpc(url, sid, "memory.page", token, { glob: "/**", limit: 3 })).body.result as { entries: Array<{ path: string }>; next?: string };
+      expect(limited.entries.map((entry) => entry.path)).toEqual(page.entries.slice(0, 3).map((entry) => entry.path));
+      expect(limited.next).toBeUndefined();
       expect((await rpc(url, sid, "memory.get", token, { path: "/sessions/current" })).body).toEqual({});
       expect((await rpc(url, sid, "memory.get", token, { path: "/projects/config" })).body).toEqual({});
       expect(remote(p, url, sid, token, ["memory", "show", "/sessions/current"]).stdout).not.toContain(feature);

@@ -37,8 +37,7 @@ describe("a method nobody serves", () => {
     // Through the API: 404 with the method in details (no list of the supervisor's methods), internal ones alike.
     // Names an object has of its own (constructor, toString, __proto__) too: they were a 500, APEX_E_INTERNAL
     // "paths.find is not a function", from a table of memory writes looked up by any key.
-    // memory.page too: the supervisor's pages of a query are not scoped to a grant's session as memory.query's answer is.
-    for (const method of ["memory.explode", "share.authenticate", "memory.page", "constructor", "toString", "__proto__"]) {
+    for (const method of ["memory.explode", "share.authenticate", "constructor", "toString", "__proto__"]) {
       const reply = await rpc(url, sid, method, owner.token);
       expect(reply.status).toBe(404);
       expect(reply.body.error).toMatchObject({ code: "APEX_E_NOT_FOUND", details: { unknown_method: method } });
@@ -62,7 +61,7 @@ describe("a method nobody serves", () => {
     // (share.authenticate, share.touch, session.connections), which every caller is refused.
     const hello = (await rpc(url, sid, "hello", owner.token)).body.result as { methods: string[] };
     expect(hello.methods).toContain("session.status");
-    expect(hello.methods.filter((method) => method.startsWith("share.a") || method === "share.touch" || method === "session.connections" || method === "memory.page")).toEqual([]);
+    expect(hello.methods.filter((method) => method.startsWith("share.a") || method === "share.touch" || method === "session.connections")).toEqual([]);
     // The CLI says the session has no checkpoint plugin, locally and through --remote alike (through
     // --remote it said `Unknown method "checkpoint.create"`, exit 3, as if a checkpoint were missing).
     const local = p.apex(["checkpoint", "create", "here"]);

@@ -7,7 +7,8 @@ import { effectiveStatus, findSession } from "../../core/session/sessions.js";
 import { sessionReport } from "../../core/session/status-report.js";
 import { compileGlob } from "../../core/store/glob.js";
 import { checkPath } from "../../core/store/paths.js";
-import type { JsonValue, Store } from "../../core/store/store.js";
+import type { Entry, JsonValue, Store } from "../../core/store/store.js";
+import { REPLY_CHARS } from "../memory-changes.js";
 import { compareCodePoints } from "../value-codec.js";
 import { openStore, storeExists } from "../../core/store/open.js";
 
@@ -32,6 +33,7 @@ export const STORED_READS = new Set([
   "events.list",
   "memory.get",
   "memory.query",
+  "memory.page",
   "memory.changes",
   "checkpoint.list",
   "checkpoint.show",
@@ -96,6 +98,8 @@ export async function readStored(store: Store, sessionId: string, method: string
     case "memory.changes":
       if (method === "memory.changes" && session.ended) return endedChanges(store, session.record, params, methods[method]!);
       return session.frozen ? frozenMemory(store, sessionId, method, params) : methods[method]!(params);
+    case "memory.page":
+      return session.frozen ? frozenPage(store, sessionId, params) : methods[method]!(params);
     case "session.tree": {
       const { sessionTree } = await import("../checkpoint/tree.js");
       return sessionTree(store);
@@ -179,6 +183,26 @@ async function frozenMemory(store: Store, sessionId: string, method: string, par
   // In the store's key order (code points, as UTF-8 bytes order): `<` compares UTF-16 units, and put /o/😀 before /o/\ue000.
   out.sort((a, b) => compareCodePoints(a.path, b.path));
   return out.slice(0, limit);
+}
+
+/**
+ * memory.page of a frozen session: its memory.query answer (frozenMemory) in pages as a supervisor
+ * gives them (REPLY_CHARS of JSON, or a first entry alone), each from the `next` of the one before.
+ */
+async function frozenPage(store: Store, sessionId: string, params: Record<string, unknown>): Promise<{ entries: Entry[]; next?: string }> {
+  const after = typeof params.after === "string" ? params.after : undefined;
+  const limit = typeof params.limit === "number" ? params.limit : Infinity;
+  const entries: Entry[] = [];
+  let chars = 0;
+  for (const entry of (await frozenMemory(store, sessionId, "memory.query", { glob: params.glob })) as Entry[]) {
+    if (after !== undefined && compareCodePoints(entry.path, after) <= 0) continue;
+    if (entries.length >= limit) break;
+    const size = JSON.stringify(entry).length;
+    if (entries.length > 0 && chars + size > REPLY_CHARS) return { entries, next: entries.at(-1)!.path };
+    entries.push(entry);
+    chars += size;
+  }
+  return { entries };
 }
 
 function isRecordPath(path: string): boolean {

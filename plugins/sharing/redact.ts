@@ -72,6 +72,8 @@ export function remoteResult(method: string, result: unknown, role: Role, user: 
       return result; // redacted by the caller, which knows the path
     case "memory.query":
       return Array.isArray(result) ? entries(result, role) : result;
+    case "memory.page":
+      return isObject(result) && Array.isArray(result.entries) ? { ...result, entries: entries(result.entries, role) } : result;
     case "memory.changes":
       return isObject(result) && Array.isArray(result.changes) ? { ...result, changes: entries(result.changes, role) } : result;
     default:

@@ -20,6 +20,9 @@ const VIEWER_METHODS = [
   "events.subscribe",
   "memory.get",
   "memory.query",
+  // memory.query a page at a time (`apex --remote … memory query`, `show`, `export` and a watch's
+  // first read): scoped and redacted as memory.query's answer is (scope.ts, redact.ts).
+  "memory.page",
   "memory.changes",
   "memory.watch",
   "checkpoint.list",
@@ -35,12 +38,8 @@ const OPERATOR_METHODS = ["session.continue", "session.pause", "session.resume",
  * not this project's APEX serves it yet.)
  */
 const OWNER_METHODS = ["share.create", "share.revoke", "share.list", "session.merge", "session.stop"];
-/**
- * Plumbing between the server and the session's writer, and memory.page (memory.query a page at a
- * time, for the supervisor's own socket: its pages are not scoped to a grant's session and role as
- * memory.query's answer is): never a remote caller's to call.
- */
-const INTERNAL = new Set(["share.authenticate", "share.touch", "session.connections", "memory.page"]);
+/** Plumbing between the server and the session's writer: never a remote caller's to call. */
+const INTERNAL = new Set(["share.authenticate", "share.touch", "session.connections"]);
 
 /**
  * Methods that make new sessions of the project (from any session's checkpoint, a worktree

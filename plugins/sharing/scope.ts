@@ -46,7 +46,12 @@ export function scopedResult(sessionId: string, method: string, params: Record<s
       return reply && Array.isArray(reply.methods) ? { ...reply, methods: reply.methods.filter((name) => typeof name === "string" && !isInternalMethod(name)) } : result;
     }
     case "memory.query":
-      return Array.isArray(result) ? result.filter((entry: { path?: unknown }) => typeof entry?.path === "string" && visiblePath(sessionId, entry.path)) : result;
+      return Array.isArray(result) ? visibleEntries(sessionId, result) : result;
+    case "memory.page": {
+      // A page left with fewer entries, or none, keeps its `next`: the caller asks on from there.
+      const page = result as { entries?: unknown } | undefined;
+      return page && Array.isArray(page.entries) ? { ...page, entries: visibleEntries(sessionId, page.entries) } : result;
+    }
     case "memory.changes": {
       const reply = result as { changes?: Array<{ path?: unknown }> } | undefined;
       if (!reply || !Array.isArray(reply.changes)) return result;
@@ -67,6 +72,10 @@ export function scopedResult(sessionId: string, method: string, params: Record<s
     default:
       return result;
   }
+}
+
+function visibleEntries(sessionId: string, entries: Array<{ path?: unknown } | null>): unknown[] {
+  return entries.filter((entry) => typeof entry?.path === "string" && visiblePath(sessionId, entry.path));
 }
 
 /** The listings of the project's sessions: a grant sees its own session's ancestry in them, nothing else. */

@@ -596,7 +596,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         // A client gone (Ctrl-C) while the call waits for a supervisor to start: it is not made then. Gone
         // once its end of the connection is read (readableEnded), not only once this side closed it a few turns later.
         const call = (over: Record<string, unknown> = {}) => gate.call(sid, method, { ...actorParams, ...over }, beats?.onEvent, () => request.raw.socket.destroyed || request.raw.socket.readableEnded);
-        result = method === "memory.query" && typeof params.limit === "number" ? await limitedQuery(params.limit, (limit) => call({ limit }), (entries) => shown(scopedResult(sid, method, params, entries))) : shown(scopedResult(sid, method, params, await call()));
+        const visible = (answer: unknown) => shown(scopedResult(sid, method, params, answer));
+        result = QUERIES.has(method) && typeof params.limit === "number" ? await limitedQuery(method, params.limit, (limit) => call({ limit }), visible) : visible(await call());
       } catch (thrown) {
         // Another session's checkpoint, or one of a session that does not exist: the same answer (scope.ts).
         const error = scopedError(method, params, thrown);
@@ -1566,17 +1567,26 @@ function parseBody(text: string): unknown {
   return value;
 }
 
+/** The reads of memory entries a limit counts: memory.query's answer, memory.page's page. */
+const QUERIES = new Set(["memory.query", "memory.page"]);
+
 /**
- * memory.query with a limit, as a grant sees it: what it may not see (another session's records,
- * hidden events) is left out before the limit counts, not after (`--limit 63` gave 62 entries, or
- * none, while more matched). Asked again with a larger limit until it has enough or there are no more.
+ * memory.query (or a memory.page) with a limit, as a grant sees it: what it may not see (another
+ * session's records, hidden events) is left out before the limit counts, not after (`--limit 63`
+ * gave 62 entries, or none, while more matched). Asked again with a larger limit until it has
+ * enough or there are no more. A page that ended for its size, not the limit, is given as it is
+ * (with its `next`: the caller asks on); one cut here at the limit has no `next` (the caller has
+ * all it asked for).
  */
-async function limitedQuery(limit: number, ask: (limit: number) => Promise<unknown>, visible: (entries: unknown) => unknown): Promise<unknown> {
+async function limitedQuery(method: string, limit: number, ask: (limit: number) => Promise<unknown>, visible: (answer: unknown) => unknown): Promise<unknown> {
+  const entriesOf = (answer: unknown) => (method === "memory.page" ? (answer as { entries?: unknown } | undefined)?.entries : answer);
   for (let asked = limit; ; asked *= 4) {
     const raw = await ask(asked);
     const shown = visible(raw);
-    if (!Array.isArray(raw) || !Array.isArray(shown)) return shown;
-    if (shown.length >= limit || raw.length < asked) return shown.slice(0, limit);
+    const [rawEntries, shownEntries] = [entriesOf(raw), entriesOf(shown)];
+    if (!Array.isArray(rawEntries) || !Array.isArray(shownEntries)) return shown;
+    if (shownEntries.length >= limit) return method === "memory.page" ? { entries: shownEntries.slice(0, limit) } : shownEntries.slice(0, limit);
+    if (rawEntries.length < asked) return shown;
   }
 }
 
