@@ -283,6 +283,18 @@ describe("branch", () => {
     expect(store.revision()).toBe(revision);
   });
 
+  it("a session reconstructed from one that merged takes none of its merge checkpoints' edges, which name the old session's sequences", async () => {
+    const { src, dst } = await twoBranches();
+    await commit(src, { "/x": 1 });
+    const merged = await mergeSessions(store, { source: "src", destination: "dst", actor: "user:test" });
+    expect((store.get(`/sessions/history/${dst}`) as Record<string, JsonValue>).merges).toMatchObject([{ id: merged.checkpoint!.id }]);
+    const rebuilt = await reconstructSession(store, dst, { now });
+    const record = store.get(`/sessions/history/${rebuilt.sessionId}`) as Record<string, JsonValue>;
+    expect(record.merges).toBeUndefined();
+    // Its tree drew the old session's merge as a deleted merge checkpoint of the new one.
+    expect(sessionTree(store).nodes.filter((node) => node.session_id === rebuilt.sessionId).map((node) => node.trigger)).toEqual(["reconstruct"]);
+  });
+
   it("says when SRC wrote memory or tasks after the checkpoint a merge takes (a worktree session keeps them when stopped)", async () => {
     const c1 = await checkpoint();
     const src = (await createBranch(store, c1.id, "src", { now, worktree: { path: "/nowhere/src", branch: "apex/src", commit: null } })).session_id;

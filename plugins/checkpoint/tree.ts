@@ -4,7 +4,7 @@ import type { JsonValue, Store } from "../../core/store/store.js";
 import { withLease } from "../../core/session/lease.js";
 import { Catalog, type CheckpointSummary } from "./catalog.js";
 import { RESERVED_SESSION_NAMES } from "./manifest.js";
-import { absentSummary, branchPointOf, deletedMergesOf, mergeSourceOf, MERGE_TRIGGER, recordedBranchPoint, sessionRecord, type MergeSource, type Point } from "./merge-base.js";
+import { absentSummary, branchPointOf, deletedMergesOf, mergeSourceOf, MERGE_TRIGGER, recordedBranchPoint, recordedMergesOf, sessionRecord, type MergeSource, type Point } from "./merge-base.js";
 import { shortSessionId } from "../../core/session/names.js";
 
 /**
@@ -62,7 +62,8 @@ export interface TreeNode {
    * "not recorded" when one's does not (that merge falls back to an older base, and says so).
    * `trigger` is then "deleted". A merge checkpoint deleted so is drawn too, with its edge to what it
    * merged in, which its session's record kept: "recorded by its session" (merge-base.ts
-   * recordDeletedMerge; the next merge still finds what it merged in). Absent otherwise.
+   * recordMerge; the next merge still finds what it merged in). A merge checkpoint a repair
+   * dropped is drawn so as well. Absent otherwise.
    */
   deleted?: DeletedPoint;
   /** Of a `deleted` node: the sessions branched from it. */
@@ -120,7 +121,8 @@ export function sessionTree(store: Store): SessionTree {
       const deletedFrom = deletedMerges.get(summary.id);
       if (summary.trigger !== MERGE_TRIGGER && !deletedFrom) continue;
       want({ sessionId: id, sequence: summary.sequence });
-      const from = deletedFrom ?? mergeSourceOf(store, summary);
+      // A merge checkpoint whose manifest no longer reads keeps its edge as its session's record kept it.
+      const from = deletedFrom ?? mergeSourceOf(store, summary) ?? recordedMergesOf(store, id).find((merge) => merge.id === summary.id)?.from;
       const target = want(from);
       if (target) mergeFrom.set(summary.id, target);
       else if (from?.id && !ids.has(from.sessionId)) {
@@ -246,7 +248,7 @@ function deletedBranchPoints(store: Store, ids: ReadonlySet<string>, drawn: Map<
 }
 
 /**
- * The merge checkpoints of `ids` deleted since, as their sessions' records kept them, each added to
+ * The merge checkpoints of `ids` deleted since (`checkpoint delete --force`, a repair), as their sessions' records kept them, each added to
  * its session's list in `drawn` where it was; by id, what each merged in.
  */
 function deletedMergeCheckpoints(store: Store, ids: ReadonlySet<string>, drawn: Map<string, CheckpointSummary[]>): Map<string, MergeSource> {
@@ -254,6 +256,7 @@ function deletedMergeCheckpoints(store: Store, ids: ReadonlySet<string>, drawn: 
   for (const id of ids) {
     const list = drawn.get(id)!;
     for (const merge of deletedMergesOf(store, id)) {
+      // Drawn already as a deleted branch point (a merge checkpoint a session was branched from).
       if (list.some((summary) => summary.sequence === merge.sequence)) continue;
       found.set(merge.id, merge.from);
       const createdAt = merge.createdAt ?? merge.from.recorded?.createdAt ?? "";
