@@ -25,6 +25,18 @@ function branchedProject(prefix: string): { p: Project; main: string; point: str
   return { p, main, point };
 }
 
+/** branchedProject, then exp sets /notes/x to "exp" (checkpoint `taken`) and main, running, merges exp in (checkpoint `merge`). */
+function mergedProject(prefix: string): { p: Project; main: string; taken: { id: string; name: string }; merge: { id: string; name: string; sequence: number } } {
+  const { p, main } = branchedProject(prefix);
+  p.start(["--continue", "exp"]);
+  ok(p, ["memory", "set", "/notes/x", '"exp"']);
+  const taken = json<{ id: string; name: string }>(ok(p, ["checkpoint", "create", "exp changed x", "--json"]));
+  ok(p, ["stop"]);
+  p.start(["--continue", main]);
+  const merged = json<{ checkpoint: { id: string; name: string; sequence: number } | null }>(ok(p, ["session", "merge", "exp", main, "--json"]));
+  return { p, main, taken, merge: merged.checkpoint! };
+}
+
 describe("a merge of a branch whose branch point was deleted with --force", () => {
   it("still diffs against the branch point, as the branch recorded it, and says so; with that record deleted too, it says which older base it used instead", () => {
     const { p, main, point } = branchedProject("apex-deleted-base-");
@@ -118,14 +130,8 @@ describe("a merge of a branch whose branch point was deleted with --force", () =
 
 describe("a merge after a merge checkpoint between the same sessions was deleted with --force", () => {
   it("still finds the checkpoint that merge took in as the base, through the deleted merge checkpoint, for the same sessions and for a branch made after it", () => {
-    const { p, main } = branchedProject("apex-deleted-merge-");
-    p.start(["--continue", "exp"]);
-    ok(p, ["memory", "set", "/notes/x", '"exp"']);
-    const taken = json<{ id: string; name: string }>(ok(p, ["checkpoint", "create", "exp changed x", "--json"]));
-    ok(p, ["stop"]);
-    p.start(["--continue", main]);
-    const first = json<{ checkpoint: { id: string; name: string } | null }>(ok(p, ["session", "merge", "exp", main, "--json"]));
-    const mergeCheckpoint = first.checkpoint!.id;
+    const { p, main, taken, merge } = mergedProject("apex-deleted-merge-");
+    const mergeCheckpoint = merge.id;
     // main changes x again after the merge; exp goes on elsewhere.
     ok(p, ["memory", "set", "/notes/x", '"main again"']);
     ok(p, ["checkpoint", "create", "main changed x again"]);
@@ -139,7 +145,7 @@ describe("a merge after a merge checkpoint between the same sessions was deleted
     const tree = json<{ nodes: Array<{ id: string; trigger: string; parents: string[]; deleted?: string; description: string }> }>(ok(p, ["session", "tree", "--json"]));
     expect(tree.nodes.find((node) => node.id === mergeCheckpoint)).toMatchObject({ trigger: "deleted", deleted: "recorded by its session", description: `merge exp/${taken.name} into ${main.slice(0, 8)}` });
     expect(tree.nodes.find((node) => node.id === mergeCheckpoint)!.parents[1]).toBe(taken.id);
-    expect(ok(p, ["session", "tree"]).stdout).toContain(`${mergeCheckpoint.slice(0, 8)} (deleted) [${main.slice(0, 8)}] ${first.checkpoint!.name} deleted: merge exp/${taken.name} into ${main.slice(0, 8)} (its session recorded what it merged in: a later merge still finds it)`);
+    expect(ok(p, ["session", "tree"]).stdout).toContain(`${mergeCheckpoint.slice(0, 8)} (deleted) [${main.slice(0, 8)}] ${merge.name} deleted: merge exp/${taken.name} into ${main.slice(0, 8)} (its session recorded what it merged in: a later merge still finds it)`);
 
     // The base is what the first merge took in (x "exp" there): main's change to x is main's alone, and only y
     // comes in. Without the deleted merge's edge it was the branch point, where x was "base": a conflict on x.
@@ -163,14 +169,7 @@ describe("a merge after a merge checkpoint between the same sessions was deleted
 
 describe("a merge after a merge checkpoint between the same sessions was removed by a repair", () => {
   it("still finds the checkpoint that merge took in as the base, and session tree draws the merge checkpoint with its edge, from what the merge kept in its session's record", async () => {
-    const { p, main } = branchedProject("apex-repaired-merge-");
-    p.start(["--continue", "exp"]);
-    ok(p, ["memory", "set", "/notes/x", '"exp"']);
-    const taken = json<{ id: string; name: string }>(ok(p, ["checkpoint", "create", "exp changed x", "--json"]));
-    ok(p, ["stop"]);
-    p.start(["--continue", main]);
-    const first = json<{ checkpoint: { id: string; name: string; sequence: number } | null }>(ok(p, ["session", "merge", "exp", main, "--json"]));
-    const mergeCheckpoint = first.checkpoint!;
+    const { p, main, taken, merge: mergeCheckpoint } = mergedProject("apex-repaired-merge-");
     ok(p, ["memory", "set", "/notes/x", '"main again"']);
     ok(p, ["checkpoint", "create", "main changed x again"]);
     p.start(["--continue", "exp"]);
