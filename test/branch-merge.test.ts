@@ -283,6 +283,40 @@ describe("branch", () => {
     expect(store.revision()).toBe(revision);
   });
 
+  it("session tree says of a branch point deleted with --force which of the branches made from it still record it, not that nothing did", async () => {
+    await checkpoint();
+    const point = await checkpoint();
+    const kept = await branch(point.id, "kept");
+    const lost = await branch(point.id, "lost");
+    await commit(lost, { "/x": 1 });
+    await checkpoint();
+    await deleteCheckpoint(store, point.id, { force: true });
+    // lost's first checkpoint, which recorded the branch point, goes too; kept's still records it.
+    await deleteCheckpoint(store, `${lost}/checkpoint-001`, { force: true });
+    const tree = sessionTree(store);
+    expect(tree.sessions.find((session) => session.session_id === kept)!.parent).toMatchObject({ checkpoint: point.id, deleted: "recorded by its branch" });
+    expect(tree.sessions.find((session) => session.session_id === lost)!.parent).toMatchObject({ checkpoint: point.id, deleted: "not recorded" });
+    const node = tree.nodes.find((candidate) => candidate.id === point.id)!;
+    expect(node).toMatchObject({ trigger: "deleted", deleted: "recorded by some of its branches", recorded_by: [kept] });
+    expect([...node.branched_by!].sort()).toEqual([kept, lost].sort());
+    const names = node.branched_by!.map((id) => (id === kept ? "kept" : "lost")).join(", ");
+    expect(drawTree(tree).find((line) => line.includes(`${point.id.slice(0, 8)} (deleted)`))).toContain(
+      `deleted: ${names} branched from it (kept recorded it: a merge of kept still diffs against it; nothing recorded it for lost: a merge of lost falls back to an older base)`,
+    );
+  });
+
+  it("a session reconstructed from one that merged takes none of its merge checkpoints' edges, which name the old session's sequences", async () => {
+    const { src, dst } = await twoBranches();
+    await commit(src, { "/x": 1 });
+    const merged = await mergeSessions(store, { source: "src", destination: "dst", actor: "user:test" });
+    expect((store.get(`/sessions/history/${dst}`) as Record<string, JsonValue>).merges).toMatchObject([{ id: merged.checkpoint!.id }]);
+    const rebuilt = await reconstructSession(store, dst, { now });
+    const record = store.get(`/sessions/history/${rebuilt.sessionId}`) as Record<string, JsonValue>;
+    expect(record.merges).toBeUndefined();
+    // Its tree drew the old session's merge as a deleted merge checkpoint of the new one.
+    expect(sessionTree(store).nodes.filter((node) => node.session_id === rebuilt.sessionId).map((node) => node.trigger)).toEqual(["reconstruct"]);
+  });
+
   it("says when SRC wrote memory or tasks after the checkpoint a merge takes (a worktree session keeps them when stopped)", async () => {
     const c1 = await checkpoint();
     const src = (await createBranch(store, c1.id, "src", { now, worktree: { path: "/nowhere/src", branch: "apex/src", commit: null } })).session_id;

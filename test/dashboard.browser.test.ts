@@ -265,7 +265,8 @@ describe("the dashboard in headless Chromium", () => {
     const root = third.locator(`#tree > li[data-session="${sid}"]`);
     await root.waitFor();
     await root.locator(':scope > ul > li[data-session="b1b1b1b1-0000-4000-8000-000000000000"]', { hasText: `experiment stopped from ${first.name}` }).waitFor();
-    await root.locator('li[data-session="b1b1b1b1-0000-4000-8000-000000000000"] > ul > li[data-session="c2c2c2c2-0000-4000-8000-000000000000"].here', { hasText: "spike" }).waitFor();
+    // experiment has no checkpoint-001 in this store: spike hangs under it drawn deleted, as session tree draws it.
+    await root.locator('li[data-session="b1b1b1b1-0000-4000-8000-000000000000"] > ul > li.deleted > ul > li[data-session="c2c2c2c2-0000-4000-8000-000000000000"].here', { hasText: "spike" }).waitFor();
     expect(await third.locator("#tree > li").evaluateAll((items) => items.map((item) => (item as HTMLElement).dataset.session))).toEqual([sid]);
     // Its 505 checkpoints: the timeline shows the newest, the memory plot the newest 500, oldest first.
     // Before, the page asked for the oldest 500: both stopped at checkpoint-500 for good.
@@ -558,5 +559,43 @@ describe("the dashboard behind a proxy that answers for the server", () => {
     await page.locator("#login-error", { hasText: "was revoked" }).waitFor({ timeout: 10_000 });
     expect(await page.locator("#btn-pause, #btn-resume, #btn-checkpoint").count()).toBe(0);
     expect(await page.locator("#who").textContent()).toBe("");
+  });
+});
+
+describe("the dashboard's session tree", () => {
+  it("draws a deleted branch point with its branch under it, and a deleted merge checkpoint with what it merged in, marked deleted, as session tree does", async () => {
+    project = new Project(CONFIG);
+    const sid = project.start().session_id;
+    const point = JSON.parse(project.apex(["checkpoint", "create", "fork", "--json"]).stdout) as { id: string };
+    const later = JSON.parse(project.apex(["checkpoint", "create", "later", "--json"]).stdout) as { id: string; name: string; sequence: number };
+    const exp = (JSON.parse(project.apex(["session", "branch", point.id, "exp", "--json"]).stdout) as { session_id: string }).session_id;
+    expect(project.apex(["checkpoint", "delete", point.id, "--force"]).status).toBe(0);
+    // A merge of main's later checkpoint into exp whose checkpoint is gone, as exp's record keeps its edge (merge-base.ts recordMerge).
+    const merge = "d3d3d3d3-0000-4000-8000-000000000000";
+    const store = LmdbStore.open(project.storeDir);
+    const record = store.get(`/sessions/history/${exp}`) as Record<string, unknown>;
+    const from = { session_id: sid, sequence: later.sequence, id: later.id, name: later.name };
+    await store.set(`/sessions/history/${exp}`, { ...record, merges: [{ id: merge, sequence: 2, created_at: new Date().toISOString(), description: `merge ${sid.slice(0, 8)}/${later.name} into exp`, from }] } as never);
+    await store.close();
+    const run = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+    stopServer = async () => {
+      if (run.child.exitCode === null) run.child.kill("SIGTERM");
+      await run.done;
+    };
+    const url = await waitFor("apex serve", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
+    const { token } = JSON.parse(project.apex(["session", "share", "exp", "sam", "--role", "viewer", "--json"]).stdout) as { token: string };
+    context = await newContext(VIEWPORT);
+    const page = await context.newPage();
+    await page.goto(`${url}/#session=${exp}&token=${token}`);
+    // exp hangs under main's deleted checkpoint-002 (it hung under main, from a checkpoint nothing said was gone).
+    const deleted = page.locator(`#tree > li[data-session="${sid}"] > ul > li.deleted[data-checkpoint="${point.id}"]`);
+    await deleted.locator(":scope > .node", { hasText: "checkpoint-002 (deleted)" }).waitFor();
+    expect(await deleted.locator(":scope > .from").textContent()).toBe("exp branched from it (its branch recorded it: a merge of exp still diffs against it)");
+    const branch = deleted.locator(`:scope > ul > li[data-session="${exp}"].here`);
+    expect(await branch.locator(":scope > .from").textContent()).toBe("from checkpoint-002 (deleted)");
+    // The merge checkpoint, deleted, with its edge to what it merged in.
+    const merged = branch.locator(`:scope > .merge.deleted[data-checkpoint="${merge}"]`);
+    expect(await merged.getAttribute("data-merged-from")).toBe(later.id);
+    expect(await merged.textContent()).toBe(`⇠ checkpoint-002 (deleted): merge ${sid.slice(0, 8)}/${later.name} into exp (its session recorded what it merged in: a later merge still finds it)`);
   });
 });

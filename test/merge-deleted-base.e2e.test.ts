@@ -3,6 +3,8 @@
 import { describe, expect, it } from "vitest";
 import { Project, idleAgentConfig, ok } from "./fixtures/agents/harness.js";
 import { json } from "./helpers/cli.js";
+import { openStore } from "../core/store/open.js";
+import { manifestPath } from "../plugins/checkpoint/manifest.js";
 
 const config = idleAgentConfig(["checkpoint: {}"]);
 
@@ -21,6 +23,18 @@ function branchedProject(prefix: string): { p: Project; main: string; point: str
   const point = json<{ id: string }>(ok(p, ["checkpoint", "create", "fork", "--json"])).id;
   ok(p, ["session", "branch", point, "exp"]);
   return { p, main, point };
+}
+
+/** branchedProject, then exp sets /notes/x to "exp" (checkpoint `taken`) and main, running, merges exp in (checkpoint `merge`). */
+function mergedProject(prefix: string): { p: Project; main: string; taken: { id: string; name: string }; merge: { id: string; name: string; sequence: number } } {
+  const { p, main } = branchedProject(prefix);
+  p.start(["--continue", "exp"]);
+  ok(p, ["memory", "set", "/notes/x", '"exp"']);
+  const taken = json<{ id: string; name: string }>(ok(p, ["checkpoint", "create", "exp changed x", "--json"]));
+  ok(p, ["stop"]);
+  p.start(["--continue", main]);
+  const merged = json<{ checkpoint: { id: string; name: string; sequence: number } | null }>(ok(p, ["session", "merge", "exp", main, "--json"]));
+  return { p, main, taken, merge: merged.checkpoint! };
 }
 
 describe("a merge of a branch whose branch point was deleted with --force", () => {
@@ -116,14 +130,8 @@ describe("a merge of a branch whose branch point was deleted with --force", () =
 
 describe("a merge after a merge checkpoint between the same sessions was deleted with --force", () => {
   it("still finds the checkpoint that merge took in as the base, through the deleted merge checkpoint, for the same sessions and for a branch made after it", () => {
-    const { p, main } = branchedProject("apex-deleted-merge-");
-    p.start(["--continue", "exp"]);
-    ok(p, ["memory", "set", "/notes/x", '"exp"']);
-    const taken = json<{ id: string; name: string }>(ok(p, ["checkpoint", "create", "exp changed x", "--json"]));
-    ok(p, ["stop"]);
-    p.start(["--continue", main]);
-    const first = json<{ checkpoint: { id: string; name: string } | null }>(ok(p, ["session", "merge", "exp", main, "--json"]));
-    const mergeCheckpoint = first.checkpoint!.id;
+    const { p, main, taken, merge } = mergedProject("apex-deleted-merge-");
+    const mergeCheckpoint = merge.id;
     // main changes x again after the merge; exp goes on elsewhere.
     ok(p, ["memory", "set", "/notes/x", '"main again"']);
     ok(p, ["checkpoint", "create", "main changed x again"]);
@@ -137,7 +145,7 @@ describe("a merge after a merge checkpoint between the same sessions was deleted
     const tree = json<{ nodes: Array<{ id: string; trigger: string; parents: string[]; deleted?: string; description: string }> }>(ok(p, ["session", "tree", "--json"]));
     expect(tree.nodes.find((node) => node.id === mergeCheckpoint)).toMatchObject({ trigger: "deleted", deleted: "recorded by its session", description: `merge exp/${taken.name} into ${main.slice(0, 8)}` });
     expect(tree.nodes.find((node) => node.id === mergeCheckpoint)!.parents[1]).toBe(taken.id);
-    expect(ok(p, ["session", "tree"]).stdout).toContain(`${mergeCheckpoint.slice(0, 8)} (deleted) [${main.slice(0, 8)}] ${first.checkpoint!.name} deleted: merge exp/${taken.name} into ${main.slice(0, 8)} (its session recorded what it merged in: a later merge still finds it)`);
+    expect(ok(p, ["session", "tree"]).stdout).toContain(`${mergeCheckpoint.slice(0, 8)} (deleted) [${main.slice(0, 8)}] ${merge.name} deleted: merge exp/${taken.name} into ${main.slice(0, 8)} (its session recorded what it merged in: a later merge still finds it)`);
 
     // The base is what the first merge took in (x "exp" there): main's change to x is main's alone, and only y
     // comes in. Without the deleted merge's edge it was the branch point, where x was "base": a conflict on x.
@@ -156,5 +164,42 @@ describe("a merge after a merge checkpoint between the same sessions was deleted
     const refused = p.apex(["checkpoint", "delete", taken.id]);
     expect(refused.status, refused.stderr).toBe(4);
     expect(refused.stderr).toContain(`exp/${taken.name} is needed: it was merged into session ${main.slice(0, 8)}`);
+  }, 120_000);
+});
+
+describe("a merge after a merge checkpoint between the same sessions was removed by a repair", () => {
+  it("still finds the checkpoint that merge took in as the base, and session tree draws the merge checkpoint with its edge, from what the merge kept in its session's record", async () => {
+    const { p, main, taken, merge: mergeCheckpoint } = mergedProject("apex-repaired-merge-");
+    ok(p, ["memory", "set", "/notes/x", '"main again"']);
+    ok(p, ["checkpoint", "create", "main changed x again"]);
+    p.start(["--continue", "exp"]);
+    ok(p, ["memory", "set", "/notes/y", '"exp"']);
+    ok(p, ["checkpoint", "create", "exp set y"]);
+    ok(p, ["stop"]);
+
+    // The merge checkpoint's record no longer decodes: repair removes the checkpoint, and its manifest's edge with it.
+    const store = await openStore(p.storeDir);
+    try {
+      const raw = store.table("kv", { keys: "string", values: "binary" });
+      await store.transaction(() => raw.put(manifestPath(main, mergeCheckpoint.sequence), Buffer.from([0xc1])));
+    } finally {
+      await store.close();
+    }
+    const repaired = p.apex(["session", "repair", main, "--json"]);
+    expect(repaired.status, repaired.stdout + repaired.stderr).toBe(0);
+    expect(json<{ items: Array<{ id: string }> }>(ok(p, ["checkpoint", "list", "--session", main, "--json"])).items.map((item) => item.id)).not.toContain(mergeCheckpoint.id);
+
+    // The base is still what the merge took in: only y comes in (it fell back to the branch point, where x was "base": a conflict on x).
+    const plan = p.apex(["session", "merge", "exp", main, "--dry-run", "--json"]);
+    expect(plan.status, plan.stdout + plan.stderr).toBe(0);
+    const report = JSON.parse(plan.stdout) as MergeJson;
+    expect(report.base).toMatchObject({ id: taken.id, name: taken.name });
+    expect(report.base_fell_back_from).toBeUndefined();
+    expect(report.memory).toMatchObject({ changes: [{ path: "/notes/y", kind: "added" }], conflicts: [] });
+
+    const tree = json<{ nodes: Array<{ id: string; trigger: string; parents: string[]; deleted?: string; description: string }> }>(ok(p, ["session", "tree", "--json"]));
+    const node = tree.nodes.find((candidate) => candidate.id === mergeCheckpoint.id);
+    expect(node, JSON.stringify(tree.nodes)).toMatchObject({ trigger: "deleted", deleted: "recorded by its session", description: `merge exp/${taken.name} into ${main.slice(0, 8)}` });
+    expect(node!.parents[1]).toBe(taken.id);
   }, 120_000);
 });

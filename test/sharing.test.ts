@@ -486,6 +486,13 @@ describe("a grant's reach", () => {
       nodes: [node("f1", "feature", 1, ["m2"], true), node("m2", "main", 2, ["m1"]), node("m1", "main", 1, [])],
     });
   });
+
+  it("names in a deleted branch point's node only the branches the grant sees, and says what those record", () => {
+    const ancestry = new Map([["feature", Number.MAX_SAFE_INTEGER], ["main", 2]]);
+    const deleted = { id: "m2", session_id: "main", sequence: 2, parents: [], trigger: "deleted", deleted: "recorded by some of its branches", branched_by: ["feature", "sibling"], recorded_by: ["sibling"] };
+    const tree = { sessions: [{ session_id: "main", parent: null, latest: null }], nodes: [deleted] };
+    expect((scopedListing("session.tree", tree, ancestry) as { nodes: unknown[] }).nodes).toEqual([{ ...deleted, deleted: "not recorded", branched_by: ["feature"], recorded_by: [] }]);
+  });
 });
 
 describe("plugin commands forwarded through apex serve (command-scope.ts)", () => {

@@ -14,8 +14,8 @@ export { sessionLabel, sessionName, sessionRecord } from "./session-name.js";
  * checkpoint retention deleted does not cut the chain); a branch session starts from the
  * checkpoint its record names (`parent_checkpoint`: {id, session_id, sequence}); a merge
  * checkpoint also descends from the checkpoint it merged in (`data.merge.from`, its
- * `merge_parent`; once the merge checkpoint is deleted, as its session's record keeps it,
- * `deleted_merges`, recordDeletedMerge). Since a session's checkpoints form a line, the ancestors of a checkpoint
+ * `merge_parent`; its session's record keeps it too, `merges`, recordMerge, so that the edge
+ * outlives the checkpoint, deleted with `checkpoint delete --force` or by a repair). Since a session's checkpoints form a line, the ancestors of a checkpoint
  * are, for each session, every checkpoint up to some sequence: an ancestry is a map
  * session -> highest sequence.
  *
@@ -64,29 +64,37 @@ export function branchPointOf(store: Store, sessionId: string): Point | undefine
 export type MergeSource = Point & { id?: string; name?: string; recorded?: RecordedSource };
 
 /**
- * The checkpoints a session's merge checkpoints (up to `upTo`) merged in: those in the store, and
- * those deleted since, as the session's record kept them (recordDeletedMerge): a merge checkpoint
- * deleted with `checkpoint delete --force` still lends its ancestry, so a later merge finds the
- * checkpoint it took in as the base, not an older one where more paths conflict.
+ * The checkpoints a session's merge checkpoints (up to `upTo`) merged in: from their manifests,
+ * and from its record (recordMerge) for those no longer in the store or whose manifest no longer
+ * reads: a merge checkpoint deleted with `checkpoint delete --force`, or dropped by a repair, still
+ * lends its ancestry, so a later merge finds the checkpoint it took in as the base, not an older
+ * one where more paths conflict.
  */
 export function mergedInto(store: Store, sessionId: string, upTo: number): MergeSource[] {
   const points: MergeSource[] = [];
   const catalog = Catalog.of(store);
+  const recorded = recordedMergesOf(store, sessionId);
   for (const summary of catalog.summaries(sessionId)) {
     if (summary.sequence > upTo) break;
     if (summary.trigger !== MERGE_TRIGGER) continue;
-    const from = mergeSourceOf(store, summary);
+    const from = mergeSourceOf(store, summary) ?? recorded.find((merge) => merge.id === summary.id)?.from;
     if (from) points.push(from);
   }
-  for (const merge of deletedMergesOf(store, sessionId)) {
-    if (merge.sequence <= upTo && !catalog.summary(sessionId, merge.sequence)) points.push(merge.from);
-  }
+  for (const merge of deletedMergesOf(store, sessionId)) if (merge.sequence <= upTo) points.push(merge.from);
   return points;
 }
 
 /**
- * Where a session's record keeps what its merge checkpoints deleted since had merged in: [{id,
- * sequence, created_at, description, from}], `from` as `data.merge.from` (the rest, for `session tree`).
+ * Where a session's record keeps its merge checkpoints' edges, written with each merge
+ * (recordMerge): [{id, sequence, created_at, description, from}], `from` as `data.merge.from`
+ * (the rest, for `session tree`). Kept there, not only in the merge checkpoint's manifest, so that
+ * the edge outlives the checkpoint however it goes (`checkpoint delete --force`, a repair).
+ */
+export const MERGES_FIELD = "merges";
+
+/**
+ * Where an APEX that did not write MERGES_FIELD kept, in the same form, the edges of merge
+ * checkpoints deleted with `checkpoint delete --force` (recordDeletedMerge): read as MERGES_FIELD is.
  */
 export const DELETED_MERGES_FIELD = "deleted_merges";
 
@@ -98,27 +106,49 @@ export interface DeletedMerge {
   from: MergeSource;
 }
 
-/** The merge checkpoints of `sessionId` deleted since, as its record kept them (none in a store older than this field). */
-export function deletedMergesOf(store: Store, sessionId: string): DeletedMerge[] {
-  const kept = sessionRecord(store, sessionId)?.[DELETED_MERGES_FIELD];
-  if (!Array.isArray(kept)) return [];
+/** The merge checkpoints of `sessionId` as its record kept them (MERGES_FIELD, DELETED_MERGES_FIELD), by id once; none for a record without them. */
+export function recordedMergesOf(store: Store, sessionId: string): DeletedMerge[] {
+  const record = sessionRecord(store, sessionId);
   const merges: DeletedMerge[] = [];
-  for (const entry of kept) {
-    if (!isRecord(entry) || typeof entry.id !== "string" || !Number.isSafeInteger(entry.sequence)) continue;
-    const from = parseMergeSource(entry.from);
-    const createdAt = typeof entry.created_at === "string" ? entry.created_at : null;
-    if (from) merges.push({ id: entry.id, sequence: entry.sequence as number, createdAt, description: typeof entry.description === "string" ? entry.description : "", from });
+  for (const field of [MERGES_FIELD, DELETED_MERGES_FIELD]) {
+    const kept = record?.[field];
+    if (!Array.isArray(kept)) continue;
+    for (const entry of kept) {
+      if (!isRecord(entry) || typeof entry.id !== "string" || !Number.isSafeInteger(entry.sequence)) continue;
+      const from = parseMergeSource(entry.from);
+      const createdAt = typeof entry.created_at === "string" ? entry.created_at : null;
+      if (from && !merges.some((merge) => merge.id === entry.id)) merges.push({ id: entry.id, sequence: entry.sequence as number, createdAt, description: typeof entry.description === "string" ? entry.description : "", from });
+    }
   }
   return merges;
 }
 
 /**
- * Keeps what merge checkpoint `located` merged in (its `data.merge.from`) in its session's record,
- * where its branch point is kept too, before it is deleted: its manifest, which held that edge of
- * the checkpoint graph, goes with it. Called in the deletion's transaction; nothing for a
+ * The merge checkpoints of `sessionId` no longer in the store, as its record kept them (an entry
+ * whose sequence holds another checkpoint is not this session's, and is passed over).
+ */
+export function deletedMergesOf(store: Store, sessionId: string): DeletedMerge[] {
+  const catalog = Catalog.of(store);
+  return recordedMergesOf(store, sessionId).filter((merge) => !catalog.summary(sessionId, merge.sequence));
+}
+
+/**
+ * Keeps the edge of merge checkpoint `located` (what it merged in, its `data.merge.from`) in its
+ * session's record, where its branch point is kept too: written in the merge's transaction, so
+ * that whatever removes the checkpoint later leaves the edge. Nothing for a session without a record.
+ */
+export function recordMerge(store: Store, located: Located, entry: { createdAt: string; description: string; from: JsonValue }, actor: string): void {
+  writeMergeEntry(store, located, { id: located.id, sequence: located.sequence, created_at: entry.createdAt, description: entry.description, from: entry.from }, MERGES_FIELD, actor);
+}
+
+/**
+ * Keeps what merge checkpoint `located` merged in in its session's record before it is deleted,
+ * when the record does not have it yet (a merge made by an APEX that did not recordMerge): its
+ * manifest, which held that edge, goes with it. Called in the deletion's transaction; nothing for a
  * checkpoint that merged nothing in, or a session without a record.
  */
 export function recordDeletedMerge(store: Store, located: Located, actor: string): void {
+  if (recordedMergesOf(store, located.sessionId).some((merge) => merge.id === located.id)) return;
   let manifest: JsonValue | undefined;
   try {
     manifest = store.get(manifestPath(located.sessionId, located.sequence));
@@ -127,6 +157,11 @@ export function recordDeletedMerge(store: Store, located: Located, actor: string
   }
   const from = isRecord(manifest) && isRecord(manifest.data) && isRecord(manifest.data.merge) ? manifest.data.merge.from : undefined;
   if (!parseMergeSource(from)) return;
+  const summary = Catalog.of(store).summary(located.sessionId, located.sequence);
+  writeMergeEntry(store, located, { id: located.id, sequence: located.sequence, created_at: summary?.created_at ?? null, description: summary?.description ?? "", from: from! }, DELETED_MERGES_FIELD, actor);
+}
+
+function writeMergeEntry(store: Store, located: Located, entry: { [key: string]: JsonValue }, field: string, actor: string): void {
   for (const path of [`/sessions/${located.sessionId}`, `/sessions/history/${located.sessionId}`]) {
     let record: JsonValue | undefined;
     try {
@@ -135,11 +170,9 @@ export function recordDeletedMerge(store: Store, located: Located, actor: string
       continue;
     }
     if (!isRecord(record)) continue;
-    const kept = Array.isArray(record[DELETED_MERGES_FIELD]) ? (record[DELETED_MERGES_FIELD] as JsonValue[]) : [];
-    if (kept.some((entry) => isRecord(entry) && entry.id === located.id)) return;
-    const summary = Catalog.of(store).summary(located.sessionId, located.sequence);
-    const entry = { id: located.id, sequence: located.sequence, created_at: summary?.created_at ?? null, description: summary?.description ?? "", from: from! };
-    store.batchSync((batch) => batch.set(path, { ...record, [DELETED_MERGES_FIELD]: [...kept, entry] }), actor);
+    const kept = Array.isArray(record[field]) ? (record[field] as JsonValue[]) : [];
+    if (kept.some((other) => isRecord(other) && other.id === located.id)) return;
+    store.batchSync((batch) => batch.set(path, { ...record, [field]: [...kept, entry] }), actor);
     return;
   }
 }

@@ -9,7 +9,7 @@ import { Catalog, type CheckpointSummary, type Located } from "./catalog.js";
 import { sessionBaseOf, writeCheckpoint, type CheckpointParams } from "./checkpoints.js";
 import { writeDerivedCheckpoint } from "./branch.js";
 import { agentsRoot, checkpointName, tasksRoot, type CheckpointManifest } from "./manifest.js";
-import { ancestryOf, findMergeBase, isRecordedSummary, MERGE_TRIGGER, sessionLabel, sessionName, type Relation } from "./merge-base.js";
+import { ancestryOf, findMergeBase, isRecordedSummary, MERGE_TRIGGER, recordMerge, sessionLabel, sessionName, type Relation } from "./merge-base.js";
 import {
   applyToTree,
   checkStrategy,
@@ -310,6 +310,8 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
       });
     }
     report.checkpoint = { id: written.id, name: written.name, sequence: written.sequence, parent: written.parent, merge_parent: theirs.id };
+    // Its edge in DST's record too: whatever removes the merge checkpoint later (a forced delete, a repair), the next merge's base stays.
+    recordMerge(store, locatedOf(written), { createdAt: written.created_at, description, from: merge.from! }, ACTORS.merge);
     carrySteps(store, threads.taken, theirs, written, ACTORS.merge);
     dropThreads(store, destinationId, threads.deleted.map(unitNames), ACTORS.merge);
     store.batchSync((batch) => {

@@ -4,8 +4,11 @@ import type { JsonValue, Store } from "../../core/store/store.js";
 import { withLease } from "../../core/session/lease.js";
 import { Catalog, type CheckpointSummary } from "./catalog.js";
 import { RESERVED_SESSION_NAMES } from "./manifest.js";
-import { absentSummary, branchPointOf, deletedMergesOf, mergeSourceOf, MERGE_TRIGGER, recordedBranchPoint, sessionRecord, type MergeSource, type Point } from "./merge-base.js";
+import { absentSummary, branchPointOf, deletedMergesOf, mergeSourceOf, MERGE_TRIGGER, recordedBranchPoint, recordedMergesOf, sessionRecord, type MergeSource, type Point } from "./merge-base.js";
 import { shortSessionId } from "../../core/session/names.js";
+import { deletedBranchPointMark, type DeletedPoint } from "./deleted-point.js";
+
+export type { DeletedPoint } from "./deleted-point.js";
 
 /**
  * `apex session tree`: sessions with their branch and merge points, drawn like
@@ -59,17 +62,21 @@ export interface TreeNode {
    * A branch point deleted since (`checkpoint delete --force`), drawn where it was in its session so
    * that the branch comes off it, as the merge finds it (merge-base.ts): "recorded by its branch"
    * when each branch's first checkpoint still records it (a merge diffs against it as recorded),
-   * "not recorded" when one's does not (that merge falls back to an older base, and says so).
+   * "not recorded" when none does (a merge falls back to an older base, and says so), "recorded
+   * by some of its branches" when some do (`recorded_by` names them; a merge of the others falls back).
    * `trigger` is then "deleted". A merge checkpoint deleted so is drawn too, with its edge to what it
    * merged in, which its session's record kept: "recorded by its session" (merge-base.ts
-   * recordDeletedMerge; the next merge still finds what it merged in). Absent otherwise.
+   * recordMerge; the next merge still finds what it merged in). A merge checkpoint a repair
+   * dropped is drawn so as well. Absent otherwise.
    */
   deleted?: DeletedPoint;
   /** Of a `deleted` node: the sessions branched from it. */
   branched_by?: string[];
+  /** Of a deleted branch point: those of `branched_by` whose first checkpoint records it. */
+  recorded_by?: string[];
 }
 
-export type DeletedPoint = "recorded by its branch" | "not recorded" | "recorded by its session";
+
 
 export interface SessionTree {
   sessions: TreeSession[];
@@ -120,7 +127,8 @@ export function sessionTree(store: Store): SessionTree {
       const deletedFrom = deletedMerges.get(summary.id);
       if (summary.trigger !== MERGE_TRIGGER && !deletedFrom) continue;
       want({ sessionId: id, sequence: summary.sequence });
-      const from = deletedFrom ?? mergeSourceOf(store, summary);
+      // A merge checkpoint whose manifest no longer reads keeps its edge as its session's record kept it.
+      const from = deletedFrom ?? mergeSourceOf(store, summary) ?? recordedMergesOf(store, id).find((merge) => merge.id === summary.id)?.from;
       const target = want(from);
       if (target) mergeFrom.set(summary.id, target);
       else if (from?.id && !ids.has(from.sessionId)) {
@@ -196,7 +204,13 @@ export function sessionTree(store: Store): SessionTree {
         folded,
         head: summary.sequence === latest,
         ...(deletedMerges.has(summary.id) ? { deleted: "recorded by its session" as const } : {}),
-        ...(gone ? { deleted: [...gone.of.values()].every((mark) => mark === "recorded by its branch") ? ("recorded by its branch" as const) : ("not recorded" as const), branched_by: [...gone.of.keys()] } : {}),
+        ...(gone
+          ? {
+              deleted: deletedBranchPointMark(gone.of.values()),
+              branched_by: [...gone.of.keys()],
+              recorded_by: [...gone.of].filter(([, mark]) => mark === "recorded by its branch").map(([session]) => session),
+            }
+          : {}),
       });
     });
   }
@@ -216,18 +230,19 @@ function deletedBranchPoints(store: Store, ids: ReadonlySet<string>, drawn: Map<
   for (const id of ids) {
     const point = branchPointOf(store, id);
     const list = point && drawn.get(point.sessionId);
-    if (!point || !list || list.some((summary) => summary.sequence === point.sequence)) continue;
     const record = sessionRecord(store, id);
     const parent = record?.parent_checkpoint as { id?: unknown; name?: unknown } | undefined;
-    if (typeof parent?.id !== "string") continue;
-    const standIn = recordedBranchPoint(store, id);
-    const mark: DeletedPoint = standIn?.id === parent.id ? "recorded by its branch" : "not recorded";
+    if (!point || !list || typeof parent?.id !== "string") continue;
+    const mark = (): DeletedPoint => (recordedBranchPoint(store, id)?.id === parent.id ? "recorded by its branch" : "not recorded");
+    // Another branch made from it added it to the drawn list already: this one comes off it too.
     const known = found.get(parent.id);
     if (known) {
-      known.of.set(id, mark);
+      known.of.set(id, mark());
       continue;
     }
-    found.set(parent.id, { of: new Map([[id, mark]]) });
+    if (list.some((summary) => summary.sequence === point.sequence)) continue;
+    const standIn = recordedBranchPoint(store, id);
+    found.set(parent.id, { of: new Map([[id, standIn?.id === parent.id ? "recorded by its branch" : "not recorded"]]) });
     list.push(
       absentSummary({
         id: parent.id,
@@ -246,7 +261,7 @@ function deletedBranchPoints(store: Store, ids: ReadonlySet<string>, drawn: Map<
 }
 
 /**
- * The merge checkpoints of `ids` deleted since, as their sessions' records kept them, each added to
+ * The merge checkpoints of `ids` deleted since (`checkpoint delete --force`, a repair), as their sessions' records kept them, each added to
  * its session's list in `drawn` where it was; by id, what each merged in.
  */
 function deletedMergeCheckpoints(store: Store, ids: ReadonlySet<string>, drawn: Map<string, CheckpointSummary[]>): Map<string, MergeSource> {
@@ -254,6 +269,7 @@ function deletedMergeCheckpoints(store: Store, ids: ReadonlySet<string>, drawn: 
   for (const id of ids) {
     const list = drawn.get(id)!;
     for (const merge of deletedMergesOf(store, id)) {
+      // Drawn already as a deleted branch point (a merge checkpoint a session was branched from).
       if (list.some((summary) => summary.sequence === merge.sequence)) continue;
       found.set(merge.id, merge.from);
       const createdAt = merge.createdAt ?? merge.from.recorded?.createdAt ?? "";
@@ -374,13 +390,18 @@ function absentText(node: TreeNode, backups: string | undefined): { trigger: str
  */
 function deletedText(node: TreeNode, sessions: ReadonlyMap<string, TreeSession>): { trigger: string; description: string } {
   if (node.deleted === "recorded by its session") return { trigger: "deleted", description: `: ${node.description || "a merge"} (its session recorded what it merged in: a later merge still finds it)` };
-  const names = (node.branched_by ?? []).map((id) => sessions.get(id)?.name ?? shortSessionId(id));
+  const label = (id: string) => sessions.get(id)?.name ?? shortSessionId(id);
+  const names = (node.branched_by ?? []).map(label);
   const one = names.length === 1;
   const who = names.join(", ");
+  const recorded = (node.recorded_by ?? []).map(label);
+  const others = (node.branched_by ?? []).filter((id) => !node.recorded_by?.includes(id)).map(label);
   const what =
     node.deleted === "recorded by its branch"
       ? `${one ? "its branch" : "their branches"} recorded it: a merge of ${who} still diffs against it`
-      : `nothing recorded it: a merge of ${who} falls back to an older base`;
+      : node.deleted === "recorded by some of its branches"
+        ? `${recorded.join(", ")} recorded it: a merge of ${recorded.join(", ")} still diffs against it; nothing recorded it for ${others.join(", ")}: a merge of ${others.join(", ")} falls back to an older base`
+        : `nothing recorded it: a merge of ${who} falls back to an older base`;
   return { trigger: "deleted", description: `: ${who} branched from it (${what})` };
 }
 

@@ -2,6 +2,7 @@ import { ApexError, isApexError } from "../../core/errors.js";
 import { isWithin, pathProblem } from "../../core/store/paths.js";
 import { ownerOf, PROJECT_RECORDS, SESSIONS_ROOT } from "../owned-paths.js";
 import { isInternalMethod } from "./roles.js";
+import { deletedBranchPointMark, type DeletedPoint } from "../checkpoint/deleted-point.js";
 
 /**
  * A grant is for one session: whatever a remote caller sends, a call reads and acts on the
@@ -94,7 +95,7 @@ export function scopedListing(method: string, result: unknown, ancestry: Readonl
   if (method === "session.list" || method === "session.history") {
     return Array.isArray(result) ? result.filter((record: { session_id?: unknown }) => known(record?.session_id)) : [];
   }
-  const tree = result as { sessions?: Array<{ session_id?: unknown; parent?: { session_id?: unknown } | null; latest?: unknown }>; nodes?: Array<{ id: string; session_id?: unknown; sequence?: unknown; parents?: string[]; head?: boolean }> } | undefined;
+  const tree = result as { sessions?: Array<{ session_id?: unknown; parent?: { session_id?: unknown } | null; latest?: unknown }>; nodes?: Array<ListedNode> } | undefined;
   if (!tree || !Array.isArray(tree.sessions) || !Array.isArray(tree.nodes)) return { sessions: [], nodes: [] };
   const nodes = tree.nodes.filter((node) => known(node.session_id) && typeof node.sequence === "number" && node.sequence <= ancestry.get(node.session_id as string)!);
   const kept = new Set(nodes.map((node) => node.id));
@@ -103,8 +104,22 @@ export function scopedListing(method: string, result: unknown, ancestry: Readonl
     sessions: tree.sessions
       .filter((session) => known(session.session_id))
       .map((session) => ({ ...session, parent: session.parent && known(session.parent.session_id) ? session.parent : null, latest: heads.has(session.latest as string) ? session.latest : null })),
-    nodes: nodes.map((node) => ({ ...node, parents: (node.parents ?? []).filter((parent) => kept.has(parent)) })),
+    nodes: nodes.map((node) => ({ ...node, parents: (node.parents ?? []).filter((parent) => kept.has(parent)), ...visibleBranches(node, known) })),
   };
+}
+
+type ListedNode = { id: string; session_id?: unknown; sequence?: unknown; parents?: string[]; head?: boolean; deleted?: unknown; branched_by?: unknown; recorded_by?: unknown };
+
+/**
+ * Of a deleted branch point, the branches made from it that the grant sees, and what the node says
+ * of those alone: the others' ids are left out as their records are.
+ */
+function visibleBranches(node: ListedNode, known: (value: unknown) => boolean): Partial<ListedNode> {
+  if (!Array.isArray(node.branched_by)) return {};
+  const branchedBy = node.branched_by.filter(known);
+  const recordedBy = Array.isArray(node.recorded_by) ? node.recorded_by.filter(known) : [];
+  const marks = branchedBy.map((id): DeletedPoint => (recordedBy.includes(id) ? "recorded by its branch" : "not recorded"));
+  return { branched_by: branchedBy, recorded_by: recordedBy, ...(marks.length > 0 ? { deleted: deletedBranchPointMark(marks) } : {}) };
 }
 
 /**

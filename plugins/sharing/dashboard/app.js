@@ -389,12 +389,18 @@
   /**
    * The project's sessions as a tree: a branch (a session record with parent_checkpoint) under
    * the session it branched from, labelled with that checkpoint; merges into the viewed session
-   * (its session.merged events) listed under it. Without branches, a flat list.
+   * (its session.merged events) listed under it. Without branches, a flat list. Checkpoints no
+   * longer in the store that `apex session tree` still draws (its nodes with trigger "deleted") are
+   * drawn as it draws them, marked deleted, with their edges: a branch point deleted with
+   * `checkpoint delete --force` under its session, the branches made from it under it; a merge
+   * checkpoint deleted (or removed by a repair) under its session, with what it merged in.
    */
   async function refreshTree() {
     let sessions;
+    let tree;
     try {
-      sessions = await call("session.list");
+      // The graph's nodes only add the deleted ones: without them (a server that does not answer it), the sessions as before.
+      [sessions, tree] = await Promise.all([call("session.list"), call("session.tree").catch(() => null)]);
     } catch (error) {
       return;
     }
@@ -407,6 +413,14 @@
         if (!children.has(parent)) children.set(parent, []);
         children.get(parent).push(record);
       } else roots.push(record);
+    }
+    // The deleted nodes, by the session they were in; a deleted branch point, by each branch made from it.
+    const deletedIn = new Map();
+    const deletedPointOf = new Map();
+    for (const node of (tree && Array.isArray(tree.nodes) ? tree.nodes : []).filter((node) => node.trigger === "deleted")) {
+      if (!deletedIn.has(node.session_id)) deletedIn.set(node.session_id, []);
+      deletedIn.get(node.session_id).push(node);
+      for (const branch of node.branched_by || []) deletedPointOf.set(branch, node);
     }
     const byCreation = (a, b) => (a.created_at < b.created_at ? -1 : a.created_at > b.created_at ? 1 : 0);
     const seen = new Set();
@@ -421,20 +435,60 @@
       item.append(label);
       if (record.parent_checkpoint) {
         const from = record.parent_checkpoint;
-        item.append(" ", text("span", `from ${typeof from === "string" ? from : from.name || from.id}`, "from"));
+        const gone = deletedPointOf.has(record.session_id) ? " (deleted)" : "";
+        item.append(" ", text("span", `from ${typeof from === "string" ? from : from.name || from.id}${gone}`, "from"));
       }
+      const deleted = deletedIn.get(record.session_id) || [];
+      const deletedMerges = deleted.filter((gone) => !gone.branched_by);
       if (record.session_id === state.session) {
-        for (const merge of state.merges) item.append(text("div", `⇠ merged ${merge.name || ""} from ${nameOf(byId, merge.session_id)}`, "merge"));
+        // A merge whose checkpoint is drawn deleted below is listed there, with its edge.
+        for (const merge of state.merges.filter((merge) => !deletedMerges.some((gone) => gone.parents[1] === merge.id))) {
+          item.append(text("div", `⇠ merged ${merge.name || ""} from ${nameOf(byId, merge.session_id)}`, "merge"));
+        }
+      }
+      for (const gone of deletedMerges) {
+        const line = text("div", `⇠ ${gone.name} (deleted): ${gone.description || "a merge"} (its session recorded what it merged in: a later merge still finds it)`, "merge deleted");
+        line.dataset.checkpoint = gone.id;
+        if (gone.parents[1]) line.dataset.mergedFrom = gone.parents[1];
+        item.append(line);
       }
       const kids = (children.get(record.session_id) || []).filter((kid) => !seen.has(kid.session_id)).sort(byCreation);
-      if (kids.length) {
-        const list = document.createElement("ul");
-        for (const kid of kids) list.append(node(kid));
-        item.append(list);
+      const points = deleted.filter((gone) => gone.branched_by);
+      const direct = kids.filter((kid) => !points.includes(deletedPointOf.get(kid.session_id)));
+      const list = document.createElement("ul");
+      for (const point of points.sort((a, b) => a.sequence - b.sequence)) {
+        const under = kids.filter((kid) => deletedPointOf.get(kid.session_id) === point);
+        const entry = document.createElement("li");
+        entry.className = "deleted";
+        entry.dataset.checkpoint = point.id;
+        entry.append(text("span", `${point.name} (deleted)`, "node"), " ", text("span", deletedPointText(point, byId), "from"));
+        if (under.length) {
+          const branches = document.createElement("ul");
+          for (const kid of under) branches.append(node(kid));
+          entry.append(branches);
+        }
+        list.append(entry);
       }
+      for (const kid of direct) list.append(node(kid));
+      if (list.children.length) item.append(list);
       return item;
     };
     $("tree").replaceChildren(...roots.sort(byCreation).map(node));
+  }
+
+  /** A deleted branch point, as `apex session tree` says it: the branches made from it, and what a merge of them does without it. */
+  function deletedPointText(point, byId) {
+    const names = (ids) => ids.map((id) => nameOf(byId, id)).join(", ");
+    const branched = point.branched_by || [];
+    const recorded = point.recorded_by || [];
+    const others = branched.filter((id) => !recorded.includes(id));
+    const what =
+      point.deleted === "recorded by its branch"
+        ? `${branched.length === 1 ? "its branch" : "their branches"} recorded it: a merge of ${names(branched)} still diffs against it`
+        : point.deleted === "recorded by some of its branches"
+          ? `${names(recorded)} recorded it: a merge of ${names(recorded)} still diffs against it; nothing recorded it for ${names(others)}: a merge of ${names(others)} falls back to an older base`
+          : `nothing recorded it: a merge of ${names(branched)} falls back to an older base`;
+    return `${names(branched)} branched from it (${what})`;
   }
 
   function parentOf(record) {
