@@ -6,6 +6,11 @@ import { whenStdoutReaderGone } from "./stdout-reader.js";
  * a follower ends then, not at its next line. Returns what undoes it.
  */
 export function onInterruption(stop: () => void): () => void {
+  // In place before the first SIGTERM, and left once this is undone: with no SIGTERM listener at all, even for an
+  // instant (the one-time listener gone as it runs; the follower done, the command still ending), Node restores
+  // SIGTERM's default action, and a session's second signal to its agent's group killed a follower ending
+  // cleanly (exit 143): one that saw its session end before the stop's first SIGTERM reached it, too.
+  ignoreFurtherSigterm();
   const ending = () => {
     ignoreFurtherSigterm();
     stop();
@@ -23,7 +28,8 @@ export function onInterruption(stop: () => void): () => void {
 let ignoring = false;
 
 /**
- * From now on a SIGTERM is ignored: the process is ending already. A stopping session signals its agents' process
+ * From now on a SIGTERM is ignored but by the follower's own one-time listener (onInterruption): the process is
+ * ending once that has run, or once the follower is done. A stopping session signals its agents' process
  * groups again once their leader has exited, so a follower run inside an agent (`memory watch`, `logs -f`,
  * `connect`) gets a second SIGTERM while it ends after the first; with no listener left, that one killed it
  * (exit 143, its last words unsaid) about two times in three, where the first ended it cleanly (exit 0).
