@@ -82,25 +82,21 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
   // Followed while it runs, a last line not finished yet is printed once it is (logTail's holdUnfinished); an ended session's shows as it is.
   const { dir, chosen, lines } = readLogTail(location.storeDir, sessionId, agent, count, running !== undefined);
   const print = linePrinter(chosen.map((file) => file.agent), Boolean(options.json), options.raw ? (await import("../terminal-text.js")).writeControl : undefined);
-  for (const line of lines) print(line);
-  if (options.follow) {
-    let interrupted = false;
-    const stop = () => {
-      interrupted = true;
-    };
-    const { onInterruption } = await import("../follow.js");
-    const undo = onInterruption(stop);
-    // Following a running session ends with it (as `--attach` does): once its supervisor is gone,
-    // what the agents wrote is read to its end. A session not running is followed until Ctrl-C,
-    // or, once a `start --continue` of it runs (it writes on into the same logs), until that ends.
-    const ended = supervisorEnded(location.storeDir, sessionId, running);
-    try {
-      if (await followLogs(dir, chosen, agent, print, () => interrupted, ended)) {
+  // Listened for before the first line is printed (follow.ts).
+  const interruption = options.follow ? (await import("../follow.js")).listenForInterruption() : undefined;
+  try {
+    for (const line of lines) print(line);
+    if (interruption) {
+      // Following a running session ends with it (as `--attach` does): once its supervisor is gone,
+      // what the agents wrote is read to its end. A session not running is followed until Ctrl-C,
+      // or, once a `start --continue` of it runs (it writes on into the same logs), until that ends.
+      const ended = supervisorEnded(location.storeDir, sessionId, running);
+      if (await followLogs(dir, chosen, agent, print, () => interruption.interrupted, ended)) {
         process.stderr.write(`Session ${visibleText(ended.session())} has ended: no more output will come.\n`);
       }
-    } finally {
-      undo();
     }
+  } finally {
+    interruption?.undo();
   }
 }
 
@@ -139,7 +135,9 @@ export function supervisorEnded(storeDir: string, sessionId: string, first: Supe
 
 /** `apex --remote … logs`: the same lines, read by the server (`logs.read`, then the `logs.follow` stream). */
 async function showRemoteLogs(remote: SessionClient, agent: string | undefined, options: LogsOptions): Promise<void> {
-  const { followUntilInterrupted } = await import("../follow.js");
+  const { followUntilInterrupted, listenForInterruption } = await import("../follow.js");
+  // Listened for before the first line is printed (follow.ts).
+  const interruption = options.follow ? listenForInterruption() : undefined;
   const count = options.lines ?? (options.follow ? 10 : 50);
   const reply = (await remote.call("logs.read", { agent: agent ?? null, lines: count, follow: Boolean(options.follow) }, 30_000)) as { agents?: unknown; lines?: unknown; read_to?: unknown };
   // What another host sent: read as log lines whatever its shape, never trusted to be one.
@@ -149,7 +147,7 @@ async function showRemoteLogs(remote: SessionClient, agent: string | undefined, 
   if (!options.follow) return;
   // From where the server read the lines shown (a server without read_to follows from the logs' ends).
   const subscription = remote.subscribe("logs.follow", { agent: agent ?? null, ...(reply?.read_to && typeof reply.read_to === "object" ? { read_to: reply.read_to } : {}) }, (event) => print(event as LogLine));
-  await followUntilInterrupted(subscription);
+  await followUntilInterrupted(subscription, interruption);
   // Ended by the server (it stopped), not by Ctrl-C: said why, on stderr, as `apex connect` does.
   const reason: unknown = await subscription.done;
   if (typeof reason === "string") process.stderr.write(`The log stream ended: ${reason.replace(/[\r\n]+/g, " ")}.\n`);

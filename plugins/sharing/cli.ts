@@ -237,10 +237,12 @@ function madeBy(grant: GrantView): string {
 export async function connectCommand(targetText: string, json: boolean): Promise<void> {
   const target = parseRemote(targetText);
   const remote = remoteSessionClient(targetText)!;
-  const { followUntilInterrupted } = await import("../../cli/follow.js");
+  const { followUntilInterrupted, listenForInterruption } = await import("../../cli/follow.js");
   const me = (await remote.call("whoami", {}, 30_000)) as { user: string; role: string; session_id: string };
   const status = (await remote.call("session.status", {}, 30_000)) as StatusReport;
   if (!json && process.stdout.isTTY) return liveView(target.origin, remote, me, status);
+  // Listened for before the first line is printed (follow.ts).
+  const interruption = listenForInterruption();
   const { formatEvent, paintStatus } = await import("../../cli/session/format.js");
   const { terminalSafe } = await import("../../cli/terminal-text.js");
   // What the server sent stays on its line: a name or a title must not pass for another line of the report.
@@ -275,7 +277,7 @@ export async function connectCommand(targetText: string, json: boolean): Promise
       printLine(`${formatEvent(e)}  ${paint(`[${one(e.actor)}]`, "gray")}`);
     }
   });
-  await followUntilInterrupted(subscription);
+  await followUntilInterrupted(subscription, interruption);
   // Ended by the server (the session ended, the server stopped), not by Ctrl-C: said why, on stderr.
   const reason: unknown = await subscription.done;
   if (typeof reason === "string") process.stderr.write(`The event stream ended: ${reason.replace(/[\r\n]+/g, " ")}.\n`);
