@@ -227,8 +227,8 @@ async function showCommand(location: ProjectLocation, json: boolean): Promise<vo
     return;
   }
   for (const warning of warnings) process.stderr.write(`${paint("warning:", "yellow", process.stderr)} ${warning}\n`);
-  const { stringify } = await import("yaml");
-  const { displayPath } = await import("../core/config/source.js");
+  const { displayPath, yaml } = await import("../core/config/source.js");
+  const { stringify } = yaml();
   const origin = config.configPath ? `${displayPath(config.configPath)} with defaults filled in` : "the built-in defaults (no apex.config.yaml found)";
   const plugins = Object.fromEntries(config.plugins.map((plugin) => [plugin.name, plugin.enabled ? optionsOf(plugin) : false]));
   const document = withStore({ agents: config.agents, plugins });

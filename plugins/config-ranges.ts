@@ -5,8 +5,7 @@
  * Core's loadConfig calls it through the registry (plugins/index.ts: builtinConfigChecks).
  */
 import { isDuration, MAX_DURATION_SECONDS, MAX_DURATION_TEXT, parseDuration } from "../core/config/duration.js";
-import { isPair, isScalar, isSeq, visit } from "yaml";
-import { formatPath, positionAtOffset, positionOf, type PathSegment } from "../core/config/source.js";
+import { formatPath, positionAtOffset, positionOf, yaml, type PathSegment } from "../core/config/source.js";
 import type { ConfigIssue, ConfigSource } from "../core/config/types.js";
 import type { ProjectLocation } from "../core/config/locate.js";
 import { statSync } from "node:fs";
@@ -47,6 +46,7 @@ export function withRanges(checked: { data: Record<string, unknown>; source: Con
  */
 function numbersReadAsZero(source: ConfigSource): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
+  const { isPair, isScalar, isSeq, visit } = yaml();
   visit(source.doc, {
     Scalar(_key, node, ancestors) {
       const text = node.source ?? "";

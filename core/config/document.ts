@@ -7,8 +7,8 @@ import { constants } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
 import { ApexError, withDetail } from "../errors.js";
 import { builtinPluginSchema, configSchema, isBuiltinPlugin } from "./schemas.js";
-import { isAlias, isMap, isPair, isSeq, visit, type Alias } from "yaml";
-import { displayPath, parseSource, positionAtOffset } from "./source.js";
+import type { Alias } from "yaml";
+import { displayPath, parseSource, positionAtOffset, yaml } from "./source.js";
 import { configNotFound, MAX_CONFIG_BYTES, pipedConfigBytes } from "./locate.js";
 import type { ConfigIssue, ConfigSource } from "./types.js";
 import { configError, documentValidator, validateOptions, validateWith } from "./validate.js";
@@ -97,6 +97,7 @@ export const MAX_EXPANDED_VALUES = 1_000_000;
 function checkAliases(source: ConfigSource): void {
   // What each alias names: the last node anchored so before it (yaml's resolve() searches the whole document for each alias).
   const [sizes, anchors, targets] = [new Map<unknown, number>(), new Map<string, unknown>(), new Map<Alias, unknown>()];
+  const { isAlias, isMap, isPair, isSeq, visit } = yaml();
   visit(source.doc, { Node: (_, node) => void (isAlias(node) ? targets.set(node, anchors.get(node.source)) : node.anchor && anchors.set(node.anchor, node)) });
   let widest: { alias: Alias; size: number } | undefined;
   const refuse = (alias: Alias, message: string) => configError([{ ...positionAtOffset(source, alias.range?.[0] ?? 0), path: "", message }], "APEX_E_YAML");

@@ -4,9 +4,26 @@ import type * as Yaml from "yaml";
 import type { Node, YAMLMap } from "yaml";
 import type { ConfigIssue, ConfigSource, SourcePosition } from "./types.js";
 
-/** yaml (~30 ms to load), at its first use: a supervisor handed its config (handoff.ts) parses nothing unless a message needs a position. */
+/**
+ * yaml, at its first use (a supervisor handed its config, handoff.ts, parses nothing unless a
+ * message needs a position), from the one file the build bundles it into (dist/vendor/yaml.cjs,
+ * scripts/vendor.mjs): Node loads the package's 73 files in ~70 ms of a core, the bundle in ~15,
+ * and most commands read a config. The package itself when there is no bundle, or when it was
+ * made from another version of yaml than the one installed (a dependency updated, not rebuilt).
+ */
 let loaded: typeof Yaml | undefined;
-const yaml = (): typeof Yaml => (loaded ??= createRequire(import.meta.url)("yaml") as typeof Yaml);
+export function yaml(): typeof Yaml {
+  if (loaded) return loaded;
+  const require = createRequire(import.meta.url);
+  let vendored: { yaml: typeof Yaml; version: string } | undefined;
+  try {
+    vendored = require("../../vendor/yaml.cjs") as { yaml: typeof Yaml; version: string };
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "MODULE_NOT_FOUND") throw error;
+  }
+  const installed = vendored ? (require("yaml/package.json") as { version: string }).version : undefined;
+  return (loaded = vendored && vendored.version === installed ? vendored.yaml : (require("yaml") as typeof Yaml));
+}
 
 export type PathSegment = string | number;
 
