@@ -26,7 +26,10 @@ const args = process.argv.slice(2);
 const bare = args.length === 1 || (args.length === 2 && args[1] === "--json");
 const statusOnly = bare && args[0] === "status";
 const lifecycleOnly = bare && (args[0] === "pause" || args[0] === "resume");
-const { main, outputGone, reportOutputError, reportUnhandledRejection } = await import(statusOnly ? "../dist/cli/status-main.js" : lifecycleOnly ? "../dist/cli/lifecycle-main.js" : "../dist/cli/main.js");
+// The full CLI from its one-file bundle with a code cache kept between runs (dist/cli/bundle.js), else its modules.
+const { main, outputGone, reportOutputError, reportUnhandledRejection } = statusOnly || lifecycleOnly
+  ? await import(statusOnly ? "../dist/cli/status-main.js" : "../dist/cli/lifecycle-main.js")
+  : await (await import("../dist/cli/bundle.js")).loadCli();
 
 process.on("unhandledRejection", reportUnhandledRejection);
 

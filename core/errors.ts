@@ -137,11 +137,25 @@ export const withDetail = (head: string, detail: unknown): string => ((text) => 
 /** What a thrown value says: an Error's message, else the value itself (`throw undefined` read "undefined", `throw {…}` "[object Object]"). */
 export const thrownMessage = (value: unknown): string => (value instanceof Error ? value.message || value.name : typeof value === "string" ? value : `threw ${inspect(value, { breakLength: Infinity })}, not an Error`);
 
+/** Marks an ApexError of any copy of this module (see ApexError's Symbol.hasInstance). */
+const APEX_ERROR = Symbol.for("apex-sessions.ApexError");
+
 export class ApexError extends Error {
   readonly code: ErrorCode;
   readonly exitCode: ExitCodeValue;
   readonly hint: string | undefined;
   readonly details: Record<string, unknown> | undefined;
+  readonly [APEX_ERROR] = true;
+
+  /**
+   * An ApexError of another copy of this module is one too: the CLI runs from its one-file bundle
+   * (cli/bundle.ts), and a plugin that throws one imported from "apex-sessions" made it with dist/'s.
+   * A subclass still checks its own prototype chain.
+   */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    if (this !== ApexError) return Function.prototype[Symbol.hasInstance].call(this, value);
+    return typeof value === "object" && value !== null && (value as { [APEX_ERROR]?: unknown })[APEX_ERROR] === true;
+  }
 
   constructor(code: ErrorCode, message: string, options: ApexErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });

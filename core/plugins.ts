@@ -219,12 +219,15 @@ function pickCondition(target: unknown): string | undefined {
   return condition === undefined ? undefined : pickCondition((target as Record<string, unknown>)[condition]);
 }
 
+/** A plugin's module. In the CLI's one-file bundle, a script that Node 20 cannot import() from, scripts/bundle.mjs makes it the loader's (cli/bundle.ts). */
+const importFile = (url: string): Promise<unknown> => import(url);
+
 async function importPlugin(file: string, label: string, at: string): Promise<Record<string, unknown>> {
   // A top-level await that nothing settles leaves the import pending and nothing to run: Node then exited 0, the command never done.
   let stalled = (): void => undefined;
   try {
     const never = new Promise<never>((_, reject) => process.once("beforeExit", (stalled = () => reject(new Error("its top-level code awaits something that never settles")))));
-    return (await Promise.race([import(pathToFileURL(file).href), never])) as Record<string, unknown>;
+    return (await Promise.race([importFile(pathToFileURL(file).href), never])) as Record<string, unknown>;
   } catch (error) {
     const typescript = (error as { code?: string } | undefined)?.code === "ERR_UNKNOWN_FILE_EXTENSION";
     // Where in the file: a syntax error's position, or the line of the file that threw while it ran.

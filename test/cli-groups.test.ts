@@ -133,7 +133,8 @@ const GROUP_MODULES = ["cli/agent.js", "cli/config.js", "cli/memory.js", "cli/pl
 function loadedModules(args: string[], succeeds = true): string[] {
   // A loader hook reports every module the process loads (writeSync: the hooks run on their own thread).
   const hook = `data:text/javascript,${encodeURIComponent('import { register } from "node:module"; register("data:text/javascript," + encodeURIComponent("import { writeSync } from \\"node:fs\\"; export async function load(url, context, next) { writeSync(2, \\"LOADED \\" + url + \\"\\\\n\\"); return next(url, context); }"));')}`;
-  const result = spawnSync(process.execPath, ["--import", hook, APEX_BIN, ...args], { cwd: dir, env: { ...cleanEnv(), NO_COLOR: "1" }, encoding: "utf8" });
+  // APEX_BUNDLE=0: the CLI's modules, as Node loads them without the one-file bundle (cli/bundle.ts), which holds them all in one file.
+  const result = spawnSync(process.execPath, ["--import", hook, APEX_BIN, ...args], { cwd: dir, env: { ...cleanEnv(), NO_COLOR: "1", APEX_BUNDLE: "0" }, encoding: "utf8" });
   if (succeeds) {
     expect(result.status, result.stderr).toBe(0);
     if (args.includes("--json")) expect(JSON.parse(result.stdout)).toMatchObject({ session: null });

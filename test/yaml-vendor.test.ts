@@ -1,4 +1,4 @@
-// yaml loads from the one-file bundle the build makes (dist/vendor/yaml.cjs, scripts/vendor.mjs),
+// yaml loads from the one-file bundle the build makes (dist/vendor/yaml.cjs, scripts/bundle.mjs),
 // and from its package when the bundle is missing or was made from another yaml version.
 import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";

@@ -7,7 +7,7 @@ import type { ConfigIssue, ConfigSource, SourcePosition } from "./types.js";
 /**
  * yaml, at its first use (a supervisor handed its config, handoff.ts, parses nothing unless a
  * message needs a position), from the one file the build bundles it into (dist/vendor/yaml.cjs,
- * scripts/vendor.mjs): Node loads the package's 73 files in ~70 ms of a core, the bundle in ~15,
+ * scripts/bundle.mjs): Node loads the package's 73 files in ~70 ms of a core, the bundle in ~15,
  * and most commands read a config. The package itself when there is no bundle, or when it was
  * made from another version of yaml than the one installed (a dependency updated, not rebuilt).
  */

@@ -1,0 +1,100 @@
+/**
+ * The full CLI, loaded from its one-file bundle (dist/bundle/cli.cjs, scripts/bundle.mjs) with a
+ * V8 code cache kept between runs, or from its ES modules (dist/cli/main.js) when there is no
+ * bundle. Node 20 keeps no compiled code of ES modules between runs: compiling APEX's own modules
+ * was most of a command's start-up (`apex config validate`: ~280 ms of a core, ~170 with the
+ * bundle and its cache). Node 22 and later have a compile cache of their own (core/compile-cache.ts),
+ * and run the bundle the same way, which keeps one path for every version.
+ *
+ * The cache is V8's own (vm.Script's cachedData), one file per command group (`checkpoint`,
+ * `memory`…: the functions a command compiled are what its cache holds), in the user's cache
+ * directory beside Node's compile cache, named by the bundle's hash (its first line), Node's
+ * version and the group. V8 checks it against its own version and flags and refuses one that
+ * does not fit; it is then written anew. A cache that cannot be read or written changes nothing
+ * but the time. APEX_BUNDLE=0 loads the ES modules.
+ */
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { homedir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import vm from "node:vm";
+
+type Cli = typeof import("./main.js");
+
+const BUNDLE = fileURLToPath(new URL("../bundle/cli.cjs", import.meta.url));
+/** Cache files kept in the directory (the oldest go first): groups × the builds and Node versions in use. */
+const MAX_CACHE_FILES = 64;
+
+export async function loadCli(argv: readonly string[] = process.argv): Promise<Cli> {
+  if (process.env.APEX_BUNDLE === "0") return import("./main.js");
+  let source: string;
+  try {
+    source = readFileSync(BUNDLE, "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return import("./main.js");
+    throw error;
+  }
+  const hash = /^\/\/ apex-bundle ([0-9a-f]{16})/.exec(source)?.[1];
+  const cacheFile = hash === undefined ? undefined : join(cacheDirectory(), `cli-${hash}-${process.version}-${process.arch}-${commandGroup(argv)}.bin`);
+  let cachedData: Buffer | undefined;
+  try {
+    if (cacheFile) cachedData = readFileSync(cacheFile);
+  } catch {
+    /* none yet */
+  }
+  // On the bundle's first line, so that its line numbers are the file's in a stack trace.
+  const wrapped = `(function (exports, require, module, __filename, __dirname, __apexModuleUrl, __apexImport) {${source}\n})`;
+  const script = new vm.Script(wrapped, { filename: BUNDLE, ...(cachedData ? { cachedData } : {}) });
+  const module = { exports: {} as Cli };
+  const dir = dirname(BUNDLE);
+  const moduleUrl = (from: string) => pathToFileURL(join(dir, from)).href;
+  // A script's own import() needs a loader Node 20 gives only as an experiment (with a warning, and
+  // lost with a code cache): the bundle's one import() of a file, a plugin's, is made here instead.
+  const importFile = (url: string): Promise<unknown> => import(url);
+  (script.runInThisContext() as (...args: unknown[]) => void)(module.exports, createRequire(BUNDLE), module, BUNDLE, dir, moduleUrl, importFile);
+  // Written as the process ends, with what the command compiled by then (a cache made before it
+  // ran would hold little more than the bundle's top level); only by a command that succeeded: a
+  // mistyped word (`apex statsu`) is no group to keep a cache for, and an error compiled little.
+  if (cacheFile && (!cachedData || script.cachedDataRejected)) process.once("exit", (code) => code === 0 && saveCache(script, cacheFile));
+  return module.exports;
+}
+
+function cacheDirectory(): string {
+  return join(process.env.XDG_CACHE_HOME || join(homedir(), ".cache"), "apex", "code-cache");
+}
+
+/** The command's group (its first word, when it is one), which names its cache; "cli" for anything else. */
+function commandGroup(argv: readonly string[]): string {
+  const first = argv.slice(2).find((arg) => !arg.startsWith("-"));
+  // A global option's value (`--session NAME`) may come first: only a word like a command's names a cache.
+  return first !== undefined && /^[a-z][a-z-]{0,23}$/.test(first) ? first : "cli";
+}
+
+function saveCache(script: vm.Script, file: string): void {
+  try {
+    const dir = dirname(file);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const temporary = `${file}.${process.pid}.tmp`;
+    writeFileSync(temporary, script.createCachedData(), { mode: 0o600 });
+    renameSync(temporary, file);
+    pruneCaches(dir);
+  } catch {
+    /* no cache: the next command compiles again */
+  }
+}
+
+/** The oldest cache files past MAX_CACHE_FILES removed (other builds', other Node versions'), and temporary files a killed process left. */
+function pruneCaches(dir: string): void {
+  const files = readdirSync(dir).flatMap((name) => {
+    try {
+      return [{ path: join(dir, name), name, at: statSync(join(dir, name)).mtimeMs }];
+    } catch {
+      return [];
+    }
+  });
+  const stale = Date.now() - 60_000;
+  for (const file of files) if (file.name.endsWith(".tmp") && file.at < stale) rmSync(file.path, { force: true });
+  const caches = files.filter((file) => file.name.endsWith(".bin")).sort((a, b) => b.at - a.at);
+  for (const file of caches.slice(MAX_CACHE_FILES)) rmSync(file.path, { force: true });
+}

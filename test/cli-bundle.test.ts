@@ -1,0 +1,104 @@
+// The full CLI runs from its one-file bundle (dist/bundle/cli.cjs, scripts/bundle.mjs) with a V8
+// code cache kept between runs (cli/bundle.ts): the same commands, output and errors as its ES
+// modules (APEX_BUNDLE=0), a cache per command group written by the first command that succeeds
+// and used by the next, and one that does not fit replaced.
+import { spawnSync } from "node:child_process";
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, relative } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { APEX_BIN, REPO_ROOT, cleanEnv } from "./helpers/cli.js";
+
+let dir: string;
+let cache: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), "apex-cli-bundle-"));
+  cache = join(dir, "cache");
+  mkdirSync(join(dir, "project/plugins"), { recursive: true });
+  // A third-party plugin, an ES module: the bundle's one import() of a file that is not its own.
+  copyFileSync(join(REPO_ROOT, "test/fixtures/plugins/hello.mjs"), join(dir, "project/plugins/hello.mjs"));
+  // One that throws APEX's error, imported from the package as a plugin author does: the package's modules, not the bundle's.
+  writeFileSync(
+    join(dir, "project/plugins/thrower.mjs"),
+    'import { ApexError } from "apex-sessions";\nexport default { name: "thrower", version: "1.0.0", apply(apex) { apex.registerCommand({ name: "boom", description: "fails", action() { throw new ApexError("APEX_E_NOT_FOUND", "Nothing to boom here.", { hint: "Boom elsewhere." }); } }); } };\n',
+  );
+  mkdirSync(join(dir, "project/node_modules"));
+  symlinkSync(REPO_ROOT, join(dir, "project/node_modules/apex-sessions"));
+  writeFileSync(join(dir, "project/apex.config.yaml"), "plugins:\n  checkpoint: {}\n  ./plugins/hello.mjs:\n    greeting: Hi\n  ./plugins/thrower.mjs: {}\n");
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** The built CLI in the project, with its own cache directory; `modules`: the files of APEX's it loaded (a loader hook reports them). */
+function apex(args: string[], env: NodeJS.ProcessEnv = {}): { status: number | null; stdout: string; stderr: string; modules: string[] } {
+  const hook = `data:text/javascript,${encodeURIComponent('import { register } from "node:module"; register("data:text/javascript," + encodeURIComponent("import { writeSync } from \\"node:fs\\"; export async function load(url, context, next) { writeSync(2, \\"LOADED \\" + url + \\"\\\\n\\"); return next(url, context); }"));')}`;
+  const result = spawnSync(process.execPath, ["--import", hook, APEX_BIN, ...args], { cwd: join(dir, "project"), env: { ...cleanEnv(), NO_COLOR: "1", XDG_CACHE_HOME: cache, ...env }, encoding: "utf8" });
+  const lines = result.stderr.split("\n");
+  const modules = lines.filter((line) => line.startsWith("LOADED file:")).map((line) => relative(REPO_ROOT, new URL(line.slice(7)).pathname));
+  return { status: result.status, stdout: result.stdout, stderr: lines.filter((line) => !line.startsWith("LOADED ")).join("\n"), modules };
+}
+
+const cacheFiles = () => {
+  try {
+    return readdirSync(join(cache, "apex/code-cache")).sort();
+  } catch {
+    return [];
+  }
+};
+const BUNDLE_HASH = /^\/\/ apex-bundle ([0-9a-f]{16})/.exec(readFileSync(join(REPO_ROOT, "dist/bundle/cli.cjs"), "utf8"))![1]!;
+
+describe("the CLI's one-file bundle", () => {
+  it("is what the built CLI runs, with the same output and errors as its modules, a third-party ES module plugin included", () => {
+    for (const args of [["plugins", "list", "--json"], ["hello", "--name", "x"], ["config", "validate", "--json"], ["checkpoint", "list", "--json"], ["nosuch"], ["boom"], ["--help"]]) {
+      const bundled = apex(args);
+      const modules = apex(args, { APEX_BUNDLE: "0" });
+      expect({ status: bundled.status, stdout: bundled.stdout, stderr: bundled.stderr }, args.join(" ")).toEqual({ status: modules.status, stdout: modules.stdout, stderr: modules.stderr });
+      // Of the CLI's modules, only the bundle's loader (the plugin that imports "apex-sessions" loads the package's core modules).
+      expect(bundled.modules.filter((file) => file.startsWith("dist/cli/")), args.join(" ")).toEqual(["dist/cli/bundle.js"]);
+      expect(modules.modules, args.join(" ")).toContain("dist/cli/main.js");
+    }
+    expect(JSON.parse(apex(["plugins", "list", "--json"]).stdout).plugins.find((plugin: { name: string }) => plugin.name === "hello")).toMatchObject({ version: "1.2.3" });
+    expect(apex(["nosuch"]).status).toBe(2);
+    // The plugin's ApexError is APEX's error to the bundle too: its code, exit code and hint, as the modules say it.
+    const boom = apex(["boom"]);
+    expect(boom.status).toBe(3);
+    expect(boom.stderr).toBe("error[APEX_E_NOT_FOUND]: Nothing to boom here.\n  hint: Boom elsewhere.\n");
+  });
+
+  it("keeps a code cache per command group, written by the first command that succeeds and used by the next; one V8 refuses is replaced", () => {
+    rmSync(cache, { recursive: true, force: true });
+    // A command that fails writes none.
+    expect(apex(["nosuch"]).status).toBe(2);
+    expect(apex(["checkpoint", "show", "nope"]).status).toBe(3);
+    expect(cacheFiles()).toEqual([]);
+    expect(apex(["plugins", "list"]).status).toBe(0);
+    const name = `cli-${BUNDLE_HASH}-${process.version}-${process.arch}-plugins.bin`;
+    expect(cacheFiles()).toEqual([name]);
+    const file = join(cache, "apex/code-cache", name);
+    const written = statSync(file);
+    expect(written.size).toBeGreaterThan(10_000);
+    expect(written.mode & 0o777).toBe(0o600);
+    // The next command of the group reads it and, V8 taking it, leaves it as it is.
+    expect(apex(["plugins", "list"]).status).toBe(0);
+    expect(statSync(file)).toMatchObject({ ino: written.ino, mtimeMs: written.mtimeMs });
+    // Another group has its own.
+    expect(apex(["config", "validate"]).status).toBe(0);
+    expect(cacheFiles()).toEqual([`cli-${BUNDLE_HASH}-${process.version}-${process.arch}-config.bin`, name]);
+    // Bytes that are no cache of this bundle: V8 refuses them, the command runs as without, and writes a cache anew.
+    writeFileSync(file, Buffer.alloc(4096, 7));
+    const again = apex(["plugins", "list", "--json"]);
+    expect(again.status).toBe(0);
+    expect(JSON.parse(again.stdout).plugins.length).toBeGreaterThan(8);
+    expect(readFileSync(file).equals(Buffer.alloc(4096, 7))).toBe(false);
+    expect(statSync(file).size).toBeGreaterThan(10_000);
+  });
+
+  it("runs without a cache it cannot write: a cache directory that is a file changes nothing but the time", () => {
+    rmSync(cache, { recursive: true, force: true });
+    mkdirSync(join(cache, "apex"), { recursive: true });
+    writeFileSync(join(cache, "apex/code-cache"), "not a directory");
+    const result = apex(["plugins", "list", "--json"]);
+    expect(result.status).toBe(0);
+    expect(result.stderr).toBe("");
+    expect(JSON.parse(result.stdout).plugins.length).toBeGreaterThan(8);
+  });
+});
