@@ -588,6 +588,10 @@ describe("the dashboard's session tree", () => {
         { id: "e4e4e4e4-0000-4000-8000-000000000000", sequence: 3, created_at: new Date().toISOString(), description: `merge exp2/${exp2First.name} into exp`, from: fromExp2 },
       ],
     } as never);
+    // exp3, branched from that merge checkpoint before it was deleted (its record as `session branch` writes it): the node is both a merge and a branch point.
+    const exp3 = "f5f5f5f5-0000-4000-8000-000000000000";
+    const { merges: _merges, ...expRecord } = record;
+    await store.set(`/sessions/history/${exp3}`, { ...expRecord, session_id: exp3, name: "exp3", parent_checkpoint: { id: merge, session_id: exp, sequence: 2, name: "checkpoint-002" }, parent_session: exp } as never);
     await store.close();
     // What session tree says of the branch point both branches came from.
     const said = "exp, exp2 branched from it (exp recorded it: a merge of exp still diffs against it; nothing recorded it for exp2: a merge of exp2 falls back to an older base)";
@@ -614,5 +618,19 @@ describe("the dashboard's session tree", () => {
     const merged = branch.locator(`:scope > .merge.deleted[data-checkpoint="${merge}"]`);
     expect(await merged.getAttribute("data-merged-from")).toBe(later.id);
     expect(await merged.textContent()).toBe(`⇠ checkpoint-002 (deleted): merge ${sid.slice(0, 8)}/${later.name} into exp (its session recorded what it merged in: a later merge still finds it)`);
+    // exp's grant does not see exp3: the merge checkpoint exp3 came off is a merge checkpoint to it, no branch point of no branch.
+    expect(await branch.locator(`li.deleted[data-checkpoint="${merge}"]`).count()).toBe(0);
+
+    // exp3's grant sees both roles of it, as session tree draws them: exp's merge line, and the branch point exp3 hangs under.
+    const shared = JSON.parse(project.apex(["session", "share", "exp3", "tia", "--role", "viewer", "--json"]).stdout) as { token: string };
+    const third = await context.newPage();
+    await third.goto(`${url}/#session=${exp3}&token=${shared.token}`);
+    const expItem = third.locator(`#tree li[data-session="${exp}"]`);
+    const point3 = expItem.locator(`:scope > ul > li.deleted[data-checkpoint="${merge}"]`);
+    await point3.locator(`:scope > ul > li[data-session="${exp3}"].here`).waitFor();
+    expect(await point3.locator(":scope > .from").textContent()).toBe("exp3 branched from it (nothing recorded it: a merge of exp3 falls back to an older base)");
+    const mergeLine = expItem.locator(`:scope > .merge.deleted[data-checkpoint="${merge}"]`);
+    expect(await mergeLine.getAttribute("data-merged-from")).toBe(later.id);
+    expect(await mergeLine.textContent()).toBe(`⇠ checkpoint-002 (deleted): merge ${sid.slice(0, 8)}/${later.name} into exp (its session recorded what it merged in: a later merge still finds it)`);
   });
 });

@@ -247,3 +247,34 @@ describe("a merge into a session that has no record left (deleted by hand: only 
     expect(validated.status, validated.stdout + validated.stderr).toBe(0);
   }, 180_000);
 });
+
+describe("a merge checkpoint a session was branched from, deleted with --force", () => {
+  it("session tree draws it in both roles: its edge to what it merged in, and the branch coming off it (text and --json)", () => {
+    const { p, main, taken, merge } = mergedProject("apex-deleted-merge-point-");
+    const short = main.slice(0, 8);
+    ok(p, ["session", "branch", merge.id, "third"]);
+    ok(p, ["checkpoint", "delete", merge.id, "--force"]);
+
+    interface TreeJson {
+      nodes: Array<{ id: string; name: string; trigger: string; parents: string[]; deleted?: string; deleted_merge?: string; branched_by?: string[]; description: string }>;
+      sessions: Array<{ session_id: string; name: string | null }>;
+    }
+    const tree = json<TreeJson>(ok(p, ["session", "tree", "--json"]));
+    const third = tree.sessions.find((session) => session.name === "third")!.session_id;
+    const node = tree.nodes.find((candidate) => candidate.id === merge.id);
+    // A branch point (the branch comes off it), and a merge checkpoint whose edge its session kept (it was drawn as the branch point alone, the merge left out).
+    expect(node, JSON.stringify(tree.nodes)).toMatchObject({
+      trigger: "deleted",
+      deleted: "recorded by its branch",
+      branched_by: [third],
+      deleted_merge: "recorded by its session",
+      description: `merge exp/${taken.name} into ${short}`,
+    });
+    expect(node!.parents[1]).toBe(taken.id);
+    expect(tree.nodes.find((candidate) => candidate.name === "checkpoint-001" && candidate.trigger === "branch" && candidate.parents[0] === merge.id)).toBeDefined();
+    const text = ok(p, ["session", "tree"]).stdout;
+    expect(text).toContain(
+      `${merge.id.slice(0, 8)} (deleted) [${short}] ${merge.name} deleted: merge exp/${taken.name} into ${short} (its session recorded what it merged in: a later merge still finds it); third branched from it (its branch recorded it: a merge of third still diffs against it)`,
+    );
+  }, 120_000);
+});
