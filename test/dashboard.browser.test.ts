@@ -563,20 +563,39 @@ describe("the dashboard behind a proxy that answers for the server", () => {
 });
 
 describe("the dashboard's session tree", () => {
-  it("draws a deleted branch point with its branch under it, and a deleted merge checkpoint with what it merged in, marked deleted, as session tree does", async () => {
+  it("draws a deleted branch point with its branches under it and which of them record it, and a deleted merge checkpoint with what it merged in, marked deleted, as session tree does", async () => {
     project = new Project(CONFIG);
     const sid = project.start().session_id;
     const point = JSON.parse(project.apex(["checkpoint", "create", "fork", "--json"]).stdout) as { id: string };
     const later = JSON.parse(project.apex(["checkpoint", "create", "later", "--json"]).stdout) as { id: string; name: string; sequence: number };
     const exp = (JSON.parse(project.apex(["session", "branch", point.id, "exp", "--json"]).stdout) as { session_id: string }).session_id;
+    // exp2, branched from it too, whose first checkpoint (which recorded the branch point) is deleted: only exp still records it.
+    const exp2 = (JSON.parse(project.apex(["session", "branch", point.id, "exp2", "--json"]).stdout) as { session_id: string }).session_id;
+    const exp2First = (JSON.parse(project.apex(["checkpoint", "list", "--session", "exp2", "--json"]).stdout) as { items: Array<{ id: string; name: string; sequence: number }> }).items[0]!;
+    expect(project.apex(["checkpoint", "delete", exp2First.id, "--force"]).status).toBe(0);
     expect(project.apex(["checkpoint", "delete", point.id, "--force"]).status).toBe(0);
-    // A merge of main's later checkpoint into exp whose checkpoint is gone, as exp's record keeps its edge (merge-base.ts recordMerge).
+    // A merge of main's later checkpoint into exp whose checkpoint is gone, as exp's record keeps its edge (merge-base.ts recordMerge);
+    // and one of exp2's first checkpoint, gone too, so that exp2 is of exp's ancestry, which exp's grant sees.
     const merge = "d3d3d3d3-0000-4000-8000-000000000000";
     const store = LmdbStore.open(project.storeDir);
     const record = store.get(`/sessions/history/${exp}`) as Record<string, unknown>;
     const from = { session_id: sid, sequence: later.sequence, id: later.id, name: later.name };
-    await store.set(`/sessions/history/${exp}`, { ...record, merges: [{ id: merge, sequence: 2, created_at: new Date().toISOString(), description: `merge ${sid.slice(0, 8)}/${later.name} into exp`, from }] } as never);
+    const fromExp2 = { session_id: exp2, sequence: exp2First.sequence, id: exp2First.id, name: exp2First.name };
+    await store.set(`/sessions/history/${exp}`, {
+      ...record,
+      merges: [
+        { id: merge, sequence: 2, created_at: new Date().toISOString(), description: `merge ${sid.slice(0, 8)}/${later.name} into exp`, from },
+        { id: "e4e4e4e4-0000-4000-8000-000000000000", sequence: 3, created_at: new Date().toISOString(), description: `merge exp2/${exp2First.name} into exp`, from: fromExp2 },
+      ],
+    } as never);
+    // exp3, branched from that merge checkpoint before it was deleted (its record as `session branch` writes it): the node is both a merge and a branch point.
+    const exp3 = "f5f5f5f5-0000-4000-8000-000000000000";
+    const { merges: _merges, ...expRecord } = record;
+    await store.set(`/sessions/history/${exp3}`, { ...expRecord, session_id: exp3, name: "exp3", parent_checkpoint: { id: merge, session_id: exp, sequence: 2, name: "checkpoint-002" }, parent_session: exp } as never);
     await store.close();
+    // What session tree says of the branch point both branches came from.
+    const said = "exp, exp2 branched from it (exp recorded it: a merge of exp still diffs against it; nothing recorded it for exp2: a merge of exp2 falls back to an older base)";
+    expect(project.apex(["session", "tree"]).stdout).toContain(`checkpoint-002 deleted: ${said}`);
     const run = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
     stopServer = async () => {
       if (run.child.exitCode === null) run.child.kill("SIGTERM");
@@ -590,12 +609,28 @@ describe("the dashboard's session tree", () => {
     // exp hangs under main's deleted checkpoint-002 (it hung under main, from a checkpoint nothing said was gone).
     const deleted = page.locator(`#tree > li[data-session="${sid}"] > ul > li.deleted[data-checkpoint="${point.id}"]`);
     await deleted.locator(":scope > .node", { hasText: "checkpoint-002 (deleted)" }).waitFor();
-    expect(await deleted.locator(":scope > .from").textContent()).toBe("exp branched from it (its branch recorded it: a merge of exp still diffs against it)");
+    // Shared by two branches of which only exp records it: the dashboard says so as session tree does, naming each.
+    expect(await deleted.locator(":scope > .from").textContent()).toBe(said);
     const branch = deleted.locator(`:scope > ul > li[data-session="${exp}"].here`);
     expect(await branch.locator(":scope > .from").textContent()).toBe("from checkpoint-002 (deleted)");
+    expect(await deleted.locator(`:scope > ul > li[data-session="${exp2}"] > .from`).textContent()).toBe("from checkpoint-002 (deleted)");
     // The merge checkpoint, deleted, with its edge to what it merged in.
     const merged = branch.locator(`:scope > .merge.deleted[data-checkpoint="${merge}"]`);
     expect(await merged.getAttribute("data-merged-from")).toBe(later.id);
     expect(await merged.textContent()).toBe(`⇠ checkpoint-002 (deleted): merge ${sid.slice(0, 8)}/${later.name} into exp (its session recorded what it merged in: a later merge still finds it)`);
+    // exp's grant does not see exp3: the merge checkpoint exp3 came off is a merge checkpoint to it, no branch point of no branch.
+    expect(await branch.locator(`li.deleted[data-checkpoint="${merge}"]`).count()).toBe(0);
+
+    // exp3's grant sees both roles of it, as session tree draws them: exp's merge line, and the branch point exp3 hangs under.
+    const shared = JSON.parse(project.apex(["session", "share", "exp3", "tia", "--role", "viewer", "--json"]).stdout) as { token: string };
+    const third = await context.newPage();
+    await third.goto(`${url}/#session=${exp3}&token=${shared.token}`);
+    const expItem = third.locator(`#tree li[data-session="${exp}"]`);
+    const point3 = expItem.locator(`:scope > ul > li.deleted[data-checkpoint="${merge}"]`);
+    await point3.locator(`:scope > ul > li[data-session="${exp3}"].here`).waitFor();
+    expect(await point3.locator(":scope > .from").textContent()).toBe("exp3 branched from it (nothing recorded it: a merge of exp3 falls back to an older base)");
+    const mergeLine = expItem.locator(`:scope > .merge.deleted[data-checkpoint="${merge}"]`);
+    expect(await mergeLine.getAttribute("data-merged-from")).toBe(later.id);
+    expect(await mergeLine.textContent()).toBe(`⇠ checkpoint-002 (deleted): merge ${sid.slice(0, 8)}/${later.name} into exp (its session recorded what it merged in: a later merge still finds it)`);
   });
 });

@@ -203,3 +203,78 @@ describe("a merge after a merge checkpoint between the same sessions was removed
     expect(node!.parents[1]).toBe(taken.id);
   }, 120_000);
 });
+
+describe("a merge into a session that has no record left (deleted by hand: only its checkpoints are known)", () => {
+  it("keeps the merge's edge all the same: once the merge checkpoint is deleted, the next merge's base and session tree still go through it", () => {
+    const { p, main, point } = branchedProject("apex-recordless-merge-");
+    const short = main.slice(0, 8);
+    ok(p, ["session", "branch", point, "other"]);
+    p.start(["--continue", "exp"]);
+    ok(p, ["memory", "set", "/notes/x", '"exp"']);
+    const taken = json<{ id: string; name: string }>(ok(p, ["checkpoint", "create", "exp changed x", "--json"]));
+    ok(p, ["stop"]);
+    p.start(["--continue", "other"]);
+    ok(p, ["memory", "set", "/notes/x", '"other"']);
+    ok(p, ["checkpoint", "create", "other changed x", "--json"]);
+    ok(p, ["stop"]);
+    // main ended as exp started; its record goes, by hand, as validate's hint for a malformed one allows.
+    ok(p, ["memory", "delete", `/sessions/history/${main}`, "--force"]);
+
+    // Two merges into main, known by its checkpoints only: exp's, then other's (x settled as other's).
+    const merge = json<{ checkpoint: { id: string; name: string } }>(ok(p, ["session", "merge", "exp", main, "--json"])).checkpoint;
+    ok(p, ["session", "merge", "other", main, "--strategy", "theirs"]);
+    p.start(["--continue", "exp"]);
+    ok(p, ["memory", "set", "/notes/y", '"exp"']);
+    ok(p, ["checkpoint", "create", "exp set y"]);
+    ok(p, ["stop"]);
+    ok(p, ["checkpoint", "delete", merge.id, "--force"]);
+
+    // The base is what exp's merge took in (x "exp" there): x is main's change alone, and only y comes in.
+    // Without that merge's edge it was the branch point, where x was "base": a conflict on x.
+    const plan = p.apex(["session", "merge", "exp", main, "--dry-run", "--json"]);
+    expect(plan.status, plan.stdout + plan.stderr).toBe(0);
+    const report = JSON.parse(plan.stdout) as MergeJson;
+    expect(report.base).toMatchObject({ id: taken.id, name: taken.name });
+    expect(report.memory).toMatchObject({ changes: [{ path: "/notes/y", kind: "added" }], conflicts: [] });
+
+    const tree = json<{ nodes: Array<{ id: string; trigger: string; parents: string[]; deleted?: string; description: string }> }>(ok(p, ["session", "tree", "--json"]));
+    const node = tree.nodes.find((candidate) => candidate.id === merge.id);
+    expect(node, JSON.stringify(tree.nodes)).toMatchObject({ trigger: "deleted", deleted: "recorded by its session", description: `merge exp/${taken.name} into ${short}` });
+    expect(node!.parents[1]).toBe(taken.id);
+    expect(ok(p, ["session", "tree"]).stdout).toContain(`${merge.id.slice(0, 8)} (deleted) [${short}] ${merge.name} deleted: merge exp/${taken.name} into ${short} (its session recorded what it merged in: a later merge still finds it)`);
+    // Where the edges were kept is no damage.
+    const validated = p.apex(["session", "validate", "--json"]);
+    expect(validated.status, validated.stdout + validated.stderr).toBe(0);
+  }, 180_000);
+});
+
+describe("a merge checkpoint a session was branched from, deleted with --force", () => {
+  it("session tree draws it in both roles: its edge to what it merged in, and the branch coming off it (text and --json)", () => {
+    const { p, main, taken, merge } = mergedProject("apex-deleted-merge-point-");
+    const short = main.slice(0, 8);
+    ok(p, ["session", "branch", merge.id, "third"]);
+    ok(p, ["checkpoint", "delete", merge.id, "--force"]);
+
+    interface TreeJson {
+      nodes: Array<{ id: string; name: string; trigger: string; parents: string[]; deleted?: string; deleted_merge?: string; branched_by?: string[]; description: string }>;
+      sessions: Array<{ session_id: string; name: string | null }>;
+    }
+    const tree = json<TreeJson>(ok(p, ["session", "tree", "--json"]));
+    const third = tree.sessions.find((session) => session.name === "third")!.session_id;
+    const node = tree.nodes.find((candidate) => candidate.id === merge.id);
+    // A branch point (the branch comes off it), and a merge checkpoint whose edge its session kept (it was drawn as the branch point alone, the merge left out).
+    expect(node, JSON.stringify(tree.nodes)).toMatchObject({
+      trigger: "deleted",
+      deleted: "recorded by its branch",
+      branched_by: [third],
+      deleted_merge: "recorded by its session",
+      description: `merge exp/${taken.name} into ${short}`,
+    });
+    expect(node!.parents[1]).toBe(taken.id);
+    expect(tree.nodes.find((candidate) => candidate.name === "checkpoint-001" && candidate.trigger === "branch" && candidate.parents[0] === merge.id)).toBeDefined();
+    const text = ok(p, ["session", "tree"]).stdout;
+    expect(text).toContain(
+      `${merge.id.slice(0, 8)} (deleted) [${short}] ${merge.name} deleted: merge exp/${taken.name} into ${short} (its session recorded what it merged in: a later merge still finds it); third branched from it (its branch recorded it: a merge of third still diffs against it)`,
+    );
+  }, 120_000);
+});

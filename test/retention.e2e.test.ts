@@ -276,7 +276,7 @@ describe("apex session cleanup (end to end)", () => {
     expect(report.sweep.values).toBeGreaterThan(0);
     expect(report.sweep.bytes).toBeGreaterThan(0);
     expect(report.temporary.files).toHaveLength(2);
-    expect(report.bytes_freed).toBe(report.sweep.bytes + report.temporary.bytes);
+    expect(report.bytes_freed).toBe(report.sweep.bytes_freed + report.temporary.bytes);
 
     expect(checkpointNames("s-main")).toEqual(["checkpoint-002", "checkpoint-003", "checkpoint-005", "checkpoint-006"]);
     expect(checkpointNames("s-old")).toEqual(["checkpoint-002", "checkpoint-003"]);
@@ -307,6 +307,44 @@ describe("apex session cleanup (end to end)", () => {
     expect(again.status).toBe(0);
     expect(again.stdout).toContain("Session s-main (interrupted): removed 0 checkpoints, kept 4");
     expect(again.stdout).toContain("Swept 0 values and 0 tree nodes no kept checkpoint references: 0 B freed.");
+  });
+
+  it("reports the bytes its sweep freed on disk: what compressed packs freed, not the objects' uncompressed size", async () => {
+    writeFileSync(join(dir, "apex.config.yaml"), `${CONFIG}  checkpoint: {}\n  compression: {}\n`);
+    const store = await openStore(join(dir, ".apex"));
+    try {
+      await store.set("/sessions/s-big", record("s-big", "active"));
+      // Values that compress well: each checkpoint's is its own, about 120 KB, and brotli makes it a few hundred bytes.
+      for (let step = 0; step < 6; step++) {
+        await store.set("/work/big", { step, text: `draft ${step} `.repeat(10_000) });
+        await createCheckpoint(store, { sessionId: "s-big", trigger: "interval", now: () => new Date(START + step * 7 * HOUR) });
+      }
+    } finally {
+      await store.close();
+    }
+    const compressed = apex("session", "compress", "s-big", "--json");
+    expect(compressed.status, compressed.stderr).toBe(0);
+    expect(JSON.parse(compressed.stdout).values.compressed).toBeGreaterThan(0);
+    const packBytes = () => {
+      const validated = apex("session", "validate", "--json");
+      expect(validated.status, validated.stderr).toBe(0);
+      return JSON.parse(validated.stdout).objects.pack_bytes as number;
+    };
+    const before = packBytes();
+
+    const dry = JSON.parse(apex("session", "cleanup", "--dry-run", "--json").stdout);
+    const result = apex("session", "cleanup", "--json");
+    expect(result.status, result.stderr).toBe(0);
+    const report = JSON.parse(result.stdout);
+    expect(report.deleted.map((entry: { name: string }) => entry.name).sort()).toEqual(["checkpoint-001", "checkpoint-002", "checkpoint-004"]);
+    const freed = before - packBytes();
+    expect(freed).toBeGreaterThan(0);
+    // What the packs freed is what the user is told was freed; the objects' own size, far larger, is named as such.
+    expect(report.bytes_freed).toBe(freed + report.temporary.bytes);
+    expect(report.sweep.bytes_freed).toBe(freed);
+    expect(report.sweep.object_bytes).toBeGreaterThan(10 * freed);
+    expect(dry.sweep).toEqual(report.sweep);
+    expect(dry.bytes_freed).toBe(report.bytes_freed);
   });
 
   it("a cleanup killed between two deletions leaves each deletion it made in the audit trail", async () => {

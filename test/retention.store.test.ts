@@ -415,7 +415,7 @@ describe("the cleanup command, in process", () => {
       "  keep   checkpoint-002  2026-11-17 06:00  branch experiment, within 30h",
       "  remove checkpoint-001  2026-11-16 06:00  no rule keeps it",
       "",
-      "Would sweep 1 value and 3 tree nodes no kept checkpoint would reference: 268 B freed.",
+      "Would sweep 1 value and 3 tree nodes no kept checkpoint would reference: 238 B freed on disk (objects dropped: 268 B uncompressed).",
       "",
       "Dry run: nothing was changed. Run `apex session cleanup` without --dry-run to apply.",
     ]);

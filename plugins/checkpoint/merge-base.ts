@@ -98,6 +98,13 @@ export const MERGES_FIELD = "merges";
  */
 export const DELETED_MERGES_FIELD = "deleted_merges";
 
+/**
+ * Where the edges of a session with no record are kept ({merges: [...]}, MERGES_FIELD's form): one
+ * known by its checkpoints only (its record deleted by hand, or lost with a damaged store file) can
+ * still be merged into, and its merge checkpoints' edges must outlive them as a record's do.
+ */
+export const recordlessMergesPath = (sessionId: string) => `/sessions/${sessionId}/merges`;
+
 export interface DeletedMerge {
   id: string;
   sequence: number;
@@ -106,18 +113,20 @@ export interface DeletedMerge {
   from: MergeSource;
 }
 
-/** The merge checkpoints of `sessionId` as its record kept them (MERGES_FIELD, DELETED_MERGES_FIELD), by id once; none for a record without them. */
+/** The merge checkpoints of `sessionId` as its record kept them (MERGES_FIELD, DELETED_MERGES_FIELD), or recordlessMergesPath, by id once; none for a record without them. */
 export function recordedMergesOf(store: Store, sessionId: string): DeletedMerge[] {
-  const record = sessionRecord(store, sessionId);
   const merges: DeletedMerge[] = [];
-  for (const field of [MERGES_FIELD, DELETED_MERGES_FIELD]) {
-    const kept = record?.[field];
-    if (!Array.isArray(kept)) continue;
-    for (const entry of kept) {
-      if (!isRecord(entry) || typeof entry.id !== "string" || !Number.isSafeInteger(entry.sequence)) continue;
-      const from = parseMergeSource(entry.from);
-      const createdAt = typeof entry.created_at === "string" ? entry.created_at : null;
-      if (from && !merges.some((merge) => merge.id === entry.id)) merges.push({ id: entry.id, sequence: entry.sequence as number, createdAt, description: typeof entry.description === "string" ? entry.description : "", from });
+  // The record's, then those kept while the session had none (recordlessMergesPath).
+  for (const record of [sessionRecord(store, sessionId), recordlessMerges(store, sessionId)]) {
+    for (const field of [MERGES_FIELD, DELETED_MERGES_FIELD]) {
+      const kept = record?.[field];
+      if (!Array.isArray(kept)) continue;
+      for (const entry of kept) {
+        if (!isRecord(entry) || typeof entry.id !== "string" || !Number.isSafeInteger(entry.sequence)) continue;
+        const from = parseMergeSource(entry.from);
+        const createdAt = typeof entry.created_at === "string" ? entry.created_at : null;
+        if (from && !merges.some((merge) => merge.id === entry.id)) merges.push({ id: entry.id, sequence: entry.sequence as number, createdAt, description: typeof entry.description === "string" ? entry.description : "", from });
+      }
     }
   }
   return merges;
@@ -135,7 +144,8 @@ export function deletedMergesOf(store: Store, sessionId: string): DeletedMerge[]
 /**
  * Keeps the edge of merge checkpoint `located` (what it merged in, its `data.merge.from`) in its
  * session's record, where its branch point is kept too: written in the merge's transaction, so
- * that whatever removes the checkpoint later leaves the edge. Nothing for a session without a record.
+ * that whatever removes the checkpoint later leaves the edge; for a session without a record, at
+ * recordlessMergesPath.
  */
 export function recordMerge(store: Store, located: Located, entry: { createdAt: string; description: string; from: JsonValue }, actor: string): void {
   writeMergeEntry(store, located, { id: located.id, sequence: located.sequence, created_at: entry.createdAt, description: entry.description, from: entry.from }, MERGES_FIELD, actor);
@@ -145,7 +155,7 @@ export function recordMerge(store: Store, located: Located, entry: { createdAt: 
  * Keeps what merge checkpoint `located` merged in in its session's record before it is deleted,
  * when the record does not have it yet (a merge made by an APEX that did not recordMerge): its
  * manifest, which held that edge, goes with it. Called in the deletion's transaction; nothing for a
- * checkpoint that merged nothing in, or a session without a record.
+ * checkpoint that merged nothing in.
  */
 export function recordDeletedMerge(store: Store, located: Located, actor: string): void {
   if (recordedMergesOf(store, located.sessionId).some((merge) => merge.id === located.id)) return;
@@ -170,10 +180,27 @@ function writeMergeEntry(store: Store, located: Located, entry: { [key: string]:
       continue;
     }
     if (!isRecord(record)) continue;
-    const kept = Array.isArray(record[field]) ? (record[field] as JsonValue[]) : [];
-    if (kept.some((other) => isRecord(other) && other.id === located.id)) return;
-    store.batchSync((batch) => batch.set(path, { ...record, [field]: [...kept, entry] }), actor);
+    addEntry(store, path, record, located, entry, field, actor);
     return;
+  }
+  // No record: the edge goes beside the session's checkpoints (recordlessMergesPath), not nowhere.
+  const path = recordlessMergesPath(located.sessionId);
+  addEntry(store, path, recordlessMerges(store, located.sessionId) ?? {}, located, entry, field, actor);
+}
+
+function addEntry(store: Store, path: string, record: { [key: string]: JsonValue }, located: Located, entry: { [key: string]: JsonValue }, field: string, actor: string): void {
+  const kept = Array.isArray(record[field]) ? (record[field] as JsonValue[]) : [];
+  if (kept.some((other) => isRecord(other) && other.id === located.id)) return;
+  store.batchSync((batch) => batch.set(path, { ...record, [field]: [...kept, entry] }), actor);
+}
+
+/** What recordlessMergesPath holds; undefined when nothing (or nothing that decodes). */
+function recordlessMerges(store: Store, sessionId: string): { [key: string]: JsonValue } | undefined {
+  try {
+    const value = store.get(recordlessMergesPath(sessionId));
+    return isRecord(value) ? value : undefined;
+  } catch {
+    return undefined;
   }
 }
 

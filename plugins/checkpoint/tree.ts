@@ -70,6 +70,12 @@ export interface TreeNode {
    * dropped is drawn so as well. Absent otherwise.
    */
   deleted?: DeletedPoint;
+  /**
+   * Of a `deleted` node that was a merge checkpoint: "recorded by its session" (its second parent is
+   * what it merged in). With `deleted` "recorded by its session" alone it says nothing more; it tells
+   * a merge checkpoint sessions were branched from, whose `deleted` is then the branch point's.
+   */
+  deleted_merge?: "recorded by its session";
   /** Of a `deleted` node: the sessions branched from it. */
   branched_by?: string[];
   /** Of a deleted branch point: those of `branched_by` whose first checkpoint records it. */
@@ -203,7 +209,7 @@ export function sessionTree(store: Store): SessionTree {
         parents,
         folded,
         head: summary.sequence === latest,
-        ...(deletedMerges.has(summary.id) ? { deleted: "recorded by its session" as const } : {}),
+        ...(deletedMerges.has(summary.id) ? { deleted: "recorded by its session" as const, deleted_merge: "recorded by its session" as const } : {}),
         ...(gone
           ? {
               deleted: deletedBranchPointMark(gone.of.values()),
@@ -269,8 +275,15 @@ function deletedMergeCheckpoints(store: Store, ids: ReadonlySet<string>, drawn: 
   for (const id of ids) {
     const list = drawn.get(id)!;
     for (const merge of deletedMergesOf(store, id)) {
-      // Drawn already as a deleted branch point (a merge checkpoint a session was branched from).
-      if (list.some((summary) => summary.sequence === merge.sequence)) continue;
+      const drawnAt = list.findIndex((summary) => summary.sequence === merge.sequence);
+      if (drawnAt >= 0) {
+        // Drawn already as a deleted branch point (a merge checkpoint a session was branched from): its
+        // merge edge and description too, else the tree drew the branch coming off it and left the merge out.
+        if (list[drawnAt]!.id !== merge.id) continue;
+        found.set(merge.id, merge.from);
+        list[drawnAt] = { ...list[drawnAt]!, description: merge.description };
+        continue;
+      }
       found.set(merge.id, merge.from);
       const createdAt = merge.createdAt ?? merge.from.recorded?.createdAt ?? "";
       list.push({ ...absentSummary({ id: merge.id, sessionId: id, sequence: merge.sequence, createdAt, trigger: "deleted", memoryRoot: null, tasksRoot: null }), description: merge.description });
@@ -384,12 +397,20 @@ function absentText(node: TreeNode, backups: string | undefined): { trigger: str
 }
 
 /**
- * A deleted branch point, as the line names it: the branches made from it, and what a merge of
- * them does without it (as `session merge` says it: its base as the branch recorded it, or an
- * older one).
+ * A deleted checkpoint, as the line names it: a merge checkpoint with what it merged in; a branch
+ * point with the branches made from it, and what a merge of them does without it (as `session
+ * merge` says it: its base as the branch recorded it, or an older one); one that was both, both.
  */
 function deletedText(node: TreeNode, sessions: ReadonlyMap<string, TreeSession>): { trigger: string; description: string } {
-  if (node.deleted === "recorded by its session") return { trigger: "deleted", description: `: ${node.description || "a merge"} (its session recorded what it merged in: a later merge still finds it)` };
+  const merge = `${node.description || "a merge"} (its session recorded what it merged in: a later merge still finds it)`;
+  if (node.deleted === "recorded by its session") return { trigger: "deleted", description: `: ${merge}` };
+  const point = deletedPointText(node, sessions);
+  // A merge checkpoint sessions were branched from: both roles.
+  return { trigger: "deleted", description: node.deleted_merge ? `: ${merge}; ${point}` : `: ${point}` };
+}
+
+/** A deleted branch point's part of its line: the branches made from it, and what a merge of them does without it. */
+function deletedPointText(node: TreeNode, sessions: ReadonlyMap<string, TreeSession>): string {
   const label = (id: string) => sessions.get(id)?.name ?? shortSessionId(id);
   const names = (node.branched_by ?? []).map(label);
   const one = names.length === 1;
@@ -402,7 +423,7 @@ function deletedText(node: TreeNode, sessions: ReadonlyMap<string, TreeSession>)
       : node.deleted === "recorded by some of its branches"
         ? `${recorded.join(", ")} recorded it: a merge of ${recorded.join(", ")} still diffs against it; nothing recorded it for ${others.join(", ")}: a merge of ${others.join(", ")} falls back to an older base`
         : `nothing recorded it: a merge of ${who} falls back to an older base`;
-  return { trigger: "deleted", description: `: ${who} branched from it (${what})` };
+  return `${who} branched from it (${what})`;
 }
 
 /**

@@ -2,6 +2,7 @@ import { isAbsolute, resolve } from "node:path";
 import { formatBytes, plural } from "../../cli/output.js";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
+import type { SweepResult } from "../checkpoint/checkpoints.js";
 import { applyRetention, previewRetention, removalReason, type RetentionOutcome, type RetentionPlan, type SessionPlan } from "./cleanup.js";
 import { describePolicy, policyJson } from "./options.js";
 import { RETENTION_TIME_ZONE, type RetentionPolicy } from "./policy.js";
@@ -116,9 +117,9 @@ function printDryRun(context: CommandContext, preview: RetentionOutcome, tempora
     }
   }
   if (preview.sweep) {
-    const { values, trees, bytes } = preview.sweep.removed;
+    const { values, trees } = preview.sweep.removed;
     context.print("");
-    context.print(`Would sweep ${plural(values, "value")} and ${plural(trees, "tree node")} no kept checkpoint would reference: ${formatBytes(bytes)} freed.`);
+    context.print(`Would sweep ${plural(values, "value")} and ${plural(trees, "tree node")} no kept checkpoint would reference: ${sweptBytes(preview.sweep)}.`);
   }
   if (preview.sweepError) {
     const { code, message, hint } = preview.sweepError;
@@ -159,8 +160,8 @@ function printOutcome(context: CommandContext, outcome: RetentionOutcome, remove
     context.print(`${plural(outcome.removedMeanwhile.length, "checkpoint")} it would have removed had been removed meanwhile by another cleanup (the supervisor's after a checkpoint, or another \`apex session cleanup\`).`);
   }
   if (outcome.sweep) {
-    const { values, trees, bytes } = outcome.sweep.removed;
-    context.print(`Swept ${plural(values, "value")} and ${plural(trees, "tree node")} no kept checkpoint references: ${formatBytes(bytes)} freed.`);
+    const { values, trees } = outcome.sweep.removed;
+    context.print(`Swept ${plural(values, "value")} and ${plural(trees, "tree node")} no kept checkpoint references: ${sweptBytes(outcome.sweep)}.`);
   }
   if (outcome.sweepError) {
     const { code, message, hint } = outcome.sweepError;
@@ -168,6 +169,16 @@ function printOutcome(context: CommandContext, outcome: RetentionOutcome, remove
   }
   if (removed.removed.length > 0) context.print(`Removed ${plural(removed.removed.length, "temporary file")} (${formatBytes(removed.bytes)}).`);
   for (const failed of removed.failed) context.print(`  could not remove ${failed.display}: ${failed.error}`);
+}
+
+/**
+ * "361 B freed on disk", what the store's packs shrank by; and, when the objects dropped were
+ * larger (kept in compressed packs, or left as garbage in a pack mostly still in use), their own
+ * size: the sum of those sizes was reported as freed, many times what the disk got back.
+ */
+function sweptBytes(sweep: SweepResult): string {
+  if (sweep.removed.bytes === sweep.packs.bytesFreed) return `${formatBytes(sweep.packs.bytesFreed)} freed`;
+  return `${formatBytes(sweep.packs.bytesFreed)} freed on disk (objects dropped: ${formatBytes(sweep.removed.bytes)} uncompressed)`;
 }
 
 /** Names of removed checkpoints the text lists before it counts the rest: --json lists them all. */
@@ -235,18 +246,20 @@ function temporaryJson(files: readonly TemporaryFile[]) {
 /** The outcome as --json shows it; a dry run's (what would be deleted, swept and removed) has the same keys. */
 function outcomeJson(outcome: RetentionOutcome, removed: TemporaryRemoval, statuses: Statuses, dryRun = false) {
   const sweep = outcome.sweep?.removed;
+  const packsFreed = outcome.sweep?.packs.bytesFreed ?? 0;
   return {
     dry_run: dryRun,
     ...planJson(outcome.plan, statuses),
     deleted: outcome.deleted.map((entry) => ({ session_id: entry.sessionId, name: entry.name, id: entry.id, sequence: entry.sequence, reason: entry.reason })),
     skipped: outcome.skipped.map((entry) => ({ session_id: entry.sessionId, name: entry.name, id: entry.id, error: entry.error })),
     removed_meanwhile: outcome.removedMeanwhile.map((entry) => ({ session_id: entry.sessionId, name: entry.name, id: entry.id, sequence: entry.sequence })),
-    sweep: sweep ? { values: sweep.values, trees: sweep.trees, bytes: sweep.bytes } : null,
+    // bytes_freed: what the packs freed on disk; object_bytes: the objects' own (uncompressed) size, `bytes` before.
+    sweep: sweep ? { values: sweep.values, trees: sweep.trees, bytes_freed: packsFreed, object_bytes: sweep.bytes, bytes: sweep.bytes } : null,
     sweep_error: outcome.sweepError ?? null,
     temporary: {
       ...temporaryJson(removed.removed),
       failed: removed.failed.map((file) => ({ path: file.path, error: file.error })),
     },
-    bytes_freed: (sweep?.bytes ?? 0) + removed.bytes,
+    bytes_freed: packsFreed + removed.bytes,
   };
 }

@@ -104,11 +104,21 @@ export function scopedListing(method: string, result: unknown, ancestry: Readonl
     sessions: tree.sessions
       .filter((session) => known(session.session_id))
       .map((session) => ({ ...session, parent: session.parent && known(session.parent.session_id) ? session.parent : null, latest: heads.has(session.latest as string) ? session.latest : null })),
-    nodes: nodes.map((node) => ({ ...node, parents: (node.parents ?? []).filter((parent) => kept.has(parent)), ...visibleBranches(node, known) })),
+    nodes: nodes.map((node) => scopedNode({ ...node, parents: (node.parents ?? []).filter((parent) => kept.has(parent)), ...visibleBranches(node, known) })),
   };
 }
 
-type ListedNode = { id: string; session_id?: unknown; sequence?: unknown; parents?: string[]; head?: boolean; deleted?: unknown; branched_by?: unknown; recorded_by?: unknown };
+type ListedNode = { id: string; session_id?: unknown; sequence?: unknown; parents?: string[]; head?: boolean; deleted?: unknown; deleted_merge?: unknown; branched_by?: unknown; recorded_by?: unknown };
+
+/**
+ * A deleted merge checkpoint sessions were branched from, none of which the grant sees: a merge
+ * checkpoint only, as session tree draws one (it was a branch point of no branch).
+ */
+function scopedNode(node: ListedNode): ListedNode {
+  if (!node.deleted_merge || !Array.isArray(node.branched_by) || node.branched_by.length > 0) return node;
+  const { branched_by: _branchedBy, recorded_by: _recordedBy, ...merge } = node;
+  return { ...merge, deleted: "recorded by its session" };
+}
 
 /**
  * Of a deleted branch point, the branches made from it that the grant sees, and what the node says

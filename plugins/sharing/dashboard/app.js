@@ -393,7 +393,8 @@
    * longer in the store that `apex session tree` still draws (its nodes with trigger "deleted") are
    * drawn as it draws them, marked deleted, with their edges: a branch point deleted with
    * `checkpoint delete --force` under its session, the branches made from it under it; a merge
-   * checkpoint deleted (or removed by a repair) under its session, with what it merged in.
+   * checkpoint deleted (or removed by a repair) under its session, with what it merged in; a merge
+   * checkpoint sessions were branched from, both.
    */
   async function refreshTree() {
     let sessions;
@@ -439,7 +440,8 @@
         item.append(" ", text("span", `from ${typeof from === "string" ? from : from.name || from.id}${gone}`, "from"));
       }
       const deleted = deletedIn.get(record.session_id) || [];
-      const deletedMerges = deleted.filter((gone) => !gone.branched_by);
+      // A merge checkpoint sessions were branched from is both: its merge line here, and its branch point below.
+      const deletedMerges = deleted.filter((gone) => !gone.branched_by || gone.deleted_merge);
       if (record.session_id === state.session) {
         // A merge whose checkpoint is drawn deleted below is listed there, with its edge.
         for (const merge of state.merges.filter((merge) => !deletedMerges.some((gone) => gone.parents[1] === merge.id))) {
@@ -453,7 +455,7 @@
         item.append(line);
       }
       const kids = (children.get(record.session_id) || []).filter((kid) => !seen.has(kid.session_id)).sort(byCreation);
-      const points = deleted.filter((gone) => gone.branched_by);
+      const points = deleted.filter((gone) => gone.branched_by && gone.branched_by.length > 0);
       const direct = kids.filter((kid) => !points.includes(deletedPointOf.get(kid.session_id)));
       const list = document.createElement("ul");
       for (const point of points.sort((a, b) => a.sequence - b.sequence)) {
