@@ -5,12 +5,22 @@ import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it, vi } from "vitest";
 import { callSupervisor } from "../core/rpc/call.js";
 import { RpcServer } from "../core/rpc/server.js";
 import { MAX_LINE_BYTES, STREAM, errorFromBody, lineSplitter, type RpcReply } from "../core/rpc/protocol.js";
 import { REPO_ROOT, tempDir } from "./helpers/cli.js";
 import { waitFor } from "./fixtures/agents/harness.js";
+
+// The socket's limit lowered from 256 MiB to 64 MiB (APEX_RPC_MAX_LINE_BYTES, read as protocol.js
+// loads: hoisted above the imports), so that the lines crossing it are a quarter as large: the
+// same code paths, seconds and 200 MiB of memory less. The 50 MB line below stays under it.
+vi.hoisted(() => {
+  process.env.APEX_RPC_MAX_LINE_BYTES = String(64 * 1024 * 1024);
+});
+afterAll(() => {
+  delete process.env.APEX_RPC_MAX_LINE_BYTES;
+});
 
 /** A splitter that records the lines and overflows it sees. */
 function recorder() {
@@ -50,8 +60,9 @@ describe("lineSplitter (the socket protocol's framing)", () => {
   });
 
   it("reports a line longer than the limit once and starts afresh", () => {
+    expect(MAX_LINE_BYTES).toBe(64 * 1024 * 1024);
     const { lines, split, overflows } = recorder();
-    const chunk = "z".repeat(16 * 1024 * 1024);
+    const chunk = "z".repeat(4 * 1024 * 1024);
     const chunks = Math.floor(MAX_LINE_BYTES / chunk.length) + 1;
     for (let i = 0; i < chunks; i++) split(chunk);
     expect(overflows()).toBe(1);
@@ -67,7 +78,7 @@ describe("lineSplitter's limit", () => {
     // The limit was checked only on what a chunk left unfinished: a line whose newline came in
     // the chunk that passed it was taken, up to a chunk (~64 KiB on a socket) past the limit.
     const limit = MAX_LINE_BYTES + 64 * 1024;
-    const chunk = "z".repeat(16 * 1024 * 1024);
+    const chunk = "z".repeat(4 * 1024 * 1024);
     for (const extra of [0, 1]) {
       const { lines, split, overflows } = recorder();
       for (let sent = 0; sent + chunk.length <= MAX_LINE_BYTES; sent += chunk.length) split(chunk);
@@ -110,7 +121,7 @@ describe("callSupervisor (the socket's client)", () => {
     }
   });
 
-  it("a request larger than the supervisor takes (a memory set of a value over 256 MiB) is APEX_E_TOO_LARGE (exit 2) saying what to do, and the supervisor serves on", async () => {
+  it("a request larger than the supervisor takes (a memory set of a value over the limit: 256 MiB, 64 MiB here) is APEX_E_TOO_LARGE (exit 2) saying what to do, and the supervisor serves on", async () => {
     const { dir, cleanup } = tempDir("apex-rpc-large-");
     const server = new RpcServer(join(dir, "s.sock"));
     let calls = 0;
@@ -132,7 +143,7 @@ describe("callSupervisor (the socket's client)", () => {
       });
       const error = errorFromBody((JSON.parse(reply.trim()) as RpcReply).error!);
       // It was APEX_E_RPC (exit 1) "Request line too long.", as if the supervisor had failed.
-      expect(error).toMatchObject({ code: "APEX_E_TOO_LARGE", exitCode: 2, message: "The request is larger than the supervisor takes (256 MiB of JSON); nothing of it was done.", hint: expect.stringContaining("in parts") });
+      expect(error).toMatchObject({ code: "APEX_E_TOO_LARGE", exitCode: 2, message: "The request is larger than the supervisor takes (64 MiB of JSON); nothing of it was done.", hint: expect.stringContaining("in parts") });
       expect(calls).toBe(0);
       expect(await callSupervisor(server.path, "memory.set", { path: "/small", value: 1 })).toEqual({ revision: 1 });
     } finally {

@@ -219,7 +219,10 @@ describe("a long plugin command run by the supervisor", () => {
   it("prints its output as it comes and is not cut off while it makes progress; only a supervisor silent for the whole window is given up on; output too large for a reply is refused clearly", async () => {
     project = new Project(`${shellAgents({ idle: loop }).replace("plugins: {}", "plugins:\n  checkpoint: {}\n  ./slow.mjs: {}")}`);
     writeFileSync(join(project.dir, "slow.mjs"), SLOW_PLUGIN);
-    project.start();
+    // The socket's limit is 8 MiB here (256 MiB by default; APEX_RPC_MAX_LINE_BYTES, in the supervisor's
+    // environment and the command's): the output over it below is 9 MiB, not 257, on the same path.
+    const limits = { APEX_RPC_MAX_LINE_BYTES: String(8 * 1024 * 1024) };
+    project.start(undefined, limits);
     // The window is 2 s here (10 minutes by default): the command runs 2.4 s.
     const env = { APEX_PLUGIN_COMMAND_IDLE_MS: "2000" };
     const hold = join(project.dir, "slow-hold");
@@ -258,11 +261,11 @@ describe("a long plugin command run by the supervisor", () => {
     const checkpoint = project.apex(["checkpoint", "create", "slow one"], { env: { APEX_PLUGIN_COMMAND_IDLE_MS: "3000" } });
     expect(checkpoint.status, checkpoint.stderr).toBe(0);
     expect(checkpoint.stdout).toContain("Created checkpoint-");
-    // Output over what one reply carries (256 MiB of JSON) is refused by the supervisor with a clear
+    // Output over what one reply carries (256 MiB of JSON; 8 MiB here) is refused by the supervisor with a clear
     // error (it was sent whole, then refused by the CLI as an unreadable APEX_E_RPC).
-    const huge = project.apex(["slow", "1", "257", "--huge"]);
+    const huge = project.apex(["slow", "1", "9", "--huge"], { env: limits });
     expect([huge.status, huge.stdout]).toEqual([2, ""]);
-    expect(huge.stderr).toContain("error[APEX_E_TOO_LARGE]: The answer is larger than one reply over the supervisor's socket carries (256 MiB of JSON).");
+    expect(huge.stderr).toContain("error[APEX_E_TOO_LARGE]: The answer is larger than one reply over the supervisor's socket carries (8 MiB of JSON).");
     expect(huge.stderr).toContain("hint: Ask for less at a time");
   }, 60_000);
 });
