@@ -571,7 +571,8 @@ describe("the dashboard's session tree", () => {
     const exp = (JSON.parse(project.apex(["session", "branch", point.id, "exp", "--json"]).stdout) as { session_id: string }).session_id;
     // exp2, branched from it too, whose first checkpoint (which recorded the branch point) is deleted: only exp still records it.
     const exp2 = (JSON.parse(project.apex(["session", "branch", point.id, "exp2", "--json"]).stdout) as { session_id: string }).session_id;
-    const exp2First = (JSON.parse(project.apex(["checkpoint", "list", "--session", "exp2", "--json"]).stdout) as { items: Array<{ id: string; name: string; sequence: number }> }).items[0]!;
+    // (its first: the list comes newest first, and a branch may have taken another checkpoint by then)
+    const exp2First = (JSON.parse(project.apex(["checkpoint", "list", "--session", "exp2", "--json"]).stdout) as { items: Array<{ id: string; name: string; sequence: number }> }).items.reduce((a, b) => (a.sequence < b.sequence ? a : b));
     expect(project.apex(["checkpoint", "delete", exp2First.id, "--force"]).status).toBe(0);
     expect(project.apex(["checkpoint", "delete", point.id, "--force"]).status).toBe(0);
     // A merge of main's later checkpoint into exp whose checkpoint is gone, as exp's record keeps its edge (merge-base.ts recordMerge);

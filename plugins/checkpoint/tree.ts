@@ -221,6 +221,14 @@ export function sessionTree(store: Store): SessionTree {
     });
   }
   sessions.sort((a, b) => (a.created_at ?? "").localeCompare(b.created_at ?? "") || a.session_id.localeCompare(b.session_id));
+  // The branches off a deleted branch point in the sessions' order (oldest first), not as the
+  // store's keys (their random ids) came: "exp, exp2" came out as "exp2, exp" one run in two.
+  const position = new Map(sessions.map((session, index) => [session.session_id, index]));
+  const bySession = (a: string, b: string) => (position.get(a) ?? sessions.length) - (position.get(b) ?? sessions.length) || a.localeCompare(b);
+  for (const node of nodes) {
+    node.branched_by?.sort(bySession);
+    node.recorded_by?.sort(bySession);
+  }
   nodes.push(...archived.values());
   return { sessions, nodes: topological(nodes) };
 }
