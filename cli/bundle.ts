@@ -11,7 +11,7 @@
  * directory beside Node's compile cache, named by the bundle's hash (its first line), Node's
  * version and the group. V8 checks it against its own version and flags and refuses one that
  * does not fit; it is then written anew. A cache that cannot be read or written changes nothing
- * but the time. APEX_BUNDLE=0 loads the ES modules.
+ * but the time. APEX_BUNDLE=0 loads the ES modules, as does a bundle older than the modules.
  */
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -23,6 +23,8 @@ import vm from "node:vm";
 type Cli = typeof import("./main.js");
 
 const BUNDLE = fileURLToPath(new URL("../bundle/cli.cjs", import.meta.url));
+/** Written by every tsc build of dist/ (tsconfig.json's tsBuildInfoFile), before scripts/bundle.mjs makes the bundle. */
+const BUILD_INFO = fileURLToPath(new URL("../.tsbuildinfo", import.meta.url));
 /** Cache files kept in the directory (the oldest go first): groups × the builds and Node versions in use. */
 const MAX_CACHE_FILES = 64;
 
@@ -30,13 +32,16 @@ export async function loadCli(argv: readonly string[] = process.argv): Promise<C
   if (process.env.APEX_BUNDLE === "0") return import("./main.js");
   let source: string;
   try {
+    // A bundle older than tsc's last build of the modules (`tsc -b` run alone, not `npm run build`) is stale: the modules then.
+    if (statSync(BUNDLE).mtimeMs < (statSync(BUILD_INFO, { throwIfNoEntry: false })?.mtimeMs ?? 0)) return import("./main.js");
     source = readFileSync(BUNDLE, "utf8");
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === "ENOENT") return import("./main.js");
     throw error;
   }
   const hash = /^\/\/ apex-bundle ([0-9a-f]{16})/.exec(source)?.[1];
-  const cacheFile = hash === undefined ? undefined : join(cacheDirectory(), `cli-${hash}-${process.version}-${process.arch}-${commandGroup(argv)}.bin`);
+  // NODE_DISABLE_COMPILE_CACHE, Node's switch for its own cache, turns this one off too.
+  const cacheFile = hash === undefined || process.env.NODE_DISABLE_COMPILE_CACHE ? undefined : join(cacheDirectory(), `cli-${hash}-${process.version}-${process.arch}-${commandGroup(argv)}.bin`);
   let cachedData: Buffer | undefined;
   try {
     if (cacheFile) cachedData = readFileSync(cacheFile);

@@ -3,9 +3,10 @@
 // modules (APEX_BUNDLE=0), a cache per command group written by the first command that succeeds
 // and used by the next, and one that does not fit replaced.
 import { spawnSync } from "node:child_process";
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
+import { pathToFileURL } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { APEX_BIN, REPO_ROOT, cleanEnv } from "./helpers/cli.js";
 
@@ -90,6 +91,10 @@ describe("the CLI's one-file bundle", () => {
     expect(JSON.parse(again.stdout).plugins.length).toBeGreaterThan(8);
     expect(readFileSync(file).equals(Buffer.alloc(4096, 7))).toBe(false);
     expect(statSync(file).size).toBeGreaterThan(10_000);
+    // Node's switch for its own compile cache turns this one off too: nothing read or written.
+    rmSync(cache, { recursive: true, force: true });
+    expect(apex(["plugins", "list"], { NODE_DISABLE_COMPILE_CACHE: "1" }).status).toBe(0);
+    expect(cacheFiles()).toEqual([]);
   });
 
   it("runs without a cache it cannot write: a cache directory that is a file changes nothing but the time", () => {
@@ -100,5 +105,35 @@ describe("the CLI's one-file bundle", () => {
     expect(result.status).toBe(0);
     expect(result.stderr).toBe("");
     expect(JSON.parse(result.stdout).plugins.length).toBeGreaterThan(8);
+  });
+
+  it("gives way to the modules when it is missing, older than tsc's last build of them, or APEX_BUNDLE=0", () => {
+    // The loader laid out as in dist/ (cli/bundle.js, bundle/cli.cjs, .tsbuildinfo), with a bundle and modules that say which they are.
+    const layout = join(dir, "layout");
+    mkdirSync(join(layout, "cli"), { recursive: true });
+    mkdirSync(join(layout, "bundle"));
+    copyFileSync(join(REPO_ROOT, "dist/cli/bundle.js"), join(layout, "cli/bundle.js"));
+    writeFileSync(join(layout, "package.json"), '{"type":"module"}');
+    writeFileSync(join(layout, "cli/main.js"), 'export const from = "modules";\n');
+    writeFileSync(join(layout, "bundle/cli.cjs"), '// apex-bundle 0123456789abcdef: a stand-in\nexports.from = "bundle";\n');
+    writeFileSync(join(layout, ".tsbuildinfo"), "{}");
+    const loaded = (env: NodeJS.ProcessEnv = {}) => {
+      const script = `const { loadCli } = await import(${JSON.stringify(pathToFileURL(join(layout, "cli/bundle.js")).href)}); console.log((await loadCli()).from);`;
+      const result = spawnSync(process.execPath, ["--input-type=module", "-e", script], { env: { ...cleanEnv(), XDG_CACHE_HOME: cache, ...env }, encoding: "utf8" });
+      expect(result.stderr).toBe("");
+      return result.stdout.trim();
+    };
+    const at = (file: string, seconds: number) => utimesSync(join(layout, file), seconds, seconds);
+    at(".tsbuildinfo", 1_000_000);
+    at("bundle/cli.cjs", 1_000_010);
+    expect(loaded()).toBe("bundle");
+    expect(loaded({ APEX_BUNDLE: "0" })).toBe("modules");
+    // tsc built the modules again after the bundle was made (`tsc -b` alone): the bundle is stale.
+    at(".tsbuildinfo", 1_000_020);
+    expect(loaded()).toBe("modules");
+    rmSync(join(layout, ".tsbuildinfo"));
+    expect(loaded()).toBe("bundle");
+    rmSync(join(layout, "bundle/cli.cjs"));
+    expect(loaded()).toBe("modules");
   });
 });

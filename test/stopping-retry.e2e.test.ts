@@ -54,7 +54,7 @@ describe("a CLI write refused by a supervisor that is stopping", () => {
     // gone too (held before its call, while they are removed): a supervisor its runtime file still names is not stopping.
     for (const [file, text] of runtime) writeFileSync(file, JSON.stringify({ ...JSON.parse(text), socket: join(project.dir, "gone.sock") }));
     const mark = join(project.dir, "unsent.hold");
-    const unsent = project.apexAsync(["memory", "set", "/y", "2"], { env: { NODE_OPTIONS: `--import ${pathToFileURL(HOLD).href}`, HOLD_MARK: mark, HOLD_MODULE: "/dist/core/rpc/call.js" } });
+    const unsent = project.apexAsync(["memory", "set", "/y", "2"], { env: { NODE_OPTIONS: `--import ${pathToFileURL(HOLD).href}`, HOLD_MARK: mark, HOLD_MODULE: "/dist/core/rpc/call.js", APEX_BUNDLE: "0" } });
     await waitFor("the write to have found the supervisor, before its call", () => existsSync(mark));
     for (const file of runtime.keys()) rmSync(file);
     writeFileSync(`${mark}.release`, "");

@@ -1,13 +1,15 @@
 // Preloaded (`node --import`): holds the load of a module of the CLI, once bin/apex.js has begun,
 // until HOLD_MARK.release exists, having written HOLD_MARK. By default the CLI's main module
-// (dist/cli/main.js, or status-main.js or lifecycle-main.js), so that a signal sent then comes while the CLI loads,
+// (dist/cli/bundle.js, the loader of its one-file bundle, or main.js without one; status-main.js or lifecycle-main.js),
+// so that a signal sent then comes while the CLI loads,
 // however fast the machine (early-interrupt.e2e.test.ts); with HOLD_MODULE (the end of a module's
 // path: `/dist/core/rpc/call.js`, which a command loads for its first call to a supervisor) that
-// one, so that a test can change what the command finds between what it read and its call.
+// one, so that a test can change what the command finds between what it read and its call (with
+// APEX_BUNDLE=0: the CLI's modules, each a file, rather than its one-file bundle).
 import { register } from "node:module";
 
 const hook = `import { existsSync, writeFileSync } from "node:fs";
-const wanted = process.env.HOLD_MODULE ? [process.env.HOLD_MODULE] : ["/dist/cli/main.js", "/dist/cli/status-main.js", "/dist/cli/lifecycle-main.js"];
+const wanted = process.env.HOLD_MODULE ? [process.env.HOLD_MODULE] : ["/dist/cli/bundle.js", "/dist/cli/main.js", "/dist/cli/status-main.js", "/dist/cli/lifecycle-main.js"];
 export async function load(url, context, next) {
   if (wanted.some((end) => url.endsWith(end))) {
     writeFileSync(process.env.HOLD_MARK, "");
