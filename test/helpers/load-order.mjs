@@ -1,12 +1,16 @@
 // Preloaded (`node --import`): appends to the file LOAD_ORDER one line for each module Node loads
-// (`loaded URL`) and each connection a socket begins (`connect PATH`, or HOST:PORT), as they happen,
-// so that their order is the order they came in. Modules through Node's module customization hooks:
-// module.registerHooks where Node has it (22.15 and later, 24), whose hooks run on the thread that
-// loads, as it loads (Node loads a module synchronously there when nothing makes it wait); else
-// module.register (Node 20), whose hooks run on a thread of their own, each appended as that thread
-// loads it. Connections where net.Socket's connect() is called (net.connect and net.createConnection
-// call it). Node's own debug output (NODE_DEBUG) says as much in a text that changes between versions.
+// (`loaded URL`) and each connection a socket begins (`connect PATH`, or HOST:PORT), as they happen
+// on the thread that runs the CLI, so that their order is the order they came in. Modules through
+// module.registerHooks where Node has it (22.15 and later, 24): its hooks run on that thread, as
+// each module loads (there Node loads a module at once when it is asked for). Node 20 has none: its
+// module.register runs hooks on a thread of their own, which every import() then waits for (even of
+// a module loaded already), so that a connection made after one came after modules it would have
+// come before; there V8's report of each script it compiles (the inspector's Debugger.scriptParsed,
+// from a session in this process) says when a module loads. Connections where net.Socket's
+// connect() is called (net.connect and net.createConnection call it). Node's own debug output
+// (NODE_DEBUG) says as much, in a text that changes between versions.
 import { appendFileSync } from "node:fs";
+import { Session } from "node:inspector";
 import module from "node:module";
 import { Socket } from "node:net";
 
@@ -20,12 +24,12 @@ if (typeof module.registerHooks === "function") {
     },
   });
 } else {
-  const hooks = `import { appendFileSync } from "node:fs";
-export async function load(url, context, next) {
-  appendFileSync(process.env.LOAD_ORDER, "loaded " + url + "\\n");
-  return next(url, context);
-}`;
-  module.register(`data:text/javascript,${encodeURIComponent(hooks)}`);
+  const session = new Session();
+  session.connect();
+  session.on("Debugger.scriptParsed", ({ params }) => {
+    if (params.url.startsWith("file:")) record(`loaded ${params.url}`);
+  });
+  session.post("Debugger.enable");
 }
 
 const connect = Socket.prototype.connect;
