@@ -1,7 +1,8 @@
 // `apex status` by its fast path (bin/apex.js: dist/cli/status-main.js), benchmarked against
 // `node -e 0` (bench/status.bench.mjs): what it loads, and in which order, in a new process of the
-// built CLI asking a real session's supervisor, as a preload (--import) records them: Node's module
-// hooks and net's connect() (test/helpers/load-order.mjs).
+// built CLI asking a real session's supervisor, as a preload (--import) records them on the CLI's own
+// thread: Node's module hooks (V8's report of each script compiled on Node 20) and net's connect()
+// (test/helpers/load-order.mjs).
 import { spawnSync } from "node:child_process";
 import { readFileSync, rmSync } from "node:fs";
 import { join, relative } from "node:path";
@@ -42,9 +43,9 @@ describe("apex status by its fast path", () => {
     project = new Project(shellAgents({ alpha: "sleep 1000 & wait" }), "apex-status-fast-");
     project.start(["--task", "status fast path"]);
     for (const args of [["status"], ["status", "--json"]]) {
-      // The connection to the supervisor's socket is begun before the printer's modules load (seen as they happen through
-      // Node's module hooks, whatever the Node: not Node's own debug text, which changes between versions). Node 22 and
-      // later load a module at once when asked: there, the printer asked for first loads before the connection is begun.
+      // The connection to the supervisor's socket is begun before the printer's modules load (seen as they happen, on
+      // any Node: not Node's own debug text, which changes between versions). Node 22 and later load a module at once
+      // when asked: there, the printer asked for first loads before the connection is begun.
       const result = loadOrder(project, args);
       expect(result.status, result.stderr).toBe(0);
       const connected = result.order.findIndex((event) => event.startsWith("connect ") && event.endsWith(".sock"));
