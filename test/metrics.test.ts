@@ -366,8 +366,10 @@ describe("the final metrics of a session in a repository where git is slow", () 
       const last = (await sampler.sample("stop", { gitWithinMs: 1000 }))!;
       const took = Date.now() - started;
       sampler.close();
-      // Before, the final sample waited for both (12 s of git) and then took 6 s of its own: onStop timed out.
-      expect(took).toBeLessThan(2500);
+      // Before, the final sample waited for both (12 s of git) and then took 6 s of its own: onStop timed out. Its
+      // own git uncut is 6 s alone: under 5 s, it was cut short, with room for a loaded machine (it was 2.5 s: 1.5 s more
+      // than the cut, which a loaded machine's git and store can take).
+      expect(took).toBeLessThan(5000);
       expect(await queued).toBeUndefined();
       expect(last.reason).toBe("stop");
       expect(last.git.repositories[0]).toMatchObject({ commits: 1, lines_added: 2, error: expect.stringMatching(/^git status did not finish within 1 s in /) });

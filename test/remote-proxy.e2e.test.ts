@@ -4,12 +4,10 @@
 // server "did not answer as `apex serve` does", then tried every second for ever without a word;
 // it now says it cannot reach the server through the proxy, tries again less and less often,
 // saying so each time, and gives up after a bounded time (APEX_RECONNECT_MS) with APEX_E_TIMEOUT.
-import { createServer, request, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { endChild } from "./support/cleanup.js";
-import { serve, share } from "./support/serve.js";
+import { proxy, serve, share } from "./support/serve.js";
 
 const CONFIG = shellAgents({ alpha: "while true; do sleep 0.5; done" });
 
@@ -32,33 +30,20 @@ afterAll(async () => {
 });
 
 /** A proxy on loopback in front of `upstream`: answers 502 (an HTML page, as nginx) while `down`, else forwards. */
-async function proxy(upstream: string): Promise<{ port: number; setDown: (down: boolean) => void; requests: () => number }> {
-  const target = new URL(upstream);
+async function gateway(upstream: string): Promise<{ port: number; setDown: (down: boolean) => void; requests: () => number }> {
   let down = true;
-  let requests = 0;
-  const server: Server = createServer((incoming, outgoing) => {
-    requests++;
-    if (down) {
-      incoming.resume();
-      outgoing.writeHead(502, { "content-type": "text/html" }).end("<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1><hr>nginx</body></html>");
-      return;
-    }
-    const forwarded = request({ host: target.hostname, port: target.port, path: incoming.url, method: incoming.method, headers: incoming.headers }, (reply) => {
-      outgoing.writeHead(reply.statusCode ?? 502, reply.headers);
-      reply.pipe(outgoing);
-    });
-    forwarded.on("error", () => outgoing.writeHead(502).end());
-    incoming.pipe(forwarded);
+  const front = await proxy(upstream, stops, (incoming, outgoing) => {
+    if (!down) return false;
+    incoming.resume();
+    outgoing.writeHead(502, { "content-type": "text/html" }).end("<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1><hr>nginx</body></html>");
+    return true;
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  stops.push(() => new Promise((resolve) => server.close(resolve)));
-  server.unref();
-  return { port: (server.address() as AddressInfo).port, setDown: (value) => (down = value), requests: () => requests };
+  return { port: front.port, setDown: (value) => (down = value), requests: () => front.requests().length };
 }
 
 describe("apex --remote … memory watch behind a proxy answering 502", () => {
   it("retries with growing waits, saying so each time, and gives up with APEX_E_TIMEOUT once the server has not answered for APEX_RECONNECT_MS", async () => {
-    const front = await proxy(url);
+    const front = await gateway(url);
     const started = Date.now();
     const watch = p.apexAsync(["--remote", `127.0.0.1:${front.port}/${sid}`, "memory", "watch", "/w/**", "--json"], { env: { APEX_TOKEN: viewer, APEX_RECONNECT_MS: "6000" } });
     stops.push(() => endChild(watch));
@@ -85,7 +70,7 @@ describe("apex --remote … memory watch behind a proxy answering 502", () => {
   }, 60_000);
 
   it("follows on once the proxy reaches the server again, printing what changed meanwhile, and gives up after a lasting outage naming the revision to go on from", async () => {
-    const front = await proxy(url);
+    const front = await gateway(url);
     front.setDown(false);
     const watch = p.apexAsync(["--remote", `127.0.0.1:${front.port}/${sid}`, "memory", "watch", "/v/**", "--changes-only", "--json"], { env: { APEX_TOKEN: viewer, APEX_RECONNECT_MS: "5000" } });
     stops.push(() => endChild(watch));

@@ -10,7 +10,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { Project, shellAgents } from "./fixtures/agents/harness.js";
-import { ok, remote, rpc, serve, share } from "./support/serve.js";
+import { ok, proxy, remote, rpc, serve, share } from "./support/serve.js";
 
 const MIB = 1024 * 1024;
 /** A line of 4 MiB, pages of 1 MiB of JSON. */
@@ -59,5 +59,55 @@ describe("apex --remote memory reads through apex serve", () => {
     // Ended: the server reads the store itself (the session's memory as its last checkpoint holds it), a page at a time too.
     ok(p.apex(["stop"]));
     expect(far()).toEqual(here);
+  }, 180_000);
+});
+
+describe("apex --remote memory reads through a server of an older APEX, which has no memory.page", () => {
+  it("ask memory.query once memory.page is answered as unknown, and print what they print straight from a server that has it", async () => {
+    const p = new Project(CONFIG, "apex-serve-pages-", LIMITS);
+    // 1.5 MiB of JSON: more than a page (a server that has memory.page answers it in two), less than a line (memory.query whole).
+    const entries: Record<string, string> = { "/old/plain": "1" };
+    for (const name of ["a", "b", "c"]) entries[`/old/${name}`] = name.repeat(MIB / 2);
+    writeFileSync(join(p.dir, "old.json"), JSON.stringify(entries));
+    ok(p.apex(["memory", "import", "old.json"]));
+    const sid = p.start().session_id;
+    const url = await serve(p, stops);
+    const viewer = share(p, sid, "vera", "viewer");
+    // The answer a server gives a method it does not have, as `apex serve` gives it (a name no APEX serves, asked of this one).
+    const unknown = await rpc(url, sid, "memory.nothing", viewer.token, { glob: "/old/**" });
+    const unknownAnswer = (method: string) => ({
+      code: "APEX_E_NOT_FOUND",
+      message: `Unknown method ${JSON.stringify(method)}.`,
+      hint: "The methods are those of `apex`'s control channel (README: Remote and shared sessions).",
+      details: { unknown_method: method },
+    });
+    expect(unknown).toEqual({ status: 404, body: { error: unknownAnswer("memory.nothing") } });
+    // An older server in front of this one: memory.page is unknown to it; every other method is this server's answer.
+    const older = await proxy(url, stops, (incoming, outgoing) => {
+      if (!incoming.url?.endsWith("/rpc/memory.page")) return false;
+      incoming.resume();
+      outgoing.writeHead(404, { "content-type": "application/json; charset=utf-8" }).end(JSON.stringify({ error: unknownAnswer("memory.page") }));
+      return true;
+    });
+
+    const commands = [
+      ["memory", "query", "/old/**", "--json"],
+      ["memory", "query", "/old/**"],
+      ["memory", "query", "/old/**", "--limit", "2", "--json"],
+      ["memory", "show", "/old"],
+      ["memory", "export", "/old/**"],
+    ];
+    const straight = commands.map((args) => digest(ok(remote(p, url, sid, viewer.token, args))));
+    expect(straight[0]!.bytes).toBeGreaterThan(1.5 * MIB);
+    // Not spawnSync: the proxy answers from this process, whose event loop it would block.
+    const through: Array<ReturnType<typeof digest>> = [];
+    for (const args of commands) {
+      through.push(digest(ok(await p.apexAsync(["--remote", `127.0.0.1:${older.port}/${sid}`, ...args], { env: { APEX_TOKEN: viewer.token } }).done)));
+    }
+    expect(through).toEqual(straight);
+    // Each command asked memory.page first, then memory.query once: no page asked again, and no memory.query before it was refused
+    // (`memory show` asks memory.get of the path itself besides).
+    const asked = older.requests().map((path) => path.split("/rpc/")[1]).filter((method) => method === "memory.page" || method === "memory.query");
+    expect(asked).toEqual(commands.flatMap(() => ["memory.page", "memory.query"]));
   }, 180_000);
 });

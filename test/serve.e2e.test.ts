@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { FIXTURES, Project, groupMembers, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { FULL_CLI_ENV, REPO_ROOT } from "./helpers/cli.js";
+import { expectWatchEnds, firstPlan } from "./helpers/watch-timeout.js";
 import { endChild } from "./support/cleanup.js";
 import { readByServer } from "./support/serve.js";
 
@@ -19,6 +20,8 @@ const CONFIG = shellAgents({ alpha: "while true; do echo tick; sleep 0.2; done" 
 interface Served {
   url: string;
   pid: number;
+  /** What it has logged so far (its stderr). */
+  log(): string;
   stop(): Promise<string>;
 }
 
@@ -49,6 +52,7 @@ async function serve(p: Project, args: string[] = [], env: NodeJS.ProcessEnv = {
   const served: Served = {
     url,
     pid: run.child.pid!,
+    log: run.errors,
     async stop() {
       await endChild(run);
       return run.errors();
@@ -692,11 +696,14 @@ describe("apex serve: bad input and abuse", () => {
       expect(status).toBe(401);
       return Date.now() - started;
     };
-    const firstFailure = await timeOf();
-    for (let i = 0; i < 4; i++) await timeOf();
+    for (let i = 0; i < 5; i++) await timeOf();
     const sixth = await timeOf();
-    expect(firstFailure).toBeLessThan(300);
     expect(sixth).toBeGreaterThanOrEqual(350);
+    // The server says each answer it holds back, and for how long: the first three failures not at all (an answer's
+    // time says as much only on an idle machine), then twice as long each time. Its log comes on a pipe of its own.
+    const held = () => server.log().split("\n").filter((line) => / failed logins from 127\.0\.0\.2: /.test(line));
+    await waitFor("the server's log of the sixth failure", () => held().length >= 3);
+    expect(held().map((line) => /its answer waits (\d+)ms/.exec(line)?.[1])).toEqual(["100", "200", "400"]);
   });
 });
 
@@ -1077,11 +1084,10 @@ describe("the sharing plugin's serve option", () => {
     // The server closes in its session's onStop, which the supervisor's answer to that stop waits
     // for: it waited for the stop's own request, until its 5 s grace cut the connection, and the
     // client said `closed the connection before answering session.stop (ECONNRESET); whether it was done is not known`, exit 1.
-    const began = Date.now();
+    // (Said by its exit and answer, not by how long it took: a loaded machine takes seconds to start the CLI alone.)
     const stopped = remote(project, served.url, sid, owner.token, ["stop", "--json"]);
     expect(stopped.status, stopped.stderr).toBe(0);
     expect(JSON.parse(stopped.stdout)).toMatchObject({ session_id: sid, status: "stopped" });
-    expect(Date.now() - began).toBeLessThan(4000);
     expect(project.apex(["session", "history", sid]).stdout).toMatch(/session stopped: stopped by the user {2}\[user:olga\]/);
   });
 });
@@ -1144,7 +1150,12 @@ describe("apex --remote … memory watch with the server not up yet", () => {
       for (const { result, took } of await Promise.all(watches)) {
         expect(result.status, result.stderr).toBe(1);
         // What is said of the waiting ends with the --timeout (it said it would give up after 5 min, the watch ending 1.5 s later).
-        expect(result.stderr).toMatch(/^warning: Cannot reach http:\/\/127\.0\.0\.1:9: ECONNREFUSED\. Still watching; retrying in 1 s, then less and less often, until the --timeout ends the watch in 1(\.\d)? s \(Ctrl-C ends\)\.\n(warning: the server has not answered for [^\n]*; the --timeout ends the watch in 0(\.\d)? s\.\n)*error\[APEX_E_RPC\]: Cannot reach/);
+        // (How much is left when it first says so is the machine's load: less on a loaded one, which starts the tries late.)
+        const lines = result.stderr.trim().split("\n");
+        const first = firstPlan(lines[0], "warning: Cannot reach http://127.0.0.1:9: ECONNREFUSED. Still watching;", "retrying in 1 s, then less and less often, until", 1.5);
+        const failed = lines.findIndex((line) => line.startsWith("error["));
+        expectWatchEnds(lines.slice(1, failed), "Cannot reach http://127.0.0.1:9: ECONNREFUSED", first);
+        expect(lines[failed]).toMatch(/^error\[APEX_E_RPC\]: Cannot reach /);
         expect(result.stderr).not.toContain("5 min");
         expect(took).toBeGreaterThanOrEqual(1400);
       }

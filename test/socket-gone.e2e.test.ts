@@ -22,8 +22,11 @@ const HOLD_REFUSED = fileURLToPath(new URL("./helpers/hold-refused.mjs", import.
 
 const CONFIG = ["agents:", "  looper:", "    command: sh", `    args: ["-c", "while true; do sleep 1; done"]`, "plugins: {}", ""].join("\n");
 
-/** Before, each of these took 15 s (the wait for a stop that was not coming): "at once" is well under that, on a loaded machine too. */
-const AT_ONCE_MS = 6000;
+/**
+ * Before, each of these took 15 s (the wait for a stop that was not coming) besides the CLI's start: "at once" is under
+ * that wait alone, with room for a loaded machine, which can take seconds to start the CLI (it was 6 s: too little there).
+ */
+const AT_ONCE_MS = 12_000;
 
 /** `project.apex(args)` with the time it took. */
 function timed(project: Project, args: string[]) {

@@ -1,11 +1,12 @@
 // `apex status` by its fast path (bin/apex.js: dist/cli/status-main.js), benchmarked against
 // `node -e 0` (bench/status.bench.mjs): what it loads, and in which order, in a new process of the
-// built CLI asking a real session's supervisor, as Node's own debug output (NODE_DEBUG) and module
-// hooks (--import) show them.
+// built CLI asking a real session's supervisor, as a preload (--import) records them on the CLI's own
+// thread: Node's module hooks (V8's report of each script compiled on Node 20) and net's connect()
+// (test/helpers/load-order.mjs).
 import { spawnSync } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { join, relative } from "node:path";
-import { pathToFileURL } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, shellAgents } from "./fixtures/agents/harness.js";
 import { APEX_BIN, REPO_ROOT, cleanEnv, expectDiskFullReport } from "./helpers/cli.js";
@@ -16,28 +17,25 @@ afterEach(() => {
   project = undefined;
 });
 
-/** A hook that names every module loaded (LOADED url), on stderr. */
-const HOOKS = `
-import { writeSync } from "node:fs";
-export async function load(url, context, next) {
-  writeSync(2, "LOADED " + url + "\\n");
-  return next(url, context);
-}
-`;
+/** Records the modules loaded and the connections begun, in their order (test/helpers/load-order.mjs). */
+const LOAD_ORDER = fileURLToPath(new URL("./helpers/load-order.mjs", import.meta.url));
 
-/** The modules under dist/ that `apex ARGS` loads, in a new process of the built CLI. */
-function loadedModules(p: Project, args: string[]): { status: number | null; stderr: string; loaded: string[] } {
-  const hooks = join(p.dir, "hooks.mjs");
-  writeFileSync(hooks, HOOKS);
-  const register = join(p.dir, "register.mjs");
-  writeFileSync(register, `import { register } from "node:module"; register(${JSON.stringify(pathToFileURL(hooks).href)});\n`);
-  const result = spawnSync(process.execPath, ["--import", pathToFileURL(register).href, APEX_BIN, ...args], { cwd: p.dir, env: { ...cleanEnv(), NO_COLOR: "1" }, encoding: "utf8", timeout: 60_000 });
-  const loaded = result.stderr
+/**
+ * What `apex ARGS` does, in a new process of the built CLI: its output, the modules under dist/ it
+ * loads (`loaded`, their paths) and, in order, those and each connection it begins (`order`:
+ * `connect PATH`, or the module's path under dist/).
+ */
+function loadOrder(p: Project, args: string[]): { status: number | null; stdout: string; stderr: string; loaded: string[]; order: string[] } {
+  const record = join(p.dir, "load-order.txt");
+  rmSync(record, { force: true });
+  const result = spawnSync(process.execPath, ["--import", pathToFileURL(LOAD_ORDER).href, APEX_BIN, ...args], { cwd: p.dir, env: { ...cleanEnv(), NO_COLOR: "1", LOAD_ORDER: record }, encoding: "utf8", timeout: 60_000 });
+  const dist = join(REPO_ROOT, "dist");
+  const order = readFileSync(record, "utf8")
     .split("\n")
-    .filter((line) => line.startsWith("LOADED file:"))
-    .map((line) => new URL(line.slice("LOADED ".length)).pathname)
-    .filter((path) => path.startsWith(join(REPO_ROOT, "dist")));
-  return { status: result.status, stderr: result.stderr, loaded };
+    .filter(Boolean)
+    .map((line) => (line.startsWith("loaded file:") ? fileURLToPath(line.slice("loaded ".length)) : line))
+    .filter((event) => event.startsWith("connect ") || event.startsWith(`${dist}/`));
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr, loaded: order.filter((event) => !event.startsWith("connect ")), order };
 }
 
 describe("apex status by its fast path", () => {
@@ -45,16 +43,16 @@ describe("apex status by its fast path", () => {
     project = new Project(shellAgents({ alpha: "sleep 1000 & wait" }), "apex-status-fast-");
     project.start(["--task", "status fast path"]);
     for (const args of [["status"], ["status", "--json"]]) {
-      // Node's own debug lines, written in order from the one thread that connects and compiles: the
-      // connection to the supervisor (net) is made before the printer's modules are compiled (esm).
-      const result = project.apex(args, { env: { NODE_DEBUG: "esm,net" } });
+      // The connection to the supervisor's socket is begun before the printer's modules load (seen as they happen, on
+      // any Node: not Node's own debug text, which changes between versions). Node 22 and later load a module at once
+      // when asked: there, the printer asked for first loads before the connection is begun.
+      const result = loadOrder(project, args);
       expect(result.status, result.stderr).toBe(0);
-      const lines = result.stderr.split("\n");
-      const connected = lines.findIndex((line) => /^NET \d+: createConnection/.test(line));
-      expect(connected, args.join(" ")).toBeGreaterThanOrEqual(0);
+      const connected = result.order.findIndex((event) => event.startsWith("connect ") && event.endsWith(".sock"));
+      expect(connected, `${args.join(" ")}: ${result.order.join("\n")}`).toBeGreaterThanOrEqual(0);
       for (const printer of ["cli/session/status.js", "cli/output.js"]) {
-        const compiled = lines.findIndex((line) => line.startsWith("ESM ") && line.includes(`Translating StandardModule file:`) && line.includes(`/dist/${printer}`));
-        expect(compiled, `${args.join(" ")}: ${printer}`).toBeGreaterThan(connected);
+        const compiled = result.order.indexOf(join(REPO_ROOT, "dist", printer));
+        expect(compiled, `${args.join(" ")}: ${printer}: ${result.order.join("\n")}`).toBeGreaterThan(connected);
       }
       // The report is the whole one, as printed without them.
       if (args.includes("--json")) expect(JSON.parse(result.stdout)).toMatchObject({ session: { status: "active" }, agents: [{ name: "alpha" }] });
@@ -74,7 +72,7 @@ describe("apex status by its fast path", () => {
   it("loads no module holding a regular expression literal with a Unicode property (\\p{…}): each costs ICU's tables as its module loads", () => {
     project = new Project(shellAgents({ alpha: "sleep 1000 & wait" }), "apex-status-fast-");
     project.start(["--task", "status fast path"]);
-    const result = loadedModules(project, ["status"]);
+    const result = loadOrder(project, ["status"]);
     expect(result.status, result.stderr).toBe(0);
     expect(result.loaded.length).toBeGreaterThan(5);
     // In a literal, `\p{` follows no other backslash; in a string given to new RegExp (made when first needed), it is written `\\p{`.

@@ -1,6 +1,8 @@
 // What the `apex serve` e2e tests share: a server on loopback for a project (ended by the test's
 // cleanup list), a grant, a call of the HTTP API, and a command through `apex --remote`.
 import { readFileSync, readdirSync, readlinkSync } from "node:fs";
+import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
 import { expect } from "vitest";
 import { waitFor, type Project } from "../fixtures/agents/harness.js";
 import { endChild } from "./cleanup.js";
@@ -16,6 +18,34 @@ export async function serveLogged(p: Project, stops: Array<() => unknown>, env?:
   stops.push(() => endChild(run));
   const url = await waitFor("apex serve's address", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
   return { url, log: run.errors, pid: run.child.pid! };
+}
+
+/**
+ * A real HTTP proxy on loopback in front of `upstream` (an `apex serve` URL), as a client may find one between it and the
+ * server: a request `answer` answers itself (it returns true once it has) ends there; every other is forwarded as it came.
+ * Its close joins `stops`. `requests`: the path of each request it got, in order.
+ */
+export async function proxy(
+  upstream: string,
+  stops: Array<() => unknown>,
+  answer: (incoming: IncomingMessage, outgoing: ServerResponse) => boolean = () => false,
+): Promise<{ port: number; requests: () => string[] }> {
+  const target = new URL(upstream);
+  const requests: string[] = [];
+  const server: Server = createServer((incoming, outgoing) => {
+    requests.push(incoming.url ?? "");
+    if (answer(incoming, outgoing)) return;
+    const forwarded = request({ host: target.hostname, port: target.port, path: incoming.url, method: incoming.method, headers: incoming.headers }, (reply) => {
+      outgoing.writeHead(reply.statusCode ?? 502, reply.headers);
+      reply.pipe(outgoing);
+    });
+    forwarded.on("error", () => outgoing.writeHead(502).end());
+    incoming.pipe(forwarded);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  stops.push(() => new Promise((resolve) => server.close(resolve)));
+  server.unref();
+  return { port: (server.address() as AddressInfo).port, requests: () => [...requests] };
 }
 
 /** A command's stdout, once it exited 0 (its stderr is the failure message otherwise). */
