@@ -61,7 +61,8 @@ describe("memory watch --timeout with nothing to reach", () => {
     // which the watch loads once begun, and the watch's own, which the command loads before the watch begins.
     const held = async (module: string, name: string) => {
       const mark = join(p.dir, `${name}.hold`);
-      const env = { APEX_TOKEN: TOKEN, NODE_OPTIONS: `--import ${pathToFileURL(HOLD).href}`, HOLD_MARK: mark, HOLD_MODULE: module };
+      // (APEX_BUNDLE=0: the CLI's modules, each loaded from its own file, which the hook can hold; the bundle is one file)
+      const env = { APEX_TOKEN: TOKEN, NODE_OPTIONS: `--import ${pathToFileURL(HOLD).href}`, HOLD_MARK: mark, HOLD_MODULE: module, APEX_BUNDLE: "0" };
       const watch = p.apexAsync(["--remote", `127.0.0.1:9/${"a".repeat(8)}`, "memory", "watch", "/w/**", "--timeout", "2.5"], { env });
       await waitFor(`the watch to load ${module}`, () => existsSync(mark), 30_000);
       await sleep(2000);
