@@ -70,8 +70,14 @@ export class StartGuard {
     this.keptDetails[key] = details;
   }
 
-  /** Just before the supervisor is spawned: a start called off before it launches nothing. */
-  beforeLaunch(): void {
+  /**
+   * Just before the supervisor is spawned: a start called off before it launches nothing. A whole
+   * turn of the event loop first, its poll for signals included: a Ctrl-C that came while a step
+   * held the loop (a plugin's apply) is only heard there, and the steps before may have given the
+   * loop no turn since (the CLI's bundle loads its modules without one).
+   */
+  async beforeLaunch(): Promise<void> {
+    await new Promise<void>((resolve) => setImmediate(() => setImmediate(resolve)));
     if (this.interrupted) throw this.notStarted();
   }
 

@@ -72,7 +72,7 @@ export async function launchSupervisor(location: ProjectLocation, request: Omit<
   const endedAsRead = request.endedAsRead ?? (request.mode === "continue" ? await readEnded(location, request.continueTarget ?? "last") : undefined);
   // Ctrl-C that came before calls the start off here, before anything is launched.
   const guard = startGuard();
-  guard?.beforeLaunch();
+  await guard?.beforeLaunch();
   const created = !existsSync(location.storeDir);
   // The config this process loaded and checked is handed over: the supervisor runs exactly it, without parsing the file again.
   let configFile = config && join(location.storeDir, `supervisor-config-${newNonce()}`);
