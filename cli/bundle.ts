@@ -1,7 +1,8 @@
 /**
  * The full CLI, loaded from its one-file bundle (dist/bundle/cli.cjs, scripts/bundle.mjs) with a
  * V8 code cache kept between runs, or from its ES modules (dist/cli/main.js) when there is no
- * bundle. Node 20 keeps no compiled code of ES modules between runs: compiling APEX's own modules
+ * bundle; the fast paths of `apex status` and of `apex pause`/`resume` the same way, from bundles
+ * of their own (status.cjs, lifecycle.cjs: status-main.js, lifecycle-main.js and what they import). Node 20 keeps no compiled code of ES modules between runs: compiling APEX's own modules
  * was most of a command's start-up (`apex config validate`: ~280 ms of a core, ~170 with the
  * bundle and its cache). Node 22 and later have a compile cache of their own (core/compile-cache.ts),
  * and run the bundle the same way, which keeps one path for every version.
@@ -13,35 +14,55 @@
  * does not fit; it is then written anew. A cache that cannot be read or written changes nothing
  * but the time. APEX_BUNDLE=0 loads the ES modules, as does a bundle older than the modules.
  */
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFile, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import vm from "node:vm";
 
-type Cli = typeof import("./main.js");
+/** Each entry of the CLI with its modules, loaded as they are when there is no bundle. */
+const MODULES = {
+  cli: () => import("./main.js"),
+  status: () => import("./status-main.js"),
+  lifecycle: () => import("./lifecycle-main.js"),
+};
+type Entry = keyof typeof MODULES;
+type Loaded<E extends Entry> = Awaited<ReturnType<(typeof MODULES)[E]>>;
 
-const BUNDLE = fileURLToPath(new URL("../bundle/cli.cjs", import.meta.url));
+const BUNDLES = fileURLToPath(new URL("../bundle/", import.meta.url));
 /** Written by every tsc build of dist/ (tsconfig.json's tsBuildInfoFile), before scripts/bundle.mjs makes the bundle. */
 const BUILD_INFO = fileURLToPath(new URL("../.tsbuildinfo", import.meta.url));
 /** Cache files kept in the directory (the oldest go first): groups × the builds and Node versions in use. */
 const MAX_CACHE_FILES = 64;
 
-export async function loadCli(argv: readonly string[] = process.argv): Promise<Cli> {
-  if (process.env.APEX_BUNDLE === "0") return import("./main.js");
+/** The full CLI (commander's program and every command). */
+export function loadCli(argv: readonly string[] = process.argv): Promise<Loaded<"cli">> {
+  return load("cli", commandGroup(argv));
+}
+
+/** The fast path of `apex status [--json]`, or of `apex pause|resume [--json]` (bin/apex.js says which command lines take them). */
+export function loadFastPath<E extends "status" | "lifecycle">(entry: E): Promise<Loaded<E>> {
+  return load(entry, entry);
+}
+
+async function load<E extends Entry>(entry: E, group: string): Promise<Loaded<E>> {
+  const modules = MODULES[entry] as () => Promise<Loaded<E>>;
+  if (process.env.APEX_BUNDLE === "0") return modules();
+  const bundle = join(BUNDLES, `${entry}.cjs`);
   let source: string;
   try {
     // A bundle older than tsc's last build of the modules (`tsc -b` run alone, not `npm run build`) is stale: the modules then.
-    if (statSync(BUNDLE).mtimeMs < (statSync(BUILD_INFO, { throwIfNoEntry: false })?.mtimeMs ?? 0)) return import("./main.js");
-    source = readFileSync(BUNDLE, "utf8");
+    if (statSync(bundle).mtimeMs < (statSync(BUILD_INFO, { throwIfNoEntry: false })?.mtimeMs ?? 0)) return modules();
+    // Read without blocking the event loop: a Ctrl-C meanwhile is bin/apex.js's, before the command runs ("nothing was done").
+    source = await new Promise<string>((resolve, reject) => readFile(bundle, "utf8", (error, text) => (error ? reject(error) : resolve(text))));
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") return import("./main.js");
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return modules();
     throw error;
   }
   const hash = /^\/\/ apex-bundle ([0-9a-f]{16})/.exec(source)?.[1];
   // NODE_DISABLE_COMPILE_CACHE, Node's switch for its own cache, turns this one off too.
-  const cacheFile = hash === undefined || process.env.NODE_DISABLE_COMPILE_CACHE ? undefined : join(cacheDirectory(), `cli-${hash}-${process.version}-${process.arch}-${commandGroup(argv)}.bin`);
+  const cacheFile = hash === undefined || process.env.NODE_DISABLE_COMPILE_CACHE ? undefined : join(cacheDirectory(), `${entry}-${hash}-${process.version}-${process.arch}-${group}.bin`);
   let cachedData: Buffer | undefined;
   try {
     if (cacheFile) cachedData = readFileSync(cacheFile);
@@ -50,14 +71,14 @@ export async function loadCli(argv: readonly string[] = process.argv): Promise<C
   }
   // On the bundle's first line, so that its line numbers are the file's in a stack trace.
   const wrapped = `(function (exports, require, module, __filename, __dirname, __apexModuleUrl, __apexImport) {${source}\n})`;
-  const script = new vm.Script(wrapped, { filename: BUNDLE, ...(cachedData ? { cachedData } : {}) });
-  const module = { exports: {} as Cli };
-  const dir = dirname(BUNDLE);
+  const script = new vm.Script(wrapped, { filename: bundle, ...(cachedData ? { cachedData } : {}) });
+  const module = { exports: {} as Loaded<E> };
+  const dir = dirname(bundle);
   const moduleUrl = (from: string) => pathToFileURL(join(dir, from)).href;
   // A script's own import() needs a loader Node 20 gives only as an experiment (with a warning, and
   // lost with a code cache): the bundle's one import() of a file, a plugin's, is made here instead.
   const importFile = (url: string): Promise<unknown> => import(url);
-  (script.runInThisContext() as (...args: unknown[]) => void)(module.exports, createRequire(BUNDLE), module, BUNDLE, dir, moduleUrl, importFile);
+  (script.runInThisContext() as (...args: unknown[]) => void)(module.exports, createRequire(bundle), module, bundle, dir, moduleUrl, importFile);
   // Written as the process ends, with what the command compiled by then (a cache made before it
   // ran would hold little more than the bundle's top level); only by a command that succeeded: a
   // mistyped word (`apex statsu`) is no group to keep a cache for, and an error compiled little.

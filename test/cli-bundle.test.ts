@@ -26,15 +26,20 @@ beforeAll(() => {
   mkdirSync(join(dir, "project/node_modules"));
   symlinkSync(REPO_ROOT, join(dir, "project/node_modules/apex-sessions"));
   writeFileSync(join(dir, "project/apex.config.yaml"), "plugins:\n  checkpoint: {}\n  ./plugins/hello.mjs:\n    greeting: Hi\n  ./plugins/thrower.mjs: {}\n");
+  // The files loaded by require() (bin/apex.js requires the bundles' loader), which a loader hook of ES modules does not see on Node 20.
+  writeFileSync(
+    join(dir, "required.cjs"),
+    'const Module = require("node:module");\nconst { writeSync } = require("node:fs");\nconst { pathToFileURL } = require("node:url");\nconst load = Module._load;\nModule._load = function (request, parent, isMain) {\n  const loaded = load.apply(this, arguments);\n  const file = Module._resolveFilename(request, parent, isMain);\n  if (file.startsWith("/")) writeSync(2, "LOADED " + pathToFileURL(file).href + "\\n");\n  return loaded;\n};\n',
+  );
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** The built CLI in the project, with its own cache directory; `modules`: the files of APEX's it loaded (a loader hook reports them). */
+/** The built CLI in the project, with its own cache directory; `modules`: the files of APEX's it loaded (loader hooks report them). */
 function apex(args: string[], env: NodeJS.ProcessEnv = {}): { status: number | null; stdout: string; stderr: string; modules: string[] } {
   const hook = `data:text/javascript,${encodeURIComponent('import { register } from "node:module"; register("data:text/javascript," + encodeURIComponent("import { writeSync } from \\"node:fs\\"; export async function load(url, context, next) { writeSync(2, \\"LOADED \\" + url + \\"\\\\n\\"); return next(url, context); }"));')}`;
-  const result = spawnSync(process.execPath, ["--import", hook, APEX_BIN, ...args], { cwd: join(dir, "project"), env: { ...cleanEnv(), NO_COLOR: "1", XDG_CACHE_HOME: cache, ...env }, encoding: "utf8" });
+  const result = spawnSync(process.execPath, ["--require", join(dir, "required.cjs"), "--import", hook, APEX_BIN, ...args], { cwd: join(dir, "project"), env: { ...cleanEnv(), NO_COLOR: "1", XDG_CACHE_HOME: cache, ...env }, encoding: "utf8" });
   const lines = result.stderr.split("\n");
-  const modules = lines.filter((line) => line.startsWith("LOADED file:")).map((line) => relative(REPO_ROOT, new URL(line.slice(7)).pathname));
+  const modules = [...new Set(lines.filter((line) => line.startsWith("LOADED file:")).map((line) => relative(REPO_ROOT, new URL(line.slice(7)).pathname)))];
   return { status: result.status, stdout: result.stdout, stderr: lines.filter((line) => !line.startsWith("LOADED ")).join("\n"), modules };
 }
 
@@ -53,8 +58,8 @@ describe("the CLI's one-file bundle", () => {
       const bundled = apex(args);
       const modules = apex(args, { APEX_BUNDLE: "0" });
       expect({ status: bundled.status, stdout: bundled.stdout, stderr: bundled.stderr }, args.join(" ")).toEqual({ status: modules.status, stdout: modules.stdout, stderr: modules.stderr });
-      // Of the CLI's modules, only the bundle's loader (the plugin that imports "apex-sessions" loads the package's core modules).
-      expect(bundled.modules.filter((file) => file.startsWith("dist/cli/")), args.join(" ")).toEqual(["dist/cli/bundle.js"]);
+      // Of the CLI's modules, only the bundles' loader, as CommonJS (the plugin that imports "apex-sessions" loads the package's core modules).
+      expect(bundled.modules.filter((file) => file.startsWith("dist/cli/")), args.join(" ")).toEqual(["dist/cli/bundle.cjs"]);
       expect(modules.modules, args.join(" ")).toContain("dist/cli/main.js");
     }
     expect(JSON.parse(apex(["plugins", "list", "--json"]).stdout).plugins.find((plugin: { name: string }) => plugin.name === "hello")).toMatchObject({ version: "1.2.3" });
@@ -63,6 +68,24 @@ describe("the CLI's one-file bundle", () => {
     const boom = apex(["boom"]);
     expect(boom.status).toBe(3);
     expect(boom.stderr).toBe("error[APEX_E_NOT_FOUND]: Nothing to boom here.\n  hint: Boom elsewhere.\n");
+  });
+
+  it("runs the fast paths of `apex status` and `apex pause`/`resume` from bundles of their own, with what their common run loads and the same output and errors", () => {
+    for (const args of [["status"], ["status", "--json"], ["pause"], ["resume", "--json"]]) {
+      const bundled = apex(args);
+      const modules = apex(args, { APEX_BUNDLE: "0" });
+      expect({ status: bundled.status, stdout: bundled.stdout, stderr: bundled.stderr }, args.join(" ")).toEqual({ status: modules.status, stdout: modules.stdout, stderr: modules.stderr });
+      expect(modules.modules, args.join(" ")).toContain(args[0] === "status" ? "dist/cli/status-main.js" : "dist/cli/lifecycle-main.js");
+      // The fast path is in its bundle. What it reads only with no session running (the config, to name what
+      // `apex start` would refuse) or for an error's hint loads as without a bundle (status-fast-path.e2e: a running session's loads nothing more).
+      expect(bundled.modules, args.join(" ")).toContain("dist/cli/bundle.cjs");
+      expect(bundled.modules, args.join(" ")).not.toContain("dist/cli/status-main.js");
+      expect(bundled.modules, args.join(" ")).not.toContain("dist/cli/lifecycle-main.js");
+    }
+    // No session: `apex status` succeeds (and keeps its cache), `apex pause` fails.
+    expect(apex(["status"]).status).toBe(0);
+    expect(cacheFiles().filter((file) => file.startsWith("status-") && file.endsWith("-status.bin"))).toHaveLength(1);
+    expect(apex(["pause"]).status).not.toBe(0);
   });
 
   it("keeps a code cache per command group, written by the first command that succeeds and used by the next; one V8 refuses is replaced", () => {
@@ -135,5 +158,35 @@ describe("the CLI's one-file bundle", () => {
     expect(loaded()).toBe("bundle");
     rmSync(join(layout, "bundle/cli.cjs"));
     expect(loaded()).toBe("modules");
+  });
+
+  it("is loaded by bin/apex.js through its loader as CommonJS while that is not older than tsc's last build, else through its ES module", () => {
+    // bin/apex.js laid out as in the package, with loaders that say which they are.
+    const layout = join(dir, "bin-layout");
+    mkdirSync(join(layout, "bin"), { recursive: true });
+    mkdirSync(join(layout, "dist/cli"), { recursive: true });
+    for (const file of ["bin/apex.js", "bin/package.json"]) copyFileSync(join(REPO_ROOT, file), join(layout, file));
+    writeFileSync(join(layout, "package.json"), '{"type":"module"}');
+    const stand = (from: string) => `{ loadCli: async () => ({ main: async () => { console.log("${from}"); return 0; }, reportOutputError: () => 1, reportUnhandledRejection() {} }) }`;
+    writeFileSync(join(layout, "dist/cli/bundle.cjs"), `module.exports = ${stand("commonjs")};\n`);
+    writeFileSync(join(layout, "dist/cli/bundle.js"), `export const { loadCli } = ${stand("es module")};\n`);
+    writeFileSync(join(layout, "dist/.tsbuildinfo"), "{}");
+    mkdirSync(join(layout, "dist/core"));
+    writeFileSync(join(layout, "dist/core/compile-cache.js"), "export function enableCompileCache() {}\n"); // loaded first on Node 22 and later
+    const loaded = () => {
+      const result = spawnSync(process.execPath, [join(layout, "bin/apex.js"), "x"], { env: { ...cleanEnv(), NODE_DISABLE_COMPILE_CACHE: "1" }, encoding: "utf8" });
+      expect(result.stderr).toBe("");
+      return result.stdout.trim();
+    };
+    const at = (file: string, seconds: number) => utimesSync(join(layout, file), seconds, seconds);
+    at("dist/.tsbuildinfo", 1_000_000);
+    at("dist/cli/bundle.cjs", 1_000_010);
+    expect(loaded()).toBe("commonjs");
+    at("dist/.tsbuildinfo", 1_000_020);
+    expect(loaded()).toBe("es module");
+    rmSync(join(layout, "dist/.tsbuildinfo"));
+    expect(loaded()).toBe("commonjs");
+    rmSync(join(layout, "dist/cli/bundle.cjs"));
+    expect(loaded()).toBe("es module");
   });
 });

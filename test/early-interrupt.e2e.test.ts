@@ -1,7 +1,7 @@
 // Ctrl-C while Node loads the CLI, before any command runs, with the built CLI and real processes: it says
 // nothing was done (APEX_E_INTERRUPTED, exit 130; JSON on stderr with --json). Before, the process died of
-// the signal without a word. The instant is made certain with Node's own module hooks (--import): the load
-// of the CLI's main module is held until the test has sent the signal; nothing in APEX is there for tests.
+// the signal without a word. The instant is made certain by a preload (--import): the read of the CLI's
+// bundle is held until the test has sent the signal; nothing in APEX is there for tests.
 import { spawn } from "node:child_process";
 import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -10,7 +10,7 @@ import { describe, expect, it } from "vitest";
 import { APEX_BIN, Project, cleanEnv, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { registerProcess } from "./support/process-registry.js";
 
-// Node's module hooks (as helpers/full-cli.mjs): the load of the CLI's main module is held until the test lets it go.
+// A preload (helpers/hold-cli-load.mjs) holds the read of the CLI's bundle until the test lets it go.
 const HOLD = fileURLToPath(new URL("./helpers/hold-cli-load.mjs", import.meta.url));
 
 /** `apex ARGS` in a fresh project, Ctrl-C'd while its modules load; resolves to how it ended. */

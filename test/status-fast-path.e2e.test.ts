@@ -23,12 +23,13 @@ const LOAD_ORDER = fileURLToPath(new URL("./helpers/load-order.mjs", import.meta
 /**
  * What `apex ARGS` does, in a new process of the built CLI: its output, the modules under dist/ it
  * loads (`loaded`, their paths) and, in order, those and each connection it begins (`order`:
- * `connect PATH`, or the module's path under dist/).
+ * `connect PATH`, or the module's path under dist/). Its modules (APEX_BUNDLE=0), each a file: its
+ * bundle (dist/bundle/status.cjs) holds the same ones, each run when it is first imported.
  */
-function loadOrder(p: Project, args: string[]): { status: number | null; stdout: string; stderr: string; loaded: string[]; order: string[] } {
+function loadOrder(p: Project, args: string[], env: NodeJS.ProcessEnv = { APEX_BUNDLE: "0" }): { status: number | null; stdout: string; stderr: string; loaded: string[]; order: string[] } {
   const record = join(p.dir, "load-order.txt");
   rmSync(record, { force: true });
-  const result = spawnSync(process.execPath, ["--import", pathToFileURL(LOAD_ORDER).href, APEX_BIN, ...args], { cwd: p.dir, env: { ...cleanEnv(), NO_COLOR: "1", LOAD_ORDER: record }, encoding: "utf8", timeout: 60_000 });
+  const result = spawnSync(process.execPath, ["--import", pathToFileURL(LOAD_ORDER).href, APEX_BIN, ...args], { cwd: p.dir, env: { ...cleanEnv(), NO_COLOR: "1", LOAD_ORDER: record, ...env }, encoding: "utf8", timeout: 60_000 });
   const dist = join(REPO_ROOT, "dist");
   const order = readFileSync(record, "utf8")
     .split("\n")
@@ -57,6 +58,22 @@ describe("apex status by its fast path", () => {
       // The report is the whole one, as printed without them.
       if (args.includes("--json")) expect(JSON.parse(result.stdout)).toMatchObject({ session: { status: "active" }, agents: [{ name: "alpha" }] });
       else expect(result.stdout).toMatch(/^Session \S+ {2}active\n[\s\S]*\nalpha +running /);
+    }
+  });
+
+  it("runs from its bundle (dist/bundle/status.cjs), which holds every module a running session's status runs: none loads from its own file", () => {
+    project = new Project(shellAgents({ alpha: "sleep 1000 & wait" }), "apex-status-fast-");
+    project.start(["--task", "status fast path"]);
+    for (const args of [["status"], ["status", "--json"]]) {
+      const modules = loadOrder(project, args);
+      expect(modules.loaded.map((path) => relative(join(REPO_ROOT, "dist"), path)), args.join(" ")).toEqual(expect.arrayContaining(["cli/status-main.js", "cli/session/status.js", "cli/output.js"]));
+      const bundled = loadOrder(project, args, {});
+      expect(bundled.status, bundled.stderr).toBe(0);
+      expect(bundled.stdout.replace(/\d+(\.\d+)?(ms|s| ago)/g, "")).toBe(modules.stdout.replace(/\d+(\.\d+)?(ms|s| ago)/g, ""));
+      // Its loader as CommonJS, which a hook of ES modules sees on Node 22 and later, and the bundle, which V8's report names on Node 20;
+      // Node's own compile cache turned on first where Node has one (22 and later).
+      const others = bundled.loaded.map((path) => relative(join(REPO_ROOT, "dist"), path)).filter((path) => !["cli/bundle.cjs", "bundle/status.cjs", "core/compile-cache.js"].includes(path));
+      expect(others, args.join(" ")).toEqual([]);
     }
   });
 

@@ -12,10 +12,13 @@ export const APEX_BIN = join(REPO_ROOT, "bin/apex.js");
 /**
  * Environment in which bin/apex.js runs every command line through the full CLI (commander's
  * program, dist/cli/main.js), `apex status` and `apex status --json` too, which otherwise take
- * their fast path (dist/cli/status-main.js): the two are compared on the same command line.
+ * their fast path (dist/cli/status-main.js): the two are compared on the same command line. From
+ * the CLI's modules (APEX_BUNDLE=0), which full-cli.mjs's hook sees load: the fast path's bundle
+ * (dist/bundle/status.cjs) is a script no hook of ES modules is asked for.
  */
 export const FULL_CLI_ENV: NodeJS.ProcessEnv = {
   NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import ${pathToFileURL(join(REPO_ROOT, "test/helpers/full-cli.mjs")).href}`.trim(),
+  APEX_BUNDLE: "0",
 };
 
 export interface CliResult {

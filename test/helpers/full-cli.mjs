@@ -1,6 +1,7 @@
 // Preloaded (`--import`, through NODE_OPTIONS: FULL_CLI_ENV in cli.ts) by the tests that compare
 // the fast paths of `apex status`, `apex pause` and `apex resume` (dist/cli/status-main.js,
-// lifecycle-main.js) with the full CLI: bin/apex.js then loads dist/cli/main.js for every command line.
+// lifecycle-main.js) with the full CLI: bin/apex.js then loads dist/cli/main.js for every command line
+// (with APEX_BUNDLE=0, which FULL_CLI_ENV sets: the modules, whose loads this hook sees).
 import { register } from "node:module";
 
 const hook = `export async function resolve(specifier, context, next) {
