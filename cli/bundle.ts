@@ -2,7 +2,8 @@
  * The full CLI, loaded from its one-file bundle (dist/bundle/cli.cjs, scripts/bundle.mjs) with a
  * V8 code cache kept between runs, or from its ES modules (dist/cli/main.js) when there is no
  * bundle; the fast paths of `apex status` and of `apex pause`/`resume` the same way, from bundles
- * of their own (status.cjs, lifecycle.cjs: status-main.js, lifecycle-main.js and what they import). Node 20 keeps no compiled code of ES modules between runs: compiling APEX's own modules
+ * of their own (status.cjs, lifecycle.cjs: status-main.js, lifecycle-main.js and what they import),
+ * and the supervisor (supervisor.cjs: core/session/supervisor-main.js), run by this module as a program. Node 20 keeps no compiled code of ES modules between runs: compiling APEX's own modules
  * was most of a command's start-up (`apex config validate`: ~280 ms of a core, ~170 with the
  * bundle and its cache). Node 22 and later have a compile cache of their own (core/compile-cache.ts),
  * and run the bundle the same way, which keeps one path for every version.
@@ -17,7 +18,7 @@
 import { mkdirSync, readdirSync, readFile, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { homedir } from "node:os";
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import vm from "node:vm";
 
@@ -26,6 +27,7 @@ const MODULES = {
   cli: () => import("./main.js"),
   status: () => import("./status-main.js"),
   lifecycle: () => import("./lifecycle-main.js"),
+  supervisor: () => import("../core/session/supervisor-main.js"),
 };
 type Entry = keyof typeof MODULES;
 type Loaded<E extends Entry> = Awaited<ReturnType<(typeof MODULES)[E]>>;
@@ -45,6 +47,10 @@ export function loadCli(argv: readonly string[] = process.argv): Promise<Loaded<
 export function loadFastPath<E extends "status" | "lifecycle">(entry: E): Promise<Loaded<E>> {
   return load(entry, entry);
 }
+
+// Run as a program (`node dist/cli/bundle.cjs REQUEST`, as cli/session/launch.ts starts the supervisor): the supervisor, from its
+// bundle (its start compiled ~200 modules, of APEX's and their plugins', every time on Node 20).
+if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) void load("supervisor", "supervisor");
 
 async function load<E extends Entry>(entry: E, group: string): Promise<Loaded<E>> {
   const modules = MODULES[entry] as () => Promise<Loaded<E>>;

@@ -1,4 +1,4 @@
-// Run by `npm run build` after tsc: two bundles made with esbuild, each a start-up cost cut.
+// Run by `npm run build` after tsc: bundles made with esbuild, each a start-up cost cut.
 // - dist/vendor/yaml.cjs: the yaml package in one file. Node loads the package's 73 files in ~70 ms
 //   of a core, the bundle in ~15, and nearly every command reads a config. core/config/source.ts
 //   `yaml()` loads it while it was made from the installed yaml version, else the package itself.
@@ -8,8 +8,10 @@
 //   modules is most of a command's start-up. Its first line names the hash of its text, which
 //   keys the cache. dist/bundle/status.cjs and lifecycle.cjs: the same for the fast paths of
 //   `apex status` and `apex pause`/`resume` (dist/cli/status-main.js, lifecycle-main.js), which
-//   bin/apex.js takes without commander's program. `import.meta.url` in each module becomes that module's own dist/ file URL, so
-//   what a module finds beside itself (schemas, workers, the supervisor's entry) it finds as before.
+//   bin/apex.js takes without commander's program; dist/bundle/supervisor.cjs for the supervisor
+//   (dist/core/session/supervisor-main.js), which `apex start` runs through the loader. `import.meta.url`
+//   in each module becomes that module's own dist/ file URL, so what a module finds beside itself
+//   (schemas, workers, the supervisor's entry) it finds as before.
 // Without esbuild (an install without devDependencies) neither is made: yaml then loads from its
 // package and the CLI from its ES modules, which only costs time.
 import { createHash } from "node:crypto";
@@ -23,7 +25,7 @@ const require = createRequire(import.meta.url);
 const YAML_OUT = join(root, "dist/vendor/yaml.cjs");
 const BUNDLE_DIR = join(root, "dist/bundle");
 /** Each bundle, by the name cli/bundle.ts loads it under, and its entry module. */
-const ENTRIES = { cli: "dist/cli/main.js", status: "dist/cli/status-main.js", lifecycle: "dist/cli/lifecycle-main.js" };
+const ENTRIES = { cli: "dist/cli/main.js", status: "dist/cli/status-main.js", lifecycle: "dist/cli/lifecycle-main.js", supervisor: "dist/core/session/supervisor-main.js" };
 const bundleFile = (name) => join(BUNDLE_DIR, `${name}.cjs`);
 /** cli/bundle.ts's loader as CommonJS, which bin/apex.js requires: an ES module would start Node 20's ES module loader. */
 const LOADER = join(root, "dist/cli/bundle.js");
@@ -118,7 +120,9 @@ const loader = esbuild.transformSync(readFileSync(LOADER, "utf8").replaceAll("im
   loader: "js",
 });
 writeAtomically(LOADER_OUT, `// ${relative(root, LOADER)} as CommonJS, made by scripts/bundle.mjs: generated, not edited.\n${loader.code}`);
-if (!pluginLoaderIn.has("cli")) throw new Error(`${PLUGIN_LOADER} is not in the CLI's bundle: scripts/bundle.mjs must be told how the CLI imports a plugin now.`);
+for (const name of ["cli", "supervisor"]) {
+  if (!pluginLoaderIn.has(name)) throw new Error(`${PLUGIN_LOADER} is not in the ${name}'s bundle: scripts/bundle.mjs must be told how it imports a plugin now.`);
+}
 
 /** The modules a fast path's bundle holds (FAST_PATH_MODULES); every module for the others. */
 async function bundledModules(name, entry) {

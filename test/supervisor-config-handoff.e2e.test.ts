@@ -18,11 +18,12 @@ Module._load = function (request, ...rest) { record(request); return load.call(t
 `;
 
 describe("the supervisor takes the config apex start checked", () => {
+  // The modules (APEX_BUNDLE=0), each a file, which say what code runs: the supervisor's bundle holds them all, each run when first imported.
   it("loads no yaml nor code the start does not run, leaves no handed-over file, and runs the agents the config names", () => {
     const project = new Project('agents:\n  worker:\n    command: sleep\n    args: ["1000"]\n');
     writeFileSync(join(project.dir, "record.mjs"), RECORDER);
     const record = join(project.dir, "modules.txt");
-    const env = { NODE_OPTIONS: `--import ${join(project.dir, "record.mjs")}`, MODULE_RECORD: record };
+    const env = { NODE_OPTIONS: `--import ${join(project.dir, "record.mjs")}`, MODULE_RECORD: record, APEX_BUNDLE: "0" };
     const started = project.apex(["start", "--task", "t", "--json"], { env });
     expect(started.status, started.stderr).toBe(0);
     const pid = (JSON.parse(started.stdout) as { supervisor_pid: number }).supervisor_pid;
@@ -46,6 +47,21 @@ describe("the supervisor takes the config apex start checked", () => {
     expect(readdirSync(project.storeDir).filter((name) => name.startsWith("supervisor-config-"))).toEqual([]);
     const status = JSON.parse(project.apex(["status", "--json"]).stdout) as { agents: { name: string; status: string }[] };
     expect(status.agents.map((agent) => [agent.name, agent.status])).toEqual([["worker", "running"]]);
+    expect(project.apex(["stop"]).status).toBe(0);
+  });
+
+  it("runs from its bundle (dist/bundle/supervisor.cjs, through the loader), which loads neither yaml nor uuid either", () => {
+    const project = new Project('agents:\n  worker:\n    command: sleep\n    args: ["1000"]\n');
+    writeFileSync(join(project.dir, "record.mjs"), RECORDER);
+    const record = join(project.dir, "modules.txt");
+    const started = project.apex(["start", "--task", "t", "--json"], { env: { NODE_OPTIONS: `--import ${join(project.dir, "record.mjs")}`, MODULE_RECORD: record } });
+    expect(started.status, started.stderr).toBe(0);
+    const pid = (JSON.parse(started.stdout) as { supervisor_pid: number }).supervisor_pid;
+    const supervisor = readFileSync(record, "utf8").split("\n").filter((line) => line.startsWith(`${pid} `));
+    expect(supervisor.some((line) => line.endsWith("/dist/cli/bundle.cjs"))).toBe(true);
+    // None of APEX's modules from its own file: the bundle holds them.
+    expect(supervisor.filter((line) => /\/dist\/(core|plugins|cli)\/.*\.js$/.test(line))).toEqual([]);
+    expect(supervisor.filter((line) => /yaml|node_modules\/uuid\//.test(line))).toEqual([]);
     expect(project.apex(["stop"]).status).toBe(0);
   });
 });

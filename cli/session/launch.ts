@@ -17,6 +17,15 @@ import { RUN_DIR, SUPERVISOR_LOG, supervisorLogFile } from "../../core/session/r
 import type { ReadyReport, SupervisorRequest } from "../../core/session/supervisor.js";
 
 const SUPERVISOR_MAIN = fileURLToPath(new URL("../../core/session/supervisor-main.js", import.meta.url));
+/** The CLI's bundle loader as CommonJS (scripts/bundle.mjs), which, run as a program, runs the supervisor from its bundle (cli/bundle.ts). */
+const BUNDLE_LOADER = fileURLToPath(new URL("../bundle.cjs", import.meta.url));
+const BUILD_INFO = fileURLToPath(new URL("../../.tsbuildinfo", import.meta.url));
+
+/** The supervisor's program: through the bundle loader while it is not older than tsc's last build (as bin/apex.js judges it), else its module. */
+function supervisorProgram(): string {
+  const made = statSync(BUNDLE_LOADER, { throwIfNoEntry: false })?.mtimeMs;
+  return made !== undefined && made >= (statSync(BUILD_INFO, { throwIfNoEntry: false })?.mtimeMs ?? 0) ? BUNDLE_LOADER : SUPERVISOR_MAIN;
+}
 
 /**
  * A config given as one of this command's descriptors (`--config <(…)`, APEX_CONFIG=/dev/stdin) is this command's alone:
@@ -97,7 +106,7 @@ export async function launchSupervisor(location: ProjectLocation, request: Omit<
   let child;
   const nonce = newNonce();
   try {
-    child = spawn(process.execPath, [SUPERVISOR_MAIN, JSON.stringify(full)], {
+    child = spawn(process.execPath, [supervisorProgram(), JSON.stringify(full)], {
       cwd: location.projectDir,
       detached: true,
       stdio: ["ignore", log, log, "pipe"],
