@@ -2,9 +2,10 @@
  * The full CLI, loaded from its one-file bundle (dist/bundle/cli.cjs, scripts/bundle.mjs) with a
  * V8 code cache kept between runs, or from its ES modules (dist/cli/main.js) when there is no
  * bundle; the fast paths of `apex status` and of `apex pause`/`resume` the same way, from bundles
- * of their own (status.cjs, lifecycle.cjs: status-main.js, lifecycle-main.js and what they import),
- * and the supervisor (supervisor.cjs: core/session/supervisor-main.js), run by this module as a program. Node 20 keeps no compiled code of ES modules between runs: compiling APEX's own modules
- * was most of a command's start-up (`apex config validate`: ~280 ms of a core, ~170 with the
+ * of their own (status.cjs, lifecycle.cjs: status-main.js, lifecycle-main.js and what they
+ * import), and the supervisor (supervisor.cjs: core/session/supervisor-main.js), which this module
+ * runs when it is run as a program. Node 20 keeps no compiled code of ES modules between runs:
+ * compiling APEX's own modules was most of a command's start-up (`apex config validate`: ~280 ms of a core, ~170 with the
  * bundle and its cache). Node 22 and later have a compile cache of their own (core/compile-cache.ts),
  * and run the bundle the same way, which keeps one path for every version.
  *

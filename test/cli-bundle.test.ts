@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { pathToFileURL } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { supervisorProgram } from "../dist/cli/session/launch.js";
 import { APEX_BIN, REPO_ROOT, cleanEnv } from "./helpers/cli.js";
 
 let dir: string;
@@ -188,5 +189,25 @@ describe("the CLI's one-file bundle", () => {
     expect(loaded()).toBe("commonjs");
     rmSync(join(layout, "dist/cli/bundle.cjs"));
     expect(loaded()).toBe("es module");
+  });
+
+  it("runs the supervisor through the loader as a program (its bundle), and from its module when the loader is missing or older than tsc's last build", () => {
+    const layout = join(dir, "supervisor-layout");
+    mkdirSync(layout, { recursive: true });
+    const [loader, buildInfo] = [join(layout, "bundle.cjs"), join(layout, ".tsbuildinfo")];
+    writeFileSync(loader, "");
+    writeFileSync(buildInfo, "{}");
+    const module = join(REPO_ROOT, "dist/core/session/supervisor-main.js");
+    utimesSync(buildInfo, 1_000_000, 1_000_000);
+    utimesSync(loader, 1_000_010, 1_000_010);
+    expect(supervisorProgram(loader, buildInfo)).toBe(loader);
+    utimesSync(buildInfo, 1_000_020, 1_000_020);
+    expect(supervisorProgram(loader, buildInfo)).toBe(module);
+    rmSync(buildInfo);
+    expect(supervisorProgram(loader, buildInfo)).toBe(loader);
+    rmSync(loader);
+    expect(supervisorProgram(loader, buildInfo)).toBe(module);
+    // As built: the loader beside its ES module.
+    expect(supervisorProgram()).toBe(join(REPO_ROOT, "dist/cli/bundle.cjs"));
   });
 });

@@ -22,9 +22,9 @@ const BUNDLE_LOADER = fileURLToPath(new URL("../bundle.cjs", import.meta.url));
 const BUILD_INFO = fileURLToPath(new URL("../../.tsbuildinfo", import.meta.url));
 
 /** The supervisor's program: through the bundle loader while it is not older than tsc's last build (as bin/apex.js judges it), else its module. */
-function supervisorProgram(): string {
-  const made = statSync(BUNDLE_LOADER, { throwIfNoEntry: false })?.mtimeMs;
-  return made !== undefined && made >= (statSync(BUILD_INFO, { throwIfNoEntry: false })?.mtimeMs ?? 0) ? BUNDLE_LOADER : SUPERVISOR_MAIN;
+export function supervisorProgram(loader = BUNDLE_LOADER, buildInfo = BUILD_INFO): string {
+  const made = statSync(loader, { throwIfNoEntry: false })?.mtimeMs;
+  return made !== undefined && made >= (statSync(buildInfo, { throwIfNoEntry: false })?.mtimeMs ?? 0) ? loader : SUPERVISOR_MAIN;
 }
 
 /**
