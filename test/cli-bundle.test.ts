@@ -51,6 +51,24 @@ const cacheFiles = () => {
     return [];
   }
 };
+/**
+ * The rule each of the bundles' loaders follows, checked through `choose`: the bundle while it exists and is
+ * not older than tsc's last build of the modules (`buildInfo`), else what it gives way to.
+ */
+function expectBundleWhileCurrent(choose: () => string, files: { bundle: string; buildInfo: string }, answers: { bundle: string; otherwise: string }): void {
+  const at = (file: string, seconds: number) => utimesSync(file, seconds, seconds);
+  at(files.buildInfo, 1_000_000);
+  at(files.bundle, 1_000_010);
+  expect(choose()).toBe(answers.bundle);
+  // tsc built the modules again after the bundle was made (`tsc -b` alone): the bundle is stale.
+  at(files.buildInfo, 1_000_020);
+  expect(choose()).toBe(answers.otherwise);
+  rmSync(files.buildInfo);
+  expect(choose()).toBe(answers.bundle);
+  rmSync(files.bundle);
+  expect(choose()).toBe(answers.otherwise);
+}
+
 const BUNDLE_HASH = /^\/\/ apex-bundle ([0-9a-f]{16})/.exec(readFileSync(join(REPO_ROOT, "dist/bundle/cli.cjs"), "utf8"))![1]!;
 
 describe("the CLI's one-file bundle", () => {
@@ -147,18 +165,8 @@ describe("the CLI's one-file bundle", () => {
       expect(result.stderr).toBe("");
       return result.stdout.trim();
     };
-    const at = (file: string, seconds: number) => utimesSync(join(layout, file), seconds, seconds);
-    at(".tsbuildinfo", 1_000_000);
-    at("bundle/cli.cjs", 1_000_010);
-    expect(loaded()).toBe("bundle");
     expect(loaded({ APEX_BUNDLE: "0" })).toBe("modules");
-    // tsc built the modules again after the bundle was made (`tsc -b` alone): the bundle is stale.
-    at(".tsbuildinfo", 1_000_020);
-    expect(loaded()).toBe("modules");
-    rmSync(join(layout, ".tsbuildinfo"));
-    expect(loaded()).toBe("bundle");
-    rmSync(join(layout, "bundle/cli.cjs"));
-    expect(loaded()).toBe("modules");
+    expectBundleWhileCurrent(loaded, { bundle: join(layout, "bundle/cli.cjs"), buildInfo: join(layout, ".tsbuildinfo") }, { bundle: "bundle", otherwise: "modules" });
   });
 
   it("is loaded by bin/apex.js through its loader as CommonJS while that is not older than tsc's last build, else through its ES module", () => {
@@ -179,16 +187,7 @@ describe("the CLI's one-file bundle", () => {
       expect(result.stderr).toBe("");
       return result.stdout.trim();
     };
-    const at = (file: string, seconds: number) => utimesSync(join(layout, file), seconds, seconds);
-    at("dist/.tsbuildinfo", 1_000_000);
-    at("dist/cli/bundle.cjs", 1_000_010);
-    expect(loaded()).toBe("commonjs");
-    at("dist/.tsbuildinfo", 1_000_020);
-    expect(loaded()).toBe("es module");
-    rmSync(join(layout, "dist/.tsbuildinfo"));
-    expect(loaded()).toBe("commonjs");
-    rmSync(join(layout, "dist/cli/bundle.cjs"));
-    expect(loaded()).toBe("es module");
+    expectBundleWhileCurrent(loaded, { bundle: join(layout, "dist/cli/bundle.cjs"), buildInfo: join(layout, "dist/.tsbuildinfo") }, { bundle: "commonjs", otherwise: "es module" });
   });
 
   it("runs the supervisor through the loader as a program (its bundle), and from its module when the loader is missing or older than tsc's last build", () => {
@@ -197,16 +196,7 @@ describe("the CLI's one-file bundle", () => {
     const [loader, buildInfo] = [join(layout, "bundle.cjs"), join(layout, ".tsbuildinfo")];
     writeFileSync(loader, "");
     writeFileSync(buildInfo, "{}");
-    const module = join(REPO_ROOT, "dist/core/session/supervisor-main.js");
-    utimesSync(buildInfo, 1_000_000, 1_000_000);
-    utimesSync(loader, 1_000_010, 1_000_010);
-    expect(supervisorProgram(loader, buildInfo)).toBe(loader);
-    utimesSync(buildInfo, 1_000_020, 1_000_020);
-    expect(supervisorProgram(loader, buildInfo)).toBe(module);
-    rmSync(buildInfo);
-    expect(supervisorProgram(loader, buildInfo)).toBe(loader);
-    rmSync(loader);
-    expect(supervisorProgram(loader, buildInfo)).toBe(module);
+    expectBundleWhileCurrent(() => supervisorProgram(loader, buildInfo), { bundle: loader, buildInfo }, { bundle: loader, otherwise: join(REPO_ROOT, "dist/core/session/supervisor-main.js") });
     // As built: the loader beside its ES module.
     expect(supervisorProgram()).toBe(join(REPO_ROOT, "dist/cli/bundle.cjs"));
   });
