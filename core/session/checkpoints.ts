@@ -65,9 +65,6 @@ export interface RestoreOutcome {
   details?: JsonValue;
 }
 
-const services = new WeakMap<Store, CheckpointService>();
-const engines = new WeakMap<Store, CheckpointHookRunner>();
-
 /** What checkpoint code needs of the engine: the two checkpoint hooks, which plugins can tap but not fire. */
 export interface CheckpointHookRunner {
   /** `check` tests each tap's draft: what it throws is said as that plugin's failure in beforeCheckpoint. */
@@ -77,7 +74,19 @@ export interface CheckpointHookRunner {
 
 /** Records a checkpoint in its session's audit trail, in the write transaction of the checkpoint itself. */
 export type CheckpointRecorder = (batch: WriteBatch, info: CheckpointInfo) => void;
-const recorders = new WeakMap<Store, CheckpointRecorder>();
+
+/**
+ * Each store's checkpoint service, engine and recorder, shared by every copy of this module in the
+ * process through a registered symbol (as ApexError is recognised across copies): the supervisor
+ * runs from a bundle, and a plugin that imports dist/'s copy provides a service the bundle finds.
+ */
+interface Registry {
+  services: WeakMap<Store, CheckpointService>;
+  engines: WeakMap<Store, CheckpointHookRunner>;
+  recorders: WeakMap<Store, CheckpointRecorder>;
+}
+const shared = globalThis as { [key: symbol]: Registry | undefined };
+const { services, engines, recorders } = (shared[Symbol.for("apex-sessions.checkpoint-registry")] ??= { services: new WeakMap(), engines: new WeakMap(), recorders: new WeakMap() });
 
 /**
  * Tells checkpoint code which engine runs beforeCheckpoint and afterCheckpoint for checkpoints
