@@ -49,11 +49,19 @@ export function loadFastPath<E extends "status" | "lifecycle">(entry: E): Promis
   return load(entry, entry);
 }
 
+/** Each entry loaded once per process: a fast path may take several modules from the CLI's bundle. */
+const loading = new Map<Entry, Promise<unknown>>();
+
 // Run as a program (`node dist/cli/bundle.cjs REQUEST`, as cli/session/launch.ts starts the supervisor): the supervisor, from its
 // bundle (its start compiled ~200 modules, of APEX's and their plugins', every time on Node 20).
 if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) void load("supervisor", "supervisor");
 
-async function load<E extends Entry>(entry: E, group: string): Promise<Loaded<E>> {
+function load<E extends Entry>(entry: E, group: string): Promise<Loaded<E>> {
+  if (!loading.has(entry)) loading.set(entry, loadEntry(entry, group));
+  return loading.get(entry) as Promise<Loaded<E>>;
+}
+
+async function loadEntry<E extends Entry>(entry: E, group: string): Promise<Loaded<E>> {
   const modules = MODULES[entry] as () => Promise<Loaded<E>>;
   if (process.env.APEX_BUNDLE === "0") return modules();
   const bundle = join(BUNDLES, `${entry}.cjs`);
@@ -77,7 +85,7 @@ async function load<E extends Entry>(entry: E, group: string): Promise<Loaded<E>
     /* none yet */
   }
   // On the bundle's first line, so that its line numbers are the file's in a stack trace.
-  const wrapped = `(function (exports, require, module, __filename, __dirname, __apexModuleUrl, __apexImport) {${source}\n})`;
+  const wrapped = `(function (exports, require, module, __filename, __dirname, __apexModuleUrl, __apexImport, __apexFromCli) {${source}\n})`;
   const script = new vm.Script(wrapped, { filename: bundle, ...(cachedData ? { cachedData } : {}) });
   const module = { exports: {} as Loaded<E> };
   const dir = dirname(bundle);
@@ -85,7 +93,13 @@ async function load<E extends Entry>(entry: E, group: string): Promise<Loaded<E>
   // A script's own import() needs a loader Node 20 gives only as an experiment (with a warning, and
   // lost with a code cache): the bundle's one import() of a file, a plugin's, is made here instead.
   const importFile = (url: string): Promise<unknown> => import(url);
-  (script.runInThisContext() as (...args: unknown[]) => void)(module.exports, createRequire(bundle), module, bundle, dir, moduleUrl, importFile);
+  // A module a fast path's bundle does not hold (`key`, its dist/ path): the CLI's bundle's copy, compiled with a cache of the
+  // fast path's own (the config's check of a status with no session running), else its ES module (`url`).
+  const fromCli = async (key: string, url: string): Promise<unknown> => {
+    const handedOut = ((await load("cli", entry)) as { bundledModules?: Record<string, () => Promise<unknown>> }).bundledModules?.[key];
+    return handedOut ? handedOut() : import(url);
+  };
+  (script.runInThisContext() as (...args: unknown[]) => void)(module.exports, createRequire(bundle), module, bundle, dir, moduleUrl, importFile, fromCli);
   // Written as the process ends, with what the command compiled by then (a cache made before it
   // ran would hold little more than the bundle's top level); only by a command that succeeded: a
   // mistyped word (`apex statsu`) is no group to keep a cache for, and an error compiled little.

@@ -25,7 +25,7 @@ const require = createRequire(import.meta.url);
 const YAML_OUT = join(root, "dist/vendor/yaml.cjs");
 const BUNDLE_DIR = join(root, "dist/bundle");
 /** Each bundle, by the name cli/bundle.ts loads it under, and its entry module. */
-const ENTRIES = { cli: "dist/cli/main.js", status: "dist/cli/status-main.js", lifecycle: "dist/cli/lifecycle-main.js", supervisor: "dist/core/session/supervisor-main.js" };
+const ENTRIES = { status: "dist/cli/status-main.js", lifecycle: "dist/cli/lifecycle-main.js", cli: "dist/cli/main.js", supervisor: "dist/core/session/supervisor-main.js" };
 const bundleFile = (name) => join(BUNDLE_DIR, `${name}.cjs`);
 /** cli/bundle.ts's loader as CommonJS, which bin/apex.js requires: an ES module would start Node 20's ES module loader. */
 const LOADER = join(root, "dist/cli/bundle.js");
@@ -33,8 +33,9 @@ const LOADER_OUT = join(root, "dist/cli/bundle.cjs");
 // A fast path's bundle holds what its common run loads: its entry's static imports and these
 // modules it imports dynamically (with their static imports). Its other import()s (an error's
 // hint, the reads of a project with no supervisor running, which load the config and plugins:
-// most of APEX) load their ES modules from dist/ as without a bundle: in the bundle, they made
-// it 2 MB, and reading and compiling that was most of the fast path's start-up.
+// most of APEX) take those modules from the CLI's bundle (its `bundledModules`, with its cache),
+// or their ES modules from dist/ without one: in the fast path's bundle, they made it 2 MB,
+// and reading and compiling that was most of the fast path's start-up.
 const FAST_PATH_MODULES = {
   status: ["dist/cli/output.js", "dist/cli/session/status.js", "dist/cli/session/stranded.js"],
   lifecycle: [],
@@ -78,6 +79,8 @@ const PLUGIN_LOADER = join(root, "dist/core/plugins.js");
 const IMPORT_FILE = "const importFile = (url) => import(url);";
 /** The bundles the plugin loader went into, each with its import() swapped. */
 const pluginLoaderIn = new Set();
+/** The modules the fast paths' bundles do not hold and import (dist/… paths): the CLI's bundle hands them out. */
+const fromCli = new Set();
 
 // Each module's import.meta.url, as the URL of its own file in dist/ (the bundle is one file: a
 // module's neighbours are found from where it was, not from the bundle). cli/bundle.ts gives the
@@ -88,11 +91,15 @@ const moduleUrls = (name, bundled) => ({
     build.onLoad({ filter: /\.js$/ }, (args) => {
       const original = readFileSync(args.path, "utf8");
       let text = original;
-      // An import() of a module the bundle does not hold: its ES module in dist/, by the loader's import().
+      // An import() of a module the bundle does not hold: the CLI's bundle's copy, else (no such bundle) its ES module in dist/.
       if (bundled) {
-        text = text.replace(/(?<![\w$.])import\(("\.{1,2}\/[^"]+\.js")\)/g, (call, specifier) =>
-          bundled.has(join(dirname(args.path), JSON.parse(specifier))) ? call : `__apexImport(new URL(${specifier}, import.meta.url).href)`,
-        );
+        text = text.replace(/(?<![\w$.])import\(("\.{1,2}\/[^"]+\.js")\)/g, (call, specifier) => {
+          const target = join(dirname(args.path), JSON.parse(specifier));
+          if (bundled.has(target)) return call;
+          const key = relative(root, target).split(sep).join("/");
+          fromCli.add(key);
+          return `__apexFromCli(${JSON.stringify(key)}, new URL(${specifier}, import.meta.url).href)`;
+        });
       }
       if (args.path === PLUGIN_LOADER) {
         if (!text.includes(IMPORT_FILE)) throw new Error(`${PLUGIN_LOADER} no longer has \`${IMPORT_FILE}\`: scripts/bundle.mjs must be told how it imports a plugin now.`);
@@ -141,8 +148,11 @@ async function bundledModules(name, entry) {
 
 async function bundle(name, entry) {
   const bundled = await bundledModules(name, entry);
+  // The CLI's bundle exports, besides its entry's exports, the modules the fast paths take from it (built after them).
+  const handedOut = [...fromCli].sort().map((key) => `  ${JSON.stringify(key)}: () => import(${JSON.stringify(`./${key}`)}),`);
+  const input = name === "cli" ? { stdin: { contents: `export * from "./${entry}";\nexport const bundledModules = {\n${handedOut.join("\n")}\n};\n`, resolveDir: root, sourcefile: "cli-entry.js", loader: "js" } } : { entryPoints: [join(root, entry)] };
   const result = await esbuild.build({
-    entryPoints: [join(root, entry)],
+    ...input,
     bundle: true,
     platform: "node",
     format: "cjs",
