@@ -122,8 +122,8 @@ describe("the CLI's one-file bundle", () => {
     const written = statSync(file);
     expect(written.size).toBeGreaterThan(10_000);
     expect(written.mode & 0o777).toBe(0o600);
-    // The next command of the group reads it and, V8 taking it, leaves it as it is.
-    expect(apex(["plugins", "list"]).status).toBe(0);
+    // The next command of the group reads it and, V8 taking it, leaves it as it is (made again by none of the runs: see below).
+    expect(apex(["plugins", "list"], { APEX_CODE_CACHE_REFRESH: "0" }).status).toBe(0);
     expect(statSync(file)).toMatchObject({ ino: written.ino, mtimeMs: written.mtimeMs });
     // Another group has its own.
     expect(apex(["config", "validate"]).status).toBe(0);
@@ -139,6 +139,27 @@ describe("the CLI's one-file bundle", () => {
     rmSync(cache, { recursive: true, force: true });
     expect(apex(["plugins", "list"], { NODE_DISABLE_COMPILE_CACHE: "1" }).status).toBe(0);
     expect(cacheFiles()).toEqual([]);
+  });
+
+  it("makes its cache again in a share of the runs that used it (APEX_CODE_CACHE_REFRESH), kept when the run compiled more than it held", () => {
+    rmSync(cache, { recursive: true, force: true });
+    const size = () => {
+      const [file, ...more] = cacheFiles().filter((name) => name.endsWith("-memory.bin"));
+      expect(more).toEqual([]);
+      return statSync(join(cache, "apex/code-cache", file!)).size;
+    };
+    expect(apex(["memory", "set", "/refresh", "1"]).status).toBe(0);
+    const first = size();
+    // In none of the runs: what `memory show` compiled besides is not kept.
+    expect(apex(["memory", "show", "/refresh"], { APEX_CODE_CACHE_REFRESH: "0" }).status).toBe(0);
+    expect(size()).toBe(first);
+    // In every run: it is.
+    expect(apex(["memory", "show", "/refresh"], { APEX_CODE_CACHE_REFRESH: "1" }).status).toBe(0);
+    const grown = size();
+    expect(grown).toBeGreaterThan(first);
+    // A run that compiled nothing more leaves it as it was.
+    expect(apex(["memory", "show", "/refresh"], { APEX_CODE_CACHE_REFRESH: "1" }).status).toBe(0);
+    expect(size()).toBe(grown);
   });
 
   it("runs without a cache it cannot write: a cache directory that is a file changes nothing but the time", () => {
