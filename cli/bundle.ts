@@ -105,15 +105,16 @@ async function loadEntry<E extends Entry>(entry: E, group: string): Promise<Load
   // Written as the process ends, with what the command compiled by then (a cache made before it
   // ran would hold little more than the bundle's top level); only by a command that succeeded: a
   // mistyped word (`apex statsu`) is no group to keep a cache for, and an error compiled little.
-  if (cacheFile && (!cachedData || script.cachedDataRejected)) process.once("exit", (code) => code === 0 && saveCache(script.createCachedData(), cacheFile));
   // A cache holds what the run that wrote it compiled: `apex status` with no session running, or `checkpoint list`, leaves
   // out what a running session's status, or `checkpoint show`, runs. A share of the runs that used one (REFRESH_SHARE) makes
   // it again as they end, with what it held and what they compiled besides, and keeps it if it grew: V8 says nothing of
   // what a run compiled, and making a cache at every exit would cost ~1 ms (the CLI's bundle: ~4).
-  else if (cacheFile && Math.random() < refreshShare()) {
+  const fresh = !cachedData || script.cachedDataRejected;
+  if (cacheFile && (fresh || Math.random() < refreshShare())) {
     process.once("exit", (code) => {
-      const grown = code === 0 ? script.createCachedData() : undefined;
-      if (grown && grown.length > cachedData!.length * 1.02) saveCache(grown, cacheFile);
+      if (code !== 0) return;
+      const data = script.createCachedData();
+      if (fresh || data.length > cachedData!.length * 1.02) saveCache(data, cacheFile);
     });
   }
   return module.exports;
@@ -121,8 +122,8 @@ async function loadEntry<E extends Entry>(entry: E, group: string): Promise<Load
 
 /** The share of the runs with a cache that make it again as they end: APEX_CODE_CACHE_REFRESH, a number from 0 to 1 (default 1/8). */
 function refreshShare(): number {
-  const share = Number(process.env.APEX_CODE_CACHE_REFRESH ?? "");
-  return process.env.APEX_CODE_CACHE_REFRESH !== undefined && share >= 0 && share <= 1 ? share : REFRESH_SHARE;
+  const share = Number(process.env.APEX_CODE_CACHE_REFRESH || NaN);
+  return share >= 0 && share <= 1 ? share : REFRESH_SHARE;
 }
 
 function cacheDirectory(): string {

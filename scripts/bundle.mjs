@@ -132,7 +132,7 @@ for (const name of ["cli", "supervisor"]) {
 }
 
 /** The modules a fast path's bundle holds (FAST_PATH_MODULES); every module for the others. */
-async function bundledModules(name, entry) {
+async function heldModules(name, entry) {
   if (!FAST_PATH_MODULES[name]) return undefined;
   const { metafile } = await esbuild.build({ entryPoints: [join(root, entry)], bundle: true, platform: "node", format: "cjs", packages: "external", write: false, metafile: true, logLevel: "error" });
   const held = new Set();
@@ -147,7 +147,7 @@ async function bundledModules(name, entry) {
 }
 
 async function bundle(name, entry) {
-  const bundled = await bundledModules(name, entry);
+  const bundled = await heldModules(name, entry);
   // The CLI's bundle exports, besides its entry's exports, the modules the fast paths take from it (built after them).
   const handedOut = [...fromCli].sort().map((key) => `  ${JSON.stringify(key)}: () => import(${JSON.stringify(`./${key}`)}),`);
   const input = name === "cli" ? { stdin: { contents: `export * from "./${entry}";\nexport const bundledModules = {\n${handedOut.join("\n")}\n};\n`, resolveDir: root, sourcefile: "cli-entry.js", loader: "js" } } : { entryPoints: [join(root, entry)] };
