@@ -276,6 +276,46 @@ describe("two hosts on one PostgreSQL database", () => {
   }, 120_000);
 });
 
+describe("a merge from another host", () => {
+  it("into a session running on host-a is refused on host-b before anything is written, git's merge included; a dry run reads, and host-a merges", () => {
+    const url = cluster.createDatabase();
+    const plugins = "plugins:\n  checkpoint: {}";
+    const a = new HostProject("host-a", config(url, "shared", 6, plugins));
+    const b = new HostProject("host-b", config(url, "shared", 6, plugins));
+    const main = a.start(["--task", "main work"]).session_id;
+    expect(a.apex(["memory", "set", "/notes/a", '"base"']).status).toBe(0);
+    const base = json<{ id: string }>(a.apex(["checkpoint", "create", "base", "--json"])).id;
+    expect(a.apex(["session", "branch", base, "side"]).status).toBe(0);
+    a.start(["--continue", "side"]);
+    expect(a.apex(["memory", "set", "/notes/b", '"side"']).status).toBe(0);
+    expect(a.apex(["checkpoint", "create", "side done"]).status).toBe(0);
+    const running = a.start(["--continue", main]);
+    const checkpoints = () => json<{ total: number }>(b.apex(["checkpoint", "list", "--session", main, "--json"])).total;
+    const before = checkpoints();
+
+    for (const args of [["session", "merge", "side", main], ["session", "merge", "side", main, "--git"], ["session", "merge", "side", main, "--strategy", "theirs", "--json"]]) {
+      const refused = b.apex(args);
+      expect(refused.status, `${args.join(" ")}: ${refused.stderr}`).toBe(4);
+      expect(refused.stderr).toContain("APEX_E_SESSION_REMOTE");
+      expect(refused.stderr).toContain(`Cannot merge into session ${main} from here: it runs on host host-a (supervisor pid ${running.supervisor_pid}`);
+      expect(refused.stderr).toContain("`apex --remote HOST/SESSION session merge SRC`");
+    }
+    expect(checkpoints()).toBe(before);
+    expect(json<{ children: Record<string, string> }>(b.apex(["memory", "show", "/notes", "--json"])).children).toEqual({ "/notes/a": "base" });
+    // A dry run only reads: it goes ahead from host-b.
+    const planned = b.apex(["session", "merge", "side", main, "--dry-run"]);
+    expect(planned.status, planned.stderr).toBe(0);
+    expect(planned.stdout).toMatch(/added +\/notes\/b/);
+
+    // On host-a the merge goes to the session's supervisor.
+    const merged = a.apex(["session", "merge", "side", main]);
+    expect(merged.status, merged.stderr).toBe(0);
+    expect(checkpoints()).toBe(before + 1);
+    expect(json<{ children: Record<string, string> }>(b.apex(["memory", "show", "/notes", "--json"])).children).toEqual({ "/notes/a": "base", "/notes/b": "side" });
+    expect(a.apex(["stop"]).status).toBe(0);
+  }, 180_000);
+});
+
 describe("a host whose supervisor died", () => {
   it("sees the agents it left running after another host took the session over, with the command that ends them", async () => {
     const url = cluster.createDatabase();

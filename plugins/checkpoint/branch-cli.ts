@@ -442,6 +442,11 @@ export async function mergeCommand(location: ProjectLocation, src: string, dst: 
   // (A remote merge goes to the server, which merges into the session its grant is for.)
   const destination = ids?.[1];
   let gitReport: JsonValue | undefined;
+  if (destination !== undefined && !options.dryRun) {
+    // DST running on another host (a shared store) is refused before anything is written here, git's merge first of all.
+    const { refuseOnAnotherHost } = await import("./session-merge.js");
+    await withReadStore(location, (store) => refuseOnAnotherHost(store, destination));
+  }
   if (options.git && !options.dryRun) {
     // The memory merge is checked first (a refusal changes nothing, git included), then git merges.
     const plan = (await callRead(location, "session.merge", { ...params, dry_run: true })) as SessionMergeReport;

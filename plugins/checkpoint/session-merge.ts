@@ -3,6 +3,7 @@ import { ApexError } from "../../core/errors.js";
 import { appendEvent, recountTasks } from "../../core/session/service.js";
 import { findSession, holdsLiveMemory, isEnded, supervisorAlive } from "../../core/session/sessions.js";
 import { onOtherHost } from "../../core/session/lease.js";
+import { remoteSessionError } from "../../cli/session/remote-error.js";
 import { readActiveSessions } from "../../core/session/records.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog, type CheckpointSummary, type Located } from "./catalog.js";
@@ -418,16 +419,29 @@ function changedSince(store: Store, sessionId: string, revision: number, scope: 
  * from memory the restore then replaces (another session's, or none yet), and be lost from the
  * running session while its checkpoint stays DST's latest. Refused, with what the caller needs
  * to send it to that supervisor once it listens (branch-cli.ts). A supervisor on another host
- * (a shared store) is left as before: no socket here reaches it.
+ * (a shared store) is refused too (refuseOnAnotherHost): no socket here reaches it.
  */
 function refuseBesideItsSupervisor(store: Store, sessionId: string): void {
+  refuseOnAnotherHost(store, sessionId);
   const record = findSession(store, sessionId);
   const supervisor = record?.supervisor;
-  if (!record || !supervisor || isEnded(record) || onOtherHost(supervisor) || supervisor.pid === process.pid || !supervisorAlive(record)) return;
+  if (!record || !supervisor || isEnded(record) || supervisor.pid === process.pid || !supervisorAlive(record)) return;
   throw new ApexError("APEX_E_SESSION_STATE", `Session ${sessionLabel(store, sessionId)} runs in its supervisor (pid ${supervisor.pid}), which merges into it; nothing was written here.`, {
     hint: `Run the merge again: it goes to that supervisor once it listens.`,
     details: { supervisor_elsewhere: true, pid: supervisor.pid, start_time: supervisor.start_time },
   });
+}
+
+/**
+ * A merge into a session whose supervisor runs on another host of a shared store (its lease
+ * valid) is refused, before anything is written (git's merge too: branch-cli.ts asks first):
+ * that supervisor is its memory's one writer, and no socket here reaches it. The merge is that
+ * host's to make, or its server's (`apex --remote`); a dry run only reads, and goes ahead.
+ */
+export function refuseOnAnotherHost(store: Store, sessionId: string): void {
+  const record = findSession(store, sessionId);
+  if (!record || isEnded(record) || !onOtherHost(record.supervisor) || !supervisorAlive(record)) return;
+  throw remoteSessionError(record, "merge into", "session merge SRC");
 }
 
 /**
