@@ -14,7 +14,8 @@
  * directory beside Node's compile cache, named by the bundle's hash (its first line), Node's
  * version and the group. V8 checks it against its own version and flags and refuses one that
  * does not fit; it is then written anew. A cache that cannot be read or written changes nothing
- * but the time. APEX_BUNDLE=0 loads the ES modules, as does a bundle older than the modules.
+ * but the time. APEX_BUNDLE=0 loads the ES modules, as does a bundle older than the modules, and
+ * APEX_DEBUG (whose stacks then name the modules' files).
  */
 import { mkdirSync, readdirSync, readFile, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -65,7 +66,9 @@ function load<E extends Entry>(entry: E, group: string): Promise<Loaded<E>> {
 
 async function loadEntry<E extends Entry>(entry: E, group: string): Promise<Loaded<E>> {
   const modules = MODULES[entry] as () => Promise<Loaded<E>>;
-  if (process.env.APEX_BUNDLE === "0") return modules();
+  // APEX_DEBUG too: the stacks it prints (cli/output.ts) then name the modules' files, not the bundle's lines.
+  const debug = process.env.APEX_DEBUG;
+  if (process.env.APEX_BUNDLE === "0" || (debug !== undefined && debug !== "" && debug !== "0")) return modules();
   const bundle = join(BUNDLES, `${entry}.cjs`);
   let source: string;
   try {

@@ -58,18 +58,34 @@ function warningsOf(error: unknown): readonly string[] | undefined {
 /** Prints an error for people (or as JSON with --json) and returns its exit code. */
 export function reportError(error: unknown, json: boolean): number {
   const apexError = toApexError(classify(error));
+  const stack = debugging() ? debugStack(apexError) : undefined;
   if (json) {
     const warnings = warningsOf(apexError);
-    process.stderr.write(`${JSON.stringify({ ...apexError.toJSON(), ...(warnings ? { warnings } : {}) })}\n`);
+    process.stderr.write(`${JSON.stringify({ ...apexError.toJSON(), ...(warnings ? { warnings } : {}), ...(stack !== undefined ? { stack } : {}) })}\n`);
   } else {
     const label = paint(`error[${apexError.code}]`, "red", process.stderr);
     process.stderr.write(`${label}: ${apexError.message}\n`);
     if (apexError.hint) process.stderr.write(`  ${paint("hint:", "cyan", process.stderr)} ${apexError.hint}\n`);
-    if (apexError.code === "APEX_E_INTERNAL" && process.env.APEX_DEBUG && apexError.cause instanceof Error) {
-      process.stderr.write(`${apexError.cause.stack}\n`);
-    }
+    if (stack !== undefined) process.stderr.write(`${stack}\n`);
   }
   return apexError.exitCode;
+}
+
+/** APEX_DEBUG set, to anything but "" or "0". */
+function debugging(): boolean {
+  const debug = process.env.APEX_DEBUG;
+  return debug !== undefined && debug !== "" && debug !== "0";
+}
+
+/**
+ * With APEX_DEBUG set, the stack of where an error began: the innermost Error of its causes (a
+ * plugin's TypeError under APEX_E_PLUGIN_FAILED, a library's under APEX_E_INTERNAL), else where
+ * APEX raised it. The CLI then runs from its modules (cli/bundle.ts), so the frames name them.
+ */
+function debugStack(error: Error): string | undefined {
+  let origin: Error = error;
+  for (let depth = 0; depth < 8 && origin.cause instanceof Error; depth++) origin = origin.cause;
+  return origin.stack;
 }
 
 /**

@@ -24,9 +24,11 @@ beforeAll(() => {
     join(dir, "project/plugins/thrower.mjs"),
     'import { ApexError } from "apex-sessions";\nexport default { name: "thrower", version: "1.0.0", apply(apex) { apex.registerCommand({ name: "boom", description: "fails", action() { throw new ApexError("APEX_E_NOT_FOUND", "Nothing to boom here.", { hint: "Boom elsewhere." }); } }); } };\n',
   );
+  // One with a bug of its own (a TypeError), which APEX reports as the plugin's failure.
+  writeFileSync(join(dir, "project/plugins/crasher.mjs"), 'export default { name: "crasher", version: "1.0.0", apply(apex) { apex.registerCommand({ name: "crash", description: "fails", action() { return crash(null); } }); } };\nfunction crash(value) {\n  return value.field;\n}\n');
   mkdirSync(join(dir, "project/node_modules"));
   symlinkSync(REPO_ROOT, join(dir, "project/node_modules/apex-sessions"));
-  writeFileSync(join(dir, "project/apex.config.yaml"), "plugins:\n  checkpoint: {}\n  ./plugins/hello.mjs:\n    greeting: Hi\n  ./plugins/thrower.mjs: {}\n");
+  writeFileSync(join(dir, "project/apex.config.yaml"), "plugins:\n  checkpoint: {}\n  ./plugins/hello.mjs:\n    greeting: Hi\n  ./plugins/thrower.mjs: {}\n  ./plugins/crasher.mjs: {}\n");
   // The files loaded by require() (bin/apex.js requires the bundles' loader), which a loader hook of ES modules does not see on Node 20.
   writeFileSync(
     join(dir, "required.cjs"),
@@ -87,6 +89,30 @@ describe("the CLI's one-file bundle", () => {
     const boom = apex(["boom"]);
     expect(boom.status).toBe(3);
     expect(boom.stderr).toBe("error[APEX_E_NOT_FOUND]: Nothing to boom here.\n  hint: Boom elsewhere.\n");
+  });
+
+  it("gives way to the modules under APEX_DEBUG, which prints where an error began: a plugin's bug at its line, APEX's error where APEX raised it", () => {
+    const plain = apex(["crash"]);
+    expect(plain.status).toBe(1);
+    expect(plain.stderr).toMatch(/^error\[APEX_E_PLUGIN_FAILED\]: plugin crasher failed in command crash: Cannot read properties of null \(reading 'field'\)\n  hint: [^\n]*\n$/);
+    for (const off of ["0", ""]) expect(apex(["crash"], { APEX_DEBUG: off }).stderr).toBe(plain.stderr);
+    const debug = apex(["crash"], { APEX_DEBUG: "1" });
+    expect(debug.status).toBe(1);
+    // The message and hint as without it, then the plugin's own error with its frames: its file and line first.
+    expect(debug.stderr.startsWith(plain.stderr)).toBe(true);
+    const stack = debug.stderr.slice(plain.stderr.length);
+    expect(stack).toMatch(/^TypeError: Cannot read properties of null \(reading 'field'\)\n +at crash \(file:\/\/[^\n]*\/project\/plugins\/crasher\.mjs:3:16\)\n/);
+    // The CLI ran from its modules: the frames name their files, never the bundle's lines.
+    expect(debug.modules).toContain("dist/cli/main.js");
+    expect(stack).toMatch(/dist\/[a-z/-]+\.js:\d+:\d+/);
+    expect(stack).not.toContain("dist/bundle/");
+    // APEX's own error with --json (the project has no session yet): the stack in the report, where APEX raised it.
+    const missing = apex(["checkpoint", "show", "nope", "--json"], { APEX_DEBUG: "1" });
+    expect(missing.status).toBe(3);
+    const report = JSON.parse(missing.stderr.trim()) as { error: { code: string }; stack: string };
+    expect(report.error.code).toBe("APEX_E_NO_SESSION");
+    expect(report.stack).toMatch(/^ApexError: [^\n]*\n +at [^\n]*dist\/plugins\/checkpoint\/[a-z-]+\.js:\d+:\d+/);
+    expect(JSON.parse(apex(["checkpoint", "show", "nope", "--json"]).stderr.trim())).not.toHaveProperty("stack");
   });
 
   it("runs the fast paths of `apex status` and `apex pause`/`resume` from bundles of their own, with what their common run loads and the same output and errors", () => {
