@@ -11,7 +11,9 @@
 //   bin/apex.js takes without commander's program; dist/bundle/supervisor.cjs for the supervisor
 //   (dist/core/session/supervisor-main.js), which `apex start` runs through the loader. `import.meta.url`
 //   in each module becomes that module's own dist/ file URL, so what a module finds beside itself
-//   (schemas, workers, the supervisor's entry) it finds as before.
+//   (schemas, workers, the supervisor's entry) it finds as before. The CLI's and the supervisor's
+//   bundles also hold the dependencies nearly every run loads (INLINE_PACKAGES) and APEX's own
+//   generated files their modules require by a path esbuild cannot follow (HELD_FILES).
 // Without esbuild (an install without devDependencies) neither is made: yaml then loads from its
 // package and the CLI from its ES modules, which only costs time.
 import { createHash } from "node:crypto";
@@ -40,6 +42,30 @@ const FAST_PATH_MODULES = {
   status: ["dist/cli/output.js", "dist/cli/session/status.js", "dist/cli/session/stranded.js"],
   lifecycle: [],
 };
+// The packages the CLI's and the supervisor's bundles hold, compiled with their code cache: commander's program, which
+// every full-CLI command builds, and tapable's hooks, which every engine makes. Node 20 compiled their CommonJS files
+// anew at each run; held with yaml's bundle and the validators (HELD_FILES), a command took ~30 ms less of a core
+// (`apex plugins list`: ~140 → ~108 ms). They are then the versions installed when the bundle was made: `npm run build`
+// after updating one. Every other package stays where it is installed (lmdb finds its native addon beside its own
+// files; the rest loads only for the commands that need it). APEX's modules require them through
+// createRequire(import.meta.url), which esbuild does not follow: such a call becomes the bundle's require().
+const INLINE_PACKAGES = new Set(["commander", "tapable"]);
+/**
+ * APEX's own generated files that nearly every run loads and that a module requires by a path esbuild cannot follow:
+ * yaml's bundle (dist/vendor/yaml.cjs, required with a require of createRequire's) and the precompiled validators
+ * (dist/validators/, by a path from the package's root). Given as paths it follows, in the CLI's and the supervisor's
+ * bundles: each text must be found, else the build fails (the module changed: tell this script how it loads them now).
+ * yaml's version check (core/config/source.ts) is unchanged: it still reads the installed yaml's package.json.
+ */
+const HELD_FILES = {
+  "dist/core/config/source.js": [["const require = createRequire(import.meta.url);", ""]],
+  "dist/core/config/schemas.js": [
+    ["const require = createRequire(import.meta.url);", ""],
+    ['require(join(packageRoot(), PRECOMPILED_DIR, "index.cjs"))', 'require("../../validators/index.cjs")'],
+  ],
+};
+/** The bundles that hold INLINE_PACKAGES and HELD_FILES (the fast paths' hold only what their common run loads). */
+const HOLDING = new Set(["cli", "supervisor"]);
 
 let esbuild;
 try {
@@ -82,6 +108,23 @@ const pluginLoaderIn = new Set();
 /** The modules the fast paths' bundles do not hold and import (dist/… paths): the CLI's bundle hands them out. */
 const fromCli = new Set();
 
+/** The package a bare specifier names ("tapable/lib/Hook.js": tapable; "@scope/name/x": @scope/name); undefined for a path. */
+function packageOf(specifier) {
+  if (specifier.startsWith(".") || specifier.startsWith("/") || specifier.startsWith("node:")) return undefined;
+  return specifier.split("/").slice(0, specifier.startsWith("@") ? 2 : 1).join("/");
+}
+
+/** Every package left where it is installed, save INLINE_PACKAGES (as `packages: "external"` does for the other bundles). */
+const packagesOutside = {
+  name: "packages-outside",
+  setup(build) {
+    build.onResolve({ filter: /^[^./]/ }, (args) => {
+      const name = packageOf(args.path);
+      return name === undefined || INLINE_PACKAGES.has(name) ? undefined : { path: args.path, external: true };
+    });
+  },
+};
+
 // Each module's import.meta.url, as the URL of its own file in dist/ (the bundle is one file: a
 // module's neighbours are found from where it was, not from the bundle). cli/bundle.ts gives the
 // bundle __apexModuleUrl, with require and __dirname, as CommonJS gives a module its own.
@@ -100,6 +143,13 @@ const moduleUrls = (name, bundled) => ({
           fromCli.add(key);
           return `__apexFromCli(${JSON.stringify(key)}, new URL(${specifier}, import.meta.url).href)`;
         });
+      }
+      if (HOLDING.has(name)) {
+        text = text.replace(/createRequire\(import\.meta\.url\)\(("[^"]+")\)/g, (call, specifier) => (INLINE_PACKAGES.has(packageOf(JSON.parse(specifier))) ? `require(${specifier})` : call));
+        for (const [from, to] of HELD_FILES[relative(root, args.path).split(sep).join("/")] ?? []) {
+          if (!text.includes(from)) throw new Error(`${args.path} no longer has \`${from}\`: scripts/bundle.mjs's HELD_FILES must be told how it loads its file now.`);
+          text = text.replace(from, to);
+        }
       }
       if (args.path === PLUGIN_LOADER) {
         if (!text.includes(IMPORT_FILE)) throw new Error(`${PLUGIN_LOADER} no longer has \`${IMPORT_FILE}\`: scripts/bundle.mjs must be told how it imports a plugin now.`);
@@ -127,6 +177,13 @@ const loader = esbuild.transformSync(readFileSync(LOADER, "utf8").replaceAll("im
   loader: "js",
 });
 writeAtomically(LOADER_OUT, `// ${relative(root, LOADER)} as CommonJS, made by scripts/bundle.mjs: generated, not edited.\n${loader.code}`);
+for (const name of HOLDING) {
+  // What they hold, as esbuild names each file it bundled: a package still loaded from node_modules costs its compile at every run.
+  const text = readFileSync(bundleFile(name), "utf8");
+  for (const held of ["node_modules/tapable/", "dist/vendor/yaml.cjs", "dist/validators/index.cjs", ...(name === "cli" ? ["node_modules/commander/"] : [])]) {
+    if (!text.includes(`// ${held}`)) throw new Error(`The bundle of ${ENTRIES[name]} does not hold ${held}: scripts/bundle.mjs's INLINE_PACKAGES or HELD_FILES must be told how it is loaded now.`);
+  }
+}
 for (const name of ["cli", "supervisor"]) {
   if (!pluginLoaderIn.has(name)) throw new Error(`${PLUGIN_LOADER} is not in the ${name}'s bundle: scripts/bundle.mjs must be told how it imports a plugin now.`);
 }
@@ -157,9 +214,9 @@ async function bundle(name, entry) {
     platform: "node",
     format: "cjs",
     target: "node20",
-    packages: "external",
+    ...(HOLDING.has(name) ? {} : { packages: "external" }),
     supported: { "dynamic-import": false },
-    plugins: [moduleUrls(name, bundled)],
+    plugins: [...(HOLDING.has(name) ? [packagesOutside] : []), moduleUrls(name, bundled)],
     write: false,
     logLevel: "error",
   });

@@ -82,6 +82,12 @@ describe("the CLI's one-file bundle", () => {
       // Of the CLI's modules, only the bundles' loader, as CommonJS (the plugin that imports "apex-sessions" loads the package's core modules).
       expect(bundled.modules.filter((file) => file.startsWith("dist/cli/")), args.join(" ")).toEqual(["dist/cli/bundle.cjs"]);
       expect(modules.modules, args.join(" ")).toContain("dist/cli/main.js");
+      // commander, yaml's bundle and the validators are in the bundle too (scripts/bundle.mjs INLINE_PACKAGES, HELD_FILES),
+      // compiled with its cache: none is loaded from its file, as the modules load them. (tapable is too, but the plugin
+      // that imports "apex-sessions" loads it with the package's engine.)
+      const outside = (loaded: string[]) => loaded.filter((file) => /^(node_modules\/commander\/|dist\/vendor\/yaml\.cjs$|dist\/validators\/)/.test(file));
+      expect(outside(bundled.modules), args.join(" ")).toEqual([]);
+      expect(outside(modules.modules), args.join(" ")).toEqual(expect.arrayContaining(["node_modules/commander/index.js", "dist/vendor/yaml.cjs"]));
     }
     expect(JSON.parse(apex(["plugins", "list", "--json"]).stdout).plugins.find((plugin: { name: string }) => plugin.name === "hello")).toMatchObject({ version: "1.2.3" });
     expect(apex(["nosuch"]).status).toBe(2);
