@@ -1350,7 +1350,7 @@ describe("--worktree and --git", () => {
 });
 
 describe("the git state of a merge checkpoint", () => {
-  it("is read from DST's tree by DST's own supervisor only; a merge made elsewhere (another host, or DST stopped) carries over DST's latest checkpoint's, not the tree it was made in", () => {
+  it("is read from DST's tree by DST's own supervisor only; a merge made elsewhere (DST stopped) carries over DST's latest checkpoint's, not the tree it was made in; from another host while DST runs there, it is refused", () => {
     // Two hosts on one store (an LMDB directory both projects name): host-a's tree has a commit, host-b's is a repository with none yet.
     const shared = mkdtempSync(join(tmpdir(), "apex-shared-store-"));
     extra.push(shared);
@@ -1383,11 +1383,14 @@ describe("the git state of a merge checkpoint", () => {
     const running = latest(a).git_state;
     expect(running).toEqual({ branch: "main", commit: head, dirty: false });
 
-    // main runs on host-a: host-b's merge reaches no supervisor and is written to the store from
-    // there. It recorded host-b's tree ({branch: "main", commit: null, dirty: true}).
-    const fromB = json<{ applied: string; writer_pid: number }>(b.apex(["session", "merge", "feature", main, "--json"]));
-    expect(fromB.writer_pid).not.toBe(supervisor);
-    expect(latest(b)).toMatchObject({ trigger: "merge", git_state: running });
+    // main runs on host-a: host-b's merge reaches no supervisor, and is refused, nothing written (it was written to the
+    // store beside main's supervisor, and recorded host-b's tree, {branch: "main", commit: null, dirty: true}, as main's).
+    const fromB = b.apex(["session", "merge", "feature", main, "--json"]);
+    expect(fromB.status, fromB.stderr).toBe(4);
+    expect(JSON.parse(fromB.stderr).error).toMatchObject({ code: "APEX_E_SESSION_REMOTE", details: { session_id: main, host: "host-a" } });
+    expect(latest(b)).toEqual(latest(a));
+    expect(latest(a).git_state).toEqual(running);
+    expect(a.apex(["session", "merge", "feature", main]).status).toBe(0);
 
     // Through main's own supervisor: its tree, as it is now (a commit made since).
     const moved = commit("moved");
