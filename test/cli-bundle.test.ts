@@ -2,6 +2,7 @@
 // code cache kept between runs (cli/bundle.ts): the same commands, output and errors as its ES
 // modules (APEX_BUNDLE=0), a cache per command group written by the first command that succeeds
 // and used by the next, and one that does not fit replaced.
+import { isAscii } from "node:buffer";
 import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -243,6 +244,27 @@ describe("the CLI's one-file bundle", () => {
       return result.stdout.trim();
     };
     expectBundleWhileCurrent(loaded, { bundle: join(layout, "dist/cli/bundle.cjs"), buildInfo: join(layout, "dist/.tsbuildinfo") }, { bundle: "commonjs", otherwise: "es module" });
+  });
+
+  it("is ASCII only as built, which the loader reads as Latin-1; a bundle with other bytes is read as UTF-8", () => {
+    for (const name of ["cli", "status", "lifecycle", "supervisor"]) expect(isAscii(readFileSync(join(REPO_ROOT, `dist/bundle/${name}.cjs`))), name).toBe(true);
+    // The real loader, with bundles of its own: one ASCII only (its text escaped), one with UTF-8 in a string and a regular expression.
+    const layout = join(dir, "text-layout");
+    mkdirSync(join(layout, "bin"), { recursive: true });
+    mkdirSync(join(layout, "dist/cli"), { recursive: true });
+    mkdirSync(join(layout, "dist/bundle"), { recursive: true });
+    for (const file of ["bin/apex.js", "bin/package.json", "dist/cli/bundle.cjs"]) copyFileSync(join(REPO_ROOT, file), join(layout, file));
+    writeFileSync(join(layout, "package.json"), '{"type":"module"}');
+    mkdirSync(join(layout, "dist/core"));
+    writeFileSync(join(layout, "dist/core/compile-cache.js"), "export function enableCompileCache() {}\n");
+    const bundleOf = (text: string) => `// apex-bundle 0123456789abcdef: a test's\nmodule.exports = { main: async () => { console.log(${text}); return 0; }, reportOutputError: () => 1, reportUnhandledRejection() {} };\n`;
+    const run = () => spawnSync(process.execPath, [join(layout, "bin/apex.js"), "x"], { env: { ...cleanEnv(), XDG_CACHE_HOME: join(layout, "cache") }, encoding: "utf8" });
+    for (const text of ['"caf\\u00e9 \\u2713", /[\\u2026]$/.test("so\\u2026")', '"café ✓", /[…]$/.test("so…")']) {
+      writeFileSync(join(layout, "dist/bundle/cli.cjs"), bundleOf(text));
+      const result = run();
+      expect(result.stderr, text).toBe("");
+      expect(result.stdout, text).toBe("café ✓ true\n");
+    }
   });
 
   it("runs the supervisor through the loader as a program (its bundle), and from its module when the loader is missing or older than tsc's last build", () => {
