@@ -449,10 +449,11 @@ export function refuseOnAnotherHost(store: Store, sessionId: string): void {
  * worktree, on this host) is DST's as DST has it: true in DST's own supervisor. A merge made
  * anywhere else (the CLI or another session's supervisor, DST stopped, or interrupted on another
  * host of a shared store, its lease expired: one running there is refused, refuseOnAnotherHost)
- * read this host's tree, which is not DST's (another host's: `commit: null` of a clone not checked
- * out), or which other sessions moved on since DST ran; its merge checkpoint then carries over DST's latest checkpoint's git
- * state, since a memory merge changes no file. (`--git` is the exception, its caller's: git merged
- * into that tree here, and the state read after it is the merge's.)
+ * read this host's tree, which is not DST's (another host's: `commit: null` of a clone not
+ * checked out), or which other sessions moved on since DST ran; its merge checkpoint then carries
+ * over DST's latest checkpoint's git state, since a memory merge changes no file. (`--git` is the
+ * exception, its caller's: git merged into that tree here, and the state read after it is the
+ * merge's.)
  */
 function ownTree(store: Store, sessionId: string): boolean {
   try {
