@@ -115,6 +115,7 @@ describe("createCheckpoint", () => {
     await store.batch((batch) => {
       batch.set("/notes/a", "alpha");
       batch.set("/notes/b", { n: 1 });
+      // The project's record: the store's, in no checkpoint's memory (scope.ts).
       batch.set("/projects/config", { project_id: "p" });
     });
     const first = (await create({ description: "first" })).manifest;
@@ -132,13 +133,13 @@ describe("createCheckpoint", () => {
       pinned: false,
       git_state: null,
       data: {},
-      memory: { keys: 3, scope: { include: ["/"], exclude: ["/sessions"] } },
+      memory: { keys: 2, scope: { include: ["/"], exclude: ["/projects/config", "/sessions"] } },
       tasks: { count: 1 },
       agents: { count: 2 },
     });
     expect(first.id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     expect(new Date(first.created_at).toISOString()).toBe(first.created_at);
-    expect(second).toMatchObject({ sequence: 2, name: "checkpoint-002", parent: first.id, trigger: "beforeTask", memory: { keys: 4 } });
+    expect(second).toMatchObject({ sequence: 2, name: "checkpoint-002", parent: first.id, trigger: "beforeTask", memory: { keys: 3 } });
     expect(second.revision).toBeGreaterThan(first.revision);
 
     const { hash, ...unsigned } = second;
@@ -336,7 +337,7 @@ describe("restore", () => {
       batch.set("/other", "o");
     });
     const notes = (await create({ scope: { include: ["/notes", "/docs/*.md"] } })).manifest;
-    expect(notes.memory).toMatchObject({ keys: 3, scope: { include: ["/docs/*.md", "/notes"], exclude: ["/sessions"] } });
+    expect(notes.memory).toMatchObject({ keys: 3, scope: { include: ["/docs/*.md", "/notes"], exclude: ["/projects/config", "/sessions"] } });
     await store.batch((batch) => {
       batch.set("/notes/a", "changed");
       batch.delete("/notes/deep/b");

@@ -51,7 +51,7 @@ import {
   resolveCheckpoint,
   type ResolveOptions,
 } from "./refs.js";
-import { baseKey, DETACHED_ROOTS, isDetached, memoryMountOf, normalizeScope, pathSegments, segmentsPath, type MemoryScope } from "./scope.js";
+import { baseKey, DETACHED_ROOTS, isDetached, isProjectRecord, memoryMountOf, normalizeScope, pathSegments, segmentsPath, type MemoryScope } from "./scope.js";
 import { buildSnapshot, type SessionBase, type Snapshot, type TreeResult } from "./snapshot.js";
 
 export type { CheckpointManifest, CheckpointTrigger } from "./manifest.js";
@@ -443,6 +443,7 @@ export function diffCheckpoints(store: Store, a: string | CheckpointManifest, b:
   const memory = { added: [] as string[], removed: [] as string[], changed: [] as string[] };
   diffTrees(view, from.memory.root, to.memory.root, (change) => {
     const path = segmentsPath(change.segments);
+    if (isProjectRecord(path)) return; // held by checkpoints made before it left the scope: no state of the session (scope.ts)
     if (!change.before) memory.added.push(path);
     else if (!change.after) memory.removed.push(path);
     else memory.changed.push(path);
@@ -564,7 +565,8 @@ export async function restoreCheckpoint(store: Store, ref: string | CheckpointMa
       diffTrees(view, from, to, (change) => {
         const relative = segmentsPath(change.segments);
         const path = `${root}${relative}`;
-        if (tree === "memory" && isDetached(relative)) return; // no live record mirrors it (scope.ts)
+        // No live record mirrors a detached path; the project's record is this store's, not the checkpoint's (scope.ts).
+        if (tree === "memory" && (isDetached(relative) || isProjectRecord(relative))) return;
         const escape = change.after ? writeProblem(tree, tree === "memory" ? "" : root, change.segments) : undefined;
         if (escape) escapes.push(escape);
         if (change.after) {

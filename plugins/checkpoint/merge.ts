@@ -13,7 +13,7 @@ import {
   type ObjectView,
 } from "./engine/objects.js";
 import type { JsonValue } from "../../core/store/store.js";
-import { pathSegments, segmentsPath } from "./scope.js";
+import { isProjectRecord, pathSegments, segmentsPath } from "./scope.js";
 import { isRecord } from "./manifest.js";
 import { LANGGRAPH_MEMORY_ROOT } from "./langgraph-index.js";
 import { clippedText } from "../../cli/terminal-text.js";
@@ -110,10 +110,12 @@ interface SideChange {
   after?: Hash;
 }
 
-function changesOf(view: ObjectView, base: Hash | null, side: Hash | null): Map<string, SideChange & { segments: string[] }> {
+function changesOf(view: ObjectView, base: Hash | null, side: Hash | null, kind: "memory" | "tasks"): Map<string, SideChange & { segments: string[] }> {
   const changes = new Map<string, SideChange & { segments: string[] }>();
   diffTrees(view, base, side, (change) => {
-    changes.set(segmentsPath(change.segments), { segments: change.segments, ...(change.before ? { before: change.before } : {}), ...(change.after ? { after: change.after } : {}) });
+    const path = segmentsPath(change.segments);
+    if (kind === "memory" && isProjectRecord(path)) return; // never merged (planTree)
+    changes.set(path, { segments: change.segments, ...(change.before ? { before: change.before } : {}), ...(change.after ? { after: change.after } : {}) });
   });
   return changes;
 }
@@ -165,10 +167,10 @@ function planTree(view: ObjectView, base: Hash | null, ours: Hash | null, theirs
   const plan: TreeMergePlan = { changes: [], conflicts: [], same: 0, oursOnly: 0, ...(strategy === "base" ? { settledToBase: [] } : {}) };
   if (theirs === ours || (theirs === base && conflicted.size === 0)) {
     // Both sides the same tree: each path either changed is one they changed the same way.
-    if (ours !== base) plan[theirs === ours ? "same" : "oursOnly"] = changesOf(view, base, ours).size;
+    if (ours !== base) plan[theirs === ours ? "same" : "oursOnly"] = changesOf(view, base, ours, kind).size;
     return plan;
   }
-  const oursChanges = ours === base ? new Map<string, SideChange & { segments: string[] }>() : changesOf(view, base, ours);
+  const oursChanges = ours === base ? new Map<string, SideChange & { segments: string[] }>() : changesOf(view, base, ours, kind);
   let matched = 0;
   /** Their changes below each LangGraph thread namespace (`/langgraph/<thread>/<ns>`), merged as one unit below. */
   const theirUnits = new Map<string, Array<{ path: string; change: SideChange }>>();
@@ -177,6 +179,8 @@ function planTree(view: ObjectView, base: Hash | null, ours: Hash | null, theirs
   const seen = new Set<string>();
   const decide = (change: TreeChange) => {
     const path = segmentsPath(change.segments);
+    // The project's record a checkpoint made before it left the scope holds: the store's own, never merged (scope.ts).
+    if (kind === "memory" && isProjectRecord(path)) return;
     seen.add(path);
     const unit = kind === "memory" ? langGraphUnit(change.segments) : undefined;
     if (unit !== undefined) {

@@ -27,7 +27,7 @@ import {
   type CheckpointManifest,
 } from "./manifest.js";
 import { ACTORS, assertWritable, loadManifest, manifestKeys, resolveCheckpoint, type ResolveOptions } from "./refs.js";
-import { baseKey, DEFAULT_SCOPE, inScope, isDetached, keysInScope, memoryMountOf, normalizeScope, pathSegments, type MemoryScope } from "./scope.js";
+import { baseKey, DEFAULT_SCOPE, inScope, isDetached, isProjectRecord, keysInScope, memoryMountOf, normalizeScope, pathSegments, type MemoryScope } from "./scope.js";
 import { buildSnapshot, readJsonRecord } from "./snapshot.js";
 import { verifyCheckpoint } from "./validate.js";
 import { describeValue } from "../owned-paths.js";
@@ -196,7 +196,7 @@ export async function forceRecover(store: Store, ref: string, options: ForceReco
       }
     }
     for (const [path, value] of memory.values) {
-      if (seen.has(path) || isDetached(path)) continue; // kept in checkpoint trees only (scope.ts)
+      if (seen.has(path) || isDetached(path) || isProjectRecord(path)) continue; // kept in checkpoint trees only; this store's own (scope.ts)
       set.push(path);
       writes.push({ path: `${mount}${path}`, value });
     }

@@ -3,7 +3,7 @@ import { compileGlob, type Glob } from "../../core/store/glob.js";
 import { compareCodePoints } from "./engine/objects.js";
 import { checkPath, isWithin, subtreeRange } from "../../core/store/paths.js";
 import type { Store } from "../../core/store/store.js";
-import { memoryRootOf } from "../../core/session/records.js";
+import { memoryRootOf, PROJECT_CONFIG_PATH } from "../../core/session/records.js";
 
 /**
  * Which keyspace paths a checkpoint's memory covers: those matched by one of `include`
@@ -13,8 +13,9 @@ import { memoryRootOf } from "../../core/session/records.js";
  *
  * Default: the whole project memory, i.e. everything outside /sessions. Session records,
  * tasks, agent states, checkpoints and events have their own place in a checkpoint (or
- * none); /projects (project id and settings) is memory like any other path. /sessions is
- * always excluded, whatever the configuration says.
+ * none). /sessions is always excluded, whatever the configuration says, and so is the
+ * project's own record, /projects/config (its id: PROJECT_RECORD); the rest of /projects is
+ * memory like any other path.
  */
 export interface MemoryScope {
   include: string[];
@@ -25,6 +26,21 @@ export const SESSIONS_ROOT = "/sessions";
 /** The store's path -> value database (see core/store/store.ts). */
 
 export const DEFAULT_SCOPE: Readonly<MemoryScope> = Object.freeze({ include: ["/"], exclude: [SESSIONS_ROOT] });
+
+/**
+ * The project's record (`{project_id, created_at}`, written by the first `apex start`): which
+ * project a store is, for imports (a bundle of another project's session), validation and
+ * exports. It is no state of a session, and never goes back from a checkpoint: checkpoints made
+ * before it was left out of every scope hold it, and restoring or merging one of another
+ * project's (an imported session's) gave this project that project's id, after which its own
+ * exports claimed to be the other project's and imports of that project's bundles were taken
+ * for this one's. Restores, recoveries, merges and diffs pass it over wherever a tree has it.
+ */
+export const PROJECT_RECORD = PROJECT_CONFIG_PATH;
+
+export function isProjectRecord(path: string): boolean {
+  return isWithin(path, PROJECT_RECORD);
+}
 
 /** Normalized scopes by their input (checkpoints of a project all use the same one). */
 const normalizedScopes = new Map<string, MemoryScope>();
@@ -48,7 +64,7 @@ function computeScope(scope: Partial<MemoryScope> | undefined): MemoryScope {
       hint: 'Use ["/"] for the whole project memory.',
     });
   }
-  const exclude = simplify([...(scope?.exclude ?? []), SESSIONS_ROOT].map((entry) => checkEntry(entry, "exclude")));
+  const exclude = simplify([...(scope?.exclude ?? []), SESSIONS_ROOT, PROJECT_RECORD].map((entry) => checkEntry(entry, "exclude")));
   if (exclude.includes("/")) throw new ApexError("APEX_E_BAD_INPUT", 'A checkpoint scope cannot exclude "/".');
   const covered = include.filter((entry) => !(isPlain(entry) && exclude.some((other) => isPlain(other) && isWithin(entry, other))));
   if (covered.length === 0) {
