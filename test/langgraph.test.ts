@@ -7,6 +7,8 @@ import { once } from "node:events";
 import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { BaseCheckpointSaver, JsonPlusSerializer, MemorySaver, uuid6, type Checkpoint, type CheckpointMetadata } from "@langchain/langgraph-checkpoint";
+import { Annotation, DeltaValue, END, START, StateGraph, StateSchema } from "@langchain/langgraph";
+import { z } from "zod";
 import { afterEach, describe, expect, it } from "vitest";
 import { ApexSaver } from "../integrations/langgraph/index.js";
 import { type JsonValue, type Store } from "../core/store/store.js";
@@ -659,6 +661,64 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     const kept = [];
     for await (const tuple of saver.list({ configurable: { thread_id: "busy" } })) kept.push(tuple.metadata?.step);
     expect(kept).toEqual([5, 4]); // retention applies to LangGraph steps as to any checkpoint
+  });
+
+  it("retention keeps the steps a head's delta channels are rebuilt from, back to their last snapshot: a DeltaValue's history came back as its last few steps only, and the next run went on from that", async () => {
+    const steps = 12;
+    const State = new StateSchema({
+      history: new DeltaValue(z.array(z.string()).default(() => []), { inputSchema: z.string(), reducer: (current: string[], writes: string[]) => [...current, ...writes], snapshotFrequency: 5 }),
+      n: z.number().default(0),
+    });
+    const graph = (checkpointer: BaseCheckpointSaver) =>
+      new StateGraph(State)
+        .addNode("step", (state) => ({ history: `item${state.n}`, n: state.n + 1 }))
+        .addEdge(START, "step")
+        .addConditionalEdges("step", (state) => (state.n < steps ? "step" : END))
+        .compile({ checkpointer });
+    const { dir, sessionId, saver } = await setup("plugins:\n  checkpoint: {}\n  retention:\n    keep_last: 2\n    auto_cleanup: true\n");
+    const config = { configurable: { thread_id: "t1" } };
+    const memory = new MemorySaver();
+    await graph(memory).invoke({ history: "start" }, config);
+    await graph(saver).invoke({ history: "start" }, config);
+    const expected = (await graph(memory).getState(config)).values.history;
+    expect(expected).toHaveLength(steps + 1);
+    // Read by a new saver and graph, as a resumed graph reads it (the walk through the parents goes to the store).
+    const again = new ApexSaver({ project: dir });
+    cleanups.push(() => again.close());
+    expect((await graph(again).getState(config)).values.history).toEqual(expected);
+    // Retention still removed the steps before the last snapshot (the history needs none of them), and keeps the others for it.
+    const listed = [];
+    for await (const tuple of again.list(config)) listed.push(tuple);
+    expect(listed.length).toBeLessThan(steps + 2);
+    // The oldest step kept holds the history's snapshot: the walk ends there.
+    expect(Object.hasOwn(listed.at(-1)!.checkpoint.channel_values, "history")).toBe(true);
+    expect(listed.slice(0, -1).some((tuple) => Object.hasOwn(tuple.checkpoint.channel_values, "history"))).toBe(false);
+    const reasons = await readStore(dir, (store) => planRetention(store, { keepLast: 2 }, { sessionId }).sessions[0]!.result.decisions.filter((decision) => decision.keep).map((decision) => decision.item.protected));
+    expect(reasons.filter((protectedBy) => protectedBy.includes("langgraph thread t1: delta channel history"))).toHaveLength(listed.length - 1);
+    // The next run goes on from the whole history.
+    const more = await graph(again).invoke({ n: steps - 1 }, config);
+    expect(more.history).toEqual([...expected, `item${steps - 1}`]);
+  });
+
+  it("list of a thread gives its root namespace first, then its subgraphs' in the order of their names: the root's segment, \"~\", put it last, and a limit of 1 gave an old subgraph step", async () => {
+    const Notes = Annotation.Root({ notes: Annotation<string[]>({ reducer: (a, b) => a.concat(b), default: () => [] }) });
+    const inner = new StateGraph(Notes).addNode("inner", () => ({ notes: ["inner"] })).addEdge(START, "inner").addEdge("inner", END).compile();
+    const graph = (checkpointer: BaseCheckpointSaver) =>
+      new StateGraph(Notes).addNode("sub", inner).addNode("after", () => ({ notes: ["after"] })).addEdge(START, "sub").addEdge("sub", "after").addEdge("after", END).compile({ checkpointer });
+    const { saver } = await setup();
+    const config = { configurable: { thread_id: "t1" } };
+    const memory = new MemorySaver();
+    for (const checkpointer of [memory, saver]) await graph(checkpointer).invoke({ notes: [] }, config);
+    const listed = async (checkpointer: BaseCheckpointSaver, limit?: number) => {
+      const out: Array<[string, unknown]> = [];
+      for await (const tuple of checkpointer.list(config, limit === undefined ? {} : { limit })) out.push([tuple.config.configurable!.checkpoint_ns.replace(/:.*/, ":<task>"), tuple.metadata?.step]);
+      return out;
+    };
+    expect(await listed(saver, 1)).toEqual(await listed(memory, 1));
+    expect(await listed(saver, 1)).toEqual([["", 2]]);
+    const all = await listed(saver);
+    expect(all.map(([ns]) => ns)).toEqual(["", "", "", "", "sub:<task>", "sub:<task>", "sub:<task>"]);
+    expect(all.map(([, step]) => step)).toEqual([2, 1, 0, -1, 1, 0, -1]);
   });
 
   it("a LangGraph step's APEX checkpoint deleted (retention, checkpoint delete) takes its index record and writes along; the thread's head deleted, it resumes from the step before, which retention then keeps", async () => {

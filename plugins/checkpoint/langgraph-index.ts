@@ -74,31 +74,93 @@ export function headPath(sessionId: string, threadId: string, ns: string): strin
  */
 export function langGraphHeads(store: Store, sessionId: string, stored?: (apexId: string) => boolean): Map<string, string[]> {
   const heads = new Map<string, string[]>();
-  const add = (id: string, where: string) => heads.set(id, [...(heads.get(id) ?? []), `langgraph thread ${where}`]);
+  const add = (id: string, reason: string) => {
+    const reasons = heads.get(id) ?? [];
+    if (!reasons.includes(reason)) heads.set(id, [...reasons, reason]);
+  };
   const dir = headsPath(sessionId);
   for (const { path, value } of store.tree(dir)) {
     if (path === dir) {
       // The record of stores written before: `<thread>[/<ns>]` -> APEX checkpoint id.
-      if (isRecord(value)) for (const [where, id] of Object.entries(value)) if (typeof id === "string") add(id, where);
+      if (isRecord(value)) for (const [where, id] of Object.entries(value)) if (typeof id === "string") add(id, `langgraph thread ${where}`);
       continue;
     }
     const segments = path.slice(dir.length + 1).split("/");
     if (segments.length !== 2 || !isRecord(value) || typeof value.apex_id !== "string") continue;
     const [threadId, ns] = [segmentName(segments[0]!), segmentName(segments[1]!)];
     let apexId: string | undefined = value.apex_id;
+    let checkpointId = typeof value.checkpoint_id === "string" ? value.checkpoint_id : undefined;
     if (stored && !stored(apexId)) {
       // The head's checkpoint is gone (removed by repair, or by the delete of an APEX that left
       // the head): the thread resumes from the greatest id still stored (getTuple), kept instead.
       apexId = undefined;
       for (const id of checkpointIds(store, sessionId, threadId, ns)) {
         apexId = storedIndex(store, sessionId, threadId, ns, id)?.apex_id;
+        checkpointId = id;
         if (apexId !== undefined) break;
       }
       if (apexId === undefined) continue;
     }
-    add(apexId, threadLabel(threadId, ns));
+    const label = threadLabel(threadId, ns);
+    add(apexId, `langgraph thread ${label}`);
+    if (checkpointId === undefined) continue;
+    for (const step of deltaHistory(store, sessionId, threadId, ns, checkpointId)) if (!stored || stored(step)) add(step, `langgraph thread ${label}: delta channel history`);
   }
   return heads;
+}
+
+/**
+ * The APEX checkpoints of the steps before a thread namespace's head that LangGraph reads to
+ * rebuild the head's delta channels (`DeltaChannel`, `MessagesDeltaValue`: LangGraph 1.7 and
+ * later). Such a channel is not in a step's `channel_values`, except as a snapshot now and then:
+ * a graph resuming from the head walks back through its parents (getDeltaChannelHistory), taking
+ * each step's pending writes to the channel, up to the first step holding its value; a step
+ * missing on the way ends the walk, and the channel was rebuilt from the writes after it only.
+ * Retention, keeping each head alone, so cut a thread's message history to its last few steps,
+ * and the next run went on from that. The step's metadata names its delta channels
+ * (`counters_since_delta_snapshot`); metadata APEX cannot read (a serializer that writes no
+ * JSON) does not tell, and every step before the head is kept. Ids from the head's parent back.
+ */
+export function deltaHistory(store: Store, sessionId: string, threadId: string, ns: string, checkpointId: string): string[] {
+  const head = store.get(checkpointKey(sessionId, threadId, ns, checkpointId));
+  if (!isRecord(head)) return [];
+  let wanted: Set<string> | undefined;
+  if (head.metadata_json !== undefined) {
+    const counters = isRecord(head.metadata_json) ? head.metadata_json.counters_since_delta_snapshot : undefined;
+    wanted = new Set(isRecord(counters) ? Object.keys(counters) : []);
+  }
+  const view = ObjectStore.of(store).view();
+  const channels = memoryDir(threadId, ns).slice(1).split("/");
+  /** The delta channels whose value the step holds (a snapshot): the walk stops there for them. */
+  const settle = (step: Record<string, unknown>) => {
+    if (!wanted || wanted.size === 0 || typeof step.sequence !== "number") return;
+    const manifest = store.get(manifestPath(sessionId, step.sequence));
+    if (!isRecord(manifest) || manifest.id !== step.apex_id || !isRecord(manifest.memory)) return;
+    const root = typeof manifest.memory.root === "string" ? manifest.memory.root : null;
+    for (const channel of wanted) {
+      try {
+        // A channel's record is `{v}` for a version without a value (how a delta channel is kept between its snapshots).
+        const entry = lookupEntry(view, root, [...channels, nameSegment(channel)]);
+        const record = entry?.value ? view.readValue(entry.value) : undefined;
+        if (entry?.tree || (isRecord(record) && (record.t !== undefined || record.split === true))) wanted.delete(channel);
+      } catch {
+        // a damaged tree tells nothing: the walk goes on
+      }
+    }
+  };
+  settle(head);
+  const steps: string[] = [];
+  const seen = new Set<string>([checkpointId]);
+  let parent = head.parent_id;
+  while (typeof parent === "string" && !seen.has(parent) && (wanted === undefined || wanted.size > 0)) {
+    seen.add(parent);
+    const step = store.get(checkpointKey(sessionId, threadId, ns, parent));
+    if (!isRecord(step) || typeof step.apex_id !== "string") break;
+    steps.push(step.apex_id);
+    settle(step);
+    parent = step.parent_id;
+  }
+  return steps;
 }
 
 /**

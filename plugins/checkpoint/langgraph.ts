@@ -29,7 +29,7 @@
 import { isDeepStrictEqual } from "node:util";
 import type { CheckpointInfo } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
-import { ChangeSet, ObjectDamageError, ObjectStore, collectEntries, countValues, decodeValueObject, findInDirectory, lookupEntry, sha256, updateTree, type DirEntry, type Hash, type ObjectView, type TreeNode } from "./engine/objects.js";
+import { ChangeSet, ObjectDamageError, ObjectStore, collectEntries, compareCodePoints, countValues, decodeValueObject, findInDirectory, lookupEntry, sha256, updateTree, type DirEntry, type Hash, type ObjectView, type TreeNode } from "./engine/objects.js";
 import { encodeJson } from "../value-codec.js";
 import { MAX_PATH_BYTES } from "../../core/store/paths.js";
 import type { JsonValue, Store, WriteBatch } from "../../core/store/store.js";
@@ -681,11 +681,16 @@ export class LangGraphStore {
     return this.checkpointIds(sessionId, threadId, ns)[0];
   }
 
-  /** The names (decoded) of the directories directly below an index path. */
+  /**
+   * The names (decoded) of the directories directly below an index path, in the order of the
+   * names (code points), not of their segments: the root namespace "" is the segment "~", which
+   * came after every other, so `list` of a thread gave its subgraphs' steps first (a `limit: 1`
+   * an old subgraph step, not the thread's latest).
+   */
   private names(path: string): string[] {
     const names = new Set<string>();
     for (const key of this.store.keysBelow(path)) names.add(key.slice(path.length + 1).split("/")[0]!);
-    return [...names].map(segmentName);
+    return [...names].map(segmentName).sort(compareCodePoints);
   }
 }
 
