@@ -372,6 +372,20 @@ describe("tasks", () => {
     await waitFor("the session to be interrupted", () => project!.status().session?.status === "interrupted");
     check("store");
   });
+
+  it("a claim takes the task from an agent that reported it as its own while no one held it: status showed both agents on it", () => {
+    project = new Project(["agents:", idle, "  other:", "    command: sh", `    args: ["-c", "while true; do sleep 0.5; done"]`, "plugins: {}", ""].join("\n"));
+    project.start();
+    expect(project.apex(["task", "add", "free"]).status).toBe(0);
+    // Pending and unassigned: idle may say it is on it.
+    expect(project.apex(["agent", "report", "--agent", "idle", "--status", "looking", "--task", "t-0001"]).status).toBe(0);
+    expect(JSON.parse(project.apex(["task", "claim", "--agent", "other", "--json"]).stdout)).toMatchObject({ id: "t-0001", assignee: "other" });
+    const agents = Object.fromEntries(project.status().agents.map((agent) => [agent.name, agent.task]));
+    expect(agents).toEqual({ idle: null, other: "t-0001" });
+    // What idle said it was doing stays; only the task it named went to the agent that holds it.
+    const record = JSON.parse(project.apex(["memory", "show", `/sessions/${project.status().session!.session_id}/agents/idle`, "--json"]).stdout).value;
+    expect(record).toMatchObject({ reported_status: "looking", task: null });
+  });
 });
 
 describe("timers", () => {

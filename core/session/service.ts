@@ -199,6 +199,8 @@ export class SessionService extends SessionReader {
         moveTaskCount(batch, this.sessionId, current.status, task.status);
         const agentRecord = batch.get(agentPath(this.sessionId, agent)) as AgentRecord | undefined;
         if (agentRecord) batch.set(agentPath(this.sessionId, agent), { ...agentRecord, task: task.id });
+        // Another agent that reported it as its task while no one held it (`agent report --task`) has it no more: status showed both on it.
+        for (const other of this.agents()) if (other.name !== agent && other.task === task.id) clearAgentTask(batch, this.sessionId, other.name, task.id);
         record("task.claimed", { task: task.id, title: task.title, agent });
         return task;
       }, actor);
