@@ -174,6 +174,11 @@ describe("apex serve: roles", () => {
     expect(twice.stderr).toContain("APEX_E_SESSION_STATE");
     const checkpoint = remote(project, server.url, sid, operator.token, ["checkpoint", "create", "by otto"]);
     expect(checkpoint.status, checkpoint.stderr).toBe(0);
+    // Made pinned, it is a pin (owner): retention would never remove it, and the operator could not unpin it. It was created, pinned.
+    const pinned = remote(project, server.url, sid, operator.token, ["checkpoint", "create", "pinned by otto", "--pin"]);
+    expect([pinned.status, pinned.stderr]).toEqual([4, expect.stringContaining("otto is an operator of this session; checkpoint.create with pin needs owner.")]);
+    expect(project.apex(["checkpoint", "list"]).stdout).not.toContain("pinned by otto");
+    expect(remote(project, server.url, sid, owner.token, ["checkpoint", "create", "pinned by the owner", "--pin"]).status).toBe(0);
     expect(remote(project, server.url, sid, viewer.token, ["checkpoint", "list"]).stdout).toContain("by otto");
     const newest = JSON.parse(project.apex(["checkpoint", "list", "--json"]).stdout).items[0].id as string;
     for (const args of [["checkpoint", "show", newest], ["checkpoint", "list"]]) {

@@ -67,7 +67,14 @@ export function isInternalMethod(method: string): boolean {
 export function roleNeeded(method: string, params: Record<string, unknown>): Role {
   // Plugin commands: their table in command-scope.ts, which also says how each is pinned or refused.
   if (method === "plugin.command") return pluginCommandRole(params.name);
+  // A checkpoint made pinned is a pin (checkpoint.pin: owner): retention never removes it, and an operator can neither unpin nor delete it.
+  if (isPinningCreate(method, params)) return "owner";
   return NEEDED.get(method) ?? "owner";
+}
+
+/** `checkpoint create --pin`: named so in a refusal, which otherwise said an operator's checkpoint.create needs owner. */
+export function isPinningCreate(method: string, params: Record<string, unknown>): boolean {
+  return method === "checkpoint.create" && params.pin === true;
 }
 
 /** The role table as it is served: each method named in it, with the role it needs. */

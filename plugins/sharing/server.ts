@@ -32,7 +32,7 @@ import { agentLogDir, liveSupervisorOf, liveSupervisors, type SupervisorRuntime 
 import { effectiveStatus, resolveSessionId } from "../../core/session/sessions.js";
 import { shortSessionId } from "../../core/session/names.js";
 import { remotePluginCommand, type CommandSessionLookup } from "./command-scope.js";
-import { isInternalMethod, isProjectMethod, roleNeeded, roleTable } from "./roles.js";
+import { isInternalMethod, isPinningCreate, isProjectMethod, roleNeeded, roleTable } from "./roles.js";
 import { remoteEntryValue, remoteEvent, remoteResult } from "./redact.js";
 import { StagedImports } from "./staged-imports.js";
 import { CHECKPOINT_WRITES, checkRemoteWrite, hiddenRead, pinnedParams, scopedError, scopedListing, scopedResult, SESSION_LISTINGS } from "./scope.js";
@@ -539,7 +539,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     if (!roleAllows(caller.role, needed)) {
       // A name that is no method at all needs owner only by default: it is unknown (404) to every role, not a grant to ask for.
       if (!roleTable().has(method) && !(await isKnownMethod(method))) throw noSuchMethod(method);
-      throw forbidden(caller, method, needed);
+      throw forbidden(caller, isPinningCreate(method, params) ? "checkpoint.create with pin" : method, needed);
     }
     checkRemoteWrite(method, params);
     if (method === "share.create") checkGrantLifetime(caller, params);
