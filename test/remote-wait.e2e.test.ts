@@ -5,7 +5,7 @@
 // hook holds the supervisor's process is given up on after the window, as locally. The HTTP reply
 // is the plain JSON one to a client that does not ask for heartbeat lines. Every process is ended by pid.
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, shellAgents, signalIfAlive, waitFor } from "./fixtures/agents/harness.js";
@@ -162,19 +162,40 @@ describe("apex --remote with slow plugin hooks", () => {
 describe("apex --remote reads of a session whose supervisor does not answer", () => {
   it("are answered from the store after a few seconds (the server's window, when shorter), not after 120 s", async () => {
     const { p, ready, remote } = await served({ APEX_PLUGIN_COMMAND_IDLE_MS: "1500" });
+    expect(JSON.parse(remote(["status", "--json"]).stdout).session.supervisor).toMatchObject({ alive: true, stopped: false });
     stopped.push(ready.supervisor_pid);
     process.kill(ready.supervisor_pid, "SIGSTOP");
+    await waitFor("the supervisor to be stopped", () => readFileSync(`/proc/${ready.supervisor_pid}/stat`, "utf8").split(") ")[1]!.startsWith("T"));
     const began = Date.now();
-    // Before, the token's check waited 120 s on the stopped supervisor, then so did the read, each ending in a 504.
+    // Before, the token's check waited 120 s on the stopped supervisor, then so did the read, each ending in a 504; then 5 s
+    // each (10 s for a status), and the status said nothing of the supervisor being stopped, which the server's host can see.
     const status = remote(["status", "--json"]);
     expect(status.status, status.stderr).toBe(0);
-    expect(Date.now() - began).toBeLessThan(15_000);
-    expect(JSON.parse(status.stdout).session).toMatchObject({ session_id: ready.session_id });
+    expect(Date.now() - began).toBeLessThan(4_000);
+    expect(JSON.parse(status.stdout).session).toMatchObject({ session_id: ready.session_id, supervisor: { pid: ready.supervisor_pid, alive: true, stopped: true } });
+    expect(remote(["status"]).stdout).toContain(`(stopped: it answers nothing until \`kill -CONT ${ready.supervisor_pid}\``);
     const listed = remote(["task", "list", "--json"]);
     expect(listed.status, listed.stderr).toBe(0);
     expect(JSON.parse(listed.stdout)).toEqual([]);
     process.kill(ready.supervisor_pid, "SIGCONT");
     expect(p.status().session?.status).toBe("active");
+  }, 60_000);
+
+  it("stop --force kills a stopped supervisor and stops the session, as on the host: it waited on the frozen socket and failed, its hint naming itself", async () => {
+    const { p, ready, remote, session } = await served({ APEX_PLUGIN_COMMAND_IDLE_MS: "1500" });
+    const agents = p.status().agents.map((agent) => agent.pid!);
+    stopped.push(ready.supervisor_pid);
+    process.kill(ready.supervisor_pid, "SIGSTOP");
+    // Without --force, the stop waits out the window and says the supervisor is silent, as before.
+    const plain = remote(["stop", "--json"]);
+    expect(plain.status).toBe(1);
+    expect(JSON.parse(plain.stderr).error).toMatchObject({ code: "APEX_E_TIMEOUT" });
+    const forced = remote(["stop", "--force", "--json"]);
+    expect(forced.status, forced.stderr).toBe(0);
+    expect(JSON.parse(forced.stdout)).toMatchObject({ session_id: ready.session_id, status: "stopped" });
+    expect(p.alive(ready.supervisor_pid)).toBe(false);
+    for (const pid of agents) expect(p.alive(pid), `agent ${pid}`).toBe(false);
+    expect(p.apex(["session", "list"]).stdout).toMatch(new RegExp(`${session}.*stopped`));
   }, 60_000);
 });
 

@@ -35,6 +35,7 @@ import { remotePluginCommand, type CommandSessionLookup } from "./command-scope.
 import { isInternalMethod, isPinningCreate, isProjectMethod, roleNeeded, roleTable } from "./roles.js";
 import { remoteEntryValue, remoteEvent, remoteResult } from "./redact.js";
 import { StagedImports } from "./staged-imports.js";
+import { forceStopOnHost, isStopped, withStoppedFlag } from "./frozen.js";
 import { CHECKPOINT_WRITES, checkRemoteWrite, hiddenRead, pinnedParams, scopedError, scopedListing, scopedResult, SESSION_LISTINGS } from "./scope.js";
 
 /**
@@ -980,7 +981,8 @@ class Gate {
     let caller: (Caller & { last_used_at: string | null }) | undefined;
     // A supervisor that ends before it answers (its session stopping): the grant is read from the store, as when none runs.
     // So does one that does not answer this read in a few seconds (frozen, stopped).
-    if (runtime) caller = (await this.channelTo(runtime.socket).call("share.authenticate", { session: sessionId, token }, supervisorReadMs()).catch(unlessSupervisorSilent)) as typeof caller;
+    // One stopped (SIGSTOP) is not asked: it answers nothing, and each request waited its read's time for that (frozen.ts).
+    if (runtime && !isStopped(runtime)) caller = (await this.channelTo(runtime.socket).call("share.authenticate", { session: sessionId, token }, supervisorReadMs()).catch(unlessSupervisorSilent)) as typeof caller;
     if (!caller) {
       // No supervisor: read the grant from the store (the session may have ended; its grants stay).
       const { openStore, storeExists } = await import("../../core/store/open.js");
@@ -1060,7 +1062,9 @@ class Gate {
    */
   async call(sessionId: string, method: string, params: Record<string, unknown>, onEvent?: (event: unknown) => void, gone?: () => boolean): Promise<unknown> {
     try {
-      return await this.callSession(sessionId, method, params, onEvent, gone);
+      const result = await this.callSession(sessionId, method, params, onEvent, gone);
+      // Whether the supervisor is stopped, which a local status says (the client, elsewhere, cannot tell).
+      return method === "session.status" ? withStoppedFlag(result) : result;
     } catch (error) {
       // A method no supervisor knows is the caller's mistake (404), not a bad gateway (502), and
       // the list of the supervisor's methods (internal ones included) is not the caller's to see.
@@ -1072,11 +1076,25 @@ class Gate {
   }
 
   private async callSession(sessionId: string, method: string, params: Record<string, unknown>, onEvent?: (event: unknown) => void, gone?: () => boolean): Promise<unknown> {
-    const socket = this.supervisorSocket(sessionId);
+    const runtime = this.supervisorOf(sessionId);
+    const socket = runtime?.socket;
     const read = STORED_READS.has(method);
     // With a heartbeat asked for (heartbeat_ms): waited on as long as the supervisor sends it, as a local caller does.
-    if (socket && !read) return typeof params.heartbeat_ms === "number" ? this.channelTo(socket).call(method, params, idleWindowMs(), onEvent ?? (() => {})) : this.channelTo(socket).call(method, params, 120_000);
-    if (socket) {
+    const sent = (socket: string) => (typeof params.heartbeat_ms === "number" ? this.channelTo(socket).call(method, params, idleWindowMs(), onEvent ?? (() => {})) : this.channelTo(socket).call(method, params, 120_000));
+    // `stop --force` of a supervisor stopped, or silent for the idle window: killed and the session stopped without it, as on the host (frozen.ts).
+    if (socket && method === "session.stop" && params.force === true) {
+      // Its heartbeat meanwhile, as the supervisor would send it: the client waits as long as it comes.
+      const beat = typeof params.heartbeat_ms === "number" && onEvent ? () => onEvent({ heartbeat: true }) : undefined;
+      const force = () => forceStopOnHost(this.location, sessionId, beat && { beat, everyMs: params.heartbeat_ms as number });
+      if (isStopped(runtime)) return force();
+      return sent(socket).catch((error: unknown) => {
+        if (isApexError(error) && error.code === "APEX_E_TIMEOUT" && this.supervisorOf(sessionId)?.pid === runtime!.pid) return force();
+        throw error;
+      });
+    }
+    if (socket && !read) return sent(socket);
+    // A read of a stopped supervisor is the store's at once (frozen.ts).
+    if (socket && !isStopped(runtime)) {
       // A read of a session whose supervisor is ending (the session stopping while it is viewed):
       // answered from the store when the supervisor closes the connection before it answers (that
       // was a 502 saying "whether it was done is not known", for a read), and, for the status, when
