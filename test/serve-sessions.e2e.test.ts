@@ -405,6 +405,24 @@ describe("apex serve: sessions side by side", () => {
     expect((await rpc(url, main, "memory.get", ownerMain.token, { path: "/notes/where" })).body.result).toBe("main");
   });
 
+  it("a continue of a branch that the running session's working tree holds names that session's owner as the way, not commands sent to the branch", async () => {
+    project = new Project(CONFIG);
+    const p = project;
+    const main = p.start().session_id;
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    expect(p.apex(["session", "branch", "latest", "experiment"]).status).toBe(0);
+    const owner = share(p, "experiment", "olga", "owner");
+    const url = await serve(p, stops);
+    const refused = remote(p, url, "experiment", owner.token, ["start", "--continue", "experiment", "--json"]);
+    expect(refused.status, refused.stderr).toBe(4);
+    const error = JSON.parse(refused.stderr).error;
+    expect(error).toMatchObject({ code: "APEX_E_SESSION_ACTIVE", details: { session_id: main } });
+    // Before: "End it with `apex --remote …/experiment stop` first …": a stop of the branch, which is not running (refused), and its status.
+    expect(error.hint).not.toContain("--remote");
+    expect(error.hint).toContain(`through a grant of session ${main}`);
+    expect(p.status().session?.session_id).toBe(main);
+  });
+
   it("writes to an interrupted branch after a read that held the store while the grant's use was recorded", async () => {
     // The server reads an interrupted session from a read-only store and records a grant's use
     // through a writable one, side by side in one process. LMDB gives every open of a file in a

@@ -1221,7 +1221,9 @@ class Gate {
       });
     }
     const [{ loadConfig }, { launchSupervisor }] = await Promise.all([import("../../core/config/load.js"), import("../../cli/session/launch.js")]);
-    const ready = await launchSupervisor(this.location, { mode: "continue", continueTarget: sessionId }, await loadConfig(this.location));
+    const ready = await launchSupervisor(this.location, { mode: "continue", continueTarget: sessionId }, await loadConfig(this.location)).catch((error: unknown) => {
+      throw anotherSessionInTheWay(error, sessionId);
+    });
     // Its name (a branch's, null for another) from the runtime file its supervisor wrote: the client prints the session by it, as a local start does.
     const name = this.supervisorOf(sessionId)?.name;
     return { ...ready, name: typeof name === "string" && name ? name : null };
@@ -1282,6 +1284,22 @@ function unlessSupervisorGone(error: unknown): undefined {
 function unlessSupervisorSilent(error: unknown): undefined {
   if (isApexError(error) && error.code === "APEX_E_TIMEOUT") return undefined;
   return unlessSupervisorGone(error);
+}
+
+/**
+ * Another session of the project in the way of this one's continue (it runs, or is interrupted,
+ * in the working tree this one needs): its hint named `apex stop` and `apex status`, which the
+ * client then sent through `--remote` to this session, already stopped (the stop refused, the
+ * status not the session in the way). The way is the other session's owner's, on the host or
+ * through a grant of that session; said so, in words the client leaves as they are.
+ */
+function anotherSessionInTheWay(error: unknown, sessionId: string): unknown {
+  const other = isApexError(error) && error.code === "APEX_E_SESSION_ACTIVE" ? error.details?.session_id : undefined;
+  if (typeof other !== "string" || other === sessionId) return error;
+  return new ApexError("APEX_E_SESSION_ACTIVE", (error as ApexError).message, {
+    hint: `It is another session than this one: its owner ends it (or continues it, when interrupted) on the server's host, or through a grant of session ${other}; then continue this one again.`,
+    ...((error as ApexError).details ? { details: (error as ApexError).details } : {}),
+  });
 }
 
 /** A call the supervisor left unanswered as it ended (unlessSupervisorGone). */
