@@ -18,6 +18,24 @@ afterEach(async () => {
   for (const saver of savers.splice(0)) await saver.close();
 });
 
+describe("a LangGraph graph's steps are its agent's activity", () => {
+  it("session_timeout does not stop a session whose agent only steps a thread: it was stopped partway, \"no agent activity\"", async () => {
+    project = new Project("");
+    const out = join(project.dir, "steps.done");
+    // 12 steps 0.4 s apart: 4.8 s, with nothing else said, past a timeout of 2 s.
+    const agent = nodeAgent("graph", "langgraph-steps.mjs", { env: { APEX_TEST_OUT: out, APEX_TEST_STEPS: "12", APEX_TEST_PAUSE_MS: "400" }, restart: "never" });
+    project.writeConfig(["session:", "  session_timeout: 2", "agents:", agent, "plugins:", "  checkpoint: {}", ""].join("\n"));
+    const ready = project.start(["--task", "step for a while"]);
+    await waitFor("the graph's last step", () => existsSync(out), 30_000);
+    expect(project.status().session).toMatchObject({ session_id: ready.session_id, status: "active" });
+    const steps = JSON.parse(project.apex(["checkpoint", "list", "--json", "--limit", "100"]).stdout).items.filter((item: { trigger: string }) => item.trigger === "langgraph");
+    expect(steps).toHaveLength(12);
+    // Once it stops stepping, the timeout applies as before.
+    await waitFor("the session to time out", () => project!.status().session === null, 30_000);
+    expect(project.apex(["session", "history"]).stdout).toContain("timed out: no agent activity for 2 s");
+  });
+});
+
 describe("a LangGraph StateGraph as an APEX agent", () => {
   it("interrupt for human input, kill -9 mid-run, start --continue last: resumes from its last step", async () => {
     project = new Project("");

@@ -1211,8 +1211,20 @@ export class Supervisor {
   private registerMethods(): void {
     registerSupervisorMethods(this.server, this);
     // Methods of the checkpoint service (checkpoint.create, …): served here, where the store's writer is.
+    // An agent's write among them (a LangGraph step, a checkpoint) is activity, as a memory write is: a graph that only
+    // stepped was stopped by session_timeout ("no agent activity") partway through its run.
+    const reads = /\.(list|show|diff|getTuple)$/;
     for (const [name, method] of Object.entries(checkpointServiceFor(this.store)?.methods ?? {})) {
-      this.server.register(name, async (params) => { ++this.serving; try { return await this.requestActor.run(actorParam(params), async () => method(params)); } finally { if (--this.serving === 0) this.requestActor.disable(); } });
+      this.server.register(name, async (params) => {
+        ++this.serving;
+        try {
+          const result = await this.requestActor.run(actorParam(params), async () => method(params));
+          if (!reads.test(name)) this.service.noteActivity(actorParam(params));
+          return result;
+        } finally {
+          if (--this.serving === 0) this.requestActor.disable();
+        }
+      });
     }
   }
 
