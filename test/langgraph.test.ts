@@ -7,7 +7,7 @@ import { once } from "node:events";
 import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { BaseCheckpointSaver, JsonPlusSerializer, MemorySaver, uuid6, type Checkpoint, type CheckpointMetadata } from "@langchain/langgraph-checkpoint";
-import { Annotation, DeltaValue, END, START, StateGraph, StateSchema } from "@langchain/langgraph";
+import { Annotation, DeltaValue, END, START, StateGraph, StateSchema, interrupt } from "@langchain/langgraph";
 import { z } from "zod";
 import { afterEach, describe, expect, it } from "vitest";
 import { ApexSaver } from "../integrations/langgraph/index.js";
@@ -719,6 +719,39 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     const all = await listed(saver);
     expect(all.map(([ns]) => ns)).toEqual(["", "", "", "", "sub:<task>", "sub:<task>", "sub:<task>"]);
     expect(all.map(([, step]) => step)).toEqual([2, 1, 0, -1, 1, 0, -1]);
+  });
+
+  it("the README's resume: a crash after a task saved its writes and before its step's checkpoint leaves next empty and tasks not, and invoke(null) goes on to the interrupt", async () => {
+    const State = Annotation.Root({ notes: Annotation<string[]>({ reducer: (a, b) => a.concat(b), default: () => [] }) });
+    const graph = (checkpointer: BaseCheckpointSaver) =>
+      new StateGraph(State)
+        .addNode("draft", () => ({ notes: ["draft written"] }))
+        .addNode("review", () => ({ notes: [`reviewer says: ${interrupt("approve?")}`] }))
+        .addEdge(START, "draft")
+        .addEdge("draft", "review")
+        .addEdge("review", END)
+        .compile({ checkpointer });
+    const { dir, saver } = await setup();
+    // The process "dies" at the put of the step after draft's writes: the put never happens.
+    const crashing = Object.assign(Object.create(Object.getPrototypeOf(saver)), saver) as ApexSaver;
+    const put = saver.put.bind(saver);
+    crashing.put = async (config, checkpoint, metadata, versions) => {
+      if (metadata.step === 1) throw new Error("killed");
+      return put(config, checkpoint, metadata, versions);
+    };
+    const config = { configurable: { thread_id: "review-42" }, durability: "sync" as const };
+    await expect(graph(crashing).invoke({ notes: [] }, config)).rejects.toThrow("killed");
+    const again = new ApexSaver({ project: dir });
+    cleanups.push(() => again.close());
+    const state = await graph(again).getState(config);
+    expect(state.next).toEqual([]);
+    expect(state.tasks.map((task) => task.name)).toEqual(["draft"]);
+    // What the README resumes on: tasks (next alone stopped here).
+    await graph(again).invoke(null, config);
+    const after = await graph(again).getState(config);
+    expect(after.next).toEqual(["review"]);
+    expect(after.values.notes).toEqual(["draft written"]);
+    expect(after.tasks[0]!.interrupts.map((pending) => pending.value)).toEqual(["approve?"]);
   });
 
   it("a LangGraph step's APEX checkpoint deleted (retention, checkpoint delete) takes its index record and writes along; the thread's head deleted, it resumes from the step before, which retention then keeps", async () => {
