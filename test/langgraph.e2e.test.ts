@@ -174,6 +174,28 @@ describe("a LangGraph StateGraph as an APEX agent", () => {
     expect(steps).toEqual([9, 8, 7, 6, 5, 4, 3, 2, 1]);
   });
 
+  it("a list in parts across threads goes on after the last step read: a step written meanwhile moved the offset it went on from, and the list failed as too large", async () => {
+    project = new Project("");
+    project.writeConfig(["agents:", "  idle:", "    command: node", '    args: ["-e", "setTimeout(() => {}, 600000)"]', "plugins:", "  checkpoint: {}", ""].join("\n"));
+    // Replies of at most 8 MiB of JSON: 10 steps of a 0.94 MiB state are read in pages of 8.
+    project.start(["--task", "history"], { APEX_RPC_MAX_LINE_BYTES: String(8 * 1024 * 1024) });
+    const saver = new ApexSaver({ project: project.dir });
+    savers.push(saver);
+    const big = "x".repeat((30 * 1024 * 1024) / 32);
+    const heads: Record<string, Record<string, any>> = {};
+    const step = async (thread: string, n: number) => {
+      heads[thread] = await saver.put(heads[thread] ?? { configurable: { thread_id: thread, checkpoint_ns: "" } }, { v: 4, id: uuid6(1), ts: new Date().toISOString(), channel_values: { big, n }, channel_versions: { big: 1, n }, versions_seen: {} }, { source: "loop", step: n, parents: {} }, n === 1 ? { big: 1, n } : { n });
+    };
+    for (const thread of ["a", "b"]) for (let n = 1; n <= 5; n++) await step(thread, n);
+    const listed: string[] = [];
+    for await (const tuple of saver.list({})) {
+      listed.push(`${tuple.config.configurable!.thread_id}/${tuple.checkpoint.channel_values.n}`);
+      // The first page read: thread a steps again, before where the next page starts.
+      if (listed.length === 1) await step("a", 6);
+    }
+    expect(listed).toEqual(["a/5", "a/4", "a/3", "a/2", "a/1", "b/5", "b/4", "b/3", "b/2", "b/1"]);
+  });
+
   it("a new session's checkpoints hold none of the threads of the sessions before it: a branch at its first checkpoint named each as a step deleted since", async () => {
     project = new Project(["agents:", "  idle:", "    command: sleep", '    args: ["1000"]', "plugins:", "  checkpoint: {}", ""].join("\n"));
     const put = async (threadId: string) => {

@@ -197,7 +197,10 @@ export class ApexSaver extends BaseCheckpointSaver {
   /**
    * list(), LIST_PAGE steps a request (fewer while one is still too large for a reply). Within one
    * thread namespace, whose steps come newest first, each page goes on before the last step read
-   * (a step written meanwhile is not read twice); across several, after the steps read so far.
+   * (a step written meanwhile is not read twice); across several, after the last step read (its
+   * thread, namespace and id: `after`). They went on after as many steps as were read so far
+   * (`offset`, which an APEX before `after` still reads): a step written meanwhile moved them, the
+   * next page read one again, and the list failed as if the supervisor could not read in parts.
    */
   private async *listInPages(params: Record<string, unknown>, limit: number | undefined): AsyncGenerator<CheckpointTuple> {
     const one = params.thread_id !== undefined && params.checkpoint_ns !== undefined;
@@ -205,12 +208,13 @@ export class ApexSaver extends BaseCheckpointSaver {
     let remaining = limit ?? Infinity;
     let before = params.before as string | undefined;
     let offset = 0;
+    let after: { thread_id: string; checkpoint_ns: string; checkpoint_id: string } | undefined;
     const seen = new Set<string>();
     while (remaining > 0) {
       const want = Math.min(size, remaining);
       let page: TupleRecord[];
       try {
-        page = (await this.tracked(this.read("langgraph.list", { ...params, ...(one ? (before !== undefined ? { before } : {}) : { offset }), limit: want }))) as TupleRecord[];
+        page = (await this.tracked(this.read("langgraph.list", { ...params, ...(one ? (before !== undefined ? { before } : {}) : after ? { after, offset } : {}), limit: want }))) as TupleRecord[];
       } catch (error) {
         if (!(error instanceof ApexError && error.code === "APEX_E_TOO_LARGE") || want <= 1) throw error;
         size = Math.max(1, Math.floor(want / 2));
@@ -226,7 +230,9 @@ export class ApexSaver extends BaseCheckpointSaver {
       if (page.length === 0 || page.length < want) return;
       remaining -= page.length;
       offset += page.length;
-      before = page[page.length - 1]!.checkpoint_id;
+      const last = page[page.length - 1]!;
+      before = last.checkpoint_id;
+      after = { thread_id: last.thread_id, checkpoint_ns: last.checkpoint_ns, checkpoint_id: last.checkpoint_id };
     }
   }
 

@@ -279,6 +279,7 @@ export class LangGraphStore {
           before: optionalString(params, "before"),
           limit: typeof params.limit === "number" ? params.limit : undefined,
           offset: typeof params.offset === "number" ? params.offset : undefined,
+          after: listPosition(params.after),
           filter: isRecord(params.filter) ? (params.filter as Record<string, JsonValue>) : undefined,
           absent: Array.isArray(params.filter_absent) ? params.filter_absent.filter((key): key is string => typeof key === "string") : undefined,
           columns: params.columns === true,
@@ -455,8 +456,15 @@ export class LangGraphStore {
       checkpoint_id?: string | undefined;
       before?: string | undefined;
       limit?: number | undefined;
-      /** Matching checkpoints to pass over first (a list read in pages: ApexSaver's, when one reply cannot carry it all). */
+      /** Matching checkpoints to pass over first (a list read in pages by an ApexSaver before `after`). */
       offset?: number | undefined;
+      /**
+       * The last step of the page before (a list read in pages: ApexSaver's, when one reply cannot
+       * carry it all): the list goes on after it in its order (threads and namespaces by name, ids
+       * newest first). Steps written meanwhile before that point are not read, and none twice: an
+       * offset counted from the start moved with each step written, and a page read one again.
+       */
+      after?: ListPosition | undefined;
       filter?: Record<string, JsonValue> | undefined;
       /** Metadata keys the filter gives as undefined: a checkpoint whose metadata has them does not match. */
       absent?: string[] | undefined;
@@ -467,13 +475,19 @@ export class LangGraphStore {
     checkNames(sessionId, options);
     const out: TupleRecord[] = [];
     let remaining = options.limit ?? Infinity;
-    let skip = options.offset ?? 0;
+    // An ApexSaver sends `offset` beside `after` for a supervisor of an APEX before `after`, which reads only the former.
+    let skip = options.after ? 0 : (options.offset ?? 0);
+    const after = options.after;
     const threads = options.thread_id !== undefined ? [options.thread_id] : this.names(indexRoot(sessionId));
     for (const threadId of threads) {
+      if (after && compareCodePoints(threadId, after.thread_id) < 0) continue;
       const namespaces = options.checkpoint_ns !== undefined ? [options.checkpoint_ns] : this.names(`${indexRoot(sessionId)}/${nameSegment(threadId)}`);
       for (const ns of namespaces) {
+        const at = after && threadId === after.thread_id ? compareCodePoints(ns, after.checkpoint_ns) : 1;
+        if (at < 0) continue;
         for (const id of this.checkpointIds(sessionId, threadId, ns)) {
           if (remaining <= 0) return out;
+          if (at === 0 && !(id < after!.checkpoint_id)) continue;
           if (options.checkpoint_id !== undefined && id !== options.checkpoint_id) continue;
           if (options.before !== undefined && !(id < options.before)) continue;
           const located = this.locate(sessionId, threadId, ns, id);
@@ -695,6 +709,22 @@ export class LangGraphStore {
 }
 
 // ------------------------------------------------------------------------------------ helpers
+
+/** A step's place in a list: where a page of it ended. */
+export interface ListPosition {
+  thread_id: string;
+  checkpoint_ns: string;
+  checkpoint_id: string;
+}
+
+function listPosition(value: unknown): ListPosition | undefined {
+  if (value === undefined || value === null) return undefined;
+  const position = value as Partial<Record<keyof ListPosition, unknown>>;
+  if (!isRecord(value) || typeof position.thread_id !== "string" || typeof position.checkpoint_ns !== "string" || typeof position.checkpoint_id !== "string") {
+    throw new ApexError("APEX_E_BAD_INPUT", "langgraph.list: after must be {thread_id, checkpoint_ns, checkpoint_id}, the last step of the page before.");
+  }
+  return { thread_id: position.thread_id, checkpoint_ns: position.checkpoint_ns, checkpoint_id: position.checkpoint_id };
+}
 
 /**
  * The modules only writes use (writing an APEX checkpoint, and theirs), loaded by the first
