@@ -151,16 +151,23 @@ describe("a LangGraph StateGraph as an APEX agent", () => {
     expect(back!.checkpoint.channel_values).toMatchObject(final.values);
   });
 
-  it("list through a supervisor of a history larger than one reply reads it in parts: it was APEX_E_TOO_LARGE, while the store read directly gave it", async () => {
+  /**
+   * A running session whose supervisor's replies carry at most 8 MiB of JSON, a 32nd of the real
+   * 256 MiB, and a saver on it; `big`, a value of a 32nd of 30 MiB, which crosses it alike.
+   */
+  function smallReplies(): { saver: ApexSaver; big: string } {
     project = new Project("");
     project.writeConfig(["agents:", "  idle:", "    command: node", '    args: ["-e", "setTimeout(() => {}, 600000)"]', "plugins:", "  checkpoint: {}", ""].join("\n"));
-    // The supervisor's replies at most 8 MiB of JSON, a 32nd of the real 256 MiB: values of a 32nd of their size cross it alike.
     project.start(["--task", "history"], { APEX_RPC_MAX_LINE_BYTES: String(8 * 1024 * 1024) });
     const saver = new ApexSaver({ project: project.dir });
     savers.push(saver);
+    return { saver, big: "x".repeat((30 * 1024 * 1024) / 32) };
+  }
+
+  it("list through a supervisor of a history larger than one reply reads it in parts: it was APEX_E_TOO_LARGE, while the store read directly gave it", async () => {
     // 9 steps of a 0.94 MiB state: 8.4 MiB of channel values listed (each step stores only its change), 8 steps (a page) within
     // a reply. Under the real limit: 9 steps of 30 MiB.
-    const big = "x".repeat((30 * 1024 * 1024) / 32);
+    const { saver, big } = smallReplies();
     let config: Record<string, any> = { configurable: { thread_id: "history", checkpoint_ns: "" } };
     for (let n = 1; n <= 9; n++) {
       config = await saver.put(config, { v: 4, id: uuid6(1), ts: new Date().toISOString(), channel_values: { big, n }, channel_versions: { big: 1, n }, versions_seen: {} }, { source: "loop", step: n, parents: {} }, n === 1 ? { big: 1, n } : { n });
@@ -175,13 +182,8 @@ describe("a LangGraph StateGraph as an APEX agent", () => {
   });
 
   it("a list in parts across threads goes on after the last step read: a step written meanwhile moved the offset it went on from, and the list failed as too large", async () => {
-    project = new Project("");
-    project.writeConfig(["agents:", "  idle:", "    command: node", '    args: ["-e", "setTimeout(() => {}, 600000)"]', "plugins:", "  checkpoint: {}", ""].join("\n"));
-    // Replies of at most 8 MiB of JSON: 10 steps of a 0.94 MiB state are read in pages of 8.
-    project.start(["--task", "history"], { APEX_RPC_MAX_LINE_BYTES: String(8 * 1024 * 1024) });
-    const saver = new ApexSaver({ project: project.dir });
-    savers.push(saver);
-    const big = "x".repeat((30 * 1024 * 1024) / 32);
+    // 10 steps of a 0.94 MiB state, read in pages of 8.
+    const { saver, big } = smallReplies();
     const heads: Record<string, Record<string, any>> = {};
     const step = async (thread: string, n: number) => {
       heads[thread] = await saver.put(heads[thread] ?? { configurable: { thread_id: thread, checkpoint_ns: "" } }, { v: 4, id: uuid6(1), ts: new Date().toISOString(), channel_values: { big, n }, channel_versions: { big: 1, n }, versions_seen: {} }, { source: "loop", step: n, parents: {} }, n === 1 ? { big: 1, n } : { n });
