@@ -79,7 +79,9 @@ export function langGraphHeads(store: Store, sessionId: string, stored?: (apexId
     if (!reasons.includes(reason)) heads.set(id, [...reasons, reason]);
   };
   const dir = headsPath(sessionId);
-  for (const { path, value } of store.tree(dir)) {
+  // Read whole before the reads below: reads made while the tree's cursor is open failed on Node 22 with
+  // LMDB's MDB_BAD_TXN ("Attempting to setup locks after open") in a read-only store beside a writable one.
+  for (const { path, value } of [...store.tree(dir)]) {
     if (path === dir) {
       // The record of stores written before: `<thread>[/<ns>]` -> APEX checkpoint id.
       if (isRecord(value)) for (const [where, id] of Object.entries(value)) if (typeof id === "string") add(id, `langgraph thread ${where}`);
