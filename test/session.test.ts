@@ -10,7 +10,7 @@ import { callSupervisor, subscribeSupervisor } from "../dist/core/rpc/call.js";
 import { RpcServer, STREAM } from "../dist/core/rpc/server.js";
 import { openStore } from "../dist/core/store/open.js";
 import type { Store } from "../dist/core/store/store.js";
-import { parseProcStat, parseProcStatus, readProcStat, processGroups, stopProgress, stopProgressOf } from "../dist/core/session/proc.js";
+import { isProcessStopped, parseProcStat, parseProcStatus, readProcStat, processGroups, stopProgress, stopProgressOf } from "../dist/core/session/proc.js";
 import { socketPathFor } from "../dist/core/session/runtime.js";
 import { pauseVerifyMs } from "../dist/core/session/supervisor.js";
 import { SessionService, checkTaskId, recountTasks } from "../dist/core/session/service.js";
@@ -78,6 +78,23 @@ describe("/proc", () => {
     expect(self.startTime).toBeGreaterThan(0);
     expect(processGroups([self.pgrp]).get(self.pgrp)!.map((member) => member.pid)).toContain(process.pid);
     expect(readProcStat(2 ** 22 + 12345)).toBeUndefined();
+  });
+
+  it("tells a process stopped by SIGSTOP from one running and from one gone", async () => {
+    const child = spawn("sleep", ["30"], { stdio: "ignore" });
+    const pid = child.pid!;
+    try {
+      await waitFor("sleep running", () => readProcStat(pid)?.comm === "sleep");
+      expect(isProcessStopped(pid)).toBe(false);
+      process.kill(pid, "SIGSTOP");
+      await waitFor("sleep stopped", () => isProcessStopped(pid));
+      process.kill(pid, "SIGCONT");
+      await waitFor("sleep running again", () => !isProcessStopped(pid));
+    } finally {
+      signalIfAlive(pid, "SIGKILL");
+    }
+    await new Promise((resolve) => child.once("exit", resolve));
+    expect(isProcessStopped(pid)).toBe(false);
   });
 });
 

@@ -12,7 +12,7 @@ import { storeWriteRefused, writePermissionCode } from "../../plugins/lmdb/file-
 import { errorFromBody, idleWindowMs, lineSplitter, type RpcErrorBody } from "../../core/rpc/protocol.js";
 import { progressNotes } from "./lifecycle-wait.js";
 import { tailLines } from "../../core/session/agents.js";
-import { newNonce, readProcStat, SUPERVISOR_NONCE_VAR } from "../../core/session/proc.js";
+import { isProcessStopped, newNonce, SUPERVISOR_NONCE_VAR } from "../../core/session/proc.js";
 import { RUN_DIR, SUPERVISOR_LOG, supervisorLogFile } from "../../core/session/runtime.js";
 import type { ReadyReport, SupervisorRequest } from "../../core/session/supervisor.js";
 
@@ -150,7 +150,7 @@ export async function launchSupervisor(location: ProjectLocation, request: Omit<
       // A supervisor stopped (SIGSTOP, state T) sends nothing until a SIGCONT: said after ~2 s, not after the window.
       let seenStopped = 0;
       const poll = setInterval(() => {
-        seenStopped = readProcStat(child.pid!)?.state === "T" ? seenStopped + 1 : 0;
+        seenStopped = isProcessStopped(child.pid!) ? seenStopped + 1 : 0;
         if (seenStopped < 2) return;
         finish(
           new ApexError("APEX_E_TIMEOUT", `The supervisor (pid ${child.pid}) is stopped (SIGSTOP) while the session starts: it cannot go on before a SIGCONT.`, {

@@ -2,7 +2,7 @@ import type { ProjectLocation } from "../../core/config/locate.js";
 import { printJson, printLine, table, visibleText } from "../output.js";
 import { liveSessionClient, openSessionClient } from "../../core/session/client.js";
 import type { StatusReport } from "../../core/session/status-report.js";
-import { readProcStat } from "../../core/session/proc.js";
+import { isProcessStopped } from "../../core/session/proc.js";
 import type { SessionRecord } from "../../core/session/records.js";
 import { effectiveStatus } from "../../core/session/sessions.js";
 import { shortSessionId } from "../../core/session/names.js";
@@ -60,7 +60,7 @@ async function stoppingSessions(location: ProjectLocation, records: SessionRecor
       if (!client) return undefined;
       try {
         // One stopped (SIGSTOP) answers nothing: not waited for.
-        if (client.supervisor && readProcStat(client.supervisor.pid)?.state === "T") return undefined;
+        if (client.supervisor && isProcessStopped(client.supervisor.pid)) return undefined;
         const report = (await client.call("session.status", {}, 1000).catch(() => undefined)) as StatusReport | undefined;
         return report?.session?.session_id === record.session_id && report.session.status === "stopping" ? record.session_id : undefined;
       } finally {

@@ -10,7 +10,7 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { known, paint, printJson, printLine, table, visibleText } from "../output.js";
-import { isSameProcessAlive, listProcesses, readProcStat } from "../../core/session/proc.js";
+import { isProcessStopped, isSameProcessAlive, listProcesses } from "../../core/session/proc.js";
 import { SUPERVISOR_LOG, liveSupervisorOf, readRuntime } from "../../core/session/runtime.js";
 import type { StatusReport } from "../../core/session/status-report.js";
 import { agentStatusText, formatDuration, paintStatus } from "./format.js";
@@ -105,7 +105,7 @@ async function configChangedWarnings(location: ProjectLocation, report: StatusRe
 function markStoppedSupervisor(report: StatusReport): StatusReport {
   const supervisor = report.session?.supervisor;
   if (!supervisor || !supervisor.alive || report.session!.remote || process.env.APEX_REMOTE) return report;
-  const stopped = readProcStat(supervisor.pid)?.state === "T";
+  const stopped = isProcessStopped(supervisor.pid);
   // Its socket deleted (and not made again) or another file in its place: the report is the store's, and other commands are refused (APEX_E_SOCKET_GONE).
   return { ...report, session: { ...report.session!, supervisor: { ...supervisor, stopped, ...(isSocket(supervisor.socket) ? {} : { socket_gone: true }) } } };
 }

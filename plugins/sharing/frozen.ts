@@ -12,12 +12,12 @@ import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ApexError } from "../../core/errors.js";
 import type { ProjectLocation } from "../../core/config/locate.js";
-import { readProcStat } from "../../core/session/proc.js";
+import { isProcessStopped } from "../../core/session/proc.js";
 import type { SupervisorRuntime } from "../../core/session/runtime.js";
 
 /** Whether the supervisor is stopped (SIGSTOP): it reads nothing from its socket until it is continued. */
 export function isStopped(runtime: Pick<SupervisorRuntime, "pid"> | undefined): boolean {
-  return runtime !== undefined && readProcStat(runtime.pid)?.state === "T";
+  return runtime !== undefined && isProcessStopped(runtime.pid);
 }
 
 /** A status report with `supervisor.stopped`, as a local `apex status` gives it (the server is on the supervisor's host). */
@@ -25,7 +25,7 @@ export function withStoppedFlag(report: unknown): unknown {
   const supervisor = (report as { session?: { supervisor?: { pid?: unknown; alive?: unknown } | null } | null } | null)?.session?.supervisor;
   if (!supervisor || supervisor.alive !== true || typeof supervisor.pid !== "number") return report;
   const session = (report as { session: Record<string, unknown> }).session;
-  return { ...(report as Record<string, unknown>), session: { ...session, supervisor: { ...supervisor, stopped: readProcStat(supervisor.pid)?.state === "T" } } };
+  return { ...(report as Record<string, unknown>), session: { ...session, supervisor: { ...supervisor, stopped: isProcessStopped(supervisor.pid) } } };
 }
 
 /** How long the host's `apex stop --force` may take: the supervisor killed, its agents ended, the session recorded. */
