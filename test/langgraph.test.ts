@@ -695,9 +695,22 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     expect(listed.slice(0, -1).some((tuple) => Object.hasOwn(tuple.checkpoint.channel_values, "history"))).toBe(false);
     const reasons = await readStore(dir, (store) => planRetention(store, { keepLast: 2 }, { sessionId }).sessions[0]!.result.decisions.filter((decision) => decision.keep).map((decision) => decision.item.protected));
     expect(reasons.filter((protectedBy) => protectedBy.includes("langgraph thread t1: delta channel history"))).toHaveLength(listed.length - 1);
+    // `apex checkpoint delete` refuses such a step, as it refuses a branch point: it would cut the history as retention did.
+    const historyStep = await readStore(dir, (store) => [...langGraphHeads(store, sessionId)].find(([, why]) => why.includes("langgraph thread t1: delta channel history"))![0]);
+    const refused = runApex(["checkpoint", "delete", historyStep, "--json"], { cwd: dir });
+    expect(refused.status).toBe(4);
+    expect(JSON.parse(refused.stderr).error).toMatchObject({ code: "APEX_E_CONFLICT", details: { needed_by: ["langgraph thread t1: delta channel history"] } });
+    expect(runApex(["checkpoint", "delete", historyStep], { cwd: dir }).stderr).toContain("LangGraph thread t1 rebuilds its delta channels");
+    expect((await graph(again).getState(config)).values.history).toEqual(expected);
     // The next run goes on from the whole history.
     const more = await graph(again).invoke({ n: steps - 1 }, config);
     expect(more.history).toEqual([...expected, `item${steps - 1}`]);
+    // --force deletes such a step, and the graph reads the history from the steps after it only.
+    const needed = await readStore(dir, (store) => [...langGraphHeads(store, sessionId)].find(([, why]) => why.includes("langgraph thread t1: delta channel history"))![0]);
+    expect(runApex(["checkpoint", "delete", needed, "--force"], { cwd: dir }).status).toBe(0);
+    const fresh = new ApexSaver({ project: dir });
+    cleanups.push(() => fresh.close());
+    expect((await graph(fresh).getState(config)).values.history.length).toBeLessThan(more.history.length);
   });
 
   it("list of a thread gives its root namespace first, then its subgraphs' in the order of their names: the root's segment, \"~\", put it last, and a limit of 1 gave an old subgraph step", async () => {

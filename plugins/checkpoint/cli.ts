@@ -125,7 +125,8 @@ Examples:
 Refused (exit 4, APEX_E_CONFLICT, nothing deleted) without --force: a pinned checkpoint, one a
 restore is reading, one a branch session starts from (\`apex session branch\`), a merge
 checkpoint and the checkpoint a merge took in (the next merge between those sessions finds its
-base there). Retention keeps these too.
+base there), and a LangGraph step a thread rebuilds its delta channels from (a MessagesDeltaValue's
+history). Retention keeps these too.
 ${examples("apex checkpoint delete checkpoint-002", "apex checkpoint delete 1ae4 --force --json")}`,
     )
     .action(async (ref: string, options: { session?: string; force?: boolean; json?: boolean }, command: Command) => {

@@ -5,6 +5,7 @@ import { resolveCheckpoint } from "./checkpoints.js";
 import { checkpointName, isRecord, RESERVED_SESSION_NAMES } from "./manifest.js";
 import { MERGE_TRIGGER, mergedInto } from "./merge-base.js";
 import { shortSessionId } from "../../core/session/names.js";
+import { langGraphHeads } from "./langgraph-index.js";
 
 /**
  * The sessions a store knows and the checkpoints other sessions still need: the one a branch
@@ -91,7 +92,7 @@ export function labelReason(reason: string, label: (sessionId: string) => string
  */
 export function refuseNeeded(store: Store, located: Located): void {
   const sessions = knownSessions(store);
-  const needs = graphNeeds(store, located, sessions);
+  const needs = [...graphNeeds(store, located, sessions), ...deltaHistoryNeeds(store, located)];
   if (needs.length === 0) return;
   const names = new Map(sessions.map((session) => [session.sessionId, session.record?.name]));
   const label = (sessionId: string) => {
@@ -99,14 +100,27 @@ export function refuseNeeded(store: Store, located: Located): void {
     return typeof name === "string" && name ? name : shortSessionId(sessionId);
   };
   const why = needs.map((reason) => {
+    if (reason.endsWith(DELTA_HISTORY)) return `LangGraph ${reason.slice("langgraph ".length, -DELTA_HISTORY.length)} rebuilds its delta channels (a MessagesDeltaValue's history) from it`;
     const [, kind, sid] = /^(.+) (\S+)$/.exec(reason) ?? [];
     const phrase = kind === undefined ? undefined : NEEDED_BECAUSE[kind];
     return phrase && sid !== undefined ? phrase(`session ${label(sid)}`) : reason;
   });
   throw new ApexError("APEX_E_CONFLICT", `${label(located.sessionId)}/${checkpointName(located.sequence)} is needed: ${why.join("; ")}. Not deleting it.`, {
-    hint: "--force deletes it anyway: a branch keeps its own state; a later merge between these sessions still finds a checkpoint merged in from what its merge recorded (one merged by an older APEX excepted), and what a deleted merge checkpoint merged in, and a branch point from what the branch's first checkpoint recorded (while that checkpoint is kept; without it the merge falls back to an older common checkpoint, where more paths may conflict, and says so).",
+    hint: needs.every((reason) => reason.endsWith(DELTA_HISTORY)) ? `--force deletes it anyway: the thread's delta channels then come back from the steps after it only (the history before it is lost to the graph).` : "--force deletes it anyway: a branch keeps its own state; a later merge between these sessions still finds a checkpoint merged in from what its merge recorded (one merged by an older APEX excepted), and what a deleted merge checkpoint merged in, and a branch point from what the branch's first checkpoint recorded (while that checkpoint is kept; without it the merge falls back to an older common checkpoint, where more paths may conflict, and says so).",
     details: { checkpoint: located.id, needed_by: needs },
   });
+}
+
+const DELTA_HISTORY = ": delta channel history";
+
+/**
+ * "langgraph thread T: delta channel history" when a LangGraph thread namespace of the session
+ * walks back through `located` to rebuild its head's delta channels (see deltaHistory): deleting
+ * it cuts the history the next run goes on from, as retention would have. Its head is not
+ * refused: deleting the latest step by hand is how a thread is taken back one step.
+ */
+function deltaHistoryNeeds(store: Store, located: Located): string[] {
+  return (langGraphHeads(store, located.sessionId).get(located.id) ?? []).filter((reason) => reason.endsWith(DELTA_HISTORY));
 }
 
 /** Fields of a session record that name the checkpoint it was branched from (both spellings are in use). */
