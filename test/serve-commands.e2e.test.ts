@@ -153,6 +153,23 @@ describe("apex --remote … session tree|merge", () => {
     for (const line of otherText) expect(localText).toContain(line);
   });
 
+  it("lists checkpoints with KEPT BY as locally, for the running session (its supervisor answers) and an ended one (the server reads the store): the column was left out remotely", async () => {
+    const listed = (args: string[]) => JSON.parse(ok(p.apex(args))) as { items: Array<{ name: string; kept_by: string[] | null }> };
+    const live = listed(["checkpoint", "list", "--session", feature, "--json"]);
+    expect(live.items.every((item) => Array.isArray(item.kept_by))).toBe(true);
+    expect(JSON.parse(ok(remote(p, url, feature, olga, ["checkpoint", "list", "--json"])))).toEqual(live);
+    const mia = share(p, main, "mia", "viewer").token;
+    const ended = listed(["checkpoint", "list", "--session", main, "--json"]);
+    expect(ended.items[0]!.kept_by).toContain(`branch ${feature}`);
+    expect(JSON.parse(ok(remote(p, url, main, mia, ["checkpoint", "list", "--json"])))).toEqual(ended);
+    // Text names the branch by its name, as locally (the server sends the names: the client cannot read them).
+    const text = ok(remote(p, url, main, mia, ["checkpoint", "list"]));
+    expect(text).toMatch(/KEPT BY/);
+    expect(text).toMatch(/branch feature/);
+    expect(text).not.toContain(feature);
+    expect(text).toBe(ok(p.apex(["checkpoint", "list", "--session", main])));
+  });
+
   it("merges a session the user holds a grant of into the grant's session, as locally; refuses any other source or destination", async () => {
     const checkpoints = () => ok(p.apex(["checkpoint", "list", "--session", feature, "--json"]));
     const before = checkpoints();

@@ -1,7 +1,5 @@
 import type { Command } from "commander";
 import { checkpointArgument, sessionArgument } from "../../cli/session-arguments.js";
-import type { ProjectLocation } from "../../core/config/locate.js";
-import type { KeptBy } from "./plugin-list.js";
 import { projectOf } from "../../cli/context.js";
 import { wholeNumber } from "../../cli/option-values.js";
 import { examples } from "../../cli/output.js";
@@ -62,7 +60,7 @@ Examples:
     .action(async (options: { session?: string; limit?: number; offset?: number; oldest?: boolean; json?: boolean }, command: Command) => {
       const { listCheckpointsCommand } = await import("./plugin-list.js");
       const location = projectOf(command);
-      await listCheckpointsCommand(location, options, () => retentionReasons(location));
+      await listCheckpointsCommand(location, options, async () => (await import("./kept-by.js")).retentionReasons(location));
     });
 
   checkpoint
@@ -186,42 +184,4 @@ ${examples("apex session reconstruct 3f2a9c1e", "apex session reconstruct 3f2a -
       const { againAfterStop, reconstructCommand } = await import("./plugin-cli.js");
       await againAfterStop(() => reconstructCommand(projectOf(command), id, options), Boolean(options.json));
     });
-}
-
-/**
- * The KEPT BY column of `apex checkpoint list`: the retention plugin's reasons, when the
- * project's config enables it. A config that does not load leaves the column out: listing
- * checkpoints must work even then (`apex config validate` says what is wrong).
- */
-async function retentionReasons(location: ProjectLocation): Promise<KeptBy | undefined> {
-  if (await retentionLeftOut(location)) return undefined;
-  const { loadConfig } = await import("../../core/config/load.js");
-  let config: Awaited<ReturnType<typeof loadConfig>>;
-  try {
-    config = await loadConfig(location);
-  } catch {
-    return undefined;
-  }
-  const entry = config.plugins.find((plugin) => plugin.name === "retention" && plugin.enabled);
-  if (!entry) return undefined;
-  const { keptByRetention } = await import("../retention/explain.js");
-  return (store, sessionId) => keptByRetention(store, sessionId, entry.options, config);
-}
-
-/**
- * True when the config file surely does not enable retention: it has a top-level plugins:
- * section (which replaces the default list) and the word "retention" appears nowhere in it.
- * Spares listing the cost of loading the config (YAML and schemas, ~90 ms of CPU) when nothing
- * removes checkpoints; in every other case the config is loaded and decides.
- */
-async function retentionLeftOut(location: ProjectLocation): Promise<boolean> {
-  if (location.configPath === undefined) return false;
-  const { readFile } = await import("node:fs/promises");
-  let text: string;
-  try {
-    text = await readFile(location.configPath, "utf8");
-  } catch {
-    return false;
-  }
-  return /^plugins\s*:/m.test(text) && !text.includes("retention");
 }

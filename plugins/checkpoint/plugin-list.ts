@@ -8,6 +8,7 @@ import type { ProjectLocation } from "../../core/config/locate.js";
 import { known, paint, printJson, printLine, table, visibleText } from "../../cli/output.js";
 import { cutToWidth, displayWidth } from "../../cli/terminal-text.js";
 import { ApexError } from "../../core/errors.js";
+import { readView } from "../../core/store/port.js";
 import { type Store } from "../../core/store/store.js";
 import { Catalog, type CheckpointSummary } from "./catalog.js";
 import { sessionFor } from "./plugin-sessions.js";
@@ -36,6 +37,11 @@ export interface CheckpointPage {
   limit: number;
   order: "newest" | "oldest";
   items: CheckpointListItem[];
+  /**
+   * KEPT BY's texts of the reasons naming sessions (servedPage), from a process answering the
+   * list for one that does not open the store; the command prints them and leaves them out of --json.
+   */
+  kept_by_labels?: Record<string, string>;
 }
 
 export interface CheckpointListItem {
@@ -54,7 +60,7 @@ export interface CheckpointListItem {
   /**
    * What keeps it under the retention policy ("manual", "latest", "last", "base of <sid>"); an
    * empty list when the policy would remove it at the next cleanup; null when retention is not
-   * enabled (nothing removes checkpoints then) or not known (inside an agent).
+   * enabled (nothing removes checkpoints then), or by a supervisor that did not apply it.
    */
   kept_by: string[] | null;
 }
@@ -95,7 +101,7 @@ function listItem(summary: CheckpointSummary, reasons: Map<string, string[]> | u
 
 export async function listCheckpointsCommand(location: ProjectLocation, options: ListOptions, keptBy?: () => Promise<KeptBy | undefined>): Promise<void> {
   let page: CheckpointPage;
-  // For text: KEPT BY's reasons naming sessions as the other commands do, read while the store is open (none when the supervisor answers: it gives no reasons).
+  // For text: KEPT BY's reasons naming sessions as the other commands do, read while the store is open (a supervisor or server answering sends them).
   let reasonTexts = new Map<string, string>();
   const { openSessionClient } = await import("../../core/session/client.js");
   const noStore = () => new ApexError("APEX_E_NO_SESSION", "No session in this project yet.", { hint: 'Start one with `apex start --task "…"`.' });
@@ -115,11 +121,25 @@ export async function listCheckpointsCommand(location: ProjectLocation, options:
   } finally {
     await client.close();
   }
+  if (page.kept_by_labels) {
+    reasonTexts = new Map(Object.entries(page.kept_by_labels));
+    delete page.kept_by_labels;
+  }
   if (options.json) {
     printJson(page);
     return;
   }
   printPage(page, reasonTexts);
+}
+
+/**
+ * checkpointPage for a process answering the list for another (a supervisor, `apex serve`): with
+ * the texts KEPT BY names sessions by (`kept_by_labels`), which the command cannot read itself.
+ */
+export async function servedPage(store: Store, options: Omit<ListOptions, "json">, keptBy: KeptBy | undefined): Promise<CheckpointPage> {
+  const page = readView(store, () => checkpointPage(store, options, keptBy));
+  const labels = await reasonLabels(store, page);
+  return labels.size > 0 ? { ...page, kept_by_labels: Object.fromEntries(labels) } : page;
 }
 
 /**

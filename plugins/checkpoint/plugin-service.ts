@@ -481,13 +481,13 @@ export class SessionCheckpoints {
       // Reads, for commands run inside agents (which never open the store themselves).
       // Each answer from one view of the store (readView): a commit in the middle is not half in it.
       "checkpoint.list": async (params) => {
-        const { checkpointPage } = await import("./plugin-list.js");
-        return readView(this.store, () => checkpointPage(this.store, {
+        const [{ servedPage }, { keptByOf }] = await Promise.all([import("./plugin-list.js"), import("./kept-by.js")]);
+        return servedPage(this.store, {
           ...(optionalString(params, "session") !== undefined ? { session: optionalString(params, "session")! } : {}),
           ...(typeof params.limit === "number" ? { limit: params.limit } : {}),
           ...(typeof params.offset === "number" ? { offset: params.offset } : {}),
           oldest: params.oldest === true,
-        })) as unknown as JsonValue;
+        }, await keptByOf(this.store)) as unknown as Promise<JsonValue>;
       },
       "checkpoint.show": async (params) => {
         const { checkpointRecord } = await import("./record.js");

@@ -8,7 +8,7 @@ import { policyFromOptions, type RetentionOptions } from "./options.js";
  * → the protections and rules that keep it ("manual", "latest", "last", "base of …"), or an
  * empty list for one the policy would remove at the next cleanup. Reads the store; writes nothing.
  */
-export function keptByRetention(store: Store, sessionId: string, options: RetentionOptions, config: Pick<Config, "session">): Map<string, string[]> {
+export function keptByRetention(store: Store, sessionId: string, options: RetentionOptions, config: Pick<Config, "session"> | undefined): Map<string, string[]> {
   const plan = planRetention(store, policyFromOptions(options, config), { sessionId });
   const reasons = new Map<string, string[]>();
   for (const { result } of plan.sessions) {

@@ -3,6 +3,7 @@ import type { CheckpointInfo } from "../../core/engine.js";
 import { APEX_VERSION, definePlugin } from "../../core/plugins.js";
 import { shortSessionId } from "../../core/session/names.js";
 import { capOnly, policyFromOptions, type RetentionOptions } from "./options.js";
+import { provideKeptBy } from "../checkpoint/kept-by.js";
 
 const PLUGIN_NAME = "retention" as const;
 
@@ -28,6 +29,14 @@ export default definePlugin<RetentionOptions>({
     // One cleanup at a time: checkpoints can follow each other faster than a sweep runs.
     let queue: Promise<unknown> = Promise.resolve();
     let warnedNoStore = false;
+
+    // Where it runs with a store (a supervisor), `checkpoint list` read through it (inside agents, remotely) shows KEPT BY.
+    if (apex.store) {
+      provideKeptBy(apex.store, async () => {
+        const { keptByRetention } = await import("./explain.js");
+        return (store, sessionId) => keptByRetention(store, sessionId, options, apex.config);
+      });
+    }
 
     apex.hooks.afterCheckpoint.tapPromise(PLUGIN_NAME, async (info: CheckpointInfo) => {
       if (afterCheckpoint.maxCheckpoints === undefined && !autoCleanup) return;

@@ -82,7 +82,7 @@ function holdsWorkingTree(store: Store, record: SessionRecord): boolean {
 }
 
 /** One read method of `sessionId`, answered from the store as the supervisor would answer it. */
-export async function readStored(store: Store, sessionId: string, method: string, params: Record<string, unknown>): Promise<unknown> {
+export async function readStored(store: Store, sessionId: string, method: string, params: Record<string, unknown>, location?: ProjectLocation): Promise<unknown> {
   const session = storedSession(store, sessionId);
   const service = new SessionService(store, sessionId, { fire: async () => {} });
   const methods = sessionMethods(service);
@@ -105,13 +105,14 @@ export async function readStored(store: Store, sessionId: string, method: string
       return sessionTree(store);
     }
     case "checkpoint.list": {
-      const { checkpointPage } = await import("../checkpoint/plugin-list.js");
-      return checkpointPage(store, {
+      // KEPT BY as the host's `checkpoint list` shows it: the project's retention policy (`location`: the server's project).
+      const [{ servedPage }, { retentionReasons }] = await Promise.all([import("../checkpoint/plugin-list.js"), import("../checkpoint/kept-by.js")]);
+      return servedPage(store, {
         session: sessionId,
         ...(typeof params.limit === "number" ? { limit: params.limit } : {}),
         ...(typeof params.offset === "number" ? { offset: params.offset } : {}),
         oldest: params.oldest === true,
-      });
+      }, location ? await retentionReasons(location) : undefined);
     }
     case "checkpoint.show": {
       const { checkpointRecord } = await import("../checkpoint/record.js");

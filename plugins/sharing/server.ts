@@ -1107,7 +1107,7 @@ class Gate {
       });
       if (answer !== GONE && (method !== "session.status" || sessionOfStatus(answer) === sessionId)) return answer;
     }
-    if (read) return withReadStore(this.location, (store) => readStored(store, sessionId, method, params));
+    if (read) return withReadStore(this.location, (store) => readStored(store, sessionId, method, params, this.location));
     const session = await withReadStore(this.location, (store) => storedSession(store, sessionId));
     // Read-only for the methods that would change it; a name no writer serves is unknown (404) here as anywhere.
     // A merge's dry run changes nothing (its report is a read): it was refused as a write, where locally it runs.
