@@ -204,8 +204,14 @@ export const CURRENT_SESSION_PATH = "/sessions/current";
  * the same transaction as each claim and each end, so a lookup reads one record, not every session.
  */
 export const ACTIVE_SESSIONS_PATH = "/sessions/active";
-/** Names under /sessions that are not session ids: the current session's record, the ended ones', and the running ones' list (/sessions/active). */
-export const RESERVED_SESSION_NAMES: ReadonlySet<string> = new Set(["current", "history", "active"]);
+/**
+ * `{session_id, ran_at}`: the session whose memory the project's live keyspace holds, written when
+ * its records leave the store (`apex session archive`): liveMemoryOwner finds the owner from the
+ * records' runs, and without this the session that ran before it was taken for the owner.
+ */
+export const MEMORY_OWNER_PATH = "/sessions/memory-owner";
+/** Names under /sessions that are not session ids: the current session's record, the ended ones', the running ones' list (/sessions/active), the departed owner's claim. */
+export const RESERVED_SESSION_NAMES: ReadonlySet<string> = new Set(["current", "history", "active", "memory-owner"]);
 
 export interface ActiveSessionEntry {
   [key: string]: JsonValue;

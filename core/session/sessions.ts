@@ -5,7 +5,7 @@ import { boundSession, type Binding } from "./binding.js";
 import { sessionIdByName } from "./names.js";
 import { leaseValid, onOtherHost, withLease, type RecordSource } from "./lease.js";
 import { isOwnProcess, supervisorMarker } from "./proc.js";
-import { CURRENT_SESSION_PATH, ENDED_STATUSES, HISTORY_PREFIX, historyPath, memoryRootOf, readActiveSessions, RESERVED_SESSION_NAMES, sessionPath, type SessionRecord, type SessionStatus } from "./records.js";
+import { CURRENT_SESSION_PATH, ENDED_STATUSES, HISTORY_PREFIX, historyPath, MEMORY_OWNER_PATH, memoryRootOf, readActiveSessions, RESERVED_SESSION_NAMES, sessionPath, type SessionRecord, type SessionStatus } from "./records.js";
 
 /**
  * The record of the session this command acts on (binding.ts: the agent's, `--session`, the one
@@ -106,13 +106,23 @@ export function liveMemoryOwner(store: Store): string | undefined {
   let latest = "";
   for (const record of historySessions(store)) {
     if (memoryRootOf(record) !== "") continue; // a worktree session's memory has its own root
-    // Only its runs since it was imported count: before, it ran on another project's store.
-    const history = historyOf(record);
-    for (const entry of history.slice(history.map((entry) => entry.event).lastIndexOf("imported") + 1)) {
-      if (ran(entry) && typeof entry.at === "string" && entry.at > latest) [latest, owner] = [entry.at, record.session_id];
-    }
+    const at = lastRunAt(record);
+    if (at > latest) [latest, owner] = [at, record.session_id];
   }
+  // An owner archived since (MEMORY_OWNER_PATH) keeps it until a session runs after it: it was given to the one that ran before it.
+  const departed = store.get(MEMORY_OWNER_PATH) as { session_id?: unknown; ran_at?: unknown } | undefined;
+  if (typeof departed?.session_id === "string" && typeof departed.ran_at === "string" && departed.ran_at >= latest) return departed.session_id;
   return owner;
+}
+
+/** When the session last started or continued here ("" for never): only its runs since it was imported count (before, it ran on another project's store). */
+export function lastRunAt(record: SessionRecord): string {
+  const history = historyOf(record);
+  let latest = "";
+  for (const entry of history.slice(history.map((entry) => entry.event).lastIndexOf("imported") + 1)) {
+    if (ran(entry) && typeof entry.at === "string" && entry.at > latest) latest = entry.at;
+  }
+  return latest;
 }
 
 /**

@@ -11,8 +11,8 @@ import { encodeBundle, readBundle, type BundleContent } from "./bundle.js";
 import { isRecord } from "../checkpoint/manifest.js";
 import { sessionLabel } from "../checkpoint/merge-base.js";
 import { shortSessionId } from "../../core/session/names.js";
-import type { SessionRecord } from "../../core/session/records.js";
-import { effectiveStatus } from "../../core/session/sessions.js";
+import { MEMORY_OWNER_PATH, type SessionRecord } from "../../core/session/records.js";
+import { effectiveStatus, lastRunAt, liveMemoryOwner } from "../../core/session/sessions.js";
 import { collectSession, historyPath, livePath, locateSession, type CollectedSession } from "./collect.js";
 import { bundleFileName, makeBackupDirectory, readBundleFile } from "./files.js";
 import { writeFileAtomic } from "../../cli/output-file.js";
@@ -33,6 +33,12 @@ export interface ArchiveOptions {
   dryRun?: boolean;
   now?: () => Date;
   onProgress?: (text: string) => void;
+  /**
+   * Checkpoints the memory of an ended session that the live keyspace holds (it ran last in the
+   * project's tree), before it is collected: what was written since its last checkpoint is in
+   * the live keyspace alone, and would not leave with it into its bundle.
+   */
+  saveFinalState?: (sessionId: string) => Promise<void>;
 }
 
 export interface ArchivedSession {
@@ -292,6 +298,7 @@ function childrenFirst(store: Store, candidates: readonly Candidate[]): Candidat
 
 async function archiveOne(store: Store, candidate: Candidate, options: ArchiveOptions, now: Date): Promise<ArchivedSession> {
   const { sessionId } = candidate;
+  if (!options.dryRun && options.saveFinalState && liveMemoryOwner(store) === sessionId) await options.saveFinalState(sessionId);
   let collected: ReturnType<typeof collectSession>;
   try {
     collected = collectSession(store, sessionId, { kind: "archive", createdAt: now.toISOString() });
@@ -416,10 +423,16 @@ async function removeSession(store: Store, collected: CollectedSession): Promise
         });
       }
     }
+    // The session whose memory the live keyspace holds keeps its claim on it once its records are
+    // gone: the session that ran before it was taken for the owner, its final-state checkpoint
+    // (at the next start) and a `start --continue` of it took this session's memory as its own.
+    const record = store.get(historyPath(sessionId));
+    const owner = isRecord(record) && liveMemoryOwner(store) === sessionId ? { session_id: sessionId, ran_at: lastRunAt(record as unknown as SessionRecord) } : undefined;
     store.batchSync((batch) => {
       batch.delete(historyPath(sessionId));
       batch.delete(livePath(sessionId));
       batch.deleteTree(livePath(sessionId));
+      if (owner) batch.set(MEMORY_OWNER_PATH, owner);
     }, ARCHIVE_ACTOR);
     // The catalog: summaries, id records and the sequence counter of the session.
     Catalog.of(store).removeSession(sessionId, collected.checkpoints.map((checkpoint) => checkpoint.id));

@@ -71,6 +71,15 @@ export async function runArchive(input: CommandInput, context: CommandContext, s
       maxBytes: settings.maxBundleBytes,
       dryRun: Boolean(input.options.dryRun),
       onProgress: (text) => progress.update(text, true),
+      saveFinalState: async (owner) => {
+        // As `apex checkpoint create` without a supervisor: an engine bound to the store runs the checkpoint's hooks (a writer has one).
+        const { checkpointServiceFor } = await import("../../core/session/checkpoints.js");
+        if (!checkpointServiceFor(store) && context.config) {
+          const { createSessionEngine } = await import("../../core/session/hooks.js");
+          await createSessionEngine(context.config, store, (message) => process.stderr.write(`warning: ${message}\n`));
+        }
+        await checkpointServiceFor(store)?.create({ sessionId: owner, trigger: "onStop", description: "final state, saved before the session was archived", skipUnchanged: "memory" });
+      },
     });
   } finally {
     progress.done();

@@ -9,7 +9,9 @@ import type { ProjectLocation } from "../../core/config/locate.js";
 import type { Store } from "../../core/store/store.js";
 import type { KeptBy } from "./plugin-list.js";
 
-const providers = new WeakMap<Store, () => Promise<KeptBy>>();
+/** Shared by every copy of this module in the process (a supervisor runs from a bundle), as core's checkpoint registry is. */
+const shared = globalThis as { [key: symbol]: WeakMap<Store, () => Promise<KeptBy>> | undefined };
+const providers = (shared[Symbol.for("apex-sessions.kept-by")] ??= new WeakMap());
 
 /** Called by the retention plugin where it is applied with a store: the reasons its policy keeps checkpoints for. */
 export function provideKeptBy(store: Store, provider: () => Promise<KeptBy>): void {
