@@ -127,8 +127,6 @@ const compressAsync = {
 const COMPRESS_CONCURRENCY = 4;
 /** What compressing compressed values again must save of their bytes for it to be written. */
 const RECOMPRESS_GAIN = 0.03;
-/** Source packs left with less than this share of live bytes are rewritten (as sweeps do). */
-const REWRITE_BELOW = 0.5;
 
 /** Compresses the cold values of the store (or of one session). See the module comment. */
 export async function compressColdData(store: Store, options: CompressOptions): Promise<CompressResult> {
@@ -397,10 +395,12 @@ function forEachObjectIn(objects: ObjectStore, packs: { has(pack: number): boole
 }
 
 /**
- * Deletes the source packs nothing points into any more; rewrites those mostly garbage now, and
- * every compressed one that still holds live objects (hot values beside the cold ones that moved:
- * left whole, it kept the moved values' old bytes beside their new copies), whose live objects
- * go to a pack compressed the same way (at the codec's default level, as sweeps rewrite one).
+ * Deletes the source packs nothing points into any more, and rewrites every one that still holds
+ * live objects (hot values beside the cold ones that moved), compressed or not: left whole, it kept
+ * the moved values' old bytes beside their new copies, for good (a sweep rewrites a pack only once
+ * it is mostly garbage), and the store grew where the dry run said it would shrink. Its live
+ * objects go to a pack encoded the same way (a compressed one at the codec's default level, as
+ * sweeps rewrite one).
  * Runs in the write transaction of the new packs: the old pack is removed in the transaction
  * that put its objects elsewhere. With `movedAway` (a dry run: the values it would compress,
  * still where they were), only counts them.
@@ -436,7 +436,7 @@ function reclaimSources(objects: ObjectStore, sources: ReadonlyMap<number, Objec
           continue; // a damaged compressed pack stays as it is, for validate and repair
         }
       }
-    } else if (kept.reduce((sum, item) => sum + item.location.length, 0) >= pack.length * REWRITE_BELOW) continue;
+    }
     result.packs.rewritten += 1;
     if (movedAway) continue;
     for (const item of kept) {
