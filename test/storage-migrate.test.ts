@@ -121,6 +121,31 @@ describe("store migration between backends", () => {
     }
   });
 
+  it("refuses a target holding an earlier copy of this store written to since, or behind it, rather than emptying it as an interrupted copy", async () => {
+    const lmdb = track(LmdbStore.open(lmdbDir(), { actor: "user:test" }));
+    await fill(lmdb);
+    const target = track(postgresBackend.open(pgSpec(), {}));
+    await migrateStore(lmdb, target, { tables: TABLES });
+    // Both stores written since, at the same path by the same actor: the logs still agree change for change, the values do not.
+    await target.set("/notes/x", "written on the copy", "user:ann");
+    await lmdb.set("/notes/x", "written on the source", "user:ann");
+    let emptied = 0;
+    const clearInterrupted = () => void emptied++;
+    // (before: "the target holds an interrupted copy of this store: emptied, copying again", and the copy's own write was gone)
+    await expect(migrateStore(lmdb, target, { tables: TABLES, clearInterrupted })).rejects.toMatchObject({ code: "APEX_E_CONFLICT", message: expect.stringContaining("already holds data") });
+    expect(target.get("/notes/x")).toBe("written on the copy");
+    // Only the source moved on: the copy is whole but older, not an interrupted one either (it said so, and emptied it).
+    const source = track(LmdbStore.open(lmdbDir(), { actor: "user:test" }));
+    await fill(source);
+    const older = track(postgresBackend.open(pgSpec(), {}));
+    await migrateStore(source, older, { tables: TABLES });
+    await source.set("/notes/y", "later on the source", "user:ann");
+    const revision = older.revision();
+    await expect(migrateStore(source, older, { tables: TABLES, clearInterrupted })).rejects.toMatchObject({ code: "APEX_E_CONFLICT", message: expect.stringContaining("already holds data") });
+    expect(older.revision()).toBe(revision);
+    expect(emptied).toBe(0);
+  });
+
   it("leaves no keyspace in a target whose copy stopped half-way, never records holding an earlier put's placeholder", async () => {
     const lmdb = track(LmdbStore.open(lmdbDir(), { actor: "user:test" }));
     // More changes than a transaction of the copy once held (5,000), then the usual history.

@@ -188,13 +188,16 @@ function holdsData(target: StorageBackend): boolean {
 
 /**
  * "interrupted" when `target` is what an interrupted migration of `source` leaves (Ctrl-C, a lost
- * connection, a source found damaged half-way): its log is the start of the source's (the same
- * revisions, paths, kinds and actors; nothing else wrote to it since), its tables are among the
- * source's, and it is not a whole copy (verification fails). "whole" when it is a whole copy (it
- * verifies); undefined for a store anything else wrote to.
+ * connection, a source found damaged half-way): tables among the source's and no keyspace at all
+ * (the keyspace and its log are copied last, in one transaction), and not a whole copy. "whole"
+ * when it is a whole copy (it verifies); undefined for anything else. A target with a keyspace that
+ * does not verify is never taken for an interrupted copy: an earlier copy of this store written to
+ * since (its log can still match the source's change for change, the values differing) was
+ * emptied, and what was written there lost.
  */
 function copyState(source: StorageBackend, target: StorageBackend, tables: Map<string, TableOptions>): "interrupted" | "whole" | undefined {
   if (target.revision() > source.revision()) return undefined;
+  const keyspace = target.revision() > 0 || !firstOf(target.keys({})).done;
   const theirs = source.changesSince(0)[Symbol.iterator]();
   try {
     for (const change of target.changesSince(0)) {
@@ -210,7 +213,7 @@ function copyState(source: StorageBackend, target: StorageBackend, tables: Map<s
     verify(source, target, tables);
     return "whole";
   } catch (error) {
-    if (error instanceof ApexError && error.code === "APEX_E_INTEGRITY") return "interrupted";
+    if (error instanceof ApexError && error.code === "APEX_E_INTEGRITY") return keyspace ? undefined : "interrupted";
     throw error;
   }
 }
