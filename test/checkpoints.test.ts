@@ -672,6 +672,12 @@ describe("validation, repair and recovery", () => {
     expect(await rejected(validateOutOfProcess(await backend.spec(join(store.dir, "nowhere")), { workerPath: DIST_WORKER }))).toMatchObject({ code: "APEX_E_NO_STORE" });
   });
 
+  it("reports a validator that did not finish in time as a timeout, not as damage: a large store read slowly was called damaged, with repair as the next step", async () => {
+    const error = await rejected(validateOutOfProcess(store.spec!, { workerPath: join(REPO_ROOT, "test/fixtures/checkpoint-silent-validator.mjs"), timeoutMs: 500 }));
+    expect(error).toMatchObject({ code: "APEX_E_TIMEOUT", message: expect.stringContaining("did not finish") });
+    expect(String((error as { hint?: string }).hint)).not.toContain("repair");
+  });
+
   it("force-recovers what still verifies from a damaged checkpoint and lists exactly what was lost", async () => {
     const { v1, first, firstMemory } = await twoCheckpoints();
     await flipByte("value", v1);

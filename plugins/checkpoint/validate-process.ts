@@ -91,7 +91,17 @@ export function validateOutOfProcess(target: StoreSpec | string, options: OutOfP
           }
         });
       }
-      const how = timedOut ? `was stopped after ${options.timeoutMs ?? 600_000} ms` : signal ? `was killed by ${signal}` : `exited with code ${code}`;
+      // Stopped for taking too long: nothing says the store is damaged (a large store on PostgreSQL reads slowly), so no finding.
+      if (timedOut) {
+        const seconds = Math.round((options.timeoutMs ?? 600_000) / 1000);
+        return reject(
+          new ApexError("APEX_E_TIMEOUT", `Validation did not finish in ${seconds} s and was stopped before it reported: this says nothing about damage (a large store read over the network takes that long).`, {
+            hint: "Validate one session at a time (`apex session validate ID`), or run it where the store is near.",
+            details: { timeout_ms: options.timeoutMs ?? 600_000 },
+          }),
+        );
+      }
+      const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
       resolve(crashedReport(`The validator ${how} while reading the store${stderr.trim() ? `: ${stderr.trim().split("\n").slice(-3).join(" | ")}` : ""}.`));
     });
   });
