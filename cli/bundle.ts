@@ -11,7 +11,7 @@
  *
  * The cache is V8's own (vm.Script's cachedData), one file per command group (`checkpoint`,
  * `memory`…: the functions a command compiled are what its cache holds), in the user's cache
- * directory beside Node's compile cache, named by the bundle's hash (its first line), Node's
+ * directory beside Node's compile cache, named by the bundle's hash (its first line) and path, Node's
  * version and the group. V8 checks it against its own version and flags and refuses one that
  * does not fit; it is then written anew. A cache that cannot be read or written changes nothing
  * but the time. APEX_BUNDLE=0 loads the ES modules, as does a bundle older than the modules, and
@@ -92,7 +92,9 @@ async function loadEntry<E extends Entry>(entry: E, group: string): Promise<Load
   }
   const hash = /^\/\/ apex-bundle ([0-9a-f]{16})/.exec(source)?.[1];
   // NODE_DISABLE_COMPILE_CACHE, Node's switch for its own cache, turns this one off too.
-  const cacheFile = hash === undefined || process.env.NODE_DISABLE_COMPILE_CACHE ? undefined : join(cacheDirectory(), `${entry}-${hash}-${process.version}-${process.arch}-${group}.bin`);
+  // And by where the bundle is: V8's cache keeps the file name it was made with, which stack traces then gave
+  // (another checkout's path, the same bundle built there).
+  const cacheFile = hash === undefined || process.env.NODE_DISABLE_COMPILE_CACHE ? undefined : join(cacheDirectory(), `${entry}-${hash}-${pathTag(bundle)}-${process.version}-${process.arch}-${group}.bin`);
   let cachedData: Buffer | undefined;
   try {
     if (cacheFile) cachedData = readFileSync(cacheFile);
@@ -137,6 +139,13 @@ async function loadEntry<E extends Entry>(entry: E, group: string): Promise<Load
 function refreshShare(): number {
   const share = Number(process.env.APEX_CODE_CACHE_REFRESH || NaN);
   return share >= 0 && share <= 1 ? share : REFRESH_SHARE;
+}
+
+/** A short tag of a path (FNV-1a, 32 bits, in hex): cheaper at start-up than loading node:crypto. */
+export function pathTag(path: string): string {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < path.length; i++) hash = Math.imul(hash ^ path.charCodeAt(i), 0x01000193) >>> 0;
+  return hash.toString(16).padStart(8, "0");
 }
 
 function cacheDirectory(): string {
