@@ -2,6 +2,7 @@ import { ApexError, isApexError, toApexError, withDetail } from "../core/errors.
 import { fileDiskFullError, isFileDiskFull } from "../core/store/store-errors.js";
 // A raw LMDB error that reached the command (the backend maps those it sees) is still told as damage.
 import { isDamage } from "../plugins/lmdb/errors.js";
+import { remoteHint } from "./remote-commands.js";
 import { displayWidth, useColor } from "./terminal-text.js";
 
 export { useColor };
@@ -57,7 +58,7 @@ function warningsOf(error: unknown): readonly string[] | undefined {
 
 /** Prints an error for people (or as JSON with --json) and returns its exit code. */
 export function reportError(error: unknown, json: boolean): number {
-  const apexError = toApexError(classify(error));
+  const apexError = remoteHinted(toApexError(classify(error)));
   const stack = debugging() ? debugStack(apexError) : undefined;
   if (json) {
     const warnings = warningsOf(apexError);
@@ -69,6 +70,19 @@ export function reportError(error: unknown, json: boolean): number {
     if (stack !== undefined) process.stderr.write(`${stack}\n`);
   }
   return apexError.exitCode;
+}
+
+/**
+ * Through `--remote`, a hint's commands that work remotely carry `--remote TARGET`, whoever wrote
+ * the hint: the server's are given it as they arrive (plugins/sharing/transport.ts), and those
+ * this process wrote (a task claim's, a wait's that timed out) named commands that, run as
+ * written, act on this machine's project. remoteHint leaves a command that has it alone.
+ */
+function remoteHinted(error: ApexError): ApexError {
+  const target = process.env.APEX_REMOTE;
+  if (!target || !error.hint) return error;
+  const hint = remoteHint(error.hint, target);
+  return hint === error.hint ? error : new ApexError(error.code, error.message, { hint, details: error.details, cause: error });
 }
 
 /** APEX_DEBUG set, to anything but "" or "0". */

@@ -168,6 +168,9 @@ describe("apex --remote … session tree|merge", () => {
     expect(text).toMatch(/branch feature/);
     expect(text).not.toContain(feature);
     expect(text).toBe(ok(p.apex(["checkpoint", "list", "--session", main])));
+    // Its next page, as a command that reads that session (as written, it read this machine's project).
+    const paged = ok(remote(p, url, feature, olga, ["checkpoint", "list", "--limit", "1"]));
+    expect(paged).toContain(`next page: apex --remote ${url.replace(/^http:\/\//, "")}/${feature} checkpoint list --offset 1 --limit 1`);
   });
 
   it("merges a session the user holds a grant of into the grant's session, as locally; refuses any other source or destination", async () => {

@@ -191,7 +191,9 @@ function printPage(page: CheckpointPage, reasonTexts: ReadonlyMap<string, string
   printLine(table([...headers, "DESCRIPTION"], rows));
   const shown = page.offset + page.items.length;
   if (page.offset > 0 || shown < page.total) {
-    const next = shown < page.total ? `; next page: apex checkpoint list --offset ${shown}${page.limit !== DEFAULT_PAGE ? ` --limit ${page.limit}` : ""}` : "";
+    // Through --remote, the command that reads that session's next page (as written it reads this machine's project).
+    const apex = process.env.APEX_REMOTE ? `apex --remote ${process.env.APEX_REMOTE.replace(/[^\x21-\x7e]/g, "?")}` : "apex";
+    const next = shown < page.total ? `; next page: ${apex} checkpoint list --offset ${shown}${page.limit !== DEFAULT_PAGE ? ` --limit ${page.limit}` : ""}` : "";
     printLine(paint(`Showing ${page.offset + 1}–${shown} of ${page.total}${next}`, "gray"));
   }
 }
