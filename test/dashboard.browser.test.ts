@@ -3,7 +3,7 @@
 // when `apex pause` runs in a terminal, resumes as an operator, and finds no buttons as a viewer;
 // draws the session tree from branch records (parent_checkpoint, name) and memory size per checkpoint.
 import { randomUUID } from "node:crypto";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { createServer, request as httpRequest } from "node:http";
 import { connect, createServer as createNetServer, type AddressInfo, type Socket } from "node:net";
 import { join } from "node:path";
@@ -633,5 +633,33 @@ describe("the dashboard's session tree", () => {
     const mergeLine = expItem.locator(`:scope > .merge.deleted[data-checkpoint="${merge}"]`);
     expect(await mergeLine.getAttribute("data-merged-from")).toBe(later.id);
     expect(await mergeLine.textContent()).toBe(`⇠ checkpoint-002 (deleted): merge ${sid.slice(0, 8)}/${later.name} into exp (its session recorded what it merged in: a later merge still finds it)`);
+  });
+});
+
+describe("the dashboard of a session its supervisor serves (sharing.serve)", () => {
+  it("says the session ended when its server closes with it: the badge, every button greyed, no alert, and no call every 2 s to the closed port", async () => {
+    project = new Project(CONFIG.replace("plugins:\n", 'plugins:\n  git: {}\n  sharing:\n    serve:\n      listen: "127.0.0.1:0"\n'));
+    const sid = project.start().session_id;
+    const own = JSON.parse(readFileSync(join(project.storeDir, "serve.json"), "utf8")) as { url: string };
+    const { token } = JSON.parse(project.apex(["session", "share", sid, "otto", "--role", "operator", "--json"]).stdout) as { token: string };
+    context = await newContext(VIEWPORT);
+    const page = await context.newPage();
+    await page.goto(`${own.url}/#session=${sid}&token=${token}`);
+    await page.locator("#who", { hasText: "otto (operator)" }).waitFor();
+    await waitFor("Checkpoint pressable", async () => !(await page.locator("#btn-checkpoint").isDisabled()), 10_000);
+    const calls: number[] = [];
+    page.on("request", (request) => void (request.url().endsWith("/rpc/session.status") && calls.push(Date.now())));
+    expect(project.apex(["stop"]).status).toBe(0);
+    // The stream's end is the session's end: its server closes with it, so no later refresh could say so.
+    // Before, the badge stayed on "stopping" (or "active"), with "Failed to fetch" and Checkpoint pressable.
+    await page.locator("#session-status", { hasText: "stopped" }).waitFor({ timeout: 10_000 });
+    for (const id of ["#btn-pause", "#btn-resume", "#btn-checkpoint"]) expect(await page.locator(id).isDisabled()).toBe(true);
+    // Quiet: no alert, and the closed port asked less and less often (5 s, 10 s, … up to a minute
+    // apart: a session continued serves again there). It was every 2 s, for good.
+    const ended = Date.now();
+    await page.waitForTimeout(12_000);
+    expect(await page.locator("#notice").textContent()).toBe("");
+    expect(calls.filter((at) => at >= ended).length).toBeLessThanOrEqual(3);
+    expect(await page.locator("#session-status").textContent()).toBe("stopped");
   });
 });

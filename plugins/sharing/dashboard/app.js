@@ -104,7 +104,7 @@
     if (state.stream) state.stream.abort();
     state.stream = null;
     for (const chart of [state.chart, state.memoryChart]) if (chart) chart.destroy();
-    Object.assign(state, { ended: false, live: false, chart: null, memoryChart: null, samples: [[], [], []], lastCpu: null, merges: [], lastSeq: null, statusSeq: null, selected: [], refreshFailed: false, shownStatus: undefined, behindSince: 0 });
+    Object.assign(state, { ended: false, endedAs: null, streamEnded: false, retryDelay: 0, retryAt: 0, live: false, chart: null, memoryChart: null, samples: [[], [], []], lastCpu: null, merges: [], lastSeq: null, statusSeq: null, selected: [], refreshFailed: false, shownStatus: undefined, behindSince: 0 });
     $("events").replaceChildren();
     $("diff").textContent = "";
     $("notice").textContent = "";
@@ -140,7 +140,27 @@
     await refreshTree();
     state.live = true;
     follow();
-    timers.push(setInterval(refreshSoon, 2000), setInterval(refreshTree, 15000));
+    timers.push(setInterval(poll, REFRESH_EVERY_MS), setInterval(pollTree, 15000));
+  }
+
+  /** How often the page refreshes the status, the tasks and the checkpoints. */
+  const REFRESH_EVERY_MS = 2000;
+  /** The longest wait between refreshes of an ended session whose server does not answer. */
+  const RETRY_MAX_MS = 60000;
+
+  /**
+   * The clock's refresh, unless the page waits before asking again: an ended session whose server
+   * no longer answers (a supervisor's own server, sharing.serve, closes with its session) is asked
+   * less and less often (see refresh), not every 2 s for as long as the page stays open.
+   */
+  function poll() {
+    if (Date.now() < state.retryAt) return;
+    refreshSoon();
+  }
+
+  function pollTree() {
+    if (Date.now() < state.retryAt) return;
+    refreshTree();
   }
 
   function allowed(role) {
@@ -221,6 +241,11 @@
         call("checkpoint.list", { limit: 500 }).catch(() => ({ items: [] })),
       ]);
       const items = checkpoints.items || [];
+      state.retryDelay = 0;
+      state.retryAt = 0;
+      // The stream said the session ended, and its record is not written yet (a supervisor's own server
+      // answering as it closes): it is shown as ended, as the stream said, not as stopping again.
+      if (state.streamEnded && status.session && status.session.status === "stopping") status.session.status = state.endedAs || "stopped";
       renderStatus(status);
       // The session's status changed (a supervisor killed, which no event tells): the tree shows it too,
       // not the status it had until its next refresh, 15 s later.
@@ -244,6 +269,14 @@
       if (state.live && !state.stream && state.token && status.session && !ENDED.includes(status.session.status)) follow();
     } catch (error) {
       if (error.status === 401) return; // signed out: the login form shows why
+      if (state.ended) {
+        // An ended session whose server does not answer: its badge says it ended, and the server may be gone
+        // for good (a supervisor's own server closes with its session; it comes back if the session is
+        // continued). No alert, and asked again less and less often: it was "Failed to fetch" every 2 s.
+        state.retryDelay = Math.min(RETRY_MAX_MS, Math.max(5000, state.retryDelay * 2));
+        state.retryAt = Date.now() + state.retryDelay;
+        return;
+      }
       $("notice").textContent = error.message;
       state.refreshFailed = true;
     }
@@ -253,17 +286,7 @@
     const session = status.session;
     // Named as `apex status` and `apex connect` name it: a branch by its name, with its whole id after it.
     if (session && session.session_id === state.session) $("session-id").textContent = typeof session.name === "string" && session.name ? `${session.name} (${state.session})` : state.session;
-    const badge = $("session-status");
-    badge.textContent = session ? session.status : "no session";
-    badge.className = `badge status-${session ? session.status : "none"}`;
-    // An ended session is read-only: its buttons stay, greyed, with the reason. Pause is for a running
-    // session, Resume for a paused one: the other is greyed too (pressed, its refusal stayed on the page).
-    const now = session ? session.status : "none";
-    for (const button of $("controls").querySelectorAll("button")) {
-      const why = ENDED.includes(now) ? `Session ${now}: read-only` : button.id === "btn-pause" && now !== "active" ? `Session ${now}: not running` : button.id === "btn-resume" && now !== "paused" ? `Session ${now}: not paused` : "";
-      button.disabled = Boolean(why) || button.dataset.busy === "1";
-      button.title = why;
-    }
+    showSessionStatus(session ? session.status : null);
     const body = $("agents").tBodies[0];
     body.replaceChildren();
     for (const agent of status.agents) {
@@ -274,6 +297,37 @@
     }
     const connected = status.connected || [];
     $("connected").textContent = connected.length ? `Connected: ${connected.map((c) => `${c.user} (${c.role})`).join(", ")}` : "";
+  }
+
+  /** The header's badge and buttons for the session's status (null: no session). */
+  function showSessionStatus(now) {
+    const badge = $("session-status");
+    badge.textContent = now === null ? "no session" : now;
+    badge.className = `badge status-${now === null ? "none" : now}`;
+    // An ended session is read-only: its buttons stay, greyed, with the reason. Pause is for a running
+    // session, Resume for a paused one: the other is greyed too (pressed, its refusal stayed on the page).
+    const ended = ENDED.includes(now) || now === "ended";
+    for (const button of $("controls").querySelectorAll("button")) {
+      const why = ended ? `Session ${now}: read-only` : button.id === "btn-pause" && now !== "active" ? `Session ${now}: not running` : button.id === "btn-resume" && now !== "paused" ? `Session ${now}: not paused` : "";
+      button.disabled = Boolean(why) || button.dataset.busy === "1";
+      button.title = why;
+    }
+  }
+
+  /**
+   * The session's events ended (the stream's `end`): the session has ended, said at once from the
+   * stream. A supervisor's own server (sharing.serve) closes as its session stops, so no refresh to
+   * come could say it: the page stayed on the last status it had read ("stopping", Checkpoint
+   * pressable), with "Failed to fetch" every 2 s. The badge says how it ended (its last event:
+   * stopped, completed or failed; "ended" if the stream did not bring it), every button is greyed,
+   * and a refresh the server no longer answers is no alert (refresh).
+   */
+  function sessionEnded() {
+    state.ended = true;
+    state.streamEnded = true;
+    showSessionStatus(state.endedAs || "ended");
+    if (STREAM_DOWN.test($("notice").textContent)) $("notice").textContent = "";
+    refreshSoon();
   }
 
   function renderTasks(tasks) {
@@ -553,6 +607,8 @@
   async function follow() {
     const abort = new AbortController();
     state.stream = abort;
+    // Until this stream says otherwise: a session continued is followed again, its end to come.
+    state.streamEnded = false;
     try {
       const response = await fetch(`/api/sessions/${encodeURIComponent(state.session)}/stream`, {
         method: "POST",
@@ -607,11 +663,18 @@
       if (typeof payload.seq === "number" && (state.lastSeq === null || payload.seq > state.lastSeq)) state.lastSeq = payload.seq;
       return;
     }
+    // The stream's end (or its events part's, were it to follow more): it follows the session's events
+    // only, which end with the session. Dropped before, so the page learnt of the end from a refresh
+    // alone, which a server that closed with its session could no longer answer.
+    if (kind === "end" || (kind === "ended" && payload.method === "events.subscribe")) return sessionEnded();
     if (kind !== "events.subscribe") return;
     if (typeof payload.seq === "number" && state.lastSeq !== null && payload.seq <= state.lastSeq) return; // shown already
     if (STREAM_DOWN.test($("notice").textContent)) $("notice").textContent = "";
     showEvent(payload);
     if (typeof payload.seq === "number") state.lastSeq = payload.seq;
+    // How the session ended, for the badge once the stream ends (its server may not answer by then).
+    if (/^session\.(stopped|completed|failed)$/.test(payload.type)) state.endedAs = payload.type.slice("session.".length);
+    else if (/^session\.(started|continued)$/.test(payload.type)) state.endedAs = null;
     if (payload.type === "session.merged" && payload.from) state.merges.push(payload.from);
     refreshSoon();
     if (/^session\./.test(payload.type)) refreshTree();
