@@ -663,3 +663,32 @@ describe("the dashboard of a session its supervisor serves (sharing.serve)", () 
     expect(await page.locator("#session-status").textContent()).toBe("stopped");
   });
 });
+
+describe("the dashboard of a session that ends while apex serve is down", () => {
+  it("shows the session's last events once the server is back, from the last one shown, though the session has ended", async () => {
+    const { sid, url, token } = await servedToViewer();
+    context = await newContext(VIEWPORT);
+    const page = await context.newPage();
+    await page.goto(`${url}/#session=${sid}&token=${token}`);
+    await page.locator("#events li", { hasText: "session.started" }).waitFor();
+    await stopServer!();
+    await page.locator("#notice", { hasText: /./ }).waitFor();
+    // Meanwhile the session goes on, and ends.
+    expect(project!.apex(["checkpoint", "create", "while the server is down"]).status).toBe(0);
+    expect(project!.apex(["stop"]).status).toBe(0);
+    const restarted = project!.apexAsync(["serve", "--listen", url.replace("http://", ""), "--json"]);
+    stopServer = async () => {
+      if (restarted.child.exitCode === null) restarted.child.kill("SIGTERM");
+      await restarted.done;
+    };
+    await waitFor("apex serve again", () => (restarted.output().includes("}") ? true : undefined), 30_000);
+    await page.locator("#session-status", { hasText: "stopped" }).waitFor({ timeout: 10_000 });
+    // The server replays what the session wrote after the last event shown, then ends the stream. Before,
+    // an ended session was not followed again: its checkpoint and its stop never reached the page.
+    await page.locator("#events li", { hasText: "session.stopped" }).waitFor({ timeout: 10_000 });
+    const listed = await page.locator("#events li").allTextContents();
+    expect(listed.filter((line) => line.includes("checkpoint")).length).toBeGreaterThan(0);
+    expect(listed.filter((line) => line.includes("session.started")).length).toBe(1);
+    await waitFor("the notice gone", async () => (await page.locator("#notice").textContent()) === "", 10_000);
+  });
+});

@@ -104,7 +104,7 @@
     if (state.stream) state.stream.abort();
     state.stream = null;
     for (const chart of [state.chart, state.memoryChart]) if (chart) chart.destroy();
-    Object.assign(state, { ended: false, endedAs: null, streamEnded: false, retryDelay: 0, retryAt: 0, live: false, chart: null, memoryChart: null, samples: [[], [], []], lastCpu: null, merges: [], lastSeq: null, statusSeq: null, selected: [], refreshFailed: false, shownStatus: undefined, behindSince: 0 });
+    Object.assign(state, { ended: false, endedAs: null, streamEnded: false, replayedTo: null, retryDelay: 0, retryAt: 0, live: false, chart: null, memoryChart: null, samples: [[], [], []], lastCpu: null, merges: [], lastSeq: null, statusSeq: null, selected: [], refreshFailed: false, shownStatus: undefined, behindSince: 0 });
     $("events").replaceChildren();
     $("diff").textContent = "";
     $("notice").textContent = "";
@@ -266,7 +266,15 @@
       state.ended = Boolean(status.session && ENDED.includes(status.session.status));
       if (state.ended && STREAM_DOWN.test($("notice").textContent)) $("notice").textContent = "";
       // The live stream ended (the server restarted) while the session goes on: followed again, from the last event shown.
-      if (state.live && !state.stream && state.token && status.session && !ENDED.includes(status.session.status)) follow();
+      // So too, once, for a session that ended meanwhile while the status counts events the page has not shown: the
+      // server replays them from there (its stop among them), then ends the stream. Before, an ended session was not
+      // followed again, and the events it wrote while the server was down never reached the page.
+      const behind = typeof state.statusSeq === "number" && state.lastSeq !== null && state.statusSeq > state.lastSeq;
+      const replay = state.ended && behind && state.replayedTo !== state.statusSeq;
+      if (state.live && !state.stream && state.token && status.session && (!state.ended || replay)) {
+        if (state.ended) state.replayedTo = state.statusSeq;
+        follow();
+      }
     } catch (error) {
       if (error.status === 401) return; // signed out: the login form shows why
       if (state.ended) {
@@ -636,7 +644,10 @@
       }
       if (!abort.signal.aborted && !state.ended) $("notice").textContent = "The live stream ended.";
     } catch (error) {
-      if (!abort.signal.aborted) $("notice").textContent = `Live events stopped: ${error.message}`;
+      // An ended session's replay that failed (its server gone again) is no alert: the next refresh the
+      // server answers asks for it again.
+      if (state.ended) state.replayedTo = null;
+      else if (!abort.signal.aborted) $("notice").textContent = `Live events stopped: ${error.message}`;
     }
     if (state.stream === abort) state.stream = null;
   }
