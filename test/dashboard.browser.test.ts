@@ -337,7 +337,15 @@ describe("the dashboard in headless Chromium", () => {
  * A TCP link to `url` that forwards both ways, except the first connection that asks for an event
  * stream: from that request on it passes nothing and closes nothing, as a network gone under it.
  */
-async function silentStreamLink(url: string): Promise<{ address: string; silenced(): boolean }> {
+function silentStreamLink(url: string): Promise<{ address: string; silenced(): boolean }> {
+  return silentLink(url, "/stream HTTP/1.1");
+}
+
+/**
+ * A TCP link to `url` that forwards both ways, except the first connection to send `asks` (a part of
+ * a request line) once `armed()` says so: from that request on it passes nothing and closes nothing.
+ */
+async function silentLink(url: string, asks: string, armed = () => true): Promise<{ address: string; silenced(): boolean }> {
   const target = new URL(url);
   let silenced = false;
   const sockets = new Set<Socket>();
@@ -349,7 +357,7 @@ async function silentStreamLink(url: string): Promise<{ address: string; silence
       socket.on("error", () => {});
     }
     client.on("data", (chunk: Buffer) => {
-      if (!silenced && chunk.toString("latin1").includes("/stream HTTP/1.1")) silent = silenced = true;
+      if (!silenced && armed() && chunk.toString("latin1").includes(asks)) silent = silenced = true;
       if (!silent) upstream.write(chunk);
     });
     upstream.on("data", (chunk: Buffer) => void (!silent && client.write(chunk)));
@@ -691,4 +699,26 @@ describe("the dashboard of a session that ends while apex serve is down", () => 
     expect(listed.filter((line) => line.includes("session.started")).length).toBe(1);
     await waitFor("the notice gone", async () => (await page.locator("#notice").textContent()) === "", 10_000);
   });
+});
+
+describe("the dashboard when a call is never answered", () => {
+  it("gives up on it after a while, says so, and goes on refreshing", async () => {
+    const { sid, url, token } = await servedToViewer();
+    // The page reaches the server through a link that black-holes one status call once armed: the
+    // request is taken, and nothing comes back nor closes.
+    let armed = false;
+    const link = await silentLink(url, "/rpc/session.status HTTP/1.1", () => armed);
+    context = await newContext(VIEWPORT);
+    const page = await context.newPage();
+    await page.goto(`http://${link.address}/#session=${sid}&token=${token}`);
+    await page.locator("#session-status", { hasText: "active" }).waitFor();
+    armed = true;
+    await waitFor("a status call black-holed", () => link.silenced());
+    await page.locator("#notice", { hasText: "No answer to session.status in 15 s" }).waitFor({ timeout: 25_000 });
+    // Refreshed again: before, that one call held every later refresh for good (the page showed the
+    // session active, silently, whatever it did).
+    expect(project!.apex(["pause"]).status).toBe(0);
+    await page.locator("#session-status", { hasText: "paused" }).waitFor({ timeout: 10_000 });
+    await waitFor("the notice gone", async () => (await page.locator("#notice").textContent()) === "", 10_000);
+  }, 90_000);
 });

@@ -39,18 +39,37 @@
     showLogin(message);
   }
 
-  async function call(method, params) {
+  /** How long a call the page makes by itself (the refreshes) may go unanswered. */
+  const CALL_TIMEOUT_MS = 15000;
+  /** How long a button's call or a diff may: a checkpoint or a diff of a large session takes a while. */
+  const ACTION_TIMEOUT_MS = 60000;
+
+  /**
+   * One API call, given up after `timeout` ms without its whole reply. A connection that takes a
+   * request and never answers nor closes (a network gone under it, a proxy holding it) kept the
+   * call waiting for good: the refresh under way never ended, so no refresh came after it, and the
+   * page went on showing that moment's state without a word.
+   */
+  async function call(method, params, timeout = CALL_TIMEOUT_MS) {
     if (!state.token) {
       const error = new Error("Not signed in.");
       error.status = 401;
       throw error;
     }
-    const response = await fetch(`/api/sessions/${encodeURIComponent(state.session)}/rpc/${method}`, {
-      method: "POST",
-      headers: { "content-type": "application/json", authorization: `Bearer ${state.token}` },
-      body: JSON.stringify(params || {}),
-    });
-    const body = await replyBody(response);
+    let response;
+    let body;
+    try {
+      response = await fetch(`/api/sessions/${encodeURIComponent(state.session)}/rpc/${method}`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${state.token}` },
+        body: JSON.stringify(params || {}),
+        signal: AbortSignal.timeout(timeout),
+      });
+      body = await replyBody(response);
+    } catch (error) {
+      if (error && error.name === "TimeoutError") throw new Error(`No answer to ${method} in ${timeout / 1000} s: the connection to the server may be lost. The page asks again.`);
+      throw error;
+    }
     if (!response.ok) {
       const error = new Error(body.error ? body.error.message : `HTTP ${response.status}`);
       error.status = response.status;
@@ -70,6 +89,8 @@
     try {
       return await response.json();
     } catch (error) {
+      // The call's time ran out as its reply was read: said as such by call, not as a reply that was not APEX's.
+      if (error && error.name === "TimeoutError") throw error;
       const status = `HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ""}`;
       throw new Error(`The server answered ${status}, not with APEX's reply: a proxy in front of apex serve may have answered for it (is apex serve running behind it?).`);
     }
@@ -184,7 +205,7 @@
         button.disabled = true;
         button.dataset.busy = "1";
         try {
-          await call(method, params);
+          await call(method, params, ACTION_TIMEOUT_MS);
           $("notice").textContent = "";
         } catch (error) {
           $("notice").textContent = error.message;
@@ -371,7 +392,7 @@
     state.selected = state.selected.slice(-2);
     if (state.selected.length < 2) return;
     try {
-      const diff = await call("checkpoint.diff", { from: state.selected[0], to: state.selected[1] });
+      const diff = await call("checkpoint.diff", { from: state.selected[0], to: state.selected[1] }, ACTION_TIMEOUT_MS);
       const lines = [`${diff.from.name} → ${diff.to.name}`];
       for (const kind of ["added", "removed", "changed"]) for (const path of diff.memory[kind]) lines.push(`${kind.padEnd(8)} ${path}`);
       lines.push(`tasks: +${diff.tasks.added.length} -${diff.tasks.removed.length} ~${diff.tasks.changed.length}; agents: ~${diff.agents.changed.length}`);
