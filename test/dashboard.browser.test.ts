@@ -722,3 +722,41 @@ describe("the dashboard when a call is never answered", () => {
     await waitFor("the notice gone", async () => (await page.locator("#notice").textContent()) === "", 10_000);
   }, 90_000);
 });
+
+describe("the dashboard's checkpoint timeline", () => {
+  /** A viewer's page of a new session with two more checkpoints, `older` and `newer`, and what `between` did between them (`before`, before them). */
+  async function twoCheckpoints(between: () => void, before = () => {}): Promise<{ page: import("playwright-core").Page; older: { id: string; name: string }; newer: { id: string; name: string } }> {
+    const { sid, url, token } = await servedToViewer();
+    before();
+    const older = JSON.parse(project!.apex(["checkpoint", "create", "older", "--json"]).stdout) as { id: string; name: string };
+    between();
+    const newer = JSON.parse(project!.apex(["checkpoint", "create", "newer", "--json"]).stdout) as { id: string; name: string };
+    context = await newContext(VIEWPORT);
+    const page = await context.newPage();
+    await page.goto(`${url}/#session=${sid}&token=${token}`);
+    await page.locator("#timeline li", { hasText: "newer" }).waitFor();
+    return { page, older, newer };
+  }
+
+  it("keeps a checkbox's focus and tick across its refreshes, so a keyboard can tick two", async () => {
+    const { page } = await twoCheckpoints(() => undefined);
+    // Focused as Tab would (the checkbox of the older checkpoint), then left for a few refreshes (every 2 s).
+    await page.locator("#timeline li", { hasText: "older" }).locator("input").focus();
+    const focused = () => page.evaluate(() => (document.activeElement as HTMLInputElement | null)?.closest("li")?.textContent ?? document.activeElement?.tagName);
+    await page.waitForTimeout(5000);
+    // Before, each refresh built the list anew: the focus went to BODY, and Space ticked nothing.
+    expect(await focused()).toContain("older");
+    await page.keyboard.press("Space");
+    // A checkpoint taken meanwhile goes on top; the others stay as they are, focus and tick with them.
+    expect(project!.apex(["checkpoint", "create", "newest"]).status).toBe(0);
+    await page.locator("#timeline li").first().filter({ hasText: "newest" }).waitFor();
+    await page.waitForTimeout(3000);
+    expect(await page.locator("#timeline li", { hasText: "older" }).locator("input").isChecked()).toBe(true);
+    expect(await focused()).toContain("older");
+    // Shift+Tab: the newer checkpoint's box, above it. Ticked: the diff of the two.
+    await page.keyboard.press("Shift+Tab");
+    expect(await focused()).toContain("newer");
+    await page.keyboard.press("Space");
+    await page.locator("#diff", { hasText: "→" }).waitFor();
+  });
+});

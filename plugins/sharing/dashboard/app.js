@@ -372,24 +372,49 @@
     }
   }
 
+  /**
+   * The newest checkpoints, one <li> each, keyed by the checkpoint's id (data-checkpoint) and updated
+   * in place: an entry is made for a checkpoint new to the list, removed for one gone from it, and the
+   * others are left where they are (a node moved or made anew loses the focus). Before, every refresh
+   * (every 2 s) built the list anew: a checkbox focused with the keyboard lost its focus to the page
+   * before Space could tick it.
+   */
   function renderCheckpoints(items) {
     const list = $("timeline");
-    list.replaceChildren();
-    for (const item of items) {
-      const entry = document.createElement("li");
-      const box = document.createElement("input");
-      box.type = "checkbox";
-      box.checked = state.selected.includes(item.id);
-      box.addEventListener("change", () => pick(item.id, box.checked));
-      entry.append(box, ` ${item.name} · ${item.trigger} · ${item.created_at.slice(11, 19)}${item.description ? ` · ${item.description}` : ""}`);
-      list.append(entry);
+    const ids = new Set(items.map((item) => item.id));
+    const entries = new Map();
+    for (const entry of [...list.children]) {
+      if (ids.has(entry.dataset.checkpoint)) entries.set(entry.dataset.checkpoint, entry);
+      else entry.remove();
     }
+    items.forEach((item, index) => {
+      let entry = entries.get(item.id);
+      if (!entry) {
+        entry = document.createElement("li");
+        entry.dataset.checkpoint = item.id;
+        const box = document.createElement("input");
+        box.type = "checkbox";
+        box.addEventListener("change", () => pick(item.id, box.checked));
+        // The label's text ticks the box too.
+        const label = document.createElement("label");
+        label.append(box, text("span", ""));
+        entry.append(label);
+      }
+      const label = ` ${item.name} · ${item.trigger} · ${item.created_at.slice(11, 19)}${item.description ? ` · ${item.description}` : ""}`;
+      const span = entry.querySelector("span");
+      if (span.textContent !== label) span.textContent = label;
+      entry.querySelector("input").checked = state.selected.includes(item.id);
+      // In place unless out of order: the newest checkpoints come first, so a new one goes above the others, which stay.
+      if (list.children[index] !== entry) list.insertBefore(entry, list.children[index] || null);
+    });
   }
 
   async function pick(id, on) {
     state.selected = state.selected.filter((other) => other !== id);
     if (on) state.selected.push(id);
     state.selected = state.selected.slice(-2);
+    // A third one ticked unticks the first: at once, not at the next refresh.
+    for (const box of $("timeline").querySelectorAll("li[data-checkpoint] input")) box.checked = state.selected.includes(box.closest("li").dataset.checkpoint);
     if (state.selected.length < 2) return;
     try {
       const diff = await call("checkpoint.diff", { from: state.selected[0], to: state.selected[1] }, ACTION_TIMEOUT_MS);
