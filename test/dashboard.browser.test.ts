@@ -759,4 +759,15 @@ describe("the dashboard's checkpoint timeline", () => {
     await page.keyboard.press("Space");
     await page.locator("#diff", { hasText: "→" }).waitFor();
   });
+
+  it("diffs from the older checkpoint to the newer whichever was ticked first, as checkpoint diff OLD NEW", async () => {
+    const { page, older, newer } = await twoCheckpoints(() => expect(project!.apex(["memory", "set", "/notes/new", "1"]).status).toBe(0));
+    // The newer ticked first: before, the diff went from it to the older, and the key added read as removed.
+    await page.locator("#timeline li", { hasText: "newer" }).locator("input").check();
+    await page.locator("#timeline li", { hasText: "older" }).locator("input").check();
+    await page.locator("#diff", { hasText: "/notes/new" }).waitFor();
+    const diff = (await page.locator("#diff").textContent())!.split("\n");
+    expect(diff[0]).toBe(`${older.name} → ${newer.name}`);
+    expect(diff).toContainEqual(expect.stringMatching(/^added +\/notes\/new$/));
+  });
 });

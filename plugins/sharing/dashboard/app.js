@@ -125,7 +125,7 @@
     if (state.stream) state.stream.abort();
     state.stream = null;
     for (const chart of [state.chart, state.memoryChart]) if (chart) chart.destroy();
-    Object.assign(state, { ended: false, endedAs: null, streamEnded: false, replayedTo: null, retryDelay: 0, retryAt: 0, live: false, chart: null, memoryChart: null, samples: [[], [], []], lastCpu: null, merges: [], lastSeq: null, statusSeq: null, selected: [], refreshFailed: false, shownStatus: undefined, behindSince: 0 });
+    Object.assign(state, { ended: false, endedAs: null, streamEnded: false, replayedTo: null, retryDelay: 0, retryAt: 0, live: false, chart: null, memoryChart: null, samples: [[], [], []], lastCpu: null, merges: [], lastSeq: null, statusSeq: null, selected: [], sequenceOf: new Map(), refreshFailed: false, shownStatus: undefined, behindSince: 0 });
     $("events").replaceChildren();
     $("diff").textContent = "";
     $("notice").textContent = "";
@@ -388,6 +388,7 @@
       else entry.remove();
     }
     items.forEach((item, index) => {
+      state.sequenceOf.set(item.id, item.sequence);
       let entry = entries.get(item.id);
       if (!entry) {
         entry = document.createElement("li");
@@ -417,7 +418,10 @@
     for (const box of $("timeline").querySelectorAll("li[data-checkpoint] input")) box.checked = state.selected.includes(box.closest("li").dataset.checkpoint);
     if (state.selected.length < 2) return;
     try {
-      const diff = await call("checkpoint.diff", { from: state.selected[0], to: state.selected[1] }, ACTION_TIMEOUT_MS);
+      // From the older to the newer (by sequence), as `apex checkpoint diff OLD NEW`, whichever was ticked
+      // first: the diff went from the first ticked, so a key the newer one added read as removed.
+      const [from, to] = state.selected.slice().sort((a, b) => state.sequenceOf.get(a) - state.sequenceOf.get(b));
+      const diff = await call("checkpoint.diff", { from, to }, ACTION_TIMEOUT_MS);
       const lines = [`${diff.from.name} → ${diff.to.name}`];
       for (const kind of ["added", "removed", "changed"]) for (const path of diff.memory[kind]) lines.push(`${kind.padEnd(8)} ${path}`);
       lines.push(`tasks: +${diff.tasks.added.length} -${diff.tasks.removed.length} ~${diff.tasks.changed.length}; agents: ~${diff.agents.changed.length}`);
