@@ -770,4 +770,19 @@ describe("the dashboard's checkpoint timeline", () => {
     expect(diff[0]).toBe(`${older.name} → ${newer.name}`);
     expect(diff).toContainEqual(expect.stringMatching(/^added +\/notes\/new$/));
   });
+
+  it("counts the agents that changed as checkpoint diff does, an agent and its saved context as one", async () => {
+    const report = (step: number) => expect(project!.apex(["agent", "report", "--agent", "alpha", "--status", `step ${step}`, "--context", `{"step": ${step}}`]).status).toBe(0);
+    const { page, older, newer } = await twoCheckpoints(() => report(2), () => report(1));
+    // The diff has alpha and alpha.context changed; checkpoint diff counts one agent.
+    const json = JSON.parse(project!.apex(["checkpoint", "diff", older.id, newer.id, "--json"]).stdout) as { agents: { changed: Array<{ id: string }> } };
+    expect(json.agents.changed.map((change) => change.id)).toEqual(expect.arrayContaining(["alpha", "alpha.context"]));
+    const said = project!.apex(["checkpoint", "diff", older.id, newer.id]).stdout.match(/^Agents: (\d+) added, (\d+) removed, (\d+) changed$/m)!;
+    expect(said).not.toBeNull();
+    await page.locator("#timeline li", { hasText: "older" }).locator("input").check();
+    await page.locator("#timeline li", { hasText: "newer" }).locator("input").check();
+    await page.locator("#diff", { hasText: "agents:" }).waitFor();
+    // Before: "agents: ~2" (or more), each agent's record and its context counted apart.
+    expect(await page.locator("#diff").textContent()).toContain(`agents: +${said[1]} -${said[2]} ~${said[3]}`);
+  });
 });

@@ -424,11 +424,28 @@
       const diff = await call("checkpoint.diff", { from, to }, ACTION_TIMEOUT_MS);
       const lines = [`${diff.from.name} → ${diff.to.name}`];
       for (const kind of ["added", "removed", "changed"]) for (const path of diff.memory[kind]) lines.push(`${kind.padEnd(8)} ${path}`);
-      lines.push(`tasks: +${diff.tasks.added.length} -${diff.tasks.removed.length} ~${diff.tasks.changed.length}; agents: ~${diff.agents.changed.length}`);
+      const agents = agentCounts(diff.agents);
+      lines.push(`tasks: +${diff.tasks.added.length} -${diff.tasks.removed.length} ~${diff.tasks.changed.length}; agents: +${agents.added} -${agents.removed} ~${agents.changed}`);
       $("diff").textContent = lines.join("\n");
     } catch (error) {
       $("diff").textContent = error.message;
     }
+  }
+
+  /**
+   * A diff's agents counted as `apex checkpoint diff` counts them (plugins/checkpoint/plugin-cli.ts):
+   * the diff lists an agent's record (`alpha`) and the context it saved (`alpha.context`) apart, as the
+   * store keeps them; each is one agent. Added and removed: the records. Changed: the agents whose record
+   * changed, and those of any context added, removed or changed. The page counted every entry of
+   * `changed`: an agent whose report and context changed was two.
+   */
+  function agentCounts(agents) {
+    const isContext = (id) => id.endsWith(".context");
+    const changed = new Set(agents.changed.map((change) => change.id).filter((id) => !isContext(id)));
+    for (const id of [...agents.added, ...agents.removed, ...agents.changed.map((change) => change.id)]) {
+      if (isContext(id)) changed.add(id.slice(0, -".context".length));
+    }
+    return { added: agents.added.filter((id) => !isContext(id)).length, removed: agents.removed.filter((id) => !isContext(id)).length, changed: changed.size };
   }
 
   /**
