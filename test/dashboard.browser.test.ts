@@ -418,10 +418,10 @@ describe("the API from a page of another origin, in headless Chromium", () => {
 });
 
 /** A new project's session, served by `apex serve` on loopback and shared with vera as a viewer. */
-async function servedToViewer(): Promise<{ sid: string; url: string; token: string }> {
+async function servedToViewer(): Promise<{ sid: string; url: string; token: string; socket: string }> {
   const served = new Project(CONFIG);
   project = served;
-  const sid = served.start().session_id;
+  const { session_id: sid, socket } = served.start();
   const run = served.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
   stopServer = async () => {
     if (run.child.exitCode === null) run.child.kill("SIGTERM");
@@ -429,7 +429,7 @@ async function servedToViewer(): Promise<{ sid: string; url: string; token: stri
   };
   const url = await waitFor("apex serve", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
   const { token } = JSON.parse(served.apex(["session", "share", "current", "vera", "--role", "viewer", "--json"]).stdout) as { token: string };
-  return { sid, url, token };
+  return { sid, url, token, socket };
 }
 
 describe("the dashboard of a viewer, whose session's last events are shares", () => {
@@ -784,5 +784,28 @@ describe("the dashboard's checkpoint timeline", () => {
     await page.locator("#diff", { hasText: "agents:" }).waitFor();
     // Before: "agents: ~2" (or more), each agent's record and its context counted apart.
     expect(await page.locator("#diff").textContent()).toContain(`agents: +${said[1]} -${said[2]} ~${said[3]}`);
+  });
+});
+
+describe("the dashboard's task board", () => {
+  it("shows a long column's tasks next in line first, and says how many more there are and how to list them", async () => {
+    const { sid, url, token, socket } = await servedToViewer();
+    const channel = new SupervisorChannel(socket);
+    try {
+      for (let i = 0; i < 35; i++) await channel.call("task.add", { title: `task ${String(i).padStart(2, "0")}`, actor: "user:test" });
+    } finally {
+      channel.close();
+    }
+    context = await newContext(VIEWPORT);
+    const page = await context.newPage();
+    await page.goto(`${url}/#session=${sid}&token=${token}`);
+    const pending = page.locator('#board [data-column="pending"]');
+    await pending.locator("h3", { hasText: "pending (35)" }).waitFor();
+    // The oldest first, the next an agent claims: before, the newest 30, and the first five hidden without a word.
+    const cards = await pending.locator(".card").allTextContents();
+    expect(cards.length).toBe(30);
+    expect(cards[0]).toContain("task 00");
+    expect(cards[29]).toContain("task 29");
+    expect(await pending.locator(".more").textContent()).toBe("… 5 more after these: apex task list --status pending");
   });
 });

@@ -359,6 +359,16 @@
     refreshSoon();
   }
 
+  /** Cards a column of the task board shows; the others are counted under them. */
+  const CARDS_SHOWN = 30;
+
+  /**
+   * The task board: a column per status, its tasks in the list's order (oldest first). A column with
+   * more than CARDS_SHOWN shows the pending and active ones next in line (the oldest: the next an agent
+   * claims, the longest held) and the newest of those finished, with how many more there are and the
+   * command that lists them. It showed the last 30 of each, so the pending tasks to be claimed next were
+   * the ones hidden, without a word.
+   */
   function renderTasks(tasks) {
     const board = $("board");
     board.replaceChildren();
@@ -367,7 +377,11 @@
       box.dataset.column = column;
       const items = tasks.filter((task) => task.status === column);
       box.append(text("h3", `${column} (${items.length})`));
-      for (const task of items.slice(-30)) box.append(text("div", `${task.id} ${task.title}${task.assignee ? ` · ${task.assignee}` : ""}`, "card"));
+      const waiting = column === "pending" || column === "active";
+      const shown = waiting ? items.slice(0, CARDS_SHOWN) : items.slice(-CARDS_SHOWN);
+      for (const task of shown) box.append(text("div", `${task.id} ${task.title}${task.assignee ? ` · ${task.assignee}` : ""}`, "card"));
+      const hidden = items.length - shown.length;
+      if (hidden > 0) box.append(text("div", `… ${hidden} more ${waiting ? "after these" : "before these"}: apex task list --status ${column}`, "more muted"));
       board.append(box);
     }
   }
