@@ -809,3 +809,31 @@ describe("the dashboard's task board", () => {
     expect(await pending.locator(".more").textContent()).toBe("… 5 more after these: apex task list --status pending");
   });
 });
+
+describe("the dashboard's text from other users and agents", () => {
+  it("shows bidirectional overrides and isolates in user names and task titles escaped, as the CLI does, not acting on the text", async () => {
+    project = new Project(CONFIG);
+    const sid = project.start().session_id;
+    const run = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+    stopServer = async () => {
+      if (run.child.exitCode === null) run.child.kill("SIGTERM");
+      await run.done;
+    };
+    const url = await waitFor("apex serve", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
+    // A right-to-left override turns what follows around: the title reads "invoiceexe.pdf" raw.
+    expect(project.apex(["task", "add", "invoice\u202efdp.exe \u2066isolated\u2069"]).status).toBe(0);
+    const { token } = JSON.parse(project.apex(["session", "share", sid, "m\u202eyrolla", "--role", "viewer", "--json"]).stdout) as { token: string };
+    // What the CLI shows of the title: the page shows the same.
+    const listed = project.apex(["task", "list"]).stdout;
+    expect(listed).toContain("invoice\\u202efdp.exe \\u2066isolated\\u2069");
+    context = await newContext(VIEWPORT);
+    const page = await context.newPage();
+    await page.goto(`${url}/#session=${sid}&token=${token}`);
+    await page.locator('#board [data-column="pending"] .card').first().waitFor();
+    expect(await page.locator('#board [data-column="pending"] .card').first().textContent()).toContain("invoice\\u202efdp.exe \\u2066isolated\\u2069");
+    expect(await page.locator("#who").textContent()).toBe("m\\u202eyrolla (viewer)");
+    await page.locator("#connected", { hasText: "m\\u202eyrolla (viewer)" }).waitFor({ timeout: 15_000 });
+    // No character of the page acts on the text around it.
+    expect(await page.evaluate(() => /[\u202a-\u202e\u2066-\u2069]/.test(document.body.innerText))).toBe(false);
+  });
+});

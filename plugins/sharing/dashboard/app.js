@@ -96,9 +96,24 @@
     }
   }
 
+  /**
+   * Characters that act on the text around them shown as their escape (`\u202e`), as the CLI shows
+   * them (cli/terminal-text.ts visibleText): the bidirectional embeddings, overrides and isolates,
+   * the marks that change a run's direction, and control characters but tab. User names, task titles,
+   * descriptions, paths and agents' reports come from other users and agents: a right-to-left
+   * override in a title turned the text after it around on the page (`invoice\u202efdp.exe` read
+   * `invoiceexe.pdf`), where the CLI shows it escaped.
+   */
+  const UNSEEN = /[\u0000-\u0008\u000a-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+
+  function visible(content) {
+    return String(content).replace(UNSEEN, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`);
+  }
+
+  /** An element with `content` as its text, made visible (see visible). */
   function text(tag, content, className) {
     const node = document.createElement(tag);
-    node.textContent = content;
+    node.textContent = visible(content);
     if (className) node.className = className;
     return node;
   }
@@ -112,7 +127,7 @@
     $("controls").replaceChildren();
     $("login").hidden = false;
     $("login-session").value = state.session;
-    $("login-error").textContent = message || "";
+    $("login-error").textContent = visible(message || "");
   }
 
   async function start() {
@@ -152,7 +167,7 @@
     }
     $("login").hidden = true;
     $("app").hidden = false;
-    $("who").textContent = `${me.user} (${me.role})`;
+    $("who").textContent = visible(`${me.user} (${me.role})`);
     $("session-id").textContent = state.session;
     buildControls();
     buildCharts();
@@ -208,7 +223,7 @@
           await call(method, params, ACTION_TIMEOUT_MS);
           $("notice").textContent = "";
         } catch (error) {
-          $("notice").textContent = error.message;
+          $("notice").textContent = visible(error.message);
         } finally {
           delete button.dataset.busy;
           // Pressable again unless the session's state says otherwise (the refresh to come shows the new one).
@@ -306,7 +321,7 @@
         state.retryAt = Date.now() + state.retryDelay;
         return;
       }
-      $("notice").textContent = error.message;
+      $("notice").textContent = visible(error.message);
       state.refreshFailed = true;
     }
   }
@@ -314,7 +329,7 @@
   function renderStatus(status) {
     const session = status.session;
     // Named as `apex status` and `apex connect` name it: a branch by its name, with its whole id after it.
-    if (session && session.session_id === state.session) $("session-id").textContent = typeof session.name === "string" && session.name ? `${session.name} (${state.session})` : state.session;
+    if (session && session.session_id === state.session) $("session-id").textContent = typeof session.name === "string" && session.name ? visible(`${session.name} (${state.session})`) : state.session;
     showSessionStatus(session ? session.status : null);
     const body = $("agents").tBodies[0];
     body.replaceChildren();
@@ -325,7 +340,7 @@
       body.append(row);
     }
     const connected = status.connected || [];
-    $("connected").textContent = connected.length ? `Connected: ${connected.map((c) => `${c.user} (${c.role})`).join(", ")}` : "";
+    $("connected").textContent = connected.length ? visible(`Connected: ${connected.map((c) => `${c.user} (${c.role})`).join(", ")}`) : "";
   }
 
   /** The header's badge and buttons for the session's status (null: no session). */
@@ -415,7 +430,7 @@
         label.append(box, text("span", ""));
         entry.append(label);
       }
-      const label = ` ${item.name} · ${item.trigger} · ${item.created_at.slice(11, 19)}${item.description ? ` · ${item.description}` : ""}`;
+      const label = visible(` ${item.name} · ${item.trigger} · ${item.created_at.slice(11, 19)}${item.description ? ` · ${item.description}` : ""}`);
       const span = entry.querySelector("span");
       if (span.textContent !== label) span.textContent = label;
       entry.querySelector("input").checked = state.selected.includes(item.id);
@@ -440,9 +455,9 @@
       for (const kind of ["added", "removed", "changed"]) for (const path of diff.memory[kind]) lines.push(`${kind.padEnd(8)} ${path}`);
       const agents = agentCounts(diff.agents);
       lines.push(`tasks: +${diff.tasks.added.length} -${diff.tasks.removed.length} ~${diff.tasks.changed.length}; agents: +${agents.added} -${agents.removed} ~${agents.changed}`);
-      $("diff").textContent = lines.join("\n");
+      $("diff").textContent = lines.map(visible).join("\n");
     } catch (error) {
-      $("diff").textContent = error.message;
+      $("diff").textContent = visible(error.message);
     }
   }
 
@@ -575,7 +590,7 @@
       if (record.session_id === state.session) item.className = "here";
       const label = document.createElement("span");
       label.className = "node";
-      label.append(`${record.name || record.session_id.slice(0, 8)} `, text("span", record.status, `status status-${record.status}`));
+      label.append(visible(`${record.name || record.session_id.slice(0, 8)} `), text("span", record.status, `status status-${record.status}`));
       item.append(label);
       if (record.parent_checkpoint) {
         const from = record.parent_checkpoint;
@@ -728,7 +743,7 @@
       // An ended session's replay that failed (its server gone again) is no alert: the next refresh the
       // server answers asks for it again.
       if (state.ended) state.replayedTo = null;
-      else if (!abort.signal.aborted) $("notice").textContent = `Live events stopped: ${error.message}`;
+      else if (!abort.signal.aborted) $("notice").textContent = visible(`Live events stopped: ${error.message}`);
     }
     if (state.stream === abort) state.stream = null;
   }
@@ -747,7 +762,7 @@
       // waiting for the next refresh cost three refused calls (failed logins counted against this
       // address) and told only that the token was not valid.
       if (payload.code === "APEX_E_UNAUTHORIZED") return signedOut(payload.message);
-      $("notice").textContent = payload.message;
+      $("notice").textContent = visible(payload.message);
       return;
     }
     // An event this role is not shown (a share, to a viewer): only its seq, so the page knows it is not behind.
