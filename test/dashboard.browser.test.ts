@@ -26,7 +26,7 @@ let stopServer: (() => Promise<unknown>) | undefined;
 // One Chromium for the file: a launch (and a persistent profile's) took ~1.5 s, in each test. Each
 // test has a context of its own, closed after it: no page, cookie or storage is left to the next.
 let browser: Browser | undefined;
-async function newContext(options: { viewport?: { width: number; height: number } } = {}): Promise<BrowserContext> {
+async function newContext(options: { viewport?: { width: number; height: number }; timezoneId?: string } = {}): Promise<BrowserContext> {
   browser ??= await chromium.launch({ executablePath: "/usr/bin/chromium", headless: true, args: FLAGS });
   return browser.newContext(options);
 }
@@ -835,5 +835,30 @@ describe("the dashboard's text from other users and agents", () => {
     await page.locator("#connected", { hasText: "m\\u202eyrolla (viewer)" }).waitFor({ timeout: 15_000 });
     // No character of the page acts on the text around it.
     expect(await page.evaluate(() => /[\u202a-\u202e\u2066-\u2069]/.test(document.body.innerText))).toBe(false);
+  });
+});
+
+describe("the dashboard's times", () => {
+  it("are UTC and say so, in the lists and the plots alike, whatever the browser's time zone", async () => {
+    const { sid, url, token } = await servedToViewer();
+    const [first] = (JSON.parse(project!.apex(["checkpoint", "list", "--json"]).stdout) as { items: Array<{ created_at: string }> }).items;
+    // Fourteen hours ahead of UTC: a plot in local time reads another hour (and day) than the lists.
+    context = await newContext({ ...VIEWPORT, timezoneId: "Pacific/Kiritimati" });
+    const page = await context.newPage();
+    await page.goto(`${url}/#session=${sid}&token=${token}`);
+    await page.locator("#events li", { hasText: "session.started" }).waitFor();
+    // The lists said 18:04:05 with no zone, beside plots in the browser's local time.
+    expect(await page.locator("#events li", { hasText: "session.started" }).textContent()).toMatch(/^\d\d:\d\d:\d\d UTC session\.started/);
+    expect(await page.locator("#timeline li").first().textContent()).toContain(`${first!.created_at.slice(11, 19)} UTC`);
+    // The memory plot's one point (its checkpoint), under the cursor: its time in the legend, in UTC.
+    await page.locator("#memory-chart[data-points='1'][data-span]").waitFor();
+    for (const chart of ["#memory-chart", "#chart"]) expect(await page.locator(`${chart} .u-legend .u-label`).first().textContent()).toBe("time (UTC)");
+    const plot = page.locator("#memory-chart .u-over");
+    const box = (await plot.boundingBox())!;
+    await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+    const at = new Date(first!.created_at);
+    const hour = at.getUTCHours() % 12 || 12;
+    const time = `${hour}:${String(at.getUTCMinutes()).padStart(2, "0")}${at.getUTCHours() < 12 ? "am" : "pm"}`;
+    await page.locator("#memory-chart .u-legend .u-series:first-child .u-value", { hasText: `${first!.created_at.slice(0, 10)} ${time}` }).waitFor({ timeout: 5000 });
   });
 });

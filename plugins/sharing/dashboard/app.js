@@ -430,7 +430,7 @@
         label.append(box, text("span", ""));
         entry.append(label);
       }
-      const label = visible(` ${item.name} · ${item.trigger} · ${item.created_at.slice(11, 19)}${item.description ? ` · ${item.description}` : ""}`);
+      const label = visible(` ${item.name} · ${item.trigger} · ${clock(item.created_at)}${item.description ? ` · ${item.description}` : ""}`);
       const span = entry.querySelector("span");
       if (span.textContent !== label) span.textContent = label;
       entry.querySelector("input").checked = state.selected.includes(item.id);
@@ -478,6 +478,18 @@
   }
 
   /**
+   * A record's time of day as the page shows it: UTC, said so (`18:04:05 UTC`), as the records hold
+   * it; the plots' time axes are UTC too (utc). The lists showed the UTC time with no zone, beside
+   * plots in the browser's local time.
+   */
+  function clock(iso) {
+    return `${String(iso).slice(11, 19)} UTC`;
+  }
+
+  /** The plots' times in UTC, as the lists show them, whatever the browser's time zone. */
+  const utc = (seconds) => uPlot.tzDate(new Date(seconds * 1000), "Etc/UTC");
+
+  /**
    * The time axis of a chart: its points' span, or a minute either side of a lone point (the first
    * sample, a session's one checkpoint), which uPlot's own range drew over years to come (1,000 days).
    * The span drawn is kept on the chart's box (data-span, seconds).
@@ -498,8 +510,9 @@
       {
         width,
         height: 200,
-        series: [{}, { label: "tasks completed", stroke: "#1a7f37" }, { label: "agent utilization (%)", stroke: "#3056d3", scale: "%" }],
-        axes: [{}, { label: "tasks" }, { side: 1, scale: "%", label: "CPU %" }],
+        series: [{ label: "time (UTC)" }, { label: "tasks completed", stroke: "#1a7f37" }, { label: "agent utilization (%)", stroke: "#3056d3", scale: "%" }],
+        tzDate: utc,
+        axes: [{ label: "time (UTC)" }, { label: "tasks" }, { side: 1, scale: "%", label: "CPU %" }],
         scales: { x: { range: timeRange($("chart")) }, "%": { range: [0, 100] } },
       },
       state.samples,
@@ -509,8 +522,9 @@
       {
         width,
         height: 160,
-        series: [{}, { label: "memory keys", stroke: "#8250df", points: { show: true } }],
-        axes: [{}, { label: "keys" }],
+        series: [{ label: "time (UTC)" }, { label: "memory keys", stroke: "#8250df", points: { show: true } }],
+        tzDate: utc,
+        axes: [{ label: "time (UTC)" }, { label: "keys" }],
         scales: { x: { range: timeRange($("memory-chart")) } },
       },
       [[], []],
@@ -681,7 +695,7 @@
 
   function showEvent(event) {
     const list = $("events");
-    list.prepend(text("li", `${event.at.slice(11, 19)} ${event.type} · ${event.actor}`));
+    list.prepend(text("li", `${clock(event.at)} ${event.type} · ${event.actor}`));
     while (list.children.length > EVENTS_SHOWN) list.lastElementChild.remove();
   }
 
