@@ -878,6 +878,11 @@ function checkRecords(store: Store, options: ValidateOptions, state: ValidationS
       sessionRecordProblem(path, id, value);
       continue;
     }
+    // An ended session's record is here, not at /sessions/<id>: the agents it lists are the session's
+    // (a task of theirs whose agent record is gone was taken for one of an unknown agent, and repair
+    // unassigned it, a completed task too).
+    const ended = sessions.get(id);
+    if (ended && ended.record === undefined) ended.record = value;
     if (["ended_at", "updated_at"].some((field) => isTime(value[field]))) continue;
     state.mentioned.add(id);
     add({ code: "ended-session-undated", severity: "error", message: `The record of ended session ${id} has no valid ended_at: archive and retention cannot tell when it ended.`, path });
