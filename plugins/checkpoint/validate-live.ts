@@ -2,7 +2,7 @@ import { canonicalJson, decodeValueObject, sha256, walkTree, type Hash, type Obj
 import type { Store } from "../../core/store/store.js";
 import { isEncodedValue } from "../value-codec.js";
 import { checkpointName, type CheckpointManifest } from "./manifest.js";
-import { inScope, isDetached, keysInScope, segmentsPath } from "./scope.js";
+import { inScope, isDetached, keysInScope, segmentsPath, type MemoryScope } from "./scope.js";
 
 /**
  * Live memory records have no hash of their own, so a damaged byte in one can read back as a
@@ -23,24 +23,64 @@ export interface LiveRecordFinding {
   restorable?: boolean;
 }
 
-/** Compares unchanged live records with `manifest` (the latest verifying checkpoint); undefined when the revision log cannot tell what changed since. */
-export function checkLiveRecords(store: Store, view: ObjectView, manifest: CheckpointManifest, undecodable: ReadonlySet<string>): LiveRecordFinding[] | undefined {
-  const changed = new Set<string>();
-  let first: number | undefined;
-  for (const change of store.changesSince(manifest.revision)) {
-    first ??= change.revision;
-    changed.add(change.path);
+/**
+ * What the revision log says about the writes after each of several revisions (the checkpoints
+ * the live memories are compared with), read once from the earliest of them: the project's
+ * memory and each worktree session's own are compared with different checkpoints, and a log
+ * read again for each would cost as many passes over it.
+ */
+export interface LoggedChanges {
+  /** Each path written after the earliest revision asked for, with the last revision that wrote it. */
+  last: Map<string, number>;
+  /** The revisions asked for that the log reaches back to: the store's latest, or one whose next revision it holds. */
+  complete: Set<number>;
+}
+
+export function loggedChanges(store: Store, revisions: readonly number[]): LoggedChanges {
+  const last = new Map<string, number>();
+  const complete = new Set<number>();
+  if (revisions.length === 0) return { last, complete };
+  const latest = store.revision();
+  // The revision just after each one asked for: the log must hold it, else it was trimmed there (or has a hole).
+  const next = new Map<number, number[]>();
+  for (const revision of revisions) {
+    if (latest <= revision) complete.add(revision);
+    else next.set(revision + 1, [...(next.get(revision + 1) ?? []), revision]);
   }
+  for (const change of store.changesSince(Math.min(...revisions))) {
+    last.set(change.path, change.revision);
+    for (const revision of next.get(change.revision) ?? []) complete.add(revision);
+  }
+  return { last, complete };
+}
+
+/**
+ * Compares unchanged live records with `manifest` (the latest verifying checkpoint of that
+ * memory); undefined when the revision log cannot tell what changed since. `mount`: where that
+ * memory is in the keyspace, "" for the project's (the root), `/sessions/<sid>/memory` for a
+ * worktree session's own (core/session/records.ts: memoryRootOf), whose checkpoints hold its
+ * paths as its agents name them. Findings name the record's keyspace path, which repair writes.
+ */
+export function checkLiveRecords(
+  store: Store,
+  view: ObjectView,
+  manifest: CheckpointManifest,
+  undecodable: ReadonlySet<string>,
+  mount = "",
+  logged: LoggedChanges = loggedChanges(store, [manifest.revision]),
+): LiveRecordFinding[] | undefined {
   // The log must reach back to the checkpoint; otherwise nothing can be said.
-  if (store.revision() > manifest.revision && first !== manifest.revision + 1) return undefined;
+  if (!logged.complete.has(manifest.revision)) return undefined;
+  const changed = (path: string) => (logged.last.get(path) ?? 0) > manifest.revision;
   const label = `${manifest.session_id}/${checkpointName(manifest.sequence)}`;
   const scope = manifest.memory.scope;
   const findings: LiveRecordFinding[] = [];
   const inTree = new Set<string>();
   for (const { segments, hash } of walkTree(view, manifest.memory.root)) {
-    const path = segmentsPath(segments);
+    const relative = segmentsPath(segments);
+    const path = `${mount}${relative}`;
     inTree.add(path);
-    if (changed.has(path) || !inScope(scope, path) || isDetached(path)) continue; // detached: no live record (scope.ts)
+    if (changed(path) || !inScope(scope, relative) || isDetached(relative)) continue; // detached: no live record (scope.ts)
     if (undecodable.has(path)) {
       findings.push({ kind: "record-damaged", path, hash, checkpoint: label, restorable: true });
       continue;
@@ -49,10 +89,19 @@ export function checkLiveRecords(store: Store, view: ObjectView, manifest: Check
     if (bytes === undefined) findings.push({ kind: "record-missing", path, hash, checkpoint: label });
     else if (sha256(bytes) !== hash && !sameLegacyValue(view, hash, store, path)) findings.push({ kind: "record-damaged", path, hash, checkpoint: label });
   }
-  for (const path of keysInScope(store, scope)) {
-    if (!inTree.has(path) && !changed.has(path)) findings.push({ kind: "record-unlogged", path, checkpoint: label });
+  for (const path of liveKeys(store, scope, mount)) {
+    if (!inTree.has(path) && !changed(path)) findings.push({ kind: "record-unlogged", path, checkpoint: label });
   }
   return findings;
+}
+
+/** The keyspace paths of a memory's records in scope: the project's at the root, a worktree session's below its own root (as snapshot.ts hashes them). */
+function* liveKeys(store: Store, scope: MemoryScope, mount: string): Iterable<string> {
+  if (mount === "") {
+    yield* keysInScope(store, scope);
+    return;
+  }
+  for (const key of store.keysBelow(mount)) if (inScope(scope, key.slice(mount.length))) yield key;
 }
 
 /** A value object written before the value encoding (canonical JSON text) holds the record's value in another form. */

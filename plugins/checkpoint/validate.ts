@@ -30,7 +30,7 @@ import { containmentProblems, type ContainmentProblem } from "./contained.js";
 import { ACTORS, assertWritable, manifestKeys, removeCheckpointRecords } from "./refs.js";
 import { DEFAULT_SCOPE, normalizeScope, type MemoryScope } from "./scope.js";
 import { buildSnapshot } from "./snapshot.js";
-import { checkLiveRecords, type LiveRecordFinding } from "./validate-live.js";
+import { checkLiveRecords, loggedChanges, type LiveRecordFinding } from "./validate-live.js";
 import { identityProblem } from "./record-identity.js";
 import { describeValue } from "../owned-paths.js";
 import { BRANCH_TRIGGER, MERGE_TRIGGER } from "./merge-base.js";
@@ -493,20 +493,29 @@ function runValidation(store: Store, view: ObjectView, options: ValidateOptions)
   return state;
 }
 
-/** Live records against the latest verifying checkpoint: damage that decodes fine is found too. */
+/**
+ * Live records against the latest verifying checkpoint of the memory they are: damage that
+ * decodes fine is found too, and an undecodable record that checkpoint has is put back by repair
+ * instead of removed. The project's memory (the keyspace's root) and each worktree session's own
+ * (`/sessions/<sid>/memory`) are compared each with its own checkpoint.
+ */
 function checkLiveMemory(store: Store, view: ObjectView, state: ValidationState, add: (problem: StoreProblem) => void): void {
-  const latest = liveMemoryBase(store, state);
-  if (!latest) return;
-  const findings = checkLiveRecords(store, view, latest, new Set(state.undecodableRecords));
-  for (const finding of findings ?? []) {
-    const message =
-      finding.kind === "record-unlogged"
-        ? `The record at ${finding.path} appeared with no logged write since ${finding.checkpoint}: a damaged key.`
-        : finding.kind === "record-missing"
-          ? `The record at ${finding.path} is gone with no logged delete since ${finding.checkpoint}, which has it.`
-          : `The record at ${finding.path} differs from ${finding.checkpoint} with no logged write since: its bytes (or the revision log) are damaged.`;
-    add({ code: finding.kind, severity: "error", message, path: finding.path, checkpoint: finding.checkpoint, ...(finding.hash ? { hash: finding.hash } : {}) });
-    state.liveFindings.push(finding);
+  const bases = [...liveMemoryBases(store, state)];
+  if (bases.length === 0) return;
+  const logged = loggedChanges(store, bases.map(([, manifest]) => manifest.revision));
+  const undecodable = new Set(state.undecodableRecords);
+  for (const [mount, latest] of bases) {
+    const findings = checkLiveRecords(store, view, latest, undecodable, mount, logged);
+    for (const finding of findings ?? []) {
+      const message =
+        finding.kind === "record-unlogged"
+          ? `The record at ${finding.path} appeared with no logged write since ${finding.checkpoint}: a damaged key.`
+          : finding.kind === "record-missing"
+            ? `The record at ${finding.path} is gone with no logged delete since ${finding.checkpoint}, which has it.`
+            : `The record at ${finding.path} differs from ${finding.checkpoint} with no logged write since: its bytes (or the revision log) are damaged.`;
+      add({ code: finding.kind, severity: "error", message, path: finding.path, checkpoint: finding.checkpoint, ...(finding.hash ? { hash: finding.hash } : {}) });
+      state.liveFindings.push(finding);
+    }
   }
   // An undecodable record the checkpoint has is put back, not deleted.
   const restorable = new Set(state.liveFindings.filter((finding) => finding.restorable).map((finding) => finding.path));
@@ -564,15 +573,17 @@ function nextHead(leftover: LangGraphLeftover): string {
 }
 
 /**
- * The checkpoint live memory is compared with: the verifying checkpoint with the highest
- * revision among those taken in this store of the project's own memory (the keyspace's root).
- * Those are the checkpoints of this project's sessions (the session record's project_id is the
- * store's) without a memory root of their own, whether the session runs or has ended (a
- * session stopped, even with --force, leaves no /sessions/current). An imported session's
- * revisions are another store's, and a side-by-side session's memory lives under its own root:
- * neither counts. A store without a project record falls back to the current session.
+ * The checkpoints live memories are compared with, by where each memory is in the keyspace: for
+ * each, the verifying checkpoint with the highest revision among those taken in this store of
+ * that memory. The project's own memory (the keyspace's root, "") is that of the checkpoints of
+ * this project's sessions (the session record's project_id is the store's) without a memory root
+ * of their own, whether the session runs or has ended (a session stopped, even with --force,
+ * leaves no /sessions/current); a worktree session's memory (`/sessions/<sid>/memory`,
+ * core/session/records.ts: memoryRootOf) is that of its own checkpoints, running or ended: its
+ * memory stays its own after it stops. An imported session's revisions are another store's: it
+ * does not count. A store without a project record falls back to the current session.
  */
-function liveMemoryBase(store: Store, state: ValidationState): CheckpointManifest | undefined {
+function liveMemoryBases(store: Store, state: ValidationState): Map<string, CheckpointManifest> {
   const read = (path: string): unknown => {
     try {
       return store.get(path);
@@ -584,27 +595,27 @@ function liveMemoryBase(store: Store, state: ValidationState): CheckpointManifes
   const projectId = isRecord(config) && typeof config.project_id === "string" ? config.project_id : undefined;
   const current = read(CURRENT_SESSION_PATH);
   const currentId = isRecord(current) && typeof current.session_id === "string" ? current.session_id : undefined;
-  const own = new Map<string, boolean>();
-  const ownRootSession = (sessionId: string): boolean => {
-    let known = own.get(sessionId);
+  // Each session's memory root, or null when its checkpoints are not compared with live memory.
+  const mounts = new Map<string, string | null>();
+  const mountOf = (sessionId: string): string | null => {
+    let known = mounts.get(sessionId);
     if (known === undefined) {
       const record = read(sessionPath(sessionId)) ?? read(historyPath(sessionId));
-      known =
-        isRecord(record) &&
-        record.session_id === sessionId &&
-        (projectId === undefined ? sessionId === currentId : record.project_id === projectId) &&
-        memoryRootOf(record as { [key: string]: JsonValue; session_id: string }) === "";
-      own.set(sessionId, known);
+      const ours = isRecord(record) && record.session_id === sessionId && (projectId === undefined ? sessionId === currentId : record.project_id === projectId);
+      known = ours ? memoryRootOf(record as { [key: string]: JsonValue; session_id: string }) : null;
+      mounts.set(sessionId, known);
     }
     return known;
   };
   const revision = store.revision();
-  let latest: CheckpointManifest | undefined;
+  const latest = new Map<string, CheckpointManifest>();
   for (const entry of state.slots) {
     const manifest = entry.manifest;
     if (entry.reasons.length > 0 || !manifest || manifest.revision > revision || !describesLiveMemory(manifest)) continue;
-    if (latest && manifest.revision <= latest.revision) continue;
-    if (ownRootSession(entry.sessionId)) latest = manifest;
+    const mount = mountOf(entry.sessionId);
+    if (mount === null) continue;
+    const known = latest.get(mount);
+    if (!known || manifest.revision > known.revision) latest.set(mount, manifest);
   }
   return latest;
 }
