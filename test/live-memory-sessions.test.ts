@@ -1,9 +1,10 @@
-// Validation and repair of what a store holds besides the project's own memory and the running
-// session: a worktree session's own memory (/sessions/<sid>/memory), compared with that session's
-// latest checkpoint as the project's memory is with its own (an undecodable record there was
-// removed by repair instead of put back, and a byte flip that still decodes went unreported); and
-// the agents an ended session's record lists, which own its tasks (a task of an agent whose record
-// was deleted was unassigned by repair, a completed one too).
+// Validation and repair of the live memories a store holds besides the project's: a worktree
+// session's own (/sessions/<sid>/memory), compared with that session's latest checkpoint as the
+// project's memory is with its own (an undecodable record there was removed by repair instead of
+// put back, and a byte flip that still decodes went unreported); the memory a session holds
+// checked by `session validate ID` of that session (it was checked only by a validation of the
+// whole store); and the agents an ended session's record lists, which own its tasks (a task of an
+// agent whose record was deleted was unassigned by repair, a completed one too).
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -103,17 +104,38 @@ describe("a worktree session's own memory", () => {
     expect(store.get("/sessions/feat/memory/notes/wt")).toBe("precious");
   });
 
-  it("a record changed with no logged write is named (validate said the store was valid)", async () => {
+  it("a record changed with no logged write is named, and `validate ID` of the session names it too (it said valid)", async () => {
     await projectWithWorktreeSession();
     await tamper({ "/sessions/feat/memory/notes/flip": [...encodeValue({ text: "flip mf" })] });
     expect(store.get("/sessions/feat/memory/notes/flip")).toEqual({ text: "flip mf" });
-    const report = validateStore(store);
-    expect(report.ok).toBe(false);
-    expect(report.problems.map((problem) => [problem.code, problem.path])).toEqual([["record-damaged", "/sessions/feat/memory/notes/flip"]]);
+    for (const report of [validateStore(store), validateStore(store, { sessionId: "feat" })]) {
+      expect(report.ok).toBe(false);
+      expect(report.problems.map((problem) => [problem.code, problem.path])).toEqual([["record-damaged", "/sessions/feat/memory/notes/flip"]]);
+    }
+    // Not the other sessions': the project's session holds the project's memory, which is intact.
+    expect(validateStore(store, { sessionId: "main" })).toMatchObject({ ok: true, problems: [] });
     // As for the project's memory, repair leaves a record that decodes as it is (the log could be what is damaged).
     const repaired = await repairStore(store);
     expect(repaired.actions).toEqual([]);
     expect(store.get("/sessions/feat/memory/notes/flip")).toEqual({ text: "flip mf" });
+  });
+});
+
+describe("session validate ID of the session holding the project's memory", () => {
+  it("finds an undecodable record of that memory, as repair of the same id does (it said valid, exit 0)", async () => {
+    await projectWithWorktreeSession();
+    await tamper({ "/notes/project": UNDECODABLE });
+    const report = validateStore(store, { sessionId: "main" });
+    expect(report.ok).toBe(false);
+    expect(report.problems.map((problem) => [problem.code, problem.path])).toEqual([
+      ["record-undecodable", "/notes/project"],
+      ["record-damaged", "/notes/project"],
+    ]);
+    // The worktree session does not hold the project's memory: its validation is not about it.
+    expect(validateStore(store, { sessionId: "feat" })).toMatchObject({ ok: true, problems: [] });
+    const repaired = await repairStore(store);
+    expect(repaired.actions.map((action) => [action.action, action.target])).toEqual([["restore-record", "/notes/project"]]);
+    expect(store.get("/notes/project")).toBe("the project's");
   });
 });
 

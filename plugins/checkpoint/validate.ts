@@ -28,7 +28,7 @@ import {
 } from "./manifest.js";
 import { containmentProblems, type ContainmentProblem } from "./contained.js";
 import { ACTORS, assertWritable, manifestKeys, removeCheckpointRecords } from "./refs.js";
-import { DEFAULT_SCOPE, normalizeScope, type MemoryScope } from "./scope.js";
+import { DEFAULT_SCOPE, keysInScope, memoryMountOf, normalizeScope, type MemoryScope } from "./scope.js";
 import { buildSnapshot } from "./snapshot.js";
 import { checkLiveRecords, loggedChanges, type LiveRecordFinding } from "./validate-live.js";
 import { identityProblem } from "./record-identity.js";
@@ -38,6 +38,7 @@ import { forgetLangGraphLeftovers, langGraphLeftovers, threadLabel, type LangGra
 import { CURRENT_SESSION_PATH, PROJECT_CONFIG_PATH, historyPath, memoryRootOf } from "../../core/session/records.js";
 import { shortSessionId } from "../../core/session/names.js";
 import { recountTasks } from "../../core/session/service.js";
+import { holdsLiveMemory } from "../../core/session/sessions.js";
 
 /**
  * Validation re-hashes every checkpoint manifest, tree node and value, and checks the
@@ -483,8 +484,10 @@ function runValidation(store: Store, view: ObjectView, options: ValidateOptions)
   }
 
   // 5. Keyspace records: each decoded on its own; then the relations between them.
-  checkRecords(store, options, state, add);
-  if (!options.sessionId) checkLiveMemory(store, view, state, add);
+  // The live memory a session holds is its too: `session validate ID` checks it as a validation of the whole store does.
+  const held = options.sessionId === undefined ? undefined : memoryHeldBy(store, options.sessionId);
+  checkRecords(store, options, state, add, held);
+  if (held !== null) checkLiveMemory(store, view, state, add, held);
   checkLangGraph(store, state, add);
 
   report.ok = !problems.some((problem) => problem.severity === "error");
@@ -497,10 +500,11 @@ function runValidation(store: Store, view: ObjectView, options: ValidateOptions)
  * Live records against the latest verifying checkpoint of the memory they are: damage that
  * decodes fine is found too, and an undecodable record that checkpoint has is put back by repair
  * instead of removed. The project's memory (the keyspace's root) and each worktree session's own
- * (`/sessions/<sid>/memory`) are compared each with its own checkpoint.
+ * (`/sessions/<sid>/memory`) are compared each with its own checkpoint. Validation of one session
+ * (`session validate ID`) compares the memory that session holds, if any (`held`).
  */
-function checkLiveMemory(store: Store, view: ObjectView, state: ValidationState, add: (problem: StoreProblem) => void): void {
-  const bases = [...liveMemoryBases(store, state)];
+function checkLiveMemory(store: Store, view: ObjectView, state: ValidationState, add: (problem: StoreProblem) => void, held: string | null | undefined): void {
+  const bases = [...liveMemoryBases(store, state)].filter(([mount]) => held === undefined || mount === held);
   if (bases.length === 0) return;
   const logged = loggedChanges(store, bases.map(([, manifest]) => manifest.revision));
   const undecodable = new Set(state.undecodableRecords);
@@ -520,6 +524,21 @@ function checkLiveMemory(store: Store, view: ObjectView, state: ValidationState,
   // An undecodable record the checkpoint has is put back, not deleted.
   const restorable = new Set(state.liveFindings.filter((finding) => finding.restorable).map((finding) => finding.path));
   state.undecodableRecords = state.undecodableRecords.filter((path) => !restorable.has(path));
+}
+
+/**
+ * The memory `sessionId` holds (core/session/sessions.ts: holdsLiveMemory), where it is in the
+ * keyspace: "" for the project's memory at the root (held by the session of the project's tree
+ * that ran last), `/sessions/<sid>/memory` for a worktree session that has run; null when it
+ * holds none (a session of the project's tree another one ran after, a branch not continued
+ * since it was made) or its records do not read.
+ */
+function memoryHeldBy(store: Store, sessionId: string): string | null {
+  try {
+    return holdsLiveMemory(store, sessionId) ? memoryMountOf(store, sessionId) : null;
+  } catch {
+    return null;
+  }
 }
 
 /**
@@ -784,7 +803,8 @@ function catalogForm(summary: CheckpointSummary): CheckpointSummary {
   return { ...summary, description: summary.description.toWellFormed().replace(/\uFFFD+/g, "\uFFFD") };
 }
 
-function checkRecords(store: Store, options: ValidateOptions, state: ValidationState, add: (problem: StoreProblem) => void): void {
+/** `held`: the memory the session validated alone holds (memoryHeldBy), whose records are read with its own. */
+function checkRecords(store: Store, options: ValidateOptions, state: ValidationState, add: (problem: StoreProblem) => void, held?: string | null): void {
   const roots = options.sessionId ? [sessionPath(options.sessionId)] : ["/"];
   const sessions = new Map<string, { record?: JsonValue; agents: Set<string>; tasks: Array<{ path: string; value: JsonValue }> }>();
   const session = (id: string) => {
@@ -860,6 +880,9 @@ function checkRecords(store: Store, options: ValidateOptions, state: ValidationS
     if (root !== "/" && store.has(root)) visit(root);
     for (const key of store.keysBelow(root)) visit(key);
   }
+  // The project's memory, held by the session validated (a worktree session's own is below its record, read above):
+  // an undecodable record there was found by the validation of the whole store only.
+  if (options.sessionId && held === "") for (const key of keysInScope(store, normalizeScope(DEFAULT_SCOPE))) visit(key);
   if (options.sessionId && store.has("/sessions/current")) visit("/sessions/current");
 
   // /sessions/current must name an existing session.
