@@ -718,8 +718,8 @@ async function repairStopped(location: ProjectLocation, session: { id: string; l
   const after = result.after;
   process.exitCode = dryRun || after?.ok ? 0 : 1;
   const removed = result.actions.filter((action) => action.action === "remove-checkpoint").length;
-  // After a copy of the store file, the checkpoints were first read in the copy: `after` counts them.
-  const kept = after?.checkpoints.total ?? result.before.checkpoints.total - removed - result.actions.filter((action) => action.action === "remove-index" && action.target.includes("/checkpoint-")).length;
+  // After a copy of the store file, the checkpoints were first read in the copy: `after` counts them, and a dry run's `copy`.
+  const kept = after?.checkpoints.total ?? (result.copy ?? result.before).checkpoints.total - removed - result.actions.filter((action) => action.action === "remove-index" && action.target.includes("/checkpoint-")).length;
   if (options.json) {
     printJson({ session_id: sessionId ?? null, dry_run: dryRun, actions: result.actions, checkpoints: { removed, kept }, before: validationJson(result.before), after: after ? validationJson(after) : null });
     return;
@@ -727,7 +727,7 @@ async function repairStopped(location: ProjectLocation, session: { id: string; l
   // The session as session list prints it, by name or short id (--json has the whole id).
   const scope = session ? ` (session ${session.label}; objects are shared between sessions, so repair covers the whole store)` : "";
   // Sessions by name or short id here too (`remove-checkpoint 3f2a9c1e/checkpoint-002: …`); --json has the whole ids.
-  const named = sessionLabeller(result.before, after);
+  const named = sessionLabeller(result.before, after, result.copy);
   if (result.actions.length === 0) {
     // Problems repair leaves as they are (a live record that reads as a value) are not a valid store.
     const left = (after ?? result.before).problems.filter((problem) => problem.severity === "error");
@@ -750,7 +750,7 @@ async function repairStopped(location: ProjectLocation, session: { id: string; l
     for (const problem of lostWhole) printLine(`  ${named(problem.message)}`);
   }
   // A dry run of a copy of the store file could not read the checkpoints past the damage: no count to give.
-  if (dryRun && result.actions.some((action) => action.action === "copy-store") && result.before.checkpoints.total === 0) printLine("Which checkpoints verify is checked once the records that read are copied: the damage keeps them from being read now (repair never deletes a checkpoint that verifies).");
+  if (dryRun && result.actions.some((action) => action.action === "copy-store") && !result.copy && result.before.checkpoints.total === 0) printLine("Which checkpoints verify is checked once the records that read are copied: the damage keeps them from being read now (repair never deletes a checkpoint that verifies).");
   else printLine(
     `${dryRun ? "It would remove" : "Removed"} ${removed} checkpoint${removed === 1 ? "" : "s"} that do${removed === 1 ? "es" : ""} not verify; ${dryRun ? "it keeps" : "kept"} ${kept} that verif${kept === 1 ? "ies" : "y"} (repair never deletes a checkpoint that verifies).`,
   );
@@ -787,6 +787,16 @@ async function repairDamagedFile(location: ProjectLocation, dataDir: string, bef
   if (dryRun) {
     // What the real run refuses, the dry run does not promise: it said it would copy 0 records.
     if (before.records === 0) throw (await import("../lmdb/salvage-process.js")).nothingReadable(`${dataDir}/store.mdb`);
+    const rehearsed = await rehearseOnCopy(dataDir);
+    if (rehearsed) {
+      const copy: RepairAction = {
+        action: "copy-store",
+        target: `${dataDir}/store.mdb`,
+        reason: `${regions} damaged region${regions === 1 ? "" : "s"}: would copy the ${plural(rehearsed.copied, "record")} that read into a fresh store file (${rehearsed.lost} could not be read)`,
+      };
+      return { dryRun, actions: [copy, ...rehearsed.repair.actions], before, copy: rehearsed.repair.before };
+    }
+    // No scratch copy to repair (no room for it in the temporary directory): what validate saw of the checkpoints.
     // A truncated file's checkpoints were checked in what is left of it (validate-process.ts): those that do not verify there go with the repair.
     const removals: RepairAction[] = before.checkpoints.damaged.map((damaged) => ({ action: "remove-checkpoint", target: `${damaged.sessionId}/${damaged.name}`, reason: damaged.reasons.join("; ") }));
     // The catalog records of checkpoints whose manifests the cut took go too, as the repair of the copy removes them
@@ -816,14 +826,57 @@ async function repairDamagedFile(location: ProjectLocation, dataDir: string, bef
   return { ...rest, actions: [copyAction, ...rest.actions], before };
 }
 
+/**
+ * The dry run of a damaged store file's repair: what reads is copied into a scratch store in the
+ * temporary directory (the damaged file only read), and the repair of that copy is run there in
+ * dry-run mode, out of process, as the real run repairs its copy: the dry run lists the same
+ * actions (healed values, counters raised, tasks unassigned, objects removed, …), where it listed
+ * the copy and the checkpoints validate named alone. Undefined when there is no room for the copy
+ * or its repair fails; the copy is removed after.
+ */
+async function rehearseOnCopy(dataDir: string): Promise<{ repair: RepairResult; copied: number; lost: number } | undefined> {
+  const { salvageOutOfProcess, nothingReadable } = await import("../lmdb/salvage-process.js");
+  let work: string;
+  try {
+    work = mkdtempSync(join(tmpdir(), "apex-repair-dry-run-"));
+  } catch {
+    return undefined;
+  }
+  try {
+    let scan;
+    try {
+      scan = salvageOutOfProcess(join(dataDir, "store.mdb"), { copyTo: join(work, "store.mdb") });
+    } catch (error) {
+      if (isApexError(error) && error.code === "APEX_E_STORE_DAMAGED") throw error; // the real run meets it too
+      return undefined; // no room for the copy
+    }
+    if (scan.tables.every((table) => table.records === 0)) throw nothingReadable(`${dataDir}/store.mdb`, scan.crashes[0]?.signal);
+    let copied = 0;
+    let lost = 0;
+    for (const table of scan.tables) {
+      copied += table.records;
+      lost += Math.max(0, table.entries - table.records);
+    }
+    let repair: RepairResult | { crashed: string };
+    try {
+      repair = repairOutOfProcess(work, { dryRun: true });
+    } catch {
+      return undefined;
+    }
+    return "crashed" in repair ? undefined : { repair, copied, lost };
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
 const REPAIR_WORKER = fileURLToPath(new URL("./repair-worker.js", import.meta.url));
 
 /** repairStore in a child process (repair-worker.ts): a damaged page that crashes the reader ends the child, not the command. */
-function repairOutOfProcess(storeDir: string): RepairResult | { crashed: string } {
+function repairOutOfProcess(storeDir: string, options: { dryRun?: boolean } = {}): RepairResult | { crashed: string } {
   const work = mkdtempSync(join(tmpdir(), "apex-repair-"));
   try {
     const resultFile = join(work, "result.json");
-    const child = spawnSync(process.execPath, [REPAIR_WORKER, storeDir, resultFile], { encoding: "utf8", stdio: ["ignore", "ignore", "pipe"], maxBuffer: 16 * 1024 * 1024 });
+    const child = spawnSync(process.execPath, [REPAIR_WORKER, storeDir, resultFile, ...(options.dryRun ? ["--dry-run"] : [])], { encoding: "utf8", stdio: ["ignore", "ignore", "pipe"], maxBuffer: 16 * 1024 * 1024 });
     if (child.signal) return { crashed: `was killed by ${child.signal}` };
     // APEX's damage error, or LMDB's own from a raw table read (the object store's).
     if (child.status !== 0 && /APEX_E_STORE_DAMAGED|store file .* is damaged|MDB_CORRUPTED|MDB_PAGE_NOTFOUND|MDB_BAD_TXN/.test(child.stderr ?? "")) return { crashed: "met damage LMDB cannot read past" };

@@ -1036,6 +1036,12 @@ export interface RepairResult {
   before: ValidationReport;
   /** Validation after repairing (absent for a dry run). */
   after?: ValidationReport;
+  /**
+   * A damaged store file's dry run only: the validation of the copy of what reads that the repair
+   * would make and repair (plugin-cli.ts), where the checkpoints are counted that the damage kept
+   * from being read in the file itself.
+   */
+  copy?: ValidationReport;
 }
 
 export interface RepairOptions {
