@@ -1,7 +1,7 @@
 import type { ApexApi, Engine, SessionContext, StopContext } from "../../core/engine.js";
 import type { Store } from "../../core/store/store.js";
 import { parseDuration } from "../../core/config/duration.js";
-import { gitPluginOptions, repositoryDir } from "../git/repository.js";
+import { gitPluginOptions, repositoryIn, sessionWorktree } from "../git/repository.js";
 import { REVIEW_STATS_PATH, metricsInputPrefix } from "./record.js";
 import type { MetricsSampler } from "./sampler.js";
 import { DEFAULT_IDLE_STATUSES } from "./timeline.js";
@@ -108,11 +108,13 @@ export class MetricsRuntime {
     const config = this.apex.config;
     const projectDir = config?.projectDir ?? process.cwd();
     const git = config ? gitPluginOptions(config) : undefined;
+    // A session in a branch's git worktree counts the commits made there, as its checkpoints record
+    // that worktree's git state (the git plugin's repositoryIn): it counted the project's own tree.
     return MetricsSampler.open({
       store,
       sessionId,
       idleStatuses: this.options.idle_statuses ?? DEFAULT_IDLE_STATUSES,
-      repositories: repositoriesOf(repositoryDir(projectDir, git), config?.storeDir ?? `${projectDir}/.apex`),
+      repositories: repositoriesOf(repositoryIn(projectDir, git ?? {}, worktreeOf(store, sessionId)), config?.storeDir ?? `${projectDir}/.apex`),
       warn: (message) => this.apex.warn(message),
     });
   }
@@ -181,5 +183,14 @@ export class MetricsRuntime {
     this.timers = [];
     if (this.pending) clearTimeout(this.pending);
     this.pending = undefined;
+  }
+}
+
+/** The git worktree `sessionId` runs in, null for the project's own tree (or a record that does not read: the project's tree is counted). */
+function worktreeOf(store: Store, sessionId: string): string | null {
+  try {
+    return sessionWorktree(store, sessionId);
+  } catch {
+    return null;
   }
 }
