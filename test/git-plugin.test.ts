@@ -832,6 +832,22 @@ describe("apex session sync-git", () => {
     expect(result.stdout).toContain("The session has no checkpoint yet: nothing to compare with.\n");
   });
 
+  it("shows a file name holding a newline or another control character as its escape, one file a line (--json keeps it exact)", async () => {
+    const dir = await project();
+    commitFile(dir, ".gitignore", ".apex/\nfired.log\napex.config.yaml\n", "base");
+    writeFileSync(join(dir, "two\nlines.txt"), "x\n");
+    writeFileSync(join(dir, "bell\u0007.txt"), "x\n");
+    const human = apex(dir, ["session", "sync-git"]);
+    expect(human.status, human.stderr).toBe(0);
+    // The name printed as is read as two files, the second "lines.txt" with no status.
+    expect(human.stdout).toContain("Uncommitted changes (2):\n  ?? bell\\u0007.txt\n  ?? two\\u000alines.txt\n");
+    const report = JSON.parse(apex(dir, ["session", "sync-git", "--json"]).stdout);
+    expect(report.dirty_files).toEqual([
+      { status: "??", path: "bell\u0007.txt" },
+      { status: "??", path: "two\nlines.txt" },
+    ]);
+  });
+
   it("fails clearly: unknown session (3), no session (3), no repository (3)", async () => {
     const dir = await project();
     const unknown = apex(dir, ["session", "sync-git", "no-such-session"]);

@@ -2,6 +2,7 @@ import { isAbsolute, relative } from "node:path";
 import { ApexError } from "../../core/errors.js";
 import { firstLine, runGit, type RunGitOptions } from "./git.js";
 import type { GitRunner } from "./runner.js";
+import { visibleText } from "../../cli/terminal-text.js";
 
 /**
  * The git state a checkpoint records as `git_state`. `branch` is null on a detached HEAD,
@@ -136,7 +137,10 @@ function afterFields(entry: string, count: number): string {
 
 /** "M  src/a.ts", "R  old.txt -> new.txt": a changed file as `git status --short` shows it. */
 export function formatChangedFile(file: ChangedFile): string {
-  return `${file.status} ${file.from !== undefined ? `${file.from} -> ${file.path}` : file.path}`;
+  // A file name may hold any byte but NUL, a newline too (`git status -z` gives it as it is): each
+  // control character is shown as its escape, as the CLI shows text it did not write, so one file
+  // is one line (a name with a newline printed as two, the second read as another file).
+  return `${file.status} ${file.from !== undefined ? `${visibleText(file.from)} -> ${visibleText(file.path)}` : visibleText(file.path)}`;
 }
 
 /** "main @ 1a2b3c4", "detached HEAD @ 1a2b3c4", "main (no commits yet)". */
