@@ -39,6 +39,19 @@ export interface CollectedSession {
 export const historyPath = (sessionId: string) => `/sessions/history/${sessionId}`;
 export const livePath = (sessionId: string) => `/sessions/${sessionId}`;
 
+/**
+ * Whether `path` is one of the session's access grants (/sessions/<sid>/grants/<token id>, written
+ * by the sharing plugin: plugins/sharing/grants.ts). A grant is this project's word on who may reach
+ * the session through its `apex serve`, not part of the session's work: an export never carries one
+ * (its holder's token would work against any project that imported it), and an import never writes
+ * one (a crafted bundle would plant a grant whose token its author knows). Only an archive keeps
+ * them, for its own project's unarchive (installBundle's keepGrants).
+ */
+export function isGrantPath(sessionId: string, path: string): boolean {
+  const prefix = `${livePath(sessionId)}/grants`;
+  return path === prefix || path.startsWith(`${prefix}/`);
+}
+
 /** The session's record: ended (/sessions/history/<sid>) or live (/sessions/<sid>). */
 export function locateSession(store: Store, sessionId: string): SessionLocation {
   checkSessionId(sessionId);
@@ -62,7 +75,8 @@ export function locateSession(store: Store, sessionId: string): SessionLocation 
  * Everything of one session, read in one synchronous pass (one consistent snapshot): its
  * record, every record below /sessions/<sid>/, its checkpoint manifests (each verified) and
  * every object they reference (each re-hashed). Damage refuses with APEX_E_INTEGRITY: a
- * bundle never holds data that does not verify.
+ * bundle never holds data that does not verify. An export leaves the session's access grants out
+ * (isGrantPath); an archive keeps them, so that its own project's unarchive gives them back.
  */
 export function collectSession(store: Store, sessionId: string, options: { kind: BundleKind; createdAt: string }): CollectedSession {
   const location = locateSession(store, sessionId);
@@ -70,7 +84,10 @@ export function collectSession(store: Store, sessionId: string, options: { kind:
   const revision = store.revision();
   const records: Array<[string, JsonValue]> = [];
   if (location.state === "ended") records.push([location.path, location.record]);
-  for (const { path, value } of store.tree(livePath(sessionId))) records.push([path, value]);
+  for (const { path, value } of store.tree(livePath(sessionId))) {
+    if (options.kind !== "archive" && isGrantPath(sessionId, path)) continue;
+    records.push([path, value]);
+  }
   records.sort((a, b) => compareCodePoints(a[0], b[0]));
   // A task or agent record that is not one (null, or another id, written by hand with --force): the bundle's reader
   // refuses it, so export failed after writing with APEX_E_INTERNAL ("does not read back"), blaming the plugin.

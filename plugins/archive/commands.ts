@@ -25,7 +25,7 @@ import { collectSession } from "./collect.js";
 import { bundleFileName, readBundleFile } from "./files.js";
 import { checkOutputFile, isInside, refuseDash, refuseStoreFile, writeFileAtomic } from "../../cli/output-file.js";
 import { realPath } from "../file-system.js";
-import { alreadyInstalled, installBundle, sessionName, verifyBundleFile, type InstallResult } from "./install.js";
+import { alreadyInstalled, installBundle, keepsGrants, sessionName, verifyBundleFile, type InstallResult } from "./install.js";
 import { backupDirectory, readLimits, type ArchiveSettings } from "./options.js";
 
 /**
@@ -158,7 +158,7 @@ export async function runUnarchive(input: CommandInput, context: CommandContext,
   const file = String(input.args[0]);
   let result: InstallResult | undefined;
   try {
-    result = await install(context, file, settings);
+    result = await install(context, file, settings, file, { unarchive: true });
   } catch (error) {
     if (!isApexError(error) || error.code !== "APEX_E_SESSION_EXISTS") throw error;
     // The session is here as the archive holds it: an earlier unarchive put it back and was killed
@@ -209,8 +209,10 @@ async function alreadyBack(context: CommandContext, file: string, settings: Arch
   const sessionId = content.manifest.session_id;
   try {
     const collected = collectSession(store, sessionId, { kind: "archive", createdAt: content.manifest.created_at });
-    // As the archive holds it, or as installing it wrote it (with the "imported" event a project without an id adds).
-    const installed = () => alreadyInstalled(store, content, { records: collected.input.records, checkpoints: collected.checkpoints }, { source: file, worktreeHere: (path, name) => worktreeHere(context.projectDir ?? process.cwd(), path, name) });
+    // As the archive holds it, or as installing it wrote it (with the "imported" event a project without an id adds,
+    // and without the grants of an archive that is not this project's own: keepsGrants).
+    const keepGrants = keepsGrants(store, content, inBackupDirectory(context, file));
+    const installed = () => alreadyInstalled(store, content, { records: collected.input.records, checkpoints: collected.checkpoints }, { source: file, keepGrants, worktreeHere: (path, name) => worktreeHere(context.projectDir ?? process.cwd(), path, name) });
     if (!sameSession(content, collected) && !installed()) return undefined;
   } catch {
     return undefined; // not readable as a whole: the refusal stands
@@ -226,17 +228,23 @@ async function alreadyBack(context: CommandContext, file: string, settings: Arch
     objects: { total: present, written: 0, present },
     converted: false,
     sanitizedAgents: 0,
+    droppedGrants: 0,
     worktree: null,
     previousStatus: null,
     revision: store.revision(),
   };
 }
 
+/** Whether `file` is in this project's backup directory, where `session archive` writes its archives. */
+function inBackupDirectory(context: CommandContext, file: string): boolean {
+  return isInside(realPath(file), realPath(backupDirectory(context.config, context.projectDir)));
+}
+
 function finishUnarchive(input: CommandInput, context: CommandContext, file: string, result: InstallResult, wasBack: boolean): number {
   let removed = false;
   // Only what `session archive` wrote is removed: an archive in the backup directory. A bundle named elsewhere (an
   // export, a teammate's file) was the user's own file, removed all the same before.
-  const archived = result.kind === "archive" && isInside(realPath(file), realPath(backupDirectory(context.config, context.projectDir)));
+  const archived = result.kind === "archive" && inBackupDirectory(context, file);
   if (!input.options.keep && archived) {
     try {
       unlinkSync(file);
@@ -347,20 +355,26 @@ async function alreadyImported(context: CommandContext, file: string, settings: 
     objects: { total: present, written: 0, present },
     converted: content.manifest.session_state === "live",
     sanitizedAgents: 0,
+    droppedGrants: 0,
     worktree: null,
     previousStatus: null,
     revision: store.revision(),
   };
 }
 
-async function install(context: CommandContext, file: string, settings: ArchiveSettings, source = file): Promise<InstallResult> {
+/**
+ * Verifies bundle `file` and installs its session. Its access grants are installed only by an unarchive
+ * of this project's own archive, from the backup directory (keepsGrants); `session import` never installs one.
+ */
+async function install(context: CommandContext, file: string, settings: ArchiveSettings, source = file, how: { unarchive?: boolean } = {}): Promise<InstallResult> {
   const progress = new Progress();
   try {
     progress.update(`verifying ${source}`, true);
     const { content } = verifyBundleFile(file, readLimits(settings));
     const store = await context.store();
+    const keepGrants = how.unarchive === true && keepsGrants(store, content, inBackupDirectory(context, file));
     progress.update(`writing session ${content.manifest.session_id}`, true);
-    return await installBundle(store, content, { source, worktreeHere: (path, name) => worktreeHere(context.projectDir ?? process.cwd(), path, name) });
+    return await installBundle(store, content, { source, keepGrants, worktreeHere: (path, name) => worktreeHere(context.projectDir ?? process.cwd(), path, name) });
   } finally {
     progress.done();
   }
@@ -428,6 +442,10 @@ function printInstall(context: CommandContext, verb: string, result: InstallResu
     context.print(`It was ${result.previousStatus ?? "live"} when exported; it is here as an ended (stopped) session: \`apex start --continue ${result.name ? visibleText(result.name) : result.sessionId}\` resumes it.`);
   }
   if (result.sanitizedAgents > 0) context.print(`The bundle comes from another project: the process ids of ${plural(result.sanitizedAgents, "agent record")} were cleared.`);
+  if (result.droppedGrants > 0) {
+    const session = result.name ? visibleText(result.name) : shortSessionId(result.sessionId);
+    context.print(`The bundle held ${plural(result.droppedGrants, "access grant")} (\`apex session share\`), which ${result.droppedGrants === 1 ? "was" : "were"} not brought in: only this project's own archive gives its grants back. Share the session again to give access to it (\`apex session share ${session} USER\`).`);
+  }
   if (result.worktree) {
     const session = result.name ? visibleText(result.name) : shortSessionId(result.sessionId);
     context.print(
@@ -461,6 +479,7 @@ function installJson(result: InstallResult, file: string) {
     objects: result.objects,
     converted_to_ended: result.converted,
     agents_process_ids_cleared: result.sanitizedAgents,
+    grants_dropped: result.droppedGrants,
     previous_status: result.previousStatus,
     worktree: result.worktree ? { path: result.worktree.path, was: result.worktree.was, exists: existsSync(result.worktree.path) } : null,
     revision: result.revision,

@@ -6,7 +6,7 @@ import { Catalog } from "../checkpoint/catalog.js";
 import { checkpointName } from "../checkpoint/manifest.js";
 import { readBundle, type BundleContent, type BundleKind, type ReadLimits } from "./bundle.js";
 import { isRecord } from "../checkpoint/manifest.js";
-import { historyPath, livePath } from "./collect.js";
+import { historyPath, isGrantPath, livePath } from "./collect.js";
 import { readBundleFile } from "./files.js";
 import { shortSessionId } from "../../core/session/names.js";
 import { sessionNamedAlike } from "../checkpoint/session-name.js";
@@ -30,6 +30,8 @@ export interface InstallResult {
   converted: boolean;
   /** Agent records from another project whose process ids were cleared. */
   sanitizedAgents: number;
+  /** Access grants the bundle held that were not installed (every one, unless keepGrants). */
+  droppedGrants: number;
   /** A branch's git worktree of another project, recorded here as where this project puts it (`was`: the other project's path). */
   worktree: { path: string; was: string } | null;
   previousStatus: string | null;
@@ -52,8 +54,13 @@ export function verifyBundleFile(path: string, limits: ReadLimits = {}): { conte
  * goes to /sessions/history/<sid> with status `stopped` (if it was not ended), because
  * its supervisor and agents belong to another time or machine. `apex start --continue`
  * brings it back to life.
+ *
+ * The bundle's access grants (/sessions/<sid>/grants/*) are written only with `keepGrants`: the
+ * caller sets it for this project's own archive being unarchived (see keepsGrants). Any other
+ * bundle's grants are dropped: a grant holds the hash of a token, and a bundle crafted with one
+ * whose token its author knows would let that author into this project's `apex serve`.
  */
-export async function installBundle(store: Store, content: BundleContent, options: { now?: () => Date; source: string; worktreeHere?: (path: string, name: string) => string }): Promise<InstallResult> {
+export async function installBundle(store: Store, content: BundleContent, options: { now?: () => Date } & InstallSource): Promise<InstallResult> {
   if (store.readOnly) throw new ApexError("APEX_E_INTERNAL", "The store was opened read-only.");
   const { manifest } = content;
   const sessionId = manifest.session_id;
@@ -64,7 +71,7 @@ export async function installBundle(store: Store, content: BundleContent, option
   if (!fromElsewhere && !here) refuseRunningProcesses(content.records, sessionId);
   refuseIfPresent(store, content);
   const now = (options.now ?? (() => new Date()))().toISOString();
-  const { records, converted, previousStatus, worktree, sanitizedAgents } = recordsToInstall(store, content, options, now);
+  const { records, converted, previousStatus, worktree, sanitizedAgents, droppedGrants } = recordsToInstall(store, content, options, now);
   const name = sessionName(records, sessionId);
 
   let revision = store.revision();
@@ -98,6 +105,7 @@ export async function installBundle(store: Store, content: BundleContent, option
     converted,
     previousStatus,
     sanitizedAgents,
+    droppedGrants,
     worktree,
     revision,
   };
@@ -109,16 +117,35 @@ interface PreparedRecords {
   previousStatus: string | null;
   worktree: InstallResult["worktree"];
   sanitizedAgents: number;
+  droppedGrants: number;
 }
 
-type InstallSource = { source: string; worktreeHere?: (path: string, name: string) => string };
+/**
+ * Where a bundle comes from, for the records installed: `source` is said in an imported live
+ * session's reason; `keepGrants` installs the bundle's access grants (this project's own archive
+ * only: keepsGrants), which are otherwise dropped.
+ */
+export type InstallSource = { source: string; worktreeHere?: (path: string, name: string) => string; keepGrants?: boolean };
+
+/**
+ * Whether unarchiving `content` from `file` gives back the access grants it holds: only an archive
+ * (what `session archive` writes) of this very project, read from this project's backup directory
+ * (`inBackupDirectory`: owner-only, written by APEX), where `session archive` put it. An export
+ * holds none; another project's archive, or one found elsewhere, is a bundle like any other, whose
+ * grants were made for another server or by whoever wrote it.
+ */
+export function keepsGrants(store: Store, content: BundleContent, inBackupDirectory: boolean): boolean {
+  return content.manifest.kind === "archive" && inBackupDirectory && !foreign(store, content.manifest.project_id);
+}
 
 /** The records installBundle writes for `content`, importing it at `now` (an ISO time). */
 function recordsToInstall(store: Store, content: BundleContent, options: InstallSource, now: string): PreparedRecords {
   const { manifest } = content;
   const sessionId = manifest.session_id;
   const fromElsewhere = foreign(store, manifest.project_id);
-  const records = content.records.map(([path, value]): [string, JsonValue] => [path, value]);
+  const all = content.records.map(([path, value]): [string, JsonValue] => [path, value]);
+  const records = options.keepGrants ? all : all.filter(([path]) => !isGrantPath(sessionId, path));
+  const droppedGrants = all.length - records.length;
   let converted = false;
   let previousStatus: string | null = null;
   if (manifest.session_state === "live") {
@@ -164,7 +191,7 @@ function recordsToInstall(store: Store, content: BundleContent, options: Install
     records[index] = [historyPath(sessionId), next];
   }
   const sanitizedAgents = fromElsewhere ? clearProcessIds(records, sessionId) : 0;
-  return { records, converted, previousStatus, worktree, sanitizedAgents };
+  return { records, converted, previousStatus, worktree, sanitizedAgents, droppedGrants };
 }
 
 /**

@@ -1,0 +1,114 @@
+// A session's access grants (`apex session share`) stay with the project that made them: an export
+// carries none, an import installs none (a crafted bundle could plant a grant whose token its author
+// knows), and only this project's own archive, unarchived from its backup directory, gives them back.
+// The built CLI, real `apex serve` servers on loopback and `apex --remote`.
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { ok, Project, shellAgents } from "./fixtures/agents/harness.js";
+import { remote, serve, share } from "./support/serve.js";
+import { stopsAfterEach } from "./support/cleanup.js";
+import { encodeBundle, readBundle } from "../plugins/archive/bundle.js";
+import { bundleInput } from "./helpers/craft.js";
+
+const CONFIG = shellAgents({ alpha: "while true; do sleep 0.2; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n  archive: {}\n");
+
+const stops = stopsAfterEach();
+
+/** A project with one ended session shared with alice as owner: the session's id and alice's token. */
+function sharedEndedSession(): { p: Project; sid: string; token: string } {
+  const p = new Project(CONFIG, "apex-grants-");
+  const sid = p.start().session_id;
+  ok(p, ["checkpoint", "create", "work"]);
+  ok(p, ["stop"]);
+  const { token } = share(p, sid, "alice", "owner");
+  return { p, sid, token };
+}
+
+function grantsOf(p: Project, sid: string): Array<{ user: string }> {
+  return JSON.parse(ok(p, ["session", "shares", sid, "--json"]).stdout) as Array<{ user: string }>;
+}
+
+function projectId(p: Project): string {
+  const shown = JSON.parse(ok(p, ["memory", "show", "/projects/config", "--json"]).stdout) as { value: { project_id: string } };
+  return shown.value.project_id;
+}
+
+describe("access grants and bundles", () => {
+  it("an export carries no grant, and an import installs none: the exporter's token does not open the importing project's server", async () => {
+    const a = sharedEndedSession();
+    expect(grantsOf(a.p, a.sid).map((grant) => grant.user)).toEqual(["alice"]);
+    const file = join(a.p.dir, "x.apexbundle");
+    ok(a.p, ["session", "export", a.sid, "-o", file]);
+    // The bundle itself holds no grant record.
+    const content = readBundle(readFileSync(file), {});
+    expect(content.records.map(([path]) => path).filter((path) => path.includes("/grants"))).toEqual([]);
+
+    const b = new Project(CONFIG, "apex-grants-");
+    ok(b, ["start", "--task", "b's own"]);
+    ok(b, ["stop"]);
+    const imported = JSON.parse(ok(b, ["session", "import", file, "--json"]).stdout);
+    expect(imported).toMatchObject({ session_id: a.sid, grants_dropped: 0, already_imported: false });
+    expect(grantsOf(b, a.sid)).toEqual([]);
+    const url = await serve(b, stops);
+    const refused = remote(b, url, a.sid, a.token, ["status", "--json"]);
+    expect(refused.status, refused.stdout).toBe(4);
+    expect(JSON.parse(refused.stderr).error.code).toBe("APEX_E_UNAUTHORIZED");
+    // The same export imported again is still "already here" (the exporter's grants are no difference).
+    expect(JSON.parse(ok(b, ["session", "import", file, "--json"]).stdout)).toMatchObject({ already_imported: true });
+  }, 120_000);
+
+  it("an archive's grants come back with this project's own unarchive, and with no other bundle: another project's archive, one that claims this project, or import", async () => {
+    const a = sharedEndedSession();
+    ok(a.p, ["session", "archive", a.sid]);
+    const archive = join(a.p.dir, ".apex", "backups", `${a.sid}.apexbundle`);
+    const held = readBundle(readFileSync(archive), {});
+    expect(held.records.some(([path]) => path.startsWith(`/sessions/${a.sid}/grants/`))).toBe(true);
+    const copy = join(a.p.dir, "copy.apexbundle");
+    copyFileSync(archive, copy);
+
+    // This project's own archive, from its backup directory: the session is back as it was, its grant too.
+    const back = JSON.parse(ok(a.p, ["session", "unarchive", a.sid, "--json"]).stdout);
+    expect(back).toMatchObject({ grants_dropped: 0 });
+    expect(grantsOf(a.p, a.sid).map((grant) => grant.user)).toEqual(["alice"]);
+    const urlA = await serve(a.p, stops);
+    const status = remote(a.p, urlA, a.sid, a.token, ["status", "--json"]);
+    expect(status.status, status.stderr).toBe(0);
+
+    // Another project: its archive, imported or unarchived (from its backup directory too), brings no grant.
+    const b = new Project(CONFIG, "apex-grants-");
+    ok(b, ["start", "--task", "b's own"]);
+    ok(b, ["stop"]);
+    const imported = JSON.parse(ok(b, ["session", "import", copy, "--json"]).stdout);
+    expect(imported).toMatchObject({ grants_dropped: 1 });
+    expect(grantsOf(b, a.sid)).toEqual([]);
+    const said = ok(b, ["session", "import", copy]).stdout;
+    expect(said).toContain("already here");
+
+    const c = new Project(CONFIG, "apex-grants-");
+    ok(c, ["start", "--task", "c's own"]);
+    ok(c, ["stop"]);
+    mkdirSync(join(c.dir, ".apex", "backups"), { recursive: true });
+    const inBackups = join(c.dir, ".apex", "backups", `${a.sid}.apexbundle`);
+    copyFileSync(copy, inBackups);
+    const text = ok(c, ["session", "unarchive", a.sid]).stdout;
+    expect(text).toContain("The bundle held 1 access grant (`apex session share`), which was not brought in");
+    expect(grantsOf(c, a.sid)).toEqual([]);
+
+    // A bundle crafted to claim project d's id, as an archive, given by path: its grant is not installed, by unarchive or import.
+    const d = new Project(CONFIG, "apex-grants-");
+    ok(d, ["start", "--task", "d's own"]);
+    ok(d, ["stop"]);
+    const input = bundleInput(held);
+    input.project_id = projectId(d);
+    const crafted = join(d.dir, "crafted.apexbundle");
+    writeFileSync(crafted, (await encodeBundle(input, "brotli")).file);
+    const unarchived = JSON.parse(ok(d, ["session", "unarchive", crafted, "--json"]).stdout);
+    expect(unarchived).toMatchObject({ grants_dropped: 1 });
+    expect(grantsOf(d, a.sid)).toEqual([]);
+    const urlD = await serve(d, stops);
+    const refused = remote(d, urlD, a.sid, a.token, ["status", "--json"]);
+    expect(refused.status, refused.stdout).toBe(4);
+    expect(JSON.parse(refused.stderr).error.code).toBe("APEX_E_UNAUTHORIZED");
+  }, 180_000);
+});
