@@ -1224,6 +1224,29 @@ describe("apex backup", () => {
     }
   }, 120_000);
 
+  it("the APEX_HOME it suggests works as printed from where it ran: a subdirectory of the project, a path with spaces", async () => {
+    // It printed the copy's path relative to the project, which APEX_HOME (read against the working
+    // directory) took as a path below the subdirectory, and did not quote a path with a space.
+    const dir = project("with space");
+    await threeSessions(dir);
+    const sub = join(dir, "sub dir");
+    mkdirSync(sub);
+    const sessions = (home: string) => {
+      const listed = spawnSync("sh", ["-c", `${home} node ${APEX_BIN} session list --json`], { cwd: sub, env: { ...cleanEnv(), NO_COLOR: "1" }, encoding: "utf8" });
+      expect(listed.status, listed.stderr).toBe(0);
+      return (JSON.parse(listed.stdout) as Array<{ session_id: string }>).map((session) => session.session_id).sort();
+    };
+    for (const args of [["backup"], ["backup", "--to", "a copy"]]) {
+      const made = runApex(args, { cwd: sub });
+      expect(made.status, made.stderr).toBe(0);
+      const home = /Use it with `(APEX_HOME=.*) apex <command>`/.exec(made.stdout)?.[1];
+      expect(home, made.stdout).toBeDefined();
+      // The default backup directory is not below the subdirectory: its whole path, quoted for its space.
+      expect(home).toMatch(args.length === 1 ? /^APEX_HOME='\/.* .*\/\.apex\/backups\/store-[^/]+'$/ : /^APEX_HOME='a copy'$/);
+      expect(sessions(home!)).toEqual(["s-live", "s-old", "s-recent"]);
+    }
+  }, 60_000);
+
   it("copies the store APEX_STORE_URL names, not an older one left in .apex/", async () => {
     const dir = project("elsewhere");
     await withStore(dir, (store) => store.set("/where", "old .apex store"));

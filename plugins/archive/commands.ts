@@ -2,7 +2,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, unlinkSync, wri
 import { once } from "node:events";
 import { tmpdir } from "node:os";
 import { spawnSync } from "node:child_process";
-import { basename, dirname, join, relative, resolve } from "node:path";
+import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { isDirectory } from "../../core/config/locate.js";
 import { worktreeOfProject } from "../../core/session/runtime.js";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
@@ -647,7 +647,9 @@ export async function runBackup(input: CommandInput, context: CommandContext): P
       context.print(`The copy does not validate: ${plural(result.validation.errors, "error")} (the store has them too; run \`apex session validate\`):`);
       for (const problem of result.validation.problems) context.print(`  ${problem}`);
     }
-    context.print(`Use it with \`APEX_HOME=${displayPath(result.directory, context.projectDir)} apex <command>\`, or copy its store.mdb back into the store directory.`);
+    // APEX_HOME is read against the directory the command runs in (core/config/locate.ts), not the project's:
+    // from a subdirectory, the project-relative path the hint gave named nowhere. One shell word, spaces and all.
+    context.print(`Use it with \`APEX_HOME=${shellWord(fromWorkingDirectory(result.directory))} apex <command>\`, or copy its store.mdb back into the store directory.`);
   }
   return result.validation.ok ? 0 : 1;
 }
@@ -663,6 +665,16 @@ function displayPath(path: string, projectDir: string | undefined): string {
   const base = projectDir ?? process.cwd();
   const rel = relative(base, path);
   return rel && !rel.startsWith("..") && !rel.startsWith("/") ? rel : path;
+}
+
+/**
+ * `path` as the command's working directory reaches it: relative when it lies below that directory,
+ * else absolute. For what the user runs next from there (APEX_HOME=…), where displayPath's
+ * project-relative path points elsewhere once the command runs in a subdirectory of the project.
+ */
+function fromWorkingDirectory(path: string): string {
+  const rel = relative(process.cwd(), path);
+  return rel && !rel.startsWith("..") && !isAbsolute(rel) ? rel : path;
 }
 
 /** "2026-11-20 14:00" (UTC). */
