@@ -399,6 +399,41 @@ describe("apex session archive / unarchive", () => {
     expect(existsSync(mine)).toBe(true);
   });
 
+  it("an export of the session as it is, where its archive goes, is refused as that: an export of the same state (it said another state, which unarchive of that file denied), and the hint's way works", async () => {
+    const dir = project("export-in-the-way");
+    const apex = apexIn(dir);
+    await threeSessions(dir);
+    const file = join(dir, ".apex/backups/s-old.apexbundle");
+    mkdirSync(join(dir, ".apex/backups"), { recursive: true });
+    const exported = apex("session", "export", "s-old", "-o", file, "--json");
+    expect(exported.status, exported.stderr).toBe(0);
+    const bytes = readFileSync(file);
+    const refused = apex("session", "archive", "s-old", "--json");
+    expect(refused.status, refused.stderr).toBe(4);
+    const error = JSON.parse(refused.stderr).error as { code: string; message: string; hint: string; details: Record<string, unknown> };
+    expect(error.code).toBe("APEX_E_CONFLICT");
+    expect(error.message).toContain("an export of it as it is now (`apex session export`), not an archive");
+    expect(error.message).not.toContain("another state");
+    expect(error.details).toMatchObject({ session_id: "s-old", file, bundle_kind: "export", same_state: true });
+    expect(error.hint).toContain(`mv ${file} ${file}.export`);
+    // What unarchive of that file says: the same state is here.
+    const back = apex("session", "unarchive", file, "--json");
+    expect(back.status, back.stderr).toBe(0);
+    expect(json(back)).toMatchObject({ already_back: true, bundle_removed: false });
+    // In a run over old sessions: left, a failure (exit 1), with the same reason.
+    const all = apex("session", "archive", "--older-than", "30d", "--json");
+    expect(all.status, all.stderr).toBe(1);
+    expect(json(all).skipped).toEqual([expect.objectContaining({ session_id: "s-old", code: "APEX_E_CONFLICT", reason: expect.stringContaining("an export of it as it is now") })]);
+    expect(readFileSync(file)).toEqual(bytes);
+    await withStore(dir, (store) => expect(store.get("/sessions/history/s-old")).toBeDefined());
+    // The hint's way: the export moved aside, the archive is written where it was.
+    renameSync(file, `${file}.export`);
+    const archived = apex("session", "archive", "s-old", "--json");
+    expect(archived.status, archived.stderr).toBe(0);
+    expect(json(archived).archived[0]).toMatchObject({ session_id: "s-old", file });
+    expect(readBundle(readFileSync(file)).manifest.kind).toBe("archive");
+  });
+
   it("a session whose name another session took meanwhile is not brought back: two sessions of one name would take each other's commands", async () => {
     const dir = project("p-names");
     const apex = apexIn(dir);

@@ -13,7 +13,7 @@ import { sessionLabel } from "../checkpoint/merge-base.js";
 import { shortSessionId } from "../../core/session/names.js";
 import { MEMORY_OWNER_PATH, type SessionRecord } from "../../core/session/records.js";
 import { effectiveStatus, lastRunAt, liveMemoryOwner } from "../../core/session/sessions.js";
-import { collectSession, historyPath, livePath, locateSession, type CollectedSession } from "./collect.js";
+import { collectSession, historyPath, isGrantPath, livePath, locateSession, type CollectedSession } from "./collect.js";
 import { bundleFileName, makeBackupDirectory, readBundleFile } from "./files.js";
 import { writeFileAtomic } from "../../cli/output-file.js";
 import { ARCHIVE_ACTOR } from "./install.js";
@@ -330,14 +330,7 @@ async function archiveOne(store: Store, candidate: Candidate, options: ArchiveOp
   // refuses while the session is here, and this hint said to unarchive it). Looked at in a dry
   // run too, which said it would archive a session the run then refused.
   const existing = existsSync(file);
-  if (existing && !bundleHolds(file, collected, options.maxBytes)) {
-    const error = new ApexError("APEX_E_CONFLICT", `Session ${sessionLabel(store, sessionId)} already has a bundle at ${file}, holding another state of it (or not readable); not overwriting it.`, {
-      hint: "Move that file away first (it is an older archive or export of this session).",
-      details: { session_id: sessionId, file },
-    });
-    BUNDLE_IN_THE_WAY.add(error);
-    throw error;
-  }
+  if (existing) refuseBundleInTheWay(store, file, collected, options.maxBytes);
   if (options.dryRun) return { ...summary, file, bodyBytes, fileBytes: bytes.length };
 
   makeBackupDirectory(options.directory);
@@ -366,16 +359,45 @@ function verifyWritten(file: string, collected: CollectedSession, maxBytes: numb
   if (!sameSession(content, collected)) throw new ApexError("APEX_E_INTERNAL", `The bundle written to ${file} does not hold what was collected.`);
 }
 
-/** Whether the bundle at `file` reads, verifies and holds exactly the session collected: false otherwise. */
-function bundleHolds(file: string, collected: CollectedSession, maxBytes: number | undefined): boolean {
-  let content: BundleContent;
+/**
+ * Refuses (APEX_E_CONFLICT, a failure: BUNDLE_IN_THE_WAY) to archive a session whose bundle file is
+ * taken by a bundle that is not its archive as it is now. An export of the session as it is now is
+ * refused too, saying so: it was said to hold "another state of it", while `unarchive` of that very
+ * file said the session is here in the same state. Taking it as the archive would leave an export
+ * where archives go, which `unarchive` never removes (nor would it give back the grants an export
+ * leaves out); and it is the user's own file, not to be overwritten.
+ */
+function refuseBundleInTheWay(store: Store, file: string, collected: CollectedSession, maxBytes: number | undefined): void {
+  const content = readBack(file, maxBytes);
+  if (content?.manifest.kind === "archive" && sameSession(content, collected)) return;
+  const sessionId = collected.location.sessionId;
+  const label = sessionLabel(store, sessionId);
+  const exportOfIt = content?.manifest.kind === "export" && sameSession(content, withoutGrants(collected));
+  const what = exportOfIt ? "an export of it as it is now (`apex session export`), not an archive" : "holding another state of it (or not readable)";
+  const error = new ApexError("APEX_E_CONFLICT", `Session ${label} already has a bundle at ${file}, ${what}; not overwriting it${exportOfIt ? " nor taking it as the archive" : ""}.`, {
+    hint: exportOfIt
+      ? `Nothing was written. Move the export elsewhere (\`mv ${file} ${file}.export\`), then archive the session again (\`apex session archive ${shortSessionId(sessionId)}\`): the archive is written where the export was.`
+      : "Move that file away first (it is an older archive or export of this session).",
+    details: { session_id: sessionId, file, ...(content === undefined ? {} : { bundle_kind: content.manifest.kind, same_state: exportOfIt }) },
+  });
+  BUNDLE_IN_THE_WAY.add(error);
+  throw error;
+}
+
+/** The bundle at `file`, read and verified; undefined when it does not read. */
+function readBack(file: string, maxBytes: number | undefined): BundleContent | undefined {
   try {
     // An archive of compressible data may exceed the ratio bound import applies; the size bound holds.
-    content = readBundle(readBundleFile(file, maxBytes), { ...(maxBytes === undefined ? {} : { maxBytes }), maxRatio: Number.MAX_SAFE_INTEGER });
+    return readBundle(readBundleFile(file, maxBytes), { ...(maxBytes === undefined ? {} : { maxBytes }), maxRatio: Number.MAX_SAFE_INTEGER });
   } catch {
-    return false;
+    return undefined;
   }
-  return content.manifest.kind === "archive" && sameSession(content, collected);
+}
+
+/** What an export of the collected session holds: its records but its access grants (isGrantPath). */
+function withoutGrants(collected: CollectedSession): CollectedSession {
+  const sessionId = collected.location.sessionId;
+  return { ...collected, input: { ...collected.input, records: collected.input.records.filter(([path]) => !isGrantPath(sessionId, path)) } };
 }
 
 /**
