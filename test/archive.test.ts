@@ -1354,6 +1354,45 @@ describe("archive commands at once", () => {
       expect(back.status, back.stderr).toBe(0);
     }
   }, 120_000);
+
+  it("two archives of every old session at once: each session is archived once, and the other run says another process archived it (it said the session changed and stays), exit 0", async () => {
+    const archive = (dir: string) =>
+      new Promise<{ status: number; stdout: string; stderr: string }>((done) => {
+        execFile(process.execPath, [APEX_BIN, "session", "archive", "--older-than", "0", "--json"], { cwd: dir, env: { ...cleanEnv(), NO_COLOR: "1", ...env } }, (error, stdout, stderr) =>
+          done({ status: error ? Number(error.code) : 0, stdout, stderr }),
+        );
+      });
+    const dir = project("race-all");
+    await threeSessions(dir);
+    const more = ["s-a", "s-b", "s-c", "s-d"];
+    await withStore(dir, async (store) => {
+      const current = store.get("/sessions/current");
+      for (const id of more) await makeSession(store, id, 1, 2);
+      await store.set("/sessions/current", current!);
+    });
+    const old = ["s-old", "s-recent", ...more].sort();
+    let raced = 0;
+    for (let round = 0; round < 6; round++) {
+      const runs = await Promise.all([archive(dir), archive(dir)]);
+      for (const run of runs) expect(run.status, run.stderr).toBe(0);
+      const results = runs.map((run) => json(run) as { archived: Array<{ session_id: string }>; skipped: Array<{ session_id: string; reason: string; code: string; archived_elsewhere: boolean }> });
+      // Every old session archived, by one run or the other.
+      expect(results.flatMap((result) => result.archived.map((archived) => archived.session_id)).sort()).toEqual(old);
+      for (const skipped of results.flatMap((result) => result.skipped)) {
+        expect(skipped.reason).not.toMatch(/changed while it was being archived/);
+        expect(skipped).toMatchObject({ code: "APEX_E_NO_SESSION", archived_elsewhere: true });
+        expect(skipped.reason).toMatch(/was archived or removed by another process while it was being (read|archived)/);
+        expect(old).toContain(skipped.session_id);
+        raced += 1;
+      }
+      for (const id of old) {
+        const back = apexIn(dir)("session", "unarchive", id, "--json");
+        expect(back.status, back.stderr).toBe(0);
+      }
+    }
+    // The runs did race: some session each time was in both runs' hands.
+    expect(raced).toBeGreaterThan(0);
+  }, 180_000);
 });
 
 describe("a branch's archive found by the branch's name", () => {

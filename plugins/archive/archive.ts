@@ -64,6 +64,8 @@ export interface SkippedSession {
    * live, a branch point), whatever its code: a branch point and a bundle in the way share APEX_E_CONFLICT.
    */
   failed: boolean;
+  /** Another process archived (or removed) it meanwhile: it is not in the store any more, though this run did not archive it. */
+  archivedElsewhere?: boolean;
 }
 
 export interface ArchiveResult {
@@ -135,7 +137,8 @@ export async function archiveSessions(store: Store, options: ArchiveOptions): Pr
       result.archived.push(archived);
     } catch (error) {
       if (explicit || !isApexError(error)) throw error;
-      result.skipped.push({ sessionId: candidate.sessionId, reason: error.message, code: error.code, failed: !leftByRule(error) });
+      const elsewhere = error.details?.archived_elsewhere === true;
+      result.skipped.push({ sessionId: candidate.sessionId, reason: error.message, code: error.code, failed: !leftByRule(error), ...(elsewhere ? { archivedElsewhere: true } : {}) });
     }
   }
 
@@ -304,12 +307,9 @@ async function archiveOne(store: Store, candidate: Candidate, options: ArchiveOp
     collected = collectSession(store, sessionId, { kind: "archive", createdAt: now.toISOString() });
   } catch (error) {
     // Objects gone while they were read, with the session: another archive of it (another
-    // process) removed both. Not damage to repair, as APEX_E_INTEGRITY's hint would say.
-    if (isApexError(error) && error.code === "APEX_E_INTEGRITY" && store.get(`/sessions/history/${sessionId}`) === undefined && store.get(`/sessions/${sessionId}`) === undefined) {
-      throw new ApexError("APEX_E_NO_SESSION", `Session ${shortSessionId(sessionId)} was archived or removed by another process while it was being read.`, {
-        hint: "See `apex session list`; its bundle is where that process put it (`apex session unarchive` lists them).",
-      });
-    }
+    // process) removed both. Not damage to repair, as APEX_E_INTEGRITY's hint would say. Nor
+    // "No session" (its record gone since the candidates were chosen): the same archive, earlier.
+    if (isApexError(error) && (error.code === "APEX_E_INTEGRITY" || error.code === "APEX_E_NO_SESSION") && gone(store, sessionId)) throw archivedElsewhere(sessionId, "read");
     throw error;
   }
   if (collected.location.state !== "ended") {
@@ -334,11 +334,22 @@ async function archiveOne(store: Store, candidate: Candidate, options: ArchiveOp
   if (options.dryRun) return { ...summary, file, bodyBytes, fileBytes: bytes.length };
 
   makeBackupDirectory(options.directory);
-  if (existing) {
+  // The bundle found in place is the archive: the session leaves the store.
+  const takeExisting = async (): Promise<ArchivedSession> => {
     await removeSession(store, collected);
     return { ...summary, file, bodyBytes, fileBytes: statSync(file).size };
+  };
+  if (existing) return takeExisting();
+  try {
+    writeFileAtomic(file, bytes, { overwrite: false });
+  } catch (error) {
+    // Written since it was looked for: another archive of the session (another process, `session archive`
+    // run twice at once) put its bundle there first. Taken as any bundle found in place: the same state is
+    // the archive (the session, once that process removed it, is said to be archived by it), another refused.
+    if (!(isApexError(error) && error.code === "APEX_E_CONFLICT" && existsSync(file))) throw error;
+    refuseBundleInTheWay(store, file, collected, options.maxBytes);
+    return takeExisting();
   }
-  writeFileAtomic(file, bytes, { overwrite: false });
   try {
     verifyWritten(file, collected, options.maxBytes);
     await removeSession(store, collected);
@@ -350,6 +361,22 @@ async function archiveOne(store: Store, candidate: Candidate, options: ArchiveOp
     throw error;
   }
   return { ...summary, file, bodyBytes, fileBytes: bytes.length };
+}
+
+/** True when the store holds no record of the session, live or ended: another process archived (or removed) it. */
+function gone(store: Store, sessionId: string): boolean {
+  return store.get(historyPath(sessionId)) === undefined && store.get(livePath(sessionId)) === undefined;
+}
+
+/**
+ * A session another process archived (or removed) while this one was archiving it (`while`: what
+ * this one was doing then). No failure: it is archived, by the other (leftByRule: APEX_E_NO_SESSION).
+ */
+function archivedElsewhere(sessionId: string, during: "read" | "archived"): ApexError {
+  return new ApexError("APEX_E_NO_SESSION", `Session ${shortSessionId(sessionId)} was archived or removed by another process while it was being ${during}.`, {
+    hint: "See `apex session list`; its bundle is where that process put it (`apex session unarchive` lists them).",
+    details: { session_id: sessionId, archived_elsewhere: true },
+  });
 }
 
 /** Reads the written bundle back and checks it holds what was collected. */
@@ -427,6 +454,9 @@ async function removeSession(store: Store, collected: CollectedSession): Promise
     const written = new Map<string, SessionInfo>();
     for (const change of store.changesSince(collected.revision)) {
       if (own(change.path)) {
+        // Its records gone since: another archive of it (another process, `session archive` run twice at
+        // once) removed it. Said as archived by that process, not as a session that changed and stays.
+        if (gone(store, sessionId)) throw archivedElsewhere(sessionId, "archived");
         throw new ApexError("APEX_E_CONFLICT", `Session ${sessionLabel(store, sessionId)} changed while it was being archived (${change.path}); it stays.`, { hint: "Run the archive again.", details: { session_id: sessionId } });
       }
       const other = /^\/sessions\/(?:history\/)?([^/]+)$/.exec(change.path)?.[1];

@@ -105,7 +105,11 @@ function printArchive(context: CommandContext, result: ArchiveResult, olderThanM
       `  ${session.sessionId}  ended ${formatTime(session.endedAt)}  ${plural(session.checkpoints, "checkpoint")}, ${plural(session.records, "record")}, ${plural(session.objects, "object")}  ${formatBytes(session.bodyBytes)} in ${formatBytes(session.fileBytes)}${file}`,
     );
   }
-  for (const skipped of result.skipped) context.print(`  left in the store: ${skipped.sessionId}: ${skipped.reason.replace(/\.$/, "")}`);
+  for (const skipped of result.skipped) {
+    // One another archive (another process) took meanwhile is not in the store: it was said to be left there, "changed" as it went.
+    const where = skipped.archivedElsewhere ? "archived by another process" : "left in the store";
+    context.print(`  ${where}: ${skipped.sessionId}: ${skipped.reason.replace(/\.$/, "")}`);
+  }
   if (result.sweep) {
     const { values, trees, bytes } = result.sweep.removed;
     context.print(`${result.dryRun ? "Would sweep" : "Swept"} ${plural(values, "value")} and ${plural(trees, "tree node")} only archived sessions used (${formatBytes(bytes)}).`);
@@ -131,7 +135,7 @@ function archiveJson(result: ArchiveResult, olderThanMs: number | undefined) {
       body_bytes: session.bodyBytes,
       file_bytes: session.fileBytes,
     })),
-    skipped: result.skipped.map((skipped) => ({ session_id: skipped.sessionId, reason: skipped.reason, code: skipped.code })),
+    skipped: result.skipped.map((skipped) => ({ session_id: skipped.sessionId, reason: skipped.reason, code: skipped.code, archived_elsewhere: skipped.archivedElsewhere === true })),
     sweep: result.sweep ? { ...result.sweep.removed, packs: packsJson(result.sweep.packs) } : null,
     sweep_error: result.sweepError,
   };

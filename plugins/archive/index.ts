@@ -32,7 +32,7 @@ export default definePlugin<ArchivePluginOptions>({
       options: [
         { flags: "--older-than <duration>", description: durationHelp("sessions that ended at least this long ago (default: the plugin's older_than)", "30d, 30days, 12h, 2w") },
         { flags: "--dry-run", description: "show what would be archived; write and remove nothing" },
-        { flags: "--json", description: "print {dry_run, older_than_seconds, cutoff, directory, archived: [{session_id, ended_at, file (with --dry-run, the file the run would write), checkpoints, records, objects, body_bytes, file_bytes}], skipped: [{session_id, reason, code}], sweep: {values, trees, bytes, packs: {removed, rewritten, bytes_freed, and as before bytesFreed}} or null, sweep_error: {code, message, hint} or null} (a session that could not be archived, or a sweep_error, makes the exit code 1; one left by rule, not old enough, live or a branch point, does not)" },
+        { flags: "--json", description: "print {dry_run, older_than_seconds, cutoff, directory, archived: [{session_id, ended_at, file (with --dry-run, the file the run would write), checkpoints, records, objects, body_bytes, file_bytes}], skipped: [{session_id, reason, code, archived_elsewhere (another process archived it meanwhile)}], sweep: {values, trees, bytes, packs: {removed, rewritten, bytes_freed, and as before bytesFreed}} or null, sweep_error: {code, message, hint} or null} (a session that could not be archived, or a sweep_error, makes the exit code 1; one left by rule, not old enough, live or a branch point, does not)" },
       ],
       examples: ["apex session archive --older-than 30days", "apex session archive --older-than 12h --dry-run", "apex session archive 3f2a9c1e --json"],
       async action(input, context) {
