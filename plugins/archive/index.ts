@@ -32,7 +32,7 @@ export default definePlugin<ArchivePluginOptions>({
       options: [
         { flags: "--older-than <duration>", description: durationHelp("sessions that ended at least this long ago (default: the plugin's older_than)", "30d, 30days, 12h, 2w") },
         { flags: "--dry-run", description: "show what would be archived; write and remove nothing" },
-        { flags: "--json", description: "print {dry_run, older_than_seconds, cutoff, directory, archived: [{session_id, ended_at, file (with --dry-run, the file the run would write), checkpoints, records, objects, body_bytes, file_bytes}], skipped: [{session_id, reason, code, archived_elsewhere (another process archived it meanwhile)}], sweep: {values, trees, bytes, packs: {removed, rewritten, bytes_freed, and as before bytesFreed}} or null, sweep_error: {code, message, hint} or null} (a session that could not be archived, or a sweep_error, makes the exit code 1; one left by rule, not old enough, live or a branch point, does not)" },
+        { flags: "--json", description: "print {dry_run, older_than_seconds, cutoff, directory, archived: [{session_id, ended_at, file (with --dry-run, the file the run would write), checkpoints, records, objects, body_bytes, file_bytes}], skipped: [{session_id, reason, code, archived_elsewhere}] (archived_elsewhere: another process archived it meanwhile), sweep: {values, trees, bytes, packs: {removed, rewritten, bytes_freed, and as before bytesFreed}} or null, sweep_error: {code, message, hint} or null} (a session that could not be archived, or a sweep_error, makes the exit code 1; one left by rule, not old enough, live or a branch point, does not)" },
       ],
       examples: ["apex session archive --older-than 30days", "apex session archive --older-than 12h --dry-run", "apex session archive 3f2a9c1e --json"],
       async action(input, context) {
@@ -48,7 +48,7 @@ export default definePlugin<ArchivePluginOptions>({
       arguments: [{ syntax: "<bundle>", description: "a bundle file, or a session archived under session.backup_location: its id, a branch's name or a unique id prefix" }],
       options: [
         { flags: "--keep", description: "keep the bundle file (default: an archive in the backup directory is removed once the session is back; a bundle elsewhere, such as an export, is always kept)" },
-        { flags: "--json", description: "print {session_id, name, file, bundle_kind, bundle_created_at, checkpoints, records, objects, converted_to_ended, agents_process_ids_cleared, grants_dropped (the access grants the bundle held that were not brought in: all but those of this project's own archive), previous_status, worktree, revision, already_back, bundle_removed}" },
+        { flags: "--json", description: "print {session_id, name, file, bundle_kind, bundle_created_at, checkpoints, records, objects, converted_to_ended, agents_process_ids_cleared, grants_dropped, previous_status, worktree, revision, already_back, bundle_removed}; grants_dropped counts the access grants the bundle held that were not brought in (all but those of this project's own archive)" },
       ],
       examples: ["apex session unarchive 3f2a9c1e", "apex session unarchive experiment", "apex session unarchive .apex/backups/3f2a9c1e.apexbundle --keep", "apex session unarchive 3f2a --json"],
       async action(input, context) {
@@ -79,7 +79,7 @@ export default definePlugin<ArchivePluginOptions>({
       description: "add the session of a bundle file (from export or archive) to this project, after verifying it",
       runsIn: "cli",
       arguments: [{ syntax: "<file>", description: "the bundle file; - reads the bundle from standard input (`… session export ID -o - | apex session import -`)" }],
-      options: [{ flags: "--json", description: "print {session_id, name, file, bundle_kind, bundle_created_at, checkpoints, records, objects, converted_to_ended, agents_process_ids_cleared, grants_dropped (the access grants the bundle held, which an import never brings in), previous_status, worktree, revision, already_imported}; already_imported is true when the project held the session exactly as the bundle does (a repeated import: nothing written, exit 0)" }],
+      options: [{ flags: "--json", description: "print {session_id, name, file, bundle_kind, bundle_created_at, checkpoints, records, objects, converted_to_ended, agents_process_ids_cleared, grants_dropped, previous_status, worktree, revision, already_imported}; grants_dropped counts the access grants the bundle held, which an import never brings in; already_imported is true when the project held the session exactly as the bundle does (a repeated import: nothing written, exit 0)" }],
       examples: ["apex session import auth-work.apexbundle", "apex session import /tmp/s.apexbundle --json", "ssh laptop 'cd project && apex session export last -o -' | apex session import -"],
       async action(input, context) {
         const { runImport } = await import("./commands.js");
