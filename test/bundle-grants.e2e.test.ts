@@ -111,4 +111,41 @@ describe("access grants and bundles", () => {
     expect(refused.status, refused.stdout).toBe(4);
     expect(JSON.parse(refused.stderr).error.code).toBe("APEX_E_UNAUTHORIZED");
   }, 180_000);
+
+  it("a bundle whose session claims to be branched from another session of the importing project does not show that session to a grant of it", async () => {
+    // Project b's own session, which nobody it was shared with may see.
+    const b = new Project(CONFIG, "apex-grants-");
+    const victim = b.start(["--task", "the private plan"]).session_id;
+    ok(b, ["checkpoint", "create", "private work"]);
+    ok(b, ["stop"]);
+    const checkpoint = (JSON.parse(ok(b, ["checkpoint", "list", "--session", victim, "--json"]).stdout) as { items: Array<{ sequence: number }> }).items.at(-1)!;
+
+    // A bundle from elsewhere, its session record claiming a branch point in b's session (whose id its author learned).
+    const a = new Project(CONFIG, "apex-grants-");
+    const sid = a.start(["--task", "an innocent session"]).session_id;
+    ok(a, ["stop"]);
+    const file = join(a.dir, "x.apexbundle");
+    ok(a, ["session", "export", sid, "-o", file]);
+    const input = bundleInput(readBundle(readFileSync(file), {}));
+    const entry = input.records.find(([path]) => path === `/sessions/history/${sid}`)!;
+    entry[1] = { ...(entry[1] as Record<string, never>), parent_checkpoint: { id: "a1b2c3d4-0000-4000-8000-000000000000", session_id: victim, sequence: checkpoint.sequence, name: "checkpoint-001" }, parent_session: victim };
+    const crafted = join(a.dir, "crafted.apexbundle");
+    writeFileSync(crafted, (await encodeBundle(input, "brotli")).file);
+
+    ok(b, ["session", "import", crafted]);
+    const { token } = share(b, sid, "mallory", "viewer");
+    const url = await serve(b, stops);
+    for (const args of [["session", "list", "--json"], ["session", "tree", "--json"], ["session", "history", "--json"]]) {
+      const seen = remote(b, url, sid, token, args);
+      expect(seen.status, seen.stderr).toBe(0);
+      expect(seen.stdout, args.join(" ")).not.toContain("the private plan");
+      expect(JSON.stringify(JSON.parse(seen.stdout).sessions ?? JSON.parse(seen.stdout)), args.join(" ")).not.toContain(`"session_id":"${victim}"`);
+    }
+    // A real branch of b's session, shared so: its grant sees where it came from, as before.
+    ok(b, ["session", "branch", `${victim}/checkpoint-001`, "real-branch"]);
+    const branch = share(b, "real-branch", "bob", "viewer");
+    const ancestry = remote(b, url, branch.session_id, branch.token, ["session", "list", "--json"]);
+    expect(ancestry.status, ancestry.stderr).toBe(0);
+    expect((JSON.parse(ancestry.stdout) as Array<{ session_id: string }>).map((session) => session.session_id)).toContain(victim);
+  }, 120_000);
 });

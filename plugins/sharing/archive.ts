@@ -223,10 +223,52 @@ async function checkpointReads() {
 /**
  * The sessions `sessionId` descends from (itself included), each with the highest checkpoint
  * sequence it descends from: what a grant of `sessionId` sees of the project's sessions.
+ *
+ * Only the edges the store bears out are followed, not every one a session's records claim (as
+ * ancestryOf, for merges, does): a session's record and manifests are what its bundle said they
+ * were, and a bundle crafted with `parent_checkpoint` (or a merge's `from`) naming another session
+ * of the importing project gave the grant it was then shared with that session's record and
+ * checkpoints in `session list|history|tree`. An edge to a checkpoint is followed when the store
+ * holds that very checkpoint (the same id at that session and sequence: a random id, which only one
+ * who saw the checkpoint knows), or when the store holds nothing of its session (archived, or never
+ * here: drawn as absent, nothing of it shown); the ancestry a merge recorded of a source no longer
+ * in the store (ids it does not name) is followed into sessions the store does not hold only. A
+ * checkpoint deleted since (a branch point deleted with --force) has no id to compare: its edge is
+ * followed when its session's sequence counter went past it, as before (claiming such a gap is
+ * what a crafted record can still do).
  */
 export async function sessionAncestry(store: Store, sessionId: string): Promise<Map<string, number>> {
-  const { ancestryOf } = await import("../checkpoint/merge-base.js");
-  return new Map(ancestryOf(store, { sessionId, sequence: Number.MAX_SAFE_INTEGER }));
+  const [{ branchPointOf, mergedInto, sessionRecord }, { Catalog }] = await Promise.all([import("../checkpoint/merge-base.js"), import("../checkpoint/catalog.js")]);
+  const catalog = Catalog.of(store);
+  const held = (other: string) => sessionRecord(store, other) !== undefined || catalog.count(other) > 0 || catalog.lastSequence(other) > 0;
+  const borneOut = (point: { sessionId: string; sequence: number }, id: string | undefined) => {
+    if (!held(point.sessionId)) return true;
+    const summary = catalog.summary(point.sessionId, point.sequence);
+    // A checkpoint deleted since (`checkpoint delete --force` of a branch point, a merged one): nothing to compare
+    // the id with; followed, as session tree draws it, if its session did have a checkpoint of that sequence.
+    if (summary === undefined) return point.sequence <= catalog.lastSequence(point.sessionId);
+    return id !== undefined && summary.id === id;
+  };
+  const result = new Map<string, number>();
+  const stack: Array<{ sessionId: string; sequence: number }> = [{ sessionId, sequence: Number.MAX_SAFE_INTEGER }];
+  while (stack.length > 0) {
+    const point = stack.pop()!;
+    const scannedUpTo = result.get(point.sessionId) ?? 0;
+    if (scannedUpTo >= point.sequence) continue;
+    result.set(point.sessionId, point.sequence);
+    if (scannedUpTo === 0) {
+      const branch = branchPointOf(store, point.sessionId);
+      const parent = sessionRecord(store, point.sessionId)?.parent_checkpoint;
+      const id = parent !== null && typeof parent === "object" && !Array.isArray(parent) && typeof parent.id === "string" ? parent.id : undefined;
+      if (branch && borneOut(branch, id)) stack.push(branch);
+    }
+    for (const from of mergedInto(store, point.sessionId, point.sequence)) {
+      if (borneOut(from, from.id)) stack.push({ sessionId: from.sessionId, sequence: from.sequence });
+      if (!from.recorded || held(from.sessionId)) continue;
+      for (const [ancestor, upTo] of from.recorded.ancestry) if (!held(ancestor)) stack.push({ sessionId: ancestor, sequence: upTo });
+    }
+  }
+  return result;
 }
 
 /**
