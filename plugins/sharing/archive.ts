@@ -233,21 +233,33 @@ async function checkpointReads() {
  * who saw the checkpoint knows), or when the store holds nothing of its session (archived, or never
  * here: drawn as absent, nothing of it shown); the ancestry a merge recorded of a source no longer
  * in the store (ids it does not name) is followed into sessions the store does not hold only. A
- * checkpoint deleted since (a branch point deleted with --force) has no id to compare: its edge is
- * followed when its session's sequence counter went past it, as before (claiming such a gap is
- * what a crafted record can still do).
+ * checkpoint deleted since (a branch point deleted with --force) is followed when its session's
+ * records keep it (a merge checkpoint's edge, under its id); else there is no id to compare, and it
+ * is followed when its session's sequence counter went past it or the session has no checkpoint at
+ * all, as before: naming such a gap, or a session without checkpoints, is what a crafted record can
+ * still do.
  */
 export async function sessionAncestry(store: Store, sessionId: string): Promise<Map<string, number>> {
-  const [{ branchPointOf, mergedInto, sessionRecord }, { Catalog }] = await Promise.all([import("../checkpoint/merge-base.js"), import("../checkpoint/catalog.js")]);
+  const [{ branchPointOf, mergedInto, sessionRecord, MERGES_FIELD, DELETED_MERGES_FIELD, recordlessMergesPath }, { Catalog }] = await Promise.all([import("../checkpoint/merge-base.js"), import("../checkpoint/catalog.js")]);
   const catalog = Catalog.of(store);
   const held = (other: string) => sessionRecord(store, other) !== undefined || catalog.count(other) > 0 || catalog.lastSequence(other) > 0;
+  // A merge checkpoint of `other` deleted since, as its own records keep its edge (recordMerge): the id and sequence it had.
+  const recordedMerge = (other: string, sequence: number, id: string) => {
+    const record = sessionRecord(store, other);
+    const recordless = store.get(recordlessMergesPath(other));
+    const lists = [record?.[MERGES_FIELD], record?.[DELETED_MERGES_FIELD], recordless !== null && typeof recordless === "object" && !Array.isArray(recordless) ? recordless[MERGES_FIELD] : undefined];
+    return lists.some((list) => Array.isArray(list) && list.some((merge) => merge !== null && typeof merge === "object" && !Array.isArray(merge) && merge.id === id && merge.sequence === sequence));
+  };
   const borneOut = (point: { sessionId: string; sequence: number }, id: string | undefined) => {
     if (!held(point.sessionId)) return true;
     const summary = catalog.summary(point.sessionId, point.sequence);
-    // A checkpoint deleted since (`checkpoint delete --force` of a branch point, a merged one): nothing to compare
-    // the id with; followed, as session tree draws it, if its session did have a checkpoint of that sequence.
-    if (summary === undefined) return point.sequence <= catalog.lastSequence(point.sessionId);
-    return id !== undefined && summary.id === id;
+    if (summary !== undefined) return id !== undefined && summary.id === id;
+    // A checkpoint deleted since (`checkpoint delete --force` of a branch point, a merged one): its own session's
+    // records name it when it was a merge checkpoint; else there is no id to compare, and it is followed, as
+    // session tree draws it, if its session did have a checkpoint of that sequence, or has none at all.
+    if (id !== undefined && recordedMerge(point.sessionId, point.sequence, id)) return true;
+    const last = catalog.lastSequence(point.sessionId);
+    return point.sequence <= last || (last === 0 && catalog.count(point.sessionId) === 0);
   };
   const result = new Map<string, number>();
   const stack: Array<{ sessionId: string; sequence: number }> = [{ sessionId, sequence: Number.MAX_SAFE_INTEGER }];
