@@ -25,6 +25,15 @@ export function worksRemotely(word: string, sub: string | undefined): boolean {
 }
 
 /**
+ * How a printed next command starts: `apex`, or through --remote (APEX_REMOTE) `apex --remote
+ * TARGET`, which reaches the same session (as written, `apex status` reads this machine's project).
+ * The target's characters that would not print, or would split the line, show as "?".
+ */
+export function remoteApex(target: string | undefined = process.env.APEX_REMOTE): string {
+  return target ? `apex --remote ${target.replace(/[^\x21-\x7e]/g, "?")}` : "apex";
+}
+
+/**
  * The hint of an error a remote session's server sent, for the user of `apex --remote TARGET`:
  * each `` `apex COMMAND …` `` that works remotely carries `--remote TARGET`, as written it would
  * act on this machine's project (`It is already running: \`apex status\``). A sentence about the
@@ -33,14 +42,14 @@ export function worksRemotely(word: string, sub: string | undefined): boolean {
  * someone else, and stays as it is.
  */
 export function remoteHint(hint: string, target: string): string {
-  const shown = target.replace(/[^\x21-\x7e]/g, "?");
+  const prefix = remoteApex(target);
   return hint
     .split(/(?<=[.;!?]\s+)/)
     .map((sentence) =>
       /\bhosts?\b|\bowner/i.test(sentence)
         ? sentence
         : sentence.replace(/`apex ([a-z][a-z-]*)(?: ([a-z][a-z-]*))?/g, (whole, word: string, sub: string | undefined) =>
-            worksRemotely(word, sub) ? `\`apex --remote ${shown} ${whole.slice("`apex ".length)}` : whole,
+            worksRemotely(word, sub) ? `\`${prefix} ${whole.slice("`apex ".length)}` : whole,
           ),
     )
     .join("");

@@ -155,7 +155,8 @@ describe("apex pause with a process that never stops (a tracer takes its SIGSTOP
       tracer.stdout.setEncoding("utf8").on("data", (chunk: string) => (said += chunk));
       await waitFor("the tracer", () => said.includes("ready"));
       const paused = project.apex(["pause"]);
-      expect(paused.status).toBe(1);
+      // What pause said when it did not fail (which processes it saw stopped, and in what state), to tell the cause.
+      expect(paused.status, `${paused.stdout}${paused.stderr}${JSON.stringify(groupMembers(traced.pgid!))}`).toBe(1);
       expect(paused.stderr).toMatch(new RegExp(`error\\[APEX_E_PROCESS\\]: Processes .*\\b${traced.pid} \\(state [RSt]\\).* did not stop within`));
       // It was: what did stop (plain's processes, traced's sleeps) stayed stopped, under a session
       // that said active with its agents running, which no resume would continue.

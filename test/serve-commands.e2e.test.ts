@@ -168,6 +168,15 @@ describe("apex --remote … session tree|merge", () => {
     expect(text).toMatch(/branch feature/);
     expect(text).not.toContain(feature);
     expect(text).toBe(ok(p.apex(["checkpoint", "list", "--session", main])));
+    // The dashboard's polled list (no kept_by asked) runs no retention plan, for the running session and an ended one: each poll ran it.
+    type Items = Array<{ kept_by: string[] | null }>;
+    for (const [sid, token] of [[feature, olga], [main, mia]] as const) {
+      const polled = (await rpc(url, sid, "checkpoint.list", token, { limit: 500 })).body.result.items as Items;
+      expect(polled.length).toBeGreaterThan(0);
+      expect(polled.every((item) => item.kept_by === null)).toBe(true);
+      const asked = (await rpc(url, sid, "checkpoint.list", token, { limit: 500, kept_by: true })).body.result.items as Items;
+      expect(asked.every((item) => Array.isArray(item.kept_by))).toBe(true);
+    }
     // Its next page, as a command that reads that session (as written, it read this machine's project).
     const paged = ok(remote(p, url, feature, olga, ["checkpoint", "list", "--limit", "1"]));
     expect(paged).toContain(`next page: apex --remote ${url.replace(/^http:\/\//, "")}/${feature} checkpoint list --offset 1 --limit 1`);

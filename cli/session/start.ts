@@ -11,6 +11,7 @@ import type { ReadyReport } from "../../core/session/supervisor.js";
 import { formatEvent, paintStatus } from "./format.js";
 import { whenStdoutReaderGone } from "../stdout-reader.js";
 import { sessionText, type Handover } from "./handover.js";
+import { remoteApex } from "../remote-commands.js";
 import type { Config } from "../../core/config/types.js";
 import type { ContinueTarget } from "../../core/session/sessions.js";
 
@@ -323,7 +324,7 @@ function printReady(ready: ReadyReport, session: string): void {
     printLine(`  ${agent.name.padEnd(12)} ${agent.status.padEnd(10)} pid ${agent.pid ?? "-"}`);
   }
   // Through --remote, the commands that reach that session (`apex status` here reads this machine's project).
-  const apex = process.env.APEX_REMOTE ? `apex --remote ${process.env.APEX_REMOTE.replace(/[^\x21-\x7e]/g, "?")}` : "apex";
+  const apex = remoteApex();
   printLine(paint(`Next: ${apex} status · ${apex} logs -f · ${apex} pause · ${apex} stop`, "gray"));
 }
 

@@ -209,10 +209,10 @@ export function parseProcStatus(text: string): ProcStatus | undefined {
   return { state, sigPnd: BigInt(`0x${sigPnd}`), shdPnd: BigInt(`0x${shdPnd}`) };
 }
 
-/** Reads /proc/<pid>/status, or undefined when the process does not exist. */
 /** True when `pid` is stopped by a signal (SIGSTOP: an `apex pause`, or a job-control stop); false when it runs or is gone. */
 export function isProcessStopped(pid: number): boolean { return readProcStat(pid)?.state === "T"; }
 
+/** Reads /proc/<pid>/status, or undefined when the process does not exist. */
 export function readProcStatus(pid: number): ProcStatus | undefined {
   if (!Number.isInteger(pid) || pid <= 0) return undefined;
   try {

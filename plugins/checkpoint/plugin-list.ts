@@ -7,6 +7,7 @@
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { known, paint, printJson, printLine, table, visibleText } from "../../cli/output.js";
 import { cutToWidth, displayWidth } from "../../cli/terminal-text.js";
+import { remoteApex } from "../../cli/remote-commands.js";
 import { ApexError } from "../../core/errors.js";
 import { readView } from "../../core/store/port.js";
 import { type Store } from "../../core/store/store.js";
@@ -107,7 +108,7 @@ export async function listCheckpointsCommand(location: ProjectLocation, options:
   const noStore = () => new ApexError("APEX_E_NO_SESSION", "No session in this project yet.", { hint: 'Start one with `apex start --task "…"`.' });
   const client = await openSessionClient(location, "read", { noStore });
   try {
-    const params = { session: options.session, limit: options.limit, offset: options.offset, oldest: options.oldest === true };
+    const params = { session: options.session, limit: options.limit, offset: options.offset, oldest: options.oldest === true, kept_by: keptBy !== undefined };
     page = await client.run(
       "checkpoint.list",
       params,
@@ -192,7 +193,7 @@ function printPage(page: CheckpointPage, reasonTexts: ReadonlyMap<string, string
   const shown = page.offset + page.items.length;
   if (page.offset > 0 || shown < page.total) {
     // Through --remote, the command that reads that session's next page (as written it reads this machine's project).
-    const apex = process.env.APEX_REMOTE ? `apex --remote ${process.env.APEX_REMOTE.replace(/[^\x21-\x7e]/g, "?")}` : "apex";
+    const apex = remoteApex();
     const next = shown < page.total ? `; next page: ${apex} checkpoint list --offset ${shown}${page.limit !== DEFAULT_PAGE ? ` --limit ${page.limit}` : ""}` : "";
     printLine(paint(`Showing ${page.offset + 1}–${shown} of ${page.total}${next}`, "gray"));
   }

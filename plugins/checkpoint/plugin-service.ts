@@ -480,6 +480,7 @@ export class SessionCheckpoints {
         }),
       // Reads, for commands run inside agents (which never open the store themselves).
       // Each answer from one view of the store (readView): a commit in the middle is not half in it.
+      // KEPT BY only when asked (`kept_by: true`, as `apex checkpoint list` asks): it runs the retention plan, which a dashboard polling the list does not show.
       "checkpoint.list": async (params) => {
         const [{ servedPage }, { keptByOf }] = await Promise.all([import("./plugin-list.js"), import("./kept-by.js")]);
         return servedPage(this.store, {
@@ -487,7 +488,7 @@ export class SessionCheckpoints {
           ...(typeof params.limit === "number" ? { limit: params.limit } : {}),
           ...(typeof params.offset === "number" ? { offset: params.offset } : {}),
           oldest: params.oldest === true,
-        }, await keptByOf(this.store)) as unknown as Promise<JsonValue>;
+        }, params.kept_by === true ? await keptByOf(this.store) : undefined) as unknown as Promise<JsonValue>;
       },
       "checkpoint.show": async (params) => {
         const { checkpointRecord } = await import("./record.js");

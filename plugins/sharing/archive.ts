@@ -105,14 +105,14 @@ export async function readStored(store: Store, sessionId: string, method: string
       return sessionTree(store);
     }
     case "checkpoint.list": {
-      // KEPT BY as the host's `checkpoint list` shows it: the project's retention policy (`location`: the server's project).
+      // KEPT BY as the host's `checkpoint list` shows it: the project's retention policy (`location`: the server's project), when asked (`kept_by: true`; the dashboard's polled list does not).
       const [{ servedPage }, { retentionReasons }] = await Promise.all([import("../checkpoint/plugin-list.js"), import("../checkpoint/kept-by.js")]);
       return servedPage(store, {
         session: sessionId,
         ...(typeof params.limit === "number" ? { limit: params.limit } : {}),
         ...(typeof params.offset === "number" ? { offset: params.offset } : {}),
         oldest: params.oldest === true,
-      }, location ? await retentionReasons(location) : undefined);
+      }, location && params.kept_by === true ? await retentionReasons(location) : undefined);
     }
     case "checkpoint.show": {
       const { checkpointRecord } = await import("../checkpoint/record.js");
