@@ -14,6 +14,7 @@ import { Catalog } from "../plugins/checkpoint/catalog.js";
 import { MANIFEST_FORMAT, signManifest } from "../plugins/checkpoint/manifest.js";
 import { SupervisorChannel } from "../plugins/sharing/supervisor-channel.js";
 import { Project, REPO_ROOT, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { proxy } from "./support/serve.js";
 
 const CONFIG = shellAgents({ alpha: "while true; do sleep 0.2; done", beta: "while true; do sleep 0.2; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
 const SPIKE = "c2c2c2c2-0000-4000-8000-000000000000";
@@ -792,6 +793,77 @@ describe("the dashboard's checkpoint timeline", () => {
     await page.locator("#diff", { hasText: "agents:" }).waitFor();
     // Before: "agents: ~2" (or more), each agent's record and its context counted apart.
     expect(await page.locator("#diff").textContent()).toContain(`agents: +${said[1]} -${said[2]} ~${said[3]}`);
+  });
+
+  it("shows the diff of the pair ticked last, however its diffs land, and none once fewer than two are ticked", async () => {
+    const { sid, url, token } = await servedToViewer();
+    const made = ["cp-one", "cp-two", "cp-three"].map((description) => JSON.parse(project!.apex(["checkpoint", "create", description, "--json"]).stdout) as { id: string; name: string });
+    const [one, two, three] = made as [(typeof made)[0], (typeof made)[0], (typeof made)[0]];
+    // The page reaches the server through a proxy that holds a diff once armed, and answers it (the
+    // server's own answer, fetched then) when the test lets it go: after the next pair's diff.
+    let holding = false;
+    const held: Array<() => Promise<void>> = [];
+    const stops: Array<() => unknown> = [];
+    const link = await proxy(url, stops, (incoming, outgoing) => {
+      if (!holding || !incoming.url?.endsWith("/rpc/checkpoint.diff")) return false;
+      holding = false;
+      const chunks: Buffer[] = [];
+      incoming.on("data", (chunk: Buffer) => chunks.push(chunk));
+      incoming.on("end", () =>
+        held.push(async () => {
+          const answer = await fetch(`${url}${incoming.url}`, { method: "POST", headers: { "content-type": "application/json", authorization: String(incoming.headers.authorization) }, body: Buffer.concat(chunks) });
+          outgoing.writeHead(answer.status, { "content-type": "application/json" }).end(await answer.text());
+        }),
+      );
+      return true;
+    });
+    const previous = stopServer;
+    stopServer = async () => {
+      for (const stop of stops) await stop();
+      await previous?.();
+    };
+    context = await newContext(VIEWPORT);
+    const page = await context.newPage();
+    await page.goto(`http://127.0.0.1:${link.port}/#session=${sid}&token=${token}`);
+    await page.locator("#timeline li", { hasText: "cp-three" }).waitFor();
+    // Every text the diff shows, however briefly.
+    await page.evaluate(() => {
+      const diff = document.getElementById("diff")!;
+      const seen: string[] = [];
+      Object.assign(window, { diffs: seen });
+      new MutationObserver(() => seen.push(diff.textContent ?? "")).observe(diff, { childList: true, characterData: true, subtree: true });
+    });
+    const shown = () => page.evaluate(() => (window as unknown as { diffs: string[] }).diffs.slice());
+    const box = (description: string) => page.locator("#timeline li", { hasText: description }).locator("input");
+    /** Lets the held diff's answer go, and waits until the page has it. */
+    const release = async () => {
+      await waitFor("a diff held", () => held.length === 1);
+      const landed = page.waitForEvent("requestfinished", (request) => request.url().endsWith("/rpc/checkpoint.diff"));
+      await held.pop()!();
+      await landed;
+      // Time for the page to read it and show it, were it to.
+      await page.waitForTimeout(1000);
+    };
+
+    // one and two ticked: their diff is held. two and three (one unticked): theirs lands first.
+    holding = true;
+    await box("cp-one").check();
+    await box("cp-two").check();
+    await box("cp-three").check();
+    expect(await box("cp-one").isChecked()).toBe(false);
+    await page.locator("#diff", { hasText: `${two.name} → ${three.name}` }).waitFor();
+    // The diff of one and two lands last: the page goes on showing the pair ticked. It showed the one to land last.
+    await release();
+    expect((await page.locator("#diff").textContent())!.split("\n")[0]).toBe(`${two.name} → ${three.name}`);
+
+    // one ticked again (two and one: held), then unticked: fewer than two, and no diff shown, not the one that lands then.
+    holding = true;
+    await box("cp-three").uncheck();
+    await box("cp-one").check();
+    await box("cp-one").uncheck();
+    await release();
+    expect(await page.locator("#diff").textContent()).toBe("");
+    expect((await shown()).filter((text) => text.startsWith(`${one.name} →`))).toEqual([]);
   });
 });
 

@@ -4,7 +4,7 @@
 (function () {
   "use strict";
   const $ = (id) => document.getElementById(id);
-  const state = { session: "", token: "", role: "viewer", samples: [[], [], []], chart: null, memoryChart: null, lastCpu: null, merges: [], lastSeq: null, statusSeq: null, selected: [] };
+  const state = { session: "", token: "", role: "viewer", samples: [[], [], []], chart: null, memoryChart: null, lastCpu: null, merges: [], lastSeq: null, statusSeq: null, selected: [], diffAsked: 0 };
   const ROLES = ["viewer", "operator", "owner"];
   const ENDED = ["completed", "failed", "stopped"];
   /** The notices that say the live stream is down. */
@@ -140,8 +140,10 @@
     if (state.stream) state.stream.abort();
     state.stream = null;
     for (const chart of [state.chart, state.memoryChart]) if (chart) chart.destroy();
-    Object.assign(state, { ended: false, endedAs: null, streamEnded: false, replayedTo: null, retryDelay: 0, retryAt: 0, live: false, chart: null, memoryChart: null, samples: [[], [], []], lastCpu: null, merges: [], lastSeq: null, statusSeq: null, selected: [], sequenceOf: new Map(), refreshFailed: false, shownStatus: undefined, behindSince: 0 });
+    Object.assign(state, { ended: false, endedAs: null, streamEnded: false, replayedTo: null, retryDelay: 0, retryAt: 0, live: false, chart: null, memoryChart: null, samples: [[], [], []], lastCpu: null, merges: [], lastSeq: null, statusSeq: null, selected: [], sequenceOf: new Map(), nameOf: new Map(), refreshFailed: false, shownStatus: undefined, behindSince: 0 });
     $("events").replaceChildren();
+    // A diff still on its way from before is not shown over the page started over.
+    state.diffAsked++;
     $("diff").textContent = "";
     $("notice").textContent = "";
     credentials();
@@ -418,6 +420,7 @@
     }
     items.forEach((item, index) => {
       state.sequenceOf.set(item.id, item.sequence);
+      state.nameOf.set(item.id, item.name);
       let entry = entries.get(item.id);
       if (!entry) {
         entry = document.createElement("li");
@@ -445,18 +448,30 @@
     state.selected = state.selected.slice(-2);
     // A third one ticked unticks the first: at once, not at the next refresh.
     for (const box of $("timeline").querySelectorAll("li[data-checkpoint] input")) box.checked = state.selected.includes(box.closest("li").dataset.checkpoint);
-    if (state.selected.length < 2) return;
+    // Each tick asks anew, and only the latest ask's answer is shown: the diffs of pairs ticked one after
+    // the other are answered in any order (a large pair's after a small one's ticked later), and the
+    // last to land was shown, a pair no longer ticked. Fewer than two ticked: no diff is shown, nor one
+    // still on its way.
+    const asked = ++state.diffAsked;
+    if (state.selected.length < 2) {
+      $("diff").textContent = "";
+      return;
+    }
+    // From the older to the newer (by sequence), as `apex checkpoint diff OLD NEW`, whichever was ticked
+    // first: the diff went from the first ticked, so a key the newer one added read as removed.
+    const [from, to] = state.selected.slice().sort((a, b) => state.sequenceOf.get(a) - state.sequenceOf.get(b));
+    // Until it lands, the pair it is of: not the last diff shown, of another pair.
+    $("diff").textContent = visible(`Diffing ${state.nameOf.get(from) || from} and ${state.nameOf.get(to) || to}…`);
     try {
-      // From the older to the newer (by sequence), as `apex checkpoint diff OLD NEW`, whichever was ticked
-      // first: the diff went from the first ticked, so a key the newer one added read as removed.
-      const [from, to] = state.selected.slice().sort((a, b) => state.sequenceOf.get(a) - state.sequenceOf.get(b));
       const diff = await call("checkpoint.diff", { from, to }, ACTION_TIMEOUT_MS);
+      if (asked !== state.diffAsked) return;
       const lines = [`${diff.from.name} → ${diff.to.name}`];
       for (const kind of ["added", "removed", "changed"]) for (const path of diff.memory[kind]) lines.push(`${kind.padEnd(8)} ${path}`);
       const agents = agentCounts(diff.agents);
       lines.push(`tasks: +${diff.tasks.added.length} -${diff.tasks.removed.length} ~${diff.tasks.changed.length}; agents: +${agents.added} -${agents.removed} ~${agents.changed}`);
       $("diff").textContent = lines.map(visible).join("\n");
     } catch (error) {
+      if (asked !== state.diffAsked) return;
       $("diff").textContent = visible(error.message);
     }
   }
