@@ -646,7 +646,7 @@ describe("the dashboard's session tree", () => {
 });
 
 describe("the dashboard of a session its supervisor serves (sharing.serve)", () => {
-  it("says the session ended when its server closes with it: the badge, every button greyed, no alert, and no call every 2 s to the closed port", async () => {
+  it("says the session ended when its server closes with it: the badge, its agents as apex status shows them, every button greyed, no alert, and no call every 2 s to the closed port", async () => {
     project = new Project(CONFIG.replace("plugins:\n", 'plugins:\n  git: {}\n  sharing:\n    serve:\n      listen: "127.0.0.1:0"\n'));
     const sid = project.start().session_id;
     const own = JSON.parse(readFileSync(join(project.storeDir, "serve.json"), "utf8")) as { url: string };
@@ -656,6 +656,9 @@ describe("the dashboard of a session its supervisor serves (sharing.serve)", () 
     await page.goto(`${own.url}/#session=${sid}&token=${token}`);
     await page.locator("#who", { hasText: "otto (operator)" }).waitFor();
     await waitFor("Checkpoint pressable", async () => !(await page.locator("#btn-checkpoint").isDisabled()), 10_000);
+    for (const agent of ["alpha", "beta"]) await page.locator(`tr[data-agent="${agent}"] .status`, { hasText: "running" }).waitFor();
+    /** The agents table's rows: name, status, pid, CPU, task. */
+    const agentRows = () => page.locator("#agents tbody tr").evaluateAll((rows) => rows.map((row) => [...row.querySelectorAll("td")].map((cell) => cell.textContent)));
     const calls: number[] = [];
     page.on("request", (request) => void (request.url().endsWith("/rpc/session.status") && calls.push(Date.now())));
     expect(project.apex(["stop"]).status).toBe(0);
@@ -663,6 +666,16 @@ describe("the dashboard of a session its supervisor serves (sharing.serve)", () 
     // Before, the badge stayed on "stopping" (or "active"), with "Failed to fetch" and Checkpoint pressable.
     await page.locator("#session-status", { hasText: "stopped" }).waitFor({ timeout: 10_000 });
     for (const id of ["#btn-pause", "#btn-resume", "#btn-checkpoint"]) expect(await page.locator(id).isDisabled()).toBe(true);
+    // Its agents as apex status shows the ended session's: stopped, no pid, no CPU time, no task. Before,
+    // they stayed running with their pids for as long as the page was open.
+    const said = JSON.parse(project.apex(["--session", sid, "status", "--json"]).stdout) as { session: { status: string }; agents: Array<{ name: string; status: string; pid: number | null; cpu_seconds: number; task: string | null }> };
+    expect(said.session.status).toBe("stopped");
+    const expected = said.agents.map((agent) => [agent.name, agent.status, agent.pid === null ? "-" : String(agent.pid), `${agent.cpu_seconds.toFixed(2)} s`, agent.task ?? "-"]);
+    expect(expected).toEqual([
+      ["alpha", "stopped", "-", "0.00 s", "-"],
+      ["beta", "stopped", "-", "0.00 s", "-"],
+    ]);
+    expect(await agentRows()).toEqual(expected);
     // Quiet: no alert, and the closed port asked less and less often (5 s, 10 s, … up to a minute
     // apart: a session continued serves again there). It was every 2 s, for good.
     const ended = Date.now();
@@ -670,6 +683,7 @@ describe("the dashboard of a session its supervisor serves (sharing.serve)", () 
     expect(await page.locator("#notice").textContent()).toBe("");
     expect(calls.filter((at) => at >= ended).length).toBeLessThanOrEqual(3);
     expect(await page.locator("#session-status").textContent()).toBe("stopped");
+    expect(await agentRows()).toEqual(expected);
   });
 });
 

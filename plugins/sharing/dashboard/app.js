@@ -4,7 +4,7 @@
 (function () {
   "use strict";
   const $ = (id) => document.getElementById(id);
-  const state = { session: "", token: "", role: "viewer", samples: [[], [], []], chart: null, memoryChart: null, lastCpu: null, merges: [], lastSeq: null, statusSeq: null, selected: [], diffAsked: 0 };
+  const state = { session: "", token: "", role: "viewer", samples: [[], [], []], chart: null, memoryChart: null, lastCpu: null, merges: [], lastSeq: null, statusSeq: null, selected: [], diffAsked: 0, agents: [] };
   const ROLES = ["viewer", "operator", "owner"];
   const ENDED = ["completed", "failed", "stopped"];
   /** The notices that say the live stream is down. */
@@ -283,7 +283,11 @@
       state.retryAt = 0;
       // The stream said the session ended, and its record is not written yet (a supervisor's own server
       // answering as it closes): it is shown as ended, as the stream said, not as stopping again.
-      if (state.streamEnded && status.session && status.session.status === "stopping") status.session.status = state.endedAs || "stopped";
+      // Its agents too: that answer may still have them running.
+      if (state.streamEnded && status.session && status.session.status === "stopping") {
+        status.session.status = state.endedAs || "stopped";
+        status.agents = endedAgents(status.agents);
+      }
       renderStatus(status);
       // The session's status changed (a supervisor killed, which no event tells): the tree shows it too,
       // not the status it had until its next refresh, 15 s later.
@@ -333,16 +337,33 @@
     // Named as `apex status` and `apex connect` name it: a branch by its name, with its whole id after it.
     if (session && session.session_id === state.session) $("session-id").textContent = typeof session.name === "string" && session.name ? visible(`${session.name} (${state.session})`) : state.session;
     showSessionStatus(session ? session.status : null);
+    renderAgents(status.agents);
+    const connected = status.connected || [];
+    $("connected").textContent = connected.length ? visible(`Connected: ${connected.map((c) => `${c.user} (${c.role})`).join(", ")}`) : "";
+  }
+
+  /** The agents table; the agents are kept for the session's end (endedAgents). */
+  function renderAgents(agents) {
+    state.agents = agents;
     const body = $("agents").tBodies[0];
     body.replaceChildren();
-    for (const agent of status.agents) {
+    for (const agent of agents) {
       const row = document.createElement("tr");
       row.dataset.agent = agent.name;
       row.append(text("td", agent.name), text("td", agent.status, `status status-${agent.status}`), text("td", agent.pid === null ? "-" : String(agent.pid)), text("td", `${agent.cpu_seconds.toFixed(2)} s`), text("td", agent.task || "-"));
       body.append(row);
     }
-    const connected = status.connected || [];
-    $("connected").textContent = connected.length ? visible(`Connected: ${connected.map((c) => `${c.user} (${c.role})`).join(", ")}`) : "";
+  }
+
+  /**
+   * The agents once their session has ended, as its supervisor leaves them and `apex status` shows them:
+   * one that exited or failed stays so, every other is stopped; none runs (no pid, no CPU time) or holds
+   * a task. What the page shows when the session's end comes from the stream, which a supervisor's own
+   * server (sharing.serve) closes with: no refresh could then say it, and the table went on showing
+   * the agents running, with their pids.
+   */
+  function endedAgents(agents) {
+    return agents.map((agent) => ({ ...agent, status: agent.status === "exited" || agent.status === "failed" ? agent.status : "stopped", pid: null, cpu_seconds: 0, task: null }));
   }
 
   /** The header's badge and buttons for the session's status (null: no session). */
@@ -372,6 +393,7 @@
     state.ended = true;
     state.streamEnded = true;
     showSessionStatus(state.endedAs || "ended");
+    renderAgents(endedAgents(state.agents || []));
     if (STREAM_DOWN.test($("notice").textContent)) $("notice").textContent = "";
     refreshSoon();
   }
