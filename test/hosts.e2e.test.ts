@@ -1,21 +1,24 @@
 // Several hosts, one PostgreSQL database: two project directories with the same project id,
 // APEX_HOST=host-a and host-b, the built CLI, real supervisors and agents. One host's session is
 // seen (and refused) from the other; a frozen supervisor's lease runs out, the other host takes
-// the session over, and the frozen one, woken up, finds its lease gone, ends its agents and exits.
+// the session over, and the frozen one, woken up, finds its lease gone, ends its agents and exits;
+// one stopped in the middle of a write says the same, not that the store is out of reach.
 // Claims racing from two processes on one database: exactly one wins.
 import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import pg from "pg";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { claimNewSession } from "../dist/core/session/claim.js";
 import { readLease } from "../dist/core/session/lease.js";
 import { sessionPath, type SessionRecord } from "../dist/core/session/records.js";
 import { openStore } from "../dist/core/store/open.js";
+import { LOCK_CLASS } from "../dist/plugins/postgres/backend.js";
 import { Project, REPO_ROOT, events, groupMembers, isAlive, procInfo, signalIfAlive, type CliResult, waitFor } from "./fixtures/agents/harness.js";
 import { json } from "./helpers/cli.js";
 import { initRepo, isolatedGit } from "./support/git.js";
-import { createSharedDatabase } from "./support/postgres.js";
+import { createSharedDatabase, query } from "./support/postgres.js";
 
 // Each test's database is one of the run's shared cluster (a cluster of its own cost an initdb and a
 // start): made before the test, handed out by createDatabase(), once.
@@ -185,10 +188,10 @@ describe("two hosts on one PostgreSQL database", () => {
     process.kill(ready.supervisor_pid, "SIGCONT");
     await waitFor("host-a's supervisor to exit", () => !isAlive(ready.supervisor_pid, supervisorStart), 60_000);
     await waitFor("host-a's agents to end", () => groupMembers(agentA.pgid!).length === 0, 30_000);
-    expect(a.supervisorLog()).toContain("host host-b took it over (generation 2)");
+    expect(a.supervisorLog()).toContain(`host host-b (pid ${taken.supervisor_pid}) took it over (generation 2)`);
     expect(a.supervisorLog()).toContain("stopping this supervisor's agents and exiting");
     // It did not end the session: it says to whom it lost it, on stderr (the log), and exits 4 (APEX_E_LEASE_LOST), not 0.
-    expect(a.supervisorLog()).toContain(`error[APEX_E_LEASE_LOST]: this supervisor lost its lease on session ${sid}: host host-b took it over (generation 2). It ended its agents and exits with code 4.`);
+    expect(a.supervisorLog()).toContain(`error[APEX_E_LEASE_LOST]: this supervisor lost its lease on session ${sid}: host host-b (pid ${taken.supervisor_pid}) took it over (generation 2). It ended its agents and exits with code 4.`);
     expect(a.supervisorLog()).toContain("supervisor exits (4)");
     // Its metrics stop with it, unsaid: before, "plugin metrics: cannot sample the session's metrics: This supervisor no longer
     // holds session …" or "cannot read the revision log: The store is closed" followed, as if sampling had failed.
@@ -219,6 +222,76 @@ describe("two hosts on one PostgreSQL database", () => {
     expect(stopped.status, stopped.stderr).toBe(0);
     await waitFor("host-b's agent to end", () => !isAlive(agentB.pid!), 30_000);
   }, 300_000);
+
+  it("a supervisor stopped inside a write, whose connection the server ended, says once continued that host-b took the session over, not that PostgreSQL is out of reach, and writes nothing more", async () => {
+    const url = cluster.createDatabase();
+    // host-a's connections end a transaction left idle for 3 s (not 60), and name their host to
+    // the database (a setting of the connection), for the audit below.
+    const aUrl = `${url}?options=${encodeURIComponent("-c idle_in_transaction_session_timeout=3s -c apex_test.host=host-a")}`;
+    const metrics = "plugins:\n  metrics: { interval: 1 }";
+    // A lease of 9 s: a write of the supervisor waits for a lock at least a second (a third of what its lease leaves), time to stop it there.
+    const a = new HostProject("host-a", config(aUrl, "stopped", 9, metrics));
+    const b = new HostProject("host-b", config(url, "stopped", 9, metrics));
+    const ready = a.start(["--task", "stopped mid-write"]);
+    const sid = ready.session_id;
+    const agentA = ready.agents[0]!;
+
+    // Every statement that writes APEX's tables is recorded with the host its connection names.
+    await query(url, `CREATE TABLE public.writes (host text, tbl text, at timestamptz DEFAULT clock_timestamp());
+      CREATE FUNCTION public.audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+        INSERT INTO public.writes (host, tbl) VALUES (coalesce(current_setting('apex_test.host', true), 'other'), TG_TABLE_NAME); RETURN NULL; END $$;
+      ${["stores", "kv", "log", "tables", "rows", "groups"].map((table) => `CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON apex.${table} FOR EACH STATEMENT EXECUTE FUNCTION public.audit();`).join("\n")}`);
+    const writesOf = async (host: string) => Number((await query(url, "SELECT count(*) AS n FROM public.writes WHERE host = $1", [host]))[0]!.n);
+    expect(a.apex(["agent", "report", "--agent", "worker", "--context", '{"step":1}']).status).toBe(0);
+    expect(await writesOf("host-a")).toBeGreaterThan(0);
+
+    // Another connection holds the project's write lock until host-a's supervisor waits for it
+    // (a renewal, or a write of its own); the supervisor is stopped there, and the lock let go:
+    // its transaction begins on the server while the process is stopped, and sits idle until the
+    // server ends it, connection and all.
+    const supervisorStart = procInfo(ready.supervisor_pid)!.startTime;
+    const holder = new pg.Client({ connectionString: url });
+    await holder.connect();
+    try {
+      await holder.query("SELECT pg_advisory_lock($1, hashtext($2))", [LOCK_CLASS, "stopped"]);
+      await waitFor("host-a's supervisor to wait for the lock", async () => (await holder.query("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%pg_advisory_xact_lock%'")).rowCount, 30_000);
+      frozen.push({ pid: ready.supervisor_pid, startTime: supervisorStart });
+      process.kill(ready.supervisor_pid, "SIGSTOP");
+      await holder.query("SELECT pg_advisory_unlock($1, hashtext($2))", [LOCK_CLASS, "stopped"]);
+      await waitFor("host-a's transaction to sit idle", async () => (await holder.query("SELECT 1 FROM pg_stat_activity WHERE state = 'idle in transaction' AND datname = current_database()")).rowCount, 2000);
+    } finally {
+      await holder.end();
+    }
+
+    // Its lease runs out; host-b takes the session over once the server ended host-a's transaction.
+    await waitFor("host-b to see the session interrupted", () => status(b).session?.status === "interrupted", 60_000);
+    const taken = b.start(["--continue", sid]);
+    expect(taken).toMatchObject({ session_id: sid, continued: true });
+    const writesBefore = await writesOf("host-a");
+
+    process.kill(ready.supervisor_pid, "SIGCONT");
+    await waitFor("host-a's supervisor to exit", () => !isAlive(ready.supervisor_pid, supervisorStart), 60_000);
+    await waitFor("host-a's agents to end", () => groupMembers(agentA.pgid!).length === 0, 30_000);
+    const log = a.supervisorLog();
+    const by = `host host-b (pid ${taken.supervisor_pid}) took it over (generation 2)`;
+    // What happened, as the records say, not "its lease ran out and could not be renewed (Cannot reach PostgreSQL at …)".
+    expect(log).toContain(`lease lost: ${by}`);
+    // The first thing it says once continued: not a failure of the write it was stopped in (a
+    // renewal, or a metrics sample: "cannot sample the session's metrics: … connection error").
+    expect(log.slice(log.indexOf("agent worker started")).split("\n")[1]).toMatch(new RegExp(`^\\[[^\\]]+\\] lease lost: ${by.replace(/[()]/g, "\\$&")}$`));
+    expect(log).toContain(`error[APEX_E_LEASE_LOST]: this supervisor lost its lease on session ${sid}: ${by}. It ended its agents and exits with code 4.`);
+    expect(log).not.toContain("Cannot reach PostgreSQL");
+    expect(log).not.toContain("could not be renewed");
+    // The agent's log says why it ended.
+    const logs = a.apex(["logs", "--session", sid]);
+    expect(logs.stdout).toContain(`this supervisor lost its lease on the session: ${by}; ending pid ${agentA.pid}`);
+    // Nothing of host-a's was written once it was stopped; host-b's supervisor writes as the holder.
+    expect(await writesOf("host-a")).toBe(writesBefore);
+    expect(await writesOf("other")).toBeGreaterThan(0);
+    expect(status(b).session).toMatchObject({ status: "active", host: "host-b", supervisor: { pid: taken.supervisor_pid, alive: true, generation: 2 } });
+    expect(b.apex(["stop"]).status).toBe(0);
+  }, 300_000);
+
   it("a stop whose beforeStop hooks outlast the lease keeps it renewed: the other host never sees the session interrupted", async () => {
     const url = cluster.createDatabase();
     // A plugin whose beforeStop takes more than two leases' time (a slow git push, an upload).

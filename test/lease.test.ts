@@ -206,8 +206,8 @@ describe("claims and the supervisor's lease", () => {
       }
       const refused = await errorOf(store.set("/notes/b", 2));
       expect(refused.code).toBe("APEX_E_LEASE_LOST");
-      expect(refused.message).toContain("host host-b took it over (generation 2)");
-      expect(lost).toEqual(["host host-b took it over (generation 2)"]);
+      expect(refused.message).toContain(`host host-b (pid ${process.pid}) took it over (generation 2)`);
+      expect(lost).toEqual([`host host-b (pid ${process.pid}) took it over (generation 2)`]);
       expect(store.get("/notes/b")).toBeUndefined();
       // The record is host-b's, untouched by host-a's attempts.
       expect((store.get(sessionPath(claim.sessionId)) as SessionRecord).supervisor).toMatchObject({ host: "host-b", generation: 2 });
@@ -257,7 +257,7 @@ forEachBackend((backend) => {
     await asHost("host-b", () => claimContinuedSession(other, CONFIG, { sessionId: claim.sessionId, checkpoint: undefined }, identity("host-b", 60_000, OTHER_NONCE)));
     const refused = await errorOf(store.set("/notes/b", 2));
     expect(refused.code).toBe("APEX_E_LEASE_LOST");
-    expect(lost).toEqual(["host host-b took it over (generation 2)"]);
+    expect(lost).toEqual([`host host-b (pid ${process.pid}) took it over (generation 2)`]);
     expect(store.get("/notes/b")).toBeUndefined();
     expect(store.get("/notes/a")).toBe(1);
   });

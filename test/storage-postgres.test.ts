@@ -7,6 +7,8 @@ import { createHash, randomBytes } from "node:crypto";
 import { spawn } from "node:child_process";
 import { createRequire } from "node:module";
 import { createServer, type AddressInfo } from "node:net";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import pg from "pg";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ApexError } from "../core/errors.js";
@@ -20,7 +22,8 @@ import { currentSessionId } from "../plugins/checkpoint/refs.js";
 import { SyncBridge, connectTimeoutMs, reconnectBackoffMs } from "../plugins/postgres/bridge.js";
 import { describePort } from "./support/port-suite.js";
 import { freePort, postgresRelay, query, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
-import { waitFor } from "./fixtures/agents/harness.js";
+import { REPO_ROOT, waitFor } from "./fixtures/agents/harness.js";
+import { registerProcess } from "./support/process-registry.js";
 
 let cluster: SharedPostgres;
 let url: string;
@@ -728,6 +731,66 @@ describe("postgres backend", () => {
       Atomics.store(stop, 0, 1);
       await noise.terminate();
       await bridge.close();
+    }
+  });
+
+  it("a call whose process was stopped while it waited takes the server's answer once continued, not the time stopped for the server's silence", async () => {
+    // A supervisor's calls are bounded (here 3 s). Its process is stopped (SIGSTOP, a laptop
+    // asleep) for 6 s while its statement waits on the server, which answers just after the
+    // process was continued. The time stopped does not count: the call returns the answer. It
+    // failed at once as "no answer from PostgreSQL within 6.0 s", which a supervisor logged as
+    // "Cannot reach PostgreSQL" (and when the answer came while it was stopped, as it mostly does,
+    // it failed whenever the call looked before the driver's thread had read it).
+    const bridge = pathToFileURL(join(REPO_ROOT, "dist/plugins/postgres/bridge.js")).href;
+    const key = 424242;
+    const holder = new pg.Client({ connectionString: url });
+    await holder.connect();
+    await holder.query("SELECT pg_advisory_lock($1)", [key]);
+    const child = spawn(
+      process.execPath,
+      [
+        "--input-type=module",
+        "-e",
+        `const { SyncBridge } = await import(${JSON.stringify(bridge)});
+        const bridge = new SyncBridge();
+        bridge.connect(${JSON.stringify(url)}, []);
+        bridge.bound = (startedAt) => startedAt + 3000;
+        const started = performance.now();
+        try {
+          console.log(JSON.stringify(bridge.query("SELECT 'stopped meanwhile', pg_advisory_lock(${key})")[0]));
+        } catch (error) {
+          console.log(error.message);
+        }
+        console.log(Math.round(performance.now() - started));
+        await bridge.close();`,
+      ],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
+    registerProcess(child.pid);
+    let out = "";
+    child.stdout!.setEncoding("utf8").on("data", (chunk: string) => (out += chunk));
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    try {
+      // Its statement waits for the lock: the process is stopped, continued, then the lock let go (the server answers).
+      const waiting = async () => (await holder.query("SELECT 1 FROM pg_stat_activity WHERE query LIKE '%stopped meanwhile%' AND wait_event_type = 'Lock'")).rowCount;
+      for (const until = Date.now() + 30_000; !(await waiting()) && Date.now() < until; ) await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(child.kill("SIGSTOP")).toBe(true);
+      await new Promise((resolve) => setTimeout(resolve, 6000));
+      child.kill("SIGCONT");
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await holder.query("SELECT pg_advisory_unlock($1)", [key]);
+      await exited;
+      const [answer, took] = out.trim().split("\n");
+      expect(answer).toBe(JSON.stringify(["stopped meanwhile", ""]));
+      // The call spanned the stop.
+      expect(Number(took)).toBeGreaterThanOrEqual(6000);
+      expect(child.exitCode).toBe(0);
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill("SIGCONT");
+        child.kill("SIGKILL");
+      }
+      await holder.end();
     }
   });
 

@@ -118,11 +118,18 @@ export function holderText(supervisor: SupervisorField): string {
   return host ? `host ${host} (pid ${supervisor.pid})` : `pid ${supervisor.pid}`;
 }
 
+/** "host host-b (pid 123) took it over (generation 2)": the lease row's holder, with the pid the session's record names for it. */
+function takenOver(row: LeaseRow, record: SessionRecord | undefined): string {
+  const supervisor = record?.supervisor;
+  const pid = supervisor?.generation === row.generation && supervisorHost(supervisor) === row.host ? ` (pid ${supervisor.pid})` : "";
+  return `host ${row.host}${pid} took it over (generation ${row.generation})`;
+}
+
 /** What a renewal found. */
 export type RenewOutcome =
   | { kind: "renewed"; expires_at: string }
   /** Another claim took the session: `holder` is the supervisor it names now. */
-  | { kind: "lost"; holder: NonNullable<SupervisorField> | null }
+  | { kind: "lost"; holder: NonNullable<SupervisorField> | null; by?: string }
   /** The session's record is no longer at /sessions/<sid>: it ended. */
   | { kind: "ended" };
 
@@ -178,13 +185,27 @@ export class LeaseHolder {
     store.transaction = <T>(fn: () => T): Promise<T> => {
       if (this.depth > 0) return transaction(fn);
       this.check();
-      return transaction(() => this.nested(() => this.fenced(fn)));
+      return transaction(() => this.nested(() => this.fenced(fn))).catch((error: unknown) => this.failed(error));
     };
     store.batchSync = (fn, actor) => {
       if (this.depth > 0) return batchSync(fn, actor);
       this.check();
-      return this.nested(() => batchSync((batch) => this.fenced(() => fn(batch)), actor));
+      try {
+        return this.nested(() => batchSync((batch) => this.fenced(() => fn(batch)), actor));
+      } catch (error) {
+        return this.failed(error);
+      }
     };
+  }
+
+  /**
+   * A write that failed once the deadline had passed (this process was stopped while it waited
+   * on the store, and the server ended its connection meanwhile) says what the lease says: lost
+   * to another host, as APEX_E_LEASE_LOST, rather than the store's error of a connection gone.
+   */
+  private failed(error: unknown): never {
+    if ((error as ApexError)?.code !== "APEX_E_LEASE_LOST" && (this.lostReason || performance.now() >= this.deadline)) this.check();
+    throw error;
   }
 
   /** Runs `fn` inside a write transaction once the lease row is found to name this holder. */
@@ -197,7 +218,7 @@ export class LeaseHolder {
   private checkRow(): void {
     const row = readLease(this.store, this.sessionId);
     if (!row || this.owns(row)) return;
-    this.lose(`host ${row.host} took it over (generation ${row.generation})`);
+    this.lose(takenOver(row, this.store.get(sessionPath(this.sessionId)) as SessionRecord | undefined));
     this.check();
   }
 
@@ -258,14 +279,20 @@ export class LeaseHolder {
    * generation on this host; otherwise the lease is lost. A renewal that fails (the store cannot
    * be reached) is retried at the next tick; past the deadline it loses the lease too.
    */
-  renew(): RenewOutcome | undefined {
+  renew(again = true): RenewOutcome | undefined {
     const started = (this.triedAt = performance.now());
     const write = this.renewSync ?? ((fn: (batch: WriteBatch) => RenewOutcome, actor?: string) => this.store.batchSync(fn, actor));
     let outcome: RenewOutcome;
     try {
       outcome = this.nested(() => write((batch) => this.renewIn(batch), "supervisor")).value;
     } catch (error) {
-      if (performance.now() >= this.deadline) this.lose(`its lease ran out and could not be renewed (${(error as Error).message})`);
+      const now = performance.now();
+      // Begun past the deadline, or failed later past it than any call may block (start()): this
+      // process did not run meanwhile (stopped, its host asleep), and what failed is likely the
+      // connection it had (the server ended it, its transaction left idle), not the store. Asked
+      // once more, on a new connection, the lease row says whether another host took the session.
+      if (again && now >= this.deadline && (started >= this.deadline || now > this.deadline + Math.max(1000, this.ttlMs / 3) + 1000)) return this.renew(false);
+      if (now >= this.deadline) this.lose(`its lease ran out and could not be renewed (${(error as Error).message})`);
       else this.log(`lease: renewal failed, retrying: ${(error as Error).message}`);
       return undefined;
     }
@@ -273,7 +300,7 @@ export class LeaseHolder {
     else if (outcome.kind === "ended") this.lose("the session was ended by another process");
     else {
       const holder = outcome.holder;
-      const by = holder ? `host ${supervisorHost(holder) ?? "(unknown)"} took it over (generation ${String(holder.generation ?? "?")})` : "its record no longer names a supervisor";
+      const by = outcome.by ?? (holder ? `host ${supervisorHost(holder) ?? "(unknown)"} took it over (generation ${String(holder.generation ?? "?")})` : "its record no longer names a supervisor");
       this.lose(by);
     }
     return outcome;
@@ -284,7 +311,7 @@ export class LeaseHolder {
     if (!record) return { kind: "ended" };
     const row = readLease(this.store, this.sessionId);
     if (!row) return { kind: "lost", holder: record.supervisor };
-    if (!this.owns(row)) return { kind: "lost", holder: { pid: 0, start_time: 0, socket: "", started_at: "", ...record.supervisor, host: row.host, generation: row.generation } };
+    if (!this.owns(row)) return { kind: "lost", holder: { pid: 0, start_time: 0, socket: "", started_at: "", ...record.supervisor, host: row.host, generation: row.generation }, by: takenOver(row, record) };
     const expires_at = new Date((this.store.now?.() ?? Date.now()) + this.ttlMs).toISOString();
     // A table row: the renewal bumps no revision and adds nothing to the change log.
     writeLease(this.store, this.sessionId, { ...row, expires_at });

@@ -997,6 +997,8 @@ export class Supervisor {
     this.log(`session ${this.sessionId}: ${reason}; stopping this supervisor's agents and exiting`);
     this.stopping ??= Promise.resolve({ session_id: this.sessionId, status: "lost", reason });
     this.clearTimers();
+    // Each agent's log (`apex logs`) says why it ends, before the line of its exit.
+    for (const slot of this.slots.values()) if (slot.process) this.agentLog(slot.name, `this supervisor lost its lease on the session: ${reason}; ending pid ${slot.process.pid}`, true);
     const ended = await this.terminateAll({ graceMs: 2000 }).catch((error) => {
       this.log(`cannot end the agents: ${(error as Error).message}`);
       return 0;

@@ -54,6 +54,9 @@ type Request =
 /** How long one call may block before the caller gives up (a statement_timeout should fire long before). */
 const CALL_TIMEOUT_MS = 10 * 60_000;
 
+/** A wait for the worker's answer that ends this much later than asked means this process was stopped meanwhile (see SyncBridge.call). */
+const STOPPED_MS = 1000;
+
 /** How long a connection may take to be ready when neither the URL nor the environment says. */
 export const DEFAULT_CONNECT_TIMEOUT_S = 10;
 
@@ -327,23 +330,38 @@ export class SyncBridge {
     Atomics.store(this.flag, 0, 0);
     this.port.postMessage(request);
     const started = performance.now();
-    const limit = started + CALL_TIMEOUT_MS;
-    const bound = request.op === "close" ? Infinity : (this.bound?.(started) ?? Infinity);
-    const deadline = Math.min(limit, bound);
+    let limit = started + CALL_TIMEOUT_MS;
+    let bound = request.op === "close" ? Infinity : (this.bound?.(started) ?? Infinity);
+    /** How long this process was stopped during the call: time the server and the worker had no chance to use. */
+    let stoppedMs = 0;
     // Only the flag says the answer is there. A wait can end with "ok" while it is still 0: the
     // worker notifies after storing the flag of the previous answer, and that notify may land
     // in this call's wait (taken for an answer, it made the call fail with no message to read).
     while (Atomics.load(this.flag, 0) === 0) {
-      const left = deadline - performance.now();
+      const left = Math.min(limit, bound) - performance.now();
       if (left <= 0) {
         if (bound < limit && this.abort()) {
-          this.broken = { message: `no answer from PostgreSQL within ${((performance.now() - started) / 1000).toFixed(1)} s, the time this process's lease allows`, code: "ETIMEDOUT", reconnect: true };
+          const stopped = stoppedMs > 0 ? ` (not counting the ${(stoppedMs / 1000).toFixed(1)} s this process was stopped)` : "";
+          this.broken = { message: `no answer from PostgreSQL within ${((performance.now() - started - stoppedMs) / 1000).toFixed(1)} s, the time this process's lease allows${stopped}`, code: "ETIMEDOUT", reconnect: true };
           throw new BridgeError(this.broken);
         }
         this.broken = { message: `no answer from the PostgreSQL client within ${CALL_TIMEOUT_MS / 1000} s`, code: "ETIMEDOUT", reconnect: false };
         throw new ApexError("APEX_E_TIMEOUT", `The PostgreSQL store did not answer within ${CALL_TIMEOUT_MS / 1000} s.`);
       }
+      const waitedFrom = performance.now();
       Atomics.wait(this.flag, 0, 0, Math.max(1, left));
+      // Woken far later than asked: this process was stopped meanwhile (SIGSTOP, a host put to
+      // sleep), the worker with it, and the server's answer may be waiting unread in its socket.
+      // That wait does not count against the call. Counted, the call timed out as soon as the
+      // process ran again, before the worker could read an answer the server had sent: it failed
+      // as "Cannot reach PostgreSQL", and a supervisor that another host had meanwhile taken the
+      // session from said its store was out of reach.
+      const waited = performance.now() - waitedFrom;
+      if (waited - Math.max(1, left) >= STOPPED_MS) {
+        stoppedMs += waited;
+        limit += waited;
+        bound += waited;
+      }
     }
     const message = this.takeAnswer();
     if (!message) throw new ApexError("APEX_E_INTERNAL", "The PostgreSQL client signalled an answer but sent none.");
