@@ -106,16 +106,26 @@ export function buildSnapshot(store: Store, view: ObjectView, options: SnapshotO
   const prefetched = prefetchRecords(store, memoryBase || sessionBase ? [...memoryPaths, ...sessionPaths] : []);
   if (scope) {
     const label = (segments: readonly string[]) => `${mount}${segmentsPath(segments)}`;
-    const readMemory = (segments: readonly string[]) => readRecord(store, label(segments), options.skipUnreadable, prefetched);
+    // A full build reads every record: those read ahead with the keys (prefetchRecords) instead of a round trip each.
+    let whole: ReadonlyMap<string, Buffer | undefined> | undefined;
+    const readMemory = (segments: readonly string[]) => readRecord(store, label(segments), options.skipUnreadable, whole ?? prefetched);
     const base = memoryBase && { root: memoryBase.root, count: memoryBase.keys };
     snapshot.memory = buildTree(view, base, memoryChanges, readMemory, label, () => {
       const all = new ChangeSet();
-      if (mount === "") for (const key of keysInScope(store, scope)) all.add(pathSegments(key));
+      const paths: string[] | undefined = collect ? [] : undefined;
+      if (mount === "")
+        for (const key of keysInScope(store, scope)) {
+          all.add(pathSegments(key));
+          paths?.push(key);
+        }
       else
         for (const key of store.keysBelow(mount)) {
           const relative = key.slice(mount.length);
-          if (inScope(scope, relative)) all.add(pathSegments(relative));
+          if (!inScope(scope, relative)) continue;
+          all.add(pathSegments(relative));
+          paths?.push(key);
         }
+      whole = paths && prefetchRecords(store, paths);
       return all;
     });
   }
@@ -138,10 +148,16 @@ function buildMountTree(
   prefetched?: ReadonlyMap<string, Buffer | undefined>,
 ): TreeResult {
   const label = (segments: readonly string[]) => `${mount}${segmentsPath(segments)}`;
-  const read = (segments: readonly string[]) => readRecord(store, label(segments), skipUnreadable, prefetched);
+  let whole: ReadonlyMap<string, Buffer | undefined> | undefined;
+  const read = (segments: readonly string[]) => readRecord(store, label(segments), skipUnreadable, whole ?? prefetched);
   return buildTree(view, base, changes, read, label, () => {
     const all = new ChangeSet();
-    for (const key of store.keysBelow(mount)) all.add(pathSegments(key.slice(mount.length)));
+    const paths: string[] = [];
+    for (const key of store.keysBelow(mount)) {
+      all.add(pathSegments(key.slice(mount.length)));
+      paths.push(key);
+    }
+    whole = prefetchRecords(store, paths);
     return all;
   });
 }
@@ -168,22 +184,35 @@ function buildTree(
   return { root: built.root, count: built.valueDelta, changed: all.size, full: true };
 }
 
+/** Paths read ahead per getEncodedMany call, and the bytes past which the rest are read one by one (a full build's records are held until hashed). */
+const PREFETCH_CHUNK = 2000;
+const PREFETCH_BYTES = 256 * 1024 * 1024;
+
 /**
  * The records at `paths` read in one go, where the backend reads many at once (getEncodedMany:
- * PostgreSQL, whose every read is a round trip); undefined where it does not (LMDB reads each in
+ * PostgreSQL, whose every read is a round trip: a first checkpoint of 30k memory keys read them
+ * one by one, 30k of its 72k statements); undefined where it does not (LMDB reads each in
  * place for less than a map costs) or when there is nothing to read, or the read fails (each
- * record is then read on its own, and its own error names its path).
+ * record is then read on its own, and its own error names its path). Past PREFETCH_BYTES the
+ * map stops: the paths it lacks are read on their own.
  */
 function prefetchRecords(store: Store, paths: readonly string[]): ReadonlyMap<string, Buffer | undefined> | undefined {
   if (paths.length === 0 || !store.getEncodedMany) return undefined;
-  let records: Array<Buffer | undefined>;
-  try {
-    records = store.getEncodedMany(paths);
-  } catch {
-    return undefined;
-  }
   const found = new Map<string, Buffer | undefined>();
-  for (let i = 0; i < paths.length; i++) found.set(paths[i]!, records[i]);
+  let bytes = 0;
+  for (let start = 0; start < paths.length && bytes < PREFETCH_BYTES; start += PREFETCH_CHUNK) {
+    const chunk = paths.slice(start, start + PREFETCH_CHUNK);
+    let records: Array<Buffer | undefined>;
+    try {
+      records = store.getEncodedMany(chunk);
+    } catch {
+      return found.size > 0 ? found : undefined;
+    }
+    for (let i = 0; i < chunk.length; i++) {
+      found.set(chunk[i]!, records[i]);
+      bytes += records[i]?.length ?? 0;
+    }
+  }
   return found;
 }
 

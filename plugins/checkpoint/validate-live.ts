@@ -76,23 +76,51 @@ export function checkLiveRecords(
   const scope = manifest.memory.scope;
   const findings: LiveRecordFinding[] = [];
   const inTree = new Set<string>();
+  // The records to compare, RECORDS_AT_ONCE at a time: read together where the backend can
+  // (getEncodedMany: PostgreSQL, where a round trip each made 30k of a validate's reads for 30k memory keys).
+  let pending: Array<{ path: string; hash: Hash; undecodable: boolean }> = [];
+  const compare = () => {
+    const reads = pending.filter((entry) => !entry.undecodable).map((entry) => entry.path);
+    const records = readMany(store, reads);
+    for (const { path, hash, undecodable: damaged } of pending) {
+      if (damaged) {
+        findings.push({ kind: "record-damaged", path, hash, checkpoint: label, restorable: true });
+        continue;
+      }
+      const bytes = records?.has(path) ? records.get(path) : store.getEncoded(path);
+      if (bytes === undefined) findings.push({ kind: "record-missing", path, hash, checkpoint: label });
+      else if (sha256(bytes) !== hash && !sameLegacyValue(view, hash, store, path)) findings.push({ kind: "record-damaged", path, hash, checkpoint: label });
+    }
+    pending = [];
+  };
   for (const { segments, hash } of walkTree(view, manifest.memory.root)) {
     const relative = segmentsPath(segments);
     const path = `${mount}${relative}`;
     inTree.add(path);
     if (changed(path) || !inScope(scope, relative) || isDetached(relative)) continue; // detached: no live record (scope.ts)
-    if (undecodable.has(path)) {
-      findings.push({ kind: "record-damaged", path, hash, checkpoint: label, restorable: true });
-      continue;
-    }
-    const bytes = store.getEncoded(path);
-    if (bytes === undefined) findings.push({ kind: "record-missing", path, hash, checkpoint: label });
-    else if (sha256(bytes) !== hash && !sameLegacyValue(view, hash, store, path)) findings.push({ kind: "record-damaged", path, hash, checkpoint: label });
+    pending.push({ path, hash, undecodable: undecodable.has(path) });
+    if (pending.length >= RECORDS_AT_ONCE) compare();
   }
+  compare();
   for (const path of liveKeys(store, scope, mount)) {
     if (!inTree.has(path) && !changed(path)) findings.push({ kind: "record-unlogged", path, checkpoint: label });
   }
   return findings;
+}
+
+/** Records read with one getEncodedMany. */
+export const RECORDS_AT_ONCE = 2000;
+
+/** The records at `paths` by path, where the backend reads many at once; undefined where it does not, or the read fails (each is then read on its own, and fails on its own). */
+export function readMany(store: Store, paths: readonly string[]): Map<string, Buffer | undefined> | undefined {
+  if (!store.getEncodedMany || paths.length === 0) return undefined;
+  let records: Array<Buffer | undefined>;
+  try {
+    records = store.getEncodedMany(paths);
+  } catch {
+    return undefined;
+  }
+  return new Map(paths.map((path, i) => [path, records[i]]));
 }
 
 /** The keyspace paths of a memory's records in scope: the project's at the root, a worktree session's below its own root (as snapshot.ts hashes them). */
