@@ -245,6 +245,15 @@ export function readView<T>(store: Pick<StorageBackend, "readView">, fn: () => T
   return store.readView ? store.readView(fn) : fn();
 }
 
+/**
+ * The encoded records at `paths`, by path: read together where the backend can (getEncodedMany:
+ * PostgreSQL, whose every read is a round trip; it splits a long list itself), else one by one.
+ */
+export function encodedByPath(store: Pick<StorageBackend, "getEncoded" | "getEncodedMany">, paths: readonly string[]): Map<string, Buffer | undefined> {
+  const records = store.getEncodedMany ? store.getEncodedMany(paths) : paths.map((path) => store.getEncoded(path));
+  return new Map(paths.map((path, i) => [path, records[i]]));
+}
+
 /** `set` of the port, for any backend: one path in one batch; resolves with its revision once durable. */
 export async function setOne(store: StorageBackend, path: string, value: JsonValue, actor?: string): Promise<number> {
   const result = await store.batch((batch) => batch.set(path, value), actor);

@@ -152,12 +152,13 @@ function buildMountTree(
   const read = (segments: readonly string[]) => readRecord(store, label(segments), skipUnreadable, whole ?? prefetched);
   return buildTree(view, base, changes, read, label, () => {
     const all = new ChangeSet();
-    const paths: string[] = [];
+    // (listed only to be read ahead: where the backend reads each record in place, they are read as the tree is built)
+    const paths: string[] | undefined = store.getEncodedMany ? [] : undefined;
     for (const key of store.keysBelow(mount)) {
       all.add(pathSegments(key.slice(mount.length)));
-      paths.push(key);
+      paths?.push(key);
     }
-    whole = prefetchRecords(store, paths);
+    whole = paths && prefetchRecords(store, paths);
     return all;
   });
 }

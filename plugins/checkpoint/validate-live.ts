@@ -1,5 +1,6 @@
 import { canonicalJson, decodeValueObject, sha256, walkTree, type Hash, type ObjectView } from "./engine/objects.js";
 import type { Store } from "../../core/store/store.js";
+import { encodedByPath } from "../../core/store/port.js";
 import { isEncodedValue } from "../value-codec.js";
 import { checkpointName, type CheckpointManifest } from "./manifest.js";
 import { inScope, isDetached, keysInScope, segmentsPath, type MemoryScope } from "./scope.js";
@@ -114,13 +115,11 @@ export const RECORDS_AT_ONCE = 2000;
 /** The records at `paths` by path, where the backend reads many at once; undefined where it does not, or the read fails (each is then read on its own, and fails on its own). */
 export function readMany(store: Store, paths: readonly string[]): Map<string, Buffer | undefined> | undefined {
   if (!store.getEncodedMany || paths.length === 0) return undefined;
-  let records: Array<Buffer | undefined>;
   try {
-    records = store.getEncodedMany(paths);
+    return encodedByPath(store, paths);
   } catch {
     return undefined;
   }
-  return new Map(paths.map((path, i) => [path, records[i]]));
 }
 
 /** The keyspace paths of a memory's records in scope: the project's at the root, a worktree session's below its own root (as snapshot.ts hashes them). */

@@ -19,7 +19,7 @@
  */
 import { isDeepStrictEqual } from "node:util";
 import { ApexError, withDetail } from "../../core/errors.js";
-import type { Change, StorageBackend, TableKey, TableOptions } from "../../core/store/port.js";
+import { encodedByPath, type Change, type StorageBackend, type TableKey, type TableOptions } from "../../core/store/port.js";
 import { encodeJson } from "../value-codec.js";
 
 export interface MigrateOptions {
@@ -51,24 +51,13 @@ interface TableCatalog {
 const CHANGES_PER_PROGRESS = 5000;
 const ROWS_PER_TRANSACTION = 2000;
 const PLACEHOLDER = encodeJson(null);
-/** Keyspace records read with one getEncodedMany (recordsAt). */
-const RECORDS_AT_ONCE = 2000;
-
 /**
- * The records at `paths`, RECORDS_AT_ONCE to a read where the store reads many at once
- * (getEncodedMany: PostgreSQL, where a round trip each made 60k of the reads of a migration of
- * 30k memory keys to LMDB, its replay's and its verification's: 16.6 s, 3.1 s read together;
- * from LMDB, 77 s and 6.1 s with the checkpoints' validation), else one by one.
+ * Keyspace records the verification compares at a time, each side read together (encodedByPath).
+ * The replay reads its group's (ROWS_PER_TRANSACTION) so too. Read a round trip each on
+ * PostgreSQL, they made 60k of the reads of a migration of 30k memory keys to LMDB: 16.6 s, 3.1 s
+ * read together; from LMDB, 77 s and 6.1 s with the checkpoints' validation.
  */
-function recordsAt(store: StorageBackend, paths: readonly string[]): Map<string, Buffer | undefined> {
-  const found = new Map<string, Buffer | undefined>();
-  for (let start = 0; start < paths.length; start += RECORDS_AT_ONCE) {
-    const chunk = paths.slice(start, start + RECORDS_AT_ONCE);
-    const records = store.getEncodedMany ? store.getEncodedMany(chunk) : chunk.map((path) => store.getEncoded(path));
-    chunk.forEach((path, i) => found.set(path, records[i]));
-  }
-  return found;
-}
+const RECORDS_AT_ONCE = 2000;
 
 export async function migrateStore(source: StorageBackend, target: StorageBackend, options: MigrateOptions = {}): Promise<MigrateReport> {
   const progress = options.onProgress ?? (() => undefined);
@@ -167,7 +156,7 @@ export async function migrateStore(source: StorageBackend, target: StorageBacken
     }
     let group: Change[] = [];
     const flushGroup = () => {
-      const values = recordsAt(source, group.filter((change) => change.kind === "put" && lastPut.get(change.path) === change.revision).map((change) => change.path));
+      const values = encodedByPath(source, group.filter((change) => change.kind === "put" && lastPut.get(change.path) === change.revision).map((change) => change.path));
       target.batchSync((batch) => {
         for (const change of group) {
           if (change.kind === "delete") {
@@ -250,7 +239,7 @@ function verify(source: StorageBackend, target: StorageBackend, tables: Map<stri
   let entries = 0;
   const sourceKeys = source.keys({})[Symbol.iterator]();
   const targetKeys = target.keys({})[Symbol.iterator]();
-  // The keys in step, their values compared RECORDS_AT_ONCE at a time (recordsAt); the first difference is the one said.
+  // The keys in step, their values compared RECORDS_AT_ONCE at a time; the first difference is the one said.
   for (let done = false; !done; ) {
     const paths: string[] = [];
     let keyDifference: ApexError | undefined;
@@ -268,8 +257,8 @@ function verify(source: StorageBackend, target: StorageBackend, tables: Map<stri
       }
       paths.push(a.value);
     }
-    const lefts = recordsAt(source, paths);
-    const rights = recordsAt(target, paths);
+    const lefts = encodedByPath(source, paths);
+    const rights = encodedByPath(target, paths);
     for (const path of paths) {
       const left = lefts.get(path);
       const right = rights.get(path);
