@@ -1,9 +1,9 @@
 // `apex logs` end to end with the built CLI, on log files as the supervisor writes them: lines cut
 // at 64 KiB, bytes that are no UTF-8, followed logs.
-import { appendFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { APEX_BIN, Project, cleanEnv, waitFor } from "./fixtures/agents/harness.js";
 
 // A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
@@ -424,6 +424,35 @@ describe("following a log the supervisor cuts", () => {
     appendLogLine(file, "[apex t] log cut", true);
     appendLogLine(file, "[apex t] pid 1 was killed by SIGTERM");
     expect(jsonLines(project!.apex(["logs", "--session", SESSION, "-n", "3", "--json"]).stdout).map((line) => line.line)).toEqual(["[apex t] log cut", "half", "[apex t] pid 1 was killed by SIGTERM"]);
+  });
+
+  it("the last lines read while a cut is under way (the file emptied, its rest not in .1 yet) are those the cut leaves, not .1's older ones", async () => {
+    const { readLogTail } = await import("../dist/cli/session/logs.js");
+    const file = join(logDir(), "beta.log");
+    const all = Array.from({ length: 400 }, (_, i) => `line ${i}\n`).join("");
+    // As capLogFile leaves it between readToEndAndEmpty and its append: .1 holds the file up to
+    // line 389, the file is empty, and the rest (lines 390 to 399) and the .cut record come after.
+    const copied = all.indexOf("line 390\n");
+    writeFileSync(`${file}.1`, all.slice(0, copied));
+    writeFileSync(file, "");
+    const rest = join(project!.dir, "rest");
+    writeFileSync(rest, all.slice(copied));
+    const cut = JSON.stringify({ from: 0, to: all.length, at: new Date().toISOString() });
+    const finishing = spawn("sh", ["-c", `sleep 0.2; cat '${rest}' >> '${file}.1'; printf '%s\\n' '${cut}' > '${file}.cut'`], { stdio: "ignore" });
+    const finished = new Promise((resolve) => finishing.on("exit", resolve));
+    try {
+      // Before, lines 387 to 389: the tail did not wait for the cut to finish.
+      const tail = readLogTail(project!.storeDir, SESSION, undefined, 3);
+      expect(tail.lines.map((line: { line: string }) => line.line)).toEqual(["line 397", "line 398", "line 399"]);
+    } finally {
+      await finished;
+    }
+    // A .1 left so (its supervisor died mid-cut) is not waited for once it is old: the tail comes at once.
+    writeFileSync(`${file}.1`, all.slice(0, copied));
+    utimesSync(`${file}.1`, new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
+    const started = Date.now();
+    expect(readLogTail(project!.storeDir, SESSION, undefined, 1).lines.map((line: { line: string }) => line.line)).toEqual(["line 389"]);
+    expect(Date.now() - started).toBeLessThan(500);
   });
 
   it("of a real agent: `Loading...` before the supervisor's cut and ` ok` after it are one line, after the log cut line, in apex logs and logs -f", async () => {

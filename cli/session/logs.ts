@@ -196,12 +196,18 @@ export function readLogTail(storeDir: string, sessionId: string, agent: string |
   const chosen = files.filter((file) => agent === undefined || file.agent === agent);
   const lines: LogLine[] = [];
   for (const file of chosen) {
-    // The cut record before the file: a cut made after the file was read is then followed into .1 (before, it was taken as one already seen, and what it moved there was skipped).
-    const cut = readCut(file.file)?.text ?? null;
-    // Two lines more: the file's first two (APEX's `log cut` line, the rest of a line the cut went across) may be among those shown.
-    const recent = logTail(file.file, count + 2, (readTo) => (file.readTo = { ...readTo, cut }), holdUnfinished);
-    // A log the supervisor cut (it keeps each under APEX_LOG_MAX_BYTES) goes on from <file>.1, once the file is read from its start.
-    const earlier = recent.length < count + 2 ? logTail(`${file.file}.1`, Math.max(1, count - recent.length + 1)) : [];
+    let recent: TailLine[] = [];
+    let earlier: TailLine[] = [];
+    for (const waitUntil = Date.now() + CUT_WAIT_MS; ; ) {
+      // The cut record before the file: a cut made after the file was read is then followed into .1 (before, it was taken as one already seen, and what it moved there was skipped).
+      const cut = readCut(file.file);
+      // Two lines more: the file's first two (APEX's `log cut` line, the rest of a line the cut went across) may be among those shown.
+      recent = logTail(file.file, count + 2, (readTo) => (file.readTo = { ...readTo, cut: cut?.text ?? null }), holdUnfinished);
+      // A log the supervisor cut (it keeps each under APEX_LOG_MAX_BYTES) goes on from <file>.1, once the file is read from its start.
+      earlier = recent.length < count + 2 ? logTail(`${file.file}.1`, Math.max(1, count - recent.length + 1)) : [];
+      if (recent.length >= count + 2 || !cutUnderWay(file.file, cut) || Date.now() >= waitUntil) break;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+    }
     const hold = holdUnfinished ? (line: TailLine, phase: HeldPhase) => ((file.held = { line, phase }), file.readTo && (file.readTo.held = phase)) : undefined;
     const shown = acrossCut(earlier, recent, hold);
     for (const line of count > 0 ? shown.slice(-count) : []) lines.push(logLine(file, line.bytes, line.dropped));
@@ -534,6 +540,22 @@ function followCut(state: Followed, print: (line: LogLine) => void): boolean {
 }
 
 /** `<file>.cut`: the supervisor's last cut of a log, `.1` holding the bytes [from, to) of the file as it was. */
+/** How long a tail waits for a cut under way to finish (capLogFile's copy, then its emptying of the file, then .1 and .cut). */
+const CUT_WAIT_MS = 1000;
+
+/**
+ * True while the supervisor is cutting `file` (core/session/agents.ts capLogFile): `.1` is fresh
+ * and does not hold what the cut record `cut` (read before the file) says. Between the file's
+ * emptying and the rest's append to `.1`, a tail found the file empty and `.1` without its last
+ * lines, and showed neither. A `.1` left so by a supervisor that died mid-cut (or written before
+ * cut records) stops counting once it is a few seconds old.
+ */
+function cutUnderWay(file: string, cut: { text: string; from: number; to: number } | undefined): boolean {
+  const earlier = statSync(`${file}.1`, { throwIfNoEntry: false });
+  if (!earlier || Date.now() - earlier.mtimeMs > 3000) return false;
+  return cut === undefined || earlier.size !== cut.to - cut.from || readCut(file)?.text !== cut.text;
+}
+
 function readCut(file: string): { text: string; from: number; to: number } | undefined {
   try {
     const text = readFileSync(`${file}.cut`, "utf8");
