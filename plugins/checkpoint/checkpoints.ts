@@ -677,7 +677,7 @@ export async function deleteCheckpoint(store: Store, ref: string, options: Delet
   assertWritable(store);
   // Loaded here, not with this module: a start (which writes a checkpoint and deletes none) does not load LangGraph's index.
   const { forgetLangGraphStep } = await import("./langgraph-index.js");
-  const { MERGE_TRIGGER, recordDeletedMerge } = await import("./merge-base.js");
+  const [{ MERGE_TRIGGER, recordDeletedMerge, recordDeletedPoint }, { graphNeeds }] = await Promise.all([import("./merge-base.js"), import("./dependents.js")]);
   let deleted!: NamedCheckpoint;
   await store.transaction(() => {
     const located = resolveCheckpoint(store, ref, options);
@@ -711,6 +711,9 @@ export async function deleteCheckpoint(store: Store, ref: string, options: Delet
     forgetLangGraphStep(store, located, options.actor ?? ACTORS.checkpoint);
     // A merge checkpoint's edge to what it merged in lives in its manifest: its session's record keeps it, for the next merge's base.
     if (trigger === MERGE_TRIGGER) recordDeletedMerge(store, located, options.actor ?? ACTORS.checkpoint);
+    // One other sessions' edges name (a branch point, one merged in; only --force deletes those): its session's records keep
+    // its id, the one a grant's ancestry follows such an edge under once it is gone (merge-base.ts DELETED_POINTS_FIELD).
+    if (options.force && graphNeeds(store, located).some((reason) => /^(branch|merged into) /.test(reason))) recordDeletedPoint(store, located, options.actor ?? ACTORS.checkpoint);
     removeCheckpointRecords(store, located, options.actor ?? ACTORS.checkpoint);
     deleted = { ...located, name: checkpointName(located.sequence), session_name: sessionName(store, located.sessionId) };
     options.record?.(deleted, { trigger });

@@ -105,6 +105,16 @@ export const DELETED_MERGES_FIELD = "deleted_merges";
  */
 export const recordlessMergesPath = (sessionId: string) => `/sessions/${sessionId}/merges`;
 
+/**
+ * Where a session's record keeps its checkpoints that edges of other sessions named (a branch
+ * point, a checkpoint merged in) once deleted with `checkpoint delete --force` (recordDeletedPoint):
+ * [{id, sequence}], in its record, else at recordlessMergesPath. Such an edge is kept by the other
+ * session's record, which says what its bundle said: a grant's ancestry (sharing/archive.ts
+ * sessionAncestry) follows one to a deleted checkpoint only under the id its own session kept here.
+ * Only those checkpoints, which only --force deletes: retention keeps them, and the list stays small.
+ */
+export const DELETED_POINTS_FIELD = "deleted_points";
+
 export interface DeletedMerge {
   id: string;
   sequence: number;
@@ -169,6 +179,19 @@ export function recordDeletedMerge(store: Store, located: Located, actor: string
   if (!parseMergeSource(from)) return;
   const summary = Catalog.of(store).summary(located.sessionId, located.sequence);
   writeMergeEntry(store, located, { id: located.id, sequence: located.sequence, created_at: summary?.created_at ?? null, description: summary?.description ?? "", from: from! }, DELETED_MERGES_FIELD, actor);
+}
+
+/** Keeps `located`, a checkpoint other sessions' edges name, in its session's records as it is deleted (DELETED_POINTS_FIELD). */
+export function recordDeletedPoint(store: Store, located: Located, actor: string): void {
+  writeMergeEntry(store, located, { id: located.id, sequence: located.sequence }, DELETED_POINTS_FIELD, actor);
+}
+
+/** Whether `sessionId`'s records keep a deleted checkpoint `id` at `sequence` (DELETED_POINTS_FIELD). */
+export function isDeletedPoint(store: Store, sessionId: string, sequence: number, id: string): boolean {
+  return [sessionRecord(store, sessionId), recordlessMerges(store, sessionId)].some((record) => {
+    const kept = record?.[DELETED_POINTS_FIELD];
+    return Array.isArray(kept) && kept.some((entry) => isRecord(entry) && entry.id === id && entry.sequence === sequence);
+  });
 }
 
 function writeMergeEntry(store: Store, located: Located, entry: { [key: string]: JsonValue }, field: string, actor: string): void {

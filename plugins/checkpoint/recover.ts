@@ -31,7 +31,7 @@ import { baseKey, DEFAULT_SCOPE, inScope, isDetached, isProjectRecord, keysInSco
 import { buildSnapshot, readJsonRecord } from "./snapshot.js";
 import { verifyCheckpoint } from "./validate.js";
 import { describeValue } from "../owned-paths.js";
-import { DELETED_MERGES_FIELD, MERGES_FIELD, sessionName } from "./merge-base.js";
+import { DELETED_MERGES_FIELD, DELETED_POINTS_FIELD, MERGES_FIELD, sessionName } from "./merge-base.js";
 
 /** Something a damaged checkpoint held that can no longer be read. */
 export interface LostItem {
@@ -411,8 +411,8 @@ export async function reconstructSession(store: Store, sessionId: string, option
       });
     }
     const now = (options.now?.() ?? new Date()).toISOString();
-    // Without the edges of the old session's merge checkpoints (merge-base.ts recordMerge): they name its sequences, not the new session's.
-    const { [MERGES_FIELD]: _merges, [DELETED_MERGES_FIELD]: _deleted, ...old } = isRecord(oldRecord) ? (oldRecord as Record<string, JsonValue>) : {};
+    // Without the edges of the old session's merge checkpoints (merge-base.ts recordMerge), nor its deleted checkpoints other edges named: they name its sequences, not the new session's.
+    const { [MERGES_FIELD]: _merges, [DELETED_MERGES_FIELD]: _deleted, [DELETED_POINTS_FIELD]: _points, ...old } = isRecord(oldRecord) ? (oldRecord as Record<string, JsonValue>) : {};
     // A session that is not running, kept with the ended ones: `session list` shows it, it never
     // stands in the way of `apex start --task`, and `apex start --continue <id>` brings it back.
     // A session whose record is lost (null, or no object, written by hand) leaves none of what a continue reads
