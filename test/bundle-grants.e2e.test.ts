@@ -3,6 +3,7 @@
 // knows), and only this project's own archive, unarchived from its backup directory, gives them back.
 // The built CLI, real `apex serve` servers on loopback and `apex --remote`.
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { randomUUID } from "node:crypto";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { ok, Project, shellAgents } from "./fixtures/agents/harness.js";
@@ -32,6 +33,40 @@ function grantsOf(p: Project, sid: string): Array<{ user: string }> {
 function projectId(p: Project): string {
   const shown = JSON.parse(ok(p, ["memory", "show", "/projects/config", "--json"]).stdout) as { value: { project_id: string } };
   return shown.value.project_id;
+}
+
+/**
+ * A session of another project, exported, its record claiming to be branched from `parent` (at that
+ * session and sequence, under an id of its own: the author never saw the checkpoint), imported into `p`: its id.
+ */
+async function importClaimingParent(p: Project, parent: { session_id: string; sequence: number }): Promise<string> {
+  const a = new Project(CONFIG, "apex-grants-");
+  const sid = a.start(["--task", "an innocent session"]).session_id;
+  ok(a, ["stop"]);
+  const file = join(a.dir, "x.apexbundle");
+  ok(a, ["session", "export", sid, "-o", file]);
+  const input = bundleInput(readBundle(readFileSync(file), {}));
+  const entry = input.records.find(([path]) => path === `/sessions/history/${sid}`)!;
+  entry[1] = { ...(entry[1] as Record<string, never>), parent_checkpoint: { id: randomUUID(), ...parent, name: `checkpoint-${String(parent.sequence).padStart(3, "0")}` }, parent_session: parent.session_id };
+  const crafted = join(a.dir, "crafted.apexbundle");
+  writeFileSync(crafted, (await encodeBundle(input, "brotli")).file);
+  ok(p, ["session", "import", crafted]);
+  return sid;
+}
+
+/** What a grant of `sid` shows of the project's sessions, for `session list|tree|history --json` each: the text, with every session id it names. */
+function seenBy(p: Project, url: string, sid: string, user: string): Array<{ args: string; text: string; sessions: string[] }> {
+  const { token } = share(p, sid, user, "viewer");
+  return [["session", "list", "--json"], ["session", "tree", "--json"], ["session", "history", "--json"]].map((args) => {
+    const seen = remote(p, url, sid, token, args);
+    expect(seen.status, seen.stderr).toBe(0);
+    return { args: args.join(" "), text: seen.stdout, sessions: [...seen.stdout.matchAll(/"session_id": ?"([^"]+)"/g)].map((match) => match[1]!) };
+  });
+}
+
+/** The deleted checkpoints `sid`'s record keeps (merge-base.ts DELETED_POINTS_FIELD). */
+function deletedPoints(p: Project, sid: string): unknown {
+  return (JSON.parse(ok(p, ["memory", "show", `/sessions/history/${sid}`, "--json"]).stdout) as { value: { deleted_points?: unknown } }).value.deleted_points;
 }
 
 describe("access grants and bundles", () => {
@@ -147,5 +182,74 @@ describe("access grants and bundles", () => {
     const ancestry = remote(b, url, branch.session_id, branch.token, ["session", "list", "--json"]);
     expect(ancestry.status, ancestry.stderr).toBe(0);
     expect((JSON.parse(ancestry.stdout) as Array<{ session_id: string }>).map((session) => session.session_id)).toContain(victim);
+  }, 120_000);
+
+  it("a bundle whose session claims a branch point deleted since (with --force, or a plain gap) in another session does not show that session to a grant of it", async () => {
+    const b = new Project(CONFIG, "apex-grants-");
+    const victim = b.start(["--task", "the private plan"]).session_id;
+    ok(b, ["checkpoint", "create", "private work"]);
+    ok(b, ["checkpoint", "create", "more private work"]);
+    ok(b, ["stop"]);
+    // checkpoint-002, a real branch point, deleted with --force; checkpoint-003, no one's, deleted as it is.
+    ok(b, ["session", "branch", `${victim}/checkpoint-002`, "real-branch"]);
+    ok(b, ["checkpoint", "delete", `${victim}/checkpoint-002`, "--force"]);
+    ok(b, ["checkpoint", "delete", `${victim}/checkpoint-003`]);
+    const claims = [await importClaimingParent(b, { session_id: victim, sequence: 2 }), await importClaimingParent(b, { session_id: victim, sequence: 3 })];
+    const url = await serve(b, stops);
+    // Before, an edge to a checkpoint no longer in the store was followed when its session's sequences went past it.
+    for (const [index, sid] of claims.entries()) {
+      for (const { args, text, sessions } of seenBy(b, url, sid, `mallory${index}`)) {
+        expect(text, args).not.toContain("the private plan");
+        expect(sessions, args).not.toContain(victim);
+        expect(sessions, args).toContain(sid);
+      }
+    }
+  }, 120_000);
+
+  it("a bundle whose session claims a branch point in a session of the importing project that has no checkpoint does not show that session to a grant of it", async () => {
+    // A session made while the project had no checkpoints: its record, no checkpoint and no sequence counter.
+    const b = new Project(shellAgents({ alpha: "while true; do sleep 0.2; done" }), "apex-grants-");
+    const victim = b.start(["--task", "the private plan"]).session_id;
+    ok(b, ["stop"]);
+    b.writeConfig(CONFIG);
+    expect(JSON.parse(ok(b, ["checkpoint", "list", "--session", victim, "--json"]).stdout)).toMatchObject({ total: 0 });
+    const sid = await importClaimingParent(b, { session_id: victim, sequence: 1 });
+    const url = await serve(b, stops);
+    // Before, an edge into a session without checkpoints was followed (as one never here).
+    for (const { args, text, sessions } of seenBy(b, url, sid, "mallory")) {
+      expect(text, args).not.toContain("the private plan");
+      expect(sessions, args).not.toContain(victim);
+    }
+  }, 120_000);
+
+  it("a branch whose branch point was deleted with --force, and a merge whose merged-in checkpoint was, still show that session to a grant of theirs", async () => {
+    const b = new Project(CONFIG, "apex-grants-");
+    // A session of its own, which merges the source's checkpoint-003 in (made before it, without what it adds).
+    const destination = b.start(["--task", "merged into"]).session_id;
+    ok(b, ["stop"]);
+    const source = b.start(["--task", "where it came from"]).session_id;
+    ok(b, ["memory", "set", "/plan", '"shared"']);
+    ok(b, ["checkpoint", "create", "the branch point"]);
+    ok(b, ["memory", "set", "/plan", '"merged"']);
+    ok(b, ["checkpoint", "create", "merged in"]);
+    ok(b, ["stop"]);
+    const branch = JSON.parse(ok(b, ["session", "branch", `${source}/checkpoint-002`, "real-branch", "--json"]).stdout) as { session_id: string; parent_checkpoint: { id: string } };
+    const merge = JSON.parse(ok(b, ["session", "merge", source, destination, "--json"]).stdout) as { applied: string; source: { checkpoint: { id: string; name: string } } };
+    expect(merge).toMatchObject({ applied: "checkpoint", source: { checkpoint: { name: "checkpoint-003" } } });
+    ok(b, ["checkpoint", "delete", `${source}/checkpoint-002`, "--force"]);
+    ok(b, ["checkpoint", "delete", `${source}/checkpoint-003`, "--force"]);
+    // Its session's record keeps the ids they had, and nothing of a checkpoint no edge named.
+    ok(b, ["checkpoint", "delete", `${source}/checkpoint-001`]);
+    expect(deletedPoints(b, source)).toEqual([
+      { id: branch.parent_checkpoint.id, sequence: 2 },
+      { id: merge.source.checkpoint.id, sequence: 3 },
+    ]);
+    const url = await serve(b, stops);
+    for (const [index, sid] of [branch.session_id, destination].entries()) {
+      for (const { args, text, sessions } of seenBy(b, url, sid, `bob${index}`)) {
+        expect(sessions, `${args} of ${index}`).toContain(source);
+        if (args.includes("list")) expect(text, args).toContain("where it came from");
+      }
+    }
   }, 120_000);
 });

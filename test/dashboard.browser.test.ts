@@ -65,8 +65,10 @@ describe("the dashboard in headless Chromium", () => {
     const store = LmdbStore.open(project.storeDir);
     const record = (id: string, fields: Record<string, unknown>) => ({ session_id: id, project_id: "p", status: "stopped", initial_task: null, agents: [], supervisor: null, created_at: new Date().toISOString(), updated_at: new Date().toISOString(), ended_at: new Date().toISOString(), ...fields });
     await store.set("/sessions/history/0ld0ld00-0000-4000-8000-000000000000", record("0ld0ld00-0000-4000-8000-000000000000", { created_at: "2026-01-01T00:00:00.000Z" }) as never);
-    await store.set("/sessions/history/b1b1b1b1-0000-4000-8000-000000000000", record("b1b1b1b1-0000-4000-8000-000000000000", { name: "experiment", parent_checkpoint: { id: first.id, session_id: sid, sequence: first.sequence, name: first.name }, parent_session: sid }) as never);
-    await store.set("/sessions/history/c2c2c2c2-0000-4000-8000-000000000000", record("c2c2c2c2-0000-4000-8000-000000000000", { name: "spike", parent_checkpoint: { id: "x", session_id: "b1b1b1b1-0000-4000-8000-000000000000", sequence: 1, name: "checkpoint-001" } }) as never);
+    // experiment's checkpoint-001, spike's branch point, deleted with --force: its record keeps its id, as `checkpoint delete --force` keeps it.
+    const spikePoint = "b1b1b1b1-0001-4000-8000-000000000000";
+    await store.set("/sessions/history/b1b1b1b1-0000-4000-8000-000000000000", record("b1b1b1b1-0000-4000-8000-000000000000", { name: "experiment", parent_checkpoint: { id: first.id, session_id: sid, sequence: first.sequence, name: first.name }, parent_session: sid, deleted_points: [{ id: spikePoint, sequence: 1 }] }) as never);
+    await store.set("/sessions/history/c2c2c2c2-0000-4000-8000-000000000000", record("c2c2c2c2-0000-4000-8000-000000000000", { name: "spike", parent_checkpoint: { id: spikePoint, session_id: "b1b1b1b1-0000-4000-8000-000000000000", sequence: 1, name: "checkpoint-001" } }) as never);
     // The branch's branch has more checkpoints than the page asks for (500): their catalog entries, as
     // checkpoint.list reads them (taking that many real ones would cost the test seconds).
     const catalog = Catalog.of(store);
@@ -266,7 +268,7 @@ describe("the dashboard in headless Chromium", () => {
     const root = third.locator(`#tree > li[data-session="${sid}"]`);
     await root.waitFor();
     await root.locator(':scope > ul > li[data-session="b1b1b1b1-0000-4000-8000-000000000000"]', { hasText: `experiment stopped from ${first.name}` }).waitFor();
-    // experiment has no checkpoint-001 in this store: spike hangs under it drawn deleted, as session tree draws it.
+    // experiment's checkpoint-001 is no longer in the store: spike hangs under it drawn deleted, as session tree draws it.
     await root.locator('li[data-session="b1b1b1b1-0000-4000-8000-000000000000"] > ul > li.deleted > ul > li[data-session="c2c2c2c2-0000-4000-8000-000000000000"].here', { hasText: "spike" }).waitFor();
     expect(await third.locator("#tree > li").evaluateAll((items) => items.map((item) => (item as HTMLElement).dataset.session))).toEqual([sid]);
     // Its 505 checkpoints: the timeline shows the newest, the memory plot the newest 500, oldest first.
@@ -582,10 +584,8 @@ describe("the dashboard's session tree", () => {
     const exp2 = (JSON.parse(project.apex(["session", "branch", point.id, "exp2", "--json"]).stdout) as { session_id: string }).session_id;
     // (its first: the list comes newest first, and a branch may have taken another checkpoint by then)
     const exp2First = (JSON.parse(project.apex(["checkpoint", "list", "--session", "exp2", "--json"]).stdout) as { items: Array<{ id: string; name: string; sequence: number }> }).items.reduce((a, b) => (a.sequence < b.sequence ? a : b));
-    expect(project.apex(["checkpoint", "delete", exp2First.id, "--force"]).status).toBe(0);
-    expect(project.apex(["checkpoint", "delete", point.id, "--force"]).status).toBe(0);
     // A merge of main's later checkpoint into exp whose checkpoint is gone, as exp's record keeps its edge (merge-base.ts recordMerge);
-    // and one of exp2's first checkpoint, gone too, so that exp2 is of exp's ancestry, which exp's grant sees.
+    // and one of exp2's first checkpoint, deleted below, so that exp2 is of exp's ancestry, which exp's grant sees.
     const merge = "d3d3d3d3-0000-4000-8000-000000000000";
     const store = LmdbStore.open(project.storeDir);
     const record = store.get(`/sessions/history/${exp}`) as Record<string, unknown>;
@@ -603,6 +603,9 @@ describe("the dashboard's session tree", () => {
     const { merges: _merges, ...expRecord } = record;
     await store.set(`/sessions/history/${exp3}`, { ...expRecord, session_id: exp3, name: "exp3", parent_checkpoint: { id: merge, session_id: exp, sequence: 2, name: "checkpoint-002" }, parent_session: exp } as never);
     await store.close();
+    // Deleted once merged in: exp2's record keeps it, and the edge from exp's merge is borne out (sharing/archive.ts sessionAncestry).
+    expect(project.apex(["checkpoint", "delete", exp2First.id, "--force"]).status).toBe(0);
+    expect(project.apex(["checkpoint", "delete", point.id, "--force"]).status).toBe(0);
     // What session tree says of the branch point both branches came from.
     const said = "exp, exp2 branched from it (exp recorded it: a merge of exp still diffs against it; nothing recorded it for exp2: a merge of exp2 falls back to an older base)";
     expect(project.apex(["session", "tree"]).stdout).toContain(`checkpoint-002 deleted: ${said}`);

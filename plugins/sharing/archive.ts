@@ -233,14 +233,17 @@ async function checkpointReads() {
  * who saw the checkpoint knows), or when the store holds nothing of its session (archived, or never
  * here: drawn as absent, nothing of it shown); the ancestry a merge recorded of a source no longer
  * in the store (ids it does not name) is followed into sessions the store does not hold only. A
- * checkpoint deleted since (a branch point deleted with --force) is followed when its session's
- * records keep it (a merge checkpoint's edge, under its id); else there is no id to compare, and it
- * is followed when its session's sequence counter went past it or the session has no checkpoint at
- * all, as before: naming such a gap, or a session without checkpoints, is what a crafted record can
- * still do.
+ * checkpoint deleted since is followed when its own session's records keep it under that id: a
+ * merge checkpoint's edge (recordMerge), or one other sessions' edges named, deleted with --force
+ * (merge-base.ts DELETED_POINTS_FIELD). Nothing else: a gap in a session's sequences, or a session
+ * without checkpoints, bears out no edge (before, either was followed, and a crafted record naming
+ * one showed that session). A checkpoint deleted so by an APEX that did not keep it loses its edges
+ * here (its branches' grants no longer see its session), as does one a repair dropped: the edge is
+ * still drawn by `session tree`, and a merge still finds its base there, from what the branch or
+ * the merge recorded.
  */
 export async function sessionAncestry(store: Store, sessionId: string): Promise<Map<string, number>> {
-  const [{ branchPointOf, mergedInto, sessionRecord, MERGES_FIELD, DELETED_MERGES_FIELD, recordlessMergesPath }, { Catalog }] = await Promise.all([import("../checkpoint/merge-base.js"), import("../checkpoint/catalog.js")]);
+  const [{ branchPointOf, isDeletedPoint, mergedInto, sessionRecord, MERGES_FIELD, DELETED_MERGES_FIELD, recordlessMergesPath }, { Catalog }] = await Promise.all([import("../checkpoint/merge-base.js"), import("../checkpoint/catalog.js")]);
   const catalog = Catalog.of(store);
   const held = (other: string) => sessionRecord(store, other) !== undefined || catalog.count(other) > 0 || catalog.lastSequence(other) > 0;
   // A merge checkpoint of `other` deleted since, as its own records keep its edge (recordMerge): the id and sequence it had.
@@ -252,14 +255,12 @@ export async function sessionAncestry(store: Store, sessionId: string): Promise<
   };
   const borneOut = (point: { sessionId: string; sequence: number }, id: string | undefined) => {
     if (!held(point.sessionId)) return true;
+    if (id === undefined) return false;
     const summary = catalog.summary(point.sessionId, point.sequence);
-    if (summary !== undefined) return id !== undefined && summary.id === id;
-    // A checkpoint deleted since (`checkpoint delete --force` of a branch point, a merged one): its own session's
-    // records name it when it was a merge checkpoint; else there is no id to compare, and it is followed, as
-    // session tree draws it, if its session did have a checkpoint of that sequence, or has none at all.
-    if (id !== undefined && recordedMerge(point.sessionId, point.sequence, id)) return true;
-    const last = catalog.lastSequence(point.sessionId);
-    return point.sequence <= last || (last === 0 && catalog.count(point.sessionId) === 0);
+    if (summary !== undefined) return summary.id === id;
+    // A checkpoint deleted since: followed when its own session's records kept it under that id (a merge
+    // checkpoint's edge; a branch point or a checkpoint merged in, deleted with --force), else not.
+    return recordedMerge(point.sessionId, point.sequence, id) || isDeletedPoint(store, point.sessionId, point.sequence, id);
   };
   const result = new Map<string, number>();
   const stack: Array<{ sessionId: string; sequence: number }> = [{ sessionId, sequence: Number.MAX_SAFE_INTEGER }];
