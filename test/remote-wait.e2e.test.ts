@@ -197,6 +197,27 @@ describe("apex --remote reads of a session whose supervisor does not answer", ()
     for (const pid of agents) expect(p.alive(pid), `agent ${pid}`).toBe(false);
     expect(p.apex(["session", "list"]).stdout).toMatch(new RegExp(`${session}.*stopped`));
   }, 60_000);
+
+  it("stop --force of a supervisor silent but not stopped (a hook holds it) waits while the server forces it: the client's window, the same as the server's, ran out as the force began", async () => {
+    const { p, ready, remote } = await served({ APEX_PLUGIN_COMMAND_IDLE_MS: "1500" });
+    const agents = p.status().agents.map((agent) => agent.pid!);
+    // A pause's hook holds the supervisor's process (no heartbeat, no answer) until the test lets it go (the
+    // supervisor's only: the stop's own hooks, which the host's `stop --force` runs too, are not held).
+    writeFileSync(join(p.dir, "onPause"), "hold release-pause");
+    const pausing = p.apexAsync(["pause"]);
+    try {
+      await waitFor("the pause's hook to hold the supervisor", () => existsSync(join(p.dir, "onPause.began")));
+      const forced = remote(["stop", "--force", "--json"]);
+      expect(forced.status, forced.stderr).toBe(0);
+      expect(JSON.parse(forced.stdout)).toMatchObject({ session_id: ready.session_id, status: "stopped" });
+      expect(forced.stdout + forced.stderr).toContain(`pid ${ready.supervisor_pid}, did not answer and was killed`);
+      expect(p.alive(ready.supervisor_pid)).toBe(false);
+      for (const pid of agents) expect(p.alive(pid), `agent ${pid}`).toBe(false);
+    } finally {
+      writeFileSync(join(p.dir, "release-pause"), "");
+      await pausing.done;
+    }
+  }, 60_000);
 });
 
 describe("apex --remote when the server dies during a wait", () => {

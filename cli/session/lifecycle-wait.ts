@@ -35,7 +35,7 @@ const NOTE_AFTER_MS = 10_000;
 const NOTE_EVERY_MS = 30_000;
 
 /** The silence after which `stop --force` gives up on the supervisor and kills it (its heartbeat comes every 1.25 s then). */
-const FORCE_IDLE_MS = 5_000;
+export const FORCE_IDLE_MS = 5_000;
 
 const seconds = (ms: number): string => `${Math.round(ms / 1000)} s`;
 
@@ -145,7 +145,10 @@ export async function lifecycleCall(client: SessionClient, action: LifecycleActi
     hint: `\`apex status\` shows where the session stands (a hook that blocks and then ends lets the ${action} complete); if the supervisor stays frozen, \`apex stop --force\` ends the session and its agents. A longer wait: APEX_PLUGIN_COMMAND_IDLE_MS (ms).`,
     interruptedHint: "`apex status` shows where the session stands.",
     // `stop --force` is the way out of a frozen supervisor: a few seconds of silence, and the offline stop kills it.
-    idleMs: action === "stop" && params.force === true ? Math.min(idleWindowMs(), FORCE_IDLE_MS) : undefined,
+    // Through `apex serve`, the server does that and sends its heartbeat meanwhile; before it, its read of the grant
+    // waits on that supervisor too (at most FORCE_IDLE_MS, plugins/sharing/server.ts supervisorReadMs): a window of
+    // the same length ran out with the server's, and the client gave up as the server began the force.
+    idleMs: action === "stop" && params.force === true ? Math.min(idleWindowMs(), FORCE_IDLE_MS) + (client.via === "remote" ? FORCE_IDLE_MS : 0) : undefined,
     details: { action },
   }, json);
 }

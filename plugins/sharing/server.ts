@@ -16,7 +16,7 @@ import { SupervisorChannel } from "./supervisor-channel.js";
 import { errorBody, idleWindowMs, unknownMethod } from "../../core/rpc/protocol.js";
 import { heartbeatReply } from "./heartbeat-reply.js";
 import { httpStatus, publicError } from "./internal-error.js";
-import { heartbeatFor } from "../../cli/session/lifecycle-wait.js";
+import { FORCE_IDLE_MS, heartbeatFor } from "../../cli/session/lifecycle-wait.js";
 import { MAX_DEPTH } from "../value-codec.js";
 import { compileGlob } from "../../core/store/glob.js";
 import { isLoopback, SESSION_REF } from "./remote.js";
@@ -1087,10 +1087,18 @@ class Gate {
       const beat = typeof params.heartbeat_ms === "number" && onEvent ? () => onEvent({ heartbeat: true }) : undefined;
       const force = () => forceStopOnHost(this.location, sessionId, beat && { beat, everyMs: params.heartbeat_ms as number });
       if (isStopped(runtime)) return force();
-      return sent(socket).catch((error: unknown) => {
-        if (isApexError(error) && error.code === "APEX_E_TIMEOUT" && this.supervisorOf(sessionId)?.pid === runtime!.pid) return force();
-        throw error;
-      });
+      // The server's own heartbeat while it waits on the supervisor: one silent for the server's window is
+      // forced then. Without it, the client's window (the same by default) ran out with the server's, and the
+      // client gave up as the force began.
+      const beating = beat && setInterval(beat, Math.max(100, params.heartbeat_ms as number));
+      // A few seconds of silence, as a local `stop --force` waits (cli/session/lifecycle-wait.ts FORCE_IDLE_MS), not the whole idle window (10 minutes by default).
+      const asked = typeof params.heartbeat_ms === "number" ? this.channelTo(socket).call(method, params, Math.min(idleWindowMs(), FORCE_IDLE_MS), onEvent ?? (() => {})) : sent(socket);
+      return asked
+        .finally(() => clearInterval(beating))
+        .catch((error: unknown) => {
+          if (isApexError(error) && error.code === "APEX_E_TIMEOUT" && this.supervisorOf(sessionId)?.pid === runtime!.pid) return force();
+          throw error;
+        });
     }
     if (socket && !read) return sent(socket);
     // A read of a stopped supervisor is the store's at once (frozen.ts).
