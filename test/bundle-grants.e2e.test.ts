@@ -156,18 +156,7 @@ describe("access grants and bundles", () => {
     const checkpoint = (JSON.parse(ok(b, ["checkpoint", "list", "--session", victim, "--json"]).stdout) as { items: Array<{ sequence: number }> }).items.at(-1)!;
 
     // A bundle from elsewhere, its session record claiming a branch point in b's session (whose id its author learned).
-    const a = new Project(CONFIG, "apex-grants-");
-    const sid = a.start(["--task", "an innocent session"]).session_id;
-    ok(a, ["stop"]);
-    const file = join(a.dir, "x.apexbundle");
-    ok(a, ["session", "export", sid, "-o", file]);
-    const input = bundleInput(readBundle(readFileSync(file), {}));
-    const entry = input.records.find(([path]) => path === `/sessions/history/${sid}`)!;
-    entry[1] = { ...(entry[1] as Record<string, never>), parent_checkpoint: { id: "a1b2c3d4-0000-4000-8000-000000000000", session_id: victim, sequence: checkpoint.sequence, name: "checkpoint-001" }, parent_session: victim };
-    const crafted = join(a.dir, "crafted.apexbundle");
-    writeFileSync(crafted, (await encodeBundle(input, "brotli")).file);
-
-    ok(b, ["session", "import", crafted]);
+    const sid = await importClaimingParent(b, { session_id: victim, sequence: checkpoint.sequence });
     const { token } = share(b, sid, "mallory", "viewer");
     const url = await serve(b, stops);
     for (const args of [["session", "list", "--json"], ["session", "tree", "--json"], ["session", "history", "--json"]]) {
