@@ -11,6 +11,8 @@ import { remote, serve, share } from "./support/serve.js";
 import { stopsAfterEach } from "./support/cleanup.js";
 import { encodeBundle, readBundle } from "../plugins/archive/bundle.js";
 import { bundleInput } from "./helpers/craft.js";
+import { openStore } from "../core/store/open.js";
+import { manifestPath } from "../plugins/checkpoint/manifest.js";
 
 const CONFIG = shellAgents({ alpha: "while true; do sleep 0.2; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n  archive: {}\n");
 
@@ -229,6 +231,49 @@ describe("access grants and bundles", () => {
     ok(b, ["checkpoint", "delete", `${source}/checkpoint-003`, "--force"]);
     // Its session's record keeps the ids they had, and nothing of a checkpoint no edge named.
     ok(b, ["checkpoint", "delete", `${source}/checkpoint-001`]);
+    expect(deletedPoints(b, source)).toEqual([
+      { id: branch.parent_checkpoint.id, sequence: 2 },
+      { id: merge.source.checkpoint.id, sequence: 3 },
+    ]);
+    const url = await serve(b, stops);
+    for (const [index, sid] of [branch.session_id, destination].entries()) {
+      for (const { args, text, sessions } of seenBy(b, url, sid, `bob${index}`)) {
+        expect(sessions, `${args} of ${index}`).toContain(source);
+        if (args.includes("list")) expect(text, args).toContain("where it came from");
+      }
+    }
+  }, 120_000);
+
+  it("a branch whose branch point, and a merge whose merged-in checkpoint, a repair dropped (their manifests no longer decode) still show that session to a grant of theirs", async () => {
+    const b = new Project(CONFIG, "apex-grants-");
+    const destination = b.start(["--task", "merged into"]).session_id;
+    ok(b, ["stop"]);
+    const source = b.start(["--task", "where it came from"]).session_id;
+    ok(b, ["memory", "set", "/plan", '"shared"']);
+    ok(b, ["checkpoint", "create", "the branch point"]);
+    ok(b, ["memory", "set", "/plan", '"merged"']);
+    ok(b, ["checkpoint", "create", "merged in"]);
+    ok(b, ["stop"]);
+    const branch = JSON.parse(ok(b, ["session", "branch", `${source}/checkpoint-002`, "real-branch", "--json"]).stdout) as { session_id: string; parent_checkpoint: { id: string } };
+    const merge = JSON.parse(ok(b, ["session", "merge", source, destination, "--json"]).stdout) as { applied: string; source: { checkpoint: { id: string; name: string } } };
+    expect(merge).toMatchObject({ applied: "checkpoint", source: { checkpoint: { name: "checkpoint-003" } } });
+    // The manifests of the branch point, the checkpoint merged in and the start's checkpoint (no edge names it) no longer decode: the repair drops all three, their ids known from the catalog.
+    const store = await openStore(b.storeDir);
+    try {
+      const raw = store.table("kv", { keys: "string", values: "binary" });
+      await store.transaction(() => {
+        for (const sequence of [1, 2, 3]) raw.put(manifestPath(source, sequence), Buffer.from([0xc1]));
+      });
+    } finally {
+      await store.close();
+    }
+    const repaired = b.apex(["session", "repair", "--json"]);
+    expect(repaired.status, repaired.stdout + repaired.stderr).toBe(0);
+    const removals = (JSON.parse(repaired.stdout) as { actions: Array<{ action: string; target: string; reason: string }> }).actions.filter((action) => action.action === "remove-checkpoint");
+    expect(removals.map((action) => action.target)).toEqual([1, 2, 3].map((sequence) => `${source}/checkpoint-00${sequence}`));
+    expect(removals.map((action) => action.reason.includes("its session's record keeps its id"))).toEqual([false, true, true]);
+    expect(JSON.parse(ok(b, ["checkpoint", "list", "--session", source, "--json"]).stdout)).toMatchObject({ total: 0 });
+    // Its session's record keeps the ids they had, and nothing of the checkpoint no edge named, as `checkpoint delete --force` keeps them.
     expect(deletedPoints(b, source)).toEqual([
       { id: branch.parent_checkpoint.id, sequence: 2 },
       { id: merge.source.checkpoint.id, sequence: 3 },

@@ -194,6 +194,47 @@ export function isDeletedPoint(store: Store, sessionId: string, sequence: number
   });
 }
 
+/**
+ * Of `slots` (checkpoints a repair drops, with the ids their catalog summary and manifest give),
+ * those an edge of another session names under one of those ids (a branch's `parent_checkpoint`,
+ * what a merge took in), with that id: what recordDeletedPoint keeps, as `checkpoint delete
+ * --force` keeps them, so that a grant's ancestry still follows the edge. Read before any of them
+ * goes; a session whose records do not read names nothing (the repair may be removing them).
+ */
+export function pointsEdgesName(store: Store, slots: ReadonlyArray<Point & { ids: ReadonlyArray<string | undefined> }>): Located[] {
+  if (slots.length === 0) return [];
+  const named = new Set<string>();
+  const name = (point: Point, id: unknown) => {
+    if (typeof id === "string") named.add(`${point.sessionId}\u0000${point.sequence}\u0000${id}`);
+  };
+  // Keys only, as dependents.ts knownSessions reads them: a damaged record must not stop the repair.
+  const sessions = new Set<string>();
+  for (const path of store.keysBelow("/sessions")) {
+    const segments = path.slice("/sessions/".length).split("/");
+    if (segments.length === 1) sessions.add(segments[0]!);
+    else if (segments.length === 2 && segments[0] === "history") sessions.add(segments[1]!);
+  }
+  try {
+    for (const { sessionId } of Catalog.of(store).counters()) sessions.add(sessionId);
+  } catch {
+    // a counter that does not read: its session is known by its record, if by anything
+  }
+  for (const sessionId of sessions) {
+    try {
+      const branch = branchPointOf(store, sessionId);
+      const parent = sessionRecord(store, sessionId)?.parent_checkpoint;
+      if (branch && isRecord(parent)) name(branch, parent.id);
+      for (const from of mergedInto(store, sessionId, Number.MAX_SAFE_INTEGER)) name(from, from.id);
+    } catch {
+      // records that do not read: no edge from them
+    }
+  }
+  return slots.flatMap((slot) => {
+    const id = [...new Set(slot.ids)].find((candidate) => candidate !== undefined && named.has(`${slot.sessionId}\u0000${slot.sequence}\u0000${candidate}`));
+    return id === undefined ? [] : [{ sessionId: slot.sessionId, sequence: slot.sequence, id }];
+  });
+}
+
 function writeMergeEntry(store: Store, located: Located, entry: { [key: string]: JsonValue }, field: string, actor: string): void {
   for (const path of [`/sessions/${located.sessionId}`, `/sessions/history/${located.sessionId}`]) {
     let record: JsonValue | undefined;

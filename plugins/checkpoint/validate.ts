@@ -35,7 +35,7 @@ import { RECORDS_AT_ONCE, checkLiveRecords, loggedChanges, readMany, type LiveRe
 import { identityProblem } from "./record-identity.js";
 import { decodeValue } from "../value-codec.js";
 import { describeValue } from "../owned-paths.js";
-import { BRANCH_TRIGGER, MERGE_TRIGGER } from "./merge-base.js";
+import { BRANCH_TRIGGER, MERGE_TRIGGER, pointsEdgesName, recordDeletedPoint } from "./merge-base.js";
 import { forgetLangGraphLeftovers, langGraphLeftovers, threadLabel, type LangGraphLeftover } from "./langgraph-index.js";
 import { CURRENT_SESSION_PATH, PROJECT_CONFIG_PATH, historyPath, memoryRootOf } from "../../core/session/records.js";
 import { shortSessionId } from "../../core/session/names.js";
@@ -1191,6 +1191,13 @@ export async function repairStore(store: Store, options: RepairOptions = {}): Pr
       }
     }
     for (const id of after.danglingIds) actions.push({ action: "remove-index", target: id, reason: "id record of a checkpoint that does not exist" });
+    // Those another session's edge names (a branch point, one merged in): their session's records keep
+    // their ids, as `checkpoint delete --force` keeps them (merge-base.ts DELETED_POINTS_FIELD), read now, before any goes.
+    const keptPoints = pointsEdgesName(store, [...removedSlots].map((entry) => ({ sessionId: entry.sessionId, sequence: entry.sequence, ids: [entry.summary?.id, entry.manifest?.id] })));
+    for (const point of keptPoints) {
+      const action = actions.find((candidate) => candidate.target === `${point.sessionId}/${checkpointName(point.sequence)}` && (candidate.action === "remove-checkpoint" || candidate.action === "remove-index"));
+      if (action) action.reason += `; its session's record keeps its id ${point.id}, which another session's branch or merge names`;
+    }
     // LangGraph's records of the checkpoints removed (and of those removed before): an index
     // record and its writes go, a head moves to the newest step kept (langgraph-index.ts), as
     // a delete does them (forgetLangGraphStep). Found from the index, not the removed manifests,
@@ -1284,6 +1291,8 @@ export async function repairStore(store: Store, options: RepairOptions = {}): Pr
         for (const ended of after.undatedEnded) batch.set(ended.path, { ...ended.record, ended_at: ended.endedAt } as JsonValue);
       }, actor);
     }
+    // After the records' own fixes, which write a session record as read before (an ended one's date) or delete it (one that does not decode).
+    for (const point of keptPoints) recordDeletedPoint(store, point, actor);
     result = { dryRun, actions, before: before.report, after: runValidation(store, objects.view({ fresh: true }), {}).report };
   };
   if (dryRun) run();
