@@ -107,11 +107,12 @@ export const recordlessMergesPath = (sessionId: string) => `/sessions/${sessionI
 
 /**
  * Where a session's record keeps its checkpoints that edges of other sessions named (a branch
- * point, a checkpoint merged in) once deleted with `checkpoint delete --force` (recordDeletedPoint):
- * [{id, sequence}], in its record, else at recordlessMergesPath. Such an edge is kept by the other
- * session's record, which says what its bundle said: a grant's ancestry (sharing/archive.ts
- * sessionAncestry) follows one to a deleted checkpoint only under the id its own session kept here.
- * Only those checkpoints, which only --force deletes: retention keeps them, and the list stays small.
+ * point, a checkpoint merged in) once deleted with `checkpoint delete --force`, or dropped by
+ * `session repair` (pointsEdgesName), by recordDeletedPoint: [{id, sequence}], in its record, else
+ * at recordlessMergesPath. Such an edge is kept by the other session's record, which says what its
+ * bundle said: a grant's ancestry (sharing/archive.ts sessionAncestry) follows one to a deleted
+ * checkpoint only under the id its own session kept here. Only those checkpoints, which only
+ * --force and a repair delete: retention keeps them, and the list stays small.
  */
 export const DELETED_POINTS_FIELD = "deleted_points";
 
