@@ -29,6 +29,7 @@ import {
   type CheckpointMetadata,
   type CheckpointPendingWrite,
   type CheckpointTuple,
+  type DeltaChannelHistory,
   type PendingWrite,
   type SerializerProtocol,
 } from "@langchain/langgraph-checkpoint";
@@ -162,9 +163,62 @@ export class ApexSaver extends BaseCheckpointSaver {
     if (threadId === undefined || threadId === null) return undefined;
     const ns = (config.configurable?.checkpoint_ns as string | undefined) ?? "";
     const checkpointId = (config.configurable?.checkpoint_id as string | undefined) ?? undefined;
-    const record = (await this.tracked(this.read("langgraph.getTuple", { thread_id: String(threadId), checkpoint_ns: ns, ...(checkpointId ? { checkpoint_id: checkpointId } : {}), columns: true }))) as TupleRecord | null | undefined;
+    const record = await this.tupleRecord(String(threadId), ns, checkpointId);
     if (!record) return undefined;
     return this.tupleOf(record, true);
+  }
+
+  private async tupleRecord(threadId: string, ns: string, checkpointId: string | undefined): Promise<TupleRecord | undefined> {
+    const record = (await this.tracked(this.read("langgraph.getTuple", { thread_id: threadId, checkpoint_ns: ns, ...(checkpointId ? { checkpoint_id: checkpointId } : {}), columns: true }))) as TupleRecord | null | undefined;
+    return record ?? undefined;
+  }
+
+  /**
+   * What LangGraph rebuilds a delta channel (`DeltaChannel`, `MessagesDeltaValue`) from: the
+   * pending writes of the step's parents, back to one holding the channel's value. BaseCheckpointSaver
+   * walks the parents by getTuple; a step a branch or a merge carried from another session has
+   * its parents in that session, not this one, and carries what the walk needs of them instead
+   * (`history`, plugins/checkpoint/langgraph-branch.ts): the walk goes on there. (It ended at the
+   * carried step: a graph continued in a branch had lost the messages before the branch point.)
+   */
+  override async getDeltaChannelHistory(options: { config: RunnableConfig; channels: string[] }): Promise<Record<string, DeltaChannelHistory>> {
+    const { config, channels } = options;
+    if (channels.length === 0) return {};
+    const threadId = config.configurable?.thread_id as string | undefined;
+    const ns = (config.configurable?.checkpoint_ns as string | undefined) ?? "";
+    const remaining = new Set(channels);
+    /** Per channel, each step's writes to it, newest step first. */
+    const collected = new Map<string, CheckpointPendingWrite[][]>(channels.map((channel) => [channel, []]));
+    const seeds = new Map<string, unknown>();
+    const take = (tuple: CheckpointTuple) => {
+      for (const channel of remaining) collected.get(channel)!.push(tuple.pendingWrites?.filter((write) => write[1] === channel) ?? []);
+      for (const channel of [...remaining]) {
+        if (!hasOwn(tuple.checkpoint.channel_values, channel)) continue;
+        seeds.set(channel, tuple.checkpoint.channel_values[channel]);
+        remaining.delete(channel);
+      }
+    };
+    let record = threadId === undefined || threadId === null ? undefined : await this.tupleRecord(String(threadId), ns, (config.configurable?.checkpoint_id as string | undefined) ?? undefined);
+    while (record && remaining.size > 0) {
+      if (record.history) {
+        const carried = record;
+        for (const step of carried.history!) {
+          if (remaining.size === 0) break;
+          const columns = step.seed ?? { names: [], versions: [], values: [], splits: [] };
+          take(await this.tupleOf({ ...carried, checkpoint_id: step.checkpoint_id, parent_id: null, channels: {}, columns, writes: step.writes, format: Math.max(carried.format, 4) }, false));
+        }
+        break;
+      }
+      if (record.parent_id === null) break;
+      record = await this.tupleRecord(record.thread_id, record.checkpoint_ns, record.parent_id);
+      if (record) take(await this.tupleOf(record, false));
+    }
+    const result: Record<string, DeltaChannelHistory> = {};
+    for (const channel of channels) {
+      const writes = collected.get(channel)!.reverse().flat();
+      result[channel] = seeds.has(channel) ? { writes, seed: seeds.get(channel) } : { writes };
+    }
+    return result;
   }
 
   override async *list(config: RunnableConfig, options: CheckpointListOptions = {}): AsyncGenerator<CheckpointTuple> {

@@ -14,9 +14,12 @@
  * a task that completed since) is the parent's later history, which the branch is made to run
  * otherwise. Writes of stores written before carry no mark and come along.
  */
+import { ApexError } from "../../core/errors.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
+import { LangGraphStore, type ChannelColumns, type HistoryStep } from "./langgraph.js";
 import { checkpointKey, deletedPath, headPath, heldSteps, indexDir, segmentName, threadLabel, writesDir } from "./langgraph-index.js";
 import { isRecord, type CheckpointManifest } from "./manifest.js";
+import { DEFAULT_SCOPE } from "./scope.js";
 
 export interface InheritedThreads {
   /** Thread namespaces carried (as threadLabel shows them). */
@@ -54,10 +57,12 @@ export function threadSteps(store: Store, checkpoint: Pick<CheckpointManifest, "
  */
 export function carrySteps(store: Store, steps: readonly ThreadStep[], source: Pick<CheckpointManifest, "session_id" | "sequence">, target: Pick<CheckpointManifest, "session_id" | "id" | "sequence">, actor: string): void {
   if (steps.length === 0) return;
+  const histories = steps.map((step) => (step.index ? deltaChannelHistory(store, source, step.threadId, step.ns, step.index) : undefined));
   store.batchSync((batch) => {
-    for (const { threadId, ns, checkpointId, index } of steps) {
+    for (const [at, { threadId, ns, checkpointId, index }] of steps.entries()) {
       if (!index) continue;
-      batch.set(checkpointKey(target.session_id, threadId, ns, checkpointId), { ...index, apex_id: target.id, sequence: target.sequence });
+      const history = histories[at];
+      batch.set(checkpointKey(target.session_id, threadId, ns, checkpointId), { ...index, apex_id: target.id, sequence: target.sequence, ...(history ? { history: history as unknown as JsonValue } : {}) });
       batch.set(headPath(target.session_id, threadId, ns), { apex_id: target.id, checkpoint_id: checkpointId });
       const from = writesDir(source.session_id, threadId, ns, checkpointId);
       const to = writesDir(target.session_id, threadId, ns, checkpointId);
@@ -69,6 +74,70 @@ export function carrySteps(store: Store, steps: readonly ThreadStep[], source: P
       }
     }
   }, actor);
+}
+
+/**
+ * What a step carried out of `source`'s session needs of the steps before it to rebuild its delta
+ * channels (`DeltaChannel`, `MessagesDeltaValue`: LangGraph 1.7 and later), which the carrying
+ * session does not have: a graph resuming in a branch from the step it was at walks back through
+ * the step's parents (getDeltaChannelHistory), and found none there, so the channel (a chat's
+ * messages) came back empty, or with the steps after its last snapshot lost. Each parent's
+ * pending writes to those channels (made before `source` was taken), back to the step that holds
+ * each one's value (its seed); a parent itself carried brings its own history along (a branch of
+ * a branch). Copied, as the step is: what the source session deletes after (its steps, the
+ * thread) changes nothing in the carrying session. The delta channels are those the step's
+ * metadata names (`counters_since_delta_snapshot`); undefined when there are none, or its
+ * metadata is not JSON (nothing tells them).
+ */
+function deltaChannelHistory(store: Store, source: Pick<CheckpointManifest, "session_id" | "sequence">, threadId: string, ns: string, index: Record<string, JsonValue>): HistoryStep[] | undefined {
+  const counters = isRecord(index.metadata_json) ? index.metadata_json.counters_since_delta_snapshot : undefined;
+  const remaining = new Set(isRecord(counters) ? Object.keys(counters) : []);
+  if (remaining.size === 0) return undefined;
+  const reader = historyReader(store);
+  const steps: HistoryStep[] = [];
+  let current: { parent_id?: unknown; history?: unknown } = index;
+  while (remaining.size > 0) {
+    if (Array.isArray(current.history)) {
+      // Carried into the source itself: the history it came with.
+      for (const step of current.history as HistoryStep[]) {
+        if (remaining.size === 0) break;
+        steps.push(narrowed(step, remaining, undefined));
+      }
+      break;
+    }
+    if (typeof current.parent_id !== "string") break;
+    const parent = reader.getTuple(source.session_id, threadId, ns, current.parent_id, true);
+    if (!parent?.columns) break;
+    steps.push(narrowed({ checkpoint_id: parent.checkpoint_id, writes: parent.writes, seed: parent.columns }, remaining, source.sequence));
+    current = parent;
+  }
+  return steps;
+}
+
+/** A history step with only the writes to and values of `remaining` (those it seeds leave it); writes made at or after `before` (a sequence) left out. */
+function narrowed(step: HistoryStep, remaining: Set<string>, before: number | undefined): HistoryStep {
+  const writes = step.writes.filter((write) => remaining.has(write.channel) && !(before !== undefined && typeof write.after === "number" && write.after >= before));
+  const seed: ChannelColumns = { names: [], versions: [], values: [], splits: [] };
+  const columns = step.seed;
+  if (columns) {
+    for (let i = 0; i < columns.names.length; i++) {
+      const name = columns.names[i]!;
+      if (!remaining.has(name) || ((columns.values[i] ?? null) === null && (columns.splits[i] ?? null) === null)) continue;
+      seed.names.push(name);
+      seed.versions.push(columns.versions[i]!);
+      seed.values.push(columns.values[i] ?? null);
+      seed.splits.push(columns.splits[i] ?? null);
+    }
+  }
+  for (const name of seed.names) remaining.delete(name);
+  return { checkpoint_id: step.checkpoint_id, writes, ...(seed.names.length > 0 ? { seed } : {}) };
+}
+
+function historyReader(store: Store): LangGraphStore {
+  return new LangGraphStore(store, {
+    scope: { include: [...DEFAULT_SCOPE.include], exclude: [...DEFAULT_SCOPE.exclude] },
+    serialize: () => Promise.reject(new ApexError("APEX_E_INTERNAL", "This LangGraph store only reads.")),
+  });
 }
 
 /**

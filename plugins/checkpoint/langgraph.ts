@@ -146,6 +146,22 @@ export interface TupleRecord {
   parent_sends?: StoredWrite[];
   /** The APEX checkpoint that holds it. */
   apex: { id: string; session_id: string; name: string };
+  /** A step a branch or a merge carried from another session: what its delta channels are rebuilt from (HistoryStep). */
+  history?: HistoryStep[];
+}
+
+/**
+ * One step before a step carried into another session (a branch's first checkpoint, a merge
+ * checkpoint: langgraph-branch.ts), as the step's delta channels (`DeltaChannel`) need it: a
+ * graph rebuilds such a channel from the pending writes of the step's parents, back to one
+ * holding its value, and those parents are not the carrying session's. `writes`: the step's
+ * pending writes to those channels; `seed`: the channels whose value the step holds (there the
+ * rebuild stops), as getTuple's columns. Newest first: the carried step's parent, its parent, ….
+ */
+export interface HistoryStep {
+  checkpoint_id: string;
+  writes: StoredWrite[];
+  seed?: ChannelColumns;
 }
 
 /**
@@ -184,6 +200,8 @@ interface IndexRecord {
   metadata: SerializedValue;
   /** The metadata as JSON when the serializer wrote JSON: what `list` filters on. */
   metadata_json?: JsonValue;
+  /** A carried step's delta channel history (HistoryStep). */
+  history?: HistoryStep[];
 }
 
 /** The special channels LangGraph writes with fixed negative indexes (WRITES_IDX_MAP), replaced instead of kept. */
@@ -598,6 +616,7 @@ export class LangGraphStore {
       ...(columns ? { columns: read } : {}),
       writes: this.writesOf(sessionId, threadId, ns, checkpointId),
       apex: { id: manifest.id, session_id: manifest.session_id, name: manifest.name },
+      ...(Array.isArray(index.history) ? { history: index.history } : {}),
     };
     if (index.format < 4 && index.parent_id !== null) {
       tuple.parent_sends = this.writesOf(sessionId, threadId, ns, index.parent_id).filter((write) => write.channel === TASKS_CHANNEL);
