@@ -4,7 +4,8 @@
 // their pending writes, to a step holding a snapshot: in a branch, the steps before the branch
 // point are the source session's. The branch sees, and goes on from, the whole history as a
 // MemorySaver run of the same inputs does; whatever the source deletes after (its old steps)
-// changes nothing in it, and nor does retention in the branch.
+// changes nothing in it, and nor does retention in the branch. Merged back, the thread goes on
+// in the source from the branch's step, with that same history.
 import { AIMessage, HumanMessage, type BaseMessage } from "@langchain/core/messages";
 import { BaseCheckpointSaver, MemorySaver } from "@langchain/langgraph-checkpoint";
 import { DeltaValue, END, MessagesDeltaValue, START, StateGraph, StateSchema, messagesDeltaReducer } from "@langchain/langgraph";
@@ -116,6 +117,16 @@ describe("a delta channel in a branch session", () => {
       const latest = (JSON.parse(project.apex(["checkpoint", "list", "--session", "exp", "--json"]).stdout) as Listed).items.find((item) => item.trigger === "langgraph")!.name;
       expect(project.apex(["session", "branch", `exp/${latest}`, "exp2"]).status).toBe(0);
       expect(shown((await graph(saverOf(project, "exp2")).getState(thread)).values.messages)).toEqual(expected);
+
+      // Merged back into the source (both stepped the thread: the branch's side taken), the source goes on from
+      // the branch's step with the whole history, its own steps before the branch point included.
+      const merged = project.apex(["session", "merge", "exp", source, "--strategy", "theirs", "--json"]);
+      expect(merged.status, merged.stderr).toBe(0);
+      expect(shown((await graph(saverOf(project, source)).getState(thread)).values.messages)).toEqual(expected);
+      project.start(["--continue", source]);
+      const next = (await graph(saverOf(project, source)).invoke(turn("s7"), thread)).messages;
+      expect(shown(next)).toEqual(await memory([...before, ...inBranch, "s7"]));
+      expect(project.apex(["stop"]).status).toBe(0);
 
       const validated = project.apex(["session", "validate", "--json"]);
       expect(validated.status, validated.stdout).toBe(0);
