@@ -2,8 +2,10 @@
 // CLI: the branch resumes each thread from where it was at the branch point, with the pending
 // writes made before it and none made after; what the parent does next (steps, deleteThread,
 // retention) changes nothing in the branch; the branch's first checkpoint deleted takes the
-// steps it held along.
-import { uuid6, type Checkpoint } from "@langchain/langgraph-checkpoint";
+// steps it held along. A delta channel's history before the branch point comes along with the step.
+import { AIMessage, HumanMessage, type BaseMessage } from "@langchain/core/messages";
+import { MemorySaver, uuid6, type BaseCheckpointSaver, type Checkpoint } from "@langchain/langgraph-checkpoint";
+import { END, MessagesDeltaValue, START, StateGraph, StateSchema } from "@langchain/langgraph";
 import { afterEach, describe, expect, it } from "vitest";
 import { ApexSaver } from "../integrations/langgraph/index.js";
 import type { Store } from "../core/store/store.js";
@@ -120,6 +122,44 @@ describe("LangGraph threads in a branch session", () => {
         expect([...store.keysBelow(`/sessions/${branchId}/langgraph-heads`)]).toEqual([]);
         expect(validateStore(store)).toMatchObject({ ok: true, problems: [] });
       });
+    });
+  });
+
+  forEachBackend((backend) => {
+    it("a delta channel (MessagesDeltaValue) is read in the branch with the steps before the branch point, which are the parent's: the branch carries their writes (it read the messages empty)", async () => {
+      const storeUrl = backend ? (await backend.env()).APEX_STORE_URL : undefined;
+      const project = await langGraphProject("apex-langgraph-branch-", "plugins:\n  checkpoint: {}\n", { storeUrl });
+      cleanups.push(project.cleanup);
+      const { dir, sessionId } = project;
+      const State = new StateSchema({ messages: MessagesDeltaValue });
+      const graph = (checkpointer: BaseCheckpointSaver) =>
+        new StateGraph(State)
+          .addNode("reply", (state) => ({ messages: [new AIMessage({ id: `ai-${String(state.messages.at(-1)!.id)}`, content: `${state.messages.length} seen` })] }))
+          .addEdge(START, "reply")
+          .addEdge("reply", END)
+          .compile({ checkpointer });
+      const turn = (text: string) => ({ messages: [new HumanMessage({ id: text, content: text })] });
+      const shown = (messages: BaseMessage[]) => messages.map((message) => [message.getType(), message.id, message.content]);
+      const config = { configurable: { thread_id: "chat" } };
+      const parent = saverOf(dir);
+      const memory = new MemorySaver();
+      for (const text of ["one", "two", "three"]) {
+        await graph(parent).invoke(turn(text), config);
+        await graph(memory).invoke(turn(text), config);
+      }
+      await parent.close();
+      const stepName = await withStore(dir, (store) => listCheckpoints(store, sessionId, { limit: 100 }).items.find((item) => item.trigger === "langgraph")!.name);
+      const branched = runApex(["session", "branch", stepName, "chat-branch", "--json"], { cwd: dir });
+      expect(branched.status, branched.stderr).toBe(0);
+      const expected = shown((await graph(memory).getState(config)).values.messages);
+      expect(expected).toHaveLength(6);
+      expect(shown((await graph(saverOf(dir, "chat-branch")).getState(config)).values.messages)).toEqual(expected);
+      // The parent's thread deleted: the branch has what it needs of it.
+      const parent2 = saverOf(dir);
+      await parent2.deleteThread("chat");
+      await parent2.close();
+      expect(shown((await graph(saverOf(dir, "chat-branch")).getState(config)).values.messages)).toEqual(expected);
+      expect(await withStore(dir, (store) => validateStore(store))).toMatchObject({ ok: true, problems: [] });
     });
   });
 
