@@ -108,7 +108,9 @@ function deltaChannelHistory(store: Store, source: Pick<CheckpointManifest, "ses
     if (typeof current.parent_id !== "string") break;
     const parent = reader.getTuple(source.session_id, threadId, ns, current.parent_id, true);
     if (!parent?.columns) break;
-    steps.push(narrowed({ checkpoint_id: parent.checkpoint_id, writes: parent.writes, seed: parent.columns }, remaining, source.sequence));
+    const step = narrowed({ checkpoint_id: parent.checkpoint_id, writes: parent.writes, seed: parent.columns }, remaining, source.sequence);
+    // A step that wrote none of them tells the rebuild nothing (a channel updated rarely goes up to 5,000 steps between snapshots).
+    if (step.writes.length > 0 || step.seed) steps.push(step);
     current = parent;
   }
   return steps;
