@@ -1,0 +1,76 @@
+// What a server that is not (or no longer) a faithful `apex serve` can make `apex --remote …` do
+// with the shape of its replies: a hostile HTTP server on loopback answers as `apex serve` would,
+// with crafted content, and the built CLI is run against it. Control characters in its text are
+// terminal-safety.e2e.test.ts's; this file is about replies that would loop or crash.
+import { createServer, type Server } from "node:http";
+import { afterEach, describe, expect, it } from "vitest";
+import { Project, shellAgents } from "./fixtures/agents/harness.js";
+
+const TOKEN = `apx_0123456789abcdef_${"a".repeat(43)}`;
+
+describe("a server's replies", () => {
+  const servers: Server[] = [];
+  let project: Project | undefined;
+  afterEach(async () => {
+    for (const server of servers.splice(0)) await new Promise((resolve) => server.close(resolve));
+    project?.cleanup();
+    project = undefined;
+  });
+
+  /** A server answering each method's call with `answer(method, params)` (a 200 with `{result}`); returns the target and the methods asked, in order. */
+  async function hostile(answer: (method: string, params: Record<string, unknown>) => unknown): Promise<{ target: string; asked: string[] }> {
+    const asked: string[] = [];
+    const server = createServer((request, response) => {
+      let body = "";
+      request.on("data", (chunk) => (body += chunk));
+      request.on("end", () => {
+        const method = decodeURIComponent(request.url!.split("/rpc/")[1] ?? "");
+        asked.push(method);
+        response.writeHead(200, { "content-type": "application/json" });
+        response.end(JSON.stringify({ result: answer(method, JSON.parse(body || "{}") as Record<string, unknown>) }));
+      });
+    });
+    servers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    return { target: `127.0.0.1:${(server.address() as { port: number }).port}/s1`, asked };
+  }
+
+  /** The command's result; one still running after 15 s (asking for ever) is killed, and shows as exit -1. */
+  const run = async (target: string, args: string[]) => {
+    const command = project!.apexAsync(["--remote", target, ...args], { env: { APEX_TOKEN: TOKEN } });
+    const timer = setTimeout(() => command.child.kill("SIGKILL"), 15_000);
+    try {
+      return await command.done;
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+
+  it("memory pages whose `next` makes no progress are refused (APEX_E_RPC) after the page that repeats it: they were asked for ever, every entry kept", async () => {
+    project = new Project(shellAgents({}));
+    let n = 0;
+    const { target, asked } = await hostile((method) =>
+      method === "memory.page" ? { entries: [{ path: `/notes/${n++}`, value: "x".repeat(1000), revision: 1, updated_at: "2026-01-01T00:00:00.000Z" }], next: "/notes/0" } : [],
+    );
+    for (const args of [["memory", "show", "/notes"], ["memory", "query", "/notes/**"]]) {
+      asked.length = 0;
+      const result = await run(target, args);
+      expect(result.status, result.stderr).toBe(1);
+      expect(result.stderr).toContain("APEX_E_RPC");
+      expect(result.stderr).toContain("named before");
+      expect(asked.filter((method) => method === "memory.page")).toHaveLength(2);
+    }
+    // An empty page with a `next` is a page the server left out for the grant: asked on, until a next repeats.
+    let k = 0;
+    const empty = await hostile((method) => (method === "memory.page" ? { entries: [], next: `/z/${Math.min(k++, 2)}` } : []));
+    const refused = await run(empty.target, ["memory", "query", "/**"]);
+    expect(refused.stderr).toContain("named before");
+    expect(empty.asked.filter((method) => method === "memory.page")).toHaveLength(4);
+    // A limit the server answers past: no page more is asked.
+    let m = 0;
+    const past = await hostile((method) => (method === "memory.page" ? { entries: [1, 2, 3].map(() => ({ path: `/n/${m++}`, value: 1, revision: 1, updated_at: "2026-01-01T00:00:00.000Z" })), next: `/n/${m}` } : []));
+    const limited = await run(past.target, ["memory", "query", "/n/**", "--limit", "2", "--json"]);
+    expect(limited.status, limited.stderr).toBe(0);
+    expect(past.asked.filter((method) => method === "memory.page")).toHaveLength(1);
+  }, 60_000);
+});
