@@ -73,4 +73,28 @@ describe("a server's replies", () => {
     expect(limited.status, limited.stderr).toBe(0);
     expect(past.asked.filter((method) => method === "memory.page")).toHaveLength(1);
   }, 60_000);
+
+  it("of another shape than the command reads are APEX_E_RPC naming the method, with nothing printed: they failed half-way as APEX_E_INTERNAL (\"records.map is not a function\")", async () => {
+    project = new Project(shellAgents({}));
+    const commands: Array<[string[], string]> = [
+      [["session", "list"], "session.list"],
+      [["task", "list"], "task.list"],
+      [["task", "show", "t-1"], "task.get"],
+      [["milestone"], "milestone.list"],
+      [["session", "shares"], "share.list"],
+      [["checkpoint", "list"], "checkpoint.list"],
+      [["checkpoint", "show", "c1"], "checkpoint.show"],
+      [["session", "tree"], "session.tree"],
+    ];
+    for (const reply of ["x", 5, {}, [1, null, "x", { a: 1 }], { checkpoints: "x", items: 3, sessions: 1, nodes: 2, manifest: 4 }]) {
+      const { target } = await hostile(() => reply);
+      for (const [args, method] of commands) {
+        const result = await run(target, args);
+        expect(result.status, `${args.join(" ")} ← ${JSON.stringify(reply)}: ${result.stderr}`).toBe(1);
+        expect(result.stderr).toContain(`error[APEX_E_RPC]: http://${target.split("/")[0]} answered ${method} with a reply that is not`);
+        expect(result.stderr).not.toContain("APEX_E_INTERNAL");
+        expect(result.stdout).toBe("");
+      }
+    }
+  }, 120_000);
 });

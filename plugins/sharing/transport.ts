@@ -3,6 +3,7 @@ import type { SessionClient, SessionTransport } from "../../core/session/client.
 import { remoteHint } from "../../cli/remote-commands.js";
 import { callRemote, subscribeRemote } from "./http-client.js";
 import { parseRemote, remoteEndpoint } from "./remote.js";
+import { checkedReply } from "./reply-shapes.js";
 
 /**
  * The remote transport (registered as `http` in plugins/index.ts): a session on another host,
@@ -21,7 +22,9 @@ export const httpTransport: SessionTransport = {
       if (hint === error.hint) throw error;
       throw new ApexError(error.code, error.message, { hint, ...(error.details ? { details: error.details } : {}), ...(error.cause === undefined ? {} : { cause: error.cause }) });
     };
-    const call = (method: string, params: Record<string, unknown> = {}, timeoutMs = 120_000, onEvent?: (event: unknown) => void) => callRemote(endpoint, method, params, timeoutMs, onEvent).catch(remote);
+    // A reply is checked for the shape the command's printer reads before the command sees it (reply-shapes.ts).
+    const call = (method: string, params: Record<string, unknown> = {}, timeoutMs = 120_000, onEvent?: (event: unknown) => void) =>
+      callRemote(endpoint, method, params, timeoutMs, onEvent).then((result) => checkedReply(new URL(endpoint).origin, method, result), remote);
     return {
       via: "remote",
       call,
