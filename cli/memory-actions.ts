@@ -10,6 +10,7 @@ import { openWriter } from "./context.js";
 import { decodeUtf8Input, readInputBytes, readUtf8Input } from "./input-text.js";
 import { refuseInexactNumbers } from "./json-numbers.js";
 import { paint, printJson, withWarnings } from "./output.js";
+import { terminalSafe } from "./terminal-text.js";
 
 /** Read access to the memory, wherever openSessionClient reaches the session. */
 export interface MemoryReader {
@@ -147,9 +148,9 @@ export async function queryMemory(
       await writeChunked(options.keys ? chunkLines([JSON.stringify(entries.map((entry) => entry.path), null, 2)]) : jsonObjectChunks(entries));
       return;
     }
-    const lines = options.keys
-      ? entries.map((entry) => entry.path)
-      : entries.map((entry) => `${paint(entry.path, "cyan")}  ${JSON.stringify(entry.value)}`);
+    // A path on one line: this store's paths hold no control character, a server's answer may (a line break forged an entry below).
+    const path = (entry: Entry) => terminalSafe(entry.path, { singleLine: true });
+    const lines = options.keys ? entries.map(path) : entries.map((entry) => `${paint(path(entry), "cyan")}  ${JSON.stringify(entry.value)}`);
     if (lines.length > 0) await writeChunked(chunkLines(lines));
   } finally {
     await reader.close();

@@ -97,4 +97,28 @@ describe("a server's replies", () => {
       }
     }
   }, 120_000);
+
+  it("cannot forge output lines with line breaks in names, ids, paths and numbers (the terminal guard keeps newlines): each value stays on its line", async () => {
+    project = new Project(shellAgents({}));
+    const s = "v\nFORGED line";
+    const { target } = await hostile((method) => {
+      if (method === "checkpoint.show") {
+        return {
+          checkpoint_id: s, session_id: s, session_name: s, name: s, tasks: { [s]: { title: s, status: s } }, agent_states: { [s]: { status: s, current_task: s } },
+          memory_keys: [s], memory_keys_count: 1, memory_keys_next_offset: null, git_state: null,
+          manifest: { id: s, name: s, session_id: s, created_at: s, trigger: s, description: s, pinned: false, parent: s, revision: s, memory: { keys: 1, root: null, scope: { include: [s] } }, data: {} },
+        };
+      }
+      if (method === "checkpoint.list") return { session_id: s, session_name: s, total: 1, taken: 1, offset: 0, limit: 20, order: s, items: [{ id: s, name: s, sequence: 1, created_at: s, trigger: s, description: s, pinned: false, revision: 1, kept_by: null }] };
+      if (method === "session.tree") return { sessions: [{ session_id: s, name: s, status: s, created_at: s, parent: null, checkpoints: 1, latest: s }], nodes: [{ id: s, session_id: s, name: s, sequence: 1, trigger: s, description: s, created_at: s, parents: [], folded: 0, head: true }] };
+      if (method === "memory.page") return { entries: [{ path: s, value: s, revision: 1, updated_at: s }] };
+      return [{ n: s, at: s, text: s, by: s }];
+    });
+    for (const args of [["checkpoint", "show", "c1"], ["checkpoint", "list"], ["session", "tree"], ["memory", "query", "/**"], ["memory", "query", "/**", "--keys"], ["milestone"]]) {
+      const result = await run(target, args);
+      expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(0);
+      expect(result.stdout).toContain("\\u000aFORGED line");
+      expect(result.stdout, args.join(" ")).not.toMatch(/^FORGED/m);
+    }
+  }, 60_000);
 });

@@ -184,7 +184,7 @@ export async function milestone(location: ProjectLocation, text: string | undefi
     const list = task === undefined ? all : all.filter((item) => item.task === task);
     if (options.json) printJson(list);
     else if (list.length === 0) printLine(task === undefined ? 'No milestones yet. Record one with `apex milestone "…"`.' : `No milestones of ${task}.`);
-    else for (const item of list) printLine(`${String(item.n ?? "?").padStart(3)}  ${visibleText(known(item.at))}  ${visibleText(known(item.text))}${item.task ? ` (${visibleText(String(item.task))})` : ""}  ${paint(visibleText(known(item.by)), "gray")}`);
+    else for (const item of list) printLine(`${visibleText(String(item.n ?? "?")).padStart(3)}  ${visibleText(known(item.at))}  ${visibleText(known(item.text))}${item.task ? ` (${visibleText(String(item.task))})` : ""}  ${paint(visibleText(known(item.by)), "gray")}`);
     return;
   }
   const recording = { doing: "recording a milestone", work: "its plugins' afterMilestone hooks run then: a checkpoint may take a while", underWay: "The milestone is most likely recorded already (the hooks run after): `apex milestone` lists them." };

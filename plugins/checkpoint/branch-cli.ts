@@ -9,7 +9,7 @@ import { accessSync, constants, existsSync, mkdirSync, readdirSync, realpathSync
 import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { currentActor } from "../../core/actor.js";
-import { paint, plural, printJson, printLine } from "../../cli/output.js";
+import { paint, plural, printJson, printLine, visibleText } from "../../cli/output.js";
 import { worktreeBackHint, worktreeOnBranch } from "../../cli/git-worktrees.js";
 import { ApexError, isApexError } from "../../core/errors.js";
 import { checkpointServiceFor } from "../../core/session/checkpoints.js";
@@ -835,5 +835,6 @@ export async function treeCommand(location: ProjectLocation, options: { json?: b
     printLine("No checkpoints yet: the tree is drawn from them.");
     return;
   }
-  for (const line of drawTree(tree, backups)) printLine(line);
+  // One line each, whatever a description, a name or (from another host) any text holds: a line break started a line of its own.
+  for (const line of drawTree(tree, backups)) printLine(visibleText(line));
 }

@@ -321,7 +321,7 @@ export async function showCheckpointCommand(location: ProjectLocation, ref: stri
   );
   if (options.json) return printJson(record);
   const m = record.manifest;
-  printLine(`${paint(m.name, "bold")}  ${m.id}`);
+  printLine(`${paint(visibleText(m.name), "bold")}  ${visibleText(m.id)}`);
   // One line each, whatever the value holds (a description, a LangGraph step's ids and metadata: a line break started a line of its own).
   const row = (label: string, value: string) => printLine(`  ${label.padEnd(12)} ${visibleText(value)}`);
   // The session as session list prints it, by name or short id (a supervisor older than session_name leaves it out); --json has the whole id.
@@ -345,16 +345,16 @@ export async function showCheckpointCommand(location: ProjectLocation, ref: stri
   if (langgraph) langgraph.forEach((line, i) => row(i === 0 ? "langgraph" : "", line));
   const tasks = Object.entries(record.tasks);
   printLine(`  tasks (${tasks.length})`);
-  for (const [id, task] of tasks) printLine(`    ${id.padEnd(8)} ${describeTask(task)}`);
+  for (const [id, task] of tasks) printLine(`    ${visibleText(id).padEnd(8)} ${visibleText(describeTask(task))}`);
   const agents = Object.entries(record.agent_states);
   printLine(`  agents (${agents.length})`);
-  for (const [name, agent] of agents) printLine(`    ${name.padEnd(12)} ${describeAgent(agent)}${agent.context !== undefined ? ", context saved" : ""}`);
+  for (const [name, agent] of agents) printLine(`    ${visibleText(name).padEnd(12)} ${visibleText(describeAgent(agent))}${agent.context !== undefined ? ", context saved" : ""}`);
   if (record.memory_keys.length === 0 && (options.keysOffset ?? 0) > 0 && record.memory_keys_count > 0) {
     // Past the last page: say so, as `checkpoint list` does past its last checkpoint (it printed nothing).
     printLine(`  memory keys (${record.memory_keys_count}): none past offset ${options.keysOffset}`);
   } else if (record.memory_keys.length > 0) {
     printLine(`  memory keys (${record.memory_keys_count})`);
-    for (const key of record.memory_keys) printLine(`    ${key}`);
+    for (const key of record.memory_keys) printLine(`    ${visibleText(key)}`);
     if (record.memory_keys_next_offset !== null) {
       printLine(paint(`    … ${record.memory_keys_count - record.memory_keys_next_offset} more (--keys-offset ${record.memory_keys_next_offset})`, "gray"));
     }

@@ -168,7 +168,7 @@ function printPage(page: CheckpointPage, reasonTexts: ReadonlyMap<string, string
   }
   // Retention and repair remove checkpoints; their numbers are never reused, so say why they skip.
   const count = page.taken > page.total ? `${page.total} kept of ${page.taken} taken` : `${page.total}`;
-  printLine(`Checkpoints of session ${paint(session, "bold")} (${count}, ${page.order} first)`);
+  printLine(`Checkpoints of session ${paint(session, "bold")} (${visibleText(`${count}, ${page.order}`)} first)`);
   if (page.items.length === 0) {
     printLine(`No checkpoints past offset ${page.offset}.`);
     return;
