@@ -121,4 +121,14 @@ describe("a server's replies", () => {
       expect(result.stdout, args.join(" ")).not.toMatch(/^FORGED/m);
     }
   }, 60_000);
+
+  it("memory watch: a batch of changes of another shape is the server's APEX_E_RPC (waited out as a server out of reach, then given up on), not an internal error", async () => {
+    project = new Project(shellAgents({}));
+    let calls = 0;
+    const { target } = await hostile((method) => (method === "memory.changes" ? (calls++ === 0 ? { revision: 5, changes: [] } : { revision: 6, changes: "x" }) : { entries: [] }));
+    const result = await run(target, ["memory", "watch", "/x", "--timeout", "3"]);
+    expect(result.status, result.stderr).toBe(1);
+    expect(result.stderr).toContain("answered memory.changes with a reply that is not a batch of memory changes");
+    expect(result.stderr).not.toContain("APEX_E_INTERNAL");
+  }, 60_000);
 });

@@ -2,7 +2,7 @@ import { ApexError } from "../../core/errors.js";
 
 /**
  * What `apex --remote` reads of a reply before it prints it: the shape of the answers of the reads
- * it prints (lists, records, the checkpoint and tree views), checked once, here, for every command.
+ * it prints (lists, records, the checkpoint and tree views, `memory watch`'s batches), checked once, here, for every command.
  * `apex serve` of this version always answers so; a server that is not APEX (or a man in the middle
  * on plain http) answered a list with a string or a record with a number, and the command failed
  * half-way as APEX_E_INTERNAL ("records.map is not a function"), after printing part of it. Only
@@ -24,6 +24,7 @@ const SHAPES: Record<string, { check: Check; what: string }> = {
   "share.list": { check: list(record({ user: text })), what: "a list of grants" },
   "events.list": { check: list(record()), what: "a list of events" },
   "memory.query": { check: list(record({ path: text })), what: "a list of memory entries" },
+  "memory.changes": { check: record({ revision: count, changes: list(record({ path: text })) }), what: "a batch of memory changes" },
   "whoami": { check: record({ session_id: text, user: text, role: text }), what: "who the token is" },
   "checkpoint.list": { check: record({ total: count, offset: count, items: list(record({ id: text, name: text })) }), what: "a page of checkpoints" },
   "checkpoint.show": {
