@@ -131,4 +131,30 @@ describe("a server's replies", () => {
     expect(result.stderr).toContain("answered memory.changes with a reply that is not a batch of memory changes");
     expect(result.stderr).not.toContain("APEX_E_INTERNAL");
   }, 60_000);
+
+  it("status: an agent's row without what the printer reads is APEX_E_RPC (it was APEX_E_INTERNAL), and no text of the report forges a line", async () => {
+    project = new Project(shellAgents({}));
+    const s = "v\nFORGED line";
+    const agent = { name: s, status: "running", pid: 1, pgid: 1, processes: [1], uptime_seconds: 5, cpu_seconds: 0.5, restarts: 0, task: s, stopped: [1] };
+    const report = (agents: unknown[]) => ({
+      session: { session_id: s, name: s, status: "active", created_at: s, initial_task: s, supervisor: { pid: 1, alive: true, host: s, socket: s, generation: null, lease_expires_at: null } },
+      agents,
+      tasks: { pending: 0, active: 0, completed: 0, failed: 0 },
+      connected: [{ user: s, role: s }],
+      last_checkpoint: { sequence: 1, trigger: s, created_at: s },
+    });
+    const broken = await hostile((method) => (method === "session.status" ? report([{ name: "a", status: "running" }]) : []));
+    const refused = await run(broken.target, ["status"]);
+    expect(refused.status, refused.stderr).toBe(1);
+    expect(refused.stderr).toContain("error[APEX_E_RPC]: The server's status report is not one this version of APEX can read");
+    expect(refused.stdout).toBe("");
+    const crafted = await hostile((method) => (method === "session.status" ? report([agent]) : []));
+    const shown = await run(crafted.target, ["status"]);
+    expect(shown.status, shown.stderr).toBe(0);
+    expect(shown.stdout).toContain("v\\u000aFORGED line");
+    expect(shown.stdout).not.toMatch(/^FORGED/m);
+    // --json: the texts exactly.
+    const json = await run(crafted.target, ["status", "--json"]);
+    expect((JSON.parse(json.stdout) as { agents: Array<{ name: string }> }).agents[0]!.name).toBe(s);
+  }, 60_000);
 });

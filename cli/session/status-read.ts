@@ -47,8 +47,8 @@ async function withStranded(client: SessionClient, report: StatusReport, session
  * a server that is not this version of APEX gets one line (APEX_E_RPC), not a crash half-way.
  */
 function checkRemoteReport(report: unknown): void {
-  const r = report as { session?: unknown; agents?: unknown; tasks?: Record<string, unknown> } | null;
-  const session = r?.session as { session_id?: unknown; status?: unknown } | null | undefined;
+  const r = report as { session?: unknown; agents?: unknown; tasks?: Record<string, unknown>; left_running?: unknown } | null;
+  const session = r?.session as { session_id?: unknown; status?: unknown; remote?: unknown } | null | undefined;
   const counts = r?.tasks;
   const readable =
     r !== null &&
@@ -59,7 +59,9 @@ function checkRemoteReport(report: unknown): void {
         typeof session.session_id === "string" &&
         typeof session.status === "string" &&
         Array.isArray(r.agents) &&
-        r.agents.every((agent) => agent !== null && typeof agent === "object") &&
+        r.agents.every(readableAgent) &&
+        // An interrupted session of this host's store lists what its agents left running.
+        (session.status !== "interrupted" || session.remote || (Array.isArray(r.left_running) && r.left_running.every((left) => isRecord(left) && Array.isArray(left.pids)))) &&
         counts !== null &&
         typeof counts === "object" &&
         ["pending", "active", "completed", "failed"].every((key) => typeof counts[key] === "number")));
@@ -68,4 +70,22 @@ function checkRemoteReport(report: unknown): void {
       hint: "Is it `apex serve`, of the same version of APEX?",
     });
   }
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === "object" && !Array.isArray(value);
+}
+
+const numbers = (value: unknown): boolean => Array.isArray(value) && value.every((item) => typeof item === "number");
+
+/** An agent's row as the printer reads it: its name, its processes and CPU time; the pids stopping or stopped, where there (a server older than them leaves them out). */
+function readableAgent(agent: unknown): boolean {
+  return (
+    isRecord(agent) &&
+    typeof agent.name === "string" &&
+    numbers(agent.processes) &&
+    typeof agent.cpu_seconds === "number" &&
+    (agent.stopping === undefined || numbers(agent.stopping)) &&
+    (agent.stopped === undefined || numbers(agent.stopped))
+  );
 }

@@ -16,6 +16,7 @@ import type { StatusReport } from "../../core/session/status-report.js";
 import { agentStatusText, formatDuration, paintStatus } from "./format.js";
 import { readStatus } from "./status-read.js";
 import { printStranded, type StrandedTask } from "./stranded.js";
+import { terminalSafe } from "../terminal-text.js";
 
 /** `reading`: the report readStatus already asks for (status-main.ts starts it before this module loads); else it is read here. */
 export async function showStatus(location: ProjectLocation, json: boolean, reading: Promise<StatusReport> = readStatus(location)): Promise<void> {
@@ -24,7 +25,19 @@ export async function showStatus(location: ProjectLocation, json: boolean, readi
   const warnings = [...damagedRecordWarnings(report), ...invalidConfig, ...(await configChangedWarnings(location, report))];
   if (json) return printJson(warnings.length > 0 ? { ...report, warnings } : report);
   for (const warning of warnings) process.stderr.write(`warning: ${warning}\n`);
-  printStatus(report, invalidConfig.length > 0);
+  printStatus(process.env.APEX_REMOTE ? oneLineTexts(report) : report, invalidConfig.length > 0);
+}
+
+/**
+ * A report from another host with each of its texts kept on one line (a line break, a tab shown
+ * as its escape): the terminal guard keeps newlines, and an agent's name, a host or a user with
+ * one printed a forged line below its own. --json keeps them exact.
+ */
+function oneLineTexts<T>(value: T): T {
+  if (typeof value === "string") return terminalSafe(value, { singleLine: true }) as T;
+  if (Array.isArray(value)) return value.map(oneLineTexts) as T;
+  if (value === null || typeof value !== "object") return value;
+  return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, oneLineTexts(item)])) as T;
 }
 
 /**
