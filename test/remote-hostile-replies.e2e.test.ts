@@ -112,9 +112,10 @@ describe("a server's replies", () => {
       if (method === "checkpoint.list") return { session_id: s, session_name: s, total: 1, taken: 1, offset: 0, limit: 20, order: s, items: [{ id: s, name: s, sequence: 1, created_at: s, trigger: s, description: s, pinned: false, revision: 1, kept_by: null }] };
       if (method === "session.tree") return { sessions: [{ session_id: s, name: s, status: s, created_at: s, parent: null, checkpoints: 1, latest: s }], nodes: [{ id: s, session_id: s, name: s, sequence: 1, trigger: s, description: s, created_at: s, parents: [], folded: 0, head: true }] };
       if (method === "memory.page") return { entries: [{ path: s, value: s, revision: 1, updated_at: s }] };
+      if (method === "task.get") return { id: s, title: s, status: s, assignee: s, created_at: s, milestone: false };
       return [{ n: s, at: s, text: s, by: s }];
     });
-    for (const args of [["checkpoint", "show", "c1"], ["checkpoint", "list"], ["session", "tree"], ["memory", "query", "/**"], ["memory", "query", "/**", "--keys"], ["milestone"]]) {
+    for (const args of [["checkpoint", "show", "c1"], ["checkpoint", "list"], ["session", "tree"], ["memory", "query", "/**"], ["memory", "query", "/**", "--keys"], ["milestone"], ["task", "show", "t-1"]]) {
       const result = await run(target, args);
       expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(0);
       expect(result.stdout).toContain("\\u000aFORGED line");

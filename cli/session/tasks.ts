@@ -37,7 +37,8 @@ async function withClient<T>(location: ProjectLocation, access: "read" | "write"
 }
 
 function taskLine(task: TaskRecord): string {
-  return `${known(task.id)} ${paintStatus(task.status)}${task.assignee ? ` (${task.assignee})` : ""}: ${visibleText(known(task.title))}${task.milestone ? paint(" [milestone]", "magenta") : ""}`;
+  // Each on this line, as the title: a task from another host may have a line break anywhere.
+  return `${visibleText(known(task.id))} ${paintStatus(typeof task.status === "string" ? visibleText(task.status) : task.status)}${task.assignee ? ` (${visibleText(String(task.assignee))})` : ""}: ${visibleText(known(task.title))}${task.milestone ? paint(" [milestone]", "magenta") : ""}`;
 }
 
 export async function addTask(location: ProjectLocation, title: string, options: { milestone?: boolean; assign?: string; json?: boolean }): Promise<void> {
