@@ -85,6 +85,7 @@ describe("a server's replies", () => {
       [["checkpoint", "list"], "checkpoint.list"],
       [["checkpoint", "show", "c1"], "checkpoint.show"],
       [["session", "tree"], "session.tree"],
+      [["checkpoint", "diff", "c1", "c2"], "checkpoint.diff"],
     ];
     for (const reply of ["x", 5, {}, [1, null, "x", { a: 1 }], { checkpoints: "x", items: 3, sessions: 1, nodes: 2, manifest: 4 }]) {
       const { target } = await hostile(() => reply);
@@ -113,9 +114,13 @@ describe("a server's replies", () => {
       if (method === "session.tree") return { sessions: [{ session_id: s, name: s, status: s, created_at: s, parent: null, checkpoints: 1, latest: s }], nodes: [{ id: s, session_id: s, name: s, sequence: 1, trigger: s, description: s, created_at: s, parents: [], folded: 0, head: true }] };
       if (method === "memory.page") return { entries: [{ path: s, value: s, revision: 1, updated_at: s }] };
       if (method === "task.get") return { id: s, title: s, status: s, assignee: s, created_at: s, milestone: false };
+      if (method === "checkpoint.diff") {
+        const changes = { added: [s], removed: [s], changed: [{ id: s, before: { title: s }, after: { title: "t" } }] };
+        return { from: { id: s, name: s, sessionId: s, session_name: s }, to: { id: s, name: s, sessionId: s, session_name: s }, memory: { added: [s], removed: [s], changed: [s] }, tasks: changes, agents: changes };
+      }
       return [{ n: s, at: s, text: s, by: s }];
     });
-    for (const args of [["checkpoint", "show", "c1"], ["checkpoint", "list"], ["session", "tree"], ["memory", "query", "/**"], ["memory", "query", "/**", "--keys"], ["milestone"], ["task", "show", "t-1"]]) {
+    for (const args of [["checkpoint", "show", "c1"], ["checkpoint", "list"], ["session", "tree"], ["memory", "query", "/**"], ["memory", "query", "/**", "--keys"], ["milestone"], ["task", "show", "t-1"], ["checkpoint", "diff", "c1", "c2"]]) {
       const result = await run(target, args);
       expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(0);
       expect(result.stdout).toContain("\\u000aFORGED line");

@@ -182,6 +182,27 @@ describe("apex --remote … session tree|merge", () => {
     expect(paged).toContain(`next page: apex --remote ${url.replace(/^http:\/\//, "")}/${feature} checkpoint list --offset 1 --limit 1`);
   });
 
+  it("answers every read apex --remote checks the shape of (plugins/sharing/reply-shapes.ts) in a shape it reads: none is refused", async () => {
+    const items = (JSON.parse(ok(remote(p, url, feature, olga, ["checkpoint", "list", "--json"]))) as { items: Array<{ id: string }> }).items;
+    expect(items.length).toBeGreaterThan(1);
+    const reads = [
+      ["checkpoint", "list"],
+      ["checkpoint", "show", items[0]!.id],
+      ["checkpoint", "diff", items.at(-1)!.id, items[0]!.id],
+      ["session", "list"],
+      ["session", "shares"],
+      ["task", "list"],
+      ["milestone"],
+      ["memory", "query", "/notes/**", "--keys"],
+      ["status"],
+    ];
+    for (const args of reads) {
+      const result = remote(p, url, feature, olga, args);
+      expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(0);
+      expect(result.stderr, args.join(" ")).not.toContain("APEX_E_");
+    }
+  });
+
   it("merges a session the user holds a grant of into the grant's session, as locally; refuses any other source or destination", async () => {
     const checkpoints = () => ok(p.apex(["checkpoint", "list", "--session", feature, "--json"]));
     const before = checkpoints();

@@ -443,22 +443,24 @@ export async function diffCheckpointsCommand(location: ProjectLocation, a: strin
     diffCheckpoints(store, a, b, { sessionId: sessionFor(store, options.session) }),
   );
   if (options.json) return printJson({ ...diff, from: snakeCased(diff.from), to: snakeCased(diff.to) });
+  // Each path, id and value on its line: a task's title may hold a line break, and anything a server sent may.
+  const printText = (text: string) => printLine(visibleText(text));
   // Each side's session as the other commands print it, by name or short id (a supervisor older than session_name leaves it out).
   const name = (side: CheckpointDiff["from"]) => `${side.session_name ?? shortSessionId(side.sessionId)}/${side.name} (${side.id.slice(0, 8)})`;
-  printLine(`From ${name(diff.from)} to ${name(diff.to)}`);
+  printText(`From ${name(diff.from)} to ${name(diff.to)}`);
   const { memory, tasks, agents } = diff;
-  printLine(`Memory: ${memory.added.length} added, ${memory.removed.length} removed, ${memory.changed.length} changed`);
+  printText(`Memory: ${memory.added.length} added, ${memory.removed.length} removed, ${memory.changed.length} changed`);
   const lines: string[] = [
     ...memory.added.map((path) => `  + ${path}`),
     ...memory.removed.map((path) => `  - ${path}`),
     ...memory.changed.map((path) => `  ~ ${path}`),
   ];
-  for (const line of lines.slice(0, DIFF_LINES)) printLine(line);
+  for (const line of lines.slice(0, DIFF_LINES)) printText(line);
   if (lines.length > DIFF_LINES) printLine(paint(`  … ${lines.length - DIFF_LINES} more (--json lists every path)`, "gray"));
-  printLine(`Tasks: ${tasks.added.length} added, ${tasks.removed.length} removed, ${tasks.changed.length} changed`);
-  for (const id of tasks.added) printLine(`  + ${id}`);
-  for (const id of tasks.removed) printLine(`  - ${id}`);
-  for (const change of tasks.changed) printLine(`  ~ ${change.id}: ${changedFields(change.before, change.after, ["status", "assignee", "title", "result", "reason"])}`);
+  printText(`Tasks: ${tasks.added.length} added, ${tasks.removed.length} removed, ${tasks.changed.length} changed`);
+  for (const id of tasks.added) printText(`  + ${id}`);
+  for (const id of tasks.removed) printText(`  - ${id}`);
+  for (const change of tasks.changed) printText(`  ~ ${change.id}: ${changedFields(change.before, change.after, ["status", "assignee", "title", "result", "reason"])}`);
   const agentChanges = {
     added: agents.added.filter((id) => !id.endsWith(".context")),
     removed: agents.removed.filter((id) => !id.endsWith(".context")),
@@ -466,14 +468,14 @@ export async function diffCheckpointsCommand(location: ProjectLocation, a: strin
   const contexts = new Set([...agents.added, ...agents.removed, ...agents.changed.map((change) => change.id)].filter((id) => id.endsWith(".context")));
   const changedAgents = agents.changed.filter((change) => !change.id.endsWith(".context"));
   const contextOnly = [...contexts].map((id) => id.slice(0, -".context".length)).filter((agent) => !changedAgents.some((change) => change.id === agent));
-  printLine(`Agents: ${agentChanges.added.length} added, ${agentChanges.removed.length} removed, ${changedAgents.length + contextOnly.length} changed`);
-  for (const id of agentChanges.added) printLine(`  + ${id}`);
-  for (const id of agentChanges.removed) printLine(`  - ${id}`);
+  printText(`Agents: ${agentChanges.added.length} added, ${agentChanges.removed.length} removed, ${changedAgents.length + contextOnly.length} changed`);
+  for (const id of agentChanges.added) printText(`  + ${id}`);
+  for (const id of agentChanges.removed) printText(`  - ${id}`);
   for (const change of changedAgents) {
     const context = contexts.has(`${change.id}.context`) ? "; context changed" : "";
-    printLine(`  ~ ${change.id}: ${changedFields(change.before, change.after, ["status", "task", "reported_status", "restarts"])}${context}`);
+    printText(`  ~ ${change.id}: ${changedFields(change.before, change.after, ["status", "task", "reported_status", "restarts"])}${context}`);
   }
-  for (const agent of contextOnly) printLine(`  ~ ${agent}: context changed`);
+  for (const agent of contextOnly) printText(`  ~ ${agent}: context changed`);
 }
 
 /** "status pending → active, assignee - → coder"; when only unlisted fields differ, their names ("pid, pgid, start_time changed"). */

@@ -37,6 +37,16 @@ const SHAPES: Record<string, { check: Check; what: string }> = {
     }),
     what: "a checkpoint",
   },
+  "checkpoint.diff": {
+    check: record({
+      from: record({ id: text, name: text }),
+      to: record({ id: text, name: text }),
+      memory: record({ added: list(text), removed: list(text), changed: list(text) }),
+      tasks: record({ added: list(text), removed: list(text), changed: list(record({ id: text })) }),
+      agents: record({ added: list(text), removed: list(text), changed: list(record({ id: text })) }),
+    }),
+    what: "a diff of two checkpoints",
+  },
   "session.tree": { check: record({ sessions: list(record({ session_id: text })), nodes: list(record({ id: text, session_id: text, parents: list(text) })) }), what: "a tree of sessions" },
 };
 
