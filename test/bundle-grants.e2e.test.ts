@@ -56,6 +56,38 @@ async function importClaimingParent(p: Project, parent: { session_id: string; se
   return sid;
 }
 
+/**
+ * A project with a session `source` (checkpoint-002 "the branch point", checkpoint-003 "merged in"), a branch of it at
+ * checkpoint-002, and a session `destination` of its own that merged the source's checkpoint-003 in.
+ */
+function branchedAndMerged() {
+  const b = new Project(CONFIG, "apex-grants-");
+  // Made before the source, without what it adds.
+  const destination = b.start(["--task", "merged into"]).session_id;
+  ok(b, ["stop"]);
+  const source = b.start(["--task", "where it came from"]).session_id;
+  ok(b, ["memory", "set", "/plan", '"shared"']);
+  ok(b, ["checkpoint", "create", "the branch point"]);
+  ok(b, ["memory", "set", "/plan", '"merged"']);
+  ok(b, ["checkpoint", "create", "merged in"]);
+  ok(b, ["stop"]);
+  const branch = JSON.parse(ok(b, ["session", "branch", `${source}/checkpoint-002`, "real-branch", "--json"]).stdout) as { session_id: string; parent_checkpoint: { id: string } };
+  const merge = JSON.parse(ok(b, ["session", "merge", source, destination, "--json"]).stdout) as { applied: string; source: { checkpoint: { id: string; name: string } } };
+  expect(merge).toMatchObject({ applied: "checkpoint", source: { checkpoint: { name: "checkpoint-003" } } });
+  return { b, destination, source, branch, merge };
+}
+
+/** Through `apex serve`, a grant of each of `sids` sees `source` in `session list|tree|history`. */
+async function expectSourceSeen(b: Project, source: string, sids: string[]): Promise<void> {
+  const url = await serve(b, stops);
+  for (const [index, sid] of sids.entries()) {
+    for (const { args, text, sessions } of seenBy(b, url, sid, `bob${index}`)) {
+      expect(sessions, `${args} of ${index}`).toContain(source);
+      if (args.includes("list")) expect(text, args).toContain("where it came from");
+    }
+  }
+}
+
 /** What a grant of `sid` shows of the project's sessions, for `session list|tree|history --json` each: the text, with every session id it names. */
 function seenBy(p: Project, url: string, sid: string, user: string): Array<{ args: string; text: string; sessions: string[] }> {
   const { token } = share(p, sid, user, "viewer");
@@ -214,19 +246,7 @@ describe("access grants and bundles", () => {
   }, 120_000);
 
   it("a branch whose branch point was deleted with --force, and a merge whose merged-in checkpoint was, still show that session to a grant of theirs", async () => {
-    const b = new Project(CONFIG, "apex-grants-");
-    // A session of its own, which merges the source's checkpoint-003 in (made before it, without what it adds).
-    const destination = b.start(["--task", "merged into"]).session_id;
-    ok(b, ["stop"]);
-    const source = b.start(["--task", "where it came from"]).session_id;
-    ok(b, ["memory", "set", "/plan", '"shared"']);
-    ok(b, ["checkpoint", "create", "the branch point"]);
-    ok(b, ["memory", "set", "/plan", '"merged"']);
-    ok(b, ["checkpoint", "create", "merged in"]);
-    ok(b, ["stop"]);
-    const branch = JSON.parse(ok(b, ["session", "branch", `${source}/checkpoint-002`, "real-branch", "--json"]).stdout) as { session_id: string; parent_checkpoint: { id: string } };
-    const merge = JSON.parse(ok(b, ["session", "merge", source, destination, "--json"]).stdout) as { applied: string; source: { checkpoint: { id: string; name: string } } };
-    expect(merge).toMatchObject({ applied: "checkpoint", source: { checkpoint: { name: "checkpoint-003" } } });
+    const { b, destination, source, branch, merge } = branchedAndMerged();
     ok(b, ["checkpoint", "delete", `${source}/checkpoint-002`, "--force"]);
     ok(b, ["checkpoint", "delete", `${source}/checkpoint-003`, "--force"]);
     // Its session's record keeps the ids they had, and nothing of a checkpoint no edge named.
@@ -235,28 +255,11 @@ describe("access grants and bundles", () => {
       { id: branch.parent_checkpoint.id, sequence: 2 },
       { id: merge.source.checkpoint.id, sequence: 3 },
     ]);
-    const url = await serve(b, stops);
-    for (const [index, sid] of [branch.session_id, destination].entries()) {
-      for (const { args, text, sessions } of seenBy(b, url, sid, `bob${index}`)) {
-        expect(sessions, `${args} of ${index}`).toContain(source);
-        if (args.includes("list")) expect(text, args).toContain("where it came from");
-      }
-    }
+    await expectSourceSeen(b, source, [branch.session_id, destination]);
   }, 120_000);
 
   it("a branch whose branch point, and a merge whose merged-in checkpoint, a repair dropped (their manifests no longer decode) still show that session to a grant of theirs", async () => {
-    const b = new Project(CONFIG, "apex-grants-");
-    const destination = b.start(["--task", "merged into"]).session_id;
-    ok(b, ["stop"]);
-    const source = b.start(["--task", "where it came from"]).session_id;
-    ok(b, ["memory", "set", "/plan", '"shared"']);
-    ok(b, ["checkpoint", "create", "the branch point"]);
-    ok(b, ["memory", "set", "/plan", '"merged"']);
-    ok(b, ["checkpoint", "create", "merged in"]);
-    ok(b, ["stop"]);
-    const branch = JSON.parse(ok(b, ["session", "branch", `${source}/checkpoint-002`, "real-branch", "--json"]).stdout) as { session_id: string; parent_checkpoint: { id: string } };
-    const merge = JSON.parse(ok(b, ["session", "merge", source, destination, "--json"]).stdout) as { applied: string; source: { checkpoint: { id: string; name: string } } };
-    expect(merge).toMatchObject({ applied: "checkpoint", source: { checkpoint: { name: "checkpoint-003" } } });
+    const { b, destination, source, branch, merge } = branchedAndMerged();
     // The manifests of the branch point, the checkpoint merged in and the start's checkpoint (no edge names it) no longer decode: the repair drops all three, their ids known from the catalog.
     const store = await openStore(b.storeDir);
     try {
@@ -278,12 +281,6 @@ describe("access grants and bundles", () => {
       { id: branch.parent_checkpoint.id, sequence: 2 },
       { id: merge.source.checkpoint.id, sequence: 3 },
     ]);
-    const url = await serve(b, stops);
-    for (const [index, sid] of [branch.session_id, destination].entries()) {
-      for (const { args, text, sessions } of seenBy(b, url, sid, `bob${index}`)) {
-        expect(sessions, `${args} of ${index}`).toContain(source);
-        if (args.includes("list")) expect(text, args).toContain("where it came from");
-      }
-    }
+    await expectSourceSeen(b, source, [branch.session_id, destination]);
   }, 120_000);
 });
