@@ -187,8 +187,13 @@ export function recordDeletedPoint(store: Store, located: Located, actor: string
   writeMergeEntry(store, located, { id: located.id, sequence: located.sequence }, DELETED_POINTS_FIELD, actor);
 }
 
-/** Whether `sessionId`'s records keep a deleted checkpoint `id` at `sequence` (DELETED_POINTS_FIELD). */
-export function isDeletedPoint(store: Store, sessionId: string, sequence: number, id: string): boolean {
+/**
+ * Whether `sessionId`'s own records keep its checkpoint `id` at `sequence`, deleted since: a merge
+ * checkpoint (recordedMergesOf), or one other sessions' edges named (DELETED_POINTS_FIELD). What a
+ * grant's ancestry follows an edge to a deleted checkpoint under (sharing/archive.ts sessionAncestry).
+ */
+export function keptUnderId(store: Store, sessionId: string, sequence: number, id: string): boolean {
+  if (recordedMergesOf(store, sessionId).some((merge) => merge.id === id && merge.sequence === sequence)) return true;
   return [sessionRecord(store, sessionId), recordlessMerges(store, sessionId)].some((record) => {
     const kept = record?.[DELETED_POINTS_FIELD];
     return Array.isArray(kept) && kept.some((entry) => isRecord(entry) && entry.id === id && entry.sequence === sequence);

@@ -243,16 +243,9 @@ async function checkpointReads() {
  * the merge recorded.
  */
 export async function sessionAncestry(store: Store, sessionId: string): Promise<Map<string, number>> {
-  const [{ branchPointOf, isDeletedPoint, mergedInto, sessionRecord, MERGES_FIELD, DELETED_MERGES_FIELD, recordlessMergesPath }, { Catalog }] = await Promise.all([import("../checkpoint/merge-base.js"), import("../checkpoint/catalog.js")]);
+  const [{ branchPointOf, keptUnderId, mergedInto, sessionRecord }, { Catalog }] = await Promise.all([import("../checkpoint/merge-base.js"), import("../checkpoint/catalog.js")]);
   const catalog = Catalog.of(store);
   const held = (other: string) => sessionRecord(store, other) !== undefined || catalog.count(other) > 0 || catalog.lastSequence(other) > 0;
-  // A merge checkpoint of `other` deleted since, as its own records keep its edge (recordMerge): the id and sequence it had.
-  const recordedMerge = (other: string, sequence: number, id: string) => {
-    const record = sessionRecord(store, other);
-    const recordless = store.get(recordlessMergesPath(other));
-    const lists = [record?.[MERGES_FIELD], record?.[DELETED_MERGES_FIELD], recordless !== null && typeof recordless === "object" && !Array.isArray(recordless) ? recordless[MERGES_FIELD] : undefined];
-    return lists.some((list) => Array.isArray(list) && list.some((merge) => merge !== null && typeof merge === "object" && !Array.isArray(merge) && merge.id === id && merge.sequence === sequence));
-  };
   const borneOut = (point: { sessionId: string; sequence: number }, id: string | undefined) => {
     if (!held(point.sessionId)) return true;
     if (id === undefined) return false;
@@ -260,7 +253,7 @@ export async function sessionAncestry(store: Store, sessionId: string): Promise<
     if (summary !== undefined) return summary.id === id;
     // A checkpoint deleted since: followed when its own session's records kept it under that id (a merge
     // checkpoint's edge; a branch point or a checkpoint merged in, deleted with --force), else not.
-    return recordedMerge(point.sessionId, point.sequence, id) || isDeletedPoint(store, point.sessionId, point.sequence, id);
+    return keptUnderId(store, point.sessionId, point.sequence, id);
   };
   const result = new Map<string, number>();
   const stack: Array<{ sessionId: string; sequence: number }> = [{ sessionId, sequence: Number.MAX_SAFE_INTEGER }];
